@@ -1,0 +1,1 @@
+"""Alembic migrations, installed as the wopihost.migrations package (see pyproject.toml)."""

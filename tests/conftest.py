@@ -1,0 +1,164 @@
+"""Shared fixtures.
+
+Every test that touches the database runs against a real SQLite file, and again
+against PostgreSQL when WOPIHOST_TEST_DATABASE_URL is set (CI sets it). The
+schema always comes from the Alembic migrations. Time is a FrozenClock that
+tests move forward instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import webtest
+
+from wopihost import db
+from wopihost.app import create_app
+from wopihost.clock import FrozenClock
+from wopihost.config import Settings
+from wopihost.models import metadata
+from wopihost.services import Services
+
+PG_URL = os.environ.get("WOPIHOST_TEST_DATABASE_URL", "").strip()
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def pytest_generate_tests(metafunc):
+    if "database" in metafunc.fixturenames:
+        backends = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+        metafunc.parametrize("database", backends, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating takes longer than copying)."""
+    path = tmp_path_factory.mktemp("template") / "wopihost.sqlite3"
+    db.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url() -> str:
+    """A private schema in the test database, migrated once for the whole run."""
+    schema = f"wopihost_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    url_text = url.render_as_string(hide_password=False)
+    db.upgrade(url_text)
+    yield url_text
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
+
+
+@pytest.fixture
+def database(request, tmp_path) -> str:
+    """The database URL for one test, on a clean, migrated schema."""
+    if request.param == "sqlite":
+        path = tmp_path / "wopihost.sqlite3"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("pg_schema_url")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        conn.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def settings(database, tmp_path) -> Settings:
+    return Settings.from_env({
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_DATABASE_URL": database,
+        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+        "WOPIHOST_SECRET_KEY": "test-secret",
+        "WOPIHOST_MAX_FILE_SIZE": "1MiB",
+    })
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def app(settings, clock):
+    app = create_app(settings, clock)
+    yield app
+    app.extensions["wopihost"].db.dispose()
+
+
+@pytest.fixture
+def services(app) -> Services:
+    return app.extensions["wopihost"]
+
+
+@pytest.fixture
+def testapp(app) -> webtest.TestApp:
+    return webtest.TestApp(app)
+
+
+@dataclass
+class WopiClient:
+    """Speaks WOPI to the app for one file and one token; never raises on an error status."""
+    testapp: webtest.TestApp
+    file_id: str
+    token: str
+
+    def url(self, suffix: str = "", token: str | None = None) -> str:
+        return f"/wopi/files/{self.file_id}{suffix}?access_token={self.token if token is None else token}"
+
+    def check_file_info(self, **headers):
+        return self.testapp.get(self.url(), headers=headers, expect_errors=True)
+
+    def get_file(self, **headers):
+        return self.testapp.get(self.url("/contents"), headers=_h(headers), expect_errors=True)
+
+    def put_file(self, body: bytes, lock: str | None = None, **headers):
+        headers = {"X-WOPI-Override": "PUT", **_h(headers)}
+        if lock is not None:
+            headers["X-WOPI-Lock"] = lock
+        return self.testapp.post(self.url("/contents"), body, headers=headers, expect_errors=True)
+
+    def op(self, override: str, body: bytes = b"", **headers):
+        """POST /wopi/files/<id> with X-WOPI-Override; keyword X_WOPI_Lock means header X-WOPI-Lock."""
+        return self.testapp.post(self.url(), body, headers={"X-WOPI-Override": override, **_h(headers)},
+                                 expect_errors=True)
+
+    def lock(self, lock_id: str, **headers):
+        return self.op("LOCK", X_WOPI_Lock=lock_id, **headers)
+
+
+def _h(headers: dict[str, str]) -> dict[str, str]:
+    return {name.replace("_", "-"): value for name, value in headers.items()}
+
+
+@pytest.fixture
+def make_file(services):
+    def make(content: bytes = b"hello world", name: str = "Doc.docx", owner: str = "alice"):
+        return services.add_file(owner, name, io.BytesIO(content))
+    return make
+
+
+@pytest.fixture
+def client_for(services, testapp):
+    def client(file, user: str = "alice", can_write: bool = True) -> WopiClient:
+        return WopiClient(testapp, file.id, services.issue_token(file.id, user, can_write).token)
+    return client
+
+
+@pytest.fixture
+def wopi(make_file, client_for) -> WopiClient:
+    """A client with a write token for a fresh 11-byte file Doc.docx owned by alice."""
+    return client_for(make_file())

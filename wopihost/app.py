@@ -1,0 +1,87 @@
+"""The Flask application. gunicorn serves `wopihost.app:create_app()`."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Flask, Response, current_app, request
+from markupsafe import escape
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .clock import Clock
+from .config import Settings
+from .errors import WopiError, WopiResponse, header_safe
+from .services import Services
+from .wopi import blueprint as wopi_blueprint
+
+log = logging.getLogger("wopihost")
+SERVER_VERSION = f"wopihost/{__version__}"
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Flask:
+    services = Services.create(settings or Settings.from_env(), clock)
+    services.blobs.sweep_tmp()
+    app = Flask("wopihost")
+    app.response_class = WopiResponse
+    app.extensions["wopihost"] = services
+    app.register_blueprint(wopi_blueprint)
+    app.add_url_rule("/host/<action>/<file_id>", view_func=host_page)
+    app.register_error_handler(WopiError, _wopi_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    app.after_request(_server_headers)
+    return app
+
+
+def _error_response(status: int, reason: str, headers: dict[str, str] | None = None,
+                    body: dict | None = None) -> Response:
+    response = WopiResponse(json.dumps(body) if body is not None else b"", status=status,
+                        mimetype="application/json" if body is not None else None)
+    response.headers.update(headers or {})
+    response.headers["X-WOPI-FailureReason"] = header_safe(reason)
+    return response
+
+
+def _wopi_error(error: WopiError) -> Response:
+    log.info("%s %s -> %s: %s", request.method, request.path, error.status, error.reason)
+    return _error_response(error.status, error.reason, error.headers, error.body)
+
+
+def _http_error(error: HTTPException) -> Response:
+    # Routing errors (404, 405), Range errors (416), a client that hung up mid-body (400) ...
+    response = _error_response(error.code or 500, error.description or error.name)
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers.setdefault(name, value)
+    return response
+
+
+def _unexpected_error(error: Exception) -> Response:
+    log.exception("unexpected error in %s %s", request.method, request.path)
+    response = _error_response(500, "internal server error")
+    response.headers["X-WOPI-ServerError"] = "internal server error"
+    return response
+
+
+def _server_headers(response: Response) -> Response:
+    response.headers["X-WOPI-ServerVersion"] = SERVER_VERSION
+    return response
+
+
+def host_page(action: str, file_id: str) -> Response:
+    """Where HostViewUrl/HostEditUrl point unless WOPIHOST_HOST_PAGE_URL names the integrator's own page.
+
+    A real host page embeds the WOPI client's action URL, which needs discovery;
+    until discovery is configured this page only says which file it is for.
+    """
+    if action not in ("view", "edit"):
+        raise WopiError(404, "host pages are /host/view/<file id> and /host/edit/<file id>")
+    services: Services = current_app.extensions["wopihost"]
+    file = services.files.get(file_id)
+    html = (f"<!doctype html><title>{escape(file.name)}</title>"
+            f"<h1>{escape(file.name)}</h1><p>WOPISrc: <code>{escape(services.wopi_src(file.id))}</code></p>"
+            f"<p>Action: {escape(action)}. No WOPI client is configured for this host page.</p>")
+    return Response(html, mimetype="text/html", headers={"Cache-Control": "no-cache, no-store"})
+

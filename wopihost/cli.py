@@ -1,0 +1,229 @@
+"""The `wopihost` command: administration and serving. Every command reads the same WOPIHOST_* settings."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from . import db
+from .clock import iso_round_trip, to_epoch_ms
+from .config import ConfigError, Settings, parse_duration
+from .demo import minimal_docx
+from .errors import WopiError
+from .models import File
+from .names import InvalidName
+from .services import Services
+from .tokens import IssuedToken
+
+DEMO_OWNER = "demo"
+DEMO_NAME = "Welcome.docx"
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _services() -> Services:
+    """Services on a database whose schema is current (the tables exist and match this code)."""
+    settings = _settings()
+    services = Services.create(settings)
+    current, head = db.current_revision(services.db.engine), db.head_revision(settings.database_url)
+    if current != head:
+        raise click.ClickException(f"the database is at migration {current or 'none'}, this code needs {head}: "
+                                   "run `wopihost db upgrade`")
+    return services
+
+
+def _echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _file_json(file: File) -> dict:
+    return {"id": file.id, "name": file.name, "owner": file.owner_id, "size": file.size,
+            "version": str(file.version), "modified": iso_round_trip(file.modified_at)}
+
+
+def _token_json(services: Services, issued: IssuedToken) -> dict:
+    wopi_src = services.wopi_src(issued.grant.file_id)
+    return {
+        "file_id": issued.grant.file_id,
+        "user": issued.grant.user_id,
+        "can_write": issued.grant.can_write,
+        "wopi_src": wopi_src,
+        "access_token": issued.token,
+        "access_token_ttl": to_epoch_ms(issued.grant.expires_at),
+        "expires": iso_round_trip(issued.grant.expires_at),
+        "check_file_info_url": f"{wopi_src}?access_token={issued.token}",
+    }
+
+
+def _print_token(services: Services, issued: IssuedToken, as_json: bool) -> None:
+    info = _token_json(services, issued)
+    if as_json:
+        _echo_json(info)
+        return
+    click.echo(f"WOPISrc:          {info['wopi_src']}")
+    click.echo(f"access_token:     {info['access_token']}")
+    click.echo(f"access_token_ttl: {info['access_token_ttl']}  (expires {info['expires']})")
+    click.echo(f"permissions:      {'read and write' if info['can_write'] else 'read only'}, user {info['user']}")
+    click.echo(f"CheckFileInfo:    curl -s {shlex.quote(info['check_file_info_url'])}")
+
+
+@click.group()
+def main() -> None:
+    """wopihost: a WOPI host server. Settings come from WOPIHOST_* environment variables (see README)."""
+
+
+# -- db ---------------------------------------------------------------------------
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all migrations (creates the database on first run)."""
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db.upgrade(settings.database_url)
+    click.echo(f"database is at migration {db.head_revision(settings.database_url)}")
+
+
+# -- files ------------------------------------------------------------------------
+
+@main.group("files")
+def files_group() -> None:
+    """Files on this host."""
+
+
+@files_group.command("add")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="File name on the host (default: the file's own name).")
+@click.option("--owner", default=DEMO_OWNER, show_default=True, help="User id of the owner.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def files_add(path: Path, name: str | None, owner: str, as_json: bool) -> None:
+    """Upload a local file into the owner's root folder."""
+    services = _services()
+    try:
+        with open(path, "rb") as source:
+            file = services.add_file(owner, name or path.name, source)
+    except (InvalidName, ValueError, WopiError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json(_file_json(file))
+    else:
+        click.echo(f"{file.id}  {file.name}  ({file.size} bytes, owner {file.owner_id})")
+
+
+@files_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def files_list(as_json: bool) -> None:
+    """List every file."""
+    files = _services().files.list()
+    if as_json:
+        _echo_json([_file_json(f) for f in files])
+        return
+    for f in files:
+        click.echo(f"{f.id}  {f.name}  {f.size} bytes  v{f.version}  owner {f.owner_id}  {iso_round_trip(f.modified_at)}")
+
+
+# -- tokens -----------------------------------------------------------------------
+
+@main.group("token")
+def token_group() -> None:
+    """Access tokens."""
+
+
+@token_group.command("issue")
+@click.argument("file_id")
+@click.option("--user", required=True, help="User id the token acts for.")
+@click.option("--read-only", is_flag=True, help="Grant read access only.")
+@click.option("--ttl", default=None, help="Lifetime, e.g. 10h, 30m (default WOPIHOST_TOKEN_TTL).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def token_issue(file_id: str, user: str, read_only: bool, ttl: str | None, as_json: bool) -> None:
+    """Issue an access token for one file and one user."""
+    services = _services()
+    try:
+        services.files.get(file_id)
+        seconds = parse_duration(ttl) if ttl else services.settings.token_ttl
+        issued = services.issue_token(file_id, user, not read_only,
+                                      services.clock.now() + timedelta(seconds=seconds))
+    except (ValueError, WopiError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_token(services, issued, as_json)
+
+
+@token_group.command("revoke")
+@click.argument("token", required=False)
+@click.option("--file", "file_id", help="Revoke every token for this file.")
+@click.option("--user", help="Revoke every token for this user.")
+def token_revoke(token: str | None, file_id: str | None, user: str | None) -> None:
+    """Revoke one token, or all tokens of a file and/or a user."""
+    if not (token or file_id or user):
+        raise click.UsageError("give a TOKEN, --file or --user")
+    services = _services()
+    with services.db.write() as s:
+        count = services.tokens.revoke(s, token=token, file_id=file_id, user_id=user)
+    click.echo(f"revoked {count} token{'s' if count != 1 else ''}")
+
+
+# -- locks ------------------------------------------------------------------------
+
+@main.group("lock")
+def lock_group() -> None:
+    """WOPI locks."""
+
+
+@lock_group.command("break")
+@click.argument("file_id")
+def lock_break(file_id: str) -> None:
+    """Remove a file's lock (for example after an editor crashed)."""
+    try:
+        removed = _services().locks.break_lock(file_id)
+    except WopiError as exc:
+        raise click.ClickException(exc.reason) from None
+    click.echo(f"removed lock {removed!r}" if removed else "the file was not locked")
+
+
+# -- demo and serving -------------------------------------------------------------
+
+@main.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def demo(as_json: bool) -> None:
+    """Create the demo document (once) and print a fresh token for it."""
+    services = _services()
+    existing = [f for f in services.files.list() if f.owner_id == DEMO_OWNER and f.name == DEMO_NAME]
+    file = existing[0] if existing else services.add_file(DEMO_OWNER, DEMO_NAME, io.BytesIO(minimal_docx()))
+    _print_token(services, services.issue_token(file.id, DEMO_OWNER, True), as_json)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve with gunicorn (for production use deploy/gunicorn.conf.py)."""
+    from .server import DEFAULTS, WopiHostServer
+
+    # Without a configured public URL, the URLs we hand out name the address we listen on.
+    os.environ.setdefault("WOPIHOST_PUBLIC_URL", f"http://{host}:{port}")
+    services = _services()  # fail here, once, rather than in every worker
+    services.db.dispose()
+    click.echo(f"wopihost serving {services.settings.public_url} on http://{host}:{port} "
+               f"with {workers} workers; data in {services.settings.data_dir}", err=True)
+    WopiHostServer({**DEFAULTS, "bind": f"{host}:{port}", "workers": workers}).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Time, in one place, so tests can move it instead of sleeping."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+
+class Clock:
+    """Wall-clock UTC time as naive datetimes (how the database stores it)."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class FrozenClock(Clock):
+    """A clock that only moves when told to (tests)."""
+
+    def __init__(self, start: datetime | None = None):
+        self._now = start or Clock().now()
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, **delta: float) -> None:
+        self._now += timedelta(**delta)
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    return int(moment.replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def iso_round_trip(moment: datetime) -> str:
+    """ISO 8601 with 7 fractional digits and Z, the .NET round-trip format WOPI asks for."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
+
+
+def parse_iso(text: str) -> datetime | None:
+    """Parse an ISO 8601 time (any fraction length, Z or offset) to naive UTC; None if malformed."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    date_part, sep, rest = text.partition("T")
+    if sep and "." in rest:
+        # Python accepts at most 6 fractional digits; .NET sends 7.
+        whole, _, tail = rest.partition(".")
+        digits = "".join(ch for ch in tail if ch.isdigit())
+        zone = tail[len(digits):]
+        text = f"{date_part}T{whole}.{digits[:6].ljust(6, '0')}{zone}"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment

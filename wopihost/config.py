@@ -1,0 +1,119 @@
+"""Settings, read from environment variables with documented defaults.
+
+Every setting is listed in README.md ("Configuration"); keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ENV_PREFIX = "WOPIHOST_"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def parse_duration(text: str) -> float:
+    """'10h', '30m', '90s', '250ms', '2d' or plain seconds -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 10h, 30m, 90s)")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """'100MiB', '2G', '512k' or plain bytes -> bytes (binary units: 1k = 1024)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 100MiB, 2GiB)")
+    unit = (match.group(2) or "b")[0].lower()
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    public_url: str
+    secret_key: str = field(repr=False)
+    token_ttl: float = 10 * 3600
+    max_file_size: int = 1 << 30
+    host_page_url: str = ""
+    sqlite_busy_timeout: float = 30.0
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    def with_changes(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str) -> str:
+            return env.get(ENV_PREFIX + name, "").strip() or default
+
+        def parsed(name: str, default: str, parse):
+            raw = get(name, default)
+            try:
+                return parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_PREFIX}{name}: {exc}") from None
+
+        data_dir = Path(get("DATA_DIR", "data")).expanduser().resolve()
+        public_url = get("PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
+        if not re.match(r"^https?://[^/]+", public_url):
+            raise ConfigError(f"{ENV_PREFIX}PUBLIC_URL: must be an absolute http(s) URL, got {public_url!r}")
+        return cls(
+            data_dir=data_dir,
+            database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
+            public_url=public_url,
+            secret_key=env.get(ENV_PREFIX + "SECRET_KEY") or load_or_create_secret(data_dir),
+            token_ttl=parsed("TOKEN_TTL", "10h", parse_duration),
+            max_file_size=parsed("MAX_FILE_SIZE", "1GiB", parse_size),
+            host_page_url=get("HOST_PAGE_URL", public_url + "/host/{action}/{file_id}"),
+            sqlite_busy_timeout=parsed("SQLITE_BUSY_TIMEOUT", "30s", parse_duration),
+        )
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The token secret kept in DATA_DIR/secret_key, created on first use.
+
+    Several gunicorn workers may start at once: the file is created with O_EXCL
+    from a fully written temporary file, so every process reads the same secret.
+    """
+    path = data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        os.link(tmp, path)  # atomic: fails if another process won the race
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,52 @@
+"""The one error type that the domain layer raises and the HTTP layer turns into a response."""
+
+from __future__ import annotations
+
+from flask import Response
+
+
+class WopiResponse(Response):
+    """Most WOPI responses have no body; they should not claim to be text/html."""
+    default_mimetype = None
+
+
+class WopiError(Exception):
+    """A failed WOPI operation: HTTP status, a reason for X-WOPI-FailureReason, extra headers.
+
+    `reason` goes into a response header, so it must be one line of printable ASCII;
+    the constructor enforces that rather than trusting every caller.
+    """
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None,
+                 body: dict | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = header_safe(reason)
+        self.headers = dict(headers or {})
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"WopiError({self.status}, {self.reason!r})"
+
+
+def header_safe(text: str, limit: int = 300) -> str:
+    """Printable ASCII on one line, so a reason that quotes client input cannot break a header."""
+    cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return cleaned[:limit]
+
+
+def bad_request(reason: str, headers: dict[str, str] | None = None) -> WopiError:
+    return WopiError(400, reason, headers)
+
+
+def conflict(reason: str, current_lock: str) -> WopiError:
+    """A lock conflict: 409 always names the current lock ("" when unlocked), clients recover with it."""
+    return WopiError(409, reason, {"X-WOPI-Lock": current_lock, "X-WOPI-LockFailureReason": reason})
+
+
+def not_found(reason: str = "file not found") -> WopiError:
+    return WopiError(404, reason)
+
+
+def unauthorized(reason: str) -> WopiError:
+    return WopiError(401, reason)

@@ -1,0 +1,211 @@
+"""File operations: create, read, replace content, save as, rename, delete.
+
+Content writes follow one pattern (`_write_blob`): check the preconditions (fail
+fast, before a possibly huge body is read), stream the body into a new blob,
+then check the preconditions again and switch the file to the blob in one
+transaction. A failure anywhere leaves the old content and no stray blob.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Callable, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .clock import Clock
+from .db import Database
+from .errors import WopiError, conflict
+from .ids import new_id
+from .locks import current_lock, require_lock_match
+from .models import File, Lock, name_key
+from .names import InvalidName, check, encode_utf7, numbered, sanitize, split_extension
+from .repository import file_named, load_file, lock_folder, name_taken
+from .storage import Blob, BlobStore, TooLarge
+
+T = TypeVar("T")
+MAX_NUMBERED_NAMES = 1000
+COOL_DOCUMENT_CHANGED = 1010  # Collabora's "document changed in storage" status code
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where PutRelativeFile puts its file: `suggested` names may be adjusted, specific ones may not."""
+    name: str
+    suggested: bool
+    overwrite: bool = False
+
+
+class Files:
+    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, max_size: int):
+        self.db = db
+        self.blobs = blobs
+        self.clock = clock
+        self.max_size = max_size
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, file_id: str) -> File:
+        with self.db.read() as s:
+            return load_file(s, file_id)
+
+    def open_content(self, file_id: str) -> tuple[File, BinaryIO]:
+        """The file row and its content, opened; retried if a writer replaced the blob in between."""
+        for _ in range(5):
+            file = self.get(file_id)
+            try:
+                return file, self.blobs.open(file.blob)
+            except FileNotFoundError:
+                continue
+        raise WopiError(503, "the file is being changed too often to read it; retry")
+
+    def list(self) -> list[File]:
+        with self.db.read() as s:
+            return list(s.scalars(sa.select(File).order_by(File.created_at, File.id)))
+
+    # -- writing ------------------------------------------------------------------
+
+    def create(self, owner_id: str, folder_id: str, name: str, source: BinaryIO) -> File:
+        """A new file in `folder_id`; the name gets a ' (n)' suffix if it is taken."""
+        name = check(name)
+
+        def apply(s: Session, blob: Blob) -> tuple[File, None]:
+            lock_folder(s, folder_id)
+            return self._insert(s, folder_id, self._free_name(s, folder_id, name), owner_id, blob), None
+
+        return self._write_blob(source, lambda s: None, apply)
+
+    def put(self, file_id: str, source: BinaryIO, lock_id: str | None,
+            loaded_at: datetime | None = None) -> File:
+        """PutFile. `loaded_at` is Collabora's X-COOL-WOPI-Timestamp: refuse if the file changed since."""
+
+        def validate(s: Session) -> None:
+            file = load_file(s, file_id)
+            # An unlocked file may be written only while it is empty (the "create new" flow).
+            require_lock_match(s, file, lock_id, self.clock.now(), unlocked_ok=file.size == 0)
+            if loaded_at is not None and abs((file.modified_at - loaded_at).total_seconds()) >= 1e-6:
+                raise WopiError(409, "the file was changed in storage since the editor loaded it",
+                                {"X-WOPI-Lock": current_lock(s, file_id, self.clock.now()) or ""},
+                                body={"COOLStatusCode": COOL_DOCUMENT_CHANGED})
+
+        def apply(s: Session, blob: Blob) -> tuple[File, str]:
+            file = load_file(s, file_id)
+            old_blob = file.blob
+            self._set_content(file, blob)
+            return file, old_blob
+
+        return self._write_blob(source, validate, apply)
+
+    def put_relative(self, source_id: str, owner_id: str, target: Target,
+                     source: BinaryIO) -> File:
+        """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one."""
+        folder_id = self.get(source_id).folder_id
+        if not target.suggested:
+            try:
+                check(target.name)
+            except InvalidName as exc:
+                raise self._target_error(400, str(exc), folder_id, target.name) from None
+
+        def validate(s: Session) -> None:
+            load_file(s, source_id)
+            if target.suggested:
+                return
+            existing = file_named(s, folder_id, target.name)
+            if existing is None:
+                return
+            if not target.overwrite:
+                raise self._target_error(409, "a file with that name exists", folder_id, target.name)
+            lock = current_lock(s, existing.id, self.clock.now())
+            if lock is not None:
+                raise conflict("the target file is locked", lock)
+
+        def apply(s: Session, blob: Blob) -> tuple[File, str | None]:
+            lock_folder(s, folder_id)
+            existing = None if target.suggested else file_named(s, folder_id, target.name)
+            if existing is None:
+                name = self._free_name(s, folder_id, target.name) if target.suggested else target.name
+                return self._insert(s, folder_id, name, owner_id, blob), None
+            old_blob = existing.blob
+            self._set_content(existing, blob)
+            return existing, old_blob
+
+        return self._write_blob(source, validate, apply)
+
+    def rename(self, file_id: str, requested_base: str, lock_id: str | None) -> File:
+        """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix."""
+        with self.db.write() as s:
+            file = load_file(s, file_id)
+            require_lock_match(s, file, lock_id, self.clock.now(), unlocked_ok=True)
+            name = check(requested_base + split_extension(file.name)[1])
+            lock_folder(s, file.folder_id)
+            file.name = self._free_name(s, file.folder_id, name, ignore_file_id=file.id)
+            file.name_key = name_key(file.name)
+            file.sequence_number += 1
+            return file
+
+    def delete(self, file_id: str) -> None:
+        with self.db.write() as s:
+            file = load_file(s, file_id)
+            lock = current_lock(s, file_id, self.clock.now())
+            if lock is not None:
+                raise conflict("the file is locked", lock)
+            s.execute(sa.delete(Lock).where(Lock.file_id == file_id))  # an expired lock row
+            s.delete(file)
+            blob = file.blob
+        self.blobs.delete(blob)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _write_blob(self, source: BinaryIO, validate: Callable[[Session], None],
+                    apply: Callable[[Session, Blob], tuple[T, str | None]]) -> T:
+        """Validate, stream `source` to a blob, validate again and apply in one transaction.
+
+        `apply` returns its result and the blob that the change made unused (deleted after commit).
+        """
+        with self.db.read() as s:
+            validate(s)
+        try:
+            blob = self.blobs.write(source, self.max_size)
+        except TooLarge as exc:
+            raise WopiError(413, str(exc)) from None
+        try:
+            with self.db.write() as s:
+                validate(s)
+                result, unused = apply(s, blob)
+        except BaseException:
+            self.blobs.delete(blob.name)
+            raise
+        if unused is not None:
+            self.blobs.delete(unused)
+        return result
+
+    def _insert(self, s: Session, folder_id: str, name: str, owner_id: str, blob: Blob) -> File:
+        now = self.clock.now()
+        file = File(id=new_id(), folder_id=folder_id, name=name, name_key=name_key(name), owner_id=owner_id,
+                    size=blob.size, version=1, sequence_number=1, blob=blob.name, sha256=blob.sha256,
+                    created_at=now, modified_at=now)
+        s.add(file)
+        s.flush()
+        return file
+
+    def _set_content(self, file: File, blob: Blob) -> None:
+        file.blob, file.size, file.sha256 = blob.name, blob.size, blob.sha256
+        file.version += 1
+        file.sequence_number += 1
+        file.modified_at = self.clock.now()
+
+    def _free_name(self, s: Session, folder_id: str, name: str, ignore_file_id: str | None = None) -> str:
+        for n in range(1, MAX_NUMBERED_NAMES):
+            candidate = name if n == 1 else numbered(name, n)
+            if not name_taken(s, folder_id, candidate, ignore_file_id):
+                return candidate
+        base, ext = split_extension(name)
+        return f"{base} ({new_id(8)}){ext}"
+
+    def _target_error(self, status: int, reason: str, folder_id: str, requested: str) -> WopiError:
+        """400/409 for a specific PutRelativeFile target, naming a name the client may retry with."""
+        with self.db.read() as s:
+            valid = self._free_name(s, folder_id, sanitize(requested))
+        return WopiError(status, reason, {"X-WOPI-ValidRelativeTarget": encode_utf7(valid)})

@@ -1,0 +1,19 @@
+"""Opaque identifiers."""
+
+import secrets
+import string
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(length: int = 22) -> str:
+    """A random alphanumeric id (22 characters ~ 131 bits).
+
+    Alphanumeric only: ids travel in URLs that WOPI clients sign, and the client and
+    the host must agree on the URL byte for byte whatever either of them escapes.
+    """
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def is_id(value: str, length: int = 22) -> bool:
+    return len(value) == length and all(ch in _ALPHABET for ch in value)

@@ -1,0 +1,98 @@
+"""Tables. The schema is created and changed only through Alembic (migrations/)."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints make Alembic migrations portable between SQLite and PostgreSQL.
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+USER_ID_LENGTH = 64
+ID_LENGTH = 22
+NAME_LENGTH = 512
+LOCK_ID_LENGTH = 1024
+USER_INFO_LENGTH = 1024
+
+
+def name_key(name: str) -> str:
+    """Names are unique per folder ignoring case, as on the Windows and macOS clients Office runs on."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(USER_ID_LENGTH), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    user_info: Mapped[str | None] = mapped_column(Text)  # PutUserInfo, per user
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Drive(Base):
+    """Every user has one drive; its root folder is the folder with no parent."""
+    __tablename__ = "drives"
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Folder(Base):
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("parent_id", "name_key"),)
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    drive_id: Mapped[str] = mapped_column(ForeignKey("drives.id"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("folders.id"))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("folder_id", "name_key"),)
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    folder_id: Mapped[str] = mapped_column(ForeignKey("folders.id"))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # Version changes with every content change; the sequence number (CSPP) also with renames.
+    version: Mapped[int] = mapped_column(BigInteger)
+    sequence_number: Mapped[int] = mapped_column(BigInteger)
+    blob: Mapped[str] = mapped_column(String(64))  # name of the content file in the blob store
+    sha256: Mapped[str] = mapped_column(String(44))  # base64, as CheckFileInfo's SHA256
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    modified_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Lock(Base):
+    """At most one WOPI lock per file; a row whose expiry has passed counts as no lock."""
+    __tablename__ = "locks"
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    lock_id: Mapped[str] = mapped_column(String(LOCK_ID_LENGTH))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AccessToken(Base):
+    """Every token we issue, so that it can be revoked; no FK to files so a deleted file gives 404, not 401."""
+    __tablename__ = "access_tokens"
+    __table_args__ = (Index(None, "file_id", "user_id"),)
+    jti: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
+    can_write: Mapped[bool] = mapped_column(Boolean)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,89 @@
+"""File names: UTF-7 header decoding, validation, sanitising, de-duplication.
+
+Names never become paths (content lives in the blob store under random ids); the
+rules below exist so that a name is valid on every client Office runs on, and so
+that nothing path-like (`..`, `/`, `\\`) is ever accepted where a name is expected.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_BASE_LENGTH = 250  # CheckFileInfo FileNameMaxLength: the name without its extension
+MAX_EXTENSION_LENGTH = 32
+FORBIDDEN = set('<>:"/\\|?*')
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_NUMBERED = re.compile(r"^(.*) \((\d+)\)$")
+
+
+class InvalidName(ValueError):
+    """The name cannot be used; str(exc) says why (it goes into a response header)."""
+
+
+def decode_utf7(value: str, header: str) -> str:
+    """Decode a UTF-7 header value (RFC 2152), as WOPI sends file names."""
+    try:
+        return value.encode("ascii").decode("utf-7")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise InvalidName(f"{header} is not valid UTF-7") from None
+
+
+def encode_utf7(name: str) -> str:
+    return name.encode("utf-7").decode("ascii")
+
+
+def split_extension(name: str) -> tuple[str, str]:
+    """'a.b.docx' -> ('a.b', '.docx'); a name without a dot has no extension."""
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name, ""
+    return name[:dot], name[dot:]
+
+
+def check(name: str) -> str:
+    """Return the name (NFC-normalised) if it is a valid file name; raise InvalidName otherwise."""
+    name = unicodedata.normalize("NFC", name)
+    if not name:
+        raise InvalidName("the name is empty")
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name):
+        raise InvalidName("the name contains control characters")
+    bad = sorted(FORBIDDEN.intersection(name))
+    if bad:
+        raise InvalidName(f"the name contains characters that are not allowed: {' '.join(bad)}")
+    if name.strip(". ") == "":
+        raise InvalidName("the name consists only of dots and spaces")
+    if name.startswith("."):
+        raise InvalidName("the name starts with a dot")
+    if name != name.strip() or name.endswith("."):
+        raise InvalidName("the name starts or ends with a space, or ends with a dot")
+    base, ext = split_extension(name)
+    if base.split(".")[0].upper() in _RESERVED:
+        raise InvalidName(f"{base.split('.')[0]} is a reserved device name")
+    if len(base) > MAX_BASE_LENGTH:
+        raise InvalidName(f"the name is longer than {MAX_BASE_LENGTH} characters without its extension")
+    if len(ext) > MAX_EXTENSION_LENGTH:
+        raise InvalidName(f"the extension is longer than {MAX_EXTENSION_LENGTH} characters")
+    return name
+
+
+def sanitize(name: str, fallback: str = "Untitled") -> str:
+    """Turn any string into a valid name, for the modes where WOPI says never to refuse one."""
+    name = unicodedata.normalize("NFC", name)
+    name = "".join("_" if ch in FORBIDDEN or ord(ch) < 32 or 127 <= ord(ch) < 160 else ch for ch in name)
+    base, ext = split_extension(name.strip().lstrip(". "))
+    ext = ext[:MAX_EXTENSION_LENGTH] if len(ext) > 1 else ""
+    base = base.strip(". ")[:MAX_BASE_LENGTH].rstrip(". ") or fallback
+    if base.split(".")[0].upper() in _RESERVED:
+        base = "_" + base
+    return check(base + ext)
+
+
+def numbered(name: str, n: int) -> str:
+    """'Report.docx', 2 -> 'Report (2).docx'; an existing ' (k)' suffix is replaced, not stacked."""
+    base, ext = split_extension(name)
+    match = _NUMBERED.match(base)
+    if match:
+        base = match.group(1)
+    suffix = f" ({n})"
+    return base[:MAX_BASE_LENGTH - len(suffix)] + suffix + ext

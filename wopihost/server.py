@@ -1,0 +1,38 @@
+"""Running the app under gunicorn: the options `wopihost serve` uses and deploy/gunicorn.conf.py shares."""
+
+from __future__ import annotations
+
+from gunicorn.app.base import BaseApplication
+
+# %(U)s is the path without the query string: the access token travels in the query
+# string and must never reach a log.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms override=%({x-wopi-override}i)s'
+
+DEFAULTS = {
+    # gthread: the worker's main loop keeps heart-beating while a thread streams a
+    # multi-gigabyte upload, so a long request is not mistaken for a hung worker.
+    "worker_class": "gthread",
+    "threads": 4,
+    "timeout": 120,
+    "graceful_timeout": 30,
+    "keepalive": 5,
+    "accesslog": "-",
+    "access_log_format": ACCESS_LOG_FORMAT,
+    "errorlog": "-",
+    "control_socket_disable": True,  # gunicorn 27 otherwise opens ~/.gunicorn/gunicorn.ctl
+}
+
+
+class WopiHostServer(BaseApplication):
+    def __init__(self, options: dict):
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from .app import create_app
+
+        return create_app()

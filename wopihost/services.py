@@ -1,0 +1,70 @@
+"""The domain objects one process needs, built once from the settings (by the app and by the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import BinaryIO
+
+from .clock import Clock
+from .config import Settings
+from .db import Database
+from .files import Files
+from .locks import Locks
+from .models import File, User
+from .storage import BlobStore
+from .tokens import IssuedToken, Tokens
+from .users import check_user_info, ensure_user, root_folder_id
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Database
+    blobs: BlobStore
+    tokens: Tokens
+    files: Files
+    locks: Locks
+
+    @classmethod
+    def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
+        clock = clock or Clock()
+        db = Database(settings.database_url, settings.sqlite_busy_timeout)
+        blobs = BlobStore(settings.blob_dir, settings.tmp_dir)
+        return cls(settings=settings, clock=clock, db=db, blobs=blobs,
+                   tokens=Tokens(settings.secret_key, clock),
+                   files=Files(db, blobs, clock, settings.max_file_size),
+                   locks=Locks(db, clock))
+
+    # -- URLs ---------------------------------------------------------------------
+
+    def wopi_src(self, file_id: str) -> str:
+        return f"{self.settings.public_url}/wopi/files/{file_id}"
+
+    def host_page_url(self, action: str, file_id: str) -> str:
+        return self.settings.host_page_url.format(action=action, file_id=file_id)
+
+    # -- operations that span several domain objects ------------------------------
+
+    def add_file(self, owner_id: str, name: str, source: BinaryIO) -> File:
+        """A new file in the owner's root folder (the owner is created if new)."""
+        with self.db.write() as s:
+            ensure_user(s, owner_id, self.clock.now())
+            folder_id = root_folder_id(s, owner_id)
+        return self.files.create(owner_id, folder_id, name, source)
+
+    def issue_token(self, file_id: str, user_id: str, can_write: bool,
+                    expires_at: datetime | None = None) -> IssuedToken:
+        with self.db.write() as s:
+            ensure_user(s, user_id, self.clock.now())
+            expires_at = expires_at or self.clock.now() + timedelta(seconds=self.settings.token_ttl)
+            return self.tokens.issue(s, file_id, user_id, can_write, expires_at)
+
+    def user(self, user_id: str) -> User:
+        with self.db.write() as s:
+            return ensure_user(s, user_id, self.clock.now())
+
+    def put_user_info(self, user_id: str, text: str) -> None:
+        with self.db.write() as s:
+            ensure_user(s, user_id, self.clock.now()).user_info = check_user_info(text)

@@ -1,0 +1,98 @@
+"""File content on disk.
+
+Each version of a file's content is one immutable *blob* under DATA_DIR/blobs,
+named by a random id. A write streams into DATA_DIR/tmp, is fsynced, and is
+renamed into place; only then does a database transaction point the file at it.
+So a reader (or a crash) sees the old content or the new, never a torn file, and
+the name of a file never appears in a path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .ids import new_id
+
+PIECE = 1 << 20  # bytes read and written at a time: memory use does not grow with file size
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"the content is larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Blob:
+    name: str
+    size: int
+    sha256: str  # base64
+
+
+class BlobStore:
+    def __init__(self, root: Path, tmp: Path):
+        self.root = root
+        self.tmp = tmp
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.root / name[:2] / name
+
+    def open(self, name: str) -> BinaryIO:
+        return open(self.path(name), "rb")
+
+    def write(self, source: BinaryIO, limit: int) -> Blob:
+        """Stream `source` (anything with .read(n)) into a new blob; at most `limit` bytes."""
+        name = new_id(32)
+        tmp_path = self.tmp / f"{name}.part"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp_path, "xb") as out:
+                while piece := source.read(PIECE):
+                    size += len(piece)
+                    if size > limit:
+                        raise TooLarge(limit)
+                    digest.update(piece)
+                    out.write(piece)
+                out.flush()
+                os.fsync(out.fileno())
+            final = self.path(name)
+            final.parent.mkdir(exist_ok=True)
+            os.rename(tmp_path, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+        return Blob(name, size, base64.b64encode(digest.digest()).decode("ascii"))
+
+    def delete(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+    def sweep_tmp(self, older_than: float = 3600) -> int:
+        """Remove partial writes left by a killed process; a live upload keeps touching its file."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for entry in os.scandir(self.tmp):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,210 @@
+"""Handlers for the files endpoint (spec wopi-core §3). Each parses headers, calls the domain, maps the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import jsonify, request
+from werkzeug.wsgi import wrap_file
+
+from ..clock import iso_round_trip
+from ..errors import WopiError, WopiResponse, bad_request, not_found
+from ..files import Target
+from ..locks import parse_lock_id
+from ..models import File
+from ..names import MAX_BASE_LENGTH, InvalidName, sanitize, split_extension
+from ..services import Services
+from ..storage import PIECE
+from ..tokens import Grant
+from .requests import bool_header, check_body_size, header, int_header, time_header, utf7_header
+
+MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # spec §3.2: assume a signed 32-bit maximum when absent
+USER_INFO_BYTES = 4 * 1024  # 1024 characters of UTF-8
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authenticated WOPI request on one file."""
+    services: Services
+    file_id: str
+    grant: Grant
+
+    def require_write(self) -> None:
+        if not self.grant.can_write:
+            raise not_found("the access token does not allow changes to this file")
+
+
+def check_file_info(call: Call) -> WopiResponse:
+    services, grant = call.services, call.grant
+    file = services.files.get(call.file_id)
+    user = services.user(grant.user_id)
+    extension = split_extension(file.name)[1]
+    info = {
+        "BaseFileName": file.name,
+        "OwnerId": file.owner_id,
+        "Size": file.size,
+        "UserId": grant.user_id,
+        "Version": str(file.version),
+        "UserFriendlyName": user.display_name,
+        "IsAnonymousUser": False,
+        "LastModifiedTime": iso_round_trip(file.modified_at),
+        "SHA256": file.sha256,
+        "FileNameMaxLength": MAX_BASE_LENGTH,
+        "ReadOnly": not grant.can_write,
+        "UserCanWrite": grant.can_write,
+        "UserCanRename": grant.can_write,
+        "UserCanNotWriteRelative": not grant.can_write,
+        "SupportsLocks": True,
+        "SupportsGetLock": True,
+        "SupportsExtendedLockLength": True,
+        "SupportsUpdate": True,
+        "SupportsRename": True,
+        "SupportsDeleteFile": True,
+        "SupportsUserInfo": True,
+        "HostViewUrl": services.host_page_url("view", file.id),
+        "HostEditUrl": services.host_page_url("edit", file.id),
+    }
+    if extension:
+        info["FileExtension"] = extension
+    if user.user_info is not None:  # never null: omit until PutUserInfo stored one
+        info["UserInfo"] = user.user_info
+    return jsonify(info)
+
+
+def get_file(call: Call) -> WopiResponse:
+    max_expected = int_header("X-WOPI-MaxExpectedSize", MAX_EXPECTED_SIZE_DEFAULT)
+    file, content = call.services.files.open_content(call.file_id)
+    try:
+        if file.size > max_expected:
+            raise WopiError(412, f"the file is {file.size} bytes, more than X-WOPI-MaxExpectedSize")
+        response = WopiResponse(wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream",
+                            direct_passthrough=True)
+        response.content_length = file.size
+        response.headers["X-WOPI-ItemVersion"] = str(file.version)
+        response.set_etag(f"{file.id}.{file.version}")
+        # Range and If-Range support; raises 416 for an unsatisfiable range.
+        return response.make_conditional(request, accept_ranges=True, complete_length=file.size)
+    except BaseException:
+        content.close()
+        raise
+
+
+def put_file(call: Call) -> WopiResponse:
+    call.require_write()
+    services = call.services
+    lock_id = header("X-WOPI-Lock") or None
+    if lock_id is not None:
+        parse_lock_id(lock_id)
+    loaded_at = time_header("X-COOL-WOPI-Timestamp", "X-LOOL-WOPI-Timestamp")
+    check_body_size(services.settings.max_file_size)
+    file = services.files.put(call.file_id, request.stream, lock_id, loaded_at)
+    response = jsonify({"LastModifiedTime": iso_round_trip(file.modified_at)})
+    response.headers["X-WOPI-ItemVersion"] = str(file.version)
+    return response
+
+
+def lock(call: Call) -> WopiResponse:
+    call.require_write()
+    lock_id = parse_lock_id(header("X-WOPI-Lock"))
+    old_lock = header("X-WOPI-OldLock")
+    locks = call.services.locks
+    if old_lock is None:
+        file = locks.lock(call.file_id, lock_id)
+    else:  # the presence of X-WOPI-OldLock makes this UnlockAndRelock
+        file = locks.unlock_and_relock(call.file_id, lock_id, parse_lock_id(old_lock, "X-WOPI-OldLock"))
+    return _versioned(file)
+
+
+def get_lock(call: Call) -> WopiResponse:
+    file, current = call.services.locks.get(call.file_id)
+    response = _versioned(file)
+    response.headers["X-WOPI-Lock"] = current
+    return response
+
+
+def refresh_lock(call: Call) -> WopiResponse:
+    call.require_write()
+    return _versioned(call.services.locks.refresh(call.file_id, parse_lock_id(header("X-WOPI-Lock"))))
+
+
+def unlock(call: Call) -> WopiResponse:
+    call.require_write()
+    return _versioned(call.services.locks.unlock(call.file_id, parse_lock_id(header("X-WOPI-Lock"))))
+
+
+def put_relative_file(call: Call) -> WopiResponse:
+    services, grant = call.services, call.grant
+    if not grant.can_write:  # as CheckFileInfo's UserCanNotWriteRelative promised
+        raise WopiError(501, "this user may not create files")
+    has_suggested = header("X-WOPI-SuggestedTarget") is not None
+    has_relative = header("X-WOPI-RelativeTarget") is not None
+    if has_suggested and has_relative:
+        raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
+    if not (has_suggested or has_relative):
+        raise bad_request("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required")
+    declared = int_header("X-WOPI-Size")
+    overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
+    if has_suggested:
+        target = Target(_suggested_name(call.file_id, services), suggested=True)
+    else:
+        target = Target(utf7_header("X-WOPI-RelativeTarget") or "", suggested=False, overwrite=overwrite)
+    check_body_size(services.settings.max_file_size, declared)
+    file = services.files.put_relative(call.file_id, grant.user_id, target, request.stream)
+    issued = services.issue_token(file.id, grant.user_id, grant.can_write, grant.expires_at)
+    return jsonify({
+        "Name": file.name,
+        "Url": f"{services.wopi_src(file.id)}?access_token={issued.token}",
+        "HostViewUrl": services.host_page_url("view", file.id),
+        "HostEditUrl": services.host_page_url("edit", file.id),
+    })
+
+
+def _suggested_name(file_id: str, services: Services) -> str:
+    """Suggested mode never fails: an extension alone means "same name, this extension"; any name is sanitised."""
+    raw = header("X-WOPI-SuggestedTarget") or ""
+    try:
+        suggestion = utf7_header("X-WOPI-SuggestedTarget") or ""
+    except WopiError:
+        suggestion = raw  # spec §1.5: be tolerant, use the raw value
+    if suggestion.startswith("."):
+        suggestion = split_extension(services.files.get(file_id).name)[0] + suggestion
+    return sanitize(suggestion)
+
+
+def rename_file(call: Call) -> WopiResponse:
+    call.require_write()
+    requested = utf7_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
+    if requested is None:
+        raise bad_request("X-WOPI-RequestedName is required")
+    lock_id = header("X-WOPI-Lock") or None  # may arrive empty on an unlocked file
+    try:
+        file = call.services.files.rename(call.file_id, requested, lock_id)
+    except InvalidName as exc:
+        raise bad_request(str(exc), {"X-WOPI-InvalidFileNameError": str(exc)}) from None
+    return jsonify({"Name": split_extension(file.name)[0]})
+
+
+def delete_file(call: Call) -> WopiResponse:
+    call.require_write()
+    call.services.files.delete(call.file_id)
+    return WopiResponse(status=200)
+
+
+def put_user_info(call: Call) -> WopiResponse:
+    call.services.files.get(call.file_id)  # 404 for a deleted file
+    body = request.stream.read(USER_INFO_BYTES + 1)
+    try:
+        if len(body) > USER_INFO_BYTES:
+            raise ValueError("the UserInfo body is too long")
+        call.services.put_user_info(call.grant.user_id, body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bad_request("the UserInfo body is not UTF-8 text") from None
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    return WopiResponse(status=200)
+
+
+def _versioned(file: File) -> WopiResponse:
+    response = WopiResponse(status=200)
+    response.headers["X-WOPI-ItemVersion"] = str(file.version)
+    return response
