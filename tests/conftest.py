@@ -139,6 +139,18 @@ class WopiClient:
     def lock(self, lock_id: str, **headers):
         return self.op("LOCK", X_WOPI_Lock=lock_id, **headers)
 
+    def raw_post(self, suffix: str, body, content_length: int | None, **headers):
+        """A POST whose body is any file-like `body`; no Content-Length means chunked transfer."""
+        request = webtest.TestRequest.blank(self.url(suffix), method="POST", headers=_h(headers))
+        request.environ["wsgi.input"] = body
+        if content_length is None:
+            request.environ.pop("CONTENT_LENGTH", None)
+            request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+            request.environ["wsgi.input_terminated"] = True
+        else:
+            request.environ["CONTENT_LENGTH"] = str(content_length)
+        return self.testapp.do_request(request, status="*", expect_errors=True)
+
 
 def _h(headers: dict[str, str]) -> dict[str, str]:
     return {name.replace("_", "-"): value for name, value in headers.items()}

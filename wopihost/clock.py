@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
+
+_FRACTION = re.compile(r"\.(\d+)")
 
 
 class Clock:
@@ -39,13 +42,8 @@ def parse_iso(text: str) -> datetime | None:
     text = text.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    date_part, sep, rest = text.partition("T")
-    if sep and "." in rest:
-        # Python accepts at most 6 fractional digits; .NET sends 7.
-        whole, _, tail = rest.partition(".")
-        digits = "".join(ch for ch in tail if ch.isdigit())
-        zone = tail[len(digits):]
-        text = f"{date_part}T{whole}.{digits[:6].ljust(6, '0')}{zone}"
+    # Python accepts at most 6 fractional digits; .NET sends 7.
+    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text, count=1)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

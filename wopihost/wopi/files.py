@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from flask import jsonify, request
@@ -20,6 +21,7 @@ from .requests import bool_header, check_body_size, header, int_header, time_hea
 
 MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # spec §3.2: assume a signed 32-bit maximum when absent
 USER_INFO_BYTES = 4 * 1024  # 1024 characters of UTF-8
+_EXTENSION_ONLY = re.compile(r"\.[^./\\]+")  # ".pdf": keep the source's name, change the extension
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def _suggested_name(file_id: str, services: Services) -> str:
         suggestion = utf7_header("X-WOPI-SuggestedTarget") or ""
     except WopiError:
         suggestion = raw  # spec §1.5: be tolerant, use the raw value
-    if suggestion.startswith("."):
+    if _EXTENSION_ONLY.fullmatch(suggestion):
         suggestion = split_extension(services.files.get(file_id).name)[0] + suggestion
     return sanitize(suggestion)
 

@@ -1,0 +1,89 @@
+"""CheckFileInfo (spec wopi-core §3.1, §5, §7 item 1)."""
+
+import base64
+import hashlib
+import re
+
+import pytest
+
+# The CSPP schema rejects these; a plain host must never send them (spec §5 "schema trap").
+WOPI_PLUS_ONLY = {"SupportsCoauth", "SequenceNumber", "OfficeCollaborationServiceEndpointUrl",
+                  "RealTimeChannelEndpointUrl", "AccessTokenExpiry", "ServerTime", "SharingStatus",
+                  "FileGeoLocationCode"}
+
+
+def test_required_properties_have_the_right_types(wopi):
+    info = wopi.check_file_info().json
+    assert info["BaseFileName"] == "Doc.docx"
+    assert info["OwnerId"] == "alice"
+    assert info["Size"] == 11 and type(info["Size"]) is int
+    assert info["UserId"] == "alice"
+    assert info["Version"] == "1" and isinstance(info["Version"], str)
+
+
+def test_capabilities_and_write_permissions(wopi):
+    info = wopi.check_file_info().json
+    for flag in ("SupportsLocks", "SupportsGetLock", "SupportsExtendedLockLength", "SupportsUpdate",
+                 "SupportsRename", "SupportsDeleteFile", "SupportsUserInfo", "UserCanWrite", "UserCanRename"):
+        assert info[flag] is True, flag
+    for flag in ("ReadOnly", "UserCanNotWriteRelative", "IsAnonymousUser"):
+        assert info[flag] is False, flag
+
+
+def test_read_only_token_is_reflected(make_file, client_for):
+    info = client_for(make_file(), can_write=False).check_file_info().json
+    assert info["ReadOnly"] is True
+    assert info["UserCanWrite"] is False
+    assert info["UserCanRename"] is False
+    assert info["UserCanNotWriteRelative"] is True
+
+
+def test_metadata_properties(wopi, clock):
+    info = wopi.check_file_info().json
+    assert info["FileExtension"] == ".docx"
+    assert info["FileNameMaxLength"] == 250
+    assert info["UserFriendlyName"] == "alice"
+    assert info["SHA256"] == base64.b64encode(hashlib.sha256(b"hello world").digest()).decode()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", info["LastModifiedTime"])
+    assert info["LastModifiedTime"].startswith(clock.now().strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def test_host_urls_are_absolute_and_point_at_this_host(wopi):
+    info = wopi.check_file_info().json
+    assert info["HostViewUrl"] == f"https://wopi.example.test/host/view/{wopi.file_id}"
+    assert info["HostEditUrl"] == f"https://wopi.example.test/host/edit/{wopi.file_id}"
+    page = wopi.testapp.get(f"/host/view/{wopi.file_id}")
+    assert "Doc.docx" in page.text
+
+
+def test_no_null_values_and_no_wopi_plus_properties(wopi):
+    info = wopi.check_file_info().json
+    assert None not in info.values()
+    assert not WOPI_PLUS_ONLY & info.keys()
+    assert "UserInfo" not in info  # omitted, not null, until PutUserInfo stores one
+
+
+def test_file_without_extension_has_no_file_extension(make_file, client_for):
+    info = client_for(make_file(name="README")).check_file_info().json
+    assert info["BaseFileName"] == "README"
+    assert "FileExtension" not in info
+
+
+def test_wopitest_file_behaves_like_any_other(make_file, client_for):
+    wopi = client_for(make_file(b"", name="test.wopitest"))
+    info = wopi.check_file_info().json
+    assert info["BaseFileName"] == "test.wopitest"
+    assert info["FileExtension"] == ".wopitest"
+    assert wopi.put_file(b"filled").status_int == 200  # unlocked 0-byte file
+    assert wopi.get_file().body == b"filled"
+
+
+def test_content_type_and_length(wopi):
+    response = wopi.check_file_info()
+    assert response.content_type == "application/json"
+    assert int(response.headers["Content-Length"]) == len(response.body)
+
+
+@pytest.mark.parametrize("header", ["X-WOPI-SessionContext", "X-WOPI-CorrelationId", "X-Request-ID"])
+def test_standard_request_headers_are_accepted(wopi, header):
+    assert wopi.check_file_info(**{header: "some value"}).status_int == 200

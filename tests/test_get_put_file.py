@@ -1,0 +1,271 @@
+"""GetFile and PutFile (spec wopi-core §3.2, §3.3, the PutFile row of §2.2, §7 items 4-5)."""
+
+import io
+import os
+
+import pytest
+
+from wopihost.clock import parse_iso
+from wopihost.errors import WopiError
+
+
+def blob_files(settings):
+    return sorted(p.name for p in settings.blob_dir.rglob("*") if p.is_file())
+
+
+def tmp_files(settings):
+    return sorted(p.name for p in settings.tmp_dir.iterdir())
+
+
+# -- GetFile --------------------------------------------------------------------------
+
+def test_get_file_returns_content_length_and_version(wopi):
+    response = wopi.get_file()
+    assert response.status_int == 200
+    assert response.body == b"hello world"
+    assert response.headers["Content-Length"] == "11"
+    assert response.headers["X-WOPI-ItemVersion"] == "1"
+    assert response.content_type == "application/octet-stream"
+
+
+def test_get_file_does_not_change_the_version(wopi):
+    wopi.get_file()
+    assert wopi.check_file_info().json["Version"] == "1"
+
+
+@pytest.mark.parametrize("limit, status", [("10", 412), ("11", 200), ("2147483647", 200)])
+def test_get_file_max_expected_size(wopi, limit, status):
+    response = wopi.get_file(X_WOPI_MaxExpectedSize=limit)
+    assert response.status_int == status
+    if status == 412:
+        assert "X-WOPI-MaxExpectedSize" in response.headers["X-WOPI-FailureReason"]
+
+
+def test_get_file_without_max_expected_size_assumes_32_bit_limit(make_file, client_for, services):
+    assert client_for(make_file(b"x" * 100)).get_file().status_int == 200
+
+
+@pytest.mark.parametrize("limit", ["-1", "ten", "1e3", "12 bytes"])
+def test_get_file_malformed_max_expected_size_is_400(wopi, limit):
+    response = wopi.get_file(X_WOPI_MaxExpectedSize=limit)
+    assert response.status_int == 400
+    assert "X-WOPI-MaxExpectedSize" in response.headers["X-WOPI-FailureReason"]
+
+
+@pytest.mark.parametrize("range_header, status, body, content_range", [
+    ("bytes=0-4", 206, b"hello", "bytes 0-4/11"),
+    ("bytes=6-", 206, b"world", "bytes 6-10/11"),
+    ("bytes=-3", 206, b"rld", "bytes 8-10/11"),
+])
+def test_get_file_range(wopi, range_header, status, body, content_range):
+    response = wopi.get_file(Range=range_header)
+    assert response.status_int == status
+    assert response.body == body
+    assert response.headers["Content-Range"] == content_range
+    assert response.headers["Content-Length"] == str(len(body))
+
+
+def test_get_file_unsatisfiable_range_is_416(wopi):
+    response = wopi.get_file(Range="bytes=50-60")
+    assert response.status_int == 416
+    assert response.headers["X-WOPI-FailureReason"]
+
+
+def test_get_file_streams_large_content(make_file, client_for):
+    content = os.urandom(3 * (1 << 20) // 4)
+    assert client_for(make_file(content)).get_file().body == content
+
+
+# -- PutFile --------------------------------------------------------------------------
+
+def test_put_file_with_matching_lock(wopi, services):
+    wopi.lock("L")
+    response = wopi.put_file(b"new content", lock="L")
+    assert response.status_int == 200
+    assert response.headers["X-WOPI-ItemVersion"] == "2"
+    assert "X-WOPI-Lock" not in response.headers
+    assert wopi.get_file().body == b"new content"
+    info = wopi.check_file_info().json
+    assert info["Version"] == "2" and info["Size"] == 11
+    assert response.json["LastModifiedTime"] == info["LastModifiedTime"]
+    assert services.files.get(wopi.file_id).sequence_number == 2
+
+
+def test_every_put_makes_a_new_version_even_for_identical_content(wopi):
+    wopi.lock("L")
+    versions = {wopi.put_file(b"same", lock="L").headers["X-WOPI-ItemVersion"] for _ in range(3)}
+    assert len(versions) == 3
+    assert wopi.get_file().headers["X-WOPI-ItemVersion"] == wopi.check_file_info().json["Version"]
+
+
+def test_put_file_with_wrong_lock_conflicts(wopi):
+    wopi.lock("L")
+    response = wopi.put_file(b"new", lock="other")
+    assert response.status_int == 409
+    assert response.headers["X-WOPI-Lock"] == "L"
+    assert wopi.get_file().body == b"hello world"
+
+
+def test_put_file_without_lock_on_locked_file_conflicts(wopi):
+    wopi.lock("L")
+    response = wopi.put_file(b"new")
+    assert response.status_int == 409
+    assert response.headers["X-WOPI-Lock"] == "L"
+
+
+@pytest.mark.parametrize("lock", [None, "", "some-lock"])
+def test_put_file_on_unlocked_non_empty_file_conflicts(wopi, lock):
+    response = wopi.put_file(b"new", lock=lock)
+    assert response.status_int == 409
+    assert response.headers["X-WOPI-Lock"] == ""
+    assert wopi.get_file().body == b"hello world"
+
+
+@pytest.mark.parametrize("lock", [None, "some-lock"])
+def test_put_file_on_unlocked_empty_file_is_allowed(make_file, client_for, lock):
+    wopi = client_for(make_file(b""))
+    response = wopi.put_file(b"template content", lock=lock)
+    assert response.status_int == 200
+    assert response.headers["X-WOPI-ItemVersion"] == "2"
+    assert wopi.get_file().body == b"template content"
+
+
+def test_put_file_on_expired_lock_follows_the_unlocked_rules(wopi, clock):
+    wopi.lock("L")
+    clock.advance(minutes=31)
+    response = wopi.put_file(b"new", lock="L")
+    assert response.status_int == 409
+    assert response.headers["X-WOPI-Lock"] == ""
+
+
+def test_put_file_larger_than_the_limit_is_413_and_keeps_the_old_content(wopi, settings):
+    wopi.lock("L")
+    response = wopi.put_file(b"x" * (settings.max_file_size + 1), lock="L")
+    assert response.status_int == 413
+    assert response.headers["X-WOPI-FailureReason"]
+    assert wopi.get_file().body == b"hello world"
+    assert tmp_files(settings) == []
+
+
+def test_put_file_chunked_body_without_content_length(wopi):
+    wopi.lock("L")
+    response = wopi.raw_post("/contents", io.BytesIO(b"chunked body"), None, X_WOPI_Override="PUT", X_WOPI_Lock="L")
+    assert response.status_int == 200
+    assert wopi.get_file().body == b"chunked body"
+
+
+def test_put_file_413_for_a_chunked_body_without_content_length(wopi, settings):
+    """No Content-Length to check up front: the limit is enforced while streaming."""
+    wopi.lock("L")
+    body = io.BytesIO(b"x" * (settings.max_file_size + 1))
+    response = wopi.raw_post("/contents", body, None, X_WOPI_Override="PUT", X_WOPI_Lock="L")
+    assert response.status_int == 413
+    assert wopi.get_file().body == b"hello world"
+    assert tmp_files(settings) == []
+
+
+def test_put_file_needs_a_write_token(make_file, client_for):
+    file = make_file(b"")
+    response = client_for(file, can_write=False).put_file(b"new")
+    assert response.status_int == 404
+    assert client_for(file).get_file().body == b""
+
+
+def test_put_file_replaces_the_blob_and_deletes_the_old_one(wopi, settings):
+    before = blob_files(settings)
+    wopi.lock("L")
+    wopi.put_file(b"new content", lock="L")
+    after = blob_files(settings)
+    assert len(before) == len(after) == 1 and before != after
+
+
+# -- Collabora's timestamp check (lessons-from-peers item 8) --------------------------
+
+def test_put_file_with_current_cool_timestamp_succeeds(wopi):
+    wopi.lock("L")
+    loaded = wopi.check_file_info().json["LastModifiedTime"]
+    assert wopi.put_file(b"v2", lock="L", X_COOL_WOPI_Timestamp=loaded).status_int == 200
+
+
+def test_put_file_with_stale_cool_timestamp_is_1010_conflict(wopi, clock):
+    wopi.lock("L")
+    loaded = wopi.check_file_info().json["LastModifiedTime"]
+    clock.advance(seconds=5)
+    wopi.put_file(b"changed elsewhere", lock="L")
+    response = wopi.put_file(b"stale editor", lock="L", X_COOL_WOPI_Timestamp=loaded)
+    assert response.status_int == 409
+    assert response.json == {"COOLStatusCode": 1010}
+    assert wopi.get_file().body == b"changed elsewhere"
+
+
+def test_put_file_malformed_cool_timestamp_is_400(wopi):
+    wopi.lock("L")
+    response = wopi.put_file(b"v2", lock="L", X_COOL_WOPI_Timestamp="yesterday")
+    assert response.status_int == 400
+    assert "X-COOL-WOPI-Timestamp" in response.headers["X-WOPI-FailureReason"]
+
+
+def test_last_modified_time_round_trips_through_the_parser(wopi):
+    text = wopi.check_file_info().json["LastModifiedTime"]
+    assert parse_iso(text) is not None
+
+
+# -- crash safety ---------------------------------------------------------------------
+
+class BrokenBody(io.RawIOBase):
+    """A request body whose client goes away after `good` bytes."""
+
+    def __init__(self, good: int):
+        self.left = good
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.left <= 0:
+            raise ConnectionResetError("client went away")
+        n = min(len(buffer), self.left, 1000)
+        buffer[:n] = b"y" * n
+        self.left -= n
+        return n
+
+
+def test_interrupted_put_file_leaves_old_content_and_no_partial_file(wopi, settings, services):
+    wopi.lock("L")
+    with pytest.raises(ConnectionResetError):
+        services.files.put(wopi.file_id, BrokenBody(5000), "L")
+    assert wopi.get_file().body == b"hello world"
+    assert wopi.check_file_info().json["Version"] == "1"
+    assert tmp_files(settings) == []
+    assert len(blob_files(settings)) == 1
+
+
+def test_body_shorter_than_content_length_is_400_and_keeps_old_content(wopi, settings):
+    wopi.lock("L")
+    response = wopi.raw_post("/contents", io.BytesIO(b"only part"), 1000, X_WOPI_Override="PUT", X_WOPI_Lock="L")
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-FailureReason"]
+    assert wopi.get_file().body == b"hello world"
+    assert tmp_files(settings) == []
+
+
+def test_put_file_on_a_file_deleted_during_upload_is_404_and_leaves_no_blob(make_file, services, settings):
+    file = make_file(b"")  # unlocked and empty, so PutFile without a lock may start
+    class DeletesMidway(io.RawIOBase):
+        sent = False
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            if self.sent:
+                return 0
+            services.files.delete(file.id)
+            self.sent = True
+            buffer[:3] = b"abc"
+            return 3
+
+    with pytest.raises(WopiError) as excinfo:
+        services.files.put(file.id, DeletesMidway(), None)
+    assert excinfo.value.status == 404
+    assert blob_files(settings) == []

@@ -1,0 +1,197 @@
+"""PutRelativeFile (spec wopi-core §3.9, §1.5, §7 item 6)."""
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from wopihost.names import encode_utf7
+
+
+def put_relative(wopi, body=b"new file", **headers):
+    return wopi.op("PUT_RELATIVE", body, **headers)
+
+
+def follow(wopi, url: str):
+    """A client for the file behind a returned Url (what the validator does next)."""
+    parts = urlsplit(url)
+    file_id = parts.path.rsplit("/", 1)[1]
+    token = parse_qs(parts.query)["access_token"][0]
+    return type(wopi)(wopi.testapp, file_id, token)
+
+
+def test_suggested_extension_keeps_the_source_name(wopi):
+    response = put_relative(wopi, b"%PDF", X_WOPI_SuggestedTarget=".pdf")
+    assert response.status_int == 200
+    assert response.json["Name"] == "Doc.pdf"
+    assert follow(wopi, response.json["Url"]).get_file().body == b"%PDF"
+
+
+def test_response_urls(wopi):
+    body = put_relative(wopi, X_WOPI_SuggestedTarget="Copy.docx").json
+    new = follow(wopi, body["Url"])
+    assert body["Url"].startswith(f"https://wopi.example.test/wopi/files/{new.file_id}?access_token=")
+    assert body["HostViewUrl"] == f"https://wopi.example.test/host/view/{new.file_id}"
+    assert body["HostEditUrl"] == f"https://wopi.example.test/host/edit/{new.file_id}"
+    assert None not in body.values()
+
+
+def test_returned_url_works_for_every_follow_up_operation(wopi):
+    new = follow(wopi, put_relative(wopi, X_WOPI_SuggestedTarget="Copy.docx").json["Url"])
+    assert new.check_file_info().json["BaseFileName"] == "Copy.docx"
+    assert new.lock("L").status_int == 200
+    assert new.op("UNLOCK", X_WOPI_Lock="L").status_int == 200
+    assert new.op("RENAME_FILE", X_WOPI_RequestedName="Renamed").json == {"Name": "Renamed"}
+    assert new.op("DELETE").status_int == 200
+    assert new.check_file_info().status_int == 404
+
+
+def test_new_token_has_the_same_expiry_and_user(wopi, services, clock):
+    new = follow(wopi, put_relative(wopi, X_WOPI_SuggestedTarget="Copy.docx").json["Url"])
+    with services.db.read() as s:
+        original = services.tokens.verify(s, wopi.token, wopi.file_id)
+        issued = services.tokens.verify(s, new.token, new.file_id)
+    assert issued.expires_at == original.expires_at
+    assert issued.user_id == original.user_id and issued.can_write
+
+
+def test_new_file_is_created_in_the_source_folder(wopi, services):
+    new = follow(wopi, put_relative(wopi, X_WOPI_SuggestedTarget="Copy.docx").json["Url"])
+    assert services.files.get(new.file_id).folder_id == services.files.get(wopi.file_id).folder_id
+
+
+def test_suggested_name_that_exists_is_made_unique(wopi):
+    names = [put_relative(wopi, X_WOPI_SuggestedTarget="Doc.docx").json["Name"] for _ in range(2)]
+    assert names == ["Doc (2).docx", "Doc (3).docx"]
+
+
+@pytest.mark.parametrize("suggested, expected", [
+    ("a/b:c.docx", "a_b_c.docx"),
+    ("../../etc/passwd.docx", "_.._etc_passwd.docx"),
+    ("..\\..\\x.docx", "_.._x.docx"),
+    ("bad\x01name.docx", "bad_name.docx"),
+    ("CON.docx", "_CON.docx"),
+    (".docx", "Doc (2).docx"),
+])
+def test_suggested_mode_never_fails_it_sanitises(wopi, suggested, expected, tmp_path):
+    response = put_relative(wopi, X_WOPI_SuggestedTarget=encode_utf7(suggested))
+    assert response.status_int == 200
+    assert response.json["Name"] == expected
+    assert not [p for p in tmp_path.rglob("*") if "passwd" in p.name or p.name == "x.docx"]
+
+
+def test_suggested_target_that_is_not_utf7_is_used_raw(wopi):
+    response = put_relative(wopi, X_WOPI_SuggestedTarget="Plain+Name.docx")  # '+N' starts a UTF-7 shift
+    assert response.status_int == 200
+    assert response.json["Name"].endswith(".docx")
+
+
+@pytest.mark.parametrize("encoded, expected", [
+    ("madeup+AF8-name.wopitestx", "madeup_name.wopitestx"),  # .NET encodes even '_' (spec §1.5)
+    (encode_utf7("Résumé 日本.docx"), "Résumé 日本.docx"),
+])
+def test_names_are_utf7_decoded(wopi, encoded, expected):
+    assert put_relative(wopi, X_WOPI_RelativeTarget=encoded).json["Name"] == expected
+
+
+def test_relative_target_creates_exactly_that_name(wopi):
+    response = put_relative(wopi, b"exact", X_WOPI_RelativeTarget="Exact Name.docx")
+    assert response.status_int == 200
+    assert response.json["Name"] == "Exact Name.docx"
+
+
+def test_relative_target_that_exists_conflicts_with_a_valid_alternative(wopi, services):
+    response = put_relative(wopi, b"new", X_WOPI_RelativeTarget="Doc.docx")
+    assert response.status_int == 409
+    assert response.headers["X-WOPI-ValidRelativeTarget"] == encode_utf7("Doc (2).docx")
+    assert wopi.get_file().body == b"hello world"
+    assert len(services.files.list()) == 1
+
+
+def test_relative_target_name_conflict_ignores_case(wopi):
+    assert put_relative(wopi, X_WOPI_RelativeTarget="DOC.DOCX").status_int == 409
+
+
+@pytest.mark.parametrize("flag", ["True", "true", "TRUE"])
+def test_overwrite_replaces_the_existing_file_in_place(wopi, flag):
+    response = put_relative(wopi, b"overwritten", X_WOPI_RelativeTarget="Doc.docx",
+                            X_WOPI_OverwriteRelativeTarget=flag)
+    assert response.status_int == 200
+    target = follow(wopi, response.json["Url"])
+    assert target.file_id == wopi.file_id
+    assert wopi.get_file().body == b"overwritten"
+    assert wopi.check_file_info().json["Version"] == "2"
+
+
+@pytest.mark.parametrize("flag", ["False", "false"])
+def test_overwrite_false_still_conflicts(wopi, flag):
+    assert put_relative(wopi, X_WOPI_RelativeTarget="Doc.docx", X_WOPI_OverwriteRelativeTarget=flag).status_int == 409
+
+
+def test_overwrite_of_a_locked_target_conflicts_with_its_lock(wopi):
+    wopi.lock("target-lock")
+    response = put_relative(wopi, b"x", X_WOPI_RelativeTarget="Doc.docx", X_WOPI_OverwriteRelativeTarget="True")
+    assert response.status_int == 409
+    assert response.headers["X-WOPI-Lock"] == "target-lock"
+    assert wopi.get_file().body == b"hello world"
+
+
+def test_source_lock_is_irrelevant(wopi):
+    wopi.lock("source-lock")
+    assert put_relative(wopi, X_WOPI_SuggestedTarget=".pdf").status_int == 200
+
+
+@pytest.mark.parametrize("name", ["a/b.docx", "..", "a\\b.docx", "x\x01y.docx", "con.docx", "a:b.docx",
+                                  "trailing.", ".hidden"])
+def test_illegal_relative_target_is_400_with_a_valid_alternative(wopi, services, name, tmp_path):
+    response = put_relative(wopi, X_WOPI_RelativeTarget=encode_utf7(name))
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-FailureReason"]
+    assert response.headers["X-WOPI-ValidRelativeTarget"]
+    assert len(services.files.list()) == 1
+
+
+def test_relative_target_that_is_not_utf7_is_400(wopi):
+    response = put_relative(wopi, X_WOPI_RelativeTarget="bad+AAA€")
+    assert response.status_int == 400
+
+
+def test_both_target_headers_is_501(wopi):
+    response = put_relative(wopi, X_WOPI_SuggestedTarget=".pdf", X_WOPI_RelativeTarget="x.pdf")
+    assert response.status_int == 501
+    assert response.headers["X-WOPI-FailureReason"]
+
+
+def test_no_target_header_is_400(wopi):
+    assert put_relative(wopi).status_int == 400
+
+
+def test_read_only_user_gets_501(make_file, client_for):
+    response = put_relative(client_for(make_file(), can_write=False), X_WOPI_SuggestedTarget=".pdf")
+    assert response.status_int == 501
+
+
+def test_malformed_overwrite_flag_is_400(wopi):
+    response = put_relative(wopi, X_WOPI_RelativeTarget="x.docx", X_WOPI_OverwriteRelativeTarget="maybe")
+    assert response.status_int == 400
+    assert "X-WOPI-OverwriteRelativeTarget" in response.headers["X-WOPI-FailureReason"]
+
+
+def test_too_large_is_413(wopi, settings, services):
+    response = put_relative(wopi, b"x" * (settings.max_file_size + 1), X_WOPI_SuggestedTarget=".pdf")
+    assert response.status_int == 413
+    assert len(services.files.list()) == 1
+
+
+def test_declared_size_too_large_is_413_before_reading(wopi, settings):
+    response = put_relative(wopi, b"small", X_WOPI_SuggestedTarget=".pdf",
+                            X_WOPI_Size=str(settings.max_file_size + 1))
+    assert response.status_int == 413
+
+
+def test_malformed_size_header_is_400(wopi):
+    assert put_relative(wopi, X_WOPI_SuggestedTarget=".pdf", X_WOPI_Size="lots").status_int == 400
+
+
+def test_file_conversion_flow_is_accepted(wopi):
+    response = put_relative(wopi, b"docx bytes", X_WOPI_SuggestedTarget=".docx", X_WOPI_FileConversion="")
+    assert response.status_int == 200

@@ -1,0 +1,158 @@
+"""RenameFile, DeleteFile, PutUserInfo (spec wopi-core §3.10-3.12, §7 item 7)."""
+
+import pytest
+
+from wopihost.names import encode_utf7
+
+
+def rename(wopi, name: str, **headers):
+    return wopi.op("RENAME_FILE", X_WOPI_RequestedName=encode_utf7(name), **headers)
+
+
+# -- RenameFile -----------------------------------------------------------------------
+
+def test_rename_keeps_extension_and_file_id(wopi, services):
+    response = rename(wopi, "New Name")
+    assert response.status_int == 200
+    assert response.json == {"Name": "New Name"}
+    info = wopi.check_file_info().json
+    assert info["BaseFileName"] == "New Name.docx"
+    assert info["Version"] == "1"
+    assert services.files.get(wopi.file_id).sequence_number == 2
+
+
+def test_rename_decodes_utf7(wopi):
+    assert rename(wopi, "Résumé 日本").json == {"Name": "Résumé 日本"}
+    assert wopi.check_file_info().json["BaseFileName"] == "Résumé 日本.docx"
+
+
+def test_rename_with_validator_style_encoding(wopi):
+    response = wopi.op("RENAME_FILE", X_WOPI_RequestedName="madeup+AF8-name")
+    assert response.json == {"Name": "madeup_name"}
+
+
+@pytest.mark.parametrize("lock_header", [{}, {"X_WOPI_Lock": ""}, {"X_WOPI_Lock": "ignored"}])
+def test_rename_unlocked_file_ignores_any_lock_header(wopi, lock_header):
+    assert rename(wopi, "Renamed", **lock_header).status_int == 200
+
+
+def test_rename_locked_file_with_its_lock(wopi):
+    wopi.lock("L")
+    assert rename(wopi, "Renamed", X_WOPI_Lock="L").status_int == 200
+
+
+@pytest.mark.parametrize("lock_header", [{}, {"X_WOPI_Lock": "other"}])
+def test_rename_locked_file_with_wrong_lock_conflicts(wopi, lock_header):
+    wopi.lock("L")
+    response = rename(wopi, "Renamed", **lock_header)
+    assert response.status_int == 409
+    assert response.headers["X-WOPI-Lock"] == "L"
+    assert wopi.check_file_info().json["BaseFileName"] == "Doc.docx"
+
+
+def test_rename_to_a_taken_name_picks_a_free_variant(wopi, make_file):
+    make_file(name="Taken.docx")
+    assert rename(wopi, "Taken").json == {"Name": "Taken (2)"}
+
+
+def test_rename_to_own_name_in_other_case_is_allowed(wopi):
+    assert rename(wopi, "DOC").json == {"Name": "DOC"}
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "../../etc/passwd", "a\\b", "x\x01y", "con", "a:b", "", "   ",
+                                  "x" * 251, "bad?", "pipe|name"])
+def test_rename_to_an_illegal_name_is_400(wopi, name, tmp_path):
+    response = rename(wopi, name)
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-InvalidFileNameError"]
+    assert response.headers["X-WOPI-FailureReason"]
+    assert wopi.check_file_info().json["BaseFileName"] == "Doc.docx"
+    assert not [p for p in tmp_path.rglob("*") if "passwd" in p.name]
+
+
+def test_rename_with_a_non_utf7_header_is_400(wopi):
+    response = wopi.op("RENAME_FILE", X_WOPI_RequestedName="bad+AAA€")
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-InvalidFileNameError"]
+
+
+def test_rename_without_requested_name_is_400(wopi):
+    assert wopi.op("RENAME_FILE").status_int == 400
+
+
+def test_rename_needs_a_write_token(make_file, client_for):
+    assert rename(client_for(make_file(), can_write=False), "X").status_int == 404
+
+
+def test_rename_of_a_deleted_file_is_404(wopi):
+    assert wopi.op("DELETE").status_int == 200
+    assert rename(wopi, "Gone").status_int == 404
+
+
+# -- DeleteFile -----------------------------------------------------------------------
+
+def test_delete_removes_file_and_content(wopi, settings):
+    assert wopi.op("DELETE").status_int == 200
+    assert wopi.check_file_info().status_int == 404
+    assert wopi.get_file().status_int == 404
+    assert [p for p in settings.blob_dir.rglob("*") if p.is_file()] == []
+
+
+def test_delete_locked_file_conflicts(wopi):
+    wopi.lock("L")
+    response = wopi.op("DELETE")
+    assert response.status_int == 409
+    assert response.headers["X-WOPI-Lock"] == "L"
+    assert wopi.check_file_info().status_int == 200
+
+
+def test_delete_file_with_expired_lock(wopi, clock):
+    wopi.lock("L")
+    clock.advance(minutes=31)
+    assert wopi.op("DELETE").status_int == 200
+
+
+def test_delete_frees_the_name(wopi, make_file):
+    wopi.op("DELETE")
+    assert make_file(name="Doc.docx").name == "Doc.docx"
+
+
+def test_delete_needs_a_write_token(make_file, client_for):
+    assert client_for(make_file(), can_write=False).op("DELETE").status_int == 404
+
+
+# -- PutUserInfo ----------------------------------------------------------------------
+
+def test_user_info_is_stored_per_user_and_returned(wopi, make_file, client_for):
+    assert wopi.op("PUT_USER_INFO", b'{"theme":"dark"}').status_int == 200
+    assert wopi.check_file_info().json["UserInfo"] == '{"theme":"dark"}'
+    other_file = client_for(make_file(name="Other.docx"))
+    assert other_file.check_file_info().json["UserInfo"] == '{"theme":"dark"}'
+    bob = client_for(make_file(name="Bobs.docx"), user="bob")
+    assert "UserInfo" not in bob.check_file_info().json
+
+
+def test_user_info_can_be_replaced_and_emptied(wopi):
+    wopi.op("PUT_USER_INFO", b"first")
+    wopi.op("PUT_USER_INFO", b"")
+    assert wopi.check_file_info().json["UserInfo"] == ""
+
+
+def test_user_info_up_to_1024_characters(wopi):
+    assert wopi.op("PUT_USER_INFO", b"u" * 1024).status_int == 200
+    response = wopi.op("PUT_USER_INFO", b"u" * 1025)
+    assert response.status_int == 400
+    assert "1024" in response.headers["X-WOPI-FailureReason"]
+    assert wopi.check_file_info().json["UserInfo"] == "u" * 1024
+
+
+def test_user_info_must_be_text(wopi):
+    response = wopi.op("PUT_USER_INFO", b"\xff\xfe")
+    assert response.status_int == 400
+    assert "UTF-8" in response.headers["X-WOPI-FailureReason"]
+
+
+def test_user_info_with_a_read_only_token(make_file, client_for):
+    reader = client_for(make_file(), can_write=False)
+    assert reader.op("PUT_USER_INFO", b"prefs").status_int == 200
+    assert reader.check_file_info().json["UserInfo"] == "prefs"

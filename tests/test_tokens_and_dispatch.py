@@ -1,0 +1,193 @@
+"""Access tokens (spec wopi-core §1.2), dispatch on X-WOPI-Override (§4.1), headers on every response (§1.3)."""
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from wopihost.clock import to_epoch_ms
+
+# Every operation, as (method, suffix, override, extra headers); each must refuse a bad token.
+OPERATIONS = [
+    ("GET", "", None, {}),
+    ("GET", "/contents", None, {}),
+    ("POST", "/contents", "PUT", {"X-WOPI-Lock": "L"}),
+    ("POST", "", "LOCK", {"X-WOPI-Lock": "L"}),
+    ("POST", "", "LOCK", {"X-WOPI-Lock": "L", "X-WOPI-OldLock": "O"}),
+    ("POST", "", "GET_LOCK", {}),
+    ("POST", "", "REFRESH_LOCK", {"X-WOPI-Lock": "L"}),
+    ("POST", "", "UNLOCK", {"X-WOPI-Lock": "L"}),
+    ("POST", "", "PUT_RELATIVE", {"X-WOPI-SuggestedTarget": ".pdf"}),
+    ("POST", "", "RENAME_FILE", {"X-WOPI-RequestedName": "x"}),
+    ("POST", "", "DELETE", {}),
+    ("POST", "", "PUT_USER_INFO", {}),
+]
+OPERATION_IDS = [f"{m}{s}:{o or '-'}" + ("+OldLock" if "X-WOPI-OldLock" in h else "") for m, s, o, h in OPERATIONS]
+
+
+def call(testapp, file_id, operation, token):
+    method, suffix, override, headers = operation
+    url = f"/wopi/files/{file_id}{suffix}"
+    if token is not None:
+        url += f"?access_token={token}"
+    headers = {**headers, **({"X-WOPI-Override": override} if override else {})}
+    if method == "GET":
+        return testapp.get(url, headers=headers, expect_errors=True)
+    return testapp.post(url, b"", headers=headers, expect_errors=True)
+
+
+def tampered(token: str) -> str:
+    """Change one character well inside the signature (the last one may only hold padding bits)."""
+    i = len(token) - 10
+    return token[:i] + ("b" if token[i] != "b" else "c") + token[i + 1:]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=OPERATION_IDS)
+def test_every_operation_refuses_bad_tokens(wopi, make_file, services, clock, operation):
+    other = make_file(name="Other.docx")
+    other_token = services.issue_token(other.id, "alice", True).token
+    revoked = services.issue_token(wopi.file_id, "alice", True).token
+    with services.db.write() as s:
+        services.tokens.revoke(s, token=revoked)
+    expiring = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=1)).token
+    clock.advance(minutes=2)
+    for label, token in [("missing", None), ("garbage", "not-a-token"), ("tampered", tampered(wopi.token)),
+                         ("other file", other_token), ("revoked", revoked), ("expired", expiring)]:
+        response = call(wopi.testapp, wopi.file_id, operation, token)
+        assert response.status_int == 401, label
+        assert response.headers["X-WOPI-FailureReason"], label
+        assert response.headers["X-WOPI-ServerVersion"], label
+    assert wopi.check_file_info().json["Version"] == "1"  # nothing happened
+
+
+def test_failure_reasons_say_what_was_wrong(wopi, services, clock):
+    expiring = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=1)).token
+    clock.advance(minutes=2)
+    assert "expired" in call(wopi.testapp, wopi.file_id, OPERATIONS[0], expiring).headers["X-WOPI-FailureReason"]
+    assert "no access token" in call(wopi.testapp, wopi.file_id, OPERATIONS[0], None).headers["X-WOPI-FailureReason"]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=OPERATION_IDS)
+def test_every_operation_on_a_deleted_file_is_404(wopi, services, operation):
+    services.files.delete(wopi.file_id)
+    response = call(wopi.testapp, wopi.file_id, operation, wopi.token)
+    assert response.status_int == 404
+    assert response.headers["X-WOPI-FailureReason"]
+
+
+def test_bearer_header_is_accepted_when_the_query_has_no_token(wopi):
+    response = wopi.testapp.get(f"/wopi/files/{wopi.file_id}", headers={"Authorization": f"Bearer {wopi.token}"})
+    assert response.json["BaseFileName"] == "Doc.docx"
+
+
+def test_query_token_wins_over_the_bearer_header(wopi):
+    response = wopi.testapp.get(wopi.url(), headers={"Authorization": "Bearer garbage"})
+    assert response.status_int == 200
+
+
+def test_unknown_query_parameters_are_ignored(wopi):
+    response = wopi.testapp.get(wopi.url() + "&access_token_ttl=0&sc=xyz")
+    assert response.status_int == 200
+
+
+def test_tokens_are_short_and_alphanumeric(wopi):
+    assert re.fullmatch(r"[a-z2-7]+", wopi.token)
+    assert len(wopi.token) < 200
+
+
+def test_token_lifetime_default_and_access_token_ttl(services, make_file, clock):
+    issued = services.issue_token(make_file().id, "alice", True)
+    assert issued.grant.expires_at == (clock.now() + timedelta(hours=10)).replace(microsecond=0)
+    # access_token_ttl is milliseconds since the epoch, not a duration
+    assert to_epoch_ms(issued.grant.expires_at) > 1_700_000_000_000
+
+
+def test_token_works_until_its_expiry(services, wopi, clock):
+    token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(hours=1)).token
+    clock.advance(minutes=59)
+    assert wopi.testapp.get(wopi.url(token=token), expect_errors=True).status_int == 200
+    clock.advance(minutes=2)
+    assert wopi.testapp.get(wopi.url(token=token), expect_errors=True).status_int == 401
+
+
+def test_revoking_by_file_and_user(services, wopi, make_file):
+    other = make_file(name="Other.docx")
+    other_token = services.issue_token(other.id, "alice", True).token
+    with services.db.write() as s:
+        assert services.tokens.revoke(s, file_id=wopi.file_id) == 1
+    assert wopi.check_file_info().status_int == 401
+    assert wopi.testapp.get(f"/wopi/files/{other.id}?access_token={other_token}").status_int == 200
+    with services.db.write() as s:
+        assert services.tokens.revoke(s, user_id="alice") == 1
+
+
+def test_token_signed_with_another_secret_is_refused(wopi, services, settings, clock):
+    from wopihost.services import Services
+
+    foreign = Services.create(settings.with_changes(secret_key="another secret"), clock)
+    token = foreign.issue_token(wopi.file_id, "alice", True).token  # same database, other key
+    assert wopi.testapp.get(wopi.url(token=token), expect_errors=True).status_int == 401
+    foreign.db.dispose()
+
+
+# -- dispatch -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override", ["BOGUS", "GET_SHARE_URL", "PUT_CHUNKED_FILE_NOT", "COBALT"])
+def test_unknown_override_is_501(wopi, override):
+    response = wopi.op(override)
+    assert response.status_int == 501
+    assert override in response.headers["X-WOPI-FailureReason"]
+
+
+def test_file_override_on_contents_endpoint_is_501(wopi):
+    response = wopi.testapp.post(wopi.url("/contents"), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"},
+                                 expect_errors=True)
+    assert response.status_int == 501
+
+
+def test_post_without_override_is_400(wopi):
+    response = wopi.testapp.post(wopi.url(), expect_errors=True)
+    assert response.status_int == 400
+    assert "X-WOPI-Override" in response.headers["X-WOPI-FailureReason"]
+
+
+def test_override_is_case_insensitive(wopi):
+    assert wopi.op("get_lock").status_int == 200
+
+
+def test_unknown_paths_get_wopi_error_headers(testapp):
+    response = testapp.get("/wopi/files/x/ids/y", expect_errors=True)
+    assert response.status_int == 404
+    assert response.headers["X-WOPI-FailureReason"]
+    assert response.headers["X-WOPI-ServerVersion"]
+
+
+def test_wrong_method_is_405_with_reason(wopi):
+    response = wopi.testapp.delete(wopi.url(), expect_errors=True)
+    assert response.status_int == 405
+    assert response.headers["X-WOPI-FailureReason"]
+
+
+def test_every_response_carries_server_version_and_matching_length(wopi):
+    responses = [wopi.check_file_info(), wopi.get_file(), wopi.lock("L"), wopi.lock("other"), wopi.op("BOGUS"),
+                 wopi.put_file(b"x", lock="L")]
+    for response in responses:
+        assert response.headers["X-WOPI-ServerVersion"].startswith("wopihost/")
+        assert int(response.headers["Content-Length"]) == len(response.body)
+
+
+def test_errors_never_claim_an_html_body(wopi):
+    response = wopi.lock("L") and wopi.lock("other")
+    assert response.status_int == 409
+    assert "html" not in response.headers.get("Content-Type", "")
+
+
+def test_unexpected_errors_are_500_without_details(wopi, services, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(services.files, "get", explode)
+    response = wopi.check_file_info()
+    assert response.status_int == 500
+    assert response.headers["X-WOPI-ServerError"] == "internal server error"
+    assert "secret" not in str(response.headers) + response.text

@@ -1,0 +1,125 @@
+"""Pure helpers: names, settings, time formats; and that the migrations build exactly the models' schema."""
+
+import os
+import stat
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wopihost import names
+from wopihost.clock import iso_round_trip, parse_iso
+from wopihost.config import ConfigError, Settings, load_or_create_secret, parse_duration, parse_size
+from wopihost.models import metadata
+
+# -- names ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Doc.docx", "Résumé.docx", "a.b.c", "no extension", "x" * 250 + ".docx",
+                                  "(1) [draft] {v2} #3 & co.xlsx"])
+def test_valid_names(name):
+    assert names.check(name) == name
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "a:b", "a*b", "a?b", 'a"b', "a<b", "a>b", "a|b",
+                                  "tab\there", "nul\x00", "del\x7f", " lead", "trail ", "end.", ".hidden",
+                                  "CON", "con.txt", "LPT1.docx", "x" * 251 + ".docx", "a." + "x" * 40])
+def test_invalid_names(name):
+    with pytest.raises(names.InvalidName):
+        names.check(name)
+
+
+@given(st.text(max_size=300))
+def test_sanitize_always_gives_a_valid_name(text):
+    assert names.check(names.sanitize(text)) == names.sanitize(text)
+
+
+@given(st.text(max_size=60))
+def test_utf7_round_trip(text):
+    assert names.decode_utf7(names.encode_utf7(text), "X") == text
+
+
+def test_numbered_names():
+    assert names.numbered("Report.docx", 2) == "Report (2).docx"
+    assert names.numbered("Report (2).docx", 3) == "Report (3).docx"
+    assert names.numbered("README", 2) == "README (2)"
+    assert len(names.split_extension(names.numbered("x" * 250 + ".docx", 12))[0]) == 250
+
+
+# -- settings -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [("10h", 36000), ("30m", 1800), ("90s", 90), ("45", 45), ("2d", 172800),
+                                           ("250ms", 0.25)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text, size", [("1GiB", 1 << 30), ("100MiB", 100 << 20), ("512k", 512 << 10), ("7", 7),
+                                        ("2G", 2 << 30)])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+def test_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'wopihost.sqlite3'}"
+    assert settings.public_url == "http://127.0.0.1:8080"
+    assert settings.token_ttl == 36000
+    assert settings.max_file_size == 1 << 30
+    assert settings.host_page_url == "http://127.0.0.1:8080/host/{action}/{file_id}"
+
+
+@pytest.mark.parametrize("env, variable", [({"WOPIHOST_TOKEN_TTL": "soon"}, "WOPIHOST_TOKEN_TTL"),
+                                           ({"WOPIHOST_MAX_FILE_SIZE": "big"}, "WOPIHOST_MAX_FILE_SIZE"),
+                                           ({"WOPIHOST_PUBLIC_URL": "wopi.example"}, "WOPIHOST_PUBLIC_URL")])
+def test_bad_settings_name_the_variable(tmp_path, env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), **env})
+
+
+def test_secret_is_created_once_private_and_reused(tmp_path):
+    first = load_or_create_secret(tmp_path)
+    assert len(first) == 64
+    assert load_or_create_secret(tmp_path) == first
+    assert stat.S_IMODE(os.stat(tmp_path / "secret_key").st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]
+
+
+def test_secret_created_by_racing_processes_is_the_same(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4) as pool:
+        secrets = set(pool.map(load_or_create_secret, [tmp_path] * 8))
+    assert len(secrets) == 1
+
+
+# -- time -----------------------------------------------------------------------------
+
+def test_iso_round_trip_format():
+    assert iso_round_trip(datetime(2009, 6, 15, 13, 45, 30, 123456)) == "2009-06-15T13:45:30.1234560Z"
+
+
+@pytest.mark.parametrize("text", ["2009-06-15T13:45:30.1234560Z", "2009-06-15T13:45:30.123456+00:00",
+                                  "2009-06-15T15:45:30.123456+02:00", "2009-06-15T13:45:30.123456"])
+def test_parse_iso_normalises_to_utc(text):
+    assert parse_iso(text) == datetime(2009, 6, 15, 13, 45, 30, 123456)
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2009-13-45T00:00:00Z"])
+def test_parse_iso_rejects_garbage(text):
+    assert parse_iso(text) is None
+
+
+# -- schema ---------------------------------------------------------------------------
+
+def test_migrations_build_exactly_the_models(database):
+    engine = sa.create_engine(database)
+    with engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert differences == []
