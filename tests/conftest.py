@@ -139,10 +139,15 @@ class WopiClient:
     def lock(self, lock_id: str, **headers):
         return self.op("LOCK", X_WOPI_Lock=lock_id, **headers)
 
-    def raw_post(self, suffix: str, body, content_length: int | None, **headers):
-        """A POST whose body is any file-like `body`; no Content-Length means chunked transfer."""
+    def raw_post(self, suffix: str, body, content_length: int | None, terminated: bool = False, **headers):
+        """A POST whose body is any file-like `body`; no Content-Length means chunked transfer.
+
+        `terminated` marks the input as gunicorn does (wsgi.input_terminated), so that
+        Werkzeug passes the raw stream through instead of limiting it itself.
+        """
         request = webtest.TestRequest.blank(self.url(suffix), method="POST", headers=_h(headers))
         request.environ["wsgi.input"] = body
+        request.environ["wsgi.input_terminated"] = terminated
         if content_length is None:
             request.environ.pop("CONTENT_LENGTH", None)
             request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"

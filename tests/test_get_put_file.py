@@ -240,9 +240,11 @@ def test_interrupted_put_file_leaves_old_content_and_no_partial_file(wopi, setti
     assert len(blob_files(settings)) == 1
 
 
-def test_body_shorter_than_content_length_is_400_and_keeps_old_content(wopi, settings):
+@pytest.mark.parametrize("terminated", [False, True], ids=["werkzeug-limited", "gunicorn-terminated"])
+def test_body_shorter_than_content_length_is_400_and_keeps_old_content(wopi, settings, terminated):
     wopi.lock("L")
-    response = wopi.raw_post("/contents", io.BytesIO(b"only part"), 1000, X_WOPI_Override="PUT", X_WOPI_Lock="L")
+    response = wopi.raw_post("/contents", io.BytesIO(b"only part"), 1000, terminated,
+                             X_WOPI_Override="PUT", X_WOPI_Lock="L")
     assert response.status_int == 400
     assert response.headers["X-WOPI-FailureReason"]
     assert wopi.get_file().body == b"hello world"

@@ -17,7 +17,7 @@ from ..names import MAX_BASE_LENGTH, InvalidName, sanitize, split_extension
 from ..services import Services
 from ..storage import PIECE
 from ..tokens import Grant
-from .requests import bool_header, check_body_size, header, int_header, time_header, utf7_header
+from .requests import bool_header, check_body_size, header, int_header, request_body, time_header, utf7_header
 
 MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # spec §3.2: assume a signed 32-bit maximum when absent
 USER_INFO_BYTES = 4 * 1024  # 1024 characters of UTF-8
@@ -99,7 +99,7 @@ def put_file(call: Call) -> WopiResponse:
         parse_lock_id(lock_id)
     loaded_at = time_header("X-COOL-WOPI-Timestamp", "X-LOOL-WOPI-Timestamp")
     check_body_size(services.settings.max_file_size)
-    file = services.files.put(call.file_id, request.stream, lock_id, loaded_at)
+    file = services.files.put(call.file_id, request_body(), lock_id, loaded_at)
     response = jsonify({"LastModifiedTime": iso_round_trip(file.modified_at)})
     response.headers["X-WOPI-ItemVersion"] = str(file.version)
     return response
@@ -151,7 +151,7 @@ def put_relative_file(call: Call) -> WopiResponse:
     else:
         target = Target(utf7_header("X-WOPI-RelativeTarget") or "", suggested=False, overwrite=overwrite)
     check_body_size(services.settings.max_file_size, declared)
-    file = services.files.put_relative(call.file_id, grant.user_id, target, request.stream)
+    file = services.files.put_relative(call.file_id, grant.user_id, target, request_body())
     issued = services.issue_token(file.id, grant.user_id, grant.can_write, grant.expires_at)
     return jsonify({
         "Name": file.name,
@@ -194,7 +194,7 @@ def delete_file(call: Call) -> WopiResponse:
 
 def put_user_info(call: Call) -> WopiResponse:
     call.services.files.get(call.file_id)  # 404 for a deleted file
-    body = request.stream.read(USER_INFO_BYTES + 1)
+    body = request_body().read(USER_INFO_BYTES + 1)
     try:
         if len(body) > USER_INFO_BYTES:
             raise ValueError("the UserInfo body is too long")

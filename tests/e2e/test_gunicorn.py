@@ -1,0 +1,132 @@
+"""End to end over real HTTP against gunicorn with two worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+import requests
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def document(server, tmp_path):
+    path = tmp_path / "Edit me.docx"
+    path.write_bytes(b"original content")
+    file_id = server.add_file(path)["id"]
+    return file_id, server.token(file_id)
+
+
+def test_full_edit_flow(server, document):
+    file_id, token = document
+    info = requests.get(server.url(file_id, token)).json()
+    assert info["BaseFileName"] == "Edit me.docx" and info["Version"] == "1"
+
+    locked = requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "edit"})
+    assert locked.status_code == 200
+
+    saved = requests.post(server.url(file_id, token, "/contents"), data=b"edited content",
+                          headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": "edit"})
+    assert saved.status_code == 200 and saved.headers["X-WOPI-ItemVersion"] == "2"
+    assert "LastModifiedTime" in saved.json()
+
+    got = requests.get(server.url(file_id, token, "/contents"))
+    assert got.content == b"edited content"
+    assert got.headers["Content-Length"] == "14" and got.headers["X-WOPI-ItemVersion"] == "2"
+
+    unlocked = requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": "edit"})
+    assert unlocked.status_code == 200
+    lock = requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "GET_LOCK"})
+    assert lock.headers["X-WOPI-Lock"] == ""
+
+
+def test_fifty_concurrent_lock_attempts_have_exactly_one_winner(server, document):
+    file_id, token = document
+    url = server.url(file_id, token)
+
+    def attempt(i: int) -> requests.Response:
+        with requests.Session() as session:
+            return session.post(url, headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": f"lock-{i}"})
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(attempt, range(50)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 1, statuses
+    assert statuses.count(409) == 49, statuses
+    winner = f"lock-{statuses.index(200)}"
+    assert {r.headers["X-WOPI-Lock"] for r in responses if r.status_code == 409} == {winner}
+    current = requests.post(url, headers={"X-WOPI-Override": "GET_LOCK"}).headers["X-WOPI-Lock"]
+    assert current == winner
+
+
+def test_chunked_upload_streams_through(server, document):
+    file_id, token = document
+    requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
+    piece = os.urandom(1 << 20)
+
+    def body():
+        for _ in range(5):
+            yield piece
+
+    saved = requests.post(server.url(file_id, token, "/contents"), data=body(),
+                          headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": "L"})
+    assert saved.status_code == 200
+    assert requests.get(server.url(file_id, token, "/contents")).content == piece * 5
+
+
+def send_partial_put(server, file_id: str, token: str, declared: int, sent: int) -> socket.socket:
+    """Start a PutFile that declares `declared` bytes and send only `sent` of them."""
+    path = urlsplit(server.url(file_id, token, "/contents"))
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    head = (f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-WOPI-Override: PUT\r\n"
+            f"X-WOPI-Lock: L\r\nContent-Length: {declared}\r\n\r\n").encode()
+    sock.sendall(head + b"z" * sent)
+    return sock
+
+
+def wait_until(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def partial_files(server) -> list:
+    return list((server.data_dir / "tmp").iterdir())
+
+
+def test_client_hanging_up_mid_put_leaves_old_content(server, document):
+    file_id, token = document
+    requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
+    sock = send_partial_put(server, file_id, token, declared=10 << 20, sent=3 << 20)
+    assert wait_until(lambda: partial_files(server))  # the server is streaming to its temporary file
+    sock.close()
+    assert wait_until(lambda: not partial_files(server)), "the partial upload was not cleaned up"
+    got = requests.get(server.url(file_id, token, "/contents"))
+    assert got.content == b"original content" and got.headers["X-WOPI-ItemVersion"] == "1"
+
+
+def test_worker_killed_mid_put_leaves_old_content(server, document):
+    file_id, token = document
+    requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
+    sock = send_partial_put(server, file_id, token, declared=10 << 20, sent=3 << 20)
+    assert wait_until(lambda: partial_files(server))
+    busy = [w for w in server.workers() if any(f.path.endswith(".part") for f in w.open_files())]
+    assert len(busy) == 1
+    os.kill(busy[0].pid, signal.SIGKILL)
+    sock.close()
+    assert wait_until(lambda: len([w for w in server.workers() if w.is_running()]) == 2)  # gunicorn respawns it
+    got = requests.get(server.url(file_id, token, "/contents"))
+    assert got.content == b"original content" and got.headers["X-WOPI-ItemVersion"] == "1"
+    blobs = [p for p in (server.data_dir / "blobs").rglob("*") if p.is_file()]
+    assert len(blobs) == 1  # the killed write never became a blob
+    assert not psutil.pid_exists(busy[0].pid) or busy[0].status() == psutil.STATUS_ZOMBIE
