@@ -1,0 +1,17 @@
+"""gunicorn settings for a production wopihost:  gunicorn -c deploy/gunicorn.conf.py 'wopihost.app:create_app()'
+
+The defaults are the ones `wopihost serve` uses (wopihost/server.py); override here or
+with GUNICORN_CMD_ARGS. Settings of wopihost itself come from WOPIHOST_* variables.
+"""
+
+import multiprocessing
+import os
+
+from wopihost.server import DEFAULTS
+
+globals().update(DEFAULTS)
+
+bind = os.environ.get("WOPIHOST_BIND", "127.0.0.1:8080")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+# Requests come through the reverse proxy on this machine; trust its X-Forwarded-* only.
+forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "127.0.0.1")

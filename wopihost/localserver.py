@@ -1,0 +1,98 @@
+"""Start a real wopihost server (gunicorn, `wopihost serve`) on a free loopback port.
+
+For end-to-end tests, benchmarks and test rigs: the server runs in its own process
+group with its own data directory, and is driven through the same CLI an admin uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+WOPIHOST = [sys.executable, "-m", "wopihost.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalServer:
+    base: str
+    port: int
+    env: dict
+    process: subprocess.Popen
+    log: Path
+    data_dir: Path
+
+    @classmethod
+    def start(cls, workdir: Path, database_url: str | None = None, workers: int = 2,
+              extra_env: dict | None = None, timeout: float = 30) -> "LocalServer":
+        port = free_port()
+        data_dir = workdir / "data"
+        env = {**os.environ, "WOPIHOST_DATA_DIR": str(data_dir), "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
+               **({"WOPIHOST_DATABASE_URL": database_url} if database_url else {}), **(extra_env or {})}
+        subprocess.run([*WOPIHOST, "db", "upgrade"], env=env, check=True, capture_output=True)
+        log = workdir / "server.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen([*WOPIHOST, "serve", "--port", str(port), "--workers", str(workers)],
+                                       env=env, stdout=out, stderr=subprocess.STDOUT)
+        server = cls(f"http://127.0.0.1:{port}", port, env, process, log, data_dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                requests.get(f"{server.base}/wopi/files/none", timeout=1)
+                if len(server.workers()) >= workers:
+                    return server
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        process.kill()
+        raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run([*WOPIHOST, *args], env=self.env, check=True, capture_output=True, text=True).stdout
+
+    def add_file(self, path: Path, name: str | None = None) -> dict:
+        return json.loads(self.cli("files", "add", str(path), "--json", *(["--name", name] if name else [])))
+
+    def token(self, file_id: str, user: str = "alice") -> str:
+        return json.loads(self.cli("token", "issue", file_id, "--user", user, "--json"))["access_token"]
+
+    def url(self, file_id: str, token: str, suffix: str = "") -> str:
+        return f"{self.base}/wopi/files/{file_id}{suffix}?access_token={token}"
+
+    def workers(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children()
+
+    def rss(self) -> int:
+        """Resident memory of the master and all workers, in bytes."""
+        total = 0
+        for proc in [psutil.Process(self.process.pid), *self.workers()]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
