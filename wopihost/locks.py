@@ -15,6 +15,7 @@ A lock whose 30 minutes have passed is no lock at all.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Callable
 
 from sqlalchemy.orm import Session
 
@@ -69,25 +70,13 @@ class Locks:
             return file
 
     def unlock_and_relock(self, file_id: str, new_lock_id: str, old_lock_id: str) -> File:
-        with self.db.write() as s:
-            file, now = load_file(s, file_id), self.clock.now()
-            require_lock_match(s, file, old_lock_id, now, unlocked_ok=False)
-            self._set(s, file_id, new_lock_id, now)
-            return file
+        return self._change_matching(file_id, old_lock_id, lambda s, now: self._set(s, file_id, new_lock_id, now))
 
     def refresh(self, file_id: str, lock_id: str) -> File:
-        with self.db.write() as s:
-            file, now = load_file(s, file_id), self.clock.now()
-            require_lock_match(s, file, lock_id, now, unlocked_ok=False)
-            self._set(s, file_id, lock_id, now)
-            return file
+        return self.unlock_and_relock(file_id, lock_id, lock_id)  # a refresh is a relock with the same id
 
     def unlock(self, file_id: str, lock_id: str) -> File:
-        with self.db.write() as s:
-            file, now = load_file(s, file_id), self.clock.now()
-            require_lock_match(s, file, lock_id, now, unlocked_ok=False)
-            s.delete(s.get(Lock, file_id))
-            return file
+        return self._change_matching(file_id, lock_id, lambda s, now: s.delete(s.get(Lock, file_id)))
 
     def get(self, file_id: str) -> tuple[File, str]:
         with self.db.read() as s:
@@ -103,6 +92,15 @@ class Locks:
             if row is not None:
                 s.delete(row)
             return current
+
+    def _change_matching(self, file_id: str, lock_id: str,
+                         change: Callable[[Session, datetime], None]) -> File:
+        """Apply `change` if the file is locked with `lock_id`; 409 otherwise (also when unlocked)."""
+        with self.db.write() as s:
+            file, now = load_file(s, file_id), self.clock.now()
+            require_lock_match(s, file, lock_id, now, unlocked_ok=False)
+            change(s, now)
+            return file
 
     @staticmethod
     def _set(session: Session, file_id: str, lock_id: str, now: datetime) -> None:
