@@ -31,7 +31,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def pytest_generate_tests(metafunc):
-    if "database" in metafunc.fixturenames:
+    """Every test using `database` runs on each backend, unless it picks its own."""
+    chosen = any("database" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize"))
+    if "database" in metafunc.fixturenames and not chosen:
         backends = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
         metafunc.parametrize("database", backends, indirect=True)
 
