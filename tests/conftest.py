@@ -27,7 +27,6 @@ from wopihost.models import metadata
 from wopihost.services import Services
 
 PG_URL = os.environ.get("WOPIHOST_TEST_DATABASE_URL", "").strip()
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def pytest_generate_tests(metafunc):
