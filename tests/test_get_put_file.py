@@ -271,3 +271,11 @@ def test_put_file_on_a_file_deleted_during_upload_is_404_and_leaves_no_blob(make
         services.files.put(file.id, DeletesMidway(), None)
     assert excinfo.value.status == 404
     assert blob_files(settings) == []
+
+
+def test_put_file_with_an_over_long_lock_id_is_400(wopi):
+    wopi.lock("L")
+    response = wopi.put_file(b"new", lock="x" * 1025)
+    assert response.status_int == 400
+    assert "1024" in response.headers["X-WOPI-FailureReason"]
+    assert wopi.get_file().body == b"hello world"

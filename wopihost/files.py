@@ -85,7 +85,7 @@ class Files:
             file = load_file(s, file_id)
             # An unlocked file may be written only while it is empty (the "create new" flow).
             require_lock_match(s, file, lock_id, self.clock.now(), unlocked_ok=file.size == 0)
-            if loaded_at is not None and abs((file.modified_at - loaded_at).total_seconds()) >= 1e-6:
+            if loaded_at is not None and loaded_at != file.modified_at:
                 raise WopiError(409, "the file was changed in storage since the editor loaded it",
                                 {"X-WOPI-Lock": current_lock(s, file_id, self.clock.now()) or ""},
                                 body={"COOLStatusCode": COOL_DOCUMENT_CHANGED})

@@ -14,6 +14,3 @@ def new_id(length: int = 22) -> str:
     """
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
-
-def is_id(value: str, length: int = 22) -> bool:
-    return len(value) == length and all(ch in _ALPHABET for ch in value)

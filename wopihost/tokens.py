@@ -103,11 +103,6 @@ class Tokens:
         padded = token.upper() + "=" * (-len(token) % 8)
         return self._signer.unsign(base64.b32decode(padded)).decode("ascii").split(":")
 
-    def purge_expired(self, session: Session, grace: timedelta = timedelta(days=1)) -> int:
-        """Forget tokens that expired more than `grace` ago; they can no longer be used anyway."""
-        cutoff = self._clock.now() - grace
-        return session.execute(sa.delete(AccessToken).where(AccessToken.expires_at < cutoff)).rowcount
-
 
 _EPOCH = datetime(1970, 1, 1)
 _MALFORMED = (binascii.Error, itsdangerous.BadSignature, ValueError, OverflowError)

@@ -94,9 +94,8 @@ def get_file(call: Call) -> WopiResponse:
 def put_file(call: Call) -> WopiResponse:
     call.require_write()
     services = call.services
-    lock_id = header("X-WOPI-Lock") or None
-    if lock_id is not None:
-        parse_lock_id(lock_id)
+    lock_header = header("X-WOPI-Lock")
+    lock_id = parse_lock_id(lock_header) if lock_header else None  # absent when filling a new empty file
     loaded_at = time_header("X-COOL-WOPI-Timestamp", "X-LOOL-WOPI-Timestamp")
     check_body_size(services.settings.max_file_size)
     file = services.files.put(call.file_id, request_body(), lock_id, loaded_at)
