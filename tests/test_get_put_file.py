@@ -45,7 +45,7 @@ def test_get_file_without_max_expected_size_assumes_32_bit_limit(make_file, clie
     assert client_for(make_file(b"x" * 100)).get_file().status_int == 200
 
 
-@pytest.mark.parametrize("limit", ["-1", "ten", "1e3", "12 bytes"])
+@pytest.mark.parametrize("limit", ["-1", "ten", "1e3", "12 bytes", "\u00b2"])
 def test_get_file_malformed_max_expected_size_is_400(wopi, limit):
     response = wopi.get_file(X_WOPI_MaxExpectedSize=limit)
     assert response.status_int == 400

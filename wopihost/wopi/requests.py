@@ -20,7 +20,7 @@ def int_header(name: str, default: int | None = None) -> int | None:
     value = header(name)
     if value is None or value == "":
         return default
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise bad_request(f"{name} must be a non-negative integer")
     return int(value)
 
