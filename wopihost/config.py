@@ -40,6 +40,15 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[unit]
 
 
+def parse_flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"not on/off: {text!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -50,6 +59,13 @@ class Settings:
     max_file_size: int = 1 << 30
     host_page_url: str = ""
     sqlite_busy_timeout: float = 30.0
+    cspp_plus: bool = False
+    upload_session_ttl: float = 30 * 60
+    max_upload_session_size: int = 2 << 30
+    verify_chunk_ids: bool = True
+    office_collaboration_url: str = ""
+    real_time_channel_url: str = ""
+    file_geo_location_code: str = "US"
 
     @property
     def blob_dir(self) -> Path:
@@ -80,15 +96,24 @@ class Settings:
         public_url = get("PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
         if not re.match(r"^https?://[^/]+", public_url):
             raise ConfigError(f"{ENV_PREFIX}PUBLIC_URL: must be an absolute http(s) URL, got {public_url!r}")
+        max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
         return cls(
             data_dir=data_dir,
             database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
             public_url=public_url,
             secret_key=env.get(ENV_PREFIX + "SECRET_KEY") or load_or_create_secret(data_dir),
             token_ttl=parsed("TOKEN_TTL", "10h", parse_duration),
-            max_file_size=parsed("MAX_FILE_SIZE", "1GiB", parse_size),
+            max_file_size=max_file_size,
             host_page_url=get("HOST_PAGE_URL", public_url + "/host/{action}/{file_id}"),
             sqlite_busy_timeout=parsed("SQLITE_BUSY_TIMEOUT", "30s", parse_duration),
+            cspp_plus=parsed("CSPP_PLUS", "off", parse_flag),
+            upload_session_ttl=parsed("UPLOAD_SESSION_TTL", "30m", parse_duration),
+            # a session carries Chunk frames of every stream of a save, so it may outgrow MainContent
+            max_upload_session_size=parsed("MAX_UPLOAD_SESSION_SIZE", str(2 * max_file_size), parse_size),
+            verify_chunk_ids=parsed("VERIFY_CHUNK_IDS", "on", parse_flag),
+            office_collaboration_url=get("OFFICE_COLLABORATION_URL", public_url),
+            real_time_channel_url=get("REAL_TIME_CHANNEL_URL", public_url),
+            file_geo_location_code=get("FILE_GEO_LOCATION_CODE", "US"),
         )
 
 

@@ -39,9 +39,16 @@ def bad_request(reason: str, headers: dict[str, str] | None = None) -> WopiError
     return WopiError(400, reason, headers)
 
 
-def conflict(reason: str, current_lock: str) -> WopiError:
-    """A lock conflict: 409 always names the current lock ("" when unlocked), clients recover with it."""
-    return WopiError(409, reason, {"X-WOPI-Lock": current_lock, "X-WOPI-LockFailureReason": reason})
+def conflict(reason: str, current_lock: str | None, mechanism: str | None = None) -> WopiError:
+    """A lock conflict. It names the current WOPI lock ("" when unlocked), which clients recover with;
+    `current_lock=None` leaves X-WOPI-Lock out, as WOPI asks while coauth locks hold the file.
+    `mechanism` is X-WOPI-ConflictingMechanism: WOPI-Lock, WOPI-CoauthExclusiveLock or Other."""
+    headers = {"X-WOPI-LockFailureReason": reason}
+    if current_lock is not None:
+        headers["X-WOPI-Lock"] = current_lock
+    if mechanism is not None:
+        headers["X-WOPI-ConflictingMechanism"] = mechanism
+    return WopiError(409, reason, headers)
 
 
 def not_found(reason: str = "file not found") -> WopiError:

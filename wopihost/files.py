@@ -19,8 +19,8 @@ from .clock import Clock
 from .db import Database
 from .errors import WopiError, conflict
 from .ids import new_id
-from .locks import current_lock, require_lock_match
-from .models import File, Lock, name_key
+from .locks import current_lock, require_write_access
+from .models import AlternateStream, ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, encode_utf7, numbered, sanitize, split_extension
 from .repository import file_named, load_file, lock_folder, name_taken
 from .storage import Blob, BlobStore, TooLarge
@@ -71,9 +71,9 @@ class Files:
         """A new file in `folder_id`; the name gets a ' (n)' suffix if it is taken."""
         name = check(name)
 
-        def apply(s: Session, blob: Blob) -> tuple[File, None]:
+        def apply(s: Session, blob: Blob) -> tuple[File, list[str]]:
             lock_folder(s, folder_id)
-            return self._insert(s, folder_id, self._free_name(s, folder_id, name), owner_id, blob), None
+            return self._insert(s, folder_id, self._free_name(s, folder_id, name), owner_id, blob), []
 
         return self._write_blob(source, lambda s: None, apply)
 
@@ -84,17 +84,15 @@ class Files:
         def validate(s: Session) -> None:
             file = load_file(s, file_id)
             # An unlocked file may be written only while it is empty (the "create new" flow).
-            require_lock_match(s, file, lock_id, self.clock.now(), unlocked_ok=file.size == 0)
+            require_write_access(s, file, self.clock.now(), lock_id, unlocked_ok=file.size == 0)
             if loaded_at is not None and loaded_at != file.modified_at:
                 raise WopiError(409, "the file was changed in storage since the editor loaded it",
                                 {"X-WOPI-Lock": current_lock(s, file_id, self.clock.now()) or ""},
                                 body={"COOLStatusCode": COOL_DOCUMENT_CHANGED})
 
-        def apply(s: Session, blob: Blob) -> tuple[File, str]:
+        def apply(s: Session, blob: Blob) -> tuple[File, list[str]]:
             file = load_file(s, file_id)
-            old_blob = file.blob
-            self._set_content(file, blob)
-            return file, old_blob
+            return file, self._set_content(s, file, blob)
 
         return self._write_blob(source, validate, apply)
 
@@ -117,27 +115,24 @@ class Files:
                 return
             if not target.overwrite:
                 raise self._target_error(409, "a file with that name exists", folder_id, target.name)
-            lock = current_lock(s, existing.id, self.clock.now())
-            if lock is not None:
-                raise conflict("the target file is locked", lock)
+            require_write_access(s, existing, self.clock.now(), None, unlocked_ok=True)
 
-        def apply(s: Session, blob: Blob) -> tuple[File, str | None]:
+        def apply(s: Session, blob: Blob) -> tuple[File, list[str]]:
             lock_folder(s, folder_id)
             existing = None if target.suggested else file_named(s, folder_id, target.name)
             if existing is None:
                 name = self._free_name(s, folder_id, target.name) if target.suggested else target.name
-                return self._insert(s, folder_id, name, owner_id, blob), None
-            old_blob = existing.blob
-            self._set_content(existing, blob)
-            return existing, old_blob
+                return self._insert(s, folder_id, name, owner_id, blob), []
+            return existing, self._set_content(s, existing, blob)
 
         return self._write_blob(source, validate, apply)
 
-    def rename(self, file_id: str, requested_base: str, lock_id: str | None) -> File:
+    def rename(self, file_id: str, requested_base: str, lock_id: str | None,
+               coauth_lock_id: str | None = None) -> File:
         """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix."""
         with self.db.write() as s:
             file = load_file(s, file_id)
-            require_lock_match(s, file, lock_id, self.clock.now(), unlocked_ok=True)
+            require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=True)
             name = check(requested_base + split_extension(file.name)[1])
             lock_folder(s, file.folder_id)
             file.name = self._free_name(s, file.folder_id, name, ignore_file_id=file.id)
@@ -148,21 +143,21 @@ class Files:
     def delete(self, file_id: str) -> None:
         with self.db.write() as s:
             file = load_file(s, file_id)
-            lock = current_lock(s, file_id, self.clock.now())
-            if lock is not None:
-                raise conflict("the file is locked", lock)
-            s.execute(sa.delete(Lock).where(Lock.file_id == file_id))  # an expired lock row
+            require_write_access(s, file, self.clock.now(), None, unlocked_ok=True)
+            unused = [file.blob, *s.scalars(sa.select(AlternateStream.blob).where(AlternateStream.file_id == file_id))]
+            for table in (Lock, AlternateStream, ContentProperty):  # rows the cascade would remove, expired ones too
+                s.execute(sa.delete(table).where(table.file_id == file_id))
             s.delete(file)
-            blob = file.blob
-        self.blobs.delete(blob)
+        for blob in unused:
+            self.blobs.delete(blob)
 
     # -- helpers ------------------------------------------------------------------
 
     def _write_blob(self, source: BinaryIO, validate: Callable[[Session], None],
-                    apply: Callable[[Session, Blob], tuple[T, str | None]]) -> T:
+                    apply: Callable[[Session, Blob], tuple[T, list[str]]]) -> T:
         """Validate, stream `source` to a blob, validate again and apply in one transaction.
 
-        `apply` returns its result and the blob that the change made unused (deleted after commit).
+        `apply` returns its result and the blobs that the change made unused (deleted after commit).
         """
         with self.db.read() as s:
             validate(s)
@@ -177,8 +172,8 @@ class Files:
         except BaseException:
             self.blobs.delete(blob.name)
             raise
-        if unused is not None:
-            self.blobs.delete(unused)
+        for name in unused:
+            self.blobs.delete(name)
         return result
 
     def _insert(self, s: Session, folder_id: str, name: str, owner_id: str, blob: Blob) -> File:
@@ -190,11 +185,23 @@ class Files:
         s.flush()
         return file
 
-    def _set_content(self, file: File, blob: Blob) -> None:
+    def _set_content(self, s: Session, file: File, blob: Blob) -> list[str]:
+        """New MainContent from outside PutChunkedFile; returns the blobs it made unused.
+
+        Such a change ends what coauthoring clients kept beside the document (spec cspp
+        §1.0): alternate streams and DeleteOnContentChange properties go, and the
+        signature is chunked anew from the bytes when next asked for.
+        """
+        unused = [file.blob, *s.scalars(sa.select(AlternateStream.blob).where(AlternateStream.file_id == file.id))]
+        s.execute(sa.delete(AlternateStream).where(AlternateStream.file_id == file.id))
+        s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file.id,
+                                                   ContentProperty.retention != "KeepOnContentChange"))
         file.blob, file.size, file.sha256 = blob.name, blob.size, blob.sha256
+        file.main_scheme = file.main_signature = None
         file.version += 1
         file.sequence_number += 1
         file.modified_at = self.clock.now()
+        return unused
 
     def _free_name(self, s: Session, folder_id: str, name: str, ignore_file_id: str | None = None) -> str:
         for n in range(1, MAX_NUMBERED_NAMES):

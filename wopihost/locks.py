@@ -9,7 +9,8 @@ The state table, with L the lock id in the request and C the current lock:
     Unlock            409 ""              remove, 200       409 C
     GetLock           200 ""              200 C             200 C
 
-A lock whose 30 minutes have passed is no lock at all.
+A lock whose 30 minutes have passed is no lock at all. While coauth locks (coauth.py)
+hold a file, every WOPI lock operation conflicts, and its 409 leaves X-WOPI-Lock out.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Callable
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
 from .errors import bad_request, conflict
-from .models import LOCK_ID_LENGTH, File, Lock
+from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .repository import load_file
 
 LOCK_TTL = timedelta(minutes=30)
@@ -44,15 +46,37 @@ def current_lock(session: Session, file_id: str, now: datetime) -> str | None:
     return row.lock_id if row is not None and row.expires_at > now else None
 
 
-def require_lock_match(session: Session, file: File, lock_id: str | None, now: datetime,
-                       unlocked_ok: bool) -> None:
-    """409 unless the file is unlocked (and that is acceptable here) or locked with `lock_id`."""
-    current = current_lock(session, file.id, now)
-    if current is None:
+def live_coauth_locks(session: Session, file_id: str, now: datetime) -> list[CoauthLock]:
+    query = (sa.select(CoauthLock).where(CoauthLock.file_id == file_id, CoauthLock.expires_at > now)
+             .order_by(CoauthLock.acquired_at, CoauthLock.lock_id))
+    return list(session.scalars(query))
+
+
+def require_write_access(session: Session, file: File, now: datetime, lock_id: str | None,
+                         coauth_lock_id: str | None = None, unlocked_ok: bool = False) -> None:
+    """409 unless the request shows the lock that holds the file (spec cspp §1.3 lock table).
+
+    `unlocked_ok`: whether an unlocked file may be changed without a lock (PutFile on
+    an empty file, RenameFile); otherwise an unlocked file conflicts too.
+    """
+    if lock_id and coauth_lock_id:
+        raise bad_request("send X-WOPI-Lock or X-WOPI-CoauthLockId, not both")
+    wopi_lock = current_lock(session, file.id, now)
+    if wopi_lock is not None:
+        if lock_id != wopi_lock:
+            raise conflict("the file is locked with another lock id", wopi_lock, "WOPI-Lock")
+        return
+    coauth = live_coauth_locks(session, file.id, now)
+    if not coauth:
         if not unlocked_ok:
             raise conflict("the file is not locked", "")
-    elif current != lock_id:
-        raise conflict("the file is locked with another lock id", current)
+        return
+    exclusive = [lock.lock_id for lock in coauth if lock.lock_type == "CoauthExclusive"]
+    if exclusive:
+        if coauth_lock_id != exclusive[0]:
+            raise conflict("another client holds the CoauthExclusive lock", None, "WOPI-CoauthExclusiveLock")
+    elif coauth_lock_id not in {lock.lock_id for lock in coauth}:
+        raise conflict("the file is locked for coauthoring and X-WOPI-CoauthLockId is not a live coauth lock", None)
 
 
 class Locks:
@@ -63,9 +87,7 @@ class Locks:
     def lock(self, file_id: str, lock_id: str) -> File:
         with self.db.write() as s:
             file, now = load_file(s, file_id), self.clock.now()
-            current = current_lock(s, file_id, now)
-            if current is not None and current != lock_id:
-                raise conflict("the file is locked with another lock id", current)
+            require_write_access(s, file, now, lock_id, unlocked_ok=True)
             self._set(s, file_id, lock_id, now)
             return file
 
@@ -80,8 +102,10 @@ class Locks:
 
     def get(self, file_id: str) -> tuple[File, str]:
         with self.db.read() as s:
-            file = load_file(s, file_id)
-            return file, current_lock(s, file_id, self.clock.now()) or ""
+            file, now = load_file(s, file_id), self.clock.now()
+            if live_coauth_locks(s, file_id, now):  # not expressible as a WOPI lock (spec §3.5)
+                raise conflict("the file is locked for coauthoring", None)
+            return file, current_lock(s, file_id, now) or ""
 
     def break_lock(self, file_id: str) -> str | None:
         """Remove whatever lock the file has (admin command); returns the lock id that was removed."""
@@ -98,7 +122,7 @@ class Locks:
         """Apply `change` if the file is locked with `lock_id`; 409 otherwise (also when unlocked)."""
         with self.db.write() as s:
             file, now = load_file(s, file_id), self.clock.now()
-            require_lock_match(s, file, lock_id, now, unlocked_ok=False)
+            require_write_access(s, file, now, lock_id)
             change(s, now)
             return file
 

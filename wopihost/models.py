@@ -21,6 +21,8 @@ ID_LENGTH = 22
 NAME_LENGTH = 512
 LOCK_ID_LENGTH = 1024
 USER_INFO_LENGTH = 1024
+STREAM_ID_LENGTH = 256
+PROPERTY_NAME_LENGTH = 256
 
 
 def name_key(name: str) -> str:
@@ -73,6 +75,11 @@ class File(Base):
     sequence_number: Mapped[int] = mapped_column(BigInteger)
     blob: Mapped[str] = mapped_column(String(64))  # name of the content file in the blob store
     sha256: Mapped[str] = mapped_column(String(44))  # base64, as CheckFileInfo's SHA256
+    # CSPP Plus: MainContent's signature as JSON [[ChunkId, Length], ...] and its scheme; what a client
+    # uploaded with PutChunkedFile is kept as uploaded, anything else is chunked by us.
+    main_scheme: Mapped[str | None] = mapped_column(String(16))
+    main_signature: Mapped[str | None] = mapped_column(Text)
+    coauth_table_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime)
     modified_at: Mapped[datetime] = mapped_column(DateTime)
 
@@ -96,3 +103,56 @@ class AccessToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AlternateStream(Base):
+    """A CSPP Plus stream other than MainContent: one immutable blob and the signature that describes it."""
+    __tablename__ = "alternate_streams"
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(STREAM_ID_LENGTH), primary_key=True)
+    blob: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    scheme: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(Text)  # JSON [[ChunkId, Length], ...]
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ContentProperty(Base):
+    __tablename__ = "content_properties"
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(PROPERTY_NAME_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    retention: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class UploadSession(Base):
+    """A CSPP Plus upload session: `received` bytes of a Chunk-frame stream, kept as pieces on disk."""
+    __tablename__ = "upload_sessions"
+    token: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)  # no FK: a deleted file's session just expires
+    user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class UploadPiece(Base):
+    """One acknowledged UpdateUploadSession body: bytes [offset, offset + length) of the session stream."""
+    __tablename__ = "upload_pieces"
+    token: Mapped[str] = mapped_column(ForeignKey("upload_sessions.token", ondelete="CASCADE"), primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+    blob: Mapped[str] = mapped_column(String(64))
+
+
+class CoauthLock(Base):
+    """A CSPP Plus coauthoring lock: many `Coauth` holders, or one `CoauthExclusive`, each with its own expiry."""
+    __tablename__ = "coauth_locks"
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    lock_id: Mapped[str] = mapped_column(String(LOCK_ID_LENGTH), primary_key=True)
+    lock_type: Mapped[str] = mapped_column(String(16))
+    lock_metadata: Mapped[str] = mapped_column(Text)
+    user_friendly_name: Mapped[str] = mapped_column(String(256))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime)  # CoauthLockTime: first acquired, never moved
+    expires_at: Mapped[datetime] = mapped_column(DateTime)

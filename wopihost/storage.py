@@ -48,11 +48,14 @@ class BlobStore:
     def open(self, name: str) -> BinaryIO:
         return open(self.path(name), "rb")
 
-    def write(self, source: BinaryIO, limit: int) -> Blob:
-        """Stream `source` (anything with .read(n)) into a new blob; at most `limit` bytes."""
+    def write(self, source: BinaryIO, limit: int, sha256: bool = True) -> Blob:
+        """Stream `source` (anything with .read(n)) into a new blob; at most `limit` bytes.
+
+        `sha256=False` skips the content hash (Blob.sha256 is then "") where nobody needs it.
+        """
         name = new_id(32)
         tmp_path = self.tmp / f"{name}.part"
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if sha256 else None
         size = 0
         try:
             with open(tmp_path, "xb") as out:
@@ -60,7 +63,8 @@ class BlobStore:
                     size += len(piece)
                     if size > limit:
                         raise TooLarge(limit)
-                    digest.update(piece)
+                    if digest is not None:
+                        digest.update(piece)
                     out.write(piece)
                 out.flush()
                 os.fsync(out.fileno())
@@ -71,7 +75,7 @@ class BlobStore:
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
-        return Blob(name, size, base64.b64encode(digest.digest()).decode("ascii"))
+        return Blob(name, size, base64.b64encode(digest.digest()).decode("ascii") if digest else "")
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)

@@ -97,6 +97,7 @@ class MessageJSON:
 class ChunkStart:
     chunk_id: bytes  # 16 raw bytes, as in the extended header
     size: int  # payload size
+    stream_offset: int = 0  # where the payload starts, counted from the first byte fed to the decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +239,12 @@ class FrameDecoder:
                 self._head += view[pos:pos + take]
                 pos += take
                 if len(self._head) == self._head_need:
-                    self._head_need = self._start_frame(self._head, 0, len(self._head), events)
+                    head_start = base + pos - len(self._head)
+                    self._head_need = self._start_frame(self._head, 0, len(self._head), events, head_start)
                     if self._head_need == len(self._head):
                         self._head.clear()
             else:
-                need = self._start_frame(view, pos, end - pos, events)
+                need = self._start_frame(view, pos, end - pos, events, base + pos)
                 if need > end - pos:
                     self._head += view[pos:end]
                     self._head_need = need
@@ -252,8 +254,8 @@ class FrameDecoder:
             if not self._remaining and not self._head:
                 self._complete = base + pos
 
-    def _start_frame(self, buf: Buffer, start: int, avail: int, events: list[Event]) -> int:
-        """Parse the header at ``buf[start:start+avail]`` and return its full length.
+    def _start_frame(self, buf: Buffer, start: int, avail: int, events: list[Event], stream_pos: int) -> int:
+        """Parse the header at ``buf[start:start+avail]`` (stream offset ``stream_pos``); return its full length.
 
         When fewer bytes are available than that length, nothing is consumed; otherwise the frame starts.
         Everything the fixed 16 bytes decide is checked as soon as they are there, so a bad or oversized
@@ -268,7 +270,8 @@ class FrameDecoder:
             return header_len
 
         if ftype == _CHUNK:
-            events.append(ChunkStart(bytes(buf[start + HEADER_SIZE:start + header_len]), size))
+            events.append(ChunkStart(bytes(buf[start + HEADER_SIZE:start + header_len]), size,
+                                     stream_pos + header_len))
         elif ftype == _RANGE:
             chunk_id, offset, length, flags = _RANGE_EXT.unpack_from(buf, start + HEADER_SIZE)
             if length != size:
