@@ -59,6 +59,15 @@ class OpenBlobs:
         if name not in self._fds:
             self._fds[name] = os.open(blobs.path(name), os.O_RDONLY)
 
+    def adopt(self, other: "OpenBlobs") -> None:
+        """Take over `other`'s descriptors (closing any it shares with us); `other` is left empty."""
+        for name, fd in other._fds.items():
+            if name in self._fds:
+                os.close(fd)
+            else:
+                self._fds[name] = fd
+        other._fds = {}
+
     def pieces(self, extents: Extents, piece: int = PIECE) -> Iterator[bytes]:
         """The bytes of `extents`, in pieces of at most `piece` bytes."""
         for extent in extents:

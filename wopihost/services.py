@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
 
+from .chunked import ChunkedFiles
 from .clock import Clock
+from .coauth import CoauthLocks
 from .config import Settings
 from .db import Database
 from .files import Files
 from .locks import Locks
 from .models import File, User
+from .sessions import UploadSessions
 from .storage import BlobStore
 from .tokens import IssuedToken, Tokens
 from .users import check_user_info, ensure_user, root_folder_id
@@ -26,16 +29,23 @@ class Services:
     tokens: Tokens
     files: Files
     locks: Locks
+    sessions: UploadSessions
+    chunked: ChunkedFiles
+    coauth: CoauthLocks
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
         clock = clock or Clock()
         db = Database(settings.database_url, settings.sqlite_busy_timeout)
         blobs = BlobStore(settings.blob_dir, settings.tmp_dir)
+        sessions = UploadSessions(db, blobs, clock, settings.upload_session_ttl, settings.max_upload_session_size)
         return cls(settings=settings, clock=clock, db=db, blobs=blobs,
                    tokens=Tokens(settings.secret_key, clock),
                    files=Files(db, blobs, clock, settings.max_file_size),
-                   locks=Locks(db, clock))
+                   locks=Locks(db, clock),
+                   sessions=sessions,
+                   chunked=ChunkedFiles(db, blobs, clock, sessions, settings),
+                   coauth=CoauthLocks(db, clock))
 
     # -- URLs ---------------------------------------------------------------------
 

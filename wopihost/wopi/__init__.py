@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, request
 
 from ..errors import WopiError, bad_request
 from ..services import Services
-from . import files
+from . import cspp, files
 from .requests import access_token
 
 Handler = Callable[[files.Call], Response]
@@ -31,6 +31,17 @@ OPERATIONS: dict[tuple[str, str, str | None], Handler] = {
     ("POST", "file", "RENAME_FILE"): files.rename_file,
     ("POST", "file", "DELETE"): files.delete_file,
     ("POST", "file", "PUT_USER_INFO"): files.put_user_info,
+    # CSPP Plus (501 unless WOPIHOST_CSPP_PLUS is on)
+    ("POST", "file", "GET_SEQUENCE_NUMBER"): cspp.get_sequence_number,
+    ("POST", "file", "GET_CHUNKED_FILE"): cspp.get_chunked_file,
+    ("POST", "file", "GET_CHUNKS"): cspp.get_chunks,
+    ("POST", "contents", "PUT_CHUNKED_FILE"): cspp.put_chunked_file,
+    ("POST", "file", "CREATE_UPLOAD_SESSION"): cspp.create_upload_session,
+    ("POST", "file", "UPDATE_UPLOAD_SESSION"): cspp.update_upload_session,
+    ("POST", "file", "GET_COAUTH_LOCK"): cspp.get_coauth_lock,
+    ("POST", "file", "REFRESH_COAUTH_LOCK"): cspp.refresh_coauth_lock,
+    ("POST", "file", "UNLOCK_COAUTH_LOCK"): cspp.unlock_coauth_lock,
+    ("POST", "file", "GET_COAUTH_TABLE"): cspp.get_coauth_table,
 }
 
 blueprint = Blueprint("wopi", __name__, url_prefix="/wopi")

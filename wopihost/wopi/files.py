@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import jsonify, request
 from werkzeug.wsgi import wrap_file
 
-from ..clock import iso_round_trip
+from ..clock import iso_round_trip, to_epoch_ms
 from ..errors import WopiError, WopiResponse, bad_request, not_found
 from ..files import Target
 from ..locks import parse_lock_id
@@ -68,6 +68,19 @@ def check_file_info(call: Call) -> WopiResponse:
     }
     if extension:
         info["FileExtension"] = extension
+    settings = services.settings
+    if settings.cspp_plus:  # the CSPP Plus schema requires all of these, the plain one forbids them
+        info.update({
+            "SupportsCoauth": True,
+            "SupportsResumableFileTransfer": True,
+            "SequenceNumber": file.sequence_number,
+            "OfficeCollaborationServiceEndpointUrl": settings.office_collaboration_url,
+            "RealTimeChannelEndpointUrl": settings.real_time_channel_url,
+            "AccessTokenExpiry": to_epoch_ms(grant.expires_at),
+            "ServerTime": to_epoch_ms(services.clock.now()),
+            "SharingStatus": "Private",
+            "FileGeoLocationCode": settings.file_geo_location_code,
+        })
     if user.user_info is not None:  # never null: omit until PutUserInfo stored one
         info["UserInfo"] = user.user_info
     return jsonify(info)
@@ -178,8 +191,9 @@ def rename_file(call: Call) -> WopiResponse:
     if requested is None:
         raise bad_request("X-WOPI-RequestedName is required")
     lock_id = header("X-WOPI-Lock") or None  # may arrive empty on an unlocked file
+    coauth_lock_id = header("X-WOPI-CoauthLockId") or None
     try:
-        file = call.services.files.rename(call.file_id, requested, lock_id)
+        file = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id)
     except InvalidName as exc:
         raise bad_request(str(exc), {"X-WOPI-InvalidFileNameError": str(exc)}) from None
     return jsonify({"Name": split_extension(file.name)[0]})

@@ -1,0 +1,519 @@
+"""CSPP Plus incremental file transfer (spec cspp-incremental-transfer §1-§5): chunked reads and saves.
+
+A file's content is MainContent (the `files` row and its blob) plus alternate streams
+(one blob each) and content properties. Every stream keeps the signature that
+describes it: as the client uploaded it with PutChunkedFile, or chunked by us from
+the bytes when they came some other way.
+
+PutChunkedFile never looks a ChunkId up outside the file it saves: a chunk comes from
+the request's frames, the committed upload session's frames, or the file's own
+current streams. SpookyHash is not collision-resistant, and this way no ChunkId can
+ever reach another file's bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .clock import Clock
+from .config import Settings
+from .cspp.chunkid import ChunkHasher, encode_chunk_id
+from .cspp.chunking import signature_of
+from .cspp.frames import (ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON,
+                          END_FRAME, chunk_frame, chunk_range_frame, message_frame)
+from .cspp.signatures import SCHEMES, ChunkSignature, Signature, SignatureError
+from .db import Database
+from .errors import WopiError, bad_request
+from .extents import Extent, Extents, OpenBlobs
+from .locks import require_write_access
+from .models import AlternateStream, ContentProperty, File
+from .repository import load_file
+from .sessions import UploadSessions
+from .storage import BlobStore, TooLarge
+
+MAIN = "MainContent"
+KEEP, DELETE = "KeepOnContentChange", "DeleteOnContentChange"
+ITEM_TTL = timedelta(days=30)  # alternate streams and content properties expire 30 days after their last update
+MAX_ALTERNATE_STREAMS = 256
+MAX_PROPERTIES = 256
+MAX_PROPERTY_NAME = 256
+MAX_PROPERTY_VALUE_BYTES = 1024
+MAX_MESSAGE_BODY = 16 << 20  # GetChunkedFile / GetChunks request bodies: JSON only
+
+
+# -- signatures as stored ---------------------------------------------------------
+
+def signature_to_db(signature: Signature) -> str:
+    return json.dumps([[chunk.chunk_id, chunk.length] for chunk in signature.chunks], separators=(",", ":"))
+
+
+def signature_from_db(scheme: str, text: str) -> Signature:
+    return Signature(scheme, tuple(ChunkSignature(chunk_id, length) for chunk_id, length in json.loads(text)))
+
+
+@dataclass(frozen=True)
+class Stream:
+    stream_id: str
+    blob: str
+    signature: Signature
+
+    def locations(self) -> dict[str, Extents]:
+        """Where each of the stream's chunks lies in its blob."""
+        return {chunk.chunk_id: Extents([Extent(self.blob, offset, chunk.length)])
+                for offset, chunk in self.signature.spans()}
+
+
+@dataclass
+class Snapshot:
+    """One consistent view of a file: its row, its live streams and properties, and their blobs held open."""
+    file: File
+    streams: dict[str, Stream]
+    properties: dict[str, ContentProperty]
+    opened: OpenBlobs
+
+    def close(self) -> None:
+        self.opened.close()
+
+
+# -- request messages -------------------------------------------------------------
+
+def _list(message: dict, name: str, required: bool = True) -> list:
+    value = message.get(name)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list):
+        raise bad_request(f"MessageJSON field {name} must be an array")
+    return value
+
+
+def _object(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise bad_request(f"MessageJSON: {what} must be an object")
+    return value
+
+
+def _stream_ids(filters: list[dict], what: str) -> list[str]:
+    ids = []
+    for item in filters:
+        stream_id = item.get("StreamId")
+        if not isinstance(stream_id, str) or not stream_id:
+            raise bad_request(f"MessageJSON: every {what} needs a StreamId string")
+        if stream_id in ids:
+            raise bad_request(f"MessageJSON: StreamId {stream_id[:60]} appears twice in {what}")
+        ids.append(stream_id)
+    return ids
+
+
+@dataclass(frozen=True)
+class PutRequest:
+    signatures: dict[str, Signature]
+    properties: list[tuple[str, str, str]]  # (Name, Value, Retention)
+    session_token: str | None
+
+    @classmethod
+    def parse(cls, message: Any) -> "PutRequest":
+        message = _object(message, "the message")
+        entries = _list(message, "Signatures")
+        if not entries:
+            raise bad_request("MessageJSON Signatures must name at least one stream")
+        signatures = {}
+        for entry in entries:
+            try:
+                stream_id, signature = Signature.from_json(entry)
+            except SignatureError as exc:
+                raise bad_request(f"MessageJSON Signatures: {exc}") from None
+            if stream_id in signatures:
+                raise bad_request(f"MessageJSON: StreamId {stream_id[:60]} appears twice in Signatures")
+            if len(stream_id) > 256:
+                raise bad_request("MessageJSON: a StreamId is longer than 256 characters")
+            signatures[stream_id] = signature
+        properties = [_property(_object(item, "a content property"))
+                      for item in _list(message, "ContentProperties", required=False)]
+        token = message.get("UploadSessionTokenToCommit")
+        if token is not None and not isinstance(token, str):
+            raise bad_request("MessageJSON UploadSessionTokenToCommit must be a string")
+        return cls(signatures, properties, token or None)
+
+
+def _property(item: dict) -> tuple[str, str, str]:
+    name, value = item.get("Name"), item.get("Value")
+    if not isinstance(name, str) or not name or len(name) > MAX_PROPERTY_NAME:
+        raise bad_request(f"a content property Name must be a string of 1 to {MAX_PROPERTY_NAME} characters")
+    if not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > MAX_PROPERTY_VALUE_BYTES:
+        raise bad_request(f"content property {name[:60]}: Value must be a string of at most "
+                          f"{MAX_PROPERTY_VALUE_BYTES} bytes")
+    # The data-model page says ContentPropertyRetention, the samples and the validator say Retention (§5.1).
+    retention = item.get("Retention", item.get("ContentPropertyRetention"))
+    return name, value, retention if retention in (KEEP, DELETE) else DELETE
+
+
+def read_message(body: bytes) -> Any:
+    """The MessageJSON of a GetChunkedFile or GetChunks request: framed, or (tolerated) bare JSON."""
+    if body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        try:
+            return json.loads(body.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError):
+            raise bad_request("the request body is not valid JSON") from None
+    decoder = FrameDecoder("body", max_message_size=MAX_MESSAGE_BODY)
+    try:
+        events = decoder.feed(body)
+        decoder.close()
+    except FrameError as exc:
+        raise bad_request(f"the request frames cannot be read: {exc.reason}") from None
+    if any(isinstance(event, (ChunkStart, ChunkRangeStart)) for event in events):
+        raise bad_request("this request carries no chunk frames")
+    return events[0].value
+
+
+# -- decoding frames that lie on disk -------------------------------------------
+
+@dataclass
+class Decoded:
+    message: Any
+    chunks: dict[str, Extents]  # ChunkId -> where its payload lies
+    mismatched: list[str]  # ChunkIds whose payload does not hash to them
+    length: int  # bytes decoded
+
+
+def decode(opened: OpenBlobs, extents: Extents, mode: str, max_payload: int) -> Decoded:
+    """Decode a framed body ("body") or session stream ("session") lying in `extents`, hashing each chunk.
+
+    Chunks are not copied: the result says where their payloads lie. 400 on any framing error.
+    """
+    decoder = FrameDecoder(mode, max_payload_size=max_payload)
+    message, chunks, mismatched = None, {}, []
+    chunk_id, hasher, start, size = None, None, 0, 0
+    try:
+        for piece in opened.pieces(extents):
+            for event in decoder.feed(piece):
+                if isinstance(event, ChunkData):
+                    hasher.update(event.data)
+                elif isinstance(event, ChunkStart):
+                    chunk_id, hasher = encode_chunk_id(event.chunk_id), ChunkHasher()
+                    start, size = event.stream_offset, event.size
+                elif isinstance(event, ChunkEnd):
+                    if hasher.chunk_id() != chunk_id:
+                        mismatched.append(chunk_id)
+                    chunks[chunk_id] = extents.slice(start, size)
+                elif isinstance(event, MessageJSON):
+                    message = event.value
+                elif isinstance(event, ChunkRangeStart):
+                    raise FrameError("a ChunkRange frame cannot be uploaded; send Chunk frames")
+        decoder.close()
+    except FrameError as exc:
+        where = "upload session" if mode == "session" else "request"
+        raise bad_request(f"the {where} frames cannot be read: {exc.reason}") from None
+    return Decoded(message, chunks, mismatched, extents.length)
+
+
+# -- the operations ---------------------------------------------------------------
+
+class ChunkedFiles:
+    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, sessions: UploadSessions, settings: Settings):
+        self.db = db
+        self.blobs = blobs
+        self.clock = clock
+        self.sessions = sessions
+        self.settings = settings
+
+    # reading
+
+    def snapshot(self, file_id: str) -> Snapshot:
+        """The file's current content with every blob held open (retried if a commit swaps one meanwhile)."""
+        for _ in range(5):
+            with self.db.read() as s:
+                file = load_file(s, file_id)
+                cutoff = self.clock.now() - ITEM_TTL
+                alternates = list(s.scalars(sa.select(AlternateStream).where(
+                    AlternateStream.file_id == file_id, AlternateStream.updated_at > cutoff)))
+                properties = {p.name: p for p in s.scalars(sa.select(ContentProperty).where(
+                    ContentProperty.file_id == file_id, ContentProperty.updated_at > cutoff))}
+            try:
+                opened = OpenBlobs(self.blobs, [file.blob, *(a.blob for a in alternates)])
+            except FileNotFoundError:
+                continue
+            streams = {a.stream_id: Stream(a.stream_id, a.blob, signature_from_db(a.scheme, a.signature))
+                       for a in alternates}
+            streams[MAIN] = Stream(MAIN, file.blob, self._main_signature(file))
+            return Snapshot(file, streams, properties, opened)
+        raise WopiError(503, "the file is being changed too often to read it; retry")
+
+    def _main_signature(self, file: File) -> Signature:
+        """MainContent's signature; chunked from the bytes (and remembered) if no client uploaded one."""
+        if file.main_signature is not None:
+            return signature_from_db(file.main_scheme, file.main_signature)
+        with self.blobs.open(file.blob) as content:
+            signature = signature_of(content, file.size)
+        with self.db.write() as s:  # only if the content is still the one we chunked
+            s.execute(sa.update(File).where(File.id == file.id, File.blob == file.blob)
+                      .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature)))
+        return signature
+
+    def get_chunked_file(self, file_id: str, message: Any) -> tuple[Snapshot, bytes, list[tuple[str, Extents]]]:
+        """GetChunkedFile: the response MessageJSON frame and the chunks to send after it."""
+        message = _object(message, "the message")
+        wanted_properties = _list(message, "ContentPropertiesToReturn")
+        filters = [_object(item, "a ContentFilter") for item in _list(message, "ContentFilters")]
+        if not filters:
+            raise bad_request("MessageJSON ContentFilters must name at least one stream")
+        stream_ids = _stream_ids(filters, "ContentFilters")
+        for item in filters:
+            if item.get("ChunksToReturn", "All") not in ("All", "None", "LastZipChunk"):
+                raise bad_request("ChunksToReturn must be All, None or LastZipChunk")
+            known = item.get("AlreadyKnownChunks", [])
+            if not isinstance(known, list) or not all(isinstance(k, str) for k in known):
+                raise bad_request("AlreadyKnownChunks must be an array of ChunkId strings")
+        snapshot = self.snapshot(file_id)
+        signatures, to_send, sent = [], [], set()
+        for stream_id, item in zip(stream_ids, filters):
+            stream = snapshot.streams.get(stream_id)
+            if stream is None:  # a stream that does not exist: Zip, no chunks (spec §1.2)
+                signatures.append({"StreamId": stream_id, "ChunkingScheme": "Zip", "ChunkSignatures": []})
+                continue
+            signature = stream.signature
+            signatures.append(signature.to_json(stream_id))
+            mode, known = item.get("ChunksToReturn", "All"), set(item.get("AlreadyKnownChunks", []))
+            if mode == "All":
+                chunks = signature.chunks
+            elif mode == "LastZipChunk" and signature.scheme == "Zip" and signature.chunks:
+                chunks = signature.chunks[-1:]
+            else:
+                chunks = ()
+            locations = stream.locations()
+            for chunk in chunks:
+                if chunk.chunk_id not in known and chunk.chunk_id not in sent:
+                    sent.add(chunk.chunk_id)
+                    to_send.append((chunk.chunk_id, locations[chunk.chunk_id]))
+        properties = [{"Name": name, "Value": snapshot.properties[name].value,
+                       "Retention": snapshot.properties[name].retention}
+                      for name in dict.fromkeys(wanted_properties)
+                      if isinstance(name, str) and name in snapshot.properties]
+        return snapshot, message_frame({"ContentProperties": properties, "Signatures": signatures}), to_send
+
+    def get_chunks(self, file_id: str, message: Any) -> tuple[Snapshot, bytes, list[tuple[str, int, Extents, bool]]]:
+        """GetChunks: the response MessageJSON frame and the ranges to send, as (ChunkId, offset, bytes, end)."""
+        message = _object(message, "the message")
+        filters = [_object(item, "a ContentFilter") for item in _list(message, "ContentFilters")]
+        if not filters:
+            raise bad_request("MessageJSON ContentFilters must name at least one stream")
+        stream_ids = _stream_ids(filters, "ContentFilters")
+        requested = []
+        for stream_id, item in zip(stream_ids, filters):
+            for entry in _list(item, "ChunkRangesToReturn"):
+                entry = _object(entry, "a chunk range")
+                chunk_id, offset, length = entry.get("ChunkId"), entry.get("Offset", 0), entry.get("Length", -1)
+                if not isinstance(chunk_id, str) or type(offset) is not int or type(length) is not int:
+                    raise bad_request("a chunk range needs a ChunkId string and integer Offset and Length")
+                if offset < 0 or length < -1:
+                    raise bad_request("a chunk range needs Offset >= 0 and Length >= -1")
+                requested.append((stream_id, chunk_id, offset, length))
+        snapshot = self.snapshot(file_id)
+        collection, ranges = {stream_id: [] for stream_id in stream_ids}, []
+        for stream_id, chunk_id, offset, length in requested:
+            stream = snapshot.streams.get(stream_id)
+            where = stream.locations().get(chunk_id) if stream else None
+            if where is None:  # the file changed since the client saw this chunk: leave it out (spec §1.4)
+                continue
+            if offset > where.length:
+                snapshot.close()
+                raise bad_request(f"Offset {offset} is past the end of chunk {chunk_id} ({where.length} bytes)")
+            end = where.length if length == -1 else min(where.length, offset + length)
+            ranges.append((chunk_id, offset, where.slice(offset, end - offset), end == where.length))
+            if chunk_id not in collection[stream_id]:
+                collection[stream_id].append(chunk_id)
+        message_out = {"ChunkRangeCollection": [{"StreamId": stream_id, "ChunkIds": ids}
+                                                for stream_id, ids in collection.items()]}
+        return snapshot, message_frame(message_out), ranges
+
+    # writing
+
+    def put_chunked_file(self, file_id: str, body: BinaryIO, lock_id: str | None, coauth_lock_id: str | None,
+                         sequence_number: int) -> File:
+        """PutChunkedFile, in the order of spec §1.3: frames, locks, sequence number, session, chunks, size."""
+        limit = self.settings.max_upload_session_size
+        try:
+            spool = self.blobs.write(body, limit, sha256=False)
+        except TooLarge:
+            raise WopiError(413, f"the request is larger than the limit of {limit} bytes") from None
+        unused = [spool.name]
+        try:
+            with OpenBlobs(self.blobs, [spool.name]) as opened:
+                inline = decode(opened, Extents([Extent(spool.name, 0, spool.size)]), "body", limit)
+                request = PutRequest.parse(inline.message)
+                token = request.session_token
+                try:
+                    with self.db.read() as s:
+                        self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
+                        if token:
+                            self.sessions.get(s, token, file_id)  # 410 unless live and this file's
+                        session_stream = self.sessions.stream(s, token) if token else Extents()
+                except WopiError as exc:
+                    if token and exc.status != 410:
+                        self.sessions.touch(token, file_id)  # the session stays for the client's retry
+                    raise
+                chunks = dict(inline.chunks)
+                mismatched = list(inline.mismatched)
+                if token:
+                    for piece in session_stream:
+                        opened.add(self.blobs, piece.blob)
+                    session = decode(opened, session_stream, "session", limit)
+                    chunks = {**session.chunks, **chunks}
+                    mismatched += session.mismatched
+                if mismatched and self.settings.verify_chunk_ids:
+                    raise bad_request(f"the payload of chunk {mismatched[0]} does not hash to its ChunkId")
+                snapshot = self.snapshot(file_id)
+                opened.adopt(snapshot.opened)
+                new_blobs = self._assemble(snapshot, request, chunks, opened)
+            unused += [item[0].name for item in new_blobs.values() if item]  # until the commit succeeds
+            file, replaced = self._commit(file_id, lock_id, coauth_lock_id, sequence_number, request,
+                                          new_blobs, token, session_stream.length)
+            unused = [spool.name, *replaced]
+            return file
+        finally:
+            for name in unused:
+                self.blobs.delete(name)
+
+    def _check(self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None,
+               sequence_number: int) -> File:
+        file = load_file(s, file_id)
+        require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=file.size == 0)
+        if sequence_number != file.sequence_number:
+            raise WopiError(412, "X-WOPI-SequenceNumber does not match the file's",
+                            {"X-WOPI-SequenceNumber": str(file.sequence_number)})
+        return file
+
+    def _assemble(self, snapshot: Snapshot, request: PutRequest, chunks: dict[str, Extents],
+                  opened: OpenBlobs) -> dict[str, tuple[str, Signature] | None]:
+        """Write each changed stream to a new blob: {StreamId: (blob, signature)}, None for a deleted stream."""
+        own_chunks: dict[str, Extents] = {}
+        for stream in snapshot.streams.values():
+            own_chunks = {**stream.locations(), **own_chunks}
+        plan = {}
+        for stream_id, signature in request.signatures.items():
+            if not signature.chunks and stream_id != MAIN:
+                plan[stream_id] = None
+                continue
+            if stream_id == MAIN and signature.length > self.settings.max_file_size:
+                raise WopiError(413, f"MainContent would be larger than the limit of "
+                                     f"{self.settings.max_file_size} bytes")
+            mine = snapshot.streams[stream_id].locations() if stream_id in snapshot.streams else {}
+            parts = []
+            for chunk in signature.chunks:
+                where = chunks.get(chunk.chunk_id) or mine.get(chunk.chunk_id) or own_chunks.get(chunk.chunk_id)
+                if where is None:
+                    raise bad_request(f"chunk {chunk.chunk_id} is not in the request, the upload session or the file")
+                if where.length != chunk.length:
+                    raise bad_request(f"chunk {chunk.chunk_id} is {where.length} bytes, its signature says "
+                                      f"{chunk.length}")
+                parts.extend(where)
+            plan[stream_id] = (Extents(parts), signature)
+        written = {}
+        try:
+            for stream_id, item in plan.items():
+                if item is None:
+                    written[stream_id] = None
+                    continue
+                extents, signature = item
+                blob = self.blobs.write(opened.reader(extents), extents.length, sha256=stream_id == MAIN)
+                written[stream_id] = (blob, signature)
+        except BaseException:
+            for item in written.values():
+                if item is not None:
+                    self.blobs.delete(item[0].name)
+            raise
+        return written
+
+    def _commit(self, file_id, lock_id, coauth_lock_id, sequence_number, request: PutRequest, written,
+                token, session_length) -> tuple[File, list[str]]:
+        """Check again and switch the file to the new streams in one transaction; returns the unused blobs."""
+        with self.db.write() as s:
+            file = self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
+            now = self.clock.now()
+            unused = []
+            if token:
+                if self.sessions.get(s, token, file_id).received != session_length:
+                    raise WopiError(409, "the upload session grew while it was being committed; retry")
+                unused += self.sessions.delete_in(s, token)
+            unused += self._expire(s, file_id, now)
+            for stream_id, item in written.items():
+                if stream_id == MAIN:
+                    blob, signature = item
+                    if blob.sha256 != file.sha256:  # Version follows the bytes, not the chunking (spec §5.17)
+                        file.version += 1
+                        file.modified_at = now
+                    unused.append(file.blob)
+                    file.blob, file.size, file.sha256 = blob.name, blob.size, blob.sha256
+                    file.main_scheme, file.main_signature = signature.scheme, signature_to_db(signature)
+                    continue
+                row = s.get(AlternateStream, (file_id, stream_id))
+                if row is not None:
+                    unused.append(row.blob)
+                if item is None:
+                    if row is not None:
+                        s.delete(row)
+                    continue
+                blob, signature = item
+                if row is None:
+                    row = AlternateStream(file_id=file_id, stream_id=stream_id)
+                    s.add(row)
+                row.blob, row.size, row.scheme = blob.name, blob.size, signature.scheme
+                row.signature, row.updated_at = signature_to_db(signature), now
+            for name, value, retention in request.properties:
+                row = s.get(ContentProperty, (file_id, name))
+                if row is None:
+                    row = ContentProperty(file_id=file_id, name=name)
+                    s.add(row)
+                row.value, row.retention, row.updated_at = value, retention, now
+            s.flush()
+            self._check_limits(s, file_id)
+            file.sequence_number += 1
+        return file, unused
+
+    def _expire(self, s: Session, file_id: str, now: datetime) -> list[str]:
+        """Drop alternate streams and properties not updated for 30 days; returns the blobs that freed."""
+        cutoff = now - ITEM_TTL
+        old = list(s.scalars(sa.select(AlternateStream.blob).where(AlternateStream.file_id == file_id,
+                                                                   AlternateStream.updated_at <= cutoff)))
+        s.execute(sa.delete(AlternateStream).where(AlternateStream.file_id == file_id,
+                                                   AlternateStream.updated_at <= cutoff))
+        s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file_id,
+                                                   ContentProperty.updated_at <= cutoff))
+        return old
+
+    @staticmethod
+    def _check_limits(s: Session, file_id: str) -> None:
+        for table, limit, what in ((AlternateStream, MAX_ALTERNATE_STREAMS, "alternate streams"),
+                                   (ContentProperty, MAX_PROPERTIES, "content properties")):
+            count = s.scalar(sa.select(sa.func.count()).select_from(table).where(table.file_id == file_id))
+            if count > limit:
+                raise bad_request(f"the file would have {count} {what}, more than {limit}")
+
+    def sequence_number(self, file_id: str) -> File:
+        with self.db.read() as s:
+            return load_file(s, file_id)
+
+
+def framed_body(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:
+    """A response body: the MessageJSON frame, then one Chunk frame per (ChunkId, Extents), then EndFrame."""
+    yield message
+    for chunk_id, extents in chunks:
+        yield from chunk_frame(chunk_id, opened.pieces(extents), size=extents.length)
+    yield END_FRAME
+
+
+def framed_ranges(message: bytes, opened: OpenBlobs, ranges) -> Iterator[bytes]:
+    yield message
+    for chunk_id, offset, extents, end in ranges:
+        yield from chunk_range_frame(chunk_id, offset, opened.pieces(extents), end_of_chunk=end,
+                                     size=extents.length)
+    yield END_FRAME
+
+
+def framed_length(message: bytes, payload_lengths: list[int], extended_header: int) -> int:
+    return len(message) + sum(16 + extended_header + n for n in payload_lengths) + len(END_FRAME)

@@ -1,0 +1,185 @@
+"""Handlers for the CSPP Plus operations (spec cspp-incremental-transfer §1, coauth locks)."""
+
+from __future__ import annotations
+
+import json
+from functools import wraps
+
+from flask import jsonify, request
+
+from ..chunked import MAX_MESSAGE_BODY, framed_body, framed_length, framed_ranges, read_message
+from ..coauth import COAUTH, EXCLUSIVE, METADATA_LIMIT, TIMEOUT_RANGE, CoauthTable
+from ..errors import WopiError, WopiResponse, bad_request
+from ..locks import parse_lock_id
+from ..models import File
+from .files import Call
+from .requests import header, int_header, request_body
+
+_LOCK_TYPES = {COAUTH.lower(): COAUTH, EXCLUSIVE.lower(): EXCLUSIVE}
+
+
+def cspp_plus(handler):
+    """Only while CSPP Plus is switched on (WOPIHOST_CSPP_PLUS); otherwise the operation does not exist."""
+    @wraps(handler)
+    def guarded(call: Call) -> WopiResponse:
+        if not call.services.settings.cspp_plus:
+            raise WopiError(501, "CSPP Plus is not enabled on this host")
+        return handler(call)
+    return guarded
+
+
+def _sequenced(file: File, response: WopiResponse | None = None) -> WopiResponse:
+    response = response or WopiResponse(status=200)
+    response.headers["X-WOPI-SequenceNumber"] = str(file.sequence_number)
+    response.headers["X-WOPI-ItemVersion"] = str(file.version)
+    return response
+
+
+def _message() -> object:
+    body = request_body().read(MAX_MESSAGE_BODY + 1)
+    if len(body) > MAX_MESSAGE_BODY:
+        raise bad_request(f"the request body is larger than {MAX_MESSAGE_BODY} bytes")
+    return read_message(body)
+
+
+def _optional_lock(name: str) -> str | None:
+    """Lock headers that clients send empty when unused: empty means absent."""
+    value = header(name)
+    return parse_lock_id(value, name) if value else None
+
+
+# -- sequence numbers and chunked reads -------------------------------------------
+
+@cspp_plus
+def get_sequence_number(call: Call) -> WopiResponse:
+    return _sequenced(call.services.chunked.sequence_number(call.file_id))
+
+
+@cspp_plus
+def get_chunked_file(call: Call) -> WopiResponse:
+    snapshot, message, chunks = call.services.chunked.get_chunked_file(call.file_id, _message())
+    body = framed_body(message, snapshot.opened, chunks)
+    return _framed(snapshot, body, framed_length(message, [e.length for _, e in chunks], 16))
+
+
+@cspp_plus
+def get_chunks(call: Call) -> WopiResponse:
+    snapshot, message, ranges = call.services.chunked.get_chunks(call.file_id, _message())
+    body = framed_ranges(message, snapshot.opened, ranges)
+    return _framed(snapshot, body, framed_length(message, [r[2].length for r in ranges], 36))
+
+
+def _framed(snapshot, body, length: int) -> WopiResponse:
+    response = WopiResponse(body, mimetype="application/octet-stream", direct_passthrough=True)
+    response.content_length = length
+    response.call_on_close(snapshot.close)
+    return _sequenced(snapshot.file, response)
+
+
+# -- chunked save and upload sessions ---------------------------------------------
+
+@cspp_plus
+def put_chunked_file(call: Call) -> WopiResponse:
+    call.require_write()
+    lock_id, coauth_lock_id = _optional_lock("X-WOPI-Lock"), _optional_lock("X-WOPI-CoauthLockId")
+    if lock_id and coauth_lock_id:
+        raise bad_request("send X-WOPI-Lock or X-WOPI-CoauthLockId, not both")
+    sequence_number = int_header("X-WOPI-SequenceNumber")
+    if sequence_number is None:
+        raise bad_request("X-WOPI-SequenceNumber is required")
+    # X-WOPI-Editors is accepted as it comes; it requires a valid proof once proof keys are configured.
+    file = call.services.chunked.put_chunked_file(call.file_id, request_body(), lock_id, coauth_lock_id,
+                                                  sequence_number)
+    return _sequenced(file)
+
+
+@cspp_plus
+def create_upload_session(call: Call) -> WopiResponse:
+    call.require_write()
+    call.services.files.get(call.file_id)
+    token = call.services.sessions.create(call.file_id, call.grant.user_id)
+    return jsonify({"UploadSessionToken": token})
+
+
+@cspp_plus
+def update_upload_session(call: Call) -> WopiResponse:
+    call.require_write()
+    token = header("X-WOPI-UploadSessionToken")
+    if not token:
+        raise bad_request("X-WOPI-UploadSessionToken is required")
+    offset, length = int_header("X-WOPI-ContentRangeOffset"), int_header("X-WOPI-ContentRangeLength")
+    if offset is None or length is None:
+        raise bad_request("X-WOPI-ContentRangeOffset and X-WOPI-ContentRangeLength are required")
+    if request.content_length is not None and request.content_length != length:
+        raise bad_request(f"the body is {request.content_length} bytes, X-WOPI-ContentRangeLength says {length}")
+    end = call.services.sessions.append(token, call.file_id, offset, length, request_body())
+    response = WopiResponse(status=200)
+    response.headers["X-WOPI-UploadSessionCurrentOffset"] = str(end)
+    return response
+
+
+# -- coauth locks -----------------------------------------------------------------
+
+def _coauth_lock_id() -> str:
+    return parse_lock_id(header("X-WOPI-CoauthLockId"), "X-WOPI-CoauthLockId")
+
+
+def _timeout() -> int:
+    low, high = TIMEOUT_RANGE
+    value = int_header("X-WOPI-CoauthLockExpirationTimeout")
+    if value is None or not low <= value <= high:
+        raise bad_request(f"X-WOPI-CoauthLockExpirationTimeout must be {low} to {high} seconds")
+    return value
+
+
+def _metadata() -> str:
+    """X-WOPI-CoauthLockMetadata, or (newer clients) {"CoauthLockMetadata": ...} in the body; "" if neither."""
+    value = header("X-WOPI-CoauthLockMetadata") or ""
+    if not value:
+        body = request_body().read(METADATA_LIMIT * 2)
+        try:
+            found = json.loads(body.decode("utf-8-sig")).get("CoauthLockMetadata") if body.strip() else None
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            found = None
+        value = found if isinstance(found, str) else ""
+    if len(value.encode("utf-8", "surrogatepass")) > METADATA_LIMIT:
+        raise bad_request(f"the coauth lock metadata is larger than {METADATA_LIMIT} bytes")
+    return value
+
+
+def _table(table: CoauthTable, with_body: bool = True) -> WopiResponse:
+    response = jsonify({"CoauthTable": table.rows}) if with_body else WopiResponse(status=200)
+    response.headers["X-WOPI-CoauthTableVersion"] = table.version
+    return response
+
+
+@cspp_plus
+def get_coauth_lock(call: Call) -> WopiResponse:
+    call.require_write()
+    lock_id = _coauth_lock_id()
+    lock_type = _LOCK_TYPES.get((header("X-WOPI-CoauthLockType") or "").lower())
+    if lock_type is None:
+        raise bad_request("X-WOPI-CoauthLockType must be Coauth or CoauthExclusive")
+    timeout, metadata = _timeout(), _metadata()
+    user = call.services.user(call.grant.user_id)
+    return _table(call.services.coauth.get_lock(call.file_id, lock_id, lock_type, timeout, metadata,
+                                                user.display_name or user.id))
+
+
+@cspp_plus
+def refresh_coauth_lock(call: Call) -> WopiResponse:
+    call.require_write()
+    lock_id, timeout, metadata = _coauth_lock_id(), _timeout(), _metadata()
+    return _table(call.services.coauth.refresh(call.file_id, lock_id, timeout, metadata or None))
+
+
+@cspp_plus
+def unlock_coauth_lock(call: Call) -> WopiResponse:
+    call.require_write()
+    return _table(call.services.coauth.unlock(call.file_id, _coauth_lock_id()), with_body=False)
+
+
+@cspp_plus
+def get_coauth_table(call: Call) -> WopiResponse:
+    table = call.services.coauth.table(call.file_id)
+    return _table(table, with_body=header("X-WOPI-CoauthTableVersion") != table.version)
