@@ -12,7 +12,6 @@ import io
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,8 @@ from wopihost.clock import FrozenClock
 from wopihost.config import Settings
 from wopihost.models import metadata
 from wopihost.services import Services
+
+from .helpers import WopiClient
 
 PG_URL = os.environ.get("WOPIHOST_TEST_DATABASE_URL", "").strip()
 
@@ -85,6 +86,8 @@ def settings(database, tmp_path) -> Settings:
         "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
         "WOPIHOST_SECRET_KEY": "test-secret",
         "WOPIHOST_MAX_FILE_SIZE": "1MiB",
+        "WOPIHOST_CSPP_PLUS": "on",
+        "WOPIHOST_SWEEP_INTERVAL": "0",  # tests sweep explicitly, on their own clock
     })
 
 
@@ -108,58 +111,6 @@ def services(app) -> Services:
 @pytest.fixture
 def testapp(app) -> webtest.TestApp:
     return webtest.TestApp(app)
-
-
-@dataclass
-class WopiClient:
-    """Speaks WOPI to the app for one file and one token; never raises on an error status."""
-    testapp: webtest.TestApp
-    file_id: str
-    token: str
-
-    def url(self, suffix: str = "", token: str | None = None) -> str:
-        return f"/wopi/files/{self.file_id}{suffix}?access_token={self.token if token is None else token}"
-
-    def check_file_info(self, **headers):
-        return self.testapp.get(self.url(), headers=headers, expect_errors=True)
-
-    def get_file(self, **headers):
-        return self.testapp.get(self.url("/contents"), headers=_h(headers), expect_errors=True)
-
-    def put_file(self, body: bytes, lock: str | None = None, **headers):
-        headers = {"X-WOPI-Override": "PUT", **_h(headers)}
-        if lock is not None:
-            headers["X-WOPI-Lock"] = lock
-        return self.testapp.post(self.url("/contents"), body, headers=headers, expect_errors=True)
-
-    def op(self, override: str, body: bytes = b"", **headers):
-        """POST /wopi/files/<id> with X-WOPI-Override; keyword X_WOPI_Lock means header X-WOPI-Lock."""
-        return self.testapp.post(self.url(), body, headers={"X-WOPI-Override": override, **_h(headers)},
-                                 expect_errors=True)
-
-    def lock(self, lock_id: str, **headers):
-        return self.op("LOCK", X_WOPI_Lock=lock_id, **headers)
-
-    def raw_post(self, suffix: str, body, content_length: int | None, terminated: bool = False, **headers):
-        """A POST whose body is any file-like `body`; no Content-Length means chunked transfer.
-
-        `terminated` marks the input as gunicorn does (wsgi.input_terminated), so that
-        Werkzeug passes the raw stream through instead of limiting it itself.
-        """
-        request = webtest.TestRequest.blank(self.url(suffix), method="POST", headers=_h(headers))
-        request.environ["wsgi.input"] = body
-        request.environ["wsgi.input_terminated"] = terminated
-        if content_length is None:
-            request.environ.pop("CONTENT_LENGTH", None)
-            request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
-            request.environ["wsgi.input_terminated"] = True
-        else:
-            request.environ["CONTENT_LENGTH"] = str(content_length)
-        return self.testapp.do_request(request, status="*", expect_errors=True)
-
-
-def _h(headers: dict[str, str]) -> dict[str, str]:
-    return {name.replace("_", "-"): value for name, value in headers.items()}
 
 
 @pytest.fixture

@@ -5,6 +5,12 @@ import hashlib
 import re
 
 import pytest
+import webtest
+
+from wopihost.app import create_app
+from wopihost.clock import to_epoch_ms
+
+from .helpers import WopiClient
 
 # The CSPP schema rejects these; a plain host must never send them (spec §5 "schema trap").
 WOPI_PLUS_ONLY = {"SupportsCoauth", "SequenceNumber", "OfficeCollaborationServiceEndpointUrl",
@@ -56,11 +62,43 @@ def test_host_urls_are_absolute_and_point_at_this_host(wopi):
     assert "Doc.docx" in page.text
 
 
-def test_no_null_values_and_no_wopi_plus_properties(wopi):
-    info = wopi.check_file_info().json
+@pytest.fixture
+def plain_cspp(settings, clock, wopi):
+    """The same file and token, served by a host with CSPP Plus switched off."""
+    app = create_app(settings.with_changes(cspp_plus=False), clock)
+    yield WopiClient(webtest.TestApp(app), wopi.file_id, wopi.token)
+    app.extensions["wopihost"].db.dispose()
+
+
+def test_no_null_values_and_no_wopi_plus_properties_without_cspp_plus(plain_cspp):
+    info = plain_cspp.check_file_info().json
     assert None not in info.values()
     assert not WOPI_PLUS_ONLY & info.keys()
+    assert "SupportsResumableFileTransfer" not in info
     assert "UserInfo" not in info  # omitted, not null, until PutUserInfo stores one
+
+
+def test_cspp_plus_properties_are_all_there_and_typed(wopi, services, clock):
+    info = wopi.check_file_info().json
+    assert WOPI_PLUS_ONLY <= info.keys()
+    assert info["SupportsCoauth"] is True and info["SupportsResumableFileTransfer"] is True
+    assert info["SequenceNumber"] == 1
+    assert info["ServerTime"] == to_epoch_ms(clock.now())
+    with services.db.read() as s:
+        grant = services.tokens.verify(s, wopi.token, wopi.file_id)
+    assert info["AccessTokenExpiry"] == to_epoch_ms(grant.expires_at)
+    assert info["SharingStatus"] == "Private"
+    assert info["OfficeCollaborationServiceEndpointUrl"].startswith("https://")
+    assert info["RealTimeChannelEndpointUrl"].startswith("https://")
+    assert info["FileGeoLocationCode"] == "US"
+    assert None not in info.values()
+
+
+def test_cspp_plus_operations_are_501_when_switched_off(plain_cspp):
+    for override in ("GET_SEQUENCE_NUMBER", "GET_CHUNKED_FILE", "CREATE_UPLOAD_SESSION", "GET_COAUTH_TABLE"):
+        response = plain_cspp.op(override)
+        assert response.status_int == 501
+        assert "CSPP Plus" in response.headers["X-WOPI-FailureReason"]
 
 
 def test_file_without_extension_has_no_file_extension(make_file, client_for):

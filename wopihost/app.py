@@ -13,6 +13,7 @@ from . import __version__
 from .clock import Clock
 from .config import Settings
 from .errors import WopiError, WopiResponse, header_safe
+from .gc import Sweeper
 from .services import Services
 from .wopi import blueprint as wopi_blueprint
 
@@ -24,6 +25,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     services = Services.create(settings or Settings.from_env(), clock)
     services.blobs.sweep_tmp()
     app = Flask("wopihost")
+    if services.settings.sweep_interval > 0:
+        app.extensions["wopihost.sweeper"] = Sweeper(services, services.settings.sweep_interval).start()
     app.response_class = WopiResponse
     app.extensions["wopihost"] = services
     app.register_blueprint(wopi_blueprint)

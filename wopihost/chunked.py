@@ -27,7 +27,7 @@ from .cspp.chunkid import ChunkHasher, encode_chunk_id
 from .cspp.chunking import signature_of
 from .cspp.frames import (ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON,
                           END_FRAME, chunk_frame, chunk_range_frame, message_frame)
-from .cspp.signatures import SCHEMES, ChunkSignature, Signature, SignatureError
+from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
 from .extents import Extent, Extents, OpenBlobs

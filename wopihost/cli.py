@@ -196,6 +196,46 @@ def lock_break(file_id: str) -> None:
     click.echo(f"removed lock {removed!r}" if removed else "the file was not locked")
 
 
+# -- upload sessions and garbage collection -----------------------------------------
+
+@main.group("sessions")
+def sessions_group() -> None:
+    """CSPP Plus upload sessions."""
+
+
+@sessions_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sessions_list(as_json: bool) -> None:
+    """Open upload sessions, with their size and expiry (the token is shown only in part)."""
+    services = _services()
+    now = services.clock.now()
+    rows = [{"token": f"{row.token[:6]}...", "file_id": row.file_id, "user": row.user_id, "bytes": row.received,
+             "expires": iso_round_trip(row.expires_at), "expired": row.expires_at <= now}
+            for row in services.sessions.list()]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        state = "expired" if row["expired"] else f"expires {row['expires']}"
+        click.echo(f"{row['token']}  file {row['file_id']}  user {row['user']}  {row['bytes']} bytes  {state}")
+
+
+@main.command("gc")
+@click.option("--grace", default="1h", show_default=True,
+              help="Only delete unreferenced blobs and partial writes older than this.")
+def gc_command(grace: str) -> None:
+    """Delete expired upload sessions, blobs nothing refers to and partial writes of dead processes."""
+    from .gc import collect
+
+    try:
+        seconds = parse_duration(grace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    done = collect(_services(), seconds)
+    click.echo(f"deleted {done.sessions} expired upload sessions, {done.blobs} unreferenced blobs, "
+               f"{done.partial_writes} partial writes")
+
+
 # -- demo and serving -------------------------------------------------------------
 
 @main.command("demo")

@@ -66,6 +66,7 @@ class Settings:
     office_collaboration_url: str = ""
     real_time_channel_url: str = ""
     file_geo_location_code: str = "US"
+    sweep_interval: float = 300
 
     @property
     def blob_dir(self) -> Path:
@@ -114,6 +115,7 @@ class Settings:
             office_collaboration_url=get("OFFICE_COLLABORATION_URL", public_url),
             real_time_channel_url=get("REAL_TIME_CHANNEL_URL", public_url),
             file_geo_location_code=get("FILE_GEO_LOCATION_CODE", "US"),
+            sweep_interval=parsed("SWEEP_INTERVAL", "5m", parse_duration),
         )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import WopiError, conflict
+from .errors import WopiError
 from .ids import new_id
 from .locks import current_lock, require_write_access
 from .models import AlternateStream, ContentProperty, File, Lock, name_key
