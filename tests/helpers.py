@@ -34,6 +34,11 @@ class WopiClient:
         return self.testapp.post(self.url(), body, headers={"X-WOPI-Override": override, **_h(headers)},
                                  expect_errors=True)
 
+    def contents_op(self, override: str, body: bytes = b"", **headers):
+        """POST /wopi/files/<id>/contents with X-WOPI-Override (PUT_CHUNKED_FILE)."""
+        return self.testapp.post(self.url("/contents"), body,
+                                 headers={"X-WOPI-Override": override, **_h(headers)}, expect_errors=True)
+
     def lock(self, lock_id: str, **headers):
         return self.op("LOCK", X_WOPI_Lock=lock_id, **headers)
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .config import Settings
-from .cspp.chunkid import ChunkHasher, encode_chunk_id
+from .cspp.chunkid import EMPTY_CHUNK_ID, ChunkHasher, encode_chunk_id
 from .cspp.chunking import signature_of
 from .cspp.frames import (ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON,
                           END_FRAME, chunk_frame, chunk_range_frame, message_frame)
@@ -405,7 +405,7 @@ class ChunkedFiles:
             mine = snapshot.streams[stream_id].locations() if stream_id in snapshot.streams else {}
             parts = []
             for chunk in signature.chunks:
-                where = chunks.get(chunk.chunk_id) or mine.get(chunk.chunk_id) or own_chunks.get(chunk.chunk_id)
+                where = _first(chunk.chunk_id, chunks, mine, own_chunks, _EMPTY)
                 if where is None:
                     raise bad_request(f"chunk {chunk.chunk_id} is not in the request, the upload session or the file")
                 if where.length != chunk.length:
@@ -497,6 +497,18 @@ class ChunkedFiles:
     def sequence_number(self, file_id: str) -> File:
         with self.db.read() as s:
             return load_file(s, file_id)
+
+
+_EMPTY = {EMPTY_CHUNK_ID: Extents()}  # the empty chunk needs no bytes from anywhere
+
+
+def _first(chunk_id: str, *sources: dict[str, Extents]) -> Extents | None:
+    """Where a chunk's bytes are, from the first source that has them (an empty chunk is a valid answer)."""
+    for source in sources:
+        where = source.get(chunk_id)
+        if where is not None:
+            return where
+    return None
 
 
 def framed_body(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:

@@ -1,0 +1,283 @@
+"""CreateUploadSession, UpdateUploadSession and committing a session (spec cspp §1.5-1.7, §4)."""
+
+import io
+import re
+
+import pytest
+
+from wopihost.gc import collect
+
+from .cspp_helpers import (chunk_frames, create_session, full_file, put_chunked, sequence_number, update_session,
+                           upload)
+
+# Spec §4.5: two Chunk frames, "hello" and "world", 74 bytes.
+HELLO_WORLD = chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])
+
+
+@pytest.fixture
+def locked(wopi):
+    assert wopi.lock("L").status_int == 200
+    return wopi
+
+
+def piece_files(settings):
+    return [p for p in settings.blob_dir.rglob("*") if p.is_file()]
+
+
+# -- CreateUploadSession ----------------------------------------------------------------
+
+def test_create_gives_unique_url_and_header_safe_tokens(wopi):
+    tokens = {create_session(wopi) for _ in range(3)}  # several sessions of one user and file at once
+    assert len(tokens) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9]+", token) for token in tokens)
+
+
+def test_create_needs_write_permission(make_file, client_for):
+    response = client_for(make_file(), can_write=False).op("CREATE_UPLOAD_SESSION")
+    assert response.status_int == 404
+
+
+def test_create_answers_only_the_token(wopi):
+    response = wopi.op("CREATE_UPLOAD_SESSION")
+    assert list(response.json) == ["UploadSessionToken"]
+    assert response.content_type == "application/json"
+
+
+# -- UpdateUploadSession ----------------------------------------------------------------
+
+def test_pieces_append_in_order(wopi):
+    token = create_session(wopi)
+    first = update_session(wopi, token, 0, HELLO_WORLD[:30])  # cuts inside the first ChunkId (spec §4.5)
+    assert first.status_int == 200
+    assert first.headers["X-WOPI-UploadSessionCurrentOffset"] == "30"
+    second = update_session(wopi, token, 30, HELLO_WORLD[30:])
+    assert second.headers["X-WOPI-UploadSessionCurrentOffset"] == "74"
+
+
+@pytest.mark.parametrize("offset", [0, 29, 31, 1000])
+def test_wrong_offset_is_400_with_the_current_offset(wopi, offset):
+    token = create_session(wopi)
+    update_session(wopi, token, 0, HELLO_WORLD[:30])
+    response = update_session(wopi, token, offset, HELLO_WORLD[30:])
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-UploadSessionCurrentOffset"] == "30"
+    assert "X-WOPI-ContentRangeOffset" in response.headers["X-WOPI-FailureReason"]
+    assert update_session(wopi, token, 30, HELLO_WORLD[30:]).status_int == 200  # nothing was stored
+
+
+@pytest.mark.parametrize("declared", [10, 40])
+def test_body_length_differing_from_the_header_is_400(wopi, declared):
+    token = create_session(wopi)
+    response = update_session(wopi, token, 0, HELLO_WORLD[:20], length=declared)
+    assert response.status_int == 400
+    assert "X-WOPI-ContentRangeLength" in response.headers["X-WOPI-FailureReason"]
+    assert update_session(wopi, token, 0, HELLO_WORLD).headers["X-WOPI-UploadSessionCurrentOffset"] == "74"
+
+
+@pytest.mark.parametrize("headers", [
+    {"X_WOPI_ContentRangeOffset": "0", "X_WOPI_ContentRangeLength": "5"},  # no token
+    {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeLength": "5"},
+    {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "0"},
+    {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "-1", "X_WOPI_ContentRangeLength": "5"},
+    {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "0", "X_WOPI_ContentRangeLength": "five"},
+])
+def test_missing_or_malformed_headers_are_400(wopi, headers):
+    response = wopi.op("UPDATE_UPLOAD_SESSION", b"hello", **headers)
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-FailureReason"]
+
+
+def test_unknown_token_is_410(wopi):
+    response = update_session(wopi, "no-such-session", 0, b"x")
+    assert response.status_int == 410
+    assert response.headers["X-WOPI-FailureReason"]
+
+
+def test_token_of_another_file_is_410(wopi, make_file, client_for):
+    other = client_for(make_file(name="Other.docx"))
+    token = create_session(other)
+    assert update_session(wopi, token, 0, b"x").status_int == 410
+    assert update_session(other, token, 0, b"x").status_int == 200
+
+
+def test_update_needs_write_permission(wopi, services, client_for):
+    token = create_session(wopi)
+    reader = client_for(services.files.get(wopi.file_id), can_write=False)
+    assert update_session(reader, token, 0, b"x").status_int == 404
+
+
+def test_session_over_the_size_limit_is_413(wopi, settings):
+    limit = settings.max_upload_session_size
+    token = create_session(wopi)
+    response = update_session(wopi, token, 0, b"x" * (limit + 1))
+    assert response.status_int == 413
+    assert response.headers["X-WOPI-UploadSessionCurrentOffset"] == "0"
+
+
+def test_idle_session_expires_after_30_minutes(wopi, clock):
+    token = create_session(wopi)
+    update_session(wopi, token, 0, HELLO_WORLD[:30])
+    clock.advance(minutes=29, seconds=59)
+    assert update_session(wopi, token, 30, HELLO_WORLD[30:40]).status_int == 200
+    clock.advance(minutes=30)
+    assert update_session(wopi, token, 40, HELLO_WORLD[40:]).status_int == 410
+
+
+def test_updates_keep_a_session_alive_past_30_minutes(wopi, clock):
+    token = create_session(wopi)
+    for offset in range(0, 74, 10):  # 8 updates, 20 minutes apart: 2 h 40 min in all
+        clock.advance(minutes=20)
+        assert update_session(wopi, token, offset, HELLO_WORLD[offset:offset + 10]).status_int == 200
+    clock.advance(minutes=20)
+    wopi.lock("L")  # the file is not empty: saving it needs a lock
+    signature, _ = full_file(b"hello")
+    assert put_chunked(wopi, {"MainContent": signature}, session=token, X_WOPI_Lock="L").status_int == 200
+    assert wopi.get_file().body == b"hello"
+
+
+def test_zero_length_update_only_slides_the_expiry(wopi, clock):
+    token = create_session(wopi)
+    update_session(wopi, token, 0, HELLO_WORLD[:30])
+    clock.advance(minutes=25)
+    response = update_session(wopi, token, 30, b"")
+    assert response.status_int == 200 and response.headers["X-WOPI-UploadSessionCurrentOffset"] == "30"
+    clock.advance(minutes=25)
+    assert update_session(wopi, token, 30, HELLO_WORLD[30:]).status_int == 200
+
+
+# -- committing a session ---------------------------------------------------------------
+
+@pytest.fixture
+def empty(make_file, client_for):
+    """An unlocked empty file: the first PutChunkedFile needs no lock (lock table row 1)."""
+    return client_for(make_file(b"", name="New.docx"))
+
+
+@pytest.mark.parametrize("cut", range(0, 75))
+def test_session_split_at_every_byte_commits_exactly(empty, cut):
+    token = create_session(empty)
+    assert update_session(empty, token, 0, HELLO_WORLD[:cut]).status_int == 200
+    assert update_session(empty, token, cut, HELLO_WORLD[cut:]).status_int == 200
+    main, _ = full_file(b"hello")
+    alt, _ = full_file(b"world")
+    response = put_chunked(empty, {"MainContent": main, "AltStream1": alt}, session=token)
+    assert response.status_int == 200, response.headers
+    assert empty.get_file().body == b"hello"
+
+
+def test_spec_4_5_example(empty, services):
+    """Spec §4.5: the session holds hello and world; the commit adds a property and an alternate stream."""
+    token = create_session(empty)
+    update_session(empty, token, 0, HELLO_WORLD[:30])
+    update_session(empty, token, 30, HELLO_WORLD[30:])
+    main, _ = full_file(b"hello")
+    alt, _ = full_file(b"world")
+    response = put_chunked(empty, {"MainContent": main, "AltStream1": alt}, session=token,
+                           properties=[{"Name": "p1", "Value": "v1", "Retention": "KeepOnContentChange"}])
+    assert response.status_int == 200
+    assert empty.get_file().body == b"hello"
+    assert update_session(empty, token, 74, b"more").status_int == 410  # the session is gone
+    assert services.sessions.list() == []
+
+
+def test_committed_session_cannot_be_committed_again(empty):
+    token = upload(empty, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    main, _ = full_file(b"hello")
+    assert put_chunked(empty, {"MainContent": main}, session=token).status_int == 200
+    empty.lock("L")
+    response = put_chunked(empty, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    assert response.status_int == 410
+
+
+def test_unknown_session_at_commit_is_410(locked):
+    main, _ = full_file(b"hello")
+    assert put_chunked(locked, {"MainContent": main}, session="nope", X_WOPI_Lock="L").status_int == 410
+
+
+def test_failed_commit_keeps_the_session_and_a_retry_after_more_chunks_succeeds(locked, services):
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    stale = sequence_number(locked) - 1
+    main, _ = full_file(b"hello", b"world")
+    response = put_chunked(locked, {"MainContent": main}, sequence=stale, session=token, X_WOPI_Lock="L")
+    assert response.status_int == 412
+    missing = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    assert missing.status_int == 400  # "world" is in neither the request, the session nor the file
+    assert "Jb4/r1zZ3xx+kzfTbN35Qg==" in missing.headers["X-WOPI-FailureReason"]
+    offset = len(chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello")]))
+    assert update_session(locked, token, offset, chunk_frames([("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])).status_int == 200
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
+    assert locked.get_file().body == b"helloworld"
+
+
+def test_failed_commit_slides_the_session_expiry(locked, clock):
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    main, _ = full_file(b"hello")
+    clock.advance(minutes=25)
+    assert put_chunked(locked, {"MainContent": main}, sequence=999, session=token, X_WOPI_Lock="L").status_int == 412
+    clock.advance(minutes=25)  # 50 minutes after the last update, 25 after the failed commit
+    locked.lock("L")  # the WOPI lock has its own 30 minutes; an editor keeps refreshing it
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
+
+
+def test_expired_session_at_commit_is_410(locked, clock):
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    clock.advance(minutes=31)
+    locked.lock("L")
+    main, _ = full_file(b"hello")
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 410
+
+
+def test_session_ending_inside_a_frame_fails_only_at_commit(locked):
+    token = create_session(locked)
+    assert update_session(locked, token, 0, HELLO_WORLD[:50]).status_int == 200
+    main, _ = full_file(b"hello")
+    response = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    assert response.status_int == 400
+    assert "upload session" in response.headers["X-WOPI-FailureReason"]
+    assert update_session(locked, token, 50, HELLO_WORLD[50:]).status_int == 200
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
+
+
+def test_session_with_a_non_chunk_frame_is_400_at_commit(locked):
+    from wopihost.cspp.frames import END_FRAME
+
+    token = create_session(locked)
+    update_session(locked, token, 0, HELLO_WORLD + END_FRAME)
+    main, _ = full_file(b"hello")
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 400
+
+
+def test_chunk_whose_payload_does_not_match_its_id_is_400(locked):
+    token = create_session(locked)
+    update_session(locked, token, 0, chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"HELLO")]))
+    main, _ = full_file(b"hello")
+    response = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    assert response.status_int == 400
+    assert "hash" in response.headers["X-WOPI-FailureReason"]
+    assert locked.get_file().body == b"hello world"
+
+
+# -- sweeping -----------------------------------------------------------------------------
+
+def test_gc_deletes_expired_sessions_and_their_pieces(wopi, services, settings, clock):
+    before = len(piece_files(settings))
+    live, dead = create_session(wopi), create_session(wopi)
+    update_session(wopi, live, 0, HELLO_WORLD)
+    update_session(wopi, dead, 0, HELLO_WORLD)
+    clock.advance(minutes=20)
+    update_session(wopi, live, 74, b"")
+    clock.advance(minutes=15)  # dead: 35 idle minutes; live: 15
+    assert len(piece_files(settings)) == before + 2
+    done = collect(services, grace=3600)
+    assert done.sessions == 1
+    assert [s.token for s in services.sessions.list()] == [live]
+    assert len(piece_files(settings)) == before + 1
+    assert update_session(wopi, dead, 74, b"").status_int == 410
+
+
+def test_gc_deletes_unreferenced_blobs_only_after_the_grace_period(wopi, services, settings):
+    orphan = services.blobs.write(io.BytesIO(b"orphan"), 100)
+    assert collect(services, grace=3600).blobs == 0  # too young: maybe a commit about to record it
+    assert collect(services, grace=0).blobs == 1
+    assert not services.blobs.path(orphan.name).exists()
+    assert wopi.get_file().body == b"hello world"  # referenced blobs stay
