@@ -14,7 +14,8 @@ from wopihost.config import Settings
 @pytest.fixture
 def env(database, tmp_path):
     return {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_DATABASE_URL": database,
-            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test", "WOPIHOST_SECRET_KEY": "cli-secret"}
+            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test", "WOPIHOST_SECRET_KEY": "cli-secret",
+            "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_SWEEP_INTERVAL": "0"}
 
 
 @pytest.fixture
@@ -119,3 +120,20 @@ def test_commands_refuse_an_unmigrated_database(tmp_path):
     assert result.exit_code != 0 and "wopihost db upgrade" in result.output
     assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
     assert CliRunner().invoke(main, ["files", "list"], env=env).exit_code == 0
+
+
+def test_sessions_list_and_gc(run, served, tmp_path, env):
+    source = tmp_path / "a.docx"
+    source.write_bytes(b"")
+    file_id = json.loads(run("files", "add", str(source), "--json").output)["id"]
+    token = json.loads(run("token", "issue", file_id, "--user", "u", "--json").output)["access_token"]
+    url = f"/wopi/files/{file_id}?access_token={token}"
+    session = served.post(url, headers={"X-WOPI-Override": "CREATE_UPLOAD_SESSION"}).json["UploadSessionToken"]
+    served.post(url, b"12345", headers={"X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
+                                         "X-WOPI-UploadSessionToken": session, "X-WOPI-ContentRangeOffset": "0",
+                                         "X-WOPI-ContentRangeLength": "5"})
+    listed = json.loads(run("sessions", "list", "--json").output)
+    assert [(s["file_id"], s["bytes"], s["expired"]) for s in listed] == [(file_id, 5, False)]
+    assert session not in run("sessions", "list").output  # never the whole token
+    assert "deleted 0 expired upload sessions" in run("gc").output
+    assert run("gc", "--grace", "soon", ok=False).exit_code != 0
