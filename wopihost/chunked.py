@@ -34,7 +34,7 @@ from .extents import Extent, Extents, OpenBlobs
 from .locks import require_write_access
 from .models import AlternateStream, ContentProperty, File
 from .repository import load_file
-from .sessions import UploadSessions
+from .sessions import UploadSessions, gone
 from .storage import BlobStore, TooLarge
 
 MAIN = "MainContent"
@@ -360,8 +360,11 @@ class ChunkedFiles:
                 chunks = dict(inline.chunks)
                 mismatched = list(inline.mismatched)
                 if token:
-                    for piece in session_stream:
-                        opened.add(self.blobs, piece.blob)
+                    try:
+                        for piece in session_stream:
+                            opened.add(self.blobs, piece.blob)
+                    except FileNotFoundError:  # swept or committed by a concurrent request meanwhile
+                        raise gone() from None
                     session = decode(opened, session_stream, "session", limit)
                     chunks = {**session.chunks, **chunks}
                     mismatched += session.mismatched
@@ -420,8 +423,7 @@ class ChunkedFiles:
                     written[stream_id] = None
                     continue
                 extents, signature = item
-                blob = self.blobs.write(opened.reader(extents), extents.length, sha256=stream_id == MAIN)
-                written[stream_id] = (blob, signature)
+                written[stream_id] = (self.blobs.copy_ranges(opened.ranges(extents)), signature)
         except BaseException:
             for item in written.values():
                 if item is not None:
@@ -444,7 +446,9 @@ class ChunkedFiles:
             for stream_id, item in written.items():
                 if stream_id == MAIN:
                     blob, signature = item
-                    if blob.sha256 != file.sha256:  # Version follows the bytes, not the chunking (spec §5.17)
+                    # Version follows MainContent's bytes (spec §5.17); equal signatures mean equal bytes.
+                    old = signature_from_db(file.main_scheme, file.main_signature) if file.main_signature else None
+                    if old is None or old.chunks != signature.chunks:
                         file.version += 1
                         file.modified_at = now
                     unused.append(file.blob)

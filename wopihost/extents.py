@@ -68,6 +68,10 @@ class OpenBlobs:
                 self._fds[name] = fd
         other._fds = {}
 
+    def ranges(self, extents: Extents) -> Iterator[tuple[int, int, int]]:
+        """(fd, offset, length) of each extent, for BlobStore.copy_ranges."""
+        return ((self._fds[e.blob], e.offset, e.length) for e in extents)
+
     def pieces(self, extents: Extents, piece: int = PIECE) -> Iterator[bytes]:
         """The bytes of `extents`, in pieces of at most `piece` bytes."""
         for extent in extents:
@@ -80,9 +84,6 @@ class OpenBlobs:
                 left -= len(data)
                 yield data
 
-    def reader(self, extents: Extents) -> "ExtentsReader":
-        return ExtentsReader(self.pieces(extents))
-
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
@@ -94,19 +95,3 @@ class OpenBlobs:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-class ExtentsReader:
-    """A .read(n) view of a piece iterator, for code that consumes file-like sources (BlobStore.write)."""
-
-    def __init__(self, pieces: Iterator[bytes]):
-        self._pieces = pieces
-        self._buffer = b""
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._buffer:
-            self._buffer = next(self._pieces, b"")
-        if size < 0 or size >= len(self._buffer):
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data

@@ -50,7 +50,6 @@ def check_file_info(call: Call) -> WopiResponse:
         "UserFriendlyName": user.display_name,
         "IsAnonymousUser": False,
         "LastModifiedTime": iso_round_trip(file.modified_at),
-        "SHA256": file.sha256,
         "FileNameMaxLength": MAX_BASE_LENGTH,
         "ReadOnly": not grant.can_write,
         "UserCanWrite": grant.can_write,
@@ -68,6 +67,8 @@ def check_file_info(call: Call) -> WopiResponse:
     }
     if extension:
         info["FileExtension"] = extension
+    if file.sha256:  # unknown after a chunked save: hashing there would cost more than the save
+        info["SHA256"] = file.sha256
     settings = services.settings
     if settings.cspp_plus:  # the CSPP Plus schema requires all of these, the plain one forbids them
         info.update({
