@@ -16,7 +16,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from contextlib import contextmanager
+from typing import BinaryIO, Iterable, Iterator
 
 from .ids import new_id
 
@@ -54,28 +55,16 @@ class BlobStore:
 
         `sha256=False` skips the content hash (Blob.sha256 is then "") where nobody needs it.
         """
-        name = new_id(32)
-        tmp_path = self.tmp / f"{name}.part"
         digest = hashlib.sha256() if sha256 else None
         size = 0
-        try:
-            with open(tmp_path, "xb") as out:
-                while piece := source.read(PIECE):
-                    size += len(piece)
-                    if size > limit:
-                        raise TooLarge(limit)
-                    if digest is not None:
-                        digest.update(piece)
-                    out.write(piece)
-                out.flush()
-                os.fsync(out.fileno())
-            final = self.path(name)
-            final.parent.mkdir(exist_ok=True)
-            os.rename(tmp_path, final)
-            _fsync_dir(final.parent)
-        except BaseException:
-            tmp_path.unlink(missing_ok=True)
-            raise
+        with self._new_blob() as (name, out):
+            while piece := source.read(PIECE):
+                size += len(piece)
+                if size > limit:
+                    raise TooLarge(limit)
+                if digest is not None:
+                    digest.update(piece)
+                out.write(piece)
         return Blob(name, size, base64.b64encode(digest.digest()).decode("ascii") if digest else "")
 
     def copy_ranges(self, ranges: Iterable[tuple[int, int, int]]) -> Blob:
@@ -85,14 +74,26 @@ class BlobStore:
         systems that can); where the kernel cannot, pread/write does the same work.
         The blob has no SHA-256: hashing would cost more than the copy itself.
         """
+        size = 0
+        with self._new_blob() as (name, out):
+            out.flush()
+            for fd, offset, length in ranges:
+                _copy_range(fd, out.fileno(), offset, length)
+                size += length
+        return Blob(name, size, "")
+
+    @contextmanager
+    def _new_blob(self) -> Iterator[tuple[str, BinaryIO]]:
+        """A blob written through the yielded file: temporary, fsynced, then renamed into place.
+
+        If the block fails, the temporary file goes and no blob appears.
+        """
         name = new_id(32)
         tmp_path = self.tmp / f"{name}.part"
-        size = 0
         try:
             with open(tmp_path, "xb") as out:
-                for fd, offset, length in ranges:
-                    _copy_range(fd, out.fileno(), offset, length)
-                    size += length
+                yield name, out
+                out.flush()
                 os.fsync(out.fileno())
             final = self.path(name)
             final.parent.mkdir(exist_ok=True)
@@ -101,7 +102,6 @@ class BlobStore:
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
-        return Blob(name, size, "")
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
