@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+
+import sqlalchemy as sa
 
 from flask import Flask, Response, current_app, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
+from . import __version__, requesturl
 from .clock import Clock
 from .config import Settings
 from .errors import WopiError, WopiResponse, header_safe
@@ -31,10 +34,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.extensions["wopihost"] = services
     app.register_blueprint(wopi_blueprint)
     app.add_url_rule("/host/<action>/<file_id>", view_func=host_page)
+    app.add_url_rule("/healthz", view_func=healthz)
     app.register_error_handler(WopiError, _wopi_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_server_headers)
+    app.wsgi_app = requesturl.wrap(app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies)
     return app
 
 
@@ -71,6 +76,29 @@ def _unexpected_error(error: Exception) -> Response:
 def _server_headers(response: Response) -> Response:
     response.headers["X-WOPI-ServerVersion"] = SERVER_VERSION
     return response
+
+
+def healthz() -> Response:
+    """For load balancers and `wopihost doctor`: 200 when the database answers and storage takes writes."""
+    services: Services = current_app.extensions["wopihost"]
+    checks = {}
+    try:
+        with services.db.read() as s:
+            s.execute(sa.text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # report, do not crash: this endpoint exists to say what is wrong
+        log.warning("health check: database: %s", exc)
+        checks["database"] = "unreachable"
+    try:
+        probe = services.blobs.write(io.BytesIO(b"healthz"), 16, sha256=False)
+        services.blobs.delete(probe.name)
+        checks["storage"] = "ok"
+    except OSError as exc:
+        log.warning("health check: storage: %s", exc)
+        checks["storage"] = "not writable"
+    healthy = all(value == "ok" for value in checks.values())
+    return Response(json.dumps(checks), status=200 if healthy else 503, mimetype="application/json",
+                    headers={"Cache-Control": "no-store"})
 
 
 def host_page(action: str, file_id: str) -> Response:

@@ -40,6 +40,21 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[unit]
 
 
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(text)
+
+
+PROOF_MODES = ("off", "verify", "require")
+
+
+def _proof_mode(text: str) -> str:
+    if text.strip().lower() not in PROOF_MODES:
+        raise ValueError(f"must be one of {', '.join(PROOF_MODES)}, not {text!r}")
+    return text.strip().lower()
+
+
 def parse_flag(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "on", "true", "yes"):
@@ -67,6 +82,10 @@ class Settings:
     real_time_channel_url: str = ""
     file_geo_location_code: str = "US"
     sweep_interval: float = 300
+    trusted_proxies: int = 0
+    discovery_url: str = ""
+    discovery_ttl: float = 12 * 3600
+    proof_keys: str = "off"  # off | verify | require
 
     @property
     def blob_dir(self) -> Path:
@@ -98,6 +117,7 @@ class Settings:
         if not re.match(r"^https?://[^/]+", public_url):
             raise ConfigError(f"{ENV_PREFIX}PUBLIC_URL: must be an absolute http(s) URL, got {public_url!r}")
         max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
+        discovery_url = get("DISCOVERY_URL", "")
         return cls(
             data_dir=data_dir,
             database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
@@ -116,6 +136,10 @@ class Settings:
             real_time_channel_url=get("REAL_TIME_CHANNEL_URL", public_url),
             file_geo_location_code=get("FILE_GEO_LOCATION_CODE", "US"),
             sweep_interval=parsed("SWEEP_INTERVAL", "5m", parse_duration),
+            trusted_proxies=parsed("TRUSTED_PROXIES", "0", _count),
+            discovery_url=discovery_url,
+            discovery_ttl=parsed("DISCOVERY_TTL", "12h", parse_duration),
+            proof_keys=parsed("PROOF_KEYS", "verify" if discovery_url else "off", _proof_mode),
         )
 
 

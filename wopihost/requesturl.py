@@ -1,0 +1,62 @@
+"""Where requests come from: mounting under the public URL's path prefix, trusted proxies, and the URL a
+client called (which WOPI proof signatures cover, so it must be rebuilt byte for byte).
+
+The public URL (WOPIHOST_PUBLIC_URL) is the truth for scheme, host, port and path
+prefix: a TLS-terminating reverse proxy changes all of them on the way in.
+X-Forwarded-Proto/Host/Port are honoured only when WOPIHOST_TRUSTED_PROXIES says how
+many proxies stand in front; otherwise any client could forge them.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+
+def public_prefix(public_url: str) -> str:
+    """'https://h/office/' -> '/office'; '' when the host is served at the root."""
+    return urlsplit(public_url).path.rstrip("/")
+
+
+class MountPrefix:
+    """Serve the app under the public URL's prefix whether or not the proxy strips it from the path."""
+
+    def __init__(self, app, prefix: str):
+        self.app, self.prefix = app, prefix
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if self.prefix and (path == self.prefix or path.startswith(self.prefix + "/")):
+            environ["PATH_INFO"] = path[len(self.prefix):]
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
+        return self.app(environ, start_response)
+
+
+def wrap(wsgi_app, public_url: str, trusted_proxies: int):
+    """The app as the WSGI server should call it."""
+    app = MountPrefix(wsgi_app, public_prefix(public_url))
+    if trusted_proxies > 0:
+        app = ProxyFix(app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies,
+                       x_port=trusted_proxies, x_prefix=0)
+    return app
+
+
+def called_url(environ, public_url: str, trusted_proxies: int) -> str:
+    """The full URL the client requested, as it sent it (percent-encoding and query untouched)."""
+    parts = urlsplit(public_url)
+    if trusted_proxies > 0:  # ProxyFix has put the forwarded scheme and host into the environ
+        origin = f"{environ['wsgi.url_scheme']}://{environ.get('HTTP_HOST') or environ['SERVER_NAME']}"
+    else:
+        origin = f"{parts.scheme}://{parts.netloc}"
+    prefix = public_prefix(public_url)
+    # gunicorn keeps the request target as received in RAW_URI; other servers only give decoded parts.
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        path, _, query = raw.partition("?")
+    else:
+        path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
+        query = environ.get("QUERY_STRING", "")
+    if prefix and (path == prefix or path.startswith(prefix + "/")):
+        path = path[len(prefix):]  # the proxy kept the prefix; it is added back below, once
+    return f"{origin}{prefix}{path}" + (f"?{query}" if query else "")
