@@ -13,5 +13,8 @@ globals().update(DEFAULTS)
 
 bind = os.environ.get("WOPIHOST_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
-# Requests come through the reverse proxy on this machine; trust its X-Forwarded-* only.
+# gunicorn itself trusts X-Forwarded-* only from the reverse proxy on this machine; wopihost reads them
+# only when WOPIHOST_TRUSTED_PROXIES is set (see docs/deploy.md).
 forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Large uploads: gthread workers keep heart-beating while a thread streams a body; this is the idle limit.
+timeout = int(os.environ.get("WOPIHOST_WORKER_TIMEOUT", "120"))
