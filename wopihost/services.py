@@ -14,6 +14,7 @@ from .db import Database
 from .files import Files
 from .locks import Locks
 from .models import File, User
+from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .storage import BlobStore
 from .tokens import IssuedToken, Tokens
@@ -32,6 +33,7 @@ class Services:
     sessions: UploadSessions
     chunked: ChunkedFiles
     coauth: CoauthLocks
+    proofs: ProofCheck
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
@@ -45,7 +47,8 @@ class Services:
                    locks=Locks(db, clock),
                    sessions=sessions,
                    chunked=ChunkedFiles(db, blobs, clock, sessions, settings),
-                   coauth=CoauthLocks(db, clock))
+                   coauth=CoauthLocks(db, clock),
+                   proofs=ProofCheck(settings, clock, discovery_cache(settings, clock)))
 
     # -- URLs ---------------------------------------------------------------------
 

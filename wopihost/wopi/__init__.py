@@ -1,7 +1,8 @@
 """The /wopi blueprint: one table maps (method, endpoint, X-WOPI-Override) to a handler.
 
-Authentication happens here, once, before any handler runs: a handler always gets
-a `Call` whose token was verified for the file in the URL.
+Authentication happens here, once, before any handler runs: the proof signature
+(when proof keys are in force), then the access token, so a handler always gets a
+`Call` whose token was verified for the file in the URL.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def dispatch(file_id: str, endpoint: str) -> Response:
         override = (request.headers.get("X-WOPI-Override") or "").strip().upper()
         if not override:
             raise bad_request("X-WOPI-Override is required on POST")
+    editors = override == "PUT_CHUNKED_FILE" and bool((request.headers.get("X-WOPI-Editors") or "").strip())
+    services.proofs.check(request.environ, request.headers, editors_named=editors)
     with services.db.read() as session:
         grant = services.tokens.verify(session, access_token(), file_id)
     handler = OPERATIONS.get((request.method, endpoint, override))

@@ -87,7 +87,7 @@ def put_chunked_file(call: Call) -> WopiResponse:
     sequence_number = int_header("X-WOPI-SequenceNumber")
     if sequence_number is None:
         raise bad_request("X-WOPI-SequenceNumber is required")
-    # X-WOPI-Editors is accepted as it comes; it requires a valid proof once proof keys are configured.
+    # X-WOPI-Editors: the dispatcher has checked the proof (a bad one is 400 here, spec §1.3).
     file = call.services.chunked.put_chunked_file(call.file_id, request_body(), lock_id, coauth_lock_id,
                                                   sequence_number)
     return _sequenced(file)
