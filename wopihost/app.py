@@ -15,13 +15,16 @@ from werkzeug.exceptions import HTTPException
 from . import __version__, requesturl
 from .clock import Clock
 from .config import Settings
+from .doctor import instance_fingerprint
 from .errors import WopiError, WopiResponse, header_safe
 from .gc import Sweeper
 from .services import Services
+from .storage import PIECE
 from .wopi import blueprint as wopi_blueprint
 
 log = logging.getLogger("wopihost")
 SERVER_VERSION = f"wopihost/{__version__}"
+DRAIN_LIMIT = 32 << 20  # larger than any sensible UpdateUploadSession piece
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Flask:
@@ -46,10 +49,27 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 def _error_response(status: int, reason: str, headers: dict[str, str] | None = None,
                     body: dict | None = None) -> Response:
     response = WopiResponse(json.dumps(body) if body is not None else b"", status=status,
-                        mimetype="application/json" if body is not None else None)
+                            mimetype="application/json" if body is not None else None)
     response.headers.update(headers or {})
     response.headers["X-WOPI-FailureReason"] = header_safe(reason)
+    _drain_request_body()
     return response
+
+
+def _drain_request_body() -> None:
+    """Read what is left of a refused request's body, so the connection can carry the next request.
+
+    Errors are often decided before the body is read (a wrong offset, a lock conflict). gunicorn then
+    discards 64 KiB and drops the connection, and a client still sending may never see our answer (the
+    offset a resuming upload needs). Up to DRAIN_LIMIT bytes are read and thrown away; past that,
+    gunicorn's close stands (WSGI leaves Connection to the server).
+    """
+    try:
+        left = DRAIN_LIMIT
+        while left > 0 and (piece := request.stream.read(min(PIECE, left))):
+            left -= len(piece)
+    except Exception:  # the client went away, or the stream is unusable: nothing to keep alive
+        pass
 
 
 def _wopi_error(error: WopiError) -> Response:
@@ -97,6 +117,7 @@ def healthz() -> Response:
         log.warning("health check: storage: %s", exc)
         checks["storage"] = "not writable"
     healthy = all(value == "ok" for value in checks.values())
+    checks["instance"] = instance_fingerprint(services.settings.secret_key)
     return Response(json.dumps(checks), status=200 if healthy else 503, mimetype="application/json",
                     headers={"Cache-Control": "no-store"})
 
