@@ -4,6 +4,7 @@ import pytest
 import webtest
 
 from wopihost.app import create_app
+from wopihost.doctor import instance_fingerprint
 from wopihost.requesturl import called_url
 
 PUBLIC = "https://wopi.example.test/office"
@@ -69,6 +70,8 @@ def test_forwarded_origin_is_used_with_trusted_proxies(settings, clock, make_fil
     webtest.TestApp(app).get("/office/probe?x=1", headers={"X-Forwarded-Proto": "https",
                                                            "X-Forwarded-Host": "docs.example.org"})
     assert seen["url"] == "https://docs.example.org/office/probe?x=1"
+    webtest.TestApp(app).get("/office/probe?x=1", headers={"Host": "chosen-by-caller.example"})
+    assert seen["url"] == "https://wopi.example.test/office/probe?x=1"  # not through the proxy: the public URL
     app.extensions["wopihost"].db.dispose()
 
 
@@ -81,7 +84,7 @@ def test_query_string_is_kept_as_sent():
 
 def test_healthz_reports_database_and_storage(testapp):
     response = testapp.get("/healthz")
-    assert response.json == {"database": "ok", "storage": "ok"}
+    assert response.json == {"database": "ok", "storage": "ok", "instance": instance_fingerprint("test-secret")}
     assert response.headers["Cache-Control"] == "no-store"
 
 
@@ -90,7 +93,7 @@ def test_healthz_is_503_when_storage_is_broken(testapp, settings):
     settings.tmp_dir.write_text("not a directory any more")
     response = testapp.get("/healthz", expect_errors=True)
     assert response.status_int == 503
-    assert response.json == {"database": "ok", "storage": "not writable"}
+    assert response.json["database"] == "ok" and response.json["storage"] == "not writable"
 
 
 def test_healthz_is_503_when_the_database_is_gone(settings, clock, tmp_path):

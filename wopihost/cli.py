@@ -236,6 +236,21 @@ def gc_command(grace: str) -> None:
                f"{done.partial_writes} partial writes")
 
 
+@main.command("doctor")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each network check.")
+def doctor(timeout: float) -> None:
+    """Check the configuration a deployment depends on; exits 1 if anything is wrong."""
+    from .doctor import run
+
+    findings = run(Services.create(_settings()), timeout)
+    for finding in findings:
+        click.echo(finding.line())
+    problems = sum(not f.ok for f in findings)
+    click.echo(f"{problems} problem{'s' if problems != 1 else ''} found" if problems else "all checks passed")
+    if problems:
+        sys.exit(1)
+
+
 # -- demo and serving -------------------------------------------------------------
 
 @main.command("demo")

@@ -45,8 +45,10 @@ def wrap(wsgi_app, public_url: str, trusted_proxies: int):
 def called_url(environ, public_url: str, trusted_proxies: int) -> str:
     """The full URL the client requested, as it sent it (percent-encoding and query untouched)."""
     parts = urlsplit(public_url)
-    if trusted_proxies > 0:  # ProxyFix has put the forwarded scheme and host into the environ
-        origin = f"{environ['wsgi.url_scheme']}://{environ.get('HTTP_HOST') or environ['SERVER_NAME']}"
+    if trusted_proxies > 0 and environ.get("HTTP_X_FORWARDED_HOST"):
+        # ProxyFix has put the forwarded scheme and host into the environ. Without a forwarded host the
+        # request did not come through the proxy, and the caller's own Host header must not pick the URL.
+        origin = f"{environ['wsgi.url_scheme']}://{environ['HTTP_HOST']}"
     else:
         origin = f"{parts.scheme}://{parts.netloc}"
     prefix = public_prefix(public_url)

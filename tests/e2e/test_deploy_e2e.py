@@ -1,0 +1,285 @@
+"""The deployment for real: nginx terminating TLS under a path prefix in front of gunicorn, proof keys,
+large bodies streamed through, and `wopihost doctor` on good and broken configurations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from wopihost.cspp.chunkid import chunk_id
+from wopihost.cspp.frames import chunk_frame
+from wopihost.cspp.signatures import ChunkSignature, Signature
+from wopihost.cspp.wire import put_chunked_body
+from wopihost.localserver import WOPIHOST, LocalServer, free_port
+from wopihost.proof import ticks_from_datetime
+
+from ..proof_helpers import discovery_xml, sign
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+MIB = 1 << 20
+BIG = 200 * MIB
+
+
+def need_nginx() -> str:
+    path = shutil.which("nginx") or (shutil.which("nginx", path="/usr/sbin:/sbin"))
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (.ci/run installs it from Debian packages)")
+        pytest.skip("nginx is not installed; `apt-get install nginx-light` to run this test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def client_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def nginx_config(directory: Path, https_port: int, http_port: int, upstream_port: int) -> Path:
+    """deploy/nginx/wopihost.conf with this machine's ports, certificate and paths, in a main config."""
+    cert, key = self_signed(directory)
+    site = (REPO / "deploy" / "nginx" / "wopihost.conf").read_text()
+    for old, new in [("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream_port};"),
+                     ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
+                     ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+                     ("server_name wopi.example.com;", "server_name localhost;"),
+                     ("/etc/ssl/wopihost/fullchain.pem", str(cert)), ("/etc/ssl/wopihost/privkey.pem", str(key)),
+                     ("/var/log/nginx/wopihost.access.log", str(directory / "access.log"))]:
+        assert old in site, f"deploy/nginx/wopihost.conf no longer contains {old!r}"
+        site = site.replace(old, new)
+    (directory / "site.conf").write_text(site)
+    temp = directory / "temp"
+    temp.mkdir()
+    main = directory / "nginx.conf"
+    main.write_text(f"""
+{"user root;" if os.geteuid() == 0 else ""}
+worker_processes 1;
+pid {directory / "nginx.pid"};
+error_log {directory / "error.log"} info;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy; fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;
+    include {directory / "site.conf"};
+}}
+""")
+    return main
+
+
+@pytest.fixture
+def deployment(tmp_path, database, client_key):
+    nginx = need_nginx()
+    https_port, http_port = free_port(), free_port()
+    public = f"https://localhost:{https_port}/office"
+    discovery = tmp_path / "discovery.xml"
+    discovery.write_bytes(discovery_xml(client_key.public_key(), None))
+    server = LocalServer.start(tmp_path, database, extra_env={
+        "WOPIHOST_PUBLIC_URL": public, "WOPIHOST_TRUSTED_PROXIES": "1", "WOPIHOST_DISCOVERY_URL": str(discovery),
+        "WOPIHOST_PROOF_KEYS": "verify", "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_MAX_FILE_SIZE": "512MiB"})
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    config = nginx_config(nginx_dir, https_port, http_port, server.port)
+    subprocess.run([nginx, "-t", "-c", str(config)], check=True, capture_output=True)
+    subprocess.run([nginx, "-c", str(config)], check=True, capture_output=True)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{public}/healthz", verify=False, timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield server, public, client_key
+    finally:
+        subprocess.run([nginx, "-c", str(config), "-s", "stop"], capture_output=True)
+        server.stop()
+    assert "Traceback" not in server.log_text(), server.log_text()
+
+
+def signed(key, token: str, url: str) -> dict:
+    ticks = ticks_from_datetime(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    return {"X-WOPI-TimeStamp": str(ticks), "X-WOPI-Proof": sign(key, token, url, ticks)}
+
+
+def new_file(server: LocalServer, tmp_path: Path, content: bytes = b"original") -> tuple[str, str]:
+    path = tmp_path / f"doc-{time.monotonic_ns()}.docx"
+    path.write_bytes(content)
+    file_id = server.add_file(path)["id"]
+    return file_id, server.token(file_id)
+
+
+class PeakRss:
+    def __init__(self, server: LocalServer):
+        self.server, self.peak, self._stop = server, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.server.rss())
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.start = self.server.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def sha256_of(response: requests.Response) -> str:
+    digest = hashlib.sha256()
+    for piece in response.iter_content(MIB):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def test_signed_requests_verify_through_nginx_and_not_around_it(deployment, tmp_path):
+    server, public, key = deployment
+    file_id, token = new_file(server, tmp_path)
+    url = f"{public}/wopi/files/{file_id}?access_token={token}"
+    through = requests.get(url, headers=signed(key, token, url), verify=False)
+    assert through.status_code == 200, through.headers
+    assert through.json()["BaseFileName"].endswith(".docx")
+
+    direct = f"{server.base}/office/wopi/files/{file_id}?access_token={token}"
+    around = requests.get(direct, headers=signed(key, token, direct))
+    assert around.status_code == 500  # signed for a URL that is not the public one
+    assert "proof" in around.headers["X-WOPI-FailureReason"]
+    unsigned = requests.get(url, verify=False)
+    assert unsigned.status_code == 500
+    assert "access_token" not in (tmp_path / "nginx" / "access.log").read_text()
+
+
+def test_200_mib_put_file_streams_through_nginx(deployment, tmp_path):
+    server, public, key = deployment
+    file_id, token = new_file(server, tmp_path, b"")  # empty and unlocked: PutFile needs no lock
+    big = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with big.open("wb") as out:
+        for i in range(BIG // MIB):
+            piece = hashlib.sha256(str(i).encode()).digest() * (MIB // 32)
+            digest.update(piece)
+            out.write(piece)
+    url = f"{public}/wopi/files/{file_id}/contents?access_token={token}"
+    with PeakRss(server) as memory, big.open("rb") as body:
+        saved = requests.post(url, data=body, headers={"X-WOPI-Override": "PUT", **signed(key, token, url)},
+                              verify=False)
+    assert saved.status_code == 200, saved.headers
+    assert memory.peak - memory.start < 100 * MIB, (memory.start, memory.peak)
+    with requests.get(url, headers=signed(key, token, url), verify=False, stream=True) as got:
+        assert got.status_code == 200 and sha256_of(got) == digest.hexdigest()
+
+
+def test_200_mib_upload_session_streams_through_nginx(deployment, tmp_path):
+    server, public, key = deployment
+    file_id, token = new_file(server, tmp_path, b"")
+    url = f"{public}/wopi/files/{file_id}?access_token={token}"
+
+    def post(target, body=b"", **headers):
+        response = requests.post(target, data=body, headers={**headers, **signed(key, token, target)}, verify=False)
+        assert response.status_code == 200, (response.status_code, response.headers)
+        return response
+
+    session = post(url, **{"X-WOPI-Override": "CREATE_UPLOAD_SESSION"}).json()["UploadSessionToken"]
+    chunks, offset, digest = [], 0, hashlib.sha256()
+    with PeakRss(server) as memory:
+        for i in range(BIG // (4 * MIB)):
+            payload = hashlib.sha256(str(i).encode()).digest() * (4 * MIB // 32)
+            digest.update(payload)
+            chunks.append(ChunkSignature(chunk_id(payload), len(payload)))
+            frame = b"".join(chunk_frame(chunks[-1].chunk_id, payload))
+            post(url, frame, **{"X-WOPI-Override": "UPDATE_UPLOAD_SESSION", "X-WOPI-UploadSessionToken": session,
+                                "X-WOPI-ContentRangeOffset": str(offset),
+                                "X-WOPI-ContentRangeLength": str(len(frame))})
+            offset += len(frame)
+        body = put_chunked_body({"MainContent": Signature("FullFile", tuple(chunks))}, session_token=session)
+        post(f"{public}/wopi/files/{file_id}/contents?access_token={token}", body,
+             **{"X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-SequenceNumber": "1"})
+    assert memory.peak - memory.start < 100 * MIB, (memory.start, memory.peak)
+    contents = f"{public}/wopi/files/{file_id}/contents?access_token={token}"
+    with requests.get(contents, headers=signed(key, token, contents), verify=False, stream=True) as got:
+        assert sha256_of(got) == digest.hexdigest()
+
+
+# -- wopihost doctor ----------------------------------------------------------------------------
+
+def doctor(server: LocalServer, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([*WOPIHOST, "doctor", "--timeout", "3"], env={**server.env, **env},
+                          capture_output=True, text=True)
+
+
+@pytest.fixture
+def plain_server(tmp_path, database, client_key):
+    discovery = tmp_path / "discovery.xml"
+    discovery.write_bytes(discovery_xml(client_key.public_key(), None))
+    server = LocalServer.start(tmp_path, database, extra_env={"WOPIHOST_DISCOVERY_URL": str(discovery)})
+    yield server
+    server.stop()
+
+
+def test_doctor_passes_on_a_good_deployment(plain_server):
+    result = doctor(plain_server)
+    assert result.returncode == 0, result.stdout
+    assert "all checks passed" in result.stdout
+    assert "PROBLEM" not in result.stdout
+
+
+def test_doctor_names_a_wrong_public_url(plain_server):
+    result = doctor(plain_server, WOPIHOST_PUBLIC_URL=f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "PROBLEM  public URL" in result.stdout and "WOPIHOST_PUBLIC_URL" in result.stdout
+
+
+def test_doctor_names_an_unreachable_discovery(plain_server):
+    result = doctor(plain_server, WOPIHOST_DISCOVERY_URL=f"http://127.0.0.1:{free_port()}/hosting/discovery")
+    assert result.returncode == 1
+    assert "PROBLEM  discovery" in result.stdout and "WOPIHOST_DISCOVERY_URL" in result.stdout
+
+
+def test_doctor_names_proofs_switched_off_for_a_signing_client(plain_server):
+    result = doctor(plain_server, WOPIHOST_PROOF_KEYS="off")
+    assert result.returncode == 1
+    assert "WOPIHOST_PROOF_KEYS=off" in result.stdout
+
+
+def test_doctor_names_another_host_behind_the_public_url(plain_server, tmp_path, database):
+    (tmp_path / "other").mkdir()
+    other = LocalServer.start(tmp_path / "other", database, extra_env={"WOPIHOST_SECRET_KEY": "another one"})
+    try:
+        result = doctor(plain_server, WOPIHOST_PUBLIC_URL=other.base)
+    finally:
+        other.stop()
+    assert result.returncode == 1
+    assert "another wopihost" in result.stdout
+

@@ -1,0 +1,99 @@
+"""`wopihost doctor`: check what a deployment depends on and say how to fix what is wrong."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from . import db
+from .discovery import DiscoveryCache, DiscoveryError
+from .services import Services
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"ok       {self.what}" if self.ok else f"PROBLEM  {self.what}\n         fix: {self.fix}"
+
+
+def instance_fingerprint(secret_key: str) -> str:
+    """Names this deployment in /healthz without revealing anything of the secret every node shares."""
+    return hashlib.sha256(f"wopihost-instance:{secret_key}".encode()).hexdigest()[:16]
+
+
+def run(services: Services, timeout: float = 5.0) -> list[Finding]:
+    return [*_database(services), _storage(services), _public_url(services, timeout), *_discovery(services, timeout)]
+
+
+def _database(services: Services) -> list[Finding]:
+    try:
+        current = db.current_revision(services.db.engine)
+    except Exception as exc:
+        return [Finding(False, f"database unreachable: {exc}", "check WOPIHOST_DATABASE_URL and that the server runs")]
+    head = db.head_revision(services.settings.database_url)
+    if current != head:
+        return [Finding(False, f"database at migration {current or 'none'}, this version needs {head}",
+                        "run `wopihost db upgrade`")]
+    return [Finding(True, f"database reachable, migrations current ({head})")]
+
+
+def _storage(services: Services) -> Finding:
+    try:
+        probe = services.blobs.write(io.BytesIO(b"doctor"), 16, sha256=False)
+        services.blobs.delete(probe.name)
+    except OSError as exc:
+        return Finding(False, f"data directory {services.settings.data_dir} is not writable: {exc}",
+                       "give the service user write access to WOPIHOST_DATA_DIR")
+    return Finding(True, f"data directory {services.settings.data_dir} is writable")
+
+
+def _public_url(services: Services, timeout: float) -> Finding:
+    url = services.settings.public_url
+    fix = ("set WOPIHOST_PUBLIC_URL to exactly the scheme, host, port and path prefix WOPI clients use, "
+           "and check the reverse proxy forwards it here")
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as response:
+            body = json.loads(response.read(4096))
+    except urllib.error.HTTPError as exc:
+        return Finding(False, f"{url}/healthz answered {exc.code}", fix)
+    except (OSError, ValueError) as exc:
+        return Finding(False, f"public URL {url} does not reach a wopihost: {getattr(exc, 'reason', exc)}", fix)
+    if body.get("instance") != instance_fingerprint(services.settings.secret_key):
+        return Finding(False, f"public URL {url} reaches another wopihost (or one with another secret)", fix)
+    note = "" if urlsplit(url).scheme == "https" else " (plain http: WOPI clients in production need https)"
+    return Finding(True, f"public URL {url} reaches this host{note}")
+
+
+def _discovery(services: Services, timeout: float) -> list[Finding]:
+    settings = services.settings
+    mode = settings.proof_keys
+    if not settings.discovery_url:
+        if mode == "require":
+            return [Finding(False, "WOPIHOST_PROOF_KEYS=require but no WOPIHOST_DISCOVERY_URL is set",
+                            "set WOPIHOST_DISCOVERY_URL to the WOPI client's discovery (…/hosting/discovery)")]
+        return [Finding(True, f"no discovery configured; proof keys {mode}")]
+    try:
+        discovery = DiscoveryCache(settings.discovery_url, timeout=timeout).refresh()
+    except DiscoveryError as exc:
+        return [Finding(False, f"discovery {settings.discovery_url} unusable: {exc}",
+                        "check WOPIHOST_DISCOVERY_URL, and that this machine can reach the WOPI client")]
+    found = [Finding(True, f"discovery {settings.discovery_url}: {len(discovery.actions)} actions, "
+                           f"proof keys {'published' if discovery.proof_keys else 'not published'}")]
+    if discovery.proof_keys is None and mode == "require":
+        found.append(Finding(False, "WOPIHOST_PROOF_KEYS=require but the discovery publishes no proof keys",
+                             "use WOPIHOST_PROOF_KEYS=verify, or a WOPI client that signs its requests"))
+    elif discovery.proof_keys is not None and mode == "off":
+        found.append(Finding(False, "the WOPI client signs its requests but WOPIHOST_PROOF_KEYS=off",
+                             "set WOPIHOST_PROOF_KEYS=verify (off only for test tools that cannot sign)"))
+    else:
+        found.append(Finding(True, f"proof keys: {mode}"))
+    return found
