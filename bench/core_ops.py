@@ -14,38 +14,15 @@ import argparse
 import itertools
 import os
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
-from wopihost.localserver import LocalServer
+from wopihost.localserver import LocalServer, PeakRss
 
 MIB = 1 << 20
-
-
-class PeakMemory:
-    """Samples the server's resident memory in the background."""
-
-    def __init__(self, server: LocalServer, interval: float = 0.02):
-        self.server, self.interval, self.peak = server, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def run_for(seconds: float, clients: int, one_request) -> float:
@@ -118,7 +95,7 @@ def main() -> None:
 
             print(f"wopihost core operations: gunicorn {args.workers} workers (gthread), {args.clients} client "
                   f"threads, {args.seconds:g} s each, database {args.database or 'SQLite'}, {os.cpu_count()} cores")
-            with PeakMemory(server) as memory:
+            with PeakRss(server) as memory:
                 for label, one in [("CheckFileInfo", check_file_info),
                                    ("GetFile 1 MiB", get_file(files["1MiB"])),
                                    ("GetFile 20 MiB", get_file(files["20MiB"])),

@@ -31,7 +31,6 @@ import random
 import struct
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -45,32 +44,10 @@ from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.frames import chunk_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body
-from wopihost.localserver import LocalServer
+from wopihost.localserver import LocalServer, PeakRss
 
 MIB = 1 << 20
 LOCK = "bench"
-
-
-class PeakMemory:
-    """Samples the server's resident memory in the background."""
-
-    def __init__(self, server: LocalServer, interval: float = 0.02):
-        self.server, self.interval, self.peak = server, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class Content:
@@ -203,7 +180,7 @@ def main() -> None:
             idle = server.rss()
 
             ingest_seconds, offset, calls = 0.0, 0, 0
-            with PeakMemory(server) as ingest_memory:
+            with PeakRss(server) as ingest_memory:
                 for body in content.stream_pieces(signature, args.piece):
                     headers = {"X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
                                "X-WOPI-UploadSessionToken": session,
@@ -217,7 +194,7 @@ def main() -> None:
             assert offset == stream_length, (offset, stream_length)
 
             body = put_chunked_body({"MainContent": signature}, session_token=session)
-            with PeakMemory(server) as commit_memory:
+            with PeakRss(server) as commit_memory:
                 start = time.perf_counter()
                 response = http.post(url.replace("?", "/contents?"), data=body, headers={
                     "X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-SequenceNumber": str(sequence_number),

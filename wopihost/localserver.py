@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,3 +97,30 @@ class LocalServer:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+class PeakRss:
+    """Samples a LocalServer's resident memory (master + workers) in a background thread.
+
+    `start` is the reading on entry, `peak` the highest one until exit.
+    """
+
+    def __init__(self, server: LocalServer, interval: float = 0.02):
+        self.server, self.interval = server, interval
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.server.rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRss":
+        self.start = self.peak = self.server.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

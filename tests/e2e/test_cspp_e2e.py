@@ -27,7 +27,7 @@ from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.frames import chunk_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, read_response, request_body
-from wopihost.localserver import LocalServer
+from wopihost.localserver import LocalServer, PeakRss
 
 pytestmark = pytest.mark.e2e
 
@@ -188,28 +188,6 @@ ORIGINAL_SHA256 = hashlib.sha256(ORIGINAL).hexdigest()
 
 
 # -- processes ---------------------------------------------------------------------
-
-class PeakRss:
-    """Samples the server's resident memory (master + workers) every 20 ms in a thread."""
-
-    def __init__(self, server: LocalServer):
-        self.server, self.peak = server, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss())
-            time.sleep(0.02)
-
-    def __enter__(self) -> "PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
 
 def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
     deadline = time.monotonic() + timeout

@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.frames import chunk_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body
-from wopihost.localserver import WOPIHOST, LocalServer, free_port
+from wopihost.localserver import WOPIHOST, LocalServer, PeakRss, free_port
 from wopihost.proof import ticks_from_datetime
 
 from ..proof_helpers import discovery_xml, sign
@@ -96,7 +95,7 @@ http {{
 
 
 @pytest.fixture
-def deployment(tmp_path, database, client_key):
+def deployment(tmp_path, database, client_key, monkeypatch):
     nginx = need_nginx()
     https_port, http_port = free_port(), free_port()
     public = f"https://localhost:{https_port}/office"
@@ -108,13 +107,14 @@ def deployment(tmp_path, database, client_key):
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
     config = nginx_config(nginx_dir, https_port, http_port, server.port)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(nginx_dir / "cert.pem"))  # trust the throwaway certificate
     subprocess.run([nginx, "-t", "-c", str(config)], check=True, capture_output=True)
     subprocess.run([nginx, "-c", str(config)], check=True, capture_output=True)
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                requests.get(f"{public}/healthz", verify=False, timeout=1)
+                requests.get(f"{public}/healthz", timeout=1)
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
@@ -137,26 +137,6 @@ def new_file(server: LocalServer, tmp_path: Path, content: bytes = b"original") 
     return file_id, server.token(file_id)
 
 
-class PeakRss:
-    def __init__(self, server: LocalServer):
-        self.server, self.peak, self._stop = server, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss())
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self.start = self.server.rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def sha256_of(response: requests.Response) -> str:
     digest = hashlib.sha256()
     for piece in response.iter_content(MIB):
@@ -168,7 +148,7 @@ def test_signed_requests_verify_through_nginx_and_not_around_it(deployment, tmp_
     server, public, key = deployment
     file_id, token = new_file(server, tmp_path)
     url = f"{public}/wopi/files/{file_id}?access_token={token}"
-    through = requests.get(url, headers=signed(key, token, url), verify=False)
+    through = requests.get(url, headers=signed(key, token, url))
     assert through.status_code == 200, through.headers
     assert through.json()["BaseFileName"].endswith(".docx")
 
@@ -176,7 +156,7 @@ def test_signed_requests_verify_through_nginx_and_not_around_it(deployment, tmp_
     around = requests.get(direct, headers=signed(key, token, direct))
     assert around.status_code == 500  # signed for a URL that is not the public one
     assert "proof" in around.headers["X-WOPI-FailureReason"]
-    unsigned = requests.get(url, verify=False)
+    unsigned = requests.get(url)
     assert unsigned.status_code == 500
     assert "access_token" not in (tmp_path / "nginx" / "access.log").read_text()
 
@@ -193,11 +173,10 @@ def test_200_mib_put_file_streams_through_nginx(deployment, tmp_path):
             out.write(piece)
     url = f"{public}/wopi/files/{file_id}/contents?access_token={token}"
     with PeakRss(server) as memory, big.open("rb") as body:
-        saved = requests.post(url, data=body, headers={"X-WOPI-Override": "PUT", **signed(key, token, url)},
-                              verify=False)
+        saved = requests.post(url, data=body, headers={"X-WOPI-Override": "PUT", **signed(key, token, url)})
     assert saved.status_code == 200, saved.headers
     assert memory.peak - memory.start < 100 * MIB, (memory.start, memory.peak)
-    with requests.get(url, headers=signed(key, token, url), verify=False, stream=True) as got:
+    with requests.get(url, headers=signed(key, token, url), stream=True) as got:
         assert got.status_code == 200 and sha256_of(got) == digest.hexdigest()
 
 
@@ -207,7 +186,7 @@ def test_200_mib_upload_session_streams_through_nginx(deployment, tmp_path):
     url = f"{public}/wopi/files/{file_id}?access_token={token}"
 
     def post(target, body=b"", **headers):
-        response = requests.post(target, data=body, headers={**headers, **signed(key, token, target)}, verify=False)
+        response = requests.post(target, data=body, headers={**headers, **signed(key, token, target)})
         assert response.status_code == 200, (response.status_code, response.headers)
         return response
 
@@ -228,7 +207,7 @@ def test_200_mib_upload_session_streams_through_nginx(deployment, tmp_path):
              **{"X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-SequenceNumber": "1"})
     assert memory.peak - memory.start < 100 * MIB, (memory.start, memory.peak)
     contents = f"{public}/wopi/files/{file_id}/contents?access_token={token}"
-    with requests.get(contents, headers=signed(key, token, contents), verify=False, stream=True) as got:
+    with requests.get(contents, headers=signed(key, token, contents), stream=True) as got:
         assert sha256_of(got) == digest.hexdigest()
 
 
