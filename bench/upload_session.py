@@ -43,7 +43,7 @@ from wopihost.config import parse_size
 from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.frames import chunk_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
-from wopihost.cspp.wire import put_chunked_body
+from wopihost.cspp.wire import put_chunked_body, rechunk
 from wopihost.localserver import LocalServer, PeakRss
 
 MIB = 1 << 20
@@ -71,20 +71,9 @@ class Content:
 
     def stream_pieces(self, signature: Signature, piece: int) -> Iterator[bytes]:
         """The upload-session stream (one Chunk frame per chunk) in `piece`-byte pieces, cut anywhere."""
-        buffer = bytearray()
-        for i, chunk in enumerate(signature.chunks):
-            for part in chunk_frame(chunk.chunk_id, self.payload(i)):
-                view = memoryview(part)
-                while view:
-                    take = min(piece - len(buffer), len(view))
-                    buffer += view[:take]
-                    view = view[take:]
-                    if len(buffer) == piece:
-                        yield bytes(buffer)
-                        buffer = bytearray()
-        if buffer:
-            yield bytes(buffer)
-
+        frames = (part for i, chunk in enumerate(signature.chunks)
+                  for part in chunk_frame(chunk.chunk_id, self.payload(i)))
+        return rechunk(frames, piece)
 
 def expect(response: requests.Response, status: int = 200) -> requests.Response:
     if response.status_code != status:

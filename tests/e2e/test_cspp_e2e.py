@@ -26,7 +26,7 @@ import requests
 from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.frames import chunk_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
-from wopihost.cspp.wire import put_chunked_body, read_response, request_body
+from wopihost.cspp.wire import put_chunked_body, read_response, rechunk, request_body
 from wopihost.localserver import LocalServer, PeakRss
 
 pytestmark = pytest.mark.e2e
@@ -100,23 +100,7 @@ class Content:
         def parts():
             for i, chunk in enumerate(self.signature.chunks):
                 yield from chunk_frame(chunk.chunk_id, self.payload(i))
-        yield from cut(parts(), piece)
-
-
-def cut(parts, piece: int) -> Iterator[tuple[int, bytes]]:
-    buffer, offset = bytearray(), 0
-    for part in parts:
-        view = memoryview(part)
-        while view:
-            take = min(piece - len(buffer), len(view))
-            buffer += view[:take]
-            view = view[take:]
-            if len(buffer) == piece:
-                yield offset, bytes(buffer)
-                offset += piece
-                buffer = bytearray()
-    if buffer:
-        yield offset, bytes(buffer)
+        yield from ((i * piece, data) for i, data in enumerate(rechunk(parts(), piece)))
 
 
 def failure(response: requests.Response) -> str:

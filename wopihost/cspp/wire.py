@@ -5,7 +5,7 @@ Pure functions over bytes; they build what Office sends and read what a host ans
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .chunkid import encode_chunk_id
 from .frames import (END_FRAME, ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, MessageJSON,
@@ -16,6 +16,25 @@ from .signatures import Signature
 def chunk_frames(chunks: Iterable[tuple[str, bytes]]) -> bytes:
     """Chunk frames for (ChunkId, payload) pairs: an upload-session stream, or the middle of a body."""
     return b"".join(piece for chunk_id, payload in chunks for piece in chunk_frame(chunk_id, payload))
+
+
+def rechunk(parts: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The concatenation of `parts`, cut into pieces of `size` bytes (the last may be shorter).
+
+    How a client sends a long upload-session stream: UpdateUploadSession pieces cut frames anywhere.
+    """
+    buffer = bytearray()
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            take = min(size - len(buffer), len(view))
+            buffer += view[:take]
+            view = view[take:]
+            if len(buffer) == size:
+                yield bytes(buffer)
+                buffer = bytearray()
+    if buffer:
+        yield bytes(buffer)
 
 
 def put_chunked_body(signatures: dict[str, Signature], chunks: Iterable[tuple[str, bytes]] = (),
