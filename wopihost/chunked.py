@@ -33,7 +33,7 @@ from .errors import WopiError, bad_request
 from .extents import Extent, Extents, OpenBlobs
 from .locks import require_write_access
 from .models import AlternateStream, ContentProperty, File
-from .repository import load_file
+from .repository import drop_alternate_streams, load_file
 from .sessions import UploadSessions, gone
 from .storage import BlobStore, TooLarge
 
@@ -482,13 +482,9 @@ class ChunkedFiles:
     def _expire(self, s: Session, file_id: str, now: datetime) -> list[str]:
         """Drop alternate streams and properties not updated for 30 days; returns the blobs that freed."""
         cutoff = now - ITEM_TTL
-        old = list(s.scalars(sa.select(AlternateStream.blob).where(AlternateStream.file_id == file_id,
-                                                                   AlternateStream.updated_at <= cutoff)))
-        s.execute(sa.delete(AlternateStream).where(AlternateStream.file_id == file_id,
-                                                   AlternateStream.updated_at <= cutoff))
         s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file_id,
                                                    ContentProperty.updated_at <= cutoff))
-        return old
+        return drop_alternate_streams(s, file_id, AlternateStream.updated_at <= cutoff)
 
     @staticmethod
     def _check_limits(s: Session, file_id: str) -> None:

@@ -20,9 +20,9 @@ from .db import Database
 from .errors import WopiError
 from .ids import new_id
 from .locks import current_lock, require_write_access
-from .models import AlternateStream, ContentProperty, File, Lock, name_key
+from .models import ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, encode_utf7, numbered, sanitize, split_extension
-from .repository import file_named, load_file, lock_folder, name_taken
+from .repository import drop_alternate_streams, file_named, load_file, lock_folder, name_taken
 from .storage import Blob, BlobStore, TooLarge
 
 T = TypeVar("T")
@@ -144,8 +144,8 @@ class Files:
         with self.db.write() as s:
             file = load_file(s, file_id)
             require_write_access(s, file, self.clock.now(), None, unlocked_ok=True)
-            unused = [file.blob, *s.scalars(sa.select(AlternateStream.blob).where(AlternateStream.file_id == file_id))]
-            for table in (Lock, AlternateStream, ContentProperty):  # rows the cascade would remove, expired ones too
+            unused = [file.blob, *drop_alternate_streams(s, file_id)]
+            for table in (Lock, ContentProperty):  # rows the cascade would remove, expired ones too
                 s.execute(sa.delete(table).where(table.file_id == file_id))
             s.delete(file)
         for blob in unused:
@@ -192,8 +192,7 @@ class Files:
         §1.0): alternate streams and DeleteOnContentChange properties go, and the
         signature is chunked anew from the bytes when next asked for.
         """
-        unused = [file.blob, *s.scalars(sa.select(AlternateStream.blob).where(AlternateStream.file_id == file.id))]
-        s.execute(sa.delete(AlternateStream).where(AlternateStream.file_id == file.id))
+        unused = [file.blob, *drop_alternate_streams(s, file.id)]
         s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file.id,
                                                    ContentProperty.retention != "KeepOnContentChange"))
         file.blob, file.size, file.sha256 = blob.name, blob.size, blob.sha256

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .errors import not_found
-from .models import File, Folder, name_key
+from .models import AlternateStream, File, Folder, name_key
 
 
 def _for_update(session: Session, query: sa.Select) -> sa.Select:
@@ -37,3 +37,12 @@ def name_taken(session: Session, folder_id: str, name: str, ignore_file_id: str 
     if ignore_file_id is not None:
         query = query.where(File.id != ignore_file_id)
     return session.scalars(query).first() is not None
+
+
+def drop_alternate_streams(session: Session, file_id: str, *conditions) -> list[str]:
+    """Delete a file's alternate streams (those matching `conditions`, else all); returns their blobs,
+    for the caller to delete once the transaction has committed."""
+    where = (AlternateStream.file_id == file_id, *conditions)
+    blobs = list(session.scalars(sa.select(AlternateStream.blob).where(*where)))
+    session.execute(sa.delete(AlternateStream).where(*where))
+    return blobs
