@@ -12,8 +12,9 @@ from ..coauth import COAUTH, EXCLUSIVE, METADATA_LIMIT, TIMEOUT_RANGE, CoauthTab
 from ..errors import WopiError, WopiResponse, bad_request
 from ..locks import parse_lock_id
 from ..models import File
+from .body import request_body
 from .files import Call
-from .requests import header, int_header, request_body
+from .requests import header, int_header
 
 _LOCK_TYPES = {COAUTH.lower(): COAUTH, EXCLUSIVE.lower(): EXCLUSIVE}
 

@@ -17,7 +17,8 @@ from ..names import MAX_BASE_LENGTH, InvalidName, sanitize, split_extension
 from ..services import Services
 from ..storage import PIECE
 from ..tokens import Grant
-from .requests import bool_header, check_body_size, header, int_header, request_body, time_header, utf7_header
+from .body import request_body
+from .requests import bool_header, check_body_size, header, int_header, time_header, utf7_header
 
 MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # spec §3.2: assume a signed 32-bit maximum when absent
 USER_INFO_BYTES = 4 * 1024  # 1024 characters of UTF-8

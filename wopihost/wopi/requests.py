@@ -65,34 +65,6 @@ def access_token() -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-class RequestBody:
-    """The request body, read in pieces, that fails rather than end early.
-
-    gunicorn marks its input as terminated, so Werkzeug hands us the raw stream, and
-    a client that hangs up mid-body looks like a clean end of file. A body shorter
-    than its Content-Length must never be stored as if it were complete.
-    """
-
-    def __init__(self, stream, length: int | None):
-        self._stream = stream
-        self._left = length
-
-    def read(self, size: int) -> bytes:
-        if self._left is None:
-            return self._stream.read(size)
-        if self._left == 0:
-            return b""
-        piece = self._stream.read(min(size, self._left))
-        if not piece:
-            raise bad_request(f"the request body ended {self._left} bytes before its Content-Length")
-        self._left -= len(piece)
-        return piece
-
-
-def request_body() -> RequestBody:
-    return RequestBody(request.stream, request.content_length)
-
-
 def check_body_size(limit: int, declared: int | None = None) -> None:
     """413 before reading a body that says it is too large."""
     for size in (request.content_length, declared):
