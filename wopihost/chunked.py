@@ -1,9 +1,17 @@
 """CSPP Plus incremental file transfer (spec cspp-incremental-transfer §1-§5): chunked reads and saves.
 
-A file's content is MainContent (the `files` row and its blob) plus alternate streams
-(one blob each) and content properties. Every stream keeps the signature that
-describes it: as the client uploaded it with PutChunkedFile, or chunked by us from
-the bytes when they came some other way.
+A file's content is MainContent (the `files` row) plus alternate streams and content
+properties. Every stream keeps the signature that describes it: as the client
+uploaded it with PutChunkedFile, or chunked by us from the bytes when they came some
+other way.
+
+A save writes no content. Each new stream is kept as the extents its chunks already
+occupy: in the upload session's pieces, the request body and the file's current
+blobs, all fsynced before the commit. The session's pieces thereby become the file's,
+and a blob goes once no stream of the file uses it. Kept in place, a file can hold
+more disk than it needs (frame headers, replaced chunks sharing a blob with kept
+ones): a save that would leave its blobs more than twice the size of its streams, or
+its streams in too many pieces, copies the changed streams into new blobs instead.
 
 PutChunkedFile never looks a ChunkId up outside the file it saves: a chunk comes from
 the request's frames, the committed upload session's frames, or the file's own
@@ -30,12 +38,12 @@ from .cspp.frames import (ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, Fram
 from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
-from .extents import Extent, Extents, OpenBlobs
+from .extents import Extent, Extents, OpenBlobs, open_extents
 from .locks import require_write_access
-from .models import AlternateStream, ContentProperty, File
-from .repository import drop_alternate_streams, load_file
+from .models import AlternateStream, ContentProperty, File, StoredStream
+from .repository import drop_alternate_streams, load_file, unreferenced
 from .sessions import UploadSessions, gone
-from .storage import BlobStore, TooLarge
+from .storage import Blob, BlobStore, TooLarge
 
 MAIN = "MainContent"
 KEEP, DELETE = "KeepOnContentChange", "DeleteOnContentChange"
@@ -45,6 +53,7 @@ MAX_PROPERTIES = 256
 MAX_PROPERTY_NAME = 256
 MAX_PROPERTY_VALUE_BYTES = 1024
 MAX_MESSAGE_BODY = 16 << 20  # GetChunkedFile / GetChunks request bodies: JSON only
+IN_PLACE_SLACK = 1 << 20  # kept in place, a small file may use this much more than twice its size
 
 
 # -- signatures as stored ---------------------------------------------------------
@@ -60,13 +69,21 @@ def signature_from_db(scheme: str, text: str) -> Signature:
 @dataclass(frozen=True)
 class Stream:
     stream_id: str
-    blob: str
+    content: Extents
     signature: Signature
 
     def locations(self) -> dict[str, Extents]:
-        """Where each of the stream's chunks lies in its blob."""
-        return {chunk.chunk_id: Extents([Extent(self.blob, offset, chunk.length)])
+        """Where each of the stream's chunks lies."""
+        return {chunk.chunk_id: self.content.slice(offset, chunk.length)
                 for offset, chunk in self.signature.spans()}
+
+
+@dataclass(frozen=True)
+class NewStream:
+    """A stream as a save leaves it: where its bytes lie, and the blob they were copied to, if they were."""
+    content: Extents
+    copy: Blob | None
+    signature: Signature
 
 
 @dataclass
@@ -235,23 +252,23 @@ class ChunkedFiles:
                 properties = {p.name: p for p in s.scalars(sa.select(ContentProperty).where(
                     ContentProperty.file_id == file_id, ContentProperty.updated_at > cutoff))}
             try:
-                opened = OpenBlobs(self.blobs, [file.blob, *(a.blob for a in alternates)])
+                opened = OpenBlobs(self.blobs, [name for row in (file, *alternates) for name in row.content.blobs])
             except FileNotFoundError:
                 continue
-            streams = {a.stream_id: Stream(a.stream_id, a.blob, signature_from_db(a.scheme, a.signature))
+            streams = {a.stream_id: Stream(a.stream_id, a.content, signature_from_db(a.scheme, a.signature))
                        for a in alternates}
-            streams[MAIN] = Stream(MAIN, file.blob, self._main_signature(file))
+            streams[MAIN] = Stream(MAIN, file.content, self._main_signature(file, opened))
             return Snapshot(file, streams, properties, opened)
         raise WopiError(503, "the file is being changed too often to read it; retry")
 
-    def _main_signature(self, file: File) -> Signature:
+    def _main_signature(self, file: File, opened: OpenBlobs) -> Signature:
         """MainContent's signature; chunked from the bytes (and remembered) if no client uploaded one."""
         if file.main_signature is not None:
             return signature_from_db(file.main_scheme, file.main_signature)
-        with self.blobs.open(file.blob) as content:
+        with open_extents(opened.subset(file.content.blobs), file.content) as content:
             signature = signature_of(content, file.size)
-        with self.db.write() as s:  # only if the content is still the one we chunked
-            s.execute(sa.update(File).where(File.id == file.id, File.blob == file.blob)
+        with self.db.write() as s:  # only if the content is still the one we chunked (it is one whole blob)
+            s.execute(sa.update(File).where(File.id == file.id, File.blob == file.blob, File.extents.is_(None))
                       .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature)))
         return signature
 
@@ -341,7 +358,7 @@ class ChunkedFiles:
             spool = self.blobs.write(body, limit, sha256=False)
         except TooLarge:
             raise WopiError(413, f"the request is larger than the limit of {limit} bytes") from None
-        unused = [spool.name]
+        unused = [spool.name]  # deleted at the end; after a commit, what the file does not use
         try:
             with OpenBlobs(self.blobs, [spool.name]) as opened:
                 inline = decode(opened, Extents([Extent(spool.name, 0, spool.size)]), "body", limit)
@@ -372,11 +389,10 @@ class ChunkedFiles:
                     raise bad_request(f"the payload of chunk {mismatched[0]} does not hash to its ChunkId")
                 snapshot = self.snapshot(file_id)
                 opened.adopt(snapshot.opened)
-                new_blobs = self._assemble(snapshot, request, chunks, opened)
-            unused += [item[0].name for item in new_blobs.values() if item]  # until the commit succeeds
-            file, replaced = self._commit(file_id, lock_id, coauth_lock_id, sequence_number, request,
-                                          new_blobs, token, session_stream.length)
-            unused = [spool.name, *replaced]
+                streams = self._place(self._plan(snapshot, request, chunks), snapshot, opened)
+            unused += [new.copy.name for new in streams.values() if new is not None and new.copy is not None]
+            file, unused = self._commit(file_id, lock_id, coauth_lock_id, sequence_number, request, streams,
+                                        token, session_stream.length, spool.name)
             return file
         finally:
             for name in unused:
@@ -391,9 +407,9 @@ class ChunkedFiles:
                             {"X-WOPI-SequenceNumber": str(file.sequence_number)})
         return file
 
-    def _assemble(self, snapshot: Snapshot, request: PutRequest, chunks: dict[str, Extents],
-                  opened: OpenBlobs) -> dict[str, tuple[str, Signature] | None]:
-        """Write each changed stream to a new blob: {StreamId: (blob, signature)}, None for a deleted stream."""
+    def _plan(self, snapshot: Snapshot, request: PutRequest,
+              chunks: dict[str, Extents]) -> dict[str, tuple[Extents, Signature] | None]:
+        """Where each changed stream's bytes lie: {StreamId: (extents, signature)}, None for a deleted stream."""
         own_chunks: dict[str, Extents] = {}
         for stream in snapshot.streams.values():
             own_chunks = {**stream.locations(), **own_chunks}
@@ -415,59 +431,72 @@ class ChunkedFiles:
                     raise bad_request(f"chunk {chunk.chunk_id} is {where.length} bytes, its signature says "
                                       f"{chunk.length}")
                 parts.extend(where)
-            plan[stream_id] = (Extents(parts), signature)
-        written = {}
+            plan[stream_id] = (Extents.joined(parts), signature)
+        return plan
+
+    def _place(self, plan: dict[str, tuple[Extents, Signature] | None], snapshot: Snapshot,
+               opened: OpenBlobs) -> dict[str, NewStream | None]:
+        """Keep the changed streams where their bytes lie, or (see the module's notes) copy them to new blobs."""
+        kept = [stream.content for stream_id, stream in snapshot.streams.items() if stream_id not in plan]
+        changed = [item for item in plan.values() if item is not None]
+        contents = kept + [extents for extents, _ in changed]
+        footprint = sum(opened.size(name) for name in set().union(*(e.blobs for e in contents)))
+        length = sum(e.length for e in contents)
+        pieces = sum(len(extents) for extents, _ in changed)
+        chunk_count = sum(len(signature.chunks) for _, signature in changed)
+        if footprint <= 2 * length + IN_PLACE_SLACK and pieces <= 4 * chunk_count + 16:
+            return {stream_id: item and NewStream(item[0], None, item[1]) for stream_id, item in plan.items()}
+        placed: dict[str, NewStream | None] = {}
         try:
             for stream_id, item in plan.items():
                 if item is None:
-                    written[stream_id] = None
+                    placed[stream_id] = None
                     continue
-                extents, signature = item
-                written[stream_id] = (self.blobs.copy_ranges(opened.ranges(extents)), signature)
+                copy = self.blobs.copy_ranges(opened.ranges(item[0]))
+                placed[stream_id] = NewStream(Extents([Extent(copy.name, 0, copy.size)]), copy, item[1])
         except BaseException:
-            for item in written.values():
-                if item is not None:
-                    self.blobs.delete(item[0].name)
+            for new in placed.values():
+                if new is not None:
+                    self.blobs.delete(new.copy.name)
             raise
-        return written
+        return placed
 
-    def _commit(self, file_id, lock_id, coauth_lock_id, sequence_number, request: PutRequest, written,
-                token, session_length) -> tuple[File, list[str]]:
+    def _commit(self, file_id, lock_id, coauth_lock_id, sequence_number, request: PutRequest,
+                streams: dict[str, NewStream | None], token, session_length, spool: str) -> tuple[File, list[str]]:
         """Check again and switch the file to the new streams in one transaction; returns the unused blobs."""
         with self.db.write() as s:
             file = self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
             now = self.clock.now()
-            unused = []
+            released = {spool}  # blobs that may have lost their last user
             if token:
                 if self.sessions.get(s, token, file_id).received != session_length:
                     raise WopiError(409, "the upload session grew while it was being committed; retry")
-                unused += self.sessions.delete_in(s, token)
-            unused += self._expire(s, file_id, now)
-            for stream_id, item in written.items():
+                released.update(self.sessions.delete_in(s, token))
+            released |= self._expire(s, file_id, now)
+            for stream_id, new in streams.items():
                 if stream_id == MAIN:
-                    blob, signature = item
                     # Version follows MainContent's bytes (spec §5.17); equal signatures mean equal bytes.
                     old = signature_from_db(file.main_scheme, file.main_signature) if file.main_signature else None
-                    if old is None or old.chunks != signature.chunks:
+                    if old is None or old.chunks != new.signature.chunks:
                         file.version += 1
                         file.modified_at = now
-                    unused.append(file.blob)
-                    file.blob, file.size, file.sha256 = blob.name, blob.size, blob.sha256
-                    file.main_scheme, file.main_signature = signature.scheme, signature_to_db(signature)
+                    released |= file.content.blobs
+                    _keep(file, new)
+                    file.sha256 = ""
+                    file.main_scheme, file.main_signature = new.signature.scheme, signature_to_db(new.signature)
                     continue
                 row = s.get(AlternateStream, (file_id, stream_id))
                 if row is not None:
-                    unused.append(row.blob)
-                if item is None:
+                    released |= row.content.blobs
+                if new is None:
                     if row is not None:
                         s.delete(row)
                     continue
-                blob, signature = item
                 if row is None:
                     row = AlternateStream(file_id=file_id, stream_id=stream_id)
                     s.add(row)
-                row.blob, row.size, row.scheme = blob.name, blob.size, signature.scheme
-                row.signature, row.updated_at = signature_to_db(signature), now
+                _keep(row, new)
+                row.scheme, row.signature, row.updated_at = new.signature.scheme, signature_to_db(new.signature), now
             for name, value, retention in request.properties:
                 row = s.get(ContentProperty, (file_id, name))
                 if row is None:
@@ -477,9 +506,10 @@ class ChunkedFiles:
             s.flush()
             self._check_limits(s, file_id)
             file.sequence_number += 1
+            unused = unreferenced(s, file_id, released)
         return file, unused
 
-    def _expire(self, s: Session, file_id: str, now: datetime) -> list[str]:
+    def _expire(self, s: Session, file_id: str, now: datetime) -> set[str]:
         """Drop alternate streams and properties not updated for 30 days; returns the blobs that freed."""
         cutoff = now - ITEM_TTL
         s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file_id,
@@ -500,6 +530,13 @@ class ChunkedFiles:
 
 
 _EMPTY = {EMPTY_CHUNK_ID: Extents()}  # the empty chunk needs no bytes from anywhere
+
+
+def _keep(row: StoredStream, new: NewStream) -> None:
+    if new.copy is not None:
+        row.keep_blob(new.copy.name, new.copy.size)
+    else:
+        row.keep_extents(new.content)
 
 
 def _first(chunk_id: str, *sources: dict[str, Extents]) -> Extents | None:

@@ -1,5 +1,10 @@
 """Byte sequences stored as ranges of blobs: an upload session's pieces, where a chunk's bytes lie, a stream.
 
+A stream saved by PutChunkedFile is kept as the extents its chunks already occupy
+in the upload session's pieces and in the file's earlier blobs, so committing a
+gigabyte writes a few rows, not the gigabyte again (see chunked.py for when it is
+copied instead). Content written whole (PutFile, a new file) is one blob.
+
 Reads use os.pread on file descriptors opened up front: a blob that a concurrent
 commit unlinks stays readable through an open descriptor, and no seek position
 is shared between readers.
@@ -7,9 +12,13 @@ is shared between readers.
 
 from __future__ import annotations
 
+import io
+import json
 import os
+from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Iterator
+from functools import cached_property
+from typing import BinaryIO, Iterable, Iterator
 
 from .storage import PIECE, BlobStore
 
@@ -24,22 +33,57 @@ class Extent:
 class Extents(tuple):
     """An immutable, ordered tuple of Extents: the bytes they cover, concatenated."""
 
-    @property
+    @classmethod
+    def joined(cls, extents: Iterable[Extent]) -> "Extents":
+        """`extents`, with neighbours that continue each other in the same blob merged into one."""
+        out: list[Extent] = []
+        for extent in extents:
+            last = out[-1] if out else None
+            if last is not None and last.blob == extent.blob and last.offset + last.length == extent.offset:
+                out[-1] = Extent(last.blob, last.offset, last.length + extent.length)
+            elif extent.length:
+                out.append(extent)
+        return cls(out)
+
+    @classmethod
+    def stored(cls, blob: str, size: int, text: str | None) -> "Extents":
+        """A stream as a row keeps it: `text` (from to_db) if set, else the whole of `blob`."""
+        if text is None:
+            return cls([Extent(blob, 0, size)])  # even when empty: the blob is still the stream's
+        return cls(Extent(name, offset, length) for name, offset, length in json.loads(text))
+
+    def to_db(self) -> str:
+        return json.dumps([[e.blob, e.offset, e.length] for e in self], separators=(",", ":"))
+
+    @cached_property
     def length(self) -> int:
         return sum(extent.length for extent in self)
 
+    @property
+    def blobs(self) -> set[str]:
+        return {extent.blob for extent in self}
+
+    @cached_property
+    def _starts(self) -> list[int]:
+        starts, position = [], 0
+        for extent in self:
+            starts.append(position)
+            position += extent.length
+        return starts
+
     def slice(self, start: int, length: int) -> "Extents":
         """The sub-sequence [start, start + length)."""
-        out, position, end = [], 0, start + length
-        for extent in self:
+        end = start + length
+        if start < 0 or length < 0 or end > self.length:
+            raise ValueError(f"[{start}, {end}) is outside a sequence of {self.length} bytes")
+        out = []
+        index = max(0, bisect_right(self._starts, start) - 1)
+        for extent, position in zip(self[index:], self._starts[index:]):
+            if position >= end:
+                break
             lo, hi = max(start, position), min(end, position + extent.length)
             if lo < hi:
                 out.append(Extent(extent.blob, extent.offset + lo - position, hi - lo))
-            position += extent.length
-            if position >= end:
-                break
-        if sum(e.length for e in out) != length:
-            raise ValueError(f"[{start}, {end}) is outside a sequence of {self.length} bytes")
         return Extents(out)
 
 
@@ -68,6 +112,21 @@ class OpenBlobs:
                 self._fds[name] = fd
         other._fds = {}
 
+    def subset(self, names) -> "OpenBlobs":
+        """Duplicate descriptors of `names` (already open here), to close independently of these."""
+        other = OpenBlobs.__new__(OpenBlobs)
+        other._fds = {}
+        try:
+            for name in names:
+                other._fds[name] = os.dup(self._fds[name])
+        except BaseException:
+            other.close()
+            raise
+        return other
+
+    def size(self, name: str) -> int:
+        return os.fstat(self._fds[name]).st_size
+
     def ranges(self, extents: Extents) -> Iterator[tuple[int, int, int]]:
         """(fd, offset, length) of each extent, for BlobStore.copy_ranges."""
         return ((self._fds[e.blob], e.offset, e.length) for e in extents)
@@ -95,3 +154,58 @@ class OpenBlobs:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+
+class ExtentsReader(io.RawIOBase):
+    """A seekable, read-only file over `extents`, owning `opened` (closed with it).
+
+    Lets everything that reads a file (GetFile with its ranges, the chunker) read a stream kept as extents.
+    """
+
+    def __init__(self, opened: OpenBlobs, extents: Extents):
+        super().__init__()
+        self._opened, self._extents = opened, extents
+        self._length, self._position = extents.length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._position >= self._length or not len(view):
+            return 0
+        index = bisect_right(self._extents._starts, self._position) - 1
+        extent, inside = self._extents[index], self._position - self._extents._starts[index]
+        n = min(len(view), extent.length - inside)
+        got = os.preadv(self._opened._fds[extent.blob], [view[:n]], extent.offset + inside)
+        if not got:
+            raise OSError(f"blob {extent.blob} ends before offset {extent.offset + extent.length}")
+        self._position += got
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            self._opened.close()
+        super().close()
+
+
+def open_extents(opened: OpenBlobs, extents: Extents) -> BinaryIO:
+    """`extents` as a file to read; the blob itself (so the server can sendfile it) when it is the whole blob."""
+    if len(extents) == 1 and extents[0].offset == 0 and opened.size(extents[0].blob) == extents[0].length:
+        file = os.fdopen(os.dup(opened._fds[extents[0].blob]), "rb")
+        opened.close()
+        return file
+    return io.BufferedReader(ExtentsReader(opened, extents), PIECE)

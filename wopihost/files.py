@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .db import Database
 from .errors import WopiError
+from .extents import OpenBlobs, open_extents
 from .ids import new_id
 from .locks import current_lock, require_write_access
 from .models import ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, encode_utf7, numbered, sanitize, split_extension
-from .repository import drop_alternate_streams, file_named, load_file, lock_folder, name_taken
+from .repository import drop_alternate_streams, file_named, load_file, lock_folder, name_taken, unreferenced
 from .storage import Blob, BlobStore, TooLarge
 
 T = TypeVar("T")
@@ -52,11 +53,12 @@ class Files:
             return load_file(s, file_id)
 
     def open_content(self, file_id: str) -> tuple[File, BinaryIO]:
-        """The file row and its content, opened; retried if a writer replaced the blob in between."""
+        """The file row and its content, opened; retried if a writer replaced a blob in between."""
         for _ in range(5):
             file = self.get(file_id)
+            content = file.content
             try:
-                return file, self.blobs.open(file.blob)
+                return file, open_extents(OpenBlobs(self.blobs, content.blobs), content)
             except FileNotFoundError:
                 continue
         raise WopiError(503, "the file is being changed too often to read it; retry")
@@ -144,7 +146,7 @@ class Files:
         with self.db.write() as s:
             file = load_file(s, file_id)
             require_write_access(s, file, self.clock.now(), None, unlocked_ok=True)
-            unused = [file.blob, *drop_alternate_streams(s, file_id)]
+            unused = {*file.content.blobs, *drop_alternate_streams(s, file_id)}
             for table in (Lock, ContentProperty):  # rows the cascade would remove, expired ones too
                 s.execute(sa.delete(table).where(table.file_id == file_id))
             s.delete(file)
@@ -192,15 +194,16 @@ class Files:
         §1.0): alternate streams and DeleteOnContentChange properties go, and the
         signature is chunked anew from the bytes when next asked for.
         """
-        unused = [file.blob, *drop_alternate_streams(s, file.id)]
+        replaced = {*file.content.blobs, *drop_alternate_streams(s, file.id)}
         s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file.id,
                                                    ContentProperty.retention != "KeepOnContentChange"))
-        file.blob, file.size, file.sha256 = blob.name, blob.size, blob.sha256
+        file.keep_blob(blob.name, blob.size)
+        file.sha256 = blob.sha256
         file.main_scheme = file.main_signature = None
         file.version += 1
         file.sequence_number += 1
         file.modified_at = self.clock.now()
-        return unused
+        return unreferenced(s, file.id, replaced)
 
     def _free_name(self, s: Session, folder_id: str, name: str, ignore_file_id: str | None = None) -> str:
         for n in range(1, MAX_NUMBERED_NAMES):

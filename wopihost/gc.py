@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from .extents import Extents
 from .models import AlternateStream, File, UploadPiece
 from .services import Services
 
@@ -30,10 +31,7 @@ class Collected:
 
 def collect(services: Services, grace: float = 3600) -> Collected:
     sessions = services.sessions.sweep()
-    with services.db.read() as s:
-        referenced = set(s.scalars(sa.select(File.blob)))
-        referenced.update(s.scalars(sa.select(AlternateStream.blob)))
-        referenced.update(s.scalars(sa.select(UploadPiece.blob)))
+    referenced = referenced_blobs(services)
     cutoff = time.time() - grace
     blobs = 0
     for shard in os.scandir(services.blobs.root):
@@ -47,6 +45,26 @@ def collect(services: Services, grace: float = 3600) -> Collected:
             except FileNotFoundError:
                 pass
     return Collected(sessions, blobs, services.blobs.sweep_tmp(grace))
+
+
+def referenced_blobs(services: Services) -> set[str]:
+    """Every blob a file's stream or an upload session uses.
+
+    One statement, so one snapshot even under PostgreSQL's READ COMMITTED: a commit that hands a
+    session's pieces to a file, or a blob from one of a file's streams to another, cannot fall
+    between two reads and leave the blob in neither.
+    """
+    no_extents = sa.cast(sa.null(), sa.Text)
+    query = sa.union_all(sa.select(UploadPiece.blob, no_extents),
+                         sa.select(File.blob, File.extents),
+                         sa.select(AlternateStream.blob, AlternateStream.extents))
+    referenced = set()
+    with services.db.read() as s:
+        for blob, extents in s.execute(query):
+            referenced.add(blob)
+            if extents is not None:
+                referenced |= Extents.stored(blob, 0, extents).blobs
+    return referenced
 
 
 class Sweeper:

@@ -8,6 +8,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .extents import Extents
+
 # Named constraints make Alembic migrations portable between SQLite and PostgreSQL.
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -23,6 +25,23 @@ LOCK_ID_LENGTH = 1024
 USER_INFO_LENGTH = 1024
 STREAM_ID_LENGTH = 256
 PROPERTY_NAME_LENGTH = 256
+
+
+class StoredStream:
+    """Where a stream's bytes are: the whole of `blob`, or (`extents` set, `blob` "") ranges of blobs."""
+    blob: str
+    size: int
+    extents: str | None
+
+    @property
+    def content(self) -> Extents:
+        return Extents.stored(self.blob, self.size, self.extents)
+
+    def keep_blob(self, name: str, size: int) -> None:
+        self.blob, self.size, self.extents = name, size, None
+
+    def keep_extents(self, extents: Extents) -> None:
+        self.blob, self.size, self.extents = "", extents.length, extents.to_db()
 
 
 def name_key(name: str) -> str:
@@ -61,7 +80,7 @@ class Folder(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-class File(Base):
+class File(StoredStream, Base):
     __tablename__ = "files"
     __table_args__ = (UniqueConstraint("folder_id", "name_key"),)
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -73,7 +92,8 @@ class File(Base):
     # Version changes with every content change; the sequence number (CSPP) also with renames.
     version: Mapped[int] = mapped_column(BigInteger)
     sequence_number: Mapped[int] = mapped_column(BigInteger)
-    blob: Mapped[str] = mapped_column(String(64))  # name of the content file in the blob store
+    blob: Mapped[str] = mapped_column(String(64))  # MainContent (see StoredStream)
+    extents: Mapped[str | None] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(44))  # base64, as CheckFileInfo's SHA256
     # CSPP Plus: MainContent's signature as JSON [[ChunkId, Length], ...] and its scheme; what a client
     # uploaded with PutChunkedFile is kept as uploaded, anything else is chunked by us.
@@ -105,12 +125,13 @@ class AccessToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-class AlternateStream(Base):
-    """A CSPP Plus stream other than MainContent: one immutable blob and the signature that describes it."""
+class AlternateStream(StoredStream, Base):
+    """A CSPP Plus stream other than MainContent: its bytes (see StoredStream) and the signature that describes it."""
     __tablename__ = "alternate_streams"
     file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     stream_id: Mapped[str] = mapped_column(String(STREAM_ID_LENGTH), primary_key=True)
     blob: Mapped[str] = mapped_column(String(64))
+    extents: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)
     scheme: Mapped[str] = mapped_column(String(16))
     signature: Mapped[str] = mapped_column(Text)  # JSON [[ChunkId, Length], ...]

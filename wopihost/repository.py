@@ -39,10 +39,26 @@ def name_taken(session: Session, folder_id: str, name: str, ignore_file_id: str 
     return session.scalars(query).first() is not None
 
 
-def drop_alternate_streams(session: Session, file_id: str, *conditions) -> list[str]:
-    """Delete a file's alternate streams (those matching `conditions`, else all); returns their blobs,
-    for the caller to delete once the transaction has committed."""
+def drop_alternate_streams(session: Session, file_id: str, *conditions) -> set[str]:
+    """Delete a file's alternate streams (those matching `conditions`, else all); returns the blobs they
+    used, for `unreferenced`."""
     where = (AlternateStream.file_id == file_id, *conditions)
-    blobs = list(session.scalars(sa.select(AlternateStream.blob).where(*where)))
+    blobs = {name for stream in session.scalars(sa.select(AlternateStream).where(*where))
+             for name in stream.content.blobs}
     session.execute(sa.delete(AlternateStream).where(*where))
     return blobs
+
+
+def unreferenced(session: Session, file_id: str, candidates) -> list[str]:
+    """Those of `candidates` that none of the file's streams uses any more (a stream kept as extents can
+    share blobs with the file's other streams and earlier versions, never with another file), for the
+    caller to delete once the transaction has committed."""
+    session.flush()
+    used: set[str] = set()
+    file = session.get(File, file_id)
+    if file is not None:
+        used |= file.content.blobs
+        used |= {name for stream in session.scalars(sa.select(AlternateStream)
+                                                   .where(AlternateStream.file_id == file_id))
+                 for name in stream.content.blobs}
+    return sorted(set(candidates) - used)

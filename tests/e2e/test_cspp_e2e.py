@@ -268,7 +268,9 @@ def test_200_mib_through_an_upload_session(cspp_server, doc):
     assert message["Signatures"] == [content.signature.to_json("MainContent")] and frames == []
     assert doc.update(session, end, b"x").status_code == 410
     assert partial_writes(cspp_server) == {}
-    assert len(blob_files(cspp_server)) == 1  # the session's pieces and the old content are deleted
+    # The commit wrote no content: the session's 21 pieces are now the file's, the old content is deleted.
+    assert len(blob_files(cspp_server)) == 21
+    assert sum(p.stat().st_size for p in (cspp_server.data_dir / "blobs").rglob("*") if p.is_file()) == end
 
 
 # -- 2. a worker killed in the middle of an UpdateUploadSession -------------------------------
@@ -327,38 +329,38 @@ def test_worker_killed_mid_update_the_session_resumes_at_the_last_offset(cspp_se
 # -- 3. a worker killed in the middle of a commit ----------------------------------------------
 
 def commit_and_kill(server: LocalServer, doc: Doc, session: str, content: Content, sequence_number: int,
-                    after_rename: float | None = None) -> requests.Response | None:
+                    delay: float) -> tuple[requests.Response | None, bool]:
     """Send PutChunkedFile and SIGKILL the worker committing it, then wait for gunicorn to replace it.
 
-    The kill comes while the worker writes the new content to its temporary file or, with `after_rename`, that
-    many seconds after the file was renamed into the blob store: the database transaction that switches the
-    file to it comes just after that, then the answer. Returns the response, None if the connection died.
+    The commit writes no content: it opens the session's pieces, reads and checks every chunk in them, then
+    switches the file to them in one transaction and answers. The kill comes `delay` seconds after the worker
+    is seen holding the pieces open. Returns the response (None if the connection died) and whether the
+    worker was still at work when it was killed.
     """
-    known = set(partial_writes(server))
+    pieces = {str(p) for p in (server.data_dir / "blobs").rglob("*") if p.is_file()}
 
-    def assembling():
-        for path, size in partial_writes(server).items():
-            if path not in known and size >= MIB:  # the request body spool is tiny; this is the new content
-                busy = writers_of(server, path)
-                if busy:
-                    return path, busy[0]
+    def committing():
+        for worker in server.workers():
+            try:
+                if len(pieces & {f.path for f in worker.open_files()}) > 1:
+                    return worker
+            except psutil.NoSuchProcess:
+                pass
         return None
 
     with ThreadPoolExecutor(1) as pool, requests.Session() as http:
         future = pool.submit(doc.commit, session, content.signature, sequence_number, http)
-        found = wait_until(lambda: assembling() or future.done(), timeout=60, interval=0.005)
-        assert found and not future.done(), f"the commit was not caught while writing: {future.result()}"
-        path, victim = found
-        if after_rename is not None:
-            assert wait_until(lambda: not os.path.exists(path), timeout=60, interval=0.0005)
-            time.sleep(after_rename)
+        victim = wait_until(lambda: committing() or future.done(), timeout=60, interval=0.002)
+        assert victim and not future.done(), f"the commit was not caught at work: {future.result()}"
+        time.sleep(delay)
+        busy = not future.done()
         os.kill(victim.pid, signal.SIGKILL)
         try:
             response = future.result(timeout=60)
         except requests.RequestException:
             response = None
     wait_for_respawn(server, victim)
-    return response
+    return response, busy
 
 
 def test_worker_killed_mid_commit_leaves_the_old_or_the_new_version(cspp_server, doc):
@@ -377,25 +379,20 @@ def test_worker_killed_mid_commit_leaves_the_old_or_the_new_version(cspp_server,
         assert offset.status_code == 400, failure(offset)
         assert offset.headers["X-WOPI-UploadSessionCurrentOffset"] == str(end)
 
-    # Killed while it writes the new content: nothing has changed, and the session is still there.
-    response = commit_and_kill(cspp_server, doc, session, content, old_sequence_number)
-    assert response is None, f"the commit answered although its worker was killed: {failure(response)}"
-    old_version_and_session_intact()
-    # What the dead worker left behind (its request spool, the half-written content) is only garbage: collect
-    # it now; the session it was committing must survive that.
-    cspp_server.cli("gc", "--grace", "0s")
-    assert partial_writes(cspp_server) == {}
-    old_version_and_session_intact()
-
-    # Killed around the moment it records the new content, later and later: either version, never a mix.
+    # Killed while it reads the pieces, then later and later: either version, never a mix.
     outcomes = []
-    for delay in (0, 0.002, 0.005, 0.01, 0.02, 0.05):
-        response = commit_and_kill(cspp_server, doc, session, content, old_sequence_number, delay)
+    for delay in (0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32):
+        response, busy = commit_and_kill(cspp_server, doc, session, content, old_sequence_number, delay)
         digest, length, version = doc.content()
         info = doc.info()
         assert info["Version"] == version and info["Size"] == length
         if (digest, length) == old:
-            assert response is None, failure(response)
+            assert busy and response is None, failure(response)
+            old_version_and_session_intact()
+            # What the dead worker left behind (its request spool) is only garbage: collecting it now must
+            # leave the session it was committing alone.
+            cspp_server.cli("gc", "--grace", "0s")
+            assert partial_writes(cspp_server) == {}
             old_version_and_session_intact()
             outcomes.append(f"{delay * 1000:g} ms: old")
             continue
@@ -413,12 +410,14 @@ def test_worker_killed_mid_commit_leaves_the_old_or_the_new_version(cspp_server,
         retried = doc.commit(session, content.signature, old_sequence_number)
         assert retried.status_code == 200, failure(retried)
         assert retried.headers["X-WOPI-ItemVersion"] == "2"
-    print(f"\nkilled after the new content was renamed into place: {', '.join(outcomes)}")
+    print(f"\nkilled mid-commit: {', '.join(outcomes)}")
+    assert outcomes[0].endswith("old"), "the first kill came too late to interrupt the commit"
 
-    # Once the garbage of the killed workers is collected, only the new content's blob is left.
+    # Once the garbage of the killed workers is collected, the session's pieces are the new content and
+    # nothing else is left.
     cspp_server.cli("gc", "--grace", "0s")
     assert partial_writes(cspp_server) == {}
-    assert len(blob_files(cspp_server)) == 1
+    assert sum(p.stat().st_size for p in (cspp_server.data_dir / "blobs").rglob("*") if p.is_file()) == end
     assert doc.content() == (*new, "2")
 
 
