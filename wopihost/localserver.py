@@ -85,15 +85,19 @@ class LocalServer:
     def workers(self) -> list[psutil.Process]:
         return psutil.Process(self.process.pid).children()
 
-    def rss(self) -> int:
-        """Resident memory of the master and all workers, in bytes."""
-        total = 0
+    def rss_each(self) -> list[int]:
+        """Resident memory of the master and of each worker, in bytes."""
+        each = []
         for proc in [psutil.Process(self.process.pid), *self.workers()]:
             try:
-                total += proc.memory_info().rss
+                each.append(proc.memory_info().rss)
             except psutil.NoSuchProcess:
                 pass
-        return total
+        return each
+
+    def rss(self) -> int:
+        """Resident memory of the master and all workers, in bytes."""
+        return sum(self.rss_each())
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -102,22 +106,28 @@ class LocalServer:
 class PeakRss:
     """Samples a LocalServer's resident memory (master + workers) in a background thread.
 
-    `start` is the reading on entry, `peak` the highest one until exit.
+    `start` is the reading on entry, `peak` the highest one until exit, `largest` the most any one
+    process (the master or a worker) held at a time.
     """
 
     def __init__(self, server: LocalServer, interval: float = 0.02):
         self.server, self.interval = server, interval
-        self.start = self.peak = 0
+        self.start = self.peak = self.largest = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        each = self.server.rss_each()
+        self.peak, self.largest = max(self.peak, sum(each)), max(self.largest, *each, 0)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss())
+            self._sample()
             time.sleep(self.interval)
 
     def __enter__(self) -> "PeakRss":
-        self.start = self.peak = self.server.rss()
+        self._sample()
+        self.start = self.peak
         self._thread.start()
         return self
 
