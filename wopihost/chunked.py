@@ -251,6 +251,10 @@ class ChunkedFiles:
                     AlternateStream.file_id == file_id, AlternateStream.updated_at > cutoff)))
                 properties = {p.name: p for p in s.scalars(sa.select(ContentProperty).where(
                     ContentProperty.file_id == file_id, ContentProperty.updated_at > cutoff))}
+                # Under READ COMMITTED each statement may see a later commit: if the file moved on
+                # meanwhile, these rows could mix two versions.
+                if s.scalar(sa.select(File.sequence_number).where(File.id == file_id)) != file.sequence_number:
+                    continue
             try:
                 opened = OpenBlobs(self.blobs, [name for row in (file, *alternates) for name in row.content.blobs])
             except FileNotFoundError:

@@ -101,6 +101,8 @@ class RequestBody:
 
     def read(self, size: int) -> bytes:
         """Up to `size` bytes; fewer only at the end of the body."""
+        if self._left is not None:
+            size = min(size, self._left)
         pieces = []
         while size > 0:
             view = memoryview(bytearray(min(size, PIECE)))
