@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, BinaryIO, Iterator
 
 import sqlalchemy as sa
@@ -72,8 +73,9 @@ class Stream:
     content: Extents
     signature: Signature
 
+    @cached_property
     def locations(self) -> dict[str, Extents]:
-        """Where each of the stream's chunks lies."""
+        """Where each of the stream's chunks lies (worked out once: GetChunks asks for each range)."""
         return {chunk.chunk_id: self.content.slice(offset, chunk.length)
                 for offset, chunk in self.signature.spans()}
 
@@ -255,21 +257,24 @@ class ChunkedFiles:
                 # meanwhile, these rows could mix two versions.
                 if s.scalar(sa.select(File.sequence_number).where(File.id == file_id)) != file.sequence_number:
                     continue
+            contents = {a.stream_id: a.content for a in alternates}
+            main = file.content
             try:
-                opened = OpenBlobs(self.blobs, [name for row in (file, *alternates) for name in row.content.blobs])
+                opened = OpenBlobs(self.blobs, [name for content in (main, *contents.values())
+                                                for name in content.blobs])
             except FileNotFoundError:
                 continue
-            streams = {a.stream_id: Stream(a.stream_id, a.content, signature_from_db(a.scheme, a.signature))
-                       for a in alternates}
-            streams[MAIN] = Stream(MAIN, file.content, self._main_signature(file, opened))
+            streams = {a.stream_id: Stream(a.stream_id, contents[a.stream_id],
+                                           signature_from_db(a.scheme, a.signature)) for a in alternates}
+            streams[MAIN] = Stream(MAIN, main, self._main_signature(file, main, opened))
             return Snapshot(file, streams, properties, opened)
         raise WopiError(503, "the file is being changed too often to read it; retry")
 
-    def _main_signature(self, file: File, opened: OpenBlobs) -> Signature:
+    def _main_signature(self, file: File, main: Extents, opened: OpenBlobs) -> Signature:
         """MainContent's signature; chunked from the bytes (and remembered) if no client uploaded one."""
         if file.main_signature is not None:
             return signature_from_db(file.main_scheme, file.main_signature)
-        with open_extents(opened.subset(file.content.blobs), file.content) as content:
+        with open_extents(opened.subset(main.blobs), main) as content:
             signature = signature_of(content, file.size)
         with self.db.write() as s:  # only if the content is still the one we chunked (it is one whole blob)
             s.execute(sa.update(File).where(File.id == file.id, File.blob == file.blob, File.extents.is_(None))
@@ -306,7 +311,7 @@ class ChunkedFiles:
                 chunks = signature.chunks[-1:]
             else:
                 chunks = ()
-            locations = stream.locations()
+            locations = stream.locations
             for chunk in chunks:
                 if chunk.chunk_id not in known and chunk.chunk_id not in sent:
                     sent.add(chunk.chunk_id)
@@ -338,7 +343,7 @@ class ChunkedFiles:
         collection, ranges = {stream_id: [] for stream_id in stream_ids}, []
         for stream_id, chunk_id, offset, length in requested:
             stream = snapshot.streams.get(stream_id)
-            where = stream.locations().get(chunk_id) if stream else None
+            where = stream.locations.get(chunk_id) if stream else None
             if where is None:  # the file changed since the client saw this chunk: leave it out (spec §1.4)
                 continue
             if offset > where.length:
@@ -416,7 +421,7 @@ class ChunkedFiles:
         """Where each changed stream's bytes lie: {StreamId: (extents, signature)}, None for a deleted stream."""
         own_chunks: dict[str, Extents] = {}
         for stream in snapshot.streams.values():
-            own_chunks = {**stream.locations(), **own_chunks}
+            own_chunks = {**stream.locations, **own_chunks}
         plan = {}
         for stream_id, signature in request.signatures.items():
             if not signature.chunks and stream_id != MAIN:
@@ -425,7 +430,7 @@ class ChunkedFiles:
             if stream_id == MAIN and signature.length > self.settings.max_file_size:
                 raise WopiError(413, f"MainContent would be larger than the limit of "
                                      f"{self.settings.max_file_size} bytes")
-            mine = snapshot.streams[stream_id].locations() if stream_id in snapshot.streams else {}
+            mine = snapshot.streams[stream_id].locations if stream_id in snapshot.streams else {}
             parts = []
             for chunk in signature.chunks:
                 where = _first(chunk.chunk_id, chunks, mine, own_chunks, _EMPTY)
