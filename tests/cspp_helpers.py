@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.chunking import signature_of
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import chunk_frames, put_chunked_body, read_response, request_body
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "office-zip-chunking"
+from .helpers import FIXTURES_DIR
+
+FIXTURES = FIXTURES_DIR / "office-zip-chunking"
 
 
 def full_file(*payloads: bytes) -> tuple[Signature, list[tuple[str, bytes]]]:

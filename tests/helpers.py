@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import webtest
+
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/README.md
 
 
 @dataclass

@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,9 @@ from wopihost.discovery import (
 )
 from wopihost.proof import ProofKeys, verify
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "proof-keys" / "vectors.json"
+from .helpers import FIXTURES_DIR
+
+VECTORS = FIXTURES_DIR / "proof-keys" / "vectors.json"
 VECTOR_DATA = json.loads(VECTORS.read_text())
 KEYS = VECTOR_DATA["discovery"]  # Microsoft's sample key pair: value/modulus/exponent and old*
 

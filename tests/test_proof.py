@@ -7,7 +7,6 @@ import base64
 import json
 import struct
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -20,9 +19,10 @@ from wopihost.proof import (
     datetime_from_ticks, proof_bytes, raw_query_value, ticks_from_datetime, upper_invariant, verify,
 )
 
+from .helpers import FIXTURES_DIR
 from .proof_helpers import b64, discovery_xml, int_b64, public_key_blob, sign
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "proof-keys" / "vectors.json"
+VECTORS = FIXTURES_DIR / "proof-keys" / "vectors.json"
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 123456)
 TICKS_PER_SECOND = 10_000_000

@@ -2,7 +2,6 @@ import io
 import struct
 import zipfile
 import zlib
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -13,7 +12,9 @@ from wopihost.cspp.chunkid import EMPTY_CHUNK_ID, chunk_id
 from wopihost.cspp.chunking import chunk_ranges, signature_of, zip_boundaries
 from wopihost.cspp.signatures import ChunkSignature, Signature, chunks_to_send, reassemble
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "office-zip-chunking"
+from ..helpers import FIXTURES_DIR
+
+FIXTURES = FIXTURES_DIR / "office-zip-chunking"
 FILE_STREAMS = sorted(FIXTURES.glob("*/Version*/*/FileStream"))
 
 
