@@ -95,6 +95,32 @@ def test_tokens_are_short_and_alphanumeric(wopi):
     assert len(wopi.token) < 200
 
 
+def other_spellings(token: str) -> list[str]:
+    """Strings that base32-decode to the same bytes as `token`: case, padding, the last character's spare bits."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    spare_bits = (5 * len(token)) % 8  # low bits of the last character that carry no data
+    last = alphabet.index(token[-1])
+    same_bytes = [alphabet[(last & ~((1 << spare_bits) - 1)) | low] for low in range(1 << spare_bits)]
+    spellings = [token.upper(), token[:-1] + token[-1].upper(), token + "=" * (-len(token) % 8), token + "="]
+    spellings += [token[:-1] + ch for ch in same_bytes]
+    return sorted(set(spellings) - {token})
+
+
+def test_only_the_issued_spelling_of_a_token_is_accepted(wopi):
+    spellings = other_spellings(wopi.token)
+    assert len(spellings) >= 5
+    for spelling in spellings:
+        response = wopi.testapp.get(wopi.url(token=spelling), expect_errors=True)
+        assert response.status_int == 401, spelling
+    assert wopi.check_file_info().status_int == 200
+
+
+def test_revoking_needs_the_issued_spelling_too(wopi, services):
+    with services.db.write() as s:
+        assert services.tokens.revoke(s, token=wopi.token.upper()) == 0
+    assert wopi.check_file_info().status_int == 200
+
+
 def test_token_lifetime_default_and_access_token_ttl(services, make_file, clock):
     issued = services.issue_token(make_file().id, "alice", True)
     assert issued.grant.expires_at == (clock.now() + timedelta(hours=10)).replace(microsecond=0)

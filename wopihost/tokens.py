@@ -59,8 +59,7 @@ class Tokens:
                                 expires_at=expires_at, created_at=self._clock.now()))
         payload = f"{jti}:{file_id}:{'w' if can_write else 'r'}:{_epoch(expires_at)}"
         signed = self._signer.sign(payload.encode("ascii"))
-        token = base64.b32encode(signed).decode("ascii").rstrip("=").lower()
-        return IssuedToken(token, Grant(jti, file_id, user_id, can_write, expires_at))
+        return IssuedToken(_encode(signed), Grant(jti, file_id, user_id, can_write, expires_at))
 
     def verify(self, session: Session, token: str | None, file_id: str) -> Grant:
         """The grant of a token used on `file_id`; WopiError 401 if it is not valid for it."""
@@ -99,9 +98,19 @@ class Tokens:
         return session.execute(query.values(revoked_at=self._clock.now())).rowcount
 
     def _open(self, token: str) -> list[str]:
-        """The checked payload fields of a token; raises one of _MALFORMED."""
-        padded = token.upper() + "=" * (-len(token) % 8)
-        return self._signer.unsign(base64.b32decode(padded)).decode("ascii").split(":")
+        """The checked payload fields of a token; raises one of _MALFORMED.
+
+        Only the spelling we issued is accepted: base32 also decodes upper case, `=` padding and
+        other values of the unused low bits of the last character, and a token must have one form.
+        """
+        signed = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+        if _encode(signed) != token:
+            raise ValueError("not the issued spelling of a token")
+        return self._signer.unsign(signed).decode("ascii").split(":")
+
+
+def _encode(signed: bytes) -> str:
+    return base64.b32encode(signed).decode("ascii").rstrip("=").lower()
 
 
 _EPOCH = datetime(1970, 1, 1)
