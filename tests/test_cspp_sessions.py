@@ -100,6 +100,12 @@ def test_token_of_another_file_is_410(wopi, make_file, client_for):
     assert update_session(other, token, 0, b"x").status_int == 200
 
 
+def test_update_of_a_deleted_files_session_is_404(wopi, services):
+    token = create_session(wopi)
+    services.files.delete(wopi.file_id)
+    assert update_session(wopi, token, 0, b"x").status_int == 404
+
+
 def test_update_needs_write_permission(wopi, services, client_for):
     token = create_session(wopi)
     reader = client_for(services.files.get(wopi.file_id), can_write=False)
@@ -112,6 +118,36 @@ def test_session_over_the_size_limit_is_413(wopi, settings):
     response = update_session(wopi, token, 0, b"x" * (limit + 1))
     assert response.status_int == 413
     assert response.headers["X-WOPI-UploadSessionCurrentOffset"] == "0"
+
+
+def test_a_users_open_sessions_are_bounded(wopi, settings, make_file, client_for, clock):
+    limit = settings.max_upload_sessions_per_user
+    first = create_session(wopi)
+    clock.advance(minutes=10)
+    for _ in range(limit - 1):
+        create_session(wopi)
+    refused = wopi.op("CREATE_UPLOAD_SESSION")
+    assert refused.status_int == 429
+    assert f"{limit} open upload sessions" in refused.headers["X-WOPI-FailureReason"]
+    assert refused.headers["Retry-After"] == str(20 * 60)  # when the oldest one expires
+    assert create_session(client_for(make_file(name="Bob.docx", owner="bob"), user="bob"))  # others are not bound
+    clock.advance(minutes=20, seconds=1)  # the first session has expired, the others have not
+    assert update_session(wopi, first, 0, b"x").status_int == 410
+    assert wopi.op("CREATE_UPLOAD_SESSION").status_int == 200
+    assert wopi.op("CREATE_UPLOAD_SESSION").status_int == 429
+
+
+def test_a_users_session_bytes_are_bounded_across_sessions(wopi, services, settings):
+    services.sessions.max_bytes_per_user = 100
+    one, two = create_session(wopi), create_session(wopi)
+    assert update_session(wopi, one, 0, b"x" * 60).status_int == 200
+    before = len(piece_files(settings))
+    refused = update_session(wopi, two, 0, b"y" * 41)
+    assert refused.status_int == 413
+    assert refused.headers["X-WOPI-UploadSessionCurrentOffset"] == "0"
+    assert "100 bytes" in refused.headers["X-WOPI-FailureReason"]
+    assert len(piece_files(settings)) == before  # nothing was kept
+    assert update_session(wopi, two, 0, b"y" * 40).status_int == 200
 
 
 def test_idle_session_expires_after_30_minutes(wopi, clock):

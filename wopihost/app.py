@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 
@@ -17,14 +16,14 @@ from .clock import Clock
 from .config import Settings
 from .doctor import instance_fingerprint
 from .errors import WopiError, WopiResponse, header_safe
+from .faults import InsufficientStorage, Unavailable
 from .gc import Sweeper
 from .services import Services
-from .storage import PIECE
 from .wopi import blueprint as wopi_blueprint
+from .wopi.body import drain
 
 log = logging.getLogger("wopihost")
 SERVER_VERSION = f"wopihost/{__version__}"
-DRAIN_LIMIT = 32 << 20  # larger than any sensible UpdateUploadSession piece
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Flask:
@@ -39,6 +38,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.add_url_rule("/host/<action>/<file_id>", view_func=host_page)
     app.add_url_rule("/healthz", view_func=healthz)
     app.register_error_handler(WopiError, _wopi_error)
+    app.register_error_handler(InsufficientStorage, _insufficient_storage)
+    app.register_error_handler(Unavailable, _unavailable)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_server_headers)
@@ -52,29 +53,23 @@ def _error_response(status: int, reason: str, headers: dict[str, str] | None = N
                             mimetype="application/json" if body is not None else None)
     response.headers.update(headers or {})
     response.headers["X-WOPI-FailureReason"] = header_safe(reason)
-    _drain_request_body()
+    drain(request.environ, request.stream)
     return response
-
-
-def _drain_request_body() -> None:
-    """Read what is left of a refused request's body, so the connection can carry the next request.
-
-    Errors are often decided before the body is read (a wrong offset, a lock conflict). gunicorn then
-    discards 64 KiB and drops the connection, and a client still sending may never see our answer (the
-    offset a resuming upload needs). Up to DRAIN_LIMIT bytes are read and thrown away; past that,
-    gunicorn's close stands (WSGI leaves Connection to the server).
-    """
-    try:
-        left = DRAIN_LIMIT
-        while left > 0 and (piece := request.stream.read(min(PIECE, left))):
-            left -= len(piece)
-    except Exception:  # the client went away, or the stream is unusable: nothing to keep alive
-        pass
 
 
 def _wopi_error(error: WopiError) -> Response:
     log.info("%s %s -> %s: %s", request.method, request.path, error.status, error.reason)
     return _error_response(error.status, error.reason, error.headers, error.body)
+
+
+def _insufficient_storage(error: InsufficientStorage) -> Response:
+    log.warning("%s %s -> 507: %s", request.method, request.path, error)
+    return _error_response(507, f"{error}: nothing was stored")
+
+
+def _unavailable(error: Unavailable) -> Response:
+    log.warning("%s %s -> 503: %s", request.method, request.path, error)
+    return _error_response(503, str(error), {"Retry-After": str(error.retry_after)})
 
 
 def _http_error(error: HTTPException) -> Response:
@@ -109,13 +104,9 @@ def healthz() -> Response:
     except Exception as exc:  # report, do not crash: this endpoint exists to say what is wrong
         log.warning("health check: database: %s", exc)
         checks["database"] = "unreachable"
-    try:
-        probe = services.blobs.write(io.BytesIO(b"healthz"), 16, sha256=False)
-        services.blobs.delete(probe.name)
-        checks["storage"] = "ok"
-    except OSError as exc:
-        log.warning("health check: storage: %s", exc)
-        checks["storage"] = "not writable"
+    checks["storage"] = services.blobs.health()
+    if checks["storage"] != "ok":
+        log.warning("health check: storage: %s", checks["storage"])
     healthy = all(value == "ok" for value in checks.values())
     checks["instance"] = instance_fingerprint(services.settings.secret_key)
     return Response(json.dumps(checks), status=200 if healthy else 503, mimetype="application/json",

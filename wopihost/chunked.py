@@ -22,6 +22,7 @@ ever reach another file's bytes.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -41,10 +42,11 @@ from .db import Database
 from .errors import WopiError, bad_request
 from .extents import Extent, Extents, OpenBlobs, open_extents
 from .locks import require_write_access
-from .models import AlternateStream, ContentProperty, File, StoredStream
+from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .repository import drop_alternate_streams, load_file, unreferenced
 from .sessions import UploadSessions, gone
 from .storage import Blob, BlobStore, TooLarge
+from .text import text_problem
 
 MAIN = "MainContent"
 KEEP, DELETE = "KeepOnContentChange", "DeleteOnContentChange"
@@ -149,8 +151,9 @@ class PutRequest:
                 raise bad_request(f"MessageJSON Signatures: {exc}") from None
             if stream_id in signatures:
                 raise bad_request(f"MessageJSON: StreamId {stream_id[:60]} appears twice in Signatures")
-            if len(stream_id) > 256:
-                raise bad_request("MessageJSON: a StreamId is longer than 256 characters")
+            if len(stream_id) > STREAM_ID_LENGTH:
+                raise bad_request(f"MessageJSON: a StreamId is longer than {STREAM_ID_LENGTH} characters")
+            _check_text(stream_id, "a StreamId")
             signatures[stream_id] = signature
         properties = [_property(_object(item, "a content property"))
                       for item in _list(message, "ContentProperties", required=False)]
@@ -160,11 +163,21 @@ class PutRequest:
         return cls(signatures, properties, token or None)
 
 
+def _check_text(value: str, what: str) -> None:
+    problem = text_problem(value)
+    if problem is not None:
+        raise bad_request(f"MessageJSON: {what} {problem}")
+
+
 def _property(item: dict) -> tuple[str, str, str]:
     name, value = item.get("Name"), item.get("Value")
     if not isinstance(name, str) or not name or len(name) > MAX_PROPERTY_NAME:
         raise bad_request(f"a content property Name must be a string of 1 to {MAX_PROPERTY_NAME} characters")
-    if not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > MAX_PROPERTY_VALUE_BYTES:
+    _check_text(name, "a content property Name")
+    if not isinstance(value, str):
+        raise bad_request(f"content property {name[:60]}: Value must be a string")
+    _check_text(value, f"content property {name[:60]}: Value")
+    if len(value.encode("utf-8")) > MAX_PROPERTY_VALUE_BYTES:
         raise bad_request(f"content property {name[:60]}: Value must be a string of at most "
                           f"{MAX_PROPERTY_VALUE_BYTES} bytes")
     # The data-model page says ContentPropertyRetention, the samples and the validator say Retention (§5.1).
@@ -369,7 +382,8 @@ class ChunkedFiles:
             raise WopiError(413, f"the request is larger than the limit of {limit} bytes") from None
         unused = [spool.name]  # deleted at the end; after a commit, what the file does not use
         try:
-            with OpenBlobs(self.blobs, [spool.name]) as opened:
+            with ExitStack() as held, OpenBlobs(self.blobs, [spool.name]) as opened:
+                held.enter_context(spool)  # the new blobs stay held (see Blob) until the commit is over
                 inline = decode(opened, Extents([Extent(spool.name, 0, spool.size)]), "body", limit)
                 request = PutRequest.parse(inline.message)
                 token = request.session_token
@@ -399,9 +413,12 @@ class ChunkedFiles:
                 snapshot = self.snapshot(file_id)
                 opened.adopt(snapshot.opened)
                 streams = self._place(self._plan(snapshot, request, chunks), snapshot, opened)
-            unused += [new.copy.name for new in streams.values() if new is not None and new.copy is not None]
-            file, unused = self._commit(file_id, lock_id, coauth_lock_id, sequence_number, request, streams,
-                                        token, session_stream.length, spool.name)
+                copies = [new.copy for new in streams.values() if new is not None and new.copy is not None]
+                for copy in copies:
+                    held.enter_context(copy)
+                    unused.append(copy.name)
+                file, unused = self._commit(file_id, lock_id, coauth_lock_id, sequence_number, request, streams,
+                                            token, session_stream.length, spool.name)
             return file
         finally:
             for name in unused:
@@ -467,6 +484,7 @@ class ChunkedFiles:
             for new in placed.values():
                 if new is not None:
                     self.blobs.delete(new.copy.name)
+                    new.copy.release()
             raise
         return placed
 

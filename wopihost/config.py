@@ -73,10 +73,13 @@ class Settings:
     token_ttl: float = 10 * 3600
     max_file_size: int = 1 << 30
     host_page_url: str = ""
-    sqlite_busy_timeout: float = 30.0
+    database_busy_timeout: float = 30.0
+    min_free_space: int = 64 << 20
     cspp_plus: bool = False
     upload_session_ttl: float = 30 * 60
     max_upload_session_size: int = 2 << 30
+    max_upload_sessions_per_user: int = 16
+    max_upload_bytes_per_user: int = 4 << 30
     verify_chunk_ids: bool = True
     office_collaboration_url: str = ""
     real_time_channel_url: str = ""
@@ -117,6 +120,7 @@ class Settings:
         if not re.match(r"^https?://[^/]+", public_url):
             raise ConfigError(f"{ENV_PREFIX}PUBLIC_URL: must be an absolute http(s) URL, got {public_url!r}")
         max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
+        max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(2 * max_file_size), parse_size)
         discovery_url = get("DISCOVERY_URL", "")
         return cls(
             data_dir=data_dir,
@@ -126,11 +130,15 @@ class Settings:
             token_ttl=parsed("TOKEN_TTL", "10h", parse_duration),
             max_file_size=max_file_size,
             host_page_url=get("HOST_PAGE_URL", public_url + "/host/{action}/{file_id}"),
-            sqlite_busy_timeout=parsed("SQLITE_BUSY_TIMEOUT", "30s", parse_duration),
+            # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too
+            database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"), parse_duration),
+            min_free_space=parsed("MIN_FREE_SPACE", "64MiB", parse_size),
             cspp_plus=parsed("CSPP_PLUS", "off", parse_flag),
             upload_session_ttl=parsed("UPLOAD_SESSION_TTL", "30m", parse_duration),
             # a session carries Chunk frames of every stream of a save, so it may outgrow MainContent
-            max_upload_session_size=parsed("MAX_UPLOAD_SESSION_SIZE", str(2 * max_file_size), parse_size),
+            max_upload_session_size=max_session,
+            max_upload_sessions_per_user=parsed("MAX_UPLOAD_SESSIONS_PER_USER", "16", _count),
+            max_upload_bytes_per_user=parsed("MAX_UPLOAD_BYTES_PER_USER", str(2 * max_session), parse_size),
             verify_chunk_ids=parsed("VERIFY_CHUNK_IDS", "on", parse_flag),
             office_collaboration_url=get("OFFICE_COLLABORATION_URL", public_url),
             real_time_channel_url=get("REAL_TIME_CHANNEL_URL", public_url),

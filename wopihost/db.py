@@ -20,12 +20,27 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .faults import InsufficientStorage, Unavailable
+
 
 def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
+    """An engine whose writers wait at most `busy_timeout` seconds for another writer's locks.
 
-    engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
+    SQL parameters never appear in error messages: they can hold upload session tokens.
+    """
+    if not url.startswith("sqlite"):
+        engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True,
+                                  connect_args={"connect_timeout": CONNECT_TIMEOUT})
+
+        @event.listens_for(engine, "connect")
+        def _on_pg_connect(dbapi_connection, _record):
+            # A row lock held past this is a stuck writer: fail (503) instead of queueing forever.
+            dbapi_connection.execute(f"SET lock_timeout = {int(busy_timeout * 1000)}")
+            dbapi_connection.commit()
+
+        return engine
+
+    engine = sa.create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -42,6 +57,9 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
     return engine
 
 
+CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL is a 503 soon, not a hung request
+
+
 class Database:
     def __init__(self, url: str, busy_timeout: float = 30.0):
         self.url = url
@@ -55,18 +73,54 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._reader() as session, session.begin():
+        with _faults(), self._reader() as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._writer() as session, session.begin():
+        with _faults(), self._writer() as session, session.begin():
             session.info["write"] = True  # repository.py takes row locks only in write transactions
             yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _faults() -> Iterator[None]:
+    """A database that is full, locked past the busy timeout or unreachable, as the faults the faces
+    answer (507, 503); any other database error is a bug and stays what it is."""
+    try:
+        yield
+    except sa.exc.TimeoutError as exc:  # no pooled connection came free in time
+        raise Unavailable("every database connection is busy; retry") from exc
+    except sa.exc.DBAPIError as exc:
+        fault = _fault(exc)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _fault(exc: sa.exc.DBAPIError) -> Exception | None:
+    sqlite_error = getattr(exc.orig, "sqlite_errorname", None)
+    if sqlite_error is not None:
+        if sqlite_error.startswith("SQLITE_FULL"):
+            return InsufficientStorage("the database is full")
+        if sqlite_error.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return Unavailable("the database stayed locked by another writer past the busy timeout")
+        if sqlite_error.startswith(("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+            return Unavailable(f"the database cannot be written ({sqlite_error})")
+        return None
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    if sqlstate == "53100":  # disk_full
+        return InsufficientStorage("the database is full")
+    if sqlstate == "55P03":  # lock_not_available: lock_timeout passed
+        return Unavailable("the database stayed locked by another writer past the busy timeout")
+    if sqlstate[:2] in ("08", "53", "57") or (not sqlstate and isinstance(exc, sa.exc.OperationalError)):
+        # connection exceptions, insufficient resources, operator intervention; no SQLSTATE: no server
+        return Unavailable("the database is unreachable or overloaded")
+    return None
 
 
 # -- migrations ---------------------------------------------------------------

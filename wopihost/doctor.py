@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import urllib.error
 import urllib.request
@@ -47,13 +46,14 @@ def _database(services: Services) -> list[Finding]:
 
 
 def _storage(services: Services) -> Finding:
-    try:
-        probe = services.blobs.write(io.BytesIO(b"doctor"), 16, sha256=False)
-        services.blobs.delete(probe.name)
-    except OSError as exc:
-        return Finding(False, f"data directory {services.settings.data_dir} is not writable: {exc}",
-                       "give the service user write access to WOPIHOST_DATA_DIR")
-    return Finding(True, f"data directory {services.settings.data_dir} is writable")
+    state, data_dir = services.blobs.health(), services.settings.data_dir
+    if state == "full":
+        return Finding(False, f"data directory {data_dir} has less than WOPIHOST_MIN_FREE_SPACE free",
+                       "free space or grow the volume; writes are refused with 507 meanwhile")
+    if state != "ok":
+        return Finding(False, f"data directory {data_dir} is not writable",
+                       "give the service user write access to WOPIHOST_DATA_DIR, and check it is mounted read-write")
+    return Finding(True, f"data directory {data_dir} is writable")
 
 
 def _public_url(services: Services, timeout: float) -> Finding:

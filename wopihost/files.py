@@ -167,13 +167,14 @@ class Files:
             blob = self.blobs.write(source, self.max_size)
         except TooLarge as exc:
             raise WopiError(413, str(exc)) from None
-        try:
-            with self.db.write() as s:
-                validate(s)
-                result, unused = apply(s, blob)
-        except BaseException:
-            self.blobs.delete(blob.name)
-            raise
+        with blob:
+            try:
+                with self.db.write() as s:
+                    validate(s)
+                    result, unused = apply(s, blob)
+            except BaseException:
+                self.blobs.delete(blob.name)
+                raise
         for name in unused:
             self.blobs.delete(name)
         return result

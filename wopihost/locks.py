@@ -38,6 +38,8 @@ def parse_lock_id(value: str | None, header: str = "X-WOPI-Lock") -> str:
         raise bad_request(f"{header} is longer than {LOCK_ID_LENGTH} characters")
     if not value.isascii():
         raise bad_request(f"{header} contains non-ASCII characters")
+    if "\x00" in value:
+        raise bad_request(f"{header} contains a NUL character")
     return value
 
 

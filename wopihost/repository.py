@@ -6,17 +6,17 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .errors import not_found
-from .models import AlternateStream, File, Folder, name_key
+from .models import AlternateStream, File, Folder, User, name_key
 
 
-def _for_update(session: Session, query: sa.Select) -> sa.Select:
+def locking(session: Session, query: sa.Select) -> sa.Select:
     # In a write transaction the row is the mutex for every change to it (PostgreSQL);
     # SQLite ignores FOR UPDATE and is serialised by BEGIN IMMEDIATE instead.
     return query.with_for_update() if session.info.get("write") else query
 
 
 def load_file(session: Session, file_id: str) -> File:
-    found = session.scalars(_for_update(session, sa.select(File).where(File.id == file_id))).one_or_none()
+    found = session.scalars(locking(session, sa.select(File).where(File.id == file_id))).one_or_none()
     if found is None:
         raise not_found()
     return found
@@ -24,12 +24,17 @@ def load_file(session: Session, file_id: str) -> File:
 
 def lock_folder(session: Session, folder_id: str) -> Folder:
     """Serialise name changes inside one folder (two Save As racing for the same name)."""
-    return session.scalars(_for_update(session, sa.select(Folder).where(Folder.id == folder_id))).one()
+    return session.scalars(locking(session, sa.select(Folder).where(Folder.id == folder_id))).one()
+
+
+def lock_user(session: Session, user_id: str) -> None:
+    """Serialise changes that count a user's rows (open upload sessions and their bytes)."""
+    session.execute(locking(session, sa.select(User.id).where(User.id == user_id)))
 
 
 def file_named(session: Session, folder_id: str, name: str) -> File | None:
     query = sa.select(File).where(File.folder_id == folder_id, File.name_key == name_key(name))
-    return session.scalars(_for_update(session, query)).one_or_none()
+    return session.scalars(locking(session, query)).one_or_none()
 
 
 def name_taken(session: Session, folder_id: str, name: str, ignore_file_id: str | None = None) -> bool:

@@ -38,9 +38,10 @@ class Services:
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
         clock = clock or Clock()
-        db = Database(settings.database_url, settings.sqlite_busy_timeout)
-        blobs = BlobStore(settings.blob_dir, settings.tmp_dir)
-        sessions = UploadSessions(db, blobs, clock, settings.upload_session_ttl, settings.max_upload_session_size)
+        db = Database(settings.database_url, settings.database_busy_timeout)
+        blobs = BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)
+        sessions = UploadSessions(db, blobs, clock, settings.upload_session_ttl, settings.max_upload_session_size,
+                                  settings.max_upload_sessions_per_user, settings.max_upload_bytes_per_user)
         return cls(settings=settings, clock=clock, db=db, blobs=blobs,
                    tokens=Tokens(settings.secret_key, clock),
                    files=Files(db, blobs, clock, settings.max_file_size),

@@ -9,6 +9,9 @@ in any workers, exactly one is kept and the stream is never interleaved or torn.
 
 from __future__ import annotations
 
+import re
+import math
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import BinaryIO
 
@@ -20,33 +23,56 @@ from .db import Database
 from .errors import WopiError, bad_request
 from .extents import Extent, Extents
 from .ids import new_id
-from .models import UploadPiece, UploadSession
+from .models import ID_LENGTH, UploadPiece, UploadSession
+from .repository import load_file, lock_user, locking
 from .storage import BlobStore, TooLarge
+
+_TOKEN = re.compile(f"[A-Za-z0-9]{{{ID_LENGTH}}}")
 
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
     return WopiError(410, reason)
 
 
+def _well_formed(token: str) -> str:
+    """A token as we issue them; anything else names no session (and never reaches a query)."""
+    if not _TOKEN.fullmatch(token):
+        raise gone("the upload session token is not one this host issued")
+    return token
+
+
 class UploadSessions:
-    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, ttl: float, max_size: int):
+    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, ttl: float, max_size: int,
+                 max_per_user: int, max_bytes_per_user: int):
         self.db = db
         self.blobs = blobs
         self.clock = clock
         self.ttl = timedelta(seconds=ttl)
         self.max_size = max_size
+        self.max_per_user = max_per_user
+        self.max_bytes_per_user = max_bytes_per_user
 
     def create(self, file_id: str, user_id: str) -> str:
-        now = self.clock.now()
+        """A new session; 429 while the user already has as many open as allowed."""
         token = new_id()
         with self.db.write() as s:
+            now = self.clock.now()
+            lock_user(s, user_id)  # one user's sessions change one at a time, so the count holds
+            expiries = list(s.scalars(sa.select(UploadSession.expires_at).where(
+                UploadSession.user_id == user_id, UploadSession.expires_at > now)))
+            if len(expiries) >= self.max_per_user:
+                wait = math.ceil((min(expiries) - now).total_seconds())
+                raise WopiError(429, f"this user already has {len(expiries)} open upload sessions, the most "
+                                     "allowed; commit them or let them expire", {"Retry-After": str(wait)})
             s.add(UploadSession(token=token, file_id=file_id, user_id=user_id, received=0, created_at=now,
                                 expires_at=now + self.ttl))
         return token
 
     def get(self, session: Session, token: str, file_id: str) -> UploadSession:
-        """The live session `token` of `file_id`; 410 if it is unknown, expired or another file's."""
-        row = session.get(UploadSession, token) if token else None
+        """The live session `token` of `file_id` (row-locked in a write transaction); 410 if it is unknown,
+        expired or another file's."""
+        query = sa.select(UploadSession).where(UploadSession.token == _well_formed(token))
+        row = session.scalars(locking(session, query)).one_or_none()
         if row is None or row.file_id != file_id or row.expires_at <= self.clock.now():
             raise gone()
         return row
@@ -54,47 +80,63 @@ class UploadSessions:
     def append(self, token: str, file_id: str, offset: int, length: int, body: BinaryIO) -> int:
         """UpdateUploadSession: store `length` bytes at `offset`; returns the new end of the stream.
 
-        The piece is written first and the compare-and-set decides: a refused body has to be read
-        anyway (to keep the connection), and skipping a look-up first saves a transaction per piece.
+        Nothing is written for an update that cannot succeed (an unknown session, a wrong offset, a
+        limit). The piece is then written in full, and one transaction moves the session's end by a
+        compare-and-set and checks the user's limit again, so two updates racing in any workers keep
+        exactly one piece and the limits hold.
         """
-        if offset + length > self.max_size:  # could never fit, whatever the session holds
-            with self.db.read() as s:
-                self._check_append(self.get(s, token, file_id), offset, length)
+        with self.db.read() as s:
+            load_file(s, file_id)  # 404 once the file is deleted, as for every operation
+            row = self.get(s, token, file_id)
+            self._check_append(s, row, offset, length)
+        user_id = row.user_id
         blob = None
         if length:
             try:
                 blob = self.blobs.write(body, length, sha256=False)
             except TooLarge:
                 raise bad_request(f"the body is longer than X-WOPI-ContentRangeLength ({length})") from None
-            if blob.size != length:
-                self.blobs.delete(blob.name)
-                raise bad_request(f"the body is {blob.size} bytes, X-WOPI-ContentRangeLength says {length}")
-        try:
-            with self.db.write() as s:
-                now = self.clock.now()
-                moved = s.execute(
-                    sa.update(UploadSession)
-                    .where(UploadSession.token == token, UploadSession.file_id == file_id,
-                           UploadSession.received == offset, UploadSession.expires_at > now)
-                    .values(received=offset + length, expires_at=now + self.ttl)).rowcount
-                if not moved:  # someone else got there first, or the session expired meanwhile
-                    self._check_append(self.get(s, token, file_id), offset, length)
-                    raise WopiError(409, "the upload session changed during this update")  # not reached
+        with blob or nullcontext():
+            try:
+                if blob is not None and blob.size != length:
+                    raise bad_request(f"the body is {blob.size} bytes, X-WOPI-ContentRangeLength says {length}")
+                with self.db.write() as s:
+                    now = self.clock.now()
+                    lock_user(s, user_id)
+                    moved = s.execute(
+                        sa.update(UploadSession)
+                        .where(UploadSession.token == token, UploadSession.file_id == file_id,
+                               UploadSession.received == offset, UploadSession.expires_at > now)
+                        .values(received=offset + length, expires_at=now + self.ttl)).rowcount
+                    if not moved:  # someone else got there first, or the session expired meanwhile
+                        self._check_append(s, self.get(s, token, file_id), offset, length)
+                        raise WopiError(409, "the upload session changed during this update")  # not reached
+                    self._check_user_bytes(s, user_id, now, offset, 0)
+                    if blob is not None:
+                        s.add(UploadPiece(token=token, offset=offset, length=length, blob=blob.name))
+            except BaseException:
                 if blob is not None:
-                    s.add(UploadPiece(token=token, offset=offset, length=length, blob=blob.name))
-        except BaseException:
-            if blob is not None:
-                self.blobs.delete(blob.name)
-            raise
+                    self.blobs.delete(blob.name)
+                raise
         return offset + length
 
-    def _check_append(self, row: UploadSession, offset: int, length: int) -> None:
+    def _check_append(self, s: Session, row: UploadSession, offset: int, length: int) -> None:
         if offset != row.received:
             raise bad_request(f"X-WOPI-ContentRangeOffset is {offset}, the session has {row.received} bytes",
                               {"X-WOPI-UploadSessionCurrentOffset": str(row.received)})
         if row.received + length > self.max_size:
             raise WopiError(413, f"the upload session would exceed the limit of {self.max_size} bytes",
                             {"X-WOPI-UploadSessionCurrentOffset": str(row.received)})
+        self._check_user_bytes(s, row.user_id, self.clock.now(), row.received, length)
+
+    def _check_user_bytes(self, s: Session, user_id: str, now: datetime, offset: int, length: int) -> None:
+        """413 if the user's live sessions, grown by `length`, would hold more than allowed."""
+        held = s.scalar(sa.select(sa.func.coalesce(sa.func.sum(UploadSession.received), 0)).where(
+            UploadSession.user_id == user_id, UploadSession.expires_at > now))
+        if held + length > self.max_bytes_per_user:
+            raise WopiError(413, f"this user's open upload sessions would hold more than "
+                                 f"{self.max_bytes_per_user} bytes; commit them or let them expire",
+                            {"X-WOPI-UploadSessionCurrentOffset": str(offset)})
 
     def stream(self, session: Session, token: str) -> Extents:
         """Where the session's bytes are, in stream order."""
@@ -107,7 +149,7 @@ class UploadSessions:
         with self.db.write() as s:
             now = self.clock.now()
             s.execute(sa.update(UploadSession)
-                      .where(UploadSession.token == token, UploadSession.file_id == file_id,
+                      .where(UploadSession.token == _well_formed(token), UploadSession.file_id == file_id,
                              UploadSession.expires_at > now)
                       .values(expires_at=now + self.ttl))
 

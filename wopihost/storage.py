@@ -5,6 +5,9 @@ named by a random id. A write streams into DATA_DIR/tmp, is fsynced, and is
 renamed into place; only then does a database transaction point the file at it.
 So a reader (or a crash) sees the old content or the new, never a torn file, and
 the name of a file never appears in a path.
+
+Until that transaction is over, its writer holds a lock on the new file (see Blob),
+so garbage collection never takes a write in progress, whatever its age.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from __future__ import annotations
 import base64
 import ctypes
 import errno
+import fcntl
 import hashlib
+import io
 import os
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from contextlib import contextmanager
 from typing import BinaryIO, Iterable, Iterator
 
+from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
 
 PIECE = 1 << 20  # bytes read and written at a time: memory use does not grow with file size
@@ -31,17 +36,38 @@ class TooLarge(Exception):
         self.limit = limit
 
 
-@dataclass(frozen=True)
 class Blob:
-    name: str
-    size: int
-    sha256: str  # base64
+    """A blob just written, held until its `with` block ends (or `release()`).
+
+    While held, an exclusive flock on the blob tells garbage collection, in any process, that its
+    writer is alive and has not yet recorded it in the database: hold it until that transaction is
+    over. A killed writer's hold ends with its process.
+    """
+
+    def __init__(self, name: str, size: int, sha256: str, hold: BinaryIO):
+        self.name, self.size, self.sha256 = name, size, sha256  # sha256: base64, "" if not computed
+        self._hold: BinaryIO | None = hold
+
+    def release(self) -> None:
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
+
+    def __enter__(self) -> "Blob":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"Blob({self.name!r}, {self.size})"
 
 
 class BlobStore:
-    def __init__(self, root: Path, tmp: Path):
+    def __init__(self, root: Path, tmp: Path, min_free: int = 0):
         self.root = root
         self.tmp = tmp
+        self.min_free = min_free
         root.mkdir(parents=True, exist_ok=True)
         tmp.mkdir(parents=True, exist_ok=True)
 
@@ -52,11 +78,14 @@ class BlobStore:
         return open(self.path(name), "rb")
 
     def write(self, source: BinaryIO, limit: int, sha256: bool = True) -> Blob:
-        """Stream `source` (anything with .readinto(buffer)) into a new blob; at most `limit` bytes.
+        """Stream `source` (anything with .readinto(buffer)) into a new, held blob; at most `limit` bytes.
 
         One buffer is reused for every piece, so nothing is copied in Python.
         `sha256=False` skips the content hash (Blob.sha256 is then "") where nobody needs it.
+        A source with a `length` (a request body's Content-Length) that would leave less than
+        `min_free` bytes on the disk is refused before anything is read.
         """
+        self._check_room(getattr(source, "length", None) or 0)
         digest = hashlib.sha256() if sha256 else None
         size = 0
         buffer = memoryview(bytearray(PIECE))
@@ -70,10 +99,10 @@ class BlobStore:
                     digest.update(piece)
                 out.write(piece)
                 _start_writeback(out.fileno(), size - n, n)
-        return Blob(name, size, base64.b64encode(digest.digest()).decode("ascii") if digest else "")
+        return Blob(name, size, base64.b64encode(digest.digest()).decode("ascii") if digest else "", out)
 
     def copy_ranges(self, ranges: Iterable[tuple[int, int, int]]) -> Blob:
-        """A new blob made of (fd, offset, length) ranges of open files, copied by the kernel.
+        """A new, held blob made of (fd, offset, length) ranges of open files, copied by the kernel.
 
         copy_file_range keeps the bytes out of Python (and may share extents on file
         systems that can); where the kernel cannot, pread/write does the same work.
@@ -85,12 +114,13 @@ class BlobStore:
             for fd, offset, length in ranges:
                 _copy_range(fd, out.fileno(), offset, length)
                 size += length
-        return Blob(name, size, "")
+        return Blob(name, size, "", out)
 
     @contextmanager
     def _new_blob(self) -> Iterator[tuple[str, BinaryIO]]:
         """A blob written through the yielded file in DATA_DIR/tmp, renamed into place, then made durable.
 
+        The file stays open (and locked, see Blob) when the block ends: the caller wraps it in a Blob.
         The rename comes before the fsync: nothing refers to a blob until a database transaction does,
         after this returns, so a crash in between leaves only an orphan for gc (never a blob the database
         knows with bytes missing). In return, on a journaling file system the journal commit that the file's
@@ -99,35 +129,108 @@ class BlobStore:
         """
         name = new_id(32)
         tmp_path, final = self.tmp / f"{name}.part", self.path(name)
-        path = tmp_path
+        path, out = tmp_path, None
         try:
-            with open(tmp_path, "xb") as out:
+            with _write_faults():
+                out = _create_locked(tmp_path)
                 yield name, out
                 out.flush()
                 final.parent.mkdir(exist_ok=True)
                 os.rename(tmp_path, final)
                 path = final
                 os.fsync(out.fileno())
-            _fsync_dir(final.parent)
+                _fsync_dir(final.parent)
         except BaseException:
-            path.unlink(missing_ok=True)
+            if out is not None:
+                out.close()
+                with suppress(OSError):  # the write's own error is the one to report
+                    path.unlink(missing_ok=True)
             raise
+
+    def _check_room(self, size: int) -> None:
+        if self.min_free and self.free_space() - size < self.min_free:
+            raise InsufficientStorage(f"storing {size} more bytes would leave less than {self.min_free} bytes "
+                                      "free in the data directory")
+
+    def free_space(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def health(self) -> str:
+        """"ok", "full" (less than min_free left) or "not writable" (a probe blob cannot be written)."""
+        try:
+            with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
+                self.delete(probe.name)
+        except InsufficientStorage:
+            return "full"
+        except (OSError, Unavailable):
+            return "not writable"
+        return "full" if self.min_free and self.free_space() < self.min_free else "ok"
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
 
+    @contextmanager
+    def unheld(self, path: Path) -> Iterator[bool]:
+        """Whether no live writer holds the blob or partial write at `path`; held by us for the block if so."""
+        try:
+            fd = os.open(path, os.O_RDWR)  # read-write: NFS emulates flock with write locks
+        except FileNotFoundError:
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def sweep_tmp(self, older_than: float = 3600) -> int:
-        """Remove partial writes left by a killed process; a live upload keeps touching its file."""
+        """Remove partial writes of dead processes; a live writer's is never removed, however old."""
         cutoff = time.time() - older_than
         removed = 0
         for entry in os.scandir(self.tmp):
             try:
-                if entry.stat().st_mtime < cutoff:
+                if entry.stat().st_mtime >= cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            with self.unheld(Path(entry.path)) as unheld:
+                if unheld:
                     os.unlink(entry.path)
                     removed += 1
-            except FileNotFoundError:
-                pass
         return removed
+
+
+def _create_locked(path: Path) -> BinaryIO:
+    """A new file at `path`, opened for writing and flocked. If a sweeper took the name away between
+    the create and the lock (it saw an unlocked file), the file we hold is unlinked: try the next name."""
+    while True:
+        out = open(path, "xb")
+        fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+        if os.fstat(out.fileno()).st_nlink:
+            return out
+        out.close()
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+@contextmanager
+def _write_faults() -> Iterator[None]:
+    """The data directory's faults as the faults the faces answer (507, 503)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise InsufficientStorage("the data directory is full") from exc
+        if exc.errno in _UNWRITABLE:
+            raise Unavailable(f"the data directory is not writable ({os.strerror(exc.errno)})") from exc
+        raise
 
 
 def _copy_range(src: int, dst: int, offset: int, length: int) -> None:

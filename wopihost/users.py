@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from .ids import new_id
 from .models import USER_ID_LENGTH, USER_INFO_LENGTH, Drive, Folder, User
+from .text import text_problem
 
 # WOPI asks that user ids avoid <>"#{}^[]`\/ ; we allow a conservative set that fits e-mail addresses.
 _USER_ID = re.compile(rf"^[A-Za-z0-9@._+-]{{1,{USER_ID_LENGTH}}}$")
@@ -45,4 +46,7 @@ def root_folder_id(session: Session, user_id: str) -> str:
 def check_user_info(text: str) -> str:
     if len(text) > USER_INFO_LENGTH:
         raise ValueError(f"UserInfo is longer than {USER_INFO_LENGTH} characters")
+    problem = text_problem(text)
+    if problem is not None:
+        raise ValueError(f"UserInfo {problem}")
     return text

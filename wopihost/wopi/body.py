@@ -16,17 +16,24 @@ before. Any other server, or a gunicorn whose input looks different, gets wsgi.i
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from flask import request
 
-from ..errors import bad_request
+from ..errors import WopiError, bad_request
 from ..storage import PIECE
 
 try:
     from gunicorn.http.body import Body as _GunicornBody, LengthReader as _GunicornLengthReader
+    from gunicorn.http.errors import ParseException as _GunicornParseError
 except ImportError:  # not serving under gunicorn's package at all
     _GunicornBody = _GunicornLengthReader = None
+    _GunicornParseError = ()
+
+BODY_FAILED = "wopihost.body_failed"  # environ key: the body broke off, nothing more can be read from it
+DRAIN_LIMIT = 32 << 20  # larger than any sensible UpdateUploadSession piece
+DRAIN_SECONDS = 5.0  # a client trickling a refused body must not hold a thread for long
 
 
 class Source(Protocol):
@@ -82,22 +89,38 @@ class GunicornSocketSource:
 
 
 class RequestBody:
-    def __init__(self, source: Source, length: int | None):
+    def __init__(self, source: Source, length: int | None, environ: dict | None = None):
         self._source = source
+        self.length = length  # as declared: the blob store refuses up front what would not fit
         self._left = length
+        self._environ = environ if environ is not None else {}
 
     def readinto(self, view: memoryview) -> int:
-        """Fill the start of `view`; 0 at the end of the body; 400 if it ends before its Content-Length."""
+        """Fill the start of `view`; 0 at the end of the body.
+
+        A body that breaks off is a client error, whatever the cause: 400 if it ends before its
+        Content-Length or its chunked framing is malformed, 408 if the client stops sending.
+        """
         if self._left is not None:
             if self._left == 0:
                 return 0
             view = view[:self._left]
-        n = self._source.readinto(view)
+        try:
+            n = self._source.readinto(view)
+        except TimeoutError:
+            raise self._broken(WopiError(408, "the client stopped sending the request body")) from None
+        except (OSError, _GunicornParseError) as exc:  # a reset connection, bad chunk framing ...
+            raise self._broken(bad_request(f"the request body cannot be read: {exc}")) from None
         if self._left is not None:
             if not n:
-                raise bad_request(f"the request body ended {self._left} bytes before its Content-Length")
+                raise self._broken(bad_request(f"the request body ended {self._left} bytes before its "
+                                               "Content-Length"))
             self._left -= n
         return n
+
+    def _broken(self, error: WopiError) -> WopiError:
+        _abandon(self._environ)
+        return error
 
     def read(self, size: int) -> bytes:
         """Up to `size` bytes; fewer only at the end of the body."""
@@ -114,8 +137,38 @@ class RequestBody:
         return b"".join(pieces)
 
 
+def _abandon(environ: dict) -> None:
+    """Give up on the rest of a body: nobody waits for more of it, and the connection is not reused."""
+    environ[BODY_FAILED] = True
+    stream = environ.get("wsgi.input")
+    if _GunicornBody is not None and type(stream) is _GunicornBody:
+        stream.failed = True  # gunicorn then closes the connection instead of draining the body
+
+
+def drain(environ: dict, stream) -> None:
+    """Read what is left of a refused request's body, so the connection can carry the next request.
+
+    Errors are often decided before the body is read (a wrong offset, a lock conflict). gunicorn then
+    discards 64 KiB and drops the connection, and a client still sending may never see our answer (the
+    offset a resuming upload needs). Up to DRAIN_LIMIT bytes in DRAIN_SECONDS are read and thrown away;
+    past either, or if the body broke off, the connection is closed after the answer.
+    """
+    if environ.get(BODY_FAILED):
+        return
+    deadline, left = time.monotonic() + DRAIN_SECONDS, DRAIN_LIMIT
+    try:
+        while left > 0 and time.monotonic() < deadline:
+            piece = stream.read(min(PIECE, left))
+            if not piece:
+                return  # all read: the connection can carry the next request
+            left -= len(piece)
+    except Exception:  # the client went away, or the stream is unusable
+        pass
+    _abandon(environ)
+
+
 def request_body() -> RequestBody:
     length = request.content_length
     source = (GunicornSocketSource.of(request.environ) if length is not None else None) \
         or StreamSource(request.stream)
-    return RequestBody(source, length)
+    return RequestBody(source, length, request.environ)

@@ -12,6 +12,7 @@ from ..coauth import COAUTH, EXCLUSIVE, METADATA_LIMIT, TIMEOUT_RANGE, CoauthTab
 from ..errors import WopiError, WopiResponse, bad_request
 from ..locks import parse_lock_id
 from ..models import File
+from ..text import text_problem
 from .body import request_body
 from .files import Call
 from .requests import header, int_header
@@ -143,7 +144,10 @@ def _metadata() -> str:
         except (UnicodeDecodeError, ValueError, AttributeError):
             found = None
         value = found if isinstance(found, str) else ""
-    if len(value.encode("utf-8", "surrogatepass")) > METADATA_LIMIT:
+    problem = text_problem(value)
+    if problem is not None:
+        raise bad_request(f"the coauth lock metadata {problem}")
+    if len(value.encode("utf-8")) > METADATA_LIMIT:
         raise bad_request(f"the coauth lock metadata is larger than {METADATA_LIMIT} bytes")
     return value
 

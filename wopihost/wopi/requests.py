@@ -16,12 +16,18 @@ def header(name: str) -> str | None:
     return value if value is None else value.strip()
 
 
+MAX_INT64 = 2**63 - 1  # WOPI's integer headers are .NET longs
+
+
 def int_header(name: str, default: int | None = None) -> int | None:
     value = header(name)
     if value is None or value == "":
         return default
     if not (value.isascii() and value.isdigit()):
         raise bad_request(f"{name} must be a non-negative integer")
+    # Bounded before int(): Python refuses to convert more than 4300 digits, and the database a long.
+    if len(value.lstrip("0")) > len(str(MAX_INT64)) or int(value) > MAX_INT64:
+        raise bad_request(f"{name} must be at most {MAX_INT64}")
     return int(value)
 
 

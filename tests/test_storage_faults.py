@@ -1,0 +1,238 @@
+"""What the host stands on failing: a full or read-only data directory, a locked or unreachable database.
+
+Writes that cannot be stored get 507, a database or disk that cannot serve now 503 with Retry-After, and
+the old content is intact in every case. The disk tests run on a small tmpfs that the test mounts, which
+needs root; elsewhere they are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sqlite3
+import subprocess
+
+import pytest
+import sqlalchemy as sa
+import webtest
+
+from wopihost.app import create_app
+from wopihost.config import Settings
+
+from .cspp_helpers import create_session, full_file, put_chunked, update_session
+from .helpers import WopiClient
+
+SMALL_FS_MIB = 24
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_FS_MIB}m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def settings_on(data_dir, database: str, **extra) -> Settings:
+    return Settings.from_env({
+        "WOPIHOST_DATA_DIR": str(data_dir), "WOPIHOST_DATABASE_URL": database,
+        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test", "WOPIHOST_SECRET_KEY": "test-secret",
+        "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_SWEEP_INTERVAL": "0", "WOPIHOST_MIN_FREE_SPACE": "0", **extra})
+
+
+class Host:
+    """An app on the given settings, with one locked 11-byte file and a write token for it."""
+
+    def __init__(self, settings: Settings):
+        self.app = create_app(settings)
+        self.services = self.app.extensions["wopihost"]
+        self.file = self.services.add_file("alice", "Doc.docx", io.BytesIO(b"hello world"))
+        token = self.services.issue_token(self.file.id, "alice", True).token
+        self.wopi = WopiClient(webtest.TestApp(self.app), self.file.id, token)
+        assert self.wopi.lock("L").status_int == 200
+
+    def intact(self) -> bool:
+        got = self.wopi.get_file()
+        return got.body == b"hello world" and got.headers["X-WOPI-ItemVersion"] == "1"
+
+
+@pytest.fixture
+def full_disk_host(small_fs, database):
+    """A host whose data directory (and SQLite database) lie on the small file system."""
+    if database.startswith("sqlite"):
+        path = small_fs / "wopihost.sqlite3"
+        shutil.copy(sa.make_url(database).database, path)
+        database = f"sqlite:///{path}"
+    host = Host(settings_on(small_fs / "data", database))
+    yield host
+    host.services.db.dispose()
+
+
+class Filler:
+    """Takes every free byte of a file system, and gives it back."""
+
+    def __init__(self, where):
+        self.path = where / "filler"
+
+    def fill(self) -> None:
+        with open(self.path, "ab", buffering=0) as out:
+            for size in (1 << 20, 4096, 1):
+                try:
+                    while True:
+                        out.write(b"\0" * size)
+                except OSError:
+                    pass
+        assert shutil.disk_usage(self.path.parent).free < 4096
+
+    def free(self) -> None:
+        self.path.unlink()
+
+
+def assert_status(response, status: int, *words: str):
+    assert response.status_int == status, response.headers
+    for word in words:
+        assert word in response.headers["X-WOPI-FailureReason"]
+
+
+# -- a full disk -------------------------------------------------------------------------------
+
+def test_put_file_on_a_full_disk_is_507_and_keeps_the_old_content(full_disk_host, small_fs):
+    host, filler = full_disk_host, Filler(small_fs)
+    filler.fill()
+    assert_status(host.wopi.put_file(os.urandom(300_000), lock="L"), 507, "full", "nothing was stored")
+    assert host.intact()
+    assert list((small_fs / "data" / "tmp").iterdir()) == []  # no partial write left behind
+    filler.free()
+    assert host.wopi.put_file(b"new content", lock="L").status_int == 200
+
+
+def test_upload_session_on_a_full_disk_is_507_and_resumes(full_disk_host, small_fs):
+    host, filler = full_disk_host, Filler(small_fs)
+    token = create_session(host.wopi)
+    assert update_session(host.wopi, token, 0, b"a" * 1000).status_int == 200
+    filler.fill()
+    refused = update_session(host.wopi, token, 1000, os.urandom(200_000))
+    assert_status(refused, 507, "full")
+    filler.free()
+    resumed = update_session(host.wopi, token, 1000, b"b" * 1000)
+    assert resumed.headers["X-WOPI-UploadSessionCurrentOffset"] == "2000"
+
+
+def test_an_update_that_cannot_succeed_is_refused_before_its_body_is_written(full_disk_host, small_fs):
+    host, filler = full_disk_host, Filler(small_fs)
+    token = create_session(host.wopi)
+    filler.fill()
+    assert update_session(host.wopi, "x" * 22, 0, b"data" * 1000).status_int == 410  # not 507
+    assert update_session(host.wopi, token, 5, b"data" * 1000).status_int == 400
+
+
+def test_put_chunked_file_on_a_full_disk_is_507(full_disk_host, small_fs):
+    host, filler = full_disk_host, Filler(small_fs)
+    signature, chunks = full_file(os.urandom(300_000))
+    filler.fill()
+    assert_status(put_chunked(host.wopi, {"MainContent": signature}, chunks, X_WOPI_Lock="L"), 507)
+    assert host.intact()
+
+
+def test_lock_changes_on_a_full_disk_are_stored_or_507(full_disk_host, small_fs, database):
+    host, filler = full_disk_host, Filler(small_fs)
+    filler.fill()
+    statuses, current = [], "L"
+    for i in range(40):  # UnlockAndRelock, each to a new id: every one writes to the database
+        response = host.wopi.op("LOCK", X_WOPI_Lock=f"L{i}", X_WOPI_OldLock=current)
+        statuses.append(response.status_int)
+        if response.status_int == 200:
+            current = f"L{i}"
+        elif response.status_int == 507:
+            assert "full" in response.headers["X-WOPI-FailureReason"]
+    assert set(statuses) <= {200, 507}, statuses
+    if database.startswith("sqlite"):  # the database shares the full disk: its journal cannot grow for long
+        assert 507 in statuses, statuses
+    filler.free()
+    assert host.wopi.op("GET_LOCK").headers["X-WOPI-Lock"] == current  # what was answered 200 was stored
+    assert host.intact()
+
+
+def test_min_free_space_refuses_writes_up_front(full_disk_host, small_fs):
+    host = full_disk_host
+    host.services.blobs.min_free = shutil.disk_usage(small_fs).free - 100_000
+    assert_status(host.wopi.put_file(b"x" * 200_000, lock="L"), 507, "free")
+    assert host.wopi.put_file(b"x" * 50_000, lock="L").status_int == 200
+
+
+def test_healthz_reports_a_full_data_directory(full_disk_host, small_fs):
+    host = full_disk_host
+    assert host.wopi.testapp.get("/healthz").json["storage"] == "ok"
+    host.services.blobs.min_free = shutil.disk_usage(small_fs).free + 1
+    response = host.wopi.testapp.get("/healthz", expect_errors=True)
+    assert response.status_int == 503 and response.json["storage"] == "full"
+
+
+# -- a read-only data directory ------------------------------------------------------------------
+
+@pytest.fixture
+def read_only_host(small_fs, database):
+    """A host with its data directory on the small file system and its database elsewhere."""
+    host = Host(settings_on(small_fs / "data", database))
+    yield host
+    subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    host.services.db.dispose()
+
+
+def test_read_only_data_directory(read_only_host, small_fs):
+    host = read_only_host
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    response = host.wopi.put_file(b"new content", lock="L")
+    assert_status(response, 503, "not writable")
+    assert response.headers["Retry-After"]
+    assert host.intact()
+    health = host.wopi.testapp.get("/healthz", expect_errors=True)
+    assert health.status_int == 503 and health.json == {**health.json, "database": "ok", "storage": "not writable"}
+
+
+# -- the database --------------------------------------------------------------------------------
+
+@pytest.fixture
+def quick_host(database, tmp_path):
+    host = Host(settings_on(tmp_path / "data", database, WOPIHOST_DATABASE_BUSY_TIMEOUT="200ms"))
+    yield host
+    host.services.db.dispose()
+
+
+def test_database_locked_past_the_busy_timeout_is_503(quick_host, database):
+    host = quick_host
+    if database.startswith("sqlite"):
+        blocker = sqlite3.connect(sa.make_url(database).database, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+    else:
+        engine = sa.create_engine(database)
+        blocker = engine.connect()
+        blocker.begin()
+        blocker.execute(sa.text("SELECT id FROM files WHERE id = :id FOR UPDATE"), {"id": host.file.id})
+    try:
+        response = host.wopi.op("UNLOCK", X_WOPI_Lock="L")
+        assert_status(response, 503, "locked")
+        assert int(response.headers["Retry-After"]) > 0
+    finally:
+        blocker.rollback() if not database.startswith("sqlite") else blocker.execute("ROLLBACK")
+        blocker.close()
+    assert host.wopi.op("GET_LOCK").headers["X-WOPI-Lock"] == "L"  # nothing changed meanwhile
+    assert host.wopi.op("UNLOCK", X_WOPI_Lock="L").status_int == 200
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://postgres@127.0.0.1:1/test", "sqlite:///{tmp}/no/such/dir/db"])
+def test_unreachable_database_is_503(tmp_path, sqlite_template, url):
+    working = Host(settings_on(tmp_path / "data", f"sqlite:///{shutil.copy(sqlite_template, tmp_path)}"))
+    working.services.db.dispose()
+    app = create_app(settings_on(tmp_path / "data", url.format(tmp=tmp_path)))  # same secret, no database
+    testapp = webtest.TestApp(app)
+    response = testapp.get(working.wopi.url(), expect_errors=True)  # a token whose signature is good
+    assert_status(response, 503, "database")
+    assert response.headers["Retry-After"]
+    health = testapp.get("/healthz", expect_errors=True)
+    assert health.status_int == 503 and health.json["database"] == "unreachable"
+    app.extensions["wopihost"].db.dispose()

@@ -1,0 +1,17 @@
+"""Failures of what the host stands on, not of the request. Each face answers them the same way:
+507 for `InsufficientStorage`, 503 with Retry-After for `Unavailable`. Nothing was changed."""
+
+from __future__ import annotations
+
+
+class InsufficientStorage(Exception):
+    """The disk (or the database on it) is full: the write was not stored."""
+
+
+class Unavailable(Exception):
+    """The database or the data directory cannot serve now: locked past the busy timeout, unreachable,
+    read-only. `retry_after` is a guess, in seconds, of when trying again makes sense."""
+
+    def __init__(self, reason: str, retry_after: int = 5):
+        super().__init__(reason)
+        self.retry_after = retry_after

@@ -1,0 +1,19 @@
+"""Client-supplied text that will be stored: what the database cannot hold is refused up front.
+
+PostgreSQL's text types cannot hold NUL, and a lone surrogate (what JSON's "\\ud800" and
+UTF-7's "+2AA-" decode to) is not Unicode text at all: no driver can encode it. Either
+would fail deep in a transaction; checked here, the client learns which value was wrong.
+"""
+
+from __future__ import annotations
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text ("contains ..."), or None if it can."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it contains an unpaired surrogate)"
+    return None
