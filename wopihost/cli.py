@@ -224,7 +224,8 @@ def sessions_list(as_json: bool) -> None:
 @click.option("--grace", default="1h", show_default=True,
               help="Only delete unreferenced blobs and partial writes older than this.")
 def gc_command(grace: str) -> None:
-    """Delete expired upload sessions, blobs nothing refers to and partial writes of dead processes."""
+    """Delete expired upload sessions, blobs nothing refers to, partial writes of dead processes and the
+    records of expired or revoked tokens."""
     from .gc import collect
 
     try:
@@ -233,7 +234,7 @@ def gc_command(grace: str) -> None:
         raise click.BadParameter(str(exc)) from None
     done = collect(_services(), seconds)
     click.echo(f"deleted {done.sessions} expired upload sessions, {done.blobs} unreferenced blobs, "
-               f"{done.partial_writes} partial writes")
+               f"{done.partial_writes} partial writes, {done.tokens} expired or revoked tokens")
 
 
 @main.command("doctor")

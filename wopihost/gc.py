@@ -1,8 +1,9 @@
-"""Garbage collection: expired upload sessions, blobs nothing refers to, partial writes of dead processes.
+"""Garbage collection: expired upload sessions, blobs nothing refers to, partial writes of dead processes,
+expired and revoked access-token rows.
 
-Safe to run at any time, from any number of processes: a blob is only deleted once
-nothing in the database refers to it *and* it is older than the grace period, so a
-blob that a commit has written but not yet recorded is never taken.
+Safe to run at any time, from any number of processes, with any grace period: a blob
+or partial write is only deleted once nothing in the database refers to it, no live
+writer holds it (storage.Blob), and it is older than the grace period.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 import os
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -27,24 +30,50 @@ class Collected:
     sessions: int
     blobs: int
     partial_writes: int
+    tokens: int
 
 
 def collect(services: Services, grace: float = 3600) -> Collected:
     sessions = services.sessions.sweep()
-    referenced = referenced_blobs(services)
-    cutoff = time.time() - grace
-    blobs = 0
+    with services.db.write() as s:
+        tokens = services.tokens.purge(s)
+    return Collected(sessions, _orphaned_blobs(services, grace), services.blobs.sweep_tmp(grace), tokens)
+
+
+def _orphaned_blobs(services: Services, grace: float) -> int:
+    """Delete blobs older than `grace` that nothing refers to and no live writer holds; returns how many.
+
+    A writer holds its new blob until the transaction that records it is over (storage.Blob). One that let
+    go after `referenced` was read has recorded its blob by then, so the references are read again once the
+    candidates are held by us, and only what is still unreferenced goes.
+    """
+    referenced, cutoff = referenced_blobs(services), time.time() - grace
+    candidates = []
     for shard in os.scandir(services.blobs.root):
         if not shard.is_dir():
             continue
         for entry in os.scandir(shard.path):
             try:
                 if entry.name not in referenced and entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    blobs += 1
+                    candidates.append(Path(entry.path))
             except FileNotFoundError:
                 pass
-    return Collected(sessions, blobs, services.blobs.sweep_tmp(grace))
+    deleted = 0
+    for start in range(0, len(candidates), HOLD_AT_ONCE):
+        with ExitStack() as held:
+            unheld = [path for path in candidates[start:start + HOLD_AT_ONCE]
+                      if held.enter_context(services.blobs.unheld(path))]
+            if not unheld:
+                continue
+            referenced = referenced_blobs(services)
+            for path in unheld:
+                if path.name not in referenced:
+                    path.unlink(missing_ok=True)
+                    deleted += 1
+    return deleted
+
+
+HOLD_AT_ONCE = 256  # descriptors gc holds at a time
 
 
 def referenced_blobs(services: Services) -> set[str]:
@@ -86,8 +115,9 @@ class Sweeper:
         while not self._stop.wait(self._interval):
             try:
                 done = collect(self._services)
-                if done.sessions or done.blobs or done.partial_writes:
-                    log.info("swept %s expired upload sessions, %s orphaned blobs, %s partial writes",
-                             done.sessions, done.blobs, done.partial_writes)
+                if any(vars(done).values()):
+                    log.info("swept %s expired upload sessions, %s orphaned blobs, %s partial writes, "
+                             "%s expired or revoked tokens", done.sessions, done.blobs, done.partial_writes,
+                             done.tokens)
             except Exception:  # a failed sweep must not end the thread; the next one retries
                 log.exception("garbage collection failed")

@@ -97,6 +97,12 @@ class Tokens:
             raise ValueError("say which tokens to revoke")
         return session.execute(query.values(revoked_at=self._clock.now())).rowcount
 
+    def purge(self, session: Session) -> int:
+        """Delete the rows of expired and revoked tokens (a token without a row is refused anyway)."""
+        query = sa.delete(AccessToken).where(sa.or_(AccessToken.expires_at <= self._clock.now(),
+                                                    AccessToken.revoked_at.is_not(None)))
+        return session.execute(query).rowcount
+
     def _open(self, token: str) -> list[str]:
         """The checked payload fields of a token; raises one of _MALFORMED.
 

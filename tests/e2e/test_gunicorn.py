@@ -130,3 +130,15 @@ def test_worker_killed_mid_put_leaves_old_content(server, document):
     blobs = [p for p in (server.data_dir / "blobs").rglob("*") if p.is_file()]
     assert len(blobs) == 1  # the killed write never became a blob
     assert not psutil.pid_exists(busy[0].pid) or busy[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_gc_never_takes_a_live_upload_whatever_the_grace(server, document):
+    file_id, token = document
+    requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
+    sock = send_partial_put(server, file_id, token, declared=4 << 20, sent=1 << 20)
+    assert wait_until(lambda: partial_files(server))
+    assert "0 unreferenced blobs, 0 partial writes" in server.cli("gc", "--grace", "0")
+    sock.sendall(b"z" * (3 << 20))
+    with sock, sock.makefile("rb") as answer:
+        assert answer.readline().split()[1] == b"200"
+    assert requests.get(server.url(file_id, token, "/contents")).content == b"z" * (4 << 20)

@@ -1,0 +1,69 @@
+"""Garbage collection never takes what live work still uses, whatever the grace period; it does take what
+dead processes left behind and the rows of tokens that can no longer be used."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from wopihost.gc import collect
+from wopihost.models import AccessToken
+
+
+def tmp_files(settings) -> list:
+    return list(settings.tmp_dir.iterdir())
+
+
+def test_a_blob_held_by_its_writer_survives_gc_whatever_the_grace(services):
+    blob = services.blobs.write(io.BytesIO(b"not yet recorded"), 100)
+    assert collect(services, grace=0).blobs == 0
+    assert services.blobs.path(blob.name).read_bytes() == b"not yet recorded"
+    blob.release()  # the writer's transaction is over and did not record it
+    assert collect(services, grace=0).blobs == 1
+    assert not services.blobs.path(blob.name).exists()
+
+
+def test_a_partial_write_in_progress_survives_gc_whatever_the_grace(services, settings):
+    read_end, write_end = os.pipe()
+    written = []
+    with open(read_end, "rb", buffering=0) as source:
+        writer = threading.Thread(target=lambda: written.append(services.blobs.write(source, 1 << 20)))
+        with open(write_end, "wb", buffering=0) as sink:
+            sink.write(b"first half ")
+            writer.start()
+            while not tmp_files(settings):  # the writer has started its partial write
+                threading.Event().wait(0.01)
+            done = collect(services, grace=0)
+            assert done.partial_writes == 0 and done.blobs == 0
+            sink.write(b"second half")
+        writer.join()
+    (blob,) = written
+    assert services.blobs.path(blob.name).read_bytes() == b"first half second half"
+    blob.release()
+
+
+def test_partial_writes_of_dead_processes_go_after_the_grace(services, settings):
+    orphan = settings.tmp_dir / "killed-writer.part"
+    orphan.write_bytes(b"half a file")  # nobody holds it: its writer is gone
+    assert collect(services, grace=3600).partial_writes == 0
+    assert collect(services, grace=0).partial_writes == 1
+    assert not orphan.exists()
+
+
+def test_gc_deletes_the_rows_of_expired_and_revoked_tokens(services, wopi, clock):
+    expiring = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=5))
+    revoked = services.issue_token(wopi.file_id, "alice", True).token
+    with services.db.write() as s:
+        services.tokens.revoke(s, token=revoked)
+    clock.advance(minutes=6)
+    assert collect(services).tokens == 2
+    with services.db.read() as s:
+        left = set(s.scalars(sa.select(AccessToken.jti)))
+    assert expiring.grant.jti not in left and len(left) == 1
+    assert wopi.check_file_info().status_int == 200  # the live token is untouched
+    assert wopi.testapp.get(wopi.url(token=revoked), expect_errors=True).status_int == 401
+    assert collect(services).tokens == 0
