@@ -22,7 +22,7 @@ ever reach another file's bytes.
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -100,6 +100,37 @@ class Snapshot:
 
     def close(self) -> None:
         self.opened.close()
+
+
+class Framed:
+    """A framed response body (MessageJSON frame, chunk frames, EndFrame) read from a snapshot's blobs.
+
+    It owns the snapshot: the server closes the body when the response is done or the client went away,
+    and that releases the blobs. Whoever holds it before a server does must close it if they fail.
+    """
+
+    def __init__(self, snapshot: Snapshot, pieces: Iterator[bytes], length: int):
+        self.file, self.length = snapshot.file, length
+        self._snapshot, self._pieces = snapshot, pieces
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._pieces
+
+    def close(self) -> None:
+        try:
+            self._pieces.close()
+        finally:
+            self._snapshot.close()
+
+
+@contextmanager
+def _released_on_error(snapshot: Snapshot) -> Iterator[None]:
+    """Close `snapshot` if the block fails; on success its blobs go on to whatever the block handed them."""
+    try:
+        yield
+    except BaseException:
+        snapshot.close()
+        raise
 
 
 # -- request messages -------------------------------------------------------------
@@ -277,10 +308,12 @@ class ChunkedFiles:
                                                 for name in content.blobs])
             except FileNotFoundError:
                 continue
-            streams = {a.stream_id: Stream(a.stream_id, contents[a.stream_id],
-                                           signature_from_db(a.scheme, a.signature)) for a in alternates}
-            streams[MAIN] = Stream(MAIN, main, self._main_signature(file, main, opened))
-            return Snapshot(file, streams, properties, opened)
+            snapshot = Snapshot(file, {a.stream_id: Stream(a.stream_id, contents[a.stream_id],
+                                                           signature_from_db(a.scheme, a.signature))
+                                       for a in alternates}, properties, opened)
+            with _released_on_error(snapshot):
+                snapshot.streams[MAIN] = Stream(MAIN, main, self._main_signature(file, main, opened))
+            return snapshot
         raise WopiError(503, "the file is being changed too often to read it; retry")
 
     def _main_signature(self, file: File, main: Extents, opened: OpenBlobs) -> Signature:
@@ -294,8 +327,8 @@ class ChunkedFiles:
                       .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature)))
         return signature
 
-    def get_chunked_file(self, file_id: str, message: Any) -> tuple[Snapshot, bytes, list[tuple[str, Extents]]]:
-        """GetChunkedFile: the response MessageJSON frame and the chunks to send after it."""
+    def get_chunked_file(self, file_id: str, message: Any) -> Framed:
+        """GetChunkedFile: the response, its MessageJSON frame and then the chunks the client lacks."""
         message = _object(message, "the message")
         wanted_properties = _list(message, "ContentPropertiesToReturn")
         filters = [_object(item, "a ContentFilter") for item in _list(message, "ContentFilters")]
@@ -309,6 +342,11 @@ class ChunkedFiles:
             if not isinstance(known, list) or not all(isinstance(k, str) for k in known):
                 raise bad_request("AlreadyKnownChunks must be an array of ChunkId strings")
         snapshot = self.snapshot(file_id)
+        with _released_on_error(snapshot):
+            return self._chunked_file(snapshot, stream_ids, filters, wanted_properties)
+
+    @staticmethod
+    def _chunked_file(snapshot: Snapshot, stream_ids: list[str], filters: list[dict], wanted_properties) -> Framed:
         signatures, to_send, sent = [], [], set()
         for stream_id, item in zip(stream_ids, filters):
             stream = snapshot.streams.get(stream_id)
@@ -333,10 +371,12 @@ class ChunkedFiles:
                        "Retention": snapshot.properties[name].retention}
                       for name in dict.fromkeys(wanted_properties)
                       if isinstance(name, str) and name in snapshot.properties]
-        return snapshot, message_frame({"ContentProperties": properties, "Signatures": signatures}), to_send
+        message = message_frame({"ContentProperties": properties, "Signatures": signatures})
+        return Framed(snapshot, _chunk_frames(message, snapshot.opened, to_send),
+                      _framed_length(message, [extents.length for _, extents in to_send], 16))
 
-    def get_chunks(self, file_id: str, message: Any) -> tuple[Snapshot, bytes, list[tuple[str, int, Extents, bool]]]:
-        """GetChunks: the response MessageJSON frame and the ranges to send, as (ChunkId, offset, bytes, end)."""
+    def get_chunks(self, file_id: str, message: Any) -> Framed:
+        """GetChunks: the response, its MessageJSON frame and then the requested chunk ranges."""
         message = _object(message, "the message")
         filters = [_object(item, "a ContentFilter") for item in _list(message, "ContentFilters")]
         if not filters:
@@ -353,6 +393,11 @@ class ChunkedFiles:
                     raise bad_request("a chunk range needs Offset >= 0 and Length >= -1")
                 requested.append((stream_id, chunk_id, offset, length))
         snapshot = self.snapshot(file_id)
+        with _released_on_error(snapshot):
+            return self._chunk_ranges(snapshot, stream_ids, requested)
+
+    @staticmethod
+    def _chunk_ranges(snapshot: Snapshot, stream_ids: list[str], requested) -> Framed:
         collection, ranges = {stream_id: [] for stream_id in stream_ids}, []
         for stream_id, chunk_id, offset, length in requested:
             stream = snapshot.streams.get(stream_id)
@@ -360,15 +405,15 @@ class ChunkedFiles:
             if where is None:  # the file changed since the client saw this chunk: leave it out (spec §1.4)
                 continue
             if offset > where.length:
-                snapshot.close()
                 raise bad_request(f"Offset {offset} is past the end of chunk {chunk_id} ({where.length} bytes)")
             end = where.length if length == -1 else min(where.length, offset + length)
             ranges.append((chunk_id, offset, where.slice(offset, end - offset), end == where.length))
             if chunk_id not in collection[stream_id]:
                 collection[stream_id].append(chunk_id)
-        message_out = {"ChunkRangeCollection": [{"StreamId": stream_id, "ChunkIds": ids}
-                                                for stream_id, ids in collection.items()]}
-        return snapshot, message_frame(message_out), ranges
+        message = message_frame({"ChunkRangeCollection": [{"StreamId": stream_id, "ChunkIds": ids}
+                                                          for stream_id, ids in collection.items()]})
+        return Framed(snapshot, _range_frames(message, snapshot.opened, ranges),
+                      _framed_length(message, [extents.length for _, _, extents, _ in ranges], 36))
 
     # writing
 
@@ -575,7 +620,7 @@ def _first(chunk_id: str, *sources: dict[str, Extents]) -> Extents | None:
     return None
 
 
-def framed_body(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:
+def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:
     """A response body: the MessageJSON frame, then one Chunk frame per (ChunkId, Extents), then EndFrame."""
     yield message
     for chunk_id, extents in chunks:
@@ -583,7 +628,7 @@ def framed_body(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:
     yield END_FRAME
 
 
-def framed_ranges(message: bytes, opened: OpenBlobs, ranges) -> Iterator[bytes]:
+def _range_frames(message: bytes, opened: OpenBlobs, ranges) -> Iterator[bytes]:
     yield message
     for chunk_id, offset, extents, end in ranges:
         yield from chunk_range_frame(chunk_id, offset, opened.pieces(extents), end_of_chunk=end,
@@ -591,5 +636,5 @@ def framed_ranges(message: bytes, opened: OpenBlobs, ranges) -> Iterator[bytes]:
     yield END_FRAME
 
 
-def framed_length(message: bytes, payload_lengths: list[int], extended_header: int) -> int:
+def _framed_length(message: bytes, payload_lengths: list[int], extended_header: int) -> int:
     return len(message) + sum(16 + extended_header + n for n in payload_lengths) + len(END_FRAME)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import weakref
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
@@ -88,10 +89,15 @@ class Extents(tuple):
 
 
 class OpenBlobs:
-    """File descriptors for a set of blobs, opened together so a concurrent delete cannot take them away."""
+    """File descriptors for a set of blobs, opened together so a concurrent delete cannot take them away.
 
-    def __init__(self, blobs: BlobStore, names):
+    Whoever opens them closes them (`close`, or a `with` block); should an owner be dropped unclosed on some
+    path nobody foresaw, its descriptors are closed when it is collected rather than kept for good.
+    """
+
+    def __init__(self, blobs: BlobStore | None = None, names=()):
         self._fds: dict[str, int] = {}
+        weakref.finalize(self, _close_all, self._fds)
         try:
             for name in dict.fromkeys(names):
                 self._fds[name] = os.open(blobs.path(name), os.O_RDONLY)
@@ -110,12 +116,11 @@ class OpenBlobs:
                 os.close(fd)
             else:
                 self._fds[name] = fd
-        other._fds = {}
+        other._fds.clear()
 
     def subset(self, names) -> "OpenBlobs":
         """Duplicate descriptors of `names` (already open here), to close independently of these."""
-        other = OpenBlobs.__new__(OpenBlobs)
-        other._fds = {}
+        other = OpenBlobs()
         try:
             for name in names:
                 other._fds[name] = os.dup(self._fds[name])
@@ -144,9 +149,7 @@ class OpenBlobs:
                 yield data
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        _close_all(self._fds)
 
     def __enter__(self) -> "OpenBlobs":
         return self
@@ -154,6 +157,11 @@ class OpenBlobs:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+def _close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
 
 
 class ExtentsReader(io.RawIOBase):

@@ -7,7 +7,7 @@ from functools import wraps
 
 from flask import jsonify, request
 
-from ..chunked import MAX_MESSAGE_BODY, framed_body, framed_length, framed_ranges, read_message
+from ..chunked import MAX_MESSAGE_BODY, Framed, read_message
 from ..coauth import COAUTH, EXCLUSIVE, METADATA_LIMIT, TIMEOUT_RANGE, CoauthTable
 from ..errors import WopiError, WopiResponse, bad_request
 from ..locks import parse_lock_id
@@ -59,23 +59,24 @@ def get_sequence_number(call: Call) -> WopiResponse:
 
 @cspp_plus
 def get_chunked_file(call: Call) -> WopiResponse:
-    snapshot, message, chunks = call.services.chunked.get_chunked_file(call.file_id, _message())
-    body = framed_body(message, snapshot.opened, chunks)
-    return _framed(snapshot, body, framed_length(message, [e.length for _, e in chunks], 16))
+    return _framed(call.services.chunked.get_chunked_file(call.file_id, _message()))
 
 
 @cspp_plus
 def get_chunks(call: Call) -> WopiResponse:
-    snapshot, message, ranges = call.services.chunked.get_chunks(call.file_id, _message())
-    body = framed_ranges(message, snapshot.opened, ranges)
-    return _framed(snapshot, body, framed_length(message, [r[2].length for r in ranges], 36))
+    return _framed(call.services.chunked.get_chunks(call.file_id, _message()))
 
 
-def _framed(snapshot, body, length: int) -> WopiResponse:
-    response = WopiResponse(body, mimetype="application/octet-stream", direct_passthrough=True)
-    response.content_length = length
-    response.call_on_close(snapshot.close)
-    return _sequenced(snapshot.file, response)
+def _framed(body: Framed) -> WopiResponse:
+    """The response streams `body`, and the server closes it (direct passthrough: Werkzeug's own close
+    hooks never run for such a body); until the response exists, closing it on failure is ours."""
+    try:
+        response = WopiResponse(body, mimetype="application/octet-stream", direct_passthrough=True)
+        response.content_length = body.length
+        return _sequenced(body.file, response)
+    except BaseException:
+        body.close()
+        raise
 
 
 # -- chunked save and upload sessions ---------------------------------------------

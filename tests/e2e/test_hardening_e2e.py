@@ -1,0 +1,119 @@
+"""The host under attack and faults, end to end against `wopihost serve` (gunicorn, two workers)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from wopihost.cspp.chunkid import chunk_id
+from wopihost.cspp.frames import END_FRAME
+from wopihost.cspp.signatures import ChunkSignature, Signature
+from wopihost.cspp.wire import put_chunked_body, request_body
+from wopihost.localserver import LocalServer
+
+pytestmark = pytest.mark.e2e
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def server(tmp_path, database):
+    server = LocalServer.start(tmp_path, database, extra_env={"WOPIHOST_CSPP_PLUS": "on"})
+    yield server
+    server.stop()
+    log = server.log_text()
+    assert "Traceback" not in log, log[-20000:]
+
+
+class Document:
+    def __init__(self, server: LocalServer, tmp_path, content: bytes = b"original content"):
+        path = tmp_path / "Doc.docx"
+        path.write_bytes(content)
+        self.server, self.id = server, server.add_file(path)["id"]
+        self.token = server.token(self.id)
+        self.http = requests.Session()
+
+    def url(self, suffix: str = "") -> str:
+        return self.server.url(self.id, self.token, suffix)
+
+    def post(self, override: str, data=b"", suffix: str = "", **headers) -> requests.Response:
+        return self.http.post(self.url(suffix), data=data, headers={"X-WOPI-Override": override, **headers})
+
+
+@pytest.fixture
+def document(server, tmp_path) -> Document:
+    document = Document(server, tmp_path)
+    assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
+    return document
+
+
+def raw_request(server: LocalServer, head: str, body: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(head.encode("latin-1") + body)
+    return sock
+
+
+def read_status(sock: socket.socket) -> int:
+    with sock.makefile("rb") as answer:
+        return int(answer.readline().split()[1])
+
+
+# -- 1. descriptors ------------------------------------------------------------------------------
+
+def blob_fds(server: LocalServer) -> list[str]:
+    """What the workers hold open in the blob store; a deleted blob shows as '... (deleted)'."""
+    blobs, held = str(server.data_dir / "blobs"), []
+    for worker in server.workers():
+        for fd in os.listdir(f"/proc/{worker.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{worker.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(blobs):
+                held.append(target)
+    return held
+
+
+def save_chunks(document: Document, *payloads: bytes) -> None:
+    chunks = [(chunk_id(p), p) for p in payloads]
+    signature = Signature("FullFile", tuple(ChunkSignature(c, len(p)) for c, p in chunks))
+    sequence = document.post("GET_SEQUENCE_NUMBER").headers["X-WOPI-SequenceNumber"]
+    saved = document.post("PUT_CHUNKED_FILE", put_chunked_body({"MainContent": signature}, chunks), "/contents",
+                          **{"X-WOPI-Lock": "L", "X-WOPI-SequenceNumber": sequence})
+    assert saved.status_code == 200, saved.headers
+
+
+GET_ALL = request_body({"ContentPropertiesToReturn": [], "ContentFilters": [
+    {"StreamId": "MainContent", "ChunkingScheme": "FullFile", "ChunksToReturn": "All", "AlreadyKnownChunks": []}]})
+
+
+def test_chunked_reads_leave_no_descriptors_open(server, document):
+    payloads = [os.urandom(100_000), os.urandom(100_000)]
+    save_chunks(document, *payloads)
+    ranges = request_body({"ContentFilters": [{"StreamId": "MainContent", "ChunkRangesToReturn": [
+        {"ChunkId": chunk_id(p), "Offset": 0, "Length": -1} for p in payloads]}]})
+    for _ in range(50):
+        assert document.post("GET_CHUNKED_FILE", GET_ALL).status_code == 200
+        assert document.post("GET_CHUNKS", ranges).status_code == 200
+    assert document.post("PUT", b"new content", "/contents", **{"X-WOPI-Lock": "L"}).status_code == 200
+    assert blob_fds(server) == []  # none open, and none of the replaced blobs kept open after their deletion
+
+
+def test_a_client_going_away_mid_download_leaves_no_descriptors_open(server, document):
+    save_chunks(document, os.urandom(16 * MIB), os.urandom(16 * MIB))
+    url = urlsplit(document.url())
+    for _ in range(5):
+        sock = raw_request(server, f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n"
+                                   f"X-WOPI-Override: GET_CHUNKED_FILE\r\nContent-Length: {len(GET_ALL)}\r\n\r\n",
+                           GET_ALL)
+        assert sock.recv(1000).startswith(b"HTTP/1.1 200")
+        sock.close()  # 32 MiB still to come
+    deadline = time.monotonic() + 30
+    while blob_fds(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert blob_fds(server) == []

@@ -1,0 +1,105 @@
+"""Responses that stream from blobs release them: when the server closes the body, when the client goes away
+mid-download, and when the request fails after the blobs were opened. Counted in /proc/self/fd."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+import pytest
+from werkzeug.test import EnvironBuilder
+
+from wopihost.cspp.chunkid import chunk_id
+from wopihost.cspp.wire import request_body
+
+from .cspp_helpers import full_file, put_chunked
+
+CHUNKS = [os.urandom(300_000), os.urandom(300_000)]
+
+
+def blob_fds(settings) -> list[str]:
+    """What this process holds open in the blob store."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(settings.blob_dir)):
+            held.append(target)
+    return held
+
+
+@pytest.fixture
+def saved(wopi):
+    """A file whose MainContent is two chunks, saved in a session-less PutChunkedFile."""
+    assert wopi.lock("L").status_int == 200
+    signature, chunks = full_file(*CHUNKS)
+    assert put_chunked(wopi, {"MainContent": signature}, chunks, X_WOPI_Lock="L").status_int == 200
+    return wopi
+
+
+def start(app, wopi, override: str | None, body: bytes = b"", **headers):
+    """Call the WSGI app as a server does; returns the status and the body iterable, not yet consumed."""
+    url = urlsplit(wopi.url("/contents" if override is None else ""))
+    if override is not None:
+        headers["X-WOPI-Override"] = override
+    environ = EnvironBuilder(path=url.path, query_string=url.query, method="POST" if override else "GET",
+                             headers=headers, data=body).get_environ()
+    status = []
+    app_iter = app(environ, lambda line, headers, exc_info=None: status.append(line))
+    return status[0], app_iter
+
+
+GET_CHUNKED_FILE = ("GET_CHUNKED_FILE", request_body({"ContentPropertiesToReturn": [], "ContentFilters": [
+    {"StreamId": "MainContent", "ChunkingScheme": "FullFile", "ChunksToReturn": "All", "AlreadyKnownChunks": []}]}))
+GET_CHUNKS = ("GET_CHUNKS", request_body({"ContentFilters": [
+    {"StreamId": "MainContent", "ChunkRangesToReturn": [{"ChunkId": chunk_id(c), "Offset": 0, "Length": -1}
+                                                         for c in CHUNKS]}]}))
+
+
+@pytest.mark.parametrize("operation", [GET_CHUNKED_FILE, GET_CHUNKS], ids=["GetChunkedFile", "GetChunks"])
+def test_closing_a_streamed_body_releases_its_blobs(app, settings, saved, operation):
+    status, body = start(app, saved, *operation)
+    assert status.startswith("200")
+    assert blob_fds(settings)  # held while the response streams
+    received = b"".join(body)
+    assert CHUNKS[0] in received and CHUNKS[1] in received
+    body.close()
+    assert blob_fds(settings) == []  # released by the close itself, with the body still referenced
+
+
+@pytest.mark.parametrize("operation", [GET_CHUNKED_FILE, GET_CHUNKS], ids=["GetChunkedFile", "GetChunks"])
+def test_a_client_going_away_mid_download_releases_the_blobs(app, settings, saved, operation):
+    status, body = start(app, saved, *operation)
+    next(iter(body))  # the server sent the first piece, then the client hung up
+    body.close()
+    assert blob_fds(settings) == []
+
+
+def test_get_file_releases_its_blob(app, settings, saved):
+    for headers in ({}, {"Range": "bytes=10-20"}):
+        status, body = start(app, saved, None, **headers)
+        assert status.startswith(("200", "206"))
+        b"".join(body)
+        body.close()
+        assert blob_fds(settings) == []
+
+
+def test_a_request_failing_after_the_blobs_were_opened_releases_them(app, settings, saved):
+    bad_range = request_body({"ContentFilters": [{"StreamId": "MainContent", "ChunkRangesToReturn": [
+        {"ChunkId": chunk_id(CHUNKS[0]), "Offset": 300_001, "Length": 1}]}]})
+    status, body = start(app, saved, "GET_CHUNKS", bad_range)
+    assert status.startswith("400")
+    b"".join(body)
+    assert blob_fds(settings) == []
+    status, body = start(app, saved, None, Range="bytes=999999999-")  # 416, decided after the blob is open
+    assert status.startswith("416")
+    assert blob_fds(settings) == []
+
+
+def test_a_hundred_reads_hold_nothing_afterwards(settings, saved):
+    for _ in range(50):
+        assert saved.op(*GET_CHUNKED_FILE).status_int == 200
+        assert saved.op(*GET_CHUNKS).status_int == 200
+    assert blob_fds(settings) == []
