@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import WopiError
+from .errors import WopiError, not_found
 from .extents import OpenBlobs, open_extents
 from .ids import new_id
 from .locks import current_lock, require_write_access
@@ -27,6 +27,7 @@ from .repository import drop_alternate_streams, file_named, load_file, lock_fold
 from .storage import Blob, BlobStore, TooLarge
 
 T = TypeVar("T")
+C = TypeVar("C")
 MAX_NUMBERED_NAMES = 1000
 COOL_DOCUMENT_CHANGED = 1010  # Collabora's "document changed in storage" status code
 
@@ -73,17 +74,19 @@ class Files:
         """A new file in `folder_id`; the name gets a ' (n)' suffix if it is taken."""
         name = check(name)
 
-        def apply(s: Session, blob: Blob) -> tuple[File, list[str]]:
+        def validate(s: Session) -> None:
             lock_folder(s, folder_id)
+
+        def apply(s: Session, blob: Blob, _: None) -> tuple[File, list[str]]:
             return self._insert(s, folder_id, self._free_name(s, folder_id, name), owner_id, blob), []
 
-        return self._write_blob(source, lambda s: None, apply)
+        return self._write_blob(source, validate, apply)
 
     def put(self, file_id: str, source: BinaryIO, lock_id: str | None,
             loaded_at: datetime | None = None) -> File:
         """PutFile. `loaded_at` is Collabora's X-COOL-WOPI-Timestamp: refuse if the file changed since."""
 
-        def validate(s: Session) -> None:
+        def validate(s: Session) -> File:
             file = load_file(s, file_id)
             # An unlocked file may be written only while it is empty (the "create new" flow).
             require_write_access(s, file, self.clock.now(), lock_id, unlocked_ok=file.size == 0)
@@ -91,9 +94,9 @@ class Files:
                 raise WopiError(409, "the file was changed in storage since the editor loaded it",
                                 {"X-WOPI-Lock": current_lock(s, file_id, self.clock.now()) or ""},
                                 body={"COOLStatusCode": COOL_DOCUMENT_CHANGED})
+            return file
 
-        def apply(s: Session, blob: Blob) -> tuple[File, list[str]]:
-            file = load_file(s, file_id)
+        def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
             return file, self._set_content(s, file, blob)
 
         return self._write_blob(source, validate, apply)
@@ -108,20 +111,22 @@ class Files:
             except InvalidName as exc:
                 raise self._target_error(400, str(exc), folder_id, target.name) from None
 
-        def validate(s: Session) -> None:
+        def validate(s: Session) -> File | None:
+            """The file to overwrite, or None for a new one. The folder is locked first: what the name
+            means cannot change until the transaction ends (two saves racing for one name)."""
+            lock_folder(s, folder_id)
             load_file(s, source_id)
             if target.suggested:
-                return
+                return None
             existing = file_named(s, folder_id, target.name)
             if existing is None:
-                return
+                return None
             if not target.overwrite:
                 raise self._target_error(409, "a file with that name exists", folder_id, target.name)
             require_write_access(s, existing, self.clock.now(), None, unlocked_ok=True)
+            return existing
 
-        def apply(s: Session, blob: Blob) -> tuple[File, list[str]]:
-            lock_folder(s, folder_id)
-            existing = None if target.suggested else file_named(s, folder_id, target.name)
+        def apply(s: Session, blob: Blob, existing: File | None) -> tuple[File, list[str]]:
             if existing is None:
                 name = self._free_name(s, folder_id, target.name) if target.suggested else target.name
                 return self._insert(s, folder_id, name, owner_id, blob), []
@@ -133,10 +138,9 @@ class Files:
                coauth_lock_id: str | None = None) -> File:
         """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix."""
         with self.db.write() as s:
-            file = load_file(s, file_id)
+            file = self._load_in_locked_folder(s, file_id)
             require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=True)
             name = check(requested_base + split_extension(file.name)[1])
-            lock_folder(s, file.folder_id)
             file.name = self._free_name(s, file.folder_id, name, ignore_file_id=file.id)
             file.name_key = name_key(file.name)
             file.sequence_number += 1
@@ -155,14 +159,16 @@ class Files:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _write_blob(self, source: BinaryIO, validate: Callable[[Session], None],
-                    apply: Callable[[Session, Blob], tuple[T, list[str]]]) -> T:
+    def _write_blob(self, source: BinaryIO, validate: Callable[[Session], C],
+                    apply: Callable[[Session, Blob, C], tuple[T, list[str]]]) -> T:
         """Validate, stream `source` to a blob, validate again and apply in one transaction.
 
+        `validate` takes the row locks the change needs, folder before file (every transaction takes them
+        in that order, so none waits for another in a circle), checks, and returns what `apply` acts on.
         `apply` returns its result and the blobs that the change made unused (deleted after commit).
         """
         with self.db.read() as s:
-            validate(s)
+            validate(s)  # fail fast, before a possibly huge body is read
         try:
             blob = self.blobs.write(source, self.max_size)
         except TooLarge as exc:
@@ -170,14 +176,25 @@ class Files:
         with blob:
             try:
                 with self.db.write() as s:
-                    validate(s)
-                    result, unused = apply(s, blob)
+                    result, unused = apply(s, blob, validate(s))
             except BaseException:
                 self.blobs.delete(blob.name)
                 raise
         for name in unused:
             self.blobs.delete(name)
         return result
+
+    @staticmethod
+    def _load_in_locked_folder(s: Session, file_id: str) -> File:
+        """The file row, locked after its folder's (see _write_blob)."""
+        while True:
+            folder_id = s.scalar(sa.select(File.folder_id).where(File.id == file_id))
+            if folder_id is None:
+                raise not_found()
+            lock_folder(s, folder_id)
+            file = load_file(s, file_id)
+            if file.folder_id == folder_id:  # not moved in between
+                return file
 
     def _insert(self, s: Session, folder_id: str, name: str, owner_id: str, blob: Blob) -> File:
         now = self.clock.now()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .errors import not_found
@@ -25,6 +26,13 @@ def load_file(session: Session, file_id: str) -> File:
 def lock_folder(session: Session, folder_id: str) -> Folder:
     """Serialise name changes inside one folder (two Save As racing for the same name)."""
     return session.scalars(locking(session, sa.select(Folder).where(Folder.id == folder_id))).one()
+
+
+def insert_if_absent(session: Session, model, **values) -> bool:
+    """Insert a row unless one with its key exists, in one statement; whether it was inserted."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.get_bind().dialect.name]
+    statement = dialect.insert(model).values(**values).on_conflict_do_nothing()
+    return session.execute(statement.returning(sa.literal(1))).first() is not None
 
 
 def lock_user(session: Session, user_id: str) -> None:

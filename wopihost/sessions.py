@@ -164,7 +164,10 @@ class UploadSessions:
         """Delete expired sessions and their pieces; returns how many sessions went."""
         now = now or self.clock.now()
         with self.db.write() as s:
-            tokens = list(s.scalars(sa.select(UploadSession.token).where(UploadSession.expires_at <= now)))
+            # Row-locked: a commit that holds a session (and hands its pieces to a file) finishes first,
+            # and the session it deleted is no longer found, so its pieces are not taken from the file.
+            expired = sa.select(UploadSession.token).where(UploadSession.expires_at <= now)
+            tokens = list(s.scalars(locking(s, expired)))
             blobs = [blob for token in tokens for blob in self.delete_in(s, token)]
         for blob in blobs:
             self.blobs.delete(blob)

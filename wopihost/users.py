@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from .ids import new_id
 from .models import USER_ID_LENGTH, USER_INFO_LENGTH, Drive, Folder, User
+from .repository import insert_if_absent
 from .text import text_problem
 
 # WOPI asks that user ids avoid <>"#{}^[]`\/ ; we allow a conservative set that fits e-mail addresses.
@@ -23,16 +24,20 @@ def check_user_id(user_id: str) -> str:
 
 
 def ensure_user(session: Session, user_id: str, now: datetime, display_name: str | None = None) -> User:
-    """The user, created with a drive and an empty root folder on first sight."""
-    user = session.get(User, check_user_id(user_id))
-    if user is None:
-        user = User(id=user_id, display_name=display_name or user_id, created_at=now)
+    """The user, created with a drive and an empty root folder on first sight.
+
+    Two first sightings may race (several workers, READ COMMITTED): the user row is inserted only if
+    absent, in one statement, and only the transaction whose insert took creates the drive.
+    """
+    if insert_if_absent(session, User, id=check_user_id(user_id), display_name=display_name or user_id,
+                        created_at=now):
         drive = Drive(id=new_id(), owner_id=user_id, created_at=now)
         root = Folder(id=new_id(), drive_id=drive.id, parent_id=None, name="", name_key="", created_at=now)
-        for row in (user, drive, root):  # no ORM relationships, so flush in foreign-key order
+        for row in (drive, root):  # no ORM relationships, so flush in foreign-key order
             session.add(row)
             session.flush()
-    elif display_name:
+    user = session.get(User, user_id)
+    if display_name and user.display_name != display_name:
         user.display_name = display_name
     return user
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
@@ -31,8 +33,8 @@ def server(tmp_path, database):
 
 
 class Document:
-    def __init__(self, server: LocalServer, tmp_path, content: bytes = b"original content"):
-        path = tmp_path / "Doc.docx"
+    def __init__(self, server: LocalServer, tmp_path, content: bytes = b"original content", name: str = "Doc.docx"):
+        path = tmp_path / name
         path.write_bytes(content)
         self.server, self.id = server, server.add_file(path)["id"]
         self.token = server.token(self.id)
@@ -117,3 +119,50 @@ def test_a_client_going_away_mid_download_leaves_no_descriptors_open(server, doc
     while blob_fds(server) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert blob_fds(server) == []
+
+
+# -- 2. check-then-act across workers ------------------------------------------------------------
+
+def race(count: int, call) -> list[requests.Response]:
+    start = threading.Barrier(count)
+
+    def one(i: int) -> requests.Response:
+        start.wait()
+        return call(i)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_save_as_racing_for_one_name_has_exactly_one_winner(server, tmp_path):
+    sources = [Document(server, tmp_path, name=f"Source {i}.docx") for i in range(8)]  # all in one folder
+    for round_ in range(10):
+        name = f"Copy {round_}.docx"
+        responses = race(8, lambda i: requests.post(sources[i].url(), data=f"body {i}".encode(), headers={
+            "X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-RelativeTarget": name}))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [200] + [409] * 7, statuses
+        for loser in (r for r in responses if r.status_code == 409):
+            assert loser.headers["X-WOPI-ValidRelativeTarget"] not in ("", name)
+        winner = next(r for r in responses if r.status_code == 200).json()
+        assert winner["Name"] == name
+        assert requests.get(winner["Url"].replace("?", "/contents?")).content.startswith(b"body ")
+
+
+def test_overwrite_racing_honours_the_targets_lock(server, document, tmp_path):
+    target = Document(server, tmp_path, b"the target", name="Target.docx")
+    assert target.post("LOCK", **{"X-WOPI-Lock": "T"}).status_code == 200
+    responses = race(8, lambda i: requests.post(document.url(), data=b"overwrite", headers={
+        "X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-RelativeTarget": "Target.docx",
+        "X-WOPI-OverwriteRelativeTarget": "true"}))
+    assert [r.status_code for r in responses] == [409] * 8
+    assert {r.headers["X-WOPI-Lock"] for r in responses} == {"T"}
+    assert requests.get(target.url("/contents")).content == b"the target"
+
+
+def test_renames_racing_for_one_name_all_get_distinct_names(server, tmp_path):
+    documents = [Document(server, tmp_path, f"doc {i}".encode(), name=f"Doc {i}.docx") for i in range(8)]
+    responses = race(8, lambda i: documents[i].post("RENAME_FILE", **{"X-WOPI-RequestedName": "Same"}))
+    assert all(r.status_code == 200 for r in responses)
+    names = sorted(r.json()["Name"] for r in responses)
+    assert names == sorted(["Same"] + [f"Same ({n})" for n in range(2, 9)])
