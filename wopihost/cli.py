@@ -267,8 +267,9 @@ def demo(as_json: bool) -> None:
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--workers", default=2, show_default=True, type=int, help="Processes.")
+@click.option("--threads", default=None, type=int, help="Requests each process serves at once  [default: 64].")
+def serve(host: str, port: int, workers: int, threads: int | None) -> None:
     """Serve with gunicorn (for production use deploy/gunicorn.conf.py)."""
     from .server import DEFAULTS, WopiHostServer
 
@@ -276,9 +277,10 @@ def serve(host: str, port: int, workers: int) -> None:
     os.environ.setdefault("WOPIHOST_PUBLIC_URL", f"http://{host}:{port}")
     services = _services()  # fail here, once, rather than in every worker
     services.db.dispose()
+    threads = threads or DEFAULTS["threads"]
     click.echo(f"wopihost serving {services.settings.public_url} on http://{host}:{port} "
-               f"with {workers} workers; data in {services.settings.data_dir}", err=True)
-    WopiHostServer({**DEFAULTS, "bind": f"{host}:{port}", "workers": workers}).run()
+               f"with {workers} workers of {threads} threads; data in {services.settings.data_dir}", err=True)
+    WopiHostServer({**DEFAULTS, "bind": f"{host}:{port}", "workers": workers, "threads": threads}).run()
 
 
 if __name__ == "__main__":

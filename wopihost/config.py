@@ -46,6 +46,13 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"must be more than 0, not {text!r}")
+    return seconds
+
+
 PROOF_MODES = ("off", "verify", "require")
 
 
@@ -85,6 +92,8 @@ class Settings:
     real_time_channel_url: str = ""
     file_geo_location_code: str = "US"
     sweep_interval: float = 300
+    header_timeout: float = 10.0
+    idle_timeout: float = 30.0
     trusted_proxies: int = 0
     discovery_url: str = ""
     discovery_ttl: float = 12 * 3600
@@ -144,6 +153,8 @@ class Settings:
             real_time_channel_url=get("REAL_TIME_CHANNEL_URL", public_url),
             file_geo_location_code=get("FILE_GEO_LOCATION_CODE", "US"),
             sweep_interval=parsed("SWEEP_INTERVAL", "5m", parse_duration),
+            header_timeout=parsed("HEADER_TIMEOUT", "10s", _positive_duration),
+            idle_timeout=parsed("IDLE_TIMEOUT", "30s", _positive_duration),
             trusted_proxies=parsed("TRUSTED_PROXIES", "0", _count),
             discovery_url=discovery_url,
             discovery_ttl=parsed("DISCOVERY_TTL", "12h", parse_duration),

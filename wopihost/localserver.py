@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import requests
@@ -134,3 +135,56 @@ class PeakRss:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+TRICKLE_EVERY = 0.5
+
+
+class SlowClient(threading.Thread):
+    """A client as slow as a server can meet, in a thread, until `stop` is set; `url` is a document's WOPISrc
+    with its access token (the document locked with lock id L, for the trickled PutFile).
+
+    `kind` is "head" (the request head sent a byte every TRICKLE_EVERY seconds, never finished), "body" (a
+    PutFile of 10 MB whose body comes a byte at a time) or "reader" (a GetFile never read). When the server
+    drops the connection, the client connects again at once; `connections` counts them.
+    """
+
+    def __init__(self, kind: str, port: int, url: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.kind, self.port, self.stop = kind, port, stop
+        self.path, self.query = urlsplit(url).path, urlsplit(url).query
+        self.connections = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                    self.connections += 1
+                    getattr(self, self.kind)(sock)
+            except OSError:
+                pass  # dropped by the server: connect again
+            self.stop.wait(0.05)
+
+    def _trickle(self, sock: socket.socket, data: bytes) -> None:
+        for byte in data:
+            if self.stop.wait(TRICKLE_EVERY):
+                return
+            sock.sendall(bytes([byte]))
+
+    def head(self, sock: socket.socket) -> None:
+        self._trickle(sock, f"GET {self.path}?{self.query} HTTP/1.1\r\nHost: x\r\n".encode() + b"X-Pad: y" * 10_000)
+
+    def body(self, sock: socket.socket) -> None:
+        sock.sendall(f"POST {self.path}/contents?{self.query} HTTP/1.1\r\nHost: x\r\nX-WOPI-Override: PUT\r\n"
+                     f"X-WOPI-Lock: L\r\nContent-Length: 10000000\r\n\r\n".encode())
+        self._trickle(sock, b"z" * 10_000_000)
+
+    def reader(self, sock: socket.socket) -> None:
+        sock.sendall(f"GET {self.path}/contents?{self.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        while not self.stop.wait(1.0):  # never read; notice when the server gives up on us
+            sock.settimeout(0.01)
+            try:
+                if sock.recv(1, socket.MSG_PEEK) == b"" and sock.recv(1) == b"":
+                    return
+            except (TimeoutError, BlockingIOError):
+                pass

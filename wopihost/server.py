@@ -9,10 +9,12 @@ from gunicorn.app.base import BaseApplication
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms override=%({x-wopi-override}i)s'
 
 DEFAULTS = {
-    # gthread: the worker's main loop keeps heart-beating while a thread streams a
-    # multi-gigabyte upload, so a long request is not mistaken for a hung worker.
-    "worker_class": "gthread",
-    "threads": 4,
+    # gunicorn's gthread worker, hardened against slow clients (see wopihost/worker.py): the main loop
+    # keeps heart-beating while a thread streams a multi-gigabyte upload, so a long request is not
+    # mistaken for a hung worker. A slow client holds a thread only while it sends a body or is sent a
+    # response, so threads are many: each costs little while it waits.
+    "worker_class": "wopihost.worker.Worker",
+    "threads": 64,
     "timeout": 120,
     "graceful_timeout": 30,
     "keepalive": 5,

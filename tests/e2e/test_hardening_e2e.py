@@ -13,10 +13,9 @@ import pytest
 import requests
 
 from wopihost.cspp.chunkid import chunk_id
-from wopihost.cspp.frames import END_FRAME
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, request_body
-from wopihost.localserver import LocalServer
+from wopihost.localserver import LocalServer, SlowClient
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +54,7 @@ def document(server, tmp_path) -> Document:
 
 
 def raw_request(server: LocalServer, head: str, body: bytes = b"") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     sock.sendall(head.encode("latin-1") + body)
     return sock
 
@@ -166,3 +165,89 @@ def test_renames_racing_for_one_name_all_get_distinct_names(server, tmp_path):
     assert all(r.status_code == 200 for r in responses)
     names = sorted(r.json()["Name"] for r in responses)
     assert names == sorted(["Same"] + [f"Same ({n})" for n in range(2, 9)])
+
+
+# -- 3. slow clients -----------------------------------------------------------------------------
+
+@pytest.fixture
+def impatient_server(tmp_path, database):
+    """Header and idle timeouts of one second, so the tests need not wait for the defaults."""
+    server = LocalServer.start(tmp_path, database, extra_env={
+        "WOPIHOST_HEADER_TIMEOUT": "1s", "WOPIHOST_IDLE_TIMEOUT": "1s"})
+    yield server
+    server.stop()
+    log = server.log_text()
+    assert "Traceback" not in log, log[-20000:]
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes `sock` within `seconds` (what it sends before is read and dropped)."""
+    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return False
+
+
+def test_a_head_not_finished_in_time_is_dropped(impatient_server, tmp_path):
+    document = Document(impatient_server, tmp_path)
+    path = urlsplit(document.url())
+    sock = raw_request(impatient_server, f"GET {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n")
+    assert closed_within(sock, 5)
+    assert document.http.get(document.url()).status_code == 200
+
+
+def test_a_body_that_stalls_is_408_and_stores_nothing(impatient_server, tmp_path):
+    document = Document(impatient_server, tmp_path)
+    assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
+    path = urlsplit(document.url("/contents"))
+    sock = raw_request(impatient_server, f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
+                                         "X-WOPI-Override: PUT\r\nX-WOPI-Lock: L\r\nContent-Length: 1000\r\n\r\n",
+                       b"half" * 100)
+    assert read_status(sock) == 408
+    assert document.http.get(document.url("/contents")).content == b"original content"
+    assert list((impatient_server.data_dir / "tmp").iterdir()) == []
+
+
+def test_a_client_that_reads_nothing_is_closed_after_the_idle_timeout(impatient_server, tmp_path):
+    document = Document(impatient_server, tmp_path, os.urandom(32 * MIB))
+    path = urlsplit(document.url("/contents"))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", impatient_server.port))
+    sock.sendall(f"GET {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    time.sleep(4)  # the server's send stalls; after a second of it, the server gives up
+    received = 0
+    with sock:
+        sock.settimeout(30)
+        while data := sock.recv(1 << 20):  # what the kernels buffered, then the end of the connection
+            received += len(data)
+    assert received < 32 * MIB
+
+
+def test_sixty_four_slow_clients_do_not_starve_normal_requests(server, tmp_path):
+    """A liveness check, not a benchmark (bench/slow_clients.py measures): with slow clients of every kind
+    holding connections, every CheckFileInfo is answered, none near the probe's 10 s timeout."""
+    document = Document(server, tmp_path, os.urandom(8 * MIB))
+    assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
+    stop = threading.Event()
+    clients = [SlowClient(("head", "body", "reader")[i % 3], server.port, document.url(), stop) for i in range(64)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(2)
+        slowest = 0.0
+        for _ in range(60):
+            started = time.monotonic()
+            assert document.http.get(document.url(), timeout=10).status_code == 200
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+        assert slowest < 2, slowest
+    finally:
+        stop.set()
