@@ -251,3 +251,33 @@ def test_sixty_four_slow_clients_do_not_starve_normal_requests(server, tmp_path)
         assert slowest < 2, slowest
     finally:
         stop.set()
+
+
+# -- 5. tokens in logs ---------------------------------------------------------------------------
+
+def test_no_log_line_ever_shows_a_token(server, document):
+    token, path = document.token, f"/wopi/files/{document.id}"
+    malformed = [
+        f"GET {path}?access_token={token}&x=a b HTTP/1.1",  # a space in the target
+        f"GET {path} ?access_token={token} HTTP/1.1",
+        f"GET {path}?access_token={token} HTTP/9.9",
+        f"GET {path}?access_token={token.upper()} HTTP/1.1 extra",
+        f"GET {path}?access_token={token}\x00 HTTP/1.1",
+        f"G\x01T {path}?access_token={token} HTTP/1.1",
+        f"GET {path}/access_token={token} HTTP/1.1",  # in the path, which the access log does show
+        f"GET {path}/{token} HTTP/1.1",
+    ]
+    for line in malformed:
+        sock = raw_request(server, f"{line}\r\nHost: x\r\n\r\n")
+        with sock:
+            sock.recv(65536)
+    headers = [f"Authorization: Bearer {token}", f"X-Bad Header: {token}", f"X-Token: {token}\x7f"]
+    for header in headers:
+        sock = raw_request(server, f"GET {path} HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n")
+        with sock:
+            sock.recv(65536)
+    assert document.http.get(document.url()).status_code == 200
+    server.stop()
+    log = server.log_text()
+    assert token.lower() not in log.lower()
+    assert "Invalid" in log and "[redacted]" in log  # the malformed requests were logged, redacted
