@@ -281,3 +281,36 @@ def test_no_log_line_ever_shows_a_token(server, document):
     log = server.log_text()
     assert token.lower() not in log.lower()
     assert "Invalid" in log and "[redacted]" in log  # the malformed requests were logged, redacted
+
+
+# -- 4. malformed chunked bodies -----------------------------------------------------------------
+
+CHUNKED_BODIES = {
+    "size zz": b"zz\r\nhello\r\n0\r\n\r\n",
+    "size -5": b"-5\r\nhello\r\n0\r\n\r\n",
+    "absurd size": b"ffffffffffffffffffffffff\r\nhello",
+    "cut off": b"5\r\nhello\r\n5\r\nwor",
+    "no terminator": b"5\r\nhelloXX0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("override, suffix, extra", [
+    ("PUT", "/contents", "X-WOPI-Lock: L\r\n"),
+    ("UPDATE_UPLOAD_SESSION", "", "X-WOPI-ContentRangeOffset: 0\r\nX-WOPI-ContentRangeLength: 10\r\n"),
+    ("PUT_CHUNKED_FILE", "/contents", "X-WOPI-Lock: L\r\nX-WOPI-SequenceNumber: 1\r\n"),
+], ids=["PutFile", "UpdateUploadSession", "PutChunkedFile"])
+def test_malformed_chunked_bodies_are_400(server, document, override, suffix, extra):
+    if override == "UPDATE_UPLOAD_SESSION":
+        session = document.post("CREATE_UPLOAD_SESSION").json()["UploadSessionToken"]
+        extra += f"X-WOPI-UploadSessionToken: {session}\r\n"
+    path = urlsplit(document.url(suffix))
+    for label, body in CHUNKED_BODIES.items():
+        sock = raw_request(server, f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
+                                   f"X-WOPI-Override: {override}\r\n{extra}Transfer-Encoding: chunked\r\n\r\n", body)
+        sock.shutdown(socket.SHUT_WR)  # the body ends here
+        with sock, sock.makefile("rb") as answer:
+            head = answer.read().split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        assert head[0].split()[1] == "400", (label, head)
+        assert any(line.lower().startswith("x-wopi-failurereason: ") and "body" in line for line in head), head
+    assert document.http.get(document.url("/contents")).content == b"original content"
+    assert list((server.data_dir / "tmp").iterdir()) == []
