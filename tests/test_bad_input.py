@@ -90,6 +90,12 @@ def test_relative_target_with_a_lone_surrogate_is_400_with_a_valid_name(wopi, se
     assert len(services.files.list()) == 1
 
 
+def test_relative_target_that_is_not_utf7_is_400_with_a_valid_name(wopi):
+    response = wopi.op("PUT_RELATIVE", b"x", X_WOPI_RelativeTarget="Bad+ZZZ.docx")
+    assert_400(response, "UTF-7")
+    assert response.headers["X-WOPI-ValidRelativeTarget"] == "Bad+-ZZZ.docx"  # the raw text, UTF-7 encoded
+
+
 def test_suggested_target_with_a_lone_surrogate_is_sanitised(wopi):
     response = wopi.op("PUT_RELATIVE", b"x", X_WOPI_SuggestedTarget="+2AA-.docx")
     assert response.status_int == 200

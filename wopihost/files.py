@@ -38,6 +38,7 @@ class Target:
     name: str
     suggested: bool
     overwrite: bool = False
+    problem: str | None = None  # why a specific name is unusable before it is even a name (not valid UTF-7)
 
 
 class Files:
@@ -107,6 +108,8 @@ class Files:
         folder_id = self.get(source_id).folder_id
         if not target.suggested:
             try:
+                if target.problem is not None:
+                    raise InvalidName(target.problem)
                 check(target.name)
             except InvalidName as exc:
                 raise self._target_error(400, str(exc), folder_id, target.name) from None

@@ -13,7 +13,7 @@ from ..errors import WopiError, WopiResponse, bad_request, not_found
 from ..files import Target
 from ..locks import parse_lock_id
 from ..models import File
-from ..names import MAX_BASE_LENGTH, InvalidName, sanitize, split_extension
+from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_extension
 from ..services import Services
 from ..storage import PIECE
 from ..tokens import Grant
@@ -163,7 +163,7 @@ def put_relative_file(call: Call) -> WopiResponse:
     if has_suggested:
         target = Target(_suggested_name(call.file_id, services), suggested=True)
     else:
-        target = Target(utf7_header("X-WOPI-RelativeTarget") or "", suggested=False, overwrite=overwrite)
+        target = _relative_target(overwrite)
     check_body_size(services.settings.max_file_size, declared)
     file = services.files.put_relative(call.file_id, grant.user_id, target, request_body())
     issued = services.issue_token(file.id, grant.user_id, grant.can_write, grant.expires_at)
@@ -173,6 +173,15 @@ def put_relative_file(call: Call) -> WopiResponse:
         "HostViewUrl": services.host_page_url("view", file.id),
         "HostEditUrl": services.host_page_url("edit", file.id),
     })
+
+
+def _relative_target(overwrite: bool) -> Target:
+    """X-WOPI-RelativeTarget; one that is not valid UTF-7 still names what the 400 suggests instead."""
+    raw = header("X-WOPI-RelativeTarget") or ""
+    try:
+        return Target(decode_utf7(raw, "X-WOPI-RelativeTarget"), suggested=False, overwrite=overwrite)
+    except InvalidName as exc:
+        return Target(raw, suggested=False, overwrite=overwrite, problem=str(exc))
 
 
 def _suggested_name(file_id: str, services: Services) -> str:
