@@ -1,4 +1,4 @@
-"""CheckFileInfo (spec wopi-core §3.1, §5, §7 item 1)."""
+"""CheckFileInfo (docs/wopi.md §3.1, §5, §7 item 1)."""
 
 import base64
 import hashlib
@@ -12,7 +12,7 @@ from wopihost.clock import to_epoch_ms
 
 from .helpers import WopiClient
 
-# The CSPP schema rejects these; a plain host must never send them (spec §5 "schema trap").
+# The CSPP schema rejects these; a plain host must never send them (docs/wopi.md §5 "schema trap").
 WOPI_PLUS_ONLY = {"SupportsCoauth", "SequenceNumber", "OfficeCollaborationServiceEndpointUrl",
                   "RealTimeChannelEndpointUrl", "AccessTokenExpiry", "ServerTime", "SharingStatus",
                   "FileGeoLocationCode"}

@@ -1,4 +1,4 @@
-"""PutChunkedFile, GetChunkedFile, GetChunks, GetSequenceNumber (spec cspp §1.1-1.4, §3, §5)."""
+"""PutChunkedFile, GetChunkedFile, GetChunks, GetSequenceNumber (docs/cspp-plus.md §1.1-1.4, §3, §5)."""
 
 import io
 import zipfile
@@ -100,7 +100,7 @@ def test_only_listed_streams_change_and_empty_signature_deletes_a_stream(locked)
     alt, alt_chunks = full_file(b"world")
     save(locked, {"MainContent": main, "Alt": alt}, main_chunks + alt_chunks)
     alt2, alt2_chunks = full_file(b"WORLD")
-    save(locked, {"Alt": alt2}, alt2_chunks)  # MainContent left out: carried over (spec §5.2)
+    save(locked, {"Alt": alt2}, alt2_chunks)  # MainContent left out: carried over (docs/cspp-plus.md §5.2)
     _, message, _ = get_chunked(locked, [stream_filter("MainContent"), stream_filter("Alt")])
     assert [s["ChunkSignatures"][0]["ChunkId"] for s in message["Signatures"]] == [HELLO, chunk_id(b"WORLD")]
     save(locked, {"Alt": Signature("FullFile", ())})
@@ -199,7 +199,7 @@ def test_null_or_empty_session_token_means_no_session(locked, token):
 
 
 def test_keys_written_the_dotnet_way_are_read(locked):
-    """The validator's serializer sorts keys and escapes '/' (spec §1.3)."""
+    """The validator's serializer sorts keys and escapes '/' (docs/cspp-plus.md §1.3)."""
     text = ('{"ContentProperties":[],"Signatures":[{"ChunkSignatures":[{"ChunkId":"Jb4\\/r1zZ3xx+kzfTbN35Qg==",'
             '"Length":5}],"ChunkingScheme":"FullFile","StreamId":"MainContent"}],"UploadSessionTokenToCommit":""}')
     from wopihost.cspp.frames import chunk_frame
@@ -216,7 +216,7 @@ def test_read_only_token_cannot_save(make_file, client_for):
     assert put_chunked(reader, {"MainContent": signature}, chunks).status_int == 404
 
 
-# -- PutChunkedFile: the lock table (spec §1.3) -------------------------------------------
+# -- PutChunkedFile: the lock table (docs/cspp-plus.md §1.3) -------------------------------------------
 
 def test_row0_both_lock_headers_is_400(locked):
     signature, chunks = full_file(b"hello")
@@ -560,7 +560,7 @@ def get_chunks(wopi, ranges, stream="MainContent"):
 
 @pytest.fixture
 def thousand(locked):
-    """MainContent is the 1000-byte chunk of spec §2.5."""
+    """MainContent is the 1000-byte chunk of docs/cspp-plus.md §2.5."""
     data = bytes(i % 251 for i in range(1000))
     signature, chunks = full_file(data)
     save(locked, {"MainContent": signature}, chunks)

@@ -1,4 +1,4 @@
-"""CreateUploadSession, UpdateUploadSession and committing a session (spec cspp §1.5-1.7, §4)."""
+"""CreateUploadSession, UpdateUploadSession and committing a session (docs/cspp-plus.md §1.5-1.7, §4)."""
 
 import io
 import re
@@ -10,7 +10,7 @@ from wopihost.gc import collect
 from .cspp_helpers import (chunk_frames, create_session, full_file, put_chunked, sequence_number, update_session,
                            upload)
 
-# Spec §4.5: two Chunk frames, "hello" and "world", 74 bytes.
+# docs/cspp-plus.md §4.5: two Chunk frames, "hello" and "world", 74 bytes.
 HELLO_WORLD = chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])
 
 
@@ -47,7 +47,7 @@ def test_create_answers_only_the_token(wopi):
 
 def test_pieces_append_in_order(wopi):
     token = create_session(wopi)
-    first = update_session(wopi, token, 0, HELLO_WORLD[:30])  # cuts inside the first ChunkId (spec §4.5)
+    first = update_session(wopi, token, 0, HELLO_WORLD[:30])  # cuts inside the first ChunkId (docs/cspp-plus.md §4.5)
     assert first.status_int == 200
     assert first.headers["X-WOPI-UploadSessionCurrentOffset"] == "30"
     second = update_session(wopi, token, 30, HELLO_WORLD[30:])
@@ -201,8 +201,8 @@ def test_session_split_at_every_byte_commits_exactly(empty, cut):
     assert empty.get_file().body == b"hello"
 
 
-def test_spec_4_5_example(empty, services):
-    """Spec §4.5: the session holds hello and world; the commit adds a property and an alternate stream."""
+def test_worked_example_of_4_5(empty, services):
+    """docs/cspp-plus.md §4.5: the session holds hello and world; the commit adds a property and an alternate stream."""
     token = create_session(empty)
     update_session(empty, token, 0, HELLO_WORLD[:30])
     update_session(empty, token, 30, HELLO_WORLD[30:])

@@ -1,4 +1,4 @@
-"""GetFile and PutFile (spec wopi-core §3.2, §3.3, the PutFile row of §2.2, §7 items 4-5)."""
+"""GetFile and PutFile (docs/wopi.md §3.2, §3.3, the PutFile row of §2.2, §7 items 4-5)."""
 
 import io
 import os

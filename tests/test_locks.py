@@ -1,4 +1,4 @@
-"""The lock state table of spec wopi-core §2.2, row by row, and the lock header rules."""
+"""The lock state table of docs/wopi.md §2.2, row by row, and the lock header rules."""
 
 import pytest
 

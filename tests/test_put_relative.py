@@ -1,4 +1,4 @@
-"""PutRelativeFile (spec wopi-core §3.9, §1.5, §7 item 6)."""
+"""PutRelativeFile (docs/wopi.md §3.9, §1.5, §7 item 6)."""
 
 from urllib.parse import parse_qs, urlsplit
 
@@ -86,7 +86,7 @@ def test_suggested_target_that_is_not_utf7_is_used_raw(wopi):
 
 
 @pytest.mark.parametrize("encoded, expected", [
-    ("madeup+AF8-name.wopitestx", "madeup_name.wopitestx"),  # .NET encodes even '_' (spec §1.5)
+    ("madeup+AF8-name.wopitestx", "madeup_name.wopitestx"),  # .NET encodes even '_' (docs/wopi.md §1.5)
     (encode_utf7("Résumé 日本.docx"), "Résumé 日本.docx"),
 ])
 def test_names_are_utf7_decoded(wopi, encoded, expected):

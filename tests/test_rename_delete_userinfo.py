@@ -1,4 +1,4 @@
-"""RenameFile, DeleteFile, PutUserInfo (spec wopi-core §3.10-3.12, §7 item 7)."""
+"""RenameFile, DeleteFile, PutUserInfo (docs/wopi.md §3.10-3.12, §7 item 7)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Access tokens (spec wopi-core §1.2), dispatch on X-WOPI-Override (§4.1), headers on every response (§1.3)."""
+"""Access tokens (docs/wopi.md §1.2), dispatch on X-WOPI-Override (§4.1), headers on every response (§1.3)."""
 
 import re
 from datetime import timedelta

@@ -1,4 +1,4 @@
-"""CSPP Plus incremental file transfer (spec cspp-incremental-transfer §1-§5): chunked reads and saves.
+"""CSPP Plus incremental file transfer (docs/cspp-plus.md §1-§5): chunked reads and saves.
 
 A file's content is MainContent (the `files` row) plus alternate streams and content
 properties. Every stream keeps the signature that describes it: as the client
@@ -346,11 +346,12 @@ class ChunkedFiles:
             return self._chunked_file(snapshot, stream_ids, filters, wanted_properties)
 
     @staticmethod
-    def _chunked_file(snapshot: Snapshot, stream_ids: list[str], filters: list[dict], wanted_properties) -> Framed:
+    def _chunked_file(snapshot: Snapshot, stream_ids: list[str], filters: list[dict],
+                      wanted_properties: list) -> Framed:
         signatures, to_send, sent = [], [], set()
         for stream_id, item in zip(stream_ids, filters):
             stream = snapshot.streams.get(stream_id)
-            if stream is None:  # a stream that does not exist: Zip, no chunks (spec §1.2)
+            if stream is None:  # a stream that does not exist: Zip, no chunks (docs/cspp-plus.md §1.2)
                 signatures.append({"StreamId": stream_id, "ChunkingScheme": "Zip", "ChunkSignatures": []})
                 continue
             signature = stream.signature
@@ -402,7 +403,7 @@ class ChunkedFiles:
         for stream_id, chunk_id, offset, length in requested:
             stream = snapshot.streams.get(stream_id)
             where = stream.locations.get(chunk_id) if stream else None
-            if where is None:  # the file changed since the client saw this chunk: leave it out (spec §1.4)
+            if where is None:  # the file changed since the client saw this chunk: left out (docs/cspp-plus.md §1.4)
                 continue
             if offset > where.length:
                 raise bad_request(f"Offset {offset} is past the end of chunk {chunk_id} ({where.length} bytes)")
@@ -419,7 +420,8 @@ class ChunkedFiles:
 
     def put_chunked_file(self, file_id: str, body: BinaryIO, lock_id: str | None, coauth_lock_id: str | None,
                          sequence_number: int) -> File:
-        """PutChunkedFile, in the order of spec §1.3: frames, locks, sequence number, session, chunks, size."""
+        """PutChunkedFile, in the order of docs/cspp-plus.md §1.3: frames, locks, sequence number, session,
+        chunks, size."""
         limit = self.settings.max_upload_session_size
         try:
             spool = self.blobs.write(body, limit, sha256=False)
@@ -547,7 +549,7 @@ class ChunkedFiles:
             released |= self._expire(s, file_id, now)
             for stream_id, new in streams.items():
                 if stream_id == MAIN:
-                    # Version follows MainContent's bytes (spec §5.17); equal signatures mean equal bytes.
+                    # Version follows MainContent's bytes (docs/cspp-plus.md §5.17): equal signatures, equal bytes.
                     old = signature_from_db(file.main_scheme, file.main_signature) if file.main_signature else None
                     if old is None or old.chunks != new.signature.chunks:
                         file.version += 1

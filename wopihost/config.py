@@ -140,7 +140,8 @@ class Settings:
             max_file_size=max_file_size,
             host_page_url=get("HOST_PAGE_URL", public_url + "/host/{action}/{file_id}"),
             # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too
-            database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"), parse_duration),
+            database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"),
+                                         parse_duration),
             min_free_space=parsed("MIN_FREE_SPACE", "64MiB", parse_size),
             cspp_plus=parsed("CSPP_PLUS", "off", parse_flag),
             upload_session_ttl=parsed("UPLOAD_SESSION_TTL", "30m", parse_duration),

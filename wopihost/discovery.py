@@ -1,4 +1,4 @@
-"""WOPI discovery (spec wopi-core §6.1, §6.3): parsing the client's discovery XML, building action URLs,
+"""WOPI discovery (docs/wopi.md §6.1, §6.3): parsing the client's discovery XML, building action URLs,
 and a per-process cache that fetches it.
 
 Parsing and URL building are pure. `DiscoveryCache` does the fetching (urllib, or a callable the
@@ -32,7 +32,7 @@ DEFAULT_RETRY_SECONDS = 60
 DEFAULT_TIMEOUT_SECONDS = 10
 MAX_DISCOVERY_BYTES = 16 << 20  # Office's discovery is well under 1 MiB
 
-# <name=PLACEHOLDER&> or <name=PLACEHOLDER>, spec §6.1
+# <name=PLACEHOLDER&> or <name=PLACEHOLDER>, docs/wopi.md §6.1
 _PLACEHOLDER = re.compile(r"<([^<>=]*)=([A-Za-z0-9_]+)(&?)>")
 _LEFTOVER = re.compile(r"<[^<>]*>")
 
@@ -220,7 +220,7 @@ def parse_discovery(xml_bytes: bytes) -> Discovery:
 # -------------------------------------------------------------------------------------- action URLs
 
 def transform_urlsrc(urlsrc: str, wopi_src: str, values: Mapping[str, str] | None = None) -> str:
-    """Turn a discovery `urlsrc` template into an action URL (spec §6.1).
+    """Turn a discovery `urlsrc` template into an action URL (docs/wopi.md §6.1).
 
     Each optional part `<name=PLACEHOLDER[&]>` becomes `name=<value>[&]` when the placeholder is
     WOPI_SOURCE (the WOPISrc, URL-encoded) or a key of `values` (raw values, URL-encoded here), and

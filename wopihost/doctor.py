@@ -52,7 +52,7 @@ def _storage(services: Services) -> Finding:
                        "free space or grow the volume; writes are refused with 507 meanwhile")
     if state != "ok":
         return Finding(False, f"data directory {data_dir} is not writable",
-                       "give the service user write access to WOPIHOST_DATA_DIR, and check it is mounted read-write")
+                       "give the service user write access to WOPIHOST_DATA_DIR, mounted read-write")
     return Finding(True, f"data directory {data_dir} is writable")
 
 

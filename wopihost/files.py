@@ -211,8 +211,8 @@ class Files:
     def _set_content(self, s: Session, file: File, blob: Blob) -> list[str]:
         """New MainContent from outside PutChunkedFile; returns the blobs it made unused.
 
-        Such a change ends what coauthoring clients kept beside the document (spec cspp
-        §1.0): alternate streams and DeleteOnContentChange properties go, and the
+        Such a change ends what coauthoring clients kept beside the document
+        (docs/cspp-plus.md §1.0): alternate streams and DeleteOnContentChange properties go, and the
         signature is chunked anew from the bytes when next asked for.
         """
         replaced = {*file.content.blobs, *drop_alternate_streams(s, file.id)}

@@ -172,7 +172,8 @@ class SlowClient(threading.Thread):
             sock.sendall(bytes([byte]))
 
     def head(self, sock: socket.socket) -> None:
-        self._trickle(sock, f"GET {self.path}?{self.query} HTTP/1.1\r\nHost: x\r\n".encode() + b"X-Pad: y" * 10_000)
+        head = f"GET {self.path}?{self.query} HTTP/1.1\r\nHost: x\r\n".encode()
+        self._trickle(sock, head + b"X-Pad: y" * 10_000)
 
     def body(self, sock: socket.socket) -> None:
         sock.sendall(f"POST {self.path}/contents?{self.query} HTTP/1.1\r\nHost: x\r\nX-WOPI-Override: PUT\r\n"

@@ -1,4 +1,4 @@
-"""WOPI locks (spec wopi-core §2): every transition is one transaction holding the file row.
+"""WOPI locks (docs/wopi.md §2): every transition is one transaction holding the file row.
 
 The state table, with L the lock id in the request and C the current lock:
 
@@ -56,7 +56,7 @@ def live_coauth_locks(session: Session, file_id: str, now: datetime) -> list[Coa
 
 def require_write_access(session: Session, file: File, now: datetime, lock_id: str | None,
                          coauth_lock_id: str | None = None, unlocked_ok: bool = False) -> None:
-    """409 unless the request shows the lock that holds the file (spec cspp §1.3 lock table).
+    """409 unless the request shows the lock that holds the file (docs/cspp-plus.md §1.3 lock table).
 
     `unlocked_ok`: whether an unlocked file may be changed without a lock (PutFile on
     an empty file, RenameFile); otherwise an unlocked file conflicts too.
@@ -105,7 +105,7 @@ class Locks:
     def get(self, file_id: str) -> tuple[File, str]:
         with self.db.read() as s:
             file, now = load_file(s, file_id), self.clock.now()
-            if live_coauth_locks(s, file_id, now):  # not expressible as a WOPI lock (spec §3.5)
+            if live_coauth_locks(s, file_id, now):  # not expressible as a WOPI lock (docs/wopi.md §3.5)
                 raise conflict("the file is locked for coauthoring", None)
             return file, current_lock(s, file_id, now) or ""
 

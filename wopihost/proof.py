@@ -1,4 +1,4 @@
-"""WOPI proof keys: checking that a request really comes from the WOPI client (spec wopi-core §6.2-§6.4).
+"""WOPI proof keys: checking that a request really comes from the WOPI client (docs/wopi.md §6.2-§6.4).
 
 Pure functions and values: no Flask, no network, no clock of its own (the caller passes `now`).
 
@@ -32,7 +32,7 @@ _TICKS_EPOCH = datetime(1, 1, 1)
 UNIX_EPOCH_TICKS = 621_355_968_000_000_000
 MAX_TICKS = 3_155_378_975_999_999_999  # DateTime.MaxValue.Ticks (9999-12-31T23:59:59.9999999)
 
-# How far X-WOPI-TimeStamp may lie from our clock (spec §6.4: reject when more than 20 minutes old).
+# How far X-WOPI-TimeStamp may lie from our clock (docs/wopi.md §6.4: reject when more than 20 minutes old).
 PROOF_WINDOW = timedelta(minutes=20)
 
 # Keys smaller than this are refused outright; Office's are 2048 bits.
@@ -88,7 +88,7 @@ def upper_invariant(text: str) -> str:
 
 
 def proof_bytes(token: str, url: str, ticks: int) -> bytes:
-    """The bytes a WOPI client signs (spec §6.2): big-endian int32 length + UTF-8 token, int32 length +
+    """The bytes a WOPI client signs (docs/wopi.md §6.2): big-endian int32 length + UTF-8 token, int32 length +
     UTF-8 upper-cased URL, int32 8 + big-endian int64 timestamp."""
     token_bytes = token.encode("utf-8")
     url_bytes = upper_invariant(url).encode("utf-8")
@@ -133,7 +133,7 @@ def public_key_from_modulus_exponent(modulus_b64: str, exponent_b64: str,
 
 
 def public_key_from_blob(value_b64: str, what: str = "proof key") -> rsa.RSAPublicKey:
-    """An RSA public key from discovery's `value`: base64 of a CryptoAPI PUBLICKEYBLOB (spec §6.3).
+    """An RSA public key from discovery's `value`: base64 of a CryptoAPI PUBLICKEYBLOB (docs/wopi.md §6.3).
 
     Layout, little-endian: bType 0x06, bVersion 0x02, 2 reserved bytes, aiKeyAlg (CALG_RSA_KEYX,
     or CALG_RSA_SIGN), magic "RSA1", bitlen, pubexp, then bitlen/8 bytes of modulus, little-endian.
@@ -265,7 +265,7 @@ def token_candidates(access_token_raw: str) -> list[tuple[str, str]]:
     """The token forms a client may have signed: as it appears in the URL, then percent-decoded.
 
     Microsoft's published vectors sign the raw query-string value; the .NET validator signs the
-    decoded token and percent-encodes it in the URL (spec §6.2). "+" is tried both ways.
+    decoded token and percent-encodes it in the URL (docs/wopi.md §6.2). "+" is tried both ways.
     """
     forms = [("raw", access_token_raw)]
     for decoded in (unquote(access_token_raw), unquote_plus(access_token_raw)):
@@ -302,7 +302,7 @@ def _verifies(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool:
 def verify(keys: ProofKeys | None, *, access_token_raw: str | None, url: str, timestamp_header: str | None,
            proof: str | None, proof_old: str | None, now: datetime | None = None,
            check_freshness: bool = True, window: timedelta = PROOF_WINDOW) -> Verdict:
-    """Check the proof headers of one WOPI request (spec §6.4). Never raises for bad input.
+    """Check the proof headers of one WOPI request (docs/wopi.md §6.4). Never raises for bad input.
 
     `access_token_raw` is the access_token query value exactly as it appears in `url` (still
     percent-encoded); `url` is the full URL the client called (external scheme, host, port, path and

@@ -3,7 +3,7 @@
 Modes (WOPIHOST_PROOF_KEYS): `off` checks nothing; `verify` (the default once a
 discovery is configured) demands a valid signature whenever the discovery publishes
 proof keys; `require` demands one always. A request that fails gets 500, as WOPI
-prescribes, or 400 for a PutChunkedFile that names X-WOPI-Editors (spec cspp §1.3).
+prescribes, or 400 for a PutChunkedFile that names X-WOPI-Editors (docs/cspp-plus.md §1.3).
 Keys rotate: when a signature does not verify, or verifies only with the old key,
 the discovery is fetched again (at most once a minute per process) before deciding.
 """

@@ -1,4 +1,4 @@
-"""CSPP Plus upload sessions (spec cspp-incremental-transfer §1.5-1.7, §4.4).
+"""CSPP Plus upload sessions (docs/cspp-plus.md §1.5-1.7, §4.4).
 
 A session is a database row (file, user, bytes received, sliding expiry) and the
 pieces its UpdateUploadSession calls delivered, each an fsynced blob. A piece is

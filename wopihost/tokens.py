@@ -3,7 +3,7 @@
 Wire form: base32 (lower case, no padding) of an itsdangerous-signed payload
 `<jti>:<file_id>:<r|w>:<expiry seconds>`. Base32 keeps the token to [a-z2-7]:
 WOPI clients sign the URL that carries the token, and only an alphanumeric token
-looks the same percent-encoded and decoded (spec wopi-core §6.2). About 150
+looks the same percent-encoded and decoded (docs/wopi.md §6.2). About 150
 characters, well inside Office's URL limits.
 
 The signature lets us reject forged or foreign tokens without a database hit;

@@ -86,7 +86,7 @@ def test_base64_round_trip(raw):
     "GQn1a-wGJyPHUei0Ze5yiw==",
     "GQn1a/wGJyPHUei0Ze5yiz==",  # non-zero trailing bits: not the canonical encoding of 16 bytes
     "GQn1a/wGJyPHUei0Ze5yiwAA",  # no padding
-    "R3ZBz20okt9LmDaePUpB8Q--",  # doc placeholders (spec §5.22)
+    "R3ZBz20okt9LmDaePUpB8Q--",  # doc placeholders (docs/cspp-plus.md §5.22)
     "--QQQbM2oyjAXOFHEnVJ7Q2cbb/",
     "GQn1a/wGJyPHUei0Ze5yiw==GQn1a/wGJyPHUei0Ze5yiw==",
     "GQn1a/wGJyPHUei0Ze5yi\u00e9==",

@@ -97,7 +97,7 @@ def test_tiny_zip_example():
     ))
 
 
-# Empty and non-zip streams (spec §5.6).
+# Empty and non-zip streams (docs/cspp-plus.md §5.6).
 
 def test_empty_stream():
     assert chunk_ranges(io.BytesIO()) == ("FullFile", [(0, 0)])

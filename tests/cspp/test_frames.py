@@ -161,7 +161,7 @@ def test_chunk_range_example_bytes():
     ]
 
 
-# Spec §4.5: an upload-session stream sent in two pieces, then the committing PutChunkedFile.
+# docs/cspp-plus.md §4.5: an upload-session stream sent in two pieces, then the committing PutChunkedFile.
 
 SESSION_STREAM = hexbytes(
     "00 00 00 03 00 00 00 10 00 00 00 00 00 00 00 05"

@@ -27,10 +27,10 @@ def sig_of(*parts, scheme="FullFile"):
     return Signature(scheme, tuple(ChunkSignature(chunk_id(part), len(part)) for part in parts))
 
 
-# JSON shapes (spec §3.5)
+# JSON shapes (docs/cspp-plus.md §3.5)
 
 def test_put_chunked_file_sample_signatures_parse():
-    # The signatures of the PutChunkedFile MessageJSON sample in spec §1.3.
+    # The signatures of the PutChunkedFile MessageJSON sample in docs/cspp-plus.md §1.3.
     sample = json.loads("""[
       {"StreamId": "MainContent", "ChunkingScheme": "Zip", "ChunkSignatures": [
         {"ChunkId": "x528z/NDWJ8VewQfBqTVsQ==", "Length": 35},

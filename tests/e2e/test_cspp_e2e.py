@@ -509,7 +509,7 @@ def test_concurrent_updates_at_one_offset_exactly_one_wins(cspp_server, doc):
 
 def test_a_refused_update_leaves_its_connection_usable(cspp_server, doc):
     """A client that sends a piece at a stale offset must learn the session's offset from the 400, and then
-    either reuse the connection or be told (Connection: close) that it cannot: the resync of spec §1.6."""
+    either reuse the connection or be told (Connection: close) that it cannot: the resync of docs/cspp-plus.md §1.6."""
     session = doc.create_session()
     path = urlsplit(doc.url())
     conn = http.client.HTTPConnection("127.0.0.1", cspp_server.port, timeout=10)

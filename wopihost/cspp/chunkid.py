@@ -1,4 +1,4 @@
-"""ChunkId: SpookyHash V2 128-bit of the chunk bytes, seeds 0/0, as standard Base64 (spec §3.4).
+"""ChunkId: SpookyHash V2 128-bit of the chunk bytes, seeds 0/0, as standard Base64 (docs/cspp-plus.md §3.4).
 
 The 16 raw bytes are ``struct.pack('<QQ', h1, h2)``. ``spookyhash``'s ``.digest()`` is avoided on purpose:
 it is in native byte order, which is the wire order only on little-endian machines.

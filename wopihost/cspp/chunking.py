@@ -1,4 +1,4 @@
-"""Chunking a stream (spec §3.1-3.3, §5.6-5.7): Zip by the boundary-set algorithm, else FullFile.
+"""Chunking a stream (docs/cspp-plus.md §3.1-3.3, §5.6-5.7): Zip by the boundary-set algorithm, else FullFile.
 
 Zip chunks are, for each local entry in file order, its local header ``[lfh, data)`` and its data
 ``[data, next boundary)``, then the central directory with whatever follows it ``[cd_offset, EOF)``. That is
@@ -9,7 +9,7 @@ boundaries on every reference Office file.
 Only the end-of-central-directory records, the central directory and the local headers are read, from a
 seekable binary file object that the caller owns. Anything that is not a consistent single-disk zip (bytes
 before the first entry or after the EOCD comment, overlaps, offsets outside the file, ...) is FullFile: one
-chunk for the whole stream. An empty stream is one empty chunk, scheme FullFile (spec §5.6).
+chunk for the whole stream. An empty stream is one empty chunk, scheme FullFile (docs/cspp-plus.md §5.6).
 """
 
 from __future__ import annotations

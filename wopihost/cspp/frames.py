@@ -1,4 +1,5 @@
-"""The CSPP Plus binary frame format (spec §2): a sans-I/O incremental decoder and a streaming encoder.
+"""The CSPP Plus binary frame format (docs/cspp-plus.md §2): a sans-I/O incremental decoder and a streaming
+encoder.
 
 A frame is a 16-byte big-endian header (FrameType uint32, ExtendedHeaderSize uint32, PayloadSize uint64),
 then the extended header, then the payload:
@@ -30,8 +31,8 @@ consumer that keeps a piece beyond the next ``feed()`` while reusing its read bu
 (``bytes(event.data)``). Only headers split across pieces (at most 52 bytes) and the MessageJSON text are
 buffered, the latter up to ``max_message_size``.
 
-Every violation of the rules in spec §2.3 raises ``FrameError``, whose ``reason`` is one line of ASCII fit
-for ``X-WOPI-FailureReason``; so does a ChunkRange whose Length is not its PayloadSize or whose Flags is
+Every violation of the rules in docs/cspp-plus.md §2.3 raises ``FrameError``, whose ``reason`` is one line of
+ASCII fit for ``X-WOPI-FailureReason``; so does a ChunkRange whose Length is not its PayloadSize or whose Flags is
 neither 0 nor 1. No other exception escapes ``feed()`` or ``close()`` whatever the bytes are. The decoder
 checks framing only: the MessageJSON may be any JSON value, and a body may hold both Chunk and ChunkRange
 frames; which shapes an operation accepts is for its caller to check.

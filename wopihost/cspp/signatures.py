@@ -1,4 +1,5 @@
-"""Stream signatures (spec §3.5), the delta a client needs, and reassembly of a stream from its chunks (§3.3).
+"""Stream signatures (docs/cspp-plus.md §3.5), the delta a client needs, and reassembly of a stream from its
+chunks (§3.3).
 
 A signature is the ordered list of (ChunkId, Length) of one stream plus its chunking scheme. On the wire::
 
@@ -25,7 +26,7 @@ _MAX_LENGTH = (1 << 64) - 1
 
 
 class SignatureError(ValueError):
-    """A signature JSON object that does not have the wire shape of spec §3.5."""
+    """A signature JSON object that does not have the wire shape of docs/cspp-plus.md §3.5."""
 
 
 @dataclass(frozen=True, slots=True)

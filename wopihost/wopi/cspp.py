@@ -1,4 +1,4 @@
-"""Handlers for the CSPP Plus operations (spec cspp-incremental-transfer §1, coauth locks)."""
+"""Handlers for the CSPP Plus operations (docs/cspp-plus.md §1, coauth locks)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def put_chunked_file(call: Call) -> WopiResponse:
     sequence_number = int_header("X-WOPI-SequenceNumber")
     if sequence_number is None:
         raise bad_request("X-WOPI-SequenceNumber is required")
-    # X-WOPI-Editors: the dispatcher has checked the proof (a bad one is 400 here, spec §1.3).
+    # X-WOPI-Editors: the dispatcher has checked the proof (a bad one is 400 here, docs/cspp-plus.md §1.3).
     file = call.services.chunked.put_chunked_file(call.file_id, request_body(), lock_id, coauth_lock_id,
                                                   sequence_number)
     return _sequenced(file)

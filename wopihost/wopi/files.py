@@ -1,4 +1,4 @@
-"""Handlers for the files endpoint (spec wopi-core §3). Each parses headers, calls the domain, maps the result."""
+"""Handlers for the files endpoint (docs/wopi.md §3). Each parses headers, calls the domain, maps the result."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ..tokens import Grant
 from .body import request_body
 from .requests import bool_header, check_body_size, header, int_header, time_header, utf7_header
 
-MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # spec §3.2: assume a signed 32-bit maximum when absent
+MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # docs/wopi.md §3.2: assume a signed 32-bit maximum when absent
 USER_INFO_BYTES = 4 * 1024  # 1024 characters of UTF-8
 _EXTENSION_ONLY = re.compile(r"\.[^./\\]+")  # ".pdf": keep the source's name, change the extension
 
@@ -190,7 +190,7 @@ def _suggested_name(file_id: str, services: Services) -> str:
     try:
         suggestion = utf7_header("X-WOPI-SuggestedTarget") or ""
     except WopiError:
-        suggestion = raw  # spec §1.5: be tolerant, use the raw value
+        suggestion = raw  # docs/wopi.md §1.5: be tolerant, use the raw value
     if _EXTENSION_ONLY.fullmatch(suggestion):
         suggestion = split_extension(services.files.get(file_id).name)[0] + suggestion
     return sanitize(suggestion)

@@ -63,7 +63,7 @@ def time_header(*names: str) -> datetime | None:
 
 
 def access_token() -> str | None:
-    """The access_token query parameter, else an Authorization: Bearer token (spec §1.2)."""
+    """The access_token query parameter, else an Authorization: Bearer token (docs/wopi.md §1.2)."""
     token = request.args.get("access_token")
     if token:
         return token
