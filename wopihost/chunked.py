@@ -22,7 +22,7 @@ ever reach another file's bytes.
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -41,6 +41,7 @@ from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
 from .extents import Extent, Extents, OpenBlobs, open_extents
+from .faults import InsufficientStorage, Unavailable
 from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .repository import drop_alternate_streams, load_file, unreferenced
@@ -322,7 +323,9 @@ class ChunkedFiles:
             return signature_from_db(file.main_scheme, file.main_signature)
         with open_extents(opened.subset(main.blobs), main) as content:
             signature = signature_of(content, file.size)
-        with self.db.write() as s:  # only if the content is still the one we chunked (it is one whole blob)
+        # Remembered only if the content is still the one we chunked (it is one whole blob), and only if the
+        # database can take it now: a read does not fail for want of a cache entry.
+        with suppress(InsufficientStorage, Unavailable), self.db.write() as s:
             s.execute(sa.update(File).where(File.id == file.id, File.blob == file.blob, File.extents.is_(None))
                       .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature)))
         return signature

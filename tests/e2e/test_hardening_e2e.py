@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -314,3 +315,50 @@ def test_malformed_chunked_bodies_are_400(server, document, override, suffix, ex
         assert any(line.lower().startswith("x-wopi-failurereason: ") and "body" in line for line in head), head
     assert document.http.get(document.url("/contents")).content == b"original content"
     assert list((server.data_dir / "tmp").iterdir()) == []
+
+
+# -- 6. a full disk, end to end ------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_is_answered_507_and_loses_nothing(small_disk, tmp_path):
+    server = LocalServer.start(tmp_path, extra_env={  # the data and the SQLite database on the small disk, the log not
+        "WOPIHOST_DATA_DIR": str(small_disk), "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_MIN_FREE_SPACE": "0"})
+    try:
+        document = Document(server, tmp_path)
+        assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
+        session = document.post("CREATE_UPLOAD_SESSION").json()["UploadSessionToken"]
+        with open(small_disk / "filler", "wb", buffering=0) as filler:
+            for size in (1 << 20, 4096, 1):
+                try:
+                    while True:
+                        filler.write(b"\0" * size)
+                except OSError:
+                    pass
+        put = document.post("PUT", os.urandom(2 * MIB), "/contents", **{"X-WOPI-Lock": "L"})
+        assert put.status_code == 507 and "full" in put.headers["X-WOPI-FailureReason"]
+        update = document.post("UPDATE_UPLOAD_SESSION", os.urandom(MIB), **{
+            "X-WOPI-UploadSessionToken": session, "X-WOPI-ContentRangeOffset": "0",
+            "X-WOPI-ContentRangeLength": str(MIB)})
+        assert update.status_code == 507
+        for i in range(10):  # the database shares the disk: each change is stored or refused, never a 500
+            assert document.post("LOCK", **{"X-WOPI-Lock": "L", "X-WOPI-OldLock": "L"}).status_code in (200, 507)
+        health = document.http.get(f"{server.base}/healthz")
+        assert health.status_code == 503 and health.json()["storage"] in ("full", "not writable")
+        (small_disk / "filler").unlink()
+        assert document.http.get(document.url("/contents")).content == b"original content"
+        assert document.post("PUT", b"new content", "/contents", **{"X-WOPI-Lock": "L"}).status_code == 200
+        assert document.http.get(f"{server.base}/healthz").status_code == 200
+    finally:
+        server.stop()
+    log = server.log_text()
+    assert "Traceback" not in log, log[-20000:]
