@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 import webtest
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/README.md
@@ -65,3 +71,36 @@ class WopiClient:
 
 def _h(headers: dict[str, str]) -> dict[str, str]:
     return {name.replace("_", "-"): value for name, value in headers.items()}
+
+
+@contextmanager
+def small_tmpfs(where: Path, mib: int = 24) -> Iterator[Path]:
+    """A tmpfs of `mib` MiB mounted at `where` for the block (storage-fault tests); skips the test without root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+class Filler:
+    """Takes every free byte of the file system `where` is on, and gives it back."""
+
+    def __init__(self, where: Path):
+        self.path = where / "filler"
+
+    def fill(self) -> None:
+        with open(self.path, "ab", buffering=0) as out:
+            for size in (1 << 20, 4096, 1):
+                try:
+                    while True:
+                        out.write(b"\0" * size)
+                except OSError:
+                    pass
+        assert shutil.disk_usage(self.path.parent).free < 4096
+
+    def free(self) -> None:
+        self.path.unlink()

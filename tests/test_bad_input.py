@@ -164,3 +164,25 @@ def test_commit_tokens_we_never_issued_are_410(locked, token):
     response = locked.contents_op("PUT_CHUNKED_FILE", message_frame(message) + END_FRAME, X_WOPI_Lock="L",
                                   X_WOPI_SequenceNumber="1")
     assert response.status_int == 410, response.headers
+
+
+# -- JSON nested past Python's recursion limit -------------------------------------------------
+
+def test_deeply_nested_json_messages_are_400(wopi):
+    response = wopi.op("GET_CHUNKED_FILE", b'{"ContentFilters": ' + b"[" * 50_000)
+    assert_400(response, "nested too deeply")
+
+
+def test_deeply_nested_coauth_body_is_no_metadata(wopi):
+    response = wopi.op("GET_COAUTH_LOCK", b"[" * 5000, X_WOPI_CoauthLockId="C", X_WOPI_CoauthLockType="Coauth",
+                       X_WOPI_CoauthLockExpirationTimeout="600")
+    assert response.status_int == 200
+    assert response.json["CoauthTable"][0]["CoauthLockMetadata"] == ""
+
+
+def test_a_malformed_commit_token_does_not_hide_a_lock_conflict(locked):
+    signature, chunks = full_file(b"hello")
+    message = {"Signatures": [signature.to_json("MainContent")], "UploadSessionTokenToCommit": "x" * 5000}
+    response = locked.contents_op("PUT_CHUNKED_FILE", message_frame(message) + END_FRAME, X_WOPI_Lock="other",
+                                  X_WOPI_SequenceNumber="1")
+    assert response.status_int == 409 and response.headers["X-WOPI-Lock"] == "L"

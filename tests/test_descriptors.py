@@ -3,6 +3,7 @@ mid-download, and when the request fails after the blobs were opened. Counted in
 
 from __future__ import annotations
 
+import gc
 import os
 from urllib.parse import urlsplit
 
@@ -28,6 +29,16 @@ def blob_fds(settings) -> list[str]:
         if target.startswith(str(settings.blob_dir)):
             held.append(target)
     return held
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_to_the_garbage_collector(caplog):
+    """Closing is each owner's job: OpenBlobs' finalizer, the safety net, must have nothing to do."""
+    yield
+    gc.collect()
+    leaks = [r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase)
+             if r.name == "wopihost.extents"]
+    assert not leaks, [r.getMessage() for r in leaks]
 
 
 @pytest.fixture

@@ -21,20 +21,15 @@ from wopihost.app import create_app
 from wopihost.config import Settings
 
 from .cspp_helpers import create_session, full_file, put_chunked, update_session
-from .helpers import WopiClient
+from .helpers import Filler, WopiClient, small_tmpfs
 
 SMALL_FS_MIB = 24
 
 
 @pytest.fixture
 def small_fs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_FS_MIB}m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
+    with small_tmpfs(tmp_path / "small", SMALL_FS_MIB) as mount:
+        yield mount
 
 
 def settings_on(data_dir, database: str, **extra) -> Settings:
@@ -70,26 +65,6 @@ def full_disk_host(small_fs, database):
     host = Host(settings_on(small_fs / "data", database))
     yield host
     host.services.db.dispose()
-
-
-class Filler:
-    """Takes every free byte of a file system, and gives it back."""
-
-    def __init__(self, where):
-        self.path = where / "filler"
-
-    def fill(self) -> None:
-        with open(self.path, "ab", buffering=0) as out:
-            for size in (1 << 20, 4096, 1):
-                try:
-                    while True:
-                        out.write(b"\0" * size)
-                except OSError:
-                    pass
-        assert shutil.disk_usage(self.path.parent).free < 4096
-
-    def free(self) -> None:
-        self.path.unlink()
 
 
 def assert_status(response, status: int, *words: str):

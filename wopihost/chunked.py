@@ -36,7 +36,7 @@ from .config import Settings
 from .cspp.chunkid import EMPTY_CHUNK_ID, ChunkHasher, encode_chunk_id
 from .cspp.chunking import signature_of
 from .cspp.frames import (ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON,
-                          END_FRAME, chunk_frame, chunk_range_frame, message_frame)
+                          END_FRAME, chunk_frame, chunk_range_frame, message_frame, parse_json)
 from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
@@ -221,9 +221,9 @@ def read_message(body: bytes) -> Any:
     """The MessageJSON of a GetChunkedFile or GetChunks request: framed, or (tolerated) bare JSON."""
     if body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
         try:
-            return json.loads(body.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError):
-            raise bad_request("the request body is not valid JSON") from None
+            return parse_json(body)
+        except FrameError as exc:
+            raise bad_request(f"the request body is not valid JSON: {exc.reason}") from None
     decoder = FrameDecoder("body", max_message_size=MAX_MESSAGE_BODY)
     try:
         events = decoder.feed(body)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import weakref
 from bisect import bisect_right
@@ -22,6 +23,8 @@ from functools import cached_property
 from typing import BinaryIO, Iterable, Iterator
 
 from .storage import PIECE, BlobStore
+
+log = logging.getLogger("wopihost.extents")
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,13 @@ class OpenBlobs:
     """File descriptors for a set of blobs, opened together so a concurrent delete cannot take them away.
 
     Whoever opens them closes them (`close`, or a `with` block); should an owner be dropped unclosed on some
-    path nobody foresaw, its descriptors are closed when it is collected rather than kept for good.
+    path nobody foresaw, its descriptors are closed when it is collected, with a warning, rather than kept
+    for good.
     """
 
     def __init__(self, blobs: BlobStore | None = None, names=()):
         self._fds: dict[str, int] = {}
-        weakref.finalize(self, _close_all, self._fds)
+        weakref.finalize(self, _close_leaked, self._fds)
         try:
             for name in dict.fromkeys(names):
                 self._fds[name] = os.open(blobs.path(name), os.O_RDONLY)
@@ -158,10 +162,15 @@ class OpenBlobs:
         self.close()
 
 
+def _close_leaked(fds: dict[str, int]) -> None:
+    if fds:
+        log.warning("closing %d blob descriptors whose owner never closed them: a leak to fix", len(fds))
+        _close_all(fds)
+
+
 def _close_all(fds: dict[str, int]) -> None:
-    for fd in fds.values():
-        os.close(fd)
-    fds.clear()
+    while fds:  # each one out of the dict before it is closed: never closed twice, even if one close fails
+        os.close(fds.popitem()[1])
 
 
 class ExtentsReader(io.RawIOBase):

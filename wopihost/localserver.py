@@ -39,7 +39,7 @@ class LocalServer:
     data_dir: Path
 
     @classmethod
-    def start(cls, workdir: Path, database_url: str | None = None, workers: int = 2,
+    def start(cls, workdir: Path, database_url: str | None = None, workers: int = 2, threads: int | None = None,
               extra_env: dict | None = None, timeout: float = 30) -> "LocalServer":
         port = free_port()
         data_dir = workdir / "data"
@@ -48,7 +48,8 @@ class LocalServer:
         subprocess.run([*WOPIHOST, "db", "upgrade"], env=env, check=True, capture_output=True)
         log = workdir / "server.log"
         with open(log, "wb") as out:
-            process = subprocess.Popen([*WOPIHOST, "serve", "--port", str(port), "--workers", str(workers)],
+            process = subprocess.Popen([*WOPIHOST, "serve", "--port", str(port), "--workers", str(workers),
+                                        *(["--threads", str(threads)] if threads else [])],
                                        env=env, stdout=out, stderr=subprocess.STDOUT)
         server = cls(f"http://127.0.0.1:{port}", port, env, process, log, data_dir)
         deadline = time.monotonic() + timeout
@@ -144,9 +145,10 @@ class SlowClient(threading.Thread):
     """A client as slow as a server can meet, in a thread, until `stop` is set; `url` is a document's WOPISrc
     with its access token (the document locked with lock id L, for the trickled PutFile).
 
-    `kind` is "head" (the request head sent a byte every TRICKLE_EVERY seconds, never finished), "body" (a
-    PutFile of 10 MB whose body comes a byte at a time) or "reader" (a GetFile never read). When the server
-    drops the connection, the client connects again at once; `connections` counts them.
+    `kind` is "head" (the request head sent a byte every TRICKLE_EVERY seconds, never finished), "pipelined"
+    (a whole CheckFileInfo request, then the next one's head trickled behind it), "body" (a PutFile of 10 MB
+    whose body comes a byte at a time) or "reader" (a GetFile never read). When the server drops the
+    connection, the client connects again at once; `connections` counts them.
     """
 
     def __init__(self, kind: str, port: int, url: str, stop: threading.Event):
@@ -174,6 +176,11 @@ class SlowClient(threading.Thread):
     def head(self, sock: socket.socket) -> None:
         head = f"GET {self.path}?{self.query} HTTP/1.1\r\nHost: x\r\n".encode()
         self._trickle(sock, head + b"X-Pad: y" * 10_000)
+
+    def pipelined(self, sock: socket.socket) -> None:
+        request = f"GET {self.path}?{self.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        sock.sendall(request + request[:20])
+        self._trickle(sock, request[20:-4] + b"X-Pad: y" * 10_000)
 
     def body(self, sock: socket.socket) -> None:
         sock.sendall(f"POST {self.path}/contents?{self.query} HTTP/1.1\r\nHost: x\r\nX-WOPI-Override: PUT\r\n"

@@ -26,6 +26,7 @@ from .db import Database
 from .errors import bad_request, conflict
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .repository import load_file
+from .text import text_problem
 
 LOCK_TTL = timedelta(minutes=30)
 
@@ -38,8 +39,9 @@ def parse_lock_id(value: str | None, header: str = "X-WOPI-Lock") -> str:
         raise bad_request(f"{header} is longer than {LOCK_ID_LENGTH} characters")
     if not value.isascii():
         raise bad_request(f"{header} contains non-ASCII characters")
-    if "\x00" in value:
-        raise bad_request(f"{header} contains a NUL character")
+    problem = text_problem(value)
+    if problem is not None:
+        raise bad_request(f"{header} {problem}")
     return value
 
 

@@ -150,6 +150,7 @@ class ContentProperty(Base):
 class UploadSession(Base):
     """A CSPP Plus upload session: `received` bytes of a Chunk-frame stream, kept as pieces on disk."""
     __tablename__ = "upload_sessions"
+    __table_args__ = (Index(None, "user_id", "expires_at"),)  # a user's live sessions, counted on each update
     token: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     file_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)  # no FK: a deleted file's session just expires
     user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))

@@ -48,10 +48,10 @@ def check(name: str) -> str:
     name = unicodedata.normalize("NFC", name)
     if not name:
         raise InvalidName("the name is empty")
-    problem = text_problem(name)
+    problem = text_problem(name)  # NUL, unpaired surrogates
     if problem is not None:
         raise InvalidName(f"the name {problem}")
-    if any(_unusable(ch) for ch in name):
+    if any(_control(ch) for ch in name):
         raise InvalidName("the name contains control characters")
     bad = sorted(FORBIDDEN.intersection(name))
     if bad:
@@ -75,7 +75,7 @@ def check(name: str) -> str:
 def sanitize(name: str, fallback: str = "Untitled") -> str:
     """Turn any string into a valid name, for the modes where WOPI says never to refuse one."""
     name = unicodedata.normalize("NFC", name)
-    name = "".join("_" if ch in FORBIDDEN or _unusable(ch) else ch for ch in name)
+    name = "".join("_" if ch in FORBIDDEN or _control(ch) or "\ud800" <= ch <= "\udfff" else ch for ch in name)
     base, ext = split_extension(name.strip().lstrip(". "))
     ext = ext[:MAX_EXTENSION_LENGTH] if len(ext) > 1 else ""
     base = base.strip(". ")[:MAX_BASE_LENGTH].rstrip(". ") or fallback
@@ -84,10 +84,8 @@ def sanitize(name: str, fallback: str = "Untitled") -> str:
     return check(base + ext)
 
 
-def _unusable(ch: str) -> bool:
-    """Control characters, and lone surrogates (UTF-7 can encode them; they are not text)."""
-    code = ord(ch)
-    return code < 32 or 127 <= code < 160 or 0xD800 <= code <= 0xDFFF
+def _control(ch: str) -> bool:
+    return ord(ch) < 32 or 127 <= ord(ch) < 160
 
 
 def numbered(name: str, n: int) -> str:

@@ -9,7 +9,6 @@ in any workers, exactly one is kept and the stream is never interleaved or torn.
 
 from __future__ import annotations
 
-import re
 import math
 from contextlib import nullcontext
 from datetime import datetime, timedelta
@@ -22,13 +21,10 @@ from .clock import Clock
 from .db import Database
 from .errors import WopiError, bad_request
 from .extents import Extent, Extents
-from .ids import new_id
-from .models import ID_LENGTH, UploadPiece, UploadSession
+from .ids import is_id, new_id
+from .models import UploadPiece, UploadSession
 from .repository import load_file, lock_user, locking
 from .storage import BlobStore, TooLarge
-
-_TOKEN = re.compile(f"[A-Za-z0-9]{{{ID_LENGTH}}}")
-
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
     return WopiError(410, reason)
@@ -36,7 +32,7 @@ def gone(reason: str = "the upload session does not exist or has expired") -> Wo
 
 def _well_formed(token: str) -> str:
     """A token as we issue them; anything else names no session (and never reaches a query)."""
-    if not _TOKEN.fullmatch(token):
+    if not is_id(token):
         raise gone("the upload session token is not one this host issued")
     return token
 
@@ -146,10 +142,12 @@ class UploadSessions:
 
     def touch(self, token: str, file_id: str) -> None:
         """Slide the expiry of a live session (a failed commit keeps the session for the retry)."""
+        if not is_id(token):
+            return  # names no session: nothing to slide, and the caller's own error stands
         with self.db.write() as s:
             now = self.clock.now()
             s.execute(sa.update(UploadSession)
-                      .where(UploadSession.token == _well_formed(token), UploadSession.file_id == file_id,
+                      .where(UploadSession.token == token, UploadSession.file_id == file_id,
                              UploadSession.expires_at > now)
                       .values(expires_at=now + self.ttl))
 

@@ -36,9 +36,10 @@ HEAD_END = (b"\r\n\r\n", b"\n\n")
 class IdleTimeoutSocket(socket.socket):
     """A client socket on which gunicorn's "blocking" means "blocking, up to the idle timeout".
 
-    gunicorn's threads set the socket blocking before each request, which would wait forever. A send that
-    times out is reported as the broken pipe it amounts to (gunicorn closes the connection quietly); a
-    receive that times out raises TimeoutError, which the request body turns into a 408.
+    gunicorn's threads set the socket blocking before each request, which would wait forever. The timeout
+    bounds each wait, never a whole transfer: a slow but steady reader is served however long it takes. A
+    send that times out is reported as the broken pipe it amounts to (gunicorn closes the connection
+    quietly); a receive that times out raises TimeoutError, which the request body turns into a 408.
     """
 
     __slots__ = ()
@@ -51,25 +52,23 @@ class IdleTimeoutSocket(socket.socket):
     def setblocking(self, flag: bool) -> None:
         self.settimeout(self.idle_timeout if flag else 0.0)
 
-    def send(self, *args, **kwargs):
-        with _stalled_reader():
+    def send(self, *args, **kwargs) -> int:
+        try:
             return super().send(*args, **kwargs)
+        except TimeoutError:
+            raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout") from None
 
-    def sendall(self, *args, **kwargs):
-        with _stalled_reader():
-            return super().sendall(*args, **kwargs)
+    def sendall(self, data, flags: int = 0) -> None:
+        # socket.sendall's timeout is a deadline for all of `data` (1 MiB pieces): one send at a time instead.
+        with memoryview(data) as view, view.cast("B") as remaining:
+            while remaining:
+                remaining = remaining[self.send(remaining, flags):]
 
-    def sendfile(self, *args, **kwargs):
-        with _stalled_reader():
+    def sendfile(self, *args, **kwargs) -> int:
+        # socket.sendfile already applies the timeout to each wait for the socket.
+        try:
             return super().sendfile(*args, **kwargs)
-
-
-class _stalled_reader:
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is not None and issubclass(kind, TimeoutError):
+        except TimeoutError:
             raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout") from None
 
 
@@ -77,24 +76,28 @@ class Worker(ThreadWorker):
     """`worker_class` for gunicorn: see the module's notes."""
 
     def init_process(self) -> None:
+        self.prepare()
+        super().init_process()  # runs the loop
+
+    def prepare(self) -> None:
+        """What this worker adds to gunicorn's, set up in the worker process (`init_process`)."""
         settings = Settings.from_env()
         self.header_timeout = settings.header_timeout
         IdleTimeoutSocket.idle_timeout = settings.idle_timeout
-        # Past this much, gunicorn's parser refuses a head anyway (a limit of 0 means none: take 64 KiB).
-        cfg = self.cfg
-        self.max_head = (cfg.limit_request_line or 65536) + (cfg.limit_request_fields or 32768) * (
-            (cfg.limit_request_field_size or 65536) + 2) + 4
-        self.heads: dict[TConn, float] = {}  # connections whose head is being read -> deadline
-        self.busy = 0  # threads serving a request
-        super().init_process()
+        self.heads: dict[TConn, float] = {}  # connections whose head the event loop is reading -> deadline
+        self.busy = 0  # requests given to the thread pool and not yet finished
 
     def _buffers_heads(self, conn: TConn) -> bool:
         return not self.cfg.is_ssl and not negotiation.prior_knowledge_allowed(self.cfg, conn.client)
 
-    # -- connections: accepted only with a thread free, heads read by the event loop
+    # -- connections: accepted only with a thread free
 
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled and self.busy < self.cfg.threads)
+
+    def _threads_changed(self) -> None:
+        # gunicorn's loop only reconsiders accepting when its connection count crosses the limit.
+        self.set_accept_enabled(self.nr_conns < self.worker_connections)
 
     def accept(self, listener) -> None:
         try:
@@ -105,29 +108,37 @@ class Worker(ThreadWorker):
             return
         self.nr_conns += 1
         conn = TConn(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname())
-        if self._buffers_heads(conn):
-            self._read_head(conn)
-        else:
-            self.enqueue_req(conn)
+        conn.head = None
+        self.enqueue_req(conn)
 
     def on_client_socket_readable(self, conn: TConn, client) -> None:
-        """A kept-alive connection has its next request coming: read its head here too."""
+        """A kept-alive connection has its next request coming."""
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        if self._buffers_heads(conn):
-            self._read_head(conn)
-        else:
-            self.enqueue_req(conn)
+        self.enqueue_req(conn)
 
-    def _read_head(self, conn: TConn) -> None:
-        conn.head = bytearray()
-        conn.sock.setblocking(False)
-        self.heads[conn] = time.monotonic() + self.header_timeout
-        self.poller.register(conn.sock, EVENT_READ, partial(self._on_head_data, conn))
+    # -- request heads: read by the event loop, then the request goes to a thread
+
+    def enqueue_req(self, conn: TConn) -> None:
+        """Every way a request reaches the thread pool (a new connection, a kept-alive one, bytes a client
+        pipelined behind its last request) passes here: a head not yet complete is read here first."""
+        if self._buffers_heads(conn):
+            if conn.head is None:
+                pipelined = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+                conn.head = bytearray(pipelined)
+                if not _complete(conn.head, 0):
+                    conn.sock.setblocking(False)
+                    self.heads[conn] = time.monotonic() + self.header_timeout
+                    self.poller.register(conn.sock, EVENT_READ, partial(self._on_head_data, conn))
+                    return
+            conn.data_ready = True  # gunicorn must not wait for data: what it needs is in conn.head
+        self.busy += 1
+        super().enqueue_req(conn)
+        self._threads_changed()
 
     def _on_head_data(self, conn: TConn, _sock) -> None:
         try:
-            data = conn.sock.recv(65536)
+            data = conn.sock.recv(HEAD_BUFFER)
         except BlockingIOError:
             return
         except OSError:
@@ -136,11 +147,9 @@ class Worker(ThreadWorker):
             self._drop_head(conn)
             return
         conn.head += data
-        tail = max(0, len(conn.head) - len(data) - 3)  # where a head end the new data completes can start
-        if any(conn.head.find(end, tail) >= 0 for end in HEAD_END) or len(conn.head) >= self.max_head:
+        if _complete(conn.head, len(conn.head) - len(data)):
             self.poller.unregister(conn.sock)
             del self.heads[conn]
-            conn.data_ready = True  # gunicorn must not wait for data: it is in conn.head
             self.enqueue_req(conn)
 
     def _drop_head(self, conn: TConn) -> None:
@@ -159,19 +168,25 @@ class Worker(ThreadWorker):
 
     # -- threads
 
-    def enqueue_req(self, conn: TConn) -> None:
-        self.busy += 1
-        super().enqueue_req(conn)
-
     def finish_request(self, conn: TConn, fs) -> None:
         self.busy -= 1
         super().finish_request(conn, fs)
+        self._threads_changed()
 
     def handle(self, conn: TConn):
-        head = getattr(conn, "head", None)
-        if head is not None:  # give the parser the head the event loop read
-            conn.head = None
+        head, conn.head = getattr(conn, "head", None), None
+        if head:  # give the parser the head the event loop read
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(bytes(head))
         return super().handle(conn)
+
+
+HEAD_BUFFER = 64 << 10  # a longer head goes to a thread once this much of it has come (gunicorn's limits apply)
+
+
+def _complete(head: bytearray, new_from: int) -> bool:
+    """Whether `head` holds a whole request head (or as much as the event loop buffers); only an end that
+    bytes from `new_from` on complete is looked for."""
+    start = max(0, new_from - 3)
+    return len(head) >= HEAD_BUFFER or any(head.find(end, start) >= 0 for end in HEAD_END)

@@ -323,14 +323,15 @@ class FrameDecoder:
             events.append(_CHUNK_END_EVENT)
             return
         text, self._message = self._message, None
-        events.append(MessageJSON(_parse_json(text)))
+        events.append(MessageJSON(parse_json(text)))
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse_json(raw: bytearray) -> Any:
+def parse_json(raw: bytes | bytearray) -> Any:
+    """UTF-8 JSON (a leading byte order mark allowed), as a MessageJSON frame holds it; FrameError if it is not."""
     try:
         text = raw.decode("utf-8")  # explicitly: json.loads(bytes) would also accept UTF-16 and UTF-32
     except UnicodeDecodeError as error:

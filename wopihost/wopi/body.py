@@ -34,6 +34,7 @@ except ImportError:  # not serving under gunicorn's package at all
 BODY_FAILED = "wopihost.body_failed"  # environ key: the body broke off, nothing more can be read from it
 DRAIN_LIMIT = 32 << 20  # larger than any sensible UpdateUploadSession piece
 DRAIN_SECONDS = 5.0  # a client trickling a refused body must not hold a thread for long
+DRAIN_PIECE = 64 << 10
 
 
 class Source(Protocol):
@@ -151,20 +152,39 @@ def drain(environ: dict, stream) -> None:
     Errors are often decided before the body is read (a wrong offset, a lock conflict). gunicorn then
     discards 64 KiB and drops the connection, and a client still sending may never see our answer (the
     offset a resuming upload needs). Up to DRAIN_LIMIT bytes in DRAIN_SECONDS are read and thrown away;
-    past either, or if the body broke off, the connection is closed after the answer.
+    past either, or if the body broke off, the connection is closed after the answer. Under gunicorn only a
+    Content-Length body is drained, read straight from the socket, so that the time limit holds however
+    slowly the client sends (gunicorn's own readers wait for as many bytes as they are asked for).
     """
     if environ.get(BODY_FAILED):
         return
-    deadline, left = time.monotonic() + DRAIN_SECONDS, DRAIN_LIMIT
+    sock, length = environ.get("gunicorn.socket"), _content_length(environ)
+    source = GunicornSocketSource.of(environ) if length is not None else None
+    if sock is not None and source is None:  # chunked, or another gunicorn than the one body.py knows
+        _abandon(environ)
+        return
+    body = RequestBody(source or StreamSource(stream), length, environ)
+    deadline, left, view = time.monotonic() + DRAIN_SECONDS, DRAIN_LIMIT, memoryview(bytearray(DRAIN_PIECE))
+    prior = sock.gettimeout() if sock is not None else None
     try:
-        while left > 0 and time.monotonic() < deadline:
-            piece = stream.read(min(PIECE, left))
-            if not piece:
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            if sock is not None:
+                sock.settimeout(min(remaining, prior or remaining))
+            n = body.readinto(view[:min(len(view), left)])
+            if not n:
                 return  # all read: the connection can carry the next request
-            left -= len(piece)
-    except Exception:  # the client went away, or the stream is unusable
+            left -= n
+    except Exception:  # the client went away or stalled, or the stream is unusable
         pass
+    finally:
+        if sock is not None:
+            sock.settimeout(prior)
     _abandon(environ)
+
+
+def _content_length(environ: dict) -> int | None:
+    value = environ.get("CONTENT_LENGTH", "")
+    return int(value) if value.isdigit() else None
 
 
 def request_body() -> RequestBody:

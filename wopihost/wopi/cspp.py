@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from functools import wraps
 
 from flask import jsonify, request
 
 from ..chunked import MAX_MESSAGE_BODY, Framed, read_message
 from ..coauth import COAUTH, EXCLUSIVE, METADATA_LIMIT, TIMEOUT_RANGE, CoauthTable
+from ..cspp.frames import FrameError, parse_json
 from ..errors import WopiError, WopiResponse, bad_request
 from ..locks import parse_lock_id
 from ..models import File
@@ -141,8 +141,8 @@ def _metadata() -> str:
     if not value:
         body = request_body().read(METADATA_LIMIT * 2)
         try:
-            found = json.loads(body.decode("utf-8-sig")).get("CoauthLockMetadata") if body.strip() else None
-        except (UnicodeDecodeError, ValueError, AttributeError):
+            found = parse_json(body).get("CoauthLockMetadata") if body.strip() else None
+        except (FrameError, AttributeError):  # not JSON, or not an object: no metadata
             found = None
         value = found if isinstance(found, str) else ""
     problem = text_problem(value)

@@ -1,0 +1,116 @@
+"""The gunicorn worker's event loop, driven step by step: real gunicorn configuration, real sockets, a real
+thread pool; only the loop that would run forever is turned by the test."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+
+from wopihost.worker import Worker
+
+REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+class App:
+    """A WSGI app whose requests wait until the test lets them finish."""
+
+    def __init__(self):
+        self.release, self.started = threading.Event(), threading.Semaphore(0)
+
+    def __call__(self, environ, start_response):
+        self.started.release()
+        self.release.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+
+@pytest.fixture
+def worker(monkeypatch, tmp_path):
+    monkeypatch.setenv("WOPIHOST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WOPIHOST_HEADER_TIMEOUT", "1s")
+    cfg = Config()
+    cfg.set("threads", 2)
+    cfg.set("keepalive", 30)
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = Worker(1, os.getpid(), [listener], None, 30, cfg, Logger(cfg))
+    worker.log.error_log.setLevel(logging.CRITICAL)
+    worker.wsgi = App()
+    # ThreadWorker.init_process, without the loop it goes on to run:
+    worker.tpool, worker.poller = worker.get_thread_pool(), selectors.DefaultSelector()
+    worker.method_queue.init()
+    worker.poller.register(worker.method_queue.fileno(), selectors.EVENT_READ, worker.method_queue.run_callbacks)
+    worker.prepare()
+    worker.set_accept_enabled(True)
+    yield worker
+    worker.wsgi.release.set()
+    worker.tpool.shutdown(wait=True)
+    listener.close()
+
+
+def turn(worker, until, seconds: float = 5) -> None:
+    """Run the worker's loop until `until()` holds."""
+    deadline = time.monotonic() + seconds
+    while not until():
+        assert time.monotonic() < deadline, "the worker never got there"
+        worker.wait_for_and_dispatch_events(0.05)
+        worker.murder_pending()
+
+
+def connect(worker) -> socket.socket:
+    client = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    connections = worker.nr_conns
+    turn(worker, lambda: worker.nr_conns == connections + 1)
+    return client
+
+
+def answers(client: socket.socket, count: int) -> bytes:
+    """The next `count` answers (each ends with the app's "ok")."""
+    received = b""
+    while received.count(b"\r\n\r\nok") < count:
+        received += client.recv(4096)
+    return received
+
+
+def test_a_slow_head_holds_no_thread_and_is_dropped_at_its_deadline(worker):
+    client = connect(worker)
+    client.sendall(REQUEST[:10])
+    turn(worker, lambda: len(worker.heads) == 1)
+    assert worker.busy == 0
+    time.sleep(1.1)
+    turn(worker, lambda: not worker.heads)
+    client.settimeout(2)
+    assert client.recv(100) == b""  # dropped
+    assert worker.nr_conns == 0
+
+
+def test_a_worker_with_every_thread_busy_stops_accepting(worker):
+    clients = [connect(worker) for _ in range(2)]
+    for client in clients:
+        client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 2)
+    assert worker.wsgi.started.acquire(timeout=5) and worker.wsgi.started.acquire(timeout=5)
+    assert not worker._accepting  # a third connection waits for another worker, not for these threads
+    worker.wsgi.release.set()
+    turn(worker, lambda: worker.busy == 0)
+    assert worker._accepting
+    for client in clients:
+        assert answers(client, 1).startswith(b"HTTP/1.1 200")
+
+
+def test_a_partial_head_pipelined_behind_a_request_is_read_by_the_loop(worker):
+    client = connect(worker)
+    worker.wsgi.release.set()
+    client.sendall(REQUEST + REQUEST[:10])  # the second request's head stops half way
+    turn(worker, lambda: worker.nr == 1 and len(worker.heads) == 1 and worker.busy == 0)  # no thread waits
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    client.sendall(REQUEST[10:])
+    turn(worker, lambda: worker.nr == 2 and not worker.heads and worker.busy == 0)
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
