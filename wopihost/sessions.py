@@ -26,6 +26,7 @@ from .models import UploadPiece, UploadSession
 from .repository import load_file, lock_user, locking
 from .storage import BlobStore, TooLarge
 
+
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
     return WopiError(410, reason)
 
