@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import socket
 import threading
@@ -302,6 +303,25 @@ def test_a_refused_body_is_drained_for_at_most_a_few_seconds(impatient_server, t
     threading.Thread(target=trickle, daemon=True).start()
     assert read_status(sock) == 409
     assert time.monotonic() - started < 10  # the drain's 5 s, not the body's 30
+
+
+def test_refused_requests_keep_their_connection(server, document):
+    """A refused request whose body was drained, or that had none, leaves the connection usable."""
+    url = urlsplit(document.url())
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    requests_ = [("GET", "/contents", {"X-WOPI-MaxExpectedSize": "1"}, None, 412),
+                 ("POST", "/contents", {"X-WOPI-Override": "PUT", "X-WOPI-Lock": "wrong"}, b"z" * 100_000, 409),
+                 ("POST", "", {"X-WOPI-Override": "BOGUS"}, None, 501),
+                 ("GET", "", {}, None, 200)]
+    ports = set()
+    for method, suffix, headers, body, status in requests_:
+        conn.request(method, f"{url.path}{suffix}?{url.query}", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == status
+        ports.add(conn.sock.getsockname()[1])
+    assert len(ports) == 1  # one connection carried them all
+    conn.close()
 
 
 # -- 5. tokens in logs ---------------------------------------------------------------------------

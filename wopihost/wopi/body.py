@@ -156,21 +156,22 @@ def drain(environ: dict, stream) -> None:
     Content-Length body is drained, read straight from the socket, so that the time limit holds however
     slowly the client sends (gunicorn's own readers wait for as many bytes as they are asked for).
     """
-    if environ.get(BODY_FAILED):
-        return
-    sock, length = environ.get("gunicorn.socket"), _content_length(environ)
+    length = _content_length(environ)
+    if environ.get(BODY_FAILED) or (length is None and "HTTP_TRANSFER_ENCODING" not in environ):
+        return  # broken off, or no body at all
+    sock = environ.get("gunicorn.socket")
     source = GunicornSocketSource.of(environ) if length is not None else None
     if sock is not None and source is None:  # chunked, or another gunicorn than the one body.py knows
         _abandon(environ)
         return
-    body = RequestBody(source or StreamSource(stream), length, environ)
+    rest = source or StreamSource(stream)  # what the request has not read yet, however much that is
     deadline, left, view = time.monotonic() + DRAIN_SECONDS, DRAIN_LIMIT, memoryview(bytearray(DRAIN_PIECE))
     prior = sock.gettimeout() if sock is not None else None
     try:
         while left > 0 and (remaining := deadline - time.monotonic()) > 0:
             if sock is not None:
                 sock.settimeout(min(remaining, prior or remaining))
-            n = body.readinto(view[:min(len(view), left)])
+            n = rest.readinto(view[:min(len(view), left)])
             if not n:
                 return  # all read: the connection can carry the next request
             left -= n
