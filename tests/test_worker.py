@@ -114,3 +114,19 @@ def test_a_partial_head_pipelined_behind_a_request_is_read_by_the_loop(worker):
     client.sendall(REQUEST[10:])
     turn(worker, lambda: worker.nr == 2 and not worker.heads and worker.busy == 0)
     assert answers(client, 1).startswith(b"HTTP/1.1 200")
+
+
+def test_closing_a_connection_never_stalls_the_loop(worker):
+    """A connection that ends is closed with a linger of up to 2 s for what the client still sends; a client
+    that neither reads nor closes must not make the event loop (every other connection) wait that long."""
+    silent = connect(worker)
+    worker.wsgi.release.set()
+    silent.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")  # then neither reads nor closes
+    longest = 0.0
+    deadline = time.monotonic() + 5
+    while worker.nr_conns and time.monotonic() < deadline:  # until the connection is closed
+        started = time.monotonic()
+        worker.wait_for_and_dispatch_events(0.05)
+        longest = max(longest, time.monotonic() - started)
+    assert worker.nr_conns == 0
+    assert longest < 0.5, longest

@@ -25,6 +25,7 @@ import time
 from functools import partial
 from selectors import EVENT_READ
 
+from gunicorn import util
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -72,6 +73,12 @@ class IdleTimeoutSocket(socket.socket):
             raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout") from None
 
 
+class Connection(TConn):
+    def close(self, graceful: bool = False) -> None:
+        if self.sock.fileno() != -1:  # not already closed by the thread that served its last request
+            super().close(graceful)
+
+
 class Worker(ThreadWorker):
     """`worker_class` for gunicorn: see the module's notes."""
 
@@ -107,7 +114,7 @@ class Worker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = TConn(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname())
+        conn = Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname())
         conn.head = None
         self.enqueue_req(conn)
 
@@ -179,7 +186,13 @@ class Worker(ThreadWorker):
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(bytes(head))
-        return super().handle(conn)
+        keep = super().handle(conn)
+        if not keep:
+            # The connection ends. gunicorn would close it in its event loop, lingering up to 2 s to read what
+            # the client still sends (so that a reset does not cut off the answer): every loop's wait
+            # for a stalled client that reads nothing. Done here, it holds this thread instead.
+            util.close_graceful(conn.sock)
+        return keep
 
 
 HEAD_BUFFER = 64 << 10  # a longer head goes to a thread once this much of it has come (gunicorn's limits apply)
