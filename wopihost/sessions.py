@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import WopiError, bad_request
+from .errors import WopiError, bad_request, not_found
 from .extents import Extent, Extents
 from .ids import is_id, new_id
-from .models import UploadPiece, UploadSession
-from .repository import load_file, lock_user, locking
+from .models import File, UploadPiece, UploadSession
+from .repository import lock_user, locking
 from .storage import BlobStore, TooLarge
 
 
@@ -31,11 +31,30 @@ def gone(reason: str = "the upload session does not exist or has expired") -> Wo
     return WopiError(410, reason)
 
 
+def _bytes_of(user_id, now: datetime) -> sa.ScalarSelect:
+    """What a user's live upload sessions hold, as a subquery (`user_id` a value or a column)."""
+    return (sa.select(sa.func.coalesce(sa.func.sum(UploadSession.received), 0))
+            .where(UploadSession.user_id == user_id, UploadSession.expires_at > now).scalar_subquery())
+
+
 def _well_formed(token: str) -> str:
     """A token as we issue them; anything else names no session (and never reaches a query)."""
     if not is_id(token):
         raise gone("the upload session token is not one this host issued")
     return token
+
+
+def _state_query() -> sa.Select:
+    """See UploadSessions._state. Built once: it runs before every piece of every upload."""
+    now = sa.bindparam("now", type_=sa.DateTime())
+    live = (sa.select(UploadSession.user_id, UploadSession.received)
+            .where(UploadSession.token == sa.bindparam("token"), UploadSession.file_id == sa.bindparam("file_id"),
+                   UploadSession.expires_at > now).subquery())
+    return (sa.select(live.c.user_id, live.c.received, _bytes_of(live.c.user_id, now).label("user_bytes"))
+            .select_from(File).outerjoin(live, sa.true()).where(File.id == sa.bindparam("file_id")))
+
+
+_STATE = _state_query()
 
 
 class UploadSessions:
@@ -78,15 +97,13 @@ class UploadSessions:
         """UpdateUploadSession: store `length` bytes at `offset`; returns the new end of the stream.
 
         Nothing is written for an update that cannot succeed (an unknown session, a wrong offset, a
-        limit). The piece is then written in full, and one transaction moves the session's end by a
-        compare-and-set and checks the user's limit again, so two updates racing in any workers keep
-        exactly one piece and the limits hold.
+        limit): one look-up says so first. The piece is then written in full, and one compare-and-set,
+        conditional on the offset and on the user's limit, moves the session's end, so two updates racing
+        in any workers keep exactly one piece and the limits hold.
         """
         with self.db.read() as s:
-            load_file(s, file_id)  # 404 once the file is deleted, as for every operation
-            row = self.get(s, token, file_id)
-            self._check_append(s, row, offset, length)
-        user_id = row.user_id
+            state = self._state(s, token, file_id)
+        self._check_append(state, offset, length)
         blob = None
         if length:
             try:
@@ -98,17 +115,7 @@ class UploadSessions:
                 if blob is not None and blob.size != length:
                     raise bad_request(f"the body is {blob.size} bytes, X-WOPI-ContentRangeLength says {length}")
                 with self.db.write() as s:
-                    now = self.clock.now()
-                    lock_user(s, user_id)
-                    moved = s.execute(
-                        sa.update(UploadSession)
-                        .where(UploadSession.token == token, UploadSession.file_id == file_id,
-                               UploadSession.received == offset, UploadSession.expires_at > now)
-                        .values(received=offset + length, expires_at=now + self.ttl)).rowcount
-                    if not moved:  # someone else got there first, or the session expired meanwhile
-                        self._check_append(s, self.get(s, token, file_id), offset, length)
-                        raise WopiError(409, "the upload session changed during this update")  # not reached
-                    self._check_user_bytes(s, user_id, now, offset, 0)
+                    self._move(s, token, file_id, state.user_id, offset, length)
                     if blob is not None:
                         s.add(UploadPiece(token=token, offset=offset, length=length, blob=blob.name))
             except BaseException:
@@ -117,23 +124,43 @@ class UploadSessions:
                 raise
         return offset + length
 
-    def _check_append(self, s: Session, row: UploadSession, offset: int, length: int) -> None:
-        if offset != row.received:
-            raise bad_request(f"X-WOPI-ContentRangeOffset is {offset}, the session has {row.received} bytes",
-                              {"X-WOPI-UploadSessionCurrentOffset": str(row.received)})
-        if row.received + length > self.max_size:
-            raise WopiError(413, f"the upload session would exceed the limit of {self.max_size} bytes",
-                            {"X-WOPI-UploadSessionCurrentOffset": str(row.received)})
-        self._check_user_bytes(s, row.user_id, self.clock.now(), row.received, length)
+    def _move(self, s: Session, token: str, file_id: str, user_id: str, offset: int, length: int) -> None:
+        """The compare-and-set: the session's end moves from `offset` by `length` if it is still there, the
+        session live and the user's sessions within their limit; else the error that says why."""
+        now = self.clock.now()
+        lock_user(s, user_id)  # so that the sum below counts every other update of this user's sessions
+        moved = s.execute(
+            sa.update(UploadSession)
+            .where(UploadSession.token == token, UploadSession.file_id == file_id,
+                   UploadSession.received == offset, UploadSession.expires_at > now,
+                   _bytes_of(user_id, now) + length <= self.max_bytes_per_user)
+            .values(received=offset + length, expires_at=now + self.ttl)).rowcount
+        if not moved:  # someone else got there first, the session expired, or the user's limit was reached
+            self._check_append(self._state(s, token, file_id), offset, length)
+            raise WopiError(409, "the upload session changed during this update")  # not reached
 
-    def _check_user_bytes(self, s: Session, user_id: str, now: datetime, offset: int, length: int) -> None:
-        """413 if the user's live sessions, grown by `length`, would hold more than allowed."""
-        held = s.scalar(sa.select(sa.func.coalesce(sa.func.sum(UploadSession.received), 0)).where(
-            UploadSession.user_id == user_id, UploadSession.expires_at > now))
-        if held + length > self.max_bytes_per_user:
+    def _state(self, s: Session, token: str, file_id: str) -> sa.Row:
+        """The live session `token` of `file_id` and what its user's live sessions hold, in one statement:
+        (user_id, received, user_bytes). 404 if the file is gone, 410 if the session is."""
+        row = s.execute(_STATE, {"token": _well_formed(token), "file_id": file_id,
+                                 "now": self.clock.now()}).one_or_none()
+        if row is None:
+            raise not_found()
+        if row.user_id is None:
+            raise gone()
+        return row
+
+    def _check_append(self, state: sa.Row, offset: int, length: int) -> None:
+        if offset != state.received:
+            raise bad_request(f"X-WOPI-ContentRangeOffset is {offset}, the session has {state.received} bytes",
+                              {"X-WOPI-UploadSessionCurrentOffset": str(state.received)})
+        if state.received + length > self.max_size:
+            raise WopiError(413, f"the upload session would exceed the limit of {self.max_size} bytes",
+                            {"X-WOPI-UploadSessionCurrentOffset": str(state.received)})
+        if state.user_bytes + length > self.max_bytes_per_user:
             raise WopiError(413, f"this user's open upload sessions would hold more than "
                                  f"{self.max_bytes_per_user} bytes; commit them or let them expire",
-                            {"X-WOPI-UploadSessionCurrentOffset": str(offset)})
+                            {"X-WOPI-UploadSessionCurrentOffset": str(state.received)})
 
     def stream(self, session: Session, token: str) -> Extents:
         """Where the session's bytes are, in stream order."""
