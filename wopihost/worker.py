@@ -74,6 +74,10 @@ class IdleTimeoutSocket(socket.socket):
 
 
 class Connection(TConn):
+    """gunicorn's connection, with the head of its next request as far as the event loop has read it."""
+
+    head: bytearray | None = None
+
     def close(self, graceful: bool = False) -> None:
         if self.sock.fileno() != -1:  # not already closed by the thread that served its last request
             super().close(graceful)
@@ -91,7 +95,7 @@ class Worker(ThreadWorker):
         settings = Settings.from_env()
         self.header_timeout = settings.header_timeout
         IdleTimeoutSocket.idle_timeout = settings.idle_timeout
-        self.heads: dict[TConn, float] = {}  # connections whose head the event loop is reading -> deadline
+        self.heads: dict[Connection, float] = {}  # connections whose head the event loop is reading -> deadline
         self.busy = 0  # requests given to the thread pool and not yet finished
 
     def _buffers_heads(self, conn: TConn) -> bool:
@@ -114,11 +118,9 @@ class Worker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname())
-        conn.head = None
-        self.enqueue_req(conn)
+        self.enqueue_req(Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname()))
 
-    def on_client_socket_readable(self, conn: TConn, client) -> None:
+    def on_client_socket_readable(self, conn: Connection, client) -> None:
         """A kept-alive connection has its next request coming."""
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
@@ -126,7 +128,7 @@ class Worker(ThreadWorker):
 
     # -- request heads: read by the event loop, then the request goes to a thread
 
-    def enqueue_req(self, conn: TConn) -> None:
+    def enqueue_req(self, conn: Connection) -> None:
         """Every way a request reaches the thread pool (a new connection, a kept-alive one, bytes a client
         pipelined behind its last request) passes here: a head not yet complete is read here first."""
         if self._buffers_heads(conn):
@@ -143,7 +145,7 @@ class Worker(ThreadWorker):
         super().enqueue_req(conn)
         self._threads_changed()
 
-    def _on_head_data(self, conn: TConn, _sock) -> None:
+    def _on_head_data(self, conn: Connection, _sock) -> None:
         try:
             data = conn.sock.recv(HEAD_BUFFER)
         except BlockingIOError:
@@ -159,7 +161,7 @@ class Worker(ThreadWorker):
             del self.heads[conn]
             self.enqueue_req(conn)
 
-    def _drop_head(self, conn: TConn) -> None:
+    def _drop_head(self, conn: Connection) -> None:
         self.poller.unregister(conn.sock)
         del self.heads[conn]
         self.nr_conns -= 1
@@ -175,13 +177,13 @@ class Worker(ThreadWorker):
 
     # -- threads
 
-    def finish_request(self, conn: TConn, fs) -> None:
+    def finish_request(self, conn: Connection, fs) -> None:
         self.busy -= 1
         super().finish_request(conn, fs)
         self._threads_changed()
 
-    def handle(self, conn: TConn):
-        head, conn.head = getattr(conn, "head", None), None
+    def handle(self, conn: Connection):
+        head, conn.head = conn.head, None
         if head:  # give the parser the head the event loop read
             conn.sock.setblocking(True)
             conn.init()
