@@ -13,7 +13,7 @@ from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
 from wopihost.errors import WopiError
-from wopihost.wopi.body import GunicornSocketSource, RequestBody, StreamSource
+from wopihost.body import GunicornSocketSource, RequestBody, StreamSource
 
 NEXT_REQUEST = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
 

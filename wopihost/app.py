@@ -20,7 +20,7 @@ from .faults import InsufficientStorage, Unavailable
 from .gc import Sweeper
 from .services import Services
 from .wopi import blueprint as wopi_blueprint
-from .wopi.body import drain
+from .body import drain
 
 log = logging.getLogger("wopihost")
 SERVER_VERSION = f"wopihost/{__version__}"

@@ -11,19 +11,23 @@ class WopiResponse(Response):
 
 
 class WopiError(Exception):
-    """A failed WOPI operation: HTTP status, a reason for X-WOPI-FailureReason, extra headers.
+    """A failed operation: HTTP status, a reason for X-WOPI-FailureReason, extra headers.
 
+    The domain raises it for every face; its name is from when WOPI was the only one. `code` is a
+    machine-readable kind of failure (Graph's error codes: "nameAlreadyExists", "fragmentOverlap" ...)
+    for faces that have such codes; the Graph face derives one from the status where it is None.
     `reason` goes into a response header, so it must be one line of printable ASCII;
     the constructor enforces that rather than trusting every caller.
     """
 
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None,
-                 body: dict | None = None):
+                 body: dict | None = None, code: str | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = header_safe(reason)
         self.headers = dict(headers or {})
         self.body = body
+        self.code = code
 
     def __repr__(self) -> str:
         return f"WopiError({self.status}, {self.reason!r})"
@@ -52,7 +56,11 @@ def conflict(reason: str, current_lock: str | None, mechanism: str | None = None
 
 
 def not_found(reason: str = "file not found") -> WopiError:
-    return WopiError(404, reason)
+    return WopiError(404, reason, code="itemNotFound")
+
+
+def name_taken(name: str) -> WopiError:
+    return WopiError(409, f"an item named {name} already exists in that folder", code="nameAlreadyExists")
 
 
 def unauthorized(reason: str) -> WopiError:

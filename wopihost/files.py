@@ -17,19 +17,21 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import WopiError, not_found
-from .extents import OpenBlobs, open_extents
+from .errors import WopiError, name_taken as name_taken_error, not_found
+from .extents import Extents, OpenBlobs, open_extents
 from .ids import new_id
 from .locks import current_lock, require_write_access
 from .models import ContentProperty, File, Lock, name_key
-from .names import InvalidName, check, encode_utf7, numbered, sanitize, split_extension
-from .repository import drop_alternate_streams, file_named, load_file, lock_folder, name_taken, unreferenced
+from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
+from .repository import (drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken,
+                         unreferenced)
 from .storage import Blob, BlobStore, TooLarge
 
 T = TypeVar("T")
 C = TypeVar("C")
 MAX_NUMBERED_NAMES = 1000
 COOL_DOCUMENT_CHANGED = 1010  # Collabora's "document changed in storage" status code
+CONFLICT_BEHAVIOURS = ("fail", "replace", "rename")  # what a new item does when its name is taken (Graph)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class Files:
             lock_folder(s, folder_id)
 
         def apply(s: Session, blob: Blob, _: None) -> tuple[File, list[str]]:
-            return self._insert(s, folder_id, self._free_name(s, folder_id, name), owner_id, blob), []
+            return self.insert(s, folder_id, self.free_name(s, folder_id, name), owner_id,
+                               blob.name, blob.size, blob.sha256), []
 
         return self._write_blob(source, validate, apply)
 
@@ -98,7 +101,7 @@ class Files:
             return file
 
         def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
-            return file, self._set_content(s, file, blob)
+            return file, self.set_content(s, file, None, blob.name, blob.size, blob.sha256)
 
         return self._write_blob(source, validate, apply)
 
@@ -131,11 +134,46 @@ class Files:
 
         def apply(s: Session, blob: Blob, existing: File | None) -> tuple[File, list[str]]:
             if existing is None:
-                name = self._free_name(s, folder_id, target.name) if target.suggested else target.name
-                return self._insert(s, folder_id, name, owner_id, blob), []
-            return existing, self._set_content(s, existing, blob)
+                name = self.free_name(s, folder_id, target.name) if target.suggested else target.name
+                return self.insert(s, folder_id, name, owner_id, blob.name, blob.size, blob.sha256), []
+            return existing, self.set_content(s, existing, None, blob.name, blob.size, blob.sha256)
 
         return self._write_blob(source, validate, apply)
+
+    def put_named(self, folder_id: str, name: str, user_id: str, source: BinaryIO, conflict: str = "replace",
+                  if_match: Callable[[File], None] | None = None) -> tuple[File, bool]:
+        """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
+        it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
+        a folder's name is never replaced. `if_match` checks the file to be replaced."""
+        name = check(name)
+
+        def validate(s: Session) -> File | None:
+            return self.claim_name(s, folder_id, name, conflict, user_id, if_match)
+
+        def apply(s: Session, blob: Blob, existing: File | None) -> tuple[tuple[File, bool], list[str]]:
+            if existing is None:
+                return (self.insert(s, folder_id, self.free_name(s, folder_id, name, style=counted), user_id,
+                                    blob.name, blob.size, blob.sha256), True), []
+            return (existing, False), self.set_content(s, existing, user_id, blob.name, blob.size, blob.sha256)
+
+        return self._write_blob(source, validate, apply)
+
+    def claim_name(self, s: Session, folder_id: str, name: str, conflict: str, user_id: str,
+                   if_match: Callable[[File], None] | None = None) -> File | None:
+        """What a new file named `name` in `folder_id` means: None (create it, under a free name if
+        `conflict` is "rename") or the file it replaces; 409 nameAlreadyExists where it may do neither.
+        Locks the folder first: what the name means cannot change until the transaction ends."""
+        lock_folder(s, folder_id)
+        existing = file_named(s, folder_id, name)
+        if conflict == "rename":
+            return None
+        if folder_named(s, folder_id, name) is not None or (existing is not None and conflict == "fail"):
+            raise name_taken_error(name)
+        if existing is not None:
+            if if_match is not None:
+                if_match(existing)
+            self.check_writable(s, existing)
+        return existing
 
     def rename(self, file_id: str, requested_base: str, lock_id: str | None,
                coauth_lock_id: str | None = None) -> File:
@@ -144,21 +182,30 @@ class Files:
             file = self._load_in_locked_folder(s, file_id)
             require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=True)
             name = check(requested_base + split_extension(file.name)[1])
-            file.name = self._free_name(s, file.folder_id, name, ignore_file_id=file.id)
+            file.name = self.free_name(s, file.folder_id, name, ignore_id=file.id)
             file.name_key = name_key(file.name)
             file.sequence_number += 1
             return file
 
     def delete(self, file_id: str) -> None:
         with self.db.write() as s:
-            file = load_file(s, file_id)
-            require_write_access(s, file, self.clock.now(), None, unlocked_ok=True)
-            unused = {*file.content.blobs, *drop_alternate_streams(s, file_id)}
-            for table in (Lock, ContentProperty):  # rows the cascade would remove, expired ones too
-                s.execute(sa.delete(table).where(table.file_id == file_id))
-            s.delete(file)
+            unused = self.delete_in(s, load_file(s, file_id))
         for blob in unused:
             self.blobs.delete(blob)
+
+    def check_writable(self, s: Session, file: File) -> None:
+        """409 while a WOPI or coauth lock holds the file: it may be changed only by its lock holder."""
+        require_write_access(s, file, self.clock.now(), None, unlocked_ok=True)
+
+    def delete_in(self, s: Session, file: File) -> set[str]:
+        """Delete a file inside a transaction (409 while it is locked); returns its blobs, to delete once
+        committed."""
+        self.check_writable(s, file)
+        unused = {*file.content.blobs, *drop_alternate_streams(s, file.id)}
+        for table in (Lock, ContentProperty):  # rows the cascade would remove, expired ones too
+            s.execute(sa.delete(table).where(table.file_id == file.id))
+        s.delete(file)
+        return unused
 
     # -- helpers ------------------------------------------------------------------
 
@@ -199,17 +246,23 @@ class Files:
             if file.folder_id == folder_id:  # not moved in between
                 return file
 
-    def _insert(self, s: Session, folder_id: str, name: str, owner_id: str, blob: Blob) -> File:
+    def insert(self, s: Session, folder_id: str, name: str, owner_id: str, blob: str, size: int, sha256: str,
+               extents: Extents | None = None) -> File:
+        """A new file row whose content is the whole of `blob`, or `extents` (then `blob` is unused);
+        `sha256` (base64) is "" where unknown."""
         now = self.clock.now()
         file = File(id=new_id(), folder_id=folder_id, name=name, name_key=name_key(name), owner_id=owner_id,
-                    size=blob.size, version=1, sequence_number=1, blob=blob.name, sha256=blob.sha256,
+                    size=size, version=1, sequence_number=1, blob=blob, sha256=sha256,
                     created_at=now, modified_at=now)
+        if extents is not None:
+            file.keep_extents(extents)
         s.add(file)
         s.flush()
         return file
 
-    def _set_content(self, s: Session, file: File, blob: Blob) -> list[str]:
-        """New MainContent from outside PutChunkedFile; returns the blobs it made unused.
+    def set_content(self, s: Session, file: File, user_id: str | None, blob: str, size: int, sha256: str,
+                    extents: Extents | None = None) -> list[str]:
+        """New MainContent from outside PutChunkedFile (as in `insert`); returns the blobs it made unused.
 
         Such a change ends what coauthoring clients kept beside the document
         (docs/cspp-plus.md §1.0): alternate streams and DeleteOnContentChange properties go, and the
@@ -218,18 +271,26 @@ class Files:
         replaced = {*file.content.blobs, *drop_alternate_streams(s, file.id)}
         s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file.id,
                                                    ContentProperty.retention != "KeepOnContentChange"))
-        file.keep_blob(blob.name, blob.size)
-        file.sha256 = blob.sha256
+        if extents is None:
+            file.keep_blob(blob, size)
+        else:
+            file.keep_extents(extents)
+        file.sha256 = sha256
         file.main_scheme = file.main_signature = None
         file.version += 1
         file.sequence_number += 1
         file.modified_at = self.clock.now()
+        file.modified_by = user_id
+        file.fs_modified_at = None  # the content is ours now, until a client says otherwise
         return unreferenced(s, file.id, replaced)
 
-    def _free_name(self, s: Session, folder_id: str, name: str, ignore_file_id: str | None = None) -> str:
+    @staticmethod
+    def free_name(s: Session, folder_id: str, name: str, ignore_id: str | None = None,
+                  style: Callable[[str, int], str] = numbered) -> str:
+        """`name`, or the first free one of its numbered forms (`style`), in `folder_id`."""
         for n in range(1, MAX_NUMBERED_NAMES):
-            candidate = name if n == 1 else numbered(name, n)
-            if not name_taken(s, folder_id, candidate, ignore_file_id):
+            candidate = name if n == 1 else style(name, n)
+            if not name_taken(s, folder_id, candidate, ignore_id):
                 return candidate
         base, ext = split_extension(name)
         return f"{base} ({new_id(8)}){ext}"
@@ -237,5 +298,5 @@ class Files:
     def _target_error(self, status: int, reason: str, folder_id: str, requested: str) -> WopiError:
         """400/409 for a specific PutRelativeFile target, naming a name the client may retry with."""
         with self.db.read() as s:
-            valid = self._free_name(s, folder_id, sanitize(requested))
+            valid = self.free_name(s, folder_id, sanitize(requested))
         return WopiError(status, reason, {"X-WOPI-ValidRelativeTarget": encode_utf7(valid)})

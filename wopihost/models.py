@@ -62,11 +62,23 @@ class User(Base):
 
 
 class Drive(Base):
-    """Every user has one drive; its root folder is the folder with no parent."""
+    """A tree of folders and files; its root folder is its folder with no parent.
+
+    Every user has one personal drive (`owner_id` set). Shared drives (`kind` "site" or "group", no owner)
+    are made by an admin and reached by their members (DriveMember).
+    """
     __tablename__ = "drives"
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), unique=True)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="personal", server_default="personal")
+    name: Mapped[str] = mapped_column(String(256), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DriveMember(Base):
+    __tablename__ = "drive_members"
+    drive_id: Mapped[str] = mapped_column(ForeignKey("drives.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
 
 
 class Folder(Base):
@@ -78,6 +90,11 @@ class Folder(Base):
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     name_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    modified_at: Mapped[datetime | None] = mapped_column(DateTime)  # None: never changed since created
+    description: Mapped[str | None] = mapped_column(Text)
+    # Graph's fileSystemInfo: the times a client says the item has on its own disk (None: ours)
+    fs_created_at: Mapped[datetime | None] = mapped_column(DateTime)
+    fs_modified_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class File(StoredStream, Base):
@@ -102,6 +119,10 @@ class File(StoredStream, Base):
     coauth_table_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime)
     modified_at: Mapped[datetime] = mapped_column(DateTime)
+    modified_by: Mapped[str | None] = mapped_column(String(USER_ID_LENGTH))  # None: the owner
+    description: Mapped[str | None] = mapped_column(Text)
+    fs_created_at: Mapped[datetime | None] = mapped_column(DateTime)  # see Folder
+    fs_modified_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Lock(Base):
@@ -113,7 +134,8 @@ class Lock(Base):
 
 
 class AccessToken(Base):
-    """Every token we issue, so that it can be revoked; no FK to files so a deleted file gives 404, not 401."""
+    """Every token we issue, so that it can be revoked; no FK to files so a deleted file gives 404, not 401.
+    A WOPI token names its file; an API token (Graph) names none (`file_id` "") and reaches the user's drives."""
     __tablename__ = "access_tokens"
     __table_args__ = (Index(None, "file_id", "user_id"),)
     jti: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -148,15 +170,26 @@ class ContentProperty(Base):
 
 
 class UploadSession(Base):
-    """A CSPP Plus upload session: `received` bytes of a Chunk-frame stream, kept as pieces on disk."""
+    """An upload session: `received` bytes of a stream, kept as pieces on disk.
+
+    kind "cspp": a CSPP Plus session of `file_id`, carrying Chunk frames. kind "graph": a Graph
+    createUploadSession, `total` bytes of a file's content, to become the file `file_id` (an existing
+    item) or a new file as `target` (JSON) says; `result` is the file it became, kept until expiry so
+    that a repeated final request gets the same answer.
+    """
     __tablename__ = "upload_sessions"
     __table_args__ = (Index(None, "user_id", "expires_at"),)  # a user's live sessions, counted on each update
     token: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    file_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)  # no FK: a deleted file's session just expires
+    # no FK: a deleted file's session just expires
+    file_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
     user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
     received: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(8), default="cspp", server_default="cspp")
+    total: Mapped[int | None] = mapped_column(BigInteger)
+    target: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(String(ID_LENGTH))
 
 
 class UploadPiece(Base):

@@ -89,10 +89,21 @@ def _control(ch: str) -> bool:
 
 
 def numbered(name: str, n: int) -> str:
-    """'Report.docx', 2 -> 'Report (2).docx'; an existing ' (k)' suffix is replaced, not stacked."""
+    """'Report.docx', 2 -> 'Report (2).docx'; an existing ' (k)' suffix is replaced, not stacked.
+    How WOPI hosts (and Windows) tell copies apart."""
     base, ext = split_extension(name)
     match = _NUMBERED.match(base)
     if match:
         base = match.group(1)
-    suffix = f" ({n})"
+    return _suffixed(base, f" ({n})", ext)
+
+
+def counted(name: str, n: int) -> str:
+    """'Report.docx', 2 -> 'Report 1.docx': OneDrive's free names for conflictBehavior "rename", which
+    count from 1 for the first copy."""
+    base, ext = split_extension(name)
+    return _suffixed(base, f" {n - 1}", ext)
+
+
+def _suffixed(base: str, suffix: str, ext: str) -> str:
     return base[:MAX_BASE_LENGTH - len(suffix)] + suffix + ext

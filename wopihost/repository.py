@@ -24,8 +24,12 @@ def load_file(session: Session, file_id: str) -> File:
 
 
 def lock_folder(session: Session, folder_id: str) -> Folder:
-    """Serialise name changes inside one folder (two Save As racing for the same name)."""
-    return session.scalars(locking(session, sa.select(Folder).where(Folder.id == folder_id))).one()
+    """Serialise name changes inside one folder (two Save As racing for the same name); 404 if the folder
+    is gone (deleted while this request waited for it)."""
+    found = session.scalars(locking(session, sa.select(Folder).where(Folder.id == folder_id))).one_or_none()
+    if found is None:
+        raise not_found("the folder does not exist")
+    return found
 
 
 def insert_if_absent(session: Session, model, **values) -> bool:
@@ -47,11 +51,20 @@ def file_named(session: Session, folder_id: str, name: str) -> File | None:
     return session.scalars(locking(session, query)).one_or_none()
 
 
-def name_taken(session: Session, folder_id: str, name: str, ignore_file_id: str | None = None) -> bool:
-    query = sa.select(File.id).where(File.folder_id == folder_id, File.name_key == name_key(name))
-    if ignore_file_id is not None:
-        query = query.where(File.id != ignore_file_id)
-    return session.scalars(query).first() is not None
+def folder_named(session: Session, parent_id: str, name: str) -> Folder | None:
+    query = sa.select(Folder).where(Folder.parent_id == parent_id, Folder.name_key == name_key(name))
+    return session.scalars(locking(session, query)).one_or_none()
+
+
+def name_taken(session: Session, folder_id: str, name: str, ignore_id: str | None = None) -> bool:
+    """Whether a file or folder in `folder_id` has the name (one namespace for both, as in every file
+    system and in Graph), apart from the item `ignore_id`."""
+    key = name_key(name)
+    files = sa.select(File.id).where(File.folder_id == folder_id, File.name_key == key)
+    folders = sa.select(Folder.id).where(Folder.parent_id == folder_id, Folder.name_key == key)
+    if ignore_id is not None:
+        files, folders = files.where(File.id != ignore_id), folders.where(Folder.id != ignore_id)
+    return session.scalars(sa.union_all(files, folders).limit(1)).first() is not None
 
 
 def drop_alternate_streams(session: Session, file_id: str, *conditions) -> set[str]:

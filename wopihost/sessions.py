@@ -1,10 +1,12 @@
-"""CSPP Plus upload sessions (docs/cspp-plus.md §1.5-1.7, §4.4).
+"""Upload sessions, of both kinds: CSPP Plus (docs/cspp-plus.md §1.5-1.7, §4.4) and Graph
+createUploadSession (docs/graph.md §4).
 
-A session is a database row (file, user, bytes received, sliding expiry) and the
-pieces its UpdateUploadSession calls delivered, each an fsynced blob. A piece is
-written in full before the row's `received` moves, and it moves by one
-compare-and-set (`received = offset`), so of two updates at the same offset,
-in any workers, exactly one is kept and the stream is never interleaved or torn.
+A session is a database row (user, bytes received, sliding expiry, what it is for)
+and the pieces its requests delivered, each an fsynced blob. A piece is written in
+full before the row's `received` moves, and it moves by one compare-and-set
+(`received = offset`), so of two requests at the same offset, in any workers,
+exactly one is kept and the stream is never interleaved or torn. Both kinds count
+towards the same per-user limits and expire and are swept alike.
 """
 
 from __future__ import annotations
@@ -28,13 +30,28 @@ from .storage import BlobStore, TooLarge
 
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
-    return WopiError(410, reason)
+    return WopiError(410, reason, code="itemNotFound")
+
+
+class OffsetMismatch(WopiError):
+    """A piece that does not start where the session ends; `received` is where it does."""
+
+    def __init__(self, offset: int, received: int):
+        super().__init__(400, f"X-WOPI-ContentRangeOffset is {offset}, the session has {received} bytes",
+                         {"X-WOPI-UploadSessionCurrentOffset": str(received)})
+        self.offset, self.received = offset, received
 
 
 def _bytes_of(user_id, now: datetime) -> sa.ScalarSelect:
-    """What a user's live upload sessions hold, as a subquery (`user_id` a value or a column)."""
+    """What a user's live, unfinished upload sessions hold, as a subquery (`user_id` a value or a column)."""
     return (sa.select(sa.func.coalesce(sa.func.sum(UploadSession.received), 0))
-            .where(UploadSession.user_id == user_id, UploadSession.expires_at > now).scalar_subquery())
+            .where(UploadSession.user_id == user_id, UploadSession.expires_at > now,
+                   UploadSession.result.is_(None)).scalar_subquery())
+
+
+def _no_graph_session() -> WopiError:
+    return WopiError(404, "the upload session does not exist, has expired or was cancelled",
+                     code="itemNotFound")
 
 
 def _well_formed(token: str) -> str:
@@ -44,17 +61,24 @@ def _well_formed(token: str) -> str:
     return token
 
 
-def _state_query() -> sa.Select:
-    """See UploadSessions._state. Built once: it runs before every piece of every upload."""
+def _state_query(of_file: bool) -> sa.Select:
+    """See UploadSessions.state. Built once: it runs before every piece of every upload.
+
+    A CSPP session belongs to a file, and the answer says whether the file is still there; a Graph
+    session is the whole of its address.
+    """
     now = sa.bindparam("now", type_=sa.DateTime())
-    live = (sa.select(UploadSession.user_id, UploadSession.received)
-            .where(UploadSession.token == sa.bindparam("token"), UploadSession.file_id == sa.bindparam("file_id"),
-                   UploadSession.expires_at > now).subquery())
-    return (sa.select(live.c.user_id, live.c.received, _bytes_of(live.c.user_id, now).label("user_bytes"))
+    live = sa.select(UploadSession).where(UploadSession.token == sa.bindparam("token"),
+                                          UploadSession.expires_at > now)
+    if not of_file:
+        live = live.where(UploadSession.kind == "graph").subquery()
+        return sa.select(live, _bytes_of(live.c.user_id, now).label("user_bytes"))
+    live = live.where(UploadSession.file_id == sa.bindparam("file_id"), UploadSession.kind == "cspp").subquery()
+    return (sa.select(live, _bytes_of(live.c.user_id, now).label("user_bytes"))
             .select_from(File).outerjoin(live, sa.true()).where(File.id == sa.bindparam("file_id")))
 
 
-_STATE = _state_query()
+_STATES = {True: _state_query(True), False: _state_query(False)}
 
 
 class UploadSessions:
@@ -68,7 +92,7 @@ class UploadSessions:
         self.max_per_user = max_per_user
         self.max_bytes_per_user = max_bytes_per_user
 
-    def create(self, file_id: str, user_id: str) -> str:
+    def create(self, file_id: str | None, user_id: str, kind: str = "cspp", target: str | None = None) -> str:
         """A new session; 429 while the user already has as many open as allowed."""
         token = new_id()
         with self.db.write() as s:
@@ -79,9 +103,10 @@ class UploadSessions:
             if len(expiries) >= self.max_per_user:
                 wait = math.ceil((min(expiries) - now).total_seconds())
                 raise WopiError(429, f"this user already has {len(expiries)} open upload sessions, the most "
-                                     "allowed; commit them or let them expire", {"Retry-After": str(wait)})
+                                     "allowed; commit them or let them expire", {"Retry-After": str(wait)},
+                                code="activityLimitReached")
             s.add(UploadSession(token=token, file_id=file_id, user_id=user_id, received=0, created_at=now,
-                                expires_at=now + self.ttl))
+                                expires_at=now + self.ttl, kind=kind, target=target))
         return token
 
     def get(self, session: Session, token: str, file_id: str) -> UploadSession:
@@ -89,20 +114,32 @@ class UploadSessions:
         expired or another file's."""
         query = sa.select(UploadSession).where(UploadSession.token == _well_formed(token))
         row = session.scalars(locking(session, query)).one_or_none()
-        if row is None or row.file_id != file_id or row.expires_at <= self.clock.now():
+        if (row is None or row.file_id != file_id or row.kind != "cspp" or row.expires_at <= self.clock.now()):
             raise gone()
         return row
 
-    def append(self, token: str, file_id: str, offset: int, length: int, body: BinaryIO) -> int:
-        """UpdateUploadSession: store `length` bytes at `offset`; returns the new end of the stream.
+    def get_graph(self, session: Session, token: str) -> UploadSession:
+        """The live Graph session `token`, row-locked in a write transaction; 404 if there is none."""
+        if not is_id(token):
+            raise _no_graph_session()
+        query = sa.select(UploadSession).where(UploadSession.token == token)
+        row = session.scalars(locking(session, query)).one_or_none()
+        if row is None or row.kind != "graph" or row.expires_at <= self.clock.now():
+            raise _no_graph_session()
+        return row
 
-        Nothing is written for an update that cannot succeed (an unknown session, a wrong offset, a
+    def append(self, token: str, file_id: str | None, offset: int, length: int, body: BinaryIO,
+               total: int | None = None) -> int:
+        """Store `length` bytes at `offset` (UpdateUploadSession; a Graph fragment, `file_id` None, of a
+        stream of `total` bytes); returns the new end of the stream.
+
+        Nothing is written for a piece that cannot succeed (an unknown session, a wrong offset, a
         limit): one look-up says so first. The piece is then written in full, and one compare-and-set,
-        conditional on the offset and on the user's limit, moves the session's end, so two updates racing
-        in any workers keep exactly one piece and the limits hold.
+        conditional on the offset and on the user's limit, moves the session's end, so two pieces racing
+        in any workers keep exactly one and the limits hold.
         """
         with self.db.read() as s:
-            state = self._state(s, token, file_id)
+            state = self.state(s, token, file_id)
         self._check_append(state, offset, length)
         blob = None
         if length:
@@ -115,7 +152,7 @@ class UploadSessions:
                 if blob is not None and blob.size != length:
                     raise bad_request(f"the body is {blob.size} bytes, X-WOPI-ContentRangeLength says {length}")
                 with self.db.write() as s:
-                    self._move(s, token, file_id, state.user_id, offset, length)
+                    self._move(s, token, file_id, state.user_id, offset, length, total)
                     if blob is not None:
                         s.add(UploadPiece(token=token, offset=offset, length=length, blob=blob.name))
             except BaseException:
@@ -124,26 +161,41 @@ class UploadSessions:
                 raise
         return offset + length
 
-    def _move(self, s: Session, token: str, file_id: str, user_id: str, offset: int, length: int) -> None:
+    def _move(self, s: Session, token: str, file_id: str | None, user_id: str, offset: int, length: int,
+              total: int | None) -> None:
         """The compare-and-set: the session's end moves from `offset` by `length` if it is still there, the
-        session live and the user's sessions within their limit; else the error that says why."""
+        session live (and unfinished, and of `total` bytes) and the user's sessions within their limit;
+        else the error that says why."""
         now = self.clock.now()
         lock_user(s, user_id)  # so that the sum below counts every other update of this user's sessions
-        moved = s.execute(
-            sa.update(UploadSession)
-            .where(UploadSession.token == token, UploadSession.file_id == file_id,
-                   UploadSession.received == offset, UploadSession.expires_at > now,
-                   _bytes_of(user_id, now) + length <= self.max_bytes_per_user)
-            .values(received=offset + length, expires_at=now + self.ttl)).rowcount
+        where = [UploadSession.token == token, UploadSession.received == offset, UploadSession.expires_at > now,
+                 UploadSession.result.is_(None), _bytes_of(user_id, now) + length <= self.max_bytes_per_user]
+        values = {"received": offset + length, "expires_at": now + self.ttl}
+        if file_id is not None:
+            where.append(UploadSession.file_id == file_id)
+        if total is not None:
+            where.append(sa.or_(UploadSession.total.is_(None), UploadSession.total == total))
+            values["total"] = total
+        moved = s.execute(sa.update(UploadSession).where(*where).values(**values)).rowcount
         if not moved:  # someone else got there first, the session expired, or the user's limit was reached
-            self._check_append(self._state(s, token, file_id), offset, length)
-            raise WopiError(409, "the upload session changed during this update")  # not reached
+            state = self.state(s, token, file_id)
+            if state.result is not None or (total is not None and state.total not in (None, total)):
+                raise WopiError(409, "the upload session changed during this request", code="resourceModified")
+            self._check_append(state, offset, length)
+            raise WopiError(409, "the upload session changed during this request")  # not reached
 
-    def _state(self, s: Session, token: str, file_id: str) -> sa.Row:
-        """The live session `token` of `file_id` and what its user's live sessions hold, in one statement:
-        (user_id, received, user_bytes). 404 if the file is gone, 410 if the session is."""
-        row = s.execute(_STATE, {"token": _well_formed(token), "file_id": file_id,
-                                 "now": self.clock.now()}).one_or_none()
+    def state(self, s: Session, token: str, file_id: str | None) -> sa.Row:
+        """The live session `token` (of `file_id`; a Graph session if None) and what its user's live
+        sessions hold, in one statement: the session's columns and user_bytes. For a CSPP session 404
+        if the file is gone, 410 if the session is; 404 if a Graph session is gone."""
+        if file_id is None and not is_id(token):
+            raise _no_graph_session()
+        row = s.execute(_STATES[file_id is not None], {"token": _well_formed(token), "file_id": file_id,
+                                                       "now": self.clock.now()}).one_or_none()
+        if file_id is None:
+            if row is None:
+                raise _no_graph_session()
+            return row
         if row is None:
             raise not_found()
         if row.user_id is None:
@@ -152,8 +204,7 @@ class UploadSessions:
 
     def _check_append(self, state: sa.Row, offset: int, length: int) -> None:
         if offset != state.received:
-            raise bad_request(f"X-WOPI-ContentRangeOffset is {offset}, the session has {state.received} bytes",
-                              {"X-WOPI-UploadSessionCurrentOffset": str(state.received)})
+            raise OffsetMismatch(offset, state.received)
         if state.received + length > self.max_size:
             raise WopiError(413, f"the upload session would exceed the limit of {self.max_size} bytes",
                             {"X-WOPI-UploadSessionCurrentOffset": str(state.received)})
@@ -162,22 +213,29 @@ class UploadSessions:
                                  f"{self.max_bytes_per_user} bytes; commit them or let them expire",
                             {"X-WOPI-UploadSessionCurrentOffset": str(state.received)})
 
+    def finish_in(self, session: Session, row: UploadSession, file_id: str) -> None:
+        """Mark a Graph session as having become the file `file_id` (its pieces are the file's now): a
+        repeated final request is then answered with that file until the session expires."""
+        session.execute(sa.delete(UploadPiece).where(UploadPiece.token == row.token))
+        row.result = row.file_id = file_id
+        row.expires_at = self.clock.now() + self.ttl
+
     def stream(self, session: Session, token: str) -> Extents:
         """Where the session's bytes are, in stream order."""
         pieces = session.scalars(sa.select(UploadPiece).where(UploadPiece.token == token)
                                  .order_by(UploadPiece.offset))
         return Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
 
-    def touch(self, token: str, file_id: str) -> None:
+    def touch(self, token: str, file_id: str | None) -> None:
         """Slide the expiry of a live session (a failed commit keeps the session for the retry)."""
         if not is_id(token):
             return  # names no session: nothing to slide, and the caller's own error stands
         with self.db.write() as s:
             now = self.clock.now()
-            s.execute(sa.update(UploadSession)
-                      .where(UploadSession.token == token, UploadSession.file_id == file_id,
-                             UploadSession.expires_at > now)
-                      .values(expires_at=now + self.ttl))
+            where = [UploadSession.token == token, UploadSession.expires_at > now]
+            if file_id is not None:
+                where.append(UploadSession.file_id == file_id)
+            s.execute(sa.update(UploadSession).where(*where).values(expires_at=now + self.ttl))
 
     def delete_in(self, session: Session, token: str) -> list[str]:
         """Delete the session inside a transaction; returns its piece blobs, to delete once committed."""

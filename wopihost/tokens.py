@@ -1,5 +1,9 @@
 """Access tokens: signed, bound to one file, one user and a permission set, expiring, revocable.
 
+A WOPI access token is bound to one file. An API token (Graph's `Authorization: Bearer`) is bound to
+no file (`file_id` ""): it reaches the drives its user may reach. Each is refused where the other is
+expected.
+
 Wire form: base32 (lower case, no padding) of an itsdangerous-signed payload
 `<jti>:<file_id>:<r|w>:<expiry seconds>`. Base32 keeps the token to [a-z2-7]:
 WOPI clients sign the URL that carries the token, and only an alphanumeric token
@@ -28,6 +32,8 @@ from .ids import new_id
 from .models import AccessToken
 
 JTI_LENGTH = 16
+API = ""  # the file_id of an API token
+DOWNLOAD_TTL = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class IssuedToken:
 class Tokens:
     def __init__(self, secret: str, clock: Clock):
         self._signer = itsdangerous.Signer(secret, salt="wopihost.access-token", digest_method=hashlib.sha256)
+        self._tickets = itsdangerous.Signer(secret, salt="wopihost.download", digest_method=hashlib.sha256)
         self._clock = clock
 
     def issue(self, session: Session, file_id: str, user_id: str, can_write: bool,
@@ -71,13 +78,35 @@ class Tokens:
         except _MALFORMED:
             raise unauthorized("the access token is not valid") from None
         if token_file_id != file_id:
-            raise unauthorized("the access token is for another file")
+            raise unauthorized("this is an access token for one file, not an API token" if not file_id
+                               else "the access token is not for this file")
         if expires_at <= self._clock.now():
             raise unauthorized("the access token has expired")
         row = session.get(AccessToken, jti)
         if row is None or row.revoked_at is not None:
             raise unauthorized("the access token has been revoked")
         return Grant(jti, file_id, row.user_id, perm == "w", expires_at)
+
+    def download_ticket(self, grant: Grant, file_id: str) -> str:
+        """A short-lived credential for one file's content (Graph's @microsoft.graph.downloadUrl), bound
+        to the token it was issued under, so revoking that token revokes it too."""
+        expiry = min(_epoch(grant.expires_at), _epoch(self._clock.now() + DOWNLOAD_TTL))
+        return _encode(self._tickets.sign(f"{grant.jti}:{file_id}:{expiry}".encode("ascii")))
+
+    def open_download_ticket(self, session: Session, ticket: str) -> str:
+        """The file id a download ticket is for; WopiError 401 if it is not valid (any more)."""
+        try:
+            signed = base64.b32decode(ticket.upper() + "=" * (-len(ticket) % 8))
+            if _encode(signed) != ticket:
+                raise ValueError("not the issued spelling")
+            jti, file_id, expiry = self._tickets.unsign(signed).decode("ascii").split(":")
+            expires_at = _EPOCH + timedelta(seconds=int(expiry))
+        except _MALFORMED:
+            raise unauthorized("the download URL is not valid") from None
+        row = session.get(AccessToken, jti)
+        if expires_at <= self._clock.now() or row is None or row.revoked_at is not None:
+            raise unauthorized("the download URL has expired or its token has been revoked")
+        return file_id
 
     def revoke(self, session: Session, *, token: str | None = None, file_id: str | None = None,
                user_id: str | None = None) -> int:

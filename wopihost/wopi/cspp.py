@@ -13,7 +13,7 @@ from ..errors import WopiError, WopiResponse, bad_request
 from ..locks import parse_lock_id
 from ..models import File
 from ..text import text_problem
-from .body import request_body
+from ..body import request_body
 from .files import Call
 from .requests import header, int_header
 

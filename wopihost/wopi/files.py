@@ -17,7 +17,7 @@ from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_e
 from ..services import Services
 from ..storage import PIECE
 from ..tokens import Grant
-from .body import request_body
+from ..body import request_body
 from .requests import bool_header, check_body_size, header, int_header, time_header, utf7_header
 
 MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # docs/wopi.md §3.2: assume a signed 32-bit maximum when absent

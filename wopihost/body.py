@@ -21,8 +21,8 @@ from typing import Protocol
 
 from flask import request
 
-from ..errors import WopiError, bad_request
-from ..storage import PIECE
+from .errors import WopiError, bad_request
+from .storage import PIECE
 
 try:
     from gunicorn.http.body import Body as _GunicornBody, LengthReader as _GunicornLengthReader

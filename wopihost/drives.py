@@ -1,0 +1,127 @@
+"""Drives: who may reach which, shared drives and their members, and how full a drive is.
+
+Every user has a personal drive (users.ensure_user makes it). A shared drive ("site" or
+"group", as Graph calls the SharePoint sites and Microsoft 365 groups whose document
+libraries they are) has no owner: an admin makes it and names its members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .clock import Clock
+from .db import Database
+from .errors import WopiError
+from .ids import is_id, new_id
+from .models import Drive, DriveMember, File, Folder, User
+from .users import check_user_id, ensure_user
+
+SHARED_KINDS = ("site", "group")
+
+
+@dataclass(frozen=True)
+class Quota:
+    total: int | None  # None: no limit
+    used: int
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.total is None else max(self.total - self.used, 0)
+
+    @property
+    def state(self) -> str:
+        """Graph's quota.state: normal, nearing (90%), critical (99%), exceeded."""
+        if self.total is None or self.used < self.total * 0.9:
+            return "normal"
+        if self.used >= self.total:
+            return "exceeded"
+        return "critical" if self.used >= self.total * 0.99 else "nearing"
+
+    def check(self, more: int) -> None:
+        """507 quotaLimitReached if `more` bytes would not fit."""
+        if self.total is not None and more > 0 and self.used + more > self.total:
+            raise WopiError(507, f"the drive has {self.remaining} of its {self.total} bytes free, "
+                                 f"{more} are needed", code="quotaLimitReached")
+
+
+class Drives:
+    def __init__(self, db: Database, clock: Clock, quota: int):
+        self.db = db
+        self.clock = clock
+        self.quota_bytes = quota or None
+
+    def personal(self, user_id: str) -> Drive:
+        """The user's own drive, made (with the user) on first use."""
+        with self.db.read() as s:
+            drive = _personal(s, user_id)
+        if drive is not None:
+            return drive
+        with self.db.write() as s:
+            ensure_user(s, user_id, self.clock.now())
+            return _personal(s, user_id)
+
+    def reachable(self, s: Session, user_id: str, drive_id: str, kind: str | None = None) -> Drive:
+        """The drive `drive_id` if `user_id` may reach it (their own, or a shared drive they are a member
+        of); 404 if there is no such drive (of that `kind`), 403 if it is someone else's."""
+        drive = s.get(Drive, drive_id) if is_id(drive_id) else None
+        if drive is None or (kind is not None and drive.kind != kind):
+            raise WopiError(404, "no such drive", code="itemNotFound")
+        if drive.owner_id != user_id and s.get(DriveMember, (drive.id, user_id)) is None:
+            raise WopiError(403, "this drive is not shared with the token's user", code="accessDenied")
+        return drive
+
+    def root_id(self, s: Session, drive_id: str) -> str:
+        return s.scalars(sa.select(Folder.id).where(Folder.drive_id == drive_id, Folder.parent_id.is_(None))).one()
+
+    def quota(self, s: Session, drive_id: str) -> Quota:
+        used = s.scalar(sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))
+                        .join(Folder, File.folder_id == Folder.id).where(Folder.drive_id == drive_id))
+        return Quota(self.quota_bytes, int(used))
+
+    # -- administration (the CLI) ----------------------------------------------------
+
+    def create_shared(self, kind: str, name: str) -> Drive:
+        if kind not in SHARED_KINDS:
+            raise ValueError(f"a shared drive is one of {', '.join(SHARED_KINDS)}")
+        now = self.clock.now()
+        drive = Drive(id=new_id(), owner_id=None, kind=kind, name=name, created_at=now)
+        with self.db.write() as s:
+            s.add(drive)
+            s.flush()
+            s.add(Folder(id=new_id(), drive_id=drive.id, parent_id=None, name="", name_key="", created_at=now))
+        return drive
+
+    def add_member(self, drive_id: str, user_id: str) -> None:
+        with self.db.write() as s:
+            drive = s.get(Drive, drive_id)
+            if drive is None or drive.kind not in SHARED_KINDS:
+                raise ValueError(f"no shared drive {drive_id}")
+            ensure_user(s, check_user_id(user_id), self.clock.now())
+            if s.get(DriveMember, (drive_id, user_id)) is None:
+                s.add(DriveMember(drive_id=drive_id, user_id=user_id))
+
+    def remove_member(self, drive_id: str, user_id: str) -> bool:
+        with self.db.write() as s:
+            return s.execute(sa.delete(DriveMember).where(DriveMember.drive_id == drive_id,
+                                                          DriveMember.user_id == user_id)).rowcount > 0
+
+    def list(self) -> list[tuple[Drive, list[str]]]:
+        """Every drive with its members (a personal drive's member is its owner)."""
+        with self.db.read() as s:
+            members: dict[str, list[str]] = {}
+            for row in s.scalars(sa.select(DriveMember).order_by(DriveMember.user_id)):
+                members.setdefault(row.drive_id, []).append(row.user_id)
+            drives = list(s.scalars(sa.select(Drive).order_by(Drive.created_at, Drive.id)))
+        return [(d, [d.owner_id] if d.owner_id else members.get(d.id, [])) for d in drives]
+
+
+def _personal(s: Session, user_id: str) -> Drive | None:
+    return s.scalars(sa.select(Drive).where(Drive.owner_id == user_id)).one_or_none()
+
+
+def owner_name(s: Session, user_id: str | None) -> str:
+    user = s.get(User, user_id) if user_id else None
+    return user.display_name if user is not None else (user_id or "")

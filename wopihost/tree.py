@@ -1,0 +1,245 @@
+"""The folder tree of a drive, item by item: find by id or path, list, make folders, move, rename, delete.
+
+An item is a File or a Folder row; file and folder ids are alike and never collide, so an
+id names one item. Names are unique per folder across files and folders, ignoring case.
+Every change that depends on what a name means locks the folder the name is in first
+(repository.lock_folder), and folders before files, in id order where there are several,
+so that concurrent changes in any workers serialise instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable, Union
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .clock import Clock
+from .db import Database
+from .errors import WopiError, bad_request, name_taken, not_found
+from .files import Files
+from .ids import is_id, new_id
+from .models import File, Folder, name_key
+from .names import InvalidName, check, counted
+from .repository import folder_named, load_file, lock_folder, locking
+from .storage import BlobStore
+
+Item = Union[File, Folder]
+MAX_DEPTH = 64  # deeper paths are refused rather than walked
+
+
+def invalid_name(exc: InvalidName) -> WopiError:
+    return WopiError(400, str(exc), code="invalidRequest")
+
+
+class Tree:
+    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, files: Files):
+        self.db = db
+        self.blobs = blobs
+        self.clock = clock
+        self.files = files
+
+    # -- finding ------------------------------------------------------------------------
+
+    @staticmethod
+    def item(s: Session, drive_id: str, item_id: str) -> Item:
+        """The item `item_id` of the drive; 404 itemNotFound if there is none."""
+        if is_id(item_id):
+            folder = s.get(Folder, item_id)
+            if folder is not None and folder.drive_id == drive_id:
+                return folder
+            file = s.get(File, item_id)
+            if file is not None and s.get(Folder, file.folder_id).drive_id == drive_id:
+                return file
+        raise not_found("no such item in this drive")
+
+    @staticmethod
+    def root(s: Session, drive_id: str) -> Folder:
+        return s.scalars(sa.select(Folder).where(Folder.drive_id == drive_id, Folder.parent_id.is_(None))).one()
+
+    def resolve(self, s: Session, start: Item, path: list[str]) -> Item:
+        """The item at `path` (names) below the folder `start`; 404 if any step is missing."""
+        item = start
+        for name in path:
+            if not isinstance(item, Folder):
+                raise not_found(f"{item.name} is a file, not a folder")
+            item = self.child(s, item.id, name)
+            if item is None:
+                raise not_found(f"no item named {name} on that path")
+        return item
+
+    def parent_of_new(self, s: Session, start: Item, path: list[str]) -> tuple[Folder, str]:
+        """The folder a new item at `path` below `start` goes in, and its checked name; the folder must
+        exist."""
+        if not path:
+            raise bad_request("the path names no item", )
+        parent = self.resolve(s, start, path[:-1])
+        if not isinstance(parent, Folder):
+            raise not_found(f"{parent.name} is a file, not a folder")
+        try:
+            return parent, check(path[-1])
+        except InvalidName as exc:
+            raise invalid_name(exc) from None
+
+    @staticmethod
+    def child(s: Session, folder_id: str, name: str) -> Item | None:
+        key = name_key(name)
+        folder = s.scalars(sa.select(Folder).where(Folder.parent_id == folder_id, Folder.name_key == key)).first()
+        if folder is not None:
+            return folder
+        return s.scalars(sa.select(File).where(File.folder_id == folder_id, File.name_key == key)).first()
+
+    @staticmethod
+    def path_of(s: Session, folder: Folder) -> list[str]:
+        """The names from the drive's root down to `folder` (empty for the root)."""
+        names = []
+        while folder.parent_id is not None:
+            names.append(folder.name)
+            folder = s.get(Folder, folder.parent_id)
+        return names[::-1]
+
+    @staticmethod
+    def child_count(s: Session, folder_id: str) -> int:
+        return (s.scalar(sa.select(sa.func.count()).select_from(Folder).where(Folder.parent_id == folder_id))
+                + s.scalar(sa.select(sa.func.count()).select_from(File).where(File.folder_id == folder_id)))
+
+    def children(self, s: Session, folder: Folder, top: int, after: tuple[str, str] | None) -> list[Item]:
+        """Up to `top` items of the folder in (name, id) order, starting after the (name key, id) `after`:
+        keyset paging, so a page is as cheap at the end of a large folder as at its start."""
+        found: list[Item] = []
+        for model, parent in ((Folder, Folder.parent_id), (File, File.folder_id)):
+            query = sa.select(model).where(parent == folder.id)
+            if after is not None:
+                query = query.where(sa.tuple_(model.name_key, model.id) > sa.tuple_(*after))
+            found += s.scalars(query.order_by(model.name_key, model.id).limit(top))
+        return sorted(found, key=lambda item: (item.name_key, item.id))[:top]
+
+    # -- changing -------------------------------------------------------------------------
+
+    def create_folder(self, parent_id: str, name: str, conflict: str) -> tuple[Folder, bool]:
+        """A new folder in `parent_id`; whether it is new. A taken name fails (409 nameAlreadyExists),
+        gets a free name ("rename"), or (`replace`) an existing folder of that name is the answer."""
+        try:
+            name = check(name)
+        except InvalidName as exc:
+            raise invalid_name(exc) from None
+        with self.db.write() as s:
+            parent = lock_folder(s, parent_id)
+            if conflict == "rename":
+                name = self.files.free_name(s, parent.id, name, style=counted)
+            else:
+                existing = folder_named(s, parent.id, name)
+                if existing is not None and conflict == "replace":
+                    return existing, False
+                if existing is not None or self.child(s, parent.id, name) is not None:
+                    raise name_taken(name)
+            now = self.clock.now()
+            folder = Folder(id=new_id(), drive_id=parent.drive_id, parent_id=parent.id, name=name,
+                            name_key=name_key(name), created_at=now, modified_at=now)
+            s.add(folder)
+            s.flush()
+            return folder, True
+
+    def update(self, drive_id: str, item_id: str, user_id: str, *, name: str | None = None,
+               parent_id: str | None = None, description: str | None = None,
+               fs_created: datetime | None = None, fs_modified: datetime | None = None,
+               if_match: Callable[[Item], None] | None = None) -> Item:
+        """Rename, move (to `parent_id`, in the same drive) and set what the client says of an item."""
+        if name is not None:
+            try:
+                name = check(name)
+            except InvalidName as exc:
+                raise invalid_name(exc) from None
+        with self.db.write() as s:
+            item = self._lock_with_folders(s, drive_id, item_id, parent_id)
+            if if_match is not None:
+                if_match(item)
+            if isinstance(item, Folder) and item.parent_id is None and (name is not None or parent_id is not None):
+                raise WopiError(403, "the root of a drive cannot be renamed or moved", code="accessDenied")
+            old_parent = _parent_id(item)
+            new_parent = parent_id or old_parent
+            if new_parent != old_parent:
+                self._check_move(s, drive_id, item, new_parent)
+            new_name = item.name if name is None else name
+            if (new_parent, name_key(new_name)) != (old_parent, item.name_key):
+                if self.child(s, new_parent, new_name) not in (None, item):
+                    raise name_taken(new_name)
+                if isinstance(item, File):
+                    self.files.check_writable(s, item)
+                    item.folder_id = new_parent
+                    item.sequence_number += 1  # CSPP: a rename is a change of the file
+                else:
+                    item.parent_id = new_parent
+                item.name, item.name_key = new_name, name_key(new_name)
+            if description is not None:
+                item.description = description
+            if fs_created is not None:
+                item.fs_created_at = fs_created
+            if fs_modified is not None:
+                item.fs_modified_at = fs_modified
+            if isinstance(item, Folder):
+                item.modified_at = self.clock.now()
+            return item
+
+    def delete(self, drive_id: str, item_id: str, if_match: Callable[[Item], None] | None = None) -> None:
+        """Delete an item; a folder with everything in it. Nothing is deleted if any file in it is locked."""
+        with self.db.write() as s:
+            item = self._lock_with_folders(s, drive_id, item_id, None)
+            if if_match is not None:
+                if_match(item)
+            if isinstance(item, File):
+                unused = self.files.delete_in(s, item)
+            else:
+                if item.parent_id is None:
+                    raise WopiError(403, "the root of a drive cannot be deleted", code="accessDenied")
+                unused = self._delete_folder(s, item)
+        for blob in unused:
+            self.blobs.delete(blob)
+
+    def _delete_folder(self, s: Session, top: Folder) -> set[str]:
+        """Delete `top` and everything below it, each folder locked before it is read, so that nothing
+        can be added to it meanwhile; returns the blobs to delete once committed."""
+        folders, unused, i = [top], set(), 0
+        while i < len(folders):
+            below = list(s.scalars(locking(s, sa.select(Folder).where(Folder.parent_id == folders[i].id)
+                                                .order_by(Folder.id))))
+            folders += below
+            i += 1
+        for folder in folders:
+            for file in s.scalars(locking(s, sa.select(File).where(File.folder_id == folder.id))):
+                unused |= self.files.delete_in(s, file)
+        for folder in reversed(folders):  # children before parents
+            s.delete(folder)
+            s.flush()
+        return unused
+
+    def _lock_with_folders(self, s: Session, drive_id: str, item_id: str, other_folder: str | None) -> Item:
+        """The item, locked after the folders a change to it may touch: the folder it is in, the folder
+        `other_folder` (a move's destination), and the item itself if it is a folder, in id order."""
+        while True:
+            item = self.item(s, drive_id, item_id)
+            parent = _parent_id(item)
+            wanted = {f for f in (parent, other_folder, item.id if isinstance(item, Folder) else None) if f}
+            for folder_id in sorted(wanted):
+                lock_folder(s, folder_id)
+            item = s.get(Folder, item_id) if isinstance(item, Folder) else load_file(s, item_id)
+            s.refresh(item)
+            if _parent_id(item) == parent:  # not moved while we waited
+                return item
+
+    def _check_move(self, s: Session, drive_id: str, item: Item, new_parent_id: str) -> None:
+        destination = s.get(Folder, new_parent_id)
+        if destination is None or destination.drive_id != drive_id:
+            raise WopiError(400, "the new parent is not a folder of this drive", code="invalidRequest")
+        if isinstance(item, Folder):
+            folder, depth = destination, 0
+            while folder is not None and depth <= MAX_DEPTH:
+                if folder.id == item.id:
+                    raise WopiError(400, "a folder cannot be moved into itself", code="invalidRequest")
+                folder = s.get(Folder, folder.parent_id) if folder.parent_id else None
+                depth += 1
+
+
+def _parent_id(item: Item) -> str | None:
+    return item.folder_id if isinstance(item, File) else item.parent_id
