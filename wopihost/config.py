@@ -98,6 +98,8 @@ class Settings:
     discovery_url: str = ""
     discovery_ttl: float = 12 * 3600
     proof_keys: str = "off"  # off | verify | require
+    max_fragment_size: int = 60 << 20
+    drive_quota: int = 0  # 0: no limit
 
     @property
     def blob_dir(self) -> Path:
@@ -160,6 +162,8 @@ class Settings:
             discovery_url=discovery_url,
             discovery_ttl=parsed("DISCOVERY_TTL", "12h", parse_duration),
             proof_keys=parsed("PROOF_KEYS", "verify" if discovery_url else "off", _proof_mode),
+            max_fragment_size=parsed("MAX_FRAGMENT_SIZE", "60MiB", parse_size),
+            drive_quota=parsed("DRIVE_QUOTA", "0", parse_size),
         )
 
 

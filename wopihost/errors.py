@@ -52,7 +52,7 @@ def conflict(reason: str, current_lock: str | None, mechanism: str | None = None
         headers["X-WOPI-Lock"] = current_lock
     if mechanism is not None:
         headers["X-WOPI-ConflictingMechanism"] = mechanism
-    return WopiError(409, reason, headers)
+    return WopiError(409, reason, headers, code="resourceLocked")
 
 
 def not_found(reason: str = "file not found") -> WopiError:

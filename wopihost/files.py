@@ -141,7 +141,7 @@ class Files:
         return self._write_blob(source, validate, apply)
 
     def put_named(self, folder_id: str, name: str, user_id: str, source: BinaryIO, conflict: str = "replace",
-                  if_match: Callable[[File], None] | None = None) -> tuple[File, bool]:
+                  if_match: Callable[[File], None] | None = None, limit: int | None = None) -> tuple[File, bool]:
         """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
         it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
         a folder's name is never replaced. `if_match` checks the file to be replaced."""
@@ -156,7 +156,23 @@ class Files:
                                     blob.name, blob.size, blob.sha256), True), []
             return (existing, False), self.set_content(s, existing, user_id, blob.name, blob.size, blob.sha256)
 
-        return self._write_blob(source, validate, apply)
+        return self._write_blob(source, validate, apply, limit)
+
+    def replace(self, file_id: str, user_id: str, source: BinaryIO, if_match: Callable[[File], None] | None = None,
+                limit: int | None = None) -> File:
+        """New content for an existing file, from outside WOPI (409 while a lock holds it)."""
+
+        def validate(s: Session) -> File:
+            file = self.load_in_locked_folder(s, file_id)
+            if if_match is not None:
+                if_match(file)
+            self.check_writable(s, file)
+            return file
+
+        def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
+            return file, self.set_content(s, file, user_id, blob.name, blob.size, blob.sha256)
+
+        return self._write_blob(source, validate, apply, limit)
 
     def claim_name(self, s: Session, folder_id: str, name: str, conflict: str, user_id: str,
                    if_match: Callable[[File], None] | None = None) -> File | None:
@@ -179,7 +195,7 @@ class Files:
                coauth_lock_id: str | None = None) -> File:
         """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix."""
         with self.db.write() as s:
-            file = self._load_in_locked_folder(s, file_id)
+            file = self.load_in_locked_folder(s, file_id)
             require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=True)
             name = check(requested_base + split_extension(file.name)[1])
             file.name = self.free_name(s, file.folder_id, name, ignore_id=file.id)
@@ -210,7 +226,7 @@ class Files:
     # -- helpers ------------------------------------------------------------------
 
     def _write_blob(self, source: BinaryIO, validate: Callable[[Session], C],
-                    apply: Callable[[Session, Blob, C], tuple[T, list[str]]]) -> T:
+                    apply: Callable[[Session, Blob, C], tuple[T, list[str]]], limit: int | None = None) -> T:
         """Validate, stream `source` to a blob, validate again and apply in one transaction.
 
         `validate` takes the row locks the change needs, folder before file (every transaction takes them
@@ -220,7 +236,7 @@ class Files:
         with self.db.read() as s:
             validate(s)  # fail fast, before a possibly huge body is read
         try:
-            blob = self.blobs.write(source, self.max_size)
+            blob = self.blobs.write(source, min(limit or self.max_size, self.max_size))
         except TooLarge as exc:
             raise WopiError(413, str(exc)) from None
         with blob:
@@ -235,7 +251,7 @@ class Files:
         return result
 
     @staticmethod
-    def _load_in_locked_folder(s: Session, file_id: str) -> File:
+    def load_in_locked_folder(s: Session, file_id: str) -> File:
         """The file row, locked after its folder's (see _write_blob)."""
         while True:
             folder_id = s.scalar(sa.select(File.folder_id).where(File.id == file_id))

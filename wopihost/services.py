@@ -11,13 +11,16 @@ from .clock import Clock
 from .coauth import CoauthLocks
 from .config import Settings
 from .db import Database
+from .drives import Drives
 from .files import Files
 from .locks import Locks
 from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .storage import BlobStore
-from .tokens import IssuedToken, Tokens
+from .tokens import API, IssuedToken, Tokens
+from .tree import Tree
+from .uploads import Uploads
 from .users import check_user_info, ensure_user, root_folder_id
 
 
@@ -34,6 +37,9 @@ class Services:
     chunked: ChunkedFiles
     coauth: CoauthLocks
     proofs: ProofCheck
+    drives: Drives
+    tree: Tree
+    uploads: Uploads
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
@@ -42,14 +48,20 @@ class Services:
         blobs = BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)
         sessions = UploadSessions(db, blobs, clock, settings.upload_session_ttl, settings.max_upload_session_size,
                                   settings.max_upload_sessions_per_user, settings.max_upload_bytes_per_user)
+        files = Files(db, blobs, clock, settings.max_file_size)
+        drives = Drives(db, clock, settings.drive_quota)
         return cls(settings=settings, clock=clock, db=db, blobs=blobs,
                    tokens=Tokens(settings.secret_key, clock),
-                   files=Files(db, blobs, clock, settings.max_file_size),
+                   files=files,
                    locks=Locks(db, clock),
                    sessions=sessions,
                    chunked=ChunkedFiles(db, blobs, clock, sessions, settings),
                    coauth=CoauthLocks(db, clock),
-                   proofs=ProofCheck(settings, clock, discovery_cache(settings, clock)))
+                   proofs=ProofCheck(settings, clock, discovery_cache(settings, clock)),
+                   drives=drives,
+                   tree=Tree(db, blobs, clock, files),
+                   uploads=Uploads(db, clock, sessions, files, drives, settings.max_file_size,
+                                   settings.max_fragment_size))
 
     # -- URLs ---------------------------------------------------------------------
 
@@ -74,6 +86,12 @@ class Services:
             ensure_user(s, user_id, self.clock.now())
             expires_at = expires_at or self.clock.now() + timedelta(seconds=self.settings.token_ttl)
             return self.tokens.issue(s, file_id, user_id, can_write, expires_at)
+
+    def issue_api_token(self, user_id: str, can_write: bool, expires_at: datetime | None = None
+                        ) -> tuple[IssuedToken, str]:
+        """An API token (Graph) for the user, and the id of the user's drive (made on first use)."""
+        issued = self.issue_token(API, user_id, can_write, expires_at)
+        return issued, self.drives.personal(user_id).id
 
     def user(self, user_id: str) -> User:
         with self.db.read() as s:

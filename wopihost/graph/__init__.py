@@ -1,0 +1,24 @@
+"""The Graph face: Microsoft Graph's drive and driveItem API over the host's folder tree (docs/graph.md).
+
+One blueprint, served under /v1.0 (Graph), /v2.0 and /_api/v2.0 (the OneDrive for Business
+paths). A path is read by hand (address.py) rather than routed: item ids and paths share
+URL segments and arrive percent-encoded in ways Flask's converters cannot tell apart.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+from . import errors, routes
+
+PREFIXES = ("/v1.0", "/v2.0", "/_api/v2.0")
+METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]
+
+blueprint = Blueprint("graph", __name__)
+blueprint.add_url_rule("/<path:rest>", view_func=routes.dispatch, methods=METHODS)
+errors.register(blueprint)
+
+
+def register(app: Flask) -> None:
+    for prefix in PREFIXES:
+        app.register_blueprint(blueprint, url_prefix=prefix, name="graph" + prefix.replace("/", "_").replace(".", ""))

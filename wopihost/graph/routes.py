@@ -1,0 +1,427 @@
+"""Graph handlers: authenticate, read the path (address.py) and the request, call the domain, answer JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from flask import Response, current_app, jsonify, request
+from werkzeug.wsgi import wrap_file
+
+from ..body import request_body
+from ..clock import parse_iso
+from ..drives import SHARED_KINDS
+from ..files import CONFLICT_BEHAVIOURS
+from ..models import Drive, File, Folder
+from ..errors import WopiResponse as NoContent  # a response with no body claims no type
+from ..services import Services
+from ..storage import PIECE
+from ..tokens import API, Grant
+from ..tree import Item
+from ..uploads import Target, redirected
+from . import shapes
+from .address import DRIVE_KINDS, DriveRef, ItemRef, not_found, parse_item, split_drive
+from .describe import DOWNLOADS, describe, item_response, names
+from .errors import GraphError
+from .uploads import UPLOADS, upload_session
+
+SIMPLE_UPLOAD_LIMIT = 4 << 20  # larger files go through an upload session (docs/graph.md §3.6)
+DEFAULT_PAGE, MAX_PAGE = 200, 1000
+_SKIPTOKEN = re.compile(r"^([A-Za-z0-9]{22})\.(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authenticated request on one drive."""
+    services: Services
+    grant: Grant
+    drive: Drive
+
+    def require_write(self) -> None:
+        if not self.grant.can_write:
+            raise GraphError(403, "accessDenied", "the token is read-only")
+
+
+def dispatch(rest: str) -> Response:
+    services: Services = current_app.extensions["wopihost"]
+    head, _, tail = rest.partition("/")
+    if head == UPLOADS:  # the upload URL is its own credential; an Authorization header is ignored
+        return upload_session(services, tail)
+    if head == DOWNLOADS:
+        return _download(services, tail)
+    grant = _authenticate(services)
+    drive_ref, rest = split_drive(rest)
+    with services.db.read() as s:
+        drive = _drive(services, s, grant, drive_ref)
+    call = Call(services, grant, drive)
+    if not rest:
+        _allow("GET", "HEAD")
+        return _drive_answer(call)
+    ref = parse_item(rest)
+    handler = _HANDLERS.get((request.method if request.method != "HEAD" else "GET", ref.action))
+    if handler is None:
+        raise GraphError(405, "notSupported", f"{request.method} is not supported here")
+    return handler(call, ref)
+
+
+# -- authentication and drives ------------------------------------------------------------
+
+def _authenticate(services: Services) -> Grant:
+    scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise GraphError(401, "unauthenticated", "an Authorization: Bearer API token is required")
+    with services.db.read() as s:
+        return services.tokens.verify(s, token.strip(), API)
+
+
+def _drive(services: Services, s, grant: Grant, ref: DriveRef) -> Drive:
+    if ref.via == "me" or (ref.via == "users" and ref.key in ("me", grant.user_id)):
+        drive = s.scalars(sa.select(Drive).where(Drive.owner_id == grant.user_id)).one_or_none()
+        return drive or services.drives.personal(grant.user_id)
+    if ref.via == "users":
+        raise GraphError(403, "accessDenied", "a token reaches only its own user's drive")
+    kind = DRIVE_KINDS.get(ref.via)
+    if kind in SHARED_KINDS or ref.via == "drives":
+        return services.drives.reachable(s, grant.user_id, ref.key, kind)
+    raise not_found("no such drive")
+
+
+def _allow(*methods: str) -> None:
+    if request.method not in methods:
+        raise GraphError(405, "notSupported", f"{request.method} is not supported here")
+
+
+def _drive_answer(call: Call) -> Response:
+    services, drive = call.services, call.drive
+    with services.db.read() as s:
+        quota = services.drives.quota(s, drive.id)
+        if drive.owner_id:
+            owner = shapes.identity(drive.owner_id, names(s, {drive.owner_id})[drive.owner_id])
+        else:
+            owner = {"group": {"id": drive.id, "displayName": drive.name}}
+    free = max(services.blobs.free_space() - services.settings.min_free_space, 0)
+    return jsonify(shapes.drive_json(drive, owner, quota, free))
+
+
+# -- items ------------------------------------------------------------------------------------
+
+def _locate(call: Call, s, ref: ItemRef) -> Item:
+    tree = call.services.tree
+    start = tree.root(s, call.drive.id) if ref.item_id is None else tree.item(s, call.drive.id, ref.item_id)
+    return tree.resolve(s, start, list(ref.path or ()))
+
+
+def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
+    tree = call.services.tree
+    start = tree.root(s, call.drive.id) if ref.item_id is None else tree.item(s, call.drive.id, ref.item_id)
+    return tree.parent_of_new(s, start, list(ref.path or ()))
+
+
+def get_item(call: Call, ref: ItemRef) -> Response:
+    with call.services.db.read() as s:
+        item = _locate(call, s, ref)
+        body = describe(call.services, s, [item], call.drive, call.grant)[0]
+    return jsonify(body)
+
+
+def update_item(call: Call, ref: ItemRef) -> Response:
+    call.require_write()
+    body = _json_body()
+    with call.services.db.read() as s:
+        item = _locate(call, s, ref)
+        parent_id = _new_parent(call, s, body.get("parentReference"))
+    info = _object(body.get("fileSystemInfo", {}), "fileSystemInfo")
+    name = body.get("name")
+    description = body.get("description")
+    for value, what in ((name, "name"), (description, "description")):
+        if value is not None and not isinstance(value, str):
+            raise GraphError(400, "invalidRequest", f"{what} must be a string")
+    updated = call.services.tree.update(
+        call.drive.id, item.id, call.grant.user_id, name=name, parent_id=parent_id, description=description,
+        fs_created=_time(info, "createdDateTime"), fs_modified=_time(info, "lastModifiedDateTime"),
+        if_match=_if_match())
+    return item_response(call.services, updated, call.drive, call.grant)
+
+
+def _new_parent(call: Call, s, reference: Any) -> str | None:
+    if reference is None:
+        return None
+    reference = _object(reference, "parentReference")
+    if reference.get("driveId") not in (None, call.drive.id):
+        raise GraphError(400, "invalidRequest", "items can only be moved within their drive")
+    if isinstance(reference.get("id"), str):
+        folder = call.services.tree.item(s, call.drive.id, reference["id"])
+    elif isinstance(reference.get("path"), str):
+        _, colon, path = reference["path"].partition("root:")
+        if not colon:
+            raise GraphError(400, "invalidRequest", "parentReference.path must be of the form /drive/root:/path")
+        folder = call.services.tree.resolve(s, call.services.tree.root(s, call.drive.id),
+                                            [name for name in path.split("/") if name])
+    else:
+        return None
+    if not isinstance(folder, Folder):
+        raise GraphError(400, "invalidRequest", "parentReference does not name a folder")
+    return folder.id
+
+
+def delete_item(call: Call, ref: ItemRef) -> Response:
+    call.require_write()
+    with call.services.db.read() as s:
+        item = _locate(call, s, ref)
+    call.services.tree.delete(call.drive.id, item.id, _if_match())
+    return NoContent(status=204)
+
+
+def list_children(call: Call, ref: ItemRef) -> Response:
+    top = _int_query("$top", DEFAULT_PAGE, 1, MAX_PAGE)
+    after = None
+    skiptoken = request.args.get("$skiptoken")
+    if skiptoken is not None:
+        match = _SKIPTOKEN.match(skiptoken)
+        if match is None:
+            raise GraphError(400, "invalidRequest", "$skiptoken is not one this host gave")
+        after = (match.group(2), match.group(1))
+    with call.services.db.read() as s:
+        folder = _locate(call, s, ref)
+        if not isinstance(folder, Folder):
+            raise GraphError(400, "invalidRequest", "only a folder has children")
+        page = call.services.tree.children(s, folder, top + 1, after)
+        more, page = len(page) > top, page[:top]
+        body: dict[str, Any] = {"value": describe(call.services, s, page, call.drive, call.grant)}
+    if more:
+        last = page[-1]
+        args = request.args.to_dict()
+        args.update({"$top": str(top), "$skiptoken": f"{last.id}.{last.name_key}"})
+        url = f"{call.services.settings.public_url}{request.path}"
+        body["@odata.nextLink"] = url + "?" + _query(args)
+    return jsonify(body)
+
+
+def create_child(call: Call, ref: ItemRef) -> Response:
+    call.require_write()
+    body = _json_body()
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise GraphError(400, "invalidRequest", "name is required, a string")
+    if "folder" not in body:
+        raise GraphError(400, "invalidRequest", "only folders are created this way (give a folder facet); "
+                                                "upload a file's content to make a file")
+    conflict = _conflict(body, "fail")
+    with call.services.db.read() as s:
+        parent = _locate(call, s, ref)
+        if not isinstance(parent, Folder):
+            raise GraphError(400, "invalidRequest", "a file has no children")
+    folder, created = call.services.tree.create_folder(parent.id, name, conflict)
+    return item_response(call.services, folder, call.drive, call.grant, 201 if created else 200)
+
+
+def get_content(call: Call, ref: ItemRef) -> Response:
+    with call.services.db.read() as s:
+        item = _locate(call, s, ref)
+    if not isinstance(item, File):
+        raise GraphError(400, "invalidRequest", "a folder has no content")
+    return _content(call.services, item.id)
+
+
+def _download(services: Services, ticket: str) -> Response:
+    _allow("GET", "HEAD")
+    with services.db.read() as s:
+        file_id = services.tokens.open_download_ticket(s, ticket)
+    return _content(services, file_id)
+
+
+def _content(services: Services, file_id: str) -> Response:
+    file, content = services.files.open_content(file_id)
+    try:
+        response = Response(wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream",
+                            direct_passthrough=True)
+        response.content_length = file.size
+        response.set_etag(shapes.ctag(file).strip('"'))
+        return response.make_conditional(request, accept_ranges=True, complete_length=file.size)
+    except BaseException:
+        content.close()
+        raise
+
+
+def put_content(call: Call, ref: ItemRef) -> Response:
+    """Simple upload: a new file at a path, or new content for an item."""
+    call.require_write()
+    length = request.content_length
+    if length is not None and length > SIMPLE_UPLOAD_LIMIT:
+        raise GraphError(413, "requestSizeExceeded", f"a simple upload carries at most {SIMPLE_UPLOAD_LIMIT} bytes; "
+                                                     "use createUploadSession")
+    services, user = call.services, call.grant.user_id
+    with services.db.read() as s:
+        if ref.path:
+            folder, name = _parent_of_new(call, s, ref)
+            existing = services.tree.child(s, folder.id, name)
+        else:
+            existing = _locate(call, s, ref)
+            if not isinstance(existing, File):
+                raise GraphError(400, "invalidRequest", "a folder has no content")
+        services.drives.quota(s, call.drive.id).check((length or 0) - getattr(existing, "size", 0))
+    if ref.path:
+        file, created = services.files.put_named(folder.id, name, user, request_body(),
+                                                 _conflict(request.args, "replace"), _if_match(),
+                                                 SIMPLE_UPLOAD_LIMIT)
+    else:
+        file, created = services.files.replace(existing.id, user, request_body(), _if_match(),
+                                               SIMPLE_UPLOAD_LIMIT), False
+    return item_response(call.services, file, call.drive, call.grant, 201 if created else 200)
+
+
+def create_upload_session(call: Call, ref: ItemRef) -> Response:
+    call.require_write()
+    body = _json_body(optional=True)
+    item = _object(body.get("item", {}), "item")
+    defer = body.get("deferCommit", False)
+    if not isinstance(defer, bool):
+        raise GraphError(400, "invalidRequest", "deferCommit must be true or false")
+    size = item.get("fileSize")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise GraphError(400, "invalidRequest", "item.fileSize must be a whole number of bytes")
+    description = item.get("description")
+    if description is not None and not isinstance(description, str):
+        raise GraphError(400, "invalidRequest", "item.description must be a string")
+    info = _object(item.get("fileSystemInfo", {}), "item.fileSystemInfo")
+    times = {key: _time(info, field) for key, field in (("fs_created", "createdDateTime"),
+                                                       ("fs_modified", "lastModifiedDateTime"))}
+    services = call.services
+    with services.db.read() as s:
+        if ref.path:  # a new file at a path (or the file there, by its conflict behaviour)
+            folder, name = _parent_of_new(call, s, ref)
+            if item.get("name") not in (None, name):
+                raise GraphError(400, "invalidRequest", "item.name differs from the name in the path")
+            target = Target(call.drive.id, folder_id=folder.id, name=name, conflict=_conflict(item, "replace"),
+                            defer=defer, description=description,
+                            **{k: v and v.isoformat() for k, v in times.items()})
+        else:
+            existing = _locate(call, s, ref)
+            if not isinstance(existing, File):
+                raise GraphError(400, "invalidRequest", "name the new file: items/{parent-id}:/{name}:/"
+                                                        "createUploadSession")
+            target = Target(call.drive.id, file_id=existing.id, defer=defer, description=description,
+                            **{k: v and v.isoformat() for k, v in times.items()})
+    token, status = services.uploads.create(call.grant.user_id, target, size, _if_match())
+    url = f"{services.settings.public_url}/v1.0/{UPLOADS}/{token}"
+    return jsonify(shapes.upload_session_json(url, status.expires_at, status.received, size))
+
+
+def commit_from_source(call: Call, ref: ItemRef) -> Response:
+    """PUT {path} with @microsoft.graph.sourceUrl: an upload session's bytes become the file at `path`
+    (or, if `path` is a folder, the file `name` in it), as a deferred or failed completion asks."""
+    call.require_write()
+    body = _json_body()
+    source = body.get("@microsoft.graph.sourceUrl", body.get("@content.sourceUrl"))
+    if not isinstance(source, str):
+        raise GraphError(400, "invalidRequest", "@microsoft.graph.sourceUrl is required")
+    token = source.rstrip("/").rsplit("/", 1)[-1]
+    if f"/{UPLOADS}/" not in source:
+        raise GraphError(400, "invalidRequest", "@microsoft.graph.sourceUrl is not an upload URL of this host")
+    if ref.path is None:
+        raise GraphError(400, "invalidRequest", "name the file by path: root:/{path}")
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise GraphError(400, "invalidRequest", "name must be a string")
+    services = call.services
+    with services.db.read() as s:
+        start = services.tree.root(s, call.drive.id) if ref.item_id is None \
+            else services.tree.item(s, call.drive.id, ref.item_id)
+        there = services.tree.find(s, start, list(ref.path))
+        if isinstance(there, Folder) and name:
+            folder = there
+        else:
+            folder, name_in_path = services.tree.parent_of_new(s, start, list(ref.path))
+            if name not in (None, name_in_path):
+                raise GraphError(400, "invalidRequest", "name differs from the name in the path")
+            name = name_in_path
+    file, created = services.uploads.complete(token, call.grant.user_id,
+                                              redirected(folder.id, name, _conflict(body, "replace")), _if_match())
+    return item_response(call.services, file, call.drive, call.grant, 201 if created else 200)
+
+
+_HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
+    ("GET", None): get_item,
+    ("PATCH", None): update_item,
+    ("DELETE", None): delete_item,
+    ("PUT", None): commit_from_source,
+    ("GET", "children"): list_children,
+    ("POST", "children"): create_child,
+    ("GET", "content"): get_content,
+    ("PUT", "content"): put_content,
+    ("POST", "createUploadSession"): create_upload_session,
+}
+
+
+# -- request parsing ----------------------------------------------------------------------------
+
+def _json_body(optional: bool = False) -> dict:
+    raw = request.get_data(cache=False) if (request.content_length or 0) <= 1 << 20 else None
+    if raw is None:
+        raise GraphError(413, "requestSizeExceeded", "a JSON body may have at most 1 MiB")
+    if not raw.strip():
+        if optional:
+            return {}
+        raise GraphError(400, "invalidRequest", "a JSON body is required")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise GraphError(400, "invalidRequest", "the body is not valid JSON") from None
+    return _object(value, "the body")
+
+
+def _object(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise GraphError(400, "invalidRequest", f"{what} must be a JSON object")
+    return value
+
+
+def _time(info: dict, field: str):
+    value = info.get(field)
+    if value is None:
+        return None
+    moment = parse_iso(value) if isinstance(value, str) else None
+    if moment is None:
+        raise GraphError(400, "invalidRequest", f"fileSystemInfo.{field} is not an ISO 8601 time")
+    return moment
+
+
+def _conflict(source, default: str) -> str:
+    value = source.get("@microsoft.graph.conflictBehavior", source.get("@name.conflictBehavior", default))
+    if value not in CONFLICT_BEHAVIOURS:
+        raise GraphError(400, "invalidRequest", f"conflictBehavior is one of {', '.join(CONFLICT_BEHAVIOURS)}")
+    return value
+
+
+def _if_match() -> Callable[[Item], None] | None:
+    """If-Match / If-None-Match against an item's eTag or cTag, each compared whole."""
+    match, none_match = request.headers.get("If-Match"), request.headers.get("If-None-Match")
+    if match is None and none_match is None:
+        return None
+
+    def check(item: Item) -> None:
+        tags = {shapes.etag(item), shapes.ctag(item)}
+        if match is not None and match.strip() != "*" and match.strip() not in tags:
+            raise GraphError(412, "preconditionFailed", "If-Match does not match the item's eTag",
+                             "entityTagDoesNotMatch")
+        if none_match is not None and (none_match.strip() == "*" or none_match.strip() in tags):
+            raise GraphError(412, "preconditionFailed", "If-None-Match matches the item's eTag",
+                             "entityTagDoesNotMatch")
+    return check
+
+
+def _int_query(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw):
+        raise GraphError(400, "invalidRequest", f"{name} must be a whole number of at least {low}")
+    return min(int(raw), high)
+
+
+def _query(args: dict[str, str]) -> str:
+    return "&".join(f"{quote(k, safe='$')}={quote(v, safe='')}" for k, v in args.items())

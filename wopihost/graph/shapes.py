@@ -1,0 +1,107 @@
+"""The JSON Graph clients read: drive, driveItem and uploadSession (docs/graph.md §3).
+
+Times are UTC with a literal Z and milliseconds (rclone parses only that form). An
+eTag changes with any change to the item, a cTag only with its content; both are
+opaque quoted strings that contain a comma, so If-Match compares them whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from datetime import datetime
+
+from ..clock import to_epoch_ms
+from ..models import Drive, File
+from ..tree import Item
+
+
+def timestamp(moment: datetime, fraction: bool = True) -> str:
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{moment.microsecond // 1000:03d}Z" if fraction else "Z")
+
+
+def drive_type(drive: Drive) -> str:
+    return "personal" if drive.kind == "personal" else "documentLibrary"
+
+
+def etag(item: Item) -> str:
+    if isinstance(item, File):
+        return f'"{{{item.id}}},{item.sequence_number}"'
+    return f'"{{{item.id}}},{to_epoch_ms(_modified(item))}"'
+
+
+def ctag(item: Item) -> str:
+    if isinstance(item, File):
+        return f'"c:{{{item.id}}},{item.version}"'
+    return f'"c:{{{item.id}}},{to_epoch_ms(_modified(item))}"'
+
+
+def _modified(item: Item) -> datetime:
+    return item.modified_at or item.created_at
+
+
+def identity(user_id: str, display_name: str) -> dict:
+    return {"user": {"id": user_id, "displayName": display_name}}
+
+
+def drive_json(drive: Drive, owner: dict, quota, free: int) -> dict:
+    """With no quota set, what the drive can hold is what the storage can (`free` bytes)."""
+    total, remaining = (quota.total, quota.remaining) if quota.total is not None else (quota.used + free, free)
+    return {"id": drive.id, "driveType": drive_type(drive), "name": drive.name or "OneDrive",
+            "createdDateTime": timestamp(drive.created_at), "owner": owner,
+            "quota": {"total": total, "used": quota.used, "remaining": remaining, "deleted": 0,
+                      "state": quota.state}}
+
+
+def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names: dict[str, str],
+              child_count: int | None = None, download_url: str | None = None) -> dict:
+    """A driveItem. `parent_path` is the names from the root to the item's folder (None for the root);
+    `names` maps user ids to display names."""
+    owner = item.owner_id if isinstance(item, File) else drive.owner_id or ""
+    modifier = (item.modified_by if isinstance(item, File) else None) or owner
+    created, modified = item.created_at, _modified(item)
+    body = {
+        "id": item.id,
+        "name": item.name if parent_path is not None else "root",
+        "eTag": etag(item),
+        "cTag": ctag(item),
+        "createdDateTime": timestamp(created),
+        "lastModifiedDateTime": timestamp(modified),
+        "size": item.size if isinstance(item, File) else 0,
+        "fileSystemInfo": {"createdDateTime": timestamp(item.fs_created_at or created),
+                           "lastModifiedDateTime": timestamp(item.fs_modified_at or modified)},
+        "createdBy": identity(owner, names.get(owner, owner)),
+        "lastModifiedBy": identity(modifier, names.get(modifier, modifier)),
+    }
+    reference = {"driveId": drive.id, "driveType": drive_type(drive)}
+    if parent_path is not None:
+        parent_id = item.folder_id if isinstance(item, File) else item.parent_id
+        reference.update(id=parent_id, path=f"/drives/{drive.id}/root:" + "".join(f"/{n}" for n in parent_path))
+    body["parentReference"] = reference
+    if item.description:
+        body["description"] = item.description
+    if isinstance(item, File):
+        file = {"mimeType": mimetypes.guess_type(item.name)[0] or "application/octet-stream"}
+        if item.sha256:
+            file["hashes"] = {"sha256Hash": base64.b64decode(item.sha256).hex().upper()}
+        body["file"] = file
+        if download_url is not None:
+            body["@microsoft.graph.downloadUrl"] = download_url
+    else:
+        body["folder"] = {"childCount": child_count or 0}
+        if parent_path is None:
+            body["root"] = {}
+    return body
+
+
+def upload_session_json(upload_url: str | None, expires_at: datetime, received: int, total: int | None) -> dict:
+    """One closed range of what is missing: msgraph-core cannot parse an open one (docs/graph.md §4.3).
+    Until the size is known (no fileSize, no fragment yet) only the open form can be said."""
+    body = {"expirationDateTime": timestamp(expires_at),
+            "nextExpectedRanges": [f"{received}-{total - 1}" if total is not None else f"{received}-"]}
+    if total is not None and received >= total:
+        body["nextExpectedRanges"] = []
+    if upload_url is not None:
+        body = {"uploadUrl": upload_url, **body}
+    return body

@@ -1,0 +1,69 @@
+"""The upload URL of a Graph upload session (docs/graph.md §4): PUT a fragment, GET the status,
+DELETE to cancel, POST to finish a deferCommit session. The URL is the credential: no token is
+asked for, and an Authorization header (rclone and the SDKs send one in some cases) is ignored."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify, request
+
+import re
+
+from ..body import drain, request_body
+from ..models import Drive, Folder
+from ..errors import WopiResponse as NoContent  # a response with no body claims no type
+from ..services import Services
+from ..uploads import Progress
+from . import shapes
+from .describe import item_response
+from .errors import GraphError
+
+UPLOADS = "uploadSessions"
+_CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
+
+
+def upload_session(services: Services, token: str) -> Response:
+    if "/" in token:
+        raise GraphError(404, "itemNotFound", "no such upload session")
+    uploads = services.uploads
+    if request.method == "PUT":
+        first, last, total = parse_content_range(request.headers.get("Content-Range"))
+        progress = uploads.put(token, first, last, total, request_body())
+        drain(request.environ, request.stream)  # a repeated final fragment is answered, not stored
+        return _answer(services, progress)
+    if request.method in ("GET", "HEAD"):
+        status = uploads.status(token)
+        return jsonify(shapes.upload_session_json(None, status.expires_at, status.received, status.total))
+    if request.method == "DELETE":
+        uploads.cancel(token)
+        return NoContent(status=204)
+    if request.method == "POST":  # finishes a deferCommit session
+        file, created = uploads.complete(token)
+        return _item(services, file, 201 if created else 200)
+    raise GraphError(405, "notSupported", f"{request.method} is not supported on an upload URL")
+
+
+def _answer(services: Services, progress: Progress) -> Response:
+    if progress.file is None:
+        status = progress.status
+        response = jsonify(shapes.upload_session_json(None, status.expires_at, status.received, status.total))
+        response.status_code = 202
+        return response
+    return _item(services, progress.file, 201 if progress.created else 200)
+
+
+def _item(services: Services, file, status: int) -> Response:
+    with services.db.read() as s:
+        drive = s.get(Drive, s.get(Folder, file.folder_id).drive_id)
+    return item_response(services, file, drive, None, status)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int]:
+    match = _CONTENT_RANGE.match((value or "").strip())
+    if match is None:
+        raise GraphError(400, "invalidRequest", "the Content-Range header is missing or malformed; "
+                                                "send bytes {first}-{last}/{total}", "invalidRange")
+    first, last, total = map(int, match.groups())
+    if not first <= last < total:
+        raise GraphError(400, "invalidRequest", f"Content-Range {first}-{last}/{total} is not a range of the file",
+                         "invalidRange")
+    return first, last, total

@@ -1,0 +1,223 @@
+"""Resumable uploads in byte ranges (Graph's createUploadSession, docs/graph.md §4), on the upload
+sessions that CSPP Plus uses too (sessions.py).
+
+A session is made for a new file (a folder and a name) or for an existing file. Its
+fragments arrive in order, each stored as one fsynced piece by one compare-and-set. When
+the last byte is in (or, for a deferCommit session, when the client says so) the session
+becomes the file: the file's content is the session's pieces as they lie, so completing
+a session of any size writes a few rows and no content. The file is then an ordinary
+file of the host, WOPI's included: new version, new sequence number, and its CSPP
+signature chunked from the bytes when first asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import BinaryIO, Callable
+
+from .clock import Clock, parse_iso
+from .db import Database
+from .drives import Drives
+from .errors import WopiError
+from .files import Files
+from .models import File, Folder, UploadSession
+from .names import counted
+from .repository import load_file
+from .sessions import OffsetMismatch, UploadSessions
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a session becomes: `file_id` (an existing file) or a new file `name` in `folder_id`, with what
+    the client said of it. Kept as JSON in the session row."""
+    drive_id: str
+    file_id: str | None = None
+    folder_id: str | None = None
+    name: str | None = None
+    conflict: str = "replace"  # what Graph does when the client says nothing (docs/graph.md §4.2)
+    defer: bool = False
+    description: str | None = None
+    fs_created: str | None = None  # ISO 8601, as parsed from the request
+    fs_modified: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Target":
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Status:
+    expires_at: datetime
+    received: int
+    total: int | None
+    finished: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a fragment did: `file` is set once the session has become a file (`created`: a new one)."""
+    status: Status
+    file: File | None = None
+    created: bool = False
+
+
+def range_error(inner: str, reason: str, status: int = 416) -> WopiError:
+    return WopiError(status, reason, code=f"invalidRange/{inner}")
+
+
+class Uploads:
+    def __init__(self, db: Database, clock: Clock, sessions: UploadSessions, files: Files, drives: Drives,
+                 max_file_size: int, max_fragment: int):
+        self.db = db
+        self.clock = clock
+        self.sessions = sessions
+        self.files = files
+        self.drives = drives
+        self.max_file_size = max_file_size
+        self.max_fragment = max_fragment
+
+    def create(self, user_id: str, target: Target, file_size: int | None = None,
+               if_match: Callable[[File], None] | None = None) -> tuple[str, Status]:
+        """A new session (docs/graph.md §4.1): its token and status. The declared `file_size` is checked
+        against the largest file and the drive's quota before any byte is sent."""
+        with self.db.read() as s:
+            replaced = 0
+            if target.file_id is not None:
+                file = load_file(s, target.file_id)
+                if if_match is not None:
+                    if_match(file)
+                replaced = file.size
+            if file_size is not None:
+                self._check_size(file_size)
+                self.drives.quota(s, target.drive_id).check(file_size - replaced)
+        token = self.sessions.create(target.file_id, user_id, kind="graph", target=target.to_json())
+        return token, self.status(token)
+
+    def status(self, token: str) -> Status:
+        with self.db.read() as s:
+            return _status(self.sessions.state(s, token, None))
+
+    def put(self, token: str, first: int, last: int, total: int, body: BinaryIO) -> Progress:
+        """A fragment: bytes first..last (inclusive) of `total`, all or nothing. A repeated final
+        fragment of a session that has become a file answers with that file again."""
+        with self.db.read() as s:
+            state = self.sessions.state(s, token, None)
+            if state.result is not None:
+                if total != state.total or last != total - 1:
+                    raise range_error("fragmentOverlap", "the upload session is complete; this range was received")
+                return Progress(_status(state), load_file(s, state.result), created=False)
+        if state.total is not None and total != state.total:
+            raise WopiError(400, f"the declared total size {total} differs from the upload session's "
+                                 f"{state.total}", code="invalidRequest/fragmentLengthMismatch")
+        self._check_size(total)
+        length = last - first + 1
+        if length > self.max_fragment:
+            raise WopiError(413, f"a fragment may have at most {self.max_fragment} bytes, this one has {length}",
+                            code="requestSizeExceeded/maxFragmentLengthExceeded")
+        self._check_offset(first, state.received)
+        try:
+            end = self.sessions.append(token, None, first, length, body, total)
+        except OffsetMismatch as exc:  # another request stored this range first
+            self._check_offset(exc.offset, exc.received)
+            raise
+        target = Target.from_json(state.target)
+        if end == total and not target.defer:
+            file, created = self.complete(token)
+            return Progress(self.status(token), file, created)
+        return Progress(self.status(token))
+
+    def complete(self, token: str, user_id: str | None = None, redirect: Callable[[Target], Target] | None = None,
+                 if_match: Callable[[File], None] | None = None) -> tuple[File, bool]:
+        """The session becomes its file (or, with `redirect`, the file that function names); whether the
+        file is new. A session that has already become a file answers with it. `user_id` is who asks (None:
+        the holder of the upload URL, which is the session's own credential); `if_match` checks a file
+        that would be replaced."""
+        unused: list[str] = []
+        try:
+            with self.db.write() as s:
+                row = self.sessions.get_graph(s, token)
+                if user_id is not None and row.user_id != user_id:
+                    raise WopiError(403, "the upload session is another user's", code="accessDenied")
+                if row.result is not None:
+                    return load_file(s, row.result), False
+                if row.total is None or row.received != row.total:
+                    raise WopiError(400, f"the upload session has {row.received} of {row.total} bytes",
+                                    code="invalidRequest/uploadSessionIncomplete")
+                target = Target.from_json(row.target)
+                if redirect is not None:
+                    target = redirect(target)
+                file, created, unused = self._become_file(s, row, target, if_match)
+                self.sessions.finish_in(s, row, file.id)
+        except WopiError as error:
+            if error.status in (409, 412, 423, 507):  # the session stays for another try (sourceUrl)
+                self.sessions.touch(token, None)
+            raise
+        for name in unused:
+            self.files.blobs.delete(name)
+        return file, created
+
+    def cancel(self, token: str) -> None:
+        with self.db.write() as s:
+            blobs = self.sessions.delete_in(s, self.sessions.get_graph(s, token).token)
+        for name in blobs:
+            self.files.blobs.delete(name)
+
+    def _become_file(self, s, row: UploadSession, target: Target, if_match: Callable[[File], None] | None
+                     ) -> tuple[File, bool, list[str]]:
+        extents = self.sessions.stream(s, row.token)
+        quota = self.drives.quota(s, target.drive_id)
+        if target.file_id is not None:
+            existing = self.files.load_in_locked_folder(s, target.file_id)
+            if if_match is not None:
+                if_match(existing)
+            self.files.check_writable(s, existing)
+        else:
+            existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id,
+                                             if_match)
+        quota.check(row.total - (existing.size if existing is not None else 0))
+        if existing is None:
+            name = self.files.free_name(s, target.folder_id, target.name, style=counted)
+            file = self.files.insert(s, target.folder_id, name, row.user_id, "", row.total, "", extents)
+            unused: list[str] = []
+        else:
+            file = existing
+            unused = self.files.set_content(s, file, row.user_id, "", row.total, "", extents)
+        _describe(file, target)
+        return file, existing is None, unused
+
+    def _check_size(self, total: int) -> None:
+        if total > self.max_file_size:
+            raise WopiError(400, f"the declared file size {total} is larger than the largest allowed, "
+                                 f"{self.max_file_size} bytes", code="invalidRequest/maxFileSizeExceeded")
+
+    @staticmethod
+    def _check_offset(first: int, received: int) -> None:
+        if first < received:
+            raise range_error("fragmentOverlap", f"bytes {first}.. overlap the {received} bytes received")
+        if first > received:
+            raise range_error("fragmentOutOfOrder", f"the next fragment starts at byte {received}, not {first}")
+
+
+def _status(state) -> Status:
+    return Status(state.expires_at, state.received, state.total, state.result is not None)
+
+
+def _describe(item: File | Folder, target: Target) -> None:
+    if target.description is not None:
+        item.description = target.description
+    if target.fs_created is not None:
+        item.fs_created_at = parse_iso(target.fs_created)
+    if target.fs_modified is not None:
+        item.fs_modified_at = parse_iso(target.fs_modified)
+
+
+def redirected(folder_id: str, name: str, conflict: str) -> Callable[[Target], Target]:
+    """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in
+    `folder_id` instead of where the session was made for."""
+    return lambda target: replace(target, file_id=None, folder_id=folder_id, name=name, conflict=conflict)
+
