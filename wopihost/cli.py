@@ -20,6 +20,7 @@ from .errors import WopiError
 from .models import File
 from .names import InvalidName
 from .services import Services
+from .drives import SHARED_KINDS
 from .tokens import IssuedToken
 
 DEMO_OWNER = "demo"
@@ -146,22 +147,109 @@ def token_group() -> None:
 
 
 @token_group.command("issue")
-@click.argument("file_id")
-@click.option("--user", required=True, help="User id the token acts for.")
+@click.argument("file_id", required=False)
+@click.option("--api", is_flag=True, help="An API token (Graph, Authorization: Bearer) instead of a WOPI "
+                                          "token for one file; it reaches the user's drives.")
+@click.option("--user", required=True, help="User id the token acts for (created, with a drive, if new).")
 @click.option("--read-only", is_flag=True, help="Grant read access only.")
 @click.option("--ttl", default=None, help="Lifetime, e.g. 10h, 30m (default WOPIHOST_TOKEN_TTL).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def token_issue(file_id: str, user: str, read_only: bool, ttl: str | None, as_json: bool) -> None:
-    """Issue an access token for one file and one user."""
+def token_issue(file_id: str | None, api: bool, user: str, read_only: bool, ttl: str | None,
+                as_json: bool) -> None:
+    """Issue an access token for one file and one user, or (--api) an API token for one user."""
+    if bool(file_id) == api:
+        raise click.UsageError("give a FILE_ID for a WOPI token, or --api for an API token")
     services = _services()
     try:
-        services.files.get(file_id)
         seconds = parse_duration(ttl) if ttl else services.settings.token_ttl
-        issued = services.issue_token(file_id, user, not read_only,
-                                      services.clock.now() + timedelta(seconds=seconds))
+        expires_at = services.clock.now() + timedelta(seconds=seconds)
+        if api:
+            issued, drive_id = services.issue_api_token(user, not read_only, expires_at)
+        else:
+            services.files.get(file_id)
+            issued = services.issue_token(file_id, user, not read_only, expires_at)
     except (ValueError, WopiError) as exc:
         raise click.ClickException(str(exc)) from None
-    _print_token(services, issued, as_json)
+    if api:
+        _print_api_token(services, issued, drive_id, as_json)
+    else:
+        _print_token(services, issued, as_json)
+
+
+def _print_api_token(services: Services, issued: IssuedToken, drive_id: str, as_json: bool) -> None:
+    info = {"user": issued.grant.user_id, "can_write": issued.grant.can_write, "access_token": issued.token,
+            "expires": iso_round_trip(issued.grant.expires_at), "drive_id": drive_id,
+            "graph_url": f"{services.settings.public_url}/v1.0"}
+    if as_json:
+        _echo_json(info)
+        return
+    click.echo(f"access_token: {info['access_token']}")
+    click.echo(f"expires:      {info['expires']}")
+    click.echo(f"permissions:  {'read and write' if info['can_write'] else 'read only'}, user {info['user']}")
+    click.echo(f"drive_id:     {drive_id}")
+    click.echo(f"Graph:        curl -s -H {shlex.quote('Authorization: Bearer ' + issued.token)} "
+               f"{info['graph_url']}/me/drive")
+
+
+# -- drives -----------------------------------------------------------------------
+
+@main.group("drives")
+def drives_group() -> None:
+    """Drives: every user's own, and shared ones (Graph's sites and groups)."""
+
+
+@drives_group.command("create")
+@click.option("--kind", type=click.Choice(SHARED_KINDS), default="site", show_default=True,
+              help="Reached as sites/{id}/drive or groups/{id}/drive (and drives/{id}).")
+@click.option("--name", required=True, help="The drive's name.")
+@click.option("--member", "members", multiple=True, help="A user who may reach it (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool) -> None:
+    """Create a shared drive."""
+    services = _services()
+    drive = services.drives.create_shared(kind, name)
+    try:
+        for user in members:
+            services.drives.add_member(drive.id, user)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json({"id": drive.id, "kind": drive.kind, "name": drive.name, "members": list(members)})
+    else:
+        click.echo(drive.id)
+
+
+@drives_group.command("add-member")
+@click.argument("drive_id")
+@click.argument("user")
+def drives_add_member(drive_id: str, user: str) -> None:
+    """Let a user reach a shared drive."""
+    try:
+        _services().drives.add_member(drive_id, user)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@drives_group.command("remove-member")
+@click.argument("drive_id")
+@click.argument("user")
+def drives_remove_member(drive_id: str, user: str) -> None:
+    """Take a user's access to a shared drive away."""
+    if not _services().drives.remove_member(drive_id, user):
+        raise click.ClickException(f"{user} is not a member of {drive_id}")
+
+
+@drives_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def drives_list(as_json: bool) -> None:
+    """Every drive, its kind and who may reach it."""
+    rows = [{"id": d.id, "kind": d.kind, "name": d.name, "members": members}
+            for d, members in _services().drives.list()]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['id']}  {row['kind']:8}  {row['name'] or '-'}  {', '.join(row['members'])}")
 
 
 @token_group.command("revoke")
@@ -200,7 +288,7 @@ def lock_break(file_id: str) -> None:
 
 @main.group("sessions")
 def sessions_group() -> None:
-    """CSPP Plus upload sessions."""
+    """Upload sessions (CSPP Plus and Graph)."""
 
 
 @sessions_group.command("list")
@@ -209,7 +297,8 @@ def sessions_list(as_json: bool) -> None:
     """Open upload sessions, with their size and expiry (the token is shown only in part)."""
     services = _services()
     now = services.clock.now()
-    rows = [{"token": f"{row.token[:6]}...", "file_id": row.file_id, "user": row.user_id, "bytes": row.received,
+    rows = [{"token": f"{row.token[:6]}...", "kind": row.kind, "file_id": row.file_id, "user": row.user_id,
+             "bytes": row.received, "total": row.total, "finished": row.result is not None,
              "expires": iso_round_trip(row.expires_at), "expired": row.expires_at <= now}
             for row in services.sessions.list()]
     if as_json:
@@ -217,7 +306,10 @@ def sessions_list(as_json: bool) -> None:
         return
     for row in rows:
         state = "expired" if row["expired"] else f"expires {row['expires']}"
-        click.echo(f"{row['token']}  file {row['file_id']}  user {row['user']}  {row['bytes']} bytes  {state}")
+        size = f"{row['bytes']} of {row['total']}" if row["total"] is not None else str(row["bytes"])
+        done = "  finished" if row["finished"] else ""
+        click.echo(f"{row['token']}  {row['kind']:5}  file {row['file_id'] or '(new)'}  user {row['user']}  "
+                   f"{size} bytes{done}  {state}")
 
 
 @main.command("gc")
