@@ -25,7 +25,7 @@ from wopihost.config import Settings
 from wopihost.models import metadata
 from wopihost.services import Services
 
-from .helpers import WopiClient
+from .helpers import GraphClient, WopiClient
 
 PG_URL = os.environ.get("WOPIHOST_TEST_DATABASE_URL", "").strip()
 
@@ -131,3 +131,18 @@ def client_for(services, testapp):
 def wopi(make_file, client_for) -> WopiClient:
     """A client with a write token for a fresh 11-byte file Doc.docx owned by alice."""
     return client_for(make_file())
+
+
+@pytest.fixture
+def graph_for(services, testapp):
+    """A Graph client for a user (created, with a drive, if new) with an API token."""
+    def client(user: str = "alice", can_write: bool = True, prefix: str = "/v1.0") -> GraphClient:
+        issued, drive_id = services.issue_api_token(user, can_write)
+        return GraphClient(testapp, issued.token, drive_id, prefix)
+    return client
+
+
+@pytest.fixture
+def graph(graph_for) -> GraphClient:
+    """A Graph client for alice, with a read-write API token."""
+    return graph_for()

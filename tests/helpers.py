@@ -69,6 +69,63 @@ class WopiClient:
         return self.testapp.do_request(request, status="*", expect_errors=True)
 
 
+@dataclass
+class GraphClient:
+    """Speaks Graph to the app with one API token; never raises on an error status. Paths are relative to
+    the version prefix ("me/drive/root"); an absolute URL from an answer (uploadUrl, nextLink) works too."""
+    testapp: webtest.TestApp
+    token: str | None
+    drive_id: str
+    prefix: str = "/v1.0"
+    public_url: str = "https://wopi.example.test"
+
+    def url(self, path: str) -> str:
+        if path.startswith(self.public_url):
+            return path[len(self.public_url):]
+        return path if path.startswith("/") else f"{self.prefix}/{path}"
+
+    def headers(self, headers: dict[str, str] | None = None) -> dict[str, str]:
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return {**auth, **(headers or {})}
+
+    def get(self, path: str, headers: dict[str, str] | None = None):
+        return self.testapp.get(self.url(path), headers=self.headers(headers), expect_errors=True)
+
+    def delete(self, path: str, headers: dict[str, str] | None = None):
+        return self.testapp.delete(self.url(path), headers=self.headers(headers), expect_errors=True)
+
+    def put(self, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
+        return self.testapp.put(self.url(path), body, headers=self.headers(headers), expect_errors=True)
+
+    def post(self, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
+        return self.testapp.post(self.url(path), body, headers=self.headers(headers), expect_errors=True)
+
+    def post_json(self, path: str, body, headers: dict[str, str] | None = None):
+        return self.testapp.post_json(self.url(path), body, headers=self.headers(headers), expect_errors=True)
+
+    def patch_json(self, path: str, body, headers: dict[str, str] | None = None):
+        return self.testapp.patch_json(self.url(path), body, headers=self.headers(headers), expect_errors=True)
+
+    def put_json(self, path: str, body, headers: dict[str, str] | None = None):
+        return self.testapp.put_json(self.url(path), body, headers=self.headers(headers), expect_errors=True)
+
+    def upload(self, upload_url: str, data: bytes, first: int, total: int, headers: dict[str, str] | None = None):
+        """PUT one fragment to an upload URL, with no token (the URL is the credential)."""
+        content_range = {"Content-Range": f"bytes {first}-{first + len(data) - 1}/{total}"}
+        return self.testapp.put(self.url(upload_url), data, headers={**content_range, **(headers or {})},
+                                expect_errors=True)
+
+
+def graph_error(response) -> tuple[str, str | None]:
+    """(error.code, error.innerError.code) of a Graph error answer, after checking its shape."""
+    assert response.content_type == "application/json", response
+    error = response.json["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    inner = error["innerError"]
+    assert inner["date"].endswith("Z") and inner["request-id"]
+    return error["code"], inner.get("code")
+
+
 def _h(headers: dict[str, str]) -> dict[str, str]:
     return {name.replace("_", "-"): value for name, value in headers.items()}
 

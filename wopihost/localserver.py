@@ -81,6 +81,10 @@ class LocalServer:
     def token(self, file_id: str, user: str = "alice") -> str:
         return json.loads(self.cli("token", "issue", file_id, "--user", user, "--json"))["access_token"]
 
+    def api_token(self, user: str = "alice", *extra: str) -> dict:
+        """`wopihost token issue --api` for `user`: access_token, drive_id, graph_url ..."""
+        return json.loads(self.cli("token", "issue", "--api", "--user", user, "--json", *extra))
+
     def url(self, file_id: str, token: str, suffix: str = "") -> str:
         return f"{self.base}/wopi/files/{file_id}{suffix}?access_token={token}"
 

@@ -125,11 +125,11 @@ class Uploads:
         except OffsetMismatch as exc:  # another request stored this range first
             self._check_offset(exc.offset, exc.received)
             raise
-        target = Target.from_json(state.target)
-        if end == total and not target.defer:
+        if end == total and not Target.from_json(state.target).defer:
             file, created = self.complete(token)
             return Progress(self.status(token), file, created)
-        return Progress(self.status(token))
+        # as the compare-and-set left it (its expiry is its own `now` + ttl, a moment earlier)
+        return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False))
 
     def complete(self, token: str, user_id: str | None = None, redirect: Callable[[Target], Target] | None = None,
                  if_match: Callable[[File], None] | None = None) -> tuple[File, bool]:
