@@ -1,0 +1,1257 @@
+"""The Graph face without upload sessions: drives, item addressing, driveItem JSON, children and paging,
+folders, PATCH, DELETE, content and download URLs, simple upload, token scope, error JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+
+import pytest
+import webtest
+
+from wopihost.app import create_app
+from wopihost.ids import new_id
+
+from .helpers import GraphClient, graph_error
+
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+PUBLIC = "https://wopi.example.test"
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+def put(graph: GraphClient, path: str, data: bytes = b"data", drive: str = "me/drive", query: str = ""):
+    """Simple upload of `data` to root:/{path}."""
+    return graph.put(f"{drive}/root:/{path}:/content{query}", data)
+
+
+def mkdir(graph: GraphClient, name: str, parent: str = "root", drive: str = "me/drive", **extra):
+    return graph.post_json(f"{drive}/{parent}/children", {"name": name, "folder": {}, **extra})
+
+
+def item(graph: GraphClient, path: str, drive: str = "me/drive"):
+    return graph.get(f"{drive}/root:/{path}:")
+
+
+def blob_files(settings) -> set[str]:
+    return {p.name for p in settings.blob_dir.rglob("*") if p.is_file()}
+
+
+def revoke(services, token: str) -> None:
+    with services.db.write() as s:
+        assert services.tokens.revoke(s, token=token) == 1
+
+
+@pytest.fixture
+def quota_app(settings, clock):
+    """An app whose drives hold 1000 bytes (WOPIHOST_DRIVE_QUOTA), a Graph client for alice and its services."""
+    app = create_app(settings.with_changes(drive_quota=1000), clock)
+    services = app.extensions["wopihost"]
+    issued, drive_id = services.issue_api_token("alice", True)
+    yield GraphClient(webtest.TestApp(app), issued.token, drive_id), services
+    services.db.dispose()
+
+
+# -- prefixes and drives ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prefix", ["/v1.0", "/v2.0", "/_api/v2.0"])
+def test_every_version_prefix_serves_the_same_drive(graph, graph_for, prefix):
+    assert put(graph, "a.txt", b"abc").status_int == 201
+    other = graph_for(prefix=prefix)
+    assert other.get("me/drive").json["id"] == graph.drive_id
+    assert [i["name"] for i in other.get("me/drive/root/children").json["value"]] == ["a.txt"]
+    assert other.get("me/drive/root:/a.txt:/content").body == b"abc"
+    assert mkdir(other, "made there").status_int == 201
+    assert item(graph, "made there").json["folder"] == {"childCount": 0}
+
+
+@pytest.mark.parametrize("drive", ["me/drive", "drives/{id}", "users/alice/drive"])
+def test_drive_prefixes_reach_the_own_drive(graph, drive):
+    drive = drive.format(id=graph.drive_id)
+    assert graph.get(drive).json["id"] == graph.drive_id
+    root = graph.get(f"{drive}/root")
+    assert root.status_int == 200
+    assert root.json["id"] == graph.get("me/drive/root").json["id"]
+
+
+def test_users_drive_of_another_user_is_forbidden(graph, graph_for):
+    graph_for("bob")
+    response = graph.get("users/bob/drive/root")
+    assert response.status_int == 403
+    assert graph_error(response) == ("accessDenied", None)
+
+
+def test_drives_id_of_another_users_personal_drive_is_forbidden(graph, graph_for):
+    bob = graph_for("bob")
+    response = graph.get(f"drives/{bob.drive_id}")
+    assert response.status_int == 403
+    assert graph_error(response) == ("accessDenied", None)
+    assert graph_error(graph.get(f"drives/{bob.drive_id}/root/children"))[0] == "accessDenied"
+
+
+def test_drives_with_an_unknown_id_is_not_found(graph):
+    for drive_id in (new_id(), "nope"):
+        response = graph.get(f"drives/{drive_id}")
+        assert response.status_int == 404
+        assert graph_error(response) == ("itemNotFound", None)
+
+
+def test_drive_json_of_a_personal_drive_without_quota(graph, services, make_file):
+    make_file(b"x" * 11, "one.docx")
+    assert put(graph, "two.txt", b"y" * 5).status_int == 201
+    body = graph.get("me/drive").json
+    assert body["id"] == graph.drive_id
+    assert body["driveType"] == "personal"
+    assert body["owner"] == {"user": {"id": "alice", "displayName": services.user("alice").display_name}}
+    quota = body["quota"]
+    assert quota["used"] == 16
+    assert quota["remaining"] > 0
+    assert quota["total"] == quota["used"] + quota["remaining"]
+    assert quota["state"] == "normal" and quota["deleted"] == 0
+
+
+def test_drive_quota_counts_only_this_drive(graph, graph_for):
+    bob = graph_for("bob")
+    assert put(bob, "b.txt", b"b" * 100).status_int == 201
+    assert put(graph, "a.txt", b"a" * 7).status_int == 201
+    assert graph.get("me/drive").json["quota"]["used"] == 7
+
+
+@pytest.mark.parametrize("used, state", [(899, "normal"), (900, "nearing"), (989, "nearing"),
+                                         (990, "critical"), (1000, "exceeded"), (1200, "exceeded")])
+def test_drive_json_with_a_quota(quota_app, used, state):
+    graph, services = quota_app
+    services.add_file("alice", "fill.bin", io.BytesIO(b"x" * used))
+    quota = graph.get("me/drive").json["quota"]
+    assert quota == {"total": 1000, "used": used, "remaining": max(1000 - used, 0), "deleted": 0, "state": state}
+
+
+def test_simple_upload_over_the_quota_is_refused(quota_app):
+    graph, _ = quota_app
+    assert put(graph, "a.bin", b"x" * 900).status_int == 201
+    response = put(graph, "b.bin", b"x" * 101)
+    assert response.status_int == 507
+    assert graph_error(response) == ("quotaLimitReached", None)
+    assert item(graph, "b.bin").status_int == 404
+    assert put(graph, "a.bin", b"x" * 1000).status_int == 200  # replacing frees the old bytes
+
+
+# -- shared drives -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, via", [("site", "sites"), ("group", "groups")])
+def test_shared_drive_for_a_member(services, graph_for, kind, via):
+    drive = services.drives.create_shared(kind, "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob = graph_for("bob")
+    body = bob.get(f"{via}/{drive.id}/drive").json
+    assert body["id"] == drive.id
+    assert body["driveType"] == "documentLibrary"
+    assert body["owner"] == {"group": {"id": drive.id, "displayName": "Team"}}
+    created = put(bob, "shared.txt", b"hi", drive=f"{via}/{drive.id}/drive")
+    assert created.status_int == 201
+    assert created.json["parentReference"]["driveId"] == drive.id
+    assert created.json["parentReference"]["driveType"] == "documentLibrary"
+    assert created.json["createdBy"]["user"]["id"] == "bob"
+    assert bob.get(f"drives/{drive.id}/root:/shared.txt:/content").body == b"hi"
+    assert item(bob, "shared.txt").status_int == 404  # not in bob's own drive
+
+
+@pytest.mark.parametrize("kind, via", [("site", "sites"), ("group", "groups")])
+def test_shared_drive_refuses_non_members(services, graph, kind, via):
+    drive = services.drives.create_shared(kind, "Team")
+    services.drives.add_member(drive.id, "bob")
+    for path in (f"{via}/{drive.id}/drive", f"{via}/{drive.id}/drive/root/children", f"drives/{drive.id}"):
+        response = graph.get(path)
+        assert response.status_int == 403, path
+        assert graph_error(response) == ("accessDenied", None)
+
+
+@pytest.mark.parametrize("kind, via, other", [("site", "sites", "groups"), ("group", "groups", "sites")])
+def test_shared_drive_unknown_id_or_other_kind_is_not_found(services, graph_for, kind, via, other):
+    drive = services.drives.create_shared(kind, "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob = graph_for("bob")
+    for path in (f"{via}/{new_id()}/drive", f"{other}/{drive.id}/drive", f"{via}/{bob.drive_id}/drive"):
+        response = bob.get(path)
+        assert response.status_int == 404, path
+        assert graph_error(response) == ("itemNotFound", None)
+
+
+# -- item addressing -------------------------------------------------------------------------------
+
+@pytest.fixture
+def nested(graph):
+    """root/dir/sub/a!b c.txt; returns the ids of dir, sub and the file."""
+    dir_id = mkdir(graph, "dir").json["id"]
+    sub_id = mkdir(graph, "sub", parent=f"items/{dir_id}").json["id"]
+    file_id = put(graph, "dir/sub/a!b c.txt", b"nested").json["id"]
+    return dir_id, sub_id, file_id
+
+
+@pytest.mark.parametrize("path", [
+    "root:/dir/sub/a!b c.txt:",
+    "root:/dir/sub/a!b c.txt",  # no closing colon: the rest of the URL is the path
+    "root:/dir/sub/a%21b%20c.txt:",
+    "root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A",
+    "items/root:/dir/sub/a!b c.txt:",
+    "items/root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A",
+    "items/{dir}:/sub/a!b c.txt:",
+    "items/{dir}%3A%2Fsub%2Fa%21b%20c.txt%3A",
+    "items/{sub}:/a!b c.txt:",
+    "items/{file}",
+    "root:/DIR/Sub/A!B C.TXT:",  # names ignore case
+])
+def test_item_addressing_forms(graph, nested, path):
+    dir_id, sub_id, file_id = nested
+    response = graph.get("me/drive/" + path.format(dir=dir_id, sub=sub_id, file=file_id))
+    assert response.status_int == 200, response
+    assert response.json["id"] == file_id
+    assert response.json["name"] == "a!b c.txt"
+
+
+@pytest.mark.parametrize("path", [
+    "root:/dir/sub/a!b c.txt:/content",
+    "root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A/content",
+    "items/root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A/content",
+    "items/{dir}:/sub/a!b c.txt:/content",
+    "items/{file}/content",
+])
+def test_content_action_after_every_addressing_form(graph, nested, path):
+    dir_id, sub_id, file_id = nested
+    response = graph.get("me/drive/" + path.format(dir=dir_id, sub=sub_id, file=file_id))
+    assert response.status_int == 200
+    assert response.body == b"nested"
+
+
+@pytest.mark.parametrize("path", ["root/children", "root:/dir/sub:/children", "items/{sub}/children",
+                                  "items/{dir}:/sub:/children", "items/root:/dir/sub:/children",
+                                  "items/root%3A%2Fdir%2Fsub%3A/children"])
+def test_children_action_after_every_addressing_form(graph, nested, path):
+    dir_id, sub_id, file_id = nested
+    names = [i["name"] for i in graph.get("me/drive/" + path.format(dir=dir_id, sub=sub_id)).json["value"]]
+    assert names == (["dir"] if path == "root/children" else ["a!b c.txt"])
+
+
+@pytest.mark.parametrize("root", ["root", "items/root", "root:", "root:/:", "items/root:/:"])
+def test_root_addressing_forms(graph, root):
+    body = graph.get(f"me/drive/{root}").json
+    assert body["name"] == "root" and body["root"] == {}
+
+
+def test_unicode_names_in_paths(graph):
+    created = put(graph, "Ünïcödé 日本.txt", b"u")
+    assert created.status_int == 201
+    assert created.json["name"] == "Ünïcödé 日本.txt"
+    assert graph.get("me/drive/root:/%C3%9Cn%C3%AFc%C3%B6d%C3%A9%20%E6%97%A5%E6%9C%AC.txt:").json["id"] == \
+        created.json["id"]
+
+
+def test_missing_items_are_not_found(graph, nested):
+    _, sub_id, file_id = nested
+    for path in ("root:/nope:", "root:/dir/nope/a!b c.txt:", f"items/{new_id()}", "items/not-an-id",
+                 f"items/{file_id}:/below:", "root:/dir/sub/a!b c.txt/x"):
+        response = graph.get(f"me/drive/{path}")
+        assert response.status_int == 404, path
+        assert graph_error(response) == ("itemNotFound", None)
+
+
+def test_items_of_another_drive_are_not_found(graph, graph_for):
+    file_id = put(graph, "a.txt").json["id"]
+    bob = graph_for("bob")
+    for path in (f"me/drive/items/{file_id}", f"me/drive/items/{file_id}/content"):
+        response = bob.get(path)
+        assert response.status_int == 404
+        assert graph_error(response) == ("itemNotFound", None)
+
+
+def test_dot_segments_in_a_path_are_refused(graph, nested):
+    response = graph.get("me/drive/root:/dir/../dir/sub:")
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", "invalidPath")
+
+
+# -- driveItem JSON ----------------------------------------------------------------------------------
+
+def test_root_item_json(graph, nested):
+    body = graph.get("me/drive/root").json
+    assert body["name"] == "root"
+    assert body["root"] == {}
+    assert body["folder"] == {"childCount": 1}
+    assert body["parentReference"] == {"driveId": graph.drive_id, "driveType": "personal"}
+    assert "file" not in body and "@microsoft.graph.downloadUrl" not in body
+
+
+def test_file_item_json(graph, services, nested):
+    dir_id, sub_id, file_id = nested
+    body = graph.get(f"me/drive/items/{file_id}").json
+    alice = {"user": {"id": "alice", "displayName": services.user("alice").display_name}}
+    assert body["id"] == file_id and body["name"] == "a!b c.txt" and body["size"] == 6
+    assert body["parentReference"] == {"driveId": graph.drive_id, "driveType": "personal", "id": sub_id,
+                                       "path": f"/drives/{graph.drive_id}/root:/dir/sub"}
+    assert body["file"] == {"mimeType": "text/plain",
+                            "hashes": {"sha256Hash": hashlib.sha256(b"nested").hexdigest().upper()}}
+    assert body["createdBy"] == alice and body["lastModifiedBy"] == alice
+    for stamp in (body["createdDateTime"], body["lastModifiedDateTime"],
+                  body["fileSystemInfo"]["createdDateTime"], body["fileSystemInfo"]["lastModifiedDateTime"]):
+        assert TIMESTAMP.match(stamp), stamp
+    assert "folder" not in body and "root" not in body and "description" not in body
+
+
+def test_folder_item_json(graph, nested):
+    dir_id, sub_id, _ = nested
+    assert put(graph, "dir/b.txt").status_int == 201
+    body = graph.get(f"me/drive/items/{dir_id}").json
+    assert body["name"] == "dir" and body["size"] == 0
+    assert body["folder"] == {"childCount": 2}
+    assert body["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:"
+    assert body["parentReference"]["id"] == graph.get("me/drive/root").json["id"]
+    assert "file" not in body and "root" not in body and "@microsoft.graph.downloadUrl" not in body
+    assert TIMESTAMP.match(body["createdDateTime"]) and TIMESTAMP.match(body["lastModifiedDateTime"])
+
+
+def test_timestamps_are_utc_with_milliseconds(graph, clock):
+    expected = clock.now().strftime("%Y-%m-%dT%H:%M:%S.") + f"{clock.now().microsecond // 1000:03d}Z"
+    body = put(graph, "a.txt").json
+    assert body["createdDateTime"] == expected
+    assert body["lastModifiedDateTime"] == expected
+
+
+def test_lastmodifiedby_is_the_user_who_replaced_the_content(services, graph_for):
+    drive = services.drives.create_shared("site", "Team")
+    for user in ("alice", "bob"):
+        services.drives.add_member(drive.id, user)
+    alice, bob = graph_for("alice"), graph_for("bob")
+    where = f"drives/{drive.id}"
+    assert put(alice, "a.txt", b"1", drive=where).status_int == 201
+    body = put(bob, "a.txt", b"2", drive=where).json
+    assert body["createdBy"]["user"]["id"] == "alice"
+    assert body["lastModifiedBy"]["user"]["id"] == "bob"
+
+
+def test_etag_and_ctag_are_quoted_and_contain_a_comma(graph, nested):
+    _, sub_id, file_id = nested
+    for item_id in (sub_id, file_id):
+        body = graph.get(f"me/drive/items/{item_id}").json
+        for tag in (body["eTag"], body["cTag"]):
+            assert tag.startswith('"') and tag.endswith('"') and "," in tag
+        assert body["eTag"] != body["cTag"]
+
+
+def test_rename_changes_etag_not_ctag(graph):
+    before = put(graph, "a.txt").json
+    after = graph.patch_json(f"me/drive/items/{before['id']}", {"name": "b.txt"}).json
+    assert after["eTag"] != before["eTag"]
+    assert after["cTag"] == before["cTag"]
+    assert graph.get(f"me/drive/items/{before['id']}").json["eTag"] == after["eTag"]
+
+
+def test_content_change_changes_etag_and_ctag(graph):
+    before = put(graph, "a.txt", b"one").json
+    after = graph.put(f"me/drive/items/{before['id']}/content", b"two").json
+    assert after["eTag"] != before["eTag"]
+    assert after["cTag"] != before["cTag"]
+
+
+def test_reading_does_not_change_tags(graph):
+    before = put(graph, "a.txt").json
+    graph.get(f"me/drive/items/{before['id']}/content")
+    after = graph.get(f"me/drive/items/{before['id']}").json
+    assert (after["eTag"], after["cTag"]) == (before["eTag"], before["cTag"])
+
+
+def test_folder_rename_changes_etag(graph, clock):
+    before = mkdir(graph, "dir").json
+    clock.advance(seconds=1)
+    after = graph.patch_json(f"me/drive/items/{before['id']}", {"name": "renamed"}).json
+    assert after["eTag"] != before["eTag"]
+
+
+# -- download URLs -----------------------------------------------------------------------------------
+
+def download_url(graph: GraphClient, file_id: str) -> str:
+    url = graph.get(f"me/drive/items/{file_id}").json["@microsoft.graph.downloadUrl"]
+    assert re.fullmatch(re.escape(PUBLIC) + r"/v1\.0/downloads/[A-Za-z0-9]+", url), url
+    return url[len(PUBLIC):]
+
+
+def test_download_url_works_without_authorization(graph, testapp):
+    file_id = put(graph, "a.txt", b"download me").json["id"]
+    response = testapp.get(download_url(graph, file_id))
+    assert response.status_int == 200
+    assert response.body == b"download me"
+
+
+def test_download_url_is_in_children_and_upload_answers(graph, testapp):
+    created = put(graph, "a.txt", b"abc").json
+    listed = graph.get("me/drive/root/children").json["value"][0]
+    for body in (created, listed):
+        url = body["@microsoft.graph.downloadUrl"]
+        assert url.startswith(PUBLIC + "/v1.0/downloads/")
+        assert testapp.get(url[len(PUBLIC):]).body == b"abc"
+
+
+def test_download_url_fails_after_the_token_is_revoked(graph, services, testapp):
+    file_id = put(graph, "a.txt").json["id"]
+    url = download_url(graph, file_id)
+    revoke(services, graph.token)
+    response = testapp.get(url, expect_errors=True)
+    assert response.status_int == 401
+    assert graph_error(response) == ("unauthenticated", None)
+
+
+def test_download_url_expires_after_an_hour(graph, testapp, clock):
+    file_id = put(graph, "a.txt").json["id"]
+    url = download_url(graph, file_id)
+    clock.advance(minutes=59)
+    assert testapp.get(url).status_int == 200
+    clock.advance(minutes=1)
+    response = testapp.get(url, expect_errors=True)
+    assert response.status_int == 401
+    assert graph_error(response) == ("unauthenticated", None)
+
+
+def test_download_url_with_a_tampered_ticket_is_refused(graph, testapp):
+    url = download_url(graph, put(graph, "a.txt").json["id"])
+    tampered = url[:-3] + ("aaa" if not url.endswith("aaa") else "bbb")
+    for bad in (tampered, "/v1.0/downloads/garbage", url.upper()):
+        response = testapp.get(bad, expect_errors=True)
+        assert response.status_int == 401, bad
+        assert graph_error(response) == ("unauthenticated", None)
+
+
+def test_download_url_serves_the_current_content_and_ranges(graph, testapp):
+    file_id = put(graph, "a.txt", b"old").json["id"]
+    url = download_url(graph, file_id)
+    graph.put(f"me/drive/items/{file_id}/content", b"0123456789")
+    assert testapp.get(url).body == b"0123456789"
+    partial = testapp.get(url, headers={"Range": "bytes=3-4"})
+    assert partial.status_int == 206 and partial.body == b"34"
+
+
+def test_download_url_of_a_deleted_file_is_not_found(graph, testapp):
+    file_id = put(graph, "a.txt").json["id"]
+    url = download_url(graph, file_id)
+    assert graph.delete(f"me/drive/items/{file_id}").status_int == 204
+    response = testapp.get(url, expect_errors=True)
+    assert response.status_int == 404
+    assert graph_error(response) == ("itemNotFound", None)
+
+
+# -- children and paging -----------------------------------------------------------------------------
+
+def test_children_are_ordered_by_name_ignoring_case(graph):
+    for name in ("b.txt", "C.txt", "a.txt"):
+        put(graph, name)
+    for name in ("B2", "A folder"):
+        mkdir(graph, name)
+    listed = graph.get("me/drive/root/children").json
+    assert [i["name"] for i in listed["value"]] == ["A folder", "a.txt", "b.txt", "B2", "C.txt"]
+    assert "@odata.nextLink" not in listed
+
+
+def test_children_of_an_empty_folder(graph):
+    folder_id = mkdir(graph, "empty").json["id"]
+    assert graph.get(f"me/drive/items/{folder_id}/children").json["value"] == []
+
+
+def test_children_paging_yields_every_child_once(graph):
+    expected = {put(graph, f"f{i}.txt").json["id"] for i in range(4)}
+    expected |= {mkdir(graph, f"d{i}").json["id"] for i in range(3)}
+    url, pages, seen = "me/drive/root/children?$top=3", [], []
+    while url:
+        body = graph.get(url).json
+        pages.append(len(body["value"]))
+        seen += [i["id"] for i in body["value"]]
+        url = body.get("@odata.nextLink")
+        if url:
+            assert url.startswith(f"{PUBLIC}/v1.0/me/drive/root/children?") and "$skiptoken=" in url
+            assert "$top=3" in url
+    assert pages == [3, 3, 1]
+    assert len(seen) == 7 and set(seen) == expected
+
+
+def test_children_paging_keeps_the_order(graph):
+    for name in ("e", "B", "a", "D", "c"):
+        put(graph, f"{name}.txt")
+    url, names = "me/drive/root/children?$top=2", []
+    while url:
+        body = graph.get(url).json
+        names += [i["name"] for i in body["value"]]
+        url = body.get("@odata.nextLink")
+    assert names == ["a.txt", "B.txt", "c.txt", "D.txt", "e.txt"]
+
+
+def test_children_page_of_exactly_top_items_has_no_next_link(graph):
+    for i in range(3):
+        put(graph, f"f{i}.txt")
+    assert "@odata.nextLink" not in graph.get("me/drive/root/children?$top=3").json
+
+
+def test_children_default_page_is_200(graph, services):
+    with services.db.read() as s:
+        root_id = services.drives.root_id(s, graph.drive_id)
+    for i in range(201):
+        services.tree.create_folder(root_id, f"f{i:03d}", "fail")
+    first = graph.get("me/drive/root/children").json
+    assert len(first["value"]) == 200
+    assert "$top=200" in first["@odata.nextLink"]
+    second = graph.get(first["@odata.nextLink"]).json
+    assert [i["name"] for i in second["value"]] == ["f200"]
+    assert "@odata.nextLink" not in second
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "abc", "", "1.5"])
+def test_children_bad_top_is_refused(graph, top):
+    response = graph.get(f"me/drive/root/children?$top={top}")
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", None)
+
+
+def test_children_bad_skiptoken_is_refused(graph):
+    response = graph.get("me/drive/root/children?$skiptoken=garbage")
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", None)
+
+
+def test_children_of_a_file_is_refused(graph):
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.get(f"me/drive/items/{file_id}/children")
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", None)
+
+
+# -- create folder -----------------------------------------------------------------------------------
+
+def test_create_folder(graph):
+    response = mkdir(graph, "New")
+    assert response.status_int == 201
+    body = response.json
+    assert body["name"] == "New" and body["folder"] == {"childCount": 0}
+    assert graph.get(f"me/drive/items/{body['id']}").json["name"] == "New"
+    assert graph.get("me/drive/root").json["folder"] == {"childCount": 1}
+
+
+def test_create_folder_in_a_folder_by_path(graph):
+    mkdir(graph, "outer")
+    response = mkdir(graph, "inner", parent="root:/outer:")
+    assert response.status_int == 201
+    assert response.json["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:/outer"
+    assert item(graph, "outer/inner").json["id"] == response.json["id"]
+
+
+@pytest.mark.parametrize("taken", ["folder", "file"])
+@pytest.mark.parametrize("extra", [{}, {"@microsoft.graph.conflictBehavior": "fail"},
+                                   {"@name.conflictBehavior": "fail"}])
+def test_create_folder_fails_on_a_taken_name(graph, taken, extra):
+    if taken == "folder":
+        mkdir(graph, "Taken")
+    else:
+        put(graph, "Taken")
+    response = mkdir(graph, "tAKEN", **extra)
+    assert response.status_int == 409
+    assert graph_error(response) == ("nameAlreadyExists", None)
+    assert len(graph.get("me/drive/root/children").json["value"]) == 1
+
+
+@pytest.mark.parametrize("key", ["@microsoft.graph.conflictBehavior", "@name.conflictBehavior"])
+def test_create_folder_rename_counts_from_one(graph, key):
+    mkdir(graph, "Docs")
+    first = mkdir(graph, "Docs", **{key: "rename"})
+    second = mkdir(graph, "docs", **{key: "rename"})
+    assert (first.status_int, first.json["name"]) == (201, "Docs 1")
+    assert (second.status_int, second.json["name"]) == (201, "docs 2")
+
+
+def test_create_folder_rename_of_a_free_name_keeps_it(graph):
+    response = mkdir(graph, "Free", **{"@microsoft.graph.conflictBehavior": "rename"})
+    assert (response.status_int, response.json["name"]) == (201, "Free")
+
+
+def test_create_folder_replace_answers_the_existing_folder(graph):
+    existing = mkdir(graph, "Docs").json
+    put(graph, "Docs/keep.txt")
+    response = mkdir(graph, "docs", **{"@microsoft.graph.conflictBehavior": "replace"})
+    assert response.status_int == 200
+    assert response.json["id"] == existing["id"]
+    assert response.json["folder"] == {"childCount": 1}
+    assert len(graph.get("me/drive/root/children").json["value"]) == 1
+
+
+def test_create_folder_replace_of_a_free_name_creates_it(graph):
+    response = mkdir(graph, "Docs", **{"@microsoft.graph.conflictBehavior": "replace"})
+    assert response.status_int == 201
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "NoFacet"},
+    {"folder": {}},
+    {"name": 5, "folder": {}},
+    {"name": "a/b", "folder": {}},
+    {"name": "a:b", "folder": {}},
+    {"name": "", "folder": {}},
+    {"name": "CON", "folder": {}},
+    {"name": "trailing.", "folder": {}},
+    {"name": "x", "folder": {}, "@microsoft.graph.conflictBehavior": "overwrite"},
+])
+def test_create_folder_bad_requests(graph, body):
+    response = graph.post_json("me/drive/root/children", body)
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert graph.get("me/drive/root/children").json["value"] == []
+
+
+def test_create_folder_under_a_file_is_refused(graph):
+    file_id = put(graph, "a.txt").json["id"]
+    response = mkdir(graph, "x", parent=f"items/{file_id}")
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+
+
+def test_create_folder_under_a_missing_parent_is_not_found(graph):
+    response = mkdir(graph, "x", parent="root:/missing:")
+    assert response.status_int == 404
+    assert graph_error(response) == ("itemNotFound", None)
+
+
+# -- PATCH -------------------------------------------------------------------------------------------
+
+def test_patch_renames_a_file(graph):
+    file_id = put(graph, "a.txt", b"abc").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}", {"name": "b.txt"})
+    assert response.status_int == 200
+    assert response.json["name"] == "b.txt" and response.json["id"] == file_id
+    assert item(graph, "b.txt").json["id"] == file_id
+    assert item(graph, "a.txt").status_int == 404
+    assert graph.get("me/drive/root:/b.txt:/content").body == b"abc"
+
+
+def test_patch_renames_a_folder_and_its_children_paths_follow(graph):
+    folder_id = mkdir(graph, "old").json["id"]
+    file_id = put(graph, "old/a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{folder_id}", {"name": "new"})
+    assert (response.status_int, response.json["name"]) == (200, "new")
+    assert graph.get(f"me/drive/items/{file_id}").json["parentReference"]["path"] == \
+        f"/drives/{graph.drive_id}/root:/new"
+
+
+def test_patch_rename_to_own_name_in_other_case(graph):
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}", {"name": "A.TXT"})
+    assert (response.status_int, response.json["name"]) == (200, "A.TXT")
+
+
+@pytest.mark.parametrize("taken", ["Other.txt", "other.TXT"])
+def test_patch_rename_to_a_taken_name_conflicts(graph, taken):
+    file_id = put(graph, "a.txt").json["id"]
+    mkdir(graph, "Other.txt") if taken == "other.TXT" else put(graph, "Other.txt")
+    response = graph.patch_json(f"me/drive/items/{file_id}", {"name": taken})
+    assert response.status_int == 409
+    assert graph_error(response) == ("nameAlreadyExists", None)
+    assert graph.get(f"me/drive/items/{file_id}").json["name"] == "a.txt"
+
+
+@pytest.mark.parametrize("body", [{"name": "a/b"}, {"name": ""}, {"name": 3}, {"description": 3},
+                                  {"parentReference": "x"}, {"fileSystemInfo": []},
+                                  {"fileSystemInfo": {"createdDateTime": "yesterday"}},
+                                  {"parentReference": {"path": "/somewhere"}}])
+def test_patch_bad_requests(graph, body):
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}", body)
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert graph.get(f"me/drive/items/{file_id}").json["name"] == "a.txt"
+
+
+def test_patch_moves_by_parent_id(graph):
+    dest_id = mkdir(graph, "dest").json["id"]
+    file_id = put(graph, "a.txt").json["id"]
+    body = graph.patch_json(f"me/drive/items/{file_id}", {"parentReference": {"id": dest_id}}).json
+    assert body["parentReference"]["id"] == dest_id
+    assert body["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:/dest"
+    assert item(graph, "dest/a.txt").json["id"] == file_id
+    assert item(graph, "a.txt").status_int == 404
+
+
+@pytest.mark.parametrize("path", ["/drive/root:/dest/inner", "/drives/{drive}/root:/dest/inner",
+                                  "/drive/root:/dest/inner/"])
+def test_patch_moves_by_parent_path(graph, path):
+    mkdir(graph, "dest")
+    inner_id = mkdir(graph, "inner", parent="root:/dest:").json["id"]
+    folder_id = mkdir(graph, "moving").json["id"]
+    put(graph, "moving/a.txt")
+    reference = {"path": path.format(drive=graph.drive_id)}
+    response = graph.patch_json(f"me/drive/items/{folder_id}", {"parentReference": reference})
+    assert response.status_int == 200
+    assert response.json["parentReference"]["id"] == inner_id
+    assert item(graph, "dest/inner/moving/a.txt").status_int == 200
+
+
+def test_patch_moves_to_the_root_by_path(graph):
+    mkdir(graph, "dir")
+    file_id = put(graph, "dir/a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}", {"parentReference": {"path": "/drive/root:"}})
+    assert response.status_int == 200
+    assert item(graph, "a.txt").json["id"] == file_id
+
+
+def test_patch_moves_and_renames_at_once(graph):
+    dest_id = mkdir(graph, "dest").json["id"]
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}",
+                                {"name": "b.txt", "parentReference": {"id": dest_id, "driveId": graph.drive_id}})
+    assert response.status_int == 200
+    assert item(graph, "dest/b.txt").json["id"] == file_id
+
+
+def test_patch_move_onto_a_taken_name_conflicts(graph):
+    mkdir(graph, "dest")
+    put(graph, "dest/A.TXT")
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}", {"parentReference": {"path": "/drive/root:/dest"}})
+    assert response.status_int == 409
+    assert graph_error(response) == ("nameAlreadyExists", None)
+    assert item(graph, "a.txt").json["id"] == file_id
+
+
+def test_patch_move_into_itself_or_its_subtree_is_refused(graph):
+    top_id = mkdir(graph, "top").json["id"]
+    mid_id = mkdir(graph, "mid", parent=f"items/{top_id}").json["id"]
+    low_id = mkdir(graph, "low", parent=f"items/{mid_id}").json["id"]
+    for target in (top_id, mid_id, low_id):
+        response = graph.patch_json(f"me/drive/items/{top_id}", {"parentReference": {"id": target}})
+        assert response.status_int == 400, target
+        assert graph_error(response)[0] == "invalidRequest"
+    assert item(graph, "top/mid/low").json["id"] == low_id
+
+
+def test_patch_move_to_another_drive_is_refused(graph, graph_for):
+    bob = graph_for("bob")
+    bob_root = bob.get("me/drive/root").json["id"]
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}",
+                                {"parentReference": {"driveId": bob.drive_id, "id": bob_root}})
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert item(graph, "a.txt").json["id"] == file_id
+    assert bob.get("me/drive/root/children").json["value"] == []
+
+
+def test_patch_move_into_a_file_is_refused(graph):
+    target_id = put(graph, "target.txt").json["id"]
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}", {"parentReference": {"id": target_id}})
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+
+
+def test_patch_sets_file_system_info(graph):
+    file_id = put(graph, "a.txt").json["id"]
+    info = {"createdDateTime": "2020-01-02T03:04:05.678901Z",
+            "lastModifiedDateTime": "2021-06-07T10:11:12+02:00"}
+    body = graph.patch_json(f"me/drive/items/{file_id}", {"fileSystemInfo": info}).json
+    expected = {"createdDateTime": "2020-01-02T03:04:05.678Z", "lastModifiedDateTime": "2021-06-07T08:11:12.000Z"}
+    assert body["fileSystemInfo"] == expected
+    assert graph.get(f"me/drive/items/{file_id}").json["fileSystemInfo"] == expected
+
+
+def test_patch_sets_the_description(graph):
+    folder_id = mkdir(graph, "dir").json["id"]
+    file_id = put(graph, "a.txt").json["id"]
+    for item_id in (folder_id, file_id):
+        body = graph.patch_json(f"me/drive/items/{item_id}", {"description": "about it"}).json
+        assert body["description"] == "about it"
+        assert graph.get(f"me/drive/items/{item_id}").json["description"] == "about it"
+
+
+def test_patch_if_match_mismatch_fails(graph):
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}", {"name": "b.txt"},
+                                headers={"If-Match": '"{' + file_id + '},99"'})
+    assert response.status_int == 412
+    assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert graph.get(f"me/drive/items/{file_id}").json["name"] == "a.txt"
+
+
+@pytest.mark.parametrize("tag", ["eTag", "cTag"])
+def test_patch_if_match_current_tag_succeeds(graph, tag):
+    body = put(graph, "a.txt").json
+    response = graph.patch_json(f"me/drive/items/{body['id']}", {"name": "b.txt"}, headers={"If-Match": body[tag]})
+    assert (response.status_int, response.json["name"]) == (200, "b.txt")
+
+
+def test_patch_if_match_old_etag_after_a_rename_fails(graph):
+    body = put(graph, "a.txt").json
+    graph.patch_json(f"me/drive/items/{body['id']}", {"name": "b.txt"})
+    response = graph.patch_json(f"me/drive/items/{body['id']}", {"name": "c.txt"},
+                                headers={"If-Match": body["eTag"]})
+    assert response.status_int == 412
+
+
+@pytest.mark.parametrize("body", [{"name": "x"}, {"parentReference": {"path": "/drive/root:/dir"}}])
+def test_patch_root_is_forbidden(graph, body):
+    mkdir(graph, "dir")
+    response = graph.patch_json("me/drive/root", body)
+    assert response.status_int == 403
+    assert graph_error(response) == ("accessDenied", None)
+    assert graph.get("me/drive/root").json["name"] == "root"
+
+
+@pytest.mark.parametrize("body", [{"name": "b.txt"}, {"parentReference": {"path": "/drive/root:/dest"}}])
+def test_patch_wopi_locked_file_is_refused(graph, services, client_for, body):
+    mkdir(graph, "dest")
+    file_id = put(graph, "a.txt").json["id"]
+    assert client_for(services.files.get(file_id)).lock("L1").status_int == 200
+    response = graph.patch_json(f"me/drive/items/{file_id}", body)
+    assert response.status_int == 423
+    assert graph_error(response) == ("resourceLocked", None)
+    assert item(graph, "a.txt").json["id"] == file_id
+
+
+# -- DELETE ------------------------------------------------------------------------------------------
+
+def test_delete_a_file(graph, settings):
+    before = blob_files(settings)
+    file_id = put(graph, "a.txt", b"bye").json["id"]
+    assert blob_files(settings) != before
+    response = graph.delete(f"me/drive/items/{file_id}")
+    assert response.status_int == 204 and response.body == b""
+    assert graph.get(f"me/drive/items/{file_id}").status_int == 404
+    assert blob_files(settings) == before
+
+
+def test_delete_a_folder_recursively(graph, settings):
+    keep = put(graph, "keep.txt", b"keep").json["id"]
+    before = blob_files(settings)
+    top = mkdir(graph, "top").json["id"]
+    sub = mkdir(graph, "sub", parent="root:/top:").json["id"]
+    deep = mkdir(graph, "deep", parent="root:/top/sub:").json["id"]
+    files = [put(graph, path, path.encode()).json["id"]
+             for path in ("top/a.txt", "top/sub/b.txt", "top/sub/deep/c.txt", "top/sub/deep/d.txt")]
+    assert len(blob_files(settings) - before) == 4
+    assert graph.delete("me/drive/root:/top:").status_int == 204
+    for item_id in (top, sub, deep, *files):
+        assert graph.get(f"me/drive/items/{item_id}").status_int == 404
+    assert blob_files(settings) == before
+    assert [i["id"] for i in graph.get("me/drive/root/children").json["value"]] == [keep]
+    assert graph.get(f"me/drive/items/{keep}/content").body == b"keep"
+
+
+def test_delete_root_is_forbidden(graph):
+    put(graph, "a.txt")
+    for path in ("me/drive/root", "me/drive/items/root"):
+        response = graph.delete(path)
+        assert response.status_int == 403
+        assert graph_error(response) == ("accessDenied", None)
+    assert len(graph.get("me/drive/root/children").json["value"]) == 1
+
+
+def test_delete_a_locked_file_is_refused(graph, services, client_for):
+    file_id = put(graph, "a.txt").json["id"]
+    client_for(services.files.get(file_id)).lock("L1")
+    response = graph.delete(f"me/drive/items/{file_id}")
+    assert response.status_int == 423
+    assert graph_error(response) == ("resourceLocked", None)
+    assert graph.get(f"me/drive/items/{file_id}").status_int == 200
+
+
+def test_delete_a_folder_with_a_locked_file_below_deletes_nothing(graph, services, client_for, settings):
+    mkdir(graph, "top")
+    mkdir(graph, "sub", parent="root:/top:")
+    free = put(graph, "top/free.txt").json["id"]
+    locked = put(graph, "top/sub/locked.txt").json["id"]
+    blobs = blob_files(settings)
+    client_for(services.files.get(locked)).lock("L1")
+    response = graph.delete("me/drive/root:/top:")
+    assert response.status_int == 423
+    assert graph_error(response) == ("resourceLocked", None)
+    for path in ("top", "top/sub", "top/free.txt", "top/sub/locked.txt"):
+        assert item(graph, path).status_int == 200, path
+    assert graph.get(f"me/drive/items/{free}/content").body == b"data"
+    assert blob_files(settings) == blobs
+
+
+def test_delete_with_a_mismatched_if_match_fails(graph):
+    body = put(graph, "a.txt").json
+    response = graph.delete(f"me/drive/items/{body['id']}", headers={"If-Match": '"nope,1"'})
+    assert response.status_int == 412
+    assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert graph.delete(f"me/drive/items/{body['id']}", headers={"If-Match": body["eTag"]}).status_int == 204
+
+
+def test_delete_a_missing_item_is_not_found(graph):
+    response = graph.delete(f"me/drive/items/{new_id()}")
+    assert response.status_int == 404
+    assert graph_error(response) == ("itemNotFound", None)
+
+
+# -- content -----------------------------------------------------------------------------------------
+
+def test_get_content(graph):
+    put(graph, "a.bin", b"0123456789")
+    response = graph.get("me/drive/root:/a.bin:/content")
+    assert response.status_int == 200
+    assert response.body == b"0123456789"
+    assert response.headers["Content-Length"] == "10"
+
+
+@pytest.mark.parametrize("range_, body, content_range", [("bytes=2-5", b"2345", "bytes 2-5/10"),
+                                                         ("bytes=7-", b"789", "bytes 7-9/10"),
+                                                         ("bytes=-2", b"89", "bytes 8-9/10")])
+def test_get_content_range(graph, range_, body, content_range):
+    put(graph, "a.bin", b"0123456789")
+    response = graph.get("me/drive/root:/a.bin:/content", headers={"Range": range_})
+    assert response.status_int == 206
+    assert response.body == body
+    assert response.headers["Content-Range"] == content_range
+
+
+def test_get_content_unsatisfiable_range(graph):
+    put(graph, "a.bin", b"0123456789")
+    response = graph.get("me/drive/root:/a.bin:/content", headers={"Range": "bytes=50-60"})
+    assert response.status_int == 416
+    assert graph_error(response)[0] == "invalidRange"
+
+
+def test_get_content_of_a_folder_is_refused(graph):
+    mkdir(graph, "dir")
+    for path in ("me/drive/root:/dir:/content", "me/drive/root/content"):
+        response = graph.get(path)
+        assert response.status_int == 400
+        assert graph_error(response) == ("invalidRequest", None)
+
+
+# -- simple upload -----------------------------------------------------------------------------------
+
+def test_simple_upload_creates_a_file(graph, services, client_for):
+    response = put(graph, "new.txt", b"hello")
+    assert response.status_int == 201
+    body = response.json
+    assert body["name"] == "new.txt" and body["size"] == 5
+    assert body["file"]["hashes"]["sha256Hash"] == hashlib.sha256(b"hello").hexdigest().upper()
+    assert graph.get(f"me/drive/items/{body['id']}/content").body == b"hello"
+    wopi = client_for(services.files.get(body["id"]))
+    assert wopi.check_file_info().json["Size"] == 5
+    assert wopi.get_file().body == b"hello"
+
+
+def test_simple_upload_into_a_subfolder(graph):
+    folder_id = mkdir(graph, "dir").json["id"]
+    response = graph.put(f"me/drive/items/{folder_id}:/a.txt:/content", b"x")
+    assert response.status_int == 201
+    assert response.json["parentReference"]["id"] == folder_id
+
+
+def test_simple_upload_replaces_an_existing_file(graph):
+    first = put(graph, "a.txt", b"one").json
+    response = put(graph, "A.TXT", b"second")
+    assert response.status_int == 200
+    assert response.json["id"] == first["id"]
+    assert response.json["name"] == "a.txt"
+    assert response.json["size"] == 6
+    assert response.json["file"]["hashes"]["sha256Hash"] == hashlib.sha256(b"second").hexdigest().upper()
+    assert graph.get(f"me/drive/items/{first['id']}/content").body == b"second"
+    assert len(graph.get("me/drive/root/children").json["value"]) == 1
+
+
+def test_simple_upload_replace_keeps_blobs_tidy(graph, settings):
+    before = blob_files(settings)
+    put(graph, "a.txt", b"one")
+    put(graph, "a.txt", b"two")
+    assert len(blob_files(settings) - before) == 1
+
+
+def test_simple_upload_fail_on_a_taken_name(graph):
+    put(graph, "a.txt", b"one")
+    response = put(graph, "a.txt", b"two", query="?@microsoft.graph.conflictBehavior=fail")
+    assert response.status_int == 409
+    assert graph_error(response) == ("nameAlreadyExists", None)
+    assert graph.get("me/drive/root:/a.txt:/content").body == b"one"
+
+
+def test_simple_upload_fail_on_a_free_name_creates(graph):
+    response = put(graph, "a.txt", b"one", query="?@microsoft.graph.conflictBehavior=fail")
+    assert response.status_int == 201
+
+
+def test_simple_upload_rename_on_a_taken_name(graph):
+    put(graph, "a.txt", b"one")
+    first = put(graph, "a.txt", b"two", query="?@microsoft.graph.conflictBehavior=rename")
+    second = put(graph, "a.txt", b"three", query="?@microsoft.graph.conflictBehavior=rename")
+    assert (first.status_int, first.json["name"]) == (201, "a 1.txt")
+    assert (second.status_int, second.json["name"]) == (201, "a 2.txt")
+    assert graph.get("me/drive/root:/a.txt:/content").body == b"one"
+    assert graph.get("me/drive/root:/a 1.txt:/content").body == b"two"
+
+
+def test_simple_upload_bad_conflict_behaviour(graph):
+    response = put(graph, "a.txt", b"one", query="?@microsoft.graph.conflictBehavior=sometimes")
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+
+
+def test_simple_upload_never_replaces_a_folder(graph):
+    mkdir(graph, "Name")
+    response = put(graph, "name", b"x")
+    assert response.status_int == 409
+    assert graph_error(response) == ("nameAlreadyExists", None)
+    assert "folder" in item(graph, "name").json
+
+
+def test_simple_upload_by_item_id_replaces(graph):
+    first = put(graph, "a.txt", b"one").json
+    response = graph.put(f"me/drive/items/{first['id']}/content", b"replaced")
+    assert response.status_int == 200
+    assert response.json["id"] == first["id"] and response.json["size"] == 8
+    assert graph.get("me/drive/root:/a.txt:/content").body == b"replaced"
+
+
+def test_simple_upload_bumps_the_wopi_version(graph, services, client_for):
+    first = put(graph, "a.txt", b"one").json
+    wopi = client_for(services.files.get(first["id"]))
+    version = wopi.check_file_info().json["Version"]
+    put(graph, "a.txt", b"two")
+    assert wopi.check_file_info().json["Version"] != version
+    assert wopi.get_file().body == b"two"
+
+
+def test_simple_upload_by_item_id_of_a_folder_is_refused(graph):
+    folder_id = mkdir(graph, "dir").json["id"]
+    response = graph.put(f"me/drive/items/{folder_id}/content", b"x")
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+
+
+@pytest.mark.parametrize("how", ["path", "id"])
+def test_simple_upload_of_zero_bytes(graph, how):
+    if how == "path":
+        response = put(graph, "empty.txt", b"")
+        assert response.status_int == 201
+    else:
+        file_id = put(graph, "empty.txt", b"full").json["id"]
+        response = graph.put(f"me/drive/items/{file_id}/content", b"")
+        assert response.status_int == 200
+    assert response.json["size"] == 0
+    assert response.json["file"]["hashes"]["sha256Hash"] == hashlib.sha256(b"").hexdigest().upper()
+    assert graph.get("me/drive/root:/empty.txt:/content").body == b""
+
+
+def test_simple_upload_over_4_mib_is_refused(graph):
+    response = put(graph, "big.bin", b"x" * ((4 << 20) + 1))
+    assert response.status_int == 413
+    assert graph_error(response)[0] == "requestSizeExceeded"
+    assert item(graph, "big.bin").status_int == 404
+
+
+def test_simple_upload_over_the_max_file_size_is_refused(graph, settings):
+    before = blob_files(settings)
+    response = put(graph, "big.bin", b"x" * ((1 << 20) + 1))
+    assert response.status_int == 413
+    assert graph_error(response)[0] == "requestSizeExceeded"
+    assert item(graph, "big.bin").status_int == 404
+    assert blob_files(settings) == before
+
+
+def test_simple_upload_replacement_over_the_max_file_size_keeps_the_old_content(graph):
+    file_id = put(graph, "a.bin", b"old").json["id"]
+    response = graph.put(f"me/drive/items/{file_id}/content", b"x" * ((1 << 20) + 1))
+    assert response.status_int == 413
+    assert graph.get(f"me/drive/items/{file_id}/content").body == b"old"
+
+
+def test_simple_upload_of_exactly_the_max_file_size(graph):
+    response = put(graph, "max.bin", b"x" * (1 << 20))
+    assert (response.status_int, response.json["size"]) == (201, 1 << 20)
+
+
+@pytest.mark.parametrize("path", ["missing/a.txt", "missing/deeper/a.txt", "file.txt/a.txt"])
+def test_simple_upload_with_a_missing_parent_is_not_found(graph, path):
+    put(graph, "file.txt")
+    response = put(graph, path, b"x")
+    assert response.status_int == 404
+    assert graph_error(response) == ("itemNotFound", None)
+
+
+@pytest.mark.parametrize("name", ["a:b.txt", "CON.txt", "bad|name", "end."])
+def test_simple_upload_with_an_invalid_name_is_refused(graph, name):
+    response = graph.put(f"me/drive/root:/{name.replace(':', '%3A')}:/content", b"x")
+    assert response.status_int in (400, 404)  # a colon ends the path: it cannot reach the name
+    assert graph_error(response)[0] in ("invalidRequest", "itemNotFound")
+    assert graph.get("me/drive/root/children").json["value"] == []
+
+
+@pytest.mark.parametrize("how", ["path", "id"])
+def test_simple_upload_over_a_locked_file_is_refused(graph, services, client_for, how):
+    file_id = put(graph, "a.txt", b"one").json["id"]
+    client_for(services.files.get(file_id)).lock("L1")
+    response = put(graph, "a.txt", b"two") if how == "path" else \
+        graph.put(f"me/drive/items/{file_id}/content", b"two")
+    assert response.status_int == 423
+    assert graph_error(response) == ("resourceLocked", None)
+    assert graph.get(f"me/drive/items/{file_id}/content").body == b"one"
+
+
+def test_simple_upload_if_match(graph):
+    body = put(graph, "a.txt", b"one").json
+    stale = graph.put(f"me/drive/items/{body['id']}/content", b"two", headers={"If-Match": '"{x},0"'})
+    assert stale.status_int == 412
+    assert graph_error(stale) == ("preconditionFailed", "entityTagDoesNotMatch")
+    fresh = graph.put("me/drive/root:/a.txt:/content", b"three", headers={"If-Match": body["cTag"]})
+    assert fresh.status_int == 200
+    assert graph.get(f"me/drive/items/{body['id']}/content").body == b"three"
+
+
+# -- token scope and authentication ------------------------------------------------------------------
+
+def test_read_only_token_can_read(graph, graph_for):
+    file_id = put(graph, "a.txt", b"ro").json["id"]
+    reader = graph_for(can_write=False)
+    assert reader.get("me/drive").status_int == 200
+    assert reader.get("me/drive/root/children").json["value"][0]["id"] == file_id
+    assert reader.get(f"me/drive/items/{file_id}").status_int == 200
+    assert reader.get(f"me/drive/items/{file_id}/content").body == b"ro"
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("post_json", "me/drive/root/children", {"name": "x", "folder": {}}),
+    ("put", "me/drive/root:/new.txt:/content", b"x"),
+    ("put", "me/drive/root:/a.txt:/content", b"x"),
+    ("put", "me/drive/items/{id}/content", b"x"),
+    ("patch_json", "me/drive/items/{id}", {"name": "b.txt"}),
+    ("delete", "me/drive/items/{id}", None),
+])
+def test_read_only_token_cannot_write(graph, graph_for, method, path, body):
+    file_id = put(graph, "a.txt", b"ro").json["id"]
+    reader = graph_for(can_write=False)
+    call = getattr(reader, method)
+    response = call(path.format(id=file_id)) if body is None else call(path.format(id=file_id), body)
+    assert response.status_int == 403
+    assert graph_error(response) == ("accessDenied", None)
+    assert [i["name"] for i in graph.get("me/drive/root/children").json["value"]] == ["a.txt"]
+    assert graph.get(f"me/drive/items/{file_id}/content").body == b"ro"
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer ", "Bearer garbage", "Basic YWxpY2U6cHc=",
+                                           "garbage"])
+def test_missing_or_bad_authorization_is_unauthenticated(testapp, authorization):
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    response = testapp.get("/v1.0/me/drive/root", headers=headers, expect_errors=True)
+    assert response.status_int == 401
+    assert graph_error(response) == ("unauthenticated", None)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_wopi_token_as_bearer_is_unauthenticated(testapp, services, make_file):
+    file = make_file()
+    token = services.issue_token(file.id, "alice", True).token
+    client = GraphClient(testapp, token, "")
+    for path in ("me/drive", f"me/drive/items/{file.id}", f"me/drive/items/{file.id}/content"):
+        response = client.get(path)
+        assert response.status_int == 401, path
+        assert graph_error(response) == ("unauthenticated", None)
+
+
+def test_revoked_token_is_unauthenticated(graph, services):
+    assert graph.get("me/drive").status_int == 200
+    revoke(services, graph.token)
+    response = graph.get("me/drive")
+    assert response.status_int == 401
+    assert graph_error(response) == ("unauthenticated", None)
+
+
+def test_expired_token_is_unauthenticated(graph, clock, settings):
+    clock.advance(seconds=settings.token_ttl + 1)
+    response = graph.get("me/drive")
+    assert response.status_int == 401
+    assert graph_error(response) == ("unauthenticated", None)
+
+
+def test_revoking_one_token_leaves_others(graph, graph_for, services):
+    other = graph_for()
+    revoke(services, graph.token)
+    assert other.get("me/drive").status_int == 200
+
+
+def test_shared_drive_membership_is_checked_on_every_request(services, graph_for):
+    drive = services.drives.create_shared("group", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob = graph_for("bob")
+    assert bob.get(f"groups/{drive.id}/drive/root").status_int == 200
+    assert services.drives.remove_member(drive.id, "bob")
+    response = bob.get(f"groups/{drive.id}/drive/root")
+    assert response.status_int == 403
+    assert graph_error(response) == ("accessDenied", None)
+
+
+def test_read_only_member_of_a_shared_drive_cannot_write(services, graph_for):
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    reader = graph_for("bob", can_write=False)
+    assert reader.get(f"sites/{drive.id}/drive/root/children").status_int == 200
+    response = put(reader, "x.txt", drive=f"sites/{drive.id}/drive")
+    assert response.status_int == 403
+    assert graph_error(response) == ("accessDenied", None)
+
+
+# -- error answers -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, path, body, status, code", [
+    ("GET", "/v1.0/me/drive/root/bogus", None, 400, "invalidRequest"),
+    ("GET", "/v1.0/me/drive/root:/a.txt:/bogus", None, 400, "invalidRequest"),
+    ("GET", "/v1.0/me/drive/items/", None, 400, "invalidRequest"),
+    ("GET", "/v1.0/me/drive/bogus", None, 404, "itemNotFound"),
+    ("GET", "/v1.0/nothing/here", None, 404, "itemNotFound"),
+    ("GET", "/v2.0/me", None, 404, "itemNotFound"),
+    ("GET", "/_api/v2.0/me/drives", None, 404, "itemNotFound"),
+    ("DELETE", "/v1.0/me/drive", None, 405, "notSupported"),
+    ("POST", "/v1.0/me/drive/root", b"{}", 405, "notSupported"),
+    ("PATCH", "/v1.0/me/drive/root/children", b"{}", 405, "notSupported"),
+    ("DELETE", "/v1.0/me/drive/root/content", None, 405, "notSupported"),
+    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"{not json", 400, "invalidRequest"),
+    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"[1, 2]", 400, "invalidRequest"),
+    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b'"text"', 400, "invalidRequest"),
+    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"", 400, "invalidRequest"),
+    ("POST", "/v1.0/me/drive/root/children", b"\xff\xfe", 400, "invalidRequest"),
+    ("POST", "/v1.0/me/drive/root/children", b"[" * 100000, 400, "invalidRequest"),
+    ("POST", "/v1.0/me/drive/root/children", b"null", 400, "invalidRequest"),
+])
+def test_errors_are_graph_json(graph, testapp, method, path, body, status, code):
+    put(graph, "a.txt")
+    headers = {"Authorization": f"Bearer {graph.token}", "Content-Type": "application/json"}
+    response = testapp.request(path, method=method, body=body or b"", headers=headers, expect_errors=True)
+    assert response.status_int == status, response
+    assert graph_error(response)[0] == code
+    assert item(graph, "a.txt").json["name"] == "a.txt"
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "OPTIONS", "TRACE"])
+def test_unsupported_methods_are_graph_json(graph, testapp, method):
+    response = testapp.request("/v1.0/me/drive/root", method=method,
+                               headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True)
+    assert response.status_int == 405
+    assert graph_error(response) == ("notSupported", None)
+
+
+@pytest.mark.parametrize("path", ["/v1.0/", "/v1.0", "/_api/v2.0/"])
+def test_bare_prefix_is_graph_json_not_found(graph, testapp, path):
+    response = testapp.get(path, headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True)
+    assert response.status_int == 404
+    assert graph_error(response) == ("itemNotFound", None)
+
+
+def test_error_json_carries_the_client_request_id(graph):
+    response = graph.get("me/drive/root:/missing:", headers={"client-request-id": "abc-123"})
+    assert response.status_int == 404
+    assert response.json["error"]["innerError"]["client-request-id"] == "abc-123"
+    assert response.headers["request-id"] == response.json["error"]["innerError"]["request-id"]
+
+
+def test_each_error_has_its_own_request_id(graph):
+    first, second = graph.get("me/drive/root:/x:"), graph.get("me/drive/root:/x:")
+    assert graph_error(first) == graph_error(second) == ("itemNotFound", None)
+    assert first.json["error"]["innerError"]["request-id"] != second.json["error"]["innerError"]["request-id"]
+
+
+def test_error_answers_carry_no_wopi_headers(graph):
+    response = graph.get("me/drive/root:/missing:")
+    assert "X-WOPI-FailureReason" not in response.headers

@@ -1,0 +1,801 @@
+"""Graph upload sessions: createUploadSession, fragments on the upload URL, completion, deferCommit,
+conflicts, quota, expiry, the per-user limit shared with CSPP, sweeping and concurrent fragments."""
+
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+import webtest
+
+from wopihost.app import create_app
+
+from .helpers import GraphClient, graph_error
+
+MAX_FILE = 1 << 20  # WOPIHOST_MAX_FILE_SIZE in the test settings
+UPLOAD_PREFIX = "https://wopi.example.test/v1.0/uploadSessions/"
+
+
+def data(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def graph_time(moment) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def in_30_minutes(clock) -> str:
+    return graph_time(clock.now() + timedelta(minutes=30))
+
+
+def create(graph: GraphClient, address: str = "me/drive/root:/big.bin:", body=None, headers=None):
+    return graph.post_json(f"{address}/createUploadSession", {} if body is None else body, headers)
+
+
+def new_session(graph: GraphClient, address: str = "me/drive/root:/big.bin:", body=None, headers=None) -> str:
+    response = create(graph, address, body, headers)
+    assert response.status_int == 200, response.body
+    return response.json["uploadUrl"]
+
+
+def send(graph: GraphClient, url: str, content: bytes, step: int) -> list:
+    """Every fragment of `content` in order, `step` bytes each; the answers."""
+    return [graph.upload(url, content[first:first + step], first, len(content))
+            for first in range(0, len(content), step)]
+
+
+def put_range(graph: GraphClient, url: str, body: bytes, content_range: str | None):
+    headers = {} if content_range is None else {"Content-Range": content_range}
+    return graph.testapp.put(graph.url(url), body, headers=headers, expect_errors=True)
+
+
+def status(graph: GraphClient, url: str):
+    return graph.testapp.get(graph.url(url), expect_errors=True)
+
+
+def content_of(graph: GraphClient, item_id: str) -> bytes:
+    response = graph.get(f"me/drive/items/{item_id}/content")
+    assert response.status_int == 200, response.body
+    return response.body
+
+
+def blob_files(settings) -> set:
+    return {p for p in settings.blob_dir.rglob("*") if p.is_file()}
+
+
+def simple_upload(graph: GraphClient, path: str, content: bytes) -> dict:
+    response = graph.put(f"me/drive/root:/{path}:/content", content)
+    assert response.status_int in (200, 201), response.body
+    return response.json
+
+
+@pytest.fixture
+def folder(graph) -> str:
+    response = graph.post_json("me/drive/root/children", {"name": "dir", "folder": {}})
+    assert response.status_int == 201, response.body
+    return response.json["id"]
+
+
+@pytest.fixture
+def graph_with(settings, clock):
+    """A Graph client for alice on an app made with changed settings (and its services)."""
+    apps = []
+
+    def make(**changes):
+        app = create_app(settings.with_changes(**changes), clock)
+        apps.append(app)
+        services = app.extensions["wopihost"]
+        issued, drive_id = services.issue_api_token("alice", True)
+        return GraphClient(webtest.TestApp(app), issued.token, drive_id), services
+
+    yield make
+    for app in apps:
+        app.extensions["wopihost"].db.dispose()
+
+
+# -- createUploadSession: the answer and the addresses ---------------------------------------------
+
+def test_create_answers_an_absolute_upload_url_with_no_query(graph, clock):
+    response = create(graph)
+    assert response.status_int == 200
+    body = response.json
+    assert set(body) == {"uploadUrl", "expirationDateTime", "nextExpectedRanges"}
+    assert body["uploadUrl"].startswith(UPLOAD_PREFIX)
+    token = body["uploadUrl"][len(UPLOAD_PREFIX):]
+    assert token and "?" not in body["uploadUrl"] and "/" not in token and "#" not in token
+    assert body["nextExpectedRanges"] == ["0-"]
+    assert body["expirationDateTime"] == in_30_minutes(clock)
+    assert new_session(graph) != body["uploadUrl"]
+
+
+ADDRESSES = [
+    "me/drive/root:/dir/big.bin:",
+    "me/drive/items/{dir}:/big.bin:",
+    "me/drive/items/root:/dir/big.bin:",
+    "me/drive/items/root%3A%2Fdir%2Fbig.bin%3A",
+    "drives/{drive}/root:/dir/big.bin:",
+    "users/alice/drive/root:/dir/big.bin:",
+]
+
+
+@pytest.mark.parametrize("prefix", ["/v1.0", "/_api/v2.0"])
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_every_address_form_makes_the_file_in_the_folder(graph_for, prefix, address):
+    graph = graph_for(prefix=prefix)
+    made = graph.post_json("me/drive/root/children", {"name": "dir", "folder": {}})
+    assert made.status_int == 201
+    content = data(1000)
+    url = new_session(graph, address.format(dir=made.json["id"], drive=graph.drive_id))
+    assert url.startswith(UPLOAD_PREFIX)  # the upload URL is under /v1.0 whatever the prefix
+    answers = send(graph, url, content, 400)
+    assert [a.status_int for a in answers] == [202, 202, 201]
+    item = answers[-1].json
+    assert item["name"] == "big.bin" and item["size"] == 1000
+    assert item["parentReference"]["id"] == made.json["id"]
+    assert item["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:/dir"
+    listed = graph.get("me/drive/root:/dir/big.bin")
+    assert listed.status_int == 200 and listed.json["id"] == item["id"]
+    assert content_of(graph, item["id"]) == content
+
+
+def test_v2_prefix_creates_sessions_too(graph_for):
+    graph = graph_for(prefix="/v2.0")
+    url = new_session(graph)
+    assert url.startswith(UPLOAD_PREFIX)
+    assert graph.upload(url, b"abc", 0, 3).status_int == 201
+
+
+def test_create_on_an_existing_file_by_id_replaces_it(graph):
+    old = simple_upload(graph, "a.bin", b"old content")
+    url = new_session(graph, f"me/drive/items/{old['id']}")
+    answers = send(graph, url, data(500), 300)
+    assert [a.status_int for a in answers] == [202, 200]
+    item = answers[-1].json
+    assert item["id"] == old["id"] and item["name"] == "a.bin" and item["size"] == 500
+    assert item["cTag"] != old["cTag"] and item["eTag"] != old["eTag"]
+    assert content_of(graph, old["id"]) == data(500)
+
+
+@pytest.mark.parametrize("address", ["me/drive/items/{dir}", "me/drive/root", "me/drive/items/root"])
+def test_create_on_a_folder_is_400(graph, folder, address):
+    response = create(graph, address.format(dir=folder))
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+
+
+@pytest.mark.parametrize("address", ["me/drive/root:/nowhere/big.bin:", "me/drive/items/AAAAAAAAAAAAAAAAAAAAAA",
+                                     "me/drive/items/AAAAAAAAAAAAAAAAAAAAAA:/big.bin:"])
+def test_create_under_a_missing_item_is_404(graph, address):
+    response = create(graph, address)
+    assert response.status_int == 404
+    assert graph_error(response)[0] == "itemNotFound"
+
+
+def test_create_with_a_read_only_token_is_403(graph_for, services):
+    response = create(graph_for(can_write=False))
+    assert response.status_int == 403
+    assert graph_error(response)[0] == "accessDenied"
+    assert services.sessions.list() == []
+
+
+def test_create_without_a_token_is_401(graph):
+    response = graph.testapp.post_json("/v1.0/me/drive/root:/big.bin:/createUploadSession", {},
+                                       expect_errors=True)
+    assert response.status_int == 401
+    assert graph_error(response)[0] == "unauthenticated"
+
+
+def test_a_member_uploads_into_a_shared_drive_and_others_may_not(graph, graph_for, services):
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "alice")
+    url = new_session(graph, f"sites/{drive.id}/drive/root:/team.bin:")
+    answer = graph.upload(url, b"shared bytes", 0, 12)
+    assert answer.status_int == 201
+    assert answer.json["parentReference"]["driveId"] == drive.id
+    assert answer.json["parentReference"]["driveType"] == "documentLibrary"
+    refused = create(graph_for("bob"), f"sites/{drive.id}/drive/root:/team.bin:")
+    assert refused.status_int == 403 and graph_error(refused)[0] == "accessDenied"
+
+
+# -- createUploadSession: the request body -----------------------------------------------------
+
+def test_no_body_at_all_is_accepted(graph):
+    response = graph.post("me/drive/root:/big.bin:/createUploadSession")
+    assert response.status_int == 200
+    assert response.json["nextExpectedRanges"] == ["0-"]
+
+
+def test_file_size_gives_a_closed_range(graph):
+    response = create(graph, body={"item": {"fileSize": 300}})
+    assert response.status_int == 200
+    assert response.json["nextExpectedRanges"] == ["0-299"]
+
+
+def test_status_right_after_create_with_file_size_says_the_same_range(graph):
+    url = new_session(graph, body={"item": {"fileSize": 300}})
+    response = status(graph, url)
+    assert response.status_int == 200
+    assert response.json["nextExpectedRanges"] == ["0-299"]
+
+
+def test_fragment_total_must_match_the_declared_file_size(graph):
+    url = new_session(graph, body={"item": {"fileSize": 300}})
+    response = graph.upload(url, data(100), 0, 500)
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", "fragmentLengthMismatch")
+
+
+def test_name_equal_to_the_paths_is_accepted(graph):
+    assert create(graph, body={"item": {"name": "big.bin"}}).status_int == 200
+
+
+@pytest.mark.parametrize("body", [
+    b"not json",
+    b"[]",
+    b'"text"',
+    b'{"item": []}',
+    b'{"item": {"fileSize": "10"}}',
+    b'{"item": {"fileSize": -1}}',
+    b'{"item": {"fileSize": true}}',
+    b'{"item": {"fileSize": 1.5}}',
+    b'{"item": {"description": 5}}',
+    b'{"item": {"name": "other.bin"}}',
+    b'{"item": {"@microsoft.graph.conflictBehavior": "overwrite"}}',
+    b'{"item": {"@name.conflictBehavior": "keep"}}',
+    b'{"item": {"fileSystemInfo": []}}',
+    b'{"item": {"fileSystemInfo": {"createdDateTime": "yesterday"}}}',
+    b'{"item": {"fileSystemInfo": {"lastModifiedDateTime": 12}}}',
+    b'{"deferCommit": "yes"}',
+    b'{"deferCommit": 1}',
+], ids=lambda body: body.decode())
+def test_invalid_bodies_are_400_and_make_no_session(graph, services, body):
+    response = graph.post("me/drive/root:/big.bin:/createUploadSession", body,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert services.sessions.list() == []
+
+
+def test_file_size_over_the_largest_file_is_400_max_file_size_exceeded(graph, services):
+    response = create(graph, body={"item": {"fileSize": MAX_FILE + 1}})
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", "maxFileSizeExceeded")
+    assert services.sessions.list() == []
+    assert create(graph, body={"item": {"fileSize": MAX_FILE}}).status_int == 200
+
+
+def test_a_fragment_declaring_a_total_over_the_largest_file_is_400(graph):
+    url = new_session(graph)
+    response = graph.upload(url, data(100), 0, MAX_FILE + 1)
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", "maxFileSizeExceeded")
+
+
+def test_description_and_file_system_info_reach_the_file(graph):
+    url = new_session(graph, body={"item": {
+        "description": "quarterly numbers",
+        "fileSystemInfo": {"createdDateTime": "2020-01-02T03:04:05.678Z",
+                           "lastModifiedDateTime": "2021-02-03T04:05:06Z"}}})
+    item = graph.upload(url, b"numbers", 0, 7).json
+    assert item["description"] == "quarterly numbers"
+    assert item["fileSystemInfo"] == {"createdDateTime": "2020-01-02T03:04:05.678Z",
+                                      "lastModifiedDateTime": "2021-02-03T04:05:06.000Z"}
+    assert graph.get(f"me/drive/items/{item['id']}").json["description"] == "quarterly numbers"
+
+
+def test_if_match_mismatch_on_an_existing_file_is_412(graph, services):
+    old = simple_upload(graph, "a.bin", b"old")
+    response = create(graph, f"me/drive/items/{old['id']}", headers={"If-Match": '"{nope},1"'})
+    assert response.status_int == 412
+    assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert services.sessions.list() == []
+    assert create(graph, f"me/drive/items/{old['id']}", headers={"If-Match": old["eTag"]}).status_int == 200
+    assert create(graph, f"me/drive/items/{old['id']}", headers={"If-Match": old["cTag"]}).status_int == 200
+
+
+def test_if_match_mismatch_on_an_existing_file_by_path_is_412(graph):
+    simple_upload(graph, "a.bin", b"old")
+    response = create(graph, "me/drive/root:/a.bin:", headers={"If-Match": '"{nope},1"'})
+    assert response.status_int == 412
+    assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
+
+
+# -- fragments --------------------------------------------------------------------------------------
+
+def test_each_fragment_answers_202_with_one_closed_range_and_the_last_201(graph, clock):
+    content = data(1000)
+    url = new_session(graph)
+    answers = send(graph, url, content, 300)
+    assert [a.status_int for a in answers] == [202, 202, 202, 201]
+    for answer, received in zip(answers, (300, 600, 900)):
+        assert answer.json == {"expirationDateTime": in_30_minutes(clock),
+                               "nextExpectedRanges": [f"{received}-999"]}
+    item = answers[-1].json
+    assert item["name"] == "big.bin" and item["size"] == 1000
+    assert item["file"]["mimeType"] == "application/octet-stream"
+    assert "hashes" not in item["file"]  # not known after an upload session
+    assert item["createdBy"]["user"]["id"] == "alice"
+    assert item["eTag"].startswith('"') and "," in item["eTag"]
+    assert content_of(graph, item["id"]) == content
+
+
+def test_one_fragment_of_the_whole_file_completes_it(graph):
+    url = new_session(graph, "me/drive/root:/one.txt:")
+    answer = graph.upload(url, b"x", 0, 1)
+    assert answer.status_int == 201
+    assert answer.json["name"] == "one.txt" and answer.json["file"]["mimeType"] == "text/plain"
+    assert content_of(graph, answer.json["id"]) == b"x"
+
+
+def test_fragments_need_not_be_multiples_of_320_kib(graph):
+    content = data(700_001, seed=3)
+    url = new_session(graph, body={"item": {"fileSize": len(content)}})
+    cuts = [0, 333_333, 333_334, 655_360 + 1, len(content)]
+    answers = [graph.upload(url, content[a:b], a, len(content)) for a, b in zip(cuts, cuts[1:])]
+    assert [a.status_int for a in answers] == [202, 202, 202, 201]
+    assert answers[0].json["nextExpectedRanges"] == ["333333-700000"]
+    assert answers[1].json["nextExpectedRanges"] == ["333334-700000"]
+    assert content_of(graph, answers[-1].json["id"]) == content
+
+
+def test_a_repeated_final_fragment_answers_200_with_the_same_item(graph):
+    content = data(600)
+    url = new_session(graph)
+    first = graph.upload(url, content[:300], 0, 600)
+    done = graph.upload(url, content[300:], 300, 600)
+    assert (first.status_int, done.status_int) == (202, 201)
+    again = graph.upload(url, content[300:], 300, 600)
+    assert again.status_int == 200 and again.json["id"] == done.json["id"]
+    empty = put_range(graph, url, b"", "bytes 300-599/600")
+    assert empty.status_int == 200 and empty.json["id"] == done.json["id"]
+    assert again.json["cTag"] == done.json["cTag"] and empty.json["cTag"] == done.json["cTag"]
+    assert content_of(graph, done.json["id"]) == content
+
+
+def test_an_earlier_range_after_completion_is_416_overlap(graph):
+    content = data(600)
+    url = new_session(graph)
+    send(graph, url, content, 300)
+    response = graph.upload(url, content[:300], 0, 600)
+    assert response.status_int == 416
+    assert graph_error(response) == ("invalidRange", "fragmentOverlap")
+
+
+def test_a_range_already_received_is_416_fragment_overlap(graph, settings):
+    content = data(300)
+    url = new_session(graph)
+    assert graph.upload(url, content[:100], 0, 300).status_int == 202
+    pieces = blob_files(settings)
+    for first, last in ((0, 99), (50, 149), (99, 99)):
+        response = graph.upload(url, content[first:last + 1], first, 300)
+        assert response.status_int == 416
+        assert graph_error(response) == ("invalidRange", "fragmentOverlap")
+    assert blob_files(settings) == pieces
+    assert status(graph, url).json["nextExpectedRanges"] == ["100-299"]
+
+
+def test_a_gap_is_416_fragment_out_of_order(graph):
+    content = data(300)
+    url = new_session(graph)
+    assert graph.upload(url, content[:100], 0, 300).status_int == 202
+    response = graph.upload(url, content[200:], 200, 300)
+    assert response.status_int == 416
+    assert graph_error(response) == ("invalidRange", "fragmentOutOfOrder")
+    later = graph.upload(url, content[101:], 101, 300)
+    assert graph_error(later) == ("invalidRange", "fragmentOutOfOrder")
+    assert graph.upload(url, content[100:], 100, 300).status_int == 201
+
+
+@pytest.mark.parametrize("content_range", [
+    None, "", "bytes 0-9", "bytes=0-9/10", "bytes 0-9/*", "bytes */10", "items 0-9/10", "bytes 9-0/10",
+    "bytes 0-10/10", "bytes -1-9/10", "bytes 0-9/ten", "bytes 0-9/10, 10-19/20", "bytes 0-99999999999999999999/10",
+])
+def test_a_missing_or_malformed_content_range_is_400(graph, content_range):
+    url = new_session(graph)
+    response = put_range(graph, url, data(10), content_range)
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert status(graph, url).json["nextExpectedRanges"] == ["0-"]
+
+
+def test_a_total_differing_from_the_first_fragments_is_400_fragment_length_mismatch(graph):
+    content = data(300)
+    url = new_session(graph)
+    assert graph.upload(url, content[:100], 0, 300).status_int == 202
+    for total in (400, 200):
+        response = graph.upload(url, content[100:200], 100, total)
+        assert response.status_int == 400
+        assert graph_error(response) == ("invalidRequest", "fragmentLengthMismatch")
+    assert status(graph, url).json["nextExpectedRanges"] == ["100-299"]
+
+
+@pytest.mark.parametrize("body_length", [50, 99, 101, 150])
+def test_a_body_longer_or_shorter_than_its_range_is_400(graph, settings, body_length):
+    url = new_session(graph)
+    before = blob_files(settings)
+    response = put_range(graph, url, data(body_length), "bytes 0-99/300")
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert blob_files(settings) == before
+    assert status(graph, url).json["nextExpectedRanges"] == ["0-"]
+    assert graph.upload(url, data(100), 0, 300).status_int == 202
+
+
+def test_a_fragment_over_the_largest_is_413_max_fragment_length_exceeded(graph_with):
+    graph, _ = graph_with(max_fragment_size=1000)
+    url = new_session(graph)
+    response = graph.upload(url, data(1001), 0, 3000)
+    assert response.status_int == 413
+    assert graph_error(response) == ("requestSizeExceeded", "maxFragmentLengthExceeded")
+    assert graph.upload(url, data(1000), 0, 3000).status_int == 202
+
+
+def test_an_authorization_header_on_the_upload_url_is_ignored(graph, graph_for):
+    url = new_session(graph)
+    bogus = {"Authorization": "Bearer not-a-token"}
+    other = {"Authorization": f"Bearer {graph_for('bob').token}"}
+    assert graph.upload(url, b"abc", 0, 9, headers=bogus).status_int == 202
+    assert graph.testapp.get(graph.url(url), headers=bogus, expect_errors=True).status_int == 200
+    answer = graph.upload(url, b"defghi", 3, 9, headers=other)
+    assert answer.status_int == 201
+    assert answer.json["createdBy"]["user"]["id"] == "alice"
+    assert content_of(graph, answer.json["id"]) == b"abcdefghi"
+
+
+def test_other_methods_on_the_upload_url_are_405(graph):
+    url = new_session(graph)
+    response = graph.testapp.patch(graph.url(url), b"", expect_errors=True)
+    assert response.status_int == 405
+    assert graph_error(response)[0] == "notSupported"
+
+
+# -- status, expiry and cancelling ------------------------------------------------------------------
+
+def test_get_on_the_upload_url_answers_the_status(graph, clock):
+    url = new_session(graph)
+    assert graph.upload(url, data(100), 0, 300).status_int == 202
+    response = status(graph, url)
+    assert response.status_int == 200
+    assert response.json["nextExpectedRanges"] == ["100-299"]
+    assert response.json["expirationDateTime"] == in_30_minutes(clock)
+
+
+@pytest.mark.parametrize("token", ["AAAAAAAAAAAAAAAAAAAAAA", "not-a-token", "x" * 300])
+def test_an_unknown_upload_url_is_404(graph, token):
+    for method in ("get", "delete", "post"):
+        response = getattr(graph.testapp, method)(f"/v1.0/uploadSessions/{token}", expect_errors=True)
+        assert response.status_int == 404, method
+        assert graph_error(response)[0] == "itemNotFound"
+    response = graph.upload(f"/v1.0/uploadSessions/{token}", b"abc", 0, 3)
+    assert response.status_int == 404 and graph_error(response)[0] == "itemNotFound"
+
+
+def test_expiry_slides_with_every_fragment(graph, clock):
+    content = data(300)
+    url = new_session(graph)
+    clock.advance(minutes=20)
+    first = graph.upload(url, content[:100], 0, 300)
+    assert first.status_int == 202 and first.json["expirationDateTime"] == in_30_minutes(clock)
+    clock.advance(minutes=20)  # past the first expiry
+    second = graph.upload(url, content[100:200], 100, 300)
+    assert second.status_int == 202 and second.json["expirationDateTime"] == in_30_minutes(clock)
+    clock.advance(minutes=29)
+    assert status(graph, url).status_int == 200
+    assert graph.upload(url, content[200:], 200, 300).status_int == 201
+
+
+def test_an_expired_session_is_404_and_makes_no_file(graph, clock):
+    content = data(300)
+    url = new_session(graph)
+    assert graph.upload(url, content[:100], 0, 300).status_int == 202
+    clock.advance(minutes=30, seconds=1)
+    answers = [status(graph, url), graph.upload(url, content[100:], 100, 300),
+               graph.testapp.post(graph.url(url), b"", expect_errors=True),
+               graph.testapp.delete(graph.url(url), expect_errors=True)]
+    for response in answers:
+        assert response.status_int == 404
+        assert graph_error(response)[0] == "itemNotFound"
+    assert graph.get("me/drive/root:/big.bin").status_int == 404
+
+
+def test_delete_cancels_the_session_and_leaves_nothing(graph, settings):
+    content = data(300)
+    before = blob_files(settings)
+    url = new_session(graph)
+    send(graph, url, content[:200], 100)  # two fragments of three
+    assert len(blob_files(settings) - before) == 2
+    response = graph.testapp.delete(graph.url(url), expect_errors=True)
+    assert response.status_int == 204 and response.body == b""
+    assert blob_files(settings) == before
+    for again in (status(graph, url), graph.upload(url, content[200:], 200, 300),
+                  graph.testapp.delete(graph.url(url), expect_errors=True)):
+        assert again.status_int == 404 and graph_error(again)[0] == "itemNotFound"
+    assert graph.get("me/drive/root:/big.bin").status_int == 404
+
+
+# -- conflicts at completion -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("item", [{}, {"@microsoft.graph.conflictBehavior": "replace"},
+                                  {"@name.conflictBehavior": "replace"}])
+def test_a_taken_name_is_replaced_by_default_or_when_asked(graph, item):
+    old = simple_upload(graph, "a.bin", b"old content")
+    url = new_session(graph, "me/drive/root:/a.bin:", {"item": item})
+    answer = graph.upload(url, b"new", 0, 3)
+    assert answer.status_int == 200
+    assert answer.json["id"] == old["id"] and answer.json["size"] == 3
+    assert content_of(graph, old["id"]) == b"new"
+
+
+def test_fail_on_a_taken_name_is_409_and_the_session_can_be_committed_renamed(graph):
+    old = simple_upload(graph, "a.bin", b"old content")
+    url = new_session(graph, "me/drive/root:/a.bin:", {"item": {"@microsoft.graph.conflictBehavior": "fail"}})
+    assert graph.upload(url, b"new ", 0, 7).status_int == 202
+    refused = graph.upload(url, b"one", 4, 7)
+    assert refused.status_int == 409
+    assert graph_error(refused)[0] == "nameAlreadyExists"
+    assert content_of(graph, old["id"]) == b"old content"
+    assert status(graph, url).status_int == 200  # the session is kept
+    committed = graph.put_json("me/drive/root:/a.bin", {"@microsoft.graph.sourceUrl": url,
+                                                        "@microsoft.graph.conflictBehavior": "rename"})
+    assert committed.status_int == 201
+    assert committed.json["name"] == "a 1.bin" and committed.json["id"] != old["id"]
+    assert content_of(graph, committed.json["id"]) == b"new one"
+    assert content_of(graph, old["id"]) == b"old content"
+
+
+def test_fail_on_a_free_name_creates_the_file(graph):
+    url = new_session(graph, body={"item": {"@microsoft.graph.conflictBehavior": "fail"}})
+    assert graph.upload(url, b"abc", 0, 3).status_int == 201
+
+
+@pytest.mark.parametrize("key", ["@microsoft.graph.conflictBehavior", "@name.conflictBehavior"])
+def test_rename_on_a_taken_name_counts_from_1(graph, key):
+    old = simple_upload(graph, "report.txt", b"first")
+    names = []
+    for n in range(2):
+        url = new_session(graph, "me/drive/root:/report.txt:", {"item": {key: "rename"}})
+        answer = graph.upload(url, b"copy", 0, 4)
+        assert answer.status_int == 201
+        names.append(answer.json["name"])
+    assert names == ["report 1.txt", "report 2.txt"]
+    assert content_of(graph, old["id"]) == b"first"
+
+
+def test_a_name_taken_by_a_folder_is_409_and_the_folder_stays(graph, folder):
+    url = new_session(graph, "me/drive/root:/DIR:")  # names ignore case
+    response = graph.upload(url, b"abc", 0, 3)
+    assert response.status_int == 409
+    assert graph_error(response)[0] == "nameAlreadyExists"
+    assert graph.get("me/drive/root:/dir").json["id"] == folder
+
+
+def test_a_wopi_lock_at_completion_is_423_and_the_session_is_kept(graph, services, client_for):
+    old = simple_upload(graph, "a.docx", b"old")
+    wopi = client_for(services.files.get(old["id"]))
+    assert wopi.lock("L1").status_int == 200
+    url = new_session(graph, f"me/drive/items/{old['id']}")
+    refused = graph.upload(url, b"new", 0, 3)
+    assert refused.status_int == 423
+    assert graph_error(refused)[0] == "resourceLocked"
+    assert wopi.op("UNLOCK", X_WOPI_Lock="L1").status_int == 200
+    committed = graph.testapp.post(graph.url(url), b"", expect_errors=True)
+    assert committed.status_int == 200 and committed.json["id"] == old["id"]
+    assert content_of(graph, old["id"]) == b"new"
+
+
+# -- deferCommit and commit through sourceUrl -------------------------------------------------------
+
+def test_defer_commit_waits_for_a_post_on_the_upload_url(graph):
+    content = data(600)
+    url = new_session(graph, body={"deferCommit": True})
+    answers = send(graph, url, content, 300)
+    assert [a.status_int for a in answers] == [202, 202]
+    assert answers[-1].json["nextExpectedRanges"] == []
+    assert graph.get("me/drive/root:/big.bin").status_int == 404
+    committed = graph.testapp.post(graph.url(url), b"", expect_errors=True)
+    assert committed.status_int == 201
+    assert committed.json["name"] == "big.bin" and committed.json["size"] == 600
+    assert content_of(graph, committed.json["id"]) == content
+    again = graph.testapp.post(graph.url(url), b"", expect_errors=True)
+    assert again.status_int == 200 and again.json["id"] == committed.json["id"]
+
+
+def test_defer_commit_of_an_existing_file_answers_200(graph):
+    old = simple_upload(graph, "a.bin", b"old")
+    url = new_session(graph, f"me/drive/items/{old['id']}", {"deferCommit": True})
+    assert graph.upload(url, b"new!", 0, 4).status_int == 202
+    assert content_of(graph, old["id"]) == b"old"
+    committed = graph.testapp.post(graph.url(url), b"", expect_errors=True)
+    assert committed.status_int == 200 and committed.json["id"] == old["id"]
+    assert content_of(graph, old["id"]) == b"new!"
+
+
+def test_committing_an_incomplete_session_is_400_and_keeps_it(graph):
+    url = new_session(graph, body={"deferCommit": True})
+    assert graph.upload(url, b"abc", 0, 6).status_int == 202
+    response = graph.testapp.post(graph.url(url), b"", expect_errors=True)
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert graph.upload(url, b"def", 3, 6).status_int == 202
+    assert graph.testapp.post(graph.url(url), b"", expect_errors=True).status_int == 201
+
+
+@pytest.mark.parametrize("path", ["me/drive/root:/dir/final.bin", "me/drive/root:/dir/final.bin:"])
+def test_defer_commit_through_source_url_naming_the_file(graph, folder, path):
+    url = new_session(graph, "me/drive/root:/dir/final.bin:", {"deferCommit": True})
+    assert graph.upload(url, b"deferred", 0, 8).status_int == 202
+    committed = graph.put_json(path, {"@microsoft.graph.sourceUrl": url})
+    assert committed.status_int == 201
+    assert committed.json["name"] == "final.bin" and committed.json["parentReference"]["id"] == folder
+    assert content_of(graph, committed.json["id"]) == b"deferred"
+
+
+def test_defer_commit_through_source_url_naming_the_folder_and_a_name(graph, folder):
+    url = new_session(graph, "me/drive/root:/staging.bin:", {"deferCommit": True})
+    assert graph.upload(url, b"deferred", 0, 8).status_int == 202
+    committed = graph.put_json("me/drive/root:/dir", {"@microsoft.graph.sourceUrl": url, "name": "placed.bin"})
+    assert committed.status_int == 201
+    assert committed.json["name"] == "placed.bin" and committed.json["parentReference"]["id"] == folder
+    assert graph.get("me/drive/root:/staging.bin").status_int == 404
+    assert content_of(graph, committed.json["id"]) == b"deferred"
+
+
+# -- quota --------------------------------------------------------------------------------------------
+
+def test_a_file_size_over_the_quota_is_507_at_create(graph_with):
+    graph, services = graph_with(drive_quota=1000)
+    old = simple_upload(graph, "a.bin", data(600))
+    response = create(graph, body={"item": {"fileSize": 401}})
+    assert response.status_int == 507
+    assert graph_error(response)[0] == "quotaLimitReached"
+    assert services.sessions.list() == []
+    assert create(graph, body={"item": {"fileSize": 400}}).status_int == 200
+    # replacing a file needs only the difference
+    assert create(graph, f"me/drive/items/{old['id']}", {"item": {"fileSize": 1000}}).status_int == 200
+
+
+def test_the_quota_at_completion_is_507_and_the_session_is_kept(graph_with):
+    graph, _ = graph_with(drive_quota=1000)
+    old = simple_upload(graph, "a.bin", data(600))
+    url = new_session(graph)
+    refused = graph.upload(url, data(500), 0, 500)
+    assert refused.status_int == 507
+    assert graph_error(refused)[0] == "quotaLimitReached"
+    assert graph.get("me/drive/root:/big.bin").status_int == 404
+    assert status(graph, url).status_int == 200
+    assert graph.delete(f"me/drive/items/{old['id']}").status_int == 204
+    committed = graph.put_json("me/drive/root:/big.bin", {"@microsoft.graph.sourceUrl": url})
+    assert committed.status_int == 201 and committed.json["size"] == 500
+    assert content_of(graph, committed.json["id"]) == data(500)
+
+
+# -- the file, seen through WOPI --------------------------------------------------------------------
+
+def test_an_uploaded_file_is_a_wopi_file_and_a_replacement_is_a_new_version(graph, services, client_for):
+    content = data(1000, seed=1)
+    item = send(graph, new_session(graph, "me/drive/root:/doc.docx:"), content, 600)[-1].json
+    wopi = client_for(services.files.get(item["id"]))
+    info = wopi.check_file_info()
+    assert info.status_int == 200 and info.json["Size"] == 1000
+    assert wopi.get_file().body == content
+    replacement = data(700, seed=2)
+    answers = send(graph, new_session(graph, f"me/drive/items/{item['id']}"), replacement, 400)
+    assert answers[-1].status_int == 200
+    after = wopi.check_file_info()
+    assert after.json["Size"] == 700 and after.json["Version"] != info.json["Version"]
+    assert wopi.get_file().body == replacement
+
+
+# -- sessions of both kinds: listing, the per-user limit, sweeping --------------------------------------
+
+def test_graph_sessions_are_listed_beside_cspp_ones(graph, services, wopi):
+    new_session(graph)
+    assert wopi.op("CREATE_UPLOAD_SESSION").status_int == 200
+    sessions = services.sessions.list()
+    assert sorted(s.kind for s in sessions) == ["cspp", "graph"]
+    assert {s.user_id for s in sessions} == {"alice"}
+
+
+def test_the_per_user_session_limit_counts_both_kinds(graph, graph_for, services, wopi, settings, clock):
+    limit = settings.max_upload_sessions_per_user
+    assert limit == 16
+    first = new_session(graph)
+    clock.advance(minutes=10)
+    for _ in range(limit - 2):
+        new_session(graph)
+    assert wopi.op("CREATE_UPLOAD_SESSION").status_int == 200
+    refused = create(graph)
+    assert refused.status_int == 429
+    assert graph_error(refused)[0] == "activityLimitReached"
+    assert refused.headers["Retry-After"] == str(20 * 60)  # when the oldest expires
+    assert wopi.op("CREATE_UPLOAD_SESSION").status_int == 429
+    assert create(graph_for("bob")).status_int == 200  # another user is not bound
+    clock.advance(minutes=20, seconds=1)
+    assert status(graph, first).status_int == 404
+    assert create(graph).status_int == 200
+
+
+def test_completed_and_cancelled_sessions_do_not_count_towards_the_limit(graph, settings):
+    for n in range(settings.max_upload_sessions_per_user + 2):
+        url = new_session(graph, f"me/drive/root:/f{n}.bin:")
+        assert graph.upload(url, b"abc", 0, 3).status_int == 201, n
+    for _ in range(settings.max_upload_sessions_per_user + 2):
+        url = new_session(graph)
+        assert graph.testapp.delete(graph.url(url), expect_errors=True).status_int == 204
+
+
+def test_sweep_removes_expired_graph_sessions_and_their_pieces(graph, services, settings, clock):
+    before = blob_files(settings)
+    url = new_session(graph)
+    send(graph, url, data(200), 100)
+    assert len(blob_files(settings) - before) == 2
+    assert services.sessions.sweep() == 0
+    assert status(graph, url).status_int == 200
+    clock.advance(minutes=31)
+    assert services.sessions.sweep() == 1
+    assert services.sessions.list() == []
+    assert blob_files(settings) == before
+
+
+def test_sweeping_a_completed_session_keeps_the_files_bytes(graph, services, clock):
+    content = data(900)
+    item = send(graph, new_session(graph), content, 300)[-1].json
+    clock.advance(minutes=31)
+    services.sessions.sweep()
+    assert [s for s in services.sessions.list() if s.kind == "graph"] == []
+    assert content_of(graph, item["id"]) == content
+
+
+# -- concurrent fragments -----------------------------------------------------------------------------
+
+def race(app, url: str, bodies: list[bytes], content_range: str) -> list:
+    """PUT each body at once, each through its own TestApp; the answers in the order of `bodies`."""
+    barrier = threading.Barrier(len(bodies))
+    answers: list = [None] * len(bodies)
+
+    def put(i: int) -> None:
+        client = webtest.TestApp(app)
+        barrier.wait()
+        answers[i] = client.put(url[len("https://wopi.example.test"):], bodies[i],
+                                headers={"Content-Range": content_range}, expect_errors=True)
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_two_puts_of_the_same_middle_range_keep_exactly_one(graph, app, round_):
+    head, tail = data(100, seed=10), data(100, seed=11)
+    bodies = [data(100, seed=20 + round_), data(100, seed=40 + round_)]
+    url = new_session(graph, f"me/drive/root:/race{round_}.bin:")
+    assert graph.upload(url, head, 0, 300).status_int == 202
+    answers = race(app, url, bodies, "bytes 100-199/300")
+    assert sorted(a.status_int for a in answers) == [202, 416], [a.body for a in answers]
+    loser = next(a for a in answers if a.status_int == 416)
+    assert graph_error(loser) == ("invalidRange", "fragmentOverlap")
+    winner = bodies[[a.status_int for a in answers].index(202)]
+    done = graph.upload(url, tail, 200, 300)
+    assert done.status_int == 201
+    assert content_of(graph, done.json["id"]) == head + winner + tail
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_two_puts_of_the_same_final_range_make_one_file(graph, app, round_):
+    head, tail = data(100, seed=30 + round_), data(200, seed=50 + round_)
+    url = new_session(graph, f"me/drive/root:/final{round_}.bin:")
+    assert graph.upload(url, head, 0, 300).status_int == 202
+    answers = race(app, url, [tail, tail], "bytes 100-299/300")
+    statuses = sorted(a.status_int for a in answers)
+    assert statuses in ([201, 416], [200, 201]), [a.body for a in answers]
+    created = next(a for a in answers if a.status_int == 201).json
+    if statuses == [200, 201]:
+        assert answers[0].json["id"] == answers[1].json["id"]
+    else:
+        assert graph_error(next(a for a in answers if a.status_int == 416)) == ("invalidRange", "fragmentOverlap")
+    assert content_of(graph, created["id"]) == head + tail
+    listed = graph.get("me/drive/root/children").json["value"]
+    assert [i["name"] for i in listed] == [f"final{round_}.bin"]
