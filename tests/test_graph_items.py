@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from urllib.parse import quote
 
 import pytest
 import webtest
@@ -23,7 +24,7 @@ PUBLIC = "https://wopi.example.test"
 
 def put(graph: GraphClient, path: str, data: bytes = b"data", drive: str = "me/drive", query: str = ""):
     """Simple upload of `data` to root:/{path}."""
-    return graph.put(f"{drive}/root:/{path}:/content{query}", data)
+    return graph.put(f"{drive}/root:/{quote(path)}:/content{query}", data)
 
 
 def mkdir(graph: GraphClient, name: str, parent: str = "root", drive: str = "me/drive", **extra):
@@ -31,7 +32,7 @@ def mkdir(graph: GraphClient, name: str, parent: str = "root", drive: str = "me/
 
 
 def item(graph: GraphClient, path: str, drive: str = "me/drive"):
-    return graph.get(f"{drive}/root:/{path}:")
+    return graph.get(f"{drive}/root:/{quote(path)}:")
 
 
 def blob_files(settings) -> set[str]:

@@ -323,10 +323,11 @@ class ChunkedFiles:
             return signature_from_db(file.main_scheme, file.main_signature)
         with open_extents(opened.subset(main.blobs), main) as content:
             signature = signature_of(content, file.size)
-        # Remembered only if the content is still the one we chunked (it is one whole blob), and only if the
-        # database can take it now: a read does not fail for want of a cache entry.
+        # Remembered only if the content is still the one we chunked (every content change moves the sequence
+        # number), and only if the database can take it now: a read does not fail for want of a cache entry.
         with suppress(InsufficientStorage, Unavailable), self.db.write() as s:
-            s.execute(sa.update(File).where(File.id == file.id, File.blob == file.blob, File.extents.is_(None))
+            s.execute(sa.update(File).where(File.id == file.id, File.sequence_number == file.sequence_number,
+                                            File.main_signature.is_(None))
                       .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature)))
         return signature
 

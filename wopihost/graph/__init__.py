@@ -7,7 +7,8 @@ URL segments and arrive percent-encoded in ways Flask's converters cannot tell a
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, Response
+from werkzeug.exceptions import HTTPException
 
 from . import errors, routes
 
@@ -22,3 +23,12 @@ errors.register(blueprint)
 def register(app: Flask) -> None:
     for prefix in PREFIXES:
         app.register_blueprint(blueprint, url_prefix=prefix, name="graph" + prefix.replace("/", "_").replace(".", ""))
+
+
+def handles(path: str) -> bool:
+    """Whether a path is Graph's, for errors raised before any blueprint is chosen (an unknown method ...)."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in PREFIXES)
+
+
+def routing_error(error: HTTPException) -> Response:
+    return errors.http_error(error)

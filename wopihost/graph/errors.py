@@ -64,7 +64,7 @@ def register(blueprint) -> None:
     blueprint.register_error_handler(WopiError, _domain)
     blueprint.register_error_handler(InsufficientStorage, _insufficient_storage)
     blueprint.register_error_handler(Unavailable, _unavailable)
-    blueprint.register_error_handler(HTTPException, _http)
+    blueprint.register_error_handler(HTTPException, http_error)
     blueprint.register_error_handler(Exception, _unexpected)
 
 
@@ -83,7 +83,7 @@ def _unavailable(error: Unavailable) -> Response:
     return response(GraphError(503, "serviceNotAvailable", str(error), headers={"Retry-After": str(error.retry_after)}))
 
 
-def _http(error: HTTPException) -> Response:
+def http_error(error: HTTPException) -> Response:
     status = error.code or 500
     answer = response(GraphError(status, _CODES.get(status, "generalException"), error.description or error.name))
     for name, value in error.get_headers():
