@@ -73,8 +73,12 @@ class Drives:
             raise WopiError(403, "this drive is not shared with the token's user", code="accessDenied")
         return drive
 
-    def root_id(self, s: Session, drive_id: str) -> str:
-        return s.scalars(sa.select(Folder.id).where(Folder.drive_id == drive_id, Folder.parent_id.is_(None))).one()
+    @staticmethod
+    def of_user(s: Session, user_id: str) -> list[Drive]:
+        """The drives a user reaches: their own first, then the shared ones they are a member of."""
+        shared = sa.select(DriveMember.drive_id).where(DriveMember.user_id == user_id)
+        query = sa.select(Drive).where(sa.or_(Drive.owner_id == user_id, Drive.id.in_(shared)))
+        return sorted(s.scalars(query), key=lambda d: (d.owner_id != user_id, d.created_at, d.id))
 
     def quota(self, s: Session, drive_id: str) -> Quota:
         used = s.scalar(sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))

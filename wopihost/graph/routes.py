@@ -54,6 +54,9 @@ def dispatch(rest: str) -> Response:
     if head == DOWNLOADS:
         return _download(services, tail)
     grant = _authenticate(services)
+    if rest in ("me/drives", "drives"):
+        _allow("GET", "HEAD")
+        return _drives_answer(services, grant)
     drive_ref, rest = split_drive(rest)
     with services.db.read() as s:
         drive = _drive(services, s, grant, drive_ref)
@@ -96,15 +99,26 @@ def _allow(*methods: str) -> None:
 
 
 def _drive_answer(call: Call) -> Response:
-    services, drive = call.services, call.drive
+    with call.services.db.read() as s:
+        return jsonify(_drive_json(call.services, s, call.drive))
+
+
+def _drives_answer(services: Services, grant: Grant) -> Response:
+    """The drives the token's user reaches: their own, then the shared drives they are a member of."""
+    services.drives.personal(grant.user_id)
     with services.db.read() as s:
-        quota = services.drives.quota(s, drive.id)
-        if drive.owner_id:
-            owner = shapes.identity(drive.owner_id, names(s, {drive.owner_id})[drive.owner_id])
-        else:
-            owner = {"group": {"id": drive.id, "displayName": drive.name}}
+        drives = services.drives.of_user(s, grant.user_id)
+        return jsonify({"value": [_drive_json(services, s, drive) for drive in drives]})
+
+
+def _drive_json(services: Services, s, drive: Drive) -> dict:
+    quota = services.drives.quota(s, drive.id)
+    if drive.owner_id:
+        owner = shapes.identity(drive.owner_id, names(s, {drive.owner_id})[drive.owner_id])
+    else:
+        owner = {"group": {"id": drive.id, "displayName": drive.name}}
     free = max(services.blobs.free_space() - services.settings.min_free_space, 0)
-    return jsonify(shapes.drive_json(drive, owner, quota, free))
+    return shapes.drive_json(drive, owner, quota, free)
 
 
 # -- items ------------------------------------------------------------------------------------
