@@ -138,6 +138,19 @@ def test_simple_upload_over_the_quota_is_refused(quota_app):
     assert put(graph, "a.bin", b"x" * 1000).status_int == 200  # replacing frees the old bytes
 
 
+def test_chunked_simple_upload_over_the_quota_is_refused(quota_app):
+    graph, _ = quota_app
+    request = webtest.TestRequest.blank("/v1.0/me/drive/root:/big.bin:/content", method="PUT",
+                                        headers=graph.headers())
+    request.environ.pop("CONTENT_LENGTH", None)
+    request.environ.update({"wsgi.input": io.BytesIO(b"x" * 5000), "HTTP_TRANSFER_ENCODING": "chunked",
+                            "wsgi.input_terminated": True})
+    response = graph.testapp.do_request(request, status="*", expect_errors=True)
+    assert response.status_int == 507
+    assert graph_error(response) == ("quotaLimitReached", None)
+    assert graph.get("me/drive").json["quota"]["used"] == 0
+
+
 # -- shared drives -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind, via", [("site", "sites"), ("group", "groups")])
@@ -361,11 +374,20 @@ def test_reading_does_not_change_tags(graph):
     assert (after["eTag"], after["cTag"]) == (before["eTag"], before["cTag"])
 
 
-def test_folder_rename_changes_etag(graph, clock):
+def test_folder_rename_changes_etag_not_ctag(graph, clock):
     before = mkdir(graph, "dir").json
     clock.advance(seconds=1)
     after = graph.patch_json(f"me/drive/items/{before['id']}", {"name": "renamed"}).json
     assert after["eTag"] != before["eTag"]
+    assert after["cTag"] == before["cTag"]
+
+
+def test_folder_rename_changes_etag_within_the_same_millisecond(graph):
+    before = mkdir(graph, "dir").json
+    after = graph.patch_json(f"me/drive/items/{before['id']}", {"name": "renamed"}).json
+    assert after["eTag"] != before["eTag"]
+    stale = graph.patch_json(f"me/drive/items/{before['id']}", {"name": "again"}, headers={"If-Match": before["eTag"]})
+    assert stale.status_int == 412
 
 
 # -- download URLs -----------------------------------------------------------------------------------
@@ -484,6 +506,43 @@ def test_children_paging_keeps_the_order(graph):
     assert names == ["a.txt", "B.txt", "c.txt", "D.txt", "e.txt"]
 
 
+def follow(graph: GraphClient, url: str) -> list[dict]:
+    """Every child, following @odata.nextLink; each link must be a well-formed absolute URL."""
+    found = []
+    while url:
+        body = graph.get(url).json
+        found += body["value"]
+        url = body.get("@odata.nextLink")
+        if url:
+            assert re.fullmatch(re.escape(PUBLIC) + r"/[!-~]+", url) and "#" not in url, url
+    return found
+
+
+def test_children_paging_with_special_characters_in_child_names(graph):
+    names = ["a&b.txt", "a+b.txt", "a#b.txt", "a%b.txt", "é ü.txt", "a=b;c.txt"]
+    ids = {put(graph, name).json["id"] for name in names}
+    found = follow(graph, "me/drive/root/children?$top=1")
+    assert len(found) == len(names) and {i["id"] for i in found} == ids
+
+
+@pytest.mark.parametrize("folder", ["a#b", "sp ace", "é", "100%"])
+def test_children_paging_of_a_folder_addressed_by_a_path_with_special_characters(graph, folder):
+    mkdir(graph, folder)
+    ids = {mkdir(graph, f"s{i}", parent=f"root:/{quote(folder)}:").json["id"] for i in range(3)}
+    found = follow(graph, f"me/drive/root:/{quote(folder)}:/children?$top=1")
+    assert len(found) == 3 and {i["id"] for i in found} == ids
+
+
+def test_children_carry_full_item_json(graph):
+    mkdir(graph, "dir")
+    put(graph, "dir/x.txt")
+    put(graph, "f.txt", b"abc")
+    folder, file = graph.get("me/drive/root/children").json["value"]
+    assert folder["folder"] == {"childCount": 1} and "file" not in folder
+    assert file["size"] == 3 and file["file"]["mimeType"] == "text/plain"
+    assert file["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:"
+
+
 def test_children_page_of_exactly_top_items_has_no_next_link(graph):
     for i in range(3):
         put(graph, f"f{i}.txt")
@@ -492,7 +551,7 @@ def test_children_page_of_exactly_top_items_has_no_next_link(graph):
 
 def test_children_default_page_is_200(graph, services):
     with services.db.read() as s:
-        root_id = services.drives.root_id(s, graph.drive_id)
+        root_id = services.tree.root(s, graph.drive_id).id
     for i in range(201):
         services.tree.create_folder(root_id, f"f{i:03d}", "fail")
     first = graph.get("me/drive/root/children").json
@@ -873,6 +932,15 @@ def test_delete_a_folder_with_a_locked_file_below_deletes_nothing(graph, service
     assert blob_files(settings) == blobs
 
 
+def test_an_expired_wopi_lock_no_longer_blocks(graph, services, client_for, clock):
+    file_id = put(graph, "a.txt").json["id"]
+    client_for(services.files.get(file_id)).lock("L1")
+    assert graph.patch_json(f"me/drive/items/{file_id}", {"name": "b.txt"}).status_int == 423
+    clock.advance(minutes=31)
+    assert graph.patch_json(f"me/drive/items/{file_id}", {"name": "b.txt"}).status_int == 200
+    assert graph.delete(f"me/drive/items/{file_id}").status_int == 204
+
+
 def test_delete_with_a_mismatched_if_match_fails(graph):
     body = put(graph, "a.txt").json
     response = graph.delete(f"me/drive/items/{body['id']}", headers={"If-Match": '"nope,1"'})
@@ -1204,7 +1272,7 @@ def test_read_only_member_of_a_shared_drive_cannot_write(services, graph_for):
     ("GET", "/v1.0/me/drive/bogus", None, 404, "itemNotFound"),
     ("GET", "/v1.0/nothing/here", None, 404, "itemNotFound"),
     ("GET", "/v2.0/me", None, 404, "itemNotFound"),
-    ("GET", "/_api/v2.0/me/drives", None, 404, "itemNotFound"),
+    ("GET", "/_api/v2.0/me/photos", None, 404, "itemNotFound"),
     ("DELETE", "/v1.0/me/drive", None, 405, "notSupported"),
     ("POST", "/v1.0/me/drive/root", b"{}", 405, "notSupported"),
     ("PATCH", "/v1.0/me/drive/root/children", b"{}", 405, "notSupported"),
@@ -1216,6 +1284,8 @@ def test_read_only_member_of_a_shared_drive_cannot_write(services, graph_for):
     ("POST", "/v1.0/me/drive/root/children", b"\xff\xfe", 400, "invalidRequest"),
     ("POST", "/v1.0/me/drive/root/children", b"[" * 100000, 400, "invalidRequest"),
     ("POST", "/v1.0/me/drive/root/children", b"null", 400, "invalidRequest"),
+    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b'{"description": "' + b"x" * (1 << 20) + b'"}', 413,
+     "requestSizeExceeded"),
 ])
 def test_errors_are_graph_json(graph, testapp, method, path, body, status, code):
     put(graph, "a.txt")

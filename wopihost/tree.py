@@ -198,34 +198,56 @@ class Tree:
     def delete(self, drive_id: str, item_id: str, if_match: Callable[[Item], None] | None = None) -> None:
         """Delete an item; a folder with everything in it. Nothing is deleted if any file in it is locked."""
         with self.db.write() as s:
-            item = self._lock_with_folders(s, drive_id, item_id, None)
+            item = self.item(s, drive_id, item_id)
+            if isinstance(item, Folder):
+                if item.parent_id is None:
+                    raise WopiError(403, "the root of a drive cannot be deleted", code="accessDenied")
+                folders = self._lock_subtree(s, drive_id, item)
+                item = folders[0]
+            else:
+                item = self._lock_with_folders(s, drive_id, item_id, None)
             if if_match is not None:
                 if_match(item)
             if isinstance(item, File):
                 unused = self.files.delete_in(s, item)
             else:
-                if item.parent_id is None:
-                    raise WopiError(403, "the root of a drive cannot be deleted", code="accessDenied")
-                unused = self._delete_folder(s, item)
+                unused = set()
+                for file in s.scalars(locking(s, sa.select(File).where(File.folder_id.in_([f.id for f in folders]))
+                                              .order_by(File.id))):
+                    unused |= self.files.delete_in(s, file)
+                for folder in reversed(folders):  # children before parents
+                    s.delete(folder)
+                    s.flush()
         for blob in unused:
             self.blobs.delete(blob)
 
-    def _delete_folder(self, s: Session, top: Folder) -> set[str]:
-        """Delete `top` and everything below it, each folder locked before it is read, so that nothing
-        can be added to it meanwhile; returns the blobs to delete once committed."""
-        folders, unused, i = [top], set(), 0
-        while i < len(folders):
-            below = list(s.scalars(locking(s, sa.select(Folder).where(Folder.parent_id == folders[i].id)
-                                                .order_by(Folder.id))))
-            folders += below
-            i += 1
+    def _lock_subtree(self, s: Session, drive_id: str, top: Folder) -> list[Folder]:
+        """Lock the folder `top` is in, `top` and every folder below it, in id order as every change takes
+        its folders (so a move inside the subtree cannot deadlock with this), and return `top` and the
+        folders below it, parents before children. Nothing can be added below `top` while they are held."""
+        held: set[str] = set()
+        parent_id = top.parent_id
+        while True:
+            wanted = {parent_id, *self._subtree(s, top.id)}
+            if wanted <= held:
+                break
+            for folder_id in sorted(wanted - held):  # a folder moved in meanwhile is locked late: rare
+                lock_folder(s, folder_id)
+                held.add(folder_id)
+            parent_id = s.scalar(sa.select(Folder.parent_id).where(Folder.id == top.id))  # moved meanwhile?
+        folders = [s.get(Folder, folder_id) for folder_id in self._subtree(s, top.id)]
         for folder in folders:
-            for file in s.scalars(locking(s, sa.select(File).where(File.folder_id == folder.id))):
-                unused |= self.files.delete_in(s, file)
-        for folder in reversed(folders):  # children before parents
-            s.delete(folder)
-            s.flush()
-        return unused
+            s.refresh(folder)  # as committed before the locks, not as first read
+        return folders
+
+    @staticmethod
+    def _subtree(s: Session, top_id: str) -> list[str]:
+        """The ids of `top_id` and every folder below it, parents before children."""
+        ids, i = [top_id], 0
+        while i < len(ids):
+            ids += s.scalars(sa.select(Folder.id).where(Folder.parent_id == ids[i]).order_by(Folder.id))
+            i += 1
+        return ids
 
     def _lock_with_folders(self, s: Session, drive_id: str, item_id: str, other_folder: str | None) -> Item:
         """The item, locked after the folders a change to it may touch: the folder it is in, the folder
