@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import shutil
 from urllib.parse import quote
 
 import pytest
@@ -98,7 +99,7 @@ def test_drives_with_an_unknown_id_is_not_found(graph):
         assert graph_error(response) == ("itemNotFound", None)
 
 
-def test_drive_json_of_a_personal_drive_without_quota(graph, services, make_file):
+def test_drive_json_of_a_personal_drive_without_quota(graph, services, make_file, settings):
     make_file(b"x" * 11, "one.docx")
     assert put(graph, "two.txt", b"y" * 5).status_int == 201
     body = graph.get("me/drive").json
@@ -109,6 +110,8 @@ def test_drive_json_of_a_personal_drive_without_quota(graph, services, make_file
     assert quota["used"] == 16
     assert quota["remaining"] > 0
     assert quota["total"] == quota["used"] + quota["remaining"]
+    free = shutil.disk_usage(settings.blob_dir).free - settings.min_free_space
+    assert abs(quota["remaining"] - free) < 16 << 20
     assert quota["state"] == "normal" and quota["deleted"] == 0
 
 

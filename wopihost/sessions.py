@@ -49,6 +49,11 @@ def _bytes_of(user_id, now: datetime) -> sa.ScalarSelect:
                    UploadSession.result.is_(None)).scalar_subquery())
 
 
+def total_mismatch(total: int, expected: int) -> WopiError:
+    return WopiError(400, f"the declared total size {total} differs from the upload session's {expected}",
+                     code="invalidRequest/fragmentLengthMismatch")
+
+
 def _no_graph_session() -> WopiError:
     return WopiError(404, "the upload session does not exist, has expired or was cancelled",
                      code="itemNotFound")
@@ -92,21 +97,22 @@ class UploadSessions:
         self.max_per_user = max_per_user
         self.max_bytes_per_user = max_bytes_per_user
 
-    def create(self, file_id: str | None, user_id: str, kind: str = "cspp", target: str | None = None) -> str:
+    def create(self, file_id: str | None, user_id: str, kind: str = "cspp", target: str | None = None,
+               total: int | None = None) -> str:
         """A new session; 429 while the user already has as many open as allowed."""
         token = new_id()
         with self.db.write() as s:
             now = self.clock.now()
             lock_user(s, user_id)  # one user's sessions change one at a time, so the count holds
             expiries = list(s.scalars(sa.select(UploadSession.expires_at).where(
-                UploadSession.user_id == user_id, UploadSession.expires_at > now)))
+                UploadSession.user_id == user_id, UploadSession.expires_at > now, UploadSession.result.is_(None))))
             if len(expiries) >= self.max_per_user:
                 wait = math.ceil((min(expiries) - now).total_seconds())
                 raise WopiError(429, f"this user already has {len(expiries)} open upload sessions, the most "
                                      "allowed; commit them or let them expire", {"Retry-After": str(wait)},
                                 code="activityLimitReached")
             s.add(UploadSession(token=token, file_id=file_id, user_id=user_id, received=0, created_at=now,
-                                expires_at=now + self.ttl, kind=kind, target=target))
+                                expires_at=now + self.ttl, kind=kind, target=target, total=total))
         return token
 
     def get(self, session: Session, token: str, file_id: str) -> UploadSession:
@@ -179,8 +185,10 @@ class UploadSessions:
         moved = s.execute(sa.update(UploadSession).where(*where).values(**values)).rowcount
         if not moved:  # someone else got there first, the session expired, or the user's limit was reached
             state = self.state(s, token, file_id)
-            if state.result is not None or (total is not None and state.total not in (None, total)):
-                raise WopiError(409, "the upload session changed during this request", code="resourceModified")
+            if state.result is not None:  # finished meanwhile: everything is received
+                raise OffsetMismatch(offset, state.received)
+            if total is not None and state.total not in (None, total):
+                raise total_mismatch(total, state.total)
             self._check_append(state, offset, length)
             raise WopiError(409, "the upload session changed during this request")  # not reached
 

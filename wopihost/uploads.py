@@ -25,7 +25,7 @@ from .files import Files
 from .models import File, Folder, UploadSession
 from .names import counted
 from .repository import load_file
-from .sessions import OffsetMismatch, UploadSessions
+from .sessions import OffsetMismatch, UploadSessions, total_mismatch
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ class Uploads:
             if file_size is not None:
                 self._check_size(file_size)
                 self.drives.quota(s, target.drive_id).check(file_size - replaced)
-        token = self.sessions.create(target.file_id, user_id, kind="graph", target=target.to_json())
+        token = self.sessions.create(target.file_id, user_id, kind="graph", target=target.to_json(),
+                                     total=file_size)
         return token, self.status(token)
 
     def status(self, token: str) -> Status:
@@ -108,12 +109,9 @@ class Uploads:
         with self.db.read() as s:
             state = self.sessions.state(s, token, None)
             if state.result is not None:
-                if total != state.total or last != total - 1:
-                    raise range_error("fragmentOverlap", "the upload session is complete; this range was received")
-                return Progress(_status(state), load_file(s, state.result), created=False)
+                return self._repeated(s, state, last, total)
         if state.total is not None and total != state.total:
-            raise WopiError(400, f"the declared total size {total} differs from the upload session's "
-                                 f"{state.total}", code="invalidRequest/fragmentLengthMismatch")
+            raise total_mismatch(total, state.total)
         self._check_size(total)
         length = last - first + 1
         if length > self.max_fragment:
@@ -123,6 +121,10 @@ class Uploads:
         try:
             end = self.sessions.append(token, None, first, length, body, total)
         except OffsetMismatch as exc:  # another request stored this range first
+            with self.db.read() as s:
+                state = self.sessions.state(s, token, None)
+                if state.result is not None:  # ... and it was the last: answered as a repeat of it
+                    return self._repeated(s, state, last, total)
             self._check_offset(exc.offset, exc.received)
             raise
         if end == total and not Target.from_json(state.target).defer:
@@ -130,6 +132,14 @@ class Uploads:
             return Progress(self.status(token), file, created)
         # as the compare-and-set left it (its expiry is its own `now` + ttl, a moment earlier)
         return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False))
+
+    @staticmethod
+    def _repeated(s, state, last: int, total: int) -> Progress:
+        """A fragment for a session that has become a file: the final one again (msgraph-core always sends
+        it twice, the second time with or without its bytes) gets the file; any other range is 416."""
+        if total != state.total or last != total - 1:
+            raise range_error("fragmentOverlap", "the upload session is complete; this range was received")
+        return Progress(_status(state), load_file(s, state.result), created=False)
 
     def complete(self, token: str, user_id: str | None = None, redirect: Callable[[Target], Target] | None = None,
                  if_match: Callable[[File], None] | None = None) -> tuple[File, bool]:

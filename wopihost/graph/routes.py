@@ -310,6 +310,9 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
             folder, name = _parent_of_new(call, s, ref)
             if item.get("name") not in (None, name):
                 raise GraphError(400, "invalidRequest", "item.name differs from the name in the path")
+            existing = services.tree.child(s, folder.id, name)
+            if isinstance(existing, File) and (check := _if_match()) is not None:
+                check(existing)  # the file this session would replace, as it is now
             target = Target(call.drive.id, folder_id=folder.id, name=name, conflict=_conflict(item, "replace"),
                             defer=defer, description=description,
                             **{k: v and v.isoformat() for k, v in times.items()})
