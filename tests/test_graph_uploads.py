@@ -10,6 +10,7 @@ import webtest
 
 from wopihost.app import create_app
 
+from .cspp_helpers import get_chunked, stream_filter
 from .helpers import GraphClient, graph_error
 
 MAX_FILE = 1 << 20  # WOPIHOST_MAX_FILE_SIZE in the test settings
@@ -639,6 +640,52 @@ def test_defer_commit_through_source_url_naming_the_folder_and_a_name(graph, fol
     assert committed.json["name"] == "placed.bin" and committed.json["parentReference"]["id"] == folder
     assert graph.get("me/drive/root:/staging.bin").status_int == 404
     assert content_of(graph, committed.json["id"]) == b"deferred"
+
+
+def test_source_url_commit_checks_the_name_and_keeps_the_session(graph, folder):
+    url = new_session(graph, "me/drive/root:/staging.bin:", {"deferCommit": True})
+    assert graph.upload(url, b"deferred", 0, 8).status_int == 202
+    refused = graph.put_json("me/drive/root:/dir", {"@microsoft.graph.sourceUrl": url, "name": "a:b*.txt"})
+    assert refused.status_int == 400 and graph_error(refused)[0] == "invalidRequest"
+    assert graph.get("me/drive/root:/dir:/children").json["value"] == []
+    assert graph.post(url).status_int == 201  # the session was left as it was
+
+
+def test_source_url_commit_lands_in_the_drive_it_names(graph, services):
+    drive = services.drives.create_shared("group", "Team")
+    services.drives.add_member(drive.id, "alice")
+    url = new_session(graph, "me/drive/root:/mine.bin:", {"deferCommit": True})
+    assert graph.upload(url, b"moved", 0, 5).status_int == 202
+    committed = graph.put_json(f"groups/{drive.id}/drive/root:/theirs.bin", {"@microsoft.graph.sourceUrl": url})
+    assert committed.status_int == 201 and committed.json["parentReference"]["driveId"] == drive.id
+    assert graph.get(f"drives/{drive.id}/root:/theirs.bin:/content").body == b"moved"
+    assert graph.get("me/drive/root:/mine.bin").status_int == 404
+
+
+def test_a_member_removed_during_an_upload_cannot_complete_it(graph, services):
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "alice")
+    url = new_session(graph, f"sites/{drive.id}/drive/root:/late.bin:")
+    assert graph.upload(url, b"first", 0, 10).status_int == 202
+    services.drives.remove_member(drive.id, "alice")
+    refused = graph.upload(url, b"fifth", 5, 10)
+    assert refused.status_int == 403 and graph_error(refused)[0] == "accessDenied"
+    services.drives.add_member(drive.id, "alice")
+    assert graph.get(f"sites/{drive.id}/drive/root/children").json["value"] == []
+
+
+def test_the_upload_session_of_a_graph_file_serves_cspp_reads(graph, services, client_for):
+    """A file whose content is the session's pieces (no copy) is an ordinary file for CSPP Plus too: its
+    signature is chunked from those bytes and GetChunkedFile returns them."""
+    content = data(300_000, seed=3)
+    item = send(graph, new_session(graph, "me/drive/root:/big.bin:"), content, 100_000)[-1].json
+    wopi = client_for(services.files.get(item["id"]))
+    for _ in range(2):  # chunked from the bytes, then as remembered
+        answer, message, payloads = get_chunked(wopi, [stream_filter(scheme="FullFile")])
+        assert answer.status_int == 200, answer.headers
+        order = [chunk["ChunkId"] for chunk in message["Signatures"][0]["ChunkSignatures"]]
+        assert b"".join(payloads[chunk_id] for chunk_id in order) == content
+    assert services.files.get(item["id"]).main_signature is not None
 
 
 # -- quota --------------------------------------------------------------------------------------------

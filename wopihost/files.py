@@ -141,16 +141,20 @@ class Files:
         return self._write_blob(source, validate, apply)
 
     def put_named(self, folder_id: str, name: str, user_id: str, source: BinaryIO, conflict: str = "replace",
-                  if_match: Callable[[File], None] | None = None, limit: int | None = None) -> tuple[File, bool]:
+                  if_match: Callable[[File], None] | None = None, limit: int | None = None,
+                  admit: Callable[[Session, int], None] | None = None) -> tuple[File, bool]:
         """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
         it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
-        a folder's name is never replaced. `if_match` checks the file to be replaced."""
+        a folder's name is never replaced. `if_match` checks the file to be replaced; `admit(s, growth)`
+        whether the bytes it adds may land (a quota), once they are known."""
         name = check(name)
 
         def validate(s: Session) -> File | None:
             return self.claim_name(s, folder_id, name, conflict, user_id, if_match)
 
         def apply(s: Session, blob: Blob, existing: File | None) -> tuple[tuple[File, bool], list[str]]:
+            if admit is not None:
+                admit(s, blob.size - (existing.size if existing is not None else 0))
             if existing is None:
                 return (self.insert(s, folder_id, self.free_name(s, folder_id, name, style=counted), user_id,
                                     blob.name, blob.size, blob.sha256), True), []
@@ -159,8 +163,9 @@ class Files:
         return self._write_blob(source, validate, apply, limit)
 
     def replace(self, file_id: str, user_id: str, source: BinaryIO, if_match: Callable[[File], None] | None = None,
-                limit: int | None = None) -> File:
-        """New content for an existing file, from outside WOPI (409 while a lock holds it)."""
+                limit: int | None = None, admit: Callable[[Session, int], None] | None = None) -> File:
+        """New content for an existing file, from outside WOPI (409 while a lock holds it); `if_match` and
+        `admit` as in put_named."""
 
         def validate(s: Session) -> File:
             file = self.load_in_locked_folder(s, file_id)
@@ -170,6 +175,8 @@ class Files:
             return file
 
         def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
+            if admit is not None:
+                admit(s, blob.size - file.size)
             return file, self.set_content(s, file, user_id, blob.name, blob.size, blob.sha256)
 
         return self._write_blob(source, validate, apply, limit)

@@ -91,6 +91,8 @@ class Folder(Base):
     name_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     modified_at: Mapped[datetime | None] = mapped_column(DateTime)  # None: never changed since created
+    version: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")  # moves with every change
+    created_by: Mapped[str | None] = mapped_column(String(USER_ID_LENGTH))  # None: the drive's owner
     description: Mapped[str | None] = mapped_column(Text)
     # Graph's fileSystemInfo: the times a client says the item has on its own disk (None: ours)
     fs_created_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -130,7 +130,8 @@ class Tree:
 
     # -- changing -------------------------------------------------------------------------
 
-    def create_folder(self, parent_id: str, name: str, conflict: str) -> tuple[Folder, bool]:
+    def create_folder(self, parent_id: str, name: str, conflict: str, user_id: str | None = None
+                      ) -> tuple[Folder, bool]:
         """A new folder in `parent_id`; whether it is new. A taken name fails (409 nameAlreadyExists),
         gets a free name ("rename"), or (`replace`) an existing folder of that name is the answer."""
         try:
@@ -149,7 +150,7 @@ class Tree:
                     raise name_taken(name)
             now = self.clock.now()
             folder = Folder(id=new_id(), drive_id=parent.drive_id, parent_id=parent.id, name=name,
-                            name_key=name_key(name), created_at=now, modified_at=now)
+                            name_key=name_key(name), created_at=now, modified_at=now, created_by=user_id)
             s.add(folder)
             s.flush()
             return folder, True
@@ -175,7 +176,7 @@ class Tree:
             if new_parent != old_parent:
                 self._check_move(s, drive_id, item, new_parent)
             new_name = item.name if name is None else name
-            if (new_parent, name_key(new_name)) != (old_parent, item.name_key):
+            if (new_parent, new_name) != (old_parent, item.name):  # a change of case alone is a rename too
                 if self.child(s, new_parent, new_name) not in (None, item):
                     raise name_taken(new_name)
                 if isinstance(item, File):
@@ -193,6 +194,7 @@ class Tree:
                 item.fs_modified_at = fs_modified
             if isinstance(item, Folder):
                 item.modified_at = self.clock.now()
+                item.version += 1
             return item
 
     def delete(self, drive_id: str, item_id: str, if_match: Callable[[Item], None] | None = None) -> None:

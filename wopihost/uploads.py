@@ -179,6 +179,7 @@ class Uploads:
 
     def _become_file(self, s, row: UploadSession, target: Target, if_match: Callable[[File], None] | None
                      ) -> tuple[File, bool, list[str]]:
+        self.drives.reachable(s, row.user_id, target.drive_id)  # still: a member may have been removed
         extents = self.sessions.stream(s, row.token)
         quota = self.drives.quota(s, target.drive_id)
         if target.file_id is not None:
@@ -226,8 +227,9 @@ def _describe(item: File | Folder, target: Target) -> None:
         item.fs_modified_at = parse_iso(target.fs_modified)
 
 
-def redirected(folder_id: str, name: str, conflict: str) -> Callable[[Target], Target]:
-    """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in
-    `folder_id` instead of where the session was made for."""
-    return lambda target: replace(target, file_id=None, folder_id=folder_id, name=name, conflict=conflict)
+def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Callable[[Target], Target]:
+    """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in the
+    folder `folder_id` of `drive_id` instead of where the session was made for."""
+    return lambda target: replace(target, drive_id=drive_id, file_id=None, folder_id=folder_id, name=name,
+                                  conflict=conflict)
 

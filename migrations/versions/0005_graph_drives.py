@@ -30,6 +30,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('folders') as batch:
         batch.add_column(sa.Column('modified_at', sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column('version', sa.BigInteger(), nullable=False, server_default='1'))
+        batch.add_column(sa.Column('created_by', sa.String(64), nullable=True))
         batch.add_column(sa.Column('description', sa.Text(), nullable=True))
         batch.add_column(sa.Column('fs_created_at', sa.DateTime(), nullable=True))
         batch.add_column(sa.Column('fs_modified_at', sa.DateTime(), nullable=True))
@@ -55,7 +57,7 @@ def downgrade() -> None:
         for column in ('fs_modified_at', 'fs_created_at', 'description', 'modified_by'):
             batch.drop_column(column)
     with op.batch_alter_table('folders') as batch:
-        for column in ('fs_modified_at', 'fs_created_at', 'description', 'modified_at'):
+        for column in ('fs_modified_at', 'fs_created_at', 'description', 'created_by', 'version', 'modified_at'):
             batch.drop_column(column)
     op.drop_table('drive_members')
     with op.batch_alter_table('drives') as batch:

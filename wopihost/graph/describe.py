@@ -28,7 +28,8 @@ def describe(services: Services, s, items: list[Item], drive: Drive, grant: Gran
         return paths[parent]
 
     counts = tree.child_counts(s, [item.id for item in items if isinstance(item, Folder)])
-    users = {u for item in items for u in (getattr(item, "owner_id", None), getattr(item, "modified_by", None)) if u}
+    users = {u for item in items for u in (getattr(item, "owner_id", None), getattr(item, "modified_by", None),
+                                           getattr(item, "created_by", None)) if u}
     known = names(s, users | ({drive.owner_id} if drive.owner_id else set()))
     return [shapes.item_json(item, drive, parent_path(item), names=known, child_count=counts.get(item.id),
                              download_url=download_url(services, grant, item)) for item in items]

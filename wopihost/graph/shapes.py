@@ -1,8 +1,10 @@
 """The JSON Graph clients read: drive, driveItem and uploadSession (docs/graph.md §3).
 
-Times are UTC with a literal Z and milliseconds (rclone parses only that form). An
-eTag changes with any change to the item, a cTag only with its content; both are
-opaque quoted strings that contain a comma, so If-Match compares them whole.
+Times are UTC with a literal Z and milliseconds (rclone parses only that form). A
+file's eTag changes with its content, name and place (its sequence number), its cTag
+only with its content (its version); a folder's eTag with any change to it, and a
+folder has no cTag, as in Graph. Both are opaque quoted strings that contain a comma,
+so If-Match compares them whole.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import base64
 import mimetypes
 from datetime import datetime
 
-from ..clock import to_epoch_ms
 from ..models import Drive, File
 from ..tree import Item
 
@@ -26,15 +27,11 @@ def drive_type(drive: Drive) -> str:
 
 
 def etag(item: Item) -> str:
-    if isinstance(item, File):
-        return f'"{{{item.id}}},{item.sequence_number}"'
-    return f'"{{{item.id}}},{to_epoch_ms(_modified(item))}"'
+    return f'"{{{item.id}}},{item.sequence_number if isinstance(item, File) else item.version}"'
 
 
-def ctag(item: Item) -> str:
-    if isinstance(item, File):
-        return f'"c:{{{item.id}}},{item.version}"'
-    return f'"c:{{{item.id}}},{to_epoch_ms(_modified(item))}"'
+def ctag(item: Item) -> str | None:
+    return f'"c:{{{item.id}}},{item.version}"' if isinstance(item, File) else None
 
 
 def _modified(item: Item) -> datetime:
@@ -58,22 +55,24 @@ def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names:
               child_count: int | None = None, download_url: str | None = None) -> dict:
     """A driveItem. `parent_path` is the names from the root to the item's folder (None for the root);
     `names` maps user ids to display names."""
-    owner = item.owner_id if isinstance(item, File) else drive.owner_id or ""
-    modifier = (item.modified_by if isinstance(item, File) else None) or owner
+    creator = (item.owner_id if isinstance(item, File) else item.created_by) or drive.owner_id
+    modifier = (item.modified_by if isinstance(item, File) else None) or creator
     created, modified = item.created_at, _modified(item)
     body = {
         "id": item.id,
         "name": item.name if parent_path is not None else "root",
         "eTag": etag(item),
-        "cTag": ctag(item),
         "createdDateTime": timestamp(created),
         "lastModifiedDateTime": timestamp(modified),
         "size": item.size if isinstance(item, File) else 0,
         "fileSystemInfo": {"createdDateTime": timestamp(item.fs_created_at or created),
                            "lastModifiedDateTime": timestamp(item.fs_modified_at or modified)},
-        "createdBy": identity(owner, names.get(owner, owner)),
-        "lastModifiedBy": identity(modifier, names.get(modifier, modifier)),
     }
+    if isinstance(item, File):
+        body["cTag"] = ctag(item)
+    if creator:  # a shared drive's root was made by no user
+        body["createdBy"] = identity(creator, names.get(creator, creator))
+        body["lastModifiedBy"] = identity(modifier, names.get(modifier, modifier))
     reference = {"driveId": drive.id, "driveType": drive_type(drive)}
     if parent_path is not None:
         parent_id = item.folder_id if isinstance(item, File) else item.parent_id
