@@ -135,9 +135,10 @@ class UploadSessions:
         return row
 
     def append(self, token: str, file_id: str | None, offset: int, length: int, body: BinaryIO,
-               total: int | None = None) -> int:
+               total: int | None = None, length_from: str = "X-WOPI-ContentRangeLength") -> int:
         """Store `length` bytes at `offset` (UpdateUploadSession; a Graph fragment, `file_id` None, of a
-        stream of `total` bytes); returns the new end of the stream.
+        stream of `total` bytes); returns the new end of the stream. `length_from` names what declared the
+        length, for the error if the body disagrees.
 
         Nothing is written for a piece that cannot succeed (an unknown session, a wrong offset, a
         limit): one look-up says so first. The piece is then written in full, and one compare-and-set,
@@ -152,11 +153,11 @@ class UploadSessions:
             try:
                 blob = self.blobs.write(body, length, sha256=False)
             except TooLarge:
-                raise bad_request(f"the body is longer than X-WOPI-ContentRangeLength ({length})") from None
+                raise bad_request(f"the body is longer than {length_from} says ({length} bytes)") from None
         with blob or nullcontext():
             try:
                 if blob is not None and blob.size != length:
-                    raise bad_request(f"the body is {blob.size} bytes, X-WOPI-ContentRangeLength says {length}")
+                    raise bad_request(f"the body is {blob.size} bytes, {length_from} says {length}")
                 with self.db.write() as s:
                     self._move(s, token, file_id, state.user_id, offset, length, total)
                     if blob is not None:

@@ -103,9 +103,11 @@ class Uploads:
         with self.db.read() as s:
             return _status(self.sessions.state(s, token, None))
 
-    def put(self, token: str, first: int, last: int, total: int, body: BinaryIO) -> Progress:
-        """A fragment: bytes first..last (inclusive) of `total`, all or nothing. A repeated final
-        fragment of a session that has become a file answers with that file again."""
+    def put(self, token: str, first: int, last: int, total: int, body: BinaryIO, declared: int | None = None
+            ) -> Progress:
+        """A fragment: bytes first..last (inclusive) of `total`, all or nothing; `declared` is the body's
+        length where known beforehand. A repeated final fragment of a session that has become a file
+        answers with that file again, whatever its body."""
         with self.db.read() as s:
             state = self.sessions.state(s, token, None)
             if state.result is not None:
@@ -114,12 +116,15 @@ class Uploads:
             raise total_mismatch(total, state.total)
         self._check_size(total)
         length = last - first + 1
+        if declared is not None and declared != length:
+            raise WopiError(400, f"the body has {declared} bytes, the Content-Range {length}",
+                            code="invalidRequest")
         if length > self.max_fragment:
             raise WopiError(413, f"a fragment may have at most {self.max_fragment} bytes, this one has {length}",
                             code="requestSizeExceeded/maxFragmentLengthExceeded")
         self._check_offset(first, state.received)
         try:
-            end = self.sessions.append(token, None, first, length, body, total)
+            end = self.sessions.append(token, None, first, length, body, total, "the Content-Range")
         except OffsetMismatch as exc:  # another request stored this range first
             with self.db.read() as s:
                 state = self.sessions.state(s, token, None)

@@ -15,9 +15,9 @@ from werkzeug.wsgi import wrap_file
 from ..body import request_body
 from ..clock import parse_iso
 from ..drives import SHARED_KINDS
+from ..errors import WopiError, WopiResponse as NoContent  # a response with no body claims no type
 from ..files import CONFLICT_BEHAVIOURS
 from ..models import Drive, File, Folder
-from ..errors import WopiResponse as NoContent  # a response with no body claims no type
 from ..services import Services
 from ..storage import PIECE
 from ..tokens import API, Grant
@@ -424,14 +424,14 @@ def _if_match() -> Callable[[Item], None] | None:
     if match is None and none_match is None:
         return None
 
-    def check(item: Item) -> None:
+    def check(item: Item) -> None:  # runs inside the domain's transaction, so it raises the domain's error
         tags = {shapes.etag(item), shapes.ctag(item)} - {None}
         if match is not None and match.strip() != "*" and match.strip() not in tags:
-            raise GraphError(412, "preconditionFailed", "If-Match does not match the item's eTag",
-                             "entityTagDoesNotMatch")
+            raise WopiError(412, "If-Match does not match the item's eTag",
+                            code="preconditionFailed/entityTagDoesNotMatch")
         if none_match is not None and (none_match.strip() == "*" or none_match.strip() in tags):
-            raise GraphError(412, "preconditionFailed", "If-None-Match matches the item's eTag",
-                             "entityTagDoesNotMatch")
+            raise WopiError(412, "If-None-Match matches the item's eTag",
+                            code="preconditionFailed/entityTagDoesNotMatch")
     return check
 
 

@@ -4,13 +4,13 @@ asked for, and an Authorization header (rclone and the SDKs send one in some cas
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request
-
 import re
 
+from flask import Response, jsonify, request
+
 from ..body import drain, request_body
-from ..models import Drive, Folder
 from ..errors import WopiResponse as NoContent  # a response with no body claims no type
+from ..models import Drive, Folder
 from ..services import Services
 from ..uploads import Progress
 from . import shapes
@@ -27,7 +27,7 @@ def upload_session(services: Services, token: str) -> Response:
     uploads = services.uploads
     if request.method == "PUT":
         first, last, total = parse_content_range(request.headers.get("Content-Range"))
-        progress = uploads.put(token, first, last, total, request_body())
+        progress = uploads.put(token, first, last, total, request_body(), request.content_length)
         drain(request.environ, request.stream)  # a repeated final fragment is answered, not stored
         return _answer(services, progress)
     if request.method in ("GET", "HEAD"):
