@@ -26,6 +26,18 @@ def test_credentials_are_redacted(line):
     assert REDACTED in redacted
 
 
+@pytest.mark.parametrize("line", [
+    '127.0.0.1 "PUT /v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 202 90 4ms override=-',
+    "GET /_api/v2.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA -> 404: the upload session does not exist",
+    '"@microsoft.graph.sourceUrl": "https://h/office/v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA"',
+    "GET /v1.0/downloads/ZLLSZyyckVxSgzA9g8FxcA?x=1",
+])
+def test_graph_upload_and_download_urls_are_redacted(line):
+    redacted = redact(line)
+    assert "ZLLSZyyckVxSgzA9g8FxcA" not in redacted
+    assert REDACTED in redacted
+
+
 def test_what_is_not_a_credential_stays():
     line = '127.0.0.1 "GET /wopi/files/oG7jw5EIRAFOO6Wa2CnDwz HTTP/1.1" 200 694 20ms override=LOCK'
     assert redact(line) == line

@@ -1,6 +1,7 @@
 """Logging that never shows a secret.
 
-Access tokens travel in query strings, and a log line can quote a request target for many reasons: gunicorn
+Access tokens travel in query strings, Graph's upload and download URLs are credentials in their path, and a
+log line can quote a request target for many reasons: gunicorn
 quotes a malformed request line whole ("Invalid HTTP Version: '?access_token=...'"), an error message may
 name a URL. Rather than trust every message, each handler gunicorn logs through redacts what looks like a
 credential on the way out, tracebacks included, and the application's own loggers write through the same
@@ -19,12 +20,13 @@ REDACTED = "[redacted]"
 _SECRETS = re.compile(
     r"(?P<param>access_token(?:%3d|=))[^&\s'\"\\]*"  # a query parameter, raw or percent-encoded
     r"|(?P<scheme>\bbearer\s+)\S+"  # an Authorization header's credentials
+    r"|(?P<path>/(?:uploadSessions|downloads)/)[^/?\s'\"\\]+"  # a Graph upload or download URL's credential
     r"|[a-z2-7]{64,}",  # a token by its shape: long base32, whatever spelling or context (ours are ~150)
     re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    return _SECRETS.sub(lambda m: (m.group("param") or m.group("scheme") or "") + REDACTED, text)
+    return _SECRETS.sub(lambda m: (m.group("param") or m.group("scheme") or m.group("path") or "") + REDACTED, text)
 
 
 class RedactingFilter(logging.Filter):

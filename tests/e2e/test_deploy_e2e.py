@@ -211,6 +211,34 @@ def test_200_mib_upload_session_streams_through_nginx(deployment, tmp_path):
         assert sha256_of(got) == digest.hexdigest()
 
 
+def test_a_graph_upload_session_through_nginx_logs_no_credential(deployment, tmp_path):
+    """Graph's upload URL (built on the public URL, prefix included) works through nginx, and neither nginx
+    nor gunicorn logs the credential it carries in its path, nor the API token."""
+    server, public, _ = deployment
+    api = server.api_token("alice")
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {api['access_token']}"
+    created = http.post(f"{public}/v1.0/me/drive/root:/big.bin:/createUploadSession", json={})
+    assert created.status_code == 200, created.text
+    upload_url = created.json()["uploadUrl"]
+    assert upload_url.startswith(f"{public}/v1.0/uploadSessions/")
+    secret = upload_url.rsplit("/", 1)[1]
+    content = os.urandom(3 * MIB)
+    for first in range(0, len(content), 2 * MIB):
+        piece = content[first:first + 2 * MIB]
+        answer = requests.put(upload_url, data=piece, headers={
+            "Content-Range": f"bytes {first}-{first + len(piece) - 1}/{len(content)}"})
+    assert answer.status_code == 201, answer.text
+    item = answer.json()
+    assert requests.get(upload_url).status_code == 200
+    downloaded = http.get(f"{public}/v1.0/me/drive/items/{item['id']}").json()["@microsoft.graph.downloadUrl"]
+    assert requests.get(downloaded).content == content
+    ticket = downloaded.rsplit("/", 1)[1]
+    for log in ((tmp_path / "nginx" / "access.log").read_text(), server.log_text()):
+        assert "uploadSessions/[redacted]" in log
+        assert secret not in log and ticket not in log and api["access_token"] not in log
+
+
 # -- wopihost doctor ----------------------------------------------------------------------------
 
 def doctor(server: LocalServer, **env) -> subprocess.CompletedProcess:
