@@ -44,3 +44,34 @@ def test_sweeping_never_takes_the_pieces_of_a_session_being_committed(wopi, serv
         services.sessions.delete_in(s, token)  # the pieces now belong to the file
     sweeper.join()
     assert services.blobs.path(piece).exists()
+
+
+def test_crossed_folder_moves_never_put_two_folders_inside_each_other(services, graph):
+    """Move a into b/inner and b into a/inner at once, over and over: one move wins, the other is refused
+    (a folder cannot go below itself), and the tree stays a tree."""
+    def mkdir(parent: str, name: str) -> str:
+        answer = graph.post_json(f"me/drive/items/{parent}/children", {"name": name, "folder": {}})
+        assert answer.status_int == 201, answer.body
+        return answer.json["id"]
+
+    root = graph.get("me/drive/root").json["id"]
+    for round_ in range(20):  # a and b in different folders: the two moves share no folder to lock
+        a, b = mkdir(mkdir(root, f"p{round_}"), "a"), mkdir(mkdir(root, f"q{round_}"), "b")
+        a_inner, b_inner = mkdir(a, "inner"), mkdir(b, "inner")
+        start = threading.Barrier(2)
+
+        def move(item: str, into: str):
+            start.wait()
+            return services.tree.update(graph.drive_id, item, "alice", parent_id=into)
+
+        with ThreadPoolExecutor(2) as pool:
+            moves = [pool.submit(move, a, b_inner), pool.submit(move, b, a_inner)]
+        outcomes = sorted("moved" if move.exception() is None else str(move.exception().status) for move in moves)
+        assert outcomes == ["400", "moved"], outcomes
+        with services.db.read() as s:
+            for folder_id in (a, b, a_inner, b_inner):
+                seen = set()
+                while folder_id != root:  # every folder still reaches the root
+                    assert folder_id not in seen, "a cycle"
+                    seen.add(folder_id)
+                    folder_id = services.tree.item(s, graph.drive_id, folder_id).parent_id

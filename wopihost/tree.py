@@ -4,7 +4,9 @@ An item is a File or a Folder row; file and folder ids are alike and never colli
 id names one item. Names are unique per folder across files and folders, ignoring case.
 Every change that depends on what a name means locks the folder the name is in first
 (repository.lock_folder), and folders before files, in id order where there are several,
-so that concurrent changes in any workers serialise instead of deadlocking.
+so that concurrent changes in any workers serialise instead of deadlocking. A folder's
+move also takes its drive's row first: whether it would go below itself depends on
+folders it does not lock.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from .db import Database
 from .errors import WopiError, bad_request, name_taken, not_found
 from .files import Files
 from .ids import is_id, new_id
-from .models import File, Folder, name_key
+from .models import Drive, File, Folder, name_key
 from .names import InvalidName, check, counted
 from .repository import folder_named, load_file, lock_folder, locking
 from .storage import BlobStore
 
 Item = Union[File, Folder]
-MAX_DEPTH = 64  # deeper paths are refused rather than walked
 
 
 def invalid_name(exc: InvalidName) -> WopiError:
@@ -80,7 +81,7 @@ class Tree:
         """The folder a new item at `path` below `start` goes in, and its checked name; the folder must
         exist."""
         if not path:
-            raise bad_request("the path names no item", )
+            raise bad_request("the path names no item")
         parent = self.resolve(s, start, path[:-1])
         if not isinstance(parent, Folder):
             raise not_found(f"{parent.name} is a file, not a folder")
@@ -166,6 +167,10 @@ class Tree:
             except InvalidName as exc:
                 raise invalid_name(exc) from None
         with self.db.write() as s:
+            if parent_id is not None and isinstance(self.item(s, drive_id, item_id), Folder):
+                # Folder moves in one drive take turns: two moves, each checked against the other's
+                # old place, could otherwise put two folders inside each other.
+                s.execute(locking(s, sa.select(Drive.id).where(Drive.id == drive_id)))
             item = self._lock_with_folders(s, drive_id, item_id, parent_id)
             if if_match is not None:
                 if_match(item)
@@ -269,13 +274,12 @@ class Tree:
         destination = s.get(Folder, new_parent_id)
         if destination is None or destination.drive_id != drive_id:
             raise WopiError(400, "the new parent is not a folder of this drive", code="invalidRequest")
-        if isinstance(item, Folder):
-            folder, depth = destination, 0
-            while folder is not None and depth <= MAX_DEPTH:
+        if isinstance(item, Folder):  # the destination's ancestors, up to the root (a tree has no cycles)
+            folder = destination
+            while folder is not None:
                 if folder.id == item.id:
                     raise WopiError(400, "a folder cannot be moved into itself", code="invalidRequest")
                 folder = s.get(Folder, folder.parent_id) if folder.parent_id else None
-                depth += 1
 
 
 def _parent_id(item: Item) -> str | None:
