@@ -81,6 +81,12 @@ class Drives:
         return sorted(s.scalars(query), key=lambda d: (d.owner_id != user_id, d.created_at, d.id))
 
     def quota(self, s: Session, drive_id: str) -> Quota:
+        """What the drive holds and may hold. In a write transaction with a quota set, writers into one
+        drive take turns from here to their commit (an advisory lock on PostgreSQL; SQLite's writers take
+        turns anyway), so two uploads cannot both fit in the room for one. Call it after taking every row
+        lock the transaction needs: it is the last lock taken."""
+        if self.quota_bytes and s.info.get("write") and s.get_bind().dialect.name == "postgresql":
+            s.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"wopihost.drive:{drive_id}"))))
         used = s.scalar(sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))
                         .join(Folder, File.folder_id == Folder.id).where(Folder.drive_id == drive_id))
         return Quota(self.quota_bytes, int(used))

@@ -52,8 +52,16 @@ def file_named(session: Session, folder_id: str, name: str) -> File | None:
 
 
 def folder_named(session: Session, parent_id: str, name: str) -> Folder | None:
+    """Not row-locked: the parent's lock (lock_folder) is what keeps a name's meaning, and a folder is
+    locked only in id order with the others a change needs (tree.py)."""
     query = sa.select(Folder).where(Folder.parent_id == parent_id, Folder.name_key == name_key(name))
-    return session.scalars(locking(session, query)).one_or_none()
+    return session.scalars(query).one_or_none()
+
+
+def bytewise(session: Session, column):
+    """`column` ordered by code point, as Python orders strings: PostgreSQL's default collation may sort
+    by language (and keyset paging merged in Python would then skip rows); SQLite already compares bytes."""
+    return column.collate("C") if session.get_bind().dialect.name == "postgresql" else column
 
 
 def name_taken(session: Session, folder_id: str, name: str, ignore_id: str | None = None) -> bool:

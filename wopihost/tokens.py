@@ -93,8 +93,9 @@ class Tokens:
         expiry = min(_epoch(grant.expires_at), _epoch(self._clock.now() + DOWNLOAD_TTL))
         return _encode(self._tickets.sign(f"{grant.jti}:{file_id}:{expiry}".encode("ascii")))
 
-    def open_download_ticket(self, session: Session, ticket: str) -> str:
-        """The file id a download ticket is for; WopiError 401 if it is not valid (any more)."""
+    def open_download_ticket(self, session: Session, ticket: str) -> tuple[str, str]:
+        """The file id a download ticket is for and the user it was issued to (whose access to the file the
+        caller checks again); WopiError 401 if it is not valid (any more)."""
         try:
             signed = base64.b32decode(ticket.upper() + "=" * (-len(ticket) % 8))
             if _encode(signed) != ticket:
@@ -106,7 +107,7 @@ class Tokens:
         row = session.get(AccessToken, jti)
         if expires_at <= self._clock.now() or row is None or row.revoked_at is not None:
             raise unauthorized("the download URL has expired or its token has been revoked")
-        return file_id
+        return file_id, row.user_id
 
     def revoke(self, session: Session, *, token: str | None = None, file_id: str | None = None,
                user_id: str | None = None) -> int:

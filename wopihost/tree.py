@@ -24,7 +24,7 @@ from .files import Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
 from .names import InvalidName, check, counted
-from .repository import folder_named, load_file, lock_folder, locking
+from .repository import bytewise, folder_named, load_file, lock_folder, locking
 from .storage import BlobStore
 
 Item = Union[File, Folder]
@@ -123,10 +123,11 @@ class Tree:
         keyset paging, so a page is as cheap at the end of a large folder as at its start."""
         found: list[Item] = []
         for model, parent in ((Folder, Folder.parent_id), (File, File.folder_id)):
+            key = (bytewise(s, model.name_key), bytewise(s, model.id))  # the order `sorted` merges them in
             query = sa.select(model).where(parent == folder.id)
             if after is not None:
-                query = query.where(sa.tuple_(model.name_key, model.id) > sa.tuple_(*after))
-            found += s.scalars(query.order_by(model.name_key, model.id).limit(top))
+                query = query.where(sa.tuple_(*key) > sa.tuple_(*after))
+            found += s.scalars(query.order_by(*key).limit(top))
         return sorted(found, key=lambda item: (item.name_key, item.id))[:top]
 
     # -- changing -------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from .db import Database
 from .drives import Drives
 from .errors import WopiError
 from .files import Files
-from .models import File, Folder, UploadSession
+from .models import File, Folder, UploadSession, name_key
 from .names import counted
-from .repository import load_file
+from .repository import file_named, load_file
 from .sessions import OffsetMismatch, UploadSessions, total_mismatch
 
 
@@ -41,6 +41,9 @@ class Target:
     description: str | None = None
     fs_created: str | None = None  # ISO 8601, as parsed from the request
     fs_modified: str | None = None
+    # The sequence number the file to be replaced had when an If-Match at create accepted it: completion
+    # refuses to replace a file that changed since (412).
+    expect_sequence: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -86,15 +89,14 @@ class Uploads:
         """A new session (docs/graph.md §4.1): its token and status. The declared `file_size` is checked
         against the largest file and the drive's quota before any byte is sent."""
         with self.db.read() as s:
-            replaced = 0
-            if target.file_id is not None:
-                file = load_file(s, target.file_id)
-                if if_match is not None:
-                    if_match(file)
-                replaced = file.size
+            existing = load_file(s, target.file_id) if target.file_id is not None \
+                else file_named(s, target.folder_id, target.name)
+            if if_match is not None and existing is not None:
+                if_match(existing)
+                target = replace(target, expect_sequence=existing.sequence_number)
             if file_size is not None:
                 self._check_size(file_size)
-                self.drives.quota(s, target.drive_id).check(file_size - replaced)
+                self.drives.quota(s, target.drive_id).check(file_size - (existing.size if existing else 0))
         token = self.sessions.create(target.file_id, user_id, kind="graph", target=target.to_json(),
                                      total=file_size)
         return token, self.status(token)
@@ -159,7 +161,7 @@ class Uploads:
                 if user_id is not None and row.user_id != user_id:
                     raise WopiError(403, "the upload session is another user's", code="accessDenied")
                 if row.result is not None:
-                    return load_file(s, row.result), False
+                    return self._result(s, row, redirect), False
                 if row.total is None or row.received != row.total:
                     raise WopiError(400, f"the upload session has {row.received} of {row.total} bytes",
                                     code="invalidRequest/uploadSessionIncomplete")
@@ -176,6 +178,17 @@ class Uploads:
             self.files.blobs.delete(name)
         return file, created
 
+    def _result(self, s, row: UploadSession, redirect: Callable[[Target], Target] | None) -> File:
+        """The file a finished session became, for whoever may still reach it, and only where a redirect
+        asks for it there (a finished session is not a way to reach a file somewhere else)."""
+        file = load_file(s, row.result)
+        self.drives.reachable(s, row.user_id, s.get(Folder, file.folder_id).drive_id)
+        if redirect is not None:
+            target = redirect(Target.from_json(row.target))
+            if (file.folder_id, name_key(file.name)) != (target.folder_id, name_key(target.name or "")):
+                raise WopiError(409, "the upload session has already become another file", code="conflict")
+        return file
+
     def cancel(self, token: str) -> None:
         with self.db.write() as s:
             blobs = self.sessions.delete_in(s, self.sessions.get_graph(s, token).token)
@@ -186,7 +199,6 @@ class Uploads:
                      ) -> tuple[File, bool, list[str]]:
         self.drives.reachable(s, row.user_id, target.drive_id)  # still: a member may have been removed
         extents = self.sessions.stream(s, row.token)
-        quota = self.drives.quota(s, target.drive_id)
         if target.file_id is not None:
             existing = self.files.load_in_locked_folder(s, target.file_id)
             if if_match is not None:
@@ -195,7 +207,12 @@ class Uploads:
         else:
             existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id,
                                              if_match)
-        quota.check(row.total - (existing.size if existing is not None else 0))
+        if target.expect_sequence is not None and (existing is None
+                                                   or existing.sequence_number != target.expect_sequence):
+            raise WopiError(412, "the file changed since the upload session was created with If-Match",
+                            code="preconditionFailed/entityTagDoesNotMatch")
+        # last: the quota's lock (drives.py) is taken after every row lock
+        self.drives.quota(s, target.drive_id).check(row.total - (existing.size if existing is not None else 0))
         if existing is None:
             name = self.files.free_name(s, target.folder_id, target.name, style=counted)
             file = self.files.insert(s, target.folder_id, name, row.user_id, "", row.total, "", extents)
@@ -236,5 +253,5 @@ def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Calla
     """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in the
     folder `folder_id` of `drive_id` instead of where the session was made for."""
     return lambda target: replace(target, drive_id=drive_id, file_id=None, folder_id=folder_id, name=name,
-                                  conflict=conflict)
+                                  conflict=conflict, expect_sequence=None)
 

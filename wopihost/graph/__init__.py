@@ -16,7 +16,8 @@ PREFIXES = ("/v1.0", "/v2.0", "/_api/v2.0")
 METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]
 
 blueprint = Blueprint("graph", __name__)
-blueprint.add_url_rule("/<path:rest>", view_func=routes.dispatch, methods=METHODS)
+# no automatic OPTIONS: Graph has no CORS preflight here, and an unsupported method is a Graph 405
+blueprint.add_url_rule("/<path:rest>", view_func=routes.dispatch, methods=METHODS, provide_automatic_options=False)
 errors.register(blueprint)
 
 

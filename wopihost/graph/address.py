@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..text import text_problem
 from .errors import GraphError
 
 ACTIONS = ("children", "content", "createUploadSession")
@@ -70,6 +71,9 @@ def parse_item(rest: str) -> ItemRef:
         path = tuple(name for name in inner.split("/") if name)
         if any(name in (".", "..") for name in path):
             raise GraphError(400, "invalidRequest", "a path may not contain . or ..", "invalidPath")
+        problem = text_problem(inner)
+        if problem is not None:
+            raise GraphError(400, "invalidRequest", f"the path {problem}", "invalidPath")
         tail = after if colon else ""
     if not tail:
         return ItemRef(item_id, path, None)

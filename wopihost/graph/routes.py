@@ -20,6 +20,7 @@ from ..files import CONFLICT_BEHAVIOURS
 from ..models import Drive, File, Folder
 from ..services import Services
 from ..storage import PIECE
+from ..text import text_problem
 from ..tokens import API, Grant
 from ..tree import Item
 from ..uploads import Target, redirected
@@ -31,6 +32,7 @@ from .uploads import UPLOADS, upload_session
 
 SIMPLE_UPLOAD_LIMIT = 4 << 20  # larger files go through an upload session (docs/graph.md §3.6)
 DEFAULT_PAGE, MAX_PAGE = 200, 1000
+MAX_JSON = 1 << 20
 _SKIPTOKEN = re.compile(r"^([A-Za-z0-9]{22})\.(.*)$", re.S)
 
 
@@ -123,16 +125,18 @@ def _drive_json(services: Services, s, drive: Drive) -> dict:
 
 # -- items ------------------------------------------------------------------------------------
 
-def _locate(call: Call, s, ref: ItemRef) -> Item:
+def _start(call: Call, s, ref: ItemRef) -> Item:
+    """The item a reference starts from (its path, if any, is below it)."""
     tree = call.services.tree
-    start = tree.root(s, call.drive.id) if ref.item_id is None else tree.item(s, call.drive.id, ref.item_id)
-    return tree.resolve(s, start, list(ref.path or ()))
+    return tree.root(s, call.drive.id) if ref.item_id is None else tree.item(s, call.drive.id, ref.item_id)
+
+
+def _locate(call: Call, s, ref: ItemRef) -> Item:
+    return call.services.tree.resolve(s, _start(call, s, ref), list(ref.path or ()))
 
 
 def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
-    tree = call.services.tree
-    start = tree.root(s, call.drive.id) if ref.item_id is None else tree.item(s, call.drive.id, ref.item_id)
-    return tree.parent_of_new(s, start, list(ref.path or ()))
+    return call.services.tree.parent_of_new(s, _start(call, s, ref), list(ref.path or ()))
 
 
 def get_item(call: Call, ref: ItemRef) -> Response:
@@ -149,13 +153,9 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         item = _locate(call, s, ref)
         parent_id = _new_parent(call, s, body.get("parentReference"))
     info = _object(body.get("fileSystemInfo", {}), "fileSystemInfo")
-    name = body.get("name")
-    description = body.get("description")
-    for value, what in ((name, "name"), (description, "description")):
-        if value is not None and not isinstance(value, str):
-            raise GraphError(400, "invalidRequest", f"{what} must be a string")
     updated = call.services.tree.update(
-        call.drive.id, item.id, call.grant.user_id, name=name, parent_id=parent_id, description=description,
+        call.drive.id, item.id, call.grant.user_id, name=_text(body, "name"), parent_id=parent_id,
+        description=_text(body, "description"),
         fs_created=_time(info, "createdDateTime"), fs_modified=_time(info, "lastModifiedDateTime"),
         if_match=_if_match())
     return item_response(call.services, updated, call.drive, call.grant)
@@ -170,9 +170,10 @@ def _new_parent(call: Call, s, reference: Any) -> str | None:
     if isinstance(reference.get("id"), str):
         folder = call.services.tree.item(s, call.drive.id, reference["id"])
     elif isinstance(reference.get("path"), str):
-        _, colon, path = reference["path"].partition("root:")
-        if not colon:
-            raise GraphError(400, "invalidRequest", "parentReference.path must be of the form /drive/root:/path")
+        drive, colon, path = reference["path"].partition("/root:")
+        if not colon or drive not in ("/drive", f"/drives/{call.drive.id}"):
+            raise GraphError(400, "invalidRequest", "parentReference.path must be /drive/root:/{path} or "
+                                                    "/drives/{this drive's id}/root:/{path}")
         folder = call.services.tree.resolve(s, call.services.tree.root(s, call.drive.id),
                                             [name for name in path.split("/") if name])
     else:
@@ -196,7 +197,7 @@ def list_children(call: Call, ref: ItemRef) -> Response:
     skiptoken = request.args.get("$skiptoken")
     if skiptoken is not None:
         match = _SKIPTOKEN.match(skiptoken)
-        if match is None:
+        if match is None or text_problem(skiptoken) is not None:
             raise GraphError(400, "invalidRequest", "$skiptoken is not one this host gave")
         after = (match.group(2), match.group(1))
     with call.services.db.read() as s:
@@ -244,7 +245,11 @@ def get_content(call: Call, ref: ItemRef) -> Response:
 def _download(services: Services, ticket: str) -> Response:
     _allow("GET", "HEAD")
     with services.db.read() as s:
-        file_id = services.tokens.open_download_ticket(s, ticket)
+        file_id, user_id = services.tokens.open_download_ticket(s, ticket)
+        file = s.get(File, file_id)
+        if file is None:
+            raise not_found("the file no longer exists")
+        services.drives.reachable(s, user_id, s.get(Folder, file.folder_id).drive_id)  # still a member?
     return _content(services, file_id)
 
 
@@ -302,31 +307,24 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
     size = item.get("fileSize")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise GraphError(400, "invalidRequest", "item.fileSize must be a whole number of bytes")
-    description = item.get("description")
-    if description is not None and not isinstance(description, str):
-        raise GraphError(400, "invalidRequest", "item.description must be a string")
     info = _object(item.get("fileSystemInfo", {}), "item.fileSystemInfo")
-    times = {key: _time(info, field) for key, field in (("fs_created", "createdDateTime"),
-                                                       ("fs_modified", "lastModifiedDateTime"))}
+    times = [_time(info, field) for field in ("createdDateTime", "lastModifiedDateTime")]
+    described = dict(defer=defer, description=_text(item, "description"),
+                     fs_created=times[0] and times[0].isoformat(), fs_modified=times[1] and times[1].isoformat())
     services = call.services
     with services.db.read() as s:
         if ref.path:  # a new file at a path (or the file there, by its conflict behaviour)
             folder, name = _parent_of_new(call, s, ref)
             if item.get("name") not in (None, name):
                 raise GraphError(400, "invalidRequest", "item.name differs from the name in the path")
-            existing = services.tree.child(s, folder.id, name)
-            if isinstance(existing, File) and (check := _if_match()) is not None:
-                check(existing)  # the file this session would replace, as it is now
             target = Target(call.drive.id, folder_id=folder.id, name=name, conflict=_conflict(item, "replace"),
-                            defer=defer, description=description,
-                            **{k: v and v.isoformat() for k, v in times.items()})
+                            **described)
         else:
             existing = _locate(call, s, ref)
             if not isinstance(existing, File):
                 raise GraphError(400, "invalidRequest", "name the new file: items/{parent-id}:/{name}:/"
                                                         "createUploadSession")
-            target = Target(call.drive.id, file_id=existing.id, defer=defer, description=description,
-                            **{k: v and v.isoformat() for k, v in times.items()})
+            target = Target(call.drive.id, file_id=existing.id, **described)
     token, status = services.uploads.create(call.grant.user_id, target, size, _if_match())
     url = f"{services.settings.public_url}/v1.0/{UPLOADS}/{token}"
     return jsonify(shapes.upload_session_json(url, status.expires_at, status.received, size))
@@ -350,8 +348,7 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
         raise GraphError(400, "invalidRequest", "name must be a string")
     services = call.services
     with services.db.read() as s:
-        start = services.tree.root(s, call.drive.id) if ref.item_id is None \
-            else services.tree.item(s, call.drive.id, ref.item_id)
+        start = _start(call, s, ref)
         there = services.tree.find(s, start, list(ref.path))
         if isinstance(there, Folder) and name:
             folder, name = services.tree.parent_of_new(s, there, [name])
@@ -381,9 +378,9 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
 # -- request parsing ----------------------------------------------------------------------------
 
 def _json_body(optional: bool = False) -> dict:
-    raw = request.get_data(cache=False) if (request.content_length or 0) <= 1 << 20 else None
-    if raw is None:
-        raise GraphError(413, "requestSizeExceeded", "a JSON body may have at most 1 MiB")
+    raw = request_body().read(MAX_JSON + 1)  # a chunked body declares no length: read no more than allowed
+    if len(raw) > MAX_JSON:
+        raise GraphError(413, "requestSizeExceeded", f"a JSON body may have at most {MAX_JSON} bytes")
     if not raw.strip():
         if optional:
             return {}
@@ -405,10 +402,25 @@ def _time(info: dict, field: str):
     value = info.get(field)
     if value is None:
         return None
-    moment = parse_iso(value) if isinstance(value, str) else None
-    if moment is None:
-        raise GraphError(400, "invalidRequest", f"fileSystemInfo.{field} is not an ISO 8601 time")
+    try:
+        moment = parse_iso(value) if isinstance(value, str) else None
+    except OverflowError:  # an offset that moves the time out of the calendar
+        moment = None
+    if moment is None or not 1601 <= moment.year <= 9999:  # Windows' file times start in 1601
+        raise GraphError(400, "invalidRequest", f"fileSystemInfo.{field} is not an ISO 8601 time from "
+                                                "1601 to 9999")
     return moment
+
+
+def _text(body: dict, field: str) -> str | None:
+    """A string field the database will store as given; 400 for anything else."""
+    value = body.get(field)
+    if value is None:
+        return None
+    problem = "is not a string" if not isinstance(value, str) else text_problem(value)
+    if problem is not None:
+        raise GraphError(400, "invalidRequest", f"{field} {problem}")
+    return value
 
 
 def _conflict(source, default: str) -> str:
@@ -439,7 +451,7 @@ def _int_query(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw):
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw):
         raise GraphError(400, "invalidRequest", f"{name} must be a whole number of at least {low}")
     return min(int(raw), high)
 
