@@ -7,9 +7,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import sqlalchemy as sa
 
 from wopihost.models import Drive, User
+from wopihost.repository import lock_folder
 
 from .cspp_helpers import create_session, update_session
 
@@ -75,3 +77,61 @@ def test_crossed_folder_moves_never_put_two_folders_inside_each_other(services, 
                     assert folder_id not in seen, "a cycle"
                     seen.add(folder_id)
                     folder_id = services.tree.item(s, graph.drive_id, folder_id).parent_id
+
+
+def test_claiming_a_name_in_a_folder_does_not_lock_the_item_of_that_name(services, graph, database):
+    """A new item named like an existing folder locks only the parent. A delete or move of that folder locks
+    it and its parent in id order, so the folder may be locked first: were the claim to lock it too, the
+    two would wait for each other (PostgreSQL; SQLite's writers take turns whole)."""
+    if not database.startswith("postgresql"):
+        pytest.skip("SQLite serialises write transactions: no row locks to cross")
+    root = graph.get("me/drive/root").json["id"]
+    parent = graph.post_json(f"me/drive/items/{root}/children", {"name": "p", "folder": {}}).json["id"]
+    child = graph.post_json(f"me/drive/items/{parent}/children", {"name": "x", "folder": {}}).json["id"]
+    outcome = []
+    with services.db.write() as s:
+        lock_folder(s, child)  # as a delete of x holds it, before the parent's lock
+        claim = threading.Thread(target=lambda: outcome.append(
+            _status_of(lambda: services.tree.create_folder(parent, "x", "fail"))))
+        claim.start()
+        claim.join(timeout=5)
+        assert not claim.is_alive(), "the claim waits for the folder's lock"
+        lock_folder(s, parent)  # the delete goes on
+    assert outcome == [409]
+
+
+def _status_of(call) -> int | None:
+    try:
+        call()
+    except Exception as exc:  # the domain's error, with its status
+        return getattr(exc, "status", None)
+    return None
+
+
+def test_parallel_uploads_cannot_both_take_the_last_room_of_a_quota(settings, clock):
+    """Two uploads into different folders of a drive with room for one: one fits, the other gets 507."""
+    from wopihost.app import create_app
+    import webtest
+    from .helpers import GraphClient
+
+    app = create_app(settings.with_changes(drive_quota=1000), clock)
+    services = app.extensions["wopihost"]
+    issued, drive_id = services.issue_api_token("alice", True)
+    graph = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+    try:
+        for round_ in range(5):
+            for name in ("a", "b"):
+                assert graph.post_json("me/drive/root/children", {"name": f"{name}{round_}", "folder": {}}).status_int == 201
+            start = threading.Barrier(2)
+
+            def upload(folder: str) -> int:
+                start.wait()
+                return graph.put(f"me/drive/root:/{folder}{round_}/f.bin:/content", b"x" * 700).status_int
+
+            with ThreadPoolExecutor(2) as pool:
+                answers = sorted(pool.map(upload, ("a", "b")))
+            assert answers == [201, 507], answers
+            for name in ("a", "b"):
+                graph.delete(f"me/drive/root:/{name}{round_}")
+    finally:
+        services.db.dispose()

@@ -851,3 +851,30 @@ def test_two_puts_of_the_same_final_range_make_one_file(graph, app, round_):
     assert content_of(graph, created["id"]) == head + tail
     listed = graph.get("me/drive/root/children").json["value"]
     assert [i["name"] for i in listed] == [f"final{round_}.bin"]
+
+
+# -- found in review: finished sessions, If-Match held to completion -----------------------------------
+
+def test_a_finished_session_is_no_way_to_reach_its_file_elsewhere_or_later(graph, services):
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "alice")
+    url = new_session(graph, f"drives/{drive.id}/root:/secret.txt:")
+    assert graph.upload(url, b"secret", 0, 6).status_int == 201
+    elsewhere = graph.put_json("me/drive/root:/whatever.txt", {"@microsoft.graph.sourceUrl": url})
+    assert elsewhere.status_int == 409 and graph_error(elsewhere)[0] == "conflict"
+    services.drives.remove_member(drive.id, "alice")
+    for answer in (graph.upload(url, b"secret", 0, 6), graph.post(url)):  # the repeat, the deferred finish
+        assert answer.status_int == 403 and graph_error(answer)[0] == "accessDenied"
+
+
+def test_if_match_at_create_still_holds_at_completion(graph):
+    original = simple_upload(graph, "doc.bin", b"original")
+    url = new_session(graph, "me/drive/root:/doc.bin:", headers={"If-Match": original["eTag"]})
+    assert graph.upload(url, b"abc", 0, 6).status_int == 202
+    simple_upload(graph, "doc.bin", b"someone else's")  # the file changes meanwhile
+    refused = graph.upload(url, b"def", 3, 6)
+    assert refused.status_int == 412 and graph_error(refused) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert content_of(graph, original["id"]) == b"someone else's"
+    assert status(graph, url).status_int == 200  # the session is kept, for a commit elsewhere
+    renamed = graph.put_json("me/drive/root:/doc (mine).bin", {"@microsoft.graph.sourceUrl": url})
+    assert renamed.status_int == 201 and content_of(graph, renamed.json["id"]) == b"abcdef"

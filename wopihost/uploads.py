@@ -140,13 +140,12 @@ class Uploads:
         # as the compare-and-set left it (its expiry is its own `now` + ttl, a moment earlier)
         return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False))
 
-    @staticmethod
-    def _repeated(s, state, last: int, total: int) -> Progress:
+    def _repeated(self, s, state, last: int, total: int) -> Progress:
         """A fragment for a session that has become a file: the final one again (msgraph-core always sends
         it twice, the second time with or without its bytes) gets the file; any other range is 416."""
         if total != state.total or last != total - 1:
             raise range_error("fragmentOverlap", "the upload session is complete; this range was received")
-        return Progress(_status(state), load_file(s, state.result), created=False)
+        return Progress(_status(state), self._result(s, state, None), created=False)
 
     def complete(self, token: str, user_id: str | None = None, redirect: Callable[[Target], Target] | None = None,
                  if_match: Callable[[File], None] | None = None) -> tuple[File, bool]:
@@ -178,7 +177,7 @@ class Uploads:
             self.files.blobs.delete(name)
         return file, created
 
-    def _result(self, s, row: UploadSession, redirect: Callable[[Target], Target] | None) -> File:
+    def _result(self, s, row, redirect: Callable[[Target], Target] | None) -> File:
         """The file a finished session became, for whoever may still reach it, and only where a redirect
         asks for it there (a finished session is not a way to reach a file somewhere else)."""
         file = load_file(s, row.result)
