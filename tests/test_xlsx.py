@@ -1,0 +1,194 @@
+"""wopihost.xlsx: workbooks opened from bytes, ranges read calculated, ranges written, bad files refused."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import zipfile
+
+import openpyxl
+import pytest
+
+from wopihost.xlsx import WorkbookError, open_workbook, parse_address
+
+LIMIT = 10 << 20
+
+
+def xlsx(fill=None) -> bytes:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Sheet1"
+    for row in ([1, 10, "=A1*B1"], [2, 20, "=A2*B2"], [3, 30, "=A3*B3"], ["=SUM(A1:A3)", None, "=SUM(C1:C3)"]):
+        sheet.append(row)
+    other = book.create_sheet("My data")
+    other["A1"] = "=Sheet1!A4*2"
+    if fill:
+        fill(book)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def values(book, address, sheet="Sheet1"):
+    return book.range(sheet, address)["values"]
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+
+def test_a_range_reads_calculated_values_and_its_formulas():
+    book = open_workbook(xlsx(), LIMIT)
+    answer = book.range("Sheet1", "A1:C4")
+    assert answer["values"] == [[1, 10, 10], [2, 20, 40], [3, 30, 90], [6, "", 140]]
+    assert answer["formulas"][3] == ["=SUM(A1:A3)", "", "=SUM(C1:C3)"]
+    assert answer["valueTypes"][0] == ["Double", "Double", "Double"] and answer["valueTypes"][3][1] == "Empty"
+    assert (answer["address"], answer["rowCount"], answer["columnCount"], answer["cellCount"]) == ("Sheet1!A1:C4", 4, 3, 12)
+    assert (answer["rowIndex"], answer["columnIndex"]) == (0, 0)
+    assert answer["numberFormat"][0][0] == "General" and answer["text"][3][2] == "140"
+
+
+def test_a_sheet_with_a_space_in_its_name_reads_across_sheets():
+    book = open_workbook(xlsx(), LIMIT)
+    answer = book.range("My data", "A1")
+    assert answer["values"] == [[12]] and answer["address"] == "'My data'!A1"
+
+
+def test_worksheets_have_stable_ids_positions_and_are_found_by_id_or_name():
+    book = open_workbook(xlsx(), LIMIT)
+    sheets = book.worksheets()
+    assert [(s.name, s.position, s.visibility) for s in sheets] == [("Sheet1", 0, "Visible"), ("My data", 1, "Visible")]
+    assert sheets[0].id.startswith("{") and sheets[0].id.endswith("}") and sheets[0].id != sheets[1].id
+    assert open_workbook(xlsx(), LIMIT).worksheets()[0].id == sheets[0].id  # the same from another opening
+    assert book.worksheet(sheets[1].id).name == "My data" and book.worksheet("My data").position == 1
+    with pytest.raises(WorkbookError) as missing:
+        book.worksheet("Nope")
+    assert (missing.value.status, missing.value.code) == (404, "itemNotFound")
+
+
+def test_used_range_is_the_bounding_box_of_values():
+    book = open_workbook(xlsx(lambda b: b["Sheet1"].cell(9, 6, "far")), LIMIT)
+    assert book.used_range("Sheet1", values_only=True)["address"] == "Sheet1!A1:F9"
+    empty = open_workbook(xlsx(lambda b: b.create_sheet("Empty")), LIMIT).used_range("Empty")
+    assert empty["address"] == "Empty!A1" and empty["values"] == [[""]]
+
+
+def test_dates_read_as_serial_numbers_as_excel_stores_them():
+    book = open_workbook(xlsx(lambda b: b["Sheet1"].__setitem__("E1", datetime.date(2026, 1, 1))), LIMIT)
+    assert values(book, "E1") == [[46023]]
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+
+def test_a_patch_of_inputs_recalculates_sum_and_product():
+    book = open_workbook(xlsx(), LIMIT)
+    answer = book.patch("Sheet1", "A1:B1", values=[[5, 7]])
+    assert answer["values"] == [[5, 7]]
+    assert values(book, "C1:C4") == [[35], [40], [90], [165]]
+    assert values(book, "A4") == [[10]]
+    assert values(book, "A1", "My data") == [[20]]
+
+
+def test_null_leaves_a_cell_and_empty_string_clears_it():
+    book = open_workbook(xlsx(), LIMIT)
+    book.patch("Sheet1", "A1:A3", values=[[None], [""], [100]])
+    assert values(book, "A1:A4") == [[1], [""], [100], [101]]
+
+
+def test_formulas_and_number_formats_can_be_written():
+    book = open_workbook(xlsx(), LIMIT)
+    answer = book.patch("Sheet1", "D1:D2", formulas=[["=A1+B1"], ["=IFERROR(1/0, -1)"]],
+                        number_format=[["0.00"], [None]])
+    assert answer["values"] == [[11], [-1]] and answer["formulas"] == [["=A1+B1"], ["=IFERROR(1/0,-1)"]]
+    assert answer["numberFormat"] == [["0.00"], ["General"]]
+
+
+def test_the_written_workbook_keeps_what_was_written():
+    book = open_workbook(xlsx(), LIMIT)
+    book.patch("Sheet1", "A1", values=[[9]])
+    book.patch("Sheet1", "D1", formulas=[["=A1*2"]])
+    again = open_workbook(book.to_bytes(), LIMIT)
+    assert values(again, "A1:D1") == [[9, 10, 90, 18]] and values(again, "A4") == [[14]]
+
+
+def test_adding_a_worksheet():
+    book = open_workbook(xlsx(), LIMIT)
+    assert book.add_worksheet("Extra").position == 2
+    assert book.add_worksheet(None).name == "Sheet2"
+    with pytest.raises(WorkbookError) as taken:
+        book.add_worksheet("extra")
+    assert (taken.value.status, taken.value.code) == (409, "conflict")
+    assert open_workbook(book.to_bytes(), LIMIT).worksheet("Extra").position == 2
+
+
+@pytest.mark.parametrize("patch", [
+    {"values": [[1, 2]]},  # one row of two for a 2 x 1 range
+    {"values": [[1], [2], [3]]},
+    {"values": [1, 2]},
+    {"formulas": [["=SUM("], ["=1"]]},  # cannot be parsed
+    {"values": [[{"a": 1}], [1]]},
+    {"values": [[float("nan")], [1]]},
+    {"numberFormat": [[1], [None]]},
+    {},
+])
+def test_a_patch_that_does_not_fit_is_refused(patch):
+    book = open_workbook(xlsx(), LIMIT)
+    with pytest.raises(WorkbookError) as refused:
+        book.patch("Sheet1", "A1:A2", **{"number_format" if k == "numberFormat" else k: v for k, v in patch.items()})
+    assert (refused.value.status, refused.value.code) == (400, "invalidRequest")
+
+
+# -- addresses ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("A1", (None, 1, 1, 1, 1)), ("$B$2:c5", (None, 2, 2, 5, 3)), ("Sheet1!A1:B2", ("Sheet1", 1, 1, 2, 2)),
+    ("'My data'!C3", ("My data", 3, 3, 3, 3)), ("'it''s'!A1", ("it's", 1, 1, 1, 1)), ("B2:A1", (None, 1, 1, 2, 2)),
+])
+def test_addresses(text, expected):
+    address = parse_address(text)
+    assert (address.sheet, address.first_row, address.first_column, address.last_row, address.last_column) == expected
+
+
+@pytest.mark.parametrize("text", ["", "A", "1", "A0", "XFE1", "A1048577", "A1:", "A1:B", "!A1", "A1;B2", "R1C1"])
+def test_malformed_addresses(text):
+    with pytest.raises(ValueError):
+        parse_address(text)
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(xlsx(), LIMIT).range("Sheet1", text)
+    assert refused.value.status == 400
+
+
+def test_an_address_on_another_sheet_or_too_large_is_refused():
+    book = open_workbook(xlsx(), LIMIT)
+    for address in ("Other!A1", "A1:Z100000"):
+        with pytest.raises(WorkbookError) as refused:
+            book.range("Sheet1", address)
+        assert refused.value.status == 400
+
+
+# -- files that are not workbooks ----------------------------------------------------------------------------
+
+def zipped(**members: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name.replace("__", "/"), data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"plain text, not a zip", 400),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512, 415),  # a legacy .xls
+    (zipped(word__document_xml=b"<w/>"), 400),  # a zip, but a .docx's parts
+    (zipped(xl__workbook_xml=b"<not a workbook"), 400),
+    (xlsx()[:2000], 400),  # cut off
+    (zipped(xl__workbook_xml=b"<a/>", bomb=b"\x00" * (40 << 20)), 400),  # expands far past the limit
+])
+def test_files_that_are_not_workbooks_are_refused_clearly(data, status):
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(data, 1 << 20)
+    assert refused.value.status == status and refused.value.inner == "unsupportedWorkbook"
+
+
+def test_a_workbook_over_the_limit_is_413():
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(xlsx(), 1000)
+    assert refused.value.status == 413

@@ -1,0 +1,63 @@
+"""A1-style range addresses as Graph's workbook API takes them: `A1`, `B2:C5`, `$A$1`, with an optional
+sheet (`Sheet1!A1:B2`, `'My sheet'!A1`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from openpyxl.utils.cell import column_index_from_string, get_column_letter
+
+MAX_ROW, MAX_COLUMN = 1_048_576, 16_384  # Excel's grid
+_CELL = r"\$?([A-Za-z]{1,3})\$?([0-9]{1,7})"
+_RANGE = re.compile(rf"^{_CELL}(?::{_CELL})?$")
+
+
+@dataclass(frozen=True)
+class Address:
+    sheet: str | None
+    first_row: int  # 1-based, inclusive
+    first_column: int
+    last_row: int
+    last_column: int
+
+    @property
+    def rows(self) -> int:
+        return self.last_row - self.first_row + 1
+
+    @property
+    def columns(self) -> int:
+        return self.last_column - self.first_column + 1
+
+    def text(self, sheet: str) -> str:
+        """`Sheet1!A1:B2` (quoted where the name needs it), as Graph's `address` says it."""
+        start = f"{get_column_letter(self.first_column)}{self.first_row}"
+        end = f"{get_column_letter(self.last_column)}{self.last_row}"
+        name = sheet if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", sheet) else "'" + sheet.replace("'", "''") + "'"
+        return f"{name}!{start}" + (f":{end}" if end != start else "")
+
+
+def parse_address(text: str) -> Address:
+    """The address, or ValueError saying what is wrong with it."""
+    sheet = None
+    if "!" in text:
+        sheet, _, text = text.rpartition("!")
+        if sheet.startswith("'") and sheet.endswith("'") and len(sheet) >= 2:
+            sheet = sheet[1:-1].replace("''", "'")
+        if not sheet:
+            raise ValueError("the sheet name before ! is empty")
+    match = _RANGE.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text[:40]!r} is not a cell or range address such as A1 or B2:C5")
+    first_column, first_row = _cell(match.group(1), match.group(2))
+    last_column, last_row = (_cell(match.group(3), match.group(4)) if match.group(3)
+                             else (first_column, first_row))
+    return Address(sheet, min(first_row, last_row), min(first_column, last_column),
+                   max(first_row, last_row), max(first_column, last_column))
+
+
+def _cell(column: str, row: str) -> tuple[int, int]:
+    number = column_index_from_string(column.upper())
+    if not 1 <= int(row) <= MAX_ROW or number > MAX_COLUMN:
+        raise ValueError(f"{column}{row} is outside the sheet (XFD1048576 is the last cell)")
+    return number, int(row)

@@ -1,0 +1,284 @@
+"""One workbook, opened from .xlsx bytes: its worksheets, ranges read with calculated values, ranges written.
+
+openpyxl holds the file (everything it was, styles included) and IronCalc a model of its cells that
+calculates. Every write goes to both, then the model recalculates, so a read always sees results.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import uuid
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import ironcalc
+import openpyxl
+from openpyxl.utils.datetime import to_excel
+from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
+
+from .address import Address, parse_address
+
+MAX_RANGE_CELLS = 1_000_000  # one read or write; the answer is JSON of every cell
+# xlsx parts are deflated XML: a few times smaller than what openpyxl builds from them; past this ratio a
+# file is refused before it is read (a "zip bomb" would otherwise take the memory the size limit guards).
+MAX_EXPANSION = 32
+_SHEET_IDS = uuid.UUID("3f1c9b9e-5b8a-4a59-9d3f-6c1b2a7e0d11")  # namespace of worksheet ids
+_OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of legacy .xls (and of encrypted .xlsx)
+_TYPES = {1: "Double", 2: "String", 4: "Boolean", 16: "Error"}  # IronCalc's CellType -> Graph's valueTypes
+
+
+class WorkbookError(Exception):
+    """Why a workbook or a request on it cannot be served: an HTTP status, Graph's code and inner code."""
+
+    def __init__(self, status: int, code: str, message: str, inner: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.inner = status, code, inner
+
+
+def unsupported(message: str, status: int = 400) -> WorkbookError:
+    return WorkbookError(status, "invalidRequest", message, "unsupportedWorkbook")
+
+
+def bad_request(message: str) -> WorkbookError:
+    return WorkbookError(400, "invalidRequest", message)
+
+
+def not_found(message: str) -> WorkbookError:
+    return WorkbookError(404, "itemNotFound", message)
+
+
+def open_workbook(data: bytes, limit: int) -> "Workbook":
+    """The workbook in `data`; WorkbookError (400/413/415) if it is not one this host can open."""
+    if len(data) > limit:
+        raise WorkbookError(413, "requestSizeExceeded", f"the workbook is {len(data)} bytes; workbooks of up to "
+                                                        f"{limit} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)")
+    if data.startswith(_OLE):
+        raise unsupported("this is a legacy .xls (or encrypted) workbook; only .xlsx is supported", 415)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if sum(info.file_size for info in archive.infolist()) > MAX_EXPANSION * max(limit, 1 << 20):
+                raise unsupported("the workbook expands to more than this host opens")
+            if "xl/workbook.xml" not in archive.namelist():
+                raise unsupported("the file is a zip archive but not a workbook")
+    except zipfile.BadZipFile:
+        raise unsupported("the file is not a workbook (not a zip archive)") from None
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data))
+    except WorkbookError:
+        raise
+    except Exception as exc:  # openpyxl raises many kinds for a damaged file; each means the same here
+        raise unsupported(f"the workbook cannot be read: {type(exc).__name__}") from None
+    return Workbook(book)
+
+
+@dataclass(frozen=True)
+class Sheet:
+    id: str
+    name: str
+    position: int
+    visibility: str
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "position": self.position, "visibility": self.visibility}
+
+
+class Workbook:
+    def __init__(self, book: openpyxl.Workbook):
+        self.book = book
+        self.model = ironcalc.create("workbook", "en", "UTC")
+        for index, sheet in enumerate(book.worksheets):
+            if index:
+                self.model.add_sheet(sheet.title)
+            else:
+                self.model.rename_sheet(0, sheet.title)
+        for name, defined in book.defined_names.items():
+            if defined.value and not defined.value.startswith("#REF"):
+                self.model.new_defined_name(name, None, defined.value)
+        for index, sheet in enumerate(book.worksheets):
+            for name, defined in sheet.defined_names.items():
+                self.model.new_defined_name(name, index, defined.value)
+            for cell in list(sheet._cells.values()):
+                if cell.value is not None:
+                    self._mirror(index, cell)
+        self.model.evaluate()
+
+    # -- worksheets -----------------------------------------------------------------------
+
+    def worksheets(self) -> list[Sheet]:
+        return [self._sheet(index, sheet) for index, sheet in enumerate(self.book.worksheets)]
+
+    def worksheet(self, key: str) -> Sheet:
+        """By id (`{...}`) or by name, as Graph addresses them; 404 if there is none."""
+        for sheet in self.worksheets():
+            if key in (sheet.id, sheet.name) or key.strip("{}") == sheet.id.strip("{}"):
+                return sheet
+        raise not_found(f"the workbook has no worksheet {key[:60]!r}")
+
+    def add_worksheet(self, name: str | None) -> Sheet:
+        if name is None:
+            name = next(f"Sheet{n}" for n in range(1, 10_000) if f"Sheet{n}" not in self.book.sheetnames)
+        if not name or len(name) > 31 or any(ch in name for ch in "[]:*?/\\") or name.startswith("'"):
+            raise bad_request("a worksheet name is 1 to 31 characters, none of [ ] : * ? / \\")
+        if name.casefold() in (existing.casefold() for existing in self.book.sheetnames):
+            raise WorkbookError(409, "conflict", f"the workbook already has a worksheet named {name}",
+                                "itemAlreadyExists")
+        self.book.create_sheet(name)
+        self.model.add_sheet(name)
+        return self.worksheet(name)
+
+    # -- ranges ---------------------------------------------------------------------------------
+
+    def range(self, sheet_key: str, address: str) -> dict:
+        sheet = self.worksheet(sheet_key)
+        return self._read(sheet, self._address(sheet, address))
+
+    def used_range(self, sheet_key: str, values_only: bool = False) -> dict:
+        """The smallest range holding every cell with a value (and, unless `values_only`, any formatting);
+        A1 for an empty sheet."""
+        sheet = self.worksheet(sheet_key)
+        cells = [(row, column) for (row, column), cell in self.book[sheet.name]._cells.items()
+                 if cell.value is not None or (not values_only and cell.has_style)]
+        if not cells:
+            return self._read(sheet, Address(sheet.name, 1, 1, 1, 1))
+        rows, columns = [row for row, _ in cells], [column for _, column in cells]
+        return self._read(sheet, Address(sheet.name, min(rows), min(columns), max(rows), max(columns)))
+
+    def patch(self, sheet_key: str, address: str, values: Any = None, formulas: Any = None,
+              number_format: Any = None) -> dict:
+        """Graph's range PATCH: each of `values`, `formulas`, `numberFormat` a 2-D array of the range's shape,
+        where null leaves a cell as it is and "" empties it; a value that starts with "=" is a formula."""
+        sheet = self.worksheet(sheet_key)
+        where = self._address(sheet, address)
+        grids = [(name, grid) for name, grid in (("values", values), ("formulas", formulas),
+                                                  ("numberFormat", number_format)) if grid is not None]
+        if not grids:
+            raise bad_request("give values, formulas or numberFormat")
+        for name, grid in grids:
+            _check_shape(name, grid, where)
+        target, index = self.book[sheet.name], sheet.position
+        for name, grid in grids:
+            for r, row in enumerate(grid):
+                for c, value in enumerate(row):
+                    if value is None:
+                        continue
+                    cell = target.cell(where.first_row + r, where.first_column + c)
+                    if name == "numberFormat":
+                        if not isinstance(value, str):
+                            raise bad_request("numberFormat holds strings")
+                        cell.number_format = value
+                        continue
+                    cell.value = _input(value, name)
+                    self._mirror(index, cell)
+        self.model.evaluate()
+        for name, grid in grids:  # IronCalc takes any text as a formula and calculates #ERROR! for nonsense
+            for r, row in enumerate(grid):
+                for c, value in enumerate(row):
+                    if (isinstance(value, str) and value.startswith("=") and self.model.get_cell_value(
+                            index, where.first_row + r, where.first_column + c) == "#ERROR!"):
+                        raise bad_request(f"the formula {value[:60]!r} cannot be parsed")
+        return self._read(sheet, where)
+
+    def to_bytes(self) -> bytes:
+        """The workbook as .xlsx. Formulas are kept and marked for recalculation when the file is opened
+        (openpyxl writes no calculated values); this host reads them calculated anyway."""
+        from openpyxl.workbook.properties import CalcProperties
+        self.book.calculation = self.book.calculation or CalcProperties()
+        self.book.calculation.fullCalcOnLoad = True
+        out = io.BytesIO()
+        self.book.save(out)
+        return out.getvalue()
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _sheet(self, index: int, sheet) -> Sheet:
+        return Sheet("{" + str(uuid.uuid5(_SHEET_IDS, sheet.title)).upper() + "}", sheet.title, index,
+                     {"visible": "Visible", "hidden": "Hidden", "veryHidden": "VeryHidden"}[sheet.sheet_state])
+
+    @staticmethod
+    def _address(sheet: Sheet, text: str) -> Address:
+        try:
+            address = parse_address(text)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        if address.sheet is not None and address.sheet.casefold() != sheet.name.casefold():
+            raise bad_request(f"the address names sheet {address.sheet[:40]!r}, not {sheet.name!r}")
+        if address.rows * address.columns > MAX_RANGE_CELLS:
+            raise bad_request(f"a range may have at most {MAX_RANGE_CELLS} cells")
+        return address
+
+    def _read(self, sheet: Sheet, where: Address) -> dict:
+        """Graph's workbookRange of `where`: calculated values, formulas, text, value types, formats."""
+        model, index, cells = self.model, sheet.position, self.book[sheet.name]._cells
+        values, formulas, texts, types, formats = [], [], [], [], []
+        for row in range(where.first_row, where.last_row + 1):
+            value_row, formula_row, text_row, type_row, format_row = [], [], [], [], []
+            for column in range(where.first_column, where.last_column + 1):
+                if model.is_empty_cell(index, row, column):  # its CellType would say Number
+                    value, kind, text = "", "Empty", ""
+                else:
+                    value = model.get_cell_value(index, row, column)
+                    kind = _TYPES.get(int(model.get_cell_type(index, row, column)), "String")
+                    if kind == "Double" and float(value).is_integer() and abs(value) < 2 ** 53:
+                        value = int(value)
+                    text = model.get_formatted_cell_value(index, row, column)
+                formula = model.get_cell_formula(index, row, column)
+                cell = cells.get((row, column))
+                value_row.append(value)
+                formula_row.append(formula if formula is not None else value)
+                text_row.append(text)
+                type_row.append(kind)
+                format_row.append(cell.number_format if cell is not None else "General")
+            for grid, line in ((values, value_row), (formulas, formula_row), (texts, text_row),
+                               (types, type_row), (formats, format_row)):
+                grid.append(line)
+        return {"address": where.text(sheet.name), "addressLocal": where.text(sheet.name),
+                "rowIndex": where.first_row - 1, "columnIndex": where.first_column - 1,
+                "rowCount": where.rows, "columnCount": where.columns, "cellCount": where.rows * where.columns,
+                "values": values, "formulas": formulas, "text": texts, "valueTypes": types,
+                "numberFormat": formats}
+
+    def _mirror(self, index: int, cell) -> None:
+        """Put one openpyxl cell into the calculating model."""
+        model, row, column, value = self.model, cell.row, cell.column, cell.value
+        if value is None:
+            model.clear_cell_contents(index, row, column)
+        elif isinstance(value, DataTableFormula):  # a what-if table: not calculated here
+            model.clear_cell_contents(index, row, column)
+        elif isinstance(value, ArrayFormula):
+            ref = parse_address(value.ref)
+            model.set_user_array_formula(index, ref.first_row, ref.first_column, ref.columns, ref.rows, value.text)
+        elif cell.data_type == "f":
+            model.update_cell_with_formula(index, row, column, value)
+        elif isinstance(value, bool):
+            model.update_cell_with_bool(index, row, column, value)
+        elif isinstance(value, (int, float)):
+            model.update_cell_with_number(index, row, column, float(value))
+        elif isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+            model.update_cell_with_number(index, row, column, float(to_excel(value)))  # a serial, as Excel
+        elif isinstance(value, datetime.timedelta):
+            model.update_cell_with_number(index, row, column, value.total_seconds() / 86400)
+        elif cell.data_type == "e":
+            model.set_user_input(index, row, column, str(value))
+        else:
+            model.update_cell_with_text(index, row, column, str(value))
+
+
+def _check_shape(name: str, grid: Any, where: Address) -> None:
+    if (not isinstance(grid, list) or len(grid) != where.rows
+            or any(not isinstance(row, list) or len(row) != where.columns for row in grid)):
+        raise bad_request(f"{name} must be a {where.rows} x {where.columns} array, the shape of the range")
+
+
+def _input(value: Any, name: str) -> Any:
+    """A cell's new content from a PATCH: "" empties it, a string starting with "=" is a formula."""
+    if isinstance(value, bool) or isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            raise bad_request(f"{name} holds a number Excel cannot store")
+        return value
+    if isinstance(value, str):
+        if "\x00" in value or len(value) > 32767:
+            raise bad_request(f"{name} holds text Excel cannot store (NUL, or more than 32767 characters)")
+        return None if value == "" else value
+    raise bad_request(f"{name} holds strings, numbers, booleans or null")
