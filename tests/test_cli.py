@@ -135,5 +135,5 @@ def test_sessions_list_and_gc(run, served, tmp_path, env):
     listed = json.loads(run("sessions", "list", "--json").output)
     assert [(s["file_id"], s["bytes"], s["expired"]) for s in listed] == [(file_id, 5, False)]
     assert session not in run("sessions", "list").output  # never the whole token
-    assert "deleted 0 expired upload sessions" in run("gc").output
+    assert "deleted 0 expired upload and workbook sessions" in run("gc").output
     assert run("gc", "--grace", "soon", ok=False).exit_code != 0

@@ -325,7 +325,7 @@ def gc_command(grace: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     done = collect(_services(), seconds)
-    click.echo(f"deleted {done.sessions} expired upload sessions, {done.blobs} unreferenced blobs, "
+    click.echo(f"deleted {done.sessions} expired upload and workbook sessions, {done.blobs} unreferenced blobs, "
                f"{done.partial_writes} partial writes, {done.tokens} expired or revoked tokens")
 
 

@@ -100,6 +100,9 @@ class Settings:
     proof_keys: str = "off"  # off | verify | require
     max_fragment_size: int = 60 << 20
     drive_quota: int = 0  # 0: no limit
+    max_workbook_size: int = 10 << 20
+    workbook_persistent_ttl: float = 5 * 60
+    workbook_temporary_ttl: float = 7 * 60
 
     @property
     def blob_dir(self) -> Path:
@@ -164,6 +167,9 @@ class Settings:
             proof_keys=parsed("PROOF_KEYS", "verify" if discovery_url else "off", _proof_mode),
             max_fragment_size=parsed("MAX_FRAGMENT_SIZE", "60MiB", parse_size),
             drive_quota=parsed("DRIVE_QUOTA", "0", parse_size),
+            max_workbook_size=parsed("MAX_WORKBOOK_SIZE", "10MiB", parse_size),
+            workbook_persistent_ttl=parsed("WORKBOOK_PERSISTENT_TTL", "5m", _positive_duration),
+            workbook_temporary_ttl=parsed("WORKBOOK_TEMPORARY_TTL", "7m", _positive_duration),
         )
 
 

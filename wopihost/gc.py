@@ -1,5 +1,5 @@
-"""Garbage collection: expired upload sessions, blobs nothing refers to, partial writes of dead processes,
-expired and revoked access-token rows.
+"""Garbage collection: expired upload and workbook sessions, blobs nothing refers to, partial writes of dead
+processes, expired and revoked access-token rows.
 
 Safe to run at any time, from any number of processes, with any grace period: a blob
 or partial write is only deleted once nothing in the database refers to it, no live
@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from .extents import Extents
-from .models import AlternateStream, File, UploadPiece
+from .models import AlternateStream, File, UploadPiece, WorkbookSession
 from .services import Services
 
 log = logging.getLogger("wopihost.gc")
@@ -34,7 +34,7 @@ class Collected:
 
 
 def collect(services: Services, grace: float = 3600) -> Collected:
-    sessions = services.sessions.sweep()
+    sessions = services.sessions.sweep() + services.workbooks.sweep()
     with services.db.write() as s:
         tokens = services.tokens.purge(s)
     return Collected(sessions, _orphaned_blobs(services, grace), services.blobs.sweep_tmp(grace), tokens)
@@ -77,7 +77,7 @@ HOLD_AT_ONCE = 256  # descriptors gc holds at a time
 
 
 def referenced_blobs(services: Services) -> set[str]:
-    """Every blob a file's stream or an upload session uses.
+    """Every blob a file's stream, an upload session or a workbook session's copy uses.
 
     One statement, so one snapshot even under PostgreSQL's READ COMMITTED: a commit that hands a
     session's pieces to a file, or a blob from one of a file's streams to another, cannot fall
@@ -86,7 +86,8 @@ def referenced_blobs(services: Services) -> set[str]:
     no_extents = sa.cast(sa.null(), sa.Text)
     query = sa.union_all(sa.select(UploadPiece.blob, no_extents),
                          sa.select(File.blob, File.extents),
-                         sa.select(AlternateStream.blob, AlternateStream.extents))
+                         sa.select(AlternateStream.blob, AlternateStream.extents),
+                         sa.select(WorkbookSession.blob, no_extents).where(WorkbookSession.blob.is_not(None)))
     referenced = set()
     with services.db.read() as s:
         for blob, extents in s.execute(query):
@@ -116,7 +117,7 @@ class Sweeper:
             try:
                 done = collect(self._services)
                 if any(vars(done).values()):
-                    log.info("swept %s expired upload sessions, %s orphaned blobs, %s partial writes, "
+                    log.info("swept %s expired upload and workbook sessions, %s orphaned blobs, %s partial writes, "
                              "%s expired or revoked tokens", done.sessions, done.blobs, done.partial_writes,
                              done.tokens)
             except Exception:  # a failed sweep must not end the thread; the next one retries

@@ -213,3 +213,32 @@ class CoauthLock(Base):
     user_friendly_name: Mapped[str] = mapped_column(String(256))
     acquired_at: Mapped[datetime] = mapped_column(DateTime)  # CoauthLockTime: first acquired, never moved
     expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class WorkbookSession(Base):
+    """A Graph workbook session on one file. A persistent one writes to the file; a non-persistent one works
+    on its own copy, `blob` (made from the file's `base_version`), which goes when the session does."""
+    __tablename__ = "workbook_sessions"
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)  # no FK: a deleted file's session just expires
+    user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
+    persist: Mapped[bool] = mapped_column(Boolean)
+    blob: Mapped[str | None] = mapped_column(String(64))
+    base_version: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class WorkbookOperation(Base):
+    """A long-running workbook operation (createSession with Prefer: respond-async): its status, polled by
+    any worker; `session_id` once it succeeded, `error` (JSON) once it failed."""
+    __tablename__ = "workbook_operations"
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
+    persist: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))  # notStarted | running | succeeded | failed
+    session_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)

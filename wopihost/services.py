@@ -21,6 +21,7 @@ from .storage import BlobStore
 from .tokens import API, IssuedToken, Tokens
 from .tree import Tree
 from .uploads import Uploads
+from .workbooks import Workbooks
 from .users import check_user_info, ensure_user, root_folder_id
 
 
@@ -40,6 +41,7 @@ class Services:
     drives: Drives
     tree: Tree
     uploads: Uploads
+    workbooks: Workbooks
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
@@ -61,7 +63,9 @@ class Services:
                    drives=drives,
                    tree=Tree(db, blobs, clock, files),
                    uploads=Uploads(db, clock, sessions, files, drives, settings.max_file_size,
-                                   settings.max_fragment_size))
+                                   settings.max_fragment_size),
+                   workbooks=Workbooks(db, blobs, clock, files, settings.max_workbook_size,
+                                       settings.workbook_persistent_ttl, settings.workbook_temporary_ttl))
 
     # -- URLs ---------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ A request path is a drive, an item of it and an action:
 
     me/drive | drives/{id} | users/{id}/drive | sites/{id}/drive | groups/{id}/drive
     root | items/{id}              optionally followed by  :/{path}[:]
-    /children | /content | /createUploadSession       or nothing
+    /children | /content | /createUploadSession | /workbook/...       or nothing
 
 Werkzeug has already percent-decoded the path, so `items/root%3A%2Fa%2Fb.bin%3A` (msgraph-sdk)
 reads as `items/root:/a/b.bin:`. A path form without its closing colon takes the rest of
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..text import text_problem
 from .errors import GraphError
 
-ACTIONS = ("children", "content", "createUploadSession")
+ACTIONS = ("children", "content", "createUploadSession", "workbook")
 DRIVE_KINDS = {"users": "personal", "sites": "site", "groups": "group"}
 
 
@@ -34,6 +34,7 @@ class ItemRef:
     item_id: str | None  # None: the drive's root
     path: tuple[str, ...] | None  # names below the item, when addressed by path
     action: str | None
+    rest: str = ""  # what follows the action: workbook/{rest}
 
 
 def not_found(what: str) -> GraphError:
@@ -77,7 +78,7 @@ def parse_item(rest: str) -> ItemRef:
         tail = after if colon else ""
     if not tail:
         return ItemRef(item_id, path, None)
-    action = tail[1:] if tail.startswith("/") else None
-    if action not in ACTIONS:
+    action, _, rest = tail[1:].partition("/") if tail.startswith("/") else (None, "", "")
+    if action not in ACTIONS or (rest and action != "workbook"):
         raise GraphError(400, "invalidRequest", f"unsupported segment {tail[:100]!r} after the item")
-    return ItemRef(item_id, path, action)
+    return ItemRef(item_id, path, action, rest)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -28,11 +27,12 @@ from . import shapes
 from .address import DRIVE_KINDS, DriveRef, ItemRef, not_found, parse_item, split_drive
 from .describe import DOWNLOADS, describe, item_response, names
 from .errors import GraphError
+from .request import json_body, json_object
 from .uploads import UPLOADS, upload_session
+from .workbook import workbook
 
 SIMPLE_UPLOAD_LIMIT = 4 << 20  # larger files go through an upload session (docs/graph.md §3.6)
 DEFAULT_PAGE, MAX_PAGE = 200, 1000
-MAX_JSON = 1 << 20
 _SKIPTOKEN = re.compile(r"^([A-Za-z0-9]{22})\.(.*)$", re.S)
 
 
@@ -67,6 +67,8 @@ def dispatch(rest: str) -> Response:
         _allow("GET", "HEAD")
         return _drive_answer(call)
     ref = parse_item(rest)
+    if ref.action == "workbook":
+        return _workbook(call, ref)
     handler = _HANDLERS.get((request.method if request.method != "HEAD" else "GET", ref.action))
     if handler is None:
         raise GraphError(405, "notSupported", f"{request.method} is not supported here")
@@ -148,11 +150,11 @@ def get_item(call: Call, ref: ItemRef) -> Response:
 
 def update_item(call: Call, ref: ItemRef) -> Response:
     call.require_write()
-    body = _json_body()
+    body = json_body()
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
         parent_id = _new_parent(call, s, body.get("parentReference"))
-    info = _object(body.get("fileSystemInfo", {}), "fileSystemInfo")
+    info = json_object(body.get("fileSystemInfo", {}), "fileSystemInfo")
     updated = call.services.tree.update(
         call.drive.id, item.id, call.grant.user_id, name=_text(body, "name"), parent_id=parent_id,
         description=_text(body, "description"),
@@ -164,7 +166,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
 def _new_parent(call: Call, s, reference: Any) -> str | None:
     if reference is None:
         return None
-    reference = _object(reference, "parentReference")
+    reference = json_object(reference, "parentReference")
     if reference.get("driveId") not in (None, call.drive.id):
         raise GraphError(400, "invalidRequest", "items can only be moved within their drive")
     if isinstance(reference.get("id"), str):
@@ -218,7 +220,7 @@ def list_children(call: Call, ref: ItemRef) -> Response:
 
 def create_child(call: Call, ref: ItemRef) -> Response:
     call.require_write()
-    body = _json_body()
+    body = json_body()
     name = body.get("name")
     if not isinstance(name, str):
         raise GraphError(400, "invalidRequest", "name is required, a string")
@@ -232,6 +234,14 @@ def create_child(call: Call, ref: ItemRef) -> Response:
             raise GraphError(400, "invalidRequest", "a file has no children")
     folder, created = call.services.tree.create_folder(parent.id, name, conflict, call.grant.user_id)
     return item_response(call.services, folder, call.drive, call.grant, 201 if created else 200)
+
+
+def _workbook(call: Call, ref: ItemRef) -> Response:
+    with call.services.db.read() as s:
+        item = _locate(call, s, ref)
+    if not isinstance(item, File):
+        raise GraphError(400, "invalidRequest", "a folder is not a workbook", "unsupportedWorkbook")
+    return workbook(call, item, ref.rest)
 
 
 def get_content(call: Call, ref: ItemRef) -> Response:
@@ -299,15 +309,15 @@ def put_content(call: Call, ref: ItemRef) -> Response:
 
 def create_upload_session(call: Call, ref: ItemRef) -> Response:
     call.require_write()
-    body = _json_body(optional=True)
-    item = _object(body.get("item", {}), "item")
+    body = json_body(optional=True)
+    item = json_object(body.get("item", {}), "item")
     defer = body.get("deferCommit", False)
     if not isinstance(defer, bool):
         raise GraphError(400, "invalidRequest", "deferCommit must be true or false")
     size = item.get("fileSize")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise GraphError(400, "invalidRequest", "item.fileSize must be a whole number of bytes")
-    info = _object(item.get("fileSystemInfo", {}), "item.fileSystemInfo")
+    info = json_object(item.get("fileSystemInfo", {}), "item.fileSystemInfo")
     times = [_time(info, field) for field in ("createdDateTime", "lastModifiedDateTime")]
     described = dict(defer=defer, description=_text(item, "description"),
                      fs_created=times[0] and times[0].isoformat(), fs_modified=times[1] and times[1].isoformat())
@@ -334,7 +344,7 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
     """PUT {path} with @microsoft.graph.sourceUrl: an upload session's bytes become the file at `path`
     (or, if `path` is a folder, the file `name` in it), as a deferred or failed completion asks."""
     call.require_write()
-    body = _json_body()
+    body = json_body()
     source = body.get("@microsoft.graph.sourceUrl", body.get("@content.sourceUrl"))
     if not isinstance(source, str):
         raise GraphError(400, "invalidRequest", "@microsoft.graph.sourceUrl is required")
@@ -376,27 +386,6 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
 
 
 # -- request parsing ----------------------------------------------------------------------------
-
-def _json_body(optional: bool = False) -> dict:
-    raw = request_body().read(MAX_JSON + 1)  # a chunked body declares no length: read no more than allowed
-    if len(raw) > MAX_JSON:
-        raise GraphError(413, "requestSizeExceeded", f"a JSON body may have at most {MAX_JSON} bytes")
-    if not raw.strip():
-        if optional:
-            return {}
-        raise GraphError(400, "invalidRequest", "a JSON body is required")
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise GraphError(400, "invalidRequest", "the body is not valid JSON") from None
-    return _object(value, "the body")
-
-
-def _object(value: Any, what: str) -> dict:
-    if not isinstance(value, dict):
-        raise GraphError(400, "invalidRequest", f"{what} must be a JSON object")
-    return value
-
 
 def _time(info: dict, field: str):
     value = info.get(field)

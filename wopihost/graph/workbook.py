@@ -1,0 +1,186 @@
+"""Graph's workbook API on an item (docs/graph.md §10): sessions, worksheets and ranges.
+
+`workbook-session-id` names the session a call runs in (header names are matched whatever their case);
+without it a call reads and writes the file itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable
+
+from flask import Response, jsonify, request
+
+from ..errors import WopiError, WopiResponse as NoContent
+from ..models import File
+from ..xlsx import Workbook, WorkbookError
+from .errors import GraphError
+from .request import json_body
+
+_SHEET = r"(?:/([^/(]+)|\('((?:[^']|'')*)'\))"  # worksheets/{id|name} or worksheets('{id|name}')
+_ROUTES = [
+    ("POST", re.compile(r"^createSession$"), "create_session"),
+    ("POST", re.compile(r"^refreshSession$"), "refresh_session"),
+    ("POST", re.compile(r"^closeSession$"), "close_session"),
+    ("GET", re.compile(r"^operations/([^/]+)$"), "operation"),
+    ("GET", re.compile(r"^sessionInfoResource\(key='([^']*)'\)$"), "session_info"),
+    ("GET", re.compile(r"^worksheets$"), "worksheets"),
+    ("POST", re.compile(r"^worksheets(?:/add)?$"), "add_worksheet"),
+    ("GET", re.compile(rf"^worksheets{_SHEET}$"), "worksheet"),
+    ("GET", re.compile(rf"^worksheets{_SHEET}/range\(address='((?:[^']|'')*)'\)$"), "get_range"),
+    ("PATCH", re.compile(rf"^worksheets{_SHEET}/range\(address='((?:[^']|'')*)'\)$"), "patch_range"),
+    ("GET", re.compile(rf"^worksheets{_SHEET}/usedRange(?:\(valuesOnly=(true|false)\))?$"), "used_range"),
+]
+
+
+def workbook(call, file: File, rest: str) -> Response:
+    """Route `…/workbook/{rest}` on the workbook `file` for the authenticated `call` (routes.Call)."""
+    method = "GET" if request.method == "HEAD" else request.method
+    known = False
+    for verb, pattern, name in _ROUTES:
+        match = pattern.match(rest)
+        if match is None:
+            continue
+        known = True
+        if verb == method:
+            try:
+                return _HANDLERS[name](_Context(call, file), *match.groups())
+            except WorkbookError as exc:
+                raise GraphError(exc.status, exc.code, str(exc), exc.inner) from None
+    if known:
+        raise GraphError(405, "notSupported", f"{request.method} is not supported on workbook/{rest[:80]}")
+    raise GraphError(400, "invalidRequest", f"unsupported workbook request: workbook/{rest[:80]}")
+
+
+class _Context:
+    def __init__(self, call, file: File):
+        self.call, self.file = call, file
+        self.workbooks = call.services.workbooks
+        self.user = call.grant.user_id
+        self.session_id = (request.headers.get("workbook-session-id") or "").strip() or None
+
+    def url(self, suffix: str) -> str:
+        """An absolute URL of this item's workbook, as the request addressed the item."""
+        base = request.path[:request.path.index("/workbook/") + len("/workbook/")]
+        return f"{self.call.services.settings.public_url}{base}{suffix}"
+
+    def read(self, action: Callable[[Workbook], Any]) -> Any:
+        return self.workbooks.read(self.file.id, self.session_id, self.user, action)
+
+    def write(self, action: Callable[[Workbook], Any]) -> Any:
+        if self.session_id is None or self._persistent():
+            self.call.require_write()
+        try:
+            return self.workbooks.write(self.file.id, self.session_id, self.user, action)
+        except WopiError as exc:
+            if exc.code == "resourceLocked":  # someone else's WOPI or coauth lock: Excel's conflict
+                raise GraphError(409, "conflict", "the workbook is locked by another editor; nothing was changed",
+                                 "accessConflict") from None
+            raise
+
+    def _persistent(self) -> bool:
+        return self.workbooks.session_info(self.session_id, self.file.id, self.user).persist
+
+
+def _session_json(session_id: str, persist: bool) -> dict:
+    return {"id": session_id, "persistChanges": persist}
+
+
+def create_session(context: _Context) -> Response:
+    body = _json()
+    persist = body.get("persistChanges", False)
+    if not isinstance(persist, bool):
+        raise GraphError(400, "invalidRequest", "persistChanges must be true or false")
+    if persist:
+        context.call.require_write()
+    if "respond-async" in (request.headers.get("Prefer") or "").lower():
+        operation = context.workbooks.start_create(context.file.id, context.user, persist)
+        response = jsonify({})
+        response.status_code = 202
+        response.headers["Location"] = context.url(f"operations/{operation}")
+        return response
+    session = context.workbooks.create_session(context.file.id, context.user, persist)
+    response = jsonify(_session_json(session.id, session.persist))
+    response.status_code = 201
+    return response
+
+
+def refresh_session(context: _Context) -> Response:
+    context.workbooks.refresh(_required_session(context), context.file.id, context.user)
+    return NoContent(status=204)
+
+
+def close_session(context: _Context) -> Response:
+    context.workbooks.close(_required_session(context), context.file.id, context.user)
+    return NoContent(status=204)
+
+
+def operation(context: _Context, operation_id: str) -> Response:
+    row = context.workbooks.operation(operation_id, context.file.id, context.user)
+    body: dict[str, Any] = {"id": row.id, "status": row.status}
+    if row.status == "succeeded":
+        body["resourceLocation"] = context.url(f"sessionInfoResource(key='{row.session_id}')")
+    if row.status == "failed" and row.error:
+        body["error"] = json.loads(row.error)
+    return jsonify(body)
+
+
+def session_info(context: _Context, key: str) -> Response:
+    session = context.workbooks.session_info(key, context.file.id, context.user)
+    return jsonify(_session_json(session.id, session.persist))
+
+
+def worksheets(context: _Context) -> Response:
+    return jsonify({"value": [sheet.to_json() for sheet in context.read(lambda book: book.worksheets())]})
+
+
+def add_worksheet(context: _Context) -> Response:
+    name = _json().get("name")
+    if name is not None and not isinstance(name, str):
+        raise GraphError(400, "invalidRequest", "name must be a string")
+    response = jsonify(context.write(lambda book: book.add_worksheet(name)).to_json())
+    response.status_code = 201
+    return response
+
+
+def worksheet(context: _Context, key: str | None, quoted: str | None) -> Response:
+    sheet_key = _key(key, quoted)
+    return jsonify(context.read(lambda book: book.worksheet(sheet_key)).to_json())
+
+
+def get_range(context: _Context, key: str | None, quoted: str | None, address: str) -> Response:
+    sheet_key, where = _key(key, quoted), address.replace("''", "'")
+    return jsonify(context.read(lambda book: book.range(sheet_key, where)))
+
+
+def patch_range(context: _Context, key: str | None, quoted: str | None, address: str) -> Response:
+    body = _json()
+    sheet_key, where = _key(key, quoted), address.replace("''", "'")
+    return jsonify(context.write(lambda book: book.patch(sheet_key, where, values=body.get("values"),
+                                                         formulas=body.get("formulas"),
+                                                         number_format=body.get("numberFormat"))))
+
+
+def used_range(context: _Context, key: str | None, quoted: str | None, values_only: str | None) -> Response:
+    sheet_key = _key(key, quoted)
+    return jsonify(context.read(lambda book: book.used_range(sheet_key, values_only == "true")))
+
+
+_HANDLERS = {name: handler for name, handler in globals().items()
+             if name in {route[2] for route in _ROUTES}}
+
+
+def _key(plain: str | None, quoted: str | None) -> str:
+    return plain if plain is not None else quoted.replace("''", "'")
+
+
+def _required_session(context: _Context) -> str:
+    if context.session_id is None:
+        raise GraphError(400, "invalidRequest", "the workbook-session-id header is required")
+    return context.session_id
+
+
+def _json() -> dict:
+    """The request's JSON object; none at all (refresh and close send no body, createSession may not) is {}."""
+    return json_body(optional=True)
