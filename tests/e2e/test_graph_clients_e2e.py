@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from .graph_sdk import sdk_client
+
 RCLONE = shutil.which("rclone", path=str(Path(os.sys.executable).parent))
 MIB = 1 << 20
 
@@ -97,30 +99,6 @@ def test_rclone_mtime_round_trips_through_file_system_info(rclone, tmp_path):
 
 # -- msgraph-sdk ----------------------------------------------------------------------------------
 
-def _graph_client(base: str, token: str):
-    from kiota_abstractions.authentication import (AccessTokenProvider, AllowedHostsValidator,
-                                                   BaseBearerTokenAuthenticationProvider)
-    from msgraph import GraphRequestAdapter, GraphServiceClient
-
-    host = urlsplit(base).hostname
-
-    class Tokens(AccessTokenProvider):
-        """The API token, for requests to this host only (kiota asks for each request's URL)."""
-
-        def __init__(self):
-            self.validator = AllowedHostsValidator([host])
-
-        async def get_authorization_token(self, uri: str, additional_authentication_context: Any = None) -> str:
-            return token if self.validator.is_url_host_valid(uri) else ""
-
-        def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
-            return self.validator
-
-    adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(Tokens()))
-    adapter.base_url = f"{base}/v1.0"
-    return GraphServiceClient(request_adapter=adapter)
-
-
 def test_msgraph_sdk_large_file_upload_task(server, api):
     from msgraph.generated.drives.item.items.item.create_upload_session.create_upload_session_post_request_body \
         import CreateUploadSessionPostRequestBody
@@ -132,7 +110,7 @@ def test_msgraph_sdk_large_file_upload_task(server, api):
     data = os.urandom(20 * MIB)
 
     async def upload_and_read() -> tuple[Any, bytes]:
-        client = _graph_client(server.base, api["access_token"])
+        client = sdk_client(server.base, api["access_token"])
         drive = client.drives.by_drive_id(api["drive_id"])
         body = CreateUploadSessionPostRequestBody(item=DriveItemUploadableProperties(
             additional_data={"@microsoft.graph.conflictBehavior": "replace"}))

@@ -1,0 +1,146 @@
+"""Workbook sessions against a real gunicorn server (two workers): msgraph-sdk, unmodified, drives a session
+and the long-running creation; and an operation accepted by one server is answered by another one sharing
+its database and storage."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import openpyxl
+import pytest
+import requests
+
+from wopihost.localserver import LocalServer
+
+from .graph_sdk import sdk_client
+
+
+def workbook_bytes() -> bytes:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Sheet1"
+    for row in ([1, 10, "=A1*B1"], [2, 20, "=A2*B2"], ["=SUM(A1:A2)", None, "=SUM(C1:C2)"]):
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def book(server):
+    api = server.api_token("alice")
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {api['access_token']}"
+    item = http.put(f"{api['graph_url']}/me/drive/root:/book.xlsx:/content", data=workbook_bytes())
+    assert item.status_code == 201, item.text
+    return api, http, item.json()["id"]
+
+
+def test_msgraph_sdk_drives_a_session_and_the_long_running_creation(server, book):
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+    from kiota_abstractions.method import Method
+    from kiota_http.middleware.options import HeadersInspectionHandlerOption
+    from msgraph.generated.drives.item.items.item.workbook.create_session.create_session_post_request_body \
+        import CreateSessionPostRequestBody
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+    from msgraph.generated.models.workbook_range import WorkbookRange
+
+    api, http, item_id = book
+    client = sdk_client(server.base, api["access_token"])
+    workbook = client.drives.by_drive_id(api["drive_id"]).items.by_drive_item_id(item_id).workbook
+
+    def config(session: str | None = None, prefer: str | None = None, options=None) -> RequestConfiguration:
+        config = RequestConfiguration()
+        if session:
+            config.headers.add("workbook-session-id", session)
+        if prefer:
+            config.headers.add("Prefer", prefer)
+        config.options = options or []
+        return config
+
+    async def patch(builder, session: str, **payload):  # the SDK has no typed PATCH of a range
+        request = builder.to_get_request_information(config(session))
+        request.http_method = Method.PATCH
+        body = WorkbookRange()
+        body.additional_data = payload
+        request.set_content_from_parsable(client.request_adapter, "application/json", body)
+        return await client.request_adapter.send_async(request, WorkbookRange, {"XXX": ODataError})
+
+    async def run() -> dict:
+        seen = {}
+        session = await workbook.create_session.post(CreateSessionPostRequestBody(persist_changes=True))
+        seen["session"] = (bool(session.id), session.persist_changes)
+        sheets = await workbook.worksheets.get(request_configuration=config(session.id))
+        seen["sheets"] = [sheet.name for sheet in sheets.value]
+        cells = workbook.worksheets.by_workbook_worksheet_id("Sheet1").range_with_address("A1:C3")
+        seen["before"] = (await cells.get(request_configuration=config(session.id))).additional_data["values"]
+        inputs = workbook.worksheets.by_workbook_worksheet_id("Sheet1").range_with_address("A1:B1")
+        await patch(inputs, session.id, values=[[5, 7]])
+        seen["after"] = (await cells.get(request_configuration=config(session.id))).additional_data["values"]
+        await workbook.refresh_session.post(request_configuration=config(session.id))
+        await workbook.close_session.post(request_configuration=config(session.id))
+        try:
+            await cells.get(request_configuration=config(session.id))
+        except ODataError as error:
+            seen["closed"] = error.response_status_code
+
+        inspect = HeadersInspectionHandlerOption(inspect_response_headers=True)
+        await workbook.create_session.post(CreateSessionPostRequestBody(persist_changes=False),
+                                           request_configuration=config(prefer="respond-async", options=[inspect]))
+        operation_id = next(iter(inspect.response_headers.get("location"))).rsplit("/", 1)[1]
+        deadline = time.monotonic() + 30
+        while True:
+            operation = await workbook.operations.by_workbook_operation_id(operation_id).get()
+            if operation.status.value in ("succeeded", "failed") or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        seen["operation"] = operation.status.value
+        key = operation.resource_location.split("key='", 1)[1].rstrip("')")
+        info = await workbook.session_info_resource_with_key(key).get()
+        seen["async session"] = (info.id == key, info.persist_changes)
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen["session"] == (True, True) and seen["sheets"] == ["Sheet1"]
+    assert seen["before"] == [[1, 10, 10], [2, 20, 40], [3, "", 50]]
+    assert seen["after"] == [[5, 7, 35], [2, 20, 40], [7, "", 75]]  # the SUM and the products recalculated
+    assert seen["closed"] == 404
+    assert seen["operation"] == "succeeded" and seen["async session"] == (True, False)
+    # the persistent session saved the file: a new version, with the new inputs
+    saved = openpyxl.load_workbook(io.BytesIO(http.get(f"{api['graph_url']}/me/drive/items/{item_id}/content")
+                                              .content))["Sheet1"]
+    assert (saved["A1"].value, saved["B1"].value) == (5, 7)
+
+
+def test_an_operation_accepted_by_one_server_is_answered_by_another(server, book, tmp_path, database):
+    """Two servers (nodes) on one database and one data directory: the long-running creation accepted by
+    the first is polled, and its session used, through the second."""
+    api, http, item_id = book
+    (tmp_path / "other").mkdir()
+    other = LocalServer.start(tmp_path / "other", database, extra_env={"WOPIHOST_DATA_DIR": str(server.data_dir)})
+    try:
+        url = f"{api['graph_url']}/me/drive/items/{item_id}/workbook"
+        accepted = http.post(f"{url}/createSession", json={"persistChanges": False},
+                             headers={"Prefer": "respond-async"})
+        assert accepted.status_code == 202 and accepted.json() == {}
+        poll = accepted.headers["Location"].replace(server.base, other.base)
+        deadline = time.monotonic() + 30
+        while (status := http.get(poll).json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        assert status["status"] == "succeeded"
+        info = http.get(status["resourceLocation"].replace(server.base, other.base)).json()
+        assert info["persistChanges"] is False
+        on_other = url.replace(server.base, other.base)
+        changed = http.patch(f"{on_other}/worksheets/Sheet1/range(address='A1')", json={"values": [[100]]},
+                             headers={"workbook-session-id": info["id"]})
+        assert changed.status_code == 200, changed.text
+        inside = http.get(f"{url}/worksheets/Sheet1/range(address='C1')", headers={"workbook-session-id": info["id"]})
+        assert inside.json()["values"] == [[1000]]
+        outside = http.get(f"{url}/worksheets/Sheet1/range(address='C1')")
+        assert outside.json()["values"] == [[10]]  # a non-persistent session never touches the file
+    finally:
+        other.stop()
+    assert "Traceback" not in other.log_text(), other.log_text()

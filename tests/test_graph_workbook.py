@@ -1,0 +1,684 @@
+"""Graph's workbook API on a driveItem: sessions (persistent, non-persistent, none), the async createSession,
+worksheets, ranges read calculated and written, and its errors, seen through Graph and through WOPI."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import openpyxl
+import pytest
+import webtest
+from openpyxl.styles import Font
+
+from wopihost.app import create_app
+from wopihost.ids import new_id
+from wopihost.models import WorkbookSession
+
+from .helpers import GraphClient, graph_error
+
+PUBLIC = "https://wopi.example.test"
+WB = "me/drive/root:/book.xlsx:/workbook"
+SHEET = f"{WB}/worksheets/Sheet1"
+OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+def xlsx(styled_empty_cell: bool = False) -> bytes:
+    """Sheet1: A1..A3 = 1, 2, 3; B1..B3 = 10, 20, 30; C1..C3 = A*B; A4 = SUM(A1:A3). Sheet two: "My data"."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Sheet1"
+    for row in ([1, 10, "=A1*B1"], [2, 20, "=A2*B2"], [3, 30, "=A3*B3"], ["=SUM(A1:A3)"]):
+        sheet.append(row)
+    if styled_empty_cell:
+        sheet["E6"].font = Font(bold=True)
+    book.create_sheet("My data")["A1"] = "x"
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def zipped(parts: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def upload(graph: GraphClient, data: bytes | None = None, name: str = "book.xlsx") -> str:
+    response = graph.put(f"me/drive/root:/{name}:/content", xlsx() if data is None else data)
+    assert response.status_int == 201, response
+    return response.json["id"]
+
+
+def create(graph: GraphClient, persist: bool, wb: str = WB) -> str:
+    response = graph.post_json(f"{wb}/createSession", {"persistChanges": persist})
+    assert response.status_int == 201, response
+    assert response.json == {"id": response.json["id"], "persistChanges": persist}
+    return response.json["id"]
+
+
+def h(session: str | None) -> dict[str, str]:
+    return {"workbook-session-id": session} if session else {}
+
+
+def read(graph: GraphClient, address: str, session: str | None = None, sheet: str = SHEET):
+    return graph.get(f"{sheet}/range(address='{address}')", h(session))
+
+
+def values(graph: GraphClient, address: str, session: str | None = None) -> list:
+    response = read(graph, address, session)
+    assert response.status_int == 200, response
+    return response.json["values"]
+
+
+def patch(graph: GraphClient, address: str, body: dict, session: str | None = None, sheet: str = SHEET):
+    return graph.patch_json(f"{sheet}/range(address='{address}')", body, h(session))
+
+
+def stored_cell(services, client_for, file_id: str, cell: str, sheet: str = "Sheet1"):
+    """A cell of the file as WOPI's GetFile returns it (openpyxl: a formula as its text)."""
+    body = client_for(services.files.get(file_id)).get_file().body
+    return openpyxl.load_workbook(io.BytesIO(body))[sheet][cell].value
+
+
+def version(services, client_for, file_id: str) -> str:
+    info = client_for(services.files.get(file_id)).check_file_info()
+    assert info.status_int == 200
+    return info.json["Version"]
+
+
+def gone(response, inner: str | None = "invalidSessionReCreatable") -> None:
+    assert response.status_int == 404, response
+    assert graph_error(response) == ("itemNotFound", inner)
+
+
+def session_row(services, session: str):
+    with services.db.read() as s:
+        return s.get(WorkbookSession, session)
+
+
+def poll(graph: GraphClient, location: str, seconds: float = 20.0) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        response = graph.get(location)
+        assert response.status_int == 200, response
+        body = response.json
+        assert body["status"] in ("notStarted", "running", "succeeded", "failed")
+        if body["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.02)
+
+
+# -- persistent sessions and sessionless writes ---------------------------------------------------------
+
+def test_persistent_edit_reaches_the_file(graph, services, client_for):
+    file_id = upload(graph)
+    before = version(services, client_for, file_id)
+    session = create(graph, True)
+    answer = patch(graph, "A1", {"values": [[5]]}, session)
+    assert answer.status_int == 200, answer
+    assert answer.json["values"] == [[5]] and answer.json["address"] == "Sheet1!A1"
+    assert stored_cell(services, client_for, file_id, "A1") == 5
+    assert values(graph, "A1") == [[5]]  # sessionless
+    assert values(graph, "A1", session) == [[5]]
+    assert version(services, client_for, file_id) != before
+
+
+def test_sessionless_patch_reaches_the_file(graph, services, client_for):
+    file_id = upload(graph)
+    before = version(services, client_for, file_id)
+    answer = patch(graph, "B2", {"values": [["hello"]]})
+    assert answer.status_int == 200, answer
+    assert answer.json["values"] == [["hello"]] and answer.json["valueTypes"] == [["String"]]
+    assert stored_cell(services, client_for, file_id, "B2") == "hello"
+    assert values(graph, "B2") == [["hello"]]
+    assert version(services, client_for, file_id) != before
+
+
+def test_sessionless_formulas_and_clearing(graph, services, client_for):
+    file_id = upload(graph)
+    answer = patch(graph, "A1:B1", {"values": [[None, ""]]})
+    assert answer.status_int == 200, answer
+    assert answer.json["values"] == [[1, ""]]  # null leaves, "" clears
+    assert answer.json["valueTypes"] == [["Double", "Empty"]]
+    assert values(graph, "C1") == [[0]]  # A1 * empty
+    answer = patch(graph, "D1", {"formulas": [["=A4*2"]]})
+    assert answer.json["values"] == [[12]] and answer.json["formulas"] == [["=A4*2"]]
+    assert stored_cell(services, client_for, file_id, "B1") is None
+    assert stored_cell(services, client_for, file_id, "D1") == "=A4*2"
+
+
+def test_number_format_is_stored_and_shapes_text(graph, services, client_for):
+    file_id = upload(graph)
+    answer = patch(graph, "A1:B1", {"numberFormat": [["0.00", None]]})
+    assert answer.status_int == 200, answer
+    assert answer.json["numberFormat"] == [["0.00", "General"]]
+    assert answer.json["values"] == [[1, 10]]
+    body = client_for(services.files.get(file_id)).get_file().body
+    assert openpyxl.load_workbook(io.BytesIO(body))["Sheet1"]["A1"].number_format == "0.00"
+    assert read(graph, "A1:B1").json["text"] == [["1.00", "10"]]  # Graph's text is the formatted value
+
+
+def test_items_id_addressing_and_other_prefixes(graph, graph_for):
+    file_id = upload(graph)
+    for base in (f"me/drive/items/{file_id}/workbook", f"drives/{graph.drive_id}/items/{file_id}/workbook"):
+        session = create(graph, True, base)
+        response = graph.get(f"{base}/worksheets/Sheet1/range(address='A4')", h(session))
+        assert response.status_int == 200 and response.json["values"] == [[6]], base
+    v2 = graph_for(prefix="/v2.0")
+    assert v2.get(f"{SHEET}/range(address='A4')").json["values"] == [[6]]
+
+
+# -- non-persistent sessions ------------------------------------------------------------------------------
+
+def test_non_persistent_edit_stays_in_its_session(graph, services, client_for, settings):
+    file_id = upload(graph)
+    before = version(services, client_for, file_id)
+    session = create(graph, False)
+    assert patch(graph, "A1", {"values": [[100]]}, session).status_int == 200
+    assert values(graph, "A1:A4", session) == [[100], [2], [3], [105]]
+    assert values(graph, "A1") == [[1]]  # sessionless
+    assert stored_cell(services, client_for, file_id, "A1") == 1
+    assert version(services, client_for, file_id) == before
+    copy = session_row(services, session).blob
+    assert copy and services.blobs.path(copy).exists()
+    assert graph.post(f"{WB}/closeSession", headers=h(session)).status_int == 204
+    gone(read(graph, "A1", session))
+    gone(patch(graph, "A1", {"values": [[1]]}, session))
+    assert session_row(services, session) is None
+    assert not services.blobs.path(copy).exists()
+    assert version(services, client_for, file_id) == before
+
+
+def test_non_persistent_session_expires_and_sweep_removes_its_copy(graph, services, clock, settings):
+    upload(graph)
+    session = create(graph, False)
+    assert patch(graph, "A1", {"values": [[100]]}, session).status_int == 200
+    copy = session_row(services, session).blob
+    assert services.blobs.path(copy).exists() and settings.blob_dir in services.blobs.path(copy).parents
+    clock.advance(minutes=6)  # past a persistent session's 5 minutes, within 7
+    assert values(graph, "A1", session) == [[100]]
+    clock.advance(minutes=7, seconds=1)
+    gone(read(graph, "A1", session))
+    assert services.workbooks.sweep() == 1
+    assert session_row(services, session) is None
+    assert not services.blobs.path(copy).exists()
+    assert values(graph, "A1") == [[1]]
+
+
+def test_sweep_keeps_live_sessions(graph, services, clock):
+    upload(graph)
+    persistent, temporary = create(graph, True), create(graph, False)
+    clock.advance(minutes=4)
+    assert services.workbooks.sweep() == 0
+    clock.advance(minutes=1, seconds=1)
+    assert services.workbooks.sweep() == 1  # the persistent one (5 min)
+    assert session_row(services, persistent) is None
+    assert services.blobs.path(session_row(services, temporary).blob).exists()
+
+
+# -- expiry and refresh ---------------------------------------------------------------------------------
+
+def test_persistent_session_expires_after_five_idle_minutes(graph, clock):
+    upload(graph)
+    session = create(graph, True)
+    clock.advance(minutes=5, seconds=1)
+    gone(read(graph, "A1", session))
+    gone(graph.post(f"{WB}/refreshSession", headers=h(session)))
+
+
+def test_refresh_slides_expiry(graph, clock):
+    upload(graph)
+    session = create(graph, True)
+    clock.advance(minutes=4)
+    assert graph.post(f"{WB}/refreshSession", headers=h(session)).status_int == 204
+    clock.advance(minutes=4)
+    assert values(graph, "A1", session) == [[1]]
+    clock.advance(minutes=4)  # that read slid it too
+    assert graph.post(f"{WB}/refreshSession", headers=h(session)).status_int == 204
+    clock.advance(minutes=5, seconds=1)
+    gone(read(graph, "A1", session))
+
+
+def test_refresh_slides_a_non_persistent_session_by_seven_minutes(graph, clock):
+    upload(graph)
+    session = create(graph, False)
+    clock.advance(minutes=6)
+    assert graph.post(f"{WB}/refreshSession", headers=h(session)).status_int == 204
+    clock.advance(minutes=6)
+    assert graph.post(f"{WB}/refreshSession", headers=h(session)).status_int == 204
+    clock.advance(minutes=7, seconds=1)
+    gone(graph.post(f"{WB}/refreshSession", headers=h(session)))
+
+
+def test_session_info_resource(graph):
+    upload(graph)
+    for persist in (True, False):
+        session = create(graph, persist)
+        response = graph.get(f"{WB}/sessionInfoResource(key='{session}')")
+        assert response.status_int == 200
+        assert response.json == {"id": session, "persistChanges": persist}
+    gone(graph.get(f"{WB}/sessionInfoResource(key='{new_id()}')"))
+
+
+# -- async createSession ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("persist", [True, False])
+def test_async_create_session(graph, persist):
+    upload(graph)
+    response = graph.post_json(f"{WB}/createSession", {"persistChanges": persist},
+                               headers={"Prefer": "respond-async"})
+    assert response.status_int == 202, response
+    assert response.json == {}
+    location = response.headers["Location"]
+    assert location.startswith(f"{PUBLIC}/v1.0/{WB}/operations/")
+    body = poll(graph, location)
+    assert body["status"] == "succeeded", body
+    assert body["id"] == location.rsplit("/", 1)[1]
+    info = graph.get(body["resourceLocation"])
+    assert info.status_int == 200, info
+    assert info.json == {"id": info.json["id"], "persistChanges": persist}
+    assert patch(graph, "A1", {"values": [[9]]}, info.json["id"]).status_int == 200
+    assert values(graph, "A1") == [[9 if persist else 1]]
+
+
+def test_async_create_on_a_non_workbook_fails(graph):
+    upload(graph, b"not a workbook at all")
+    response = graph.post_json(f"{WB}/createSession", {"persistChanges": True},
+                               headers={"Prefer": "respond-async"})
+    assert response.status_int == 202, response
+    body = poll(graph, response.headers["Location"])
+    assert body["status"] == "failed", body
+    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert "resourceLocation" not in body
+
+
+def test_unknown_other_or_old_operation_is_not_found(graph, clock):
+    upload(graph)
+    gone(graph.get(f"{WB}/operations/{new_id()}"), None)
+    gone(graph.get(f"{WB}/operations/garbage"), None)
+    location = graph.post_json(f"{WB}/createSession", {"persistChanges": False},
+                               headers={"Prefer": "respond-async"}).headers["Location"]
+    assert poll(graph, location)["status"] == "succeeded"
+    upload(graph, name="other.xlsx")
+    gone(graph.get(location.replace("book.xlsx", "other.xlsx")), None)  # another file's operation
+    clock.advance(minutes=61)
+    gone(graph.get(location), None)
+
+
+def test_async_create_of_a_workbook_over_the_limit_fails(settings, clock):
+    app = create_app(settings.with_changes(max_workbook_size=1000), clock)
+    try:
+        issued, drive_id = app.extensions["wopihost"].issue_api_token("alice", True)
+        small = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+        upload(small)
+        response = small.post_json(f"{WB}/createSession", {"persistChanges": False},
+                                   headers={"Prefer": "respond-async"})
+        assert response.status_int == 202, response
+        body = poll(small, response.headers["Location"])
+        assert body["status"] == "failed" and body["error"]["code"] == "requestSizeExceeded", body
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
+# -- sessions side by side ------------------------------------------------------------------------------
+
+def test_two_sessions_of_each_kind_on_one_workbook(graph):
+    upload(graph)
+    p1, p2 = create(graph, True), create(graph, True)
+    n1, n2 = create(graph, False), create(graph, False)
+    assert patch(graph, "B1", {"values": [[100]]}, n1).status_int == 200
+    assert patch(graph, "A1", {"values": [[7]]}, p1).status_int == 200
+    assert values(graph, "A1:C1", p2) == [[7, 10, 70]]
+    assert values(graph, "A1:C1") == [[7, 10, 70]]
+    assert values(graph, "A1:C1", n1) == [[1, 100, 100]]  # its copy predates p1's write, keeps its own
+    assert values(graph, "A1:C1", n2) == [[1, 10, 10]]
+    assert patch(graph, "B1", {"values": [[11]]}, p2).status_int == 200
+    assert values(graph, "A1:C1", p1) == [[7, 11, 77]]
+    assert values(graph, "B1", n1) == [[100]]
+
+
+# -- recalculation ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["persistent", "non-persistent", "sessionless"])
+def test_patch_recalculates_sum_and_product(graph, mode):
+    upload(graph)
+    session = None if mode == "sessionless" else create(graph, mode == "persistent")
+    answer = patch(graph, "A1:B1", {"values": [[10, 5]]}, session)
+    assert answer.status_int == 200, answer
+    assert answer.json["values"] == [[10, 5]]
+    result = read(graph, "A1:C4", session).json
+    assert result["values"] == [[10, 5, 50], [2, 20, 40], [3, 30, 90], [15, "", ""]]
+    assert result["formulas"][0][2] == "=A1*B1" and result["formulas"][3][0] == "=SUM(A1:A3)"
+    answer = patch(graph, "A2", {"formulas": [["=A1+1"]]}, session)
+    assert answer.json["values"] == [[11]]
+    assert values(graph, "A4", session) == [[24]]
+    assert values(graph, "C2", session) == [[220]]
+
+
+# -- worksheets -----------------------------------------------------------------------------------------
+
+def test_worksheets_list_and_get_by_id_and_name(graph):
+    upload(graph)
+    listed = graph.get(f"{WB}/worksheets")
+    assert listed.status_int == 200
+    sheets = listed.json["value"]
+    assert [(s["name"], s["position"], s["visibility"]) for s in sheets] == [
+        ("Sheet1", 0, "Visible"), ("My data", 1, "Visible")]
+    assert all(s["id"].startswith("{") and s["id"].endswith("}") for s in sheets)
+    assert len({s["id"] for s in sheets}) == 2
+    for sheet in sheets:
+        for key in (sheet["id"], sheet["name"]):
+            for path in (f"{WB}/worksheets/{key}", f"{WB}/worksheets('{key}')"):
+                response = graph.get(path)
+                assert response.status_int == 200, path
+                assert response.json == sheet
+    ranged = graph.get(f"{WB}/worksheets('{sheets[1]['id']}')/range(address='A1')")
+    assert ranged.json["values"] == [["x"]] and ranged.json["address"] == "'My data'!A1"
+
+
+def test_worksheet_names_quoted_and_percent_encoded(graph):
+    upload(graph)
+    assert graph.post_json(f"{WB}/worksheets/add", {"name": "Bob's"}).status_int == 201
+    assert graph.get(f"{WB}/worksheets('Bob''s')").json["name"] == "Bob's"
+    sheet = graph.get(f"{WB}/worksheets/My%20data").json
+    assert sheet["name"] == "My data"
+    encoded = sheet["id"].replace("{", "%7B").replace("}", "%7D")
+    assert graph.get(f"{WB}/worksheets/{encoded}").json == sheet
+    response = graph.get(f"{WB}/worksheets('My data')/range(address=" + "'''My data''!A1')")
+    assert response.status_int == 200, response
+    assert response.json["values"] == [["x"]] and response.json["address"] == "'My data'!A1"
+    response = graph.get(f"{WB}/worksheets/Sheet1/range(address='sheet1!$a$1:$b$2')")
+    assert response.status_int == 200, response
+    assert response.json["address"] == "Sheet1!A1:B2" and response.json["values"] == [[1, 10], [2, 20]]
+
+
+def test_add_worksheet(graph, services, client_for):
+    file_id = upload(graph)
+    added = graph.post_json(f"{WB}/worksheets", {"name": "Extra"})
+    assert added.status_int == 201, added
+    assert added.json["name"] == "Extra" and added.json["position"] == 2
+    assert graph.get(f"{WB}/worksheets/{added.json['id']}").json == added.json
+    again = graph.post_json(f"{WB}/worksheets/add", {"name": "Extra"})
+    assert again.status_int == 409, again
+    assert graph_error(again)[0] == "conflict"
+    by_add = graph.post_json(f"{WB}/worksheets/add", {"name": "More"})
+    assert by_add.status_int == 201 and by_add.json["name"] == "More"
+    body = client_for(services.files.get(file_id)).get_file().body
+    assert openpyxl.load_workbook(io.BytesIO(body)).sheetnames == ["Sheet1", "My data", "Extra", "More"]
+
+
+def test_add_worksheet_in_a_non_persistent_session_stays_there(graph):
+    upload(graph)
+    session = create(graph, False)
+    assert graph.post_json(f"{WB}/worksheets/add", {"name": "Scratch"}, h(session)).status_int == 201
+    assert [s["name"] for s in graph.get(f"{WB}/worksheets", h(session)).json["value"]][-1] == "Scratch"
+    assert "Scratch" not in [s["name"] for s in graph.get(f"{WB}/worksheets").json["value"]]
+    assert graph.get(f"{WB}/worksheets/Scratch").status_int == 404
+
+
+def test_used_range(graph):
+    graph.put("me/drive/root:/book.xlsx:/content", xlsx(styled_empty_cell=True))
+    used = graph.get(f"{SHEET}/usedRange")
+    assert used.status_int == 200, used
+    assert used.json["address"] == "Sheet1!A1:E6"
+    only = graph.get(f"{SHEET}/usedRange(valuesOnly=true)")
+    assert only.status_int == 200, only
+    assert only.json["address"] == "Sheet1!A1:C4"
+    assert only.json["values"] == [[1, 10, 10], [2, 20, 40], [3, 30, 90], [6, "", ""]]
+    assert only.json["rowCount"] == 4 and only.json["columnCount"] == 3
+
+
+# -- errors: what is not a workbook -------------------------------------------------------------------
+
+BAD_WORKBOOKS = {
+    "not a zip": (b"just some text, not a zip", 400),
+    "xls": (OLE + b"\0" * 2000, 415),
+    "corrupt xlsx": (zipped({"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<workbook <<< broken"}), 400),
+    "truncated xlsx": (xlsx()[:1500], 400),
+    "docx-like zip": (zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>"}), 400),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_WORKBOOKS)
+def test_not_a_workbook(graph, kind):
+    data, status = BAD_WORKBOOKS[kind]
+    upload(graph, data)
+    for response in (graph.post_json(f"{WB}/createSession", {"persistChanges": True}),
+                     graph.post_json(f"{WB}/createSession", {"persistChanges": False}),
+                     graph.get(f"{WB}/worksheets"),
+                     read(graph, "A1"),
+                     patch(graph, "A1", {"values": [[1]]})):
+        assert response.status_int == status, (kind, response)
+        assert graph_error(response)[1] == "unsupportedWorkbook", kind
+
+
+def test_a_folder_is_not_a_workbook(graph):
+    assert graph.post_json("me/drive/root/children", {"name": "dir", "folder": {}}).status_int == 201
+    for response in (graph.post_json("me/drive/root:/dir:/workbook/createSession", {"persistChanges": True}),
+                     graph.get("me/drive/root:/dir:/workbook/worksheets")):
+        assert response.status_int == 400, response
+        assert graph_error(response)[0] == "invalidRequest"
+
+
+def test_workbook_over_the_size_limit(settings, clock):
+    app = create_app(settings.with_changes(max_workbook_size=1000), clock)
+    try:
+        issued, drive_id = app.extensions["wopihost"].issue_api_token("alice", True)
+        small = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+        upload(small)
+        for response in (small.post_json(f"{WB}/createSession", {"persistChanges": False}),
+                         small.post_json(f"{WB}/createSession", {"persistChanges": True}),
+                         small.get(f"{WB}/worksheets"),
+                         patch(small, "A1", {"values": [[1]]})):
+            assert response.status_int == 413, response
+            assert graph_error(response)[0] == "requestSizeExceeded"
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
+# -- errors: worksheets, addresses, bodies -------------------------------------------------------------------
+
+def test_unknown_worksheet(graph):
+    upload(graph)
+    session = create(graph, True)
+    for response in (graph.get(f"{WB}/worksheets/Nope"),
+                     graph.get(f"{WB}/worksheets('{{00000000-0000-0000-0000-000000000000}}')"),
+                     read(graph, "A1", sheet=f"{WB}/worksheets/Nope"),
+                     read(graph, "A1", session, sheet=f"{WB}/worksheets/Nope"),
+                     patch(graph, "A1", {"values": [[1]]}, sheet=f"{WB}/worksheets/Nope"),
+                     graph.get(f"{WB}/worksheets/Nope/usedRange")):
+        gone(response, None)
+
+
+@pytest.mark.parametrize("address", ["A0", "1A", "A1:", "ZZZZ1", "A1048577", "Sheet1!", "B2:C", "My data!A1"])
+def test_malformed_address(graph, address):
+    upload(graph)
+    for response in (read(graph, address), patch(graph, address, {"values": [[1]]})):
+        assert response.status_int == 400, (address, response)
+        assert graph_error(response)[0] == "invalidRequest"
+
+
+@pytest.mark.parametrize("body", [
+    {"values": [[1, 2]]},
+    {"values": [[1], [2], [3]]},
+    {"values": [1, 2]},
+    {"values": 5},
+    {"values": [[{"a": 1}, 2], [3, 4]]},
+    {"formulas": [["=A1", "=B1"]]},
+    {"numberFormat": [[1, 2], [3, 4]]},
+    {},
+])
+def test_wrong_patch_body(graph, services, client_for, body):
+    file_id = upload(graph)
+    before = version(services, client_for, file_id)
+    response = patch(graph, "A1:B2", body)
+    assert response.status_int == 400, (body, response)
+    assert graph_error(response)[0] == "invalidRequest"
+    assert version(services, client_for, file_id) == before
+
+
+def test_bad_create_session_body(graph):
+    upload(graph)
+    for body in ({"persistChanges": "yes"}, {"persistChanges": 1}):
+        response = graph.post_json(f"{WB}/createSession", body)
+        assert response.status_int == 400, body
+        assert graph_error(response)[0] == "invalidRequest"
+    response = graph.post(f"{WB}/createSession", b"{not json", {"Content-Type": "application/json"})
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+
+
+def test_unknown_workbook_request_and_method(graph):
+    upload(graph)
+    response = graph.get(f"{WB}/nonsense")
+    assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+    response = graph.delete(f"{WB}/worksheets")
+    assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
+
+
+# -- errors: sessions -------------------------------------------------------------------------------------
+
+def test_unknown_session_id(graph):
+    upload(graph)
+    for session in (new_id(), "garbage", "x" * 300):
+        gone(read(graph, "A1", session))
+        gone(patch(graph, "A1", {"values": [[1]]}, session))
+        gone(graph.post(f"{WB}/refreshSession", headers=h(session)))
+        gone(graph.post(f"{WB}/closeSession", headers=h(session)))
+    assert values(graph, "A1") == [[1]]
+
+
+def test_closed_session_cannot_be_closed_again(graph):
+    upload(graph)
+    session = create(graph, True)
+    assert graph.post(f"{WB}/closeSession", headers=h(session)).status_int == 204
+    gone(graph.post(f"{WB}/closeSession", headers=h(session)))
+    gone(graph.post(f"{WB}/refreshSession", headers=h(session)))
+    gone(graph.get(f"{WB}/sessionInfoResource(key='{session}')"))
+
+
+def test_refresh_and_close_need_the_header(graph):
+    upload(graph)
+    create(graph, True)
+    for action in ("refreshSession", "closeSession"):
+        response = graph.post(f"{WB}/{action}")
+        assert response.status_int == 400, action
+        assert graph_error(response)[0] == "invalidRequest"
+
+
+@pytest.mark.parametrize("name", ["Workbook-Session-Id", "workbook-session-id", "WORKBOOK-SESSION-ID"])
+def test_header_name_in_any_case(graph, name):
+    upload(graph)
+    session = create(graph, False)
+    answer = graph.patch_json(f"{SHEET}/range(address='A1')", {"values": [[42]]}, {name: session})
+    assert answer.status_int == 200, answer
+    assert graph.get(f"{SHEET}/range(address='A1')", {name: session}).json["values"] == [[42]]
+    assert values(graph, "A1") == [[1]]
+    assert graph.post(f"{WB}/refreshSession", headers={name: session}).status_int == 204
+    assert graph.post(f"{WB}/closeSession", headers={name: session}).status_int == 204
+
+
+def test_session_on_another_file_is_not_found(graph):
+    upload(graph)
+    upload(graph, name="other.xlsx")
+    session = create(graph, False)
+    other = "me/drive/root:/other.xlsx:/workbook"
+    gone(graph.get(f"{other}/worksheets/Sheet1/range(address='A1')", h(session)))
+    gone(graph.patch_json(f"{other}/worksheets/Sheet1/range(address='A1')", {"values": [[1]]}, h(session)))
+    gone(graph.post(f"{other}/closeSession", headers=h(session)))
+    gone(graph.get(f"{other}/sessionInfoResource(key='{session}')"))
+    assert values(graph, "A1", session) == [[1]]  # still alive on its own file
+
+
+def test_session_of_another_user_is_not_found(services, graph_for):
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "alice")
+    services.drives.add_member(drive.id, "bob")
+    alice, bob = graph_for("alice"), graph_for("bob")
+    assert alice.put(f"drives/{drive.id}/root:/book.xlsx:/content", xlsx()).status_int == 201
+    wb = f"drives/{drive.id}/root:/book.xlsx:/workbook"
+    for persist in (True, False):
+        session = create(alice, persist, wb)
+        sheet = f"{wb}/worksheets/Sheet1"
+        assert bob.get(f"{sheet}/range(address='A1')").json["values"] == [[1]]  # bob may read the file
+        gone(bob.get(f"{sheet}/range(address='A1')", h(session)))
+        gone(bob.patch_json(f"{sheet}/range(address='A1')", {"values": [[2]]}, h(session)))
+        gone(bob.post(f"{wb}/closeSession", headers=h(session)))
+        gone(bob.get(f"{wb}/sessionInfoResource(key='{session}')"))
+        assert alice.get(f"{sheet}/range(address='A1')", h(session)).json["values"] == [[1]]
+    location = alice.post_json(f"{wb}/createSession", {"persistChanges": True},
+                               headers={"Prefer": "respond-async"}).headers["Location"]
+    assert poll(alice, location)["status"] == "succeeded"
+    gone(bob.get(location), None)
+
+
+# -- errors: locks and token scope -------------------------------------------------------------------
+
+def test_wopi_lock_held_by_someone_else(graph, services, client_for):
+    file_id = upload(graph)
+    persistent, temporary = create(graph, True), create(graph, False)
+    assert client_for(services.files.get(file_id)).lock("L1").status_int == 200
+    before_version = version(services, client_for, file_id)
+    before = client_for(services.files.get(file_id)).get_file().body
+    for response in (patch(graph, "A1", {"values": [[5]]}),
+                     patch(graph, "A1", {"values": [[5]]}, persistent),
+                     graph.post_json(f"{WB}/worksheets/add", {"name": "New"})):
+        assert response.status_int == 409, response
+        assert graph_error(response)[0] == "conflict"
+    assert client_for(services.files.get(file_id)).get_file().body == before
+    assert version(services, client_for, file_id) == before_version
+    assert values(graph, "A1") == [[1]]
+    assert values(graph, "A1", persistent) == [[1]]
+    assert patch(graph, "A1", {"values": [[5]]}, temporary).status_int == 200  # its own copy
+
+
+def test_read_only_token(graph, graph_for, services, client_for):
+    file_id = upload(graph)
+    before = version(services, client_for, file_id)
+    reader = graph_for("alice", can_write=False)
+    assert reader.get(f"{WB}/worksheets").status_int == 200
+    assert reader.get(f"{SHEET}/usedRange").status_int == 200
+    assert values(reader, "A4") == [[6]]
+    persistent = create(graph, True)  # made with the read-write token
+    for response in (patch(reader, "A1", {"values": [[5]]}),
+                     reader.post_json(f"{WB}/worksheets/add", {"name": "New"}),
+                     reader.post_json(f"{WB}/createSession", {"persistChanges": True}),
+                     reader.post_json(f"{WB}/createSession", {"persistChanges": True},
+                                      headers={"Prefer": "respond-async"}),
+                     patch(reader, "A1", {"values": [[5]]}, persistent)):
+        assert response.status_int == 403, response
+        assert graph_error(response)[0] == "accessDenied"
+    temporary = create(reader, False)
+    answer = patch(reader, "A1", {"values": [[5]]}, temporary)
+    assert answer.status_int == 200, answer
+    assert values(reader, "A4", temporary) == [[10]]
+    assert values(reader, "A1") == [[1]]
+    assert version(services, client_for, file_id) == before
+
+
+def test_unauthenticated(graph):
+    upload(graph)
+    anonymous = GraphClient(graph.testapp, None, graph.drive_id)
+    response = anonymous.get(f"{WB}/worksheets")
+    assert response.status_int == 401 and graph_error(response)[0] == "unauthenticated"
+    response = anonymous.post_json(f"{WB}/createSession", {"persistChanges": True})
+    assert response.status_int == 401
+
+
+def test_deleted_file_ends_its_sessions(graph, services, clock):
+    upload(graph)
+    session = create(graph, False)
+    copy = session_row(services, session).blob
+    assert graph.delete("me/drive/root:/book.xlsx:").status_int == 204
+    upload(graph)  # a new file under the same name is another item
+    gone(read(graph, "A1", session))
+    clock.advance(minutes=7, seconds=1)
+    services.workbooks.sweep()
+    assert session_row(services, session) is None and not services.blobs.path(copy).exists()
