@@ -167,8 +167,10 @@ def used_range(context: _Context, key: str | None, quoted: str | None, values_on
     return jsonify(context.read(lambda book: book.used_range(sheet_key, values_only == "true")))
 
 
-_HANDLERS = {name: handler for name, handler in globals().items()
-             if name in {route[2] for route in _ROUTES}}
+_HANDLERS = {"create_session": create_session, "refresh_session": refresh_session, "close_session": close_session,
+             "operation": operation, "session_info": session_info, "worksheets": worksheets,
+             "add_worksheet": add_worksheet, "worksheet": worksheet, "get_range": get_range,
+             "patch_range": patch_range, "used_range": used_range}
 
 
 def _key(plain: str | None, quoted: str | None) -> str:
