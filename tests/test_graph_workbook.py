@@ -4,6 +4,7 @@ worksheets, ranges read calculated and written, and its errors, seen through Gra
 from __future__ import annotations
 
 import io
+import threading
 import time
 import zipfile
 
@@ -344,6 +345,33 @@ def test_two_sessions_of_each_kind_on_one_workbook(graph):
     assert values(graph, "B1", n1) == [[100]]
 
 
+@pytest.mark.parametrize("mode", ["non-persistent", "sessionless"])
+def test_concurrent_calls_lose_no_write_and_never_fail(graph, mode):
+    """Threads each write their own cell and read the whole column; a write may be refused (409 conflict) under
+    contention but is never lost, and nothing ends in a 500."""
+    upload(graph)
+    session = create(graph, False) if mode == "non-persistent" else None
+    last_written, statuses = {}, []
+
+    def worker(row: int) -> None:
+        for n in range(1, 21):
+            if n % 2:
+                response = patch(graph, f"E{row}", {"values": [[n]]}, session)
+                if response.status_int == 200:
+                    last_written[row] = n
+            else:
+                response = read(graph, "E1:E6", session)
+            statuses.append(response.status_int)
+
+    threads = [threading.Thread(target=worker, args=(row,)) for row in range(1, 7)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(statuses) <= {200, 409}, sorted(statuses)
+    assert values(graph, "E1:E6", session) == [[last_written.get(row, "")] for row in range(1, 7)]
+
+
 # -- recalculation ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["persistent", "non-persistent", "sessionless"])
@@ -405,6 +433,8 @@ def test_add_worksheet(graph, services, client_for):
     assert added.status_int == 201, added
     assert added.json["name"] == "Extra" and added.json["position"] == 2
     assert graph.get(f"{WB}/worksheets/{added.json['id']}").json == added.json
+    empty = graph.get(f"{WB}/worksheets/Extra/usedRange")
+    assert empty.status_int == 200 and empty.json["address"] == "Extra!A1" and empty.json["values"] == [[""]]
     again = graph.post_json(f"{WB}/worksheets/add", {"name": "Extra"})
     assert again.status_int == 409, again
     assert graph_error(again)[0] == "conflict"

@@ -192,13 +192,18 @@ class Workbooks:
         blob), sliding the session's expiry."""
         if session_id is None:
             return self._file_bytes(file_id)
-        with self.db.write() as s:
-            row = self._session(s, session_id, file_id, user_id)
-            blob = row.blob
-        if blob is None:
-            return self._file_bytes(file_id)
-        with open(self.blobs.path(blob), "rb") as copy:
-            return copy.read(), blob
+        for _ in range(RETRIES):
+            with self.db.write() as s:
+                row = self._session(s, session_id, file_id, user_id)
+                blob = row.blob
+            if blob is None:
+                return self._file_bytes(file_id)
+            try:
+                with open(self.blobs.path(blob), "rb") as copy:
+                    return copy.read(), blob
+            except FileNotFoundError:  # another call in the session replaced the copy meanwhile
+                continue
+        raise WopiError(409, "the workbook session is being changed too often; retry", code="conflict")
 
     def _store(self, file_id: str, session_id: str | None, user_id: str, basis: int | str, data: bytes) -> None:
         if isinstance(basis, int):  # the file itself, if it is still the version that was read

@@ -168,6 +168,7 @@ class Workbook:
                         if not isinstance(value, str):
                             raise bad_request("numberFormat holds strings")
                         cell.number_format = value
+                        self._format(index, cell)
                         continue
                     cell.value = _input(value, name)
                     self._mirror(index, cell)
@@ -239,9 +240,17 @@ class Workbook:
                 "values": values, "formulas": formulas, "text": texts, "valueTypes": types,
                 "numberFormat": formats}
 
+    def _format(self, index: int, cell) -> None:
+        """The cell's number format, in the model too: `text` is the value as that format shows it."""
+        style = self.model.get_cell_style(index, cell.row, cell.column)
+        style["num_fmt"] = cell.number_format
+        self.model.set_cell_style(index, cell.row, cell.column, style)
+
     def _mirror(self, index: int, cell) -> None:
         """Put one openpyxl cell into the calculating model."""
         model, row, column, value = self.model, cell.row, cell.column, cell.value
+        if cell.number_format != "General":
+            self._format(index, cell)
         if value is None:
             model.clear_cell_contents(index, row, column)
         elif isinstance(value, DataTableFormula):  # a what-if table: not calculated here
