@@ -1,7 +1,9 @@
 """Graph workbook sessions (docs/graph.md §10): persistent, non-persistent, and none.
 
-Every call opens the workbook from storage, acts on it (wopihost.xlsx) and, if it changed it, stores it
-back; nothing of a workbook lives in a worker between calls, so any worker or node serves any session.
+Every call acts on the workbook as it is in storage (wopihost.xlsx) and, if it changed it, stores it back,
+so any worker or node serves any session. A worker keeps the last workbook it used, under what it was
+opened from (a file's version, a session copy's blob: content that never changes under that name), so
+that the next call on it there skips opening it again.
 A persistent session (and a call with no session) writes the file itself, as a WOPI client's save
 would: a new version and sequence number, refused while someone else's lock holds the file. A
 non-persistent session works on a copy of the file made when it was created, which goes when the
@@ -33,11 +35,36 @@ from .xlsx import Workbook, WorkbookError, open_workbook
 
 T = TypeVar("T")
 RETRIES = 5
+# Workbook calls one worker runs at once; the others wait. A call holds a whole workbook in memory (25 to 60
+# MiB per MiB of .xlsx): with 64 threads a worker could otherwise hold 64 of them.
+CALLS_AT_ONCE = 2
 OPERATION_TTL = timedelta(hours=1)  # how long a finished operation can still be polled
 
 
 class _Changed(Exception):
     """What a write read is no longer current: read again."""
+
+
+class _LastUsed:
+    """The workbook a worker used last, by what it was opened from. One entry, so a worker holds at most one
+    workbook between calls (their memory is the cost: docs/graph.md §10.3). A call takes it out while it
+    works on it, so no two threads ever share one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._book: Workbook | None = None
+
+    def take(self, key: tuple) -> Workbook | None:
+        with self._lock:
+            if self._key != key:
+                return None
+            book, self._key, self._book = self._book, None, None
+            return book
+
+    def put(self, key: tuple, book: Workbook) -> None:
+        with self._lock:
+            self._key, self._book = key, book
 
 
 def session_gone() -> WopiError:
@@ -54,14 +81,17 @@ class Workbooks:
         self.files = files
         self.max_size = max_size
         self.ttl = {True: timedelta(seconds=persistent_ttl), False: timedelta(seconds=temporary_ttl)}
+        self._last = _LastUsed()
+        self._calls = threading.BoundedSemaphore(CALLS_AT_ONCE)
 
     # -- sessions -------------------------------------------------------------------------------
 
     def create_session(self, file_id: str, user_id: str, persist: bool) -> WorkbookSession:
         """A new session; the file must be a workbook this host can open (a non-persistent session's copy
         is made from it now)."""
-        data, version = self._file_bytes(file_id)
-        open_workbook(data, self.max_size)  # refused now, not at the first call in the session
+        with self._calls:
+            data, version = self._file_bytes(file_id)
+            book = open_workbook(data, self.max_size)  # refused now, not at the first call in the session
         blob = None if persist else self.blobs.write(io.BytesIO(data), len(data), sha256=False)
         now = self.clock.now()
         row = WorkbookSession(id=new_id(), file_id=file_id, user_id=user_id, persist=persist,
@@ -77,6 +107,7 @@ class Workbooks:
         finally:
             if blob is not None:
                 blob.release()
+        self._last.put((file_id, row.blob or version), book)  # the session's first call will want it
         return row
 
     def refresh(self, session_id: str, file_id: str, user_id: str) -> None:
@@ -106,19 +137,27 @@ class Workbooks:
     # -- calls ------------------------------------------------------------------------------------
 
     def read(self, file_id: str, session_id: str | None, user_id: str, action: Callable[[Workbook], T]) -> T:
-        data, _ = self._current(file_id, session_id, user_id)
-        return action(open_workbook(data, self.max_size))
+        with self._calls:
+            book, basis = self._current(file_id, session_id, user_id)
+            try:
+                return action(book)
+            finally:
+                self._last.put((file_id, basis), book)  # a read changes nothing
 
     def write(self, file_id: str, session_id: str | None, user_id: str, action: Callable[[Workbook], T]) -> T:
         """Act on the workbook and store the result where the session says, read-modify-write."""
+        with self._calls:
+            return self._write(file_id, session_id, user_id, action)
+
+    def _write(self, file_id: str, session_id: str | None, user_id: str, action: Callable[[Workbook], T]) -> T:
         for _ in range(RETRIES):
-            data, basis = self._current(file_id, session_id, user_id)
-            book = open_workbook(data, self.max_size)
-            result = action(book)
+            book, basis = self._current(file_id, session_id, user_id)
+            result = action(book)  # a book that failed half-way through a change is never kept
             try:
-                self._store(file_id, session_id, user_id, basis, book.to_bytes())
+                stored = self._store(file_id, session_id, user_id, basis, book.to_bytes())
             except _Changed:
                 continue
+            self._last.put((file_id, stored), book)
             return result
         raise WopiError(409, "the workbook is being changed too often; retry", code="conflict")
 
@@ -187,31 +226,40 @@ class Workbooks:
                                     f"of up to {self.max_size} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)")
             return content.read(), file.version
 
-    def _current(self, file_id: str, session_id: str | None, user_id: str) -> tuple[bytes, int | str]:
-        """The bytes a call acts on and what they were read as (the file's version, or the session copy's
-        blob), sliding the session's expiry."""
-        if session_id is None:
-            return self._file_bytes(file_id)
+    def _current(self, file_id: str, session_id: str | None, user_id: str) -> tuple[Workbook, int | str]:
+        """The workbook a call acts on and what it was opened from (the file's version, or the session
+        copy's blob), sliding the session's expiry."""
         for _ in range(RETRIES):
-            with self.db.write() as s:
-                row = self._session(s, session_id, file_id, user_id)
-                blob = row.blob
-            if blob is None:
-                return self._file_bytes(file_id)
+            blob = None
+            if session_id is not None:
+                with self.db.write() as s:
+                    blob = self._session(s, session_id, file_id, user_id).blob
+            if blob is None:  # the file itself
+                version = self.files.get(file_id).version
+                book = self._last.take((file_id, version))
+                if book is not None:
+                    return book, version
+                data, version = self._file_bytes(file_id)
+                return open_workbook(data, self.max_size), version
+            book = self._last.take((file_id, blob))
+            if book is not None:
+                return book, blob
             try:
                 with open(self.blobs.path(blob), "rb") as copy:
-                    return copy.read(), blob
+                    return open_workbook(copy.read(), self.max_size), blob
             except FileNotFoundError:  # another call in the session replaced the copy meanwhile
                 continue
         raise WopiError(409, "the workbook session is being changed too often; retry", code="conflict")
 
-    def _store(self, file_id: str, session_id: str | None, user_id: str, basis: int | str, data: bytes) -> None:
+    def _store(self, file_id: str, session_id: str | None, user_id: str, basis: int | str,
+               data: bytes) -> int | str:
+        """Store a changed workbook where it was read from, if that is still current; returns what it is
+        now stored as (the file's new version, the session copy's new blob)."""
         if isinstance(basis, int):  # the file itself, if it is still the version that was read
             def unchanged(file) -> None:
                 if file.version != basis:
                     raise _Changed()
-            self.files.replace(file_id, user_id, io.BytesIO(data), unchanged)
-            return
+            return self.files.replace(file_id, user_id, io.BytesIO(data), unchanged).version
         blob = self.blobs.write(io.BytesIO(data), len(data), sha256=False)
         with blob:
             try:
@@ -225,3 +273,4 @@ class Workbooks:
                 self.blobs.delete(blob.name)
                 raise
         self.blobs.delete(basis)
+        return blob.name
