@@ -65,6 +65,21 @@ def test_wrong_offset_is_400_with_the_current_offset(wopi, offset):
     assert update_session(wopi, token, 30, HELLO_WORLD[30:]).status_int == 200  # nothing was stored
 
 
+@pytest.mark.parametrize("offset", ["-1", "abc", "1.5", ""])
+def test_a_malformed_offset_is_400_with_the_current_offset_of_a_live_session(wopi, offset):
+    """The client can resynchronise from the answer, as after a wrong offset (the validator's
+    UpdateUploadSession tests send -1)."""
+    token = create_session(wopi)
+    update_session(wopi, token, 0, HELLO_WORLD[:30])
+    response = wopi.op("UPDATE_UPLOAD_SESSION", HELLO_WORLD[30:], X_WOPI_UploadSessionToken=token,
+                       X_WOPI_ContentRangeOffset=offset, X_WOPI_ContentRangeLength=str(len(HELLO_WORLD) - 30))
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-UploadSessionCurrentOffset"] == "30"
+    unknown = wopi.op("UPDATE_UPLOAD_SESSION", b"x", X_WOPI_UploadSessionToken="A" * 22,
+                      X_WOPI_ContentRangeOffset=offset, X_WOPI_ContentRangeLength="1")
+    assert unknown.status_int == 400 and "X-WOPI-UploadSessionCurrentOffset" not in unknown.headers
+
+
 @pytest.mark.parametrize("declared", [10, 40])
 def test_body_length_differing_from_the_header_is_400(wopi, declared):
     token = create_session(wopi)

@@ -211,6 +211,14 @@ class UploadSessions:
             raise gone()
         return row
 
+    def received(self, token: str, file_id: str) -> int | None:
+        """How many bytes the live session `token` of `file_id` holds; None if there is no such session."""
+        try:
+            with self.db.read() as s:
+                return self.state(s, token, file_id).received
+        except WopiError:
+            return None
+
     def _check_append(self, state: sa.Row, offset: int, length: int) -> None:
         if offset != state.received:
             raise OffsetMismatch(offset, state.received)

@@ -110,11 +110,17 @@ def update_upload_session(call: Call) -> WopiResponse:
     token = header("X-WOPI-UploadSessionToken")
     if not token:
         raise bad_request("X-WOPI-UploadSessionToken is required")
-    offset, length = int_header("X-WOPI-ContentRangeOffset"), int_header("X-WOPI-ContentRangeLength")
-    if offset is None or length is None:
-        raise bad_request("X-WOPI-ContentRangeOffset and X-WOPI-ContentRangeLength are required")
-    if request.content_length is not None and request.content_length != length:
-        raise bad_request(f"the body is {request.content_length} bytes, X-WOPI-ContentRangeLength says {length}")
+    try:
+        offset, length = int_header("X-WOPI-ContentRangeOffset"), int_header("X-WOPI-ContentRangeLength")
+        if offset is None or length is None:
+            raise bad_request("X-WOPI-ContentRangeOffset and X-WOPI-ContentRangeLength are required")
+        if request.content_length is not None and request.content_length != length:
+            raise bad_request(f"the body is {request.content_length} bytes, X-WOPI-ContentRangeLength says {length}")
+    except WopiError as error:  # where the session stands, so that the client can resynchronise
+        received = call.services.sessions.received(token, call.file_id)
+        if received is not None:
+            error.headers["X-WOPI-UploadSessionCurrentOffset"] = str(received)
+        raise
     end = call.services.sessions.append(token, call.file_id, offset, length, request_body())
     response = WopiResponse(status=200)
     response.headers["X-WOPI-UploadSessionCurrentOffset"] = str(end)
