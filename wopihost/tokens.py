@@ -97,10 +97,7 @@ class Tokens:
         """The file id a download ticket is for and the user it was issued to (whose access to the file the
         caller checks again); WopiError 401 if it is not valid (any more)."""
         try:
-            signed = base64.b32decode(ticket.upper() + "=" * (-len(ticket) % 8))
-            if _encode(signed) != ticket:
-                raise ValueError("not the issued spelling")
-            jti, file_id, expiry = self._tickets.unsign(signed).decode("ascii").split(":")
+            jti, file_id, expiry = self._open(ticket, self._tickets)
             expires_at = _EPOCH + timedelta(seconds=int(expiry))
         except _MALFORMED:
             raise unauthorized("the download URL is not valid") from None
@@ -133,8 +130,9 @@ class Tokens:
                                                     AccessToken.revoked_at.is_not(None)))
         return session.execute(query).rowcount
 
-    def _open(self, token: str) -> list[str]:
-        """The checked payload fields of a token; raises one of _MALFORMED.
+    def _open(self, token: str, signer: itsdangerous.Signer | None = None) -> list[str]:
+        """The checked payload fields of a token (or, with the tickets' `signer`, a download ticket);
+        raises one of _MALFORMED.
 
         Only the spelling we issued is accepted: base32 also decodes upper case, `=` padding and
         other values of the unused low bits of the last character, and a token must have one form.
@@ -142,7 +140,7 @@ class Tokens:
         signed = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
         if _encode(signed) != token:
             raise ValueError("not the issued spelling of a token")
-        return self._signer.unsign(signed).decode("ascii").split(":")
+        return (signer or self._signer).unsign(signed).decode("ascii").split(":")
 
 
 def _encode(signed: bytes) -> str:

@@ -24,7 +24,7 @@ from .files import Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
 from .names import InvalidName, check, counted
-from .repository import bytewise, folder_named, load_file, lock_folder, locking
+from .repository import bytewise, folder_named, load_file, lock_folder, locking, name_taken as name_taken_in
 from .storage import BlobStore
 
 Item = Union[File, Folder]
@@ -148,7 +148,7 @@ class Tree:
                 existing = folder_named(s, parent.id, name)
                 if existing is not None and conflict == "replace":
                     return existing, False
-                if existing is not None or self.child(s, parent.id, name) is not None:
+                if existing is not None or name_taken_in(s, parent.id, name):
                     raise name_taken(name)
             now = self.clock.now()
             folder = Folder(id=new_id(), drive_id=parent.drive_id, parent_id=parent.id, name=name,
@@ -183,7 +183,7 @@ class Tree:
                 self._check_move(s, drive_id, item, new_parent)
             new_name = item.name if name is None else name
             if (new_parent, new_name) != (old_parent, item.name):  # a change of case alone is a rename too
-                if self.child(s, new_parent, new_name) not in (None, item):
+                if name_taken_in(s, new_parent, new_name, ignore_id=item.id):
                     raise name_taken(new_name)
                 if isinstance(item, File):
                     self.files.check_writable(s, item)
