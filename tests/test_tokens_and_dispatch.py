@@ -158,7 +158,7 @@ def test_token_signed_with_another_secret_is_refused(wopi, services, settings, c
 
 # -- dispatch -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("override", ["BOGUS", "GET_SHARE_URL", "PUT_CHUNKED_FILE_NOT", "COBALT"])
+@pytest.mark.parametrize("override", ["BOGUS", "GET_FILE_USER_VALUE", "PUT_CHUNKED_FILE_NOT", "COBALT"])
 def test_unknown_override_is_501(wopi, override):
     response = wopi.op(override)
     assert response.status_int == 501

@@ -20,7 +20,7 @@ from .faults import InsufficientStorage, Unavailable
 from .gc import Sweeper
 from .services import Services
 from .wopi import blueprint as wopi_blueprint
-from . import graph
+from . import graph, sharepage
 from .body import drain
 
 log = logging.getLogger("wopihost")
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.extensions["wopihost"] = services
     app.register_blueprint(wopi_blueprint)
     graph.register(app)
+    app.register_blueprint(sharepage.blueprint)
     app.add_url_rule("/host/<action>/<file_id>", view_func=host_page)
     app.add_url_rule("/healthz", view_func=healthz)
     app.register_error_handler(WopiError, _wopi_error)

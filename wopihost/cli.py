@@ -21,6 +21,7 @@ from .models import File
 from .names import InvalidName
 from .services import Services
 from .drives import SHARED_KINDS
+from .shares import link_id_of
 from .tokens import IssuedToken
 
 DEMO_OWNER = "demo"
@@ -55,17 +56,18 @@ def _file_json(file: File) -> dict:
 
 
 def _token_json(services: Services, issued: IssuedToken) -> dict:
-    wopi_src = services.wopi_src(issued.grant.file_id)
-    return {
-        "file_id": issued.grant.file_id,
-        "user": issued.grant.user_id,
-        "can_write": issued.grant.can_write,
-        "wopi_src": wopi_src,
-        "access_token": issued.token,
-        "access_token_ttl": to_epoch_ms(issued.grant.expires_at),
-        "expires": iso_round_trip(issued.grant.expires_at),
-        "check_file_info_url": f"{wopi_src}?access_token={issued.token}",
-    }
+    grant = issued.grant
+    if grant.resource.startswith("c-"):
+        url = f"{services.settings.public_url}/wopi/containers/{grant.resource[2:]}"
+        where = {"container_id": grant.resource[2:], "container_url": url, "rights": grant.rights}
+        first_call = "check_container_info_url"
+    else:
+        url = services.wopi_src(grant.resource)
+        where = {"file_id": grant.resource, "wopi_src": url, "folders": grant.reach}
+        first_call = "check_file_info_url"
+    return {**where, "user": grant.user_id, "can_write": grant.can_write, "access_token": issued.token,
+            "access_token_ttl": to_epoch_ms(grant.expires_at), "expires": iso_round_trip(grant.expires_at),
+            first_call: f"{url}?access_token={issued.token}"}
 
 
 def _print_token(services: Services, issued: IssuedToken, as_json: bool) -> None:
@@ -73,11 +75,17 @@ def _print_token(services: Services, issued: IssuedToken, as_json: bool) -> None
     if as_json:
         _echo_json(info)
         return
-    click.echo(f"WOPISrc:          {info['wopi_src']}")
+    if "container_url" in info:
+        click.echo(f"container:        {info['container_url']}")
+    else:
+        click.echo(f"WOPISrc:          {info['wopi_src']}")
     click.echo(f"access_token:     {info['access_token']}")
     click.echo(f"access_token_ttl: {info['access_token_ttl']}  (expires {info['expires']})")
     click.echo(f"permissions:      {'read and write' if info['can_write'] else 'read only'}, user {info['user']}")
-    click.echo(f"CheckFileInfo:    curl -s {shlex.quote(info['check_file_info_url'])}")
+    if "container_url" in info:
+        click.echo(f"CheckContainerInfo: curl -s {shlex.quote(info['check_container_info_url'])}")
+    else:
+        click.echo(f"CheckFileInfo:    curl -s {shlex.quote(info['check_file_info_url'])}")
 
 
 @click.group()
@@ -112,13 +120,15 @@ def files_group() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="File name on the host (default: the file's own name).")
 @click.option("--owner", default=DEMO_OWNER, show_default=True, help="User id of the owner.")
+@click.option("--folder", default="", help="Folder of the owner's drive to put it in, as a/b (made if missing; "
+                                           "default: the root).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def files_add(path: Path, name: str | None, owner: str, as_json: bool) -> None:
-    """Upload a local file into the owner's root folder."""
+def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bool) -> None:
+    """Upload a local file into the owner's drive."""
     services = _services()
     try:
         with open(path, "rb") as source:
-            file = services.add_file(owner, name or path.name, source)
+            file = services.add_file(owner, name or path.name, source, [n for n in folder.split("/") if n])
     except (InvalidName, ValueError, WopiError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -146,28 +156,52 @@ def token_group() -> None:
     """Access tokens."""
 
 
+FOLDER_RIGHT_WORDS = {"list": "l", "create": "c", "manage": "m", "write": "w", "all": "lcmw", "none": ""}
+
+
+def _folder_rights(text: str) -> str:
+    words = [word.strip().lower() for word in text.split(",") if word.strip()]
+    unknown = [word for word in words if word not in FOLDER_RIGHT_WORDS]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: use {', '.join(FOLDER_RIGHT_WORDS)}")
+    return "".join(FOLDER_RIGHT_WORDS[word] for word in words)
+
+
 @token_group.command("issue")
 @click.argument("file_id", required=False)
 @click.option("--api", is_flag=True, help="An API token (Graph, Authorization: Bearer) instead of a WOPI "
                                           "token for one file; it reaches the user's drives.")
+@click.option("--container", "folder_id", help="A WOPI token for this container (folder) instead of a file: "
+                                               "list, create, manage and write in it and below (--read-only: "
+                                               "list only).")
 @click.option("--user", required=True, help="User id the token acts for (created, with a drive, if new).")
 @click.option("--read-only", is_flag=True, help="Grant read access only.")
+@click.option("--folders", default="none", show_default=True,
+              help="What a file token may do in the containers above its file, through the URLs its "
+                   "responses hand out (EnumerateAncestors ...): a comma-separated list of list, create, "
+                   "manage (rename, delete), write (the files in them), all or none.")
 @click.option("--ttl", default=None, help="Lifetime, e.g. 10h, 30m (default WOPIHOST_TOKEN_TTL).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def token_issue(file_id: str | None, api: bool, user: str, read_only: bool, ttl: str | None,
-                as_json: bool) -> None:
-    """Issue an access token for one file and one user, or (--api) an API token for one user."""
-    if bool(file_id) == api:
-        raise click.UsageError("give a FILE_ID for a WOPI token, or --api for an API token")
+def token_issue(file_id: str | None, api: bool, folder_id: str | None, user: str, read_only: bool,
+                folders: str, ttl: str | None, as_json: bool) -> None:
+    """Issue an access token for one file (or --container) and one user, or (--api) an API token for one
+    user."""
+    if [bool(file_id), api, bool(folder_id)].count(True) != 1:
+        raise click.UsageError("give a FILE_ID for a WOPI token, --container for a container token, or --api "
+                               "for an API token")
+    reach = _folder_rights(folders)
     services = _services()
     try:
         seconds = parse_duration(ttl) if ttl else services.settings.token_ttl
         expires_at = services.clock.now() + timedelta(seconds=seconds)
         if api:
             issued, drive_id = services.issue_api_token(user, not read_only, expires_at)
+        elif folder_id:
+            services.containers.get(folder_id)
+            issued = services.issue_container_token(folder_id, user, "l" if read_only else "lcmw", expires_at)
         else:
             services.files.get(file_id)
-            issued = services.issue_token(file_id, user, not read_only, expires_at)
+            issued = services.issue_token(file_id, user, not read_only, expires_at, reach)
     except (ValueError, WopiError) as exc:
         raise click.ClickException(str(exc)) from None
     if api:
@@ -264,6 +298,75 @@ def token_revoke(token: str | None, file_id: str | None, user: str | None) -> No
     with services.db.write() as s:
         count = services.tokens.revoke(s, token=token, file_id=file_id, user_id=user)
     click.echo(f"revoked {count} token{'s' if count != 1 else ''}")
+
+
+# -- share links and activities ---------------------------------------------------
+
+@main.group("shares")
+def shares_group() -> None:
+    """Share links (WOPI GetShareUrl), which open a file or folder for whoever holds them."""
+
+
+@shares_group.command("list")
+@click.argument("item_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def shares_list(item_id: str | None, as_json: bool) -> None:
+    """Every share link (of one file or folder), live or revoked; the link itself is shown only in part."""
+    rows = [{"id": f"{link.id[:6]}...", "item_id": link.item_id, "type": link.url_type, "created_by": link.created_by,
+             "created": iso_round_trip(link.created_at),
+             "revoked": iso_round_trip(link.revoked_at) if link.revoked_at else None}
+            for link in _services().shares.list(item_id)]
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("no share links")
+    for row in rows:
+        click.echo(f"{row['id']}  {row['item_id']}  {row['type']}  by {row['created_by']}  {row['created']}"
+                   + (f"  revoked {row['revoked']}" if row["revoked"] else ""))
+
+
+@shares_group.command("revoke")
+@click.argument("link", required=False)
+@click.option("--item", "item_id", help="Revoke every link to this file or folder.")
+def shares_revoke(link: str | None, item_id: str | None) -> None:
+    """Revoke one share link (its URL, its id or a Graph share id), or every link to an item."""
+    if not (link or item_id):
+        raise click.UsageError("give a LINK or --item")
+    services = _services()
+    link_id = None
+    if link:
+        link_id = link_id_of(link, services.settings.public_url)
+        if link_id is None:
+            raise click.ClickException(f"{link} is not a share link of this host")
+    count = services.shares.revoke(link_id, item_id)
+    if link_id and not count:
+        raise click.ClickException("no live share link with that id")
+    click.echo(f"revoked {count} share link{'s' if count != 1 else ''}")
+
+
+@main.command("activities")
+@click.argument("file_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: each activity as the client sent it.")
+def activities_command(file_id: str, as_json: bool) -> None:
+    """The activities (comments, mentions ...) WOPI clients reported on a file, oldest first."""
+    try:
+        found = _services().activities.of_file(file_id)
+    except WopiError as exc:
+        raise click.ClickException(exc.reason) from None
+    if as_json:
+        _echo_json([{"id": a.activity_id, "user": a.user_id, "type": a.type,
+                     "received": iso_round_trip(a.received_at), "activity": a.body} for a in found])
+        return
+    if not found:
+        click.echo("no activities")
+    for a in found:
+        data = a.body.get("Data") or {}
+        mentioned = [p.get("Name") or p.get("Id") for p in a.body.get("People") or [] if p.get("Mentioned")]
+        text = data.get("CommentText") or ""
+        click.echo(f"{iso_round_trip(a.received_at)}  {a.user_id}  {a.type} {data.get('ContentAction', '')}"
+                   f"  {data.get('ContentId', '')}" + (f"  {text!r}" if text else "")
+                   + (f"  mentions {', '.join(map(str, mentioned))}" if mentioned else ""))
 
 
 # -- locks ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock, to_epoch_ms
 from .db import Database
 from .errors import WopiError
-from .locks import current_lock, live_coauth_locks
+from .locks import held_by, live_coauth_locks, live_lock
 from .models import CoauthLock, File
 from .repository import load_file
 
@@ -51,8 +51,7 @@ class CoauthLocks:
                  user_name: str) -> CoauthTable:
         with self.db.write() as s:
             file, now, locks = self._live(s, file_id)
-            if current_lock(s, file_id, now) is not None:
-                raise WopiError(409, "the file has a WOPI lock", {"X-WOPI-ConflictingMechanism": "WOPI-Lock"})
+            _no_wopi_lock(s, file_id, now)
             mine = next((lock for lock in locks if lock.lock_id == lock_id), None)
             if lock_type == EXCLUSIVE and any(lock.lock_type == EXCLUSIVE for lock in locks if lock is not mine):
                 raise WopiError(409, "another client holds the CoauthExclusive lock",
@@ -93,8 +92,7 @@ class CoauthLocks:
     def table(self, file_id: str) -> CoauthTable:
         with self.db.read() as s:
             file, now = load_file(s, file_id), self.clock.now()
-            if current_lock(s, file_id, now) is not None:
-                raise WopiError(409, "the file has a WOPI lock", {"X-WOPI-ConflictingMechanism": "WOPI-Lock"})
+            _no_wopi_lock(s, file_id, now)
             return table_of(file, live_coauth_locks(s, file_id, now))
 
     def _live(self, s: Session, file_id: str) -> tuple[File, datetime, list[CoauthLock]]:
@@ -112,3 +110,9 @@ class CoauthLocks:
             if lock.lock_id == lock_id:
                 return lock
         raise WopiError(409, "the coauth lock does not exist or has expired")
+
+
+def _no_wopi_lock(s: Session, file_id: str, now: datetime) -> None:
+    row = live_lock(s, file_id, now)
+    if row is not None:
+        raise WopiError(409, "the file has a WOPI lock", {"X-WOPI-ConflictingMechanism": "WOPI-Lock", **held_by(row)})

@@ -103,6 +103,8 @@ class Settings:
     max_workbook_size: int = 10 << 20
     workbook_persistent_ttl: float = 5 * 60
     workbook_temporary_ttl: float = 7 * 60
+    containers: bool = True  # WOPI containers and ecosystem (SupportsContainers, SupportsEcosystem)
+    file_url_ttl: float = 5 * 60
 
     @property
     def blob_dir(self) -> Path:
@@ -170,6 +172,8 @@ class Settings:
             max_workbook_size=parsed("MAX_WORKBOOK_SIZE", "10MiB", parse_size),
             workbook_persistent_ttl=parsed("WORKBOOK_PERSISTENT_TTL", "5m", _positive_duration),
             workbook_temporary_ttl=parsed("WORKBOOK_TEMPORARY_TTL", "7m", _positive_duration),
+            containers=parsed("CONTAINERS", "on", parse_flag),
+            file_url_ttl=parsed("FILE_URL_TTL", "5m", _positive_duration),
         )
 
 

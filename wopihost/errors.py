@@ -43,7 +43,8 @@ def bad_request(reason: str, headers: dict[str, str] | None = None) -> WopiError
     return WopiError(400, reason, headers)
 
 
-def conflict(reason: str, current_lock: str | None, mechanism: str | None = None) -> WopiError:
+def conflict(reason: str, current_lock: str | None, mechanism: str | None = None,
+             extra: dict[str, str] | None = None) -> WopiError:
     """A lock conflict. It names the current WOPI lock ("" when unlocked), which clients recover with;
     `current_lock=None` leaves X-WOPI-Lock out, as WOPI asks while coauth locks hold the file.
     `mechanism` is X-WOPI-ConflictingMechanism: WOPI-Lock, WOPI-CoauthExclusiveLock or Other."""
@@ -52,6 +53,7 @@ def conflict(reason: str, current_lock: str | None, mechanism: str | None = None
         headers["X-WOPI-Lock"] = current_lock
     if mechanism is not None:
         headers["X-WOPI-ConflictingMechanism"] = mechanism
+    headers.update(extra or {})
     return WopiError(409, reason, headers, code="resourceLocked")
 
 

@@ -21,7 +21,7 @@ from .errors import WopiError, name_taken as name_taken_error, not_found
 from .extents import Extents, OpenBlobs, open_extents
 from .ids import new_id
 from .locks import current_lock, require_write_access
-from .models import ContentProperty, File, Lock, name_key
+from .models import Activity, ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
 from .repository import (drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken,
                          unreferenced)
@@ -105,10 +105,14 @@ class Files:
 
         return self._write_blob(source, validate, apply)
 
-    def put_relative(self, source_id: str, owner_id: str, target: Target,
-                     source: BinaryIO) -> File:
+    def put_relative(self, source_id: str, owner_id: str, target: Target, source: BinaryIO) -> File:
         """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one."""
-        folder_id = self.get(source_id).folder_id
+        return self.create_relative(self.get(source_id).folder_id, owner_id, target, source, source_id)
+
+    def create_relative(self, folder_id: str, owner_id: str, target: Target, source: BinaryIO,
+                        source_id: str | None = None) -> File:
+        """A file in `folder_id` named as `target` says (PutRelativeFile beside `source_id`, CreateChildFile):
+        a new one, or (specific name + overwrite) a replaced one."""
         if not target.suggested:
             try:
                 if target.problem is not None:
@@ -121,9 +125,12 @@ class Files:
             """The file to overwrite, or None for a new one. The folder is locked first: what the name
             means cannot change until the transaction ends (two saves racing for one name)."""
             lock_folder(s, folder_id)
-            load_file(s, source_id)
+            if source_id is not None:
+                load_file(s, source_id)
             if target.suggested:
                 return None
+            if folder_named(s, folder_id, target.name) is not None:
+                raise self._target_error(409, "a folder with that name exists", folder_id, target.name)
             existing = file_named(s, folder_id, target.name)
             if existing is None:
                 return None
@@ -225,7 +232,7 @@ class Files:
         committed."""
         self.check_writable(s, file)
         unused = {*file.content.blobs, *drop_alternate_streams(s, file.id)}
-        for table in (Lock, ContentProperty):  # rows the cascade would remove, expired ones too
+        for table in (Lock, ContentProperty, Activity):  # rows the cascade would remove, expired ones too
             s.execute(sa.delete(table).where(table.file_id == file.id))
         s.delete(file)
         return unused
@@ -319,7 +326,11 @@ class Files:
         return f"{base} ({new_id(8)}){ext}"
 
     def _target_error(self, status: int, reason: str, folder_id: str, requested: str) -> WopiError:
-        """400/409 for a specific PutRelativeFile target, naming a name the client may retry with."""
+        """400/409 for a specific PutRelativeFile or CreateChildFile target, naming a name the client may
+        retry with."""
         with self.db.read() as s:
             valid = self.free_name(s, folder_id, sanitize(requested))
-        return WopiError(status, reason, {"X-WOPI-ValidRelativeTarget": encode_utf7(valid)})
+        headers = {"X-WOPI-ValidRelativeTarget": encode_utf7(valid)}
+        if status == 400:
+            headers["X-WOPI-InvalidFileNameError"] = reason
+        return WopiError(status, reason, headers)

@@ -1,6 +1,7 @@
 """Logging that never shows a secret.
 
-Access tokens travel in query strings, Graph's upload and download URLs are credentials in their path, and a
+Access tokens travel in query strings; Graph's upload and download URLs, FileUrls and share links are
+credentials in their path; and a
 log line can quote a request target for many reasons: gunicorn
 quotes a malformed request line whole ("Invalid HTTP Version: '?access_token=...'"), an error message may
 name a URL. Rather than trust every message, each handler gunicorn logs through redacts what looks like a
@@ -20,7 +21,8 @@ REDACTED = "[redacted]"
 _SECRETS = re.compile(
     r"(?P<param>access_token(?:%3d|=))[^&\s'\"\\]*"  # a query parameter, raw or percent-encoded
     r"|(?P<scheme>\bbearer\s+)\S+"  # an Authorization header's credentials
-    r"|(?P<path>/(?:uploadSessions|downloads)/)[^/?\s'\"\\]+"  # a Graph upload or download URL's credential
+    # the credential in the path of a Graph upload or download URL, a FileUrl, a share link, a Graph share id
+    r"|(?P<path>/(?:uploadSessions|downloads|download|s|shares)/)[^/?\s'\"\\]+"
     r"|[a-z2-7]{64,}",  # a token by its shape: long base32, whatever spelling or context (ours are ~150)
     re.IGNORECASE)
 

@@ -133,6 +133,7 @@ class Lock(Base):
     file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     lock_id: Mapped[str] = mapped_column(String(LOCK_ID_LENGTH))
     expires_at: Mapped[datetime] = mapped_column(DateTime)
+    user_name: Mapped[str | None] = mapped_column(String(256))  # X-WOPI-LockUserVisible: who may be named
 
 
 class AccessToken(Base):
@@ -141,7 +142,7 @@ class AccessToken(Base):
     __tablename__ = "access_tokens"
     __table_args__ = (Index(None, "file_id", "user_id"),)
     jti: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    file_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    file_id: Mapped[str] = mapped_column(String(32))  # the resource: see tokens.py
     user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
     can_write: Mapped[bool] = mapped_column(Boolean)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
@@ -242,3 +243,26 @@ class WorkbookOperation(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class ShareLink(Base):
+    """A link that opens one file or folder with the rights of its `url_type` (ReadOnly, ReadWrite), for
+    whoever holds it, until it is revoked. No FK: a link to a deleted item resolves to nothing."""
+    __tablename__ = "share_links"
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    url_type: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Activity(Base):
+    """An activity a WOPI client reported on a file (AddActivities): a comment, a mention ... kept as sent."""
+    __tablename__ = "activities"
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    activity_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the client's Id
+    user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
+    type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the activity's JSON
+    received_at: Mapped[datetime] = mapped_column(DateTime)

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
 
+from .activities import Activities
 from .chunked import ChunkedFiles
 from .clock import Clock
 from .coauth import CoauthLocks
 from .config import Settings
+from .containers import Containers
 from .db import Database
 from .drives import Drives
 from .files import Files
@@ -17,8 +19,9 @@ from .locks import Locks
 from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
+from .shares import ShareLinks, share_url
 from .storage import BlobStore
-from .tokens import API, IssuedToken, Tokens
+from .tokens import API, FILE_URL, IssuedToken, Tokens, container
 from .tree import Tree
 from .uploads import Uploads
 from .workbooks import Workbooks
@@ -42,6 +45,9 @@ class Services:
     tree: Tree
     uploads: Uploads
     workbooks: Workbooks
+    containers: Containers
+    shares: ShareLinks
+    activities: Activities
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
@@ -52,6 +58,7 @@ class Services:
                                   settings.max_upload_sessions_per_user, settings.max_upload_bytes_per_user)
         files = Files(db, blobs, clock, settings.max_file_size)
         drives = Drives(db, clock, settings.drive_quota)
+        tree = Tree(db, blobs, clock, files)
         return cls(settings=settings, clock=clock, db=db, blobs=blobs,
                    tokens=Tokens(settings.secret_key, clock),
                    files=files,
@@ -61,11 +68,14 @@ class Services:
                    coauth=CoauthLocks(db, clock),
                    proofs=ProofCheck(settings, clock, discovery_cache(settings, clock)),
                    drives=drives,
-                   tree=Tree(db, blobs, clock, files),
+                   tree=tree,
                    uploads=Uploads(db, clock, sessions, files, drives, settings.max_file_size,
                                    settings.max_fragment_size),
                    workbooks=Workbooks(db, blobs, clock, files, settings.max_workbook_size,
-                                       settings.workbook_persistent_ttl, settings.workbook_temporary_ttl))
+                                       settings.workbook_persistent_ttl, settings.workbook_temporary_ttl),
+                   containers=Containers(db, tree, files),
+                   shares=ShareLinks(db, clock),
+                   activities=Activities(db, clock))
 
     # -- URLs ---------------------------------------------------------------------
 
@@ -75,21 +85,43 @@ class Services:
     def host_page_url(self, action: str, file_id: str) -> str:
         return self.settings.host_page_url.format(action=action, file_id=file_id)
 
+    def file_url(self, grant, file_id: str) -> str:
+        """CheckFileInfo's FileUrl: the file's content, with no token, for WOPIHOST_FILE_URL_TTL."""
+        ticket = self.tokens.download_ticket(grant, file_id, timedelta(seconds=self.settings.file_url_ttl), FILE_URL)
+        return f"{self.settings.public_url}/wopi/download/{ticket}"
+
+    def share_url(self, link_id: str) -> str:
+        return share_url(self.settings.public_url, link_id)
+
     # -- operations that span several domain objects ------------------------------
 
-    def add_file(self, owner_id: str, name: str, source: BinaryIO) -> File:
-        """A new file in the owner's root folder (the owner is created if new)."""
+    def add_file(self, owner_id: str, name: str, source: BinaryIO, folder: list[str] | None = None) -> File:
+        """A new file in the owner's root folder, or in the folder at the path `folder` below it (made where
+        missing); the owner is created if new."""
         with self.db.write() as s:
             ensure_user(s, owner_id, self.clock.now())
             folder_id = root_folder_id(s, owner_id)
+        for folder_name in folder or []:
+            folder_id = self.tree.create_folder(folder_id, folder_name, "replace", owner_id)[0].id
         return self.files.create(owner_id, folder_id, name, source)
 
     def issue_token(self, file_id: str, user_id: str, can_write: bool,
-                    expires_at: datetime | None = None) -> IssuedToken:
+                    expires_at: datetime | None = None, folders: str = "") -> IssuedToken:
+        """A WOPI token for a file; `folders` (FOLDER_RIGHTS) is what the containers above it may be used
+        for through the tokens its responses hand out (none: their names only)."""
+        return self._issue(file_id, user_id, "w" if can_write else "r", expires_at, folders)
+
+    def issue_container_token(self, folder_id: str, user_id: str, rights: str,
+                              expires_at: datetime | None = None) -> IssuedToken:
+        """A WOPI token for a container (folder): `rights` (FOLDER_RIGHTS) there and below, none above."""
+        return self._issue(container(folder_id), user_id, rights, expires_at, "")
+
+    def _issue(self, resource: str, user_id: str, rights: str, expires_at: datetime | None,
+               reach: str) -> IssuedToken:
         with self.db.write() as s:
             ensure_user(s, user_id, self.clock.now())
             expires_at = expires_at or self.clock.now() + timedelta(seconds=self.settings.token_ttl)
-            return self.tokens.issue(s, file_id, user_id, can_write, expires_at)
+            return self.tokens.issue(s, resource, user_id, rights, expires_at, reach)
 
     def issue_api_token(self, user_id: str, can_write: bool, expires_at: datetime | None = None
                         ) -> tuple[IssuedToken, str]:

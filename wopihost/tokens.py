@@ -1,11 +1,23 @@
-"""Access tokens: signed, bound to one file, one user and a permission set, expiring, revocable.
+"""Access tokens: signed, bound to one resource, one user and a set of rights, expiring, revocable.
 
-A WOPI access token is bound to one file. An API token (Graph's `Authorization: Bearer`) is bound to
-no file (`file_id` ""): it reaches the drives its user may reach. Each is refused where the other is
-expected.
+The resource a token is bound to is one of:
+
+* a file (its id): a WOPI access token for that file, rights "r" or "w";
+* a container (`c-<folder id>`) or the user's ecosystem (`e-`): WOPI tokens that the host hands out
+  inside responses (EnumerateAncestors, EnumerateChildren, CreateChildContainer ...), with rights
+  from FOLDER_RIGHTS: l(ist the children), c(reate children), m(anage: rename, delete), w(rite the
+  files in it); reading the container's own description needs none;
+* nothing (`""`): an API token (Graph's `Authorization: Bearer`), rights "r" or "w", reaching the
+  drives its user may reach.
+
+Each is refused where another is expected: a container token cannot read a file's content. Besides
+its rights a token has a `reach`: the FOLDER_RIGHTS that the containers above it get when a response
+hands out tokens for them (docs/wopi.md §4.2 has the rules, in `derive`'s callers). A token handed
+out inside a response is *derived* from the calling token: same jti, same user, same expiry, rights
+never wider than the caller's; it needs no row, and revoking the calling token revokes it too.
 
 Wire form: base32 (lower case, no padding) of an itsdangerous-signed payload
-`<jti>:<file_id>:<r|w>:<expiry seconds>`. Base32 keeps the token to [a-z2-7]:
+`<jti>:<resource>:<rights>[.<reach>]:<expiry seconds>`. Base32 keeps the token to [a-z2-7]:
 WOPI clients sign the URL that carries the token, and only an alphanumeric token
 looks the same percent-encoded and decoded (docs/wopi.md §6.2). About 150
 characters, well inside Office's URL limits.
@@ -32,18 +44,42 @@ from .ids import new_id
 from .models import AccessToken
 
 JTI_LENGTH = 16
-API = ""  # the file_id of an API token
+API = ""  # the resource of an API token
+ECOSYSTEM = "e-"
+FOLDER_RIGHTS = "lcmw"
 DOWNLOAD_TTL = timedelta(hours=1)
+GRAPH_DOWNLOAD, FILE_URL = "download", "file-url"  # the kinds of download URL
+_FILE_RIGHTS = ("r", "w")
+
+
+def container(folder_id: str) -> str:
+    """The resource of a token for the container (folder) `folder_id`."""
+    return "c-" + folder_id
+
+
+def folder_rights(letters: str) -> str:
+    """`letters` as FOLDER_RIGHTS spells them (each once, in order); ValueError for any other letter."""
+    if set(letters) - set(FOLDER_RIGHTS):
+        raise ValueError(f"folder rights are letters of {FOLDER_RIGHTS!r}, not {letters!r}")
+    return "".join(ch for ch in FOLDER_RIGHTS if ch in letters)
 
 
 @dataclass(frozen=True)
 class Grant:
     """What a verified token allows."""
     jti: str
-    file_id: str
+    resource: str
     user_id: str
-    can_write: bool
+    rights: str
     expires_at: datetime
+    reach: str = ""
+
+    @property
+    def can_write(self) -> bool:
+        return "w" in self.rights
+
+    def may(self, right: str) -> bool:
+        return right in self.rights
 
 
 @dataclass(frozen=True)
@@ -55,49 +91,63 @@ class IssuedToken:
 class Tokens:
     def __init__(self, secret: str, clock: Clock):
         self._signer = itsdangerous.Signer(secret, salt="wopihost.access-token", digest_method=hashlib.sha256)
-        self._tickets = itsdangerous.Signer(secret, salt="wopihost.download", digest_method=hashlib.sha256)
+        # one signer per kind of download URL, so that one kind is never taken for another
+        self._tickets = {kind: itsdangerous.Signer(secret, salt=f"wopihost.{kind}", digest_method=hashlib.sha256)
+                         for kind in (GRAPH_DOWNLOAD, FILE_URL)}
         self._clock = clock
 
-    def issue(self, session: Session, file_id: str, user_id: str, can_write: bool,
-              expires_at: datetime) -> IssuedToken:
-        expires_at = expires_at.replace(microsecond=0)  # the token carries whole seconds
-        jti = new_id(JTI_LENGTH)
-        session.add(AccessToken(jti=jti, file_id=file_id, user_id=user_id, can_write=can_write,
-                                expires_at=expires_at, created_at=self._clock.now()))
-        payload = f"{jti}:{file_id}:{'w' if can_write else 'r'}:{_epoch(expires_at)}"
-        signed = self._signer.sign(payload.encode("ascii"))
-        return IssuedToken(_encode(signed), Grant(jti, file_id, user_id, can_write, expires_at))
+    def issue(self, session: Session, resource: str, user_id: str, rights: str, expires_at: datetime,
+              reach: str = "") -> IssuedToken:
+        """A new token, with the row that lets it be revoked."""
+        grant = Grant(new_id(JTI_LENGTH), resource, user_id, _checked(resource, rights),
+                      expires_at.replace(microsecond=0), folder_rights(reach))  # the token carries whole seconds
+        session.add(AccessToken(jti=grant.jti, file_id=resource, user_id=user_id, can_write=grant.can_write,
+                                expires_at=grant.expires_at, created_at=self._clock.now()))
+        return self._sign(grant)
 
-    def verify(self, session: Session, token: str | None, file_id: str) -> Grant:
-        """The grant of a token used on `file_id`; WopiError 401 if it is not valid for it."""
+    def derive(self, caller: Grant, resource: str, rights: str, reach: str) -> IssuedToken:
+        """A token for `resource` handed out in a response to `caller`: its jti, user and expiry."""
+        return self._sign(Grant(caller.jti, resource, caller.user_id, _checked(resource, rights),
+                                caller.expires_at, folder_rights(reach)))
+
+    def _sign(self, grant: Grant) -> IssuedToken:
+        perm = grant.rights + (f".{grant.reach}" if grant.reach else "")
+        payload = f"{grant.jti}:{grant.resource}:{perm}:{_epoch(grant.expires_at)}"
+        return IssuedToken(_encode(self._signer.sign(payload.encode("ascii"))), grant)
+
+    def verify(self, session: Session, token: str | None, resource: str) -> Grant:
+        """The grant of a token used on `resource`; WopiError 401 if it is not valid for it."""
         if not token:
             raise unauthorized("no access token")
         try:
-            jti, token_file_id, perm, expiry = self._open(token)
+            jti, token_resource, perm, expiry = self._open(token)
             expires_at = _EPOCH + timedelta(seconds=int(expiry))
+            rights, _, reach = perm.partition(".")
         except _MALFORMED:
             raise unauthorized("the access token is not valid") from None
-        if token_file_id != file_id:
-            raise unauthorized("this is an access token for one file, not an API token" if not file_id
-                               else "the access token is not for this file")
+        if token_resource != resource:
+            raise unauthorized(f"this is {_kind(token_resource)}, not {_kind(resource)}" if
+                               _kind(token_resource) != _kind(resource) else
+                               f"the access token is not for this {_kind(resource).split()[-1]}")
         if expires_at <= self._clock.now():
             raise unauthorized("the access token has expired")
         row = session.get(AccessToken, jti)
         if row is None or row.revoked_at is not None:
             raise unauthorized("the access token has been revoked")
-        return Grant(jti, file_id, row.user_id, perm == "w", expires_at)
+        return Grant(jti, resource, row.user_id, rights, expires_at, reach)
 
-    def download_ticket(self, grant: Grant, file_id: str) -> str:
-        """A short-lived credential for one file's content (Graph's @microsoft.graph.downloadUrl), bound
-        to the token it was issued under, so revoking that token revokes it too."""
-        expiry = min(_epoch(grant.expires_at), _epoch(self._clock.now() + DOWNLOAD_TTL))
-        return _encode(self._tickets.sign(f"{grant.jti}:{file_id}:{expiry}".encode("ascii")))
+    def download_ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL,
+                        kind: str = GRAPH_DOWNLOAD) -> str:
+        """A short-lived credential for one file's content (`kind`: Graph's @microsoft.graph.downloadUrl,
+        WOPI's FileUrl), bound to the token it was issued under, so revoking that token revokes it too."""
+        expiry = min(_epoch(grant.expires_at), _epoch(self._clock.now() + ttl))
+        return _encode(self._tickets[kind].sign(f"{grant.jti}:{file_id}:{expiry}".encode("ascii")))
 
-    def open_download_ticket(self, session: Session, ticket: str) -> tuple[str, str]:
-        """The file id a download ticket is for and the user it was issued to (whose access to the file the
-        caller checks again); WopiError 401 if it is not valid (any more)."""
+    def open_download_ticket(self, session: Session, ticket: str, kind: str = GRAPH_DOWNLOAD) -> tuple[str, str]:
+        """The file id a download ticket of `kind` is for and the user it was issued to (whose access to the
+        file the caller checks again); WopiError 401 if it is not valid (any more)."""
         try:
-            jti, file_id, expiry = self._open(ticket, self._tickets)
+            jti, file_id, expiry = self._open(ticket, self._tickets[kind])
             expires_at = _EPOCH + timedelta(seconds=int(expiry))
         except _MALFORMED:
             raise unauthorized("the download URL is not valid") from None
@@ -141,6 +191,24 @@ class Tokens:
         if _encode(signed) != token:
             raise ValueError("not the issued spelling of a token")
         return (signer or self._signer).unsign(signed).decode("ascii").split(":")
+
+
+def _checked(resource: str, rights: str) -> str:
+    if resource == API or not resource.startswith(("c-", ECOSYSTEM)):  # files and API tokens
+        if rights not in _FILE_RIGHTS:
+            raise ValueError(f"a file or API token's rights are r or w, not {rights!r}")
+        return rights
+    return folder_rights(rights)
+
+
+def _kind(resource: str) -> str:
+    if resource == API:
+        return "an API token"
+    if resource.startswith("c-"):
+        return "an access token for a container"
+    if resource == ECOSYSTEM:
+        return "an access token for the ecosystem"
+    return "an access token for a file"
 
 
 def _encode(signed: bytes) -> str:

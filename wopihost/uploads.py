@@ -26,6 +26,7 @@ from .models import File, Folder, UploadSession, name_key
 from .names import counted
 from .repository import file_named, load_file
 from .sessions import OffsetMismatch, UploadSessions, total_mismatch
+from .shares import require_link_reach
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Target:
     # The sequence number the file to be replaced had when an If-Match at create accepted it: completion
     # refuses to replace a file that changed since (412).
     expect_sequence: int | None = None
+    share_link: str | None = None  # made through this share link, not as a member of the drive
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -181,7 +183,7 @@ class Uploads:
         """The file a finished session became, for whoever may still reach it, and only where a redirect
         asks for it there (a finished session is not a way to reach a file somewhere else)."""
         file = load_file(s, row.result)
-        self.drives.reachable(s, row.user_id, s.get(Folder, file.folder_id).drive_id)
+        self._reach(s, row, Target.from_json(row.target), file.folder_id, s.get(Folder, file.folder_id).drive_id)
         if redirect is not None:
             target = redirect(Target.from_json(row.target))
             if (file.folder_id, name_key(file.name)) != (target.folder_id, name_key(target.name or "")):
@@ -196,14 +198,15 @@ class Uploads:
 
     def _become_file(self, s, row: UploadSession, target: Target, if_match: Callable[[File], None] | None
                      ) -> tuple[File, bool, list[str]]:
-        self.drives.reachable(s, row.user_id, target.drive_id)  # still: a member may have been removed
         extents = self.sessions.stream(s, row.token)
         if target.file_id is not None:
             existing = self.files.load_in_locked_folder(s, target.file_id)
+            self._reach(s, row, target, existing.folder_id, target.drive_id)
             if if_match is not None:
                 if_match(existing)
             self.files.check_writable(s, existing)
         else:
+            self._reach(s, row, target, target.folder_id, target.drive_id)
             existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id,
                                              if_match)
         if target.expect_sequence is not None and (existing is None
@@ -221,6 +224,14 @@ class Uploads:
             unused = self.files.set_content(s, file, row.user_id, "", row.total, "", extents)
         _describe(file, target)
         return file, existing is None, unused
+
+    def _reach(self, s, row: UploadSession, target: Target, folder_id: str, drive_id: str) -> None:
+        """Whoever made the session may still put a file in `folder_id`: as a member of its drive (one may
+        have been removed meanwhile) or through the share link it was made with (revoked meanwhile?)."""
+        if target.share_link is None:
+            self.drives.reachable(s, row.user_id, drive_id)
+        else:
+            require_link_reach(s, target.share_link, folder_id, writing=True)
 
     def _check_size(self, total: int) -> None:
         if total > self.max_file_size:

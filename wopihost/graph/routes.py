@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 from urllib.parse import quote
 
@@ -18,6 +18,7 @@ from ..errors import WopiError, WopiResponse as NoContent  # a response with no 
 from ..files import CONFLICT_BEHAVIOURS
 from ..models import Drive, File, Folder
 from ..services import Services
+from ..shares import link_id_of
 from ..storage import PIECE
 from ..text import text_problem
 from ..tokens import API, Grant
@@ -38,14 +39,22 @@ _SKIPTOKEN = re.compile(r"^([A-Za-z0-9]{22})\.(.*)$", re.S)
 
 @dataclass(frozen=True)
 class Call:
-    """One authenticated request on one drive."""
+    """One authenticated request on one drive, or (`share`, a link id) on an item shared with a link."""
     services: Services
     grant: Grant
     drive: Drive
+    share: str | None = None
 
     def require_write(self) -> None:
         if not self.grant.can_write:
-            raise GraphError(403, "accessDenied", "the token is read-only")
+            raise GraphError(403, "accessDenied", "the share link is read-only" if self.share and
+                             self.grant.rights == "r" else "the token is read-only")
+
+    @property
+    def download_grant(self) -> Grant | None:
+        """The grant downloadUrls are made under; none through a link, whose user need not be a member of
+        the drive that a download URL checks."""
+        return None if self.share else self.grant
 
 
 def dispatch(rest: str) -> Response:
@@ -56,6 +65,8 @@ def dispatch(rest: str) -> Response:
     if head == DOWNLOADS:
         return _download(services, tail)
     grant = _authenticate(services)
+    if rest.startswith("shares/"):
+        return _shared(services, grant, rest[len("shares/"):])
     if rest in ("me/drives", "drives"):
         _allow("GET", "HEAD")
         return _drives_answer(services, grant)
@@ -73,6 +84,25 @@ def dispatch(rest: str) -> Response:
     if handler is None:
         raise GraphError(405, "notSupported", f"{request.method} is not supported here")
     return handler(call, ref)
+
+
+def _shared(services: Services, grant: Grant, rest: str) -> Response:
+    """shares/{shareId}/driveItem[...]: the item a share link opens, with the rights it names (and the token
+    has), reached by whoever holds the link and an API token, member of its drive or not (docs/graph.md §11)."""
+    share_id, _, tail = rest.partition("/")
+    if not tail.startswith(SHARED_ITEM):
+        raise not_found("a share is reached as shares/{shareId}/driveItem")
+    shared = services.shares.resolve(link_id_of(share_id, services.settings.public_url))
+    with services.db.read() as s:
+        drive = s.get(Drive, shared.drive_id)
+    rights = "w" if shared.can_write and grant.can_write else "r"
+    call = Call(services, replace(grant, rights=rights), drive, share=shared.link.id)
+    ref = parse_item(f"items/{shared.item.id}{tail[len(SHARED_ITEM):]}")
+    key = (request.method if request.method != "HEAD" else "GET", ref.action)
+    if key not in _SHARED_OPERATIONS:
+        raise GraphError(405, "notSupported", "through a share link an item is read, listed, downloaded, and "
+                                              "(read-write links) uploaded to")
+    return _HANDLERS[key](call, ref)
 
 
 # -- authentication and drives ------------------------------------------------------------
@@ -144,7 +174,7 @@ def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
 def get_item(call: Call, ref: ItemRef) -> Response:
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
-        body = describe(call.services, s, [item], call.drive, call.grant)[0]
+        body = describe(call.services, s, [item], call.drive, call.download_grant)[0]
     return jsonify(body)
 
 
@@ -160,7 +190,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         description=_text(body, "description"),
         fs_created=_time(info, "createdDateTime"), fs_modified=_time(info, "lastModifiedDateTime"),
         if_match=_if_match())
-    return item_response(call.services, updated, call.drive, call.grant)
+    return item_response(call.services, updated, call.drive, call.download_grant)
 
 
 def _new_parent(call: Call, s, reference: Any) -> str | None:
@@ -208,7 +238,7 @@ def list_children(call: Call, ref: ItemRef) -> Response:
             raise GraphError(400, "invalidRequest", "only a folder has children")
         page = call.services.tree.children(s, folder, top + 1, after)
         more, page = len(page) > top, page[:top]
-        body: dict[str, Any] = {"value": describe(call.services, s, page, call.drive, call.grant)}
+        body: dict[str, Any] = {"value": describe(call.services, s, page, call.drive, call.download_grant)}
     if more:
         last = page[-1]
         args = request.args.to_dict()
@@ -233,7 +263,7 @@ def create_child(call: Call, ref: ItemRef) -> Response:
         if not isinstance(parent, Folder):
             raise GraphError(400, "invalidRequest", "a file has no children")
     folder, created = call.services.tree.create_folder(parent.id, name, conflict, call.grant.user_id)
-    return item_response(call.services, folder, call.drive, call.grant, 201 if created else 200)
+    return item_response(call.services, folder, call.drive, call.download_grant, 201 if created else 200)
 
 
 def _workbook(call: Call, ref: ItemRef) -> Response:
@@ -304,7 +334,7 @@ def put_content(call: Call, ref: ItemRef) -> Response:
     else:
         file, created = services.files.replace(existing.id, user, request_body(), _if_match(),
                                                SIMPLE_UPLOAD_LIMIT, admit), False
-    return item_response(call.services, file, call.drive, call.grant, 201 if created else 200)
+    return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)
 
 
 def create_upload_session(call: Call, ref: ItemRef) -> Response:
@@ -319,7 +349,7 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
         raise GraphError(400, "invalidRequest", "item.fileSize must be a whole number of bytes")
     info = json_object(item.get("fileSystemInfo", {}), "item.fileSystemInfo")
     times = [_time(info, field) for field in ("createdDateTime", "lastModifiedDateTime")]
-    described = dict(defer=defer, description=_text(item, "description"),
+    described = dict(defer=defer, description=_text(item, "description"), share_link=call.share,
                      fs_created=times[0] and times[0].isoformat(), fs_modified=times[1] and times[1].isoformat())
     services = call.services
     with services.db.read() as s:
@@ -369,7 +399,7 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
             name = name_in_path
     redirect = redirected(call.drive.id, folder.id, name, _conflict(body, "replace"))
     file, created = services.uploads.complete(token, call.grant.user_id, redirect, _if_match())
-    return item_response(call.services, file, call.drive, call.grant, 201 if created else 200)
+    return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)
 
 
 _HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
@@ -386,6 +416,11 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
 
 
 # -- request parsing ----------------------------------------------------------------------------
+
+SHARED_ITEM = "driveItem"
+_SHARED_OPERATIONS = {("GET", None), ("GET", "children"), ("GET", "content"), ("PUT", "content"),
+                      ("POST", "createUploadSession")}
+
 
 def _time(info: dict, field: str):
     value = info.get(field)

@@ -1,8 +1,9 @@
 """The /wopi blueprint: one table maps (method, endpoint, X-WOPI-Override) to a handler.
 
 Authentication happens here, once, before any handler runs: the proof signature
-(when proof keys are in force), then the access token, so a handler always gets a
-`Call` whose token was verified for the file in the URL.
+(when proof keys are in force), then the access token, which must be one for the
+resource in the URL (a file, a container or the ecosystem), so a handler always
+gets a call whose token was verified for what it acts on.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from flask import Blueprint, Response, current_app, request
 
 from ..errors import WopiError, bad_request
 from ..services import Services
-from . import cspp, files
+from ..tokens import ECOSYSTEM, container
+from . import containers, cspp, files
 from .requests import access_token
 
-Handler = Callable[[files.Call], Response]
+Handler = Callable[..., Response]
 
-# (HTTP method, endpoint, X-WOPI-Override) -> handler; endpoint "file" is /files/<id>,
-# "contents" is /files/<id>/contents. GET requests carry no override.
+# (HTTP method, endpoint, X-WOPI-Override) -> handler. The endpoints are the routes below; GET requests
+# carry no override.
 OPERATIONS: dict[tuple[str, str, str | None], Handler] = {
     ("GET", "file", None): files.check_file_info,
     ("GET", "contents", None): files.get_file,
@@ -32,6 +34,10 @@ OPERATIONS: dict[tuple[str, str, str | None], Handler] = {
     ("POST", "file", "RENAME_FILE"): files.rename_file,
     ("POST", "file", "DELETE"): files.delete_file,
     ("POST", "file", "PUT_USER_INFO"): files.put_user_info,
+    ("POST", "file", "GET_SHARE_URL"): files.get_share_url,
+    ("POST", "file", "ADD_ACTIVITIES"): files.add_activities,
+    ("GET", "file/ancestry", None): containers.enumerate_file_ancestors,
+    ("GET", "file/ecosystem_pointer", None): containers.get_file_ecosystem,
     # CSPP Plus (501 unless WOPIHOST_CSPP_PLUS is on)
     ("POST", "file", "GET_SEQUENCE_NUMBER"): cspp.get_sequence_number,
     ("POST", "file", "GET_CHUNKED_FILE"): cspp.get_chunked_file,
@@ -43,14 +49,38 @@ OPERATIONS: dict[tuple[str, str, str | None], Handler] = {
     ("POST", "file", "REFRESH_COAUTH_LOCK"): cspp.refresh_coauth_lock,
     ("POST", "file", "UNLOCK_COAUTH_LOCK"): cspp.unlock_coauth_lock,
     ("POST", "file", "GET_COAUTH_TABLE"): cspp.get_coauth_table,
+    # containers and the ecosystem (501 while WOPIHOST_CONTAINERS is off)
+    ("GET", "container", None): containers.check_container_info,
+    ("POST", "container", "CREATE_CHILD_CONTAINER"): containers.create_child_container,
+    ("POST", "container", "CREATE_CHILD_FILE"): containers.create_child_file,
+    ("POST", "container", "DELETE_CONTAINER"): containers.delete_container,
+    ("POST", "container", "RENAME_CONTAINER"): containers.rename_container,
+    ("POST", "container", "GET_SHARE_URL"): containers.get_container_share_url,
+    ("GET", "container/ancestry", None): containers.enumerate_container_ancestors,
+    ("GET", "container/children", None): containers.enumerate_children,
+    ("GET", "container/ecosystem_pointer", None): containers.get_container_ecosystem,
+    ("GET", "ecosystem", None): containers.check_ecosystem,
+    ("GET", "ecosystem/root_container_pointer", None): containers.get_root_container,
 }
 
 blueprint = Blueprint("wopi", __name__, url_prefix="/wopi")
+_METHODS = ["GET", "POST"]  # anything else a WOPI endpoint answers with 405
 
 
-@blueprint.route("/files/<file_id>", methods=["GET", "POST"], defaults={"endpoint": "file"})
-@blueprint.route("/files/<file_id>/contents", methods=["GET", "POST"], defaults={"endpoint": "contents"})
-def dispatch(file_id: str, endpoint: str) -> Response:
+@blueprint.route("/files/<item_id>", methods=_METHODS, defaults={"endpoint": "file"})
+@blueprint.route("/files/<item_id>/contents", methods=_METHODS, defaults={"endpoint": "contents"})
+@blueprint.route("/files/<item_id>/ancestry", methods=_METHODS, defaults={"endpoint": "file/ancestry"})
+@blueprint.route("/files/<item_id>/ecosystem_pointer", methods=_METHODS,
+                 defaults={"endpoint": "file/ecosystem_pointer"})
+@blueprint.route("/containers/<item_id>", methods=_METHODS, defaults={"endpoint": "container"})
+@blueprint.route("/containers/<item_id>/ancestry", methods=_METHODS, defaults={"endpoint": "container/ancestry"})
+@blueprint.route("/containers/<item_id>/children", methods=_METHODS, defaults={"endpoint": "container/children"})
+@blueprint.route("/containers/<item_id>/ecosystem_pointer", methods=_METHODS,
+                 defaults={"endpoint": "container/ecosystem_pointer"})
+@blueprint.route("/ecosystem", methods=_METHODS, defaults={"endpoint": "ecosystem", "item_id": ""})
+@blueprint.route("/ecosystem/root_container_pointer", methods=_METHODS,
+                 defaults={"endpoint": "ecosystem/root_container_pointer", "item_id": ""})
+def dispatch(item_id: str, endpoint: str) -> Response:
     services: Services = current_app.extensions["wopihost"]
     override = None
     if request.method == "POST":
@@ -59,9 +89,19 @@ def dispatch(file_id: str, endpoint: str) -> Response:
             raise bad_request("X-WOPI-Override is required on POST")
     editors = override == "PUT_CHUNKED_FILE" and bool((request.headers.get("X-WOPI-Editors") or "").strip())
     services.proofs.check(request.environ, request.headers, editors_named=editors)
+    family = endpoint.split("/")[0]
+    resource = {"container": container(item_id), "ecosystem": ECOSYSTEM}.get(family, item_id)
     with services.db.read() as session:
-        grant = services.tokens.verify(session, access_token(), file_id)
+        grant = services.tokens.verify(session, access_token(), resource)
     handler = OPERATIONS.get((request.method, endpoint, override))
     if handler is None:
-        raise WopiError(501, f"{override} is not supported on this endpoint")
-    return handler(files.Call(services, file_id, grant))
+        raise WopiError(501, f"{override or request.method} is not supported on this endpoint")
+    if family in ("file", "contents"):
+        return handler(files.Call(services, item_id, grant))
+    return handler(containers.ContainerCall(services, item_id, grant))
+
+
+@blueprint.route("/download/<ticket>", methods=["GET"])
+def download(ticket: str) -> Response:
+    """CheckFileInfo's FileUrl: its own credential, neither proof-signed nor carrying an access token."""
+    return files.download(current_app.extensions["wopihost"], ticket)

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Callable
 
 from flask import jsonify, request
 from werkzeug.wsgi import wrap_file
 
+from ..activities import MAX_ACTIVITIES
 from ..clock import iso_round_trip, to_epoch_ms
 from ..errors import WopiError, WopiResponse, bad_request, not_found
 from ..files import Target
-from ..locks import parse_lock_id
+from ..locks import LOCK_TTL_RANGE, LockRequest, parse_lock_id
 from ..models import File
 from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_extension
 from ..services import Services
+from ..shares import READ_ONLY, READ_WRITE
 from ..storage import PIECE
-from ..tokens import Grant
+from ..tokens import FILE_URL, Grant
 from ..body import request_body
-from .requests import bool_header, check_body_size, header, int_header, time_header, utf7_header
+from . import pointers
+from .requests import bool_header, check_body_size, header, int_header, json_request, time_header, utf7_header
 
 MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # docs/wopi.md §3.2: assume a signed 32-bit maximum when absent
 USER_INFO_BYTES = 4 * 1024  # 1024 characters of UTF-8
@@ -63,9 +68,16 @@ def check_file_info(call: Call) -> WopiResponse:
         "SupportsRename": True,
         "SupportsDeleteFile": True,
         "SupportsUserInfo": True,
+        "SupportsAddActivities": True,
+        "SupportedShareUrlTypes": _share_types(grant),
         "HostViewUrl": services.host_page_url("view", file.id),
         "HostEditUrl": services.host_page_url("edit", file.id),
+        "FileUrl": services.file_url(grant, file.id),
+        "IsEduUser": False,
+        "LicenseCheckForEditIsEnabled": False,
     }
+    if services.settings.containers:
+        info.update({"SupportsContainers": True, "SupportsEcosystem": True})
     if extension:
         info["FileExtension"] = extension
     if file.sha256:  # unknown after a chunked save: hashing there would cost more than the save
@@ -89,13 +101,24 @@ def check_file_info(call: Call) -> WopiResponse:
 
 
 def get_file(call: Call) -> WopiResponse:
-    max_expected = int_header("X-WOPI-MaxExpectedSize", MAX_EXPECTED_SIZE_DEFAULT)
-    file, content = call.services.files.open_content(call.file_id)
+    return _content(call.services, call.file_id, int_header("X-WOPI-MaxExpectedSize", MAX_EXPECTED_SIZE_DEFAULT))
+
+
+def download(services: Services, ticket: str) -> WopiResponse:
+    """CheckFileInfo's FileUrl: the current content for whoever has the URL, until it expires (or the
+    token it was made under is revoked)."""
+    with services.db.read() as s:
+        file_id, _ = services.tokens.open_download_ticket(s, ticket, FILE_URL)
+    return _content(services, file_id)
+
+
+def _content(services: Services, file_id: str, max_expected: int | None = None) -> WopiResponse:
+    file, content = services.files.open_content(file_id)
     try:
-        if file.size > max_expected:
+        if max_expected is not None and file.size > max_expected:
             raise WopiError(412, f"the file is {file.size} bytes, more than X-WOPI-MaxExpectedSize")
         response = WopiResponse(wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream",
-                            direct_passthrough=True)
+                                direct_passthrough=True)
         response.content_length = file.size
         response.headers["X-WOPI-ItemVersion"] = str(file.version)
         response.set_etag(f"{file.id}.{file.version}")
@@ -123,12 +146,26 @@ def lock(call: Call) -> WopiResponse:
     call.require_write()
     lock_id = parse_lock_id(header("X-WOPI-Lock"))
     old_lock = header("X-WOPI-OldLock")
-    locks = call.services.locks
+    locks, how = call.services.locks, _lock_request(call)
     if old_lock is None:
-        file = locks.lock(call.file_id, lock_id)
+        file = locks.lock(call.file_id, lock_id, how)
     else:  # the presence of X-WOPI-OldLock makes this UnlockAndRelock
-        file = locks.unlock_and_relock(call.file_id, lock_id, parse_lock_id(old_lock, "X-WOPI-OldLock"))
+        file = locks.unlock_and_relock(call.file_id, lock_id, parse_lock_id(old_lock, "X-WOPI-OldLock"), how)
     return _versioned(file)
+
+
+def _lock_request(call: Call) -> LockRequest:
+    """CSPP Plus's extensions of Lock, RefreshLock and UnlockAndRelock (docs/wopi.md §2): a lock time the
+    client chooses, and whether a conflict may name the user who holds the lock."""
+    seconds = int_header("X-WOPI-LockExpirationTimeout")
+    low, high = LOCK_TTL_RANGE
+    if seconds is not None and not low <= seconds <= high:
+        raise bad_request(f"X-WOPI-LockExpirationTimeout must be {low} to {high} seconds")
+    how = LockRequest() if seconds is None else LockRequest(ttl=timedelta(seconds=seconds))
+    if bool_header("X-WOPI-LockUserVisible"):
+        user = call.services.user(call.grant.user_id)
+        how = replace(how, visible_as=user.display_name or user.id)
+    return how
 
 
 def get_lock(call: Call) -> WopiResponse:
@@ -140,7 +177,8 @@ def get_lock(call: Call) -> WopiResponse:
 
 def refresh_lock(call: Call) -> WopiResponse:
     call.require_write()
-    return _versioned(call.services.locks.refresh(call.file_id, parse_lock_id(header("X-WOPI-Lock"))))
+    lock_id = parse_lock_id(header("X-WOPI-Lock"))
+    return _versioned(call.services.locks.refresh(call.file_id, lock_id, _lock_request(call)))
 
 
 def unlock(call: Call) -> WopiResponse:
@@ -152,47 +190,46 @@ def put_relative_file(call: Call) -> WopiResponse:
     services, grant = call.services, call.grant
     if not grant.can_write:  # as CheckFileInfo's UserCanNotWriteRelative promised
         raise WopiError(501, "this user may not create files")
+    target = target_headers(lambda: split_extension(services.files.get(call.file_id).name)[0])
+    check_body_size(services.settings.max_file_size, int_header("X-WOPI-Size"))
+    file = services.files.put_relative(call.file_id, grant.user_id, target, request_body())
+    return jsonify({
+        "Name": file.name,
+        "Url": pointers.sibling_file(services, grant, file.id),
+        "HostViewUrl": services.host_page_url("view", file.id),
+        "HostEditUrl": services.host_page_url("edit", file.id),
+    })
+
+
+def target_headers(base_name: Callable[[], str]) -> Target:
+    """Where PutRelativeFile or CreateChildFile puts its file: X-WOPI-SuggestedTarget (a name, or an
+    extension for `base_name()`) or X-WOPI-RelativeTarget with X-WOPI-OverwriteRelativeTarget (docs/wopi.md
+    §3.9); 501 for both, 400 for neither."""
     has_suggested = header("X-WOPI-SuggestedTarget") is not None
     has_relative = header("X-WOPI-RelativeTarget") is not None
     if has_suggested and has_relative:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
     if not (has_suggested or has_relative):
         raise bad_request("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required")
-    declared = int_header("X-WOPI-Size")
     overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
     if has_suggested:
-        target = Target(_suggested_name(call.file_id, services), suggested=True)
-    else:
-        target = _relative_target(overwrite)
-    check_body_size(services.settings.max_file_size, declared)
-    file = services.files.put_relative(call.file_id, grant.user_id, target, request_body())
-    issued = services.issue_token(file.id, grant.user_id, grant.can_write, grant.expires_at)
-    return jsonify({
-        "Name": file.name,
-        "Url": f"{services.wopi_src(file.id)}?access_token={issued.token}",
-        "HostViewUrl": services.host_page_url("view", file.id),
-        "HostEditUrl": services.host_page_url("edit", file.id),
-    })
-
-
-def _relative_target(overwrite: bool) -> Target:
-    """X-WOPI-RelativeTarget; one that is not valid UTF-7 still names what the 400 suggests instead."""
+        return Target(_suggested_name(base_name), suggested=True)
     raw = header("X-WOPI-RelativeTarget") or ""
-    try:
+    try:  # one that is not valid UTF-7 still names what the 400 suggests instead
         return Target(decode_utf7(raw, "X-WOPI-RelativeTarget"), suggested=False, overwrite=overwrite)
     except InvalidName as exc:
         return Target(raw, suggested=False, overwrite=overwrite, problem=str(exc))
 
 
-def _suggested_name(file_id: str, services: Services) -> str:
-    """Suggested mode never fails: an extension alone means "same name, this extension"; any name is sanitised."""
+def _suggested_name(base_name: Callable[[], str]) -> str:
+    """Suggested mode never fails: an extension alone means "that name, this extension"; any name is sanitised."""
     raw = header("X-WOPI-SuggestedTarget") or ""
     try:
         suggestion = utf7_header("X-WOPI-SuggestedTarget") or ""
     except WopiError:
         suggestion = raw  # docs/wopi.md §1.5: be tolerant, use the raw value
     if _EXTENSION_ONLY.fullmatch(suggestion):
-        suggestion = split_extension(services.files.get(file_id).name)[0] + suggestion
+        suggestion = base_name() + suggestion
     return sanitize(suggestion)
 
 
@@ -228,6 +265,42 @@ def put_user_info(call: Call) -> WopiResponse:
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     return WopiResponse(status=200)
+
+
+def _share_types(grant: Grant) -> list[str]:
+    return [READ_ONLY, READ_WRITE] if grant.can_write else [READ_ONLY]
+
+
+def share_url_type(supported: list[str]) -> str:
+    """X-WOPI-UrlType, one of `supported` (what the token may share); 501 otherwise, as WOPI asks."""
+    url_type = header("X-WOPI-UrlType")
+    if not url_type:
+        raise WopiError(501, "X-WOPI-UrlType is required")
+    if url_type not in supported:
+        raise WopiError(501, f"share URLs of type {url_type} are not supported"
+                             + (" for this access token" if url_type in (READ_ONLY, READ_WRITE) else ""))
+    return url_type
+
+
+def get_share_url(call: Call) -> WopiResponse:
+    url_type = share_url_type(_share_types(call.grant))
+    services = call.services
+    services.files.get(call.file_id)  # 404 for a deleted file
+    link = services.shares.link(call.file_id, url_type, call.grant.user_id)
+    return jsonify({"ShareUrl": services.share_url(link.id)})
+
+
+def add_activities(call: Call) -> WopiResponse:
+    """AddActivities (docs/wopi.md §3.17): each activity is answered on its own, in the order sent."""
+    body = json_request()
+    activities = body.get("Activities") if isinstance(body, dict) else None
+    if not isinstance(activities, list) or not activities:
+        raise bad_request("the body must be a JSON object with a non-empty Activities list")
+    if len(activities) > MAX_ACTIVITIES:
+        raise bad_request(f"at most {MAX_ACTIVITIES} activities at once")
+    outcomes = call.services.activities.add(call.file_id, call.grant.user_id, activities)
+    return jsonify({"ActivityResponses": [
+        {"Id": o.id, "Status": o.status, **({"Message": o.message} if o.message else {})} for o in outcomes]})
 
 
 def _versioned(file: File) -> WopiResponse:

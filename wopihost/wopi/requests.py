@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from flask import request
 
+from ..body import request_body
 from ..clock import parse_iso
 from ..errors import WopiError, bad_request
 from ..names import InvalidName, decode_utf7
@@ -76,3 +78,18 @@ def check_body_size(limit: int, declared: int | None = None) -> None:
     for size in (request.content_length, declared):
         if size is not None and size > limit:
             raise WopiError(413, f"the content is larger than the limit of {limit} bytes")
+
+
+MAX_JSON = 1 << 20
+
+
+def json_request() -> object:
+    """A JSON request body (AddActivities), read to at most MAX_JSON bytes; 413 past it, 400 if not JSON.
+    Clients send it with no Content-Type, so none is required."""
+    raw = request_body().read(MAX_JSON + 1)  # a chunked body declares no length: read no more than allowed
+    if len(raw) > MAX_JSON:
+        raise WopiError(413, f"a JSON body may have at most {MAX_JSON} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise bad_request("the body is not valid JSON") from None

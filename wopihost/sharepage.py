@@ -1,0 +1,106 @@
+"""The pages a share link opens in a browser (docs/wopi.md §3.13): the shared file, or the shared folder's
+contents, each file downloadable. The link is the credential; what it shares stays within the item it names.
+Writing through a read-write link is Graph's (`/v1.0/shares/{shareId}/driveItem`, docs/graph.md §11).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, current_app, request
+from markupsafe import escape
+from werkzeug.wsgi import wrap_file
+
+from .errors import WopiError
+from .ids import is_id
+from .models import File, Folder
+from .services import Services
+from .shares import PATH, READ_WRITE, Shared, require_link_reach
+from .storage import PIECE
+
+blueprint = Blueprint("shares", __name__, url_prefix=PATH.rstrip("/"))
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+
+
+def _services() -> Services:
+    return current_app.extensions["wopihost"]
+
+
+@blueprint.route("/<link_id>", defaults={"folder_id": None})
+@blueprint.route("/<link_id>/folders/<folder_id>")
+def page(link_id: str, folder_id: str | None) -> Response:
+    services = _services()
+    shared = services.shares.resolve(link_id)
+    base = f"{services.settings.public_url}{PATH}{link_id}"
+    rights = "view and edit" if shared.link.url_type == READ_WRITE else "view"
+    if isinstance(shared.item, File):
+        file = shared.item
+        body = (f"<h1>{escape(file.name)}</h1><p>{file.size} bytes. This link lets you {rights} it.</p>"
+                f'<p><a href="{base}/content" download>Download</a></p>')
+        return _html(file.name, body)
+    with services.db.read() as s:
+        folder = _folder_in(s, shared, folder_id or shared.item.id)
+        folders = list(s.scalars(sa.select(Folder).where(Folder.parent_id == folder.id).order_by(Folder.name_key)))
+        files = list(s.scalars(sa.select(File).where(File.folder_id == folder.id).order_by(File.name_key)))
+    name = folder.name or "Shared folder"
+    rows = [f'<li><a href="{base}/folders/{f.id}">{escape(f.name)}/</a></li>' for f in folders]
+    rows += [f'<li><a href="{base}/files/{f.id}/content" download>{escape(f.name)}</a> ({f.size} bytes)</li>'
+             for f in files]
+    body = (f"<h1>{escape(name)}</h1><p>This link lets you {rights} what is in this folder.</p>"
+            f"<ul>{''.join(rows) or '<li>(empty)</li>'}</ul>")
+    return _html(name, body)
+
+
+@blueprint.route("/<link_id>/content", defaults={"file_id": None})
+@blueprint.route("/<link_id>/files/<file_id>/content")
+def content(link_id: str, file_id: str | None) -> Response:
+    services = _services()
+    shared = services.shares.resolve(link_id)
+    if file_id is None:
+        if not isinstance(shared.item, File):
+            raise WopiError(404, "a shared folder has no content of its own")
+        file_id = shared.item.id
+    else:
+        with services.db.read() as s:
+            file = s.get(File, file_id) if is_id(file_id) else None
+            if file is None or isinstance(shared.item, File):
+                raise WopiError(404, "no such file here")
+            _reaches(s, shared, file.folder_id)
+    file, stream = services.files.open_content(file_id)
+    try:
+        response = Response(wrap_file(request.environ, stream, PIECE), mimetype="application/octet-stream",
+                            direct_passthrough=True, headers=_HEADERS)
+        response.content_length = file.size
+        response.headers["Content-Disposition"] = _attachment(file.name)
+        response.set_etag(f"{file.id}.{file.version}")
+        return response.make_conditional(request, accept_ranges=True, complete_length=file.size)
+    except BaseException:
+        stream.close()
+        raise
+
+
+def _folder_in(s, shared: Shared, folder_id: str) -> Folder:
+    folder = s.get(Folder, folder_id) if is_id(folder_id) else None
+    if folder is None:
+        raise WopiError(404, "no such folder here")
+    _reaches(s, shared, folder.id)
+    return folder
+
+
+def _reaches(s, shared: Shared, folder_id: str) -> None:
+    try:
+        require_link_reach(s, shared.link.id, folder_id, writing=False)
+    except WopiError:
+        raise WopiError(404, "no such item here") from None  # say nothing of items outside the share
+
+
+def _attachment(name: str) -> str:
+    ascii_name = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _html(title: str, body: str) -> Response:
+    html = f"<!doctype html><meta charset=utf-8><title>{escape(title)}</title>{body}"
+    return Response(html, mimetype="text/html", headers=_HEADERS)
