@@ -17,12 +17,14 @@ from .clock import Clock
 from .db import Database
 from .models import Activity
 from .repository import insert_if_absent, load_file
+from .text import text_problem
 
 SUCCESS, BAD_ACTIVITY, UNSUPPORTED = 0, 2, 3  # ActivityResponses[].Status
 MAX_ACTIVITIES = 100  # a batch; Office sends a handful
 ID_LENGTH = 64
 DATA_TEXT_LENGTH = 1024  # ContentId, NavigationId
 COMMENT_TEXT_LENGTH = 16 * 1024
+MAX_DEPTH = 32  # an activity's JSON: Office's are three levels deep
 CONTENT_ACTIONS = ("created", "updated", "deleted")
 _PERSON_TEXT = ("Name", "Id", "Provider", "Email")
 
@@ -39,8 +41,11 @@ def check(activity: object) -> tuple[Outcome, dict | None]:
     if not isinstance(activity, dict):
         return Outcome("", BAD_ACTIVITY, "an activity is a JSON object"), None
     activity_id = activity.get("Id")
-    if not isinstance(activity_id, str) or not 0 < len(activity_id) <= ID_LENGTH:
+    if not isinstance(activity_id, str) or not 0 < len(activity_id) <= ID_LENGTH or text_problem(activity_id):
         return Outcome("", BAD_ACTIVITY, f"Id is required: a string of at most {ID_LENGTH} characters"), None
+    problem = _unstorable(activity)
+    if problem:
+        return Outcome(activity_id, BAD_ACTIVITY, problem), None
     kind = activity.get("Type")
     if not isinstance(kind, str) or not kind:
         return Outcome(activity_id, BAD_ACTIVITY, "Type is required"), None
@@ -50,6 +55,24 @@ def check(activity: object) -> tuple[Outcome, dict | None]:
     if problem:
         return Outcome(activity_id, BAD_ACTIVITY, problem), None
     return Outcome(activity_id, SUCCESS), activity
+
+
+def _unstorable(activity: dict) -> str | None:
+    """Why the activity cannot be stored: text (a value or a key) the database cannot hold, or nesting deeper
+    than MAX_DEPTH (which storing it as JSON would recurse into); None if it can be."""
+    pending: list[tuple[object, int]] = [(activity, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem:
+                return f"a text in the activity {problem}"
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                return f"the activity is nested more than {MAX_DEPTH} levels deep"
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending += [(child, depth + 1) for child in children]
+    return None
 
 
 def _comment_problem(data: object) -> str | None:
