@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import webtest
+from click.testing import CliRunner
 
 from wopihost import db
 from wopihost.app import create_app
+from wopihost.cli import main
 from wopihost.clock import FrozenClock
 from wopihost.config import Settings
 from wopihost.models import metadata
@@ -146,3 +148,30 @@ def graph_for(services, testapp):
 def graph(graph_for) -> GraphClient:
     """A Graph client for alice, with a read-write API token."""
     return graph_for()
+
+
+# -- the wopihost command, in-process (click's runner) on a database of its own -------------------------
+
+@pytest.fixture
+def env(database, tmp_path):
+    """The settings of a `wopihost` command run by `run`, and of the app `served` with them."""
+    return {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_DATABASE_URL": database,
+            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test", "WOPIHOST_SECRET_KEY": "cli-secret",
+            "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_SWEEP_INTERVAL": "0"}
+
+
+@pytest.fixture
+def run(env):
+    def run(*args: str, ok: bool = True):
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+    return run
+
+
+@pytest.fixture
+def served(env):
+    app = create_app(Settings.from_env(env))
+    yield webtest.TestApp(app)
+    app.extensions["wopihost"].db.dispose()

@@ -9,10 +9,8 @@ import json
 import pytest
 import sqlalchemy as sa
 import webtest
-from click.testing import CliRunner
 
 from wopihost.app import create_app
-from wopihost.cli import main
 from wopihost.clock import FrozenClock
 from wopihost.config import Settings
 from wopihost.models import Activity
@@ -405,23 +403,6 @@ def test_activities_go_when_the_files_folder_is_deleted(services, client_for, gr
 
 
 # -- wopihost activities FILE_ID -------------------------------------------------------------------------
-
-@pytest.fixture
-def env(database, tmp_path):
-    return {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_DATABASE_URL": database,
-            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test", "WOPIHOST_SECRET_KEY": "cli-secret",
-            "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_SWEEP_INTERVAL": "0"}
-
-
-@pytest.fixture
-def run(env):
-    def run(*args: str, ok: bool = True):
-        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-    return run
-
 
 @pytest.fixture
 def host_clock() -> FrozenClock:

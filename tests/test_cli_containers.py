@@ -7,38 +7,9 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
-import webtest
-from click.testing import CliRunner
 
-from wopihost.app import create_app
-from wopihost.cli import main
-from wopihost.config import Settings
 
 PUBLIC = "https://wopi.example.test"
-
-
-@pytest.fixture
-def env(database, tmp_path):
-    return {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_DATABASE_URL": database,
-            "WOPIHOST_PUBLIC_URL": PUBLIC, "WOPIHOST_SECRET_KEY": "cli-secret",
-            "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_SWEEP_INTERVAL": "0"}
-
-
-@pytest.fixture
-def run(env):
-    def run(*args: str, ok: bool = True):
-        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-    return run
-
-
-@pytest.fixture
-def served(env):
-    app = create_app(Settings.from_env(env))
-    yield webtest.TestApp(app)
-    app.extensions["wopihost"].db.dispose()
 
 
 def local(url: str, suffix: str = "") -> str:

@@ -65,7 +65,7 @@ def content(link_id: str, file_id: str | None) -> Response:
     else:
         with services.db.read() as s:
             file = s.get(File, file_id) if is_id(file_id) else None
-            if file is None or isinstance(shared.item, File):
+            if file is None:
                 raise WopiError(404, "no such file here")
             _reaches(s, shared, file.folder_id)
     file, stream = services.files.open_content(file_id)

@@ -57,15 +57,15 @@ def link_id_of(share_id: str, public_url: str) -> str | None:
     return share_id if is_id(share_id) else None
 
 
-def require_link_reach(s, link_id: str, folder_id: str, writing: bool) -> None:
-    """403 unless the link `link_id` is live (and, `writing`, read-write) and reaches into `folder_id`: it
-    shares that folder or one above it, or a file in it. Checked again when an upload made through a link
-    lands, since the link may have been revoked meanwhile."""
+def require_link_reach(s, link_id: str, folder_id: str, writing: bool, file_id: str | None = None) -> None:
+    """403 unless the link `link_id` is live (and, `writing`, read-write) and reaches the file `file_id`, or
+    (no `file_id`) into the folder `folder_id`: a file link reaches its file only, a folder link everything
+    below it. Checked again when an upload made through a link lands: the link may have been revoked, or
+    the folder moved out of the shared one, meanwhile."""
     link = s.get(ShareLink, link_id)
     if link is None or link.revoked_at is not None or (writing and link.url_type != READ_WRITE):
         raise WopiError(403, "the share link has been revoked or does not allow this", code="accessDenied")
-    file = s.get(File, link.item_id)
-    if file is not None and file.folder_id == folder_id:
+    if file_id is not None and file_id == link.item_id:
         return
     folder = s.get(Folder, folder_id)
     while folder is not None:

@@ -183,7 +183,8 @@ class Uploads:
         """The file a finished session became, for whoever may still reach it, and only where a redirect
         asks for it there (a finished session is not a way to reach a file somewhere else)."""
         file = load_file(s, row.result)
-        self._reach(s, row, Target.from_json(row.target), file.folder_id, s.get(Folder, file.folder_id).drive_id)
+        self._reach(s, row, Target.from_json(row.target), file.folder_id, s.get(Folder, file.folder_id).drive_id,
+                    file.id)
         if redirect is not None:
             target = redirect(Target.from_json(row.target))
             if (file.folder_id, name_key(file.name)) != (target.folder_id, name_key(target.name or "")):
@@ -201,7 +202,7 @@ class Uploads:
         extents = self.sessions.stream(s, row.token)
         if target.file_id is not None:
             existing = self.files.load_in_locked_folder(s, target.file_id)
-            self._reach(s, row, target, existing.folder_id, target.drive_id)
+            self._reach(s, row, target, existing.folder_id, target.drive_id, existing.id)
             if if_match is not None:
                 if_match(existing)
             self.files.check_writable(s, existing)
@@ -225,13 +226,15 @@ class Uploads:
         _describe(file, target)
         return file, existing is None, unused
 
-    def _reach(self, s, row: UploadSession, target: Target, folder_id: str, drive_id: str) -> None:
-        """Whoever made the session may still put a file in `folder_id`: as a member of its drive (one may
-        have been removed meanwhile) or through the share link it was made with (revoked meanwhile?)."""
+    def _reach(self, s, row: UploadSession, target: Target, folder_id: str, drive_id: str,
+               file_id: str | None = None) -> None:
+        """Whoever made the session may still write the file `file_id`, or put a new one in `folder_id`: as a
+        member of its drive (one may have been removed meanwhile) or through the share link it was made with
+        (revoked meanwhile?)."""
         if target.share_link is None:
             self.drives.reachable(s, row.user_id, drive_id)
         else:
-            require_link_reach(s, target.share_link, folder_id, writing=True)
+            require_link_reach(s, target.share_link, folder_id, writing=True, file_id=file_id)
 
     def _check_size(self, total: int) -> None:
         if total > self.max_file_size:
