@@ -109,3 +109,13 @@ def test_sessions_list_and_gc(run, served, tmp_path, env):
     assert session not in run("sessions", "list").output  # never the whole token
     assert "deleted 0 expired upload and workbook sessions" in run("gc").output
     assert run("gc", "--grace", "soon", ok=False).exit_code != 0
+
+
+def test_validate_is_the_validators_command_line(run):
+    usage = run("validate", "--help").output
+    assert "usage: wopihost validate" in usage and "--testcases" in usage and "--proof-keys" in usage
+    missing = run("validate", "--wopisrc", "http://127.0.0.1:1/wopi/files/x", ok=False)
+    assert missing.exit_code == 2 and "--token" in missing.output
+    absent = run("validate", "--wopisrc", "http://127.0.0.1:1/wopi/files/x", "--token", "t", "--testcases",
+                 "/nonexistent/TestCases.xml", ok=False)
+    assert absent.exit_code != 0 and "TestCases.xml" in absent.output

@@ -432,6 +432,16 @@ def gc_command(grace: str) -> None:
                f"{done.partial_writes} partial writes, {done.tokens} expired or revoked tokens")
 
 
+@main.command("validate", context_settings={"ignore_unknown_options": True, "help_option_names": []},
+              add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def validate(args: tuple[str, ...]) -> None:
+    """Run Microsoft's WOPI validator test cases (a checkout of wopi-validator-core) against a WOPI host,
+    signing every request with proof keys; `wopihost validate --help` for the options."""
+    from .validator.__main__ import main as run_validator  # the validator is a test tool: load it only here
+    sys.exit(run_validator(list(args), prog="wopihost validate"))
+
+
 @main.command("doctor")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each network check.")
 def doctor(timeout: float) -> None:

@@ -1,0 +1,121 @@
+"""Reporting results: a line per test as it finishes, a per-group table and a summary; or JSON; or JUnit XML
+for CI. Access tokens never appear: URLs are shown with their access_token value elided.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Iterable, TextIO
+
+from .runner import FAIL, PASS, SKIP, TestResult
+
+_TOKEN = re.compile(r"(?i)([?&]access_token=)[^&#]*")
+
+
+def redact(url: str) -> str:
+    return _TOKEN.sub(r"\1...", url)
+
+
+def result_line(result: TestResult) -> str:
+    line = f"{result.status} {result.group}/{result.name}"
+    return f"{line}: {result.reason}" if result.status != PASS else line
+
+
+def details(result: TestResult) -> list[str]:
+    """The requests of a failed or skipped test, for --verbose."""
+    lines = []
+    for request in result.requests:
+        where = f"{request.method} {redact(request.url)}" if request.url else "(not sent)"
+        cleanup = " (cleanup)" if request.cleanup else ""
+        lines.append(f"    {request.name}{cleanup}: {request.status} {where}")
+        lines.extend(f"      {error}" for error in request.errors if not request.cleanup)
+    return lines
+
+
+@dataclass
+class GroupCount:
+    name: str
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    skip_reasons: list[str] = field(default_factory=list)
+
+
+def by_group(results: Iterable[TestResult]) -> list[GroupCount]:
+    groups: dict[str, GroupCount] = {}
+    for result in results:
+        count = groups.setdefault(result.group, GroupCount(result.group))
+        if result.status == PASS:
+            count.passed += 1
+        elif result.status == FAIL:
+            count.failed += 1
+        else:
+            count.skipped += 1
+            reason = result.reason
+            if reason not in count.skip_reasons:
+                count.skip_reasons.append(reason)
+    return list(groups.values())
+
+
+def table(results: list[TestResult]) -> str:
+    groups = by_group(results)
+    width = max([len("group"), len("total"), *(len(g.name) for g in groups)])
+    lines = [f"{'group':<{width}}  {'passed':>6}  {'failed':>6}  {'skipped':>7}"]
+    for g in groups:
+        lines.append(f"{g.name:<{width}}  {g.passed:>6}  {g.failed:>6}  {g.skipped:>7}")
+    lines.append(f"{'total':<{width}}  {sum(g.passed for g in groups):>6}  {sum(g.failed for g in groups):>6}  "
+                 f"{sum(g.skipped for g in groups):>7}")
+    return "\n".join(lines)
+
+
+def summary(results: list[TestResult]) -> str:
+    counts = {status: sum(r.status == status for r in results) for status in (PASS, FAIL, SKIP)}
+    return (f"{len(results)} tests: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped")
+
+
+def write_text(results: list[TestResult], out: TextIO) -> None:
+    out.write("\n" + table(results) + "\n\n" + summary(results) + "\n")
+
+
+def as_json(results: list[TestResult]) -> dict:
+    return {
+        "summary": {"tests": len(results), "passed": sum(r.status == PASS for r in results),
+                    "failed": sum(r.status == FAIL for r in results),
+                    "skipped": sum(r.status == SKIP for r in results)},
+        "groups": [{"name": g.name, "passed": g.passed, "failed": g.failed, "skipped": g.skipped,
+                    "skip_reasons": g.skip_reasons} for g in by_group(results)],
+        "tests": [{"group": r.group, "name": r.name, "status": r.status, "reason": r.reason,
+                   "prerequisite": r.prereq, "errors": r.errors, "seconds": round(r.elapsed, 3),
+                   "requests": [{"name": q.name, "method": q.method, "url": redact(q.url), "status": q.status,
+                                 "errors": q.errors, "cleanup": q.cleanup} for q in r.requests]}
+                  for r in results],
+    }
+
+
+def write_json(results: list[TestResult], out: TextIO) -> None:
+    json.dump(as_json(results), out, indent=2)
+    out.write("\n")
+
+
+def junit(results: list[TestResult]) -> bytes:
+    suites = ET.Element("testsuites", name="WOPI validator", tests=str(len(results)),
+                        failures=str(sum(r.status == FAIL for r in results)),
+                        skipped=str(sum(r.status == SKIP for r in results)))
+    for group in by_group(results):
+        members = [r for r in results if r.group == group.name]
+        suite = ET.SubElement(suites, "testsuite", name=group.name, tests=str(len(members)),
+                              failures=str(group.failed), skipped=str(group.skipped), errors="0",
+                              time=f"{sum(r.elapsed for r in members):.3f}")
+        for result in members:
+            case = ET.SubElement(suite, "testcase", classname=group.name, name=result.name,
+                                 time=f"{result.elapsed:.3f}")
+            if result.status == FAIL:
+                failure = ET.SubElement(case, "failure", message=result.reason)
+                failure.text = "\n".join([*result.errors, *details(result)])
+            elif result.status == SKIP:
+                ET.SubElement(case, "skipped", message=result.reason)
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
