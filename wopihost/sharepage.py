@@ -10,14 +10,13 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, request
 from markupsafe import escape
-from werkzeug.wsgi import wrap_file
 
 from .errors import WopiError
 from .ids import is_id
 from .models import File, Folder
 from .services import Services
 from .shares import PATH, READ_WRITE, Shared, require_link_reach
-from .storage import PIECE
+from .streaming import content_response
 
 blueprint = Blueprint("shares", __name__, url_prefix=PATH.rstrip("/"))
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
@@ -69,16 +68,12 @@ def content(link_id: str, file_id: str | None) -> Response:
                 raise WopiError(404, "no such file here")
             _reaches(s, shared, file.folder_id)
     file, stream = services.files.open_content(file_id)
-    try:
-        response = Response(wrap_file(request.environ, stream, PIECE), mimetype="application/octet-stream",
-                            direct_passthrough=True, headers=_HEADERS)
-        response.content_length = file.size
+
+    def attachment(response: Response) -> None:
+        response.headers.update(_HEADERS)
         response.headers["Content-Disposition"] = _attachment(file.name)
-        response.set_etag(f"{file.id}.{file.version}")
-        return response.make_conditional(request, accept_ranges=True, complete_length=file.size)
-    except BaseException:
-        stream.close()
-        raise
+
+    return content_response(request, file, stream, f"{file.id}.{file.version}", before=attachment)
 
 
 def _folder_in(s, shared: Shared, folder_id: str) -> Folder:

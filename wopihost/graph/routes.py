@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from flask import Response, current_app, jsonify, request
-from werkzeug.wsgi import wrap_file
 
 from ..body import request_body
 from ..clock import parse_iso
@@ -18,8 +17,8 @@ from ..errors import WopiError, WopiResponse as NoContent  # a response with no 
 from ..files import CONFLICT_BEHAVIOURS
 from ..models import Drive, File, Folder
 from ..services import Services
+from ..streaming import content_response
 from ..shares import link_id_of
-from ..storage import PIECE
 from ..text import text_problem
 from ..tokens import API, Grant
 from ..tree import Item
@@ -295,15 +294,7 @@ def _download(services: Services, ticket: str) -> Response:
 
 def _content(services: Services, file_id: str) -> Response:
     file, content = services.files.open_content(file_id)
-    try:
-        response = Response(wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream",
-                            direct_passthrough=True)
-        response.content_length = file.size
-        response.set_etag(shapes.ctag(file).strip('"'))
-        return response.make_conditional(request, accept_ranges=True, complete_length=file.size)
-    except BaseException:
-        content.close()
-        raise
+    return content_response(request, file, content, shapes.ctag(file).strip('"'))
 
 
 def put_content(call: Call, ref: ItemRef) -> Response:

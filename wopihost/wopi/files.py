@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Callable
 
 from flask import jsonify, request
-from werkzeug.wsgi import wrap_file
 
 from ..activities import MAX_ACTIVITIES
 from ..clock import iso_round_trip, to_epoch_ms
@@ -18,8 +17,8 @@ from ..locks import LOCK_TTL_RANGE, LockRequest, parse_lock_id
 from ..models import File
 from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_extension
 from ..services import Services
+from ..streaming import content_response
 from ..shares import READ_ONLY, READ_WRITE
-from ..storage import PIECE
 from ..tokens import FILE_URL, Grant
 from ..body import request_body
 from . import pointers
@@ -114,19 +113,13 @@ def download(services: Services, ticket: str) -> WopiResponse:
 
 def _content(services: Services, file_id: str, max_expected: int | None = None) -> WopiResponse:
     file, content = services.files.open_content(file_id)
-    try:
+
+    def versioned(response: WopiResponse) -> None:
         if max_expected is not None and file.size > max_expected:
             raise WopiError(412, f"the file is {file.size} bytes, more than X-WOPI-MaxExpectedSize")
-        response = WopiResponse(wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream",
-                                direct_passthrough=True)
-        response.content_length = file.size
         response.headers["X-WOPI-ItemVersion"] = str(file.version)
-        response.set_etag(f"{file.id}.{file.version}")
-        # Range and If-Range support; raises 416 for an unsatisfiable range.
-        return response.make_conditional(request, accept_ranges=True, complete_length=file.size)
-    except BaseException:
-        content.close()
-        raise
+
+    return content_response(request, file, content, f"{file.id}.{file.version}", WopiResponse, versioned)
 
 
 def put_file(call: Call) -> WopiResponse:
