@@ -1,6 +1,6 @@
 """Activities a WOPI client reports on a file (AddActivities): comments, the people they mention, ...
 
-Each activity is answered on its own (docs/wopi.md §3.17): one that is malformed or of a type
+Each activity is answered on its own (docs/wopi.md §3.16): one that is malformed or of a type
 we do not keep gets a status of its own while the others are stored. An activity is kept as the
 client sent it, keyed by the client's Id, so a client that retries a batch stores nothing twice.
 """

@@ -284,7 +284,7 @@ def get_share_url(call: Call) -> WopiResponse:
 
 
 def add_activities(call: Call) -> WopiResponse:
-    """AddActivities (docs/wopi.md §3.17): each activity is answered on its own, in the order sent."""
+    """AddActivities (docs/wopi.md §3.16): each activity is answered on its own, in the order sent."""
     body = json_request()
     activities = body.get("Activities") if isinstance(body, dict) else None
     if not isinstance(activities, list) or not activities:
