@@ -3,7 +3,7 @@
 Runs only when WOPIHOST_VALIDATOR_DIR names a checkout of github.com/microsoft/wopi-validator-core (its
 TestCases.xml, src/WopiValidator.Core/JsonSchemas and Resources are read from there; nothing of it is in this
 repository). The server requires proof keys, from a discovery the run writes, and runs once with CSPP Plus off
-and once on. Every test must pass or be skipped, and exactly the groups below may be skipped, each because of
+and once on, and once more with containers off. Every test must pass or be skipped, and exactly the groups below may be skipped, each because of
 the prerequisite named (None: a group that waits minutes for coauth locks to expire, run only on request).
 """
 
@@ -41,9 +41,21 @@ SKIPPED_WITHOUT_CSPP_PLUS = {
     "IncrementalFileTransferWithZipChunkingScheme": "SupportsCoauthPrereq",
     "RenameFileWithCoauthLockSupported": "SupportsCoauthPrereq",
 }
+# With containers turned off (WOPIHOST_CONTAINERS=off) the container groups skip, and the RenameFile tests run in
+# their "containers unsupported" flavour instead.
+SKIPPED_WITHOUT_CONTAINERS = {
+    "PutRelativeFileUnsupported": "UserCanNotWriteRelativePrereq",
+    "RenameFileIfCreateChildFileIsSupported": "ContainersPrereq",
+    "CoauthLockExpiration": None,
+    **{group: "ContainersPrereq" for group in (
+        "Ecosystem", "Container", "RenameContainer", "EnumerateAncestorsAndChildren", "CreateChildFileAndDeleteFile",
+        "GetSharingUrlForContainerWithTypeReadOnly", "GetSharingUrlForContainerWithTypeReadWrite",
+        "GetSharingUrlForContainerWithUnknownType")},
+}
 EXPECTED_SKIPPED = {
-    "off": {**SKIPPED_ALWAYS, **SKIPPED_WITHOUT_CSPP_PLUS},
-    "on": SKIPPED_ALWAYS,
+    ("off", "on"): {**SKIPPED_ALWAYS, **SKIPPED_WITHOUT_CSPP_PLUS},
+    ("on", "on"): SKIPPED_ALWAYS,
+    ("on", "off"): SKIPPED_WITHOUT_CONTAINERS,
 }
 
 
@@ -58,12 +70,12 @@ def checkout() -> Path:
     return path
 
 
-@pytest.mark.parametrize("cspp_plus", ["off", "on"])
-def test_microsofts_test_cases(checkout, tmp_path, cspp_plus):
+@pytest.mark.parametrize("cspp_plus, containers", EXPECTED_SKIPPED)
+def test_microsofts_test_cases(checkout, tmp_path, cspp_plus, containers):
     keys = ProofSigner.load_or_create(tmp_path / "proof-keys")
     server = LocalServer.start(tmp_path / "host", extra_env={
         "WOPIHOST_DISCOVERY_URL": str(keys.discovery_path), "WOPIHOST_PROOF_KEYS": "require",
-        "WOPIHOST_CSPP_PLUS": cspp_plus})
+        "WOPIHOST_CSPP_PLUS": cspp_plus, "WOPIHOST_CONTAINERS": containers})
     try:
         document = tmp_path / "test.wopitest"
         document.write_bytes(b"")
@@ -94,7 +106,7 @@ def test_microsofts_test_cases(checkout, tmp_path, cspp_plus):
         if result.status == SKIP:
             skipped[result.group].add(result.prereq)
     assert {group: prereqs.pop() if len(prereqs) == 1 else prereqs for group, prereqs in skipped.items()} == \
-        EXPECTED_SKIPPED[cspp_plus]
+        EXPECTED_SKIPPED[cspp_plus, containers]
     partly = [r.group for r in results if r.status != SKIP and r.group in skipped]
     assert not partly, f"groups partly skipped: {sorted(set(partly))}"
     log = server.log_text()
