@@ -31,10 +31,15 @@ def test_credentials_are_redacted(line):
     "GET /_api/v2.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA -> 404: the upload session does not exist",
     '"@microsoft.graph.sourceUrl": "https://h/office/v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA"',
     "GET /v1.0/downloads/ZLLSZyyckVxSgzA9g8FxcA?x=1",
+    '127.0.0.1 "GET /wopi/download/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6 1ms override=-',  # a FileUrl
+    '127.0.0.1 "GET /s/ZLLSZyyckVxSgzA9g8FxcA/content HTTP/1.1" 200 6 1ms override=-',  # a share link
+    "GET /office/s/ZLLSZyyckVxSgzA9g8FxcA -> 404: no such share link, or it has been revoked",
+    "GET /v1.0/shares/ZLLSZyyckVxSgzA9g8FxcA/driveItem",  # a Graph share id, the link's id
+    "GET /v1.0/shares/u!aHR0cHM6Ly9oL3MvWkxMU1p5eWNrVnhTZ3pBOWc4RnhjQQ/driveItem",  # or its URL, encoded
 ])
-def test_graph_upload_and_download_urls_are_redacted(line):
+def test_urls_that_are_credentials_are_redacted(line):
     redacted = redact(line)
-    assert "ZLLSZyyckVxSgzA9g8FxcA" not in redacted
+    assert "ZLLSZyyckVxSgzA9g8FxcA" not in redacted and "aHR0cHM6Ly9oL3MvWkxMU1p5" not in redacted
     assert REDACTED in redacted
 
 
