@@ -116,12 +116,7 @@ class Containers:
         container = self.get(folder_id)
         if container.is_root:
             raise WopiError(409, "a root container cannot be renamed")
-        try:
-            self.tree.update(container.folder.drive_id, folder_id, user_id, name=name)
-        except WopiError as exc:
-            if exc.code == "nameAlreadyExists":
-                raise WopiError(409, exc.reason) from None
-            raise
+        self.tree.update(container.folder.drive_id, folder_id, user_id, name=name)  # 409 if the name is taken
         return self.get(folder_id)
 
     def delete(self, folder_id: str) -> None:
