@@ -4,11 +4,19 @@ Every state change runs in `Database.write()`: on SQLite that transaction starts
 with BEGIN IMMEDIATE (it holds the write lock from the first statement, so two
 workers never both read-then-write and one of them fails with "database is
 locked"); on PostgreSQL the domain code takes row locks with SELECT ... FOR UPDATE.
+
+SQLite writers queue before BEGIN IMMEDIATE (WriterQueue): left to SQLite, a writer that
+finds the database locked sleeps in its busy handler, up to 100 ms at a time, however soon
+the lock frees; queued, it starts as soon as the writer before it commits.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import fcntl
+import os
+import threading
+import time
+from contextlib import contextmanager, nullcontext
 from importlib import resources
 from typing import Iterator
 
@@ -60,12 +68,62 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
 CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL is a 503 soon, not a hung request
 
 
+class WriterQueue:
+    """Turns for the SQLite writers of every thread and process on one database file.
+
+    Threads of a process wait on a lock, which wakes the next one the moment it is released. One thread
+    per process then takes an exclusive flock on `<database>-writers`, which the kernel releases even if
+    its process dies; across processes a waiter polls it every 0.2 to 2 ms (flock has no timeout, and a
+    writer must give up after `timeout` with 503, as SQLite's own busy timeout did). BEGIN IMMEDIATE then
+    finds the database free, unless a writer outside wopihost holds it, and SQLite's busy handler still
+    covers that.
+    """
+
+    def __init__(self, path: str, timeout: float):
+        self.path = path + "-writers"
+        self.timeout = timeout
+        self._threads = threading.Lock()
+        self._file: tuple[int, int] | None = None  # (pid, fd): a forked child opens its own
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.timeout
+        if not self._threads.acquire(timeout=self.timeout):
+            raise Unavailable("the database stayed locked by other writers past the busy timeout")
+        try:
+            fd, pause = self._fd(), 0.0002
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise Unavailable("the database stayed locked by other writers past the busy timeout")
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.002)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _fd(self) -> int:
+        # Called with the thread lock held. flock belongs to an open file: a descriptor inherited across a
+        # fork would be shared with the parent, so each process opens the file itself.
+        if self._file is None or self._file[0] != os.getpid():
+            self._file = (os.getpid(), os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        return self._file[1]
+
+
 class Database:
     def __init__(self, url: str, busy_timeout: float = 30.0):
         self.url = url
         self.engine = make_engine(url, busy_timeout)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(self.engine.execution_options(wopihost_write=True), expire_on_commit=False)
+        path = self.engine.url.database if self.is_sqlite else None
+        self._writers = WriterQueue(path, busy_timeout) if path and path != ":memory:" else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -79,7 +137,8 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        with _faults(), self._writer() as session, session.begin():
+        turn = self._writers.turn() if self._writers is not None else nullcontext()
+        with _faults(), turn, self._writer() as session, session.begin():
             session.info["write"] = True  # repository.py takes row locks only in write transactions
             yield session
 

@@ -1,0 +1,131 @@
+"""SQLite writers take turns in a queue (db.WriterQueue) before BEGIN IMMEDIATE: within a process, across
+processes, with the busy timeout still giving 503, and with a dead process's turn given back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from wopihost.db import Database, WriterQueue
+from wopihost.faults import Unavailable
+from wopihost.models import User
+
+HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()  # hold until told (or killed)
+"""
+
+
+@pytest.fixture
+def sqlite_db(database):
+    if not database.startswith("sqlite"):
+        pytest.skip("the writer queue is SQLite's")
+    db = Database(database, busy_timeout=0.3)
+    yield db
+    db.dispose()
+
+
+def add_user(db: Database, user_id: str) -> None:
+    with db.write() as s:
+        s.add(User(id=user_id, display_name=user_id, created_at=sa.func.now()))
+
+
+def users(db: Database) -> set[str]:
+    with db.read() as s:
+        return set(s.scalars(sa.select(User.id)))
+
+
+def test_writers_of_many_threads_all_land(sqlite_db):
+    errors = []
+
+    def write(i: int) -> None:
+        try:
+            for j in range(10):
+                add_user(sqlite_db, f"t{i}-{j}")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(users(sqlite_db)) == 80
+
+
+def test_a_writer_of_this_process_holding_its_turn_past_the_timeout_is_503(sqlite_db):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with sqlite_db.write():
+            holding.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(5)
+        with pytest.raises(Unavailable, match="busy timeout"):
+            add_user(sqlite_db, "late")
+    finally:
+        release.set()
+        thread.join()
+    add_user(sqlite_db, "after")
+    assert users(sqlite_db) == {"after"}
+
+
+@pytest.fixture
+def other_process(sqlite_db):
+    """Another process that holds the writers' turn until told to let go (or killed)."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD, sqlite_db._writers.path], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_writer_waits_for_another_process_and_times_out_with_503(sqlite_db, other_process):
+    with pytest.raises(Unavailable, match="busy timeout"):
+        add_user(sqlite_db, "blocked")
+    assert users(sqlite_db) == set()
+
+
+def test_a_writer_goes_once_the_other_process_lets_go(sqlite_db, other_process):
+    landed = threading.Event()
+    slow = Database(sqlite_db.url, busy_timeout=10)
+    try:
+        thread = threading.Thread(target=lambda: (add_user(slow, "queued"), landed.set()))
+        thread.start()
+        assert not landed.wait(0.2)  # still waiting for its turn
+        other_process.stdin.write("go\n")
+        other_process.stdin.flush()
+        thread.join(10)
+        assert landed.is_set() and users(slow) == {"queued"}
+    finally:
+        slow.dispose()
+
+
+def test_a_dead_process_gives_its_turn_back(sqlite_db, other_process):
+    other_process.kill()
+    other_process.wait()
+    add_user(sqlite_db, "after-death")
+    assert users(sqlite_db) == {"after-death"}
+
+
+def test_each_process_has_its_own_turn_file_descriptor(tmp_path):
+    queue = WriterQueue(str(tmp_path / "db.sqlite3"), timeout=1)
+    with queue.turn():
+        pass
+    pid, fd = queue._file
+    queue._file = (pid - 1, fd)  # as a forked child sees it: the parent's descriptor
+    with queue.turn():
+        assert queue._file[1] != fd
