@@ -6,6 +6,7 @@ import re
 
 import pytest
 import webtest
+from sqlalchemy import event
 
 from wopihost.app import create_app
 from wopihost.clock import to_epoch_ms
@@ -125,3 +126,21 @@ def test_content_type_and_length(wopi):
 @pytest.mark.parametrize("header", ["X-WOPI-SessionContext", "X-WOPI-CorrelationId", "X-Request-ID"])
 def test_standard_request_headers_are_accepted(wopi, header):
     assert wopi.check_file_info(**{header: "some value"}).status_int == 200
+
+
+@pytest.mark.parametrize("suffix", ["", "/contents"])
+def test_checkfileinfo_and_getfile_read_the_database_once(wopi, services, suffix):
+    """The token's row, the file and its user come in one statement (issue 13's one round trip)."""
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        if not statement.lstrip().upper().startswith(("BEGIN", "ROLLBACK", "COMMIT", "SET ")):
+            statements.append(statement)
+
+    event.listen(services.db.engine, "before_cursor_execute", count)
+    try:
+        response = wopi.testapp.get(wopi.url(suffix))
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", count)
+    assert response.status_int == 200
+    assert len(statements) == 1, statements

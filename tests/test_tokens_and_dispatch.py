@@ -212,7 +212,7 @@ def test_unexpected_errors_are_500_without_details(wopi, services, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(services.files, "get", explode)
+    monkeypatch.setattr(services, "file_url", explode)
     response = wopi.check_file_info()
     assert response.status_int == 500
     assert response.headers["X-WOPI-ServerError"] == "internal server error"

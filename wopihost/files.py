@@ -23,6 +23,7 @@ from .ids import new_id
 from .locks import current_lock, require_write_access
 from .models import Activity, ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
+from .snapshots import FileView
 from .repository import (drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken,
                          unreferenced)
 from .storage import Blob, BlobStore, TooLarge
@@ -56,10 +57,11 @@ class Files:
         with self.db.read() as s:
             return load_file(s, file_id)
 
-    def open_content(self, file_id: str) -> tuple[File, BinaryIO]:
-        """The file row and its content, opened; retried if a writer replaced a blob in between."""
-        for _ in range(5):
-            file = self.get(file_id)
+    def open_content(self, file_id: str, seen: File | FileView | None = None) -> tuple[File | FileView, BinaryIO]:
+        """The file row (or `seen`, the file as the caller already read it) and its content, opened; read
+        again if a writer replaced a blob in between."""
+        for attempt in range(5):
+            file = seen if seen is not None and attempt == 0 else self.get(file_id)
             content = file.content
             try:
                 return file, open_extents(OpenBlobs(self.blobs, content.blobs), content)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import itsdangerous
@@ -117,6 +117,13 @@ class Tokens:
 
     def verify(self, session: Session, token: str | None, resource: str) -> Grant:
         """The grant of a token used on `resource`; WopiError 401 if it is not valid for it."""
+        claim = self.claim(token, resource)
+        row = session.get(AccessToken, claim.jti)
+        return self.grant(claim, row.user_id if row else None, row.revoked_at if row else None)
+
+    def claim(self, token: str | None, resource: str) -> Grant:
+        """What the token itself says, checked (signature, resource, expiry) without the database: a grant
+        whose `user_id` is still unknown (""); `grant` completes it from the token's row."""
         if not token:
             raise unauthorized("no access token")
         try:
@@ -131,10 +138,14 @@ class Tokens:
                                f"the access token is not for this {_kind(resource).split()[-1]}")
         if expires_at <= self._clock.now():
             raise unauthorized("the access token has expired")
-        row = session.get(AccessToken, jti)
-        if row is None or row.revoked_at is not None:
+        return Grant(jti, resource, "", rights, expires_at, reach)
+
+    @staticmethod
+    def grant(claim: Grant, user_id: str | None, revoked_at: datetime | None) -> Grant:
+        """The claim's grant, given its token's row (`user_id` None: there is none); 401 if revoked."""
+        if user_id is None or revoked_at is not None:
             raise unauthorized("the access token has been revoked")
-        return Grant(jti, resource, row.user_id, rights, expires_at, reach)
+        return replace(claim, user_id=user_id)
 
     def download_ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL,
                         kind: str = GRAPH_DOWNLOAD) -> str:

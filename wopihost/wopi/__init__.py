@@ -12,6 +12,7 @@ from typing import Callable
 
 from flask import Blueprint, Response, current_app, request
 
+from .. import snapshots
 from ..errors import WopiError, bad_request
 from ..services import Services
 from ..tokens import ECOSYSTEM, container
@@ -90,15 +91,21 @@ def dispatch(item_id: str, endpoint: str) -> Response:
     editors = override == "PUT_CHUNKED_FILE" and bool((request.headers.get("X-WOPI-Editors") or "").strip())
     services.proofs.check(request.environ, request.headers, editors_named=editors)
     family = endpoint.split("/")[0]
-    resource = {"container": container(item_id), "ecosystem": ECOSYSTEM}.get(family, item_id)
-    with services.db.read() as session:
-        grant = services.tokens.verify(session, access_token(), resource)
+    if family in ("file", "contents"):
+        # One read: the token's row, the file and the user (snapshots.py), for whichever handler needs them.
+        claim = services.tokens.claim(access_token(), item_id)
+        with services.db.snapshot() as connection:
+            seen = snapshots.read(connection, claim.jti, item_id)
+        call = files.Call(services, item_id, services.tokens.grant(claim, seen.token_user_id, seen.token_revoked_at),
+                          seen.file, seen.user)
+    else:
+        resource = container(item_id) if family == "container" else ECOSYSTEM
+        with services.db.read() as session:
+            call = containers.ContainerCall(services, item_id, services.tokens.verify(session, access_token(), resource))
     handler = OPERATIONS.get((request.method, endpoint, override))
     if handler is None:
         raise WopiError(501, f"{override or request.method} is not supported on this endpoint")
-    if family in ("file", "contents"):
-        return handler(files.Call(services, item_id, grant))
-    return handler(containers.ContainerCall(services, item_id, grant))
+    return handler(call)
 
 
 @blueprint.route("/download/<ticket>", methods=["GET"])

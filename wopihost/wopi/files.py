@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from flask import jsonify, request
 
@@ -19,6 +19,7 @@ from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_e
 from ..services import Services
 from ..streaming import content_response
 from ..shares import READ_ONLY, READ_WRITE
+from ..snapshots import FileView, UserView
 from ..tokens import FILE_URL, Grant
 from ..body import request_body
 from . import pointers
@@ -31,20 +32,28 @@ _EXTENSION_ONLY = re.compile(r"\.[^./\\]+")  # ".pdf": keep the source's name, c
 
 @dataclass(frozen=True)
 class Call:
-    """One authenticated WOPI request on one file."""
+    """One authenticated WOPI request on one file: the file and the user as the request's first read saw them
+    (None: the file does not exist), for the operations that only read."""
     services: Services
     file_id: str
     grant: Grant
+    seen: FileView | None = None
+    user: UserView | None = None
 
     def require_write(self) -> None:
         if not self.grant.can_write:
             raise not_found("the access token does not allow changes to this file")
 
+    def file(self) -> FileView:
+        if self.seen is None:
+            raise not_found()
+        return self.seen
+
 
 def check_file_info(call: Call) -> WopiResponse:
     services, grant = call.services, call.grant
-    file = services.files.get(call.file_id)
-    user = services.user(grant.user_id)
+    file = call.file()
+    user = call.user or services.user(grant.user_id)
     extension = split_extension(file.name)[1]
     info = {
         "BaseFileName": file.name,
@@ -100,7 +109,9 @@ def check_file_info(call: Call) -> WopiResponse:
 
 
 def get_file(call: Call) -> WopiResponse:
-    return _content(call.services, call.file_id, int_header("X-WOPI-MaxExpectedSize", MAX_EXPECTED_SIZE_DEFAULT))
+    max_expected = int_header("X-WOPI-MaxExpectedSize", MAX_EXPECTED_SIZE_DEFAULT)
+    file, content = call.services.files.open_content(call.file_id, call.file())
+    return _content_response(file, content, max_expected)
 
 
 def download(services: Services, ticket: str) -> WopiResponse:
@@ -108,12 +119,10 @@ def download(services: Services, ticket: str) -> WopiResponse:
     token it was made under is revoked)."""
     with services.db.read() as s:
         file_id, _ = services.tokens.open_download_ticket(s, ticket, FILE_URL)
-    return _content(services, file_id)
+    return _content_response(*services.files.open_content(file_id))
 
 
-def _content(services: Services, file_id: str, max_expected: int | None = None) -> WopiResponse:
-    file, content = services.files.open_content(file_id)
-
+def _content_response(file: File | FileView, content: BinaryIO, max_expected: int | None = None) -> WopiResponse:
     def versioned(response: WopiResponse) -> None:
         if max_expected is not None and file.size > max_expected:
             raise WopiError(412, f"the file is {file.size} bytes, more than X-WOPI-MaxExpectedSize")
