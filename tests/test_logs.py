@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from wopihost.logs import REDACTED, RedactingFilter, redact
+from wopihost.logs import ACCESS_LOG_FORMAT, REDACTED, RedactingFilter, redact
 
 TOKEN = "oyyfurkrkjzgmslwmzkxkr3tk45g6rzx" * 4 + "abcdefgh"
 
@@ -57,3 +57,49 @@ def test_the_filter_redacts_arguments_and_tracebacks():
     assert RedactingFilter().filter(record)
     text = logging.Formatter().format(record)
     assert TOKEN not in text and "failed for [redacted]" in text and "ValueError: bad url" in text
+
+
+class _Response:
+    def __init__(self, status: str, sent: int | None):
+        self.status, self.sent, self.headers = status, sent, [("Content-Type", "application/json")]
+
+
+def _access_lines(tmp_path, fmt: str, path: str, direct: bool) -> str:
+    from datetime import timedelta
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from wopihost.logs import GunicornLogger
+
+    log = tmp_path / f"access-{direct}.log"
+    cfg = Config()
+    cfg.set("accesslog", str(log))
+    cfg.set("access_log_format", fmt)
+    logger = (GunicornLogger if direct else Logger)(cfg)
+    environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "POST", "PATH_INFO": path,
+               "SERVER_PROTOCOL": "HTTP/1.1", "RAW_URI": f"{path}?access_token={TOKEN}",
+               "QUERY_STRING": f"access_token={TOKEN}", "HTTP_X_WOPI_OVERRIDE": "LOCK"}
+    request = type("Request", (), {"headers": [("X-WOPI-OVERRIDE", "LOCK")]})()
+    logger.access(_Response("200 OK", 694), request, environ, timedelta(milliseconds=20, microseconds=400))
+    for handler in logger.access_log.handlers:
+        handler.close()
+    return log.read_text()
+
+
+def test_the_direct_access_log_writes_what_gunicorn_would(tmp_path):
+    path = "/wopi/files/oG7jw5EIRAFOO6Wa2CnDwz"
+    direct = _access_lines(tmp_path, ACCESS_LOG_FORMAT, path, True)
+    assert direct == _access_lines(tmp_path, ACCESS_LOG_FORMAT, path, False)
+    assert direct == f'127.0.0.1 "POST {path} HTTP/1.1" 200 694 20ms override=LOCK\n'
+
+
+@pytest.mark.parametrize("path", ["/s/ZLLSZyyckVxSgzA9g8FxcA/content", f"/wopi/files/x/{TOKEN}"])
+def test_the_direct_access_log_redacts_credentials_in_the_path(tmp_path, path):
+    line = _access_lines(tmp_path, ACCESS_LOG_FORMAT, path, True)
+    assert "ZLLSZyyckVxSgzA9g8FxcA" not in line and TOKEN[:20] not in line and REDACTED in line
+
+
+def test_another_access_log_format_is_gunicorns_and_still_redacted(tmp_path):
+    line = _access_lines(tmp_path, '%(r)s %(s)s', "/wopi/files/x", True)
+    assert line.startswith("POST /wopi/files/x?access_token=[redacted] HTTP/1.1 200")

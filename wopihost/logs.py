@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 
 from gunicorn.glogging import Logger
 
 REDACTED = "[redacted]"
+# %(U)s is the path without the query string: the access token travels in the query
+# string and must never reach a log (the filter below redacts what slips through anyway).
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms override=%({x-wopi-override}i)s'
 
 _SECRETS = re.compile(
     r"(?P<param>access_token(?:%3d|=))[^&\s'\"\\]*"  # a query parameter, raw or percent-encoded
@@ -37,6 +41,8 @@ class RedactingFilter(logging.Filter):
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "redacted", False):  # written redacted (GunicornLogger.access)
+            return True
         message = record.getMessage()
         record.msg, record.args = redact(message), ()
         if record.exc_info and not record.exc_text:
@@ -48,9 +54,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# Path segments after which a credential follows (the `path` group of _SECRETS): a path without any of them,
+# nearly every one, needs no regular expression.
+_CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/s/", "/shares/")
+
+
 class GunicornLogger(Logger):
     """gunicorn's logger (`logger_class`), with every handler redacting, and the application's loggers
-    (`wopihost.*`) writing through its error log's handlers at its level."""
+    (`wopihost.*`) writing through its error log's handlers at its level.
+
+    The access log in wopihost's own format (ACCESS_LOG_FORMAT) is written directly: gunicorn would build
+    a dictionary of every header and environ variable for each request, and the filter would then search
+    the whole line for credentials, where only the path can hold one (the query string, which carries the
+    access token, is never written).
+    """
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
@@ -61,3 +78,22 @@ class GunicornLogger(Logger):
         app_log.handlers = list(self.error_log.handlers)
         app_log.setLevel(self.error_log.level)
         app_log.propagate = False
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if self.cfg.access_log_format != ACCESS_LOG_FORMAT or not self.access_log_enabled:
+            super().access(resp, req, environ, request_time)
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        path = environ.get("PATH_INFO", "")
+        if any(segment in path for segment in _CREDENTIAL_SEGMENTS) or len(path) >= 64:
+            path = redact(path)  # (64: a token in the path would be long base32)
+        override = environ.get("HTTP_X_WOPI_OVERRIDE", "-")
+        if override != "-":
+            override = redact(override)
+        elapsed = request_time.seconds * 1000 + request_time.microseconds // 1000
+        try:
+            self.access_log.info('%s "%s %s %s" %s %s %sms override=%s', environ.get("REMOTE_ADDR", "-"),
+                                 environ.get("REQUEST_METHOD"), path, environ.get("SERVER_PROTOCOL"), status,
+                                 getattr(resp, "sent", None), elapsed, override, extra={"redacted": True})
+        except Exception:  # as gunicorn's own access(): a log line never fails a request
+            self.error(traceback.format_exc())

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from gunicorn.app.base import BaseApplication
 
-# %(U)s is the path without the query string: the access token travels in the query
-# string and must never reach a log (wopihost.logs redacts what slips through anyway).
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms override=%({x-wopi-override}i)s'
+from .logs import ACCESS_LOG_FORMAT
 
 DEFAULTS = {
     # gunicorn's gthread worker, hardened against slow clients (see wopihost/worker.py): the main loop
