@@ -2,6 +2,8 @@
 
 import os
 import stat
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
@@ -135,3 +137,12 @@ def test_every_package_of_wopihost_is_installed():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(init.parent.relative_to(root).parts) for init in (root / "wopihost").rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+def test_a_serving_worker_does_not_load_what_it_may_never_need():
+    """Alembic (migrations) and openpyxl/IronCalc (the workbook API) are loaded on first use, not by the app:
+    each costs a worker megabytes (issue 13's memory)."""
+    code = ("import sys, wopihost.app, wopihost.worker; "
+            "print(sorted(m for m in ('alembic', 'openpyxl', 'ironcalc', 'requests') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -21,10 +21,6 @@ from importlib import resources
 from typing import Iterator
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -191,8 +187,10 @@ def _fault(exc: sa.exc.DBAPIError) -> Exception | None:
 
 
 # -- migrations ---------------------------------------------------------------
+# Alembic is imported where it is used: a serving worker never needs it, and it weighs several MiB.
 
-def alembic_config(url: str) -> AlembicConfig:
+def alembic_config(url: str):
+    from alembic.config import Config as AlembicConfig
     config = AlembicConfig()
     config.set_main_option("script_location", str(resources.files("wopihost.migrations")))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -200,13 +198,16 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
     command.upgrade(alembic_config(url), revision)
 
 
 def head_revision(url: str) -> str | None:
+    from alembic.script import ScriptDirectory
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

@@ -20,7 +20,7 @@ import io
 import json
 import threading
 from datetime import timedelta
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import sqlalchemy as sa
 
@@ -31,7 +31,11 @@ from .files import Files
 from .ids import is_id, new_id
 from .models import WorkbookOperation, WorkbookSession
 from .storage import BlobStore
-from .xlsx import Workbook, WorkbookError, open_workbook
+from . import xlsx
+from .xlsx import WorkbookError
+
+if TYPE_CHECKING:
+    from .xlsx.workbook import Workbook
 
 T = TypeVar("T")
 RETRIES = 5
@@ -91,7 +95,7 @@ class Workbooks:
         is made from it now)."""
         with self._calls:
             data, version = self._file_bytes(file_id)
-            book = open_workbook(data, self.max_size)  # refused now, not at the first call in the session
+            book = xlsx.open_workbook(data, self.max_size)  # refused now, not at the first call in the session
         blob = None if persist else self.blobs.write(io.BytesIO(data), len(data), sha256=False)
         now = self.clock.now()
         row = WorkbookSession(id=new_id(), file_id=file_id, user_id=user_id, persist=persist,
@@ -240,13 +244,13 @@ class Workbooks:
                 if book is not None:
                     return book, version
                 data, version = self._file_bytes(file_id)
-                return open_workbook(data, self.max_size), version
+                return xlsx.open_workbook(data, self.max_size), version
             book = self._last.take((file_id, blob))
             if book is not None:
                 return book, blob
             try:
                 with open(self.blobs.path(blob), "rb") as copy:
-                    return open_workbook(copy.read(), self.max_size), blob
+                    return xlsx.open_workbook(copy.read(), self.max_size), blob
             except FileNotFoundError:  # another call in the session replaced the copy meanwhile
                 continue
         raise WopiError(409, "the workbook session is being changed too often; retry", code="conflict")

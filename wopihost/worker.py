@@ -20,6 +20,8 @@ behind its proxy).
 from __future__ import annotations
 
 import errno
+import gc
+import importlib
 import socket
 import time
 from functools import partial
@@ -30,6 +32,14 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .config import Settings
+
+# gunicorn's master imports this module before it forks the workers. Importing the application's modules
+# here (not creating the application: no database connection, no thread) puts the pages of Flask,
+# SQLAlchemy and the rest in the master, which every worker then shares instead of loading its
+# own copy. Frozen, those objects are also left out of the workers' garbage collections, which would
+# otherwise write to (and so copy) every page they scan.
+importlib.import_module(f"{__package__}.app")
+gc.freeze()
 
 HEAD_END = (b"\r\n\r\n", b"\n\n")
 

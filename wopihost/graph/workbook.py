@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from flask import Response, jsonify, request
 
 from ..errors import WopiError, WopiResponse as NoContent
 from ..models import File
-from ..xlsx import Workbook, WorkbookError
+from ..xlsx import WorkbookError
 from .errors import GraphError
 from .request import json_body
+
+if TYPE_CHECKING:
+    from ..xlsx.workbook import Workbook
 
 _SHEET = r"(?:/([^/(]+)|\('((?:[^']|'')*)'\))"  # worksheets/{id|name} or worksheets('{id|name}')
 _ROUTES = [

@@ -10,6 +10,15 @@ does not model (styles, validation, comments) is kept as it was.
 """
 
 from .address import Address, parse_address
-from .workbook import Workbook, WorkbookError, open_workbook
+from .errors import WorkbookError
 
 __all__ = ["Address", "Workbook", "WorkbookError", "open_workbook", "parse_address"]
+
+
+def __getattr__(name: str):
+    """Workbook and open_workbook are loaded on first use: openpyxl and IronCalc cost a worker about 16 MiB,
+    which a host that never serves a workbook need not pay."""
+    if name in ("Workbook", "open_workbook"):
+        from . import workbook
+        return getattr(workbook, name)
+    raise AttributeError(name)

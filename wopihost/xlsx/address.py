@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from openpyxl.utils.cell import column_index_from_string, get_column_letter
 
 MAX_ROW, MAX_COLUMN = 1_048_576, 16_384  # Excel's grid
 _CELL = r"\$?([A-Za-z]{1,3})\$?([0-9]{1,7})"
@@ -31,6 +30,7 @@ class Address:
 
     def text(self, sheet: str) -> str:
         """`Sheet1!A1:B2` (quoted where the name needs it), as Graph's `address` says it."""
+        from openpyxl.utils.cell import get_column_letter  # openpyxl is loaded when a workbook is first used
         start = f"{get_column_letter(self.first_column)}{self.first_row}"
         end = f"{get_column_letter(self.last_column)}{self.last_row}"
         name = sheet if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", sheet) else "'" + sheet.replace("'", "''") + "'"
@@ -57,6 +57,7 @@ def parse_address(text: str) -> Address:
 
 
 def _cell(column: str, row: str) -> tuple[int, int]:
+    from openpyxl.utils.cell import column_index_from_string
     number = column_index_from_string(column.upper())
     if not 1 <= int(row) <= MAX_ROW or number > MAX_COLUMN:
         raise ValueError(f"{column}{row} is outside the sheet (XFD1048576 is the last cell)")

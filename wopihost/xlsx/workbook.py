@@ -19,6 +19,7 @@ from openpyxl.utils.datetime import to_excel
 from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 
 from .address import Address, parse_address
+from .errors import WorkbookError, bad_request, unsupported
 
 MAX_RANGE_CELLS = 1_000_000  # one read or write; the answer is JSON of every cell
 # xlsx parts are deflated XML: a few times smaller than what openpyxl builds from them; past this ratio a
@@ -27,22 +28,6 @@ MAX_EXPANSION = 32
 _SHEET_IDS = uuid.UUID("3f1c9b9e-5b8a-4a59-9d3f-6c1b2a7e0d11")  # namespace of worksheet ids
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of legacy .xls (and of encrypted .xlsx)
 _TYPES = {1: "Double", 2: "String", 4: "Boolean", 16: "Error"}  # IronCalc's CellType -> Graph's valueTypes
-
-
-class WorkbookError(Exception):
-    """Why a workbook or a request on it cannot be served: an HTTP status, Graph's code and inner code."""
-
-    def __init__(self, status: int, code: str, message: str, inner: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.inner = status, code, inner
-
-
-def unsupported(message: str, status: int = 400) -> WorkbookError:
-    return WorkbookError(status, "invalidRequest", message, "unsupportedWorkbook")
-
-
-def bad_request(message: str) -> WorkbookError:
-    return WorkbookError(400, "invalidRequest", message)
 
 
 def not_found(message: str) -> WorkbookError:

@@ -1,0 +1,20 @@
+"""What the workbook layer refuses with; apart from workbook.py so that it can be caught without loading
+openpyxl."""
+
+from __future__ import annotations
+
+
+class WorkbookError(Exception):
+    """Why a workbook or a request on it cannot be served: an HTTP status, Graph's code and inner code."""
+
+    def __init__(self, status: int, code: str, message: str, inner: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.inner = status, code, inner
+
+
+def unsupported(message: str, status: int = 400) -> WorkbookError:
+    return WorkbookError(status, "invalidRequest", message, "unsupportedWorkbook")
+
+
+def bad_request(message: str) -> WorkbookError:
+    return WorkbookError(400, "invalidRequest", message)
