@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .clock import Clock
@@ -33,6 +34,7 @@ from .errors import bad_request, conflict
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .names import encode_utf7
 from .repository import load_file
+from .errors import not_found
 from .text import text_problem
 
 LOCK_TTL = timedelta(minutes=30)
@@ -70,7 +72,7 @@ def current_lock(session: Session, file_id: str, now: datetime) -> str | None:
     return row.lock_id if row is not None else None
 
 
-def held_by(row: Lock) -> dict[str, str]:
+def held_by(row) -> dict[str, str]:
     """The headers a 409 caused by the WOPI lock `row` carries besides X-WOPI-Lock: who holds it, if they
     may be shown (UTF-7, as WOPI's other name headers, so that any name fits in a header)."""
     return {"X-WOPI-ConflictingLockUsername": encode_utf7(row.user_name)} if row.user_name else {}
@@ -92,12 +94,19 @@ def require_write_access(session: Session, file: File, now: datetime, lock_id: s
     if lock_id and coauth_lock_id:
         raise bad_request("send X-WOPI-Lock or X-WOPI-CoauthLockId, not both")
     wopi_lock = live_lock(session, file.id, now)
+    coauth = live_coauth_locks(session, file.id, now) if wopi_lock is None else []
+    check_lock_state(wopi_lock, coauth, lock_id, coauth_lock_id, unlocked_ok)
+
+
+def check_lock_state(wopi_lock, coauth: list[CoauthLock], lock_id: str | None, coauth_lock_id: str | None,
+                     unlocked_ok: bool) -> None:
+    """The lock table itself: `wopi_lock` is the live WOPI lock (with `lock_id` and `user_name`) or None,
+    `coauth` the live coauth locks; 409 unless the request's `lock_id` or `coauth_lock_id` may act."""
     if wopi_lock is not None:
         if lock_id != wopi_lock.lock_id:
             raise conflict("the file is locked with another lock id", wopi_lock.lock_id, "WOPI-Lock",
                            held_by(wopi_lock))
         return
-    coauth = live_coauth_locks(session, file.id, now)
     if not coauth:
         if not unlocked_ok:
             raise conflict("the file is not locked", "")
@@ -111,27 +120,31 @@ def require_write_access(session: Session, file: File, now: datetime, lock_id: s
 
 
 class Locks:
+    """The lock transitions, each one transaction of two statements: one read of everything the state
+    table needs (the file row, locked, its WOPI lock and its live coauth locks) and one write. Written
+    in SQLAlchemy Core: the lock path is the hottest writer, and the ORM's bookkeeping cost more than the
+    statements themselves."""
+
     def __init__(self, db: Database, clock: Clock):
         self.db = db
         self.clock = clock
 
-    def lock(self, file_id: str, lock_id: str, how: LockRequest = LockRequest()) -> File:
-        with self.db.write() as s:
-            file, now = load_file(s, file_id), self.clock.now()
-            require_write_access(s, file, now, lock_id, unlocked_ok=True)
-            self._set(s, file_id, lock_id, now, how)
-            return file
+    def lock(self, file_id: str, lock_id: str, how: LockRequest = LockRequest()) -> int:
+        """Lock (or, with the same id, refresh); the file's version."""
+        return self._transition(file_id, lock_id, unlocked_ok=True, change=lambda s, now: self._set(
+            s, file_id, lock_id, now, how))
 
     def unlock_and_relock(self, file_id: str, new_lock_id: str, old_lock_id: str,
-                          how: LockRequest = LockRequest()) -> File:
-        return self._change_matching(file_id, old_lock_id,
-                                     lambda s, now: self._set(s, file_id, new_lock_id, now, how))
+                          how: LockRequest = LockRequest()) -> int:
+        return self._transition(file_id, old_lock_id, unlocked_ok=False, change=lambda s, now: self._set(
+            s, file_id, new_lock_id, now, how))
 
-    def refresh(self, file_id: str, lock_id: str, how: LockRequest = LockRequest()) -> File:
+    def refresh(self, file_id: str, lock_id: str, how: LockRequest = LockRequest()) -> int:
         return self.unlock_and_relock(file_id, lock_id, lock_id, how)  # a refresh is a relock with the same id
 
-    def unlock(self, file_id: str, lock_id: str) -> File:
-        return self._change_matching(file_id, lock_id, lambda s, now: s.delete(s.get(Lock, file_id)))
+    def unlock(self, file_id: str, lock_id: str) -> int:
+        return self._transition(file_id, lock_id, unlocked_ok=False, change=lambda s, now: s.execute(
+            _DELETE, {"file_id": file_id}))
 
     def get(self, file_id: str) -> tuple[File, str]:
         with self.db.read() as s:
@@ -150,19 +163,46 @@ class Locks:
                 s.delete(row)
             return current
 
-    def _change_matching(self, file_id: str, lock_id: str,
-                         change: Callable[[Session, datetime], None]) -> File:
-        """Apply `change` if the file is locked with `lock_id`; 409 otherwise (also when unlocked)."""
+    def _transition(self, file_id: str, lock_id: str, unlocked_ok: bool,
+                    change: Callable[[Session, datetime], object]) -> int:
+        """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
         with self.db.write() as s:
-            file, now = load_file(s, file_id), self.clock.now()
-            require_write_access(s, file, now, lock_id)
+            now = self.clock.now()
+            query = _STATE.with_for_update(of=_FILES) if s.get_bind().dialect.name == "postgresql" else _STATE
+            state = s.execute(query, {"file_id": file_id, "now": now}).first()
+            if state is None:
+                raise not_found()
+            wopi_lock = state if state.lock_id is not None and state.expires_at > now else None
+            coauth = live_coauth_locks(s, file_id, now) if wopi_lock is None and state.coauth else []
+            check_lock_state(wopi_lock, coauth, lock_id, None, unlocked_ok)
             change(s, now)
-            return file
+            return state.version
 
     @staticmethod
-    def _set(session: Session, file_id: str, lock_id: str, now: datetime, how: LockRequest) -> None:
-        row = session.get(Lock, file_id)
-        if row is None:
-            session.add(Lock(file_id=file_id, lock_id=lock_id, expires_at=now + how.ttl, user_name=how.visible_as))
-        else:
-            row.lock_id, row.expires_at, row.user_name = lock_id, now + how.ttl, how.visible_as
+    def _set(s: Session, file_id: str, lock_id: str, now: datetime, how: LockRequest) -> None:
+        s.execute(_UPSERT[s.get_bind().dialect.name], {"file_id": file_id, "lock_id": lock_id,
+                                                       "expires_at": now + how.ttl, "user_name": how.visible_as})
+
+
+_FILES, _LOCKS, _COAUTH = File.__table__, Lock.__table__, CoauthLock.__table__
+
+
+def _upsert(dialect) -> sa.Insert:
+    insert = dialect.insert(_LOCKS)
+    return insert.on_conflict_do_update(index_elements=[_LOCKS.c.file_id], set_={
+        name: insert.excluded[name] for name in ("lock_id", "expires_at", "user_name")})
+
+
+# Built once: a statement built per call costs more in SQLAlchemy than its execution.
+_UPSERT = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
+_DELETE = sa.delete(_LOCKS).where(_LOCKS.c.file_id == sa.bindparam("file_id"))
+
+
+_LIVE_COAUTH = sa.select(sa.func.count()).where(_COAUTH.c.file_id == _FILES.c.id,
+                                                 _COAUTH.c.expires_at > sa.bindparam("now")).scalar_subquery()
+
+# What a lock transition decides on, in one statement (the coauth locks themselves only when there are any).
+_STATE = (sa.select(_FILES.c.version, _LOCKS.c.lock_id, _LOCKS.c.expires_at, _LOCKS.c.user_name,
+                    _LIVE_COAUTH.label("coauth"))
+          .select_from(_FILES.outerjoin(_LOCKS, _LOCKS.c.file_id == _FILES.c.id))
+          .where(_FILES.c.id == sa.bindparam("file_id")))

@@ -150,10 +150,10 @@ def lock(call: Call) -> WopiResponse:
     old_lock = header("X-WOPI-OldLock")
     locks, how = call.services.locks, _lock_request(call)
     if old_lock is None:
-        file = locks.lock(call.file_id, lock_id, how)
+        version = locks.lock(call.file_id, lock_id, how)
     else:  # the presence of X-WOPI-OldLock makes this UnlockAndRelock
-        file = locks.unlock_and_relock(call.file_id, lock_id, parse_lock_id(old_lock, "X-WOPI-OldLock"), how)
-    return _versioned(file)
+        version = locks.unlock_and_relock(call.file_id, lock_id, parse_lock_id(old_lock, "X-WOPI-OldLock"), how)
+    return _versioned(version)
 
 
 def _lock_request(call: Call) -> LockRequest:
@@ -305,7 +305,8 @@ def add_activities(call: Call) -> WopiResponse:
         {"Id": o.id, "Status": o.status, **({"Message": o.message} if o.message else {})} for o in outcomes]})
 
 
-def _versioned(file: File) -> WopiResponse:
+def _versioned(file: File | int) -> WopiResponse:
+    """An empty 200 with X-WOPI-ItemVersion: the file's version (or the version itself)."""
     response = WopiResponse(status=200)
-    response.headers["X-WOPI-ItemVersion"] = str(file.version)
+    response.headers["X-WOPI-ItemVersion"] = str(file if isinstance(file, int) else file.version)
     return response
