@@ -52,14 +52,6 @@ class Containers:
         with self.db.read() as s:
             return self._container(s, _folder(s, folder_id))
 
-    def of_file(self, file_id: str) -> Container:
-        """The container a file is in."""
-        with self.db.read() as s:
-            file = s.get(File, file_id) if is_id(file_id) else None
-            if file is None:
-                raise not_found()
-            return self._container(s, s.get(Folder, file.folder_id))
-
     def ancestors(self, folder_id: str) -> list[Container]:
         """The containers above `folder_id`, root first; none for a root."""
         with self.db.read() as s:

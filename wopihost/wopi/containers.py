@@ -193,13 +193,13 @@ def get_root_container(call: ContainerCall) -> WopiResponse:
 @containers_on
 def enumerate_file_ancestors(call: Call) -> WopiResponse:
     containers = call.services.containers
-    parent = containers.of_file(call.file_id)
+    parent = containers.get(call.file().folder_id)
     return _ancestors(call.services, call.grant, [*containers.ancestors(parent.id), parent])
 
 
 @containers_on
 def get_file_ecosystem(call: Call) -> WopiResponse:
-    call.services.files.get(call.file_id)  # 404 for a deleted file
+    call.file()  # 404 for a deleted file
     return jsonify(pointers.ecosystem(call.services, call.grant))
 
 

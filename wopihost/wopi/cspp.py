@@ -99,7 +99,7 @@ def put_chunked_file(call: Call) -> WopiResponse:
 @cspp_plus
 def create_upload_session(call: Call) -> WopiResponse:
     call.require_write()
-    call.services.files.get(call.file_id)
+    call.file()  # 404 for a deleted file
     token = call.services.sessions.create(call.file_id, call.grant.user_id)
     return jsonify({"UploadSessionToken": token})
 

@@ -192,7 +192,7 @@ def put_relative_file(call: Call) -> WopiResponse:
     services, grant = call.services, call.grant
     if not grant.can_write:  # as CheckFileInfo's UserCanNotWriteRelative promised
         raise WopiError(501, "this user may not create files")
-    target = target_headers(lambda: split_extension(services.files.get(call.file_id).name)[0])
+    target = target_headers(lambda: split_extension(call.file().name)[0])
     check_body_size(services.settings.max_file_size, int_header("X-WOPI-Size"))
     file = services.files.put_relative(call.file_id, grant.user_id, target, request_body())
     return jsonify({
@@ -256,7 +256,7 @@ def delete_file(call: Call) -> WopiResponse:
 
 
 def put_user_info(call: Call) -> WopiResponse:
-    call.services.files.get(call.file_id)  # 404 for a deleted file
+    call.file()  # 404 for a deleted file
     body = request_body().read(USER_INFO_BYTES + 1)
     try:
         if len(body) > USER_INFO_BYTES:
@@ -287,7 +287,7 @@ def share_url_type(supported: list[str]) -> str:
 def get_share_url(call: Call) -> WopiResponse:
     url_type = share_url_type(_share_types(call.grant))
     services = call.services
-    services.files.get(call.file_id)  # 404 for a deleted file
+    call.file()  # 404 for a deleted file
     link = services.shares.link(call.file_id, url_type, call.grant.user_id)
     return jsonify({"ShareUrl": services.share_url(link.id)})
 
