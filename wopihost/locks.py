@@ -33,7 +33,7 @@ from .db import Database
 from .errors import bad_request, conflict
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .names import encode_utf7
-from .repository import load_file
+from .repository import load_file, locking
 from .errors import not_found
 from .text import text_problem
 
@@ -168,8 +168,7 @@ class Locks:
         """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
         with self.db.write() as s:
             now = self.clock.now()
-            query = _STATE.with_for_update(of=_FILES) if s.get_bind().dialect.name == "postgresql" else _STATE
-            state = s.execute(query, {"file_id": file_id, "now": now}).first()
+            state = s.execute(locking(s, _STATE, of=_FILES), {"file_id": file_id, "now": now}).first()
             if state is None:
                 raise not_found()
             wopi_lock = state if state.lock_id is not None and state.expires_at > now else None

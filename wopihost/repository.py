@@ -10,10 +10,11 @@ from .errors import not_found
 from .models import AlternateStream, File, Folder, User, name_key
 
 
-def locking(session: Session, query: sa.Select) -> sa.Select:
-    # In a write transaction the row is the mutex for every change to it (PostgreSQL);
-    # SQLite ignores FOR UPDATE and is serialised by BEGIN IMMEDIATE instead.
-    return query.with_for_update() if session.info.get("write") else query
+def locking(session: Session, query: sa.Select, of=None) -> sa.Select:
+    """`query` taking row locks (of the table `of` only, where the others are on the nullable side of an
+    outer join) in a write transaction. The row is the mutex for every change to it (PostgreSQL); SQLite
+    ignores FOR UPDATE and is serialised by BEGIN IMMEDIATE instead."""
+    return query.with_for_update(of=of) if session.info.get("write") else query
 
 
 def load_file(session: Session, file_id: str) -> File:
