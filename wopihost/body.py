@@ -16,6 +16,7 @@ before. Any other server, or a gunicorn whose input looks different, gets wsgi.i
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Protocol
 
@@ -193,3 +194,25 @@ def request_body() -> RequestBody:
     source = (GunicornSocketSource.of(request.environ) if length is not None else None) \
         or StreamSource(request.stream)
     return RequestBody(source, length, request.environ)
+
+
+MAX_JSON = 1 << 20
+
+
+class JsonTooLarge(ValueError):
+    """The JSON body is longer than MAX_JSON."""
+
+
+def json_request_body() -> object:
+    """The request body parsed as JSON, read to at most MAX_JSON bytes (a chunked body declares no length);
+    JsonTooLarge past that, ValueError if it is not JSON. b"" for an empty body, for the caller to judge.
+    Each face turns these into its own errors."""
+    raw = request_body().read(MAX_JSON + 1)
+    if len(raw) > MAX_JSON:
+        raise JsonTooLarge(f"a JSON body may have at most {MAX_JSON} bytes")
+    if not raw.strip():
+        return b""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("the body is nested too deeply") from None

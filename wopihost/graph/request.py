@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from ..body import request_body
+from ..body import JsonTooLarge, json_request_body
 from .errors import GraphError
-
-MAX_JSON = 1 << 20
 
 
 def json_body(optional: bool = False) -> dict:
-    raw = request_body().read(MAX_JSON + 1)  # a chunked body declares no length: read no more than allowed
-    if len(raw) > MAX_JSON:
-        raise GraphError(413, "requestSizeExceeded", f"a JSON body may have at most {MAX_JSON} bytes")
-    if not raw.strip():
+    try:
+        value = json_request_body()
+    except JsonTooLarge as exc:
+        raise GraphError(413, "requestSizeExceeded", str(exc)) from None
+    except ValueError:
+        raise GraphError(400, "invalidRequest", "the body is not valid JSON") from None
+    if value == b"":
         if optional:
             return {}
         raise GraphError(400, "invalidRequest", "a JSON body is required")
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise GraphError(400, "invalidRequest", "the body is not valid JSON") from None
     return json_object(value, "the body")
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from flask import request
 
-from ..body import request_body
+from ..body import JsonTooLarge, json_request_body
 from ..clock import parse_iso
 from ..errors import WopiError, bad_request
 from ..names import InvalidName, decode_utf7
@@ -80,16 +79,16 @@ def check_body_size(limit: int, declared: int | None = None) -> None:
             raise WopiError(413, f"the content is larger than the limit of {limit} bytes")
 
 
-MAX_JSON = 1 << 20
-
 
 def json_request() -> object:
-    """A JSON request body (AddActivities), read to at most MAX_JSON bytes; 413 past it, 400 if not JSON.
-    Clients send it with no Content-Type, so none is required."""
-    raw = request_body().read(MAX_JSON + 1)  # a chunked body declares no length: read no more than allowed
-    if len(raw) > MAX_JSON:
-        raise WopiError(413, f"a JSON body may have at most {MAX_JSON} bytes")
+    """A JSON request body (AddActivities): 413 past body.MAX_JSON, 400 if it is not JSON. Clients send it with
+    no Content-Type, so none is required."""
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
+        value = json_request_body()
+    except JsonTooLarge as exc:
+        raise WopiError(413, str(exc)) from None
+    except ValueError:
         raise bad_request("the body is not valid JSON") from None
+    if value == b"":
+        raise bad_request("the body is not valid JSON")
+    return value
