@@ -381,18 +381,17 @@ def _request(element: ET.Element, test: str) -> Request:
         except ValueError:
             raise DefinitionError(f"{where}: {name} expected to be uint, not {text!r}") from None
 
-    mode = a.get("PutRelativeFileMode")
-    if mode:
-        if mode.strip().lower() not in _MODES:
-            raise DefinitionError(f"{where}: PutRelativeFileMode {mode!r} is not Suggested, ExactName or "
-                                  "Conflicting")
-        mode = _MODES[mode.strip().lower()]
-    lock_type = a.get("CoauthLockType")
-    if lock_type:
-        if lock_type.strip().lower() not in _LOCK_TYPES:
-            raise DefinitionError(f"{where}: CoauthLockType {lock_type!r} is not Coauth, CoauthExclusive or "
-                                  "None")
-        lock_type = _LOCK_TYPES[lock_type.strip().lower()]
+    def choice(name: str, table: dict, spelled: str):
+        """The attribute's value from `table` (by its name, ignoring case), or as given when absent."""
+        text = a.get(name)
+        if not text:
+            return text
+        if text.strip().lower() not in table:
+            raise DefinitionError(f"{where}: {name} {text!r} is not {spelled}")
+        return table[text.strip().lower()]
+
+    mode = choice("PutRelativeFileMode", _MODES, "Suggested, ExactName or Conflicting")
+    lock_type = choice("CoauthLockType", _LOCK_TYPES, "Coauth, CoauthExclusive or None")
     session = element.find("UploadSessionTokenToCommit")
 
     request = Request(
