@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
+from wopihost.errors import WopiError
 from wopihost.models import Drive, User
 from wopihost.repository import lock_folder
 
@@ -135,3 +136,28 @@ def test_parallel_uploads_cannot_both_take_the_last_room_of_a_quota(settings, cl
                 graph.delete(f"me/drive/root:/{name}{round_}")
     finally:
         services.db.dispose()
+
+
+def test_racing_locks_with_different_ids_have_exactly_one_winner(services, make_file):
+    """Under READ COMMITTED a lock transition that waited for the file's row must still see the lock the
+    winner took (locks.py reads after taking the row lock, in a statement of its own)."""
+    file = make_file()
+    start = threading.Barrier(16)
+    results: list = []
+
+    def attempt(i: int) -> None:
+        start.wait()
+        try:
+            services.locks.lock(file.id, f"lock-{i}")
+            results.append(f"lock-{i}")
+        except WopiError as exc:
+            results.append(exc.status)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [r for r in results if isinstance(r, str)]
+    assert len(winners) == 1 and results.count(409) == 15, results
+    assert services.locks.get(file.id)[1] == winners[0]

@@ -33,7 +33,7 @@ from .db import Database
 from .errors import bad_request, conflict
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .names import encode_utf7
-from .repository import load_file, locking
+from .repository import load_file, lock_file_row
 from .errors import not_found
 from .text import text_problem
 
@@ -120,8 +120,8 @@ def check_lock_state(wopi_lock, coauth: list[CoauthLock], lock_id: str | None, c
 
 
 class Locks:
-    """The lock transitions, each one transaction of two statements: one read of everything the state
-    table needs (the file row, locked, its WOPI lock and its live coauth locks) and one write. Written
+    """The lock transitions, each one transaction: the file's row lock (PostgreSQL), one read of everything
+    the state table needs (the file, its WOPI lock, whether coauth locks live) and one write. Written
     in SQLAlchemy Core: the lock path is the hottest writer, and the ORM's bookkeeping cost more than the
     statements themselves."""
 
@@ -168,7 +168,8 @@ class Locks:
         """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
         with self.db.write() as s:
             now = self.clock.now()
-            state = s.execute(locking(s, _STATE, of=_FILES), {"file_id": file_id, "now": now}).first()
+            lock_file_row(s, file_id)
+            state = s.execute(_STATE, {"file_id": file_id, "now": now}).first()
             if state is None:
                 raise not_found()
             wopi_lock = state if state.lock_id is not None and state.expires_at > now else None

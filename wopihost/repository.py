@@ -10,11 +10,10 @@ from .errors import not_found
 from .models import AlternateStream, File, Folder, User, name_key
 
 
-def locking(session: Session, query: sa.Select, of=None) -> sa.Select:
-    """`query` taking row locks (of the table `of` only, where the others are on the nullable side of an
-    outer join) in a write transaction. The row is the mutex for every change to it (PostgreSQL); SQLite
-    ignores FOR UPDATE and is serialised by BEGIN IMMEDIATE instead."""
-    return query.with_for_update(of=of) if session.info.get("write") else query
+def locking(session: Session, query: sa.Select) -> sa.Select:
+    # In a write transaction the row is the mutex for every change to it (PostgreSQL);
+    # SQLite ignores FOR UPDATE and is serialised by BEGIN IMMEDIATE instead.
+    return query.with_for_update() if session.info.get("write") else query
 
 
 def load_file(session: Session, file_id: str) -> File:
@@ -38,6 +37,15 @@ def insert_if_absent(session: Session, model, **values) -> bool:
     dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.get_bind().dialect.name]
     statement = dialect.insert(model).values(**values).on_conflict_do_nothing()
     return session.execute(statement.returning(sa.literal(1))).first() is not None
+
+
+def lock_file_row(session: Session, file_id: str) -> None:
+    """Take the file's row lock before reading what a change depends on, in a statement of its own: under
+    READ COMMITTED a statement that waited for a row lock sees that row anew but every other row (the file's
+    WOPI lock, say) as it was when the statement began, so the reads must come after the wait. On SQLite
+    the write transaction itself (BEGIN IMMEDIATE) serialises, and the statement is not worth running."""
+    if session.info.get("write") and session.get_bind().dialect.name != "sqlite":
+        session.execute(locking(session, sa.select(File.id).where(File.id == file_id)))
 
 
 def lock_user(session: Session, user_id: str) -> None:
