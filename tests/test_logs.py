@@ -43,6 +43,12 @@ def test_urls_that_are_credentials_are_redacted(line):
     assert REDACTED in redacted
 
 
+def test_a_download_ticket_is_redacted_by_its_shape(wopi):
+    ticket = wopi.check_file_info().json["FileUrl"].rsplit("/", 1)[1]
+    redacted = redact(f"failed to serve {ticket}: gone")
+    assert ticket.rsplit(".", 1)[1] not in redacted and redacted == f"failed to serve {REDACTED}: gone"
+
+
 def test_what_is_not_a_credential_stays():
     line = '127.0.0.1 "GET /wopi/files/oG7jw5EIRAFOO6Wa2CnDwz HTTP/1.1" 200 694 20ms override=LOCK'
     assert redact(line) == line

@@ -8,6 +8,7 @@ import logging
 import sqlalchemy as sa
 
 from flask import Flask, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
@@ -27,10 +28,29 @@ log = logging.getLogger("wopihost")
 SERVER_VERSION = f"wopihost/{__version__}"
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Flask:
+class JsonProvider(DefaultJSONProvider):
+    """Flask's JSON responses, compact and in the order the handler built them, with one encoder for every
+    response: Flask's own makes a new encoder for each."""
+
+    sort_keys = False
+
+    def __init__(self, app: Flask):
+        super().__init__(app)
+        self._encoder = json.JSONEncoder(separators=(",", ":"), default=self.default)
+
+    def response(self, *args, **kwargs) -> Response:
+        body = self._encoder.encode(self._prepare_response_obj(args, kwargs))
+        return self._app.response_class(body + "\n", mimetype=self.mimetype)
+
+
+class App(Flask):
+    json_provider_class = JsonProvider
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> App:
     services = Services.create(settings or Settings.from_env(), clock)
     services.blobs.sweep_tmp()
-    app = Flask("wopihost")
+    app = App("wopihost")
     if services.settings.sweep_interval > 0:
         app.extensions["wopihost.sweeper"] = Sweeper(services, services.settings.sweep_interval).start()
     app.response_class = WopiResponse

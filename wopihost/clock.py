@@ -34,7 +34,7 @@ def to_epoch_ms(moment: datetime) -> int:
 
 def iso_round_trip(moment: datetime) -> str:
     """ISO 8601 with 7 fractional digits and Z, the .NET round-trip format WOPI asks for."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "0Z"
 
 
 def parse_iso(text: str) -> datetime | None:

@@ -112,6 +112,45 @@ class WriterQueue:
         return self._file[1]
 
 
+class Prepared:
+    """A SELECT compiled once per dialect and run straight on the driver (`Database.first`).
+
+    For the reads every request makes (its token, file and user; a lock's state), SQLAlchemy's execution
+    machinery (connection, autobegin, events, result objects) cost several times the query itself. The
+    types' own bind and result processors still convert the values, so a row reads as it would through
+    SQLAlchemy.
+    """
+
+    def __init__(self, statement: sa.Select):
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def on(self, dialect: sa.Dialect) -> "_Compiled":
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
+        return compiled
+
+
+class _Compiled:
+    def __init__(self, statement: sa.Select, dialect: sa.Dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.sql, self._positions = compiled.string, compiled.positiontup  # positions: None if named
+        self._binds = {name: param.type.dialect_impl(dialect).bind_processor(dialect)
+                       for name, param in compiled.binds.items()}
+        self._results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                         for column in statement.selected_columns]
+
+    def args(self, params: dict) -> object:
+        values = {name: value if value is None or self._binds.get(name) is None else self._binds[name](value)
+                  for name, value in params.items()}
+        return [values[name] for name in self._positions] if self._positions is not None else values
+
+    def row(self, values: tuple) -> tuple:
+        return tuple(value if convert is None or value is None else convert(value)
+                     for convert, value in zip(self._results, values))
+
+
 class Database:
     def __init__(self, url: str, busy_timeout: float = 30.0):
         self.url = url
@@ -120,6 +159,10 @@ class Database:
         self._writer = sessionmaker(self.engine.execution_options(wopihost_write=True), expire_on_commit=False)
         path = self.engine.url.database if self.is_sqlite else None
         self._writers = WriterQueue(path, busy_timeout) if path and path != ":memory:" else None
+        # Each thread keeps one connection for the single-statement reads of `first` (every request makes one).
+        self._readers = threading.local()
+        self._readers_lock = threading.Lock()
+        self._reading: set = set()
 
     @property
     def is_sqlite(self) -> bool:
@@ -138,14 +181,67 @@ class Database:
             session.info["write"] = True  # repository.py takes row locks only in write transactions
             yield session
 
-    @contextmanager
-    def snapshot(self) -> Iterator[sa.Connection]:
-        """A connection for one or two reads, without an ORM session (which costs more than a query)."""
-        with _faults(), self.engine.connect() as connection:
-            yield connection
+    def first(self, query: Prepared, params: dict) -> tuple | None:
+        """The first row of one SELECT, on this thread's reading connection, in autocommit: one statement reads
+        one consistent state on SQLite and under READ COMMITTED alike, with no BEGIN, no ROLLBACK and no
+        pool checkout around it. A connection found broken is replaced and the read tried once more."""
+        compiled = query.on(self.engine.dialect)
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        with _faults():
+            for attempt in (1, 2):
+                connection = None
+                try:
+                    connection = self._reading_connection()
+                    cursor = connection.cursor()
+                    try:
+                        cursor.execute(compiled.sql, compiled.args(params))
+                        row = cursor.fetchone()
+                    finally:
+                        cursor.close()  # on SQLite, ends the statement's read transaction
+                    return compiled.row(row) if row is not None else None
+                except dbapi_error as exc:
+                    disconnected = self.engine.dialect.is_disconnect(exc, connection, None)
+                    self._drop_reading_connection()
+                    if not (disconnected and attempt == 1):
+                        raise sa.exc.DBAPIError.instance(compiled.sql, None, exc, dbapi_error,
+                                                         hide_parameters=True) from exc
+        raise AssertionError("unreachable")
+
+    def _reading_connection(self):
+        held = getattr(self._readers, "held", None)
+        if held is not None and held[0] == os.getpid():  # a connection inherited across fork is the parent's
+            return held[1].dbapi_connection
+        pooled = self.engine.raw_connection()  # opened as the pool opens them (the connect events' settings)
+        pooled.detach()  # this thread's from now on; closing it closes the connection
+        dbapi_connection = pooled.dbapi_connection
+        if not self.is_sqlite:
+            dbapi_connection.rollback()
+            dbapi_connection.autocommit = True
+        self._readers.held = (os.getpid(), pooled)
+        with self._readers_lock:
+            self._reading.add(pooled)
+        return dbapi_connection
+
+    def _drop_reading_connection(self) -> None:
+        held, self._readers.held = getattr(self._readers, "held", None), None
+        if held is not None and held[0] == os.getpid():
+            with self._readers_lock:
+                self._reading.discard(held[1])
+            _close_quietly(held[1])
 
     def dispose(self) -> None:
+        with self._readers_lock:
+            reading, self._reading = self._reading, set()
+        for pooled in reading:
+            _close_quietly(pooled)
         self.engine.dispose()
+
+
+def _close_quietly(pooled) -> None:
+    try:
+        pooled.close()
+    except Exception:  # already broken or closed: nothing is left to release
+        pass
 
 
 @contextmanager

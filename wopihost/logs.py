@@ -27,7 +27,8 @@ _SECRETS = re.compile(
     r"|(?P<scheme>\bbearer\s+)\S+"  # an Authorization header's credentials
     # the credential in the path of a Graph upload or download URL, a FileUrl, a share link, a Graph share id
     r"|(?P<path>/(?:uploadSessions|downloads|download|s|shares)/)[^/?\s'\"\\]+"
-    r"|[a-z2-7]{64,}",  # a token by its shape: long base32, whatever spelling or context (ours are ~150)
+    r"|[a-z2-7]{64,}"  # a token by its shape: long base32, whatever spelling or context (ours are ~150)
+    r"|\b\w+\.\w+\.\d+\.[\w-]{43}",  # a download ticket by its shape: jti.file.expiry.signature
     re.IGNORECASE)
 
 

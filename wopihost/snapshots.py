@@ -9,6 +9,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from .db import Database, Prepared
 from .extents import Extents
 from .models import AccessToken, File, User
 
@@ -51,17 +52,16 @@ class Snapshot:
 _T, _F, _U = AccessToken.__table__, File.__table__, User.__table__
 _FILE_COLUMNS = [_F.c[name] for name in FileView.__dataclass_fields__]
 _USER_COLUMNS = [_U.c.id, _U.c.display_name, _U.c.user_info]
-_STATEMENT = (sa.select(_T.c.user_id, _T.c.revoked_at, *_FILE_COLUMNS, *_USER_COLUMNS)
+_STATEMENT = Prepared(sa.select(_T.c.user_id, _T.c.revoked_at, *_FILE_COLUMNS, *_USER_COLUMNS)
               .select_from(_T.outerjoin(_F, _F.c.id == sa.bindparam("file_id"))
                            .outerjoin(_U, _U.c.id == _T.c.user_id))
               .where(_T.c.jti == sa.bindparam("jti")))
 
 
-def read(connection: sa.Connection, jti: str, file_id: str) -> Snapshot:
-    row = connection.execute(_STATEMENT, {"jti": jti, "file_id": file_id}).first()
-    if row is None:
+def read(db: Database, jti: str, file_id: str) -> Snapshot:
+    values = db.first(_STATEMENT, {"jti": jti, "file_id": file_id})
+    if values is None:
         return Snapshot(None, None, None, None)
-    values = list(row)
     file_values = values[2:2 + len(_FILE_COLUMNS)]
     user_values = values[2 + len(_FILE_COLUMNS):]
     return Snapshot(values[0], values[1],

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -95,6 +97,10 @@ class Tokens:
         self._tickets = {kind: itsdangerous.Signer(secret, salt=f"wopihost.{kind}", digest_method=hashlib.sha256)
                          for kind in (GRAPH_DOWNLOAD, FILE_URL)}
         self._clock = clock
+        # A client sends the same token with every request of its session: what its signature says is kept,
+        # so each request after the first skips the decoding and the HMAC. Expiry, resource and revocation
+        # are still checked every time; a forged token is never kept (it raises).
+        self._payloads = functools.lru_cache(maxsize=1024)(self._open)
 
     def issue(self, session: Session, resource: str, user_id: str, rights: str, expires_at: datetime,
               reach: str = "") -> IssuedToken:
@@ -127,7 +133,7 @@ class Tokens:
         if not token:
             raise unauthorized("no access token")
         try:
-            jti, token_resource, perm, expiry = self._open(token)
+            jti, token_resource, perm, expiry = self._payloads(token)
             expires_at = _EPOCH + timedelta(seconds=int(expiry))
             rights, _, reach = perm.partition(".")
         except _MALFORMED:
@@ -152,13 +158,21 @@ class Tokens:
         """A short-lived credential for one file's content (`kind`: Graph's @microsoft.graph.downloadUrl,
         WOPI's FileUrl), bound to the token it was issued under, so revoking that token revokes it too."""
         expiry = min(_epoch(grant.expires_at), _epoch(self._clock.now() + ttl))
-        return _encode(self._tickets[kind].sign(f"{grant.jti}:{file_id}:{expiry}".encode("ascii")))
+        # Not base32 like a token: nobody proof-signs these URLs, and base64url is encoded in C (a FileUrl
+        # is made for every CheckFileInfo).
+        return self._tickets[kind].sign(f"{grant.jti}.{file_id}.{expiry}".encode("ascii")).decode("ascii")
 
     def open_download_ticket(self, session: Session, ticket: str, kind: str = GRAPH_DOWNLOAD) -> tuple[str, str]:
         """The file id a download ticket of `kind` is for and the user it was issued to (whose access to the
         file the caller checks again); WopiError 401 if it is not valid (any more)."""
         try:
-            jti, file_id, expiry = self._open(ticket, self._tickets[kind])
+            signed = ticket.encode("ascii")
+            payload = signed.rpartition(b".")[0]
+            # Signed again and compared whole, not unsigned: base64 would also take padding and other low bits
+            # in the last character, and a ticket must have one spelling.
+            if not hmac.compare_digest(self._tickets[kind].sign(payload), signed):
+                raise itsdangerous.BadSignature("not a ticket we issued")
+            jti, file_id, expiry = payload.decode("ascii").split(".")
             expires_at = _EPOCH + timedelta(seconds=int(expiry))
         except _MALFORMED:
             raise unauthorized("the download URL is not valid") from None
@@ -191,9 +205,8 @@ class Tokens:
                                                     AccessToken.revoked_at.is_not(None)))
         return session.execute(query).rowcount
 
-    def _open(self, token: str, signer: itsdangerous.Signer | None = None) -> list[str]:
-        """The checked payload fields of a token (or, with the tickets' `signer`, a download ticket);
-        raises one of _MALFORMED.
+    def _open(self, token: str) -> tuple[str, ...]:
+        """The checked payload fields of a token; raises one of _MALFORMED.
 
         Only the spelling we issued is accepted: base32 also decodes upper case, `=` padding and
         other values of the unused low bits of the last character, and a token must have one form.
@@ -201,7 +214,7 @@ class Tokens:
         signed = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
         if _encode(signed) != token:
             raise ValueError("not the issued spelling of a token")
-        return (signer or self._signer).unsign(signed).decode("ascii").split(":")
+        return tuple(self._signer.unsign(signed).decode("ascii").split(":"))
 
 
 def _checked(resource: str, rights: str) -> str:

@@ -94,8 +94,7 @@ def dispatch(item_id: str, endpoint: str) -> Response:
     if family in ("file", "contents"):
         # One read: the token's row, the file and the user (snapshots.py), for whichever handler needs them.
         claim = services.tokens.claim(access_token(), item_id)
-        with services.db.snapshot() as connection:
-            seen = snapshots.read(connection, claim.jti, item_id)
+        seen = snapshots.read(services.db, claim.jti, item_id)
         call = files.Call(services, item_id, services.tokens.grant(claim, seen.token_user_id, seen.token_revoked_at),
                           seen.file, seen.user)
     else:
