@@ -22,18 +22,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .clock import Clock
-from .db import Database
+from .db import Database, Prepared, Statements
 from .errors import bad_request, conflict
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .names import encode_utf7
-from .repository import load_file, lock_file_row
+from .repository import load_file
 from .errors import not_found
 from .text import text_problem
 
@@ -121,9 +121,9 @@ def check_lock_state(wopi_lock, coauth: list[CoauthLock], lock_id: str | None, c
 
 class Locks:
     """The lock transitions, each one transaction: the file's row lock (PostgreSQL), one read of everything
-    the state table needs (the file, its WOPI lock, whether coauth locks live) and one write. Written
-    in SQLAlchemy Core: the lock path is the hottest writer, and the ORM's bookkeeping cost more than the
-    statements themselves."""
+    the state table needs (the file, its WOPI lock, whether coauth locks live) and one write. They run as
+    prepared statements on the driver (Database.transaction): the lock path is the hottest writer, and an
+    ORM session cost more than the statements themselves."""
 
     def __init__(self, db: Database, clock: Clock):
         self.db = db
@@ -143,7 +143,7 @@ class Locks:
         return self.unlock_and_relock(file_id, lock_id, lock_id, how)  # a refresh is a relock with the same id
 
     def unlock(self, file_id: str, lock_id: str) -> int:
-        return self._transition(file_id, lock_id, unlocked_ok=False, change=lambda s, now: s.execute(
+        return self._transition(file_id, lock_id, unlocked_ok=False, change=lambda t, now: t.run(
             _DELETE, {"file_id": file_id}))
 
     def get(self, file_id: str) -> tuple[File, str]:
@@ -164,24 +164,37 @@ class Locks:
             return current
 
     def _transition(self, file_id: str, lock_id: str, unlocked_ok: bool,
-                    change: Callable[[Session, datetime], object]) -> int:
+                    change: Callable[[Statements, datetime], object]) -> int:
         """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
-        with self.db.write() as s:
+        with self.db.transaction() as t:
             now = self.clock.now()
-            lock_file_row(s, file_id)
-            state = s.execute(_STATE, {"file_id": file_id, "now": now}).first()
+            if not t.is_sqlite:  # see repository.lock_file_row: the row lock first, in a statement of its own
+                t.run(_LOCK_FILE_ROW, {"file_id": file_id})
+            state = t.first(_STATE, {"file_id": file_id, "now": now})
             if state is None:
                 raise not_found()
-            wopi_lock = state if state.lock_id is not None and state.expires_at > now else None
-            coauth = live_coauth_locks(s, file_id, now) if wopi_lock is None and state.coauth else []
+            version, current_id, expires_at, user_name, coauth_count = state
+            wopi_lock = _LockState(current_id, user_name) if current_id is not None and expires_at > now else None
+            coauth = ([_CoauthState(*row) for row in t.all(_LIVE_COAUTH_LOCKS, {"file_id": file_id, "now": now})]
+                      if wopi_lock is None and coauth_count else [])
             check_lock_state(wopi_lock, coauth, lock_id, None, unlocked_ok)
-            change(s, now)
-            return state.version
+            change(t, now)
+            return version
 
     @staticmethod
-    def _set(s: Session, file_id: str, lock_id: str, now: datetime, how: LockRequest) -> None:
-        s.execute(_UPSERT[s.get_bind().dialect.name], {"file_id": file_id, "lock_id": lock_id,
-                                                       "expires_at": now + how.ttl, "user_name": how.visible_as})
+    def _set(t: Statements, file_id: str, lock_id: str, now: datetime, how: LockRequest) -> None:
+        t.run(_UPSERT, {"file_id": file_id, "lock_id": lock_id, "expires_at": now + how.ttl,
+                        "user_name": how.visible_as})
+
+
+class _LockState(NamedTuple):
+    lock_id: str
+    user_name: str | None
+
+
+class _CoauthState(NamedTuple):
+    lock_id: str
+    lock_type: str
 
 
 _FILES, _LOCKS, _COAUTH = File.__table__, Lock.__table__, CoauthLock.__table__
@@ -193,16 +206,20 @@ def _upsert(dialect) -> sa.Insert:
         name: insert.excluded[name] for name in ("lock_id", "expires_at", "user_name")})
 
 
-# Built once: a statement built per call costs more in SQLAlchemy than its execution.
-_UPSERT = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
-_DELETE = sa.delete(_LOCKS).where(_LOCKS.c.file_id == sa.bindparam("file_id"))
+# Compiled once (db.Prepared): SQLAlchemy's execution of a statement costs more than the statement.
+_UPSERT = Prepared({"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)})
+_DELETE = Prepared(sa.delete(_LOCKS).where(_LOCKS.c.file_id == sa.bindparam("file_id")))
+_LOCK_FILE_ROW = Prepared(sa.select(_FILES.c.id).where(_FILES.c.id == sa.bindparam("file_id")).with_for_update())
 
-
-_LIVE_COAUTH = sa.select(sa.func.count()).where(_COAUTH.c.file_id == _FILES.c.id,
-                                                 _COAUTH.c.expires_at > sa.bindparam("now")).scalar_subquery()
+_LIVE = sa.and_(_COAUTH.c.file_id == sa.bindparam("file_id"), _COAUTH.c.expires_at > sa.bindparam("now"))
+_LIVE_COAUTH_COUNT = (sa.select(sa.func.count()).where(_COAUTH.c.file_id == _FILES.c.id,
+                                                       _COAUTH.c.expires_at > sa.bindparam("now"))
+                      .scalar_subquery())
+_LIVE_COAUTH_LOCKS = Prepared(sa.select(_COAUTH.c.lock_id, _COAUTH.c.lock_type).where(_LIVE)
+                              .order_by(_COAUTH.c.acquired_at, _COAUTH.c.lock_id))
 
 # What a lock transition decides on, in one statement (the coauth locks themselves only when there are any).
-_STATE = (sa.select(_FILES.c.version, _LOCKS.c.lock_id, _LOCKS.c.expires_at, _LOCKS.c.user_name,
-                    _LIVE_COAUTH.label("coauth"))
-          .select_from(_FILES.outerjoin(_LOCKS, _LOCKS.c.file_id == _FILES.c.id))
-          .where(_FILES.c.id == sa.bindparam("file_id")))
+_STATE = Prepared(sa.select(_FILES.c.version, _LOCKS.c.lock_id, _LOCKS.c.expires_at, _LOCKS.c.user_name,
+                            _LIVE_COAUTH_COUNT.label("coauth"))
+                  .select_from(_FILES.outerjoin(_LOCKS, _LOCKS.c.file_id == _FILES.c.id))
+                  .where(_FILES.c.id == sa.bindparam("file_id")))
