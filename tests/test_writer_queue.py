@@ -23,6 +23,20 @@ sys.stdin.readline()  # hold until told (or killed)
 """
 
 
+TRY_FOR_5S = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("got it")
+        break
+    except BlockingIOError:
+        time.sleep(0.01)
+"""
+
+
 @pytest.fixture
 def sqlite_db(database):
     if not database.startswith("sqlite"):
@@ -125,7 +139,24 @@ def test_each_process_has_its_own_turn_file_descriptor(tmp_path):
     queue = WriterQueue(str(tmp_path / "db.sqlite3"), timeout=1)
     with queue.turn():
         pass
-    pid, fd = queue._file
-    queue._file = (pid - 1, fd)  # as a forked child sees it: the parent's descriptor
-    with queue.turn():
-        assert queue._file[1] != fd
+    parents = queue._gate
+    parents.pid -= 1  # as a forked child sees it: its parent's
+    try:
+        with queue.turn():
+            assert queue._gate is not parents and queue._gate.fd != parents.fd
+    finally:
+        parents.close()
+        queue.close()
+
+
+def test_a_turn_that_comes_after_its_writer_gave_up_is_let_go(sqlite_db, other_process):
+    with pytest.raises(Unavailable, match="busy timeout"):
+        add_user(sqlite_db, "gave-up")
+    other_process.stdin.write("go\n")  # the other process lets go (and ends); our gatekeeper gets the turn
+    other_process.stdin.flush()
+    other_process.wait(5)
+    third = subprocess.run([sys.executable, "-c", TRY_FOR_5S, sqlite_db._writers.path], capture_output=True,
+                           text=True, timeout=30)
+    assert third.stdout.strip() == "got it", "the gatekeeper kept the turn nobody wanted"
+    add_user(sqlite_db, "later")  # and this process still takes turns
+    assert users(sqlite_db) == {"later"}
