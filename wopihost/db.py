@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
 from contextlib import contextmanager, nullcontext
 from importlib import resources
 from typing import Iterator
