@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import gc
 import importlib
+import logging
 import socket
 import time
 from functools import partial
@@ -40,6 +41,12 @@ from .config import Settings
 # otherwise write to (and so copy) every page they scan.
 importlib.import_module(f"{__package__}.app")
 gc.freeze()
+
+# Every request writes an access line, and a log record looks up its caller's frame and its thread unless
+# told not to (the logging HOWTO's "Optimization"); no format of gunicorn's or ours shows either.
+logging._srcfile = None
+logging.logThreads = False
+logging.logMultiprocessing = False
 
 HEAD_END = (b"\r\n\r\n", b"\n\n")
 
