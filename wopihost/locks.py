@@ -168,7 +168,7 @@ class Locks:
         """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
         with self.db.transaction() as t:
             now = self.clock.now()
-            if not t.is_sqlite:  # see repository.lock_file_row: the row lock first, in a statement of its own
+            if not t.is_sqlite:  # the row lock first, in a statement of its own (see repository.lock_file_row)
                 t.run(_LOCK_FILE_ROW, {"file_id": file_id})
             state = t.first(_STATE, {"file_id": file_id, "now": now})
             if state is None:

@@ -114,14 +114,18 @@ class Worker(ThreadWorker):
         IdleTimeoutSocket.idle_timeout = settings.idle_timeout
         self.heads: dict[Connection, float] = {}  # connections whose head the event loop is reading -> deadline
         self.busy = 0  # requests given to the thread pool and not yet finished
+        # gunicorn's settings, read once: each read of self.cfg costs a lookup through its settings table
+        self._threads, self._ssl = self.cfg.threads, self.cfg.is_ssl
+        self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
 
     def _buffers_heads(self, conn: TConn) -> bool:
-        return not self.cfg.is_ssl and not negotiation.prior_knowledge_allowed(self.cfg, conn.client)
+        return not self._ssl and not (self._h2c_sniffed
+                                      and negotiation.prior_knowledge_allowed(self.cfg, conn.client))
 
     # -- connections: accepted only with a thread free
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled and self.busy < self.cfg.threads)
+        super().set_accept_enabled(enabled and self.busy < self._threads)
 
     def _threads_changed(self) -> None:
         # gunicorn's loop only reconsiders accepting when its connection count crosses the limit.
