@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import selectors
 import socket
 import threading
@@ -103,6 +104,34 @@ def test_a_worker_with_every_thread_busy_stops_accepting(worker):
     assert worker._accepting
     for client in clients:
         assert answers(client, 1).startswith(b"HTTP/1.1 200")
+
+
+def test_a_freed_thread_accepts_a_waiting_connection_at_once(worker):
+    """Not at a later turn of the loop, where under steady load the kept-alive requests took the thread
+    first and a new client waited for seconds."""
+    clients = [connect(worker) for _ in range(2)]
+    for client in clients:
+        client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 2)
+    waiting = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)  # in the listen backlog
+    worker.wait_for_and_dispatch_events(0.05)
+    assert worker.nr_conns == 2
+    connections_after_finishing = []
+    finish = worker.finish_request
+
+    def recording(conn, fs):
+        finish(conn, fs)
+        connections_after_finishing.append(worker.nr_conns)
+
+    worker.finish_request = recording
+    worker.wsgi.release.set()
+    turn(worker, lambda: connections_after_finishing)
+    assert connections_after_finishing[0] == 3
+    waiting.sendall(REQUEST)
+    turn(worker, lambda: select.select([waiting], [], [], 0)[0])
+    assert answers(waiting, 1).startswith(b"HTTP/1.1 200")
+    for client in (*clients, waiting):
+        client.close()
 
 
 def test_a_partial_head_pipelined_behind_a_request_is_read_by_the_loop(worker):

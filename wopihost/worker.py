@@ -210,6 +210,12 @@ class Worker(ThreadWorker):
         self.busy -= 1
         super().finish_request(conn, fs)
         self._threads_changed()
+        if self.alive and self.busy < self._threads and self.nr_conns < self.worker_connections:
+            # A thread is free: a connection waiting to be accepted comes before the kept-alive ones. Left to
+            # the loop, the listener is enabled only while a thread is free, and under steady load the
+            # kept-alive requests of the same turn of the loop take it first: a new client waited seconds.
+            for listener in self.sockets:
+                self.accept(listener)  # nothing waiting: EAGAIN, ignored
 
     def handle(self, conn: Connection):
         head, conn.head = conn.head, None
