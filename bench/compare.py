@@ -4,7 +4,7 @@ The benchmark of issue "The hot path". wopihost (`LocalServer.start`: gunicorn, 
 threads) runs side by side with the references, each on its own loopback port:
 
 * nginx (Debian's /usr/sbin/nginx, installed with apt-get as nginx-light if missing) serving the
-  same bytes as static files, from a generated configuration: 2 worker processes, sendfile,
+  same bytes as static files and accepting PUTs of them, from a generated configuration: 2 worker processes, sendfile,
   tcp_nopush, access_log off. The ceiling for GetFile. Always started.
 * cs3org/wopiserver (github.com/cs3org/wopiserver) when --cs3org names a checkout of it: the same
   gunicorn shape (gthread, 2 workers x 4 threads), local storage, detectexternallocks and
@@ -25,6 +25,10 @@ Operations (--ops):
   getfile1       GET /wopi/files/ID/contents of 1 MiB (wopihost, nginx, cs3org)
   getfile20      the same with 20 MiB. wrk reads 8 KiB at a time: here the client may be what
                  limits req/s (see its CPU column), and CPU per request is the figure to read.
+  putfile1       1 MiB bodies, each connection to its own file again and again (wopihost, nginx):
+                 wopihost's PutFile with the file's lock (taken before the run), whose new content is
+                 hashed and on disk (fsync) before it answers; nginx's WebDAV PUT (dav_methods PUT,
+                 the body spooled to a temporary file and renamed into place, no fsync).
 
 Server CPU per request: user+system time of the server's whole process tree (master and workers),
 read with psutil just before and after each wrk run, divided by the requests wrk completed. With
@@ -35,7 +39,7 @@ the kernel's loopback work): a figure to check before quoting the rest. Idle mem
 summed over the tree, after setup and before any load, and 1 s after the last run.
 
     python bench/compare.py [--seconds 5] [--rounds 3] [--connections 8,32] [--database URL]
-                            [--cs3org PATH] [--ops checkfileinfo,lock,getfile1,getfile20] [--json FILE]
+                            [--cs3org PATH] [--ops checkfileinfo,lock,getfile1,getfile20,putfile1] [--json FILE]
 
 wopihost's files and tokens come from `wopihost files add PATH --json` and `wopihost token issue ID
 --user bench --json`, run in one process. A PostgreSQL --database gets a private schema for the
@@ -91,8 +95,11 @@ OPS = {
     "lock": "Lock + Unlock pairs (each connection its own file)",
     "getfile1": "GetFile 1 MiB",
     "getfile20": "GetFile 20 MiB",
+    "putfile1": "PutFile 1 MiB (each connection its own file)",
 }
 GETFILE_SIZE = {"getfile1": MIB, "getfile20": 20 * MIB}
+BODY_SIZE = {**GETFILE_SIZE, "putfile1": MIB}  # bytes each request moves, for MiB/s
+PER_CONNECTION = ("lock", "putfile1")  # one wrk thread per connection, each with its own file
 CFI_SIZE = 10_000
 NGINX = "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -235,6 +242,7 @@ class Server:
     base: str
     urls: dict = field(default_factory=dict)        # op -> URL (static operations)
     lock_paths: list = field(default_factory=list)  # path?query of each connection's own file
+    put_paths: list = field(default_factory=list)  # path?query of each connection's own file for PutFile
     stop: object = None
     memory: dict = field(default_factory=dict)
     log: Path | None = None
@@ -242,7 +250,7 @@ class Server:
 
 
 def start_wopihost(workdir: Path, database: str | None, files: dict[str, bytes], lock_files: int,
-                   workers: int, threads: int) -> Server:
+                   put_files: int, workers: int, threads: int) -> Server:
     log(f"starting wopihost ({workers} workers x {threads} threads, "
         f"{'SQLite' if not database else 'database ' + redact_url(database)})")
     server = LocalServer.start(workdir, database, workers=workers, threads=threads)
@@ -251,6 +259,7 @@ def start_wopihost(workdir: Path, database: str | None, files: dict[str, bytes],
         src.mkdir()
         jobs = {name: data for name, data in files.items()}
         jobs.update({f"lock{i}.docx": b"x" for i in range(lock_files)})
+        jobs.update({f"put{i}.docx": b"x" for i in range(put_files)})
         for name, data in jobs.items():
             (src / name).write_bytes(data)
 
@@ -263,6 +272,7 @@ def start_wopihost(workdir: Path, database: str | None, files: dict[str, bytes],
     s = Server("wopihost", server.process.pid, server.base, stop=server.stop)
     s.urls = wopi_urls(server.base, paths)
     s.lock_paths = [paths[f"lock{i}.docx"] for i in range(lock_files)]
+    s.put_paths = [paths[f"put{i}.docx"].replace("?", "/contents?", 1) for i in range(put_files)]
     s.log = server.log
     return s
 
@@ -424,7 +434,7 @@ def start_cs3org(checkout: Path, python: str, workdir: Path, files: dict[str, by
     return s
 
 
-def start_nginx(workdir: Path, files: dict[str, bytes]) -> Server:
+def start_nginx(workdir: Path, files: dict[str, bytes], put_files: int) -> Server:
     root = workdir / "static"
     root.mkdir(parents=True)
     workdir.parent.chmod(0o711)  # the workers run as nobody when we are root
@@ -433,6 +443,8 @@ def start_nginx(workdir: Path, files: dict[str, bytes]) -> Server:
     for name, data in files.items():
         (root / name).write_bytes(data)
         (root / name).chmod(0o644)
+    (root / "put").mkdir()
+    (root / "put").chmod(0o777)  # written by nginx's workers (nobody)
     port = free_port()
     conf = workdir / "nginx.conf"
     for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -461,6 +473,11 @@ def start_nginx(workdir: Path, files: dict[str, bytes]) -> Server:
                 listen 127.0.0.1:{port};
                 root {root};
                 location / {{ }}
+                location /put/ {{
+                    dav_methods PUT;  # the body to client_body_temp, then renamed into place
+                    client_max_body_size 32m;
+                    client_body_buffer_size 128k;
+                }}
             }}
         }}
         """))
@@ -477,6 +494,7 @@ def start_nginx(workdir: Path, files: dict[str, bytes]) -> Server:
         raise
     s = Server("nginx", proc.pid, base, stop=lambda: stop_process(proc, signal.SIGQUIT))
     s.urls = {"getfile1": f"{base}/1MiB.docx", "getfile20": f"{base}/20MiB.docx"}
+    s.put_paths = [f"/put/{i}.bin" for i in range(put_files)]
     s.log = workdir / "error.log"
     return s
 
@@ -492,6 +510,8 @@ def preflight(server: Server, op: str, files: dict[str, bytes]) -> None:
         expected = files["1MiB.docx" if op == "getfile1" else "20MiB.docx"]
         if r.status_code != 200 or hashlib.sha256(r.content).digest() != hashlib.sha256(expected).digest():
             raise RuntimeError(f"{server.name} {op}: {r.status_code}, {len(r.content)} bytes, not the file's")
+    elif op == "putfile1":
+        prepare_puts(server)
     elif op == "lock":
         for i, path in enumerate(server.lock_paths):
             for override in ("LOCK", "UNLOCK"):
@@ -500,6 +520,23 @@ def preflight(server: Server, op: str, files: dict[str, bytes]) -> None:
                 if r.status_code != 200:
                     raise RuntimeError(f"{server.name} {override} lock{i}: {r.status_code} "
                                        f"{r.headers.get('X-WOPI-FailureReason') or r.text[:300]}")
+
+
+def prepare_puts(server: Server) -> None:
+    """Before a PutFile run: wopihost's files are locked with PUT_LOCK (PutFile needs the lock); one PUT each,
+    checked."""
+    wopi = server.name == "wopihost"
+    for path in server.put_paths:
+        if wopi:
+            file = server.base + path.replace("/contents?", "?", 1)
+            r = requests.post(file, headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": PUT_LOCK}, timeout=30)
+            if r.status_code != 200:
+                raise RuntimeError(f"wopihost LOCK {path}: {r.status_code} {r.headers.get('X-WOPI-FailureReason')}")
+        r = (requests.post(server.base + path, data=b"p" * MIB, headers={"X-WOPI-Override": "PUT",
+                                                                         "X-WOPI-Lock": PUT_LOCK}, timeout=60)
+             if wopi else requests.put(server.base + path, data=b"p" * MIB, timeout=60))
+        if r.status_code not in (200, 201, 204):
+            raise RuntimeError(f"{server.name} PUT {path}: {r.status_code} {r.text[:300]}")
 
 
 def release_locks(server: Server) -> None:
@@ -563,6 +600,25 @@ end
 '''
 
 
+PUT_LOCK = "bench-put"
+PUT_LUA = r'''
+-- One wrk thread per connection, each PUTting 1 MiB to its own file again and again (wopihost: PutFile with
+-- the file's lock; nginx: a WebDAV PUT).
+local paths = {%s}
+local started = 0
+setup = function(thread)
+  started = started + 1
+  thread:set("path", paths[started])
+end
+init = function(args)
+  body = string.rep("0123456789abcdef", 65536)
+end
+request = function()
+  return wrk.format(%s, path, {%s}, body)
+end
+'''
+
+
 def write_scripts(tmp: Path, servers: dict[str, Server], max_conns: int) -> dict:
     scripts = {"static": tmp / "static.lua"}
     scripts["static"].write_text(DONE_LUA)
@@ -571,12 +627,19 @@ def write_scripts(tmp: Path, servers: dict[str, Server], max_conns: int) -> dict
             path = tmp / f"lock-{name}.lua"
             path.write_text(LOCK_LUA % ", ".join(json.dumps(p) for p in server.lock_paths[:max_conns]) + DONE_LUA)
             scripts[f"lock-{name}"] = path
+        if server.put_paths:
+            wopi = name == "wopihost"
+            headers = f'["X-WOPI-Override"] = "PUT", ["X-WOPI-Lock"] = "{PUT_LOCK}"' if wopi else ""
+            path = tmp / f"putfile1-{name}.lua"
+            path.write_text(PUT_LUA % (", ".join(json.dumps(p) for p in server.put_paths[:max_conns]),
+                                       '"POST"' if wopi else '"PUT"', headers) + DONE_LUA)
+            scripts[f"putfile1-{name}"] = path
     return scripts
 
 
 def run_wrk(server: Server, op: str, conns: int, seconds: float, threads: int, scripts: dict) -> dict:
-    if op == "lock":
-        script, url, threads = scripts[f"lock-{server.name}"], server.base + "/", conns
+    if op in PER_CONNECTION:
+        script, url, threads = scripts[f"{op}-{server.name}"], server.base + "/", conns
     else:
         script, url, threads = scripts["static"], server.urls[op], min(threads, conns)
     cmd = [WRK, "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s", "--timeout", "30s", "-s", str(script), url]
@@ -628,8 +691,8 @@ def run_wrk(server: Server, op: str, conns: int, seconds: float, threads: int, s
         res["pairs_s"] = reqs / 2 / seconds_run
         res["server_cpu_ms_per_pair"] = (cpu1 - cpu0) * 2000 / reqs if reqs else None
         res["client_cpu_ms_per_pair"] = res["client_cpu_s"] * 2000 / reqs if reqs else None
-    if op in GETFILE_SIZE:
-        res["mib_s"] = reqs * GETFILE_SIZE[op] / MIB / seconds_run
+    if op in BODY_SIZE:
+        res["mib_s"] = reqs * BODY_SIZE[op] / MIB / seconds_run
     return res
 
 
@@ -666,7 +729,7 @@ def span(s: dict | None) -> str:
 
 def figures_for(op: str, with_db: bool) -> list[tuple[str, str]]:
     rate = [("pairs/s", "pairs_s")] if op == "lock" else [("req/s", "req_s")]
-    if op in GETFILE_SIZE:
+    if op in BODY_SIZE:
         rate.append(("MiB/s", "mib_s"))
     cpu = [("CPU ms/pair", "server_cpu_ms_per_pair")] if op == "lock" else [("CPU ms/req", "server_cpu_ms_per_req")]
     if with_db:
@@ -885,8 +948,10 @@ def main() -> None:
             database, drop_schema, schema = private_pg_schema(database)
             log(f"PostgreSQL: private schema {schema}")
         lock_files = max_conns if "lock" in ops else 0
+        put_files = max_conns if "putfile1" in ops else 0
         (tmp / "wopihost").mkdir()
-        servers["wopihost"] = start_wopihost(tmp / "wopihost", database, files, lock_files, args.workers, args.threads)
+        servers["wopihost"] = start_wopihost(tmp / "wopihost", database, files, lock_files, put_files, args.workers,
+                                             args.threads)
         if database and database.startswith("postgresql"):
             import sqlalchemy as sa
             url = sa.make_url(database)
@@ -894,13 +959,14 @@ def main() -> None:
                 servers["wopihost"].db_port = url.port or 5432
             else:
                 log("PostgreSQL is not on this machine's loopback: its CPU is not measured")
-        servers["nginx"] = start_nginx(tmp / "nginx", files)
+        servers["nginx"] = start_nginx(tmp / "nginx", files, put_files)
         if args.cs3org:
             servers["cs3org"] = start_cs3org(Path(args.cs3org), args.cs3org_python, tmp / "cs3org", files,
                                              lock_files, args.workers, args.threads, args.cs3org_loglevel)
 
         plan = {op: [s for s in ("wopihost", "nginx", "cs3org") if s in servers and
-                     (op in servers[s].urls or (op == "lock" and servers[s].lock_paths))] for op in ops}
+                     (op in servers[s].urls or (op == "lock" and servers[s].lock_paths)
+                      or (op == "putfile1" and servers[s].put_paths))] for op in ops}
         for op in ops:
             for name in plan[op]:
                 preflight(servers[name], op, files)
