@@ -1,4 +1,4 @@
-"""SQLite writers take turns in a queue (db.WriterQueue) before BEGIN IMMEDIATE: within a process, across
+"""SQLite writers take turns in a queue (writers.WriterQueue) before BEGIN IMMEDIATE: within a process, across
 processes, with the busy timeout still giving 503, and with a dead process's turn given back."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from wopihost.db import Database, WriterQueue
+from wopihost.db import Database
 from wopihost.faults import Unavailable
 from wopihost.models import User
+from wopihost.writers import WriterQueue
 
 HOLD = """
 import fcntl, os, sys, time
@@ -58,19 +59,23 @@ def users(db: Database) -> set[str]:
 
 def test_writers_of_many_threads_all_land(sqlite_db):
     errors = []
+    patient = Database(sqlite_db.url, busy_timeout=10)  # what is tested is that all land, not how soon
 
     def write(i: int) -> None:
         try:
             for j in range(10):
-                add_user(sqlite_db, f"t{i}-{j}")
+                add_user(patient, f"t{i}-{j}")
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        patient.dispose()
     assert errors == []
     assert len(users(sqlite_db)) == 80
 

@@ -29,10 +29,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .clock import Clock
-from .db import Database, Prepared, Statements
+from .db import Database
 from .errors import bad_request, conflict
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .names import encode_utf7
+from .prepared import Prepared, Statements
 from .repository import load_file
 from .errors import not_found
 from .text import text_problem

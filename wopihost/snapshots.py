@@ -9,9 +9,10 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .db import Database, Prepared
+from .db import Database
 from .extents import Extents
 from .models import AccessToken, File, User
+from .prepared import Prepared
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,71 @@
+"""Statements compiled once and run straight on the database driver, for the few that every request runs."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+
+class Prepared:
+    """A SELECT compiled once per dialect and run straight on the driver (`Database.first`).
+
+    For the reads every request makes (its token, file and user; a lock's state), SQLAlchemy's execution
+    machinery (connection, autobegin, events, result objects) cost several times the query itself. The
+    types' own bind and result processors still convert the values, so a row reads as it would through
+    SQLAlchemy.
+    """
+
+    def __init__(self, statement: sa.Executable | dict[str, sa.Executable]):
+        """`statement`, or one per dialect name (an upsert is spelled differently on each)."""
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def on(self, dialect: sa.Dialect) -> "_Compiled":
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            statement = self.statement[dialect.name] if isinstance(self.statement, dict) else self.statement
+            compiled = self._compiled[dialect.name] = _Compiled(statement, dialect)
+        return compiled
+
+
+class _Compiled:
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.sql, self._positions = compiled.string, compiled.positiontup  # positions: None if named
+        self._binds = {name: param.type.dialect_impl(dialect).bind_processor(dialect)
+                       for name, param in compiled.binds.items()}
+        self._results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                         for column in getattr(statement, "selected_columns", ())]
+
+    def args(self, params: dict) -> object:
+        values = {name: value if value is None or self._binds.get(name) is None else self._binds[name](value)
+                  for name, value in params.items()}
+        return [values[name] for name in self._positions] if self._positions is not None else values
+
+    def row(self, values: tuple) -> tuple:
+        return tuple(value if convert is None or value is None else convert(value)
+                     for convert, value in zip(self._results, values))
+
+
+class Statements:
+    """Prepared statements run in one transaction on one driver connection (`Database.transaction`)."""
+
+    def __init__(self, cursor, dialect: sa.Dialect):
+        self._cursor, self.dialect = cursor, dialect
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect.name == "sqlite"
+
+    def run(self, query: Prepared, params: dict) -> None:
+        compiled = query.on(self.dialect)
+        self._cursor.execute(compiled.sql, compiled.args(params))
+
+    def first(self, query: Prepared, params: dict) -> tuple | None:
+        self.run(query, params)
+        row = self._cursor.fetchone()
+        return query.on(self.dialect).row(row) if row is not None else None
+
+    def all(self, query: Prepared, params: dict) -> list[tuple]:
+        self.run(query, params)
+        compiled = query.on(self.dialect)
+        return [compiled.row(row) for row in self._cursor.fetchall()]
