@@ -19,7 +19,7 @@ import os
 import threading
 from contextlib import contextmanager, nullcontext
 from importlib import resources
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from .faults import InsufficientStorage, Unavailable
 from .prepared import Prepared, Statements
 from .writers import WriterQueue
+
+T = TypeVar("T")
 
 
 def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
@@ -99,27 +101,14 @@ class Database:
             yield session
 
     def first(self, query: Prepared, params: dict) -> tuple | None:
-        """The first row of one SELECT, on this thread's reading connection, in autocommit: one statement reads
-        one consistent state on SQLite and under READ COMMITTED alike, with no BEGIN, no ROLLBACK and no
-        pool checkout around it. A connection found broken is replaced and the read tried once more."""
-        dialect = self.engine.dialect
+        """The first row of one SELECT, on this thread's connection, in autocommit: one statement reads one
+        consistent state on SQLite and under READ COMMITTED alike, with no BEGIN, no ROLLBACK and no pool
+        checkout around it."""
         with _faults():
-            for attempt in (1, 2):
-                connection = None
-                try:
-                    connection = self._connection()
-                    cursor = connection.cursor()
-                    try:
-                        return Statements(cursor, dialect).first(query, params)
-                    finally:
-                        cursor.close()  # on SQLite, ends the statement's read transaction
-                except dialect.loaded_dbapi.Error as exc:
-                    disconnected = dialect.is_disconnect(exc, connection, None)
-                    self._drop_connection()
-                    if not (disconnected and attempt == 1):
-                        raise sa.exc.DBAPIError.instance(query.on(dialect).sql, None, exc,
-                                                         dialect.loaded_dbapi.Error, hide_parameters=True) from exc
-        raise AssertionError("unreachable")
+            cursor, row = self._on_live_connection(
+                lambda cursor: Statements(cursor, self.engine.dialect).first(query, params))
+            cursor.close()  # on SQLite, ends the statement's read transaction
+            return row
 
     @contextmanager
     def transaction(self) -> Iterator[Statements]:
@@ -130,30 +119,41 @@ class Database:
         turn = self._writers.turn() if self._writers is not None else nullcontext()
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with _faults(), turn:
+            cursor, _ = self._on_live_connection(
+                lambda cursor: cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN"))
             try:
-                cursor = self._connection().cursor()
-            except dbapi_error as exc:
-                self._drop_connection()
-                raise sa.exc.DBAPIError.instance("connect", None, exc, dbapi_error) from exc
-            began = False
-            try:
-                cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
-                began = True
                 yield Statements(cursor, self.engine.dialect)
                 cursor.execute("COMMIT")
             except dbapi_error as exc:
-                if began:
-                    self._abandon(cursor)
-                if self.engine.dialect.is_disconnect(exc, None, None):
-                    self._drop_connection()
+                self._abandon(cursor)
                 raise sa.exc.DBAPIError.instance("transaction", None, exc, dbapi_error,
                                                  hide_parameters=True) from exc
             except BaseException:
-                if began:
-                    self._abandon(cursor)
+                self._abandon(cursor)
                 raise
             finally:
-                _close_quietly(cursor)  # its connection may be gone already (dropped above)
+                _close_quietly(cursor)  # its connection may be gone already (dropped by _abandon)
+
+    def _on_live_connection(self, act: Callable[[object], T]) -> tuple[object, T]:
+        """A cursor on this thread's connection and what `act(cursor)` returned. A connection the server
+        dropped (a restart, an idle timeout) shows only when used: then a new one is opened and `act` runs
+        again, once, as nothing was done on the dropped one."""
+        dialect = self.engine.dialect
+        for attempt in (1, 2):
+            connection = cursor = None
+            try:
+                connection = self._connection()
+                cursor = connection.cursor()
+                return cursor, act(cursor)
+            except dialect.loaded_dbapi.Error as exc:
+                if cursor is not None:
+                    _close_quietly(cursor)
+                disconnected = dialect.is_disconnect(exc, connection, cursor)
+                self._drop_connection()
+                if not (disconnected and attempt == 1):
+                    raise sa.exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
+                                                     hide_parameters=True) from exc
+        raise AssertionError("unreachable")
 
     def _abandon(self, cursor) -> None:
         """Roll back; a connection that cannot is dropped, never left mid-transaction for the next request."""
@@ -182,7 +182,7 @@ class Database:
         if held is not None and held[0] == os.getpid():
             with self._held_lock:
                 self._held.discard(held[1])
-            _close_quietly(held[1])
+            held[1].invalidate()  # closed without the rollback a broken connection would fail (and log)
 
     def dispose(self) -> None:
         if self._writers is not None:

@@ -1,0 +1,87 @@
+"""The driver connection each thread keeps for the request's read and the lock transitions (Database.first,
+Database.transaction): replaced when the database server dropped it, its own per thread, all closed by
+dispose()."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from wopihost.db import Database
+from wopihost.faults import Unavailable
+from wopihost.prepared import Prepared
+
+BACKEND = Prepared(sa.select(sa.func.pg_backend_pid().label("pid")))
+ONE = Prepared(sa.select(sa.literal_column("1").label("one")))
+
+
+@pytest.fixture
+def db(database):
+    db = Database(database)
+    yield db
+    db.dispose()
+
+
+def terminate(db: Database, pid: int) -> None:
+    """Drop a connection from the server's side, as a restart or an idle timeout would."""
+    admin = sa.create_engine(db.url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+
+
+def terminate_backend(db: Database) -> int:
+    """Drop this thread's connection from the server's side; its backend's pid."""
+    pid = db.first(BACKEND, {})[0]
+    terminate(db, pid)
+    return pid
+
+
+def test_a_read_on_a_dropped_connection_is_retried_on_a_new_one(db, caplog):
+    if db.is_sqlite:
+        pytest.skip("SQLite has no server to drop a connection")
+    dropped = terminate_backend(db)
+    assert db.first(BACKEND, {})[0] != dropped
+    assert "Traceback" not in caplog.text  # a dropped connection is let go without a failed rollback logged
+
+
+def test_a_transaction_on_a_dropped_connection_begins_on_a_new_one(db):
+    if db.is_sqlite:
+        pytest.skip("SQLite has no server to drop a connection")
+    dropped = terminate_backend(db)
+    with db.transaction() as t:
+        assert t.first(BACKEND, {})[0] != dropped
+
+
+def test_a_connection_dropped_in_a_transaction_is_503_and_the_next_one_works(db):
+    if db.is_sqlite:
+        pytest.skip("SQLite has no server to drop a connection")
+    with pytest.raises(Unavailable):
+        with db.transaction() as t:
+            terminate(db, t.first(BACKEND, {})[0])
+            t.first(ONE, {})
+    with db.transaction() as t:
+        assert t.first(ONE, {}) == (1,)
+
+
+def test_each_thread_has_its_own_connection_and_dispose_closes_them_all(db):
+    connections = []
+
+    def read() -> None:
+        assert db.first(ONE, {}) == (1,)
+        connections.append(db._connection())
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(c) for c in connections}) == 3
+    db.dispose()
+    for connection in connections:
+        with pytest.raises(Exception, match="closed"):
+            connection.cursor().execute("SELECT 1")
