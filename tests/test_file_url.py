@@ -4,7 +4,7 @@ content, for WOPIHOST_FILE_URL_TTL (5 minutes) or until the token it was made un
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import webtest
@@ -160,12 +160,15 @@ def _tampered(ticket: str) -> str:
     lambda t: t + "a",
     lambda t: t.upper(),
     lambda t: t + "====",
-], ids=["garbage", "same-length", "tampered", "truncated", "extended", "upper-case", "padded"])
+    lambda t: t[:5] + "\u00e9" + t[6:],
+    lambda t: t.replace(".", ""),
+], ids=["garbage", "same-length", "tampered", "truncated", "extended", "upper-case", "padded", "non-ascii",
+        "no-fields"])
 def test_a_forged_or_damaged_ticket_is_401(wopi, testapp, change):
     ticket = ticket_of(file_url(wopi))
     forged = change(ticket)
     assert forged != ticket
-    response = testapp.get(f"/wopi/download/{forged}", expect_errors=True)
+    response = testapp.get(f"/wopi/download/{quote(forged)}", expect_errors=True)
     assert response.status_int == 401
     assert response.headers["X-WOPI-FailureReason"]
     assert response.body == b""

@@ -30,12 +30,11 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import bad_request, conflict
+from .errors import bad_request, conflict, not_found
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .names import encode_utf7
 from .prepared import Prepared, Statements
 from .repository import load_file
-from .errors import not_found
 from .text import text_problem
 
 LOCK_TTL = timedelta(minutes=30)
@@ -132,13 +131,13 @@ class Locks:
 
     def lock(self, file_id: str, lock_id: str, how: LockRequest = LockRequest()) -> int:
         """Lock (or, with the same id, refresh); the file's version."""
-        return self._transition(file_id, lock_id, unlocked_ok=True, change=lambda s, now: self._set(
-            s, file_id, lock_id, now, how))
+        return self._transition(file_id, lock_id, unlocked_ok=True, change=lambda t, now: self._set(
+            t, file_id, lock_id, now, how))
 
     def unlock_and_relock(self, file_id: str, new_lock_id: str, old_lock_id: str,
                           how: LockRequest = LockRequest()) -> int:
-        return self._transition(file_id, old_lock_id, unlocked_ok=False, change=lambda s, now: self._set(
-            s, file_id, new_lock_id, now, how))
+        return self._transition(file_id, old_lock_id, unlocked_ok=False, change=lambda t, now: self._set(
+            t, file_id, new_lock_id, now, how))
 
     def refresh(self, file_id: str, lock_id: str, how: LockRequest = LockRequest()) -> int:
         return self.unlock_and_relock(file_id, lock_id, lock_id, how)  # a refresh is a relock with the same id
@@ -169,7 +168,10 @@ class Locks:
         """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
         with self.db.transaction() as t:
             now = self.clock.now()
-            if not t.is_sqlite:  # the row lock first, in a statement of its own (see repository.lock_file_row)
+            if not t.is_sqlite:
+                # The row lock first, in a statement of its own: under READ COMMITTED a statement that waited
+                # for a row lock sees that row anew but the others (the file's WOPI lock) as they were when it
+                # began, so the state is read after the wait. On SQLite, BEGIN IMMEDIATE serialises.
                 t.run(_LOCK_FILE_ROW, {"file_id": file_id})
             state = t.first(_STATE, {"file_id": file_id, "now": now})
             if state is None:
@@ -207,7 +209,7 @@ def _upsert(dialect) -> sa.Insert:
         name: insert.excluded[name] for name in ("lock_id", "expires_at", "user_name")})
 
 
-# Compiled once (db.Prepared): SQLAlchemy's execution of a statement costs more than the statement.
+# Compiled once (prepared.Prepared): SQLAlchemy's execution of a statement costs more than the statement.
 _UPSERT = Prepared({"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)})
 _DELETE = Prepared(sa.delete(_LOCKS).where(_LOCKS.c.file_id == sa.bindparam("file_id")))
 _LOCK_FILE_ROW = Prepared(sa.select(_FILES.c.id).where(_FILES.c.id == sa.bindparam("file_id")).with_for_update())

@@ -6,9 +6,10 @@ import sqlalchemy as sa
 
 
 class Prepared:
-    """A SELECT compiled once per dialect and run straight on the driver (`Database.first`).
+    """A statement compiled once per dialect and run straight on the driver (`Database.first`,
+    `Database.transaction`).
 
-    For the reads every request makes (its token, file and user; a lock's state), SQLAlchemy's execution
+    For the statements every request runs (its token, file and user; a lock transition), SQLAlchemy's execution
     machinery (connection, autobegin, events, result objects) cost several times the query itself. The
     types' own bind and result processors still convert the values, so a row reads as it would through
     SQLAlchemy.
@@ -56,16 +57,16 @@ class Statements:
     def is_sqlite(self) -> bool:
         return self.dialect.name == "sqlite"
 
-    def run(self, query: Prepared, params: dict) -> None:
+    def run(self, query: Prepared, params: dict) -> _Compiled:
         compiled = query.on(self.dialect)
         self._cursor.execute(compiled.sql, compiled.args(params))
+        return compiled
 
     def first(self, query: Prepared, params: dict) -> tuple | None:
-        self.run(query, params)
+        compiled = self.run(query, params)
         row = self._cursor.fetchone()
-        return query.on(self.dialect).row(row) if row is not None else None
+        return compiled.row(row) if row is not None else None
 
     def all(self, query: Prepared, params: dict) -> list[tuple]:
-        self.run(query, params)
-        compiled = query.on(self.dialect)
+        compiled = self.run(query, params)
         return [compiled.row(row) for row in self._cursor.fetchall()]

@@ -39,15 +39,6 @@ def insert_if_absent(session: Session, model, **values) -> bool:
     return session.execute(statement.returning(sa.literal(1))).first() is not None
 
 
-def lock_file_row(session: Session, file_id: str) -> None:
-    """Take the file's row lock before reading what a change depends on, in a statement of its own: under
-    READ COMMITTED a statement that waited for a row lock sees that row anew but every other row (the file's
-    WOPI lock, say) as it was when the statement began, so the reads must come after the wait. On SQLite
-    the write transaction itself (BEGIN IMMEDIATE) serialises, and the statement is not worth running."""
-    if session.info.get("write") and session.get_bind().dialect.name != "sqlite":
-        session.execute(locking(session, sa.select(File.id).where(File.id == file_id)))
-
-
 def lock_user(session: Session, user_id: str) -> None:
     """Serialise changes that count a user's rows (open upload sessions and their bytes). On SQLite the
     write transaction itself (BEGIN IMMEDIATE) does, and the statement is not worth running."""
