@@ -1,6 +1,7 @@
 """CheckFileInfo (docs/wopi.md §3.1, §5, §7 item 1)."""
 
 import base64
+import io
 import hashlib
 import os
 import re
@@ -56,12 +57,30 @@ def test_metadata_properties(wopi, clock):
     assert info["LastModifiedTime"].startswith(clock.now().strftime("%Y-%m-%dT%H:%M:%S"))
 
 
-def test_host_urls_are_absolute_and_point_at_this_host(wopi):
+def test_host_urls_are_launch_links_of_this_hosts_page(wopi):
     info = wopi.check_file_info().json
-    assert info["HostViewUrl"] == f"https://wopi.example.test/host/view/{wopi.file_id}"
-    assert info["HostEditUrl"] == f"https://wopi.example.test/host/edit/{wopi.file_id}"
-    page = wopi.testapp.get(f"/host/view/{wopi.file_id}")
-    assert "Doc.docx" in page.text
+    assert info["HostViewUrl"].startswith("https://wopi.example.test/host/view/")
+    assert info["HostEditUrl"].startswith("https://wopi.example.test/host/edit/")
+    assert info["PostMessageOrigin"] == "https://wopi.example.test"
+    # the link opens the page (which says no client is configured: there is no discovery here) ...
+    page = wopi.testapp.get(info["HostViewUrl"].removeprefix("https://wopi.example.test"), status=503)
+    assert "WOPIHOST_DISCOVERY_URL" in page.text
+    # ... and the file's id alone opens nothing
+    page = wopi.testapp.get(f"/host/view/{wopi.file_id}", status=403)
+    assert "Doc.docx" not in page.text
+
+
+def test_host_urls_name_the_integrators_page_when_one_is_set(settings, clock, make_file):
+    app = create_app(settings.with_changes(host_page_url="https://portal.example.test/open?f={file_id}&a={action}"),
+                     clock)
+    services = app.extensions["wopihost"]
+    file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+    client = WopiClient(webtest.TestApp(app), file.id, services.issue_token(file.id, "alice", True).token)
+    info = client.check_file_info().json
+    assert info["HostViewUrl"] == f"https://portal.example.test/open?f={file.id}&a=view"
+    assert info["HostEditUrl"] == f"https://portal.example.test/open?f={file.id}&a=edit"
+    assert info["PostMessageOrigin"] == "https://portal.example.test"
+    services.db.dispose()
 
 
 @pytest.fixture

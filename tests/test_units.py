@@ -73,7 +73,9 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.public_url == "http://127.0.0.1:8080"
     assert settings.token_ttl == 36000
     assert settings.max_file_size == 1 << 30
-    assert settings.host_page_url == "http://127.0.0.1:8080/host/{action}/{file_id}"
+    assert settings.host_page_url == ""  # the built-in host page
+    assert settings.launch_link_ttl == 300
+    assert settings.ui_language == "en-US"
 
 
 @pytest.mark.parametrize("env, variable", [({"WOPIHOST_TOKEN_TTL": "soon"}, "WOPIHOST_TOKEN_TTL"),

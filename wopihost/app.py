@@ -9,7 +9,6 @@ import sqlalchemy as sa
 
 from flask import Flask, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
-from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, requesturl
@@ -21,7 +20,7 @@ from .faults import InsufficientStorage, Unavailable
 from .gc import Sweeper
 from .services import Services
 from .wopi import blueprint as wopi_blueprint
-from . import graph, sharepage
+from . import graph, hostpage, sharepage
 from .body import drain
 
 log = logging.getLogger("wopihost")
@@ -58,7 +57,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.register_blueprint(wopi_blueprint)
     graph.register(app)
     app.register_blueprint(sharepage.blueprint)
-    app.add_url_rule("/host/<action>/<file_id>", view_func=host_page)
+    app.register_blueprint(hostpage.blueprint)
     app.add_url_rule("/healthz", view_func=healthz)
     app.register_error_handler(WopiError, _wopi_error)
     app.register_error_handler(InsufficientStorage, _insufficient_storage)
@@ -136,20 +135,3 @@ def healthz() -> Response:
     checks["instance"] = instance_fingerprint(services.settings.secret_key)
     return Response(json.dumps(checks), status=200 if healthy else 503, mimetype="application/json",
                     headers={"Cache-Control": "no-store"})
-
-
-def host_page(action: str, file_id: str) -> Response:
-    """Where HostViewUrl/HostEditUrl point unless WOPIHOST_HOST_PAGE_URL names the integrator's own page.
-
-    A real host page embeds the WOPI client's action URL, which needs discovery;
-    until discovery is configured this page only says which file it is for.
-    """
-    if action not in ("view", "edit"):
-        raise WopiError(404, "host pages are /host/view/<file id> and /host/edit/<file id>")
-    services: Services = current_app.extensions["wopihost"]
-    file = services.files.get(file_id)
-    html = (f"<!doctype html><title>{escape(file.name)}</title>"
-            f"<h1>{escape(file.name)}</h1><p>WOPISrc: <code>{escape(services.wopi_src(file.id))}</code></p>"
-            f"<p>Action: {escape(action)}. No WOPI client is configured for this host page.</p>")
-    return Response(html, mimetype="text/html", headers={"Cache-Control": "no-cache, no-store"})
-

@@ -62,6 +62,15 @@ def _proof_mode(text: str) -> str:
     return text.strip().lower()
 
 
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def _language_tag(text: str) -> str:
+    if not _LANGUAGE_TAG.match(text.strip()):
+        raise ValueError(f"not a language tag such as en-US: {text!r}")
+    return text.strip()
+
+
 def parse_flag(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "on", "true", "yes"):
@@ -79,7 +88,9 @@ class Settings:
     secret_key: str = field(repr=False)
     token_ttl: float = 10 * 3600
     max_file_size: int = 1 << 30
-    host_page_url: str = ""
+    host_page_url: str = ""  # "": the built-in host page, opened by launch links (wopihost/hostpage.py)
+    launch_link_ttl: float = 5 * 60
+    ui_language: str = "en-US"
     database_busy_timeout: float = 30.0
     min_free_space: int = 64 << 20
     cspp_plus: bool = False
@@ -145,7 +156,9 @@ class Settings:
             secret_key=env.get(ENV_PREFIX + "SECRET_KEY") or load_or_create_secret(data_dir),
             token_ttl=parsed("TOKEN_TTL", "10h", parse_duration),
             max_file_size=max_file_size,
-            host_page_url=get("HOST_PAGE_URL", public_url + "/host/{action}/{file_id}"),
+            host_page_url=get("HOST_PAGE_URL", ""),
+            launch_link_ttl=parsed("LAUNCH_LINK_TTL", "5m", _positive_duration),
+            ui_language=parsed("UI_LANGUAGE", "en-US", _language_tag),
             # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too
             database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"),
                                          parse_duration),

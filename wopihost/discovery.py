@@ -55,6 +55,7 @@ class Action:
     progid: str = ""
     requires: tuple[str, ...] = ()
     default: bool = False
+    favicon: str = ""  # the app's favIconUrl: a host page shows it for the documents this action opens
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def parse_discovery(xml_bytes: bytes) -> Discovery:
         for app in zone:
             if _local(app.tag) != "app":
                 continue
-            app_name = _attr(app, "name")
+            app_name, favicon = _attr(app, "name"), _attr(app, "favIconUrl")
             for element in app:
                 if _local(element.tag) != "action":
                     continue
@@ -213,6 +214,7 @@ def parse_discovery(xml_bytes: bytes) -> Discovery:
                     progid=_attr(element, "progid"),
                     requires=requires,
                     default=_attr(element, "default").lower() == "true",
+                    favicon=favicon,
                 ))
     return Discovery(actions=tuple(actions), proof_keys=_parse_proof_keys(root))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from .activities import Activities
 from .chunked import ChunkedFiles
@@ -13,15 +15,17 @@ from .coauth import CoauthLocks
 from .config import Settings
 from .containers import Containers
 from .db import Database
+from .discovery import DiscoveryCache
 from .drives import Drives
 from .files import Files
+from .launches import PATH as HOST_PAGE_PATH, LaunchLinks
 from .locks import Locks
 from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .shares import ShareLinks, share_url
 from .storage import BlobStore
-from .tokens import API, FILE_URL, IssuedToken, Tokens, container
+from .tokens import API, FILE_URL, Grant, IssuedToken, Tokens, container
 from .tree import Tree
 from .uploads import Uploads
 from .workbooks import Workbooks
@@ -48,6 +52,8 @@ class Services:
     containers: Containers
     shares: ShareLinks
     activities: Activities
+    launches: LaunchLinks
+    discovery: DiscoveryCache | None  # the WOPI client's, when WOPIHOST_DISCOVERY_URL names one
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
@@ -59,14 +65,16 @@ class Services:
         files = Files(db, blobs, clock, settings.max_file_size)
         drives = Drives(db, clock, settings.drive_quota)
         tree = Tree(db, blobs, clock, files)
+        tokens = Tokens(settings.secret_key, clock)
+        discovery = discovery_cache(settings, clock)
         return cls(settings=settings, clock=clock, db=db, blobs=blobs,
-                   tokens=Tokens(settings.secret_key, clock),
+                   tokens=tokens,
                    files=files,
                    locks=Locks(db, clock),
                    sessions=sessions,
                    chunked=ChunkedFiles(db, blobs, clock, sessions, settings),
                    coauth=CoauthLocks(db, clock),
-                   proofs=ProofCheck(settings, clock, discovery_cache(settings, clock)),
+                   proofs=ProofCheck(settings, clock, discovery),
                    drives=drives,
                    tree=tree,
                    uploads=Uploads(db, clock, sessions, files, drives, settings.max_file_size,
@@ -75,19 +83,34 @@ class Services:
                                        settings.workbook_persistent_ttl, settings.workbook_temporary_ttl),
                    containers=Containers(db, tree, files),
                    shares=ShareLinks(db, clock),
-                   activities=Activities(db, clock))
+                   activities=Activities(db, clock),
+                   launches=LaunchLinks(db, tokens, drives, clock),
+                   discovery=discovery)
 
     # -- URLs ---------------------------------------------------------------------
 
     def wopi_src(self, file_id: str) -> str:
         return f"{self.settings.public_url}/wopi/files/{file_id}"
 
-    def host_page_url(self, action: str, file_id: str) -> str:
-        return self.settings.host_page_url.format(action=action, file_id=file_id)
+    def host_page_url(self, action: str, file_id: str, grant: Grant) -> str:
+        """HostViewUrl / HostEditUrl: the integrator's own host page if WOPIHOST_HOST_PAGE_URL names one, else a
+        launch link of the built-in one that opens with the caller's token."""
+        if self.settings.host_page_url:
+            return self.settings.host_page_url.format(action=action, file_id=file_id)
+        return self.launch_url(action, self.launches.for_grant(grant, file_id, action))
+
+    @functools.cached_property
+    def post_message_origin(self) -> str:
+        """CheckFileInfo's PostMessageOrigin: the origin of the host page, the only one a WOPI client posts to."""
+        parts = urlsplit(self.settings.host_page_url or self.settings.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def launch_url(self, action: str, ticket: str) -> str:
+        return f"{self.settings.public_url}{HOST_PAGE_PATH}/{action}/{ticket}"
 
     def file_url(self, grant, file_id: str) -> str:
         """CheckFileInfo's FileUrl: the file's content, with no token, for WOPIHOST_FILE_URL_TTL."""
-        ticket = self.tokens.download_ticket(grant, file_id, timedelta(seconds=self.settings.file_url_ttl), FILE_URL)
+        ticket = self.tokens.ticket(grant, file_id, timedelta(seconds=self.settings.file_url_ttl), FILE_URL)
         return f"{self.settings.public_url}/wopi/download/{ticket}"
 
     def share_url(self, link_id: str) -> str:

@@ -51,6 +51,16 @@ ECOSYSTEM = "e-"
 FOLDER_RIGHTS = "lcmw"
 DOWNLOAD_TTL = timedelta(hours=1)
 GRAPH_DOWNLOAD, FILE_URL = "download", "file-url"  # the kinds of download URL
+LAUNCH_ACTIONS = ("view", "edit", "editnew")  # the host page's actions; each has a kind of launch link
+
+
+def launch(action: str) -> str:
+    """The ticket kind of a launch link that opens the host page on `action`."""
+    return f"launch-{action}"
+
+
+_TICKET_NOUNS = {GRAPH_DOWNLOAD: "download URL", FILE_URL: "download URL",
+                 **{launch(action): "launch link" for action in LAUNCH_ACTIONS}}
 _FILE_RIGHTS = ("r", "w")
 
 
@@ -93,9 +103,9 @@ class IssuedToken:
 class Tokens:
     def __init__(self, secret: str, clock: Clock):
         self._signer = itsdangerous.Signer(secret, salt="wopihost.access-token", digest_method=hashlib.sha256)
-        # one signer per kind of download URL, so that one kind is never taken for another
+        # one signer per kind of ticket, so that one kind is never taken for another
         self._tickets = {kind: itsdangerous.Signer(secret, salt=f"wopihost.{kind}", digest_method=hashlib.sha256)
-                         for kind in (GRAPH_DOWNLOAD, FILE_URL)}
+                         for kind in _TICKET_NOUNS}
         self._clock = clock
         # A client sends the same token with every request of its session: what its signature says is kept,
         # so each request after the first skips the decoding and the HMAC. Expiry, resource and revocation
@@ -153,18 +163,18 @@ class Tokens:
             raise unauthorized("the access token has been revoked")
         return replace(claim, user_id=user_id)
 
-    def download_ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL,
-                        kind: str = GRAPH_DOWNLOAD) -> str:
-        """A short-lived credential for one file's content (`kind`: Graph's @microsoft.graph.downloadUrl,
-        WOPI's FileUrl), bound to the token it was issued under, so revoking that token revokes it too."""
+    def ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL, kind: str = GRAPH_DOWNLOAD) -> str:
+        """A short-lived credential for one file (`kind`: its content as Graph's @microsoft.graph.downloadUrl or
+        WOPI's FileUrl, or a launch link of the host page), bound to the token it was issued under, so revoking
+        that token revokes it too. It expires with that token, or `ttl` from now if sooner."""
         expiry = min(_epoch(grant.expires_at), _epoch(self._clock.now() + ttl))
         # Not base32 like a token: nobody proof-signs these URLs, and base64url is encoded in C (a FileUrl
         # is made for every CheckFileInfo).
         return self._tickets[kind].sign(f"{grant.jti}.{file_id}.{expiry}".encode("ascii")).decode("ascii")
 
-    def open_download_ticket(self, session: Session, ticket: str, kind: str = GRAPH_DOWNLOAD) -> tuple[str, str]:
-        """The file id a download ticket of `kind` is for and the user it was issued to (whose access to the
-        file the caller checks again); WopiError 401 if it is not valid (any more)."""
+    def open_ticket(self, session: Session, ticket: str, kind: str = GRAPH_DOWNLOAD) -> tuple[str, AccessToken]:
+        """The file id a ticket of `kind` is for and the row of the token it was issued under (whose user's
+        access to the file the caller checks again); WopiError 401 if it is not valid (any more)."""
         try:
             signed = ticket.encode("ascii")
             payload = signed.rpartition(b".")[0]
@@ -175,11 +185,11 @@ class Tokens:
             jti, file_id, expiry = payload.decode("ascii").split(".")
             expires_at = _EPOCH + timedelta(seconds=int(expiry))
         except _MALFORMED:
-            raise unauthorized("the download URL is not valid") from None
+            raise unauthorized(f"the {_TICKET_NOUNS[kind]} is not valid") from None
         row = session.get(AccessToken, jti)
         if expires_at <= self._clock.now() or row is None or row.revoked_at is not None:
-            raise unauthorized("the download URL has expired or its token has been revoked")
-        return file_id, row.user_id
+            raise unauthorized(f"the {_TICKET_NOUNS[kind]} has expired or its token has been revoked")
+        return file_id, row
 
     def revoke(self, session: Session, *, token: str | None = None, file_id: str | None = None,
                user_id: str | None = None) -> int:

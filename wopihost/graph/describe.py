@@ -38,7 +38,7 @@ def describe(services: Services, s, items: list[Item], drive: Drive, grant: Gran
 def download_url(services: Services, grant: Grant | None, item: Item) -> str | None:
     if grant is None or not isinstance(item, File):
         return None
-    return f"{services.settings.public_url}/v1.0/{DOWNLOADS}/{services.tokens.download_ticket(grant, item.id)}"
+    return f"{services.settings.public_url}/v1.0/{DOWNLOADS}/{services.tokens.ticket(grant, item.id)}"
 
 
 def names(s, user_ids: set[str]) -> dict[str, str]:

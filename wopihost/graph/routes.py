@@ -284,11 +284,11 @@ def get_content(call: Call, ref: ItemRef) -> Response:
 def _download(services: Services, ticket: str) -> Response:
     _allow("GET", "HEAD")
     with services.db.read() as s:
-        file_id, user_id = services.tokens.open_download_ticket(s, ticket)
+        file_id, row = services.tokens.open_ticket(s, ticket)
         file = s.get(File, file_id)
         if file is None:
             raise not_found("the file no longer exists")
-        services.drives.reachable(s, user_id, s.get(Folder, file.folder_id).drive_id)  # still a member?
+        services.drives.reachable(s, row.user_id, s.get(Folder, file.folder_id).drive_id)  # still a member?
     return _content(services, file_id)
 
 

@@ -141,8 +141,8 @@ def create_child_file(call: ContainerCall) -> WopiResponse:
     return jsonify({
         "Name": file.name,
         "Url": pointers.created_file(services, call.grant, file.id),
-        "HostViewUrl": services.host_page_url("view", file.id),
-        "HostEditUrl": services.host_page_url("edit", file.id),
+        "HostViewUrl": services.host_page_url("view", file.id, call.grant),
+        "HostEditUrl": services.host_page_url("edit", file.id, call.grant),
     })
 
 

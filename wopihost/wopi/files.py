@@ -78,8 +78,9 @@ def check_file_info(call: Call) -> WopiResponse:
         "SupportsUserInfo": True,
         "SupportsAddActivities": True,
         "SupportedShareUrlTypes": _share_types(grant),
-        "HostViewUrl": services.host_page_url("view", file.id),
-        "HostEditUrl": services.host_page_url("edit", file.id),
+        "HostViewUrl": services.host_page_url("view", file.id, grant),
+        "HostEditUrl": services.host_page_url("edit", file.id, grant),
+        "PostMessageOrigin": services.post_message_origin,
         "FileUrl": services.file_url(grant, file.id),
         "IsEduUser": False,
         "LicenseCheckForEditIsEnabled": False,
@@ -118,7 +119,7 @@ def download(services: Services, ticket: str) -> WopiResponse:
     """CheckFileInfo's FileUrl: the current content for whoever has the URL, until it expires (or the
     token it was made under is revoked)."""
     with services.db.read() as s:
-        file_id, _ = services.tokens.open_download_ticket(s, ticket, FILE_URL)
+        file_id, _ = services.tokens.open_ticket(s, ticket, FILE_URL)
     return _content_response(*services.files.open_content(file_id))
 
 
@@ -198,8 +199,8 @@ def put_relative_file(call: Call) -> WopiResponse:
     return jsonify({
         "Name": file.name,
         "Url": pointers.sibling_file(services, grant, file.id),
-        "HostViewUrl": services.host_page_url("view", file.id),
-        "HostEditUrl": services.host_page_url("edit", file.id),
+        "HostViewUrl": services.host_page_url("view", file.id, grant),
+        "HostEditUrl": services.host_page_url("edit", file.id, grant),
     })
 
 

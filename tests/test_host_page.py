@@ -1,0 +1,286 @@
+"""The built-in host page and its launch links (wopihost/hostpage.py, wopihost/launches.py), in-process.
+
+A browser runs the page against a stand-in WOPI client in tests/e2e/test_host_page_e2e.py; here: what the page
+says, to whom, and what it refuses.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+from html.parser import HTMLParser
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import webtest
+
+from wopihost.app import create_app
+from wopihost.clock import to_epoch_ms
+from wopihost.discovery import DiscoveryCache
+from wopihost.errors import WopiError
+
+from .helpers import WopiClient
+
+PUBLIC = "https://wopi.example.test"
+CLIENT = "https://word.client.test"
+DISCOVERY = f"""<?xml version="1.0" encoding="utf-8"?>
+<wopi-discovery><net-zone name="external-https">
+ <app name="Word" favIconUrl="{CLIENT}/wv/resources/1033/FavIcon_Word.ico" checkLicense="true">
+  <action name="view" ext="docx" default="true"
+          urlsrc="{CLIENT}/wv/wordviewerframe.aspx?&lt;ui=UI_LLCC&amp;&gt;&lt;rs=DC_LLCC&amp;&gt;&lt;dchat=DISABLE_CHAT&amp;&gt;&lt;hid=HOST_SESSION_ID&amp;&gt;&lt;sc=SESSION_CONTEXT&amp;&gt;&lt;wopisrc=WOPI_SOURCE&amp;&gt;"/>
+  <action name="edit" ext="docx" requires="locks,update"
+          urlsrc="{CLIENT}/we/wordeditorframe.aspx?&lt;ui=UI_LLCC&amp;&gt;&lt;rs=DC_LLCC&amp;&gt;&lt;hid=HOST_SESSION_ID&amp;&gt;&lt;wopisrc=WOPI_SOURCE&amp;&gt;"/>
+  <action name="editnew" ext="docx" requires="locks,update"
+          urlsrc="{CLIENT}/we/wordeditorframe.aspx?new=1&amp;&lt;ui=UI_LLCC&amp;&gt;&lt;wopisrc=WOPI_SOURCE&amp;&gt;"/>
+ </app>
+</net-zone></wopi-discovery>
+"""
+
+
+class Page(HTMLParser):
+    """The parts of the host page a browser acts on."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.form: dict = {}
+        self.fields: dict[str, str] = {}
+        self.icons: list[str] = []
+        self.nonces: list[str] = []
+        self.title = ""
+        self._in_title = False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.form = attrs
+        elif tag == "input":
+            self.fields[attrs["name"]] = attrs["value"]
+        elif tag == "link" and "icon" in attrs.get("rel", ""):
+            self.icons.append(attrs["href"])
+        elif tag in ("script", "style"):
+            self.nonces.append(attrs.get("nonce"))
+        self._in_title = tag == "title"
+
+    def handle_endtag(self, tag):
+        self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+
+
+@pytest.fixture
+def host(settings, clock, tmp_path):
+    """An app whose WOPI client is the discovery above (proofs off: no client signs these tests' requests)."""
+    path = tmp_path / "discovery.xml"
+    path.write_text(DISCOVERY)
+    app = create_app(settings.with_changes(discovery_url=str(path), proof_keys="off"), clock)
+    yield app
+    app.extensions["wopihost"].db.dispose()
+
+
+@pytest.fixture
+def host_services(host):
+    return host.extensions["wopihost"]
+
+
+@pytest.fixture
+def browser(host) -> webtest.TestApp:
+    return webtest.TestApp(host)
+
+
+@pytest.fixture
+def doc(host_services):
+    return host_services.add_file("alice", "R&D's plan.docx", io.BytesIO(b"x"))
+
+
+def launch(services, file, action="view", user="alice", can_write=True, ttl=timedelta(minutes=5)) -> str:
+    link = services.launches.issue(file.id, user, action, can_write=can_write, ttl=ttl, token_ttl=timedelta(hours=10))
+    return services.launch_url(link.action, link.ticket).removeprefix(PUBLIC)
+
+
+def test_the_page_posts_the_token_to_the_clients_action_url_in_a_frame(host_services, browser, doc, clock):
+    response = browser.get(launch(host_services, doc, "edit"), headers={"Accept-Language": "de-DE,de;q=0.9"})
+    page = Page(response.text)
+    action = urlsplit(page.form["action"])
+    query = parse_qs(action.query)
+    assert f"{action.scheme}://{action.netloc}{action.path}" == f"{CLIENT}/we/wordeditorframe.aspx"
+    assert query["wopisrc"] == [f"{PUBLIC}/wopi/files/{doc.id}"]
+    assert query["ui"] == query["rs"] == ["de-DE"]  # the browser's language
+    assert re.fullmatch(r"[A-Za-z0-9]{16}", query["hid"][0])  # a host session id, new for each page
+    assert set(query) == {"wopisrc", "ui", "rs", "hid"}  # placeholders the host does not fill are dropped
+    assert page.form["method"] == "post" and page.form["target"] == "office_frame"
+    assert set(page.fields) == {"access_token", "access_token_ttl"}
+    assert page.fields["access_token_ttl"] == str(to_epoch_ms(clock.now().replace(microsecond=0)
+                                                              + timedelta(hours=10)))
+    # the token the client gets works for this file, for this user, with the link's rights
+    info = WopiClient(browser, doc.id, page.fields["access_token"]).check_file_info().json
+    assert (info["UserId"], info["UserCanWrite"], info["BaseFileName"]) == ("alice", True, "R&D's plan.docx")
+    assert page.title == "R&D's plan.docx"  # escaped in the HTML, read back whole
+    assert page.icons == [f"{CLIENT}/wv/resources/1033/FavIcon_Word.ico"]
+
+
+def test_the_pages_headers_keep_it_out_of_caches_and_referers_and_confine_it(host_services, browser, doc):
+    response = browser.get(launch(host_services, doc))
+    assert response.content_type == "text/html"
+    assert response.headers["Cache-Control"] == "no-cache, no-store"
+    assert response.headers["Expires"] == "-1" and response.headers["Pragma"] == "no-cache"
+    assert response.headers["Referrer-Policy"] == "no-referrer"  # the link is a credential
+    csp = dict(part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";"))
+    nonce = Page(response.text).nonces[0]
+    assert set(Page(response.text).nonces) == {nonce}  # every script and style carries this page's nonce
+    assert csp == {"default-src": "'none'", "script-src": f"'nonce-{nonce}'", "style-src": f"'nonce-{nonce}'",
+                   "frame-src": CLIENT, "form-action": CLIENT, "img-src": CLIENT, "base-uri": "'none'",
+                   "frame-ancestors": "'self'"}
+    assert browser.get(launch(host_services, doc)).headers["Content-Security-Policy"] != \
+        response.headers["Content-Security-Policy"]  # a new nonce each time
+    # the page answers the client's PostMessage only from the client's origin
+    assert f"var clientOrigin = \"{CLIENT}\";" in response.text
+    assert "event.origin !== clientOrigin" in response.text
+
+
+def test_each_action_opens_its_own_url_and_wd_parameters_pass_through(host_services, browser, doc):
+    view = Page(browser.get(launch(host_services, doc, "view") + "?wdPreviousSession=abc&other=1").text)
+    assert view.form["action"].startswith(f"{CLIENT}/wv/wordviewerframe.aspx?")
+    assert parse_qs(urlsplit(view.form["action"]).query)["wdPreviousSession"] == ["abc"]
+    assert "other" not in parse_qs(urlsplit(view.form["action"]).query)
+    new = Page(browser.get(launch(host_services, doc, "editnew")).text)
+    assert new.form["action"].startswith(f"{CLIENT}/we/wordeditorframe.aspx?new=1&ui=en-US&wopisrc=")
+
+
+def test_a_view_link_of_a_read_only_token_opens_read_only(host_services, browser, doc):
+    page = Page(browser.get(launch(host_services, doc, "view", can_write=False)).text)
+    info = WopiClient(browser, doc.id, page.fields["access_token"]).check_file_info().json
+    assert info["UserCanWrite"] is False
+    with pytest.raises(WopiError) as refused:
+        launch(host_services, doc, "edit", can_write=False)
+    assert refused.value.status == 403
+
+
+def refused_alike(browser, path: str) -> None:
+    response = browser.get(path, status=403)
+    assert "This link is not valid or has expired" in response.text
+    assert "plan" not in response.text and "docx" not in response.text  # nothing about the file
+    assert response.headers["Cache-Control"] == "no-cache, no-store"
+
+
+def test_without_a_valid_link_the_page_reveals_nothing(host_services, browser, doc, clock):
+    good = launch(host_services, doc)
+    ticket = good.rsplit("/", 1)[1]
+    refused_alike(browser, f"/host/view/{doc.id}")  # the file id is not a link
+    refused_alike(browser, good[:-2] + ("AA" if not good.endswith("AA") else "BB"))  # tampered
+    refused_alike(browser, f"/host/edit/{ticket}")  # a view link does not open edit
+    refused_alike(browser, "/host/view/x.y.1.%s" % ("A" * 43))
+    refused_alike(browser, "/host/view/" + "a" * 300)
+    clock.advance(minutes=6)
+    refused_alike(browser, good)  # expired
+    assert browser.get("/host/print/" + ticket, status=404)
+
+
+def test_revoking_the_token_or_deleting_the_file_closes_the_link(host_services, browser, doc, make_file):
+    link = launch(host_services, doc)
+    token = Page(browser.get(link).text).fields["access_token"]
+    with host_services.db.write() as s:
+        assert host_services.tokens.revoke(s, file_id=doc.id) == 1
+    refused_alike(browser, link)
+    assert WopiClient(browser, doc.id, token).check_file_info().status_int == 401  # and the client's token
+
+    other = host_services.add_file("alice", "Other.docx", io.BytesIO(b"x"))
+    link = launch(host_services, other)
+    host_services.files.delete(other.id)
+    refused_alike(browser, link)
+
+
+def test_checkfileinfos_host_urls_open_the_page_with_the_callers_rights(host_services, browser, doc):
+    reader = host_services.issue_token(doc.id, "bob", can_write=False).token
+    info = WopiClient(browser, doc.id, reader).check_file_info().json
+    page = Page(browser.get(info["HostViewUrl"].removeprefix(PUBLIC)).text)
+    derived = WopiClient(browser, doc.id, page.fields["access_token"]).check_file_info().json
+    assert (derived["UserId"], derived["UserCanWrite"]) == ("bob", False)
+    assert page.fields["access_token_ttl"] == str(info["AccessTokenExpiry"])  # the caller's token's expiry
+    refused_alike(browser, info["HostEditUrl"].removeprefix(PUBLIC))  # a reader's edit link opens nothing
+    # revoking the caller's token closes the page it opened
+    with host_services.db.write() as s:
+        host_services.tokens.revoke(s, token=reader)
+    refused_alike(browser, info["HostViewUrl"].removeprefix(PUBLIC))
+
+
+def test_a_file_the_client_cannot_open_and_a_host_without_a_client(host_services, browser, settings, clock):
+    odd = host_services.add_file("alice", "Notes.xyz", io.BytesIO(b"x"))
+    response = browser.get(launch(host_services, odd), status=404)
+    assert "no view action for files like Notes.xyz" in response.text
+    plain = create_app(settings, clock)  # no WOPIHOST_DISCOVERY_URL
+    try:
+        services = plain.extensions["wopihost"]
+        file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+        response = webtest.TestApp(plain).get(launch(services, file), status=503)
+        assert "no WOPI client configured" in response.text
+    finally:
+        plain.extensions["wopihost"].db.dispose()
+
+
+def test_an_unreadable_discovery_is_503_not_500(host_services, browser, doc, tmp_path):
+    (tmp_path / "broken.xml").write_text("<not-discovery/>")
+    # a cache keeps its last good copy when a fetch fails: this one never had one
+    host_services.discovery = DiscoveryCache(str(tmp_path / "broken.xml"), clock=host_services.clock)
+    response = browser.get(launch(host_services, doc), status=503)
+    assert "discovery could not be read" in response.text
+
+
+# -- the launch API ------------------------------------------------------------------------------------------
+
+def api(browser, token, body, status=201):
+    return browser.post_json("/host/links", body, headers={"Authorization": f"Bearer {token}"} if token else {},
+                             status=status)
+
+
+def test_the_launch_api_makes_a_link_for_the_callers_file(host_services, browser, doc, clock):
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+    response = api(browser, token.token, {"fileId": doc.id, "action": "edit"})
+    body = response.json
+    assert set(body) == {"url", "action", "fileId", "expiresAt"}
+    assert (body["action"], body["fileId"]) == ("edit", doc.id)
+    assert body["url"].startswith(f"{PUBLIC}/host/edit/")
+    assert body["expiresAt"] == (clock.now() + timedelta(minutes=5)).replace(microsecond=0).isoformat() + "Z"
+    assert response.headers["Cache-Control"] == "no-store"
+    page = Page(browser.get(body["url"].removeprefix(PUBLIC)).text)
+    assert WopiClient(browser, doc.id, page.fields["access_token"]).check_file_info().json["UserCanWrite"] is True
+    # view is the default action
+    assert api(browser, token.token, {"fileId": doc.id}).json["action"] == "view"
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"fileId": "nope"}, 404, "itemNotFound"),
+    ({"fileId": None}, 400, "invalidRequest"),
+    ("not an object", 400, "invalidRequest"),
+    ({"fileId": "{file}", "action": "print"}, 400, "invalidRequest"),
+    ({"fileId": "{file}", "action": 3}, 400, "invalidRequest"),
+])
+def test_the_launch_api_refuses_bad_requests_in_json(host_services, browser, doc, body, status, code):
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+    if isinstance(body, dict) and body.get("fileId") == "{file}":
+        body = {**body, "fileId": doc.id}
+    error = api(browser, token.token, body, status=status).json["error"]
+    assert error["code"] == code and error["message"]
+
+
+def test_the_launch_api_checks_who_asks(host_services, browser, doc):
+    assert api(browser, None, {"fileId": doc.id}, status=401).json["error"]["code"] == "unauthenticated"
+    file_token = host_services.issue_token(doc.id, "alice", True).token  # a WOPI token is not an API token
+    assert api(browser, file_token, {"fileId": doc.id}, status=401).json["error"]["code"] == "unauthenticated"
+    reader, _ = host_services.issue_api_token("alice", can_write=False)
+    assert api(browser, reader.token, {"fileId": doc.id, "action": "edit"}, status=403).json["error"]["code"] \
+        == "accessDenied"
+    assert api(browser, reader.token, {"fileId": doc.id}).json["action"] == "view"
+    stranger, _ = host_services.issue_api_token("mallory", can_write=True)
+    assert api(browser, stranger.token, {"fileId": doc.id}, status=403).json["error"]["code"] == "accessDenied"
+
+
+def test_a_link_never_outlives_the_api_token_it_came_from(host_services, browser, doc, clock):
+    token, _ = host_services.issue_api_token("alice", True, expires_at=clock.now() + timedelta(minutes=2))
+    body = api(browser, token.token, {"fileId": doc.id}).json
+    assert body["expiresAt"] == (clock.now() + timedelta(minutes=2)).replace(microsecond=0).isoformat() + "Z"
+    page = Page(browser.get(body["url"].removeprefix(PUBLIC)).text)
+    assert int(page.fields["access_token_ttl"]) <= to_epoch_ms(clock.now() + timedelta(minutes=2))

@@ -1,0 +1,217 @@
+"""The built-in host page (docs/wopi.md §6.4): the page a browser opens to view or edit a file in the WOPI
+client, reachable only through a launch link, and the launch API that makes links.
+
+The page follows Microsoft's host page: it takes the client's action URL for the file's extension from the
+discovery, fills its placeholders, and POSTs `access_token` and `access_token_ttl` into a full-window iframe, so
+the token never appears in a URL. It answers the client's PostMessage only from the action URL's origin.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from datetime import timedelta
+from urllib.parse import quote, urlsplit
+
+from flask import Blueprint, Response, current_app, jsonify, render_template_string, request
+
+from .clock import to_epoch_ms
+from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc
+from .errors import WopiError
+from .faults import InsufficientStorage, Unavailable
+from .ids import new_id
+from .launches import INVALID, PATH
+from .names import split_extension
+from .services import Services
+from .tokens import API
+
+log = logging.getLogger("wopihost.hostpage")
+blueprint = Blueprint("hostpage", __name__, url_prefix=PATH)
+
+# A language tag as the client's UI_LLCC / DC_LLCC placeholders take it (en-US, de, zh-Hant-TW)
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+_PAGE = """<!doctype html>
+<html>
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1, maximum-scale=1, minimum-scale=1, user-scalable=no">
+<title>{{ title }}</title>
+{% if favicon %}<link rel="shortcut icon" href="{{ favicon }}">{% endif %}
+<style nonce="{{ nonce }}">
+html, body { margin: 0; padding: 0; height: 100%; overflow: hidden; }
+#office_frame { width: 100%; height: 100%; position: absolute; top: 0; left: 0; right: 0; bottom: 0;
+                margin: 0; border: none; display: block; }
+</style>
+</head>
+<body>
+<form id="office_form" name="office_form" target="office_frame" action="{{ action_url }}" method="post">
+<input name="access_token" value="{{ token }}" type="hidden">
+<input name="access_token_ttl" value="{{ token_ttl }}" type="hidden">
+</form>
+<span id="frameholder"></span>
+<script nonce="{{ nonce }}">
+(function () {
+  var clientOrigin = {{ client_origin|tojson }};
+  var frame = document.createElement("iframe");
+  frame.name = "office_frame";
+  frame.id = "office_frame";
+  frame.title = "Office Frame";  // screen readers announce it
+  frame.setAttribute("allowfullscreen", "true");
+  frame.setAttribute("sandbox", {{ sandbox|tojson }});
+  document.getElementById("frameholder").appendChild(frame);
+  document.getElementById("office_form").submit();
+
+  // The client's PostMessage: only from the origin the page loaded it from, only to that origin.
+  window.addEventListener("message", function (event) {
+    if (event.origin !== clientOrigin || event.source !== frame.contentWindow) return;
+    var message;
+    try { message = typeof event.data === "string" ? JSON.parse(event.data) : event.data; } catch (e) { return; }
+    if (message && message.MessageId === "App_LoadingStatus") {
+      frame.contentWindow.postMessage(JSON.stringify(
+        {MessageId: "Host_PostmessageReady", SendTime: Date.now(), Values: {}}), clientOrigin);
+    }
+  });
+})();
+</script>
+</body>
+</html>
+"""
+
+_MESSAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ title }}</title></head>
+<body><h1>{{ title }}</h1><p>{{ message }}</p></body></html>
+"""
+
+# What Microsoft's sample lets the client frame do: run its scripts, reach its own origin, submit forms,
+# open its help and sharing windows, download, print, and navigate the top window (its Close and
+# "Edit in browser" go to CloseUrl / HostEditUrl).
+_SANDBOX = ("allow-scripts allow-same-origin allow-forms allow-popups allow-top-navigation "
+            "allow-popups-to-escape-sandbox allow-downloads allow-modals")
+_NO_CACHE = {"Cache-Control": "no-cache, no-store", "Expires": "-1", "Pragma": "no-cache",
+             "X-Content-Type-Options": "nosniff",
+             # the URL carries the launch ticket: it must not reach the client's logs as a Referer
+             "Referrer-Policy": "no-referrer"}
+
+
+def _services() -> Services:
+    return current_app.extensions["wopihost"]
+
+
+@blueprint.get("/<action>/<ticket>")
+def page(action: str, ticket: str) -> Response:
+    services = _services()
+    launch = services.launches.open(action, ticket)
+    if services.discovery is None:
+        return _message(503, "No WOPI client", "This host has no WOPI client configured (WOPIHOST_DISCOVERY_URL).")
+    try:
+        client_action = services.discovery.get().action(split_extension(launch.file_name)[1], action)
+    except ActionNotFound:
+        return _message(404, "Cannot open this file",
+                        f"The WOPI client offers no {action} action for files like {launch.file_name}.")
+    except DiscoveryError as exc:
+        log.warning("host page: the discovery is unusable: %s", exc)
+        return _message(503, "WOPI client unavailable", "The WOPI client's discovery could not be read.")
+    session_id = new_id(16)
+    url = _pass_through_wd(transform_urlsrc(client_action.urlsrc, services.wopi_src(launch.file_id),
+                                            _placeholders(services, session_id)))
+    origin = _origin(url)
+    log.info("host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id,
+             session_id)
+    nonce = secrets.token_urlsafe(16)
+    html = render_template_string(_PAGE, title=launch.file_name, favicon=client_action.favicon, nonce=nonce,
+                                  action_url=url, token=launch.token,
+                                  token_ttl=to_epoch_ms(launch.token_expires_at), client_origin=origin,
+                                  sandbox=_SANDBOX)
+    return Response(html, mimetype="text/html", headers={**_NO_CACHE, "Content-Security-Policy": _csp(
+        nonce, origin, client_action.favicon)})
+
+
+@blueprint.post("/links")
+def create_link() -> Response:
+    """The launch API: `Authorization: Bearer <API token>`, JSON `{"fileId": ..., "action": "view"}`."""
+    services = _services()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    with services.db.read() as s:
+        grant = services.tokens.verify(s, token.strip() if scheme.lower() == "bearer" else None, API)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("fileId"), str):
+        raise WopiError(400, 'the body must be JSON: {"fileId": "...", "action": "view" | "edit" | "editnew"}')
+    action = body.get("action", "view")
+    if not isinstance(action, str):
+        raise WopiError(400, "action must be a string")
+    settings, left = services.settings, grant.expires_at - services.clock.now()  # never past the API token
+    link = services.launches.issue(body["fileId"], grant.user_id, action, can_write=grant.can_write,
+                                   ttl=min(timedelta(seconds=settings.launch_link_ttl), left),
+                                   token_ttl=min(timedelta(seconds=settings.token_ttl), left), check_drive=True)
+    response = jsonify({"url": services.launch_url(link.action, link.ticket), "action": link.action,
+                        "fileId": link.file_id, "expiresAt": link.expires_at.isoformat() + "Z"})
+    response.status_code = 201
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.errorhandler(WopiError)
+def _refused(error: WopiError) -> Response:
+    if request.method == "POST":  # the launch API: JSON for a program
+        response = jsonify({"error": {"code": error.code or _CODES.get(error.status, "invalidRequest"),
+                                      "message": error.reason}})
+        response.status_code = error.status
+        return response
+    if error.status == 401:  # one answer for a bad, expired or revoked link, a missing file ...
+        return _message(403, "Link not valid", f"{INVALID[0].upper()}{INVALID[1:]}. Ask for a new one.")
+    return _message(error.status, "Cannot open this file", error.reason)
+
+
+@blueprint.errorhandler(Unavailable)
+@blueprint.errorhandler(InsufficientStorage)
+def _fault(error: Exception) -> Response:
+    log.warning("%s %s: %s", request.method, request.path, error)
+    status = 503 if isinstance(error, Unavailable) else 507
+    if request.method == "POST":
+        response = jsonify({"error": {"code": "serviceNotAvailable" if status == 503 else "insufficientStorage",
+                                      "message": str(error)}})
+        response.status_code = status
+        return response
+    return _message(status, "Try again later", str(error))
+
+
+_CODES = {400: "invalidRequest", 401: "unauthenticated", 403: "accessDenied", 404: "itemNotFound"}
+
+
+def _message(status: int, title: str, message: str) -> Response:
+    return Response(render_template_string(_MESSAGE, title=title, message=message), status=status,
+                    mimetype="text/html", headers={**_NO_CACHE, "Content-Security-Policy": "default-src 'none'"})
+
+
+def _placeholders(services: Services, session_id: str) -> dict[str, str]:
+    """The values this host gives the action URL's placeholders; the others are left out (docs/wopi.md §6.1)."""
+    language = services.settings.ui_language
+    for tag in request.accept_languages.values():
+        if _LANGUAGE.match(tag):
+            language = tag
+            break
+    return {"UI_LLCC": language, "DC_LLCC": language, "HOST_SESSION_ID": session_id}
+
+
+def _pass_through_wd(url: str) -> str:
+    """The host page passes on the `wd*` parameters it was called with (Office's own diagnostics)."""
+    extra = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in request.args.items(multi=True)
+                     if k.lower().startswith("wd"))
+    if not extra:
+        return url
+    base, hash_mark, fragment = url.partition("#")
+    return base + ("&" if "?" in base else "?") + extra + hash_mark + fragment
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _csp(nonce: str, client_origin: str, favicon: str) -> str:
+    images = _origin(favicon) if favicon else "'none'"
+    return (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            f"frame-src {client_origin}; form-action {client_origin}; img-src {images}; "
+            "base-uri 'none'; frame-ancestors 'self'")

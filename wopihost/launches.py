@@ -1,0 +1,98 @@
+"""Launch links: what opens the host page for one user, one file and one action.
+
+A launch link carries a ticket (tokens.py) of the kind `launch-<action>`, bound to an access token for the
+file. Opening it gives back a token derived from that one (same jti, user, rights and expiry), which the host
+page hands to the WOPI client: revoking the token revokes the link and every client session it opened, and a
+link never grants more than its token. Without a valid ticket nothing is said about the file, not even
+whether it exists.
+
+Links come from three places: `wopihost open` and the launch API (a new token, a short-lived link), and
+CheckFileInfo's HostViewUrl / HostEditUrl (the caller's own token, a link that lives as long as it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .clock import Clock
+from .db import Database
+from .drives import Drives
+from .errors import WopiError, unauthorized
+from .models import File, Folder
+from .tokens import LAUNCH_ACTIONS, Grant, Tokens, launch
+from .users import ensure_user
+
+PATH = "/host"  # below the public URL: {public_url}/host/{action}/{ticket}
+WRITING_ACTIONS = ("edit", "editnew")
+INVALID = "this link is not valid or has expired"  # one answer for every refusal: it reveals nothing
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a valid launch link opens."""
+    action: str
+    file_id: str
+    file_name: str
+    user_id: str
+    token: str  # the access token the WOPI client gets
+    token_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class LaunchLink:
+    action: str
+    file_id: str
+    ticket: str
+    expires_at: datetime  # of the link; the token it opens lives longer
+
+
+class LaunchLinks:
+    def __init__(self, db: Database, tokens: Tokens, drives: Drives, clock: Clock):
+        self.db, self.tokens, self.drives, self.clock = db, tokens, drives, clock
+
+    def issue(self, file_id: str, user_id: str, action: str, *, can_write: bool, ttl: timedelta,
+              token_ttl: timedelta, check_drive: bool = False) -> LaunchLink:
+        """A link for `user_id` to open `file_id` on `action`, valid for `ttl`, with a new access token valid for
+        `token_ttl` once opened. `check_drive`: the user must reach the file's drive (the launch API, where
+        the caller is a user; `wopihost open` is the administrator). WopiError 400/403/404 if not allowed."""
+        if action not in LAUNCH_ACTIONS:
+            raise WopiError(400, f"the host page's actions are {', '.join(LAUNCH_ACTIONS)}, not {action!r}")
+        if action in WRITING_ACTIONS and not can_write:
+            raise WopiError(403, f"a read-only link cannot {action}: ask for view")
+        now = self.clock.now()
+        with self.db.write() as s:
+            file = s.get(File, file_id)
+            if file is None:
+                raise WopiError(404, "no such file", code="itemNotFound")
+            if check_drive:
+                self.drives.reachable(s, user_id, s.get(Folder, file.folder_id).drive_id)
+            else:
+                ensure_user(s, user_id, now)
+            issued = self.tokens.issue(s, file_id, user_id, "w" if can_write else "r", now + token_ttl)
+        ticket = self.tokens.ticket(issued.grant, file_id, ttl, launch(action))
+        return LaunchLink(action, file_id, ticket, min(issued.grant.expires_at, now + ttl).replace(microsecond=0))
+
+    def for_grant(self, grant: Grant, file_id: str, action: str) -> str:
+        """The ticket of a link that opens `file_id` on `action` with the caller's own token, as long as that
+        token lives (CheckFileInfo's HostViewUrl and HostEditUrl)."""
+        return self.tokens.ticket(grant, file_id, grant.expires_at - self.clock.now(), launch(action))
+
+    def open(self, action: str, ticket: str) -> Launch:
+        """What the link opens; WopiError 401 (always saying INVALID) if it is not valid, or no longer."""
+        if action not in LAUNCH_ACTIONS:
+            raise WopiError(404, "no such page")
+        with self.db.read() as s:
+            try:
+                file_id, row = self.tokens.open_ticket(s, ticket, launch(action))
+            except WopiError:
+                raise unauthorized(INVALID) from None
+            file = s.get(File, file_id)
+            if file is None or (action in WRITING_ACTIONS and not row.can_write):
+                raise unauthorized(INVALID)
+            rights = "w" if row.can_write else "r"
+            grant = Grant(row.jti, file_id, row.user_id, rights, row.expires_at)
+            name = file.name
+        token = self.tokens.derive(grant, file_id, rights, "")
+        return Launch(action, file_id, name, row.user_id, token.token, grant.expires_at)
+
