@@ -132,13 +132,15 @@ def test_the_pages_headers_keep_it_out_of_caches_and_referers_and_confine_it(hos
     nonce = Page(response.text).nonces[0]
     assert set(Page(response.text).nonces) == {nonce}  # every script and style carries this page's nonce
     assert csp == {"default-src": "'none'", "script-src": f"'nonce-{nonce}'", "style-src": f"'nonce-{nonce}'",
-                   "frame-src": CLIENT, "form-action": CLIENT, "img-src": CLIENT, "base-uri": "'none'",
+                   "frame-src": f"{CLIENT} https:", "form-action": f"{CLIENT} https:", "img-src": CLIENT,
+                   "base-uri": "'none'",
                    "frame-ancestors": "'self'"}
     assert browser.get(launch(host_services, doc)).headers["Content-Security-Policy"] != \
         response.headers["Content-Security-Policy"]  # a new nonce each time
-    # the page answers the client's PostMessage only from the client's origin
-    assert f"var clientOrigin = \"{CLIENT}\";" in response.text
-    assert "event.origin !== clientOrigin" in response.text
+    # the page answers the client's PostMessage only from the client's origin or its sibling hosts
+    assert f'var clientOrigin = "{CLIENT}", clientScheme = "https",' in response.text
+    assert 'siblings = ".client.test";' in response.text
+    assert "if (event.source !== frame.contentWindow || !fromClient(event.origin)) return;" in response.text
 
 
 def test_each_action_opens_its_own_url_and_wd_parameters_pass_through(host_services, browser, doc):

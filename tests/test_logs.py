@@ -109,3 +109,10 @@ def test_the_direct_access_log_redacts_credentials_in_the_path(tmp_path, path):
 def test_another_access_log_format_is_gunicorns_and_still_redacted(tmp_path):
     line = _access_lines(tmp_path, '%(r)s %(s)s', "/wopi/files/x", True)
     assert line.startswith("POST /wopi/files/x?access_token=[redacted] HTTP/1.1 200")
+
+
+def test_a_launch_link_is_redacted_by_its_shape(wopi):
+    link = wopi.check_file_info().json["HostEditUrl"]
+    ticket = link.rsplit("/", 1)[1]
+    redacted = redact(f'127.0.0.1 "GET {link.removeprefix("https://wopi.example.test")} HTTP/1.1" 200')
+    assert ticket.rsplit(".", 1)[1] not in redacted and f"/host/edit/{REDACTED}" in redacted

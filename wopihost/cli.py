@@ -22,7 +22,7 @@ from .names import InvalidName
 from .services import Services
 from .drives import SHARED_KINDS
 from .shares import link_id_of
-from .tokens import IssuedToken
+from .tokens import LAUNCH_ACTIONS, IssuedToken
 
 DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
@@ -486,6 +486,35 @@ def serve(host: str, port: int, workers: int, threads: int | None) -> None:
     click.echo(f"wopihost serving {services.settings.public_url} on http://{host}:{port} "
                f"with {workers} workers of {threads} threads; data in {services.settings.data_dir}", err=True)
     WopiHostServer({**DEFAULTS, "bind": f"{host}:{port}", "workers": workers, "threads": threads}).run()
+
+
+# -- the host page ------------------------------------------------------------------
+
+@main.command("open")
+@click.argument("file_id")
+@click.option("--user", required=True, help="User id the page opens the file for (created, with a drive, if new).")
+@click.option("--action", type=click.Choice(LAUNCH_ACTIONS), default="view", show_default=True)
+@click.option("--read-only", is_flag=True, help="Give the WOPI client a read-only token (view only).")
+@click.option("--ttl", default=None, help="How long the link may be opened, e.g. 5m (default "
+                                          "WOPIHOST_LAUNCH_LINK_TTL); the token it opens lives WOPIHOST_TOKEN_TTL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def open_command(file_id: str, user: str, action: str, read_only: bool, ttl: str | None, as_json: bool) -> None:
+    """Print a launch link: the built-in host page, opening FILE_ID in the WOPI client of the discovery."""
+    services = _services()
+    try:
+        seconds = parse_duration(ttl) if ttl else services.settings.launch_link_ttl
+        if seconds <= 0:
+            raise ValueError(f"--ttl must be more than 0, not {ttl!r}")
+        link = services.launches.issue(file_id, user, action, can_write=not read_only, ttl=timedelta(seconds=seconds),
+                                       token_ttl=timedelta(seconds=services.settings.token_ttl))
+    except (ValueError, WopiError) as exc:
+        raise click.ClickException(str(exc)) from None
+    url = services.launch_url(link.action, link.ticket)
+    if as_json:
+        _echo_json({"url": url, "action": link.action, "file_id": link.file_id, "user": user,
+                    "expires": iso_round_trip(link.expires_at)})
+    else:
+        click.echo(url)
 
 
 if __name__ == "__main__":

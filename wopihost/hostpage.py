@@ -1,4 +1,4 @@
-"""The built-in host page (docs/wopi.md §6.4): the page a browser opens to view or edit a file in the WOPI
+"""The built-in host page (docs/wopi.md §6.6): the page a browser opens to view or edit a file in the WOPI
 client, reachable only through a launch link, and the launch API that makes links.
 
 The page follows Microsoft's host page: it takes the client's action URL for the file's extension from the
@@ -53,26 +53,41 @@ html, body { margin: 0; padding: 0; height: 100%; overflow: hidden; }
 <span id="frameholder"></span>
 <script nonce="{{ nonce }}">
 (function () {
-  var clientOrigin = {{ client_origin|tojson }};
+  var clientOrigin = {{ client_origin|tojson }}, clientScheme = {{ client_scheme|tojson }},
+      siblings = {{ siblings|tojson }};
   var frame = document.createElement("iframe");
   frame.name = "office_frame";
   frame.id = "office_frame";
   frame.title = "Office Frame";  // screen readers announce it
   frame.setAttribute("allowfullscreen", "true");
+  frame.setAttribute("allow", "clipboard-read; clipboard-write; fullscreen");  // Collabora's copy and paste
   frame.setAttribute("sandbox", {{ sandbox|tojson }});
   document.getElementById("frameholder").appendChild(frame);
   document.getElementById("office_form").submit();
 
-  // The client's PostMessage: only from the origin the page loaded it from, only to that origin.
+  // The client's PostMessage: only from its frame, at the action URL's origin or a sibling host of it (Office
+  // may answer from a regional host of its domain), and only back to that origin.
+  function fromClient(origin) {
+    return origin === clientOrigin || (siblings !== null && origin.indexOf(clientScheme + "://") === 0 &&
+                                       origin.slice(-siblings.length) === siblings);
+  }
   window.addEventListener("message", function (event) {
-    if (event.origin !== clientOrigin || event.source !== frame.contentWindow) return;
+    if (event.source !== frame.contentWindow || !fromClient(event.origin)) return;
     var message;
     try { message = typeof event.data === "string" ? JSON.parse(event.data) : event.data; } catch (e) { return; }
     if (message && message.MessageId === "App_LoadingStatus") {
       frame.contentWindow.postMessage(JSON.stringify(
-        {MessageId: "Host_PostmessageReady", SendTime: Date.now(), Values: {}}), clientOrigin);
+        {MessageId: "Host_PostmessageReady", SendTime: Date.now(), Values: {}}), event.origin);
     }
   });
+
+  // Office's wdPreviousSession / wdPreviousCorrelation went to the client once; a reload must not send them again.
+  var url = new URL(window.location.href), kept = new URLSearchParams();
+  url.searchParams.forEach(function (value, key) { if (!/^wdPrevious/i.test(key)) kept.append(key, value); });
+  if (kept.toString() !== url.searchParams.toString()) {
+    url.search = kept.toString();
+    window.history.replaceState(null, "", url.toString());
+  }
 })();
 </script>
 </body>
@@ -116,14 +131,15 @@ def page(action: str, ticket: str) -> Response:
     session_id = new_id(16)
     url = _pass_through_wd(transform_urlsrc(client_action.urlsrc, services.wopi_src(launch.file_id),
                                             _placeholders(services, session_id)))
-    origin = _origin(url)
+    client = urlsplit(url)
+    origin = f"{client.scheme}://{client.netloc}"
     log.info("host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id,
              session_id)
     nonce = secrets.token_urlsafe(16)
     html = render_template_string(_PAGE, title=launch.file_name, favicon=client_action.favicon, nonce=nonce,
                                   action_url=url, token=launch.token,
                                   token_ttl=to_epoch_ms(launch.token_expires_at), client_origin=origin,
-                                  sandbox=_SANDBOX)
+                                  client_scheme=client.scheme, siblings=_siblings(client), sandbox=_SANDBOX)
     return Response(html, mimetype="text/html", headers={**_NO_CACHE, "Content-Security-Policy": _csp(
         nonce, origin, client_action.favicon)})
 
@@ -205,13 +221,21 @@ def _pass_through_wd(url: str) -> str:
     return base + ("&" if "?" in base else "?") + extra + hash_mark + fragment
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+def _siblings(client) -> str | None:
+    """The suffix of the client's sibling hosts (".officeapps.live.com" for word-edit.officeapps.live.com), or
+    None where there are none to trust: an IP address, or a name of two labels or fewer."""
+    host = client.hostname or ""
+    labels = host.split(".")
+    if len(labels) < 3 or labels[-1].isdigit() or ":" in host:
+        return None
+    return "." + host.split(".", 1)[1] + (f":{client.port}" if client.port else "")
 
 
 def _csp(nonce: str, client_origin: str, favicon: str) -> str:
-    images = _origin(favicon) if favicon else "'none'"
+    """The page runs only its own script and style; its frame and form go to the client, or anywhere over https,
+    where the client may send them (Office takes business users to their sign-in page within the frame)."""
+    favicon_origin = urlsplit(favicon)
+    images = f"{favicon_origin.scheme}://{favicon_origin.netloc}" if favicon else "'none'"
     return (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-            f"frame-src {client_origin}; form-action {client_origin}; img-src {images}; "
+            f"frame-src {client_origin} https:; form-action {client_origin} https:; img-src {images}; "
             "base-uri 'none'; frame-ancestors 'self'")
