@@ -17,12 +17,13 @@ from .clock import iso_round_trip, to_epoch_ms
 from .config import ConfigError, Settings, parse_duration
 from .demo import minimal_docx
 from .errors import WopiError
+from .launches import ACTIONS
 from .models import File
 from .names import InvalidName
 from .services import Services
 from .drives import SHARED_KINDS
 from .shares import link_id_of
-from .tokens import LAUNCH_ACTIONS, IssuedToken
+from .tokens import IssuedToken
 
 DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
@@ -493,7 +494,7 @@ def serve(host: str, port: int, workers: int, threads: int | None) -> None:
 @main.command("open")
 @click.argument("file_id")
 @click.option("--user", required=True, help="User id the page opens the file for (created, with a drive, if new).")
-@click.option("--action", type=click.Choice(LAUNCH_ACTIONS), default="view", show_default=True)
+@click.option("--action", type=click.Choice(ACTIONS), default="view", show_default=True)
 @click.option("--read-only", is_flag=True, help="Give the WOPI client a read-only token (view only).")
 @click.option("--ttl", default=None, help="How long the link may be opened, e.g. 5m (default "
                                           "WOPIHOST_LAUNCH_LINK_TTL); the token it opens lives WOPIHOST_TOKEN_TTL.")

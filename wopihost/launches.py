@@ -1,10 +1,11 @@
 """Launch links: what opens the host page for one user, one file and one action.
 
-A launch link carries a ticket (tokens.py) of the kind `launch-<action>`, bound to an access token for the
+A launch link is `{public url}/host/{action}/{ticket}`: a ticket (tokens.py) bound to an access token for the
 file. Opening it gives back a token derived from that one (same jti, user, rights and expiry), which the host
 page hands to the WOPI client: revoking the token revokes the link and every client session it opened, and a
-link never grants more than its token. Without a valid ticket nothing is said about the file, not even
-whether it exists.
+link never grants more than its token. The action is not signed: the token's rights are what bound a link
+(a read-only token opens no edit), and its holder could switch actions in the client anyway. Without a valid
+ticket nothing is said about the file, not even whether it exists.
 
 Links come from three places: `wopihost open` and the launch API (a new token, a short-lived link), and
 CheckFileInfo's HostViewUrl / HostEditUrl (the caller's own token, a link that lives as long as it).
@@ -12,6 +13,7 @@ CheckFileInfo's HostViewUrl / HostEditUrl (the caller's own token, a link that l
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,10 +22,11 @@ from .db import Database
 from .drives import Drives
 from .errors import WopiError, unauthorized
 from .models import File, Folder
-from .tokens import LAUNCH_ACTIONS, Grant, Tokens, launch
+from .tokens import LAUNCH, Grant, Tokens
 from .users import ensure_user
 
 PATH = "/host"  # below the public URL: {public_url}/host/{action}/{ticket}
+ACTIONS = ("view", "edit", "editnew")
 WRITING_ACTIONS = ("edit", "editnew")
 INVALID = "this link is not valid or has expired"  # one answer for every refusal: it reveals nothing
 
@@ -50,14 +53,17 @@ class LaunchLink:
 class LaunchLinks:
     def __init__(self, db: Database, tokens: Tokens, drives: Drives, clock: Clock):
         self.db, self.tokens, self.drives, self.clock = db, tokens, drives, clock
+        # A client calls CheckFileInfo again and again with one token, and a link that lives as long as its
+        # token is the same string each time: signed once, not on every call.
+        self._grant_tickets = functools.lru_cache(maxsize=1024)(self._grant_ticket)
 
     def issue(self, file_id: str, user_id: str, action: str, *, can_write: bool, ttl: timedelta,
               token_ttl: timedelta, check_drive: bool = False) -> LaunchLink:
         """A link for `user_id` to open `file_id` on `action`, valid for `ttl`, with a new access token valid for
         `token_ttl` once opened. `check_drive`: the user must reach the file's drive (the launch API, where
         the caller is a user; `wopihost open` is the administrator). WopiError 400/403/404 if not allowed."""
-        if action not in LAUNCH_ACTIONS:
-            raise WopiError(400, f"the host page's actions are {', '.join(LAUNCH_ACTIONS)}, not {action!r}")
+        if action not in ACTIONS:
+            raise WopiError(400, f"the host page's actions are {', '.join(ACTIONS)}, not {action!r}")
         if action in WRITING_ACTIONS and not can_write:
             raise WopiError(403, f"a read-only link cannot {action}: ask for view")
         now = self.clock.now()
@@ -70,21 +76,24 @@ class LaunchLinks:
             else:
                 ensure_user(s, user_id, now)
             issued = self.tokens.issue(s, file_id, user_id, "w" if can_write else "r", now + token_ttl)
-        ticket = self.tokens.ticket(issued.grant, file_id, ttl, launch(action))
+        ticket = self.tokens.ticket(issued.grant, file_id, ttl, LAUNCH)
         return LaunchLink(action, file_id, ticket, min(issued.grant.expires_at, now + ttl).replace(microsecond=0))
 
-    def for_grant(self, grant: Grant, file_id: str, action: str) -> str:
-        """The ticket of a link that opens `file_id` on `action` with the caller's own token, as long as that
-        token lives (CheckFileInfo's HostViewUrl and HostEditUrl)."""
-        return self.tokens.ticket(grant, file_id, grant.expires_at - self.clock.now(), launch(action))
+    def for_grant(self, grant: Grant, file_id: str) -> str:
+        """The ticket of links that open `file_id` with the caller's own token, as long as that token lives
+        (CheckFileInfo's HostViewUrl and HostEditUrl)."""
+        return self._grant_tickets(grant, file_id)
+
+    def _grant_ticket(self, grant: Grant, file_id: str) -> str:
+        return self.tokens.ticket(grant, file_id, grant.expires_at - self.clock.now(), LAUNCH)
 
     def open(self, action: str, ticket: str) -> Launch:
         """What the link opens; WopiError 401 (always saying INVALID) if it is not valid, or no longer."""
-        if action not in LAUNCH_ACTIONS:
+        if action not in ACTIONS:
             raise WopiError(404, "no such page")
         with self.db.read() as s:
             try:
-                file_id, row = self.tokens.open_ticket(s, ticket, launch(action))
+                file_id, row = self.tokens.open_ticket(s, ticket, LAUNCH)
             except WopiError:
                 raise unauthorized(INVALID) from None
             file = s.get(File, file_id)

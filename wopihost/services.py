@@ -97,7 +97,7 @@ class Services:
         launch link of the built-in one that opens with the caller's token."""
         if self.settings.host_page_url:
             return self.settings.host_page_url.format(action=action, file_id=file_id)
-        return self.launch_url(action, self.launches.for_grant(grant, file_id, action))
+        return self.launch_url(action, self.launches.for_grant(grant, file_id))
 
     @functools.cached_property
     def post_message_origin(self) -> str:

@@ -50,17 +50,8 @@ API = ""  # the resource of an API token
 ECOSYSTEM = "e-"
 FOLDER_RIGHTS = "lcmw"
 DOWNLOAD_TTL = timedelta(hours=1)
-GRAPH_DOWNLOAD, FILE_URL = "download", "file-url"  # the kinds of download URL
-LAUNCH_ACTIONS = ("view", "edit", "editnew")  # the host page's actions; each has a kind of launch link
-
-
-def launch(action: str) -> str:
-    """The ticket kind of a launch link that opens the host page on `action`."""
-    return f"launch-{action}"
-
-
-_TICKET_NOUNS = {GRAPH_DOWNLOAD: "download URL", FILE_URL: "download URL",
-                 **{launch(action): "launch link" for action in LAUNCH_ACTIONS}}
+GRAPH_DOWNLOAD, FILE_URL, LAUNCH = "download", "file-url", "launch"  # the kinds of ticket
+_TICKET_NOUNS = {GRAPH_DOWNLOAD: "download URL", FILE_URL: "download URL", LAUNCH: "launch link"}
 _FILE_RIGHTS = ("r", "w")
 
 
