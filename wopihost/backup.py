@@ -70,6 +70,7 @@ def _copy(source: Path, partial: Path, busy_timeout: float) -> str | None:
             try:
                 # One step (pages=-1): one read transaction, so writers committing meanwhile never restart it.
                 reader.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file; the server sets WAL again
                 has_version = copy.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'").fetchone()
                 row = copy.execute("SELECT version_num FROM alembic_version").fetchone() if has_version else None
             finally:
