@@ -393,3 +393,15 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
         keys = set(keys_of(value))
         assert all(re.fullmatch(r"[a-z][a-z0-9_]*", key) for key in keys), command
         assert not keys & SYNONYMS, command
+
+
+@pytest.mark.parametrize("args", [["token", "issue", "F", "--user", "a b"], ["token", "issue", "--api", "--user", ""],
+                                  ["files", "add", "PATH", "--owner", "x" * 65],
+                                  ["drives", "create", "--name", "T", "--member", "a/b"],
+                                  ["drives", "add-member", "D", "a b"]], ids=" ".join)
+def test_user_ids_are_checked_before_anything_runs(run, tmp_path, args):
+    source = tmp_path / "a.docx"
+    source.write_bytes(b"")
+    result = run(*[str(source) if a == "PATH" else a for a in args], ok=False)
+    assert result.exit_code == 2 and "user ids are 1 to 64 characters" in result.stderr
+    assert json.loads(run("files", "list", "--json").stdout) == []

@@ -34,6 +34,7 @@ from .services import Services
 from .shares import link_id_of
 from .tokens import IssuedToken
 from .tree import Tree
+from .users import check_user_id
 
 DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
@@ -95,6 +96,20 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | 
     if seconds <= 0:
         raise click.BadParameter(f"must be a duration of more than 0, such as 30m, 10h or 2d, not {value!r}")
     return seconds
+
+
+class UserId(click.ParamType):
+    """A user id, checked as the domain checks it, so that a bad one is a usage error before anything runs."""
+    name = "user"
+
+    def convert(self, value, param, ctx) -> str:
+        try:
+            return check_user_id(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+USER = UserId()
 
 
 def _interactive() -> bool:
@@ -235,7 +250,7 @@ def files_group() -> None:
 @files_group.command("add")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="File name on the host (default: the file's own name).")
-@click.option("--owner", default=DEMO_OWNER, show_default=True, help="User id of the owner.")
+@click.option("--owner", type=USER, default=DEMO_OWNER, show_default=True, help="User id of the owner.")
 @click.option("--folder", default="", help="Folder of the owner's drive to put it in, as a/b (made if missing; "
                                            "default: the root).")
 @json_option
@@ -351,7 +366,8 @@ def _folder_rights(text: str) -> str:
 @click.option("--container", "folder_id", help="A WOPI token for this container (folder) instead of a file: "
                                                "list, create, manage and write in it and below (--read-only: "
                                                "list only).")
-@click.option("--user", required=True, help="User id the token acts for (created, with a drive, if new).")
+@click.option("--user", type=USER, required=True,
+              help="User id the token acts for (created, with a drive, if new).")
 @click.option("--read-only", is_flag=True, help="Grant read access only.")
 @click.option("--folders", default="none", show_default=True,
               help="What a file token may do in the containers above its file, through the URLs its "
@@ -411,7 +427,7 @@ def token_revoke(token: str | None, file_id: str | None, user: str | None, as_js
     with services.db.write() as s:
         count = services.tokens.revoke(s, token=token, file_id=file_id, user_id=user)
     if not count:
-        what = "that token is not a live token of this host (malformed, expired or revoked)" if token else \
+        what = "that token is not a live token of this host (malformed, revoked, or signed by another)" if token else \
             "no live token matched"
         raise click.ClickException(f"{what}: nothing was revoked")
     if as_json:
@@ -431,7 +447,7 @@ def drives_group() -> None:
 @click.option("--kind", type=click.Choice(SHARED_KINDS), default="site", show_default=True,
               help="Reached as sites/{id}/drive or groups/{id}/drive (and drives/{id}).")
 @click.option("--name", required=True, help="The drive's name.")
-@click.option("--member", "members", multiple=True, help="A user who may reach it (repeatable).")
+@click.option("--member", "members", type=USER, multiple=True, help="A user who may reach it (repeatable).")
 @json_option
 def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool) -> None:
     """Create a shared drive."""
@@ -448,13 +464,13 @@ def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool)
 def _add_member(services: Services, drive_id: str, user: str) -> None:
     try:
         services.drives.add_member(drive_id, user)
-    except ValueError as exc:  # no such shared drive, or not a user id
+    except ValueError as exc:  # no such shared drive
         raise click.ClickException(str(exc)) from None
 
 
 @drives_group.command("add-member")
 @click.argument("drive_id")
-@click.argument("user")
+@click.argument("user", type=USER)
 @json_option
 def drives_add_member(drive_id: str, user: str, as_json: bool) -> None:
     """Let a user reach a shared drive."""
