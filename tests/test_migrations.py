@@ -178,3 +178,12 @@ def test_the_server_refuses_a_database_a_newer_wopihost_migrated(fresh, env):
     assert refused(env, "files", "list") == expected
     assert refused(env, "db", "upgrade") == expected  # nothing to upgrade to: it is not downgraded either
     assert versions(fresh) == [NEWER]
+
+
+def test_doctor_names_a_database_a_newer_wopihost_migrated(fresh, env):
+    db.upgrade(fresh)
+    set_version(fresh, NEWER)
+    report = json.loads(CliRunner().invoke(main, ["doctor", "--timeout", "1", "--json"], env=env).stdout)
+    database = report["checks"][0]
+    assert database == {"ok": False, "what": f"database at migration {NEWER}, which this version (at {HEAD}) "
+                                             "does not know", "fix": "run the newer wopihost that migrated it"}
