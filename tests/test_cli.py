@@ -1,10 +1,26 @@
 """The wopihost command, run in-process with click's runner against a real database and data directory."""
 
+import base64
+import hashlib
 import json
+import os
+import pty
+import re
+import subprocess
+import time
+from datetime import timedelta
+from typing import Iterator
 
+import click
+import pytest
 from click.testing import CliRunner
 
+from wopihost import __version__
 from wopihost.cli import main
+from wopihost.localserver import WOPIHOST
+from wopihost.models import Lock
+
+from .helpers import WopiClient
 
 
 def test_files_add_and_list(run, tmp_path):
@@ -63,7 +79,8 @@ def test_token_revoke(run, served, tmp_path):
     token = json.loads(run("token", "issue", file_id, "--user", "u", "--json").output)["access_token"]
     assert "revoked 1 token" in run("token", "revoke", token).output
     assert served.get(f"/wopi/files/{file_id}?access_token={token}", expect_errors=True).status_int == 401
-    assert "revoked 0 tokens" in run("token", "revoke", "--file", file_id).output
+    again = run("token", "revoke", "--file", file_id, ok=False)
+    assert again.exit_code == 1 and "no live token matched: nothing was revoked" in again.output
 
 
 def test_lock_break(run, served, tmp_path):
@@ -75,7 +92,8 @@ def test_lock_break(run, served, tmp_path):
     served.post(url, headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "zombie"})
     assert "removed lock 'zombie'" in run("lock", "break", file_id).output
     assert served.post(url, headers={"X-WOPI-Override": "GET_LOCK"}).headers["X-WOPI-Lock"] == ""
-    assert "not locked" in run("lock", "break", file_id).output
+    again = run("lock", "break", file_id, ok=False)
+    assert again.exit_code == 1 and f"file {file_id} is not locked" in again.output
 
 
 def test_demo_creates_one_document_and_fresh_tokens(run, served):
@@ -100,12 +118,15 @@ def test_sessions_list_and_gc(run, served, tmp_path, env):
     file_id = json.loads(run("files", "add", str(source), "--json").output)["id"]
     token = json.loads(run("token", "issue", file_id, "--user", "u", "--json").output)["access_token"]
     url = f"/wopi/files/{file_id}?access_token={token}"
+    assert run("sessions", "list").output == "no upload sessions\n"
+    assert json.loads(run("sessions", "list", "--json").output) == []
     session = served.post(url, headers={"X-WOPI-Override": "CREATE_UPLOAD_SESSION"}).json["UploadSessionToken"]
     served.post(url, b"12345", headers={"X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
                                          "X-WOPI-UploadSessionToken": session, "X-WOPI-ContentRangeOffset": "0",
                                          "X-WOPI-ContentRangeLength": "5"})
     listed = json.loads(run("sessions", "list", "--json").output)
     assert [(s["file_id"], s["bytes"], s["expired"]) for s in listed] == [(file_id, 5, False)]
+    assert listed[0]["id"] == session[:6] + "..."  # a credential: never whole
     assert session not in run("sessions", "list").output  # never the whole token
     assert "deleted 0 expired upload and workbook sessions" in run("gc").output
     assert run("gc", "--grace", "soon", ok=False).exit_code != 0
@@ -119,3 +140,268 @@ def test_validate_is_the_validators_command_line(run):
     absent = run("validate", "--wopisrc", "http://127.0.0.1:1/wopi/files/x", "--token", "t", "--testcases",
                  "/nonexistent/TestCases.xml", ok=False)
     assert absent.exit_code != 0 and "TestCases.xml" in absent.output
+
+
+# -- files info, files rm, lock list --------------------------------------------------------------------
+
+def add(run, tmp_path, name: str = "Doc.docx", content: bytes = b"content", *options: str) -> dict:
+    source = tmp_path / name
+    source.write_bytes(content)
+    return json.loads(run("files", "add", str(source), "--json", *options).output)
+
+
+def wopi_client(run, served, file_id: str) -> WopiClient:
+    token = json.loads(run("token", "issue", file_id, "--user", "u", "--json").output)["access_token"]
+    return WopiClient(served, file_id, token)
+
+
+def coauth_lock(client: WopiClient, lock_id: str):
+    return client.op("GET_COAUTH_LOCK", X_WOPI_CoauthLockId=lock_id, X_WOPI_CoauthLockType="Coauth",
+                     X_WOPI_CoauthLockExpirationTimeout="600")
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output == f"wopihost {__version__}\n"
+
+
+def test_files_info_says_where_a_file_is_and_what_holds_it(run, served, tmp_path):
+    added = add(run, tmp_path, "Report.docx", b"twelve bytes", "--folder", "a/b", "--owner", "carol")
+    info = json.loads(run("files", "info", added["id"], "--json").output)
+    assert {k: info[k] for k in added} == added
+    assert (info["path"], info["owner"], info["size"], info["lock"], info["coauth_locks"]) == (
+        "a/b/Report.docx", "carol", 12, None, [])
+    drive = [d for d in json.loads(run("drives", "list", "--json").output) if d["members"] == ["carol"]][0]
+    assert info["drive_id"] == drive["id"] and info["folder_id"] and info["modified_by"] == "carol"
+    assert info["sha256"] == base64.b64encode(hashlib.sha256(b"twelve bytes").digest()).decode()
+    assert wopi_client(run, served, added["id"]).op("LOCK", X_WOPI_Lock="L1").status_int == 200
+    locked = json.loads(run("files", "info", added["id"], "--json").output)
+    assert locked["lock"]["lock_id"] == "L1" and locked["lock"]["expires"] > locked["modified"]
+    text = run("files", "info", added["id"]).output
+    assert "/a/b/Report.docx" in text and "12 bytes" in text and "lock 'L1' until" in text
+
+
+def test_files_rm_deletes_an_unlocked_file(run, served, tmp_path):
+    added, kept = add(run, tmp_path, "Gone.docx"), add(run, tmp_path, "Kept.docx")
+    client = wopi_client(run, served, added["id"])
+    assert run("files", "rm", added["id"]).output == f"deleted {added['id']} (Gone.docx, 7 bytes)\n"
+    assert client.check_file_info().status_int == 404
+    assert [f["id"] for f in json.loads(run("files", "list", "--json").output)] == [kept["id"]]
+    again = run("files", "rm", added["id"], ok=False)
+    assert again.exit_code == 1 and again.stderr == f"Error: file not found: {added['id']}\n"
+
+
+def test_files_rm_refuses_a_locked_file_unless_forced(run, served, tmp_path):
+    wopi_locked, coauth_locked = add(run, tmp_path, "Wopi.docx"), add(run, tmp_path, "Coauth.docx")
+    first, second = wopi_client(run, served, wopi_locked["id"]), wopi_client(run, served, coauth_locked["id"])
+    assert first.op("LOCK", X_WOPI_Lock="L1").status_int == 200
+    assert coauth_lock(second, "C1").status_int == 200
+    for file_id, held in ((wopi_locked["id"], "lock 'L1'"), (coauth_locked["id"], "Coauth lock 'C1'")):
+        refused = run("files", "rm", file_id, ok=False)
+        assert refused.exit_code == 1 and "is locked" in refused.stderr and held in refused.stderr
+        assert "--force" in refused.stderr and refused.stdout == ""
+    assert first.get_file().body == second.get_file().body == b"content"  # both still there
+    forced = json.loads(run("files", "rm", wopi_locked["id"], "--force", "--json").output)
+    assert forced == {"id": wopi_locked["id"], "name": "Wopi.docx", "size": 7, "deleted": True,
+                      "removed_locks": ["L1"]}
+    assert "removed its locks 'C1'" in run("files", "rm", coauth_locked["id"], "--force").output
+    assert first.check_file_info().status_int == 404 and second.check_file_info().status_int == 404
+    assert json.loads(run("lock", "list", "--json").output) == []
+
+
+def test_lock_list_shows_live_locks_of_both_kinds(run, served, tmp_path):
+    assert run("lock", "list").output == "no live locks\n"
+    assert json.loads(run("lock", "list", "--json").output) == []
+    one, two, idle = add(run, tmp_path, "One.docx"), add(run, tmp_path, "Two.docx"), add(run, tmp_path, "Idle.docx")
+    assert wopi_client(run, served, one["id"]).op("LOCK", X_WOPI_Lock="L1").status_int == 200
+    assert coauth_lock(wopi_client(run, served, two["id"]), "C1").status_int == 200
+    services = served.app.extensions["wopihost"]
+    with services.db.write() as s:  # a lock whose expiry has passed is no lock
+        s.add(Lock(file_id=idle["id"], lock_id="old", expires_at=services.clock.now() - timedelta(seconds=1)))
+    rows = json.loads(run("lock", "list", "--json").output)
+    assert sorted((r["file_id"], r["name"], r["lock_id"], r["type"]) for r in rows) == sorted([
+        (one["id"], "One.docx", "L1", "WOPI"), (two["id"], "Two.docx", "C1", "Coauth")])
+    assert all(set(r) == {"file_id", "name", "lock_id", "type", "expires"} for r in rows)
+    text = run("lock", "list").output
+    assert "One.docx  WOPI lock 'L1'" in text and "Two.docx  Coauth lock 'C1'" in text and "old" not in text
+    assert json.loads(run("lock", "break", one["id"], "--json").output) == {"file_id": one["id"], "lock_id": "L1"}
+    assert [r["lock_id"] for r in json.loads(run("lock", "list", "--json").output)] == ["C1"]
+
+
+# -- values refused before anything happens -------------------------------------------------------------
+
+@pytest.mark.parametrize("ttl", ["0", "0s", "-5m", "-1", "soon"])
+def test_token_lifetimes_must_be_more_than_zero(run, tmp_path, ttl):
+    file_id = add(run, tmp_path)["id"]
+    result = run("token", "issue", file_id, "--user", "u", "--ttl", ttl, ok=False)
+    assert result.exit_code == 2
+    assert f"Invalid value for '--ttl': must be a duration of more than 0, such as 30m, 10h or 2d, not '{ttl}'" \
+        in result.stderr
+    assert "access_token" not in result.stdout
+    assert run("token", "revoke", "--file", file_id, ok=False).exit_code == 1  # none was issued
+
+
+def test_files_add_refuses_a_file_over_the_limit_before_reading_it(env, tmp_path):
+    huge = tmp_path / "huge.bin"
+    with open(huge, "wb") as out:  # sparse: reading its terabyte would take minutes
+        out.truncate((1 << 40) + 1)
+    limited = {**env, "WOPIHOST_MAX_FILE_SIZE": "1TiB"}
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["files", "add", str(huge)], env=limited)
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1 and result.stderr == (
+        f"Error: {huge} is too large: {(1 << 40) + 1} bytes, more than WOPIHOST_MAX_FILE_SIZE ({1 << 40} bytes); "
+        "nothing was stored\n")
+    small = {**env, "WOPIHOST_MAX_FILE_SIZE": "1KiB"}
+    (tmp_path / "fits.bin").write_bytes(b"x" * 1024)
+    (tmp_path / "over.bin").write_bytes(b"x" * 1025)
+    assert CliRunner().invoke(main, ["files", "add", str(tmp_path / "fits.bin")], env=small).exit_code == 0
+    over = CliRunner().invoke(main, ["files", "add", str(tmp_path / "over.bin")], env=small)
+    assert over.exit_code == 1 and "too large" in over.stderr
+    listed = json.loads(CliRunner().invoke(main, ["files", "list", "--json"], env=env).output)
+    assert [f["name"] for f in listed] == ["fits.bin"]
+
+
+def test_revoking_nothing_fails(run, tmp_path):
+    file_id = add(run, tmp_path)["id"]
+    for args in (["garbage"], ["--user", "nobody"], ["--file", file_id]):
+        result = run("token", "revoke", *args, ok=False)
+        assert result.exit_code == 1 and "nothing was revoked" in result.stderr, args
+    token = json.loads(run("token", "issue", file_id, "--user", "u", "--json").output)["access_token"]
+    assert json.loads(run("token", "revoke", token, "--json").output) == {"revoked": 1}
+    again = run("token", "revoke", token, ok=False)
+    assert again.exit_code == 1 and again.stderr.startswith("Error: that token is not a live token")
+
+
+# -- progress bars --------------------------------------------------------------------------------------
+
+def on_a_terminal(args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, str]:
+    """`wopihost ARGS` with its stderr on a pseudo-terminal; the result and what the terminal showed."""
+    main_fd, terminal = pty.openpty()
+    process = subprocess.Popen([*WOPIHOST, *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                               stderr=terminal)
+    os.close(terminal)
+    shown = bytearray()
+    while True:
+        try:
+            piece = os.read(main_fd, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not piece:
+            break
+        shown += piece
+    os.close(main_fd)
+    stdout = process.stdout.read()
+    process.stdout.close()
+    return subprocess.CompletedProcess(args, process.wait(), stdout), shown.decode(errors="replace")
+
+
+def test_long_operations_show_progress_on_a_terminal_only(run, env, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(1 << 20) * 20)
+    added, shown = on_a_terminal(["files", "add", str(big), "--json"], env)
+    assert added.returncode == 0 and json.loads(added.stdout)["size"] == 20 << 20
+    assert "adding big.bin" in shown and "100%" in shown
+    collected, shown = on_a_terminal(["gc", "--json"], env)
+    assert collected.returncode == 0 and json.loads(collected.stdout)["blobs"] == 0
+    assert "scanning blobs" in shown
+    quiet = subprocess.run([*WOPIHOST, "files", "add", str(big)], env={**os.environ, **env}, capture_output=True)
+    assert quiet.returncode == 0 and quiet.stderr == b""  # not a terminal: no bar
+
+
+# -- one JSON vocabulary ----------------------------------------------------------------------------------
+
+def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+def test_every_command_has_json_but_the_validators_own_command_line():
+    without = [" ".join(path) for path, command in commands(main)
+               if "as_json" not in {p.name for p in command.params}]
+    assert without == ["validate"]
+
+
+SYNONYMS = {"file", "fileId", "owner_id", "user_id", "drive", "folder", "item", "token"}
+
+
+def keys_of(value) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield key
+            if key != "activity":  # a client's own JSON, as it sent it
+                yield from keys_of(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from keys_of(inner)
+
+
+def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database):
+    """Every command's --json, parsed: each object's own id is `id`, references are `<kind>_id`, users by
+    role, and no two commands name the same thing differently."""
+    out = {}
+
+    def j(*args: str, ok: bool = True):
+        result = run(*args, "--json", ok=ok)
+        out[" ".join(args)] = value = json.loads(result.stdout)
+        return value
+
+    (tmp_path / "x.docx").write_bytes(b"x")
+    j("db", "upgrade")
+    assert j("db", "current") == {"revision": out["db upgrade"]["head"], "head": out["db upgrade"]["head"],
+                                  "state": "current", "at_head": True}
+    added = j("files", "add", str(tmp_path / "x.docx"))
+    assert set(added) == {"id", "name", "owner", "size", "version", "modified"}
+    assert j("files", "list") == [added]
+    assert j("files", "info", added["id"])["id"] == added["id"]
+    issued = j("token", "issue", added["id"], "--user", "u")
+    assert issued["file_id"] == added["id"] and "id" not in issued
+    api = j("token", "issue", "--api", "--user", "u")
+    info = j("files", "info", added["id"])
+    container = j("token", "issue", "--container", info["folder_id"], "--user", "u")
+    assert container["container_id"] == info["folder_id"]
+    assert j("token", "revoke", issued["access_token"]) == {"revoked": 1}
+    drive = j("drives", "create", "--name", "Team", "--member", "u")
+    assert drive["id"] != api["drive_id"] and drive["members"] == ["u"]
+    assert j("drives", "add-member", drive["id"], "v") == {"drive_id": drive["id"], "user": "v", "member": True}
+    assert j("drives", "remove-member", drive["id"], "v") == {"drive_id": drive["id"], "user": "v", "member": False}
+    assert {d["id"] for d in j("drives", "list")} >= {drive["id"], api["drive_id"]}
+    services = served.app.extensions["wopihost"]
+    link = services.shares.link(added["id"], "ReadOnly", "u")
+    assert [s["item_id"] for s in j("shares", "list")] == [added["id"]]
+    assert j("shares", "revoke", link.id) == {"revoked": 1}
+    assert j("activities", added["id"]) == []
+    assert j("sessions", "list") == [] and j("lock", "list") == []
+    assert wopi_client(run, served, added["id"]).op("LOCK", X_WOPI_Lock="L").status_int == 200
+    assert j("lock", "break", added["id"]) == {"file_id": added["id"], "lock_id": "L"}
+    assert set(j("gc")) == {"sessions", "blobs", "partial_writes", "tokens"}
+    assert j("demo")["file_id"] != added["id"]
+    assert j("files", "rm", added["id"])["id"] == added["id"]
+    doctor = CliRunner().invoke(main, ["doctor", "--timeout", "1", "--json"],
+                                env={**env, "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"})
+    assert doctor.exit_code == 1  # the public URL reaches nothing
+    report = out["doctor"] = json.loads(doctor.stdout)
+    assert report["ok"] is False and report["problems"] == 1
+    assert all(set(check) == {"ok", "what", "fix"} for check in report["checks"])
+    if database == "sqlite":
+        backup = j("backup", str(tmp_path / "copy.sqlite3"))
+        assert set(backup) == {"database", "size", "revision", "source", "blobs"}
+    for command, value in out.items():
+        keys = set(keys_of(value))
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", key) for key in keys), command
+        assert not keys & SYNONYMS, command
+
+
+@pytest.mark.parametrize("args", [["token", "issue", "F", "--user", "a b"], ["token", "issue", "--api", "--user", ""],
+                                  ["files", "add", "PATH", "--owner", "x" * 65],
+                                  ["drives", "create", "--name", "T", "--member", "a/b"],
+                                  ["drives", "add-member", "D", "a b"]], ids=" ".join)
+def test_user_ids_are_checked_before_anything_runs(run, tmp_path, args):
+    source = tmp_path / "a.docx"
+    source.write_bytes(b"")
+    result = run(*[str(source) if a == "PATH" else a for a in args], ok=False)
+    assert result.exit_code == 2 and "user ids are 1 to 64 characters" in result.stderr
+    assert json.loads(run("files", "list", "--json").stdout) == []

@@ -24,15 +24,16 @@ def test_open_json(run, doc):
     assert (info["action"], info["file_id"], info["user"]) == ("view", doc, "bob")
     assert info["url"].startswith("https://wopi.example.test/host/view/")
 
-@pytest.mark.parametrize("args, message", [
-    (["--action", "edit", "--read-only"], "a read-only link cannot edit"),
-    (["--ttl", "0"], "--ttl must be more than 0"),
-    (["--ttl", "soon"], "not a duration"),
+@pytest.mark.parametrize("args, code, message", [
+    (["--action", "edit", "--read-only"], 1, "a read-only link cannot edit"),
+    (["--action", "print"], 2, "'print' is not one of 'view', 'edit', 'editnew'"),
+    (["--ttl", "0"], 2, "must be a duration of more than 0"),
+    (["--ttl", "soon"], 2, "must be a duration of more than 0"),
 ])
-def test_open_refuses(run, doc, args, message):
+def test_open_refuses(run, doc, args, code, message):
     result = run("open", doc, "--user", "bob", *args, ok=False)
-    assert result.exit_code == 1 and message in result.output
+    assert result.exit_code == code and message in result.output
 
 def test_open_of_an_unknown_file(run):
     result = run("open", "nope", "--user", "bob", ok=False)
-    assert result.exit_code == 1 and "no such file" in result.output
+    assert result.exit_code == 1 and "no such file: nope" in result.output

@@ -1,4 +1,11 @@
-"""The `wopihost` command: administration and serving. Every command reads the same WOPIHOST_* settings."""
+"""The `wopihost` command: administration and serving. Every command reads the same WOPIHOST_* settings.
+
+Failures an admin can act on are one line on stderr and exit status 1 (clierrors.py). With --json, every
+command prints JSON in one vocabulary (README.md, "The `wopihost` command"): an object's own id is `id`,
+another object is referred to as `file_id`, `folder_id`, `drive_id`, `item_id`, `lock_id`, users by their
+role (`user`, `owner`, `created_by`, `members`), times are ISO 8601 UTC named for their event (`created`,
+`modified`, `expires` ...), sizes are bytes.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +14,140 @@ import json
 import os
 import shlex
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import click
 
-from . import db
+from . import __version__, db
+from .backup import backup_sqlite, sqlite_path
+from .clierrors import SETTINGS_KEY, Group, database_url_problem
 from .clock import iso_round_trip, to_epoch_ms
-from .config import ConfigError, Settings, parse_duration
+from .config import Settings, parse_duration
 from .demo import minimal_docx
-from .errors import WopiError
 from .launches import ACTIONS
-from .models import File
-from .names import InvalidName
-from .services import Services
 from .drives import SHARED_KINDS
+from .locks import live_coauth_locks, live_lock
+from .models import File, Folder
+from .services import Services
 from .shares import link_id_of
 from .tokens import IssuedToken
+from .tree import Tree
+from .users import check_user_id
 
 DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
+PROGRESS_FROM = 16 << 20  # bytes: smaller files are added before a bar would be worth drawing
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print JSON (keys: README.md, \"The wopihost command\").")
 
 
 def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    """This command's settings, read once; a database URL that cannot work is refused here, before anything
+    tries to connect."""
+    meta = click.get_current_context().meta
+    if SETTINGS_KEY not in meta:
+        try:
+            settings = Settings.from_env()
+        except OSError as exc:  # the generated secret cannot be read or written
+            raise click.ClickException(
+                f"the data directory cannot hold the token secret ({exc.strerror}: {exc.filename}): make "
+                "WOPIHOST_DATA_DIR a writable directory, or set WOPIHOST_SECRET_KEY") from None
+        problem = database_url_problem(settings.database_url)
+        if problem:
+            raise click.ClickException(problem)
+        meta[SETTINGS_KEY] = settings
+    return meta[SETTINGS_KEY]
 
 
 def _services() -> Services:
-    """Services on a database whose schema is current (the tables exist and match this code)."""
+    """Services on a database whose schema is the one this code was written for (neither older nor newer)."""
     settings = _settings()
     services = Services.create(settings)
-    current, head = db.current_revision(services.db.engine), db.head_revision(settings.database_url)
-    if current != head:
-        raise click.ClickException(f"the database is at migration {current or 'none'}, this code needs {head}: "
-                                   "run `wopihost db upgrade`")
+    db.require_current_schema(services.db.engine, settings.database_url)
     return services
 
 
 def _echo_json(value) -> None:
     click.echo(json.dumps(value, indent=2))
+
+
+def _echo_rows(rows: list[dict], as_json: bool, line: Callable[[dict], str], empty: str) -> None:
+    """A list: JSON (`[]` when empty), or a line per row, or a sentence saying there is nothing."""
+    if as_json:
+        _echo_json(rows)
+    elif not rows:
+        click.echo(empty)
+    else:
+        for row in rows:
+            click.echo(line(row))
+
+
+def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A lifetime option: a duration of more than 0 (a token that is born expired is a mistake)."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise click.BadParameter(f"must be a duration of more than 0, such as 30m, 10h or 2d, not {value!r}")
+    return seconds
+
+
+class UserId(click.ParamType):
+    """A user id, checked as the domain checks it, so that a bad one is a usage error before anything runs."""
+    name = "user"
+
+    def convert(self, value, param, ctx) -> str:
+        try:
+            return check_user_id(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+USER = UserId()
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def _progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr, advanced by the function yielded; nothing unless stderr is a terminal."""
+    if not _interactive() or length < PROGRESS_FROM:
+        yield lambda n: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _track(label: str) -> Callable[[list], Iterable]:
+    """Wraps a list so that going through it draws a progress bar on stderr (when that is a terminal)."""
+    def track(items: list) -> Iterable:
+        if not _interactive():
+            yield from items
+            return
+        with click.progressbar(items, label=label, file=sys.stderr) as bar:
+            yield from bar
+    return track
+
+
+class _Counted:
+    """A file read through `readinto`, telling `advance` how much each read got."""
+
+    def __init__(self, source: BinaryIO, advance: Callable[[int], None]):
+        self._source, self._advance = source, advance
+
+    def readinto(self, buffer) -> int:
+        n = self._source.readinto(buffer)
+        self._advance(n)
+        return n
 
 
 def _file_json(file: File) -> dict:
@@ -89,7 +188,8 @@ def _print_token(services: Services, issued: IssuedToken, as_json: bool) -> None
         click.echo(f"CheckFileInfo:    curl -s {shlex.quote(info['check_file_info_url'])}")
 
 
-@click.group()
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="wopihost", message="%(prog)s %(version)s")
 def main() -> None:
     """wopihost: a WOPI host server. Settings come from WOPIHOST_* environment variables (see README)."""
 
@@ -102,12 +202,43 @@ def db_group() -> None:
 
 
 @db_group.command("upgrade")
-def db_upgrade() -> None:
-    """Apply all migrations (creates the database on first run)."""
+@json_option
+def db_upgrade(as_json: bool) -> None:
+    """Apply all migrations (creates the database on first run). Safe to run on several nodes at once: they
+    take turns, and the later ones find nothing to do."""
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db.upgrade(settings.database_url)
-    click.echo(f"database is at migration {db.head_revision(settings.database_url)}")
+    engine = db.make_engine(settings.database_url)
+    try:
+        state = db.schema_state(engine, settings.database_url)
+    finally:
+        engine.dispose()
+    if state.state == "ahead":  # Alembic would only say it cannot find the revision
+        raise db.SchemaMismatch(state.problem())
+    applied = db.upgrade(settings.database_url)
+    if as_json:
+        _echo_json({"revision": state.head, "head": state.head, "applied": applied})
+    elif applied:
+        click.echo(f"applied migrations {', '.join(applied)}: the database is at {state.head}")
+    else:
+        click.echo(f"the database is at migration {state.head} already: nothing to do")
+
+
+@db_group.command("current")
+@json_option
+def db_current(as_json: bool) -> None:
+    """The database's migration, and whether it is the one this wopihost needs."""
+    settings = _settings()
+    engine = db.make_engine(settings.database_url)
+    try:
+        state = db.schema_state(engine, settings.database_url)
+    finally:
+        engine.dispose()
+    if as_json:
+        _echo_json({"revision": state.current, "head": state.head, "state": state.state,
+                    "at_head": state.state == "current"})
+    else:
+        click.echo(f"{state.current}: at this wopihost's head" if state.state == "current" else state.problem())
 
 
 # -- files ------------------------------------------------------------------------
@@ -120,18 +251,21 @@ def files_group() -> None:
 @files_group.command("add")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="File name on the host (default: the file's own name).")
-@click.option("--owner", default=DEMO_OWNER, show_default=True, help="User id of the owner.")
+@click.option("--owner", type=USER, default=DEMO_OWNER, show_default=True, help="User id of the owner.")
 @click.option("--folder", default="", help="Folder of the owner's drive to put it in, as a/b (made if missing; "
                                            "default: the root).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bool) -> None:
     """Upload a local file into the owner's drive."""
+    settings = _settings()
+    size = path.stat().st_size
+    if size > settings.max_file_size:  # before a byte is read
+        raise click.ClickException(f"{path} is too large: {size} bytes, more than WOPIHOST_MAX_FILE_SIZE "
+                                   f"({settings.max_file_size} bytes); nothing was stored")
     services = _services()
-    try:
-        with open(path, "rb") as source:
-            file = services.add_file(owner, name or path.name, source, [n for n in folder.split("/") if n])
-    except (InvalidName, ValueError, WopiError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with open(path, "rb") as source, _progress(size, f"adding {path.name}") as advance:
+        file = services.add_file(owner, name or path.name, _Counted(source, advance),
+                                 [n for n in folder.split("/") if n])
     if as_json:
         _echo_json(_file_json(file))
     else:
@@ -139,15 +273,73 @@ def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bo
 
 
 @files_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def files_list(as_json: bool) -> None:
     """List every file."""
-    files = _services().files.list()
+    _echo_rows([_file_json(f) for f in _services().files.list()], as_json,
+               lambda f: f"{f['id']}  {f['name']}  {f['size']} bytes  v{f['version']}  owner {f['owner']}  "
+                         f"{f['modified']}",
+               "no files")
+
+
+def _file_info(services: Services, file_id: str) -> dict:
+    """A file as `files info` shows it: where it is and what holds it."""
+    file = services.files.get(file_id)
+    now = services.clock.now()
+    with services.db.read() as s:
+        folder = s.get(Folder, file.folder_id)
+        path = "/".join([*Tree.path_of(s, folder), file.name])
+        lock = live_lock(s, file_id, now)
+        coauth = live_coauth_locks(s, file_id, now)
+    return {**_file_json(file), "path": path, "folder_id": file.folder_id, "drive_id": folder.drive_id,
+            "created": iso_round_trip(file.created_at), "modified_by": file.modified_by or file.owner_id,
+            "sha256": file.sha256, "sequence_number": file.sequence_number,
+            "lock": {"lock_id": lock.lock_id, "expires": iso_round_trip(lock.expires_at)} if lock else None,
+            "coauth_locks": [{"lock_id": c.lock_id, "type": c.lock_type, "expires": iso_round_trip(c.expires_at)}
+                             for c in coauth]}
+
+
+def _locks_text(info: dict) -> str:
+    held = [f"lock {info['lock']['lock_id']!r} until {info['lock']['expires']}"] if info["lock"] else []
+    held += [f"{c['type']} lock {c['lock_id']!r} until {c['expires']}" for c in info["coauth_locks"]]
+    return "; ".join(held) or "not locked"
+
+
+@files_group.command("info")
+@click.argument("file_id")
+@json_option
+def files_info(file_id: str, as_json: bool) -> None:
+    """One file: name, place, size, version, hash and locks."""
+    info = _file_info(_services(), file_id)
     if as_json:
-        _echo_json([_file_json(f) for f in files])
+        _echo_json(info)
         return
-    for f in files:
-        click.echo(f"{f.id}  {f.name}  {f.size} bytes  v{f.version}  owner {f.owner_id}  {iso_round_trip(f.modified_at)}")
+    for label, value in [("id", info["id"]), ("name", info["name"]), ("path", f"/{info['path']}"),
+                         ("drive", info["drive_id"]), ("folder", info["folder_id"]), ("owner", info["owner"]),
+                         ("size", f"{info['size']} bytes"), ("version", info["version"]),
+                         ("sha256", info["sha256"]), ("created", info["created"]),
+                         ("modified", f"{info['modified']} by {info['modified_by']}"), ("locks", _locks_text(info))]:
+        click.echo(f"{label + ':':10}{value}")
+
+
+@files_group.command("rm")
+@click.argument("file_id")
+@click.option("--force", is_flag=True, help="Delete it even while a client holds a lock on it (the lock goes too).")
+@json_option
+def files_rm(file_id: str, force: bool, as_json: bool) -> None:
+    """Delete a file, as WOPI's DeleteFile does; a locked file only with --force."""
+    services = _services()
+    info = _file_info(services, file_id)
+    if not force and (info["lock"] or info["coauth_locks"]):
+        raise click.ClickException(f"file {file_id} is locked ({_locks_text(info)}), a client may be editing it: "
+                                   "nothing was deleted; --force deletes it anyway")
+    removed = services.files.delete(file_id, force=force)
+    if as_json:
+        _echo_json({"id": file_id, "name": info["name"], "size": info["size"], "deleted": True,
+                    "removed_locks": removed})
+        return
+    click.echo(f"deleted {file_id} ({info['name']}, {info['size']} bytes)"
+               + (f"; removed its locks {', '.join(map(repr, removed))}" if removed else ""))
 
 
 # -- tokens -----------------------------------------------------------------------
@@ -175,16 +367,18 @@ def _folder_rights(text: str) -> str:
 @click.option("--container", "folder_id", help="A WOPI token for this container (folder) instead of a file: "
                                                "list, create, manage and write in it and below (--read-only: "
                                                "list only).")
-@click.option("--user", required=True, help="User id the token acts for (created, with a drive, if new).")
+@click.option("--user", type=USER, required=True,
+              help="User id the token acts for (created, with a drive, if new).")
 @click.option("--read-only", is_flag=True, help="Grant read access only.")
 @click.option("--folders", default="none", show_default=True,
               help="What a file token may do in the containers above its file, through the URLs its "
                    "responses hand out (EnumerateAncestors ...): a comma-separated list of list, create, "
                    "manage (rename, delete), write (the files in them), all or none.")
-@click.option("--ttl", default=None, help="Lifetime, e.g. 10h, 30m (default WOPIHOST_TOKEN_TTL).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--ttl", default=None, callback=_positive_duration,
+              help="Lifetime, more than 0: 10h, 30m, 2d ... (default WOPIHOST_TOKEN_TTL).")
+@json_option
 def token_issue(file_id: str | None, api: bool, folder_id: str | None, user: str, read_only: bool,
-                folders: str, ttl: str | None, as_json: bool) -> None:
+                folders: str, ttl: float | None, as_json: bool) -> None:
     """Issue an access token for one file (or --container) and one user, or (--api) an API token for one
     user."""
     if [bool(file_id), api, bool(folder_id)].count(True) != 1:
@@ -192,23 +386,18 @@ def token_issue(file_id: str | None, api: bool, folder_id: str | None, user: str
                                "for an API token")
     reach = _folder_rights(folders)
     services = _services()
-    try:
-        seconds = parse_duration(ttl) if ttl else services.settings.token_ttl
-        expires_at = services.clock.now() + timedelta(seconds=seconds)
-        if api:
-            issued, drive_id = services.issue_api_token(user, not read_only, expires_at)
-        elif folder_id:
-            services.containers.get(folder_id)
-            issued = services.issue_container_token(folder_id, user, "l" if read_only else "lcmw", expires_at)
-        else:
-            services.files.get(file_id)
-            issued = services.issue_token(file_id, user, not read_only, expires_at, reach)
-    except (ValueError, WopiError) as exc:
-        raise click.ClickException(str(exc)) from None
+    expires_at = services.clock.now() + timedelta(seconds=ttl or services.settings.token_ttl)
     if api:
+        issued, drive_id = services.issue_api_token(user, not read_only, expires_at)
         _print_api_token(services, issued, drive_id, as_json)
+        return
+    if folder_id:
+        services.containers.get(folder_id)
+        issued = services.issue_container_token(folder_id, user, "l" if read_only else "lcmw", expires_at)
     else:
-        _print_token(services, issued, as_json)
+        services.files.get(file_id)
+        issued = services.issue_token(file_id, user, not read_only, expires_at, reach)
+    _print_token(services, issued, as_json)
 
 
 def _print_api_token(services: Services, issued: IssuedToken, drive_id: str, as_json: bool) -> None:
@@ -226,6 +415,28 @@ def _print_api_token(services: Services, issued: IssuedToken, drive_id: str, as_
                f"{info['graph_url']}/me/drive")
 
 
+@token_group.command("revoke")
+@click.argument("token", required=False)
+@click.option("--file", "file_id", help="Revoke every token for this file.")
+@click.option("--user", help="Revoke every token for this user.")
+@json_option
+def token_revoke(token: str | None, file_id: str | None, user: str | None, as_json: bool) -> None:
+    """Revoke one token, or all tokens of a file and/or a user; fails if no live token matched."""
+    if not (token or file_id or user):
+        raise click.UsageError("give a TOKEN, --file or --user")
+    services = _services()
+    with services.db.write() as s:
+        count = services.tokens.revoke(s, token=token, file_id=file_id, user_id=user)
+    if not count:
+        what = "that token is not a live token of this host (malformed, revoked, or signed by another)" if token else \
+            "no live token matched"
+        raise click.ClickException(f"{what}: nothing was revoked")
+    if as_json:
+        _echo_json({"revoked": count})
+    else:
+        click.echo(f"revoked {count} token{'s' if count != 1 else ''}")
+
+
 # -- drives -----------------------------------------------------------------------
 
 @main.group("drives")
@@ -237,68 +448,62 @@ def drives_group() -> None:
 @click.option("--kind", type=click.Choice(SHARED_KINDS), default="site", show_default=True,
               help="Reached as sites/{id}/drive or groups/{id}/drive (and drives/{id}).")
 @click.option("--name", required=True, help="The drive's name.")
-@click.option("--member", "members", multiple=True, help="A user who may reach it (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--member", "members", type=USER, multiple=True, help="A user who may reach it (repeatable).")
+@json_option
 def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool) -> None:
     """Create a shared drive."""
     services = _services()
     drive = services.drives.create_shared(kind, name)
-    try:
-        for user in members:
-            services.drives.add_member(drive.id, user)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    for user in members:
+        _add_member(services, drive.id, user)
     if as_json:
         _echo_json({"id": drive.id, "kind": drive.kind, "name": drive.name, "members": list(members)})
     else:
         click.echo(drive.id)
 
 
+def _add_member(services: Services, drive_id: str, user: str) -> None:
+    try:
+        services.drives.add_member(drive_id, user)
+    except ValueError as exc:  # no such shared drive
+        raise click.ClickException(str(exc)) from None
+
+
 @drives_group.command("add-member")
 @click.argument("drive_id")
-@click.argument("user")
-def drives_add_member(drive_id: str, user: str) -> None:
+@click.argument("user", type=USER)
+@json_option
+def drives_add_member(drive_id: str, user: str, as_json: bool) -> None:
     """Let a user reach a shared drive."""
-    try:
-        _services().drives.add_member(drive_id, user)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    _add_member(_services(), drive_id, user)
+    if as_json:
+        _echo_json({"drive_id": drive_id, "user": user, "member": True})
+    else:
+        click.echo(f"{user} may reach {drive_id}")
 
 
 @drives_group.command("remove-member")
 @click.argument("drive_id")
 @click.argument("user")
-def drives_remove_member(drive_id: str, user: str) -> None:
+@json_option
+def drives_remove_member(drive_id: str, user: str, as_json: bool) -> None:
     """Take a user's access to a shared drive away."""
     if not _services().drives.remove_member(drive_id, user):
-        raise click.ClickException(f"{user} is not a member of {drive_id}")
+        raise click.ClickException(f"{user} is not a member of {drive_id}: nothing was changed")
+    if as_json:
+        _echo_json({"drive_id": drive_id, "user": user, "member": False})
+    else:
+        click.echo(f"{user} no longer reaches {drive_id}")
 
 
 @drives_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def drives_list(as_json: bool) -> None:
     """Every drive, its kind and who may reach it."""
     rows = [{"id": d.id, "kind": d.kind, "name": d.name, "members": members}
             for d, members in _services().drives.list()]
-    if as_json:
-        _echo_json(rows)
-        return
-    for row in rows:
-        click.echo(f"{row['id']}  {row['kind']:8}  {row['name'] or '-'}  {', '.join(row['members'])}")
-
-
-@token_group.command("revoke")
-@click.argument("token", required=False)
-@click.option("--file", "file_id", help="Revoke every token for this file.")
-@click.option("--user", help="Revoke every token for this user.")
-def token_revoke(token: str | None, file_id: str | None, user: str | None) -> None:
-    """Revoke one token, or all tokens of a file and/or a user."""
-    if not (token or file_id or user):
-        raise click.UsageError("give a TOKEN, --file or --user")
-    services = _services()
-    with services.db.write() as s:
-        count = services.tokens.revoke(s, token=token, file_id=file_id, user_id=user)
-    click.echo(f"revoked {count} token{'s' if count != 1 else ''}")
+    _echo_rows(rows, as_json, lambda row: f"{row['id']}  {row['kind']:8}  {row['name'] or '-'}  "
+                                          f"{', '.join(row['members'])}", "no drives")
 
 
 # -- share links and activities ---------------------------------------------------
@@ -310,28 +515,25 @@ def shares_group() -> None:
 
 @shares_group.command("list")
 @click.argument("item_id", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def shares_list(item_id: str | None, as_json: bool) -> None:
     """Every share link (of one file or folder), live or revoked; the link itself is shown only in part."""
     rows = [{"id": f"{link.id[:6]}...", "item_id": link.item_id, "type": link.url_type, "created_by": link.created_by,
              "created": iso_round_trip(link.created_at),
              "revoked": iso_round_trip(link.revoked_at) if link.revoked_at else None}
             for link in _services().shares.list(item_id)]
-    if as_json:
-        _echo_json(rows)
-        return
-    if not rows:
-        click.echo("no share links")
-    for row in rows:
-        click.echo(f"{row['id']}  {row['item_id']}  {row['type']}  by {row['created_by']}  {row['created']}"
-                   + (f"  revoked {row['revoked']}" if row["revoked"] else ""))
+    _echo_rows(rows, as_json, lambda row: f"{row['id']}  {row['item_id']}  {row['type']}  by {row['created_by']}  "
+                                          f"{row['created']}" + (f"  revoked {row['revoked']}" if row["revoked"] else ""),
+               "no share links")
 
 
 @shares_group.command("revoke")
 @click.argument("link", required=False)
 @click.option("--item", "item_id", help="Revoke every link to this file or folder.")
-def shares_revoke(link: str | None, item_id: str | None) -> None:
-    """Revoke one share link (its URL, its id or a Graph share id), or every link to an item."""
+@json_option
+def shares_revoke(link: str | None, item_id: str | None, as_json: bool) -> None:
+    """Revoke one share link (its URL, its id or a Graph share id), or every link to an item; fails if no live
+    link matched."""
     if not (link or item_id):
         raise click.UsageError("give a LINK or --item")
     services = _services()
@@ -341,33 +543,35 @@ def shares_revoke(link: str | None, item_id: str | None) -> None:
         if link_id is None:
             raise click.ClickException(f"{link} is not a share link of this host")
     count = services.shares.revoke(link_id, item_id)
-    if link_id and not count:
-        raise click.ClickException("no live share link with that id")
-    click.echo(f"revoked {count} share link{'s' if count != 1 else ''}")
+    if not count:
+        raise click.ClickException(("no live share link with that id" if link_id else
+                                    f"no live share link to {item_id}") + ": nothing was revoked")
+    if as_json:
+        _echo_json({"revoked": count})
+    else:
+        click.echo(f"revoked {count} share link{'s' if count != 1 else ''}")
 
 
 @main.command("activities")
 @click.argument("file_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: each activity as the client sent it.")
+@json_option
 def activities_command(file_id: str, as_json: bool) -> None:
-    """The activities (comments, mentions ...) WOPI clients reported on a file, oldest first."""
-    try:
-        found = _services().activities.of_file(file_id)
-    except WopiError as exc:
-        raise click.ClickException(exc.reason) from None
-    if as_json:
-        _echo_json([{"id": a.activity_id, "user": a.user_id, "type": a.type,
-                     "received": iso_round_trip(a.received_at), "activity": a.body} for a in found])
-        return
-    if not found:
-        click.echo("no activities")
-    for a in found:
-        data = a.body.get("Data") or {}
-        mentioned = [p.get("Name") or p.get("Id") for p in a.body.get("People") or [] if p.get("Mentioned")]
-        text = data.get("CommentText") or ""
-        click.echo(f"{iso_round_trip(a.received_at)}  {a.user_id}  {a.type} {data.get('ContentAction', '')}"
-                   f"  {data.get('ContentId', '')}" + (f"  {text!r}" if text else "")
-                   + (f"  mentions {', '.join(map(str, mentioned))}" if mentioned else ""))
+    """The activities (comments, mentions ...) WOPI clients reported on a file, oldest first (JSON: each
+    activity as the client sent it)."""
+    found = _services().activities.of_file(file_id)
+    rows = [{"id": a.activity_id, "file_id": file_id, "user": a.user_id, "type": a.type,
+             "received": iso_round_trip(a.received_at), "activity": a.body} for a in found]
+    _echo_rows(rows, as_json, _activity_line, "no activities")
+
+
+def _activity_line(row: dict) -> str:
+    body = row["activity"]
+    data = body.get("Data") or {}
+    mentioned = [p.get("Name") or p.get("Id") for p in body.get("People") or [] if p.get("Mentioned")]
+    text = data.get("CommentText") or ""
+    return (f"{row['received']}  {row['user']}  {row['type']} {data.get('ContentAction', '')}"
+            f"  {data.get('ContentId', '')}" + (f"  {text!r}" if text else "")
+            + (f"  mentions {', '.join(map(str, mentioned))}" if mentioned else ""))
 
 
 # -- locks ------------------------------------------------------------------------
@@ -377,15 +581,28 @@ def lock_group() -> None:
     """WOPI locks."""
 
 
+@lock_group.command("list")
+@json_option
+def lock_list(as_json: bool) -> None:
+    """Every live lock: WOPI locks and CSPP Plus coauth locks, with their file and expiry."""
+    rows = [{"file_id": lock.file_id, "name": lock.name, "lock_id": lock.lock_id, "type": lock.type,
+             "expires": iso_round_trip(lock.expires_at)} for lock in _services().locks.live()]
+    _echo_rows(rows, as_json, lambda row: f"{row['file_id']}  {row['name']}  {row['type']} lock {row['lock_id']!r}  "
+                                          f"expires {row['expires']}", "no live locks")
+
+
 @lock_group.command("break")
 @click.argument("file_id")
-def lock_break(file_id: str) -> None:
-    """Remove a file's lock (for example after an editor crashed)."""
-    try:
-        removed = _services().locks.break_lock(file_id)
-    except WopiError as exc:
-        raise click.ClickException(exc.reason) from None
-    click.echo(f"removed lock {removed!r}" if removed else "the file was not locked")
+@json_option
+def lock_break(file_id: str, as_json: bool) -> None:
+    """Remove a file's WOPI lock (for example after an editor crashed); fails if it was not locked."""
+    removed = _services().locks.break_lock(file_id)
+    if removed is None:
+        raise click.ClickException(f"file {file_id} is not locked: there was no lock to break")
+    if as_json:
+        _echo_json({"file_id": file_id, "lock_id": removed})
+    else:
+        click.echo(f"removed lock {removed!r}")
 
 
 # -- upload sessions and garbage collection -----------------------------------------
@@ -396,30 +613,31 @@ def sessions_group() -> None:
 
 
 @sessions_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def sessions_list(as_json: bool) -> None:
-    """Open upload sessions, with their size and expiry (the token is shown only in part)."""
+    """Open upload sessions, with their size and expiry (their id, a credential, is shown only in part)."""
     services = _services()
     now = services.clock.now()
-    rows = [{"token": f"{row.token[:6]}...", "kind": row.kind, "file_id": row.file_id, "user": row.user_id,
+    rows = [{"id": f"{row.token[:6]}...", "kind": row.kind, "file_id": row.file_id, "user": row.user_id,
              "bytes": row.received, "total": row.total, "finished": row.result is not None,
              "expires": iso_round_trip(row.expires_at), "expired": row.expires_at <= now}
             for row in services.sessions.list()]
-    if as_json:
-        _echo_json(rows)
-        return
-    for row in rows:
-        state = "expired" if row["expired"] else f"expires {row['expires']}"
-        size = f"{row['bytes']} of {row['total']}" if row["total"] is not None else str(row["bytes"])
-        done = "  finished" if row["finished"] else ""
-        click.echo(f"{row['token']}  {row['kind']:5}  file {row['file_id'] or '(new)'}  user {row['user']}  "
-                   f"{size} bytes{done}  {state}")
+    _echo_rows(rows, as_json, _session_line, "no upload sessions")
+
+
+def _session_line(row: dict) -> str:
+    state = "expired" if row["expired"] else f"expires {row['expires']}"
+    size = f"{row['bytes']} of {row['total']}" if row["total"] is not None else str(row["bytes"])
+    done = "  finished" if row["finished"] else ""
+    return (f"{row['id']}  {row['kind']:5}  file {row['file_id'] or '(new)'}  user {row['user']}  "
+            f"{size} bytes{done}  {state}")
 
 
 @main.command("gc")
 @click.option("--grace", default="1h", show_default=True,
               help="Only delete unreferenced blobs and partial writes older than this.")
-def gc_command(grace: str) -> None:
+@json_option
+def gc_command(grace: str, as_json: bool) -> None:
     """Delete expired upload sessions, blobs nothing refers to, partial writes of dead processes and the
     records of expired or revoked tokens."""
     from .gc import collect
@@ -427,11 +645,38 @@ def gc_command(grace: str) -> None:
     try:
         seconds = parse_duration(grace)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    done = collect(_services(), seconds)
-    click.echo(f"deleted {done.sessions} expired upload and workbook sessions, {done.blobs} unreferenced blobs, "
-               f"{done.partial_writes} partial writes, {done.tokens} expired or revoked tokens")
+        raise click.BadParameter(str(exc), param_hint="'--grace'") from None
+    done = collect(_services(), seconds, _track("scanning blobs"))
+    if as_json:
+        _echo_json({"sessions": done.sessions, "blobs": done.blobs, "partial_writes": done.partial_writes,
+                    "tokens": done.tokens})
+    else:
+        click.echo(f"deleted {done.sessions} expired upload and workbook sessions, {done.blobs} unreferenced "
+                   f"blobs, {done.partial_writes} partial writes, {done.tokens} expired or revoked tokens")
 
+
+# -- backups ------------------------------------------------------------------------
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace DEST if it exists.")
+@json_option
+def backup(dest: Path, force: bool, as_json: bool) -> None:
+    """Copy the SQLite database to DEST while the server runs (a consistent copy, WAL included). File contents
+    are not in it: back up WOPIHOST_DATA_DIR/blobs alongside, after it. With PostgreSQL use pg_dump."""
+    settings = _settings()
+    source = sqlite_path(settings.database_url)
+    copied = backup_sqlite(source, dest, overwrite=force, busy_timeout=settings.database_busy_timeout)
+    if as_json:
+        _echo_json({"database": str(dest), "size": copied.size, "revision": copied.revision,
+                    "source": str(source), "blobs": str(settings.blob_dir)})
+        return
+    click.echo(f"wrote {dest}: a consistent copy of {source} ({copied.size} bytes, migration {copied.revision})")
+    click.echo(f"file contents are not in it: now copy {settings.blob_dir} alongside (for example "
+               f"rsync -a {shlex.quote(str(settings.blob_dir))}/ BACKUP/blobs/)")
+
+
+# -- checks -------------------------------------------------------------------------
 
 @main.command("validate", context_settings={"ignore_unknown_options": True, "help_option_names": []},
               add_help_option=False)
@@ -445,15 +690,20 @@ def validate(args: tuple[str, ...]) -> None:
 
 @main.command("doctor")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each network check.")
-def doctor(timeout: float) -> None:
+@json_option
+def doctor(timeout: float, as_json: bool) -> None:
     """Check the configuration a deployment depends on; exits 1 if anything is wrong."""
     from .doctor import run
 
     findings = run(Services.create(_settings()), timeout)
-    for finding in findings:
-        click.echo(finding.line())
     problems = sum(not f.ok for f in findings)
-    click.echo(f"{problems} problem{'s' if problems != 1 else ''} found" if problems else "all checks passed")
+    if as_json:
+        _echo_json({"ok": not problems, "problems": problems,
+                    "checks": [{"ok": f.ok, "what": f.what, "fix": f.fix or None} for f in findings]})
+    else:
+        for finding in findings:
+            click.echo(finding.line())
+        click.echo(f"{problems} problem{'s' if problems != 1 else ''} found" if problems else "all checks passed")
     if problems:
         sys.exit(1)
 
@@ -461,7 +711,7 @@ def doctor(timeout: float) -> None:
 # -- demo and serving -------------------------------------------------------------
 
 @main.command("demo")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def demo(as_json: bool) -> None:
     """Create the demo document (once) and print a fresh token for it."""
     services = _services()
@@ -475,8 +725,11 @@ def demo(as_json: bool) -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="Processes.")
 @click.option("--threads", default=None, type=int, help="Requests each process serves at once  [default: 64].")
-def serve(host: str, port: int, workers: int, threads: int | None) -> None:
-    """Serve with gunicorn (for production use deploy/gunicorn.conf.py)."""
+@json_option
+def serve(host: str, port: int, workers: int, threads: int | None, as_json: bool) -> None:
+    """Serve with gunicorn (for production use deploy/gunicorn.conf.py). Refuses to start on a database older
+    or newer than this wopihost. --json: where it serves, as one JSON line on stdout, once it is ready to
+    start."""
     from .server import DEFAULTS, WopiHostServer
 
     # Without a configured public URL, the URLs we hand out name the address we listen on.
@@ -484,8 +737,14 @@ def serve(host: str, port: int, workers: int, threads: int | None) -> None:
     services = _services()  # fail here, once, rather than in every worker
     services.db.dispose()
     threads = threads or DEFAULTS["threads"]
-    click.echo(f"wopihost serving {services.settings.public_url} on http://{host}:{port} "
-               f"with {workers} workers of {threads} threads; data in {services.settings.data_dir}", err=True)
+    started = {"public_url": services.settings.public_url, "bind": f"http://{host}:{port}", "workers": workers,
+               "threads": threads, "data_dir": str(services.settings.data_dir)}
+    if as_json:
+        click.echo(json.dumps(started))
+        sys.stdout.flush()
+    else:
+        click.echo(f"wopihost serving {started['public_url']} on {started['bind']} with {workers} workers of "
+                   f"{threads} threads; data in {started['data_dir']}", err=True)
     WopiHostServer({**DEFAULTS, "bind": f"{host}:{port}", "workers": workers, "threads": threads}).run()
 
 
@@ -493,23 +752,21 @@ def serve(host: str, port: int, workers: int, threads: int | None) -> None:
 
 @main.command("open")
 @click.argument("file_id")
-@click.option("--user", required=True, help="User id the page opens the file for (created, with a drive, if new).")
+@click.option("--user", type=USER, required=True,
+              help="User id the page opens the file for (created, with a drive, if new).")
 @click.option("--action", type=click.Choice(ACTIONS), default="view", show_default=True)
 @click.option("--read-only", is_flag=True, help="Give the WOPI client a read-only token (view only).")
-@click.option("--ttl", default=None, help="How long the link may be opened, e.g. 5m (default "
-                                          "WOPIHOST_LAUNCH_LINK_TTL); the token it opens lives WOPIHOST_TOKEN_TTL.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def open_command(file_id: str, user: str, action: str, read_only: bool, ttl: str | None, as_json: bool) -> None:
+@click.option("--ttl", default=None, callback=_positive_duration,
+              help="How long the link may be opened, more than 0: 5m, 1h ... (default WOPIHOST_LAUNCH_LINK_TTL); "
+                   "the token it opens lives WOPIHOST_TOKEN_TTL.")
+@json_option
+def open_command(file_id: str, user: str, action: str, read_only: bool, ttl: float | None, as_json: bool) -> None:
     """Print a launch link: the built-in host page, opening FILE_ID in the WOPI client of the discovery."""
     services = _services()
-    try:
-        seconds = parse_duration(ttl) if ttl else services.settings.launch_link_ttl
-        if seconds <= 0:
-            raise ValueError(f"--ttl must be more than 0, not {ttl!r}")
-        link = services.launches.issue(file_id, user, action, can_write=not read_only, ttl=timedelta(seconds=seconds),
-                                       token_ttl=timedelta(seconds=services.settings.token_ttl))
-    except (ValueError, WopiError) as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = services.settings
+    link = services.launches.issue(file_id, user, action, can_write=not read_only,
+                                   ttl=timedelta(seconds=ttl or settings.launch_link_ttl),
+                                   token_ttl=timedelta(seconds=settings.token_ttl))
     url = services.launch_url(link.action, link.ticket)
     if as_json:
         _echo_json({"url": url, "action": link.action, "file_id": link.file_id, "user": user,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Iterator, TypeVar
 
@@ -242,6 +243,13 @@ def _fault(exc: sa.exc.DBAPIError) -> Exception | None:
 # -- migrations ---------------------------------------------------------------
 # Alembic is imported where it is used: a serving worker never needs it, and it weighs several MiB.
 
+# Held (pg_advisory_xact_lock) by the transaction that runs a whole upgrade, so that nodes starting at once
+# migrate one after the other. One key for the database, whatever the schema: migrations are rare and short.
+MIGRATION_LOCK_KEY = 0x776F7069686F7374  # "wopihost"
+# How long a second `db upgrade` waits for the first one's SQLite write lock.
+MIGRATION_WAIT = 3600.0
+
+
 def alembic_config(url: str):
     from alembic.config import Config as AlembicConfig
     config = AlembicConfig()
@@ -250,9 +258,16 @@ def alembic_config(url: str):
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head") -> list[str]:
+    """Apply the migrations up to `revision` in one transaction that holds a database-wide lock (see
+    migrations/env.py); returns the revisions applied. A process that finds another migrating waits for it,
+    then finds the database at `revision` and applies nothing."""
     from alembic import command
-    command.upgrade(alembic_config(url), revision)
+    config = alembic_config(url)
+    applied: list[str] = []
+    config.attributes["wopihost.applied"] = applied
+    command.upgrade(config, revision)
+    return applied
 
 
 def head_revision(url: str) -> str | None:
@@ -264,3 +279,53 @@ def current_revision(engine: sa.Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """The database's migration beside the code's."""
+    current: str | None  # None: no migration applied (no tables)
+    head: str
+    known: bool  # whether this code has the database's migration (not: a newer wopihost migrated it)
+
+    @property
+    def state(self) -> str:
+        if self.current == self.head:
+            return "current"
+        if self.current is None:
+            return "empty"
+        return "behind" if self.known else "ahead"
+
+    def problem(self) -> str | None:
+        """Why this code cannot use the database, and what to do; None if it can."""
+        state = self.state
+        if state == "empty":
+            return f"the database has no tables (no migration applied; this wopihost needs {self.head}): " \
+                   "run `wopihost db upgrade`"
+        if state == "behind":
+            return f"the database is at migration {self.current}, this wopihost needs {self.head}: " \
+                   "run `wopihost db upgrade`"
+        if state == "ahead":
+            return f"the database is at migration {self.current}, which this wopihost (at {self.head}) does not " \
+                   "know: this database was migrated by a newer wopihost; run that version or a newer one"
+        return None
+
+
+class SchemaMismatch(Exception):
+    """The database's schema is not the one this code was written for; str() says which and what to do."""
+
+
+def schema_state(engine: sa.Engine, url: str) -> SchemaState:
+    from alembic.script import ScriptDirectory
+    scripts = ScriptDirectory.from_config(alembic_config(url))
+    current = current_revision(engine)
+    known = current is None or current in {script.revision for script in scripts.walk_revisions()}
+    return SchemaState(current, scripts.get_current_head(), known)
+
+
+def require_current_schema(engine: sa.Engine, url: str) -> SchemaState:
+    state = schema_state(engine, url)
+    problem = state.problem()
+    if problem:
+        raise SchemaMismatch(problem)
+    return state

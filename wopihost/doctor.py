@@ -35,14 +35,16 @@ def run(services: Services, timeout: float = 5.0) -> list[Finding]:
 
 def _database(services: Services) -> list[Finding]:
     try:
-        current = db.current_revision(services.db.engine)
+        state = db.schema_state(services.db.engine, services.settings.database_url)
     except Exception as exc:
         return [Finding(False, f"database unreachable: {exc}", "check WOPIHOST_DATABASE_URL and that the server runs")]
-    head = db.head_revision(services.settings.database_url)
-    if current != head:
-        return [Finding(False, f"database at migration {current or 'none'}, this version needs {head}",
+    if state.state == "ahead":
+        return [Finding(False, f"database at migration {state.current}, which this version (at {state.head}) "
+                               "does not know", "run the newer wopihost that migrated it")]
+    if state.state != "current":
+        return [Finding(False, f"database at migration {state.current or 'none'}, this version needs {state.head}",
                         "run `wopihost db upgrade`")]
-    return [Finding(True, f"database reachable, migrations current ({head})")]
+    return [Finding(True, f"database reachable, migrations current ({state.head})")]
 
 
 def _storage(services: Services) -> Finding:

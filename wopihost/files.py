@@ -20,8 +20,8 @@ from .db import Database
 from .errors import WopiError, name_taken as name_taken_error, not_found
 from .extents import Extents, OpenBlobs, open_extents
 from .ids import new_id
-from .locks import current_lock, require_write_access
-from .models import Activity, ContentProperty, File, Lock, name_key
+from .locks import current_lock, live_coauth_locks, live_lock, require_write_access
+from .models import Activity, CoauthLock, ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
 from .snapshots import FileView
 from .repository import (drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken,
@@ -219,11 +219,22 @@ class Files:
             file.sequence_number += 1
             return file
 
-    def delete(self, file_id: str) -> None:
+    def delete(self, file_id: str, force: bool = False) -> list[str]:
+        """Delete a file; 409 while it is locked, unless `force` (an admin's `files rm --force`) removes its
+        WOPI and coauth locks first, in the same transaction. Returns the ids of the live locks removed."""
         with self.db.write() as s:
-            unused = self.delete_in(s, load_file(s, file_id))
+            file = load_file(s, file_id)
+            removed = []
+            if force:
+                now = self.clock.now()
+                held = [live_lock(s, file_id, now), *live_coauth_locks(s, file_id, now)]
+                removed = [lock.lock_id for lock in held if lock is not None]
+                for table in (Lock, CoauthLock):
+                    s.execute(sa.delete(table).where(table.file_id == file_id))
+            unused = self.delete_in(s, file)
         for blob in unused:
             self.blobs.delete(blob)
+        return removed
 
     def check_writable(self, s: Session, file: File) -> None:
         """409 while a WOPI or coauth lock holds the file: it may be changed only by its lock holder."""

@@ -15,6 +15,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import sqlalchemy as sa
 
@@ -23,6 +24,7 @@ from .models import AlternateStream, File, UploadPiece, WorkbookSession
 from .services import Services
 
 log = logging.getLogger("wopihost.gc")
+Track = Callable[[list], Iterable]
 
 
 @dataclass(frozen=True)
@@ -33,14 +35,15 @@ class Collected:
     tokens: int
 
 
-def collect(services: Services, grace: float = 3600) -> Collected:
+def collect(services: Services, grace: float = 3600, track: Track = iter) -> Collected:
+    """`track` wraps the list of blob directories as they are scanned (the command's progress bar)."""
     sessions = services.sessions.sweep() + services.workbooks.sweep()
     with services.db.write() as s:
         tokens = services.tokens.purge(s)
-    return Collected(sessions, _orphaned_blobs(services, grace), services.blobs.sweep_tmp(grace), tokens)
+    return Collected(sessions, _orphaned_blobs(services, grace, track), services.blobs.sweep_tmp(grace), tokens)
 
 
-def _orphaned_blobs(services: Services, grace: float) -> int:
+def _orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int:
     """Delete blobs older than `grace` that nothing refers to and no live writer holds; returns how many.
 
     A writer holds its new blob until the transaction that records it is over (storage.Blob). One that let
@@ -49,9 +52,7 @@ def _orphaned_blobs(services: Services, grace: float) -> int:
     """
     referenced, cutoff = referenced_blobs(services), time.time() - grace
     candidates = []
-    for shard in os.scandir(services.blobs.root):
-        if not shard.is_dir():
-            continue
+    for shard in track([entry for entry in os.scandir(services.blobs.root) if entry.is_dir()]):
         for entry in os.scandir(shard.path):
             try:
                 if entry.name not in referenced and entry.stat().st_mtime < cutoff:

@@ -163,6 +163,18 @@ class Locks:
                 s.delete(row)
             return current
 
+    def live(self) -> list[LiveLock]:
+        """Every live lock, WOPI and coauth, with its file's name (for admins), by file then expiry."""
+        now = self.clock.now()
+        kinds = [sa.select(Lock.file_id, File.name, Lock.lock_id, sa.literal("WOPI").label("type"), Lock.expires_at)
+                 .join(File, File.id == Lock.file_id).where(Lock.expires_at > now),
+                 sa.select(CoauthLock.file_id, File.name, CoauthLock.lock_id, CoauthLock.lock_type,
+                           CoauthLock.expires_at)
+                 .join(File, File.id == CoauthLock.file_id).where(CoauthLock.expires_at > now)]
+        query = sa.union_all(*kinds).order_by("file_id", "expires_at", "lock_id")
+        with self.db.read() as s:
+            return [LiveLock(*row) for row in s.execute(query)]
+
     def _transition(self, file_id: str, lock_id: str, unlocked_ok: bool,
                     change: Callable[[Statements, datetime], object]) -> int:
         """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
@@ -188,6 +200,14 @@ class Locks:
     def _set(t: Statements, file_id: str, lock_id: str, now: datetime, how: LockRequest) -> None:
         t.run(_UPSERT, {"file_id": file_id, "lock_id": lock_id, "expires_at": now + how.ttl,
                         "user_name": how.visible_as})
+
+
+class LiveLock(NamedTuple):
+    file_id: str
+    name: str
+    lock_id: str
+    type: str  # WOPI, Coauth or CoauthExclusive
+    expires_at: datetime
 
 
 class _LockState(NamedTuple):

@@ -1,0 +1,189 @@
+"""Migrations that nodes share: concurrent `wopihost db upgrade`s migrate once, `db current` says where the
+database stands, and the server refuses a database older or newer than its code. Real processes, on a fresh
+SQLite file and (with WOPIHOST_TEST_DATABASE_URL) a fresh PostgreSQL schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import subprocess
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner
+
+from wopihost import db
+from wopihost.cli import main
+from wopihost.localserver import WOPIHOST
+
+from .conftest import PG_URL
+
+HEAD = db.head_revision("sqlite://")
+PREVIOUS = ScriptDirectory.from_config(db.alembic_config("sqlite://")).get_revision(HEAD).down_revision
+EVERY_REVISION = [s.revision for s in reversed(list(
+    ScriptDirectory.from_config(db.alembic_config("sqlite://")).walk_revisions()))]
+NEWER = "f0f0f0f0f0f0"  # a migration some later wopihost made
+
+
+@pytest.fixture(params=["sqlite", "postgresql"] if PG_URL else ["sqlite"])
+def fresh(request, tmp_path) -> Iterator[str]:
+    """The URL of a database with nothing in it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        return
+    schema = f"wopihost_migrations_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    yield sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
+
+
+@pytest.fixture
+def env(fresh, tmp_path) -> dict:
+    return {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_DATABASE_URL": fresh,
+            "WOPIHOST_SECRET_KEY": "s", "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"}
+
+
+def versions(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [row[0] for row in conn.exec_driver_sql("SELECT version_num FROM alembic_version")]
+    finally:
+        engine.dispose()
+
+
+def set_version(url: str, revision: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+    engine.dispose()
+
+
+@contextmanager
+def migration_lock_held(url: str) -> Iterator[None]:
+    """The lock an upgrade takes, held by someone else (as by a node in the middle of migrating)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        held = sqlite3.connect(parsed.database, isolation_level=None)
+        held.execute("PRAGMA journal_mode=WAL")  # as the first node's own connection left it
+        held.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            held.execute("COMMIT")
+            held.close()
+        return
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_advisory_lock({db.MIGRATION_LOCK_KEY})")
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({db.MIGRATION_LOCK_KEY})")
+            conn.commit()
+    engine.dispose()
+
+
+def upgrades(env: dict, count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([*WOPIHOST, "db", "upgrade", "--json"], env={**os.environ, **env},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
+
+
+def applied_by(processes: list[subprocess.Popen]) -> list[list[str]]:
+    applied = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr
+        applied.append(json.loads(stdout)["applied"])
+    return sorted(applied)
+
+
+def test_an_upgrade_waits_for_the_one_migrating_then_has_nothing_to_do(fresh, env):
+    with migration_lock_held(fresh):
+        processes = upgrades(env, 2)
+        time.sleep(3)  # long enough for both to start and reach the lock
+        assert [p.poll() for p in processes] == [None, None]  # both waiting
+    assert applied_by(processes) == [[], EVERY_REVISION]  # one migrated, the other found it done
+    assert versions(fresh) == [HEAD]
+
+
+def test_nodes_starting_at_once_migrate_once(fresh, env):
+    assert applied_by(upgrades(env, 3)) == [[], [], EVERY_REVISION]
+    assert versions(fresh) == [HEAD]
+    assert json.loads(CliRunner().invoke(main, ["files", "list", "--json"], env=env).stdout) == []
+
+
+def current(env: dict) -> tuple[dict, str]:
+    as_json = CliRunner().invoke(main, ["db", "current", "--json"], env=env)
+    text = CliRunner().invoke(main, ["db", "current"], env=env)
+    assert as_json.exit_code == text.exit_code == 0
+    return json.loads(as_json.stdout), text.stdout
+
+
+def test_db_current_says_where_the_database_stands(fresh, env):
+    assert current(env) == ({"revision": None, "head": HEAD, "state": "empty", "at_head": False},
+                            f"the database has no tables (no migration applied; this wopihost needs {HEAD}): "
+                            "run `wopihost db upgrade`\n")
+    assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
+    assert current(env) == ({"revision": HEAD, "head": HEAD, "state": "current", "at_head": True},
+                            f"{HEAD}: at this wopihost's head\n")
+    command.downgrade(db.alembic_config(fresh), PREVIOUS)
+    state, text = current(env)
+    assert state == {"revision": PREVIOUS, "head": HEAD, "state": "behind", "at_head": False}
+    assert text == f"the database is at migration {PREVIOUS}, this wopihost needs {HEAD}: run `wopihost db upgrade`\n"
+    set_version(fresh, NEWER)
+    state, text = current(env)
+    assert state == {"revision": NEWER, "head": HEAD, "state": "ahead", "at_head": False}
+    assert "this database was migrated by a newer wopihost" in text
+
+
+def refused(env: dict, *args: str) -> str:
+    result = subprocess.run([*WOPIHOST, *args], env={**os.environ, **env}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_the_server_refuses_an_older_database_until_it_is_upgraded(fresh, env):
+    db.upgrade(fresh)
+    command.downgrade(db.alembic_config(fresh), PREVIOUS)
+    expected = f"Error: the database is at migration {PREVIOUS}, this wopihost needs {HEAD}: run `wopihost db upgrade`\n"
+    assert refused(env, "serve", "--port", "1") == expected
+    assert refused(env, "files", "list") == expected
+    upgraded = CliRunner().invoke(main, ["db", "upgrade", "--json"], env=env)
+    assert json.loads(upgraded.stdout) == {"revision": HEAD, "head": HEAD, "applied": [HEAD]}
+    assert CliRunner().invoke(main, ["files", "list"], env=env).stdout == "no files\n"
+
+
+def test_the_server_refuses_a_database_a_newer_wopihost_migrated(fresh, env):
+    db.upgrade(fresh)
+    set_version(fresh, NEWER)
+    expected = (f"Error: the database is at migration {NEWER}, which this wopihost (at {HEAD}) does not know: "
+                "this database was migrated by a newer wopihost; run that version or a newer one\n")
+    assert refused(env, "serve", "--port", "1") == expected
+    assert refused(env, "files", "list") == expected
+    assert refused(env, "db", "upgrade") == expected  # nothing to upgrade to: it is not downgraded either
+    assert versions(fresh) == [NEWER]
+
+
+def test_doctor_names_a_database_a_newer_wopihost_migrated(fresh, env):
+    db.upgrade(fresh)
+    set_version(fresh, NEWER)
+    report = json.loads(CliRunner().invoke(main, ["doctor", "--timeout", "1", "--json"], env=env).stdout)
+    database = report["checks"][0]
+    assert database == {"ok": False, "what": f"database at migration {NEWER}, which this version (at {HEAD}) "
+                                             "does not know", "fix": "run the newer wopihost that migrated it"}

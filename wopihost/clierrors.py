@@ -1,0 +1,110 @@
+"""The failures of the `wopihost` command that an admin can act on, each as one line.
+
+Every command of the group runs through `Command.invoke`, which turns the known failures (a database that
+is unreachable, unmigrated or named by an unusable URL, a data directory that cannot be written, an id that
+does not exist, a refused value) into a click error: one line on stderr and exit status 1. Anything else is
+a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+
+from .backup import BackupError
+from .config import ConfigError, Settings
+from .db import SchemaMismatch
+from .errors import WopiError
+from .faults import InsufficientStorage, Unavailable
+from .names import InvalidName
+from .storage import TooLarge
+
+SETTINGS_KEY = "wopihost.settings"  # click's ctx.meta: the settings a command read, for the messages
+PG_EXAMPLE = "postgresql+psycopg://user:password@host/database"
+# Arguments that name something that may not exist: a "not found" says which one.
+ID_PARAMS = ("file_id", "folder_id", "item_id", "drive_id")
+
+
+class Command(click.Command):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = explain(exc, ctx)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+class Group(click.Group):
+    command_class = Command
+    group_class = type  # subgroups are Groups too, so their commands are Commands
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why WOPIHOST_DATABASE_URL cannot work with what is installed, before anything connects."""
+    name = "WOPIHOST_DATABASE_URL"
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return f"{name} is not a database URL: use sqlite:////path/to/wopihost.sqlite3 or {PG_EXAMPLE}"
+    backend, driver = parsed.get_backend_name(), parsed.drivername.partition("+")[2]
+    if backend in ("postgres", "pg"):
+        return f"{name}: {backend}:// is not a scheme SQLAlchemy knows; use {PG_EXAMPLE}"
+    if backend == "postgresql":
+        if driver not in ("", "psycopg"):
+            return f"{name}: wopihost ships the psycopg driver, not {driver}; use {PG_EXAMPLE}"
+        if importlib.util.find_spec("psycopg") is None:
+            return "PostgreSQL needs the psycopg driver, which is not installed: install wopihost[postgres] " \
+                   "(pip install 'wopihost[postgres]')"
+        return None
+    if backend == "sqlite":
+        return None if driver in ("", "pysqlite") else f"{name}: use sqlite:///path (the built-in driver)"
+    return f"{name}: wopihost runs on SQLite (sqlite:///path) or PostgreSQL ({PG_EXAMPLE}), not {backend}"
+
+
+def explain(exc: Exception, ctx: click.Context) -> str | None:
+    """One line saying what is wrong, for the failures an admin can act on; None for anything else."""
+    settings: Settings | None = ctx.meta.get(SETTINGS_KEY)
+    if isinstance(exc, WopiError):
+        named = [str(ctx.params[p]) for p in ID_PARAMS if ctx.params.get(p)]
+        return f"{exc.reason}: {named[0]}" if exc.status == 404 and named else exc.reason
+    if isinstance(exc, (BackupError, ConfigError, InvalidName, TooLarge, SchemaMismatch)):
+        return str(exc)
+    if isinstance(exc, (Unavailable, InsufficientStorage)):
+        cause = exc.__cause__
+        if isinstance(cause, sa.exc.DBAPIError):
+            return f"{exc} ({_database(settings)}: {_first_line(cause.orig)})"
+        if isinstance(cause, OSError) and cause.filename:
+            return f"{exc}: {cause.filename}"
+        return str(exc)
+    if isinstance(exc, sa.exc.OperationalError):  # connecting, or the file SQLite cannot open
+        return f"cannot use the database {_database(settings)}: {_first_line(exc.orig)}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name in ("psycopg", "psycopg2"):
+        return "PostgreSQL needs the psycopg driver, which is not installed: install wopihost[postgres]"
+    if isinstance(exc, OSError) and exc.filename:
+        what = f"{exc.strerror or exc}: {exc.filename}"
+        if settings is not None and _inside(Path(exc.filename), settings.data_dir):
+            return f"the data directory {settings.data_dir} cannot be used: {what}"
+        return what
+    return None
+
+
+def _database(settings: Settings | None) -> str:
+    if settings is None:
+        return "(WOPIHOST_DATABASE_URL)"
+    return sa.make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def _first_line(error: BaseException | None) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path.absolute().is_relative_to(directory)
