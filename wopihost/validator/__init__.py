@@ -8,6 +8,13 @@ command line tool it signs every request with proof keys, as Office does, so it 
 requires them. `python -m wopihost.validator --help` for the command line; `Runner` for use from Python.
 """
 
+try:
+    import jsonschema  # noqa: F401
+    import requests  # noqa: F401
+except ModuleNotFoundError as missing:  # installed without the extra: one line for `wopihost validate`
+    raise SystemExit(f"the WOPI validator needs {missing.name}, which is not installed: "
+                     "pip install 'wopihost[validator]'") from None
+
 from .definitions import DefinitionError, load
 from .requests import Target
 from .resources import Layout, ResourceError, Resources, Schemas
