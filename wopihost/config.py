@@ -11,9 +11,6 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
 ENV_PREFIX = "WOPIHOST_"
 
 # Hand-written on purpose: humanfriendly (last release 2021) would add a dependency for two functions and
@@ -57,22 +54,6 @@ def _positive_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"must be more than 0, not {text!r}")
     return seconds
-
-
-def _database_url(text: str) -> str:
-    """The URL as given, once SQLAlchemy reads it and its driver is installed (psycopg is an extra).
-    The messages never repeat the URL: it may hold a password."""
-    try:
-        dialect = make_url(text).get_dialect()
-    except (ArgumentError, NoSuchModuleError, ValueError):
-        raise ValueError("not a database URL SQLAlchemy knows "
-                         "(e.g. postgresql+psycopg://wopihost@db/wopihost)") from None
-    try:
-        dialect.import_dbapi()
-    except ImportError as exc:
-        raise ValueError(f"its driver {exc.name or ''} is not installed "
-                         "(for PostgreSQL: pip install 'wopihost[postgres]')") from None
-    return text
 
 
 PROOF_MODES = ("off", "verify", "require")
@@ -162,7 +143,7 @@ class Settings:
         discovery_url = get("DISCOVERY_URL", "")
         return cls(
             data_dir=data_dir,
-            database_url=parsed("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}", _database_url),
+            database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
             public_url=public_url,
             secret_key=env.get(ENV_PREFIX + "SECRET_KEY") or load_or_create_secret(data_dir),
             token_ttl=parsed("TOKEN_TTL", "10h", parse_duration),
