@@ -1,24 +1,27 @@
 # Quick start: `make serve` runs the server on SQLite in ./data, `make test` runs the whole suite.
-# Each creates the virtual environment it needs in .venv on first use.
+# Each creates the virtual environment it needs in .venv on first use, with the exact versions in
+# constraints.txt (pyproject.toml only states compatible ranges); `make constraints` renews them.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 2
 
-.PHONY: serve test bench clean
+.PHONY: serve test bench constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# the suite also runs on PostgreSQL (WOPIHOST_TEST_DATABASE_URL), so the test extra brings the postgres one
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[test]'
 	touch $@ $(VENV)/.installed
 
 serve: $(VENV)/.installed
@@ -31,6 +34,18 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/core_ops.py
+
+# The newest versions pyproject.toml's ranges allow, every extra and every indirect dependency, resolved
+# in a throwaway environment; run the tests on the result before committing it.
+constraints:
+	rm -rf $(VENV)-constraints
+	$(PYTHON) -m venv $(VENV)-constraints
+	$(VENV)-constraints/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-constraints/bin/python -m pip install --quiet '.[test]'
+	{ sed -n '/^#/p' constraints.txt; $(VENV)-constraints/bin/python -m pip freeze --exclude wopihost; } \
+		> constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(VENV)-constraints
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis

@@ -1,11 +1,20 @@
-"""Behind a reverse proxy: path-prefix mounting, the URL a client signed, trusted proxies, /healthz."""
+"""Behind a reverse proxy: path-prefix mounting, the URL a client signed, trusted proxies, /healthz; the
+settings file deploy/ ships, read as systemd and as the guide's shell line read it."""
+
+import configparser
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import webtest
 
 from wopihost.app import create_app
+from wopihost.config import Settings
 from wopihost.doctor import instance_fingerprint
 from wopihost.requesturl import called_url
+
+from . import systemd_env
 
 PUBLIC = "https://wopi.example.test/office"
 
@@ -101,3 +110,112 @@ def test_healthz_is_503_when_the_database_is_gone(settings, clock, tmp_path):
     response = webtest.TestApp(app).get("/healthz", expect_errors=True)
     assert response.status_int == 503
     assert response.json["database"] == "unreachable"
+
+
+# -- deploy/wopihost.env, as systemd reads it ---------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+ENV_FILE = REPO / "deploy" / "wopihost.env"
+
+
+def unit() -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # systemd's keys are case-sensitive
+    parser.read(REPO / "deploy" / "wopihost.service")
+    return parser["Service"]
+
+
+def commented_out_settings(text: str) -> str:
+    """The file with `#WOPIHOST_...` lines switched on, as an admin of several nodes does."""
+    return "\n".join(line[1:] if line.startswith("#WOPIHOST_") else line for line in text.splitlines()) + "\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A=1      # not a comment\n", {"A": "1      # not a comment"}),
+    ("# comment\n; comment too\n  # indented comment\nA=1\n", {"A": "1"}),
+    ("  A = spaced value \t\r\n", {"A": "spaced value"}),
+    ("A='single # $HOME \\n'\n", {"A": "single # $HOME \\n"}),
+    ('A="a \\"b\\" \\$c \\\\ \\d"\n', {"A": 'a "b" $c \\ \\d'}),
+    ("A='two\nlines'\nB=\"also\ntwo\"\n", {"A": "two\nlines", "B": "also\ntwo"}),
+    ("A=one\\\ncontinued\nB=back\\\\slash\n", {"A": "onecontinued", "B": "back\\slash"}),
+    ("A=\"quoted\"unquoted 'kept'\n", {"A": "quotedunquoted 'kept'"}),
+    ("no equals sign\nA=\nA=last\nB=", {"A": "last", "B": ""}),
+])
+def test_env_file_reading_follows_systemd_exec(text, expected):
+    assert systemd_env.parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["A B=1\n", "1A=x\n", "# comment \\\nA=1\n", "A=\"bell\x07\"\n"])
+def test_env_file_lines_systemd_ignores_or_reads_by_version_are_refused(text):
+    with pytest.raises(systemd_env.EnvFileError):
+        systemd_env.parse(text)
+
+
+GENERATOR = Path("/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator")
+
+
+def test_env_file_reading_agrees_with_this_machines_systemd(tmp_path):
+    """systemd's environment.d generator reads files with the same code as EnvironmentFile= and runs without
+    systemd as PID 1, so the reading is checked against it. It then expands $ (these samples have none) and
+    drops empty values (EnvironmentFile= keeps them), so only the non-empty ones are compared."""
+    if not GENERATOR.exists():
+        pytest.skip("systemd's environment.d generator is not installed")
+    samples = [ENV_FILE.read_text(), commented_out_settings(ENV_FILE.read_text()),
+               "T_A=1      # kept\n  T_B = spaced  \nT_C='single\nquoted'\nT_D=\"d \\\"q\\\" \\\\ \\e\"\n"
+               "T_E=one\\\ntwo\nT_F=\"x\"y 'z'\n; comment\nno assignment\nT_G=\n"]
+    for sample in samples:
+        (tmp_path / "environment.d").mkdir(exist_ok=True)
+        (tmp_path / "environment.d" / "zz-wopihost-test.conf").write_text(sample)
+        out = subprocess.run([str(GENERATOR)], env={"XDG_CONFIG_HOME": str(tmp_path), "HOME": str(tmp_path)},
+                             capture_output=True, text=True, check=True).stdout
+        expected = {name: value for name, value in systemd_env.parse(sample).items() if value}
+        assert {k: v for k, v in generator_output(out).items() if k in expected} == expected
+
+
+def generator_output(out: str) -> dict[str, str]:
+    """NAME=value lines, the value in double quotes with backslash escapes when it needs quoting."""
+    env = {}
+    for line in out.splitlines():
+        name, _, value = line.partition("=")
+        if value.startswith('"') and value.endswith('"'):
+            escapes = {"n": "\n", "t": "\t"}
+            value = "".join(escapes.get(part[1], part[1]) if part.startswith("\\") and len(part) == 2 else part
+                            for part in re.split(r"(\\.)", value[1:-1]))
+        env[name] = value
+    return env
+
+
+@pytest.mark.parametrize("variant", ["as shipped", "several nodes"])
+def test_env_file_reads_the_same_in_systemd_and_sh(variant, tmp_path):
+    """The guide runs wopihost commands by hand after `set -a; . /etc/wopihost/env; set +a`."""
+    text = ENV_FILE.read_text()
+    if variant == "several nodes":
+        text = commented_out_settings(text)
+    path = tmp_path / "env"
+    path.write_text(text)
+    by_systemd = systemd_env.parse(text)
+    shell = subprocess.run(["sh", "-c", 'set -a; . "$1"; set +a; exec env -0', "sh", str(path)], env={},
+                           capture_output=True, text=True, check=True).stdout
+    by_sh = dict(item.split("=", 1) for item in shell.split("\0") if item.startswith("WOPIHOST_"))
+    assert by_sh == by_systemd
+    assert set(by_systemd) >= {"WOPIHOST_DATA_DIR", "WOPIHOST_PUBLIC_URL", "WOPIHOST_TRUSTED_PROXIES"}
+    if variant == "several nodes":
+        assert by_systemd["WOPIHOST_DATABASE_URL"].startswith("postgresql+psycopg://")
+
+
+@pytest.mark.parametrize("variant", ["as shipped", "several nodes"])
+def test_env_file_settings_are_usable(variant, tmp_path):
+    text = ENV_FILE.read_text()
+    env = systemd_env.parse(commented_out_settings(text) if variant == "several nodes" else text)
+    settings = Settings.from_env({**env, "WOPIHOST_DATA_DIR": str(tmp_path)})
+    assert settings.trusted_proxies == 1 and settings.proof_keys == "verify"
+    assert settings.public_url == env["WOPIHOST_PUBLIC_URL"]
+
+
+def test_the_unit_and_the_guide_use_the_shipped_env_file():
+    service = unit()
+    env_path = service["EnvironmentFile"]
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    assert f"deploy/wopihost.env {env_path}" in guide  # the guide installs this very file there
+    assert f". {env_path};" in guide  # and reads it into the shell the way the test above checks
+    assert service["ExecStartPre"].endswith("wopihost db upgrade")

@@ -13,6 +13,9 @@ from pathlib import Path
 
 ENV_PREFIX = "WOPIHOST_"
 
+# Hand-written on purpose: humanfriendly (last release 2021) would add a dependency for two functions and
+# reads "512k" and "2G" as decimal unless told otherwise; pytimeparse2 reads durations only. These two
+# patterns are the whole documented syntax.
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?\s*$", re.IGNORECASE)

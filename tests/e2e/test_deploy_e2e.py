@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +27,9 @@ from wopihost.cspp.wire import put_chunked_body
 from wopihost.localserver import WOPIHOST, LocalServer, PeakRss, free_port
 from wopihost.proof import ticks_from_datetime
 
+from .. import systemd_env
 from ..proof_helpers import discovery_xml, sign
+from ..test_deployment import ENV_FILE, unit
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -290,3 +294,64 @@ def test_doctor_names_another_host_behind_the_public_url(plain_server, tmp_path,
     assert result.returncode == 1
     assert "another wopihost" in result.stdout
 
+
+
+# -- deploy/wopihost.env and deploy/wopihost.service, as systemd runs them ---------------------------------
+
+SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def unit_command(line: str) -> list[str]:
+    """An Exec line of the unit, with this checkout and its virtual environment where the guide installs them."""
+    line = line.replace("/srv/wopihost/.venv/bin/", str(Path(sys.executable).parent) + "/")
+    return shlex.split(line.replace("/srv/wopihost", str(REPO)))
+
+
+def test_the_shipped_env_file_starts_the_unit(tmp_path, database, client_key):
+    """The environment systemd gives the unit: the shipped settings file read by systemd's rules, nothing else of
+    this process's environment, and only what this test must change (where data and the database live, the
+    port, the worker count, a discovery on disk instead of the example's host). The settings the file keeps
+    (proxies, proof keys) are the ones an inline comment used to break."""
+    port = free_port()
+    discovery = tmp_path / "discovery.xml"
+    discovery.write_bytes(discovery_xml(client_key.public_key(), None))
+    overrides = {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_BIND": f"127.0.0.1:{port}",
+                 "WEB_CONCURRENCY": "2", "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                 "WOPIHOST_DISCOVERY_URL": str(discovery),
+                 # SQLite: the file's default path in the new data directory, created by ExecStartPre
+                 **({"WOPIHOST_DATABASE_URL": database} if not database.startswith("sqlite") else {})}
+    service = unit()
+    env = {"PATH": SYSTEMD_PATH, **systemd_env.parse(ENV_FILE.read_text()), **overrides}
+    workdir = service["WorkingDirectory"].replace("/srv/wopihost", str(REPO))
+
+    for _ in range(2):  # ExecStartPre runs on every start: the second finds nothing to do
+        upgraded = subprocess.run(unit_command(service["ExecStartPre"]), env=env, cwd=workdir, capture_output=True,
+                                  text=True)
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert "database is at migration" in upgraded.stdout
+    log = tmp_path / "unit.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(unit_command(service["ExecStart"]), env=env, cwd=workdir, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        health = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert health is not None, log.read_text()
+        assert health.status_code == 200 and health.json()["database"] == "ok", health.text
+
+        # the guide's way of running a command by hand: the file read into a shell, then the command
+        doctor = subprocess.run(["sh", "-c", f'set -a; . {shlex.quote(str(ENV_FILE))}; set +a; exec "$@"', "sh",
+                                 "env", *(f"{k}={v}" for k, v in overrides.items()), *WOPIHOST, "doctor",
+                                 "--timeout", "3"], env={"PATH": SYSTEMD_PATH}, capture_output=True, text=True)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "all checks passed" in doctor.stdout
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "Traceback" not in log.read_text(), log.read_text()

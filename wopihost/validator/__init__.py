@@ -8,11 +8,18 @@ command line tool it signs every request with proof keys, as Office does, so it 
 requires them. `python -m wopihost.validator --help` for the command line; `Runner` for use from Python.
 """
 
-from .definitions import DefinitionError, load
-from .requests import Target
-from .resources import Layout, ResourceError, Resources, Schemas
-from .runner import FAIL, PASS, SKIP, Runner, TestResult
-from .signing import ProofSigner
+try:
+    from .definitions import DefinitionError, load
+    from .requests import Target
+    from .resources import Layout, ResourceError, Resources, Schemas
+    from .runner import FAIL, PASS, SKIP, Runner, TestResult
+    from .signing import ProofSigner
+except ModuleNotFoundError as missing:
+    if missing.name not in ("requests", "jsonschema"):
+        raise
+    # installed without the extra: one line for `wopihost validate`, not a traceback
+    raise SystemExit(f"the WOPI validator needs {missing.name}, which is not installed: "
+                     "pip install 'wopihost[validator]'") from None
 
 __all__ = ["DefinitionError", "FAIL", "Layout", "PASS", "ProofSigner", "ResourceError", "Resources", "Runner",
            "SKIP", "Schemas", "Target", "TestResult", "load"]
