@@ -83,7 +83,7 @@ def _metrics(app: App, services: Services) -> Metrics | None:
         return None
     metrics = app.extensions["wopihost.metrics"] = Metrics(services)
     if settings.metrics_bind is None:
-        app.add_url_rule("/metrics", view_func=metrics.response)
+        app.add_url_rule("/metrics", "metrics", metrics.response)
         return metrics
     host, port = settings.metrics_bind
     try:
