@@ -101,24 +101,24 @@ class GunicornLogger(Logger):
     access token, is never written).
     """
 
+    as_json = False  # WOPIHOST_LOG_FORMAT=json, read in setup
+
     def setup(self, cfg) -> None:
         super().setup(cfg)
-        self.json = log_format() == "json"
+        self.as_json = log_format() == "json"
         for handler in (*self.error_log.handlers, *self.access_log.handlers):
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
                 handler.addFilter(RedactingFilter())
-            if self.json:
+            if self.as_json:
                 handler.setFormatter(JsonFormatter())
         app_log = logging.getLogger("wopihost")
         app_log.handlers = list(self.error_log.handlers)
         app_log.setLevel(self.error_log.level)
         app_log.propagate = False
-        if self.json:
+        if self.as_json:
             # Libraries' loggers and Python's warnings would otherwise reach stderr as plain text.
             logging.root.handlers = list(self.error_log.handlers)
             logging.captureWarnings(True)
-
-    json = False
 
     def access(self, resp, req, environ, request_time) -> None:
         # gunicorn counts what it writes, but not what sendfile sends (a whole GetFile): our worker's socket does
@@ -139,7 +139,7 @@ class GunicornLogger(Logger):
         elapsed = request_time.seconds * 1000 + request_time.microseconds // 1000
         sent = getattr(resp, "sent", None)
         extra = {"redacted": True}
-        if self.json:
+        if self.as_json:
             file_id = environ.get(FILE_ID)
             length = environ.get("CONTENT_LENGTH", "")
             extra["access"] = {
