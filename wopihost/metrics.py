@@ -102,12 +102,9 @@ class Metrics:
                     self.swept.labels(kind).inc(count)
             self.last_sweep.set(time.time())
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
-
     def response(self) -> Response:
         """GET /metrics."""
-        return Response(self.exposition(), mimetype=None, content_type=CONTENT_TYPE_LATEST,
+        return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST,
                         headers={"Cache-Control": "no-store"})
 
 
@@ -122,11 +119,12 @@ class StateCollector:
 
     def collect(self):
         now = self._clock.now()
-        up = GaugeMetricFamily("wopihost_database_up", "Whether the last scrape could read the database's state")
+        up = GaugeMetricFamily("wopihost_database_up", "Whether this scrape could read the database's state")
         try:
             with self._db.read() as s:
+                received = sa.func.coalesce(sa.func.sum(UploadSession.received), 0)
                 sessions = s.execute(
-                    sa.select(UploadSession.kind, sa.func.count(), sa.func.coalesce(sa.func.sum(UploadSession.received), 0))
+                    sa.select(UploadSession.kind, sa.func.count(), received)
                     .where(UploadSession.expires_at > now, UploadSession.result.is_(None))
                     .group_by(UploadSession.kind)).all()
                 locks = s.execute(sa.union_all(

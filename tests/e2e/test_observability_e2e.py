@@ -120,7 +120,8 @@ def deployed(tmp_path: Path, database: str, extra_env: dict) -> LocalServer:
     port, data_dir = free_port(), tmp_path / "data"
     env = {**os.environ, "WOPIHOST_DATA_DIR": str(data_dir), "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "WOPIHOST_DATABASE_URL": database, "WOPIHOST_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
-           "GUNICORN_CMD_ARGS": "--threads 1", **extra_env}
+           **extra_env}
+    env["GUNICORN_CMD_ARGS"] = f"--threads 1 {env.get('GUNICORN_CMD_ARGS', '')}"
     subprocess.run([*WOPIHOST, "db", "upgrade"], env=env, check=True, capture_output=True)
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
@@ -192,3 +193,15 @@ def test_a_given_metrics_directory_is_emptied_at_each_start(tmp_path, database):
         finally:
             server.stop()
     assert list(directory.glob("*.db"))  # kept: the directory was the admin's
+
+
+def test_bytes_sent_without_sendfile_are_counted_too(tmp_path, database):
+    server = deployed(tmp_path, database, {"GUNICORN_CMD_ARGS": "--no-sendfile"})
+    try:
+        file_id, token = document(server, tmp_path)
+        at_once([server.url(file_id, token, "/contents")] * 3)
+        check_totals(scrape(f"{server.base}/metrics"), 0, 3)
+    finally:
+        server.stop()
+    gets = [line for line in server.log_text().splitlines() if f'"GET /wopi/files/{file_id}/contents ' in line]
+    assert len(gets) == 3 and all(f'" 200 {SIZE} ' in line for line in gets), gets
