@@ -7,9 +7,10 @@ with GUNICORN_CMD_ARGS. Settings of wopihost itself come from WOPIHOST_* variabl
 import multiprocessing
 import os
 
-from wopihost.server import DEFAULTS
+from wopihost.server import DEFAULTS, prepare_metrics_dir
 
-globals().update(DEFAULTS)
+globals().update(DEFAULTS)  # with the hooks that look after the workers' metrics
+prepare_metrics_dir()  # before gunicorn loads the worker class, which imports prometheus_client
 
 bind = os.environ.get("WOPIHOST_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))

@@ -1,11 +1,16 @@
 """Secrets are redacted from log lines, however they are quoted."""
 
+import io
+import json
 import logging
+import socket
 import sys
+import threading
 
 import pytest
 
-from wopihost.logs import ACCESS_LOG_FORMAT, REDACTED, RedactingFilter, redact
+from wopihost.logs import ACCESS_LOG_FORMAT, FILE_ID, OPERATION, REDACTED, JsonFormatter, RedactingFilter, redact
+from wopihost.worker import IdleTimeoutSocket
 
 TOKEN = "oyyfurkrkjzgmslwmzkxkr3tk45g6rzx" * 4 + "abcdefgh"
 
@@ -66,11 +71,13 @@ def test_the_filter_redacts_arguments_and_tracebacks():
 
 
 class _Response:
-    def __init__(self, status: str, sent: int | None):
+    def __init__(self, status: str, sent: int | None, sock=None):
         self.status, self.sent, self.headers = status, sent, [("Content-Type", "application/json")]
+        self.sock = sock
 
 
-def _access_lines(tmp_path, fmt: str, path: str, direct: bool) -> str:
+def _access_lines(tmp_path, fmt: str, path: str, direct: bool, environ: dict | None = None, sock=None,
+                  sent: int = 694) -> str:
     from datetime import timedelta
 
     from gunicorn.config import Config
@@ -85,9 +92,9 @@ def _access_lines(tmp_path, fmt: str, path: str, direct: bool) -> str:
     logger = (GunicornLogger if direct else Logger)(cfg)
     environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "POST", "PATH_INFO": path,
                "SERVER_PROTOCOL": "HTTP/1.1", "RAW_URI": f"{path}?access_token={TOKEN}",
-               "QUERY_STRING": f"access_token={TOKEN}", "HTTP_X_WOPI_OVERRIDE": "LOCK"}
+               "QUERY_STRING": f"access_token={TOKEN}", "HTTP_X_WOPI_OVERRIDE": "LOCK", **(environ or {})}
     request = type("Request", (), {"headers": [("X-WOPI-OVERRIDE", "LOCK")]})()
-    logger.access(_Response("200 OK", 694), request, environ, timedelta(milliseconds=20, microseconds=400))
+    logger.access(_Response("200 OK", sent, sock), request, environ, timedelta(milliseconds=20, microseconds=400))
     for handler in logger.access_log.handlers:
         handler.close()
     return log.read_text()
@@ -116,3 +123,78 @@ def test_a_launch_link_is_redacted_by_its_shape(wopi):
     ticket = link.rsplit("/", 1)[1]
     redacted = redact(f'127.0.0.1 "GET {link.removeprefix("https://wopi.example.test")} HTTP/1.1" 200')
     assert ticket.rsplit(".", 1)[1] not in redacted and f"/host/edit/{REDACTED}" in redacted
+
+
+# -- WOPIHOST_LOG_FORMAT=json ---------------------------------------------------------------------------
+
+def _json_logger(stream) -> logging.Logger:
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter())
+    logger = logging.Logger("wopihost.test")
+    logger.addHandler(handler)
+    return logger
+
+
+def test_a_json_line_holds_its_traceback_redacted():
+    out = io.StringIO()
+    try:
+        raise ValueError(f"bad url\n?access_token={TOKEN}")
+    except ValueError:
+        _json_logger(out).exception("failed for %s", f"/wopi/files/x?access_token={TOKEN}")
+    (line,) = out.getvalue().splitlines()  # the traceback's lines are inside the one object
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR" and entry["logger"] == "wopihost.test" and entry["time"].endswith("+00:00")
+    assert entry["message"] == f"failed for /wopi/files/x?access_token={REDACTED}"
+    assert entry["exception"].startswith("Traceback") and "ValueError: bad url" in entry["exception"]
+    assert TOKEN not in line
+
+
+def test_json_access_lines(tmp_path, monkeypatch):
+    monkeypatch.setenv("WOPIHOST_LOG_FORMAT", "json")
+    path = "/wopi/files/oG7jw5EIRAFOO6Wa2CnDwz"
+    entry = json.loads(_access_lines(tmp_path, ACCESS_LOG_FORMAT, path, True,
+                                     {OPERATION: "Lock", FILE_ID: "oG7jw5EIRAFOO6Wa2CnDwz", "CONTENT_LENGTH": "12"}))
+    assert entry["logger"] == "gunicorn.access" and entry["level"] == "INFO"
+    assert entry["message"] == f'127.0.0.1 "POST {path} HTTP/1.1" 200 694 20ms override=LOCK'
+    assert {key: entry[key] for key in ("method", "path", "operation", "file_id", "status", "duration_ms",
+                                        "bytes_in", "bytes_out")} == {
+        "method": "POST", "path": path, "operation": "Lock", "file_id": "oG7jw5EIRAFOO6Wa2CnDwz", "status": 200,
+        "duration_ms": 20.4, "bytes_in": 12, "bytes_out": 694}
+
+
+def test_a_json_access_line_redacts_a_token_for_a_file_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("WOPIHOST_LOG_FORMAT", "json")
+    line = _access_lines(tmp_path, ACCESS_LOG_FORMAT, f"/wopi/files/{TOKEN}", True, {FILE_ID: TOKEN})
+    assert TOKEN[:20] not in line and json.loads(line)["file_id"] == REDACTED
+
+
+def test_the_access_line_counts_what_sendfile_sent(tmp_path):
+    sock = IdleTimeoutSocket.adopt(socket.socket())
+    with sock:
+        sock.sendfile_sent = 5000
+        line = _access_lines(tmp_path, ACCESS_LOG_FORMAT, "/wopi/files/x/contents", True, sock=sock, sent=0)
+    assert ' 200 5000 ' in line
+
+
+def test_the_worker_socket_counts_what_sendfile_sends(tmp_path):
+    content = tmp_path / "blob"
+    content.write_bytes(b"z" * 300_000)
+    left, right = socket.socketpair()
+    sock = IdleTimeoutSocket.adopt(left)
+    received = bytearray()
+    reader = threading.Thread(target=lambda: _read_all(right, received))
+    reader.start()
+    with sock, right, open(content, "rb") as file:
+        sock.settimeout(10)
+        sock.sendfile(file, 1000, 200_000)
+        sock.sendfile(file, 0, 50)
+        assert sock.sendfile_sent == 200_050
+        sock.shutdown(socket.SHUT_WR)
+        reader.join()
+    assert len(received) == 200_050
+
+
+def _read_all(sock: socket.socket, into: bytearray) -> None:
+    while data := sock.recv(65536):
+        into += data

@@ -9,8 +9,10 @@ import os
 import secrets
 import sqlite3
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -21,7 +23,7 @@ from click.testing import CliRunner
 
 from wopihost import db
 from wopihost.cli import main
-from wopihost.localserver import WOPIHOST
+from wopihost.localserver import WOPIHOST, free_port
 
 from .conftest import PG_URL
 
@@ -29,6 +31,7 @@ HEAD = db.head_revision("sqlite://")
 PREVIOUS = ScriptDirectory.from_config(db.alembic_config("sqlite://")).get_revision(HEAD).down_revision
 EVERY_REVISION = [s.revision for s in reversed(list(
     ScriptDirectory.from_config(db.alembic_config("sqlite://")).walk_revisions()))]
+DEPLOY = Path(__file__).parent.parent / "deploy"
 NEWER = "f0f0f0f0f0f0"  # a migration some later wopihost made
 
 
@@ -167,6 +170,24 @@ def test_the_server_refuses_an_older_database_until_it_is_upgraded(fresh, env):
     upgraded = CliRunner().invoke(main, ["db", "upgrade", "--json"], env=env)
     assert json.loads(upgraded.stdout) == {"revision": HEAD, "head": HEAD, "applied": [HEAD]}
     assert CliRunner().invoke(main, ["files", "list"], env=env).stdout == "no files\n"
+
+
+def test_gunicorn_with_the_deployed_configuration_refuses_an_older_or_newer_database(fresh, env, tmp_path):
+    def deployed() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"),
+                               "wopihost.app:create_app()"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **env, "WOPIHOST_BIND": f"127.0.0.1:{free_port()}",
+                                   "WEB_CONCURRENCY": "1"})
+    db.upgrade(fresh)
+    command.downgrade(db.alembic_config(fresh), PREVIOUS)
+    result = deployed()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"Error: the database is at migration {PREVIOUS}, this wopihost needs {HEAD}: run `wopihost db " \
+           "upgrade`" in result.stderr
+    db.upgrade(fresh)
+    set_version(fresh, NEWER)
+    result = deployed()
+    assert result.returncode == 1 and "this database was migrated by a newer wopihost" in result.stderr
 
 
 def test_the_server_refuses_a_database_a_newer_wopihost_migrated(fresh, env):

@@ -13,11 +13,12 @@ from werkzeug.exceptions import HTTPException
 
 from . import __version__, requesturl
 from .clock import Clock
-from .config import Settings
+from .config import ConfigError, Settings
 from .doctor import instance_fingerprint
 from .errors import WopiError, WopiResponse, header_safe
 from .faults import InsufficientStorage, Unavailable
 from .gc import Sweeper
+from .metrics import Metrics, Observer, name_request, serve_separately
 from .services import Services
 from .wopi import blueprint as wopi_blueprint
 from . import graph, hostpage, sharepage
@@ -50,8 +51,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     services = Services.create(settings or Settings.from_env(), clock)
     services.blobs.sweep_tmp()
     app = App("wopihost")
+    metrics = _metrics(app, services)
     if services.settings.sweep_interval > 0:
-        app.extensions["wopihost.sweeper"] = Sweeper(services, services.settings.sweep_interval).start()
+        app.extensions["wopihost.sweeper"] = Sweeper(services, services.settings.sweep_interval,
+                                                     metrics.sweep_done if metrics else None).start()
     app.response_class = WopiResponse
     app.extensions["wopihost"] = services
     app.register_blueprint(wopi_blueprint)
@@ -65,8 +68,28 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_server_headers)
+    app.teardown_request(name_request)
     app.wsgi_app = requesturl.wrap(app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies)
+    if metrics is not None:
+        app.wsgi_app = Observer(app.wsgi_app, metrics)
     return app
+
+
+def _metrics(app: App, services: Services) -> Metrics | None:
+    """The app's metrics, served at /metrics or, with WOPIHOST_METRICS_BIND, on their own address."""
+    settings = services.settings
+    if not settings.metrics:
+        return None
+    metrics = app.extensions["wopihost.metrics"] = Metrics(services)
+    if settings.metrics_bind is None:
+        app.add_url_rule("/metrics", "metrics", metrics.response)
+        return metrics
+    host, port = settings.metrics_bind
+    try:
+        app.extensions["wopihost.metrics_server"] = serve_separately(metrics, host, port)
+    except OSError as exc:
+        raise ConfigError(f"WOPIHOST_METRICS_BIND: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return metrics
 
 
 def _error_response(status: int, reason: str, headers: dict[str, str] | None = None,

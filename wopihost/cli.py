@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shlex
 import sys
@@ -25,9 +26,10 @@ from . import __version__, db
 from .backup import backup_sqlite, sqlite_path
 from .clierrors import SETTINGS_KEY, Group, database_url_problem
 from .clock import iso_round_trip, to_epoch_ms
-from .config import Settings, parse_duration
+from .config import Settings, log_format, parse_duration
 from .demo import minimal_docx
 from .launches import ACTIONS
+from .logs import JsonFormatter
 from .drives import SHARED_KINDS
 from .locks import live_coauth_locks, live_lock
 from .models import File, Folder
@@ -743,8 +745,12 @@ def serve(host: str, port: int, workers: int, threads: int | None, as_json: bool
         click.echo(json.dumps(started))
         sys.stdout.flush()
     else:
-        click.echo(f"wopihost serving {started['public_url']} on {started['bind']} with {workers} workers of "
-                   f"{threads} threads; data in {started['data_dir']}", err=True)
+        message = (f"wopihost serving {started['public_url']} on {started['bind']} with {workers} workers of "
+                   f"{threads} threads; data in {started['data_dir']}")
+        if log_format() == "json":  # every line the server writes is then one JSON object, this one too
+            message = JsonFormatter().format(logging.makeLogRecord(
+                {"name": "wopihost.serve", "levelname": "INFO", "levelno": logging.INFO, "msg": message}))
+        click.echo(message, err=True)
     WopiHostServer({**DEFAULTS, "bind": f"{host}:{port}", "workers": workers, "threads": threads}).run()
 
 

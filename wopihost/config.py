@@ -74,6 +74,39 @@ def _language_tag(text: str) -> str:
     return text.strip()
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(text: str) -> str:
+    if text.strip().lower() not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, not {text!r}")
+    return text.strip().lower()
+
+
+def setting(name: str, default: str, parse, environ: dict[str, str] | None = None):
+    """One setting on its own, for gunicorn's master, which needs a few before it starts any worker."""
+    raw = (os.environ if environ is None else environ).get(ENV_PREFIX + name, "").strip() or default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name}: {exc}") from None
+
+
+def log_format(environ: dict[str, str] | None = None) -> str:
+    return setting("LOG_FORMAT", "text", _log_format, environ)
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9100', '[::1]:9100', or a port alone (on 127.0.0.1) -> (host, port)."""
+    host, colon, port = text.strip().rpartition(":")
+    if not colon:
+        host, port = "127.0.0.1", text.strip()
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not host:port: {text!r} (use e.g. 127.0.0.1:9100)")
+    return host, int(port)
+
+
 def parse_flag(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "on", "true", "yes"):
@@ -119,6 +152,9 @@ class Settings:
     workbook_temporary_ttl: float = 7 * 60
     containers: bool = True  # WOPI containers and ecosystem (SupportsContainers, SupportsEcosystem)
     file_url_ttl: float = 5 * 60
+    metrics: bool = True  # /metrics (on the server's port, or at metrics_bind)
+    metrics_bind: tuple[str, int] | None = None  # a separate address for /metrics
+    log_format: str = "text"  # text | json
 
     @property
     def blob_dir(self) -> Path:
@@ -190,6 +226,9 @@ class Settings:
             workbook_temporary_ttl=parsed("WORKBOOK_TEMPORARY_TTL", "7m", _positive_duration),
             containers=parsed("CONTAINERS", "on", parse_flag),
             file_url_ttl=parsed("FILE_URL_TTL", "5m", _positive_duration),
+            metrics=parsed("METRICS", "on", parse_flag),
+            metrics_bind=parsed("METRICS_BIND", "", lambda text: parse_bind(text) if text else None),
+            log_format=log_format(env),
         )
 
 

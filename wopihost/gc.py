@@ -99,10 +99,11 @@ def referenced_blobs(services: Services) -> set[str]:
 
 
 class Sweeper:
-    """Runs `collect` every `interval` seconds in a daemon thread of each worker process."""
+    """Runs `collect` every `interval` seconds in a daemon thread of each worker process; `report` (metrics)
+    hears what each sweep deleted, or None when one failed."""
 
-    def __init__(self, services: Services, interval: float):
-        self._services, self._interval = services, interval
+    def __init__(self, services: Services, interval: float, report: Callable[[Collected | None], None] | None = None):
+        self._services, self._interval, self._report = services, interval, report
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wopihost-sweeper", daemon=True)
 
@@ -115,6 +116,7 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            done = None
             try:
                 done = collect(self._services)
                 if any(vars(done).values()):
@@ -123,3 +125,5 @@ class Sweeper:
                              done.tokens)
             except Exception:  # a failed sweep must not end the thread; the next one retries
                 log.exception("garbage collection failed")
+            if self._report is not None:
+                self._report(done)

@@ -7,17 +7,28 @@ quotes a malformed request line whole ("Invalid HTTP Version: '?access_token=...
 name a URL. Rather than trust every message, each handler gunicorn logs through redacts what looks like a
 credential on the way out, tracebacks included, and the application's own loggers write through the same
 handlers.
+
+With WOPIHOST_LOG_FORMAT=json every line is one JSON object (JsonFormatter), gunicorn's own lines included,
+and an access line carries the request's operation, file id, status, duration and bytes as fields.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import traceback
+from datetime import datetime, timezone
 
 from gunicorn.glogging import Logger
 
+from .config import log_format
+
 REDACTED = "[redacted]"
+# What the application says about a request, in its WSGI environ, for the access line (metrics.Observer)
+OPERATION = "wopihost.operation"
+FILE_ID = "wopihost.file_id"
 # %(U)s is the path without the query string: the access token travels in the query
 # string and must never reach a log (the filter below redacts what slips through anyway).
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms override=%({x-wopi-override}i)s'
@@ -55,6 +66,26 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, a traceback inside it rather than on lines of
+    its own, and the fields of an access line (`access`, set by GunicornLogger.access)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                 "level": record.levelname, "logger": record.name, "pid": os.getpid(),
+                 "message": record.getMessage()}
+        access = getattr(record, "access", None)
+        if access is not None:
+            entry.update(access)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
 # Path segments after which a credential follows (the `path` group of _SECRETS): a path without any of them,
 # nearly every one, needs no regular expression.
 _CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/s/", "/shares/")
@@ -70,17 +101,31 @@ class GunicornLogger(Logger):
     access token, is never written).
     """
 
+    as_json = False  # WOPIHOST_LOG_FORMAT=json, read in setup
+
     def setup(self, cfg) -> None:
         super().setup(cfg)
+        self.as_json = log_format() == "json"
         for handler in (*self.error_log.handlers, *self.access_log.handlers):
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
                 handler.addFilter(RedactingFilter())
+            if self.as_json:
+                handler.setFormatter(JsonFormatter())
         app_log = logging.getLogger("wopihost")
         app_log.handlers = list(self.error_log.handlers)
         app_log.setLevel(self.error_log.level)
         app_log.propagate = False
+        if self.as_json:
+            # Libraries' loggers and Python's warnings would otherwise reach stderr as plain text.
+            logging.root.handlers = list(self.error_log.handlers)
+            logging.captureWarnings(True)
 
     def access(self, resp, req, environ, request_time) -> None:
+        # gunicorn counts what it writes, but not what sendfile sends (a whole GetFile): our worker's socket does
+        # (wopihost/worker.py), and this is called once for each response.
+        by_sendfile = getattr(getattr(resp, "sock", None), "sendfile_sent", None)
+        if by_sendfile:
+            resp.sent += by_sendfile
         if self.cfg.access_log_format != ACCESS_LOG_FORMAT or not self.access_log_enabled:
             super().access(resp, req, environ, request_time)
             return
@@ -92,9 +137,27 @@ class GunicornLogger(Logger):
         if override != "-":
             override = redact(override)
         elapsed = request_time.seconds * 1000 + request_time.microseconds // 1000
+        sent = getattr(resp, "sent", None)
+        extra = {"redacted": True}
+        if self.as_json:
+            file_id = environ.get(FILE_ID)
+            length = environ.get("CONTENT_LENGTH", "")
+            extra["access"] = {
+                "remote_addr": environ.get("REMOTE_ADDR"), "method": environ.get("REQUEST_METHOD"), "path": path,
+                "protocol": environ.get("SERVER_PROTOCOL"), "operation": environ.get(OPERATION),
+                "file_id": redact(file_id) if file_id else None, "status": _int(status),
+                "duration_ms": round(request_time.total_seconds() * 1000, 3),
+                "bytes_in": int(length) if length.isdigit() else 0, "bytes_out": sent}
         try:
             self.access_log.info('%s "%s %s %s" %s %s %sms override=%s', environ.get("REMOTE_ADDR", "-"),
                                  environ.get("REQUEST_METHOD"), path, environ.get("SERVER_PROTOCOL"), status,
-                                 getattr(resp, "sent", None), elapsed, override, extra={"redacted": True})
+                                 sent, elapsed, override, extra=extra)
         except Exception:  # as gunicorn's own access(): a log line never fails a request
             self.error(traceback.format_exc())
+
+
+def _int(status) -> int | str:
+    try:
+        return int(status)
+    except (TypeError, ValueError):
+        return status

@@ -21,6 +21,7 @@ from .requesturl import called_url
 
 log = logging.getLogger("wopihost.proof")
 REFETCH_AT_MOST_EVERY = 60.0
+PROOF_FAILED = "wopihost.proof_failed"  # environ key: this request was refused for its proof (counted by metrics.py)
 
 
 class ProofCheck:
@@ -35,8 +36,8 @@ class ProofCheck:
         keys = self._keys()
         if keys is None:
             if mode == "require":
-                self._fail("no proof keys are known: the WOPI client's discovery is unavailable or has none",
-                           editors_named)
+                self._fail(environ, "no proof keys are known: the WOPI client's discovery is unavailable or "
+                                    "has none", editors_named)
             return
         url = called_url(environ, self.settings.public_url, self.settings.trusted_proxies)
         token = raw_query_value(environ.get("QUERY_STRING", ""), "access_token")
@@ -57,7 +58,7 @@ class ProofCheck:
         if not verdict:
             log.warning("proof check failed for %s %s: %s", environ.get("REQUEST_METHOD"),
                         environ.get("PATH_INFO"), verdict.reason)
-            self._fail(verdict.reason, editors_named)
+            self._fail(environ, verdict.reason, editors_named)
 
     def _keys(self) -> ProofKeys | None:
         if self.discovery is None:
@@ -75,7 +76,8 @@ class ProofCheck:
             return None
 
     @staticmethod
-    def _fail(reason: str, editors_named: bool) -> None:
+    def _fail(environ, reason: str, editors_named: bool) -> None:
+        environ[PROOF_FAILED] = True
         status = 400 if editors_named else 500
         raise WopiError(status, f"proof check failed: {reason}", {"X-WOPI-ServerError": "proof check failed"})
 

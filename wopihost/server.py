@@ -2,9 +2,79 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
 from gunicorn.app.base import BaseApplication
 
+from .config import parse_flag, setting
 from .logs import ACCESS_LOG_FORMAT
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's setting (wopihost/metrics.py)
+_metrics_dir: dict[str, object] = {}  # the directory this server start prepared, and whether it made it
+
+
+def prepare_metrics_dir() -> None:
+    """Give the workers one directory for their metrics (prometheus_client's multiprocess mode).
+
+    prometheus_client chooses the mode when it is imported, and gunicorn's master imports the application's
+    modules, prometheus_client among them, when it loads the worker class (wopihost/worker.py): so this runs
+    first, from `wopihost serve` and from deploy/gunicorn.conf.py as they load their settings. Each start
+    gets a new directory (counts start at 0 with the server), removed when the server stops; one given in
+    PROMETHEUS_MULTIPROC_DIR is emptied of the last start's files instead. A reload (HUP) keeps it.
+    """
+    if _metrics_dir or not setting("METRICS", "on", parse_flag):
+        return
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the metrics directory was set: metrics would "
+                           "count each worker on its own")
+    given = os.environ.get(MULTIPROCESS_DIR)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    os.environ[MULTIPROCESS_DIR] = path = given or tempfile.mkdtemp(prefix="wopihost-metrics-")
+    _metrics_dir.update(path=path, made=not given)
+
+
+def _worker_exited(server, worker) -> None:
+    """gunicorn's child_exit hook: a dead worker's counts stay (they are totals), its live gauges go."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        from prometheus_client import multiprocess  # not at the top: see prepare_metrics_dir
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def _check_database(server) -> None:
+    """gunicorn's on_starting hook: the master refuses to start on a database this code cannot use (older or
+    newer, unreachable), once, with the message `wopihost` commands give, before any worker is forked.
+    `wopihost serve` has checked already; this is for gunicorn started with deploy/gunicorn.conf.py."""
+    import sqlalchemy as sa
+
+    from . import db
+    from .config import ConfigError, Settings
+
+    try:
+        settings = Settings.from_env()
+        engine = sa.create_engine(settings.database_url)
+        try:
+            db.require_current_schema(engine, settings.database_url)
+        finally:
+            engine.dispose()
+    except (ConfigError, db.SchemaMismatch) as exc:
+        raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
+    except sa.exc.DBAPIError as exc:
+        first_line = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise RuntimeError(f"cannot reach the database: {first_line}") from None
+
+
+def _server_stopped(server) -> None:
+    """gunicorn's on_exit hook."""
+    if _metrics_dir.get("made"):
+        shutil.rmtree(_metrics_dir["path"], ignore_errors=True)
 
 DEFAULTS = {
     # gunicorn's gthread worker, hardened against slow clients (see wopihost/worker.py): the main loop
@@ -21,6 +91,9 @@ DEFAULTS = {
     "errorlog": "-",
     "logger_class": "wopihost.logs.GunicornLogger",  # redacts tokens from every line, whatever quotes them
     "control_socket_disable": True,  # gunicorn 27 otherwise opens ~/.gunicorn/gunicorn.ctl
+    "on_starting": _check_database,
+    "child_exit": _worker_exited,
+    "on_exit": _server_stopped,
 }
 
 
@@ -30,6 +103,7 @@ class WopiHostServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
+        prepare_metrics_dir()
         for key, value in self.options.items():
             self.cfg.set(key, value)
 

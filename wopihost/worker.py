@@ -58,14 +58,19 @@ class IdleTimeoutSocket(socket.socket):
     bounds each wait, never a whole transfer: a slow but steady reader is served however long it takes. A
     send that times out is reported as the broken pipe it amounts to (gunicorn closes the connection
     quietly); a receive that times out raises TimeoutError, which the request body turns into a 408.
+
+    It also counts what sendfile sends of the current response (`sendfile_sent`, None until it is used):
+    gunicorn counts only what it writes itself, so its access log showed 0 bytes for a whole GetFile.
     """
 
-    __slots__ = ()
+    __slots__ = ("sendfile_sent",)
     idle_timeout: float | None = None
 
     @classmethod
     def adopt(cls, sock: socket.socket) -> "IdleTimeoutSocket":
-        return cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        adopted.sendfile_sent = None
+        return adopted
 
     def setblocking(self, flag: bool) -> None:
         self.settimeout(self.idle_timeout if flag else 0.0)
@@ -82,12 +87,18 @@ class IdleTimeoutSocket(socket.socket):
             while remaining:
                 remaining = remaining[self.send(remaining, flags):]
 
-    def sendfile(self, *args, **kwargs) -> int:
+    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
         # socket.sendfile already applies the timeout to each wait for the socket.
         try:
-            return super().sendfile(*args, **kwargs)
-        except TimeoutError:
-            raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout") from None
+            sent = super().sendfile(file, offset, count)
+        except OSError as exc:
+            # socket.sendfile leaves the file where it stopped sending, even when it fails
+            self.sendfile_sent = (self.sendfile_sent or 0) + max(0, file.tell() - offset)
+            if isinstance(exc, TimeoutError):
+                raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout") from None
+            raise
+        self.sendfile_sent = (self.sendfile_sent or 0) + sent
+        return sent
 
 
 class Connection(TConn):
@@ -216,6 +227,11 @@ class Worker(ThreadWorker):
             # kept-alive requests of the same turn of the loop take it first: a new client waited seconds.
             for listener in self.sockets:
                 self.accept(listener)  # nothing waiting: EAGAIN, ignored
+
+    def handle_request(self, req, conn: Connection):
+        if isinstance(conn.sock, IdleTimeoutSocket):  # (not a TLS socket, which gunicorn wraps around it)
+            conn.sock.sendfile_sent = None  # counted afresh for each response
+        return super().handle_request(req, conn)
 
     def handle(self, conn: Connection):
         head, conn.head = conn.head, None

@@ -1,0 +1,207 @@
+"""Metrics and logs of a real gunicorn with two workers: /metrics sums every worker's requests (on the server's
+port or a separate address), and with WOPIHOST_LOG_FORMAT=json every line written is one JSON object
+without a token."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from wopihost.localserver import WOPIHOST, LocalServer, free_port
+
+pytestmark = pytest.mark.e2e
+
+DEPLOY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
+SIZE = 100_000
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+def value(samples, name: str, **labels) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def document(server: LocalServer, tmp_path: Path) -> tuple[str, str]:
+    path = tmp_path / "Doc.docx"
+    path.write_bytes(os.urandom(SIZE))
+    file_id = server.add_file(path)["id"]
+    return file_id, server.token(file_id)
+
+
+def at_once(urls: list[str]) -> None:
+    """GET each URL on a connection of its own, eight at a time, so that both single-threaded workers serve."""
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda url: requests.get(url, timeout=30).status_code, urls))
+    assert set(statuses) == {200}, statuses
+
+
+def check_totals(samples, checks: int, gets: int) -> None:
+    assert value(samples, "wopihost_requests_total", operation="CheckFileInfo", status="200") == checks
+    every_status = sum(v for (name, labels), v in samples.items()  # (readiness polls got 401)
+                       if name == "wopihost_requests_total" and ("operation", "CheckFileInfo") in labels)
+    assert value(samples, "wopihost_request_duration_seconds_count", operation="CheckFileInfo") == every_status
+    assert value(samples, "wopihost_requests_total", operation="GetFile", status="200") == gets
+    assert value(samples, "wopihost_response_body_bytes_total", operation="GetFile") == gets * SIZE
+
+
+def json_lines(log: str) -> list[dict]:
+    entries = []
+    for line in log.splitlines():
+        entry = json.loads(line)  # every line, or the test fails here
+        assert isinstance(entry, dict) and {"time", "level", "logger", "message"} <= entry.keys(), line
+        entries.append(entry)
+    return entries
+
+
+def test_metrics_sum_the_requests_of_both_workers(tmp_path, database):
+    server = LocalServer.start(tmp_path, database, workers=2, threads=1, extra_env={"WOPIHOST_LOG_FORMAT": "json"})
+    try:
+        file_id, token = document(server, tmp_path)
+        at_once([server.url(file_id, token)] * 40 + [server.url(file_id, token, "/contents")] * 10)
+        served = json_lines(server.log_text())
+        lines = [entry for entry in served if entry.get("operation") == "CheckFileInfo" and entry["status"] == 200]
+        assert len(lines) == 40 and len({entry["pid"] for entry in lines}) == 2  # both workers served
+        for _ in range(6):  # whichever worker answers, the same totals
+            check_totals(scrape(f"{server.base}/metrics"), 40, 10)
+
+        # A worker that dies takes nothing with it: gunicorn starts another, and the counts stay.
+        victim = server.workers()[0].pid
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (victim in [w.pid for w in server.workers()]
+                                               or len(server.workers()) < 2):
+            time.sleep(0.1)
+        at_once([server.url(file_id, token)] * 4)
+        for _ in range(4):
+            check_totals(scrape(f"{server.base}/metrics"), 44, 10)
+    finally:
+        server.stop()
+
+
+def test_a_separate_metrics_address(tmp_path, database):
+    port = free_port()
+    server = LocalServer.start(tmp_path, database, workers=2, threads=1,
+                               extra_env={"WOPIHOST_METRICS_BIND": f"127.0.0.1:{port}"})
+    try:
+        file_id, token = document(server, tmp_path)
+        at_once([server.url(file_id, token)] * 20 + [server.url(file_id, token, "/contents")] * 4)
+        assert requests.get(f"{server.base}/metrics", timeout=10).status_code == 404
+        for _ in range(8):  # each scrape a new connection, to either worker
+            samples = scrape(f"http://127.0.0.1:{port}/metrics")
+            check_totals(samples, 20, 4)
+            assert value(samples, "wopihost_database_up") == 1
+    finally:
+        server.stop()
+    # The text access log shows what GetFile sent (sendfile), not 0.
+    gets = [line for line in server.log_text().splitlines() if f'"GET /wopi/files/{file_id}/contents ' in line]
+    assert len(gets) == 4 and all(f'" 200 {SIZE} ' in line for line in gets), gets
+
+
+# -- deploy/gunicorn.conf.py --------------------------------------------------------------------------------
+
+def deployed(tmp_path: Path, database: str, extra_env: dict) -> LocalServer:
+    """gunicorn -c deploy/gunicorn.conf.py 'wopihost.app:create_app()', two workers, as docs/deploy.md runs it."""
+    port, data_dir = free_port(), tmp_path / "data"
+    env = {**os.environ, "WOPIHOST_DATA_DIR": str(data_dir), "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "WOPIHOST_DATABASE_URL": database, "WOPIHOST_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
+           **extra_env}
+    env["GUNICORN_CMD_ARGS"] = f"--threads 1 {env.get('GUNICORN_CMD_ARGS', '')}"
+    subprocess.run([*WOPIHOST, "db", "upgrade"], env=env, check=True, capture_output=True)
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(DEPLOY_CONFIG),
+                                    "wopihost.app:create_app()"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = LocalServer(f"http://127.0.0.1:{port}", port, env, process, log, data_dir)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            requests.get(f"{server.base}/healthz", timeout=1)
+            if len(server.workers()) >= 2:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')}")
+
+
+def raw(server: LocalServer, head: str) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head.encode("latin-1"))
+        sock.recv(65536)
+
+
+def test_json_logs_under_the_deployed_configuration(tmp_path, database):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = deployed(tmp_path, database, {"WOPIHOST_LOG_FORMAT": "json", "TMPDIR": str(temp)})
+    try:
+        file_id, token = document(server, tmp_path)
+        at_once([server.url(file_id, token)] * 10 + [server.url(file_id, token, "/contents")] * 2)
+        check_totals(scrape(f"{server.base}/metrics"), 10, 2)
+        assert requests.get(server.url(file_id, token.upper())).status_code == 401
+        path = f"/wopi/files/{file_id}"
+        for line in (f"GET {path}?access_token={token} HTTP/9.9", f"GET {path} ?access_token={token} HTTP/1.1",
+                     f"GET {path}/{token} HTTP/1.1"):
+            raw(server, f"{line}\r\nHost: x\r\n\r\n")
+        (workers_dir,) = temp.iterdir()  # the workers' metrics, in a directory of this start's own
+        assert workers_dir.name.startswith("wopihost-metrics-") and list(workers_dir.glob("counter_*.db"))
+    finally:
+        server.stop()
+    assert not list(temp.iterdir())  # removed when the server stopped
+
+    log = server.log_text()
+    assert token not in log and token.upper() not in log and "[redacted]" in log
+    entries = json_lines(log)
+    assert any(e["logger"] == "gunicorn.error" and "Booting worker" in e["message"] for e in entries)
+    assert any("Invalid" in e["message"] for e in entries)  # the malformed lines, logged redacted
+    access = [e for e in entries if e["logger"] == "gunicorn.access"]
+    checks = [e for e in access if e["operation"] == "CheckFileInfo" and e["status"] == 200]
+    assert len(checks) == 10
+    assert all(e["method"] == "GET" and e["path"] == path and e["file_id"] == file_id and e["bytes_in"] == 0
+               and e["bytes_out"] > 0 and e["duration_ms"] >= 0 for e in checks)
+    gets = [e for e in access if e["operation"] == "GetFile"]
+    assert len(gets) == 2 and all(e["bytes_out"] == SIZE for e in gets)
+    refused = [e for e in access if e["status"] == 401]
+    assert len(refused) == 1 and refused[0]["operation"] == "CheckFileInfo"
+
+
+def test_a_given_metrics_directory_is_emptied_at_each_start(tmp_path, database):
+    directory = tmp_path / "metrics"
+    for run in (1, 2):
+        server = deployed(tmp_path / str(run), database, {"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+        try:
+            file_id, token = document(server, tmp_path)
+            at_once([server.url(file_id, token)] * (3 * run))
+            check_totals(scrape(f"{server.base}/metrics"), 3 * run, 0)  # this start's, not the last one's too
+        finally:
+            server.stop()
+    assert list(directory.glob("*.db"))  # kept: the directory was the admin's
+
+
+def test_bytes_sent_without_sendfile_are_counted_too(tmp_path, database):
+    server = deployed(tmp_path, database, {"GUNICORN_CMD_ARGS": "--no-sendfile"})
+    try:
+        file_id, token = document(server, tmp_path)
+        at_once([server.url(file_id, token, "/contents")] * 3)
+        check_totals(scrape(f"{server.base}/metrics"), 0, 3)
+    finally:
+        server.stop()
+    gets = [line for line in server.log_text().splitlines() if f'"GET /wopi/files/{file_id}/contents ' in line]
+    assert len(gets) == 3 and all(f'" 200 {SIZE} ' in line for line in gets), gets
