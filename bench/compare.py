@@ -907,7 +907,7 @@ def main() -> None:
 
     python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
     command = " ".join(shlex.quote(a) for a in [python, *sys.argv])
-    started = dt.datetime.now(dt.timezone.utc).astimezone()
+    started = dt.datetime.now(dt.UTC).astimezone()
     machine = machine_info()
     load_start = os.getloadavg()[0]
     vers = versions(args)

@@ -1,8 +1,8 @@
 """CheckFileInfo (docs/wopi.md §3.1, §5, §7 item 1)."""
 
 import base64
-import io
 import hashlib
+import io
 import os
 import re
 

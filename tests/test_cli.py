@@ -8,8 +8,8 @@ import pty
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Iterator
 
 import click
 import pytest

@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-
 PUBLIC = "https://wopi.example.test"
 
 

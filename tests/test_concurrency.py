@@ -111,8 +111,10 @@ def _status_of(call) -> int | None:
 
 def test_parallel_uploads_cannot_both_take_the_last_room_of_a_quota(settings, clock):
     """Two uploads into different folders of a drive with room for one: one fits, the other gets 507."""
-    from wopihost.app import create_app
     import webtest
+
+    from wopihost.app import create_app
+
     from .helpers import GraphClient
 
     app = create_app(settings.with_changes(drive_quota=1000), clock)

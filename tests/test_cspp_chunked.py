@@ -9,8 +9,18 @@ from wopihost.cspp.chunkid import EMPTY_CHUNK_ID, chunk_id
 from wopihost.cspp.frames import END_FRAME, message_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
 
-from .cspp_helpers import (FIXTURES, fixture_stream, full_file, get_chunked, put_chunked, read_response,
-                           request_body, sequence_number, stream_filter, upload)
+from .cspp_helpers import (
+    FIXTURES,
+    fixture_stream,
+    full_file,
+    get_chunked,
+    put_chunked,
+    read_response,
+    request_body,
+    sequence_number,
+    stream_filter,
+    upload,
+)
 
 HELLO, WORLD = chunk_id(b"hello"), chunk_id(b"world")
 

@@ -7,8 +7,7 @@ import pytest
 
 from wopihost.gc import collect
 
-from .cspp_helpers import (chunk_frames, create_session, full_file, put_chunked, sequence_number, update_session,
-                           upload)
+from .cspp_helpers import chunk_frames, create_session, full_file, put_chunked, sequence_number, update_session, upload
 
 # docs/cspp-plus.md §4.5: two Chunk frames, "hello" and "world", 74 bytes.
 HELLO_WORLD = chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])

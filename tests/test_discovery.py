@@ -13,7 +13,13 @@ import pytest
 
 from wopihost.clock import FrozenClock
 from wopihost.discovery import (
-    ActionNotFound, Discovery, DiscoveryCache, DiscoveryError, action_url, fetch_source, parse_discovery,
+    ActionNotFound,
+    Discovery,
+    DiscoveryCache,
+    DiscoveryError,
+    action_url,
+    fetch_source,
+    parse_discovery,
     transform_urlsrc,
 )
 from wopihost.proof import ProofKeys, verify

@@ -3,7 +3,8 @@
 import io
 import os
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wopihost.extents import Extent, Extents, ExtentsReader, OpenBlobs, open_extents
 from wopihost.storage import BlobStore

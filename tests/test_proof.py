@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
@@ -15,8 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from wopihost.discovery import parse_discovery
 from wopihost.errors import header_safe
 from wopihost.proof import (
-    PROOF_CURRENT, PROOF_OLD_CURRENT, PROOF_OLD_KEY, ProofKeyError, ProofKeys, Verdict,
-    datetime_from_ticks, proof_bytes, raw_query_value, ticks_from_datetime, upper_invariant, verify,
+    PROOF_CURRENT,
+    PROOF_OLD_CURRENT,
+    PROOF_OLD_KEY,
+    ProofKeyError,
+    ProofKeys,
+    Verdict,
+    datetime_from_ticks,
+    proof_bytes,
+    raw_query_value,
+    ticks_from_datetime,
+    upper_invariant,
+    verify,
 )
 
 from .helpers import FIXTURES_DIR
@@ -144,7 +154,7 @@ def test_ticks_of_known_moments():
 
 def test_ticks_agree_with_unix_time():
     ticks = load_vectors()["cases"][0]["timestamp"]
-    unix = datetime.fromtimestamp((ticks - 621_355_968_000_000_000) // TICKS_PER_SECOND, timezone.utc)
+    unix = datetime.fromtimestamp((ticks - 621_355_968_000_000_000) // TICKS_PER_SECOND, UTC)
     moment = datetime_from_ticks(ticks)
     assert moment.replace(microsecond=0) == unix.replace(tzinfo=None)
     assert moment.year == 2015
@@ -286,7 +296,7 @@ def test_stale_and_badly_signed_is_rejected_as_stale(keys, private_keys):
 
 def test_aware_now_is_accepted(keys, private_keys):
     headers = signed(private_keys, "current", "old")
-    aware = NOW.replace(tzinfo=timezone.utc).astimezone(timezone(timedelta(hours=-5)))
+    aware = NOW.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=-5)))
     assert check(keys, now=aware, **headers).ok
     assert not check(keys, now=aware + timedelta(minutes=21), **headers).ok
 

@@ -23,8 +23,7 @@ import requests as http
 from wopihost.discovery import parse_discovery
 from wopihost.localserver import LocalServer
 from wopihost.proof import raw_query_value, verify
-from wopihost.validator import FAIL, PASS, SKIP, Layout, ProofSigner, Resources, Runner, Schemas, Target, load
-from wopihost.validator import dotnet
+from wopihost.validator import FAIL, PASS, SKIP, Layout, ProofSigner, Resources, Runner, Schemas, Target, dotnet, load
 from wopihost.validator.__main__ import main
 from wopihost.validator.definitions import DefinitionError, ProofKeyMutator
 from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build

@@ -6,12 +6,12 @@ import json
 import logging
 
 import sqlalchemy as sa
-
 from flask import Flask, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, requesturl
+from . import __version__, graph, hostpage, requesturl, sharepage
+from .body import drain
 from .clock import Clock
 from .config import ConfigError, Settings
 from .doctor import instance_fingerprint
@@ -21,8 +21,6 @@ from .gc import Sweeper
 from .metrics import Metrics, Observer, name_request, serve_separately
 from .services import Services
 from .wopi import blueprint as wopi_blueprint
-from . import graph, hostpage, sharepage
-from .body import drain
 
 log = logging.getLogger("wopihost")
 SERVER_VERSION = f"wopihost/{__version__}"

@@ -26,7 +26,8 @@ from .errors import WopiError, bad_request
 from .storage import PIECE
 
 try:
-    from gunicorn.http.body import Body as _GunicornBody, LengthReader as _GunicornLengthReader
+    from gunicorn.http.body import Body as _GunicornBody
+    from gunicorn.http.body import LengthReader as _GunicornLengthReader
     from gunicorn.http.errors import ParseException as _GunicornParseError
 except ImportError:  # not serving under gunicorn's package at all
     _GunicornBody = _GunicornLengthReader = None
@@ -63,7 +64,7 @@ class GunicornSocketSource:
         self._unreader = reader.unreader
 
     @classmethod
-    def of(cls, environ: dict) -> "GunicornSocketSource | None":
+    def of(cls, environ: dict) -> GunicornSocketSource | None:
         stream, sock = environ.get("wsgi.input"), environ.get("gunicorn.socket")
         if _GunicornBody is None or sock is None or type(stream) is not _GunicornBody:
             return None

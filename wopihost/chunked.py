@@ -22,11 +22,12 @@ ever reach another file's bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -35,8 +36,20 @@ from .clock import Clock
 from .config import Settings
 from .cspp.chunkid import EMPTY_CHUNK_ID, ChunkHasher, encode_chunk_id
 from .cspp.chunking import signature_of
-from .cspp.frames import (ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON,
-                          END_FRAME, chunk_frame, chunk_range_frame, message_frame, parse_json)
+from .cspp.frames import (
+    END_FRAME,
+    ChunkData,
+    ChunkEnd,
+    ChunkRangeStart,
+    ChunkStart,
+    FrameDecoder,
+    FrameError,
+    MessageJSON,
+    chunk_frame,
+    chunk_range_frame,
+    message_frame,
+    parse_json,
+)
 from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
@@ -170,7 +183,7 @@ class PutRequest:
     session_token: str | None
 
     @classmethod
-    def parse(cls, message: Any) -> "PutRequest":
+    def parse(cls, message: Any) -> PutRequest:
         message = _object(message, "the message")
         entries = _list(message, "Signatures")
         if not entries:

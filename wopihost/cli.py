@@ -15,10 +15,11 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import click
 
@@ -28,10 +29,10 @@ from .clierrors import SETTINGS_KEY, Group, database_url_problem
 from .clock import iso_round_trip, to_epoch_ms
 from .config import Settings, log_format, parse_duration
 from .demo import minimal_docx
-from .launches import ACTIONS
-from .logs import JsonFormatter
 from .drives import SHARED_KINDS
+from .launches import ACTIONS
 from .locks import live_coauth_locks, live_lock
+from .logs import JsonFormatter
 from .models import File, Folder
 from .services import Services
 from .shares import link_id_of

@@ -164,11 +164,11 @@ class Settings:
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
 
-    def with_changes(self, **changes) -> "Settings":
+    def with_changes(self, **changes) -> Settings:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
 
         def get(name: str, default: str) -> str:

@@ -14,17 +14,16 @@ import threading
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from .clock import Clock
-from .proof import ProofKeyError, ProofKeys, public_key_from_blob, public_key_from_modulus_exponent, \
-    same_public_key
+from .proof import ProofKeyError, ProofKeys, public_key_from_blob, public_key_from_modulus_exponent, same_public_key
 
 log = logging.getLogger("wopihost.discovery")
 

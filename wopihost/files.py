@@ -8,24 +8,33 @@ transaction. A failure anywhere leaves the old content and no stray blob.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Callable, TypeVar
+from typing import BinaryIO, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import WopiError, name_taken as name_taken_error, not_found
+from .errors import WopiError, not_found
+from .errors import name_taken as name_taken_error
 from .extents import Extents, OpenBlobs, open_extents
 from .ids import new_id
 from .locks import current_lock, live_coauth_locks, live_lock, require_write_access
 from .models import Activity, CoauthLock, ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
+from .repository import (
+    drop_alternate_streams,
+    file_named,
+    folder_named,
+    load_file,
+    lock_folder,
+    name_taken,
+    unreferenced,
+)
 from .snapshots import FileView
-from .repository import (drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken,
-                         unreferenced)
 from .storage import Blob, BlobStore, TooLarge
 
 T = TypeVar("T")

@@ -40,7 +40,7 @@ class LocalServer:
 
     @classmethod
     def start(cls, workdir: Path, database_url: str | None = None, workers: int = 2, threads: int | None = None,
-              extra_env: dict | None = None, timeout: float = 30) -> "LocalServer":
+              extra_env: dict | None = None, timeout: float = 30) -> LocalServer:
         port = free_port()
         data_dir = workdir / "data"
         env = {**os.environ, "WOPIHOST_DATA_DIR": str(data_dir), "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
@@ -131,7 +131,7 @@ class PeakRss:
             self._sample()
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._sample()
         self.start = self.peak
         self._thread.start()

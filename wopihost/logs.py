@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from gunicorn.glogging import Logger
 
@@ -71,7 +71,7 @@ class JsonFormatter(logging.Formatter):
     its own, and the fields of an access line (`access`, set by GunicornLogger.access)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+        entry = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
                  "level": record.levelname, "logger": record.name, "pid": os.getpid(),
                  "message": record.getMessage()}
         access = getattr(record, "access", None)

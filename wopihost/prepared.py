@@ -20,7 +20,7 @@ class Prepared:
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
-    def on(self, dialect: sa.Dialect) -> "_Compiled":
+    def on(self, dialect: sa.Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             statement = self.statement[dialect.name] if isinstance(self.statement, dict) else self.statement

@@ -18,7 +18,7 @@ import binascii
 import re
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, unquote_plus
 
 from cryptography.exceptions import InvalidSignature
@@ -56,7 +56,7 @@ _BLOB_HEADER = struct.Struct("<BBHI4sII")  # type, version, reserved, aiKeyAlg, 
 def ticks_from_datetime(moment: datetime) -> int:
     """.NET ticks of a moment. Naive datetimes are taken as UTC (as wopihost.clock returns them)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     delta = moment - _TICKS_EPOCH
     seconds = delta.days * 86_400 + delta.seconds
     return seconds * TICKS_PER_SECOND + delta.microseconds * TICKS_PER_MICROSECOND
@@ -170,7 +170,7 @@ class ProofKeys:
 
     @classmethod
     def from_modulus_exponent(cls, modulus: str, exponent: str, old_modulus: str | None = None,
-                              old_exponent: str | None = None) -> "ProofKeys":
+                              old_exponent: str | None = None) -> ProofKeys:
         """From discovery's modulus/exponent (and oldmodulus/oldexponent; empty or None = no old key)."""
         current = public_key_from_modulus_exponent(modulus, exponent, "proof key")
         old = None
@@ -181,13 +181,13 @@ class ProofKeys:
         return cls(current, old)
 
     @classmethod
-    def from_blobs(cls, value: str, old_value: str | None = None) -> "ProofKeys":
+    def from_blobs(cls, value: str, old_value: str | None = None) -> ProofKeys:
         """From discovery's `value` (and `oldvalue`; empty or None = no old key) PUBLICKEYBLOBs."""
         current = public_key_from_blob(value, "proof key")
         old = public_key_from_blob(old_value, "old proof key") if old_value else None
         return cls(current, old)
 
-    def same_as(self, other: "ProofKeys") -> bool:
+    def same_as(self, other: ProofKeys) -> bool:
         if not same_public_key(self.current, other.current):
             return False
         if self.old is None or other.old is None:
@@ -326,7 +326,7 @@ def verify(keys: ProofKeys | None, *, access_token_raw: str | None, url: str, ti
         return _reject("X-WOPI-TimeStamp is not a valid .NET ticks value")
     if check_freshness:
         if now is None:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
         age = ticks_from_datetime(now) - ticks
         limit = int(window.total_seconds() * TICKS_PER_SECOND)
         if age > limit:

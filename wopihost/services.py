@@ -18,7 +18,8 @@ from .db import Database
 from .discovery import DiscoveryCache
 from .drives import Drives
 from .files import Files
-from .launches import PATH as HOST_PAGE_PATH, LaunchLinks
+from .launches import PATH as HOST_PAGE_PATH
+from .launches import LaunchLinks
 from .locks import Locks
 from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
@@ -28,8 +29,8 @@ from .storage import BlobStore
 from .tokens import API, FILE_URL, Grant, IssuedToken, Tokens, container
 from .tree import Tree
 from .uploads import Uploads
-from .workbooks import Workbooks
 from .users import check_user_info, ensure_user, root_folder_id
+from .workbooks import Workbooks
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Services:
     discovery: DiscoveryCache | None  # the WOPI client's, when WOPIHOST_DISCOVERY_URL names one
 
     @classmethod
-    def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
+    def create(cls, settings: Settings, clock: Clock | None = None) -> Services:
         clock = clock or Clock()
         db = Database(settings.database_url, settings.database_busy_timeout)
         blobs = BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)

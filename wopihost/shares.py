@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Union
 
 import sqlalchemy as sa
 
@@ -30,7 +29,7 @@ PATH = "/s/"  # below the public URL: {public_url}/s/{link id}
 class Shared:
     """A live link and what it opens."""
     link: ShareLink
-    item: Union[File, Folder]
+    item: File | Folder
     drive_id: str
 
     @property

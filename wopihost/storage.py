@@ -20,9 +20,10 @@ import hashlib
 import io
 import os
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
@@ -53,7 +54,7 @@ class Blob:
             self._hold.close()
             self._hold = None
 
-    def __enter__(self) -> "Blob":
+    def __enter__(self) -> Blob:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,8 +11,8 @@ folders it does not lock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable, Union
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,10 +24,11 @@ from .files import Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
 from .names import InvalidName, check, counted
-from .repository import bytewise, folder_named, load_file, lock_folder, locking, name_taken as name_taken_in
+from .repository import bytewise, folder_named, load_file, lock_folder, locking
+from .repository import name_taken as name_taken_in
 from .storage import BlobStore
 
-Item = Union[File, Folder]
+Item = File | Folder
 
 
 def invalid_name(exc: InvalidName) -> WopiError:

@@ -13,9 +13,10 @@ signature chunked from the bytes when first asked for.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from .clock import Clock, parse_iso
 from .db import Database
@@ -51,7 +52,7 @@ class Target:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Target":
+    def from_json(cls, text: str) -> Target:
         return cls(**json.loads(text))
 
 

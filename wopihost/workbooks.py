@@ -19,11 +19,13 @@ from __future__ import annotations
 import io
 import json
 import threading
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
+from . import xlsx
 from .clock import Clock
 from .db import Database
 from .errors import WopiError
@@ -31,7 +33,6 @@ from .files import Files
 from .ids import is_id, new_id
 from .models import WorkbookOperation, WorkbookSession
 from .storage import BlobStore
-from . import xlsx
 from .xlsx import WorkbookError
 
 if TYPE_CHECKING:

@@ -67,7 +67,7 @@ class IdleTimeoutSocket(socket.socket):
     idle_timeout: float | None = None
 
     @classmethod
-    def adopt(cls, sock: socket.socket) -> "IdleTimeoutSocket":
+    def adopt(cls, sock: socket.socket) -> IdleTimeoutSocket:
         adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         adopted.sendfile_sent = None
         return adopted

@@ -14,9 +14,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import psutil
@@ -56,7 +56,7 @@ def cspp_server(tmp_path, database):
 
 
 @pytest.fixture
-def doc(cspp_server, tmp_path) -> "Doc":
+def doc(cspp_server, tmp_path) -> Doc:
     path = tmp_path / "Big.docx"
     path.write_bytes(ORIGINAL)
     file_id = cspp_server.add_file(path)["id"]

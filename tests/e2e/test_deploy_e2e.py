@@ -54,7 +54,7 @@ def client_key() -> rsa.RSAPrivateKey:
 def self_signed(directory: Path) -> tuple[Path, Path]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
@@ -130,7 +130,7 @@ def deployment(tmp_path, database, client_key, monkeypatch):
 
 
 def signed(key, token: str, url: str) -> dict:
-    ticks = ticks_from_datetime(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    ticks = ticks_from_datetime(dt.datetime.now(dt.UTC).replace(tzinfo=None))
     return {"X-WOPI-TimeStamp": str(ticks), "X-WOPI-Proof": sign(key, token, url, ticks)}
 
 

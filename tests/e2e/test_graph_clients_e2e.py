@@ -100,8 +100,9 @@ def test_rclone_mtime_round_trips_through_file_system_info(rclone, tmp_path):
 # -- msgraph-sdk ----------------------------------------------------------------------------------
 
 def test_msgraph_sdk_large_file_upload_task(server, api):
-    from msgraph.generated.drives.item.items.item.create_upload_session.create_upload_session_post_request_body \
-        import CreateUploadSessionPostRequestBody
+    from msgraph.generated.drives.item.items.item.create_upload_session.create_upload_session_post_request_body import (
+        CreateUploadSessionPostRequestBody,
+    )
     from msgraph.generated.models.drive_item import DriveItem
     from msgraph.generated.models.drive_item_uploadable_properties import DriveItemUploadableProperties
     from msgraph_core.tasks.large_file_upload import LargeFileUploadTask

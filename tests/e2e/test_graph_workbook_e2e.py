@@ -42,8 +42,9 @@ def test_msgraph_sdk_drives_a_session_and_the_long_running_creation(server, book
     from kiota_abstractions.base_request_configuration import RequestConfiguration
     from kiota_abstractions.method import Method
     from kiota_http.middleware.options import HeadersInspectionHandlerOption
-    from msgraph.generated.drives.item.items.item.workbook.create_session.create_session_post_request_body \
-        import CreateSessionPostRequestBody
+    from msgraph.generated.drives.item.items.item.workbook.create_session.create_session_post_request_body import (
+        CreateSessionPostRequestBody,
+    )
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
     from msgraph.generated.models.workbook_range import WorkbookRange
 

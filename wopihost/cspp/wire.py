@@ -5,11 +5,21 @@ Pure functions over bytes; they build what Office sends and read what a host ans
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from .chunkid import encode_chunk_id
-from .frames import (END_FRAME, ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, MessageJSON,
-                     chunk_frame, message_frame)
+from .frames import (
+    END_FRAME,
+    ChunkData,
+    ChunkEnd,
+    ChunkRangeStart,
+    ChunkStart,
+    FrameDecoder,
+    MessageJSON,
+    chunk_frame,
+    message_frame,
+)
 from .signatures import Signature
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -13,12 +14,13 @@ from flask import Response, current_app, jsonify, request
 from ..body import request_body
 from ..clock import parse_iso
 from ..drives import SHARED_KINDS
-from ..errors import WopiError, WopiResponse as NoContent  # a response with no body claims no type
+from ..errors import WopiError  # a response with no body claims no type
+from ..errors import WopiResponse as NoContent
 from ..files import CONFLICT_BEHAVIOURS
 from ..models import Drive, File, Folder
 from ..services import Services
-from ..streaming import content_response
 from ..shares import link_id_of
+from ..streaming import content_response
 from ..text import text_problem
 from ..tokens import API, Grant
 from ..tree import Item

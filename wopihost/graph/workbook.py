@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, jsonify, request
 
-from ..errors import WopiError, WopiResponse as NoContent
+from ..errors import WopiError
+from ..errors import WopiResponse as NoContent
 from ..models import File
 from ..xlsx import WorkbookError
 from .errors import GraphError

@@ -14,18 +14,44 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from ..cspp.chunkid import chunk_id
 from ..cspp.frames import FrameError
 from . import dotnet
 from .chunks import read_body, stream_chunks
-from .definitions import (AllOf, AnyOf, Check, Frames, JsonContent, JsonProperty, JsonSchema, LockMismatch,
-                          NoException, ResponseCode, ResponseContent, ResponseHeader)
-from .jsonvalues import (MISSING, CastError, JsonReadError, PathError, as_bool, as_integer, as_string,
-                         null_or_empty, parse_object, select_token, strict_equal, to_text, token_type)
+from .definitions import (
+    AllOf,
+    AnyOf,
+    Check,
+    Frames,
+    JsonContent,
+    JsonProperty,
+    JsonSchema,
+    LockMismatch,
+    NoException,
+    ResponseCode,
+    ResponseContent,
+    ResponseHeader,
+)
+from .jsonvalues import (
+    MISSING,
+    CastError,
+    JsonReadError,
+    PathError,
+    as_bool,
+    as_integer,
+    as_string,
+    null_or_empty,
+    parse_object,
+    select_token,
+    strict_equal,
+    to_text,
+    token_type,
+)
 from .resources import ResourceError, Resources, Schemas
 from .state import State
 from .transport import Response
@@ -39,7 +65,7 @@ class Context:
     resources: Resources
     schemas: Schemas
     state: State = field(default_factory=State)
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
 def evaluate(checks: tuple[Check, ...] | None, response: Response, ctx: Context) -> list[str]:
@@ -291,9 +317,9 @@ def _array_contains(value: Any, expected: str | None, shown_expected: str) -> st
 def _timestamp_problem(name: str, value: Any, now: datetime) -> str | None:
     """AccessTokenExpiry and ServerTime must be milliseconds since 1970 within ten years of now."""
     stamp = as_integer(value, dotnet.INT64)
-    now = now.astimezone(timezone.utc) if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
     low, high = _add_years(now, -10), _add_years(now, 10)
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     if (low - epoch).total_seconds() * 1000 <= stamp <= (high - epoch).total_seconds() * 1000:
         return None
     return f"{name} value isn't reasonable, it's out of [currentTime-10 years, currentTime+10 years] boundary"

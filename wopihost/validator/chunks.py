@@ -13,8 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..cspp.chunkid import chunk_id, encode_chunk_id
-from ..cspp.frames import (END_FRAME, ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder,
-                           MessageJSON, chunk_frame, message_frame)
+from ..cspp.frames import (
+    END_FRAME,
+    ChunkData,
+    ChunkEnd,
+    ChunkRangeStart,
+    ChunkStart,
+    FrameDecoder,
+    MessageJSON,
+    chunk_frame,
+    message_frame,
+)
 from .definitions import Request
 from .resources import Resources
 

@@ -14,7 +14,6 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from . import dotnet
 
@@ -111,16 +110,16 @@ class Frames:
 
 @dataclass(frozen=True)
 class AllOf:
-    checks: tuple["Check", ...]
+    checks: tuple[Check, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    checks: tuple["Check", ...]
+    checks: tuple[Check, ...]
 
 
-Check = Union[NoException, ResponseCode, ResponseHeader, LockMismatch, JsonContent, JsonSchema,
-              ResponseContent, Frames, AllOf, AnyOf]
+Check = (NoException | ResponseCode | ResponseHeader | LockMismatch | JsonContent | JsonSchema | ResponseContent
+         | Frames | AllOf | AnyOf)
 
 
 # -------------------------------------------------------------------------------- requests, tests
@@ -145,7 +144,7 @@ class ProofKeyMutator:
     key_relation: str = "Synced"  # Synced, Ahead (client has new keys), Behind (client still has old keys)
 
 
-Mutator = Union[AccessTokenMutator, ProofKeyMutator]
+Mutator = AccessTokenMutator | ProofKeyMutator
 
 
 @dataclass(frozen=True)

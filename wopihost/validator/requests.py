@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import dotnet
 from .chunks import get_chunked_file_body, put_chunked_file_body

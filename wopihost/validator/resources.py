@@ -42,7 +42,7 @@ class Layout:
     core: Path  # the directory manifest names are relative to (src/WopiValidator.Core)
 
     @classmethod
-    def find(cls, testcases: str | Path) -> "Layout":
+    def find(cls, testcases: str | Path) -> Layout:
         """From the path of TestCases.xml: the schemas and resources of the checkout it belongs to
         (`src/WopiValidator.Core/` beside it), or `JsonSchemas/` and `Resources/` right beside it."""
         path = Path(testcases)
@@ -76,7 +76,7 @@ class Resources:
         resource = self._get(resource_id)
         if resource.name == ZERO_BYTE_FILE:
             return b""
-        return f"{resource.id}{resource.file_path or ''}{resource.name or ''}".encode("utf-8")
+        return f"{resource.id}{resource.file_path or ''}{resource.name or ''}".encode()
 
     def _manifest_file(self, name: str) -> Path:
         if self._manifest is None:

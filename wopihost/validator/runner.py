@@ -17,13 +17,13 @@ built (state that holds no URL, a body that cannot be made) fails its test inste
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from datetime import UTC, datetime
 
 from .checks import Context, evaluate
 from .chunks import BodyError
-from .definitions import Definitions, DefinitionError, Group, Request, TestCase
+from .definitions import DefinitionError, Definitions, Group, Request, TestCase
 from .requests import OFFICE_NATIVE_CLIENT_USER_AGENT, RequestError, Target, build
 from .resources import ResourceError, Resources, Schemas
 from .signing import ProofSigner
@@ -84,7 +84,7 @@ class Runner:
     def __init__(self, definitions: Definitions, resources: Resources, schemas: Schemas, target: Target,
                  signer: ProofSigner | None = None, transport: Transport | None = None, category: str = "All",
                  include_delays: bool = False, sleep: Callable[[float], None] = time.sleep,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.definitions, self.resources, self.schemas = definitions, resources, schemas
         self.target, self.signer = target, signer
         self.transport = transport or Transport()

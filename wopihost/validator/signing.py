@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -44,7 +44,7 @@ class ProofSigner:
         self.current, self.old, self.directory = current, old, directory
 
     @classmethod
-    def load_or_create(cls, directory: str | Path | None = None) -> "ProofSigner":
+    def load_or_create(cls, directory: str | Path | None = None) -> ProofSigner:
         """The keys in `directory` (the default cache directory if None), made there first if missing.
         discovery.xml is rewritten from the keys whenever it is missing."""
         path = Path(directory) if directory is not None else default_directory()
@@ -72,12 +72,12 @@ class ProofSigner:
   </net-zone>
   <proof-key {current} {old}/>
 </wopi-discovery>
-""".encode("utf-8")
+""".encode()
 
     def headers(self, token: str, url: str, mutator: ProofKeyMutator | None = None,
                 now: datetime | None = None) -> dict[str, str]:
         """X-WOPI-Proof, X-WOPI-ProofOld and X-WOPI-TimeStamp for a request to `url` with `token`."""
-        ticks = ticks_from_datetime(now or datetime.now(timezone.utc))
+        ticks = ticks_from_datetime(now or datetime.now(UTC))
         if mutator is not None and mutator.timestamp is not None:
             ticks = mutator.timestamp
         data = proof_bytes(token, url, ticks)

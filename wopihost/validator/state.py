@@ -27,7 +27,7 @@ class State(dict):
     """Name -> value (None when the saved source was absent or empty)."""
 
     @classmethod
-    def initial(cls, token: str, wopi_src: str) -> "State":
+    def initial(cls, token: str, wopi_src: str) -> State:
         return cls({ORIGINAL_ACCESS_TOKEN: token, ORIGINAL_WOPI_SRC: wopi_src})
 
     def save(self, entries: tuple[StateEntry, ...], response: Response) -> None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import codecs
 import http.client
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import requests
-from requests.structures import CaseInsensitiveDict
 import urllib3
+from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
 EXCEPTION_STATUS = 306  # HttpStatusCode.Unused

@@ -8,7 +8,7 @@ gets a call whose token was verified for what it acts on.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app, request
 

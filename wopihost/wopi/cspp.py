@@ -6,6 +6,7 @@ from functools import wraps
 
 from flask import jsonify, request
 
+from ..body import request_body
 from ..chunked import MAX_MESSAGE_BODY, Framed, read_message
 from ..coauth import COAUTH, EXCLUSIVE, METADATA_LIMIT, TIMEOUT_RANGE, CoauthTable
 from ..cspp.frames import FrameError, parse_json
@@ -13,7 +14,6 @@ from ..errors import WopiError, WopiResponse, bad_request
 from ..locks import parse_lock_id
 from ..models import File
 from ..text import text_problem
-from ..body import request_body
 from .files import Call
 from .requests import header, int_header
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from flask import jsonify, request
 
 from ..activities import MAX_ACTIVITIES
+from ..body import request_body
 from ..clock import iso_round_trip, to_epoch_ms
 from ..errors import WopiError, WopiResponse, bad_request, not_found
 from ..files import Target
@@ -17,11 +19,10 @@ from ..locks import LOCK_TTL_RANGE, LockRequest, parse_lock_id
 from ..models import File
 from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_extension
 from ..services import Services
-from ..streaming import content_response
 from ..shares import READ_ONLY, READ_WRITE
 from ..snapshots import FileView, UserView
+from ..streaming import content_response
 from ..tokens import FILE_URL, Grant
-from ..body import request_body
 from . import pointers
 from .requests import bool_header, check_body_size, header, int_header, json_request, time_header, utf7_header
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
 MAX_ROW, MAX_COLUMN = 1_048_576, 16_384  # Excel's grid
 _CELL = r"\$?([A-Za-z]{1,3})\$?([0-9]{1,7})"
 _RANGE = re.compile(rf"^{_CELL}(?::{_CELL})?$")

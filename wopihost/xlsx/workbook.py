@@ -34,7 +34,7 @@ def not_found(message: str) -> WorkbookError:
     return WorkbookError(404, "itemNotFound", message)
 
 
-def open_workbook(data: bytes, limit: int) -> "Workbook":
+def open_workbook(data: bytes, limit: int) -> Workbook:
     """The workbook in `data`; WorkbookError (400/413/415) if it is not one this host can open."""
     if len(data) > limit:
         raise WorkbookError(413, "requestSizeExceeded", f"the workbook is {len(data)} bytes; workbooks of up to "
