@@ -22,12 +22,12 @@ ever reach another file's bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, BinaryIO
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -59,7 +59,7 @@ from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .repository import drop_alternate_streams, load_file, unreferenced
 from .sessions import UploadSessions, gone
-from .storage import Blob, BlobStore, TooLarge
+from .storage import Blob, BlobStore, Readable, TooLarge
 from .text import text_problem
 
 MAIN = "MainContent"
@@ -123,7 +123,7 @@ class Framed:
     and that releases the blobs. Whoever holds it before a server does must close it if they fail.
     """
 
-    def __init__(self, snapshot: Snapshot, pieces: Iterator[bytes], length: int):
+    def __init__(self, snapshot: Snapshot, pieces: Generator[bytes, None, None], length: int):
         self.file, self.length = snapshot.file, length
         self._snapshot, self._pieces = snapshot, pieces
 
@@ -245,7 +245,9 @@ def read_message(body: bytes) -> Any:
         raise bad_request(f"the request frames cannot be read: {exc.reason}") from None
     if any(isinstance(event, (ChunkStart, ChunkRangeStart)) for event in events):
         raise bad_request("this request carries no chunk frames")
-    return events[0].value
+    first = events[0]
+    assert isinstance(first, MessageJSON)  # a body's decoder yields its MessageJSON first or raises FrameError
+    return first.value
 
 
 # -- decoding frames that lie on disk -------------------------------------------
@@ -258,23 +260,29 @@ class Decoded:
     length: int  # bytes decoded
 
 
-def decode(opened: OpenBlobs, extents: Extents, mode: str, max_payload: int) -> Decoded:
+def decode(opened: OpenBlobs, extents: Extents, mode: Literal["body", "session"], max_payload: int) -> Decoded:
     """Decode a framed body ("body") or session stream ("session") lying in `extents`, hashing each chunk.
 
     Chunks are not copied: the result says where their payloads lie. 400 on any framing error.
     """
     decoder = FrameDecoder(mode, max_payload_size=max_payload)
-    message, chunks, mismatched = None, {}, []
-    chunk_id, hasher, start, size = None, None, 0, 0
+    message: Any = None
+    chunks: dict[str, Extents] = {}
+    mismatched: list[str] = []
+    chunk_id: str | None = None
+    hasher: ChunkHasher | None = None
+    start, size = 0, 0
     try:
         for piece in opened.pieces(extents):
             for event in decoder.feed(piece):
                 if isinstance(event, ChunkData):
+                    assert hasher is not None  # the decoder yields a chunk's data only after its ChunkStart
                     hasher.update(event.data)
                 elif isinstance(event, ChunkStart):
                     chunk_id, hasher = encode_chunk_id(event.chunk_id), ChunkHasher()
                     start, size = event.stream_offset, event.size
                 elif isinstance(event, ChunkEnd):
+                    assert hasher is not None and chunk_id is not None  # likewise its ChunkEnd
                     if hasher.chunk_id() != chunk_id:
                         mismatched.append(chunk_id)
                     chunks[chunk_id] = extents.slice(start, size)
@@ -333,6 +341,7 @@ class ChunkedFiles:
     def _main_signature(self, file: File, main: Extents, opened: OpenBlobs) -> Signature:
         """MainContent's signature; chunked from the bytes (and remembered) if no client uploaded one."""
         if file.main_signature is not None:
+            assert file.main_scheme is not None  # the two columns are written together
             return signature_from_db(file.main_scheme, file.main_signature)
         with open_extents(opened.subset(main.blobs), main) as content:
             signature = signature_of(content, file.size)
@@ -416,7 +425,8 @@ class ChunkedFiles:
 
     @staticmethod
     def _chunk_ranges(snapshot: Snapshot, stream_ids: list[str], requested) -> Framed:
-        collection, ranges = {stream_id: [] for stream_id in stream_ids}, []
+        collection: dict[str, list[str]] = {stream_id: [] for stream_id in stream_ids}
+        ranges = []
         for stream_id, chunk_id, offset, length in requested:
             stream = snapshot.streams.get(stream_id)
             where = stream.locations.get(chunk_id) if stream else None
@@ -435,7 +445,7 @@ class ChunkedFiles:
 
     # writing
 
-    def put_chunked_file(self, file_id: str, body: BinaryIO, lock_id: str | None, coauth_lock_id: str | None,
+    def put_chunked_file(self, file_id: str, body: Readable, lock_id: str | None, coauth_lock_id: str | None,
                          sequence_number: int) -> File:
         """PutChunkedFile, in the order of docs/cspp-plus.md §1.3: frames, locks, sequence number, session,
         chunks, size."""
@@ -503,7 +513,7 @@ class ChunkedFiles:
         own_chunks: dict[str, Extents] = {}
         for stream in snapshot.streams.values():
             own_chunks = {**stream.locations, **own_chunks}
-        plan = {}
+        plan: dict[str, tuple[Extents, Signature] | None] = {}
         for stream_id, signature in request.signatures.items():
             if not signature.chunks and stream_id != MAIN:
                 plan[stream_id] = None
@@ -512,7 +522,7 @@ class ChunkedFiles:
                 raise WopiError(413, f"MainContent would be larger than the limit of "
                                      f"{self.settings.max_file_size} bytes")
             mine = snapshot.streams[stream_id].locations if stream_id in snapshot.streams else {}
-            parts = []
+            parts: list[Extent] = []
             for chunk in signature.chunks:
                 where = _first(chunk.chunk_id, chunks, mine, own_chunks, _EMPTY)
                 if where is None:
@@ -546,7 +556,7 @@ class ChunkedFiles:
                 placed[stream_id] = NewStream(Extents([Extent(copy.name, 0, copy.size)]), copy, item[1])
         except BaseException:
             for new in placed.values():
-                if new is not None:
+                if new is not None and new.copy is not None:
                     self.blobs.delete(new.copy.name)
                     new.copy.release()
             raise
@@ -566,8 +576,11 @@ class ChunkedFiles:
             released |= self._expire(s, file_id, now)
             for stream_id, new in streams.items():
                 if stream_id == MAIN:
+                    assert new is not None  # MainContent is changed, never deleted (_plan)
                     # Version follows MainContent's bytes (docs/cspp-plus.md §5.17): equal signatures, equal bytes.
-                    old = signature_from_db(file.main_scheme, file.main_signature) if file.main_signature else None
+                    # main_scheme is written together with main_signature
+                    old = (signature_from_db(cast(str, file.main_scheme), file.main_signature) if file.main_signature
+                           else None)
                     if old is None or old.chunks != new.signature.chunks:
                         file.version += 1
                         file.modified_at = now
@@ -589,11 +602,11 @@ class ChunkedFiles:
                 _keep(row, new)
                 row.scheme, row.signature, row.updated_at = new.signature.scheme, signature_to_db(new.signature), now
             for name, value, retention in request.properties:
-                row = s.get(ContentProperty, (file_id, name))
-                if row is None:
-                    row = ContentProperty(file_id=file_id, name=name)
-                    s.add(row)
-                row.value, row.retention, row.updated_at = value, retention, now
+                prop = s.get(ContentProperty, (file_id, name))
+                if prop is None:
+                    prop = ContentProperty(file_id=file_id, name=name)
+                    s.add(prop)
+                prop.value, prop.retention, prop.updated_at = value, retention, now
             s.flush()
             self._check_limits(s, file_id)
             file.sequence_number += 1
@@ -611,7 +624,7 @@ class ChunkedFiles:
     def _check_limits(s: Session, file_id: str) -> None:
         for table, limit, what in ((AlternateStream, MAX_ALTERNATE_STREAMS, "alternate streams"),
                                    (ContentProperty, MAX_PROPERTIES, "content properties")):
-            count = s.scalar(sa.select(sa.func.count()).select_from(table).where(table.file_id == file_id))
+            count = s.execute(sa.select(sa.func.count()).select_from(table).where(table.file_id == file_id)).scalar_one()
             if count > limit:
                 raise bad_request(f"the file would have {count} {what}, more than {limit}")
 
@@ -639,7 +652,7 @@ def _first(chunk_id: str, *sources: dict[str, Extents]) -> Extents | None:
     return None
 
 
-def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:
+def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Generator[bytes, None, None]:
     """A response body: the MessageJSON frame, then one Chunk frame per (ChunkId, Extents), then EndFrame."""
     yield message
     for chunk_id, extents in chunks:
@@ -647,7 +660,7 @@ def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:
     yield END_FRAME
 
 
-def _range_frames(message: bytes, opened: OpenBlobs, ranges) -> Iterator[bytes]:
+def _range_frames(message: bytes, opened: OpenBlobs, ranges) -> Generator[bytes, None, None]:
     yield message
     for chunk_id, offset, extents, end in ranges:
         yield from chunk_range_frame(chunk_id, offset, opened.pieces(extents), end_of_chunk=end,

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO
 
 import click
 
@@ -36,6 +35,7 @@ from .logs import JsonFormatter
 from .models import File, Folder
 from .services import Services
 from .shares import link_id_of
+from .storage import Readable
 from .tokens import IssuedToken
 from .tree import Tree
 from .users import check_user_id
@@ -144,10 +144,10 @@ def _track(label: str) -> Callable[[list], Iterable]:
 class _Counted:
     """A file read through `readinto`, telling `advance` how much each read got."""
 
-    def __init__(self, source: BinaryIO, advance: Callable[[int], None]):
+    def __init__(self, source: Readable, advance: Callable[[int], None]):
         self._source, self._advance = source, advance
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: memoryview) -> int:
         n = self._source.readinto(buffer)
         self._advance(n)
         return n

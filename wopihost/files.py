@@ -35,7 +35,7 @@ from .repository import (
     unreferenced,
 )
 from .snapshots import FileView
-from .storage import Blob, BlobStore, TooLarge
+from .storage import Blob, BlobStore, Readable, TooLarge
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -84,7 +84,7 @@ class Files:
 
     # -- writing ------------------------------------------------------------------
 
-    def create(self, owner_id: str, folder_id: str, name: str, source: BinaryIO) -> File:
+    def create(self, owner_id: str, folder_id: str, name: str, source: Readable) -> File:
         """A new file in `folder_id`; the name gets a ' (n)' suffix if it is taken."""
         name = check(name)
 
@@ -97,7 +97,7 @@ class Files:
 
         return self._write_blob(source, validate, apply)
 
-    def put(self, file_id: str, source: BinaryIO, lock_id: str | None,
+    def put(self, file_id: str, source: Readable, lock_id: str | None,
             loaded_at: datetime | None = None) -> File:
         """PutFile. `loaded_at` is Collabora's X-COOL-WOPI-Timestamp: refuse if the file changed since."""
 
@@ -116,11 +116,11 @@ class Files:
 
         return self._write_blob(source, validate, apply)
 
-    def put_relative(self, source_id: str, owner_id: str, target: Target, source: BinaryIO) -> File:
+    def put_relative(self, source_id: str, owner_id: str, target: Target, source: Readable) -> File:
         """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one."""
         return self.create_relative(self.get(source_id).folder_id, owner_id, target, source, source_id)
 
-    def create_relative(self, folder_id: str, owner_id: str, target: Target, source: BinaryIO,
+    def create_relative(self, folder_id: str, owner_id: str, target: Target, source: Readable,
                         source_id: str | None = None) -> File:
         """A file in `folder_id` named as `target` says (PutRelativeFile beside `source_id`, CreateChildFile):
         a new one, or (specific name + overwrite) a replaced one."""
@@ -158,7 +158,7 @@ class Files:
 
         return self._write_blob(source, validate, apply)
 
-    def put_named(self, folder_id: str, name: str, user_id: str, source: BinaryIO, conflict: str = "replace",
+    def put_named(self, folder_id: str, name: str, user_id: str, source: Readable, conflict: str = "replace",
                   if_match: Callable[[File], None] | None = None, limit: int | None = None,
                   admit: Callable[[Session, int], None] | None = None) -> tuple[File, bool]:
         """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
@@ -180,7 +180,7 @@ class Files:
 
         return self._write_blob(source, validate, apply, limit)
 
-    def replace(self, file_id: str, user_id: str, source: BinaryIO, if_match: Callable[[File], None] | None = None,
+    def replace(self, file_id: str, user_id: str, source: Readable, if_match: Callable[[File], None] | None = None,
                 limit: int | None = None, admit: Callable[[Session, int], None] | None = None) -> File:
         """New content for an existing file, from outside WOPI (409 while a lock holds it); `if_match` and
         `admit` as in put_named."""
@@ -261,7 +261,7 @@ class Files:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _write_blob(self, source: BinaryIO, validate: Callable[[Session], C],
+    def _write_blob(self, source: Readable, validate: Callable[[Session], C],
                     apply: Callable[[Session, Blob, C], tuple[T, list[str]]], limit: int | None = None) -> T:
         """Validate, stream `source` to a blob, validate again and apply in one transaction.
 

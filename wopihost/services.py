@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from .activities import Activities
@@ -25,7 +24,7 @@ from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .shares import ShareLinks, share_url
-from .storage import BlobStore
+from .storage import BlobStore, Readable
 from .tokens import API, FILE_URL, Grant, IssuedToken, Tokens, container
 from .tree import Tree
 from .uploads import Uploads
@@ -119,7 +118,7 @@ class Services:
 
     # -- operations that span several domain objects ------------------------------
 
-    def add_file(self, owner_id: str, name: str, source: BinaryIO, folder: list[str] | None = None) -> File:
+    def add_file(self, owner_id: str, name: str, source: Readable, folder: list[str] | None = None) -> File:
         """A new file in the owner's root folder, or in the folder at the path `folder` below it (made where
         missing); the owner is created if new."""
         with self.db.write() as s:

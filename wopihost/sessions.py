@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from datetime import datetime, timedelta
-from typing import BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,7 +25,7 @@ from .extents import Extent, Extents
 from .ids import is_id, new_id
 from .models import File, UploadPiece, UploadSession
 from .repository import lock_user, locking
-from .storage import BlobStore, TooLarge
+from .storage import BlobStore, Readable, TooLarge
 
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
@@ -134,7 +133,7 @@ class UploadSessions:
             raise _no_graph_session()
         return row
 
-    def append(self, token: str, file_id: str | None, offset: int, length: int, body: BinaryIO,
+    def append(self, token: str, file_id: str | None, offset: int, length: int, body: Readable,
                total: int | None = None, length_from: str = "X-WOPI-ContentRangeLength") -> int:
         """Store `length` bytes at `offset` (UpdateUploadSession; a Graph fragment, `file_id` None, of a
         stream of `total` bytes); returns the new end of the stream. `length_from` names what declared the

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
@@ -35,6 +35,12 @@ class TooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"the content is larger than the limit of {limit} bytes")
         self.limit = limit
+
+
+class Readable(Protocol):
+    """What a blob is written from: an open file, a request body, anything with readinto."""
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
 
 
 class Blob:
@@ -78,7 +84,7 @@ class BlobStore:
     def open(self, name: str) -> BinaryIO:
         return open(self.path(name), "rb")
 
-    def write(self, source: BinaryIO, limit: int, sha256: bool = True) -> Blob:
+    def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
         """Stream `source` (anything with .readinto(buffer)) into a new, held blob; at most `limit` bytes.
 
         One buffer is reused for every piece, so nothing is copied in Python.

@@ -9,10 +9,11 @@ from flask import Request, Response
 from werkzeug.wsgi import wrap_file
 
 from .models import File
+from .snapshots import FileView
 from .storage import PIECE
 
 
-def content_response(request: Request, file: File, content: BinaryIO, etag: str,
+def content_response(request: Request, file: File | FileView, content: BinaryIO, etag: str,
                      response_class: type[Response] = Response,
                      before: Callable[[Response], None] | None = None) -> Response:
     """A response streaming `content` (the file's bytes, just opened) in pieces, with Range and conditional
@@ -25,7 +26,8 @@ def content_response(request: Request, file: File, content: BinaryIO, etag: str,
         response.set_etag(etag)
         if before is not None:
             before(response)
-        return response.make_conditional(request, accept_ranges=True, complete_length=file.size)
+        response.make_conditional(request, accept_ranges=True, complete_length=file.size)  # in place
+        return response
     except BaseException:
         content.close()
         raise

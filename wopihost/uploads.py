@@ -16,7 +16,6 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import BinaryIO
 
 from .clock import Clock, parse_iso
 from .db import Database
@@ -28,6 +27,7 @@ from .names import counted
 from .repository import file_named, load_file
 from .sessions import OffsetMismatch, UploadSessions, total_mismatch
 from .shares import require_link_reach
+from .storage import Readable
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Uploads:
         with self.db.read() as s:
             return _status(self.sessions.state(s, token, None))
 
-    def put(self, token: str, first: int, last: int, total: int, body: BinaryIO, declared: int | None = None
+    def put(self, token: str, first: int, last: int, total: int, body: Readable, declared: int | None = None
             ) -> Progress:
         """A fragment: bytes first..last (inclusive) of `total`, all or nothing; `declared` is the body's
         length where known beforehand. A repeated final fragment of a session that has become a file

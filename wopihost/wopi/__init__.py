@@ -91,6 +91,7 @@ def dispatch(item_id: str, endpoint: str) -> Response:
     editors = override == "PUT_CHUNKED_FILE" and bool((request.headers.get("X-WOPI-Editors") or "").strip())
     services.proofs.check(request.environ, request.headers, editors_named=editors)
     family = endpoint.split("/")[0]
+    call: files.Call | containers.ContainerCall
     if family in ("file", "contents"):
         # One read: the token's row, the file and the user (snapshots.py), for whichever handler needs them.
         claim = services.tokens.claim(access_token(), item_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import jsonify, request
+from flask import Response, jsonify, request
 
 from ..body import request_body
 from ..chunked import MAX_MESSAGE_BODY, Framed, read_message
@@ -23,14 +23,14 @@ _LOCK_TYPES = {COAUTH.lower(): COAUTH, EXCLUSIVE.lower(): EXCLUSIVE}
 def cspp_plus(handler):
     """Only while CSPP Plus is switched on (WOPIHOST_CSPP_PLUS); otherwise the operation does not exist."""
     @wraps(handler)
-    def guarded(call: Call) -> WopiResponse:
+    def guarded(call: Call) -> Response:
         if not call.services.settings.cspp_plus:
             raise WopiError(501, "CSPP Plus is not enabled on this host")
         return handler(call)
     return guarded
 
 
-def _sequenced(file: File, response: WopiResponse | None = None) -> WopiResponse:
+def _sequenced(file: File, response: Response | None = None) -> Response:
     response = response or WopiResponse(status=200)
     response.headers["X-WOPI-SequenceNumber"] = str(file.sequence_number)
     response.headers["X-WOPI-ItemVersion"] = str(file.version)
@@ -53,21 +53,21 @@ def _optional_lock(name: str) -> str | None:
 # -- sequence numbers and chunked reads -------------------------------------------
 
 @cspp_plus
-def get_sequence_number(call: Call) -> WopiResponse:
+def get_sequence_number(call: Call) -> Response:
     return _sequenced(call.services.chunked.sequence_number(call.file_id))
 
 
 @cspp_plus
-def get_chunked_file(call: Call) -> WopiResponse:
+def get_chunked_file(call: Call) -> Response:
     return _framed(call.services.chunked.get_chunked_file(call.file_id, _message()))
 
 
 @cspp_plus
-def get_chunks(call: Call) -> WopiResponse:
+def get_chunks(call: Call) -> Response:
     return _framed(call.services.chunked.get_chunks(call.file_id, _message()))
 
 
-def _framed(body: Framed) -> WopiResponse:
+def _framed(body: Framed) -> Response:
     """The response streams `body`, and the server closes it (direct passthrough: Werkzeug's own close
     hooks never run for such a body); until the response exists, closing it on failure is ours."""
     try:
@@ -82,7 +82,7 @@ def _framed(body: Framed) -> WopiResponse:
 # -- chunked save and upload sessions ---------------------------------------------
 
 @cspp_plus
-def put_chunked_file(call: Call) -> WopiResponse:
+def put_chunked_file(call: Call) -> Response:
     call.require_write()
     lock_id, coauth_lock_id = _optional_lock("X-WOPI-Lock"), _optional_lock("X-WOPI-CoauthLockId")
     if lock_id and coauth_lock_id:
@@ -97,7 +97,7 @@ def put_chunked_file(call: Call) -> WopiResponse:
 
 
 @cspp_plus
-def create_upload_session(call: Call) -> WopiResponse:
+def create_upload_session(call: Call) -> Response:
     call.require_write()
     call.file()  # 404 for a deleted file
     token = call.services.sessions.create(call.file_id, call.grant.user_id)
@@ -105,7 +105,7 @@ def create_upload_session(call: Call) -> WopiResponse:
 
 
 @cspp_plus
-def update_upload_session(call: Call) -> WopiResponse:
+def update_upload_session(call: Call) -> Response:
     call.require_write()
     token = header("X-WOPI-UploadSessionToken")
     if not token:
@@ -159,14 +159,14 @@ def _metadata() -> str:
     return value
 
 
-def _table(table: CoauthTable, with_body: bool = True) -> WopiResponse:
+def _table(table: CoauthTable, with_body: bool = True) -> Response:
     response = jsonify({"CoauthTable": table.rows}) if with_body else WopiResponse(status=200)
     response.headers["X-WOPI-CoauthTableVersion"] = table.version
     return response
 
 
 @cspp_plus
-def get_coauth_lock(call: Call) -> WopiResponse:
+def get_coauth_lock(call: Call) -> Response:
     call.require_write()
     lock_id = _coauth_lock_id()
     lock_type = _LOCK_TYPES.get((header("X-WOPI-CoauthLockType") or "").lower())
@@ -179,19 +179,19 @@ def get_coauth_lock(call: Call) -> WopiResponse:
 
 
 @cspp_plus
-def refresh_coauth_lock(call: Call) -> WopiResponse:
+def refresh_coauth_lock(call: Call) -> Response:
     call.require_write()
     lock_id, timeout, metadata = _coauth_lock_id(), _timeout(), _metadata()
     return _table(call.services.coauth.refresh(call.file_id, lock_id, timeout, metadata or None))
 
 
 @cspp_plus
-def unlock_coauth_lock(call: Call) -> WopiResponse:
+def unlock_coauth_lock(call: Call) -> Response:
     call.require_write()
     return _table(call.services.coauth.unlock(call.file_id, _coauth_lock_id()), with_body=False)
 
 
 @cspp_plus
-def get_coauth_table(call: Call) -> WopiResponse:
+def get_coauth_table(call: Call) -> Response:
     table = call.services.coauth.table(call.file_id)
     return _table(table, with_body=header("X-WOPI-CoauthTableVersion") != table.version)

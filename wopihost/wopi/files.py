@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import BinaryIO
 
-from flask import jsonify, request
+from flask import Response, jsonify, request
 
 from ..activities import MAX_ACTIVITIES
 from ..body import request_body
@@ -51,7 +51,7 @@ class Call:
         return self.seen
 
 
-def check_file_info(call: Call) -> WopiResponse:
+def check_file_info(call: Call) -> Response:
     services, grant = call.services, call.grant
     file = call.file()
     user = call.user or services.user(grant.user_id)
@@ -110,13 +110,13 @@ def check_file_info(call: Call) -> WopiResponse:
     return jsonify(info)
 
 
-def get_file(call: Call) -> WopiResponse:
+def get_file(call: Call) -> Response:
     max_expected = int_header("X-WOPI-MaxExpectedSize", MAX_EXPECTED_SIZE_DEFAULT)
     file, content = call.services.files.open_content(call.file_id, call.file())
     return _content_response(file, content, max_expected)
 
 
-def download(services: Services, ticket: str) -> WopiResponse:
+def download(services: Services, ticket: str) -> Response:
     """CheckFileInfo's FileUrl: the current content for whoever has the URL, until it expires (or the
     token it was made under is revoked)."""
     with services.db.read() as s:
@@ -124,8 +124,8 @@ def download(services: Services, ticket: str) -> WopiResponse:
     return _content_response(*services.files.open_content(file_id))
 
 
-def _content_response(file: File | FileView, content: BinaryIO, max_expected: int | None = None) -> WopiResponse:
-    def versioned(response: WopiResponse) -> None:
+def _content_response(file: File | FileView, content: BinaryIO, max_expected: int | None = None) -> Response:
+    def versioned(response: Response) -> None:
         if max_expected is not None and file.size > max_expected:
             raise WopiError(412, f"the file is {file.size} bytes, more than X-WOPI-MaxExpectedSize")
         response.headers["X-WOPI-ItemVersion"] = str(file.version)
@@ -133,7 +133,7 @@ def _content_response(file: File | FileView, content: BinaryIO, max_expected: in
     return content_response(request, file, content, f"{file.id}.{file.version}", WopiResponse, versioned)
 
 
-def put_file(call: Call) -> WopiResponse:
+def put_file(call: Call) -> Response:
     call.require_write()
     services = call.services
     lock_header = header("X-WOPI-Lock")
@@ -146,7 +146,7 @@ def put_file(call: Call) -> WopiResponse:
     return response
 
 
-def lock(call: Call) -> WopiResponse:
+def lock(call: Call) -> Response:
     call.require_write()
     lock_id = parse_lock_id(header("X-WOPI-Lock"))
     old_lock = header("X-WOPI-OldLock")
@@ -172,25 +172,25 @@ def _lock_request(call: Call) -> LockRequest:
     return how
 
 
-def get_lock(call: Call) -> WopiResponse:
+def get_lock(call: Call) -> Response:
     file, current = call.services.locks.get(call.file_id)
     response = _versioned(file)
     response.headers["X-WOPI-Lock"] = current
     return response
 
 
-def refresh_lock(call: Call) -> WopiResponse:
+def refresh_lock(call: Call) -> Response:
     call.require_write()
     lock_id = parse_lock_id(header("X-WOPI-Lock"))
     return _versioned(call.services.locks.refresh(call.file_id, lock_id, _lock_request(call)))
 
 
-def unlock(call: Call) -> WopiResponse:
+def unlock(call: Call) -> Response:
     call.require_write()
     return _versioned(call.services.locks.unlock(call.file_id, parse_lock_id(header("X-WOPI-Lock"))))
 
 
-def put_relative_file(call: Call) -> WopiResponse:
+def put_relative_file(call: Call) -> Response:
     services, grant = call.services, call.grant
     if not grant.can_write:  # as CheckFileInfo's UserCanNotWriteRelative promised
         raise WopiError(501, "this user may not create files")
@@ -237,7 +237,7 @@ def _suggested_name(base_name: Callable[[], str]) -> str:
     return sanitize(suggestion)
 
 
-def rename_file(call: Call) -> WopiResponse:
+def rename_file(call: Call) -> Response:
     call.require_write()
     requested = utf7_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
     if requested is None:
@@ -251,13 +251,13 @@ def rename_file(call: Call) -> WopiResponse:
     return jsonify({"Name": split_extension(file.name)[0]})
 
 
-def delete_file(call: Call) -> WopiResponse:
+def delete_file(call: Call) -> Response:
     call.require_write()
     call.services.files.delete(call.file_id)
     return WopiResponse(status=200)
 
 
-def put_user_info(call: Call) -> WopiResponse:
+def put_user_info(call: Call) -> Response:
     call.file()  # 404 for a deleted file
     body = request_body().read(USER_INFO_BYTES + 1)
     try:
@@ -286,7 +286,7 @@ def share_url_type(supported: list[str]) -> str:
     return url_type
 
 
-def get_share_url(call: Call) -> WopiResponse:
+def get_share_url(call: Call) -> Response:
     url_type = share_url_type(_share_types(call.grant))
     services = call.services
     call.file()  # 404 for a deleted file
@@ -294,7 +294,7 @@ def get_share_url(call: Call) -> WopiResponse:
     return jsonify({"ShareUrl": services.share_url(link.id)})
 
 
-def add_activities(call: Call) -> WopiResponse:
+def add_activities(call: Call) -> Response:
     """AddActivities (docs/wopi.md §3.16): each activity is answered on its own, in the order sent."""
     body = json_request()
     activities = body.get("Activities") if isinstance(body, dict) else None
@@ -307,7 +307,7 @@ def add_activities(call: Call) -> WopiResponse:
         {"Id": o.id, "Status": o.status, **({"Message": o.message} if o.message else {})} for o in outcomes]})
 
 
-def _versioned(file: File | int) -> WopiResponse:
+def _versioned(file: File | int) -> Response:
     """An empty 200 with X-WOPI-ItemVersion: the file's version (or the version itself)."""
     response = WopiResponse(status=200)
     response.headers["X-WOPI-ItemVersion"] = str(file if isinstance(file, int) else file.version)
