@@ -30,8 +30,8 @@ try:
     from gunicorn.http.body import LengthReader as _GunicornLengthReader
     from gunicorn.http.errors import ParseException as _GunicornParseError
 except ImportError:  # not serving under gunicorn's package at all
-    _GunicornBody = _GunicornLengthReader = None
-    _GunicornParseError = ()
+    _GunicornBody = _GunicornLengthReader = None  # type: ignore[assignment, misc]  # checked before use
+    _GunicornParseError = ()  # type: ignore[assignment, misc]  # catches nothing
 
 BODY_FAILED = "wopihost.body_failed"  # environ key: the body broke off, nothing more can be read from it
 DRAIN_LIMIT = 32 << 20  # larger than any sensible UpdateUploadSession piece
@@ -145,7 +145,7 @@ def _abandon(environ: dict) -> None:
     environ[BODY_FAILED] = True
     stream = environ.get("wsgi.input")
     if _GunicornBody is not None and type(stream) is _GunicornBody:
-        stream.failed = True  # gunicorn then closes the connection instead of draining the body
+        stream.failed = True  # type: ignore[attr-defined]  # gunicorn 27's; the stubs are 26's. gunicorn then closes the connection instead of draining the body
 
 
 def drain(environ: dict, stream) -> None:

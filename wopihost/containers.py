@@ -57,7 +57,7 @@ class Containers:
         with self.db.read() as s:
             folder, found = _folder(s, folder_id), []
             while folder.parent_id is not None:
-                folder = s.get(Folder, folder.parent_id)
+                folder = s.get_one(Folder, folder.parent_id)
                 found.append(self._container(s, folder))
             return found[::-1]
 

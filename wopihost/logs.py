@@ -20,6 +20,7 @@ import os
 import re
 import traceback
 from datetime import UTC, datetime
+from typing import Any
 
 from gunicorn.glogging import Logger
 
@@ -138,7 +139,7 @@ class GunicornLogger(Logger):
             override = redact(override)
         elapsed = request_time.seconds * 1000 + request_time.microseconds // 1000
         sent = getattr(resp, "sent", None)
-        extra = {"redacted": True}
+        extra: dict[str, Any] = {"redacted": True}
         if self.as_json:
             file_id = environ.get(FILE_ID)
             length = environ.get("CONTENT_LENGTH", "")

@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from gunicorn.app.base import BaseApplication
 
@@ -74,7 +75,7 @@ def _check_database(server) -> None:
 def _server_stopped(server) -> None:
     """gunicorn's on_exit hook."""
     if _metrics_dir.get("made"):
-        shutil.rmtree(_metrics_dir["path"], ignore_errors=True)
+        shutil.rmtree(cast(str, _metrics_dir["path"]), ignore_errors=True)
 
 DEFAULTS = {
     # gunicorn's gthread worker, hardened against slow clients (see wopihost/worker.py): the main loop
