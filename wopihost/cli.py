@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -290,7 +291,7 @@ def _file_info(services: Services, file_id: str) -> dict:
     file = services.files.get(file_id)
     now = services.clock.now()
     with services.db.read() as s:
-        folder = s.get(Folder, file.folder_id)
+        folder = s.get_one(Folder, file.folder_id)
         path = "/".join([*Tree.path_of(s, folder), file.name])
         lock = live_lock(s, file_id, now)
         coauth = live_coauth_locks(s, file_id, now)
@@ -398,6 +399,7 @@ def token_issue(file_id: str | None, api: bool, folder_id: str | None, user: str
         services.containers.get(folder_id)
         issued = services.issue_container_token(folder_id, user, "l" if read_only else "lcmw", expires_at)
     else:
+        assert file_id is not None  # the one of the three given
         services.files.get(file_id)
         issued = services.issue_token(file_id, user, not read_only, expires_at, reach)
     _print_token(services, issued, as_json)
@@ -739,7 +741,7 @@ def serve(host: str, port: int, workers: int, threads: int | None, as_json: bool
     os.environ.setdefault("WOPIHOST_PUBLIC_URL", f"http://{host}:{port}")
     services = _services()  # fail here, once, rather than in every worker
     services.db.dispose()
-    threads = threads or DEFAULTS["threads"]
+    threads = threads or cast(int, DEFAULTS["threads"])
     started = {"public_url": services.settings.public_url, "bind": f"http://{host}:{port}", "workers": workers,
                "threads": threads, "data_dir": str(services.settings.data_dir)}
     if as_json:

@@ -61,7 +61,9 @@ class Drives:
             return drive
         with self.db.write() as s:
             ensure_user(s, user_id, self.clock.now())
-            return _personal(s, user_id)
+            drive = _personal(s, user_id)
+            assert drive is not None  # ensure_user makes every user's drive with the user
+            return drive
 
     def reachable(self, s: Session, user_id: str, drive_id: str, kind: str | None = None) -> Drive:
         """The drive `drive_id` if `user_id` may reach it (their own, or a shared drive they are a member
@@ -87,8 +89,8 @@ class Drives:
         lock the transaction needs: it is the last lock taken."""
         if self.quota_bytes and s.info.get("write") and s.get_bind().dialect.name == "postgresql":
             s.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"wopihost.drive:{drive_id}"))))
-        used = s.scalar(sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))
-                        .join(Folder, File.folder_id == Folder.id).where(Folder.drive_id == drive_id))
+        used = s.execute(sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))
+                         .join(Folder, File.folder_id == Folder.id).where(Folder.drive_id == drive_id)).scalar_one()
         return Quota(self.quota_bytes, int(used))
 
     # -- administration (the CLI) ----------------------------------------------------

@@ -105,6 +105,7 @@ class OpenBlobs:
         weakref.finalize(self, _close_leaked, self._fds)
         try:
             for name in dict.fromkeys(names):
+                assert blobs is not None  # only an empty set is opened without a store
                 self._fds[name] = os.open(blobs.path(name), os.O_RDONLY)
         except BaseException:
             self.close()

@@ -8,10 +8,11 @@ transaction. A failure anywhere leaves the old content and no stray blob.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -65,6 +66,11 @@ class Files:
     def get(self, file_id: str) -> File:
         with self.db.read() as s:
             return load_file(s, file_id)
+
+    @overload
+    def open_content(self, file_id: str, seen: None = None) -> tuple[File, BinaryIO]: ...
+    @overload
+    def open_content(self, file_id: str, seen: File | FileView) -> tuple[File | FileView, BinaryIO]: ...
 
     def open_content(self, file_id: str, seen: File | FileView | None = None) -> tuple[File | FileView, BinaryIO]:
         """The file row (or `seen`, the file as the caller already read it) and its content, opened; read
@@ -228,7 +234,7 @@ class Files:
             file.sequence_number += 1
             return file
 
-    def delete(self, file_id: str, force: bool = False) -> list[str]:
+    def delete(self, file_id: str, force: bool = False) -> builtins.list[str]:
         """Delete a file; 409 while it is locked, unless `force` (an admin's `files rm --force`) removes its
         WOPI and coauth locks first, in the same transaction. Returns the ids of the live locks removed."""
         with self.db.write() as s:
@@ -262,7 +268,7 @@ class Files:
     # -- helpers ------------------------------------------------------------------
 
     def _write_blob(self, source: Readable, validate: Callable[[Session], C],
-                    apply: Callable[[Session, Blob, C], tuple[T, list[str]]], limit: int | None = None) -> T:
+                    apply: Callable[[Session, Blob, C], tuple[T, builtins.list[str]]], limit: int | None = None) -> T:
         """Validate, stream `source` to a blob, validate again and apply in one transaction.
 
         `validate` takes the row locks the change needs, folder before file (every transaction takes them
@@ -313,7 +319,7 @@ class Files:
         return file
 
     def set_content(self, s: Session, file: File, user_id: str | None, blob: str, size: int, sha256: str,
-                    extents: Extents | None = None) -> list[str]:
+                    extents: Extents | None = None) -> builtins.list[str]:
         """New MainContent from outside PutChunkedFile (as in `insert`); returns the blobs it made unused.
 
         Such a change ends what coauthoring clients kept beside the document

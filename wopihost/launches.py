@@ -72,7 +72,7 @@ class LaunchLinks:
             if file is None:
                 raise WopiError(404, "no such file", code="itemNotFound")
             if check_drive:
-                self.drives.reachable(s, user_id, s.get(Folder, file.folder_id).drive_id)
+                self.drives.reachable(s, user_id, s.get_one(Folder, file.folder_id).drive_id)
             else:
                 ensure_user(s, user_id, now)
             issued = self.tokens.issue(s, file_id, user_id, "w" if can_write else "r", now + token_ttl)

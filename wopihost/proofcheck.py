@@ -70,6 +70,7 @@ class ProofCheck:
             return None
 
     def _refetch(self) -> ProofKeys | None:
+        assert self.discovery is not None  # asked only once _keys found keys there
         try:
             return self.discovery.refresh_if_older_than(REFETCH_AT_MOST_EVERY).proof_keys
         except DiscoveryError:

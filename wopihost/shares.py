@@ -107,7 +107,7 @@ class ShareLinks:
             file = s.get(File, link.item_id)
             if file is None:
                 raise not_found("the shared item no longer exists")
-            return Shared(link, file, s.get(Folder, file.folder_id).drive_id)
+            return Shared(link, file, s.get_one(Folder, file.folder_id).drive_id)
 
     def revoke(self, link_id: str | None = None, item_id: str | None = None) -> int:
         if link_id is None and item_id is None:

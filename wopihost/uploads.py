@@ -92,8 +92,12 @@ class Uploads:
         """A new session (docs/graph.md §4.1): its token and status. The declared `file_size` is checked
         against the largest file and the drive's quota before any byte is sent."""
         with self.db.read() as s:
-            existing = load_file(s, target.file_id) if target.file_id is not None \
-                else file_named(s, target.folder_id, target.name)
+            existing: File | None
+            if target.file_id is not None:
+                existing = load_file(s, target.file_id)
+            else:
+                assert target.folder_id is not None and target.name is not None  # a new file's target names both
+                existing = file_named(s, target.folder_id, target.name)
             if if_match is not None and existing is not None:
                 if_match(existing)
                 target = replace(target, expect_sequence=existing.sequence_number)
@@ -167,6 +171,7 @@ class Uploads:
                 if row.total is None or row.received != row.total:
                     raise WopiError(400, f"the upload session has {row.received} of {row.total} bytes",
                                     code="invalidRequest/uploadSessionIncomplete")
+                assert row.target is not None  # every Graph session has one (kind checked by get_graph)
                 target = Target.from_json(row.target)
                 if redirect is not None:
                     target = redirect(target)
@@ -200,7 +205,9 @@ class Uploads:
 
     def _become_file(self, s, row: UploadSession, target: Target, if_match: Callable[[File], None] | None
                      ) -> tuple[File, bool, list[str]]:
+        assert row.total is not None  # complete() checked the session is whole
         extents = self.sessions.stream(s, row.token)
+        existing: File | None
         if target.file_id is not None:
             existing = self.files.load_in_locked_folder(s, target.file_id)
             self._reach(s, row, target, existing.folder_id, target.drive_id, existing.id)
@@ -208,6 +215,7 @@ class Uploads:
                 if_match(existing)
             self.files.check_writable(s, existing)
         else:
+            assert target.folder_id is not None and target.name is not None  # a new file's target names both
             self._reach(s, row, target, target.folder_id, target.drive_id)
             existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id,
                                              if_match)
@@ -218,6 +226,7 @@ class Uploads:
         # last: the quota's lock (drives.py) is taken after every row lock
         self.drives.quota(s, target.drive_id).check(row.total - (existing.size if existing is not None else 0))
         if existing is None:
+            assert target.folder_id is not None and target.name is not None  # as above: no file_id
             name = self.files.free_name(s, target.folder_id, target.name, style=counted)
             file = self.files.insert(s, target.folder_id, name, row.user_id, "", row.total, "", extents)
             unused: list[str] = []

@@ -36,7 +36,7 @@ def ensure_user(session: Session, user_id: str, now: datetime, display_name: str
         for row in (drive, root):  # no ORM relationships, so flush in foreign-key order
             session.add(row)
             session.flush()
-    user = session.get(User, user_id)
+    user = session.get_one(User, user_id)
     if display_name and user.display_name != display_name:
         user.display_name = display_name
     return user

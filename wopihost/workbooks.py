@@ -193,7 +193,7 @@ class Workbooks:
     def _run(self, operation_id: str) -> None:
         self._set(operation_id, status="running")
         with self.db.read() as s:
-            operation = s.get(WorkbookOperation, operation_id)
+            operation = s.get_one(WorkbookOperation, operation_id)
         try:
             session = self.create_session(operation.file_id, operation.user_id, operation.persist)
         except (WopiError, WorkbookError) as exc:

@@ -95,7 +95,7 @@ def _shared(services: Services, grant: Grant, rest: str) -> Response:
         raise not_found("a share is reached as shares/{shareId}/driveItem")
     shared = services.shares.resolve(link_id_of(share_id, services.settings.public_url))
     with services.db.read() as s:
-        drive = s.get(Drive, shared.drive_id)
+        drive = s.get_one(Drive, shared.drive_id)
     rights = "w" if shared.can_write and grant.can_write else "r"
     call = Call(services, replace(grant, rights=rights), drive, share=shared.link.id)
     ref = parse_item(f"items/{shared.item.id}{tail[len(SHARED_ITEM):]}")
@@ -124,6 +124,7 @@ def _drive(services: Services, s, grant: Grant, ref: DriveRef) -> Drive:
         raise GraphError(403, "accessDenied", "a token reaches only its own user's drive")
     kind = DRIVE_KINDS.get(ref.via)
     if kind in SHARED_KINDS or ref.via == "drives":
+        assert ref.key is not None  # only "me" comes without one
         return services.drives.reachable(s, grant.user_id, ref.key, kind)
     raise not_found("no such drive")
 
@@ -290,7 +291,7 @@ def _download(services: Services, ticket: str) -> Response:
         file = s.get(File, file_id)
         if file is None:
             raise not_found("the file no longer exists")
-        services.drives.reachable(s, row.user_id, s.get(Folder, file.folder_id).drive_id)  # still a member?
+        services.drives.reachable(s, row.user_id, s.get_one(Folder, file.folder_id).drive_id)  # still a member?
     return _content(services, file_id)
 
 
@@ -325,6 +326,7 @@ def put_content(call: Call, ref: ItemRef) -> Response:
                                                  _conflict(request.args, "replace"), _if_match(),
                                                  SIMPLE_UPLOAD_LIMIT, admit)
     else:
+        assert isinstance(existing, File)  # checked above
         file, created = services.files.replace(existing.id, user, request_body(), _if_match(),
                                                SIMPLE_UPLOAD_LIMIT, admit), False
     return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)

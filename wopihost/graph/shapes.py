@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import mimetypes
 from datetime import datetime
+from typing import Any, overload
 
 from ..models import Drive, File
 from ..tree import Item
@@ -30,6 +31,10 @@ def etag(item: Item) -> str:
     return f'"{{{item.id}}},{item.sequence_number if isinstance(item, File) else item.version}"'
 
 
+@overload
+def ctag(item: File) -> str: ...
+@overload
+def ctag(item: Item) -> str | None: ...
 def ctag(item: Item) -> str | None:
     return f'"c:{{{item.id}}},{item.version}"' if isinstance(item, File) else None
 
@@ -58,7 +63,7 @@ def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names:
     creator = (item.owner_id if isinstance(item, File) else item.created_by) or drive.owner_id
     modifier = (item.modified_by if isinstance(item, File) else None) or creator
     created, modified = item.created_at, _modified(item)
-    body = {
+    body: dict[str, Any] = {
         "id": item.id,
         "name": item.name if parent_path is not None else "root",
         "eTag": etag(item),
@@ -71,9 +76,10 @@ def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names:
     if isinstance(item, File):
         body["cTag"] = ctag(item)
     if creator:  # a shared drive's root was made by no user
+        assert modifier is not None  # at worst the creator
         body["createdBy"] = identity(creator, names.get(creator, creator))
         body["lastModifiedBy"] = identity(modifier, names.get(modifier, modifier))
-    reference = {"driveId": drive.id, "driveType": drive_type(drive)}
+    reference: dict[str, str | None] = {"driveId": drive.id, "driveType": drive_type(drive)}
     if parent_path is not None:
         parent_id = item.folder_id if isinstance(item, File) else item.parent_id
         reference.update(id=parent_id, path=f"/drives/{drive.id}/root:" + "".join(f"/{n}" for n in parent_path))
@@ -81,7 +87,7 @@ def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names:
     if item.description:
         body["description"] = item.description
     if isinstance(item, File):
-        file = {"mimeType": mimetypes.guess_type(item.name)[0] or "application/octet-stream"}
+        file: dict[str, Any] = {"mimeType": mimetypes.guess_type(item.name)[0] or "application/octet-stream"}
         if item.sha256:
             file["hashes"] = {"sha256Hash": base64.b64decode(item.sha256).hex().upper()}
         body["file"] = file

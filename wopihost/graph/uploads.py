@@ -53,7 +53,7 @@ def _answer(services: Services, progress: Progress) -> Response:
 
 def _item(services: Services, file, status: int) -> Response:
     with services.db.read() as s:
-        drive = s.get(Drive, s.get(Folder, file.folder_id).drive_id)
+        drive = s.get_one(Drive, s.get_one(Folder, file.folder_id).drive_id)
     return item_response(services, file, drive, None, status)
 
 
