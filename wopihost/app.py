@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import cast
 
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, request
@@ -38,7 +39,8 @@ class JsonProvider(DefaultJSONProvider):
 
     def response(self, *args, **kwargs) -> Response:
         body = self._encoder.encode(self._prepare_response_obj(args, kwargs))
-        return self._app.response_class(body + "\n", mimetype=self.mimetype)
+        # the app's response_class is Flask's Response (WopiResponse), typed on the provider as Werkzeug's
+        return cast(Response, self._app.response_class(body + "\n", mimetype=self.mimetype))
 
 
 class App(Flask):
@@ -67,9 +69,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_server_headers)
     app.teardown_request(name_request)
-    app.wsgi_app = requesturl.wrap(app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies)
+    app.wsgi_app = requesturl.wrap(  # type: ignore[method-assign]  # Flask's documented way to add middleware
+        app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies)
     if metrics is not None:
-        app.wsgi_app = Observer(app.wsgi_app, metrics)
+        app.wsgi_app = Observer(app.wsgi_app, metrics)  # type: ignore[method-assign]  # likewise
     return app
 
 

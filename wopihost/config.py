@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def _log_format(text: str) -> str:
     return text.strip().lower()
 
 
-def setting(name: str, default: str, parse, environ: dict[str, str] | None = None):
+def setting(name: str, default: str, parse, environ: Mapping[str, str] | None = None):
     """One setting on its own, for gunicorn's master, which needs a few before it starts any worker."""
     raw = (os.environ if environ is None else environ).get(ENV_PREFIX + name, "").strip() or default
     try:
@@ -92,7 +93,7 @@ def setting(name: str, default: str, parse, environ: dict[str, str] | None = Non
         raise ConfigError(f"{ENV_PREFIX}{name}: {exc}") from None
 
 
-def log_format(environ: dict[str, str] | None = None) -> str:
+def log_format(environ: Mapping[str, str] | None = None) -> str:
     return setting("LOG_FORMAT", "text", _log_format, environ)
 
 

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.orm import Session, sessionmaker
 
 from .faults import InsufficientStorage, Unavailable
@@ -136,7 +137,7 @@ class Database:
             finally:
                 _close_quietly(cursor)  # its connection may be gone already (dropped by _abandon)
 
-    def _on_live_connection(self, act: Callable[[object], T]) -> tuple[object, T]:
+    def _on_live_connection(self, act: Callable[[DBAPICursor], T]) -> tuple[DBAPICursor, T]:
         """A cursor on this thread's connection and what `act(cursor)` returned. A connection the server
         dropped (a restart, an idle timeout) shows only when used: then a new one is opened and `act` runs
         again, once, as nothing was done on the dropped one."""
@@ -321,7 +322,9 @@ def schema_state(engine: sa.Engine, url: str) -> SchemaState:
     scripts = ScriptDirectory.from_config(alembic_config(url))
     current = current_revision(engine)
     known = current is None or current in {script.revision for script in scripts.walk_revisions()}
-    return SchemaState(current, scripts.get_current_head(), known)
+    head = scripts.get_current_head()
+    assert head is not None  # the package ships its migrations
+    return SchemaState(current, head, known)
 
 
 def require_current_schema(engine: sa.Engine, url: str) -> SchemaState:

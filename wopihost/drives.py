@@ -8,6 +8,7 @@ libraries they are) has no owner: an admin makes it and names its members.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -117,8 +118,9 @@ class Drives:
 
     def remove_member(self, drive_id: str, user_id: str) -> bool:
         with self.db.write() as s:
-            return s.execute(sa.delete(DriveMember).where(DriveMember.drive_id == drive_id,
-                                                          DriveMember.user_id == user_id)).rowcount > 0
+            deleted = s.execute(sa.delete(DriveMember).where(DriveMember.drive_id == drive_id,
+                                                             DriveMember.user_id == user_id))
+            return cast(sa.CursorResult, deleted).rowcount > 0
 
     def list(self) -> list[tuple[Drive, list[str]]]:
         """Every drive with its members (a personal drive's member is its owner)."""

@@ -85,7 +85,7 @@ def referenced_blobs(services: Services) -> set[str]:
     between two reads and leave the blob in neither.
     """
     no_extents = sa.cast(sa.null(), sa.Text)
-    query = sa.union_all(sa.select(UploadPiece.blob, no_extents),
+    query: sa.CompoundSelect = sa.union_all(sa.select(UploadPiece.blob, no_extents),
                          sa.select(File.blob, File.extents),
                          sa.select(AlternateStream.blob, AlternateStream.extents),
                          sa.select(WorkbookSession.blob, no_extents).where(WorkbookSession.blob.is_not(None)))

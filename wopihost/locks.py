@@ -20,10 +20,10 @@ X-WOPI-ConflictingLockUsername (docs/wopi.md §2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -99,7 +99,7 @@ def require_write_access(session: Session, file: File, now: datetime, lock_id: s
     check_lock_state(wopi_lock, coauth, lock_id, coauth_lock_id, unlocked_ok)
 
 
-def check_lock_state(wopi_lock, coauth: list[CoauthLock], lock_id: str | None, coauth_lock_id: str | None,
+def check_lock_state(wopi_lock, coauth: Sequence[CoauthLock | _CoauthState], lock_id: str | None, coauth_lock_id: str | None,
                      unlocked_ok: bool) -> None:
     """The lock table itself: `wopi_lock` is the live WOPI lock (with `lock_id` and `user_name`) or None,
     `coauth` the live coauth locks; 409 unless the request's `lock_id` or `coauth_lock_id` may act."""
@@ -221,7 +221,9 @@ class _CoauthState(NamedTuple):
     lock_type: str
 
 
-_FILES, _LOCKS, _COAUTH = File.__table__, Lock.__table__, CoauthLock.__table__
+# typed as a FromClause on the mapped class; a Table
+_FILES, _LOCKS, _COAUTH = (cast(sa.Table, File.__table__), cast(sa.Table, Lock.__table__),
+                           cast(sa.Table, CoauthLock.__table__))
 
 
 def _upsert(dialect) -> sa.Insert:

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import sqlalchemy as sa
@@ -156,7 +157,7 @@ class StateCollector:
 def name_request(_exc=None) -> None:
     """Flask's teardown_request hook, which runs for every request, routed or not: its operation and file id
     (OPERATION, FILE_ID) go into its environ, for Observer and the access log."""
-    routed = request._get_current_object()  # (Flask's documented way past the proxy, which costs per access)
+    routed = request._get_current_object()  # type: ignore[attr-defined]  # (Flask's documented way past the proxy, which costs per access)
     routed.environ[OPERATION], routed.environ[FILE_ID] = describe(routed)
 
 
@@ -183,6 +184,7 @@ class _Exchange:
     """One request and its response, from arrival until the server closes the response."""
 
     __slots__ = ("metrics", "environ", "started", "_start_response", "status", "headers", "close_body")
+    headers: Sequence[tuple[str, str]]
 
     def __init__(self, metrics: Metrics, environ: dict, start_response):
         self.metrics, self.environ, self._start_response = metrics, environ, start_response
@@ -255,7 +257,7 @@ class _Quiet(WSGIRequestHandler):
 
 def serve_separately(metrics: Metrics, host: str, port: int):
     """Answer scrapes on host:port from a thread of this process; returns the server (shutdown() stops it)."""
-    server_class = type("Server", (_ReusePortServer,), {"address_family": socket.AF_INET6 if ":" in host
+    server_class: type[_ReusePortServer] = type("Server", (_ReusePortServer,), {"address_family": socket.AF_INET6 if ":" in host
                                                         else socket.AF_INET})
     server = make_server(host, port, make_wsgi_app(metrics.registry), server_class, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, name="wopihost-metrics", daemon=True).start()

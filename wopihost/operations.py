@@ -47,7 +47,7 @@ def describe(request: Request) -> tuple[str, str | None]:
 
 
 def _wopi(environ: dict, endpoint: str) -> str:
-    method, override = environ.get("REQUEST_METHOD"), None
+    method, override = environ.get("REQUEST_METHOD", ""), None
     if method == "POST":
         override = (environ.get("HTTP_X_WOPI_OVERRIDE") or "").strip().upper() or None
     name = _WOPI.get((method, endpoint, override), UNSUPPORTED)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
 
 
 class Prepared:
@@ -15,7 +18,7 @@ class Prepared:
     SQLAlchemy.
     """
 
-    def __init__(self, statement: sa.Executable | dict[str, sa.Executable]):
+    def __init__(self, statement: sa.ClauseElement | dict[str, sa.ClauseElement]):
         """`statement`, or one per dialect name (an upsert is spelled differently on each)."""
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
@@ -29,8 +32,8 @@ class Prepared:
 
 
 class _Compiled:
-    def __init__(self, statement: sa.Executable, dialect: sa.Dialect):
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect):
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))  # a statement's, not DDL's
         self.sql, self._positions = compiled.string, compiled.positiontup  # positions: None if named
         self._binds = {name: param.type.dialect_impl(dialect).bind_processor(dialect)
                        for name, param in compiled.binds.items()}
@@ -38,7 +41,7 @@ class _Compiled:
                          for column in getattr(statement, "selected_columns", ())]
 
     def args(self, params: dict) -> object:
-        values = {name: value if value is None or self._binds.get(name) is None else self._binds[name](value)
+        values = {name: value if value is None or (convert := self._binds.get(name)) is None else convert(value)
                   for name, value in params.items()}
         return [values[name] for name in self._positions] if self._positions is not None else values
 

@@ -35,7 +35,7 @@ class MountPrefix:
 
 def wrap(wsgi_app, public_url: str, trusted_proxies: int):
     """The app as the WSGI server should call it."""
-    app = MountPrefix(wsgi_app, public_prefix(public_url))
+    app: MountPrefix | ProxyFix = MountPrefix(wsgi_app, public_prefix(public_url))
     if trusted_proxies > 0:
         app = ProxyFix(app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies,
                        x_port=trusted_proxies, x_prefix=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -41,7 +42,7 @@ class OffsetMismatch(WopiError):
         self.offset, self.received = offset, received
 
 
-def _bytes_of(user_id, now: datetime) -> sa.ScalarSelect:
+def _bytes_of(user_id, now: datetime | sa.BindParameter[datetime]) -> sa.ScalarSelect:
     """What a user's live, unfinished upload sessions hold, as a subquery (`user_id` a value or a column)."""
     return (sa.select(sa.func.coalesce(sa.func.sum(UploadSession.received), 0))
             .where(UploadSession.user_id == user_id, UploadSession.expires_at > now,
@@ -75,11 +76,11 @@ def _state_query(of_file: bool) -> sa.Select:
     live = sa.select(UploadSession).where(UploadSession.token == sa.bindparam("token"),
                                           UploadSession.expires_at > now)
     if not of_file:
-        live = live.where(UploadSession.kind == "graph").subquery()
-        return sa.select(live, _bytes_of(live.c.user_id, now).label("user_bytes"))
-    live = live.where(UploadSession.file_id == sa.bindparam("file_id"), UploadSession.kind == "cspp").subquery()
-    return (sa.select(live, _bytes_of(live.c.user_id, now).label("user_bytes"))
-            .select_from(File).outerjoin(live, sa.true()).where(File.id == sa.bindparam("file_id")))
+        rows = live.where(UploadSession.kind == "graph").subquery()
+        return sa.select(rows, _bytes_of(rows.c.user_id, now).label("user_bytes"))
+    rows = live.where(UploadSession.file_id == sa.bindparam("file_id"), UploadSession.kind == "cspp").subquery()
+    return (sa.select(rows, _bytes_of(rows.c.user_id, now).label("user_bytes"))
+            .select_from(File).outerjoin(rows, sa.true()).where(File.id == sa.bindparam("file_id")))
 
 
 _STATES = {True: _state_query(True), False: _state_query(False)}
@@ -182,7 +183,7 @@ class UploadSessions:
         if total is not None:
             where.append(sa.or_(UploadSession.total.is_(None), UploadSession.total == total))
             values["total"] = total
-        moved = s.execute(sa.update(UploadSession).where(*where).values(**values)).rowcount
+        moved = cast(sa.CursorResult, s.execute(sa.update(UploadSession).where(*where).values(**values))).rowcount
         if not moved:  # someone else got there first, the session expired, or the user's limit was reached
             state = self.state(s, token, file_id)
             if state.result is not None:  # finished meanwhile: everything is received

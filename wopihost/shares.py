@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 
@@ -118,7 +119,7 @@ class ShareLinks:
         if item_id is not None:
             query = query.where(ShareLink.item_id == item_id)
         with self.db.write() as s:
-            return s.execute(query.values(revoked_at=self.clock.now())).rowcount
+            return cast(sa.CursorResult, s.execute(query.values(revoked_at=self.clock.now()))).rowcount
 
     def list(self, item_id: str | None = None) -> list[ShareLink]:
         query = sa.select(ShareLink).order_by(ShareLink.created_at, ShareLink.id)

@@ -274,7 +274,7 @@ try:
     _sync_file_range = _libc.sync_file_range
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 except (OSError, AttributeError):  # not Linux
-    _sync_file_range = None
+    _sync_file_range = None  # type: ignore[assignment]  # checked before each use
 SYNC_FILE_RANGE_WRITE = 2
 
 

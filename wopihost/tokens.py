@@ -35,6 +35,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import cast
 
 import itsdangerous
 import sqlalchemy as sa
@@ -198,13 +199,13 @@ class Tokens:
             query = query.where(AccessToken.user_id == user_id)
         if token is None and file_id is None and user_id is None:
             raise ValueError("say which tokens to revoke")
-        return session.execute(query.values(revoked_at=self._clock.now())).rowcount
+        return cast(sa.CursorResult, session.execute(query.values(revoked_at=self._clock.now()))).rowcount
 
     def purge(self, session: Session) -> int:
         """Delete the rows of expired and revoked tokens (a token without a row is refused anyway)."""
         query = sa.delete(AccessToken).where(sa.or_(AccessToken.expires_at <= self._clock.now(),
                                                     AccessToken.revoked_at.is_not(None)))
-        return session.execute(query).rowcount
+        return cast(sa.CursorResult, session.execute(query)).rowcount
 
     def _open(self, token: str) -> tuple[str, ...]:
         """The checked payload fields of a token; raises one of _MALFORMED.

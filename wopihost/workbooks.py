@@ -21,7 +21,7 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import sqlalchemy as sa
 
@@ -269,9 +269,9 @@ class Workbooks:
         with blob:
             try:
                 with self.db.write() as s:
-                    moved = s.execute(sa.update(WorkbookSession).where(
+                    moved = cast(sa.CursorResult, s.execute(sa.update(WorkbookSession).where(
                         WorkbookSession.id == session_id, WorkbookSession.blob == basis,
-                        WorkbookSession.expires_at > self.clock.now()).values(blob=blob.name)).rowcount
+                        WorkbookSession.expires_at > self.clock.now()).values(blob=blob.name))).rowcount
                 if not moved:
                     raise _Changed()
             except BaseException:

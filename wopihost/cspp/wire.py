@@ -64,7 +64,10 @@ def request_body(message: dict) -> bytes:
 def read_response(body: bytes) -> tuple[Any, list[tuple[str, dict, bytes]]]:
     """A framed response: its MessageJSON and, per chunk frame, (ChunkId, range info, payload)."""
     decoder = FrameDecoder("body")
-    message, frames, current, data = None, [], None, bytearray()
+    message: Any = None
+    frames: list[tuple[str, dict, bytes]] = []
+    current: tuple[str, dict] | None = None
+    data = bytearray()
     for event in decoder.feed(body):
         if isinstance(event, MessageJSON):
             message = event.value
@@ -77,6 +80,7 @@ def read_response(body: bytes) -> tuple[Any, list[tuple[str, dict, bytes]]]:
         elif isinstance(event, ChunkData):
             data += event.data
         elif isinstance(event, ChunkEnd):
+            assert current is not None  # the decoder ends only a chunk it started
             frames.append((*current, bytes(data)))
     decoder.close()
     return message, frames

@@ -172,14 +172,17 @@ def used_range(context: _Context, key: str | None, quoted: str | None, values_on
     return jsonify(context.read(lambda book: book.used_range(sheet_key, values_only == "true")))
 
 
-_HANDLERS = {"create_session": create_session, "refresh_session": refresh_session, "close_session": close_session,
+_HANDLERS: dict[str, Callable[..., Response]] = {"create_session": create_session, "refresh_session": refresh_session, "close_session": close_session,
              "operation": operation, "session_info": session_info, "worksheets": worksheets,
              "add_worksheet": add_worksheet, "worksheet": worksheet, "get_range": get_range,
              "patch_range": patch_range, "used_range": used_range}
 
 
 def _key(plain: str | None, quoted: str | None) -> str:
-    return plain if plain is not None else quoted.replace("''", "'")
+    if plain is not None:
+        return plain
+    assert quoted is not None  # the pattern matches one or the other
+    return quoted.replace("''", "'")
 
 
 def _required_session(context: _Context) -> str:
