@@ -261,7 +261,7 @@ def _typed_property(prop: JsonProperty, value: Any, ctx: Context) -> str | None:
     typed = _TYPED[prop.kind]
     raw_expected = prop.contains_value if prop.kind == "ArrayProperty" else prop.expected_value
     has_expected = raw_expected is not None
-    default = typed.from_xml(raw_expected) if has_expected else typed.default
+    default = typed.from_xml(raw_expected) if raw_expected is not None else typed.default
     if null_or_empty(value):
         return "Required property missing" if prop.is_required else _ends_with(prop, value)
     expected, has_state = default, False
@@ -283,6 +283,7 @@ def _typed_property(prop: JsonProperty, value: Any, ctx: Context) -> str | None:
         if actual is None or expected is None or actual.casefold() != expected.casefold():
             return f"Expected: '{expected} (case-insensitive)', Actual: '{actual}'"
         return _ends_with(prop, value)
+    shown: str | None
     try:
         actual = typed.from_json(value)
         shown, ok = typed.text(actual), actual == expected and type(actual) is type(expected)
@@ -297,7 +298,7 @@ def _ends_with(prop: JsonProperty, value: Any) -> str | None:
     if prop.kind != "StringProperty" or not (prop.ends_with or "").strip():
         return None
     actual = as_string(value) if value is not MISSING else None
-    suffix = prop.ends_with
+    suffix = prop.ends_with or ""  # not empty: checked above
     if actual is None or not (actual.casefold().endswith(suffix.casefold()) if prop.ignore_case
                               else actual.endswith(suffix)):
         return f"Expected to end with: '{suffix}', Actual: '{actual or ''}'"
@@ -493,7 +494,7 @@ def _stream_problem(stream, schemes: dict, chunk_ids: dict, blobs: dict, resourc
         if stream.existing_content is None and stream.expected_content is None:
             return None
         known = stream_chunks(resources, "FullFile", stream.existing_content, None)
-    known_by_id = {}
+    known_by_id: dict[str, Any] = {}
     for chunk in known:
         known_by_id.setdefault(chunk_id(chunk), chunk)
     pieces = []

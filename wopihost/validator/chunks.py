@@ -66,7 +66,8 @@ def get_chunked_file_body(request: Request, resources: Resources) -> bytes:
 def put_chunked_file_body(request: Request, resources: Resources) -> bytes:
     if not request.content_streams:
         raise BodyError("PutChunkedFile needs ContentStreams")
-    signatures, delta = [], {}
+    signatures: list[dict] = []
+    delta: dict[str, bytes] = {}
     for stream in request.content_streams:
         new = stream_chunks(resources, stream.scheme, stream.new_content, stream.new_resource_id)
         known = _unique(stream_chunks(resources, stream.scheme, stream.last_known_content,

@@ -14,6 +14,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from . import dotnet
 
@@ -595,7 +596,7 @@ def _frames(element: ET.Element, where: str) -> Frames:
                 raise DefinitionError(f"{where}: ContentStreamValidator cannot have empty streamId")
             _enum(child.get("ExpectedChunkingScheme"), _SCHEMES, "ExpectedChunkingScheme", where)
             expectation = StreamExpectation(
-                stream_id, child.get("ExpectedChunkingScheme"), child.get("ExpectedContent"),
+                stream_id, cast(str, child.get("ExpectedChunkingScheme")), child.get("ExpectedContent"),  # _enum: set
                 child.get("ExpectedContentResourceId"), child.get("AlreadyExistingContent"),
                 child.get("AlreadyExistingContentResourceId"))
             _check_stream_expectation(expectation, where)

@@ -428,7 +428,7 @@ class _Relaxed:
     def string(self) -> str:
         quote = self.text[self.pos]
         self.pos += 1
-        out = []
+        out: list[str] = []
         while self.pos < len(self.text):
             ch = self.text[self.pos]
             self.pos += 1

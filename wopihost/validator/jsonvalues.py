@@ -88,7 +88,8 @@ _STEP = re.compile(r"""
 
 
 def _steps(path: str) -> list[tuple]:
-    steps, pos = [], 0
+    steps: list[tuple] = []
+    pos = 0
     if path.startswith("$"):
         pos = 1
     while pos < len(path):

@@ -125,6 +125,7 @@ def build(request: Request, target: Target, state: State, resources: Resources, 
     proof_mutator = next((m for m in request.mutators if isinstance(m, ProofKeyMutator)), None)
 
     def sign(final_url: str) -> dict[str, str]:
+        assert signer is not None  # handed out only with one
         if token is None:  # an override URL without an access token: the validator cannot sign it
             raise ValueError("Value cannot be null. (Parameter 'AccessToken')")
         return signer(token, final_url, proof_mutator)

@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 
@@ -108,7 +108,7 @@ class Resources:
         offsets = [dotnet.try_parse_integer(line) for line in lines]
         if not offsets or None in offsets or offsets[0] != 0:
             return []
-        bounds = [*offsets, len(data)]
+        bounds = [*cast(list[int], offsets), len(data)]  # None ruled out above
         if any(end < start for start, end in zip(bounds, bounds[1:])):
             return []
         return [data[start:end] for start, end in zip(bounds, bounds[1:])]

@@ -172,8 +172,8 @@ class Runner:
                 result.requests.append(record)
                 if record.errors:
                     result.status = FAIL
-                    result.message = (test.fail_message if (test.fail_message or "").strip()
-                                      else f"{request.kind} request failed.")
+                    fail_message = test.fail_message or ""
+                    result.message = fail_message if fail_message.strip() else f"{request.kind} request failed."
                     result.errors = list(record.errors)
                     break
                 state.save(request.state, response)

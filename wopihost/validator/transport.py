@@ -94,6 +94,7 @@ class Transport:
             prepared = requests.Request(call.method, call.url, headers=headers, data=call.body).prepare()
         except (requests.RequestException, ValueError) as error:
             return exception_response(f"({type(error).__name__}) {error}", "", call.text_expected), call.url, {}
+        assert prepared.url is not None  # prepare() sets it
         if call.sign is not None:
             try:
                 prepared.headers.update(call.sign(prepared.url))

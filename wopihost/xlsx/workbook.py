@@ -11,7 +11,7 @@ import io
 import uuid
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import ironcalc
 import openpyxl
@@ -197,15 +197,21 @@ class Workbook:
     def _read(self, sheet: Sheet, where: Address) -> dict:
         """Graph's workbookRange of `where`: calculated values, formulas, text, value types, formats."""
         model, index, cells = self.model, sheet.position, self.book[sheet.name]._cells
-        values, formulas, texts, types, formats = [], [], [], [], []
+        values: list[list] = []
+        formulas: list[list] = []
+        texts: list[list] = []
+        types: list[list] = []
+        formats: list[list] = []
         for row in range(where.first_row, where.last_row + 1):
             value_row, formula_row, text_row, type_row, format_row = [], [], [], [], []
             for column in range(where.first_column, where.last_column + 1):
+                value: Any  # a str, float or bool, as the cell's type says
                 if model.is_empty_cell(index, row, column):  # its CellType would say Number
                     value, kind, text = "", "Empty", ""
                 else:
                     value = model.get_cell_value(index, row, column)
-                    kind = _TYPES.get(int(model.get_cell_type(index, row, column)), "String")
+                    # a native enum that int() takes, though its stub declares a plain Enum
+                    kind = _TYPES.get(int(model.get_cell_type(index, row, column)), "String")  # type: ignore[call-overload]
                     if kind == "Double" and float(value).is_integer() and abs(value) < 2 ** 53:
                         value = int(value)
                     text = model.get_formatted_cell_value(index, row, column)
@@ -242,7 +248,8 @@ class Workbook:
             model.clear_cell_contents(index, row, column)
         elif isinstance(value, ArrayFormula):
             ref = parse_address(value.ref)
-            model.set_user_array_formula(index, ref.first_row, ref.first_column, ref.columns, ref.rows, value.text)
+            model.set_user_array_formula(index, ref.first_row, ref.first_column, ref.columns, ref.rows,
+                                         cast(str, value.text))  # a loaded array formula has its text
         elif cell.data_type == "f":
             model.update_cell_with_formula(index, row, column, value)
         elif isinstance(value, bool):
