@@ -53,8 +53,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app = App("wopihost")
     metrics = _metrics(app, services)
     if services.settings.sweep_interval > 0:
-        app.extensions["wopihost.sweeper"] = Sweeper(services, services.settings.sweep_interval,
-                                                     metrics.sweep_done if metrics else None).start()
+        app.extensions["wopihost.sweeper"] = Sweeper(
+            services, services.settings.sweep_interval, metrics.sweep_done if metrics else None
+        ).start()
     app.response_class = WopiResponse
     app.extensions["wopihost"] = services
     app.register_blueprint(wopi_blueprint)
@@ -70,7 +71,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.after_request(_server_headers)
     app.teardown_request(name_request)
     app.wsgi_app = requesturl.wrap(  # type: ignore[method-assign]  # Flask's documented way to add middleware
-        app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies)
+        app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies
+    )
     if metrics is not None:
         app.wsgi_app = Observer(app.wsgi_app, metrics)  # type: ignore[method-assign]  # likewise
     return app
@@ -93,10 +95,14 @@ def _metrics(app: App, services: Services) -> Metrics | None:
     return metrics
 
 
-def _error_response(status: int, reason: str, headers: dict[str, str] | None = None,
-                    body: dict | None = None) -> Response:
-    response = WopiResponse(json.dumps(body) if body is not None else b"", status=status,
-                            mimetype="application/json" if body is not None else None)
+def _error_response(
+    status: int, reason: str, headers: dict[str, str] | None = None, body: dict | None = None
+) -> Response:
+    response = WopiResponse(
+        json.dumps(body) if body is not None else b"",
+        status=status,
+        mimetype="application/json" if body is not None else None,
+    )
     response.headers.update(headers or {})
     response.headers["X-WOPI-FailureReason"] = header_safe(reason)
     drain(request.environ, request.stream)
@@ -157,5 +163,9 @@ def healthz() -> Response:
         log.warning("health check: storage: %s", checks["storage"])
     healthy = all(value == "ok" for value in checks.values())
     checks["instance"] = instance_fingerprint(services.settings.secret_key)
-    return Response(json.dumps(checks), status=200 if healthy else 503, mimetype="application/json",
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        json.dumps(checks),
+        status=200 if healthy else 503,
+        mimetype="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

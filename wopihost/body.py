@@ -51,7 +51,7 @@ class StreamSource:
 
     def readinto(self, view: memoryview) -> int:
         data = self._stream.read(len(view))
-        view[:len(data)] = data
+        view[: len(data)] = data
         return len(data)
 
 
@@ -70,8 +70,12 @@ class GunicornSocketSource:
             return None
         reader = getattr(stream, "reader", None)
         buffered = getattr(stream, "buf", None)
-        if (type(reader) is not _GunicornLengthReader or not hasattr(reader.unreader, "take_buffered")
-                or buffered is None or buffered.getvalue()):
+        if (
+            type(reader) is not _GunicornLengthReader
+            or not hasattr(reader.unreader, "take_buffered")
+            or buffered is None
+            or buffered.getvalue()
+        ):
             return None  # chunked, or part of the body already read through wsgi.input
         return cls(sock, reader)
 
@@ -107,7 +111,7 @@ class RequestBody:
         if self._left is not None:
             if self._left == 0:
                 return 0
-            view = view[:self._left]
+            view = view[: self._left]
         try:
             n = self._source.readinto(view)
         except TimeoutError:
@@ -116,8 +120,7 @@ class RequestBody:
             raise self._broken(bad_request(f"the request body cannot be read: {exc}")) from None
         if self._left is not None:
             if not n:
-                raise self._broken(bad_request(f"the request body ended {self._left} bytes before its "
-                                               "Content-Length"))
+                raise self._broken(bad_request(f"the request body ended {self._left} bytes before its Content-Length"))
             self._left -= n
         return n
 
@@ -173,7 +176,7 @@ def drain(environ: dict, stream) -> None:
         while left > 0 and (remaining := deadline - time.monotonic()) > 0:
             if sock is not None:
                 sock.settimeout(min(remaining, prior or remaining))
-            n = rest.readinto(view[:min(len(view), left)])
+            n = rest.readinto(view[: min(len(view), left)])
             if not n:
                 return  # all read: the connection can carry the next request
             left -= n
@@ -192,8 +195,7 @@ def _content_length(environ: dict) -> int | None:
 
 def request_body() -> RequestBody:
     length = request.content_length
-    source = (GunicornSocketSource.of(request.environ) if length is not None else None) \
-        or StreamSource(request.stream)
+    source = (GunicornSocketSource.of(request.environ) if length is not None else None) or StreamSource(request.stream)
     return RequestBody(source, length, request.environ)
 
 

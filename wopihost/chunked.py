@@ -75,6 +75,7 @@ IN_PLACE_SLACK = 1 << 20  # kept in place, a small file may use this much more t
 
 # -- signatures as stored ---------------------------------------------------------
 
+
 def signature_to_db(signature: Signature) -> str:
     return json.dumps([[chunk.chunk_id, chunk.length] for chunk in signature.chunks], separators=(",", ":"))
 
@@ -92,13 +93,13 @@ class Stream:
     @cached_property
     def locations(self) -> dict[str, Extents]:
         """Where each of the stream's chunks lies (worked out once: GetChunks asks for each range)."""
-        return {chunk.chunk_id: self.content.slice(offset, chunk.length)
-                for offset, chunk in self.signature.spans()}
+        return {chunk.chunk_id: self.content.slice(offset, chunk.length) for offset, chunk in self.signature.spans()}
 
 
 @dataclass(frozen=True)
 class NewStream:
     """A stream as a save leaves it: where its bytes lie, and the blob they were copied to, if they were."""
+
     content: Extents
     copy: Blob | None
     signature: Signature
@@ -107,6 +108,7 @@ class NewStream:
 @dataclass
 class Snapshot:
     """One consistent view of a file: its row, its live streams and properties, and their blobs held open."""
+
     file: File
     streams: dict[str, Stream]
     properties: dict[str, ContentProperty]
@@ -148,6 +150,7 @@ def _released_on_error(snapshot: Snapshot) -> Iterator[None]:
 
 
 # -- request messages -------------------------------------------------------------
+
 
 def _list(message: dict, name: str, required: bool = True) -> list:
     value = message.get(name)
@@ -200,8 +203,10 @@ class PutRequest:
                 raise bad_request(f"MessageJSON: a StreamId is longer than {STREAM_ID_LENGTH} characters")
             _check_text(stream_id, "a StreamId")
             signatures[stream_id] = signature
-        properties = [_property(_object(item, "a content property"))
-                      for item in _list(message, "ContentProperties", required=False)]
+        properties = [
+            _property(_object(item, "a content property"))
+            for item in _list(message, "ContentProperties", required=False)
+        ]
         token = message.get("UploadSessionTokenToCommit")
         if token is not None and not isinstance(token, str):
             raise bad_request("MessageJSON UploadSessionTokenToCommit must be a string")
@@ -223,8 +228,9 @@ def _property(item: dict) -> tuple[str, str, str]:
         raise bad_request(f"content property {name[:60]}: Value must be a string")
     _check_text(value, f"content property {name[:60]}: Value")
     if len(value.encode("utf-8")) > MAX_PROPERTY_VALUE_BYTES:
-        raise bad_request(f"content property {name[:60]}: Value must be a string of at most "
-                          f"{MAX_PROPERTY_VALUE_BYTES} bytes")
+        raise bad_request(
+            f"content property {name[:60]}: Value must be a string of at most {MAX_PROPERTY_VALUE_BYTES} bytes"
+        )
     # The data-model page says ContentPropertyRetention, the samples and the validator say Retention (§5.1).
     retention = item.get("Retention", item.get("ContentPropertyRetention"))
     return name, value, retention if retention in (KEEP, DELETE) else DELETE
@@ -251,6 +257,7 @@ def read_message(body: bytes) -> Any:
 
 
 # -- decoding frames that lie on disk -------------------------------------------
+
 
 @dataclass
 class Decoded:
@@ -299,6 +306,7 @@ def decode(opened: OpenBlobs, extents: Extents, mode: Literal["body", "session"]
 
 # -- the operations ---------------------------------------------------------------
 
+
 class ChunkedFiles:
     def __init__(self, db: Database, blobs: BlobStore, clock: Clock, sessions: UploadSessions, settings: Settings):
         self.db = db
@@ -315,10 +323,21 @@ class ChunkedFiles:
             with self.db.read() as s:
                 file = load_file(s, file_id)
                 cutoff = self.clock.now() - ITEM_TTL
-                alternates = list(s.scalars(sa.select(AlternateStream).where(
-                    AlternateStream.file_id == file_id, AlternateStream.updated_at > cutoff)))
-                properties = {p.name: p for p in s.scalars(sa.select(ContentProperty).where(
-                    ContentProperty.file_id == file_id, ContentProperty.updated_at > cutoff))}
+                alternates = list(
+                    s.scalars(
+                        sa.select(AlternateStream).where(
+                            AlternateStream.file_id == file_id, AlternateStream.updated_at > cutoff
+                        )
+                    )
+                )
+                properties = {
+                    p.name: p
+                    for p in s.scalars(
+                        sa.select(ContentProperty).where(
+                            ContentProperty.file_id == file_id, ContentProperty.updated_at > cutoff
+                        )
+                    )
+                }
                 # Under READ COMMITTED each statement may see a later commit: if the file moved on
                 # meanwhile, these rows could mix two versions.
                 if s.scalar(sa.select(File.sequence_number).where(File.id == file_id)) != file.sequence_number:
@@ -326,13 +345,20 @@ class ChunkedFiles:
             contents = {a.stream_id: a.content for a in alternates}
             main = file.content
             try:
-                opened = OpenBlobs(self.blobs, [name for content in (main, *contents.values())
-                                                for name in content.blobs])
+                opened = OpenBlobs(
+                    self.blobs, [name for content in (main, *contents.values()) for name in content.blobs]
+                )
             except FileNotFoundError:
                 continue
-            snapshot = Snapshot(file, {a.stream_id: Stream(a.stream_id, contents[a.stream_id],
-                                                           signature_from_db(a.scheme, a.signature))
-                                       for a in alternates}, properties, opened)
+            snapshot = Snapshot(
+                file,
+                {
+                    a.stream_id: Stream(a.stream_id, contents[a.stream_id], signature_from_db(a.scheme, a.signature))
+                    for a in alternates
+                },
+                properties,
+                opened,
+            )
             with _released_on_error(snapshot):
                 snapshot.streams[MAIN] = Stream(MAIN, main, self._main_signature(file, main, opened))
             return snapshot
@@ -348,9 +374,11 @@ class ChunkedFiles:
         # Remembered only if the content is still the one we chunked (every content change moves the sequence
         # number), and only if the database can take it now: a read does not fail for want of a cache entry.
         with suppress(InsufficientStorage, Unavailable), self.db.write() as s:
-            s.execute(sa.update(File).where(File.id == file.id, File.sequence_number == file.sequence_number,
-                                            File.main_signature.is_(None))
-                      .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature)))
+            s.execute(
+                sa.update(File)
+                .where(File.id == file.id, File.sequence_number == file.sequence_number, File.main_signature.is_(None))
+                .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature))
+            )
         return signature
 
     def get_chunked_file(self, file_id: str, message: Any) -> Framed:
@@ -372,8 +400,9 @@ class ChunkedFiles:
             return self._chunked_file(snapshot, stream_ids, filters, wanted_properties)
 
     @staticmethod
-    def _chunked_file(snapshot: Snapshot, stream_ids: list[str], filters: list[dict],
-                      wanted_properties: list) -> Framed:
+    def _chunked_file(
+        snapshot: Snapshot, stream_ids: list[str], filters: list[dict], wanted_properties: list
+    ) -> Framed:
         signatures, to_send, sent = [], [], set()
         for stream_id, item in zip(stream_ids, filters):
             stream = snapshot.streams.get(stream_id)
@@ -394,13 +423,17 @@ class ChunkedFiles:
                 if chunk.chunk_id not in known and chunk.chunk_id not in sent:
                     sent.add(chunk.chunk_id)
                     to_send.append((chunk.chunk_id, locations[chunk.chunk_id]))
-        properties = [{"Name": name, "Value": snapshot.properties[name].value,
-                       "Retention": snapshot.properties[name].retention}
-                      for name in dict.fromkeys(wanted_properties)
-                      if isinstance(name, str) and name in snapshot.properties]
+        properties = [
+            {"Name": name, "Value": snapshot.properties[name].value, "Retention": snapshot.properties[name].retention}
+            for name in dict.fromkeys(wanted_properties)
+            if isinstance(name, str) and name in snapshot.properties
+        ]
         message = message_frame({"ContentProperties": properties, "Signatures": signatures})
-        return Framed(snapshot, _chunk_frames(message, snapshot.opened, to_send),
-                      _framed_length(message, [extents.length for _, extents in to_send], 16))
+        return Framed(
+            snapshot,
+            _chunk_frames(message, snapshot.opened, to_send),
+            _framed_length(message, [extents.length for _, extents in to_send], 16),
+        )
 
     def get_chunks(self, file_id: str, message: Any) -> Framed:
         """GetChunks: the response, its MessageJSON frame and then the requested chunk ranges."""
@@ -438,15 +471,24 @@ class ChunkedFiles:
             ranges.append((chunk_id, offset, where.slice(offset, end - offset), end == where.length))
             if chunk_id not in collection[stream_id]:
                 collection[stream_id].append(chunk_id)
-        message = message_frame({"ChunkRangeCollection": [{"StreamId": stream_id, "ChunkIds": ids}
-                                                          for stream_id, ids in collection.items()]})
-        return Framed(snapshot, _range_frames(message, snapshot.opened, ranges),
-                      _framed_length(message, [extents.length for _, _, extents, _ in ranges], 36))
+        message = message_frame(
+            {
+                "ChunkRangeCollection": [
+                    {"StreamId": stream_id, "ChunkIds": ids} for stream_id, ids in collection.items()
+                ]
+            }
+        )
+        return Framed(
+            snapshot,
+            _range_frames(message, snapshot.opened, ranges),
+            _framed_length(message, [extents.length for _, _, extents, _ in ranges], 36),
+        )
 
     # writing
 
-    def put_chunked_file(self, file_id: str, body: Readable, lock_id: str | None, coauth_lock_id: str | None,
-                         sequence_number: int) -> File:
+    def put_chunked_file(
+        self, file_id: str, body: Readable, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int
+    ) -> File:
         """PutChunkedFile, in the order of docs/cspp-plus.md §1.3: frames, locks, sequence number, session,
         chunks, size."""
         limit = self.settings.max_upload_session_size
@@ -491,24 +533,38 @@ class ChunkedFiles:
                 for copy in copies:
                     held.enter_context(copy)
                     unused.append(copy.name)
-                file, unused = self._commit(file_id, lock_id, coauth_lock_id, sequence_number, request, streams,
-                                            token, session_stream.length, spool.name)
+                file, unused = self._commit(
+                    file_id,
+                    lock_id,
+                    coauth_lock_id,
+                    sequence_number,
+                    request,
+                    streams,
+                    token,
+                    session_stream.length,
+                    spool.name,
+                )
             return file
         finally:
             for name in unused:
                 self.blobs.delete(name)
 
-    def _check(self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None,
-               sequence_number: int) -> File:
+    def _check(
+        self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int
+    ) -> File:
         file = load_file(s, file_id)
         require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=file.size == 0)
         if sequence_number != file.sequence_number:
-            raise WopiError(412, "X-WOPI-SequenceNumber does not match the file's",
-                            {"X-WOPI-SequenceNumber": str(file.sequence_number)})
+            raise WopiError(
+                412,
+                "X-WOPI-SequenceNumber does not match the file's",
+                {"X-WOPI-SequenceNumber": str(file.sequence_number)},
+            )
         return file
 
-    def _plan(self, snapshot: Snapshot, request: PutRequest,
-              chunks: dict[str, Extents]) -> dict[str, tuple[Extents, Signature] | None]:
+    def _plan(
+        self, snapshot: Snapshot, request: PutRequest, chunks: dict[str, Extents]
+    ) -> dict[str, tuple[Extents, Signature] | None]:
         """Where each changed stream's bytes lie: {StreamId: (extents, signature)}, None for a deleted stream."""
         own_chunks: dict[str, Extents] = {}
         for stream in snapshot.streams.values():
@@ -519,8 +575,9 @@ class ChunkedFiles:
                 plan[stream_id] = None
                 continue
             if stream_id == MAIN and signature.length > self.settings.max_file_size:
-                raise WopiError(413, f"MainContent would be larger than the limit of "
-                                     f"{self.settings.max_file_size} bytes")
+                raise WopiError(
+                    413, f"MainContent would be larger than the limit of {self.settings.max_file_size} bytes"
+                )
             mine = snapshot.streams[stream_id].locations if stream_id in snapshot.streams else {}
             parts: list[Extent] = []
             for chunk in signature.chunks:
@@ -528,14 +585,16 @@ class ChunkedFiles:
                 if where is None:
                     raise bad_request(f"chunk {chunk.chunk_id} is not in the request, the upload session or the file")
                 if where.length != chunk.length:
-                    raise bad_request(f"chunk {chunk.chunk_id} is {where.length} bytes, its signature says "
-                                      f"{chunk.length}")
+                    raise bad_request(
+                        f"chunk {chunk.chunk_id} is {where.length} bytes, its signature says {chunk.length}"
+                    )
                 parts.extend(where)
             plan[stream_id] = (Extents.joined(parts), signature)
         return plan
 
-    def _place(self, plan: dict[str, tuple[Extents, Signature] | None], snapshot: Snapshot,
-               opened: OpenBlobs) -> dict[str, NewStream | None]:
+    def _place(
+        self, plan: dict[str, tuple[Extents, Signature] | None], snapshot: Snapshot, opened: OpenBlobs
+    ) -> dict[str, NewStream | None]:
         """Keep the changed streams where their bytes lie, or (see the module's notes) copy them to new blobs."""
         kept = [stream.content for stream_id, stream in snapshot.streams.items() if stream_id not in plan]
         changed = [item for item in plan.values() if item is not None]
@@ -562,8 +621,18 @@ class ChunkedFiles:
             raise
         return placed
 
-    def _commit(self, file_id, lock_id, coauth_lock_id, sequence_number, request: PutRequest,
-                streams: dict[str, NewStream | None], token, session_length, spool: str) -> tuple[File, list[str]]:
+    def _commit(
+        self,
+        file_id,
+        lock_id,
+        coauth_lock_id,
+        sequence_number,
+        request: PutRequest,
+        streams: dict[str, NewStream | None],
+        token,
+        session_length,
+        spool: str,
+    ) -> tuple[File, list[str]]:
         """Check again and switch the file to the new streams in one transaction; returns the unused blobs."""
         with self.db.write() as s:
             file = self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
@@ -579,8 +648,11 @@ class ChunkedFiles:
                     assert new is not None  # MainContent is changed, never deleted (_plan)
                     # Version follows MainContent's bytes (docs/cspp-plus.md §5.17): equal signatures, equal bytes.
                     # main_scheme is written together with main_signature
-                    old = (signature_from_db(cast(str, file.main_scheme), file.main_signature) if file.main_signature
-                           else None)
+                    old = (
+                        signature_from_db(cast(str, file.main_scheme), file.main_signature)
+                        if file.main_signature
+                        else None
+                    )
                     if old is None or old.chunks != new.signature.chunks:
                         file.version += 1
                         file.modified_at = now
@@ -616,15 +688,20 @@ class ChunkedFiles:
     def _expire(self, s: Session, file_id: str, now: datetime) -> set[str]:
         """Drop alternate streams and properties not updated for 30 days; returns the blobs that freed."""
         cutoff = now - ITEM_TTL
-        s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file_id,
-                                                   ContentProperty.updated_at <= cutoff))
+        s.execute(
+            sa.delete(ContentProperty).where(ContentProperty.file_id == file_id, ContentProperty.updated_at <= cutoff)
+        )
         return drop_alternate_streams(s, file_id, AlternateStream.updated_at <= cutoff)
 
     @staticmethod
     def _check_limits(s: Session, file_id: str) -> None:
-        for table, limit, what in ((AlternateStream, MAX_ALTERNATE_STREAMS, "alternate streams"),
-                                   (ContentProperty, MAX_PROPERTIES, "content properties")):
-            count = s.execute(sa.select(sa.func.count()).select_from(table).where(table.file_id == file_id)).scalar_one()
+        for table, limit, what in (
+            (AlternateStream, MAX_ALTERNATE_STREAMS, "alternate streams"),
+            (ContentProperty, MAX_PROPERTIES, "content properties"),
+        ):
+            count = s.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.file_id == file_id)
+            ).scalar_one()
             if count > limit:
                 raise bad_request(f"the file would have {count} {what}, more than {limit}")
 
@@ -663,8 +740,7 @@ def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Generator[bytes,
 def _range_frames(message: bytes, opened: OpenBlobs, ranges) -> Generator[bytes, None, None]:
     yield message
     for chunk_id, offset, extents, end in ranges:
-        yield from chunk_range_frame(chunk_id, offset, opened.pieces(extents), end_of_chunk=end,
-                                     size=extents.length)
+        yield from chunk_range_frame(chunk_id, offset, opened.pieces(extents), end_of_chunk=end, size=extents.length)
     yield END_FRAME
 
 

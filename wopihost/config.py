@@ -200,8 +200,7 @@ class Settings:
             launch_link_ttl=parsed("LAUNCH_LINK_TTL", "5m", _positive_duration),
             ui_language=parsed("UI_LANGUAGE", "en-US", _language_tag),
             # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too
-            database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"),
-                                         parse_duration),
+            database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"), parse_duration),
             min_free_space=parsed("MIN_FREE_SPACE", "64MiB", parse_size),
             cspp_plus=parsed("CSPP_PLUS", "off", parse_flag),
             upload_session_ttl=parsed("UPLOAD_SESSION_TTL", "30m", parse_duration),

@@ -44,8 +44,11 @@ class Quota:
     def check(self, more: int) -> None:
         """507 quotaLimitReached if `more` bytes would not fit."""
         if self.total is not None and more > 0 and self.used + more > self.total:
-            raise WopiError(507, f"the drive has {self.remaining} of its {self.total} bytes free, "
-                                 f"{more} are needed", code="quotaLimitReached")
+            raise WopiError(
+                507,
+                f"the drive has {self.remaining} of its {self.total} bytes free, {more} are needed",
+                code="quotaLimitReached",
+            )
 
 
 class Drives:
@@ -90,8 +93,11 @@ class Drives:
         lock the transaction needs: it is the last lock taken."""
         if self.quota_bytes and s.info.get("write") and s.get_bind().dialect.name == "postgresql":
             s.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"wopihost.drive:{drive_id}"))))
-        used = s.execute(sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))
-                         .join(Folder, File.folder_id == Folder.id).where(Folder.drive_id == drive_id)).scalar_one()
+        used = s.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))
+            .join(Folder, File.folder_id == Folder.id)
+            .where(Folder.drive_id == drive_id)
+        ).scalar_one()
         return Quota(self.quota_bytes, int(used))
 
     # -- administration (the CLI) ----------------------------------------------------
@@ -118,8 +124,9 @@ class Drives:
 
     def remove_member(self, drive_id: str, user_id: str) -> bool:
         with self.db.write() as s:
-            deleted = s.execute(sa.delete(DriveMember).where(DriveMember.drive_id == drive_id,
-                                                             DriveMember.user_id == user_id))
+            deleted = s.execute(
+                sa.delete(DriveMember).where(DriveMember.drive_id == drive_id, DriveMember.user_id == user_id)
+            )
             return cast(sa.CursorResult, deleted).rowcount > 0
 
     def list(self) -> list[tuple[Drive, list[str]]]:

@@ -39,8 +39,9 @@ def describe(request: Request) -> tuple[str, str | None]:
         return UNMATCHED, None
     args, endpoint = request.view_args or {}, rule.endpoint
     if endpoint == "wopi.dispatch":
-        return _wopi(request.environ, args["endpoint"]), (args["item_id"][:LONGEST_ID]
-                                                          if args["endpoint"] in _WOPI_FILES else None)
+        return _wopi(request.environ, args["endpoint"]), (
+            args["item_id"][:LONGEST_ID] if args["endpoint"] in _WOPI_FILES else None
+        )
     if endpoint.startswith("graph") and "rest" in args:
         return _graph(request.method, args["rest"])
     return endpoint, (args.get("file_id") or "")[:LONGEST_ID] or None

@@ -29,6 +29,7 @@ PATH = "/s/"  # below the public URL: {public_url}/s/{link id}
 @dataclass(frozen=True)
 class Shared:
     """A live link and what it opens."""
+
     link: ShareLink
     item: File | Folder
     drive_id: str
@@ -53,7 +54,7 @@ def link_id_of(share_id: str, public_url: str) -> str | None:
             return None
     prefix = public_url + PATH
     if share_id.startswith(prefix):
-        share_id = share_id[len(prefix):].split("?", 1)[0].rstrip("/")
+        share_id = share_id[len(prefix) :].split("?", 1)[0].rstrip("/")
     return share_id if is_id(share_id) else None
 
 
@@ -86,13 +87,22 @@ class ShareLinks:
             raise ValueError(f"a share link is {' or '.join(URL_TYPES)}")
         with self.db.write() as s:
             lock_user(s, user_id)  # two askers at once still make one link
-            existing = s.scalars(sa.select(ShareLink).where(
-                ShareLink.item_id == item_id, ShareLink.url_type == url_type, ShareLink.created_by == user_id,
-                ShareLink.revoked_at.is_(None)).order_by(ShareLink.created_at).limit(1)).first()
+            existing = s.scalars(
+                sa.select(ShareLink)
+                .where(
+                    ShareLink.item_id == item_id,
+                    ShareLink.url_type == url_type,
+                    ShareLink.created_by == user_id,
+                    ShareLink.revoked_at.is_(None),
+                )
+                .order_by(ShareLink.created_at)
+                .limit(1)
+            ).first()
             if existing is not None:
                 return existing
-            link = ShareLink(id=new_id(), item_id=item_id, url_type=url_type, created_by=user_id,
-                             created_at=self.clock.now())
+            link = ShareLink(
+                id=new_id(), item_id=item_id, url_type=url_type, created_by=user_id, created_at=self.clock.now()
+            )
             s.add(link)
             return link
 

@@ -156,15 +156,16 @@ class BlobStore:
 
     def _check_room(self, size: int) -> None:
         if self.min_free and self.free_space() - size < self.min_free:
-            raise InsufficientStorage(f"storing {size} more bytes would leave less than {self.min_free} bytes "
-                                      "free in the data directory")
+            raise InsufficientStorage(
+                f"storing {size} more bytes would leave less than {self.min_free} bytes free in the data directory"
+            )
 
     def free_space(self) -> int:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize
 
     def health(self) -> str:
-        """"ok", "full" (less than min_free left) or "not writable" (a probe blob cannot be written)."""
+        """ "ok", "full" (less than min_free left) or "not writable" (a probe blob cannot be written)."""
         try:
             with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
                 self.delete(probe.name)

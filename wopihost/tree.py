@@ -135,8 +135,9 @@ class Tree:
 
     # -- changing -------------------------------------------------------------------------
 
-    def create_folder(self, parent_id: str, name: str, conflict: str, user_id: str | None = None
-                      ) -> tuple[Folder, bool]:
+    def create_folder(
+        self, parent_id: str, name: str, conflict: str, user_id: str | None = None
+    ) -> tuple[Folder, bool]:
         """A new folder in `parent_id`; whether it is new. A taken name fails (409 nameAlreadyExists),
         gets a free name ("rename"), or (`replace`) an existing folder of that name is the answer."""
         try:
@@ -154,16 +155,33 @@ class Tree:
                 if existing is not None or name_taken_in(s, parent.id, name):
                     raise name_taken(name)
             now = self.clock.now()
-            folder = Folder(id=new_id(), drive_id=parent.drive_id, parent_id=parent.id, name=name,
-                            name_key=name_key(name), created_at=now, modified_at=now, created_by=user_id)
+            folder = Folder(
+                id=new_id(),
+                drive_id=parent.drive_id,
+                parent_id=parent.id,
+                name=name,
+                name_key=name_key(name),
+                created_at=now,
+                modified_at=now,
+                created_by=user_id,
+            )
             s.add(folder)
             s.flush()
             return folder, True
 
-    def update(self, drive_id: str, item_id: str, user_id: str, *, name: str | None = None,
-               parent_id: str | None = None, description: str | None = None,
-               fs_created: datetime | None = None, fs_modified: datetime | None = None,
-               if_match: Callable[[Item], None] | None = None) -> Item:
+    def update(
+        self,
+        drive_id: str,
+        item_id: str,
+        user_id: str,
+        *,
+        name: str | None = None,
+        parent_id: str | None = None,
+        description: str | None = None,
+        fs_created: datetime | None = None,
+        fs_modified: datetime | None = None,
+        if_match: Callable[[Item], None] | None = None,
+    ) -> Item:
         """Rename, move (to `parent_id`, in the same drive) and set what the client says of an item."""
         if name is not None:
             try:
@@ -225,8 +243,9 @@ class Tree:
                 unused = self.files.delete_in(s, item)
             else:
                 unused = set()
-                for file in s.scalars(locking(s, sa.select(File).where(File.folder_id.in_([f.id for f in folders]))
-                                              .order_by(File.id))):
+                for file in s.scalars(
+                    locking(s, sa.select(File).where(File.folder_id.in_([f.id for f in folders])).order_by(File.id))
+                ):
                     unused |= self.files.delete_in(s, file)
                 for folder in reversed(folders):  # children before parents
                     s.delete(folder)

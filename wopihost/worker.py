@@ -86,7 +86,7 @@ class IdleTimeoutSocket(socket.socket):
         # socket.sendall's timeout is a deadline for all of `data` (1 MiB pieces): one send at a time instead.
         with memoryview(data) as view, view.cast("B") as remaining:
             while remaining:
-                remaining = remaining[self.send(remaining, flags):]
+                remaining = remaining[self.send(remaining, flags) :]
 
     def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
         # socket.sendfile already applies the timeout to each wait for the socket.
@@ -131,8 +131,7 @@ class Worker(ThreadWorker):
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
 
     def _buffers_heads(self, conn: TConn) -> bool:
-        return not self._ssl and not (self._h2c_sniffed
-                                      and negotiation.prior_knowledge_allowed(self.cfg, conn.client))
+        return not self._ssl and not (self._h2c_sniffed and negotiation.prior_knowledge_allowed(self.cfg, conn.client))
 
     # -- connections: accepted only with a thread free
 

@@ -47,12 +47,18 @@ def rechunk(parts: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-def put_chunked_body(signatures: dict[str, Signature], chunks: Iterable[tuple[str, bytes]] = (),
-                     properties: Iterable[dict] = (), session_token: str | None = None) -> bytes:
+def put_chunked_body(
+    signatures: dict[str, Signature],
+    chunks: Iterable[tuple[str, bytes]] = (),
+    properties: Iterable[dict] = (),
+    session_token: str | None = None,
+) -> bytes:
     """A PutChunkedFile request body."""
-    message = {"ContentProperties": list(properties),
-               "Signatures": [signature.to_json(stream_id) for stream_id, signature in signatures.items()],
-               "UploadSessionTokenToCommit": session_token}
+    message = {
+        "ContentProperties": list(properties),
+        "Signatures": [signature.to_json(stream_id) for stream_id, signature in signatures.items()],
+        "UploadSessionTokenToCommit": session_token,
+    }
     return message_frame(message) + chunk_frames(chunks) + END_FRAME
 
 
@@ -74,8 +80,10 @@ def read_response(body: bytes) -> tuple[Any, list[tuple[str, dict, bytes]]]:
         elif isinstance(event, ChunkStart):
             current, data = (encode_chunk_id(event.chunk_id), {}), bytearray()
         elif isinstance(event, ChunkRangeStart):
-            current = (encode_chunk_id(event.chunk_id),
-                       {"offset": event.offset, "length": event.length, "end_of_chunk": event.end_of_chunk})
+            current = (
+                encode_chunk_id(event.chunk_id),
+                {"offset": event.offset, "length": event.length, "end_of_chunk": event.end_of_chunk},
+            )
             data = bytearray()
         elif isinstance(event, ChunkData):
             data += event.data

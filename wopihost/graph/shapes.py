@@ -50,14 +50,25 @@ def identity(user_id: str, display_name: str) -> dict:
 def drive_json(drive: Drive, owner: dict, quota, free: int) -> dict:
     """With no quota set, what the drive can hold is what the storage can (`free` bytes)."""
     total, remaining = (quota.total, quota.remaining) if quota.total is not None else (quota.used + free, free)
-    return {"id": drive.id, "driveType": drive_type(drive), "name": drive.name or "OneDrive",
-            "createdDateTime": timestamp(drive.created_at), "owner": owner,
-            "quota": {"total": total, "used": quota.used, "remaining": remaining, "deleted": 0,
-                      "state": quota.state}}
+    return {
+        "id": drive.id,
+        "driveType": drive_type(drive),
+        "name": drive.name or "OneDrive",
+        "createdDateTime": timestamp(drive.created_at),
+        "owner": owner,
+        "quota": {"total": total, "used": quota.used, "remaining": remaining, "deleted": 0, "state": quota.state},
+    }
 
 
-def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names: dict[str, str],
-              child_count: int | None = None, download_url: str | None = None) -> dict:
+def item_json(
+    item: Item,
+    drive: Drive,
+    parent_path: list[str] | None,
+    *,
+    names: dict[str, str],
+    child_count: int | None = None,
+    download_url: str | None = None,
+) -> dict:
     """A driveItem. `parent_path` is the names from the root to the item's folder (None for the root);
     `names` maps user ids to display names."""
     creator = (item.owner_id if isinstance(item, File) else item.created_by) or drive.owner_id
@@ -70,8 +81,10 @@ def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names:
         "createdDateTime": timestamp(created),
         "lastModifiedDateTime": timestamp(modified),
         "size": item.size if isinstance(item, File) else 0,
-        "fileSystemInfo": {"createdDateTime": timestamp(item.fs_created_at or created),
-                           "lastModifiedDateTime": timestamp(item.fs_modified_at or modified)},
+        "fileSystemInfo": {
+            "createdDateTime": timestamp(item.fs_created_at or created),
+            "lastModifiedDateTime": timestamp(item.fs_modified_at or modified),
+        },
     }
     if isinstance(item, File):
         body["cTag"] = ctag(item)
@@ -103,8 +116,10 @@ def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names:
 def upload_session_json(upload_url: str | None, expires_at: datetime, received: int, total: int | None) -> dict:
     """One closed range of what is missing: msgraph-core cannot parse an open one (docs/graph.md §4.3).
     Until the size is known (no fileSize, no fragment yet) only the open form can be said."""
-    body = {"expirationDateTime": timestamp(expires_at),
-            "nextExpectedRanges": [f"{received}-{total - 1}" if total is not None else f"{received}-"]}
+    body = {
+        "expirationDateTime": timestamp(expires_at),
+        "nextExpectedRanges": [f"{received}-{total - 1}" if total is not None else f"{received}-"],
+    }
     if total is not None and received >= total:
         body["nextExpectedRanges"] = []
     if upload_url is not None:

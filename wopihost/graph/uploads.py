@@ -60,10 +60,15 @@ def _item(services: Services, file, status: int) -> Response:
 def parse_content_range(value: str | None) -> tuple[int, int, int]:
     match = _CONTENT_RANGE.match((value or "").strip())
     if match is None:
-        raise GraphError(400, "invalidRequest", "the Content-Range header is missing or malformed; "
-                                                "send bytes {first}-{last}/{total}", "invalidRange")
+        raise GraphError(
+            400,
+            "invalidRequest",
+            "the Content-Range header is missing or malformed; send bytes {first}-{last}/{total}",
+            "invalidRange",
+        )
     first, last, total = map(int, match.groups())
     if not first <= last < total:
-        raise GraphError(400, "invalidRequest", f"Content-Range {first}-{last}/{total} is not a range of the file",
-                         "invalidRange")
+        raise GraphError(
+            400, "invalidRequest", f"Content-Range {first}-{last}/{total} is not a range of the file", "invalidRange"
+        )
     return first, last, total

@@ -95,8 +95,10 @@ def content_length(response: Response) -> list[str]:
         return [f"Content-Length '{declared}' is not a number"]
     if len(response.body) == expected:
         return []
-    return [f"Actual content length '{len(response.body)}' of response does not match value in header "
-            f"content-length '{expected}'"]
+    return [
+        f"Actual content length '{len(response.body)}' of response does not match value in header "
+        f"content-length '{expected}'"
+    ]
 
 
 def _no_exception(check: NoException, response: Response, ctx: Context) -> list[str]:
@@ -125,21 +127,25 @@ def _response_header(check: ResponseHeader, response: Response, ctx: Context) ->
             return [f"'{check.header}' header value should be any non empty string."]
         matches = value.lower() == expected.lower()
         if check.should_match and not matches:
-            return [f"'{check.header}' header value is different than expected. Expected: '{expected}', "
-                    f"Actual: '{value}'"]
+            return [
+                f"'{check.header}' header value is different than expected. Expected: '{expected}', Actual: '{value}'"
+            ]
         if not check.should_match and matches:
             return [f"'{check.header}' header value should not be : '{expected}'"]
         return []
     if check.comparator in (">", "<", ">=", "<="):
         actual_number = dotnet.try_parse_integer(value)
         if actual_number is None:
-            return [f"'{check.header}' header is present, but its value '{value}' can not be parsed to "
-                    "integer"]
+            return [f"'{check.header}' header is present, but its value '{value}' can not be parsed to integer"]
         expected_number = dotnet.try_parse_integer(expected)
         if expected_number is None:
             return [f"expected value '{expected}' can not be parsed to integer"]
-        holds = {">": actual_number > expected_number, "<": actual_number < expected_number,
-                 ">=": actual_number >= expected_number, "<=": actual_number <= expected_number}
+        holds = {
+            ">": actual_number > expected_number,
+            "<": actual_number < expected_number,
+            ">=": actual_number >= expected_number,
+            "<=": actual_number <= expected_number,
+        }
         if holds[check.comparator]:
             return []
         return [f"headerVal:{actual_number} {check.comparator} comparedValue:{expected_number} comparison failed"]
@@ -169,8 +175,10 @@ def _response_content(check: ResponseContent, response: Response, ctx: Context) 
         expected = ctx.resources.content(check.resource_id)
     if response.body == expected:
         return []
-    return [f"Response body does not match expected content. Expected stream length: {len(expected)}, "
-            f"actual stream length: {len(response.body)}"]
+    return [
+        f"Response body does not match expected content. Expected stream length: {len(expected)}, "
+        f"actual stream length: {len(response.body)}"
+    ]
 
 
 def _json_schema(check: JsonSchema, response: Response, ctx: Context) -> list[str]:
@@ -188,6 +196,7 @@ def _json_schema(check: JsonSchema, response: Response, ctx: Context) -> list[st
 
 # ------------------------------------------------------------------------------------ JSON content
 
+
 def _json_content(check: JsonContent, response: Response, ctx: Context) -> list[str]:
     text = response.text
     if not response.text_expected or not text:
@@ -199,8 +208,9 @@ def _json_content(check: JsonContent, response: Response, ctx: Context) -> list[
     try:
         document = parse_object(text)
     except JsonReadError:
-        return ["JsonContentValidator: JsonReaderException thrown while parsing JSON. Are you sure the response "
-                "is JSON?"]
+        return [
+            "JsonContentValidator: JsonReaderException thrown while parsing JSON. Are you sure the response is JSON?"
+        ]
     errors = []
     for prop in check.properties:
         try:
@@ -216,6 +226,7 @@ def _json_content(check: JsonContent, response: Response, ctx: Context) -> list[
 @dataclass(frozen=True)
 class _Typed:
     """How one typed property kind reads the expected value, the saved state and the response value."""
+
     type_name: str
     from_xml: Callable[[str], Any]
     from_state: Callable[[str], Any]
@@ -229,14 +240,23 @@ def _identity(value: Any) -> Any:
 
 
 _TYPED = {
-    "BooleanProperty": _Typed("System.Boolean", dotnet.xml_bool, dotnet.parse_bool, as_bool, dotnet.bool_text,
-                              False),
-    "IntegerProperty": _Typed("System.Int32", lambda t: dotnet.parse_integer(t, dotnet.INT32),
-                              lambda t: dotnet.parse_integer(t, dotnet.INT32),
-                              lambda v: as_integer(v, dotnet.INT32), str, 0),
-    "LongProperty": _Typed("System.Int64", lambda t: dotnet.parse_integer(t, dotnet.INT64),
-                           lambda t: dotnet.parse_integer(t, dotnet.INT64),
-                           lambda v: as_integer(v, dotnet.INT64), str, 0),
+    "BooleanProperty": _Typed("System.Boolean", dotnet.xml_bool, dotnet.parse_bool, as_bool, dotnet.bool_text, False),
+    "IntegerProperty": _Typed(
+        "System.Int32",
+        lambda t: dotnet.parse_integer(t, dotnet.INT32),
+        lambda t: dotnet.parse_integer(t, dotnet.INT32),
+        lambda v: as_integer(v, dotnet.INT32),
+        str,
+        0,
+    ),
+    "LongProperty": _Typed(
+        "System.Int64",
+        lambda t: dotnet.parse_integer(t, dotnet.INT64),
+        lambda t: dotnet.parse_integer(t, dotnet.INT64),
+        lambda v: as_integer(v, dotnet.INT64),
+        str,
+        0,
+    ),
     "StringProperty": _Typed("System.String", _identity, _identity, as_string, lambda v: v or "", None),
     "ArrayProperty": _Typed("System.String", _identity, _identity, as_string, lambda v: v or "", None),
 }
@@ -299,8 +319,9 @@ def _ends_with(prop: JsonProperty, value: Any) -> str | None:
         return None
     actual = as_string(value) if value is not MISSING else None
     suffix = prop.ends_with or ""  # not empty: checked above
-    if actual is None or not (actual.casefold().endswith(suffix.casefold()) if prop.ignore_case
-                              else actual.endswith(suffix)):
+    if actual is None or not (
+        actual.casefold().endswith(suffix.casefold()) if prop.ignore_case else actual.endswith(suffix)
+    ):
         return f"Expected to end with: '{suffix}', Actual: '{actual or ''}'"
     return None
 
@@ -428,6 +449,7 @@ def _array_length_property(prop: JsonProperty, value: Any) -> str | None:
 
 # --------------------------------------------------------------------------------------- frames
 
+
 def _frames(check: Frames, response: Response, ctx: Context) -> list[str]:
     """A GetChunkedFile response: well framed, its MessageJSON valid under the schema, each chunk hashing to
     its ChunkId; then each expected stream rebuilt from its signature (chunks from the response, or from the
@@ -454,12 +476,15 @@ def _frames(check: Frames, response: Response, ctx: Context) -> list[str]:
     for frame in parsed.chunks:
         actual = chunk_id(frame.payload)
         if actual != frame.chunk_id:
-            return [f"ChunkId calculated from extendedHeader:'{frame.chunk_id}' is different from chunkId "
-                    f"calculated from payload:{actual}"]
+            return [
+                f"ChunkId calculated from extendedHeader:'{frame.chunk_id}' is different from chunkId "
+                f"calculated from payload:{actual}"
+            ]
         blobs.setdefault(frame.chunk_id, frame.payload)
     if check.expected_host_blobs_count is not None and check.expected_host_blobs_count != len(blobs):
-        return [f"ExpectedHostBlobsCount: '{check.expected_host_blobs_count}' not equal to HostBlobs.Count: "
-                f"'{len(blobs)}'"]
+        return [
+            f"ExpectedHostBlobsCount: '{check.expected_host_blobs_count}' not equal to HostBlobs.Count: '{len(blobs)}'"
+        ]
     for stream in check.streams:
         problem = _stream_problem(stream, schemes, chunk_ids, blobs, ctx.resources)
         if problem is not None:
@@ -474,8 +499,10 @@ def _frames(check: Frames, response: Response, ctx: Context) -> list[str]:
             return [f"ContentProperty:{expectation.name} does not exist"]
         value, retention = found.get("Value"), found.get("Retention")
         if value != expectation.expected_value or retention != expectation.expected_retention:
-            return [f"ContentProperty mismatch. Expected Value: {expectation.expected_value}, Actual Value: "
-                    f"{value}, Expected Retention: {expectation.expected_retention}, Actual Retention: {retention}"]
+            return [
+                f"ContentProperty mismatch. Expected Value: {expectation.expected_value}, Actual Value: "
+                f"{value}, Expected Retention: {expectation.expected_retention}, Actual Retention: {retention}"
+            ]
     return []
 
 
@@ -484,8 +511,10 @@ def _stream_problem(stream, schemes: dict, chunk_ids: dict, blobs: dict, resourc
         return f"StreamId '{stream.stream_id}' is not among the response's signatures"
     scheme = schemes[stream.stream_id]
     if scheme != stream.scheme:
-        return (f"For StreamId '{stream.stream_id}', ResponseChunkingScheme '{scheme}' not equal to "
-                f"ExpectedChunkingScheme: {stream.scheme}")
+        return (
+            f"For StreamId '{stream.stream_id}', ResponseChunkingScheme '{scheme}' not equal to "
+            f"ExpectedChunkingScheme: {stream.scheme}"
+        )
     if scheme == "Zip":
         if stream.existing_resource_id is None and stream.expected_resource_id is None:
             return None

@@ -37,6 +37,7 @@ class ResourceError(ValueError):
 @dataclass(frozen=True)
 class Layout:
     """Where the validator's own files are: its TestCases.xml, JSON schemas and embedded resources."""
+
     testcases: Path
     schemas: Path
     core: Path  # the directory manifest names are relative to (src/WopiValidator.Core)
@@ -53,8 +54,7 @@ class Layout:
         for core in (path.parent / "src" / "WopiValidator.Core", path.parent):
             if (core / "JsonSchemas").is_dir():
                 return cls(path, core / "JsonSchemas", core)
-        raise ResourceError(f"no JsonSchemas directory next to {path} "
-                            "(expected src/WopiValidator.Core/JsonSchemas)")
+        raise ResourceError(f"no JsonSchemas directory next to {path} (expected src/WopiValidator.Core/JsonSchemas)")
 
 
 class Resources:
@@ -81,8 +81,9 @@ class Resources:
     def _manifest_file(self, name: str) -> Path:
         if self._manifest is None:
             core = self.layout.core
-            self._manifest = {MANIFEST_PREFIX + ".".join(p.relative_to(core).parts): p
-                              for p in core.rglob("*") if p.is_file()}
+            self._manifest = {
+                MANIFEST_PREFIX + ".".join(p.relative_to(core).parts): p for p in core.rglob("*") if p.is_file()
+            }
         path = self._manifest.get(name)
         if path is None:
             raise ResourceError(f"no embedded resource {name} under {self.layout.core}")
@@ -176,4 +177,4 @@ class Schemas:
 
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -81,10 +81,19 @@ class Selection:
 
 
 class Runner:
-    def __init__(self, definitions: Definitions, resources: Resources, schemas: Schemas, target: Target,
-                 signer: ProofSigner | None = None, transport: Transport | None = None, category: str = "All",
-                 include_delays: bool = False, sleep: Callable[[float], None] = time.sleep,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(
+        self,
+        definitions: Definitions,
+        resources: Resources,
+        schemas: Schemas,
+        target: Target,
+        signer: ProofSigner | None = None,
+        transport: Transport | None = None,
+        category: str = "All",
+        include_delays: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.definitions, self.resources, self.schemas = definitions, resources, schemas
         self.target, self.signer = target, signer
         self.transport = transport or Transport()
@@ -98,8 +107,7 @@ class Runner:
         prerequisite, or a JSON schema the checks name that does not exist."""
         missing = self.definitions.schema_ids() - self.schemas.ids()
         if missing:
-            raise DefinitionError(f"Schema with ID '{sorted(missing)[0]}' not found in "
-                                  f"{self.schemas.directory}")
+            raise DefinitionError(f"Schema with ID '{sorted(missing)[0]}' not found in {self.schemas.directory}")
         chosen = []
         for candidate in self.definitions.groups:
             prereqs = []
@@ -142,9 +150,17 @@ class Runner:
         for prereq in prereqs:
             outcome = self.run_case(prereq, group.name, agent)
             if outcome.status != PASS:
-                return TestResult(group.name, test.name, SKIP, "Prerequisites failed", outcome.errors,
-                                  outcome.requests, prereq=prereq.name, description=test.description,
-                                  elapsed=outcome.elapsed)
+                return TestResult(
+                    group.name,
+                    test.name,
+                    SKIP,
+                    "Prerequisites failed",
+                    outcome.errors,
+                    outcome.requests,
+                    prereq=prereq.name,
+                    description=test.description,
+                    elapsed=outcome.elapsed,
+                )
         return self.run_case(test, group.name, agent)
 
     def _user_agent(self, test: TestCase) -> str | None:
@@ -199,5 +215,6 @@ class Runner:
             response = exception_response(f"({type(error).__name__}) {error}")
             return response, RequestRecord(request.kind, "", "", response.status)
         response, url, headers = self.transport.send(call)
-        return response, RequestRecord(request.kind, call.method, url, response.status, elapsed=response.elapsed,
-                                       headers=headers)
+        return response, RequestRecord(
+            request.kind, call.method, url, response.status, elapsed=response.elapsed, headers=headers
+        )

@@ -23,6 +23,7 @@ from .requests import header, utf7_header
 @dataclass(frozen=True)
 class ContainerCall:
     """One authenticated WOPI request on one container (`folder_id`), or on the ecosystem ("")."""
+
     services: Services
     folder_id: str
     grant: Grant
@@ -69,6 +70,7 @@ def _share_types(grant: Grant) -> list[str]:
 
 # -- containers --------------------------------------------------------------------------------
 
+
 @containers_on
 def check_container_info(call: ContainerCall) -> Response:
     return jsonify(container_info(call.grant, call.services.containers.get(call.folder_id)))
@@ -84,11 +86,21 @@ def enumerate_children(call: ContainerCall) -> Response:
     call.require("l", "listing what is")
     services, grant = call.services, call.grant
     folders, files = services.containers.children(call.folder_id, _extension_filter())
-    return jsonify({
-        "ChildContainers": [pointers.child_container(services, grant, folder) for folder in folders],
-        "ChildFiles": [{"Name": f.name, "Url": pointers.child_file(services, grant, f), "Size": f.size,
-                        "Version": str(f.version), "LastModifiedTime": iso_round_trip(f.modified_at)} for f in files],
-    })
+    return jsonify(
+        {
+            "ChildContainers": [pointers.child_container(services, grant, folder) for folder in folders],
+            "ChildFiles": [
+                {
+                    "Name": f.name,
+                    "Url": pointers.child_file(services, grant, f),
+                    "Size": f.size,
+                    "Version": str(f.version),
+                    "LastModifiedTime": iso_round_trip(f.modified_at),
+                }
+                for f in files
+            ],
+        }
+    )
 
 
 def _extension_filter() -> set[str] | None:
@@ -140,12 +152,14 @@ def create_child_file(call: ContainerCall) -> Response:
     services = call.services
     target = target_headers(lambda: "Untitled")
     file = services.containers.create_file(call.folder_id, target, call.grant.user_id)
-    return jsonify({
-        "Name": file.name,
-        "Url": pointers.created_file(services, call.grant, file.id),
-        "HostViewUrl": services.host_page_url("view", file.id, call.grant),
-        "HostEditUrl": services.host_page_url("edit", file.id, call.grant),
-    })
+    return jsonify(
+        {
+            "Name": file.name,
+            "Url": pointers.created_file(services, call.grant, file.id),
+            "HostViewUrl": services.host_page_url("view", file.id, call.grant),
+            "HostEditUrl": services.host_page_url("edit", file.id, call.grant),
+        }
+    )
 
 
 @containers_on
@@ -176,6 +190,7 @@ def get_container_share_url(call: ContainerCall) -> Response:
 
 # -- the ecosystem ------------------------------------------------------------------------------
 
+
 @containers_on
 def check_ecosystem(call: ContainerCall) -> Response:
     return jsonify({"SupportsContainers": True})
@@ -191,6 +206,7 @@ def get_root_container(call: ContainerCall) -> Response:
 
 
 # -- file endpoints that point into the tree ----------------------------------------------------
+
 
 @containers_on
 def enumerate_file_ancestors(call: Call) -> Response:

@@ -22,11 +22,13 @@ _LOCK_TYPES = {COAUTH.lower(): COAUTH, EXCLUSIVE.lower(): EXCLUSIVE}
 
 def cspp_plus(handler):
     """Only while CSPP Plus is switched on (WOPIHOST_CSPP_PLUS); otherwise the operation does not exist."""
+
     @wraps(handler)
     def guarded(call: Call) -> Response:
         if not call.services.settings.cspp_plus:
             raise WopiError(501, "CSPP Plus is not enabled on this host")
         return handler(call)
+
     return guarded
 
 
@@ -51,6 +53,7 @@ def _optional_lock(name: str) -> str | None:
 
 
 # -- sequence numbers and chunked reads -------------------------------------------
+
 
 @cspp_plus
 def get_sequence_number(call: Call) -> Response:
@@ -81,6 +84,7 @@ def _framed(body: Framed) -> Response:
 
 # -- chunked save and upload sessions ---------------------------------------------
 
+
 @cspp_plus
 def put_chunked_file(call: Call) -> Response:
     call.require_write()
@@ -91,8 +95,9 @@ def put_chunked_file(call: Call) -> Response:
     if sequence_number is None:
         raise bad_request("X-WOPI-SequenceNumber is required")
     # X-WOPI-Editors: the dispatcher has checked the proof (a bad one is 400 here, docs/cspp-plus.md §1.3).
-    file = call.services.chunked.put_chunked_file(call.file_id, request_body(), lock_id, coauth_lock_id,
-                                                  sequence_number)
+    file = call.services.chunked.put_chunked_file(
+        call.file_id, request_body(), lock_id, coauth_lock_id, sequence_number
+    )
     return _sequenced(file)
 
 
@@ -128,6 +133,7 @@ def update_upload_session(call: Call) -> Response:
 
 
 # -- coauth locks -----------------------------------------------------------------
+
 
 def _coauth_lock_id() -> str:
     return parse_lock_id(header("X-WOPI-CoauthLockId"), "X-WOPI-CoauthLockId")
@@ -174,8 +180,9 @@ def get_coauth_lock(call: Call) -> Response:
         raise bad_request("X-WOPI-CoauthLockType must be Coauth or CoauthExclusive")
     timeout, metadata = _timeout(), _metadata()
     user = call.services.user(call.grant.user_id)
-    return _table(call.services.coauth.get_lock(call.file_id, lock_id, lock_type, timeout, metadata,
-                                                user.display_name or user.id))
+    return _table(
+        call.services.coauth.get_lock(call.file_id, lock_id, lock_type, timeout, metadata, user.display_name or user.id)
+    )
 
 
 @cspp_plus

@@ -35,6 +35,7 @@ _EXTENSION_ONLY = re.compile(r"\.[^./\\]+")  # ".pdf": keep the source's name, c
 class Call:
     """One authenticated WOPI request on one file: the file and the user as the request's first read saw them
     (None: the file does not exist), for the operations that only read."""
+
     services: Services
     file_id: str
     grant: Grant
@@ -94,17 +95,19 @@ def check_file_info(call: Call) -> Response:
         info["SHA256"] = file.sha256
     settings = services.settings
     if settings.cspp_plus:  # the CSPP Plus schema requires all of these, the plain one forbids them
-        info.update({
-            "SupportsCoauth": True,
-            "SupportsResumableFileTransfer": True,
-            "SequenceNumber": file.sequence_number,
-            "OfficeCollaborationServiceEndpointUrl": settings.office_collaboration_url,
-            "RealTimeChannelEndpointUrl": settings.real_time_channel_url,
-            "AccessTokenExpiry": to_epoch_ms(grant.expires_at),
-            "ServerTime": to_epoch_ms(services.clock.now()),
-            "SharingStatus": "Private",
-            "FileGeoLocationCode": settings.file_geo_location_code,
-        })
+        info.update(
+            {
+                "SupportsCoauth": True,
+                "SupportsResumableFileTransfer": True,
+                "SequenceNumber": file.sequence_number,
+                "OfficeCollaborationServiceEndpointUrl": settings.office_collaboration_url,
+                "RealTimeChannelEndpointUrl": settings.real_time_channel_url,
+                "AccessTokenExpiry": to_epoch_ms(grant.expires_at),
+                "ServerTime": to_epoch_ms(services.clock.now()),
+                "SharingStatus": "Private",
+                "FileGeoLocationCode": settings.file_geo_location_code,
+            }
+        )
     if user.user_info is not None:  # never null: omit until PutUserInfo stored one
         info["UserInfo"] = user.user_info
     return jsonify(info)
@@ -197,12 +200,14 @@ def put_relative_file(call: Call) -> Response:
     target = target_headers(lambda: split_extension(call.file().name)[0])
     check_body_size(services.settings.max_file_size, int_header("X-WOPI-Size"))
     file = services.files.put_relative(call.file_id, grant.user_id, target, request_body())
-    return jsonify({
-        "Name": file.name,
-        "Url": pointers.sibling_file(services, grant, file.id),
-        "HostViewUrl": services.host_page_url("view", file.id, grant),
-        "HostEditUrl": services.host_page_url("edit", file.id, grant),
-    })
+    return jsonify(
+        {
+            "Name": file.name,
+            "Url": pointers.sibling_file(services, grant, file.id),
+            "HostViewUrl": services.host_page_url("view", file.id, grant),
+            "HostEditUrl": services.host_page_url("edit", file.id, grant),
+        }
+    )
 
 
 def target_headers(base_name: Callable[[], str]) -> Target:
@@ -281,8 +286,11 @@ def share_url_type(supported: list[str]) -> str:
     if not url_type:
         raise WopiError(501, "X-WOPI-UrlType is required")
     if url_type not in supported:
-        raise WopiError(501, f"share URLs of type {url_type} are not supported"
-                             + (" for this access token" if url_type in (READ_ONLY, READ_WRITE) else ""))
+        raise WopiError(
+            501,
+            f"share URLs of type {url_type} are not supported"
+            + (" for this access token" if url_type in (READ_ONLY, READ_WRITE) else ""),
+        )
     return url_type
 
 
@@ -303,8 +311,13 @@ def add_activities(call: Call) -> Response:
     if len(activities) > MAX_ACTIVITIES:
         raise bad_request(f"at most {MAX_ACTIVITIES} activities at once")
     outcomes = call.services.activities.add(call.file_id, call.grant.user_id, activities)
-    return jsonify({"ActivityResponses": [
-        {"Id": o.id, "Status": o.status, **({"Message": o.message} if o.message else {})} for o in outcomes]})
+    return jsonify(
+        {
+            "ActivityResponses": [
+                {"Id": o.id, "Status": o.status, **({"Message": o.message} if o.message else {})} for o in outcomes
+            ]
+        }
+    )
 
 
 def _versioned(file: File | int) -> Response:
