@@ -55,7 +55,7 @@ class _LastUsed:
     workbook between calls (their memory is the cost: docs/graph.md §10.3). A call takes it out while it
     works on it, so no two threads ever share one."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._book: Workbook | None = None
