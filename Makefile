@@ -1,4 +1,5 @@
-# Quick start: `make serve` runs the server on SQLite in ./data, `make test` runs the whole suite.
+# Quick start: `make serve` runs the server on SQLite in ./data, `make test` runs the whole suite, `make lint`
+# checks the code with ruff (rules and formatting) and mypy, as CI does before the tests.
 # Each creates the virtual environment it needs in .venv on first use, with the exact versions in
 # constraints.txt (pyproject.toml only states compatible ranges); `make constraints` renews them.
 PYTHON ?= python3
@@ -9,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 2
 
-.PHONY: serve test bench constraints clean
+.PHONY: serve test lint bench constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,13 @@ serve: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/pytest
+
+# ruff (every Python file here) and mypy (wopihost/) read their settings from pyproject.toml; `ruff format` applies
+# the formatting that `ruff format --check` asks for
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/core_ops.py

@@ -44,8 +44,9 @@ def run_for(seconds: float, clients: int, one_request) -> float:
 
 def expect(response: requests.Response, status: int = 200) -> None:
     if response.status_code != status:
-        raise RuntimeError(f"{response.request.method} {response.status_code}: "
-                           f"{response.headers.get('X-WOPI-FailureReason')}")
+        raise RuntimeError(
+            f"{response.request.method} {response.status_code}: {response.headers.get('X-WOPI-FailureReason')}"
+        )
 
 
 def main() -> None:
@@ -77,6 +78,7 @@ def main() -> None:
                         expect(response)
                         for _ in response.iter_content(MIB):
                             pass
+
                 return one
 
             # Each client locks and unlocks its own file, so every pair succeeds.
@@ -93,21 +95,27 @@ def main() -> None:
                 expect(session.post(lock_urls[i], headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": lock_id}))
                 expect(session.post(lock_urls[i], headers={"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": lock_id}))
 
-            print(f"wopihost core operations: gunicorn {args.workers} workers (gthread), {args.clients} client "
-                  f"threads, {args.seconds:g} s each, database {args.database or 'SQLite'}, {os.cpu_count()} cores")
+            print(
+                f"wopihost core operations: gunicorn {args.workers} workers (gthread), {args.clients} client "
+                f"threads, {args.seconds:g} s each, database {args.database or 'SQLite'}, {os.cpu_count()} cores"
+            )
             with PeakRss(server) as memory:
-                for label, one in [("CheckFileInfo", check_file_info),
-                                   ("GetFile 1 MiB", get_file(files["1MiB"])),
-                                   ("GetFile 20 MiB", get_file(files["20MiB"])),
-                                   ("Lock+Unlock pairs", lock_unlock)]:
+                for label, one in [
+                    ("CheckFileInfo", check_file_info),
+                    ("GetFile 1 MiB", get_file(files["1MiB"])),
+                    ("GetFile 20 MiB", get_file(files["20MiB"])),
+                    ("Lock+Unlock pairs", lock_unlock),
+                ]:
                     rate = run_for(args.seconds, args.clients, one)
                     extra = ""
                     if label.startswith("GetFile"):
                         size = MIB if "1 MiB" in label else 20 * MIB
                         extra = f"  ({rate * size / MIB:8.1f} MiB/s)"
                     print(f"  {label:<20} {rate:9.1f} /s{extra}")
-            print(f"  server memory: idle {idle / MIB:.1f} MiB, peak {memory.peak / MIB:.1f} MiB "
-                  f"(master + {args.workers} workers, RSS)")
+            print(
+                f"  server memory: idle {idle / MIB:.1f} MiB, peak {memory.peak / MIB:.1f} MiB "
+                f"(master + {args.workers} workers, RSS)"
+            )
         finally:
             server.stop()
 

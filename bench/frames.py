@@ -68,7 +68,7 @@ def write_session_stream(path: Path, size: int, chunk_size: int) -> int:
     count = 0
     with path.open("wb") as f:
         for offset in range(0, size, chunk_size):
-            payload = block[:min(chunk_size, size - offset)]
+            payload = block[: min(chunk_size, size - offset)]
             struct.pack_into("<Q", payload, 0, count)  # every chunk distinct
             for piece in chunk_frame(chunk_id(payload), payload):
                 f.write(piece)
@@ -133,9 +133,11 @@ def decoder_tracemalloc_peak(path: Path, piece_size: int, chunk_size: int) -> in
 def decoder_rss_growth(path: Path, piece_size: int, chunk_size: int) -> int | None:
     """Peak RSS growth over the decode loop, measured in a fresh child process (Linux only, else None)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child-rss", str(path),
-         "--piece", str(piece_size), "--chunk", str(chunk_size)],
-        check=True, capture_output=True, text=True).stdout
+        [sys.executable, __file__, "--child-rss", str(path), "--piece", str(piece_size), "--chunk", str(chunk_size)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out)["growth"]
 
 
@@ -174,7 +176,7 @@ def write_zip(path: Path, size: int) -> int:
                 xml = b"<r>" + b" ".join(rng.choices(words, k=rng.randint(100, 20000))) + b"</r>"
                 archive.writestr(f"xl/worksheets/sheet{entries}.xml", xml, zipfile.ZIP_DEFLATED)
             else:
-                part = media[entries % 1024:][:min(2 * MiB - 1024, size - path.stat().st_size)]
+                part = media[entries % 1024 :][: min(2 * MiB - 1024, size - path.stat().st_size)]
                 archive.writestr(f"xl/media/image{entries}.png", part, zipfile.ZIP_STORED)
             entries += 1
     return entries
@@ -230,22 +232,28 @@ def main() -> None:
         peak = decoder_tracemalloc_peak(stream, args.piece, args.chunk)
         rss_growth = decoder_rss_growth(stream, args.piece, args.chunk)
         ratio = hash_time / decode_time
-        print(f"Upload-session stream: {human(stream_size)} ({count} Chunk frames of {human(args.chunk)}), "
-              f"fed in pieces of {human(args.piece)}; best of {args.repeat}, file reads not timed")
+        print(
+            f"Upload-session stream: {human(stream_size)} ({count} Chunk frames of {human(args.chunk)}), "
+            f"fed in pieces of {human(args.piece)}; best of {args.repeat}, file reads not timed"
+        )
         print(f"  spookyhash alone over the same pieces : {gib_per_s(stream_size, hash_time)}")
         print(f"  decode + hash + ChunkId check         : {gib_per_s(stream_size, decode_time)}")
         print(f"  ratio (target >= 0.8)                 : {ratio:7.2f}")
         rss = "n/a" if rss_growth is None else human(rss_growth)
-        print(f"  decoder peak memory (target < 64 MiB) : tracemalloc peak {human(peak)}; "
-              f"peak RSS growth of a fresh process {rss}")
+        print(
+            f"  decoder peak memory (target < 64 MiB) : tracemalloc peak {human(peak)}; "
+            f"peak RSS growth of a fresh process {rss}"
+        )
         stream.unlink()
 
         archive = tmp / "big.zip"
         entries = write_zip(archive, args.zip_size)
         zip_size = archive.stat().st_size
         bounds_time, signature_time, file_hash_time, chunks = time_zip(archive, args.piece, args.repeat)
-        print(f"Zip chunking: {human(zip_size)} zip, {entries} entries, {chunks} chunks; "
-              f"best of {args.repeat}, file reads included")
+        print(
+            f"Zip chunking: {human(zip_size)} zip, {entries} entries, {chunks} chunks; "
+            f"best of {args.repeat}, file reads included"
+        )
         print(f"  zip_boundaries (EOCD, CD, local headers) : {bounds_time * 1000:7.1f} ms")
         print(f"  signature_of (chunk + hash)              : {gib_per_s(zip_size, signature_time)}")
         print(f"  spookyhash alone over the file           : {gib_per_s(zip_size, file_hash_time)}")

@@ -45,7 +45,7 @@ def pieces(size: int, piece: int, seed: int = 20261129):
     base = random.Random(seed).randbytes(piece + 4096)
     for i, offset in enumerate(range(0, size, piece)):
         start = (i * 977) % 4096
-        yield offset, base[start:start + min(piece, size - offset)]
+        yield offset, base[start : start + min(piece, size - offset)]
 
 
 def reference(size: int, piece: int, directory: Path) -> float:
@@ -71,9 +71,13 @@ def expect(response: requests.Response, *statuses: int) -> requests.Response:
 
 def upload(http: requests.Session, graph: str, name: str, size: int, piece: int) -> tuple[float, float]:
     """One deferCommit session into a new file: seconds of ingest and seconds of completion."""
-    session = expect(http.post(f"{graph}/me/drive/root:/bench/{name}:/createUploadSession",
-                               json={"item": {"@microsoft.graph.conflictBehavior": "replace"},
-                                     "deferCommit": True}), 200).json()
+    session = expect(
+        http.post(
+            f"{graph}/me/drive/root:/bench/{name}:/createUploadSession",
+            json={"item": {"@microsoft.graph.conflictBehavior": "replace"}, "deferCommit": True},
+        ),
+        200,
+    ).json()
     url, ingest = session["uploadUrl"], 0.0
     for offset, body in pieces(size, piece):
         headers = {"Content-Range": f"bytes {offset}-{offset + len(body) - 1}/{size}"}
@@ -93,10 +97,13 @@ def upload(http: requests.Session, graph: str, name: str, size: int, piece: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=parse_size, default=parse_size("1GiB"), help="file size (default 1GiB)")
-    parser.add_argument("--piece", type=parse_size, default=parse_size("10MiB"),
-                        help="bytes per PUT (default 10MiB)")
-    parser.add_argument("--small", type=parse_size, default=parse_size("10MiB"),
-                        help="size of the small upload whose completion is compared (default 10MiB)")
+    parser.add_argument("--piece", type=parse_size, default=parse_size("10MiB"), help="bytes per PUT (default 10MiB)")
+    parser.add_argument(
+        "--small",
+        type=parse_size,
+        default=parse_size("10MiB"),
+        help="size of the small upload whose completion is compared (default 10MiB)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--database", help="database URL (default: SQLite in the temporary directory)")
@@ -108,16 +115,24 @@ def main() -> None:
     references, ingests, completions, small_completions, memory = [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="wopihost-bench-", dir=args.dir) as tmp:
         workdir = Path(tmp)
-        server = LocalServer.start(workdir, args.database, workers=args.workers, extra_env={
-            "WOPIHOST_MAX_FILE_SIZE": str(max(args.size, MIB)),
-            "WOPIHOST_MAX_FRAGMENT_SIZE": str(max(args.piece, MIB))})
+        server = LocalServer.start(
+            workdir,
+            args.database,
+            workers=args.workers,
+            extra_env={
+                "WOPIHOST_MAX_FILE_SIZE": str(max(args.size, MIB)),
+                "WOPIHOST_MAX_FRAGMENT_SIZE": str(max(args.piece, MIB)),
+            },
+        )
         database = args.database.split(":", 1)[0] if args.database else "SQLite"  # never print credentials
         try:
             token = server.api_token("bench")
             graph = token["graph_url"]
-            print(f"wopihost Graph upload session: {args.size / MIB:g} MiB in {args.piece / MIB:g} MiB ranges; "
-                  f"gunicorn {args.workers} workers (gthread), database {database}, {os.cpu_count()} cores, "
-                  f"{args.rounds} rounds")
+            print(
+                f"wopihost Graph upload session: {args.size / MIB:g} MiB in {args.piece / MIB:g} MiB ranges; "
+                f"gunicorn {args.workers} workers (gthread), database {database}, {os.cpu_count()} cores, "
+                f"{args.rounds} rounds"
+            )
             http = requests.Session()
             http.headers["Authorization"] = f"Bearer {token['access_token']}"
             expect(http.post(f"{graph}/me/drive/root/children", json={"name": "bench", "folder": {}}), 201)
@@ -139,24 +154,36 @@ def main() -> None:
     def verdict(ok: bool) -> str:
         return "ok" if ok else "BELOW TARGET"
 
-    print("  runs: " + "; ".join(f"reference {r:.0f} MiB/s, ingest {i:.0f} MiB/s, completion {c * 1000:.1f} ms "
-                                 f"(small {s * 1000:.1f} ms)"
-                                 for r, i, c, s in zip(references, ingests, completions, small_completions)))
-    print(f"  reference: write + fsync per piece     best {best_reference:8.1f} MiB/s, "
-          f"median {statistics.median(references):8.1f}")
+    print(
+        "  runs: "
+        + "; ".join(
+            f"reference {r:.0f} MiB/s, ingest {i:.0f} MiB/s, completion {c * 1000:.1f} ms (small {s * 1000:.1f} ms)"
+            for r, i, c, s in zip(references, ingests, completions, small_completions)
+        )
+    )
+    print(
+        f"  reference: write + fsync per piece     best {best_reference:8.1f} MiB/s, "
+        f"median {statistics.median(references):8.1f}"
+    )
     best = max(ingests)
-    print(f"  ingest: {-(-args.size // args.piece)} PUTs{'':<21} best {best:8.1f} MiB/s, "
-          f"median {statistics.median(ingests):8.1f}   {best / best_reference:.2f}x the reference (median "
-          f"{statistics.median(ingests) / statistics.median(references):.2f}x of the median; target >= 0.6x: "
-          f"{verdict(best >= 0.6 * best_reference)})")
+    print(
+        f"  ingest: {-(-args.size // args.piece)} PUTs{'':<21} best {best:8.1f} MiB/s, "
+        f"median {statistics.median(ingests):8.1f}   {best / best_reference:.2f}x the reference (median "
+        f"{statistics.median(ingests) / statistics.median(references):.2f}x of the median; target >= 0.6x: "
+        f"{verdict(best >= 0.6 * best_reference)})"
+    )
     big, small = statistics.median(completions), statistics.median(small_completions)
-    print(f"  completion (POST uploadUrl), median: {args.size / MIB:g} MiB {big * 1000:.1f} ms, "
-          f"{args.small / MIB:g} MiB {small * 1000:.1f} ms; target: independent of the size: "
-          f"{verdict(big < max(3 * small, small + 0.05))}")
+    print(
+        f"  completion (POST uploadUrl), median: {args.size / MIB:g} MiB {big * 1000:.1f} ms, "
+        f"{args.small / MIB:g} MiB {small * 1000:.1f} ms; target: independent of the size: "
+        f"{verdict(big < max(3 * small, small + 0.05))}"
+    )
     peak, largest = max(p for p, _ in memory), max(one for _, one in memory)
-    print(f"  server memory (RSS): idle {idle / MIB:.1f} MiB in all (master + {args.workers} workers, each at "
-          f"most {max(idle_each) / MIB:.1f}); peak {peak / MIB:.1f} MiB in all (+{(peak - idle) / MIB:.1f}), "
-          f"one process at most {largest / MIB:.1f} MiB; target: flat: {verdict(peak - idle < 100 * MIB)}")
+    print(
+        f"  server memory (RSS): idle {idle / MIB:.1f} MiB in all (master + {args.workers} workers, each at "
+        f"most {max(idle_each) / MIB:.1f}); peak {peak / MIB:.1f} MiB in all (+{(peak - idle) / MIB:.1f}), "
+        f"one process at most {largest / MIB:.1f} MiB; target: flat: {verdict(peak - idle < 100 * MIB)}"
+    )
     sys.stdout.flush()
 
 

@@ -42,6 +42,7 @@ def main() -> None:
         if args.database:
             sys.path.insert(0, os.path.dirname(__file__))
             from compare import private_pg_schema  # the same private schema as compare.py's runs
+
             url, drop, _ = private_pg_schema(args.database)
             os.environ["WOPIHOST_DATABASE_URL"] = url
         try:
@@ -95,11 +96,13 @@ def operation(client, op: str, url: str):
             response.get_data()
             response.close()
             check(response)
+
         return getfile
 
     def pair():
         check(client.post(url, headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"}))
         check(client.post(url, headers={"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": "L"}))
+
     return pair
 
 

@@ -55,8 +55,10 @@ def summary(label: str, latencies: list[float], failures: int) -> str:
         return f"{label:<22} no answers, {failures} failures"
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return (f"{label:<22} {len(latencies):>5} answers  p50 {statistics.median(ordered) * 1000:8.1f} ms  "
-            f"p99 {p99 * 1000:8.1f} ms  max {ordered[-1] * 1000:8.1f} ms  failures {failures}")
+    return (
+        f"{label:<22} {len(latencies):>5} answers  p50 {statistics.median(ordered) * 1000:8.1f} ms  "
+        f"p99 {p99 * 1000:8.1f} ms  max {ordered[-1] * 1000:8.1f} ms  failures {failures}"
+    )
 
 
 def main() -> None:
@@ -74,21 +76,26 @@ def main() -> None:
             token = server.token(file_id)
             requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
             url = server.url(file_id, token)
-            print(f"wopihost serve --workers {args.workers}; probe: CheckFileInfo every {PROBE_EVERY * 1000:.0f} ms "
-                  f"for {args.seconds:.0f} s, {PROBE_TIMEOUT:.0f} s timeout")
+            print(
+                f"wopihost serve --workers {args.workers}; probe: CheckFileInfo every {PROBE_EVERY * 1000:.0f} ms "
+                f"for {args.seconds:.0f} s, {PROBE_TIMEOUT:.0f} s timeout"
+            )
             print(summary("no slow clients", *probe(url, args.seconds)))
             stop = threading.Event()
             kinds = ["head", "body", "reader"]
-            clients = [SlowClient(kinds[i % 3], server.port, server.url(file_id, token), stop)
-                       for i in range(args.clients)]
+            clients = [
+                SlowClient(kinds[i % 3], server.port, server.url(file_id, token), stop) for i in range(args.clients)
+            ]
             for client in clients:
                 client.start()
             time.sleep(2)  # let them connect
             result = probe(url, args.seconds)
             stop.set()
             print(summary(f"{args.clients} slow clients", *result))
-            print(f"slow-client connections made: {sum(c.connections for c in clients)} "
-                  f"(each reconnect is one the server dropped)")
+            print(
+                f"slow-client connections made: {sum(c.connections for c in clients)} "
+                f"(each reconnect is one the server dropped)"
+            )
         finally:
             server.stop()
 

@@ -38,8 +38,8 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import requests
@@ -69,27 +69,33 @@ class Content:
 
     def payload(self, i: int) -> bytes:
         start = (i * 1_000_003) % self.chunk
-        return struct.pack(">QQ", i, self.size) + self._base[start + 16:start + self.length(i)]
+        return struct.pack(">QQ", i, self.size) + self._base[start + 16 : start + self.length(i)]
 
     def signature(self) -> Signature:
-        return Signature("FullFile", tuple(ChunkSignature(chunk_id(self.payload(i)), self.length(i))
-                                           for i in range(self.count)))
+        return Signature(
+            "FullFile", tuple(ChunkSignature(chunk_id(self.payload(i)), self.length(i)) for i in range(self.count))
+        )
 
     def stream_pieces(self, signature: Signature, piece: int) -> Iterator[bytes]:
         """The upload-session stream (one Chunk frame per chunk) in `piece`-byte pieces, cut anywhere."""
-        frames = (part for i, chunk in enumerate(signature.chunks)
-                  for part in chunk_frame(chunk.chunk_id, self.payload(i)))
+        frames = (
+            part for i, chunk in enumerate(signature.chunks) for part in chunk_frame(chunk.chunk_id, self.payload(i))
+        )
         return rechunk(frames, piece)
+
 
 def expect(response: requests.Response, status: int = 200) -> requests.Response:
     if response.status_code != status:
-        raise RuntimeError(f"{response.request.headers.get('X-WOPI-Override')} {response.status_code}: "
-                           f"{response.headers.get('X-WOPI-FailureReason')}")
+        raise RuntimeError(
+            f"{response.request.headers.get('X-WOPI-Override')} {response.status_code}: "
+            f"{response.headers.get('X-WOPI-FailureReason')}"
+        )
     return response
 
 
-def reference(content: Content, signature: Signature, piece: int, directory: Path,
-              fsync_each: bool = False) -> tuple[float, int]:
+def reference(
+    content: Content, signature: Signature, piece: int, directory: Path, fsync_each: bool = False
+) -> tuple[float, int]:
     """Seconds to write the stream to a file in `directory` and hash it with spookyhash, fsynced once at the
     end (or also after every piece)."""
     path = directory / "reference.bin"
@@ -125,12 +131,14 @@ def file_system(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=parse_size("1GiB"),
-                        help="content size (default 1GiB)")
-    parser.add_argument("--piece", type=parse_size, default=parse_size("10MiB"),
-                        help="bytes per UpdateUploadSession call (default 10MiB)")
-    parser.add_argument("--chunk", type=parse_size, default=parse_size("4MiB"),
-                        help="chunk size (default 4MiB)")
+    parser.add_argument("--size", type=parse_size, default=parse_size("1GiB"), help="content size (default 1GiB)")
+    parser.add_argument(
+        "--piece",
+        type=parse_size,
+        default=parse_size("10MiB"),
+        help="bytes per UpdateUploadSession call (default 10MiB)",
+    )
+    parser.add_argument("--chunk", type=parse_size, default=parse_size("4MiB"), help="chunk size (default 4MiB)")
     parser.add_argument("--rounds", type=int, default=3, help="reference + ingest + commit rounds (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--database", help="database URL (default: SQLite in the temporary directory)")
@@ -146,17 +154,24 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="wopihost-bench-", dir=args.dir) as tmp:
         workdir = Path(tmp)
-        server = LocalServer.start(workdir, args.database, workers=args.workers, extra_env={
-            "WOPIHOST_CSPP_PLUS": "on",
-            "WOPIHOST_MAX_FILE_SIZE": str(max(args.size, MIB)),
-            "WOPIHOST_MAX_UPLOAD_SESSION_SIZE": str(max(2 * stream_length, MIB)),
-        })
+        server = LocalServer.start(
+            workdir,
+            args.database,
+            workers=args.workers,
+            extra_env={
+                "WOPIHOST_CSPP_PLUS": "on",
+                "WOPIHOST_MAX_FILE_SIZE": str(max(args.size, MIB)),
+                "WOPIHOST_MAX_UPLOAD_SESSION_SIZE": str(max(2 * stream_length, MIB)),
+            },
+        )
         database = args.database.split(":", 1)[0] if args.database else "SQLite"  # never print credentials
         try:
-            print(f"wopihost upload session: {args.size / MIB:g} MiB of content in {content.count} chunks "
-                  f"of {args.chunk / MIB:g} MiB, stream {stream_length / MIB:.1f} MiB in "
-                  f"{args.piece / MIB:g} MiB pieces; gunicorn {args.workers} workers (gthread), "
-                  f"database {database}, {os.cpu_count()} cores, {args.rounds} rounds")
+            print(
+                f"wopihost upload session: {args.size / MIB:g} MiB of content in {content.count} chunks "
+                f"of {args.chunk / MIB:g} MiB, stream {stream_length / MIB:.1f} MiB in "
+                f"{args.piece / MIB:g} MiB pieces; gunicorn {args.workers} workers (gthread), "
+                f"database {database}, {os.cpu_count()} cores, {args.rounds} rounds"
+            )
             print(f"  data directory on {file_system(server.data_dir)}")
             http = requests.Session()
             idle, idle_each = server.rss(), server.rss_each()
@@ -184,14 +199,20 @@ def main() -> None:
         best = max(rates)
         text = f"  {what:<44} best {best:8.1f} MiB/s, median {statistics.median(rates):8.1f}"
         if compare:
-            text += (f"   {100 * best / best_reference:6.1f}% of the reference (median "
-                     f"{100 * statistics.median(rates) / best_reference:.1f}%; target >= 50%: "
-                     f"{verdict(best >= best_reference / 2)})")
+            text += (
+                f"   {100 * best / best_reference:6.1f}% of the reference (median "
+                f"{100 * statistics.median(rates) / best_reference:.1f}%; target >= 50%: "
+                f"{verdict(best >= best_reference / 2)})"
+            )
         print(text)
 
-    print("  runs, MiB/s: " + "; ".join(
-        f"reference {r:.0f} / {e:.0f}, ingest {i:.0f}, commit {c:.0f}"
-        for r, e, i, c in zip(references, each_fsync, ingests, commits)))
+    print(
+        "  runs, MiB/s: "
+        + "; ".join(
+            f"reference {r:.0f} / {e:.0f}, ingest {i:.0f}, commit {c:.0f}"
+            for r, e, i, c in zip(references, each_fsync, ingests, commits)
+        )
+    )
     line("reference: write + spookyhash + one fsync", references, compare=False)
     line("reference: the same, an fsync after every piece", each_fsync, compare=False)
     print(f"  (the reference below is the fastest of both kinds: {best_reference:.1f} MiB/s)")
@@ -199,15 +220,18 @@ def main() -> None:
     line("commit: PutChunkedFile", commits)
     peak = max(total for total, _ in memory)
     largest = max(one for _, one in memory)
-    print(f"  server memory (RSS): idle {idle / MIB:.1f} MiB in all (master + {args.workers} workers, each at "
-          f"most {max(idle_each) / MIB:.1f}); peak {peak / MIB:.1f} MiB in all (+{(peak - idle) / MIB:.1f}), "
-          f"one process at most {largest / MIB:.1f} MiB; target: flat, under 100 MiB: "
-          f"{verdict(peak - idle < 100 * MIB and largest < 100 * MIB)}")
+    print(
+        f"  server memory (RSS): idle {idle / MIB:.1f} MiB in all (master + {args.workers} workers, each at "
+        f"most {max(idle_each) / MIB:.1f}); peak {peak / MIB:.1f} MiB in all (+{(peak - idle) / MIB:.1f}), "
+        f"one process at most {largest / MIB:.1f} MiB; target: flat, under 100 MiB: "
+        f"{verdict(peak - idle < 100 * MIB and largest < 100 * MIB)}"
+    )
     sys.stdout.flush()
 
 
-def upload_round(server: LocalServer, http: requests.Session, content: Content, signature: Signature,
-                 piece: int, workdir: Path) -> tuple[float, float, tuple[int, int]]:
+def upload_round(
+    server: LocalServer, http: requests.Session, content: Content, signature: Signature, piece: int, workdir: Path
+) -> tuple[float, float, tuple[int, int]]:
     """One session into a new file: seconds of ingest, seconds of commit, and the server's peak memory
     (all processes, largest process)."""
     path = workdir / "Bench.docx"
@@ -216,14 +240,17 @@ def upload_round(server: LocalServer, http: requests.Session, content: Content, 
     url = server.url(file_id, server.token(file_id))
     expect(http.post(url, headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}))
     sequence_number = expect(http.get(url)).json()["SequenceNumber"]
-    session = expect(http.post(url, headers={"X-WOPI-Override": "CREATE_UPLOAD_SESSION"})).json()[
-        "UploadSessionToken"]
+    session = expect(http.post(url, headers={"X-WOPI-Override": "CREATE_UPLOAD_SESSION"})).json()["UploadSessionToken"]
 
     ingest_seconds, offset = 0.0, 0
     with PeakRss(server, interval=0.05) as memory:
         for body in content.stream_pieces(signature, piece):
-            headers = {"X-WOPI-Override": "UPDATE_UPLOAD_SESSION", "X-WOPI-UploadSessionToken": session,
-                       "X-WOPI-ContentRangeOffset": str(offset), "X-WOPI-ContentRangeLength": str(len(body))}
+            headers = {
+                "X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
+                "X-WOPI-UploadSessionToken": session,
+                "X-WOPI-ContentRangeOffset": str(offset),
+                "X-WOPI-ContentRangeLength": str(len(body)),
+            }
             start = time.perf_counter()
             response = http.post(url, data=body, headers=headers)
             ingest_seconds += time.perf_counter() - start
@@ -231,9 +258,15 @@ def upload_round(server: LocalServer, http: requests.Session, content: Content, 
 
         body = put_chunked_body({"MainContent": signature}, session_token=session)
         start = time.perf_counter()
-        response = http.post(url.replace("?", "/contents?"), data=body, headers={
-            "X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-SequenceNumber": str(sequence_number),
-            "X-WOPI-Lock": LOCK})
+        response = http.post(
+            url.replace("?", "/contents?"),
+            data=body,
+            headers={
+                "X-WOPI-Override": "PUT_CHUNKED_FILE",
+                "X-WOPI-SequenceNumber": str(sequence_number),
+                "X-WOPI-Lock": LOCK,
+            },
+        )
         commit_seconds = time.perf_counter() - start
     expect(response)
     info = expect(http.get(url)).json()

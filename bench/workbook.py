@@ -44,8 +44,9 @@ def make_workbook(size: int, seed: int = 1) -> bytes:
         sheet = book.active if index == 0 else book.create_sheet()
         sheet.title = f"Sheet{index + 1}"
         for row in range(1, rows // 5 + 1):
-            sheet.append([rng.random() * 1000 for _ in range(5)]
-                         + ([f"=SUM(A{row}:E{row})*Sheet1!A1"] if row % 10 == 0 else []))
+            sheet.append(
+                [rng.random() * 1000 for _ in range(5)] + ([f"=SUM(A{row}:E{row})*Sheet1!A1"] if row % 10 == 0 else [])
+            )
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
@@ -59,8 +60,9 @@ def timed(call) -> tuple[float, requests.Response]:
 
 def expect(response: requests.Response, *statuses: int) -> requests.Response:
     if response.status_code not in statuses:
-        raise RuntimeError(f"{response.request.method} {response.request.url}: {response.status_code} "
-                           f"{response.text[:300]}")
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:300]}"
+        )
     return response
 
 
@@ -75,29 +77,37 @@ def main() -> None:
     limit = max(sizes) * 2
 
     with tempfile.TemporaryDirectory(prefix="wopihost-bench-") as tmp:
-        server = LocalServer.start(Path(tmp), args.database, workers=args.workers,
-                                   extra_env={"WOPIHOST_MAX_WORKBOOK_SIZE": str(limit)})
+        server = LocalServer.start(
+            Path(tmp), args.database, workers=args.workers, extra_env={"WOPIHOST_MAX_WORKBOOK_SIZE": str(limit)}
+        )
         database = args.database.split(":", 1)[0] if args.database else "SQLite"  # never print credentials
         try:
             token = server.api_token("bench")
             graph = token["graph_url"]
             http = requests.Session()
             http.headers["Authorization"] = f"Bearer {token['access_token']}"
-            print(f"wopihost workbook sessions: gunicorn {args.workers} workers (gthread), database {database}, "
-                  f"{os.cpu_count()} cores, median of {args.repeat}; WOPIHOST_MAX_WORKBOOK_SIZE {limit / MIB:g} MiB")
+            print(
+                f"wopihost workbook sessions: gunicorn {args.workers} workers (gthread), database {database}, "
+                f"{os.cpu_count()} cores, median of {args.repeat}; WOPIHOST_MAX_WORKBOOK_SIZE {limit / MIB:g} MiB"
+            )
             idle = server.rss()
             for size in sizes:
                 data = make_workbook(size)
-                item = expect(http.put(f"{graph}/me/drive/root:/bench-{size}.xlsx:/content", data), 201, 200).json() \
-                    if len(data) <= 4 * MIB else upload(http, graph, f"bench-{size}.xlsx", data)
+                item = (
+                    expect(http.put(f"{graph}/me/drive/root:/bench-{size}.xlsx:/content", data), 201, 200).json()
+                    if len(data) <= 4 * MIB
+                    else upload(http, graph, f"bench-{size}.xlsx", data)
+                )
                 book = f"{graph}/me/drive/items/{item['id']}/workbook"
                 with PeakRss(server, interval=0.05) as memory:
                     figures = measure(http, book, args.repeat)
                 print(f"  {len(data) / MIB:.1f} MiB workbook:")
                 for what, seconds in figures.items():
                     print(f"    {what:<44} {seconds * 1000:9.1f} ms")
-                print(f"    server memory: idle {idle / MIB:.0f} MiB in all, peak {memory.peak / MIB:.0f} MiB in all "
-                      f"(+{(memory.peak - idle) / MIB:.0f}), one process at most {memory.largest / MIB:.0f} MiB")
+                print(
+                    f"    server memory: idle {idle / MIB:.0f} MiB in all, peak {memory.peak / MIB:.0f} MiB in all "
+                    f"(+{(memory.peak - idle) / MIB:.0f}), one process at most {memory.largest / MIB:.0f} MiB"
+                )
             http.close()
         finally:
             server.stop()
@@ -108,9 +118,10 @@ def upload(http: requests.Session, graph: str, name: str, data: bytes) -> dict:
     url = expect(http.post(f"{graph}/me/drive/root:/{name}:/createUploadSession", json={}), 200).json()["uploadUrl"]
     piece = 10 * MIB
     for first in range(0, len(data), piece):
-        part = data[first:first + piece]
-        answer = requests.put(url, data=part, headers={
-            "Content-Range": f"bytes {first}-{first + len(part) - 1}/{len(data)}"})
+        part = data[first : first + piece]
+        answer = requests.put(
+            url, data=part, headers={"Content-Range": f"bytes {first}-{first + len(part) - 1}/{len(data)}"}
+        )
     return expect(answer, 201, 200).json()
 
 
@@ -129,14 +140,22 @@ def measure(http: requests.Session, book: str, repeat: int) -> dict[str, float]:
         sessions = {}
         for persist in (True, False):
             kind = "persistent" if persist else "non-persistent"
-            sessions[kind] = run(f"createSession, {kind}", lambda: http.post(
-                f"{book}/createSession", json={"persistChanges": persist}), 201).json()["id"]
-        for kind, headers in (("persistent session", {"workbook-session-id": sessions["persistent"]}),
-                              ("non-persistent session", {"workbook-session-id": sessions["non-persistent"]}),
-                              ("no session", {})):
+            sessions[kind] = run(
+                f"createSession, {kind}",
+                lambda: http.post(f"{book}/createSession", json={"persistChanges": persist}),
+                201,
+            ).json()["id"]
+        for kind, headers in (
+            ("persistent session", {"workbook-session-id": sessions["persistent"]}),
+            ("non-persistent session", {"workbook-session-id": sessions["non-persistent"]}),
+            ("no session", {}),
+        ):
             run(f"range read, {kind}", lambda: http.get(f"{book}/{cell}", headers=headers), 200)
-            run(f"range PATCH, {kind}", lambda: http.patch(f"{book}/{inputs}", headers=headers,
-                                                          json={"values": [[i, i + 1], [i + 2, i + 3]]}), 200)
+            run(
+                f"range PATCH, {kind}",
+                lambda: http.patch(f"{book}/{inputs}", headers=headers, json={"values": [[i, i + 1], [i + 2, i + 3]]}),
+                200,
+            )
         for session in sessions.values():
             expect(http.post(f"{book}/closeSession", headers={"workbook-session-id": session}), 204)
     return {what: statistics.median(seconds) for what, seconds in runs.items()}

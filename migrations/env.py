@@ -18,8 +18,9 @@ config = context.config
 
 
 def run_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata,
-                      literal_binds=True, render_as_batch=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata, literal_binds=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -48,8 +49,12 @@ def run_online() -> None:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         # The transaction is ours (begun above), so Alembic runs every migration inside it and commits nothing.
-        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
-                          on_version_apply=lambda step, **_: applied.append(step.up_revision_id))
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            render_as_batch=True,
+            on_version_apply=lambda step, **_: applied.append(step.up_revision_id),
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -82,15 +82,17 @@ def database(request, tmp_path) -> str:
 
 @pytest.fixture
 def settings(database, tmp_path) -> Settings:
-    return Settings.from_env({
-        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
-        "WOPIHOST_DATABASE_URL": database,
-        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-        "WOPIHOST_SECRET_KEY": "test-secret",
-        "WOPIHOST_MAX_FILE_SIZE": "1MiB",
-        "WOPIHOST_CSPP_PLUS": "on",
-        "WOPIHOST_SWEEP_INTERVAL": "0",  # tests sweep explicitly, on their own clock
-    })
+    return Settings.from_env(
+        {
+            "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+            "WOPIHOST_DATABASE_URL": database,
+            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+            "WOPIHOST_SECRET_KEY": "test-secret",
+            "WOPIHOST_MAX_FILE_SIZE": "1MiB",
+            "WOPIHOST_CSPP_PLUS": "on",
+            "WOPIHOST_SWEEP_INTERVAL": "0",  # tests sweep explicitly, on their own clock
+        }
+    )
 
 
 @pytest.fixture
@@ -119,6 +121,7 @@ def testapp(app) -> webtest.TestApp:
 def make_file(services):
     def make(content: bytes = b"hello world", name: str = "Doc.docx", owner: str = "alice"):
         return services.add_file(owner, name, io.BytesIO(content))
+
     return make
 
 
@@ -126,6 +129,7 @@ def make_file(services):
 def client_for(services, testapp):
     def client(file, user: str = "alice", can_write: bool = True) -> WopiClient:
         return WopiClient(testapp, file.id, services.issue_token(file.id, user, can_write).token)
+
     return client
 
 
@@ -138,9 +142,11 @@ def wopi(make_file, client_for) -> WopiClient:
 @pytest.fixture
 def graph_for(services, testapp):
     """A Graph client for a user (created, with a drive, if new) with an API token."""
+
     def client(user: str = "alice", can_write: bool = True, prefix: str = "/v1.0") -> GraphClient:
         issued, drive_id = services.issue_api_token(user, can_write)
         return GraphClient(testapp, issued.token, drive_id, prefix)
+
     return client
 
 
@@ -152,12 +158,18 @@ def graph(graph_for) -> GraphClient:
 
 # -- the wopihost command, in-process (click's runner) on a database of its own -------------------------
 
+
 @pytest.fixture
 def env(database, tmp_path):
     """The settings of a `wopihost` command run by `run`, and of the app `served` with them."""
-    return {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_DATABASE_URL": database,
-            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test", "WOPIHOST_SECRET_KEY": "cli-secret",
-            "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_SWEEP_INTERVAL": "0"}
+    return {
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_DATABASE_URL": database,
+        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+        "WOPIHOST_SECRET_KEY": "cli-secret",
+        "WOPIHOST_CSPP_PLUS": "on",
+        "WOPIHOST_SWEEP_INTERVAL": "0",
+    }
 
 
 @pytest.fixture
@@ -167,6 +179,7 @@ def run(env):
         if ok:
             assert result.exit_code == 0, result.output
         return result
+
     return run
 
 

@@ -23,11 +23,19 @@ def fixture_stream(document: str, version: int, stream: str) -> tuple[bytes, Sig
     data = path.read_bytes()
     with path.open("rb") as f:
         signature = signature_of(f)
-    return data, signature, [(c.chunk_id, data[o:o + c.length]) for o, c in signature.spans()]
+    return data, signature, [(c.chunk_id, data[o : o + c.length]) for o, c in signature.spans()]
 
 
-def put_chunked(wopi, signatures: dict, chunks=(), sequence: int | None = None, session: str | None = None,
-                properties=(), body: bytes | None = None, **headers):
+def put_chunked(
+    wopi,
+    signatures: dict,
+    chunks=(),
+    sequence: int | None = None,
+    session: str | None = None,
+    properties=(),
+    body: bytes | None = None,
+    **headers,
+):
     if sequence is None:
         sequence = sequence_number(wopi)
     body = put_chunked_body(signatures, chunks, properties, session) if body is None else body
@@ -42,8 +50,9 @@ def sequence_number(wopi) -> int:
 
 
 def get_chunked(wopi, filters: list[dict], properties=()):
-    response = wopi.op("GET_CHUNKED_FILE", request_body({"ContentPropertiesToReturn": list(properties),
-                                                         "ContentFilters": filters}))
+    response = wopi.op(
+        "GET_CHUNKED_FILE", request_body({"ContentPropertiesToReturn": list(properties), "ContentFilters": filters})
+    )
     if response.status_int != 200:
         return response, None, None
     message, frames = read_response(response.body)
@@ -51,8 +60,12 @@ def get_chunked(wopi, filters: list[dict], properties=()):
 
 
 def stream_filter(stream_id: str = "MainContent", chunks: str = "All", known=(), scheme: str = "Zip") -> dict:
-    return {"StreamId": stream_id, "ChunkingScheme": scheme, "ChunksToReturn": chunks,
-            "AlreadyKnownChunks": list(known)}
+    return {
+        "StreamId": stream_id,
+        "ChunkingScheme": scheme,
+        "ChunksToReturn": chunks,
+        "AlreadyKnownChunks": list(known),
+    }
 
 
 def create_session(wopi) -> str:
@@ -62,16 +75,20 @@ def create_session(wopi) -> str:
 
 
 def update_session(wopi, token: str, offset: int, body: bytes, length: int | None = None):
-    return wopi.op("UPDATE_UPLOAD_SESSION", body, X_WOPI_UploadSessionToken=token,
-                   X_WOPI_ContentRangeOffset=str(offset),
-                   X_WOPI_ContentRangeLength=str(len(body) if length is None else length))
+    return wopi.op(
+        "UPDATE_UPLOAD_SESSION",
+        body,
+        X_WOPI_UploadSessionToken=token,
+        X_WOPI_ContentRangeOffset=str(offset),
+        X_WOPI_ContentRangeLength=str(len(body) if length is None else length),
+    )
 
 
 def upload(wopi, chunks, piece: int = 1 << 20) -> str:
     """A session holding `chunks` as Chunk frames, sent in pieces of `piece` bytes."""
     token, stream = create_session(wopi), chunk_frames(chunks)
     for offset in range(0, len(stream), piece):
-        response = update_session(wopi, token, offset, stream[offset:offset + piece])
+        response = update_session(wopi, token, offset, stream[offset : offset + piece])
         assert response.status_int == 200, response.headers
     return token
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import webtest
@@ -19,6 +19,7 @@ FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/READ
 @dataclass
 class WopiClient:
     """Speaks WOPI to the app for one file and one token; never raises on an error status."""
+
     testapp: webtest.TestApp
     file_id: str
     token: str
@@ -40,13 +41,15 @@ class WopiClient:
 
     def op(self, override: str, body: bytes = b"", **headers):
         """POST /wopi/files/<id> with X-WOPI-Override; keyword X_WOPI_Lock means header X-WOPI-Lock."""
-        return self.testapp.post(self.url(), body, headers={"X-WOPI-Override": override, **_h(headers)},
-                                 expect_errors=True)
+        return self.testapp.post(
+            self.url(), body, headers={"X-WOPI-Override": override, **_h(headers)}, expect_errors=True
+        )
 
     def contents_op(self, override: str, body: bytes = b"", **headers):
         """POST /wopi/files/<id>/contents with X-WOPI-Override (PUT_CHUNKED_FILE)."""
-        return self.testapp.post(self.url("/contents"), body,
-                                 headers={"X-WOPI-Override": override, **_h(headers)}, expect_errors=True)
+        return self.testapp.post(
+            self.url("/contents"), body, headers={"X-WOPI-Override": override, **_h(headers)}, expect_errors=True
+        )
 
     def lock(self, lock_id: str, **headers):
         return self.op("LOCK", X_WOPI_Lock=lock_id, **headers)
@@ -73,6 +76,7 @@ class WopiClient:
 class GraphClient:
     """Speaks Graph to the app with one API token; never raises on an error status. Paths are relative to
     the version prefix ("me/drive/root"); an absolute URL from an answer (uploadUrl, nextLink) works too."""
+
     testapp: webtest.TestApp
     token: str | None
     drive_id: str
@@ -81,7 +85,7 @@ class GraphClient:
 
     def url(self, path: str) -> str:
         if path.startswith(self.public_url):
-            return path[len(self.public_url):]
+            return path[len(self.public_url) :]
         return path if path.startswith("/") else f"{self.prefix}/{path}"
 
     def headers(self, headers: dict[str, str] | None = None) -> dict[str, str]:
@@ -112,8 +116,9 @@ class GraphClient:
     def upload(self, upload_url: str, data: bytes, first: int, total: int, headers: dict[str, str] | None = None):
         """PUT one fragment to an upload URL, with no token (the URL is the credential)."""
         content_range = {"Content-Range": f"bytes {first}-{first + len(data) - 1}/{total}"}
-        return self.testapp.put(self.url(upload_url), data, headers={**content_range, **(headers or {})},
-                                expect_errors=True)
+        return self.testapp.put(
+            self.url(upload_url), data, headers={**content_range, **(headers or {})}, expect_errors=True
+        )
 
 
 def graph_error(response) -> tuple[str, str | None]:

@@ -22,18 +22,22 @@ def public_key_blob(key: rsa.RSAPublicKey) -> bytes:
     """A CryptoAPI PUBLICKEYBLOB, written out field by field (independent of the parser under test)."""
     numbers = key.public_numbers()
     bitlen = key.key_size
-    return (bytes([0x06, 0x02, 0x00, 0x00])             # PUBLICKEYBLOB, version 2, reserved
-            + (0xA400).to_bytes(4, "little")           # CALG_RSA_KEYX
-            + b"RSA1"
-            + bitlen.to_bytes(4, "little")
-            + numbers.e.to_bytes(4, "little")
-            + numbers.n.to_bytes(bitlen // 8, "little"))
+    return (
+        bytes([0x06, 0x02, 0x00, 0x00])  # PUBLICKEYBLOB, version 2, reserved
+        + (0xA400).to_bytes(4, "little")  # CALG_RSA_KEYX
+        + b"RSA1"
+        + bitlen.to_bytes(4, "little")
+        + numbers.e.to_bytes(4, "little")
+        + numbers.n.to_bytes(bitlen // 8, "little")
+    )
 
 
 def key_attrs(key: rsa.RSAPublicKey, prefix: str = "") -> str:
     numbers = key.public_numbers()
-    return (f'{prefix}value="{b64(public_key_blob(key))}" {prefix}modulus="{int_b64(numbers.n)}" '
-            f'{prefix}exponent="{int_b64(numbers.e)}"')
+    return (
+        f'{prefix}value="{b64(public_key_blob(key))}" {prefix}modulus="{int_b64(numbers.n)}" '
+        f'{prefix}exponent="{int_b64(numbers.e)}"'
+    )
 
 
 def discovery_xml(current: rsa.RSAPublicKey, old: rsa.RSAPublicKey | None) -> bytes:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 WHITESPACE, NEWLINE, COMMENTS = " \t\n\r", "\n\r", "#;"
-SHELL_NEED_ESCAPE = "\"\\`$"
+SHELL_NEED_ESCAPE = '"\\`$'
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -116,8 +116,10 @@ def parse(text: str) -> dict[str, str]:
                 state = "pre_key"
         elif state == "comment_escape":
             if c in NEWLINE:
-                raise EnvFileError(f"line {line_of(at)}: a comment ends in a backslash, which continues it onto "
-                                   "the next line before systemd 254 and not since")
+                raise EnvFileError(
+                    f"line {line_of(at)}: a comment ends in a backslash, which continues it onto "
+                    "the next line before systemd 254 and not since"
+                )
             state = "comment"
     if state not in ("pre_key", "key", "comment", "comment_escape"):
         push(len(text), state == "value")

@@ -27,8 +27,9 @@ def comment(activity_id: str = "act-1", action: str = "created", content_id: str
 def add(wopi: WopiClient, body, token: str | None = None):
     """AddActivities as Office sends it: a JSON body (or raw bytes) with no Content-Type at all."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = webtest.TestRequest.blank(wopi.url(token=token), method="POST",
-                                        headers={"X-WOPI-Override": "ADD_ACTIVITIES"})
+    request = webtest.TestRequest.blank(
+        wopi.url(token=token), method="POST", headers={"X-WOPI-Override": "ADD_ACTIVITIES"}
+    )
     request.body = raw
     request.environ.pop("CONTENT_TYPE", None)
     assert "CONTENT_TYPE" not in request.environ
@@ -53,6 +54,7 @@ def rows_of(services, file_id: str) -> int:
 
 
 # -- one comment ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("action", ["created", "updated", "deleted"])
 def test_a_minimal_comment_is_stored_and_its_id_echoed(wopi, services, action):
@@ -143,7 +145,13 @@ def test_each_activity_of_a_batch_is_answered_in_order(wopi, services):
     ]
     answers = add_ok(wopi, *batch)
     assert [(a["Id"], a["Status"]) for a in answers] == [
-        ("first", 0), ("bad-action", 2), ("some-like", 3), ("second", 0), ("no-data", 2), ("Third", 0)]
+        ("first", 0),
+        ("bad-action", 2),
+        ("some-like", 3),
+        ("second", 0),
+        ("no-data", 2),
+        ("Third", 0),
+    ]
     assert all("Message" not in a for a in answers if a["Status"] == 0)
     assert all(a["Message"] for a in answers if a["Status"] != 0)
     assert stored(services, wopi.file_id) == {"first": first, "second": second, "Third": batch[5]}
@@ -210,7 +218,7 @@ def test_a_malformed_activity_is_status_2_and_the_rest_is_stored(wopi, services,
 # -- the body as a whole -------------------------------------------------------------------------------
 
 BAD_BODIES = {
-    "not JSON": b"{\"Activities\": [",
+    "not JSON": b'{"Activities": [',
     "empty": b"",
     "not UTF-8": b"\xff\xfe{}",
     "a list": json.dumps([comment()]).encode(),
@@ -316,6 +324,7 @@ def test_an_activity_nested_too_deeply_is_refused_on_its_own(wopi, services):
 
 # -- repeats, files, tokens --------------------------------------------------------------------------
 
+
 def test_the_same_activity_sent_twice_is_stored_once(wopi, services):
     first = comment("retry-1", CommentText="original")
     assert add_ok(wopi, first) == [{"Id": "retry-1", "Status": 0}]
@@ -404,6 +413,7 @@ def test_activities_go_when_the_files_folder_is_deleted(services, client_for, gr
 
 # -- wopihost activities FILE_ID -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def host_clock() -> FrozenClock:
     return FrozenClock()
@@ -428,8 +438,10 @@ def cli_file(run, served, tmp_path) -> WopiClient:
 
 def test_cli_lists_activities_oldest_first(run, cli_file, host_clock):
     first = comment("zz-first", "created", "thread-1", CommentText="Please check, @Dan")
-    first["People"] = [{"Name": "Dan Brown", "Id": "dan", "Mentioned": True},
-                       {"Name": "Quiet Person", "Id": "quiet", "Mentioned": False}]
+    first["People"] = [
+        {"Name": "Dan Brown", "Id": "dan", "Mentioned": True},
+        {"Name": "Quiet Person", "Id": "quiet", "Mentioned": False},
+    ]
     add_ok(cli_file, first)
     host_clock.advance(seconds=5)
     add_ok(cli_file, comment("aa-second", "deleted", "thread-2"))
@@ -452,7 +464,9 @@ def test_cli_lists_activities_as_json(run, cli_file, host_clock):
     add_ok(cli_file, second)
     listed = json.loads(run("activities", cli_file.file_id, "--json").output)
     assert [(a["id"], a["user"], a["type"], a["activity"]) for a in listed] == [
-        ("zz-first", "carol", "comment", first), ("aa-second", "carol", "comment", second)]
+        ("zz-first", "carol", "comment", first),
+        ("aa-second", "carol", "comment", second),
+    ]
     assert listed[0]["received"] < listed[1]["received"]
 
 

@@ -45,12 +45,18 @@ def test_a_backup_holds_what_is_still_in_the_wal(run, served, env, tmp_path):
     dest = tmp_path / "backup" / "wopihost.sqlite3"
     dest.parent.mkdir()
     written = json.loads(run("backup", str(dest), "--json").stdout)
-    assert written == {"database": str(dest), "size": dest.stat().st_size, "revision": written["revision"],
-                       "source": str(database_path(env)), "blobs": f"{env['WOPIHOST_DATA_DIR']}/blobs"}
+    assert written == {
+        "database": str(dest),
+        "size": dest.stat().st_size,
+        "revision": written["revision"],
+        "source": str(database_path(env)),
+        "blobs": f"{env['WOPIHOST_DATA_DIR']}/blobs",
+    }
     assert written["revision"] and names_in(dest) == ["One.docx", "Two.docx"]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["wopihost.sqlite3"]  # no partial copy left
-    restored = CliRunner().invoke(main, ["files", "list", "--json"],
-                                  env={**env, "WOPIHOST_DATABASE_URL": f"sqlite:///{dest}"})
+    restored = CliRunner().invoke(
+        main, ["files", "list", "--json"], env={**env, "WOPIHOST_DATABASE_URL": f"sqlite:///{dest}"}
+    )
     assert sorted(f["name"] for f in json.loads(restored.stdout)) == ["One.docx", "Two.docx"]
 
 
@@ -77,8 +83,8 @@ def test_backups_taken_while_the_server_writes_are_consistent(run, served, tmp_p
         stop.set()
         writer.join()
     for earlier, later in zip(copies, copies[1:]):
-        assert later[:len(earlier)] == earlier  # each copy is a moment of the database, in order
-    assert copies[-1] == added[:len(copies[-1])] and len(copies[-1]) > 0
+        assert later[: len(earlier)] == earlier  # each copy is a moment of the database, in order
+    assert copies[-1] == added[: len(copies[-1])] and len(copies[-1]) > 0
 
 
 @on_sqlite
@@ -93,7 +99,8 @@ def test_a_backup_does_not_overwrite_unless_forced(run, env, tmp_path):
     assert text.startswith(f"wrote {dest}: a consistent copy of {database_path(env)}")
     assert f"now copy {env['WOPIHOST_DATA_DIR']}/blobs alongside" in text
     assert names_in(dest) == [] and sorted(p.name for p in tmp_path.iterdir() if "existing" in p.name) == [
-        "existing.sqlite3"]
+        "existing.sqlite3"
+    ]
 
 
 @pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")

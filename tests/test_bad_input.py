@@ -33,6 +33,7 @@ def assert_400(response, *words: str):
 
 # -- integer headers ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [HUGE, TOO_LONG, "0" * 30 + TOO_LONG])
 def test_max_expected_size_out_of_range_is_400_even_for_a_reader(make_file, client_for, value):
     reader = client_for(make_file(), can_write=False)
@@ -61,20 +62,29 @@ def test_put_relative_size_out_of_range_is_400(wopi, value):
 @pytest.mark.parametrize("value", [HUGE, TOO_LONG])
 def test_content_range_out_of_range_is_400(wopi, header, value):
     token = create_session(wopi)
-    headers = {"X_WOPI_UploadSessionToken": token, "X_WOPI_ContentRangeOffset": "0",
-               "X_WOPI_ContentRangeLength": "1", header: value}
+    headers = {
+        "X_WOPI_UploadSessionToken": token,
+        "X_WOPI_ContentRangeOffset": "0",
+        "X_WOPI_ContentRangeLength": "1",
+        header: value,
+    }
     assert_400(wopi.op("UPDATE_UPLOAD_SESSION", b"x", **headers), header.replace("_", "-"))
     assert update_session(wopi, token, 0, b"x").headers["X-WOPI-UploadSessionCurrentOffset"] == "1"
 
 
 @pytest.mark.parametrize("value", [HUGE, TOO_LONG])
 def test_coauth_timeout_out_of_range_is_400(wopi, value):
-    response = wopi.op("GET_COAUTH_LOCK", X_WOPI_CoauthLockId="C", X_WOPI_CoauthLockType="Coauth",
-                       X_WOPI_CoauthLockExpirationTimeout=value)
+    response = wopi.op(
+        "GET_COAUTH_LOCK",
+        X_WOPI_CoauthLockId="C",
+        X_WOPI_CoauthLockType="Coauth",
+        X_WOPI_CoauthLockExpirationTimeout=value,
+    )
     assert_400(response, "X-WOPI-CoauthLockExpirationTimeout")
 
 
 # -- lone surrogates ----------------------------------------------------------------------------
+
 
 def test_rename_to_a_lone_surrogate_is_400(wopi):
     response = wopi.op("RENAME_FILE", X_WOPI_RequestedName="+2AA-")
@@ -103,8 +113,13 @@ def test_suggested_target_with_a_lone_surrogate_is_sanitised(wopi):
 
 
 def coauth_lock_with_body_metadata(wopi, metadata_json: str):
-    return wopi.op("GET_COAUTH_LOCK", f'{{"CoauthLockMetadata": {metadata_json}}}'.encode(),
-                   X_WOPI_CoauthLockId="C", X_WOPI_CoauthLockType="Coauth", X_WOPI_CoauthLockExpirationTimeout="600")
+    return wopi.op(
+        "GET_COAUTH_LOCK",
+        f'{{"CoauthLockMetadata": {metadata_json}}}'.encode(),
+        X_WOPI_CoauthLockId="C",
+        X_WOPI_CoauthLockType="Coauth",
+        X_WOPI_CoauthLockExpirationTimeout="600",
+    )
 
 
 @pytest.mark.parametrize("metadata, problem", [('"\\ud800"', "surrogate"), ('"a\\u0000b"', "NUL")])
@@ -134,6 +149,7 @@ def test_put_chunked_file_text_that_cannot_be_stored_is_400(locked, text, proble
 
 # -- NUL characters -----------------------------------------------------------------------------
 
+
 def test_user_info_with_a_nul_is_400(wopi):
     assert_400(wopi.op("PUT_USER_INFO", b"a\x00b"), "UserInfo", "NUL")
     assert "UserInfo" not in wopi.check_file_info().json
@@ -143,8 +159,9 @@ def test_user_info_with_a_nul_is_400(wopi):
 def test_lock_ids_with_a_nul_are_400(wopi, header):
     headers = {header: "a\x00b"}
     if header == "X_WOPI_CoauthLockId":
-        response = wopi.op("GET_COAUTH_LOCK", X_WOPI_CoauthLockType="Coauth",
-                           X_WOPI_CoauthLockExpirationTimeout="600", **headers)
+        response = wopi.op(
+            "GET_COAUTH_LOCK", X_WOPI_CoauthLockType="Coauth", X_WOPI_CoauthLockExpirationTimeout="600", **headers
+        )
     else:
         response = wopi.op("LOCK", **headers)
     assert_400(response, header.replace("_", "-"), "NUL")
@@ -152,8 +169,13 @@ def test_lock_ids_with_a_nul_are_400(wopi, header):
 
 @pytest.mark.parametrize("token", ["a\x00b", "\xe9" * 22, "x" * 5000, "../../etc/passwd"])
 def test_upload_session_tokens_we_never_issued_are_410(wopi, token):
-    response = wopi.op("UPDATE_UPLOAD_SESSION", b"x", X_WOPI_UploadSessionToken=token,
-                       X_WOPI_ContentRangeOffset="0", X_WOPI_ContentRangeLength="1")
+    response = wopi.op(
+        "UPDATE_UPLOAD_SESSION",
+        b"x",
+        X_WOPI_UploadSessionToken=token,
+        X_WOPI_ContentRangeOffset="0",
+        X_WOPI_ContentRangeLength="1",
+    )
     assert response.status_int == 410, response.headers
 
 
@@ -161,12 +183,14 @@ def test_upload_session_tokens_we_never_issued_are_410(wopi, token):
 def test_commit_tokens_we_never_issued_are_410(locked, token):
     signature, chunks = full_file(b"hello")
     message = {"Signatures": [signature.to_json("MainContent")], "UploadSessionTokenToCommit": token}
-    response = locked.contents_op("PUT_CHUNKED_FILE", message_frame(message) + END_FRAME, X_WOPI_Lock="L",
-                                  X_WOPI_SequenceNumber="1")
+    response = locked.contents_op(
+        "PUT_CHUNKED_FILE", message_frame(message) + END_FRAME, X_WOPI_Lock="L", X_WOPI_SequenceNumber="1"
+    )
     assert response.status_int == 410, response.headers
 
 
 # -- JSON nested past Python's recursion limit -------------------------------------------------
+
 
 def test_deeply_nested_json_messages_are_400(wopi):
     response = wopi.op("GET_CHUNKED_FILE", b'{"ContentFilters": ' + b"[" * 50_000)
@@ -174,8 +198,13 @@ def test_deeply_nested_json_messages_are_400(wopi):
 
 
 def test_deeply_nested_coauth_body_is_no_metadata(wopi):
-    response = wopi.op("GET_COAUTH_LOCK", b"[" * 5000, X_WOPI_CoauthLockId="C", X_WOPI_CoauthLockType="Coauth",
-                       X_WOPI_CoauthLockExpirationTimeout="600")
+    response = wopi.op(
+        "GET_COAUTH_LOCK",
+        b"[" * 5000,
+        X_WOPI_CoauthLockId="C",
+        X_WOPI_CoauthLockType="Coauth",
+        X_WOPI_CoauthLockExpirationTimeout="600",
+    )
     assert response.status_int == 200
     assert response.json["CoauthTable"][0]["CoauthLockMetadata"] == ""
 
@@ -183,6 +212,7 @@ def test_deeply_nested_coauth_body_is_no_metadata(wopi):
 def test_a_malformed_commit_token_does_not_hide_a_lock_conflict(locked):
     signature, chunks = full_file(b"hello")
     message = {"Signatures": [signature.to_json("MainContent")], "UploadSessionTokenToCommit": "x" * 5000}
-    response = locked.contents_op("PUT_CHUNKED_FILE", message_frame(message) + END_FRAME, X_WOPI_Lock="other",
-                                  X_WOPI_SequenceNumber="1")
+    response = locked.contents_op(
+        "PUT_CHUNKED_FILE", message_frame(message) + END_FRAME, X_WOPI_Lock="other", X_WOPI_SequenceNumber="1"
+    )
     assert response.status_int == 409 and response.headers["X-WOPI-Lock"] == "L"

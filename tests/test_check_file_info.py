@@ -1,8 +1,8 @@
 """CheckFileInfo (docs/wopi.md §3.1, §5, §7 item 1)."""
 
 import base64
-import io
 import hashlib
+import io
 import os
 import re
 
@@ -16,9 +16,16 @@ from wopihost.clock import to_epoch_ms
 from .helpers import WopiClient
 
 # The CSPP schema rejects these; a plain host must never send them (docs/wopi.md §5 "schema trap").
-WOPI_PLUS_ONLY = {"SupportsCoauth", "SequenceNumber", "OfficeCollaborationServiceEndpointUrl",
-                  "RealTimeChannelEndpointUrl", "AccessTokenExpiry", "ServerTime", "SharingStatus",
-                  "FileGeoLocationCode"}
+WOPI_PLUS_ONLY = {
+    "SupportsCoauth",
+    "SequenceNumber",
+    "OfficeCollaborationServiceEndpointUrl",
+    "RealTimeChannelEndpointUrl",
+    "AccessTokenExpiry",
+    "ServerTime",
+    "SharingStatus",
+    "FileGeoLocationCode",
+}
 
 
 def test_required_properties_have_the_right_types(wopi):
@@ -32,8 +39,17 @@ def test_required_properties_have_the_right_types(wopi):
 
 def test_capabilities_and_write_permissions(wopi):
     info = wopi.check_file_info().json
-    for flag in ("SupportsLocks", "SupportsGetLock", "SupportsExtendedLockLength", "SupportsUpdate",
-                 "SupportsRename", "SupportsDeleteFile", "SupportsUserInfo", "UserCanWrite", "UserCanRename"):
+    for flag in (
+        "SupportsLocks",
+        "SupportsGetLock",
+        "SupportsExtendedLockLength",
+        "SupportsUpdate",
+        "SupportsRename",
+        "SupportsDeleteFile",
+        "SupportsUserInfo",
+        "UserCanWrite",
+        "UserCanRename",
+    ):
         assert info[flag] is True, flag
     for flag in ("ReadOnly", "UserCanNotWriteRelative", "IsAnonymousUser"):
         assert info[flag] is False, flag
@@ -71,8 +87,9 @@ def test_host_urls_are_launch_links_of_this_hosts_page(wopi):
 
 
 def test_host_urls_name_the_integrators_page_when_one_is_set(settings, clock, make_file):
-    app = create_app(settings.with_changes(host_page_url="https://portal.example.test/open?f={file_id}&a={action}"),
-                     clock)
+    app = create_app(
+        settings.with_changes(host_page_url="https://portal.example.test/open?f={file_id}&a={action}"), clock
+    )
     services = app.extensions["wopihost"]
     file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
     client = WopiClient(webtest.TestApp(app), file.id, services.issue_token(file.id, "alice", True).token)
@@ -170,7 +187,6 @@ def test_checkfileinfo_and_getfile_read_the_database_once(wopi, services, suffix
         services.db.dispose()
     assert response.status_int == 200
     if not services.db.is_sqlite:
-        statements = [line for line in trace.read_text().splitlines()
-                      if re.search(r"\tF\t\d+\t(Parse|Query)\b", line)]
+        statements = [line for line in trace.read_text().splitlines() if re.search(r"\tF\t\d+\t(Parse|Query)\b", line)]
     statements = [s for s in statements if not s.lstrip().upper().startswith(("PRAGMA", "SET "))]  # connecting
     assert len(statements) == 1, statements

@@ -8,8 +8,8 @@ import pty
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Iterator
 
 import click
 import pytest
@@ -121,9 +121,16 @@ def test_sessions_list_and_gc(run, served, tmp_path, env):
     assert run("sessions", "list").output == "no upload sessions\n"
     assert json.loads(run("sessions", "list", "--json").output) == []
     session = served.post(url, headers={"X-WOPI-Override": "CREATE_UPLOAD_SESSION"}).json["UploadSessionToken"]
-    served.post(url, b"12345", headers={"X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
-                                         "X-WOPI-UploadSessionToken": session, "X-WOPI-ContentRangeOffset": "0",
-                                         "X-WOPI-ContentRangeLength": "5"})
+    served.post(
+        url,
+        b"12345",
+        headers={
+            "X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
+            "X-WOPI-UploadSessionToken": session,
+            "X-WOPI-ContentRangeOffset": "0",
+            "X-WOPI-ContentRangeLength": "5",
+        },
+    )
     listed = json.loads(run("sessions", "list", "--json").output)
     assert [(s["file_id"], s["bytes"], s["expired"]) for s in listed] == [(file_id, 5, False)]
     assert listed[0]["id"] == session[:6] + "..."  # a credential: never whole
@@ -137,12 +144,21 @@ def test_validate_is_the_validators_command_line(run):
     assert "usage: wopihost validate" in usage and "--testcases" in usage and "--proof-keys" in usage
     missing = run("validate", "--wopisrc", "http://127.0.0.1:1/wopi/files/x", ok=False)
     assert missing.exit_code == 2 and "--token" in missing.output
-    absent = run("validate", "--wopisrc", "http://127.0.0.1:1/wopi/files/x", "--token", "t", "--testcases",
-                 "/nonexistent/TestCases.xml", ok=False)
+    absent = run(
+        "validate",
+        "--wopisrc",
+        "http://127.0.0.1:1/wopi/files/x",
+        "--token",
+        "t",
+        "--testcases",
+        "/nonexistent/TestCases.xml",
+        ok=False,
+    )
     assert absent.exit_code != 0 and "TestCases.xml" in absent.output
 
 
 # -- files info, files rm, lock list --------------------------------------------------------------------
+
 
 def add(run, tmp_path, name: str = "Doc.docx", content: bytes = b"content", *options: str) -> dict:
     source = tmp_path / name
@@ -156,8 +172,12 @@ def wopi_client(run, served, file_id: str) -> WopiClient:
 
 
 def coauth_lock(client: WopiClient, lock_id: str):
-    return client.op("GET_COAUTH_LOCK", X_WOPI_CoauthLockId=lock_id, X_WOPI_CoauthLockType="Coauth",
-                     X_WOPI_CoauthLockExpirationTimeout="600")
+    return client.op(
+        "GET_COAUTH_LOCK",
+        X_WOPI_CoauthLockId=lock_id,
+        X_WOPI_CoauthLockType="Coauth",
+        X_WOPI_CoauthLockExpirationTimeout="600",
+    )
 
 
 def test_version():
@@ -170,7 +190,12 @@ def test_files_info_says_where_a_file_is_and_what_holds_it(run, served, tmp_path
     info = json.loads(run("files", "info", added["id"], "--json").output)
     assert {k: info[k] for k in added} == added
     assert (info["path"], info["owner"], info["size"], info["lock"], info["coauth_locks"]) == (
-        "a/b/Report.docx", "carol", 12, None, [])
+        "a/b/Report.docx",
+        "carol",
+        12,
+        None,
+        [],
+    )
     drive = [d for d in json.loads(run("drives", "list", "--json").output) if d["members"] == ["carol"]][0]
     assert info["drive_id"] == drive["id"] and info["folder_id"] and info["modified_by"] == "carol"
     assert info["sha256"] == base64.b64encode(hashlib.sha256(b"twelve bytes").digest()).decode()
@@ -202,8 +227,7 @@ def test_files_rm_refuses_a_locked_file_unless_forced(run, served, tmp_path):
         assert "--force" in refused.stderr and refused.stdout == ""
     assert first.get_file().body == second.get_file().body == b"content"  # both still there
     forced = json.loads(run("files", "rm", wopi_locked["id"], "--force", "--json").output)
-    assert forced == {"id": wopi_locked["id"], "name": "Wopi.docx", "size": 7, "deleted": True,
-                      "removed_locks": ["L1"]}
+    assert forced == {"id": wopi_locked["id"], "name": "Wopi.docx", "size": 7, "deleted": True, "removed_locks": ["L1"]}
     assert "removed its locks 'C1'" in run("files", "rm", coauth_locked["id"], "--force").output
     assert first.check_file_info().status_int == 404 and second.check_file_info().status_int == 404
     assert json.loads(run("lock", "list", "--json").output) == []
@@ -219,8 +243,9 @@ def test_lock_list_shows_live_locks_of_both_kinds(run, served, tmp_path):
     with services.db.write() as s:  # a lock whose expiry has passed is no lock
         s.add(Lock(file_id=idle["id"], lock_id="old", expires_at=services.clock.now() - timedelta(seconds=1)))
     rows = json.loads(run("lock", "list", "--json").output)
-    assert sorted((r["file_id"], r["name"], r["lock_id"], r["type"]) for r in rows) == sorted([
-        (one["id"], "One.docx", "L1", "WOPI"), (two["id"], "Two.docx", "C1", "Coauth")])
+    assert sorted((r["file_id"], r["name"], r["lock_id"], r["type"]) for r in rows) == sorted(
+        [(one["id"], "One.docx", "L1", "WOPI"), (two["id"], "Two.docx", "C1", "Coauth")]
+    )
     assert all(set(r) == {"file_id", "name", "lock_id", "type", "expires"} for r in rows)
     text = run("lock", "list").output
     assert "One.docx  WOPI lock 'L1'" in text and "Two.docx  Coauth lock 'C1'" in text and "old" not in text
@@ -230,13 +255,16 @@ def test_lock_list_shows_live_locks_of_both_kinds(run, served, tmp_path):
 
 # -- values refused before anything happens -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("ttl", ["0", "0s", "-5m", "-1", "soon"])
 def test_token_lifetimes_must_be_more_than_zero(run, tmp_path, ttl):
     file_id = add(run, tmp_path)["id"]
     result = run("token", "issue", file_id, "--user", "u", "--ttl", ttl, ok=False)
     assert result.exit_code == 2
-    assert f"Invalid value for '--ttl': must be a duration of more than 0, such as 30m, 10h or 2d, not '{ttl}'" \
+    assert (
+        f"Invalid value for '--ttl': must be a duration of more than 0, such as 30m, 10h or 2d, not '{ttl}'"
         in result.stderr
+    )
     assert "access_token" not in result.stdout
     assert run("token", "revoke", "--file", file_id, ok=False).exit_code == 1  # none was issued
 
@@ -251,7 +279,8 @@ def test_files_add_refuses_a_file_over_the_limit_before_reading_it(env, tmp_path
     assert time.monotonic() - started < 10
     assert result.exit_code == 1 and result.stderr == (
         f"Error: {huge} is too large: {(1 << 40) + 1} bytes, more than WOPIHOST_MAX_FILE_SIZE ({1 << 40} bytes); "
-        "nothing was stored\n")
+        "nothing was stored\n"
+    )
     small = {**env, "WOPIHOST_MAX_FILE_SIZE": "1KiB"}
     (tmp_path / "fits.bin").write_bytes(b"x" * 1024)
     (tmp_path / "over.bin").write_bytes(b"x" * 1025)
@@ -275,11 +304,11 @@ def test_revoking_nothing_fails(run, tmp_path):
 
 # -- progress bars --------------------------------------------------------------------------------------
 
+
 def on_a_terminal(args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, str]:
     """`wopihost ARGS` with its stderr on a pseudo-terminal; the result and what the terminal showed."""
     main_fd, terminal = pty.openpty()
-    process = subprocess.Popen([*WOPIHOST, *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
-                               stderr=terminal)
+    process = subprocess.Popen([*WOPIHOST, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=terminal)
     os.close(terminal)
     shown = bytearray()
     while True:
@@ -311,6 +340,7 @@ def test_long_operations_show_progress_on_a_terminal_only(run, env, tmp_path):
 
 # -- one JSON vocabulary ----------------------------------------------------------------------------------
 
+
 def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
@@ -320,8 +350,7 @@ def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple
 
 
 def test_every_command_has_json_but_the_validators_own_command_line():
-    without = [" ".join(path) for path, command in commands(main)
-               if "as_json" not in {p.name for p in command.params}]
+    without = [" ".join(path) for path, command in commands(main) if "as_json" not in {p.name for p in command.params}]
     assert without == ["validate"]
 
 
@@ -351,8 +380,12 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
 
     (tmp_path / "x.docx").write_bytes(b"x")
     j("db", "upgrade")
-    assert j("db", "current") == {"revision": out["db upgrade"]["head"], "head": out["db upgrade"]["head"],
-                                  "state": "current", "at_head": True}
+    assert j("db", "current") == {
+        "revision": out["db upgrade"]["head"],
+        "head": out["db upgrade"]["head"],
+        "state": "current",
+        "at_head": True,
+    }
     added = j("files", "add", str(tmp_path / "x.docx"))
     assert set(added) == {"id", "name", "owner", "size", "version", "modified"}
     assert j("files", "list") == [added]
@@ -380,8 +413,9 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
     assert set(j("gc")) == {"sessions", "blobs", "partial_writes", "tokens"}
     assert j("demo")["file_id"] != added["id"]
     assert j("files", "rm", added["id"])["id"] == added["id"]
-    doctor = CliRunner().invoke(main, ["doctor", "--timeout", "1", "--json"],
-                                env={**env, "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"})
+    doctor = CliRunner().invoke(
+        main, ["doctor", "--timeout", "1", "--json"], env={**env, "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"}
+    )
     assert doctor.exit_code == 1  # the public URL reaches nothing
     report = out["doctor"] = json.loads(doctor.stdout)
     assert report["ok"] is False and report["problems"] == 1
@@ -395,10 +429,17 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
         assert not keys & SYNONYMS, command
 
 
-@pytest.mark.parametrize("args", [["token", "issue", "F", "--user", "a b"], ["token", "issue", "--api", "--user", ""],
-                                  ["files", "add", "PATH", "--owner", "x" * 65],
-                                  ["drives", "create", "--name", "T", "--member", "a/b"],
-                                  ["drives", "add-member", "D", "a b"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["token", "issue", "F", "--user", "a b"],
+        ["token", "issue", "--api", "--user", ""],
+        ["files", "add", "PATH", "--owner", "x" * 65],
+        ["drives", "create", "--name", "T", "--member", "a/b"],
+        ["drives", "add-member", "D", "a b"],
+    ],
+    ids=" ".join,
+)
 def test_user_ids_are_checked_before_anything_runs(run, tmp_path, args):
     source = tmp_path / "a.docx"
     source.write_bytes(b"")

@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-
 PUBLIC = "https://wopi.example.test"
 
 
@@ -28,10 +27,12 @@ def container_id(url: str) -> str:
 @pytest.fixture
 def add(run, tmp_path):
     """`wopihost files add` of a small file; returns its JSON."""
+
     def add(name: str = "Doc.docx", *options: str) -> dict:
         source = tmp_path / name
         source.write_bytes(b"content of " + name.encode())
         return json.loads(run("files", "add", str(source), "--json", *options).output)
+
     return add
 
 
@@ -39,6 +40,7 @@ def add(run, tmp_path):
 def file_token(run):
     def issue(file_id: str, *options: str, user: str = "demo") -> dict:
         return json.loads(run("token", "issue", file_id, "--user", user, "--json", *options).output)
+
     return issue
 
 
@@ -48,6 +50,7 @@ def ancestors(served, file_id: str, token: str) -> list[dict]:
 
 
 # -- files add --folder -------------------------------------------------------------------------------
+
 
 def test_files_add_into_a_folder_path(add, file_token, served):
     added = add("Report.docx", "--folder", "a/b", "--owner", "carol")
@@ -67,13 +70,16 @@ def test_files_add_into_the_same_folder_reuses_it(add, file_token, run, served):
     assert [container_id(a["Url"]) for a in first_up] == [container_id(a["Url"]) for a in second_up]
     assert [container_id(a["Url"]) for a in third_up] == [container_id(a["Url"]) for a in first_up[:2]]
     # the root holds one folder a, and b holds both files
-    root_token = json.loads(run("token", "issue", "--container", container_id(first_up[0]["Url"]),
-                                "--user", "demo", "--json").output)
-    listing = served.get(local(root_token["container_url"], "/children")
-                         + f"?access_token={root_token['access_token']}")
+    root_token = json.loads(
+        run("token", "issue", "--container", container_id(first_up[0]["Url"]), "--user", "demo", "--json").output
+    )
+    listing = served.get(
+        local(root_token["container_url"], "/children") + f"?access_token={root_token['access_token']}"
+    )
     assert [c["Name"] for c in listing.json["ChildContainers"]] == ["a"]
-    b_token = json.loads(run("token", "issue", "--container", container_id(first_up[2]["Url"]),
-                             "--user", "demo", "--json").output)
+    b_token = json.loads(
+        run("token", "issue", "--container", container_id(first_up[2]["Url"]), "--user", "demo", "--json").output
+    )
     listing = served.get(local(b_token["container_url"], "/children") + f"?access_token={b_token['access_token']}")
     assert sorted(f["Name"] for f in listing.json["ChildFiles"]) == ["One.docx", "Two.docx"]
 
@@ -93,6 +99,7 @@ def test_files_add_refuses_an_invalid_folder_name(run, tmp_path):
 
 
 # -- token issue --container ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def folder_b(add, file_token, served) -> tuple[str, dict]:
@@ -123,16 +130,20 @@ def test_container_token_as_json(run, served, folder_b):
 
 def test_read_only_container_token_may_only_list(run, served, folder_b):
     folder_id, _ = folder_b
-    issued = json.loads(run("token", "issue", "--container", folder_id, "--user", "dave", "--read-only",
-                            "--json").output)
+    issued = json.loads(
+        run("token", "issue", "--container", folder_id, "--user", "dave", "--read-only", "--json").output
+    )
     assert issued["rights"] == "l" and issued["can_write"] is False
     info = served.get(local(issued["check_container_info_url"])).json
     assert info["UserCanCreateChildContainer"] is False and info["UserCanCreateChildFile"] is False
     assert info["UserCanRename"] is False and info["UserCanDelete"] is False
     query = f"?access_token={issued['access_token']}"
     assert served.get(local(issued["container_url"], "/children") + query).status_int == 200
-    created = served.post(local(issued["container_url"]) + query, headers={
-        "X-WOPI-Override": "CREATE_CHILD_CONTAINER", "X-WOPI-SuggestedTarget": "new"}, expect_errors=True)
+    created = served.post(
+        local(issued["container_url"]) + query,
+        headers={"X-WOPI-Override": "CREATE_CHILD_CONTAINER", "X-WOPI-SuggestedTarget": "new"},
+        expect_errors=True,
+    )
     assert created.status_int == 404
 
 
@@ -152,6 +163,7 @@ def test_container_token_for_an_unknown_folder_fails(run):
 
 
 # -- token issue FILE_ID --folders --------------------------------------------------------------------------
+
 
 def test_file_token_with_folder_rights_reaches_the_containers_above(file_token, served, folder_b):
     folder_id, added = folder_b

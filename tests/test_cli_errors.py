@@ -15,13 +15,21 @@ from wopihost.localserver import WOPIHOST, free_port
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 # Commands that need the database, each as an admin would type it; `serve` last (it must not start).
-NEEDING_THE_DATABASE = [["files", "list"], ["db", "upgrade"], ["db", "current"], ["token", "revoke", "x"],
-                        ["lock", "list"], ["backup", "/nonexistent/x"], ["serve", "--port", "1"]]
+NEEDING_THE_DATABASE = [
+    ["files", "list"],
+    ["db", "upgrade"],
+    ["db", "current"],
+    ["token", "revoke", "x"],
+    ["lock", "list"],
+    ["backup", "/nonexistent/x"],
+    ["serve", "--port", "1"],
+]
 
 
 def wopihost(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*WOPIHOST, *args], env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [*WOPIHOST, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line_failure(result: subprocess.CompletedProcess, *expected: str) -> str:
@@ -36,8 +44,11 @@ def one_line_failure(result: subprocess.CompletedProcess, *expected: str) -> str
 
 @pytest.fixture
 def base_env(tmp_path) -> dict:
-    return {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_SECRET_KEY": "s",
-            "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"}
+    return {
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_SECRET_KEY": "s",
+        "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1",
+    }
 
 
 @pytest.mark.parametrize("args", NEEDING_THE_DATABASE, ids=" ".join)
@@ -46,38 +57,49 @@ def test_an_unreachable_postgresql(base_env, args):
     if args[0] == "backup":  # no connection needed to know this one
         one_line_failure(result, "pg_dump")
     else:
-        one_line_failure(result, "cannot use the database postgresql+psycopg://postgres@127.0.0.1:1/test",
-                         "Connection refused")
+        one_line_failure(
+            result, "cannot use the database postgresql+psycopg://postgres@127.0.0.1:1/test", "Connection refused"
+        )
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("postgres://postgres@127.0.0.1/test", "postgres:// is not a scheme"),
-    ("postgresql+psycopg2://postgres@127.0.0.1/test", "wopihost ships the psycopg driver, not psycopg2"),
-    ("mysql://root@127.0.0.1/test", "not mysql"),
-    ("sqlite+aiosqlite:///x.sqlite3", "use sqlite:///path"),
-    ("not a url", "is not a database URL"),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("postgres://postgres@127.0.0.1/test", "postgres:// is not a scheme"),
+        ("postgresql+psycopg2://postgres@127.0.0.1/test", "wopihost ships the psycopg driver, not psycopg2"),
+        ("mysql://root@127.0.0.1/test", "not mysql"),
+        ("sqlite+aiosqlite:///x.sqlite3", "use sqlite:///path"),
+        ("not a url", "is not a database URL"),
+    ],
+)
 @pytest.mark.parametrize("args", [["files", "list"], ["db", "upgrade"], ["serve", "--port", "1"]], ids=" ".join)
 def test_a_database_url_we_cannot_use(base_env, url, expected, args):
-    message = one_line_failure(wopihost(*args, env={**base_env, "WOPIHOST_DATABASE_URL": url}),
-                               "WOPIHOST_DATABASE_URL", expected)
+    message = one_line_failure(
+        wopihost(*args, env={**base_env, "WOPIHOST_DATABASE_URL": url}), "WOPIHOST_DATABASE_URL", expected
+    )
     if "sqlite" not in url:
         assert "postgresql+psycopg://" in message
 
 
 def test_postgresql_without_its_driver_installed(base_env):
     """As where wopihost is installed without its postgres extra: psycopg cannot be imported."""
-    no_psycopg = ("import sys; sys.modules['psycopg'] = None; from wopihost.cli import main; "
-                  "sys.argv[0] = 'wopihost'; main()")
+    no_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; from wopihost.cli import main; sys.argv[0] = 'wopihost'; main()"
+    )
     for url in ("postgresql+psycopg://postgres@127.0.0.1/test", "postgresql://postgres@127.0.0.1/test"):
-        result = subprocess.run([WOPIHOST[0], "-c", no_psycopg, "files", "list"],
-                                env={**os.environ, **base_env, "WOPIHOST_DATABASE_URL": url},
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [WOPIHOST[0], "-c", no_psycopg, "files", "list"],
+            env={**os.environ, **base_env, "WOPIHOST_DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         one_line_failure(result, "psycopg driver, which is not installed", "wopihost[postgres]")
 
 
-@pytest.mark.parametrize("args", [a for a in NEEDING_THE_DATABASE if a[:2] not in (["db", "upgrade"],
-                                                                                    ["db", "current"])], ids=" ".join)
+@pytest.mark.parametrize(
+    "args", [a for a in NEEDING_THE_DATABASE if a[:2] not in (["db", "upgrade"], ["db", "current"])], ids=" ".join
+)
 def test_an_unmigrated_database(base_env, args):
     if args[0] == "backup":  # a copy of an empty database is refused for what it is: no database there
         one_line_failure(wopihost(*args, env=base_env), "there is no database at")
@@ -93,11 +115,13 @@ def test_a_data_directory_that_cannot_be_written(tmp_path, secret, args):
     env = {"WOPIHOST_DATA_DIR": str(tmp_path / "a-file" / "data")}
     if secret == "from the environment":
         env["WOPIHOST_SECRET_KEY"] = "s"
-        one_line_failure(wopihost(*args, env=env), f"the data directory {tmp_path}/a-file/data cannot be used",
-                         "Not a directory")
+        one_line_failure(
+            wopihost(*args, env=env), f"the data directory {tmp_path}/a-file/data cannot be used", "Not a directory"
+        )
     else:
-        one_line_failure(wopihost(*args, env=env), "the data directory cannot hold the token secret",
-                         "WOPIHOST_SECRET_KEY")
+        one_line_failure(
+            wopihost(*args, env=env), "the data directory cannot hold the token secret", "WOPIHOST_SECRET_KEY"
+        )
 
 
 def test_a_data_directory_on_a_read_only_filesystem(tmp_path, base_env):
@@ -117,8 +141,11 @@ def test_a_data_directory_on_a_read_only_filesystem(tmp_path, base_env):
         subprocess.run(["umount", str(mount)], check=True)
 
 
-@pytest.mark.parametrize("args", [["files", "info"], ["files", "rm"], ["lock", "break"], ["activities"],
-                                  ["token", "issue", "--user", "u"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [["files", "info"], ["files", "rm"], ["lock", "break"], ["activities"], ["token", "issue", "--user", "u"]],
+    ids=" ".join,
+)
 def test_an_id_that_does_not_exist(base_env, args):
     assert wopihost("db", "upgrade", env=base_env).returncode == 0
     one_line_failure(wopihost(*args, "NoSuchFile", env=base_env), "file not found: NoSuchFile")
@@ -127,13 +154,22 @@ def test_an_id_that_does_not_exist(base_env, args):
 def test_serve_prints_where_it_serves_and_serves(base_env):
     assert wopihost("db", "upgrade", env=base_env).returncode == 0
     port = free_port()
-    process = subprocess.Popen([*WOPIHOST, "serve", "--port", str(port), "--workers", "1", "--json"],
-                               env={**os.environ, **base_env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
+    process = subprocess.Popen(
+        [*WOPIHOST, "serve", "--port", str(port), "--workers", "1", "--json"],
+        env={**os.environ, **base_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         started = json.loads(process.stdout.readline())
-        assert started == {"public_url": "http://127.0.0.1:1", "bind": f"http://127.0.0.1:{port}", "workers": 1,
-                           "threads": 64, "data_dir": base_env["WOPIHOST_DATA_DIR"]}
+        assert started == {
+            "public_url": "http://127.0.0.1:1",
+            "bind": f"http://127.0.0.1:{port}",
+            "workers": 1,
+            "threads": 64,
+            "data_dir": base_env["WOPIHOST_DATA_DIR"],
+        }
         deadline = time.monotonic() + 30
         while True:
             try:

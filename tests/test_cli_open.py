@@ -11,6 +11,7 @@ def doc(run, tmp_path):
     path.write_bytes(b"x")
     return json.loads(run("files", "add", str(path), "--json").output)["id"]
 
+
 def test_open_prints_a_link_that_opens_the_page(run, served, doc, env, tmp_path):
     output = run("open", doc, "--user", "bob", "--action", "edit").output
     assert output.count("\n") == 1 and output.startswith("https://wopi.example.test/host/edit/")
@@ -18,21 +19,27 @@ def test_open_prints_a_link_that_opens_the_page(run, served, doc, env, tmp_path)
     page = served.get(output.strip().removeprefix("https://wopi.example.test"), status=503)
     assert "WOPIHOST_DISCOVERY_URL" in page.text
 
+
 def test_open_json(run, doc):
     info = json.loads(run("open", doc, "--user", "bob", "--json").output)
     assert set(info) == {"url", "action", "file_id", "user", "expires"}
     assert (info["action"], info["file_id"], info["user"]) == ("view", doc, "bob")
     assert info["url"].startswith("https://wopi.example.test/host/view/")
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--action", "edit", "--read-only"], 1, "a read-only link cannot edit"),
-    (["--action", "print"], 2, "'print' is not one of 'view', 'edit', 'editnew'"),
-    (["--ttl", "0"], 2, "must be a duration of more than 0"),
-    (["--ttl", "soon"], 2, "must be a duration of more than 0"),
-])
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--action", "edit", "--read-only"], 1, "a read-only link cannot edit"),
+        (["--action", "print"], 2, "'print' is not one of 'view', 'edit', 'editnew'"),
+        (["--ttl", "0"], 2, "must be a duration of more than 0"),
+        (["--ttl", "soon"], 2, "must be a duration of more than 0"),
+    ],
+)
 def test_open_refuses(run, doc, args, code, message):
     result = run("open", doc, "--user", "bob", *args, ok=False)
     assert result.exit_code == code and message in result.output
+
 
 def test_open_of_an_unknown_file(run):
     result = run("open", "nope", "--user", "bob", ok=False)

@@ -6,8 +6,12 @@ from wopihost.clock import to_epoch_ms
 
 
 def get_lock(wopi, lock_id="C1", lock_type="Coauth", timeout="600", metadata=None, body=b"", **extra):
-    headers = {"X_WOPI_CoauthLockId": lock_id, "X_WOPI_CoauthLockType": lock_type,
-               "X_WOPI_CoauthLockExpirationTimeout": timeout, **extra}
+    headers = {
+        "X_WOPI_CoauthLockId": lock_id,
+        "X_WOPI_CoauthLockType": lock_type,
+        "X_WOPI_CoauthLockExpirationTimeout": timeout,
+        **extra,
+    }
     if metadata is not None:
         headers["X_WOPI_CoauthLockMetadata"] = metadata
     return wopi.op("GET_COAUTH_LOCK", body, **{k: v for k, v in headers.items() if v is not None})
@@ -30,31 +34,43 @@ def rows(response) -> dict:
 
 # -- GetCoauthLock ---------------------------------------------------------------------------
 
+
 def test_get_coauth_lock_answers_the_whole_table(wopi, clock):
     response = get_lock(wopi, metadata="meta")
     assert response.status_int == 200
     assert response.headers["X-WOPI-CoauthTableVersion"]
-    assert response.json == {"CoauthTable": [{"CoauthLockId": "C1", "CoauthLockMetadata": "meta",
-                                              "CoauthLockType": "Coauth", "UserFriendlyName": "alice",
-                                              "CoauthLockTime": to_epoch_ms(clock.now())}]}
+    assert response.json == {
+        "CoauthTable": [
+            {
+                "CoauthLockId": "C1",
+                "CoauthLockMetadata": "meta",
+                "CoauthLockType": "Coauth",
+                "UserFriendlyName": "alice",
+                "CoauthLockTime": to_epoch_ms(clock.now()),
+            }
+        ]
+    }
     second = get_lock(wopi, "C2", "CoauthExclusive")
     assert set(rows(second)) == {"C1", "C2"}
     assert rows(second)["C2"]["CoauthLockMetadata"] == ""  # never null
     assert second.headers["X-WOPI-CoauthTableVersion"] != response.headers["X-WOPI-CoauthTableVersion"]
 
 
-@pytest.mark.parametrize("kwargs, header", [
-    ({"lock_id": None}, "X-WOPI-CoauthLockId"),
-    ({"lock_id": "x" * 1025}, "X-WOPI-CoauthLockId"),
-    ({"lock_type": None}, "X-WOPI-CoauthLockType"),
-    ({"lock_type": ""}, "X-WOPI-CoauthLockType"),
-    ({"lock_type": "None"}, "X-WOPI-CoauthLockType"),
-    ({"timeout": None}, "X-WOPI-CoauthLockExpirationTimeout"),
-    ({"timeout": "59"}, "X-WOPI-CoauthLockExpirationTimeout"),
-    ({"timeout": "3601"}, "X-WOPI-CoauthLockExpirationTimeout"),
-    ({"timeout": "ten"}, "X-WOPI-CoauthLockExpirationTimeout"),
-    ({"metadata": "m" * 4097}, "metadata"),
-])
+@pytest.mark.parametrize(
+    "kwargs, header",
+    [
+        ({"lock_id": None}, "X-WOPI-CoauthLockId"),
+        ({"lock_id": "x" * 1025}, "X-WOPI-CoauthLockId"),
+        ({"lock_type": None}, "X-WOPI-CoauthLockType"),
+        ({"lock_type": ""}, "X-WOPI-CoauthLockType"),
+        ({"lock_type": "None"}, "X-WOPI-CoauthLockType"),
+        ({"timeout": None}, "X-WOPI-CoauthLockExpirationTimeout"),
+        ({"timeout": "59"}, "X-WOPI-CoauthLockExpirationTimeout"),
+        ({"timeout": "3601"}, "X-WOPI-CoauthLockExpirationTimeout"),
+        ({"timeout": "ten"}, "X-WOPI-CoauthLockExpirationTimeout"),
+        ({"metadata": "m" * 4097}, "metadata"),
+    ],
+)
 def test_get_coauth_lock_bad_headers_are_400(wopi, kwargs, header):
     response = get_lock(wopi, **kwargs)
     assert response.status_int == 400
@@ -138,6 +154,7 @@ def test_changes_need_a_write_token(wopi, services, client_for):
 
 # -- expiry ----------------------------------------------------------------------------------
 
+
 def test_each_lock_expires_on_its_own_timeout(wopi, clock):
     get_lock(wopi, "short", timeout="60")
     get_lock(wopi, "long", timeout="3600")
@@ -156,6 +173,7 @@ def test_expired_exclusive_lock_no_longer_blocks(wopi, clock):
 
 
 # -- RefreshCoauthLock -----------------------------------------------------------------------
+
 
 def test_refresh_without_metadata_keeps_it_and_the_version(wopi, clock):
     first = get_lock(wopi, metadata="m", timeout="60")
@@ -186,13 +204,15 @@ def test_refresh_of_no_lock_is_409(wopi):
     assert refresh(wopi).status_int == 409
 
 
-@pytest.mark.parametrize("kwargs", [{"lock_id": None}, {"lock_id": "x" * 1025}, {"timeout": None},
-                                    {"timeout": "59"}, {"timeout": "3601"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"lock_id": None}, {"lock_id": "x" * 1025}, {"timeout": None}, {"timeout": "59"}, {"timeout": "3601"}]
+)
 def test_refresh_bad_headers_are_400_before_anything_else(wopi, kwargs):
     assert refresh(wopi, **kwargs).status_int == 400
 
 
 # -- UnlockCoauthLock --------------------------------------------------------------------------
+
 
 def test_unlock_removes_one_lock(wopi):
     get_lock(wopi, "C1")
@@ -202,14 +222,16 @@ def test_unlock_removes_one_lock(wopi):
     assert set(rows(table(wopi))) == {"C2"}
 
 
-@pytest.mark.parametrize("headers, status", [({"X_WOPI_CoauthLockId": "nope"}, 409), ({}, 400),
-                                             ({"X_WOPI_CoauthLockId": "x" * 1025}, 400)])
+@pytest.mark.parametrize(
+    "headers, status", [({"X_WOPI_CoauthLockId": "nope"}, 409), ({}, 400), ({"X_WOPI_CoauthLockId": "x" * 1025}, 400)]
+)
 def test_unlock_errors(wopi, headers, status):
     get_lock(wopi, "C1")
     assert wopi.op("UNLOCK_COAUTH_LOCK", **headers).status_int == status
 
 
 # -- GetCoauthTable ----------------------------------------------------------------------------
+
 
 def test_empty_table_has_a_version(wopi):
     response = table(wopi)
@@ -236,21 +258,25 @@ def test_table_of_a_wopi_locked_file_is_409(wopi):
 
 # -- WOPI locks while coauth locks hold the file ------------------------------------------------
 
+
 @pytest.fixture
 def coauthored(wopi):
     assert get_lock(wopi, "C1").status_int == 200
     return wopi
 
 
-@pytest.mark.parametrize("override, headers", [
-    ("LOCK", {"X_WOPI_Lock": "L"}),
-    ("LOCK", {"X_WOPI_Lock": "L", "X_WOPI_OldLock": "C1"}),
-    ("REFRESH_LOCK", {"X_WOPI_Lock": "C1"}),
-    ("UNLOCK", {"X_WOPI_Lock": "C1"}),
-    ("GET_LOCK", {}),
-    ("DELETE", {}),
-    ("RENAME_FILE", {"X_WOPI_RequestedName": "New"}),
-])
+@pytest.mark.parametrize(
+    "override, headers",
+    [
+        ("LOCK", {"X_WOPI_Lock": "L"}),
+        ("LOCK", {"X_WOPI_Lock": "L", "X_WOPI_OldLock": "C1"}),
+        ("REFRESH_LOCK", {"X_WOPI_Lock": "C1"}),
+        ("UNLOCK", {"X_WOPI_Lock": "C1"}),
+        ("GET_LOCK", {}),
+        ("DELETE", {}),
+        ("RENAME_FILE", {"X_WOPI_RequestedName": "New"}),
+    ],
+)
 def test_wopi_operations_conflict_without_naming_a_lock(coauthored, override, headers):
     response = coauthored.op(override, **headers)
     assert response.status_int == 409

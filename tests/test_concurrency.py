@@ -52,6 +52,7 @@ def test_sweeping_never_takes_the_pieces_of_a_session_being_committed(wopi, serv
 def test_crossed_folder_moves_never_put_two_folders_inside_each_other(services, graph):
     """Move a into b/inner and b into a/inner at once, over and over: one move wins, the other is refused
     (a folder cannot go below itself), and the tree stays a tree."""
+
     def mkdir(parent: str, name: str) -> str:
         answer = graph.post_json(f"me/drive/items/{parent}/children", {"name": name, "folder": {}})
         assert answer.status_int == 201, answer.body
@@ -92,8 +93,9 @@ def test_claiming_a_name_in_a_folder_does_not_lock_the_item_of_that_name(service
     outcome = []
     with services.db.write() as s:
         lock_folder(s, child)  # as a delete of x holds it, before the parent's lock
-        claim = threading.Thread(target=lambda: outcome.append(
-            _status_of(lambda: services.tree.create_folder(parent, "x", "fail"))))
+        claim = threading.Thread(
+            target=lambda: outcome.append(_status_of(lambda: services.tree.create_folder(parent, "x", "fail")))
+        )
         claim.start()
         claim.join(timeout=5)
         assert not claim.is_alive(), "the claim waits for the folder's lock"
@@ -111,8 +113,10 @@ def _status_of(call) -> int | None:
 
 def test_parallel_uploads_cannot_both_take_the_last_room_of_a_quota(settings, clock):
     """Two uploads into different folders of a drive with room for one: one fits, the other gets 507."""
-    from wopihost.app import create_app
     import webtest
+
+    from wopihost.app import create_app
+
     from .helpers import GraphClient
 
     app = create_app(settings.with_changes(drive_quota=1000), clock)
@@ -122,7 +126,10 @@ def test_parallel_uploads_cannot_both_take_the_last_room_of_a_quota(settings, cl
     try:
         for round_ in range(5):
             for name in ("a", "b"):
-                assert graph.post_json("me/drive/root/children", {"name": f"{name}{round_}", "folder": {}}).status_int == 201
+                assert (
+                    graph.post_json("me/drive/root/children", {"name": f"{name}{round_}", "folder": {}}).status_int
+                    == 201
+                )
             start = threading.Barrier(2)
 
             def upload(folder: str) -> int:

@@ -51,9 +51,11 @@ def follow(testapp) -> Follow:
 @pytest.fixture
 def placed(services):
     """alice's file Docs/Report.docx, with a write token whose containers may be listed, made in, managed."""
+
     def place(folders: str = "lcmw", can_write: bool = True, user: str = "alice"):
         file = services.add_file("alice", "Report.docx", io.BytesIO(b"report"), ["Docs"])
         return file, services.issue_token(file.id, user, can_write, folders=folders).token
+
     return place
 
 
@@ -71,6 +73,7 @@ def parent(placement, follow):
 
 
 # -- EnumerateAncestors, CheckContainerInfo ------------------------------------------------
+
 
 def test_file_ancestors_are_root_first_with_container_urls(placed, testapp, follow):
     file, token = placed()
@@ -93,16 +96,27 @@ def test_container_ancestors_and_the_root_has_none(parent, follow):
 def test_check_container_info_reports_the_tokens_rights(parent, follow):
     info = follow.get(parent).json
     assert info == {
-        "Name": "Docs", "UserCanCreateChildContainer": True, "UserCanCreateChildFile": True, "UserCanDelete": True,
-        "UserCanRename": True, "SupportedShareUrlTypes": ["ReadOnly", "ReadWrite"], "IsAnonymousUser": False,
-        "IsEduUser": False, "LicenseCheckForEditIsEnabled": False}
+        "Name": "Docs",
+        "UserCanCreateChildContainer": True,
+        "UserCanCreateChildFile": True,
+        "UserCanDelete": True,
+        "UserCanRename": True,
+        "SupportedShareUrlTypes": ["ReadOnly", "ReadWrite"],
+        "IsAnonymousUser": False,
+        "IsEduUser": False,
+        "LicenseCheckForEditIsEnabled": False,
+    }
 
 
 def test_a_root_container_is_neither_renamed_nor_deleted(parent, follow):
     root = follow.get(parent, "/ancestry").json["AncestorsWithRootFirst"][0]["Url"]
     info = follow.get(root).json
     assert (info["Name"], info["UserCanRename"], info["UserCanDelete"], info["UserCanCreateChildFile"]) == (
-        "root", False, False, True)
+        "root",
+        False,
+        False,
+        True,
+    )
     assert follow.post(root, "RENAME_CONTAINER", X_WOPI_RequestedName="x").status_int == 409
     assert follow.post(root, "DELETE_CONTAINER").status_int == 409
 
@@ -116,23 +130,31 @@ def test_licensing_flags_are_checkfileinfos(placement, testapp, parent, follow):
     assert info["SupportsContainers"] is info["SupportsEcosystem"] is True
 
 
-@pytest.mark.parametrize("folders, expected", [
-    ("", (False, False, False, [])),
-    ("c", (True, False, False, [])),
-    ("l", (False, False, False, ["ReadOnly"])),
-    ("lm", (False, True, True, ["ReadOnly"])),
-    ("lcmw", (True, True, True, ["ReadOnly", "ReadWrite"])),
-])
+@pytest.mark.parametrize(
+    "folders, expected",
+    [
+        ("", (False, False, False, [])),
+        ("c", (True, False, False, [])),
+        ("l", (False, False, False, ["ReadOnly"])),
+        ("lm", (False, True, True, ["ReadOnly"])),
+        ("lcmw", (True, True, True, ["ReadOnly", "ReadWrite"])),
+    ],
+)
 def test_a_file_tokens_reach_decides_its_containers_rights(placed, testapp, follow, folders, expected):
     file, token = placed(folders)
     docs = testapp.get(f"/wopi/files/{file.id}/ancestry?access_token={token}").json["AncestorsWithRootFirst"][-1]
     info = follow.get(docs["Url"]).json
-    assert (info["UserCanCreateChildFile"], info["UserCanRename"], info["UserCanDelete"],
-            info["SupportedShareUrlTypes"]) == expected
+    assert (
+        info["UserCanCreateChildFile"],
+        info["UserCanRename"],
+        info["UserCanDelete"],
+        info["SupportedShareUrlTypes"],
+    ) == expected
     assert info["UserCanCreateChildContainer"] is info["UserCanCreateChildFile"]
 
 
 # -- EnumerateChildren ------------------------------------------------------------------------
+
 
 def test_children_are_folders_and_files_with_checkfileinfos_values(services, placement, testapp, parent, follow):
     file, token = placement
@@ -145,21 +167,27 @@ def test_children_are_folders_and_files_with_checkfileinfos_values(services, pla
     report = listing["ChildFiles"][0]
     info = follow.get(report["Url"]).json  # the child's URL is a working WOPISrc with a token
     assert (report["Size"], report["Version"], report["LastModifiedTime"]) == (
-        info["Size"], info["Version"], info["LastModifiedTime"])
+        info["Size"],
+        info["Version"],
+        info["LastModifiedTime"],
+    )
     assert report["Version"] == "1" and isinstance(report["Size"], int)
     assert info["UserCanWrite"] is True  # the container's "w" right reaches its files
     assert follow.get(report["Url"], "/contents").body == b"report"
     assert iso_round_trip(services.files.get(file.id).modified_at) == report["LastModifiedTime"]
 
 
-@pytest.mark.parametrize("header, names", [
-    (".docx", ["Report.docx"]),
-    (".xlsx", ["Sheet.XLSX"]),  # matched ignoring case
-    (".DOCX,.xlsx", ["Report.docx", "Sheet.XLSX"]),
-    ("xlsx", ["Sheet.XLSX"]),  # a missing dot is forgiven
-    (".pdf", []),
-    ("", ["Report.docx", "Sheet.XLSX"]),
-])
+@pytest.mark.parametrize(
+    "header, names",
+    [
+        (".docx", ["Report.docx"]),
+        (".xlsx", ["Sheet.XLSX"]),  # matched ignoring case
+        (".DOCX,.xlsx", ["Report.docx", "Sheet.XLSX"]),
+        ("xlsx", ["Sheet.XLSX"]),  # a missing dot is forgiven
+        (".pdf", []),
+        ("", ["Report.docx", "Sheet.XLSX"]),
+    ],
+)
 def test_children_filtered_by_extension(services, parent, follow, header, names):
     folder_id = urlsplit(parent).path.rsplit("/", 1)[1]
     services.files.create("alice", folder_id, "Sheet.XLSX", io.BytesIO(b"12345"))
@@ -179,6 +207,7 @@ def test_children_of_a_read_only_container_are_read_only(services, testapp, foll
 
 
 # -- token scope --------------------------------------------------------------------------------
+
 
 def test_a_file_token_does_not_list_its_siblings(services, placed, testapp, follow):
     file, token = placed(folders="c")
@@ -214,7 +243,8 @@ def test_a_container_token_is_for_one_container(services, parent, testapp, follo
 
 
 def test_handed_out_tokens_expire_with_the_calling_token_and_are_revoked_with_it(
-        services, placed, testapp, follow, clock):
+    services, placed, testapp, follow, clock
+):
     file, token = placed()
     caller_expiry = testapp.get(f"/wopi/files/{file.id}?access_token={token}").json["AccessTokenExpiry"]
     docs = testapp.get(f"/wopi/files/{file.id}/ancestry?access_token={token}").json["AncestorsWithRootFirst"][-1]
@@ -236,6 +266,7 @@ def test_a_handed_out_token_cannot_be_altered(parent, testapp):
 
 # -- CreateChildContainer ------------------------------------------------------------------------
 
+
 def test_create_child_container_specific_name(parent, follow):
     response = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="container+AF8-name")
     assert response.status_int == 200
@@ -245,7 +276,9 @@ def test_create_child_container_specific_name(parent, follow):
     assert info["UserCanRename"] is info["UserCanDelete"] is info["UserCanCreateChildFile"] is True
     assert follow.get(pointer["Url"]).json == info
     assert [a["Name"] for a in follow.get(pointer["Url"], "/ancestry").json["AncestorsWithRootFirst"]] == [
-        "root", "Docs"]
+        "root",
+        "Docs",
+    ]
 
 
 def test_create_child_container_taken_name_is_409_with_a_free_one(parent, follow):
@@ -257,13 +290,16 @@ def test_create_child_container_taken_name_is_409_with_a_free_one(parent, follow
 
 
 def test_create_child_container_suggested_name_never_fails(parent, follow):
-    names = [follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_SuggestedTarget=name).json["ContainerPointer"]["Name"]
-             for name in ("Sub", "Sub", "a/b", "Report.docx")]
+    names = [
+        follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_SuggestedTarget=name).json["ContainerPointer"]["Name"]
+        for name in ("Sub", "Sub", "a/b", "Report.docx")
+    ]
     assert names == ["Sub", "Sub 1", "a_b", "Report 1.docx"]
 
 
-@pytest.mark.parametrize("name, reason", [("a/b", "not allowed"), ("CON", "reserved"), (".hidden", "dot"),
-                                          ("+!", "")])  # "+!" is not valid UTF-7
+@pytest.mark.parametrize(
+    "name, reason", [("a/b", "not allowed"), ("CON", "reserved"), (".hidden", "dot"), ("+!", "")]
+)  # "+!" is not valid UTF-7
 def test_create_child_container_invalid_specific_name_is_400(parent, follow, name, reason):
     response = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget=name)
     assert response.status_int == 400
@@ -301,6 +337,7 @@ def test_what_a_narrow_token_creates_is_the_creators_but_its_surroundings_stay_n
 
 # -- CreateChildFile --------------------------------------------------------------------------
 
+
 def test_create_child_file_is_empty_and_its_url_works(services, parent, follow):
     response = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_SuggestedTarget="CreateChildFileTestFile.wopitest")
     assert response.status_int == 200
@@ -309,17 +346,29 @@ def test_create_child_file_is_empty_and_its_url_works(services, parent, follow):
     assert body["HostViewUrl"].startswith(PUBLIC) and body["HostEditUrl"].startswith(PUBLIC)
     info = follow.get(body["Url"]).json
     assert (info["BaseFileName"], info["Size"], info["UserCanWrite"], info["UserCanRename"]) == (
-        "CreateChildFileTestFile.wopitest", 0, True, True)
+        "CreateChildFileTestFile.wopitest",
+        0,
+        True,
+        True,
+    )
     assert follow.get(body["Url"], "/contents").body == b""
     assert follow.post(body["Url"], "DELETE").status_int == 200
     assert follow.get(body["Url"]).status_int == 404
 
 
 def test_create_child_file_suggested_names(parent, follow):
-    names = [follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_SuggestedTarget=s).json["Name"]
-             for s in (".docx", ".docx", "madeupname.wopitest", "madeupname.wopitest", "a:b.txt", "Report.docx")]
-    assert names == ["Untitled.docx", "Untitled (2).docx", "madeupname.wopitest", "madeupname (2).wopitest",
-                     "a_b.txt", "Report (2).docx"]
+    names = [
+        follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_SuggestedTarget=s).json["Name"]
+        for s in (".docx", ".docx", "madeupname.wopitest", "madeupname.wopitest", "a:b.txt", "Report.docx")
+    ]
+    assert names == [
+        "Untitled.docx",
+        "Untitled (2).docx",
+        "madeupname.wopitest",
+        "madeupname (2).wopitest",
+        "a_b.txt",
+        "Report (2).docx",
+    ]
 
 
 def test_create_child_file_specific_name(parent, follow):
@@ -328,15 +377,20 @@ def test_create_child_file_specific_name(parent, follow):
     again = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="madeup+AF8-name.wopitestx")
     assert again.status_int == 409
     assert decode_utf7(again.headers["X-WOPI-ValidRelativeTarget"], "") == "madeup_name (2).wopitestx"
-    false = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="madeup+AF8-name.wopitestx",
-                        X_WOPI_OverwriteRelativeTarget="False")
+    false = follow.post(
+        parent,
+        "CREATE_CHILD_FILE",
+        X_WOPI_RelativeTarget="madeup+AF8-name.wopitestx",
+        X_WOPI_OverwriteRelativeTarget="False",
+    )
     assert false.status_int == 409
 
 
 def test_create_child_file_overwrite_empties_the_file_in_place(services, placement, parent, follow):
     file, _ = placement
-    response = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="Report.docx",
-                           X_WOPI_OverwriteRelativeTarget="True")
+    response = follow.post(
+        parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="Report.docx", X_WOPI_OverwriteRelativeTarget="True"
+    )
     assert response.status_int == 200 and response.json["Name"] == "Report.docx"
     replaced = services.files.get(file.id)
     assert (replaced.size, replaced.version) == (0, 2)
@@ -346,8 +400,9 @@ def test_create_child_file_overwrite_empties_the_file_in_place(services, placeme
 def test_create_child_file_over_a_locked_file_is_409_with_its_lock(services, placement, parent, follow):
     file, token = placement
     WopiClient(follow.testapp, file.id, token).lock("LockString")
-    response = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="Report.docx",
-                           X_WOPI_OverwriteRelativeTarget="True")
+    response = follow.post(
+        parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="Report.docx", X_WOPI_OverwriteRelativeTarget="True"
+    )
     assert response.status_int == 409 and response.headers["X-WOPI-Lock"] == "LockString"
     assert services.files.get(file.id).size == 6
 
@@ -362,8 +417,9 @@ def test_create_child_file_invalid_specific_name_is_400(parent, follow, name):
 
 def test_create_child_file_over_a_folder_name_is_409(parent, follow):
     follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Taken")
-    response = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="Taken",
-                           X_WOPI_OverwriteRelativeTarget="True")
+    response = follow.post(
+        parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="Taken", X_WOPI_OverwriteRelativeTarget="True"
+    )
     assert response.status_int == 409
 
 
@@ -393,6 +449,7 @@ def test_racing_creates_of_one_name_make_one_file(app, parent, follow):
 
 
 # -- DeleteContainer, RenameContainer ---------------------------------------------------------
+
 
 def test_delete_container_only_when_empty(parent, follow):
     made = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Sub").json["ContainerPointer"]["Url"]
@@ -436,6 +493,7 @@ def test_managing_needs_the_manage_right(placed, testapp, follow):
 
 # -- the ecosystem --------------------------------------------------------------------------
 
+
 def test_ecosystem_pointers_of_files_and_containers(placement, parent, testapp, follow):
     file, token = placement
     from_file = testapp.get(f"/wopi/files/{file.id}/ecosystem_pointer?access_token={token}").json["Url"]
@@ -460,8 +518,9 @@ def test_the_root_container_is_the_users_own(services, testapp, follow):
 def test_the_ecosystem_needs_a_valid_token(placed, testapp, follow):
     file, token = placed()
     url = testapp.get(f"/wopi/files/{file.id}/ecosystem_pointer?access_token={token}").json["Url"]
-    assert testapp.get("/wopi/ecosystem/root_container_pointer?access_token=INVALID",
-                       expect_errors=True).status_int == 401
+    assert (
+        testapp.get("/wopi/ecosystem/root_container_pointer?access_token=INVALID", expect_errors=True).status_int == 401
+    )
     assert follow.get(url.replace("access_token=", "access_token=x")).status_int == 401
 
 
@@ -486,6 +545,7 @@ def test_unknown_overrides_and_methods_on_containers(parent, follow, testapp):
 
 # -- turned off ------------------------------------------------------------------------------
 
+
 def test_containers_can_be_turned_off(settings, clock, services):
     file = services.add_file("alice", "A.docx", io.BytesIO(b"a"), ["Docs"])
     token = services.issue_token(file.id, "alice", True, folders="lcmw").token
@@ -495,15 +555,19 @@ def test_containers_can_be_turned_off(settings, clock, services):
         plain = webtest.TestApp(app)
         info = plain.get(f"/wopi/files/{file.id}?access_token={token}").json
         assert "SupportsContainers" not in info and "SupportsEcosystem" not in info
-        for url in (f"/wopi/files/{file.id}/ancestry?access_token={token}",
-                    f"/wopi/files/{file.id}/ecosystem_pointer?access_token={token}",
-                    f"/wopi/containers/{file.folder_id}?access_token={container_token}",
-                    f"/wopi/containers/{file.folder_id}/children?access_token={container_token}"):
+        for url in (
+            f"/wopi/files/{file.id}/ancestry?access_token={token}",
+            f"/wopi/files/{file.id}/ecosystem_pointer?access_token={token}",
+            f"/wopi/containers/{file.folder_id}?access_token={container_token}",
+            f"/wopi/containers/{file.folder_id}/children?access_token={container_token}",
+        ):
             response = plain.get(url, expect_errors=True)
             assert response.status_int == 501 and "turned off" in response.headers["X-WOPI-FailureReason"]
-        response = plain.post(f"/wopi/containers/{file.folder_id}?access_token={container_token}",
-                              headers={"X-WOPI-Override": "CREATE_CHILD_FILE", "X-WOPI-RelativeTarget": "x.docx"},
-                              expect_errors=True)
+        response = plain.post(
+            f"/wopi/containers/{file.folder_id}?access_token={container_token}",
+            headers={"X-WOPI-Override": "CREATE_CHILD_FILE", "X-WOPI-RelativeTarget": "x.docx"},
+            expect_errors=True,
+        )
         assert response.status_int == 501
     finally:
         app.extensions["wopihost"].db.dispose()

@@ -9,8 +9,18 @@ from wopihost.cspp.chunkid import EMPTY_CHUNK_ID, chunk_id
 from wopihost.cspp.frames import END_FRAME, message_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
 
-from .cspp_helpers import (FIXTURES, fixture_stream, full_file, get_chunked, put_chunked, read_response,
-                           request_body, sequence_number, stream_filter, upload)
+from .cspp_helpers import (
+    FIXTURES,
+    fixture_stream,
+    full_file,
+    get_chunked,
+    put_chunked,
+    read_response,
+    request_body,
+    sequence_number,
+    stream_filter,
+    upload,
+)
 
 HELLO, WORLD = chunk_id(b"hello"), chunk_id(b"world")
 
@@ -33,6 +43,7 @@ def blob_count(settings) -> int:
 
 # -- GetSequenceNumber ------------------------------------------------------------------
 
+
 def test_sequence_number_starts_at_1_and_rises_with_every_change(wopi):
     assert sequence_number(wopi) == 1
     wopi.lock("L")
@@ -52,6 +63,7 @@ def test_reads_and_locks_do_not_change_the_sequence_number(wopi):
 
 
 # -- PutChunkedFile: basics -------------------------------------------------------------
+
 
 def test_save_inline_chunks(locked):
     signature, chunks = full_file(b"hello", b"world")
@@ -89,8 +101,7 @@ def test_missing_or_malformed_sequence_number_is_400(locked, value):
     headers = {"X_WOPI_Lock": "L"} if value is None else {"X_WOPI_Lock": "L", "X_WOPI_SequenceNumber": value}
     from wopihost.cspp.wire import put_chunked_body
 
-    response = locked.contents_op("PUT_CHUNKED_FILE", put_chunked_body({"MainContent": signature}, chunks),
-                                  **headers)
+    response = locked.contents_op("PUT_CHUNKED_FILE", put_chunked_body({"MainContent": signature}, chunks), **headers)
     assert response.status_int == 400
     assert "X-WOPI-SequenceNumber" in response.headers["X-WOPI-FailureReason"]
 
@@ -109,8 +120,9 @@ def test_only_listed_streams_change_and_empty_signature_deletes_a_stream(locked)
     assert locked.get_file().body == b"hello"
 
 
-@pytest.mark.parametrize("signature", [Signature("FullFile", ()),
-                                       Signature("FullFile", (ChunkSignature(EMPTY_CHUNK_ID, 0),))])
+@pytest.mark.parametrize(
+    "signature", [Signature("FullFile", ()), Signature("FullFile", (ChunkSignature(EMPTY_CHUNK_ID, 0),))]
+)
 @pytest.mark.parametrize("send_frame", [True, False])
 def test_empty_main_content(locked, signature, send_frame):
     save(locked, {"MainContent": signature}, [(EMPTY_CHUNK_ID, b"")] if send_frame else [])
@@ -165,22 +177,51 @@ def test_main_content_over_the_size_limit_is_413(locked, settings):
     assert put_chunked(locked, {"MainContent": signature}, chunks, X_WOPI_Lock="L").status_int == 413
 
 
-@pytest.mark.parametrize("body, reason", [
-    (b"", "frames"),
-    (b"not frames at all", "frames"),
-    (message_frame({"Signatures": []}) + END_FRAME, "Signatures"),
-    (message_frame({"ContentProperties": []}) + END_FRAME, "Signatures"),
-    (message_frame([1, 2]) + END_FRAME, "object"),
-    (message_frame({"Signatures": [{"StreamId": "MainContent", "ChunkingScheme": "Rar",
-                                    "ChunkSignatures": []}]}) + END_FRAME, "ChunkingScheme"),
-    (message_frame({"Signatures": [{"StreamId": "MainContent", "ChunkingScheme": "Zip",
-                                    "ChunkSignatures": [{"ChunkId": "R3ZBz20okt9LmDaePUpB8Q--", "Length": 1}]}]})
-     + END_FRAME, "ChunkId"),
-    (message_frame({"Signatures": [{"StreamId": "A", "ChunkingScheme": "Zip", "ChunkSignatures": []}] * 2})
-     + END_FRAME, "twice"),
-    (message_frame({"Signatures": [{"StreamId": "A", "ChunkingScheme": "Zip", "ChunkSignatures": []}],
-                    "UploadSessionTokenToCommit": 7}) + END_FRAME, "UploadSessionTokenToCommit"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"", "frames"),
+        (b"not frames at all", "frames"),
+        (message_frame({"Signatures": []}) + END_FRAME, "Signatures"),
+        (message_frame({"ContentProperties": []}) + END_FRAME, "Signatures"),
+        (message_frame([1, 2]) + END_FRAME, "object"),
+        (
+            message_frame({"Signatures": [{"StreamId": "MainContent", "ChunkingScheme": "Rar", "ChunkSignatures": []}]})
+            + END_FRAME,
+            "ChunkingScheme",
+        ),
+        (
+            message_frame(
+                {
+                    "Signatures": [
+                        {
+                            "StreamId": "MainContent",
+                            "ChunkingScheme": "Zip",
+                            "ChunkSignatures": [{"ChunkId": "R3ZBz20okt9LmDaePUpB8Q--", "Length": 1}],
+                        }
+                    ]
+                }
+            )
+            + END_FRAME,
+            "ChunkId",
+        ),
+        (
+            message_frame({"Signatures": [{"StreamId": "A", "ChunkingScheme": "Zip", "ChunkSignatures": []}] * 2})
+            + END_FRAME,
+            "twice",
+        ),
+        (
+            message_frame(
+                {
+                    "Signatures": [{"StreamId": "A", "ChunkingScheme": "Zip", "ChunkSignatures": []}],
+                    "UploadSessionTokenToCommit": 7,
+                }
+            )
+            + END_FRAME,
+            "UploadSessionTokenToCommit",
+        ),
+    ],
+)
 def test_malformed_bodies_are_400_with_a_reason(locked, body, reason):
     response = put_chunked(locked, {}, body=body, X_WOPI_Lock="L")
     assert response.status_int == 400
@@ -190,8 +231,11 @@ def test_malformed_bodies_are_400_with_a_reason(locked, body, reason):
 @pytest.mark.parametrize("token", [None, ""])
 def test_null_or_empty_session_token_means_no_session(locked, token):
     signature, chunks = full_file(b"hello")
-    message = {"ContentProperties": [], "Signatures": [signature.to_json("MainContent")],
-               "UploadSessionTokenToCommit": token}
+    message = {
+        "ContentProperties": [],
+        "Signatures": [signature.to_json("MainContent")],
+        "UploadSessionTokenToCommit": token,
+    }
     from wopihost.cspp.wire import chunk_frames
 
     save(locked, {}, body=message_frame(message) + chunk_frames(chunks) + END_FRAME)
@@ -200,8 +244,10 @@ def test_null_or_empty_session_token_means_no_session(locked, token):
 
 def test_keys_written_the_dotnet_way_are_read(locked):
     """The validator's serializer sorts keys and escapes '/' (docs/cspp-plus.md §1.3)."""
-    text = ('{"ContentProperties":[],"Signatures":[{"ChunkSignatures":[{"ChunkId":"Jb4\\/r1zZ3xx+kzfTbN35Qg==",'
-            '"Length":5}],"ChunkingScheme":"FullFile","StreamId":"MainContent"}],"UploadSessionTokenToCommit":""}')
+    text = (
+        '{"ContentProperties":[],"Signatures":[{"ChunkSignatures":[{"ChunkId":"Jb4\\/r1zZ3xx+kzfTbN35Qg==",'
+        '"Length":5}],"ChunkingScheme":"FullFile","StreamId":"MainContent"}],"UploadSessionTokenToCommit":""}'
+    )
     from wopihost.cspp.frames import chunk_frame
 
     frame = b"".join(chunk_frame(WORLD, b"world"))
@@ -218,14 +264,22 @@ def test_read_only_token_cannot_save(make_file, client_for):
 
 # -- PutChunkedFile: the lock table (docs/cspp-plus.md §1.3) -------------------------------------------
 
+
 def test_row0_both_lock_headers_is_400(locked):
     signature, chunks = full_file(b"hello")
     response = put_chunked(locked, {"MainContent": signature}, chunks, X_WOPI_Lock="L", X_WOPI_CoauthLockId="C")
     assert response.status_int == 400
 
 
-@pytest.mark.parametrize("headers", [{}, {"X_WOPI_Lock": "whatever"}, {"X_WOPI_CoauthLockId": "C"},
-                                     {"X_WOPI_Lock": "", "X_WOPI_CoauthLockId": "", "X_WOPI_Editors": ""}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X_WOPI_Lock": "whatever"},
+        {"X_WOPI_CoauthLockId": "C"},
+        {"X_WOPI_Lock": "", "X_WOPI_CoauthLockId": "", "X_WOPI_Editors": ""},
+    ],
+)
 def test_row1_unlocked_empty_file_takes_any_save(make_file, client_for, headers):
     new = client_for(make_file(b"", name="New.docx"))
     signature, chunks = full_file(b"hello")
@@ -255,8 +309,12 @@ def test_row5_wopi_lock_mismatch_is_409_naming_it(locked, headers):
 
 
 def coauth(wopi, lock_id: str, lock_type: str = "Coauth", timeout: int = 600):
-    return wopi.op("GET_COAUTH_LOCK", X_WOPI_CoauthLockId=lock_id, X_WOPI_CoauthLockType=lock_type,
-                   X_WOPI_CoauthLockExpirationTimeout=str(timeout))
+    return wopi.op(
+        "GET_COAUTH_LOCK",
+        X_WOPI_CoauthLockId=lock_id,
+        X_WOPI_CoauthLockType=lock_type,
+        X_WOPI_CoauthLockExpirationTimeout=str(timeout),
+    )
 
 
 def test_row6_exclusive_holder_saves(wopi):
@@ -310,19 +368,30 @@ def test_lock_check_comes_before_the_sequence_number(wopi):
 
 # -- content properties -----------------------------------------------------------------
 
+
 def test_properties_are_upserted_and_returned(locked):
     signature, chunks = full_file(b"hello")
-    save(locked, {"MainContent": signature}, chunks, properties=[
-        {"Name": "keep", "Value": "1", "Retention": "KeepOnContentChange"},
-        {"Name": "drop", "Value": "2", "ContentPropertyRetention": "DeleteOnContentChange"},
-        {"Name": "default", "Value": "3"}])
-    save(locked, {"MainContent": signature}, properties=[{"Name": "keep", "Value": "1b",
-                                                          "Retention": "KeepOnContentChange"}])
+    save(
+        locked,
+        {"MainContent": signature},
+        chunks,
+        properties=[
+            {"Name": "keep", "Value": "1", "Retention": "KeepOnContentChange"},
+            {"Name": "drop", "Value": "2", "ContentPropertyRetention": "DeleteOnContentChange"},
+            {"Name": "default", "Value": "3"},
+        ],
+    )
+    save(
+        locked,
+        {"MainContent": signature},
+        properties=[{"Name": "keep", "Value": "1b", "Retention": "KeepOnContentChange"}],
+    )
     _, message, _ = get_chunked(locked, [stream_filter()], properties=["keep", "drop", "default", "absent"])
     assert message["ContentProperties"] == [
         {"Name": "keep", "Value": "1b", "Retention": "KeepOnContentChange"},
         {"Name": "drop", "Value": "2", "Retention": "DeleteOnContentChange"},
-        {"Name": "default", "Value": "3", "Retention": "DeleteOnContentChange"}]
+        {"Name": "default", "Value": "3", "Retention": "DeleteOnContentChange"},
+    ]
     _, message, _ = get_chunked(locked, [stream_filter()])
     assert message["ContentProperties"] == []
 
@@ -330,9 +399,15 @@ def test_properties_are_upserted_and_returned(locked):
 def test_put_file_clears_alternate_streams_and_delete_on_change_properties(locked):
     main, main_chunks = full_file(b"hello")
     alt, alt_chunks = full_file(b"world")
-    save(locked, {"MainContent": main, "Alt": alt}, main_chunks + alt_chunks, properties=[
-        {"Name": "keep", "Value": "1", "Retention": "KeepOnContentChange"},
-        {"Name": "drop", "Value": "2", "Retention": "DeleteOnContentChange"}])
+    save(
+        locked,
+        {"MainContent": main, "Alt": alt},
+        main_chunks + alt_chunks,
+        properties=[
+            {"Name": "keep", "Value": "1", "Retention": "KeepOnContentChange"},
+            {"Name": "drop", "Value": "2", "Retention": "DeleteOnContentChange"},
+        ],
+    )
     before = sequence_number(locked)
     assert locked.put_file(b"edited elsewhere", lock="L").status_int == 200
     assert sequence_number(locked) > before
@@ -344,8 +419,12 @@ def test_put_file_clears_alternate_streams_and_delete_on_change_properties(locke
 def test_properties_and_alternate_streams_expire_after_30_days(locked, clock, services, client_for):
     main, main_chunks = full_file(b"hello")
     alt, alt_chunks = full_file(b"world")
-    save(locked, {"MainContent": main, "Alt": alt}, main_chunks + alt_chunks,
-         properties=[{"Name": "p", "Value": "v", "Retention": "KeepOnContentChange"}])
+    save(
+        locked,
+        {"MainContent": main, "Alt": alt},
+        main_chunks + alt_chunks,
+        properties=[{"Name": "p", "Value": "v", "Retention": "KeepOnContentChange"}],
+    )
     clock.advance(days=29, hours=23)
     _, message, _ = get_chunked(client_for(services.files.get(locked.file_id)), [stream_filter("Alt")], ["p"])
     assert message["ContentProperties"] and message["Signatures"][0]["ChunkSignatures"]
@@ -355,12 +434,15 @@ def test_properties_and_alternate_streams_expire_after_30_days(locked, clock, se
     assert message["ContentProperties"] == [] and message["Signatures"][0]["ChunkSignatures"] == []
 
 
-@pytest.mark.parametrize("prop, reason", [
-    ({"Name": "n" * 257, "Value": "v"}, "Name"),
-    ({"Name": "", "Value": "v"}, "Name"),
-    ({"Name": "big", "Value": "é" * 513}, "Value"),
-    ({"Name": "n", "Value": 5}, "Value"),
-])
+@pytest.mark.parametrize(
+    "prop, reason",
+    [
+        ({"Name": "n" * 257, "Value": "v"}, "Name"),
+        ({"Name": "", "Value": "v"}, "Name"),
+        ({"Name": "big", "Value": "é" * 513}, "Value"),
+        ({"Name": "n", "Value": 5}, "Value"),
+    ],
+)
 def test_property_limits_are_400(locked, prop, reason):
     signature, chunks = full_file(b"hello")
     response = put_chunked(locked, {"MainContent": signature}, chunks, properties=[prop], X_WOPI_Lock="L")
@@ -372,8 +454,9 @@ def test_at_most_256_properties(locked):
     signature, chunks = full_file(b"hello")
     props = [{"Name": f"p{i}", "Value": "v"} for i in range(256)]
     save(locked, {"MainContent": signature}, chunks, properties=props)
-    response = put_chunked(locked, {"MainContent": signature}, properties=[{"Name": "one more", "Value": "v"}],
-                           X_WOPI_Lock="L")
+    response = put_chunked(
+        locked, {"MainContent": signature}, properties=[{"Name": "one more", "Value": "v"}], X_WOPI_Lock="L"
+    )
     assert response.status_int == 400
     assert "256" in response.headers["X-WOPI-FailureReason"]
 
@@ -387,6 +470,7 @@ def test_at_most_256_alternate_streams(locked):
 
 
 # -- GetChunkedFile -----------------------------------------------------------------------
+
 
 def test_get_chunked_file_returns_signature_chunks_and_headers(locked):
     signature, chunks = full_file(b"hello", b"world")
@@ -456,7 +540,7 @@ def test_last_zip_chunk(make_file, client_for):
     ppt = client_for(make_file(data, name="p.pptx"))
     _, _, frames = get_chunked(ppt, [stream_filter(chunks="LastZipChunk")])
     last = signature.chunks[-1]
-    assert frames == {last.chunk_id: data[-last.length:]}
+    assert frames == {last.chunk_id: data[-last.length :]}
     text = client_for(make_file(b"not a zip", name="t.txt"))
     _, message, frames = get_chunked(text, [stream_filter(chunks="LastZipChunk")])
     assert frames == {} and message["Signatures"][0]["ChunkingScheme"] == "FullFile"
@@ -474,14 +558,17 @@ def test_a_zip_saved_by_put_file_is_chunked_like_microsoft(make_file, client_for
     assert frames[HELLO] == b"hello"
 
 
-@pytest.mark.parametrize("message, reason", [
-    ({"ContentPropertiesToReturn": [], "ContentFilters": []}, "ContentFilters"),
-    ({"ContentPropertiesToReturn": []}, "ContentFilters"),
-    ({"ContentFilters": [stream_filter()]}, "ContentPropertiesToReturn"),
-    ({"ContentPropertiesToReturn": [], "ContentFilters": [stream_filter(), stream_filter()]}, "twice"),
-    ({"ContentPropertiesToReturn": [], "ContentFilters": [stream_filter(chunks="Some")]}, "ChunksToReturn"),
-    ({"ContentPropertiesToReturn": [], "ContentFilters": [{"ChunkingScheme": "Zip"}]}, "StreamId"),
-])
+@pytest.mark.parametrize(
+    "message, reason",
+    [
+        ({"ContentPropertiesToReturn": [], "ContentFilters": []}, "ContentFilters"),
+        ({"ContentPropertiesToReturn": []}, "ContentFilters"),
+        ({"ContentFilters": [stream_filter()]}, "ContentPropertiesToReturn"),
+        ({"ContentPropertiesToReturn": [], "ContentFilters": [stream_filter(), stream_filter()]}, "twice"),
+        ({"ContentPropertiesToReturn": [], "ContentFilters": [stream_filter(chunks="Some")]}, "ChunksToReturn"),
+        ({"ContentPropertiesToReturn": [], "ContentFilters": [{"ChunkingScheme": "Zip"}]}, "StreamId"),
+    ],
+)
 def test_get_chunked_file_bad_requests_are_400(wopi, message, reason):
     response = wopi.op("GET_CHUNKED_FILE", request_body(message))
     assert response.status_int == 400
@@ -494,8 +581,11 @@ def test_get_chunked_file_bad_frames_are_400(wopi, body):
 
 
 def test_bare_json_request_is_accepted(wopi):
-    response = wopi.op("GET_CHUNKED_FILE", b'{"ContentPropertiesToReturn":[],"ContentFilters":[{"StreamId":'
-                                          b'"MainContent","ChunkingScheme":"Zip","ChunksToReturn":"None"}]}')
+    response = wopi.op(
+        "GET_CHUNKED_FILE",
+        b'{"ContentPropertiesToReturn":[],"ContentFilters":[{"StreamId":'
+        b'"MainContent","ChunkingScheme":"Zip","ChunksToReturn":"None"}]}',
+    )
     assert response.status_int == 200
 
 
@@ -507,6 +597,7 @@ def test_locks_never_affect_reads(wopi, make_file, client_for):
 
 
 # -- the delta round trip over Microsoft's Office files ------------------------------------
+
 
 @pytest.mark.parametrize("document", ["NonZeroByteExcel", "NonZeroBytePpt", "NonZeroByteWord"])
 def test_delta_round_trip(document, make_file, client_for):
@@ -541,14 +632,19 @@ def test_delta_round_trip(document, make_file, client_for):
 def test_excel_delta_from_version1_to_version2_is_18_chunks(make_file, client_for):
     writer = client_for(make_file(b"", name="Book.xlsx"))
     v2 = {name: fixture_stream("NonZeroByteExcel", 2, name) for name in ("MainContent", "AltContent")}
-    assert put_chunked(writer, {n: s for n, (_, s, _) in v2.items()},
-                       [c for _, _, chunks in v2.values() for c in chunks]).status_int == 200
+    assert (
+        put_chunked(
+            writer, {n: s for n, (_, s, _) in v2.items()}, [c for _, _, chunks in v2.values() for c in chunks]
+        ).status_int
+        == 200
+    )
     v1 = {name: fixture_stream("NonZeroByteExcel", 1, name) for name in v2}
     filters = [stream_filter(n, known=[c.chunk_id for c in s.chunks]) for n, (_, s, _) in v1.items()]
     assert len(get_chunked(writer, filters)[2]) == 18
 
 
 # -- GetChunks ------------------------------------------------------------------------------
+
 
 def get_chunks(wopi, ranges, stream="MainContent"):
     message = {"ContentFilters": [{"StreamId": stream, "ChunkingScheme": "FullFile", "ChunkRangesToReturn": ranges}]}
@@ -569,18 +665,22 @@ def thousand(locked):
 
 def test_get_chunks_ranges(thousand):
     wopi, cid, data = thousand
-    response, message, frames = get_chunks(wopi, [{"ChunkId": cid, "Offset": 0, "Length": 600},
-                                                  {"ChunkId": cid, "Offset": 600, "Length": -1}])
+    response, message, frames = get_chunks(
+        wopi, [{"ChunkId": cid, "Offset": 0, "Length": 600}, {"ChunkId": cid, "Offset": 600, "Length": -1}]
+    )
     assert response.headers["X-WOPI-SequenceNumber"] == "2" and response.headers["X-WOPI-ItemVersion"]
     assert message == {"ChunkRangeCollection": [{"StreamId": "MainContent", "ChunkIds": [cid]}]}
-    assert frames == [(cid, {"offset": 0, "length": 600, "end_of_chunk": False}, data[:600]),
-                      (cid, {"offset": 600, "length": 400, "end_of_chunk": True}, data[600:])]
+    assert frames == [
+        (cid, {"offset": 0, "length": 600, "end_of_chunk": False}, data[:600]),
+        (cid, {"offset": 600, "length": 400, "end_of_chunk": True}, data[600:]),
+    ]
 
 
 def test_get_chunks_clamps_length_and_leaves_out_unknown_chunks(thousand):
     wopi, cid, data = thousand
-    _, message, frames = get_chunks(wopi, [{"ChunkId": cid, "Offset": 990, "Length": 50},
-                                           {"ChunkId": HELLO, "Offset": 0, "Length": -1}])
+    _, message, frames = get_chunks(
+        wopi, [{"ChunkId": cid, "Offset": 990, "Length": 50}, {"ChunkId": HELLO, "Offset": 0, "Length": -1}]
+    )
     assert message["ChunkRangeCollection"][0]["ChunkIds"] == [cid]
     assert frames == [(cid, {"offset": 990, "length": 10, "end_of_chunk": True}, data[990:])]
 

@@ -7,8 +7,7 @@ import pytest
 
 from wopihost.gc import collect
 
-from .cspp_helpers import (chunk_frames, create_session, full_file, put_chunked, sequence_number, update_session,
-                           upload)
+from .cspp_helpers import chunk_frames, create_session, full_file, put_chunked, sequence_number, update_session, upload
 
 # docs/cspp-plus.md §4.5: two Chunk frames, "hello" and "world", 74 bytes.
 HELLO_WORLD = chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])
@@ -25,6 +24,7 @@ def piece_files(settings):
 
 
 # -- CreateUploadSession ----------------------------------------------------------------
+
 
 def test_create_gives_unique_url_and_header_safe_tokens(wopi):
     tokens = {create_session(wopi) for _ in range(3)}  # several sessions of one user and file at once
@@ -44,6 +44,7 @@ def test_create_answers_only_the_token(wopi):
 
 
 # -- UpdateUploadSession ----------------------------------------------------------------
+
 
 def test_pieces_append_in_order(wopi):
     token = create_session(wopi)
@@ -71,12 +72,22 @@ def test_a_malformed_offset_is_400_with_the_current_offset_of_a_live_session(wop
     UpdateUploadSession tests send -1)."""
     token = create_session(wopi)
     update_session(wopi, token, 0, HELLO_WORLD[:30])
-    response = wopi.op("UPDATE_UPLOAD_SESSION", HELLO_WORLD[30:], X_WOPI_UploadSessionToken=token,
-                       X_WOPI_ContentRangeOffset=offset, X_WOPI_ContentRangeLength=str(len(HELLO_WORLD) - 30))
+    response = wopi.op(
+        "UPDATE_UPLOAD_SESSION",
+        HELLO_WORLD[30:],
+        X_WOPI_UploadSessionToken=token,
+        X_WOPI_ContentRangeOffset=offset,
+        X_WOPI_ContentRangeLength=str(len(HELLO_WORLD) - 30),
+    )
     assert response.status_int == 400
     assert response.headers["X-WOPI-UploadSessionCurrentOffset"] == "30"
-    unknown = wopi.op("UPDATE_UPLOAD_SESSION", b"x", X_WOPI_UploadSessionToken="A" * 22,
-                      X_WOPI_ContentRangeOffset=offset, X_WOPI_ContentRangeLength="1")
+    unknown = wopi.op(
+        "UPDATE_UPLOAD_SESSION",
+        b"x",
+        X_WOPI_UploadSessionToken="A" * 22,
+        X_WOPI_ContentRangeOffset=offset,
+        X_WOPI_ContentRangeLength="1",
+    )
     assert unknown.status_int == 400 and "X-WOPI-UploadSessionCurrentOffset" not in unknown.headers
 
 
@@ -89,13 +100,16 @@ def test_body_length_differing_from_the_header_is_400(wopi, declared):
     assert update_session(wopi, token, 0, HELLO_WORLD).headers["X-WOPI-UploadSessionCurrentOffset"] == "74"
 
 
-@pytest.mark.parametrize("headers", [
-    {"X_WOPI_ContentRangeOffset": "0", "X_WOPI_ContentRangeLength": "5"},  # no token
-    {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeLength": "5"},
-    {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "0"},
-    {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "-1", "X_WOPI_ContentRangeLength": "5"},
-    {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "0", "X_WOPI_ContentRangeLength": "five"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X_WOPI_ContentRangeOffset": "0", "X_WOPI_ContentRangeLength": "5"},  # no token
+        {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeLength": "5"},
+        {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "0"},
+        {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "-1", "X_WOPI_ContentRangeLength": "5"},
+        {"X_WOPI_UploadSessionToken": "t", "X_WOPI_ContentRangeOffset": "0", "X_WOPI_ContentRangeLength": "five"},
+    ],
+)
 def test_missing_or_malformed_headers_are_400(wopi, headers):
     response = wopi.op("UPDATE_UPLOAD_SESSION", b"hello", **headers)
     assert response.status_int == 400
@@ -178,7 +192,7 @@ def test_updates_keep_a_session_alive_past_30_minutes(wopi, clock):
     token = create_session(wopi)
     for offset in range(0, 74, 10):  # 8 updates, 20 minutes apart: 2 h 40 min in all
         clock.advance(minutes=20)
-        assert update_session(wopi, token, offset, HELLO_WORLD[offset:offset + 10]).status_int == 200
+        assert update_session(wopi, token, offset, HELLO_WORLD[offset : offset + 10]).status_int == 200
     clock.advance(minutes=20)
     wopi.lock("L")  # the file is not empty: saving it needs a lock
     signature, _ = full_file(b"hello")
@@ -197,6 +211,7 @@ def test_zero_length_update_only_slides_the_expiry(wopi, clock):
 
 
 # -- committing a session ---------------------------------------------------------------
+
 
 @pytest.fixture
 def empty(make_file, client_for):
@@ -223,8 +238,12 @@ def test_worked_example_of_4_5(empty, services):
     update_session(empty, token, 30, HELLO_WORLD[30:])
     main, _ = full_file(b"hello")
     alt, _ = full_file(b"world")
-    response = put_chunked(empty, {"MainContent": main, "AltStream1": alt}, session=token,
-                           properties=[{"Name": "p1", "Value": "v1", "Retention": "KeepOnContentChange"}])
+    response = put_chunked(
+        empty,
+        {"MainContent": main, "AltStream1": alt},
+        session=token,
+        properties=[{"Name": "p1", "Value": "v1", "Retention": "KeepOnContentChange"}],
+    )
     assert response.status_int == 200
     assert empty.get_file().body == b"hello"
     assert update_session(empty, token, 74, b"more").status_int == 410  # the session is gone
@@ -255,7 +274,9 @@ def test_failed_commit_keeps_the_session_and_a_retry_after_more_chunks_succeeds(
     assert missing.status_int == 400  # "world" is in neither the request, the session nor the file
     assert "Jb4/r1zZ3xx+kzfTbN35Qg==" in missing.headers["X-WOPI-FailureReason"]
     offset = len(chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello")]))
-    assert update_session(locked, token, offset, chunk_frames([("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])).status_int == 200
+    assert (
+        update_session(locked, token, offset, chunk_frames([("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])).status_int == 200
+    )
     assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
     assert locked.get_file().body == b"helloworld"
 
@@ -309,6 +330,7 @@ def test_chunk_whose_payload_does_not_match_its_id_is_400(locked):
 
 
 # -- sweeping -----------------------------------------------------------------------------
+
 
 def test_gc_deletes_expired_sessions_and_their_pieces(wopi, services, settings, clock):
     before = len(piece_files(settings))

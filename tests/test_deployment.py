@@ -21,8 +21,7 @@ PUBLIC = "https://wopi.example.test/office"
 
 @pytest.fixture
 def prefixed(settings, clock, make_file, services):
-    app = create_app(settings.with_changes(public_url=PUBLIC, host_page_url=PUBLIC + "/host/{action}/{file_id}"),
-                     clock)
+    app = create_app(settings.with_changes(public_url=PUBLIC, host_page_url=PUBLIC + "/host/{action}/{file_id}"), clock)
     file = make_file()
     token = app.extensions["wopihost"].issue_token(file.id, "alice", True).token
     yield webtest.TestApp(app), file.id, token
@@ -39,25 +38,41 @@ def test_served_under_the_prefix_whether_or_not_the_proxy_strips_it(prefixed, pa
 
 def test_urls_handed_out_carry_the_prefix(prefixed):
     testapp, file_id, token = prefixed
-    response = testapp.post(f"/office/wopi/files/{file_id}?access_token={token}",
-                            headers={"X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-SuggestedTarget": ".pdf"})
+    response = testapp.post(
+        f"/office/wopi/files/{file_id}?access_token={token}",
+        headers={"X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-SuggestedTarget": ".pdf"},
+    )
     assert response.json["Url"].startswith(f"{PUBLIC}/wopi/files/")
 
 
 def environ(raw_uri=None, **extra):
-    env = {"wsgi.url_scheme": "http", "HTTP_HOST": "127.0.0.1:8000", "SERVER_NAME": "127.0.0.1",
-           "SCRIPT_NAME": "", "PATH_INFO": "/wopi/files/abc", "QUERY_STRING": "access_token=t%2Fx&access_token_ttl=0"}
+    env = {
+        "wsgi.url_scheme": "http",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "SERVER_NAME": "127.0.0.1",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/wopi/files/abc",
+        "QUERY_STRING": "access_token=t%2Fx&access_token_ttl=0",
+    }
     if raw_uri is not None:
         env["RAW_URI"] = raw_uri
     env.update(extra)
     return env
 
 
-@pytest.mark.parametrize("raw", [None, "/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0",
-                                 "/office/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0",
+        "/office/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0",
+    ],
+)
 def test_called_url_is_the_public_url_plus_the_raw_path_and_query(raw):
-    assert called_url(environ(raw), PUBLIC, 0) == \
-        "https://wopi.example.test/office/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0"
+    assert (
+        called_url(environ(raw), PUBLIC, 0)
+        == "https://wopi.example.test/office/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0"
+    )
 
 
 def test_forwarded_headers_are_ignored_without_trusted_proxies():
@@ -76,8 +91,9 @@ def test_forwarded_origin_is_used_with_trusted_proxies(settings, clock, make_fil
         seen["url"] = called_url(request.environ, PUBLIC, 1)
         return "", 204
 
-    webtest.TestApp(app).get("/office/probe?x=1", headers={"X-Forwarded-Proto": "https",
-                                                           "X-Forwarded-Host": "docs.example.org"})
+    webtest.TestApp(app).get(
+        "/office/probe?x=1", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "docs.example.org"}
+    )
     assert seen["url"] == "https://docs.example.org/office/probe?x=1"
     webtest.TestApp(app).get("/office/probe?x=1", headers={"Host": "chosen-by-caller.example"})
     assert seen["url"] == "https://wopi.example.test/office/probe?x=1"  # not through the proxy: the public URL
@@ -90,6 +106,7 @@ def test_query_string_is_kept_as_sent():
 
 
 # -- /healthz ------------------------------------------------------------------------------------
+
 
 def test_healthz_reports_database_and_storage(testapp):
     response = testapp.get("/healthz")
@@ -130,22 +147,25 @@ def commented_out_settings(text: str) -> str:
     return "\n".join(line[1:] if line.startswith("#WOPIHOST_") else line for line in text.splitlines()) + "\n"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("A=1      # not a comment\n", {"A": "1      # not a comment"}),
-    ("# comment\n; comment too\n  # indented comment\nA=1\n", {"A": "1"}),
-    ("  A = spaced value \t\r\n", {"A": "spaced value"}),
-    ("A='single # $HOME \\n'\n", {"A": "single # $HOME \\n"}),
-    ('A="a \\"b\\" \\$c \\\\ \\d"\n', {"A": 'a "b" $c \\ \\d'}),
-    ("A='two\nlines'\nB=\"also\ntwo\"\n", {"A": "two\nlines", "B": "also\ntwo"}),
-    ("A=one\\\ncontinued\nB=back\\\\slash\n", {"A": "onecontinued", "B": "back\\slash"}),
-    ("A=\"quoted\"unquoted 'kept'\n", {"A": "quotedunquoted 'kept'"}),
-    ("no equals sign\nA=\nA=last\nB=", {"A": "last", "B": ""}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("A=1      # not a comment\n", {"A": "1      # not a comment"}),
+        ("# comment\n; comment too\n  # indented comment\nA=1\n", {"A": "1"}),
+        ("  A = spaced value \t\r\n", {"A": "spaced value"}),
+        ("A='single # $HOME \\n'\n", {"A": "single # $HOME \\n"}),
+        ('A="a \\"b\\" \\$c \\\\ \\d"\n', {"A": 'a "b" $c \\ \\d'}),
+        ("A='two\nlines'\nB=\"also\ntwo\"\n", {"A": "two\nlines", "B": "also\ntwo"}),
+        ("A=one\\\ncontinued\nB=back\\\\slash\n", {"A": "onecontinued", "B": "back\\slash"}),
+        ("A=\"quoted\"unquoted 'kept'\n", {"A": "quotedunquoted 'kept'"}),
+        ("no equals sign\nA=\nA=last\nB=", {"A": "last", "B": ""}),
+    ],
+)
 def test_env_file_reading_follows_systemd_exec(text, expected):
     assert systemd_env.parse(text) == expected
 
 
-@pytest.mark.parametrize("text", ["A B=1\n", "1A=x\n", "# comment \\\nA=1\n", "A=\"bell\x07\"\n"])
+@pytest.mark.parametrize("text", ["A B=1\n", "1A=x\n", "# comment \\\nA=1\n", 'A="bell\x07"\n'])
 def test_env_file_lines_systemd_ignores_or_reads_by_version_are_refused(text):
     with pytest.raises(systemd_env.EnvFileError):
         systemd_env.parse(text)
@@ -160,14 +180,22 @@ def test_env_file_reading_agrees_with_this_machines_systemd(tmp_path):
     drops empty values (EnvironmentFile= keeps them), so only the non-empty ones are compared."""
     if not GENERATOR.exists():
         pytest.skip("systemd's environment.d generator is not installed")
-    samples = [ENV_FILE.read_text(), commented_out_settings(ENV_FILE.read_text()),
-               "T_A=1      # kept\n  T_B = spaced  \nT_C='single\nquoted'\nT_D=\"d \\\"q\\\" \\\\ \\e\"\n"
-               "T_E=one\\\ntwo\nT_F=\"x\"y 'z'\n; comment\nno assignment\nT_G=\n"]
+    samples = [
+        ENV_FILE.read_text(),
+        commented_out_settings(ENV_FILE.read_text()),
+        'T_A=1      # kept\n  T_B = spaced  \nT_C=\'single\nquoted\'\nT_D="d \\"q\\" \\\\ \\e"\n'
+        "T_E=one\\\ntwo\nT_F=\"x\"y 'z'\n; comment\nno assignment\nT_G=\n",
+    ]
     for sample in samples:
         (tmp_path / "environment.d").mkdir(exist_ok=True)
         (tmp_path / "environment.d" / "zz-wopihost-test.conf").write_text(sample)
-        out = subprocess.run([str(GENERATOR)], env={"XDG_CONFIG_HOME": str(tmp_path), "HOME": str(tmp_path)},
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [str(GENERATOR)],
+            env={"XDG_CONFIG_HOME": str(tmp_path), "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         expected = {name: value for name, value in systemd_env.parse(sample).items() if value}
         assert {k: v for k, v in generator_output(out).items() if k in expected} == expected
 
@@ -179,8 +207,10 @@ def generator_output(out: str) -> dict[str, str]:
         name, _, value = line.partition("=")
         if value.startswith('"') and value.endswith('"'):
             escapes = {"n": "\n", "t": "\t"}
-            value = "".join(escapes.get(part[1], part[1]) if part.startswith("\\") and len(part) == 2 else part
-                            for part in re.split(r"(\\.)", value[1:-1]))
+            value = "".join(
+                escapes.get(part[1], part[1]) if part.startswith("\\") and len(part) == 2 else part
+                for part in re.split(r"(\\.)", value[1:-1])
+            )
         env[name] = value
     return env
 
@@ -194,8 +224,13 @@ def test_env_file_reads_the_same_in_systemd_and_sh(variant, tmp_path):
     path = tmp_path / "env"
     path.write_text(text)
     by_systemd = systemd_env.parse(text)
-    shell = subprocess.run(["sh", "-c", 'set -a; . "$1"; set +a; exec env -0', "sh", str(path)], env={},
-                           capture_output=True, text=True, check=True).stdout
+    shell = subprocess.run(
+        ["sh", "-c", 'set -a; . "$1"; set +a; exec env -0', "sh", str(path)],
+        env={},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     by_sh = dict(item.split("=", 1) for item in shell.split("\0") if item.startswith("WOPIHOST_"))
     assert by_sh == by_systemd
     assert set(by_systemd) >= {"WOPIHOST_DATA_DIR", "WOPIHOST_PUBLIC_URL", "WOPIHOST_TRUSTED_PROXIES"}

@@ -36,8 +36,9 @@ def nothing_left_to_the_garbage_collector(caplog):
     """Closing is each owner's job: OpenBlobs' finalizer, the safety net, must have nothing to do."""
     yield
     gc.collect()
-    leaks = [r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase)
-             if r.name == "wopihost.extents"]
+    leaks = [
+        r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase) if r.name == "wopihost.extents"
+    ]
     assert not leaks, [r.getMessage() for r in leaks]
 
 
@@ -55,18 +56,43 @@ def start(app, wopi, override: str | None, body: bytes = b"", **headers):
     url = urlsplit(wopi.url("/contents" if override is None else ""))
     if override is not None:
         headers["X-WOPI-Override"] = override
-    environ = EnvironBuilder(path=url.path, query_string=url.query, method="POST" if override else "GET",
-                             headers=headers, data=body).get_environ()
+    environ = EnvironBuilder(
+        path=url.path, query_string=url.query, method="POST" if override else "GET", headers=headers, data=body
+    ).get_environ()
     status = []
     app_iter = app(environ, lambda line, headers, exc_info=None: status.append(line))
     return status[0], app_iter
 
 
-GET_CHUNKED_FILE = ("GET_CHUNKED_FILE", request_body({"ContentPropertiesToReturn": [], "ContentFilters": [
-    {"StreamId": "MainContent", "ChunkingScheme": "FullFile", "ChunksToReturn": "All", "AlreadyKnownChunks": []}]}))
-GET_CHUNKS = ("GET_CHUNKS", request_body({"ContentFilters": [
-    {"StreamId": "MainContent", "ChunkRangesToReturn": [{"ChunkId": chunk_id(c), "Offset": 0, "Length": -1}
-                                                         for c in CHUNKS]}]}))
+GET_CHUNKED_FILE = (
+    "GET_CHUNKED_FILE",
+    request_body(
+        {
+            "ContentPropertiesToReturn": [],
+            "ContentFilters": [
+                {
+                    "StreamId": "MainContent",
+                    "ChunkingScheme": "FullFile",
+                    "ChunksToReturn": "All",
+                    "AlreadyKnownChunks": [],
+                }
+            ],
+        }
+    ),
+)
+GET_CHUNKS = (
+    "GET_CHUNKS",
+    request_body(
+        {
+            "ContentFilters": [
+                {
+                    "StreamId": "MainContent",
+                    "ChunkRangesToReturn": [{"ChunkId": chunk_id(c), "Offset": 0, "Length": -1} for c in CHUNKS],
+                }
+            ]
+        }
+    ),
+)
 
 
 @pytest.mark.parametrize("operation", [GET_CHUNKED_FILE, GET_CHUNKS], ids=["GetChunkedFile", "GetChunks"])
@@ -98,8 +124,16 @@ def test_get_file_releases_its_blob(app, settings, saved):
 
 
 def test_a_request_failing_after_the_blobs_were_opened_releases_them(app, settings, saved):
-    bad_range = request_body({"ContentFilters": [{"StreamId": "MainContent", "ChunkRangesToReturn": [
-        {"ChunkId": chunk_id(CHUNKS[0]), "Offset": 300_001, "Length": 1}]}]})
+    bad_range = request_body(
+        {
+            "ContentFilters": [
+                {
+                    "StreamId": "MainContent",
+                    "ChunkRangesToReturn": [{"ChunkId": chunk_id(CHUNKS[0]), "Offset": 300_001, "Length": 1}],
+                }
+            ]
+        }
+    )
     status, body = start(app, saved, "GET_CHUNKS", bad_range)
     assert status.startswith("400")
     b"".join(body)

@@ -13,7 +13,13 @@ import pytest
 
 from wopihost.clock import FrozenClock
 from wopihost.discovery import (
-    ActionNotFound, Discovery, DiscoveryCache, DiscoveryError, action_url, fetch_source, parse_discovery,
+    ActionNotFound,
+    Discovery,
+    DiscoveryCache,
+    DiscoveryError,
+    action_url,
+    fetch_source,
+    parse_discovery,
     transform_urlsrc,
 )
 from wopihost.proof import ProofKeys, verify
@@ -27,16 +33,21 @@ KEYS = VECTOR_DATA["discovery"]  # Microsoft's sample key pair: value/modulus/ex
 WOPI_SRC = "https://host.example/wopi/files/abc123"
 WOPI_SRC_ENCODED = "https%3A%2F%2Fhost.example%2Fwopi%2Ffiles%2Fabc123"
 
-WORD_VIEW = ("https://word-view.office.example/wv/wordviewerframe.aspx?<ui=UI_LLCC&><rs=DC_LLCC&>"
-             "<dchat=DISABLE_CHAT&><hid=HOST_SESSION_ID&><sc=SESSION_CONTEXT&><wopisrc=WOPI_SOURCE&>"
-             "<IsLicensedUser=BUSINESS_USER&><actnavid=ACTIVITY_NAVIGATION_ID&>")
-WORD_EDIT = ("https://word-edit.office.example/we/wordeditorframe.aspx?<ui=UI_LLCC&><rs=DC_LLCC&>"
-             "<wopisrc=WOPI_SOURCE&><IsLicensedUser=BUSINESS_USER&>")
+WORD_VIEW = (
+    "https://word-view.office.example/wv/wordviewerframe.aspx?<ui=UI_LLCC&><rs=DC_LLCC&>"
+    "<dchat=DISABLE_CHAT&><hid=HOST_SESSION_ID&><sc=SESSION_CONTEXT&><wopisrc=WOPI_SOURCE&>"
+    "<IsLicensedUser=BUSINESS_USER&><actnavid=ACTIVITY_NAVIGATION_ID&>"
+)
+WORD_EDIT = (
+    "https://word-edit.office.example/we/wordeditorframe.aspx?<ui=UI_LLCC&><rs=DC_LLCC&>"
+    "<wopisrc=WOPI_SOURCE&><IsLicensedUser=BUSINESS_USER&>"
+)
 EXCEL = "https://excel.office.example/x/_layouts/xlviewerinternal.aspx"
 EXCEL_VIEW = EXCEL + "?<ui=UI_LLCC&><rs=DC_LLCC&>"
 EXCEL_EDIT = EXCEL + "?edit=1&<ui=UI_LLCC&>"
-WOPITEST_VIEW = ("https://word-view.office.example/wv/wordviewerframe.aspx?<ui=UI_LLCC&>"
-                 "<testcategory=VALIDATOR_TEST_CATEGORY>")
+WOPITEST_VIEW = (
+    "https://word-view.office.example/wv/wordviewerframe.aspx?<ui=UI_LLCC&><testcategory=VALIDATOR_TEST_CATEGORY>"
+)
 E = WOPI_SRC_ENCODED
 
 
@@ -48,8 +59,7 @@ def proof_key_element(**attrs: str) -> str:
     return "<proof-key " + " ".join(f'{name}="{value}"' for name, value in attrs.items()) + "/>"
 
 
-ALL_KEY_ATTRS = {name: KEYS[name] for name in
-                 ("oldvalue", "oldmodulus", "oldexponent", "value", "modulus", "exponent")}
+ALL_KEY_ATTRS = {name: KEYS[name] for name in ("oldvalue", "oldmodulus", "oldexponent", "value", "modulus", "exponent")}
 
 
 def office_discovery(proof_key: str | None = None, internal_host: str = "internal.office.example") -> bytes:
@@ -64,7 +74,7 @@ def office_discovery(proof_key: str | None = None, internal_host: str = "interna
       <action name="view" ext="doc" default="true" urlsrc="{esc(WORD_VIEW)}"/>
       <action name="view" ext="docx" default="true" urlsrc="{esc(WORD_VIEW)}"/>
       <action name="edit" ext="docx" requires="locks,update" urlsrc="{esc(WORD_EDIT)}"/>
-      <action name="editnew" ext="docx" requires="locks, update" urlsrc="{esc(WORD_EDIT + '<new=1&>')}"/>
+      <action name="editnew" ext="docx" requires="locks, update" urlsrc="{esc(WORD_EDIT + "<new=1&>")}"/>
     </app>
     <app name="Excel" favIconUrl="https://excel.office.example/x/_layouts/resources/FavIcon_Excel.ico"
          checkLicense="true">
@@ -96,11 +106,11 @@ def office_discovery(proof_key: str | None = None, internal_host: str = "interna
 
 
 def vector_keys() -> ProofKeys:
-    return ProofKeys.from_modulus_exponent(KEYS["modulus"], KEYS["exponent"], KEYS["oldmodulus"],
-                                           KEYS["oldexponent"])
+    return ProofKeys.from_modulus_exponent(KEYS["modulus"], KEYS["exponent"], KEYS["oldmodulus"], KEYS["oldexponent"])
 
 
 # ------------------------------------------------------------------------------------------ parsing
+
 
 def test_parse_realistic_document():
     discovery = parse_discovery(office_discovery())
@@ -137,9 +147,16 @@ def test_parse_proof_keys_from_modulus_and_value():
 def test_parsed_keys_verify_microsoft_vectors():
     keys = parse_discovery(office_discovery()).proof_keys
     for case in VECTOR_DATA["cases"]:
-        verdict = verify(keys, access_token_raw=case["access_token"], url=case["url"],
-                         timestamp_header=str(case["timestamp"]), proof=case["proof"],
-                         proof_old=case["proof_old"], now=None, check_freshness=False)
+        verdict = verify(
+            keys,
+            access_token_raw=case["access_token"],
+            url=case["url"],
+            timestamp_header=str(case["timestamp"]),
+            proof=case["proof"],
+            proof_old=case["proof_old"],
+            now=None,
+            check_freshness=False,
+        )
         assert verdict.ok is case["valid"], case["name"]
 
 
@@ -166,14 +183,17 @@ def test_no_proof_key_element():
     assert parse_discovery(office_discovery(proof_key="")).proof_keys is None
 
 
-@pytest.mark.parametrize("attrs, message", [
-    (dict(ALL_KEY_ATTRS, value=KEYS["oldvalue"]), "disagree"),
-    (dict(ALL_KEY_ATTRS, oldmodulus=KEYS["modulus"]), "disagree"),
-    (dict(ALL_KEY_ATTRS, modulus="not base64!"), "base64"),
-    (dict(ALL_KEY_ATTRS, value=KEYS["value"][:-8]), "value"),
-    ({"modulus": KEYS["modulus"]}, "exponent"),
-    ({"oldvalue": KEYS["oldvalue"]}, "no current key"),
-])
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        (dict(ALL_KEY_ATTRS, value=KEYS["oldvalue"]), "disagree"),
+        (dict(ALL_KEY_ATTRS, oldmodulus=KEYS["modulus"]), "disagree"),
+        (dict(ALL_KEY_ATTRS, modulus="not base64!"), "base64"),
+        (dict(ALL_KEY_ATTRS, value=KEYS["value"][:-8]), "value"),
+        ({"modulus": KEYS["modulus"]}, "exponent"),
+        ({"oldvalue": KEYS["oldvalue"]}, "no current key"),
+    ],
+)
 def test_bad_proof_keys_are_rejected(attrs, message):
     with pytest.raises(DiscoveryError, match=message):
         parse_discovery(office_discovery(proof_key_element(**attrs)))
@@ -202,8 +222,9 @@ PLAIN_DOCTYPE = b"""<?xml version="1.0"?>
 <wopi-discovery/>"""
 
 
-@pytest.mark.parametrize("document", [BILLION_LAUGHS, EXTERNAL_ENTITY, PLAIN_DOCTYPE],
-                         ids=["billion-laughs", "external-entity", "doctype"])
+@pytest.mark.parametrize(
+    "document", [BILLION_LAUGHS, EXTERNAL_ENTITY, PLAIN_DOCTYPE], ids=["billion-laughs", "external-entity", "doctype"]
+)
 def test_doctype_and_entities_are_rejected(document):
     with pytest.raises(DiscoveryError, match="DOCTYPE"):
         parse_discovery(document)
@@ -221,11 +242,20 @@ def test_utf16_document_parses():
     assert len(discovery.find(ext="docx")) == 4 and discovery.proof_keys is not None
 
 
-@pytest.mark.parametrize("document", [
-    b"", b"   ", b"not xml at all", b"<wopi-discovery>", b"<wopi-discovery></net-zone>",
-    b"<wopi-discovery/><trailing/>", b"\xff\xfe\x00garbage", b"<a>&undefined;</a>",
-    b"<html><body>502 Bad Gateway</body></html>",
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"",
+        b"   ",
+        b"not xml at all",
+        b"<wopi-discovery>",
+        b"<wopi-discovery></net-zone>",
+        b"<wopi-discovery/><trailing/>",
+        b"\xff\xfe\x00garbage",
+        b"<a>&undefined;</a>",
+        b"<html><body>502 Bad Gateway</body></html>",
+    ],
+)
 def test_malformed_xml_raises_discovery_error(document):
     with pytest.raises(DiscoveryError):
         parse_discovery(document)
@@ -238,43 +268,51 @@ def test_empty_discovery_has_no_actions():
 
 # -------------------------------------------------------------------------------------- action URLs
 
+
 def test_office_view_url():
     url = transform_urlsrc(WORD_VIEW, WOPI_SRC, {"UI_LLCC": "en-US", "DC_LLCC": "de-DE"})
-    assert url == ("https://word-view.office.example/wv/wordviewerframe.aspx?ui=en-US&rs=de-DE"
-                   f"&wopisrc={WOPI_SRC_ENCODED}")
+    assert url == (
+        f"https://word-view.office.example/wv/wordviewerframe.aspx?ui=en-US&rs=de-DE&wopisrc={WOPI_SRC_ENCODED}"
+    )
 
 
 def test_unknown_placeholders_are_removed_and_known_ones_kept():
     url = transform_urlsrc(WORD_VIEW, WOPI_SRC, {"SESSION_CONTEXT": "ctx 1&2", "BUSINESS_USER": "1"})
-    assert url == ("https://word-view.office.example/wv/wordviewerframe.aspx?sc=ctx%201%262"
-                   f"&wopisrc={WOPI_SRC_ENCODED}&IsLicensedUser=1")
+    assert url == (
+        "https://word-view.office.example/wv/wordviewerframe.aspx?sc=ctx%201%262"
+        f"&wopisrc={WOPI_SRC_ENCODED}&IsLicensedUser=1"
+    )
     assert "<" not in url and ">" not in url and "UI_LLCC" not in url
 
 
-@pytest.mark.parametrize("urlsrc, expected", [
-    # no WOPI_SOURCE placeholder: WOPISrc= appended
-    ("https://c.example/browser/h/cool.html?", f"https://c.example/browser/h/cool.html?WOPISrc={E}"),
-    ("https://c.example/edit", f"https://c.example/edit?WOPISrc={E}"),
-    ("https://c.example/edit?a=1", f"https://c.example/edit?a=1&WOPISrc={E}"),
-    ("https://c.example/edit?a=1&<ui=UI_LLCC&>", f"https://c.example/edit?a=1&WOPISrc={E}"),
-    # last placeholder without "&", and trailing "&" dropped
-    ("https://o.example/v.aspx?<ui=UI_LLCC&><wopisrc=WOPI_SOURCE>", f"https://o.example/v.aspx?wopisrc={E}"),
-    ("https://o.example/v.aspx?<wopisrc=WOPI_SOURCE&><ui=UI_LLCC&>", f"https://o.example/v.aspx?wopisrc={E}"),
-    # ONLYOFFICE style: "?&" and "&&" leftovers
-    ("https://oo.example/hosting/wopi/word/view?&<rs=DC_LLCC&><wopisrc=WOPI_SOURCE&>&",
-     f"https://oo.example/hosting/wopi/word/view?wopisrc={E}"),
-    # something else in angle brackets is not a URL part
-    ("https://o.example/v.aspx?<junk><wopisrc=WOPI_SOURCE&>", f"https://o.example/v.aspx?wopisrc={E}"),
-    # a fragment stays at the end
-    ("https://o.example/v.aspx?<wopisrc=WOPI_SOURCE&>#frag", f"https://o.example/v.aspx?wopisrc={E}#frag"),
-])
+@pytest.mark.parametrize(
+    "urlsrc, expected",
+    [
+        # no WOPI_SOURCE placeholder: WOPISrc= appended
+        ("https://c.example/browser/h/cool.html?", f"https://c.example/browser/h/cool.html?WOPISrc={E}"),
+        ("https://c.example/edit", f"https://c.example/edit?WOPISrc={E}"),
+        ("https://c.example/edit?a=1", f"https://c.example/edit?a=1&WOPISrc={E}"),
+        ("https://c.example/edit?a=1&<ui=UI_LLCC&>", f"https://c.example/edit?a=1&WOPISrc={E}"),
+        # last placeholder without "&", and trailing "&" dropped
+        ("https://o.example/v.aspx?<ui=UI_LLCC&><wopisrc=WOPI_SOURCE>", f"https://o.example/v.aspx?wopisrc={E}"),
+        ("https://o.example/v.aspx?<wopisrc=WOPI_SOURCE&><ui=UI_LLCC&>", f"https://o.example/v.aspx?wopisrc={E}"),
+        # ONLYOFFICE style: "?&" and "&&" leftovers
+        (
+            "https://oo.example/hosting/wopi/word/view?&<rs=DC_LLCC&><wopisrc=WOPI_SOURCE&>&",
+            f"https://oo.example/hosting/wopi/word/view?wopisrc={E}",
+        ),
+        # something else in angle brackets is not a URL part
+        ("https://o.example/v.aspx?<junk><wopisrc=WOPI_SOURCE&>", f"https://o.example/v.aspx?wopisrc={E}"),
+        # a fragment stays at the end
+        ("https://o.example/v.aspx?<wopisrc=WOPI_SOURCE&>#frag", f"https://o.example/v.aspx?wopisrc={E}#frag"),
+    ],
+)
 def test_transform_examples(urlsrc, expected):
     assert transform_urlsrc(urlsrc, WOPI_SRC) == expected
 
 
 def test_wopi_src_is_fully_url_encoded():
-    url = transform_urlsrc("https://o.example/v?<wopisrc=WOPI_SOURCE&>",
-                           "https://h:8443/wopi/files/a b?x=1&y")
+    url = transform_urlsrc("https://o.example/v?<wopisrc=WOPI_SOURCE&>", "https://h:8443/wopi/files/a b?x=1&y")
     assert url == "https://o.example/v?wopisrc=https%3A%2F%2Fh%3A8443%2Fwopi%2Ffiles%2Fa%20b%3Fx%3D1%26y"
 
 
@@ -285,7 +323,8 @@ def test_action_url_picks_net_zone_by_preference():
     assert internal == f"http://internal.office.example/wv/wordviewerframe.aspx?wopisrc={WOPI_SRC_ENCODED}"
     # no action in the preferred zone: any zone will do
     assert action_url(discovery, "docx", "edit", WOPI_SRC, net_zones=("internal-http",)).startswith(
-        "https://word-edit.office.example/")
+        "https://word-edit.office.example/"
+    )
 
 
 def test_action_url_with_values_and_progid():
@@ -294,8 +333,7 @@ def test_action_url_with_values_and_progid():
     assert url == f"{EXCEL}?edit=1&ui=fr-FR&WOPISrc={E}"
     onenote = action_url(discovery, None, "view", WOPI_SRC, progid="OneNote.Notebook")
     assert onenote == f"https://onenote.office.example/o/onenoteframe.aspx?wopisrc={WOPI_SRC_ENCODED}"
-    validator = action_url(discovery, "wopitest", "view", WOPI_SRC,
-                           values={"VALIDATOR_TEST_CATEGORY": "OfficeOnline"})
+    validator = action_url(discovery, "wopitest", "view", WOPI_SRC, values={"VALIDATOR_TEST_CATEGORY": "OfficeOnline"})
     assert validator.endswith(f"?testcategory=OfficeOnline&WOPISrc={WOPI_SRC_ENCODED}")
 
 
@@ -358,8 +396,12 @@ def test_cache_refreshes_after_ttl():
 
 
 def test_failed_refresh_keeps_last_good_copy_and_logs(caplog):
-    fetch = FakeFetch(office_discovery(), OSError("connection refused"), b"<html>oops</html>",
-                      office_discovery(internal_host="back.example"))
+    fetch = FakeFetch(
+        office_discovery(),
+        OSError("connection refused"),
+        b"<html>oops</html>",
+        office_discovery(internal_host="back.example"),
+    )
     cache, clock = make_cache(fetch)
     good = cache.get()
     clock.advance(seconds=3600)

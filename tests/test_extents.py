@@ -3,7 +3,8 @@
 import io
 import os
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wopihost.extents import Extent, Extents, ExtentsReader, OpenBlobs, open_extents
 from wopihost.storage import BlobStore
@@ -22,7 +23,7 @@ def extents(draw) -> Extents:
 
 
 def model(sequence) -> bytes:
-    return b"".join(BLOBS[e.blob][e.offset:e.offset + e.length] for e in sequence)
+    return b"".join(BLOBS[e.blob][e.offset : e.offset + e.length] for e in sequence)
 
 
 @given(extents(), st.data())
@@ -31,7 +32,7 @@ def test_slice_is_the_bytes_between(sequence, data):
     start = data.draw(st.integers(0, len(whole)))
     length = data.draw(st.integers(0, len(whole) - start))
     part = sequence.slice(start, length)
-    assert model(part) == whole[start:start + length] and part.length == length
+    assert model(part) == whole[start : start + length] and part.length == length
     assert all(e.length > 0 for e in part)
 
 
@@ -70,7 +71,7 @@ def test_reader_reads_and_seeks_like_the_bytes(tmp_path_factory, sequence, reads
         assert reader.read() == whole
         for position, size in reads:
             reader.seek(position)
-            assert reader.read(size) == whole[position:position + size]
+            assert reader.read(size) == whole[position : position + size]
         if len(whole) >= 3:
             assert reader.seek(-3, io.SEEK_END) == len(whole) - 3 and reader.read() == whole[-3:]
 

@@ -28,7 +28,7 @@ def file_url(wopi: WopiClient) -> str:
 def download(testapp: webtest.TestApp, url: str, **headers):
     """GET an absolute URL of this host as a client would: no token, no Authorization, no proof."""
     assert url.startswith(PUBLIC + "/")
-    return testapp.get(url[len(PUBLIC):], headers=headers, expect_errors=True)
+    return testapp.get(url[len(PUBLIC) :], headers=headers, expect_errors=True)
 
 
 def ticket_of(url: str) -> str:
@@ -36,6 +36,7 @@ def ticket_of(url: str) -> str:
 
 
 # -- what it is ----------------------------------------------------------------------------------------
+
 
 def test_file_url_is_absolute_under_the_public_url_and_carries_no_token(wopi):
     url = file_url(wopi)
@@ -88,6 +89,7 @@ def test_range_requests(wopi, testapp):
 
 
 # -- how long it works -----------------------------------------------------------------------------------
+
 
 def test_file_url_expires_after_five_minutes(wopi, testapp, clock):
     url = file_url(wopi)
@@ -147,23 +149,37 @@ def test_revoking_another_token_leaves_it_working(wopi, make_file, client_for, s
 
 # -- forged and foreign tickets -------------------------------------------------------------------------
 
+
 def _tampered(ticket: str) -> str:
     middle = len(ticket) // 2
-    return ticket[:middle] + ("a" if ticket[middle] != "a" else "b") + ticket[middle + 1:]
+    return ticket[:middle] + ("a" if ticket[middle] != "a" else "b") + ticket[middle + 1 :]
 
 
-@pytest.mark.parametrize("change", [
-    lambda t: "garbage",
-    lambda t: "a" * len(t),
-    _tampered,
-    lambda t: t[:-1],
-    lambda t: t + "a",
-    lambda t: t.upper(),
-    lambda t: t + "====",
-    lambda t: t[:5] + "\u00e9" + t[6:],
-    lambda t: t.replace(".", ""),
-], ids=["garbage", "same-length", "tampered", "truncated", "extended", "upper-case", "padded", "non-ascii",
-        "no-fields"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: "garbage",
+        lambda t: "a" * len(t),
+        _tampered,
+        lambda t: t[:-1],
+        lambda t: t + "a",
+        lambda t: t.upper(),
+        lambda t: t + "====",
+        lambda t: t[:5] + "\u00e9" + t[6:],
+        lambda t: t.replace(".", ""),
+    ],
+    ids=[
+        "garbage",
+        "same-length",
+        "tampered",
+        "truncated",
+        "extended",
+        "upper-case",
+        "padded",
+        "non-ascii",
+        "no-fields",
+    ],
+)
 def test_a_forged_or_damaged_ticket_is_401(wopi, testapp, change):
     ticket = ticket_of(file_url(wopi))
     forged = change(ticket)
@@ -193,6 +209,7 @@ def test_a_file_url_ticket_is_not_a_graph_download_ticket(wopi, graph, testapp):
 
 # -- proof keys, deleted files ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def proof_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -202,8 +219,9 @@ def test_with_proof_keys_required_the_file_url_needs_no_proof(settings, clock, m
     public = f"{PUBLIC}/office"
     discovery = tmp_path / "discovery.xml"
     discovery.write_bytes(discovery_xml(proof_key.public_key(), None))
-    app = create_app(settings.with_changes(public_url=public, proof_keys="require", discovery_url=str(discovery)),
-                     clock)
+    app = create_app(
+        settings.with_changes(public_url=public, proof_keys="require", discovery_url=str(discovery)), clock
+    )
     try:
         testapp = webtest.TestApp(app)
         file = make_file()
@@ -212,12 +230,13 @@ def test_with_proof_keys_required_the_file_url_needs_no_proof(settings, clock, m
         unsigned = testapp.get(path, expect_errors=True)
         assert unsigned.status_int == 500 and "proof" in unsigned.headers["X-WOPI-FailureReason"]
         ticks = ticks_from_datetime(clock.now())
-        signed = testapp.get(path, headers={"X-WOPI-TimeStamp": str(ticks),
-                                            "X-WOPI-Proof": sign(proof_key, token, PUBLIC + path, ticks)})
+        signed = testapp.get(
+            path, headers={"X-WOPI-TimeStamp": str(ticks), "X-WOPI-Proof": sign(proof_key, token, PUBLIC + path, ticks)}
+        )
         assert signed.status_int == 200
         url = signed.json["FileUrl"]
         assert url.startswith(f"{public}/wopi/download/")
-        response = testapp.get(url[len(PUBLIC):])  # no X-WOPI-Proof, no X-WOPI-TimeStamp
+        response = testapp.get(url[len(PUBLIC) :])  # no X-WOPI-Proof, no X-WOPI-TimeStamp
         assert response.status_int == 200
         assert response.body == b"hello world"
     finally:

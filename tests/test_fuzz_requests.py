@@ -6,8 +6,9 @@ from hypothesis import strategies as st
 from .fuzz import OVERRIDES, bodies, headers
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(override=st.sampled_from(OVERRIDES), contents=st.booleans(), body=bodies, headers=headers)
 def test_random_requests_never_cause_a_server_error(wopi, override, contents, body, headers):
     url = wopi.url("/contents" if contents else "")

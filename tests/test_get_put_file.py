@@ -19,6 +19,7 @@ def tmp_files(settings):
 
 # -- GetFile --------------------------------------------------------------------------
 
+
 def test_get_file_returns_content_length_and_version(wopi):
     response = wopi.get_file()
     assert response.status_int == 200
@@ -52,11 +53,14 @@ def test_get_file_malformed_max_expected_size_is_400(wopi, limit):
     assert "X-WOPI-MaxExpectedSize" in response.headers["X-WOPI-FailureReason"]
 
 
-@pytest.mark.parametrize("range_header, status, body, content_range", [
-    ("bytes=0-4", 206, b"hello", "bytes 0-4/11"),
-    ("bytes=6-", 206, b"world", "bytes 6-10/11"),
-    ("bytes=-3", 206, b"rld", "bytes 8-10/11"),
-])
+@pytest.mark.parametrize(
+    "range_header, status, body, content_range",
+    [
+        ("bytes=0-4", 206, b"hello", "bytes 0-4/11"),
+        ("bytes=6-", 206, b"world", "bytes 6-10/11"),
+        ("bytes=-3", 206, b"rld", "bytes 8-10/11"),
+    ],
+)
 def test_get_file_range(wopi, range_header, status, body, content_range):
     response = wopi.get_file(Range=range_header)
     assert response.status_int == status
@@ -77,6 +81,7 @@ def test_get_file_streams_large_content(make_file, client_for):
 
 
 # -- PutFile --------------------------------------------------------------------------
+
 
 def test_put_file_with_matching_lock(wopi, services):
     wopi.lock("L")
@@ -181,6 +186,7 @@ def test_put_file_replaces_the_blob_and_deletes_the_old_one(wopi, settings):
 
 # -- Collabora's timestamp check (lessons-from-peers item 8) --------------------------
 
+
 def test_put_file_with_current_cool_timestamp_succeeds(wopi):
     wopi.lock("L")
     loaded = wopi.check_file_info().json["LastModifiedTime"]
@@ -211,6 +217,7 @@ def test_last_modified_time_round_trips_through_the_parser(wopi):
 
 
 # -- crash safety ---------------------------------------------------------------------
+
 
 class BrokenBody(io.RawIOBase):
     """A request body whose client goes away after `good` bytes."""
@@ -243,8 +250,9 @@ def test_interrupted_put_file_leaves_old_content_and_no_partial_file(wopi, setti
 @pytest.mark.parametrize("terminated", [False, True], ids=["werkzeug-limited", "gunicorn-terminated"])
 def test_body_shorter_than_content_length_is_400_and_keeps_old_content(wopi, settings, terminated):
     wopi.lock("L")
-    response = wopi.raw_post("/contents", io.BytesIO(b"only part"), 1000, terminated,
-                             X_WOPI_Override="PUT", X_WOPI_Lock="L")
+    response = wopi.raw_post(
+        "/contents", io.BytesIO(b"only part"), 1000, terminated, X_WOPI_Override="PUT", X_WOPI_Lock="L"
+    )
     assert response.status_int == 400
     assert response.headers["X-WOPI-FailureReason"]
     assert wopi.get_file().body == b"hello world"
@@ -253,6 +261,7 @@ def test_body_shorter_than_content_length_is_400_and_keeps_old_content(wopi, set
 
 def test_put_file_on_a_file_deleted_during_upload_is_404_and_leaves_no_blob(make_file, services, settings):
     file = make_file(b"")  # unlocked and empty, so PutFile without a lock may start
+
     class DeletesMidway(io.RawIOBase):
         sent = False
 

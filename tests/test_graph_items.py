@@ -27,6 +27,7 @@ PUBLIC = "https://wopi.example.test"
 
 # -- helpers --------------------------------------------------------------------------------------
 
+
 def put(graph: GraphClient, path: str, data: bytes = b"data", drive: str = "me/drive", query: str = ""):
     """Simple upload of `data` to root:/{path}."""
     return graph.put(f"{drive}/root:/{quote(path)}:/content{query}", data)
@@ -60,6 +61,7 @@ def quota_app(settings, clock):
 
 
 # -- prefixes and drives ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("prefix", ["/v1.0", "/v2.0", "/_api/v2.0"])
 def test_every_version_prefix_serves_the_same_drive(graph, graph_for, prefix):
@@ -126,8 +128,10 @@ def test_drive_quota_counts_only_this_drive(graph, graph_for):
     assert graph.get("me/drive").json["quota"]["used"] == 7
 
 
-@pytest.mark.parametrize("used, state", [(899, "normal"), (900, "nearing"), (989, "nearing"),
-                                         (990, "critical"), (1000, "exceeded"), (1200, "exceeded")])
+@pytest.mark.parametrize(
+    "used, state",
+    [(899, "normal"), (900, "nearing"), (989, "nearing"), (990, "critical"), (1000, "exceeded"), (1200, "exceeded")],
+)
 def test_drive_json_with_a_quota(quota_app, used, state):
     graph, services = quota_app
     services.add_file("alice", "fill.bin", io.BytesIO(b"x" * used))
@@ -147,11 +151,11 @@ def test_simple_upload_over_the_quota_is_refused(quota_app):
 
 def test_chunked_simple_upload_over_the_quota_is_refused(quota_app):
     graph, _ = quota_app
-    request = webtest.TestRequest.blank("/v1.0/me/drive/root:/big.bin:/content", method="PUT",
-                                        headers=graph.headers())
+    request = webtest.TestRequest.blank("/v1.0/me/drive/root:/big.bin:/content", method="PUT", headers=graph.headers())
     request.environ.pop("CONTENT_LENGTH", None)
-    request.environ.update({"wsgi.input": io.BytesIO(b"x" * 5000), "HTTP_TRANSFER_ENCODING": "chunked",
-                            "wsgi.input_terminated": True})
+    request.environ.update(
+        {"wsgi.input": io.BytesIO(b"x" * 5000), "HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True}
+    )
     response = graph.testapp.do_request(request, status="*", expect_errors=True)
     assert response.status_int == 507
     assert graph_error(response) == ("quotaLimitReached", None)
@@ -159,6 +163,7 @@ def test_chunked_simple_upload_over_the_quota_is_refused(quota_app):
 
 
 # -- shared drives -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind, via", [("site", "sites"), ("group", "groups")])
 def test_shared_drive_for_a_member(services, graph_for, kind, via):
@@ -208,11 +213,14 @@ def test_drives_lists_the_own_drive_first_then_the_shared_ones_of_the_user(servi
     listed = alice.get(path)
     assert listed.status_int == 200
     assert [(d["id"], d["driveType"]) for d in listed.json["value"]] == [
-        (alice.drive_id, "personal"), (site.id, "documentLibrary")]
+        (alice.drive_id, "personal"),
+        (site.id, "documentLibrary"),
+    ]
     assert graph_for("bob").get(path).json["value"][0]["owner"]["user"]["id"] == "bob"
 
 
 # -- item addressing -------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def nested(graph):
@@ -223,19 +231,22 @@ def nested(graph):
     return dir_id, sub_id, file_id
 
 
-@pytest.mark.parametrize("path", [
-    "root:/dir/sub/a!b c.txt:",
-    "root:/dir/sub/a!b c.txt",  # no closing colon: the rest of the URL is the path
-    "root:/dir/sub/a%21b%20c.txt:",
-    "root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A",
-    "items/root:/dir/sub/a!b c.txt:",
-    "items/root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A",
-    "items/{dir}:/sub/a!b c.txt:",
-    "items/{dir}%3A%2Fsub%2Fa%21b%20c.txt%3A",
-    "items/{sub}:/a!b c.txt:",
-    "items/{file}",
-    "root:/DIR/Sub/A!B C.TXT:",  # names ignore case
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "root:/dir/sub/a!b c.txt:",
+        "root:/dir/sub/a!b c.txt",  # no closing colon: the rest of the URL is the path
+        "root:/dir/sub/a%21b%20c.txt:",
+        "root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A",
+        "items/root:/dir/sub/a!b c.txt:",
+        "items/root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A",
+        "items/{dir}:/sub/a!b c.txt:",
+        "items/{dir}%3A%2Fsub%2Fa%21b%20c.txt%3A",
+        "items/{sub}:/a!b c.txt:",
+        "items/{file}",
+        "root:/DIR/Sub/A!B C.TXT:",  # names ignore case
+    ],
+)
 def test_item_addressing_forms(graph, nested, path):
     dir_id, sub_id, file_id = nested
     response = graph.get("me/drive/" + path.format(dir=dir_id, sub=sub_id, file=file_id))
@@ -244,13 +255,16 @@ def test_item_addressing_forms(graph, nested, path):
     assert response.json["name"] == "a!b c.txt"
 
 
-@pytest.mark.parametrize("path", [
-    "root:/dir/sub/a!b c.txt:/content",
-    "root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A/content",
-    "items/root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A/content",
-    "items/{dir}:/sub/a!b c.txt:/content",
-    "items/{file}/content",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "root:/dir/sub/a!b c.txt:/content",
+        "root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A/content",
+        "items/root%3A%2Fdir%2Fsub%2Fa%21b%20c.txt%3A/content",
+        "items/{dir}:/sub/a!b c.txt:/content",
+        "items/{file}/content",
+    ],
+)
 def test_content_action_after_every_addressing_form(graph, nested, path):
     dir_id, sub_id, file_id = nested
     response = graph.get("me/drive/" + path.format(dir=dir_id, sub=sub_id, file=file_id))
@@ -258,9 +272,17 @@ def test_content_action_after_every_addressing_form(graph, nested, path):
     assert response.body == b"nested"
 
 
-@pytest.mark.parametrize("path", ["root/children", "root:/dir/sub:/children", "items/{sub}/children",
-                                  "items/{dir}:/sub:/children", "items/root:/dir/sub:/children",
-                                  "items/root%3A%2Fdir%2Fsub%3A/children"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "root/children",
+        "root:/dir/sub:/children",
+        "items/{sub}/children",
+        "items/{dir}:/sub:/children",
+        "items/root:/dir/sub:/children",
+        "items/root%3A%2Fdir%2Fsub%3A/children",
+    ],
+)
 def test_children_action_after_every_addressing_form(graph, nested, path):
     dir_id, sub_id, file_id = nested
     names = [i["name"] for i in graph.get("me/drive/" + path.format(dir=dir_id, sub=sub_id)).json["value"]]
@@ -277,14 +299,22 @@ def test_unicode_names_in_paths(graph):
     created = put(graph, "Ünïcödé 日本.txt", b"u")
     assert created.status_int == 201
     assert created.json["name"] == "Ünïcödé 日本.txt"
-    assert graph.get("me/drive/root:/%C3%9Cn%C3%AFc%C3%B6d%C3%A9%20%E6%97%A5%E6%9C%AC.txt:").json["id"] == \
-        created.json["id"]
+    assert (
+        graph.get("me/drive/root:/%C3%9Cn%C3%AFc%C3%B6d%C3%A9%20%E6%97%A5%E6%9C%AC.txt:").json["id"]
+        == created.json["id"]
+    )
 
 
 def test_missing_items_are_not_found(graph, nested):
     _, sub_id, file_id = nested
-    for path in ("root:/nope:", "root:/dir/nope/a!b c.txt:", f"items/{new_id()}", "items/not-an-id",
-                 f"items/{file_id}:/below:", "root:/dir/sub/a!b c.txt/x"):
+    for path in (
+        "root:/nope:",
+        "root:/dir/nope/a!b c.txt:",
+        f"items/{new_id()}",
+        "items/not-an-id",
+        f"items/{file_id}:/below:",
+        "root:/dir/sub/a!b c.txt/x",
+    ):
         response = graph.get(f"me/drive/{path}")
         assert response.status_int == 404, path
         assert graph_error(response) == ("itemNotFound", None)
@@ -307,6 +337,7 @@ def test_dot_segments_in_a_path_are_refused(graph, nested):
 
 # -- driveItem JSON ----------------------------------------------------------------------------------
 
+
 def test_root_item_json(graph, nested):
     body = graph.get("me/drive/root").json
     assert body["name"] == "root"
@@ -321,13 +352,23 @@ def test_file_item_json(graph, services, nested):
     body = graph.get(f"me/drive/items/{file_id}").json
     alice = {"user": {"id": "alice", "displayName": services.user("alice").display_name}}
     assert body["id"] == file_id and body["name"] == "a!b c.txt" and body["size"] == 6
-    assert body["parentReference"] == {"driveId": graph.drive_id, "driveType": "personal", "id": sub_id,
-                                       "path": f"/drives/{graph.drive_id}/root:/dir/sub"}
-    assert body["file"] == {"mimeType": "text/plain",
-                            "hashes": {"sha256Hash": hashlib.sha256(b"nested").hexdigest().upper()}}
+    assert body["parentReference"] == {
+        "driveId": graph.drive_id,
+        "driveType": "personal",
+        "id": sub_id,
+        "path": f"/drives/{graph.drive_id}/root:/dir/sub",
+    }
+    assert body["file"] == {
+        "mimeType": "text/plain",
+        "hashes": {"sha256Hash": hashlib.sha256(b"nested").hexdigest().upper()},
+    }
     assert body["createdBy"] == alice and body["lastModifiedBy"] == alice
-    for stamp in (body["createdDateTime"], body["lastModifiedDateTime"],
-                  body["fileSystemInfo"]["createdDateTime"], body["fileSystemInfo"]["lastModifiedDateTime"]):
+    for stamp in (
+        body["createdDateTime"],
+        body["lastModifiedDateTime"],
+        body["fileSystemInfo"]["createdDateTime"],
+        body["fileSystemInfo"]["lastModifiedDateTime"],
+    ):
         assert TIMESTAMP.match(stamp), stamp
     assert "folder" not in body and "root" not in body and "description" not in body
 
@@ -423,10 +464,11 @@ def test_folder_rename_changes_etag_within_the_same_millisecond(graph):
 
 # -- download URLs -----------------------------------------------------------------------------------
 
+
 def download_url(graph: GraphClient, file_id: str) -> str:
     url = graph.get(f"me/drive/items/{file_id}").json["@microsoft.graph.downloadUrl"]
     assert re.fullmatch(re.escape(PUBLIC) + r"/v1\.0/downloads/[A-Za-z0-9._-]+", url), url
-    return url[len(PUBLIC):]
+    return url[len(PUBLIC) :]
 
 
 def test_download_url_works_without_authorization(graph, testapp):
@@ -442,7 +484,7 @@ def test_download_url_is_in_children_and_upload_answers(graph, testapp):
     for body in (created, listed):
         url = body["@microsoft.graph.downloadUrl"]
         assert url.startswith(PUBLIC + "/v1.0/downloads/")
-        assert testapp.get(url[len(PUBLIC):]).body == b"abc"
+        assert testapp.get(url[len(PUBLIC) :]).body == b"abc"
 
 
 def test_download_url_fails_after_the_token_is_revoked(graph, services, testapp):
@@ -494,6 +536,7 @@ def test_download_url_of_a_deleted_file_is_not_found(graph, testapp):
 
 
 # -- children and paging -----------------------------------------------------------------------------
+
 
 def test_children_are_ordered_by_name_ignoring_case(graph):
     for name in ("b.txt", "C.txt", "a.txt"):
@@ -615,6 +658,7 @@ def test_children_of_a_file_is_refused(graph):
 
 # -- create folder -----------------------------------------------------------------------------------
 
+
 def test_create_folder(graph):
     response = mkdir(graph, "New")
     assert response.status_int == 201
@@ -633,8 +677,9 @@ def test_create_folder_in_a_folder_by_path(graph):
 
 
 @pytest.mark.parametrize("taken", ["folder", "file"])
-@pytest.mark.parametrize("extra", [{}, {"@microsoft.graph.conflictBehavior": "fail"},
-                                   {"@name.conflictBehavior": "fail"}])
+@pytest.mark.parametrize(
+    "extra", [{}, {"@microsoft.graph.conflictBehavior": "fail"}, {"@name.conflictBehavior": "fail"}]
+)
 def test_create_folder_fails_on_a_taken_name(graph, taken, extra):
     if taken == "folder":
         mkdir(graph, "Taken")
@@ -675,17 +720,20 @@ def test_create_folder_replace_of_a_free_name_creates_it(graph):
     assert response.status_int == 201
 
 
-@pytest.mark.parametrize("body", [
-    {"name": "NoFacet"},
-    {"folder": {}},
-    {"name": 5, "folder": {}},
-    {"name": "a/b", "folder": {}},
-    {"name": "a:b", "folder": {}},
-    {"name": "", "folder": {}},
-    {"name": "CON", "folder": {}},
-    {"name": "trailing.", "folder": {}},
-    {"name": "x", "folder": {}, "@microsoft.graph.conflictBehavior": "overwrite"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "NoFacet"},
+        {"folder": {}},
+        {"name": 5, "folder": {}},
+        {"name": "a/b", "folder": {}},
+        {"name": "a:b", "folder": {}},
+        {"name": "", "folder": {}},
+        {"name": "CON", "folder": {}},
+        {"name": "trailing.", "folder": {}},
+        {"name": "x", "folder": {}, "@microsoft.graph.conflictBehavior": "overwrite"},
+    ],
+)
 def test_create_folder_bad_requests(graph, body):
     response = graph.post_json("me/drive/root/children", body)
     assert response.status_int == 400
@@ -708,6 +756,7 @@ def test_create_folder_under_a_missing_parent_is_not_found(graph):
 
 # -- PATCH -------------------------------------------------------------------------------------------
 
+
 def test_patch_renames_a_file(graph):
     file_id = put(graph, "a.txt", b"abc").json["id"]
     response = graph.patch_json(f"me/drive/items/{file_id}", {"name": "b.txt"})
@@ -723,8 +772,9 @@ def test_patch_renames_a_folder_and_its_children_paths_follow(graph):
     file_id = put(graph, "old/a.txt").json["id"]
     response = graph.patch_json(f"me/drive/items/{folder_id}", {"name": "new"})
     assert (response.status_int, response.json["name"]) == (200, "new")
-    assert graph.get(f"me/drive/items/{file_id}").json["parentReference"]["path"] == \
-        f"/drives/{graph.drive_id}/root:/new"
+    assert (
+        graph.get(f"me/drive/items/{file_id}").json["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:/new"
+    )
 
 
 def test_patch_rename_to_own_name_in_other_case(graph):
@@ -743,10 +793,19 @@ def test_patch_rename_to_a_taken_name_conflicts(graph, taken):
     assert graph.get(f"me/drive/items/{file_id}").json["name"] == "a.txt"
 
 
-@pytest.mark.parametrize("body", [{"name": "a/b"}, {"name": ""}, {"name": 3}, {"description": 3},
-                                  {"parentReference": "x"}, {"fileSystemInfo": []},
-                                  {"fileSystemInfo": {"createdDateTime": "yesterday"}},
-                                  {"parentReference": {"path": "/somewhere"}}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "a/b"},
+        {"name": ""},
+        {"name": 3},
+        {"description": 3},
+        {"parentReference": "x"},
+        {"fileSystemInfo": []},
+        {"fileSystemInfo": {"createdDateTime": "yesterday"}},
+        {"parentReference": {"path": "/somewhere"}},
+    ],
+)
 def test_patch_bad_requests(graph, body):
     file_id = put(graph, "a.txt").json["id"]
     response = graph.patch_json(f"me/drive/items/{file_id}", body)
@@ -765,8 +824,9 @@ def test_patch_moves_by_parent_id(graph):
     assert item(graph, "a.txt").status_int == 404
 
 
-@pytest.mark.parametrize("path", ["/drive/root:/dest/inner", "/drives/{drive}/root:/dest/inner",
-                                  "/drive/root:/dest/inner/"])
+@pytest.mark.parametrize(
+    "path", ["/drive/root:/dest/inner", "/drives/{drive}/root:/dest/inner", "/drive/root:/dest/inner/"]
+)
 def test_patch_moves_by_parent_path(graph, path):
     mkdir(graph, "dest")
     inner_id = mkdir(graph, "inner", parent="root:/dest:").json["id"]
@@ -790,8 +850,9 @@ def test_patch_moves_to_the_root_by_path(graph):
 def test_patch_moves_and_renames_at_once(graph):
     dest_id = mkdir(graph, "dest").json["id"]
     file_id = put(graph, "a.txt").json["id"]
-    response = graph.patch_json(f"me/drive/items/{file_id}",
-                                {"name": "b.txt", "parentReference": {"id": dest_id, "driveId": graph.drive_id}})
+    response = graph.patch_json(
+        f"me/drive/items/{file_id}", {"name": "b.txt", "parentReference": {"id": dest_id, "driveId": graph.drive_id}}
+    )
     assert response.status_int == 200
     assert item(graph, "dest/b.txt").json["id"] == file_id
 
@@ -821,8 +882,9 @@ def test_patch_move_to_another_drive_is_refused(graph, graph_for):
     bob = graph_for("bob")
     bob_root = bob.get("me/drive/root").json["id"]
     file_id = put(graph, "a.txt").json["id"]
-    response = graph.patch_json(f"me/drive/items/{file_id}",
-                                {"parentReference": {"driveId": bob.drive_id, "id": bob_root}})
+    response = graph.patch_json(
+        f"me/drive/items/{file_id}", {"parentReference": {"driveId": bob.drive_id, "id": bob_root}}
+    )
     assert response.status_int == 400
     assert graph_error(response)[0] == "invalidRequest"
     assert item(graph, "a.txt").json["id"] == file_id
@@ -839,8 +901,7 @@ def test_patch_move_into_a_file_is_refused(graph):
 
 def test_patch_sets_file_system_info(graph):
     file_id = put(graph, "a.txt").json["id"]
-    info = {"createdDateTime": "2020-01-02T03:04:05.678901Z",
-            "lastModifiedDateTime": "2021-06-07T10:11:12+02:00"}
+    info = {"createdDateTime": "2020-01-02T03:04:05.678901Z", "lastModifiedDateTime": "2021-06-07T10:11:12+02:00"}
     body = graph.patch_json(f"me/drive/items/{file_id}", {"fileSystemInfo": info}).json
     expected = {"createdDateTime": "2020-01-02T03:04:05.678Z", "lastModifiedDateTime": "2021-06-07T08:11:12.000Z"}
     assert body["fileSystemInfo"] == expected
@@ -858,8 +919,9 @@ def test_patch_sets_the_description(graph):
 
 def test_patch_if_match_mismatch_fails(graph):
     file_id = put(graph, "a.txt").json["id"]
-    response = graph.patch_json(f"me/drive/items/{file_id}", {"name": "b.txt"},
-                                headers={"If-Match": '"{' + file_id + '},99"'})
+    response = graph.patch_json(
+        f"me/drive/items/{file_id}", {"name": "b.txt"}, headers={"If-Match": '"{' + file_id + '},99"'}
+    )
     assert response.status_int == 412
     assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
     assert graph.get(f"me/drive/items/{file_id}").json["name"] == "a.txt"
@@ -875,8 +937,7 @@ def test_patch_if_match_current_tag_succeeds(graph, tag):
 def test_patch_if_match_old_etag_after_a_rename_fails(graph):
     body = put(graph, "a.txt").json
     graph.patch_json(f"me/drive/items/{body['id']}", {"name": "b.txt"})
-    response = graph.patch_json(f"me/drive/items/{body['id']}", {"name": "c.txt"},
-                                headers={"If-Match": body["eTag"]})
+    response = graph.patch_json(f"me/drive/items/{body['id']}", {"name": "c.txt"}, headers={"If-Match": body["eTag"]})
     assert response.status_int == 412
 
 
@@ -902,6 +963,7 @@ def test_patch_wopi_locked_file_is_refused(graph, services, client_for, body):
 
 # -- DELETE ------------------------------------------------------------------------------------------
 
+
 def test_delete_a_file(graph, settings):
     before = blob_files(settings)
     file_id = put(graph, "a.txt", b"bye").json["id"]
@@ -918,8 +980,10 @@ def test_delete_a_folder_recursively(graph, settings):
     top = mkdir(graph, "top").json["id"]
     sub = mkdir(graph, "sub", parent="root:/top:").json["id"]
     deep = mkdir(graph, "deep", parent="root:/top/sub:").json["id"]
-    files = [put(graph, path, path.encode()).json["id"]
-             for path in ("top/a.txt", "top/sub/b.txt", "top/sub/deep/c.txt", "top/sub/deep/d.txt")]
+    files = [
+        put(graph, path, path.encode()).json["id"]
+        for path in ("top/a.txt", "top/sub/b.txt", "top/sub/deep/c.txt", "top/sub/deep/d.txt")
+    ]
     assert len(blob_files(settings) - before) == 4
     assert graph.delete("me/drive/root:/top:").status_int == 204
     for item_id in (top, sub, deep, *files):
@@ -988,6 +1052,7 @@ def test_delete_a_missing_item_is_not_found(graph):
 
 # -- content -----------------------------------------------------------------------------------------
 
+
 def test_get_content(graph):
     put(graph, "a.bin", b"0123456789")
     response = graph.get("me/drive/root:/a.bin:/content")
@@ -996,9 +1061,10 @@ def test_get_content(graph):
     assert response.headers["Content-Length"] == "10"
 
 
-@pytest.mark.parametrize("range_, body, content_range", [("bytes=2-5", b"2345", "bytes 2-5/10"),
-                                                         ("bytes=7-", b"789", "bytes 7-9/10"),
-                                                         ("bytes=-2", b"89", "bytes 8-9/10")])
+@pytest.mark.parametrize(
+    "range_, body, content_range",
+    [("bytes=2-5", b"2345", "bytes 2-5/10"), ("bytes=7-", b"789", "bytes 7-9/10"), ("bytes=-2", b"89", "bytes 8-9/10")],
+)
 def test_get_content_range(graph, range_, body, content_range):
     put(graph, "a.bin", b"0123456789")
     response = graph.get("me/drive/root:/a.bin:/content", headers={"Range": range_})
@@ -1023,6 +1089,7 @@ def test_get_content_of_a_folder_is_refused(graph):
 
 
 # -- simple upload -----------------------------------------------------------------------------------
+
 
 def test_simple_upload_creates_a_file(graph, services, client_for):
     response = put(graph, "new.txt", b"hello")
@@ -1185,8 +1252,7 @@ def test_simple_upload_with_an_invalid_name_is_refused(graph, name):
 def test_simple_upload_over_a_locked_file_is_refused(graph, services, client_for, how):
     file_id = put(graph, "a.txt", b"one").json["id"]
     client_for(services.files.get(file_id)).lock("L1")
-    response = put(graph, "a.txt", b"two") if how == "path" else \
-        graph.put(f"me/drive/items/{file_id}/content", b"two")
+    response = put(graph, "a.txt", b"two") if how == "path" else graph.put(f"me/drive/items/{file_id}/content", b"two")
     assert response.status_int == 423
     assert graph_error(response) == ("resourceLocked", None)
     assert graph.get(f"me/drive/items/{file_id}/content").body == b"one"
@@ -1204,6 +1270,7 @@ def test_simple_upload_if_match(graph):
 
 # -- token scope and authentication ------------------------------------------------------------------
 
+
 def test_read_only_token_can_read(graph, graph_for):
     file_id = put(graph, "a.txt", b"ro").json["id"]
     reader = graph_for(can_write=False)
@@ -1213,14 +1280,17 @@ def test_read_only_token_can_read(graph, graph_for):
     assert reader.get(f"me/drive/items/{file_id}/content").body == b"ro"
 
 
-@pytest.mark.parametrize("method, path, body", [
-    ("post_json", "me/drive/root/children", {"name": "x", "folder": {}}),
-    ("put", "me/drive/root:/new.txt:/content", b"x"),
-    ("put", "me/drive/root:/a.txt:/content", b"x"),
-    ("put", "me/drive/items/{id}/content", b"x"),
-    ("patch_json", "me/drive/items/{id}", {"name": "b.txt"}),
-    ("delete", "me/drive/items/{id}", None),
-])
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("post_json", "me/drive/root/children", {"name": "x", "folder": {}}),
+        ("put", "me/drive/root:/new.txt:/content", b"x"),
+        ("put", "me/drive/root:/a.txt:/content", b"x"),
+        ("put", "me/drive/items/{id}/content", b"x"),
+        ("patch_json", "me/drive/items/{id}", {"name": "b.txt"}),
+        ("delete", "me/drive/items/{id}", None),
+    ],
+)
 def test_read_only_token_cannot_write(graph, graph_for, method, path, body):
     file_id = put(graph, "a.txt", b"ro").json["id"]
     reader = graph_for(can_write=False)
@@ -1232,8 +1302,9 @@ def test_read_only_token_cannot_write(graph, graph_for, method, path, body):
     assert graph.get(f"me/drive/items/{file_id}/content").body == b"ro"
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer ", "Bearer garbage", "Basic YWxpY2U6cHc=",
-                                           "garbage"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer", "Bearer ", "Bearer garbage", "Basic YWxpY2U6cHc=", "garbage"]
+)
 def test_missing_or_bad_authorization_is_unauthenticated(testapp, authorization):
     headers = {"Authorization": authorization} if authorization is not None else {}
     response = testapp.get("/v1.0/me/drive/root", headers=headers, expect_errors=True)
@@ -1296,29 +1367,38 @@ def test_read_only_member_of_a_shared_drive_cannot_write(services, graph_for):
 
 # -- error answers -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method, path, body, status, code", [
-    ("GET", "/v1.0/me/drive/root/bogus", None, 400, "invalidRequest"),
-    ("GET", "/v1.0/me/drive/root:/a.txt:/bogus", None, 400, "invalidRequest"),
-    ("GET", "/v1.0/me/drive/items/", None, 400, "invalidRequest"),
-    ("GET", "/v1.0/me/drive/bogus", None, 404, "itemNotFound"),
-    ("GET", "/v1.0/nothing/here", None, 404, "itemNotFound"),
-    ("GET", "/v2.0/me", None, 404, "itemNotFound"),
-    ("GET", "/_api/v2.0/me/photos", None, 404, "itemNotFound"),
-    ("DELETE", "/v1.0/me/drive", None, 405, "notSupported"),
-    ("POST", "/v1.0/me/drive/root", b"{}", 405, "notSupported"),
-    ("PATCH", "/v1.0/me/drive/root/children", b"{}", 405, "notSupported"),
-    ("DELETE", "/v1.0/me/drive/root/content", None, 405, "notSupported"),
-    ("POST", "/v1.0/downloads/whatever", b"", 405, "notSupported"),
-    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"{not json", 400, "invalidRequest"),
-    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"[1, 2]", 400, "invalidRequest"),
-    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b'"text"', 400, "invalidRequest"),
-    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"", 400, "invalidRequest"),
-    ("POST", "/v1.0/me/drive/root/children", b"\xff\xfe", 400, "invalidRequest"),
-    ("POST", "/v1.0/me/drive/root/children", b"[" * 100000, 400, "invalidRequest"),
-    ("POST", "/v1.0/me/drive/root/children", b"null", 400, "invalidRequest"),
-    ("PATCH", "/v1.0/me/drive/root:/a.txt:", b'{"description": "' + b"x" * (1 << 20) + b'"}', 413,
-     "requestSizeExceeded"),
-])
+
+@pytest.mark.parametrize(
+    "method, path, body, status, code",
+    [
+        ("GET", "/v1.0/me/drive/root/bogus", None, 400, "invalidRequest"),
+        ("GET", "/v1.0/me/drive/root:/a.txt:/bogus", None, 400, "invalidRequest"),
+        ("GET", "/v1.0/me/drive/items/", None, 400, "invalidRequest"),
+        ("GET", "/v1.0/me/drive/bogus", None, 404, "itemNotFound"),
+        ("GET", "/v1.0/nothing/here", None, 404, "itemNotFound"),
+        ("GET", "/v2.0/me", None, 404, "itemNotFound"),
+        ("GET", "/_api/v2.0/me/photos", None, 404, "itemNotFound"),
+        ("DELETE", "/v1.0/me/drive", None, 405, "notSupported"),
+        ("POST", "/v1.0/me/drive/root", b"{}", 405, "notSupported"),
+        ("PATCH", "/v1.0/me/drive/root/children", b"{}", 405, "notSupported"),
+        ("DELETE", "/v1.0/me/drive/root/content", None, 405, "notSupported"),
+        ("POST", "/v1.0/downloads/whatever", b"", 405, "notSupported"),
+        ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"{not json", 400, "invalidRequest"),
+        ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"[1, 2]", 400, "invalidRequest"),
+        ("PATCH", "/v1.0/me/drive/root:/a.txt:", b'"text"', 400, "invalidRequest"),
+        ("PATCH", "/v1.0/me/drive/root:/a.txt:", b"", 400, "invalidRequest"),
+        ("POST", "/v1.0/me/drive/root/children", b"\xff\xfe", 400, "invalidRequest"),
+        ("POST", "/v1.0/me/drive/root/children", b"[" * 100000, 400, "invalidRequest"),
+        ("POST", "/v1.0/me/drive/root/children", b"null", 400, "invalidRequest"),
+        (
+            "PATCH",
+            "/v1.0/me/drive/root:/a.txt:",
+            b'{"description": "' + b"x" * (1 << 20) + b'"}',
+            413,
+            "requestSizeExceeded",
+        ),
+    ],
+)
 def test_errors_are_graph_json(graph, testapp, method, path, body, status, code):
     put(graph, "a.txt")
     headers = {"Authorization": f"Bearer {graph.token}", "Content-Type": "application/json"}
@@ -1331,8 +1411,9 @@ def test_errors_are_graph_json(graph, testapp, method, path, body, status, code)
 @pytest.mark.filterwarnings("ignore::webtest.lint.WSGIWarning")  # webtest's lint does not know PROPFIND
 @pytest.mark.parametrize("method", ["PROPFIND", "TRACE", "MKCOL"])
 def test_unsupported_methods_are_graph_json(graph, testapp, method):
-    response = testapp.request("/v1.0/me/drive/root", method=method,
-                               headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True)
+    response = testapp.request(
+        "/v1.0/me/drive/root", method=method, headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True
+    )
     assert response.status_int == 405
     assert graph_error(response) == ("notSupported", None)
 
@@ -1364,6 +1445,7 @@ def test_error_answers_carry_no_wopi_headers(graph):
 
 # -- found in review: access after removal, bodies, odd input, collation --------------------------------
 
+
 def test_a_download_url_stops_working_when_its_user_leaves_the_shared_drive(services, graph):
     drive = services.drives.create_shared("site", "Team")
     services.drives.add_member(drive.id, "alice")
@@ -1378,8 +1460,11 @@ def test_a_download_url_stops_working_when_its_user_leaves_the_shared_drive(serv
 def test_a_json_body_sent_chunked_is_read_to_its_limit_only(graph):
     """No Content-Length: the body is read up to 1 MiB and refused past it, not buffered whole."""
     body = b'{"name": "x", "folder": {}, "pad": "' + b"a" * (2 << 20) + b'"}'
-    request = webtest.TestRequest.blank(graph.url("me/drive/root/children"), method="POST",
-                                        headers={**graph.headers(), "Content-Type": "application/json"})
+    request = webtest.TestRequest.blank(
+        graph.url("me/drive/root/children"),
+        method="POST",
+        headers={**graph.headers(), "Content-Type": "application/json"},
+    )
     request.environ["wsgi.input"] = io.BytesIO(body)
     request.environ["wsgi.input_terminated"] = True
     request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
@@ -1389,24 +1474,27 @@ def test_a_json_body_sent_chunked_is_read_to_its_limit_only(graph):
     assert graph.get("me/drive/root:/x:").status_int == 404
 
 
-@pytest.mark.parametrize("path, body", [
-    ("me/drive/root/children?$top=%C2%B2", None),  # "²" is a digit to Python, not a number
-    ("me/drive/root:/a%00b:", None),
-    ("me/drive/root/children?$skiptoken=" + "A" * 22 + ".%00", None),
-    ("me/drive/root", {"description": "\ud800"}),
-    ("me/drive/root", {"description": "a\x00b"}),
-    ("me/drive/root", {"fileSystemInfo": {"createdDateTime": "0001-01-01T00:00:00+01:00"}}),
-    ("me/drive/root", {"fileSystemInfo": {"lastModifiedDateTime": "9999-12-31T23:59:59-01:00"}}),
-    ("me/drive/root", {"fileSystemInfo": {"lastModifiedDateTime": "1200-01-01T00:00:00Z"}}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("me/drive/root/children?$top=%C2%B2", None),  # "²" is a digit to Python, not a number
+        ("me/drive/root:/a%00b:", None),
+        ("me/drive/root/children?$skiptoken=" + "A" * 22 + ".%00", None),
+        ("me/drive/root", {"description": "\ud800"}),
+        ("me/drive/root", {"description": "a\x00b"}),
+        ("me/drive/root", {"fileSystemInfo": {"createdDateTime": "0001-01-01T00:00:00+01:00"}}),
+        ("me/drive/root", {"fileSystemInfo": {"lastModifiedDateTime": "9999-12-31T23:59:59-01:00"}}),
+        ("me/drive/root", {"fileSystemInfo": {"lastModifiedDateTime": "1200-01-01T00:00:00Z"}}),
+    ],
+)
 def test_input_the_database_cannot_take_is_400(graph, path, body):
     if body is None:
         answer = graph.get(path)
     else:
         raw = json.dumps(body).encode()  # json.dumps escapes a lone surrogate as \ud800, as a client would
-        answer = graph.testapp.patch(graph.url(path), raw, headers={**graph.headers(),
-                                                                   "Content-Type": "application/json"},
-                                     expect_errors=True)
+        answer = graph.testapp.patch(
+            graph.url(path), raw, headers={**graph.headers(), "Content-Type": "application/json"}, expect_errors=True
+        )
     assert answer.status_int == 400, answer.body
     assert graph_error(answer)[0] == "invalidRequest"
 
@@ -1417,9 +1505,13 @@ def test_a_parent_reference_path_into_another_drive_is_400(services, graph):
     assert mkdir(graph, "d", drive=f"drives/{drive.id}").status_int == 201
     assert mkdir(graph, "d").status_int == 201
     file_id = put(graph, "a.txt").json["id"]
-    refused = graph.patch_json(f"me/drive/items/{file_id}", {"parentReference": {"path": f"/drives/{drive.id}/root:/d"}})
+    refused = graph.patch_json(
+        f"me/drive/items/{file_id}", {"parentReference": {"path": f"/drives/{drive.id}/root:/d"}}
+    )
     assert refused.status_int == 400 and graph_error(refused)[0] == "invalidRequest"
-    moved = graph.patch_json(f"me/drive/items/{file_id}", {"parentReference": {"path": f"/drives/{graph.drive_id}/root:/d"}})
+    moved = graph.patch_json(
+        f"me/drive/items/{file_id}", {"parentReference": {"path": f"/drives/{graph.drive_id}/root:/d"}}
+    )
     assert moved.status_int == 200 and moved.json["parentReference"]["path"].endswith("root:/d")
 
 
@@ -1437,8 +1529,9 @@ def test_paging_follows_code_points_whatever_the_database_collation(database, se
     name = f"wopihost_icu_{os.getpid()}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.exec_driver_sql(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en' "
-                             "LOCALE 'C.UTF-8'")
+        conn.exec_driver_sql(
+            f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C.UTF-8'"
+        )
     url = sa.make_url(database).set(database=name, query={}).render_as_string(hide_password=False)
     try:
         wopihost_db.upgrade(url)

@@ -41,8 +41,9 @@ def new_session(graph: GraphClient, address: str = "me/drive/root:/big.bin:", bo
 
 def send(graph: GraphClient, url: str, content: bytes, step: int) -> list:
     """Every fragment of `content` in order, `step` bytes each; the answers."""
-    return [graph.upload(url, content[first:first + step], first, len(content))
-            for first in range(0, len(content), step)]
+    return [
+        graph.upload(url, content[first : first + step], first, len(content)) for first in range(0, len(content), step)
+    ]
 
 
 def put_range(graph: GraphClient, url: str, body: bytes, content_range: str | None):
@@ -96,13 +97,14 @@ def graph_with(settings, clock):
 
 # -- createUploadSession: the answer and the addresses ---------------------------------------------
 
+
 def test_create_answers_an_absolute_upload_url_with_no_query(graph, clock):
     response = create(graph)
     assert response.status_int == 200
     body = response.json
     assert set(body) == {"uploadUrl", "expirationDateTime", "nextExpectedRanges"}
     assert body["uploadUrl"].startswith(UPLOAD_PREFIX)
-    token = body["uploadUrl"][len(UPLOAD_PREFIX):]
+    token = body["uploadUrl"][len(UPLOAD_PREFIX) :]
     assert token and "?" not in body["uploadUrl"] and "/" not in token and "#" not in token
     assert body["nextExpectedRanges"] == ["0-"]
     assert body["expirationDateTime"] == in_30_minutes(clock)
@@ -164,8 +166,14 @@ def test_create_on_a_folder_is_400(graph, folder, address):
     assert graph_error(response)[0] == "invalidRequest"
 
 
-@pytest.mark.parametrize("address", ["me/drive/root:/nowhere/big.bin:", "me/drive/items/AAAAAAAAAAAAAAAAAAAAAA",
-                                     "me/drive/items/AAAAAAAAAAAAAAAAAAAAAA:/big.bin:"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "me/drive/root:/nowhere/big.bin:",
+        "me/drive/items/AAAAAAAAAAAAAAAAAAAAAA",
+        "me/drive/items/AAAAAAAAAAAAAAAAAAAAAA:/big.bin:",
+    ],
+)
 def test_create_under_a_missing_item_is_404(graph, address):
     response = create(graph, address)
     assert response.status_int == 404
@@ -180,8 +188,7 @@ def test_create_with_a_read_only_token_is_403(graph_for, services):
 
 
 def test_create_without_a_token_is_401(graph):
-    response = graph.testapp.post_json("/v1.0/me/drive/root:/big.bin:/createUploadSession", {},
-                                       expect_errors=True)
+    response = graph.testapp.post_json("/v1.0/me/drive/root:/big.bin:/createUploadSession", {}, expect_errors=True)
     assert response.status_int == 401
     assert graph_error(response)[0] == "unauthenticated"
 
@@ -199,6 +206,7 @@ def test_a_member_uploads_into_a_shared_drive_and_others_may_not(graph, graph_fo
 
 
 # -- createUploadSession: the request body -----------------------------------------------------
+
 
 def test_no_body_at_all_is_accepted(graph):
     response = graph.post("me/drive/root:/big.bin:/createUploadSession")
@@ -230,28 +238,33 @@ def test_name_equal_to_the_paths_is_accepted(graph):
     assert create(graph, body={"item": {"name": "big.bin"}}).status_int == 200
 
 
-@pytest.mark.parametrize("body", [
-    b"not json",
-    b"[]",
-    b'"text"',
-    b'{"item": []}',
-    b'{"item": {"fileSize": "10"}}',
-    b'{"item": {"fileSize": -1}}',
-    b'{"item": {"fileSize": true}}',
-    b'{"item": {"fileSize": 1.5}}',
-    b'{"item": {"description": 5}}',
-    b'{"item": {"name": "other.bin"}}',
-    b'{"item": {"@microsoft.graph.conflictBehavior": "overwrite"}}',
-    b'{"item": {"@name.conflictBehavior": "keep"}}',
-    b'{"item": {"fileSystemInfo": []}}',
-    b'{"item": {"fileSystemInfo": {"createdDateTime": "yesterday"}}}',
-    b'{"item": {"fileSystemInfo": {"lastModifiedDateTime": 12}}}',
-    b'{"deferCommit": "yes"}',
-    b'{"deferCommit": 1}',
-], ids=lambda body: body.decode())
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'"text"',
+        b'{"item": []}',
+        b'{"item": {"fileSize": "10"}}',
+        b'{"item": {"fileSize": -1}}',
+        b'{"item": {"fileSize": true}}',
+        b'{"item": {"fileSize": 1.5}}',
+        b'{"item": {"description": 5}}',
+        b'{"item": {"name": "other.bin"}}',
+        b'{"item": {"@microsoft.graph.conflictBehavior": "overwrite"}}',
+        b'{"item": {"@name.conflictBehavior": "keep"}}',
+        b'{"item": {"fileSystemInfo": []}}',
+        b'{"item": {"fileSystemInfo": {"createdDateTime": "yesterday"}}}',
+        b'{"item": {"fileSystemInfo": {"lastModifiedDateTime": 12}}}',
+        b'{"deferCommit": "yes"}',
+        b'{"deferCommit": 1}',
+    ],
+    ids=lambda body: body.decode(),
+)
 def test_invalid_bodies_are_400_and_make_no_session(graph, services, body):
-    response = graph.post("me/drive/root:/big.bin:/createUploadSession", body,
-                          headers={"Content-Type": "application/json"})
+    response = graph.post(
+        "me/drive/root:/big.bin:/createUploadSession", body, headers={"Content-Type": "application/json"}
+    )
     assert response.status_int == 400
     assert graph_error(response)[0] == "invalidRequest"
     assert services.sessions.list() == []
@@ -273,14 +286,24 @@ def test_a_fragment_declaring_a_total_over_the_largest_file_is_400(graph):
 
 
 def test_description_and_file_system_info_reach_the_file(graph):
-    url = new_session(graph, body={"item": {
-        "description": "quarterly numbers",
-        "fileSystemInfo": {"createdDateTime": "2020-01-02T03:04:05.678Z",
-                           "lastModifiedDateTime": "2021-02-03T04:05:06Z"}}})
+    url = new_session(
+        graph,
+        body={
+            "item": {
+                "description": "quarterly numbers",
+                "fileSystemInfo": {
+                    "createdDateTime": "2020-01-02T03:04:05.678Z",
+                    "lastModifiedDateTime": "2021-02-03T04:05:06Z",
+                },
+            }
+        },
+    )
     item = graph.upload(url, b"numbers", 0, 7).json
     assert item["description"] == "quarterly numbers"
-    assert item["fileSystemInfo"] == {"createdDateTime": "2020-01-02T03:04:05.678Z",
-                                      "lastModifiedDateTime": "2021-02-03T04:05:06.000Z"}
+    assert item["fileSystemInfo"] == {
+        "createdDateTime": "2020-01-02T03:04:05.678Z",
+        "lastModifiedDateTime": "2021-02-03T04:05:06.000Z",
+    }
     assert graph.get(f"me/drive/items/{item['id']}").json["description"] == "quarterly numbers"
 
 
@@ -303,14 +326,14 @@ def test_if_match_mismatch_on_an_existing_file_by_path_is_412(graph):
 
 # -- fragments --------------------------------------------------------------------------------------
 
+
 def test_each_fragment_answers_202_with_one_closed_range_and_the_last_201(graph, clock):
     content = data(1000)
     url = new_session(graph)
     answers = send(graph, url, content, 300)
     assert [a.status_int for a in answers] == [202, 202, 202, 201]
     for answer, received in zip(answers, (300, 600, 900)):
-        assert answer.json == {"expirationDateTime": in_30_minutes(clock),
-                               "nextExpectedRanges": [f"{received}-999"]}
+        assert answer.json == {"expirationDateTime": in_30_minutes(clock), "nextExpectedRanges": [f"{received}-999"]}
     item = answers[-1].json
     assert item["name"] == "big.bin" and item["size"] == 1000
     assert item["file"]["mimeType"] == "application/octet-stream"
@@ -368,7 +391,7 @@ def test_a_range_already_received_is_416_fragment_overlap(graph, settings):
     assert graph.upload(url, content[:100], 0, 300).status_int == 202
     pieces = blob_files(settings)
     for first, last in ((0, 99), (50, 149), (99, 99)):
-        response = graph.upload(url, content[first:last + 1], first, 300)
+        response = graph.upload(url, content[first : last + 1], first, 300)
         assert response.status_int == 416
         assert graph_error(response) == ("invalidRange", "fragmentOverlap")
     assert blob_files(settings) == pieces
@@ -387,10 +410,24 @@ def test_a_gap_is_416_fragment_out_of_order(graph):
     assert graph.upload(url, content[100:], 100, 300).status_int == 201
 
 
-@pytest.mark.parametrize("content_range", [
-    None, "", "bytes 0-9", "bytes=0-9/10", "bytes 0-9/*", "bytes */10", "items 0-9/10", "bytes 9-0/10",
-    "bytes 0-10/10", "bytes -1-9/10", "bytes 0-9/ten", "bytes 0-9/10, 10-19/20", "bytes 0-99999999999999999999/10",
-])
+@pytest.mark.parametrize(
+    "content_range",
+    [
+        None,
+        "",
+        "bytes 0-9",
+        "bytes=0-9/10",
+        "bytes 0-9/*",
+        "bytes */10",
+        "items 0-9/10",
+        "bytes 9-0/10",
+        "bytes 0-10/10",
+        "bytes -1-9/10",
+        "bytes 0-9/ten",
+        "bytes 0-9/10, 10-19/20",
+        "bytes 0-99999999999999999999/10",
+    ],
+)
 def test_a_missing_or_malformed_content_range_is_400(graph, content_range):
     url = new_session(graph)
     response = put_range(graph, url, data(10), content_range)
@@ -452,6 +489,7 @@ def test_other_methods_on_the_upload_url_are_405(graph):
 
 # -- status, expiry and cancelling ------------------------------------------------------------------
 
+
 def test_get_on_the_upload_url_answers_the_status(graph, clock):
     url = new_session(graph)
     assert graph.upload(url, data(100), 0, 300).status_int == 202
@@ -490,9 +528,12 @@ def test_an_expired_session_is_404_and_makes_no_file(graph, clock):
     url = new_session(graph)
     assert graph.upload(url, content[:100], 0, 300).status_int == 202
     clock.advance(minutes=30, seconds=1)
-    answers = [status(graph, url), graph.upload(url, content[100:], 100, 300),
-               graph.testapp.post(graph.url(url), b"", expect_errors=True),
-               graph.testapp.delete(graph.url(url), expect_errors=True)]
+    answers = [
+        status(graph, url),
+        graph.upload(url, content[100:], 100, 300),
+        graph.testapp.post(graph.url(url), b"", expect_errors=True),
+        graph.testapp.delete(graph.url(url), expect_errors=True),
+    ]
     for response in answers:
         assert response.status_int == 404
         assert graph_error(response)[0] == "itemNotFound"
@@ -504,21 +545,26 @@ def test_delete_cancels_the_session_and_leaves_nothing(graph, settings):
     before = blob_files(settings)
     url = new_session(graph)
     for first in (0, 100):  # two fragments of three
-        assert graph.upload(url, content[first:first + 100], first, 300).status_int == 202
+        assert graph.upload(url, content[first : first + 100], first, 300).status_int == 202
     assert len(blob_files(settings) - before) == 2
     response = graph.testapp.delete(graph.url(url), expect_errors=True)
     assert response.status_int == 204 and response.body == b""
     assert blob_files(settings) == before
-    for again in (status(graph, url), graph.upload(url, content[200:], 200, 300),
-                  graph.testapp.delete(graph.url(url), expect_errors=True)):
+    for again in (
+        status(graph, url),
+        graph.upload(url, content[200:], 200, 300),
+        graph.testapp.delete(graph.url(url), expect_errors=True),
+    ):
         assert again.status_int == 404 and graph_error(again)[0] == "itemNotFound"
     assert graph.get("me/drive/root:/big.bin").status_int == 404
 
 
 # -- conflicts at completion -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("item", [{}, {"@microsoft.graph.conflictBehavior": "replace"},
-                                  {"@name.conflictBehavior": "replace"}])
+
+@pytest.mark.parametrize(
+    "item", [{}, {"@microsoft.graph.conflictBehavior": "replace"}, {"@name.conflictBehavior": "replace"}]
+)
 def test_a_taken_name_is_replaced_by_default_or_when_asked(graph, item):
     old = simple_upload(graph, "a.bin", b"old content")
     url = new_session(graph, "me/drive/root:/a.bin:", {"item": item})
@@ -537,8 +583,9 @@ def test_fail_on_a_taken_name_is_409_and_the_session_can_be_committed_renamed(gr
     assert graph_error(refused)[0] == "nameAlreadyExists"
     assert content_of(graph, old["id"]) == b"old content"
     assert status(graph, url).status_int == 200  # the session is kept
-    committed = graph.put_json("me/drive/root:/a.bin", {"@microsoft.graph.sourceUrl": url,
-                                                        "@microsoft.graph.conflictBehavior": "rename"})
+    committed = graph.put_json(
+        "me/drive/root:/a.bin", {"@microsoft.graph.sourceUrl": url, "@microsoft.graph.conflictBehavior": "rename"}
+    )
     assert committed.status_int == 201
     assert committed.json["name"] == "a 1.bin" and committed.json["id"] != old["id"]
     assert content_of(graph, committed.json["id"]) == b"new one"
@@ -586,6 +633,7 @@ def test_a_wopi_lock_at_completion_is_423_and_the_session_is_kept(graph, service
 
 
 # -- deferCommit and commit through sourceUrl -------------------------------------------------------
+
 
 def test_defer_commit_waits_for_a_post_on_the_upload_url(graph):
     content = data(600)
@@ -690,6 +738,7 @@ def test_the_upload_session_of_a_graph_file_serves_cspp_reads(graph, services, c
 
 # -- quota --------------------------------------------------------------------------------------------
 
+
 def test_a_file_size_over_the_quota_is_507_at_create(graph_with):
     graph, services = graph_with(drive_quota=1000)
     old = simple_upload(graph, "a.bin", data(600))
@@ -719,6 +768,7 @@ def test_the_quota_at_completion_is_507_and_the_session_is_kept(graph_with):
 
 # -- the file, seen through WOPI --------------------------------------------------------------------
 
+
 def test_an_uploaded_file_is_a_wopi_file_and_a_replacement_is_a_new_version(graph, services, client_for):
     content = data(1000, seed=1)
     item = send(graph, new_session(graph, "me/drive/root:/doc.docx:"), content, 600)[-1].json
@@ -735,6 +785,7 @@ def test_an_uploaded_file_is_a_wopi_file_and_a_replacement_is_a_new_version(grap
 
 
 # -- sessions of both kinds: listing, the per-user limit, sweeping --------------------------------------
+
 
 def test_graph_sessions_are_listed_beside_cspp_ones(graph, services, wopi):
     new_session(graph)
@@ -800,6 +851,7 @@ def test_sweeping_a_completed_session_keeps_the_files_bytes(graph, services, clo
 
 # -- concurrent fragments -----------------------------------------------------------------------------
 
+
 def race(app, url: str, bodies: list[bytes], content_range: str) -> list:
     """PUT each body at once, each through its own TestApp; the answers in the order of `bodies`."""
     barrier = threading.Barrier(len(bodies))
@@ -808,8 +860,12 @@ def race(app, url: str, bodies: list[bytes], content_range: str) -> list:
     def put(i: int) -> None:
         client = webtest.TestApp(app)
         barrier.wait()
-        answers[i] = client.put(url[len("https://wopi.example.test"):], bodies[i],
-                                headers={"Content-Range": content_range}, expect_errors=True)
+        answers[i] = client.put(
+            url[len("https://wopi.example.test") :],
+            bodies[i],
+            headers={"Content-Range": content_range},
+            expect_errors=True,
+        )
 
     threads = [threading.Thread(target=put, args=(i,)) for i in range(len(bodies))]
     for thread in threads:
@@ -854,6 +910,7 @@ def test_two_puts_of_the_same_final_range_make_one_file(graph, app, round_):
 
 
 # -- found in review: finished sessions, If-Match held to completion -----------------------------------
+
 
 def test_a_finished_session_is_no_way_to_reach_its_file_elsewhere_or_later(graph, services):
     drive = services.drives.create_shared("site", "Team")

@@ -27,6 +27,7 @@ OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 # -- helpers --------------------------------------------------------------------------------------
 
+
 def xlsx(styled_empty_cell: bool = False) -> bytes:
     """Sheet1: A1..A3 = 1, 2, 3; B1..B3 = 10, 20, 30; C1..C3 = A*B; A4 = SUM(A1:A3). Sheet two: "My data"."""
     book = openpyxl.Workbook()
@@ -117,6 +118,7 @@ def poll(graph: GraphClient, location: str, seconds: float = 20.0) -> dict:
 
 # -- persistent sessions and sessionless writes ---------------------------------------------------------
 
+
 def test_persistent_edit_reaches_the_file(graph, services, client_for):
     file_id = upload(graph)
     before = version(services, client_for, file_id)
@@ -177,6 +179,7 @@ def test_items_id_addressing_and_other_prefixes(graph, graph_for):
 
 # -- non-persistent sessions ------------------------------------------------------------------------------
 
+
 def test_non_persistent_edit_stays_in_its_session(graph, services, client_for, settings):
     file_id = upload(graph)
     before = version(services, client_for, file_id)
@@ -225,6 +228,7 @@ def test_sweep_keeps_live_sessions(graph, services, clock):
 
 # -- expiry and refresh ---------------------------------------------------------------------------------
 
+
 def test_persistent_session_expires_after_five_idle_minutes(graph, clock):
     upload(graph)
     session = create(graph, True)
@@ -269,11 +273,11 @@ def test_session_info_resource(graph):
 
 # -- async createSession ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("persist", [True, False])
 def test_async_create_session(graph, persist):
     upload(graph)
-    response = graph.post_json(f"{WB}/createSession", {"persistChanges": persist},
-                               headers={"Prefer": "respond-async"})
+    response = graph.post_json(f"{WB}/createSession", {"persistChanges": persist}, headers={"Prefer": "respond-async"})
     assert response.status_int == 202, response
     assert response.json == {}
     location = response.headers["Location"]
@@ -290,8 +294,7 @@ def test_async_create_session(graph, persist):
 
 def test_async_create_on_a_non_workbook_fails(graph):
     upload(graph, b"not a workbook at all")
-    response = graph.post_json(f"{WB}/createSession", {"persistChanges": True},
-                               headers={"Prefer": "respond-async"})
+    response = graph.post_json(f"{WB}/createSession", {"persistChanges": True}, headers={"Prefer": "respond-async"})
     assert response.status_int == 202, response
     body = poll(graph, response.headers["Location"])
     assert body["status"] == "failed", body
@@ -304,8 +307,9 @@ def test_unknown_other_or_old_operation_is_not_found(graph, clock):
     upload(graph)
     gone(graph.get(f"{WB}/operations/{new_id()}"), None)
     gone(graph.get(f"{WB}/operations/garbage"), None)
-    location = graph.post_json(f"{WB}/createSession", {"persistChanges": False},
-                               headers={"Prefer": "respond-async"}).headers["Location"]
+    location = graph.post_json(
+        f"{WB}/createSession", {"persistChanges": False}, headers={"Prefer": "respond-async"}
+    ).headers["Location"]
     assert poll(graph, location)["status"] == "succeeded"
     upload(graph, name="other.xlsx")
     gone(graph.get(location.replace("book.xlsx", "other.xlsx")), None)  # another file's operation
@@ -319,8 +323,9 @@ def test_async_create_of_a_workbook_over_the_limit_fails(settings, clock):
         issued, drive_id = app.extensions["wopihost"].issue_api_token("alice", True)
         small = GraphClient(webtest.TestApp(app), issued.token, drive_id)
         upload(small)
-        response = small.post_json(f"{WB}/createSession", {"persistChanges": False},
-                                   headers={"Prefer": "respond-async"})
+        response = small.post_json(
+            f"{WB}/createSession", {"persistChanges": False}, headers={"Prefer": "respond-async"}
+        )
         assert response.status_int == 202, response
         body = poll(small, response.headers["Location"])
         assert body["status"] == "failed" and body["error"]["code"] == "requestSizeExceeded", body
@@ -329,6 +334,7 @@ def test_async_create_of_a_workbook_over_the_limit_fails(settings, clock):
 
 
 # -- sessions side by side ------------------------------------------------------------------------------
+
 
 def test_two_sessions_of_each_kind_on_one_workbook(graph):
     upload(graph)
@@ -374,6 +380,7 @@ def test_concurrent_calls_lose_no_write_and_never_fail(graph, mode):
 
 # -- recalculation ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["persistent", "non-persistent", "sessionless"])
 def test_patch_recalculates_sum_and_product(graph, mode):
     upload(graph)
@@ -392,13 +399,16 @@ def test_patch_recalculates_sum_and_product(graph, mode):
 
 # -- worksheets -----------------------------------------------------------------------------------------
 
+
 def test_worksheets_list_and_get_by_id_and_name(graph):
     upload(graph)
     listed = graph.get(f"{WB}/worksheets")
     assert listed.status_int == 200
     sheets = listed.json["value"]
     assert [(s["name"], s["position"], s["visibility"]) for s in sheets] == [
-        ("Sheet1", 0, "Visible"), ("My data", 1, "Visible")]
+        ("Sheet1", 0, "Visible"),
+        ("My data", 1, "Visible"),
+    ]
     assert all(s["id"].startswith("{") and s["id"].endswith("}") for s in sheets)
     assert len({s["id"] for s in sheets}) == 2
     for sheet in sheets:
@@ -480,19 +490,23 @@ BAD_WORKBOOKS = {
 def test_not_a_workbook(graph, kind):
     data, status = BAD_WORKBOOKS[kind]
     upload(graph, data)
-    for response in (graph.post_json(f"{WB}/createSession", {"persistChanges": True}),
-                     graph.post_json(f"{WB}/createSession", {"persistChanges": False}),
-                     graph.get(f"{WB}/worksheets"),
-                     read(graph, "A1"),
-                     patch(graph, "A1", {"values": [[1]]})):
+    for response in (
+        graph.post_json(f"{WB}/createSession", {"persistChanges": True}),
+        graph.post_json(f"{WB}/createSession", {"persistChanges": False}),
+        graph.get(f"{WB}/worksheets"),
+        read(graph, "A1"),
+        patch(graph, "A1", {"values": [[1]]}),
+    ):
         assert response.status_int == status, (kind, response)
         assert graph_error(response)[1] == "unsupportedWorkbook", kind
 
 
 def test_a_folder_is_not_a_workbook(graph):
     assert graph.post_json("me/drive/root/children", {"name": "dir", "folder": {}}).status_int == 201
-    for response in (graph.post_json("me/drive/root:/dir:/workbook/createSession", {"persistChanges": True}),
-                     graph.get("me/drive/root:/dir:/workbook/worksheets")):
+    for response in (
+        graph.post_json("me/drive/root:/dir:/workbook/createSession", {"persistChanges": True}),
+        graph.get("me/drive/root:/dir:/workbook/worksheets"),
+    ):
         assert response.status_int == 400, response
         assert graph_error(response)[0] == "invalidRequest"
 
@@ -503,10 +517,12 @@ def test_workbook_over_the_size_limit(settings, clock):
         issued, drive_id = app.extensions["wopihost"].issue_api_token("alice", True)
         small = GraphClient(webtest.TestApp(app), issued.token, drive_id)
         upload(small)
-        for response in (small.post_json(f"{WB}/createSession", {"persistChanges": False}),
-                         small.post_json(f"{WB}/createSession", {"persistChanges": True}),
-                         small.get(f"{WB}/worksheets"),
-                         patch(small, "A1", {"values": [[1]]})):
+        for response in (
+            small.post_json(f"{WB}/createSession", {"persistChanges": False}),
+            small.post_json(f"{WB}/createSession", {"persistChanges": True}),
+            small.get(f"{WB}/worksheets"),
+            patch(small, "A1", {"values": [[1]]}),
+        ):
             assert response.status_int == 413, response
             assert graph_error(response)[0] == "requestSizeExceeded"
     finally:
@@ -515,15 +531,18 @@ def test_workbook_over_the_size_limit(settings, clock):
 
 # -- errors: worksheets, addresses, bodies -------------------------------------------------------------------
 
+
 def test_unknown_worksheet(graph):
     upload(graph)
     session = create(graph, True)
-    for response in (graph.get(f"{WB}/worksheets/Nope"),
-                     graph.get(f"{WB}/worksheets('{{00000000-0000-0000-0000-000000000000}}')"),
-                     read(graph, "A1", sheet=f"{WB}/worksheets/Nope"),
-                     read(graph, "A1", session, sheet=f"{WB}/worksheets/Nope"),
-                     patch(graph, "A1", {"values": [[1]]}, sheet=f"{WB}/worksheets/Nope"),
-                     graph.get(f"{WB}/worksheets/Nope/usedRange")):
+    for response in (
+        graph.get(f"{WB}/worksheets/Nope"),
+        graph.get(f"{WB}/worksheets('{{00000000-0000-0000-0000-000000000000}}')"),
+        read(graph, "A1", sheet=f"{WB}/worksheets/Nope"),
+        read(graph, "A1", session, sheet=f"{WB}/worksheets/Nope"),
+        patch(graph, "A1", {"values": [[1]]}, sheet=f"{WB}/worksheets/Nope"),
+        graph.get(f"{WB}/worksheets/Nope/usedRange"),
+    ):
         gone(response, None)
 
 
@@ -535,16 +554,19 @@ def test_malformed_address(graph, address):
         assert graph_error(response)[0] == "invalidRequest"
 
 
-@pytest.mark.parametrize("body", [
-    {"values": [[1, 2]]},
-    {"values": [[1], [2], [3]]},
-    {"values": [1, 2]},
-    {"values": 5},
-    {"values": [[{"a": 1}, 2], [3, 4]]},
-    {"formulas": [["=A1", "=B1"]]},
-    {"numberFormat": [[1, 2], [3, 4]]},
-    {},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"values": [[1, 2]]},
+        {"values": [[1], [2], [3]]},
+        {"values": [1, 2]},
+        {"values": 5},
+        {"values": [[{"a": 1}, 2], [3, 4]]},
+        {"formulas": [["=A1", "=B1"]]},
+        {"numberFormat": [[1, 2], [3, 4]]},
+        {},
+    ],
+)
 def test_wrong_patch_body(graph, services, client_for, body):
     file_id = upload(graph)
     before = version(services, client_for, file_id)
@@ -574,6 +596,7 @@ def test_unknown_workbook_request_and_method(graph):
 
 
 # -- errors: sessions -------------------------------------------------------------------------------------
+
 
 def test_unknown_session_id(graph):
     upload(graph)
@@ -643,13 +666,15 @@ def test_session_of_another_user_is_not_found(services, graph_for):
         gone(bob.post(f"{wb}/closeSession", headers=h(session)))
         gone(bob.get(f"{wb}/sessionInfoResource(key='{session}')"))
         assert alice.get(f"{sheet}/range(address='A1')", h(session)).json["values"] == [[1]]
-    location = alice.post_json(f"{wb}/createSession", {"persistChanges": True},
-                               headers={"Prefer": "respond-async"}).headers["Location"]
+    location = alice.post_json(
+        f"{wb}/createSession", {"persistChanges": True}, headers={"Prefer": "respond-async"}
+    ).headers["Location"]
     assert poll(alice, location)["status"] == "succeeded"
     gone(bob.get(location), None)
 
 
 # -- errors: locks and token scope -------------------------------------------------------------------
+
 
 def test_wopi_lock_held_by_someone_else(graph, services, client_for):
     file_id = upload(graph)
@@ -657,9 +682,11 @@ def test_wopi_lock_held_by_someone_else(graph, services, client_for):
     assert client_for(services.files.get(file_id)).lock("L1").status_int == 200
     before_version = version(services, client_for, file_id)
     before = client_for(services.files.get(file_id)).get_file().body
-    for response in (patch(graph, "A1", {"values": [[5]]}),
-                     patch(graph, "A1", {"values": [[5]]}, persistent),
-                     graph.post_json(f"{WB}/worksheets/add", {"name": "New"})):
+    for response in (
+        patch(graph, "A1", {"values": [[5]]}),
+        patch(graph, "A1", {"values": [[5]]}, persistent),
+        graph.post_json(f"{WB}/worksheets/add", {"name": "New"}),
+    ):
         assert response.status_int == 409, response
         assert graph_error(response)[0] == "conflict"
     assert client_for(services.files.get(file_id)).get_file().body == before
@@ -677,12 +704,13 @@ def test_read_only_token(graph, graph_for, services, client_for):
     assert reader.get(f"{SHEET}/usedRange").status_int == 200
     assert values(reader, "A4") == [[6]]
     persistent = create(graph, True)  # made with the read-write token
-    for response in (patch(reader, "A1", {"values": [[5]]}),
-                     reader.post_json(f"{WB}/worksheets/add", {"name": "New"}),
-                     reader.post_json(f"{WB}/createSession", {"persistChanges": True}),
-                     reader.post_json(f"{WB}/createSession", {"persistChanges": True},
-                                      headers={"Prefer": "respond-async"}),
-                     patch(reader, "A1", {"values": [[5]]}, persistent)):
+    for response in (
+        patch(reader, "A1", {"values": [[5]]}),
+        reader.post_json(f"{WB}/worksheets/add", {"name": "New"}),
+        reader.post_json(f"{WB}/createSession", {"persistChanges": True}),
+        reader.post_json(f"{WB}/createSession", {"persistChanges": True}, headers={"Prefer": "respond-async"}),
+        patch(reader, "A1", {"values": [[5]]}, persistent),
+    ):
         assert response.status_int == 403, response
         assert graph_error(response)[0] == "accessDenied"
     temporary = create(reader, False)

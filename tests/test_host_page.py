@@ -113,8 +113,7 @@ def test_the_page_posts_the_token_to_the_clients_action_url_in_a_frame(host_serv
     assert set(query) == {"wopisrc", "ui", "rs", "hid"}  # placeholders the host does not fill are dropped
     assert page.form["method"] == "post" and page.form["target"] == "office_frame"
     assert set(page.fields) == {"access_token", "access_token_ttl"}
-    assert page.fields["access_token_ttl"] == str(to_epoch_ms(clock.now().replace(microsecond=0)
-                                                              + timedelta(hours=10)))
+    assert page.fields["access_token_ttl"] == str(to_epoch_ms(clock.now().replace(microsecond=0) + timedelta(hours=10)))
     # the token the client gets works for this file, for this user, with the link's rights
     info = WopiClient(browser, doc.id, page.fields["access_token"]).check_file_info().json
     assert (info["UserId"], info["UserCanWrite"], info["BaseFileName"]) == ("alice", True, "R&D's plan.docx")
@@ -131,12 +130,20 @@ def test_the_pages_headers_keep_it_out_of_caches_and_referers_and_confine_it(hos
     csp = dict(part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";"))
     nonce = Page(response.text).nonces[0]
     assert set(Page(response.text).nonces) == {nonce}  # every script and style carries this page's nonce
-    assert csp == {"default-src": "'none'", "script-src": f"'nonce-{nonce}'", "style-src": f"'nonce-{nonce}'",
-                   "frame-src": f"{CLIENT} https:", "form-action": f"{CLIENT} https:", "img-src": CLIENT,
-                   "base-uri": "'none'",
-                   "frame-ancestors": "'self'"}
-    assert browser.get(launch(host_services, doc)).headers["Content-Security-Policy"] != \
-        response.headers["Content-Security-Policy"]  # a new nonce each time
+    assert csp == {
+        "default-src": "'none'",
+        "script-src": f"'nonce-{nonce}'",
+        "style-src": f"'nonce-{nonce}'",
+        "frame-src": f"{CLIENT} https:",
+        "form-action": f"{CLIENT} https:",
+        "img-src": CLIENT,
+        "base-uri": "'none'",
+        "frame-ancestors": "'self'",
+    }
+    assert (
+        browser.get(launch(host_services, doc)).headers["Content-Security-Policy"]
+        != response.headers["Content-Security-Policy"]
+    )  # a new nonce each time
     # the page answers the client's PostMessage only from the client's origin or its sibling hosts
     assert f'var clientOrigin = "{CLIENT}", clientScheme = "https",' in response.text
     assert 'siblings = ".client.test";' in response.text
@@ -159,8 +166,9 @@ def test_a_links_rights_are_its_tokens_whatever_the_action(host_services, browse
     assert info["UserCanWrite"] is False
     refused_alike(browser, link.replace("/view/", "/edit/"))  # a read-only token opens no edit ...
     writer = launch(host_services, doc, "view")
-    assert Page(browser.get(writer.replace("/view/", "/edit/")).text).form["action"].startswith(
-        f"{CLIENT}/we/")  # ... a read-write one may (its holder could switch to editing in the client anyway)
+    assert (
+        Page(browser.get(writer.replace("/view/", "/edit/")).text).form["action"].startswith(f"{CLIENT}/we/")
+    )  # ... a read-write one may (its holder could switch to editing in the client anyway)
     with pytest.raises(WopiError) as refused:
         launch(host_services, doc, "edit", can_write=False)
     assert refused.value.status == 403
@@ -237,9 +245,11 @@ def test_an_unreadable_discovery_is_503_not_500(host_services, browser, doc, tmp
 
 # -- the launch API ------------------------------------------------------------------------------------------
 
+
 def api(browser, token, body, status=201):
-    return browser.post_json("/host/links", body, headers={"Authorization": f"Bearer {token}"} if token else {},
-                             status=status)
+    return browser.post_json(
+        "/host/links", body, headers={"Authorization": f"Bearer {token}"} if token else {}, status=status
+    )
 
 
 def test_the_launch_api_makes_a_link_for_the_callers_file(host_services, browser, doc, clock):
@@ -257,13 +267,16 @@ def test_the_launch_api_makes_a_link_for_the_callers_file(host_services, browser
     assert api(browser, token.token, {"fileId": doc.id}).json["action"] == "view"
 
 
-@pytest.mark.parametrize("body, status, code", [
-    ({"fileId": "nope"}, 404, "itemNotFound"),
-    ({"fileId": None}, 400, "invalidRequest"),
-    ("not an object", 400, "invalidRequest"),
-    ({"fileId": "{file}", "action": "print"}, 400, "invalidRequest"),
-    ({"fileId": "{file}", "action": 3}, 400, "invalidRequest"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"fileId": "nope"}, 404, "itemNotFound"),
+        ({"fileId": None}, 400, "invalidRequest"),
+        ("not an object", 400, "invalidRequest"),
+        ({"fileId": "{file}", "action": "print"}, 400, "invalidRequest"),
+        ({"fileId": "{file}", "action": 3}, 400, "invalidRequest"),
+    ],
+)
 def test_the_launch_api_refuses_bad_requests_in_json(host_services, browser, doc, body, status, code):
     token, _ = host_services.issue_api_token("alice", can_write=True)
     if isinstance(body, dict) and body.get("fileId") == "{file}":
@@ -277,8 +290,10 @@ def test_the_launch_api_checks_who_asks(host_services, browser, doc):
     file_token = host_services.issue_token(doc.id, "alice", True).token  # a WOPI token is not an API token
     assert api(browser, file_token, {"fileId": doc.id}, status=401).json["error"]["code"] == "unauthenticated"
     reader, _ = host_services.issue_api_token("alice", can_write=False)
-    assert api(browser, reader.token, {"fileId": doc.id, "action": "edit"}, status=403).json["error"]["code"] \
+    assert (
+        api(browser, reader.token, {"fileId": doc.id, "action": "edit"}, status=403).json["error"]["code"]
         == "accessDenied"
+    )
     assert api(browser, reader.token, {"fileId": doc.id}).json["action"] == "view"
     stranger, _ = host_services.issue_api_token("mallory", can_write=True)
     assert api(browser, stranger.token, {"fileId": doc.id}, status=403).json["error"]["code"] == "accessDenied"

@@ -30,8 +30,13 @@ def lock_of(wopi) -> str:
 
 
 def get_coauth_lock(wopi, lock_id: str = "C1"):
-    return wopi.op("GET_COAUTH_LOCK", X_WOPI_CoauthLockId=lock_id, X_WOPI_CoauthLockType="Coauth",
-                   X_WOPI_CoauthLockExpirationTimeout="120", X_WOPI_CoauthLockMetadata="meta")
+    return wopi.op(
+        "GET_COAUTH_LOCK",
+        X_WOPI_CoauthLockId=lock_id,
+        X_WOPI_CoauthLockType="Coauth",
+        X_WOPI_CoauthLockExpirationTimeout="120",
+        X_WOPI_CoauthLockMetadata="meta",
+    )
 
 
 @pytest.fixture
@@ -69,6 +74,7 @@ def assert_anonymous(response, lock: str | None = HELD):
 
 
 # -- X-WOPI-LockUserVisible ----------------------------------------------------------------------------
+
 
 def test_a_conflicting_lock_names_the_visible_holder(visible):
     bob, alice = visible
@@ -176,8 +182,9 @@ def test_a_refresh_without_the_header_hides_the_name_again(visible):
 def test_a_relock_by_another_user_names_that_user(visible, services, clock):
     bob, alice = visible
     name_user(services, clock, "alice", "Alice Example")
-    assert alice.op("LOCK", X_WOPI_Lock="alice-lock", X_WOPI_OldLock=HELD,
-                    X_WOPI_LockUserVisible="True").status_int == 200
+    assert (
+        alice.op("LOCK", X_WOPI_Lock="alice-lock", X_WOPI_OldLock=HELD, X_WOPI_LockUserVisible="True").status_int == 200
+    )
     assert_names(bob.lock(OTHER), "Alice Example", lock="alice-lock")
     assert bob.op("LOCK", X_WOPI_Lock="bob-again", X_WOPI_OldLock="alice-lock").status_int == 200
     assert_anonymous(alice.lock(OTHER), lock="bob-again")
@@ -222,8 +229,11 @@ def test_get_lock_and_check_file_info_are_unchanged_by_it(pair):
 
 def test_the_holders_own_requests_succeed_without_the_name(visible):
     bob, alice = visible
-    for response in (bob.lock(HELD, X_WOPI_LockUserVisible="True"), bob.put_file(b"saved", HELD),
-                     bob.op("REFRESH_LOCK", X_WOPI_Lock=HELD, X_WOPI_LockUserVisible="True")):
+    for response in (
+        bob.lock(HELD, X_WOPI_LockUserVisible="True"),
+        bob.put_file(b"saved", HELD),
+        bob.op("REFRESH_LOCK", X_WOPI_Lock=HELD, X_WOPI_LockUserVisible="True"),
+    ):
         assert response.status_int == 200
         assert USERNAME not in response.headers
 

@@ -36,6 +36,7 @@ def assert_conflict(response, current: str):
 
 # -- Lock ---------------------------------------------------------------------------
 
+
 def test_lock_unlocked_file_takes_the_lock(unlocked):
     response = unlocked.lock(CURRENT)
     assert response.status_int == 200
@@ -65,6 +66,7 @@ def test_lock_expires_after_30_minutes(locked, clock):
 
 # -- UnlockAndRelock ------------------------------------------------------------------
 
+
 def test_unlock_and_relock_unlocked_file_conflicts_with_empty_lock(unlocked):
     assert_conflict(unlocked.op("LOCK", X_WOPI_Lock=OTHER, X_WOPI_OldLock=CURRENT), "")
     assert lock_of(unlocked) == ""
@@ -84,6 +86,7 @@ def test_unlock_and_relock_with_wrong_old_lock_conflicts(locked):
 
 # -- RefreshLock ----------------------------------------------------------------------
 
+
 def test_refresh_unlocked_file_conflicts_with_empty_lock(unlocked):
     assert_conflict(unlocked.op("REFRESH_LOCK", X_WOPI_Lock=CURRENT), "")
 
@@ -100,6 +103,7 @@ def test_refresh_with_other_id_conflicts(locked):
 
 
 # -- Unlock ---------------------------------------------------------------------------
+
 
 def test_unlock_unlocked_file_conflicts_with_empty_lock(unlocked):
     assert_conflict(unlocked.op("UNLOCK", X_WOPI_Lock=CURRENT), "")
@@ -119,6 +123,7 @@ def test_unlock_with_other_id_conflicts(locked):
 
 # -- GetLock --------------------------------------------------------------------------
 
+
 def test_get_lock_unlocked_answers_empty_lock(unlocked):
     response = unlocked.op("GET_LOCK")
     assert response.status_int == 200
@@ -137,12 +142,16 @@ def test_get_lock_is_allowed_with_a_read_only_token(locked, services, client_for
 
 # -- lock ids and headers -------------------------------------------------------------
 
-@pytest.mark.parametrize("lock_id", [
-    "x" * 256,
-    "x" * 1024,
-    '{"S":"a0a4a2b6-3d5e","F":4,"E":2,"M":"Word","P":"\\"quoted\\" {braces}: colons"}',
-    "spaces inside = fine; <tags> & 'quotes'",
-])
+
+@pytest.mark.parametrize(
+    "lock_id",
+    [
+        "x" * 256,
+        "x" * 1024,
+        '{"S":"a0a4a2b6-3d5e","F":4,"E":2,"M":"Word","P":"\\"quoted\\" {braces}: colons"}',
+        "spaces inside = fine; <tags> & 'quotes'",
+    ],
+)
 def test_lock_ids_up_to_1024_chars_are_stored_verbatim(wopi, lock_id):
     assert wopi.lock(lock_id).status_int == 200
     assert lock_of(wopi) == lock_id
@@ -178,8 +187,9 @@ def test_lock_id_longer_than_1024_is_400(wopi, override):
 
 
 def test_non_ascii_lock_id_is_400(wopi):
-    response = wopi.testapp.post(wopi.url(), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "caf\xe9"},
-                                 expect_errors=True)
+    response = wopi.testapp.post(
+        wopi.url(), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "caf\xe9"}, expect_errors=True
+    )
     assert response.status_int == 400
     assert lock_of(wopi) == ""
 

@@ -15,33 +15,39 @@ from wopihost.worker import IdleTimeoutSocket
 TOKEN = "oyyfurkrkjzgmslwmzkxkr3tk45g6rzx" * 4 + "abcdefgh"
 
 
-@pytest.mark.parametrize("line", [
-    f"GET /wopi/files/x?access_token={TOKEN} HTTP/1.1",
-    f"Invalid HTTP Version: '?access_token={TOKEN} HTTP/1.1'",
-    f"/wopi/files/x?a=1&access_token={TOKEN}&b=2",
-    f"/wopi/files/x?access%5Ftoken=1&access_token%3D{TOKEN}",
-    f"Authorization: Bearer {TOKEN}",
-    f"the token {TOKEN.upper()} in upper case",
-    f"a token in the path /wopi/files/x/{TOKEN}",
-    f"access_token={TOKEN[:20]}",  # a short or truncated token is still a parameter value
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"GET /wopi/files/x?access_token={TOKEN} HTTP/1.1",
+        f"Invalid HTTP Version: '?access_token={TOKEN} HTTP/1.1'",
+        f"/wopi/files/x?a=1&access_token={TOKEN}&b=2",
+        f"/wopi/files/x?access%5Ftoken=1&access_token%3D{TOKEN}",
+        f"Authorization: Bearer {TOKEN}",
+        f"the token {TOKEN.upper()} in upper case",
+        f"a token in the path /wopi/files/x/{TOKEN}",
+        f"access_token={TOKEN[:20]}",  # a short or truncated token is still a parameter value
+    ],
+)
 def test_credentials_are_redacted(line):
     redacted = redact(line)
     assert TOKEN[:20].lower() not in redacted.lower()
     assert REDACTED in redacted
 
 
-@pytest.mark.parametrize("line", [
-    '127.0.0.1 "PUT /v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 202 90 4ms override=-',
-    "GET /_api/v2.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA -> 404: the upload session does not exist",
-    '"@microsoft.graph.sourceUrl": "https://h/office/v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA"',
-    "GET /v1.0/downloads/ZLLSZyyckVxSgzA9g8FxcA?x=1",
-    '127.0.0.1 "GET /wopi/download/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6 1ms override=-',  # a FileUrl
-    '127.0.0.1 "GET /s/ZLLSZyyckVxSgzA9g8FxcA/content HTTP/1.1" 200 6 1ms override=-',  # a share link
-    "GET /office/s/ZLLSZyyckVxSgzA9g8FxcA -> 404: no such share link, or it has been revoked",
-    "GET /v1.0/shares/ZLLSZyyckVxSgzA9g8FxcA/driveItem",  # a Graph share id, the link's id
-    "GET /v1.0/shares/u!aHR0cHM6Ly9oL3MvWkxMU1p5eWNrVnhTZ3pBOWc4RnhjQQ/driveItem",  # or its URL, encoded
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '127.0.0.1 "PUT /v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 202 90 4ms override=-',
+        "GET /_api/v2.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA -> 404: the upload session does not exist",
+        '"@microsoft.graph.sourceUrl": "https://h/office/v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA"',
+        "GET /v1.0/downloads/ZLLSZyyckVxSgzA9g8FxcA?x=1",
+        '127.0.0.1 "GET /wopi/download/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6 1ms override=-',  # a FileUrl
+        '127.0.0.1 "GET /s/ZLLSZyyckVxSgzA9g8FxcA/content HTTP/1.1" 200 6 1ms override=-',  # a share link
+        "GET /office/s/ZLLSZyyckVxSgzA9g8FxcA -> 404: no such share link, or it has been revoked",
+        "GET /v1.0/shares/ZLLSZyyckVxSgzA9g8FxcA/driveItem",  # a Graph share id, the link's id
+        "GET /v1.0/shares/u!aHR0cHM6Ly9oL3MvWkxMU1p5eWNrVnhTZ3pBOWc4RnhjQQ/driveItem",  # or its URL, encoded
+    ],
+)
 def test_urls_that_are_credentials_are_redacted(line):
     redacted = redact(line)
     assert "ZLLSZyyckVxSgzA9g8FxcA" not in redacted and "aHR0cHM6Ly9oL3MvWkxMU1p5" not in redacted
@@ -63,8 +69,9 @@ def test_the_filter_redacts_arguments_and_tracebacks():
     try:
         raise ValueError(f"bad url ?access_token={TOKEN}")
     except ValueError:
-        record = logging.LogRecord("wopihost", logging.ERROR, __file__, 1, "failed for %s", (TOKEN,),
-                                   exc_info=sys.exc_info())
+        record = logging.LogRecord(
+            "wopihost", logging.ERROR, __file__, 1, "failed for %s", (TOKEN,), exc_info=sys.exc_info()
+        )
     assert RedactingFilter().filter(record)
     text = logging.Formatter().format(record)
     assert TOKEN not in text and "failed for [redacted]" in text and "ValueError: bad url" in text
@@ -76,8 +83,9 @@ class _Response:
         self.sock = sock
 
 
-def _access_lines(tmp_path, fmt: str, path: str, direct: bool, environ: dict | None = None, sock=None,
-                  sent: int = 694) -> str:
+def _access_lines(
+    tmp_path, fmt: str, path: str, direct: bool, environ: dict | None = None, sock=None, sent: int = 694
+) -> str:
     from datetime import timedelta
 
     from gunicorn.config import Config
@@ -90,9 +98,16 @@ def _access_lines(tmp_path, fmt: str, path: str, direct: bool, environ: dict | N
     cfg.set("accesslog", str(log))
     cfg.set("access_log_format", fmt)
     logger = (GunicornLogger if direct else Logger)(cfg)
-    environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "POST", "PATH_INFO": path,
-               "SERVER_PROTOCOL": "HTTP/1.1", "RAW_URI": f"{path}?access_token={TOKEN}",
-               "QUERY_STRING": f"access_token={TOKEN}", "HTTP_X_WOPI_OVERRIDE": "LOCK", **(environ or {})}
+    environ = {
+        "REMOTE_ADDR": "127.0.0.1",
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "RAW_URI": f"{path}?access_token={TOKEN}",
+        "QUERY_STRING": f"access_token={TOKEN}",
+        "HTTP_X_WOPI_OVERRIDE": "LOCK",
+        **(environ or {}),
+    }
     request = type("Request", (), {"headers": [("X-WOPI-OVERRIDE", "LOCK")]})()
     logger.access(_Response("200 OK", sent, sock), request, environ, timedelta(milliseconds=20, microseconds=400))
     for handler in logger.access_log.handlers:
@@ -114,7 +129,7 @@ def test_the_direct_access_log_redacts_credentials_in_the_path(tmp_path, path):
 
 
 def test_another_access_log_format_is_gunicorns_and_still_redacted(tmp_path):
-    line = _access_lines(tmp_path, '%(r)s %(s)s', "/wopi/files/x", True)
+    line = _access_lines(tmp_path, "%(r)s %(s)s", "/wopi/files/x", True)
     assert line.startswith("POST /wopi/files/x?access_token=[redacted] HTTP/1.1 200")
 
 
@@ -126,6 +141,7 @@ def test_a_launch_link_is_redacted_by_its_shape(wopi):
 
 
 # -- WOPIHOST_LOG_FORMAT=json ---------------------------------------------------------------------------
+
 
 def _json_logger(stream) -> logging.Logger:
     handler = logging.StreamHandler(stream)
@@ -153,14 +169,30 @@ def test_a_json_line_holds_its_traceback_redacted():
 def test_json_access_lines(tmp_path, monkeypatch):
     monkeypatch.setenv("WOPIHOST_LOG_FORMAT", "json")
     path = "/wopi/files/oG7jw5EIRAFOO6Wa2CnDwz"
-    entry = json.loads(_access_lines(tmp_path, ACCESS_LOG_FORMAT, path, True,
-                                     {OPERATION: "Lock", FILE_ID: "oG7jw5EIRAFOO6Wa2CnDwz", "CONTENT_LENGTH": "12"}))
+    entry = json.loads(
+        _access_lines(
+            tmp_path,
+            ACCESS_LOG_FORMAT,
+            path,
+            True,
+            {OPERATION: "Lock", FILE_ID: "oG7jw5EIRAFOO6Wa2CnDwz", "CONTENT_LENGTH": "12"},
+        )
+    )
     assert entry["logger"] == "gunicorn.access" and entry["level"] == "INFO"
     assert entry["message"] == f'127.0.0.1 "POST {path} HTTP/1.1" 200 694 20ms override=LOCK'
-    assert {key: entry[key] for key in ("method", "path", "operation", "file_id", "status", "duration_ms",
-                                        "bytes_in", "bytes_out")} == {
-        "method": "POST", "path": path, "operation": "Lock", "file_id": "oG7jw5EIRAFOO6Wa2CnDwz", "status": 200,
-        "duration_ms": 20.4, "bytes_in": 12, "bytes_out": 694}
+    assert {
+        key: entry[key]
+        for key in ("method", "path", "operation", "file_id", "status", "duration_ms", "bytes_in", "bytes_out")
+    } == {
+        "method": "POST",
+        "path": path,
+        "operation": "Lock",
+        "file_id": "oG7jw5EIRAFOO6Wa2CnDwz",
+        "status": 200,
+        "duration_ms": 20.4,
+        "bytes_in": 12,
+        "bytes_out": 694,
+    }
 
 
 def test_a_json_access_line_redacts_a_token_for_a_file_id(tmp_path, monkeypatch):
@@ -174,7 +206,7 @@ def test_the_access_line_counts_what_sendfile_sent(tmp_path):
     with sock:
         sock.sendfile_sent = 5000
         line = _access_lines(tmp_path, ACCESS_LOG_FORMAT, "/wopi/files/x/contents", True, sock=sock, sent=0)
-    assert ' 200 5000 ' in line
+    assert " 200 5000 " in line
 
 
 def test_the_worker_socket_counts_what_sendfile_sends(tmp_path):

@@ -20,8 +20,11 @@ from .helpers import WopiClient
 
 def scrape(text: str) -> dict[tuple[str, frozenset], float]:
     """{(sample name, its labels): value} of an exposition."""
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def metrics(testapp) -> dict[tuple[str, frozenset], float]:
@@ -90,8 +93,15 @@ def test_operations_are_named_from_a_fixed_set(wopi, testapp, graph):
     assert requests_of(samples, "unmatched", 404) == 5
     assert requests_of(samples, "CheckFileInfo", 401) == 5
     operations = {dict(labels)["operation"] for name, labels in samples if name == "wopihost_requests_total"}
-    assert operations == {"Lock", "UnlockAndRelock", "unsupported", "graph GET children", "graph GET content",
-                          "unmatched", "CheckFileInfo"}
+    assert operations == {
+        "Lock",
+        "UnlockAndRelock",
+        "unsupported",
+        "graph GET children",
+        "graph GET content",
+        "unmatched",
+        "CheckFileInfo",
+    }
 
 
 def test_proof_failures_are_counted(settings, clock, make_file):
@@ -188,16 +198,21 @@ def test_an_address_another_program_holds_is_a_clear_error(settings, clock):
             create_app(settings.with_changes(metrics_bind=("127.0.0.1", port)), clock)
 
 
-@pytest.mark.parametrize("raw, parsed", [("127.0.0.1:9100", ("127.0.0.1", 9100)), ("[::1]:9100", ("::1", 9100)),
-                                         ("9100", ("127.0.0.1", 9100)), ("", None)])
+@pytest.mark.parametrize(
+    "raw, parsed",
+    [("127.0.0.1:9100", ("127.0.0.1", 9100)), ("[::1]:9100", ("::1", 9100)), ("9100", ("127.0.0.1", 9100)), ("", None)],
+)
 def test_the_bind_setting(raw, parsed, tmp_path):
-    settings = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s",
-                                  "WOPIHOST_METRICS_BIND": raw})
+    settings = Settings.from_env(
+        {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s", "WOPIHOST_METRICS_BIND": raw}
+    )
     assert settings.metrics_bind == parsed
 
 
-@pytest.mark.parametrize("name, raw", [("METRICS_BIND", "localhost"), ("METRICS_BIND", "h:99999"),
-                                       ("METRICS", "maybe"), ("LOG_FORMAT", "xml")])
+@pytest.mark.parametrize(
+    "name, raw",
+    [("METRICS_BIND", "localhost"), ("METRICS_BIND", "h:99999"), ("METRICS", "maybe"), ("LOG_FORMAT", "xml")],
+)
 def test_bad_settings_name_their_variable(name, raw, tmp_path):
     with pytest.raises(ConfigError, match=f"WOPIHOST_{name}:"):
         Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s", f"WOPIHOST_{name}": raw})

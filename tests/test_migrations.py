@@ -11,9 +11,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -29,8 +29,9 @@ from .conftest import PG_URL
 
 HEAD = db.head_revision("sqlite://")
 PREVIOUS = ScriptDirectory.from_config(db.alembic_config("sqlite://")).get_revision(HEAD).down_revision
-EVERY_REVISION = [s.revision for s in reversed(list(
-    ScriptDirectory.from_config(db.alembic_config("sqlite://")).walk_revisions()))]
+EVERY_REVISION = [
+    s.revision for s in reversed(list(ScriptDirectory.from_config(db.alembic_config("sqlite://")).walk_revisions()))
+]
 DEPLOY = Path(__file__).parent.parent / "deploy"
 NEWER = "f0f0f0f0f0f0"  # a migration some later wopihost made
 
@@ -53,8 +54,12 @@ def fresh(request, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def env(fresh, tmp_path) -> dict:
-    return {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_DATABASE_URL": fresh,
-            "WOPIHOST_SECRET_KEY": "s", "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"}
+    return {
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_DATABASE_URL": fresh,
+        "WOPIHOST_SECRET_KEY": "s",
+        "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1",
+    }
 
 
 def versions(url: str) -> list[str]:
@@ -100,8 +105,16 @@ def migration_lock_held(url: str) -> Iterator[None]:
 
 
 def upgrades(env: dict, count: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([*WOPIHOST, "db", "upgrade", "--json"], env={**os.environ, **env},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    return [
+        subprocess.Popen(
+            [*WOPIHOST, "db", "upgrade", "--json"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
 
 
 def applied_by(processes: list[subprocess.Popen]) -> list[list[str]]:
@@ -137,12 +150,15 @@ def current(env: dict) -> tuple[dict, str]:
 
 
 def test_db_current_says_where_the_database_stands(fresh, env):
-    assert current(env) == ({"revision": None, "head": HEAD, "state": "empty", "at_head": False},
-                            f"the database has no tables (no migration applied; this wopihost needs {HEAD}): "
-                            "run `wopihost db upgrade`\n")
+    assert current(env) == (
+        {"revision": None, "head": HEAD, "state": "empty", "at_head": False},
+        f"the database has no tables (no migration applied; this wopihost needs {HEAD}): run `wopihost db upgrade`\n",
+    )
     assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0
-    assert current(env) == ({"revision": HEAD, "head": HEAD, "state": "current", "at_head": True},
-                            f"{HEAD}: at this wopihost's head\n")
+    assert current(env) == (
+        {"revision": HEAD, "head": HEAD, "state": "current", "at_head": True},
+        f"{HEAD}: at this wopihost's head\n",
+    )
     command.downgrade(db.alembic_config(fresh), PREVIOUS)
     state, text = current(env)
     assert state == {"revision": PREVIOUS, "head": HEAD, "state": "behind", "at_head": False}
@@ -154,8 +170,7 @@ def test_db_current_says_where_the_database_stands(fresh, env):
 
 
 def refused(env: dict, *args: str) -> str:
-    result = subprocess.run([*WOPIHOST, *args], env={**os.environ, **env}, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([*WOPIHOST, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     return result.stderr
@@ -164,7 +179,9 @@ def refused(env: dict, *args: str) -> str:
 def test_the_server_refuses_an_older_database_until_it_is_upgraded(fresh, env):
     db.upgrade(fresh)
     command.downgrade(db.alembic_config(fresh), PREVIOUS)
-    expected = f"Error: the database is at migration {PREVIOUS}, this wopihost needs {HEAD}: run `wopihost db upgrade`\n"
+    expected = (
+        f"Error: the database is at migration {PREVIOUS}, this wopihost needs {HEAD}: run `wopihost db upgrade`\n"
+    )
     assert refused(env, "serve", "--port", "1") == expected
     assert refused(env, "files", "list") == expected
     upgraded = CliRunner().invoke(main, ["db", "upgrade", "--json"], env=env)
@@ -174,16 +191,22 @@ def test_the_server_refuses_an_older_database_until_it_is_upgraded(fresh, env):
 
 def test_gunicorn_with_the_deployed_configuration_refuses_an_older_or_newer_database(fresh, env, tmp_path):
     def deployed() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"),
-                               "wopihost.app:create_app()"], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, **env, "WOPIHOST_BIND": f"127.0.0.1:{free_port()}",
-                                   "WEB_CONCURRENCY": "1"})
+        return subprocess.run(
+            [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), "wopihost.app:create_app()"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env, "WOPIHOST_BIND": f"127.0.0.1:{free_port()}", "WEB_CONCURRENCY": "1"},
+        )
+
     db.upgrade(fresh)
     command.downgrade(db.alembic_config(fresh), PREVIOUS)
     result = deployed()
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert f"Error: the database is at migration {PREVIOUS}, this wopihost needs {HEAD}: run `wopihost db " \
-           "upgrade`" in result.stderr
+    assert (
+        f"Error: the database is at migration {PREVIOUS}, this wopihost needs {HEAD}: run `wopihost db "
+        "upgrade`" in result.stderr
+    )
     db.upgrade(fresh)
     set_version(fresh, NEWER)
     result = deployed()
@@ -193,8 +216,10 @@ def test_gunicorn_with_the_deployed_configuration_refuses_an_older_or_newer_data
 def test_the_server_refuses_a_database_a_newer_wopihost_migrated(fresh, env):
     db.upgrade(fresh)
     set_version(fresh, NEWER)
-    expected = (f"Error: the database is at migration {NEWER}, which this wopihost (at {HEAD}) does not know: "
-                "this database was migrated by a newer wopihost; run that version or a newer one\n")
+    expected = (
+        f"Error: the database is at migration {NEWER}, which this wopihost (at {HEAD}) does not know: "
+        "this database was migrated by a newer wopihost; run that version or a newer one\n"
+    )
     assert refused(env, "serve", "--port", "1") == expected
     assert refused(env, "files", "list") == expected
     assert refused(env, "db", "upgrade") == expected  # nothing to upgrade to: it is not downgraded either
@@ -206,5 +231,8 @@ def test_doctor_names_a_database_a_newer_wopihost_migrated(fresh, env):
     set_version(fresh, NEWER)
     report = json.loads(CliRunner().invoke(main, ["doctor", "--timeout", "1", "--json"], env=env).stdout)
     database = report["checks"][0]
-    assert database == {"ok": False, "what": f"database at migration {NEWER}, which this version (at {HEAD}) "
-                                             "does not know", "fix": "run the newer wopihost that migrated it"}
+    assert database == {
+        "ok": False,
+        "what": f"database at migration {NEWER}, which this version (at {HEAD}) does not know",
+        "fix": "run the newer wopihost that migrated it",
+    }

@@ -44,11 +44,13 @@ def test_the_server_needs_no_extra(tmp_path):
 
 
 def test_the_validator_without_its_extra_says_so_in_one_line():
-    result = without_extras("import sys; sys.modules['requests'] = None; from wopihost.cli import main; main()",
-                            "validate", "--help")
+    result = without_extras(
+        "import sys; sys.modules['requests'] = None; from wopihost.cli import main; main()", "validate", "--help"
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "the WOPI validator needs requests, which is not installed: pip install 'wopihost[validator]'"]
+        "the WOPI validator needs requests, which is not installed: pip install 'wopihost[validator]'"
+    ]
 
 
 def pins() -> dict[str, str]:
@@ -72,5 +74,6 @@ def test_constraints_pin_every_declared_dependency_inside_its_range():
             continue  # the test extra naming the others
         assert name in pinned, f"{requirement.name} is not in constraints.txt"
         assert requirement.specifier.contains(pinned[name]), f"{text} does not allow the pinned {pinned[name]}"
-        assert re.search(r"<|~=", str(requirement.specifier)) or name == "cryptography", \
+        assert re.search(r"<|~=", str(requirement.specifier)) or name == "cryptography", (
             f"{text}: give an upper bound (cryptography alone makes every release a major one)"
+        )

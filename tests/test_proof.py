@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
@@ -15,8 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from wopihost.discovery import parse_discovery
 from wopihost.errors import header_safe
 from wopihost.proof import (
-    PROOF_CURRENT, PROOF_OLD_CURRENT, PROOF_OLD_KEY, ProofKeyError, ProofKeys, Verdict,
-    datetime_from_ticks, proof_bytes, raw_query_value, ticks_from_datetime, upper_invariant, verify,
+    PROOF_CURRENT,
+    PROOF_OLD_CURRENT,
+    PROOF_OLD_KEY,
+    ProofKeyError,
+    ProofKeys,
+    Verdict,
+    datetime_from_ticks,
+    proof_bytes,
+    raw_query_value,
+    ticks_from_datetime,
+    upper_invariant,
+    verify,
 )
 
 from .helpers import FIXTURES_DIR
@@ -39,15 +49,15 @@ def load_vectors() -> dict:
 
 @pytest.fixture(scope="module")
 def private_keys() -> dict[str, rsa.RSAPrivateKey]:
-    return {name: rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            for name in ("current", "old", "stranger")}
+    return {
+        name: rsa.generate_private_key(public_exponent=65537, key_size=2048) for name in ("current", "old", "stranger")
+    }
 
 
 @pytest.fixture(scope="module")
 def keys(private_keys) -> ProofKeys:
     """The current and old public keys, as a host reads them from the client's discovery."""
-    discovery = parse_discovery(discovery_xml(private_keys["current"].public_key(),
-                                              private_keys["old"].public_key()))
+    discovery = parse_discovery(discovery_xml(private_keys["current"].public_key(), private_keys["old"].public_key()))
     assert discovery.proof_keys is not None
     return discovery.proof_keys
 
@@ -56,18 +66,41 @@ def now_ticks() -> int:
     return ticks_from_datetime(NOW)
 
 
-def check(keys: ProofKeys, *, token: str = TOKEN, url: str = URL, timestamp=None, proof=None,
-          proof_old=None, now=NOW, check_freshness: bool = True) -> Verdict:
-    verdict = verify(keys, access_token_raw=token, url=url,
-                     timestamp_header=str(now_ticks()) if timestamp is None else timestamp,
-                     proof=proof, proof_old=proof_old, now=now, check_freshness=check_freshness)
+def check(
+    keys: ProofKeys,
+    *,
+    token: str = TOKEN,
+    url: str = URL,
+    timestamp=None,
+    proof=None,
+    proof_old=None,
+    now=NOW,
+    check_freshness: bool = True,
+) -> Verdict:
+    verdict = verify(
+        keys,
+        access_token_raw=token,
+        url=url,
+        timestamp_header=str(now_ticks()) if timestamp is None else timestamp,
+        proof=proof,
+        proof_old=proof_old,
+        now=now,
+        check_freshness=check_freshness,
+    )
     assert isinstance(verdict, Verdict)
     assert verdict.reason and verdict.reason == header_safe(verdict.reason)
     return verdict
 
 
-def signed(private_keys, proof_key: str | None = "current", old_key: str | None = "old", *,
-           token: str = TOKEN, url: str = URL, ticks: int | None = None) -> dict:
+def signed(
+    private_keys,
+    proof_key: str | None = "current",
+    old_key: str | None = "old",
+    *,
+    token: str = TOKEN,
+    url: str = URL,
+    ticks: int | None = None,
+) -> dict:
     """Headers of a request signed like a WOPI client: X-WOPI-Proof with `proof_key`,
     X-WOPI-ProofOld with `old_key` (None: that header carries INVALID)."""
     ticks = now_ticks() if ticks is None else ticks
@@ -90,17 +123,25 @@ EXPECTED_COMBINATION = {
 def vector_keys(source: str) -> ProofKeys:
     disc = load_vectors()["discovery"]
     if source == "modulus":
-        return ProofKeys.from_modulus_exponent(disc["modulus"], disc["exponent"],
-                                               disc["oldmodulus"], disc["oldexponent"])
+        return ProofKeys.from_modulus_exponent(
+            disc["modulus"], disc["exponent"], disc["oldmodulus"], disc["oldexponent"]
+        )
     return ProofKeys.from_blobs(disc["value"], disc["oldvalue"])
 
 
 @pytest.mark.parametrize("source", ["modulus", "value"])
 @pytest.mark.parametrize("case", load_vectors()["cases"], ids=lambda case: case["name"])
 def test_microsoft_vectors(case, source):
-    verdict = verify(vector_keys(source), access_token_raw=case["access_token"], url=case["url"],
-                     timestamp_header=str(case["timestamp"]), proof=case["proof"],
-                     proof_old=case["proof_old"], now=None, check_freshness=False)
+    verdict = verify(
+        vector_keys(source),
+        access_token_raw=case["access_token"],
+        url=case["url"],
+        timestamp_header=str(case["timestamp"]),
+        proof=case["proof"],
+        proof_old=case["proof_old"],
+        now=None,
+        check_freshness=False,
+    )
     assert verdict.ok is case["valid"], verdict.reason
     if case["valid"]:
         assert verdict.combination == EXPECTED_COMBINATION[case["name"].rstrip("0123456789")]
@@ -117,9 +158,15 @@ def test_microsoft_vector_counts():
 
 def test_microsoft_vectors_are_stale_with_the_freshness_check_on():
     case = load_vectors()["cases"][0]
-    verdict = verify(vector_keys("modulus"), access_token_raw=case["access_token"], url=case["url"],
-                     timestamp_header=str(case["timestamp"]), proof=case["proof"],
-                     proof_old=case["proof_old"], now=NOW)
+    verdict = verify(
+        vector_keys("modulus"),
+        access_token_raw=case["access_token"],
+        url=case["url"],
+        timestamp_header=str(case["timestamp"]),
+        proof=case["proof"],
+        proof_old=case["proof_old"],
+        now=NOW,
+    )
     assert not verdict.ok and "20 minutes old" in verdict.reason
     assert not verdict.refresh_discovery
 
@@ -134,6 +181,7 @@ def test_microsoft_blob_and_modulus_give_the_same_keys():
 
 # ------------------------------------------------------------------------------------------ ticks
 
+
 def test_ticks_of_known_moments():
     assert ticks_from_datetime(datetime(1, 1, 1)) == 0
     assert ticks_from_datetime(datetime(1970, 1, 1)) == 621_355_968_000_000_000
@@ -144,7 +192,7 @@ def test_ticks_of_known_moments():
 
 def test_ticks_agree_with_unix_time():
     ticks = load_vectors()["cases"][0]["timestamp"]
-    unix = datetime.fromtimestamp((ticks - 621_355_968_000_000_000) // TICKS_PER_SECOND, timezone.utc)
+    unix = datetime.fromtimestamp((ticks - 621_355_968_000_000_000) // TICKS_PER_SECOND, UTC)
     moment = datetime_from_ticks(ticks)
     assert moment.replace(microsecond=0) == unix.replace(tzinfo=None)
     assert moment.year == 2015
@@ -160,12 +208,18 @@ def test_ticks_round_trip_to_the_microsecond():
 
 # ----------------------------------------------------------------------------------- signed bytes
 
+
 def test_proof_bytes_layout():
     data = proof_bytes("ab", "https://h/wopi/files/x?access_token=ab", 1)
     url = b"HTTPS://H/WOPI/FILES/X?ACCESS_TOKEN=AB"
-    assert data == (b"\x00\x00\x00\x02" + b"ab"
-                    + struct.pack(">i", len(url)) + url
-                    + b"\x00\x00\x00\x08" + b"\x00\x00\x00\x00\x00\x00\x00\x01")
+    assert data == (
+        b"\x00\x00\x00\x02"
+        + b"ab"
+        + struct.pack(">i", len(url))
+        + url
+        + b"\x00\x00\x00\x08"
+        + b"\x00\x00\x00\x00\x00\x00\x00\x01"
+    )
 
 
 def test_proof_bytes_token_is_utf8_and_not_upper_cased():
@@ -181,6 +235,7 @@ def test_upper_invariant_is_one_to_one_like_dotnet():
 
 
 # ---------------------------------------------------------------------------- our own signatures
+
 
 def test_valid_with_current_key(keys, private_keys):
     verdict = check(keys, **signed(private_keys, "current", "old"))
@@ -229,17 +284,21 @@ def test_corrupted_signature_is_rejected(keys, private_keys):
     assert not check(keys, **truncated).ok
 
 
-@pytest.mark.parametrize("other_url", [
-    URL.replace("https://", "http://"),                       # TLS offload: client signed https
-    URL.replace("wopi.example.com", "wopi.example.org"),      # other host
-    URL.replace(":8443", ""),                                 # other port
-    URL.replace(":8443", ":443"),
-    URL.replace("/wopi/files/", "/app/wopi/files/"),          # path prefix added by a proxy
-    URL.replace("F1le-Id", "F1le-Id/contents"),               # other endpoint
-    URL.replace("&access_token_ttl=1767225600000", ""),       # query shortened
-    URL + "&extra=1",                                         # query extended
-    URL.replace("F1le-Id", "F1le%2DId"),                      # percent-encoding changed
-], ids=["http", "host", "no-port", "port-443", "prefix", "path", "query-short", "query-long", "encoding"])
+@pytest.mark.parametrize(
+    "other_url",
+    [
+        URL.replace("https://", "http://"),  # TLS offload: client signed https
+        URL.replace("wopi.example.com", "wopi.example.org"),  # other host
+        URL.replace(":8443", ""),  # other port
+        URL.replace(":8443", ":443"),
+        URL.replace("/wopi/files/", "/app/wopi/files/"),  # path prefix added by a proxy
+        URL.replace("F1le-Id", "F1le-Id/contents"),  # other endpoint
+        URL.replace("&access_token_ttl=1767225600000", ""),  # query shortened
+        URL + "&extra=1",  # query extended
+        URL.replace("F1le-Id", "F1le%2DId"),  # percent-encoding changed
+    ],
+    ids=["http", "host", "no-port", "port-443", "prefix", "path", "query-short", "query-long", "encoding"],
+)
 def test_wrong_url_is_rejected(keys, private_keys, other_url):
     headers = signed(private_keys, "current", "old")  # signed for URL
     verdict = check(keys, url=other_url, **headers)
@@ -260,15 +319,19 @@ def test_token_mismatch_is_rejected(keys, private_keys):
 
 # ------------------------------------------------------------------------------------- freshness
 
-@pytest.mark.parametrize("age_ticks, ok", [
-    (0, True),
-    (TWENTY_MINUTES - TICKS_PER_SECOND, True),   # just under 20 minutes
-    (TWENTY_MINUTES, True),                      # exactly 20 minutes: not *more* than 20
-    (TWENTY_MINUTES + 1, False),
-    (TWENTY_MINUTES + 60 * TICKS_PER_SECOND, False),
-    (-5 * 60 * TICKS_PER_SECOND, True),          # a client clock a little ahead
-    (-TWENTY_MINUTES - 1, False),                # far in the future: would lengthen replay
-])
+
+@pytest.mark.parametrize(
+    "age_ticks, ok",
+    [
+        (0, True),
+        (TWENTY_MINUTES - TICKS_PER_SECOND, True),  # just under 20 minutes
+        (TWENTY_MINUTES, True),  # exactly 20 minutes: not *more* than 20
+        (TWENTY_MINUTES + 1, False),
+        (TWENTY_MINUTES + 60 * TICKS_PER_SECOND, False),
+        (-5 * 60 * TICKS_PER_SECOND, True),  # a client clock a little ahead
+        (-TWENTY_MINUTES - 1, False),  # far in the future: would lengthen replay
+    ],
+)
 def test_timestamp_window(keys, private_keys, age_ticks, ok):
     headers = signed(private_keys, "current", "old", ticks=now_ticks() - age_ticks)
     verdict = check(keys, **headers)
@@ -286,15 +349,17 @@ def test_stale_and_badly_signed_is_rejected_as_stale(keys, private_keys):
 
 def test_aware_now_is_accepted(keys, private_keys):
     headers = signed(private_keys, "current", "old")
-    aware = NOW.replace(tzinfo=timezone.utc).astimezone(timezone(timedelta(hours=-5)))
+    aware = NOW.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=-5)))
     assert check(keys, now=aware, **headers).ok
     assert not check(keys, now=aware + timedelta(minutes=21), **headers).ok
 
 
 # ----------------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("proof, reason", [(None, "missing X-WOPI-Proof"), ("", "missing X-WOPI-Proof"),
-                                           ("   ", "missing X-WOPI-Proof")])
+
+@pytest.mark.parametrize(
+    "proof, reason", [(None, "missing X-WOPI-Proof"), ("", "missing X-WOPI-Proof"), ("   ", "missing X-WOPI-Proof")]
+)
 def test_missing_proof_is_rejected(keys, private_keys, proof, reason):
     headers = signed(private_keys, "current", "current")  # even with a good ProofOld
     headers["proof"] = proof
@@ -306,15 +371,34 @@ def test_missing_proof_is_rejected(keys, private_keys, proof, reason):
 def test_missing_timestamp_is_rejected(keys, private_keys, timestamp):
     headers = signed(private_keys, "current", "old")
     headers["timestamp"] = timestamp
-    verdict = verify(keys, access_token_raw=TOKEN, url=URL, timestamp_header=timestamp,
-                     proof=headers["proof"], proof_old=headers["proof_old"], now=NOW)
+    verdict = verify(
+        keys,
+        access_token_raw=TOKEN,
+        url=URL,
+        timestamp_header=timestamp,
+        proof=headers["proof"],
+        proof_old=headers["proof_old"],
+        now=NOW,
+    )
     assert not verdict.ok and verdict.reason == "missing X-WOPI-TimeStamp"
 
 
-@pytest.mark.parametrize("timestamp", [
-    "abc", "12.5", "-5", "+639000000000000000", "1_000", "0x10", "６３９",  # full-width digits
-    "1e18", str(2**63), str(3_155_378_976_000_000_000), "99999999999999999999999",
-])
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "abc",
+        "12.5",
+        "-5",
+        "+639000000000000000",
+        "1_000",
+        "0x10",
+        "６３９",  # full-width digits
+        "1e18",
+        str(2**63),
+        str(3_155_378_976_000_000_000),
+        "99999999999999999999999",
+    ],
+)
 def test_malformed_timestamp_is_rejected(keys, private_keys, timestamp):
     headers = signed(private_keys, "current", "old")
     headers["timestamp"] = timestamp
@@ -354,15 +438,29 @@ def test_base64_with_line_breaks_is_accepted(keys, private_keys):
 @pytest.mark.parametrize("token, url", [(None, URL), ("", URL), (TOKEN, ""), (TOKEN, None)])
 def test_missing_token_or_url_is_rejected(keys, private_keys, token, url):
     headers = signed(private_keys, "current", "old")
-    verdict = verify(keys, access_token_raw=token, url=url, timestamp_header=headers["timestamp"],
-                     proof=headers["proof"], proof_old=headers["proof_old"], now=NOW)
+    verdict = verify(
+        keys,
+        access_token_raw=token,
+        url=url,
+        timestamp_header=headers["timestamp"],
+        proof=headers["proof"],
+        proof_old=headers["proof_old"],
+        now=NOW,
+    )
     assert not verdict.ok and verdict.reason
 
 
 def test_no_keys_is_a_rejection(private_keys):
     headers = signed(private_keys, "current", "old")
-    verdict = verify(None, access_token_raw=TOKEN, url=URL, timestamp_header=headers["timestamp"],
-                     proof=headers["proof"], proof_old=headers["proof_old"], now=NOW)
+    verdict = verify(
+        None,
+        access_token_raw=TOKEN,
+        url=URL,
+        timestamp_header=headers["timestamp"],
+        proof=headers["proof"],
+        proof_old=headers["proof_old"],
+        now=NOW,
+    )
     assert not verdict.ok and "keys" in verdict.reason
 
 
@@ -428,12 +526,14 @@ def test_token_decoded_twice_is_not_accepted(keys, private_keys):
 
 # ----------------------------------------------------------------------------------- key parsing
 
+
 def test_blob_and_modulus_constructors_agree(private_keys):
     public = private_keys["current"].public_key()
     old = private_keys["old"].public_key()
     numbers = public.public_numbers()
-    from_numbers = ProofKeys.from_modulus_exponent(int_b64(numbers.n), int_b64(numbers.e),
-                                                   int_b64(old.public_numbers().n), "AQAB")
+    from_numbers = ProofKeys.from_modulus_exponent(
+        int_b64(numbers.n), int_b64(numbers.e), int_b64(old.public_numbers().n), "AQAB"
+    )
     from_blob = ProofKeys.from_blobs(b64(public_key_blob(public)), b64(public_key_blob(old)))
     assert from_numbers.same_as(from_blob)
     assert from_blob.current.public_numbers() == numbers
@@ -442,17 +542,17 @@ def test_blob_and_modulus_constructors_agree(private_keys):
 
 
 def _mutate(blob: bytes, offset: int, replacement: bytes) -> bytes:
-    return blob[:offset] + replacement + blob[offset + len(replacement):]
+    return blob[:offset] + replacement + blob[offset + len(replacement) :]
 
 
 BLOB_MUTATIONS = {
-    "type": lambda blob: _mutate(blob, 0, b"\x07"),          # PRIVATEKEYBLOB
+    "type": lambda blob: _mutate(blob, 0, b"\x07"),  # PRIVATEKEYBLOB
     "version": lambda blob: _mutate(blob, 1, b"\x03"),
     "algorithm": lambda blob: _mutate(blob, 4, (0x6610).to_bytes(4, "little")),  # CALG_AES_256
     "magic": lambda blob: _mutate(blob, 8, b"RSA2"),
     "bitlen": lambda blob: _mutate(blob, 12, (4096).to_bytes(4, "little")),
     "bitlen-odd": lambda blob: _mutate(blob, 12, (2047).to_bytes(4, "little")),
-    "small-key": lambda blob: _mutate(blob, 12, (512).to_bytes(4, "little"))[:20 + 64],
+    "small-key": lambda blob: _mutate(blob, 12, (512).to_bytes(4, "little"))[: 20 + 64],
     "even-exponent": lambda blob: _mutate(blob, 16, (65536).to_bytes(4, "little")),
     "truncated": lambda blob: blob[:-1],
     "trailing": lambda blob: blob + b"\x00",
@@ -476,10 +576,16 @@ def test_blob_that_is_not_base64_or_too_short(value):
         ProofKeys.from_blobs(value)
 
 
-@pytest.mark.parametrize("modulus, exponent", [
-    ("", "AQAB"), ("@@@", "AQAB"), ("AQAB", "AQAB"),  # a 17-bit modulus
-    (None, "AQAB"), (int_b64((1 << 2047) + 2), "AQAB"),  # even modulus
-])
+@pytest.mark.parametrize(
+    "modulus, exponent",
+    [
+        ("", "AQAB"),
+        ("@@@", "AQAB"),
+        ("AQAB", "AQAB"),  # a 17-bit modulus
+        (None, "AQAB"),
+        (int_b64((1 << 2047) + 2), "AQAB"),  # even modulus
+    ],
+)
 def test_malformed_modulus_exponent(modulus, exponent):
     with pytest.raises(ProofKeyError):
         ProofKeys.from_modulus_exponent(modulus or "", exponent)

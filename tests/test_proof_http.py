@@ -37,9 +37,14 @@ def host(settings, clock, make_file, discovery_file):
     apps = []
 
     def build(mode: str, discovery: str | None = None) -> WopiClient:
-        app = create_app(settings.with_changes(public_url=PUBLIC, proof_keys=mode,
-                                               discovery_url=str(discovery_file) if discovery is None else discovery),
-                         clock)
+        app = create_app(
+            settings.with_changes(
+                public_url=PUBLIC,
+                proof_keys=mode,
+                discovery_url=str(discovery_file) if discovery is None else discovery,
+            ),
+            clock,
+        )
         apps.append(app)
         file = make_file()
         token = app.extensions["wopihost"].issue_token(file.id, "alice", True).token
@@ -50,8 +55,9 @@ def host(settings, clock, make_file, discovery_file):
         app.extensions["wopihost"].db.dispose()
 
 
-def signed_headers(wopi: WopiClient, clock, proof_key=None, proof_old_key=None, url: str | None = None,
-                   age=timedelta(0)) -> dict:
+def signed_headers(
+    wopi: WopiClient, clock, proof_key=None, proof_old_key=None, url: str | None = None, age=timedelta(0)
+) -> dict:
     url = url or f"{PUBLIC}/wopi/files/{wopi.file_id}?access_token={wopi.token}"
     ticks = ticks_from_datetime(clock.now() - age)
     headers = {"X-WOPI-TimeStamp": str(ticks)}
@@ -63,8 +69,9 @@ def signed_headers(wopi: WopiClient, clock, proof_key=None, proof_old_key=None, 
 
 
 def check_file_info(wopi: WopiClient, headers: dict, path_prefix: str = "/office"):
-    return wopi.testapp.get(f"{path_prefix}/wopi/files/{wopi.file_id}?access_token={wopi.token}", headers=headers,
-                            expect_errors=True)
+    return wopi.testapp.get(
+        f"{path_prefix}/wopi/files/{wopi.file_id}?access_token={wopi.token}", headers=headers, expect_errors=True
+    )
 
 
 def test_valid_with_the_current_key(host, keys, clock):
@@ -97,12 +104,15 @@ def test_corrupted_signature_is_500(host, keys, clock):
     assert response.headers["X-WOPI-ServerError"] == "proof check failed"
 
 
-@pytest.mark.parametrize("signed_url", [
-    "http://wopi.example.test/office/wopi/files/{id}?access_token={token}",   # what the app saw behind TLS
-    "https://wopi.example.test/wopi/files/{id}?access_token={token}",         # without the prefix
-    "https://other.example/office/wopi/files/{id}?access_token={token}",
-    "https://wopi.example.test/office/wopi/files/{id}?access_token={token}&x=1",
-])
+@pytest.mark.parametrize(
+    "signed_url",
+    [
+        "http://wopi.example.test/office/wopi/files/{id}?access_token={token}",  # what the app saw behind TLS
+        "https://wopi.example.test/wopi/files/{id}?access_token={token}",  # without the prefix
+        "https://other.example/office/wopi/files/{id}?access_token={token}",
+        "https://wopi.example.test/office/wopi/files/{id}?access_token={token}&x=1",
+    ],
+)
 def test_a_signature_for_another_url_is_500(host, keys, clock, signed_url):
     wopi = host("verify")
     url = signed_url.format(id=wopi.file_id, token=wopi.token)
@@ -122,15 +132,18 @@ def test_timestamps_older_than_20_minutes_are_refused(host, keys, clock, minutes
     assert check_file_info(wopi, headers).status_int == status
 
 
-@pytest.mark.parametrize("mode, discovery, status", [
-    ("off", None, 200),
-    ("verify", None, 500),        # the discovery publishes keys: the signature is required
-    ("require", None, 500),
-    ("verify", "no-keys", 200),   # a client without proof keys: nothing to verify
-    ("require", "no-keys", 500),
-    ("verify", "missing", 200),   # discovery unreachable and never fetched: keys unknown
-    ("require", "missing", 500),
-])
+@pytest.mark.parametrize(
+    "mode, discovery, status",
+    [
+        ("off", None, 200),
+        ("verify", None, 500),  # the discovery publishes keys: the signature is required
+        ("require", None, 500),
+        ("verify", "no-keys", 200),  # a client without proof keys: nothing to verify
+        ("require", "no-keys", 500),
+        ("verify", "missing", 200),  # discovery unreachable and never fetched: keys unknown
+        ("require", "missing", 500),
+    ],
+)
 def test_missing_proof_headers_in_each_mode(host, tmp_path, mode, discovery, status):
     if discovery == "no-keys":
         path = tmp_path / "nokeys.xml"
@@ -182,12 +195,18 @@ def test_put_chunked_file_with_editors_and_a_bad_proof_is_400(host, keys, clock)
     bad = signed_headers(wopi, clock, keys["c"], url=url)
 
     def save(headers, editors):
-        return wopi.testapp.post(f"/office/wopi/files/{wopi.file_id}/contents?access_token={wopi.token}",
-                                 put_chunked_body({"MainContent": signature}, chunks),
-                                 headers={"X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-SequenceNumber": "1",
-                                          "X-WOPI-Editors": editors, **headers}, expect_errors=True)
+        return wopi.testapp.post(
+            f"/office/wopi/files/{wopi.file_id}/contents?access_token={wopi.token}",
+            put_chunked_body({"MainContent": signature}, chunks),
+            headers={
+                "X-WOPI-Override": "PUT_CHUNKED_FILE",
+                "X-WOPI-SequenceNumber": "1",
+                "X-WOPI-Editors": editors,
+                **headers,
+            },
+            expect_errors=True,
+        )
 
     assert save(bad, "alice,bob").status_int == 400
     assert save(bad, "").status_int == 500
     assert save(good, "alice,bob").status_int == 409  # past the proof: the file is unlocked and not empty
-

@@ -64,14 +64,17 @@ def test_suggested_name_that_exists_is_made_unique(wopi):
     assert names == ["Doc (2).docx", "Doc (3).docx"]
 
 
-@pytest.mark.parametrize("suggested, expected", [
-    ("a/b:c.docx", "a_b_c.docx"),
-    ("../../etc/passwd.docx", "_.._etc_passwd.docx"),
-    ("..\\..\\x.docx", "_.._x.docx"),
-    ("bad\x01name.docx", "bad_name.docx"),
-    ("CON.docx", "_CON.docx"),
-    (".docx", "Doc (2).docx"),
-])
+@pytest.mark.parametrize(
+    "suggested, expected",
+    [
+        ("a/b:c.docx", "a_b_c.docx"),
+        ("../../etc/passwd.docx", "_.._etc_passwd.docx"),
+        ("..\\..\\x.docx", "_.._x.docx"),
+        ("bad\x01name.docx", "bad_name.docx"),
+        ("CON.docx", "_CON.docx"),
+        (".docx", "Doc (2).docx"),
+    ],
+)
 def test_suggested_mode_never_fails_it_sanitises(wopi, suggested, expected, tmp_path):
     response = put_relative(wopi, X_WOPI_SuggestedTarget=encode_utf7(suggested))
     assert response.status_int == 200
@@ -85,10 +88,13 @@ def test_suggested_target_that_is_not_utf7_is_used_raw(wopi):
     assert response.json["Name"].endswith(".docx")
 
 
-@pytest.mark.parametrize("encoded, expected", [
-    ("madeup+AF8-name.wopitestx", "madeup_name.wopitestx"),  # .NET encodes even '_' (docs/wopi.md §1.5)
-    (encode_utf7("Résumé 日本.docx"), "Résumé 日本.docx"),
-])
+@pytest.mark.parametrize(
+    "encoded, expected",
+    [
+        ("madeup+AF8-name.wopitestx", "madeup_name.wopitestx"),  # .NET encodes even '_' (docs/wopi.md §1.5)
+        (encode_utf7("Résumé 日本.docx"), "Résumé 日本.docx"),
+    ],
+)
 def test_names_are_utf7_decoded(wopi, encoded, expected):
     assert put_relative(wopi, X_WOPI_RelativeTarget=encoded).json["Name"] == expected
 
@@ -113,8 +119,7 @@ def test_relative_target_name_conflict_ignores_case(wopi):
 
 @pytest.mark.parametrize("flag", ["True", "true", "TRUE"])
 def test_overwrite_replaces_the_existing_file_in_place(wopi, flag):
-    response = put_relative(wopi, b"overwritten", X_WOPI_RelativeTarget="Doc.docx",
-                            X_WOPI_OverwriteRelativeTarget=flag)
+    response = put_relative(wopi, b"overwritten", X_WOPI_RelativeTarget="Doc.docx", X_WOPI_OverwriteRelativeTarget=flag)
     assert response.status_int == 200
     target = follow(wopi, response.json["Url"])
     assert target.file_id == wopi.file_id
@@ -140,8 +145,9 @@ def test_source_lock_is_irrelevant(wopi):
     assert put_relative(wopi, X_WOPI_SuggestedTarget=".pdf").status_int == 200
 
 
-@pytest.mark.parametrize("name", ["a/b.docx", "..", "a\\b.docx", "x\x01y.docx", "con.docx", "a:b.docx",
-                                  "trailing.", ".hidden"])
+@pytest.mark.parametrize(
+    "name", ["a/b.docx", "..", "a\\b.docx", "x\x01y.docx", "con.docx", "a:b.docx", "trailing.", ".hidden"]
+)
 def test_illegal_relative_target_is_400_with_a_valid_alternative(wopi, services, name, tmp_path):
     response = put_relative(wopi, X_WOPI_RelativeTarget=encode_utf7(name))
     assert response.status_int == 400
@@ -183,8 +189,7 @@ def test_too_large_is_413(wopi, settings, services):
 
 
 def test_declared_size_too_large_is_413_before_reading(wopi, settings):
-    response = put_relative(wopi, b"small", X_WOPI_SuggestedTarget=".pdf",
-                            X_WOPI_Size=str(settings.max_file_size + 1))
+    response = put_relative(wopi, b"small", X_WOPI_SuggestedTarget=".pdf", X_WOPI_Size=str(settings.max_file_size + 1))
     assert response.status_int == 413
 
 

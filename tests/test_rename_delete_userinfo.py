@@ -11,6 +11,7 @@ def rename(wopi, name: str, **headers):
 
 # -- RenameFile -----------------------------------------------------------------------
 
+
 def test_rename_keeps_extension_and_file_id(wopi, services):
     response = rename(wopi, "New Name")
     assert response.status_int == 200
@@ -59,8 +60,9 @@ def test_rename_to_own_name_in_other_case_is_allowed(wopi):
     assert rename(wopi, "DOC").json == {"Name": "DOC"}
 
 
-@pytest.mark.parametrize("name", ["a/b", "..", "../../etc/passwd", "a\\b", "x\x01y", "con", "a:b", "", "   ",
-                                  "x" * 251, "bad?", "pipe|name"])
+@pytest.mark.parametrize(
+    "name", ["a/b", "..", "../../etc/passwd", "a\\b", "x\x01y", "con", "a:b", "", "   ", "x" * 251, "bad?", "pipe|name"]
+)
 def test_rename_to_an_illegal_name_is_400(wopi, name, tmp_path):
     response = rename(wopi, name)
     assert response.status_int == 400
@@ -90,6 +92,7 @@ def test_rename_of_a_deleted_file_is_404(wopi):
 
 
 # -- DeleteFile -----------------------------------------------------------------------
+
 
 def test_delete_removes_file_and_content(wopi, settings):
     assert wopi.op("DELETE").status_int == 200
@@ -122,6 +125,7 @@ def test_delete_needs_a_write_token(make_file, client_for):
 
 
 # -- PutUserInfo ----------------------------------------------------------------------
+
 
 def test_user_info_is_stored_per_user_and_returned(wopi, make_file, client_for):
     assert wopi.op("PUT_USER_INFO", b'{"theme":"dark"}').status_int == 200

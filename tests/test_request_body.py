@@ -12,8 +12,8 @@ import pytest
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
-from wopihost.errors import WopiError
 from wopihost.body import GunicornSocketSource, RequestBody, StreamSource
+from wopihost.errors import WopiError
 
 NEXT_REQUEST = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -29,6 +29,7 @@ BOTH = ["ReadOnly", "ReadWrite"]
 
 # -- helpers --------------------------------------------------------------------------------------
 
+
 def ask_share_url(wopi: WopiClient, url_type: str | None):
     headers = {} if url_type is None else {"X_WOPI_UrlType": url_type}
     return wopi.op("GET_SHARE_URL", **headers)
@@ -43,12 +44,12 @@ def share_url(wopi: WopiClient, url_type: str = "ReadOnly") -> str:
 def local(url: str) -> str:
     """The path (and query) of an absolute URL of this host."""
     assert url.startswith(PUBLIC + "/"), url
-    return url[len(PUBLIC):]
+    return url[len(PUBLIC) :]
 
 
 def link_id(url: str) -> str:
     assert url.startswith(SHARE_PREFIX), url
-    return url[len(SHARE_PREFIX):]
+    return url[len(SHARE_PREFIX) :]
 
 
 def encoded(url: str) -> str:
@@ -71,6 +72,7 @@ def content_of(services, file_id: str) -> bytes:
 @dataclass
 class Tree:
     """alice's drive:  outside.txt, Shared/{a & b.txt, Sub/deep.txt}, Private/secret.txt"""
+
     shared_file: File
     deep: File
     secret: File
@@ -89,8 +91,17 @@ def tree(services) -> Tree:
     deep = add("alice", "deep.txt", io.BytesIO(b"deep bytes"), folder=["Shared", "Sub"])
     secret = add("alice", "secret.txt", io.BytesIO(b"secret bytes"), folder=["Private"])
     outside = add("alice", "outside.txt", io.BytesIO(b"outside bytes"))
-    return Tree(shared_file, deep, secret, outside, shared_file.folder_id, deep.folder_id, secret.folder_id,
-                outside.folder_id, services.drives.personal("alice").id)
+    return Tree(
+        shared_file,
+        deep,
+        secret,
+        outside,
+        shared_file.folder_id,
+        deep.folder_id,
+        secret.folder_id,
+        outside.folder_id,
+        services.drives.personal("alice").id,
+    )
 
 
 def ancestors(services, testapp, file: File, folders: str) -> list[dict]:
@@ -113,20 +124,24 @@ def container_share(testapp, container_url: str, url_type: str | None):
 def folder_link(services, testapp, tree):
     """The share URL of the folder Shared, asked for through the container URL that EnumerateAncestors
     hands out."""
+
     def make(url_type: str = "ReadOnly") -> str:
         parent = ancestors(services, testapp, tree.shared_file, "lcmw")[-1]
         assert parent["Name"] == "Shared"
         response = container_share(testapp, parent["Url"], url_type)
         assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
         return response.json["ShareUrl"]
+
     return make
 
 
 @pytest.fixture
 def file_link(client_for, tree):
     """The share URL of Shared/a & b.txt, asked for with alice's write token."""
+
     def make(url_type: str = "ReadOnly") -> str:
         return share_url(client_for(tree.shared_file), url_type)
+
     return make
 
 
@@ -139,19 +154,26 @@ def bob(graph_for) -> GraphClient:
 @pytest.fixture
 def cli(settings):
     """`wopihost` in-process, on the same database and data directory as the app under test."""
-    env = {"WOPIHOST_DATA_DIR": str(settings.data_dir), "WOPIHOST_DATABASE_URL": settings.database_url,
-           "WOPIHOST_PUBLIC_URL": PUBLIC, "WOPIHOST_SECRET_KEY": "test-secret", "WOPIHOST_CSPP_PLUS": "on",
-           "WOPIHOST_SWEEP_INTERVAL": "0"}
+    env = {
+        "WOPIHOST_DATA_DIR": str(settings.data_dir),
+        "WOPIHOST_DATABASE_URL": settings.database_url,
+        "WOPIHOST_PUBLIC_URL": PUBLIC,
+        "WOPIHOST_SECRET_KEY": "test-secret",
+        "WOPIHOST_CSPP_PLUS": "on",
+        "WOPIHOST_SWEEP_INTERVAL": "0",
+    }
 
     def run(*args: str, ok: bool = True):
         result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
         if ok:
             assert result.exit_code == 0, result.output
         return result
+
     return run
 
 
 # -- WOPI GetShareUrl on a file ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("url_type", BOTH)
 def test_get_share_url_answers_an_absolute_url_under_the_share_path(wopi, testapp, services, url_type):
@@ -207,22 +229,27 @@ def test_files_share_while_containers_are_off(settings, clock, tree):
     app = create_app(settings.with_changes(containers=False), clock)
     try:
         services, testapp = app.extensions["wopihost"], webtest.TestApp(app)
-        wopi = WopiClient(testapp, tree.shared_file.id,
-                          services.issue_token(tree.shared_file.id, "alice", True, folders="lcmw").token)
+        wopi = WopiClient(
+            testapp, tree.shared_file.id, services.issue_token(tree.shared_file.id, "alice", True, folders="lcmw").token
+        )
         assert wopi.check_file_info().json["SupportedShareUrlTypes"] == BOTH
         assert testapp.get(local(share_url(wopi, "ReadWrite")) + "/content").body == b"shared bytes"
         container = services.issue_container_token(tree.shared_folder, "alice", "lcmw").token
-        response = testapp.post(f"/wopi/containers/{tree.shared_folder}?access_token={container}", b"",
-                                headers={"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly"},
-                                expect_errors=True)
+        response = testapp.post(
+            f"/wopi/containers/{tree.shared_folder}?access_token={container}",
+            b"",
+            headers={"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly"},
+            expect_errors=True,
+        )
         assert response.status_int == 501
         assert services.shares.list(tree.shared_folder) == []
     finally:
         app.extensions["wopihost"].db.dispose()
 
 
-@pytest.mark.parametrize("url_type", [None, "", "UnknownType", "readonly", "READWRITE", "Readwrite",
-                                      "ReadOnly,ReadWrite", "Read Only"])
+@pytest.mark.parametrize(
+    "url_type", [None, "", "UnknownType", "readonly", "READWRITE", "Readwrite", "ReadOnly,ReadWrite", "Read Only"]
+)
 def test_get_share_url_refuses_a_missing_or_unknown_url_type_with_501(wopi, services, url_type):
     response = ask_share_url(wopi, url_type)
     assert response.status_int == 501
@@ -256,18 +283,24 @@ def test_get_share_url_on_a_deleted_file_is_404(wopi, services):
 
 def test_get_share_url_with_a_bad_token_is_401(wopi, testapp, services):
     for token in ("not-a-token", wopi.token[:-2] + ("AA" if not wopi.token.endswith("AA") else "BB")):
-        response = testapp.post(wopi.url(token=token), b"",
-                                headers={"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly"},
-                                expect_errors=True)
+        response = testapp.post(
+            wopi.url(token=token),
+            b"",
+            headers={"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly"},
+            expect_errors=True,
+        )
         assert response.status_int == 401
     assert services.shares.list() == []
 
 
 def test_a_token_for_another_file_cannot_share_this_one(wopi, make_file, services, testapp):
     other = services.issue_token(make_file(name="Other.docx").id, "alice", True).token
-    response = testapp.post(wopi.url(token=other), b"",
-                            headers={"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly"},
-                            expect_errors=True)
+    response = testapp.post(
+        wopi.url(token=other),
+        b"",
+        headers={"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly"},
+        expect_errors=True,
+    )
     assert response.status_int == 401
     assert services.shares.list() == []
 
@@ -282,6 +315,7 @@ def test_after_a_revoke_asking_again_gives_a_new_link_that_works(wopi, services,
 
 
 # -- WOPI GetShareUrl on a container ----------------------------------------------------------------
+
 
 def test_container_share_url_through_the_urls_ancestry_hands_out(services, testapp, tree):
     [root, shared] = ancestors(services, testapp, tree.shared_file, "lcmw")
@@ -299,7 +333,8 @@ def test_container_share_url_through_the_urls_ancestry_hands_out(services, testa
     assert urls["ReadOnly"] != urls["ReadWrite"]
     links = services.shares.list(tree.shared_folder)
     assert sorted((link.id, link.url_type) for link in links) == sorted(
-        (link_id(url), url_type) for url_type, url in urls.items())
+        (link_id(url), url_type) for url_type, url in urls.items()
+    )
     page = testapp.get(local(urls["ReadOnly"]))
     assert "a &amp; b.txt" in page.text and "Sub/" in page.text
 
@@ -352,6 +387,7 @@ def test_container_share_url_of_a_deleted_container_is_404(services, testapp, tr
 
 # -- the browser page -------------------------------------------------------------------------------
 
+
 def test_file_page_shows_the_escaped_name_and_a_download_link(tree, file_link, testapp):
     url = file_link()
     page = testapp.get(local(url))
@@ -382,8 +418,7 @@ def test_file_content_is_the_exact_bytes_as_an_attachment_with_ranges(make_file,
     assert part.headers["Content-Range"] == f"bytes 10-19/{len(content)}"
     tail = testapp.get(local(url) + "/content", headers={"Range": "bytes=-5"})
     assert tail.status_int == 206 and tail.body == content[-5:]
-    beyond = testapp.get(local(url) + "/content", headers={"Range": f"bytes={len(content)}-"},
-                         expect_errors=True)
+    beyond = testapp.get(local(url) + "/content", headers={"Range": f"bytes={len(content)}-"}, expect_errors=True)
     assert beyond.status_int == 416
 
 
@@ -391,7 +426,8 @@ def test_file_content_of_a_non_ascii_name_and_conditional_requests(make_file, cl
     url = local(share_url(client_for(make_file(b"cv", "R\u00e9sum\u00e9 & co.txt"))))
     download = testapp.get(url + "/content")
     assert download.headers["Content-Disposition"] == (
-        "attachment; filename=\"R_sum_ & co.txt\"; filename*=UTF-8''R%C3%A9sum%C3%A9%20%26%20co.txt")
+        "attachment; filename=\"R_sum_ & co.txt\"; filename*=UTF-8''R%C3%A9sum%C3%A9%20%26%20co.txt"
+    )
     assert "<h1>R\u00e9sum\u00e9 &amp; co.txt</h1>" in testapp.get(url).text
     etag = download.headers["ETag"]
     assert testapp.get(url + "/content", headers={"If-None-Match": etag}).status_int == 304
@@ -450,11 +486,18 @@ def test_an_empty_shared_folder_says_so(services, testapp):
 
 def test_items_outside_the_shared_folder_are_not_found_through_the_link(tree, folder_link, testapp, services):
     base = local(folder_link())
-    outside = [f"{base}/folders/{tree.private_folder}", f"{base}/folders/{tree.root_folder}",
-               f"{base}/files/{tree.secret.id}/content", f"{base}/files/{tree.outside.id}/content",
-               f"{base}/folders/{new_id()}", f"{base}/files/{new_id()}/content", f"{base}/folders/nope",
-               f"{base}/files/nope/content", f"{base}/files/{tree.sub_folder}/content",
-               f"{base}/folders/{tree.deep.id}"]
+    outside = [
+        f"{base}/folders/{tree.private_folder}",
+        f"{base}/folders/{tree.root_folder}",
+        f"{base}/files/{tree.secret.id}/content",
+        f"{base}/files/{tree.outside.id}/content",
+        f"{base}/folders/{new_id()}",
+        f"{base}/files/{new_id()}/content",
+        f"{base}/folders/nope",
+        f"{base}/files/nope/content",
+        f"{base}/files/{tree.sub_folder}/content",
+        f"{base}/folders/{tree.deep.id}",
+    ]
     for path in outside:
         response = testapp.get(path, expect_errors=True)
         assert response.status_int == 404, path
@@ -499,8 +542,13 @@ def test_a_revoked_link_is_not_found(tree, file_link, folder_link, testapp, serv
         assert services.shares.revoke(link_id(url)) == 1
         assert services.shares.revoke(link_id(url)) == 0  # already revoked
     file_base, folder_base = (local(url) for url in urls)
-    for path in (file_base, f"{file_base}/content", folder_base, f"{folder_base}/folders/{tree.sub_folder}",
-                 f"{folder_base}/files/{tree.deep.id}/content"):
+    for path in (
+        file_base,
+        f"{file_base}/content",
+        folder_base,
+        f"{folder_base}/folders/{tree.sub_folder}",
+        f"{folder_base}/files/{tree.deep.id}/content",
+    ):
         response = testapp.get(path, expect_errors=True)
         assert response.status_int == 404, path
         assert b"shared bytes" not in response.body and b"deep bytes" not in response.body
@@ -522,8 +570,7 @@ def test_a_link_revoked_with_the_cli_is_not_found(tree, file_link, testapp, cli)
     assert testapp.get(local(url) + "/content", expect_errors=True).status_int == 404
 
 
-def test_a_deleted_shared_file_or_folder_is_not_found(tree, file_link, folder_link, testapp, services,
-                                                     client_for):
+def test_a_deleted_shared_file_or_folder_is_not_found(tree, file_link, folder_link, testapp, services, client_for):
     file_url, folder_url = file_link(), folder_link()
     assert client_for(tree.shared_file).op("DELETE").status_int == 200
     assert testapp.get(local(file_url), expect_errors=True).status_int == 404
@@ -534,11 +581,13 @@ def test_a_deleted_shared_file_or_folder_is_not_found(tree, file_link, folder_li
     folder_page = testapp.get(local(folder_url))
     assert "a namesake" not in folder_page.text and "Sub/" in folder_page.text
     assert tree.shared_file.id not in folder_page.text
-    assert testapp.get(f"{local(folder_url)}/files/{tree.shared_file.id}/content",
-                       expect_errors=True).status_int == 404
+    assert testapp.get(f"{local(folder_url)}/files/{tree.shared_file.id}/content", expect_errors=True).status_int == 404
     services.tree.delete(tree.drive_id, tree.shared_folder)
-    for path in (local(folder_url), f"{local(folder_url)}/folders/{tree.sub_folder}",
-                 f"{local(folder_url)}/files/{tree.deep.id}/content"):
+    for path in (
+        local(folder_url),
+        f"{local(folder_url)}/folders/{tree.sub_folder}",
+        f"{local(folder_url)}/files/{tree.deep.id}/content",
+    ):
         assert testapp.get(path, expect_errors=True).status_int == 404, path
 
 
@@ -547,13 +596,15 @@ def test_share_urls_are_not_wopi_access_tokens(wopi, testapp):
     for token in (link_id(url), url, encoded(url)):
         for path in (wopi.url(token=token), wopi.url("/contents", token=token)):
             assert testapp.get(path, expect_errors=True).status_int == 401
-        response = testapp.post(wopi.url("/contents", token=token), b"overwritten",
-                                headers={"X-WOPI-Override": "PUT"}, expect_errors=True)
+        response = testapp.post(
+            wopi.url("/contents", token=token), b"overwritten", headers={"X-WOPI-Override": "PUT"}, expect_errors=True
+        )
         assert response.status_int == 401
     assert wopi.get_file().body == b"hello world"
 
 
 # -- Graph: reading through a link ------------------------------------------------------------------
+
 
 def test_bob_is_no_member_of_alices_drive(bob, tree):
     response = bob.get(f"drives/{tree.drive_id}/items/{tree.shared_file.id}")
@@ -592,7 +643,8 @@ def test_graph_lists_a_folder_link_and_addresses_paths_below_it(bob, tree, folde
         children = bob.get(f"shares/{share_id}/driveItem/children")
         assert children.status_int == 200
         assert sorted((c["name"], c["id"]) for c in children.json["value"]) == sorted(
-            [("Sub", tree.sub_folder), ("a & b.txt", tree.shared_file.id)])
+            [("Sub", tree.sub_folder), ("a & b.txt", tree.shared_file.id)]
+        )
         deep = bob.get(f"shares/{share_id}/driveItem:/Sub/deep.txt:")
         assert deep.status_int == 200, deep.body
         assert deep.json["id"] == tree.deep.id and deep.json["size"] == 10
@@ -635,8 +687,14 @@ def test_graph_children_of_a_folder_link_page_through_next_links(bob, tree, fold
 
 def test_graph_answers_404_for_unknown_or_revoked_shares(bob, tree, file_link, services):
     url = file_link()
-    unknown = [new_id(), "nope", encoded(f"{PUBLIC}/s/{new_id()}"),
-               encoded(f"https://other.example/s/{link_id(url)}"), "u!!!!", "u!" + "A" * 7]
+    unknown = [
+        new_id(),
+        "nope",
+        encoded(f"{PUBLIC}/s/{new_id()}"),
+        encoded(f"https://other.example/s/{link_id(url)}"),
+        "u!!!!",
+        "u!" + "A" * 7,
+    ]
     for share_id in unknown:
         response = bob.get(f"shares/{share_id}/driveItem")
         assert response.status_int == 404, share_id
@@ -680,6 +738,7 @@ def test_graph_share_path_must_name_the_drive_item(bob, file_link):
 
 # -- Graph: a read-only link cannot write -----------------------------------------------------------
 
+
 def test_a_read_only_file_link_cannot_write(bob, tree, file_link, services):
     url = file_link("ReadOnly")
     for share_id in (link_id(url), encoded(url)):
@@ -722,8 +781,10 @@ def test_no_link_renames_deletes_or_makes_folders(bob, tree, file_link, folder_l
     assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
     response = bob.get(f"shares/{file_id}/driveItem/workbook/worksheets")
     assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
-    response = bob.put_json(f"shares/{folder_id}/driveItem:/moved.txt:",
-                            {"@microsoft.graph.sourceUrl": f"{PUBLIC}/v1.0/uploadSessions/{new_id()}"})
+    response = bob.put_json(
+        f"shares/{folder_id}/driveItem:/moved.txt:",
+        {"@microsoft.graph.sourceUrl": f"{PUBLIC}/v1.0/uploadSessions/{new_id()}"},
+    )
     assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
     assert graph.get(f"me/drive/items/{tree.shared_file.id}").json["name"] == "a & b.txt"
     assert graph.get(f"me/drive/items/{tree.shared_folder}").json["name"] == "Shared"
@@ -732,6 +793,7 @@ def test_no_link_renames_deletes_or_makes_folders(bob, tree, file_link, folder_l
 
 
 # -- Graph: writing through a read-write link -------------------------------------------------------
+
 
 def test_a_read_write_file_link_uploads_new_content_in_a_session(bob, tree, file_link, services, client_for):
     url = file_link("ReadWrite")
@@ -765,8 +827,7 @@ def test_a_read_write_file_link_takes_a_simple_upload(bob, tree, file_link, serv
     assert services.files.get(tree.shared_file.id).version == tree.shared_file.version + 1
 
 
-def test_a_read_write_folder_link_takes_a_simple_upload_of_a_new_file(bob, graph, tree, folder_link,
-                                                                     services):
+def test_a_read_write_folder_link_takes_a_simple_upload_of_a_new_file(bob, graph, tree, folder_link, services):
     share_id = link_id(folder_link("ReadWrite"))
     response = bob.put(f"shares/{share_id}/driveItem:/Sub/simple.txt:/content", b"simple")
     assert response.status_int == 201, response.body
@@ -814,8 +875,7 @@ def test_revoking_the_link_before_the_last_fragment_fails_the_upload(bob, tree, 
     assert services.files.get(tree.shared_file.id).version == tree.shared_file.version
 
 
-def test_revoking_a_folder_link_before_the_last_fragment_makes_no_file(bob, graph, tree, folder_link,
-                                                                      services):
+def test_revoking_a_folder_link_before_the_last_fragment_makes_no_file(bob, graph, tree, folder_link, services):
     url = folder_link("ReadWrite")
     created = bob.post_json(f"shares/{encoded(url)}/driveItem:/late.txt:/createUploadSession", {})
     upload_url = created.json["uploadUrl"]
@@ -837,8 +897,9 @@ def test_an_upload_whose_folder_left_the_share_does_not_land(bob, graph, tree, f
     assert graph.get("me/drive/root:/Private/Sub/late.txt").status_int == 404
 
 
-def test_an_upload_by_path_lands_at_the_path_not_on_a_file_moved_out_of_the_share(bob, graph, tree,
-                                                                                  folder_link, services):
+def test_an_upload_by_path_lands_at_the_path_not_on_a_file_moved_out_of_the_share(
+    bob, graph, tree, folder_link, services
+):
     share_id = link_id(folder_link("ReadWrite"))
     created = bob.post_json(f"shares/{share_id}/driveItem:/Sub/deep.txt:/createUploadSession", {})
     upload_url = created.json["uploadUrl"]
@@ -861,15 +922,16 @@ def test_a_read_write_file_link_follows_its_file_when_it_moves(bob, graph, tree,
     assert content_of(services, tree.shared_file.id) == b"abcdef"
 
 
-def test_a_read_write_link_with_a_read_only_api_token_cannot_write(graph_for, tree, file_link, folder_link,
-                                                                    services):
+def test_a_read_write_link_with_a_read_only_api_token_cannot_write(graph_for, tree, file_link, folder_link, services):
     reader = graph_for("bob", can_write=False)
     file_id, folder_id = link_id(file_link("ReadWrite")), link_id(folder_link("ReadWrite"))
     assert reader.get(f"shares/{file_id}/driveItem/content").body == b"shared bytes"
-    for response in (reader.put(f"shares/{file_id}/driveItem/content", b"x"),
-                     reader.post_json(f"shares/{file_id}/driveItem/createUploadSession", {}),
-                     reader.put(f"shares/{folder_id}/driveItem:/new.txt:/content", b"x"),
-                     reader.post_json(f"shares/{folder_id}/driveItem:/new.txt:/createUploadSession", {})):
+    for response in (
+        reader.put(f"shares/{file_id}/driveItem/content", b"x"),
+        reader.post_json(f"shares/{file_id}/driveItem/createUploadSession", {}),
+        reader.put(f"shares/{folder_id}/driveItem:/new.txt:/content", b"x"),
+        reader.post_json(f"shares/{folder_id}/driveItem:/new.txt:/createUploadSession", {}),
+    ):
         assert response.status_int == 403 and graph_error(response)[0] == "accessDenied"
     assert content_of(services, tree.shared_file.id) == b"shared bytes"
     assert services.sessions.list() == []
@@ -884,6 +946,7 @@ def test_a_read_only_link_of_a_read_write_token_stays_read_only(graph, tree, fil
 
 # -- the CLI ----------------------------------------------------------------------------------------
 
+
 def test_cli_lists_links_without_their_whole_id(tree, file_link, folder_link, cli, services, clock):
     assert "no share links" in cli("shares", "list").output
     file_url = file_link("ReadWrite")
@@ -891,7 +954,9 @@ def test_cli_lists_links_without_their_whole_id(tree, file_link, folder_link, cl
     folder_url = folder_link("ReadOnly")
     rows = json.loads(cli("shares", "list", "--json").output)
     assert [(r["item_id"], r["type"], r["created_by"], r["revoked"]) for r in rows] == [
-        (tree.shared_file.id, "ReadWrite", "alice", None), (tree.shared_folder, "ReadOnly", "alice", None)]
+        (tree.shared_file.id, "ReadWrite", "alice", None),
+        (tree.shared_folder, "ReadOnly", "alice", None),
+    ]
     text = cli("shares", "list").output
     listed = cli("shares", "list", "--json").output
     for url in (file_url, folder_url):

@@ -33,10 +33,18 @@ def small_fs(tmp_path):
 
 
 def settings_on(data_dir, database: str, **extra) -> Settings:
-    return Settings.from_env({
-        "WOPIHOST_DATA_DIR": str(data_dir), "WOPIHOST_DATABASE_URL": database,
-        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test", "WOPIHOST_SECRET_KEY": "test-secret",
-        "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_SWEEP_INTERVAL": "0", "WOPIHOST_MIN_FREE_SPACE": "0", **extra})
+    return Settings.from_env(
+        {
+            "WOPIHOST_DATA_DIR": str(data_dir),
+            "WOPIHOST_DATABASE_URL": database,
+            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+            "WOPIHOST_SECRET_KEY": "test-secret",
+            "WOPIHOST_CSPP_PLUS": "on",
+            "WOPIHOST_SWEEP_INTERVAL": "0",
+            "WOPIHOST_MIN_FREE_SPACE": "0",
+            **extra,
+        }
+    )
 
 
 class Host:
@@ -74,6 +82,7 @@ def assert_status(response, status: int, *words: str):
 
 
 # -- a full disk -------------------------------------------------------------------------------
+
 
 def test_put_file_on_a_full_disk_is_507_and_keeps_the_old_content(full_disk_host, small_fs):
     host, filler = full_disk_host, Filler(small_fs)
@@ -149,6 +158,7 @@ def test_healthz_reports_a_full_data_directory(full_disk_host, small_fs):
 
 # -- a read-only data directory ------------------------------------------------------------------
 
+
 @pytest.fixture
 def read_only_host(small_fs, database):
     """A host with its data directory on the small file system and its database elsewhere."""
@@ -170,6 +180,7 @@ def test_read_only_data_directory(read_only_host, small_fs):
 
 
 # -- the database --------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def quick_host(database, tmp_path):

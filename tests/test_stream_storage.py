@@ -95,8 +95,7 @@ def test_a_save_from_tiny_pieces_copies(empty, services, settings):
     assert empty.get_file().body == b"t" * 65536
 
 
-def test_streams_of_one_file_share_a_blob_until_its_last_user_goes(make_file, client_for, services, settings,
-                                                                   clock):
+def test_streams_of_one_file_share_a_blob_until_its_last_user_goes(make_file, client_for, services, settings, clock):
     file = make_file(b"", name="New.docx")
     empty = client_for(file)
     main, hello = full_file(b"hello")
@@ -117,8 +116,7 @@ def test_streams_of_one_file_share_a_blob_until_its_last_user_goes(make_file, cl
 
     # An alternate stream that expires after 30 days leaves MainContent's bytes alone too.
     token = upload(empty, world)
-    assert put_chunked(empty, {"MainContent": main, "Alt": alternate}, session=token,
-                       X_WOPI_Lock="L").status_int == 200
+    assert put_chunked(empty, {"MainContent": main, "Alt": alternate}, session=token, X_WOPI_Lock="L").status_int == 200
     assert len(blob_names(settings)) == 2
     clock.advance(days=31)
     later = client_for(file)  # the first token has expired meanwhile
@@ -131,8 +129,7 @@ def test_deleting_the_file_frees_every_blob_its_streams_used(empty, services, se
     main, hello = full_file(b"hello")
     alternate, world = full_file(b"world")
     token = upload(empty, hello, piece=16)
-    response = put_chunked(empty, {"MainContent": main, "Alt": alternate}, session=token,
-                           body=None, chunks=world)
+    response = put_chunked(empty, {"MainContent": main, "Alt": alternate}, session=token, body=None, chunks=world)
     assert response.status_int == 200, response.headers
     _, alternates = rows(services, empty.file_id)
     assert alternates["Alt"].extents is not None  # kept in the request body's spool

@@ -39,7 +39,7 @@ def call(testapp, file_id, operation, token):
 def tampered(token: str) -> str:
     """Change one character well inside the signature (the last one may only hold padding bits)."""
     i = len(token) - 10
-    return token[:i] + ("b" if token[i] != "b" else "c") + token[i + 1:]
+    return token[:i] + ("b" if token[i] != "b" else "c") + token[i + 1 :]
 
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=OPERATION_IDS)
@@ -51,8 +51,14 @@ def test_every_operation_refuses_bad_tokens(wopi, make_file, services, clock, op
         services.tokens.revoke(s, token=revoked)
     expiring = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=1)).token
     clock.advance(minutes=2)
-    for label, token in [("missing", None), ("garbage", "not-a-token"), ("tampered", tampered(wopi.token)),
-                         ("other file", other_token), ("revoked", revoked), ("expired", expiring)]:
+    for label, token in [
+        ("missing", None),
+        ("garbage", "not-a-token"),
+        ("tampered", tampered(wopi.token)),
+        ("other file", other_token),
+        ("revoked", revoked),
+        ("expired", expiring),
+    ]:
         response = call(wopi.testapp, wopi.file_id, operation, token)
         assert response.status_int == 401, label
         assert response.headers["X-WOPI-FailureReason"], label
@@ -158,6 +164,7 @@ def test_token_signed_with_another_secret_is_refused(wopi, services, settings, c
 
 # -- dispatch -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("override", ["BOGUS", "GET_FILE_USER_VALUE", "PUT_CHUNKED_FILE_NOT", "COBALT"])
 def test_unknown_override_is_501(wopi, override):
     response = wopi.op(override)
@@ -166,8 +173,9 @@ def test_unknown_override_is_501(wopi, override):
 
 
 def test_file_override_on_contents_endpoint_is_501(wopi):
-    response = wopi.testapp.post(wopi.url("/contents"), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"},
-                                 expect_errors=True)
+    response = wopi.testapp.post(
+        wopi.url("/contents"), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"}, expect_errors=True
+    )
     assert response.status_int == 501
 
 
@@ -195,8 +203,14 @@ def test_wrong_method_is_405_with_reason(wopi):
 
 
 def test_every_response_carries_server_version_and_matching_length(wopi):
-    responses = [wopi.check_file_info(), wopi.get_file(), wopi.lock("L"), wopi.lock("other"), wopi.op("BOGUS"),
-                 wopi.put_file(b"x", lock="L")]
+    responses = [
+        wopi.check_file_info(),
+        wopi.get_file(),
+        wopi.lock("L"),
+        wopi.lock("other"),
+        wopi.op("BOGUS"),
+        wopi.put_file(b"x", lock="L"),
+    ]
     for response in responses:
         assert response.headers["X-WOPI-ServerVersion"].startswith("wopihost/")
         assert int(response.headers["Content-Length"]) == len(response.body)

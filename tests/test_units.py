@@ -20,15 +20,43 @@ from wopihost.models import metadata
 
 # -- names ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["Doc.docx", "Résumé.docx", "a.b.c", "no extension", "x" * 250 + ".docx",
-                                  "(1) [draft] {v2} #3 & co.xlsx"])
+
+@pytest.mark.parametrize(
+    "name", ["Doc.docx", "Résumé.docx", "a.b.c", "no extension", "x" * 250 + ".docx", "(1) [draft] {v2} #3 & co.xlsx"]
+)
 def test_valid_names(name):
     assert names.check(name) == name
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "a:b", "a*b", "a?b", 'a"b', "a<b", "a>b", "a|b",
-                                  "tab\there", "nul\x00", "del\x7f", " lead", "trail ", "end.", ".hidden",
-                                  "CON", "con.txt", "LPT1.docx", "x" * 251 + ".docx", "a." + "x" * 40])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "a\\b",
+        "a:b",
+        "a*b",
+        "a?b",
+        'a"b',
+        "a<b",
+        "a>b",
+        "a|b",
+        "tab\there",
+        "nul\x00",
+        "del\x7f",
+        " lead",
+        "trail ",
+        "end.",
+        ".hidden",
+        "CON",
+        "con.txt",
+        "LPT1.docx",
+        "x" * 251 + ".docx",
+        "a." + "x" * 40,
+    ],
+)
 def test_invalid_names(name):
     with pytest.raises(names.InvalidName):
         names.check(name)
@@ -53,14 +81,17 @@ def test_numbered_names():
 
 # -- settings -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, seconds", [("10h", 36000), ("30m", 1800), ("90s", 90), ("45", 45), ("2d", 172800),
-                                           ("250ms", 0.25)])
+
+@pytest.mark.parametrize(
+    "text, seconds", [("10h", 36000), ("30m", 1800), ("90s", 90), ("45", 45), ("2d", 172800), ("250ms", 0.25)]
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text, size", [("1GiB", 1 << 30), ("100MiB", 100 << 20), ("512k", 512 << 10), ("7", 7),
-                                        ("2G", 2 << 30)])
+@pytest.mark.parametrize(
+    "text, size", [("1GiB", 1 << 30), ("100MiB", 100 << 20), ("512k", 512 << 10), ("7", 7), ("2G", 2 << 30)]
+)
 def test_parse_size(text, size):
     assert parse_size(text) == size
 
@@ -78,9 +109,14 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.ui_language == "en-US"
 
 
-@pytest.mark.parametrize("env, variable", [({"WOPIHOST_TOKEN_TTL": "soon"}, "WOPIHOST_TOKEN_TTL"),
-                                           ({"WOPIHOST_MAX_FILE_SIZE": "big"}, "WOPIHOST_MAX_FILE_SIZE"),
-                                           ({"WOPIHOST_PUBLIC_URL": "wopi.example"}, "WOPIHOST_PUBLIC_URL")])
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"WOPIHOST_TOKEN_TTL": "soon"}, "WOPIHOST_TOKEN_TTL"),
+        ({"WOPIHOST_MAX_FILE_SIZE": "big"}, "WOPIHOST_MAX_FILE_SIZE"),
+        ({"WOPIHOST_PUBLIC_URL": "wopi.example"}, "WOPIHOST_PUBLIC_URL"),
+    ],
+)
 def test_bad_settings_name_the_variable(tmp_path, env, variable):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), **env})
@@ -104,12 +140,20 @@ def test_secret_created_by_racing_processes_is_the_same(tmp_path):
 
 # -- time -----------------------------------------------------------------------------
 
+
 def test_iso_round_trip_format():
     assert iso_round_trip(datetime(2009, 6, 15, 13, 45, 30, 123456)) == "2009-06-15T13:45:30.1234560Z"
 
 
-@pytest.mark.parametrize("text", ["2009-06-15T13:45:30.1234560Z", "2009-06-15T13:45:30.123456+00:00",
-                                  "2009-06-15T15:45:30.123456+02:00", "2009-06-15T13:45:30.123456"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2009-06-15T13:45:30.1234560Z",
+        "2009-06-15T13:45:30.123456+00:00",
+        "2009-06-15T15:45:30.123456+02:00",
+        "2009-06-15T13:45:30.123456",
+    ],
+)
 def test_parse_iso_normalises_to_utc(text):
     assert parse_iso(text) == datetime(2009, 6, 15, 13, 45, 30, 123456)
 
@@ -120,6 +164,7 @@ def test_parse_iso_rejects_garbage(text):
 
 
 # -- schema ---------------------------------------------------------------------------
+
 
 def test_migrations_build_exactly_the_models(database):
     engine = sa.create_engine(database)
@@ -144,7 +189,9 @@ def test_every_package_of_wopihost_is_installed():
 def test_a_serving_worker_does_not_load_what_it_may_never_need():
     """Alembic (migrations) and openpyxl/IronCalc (the workbook API) are loaded on first use, not by the app:
     each costs a worker megabytes (issue 13's memory)."""
-    code = ("import sys, wopihost.app, wopihost.worker; "
-            "print(sorted(m for m in ('alembic', 'openpyxl', 'ironcalc', 'requests') if m in sys.modules))")
+    code = (
+        "import sys, wopihost.app, wopihost.worker; "
+        "print(sorted(m for m in ('alembic', 'openpyxl', 'ironcalc', 'requests') if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

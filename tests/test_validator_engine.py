@@ -23,8 +23,7 @@ import requests as http
 from wopihost.discovery import parse_discovery
 from wopihost.localserver import LocalServer
 from wopihost.proof import raw_query_value, verify
-from wopihost.validator import FAIL, PASS, SKIP, Layout, ProofSigner, Resources, Runner, Schemas, Target, load
-from wopihost.validator import dotnet
+from wopihost.validator import FAIL, PASS, SKIP, Layout, ProofSigner, Resources, Runner, Schemas, Target, dotnet, load
 from wopihost.validator.__main__ import main
 from wopihost.validator.definitions import DefinitionError, ProofKeyMutator
 from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
@@ -68,21 +67,26 @@ RESOURCES = r"""
 
 
 def suite(groups: str, prereqs: str = "") -> str:
-    return (f'<?xml version="1.0" encoding="utf-8"?>\n<WopiValidation>{RESOURCES}\n'
-            f"<PrereqCases>{prereqs}</PrereqCases>\n{groups}\n</WopiValidation>\n")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?>\n<WopiValidation>{RESOURCES}\n'
+        f"<PrereqCases>{prereqs}</PrereqCases>\n{groups}\n</WopiValidation>\n"
+    )
 
 
 def group(name: str, cases: str, prereqs: tuple[str, ...] = (), delay: bool = False) -> str:
     names = "".join(f"<PrereqTest>{p}</PrereqTest>" for p in prereqs)
     attrs = ' HasDelay="true"' if delay else ""
-    return (f'<TestGroup Name="{name}"{attrs}><PrereqTests>{names}</PrereqTests>'
-            f"<TestCases>{cases}</TestCases></TestGroup>")
+    return (
+        f'<TestGroup Name="{name}"{attrs}><PrereqTests>{names}</PrereqTests><TestCases>{cases}</TestCases></TestGroup>'
+    )
 
 
 def case(name: str, requests: str, cleanup: str = "", category: str = "WopiCore") -> str:
     cleanup = f"<CleanupRequests>{cleanup}</CleanupRequests>" if cleanup else ""
-    return (f'<TestCase Name="{name}" Category="{category}"><Description>{name}</Description>'
-            f"<Requests>{requests}</Requests>{cleanup}</TestCase>")
+    return (
+        f'<TestCase Name="{name}" Category="{category}"><Description>{name}</Description>'
+        f"<Requests>{requests}</Requests>{cleanup}</TestCase>"
+    )
 
 
 def checking(request: str, validators: str, attrs: str = "", mutators: str = "") -> str:
@@ -97,9 +101,14 @@ def keys(tmp_path_factory) -> ProofSigner:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, keys):
-    server = LocalServer.start(tmp_path_factory.mktemp("validator-host"), extra_env={
-        "WOPIHOST_DISCOVERY_URL": str(keys.discovery_path), "WOPIHOST_PROOF_KEYS": "require",
-        "WOPIHOST_CSPP_PLUS": "on"})
+    server = LocalServer.start(
+        tmp_path_factory.mktemp("validator-host"),
+        extra_env={
+            "WOPIHOST_DISCOVERY_URL": str(keys.discovery_path),
+            "WOPIHOST_PROOF_KEYS": "require",
+            "WOPIHOST_CSPP_PLUS": "on",
+        },
+    )
     yield server
     server.stop()
     assert "Traceback" not in server.log_text(), server.log_text()
@@ -120,8 +129,9 @@ def new_document(server: LocalServer, directory: Path) -> Document:
     path.write_bytes(b"")
     file_id = server.add_file(path, name)["id"]
     issued = json.loads(server.cli("token", "issue", file_id, "--user", "alice", "--json"))
-    return Document(f"{server.base}/wopi/files/{file_id}", issued["access_token"], int(issued["access_token_ttl"]),
-                    name)
+    return Document(
+        f"{server.base}/wopi/files/{file_id}", issued["access_token"], int(issued["access_token_ttl"]), name
+    )
 
 
 @pytest.fixture
@@ -161,8 +171,15 @@ def engine(tmp_path, keys):
         definitions = load(path)
         transport = Transport(timeout=30)
         transports.append(transport)
-        runner = Runner(definitions, Resources(layout, definitions.resources), Schemas(layout.schemas), target,
-                        keys, transport, **options)
+        runner = Runner(
+            definitions,
+            Resources(layout, definitions.resources),
+            Schemas(layout.schemas),
+            target,
+            keys,
+            transport,
+            **options,
+        )
         return {result.name: result for result in runner.run(group_name, name)}
 
     yield run
@@ -179,6 +196,7 @@ def get_lock(target: Target, keys: ProofSigner) -> str:
 
 # ------------------------------------------------------------------------------------ .NET rules
 
+
 def test_utf7_is_dotnets():
     assert dotnet.utf7("madeup_name.wopitestx") == "madeup+AF8-name.wopitestx"  # Python's codec keeps "_"
     assert dotnet.utf7("a+b") == "a+-b"
@@ -191,8 +209,10 @@ def test_utf7_is_dotnets():
 def test_relaxed_json_and_query_helpers():
     assert dotnet.relaxed_json("[{Id:'a', N: 2, T: true}, {}]") == [{"Id": "a", "N": 2, "T": True}, {}]
     assert dotnet.query_value("http://h/p?x=1&ACCESS_TOKEN=a%2Bb+c#f", "access_token") == "a+b c"
-    assert dotnet.replace_query_value("http://h/p?access_token=a&b=1", "access_token", "x y") == \
-        "http://h/p?access_token=x+y&b=1"
+    assert (
+        dotnet.replace_query_value("http://h/p?access_token=a&b=1", "access_token", "x y")
+        == "http://h/p?access_token=x+y&b=1"
+    )
     assert dotnet.url_key_value_encode("a/b+c") == "a%2Fb%2Bc"
 
 
@@ -217,45 +237,66 @@ def test_zip_resource_is_cut_at_the_listed_offsets(tmp_path):
 
 # ---------------------------------------------------------------------------- signing and proofs
 
+
 def test_a_signed_request_verifies_with_wopihost_proof(tmp_path, keys, document, server):
     path = write_checkout(tmp_path, suite(""))
     definitions = load(path)
     request = load(write_checkout(tmp_path, suite(group("G", case("T", "<CheckFileInfo />"))))).groups[0].tests[0]
-    call = build(request.requests[0], document, State.initial(document.token, document.wopi_src),
-                 Resources(Layout.find(path), definitions.resources), keys.headers)
+    call = build(
+        request.requests[0],
+        document,
+        State.initial(document.token, document.wopi_src),
+        Resources(Layout.find(path), definitions.resources),
+        keys.headers,
+    )
     prepared = http.Request(call.method, call.url, headers=call.headers).prepare()
     headers = call.sign(prepared.url)
     proof_keys = parse_discovery(keys.discovery_path.read_bytes()).proof_keys
-    verdict = verify(proof_keys, access_token_raw=raw_query_value(prepared.url), url=prepared.url,
-                     timestamp_header=headers["X-WOPI-TimeStamp"], proof=headers["X-WOPI-Proof"],
-                     proof_old=headers["X-WOPI-ProofOld"])
+    verdict = verify(
+        proof_keys,
+        access_token_raw=raw_query_value(prepared.url),
+        url=prepared.url,
+        timestamp_header=headers["X-WOPI-TimeStamp"],
+        proof=headers["X-WOPI-Proof"],
+        proof_old=headers["X-WOPI-ProofOld"],
+    )
     assert verdict.ok and verdict.combination == "proof/current", verdict.reason
     assert call.headers["Authorization"] == f"Bearer {document.token}"
     assert "access_token_ttl=" in prepared.url
     # the old key's signature alone, where the current one should be, is refused; as the validator wants
     behind = keys.headers(document.token, prepared.url, ProofKeyMutator(mutate_current=True))
-    assert not verify(proof_keys, access_token_raw=document.token, url=prepared.url,
-                      timestamp_header=behind["X-WOPI-TimeStamp"], proof=behind["X-WOPI-Proof"],
-                      proof_old=behind["X-WOPI-ProofOld"]).ok
+    assert not verify(
+        proof_keys,
+        access_token_raw=document.token,
+        url=prepared.url,
+        timestamp_header=behind["X-WOPI-TimeStamp"],
+        proof=behind["X-WOPI-Proof"],
+        proof_old=behind["X-WOPI-ProofOld"],
+    ).ok
 
 
 def test_proof_key_and_access_token_mutators(engine, document):
     refused = '<ResponseCodeValidator ExpectedCode="500" />'
     unknown = '<ResponseCodeValidator ExpectedCode="401" />'
     accepted = '<ResponseCodeValidator ExpectedCode="200" />'
-    cases = "".join([
-        case("Signed", "<CheckFileInfo />"),
-        case("OldKeyOnly", checking("CheckFileInfo", refused, mutators='<ProofKey MutateCurrent="true" />')),
-        case("RotatedClient", checking("CheckFileInfo", accepted, mutators='<ProofKey KeyRelation="Ahead" />')),
-        case("HostBehind", checking("CheckFileInfo", accepted, mutators='<ProofKey KeyRelation="Behind" />')),
-        case("StaleTimestamp", checking("CheckFileInfo", refused,
-                                        mutators='<ProofKey Timestamp="2015-08-17T00:00:00Z" />')),
-        case("BadToken", checking("CheckFileInfo", unknown, mutators='<AccessToken Mutation="INVALID" />')),
-        case("RandomToken", checking("CheckFileInfo", unknown, mutators="<AccessToken />")),
-    ])
+    cases = "".join(
+        [
+            case("Signed", "<CheckFileInfo />"),
+            case("OldKeyOnly", checking("CheckFileInfo", refused, mutators='<ProofKey MutateCurrent="true" />')),
+            case("RotatedClient", checking("CheckFileInfo", accepted, mutators='<ProofKey KeyRelation="Ahead" />')),
+            case("HostBehind", checking("CheckFileInfo", accepted, mutators='<ProofKey KeyRelation="Behind" />')),
+            case(
+                "StaleTimestamp",
+                checking("CheckFileInfo", refused, mutators='<ProofKey Timestamp="2015-08-17T00:00:00Z" />'),
+            ),
+            case("BadToken", checking("CheckFileInfo", unknown, mutators='<AccessToken Mutation="INVALID" />')),
+            case("RandomToken", checking("CheckFileInfo", unknown, mutators="<AccessToken />")),
+        ]
+    )
     results = engine(suite(group("Proofs", cases)), document)
-    assert {name: r.status for name, r in results.items()} == dict.fromkeys(results, PASS), \
-        {name: r.reason for name, r in results.items()}
+    assert {name: r.status for name, r in results.items()} == dict.fromkeys(results, PASS), {
+        name: r.reason for name, r in results.items()
+    }
 
 
 # ------------------------------------------------------------------------- prerequisites, state
@@ -270,16 +311,24 @@ PREREQS = """
 
 
 def test_a_failing_prerequisite_skips_the_group(engine, document):
-    xml = suite(group("Runs", case("Plain", "<CheckFileInfo />"), ("IsWopiTest",))
-                + group("Skipped", case("Teleport", "<CheckFileInfo />") + case("Again", "<Lock Lock='x' />"),
-                        ("IsWopiTest", "HasTeleporter")), PREREQS)
+    xml = suite(
+        group("Runs", case("Plain", "<CheckFileInfo />"), ("IsWopiTest",))
+        + group(
+            "Skipped",
+            case("Teleport", "<CheckFileInfo />") + case("Again", "<Lock Lock='x' />"),
+            ("IsWopiTest", "HasTeleporter"),
+        ),
+        PREREQS,
+    )
     results = engine(xml, document)
     assert results["Plain"].status == PASS
     for name in ("Teleport", "Again"):
         assert results[name].status == SKIP
         assert results[name].prereq == "HasTeleporter"
-        assert results[name].reason == ("prerequisite HasTeleporter failed: Incorrect value for "
-                                        "'SupportsTeleporting' property. Required property missing")
+        assert results[name].reason == (
+            "prerequisite HasTeleporter failed: Incorrect value for "
+            "'SupportsTeleporting' property. Required property missing"
+        )
     assert len(results["Teleport"].requests) == 1  # the failing prerequisite's own request
 
 
@@ -309,16 +358,24 @@ def test_state_from_a_json_body_and_a_header(engine, document):
         <Validators><ResponseCodeValidator ExpectedCode="404" /></Validators>
       </CheckFileInfo>"""
     wrong = requests.replace('ExpectedStateKey="NewName"', 'ExpectedValue="something else"').replace(
-        "state_copy", "state_copy2")
+        "state_copy", "state_copy2"
+    )
     cleanup = '<DeleteFile OverrideUrl="$State:NewUrl" />'
     results = engine(suite(group("State", case("Passes", requests) + case("Differs", wrong, cleanup))), document)
     assert results["Passes"].status == PASS, results["Passes"].reason
     assert [r.name for r in results["Passes"].requests] == [
-        "PutRelativeFile", "GetFile", "CheckFileInfo", "DeleteFile", "CheckFileInfo"]
+        "PutRelativeFile",
+        "GetFile",
+        "CheckFileInfo",
+        "DeleteFile",
+        "CheckFileInfo",
+    ]
     assert "/contents" in results["Passes"].requests[1].url
     assert results["Differs"].status == FAIL
-    assert results["Differs"].reason == ("CheckFileInfo request failed: Incorrect value for 'BaseFileName' "
-                                         "property. Expected: 'something else', Actual: 'state_copy2.wopitest'")
+    assert results["Differs"].reason == (
+        "CheckFileInfo request failed: Incorrect value for 'BaseFileName' "
+        "property. Expected: 'something else', Actual: 'state_copy2.wopitest'"
+    )
 
 
 def test_state_that_was_never_saved_fails_the_request(engine, document):
@@ -343,8 +400,9 @@ def test_utf7_names_reach_the_host_as_written(engine, document):
               <StringProperty Name="Name" ExpectedValue="re_named +ö{mode}" IsRequired="true" />
             </JsonResponseContentValidator></Validators>
           </RenameFile>"""
-        results = engine(suite(group("Names", case(mode, requests, '<DeleteFile OverrideUrl="$State:NewUrl" />'))),
-                         document)
+        results = engine(
+            suite(group("Names", case(mode, requests, '<DeleteFile OverrideUrl="$State:NewUrl" />'))), document
+        )
         assert results[mode].status == PASS, results[mode].reason
         sent = results[mode].requests[0].headers
         target = "X-WOPI-RelativeTarget" if mode == "ExactName" else "X-WOPI-SuggestedTarget"
@@ -371,24 +429,42 @@ CHECKS = {
     # name: (request, validators, passes)
     "code": ("CheckFileInfo", '<ResponseCodeValidator ExpectedCode="200" />', True),
     "code-wrong": ("CheckFileInfo", '<ResponseCodeValidator ExpectedCode="204" />', False),
-    "or": ("CheckFileInfo", '<Or><ResponseCodeValidator ExpectedCode="401" /><ResponseCodeValidator '
-                            'ExpectedCode="200" /></Or>', True),
-    "or-none": ("CheckFileInfo", '<Or><ResponseCodeValidator ExpectedCode="401" /><ResponseCodeValidator '
-                                 'ExpectedCode="404" /></Or>', False),
-    "and": ("CheckFileInfo", '<And><ResponseCodeValidator ExpectedCode="200" /><ResponseCodeValidator '
-                             'ExpectedCode="404" /></And>', False),
+    "or": (
+        "CheckFileInfo",
+        '<Or><ResponseCodeValidator ExpectedCode="401" /><ResponseCodeValidator ExpectedCode="200" /></Or>',
+        True,
+    ),
+    "or-none": (
+        "CheckFileInfo",
+        '<Or><ResponseCodeValidator ExpectedCode="401" /><ResponseCodeValidator ExpectedCode="404" /></Or>',
+        False,
+    ),
+    "and": (
+        "CheckFileInfo",
+        '<And><ResponseCodeValidator ExpectedCode="200" /><ResponseCodeValidator ExpectedCode="404" /></And>',
+        False,
+    ),
     "header": ("GetLock", '<ResponseHeaderValidator Header="X-WOPI-Lock" ExpectedValue="" />', True),
     "header-required": ("GetLock", '<ResponseHeaderValidator Header="X-WOPI-Nope" IsRequired="true" />', False),
     "header-optional": ("GetLock", '<ResponseHeaderValidator Header="X-WOPI-Nope" ExpectedValue="x" />', True),
-    "header-not": ("GetFile", '<ResponseHeaderValidator Header="X-WOPI-ItemVersion" ExpectedValue="" '
-                              'ShouldMatch="false" />', True),
-    "header-greater": ("GetFile", '<ResponseHeaderValidator Header="X-WOPI-ItemVersion" Comparator="&gt;" '
-                                  'ExpectedValue="0" />', True),
-    "header-less": ("GetFile", '<ResponseHeaderValidator Header="X-WOPI-ItemVersion" Comparator="&lt;" '
-                               'ExpectedValue="0" />', False),
+    "header-not": (
+        "GetFile",
+        '<ResponseHeaderValidator Header="X-WOPI-ItemVersion" ExpectedValue="" ShouldMatch="false" />',
+        True,
+    ),
+    "header-greater": (
+        "GetFile",
+        '<ResponseHeaderValidator Header="X-WOPI-ItemVersion" Comparator="&gt;" ExpectedValue="0" />',
+        True,
+    ),
+    "header-less": (
+        "GetFile",
+        '<ResponseHeaderValidator Header="X-WOPI-ItemVersion" Comparator="&lt;" ExpectedValue="0" />',
+        False,
+    ),
     "lock-mismatch": ("Unlock", '<LockMismatchValidator ExpectedLock="" />', True),
     "lock-mismatch-wrong": ("Unlock", '<LockMismatchValidator ExpectedLock="someone" />', False),
-    "lock-mismatch-not": ("GetLock", '<LockMismatchValidator />', False),
+    "lock-mismatch-not": ("GetLock", "<LockMismatchValidator />", False),
     "schema": ("CheckFileInfo", '<JsonSchemaValidator Schema="MiniCheckFileInfo" />', True),
     "schema-wrong": ("CheckFileInfo", '<JsonSchemaValidator Schema="Strict" />', False),
     "schema-not-json": ("GetFile", '<JsonSchemaValidator Schema="MiniCheckFileInfo" />', False),
@@ -412,8 +488,7 @@ PROPERTIES = {
     "regex": ('<StringRegexProperty Name="BaseFileName" ExpectedValue="^Te.t-[0-9]+" />', True),
     "regex-wrong": ('<StringRegexProperty Name="BaseFileName" ExpectedValue="^x" />', False),
     "url": ('<AbsoluteUrlProperty Name="HostViewUrl" />', True),
-    "url-token": ('<AbsoluteUrlProperty Name="HostViewUrl" MustIncludeAccessToken="true" IsRequired="true" />',
-                  False),
+    "url-token": ('<AbsoluteUrlProperty Name="HostViewUrl" MustIncludeAccessToken="true" IsRequired="true" />', False),
     "url-not-url": ('<AbsoluteUrlProperty Name="BaseFileName" />', False),
     "url-required": ('<AbsoluteUrlProperty Name="NoSuchUrl" IsRequired="true" />', False),
 }
@@ -424,8 +499,7 @@ def test_each_check_passes_and_fails(engine, shared_document, name):
     request, validators, passes = CHECKS[name]
     attrs = {"Unlock": 'Lock="not-the-lock"', "Lock": 'Lock="checks"'}.get(request, "")
     cleanup = '<Unlock Lock="checks" />' if request == "Lock" else ""
-    results = engine(suite(group("Checks", case(name, checking(request, validators, attrs), cleanup))),
-                     shared_document)
+    results = engine(suite(group("Checks", case(name, checking(request, validators, attrs), cleanup))), shared_document)
     assert (results[name].status == PASS) is passes, results[name].reason
     if not passes:
         assert results[name].reason.startswith(f"{request} request failed: ")
@@ -443,9 +517,11 @@ def test_each_json_property_check(engine, shared_document, name):
 
 
 def test_coauth_table_wildcards_and_array_checks(engine, document):
-    table = ('[{CoauthLockId:\'B\', CoauthLockMetadata:\'mb\', CoauthLockType:\'Coauth\', UserFriendlyName:\'*\', '
-             'CoauthLockTime:\'*\'}, {CoauthLockId:\'A\', CoauthLockMetadata:\'ma\', CoauthLockType:\'Coauth\', '
-             'UserFriendlyName:\'*\', CoauthLockTime:\'*\'}]')
+    table = (
+        "[{CoauthLockId:'B', CoauthLockMetadata:'mb', CoauthLockType:'Coauth', UserFriendlyName:'*', "
+        "CoauthLockTime:'*'}, {CoauthLockId:'A', CoauthLockMetadata:'ma', CoauthLockType:'Coauth', "
+        "UserFriendlyName:'*', CoauthLockTime:'*'}]"
+    )
     requests = f"""
       <GetCoauthLock CoauthLockId="A" CoauthLockExpirationTimeout="120" CoauthLockMetadata="ma"
           CoauthLockType="Coauth">
@@ -463,8 +539,9 @@ def test_coauth_table_wildcards_and_array_checks(engine, document):
       </JsonResponseContentValidator></Validators></GetCoauthTable>"""
     wrong = requests.replace("mb', CoauthLockType", "other', CoauthLockType")
     cleanup = '<UnlockCoauthLock CoauthLockId="A" /><UnlockCoauthLock CoauthLockId="B" />'
-    results = engine(suite(group("Coauth", case("Table", requests, cleanup) + case("Differs", wrong, cleanup))),
-                     document)
+    results = engine(
+        suite(group("Coauth", case("Table", requests, cleanup) + case("Differs", wrong, cleanup))), document
+    )
     assert results["Table"].status == PASS, results["Table"].reason
     assert results["Differs"].status == FAIL
     assert "Incorrect value for 'CoauthTable' property." in results["Differs"].reason
@@ -515,13 +592,18 @@ def test_frames_of_fullfile_and_zip_saves(engine, document):
     results = engine(suite(group("Frames", case("Same", passes, cleanup))), document)
     assert results["Same"].status == PASS, results["Same"].reason
     results = engine(suite(group("Frames", case("Differs", differs, cleanup))), document)
-    assert results["Differs"].reason == ("GetChunkedFile request failed: Reconstructed payload 'hello frames' and "
-                                         "expected value 'goodbye frames' are not equal")
+    assert results["Differs"].reason == (
+        "GetChunkedFile request failed: Reconstructed payload 'hello frames' and "
+        "expected value 'goodbye frames' are not equal"
+    )
 
 
 def test_no_response_is_an_exception(engine, document):
-    requests = checking("CheckFileInfo", '<ResponseCodeValidator ExpectedCode="200" />',
-                        'OverrideUrl="http://127.0.0.1:1/wopi/files/x?access_token=t"')
+    requests = checking(
+        "CheckFileInfo",
+        '<ResponseCodeValidator ExpectedCode="200" />',
+        'OverrideUrl="http://127.0.0.1:1/wopi/files/x?access_token=t"',
+    )
     result = engine(suite(group("G", case("T", requests))), document)["T"]
     assert result.status == FAIL
     assert "ExceptionValidator: Exception thrown while executing: (ConnectionError)" in result.reason
@@ -529,10 +611,14 @@ def test_no_response_is_an_exception(engine, document):
 
 # ------------------------------------------------------------------- categories, delays, the CLI
 
+
 def test_categories_and_user_agent(engine, document):
-    cases = (case("Core", "<CheckFileInfo />") + case("Online", "<CheckFileInfo />", category="OfficeOnline")
-             + case("Native", "<CheckFileInfo />", category="OfficeNativeClient")
-             + case("Coauth", "<CheckFileInfo />", category="WopiCoauth"))
+    cases = (
+        case("Core", "<CheckFileInfo />")
+        + case("Online", "<CheckFileInfo />", category="OfficeOnline")
+        + case("Native", "<CheckFileInfo />", category="OfficeNativeClient")
+        + case("Coauth", "<CheckFileInfo />", category="WopiCoauth")
+    )
     xml = suite(group("Categories", cases))
     assert set(engine(xml, document)) == {"Core", "Online", "Native", "Coauth"}
     native = engine(xml, document, category="OfficeNativeClient")
@@ -553,12 +639,28 @@ def test_delay_groups_are_skipped_unless_asked(engine, document):
 
 
 def test_command_line(tmp_path, document, keys):
-    xml = suite(group("One", case("Good", "<CheckFileInfo />")
-                      + case("Bad", checking("CheckFileInfo", '<ResponseCodeValidator ExpectedCode="201" />')))
-                + group("Two", case("Skipped", "<CheckFileInfo />"), ("HasTeleporter",)), PREREQS)
+    xml = suite(
+        group(
+            "One",
+            case("Good", "<CheckFileInfo />")
+            + case("Bad", checking("CheckFileInfo", '<ResponseCodeValidator ExpectedCode="201" />')),
+        )
+        + group("Two", case("Skipped", "<CheckFileInfo />"), ("HasTeleporter",)),
+        PREREQS,
+    )
     path = write_checkout(tmp_path / "checkout", xml)
-    args = ["--wopisrc", document.wopi_src, "--token", document.token, "--token-ttl", str(document.token_ttl),
-            "--testcases", str(path), "--proof-keys", str(keys.directory)]
+    args = [
+        "--wopisrc",
+        document.wopi_src,
+        "--token",
+        document.token,
+        "--token-ttl",
+        str(document.token_ttl),
+        "--testcases",
+        str(path),
+        "--proof-keys",
+        str(keys.directory),
+    ]
     out, err = io.StringIO(), io.StringIO()
     assert main([*args, "--junit", str(tmp_path / "junit.xml")], out, err) == 1
     lines = out.getvalue().splitlines()
@@ -566,7 +668,8 @@ def test_command_line(tmp_path, document, keys):
         "PASS One/Good",
         "FAIL One/Bad: CheckFileInfo request failed: Incorrect StatusCode. Expected: 201, Actual: 200",
         "SKIP Two/Skipped: prerequisite HasTeleporter failed: Incorrect value for 'SupportsTeleporting' property. "
-        "Required property missing"]
+        "Required property missing",
+    ]
     assert lines[4].split() == ["group", "passed", "failed", "skipped"]
     assert lines[5].split() == ["One", "1", "1", "0"] and lines[6].split() == ["Two", "0", "0", "1"]
     assert lines[-1] == "3 tests: 1 passed, 1 failed, 1 skipped"

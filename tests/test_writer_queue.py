@@ -104,8 +104,9 @@ def test_a_writer_of_this_process_holding_its_turn_past_the_timeout_is_503(sqlit
 @pytest.fixture
 def other_process(sqlite_db):
     """Another process that holds the writers' turn until told to let go (or killed)."""
-    process = subprocess.Popen([sys.executable, "-c", HOLD, sqlite_db._writers.path], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, sqlite_db._writers.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "held"
     yield process
     process.kill()
@@ -160,8 +161,9 @@ def test_a_turn_that_comes_after_its_writer_gave_up_is_let_go(sqlite_db, other_p
     other_process.stdin.write("go\n")  # the other process lets go (and ends); our gatekeeper gets the turn
     other_process.stdin.flush()
     other_process.wait(5)
-    third = subprocess.run([sys.executable, "-c", TRY_FOR_5S, sqlite_db._writers.path], capture_output=True,
-                           text=True, timeout=30)
+    third = subprocess.run(
+        [sys.executable, "-c", TRY_FOR_5S, sqlite_db._writers.path], capture_output=True, text=True, timeout=30
+    )
     assert third.stdout.strip() == "got it", "the gatekeeper kept the turn nobody wanted"
     add_user(sqlite_db, "later")  # and this process still takes turns
     assert users(sqlite_db) == {"later"}

@@ -35,13 +35,19 @@ def values(book, address, sheet="Sheet1"):
 
 # -- reading ---------------------------------------------------------------------------------------------
 
+
 def test_a_range_reads_calculated_values_and_its_formulas():
     book = open_workbook(xlsx(), LIMIT)
     answer = book.range("Sheet1", "A1:C4")
     assert answer["values"] == [[1, 10, 10], [2, 20, 40], [3, 30, 90], [6, "", 140]]
     assert answer["formulas"][3] == ["=SUM(A1:A3)", "", "=SUM(C1:C3)"]
     assert answer["valueTypes"][0] == ["Double", "Double", "Double"] and answer["valueTypes"][3][1] == "Empty"
-    assert (answer["address"], answer["rowCount"], answer["columnCount"], answer["cellCount"]) == ("Sheet1!A1:C4", 4, 3, 12)
+    assert (answer["address"], answer["rowCount"], answer["columnCount"], answer["cellCount"]) == (
+        "Sheet1!A1:C4",
+        4,
+        3,
+        12,
+    )
     assert (answer["rowIndex"], answer["columnIndex"]) == (0, 0)
     assert answer["numberFormat"][0][0] == "General" and answer["text"][3][2] == "140"
 
@@ -78,6 +84,7 @@ def test_dates_read_as_serial_numbers_as_excel_stores_them():
 
 # -- writing -----------------------------------------------------------------------------------------------
 
+
 def test_a_patch_of_inputs_recalculates_sum_and_product():
     book = open_workbook(xlsx(), LIMIT)
     answer = book.patch("Sheet1", "A1:B1", values=[[5, 7]])
@@ -95,8 +102,9 @@ def test_null_leaves_a_cell_and_empty_string_clears_it():
 
 def test_formulas_and_number_formats_can_be_written():
     book = open_workbook(xlsx(), LIMIT)
-    answer = book.patch("Sheet1", "D1:D2", formulas=[["=A1+B1"], ["=IFERROR(1/0, -1)"]],
-                        number_format=[["0.00"], [None]])
+    answer = book.patch(
+        "Sheet1", "D1:D2", formulas=[["=A1+B1"], ["=IFERROR(1/0, -1)"]], number_format=[["0.00"], [None]]
+    )
     assert answer["values"] == [[11], [-1]] and answer["formulas"] == [["=A1+B1"], ["=IFERROR(1/0,-1)"]]
     assert answer["numberFormat"] == [["0.00"], ["General"]]
 
@@ -119,16 +127,19 @@ def test_adding_a_worksheet():
     assert open_workbook(book.to_bytes(), LIMIT).worksheet("Extra").position == 2
 
 
-@pytest.mark.parametrize("patch", [
-    {"values": [[1, 2]]},  # one row of two for a 2 x 1 range
-    {"values": [[1], [2], [3]]},
-    {"values": [1, 2]},
-    {"formulas": [["=SUM("], ["=1"]]},  # cannot be parsed
-    {"values": [[{"a": 1}], [1]]},
-    {"values": [[float("nan")], [1]]},
-    {"numberFormat": [[1], [None]]},
-    {},
-])
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"values": [[1, 2]]},  # one row of two for a 2 x 1 range
+        {"values": [[1], [2], [3]]},
+        {"values": [1, 2]},
+        {"formulas": [["=SUM("], ["=1"]]},  # cannot be parsed
+        {"values": [[{"a": 1}], [1]]},
+        {"values": [[float("nan")], [1]]},
+        {"numberFormat": [[1], [None]]},
+        {},
+    ],
+)
 def test_a_patch_that_does_not_fit_is_refused(patch):
     book = open_workbook(xlsx(), LIMIT)
     with pytest.raises(WorkbookError) as refused:
@@ -138,10 +149,18 @@ def test_a_patch_that_does_not_fit_is_refused(patch):
 
 # -- addresses ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("A1", (None, 1, 1, 1, 1)), ("$B$2:c5", (None, 2, 2, 5, 3)), ("Sheet1!A1:B2", ("Sheet1", 1, 1, 2, 2)),
-    ("'My data'!C3", ("My data", 3, 3, 3, 3)), ("'it''s'!A1", ("it's", 1, 1, 1, 1)), ("B2:A1", (None, 1, 1, 2, 2)),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("A1", (None, 1, 1, 1, 1)),
+        ("$B$2:c5", (None, 2, 2, 5, 3)),
+        ("Sheet1!A1:B2", ("Sheet1", 1, 1, 2, 2)),
+        ("'My data'!C3", ("My data", 3, 3, 3, 3)),
+        ("'it''s'!A1", ("it's", 1, 1, 1, 1)),
+        ("B2:A1", (None, 1, 1, 2, 2)),
+    ],
+)
 def test_addresses(text, expected):
     address = parse_address(text)
     assert (address.sheet, address.first_row, address.first_column, address.last_row, address.last_column) == expected
@@ -166,6 +185,7 @@ def test_an_address_on_another_sheet_or_too_large_is_refused():
 
 # -- files that are not workbooks ----------------------------------------------------------------------------
 
+
 def zipped(**members: bytes) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -174,14 +194,17 @@ def zipped(**members: bytes) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("data, status", [
-    (b"plain text, not a zip", 400),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512, 415),  # a legacy .xls
-    (zipped(word__document_xml=b"<w/>"), 400),  # a zip, but a .docx's parts
-    (zipped(xl__workbook_xml=b"<not a workbook"), 400),
-    (xlsx()[:2000], 400),  # cut off
-    (zipped(xl__workbook_xml=b"<a/>", bomb=b"\x00" * (40 << 20)), 400),  # expands far past the limit
-])
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"plain text, not a zip", 400),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512, 415),  # a legacy .xls
+        (zipped(word__document_xml=b"<w/>"), 400),  # a zip, but a .docx's parts
+        (zipped(xl__workbook_xml=b"<not a workbook"), 400),
+        (xlsx()[:2000], 400),  # cut off
+        (zipped(xl__workbook_xml=b"<a/>", bomb=b"\x00" * (40 << 20)), 400),  # expands far past the limit
+    ],
+)
 def test_files_that_are_not_workbooks_are_refused_clearly(data, status):
     with pytest.raises(WorkbookError) as refused:
         open_workbook(data, 1 << 20)

@@ -131,16 +131,25 @@ class Activities:
             for activity in activities:
                 outcome, kept = check(activity)
                 if kept is not None:
-                    insert_if_absent(s, Activity, file_id=file_id, activity_id=outcome.id, user_id=user_id,
-                                     type=kept["Type"], body=json.dumps(kept, ensure_ascii=False),
-                                     received_at=now)
+                    insert_if_absent(
+                        s,
+                        Activity,
+                        file_id=file_id,
+                        activity_id=outcome.id,
+                        user_id=user_id,
+                        type=kept["Type"],
+                        body=json.dumps(kept, ensure_ascii=False),
+                        received_at=now,
+                    )
                 outcomes.append(outcome)
         return outcomes
 
     def of_file(self, file_id: str) -> list[StoredActivity]:
         with self.db.read() as s:
             load_file(s, file_id)
-            rows = s.scalars(sa.select(Activity).where(Activity.file_id == file_id)
-                             .order_by(Activity.received_at, Activity.activity_id))
-            return [StoredActivity(r.activity_id, r.user_id, r.type, r.received_at, json.loads(r.body))
-                    for r in rows]
+            rows = s.scalars(
+                sa.select(Activity)
+                .where(Activity.file_id == file_id)
+                .order_by(Activity.received_at, Activity.activity_id)
+            )
+            return [StoredActivity(r.activity_id, r.user_id, r.type, r.received_at, json.loads(r.body)) for r in rows]

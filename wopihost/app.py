@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import cast
 
 import sqlalchemy as sa
-
 from flask import Flask, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, requesturl
+from . import __version__, graph, hostpage, requesturl, sharepage
+from .body import drain
 from .clock import Clock
 from .config import ConfigError, Settings
 from .doctor import instance_fingerprint
@@ -21,8 +22,6 @@ from .gc import Sweeper
 from .metrics import Metrics, Observer, name_request, serve_separately
 from .services import Services
 from .wopi import blueprint as wopi_blueprint
-from . import graph, hostpage, sharepage
-from .body import drain
 
 log = logging.getLogger("wopihost")
 SERVER_VERSION = f"wopihost/{__version__}"
@@ -40,7 +39,8 @@ class JsonProvider(DefaultJSONProvider):
 
     def response(self, *args, **kwargs) -> Response:
         body = self._encoder.encode(self._prepare_response_obj(args, kwargs))
-        return self._app.response_class(body + "\n", mimetype=self.mimetype)
+        # the app's response_class is Flask's Response (WopiResponse), typed on the provider as Werkzeug's
+        return cast(Response, self._app.response_class(body + "\n", mimetype=self.mimetype))
 
 
 class App(Flask):
@@ -53,8 +53,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app = App("wopihost")
     metrics = _metrics(app, services)
     if services.settings.sweep_interval > 0:
-        app.extensions["wopihost.sweeper"] = Sweeper(services, services.settings.sweep_interval,
-                                                     metrics.sweep_done if metrics else None).start()
+        app.extensions["wopihost.sweeper"] = Sweeper(
+            services, services.settings.sweep_interval, metrics.sweep_done if metrics else None
+        ).start()
     app.response_class = WopiResponse
     app.extensions["wopihost"] = services
     app.register_blueprint(wopi_blueprint)
@@ -69,9 +70,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_server_headers)
     app.teardown_request(name_request)
-    app.wsgi_app = requesturl.wrap(app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies)
+    app.wsgi_app = requesturl.wrap(  # type: ignore[method-assign]  # Flask's documented way to add middleware
+        app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies
+    )
     if metrics is not None:
-        app.wsgi_app = Observer(app.wsgi_app, metrics)
+        app.wsgi_app = Observer(app.wsgi_app, metrics)  # type: ignore[method-assign]  # likewise
     return app
 
 
@@ -92,10 +95,14 @@ def _metrics(app: App, services: Services) -> Metrics | None:
     return metrics
 
 
-def _error_response(status: int, reason: str, headers: dict[str, str] | None = None,
-                    body: dict | None = None) -> Response:
-    response = WopiResponse(json.dumps(body) if body is not None else b"", status=status,
-                            mimetype="application/json" if body is not None else None)
+def _error_response(
+    status: int, reason: str, headers: dict[str, str] | None = None, body: dict | None = None
+) -> Response:
+    response = WopiResponse(
+        json.dumps(body) if body is not None else b"",
+        status=status,
+        mimetype="application/json" if body is not None else None,
+    )
     response.headers.update(headers or {})
     response.headers["X-WOPI-FailureReason"] = header_safe(reason)
     drain(request.environ, request.stream)
@@ -156,5 +163,9 @@ def healthz() -> Response:
         log.warning("health check: storage: %s", checks["storage"])
     healthy = all(value == "ok" for value in checks.values())
     checks["instance"] = instance_fingerprint(services.settings.secret_key)
-    return Response(json.dumps(checks), status=200 if healthy else 503, mimetype="application/json",
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        json.dumps(checks),
+        status=200 if healthy else 503,
+        mimetype="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -23,8 +23,10 @@ class BackupError(Exception):
 def sqlite_path(database_url: str) -> Path:
     url = sa.make_url(database_url)
     if url.get_backend_name() != "sqlite":
-        raise BackupError(f"wopihost backup copies SQLite databases; this one is {url.get_backend_name()}: "
-                          "back it up with pg_dump (e.g. pg_dump -Fc -f wopihost.dump DATABASE)")
+        raise BackupError(
+            f"wopihost backup copies SQLite databases; this one is {url.get_backend_name()}: "
+            "back it up with pg_dump (e.g. pg_dump -Fc -f wopihost.dump DATABASE)"
+        )
     if not url.database or url.database == ":memory:":
         raise BackupError("the database is in memory: there is nothing to back up")
     return Path(url.database)

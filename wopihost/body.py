@@ -26,11 +26,12 @@ from .errors import WopiError, bad_request
 from .storage import PIECE
 
 try:
-    from gunicorn.http.body import Body as _GunicornBody, LengthReader as _GunicornLengthReader
+    from gunicorn.http.body import Body as _GunicornBody
+    from gunicorn.http.body import LengthReader as _GunicornLengthReader
     from gunicorn.http.errors import ParseException as _GunicornParseError
 except ImportError:  # not serving under gunicorn's package at all
-    _GunicornBody = _GunicornLengthReader = None
-    _GunicornParseError = ()
+    _GunicornBody = _GunicornLengthReader = None  # type: ignore[assignment, misc]  # checked before use
+    _GunicornParseError = ()  # type: ignore[assignment, misc]  # catches nothing
 
 BODY_FAILED = "wopihost.body_failed"  # environ key: the body broke off, nothing more can be read from it
 DRAIN_LIMIT = 32 << 20  # larger than any sensible UpdateUploadSession piece
@@ -50,7 +51,7 @@ class StreamSource:
 
     def readinto(self, view: memoryview) -> int:
         data = self._stream.read(len(view))
-        view[:len(data)] = data
+        view[: len(data)] = data
         return len(data)
 
 
@@ -63,14 +64,18 @@ class GunicornSocketSource:
         self._unreader = reader.unreader
 
     @classmethod
-    def of(cls, environ: dict) -> "GunicornSocketSource | None":
+    def of(cls, environ: dict) -> GunicornSocketSource | None:
         stream, sock = environ.get("wsgi.input"), environ.get("gunicorn.socket")
         if _GunicornBody is None or sock is None or type(stream) is not _GunicornBody:
             return None
         reader = getattr(stream, "reader", None)
         buffered = getattr(stream, "buf", None)
-        if (type(reader) is not _GunicornLengthReader or not hasattr(reader.unreader, "take_buffered")
-                or buffered is None or buffered.getvalue()):
+        if (
+            type(reader) is not _GunicornLengthReader
+            or not hasattr(reader.unreader, "take_buffered")
+            or buffered is None
+            or buffered.getvalue()
+        ):
             return None  # chunked, or part of the body already read through wsgi.input
         return cls(sock, reader)
 
@@ -106,7 +111,7 @@ class RequestBody:
         if self._left is not None:
             if self._left == 0:
                 return 0
-            view = view[:self._left]
+            view = view[: self._left]
         try:
             n = self._source.readinto(view)
         except TimeoutError:
@@ -115,8 +120,7 @@ class RequestBody:
             raise self._broken(bad_request(f"the request body cannot be read: {exc}")) from None
         if self._left is not None:
             if not n:
-                raise self._broken(bad_request(f"the request body ended {self._left} bytes before its "
-                                               "Content-Length"))
+                raise self._broken(bad_request(f"the request body ended {self._left} bytes before its Content-Length"))
             self._left -= n
         return n
 
@@ -144,7 +148,7 @@ def _abandon(environ: dict) -> None:
     environ[BODY_FAILED] = True
     stream = environ.get("wsgi.input")
     if _GunicornBody is not None and type(stream) is _GunicornBody:
-        stream.failed = True  # gunicorn then closes the connection instead of draining the body
+        stream.failed = True  # type: ignore[attr-defined]  # gunicorn 27's; the stubs are 26's. gunicorn then closes the connection instead of draining the body
 
 
 def drain(environ: dict, stream) -> None:
@@ -172,7 +176,7 @@ def drain(environ: dict, stream) -> None:
         while left > 0 and (remaining := deadline - time.monotonic()) > 0:
             if sock is not None:
                 sock.settimeout(min(remaining, prior or remaining))
-            n = rest.readinto(view[:min(len(view), left)])
+            n = rest.readinto(view[: min(len(view), left)])
             if not n:
                 return  # all read: the connection can carry the next request
             left -= n
@@ -191,8 +195,7 @@ def _content_length(environ: dict) -> int | None:
 
 def request_body() -> RequestBody:
     length = request.content_length
-    source = (GunicornSocketSource.of(request.environ) if length is not None else None) \
-        or StreamSource(request.stream)
+    source = (GunicornSocketSource.of(request.environ) if length is not None else None) or StreamSource(request.stream)
     return RequestBody(source, length, request.environ)
 
 

@@ -22,11 +22,12 @@ ever reach another file's bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -35,8 +36,20 @@ from .clock import Clock
 from .config import Settings
 from .cspp.chunkid import EMPTY_CHUNK_ID, ChunkHasher, encode_chunk_id
 from .cspp.chunking import signature_of
-from .cspp.frames import (ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON,
-                          END_FRAME, chunk_frame, chunk_range_frame, message_frame, parse_json)
+from .cspp.frames import (
+    END_FRAME,
+    ChunkData,
+    ChunkEnd,
+    ChunkRangeStart,
+    ChunkStart,
+    FrameDecoder,
+    FrameError,
+    MessageJSON,
+    chunk_frame,
+    chunk_range_frame,
+    message_frame,
+    parse_json,
+)
 from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
@@ -46,7 +59,7 @@ from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .repository import drop_alternate_streams, load_file, unreferenced
 from .sessions import UploadSessions, gone
-from .storage import Blob, BlobStore, TooLarge
+from .storage import Blob, BlobStore, Readable, TooLarge
 from .text import text_problem
 
 MAIN = "MainContent"
@@ -61,6 +74,7 @@ IN_PLACE_SLACK = 1 << 20  # kept in place, a small file may use this much more t
 
 
 # -- signatures as stored ---------------------------------------------------------
+
 
 def signature_to_db(signature: Signature) -> str:
     return json.dumps([[chunk.chunk_id, chunk.length] for chunk in signature.chunks], separators=(",", ":"))
@@ -79,13 +93,13 @@ class Stream:
     @cached_property
     def locations(self) -> dict[str, Extents]:
         """Where each of the stream's chunks lies (worked out once: GetChunks asks for each range)."""
-        return {chunk.chunk_id: self.content.slice(offset, chunk.length)
-                for offset, chunk in self.signature.spans()}
+        return {chunk.chunk_id: self.content.slice(offset, chunk.length) for offset, chunk in self.signature.spans()}
 
 
 @dataclass(frozen=True)
 class NewStream:
     """A stream as a save leaves it: where its bytes lie, and the blob they were copied to, if they were."""
+
     content: Extents
     copy: Blob | None
     signature: Signature
@@ -94,6 +108,7 @@ class NewStream:
 @dataclass
 class Snapshot:
     """One consistent view of a file: its row, its live streams and properties, and their blobs held open."""
+
     file: File
     streams: dict[str, Stream]
     properties: dict[str, ContentProperty]
@@ -110,7 +125,7 @@ class Framed:
     and that releases the blobs. Whoever holds it before a server does must close it if they fail.
     """
 
-    def __init__(self, snapshot: Snapshot, pieces: Iterator[bytes], length: int):
+    def __init__(self, snapshot: Snapshot, pieces: Generator[bytes, None, None], length: int):
         self.file, self.length = snapshot.file, length
         self._snapshot, self._pieces = snapshot, pieces
 
@@ -135,6 +150,7 @@ def _released_on_error(snapshot: Snapshot) -> Iterator[None]:
 
 
 # -- request messages -------------------------------------------------------------
+
 
 def _list(message: dict, name: str, required: bool = True) -> list:
     value = message.get(name)
@@ -170,7 +186,7 @@ class PutRequest:
     session_token: str | None
 
     @classmethod
-    def parse(cls, message: Any) -> "PutRequest":
+    def parse(cls, message: Any) -> PutRequest:
         message = _object(message, "the message")
         entries = _list(message, "Signatures")
         if not entries:
@@ -187,8 +203,10 @@ class PutRequest:
                 raise bad_request(f"MessageJSON: a StreamId is longer than {STREAM_ID_LENGTH} characters")
             _check_text(stream_id, "a StreamId")
             signatures[stream_id] = signature
-        properties = [_property(_object(item, "a content property"))
-                      for item in _list(message, "ContentProperties", required=False)]
+        properties = [
+            _property(_object(item, "a content property"))
+            for item in _list(message, "ContentProperties", required=False)
+        ]
         token = message.get("UploadSessionTokenToCommit")
         if token is not None and not isinstance(token, str):
             raise bad_request("MessageJSON UploadSessionTokenToCommit must be a string")
@@ -210,8 +228,9 @@ def _property(item: dict) -> tuple[str, str, str]:
         raise bad_request(f"content property {name[:60]}: Value must be a string")
     _check_text(value, f"content property {name[:60]}: Value")
     if len(value.encode("utf-8")) > MAX_PROPERTY_VALUE_BYTES:
-        raise bad_request(f"content property {name[:60]}: Value must be a string of at most "
-                          f"{MAX_PROPERTY_VALUE_BYTES} bytes")
+        raise bad_request(
+            f"content property {name[:60]}: Value must be a string of at most {MAX_PROPERTY_VALUE_BYTES} bytes"
+        )
     # The data-model page says ContentPropertyRetention, the samples and the validator say Retention (§5.1).
     retention = item.get("Retention", item.get("ContentPropertyRetention"))
     return name, value, retention if retention in (KEEP, DELETE) else DELETE
@@ -232,10 +251,13 @@ def read_message(body: bytes) -> Any:
         raise bad_request(f"the request frames cannot be read: {exc.reason}") from None
     if any(isinstance(event, (ChunkStart, ChunkRangeStart)) for event in events):
         raise bad_request("this request carries no chunk frames")
-    return events[0].value
+    first = events[0]
+    assert isinstance(first, MessageJSON)  # a body's decoder yields its MessageJSON first or raises FrameError
+    return first.value
 
 
 # -- decoding frames that lie on disk -------------------------------------------
+
 
 @dataclass
 class Decoded:
@@ -245,23 +267,29 @@ class Decoded:
     length: int  # bytes decoded
 
 
-def decode(opened: OpenBlobs, extents: Extents, mode: str, max_payload: int) -> Decoded:
+def decode(opened: OpenBlobs, extents: Extents, mode: Literal["body", "session"], max_payload: int) -> Decoded:
     """Decode a framed body ("body") or session stream ("session") lying in `extents`, hashing each chunk.
 
     Chunks are not copied: the result says where their payloads lie. 400 on any framing error.
     """
     decoder = FrameDecoder(mode, max_payload_size=max_payload)
-    message, chunks, mismatched = None, {}, []
-    chunk_id, hasher, start, size = None, None, 0, 0
+    message: Any = None
+    chunks: dict[str, Extents] = {}
+    mismatched: list[str] = []
+    chunk_id: str | None = None
+    hasher: ChunkHasher | None = None
+    start, size = 0, 0
     try:
         for piece in opened.pieces(extents):
             for event in decoder.feed(piece):
                 if isinstance(event, ChunkData):
+                    assert hasher is not None  # the decoder yields a chunk's data only after its ChunkStart
                     hasher.update(event.data)
                 elif isinstance(event, ChunkStart):
                     chunk_id, hasher = encode_chunk_id(event.chunk_id), ChunkHasher()
                     start, size = event.stream_offset, event.size
                 elif isinstance(event, ChunkEnd):
+                    assert hasher is not None and chunk_id is not None  # likewise its ChunkEnd
                     if hasher.chunk_id() != chunk_id:
                         mismatched.append(chunk_id)
                     chunks[chunk_id] = extents.slice(start, size)
@@ -277,6 +305,7 @@ def decode(opened: OpenBlobs, extents: Extents, mode: str, max_payload: int) -> 
 
 
 # -- the operations ---------------------------------------------------------------
+
 
 class ChunkedFiles:
     def __init__(self, db: Database, blobs: BlobStore, clock: Clock, sessions: UploadSessions, settings: Settings):
@@ -294,10 +323,21 @@ class ChunkedFiles:
             with self.db.read() as s:
                 file = load_file(s, file_id)
                 cutoff = self.clock.now() - ITEM_TTL
-                alternates = list(s.scalars(sa.select(AlternateStream).where(
-                    AlternateStream.file_id == file_id, AlternateStream.updated_at > cutoff)))
-                properties = {p.name: p for p in s.scalars(sa.select(ContentProperty).where(
-                    ContentProperty.file_id == file_id, ContentProperty.updated_at > cutoff))}
+                alternates = list(
+                    s.scalars(
+                        sa.select(AlternateStream).where(
+                            AlternateStream.file_id == file_id, AlternateStream.updated_at > cutoff
+                        )
+                    )
+                )
+                properties = {
+                    p.name: p
+                    for p in s.scalars(
+                        sa.select(ContentProperty).where(
+                            ContentProperty.file_id == file_id, ContentProperty.updated_at > cutoff
+                        )
+                    )
+                }
                 # Under READ COMMITTED each statement may see a later commit: if the file moved on
                 # meanwhile, these rows could mix two versions.
                 if s.scalar(sa.select(File.sequence_number).where(File.id == file_id)) != file.sequence_number:
@@ -305,13 +345,20 @@ class ChunkedFiles:
             contents = {a.stream_id: a.content for a in alternates}
             main = file.content
             try:
-                opened = OpenBlobs(self.blobs, [name for content in (main, *contents.values())
-                                                for name in content.blobs])
+                opened = OpenBlobs(
+                    self.blobs, [name for content in (main, *contents.values()) for name in content.blobs]
+                )
             except FileNotFoundError:
                 continue
-            snapshot = Snapshot(file, {a.stream_id: Stream(a.stream_id, contents[a.stream_id],
-                                                           signature_from_db(a.scheme, a.signature))
-                                       for a in alternates}, properties, opened)
+            snapshot = Snapshot(
+                file,
+                {
+                    a.stream_id: Stream(a.stream_id, contents[a.stream_id], signature_from_db(a.scheme, a.signature))
+                    for a in alternates
+                },
+                properties,
+                opened,
+            )
             with _released_on_error(snapshot):
                 snapshot.streams[MAIN] = Stream(MAIN, main, self._main_signature(file, main, opened))
             return snapshot
@@ -320,15 +367,18 @@ class ChunkedFiles:
     def _main_signature(self, file: File, main: Extents, opened: OpenBlobs) -> Signature:
         """MainContent's signature; chunked from the bytes (and remembered) if no client uploaded one."""
         if file.main_signature is not None:
+            assert file.main_scheme is not None  # the two columns are written together
             return signature_from_db(file.main_scheme, file.main_signature)
         with open_extents(opened.subset(main.blobs), main) as content:
             signature = signature_of(content, file.size)
         # Remembered only if the content is still the one we chunked (every content change moves the sequence
         # number), and only if the database can take it now: a read does not fail for want of a cache entry.
         with suppress(InsufficientStorage, Unavailable), self.db.write() as s:
-            s.execute(sa.update(File).where(File.id == file.id, File.sequence_number == file.sequence_number,
-                                            File.main_signature.is_(None))
-                      .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature)))
+            s.execute(
+                sa.update(File)
+                .where(File.id == file.id, File.sequence_number == file.sequence_number, File.main_signature.is_(None))
+                .values(main_scheme=signature.scheme, main_signature=signature_to_db(signature))
+            )
         return signature
 
     def get_chunked_file(self, file_id: str, message: Any) -> Framed:
@@ -350,8 +400,9 @@ class ChunkedFiles:
             return self._chunked_file(snapshot, stream_ids, filters, wanted_properties)
 
     @staticmethod
-    def _chunked_file(snapshot: Snapshot, stream_ids: list[str], filters: list[dict],
-                      wanted_properties: list) -> Framed:
+    def _chunked_file(
+        snapshot: Snapshot, stream_ids: list[str], filters: list[dict], wanted_properties: list
+    ) -> Framed:
         signatures, to_send, sent = [], [], set()
         for stream_id, item in zip(stream_ids, filters):
             stream = snapshot.streams.get(stream_id)
@@ -372,13 +423,17 @@ class ChunkedFiles:
                 if chunk.chunk_id not in known and chunk.chunk_id not in sent:
                     sent.add(chunk.chunk_id)
                     to_send.append((chunk.chunk_id, locations[chunk.chunk_id]))
-        properties = [{"Name": name, "Value": snapshot.properties[name].value,
-                       "Retention": snapshot.properties[name].retention}
-                      for name in dict.fromkeys(wanted_properties)
-                      if isinstance(name, str) and name in snapshot.properties]
+        properties = [
+            {"Name": name, "Value": snapshot.properties[name].value, "Retention": snapshot.properties[name].retention}
+            for name in dict.fromkeys(wanted_properties)
+            if isinstance(name, str) and name in snapshot.properties
+        ]
         message = message_frame({"ContentProperties": properties, "Signatures": signatures})
-        return Framed(snapshot, _chunk_frames(message, snapshot.opened, to_send),
-                      _framed_length(message, [extents.length for _, extents in to_send], 16))
+        return Framed(
+            snapshot,
+            _chunk_frames(message, snapshot.opened, to_send),
+            _framed_length(message, [extents.length for _, extents in to_send], 16),
+        )
 
     def get_chunks(self, file_id: str, message: Any) -> Framed:
         """GetChunks: the response, its MessageJSON frame and then the requested chunk ranges."""
@@ -403,7 +458,8 @@ class ChunkedFiles:
 
     @staticmethod
     def _chunk_ranges(snapshot: Snapshot, stream_ids: list[str], requested) -> Framed:
-        collection, ranges = {stream_id: [] for stream_id in stream_ids}, []
+        collection: dict[str, list[str]] = {stream_id: [] for stream_id in stream_ids}
+        ranges = []
         for stream_id, chunk_id, offset, length in requested:
             stream = snapshot.streams.get(stream_id)
             where = stream.locations.get(chunk_id) if stream else None
@@ -415,15 +471,24 @@ class ChunkedFiles:
             ranges.append((chunk_id, offset, where.slice(offset, end - offset), end == where.length))
             if chunk_id not in collection[stream_id]:
                 collection[stream_id].append(chunk_id)
-        message = message_frame({"ChunkRangeCollection": [{"StreamId": stream_id, "ChunkIds": ids}
-                                                          for stream_id, ids in collection.items()]})
-        return Framed(snapshot, _range_frames(message, snapshot.opened, ranges),
-                      _framed_length(message, [extents.length for _, _, extents, _ in ranges], 36))
+        message = message_frame(
+            {
+                "ChunkRangeCollection": [
+                    {"StreamId": stream_id, "ChunkIds": ids} for stream_id, ids in collection.items()
+                ]
+            }
+        )
+        return Framed(
+            snapshot,
+            _range_frames(message, snapshot.opened, ranges),
+            _framed_length(message, [extents.length for _, _, extents, _ in ranges], 36),
+        )
 
     # writing
 
-    def put_chunked_file(self, file_id: str, body: BinaryIO, lock_id: str | None, coauth_lock_id: str | None,
-                         sequence_number: int) -> File:
+    def put_chunked_file(
+        self, file_id: str, body: Readable, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int
+    ) -> File:
         """PutChunkedFile, in the order of docs/cspp-plus.md §1.3: frames, locks, sequence number, session,
         chunks, size."""
         limit = self.settings.max_upload_session_size
@@ -468,51 +533,68 @@ class ChunkedFiles:
                 for copy in copies:
                     held.enter_context(copy)
                     unused.append(copy.name)
-                file, unused = self._commit(file_id, lock_id, coauth_lock_id, sequence_number, request, streams,
-                                            token, session_stream.length, spool.name)
+                file, unused = self._commit(
+                    file_id,
+                    lock_id,
+                    coauth_lock_id,
+                    sequence_number,
+                    request,
+                    streams,
+                    token,
+                    session_stream.length,
+                    spool.name,
+                )
             return file
         finally:
             for name in unused:
                 self.blobs.delete(name)
 
-    def _check(self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None,
-               sequence_number: int) -> File:
+    def _check(
+        self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int
+    ) -> File:
         file = load_file(s, file_id)
         require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=file.size == 0)
         if sequence_number != file.sequence_number:
-            raise WopiError(412, "X-WOPI-SequenceNumber does not match the file's",
-                            {"X-WOPI-SequenceNumber": str(file.sequence_number)})
+            raise WopiError(
+                412,
+                "X-WOPI-SequenceNumber does not match the file's",
+                {"X-WOPI-SequenceNumber": str(file.sequence_number)},
+            )
         return file
 
-    def _plan(self, snapshot: Snapshot, request: PutRequest,
-              chunks: dict[str, Extents]) -> dict[str, tuple[Extents, Signature] | None]:
+    def _plan(
+        self, snapshot: Snapshot, request: PutRequest, chunks: dict[str, Extents]
+    ) -> dict[str, tuple[Extents, Signature] | None]:
         """Where each changed stream's bytes lie: {StreamId: (extents, signature)}, None for a deleted stream."""
         own_chunks: dict[str, Extents] = {}
         for stream in snapshot.streams.values():
             own_chunks = {**stream.locations, **own_chunks}
-        plan = {}
+        plan: dict[str, tuple[Extents, Signature] | None] = {}
         for stream_id, signature in request.signatures.items():
             if not signature.chunks and stream_id != MAIN:
                 plan[stream_id] = None
                 continue
             if stream_id == MAIN and signature.length > self.settings.max_file_size:
-                raise WopiError(413, f"MainContent would be larger than the limit of "
-                                     f"{self.settings.max_file_size} bytes")
+                raise WopiError(
+                    413, f"MainContent would be larger than the limit of {self.settings.max_file_size} bytes"
+                )
             mine = snapshot.streams[stream_id].locations if stream_id in snapshot.streams else {}
-            parts = []
+            parts: list[Extent] = []
             for chunk in signature.chunks:
                 where = _first(chunk.chunk_id, chunks, mine, own_chunks, _EMPTY)
                 if where is None:
                     raise bad_request(f"chunk {chunk.chunk_id} is not in the request, the upload session or the file")
                 if where.length != chunk.length:
-                    raise bad_request(f"chunk {chunk.chunk_id} is {where.length} bytes, its signature says "
-                                      f"{chunk.length}")
+                    raise bad_request(
+                        f"chunk {chunk.chunk_id} is {where.length} bytes, its signature says {chunk.length}"
+                    )
                 parts.extend(where)
             plan[stream_id] = (Extents.joined(parts), signature)
         return plan
 
-    def _place(self, plan: dict[str, tuple[Extents, Signature] | None], snapshot: Snapshot,
-               opened: OpenBlobs) -> dict[str, NewStream | None]:
+    def _place(
+        self, plan: dict[str, tuple[Extents, Signature] | None], snapshot: Snapshot, opened: OpenBlobs
+    ) -> dict[str, NewStream | None]:
         """Keep the changed streams where their bytes lie, or (see the module's notes) copy them to new blobs."""
         kept = [stream.content for stream_id, stream in snapshot.streams.items() if stream_id not in plan]
         changed = [item for item in plan.values() if item is not None]
@@ -533,14 +615,24 @@ class ChunkedFiles:
                 placed[stream_id] = NewStream(Extents([Extent(copy.name, 0, copy.size)]), copy, item[1])
         except BaseException:
             for new in placed.values():
-                if new is not None:
+                if new is not None and new.copy is not None:
                     self.blobs.delete(new.copy.name)
                     new.copy.release()
             raise
         return placed
 
-    def _commit(self, file_id, lock_id, coauth_lock_id, sequence_number, request: PutRequest,
-                streams: dict[str, NewStream | None], token, session_length, spool: str) -> tuple[File, list[str]]:
+    def _commit(
+        self,
+        file_id,
+        lock_id,
+        coauth_lock_id,
+        sequence_number,
+        request: PutRequest,
+        streams: dict[str, NewStream | None],
+        token,
+        session_length,
+        spool: str,
+    ) -> tuple[File, list[str]]:
         """Check again and switch the file to the new streams in one transaction; returns the unused blobs."""
         with self.db.write() as s:
             file = self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
@@ -553,8 +645,14 @@ class ChunkedFiles:
             released |= self._expire(s, file_id, now)
             for stream_id, new in streams.items():
                 if stream_id == MAIN:
+                    assert new is not None  # MainContent is changed, never deleted (_plan)
                     # Version follows MainContent's bytes (docs/cspp-plus.md §5.17): equal signatures, equal bytes.
-                    old = signature_from_db(file.main_scheme, file.main_signature) if file.main_signature else None
+                    # main_scheme is written together with main_signature
+                    old = (
+                        signature_from_db(cast(str, file.main_scheme), file.main_signature)
+                        if file.main_signature
+                        else None
+                    )
                     if old is None or old.chunks != new.signature.chunks:
                         file.version += 1
                         file.modified_at = now
@@ -576,11 +674,11 @@ class ChunkedFiles:
                 _keep(row, new)
                 row.scheme, row.signature, row.updated_at = new.signature.scheme, signature_to_db(new.signature), now
             for name, value, retention in request.properties:
-                row = s.get(ContentProperty, (file_id, name))
-                if row is None:
-                    row = ContentProperty(file_id=file_id, name=name)
-                    s.add(row)
-                row.value, row.retention, row.updated_at = value, retention, now
+                prop = s.get(ContentProperty, (file_id, name))
+                if prop is None:
+                    prop = ContentProperty(file_id=file_id, name=name)
+                    s.add(prop)
+                prop.value, prop.retention, prop.updated_at = value, retention, now
             s.flush()
             self._check_limits(s, file_id)
             file.sequence_number += 1
@@ -590,15 +688,20 @@ class ChunkedFiles:
     def _expire(self, s: Session, file_id: str, now: datetime) -> set[str]:
         """Drop alternate streams and properties not updated for 30 days; returns the blobs that freed."""
         cutoff = now - ITEM_TTL
-        s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file_id,
-                                                   ContentProperty.updated_at <= cutoff))
+        s.execute(
+            sa.delete(ContentProperty).where(ContentProperty.file_id == file_id, ContentProperty.updated_at <= cutoff)
+        )
         return drop_alternate_streams(s, file_id, AlternateStream.updated_at <= cutoff)
 
     @staticmethod
     def _check_limits(s: Session, file_id: str) -> None:
-        for table, limit, what in ((AlternateStream, MAX_ALTERNATE_STREAMS, "alternate streams"),
-                                   (ContentProperty, MAX_PROPERTIES, "content properties")):
-            count = s.scalar(sa.select(sa.func.count()).select_from(table).where(table.file_id == file_id))
+        for table, limit, what in (
+            (AlternateStream, MAX_ALTERNATE_STREAMS, "alternate streams"),
+            (ContentProperty, MAX_PROPERTIES, "content properties"),
+        ):
+            count = s.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.file_id == file_id)
+            ).scalar_one()
             if count > limit:
                 raise bad_request(f"the file would have {count} {what}, more than {limit}")
 
@@ -626,7 +729,7 @@ def _first(chunk_id: str, *sources: dict[str, Extents]) -> Extents | None:
     return None
 
 
-def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:
+def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Generator[bytes, None, None]:
     """A response body: the MessageJSON frame, then one Chunk frame per (ChunkId, Extents), then EndFrame."""
     yield message
     for chunk_id, extents in chunks:
@@ -634,11 +737,10 @@ def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Iterator[bytes]:
     yield END_FRAME
 
 
-def _range_frames(message: bytes, opened: OpenBlobs, ranges) -> Iterator[bytes]:
+def _range_frames(message: bytes, opened: OpenBlobs, ranges) -> Generator[bytes, None, None]:
     yield message
     for chunk_id, offset, extents, end in ranges:
-        yield from chunk_range_frame(chunk_id, offset, opened.pieces(extents), end_of_chunk=end,
-                                     size=extents.length)
+        yield from chunk_range_frame(chunk_id, offset, opened.pieces(extents), end_of_chunk=end, size=extents.length)
     yield END_FRAME
 
 

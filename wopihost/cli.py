@@ -15,10 +15,11 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import cast
 
 import click
 
@@ -28,13 +29,14 @@ from .clierrors import SETTINGS_KEY, Group, database_url_problem
 from .clock import iso_round_trip, to_epoch_ms
 from .config import Settings, log_format, parse_duration
 from .demo import minimal_docx
-from .launches import ACTIONS
-from .logs import JsonFormatter
 from .drives import SHARED_KINDS
+from .launches import ACTIONS
 from .locks import live_coauth_locks, live_lock
+from .logs import JsonFormatter
 from .models import File, Folder
 from .services import Services
 from .shares import link_id_of
+from .storage import Readable
 from .tokens import IssuedToken
 from .tree import Tree
 from .users import check_user_id
@@ -43,8 +45,9 @@ DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
 PROGRESS_FROM = 16 << 20  # bytes: smaller files are added before a bar would be worth drawing
 
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="Print JSON (keys: README.md, \"The wopihost command\").")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help='Print JSON (keys: README.md, "The wopihost command").'
+)
 
 
 def _settings() -> Settings:
@@ -57,7 +60,8 @@ def _settings() -> Settings:
         except OSError as exc:  # the generated secret cannot be read or written
             raise click.ClickException(
                 f"the data directory cannot hold the token secret ({exc.strerror}: {exc.filename}): make "
-                "WOPIHOST_DATA_DIR a writable directory, or set WOPIHOST_SECRET_KEY") from None
+                "WOPIHOST_DATA_DIR a writable directory, or set WOPIHOST_SECRET_KEY"
+            ) from None
         problem = database_url_problem(settings.database_url)
         if problem:
             raise click.ClickException(problem)
@@ -103,6 +107,7 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | 
 
 class UserId(click.ParamType):
     """A user id, checked as the domain checks it, so that a bad one is a usage error before anything runs."""
+
     name = "user"
 
     def convert(self, value, param, ctx) -> str:
@@ -131,30 +136,38 @@ def _progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
 
 def _track(label: str) -> Callable[[list], Iterable]:
     """Wraps a list so that going through it draws a progress bar on stderr (when that is a terminal)."""
+
     def track(items: list) -> Iterable:
         if not _interactive():
             yield from items
             return
         with click.progressbar(items, label=label, file=sys.stderr) as bar:
             yield from bar
+
     return track
 
 
 class _Counted:
     """A file read through `readinto`, telling `advance` how much each read got."""
 
-    def __init__(self, source: BinaryIO, advance: Callable[[int], None]):
+    def __init__(self, source: Readable, advance: Callable[[int], None]):
         self._source, self._advance = source, advance
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: memoryview) -> int:
         n = self._source.readinto(buffer)
         self._advance(n)
         return n
 
 
 def _file_json(file: File) -> dict:
-    return {"id": file.id, "name": file.name, "owner": file.owner_id, "size": file.size,
-            "version": str(file.version), "modified": iso_round_trip(file.modified_at)}
+    return {
+        "id": file.id,
+        "name": file.name,
+        "owner": file.owner_id,
+        "size": file.size,
+        "version": str(file.version),
+        "modified": iso_round_trip(file.modified_at),
+    }
 
 
 def _token_json(services: Services, issued: IssuedToken) -> dict:
@@ -167,9 +180,15 @@ def _token_json(services: Services, issued: IssuedToken) -> dict:
         url = services.wopi_src(grant.resource)
         where = {"file_id": grant.resource, "wopi_src": url, "folders": grant.reach}
         first_call = "check_file_info_url"
-    return {**where, "user": grant.user_id, "can_write": grant.can_write, "access_token": issued.token,
-            "access_token_ttl": to_epoch_ms(grant.expires_at), "expires": iso_round_trip(grant.expires_at),
-            first_call: f"{url}?access_token={issued.token}"}
+    return {
+        **where,
+        "user": grant.user_id,
+        "can_write": grant.can_write,
+        "access_token": issued.token,
+        "access_token_ttl": to_epoch_ms(grant.expires_at),
+        "expires": iso_round_trip(grant.expires_at),
+        first_call: f"{url}?access_token={issued.token}",
+    }
 
 
 def _print_token(services: Services, issued: IssuedToken, as_json: bool) -> None:
@@ -197,6 +216,7 @@ def main() -> None:
 
 
 # -- db ---------------------------------------------------------------------------
+
 
 @main.group("db")
 def db_group() -> None:
@@ -237,13 +257,15 @@ def db_current(as_json: bool) -> None:
     finally:
         engine.dispose()
     if as_json:
-        _echo_json({"revision": state.current, "head": state.head, "state": state.state,
-                    "at_head": state.state == "current"})
+        _echo_json(
+            {"revision": state.current, "head": state.head, "state": state.state, "at_head": state.state == "current"}
+        )
     else:
         click.echo(f"{state.current}: at this wopihost's head" if state.state == "current" else state.problem())
 
 
 # -- files ------------------------------------------------------------------------
+
 
 @main.group("files")
 def files_group() -> None:
@@ -254,20 +276,26 @@ def files_group() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="File name on the host (default: the file's own name).")
 @click.option("--owner", type=USER, default=DEMO_OWNER, show_default=True, help="User id of the owner.")
-@click.option("--folder", default="", help="Folder of the owner's drive to put it in, as a/b (made if missing; "
-                                           "default: the root).")
+@click.option(
+    "--folder",
+    default="",
+    help="Folder of the owner's drive to put it in, as a/b (made if missing; default: the root).",
+)
 @json_option
 def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bool) -> None:
     """Upload a local file into the owner's drive."""
     settings = _settings()
     size = path.stat().st_size
     if size > settings.max_file_size:  # before a byte is read
-        raise click.ClickException(f"{path} is too large: {size} bytes, more than WOPIHOST_MAX_FILE_SIZE "
-                                   f"({settings.max_file_size} bytes); nothing was stored")
+        raise click.ClickException(
+            f"{path} is too large: {size} bytes, more than WOPIHOST_MAX_FILE_SIZE "
+            f"({settings.max_file_size} bytes); nothing was stored"
+        )
     services = _services()
     with open(path, "rb") as source, _progress(size, f"adding {path.name}") as advance:
-        file = services.add_file(owner, name or path.name, _Counted(source, advance),
-                                 [n for n in folder.split("/") if n])
+        file = services.add_file(
+            owner, name or path.name, _Counted(source, advance), [n for n in folder.split("/") if n]
+        )
     if as_json:
         _echo_json(_file_json(file))
     else:
@@ -278,10 +306,12 @@ def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bo
 @json_option
 def files_list(as_json: bool) -> None:
     """List every file."""
-    _echo_rows([_file_json(f) for f in _services().files.list()], as_json,
-               lambda f: f"{f['id']}  {f['name']}  {f['size']} bytes  v{f['version']}  owner {f['owner']}  "
-                         f"{f['modified']}",
-               "no files")
+    _echo_rows(
+        [_file_json(f) for f in _services().files.list()],
+        as_json,
+        lambda f: f"{f['id']}  {f['name']}  {f['size']} bytes  v{f['version']}  owner {f['owner']}  {f['modified']}",
+        "no files",
+    )
 
 
 def _file_info(services: Services, file_id: str) -> dict:
@@ -289,16 +319,24 @@ def _file_info(services: Services, file_id: str) -> dict:
     file = services.files.get(file_id)
     now = services.clock.now()
     with services.db.read() as s:
-        folder = s.get(Folder, file.folder_id)
+        folder = s.get_one(Folder, file.folder_id)
         path = "/".join([*Tree.path_of(s, folder), file.name])
         lock = live_lock(s, file_id, now)
         coauth = live_coauth_locks(s, file_id, now)
-    return {**_file_json(file), "path": path, "folder_id": file.folder_id, "drive_id": folder.drive_id,
-            "created": iso_round_trip(file.created_at), "modified_by": file.modified_by or file.owner_id,
-            "sha256": file.sha256, "sequence_number": file.sequence_number,
-            "lock": {"lock_id": lock.lock_id, "expires": iso_round_trip(lock.expires_at)} if lock else None,
-            "coauth_locks": [{"lock_id": c.lock_id, "type": c.lock_type, "expires": iso_round_trip(c.expires_at)}
-                             for c in coauth]}
+    return {
+        **_file_json(file),
+        "path": path,
+        "folder_id": file.folder_id,
+        "drive_id": folder.drive_id,
+        "created": iso_round_trip(file.created_at),
+        "modified_by": file.modified_by or file.owner_id,
+        "sha256": file.sha256,
+        "sequence_number": file.sequence_number,
+        "lock": {"lock_id": lock.lock_id, "expires": iso_round_trip(lock.expires_at)} if lock else None,
+        "coauth_locks": [
+            {"lock_id": c.lock_id, "type": c.lock_type, "expires": iso_round_trip(c.expires_at)} for c in coauth
+        ],
+    }
 
 
 def _locks_text(info: dict) -> str:
@@ -316,11 +354,20 @@ def files_info(file_id: str, as_json: bool) -> None:
     if as_json:
         _echo_json(info)
         return
-    for label, value in [("id", info["id"]), ("name", info["name"]), ("path", f"/{info['path']}"),
-                         ("drive", info["drive_id"]), ("folder", info["folder_id"]), ("owner", info["owner"]),
-                         ("size", f"{info['size']} bytes"), ("version", info["version"]),
-                         ("sha256", info["sha256"]), ("created", info["created"]),
-                         ("modified", f"{info['modified']} by {info['modified_by']}"), ("locks", _locks_text(info))]:
+    for label, value in [
+        ("id", info["id"]),
+        ("name", info["name"]),
+        ("path", f"/{info['path']}"),
+        ("drive", info["drive_id"]),
+        ("folder", info["folder_id"]),
+        ("owner", info["owner"]),
+        ("size", f"{info['size']} bytes"),
+        ("version", info["version"]),
+        ("sha256", info["sha256"]),
+        ("created", info["created"]),
+        ("modified", f"{info['modified']} by {info['modified_by']}"),
+        ("locks", _locks_text(info)),
+    ]:
         click.echo(f"{label + ':':10}{value}")
 
 
@@ -333,18 +380,24 @@ def files_rm(file_id: str, force: bool, as_json: bool) -> None:
     services = _services()
     info = _file_info(services, file_id)
     if not force and (info["lock"] or info["coauth_locks"]):
-        raise click.ClickException(f"file {file_id} is locked ({_locks_text(info)}), a client may be editing it: "
-                                   "nothing was deleted; --force deletes it anyway")
+        raise click.ClickException(
+            f"file {file_id} is locked ({_locks_text(info)}), a client may be editing it: "
+            "nothing was deleted; --force deletes it anyway"
+        )
     removed = services.files.delete(file_id, force=force)
     if as_json:
-        _echo_json({"id": file_id, "name": info["name"], "size": info["size"], "deleted": True,
-                    "removed_locks": removed})
+        _echo_json(
+            {"id": file_id, "name": info["name"], "size": info["size"], "deleted": True, "removed_locks": removed}
+        )
         return
-    click.echo(f"deleted {file_id} ({info['name']}, {info['size']} bytes)"
-               + (f"; removed its locks {', '.join(map(repr, removed))}" if removed else ""))
+    click.echo(
+        f"deleted {file_id} ({info['name']}, {info['size']} bytes)"
+        + (f"; removed its locks {', '.join(map(repr, removed))}" if removed else "")
+    )
 
 
 # -- tokens -----------------------------------------------------------------------
+
 
 @main.group("token")
 def token_group() -> None:
@@ -364,28 +417,52 @@ def _folder_rights(text: str) -> str:
 
 @token_group.command("issue")
 @click.argument("file_id", required=False)
-@click.option("--api", is_flag=True, help="An API token (Graph, Authorization: Bearer) instead of a WOPI "
-                                          "token for one file; it reaches the user's drives.")
-@click.option("--container", "folder_id", help="A WOPI token for this container (folder) instead of a file: "
-                                               "list, create, manage and write in it and below (--read-only: "
-                                               "list only).")
-@click.option("--user", type=USER, required=True,
-              help="User id the token acts for (created, with a drive, if new).")
+@click.option(
+    "--api",
+    is_flag=True,
+    help="An API token (Graph, Authorization: Bearer) instead of a WOPI "
+    "token for one file; it reaches the user's drives.",
+)
+@click.option(
+    "--container",
+    "folder_id",
+    help="A WOPI token for this container (folder) instead of a file: "
+    "list, create, manage and write in it and below (--read-only: "
+    "list only).",
+)
+@click.option("--user", type=USER, required=True, help="User id the token acts for (created, with a drive, if new).")
 @click.option("--read-only", is_flag=True, help="Grant read access only.")
-@click.option("--folders", default="none", show_default=True,
-              help="What a file token may do in the containers above its file, through the URLs its "
-                   "responses hand out (EnumerateAncestors ...): a comma-separated list of list, create, "
-                   "manage (rename, delete), write (the files in them), all or none.")
-@click.option("--ttl", default=None, callback=_positive_duration,
-              help="Lifetime, more than 0: 10h, 30m, 2d ... (default WOPIHOST_TOKEN_TTL).")
+@click.option(
+    "--folders",
+    default="none",
+    show_default=True,
+    help="What a file token may do in the containers above its file, through the URLs its "
+    "responses hand out (EnumerateAncestors ...): a comma-separated list of list, create, "
+    "manage (rename, delete), write (the files in them), all or none.",
+)
+@click.option(
+    "--ttl",
+    default=None,
+    callback=_positive_duration,
+    help="Lifetime, more than 0: 10h, 30m, 2d ... (default WOPIHOST_TOKEN_TTL).",
+)
 @json_option
-def token_issue(file_id: str | None, api: bool, folder_id: str | None, user: str, read_only: bool,
-                folders: str, ttl: float | None, as_json: bool) -> None:
+def token_issue(
+    file_id: str | None,
+    api: bool,
+    folder_id: str | None,
+    user: str,
+    read_only: bool,
+    folders: str,
+    ttl: float | None,
+    as_json: bool,
+) -> None:
     """Issue an access token for one file (or --container) and one user, or (--api) an API token for one
     user."""
     if [bool(file_id), api, bool(folder_id)].count(True) != 1:
-        raise click.UsageError("give a FILE_ID for a WOPI token, --container for a container token, or --api "
-                               "for an API token")
+        raise click.UsageError(
+            "give a FILE_ID for a WOPI token, --container for a container token, or --api for an API token"
+        )
     reach = _folder_rights(folders)
     services = _services()
     expires_at = services.clock.now() + timedelta(seconds=ttl or services.settings.token_ttl)
@@ -397,15 +474,21 @@ def token_issue(file_id: str | None, api: bool, folder_id: str | None, user: str
         services.containers.get(folder_id)
         issued = services.issue_container_token(folder_id, user, "l" if read_only else "lcmw", expires_at)
     else:
+        assert file_id is not None  # the one of the three given
         services.files.get(file_id)
         issued = services.issue_token(file_id, user, not read_only, expires_at, reach)
     _print_token(services, issued, as_json)
 
 
 def _print_api_token(services: Services, issued: IssuedToken, drive_id: str, as_json: bool) -> None:
-    info = {"user": issued.grant.user_id, "can_write": issued.grant.can_write, "access_token": issued.token,
-            "expires": iso_round_trip(issued.grant.expires_at), "drive_id": drive_id,
-            "graph_url": f"{services.settings.public_url}/v1.0"}
+    info = {
+        "user": issued.grant.user_id,
+        "can_write": issued.grant.can_write,
+        "access_token": issued.token,
+        "expires": iso_round_trip(issued.grant.expires_at),
+        "drive_id": drive_id,
+        "graph_url": f"{services.settings.public_url}/v1.0",
+    }
     if as_json:
         _echo_json(info)
         return
@@ -413,8 +496,9 @@ def _print_api_token(services: Services, issued: IssuedToken, drive_id: str, as_
     click.echo(f"expires:      {info['expires']}")
     click.echo(f"permissions:  {'read and write' if info['can_write'] else 'read only'}, user {info['user']}")
     click.echo(f"drive_id:     {drive_id}")
-    click.echo(f"Graph:        curl -s -H {shlex.quote('Authorization: Bearer ' + issued.token)} "
-               f"{info['graph_url']}/me/drive")
+    click.echo(
+        f"Graph:        curl -s -H {shlex.quote('Authorization: Bearer ' + issued.token)} {info['graph_url']}/me/drive"
+    )
 
 
 @token_group.command("revoke")
@@ -430,8 +514,11 @@ def token_revoke(token: str | None, file_id: str | None, user: str | None, as_js
     with services.db.write() as s:
         count = services.tokens.revoke(s, token=token, file_id=file_id, user_id=user)
     if not count:
-        what = "that token is not a live token of this host (malformed, revoked, or signed by another)" if token else \
-            "no live token matched"
+        what = (
+            "that token is not a live token of this host (malformed, revoked, or signed by another)"
+            if token
+            else "no live token matched"
+        )
         raise click.ClickException(f"{what}: nothing was revoked")
     if as_json:
         _echo_json({"revoked": count})
@@ -441,14 +528,20 @@ def token_revoke(token: str | None, file_id: str | None, user: str | None, as_js
 
 # -- drives -----------------------------------------------------------------------
 
+
 @main.group("drives")
 def drives_group() -> None:
     """Drives: every user's own, and shared ones (Graph's sites and groups)."""
 
 
 @drives_group.command("create")
-@click.option("--kind", type=click.Choice(SHARED_KINDS), default="site", show_default=True,
-              help="Reached as sites/{id}/drive or groups/{id}/drive (and drives/{id}).")
+@click.option(
+    "--kind",
+    type=click.Choice(SHARED_KINDS),
+    default="site",
+    show_default=True,
+    help="Reached as sites/{id}/drive or groups/{id}/drive (and drives/{id}).",
+)
 @click.option("--name", required=True, help="The drive's name.")
 @click.option("--member", "members", type=USER, multiple=True, help="A user who may reach it (repeatable).")
 @json_option
@@ -502,13 +595,19 @@ def drives_remove_member(drive_id: str, user: str, as_json: bool) -> None:
 @json_option
 def drives_list(as_json: bool) -> None:
     """Every drive, its kind and who may reach it."""
-    rows = [{"id": d.id, "kind": d.kind, "name": d.name, "members": members}
-            for d, members in _services().drives.list()]
-    _echo_rows(rows, as_json, lambda row: f"{row['id']}  {row['kind']:8}  {row['name'] or '-'}  "
-                                          f"{', '.join(row['members'])}", "no drives")
+    rows = [
+        {"id": d.id, "kind": d.kind, "name": d.name, "members": members} for d, members in _services().drives.list()
+    ]
+    _echo_rows(
+        rows,
+        as_json,
+        lambda row: f"{row['id']}  {row['kind']:8}  {row['name'] or '-'}  {', '.join(row['members'])}",
+        "no drives",
+    )
 
 
 # -- share links and activities ---------------------------------------------------
+
 
 @main.group("shares")
 def shares_group() -> None:
@@ -520,13 +619,26 @@ def shares_group() -> None:
 @json_option
 def shares_list(item_id: str | None, as_json: bool) -> None:
     """Every share link (of one file or folder), live or revoked; the link itself is shown only in part."""
-    rows = [{"id": f"{link.id[:6]}...", "item_id": link.item_id, "type": link.url_type, "created_by": link.created_by,
-             "created": iso_round_trip(link.created_at),
-             "revoked": iso_round_trip(link.revoked_at) if link.revoked_at else None}
-            for link in _services().shares.list(item_id)]
-    _echo_rows(rows, as_json, lambda row: f"{row['id']}  {row['item_id']}  {row['type']}  by {row['created_by']}  "
-                                          f"{row['created']}" + (f"  revoked {row['revoked']}" if row["revoked"] else ""),
-               "no share links")
+    rows = [
+        {
+            "id": f"{link.id[:6]}...",
+            "item_id": link.item_id,
+            "type": link.url_type,
+            "created_by": link.created_by,
+            "created": iso_round_trip(link.created_at),
+            "revoked": iso_round_trip(link.revoked_at) if link.revoked_at else None,
+        }
+        for link in _services().shares.list(item_id)
+    ]
+    _echo_rows(
+        rows,
+        as_json,
+        lambda row: (
+            f"{row['id']}  {row['item_id']}  {row['type']}  by {row['created_by']}  "
+            f"{row['created']}" + (f"  revoked {row['revoked']}" if row["revoked"] else "")
+        ),
+        "no share links",
+    )
 
 
 @shares_group.command("revoke")
@@ -546,8 +658,10 @@ def shares_revoke(link: str | None, item_id: str | None, as_json: bool) -> None:
             raise click.ClickException(f"{link} is not a share link of this host")
     count = services.shares.revoke(link_id, item_id)
     if not count:
-        raise click.ClickException(("no live share link with that id" if link_id else
-                                    f"no live share link to {item_id}") + ": nothing was revoked")
+        raise click.ClickException(
+            ("no live share link with that id" if link_id else f"no live share link to {item_id}")
+            + ": nothing was revoked"
+        )
     if as_json:
         _echo_json({"revoked": count})
     else:
@@ -561,8 +675,17 @@ def activities_command(file_id: str, as_json: bool) -> None:
     """The activities (comments, mentions ...) WOPI clients reported on a file, oldest first (JSON: each
     activity as the client sent it)."""
     found = _services().activities.of_file(file_id)
-    rows = [{"id": a.activity_id, "file_id": file_id, "user": a.user_id, "type": a.type,
-             "received": iso_round_trip(a.received_at), "activity": a.body} for a in found]
+    rows = [
+        {
+            "id": a.activity_id,
+            "file_id": file_id,
+            "user": a.user_id,
+            "type": a.type,
+            "received": iso_round_trip(a.received_at),
+            "activity": a.body,
+        }
+        for a in found
+    ]
     _echo_rows(rows, as_json, _activity_line, "no activities")
 
 
@@ -571,12 +694,16 @@ def _activity_line(row: dict) -> str:
     data = body.get("Data") or {}
     mentioned = [p.get("Name") or p.get("Id") for p in body.get("People") or [] if p.get("Mentioned")]
     text = data.get("CommentText") or ""
-    return (f"{row['received']}  {row['user']}  {row['type']} {data.get('ContentAction', '')}"
-            f"  {data.get('ContentId', '')}" + (f"  {text!r}" if text else "")
-            + (f"  mentions {', '.join(map(str, mentioned))}" if mentioned else ""))
+    return (
+        f"{row['received']}  {row['user']}  {row['type']} {data.get('ContentAction', '')}"
+        f"  {data.get('ContentId', '')}"
+        + (f"  {text!r}" if text else "")
+        + (f"  mentions {', '.join(map(str, mentioned))}" if mentioned else "")
+    )
 
 
 # -- locks ------------------------------------------------------------------------
+
 
 @main.group("lock")
 def lock_group() -> None:
@@ -587,10 +714,22 @@ def lock_group() -> None:
 @json_option
 def lock_list(as_json: bool) -> None:
     """Every live lock: WOPI locks and CSPP Plus coauth locks, with their file and expiry."""
-    rows = [{"file_id": lock.file_id, "name": lock.name, "lock_id": lock.lock_id, "type": lock.type,
-             "expires": iso_round_trip(lock.expires_at)} for lock in _services().locks.live()]
-    _echo_rows(rows, as_json, lambda row: f"{row['file_id']}  {row['name']}  {row['type']} lock {row['lock_id']!r}  "
-                                          f"expires {row['expires']}", "no live locks")
+    rows = [
+        {
+            "file_id": lock.file_id,
+            "name": lock.name,
+            "lock_id": lock.lock_id,
+            "type": lock.type,
+            "expires": iso_round_trip(lock.expires_at),
+        }
+        for lock in _services().locks.live()
+    ]
+    _echo_rows(
+        rows,
+        as_json,
+        lambda row: f"{row['file_id']}  {row['name']}  {row['type']} lock {row['lock_id']!r}  expires {row['expires']}",
+        "no live locks",
+    )
 
 
 @lock_group.command("break")
@@ -609,6 +748,7 @@ def lock_break(file_id: str, as_json: bool) -> None:
 
 # -- upload sessions and garbage collection -----------------------------------------
 
+
 @main.group("sessions")
 def sessions_group() -> None:
     """Upload sessions (CSPP Plus and Graph)."""
@@ -620,10 +760,20 @@ def sessions_list(as_json: bool) -> None:
     """Open upload sessions, with their size and expiry (their id, a credential, is shown only in part)."""
     services = _services()
     now = services.clock.now()
-    rows = [{"id": f"{row.token[:6]}...", "kind": row.kind, "file_id": row.file_id, "user": row.user_id,
-             "bytes": row.received, "total": row.total, "finished": row.result is not None,
-             "expires": iso_round_trip(row.expires_at), "expired": row.expires_at <= now}
-            for row in services.sessions.list()]
+    rows = [
+        {
+            "id": f"{row.token[:6]}...",
+            "kind": row.kind,
+            "file_id": row.file_id,
+            "user": row.user_id,
+            "bytes": row.received,
+            "total": row.total,
+            "finished": row.result is not None,
+            "expires": iso_round_trip(row.expires_at),
+            "expired": row.expires_at <= now,
+        }
+        for row in services.sessions.list()
+    ]
     _echo_rows(rows, as_json, _session_line, "no upload sessions")
 
 
@@ -631,13 +781,19 @@ def _session_line(row: dict) -> str:
     state = "expired" if row["expired"] else f"expires {row['expires']}"
     size = f"{row['bytes']} of {row['total']}" if row["total"] is not None else str(row["bytes"])
     done = "  finished" if row["finished"] else ""
-    return (f"{row['id']}  {row['kind']:5}  file {row['file_id'] or '(new)'}  user {row['user']}  "
-            f"{size} bytes{done}  {state}")
+    return (
+        f"{row['id']}  {row['kind']:5}  file {row['file_id'] or '(new)'}  user {row['user']}  "
+        f"{size} bytes{done}  {state}"
+    )
 
 
 @main.command("gc")
-@click.option("--grace", default="1h", show_default=True,
-              help="Only delete unreferenced blobs and partial writes older than this.")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    help="Only delete unreferenced blobs and partial writes older than this.",
+)
 @json_option
 def gc_command(grace: str, as_json: bool) -> None:
     """Delete expired upload sessions, blobs nothing refers to, partial writes of dead processes and the
@@ -650,14 +806,23 @@ def gc_command(grace: str, as_json: bool) -> None:
         raise click.BadParameter(str(exc), param_hint="'--grace'") from None
     done = collect(_services(), seconds, _track("scanning blobs"))
     if as_json:
-        _echo_json({"sessions": done.sessions, "blobs": done.blobs, "partial_writes": done.partial_writes,
-                    "tokens": done.tokens})
+        _echo_json(
+            {
+                "sessions": done.sessions,
+                "blobs": done.blobs,
+                "partial_writes": done.partial_writes,
+                "tokens": done.tokens,
+            }
+        )
     else:
-        click.echo(f"deleted {done.sessions} expired upload and workbook sessions, {done.blobs} unreferenced "
-                   f"blobs, {done.partial_writes} partial writes, {done.tokens} expired or revoked tokens")
+        click.echo(
+            f"deleted {done.sessions} expired upload and workbook sessions, {done.blobs} unreferenced "
+            f"blobs, {done.partial_writes} partial writes, {done.tokens} expired or revoked tokens"
+        )
 
 
 # -- backups ------------------------------------------------------------------------
+
 
 @main.command("backup")
 @click.argument("dest", type=click.Path(dir_okay=False, writable=True, path_type=Path))
@@ -670,23 +835,35 @@ def backup(dest: Path, force: bool, as_json: bool) -> None:
     source = sqlite_path(settings.database_url)
     copied = backup_sqlite(source, dest, overwrite=force, busy_timeout=settings.database_busy_timeout)
     if as_json:
-        _echo_json({"database": str(dest), "size": copied.size, "revision": copied.revision,
-                    "source": str(source), "blobs": str(settings.blob_dir)})
+        _echo_json(
+            {
+                "database": str(dest),
+                "size": copied.size,
+                "revision": copied.revision,
+                "source": str(source),
+                "blobs": str(settings.blob_dir),
+            }
+        )
         return
     click.echo(f"wrote {dest}: a consistent copy of {source} ({copied.size} bytes, migration {copied.revision})")
-    click.echo(f"file contents are not in it: now copy {settings.blob_dir} alongside (for example "
-               f"rsync -a {shlex.quote(str(settings.blob_dir))}/ BACKUP/blobs/)")
+    click.echo(
+        f"file contents are not in it: now copy {settings.blob_dir} alongside (for example "
+        f"rsync -a {shlex.quote(str(settings.blob_dir))}/ BACKUP/blobs/)"
+    )
 
 
 # -- checks -------------------------------------------------------------------------
 
-@main.command("validate", context_settings={"ignore_unknown_options": True, "help_option_names": []},
-              add_help_option=False)
+
+@main.command(
+    "validate", context_settings={"ignore_unknown_options": True, "help_option_names": []}, add_help_option=False
+)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def validate(args: tuple[str, ...]) -> None:
     """Run Microsoft's WOPI validator test cases (a checkout of wopi-validator-core) against a WOPI host,
     signing every request with proof keys; `wopihost validate --help` for the options."""
     from .validator.__main__ import main as run_validator  # the validator is a test tool: load it only here
+
     sys.exit(run_validator(list(args), prog="wopihost validate"))
 
 
@@ -700,8 +877,13 @@ def doctor(timeout: float, as_json: bool) -> None:
     findings = run(Services.create(_settings()), timeout)
     problems = sum(not f.ok for f in findings)
     if as_json:
-        _echo_json({"ok": not problems, "problems": problems,
-                    "checks": [{"ok": f.ok, "what": f.what, "fix": f.fix or None} for f in findings]})
+        _echo_json(
+            {
+                "ok": not problems,
+                "problems": problems,
+                "checks": [{"ok": f.ok, "what": f.what, "fix": f.fix or None} for f in findings],
+            }
+        )
     else:
         for finding in findings:
             click.echo(finding.line())
@@ -711,6 +893,7 @@ def doctor(timeout: float, as_json: bool) -> None:
 
 
 # -- demo and serving -------------------------------------------------------------
+
 
 @main.command("demo")
 @json_option
@@ -738,45 +921,73 @@ def serve(host: str, port: int, workers: int, threads: int | None, as_json: bool
     os.environ.setdefault("WOPIHOST_PUBLIC_URL", f"http://{host}:{port}")
     services = _services()  # fail here, once, rather than in every worker
     services.db.dispose()
-    threads = threads or DEFAULTS["threads"]
-    started = {"public_url": services.settings.public_url, "bind": f"http://{host}:{port}", "workers": workers,
-               "threads": threads, "data_dir": str(services.settings.data_dir)}
+    threads = threads or cast(int, DEFAULTS["threads"])
+    started = {
+        "public_url": services.settings.public_url,
+        "bind": f"http://{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "data_dir": str(services.settings.data_dir),
+    }
     if as_json:
         click.echo(json.dumps(started))
         sys.stdout.flush()
     else:
-        message = (f"wopihost serving {started['public_url']} on {started['bind']} with {workers} workers of "
-                   f"{threads} threads; data in {started['data_dir']}")
+        message = (
+            f"wopihost serving {started['public_url']} on {started['bind']} with {workers} workers of "
+            f"{threads} threads; data in {started['data_dir']}"
+        )
         if log_format() == "json":  # every line the server writes is then one JSON object, this one too
-            message = JsonFormatter().format(logging.makeLogRecord(
-                {"name": "wopihost.serve", "levelname": "INFO", "levelno": logging.INFO, "msg": message}))
+            message = JsonFormatter().format(
+                logging.makeLogRecord(
+                    {"name": "wopihost.serve", "levelname": "INFO", "levelno": logging.INFO, "msg": message}
+                )
+            )
         click.echo(message, err=True)
     WopiHostServer({**DEFAULTS, "bind": f"{host}:{port}", "workers": workers, "threads": threads}).run()
 
 
 # -- the host page ------------------------------------------------------------------
 
+
 @main.command("open")
 @click.argument("file_id")
-@click.option("--user", type=USER, required=True,
-              help="User id the page opens the file for (created, with a drive, if new).")
+@click.option(
+    "--user", type=USER, required=True, help="User id the page opens the file for (created, with a drive, if new)."
+)
 @click.option("--action", type=click.Choice(ACTIONS), default="view", show_default=True)
 @click.option("--read-only", is_flag=True, help="Give the WOPI client a read-only token (view only).")
-@click.option("--ttl", default=None, callback=_positive_duration,
-              help="How long the link may be opened, more than 0: 5m, 1h ... (default WOPIHOST_LAUNCH_LINK_TTL); "
-                   "the token it opens lives WOPIHOST_TOKEN_TTL.")
+@click.option(
+    "--ttl",
+    default=None,
+    callback=_positive_duration,
+    help="How long the link may be opened, more than 0: 5m, 1h ... (default WOPIHOST_LAUNCH_LINK_TTL); "
+    "the token it opens lives WOPIHOST_TOKEN_TTL.",
+)
 @json_option
 def open_command(file_id: str, user: str, action: str, read_only: bool, ttl: float | None, as_json: bool) -> None:
     """Print a launch link: the built-in host page, opening FILE_ID in the WOPI client of the discovery."""
     services = _services()
     settings = services.settings
-    link = services.launches.issue(file_id, user, action, can_write=not read_only,
-                                   ttl=timedelta(seconds=ttl or settings.launch_link_ttl),
-                                   token_ttl=timedelta(seconds=settings.token_ttl))
+    link = services.launches.issue(
+        file_id,
+        user,
+        action,
+        can_write=not read_only,
+        ttl=timedelta(seconds=ttl or settings.launch_link_ttl),
+        token_ttl=timedelta(seconds=settings.token_ttl),
+    )
     url = services.launch_url(link.action, link.ticket)
     if as_json:
-        _echo_json({"url": url, "action": link.action, "file_id": link.file_id, "user": user,
-                    "expires": iso_round_trip(link.expires_at)})
+        _echo_json(
+            {
+                "url": url,
+                "action": link.action,
+                "file_id": link.file_id,
+                "user": user,
+                "expires": iso_round_trip(link.expires_at),
+            }
+        )
     else:
         click.echo(url)
 

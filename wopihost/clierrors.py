@@ -60,8 +60,10 @@ def database_url_problem(url: str) -> str | None:
         if driver not in ("", "psycopg"):
             return f"{name}: wopihost ships the psycopg driver, not {driver}; use {PG_EXAMPLE}"
         if importlib.util.find_spec("psycopg") is None:
-            return "PostgreSQL needs the psycopg driver, which is not installed: install wopihost[postgres] " \
-                   "(pip install 'wopihost[postgres]')"
+            return (
+                "PostgreSQL needs the psycopg driver, which is not installed: install wopihost[postgres] "
+                "(pip install 'wopihost[postgres]')"
+            )
         return None
     if backend == "sqlite":
         return None if driver in ("", "pysqlite") else f"{name}: use sqlite:///path (the built-in driver)"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+
 
 class Clock:
     """Wall-clock UTC time as naive datetimes (how the database stores it)."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
+        return datetime.now(UTC).replace(tzinfo=None)
 
 
 class FrozenClock(Clock):
@@ -25,7 +26,7 @@ class FrozenClock(Clock):
 
 
 def to_epoch_ms(moment: datetime) -> int:
-    return int(moment.replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def iso_round_trip(moment: datetime) -> str:
@@ -44,5 +45,5 @@ def parse_iso(text: str) -> datetime | None:
     except ValueError:
         return None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment

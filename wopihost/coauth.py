@@ -36,9 +36,16 @@ class CoauthTable:
 
 
 def table_of(file: File, locks: list[CoauthLock]) -> CoauthTable:
-    rows = [{"CoauthLockId": lock.lock_id, "CoauthLockMetadata": lock.lock_metadata,
-             "CoauthLockType": lock.lock_type, "UserFriendlyName": lock.user_friendly_name,
-             "CoauthLockTime": to_epoch_ms(lock.acquired_at)} for lock in locks]
+    rows = [
+        {
+            "CoauthLockId": lock.lock_id,
+            "CoauthLockMetadata": lock.lock_metadata,
+            "CoauthLockType": lock.lock_type,
+            "UserFriendlyName": lock.user_friendly_name,
+            "CoauthLockTime": to_epoch_ms(lock.acquired_at),
+        }
+        for lock in locks
+    ]
     return CoauthTable(f"{file.coauth_table_version}.{len(locks)}", rows)
 
 
@@ -47,19 +54,30 @@ class CoauthLocks:
         self.db = db
         self.clock = clock
 
-    def get_lock(self, file_id: str, lock_id: str, lock_type: str, timeout: int, metadata: str,
-                 user_name: str) -> CoauthTable:
+    def get_lock(
+        self, file_id: str, lock_id: str, lock_type: str, timeout: int, metadata: str, user_name: str
+    ) -> CoauthTable:
         with self.db.write() as s:
             file, now, locks = self._live(s, file_id)
             _no_wopi_lock(s, file_id, now)
             mine = next((lock for lock in locks if lock.lock_id == lock_id), None)
             if lock_type == EXCLUSIVE and any(lock.lock_type == EXCLUSIVE for lock in locks if lock is not mine):
-                raise WopiError(409, "another client holds the CoauthExclusive lock",
-                                {"X-WOPI-ConflictingMechanism": "WOPI-CoauthExclusiveLock"})
+                raise WopiError(
+                    409,
+                    "another client holds the CoauthExclusive lock",
+                    {"X-WOPI-ConflictingMechanism": "WOPI-CoauthExclusiveLock"},
+                )
             expires_at = now + timedelta(seconds=timeout)
             if mine is None:
-                mine = CoauthLock(file_id=file_id, lock_id=lock_id, lock_type=lock_type, lock_metadata=metadata,
-                                  user_friendly_name=user_name, acquired_at=now, expires_at=expires_at)
+                mine = CoauthLock(
+                    file_id=file_id,
+                    lock_id=lock_id,
+                    lock_type=lock_type,
+                    lock_metadata=metadata,
+                    user_friendly_name=user_name,
+                    acquired_at=now,
+                    expires_at=expires_at,
+                )
                 s.add(mine)
                 locks.append(mine)
                 file.coauth_table_version += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def _log_format(text: str) -> str:
     return text.strip().lower()
 
 
-def setting(name: str, default: str, parse, environ: dict[str, str] | None = None):
+def setting(name: str, default: str, parse, environ: Mapping[str, str] | None = None):
     """One setting on its own, for gunicorn's master, which needs a few before it starts any worker."""
     raw = (os.environ if environ is None else environ).get(ENV_PREFIX + name, "").strip() or default
     try:
@@ -92,7 +93,7 @@ def setting(name: str, default: str, parse, environ: dict[str, str] | None = Non
         raise ConfigError(f"{ENV_PREFIX}{name}: {exc}") from None
 
 
-def log_format(environ: dict[str, str] | None = None) -> str:
+def log_format(environ: Mapping[str, str] | None = None) -> str:
     return setting("LOG_FORMAT", "text", _log_format, environ)
 
 
@@ -164,11 +165,11 @@ class Settings:
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
 
-    def with_changes(self, **changes) -> "Settings":
+    def with_changes(self, **changes) -> Settings:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
 
         def get(name: str, default: str) -> str:
@@ -199,8 +200,7 @@ class Settings:
             launch_link_ttl=parsed("LAUNCH_LINK_TTL", "5m", _positive_duration),
             ui_language=parsed("UI_LANGUAGE", "en-US", _language_tag),
             # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too
-            database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"),
-                                         parse_duration),
+            database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"), parse_duration),
             min_free_space=parsed("MIN_FREE_SPACE", "64MiB", parse_size),
             cspp_plus=parsed("CSPP_PLUS", "off", parse_flag),
             upload_session_ttl=parsed("UPLOAD_SESSION_TTL", "30m", parse_duration),

@@ -57,7 +57,7 @@ class Containers:
         with self.db.read() as s:
             folder, found = _folder(s, folder_id), []
             while folder.parent_id is not None:
-                folder = s.get(Folder, folder.parent_id)
+                folder = s.get_one(Folder, folder.parent_id)
                 found.append(self._container(s, folder))
             return found[::-1]
 
@@ -72,8 +72,10 @@ class Containers:
             folder = _folder(s, folder_id)
             folders = s.scalars(sa.select(Folder).where(Folder.parent_id == folder.id).order_by(Folder.name_key))
             files = s.scalars(sa.select(File).where(File.folder_id == folder.id).order_by(File.name_key))
-            return ([self._container(s, f) for f in folders],
-                    [f for f in files if extensions is None or split_extension(f.name)[1].lower() in extensions])
+            return (
+                [self._container(s, f) for f in folders],
+                [f for f in files if extensions is None or split_extension(f.name)[1].lower() in extensions],
+            )
 
     def create_child(self, parent_id: str, name: str, suggested: bool, user_id: str) -> Container:
         """CreateChildContainer: a suggested name is made valid and free, a specific one is used as it is

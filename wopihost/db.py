@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.orm import Session, sessionmaker
 
 from .faults import InsufficientStorage, Unavailable
@@ -39,8 +41,9 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
     SQL parameters never appear in error messages: they can hold upload session tokens.
     """
     if not url.startswith("sqlite"):
-        engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True,
-                                  connect_args={"connect_timeout": CONNECT_TIMEOUT})
+        engine = sa.create_engine(
+            url, pool_pre_ping=True, hide_parameters=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
+        )
 
         @event.listens_for(engine, "connect")
         def _on_pg_connect(dbapi_connection, _record):
@@ -107,7 +110,8 @@ class Database:
         checkout around it."""
         with _faults():
             cursor, row = self._on_live_connection(
-                lambda cursor: Statements(cursor, self.engine.dialect).first(query, params))
+                lambda cursor: Statements(cursor, self.engine.dialect).first(query, params)
+            )
             cursor.close()  # on SQLite, ends the statement's read transaction
             return row
 
@@ -121,21 +125,21 @@ class Database:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with _faults(), turn:
             cursor, _ = self._on_live_connection(
-                lambda cursor: cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN"))
+                lambda cursor: cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
+            )
             try:
                 yield Statements(cursor, self.engine.dialect)
                 cursor.execute("COMMIT")
             except dbapi_error as exc:
                 self._abandon(cursor)
-                raise sa.exc.DBAPIError.instance("transaction", None, exc, dbapi_error,
-                                                 hide_parameters=True) from exc
+                raise sa.exc.DBAPIError.instance("transaction", None, exc, dbapi_error, hide_parameters=True) from exc
             except BaseException:
                 self._abandon(cursor)
                 raise
             finally:
                 _close_quietly(cursor)  # its connection may be gone already (dropped by _abandon)
 
-    def _on_live_connection(self, act: Callable[[object], T]) -> tuple[object, T]:
+    def _on_live_connection(self, act: Callable[[DBAPICursor], T]) -> tuple[DBAPICursor, T]:
         """A cursor on this thread's connection and what `act(cursor)` returned. A connection the server
         dropped (a restart, an idle timeout) shows only when used: then a new one is opened and `act` runs
         again, once, as nothing was done on the dropped one."""
@@ -152,8 +156,9 @@ class Database:
                 disconnected = dialect.is_disconnect(exc, connection, cursor)
                 self._drop_connection()
                 if not (disconnected and attempt == 1):
-                    raise sa.exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
-                                                     hide_parameters=True) from exc
+                    raise sa.exc.DBAPIError.instance(
+                        None, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True
+                    ) from exc
         raise AssertionError("unreachable")
 
     def _abandon(self, cursor) -> None:
@@ -252,6 +257,7 @@ MIGRATION_WAIT = 3600.0
 
 def alembic_config(url: str):
     from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(resources.files("wopihost.migrations")))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -263,6 +269,7 @@ def upgrade(url: str, revision: str = "head") -> list[str]:
     migrations/env.py); returns the revisions applied. A process that finds another migrating waits for it,
     then finds the database at `revision` and applies nothing."""
     from alembic import command
+
     config = alembic_config(url)
     applied: list[str] = []
     config.attributes["wopihost.applied"] = applied
@@ -272,11 +279,13 @@ def upgrade(url: str, revision: str = "head") -> list[str]:
 
 def head_revision(url: str) -> str | None:
     from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
 def current_revision(engine: sa.Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -284,6 +293,7 @@ def current_revision(engine: sa.Engine) -> str | None:
 @dataclass(frozen=True)
 class SchemaState:
     """The database's migration beside the code's."""
+
     current: str | None  # None: no migration applied (no tables)
     head: str
     known: bool  # whether this code has the database's migration (not: a newer wopihost migrated it)
@@ -300,14 +310,20 @@ class SchemaState:
         """Why this code cannot use the database, and what to do; None if it can."""
         state = self.state
         if state == "empty":
-            return f"the database has no tables (no migration applied; this wopihost needs {self.head}): " \
-                   "run `wopihost db upgrade`"
+            return (
+                f"the database has no tables (no migration applied; this wopihost needs {self.head}): "
+                "run `wopihost db upgrade`"
+            )
         if state == "behind":
-            return f"the database is at migration {self.current}, this wopihost needs {self.head}: " \
-                   "run `wopihost db upgrade`"
+            return (
+                f"the database is at migration {self.current}, this wopihost needs {self.head}: "
+                "run `wopihost db upgrade`"
+            )
         if state == "ahead":
-            return f"the database is at migration {self.current}, which this wopihost (at {self.head}) does not " \
-                   "know: this database was migrated by a newer wopihost; run that version or a newer one"
+            return (
+                f"the database is at migration {self.current}, which this wopihost (at {self.head}) does not "
+                "know: this database was migrated by a newer wopihost; run that version or a newer one"
+            )
         return None
 
 
@@ -317,10 +333,13 @@ class SchemaMismatch(Exception):
 
 def schema_state(engine: sa.Engine, url: str) -> SchemaState:
     from alembic.script import ScriptDirectory
+
     scripts = ScriptDirectory.from_config(alembic_config(url))
     current = current_revision(engine)
     known = current is None or current in {script.revision for script in scripts.walk_revisions()}
-    return SchemaState(current, scripts.get_current_head(), known)
+    head = scripts.get_current_head()
+    assert head is not None  # the package ships its migrations
+    return SchemaState(current, head, known)
 
 
 def require_current_schema(engine: sa.Engine, url: str) -> SchemaState:

@@ -14,17 +14,16 @@ import threading
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from .clock import Clock
-from .proof import ProofKeyError, ProofKeys, public_key_from_blob, public_key_from_modulus_exponent, \
-    same_public_key
+from .proof import ProofKeyError, ProofKeys, public_key_from_blob, public_key_from_modulus_exponent, same_public_key
 
 log = logging.getLogger("wopihost.discovery")
 
@@ -52,7 +51,7 @@ class Action:
     net_zone: str
     app: str
     name: str
-    ext: str           # lower case, no dot; "" when the action is matched by progid or mime type
+    ext: str  # lower case, no dot; "" when the action is matched by progid or mime type
     urlsrc: str
     progid: str = ""
     requires: tuple[str, ...] = ()
@@ -65,8 +64,9 @@ class Discovery:
     actions: tuple[Action, ...]
     proof_keys: ProofKeys | None  # None when the client publishes no proof key
 
-    def find(self, *, ext: str | None = None, name: str | None = None, progid: str | None = None,
-             net_zone: str | None = None) -> list[Action]:
+    def find(
+        self, *, ext: str | None = None, name: str | None = None, progid: str | None = None, net_zone: str | None = None
+    ) -> list[Action]:
         """Actions matching every criterion given (ext without dot, case-insensitive)."""
         ext = _norm_ext(ext) if ext is not None else None
         found = []
@@ -82,8 +82,9 @@ class Discovery:
             found.append(action)
         return found
 
-    def action(self, ext: str | None, name: str, *, progid: str | None = None,
-               net_zones: Sequence[str] = NET_ZONE_PREFERENCE) -> Action:
+    def action(
+        self, ext: str | None, name: str, *, progid: str | None = None, net_zones: Sequence[str] = NET_ZONE_PREFERENCE
+    ) -> Action:
         """The action `name` for an extension (or a progid), from the first net zone in `net_zones`
         that has it, else from any zone; ActionNotFound if there is none."""
         if progid:
@@ -93,8 +94,9 @@ class Discovery:
         else:
             raise ValueError("give a file extension or a progid")
         if not candidates:
-            raise ActionNotFound(f"discovery has no {name!r} action for "
-                                 + (f"progid {progid!r}" if progid else f"extension {ext!r}"))
+            raise ActionNotFound(
+                f"discovery has no {name!r} action for " + (f"progid {progid!r}" if progid else f"extension {ext!r}")
+            )
         for zone in net_zones:
             for action in candidates:
                 if action.net_zone == zone:
@@ -107,6 +109,7 @@ class Discovery:
 
 
 # ------------------------------------------------------------------------------------------ parsing
+
 
 def _norm_ext(ext: str) -> str:
     return ext.strip().lstrip(".").lower()
@@ -188,23 +191,25 @@ def parse_discovery(xml_bytes: bytes) -> Discovery:
                 if not name or not urlsrc:
                     log.debug("discovery: skipping an action without name or urlsrc in app %r", app_name)
                     continue
-                requires = tuple(part.strip().lower() for part in _attr(element, "requires").split(",")
-                                 if part.strip())
-                actions.append(Action(
-                    net_zone=zone_name,
-                    app=app_name,
-                    name=name,
-                    ext=_norm_ext(_attr(element, "ext")),
-                    urlsrc=urlsrc,
-                    progid=_attr(element, "progid"),
-                    requires=requires,
-                    default=_attr(element, "default").lower() == "true",
-                    favicon=favicon,
-                ))
+                requires = tuple(part.strip().lower() for part in _attr(element, "requires").split(",") if part.strip())
+                actions.append(
+                    Action(
+                        net_zone=zone_name,
+                        app=app_name,
+                        name=name,
+                        ext=_norm_ext(_attr(element, "ext")),
+                        urlsrc=urlsrc,
+                        progid=_attr(element, "progid"),
+                        requires=requires,
+                        default=_attr(element, "default").lower() == "true",
+                        favicon=favicon,
+                    )
+                )
     return Discovery(actions=tuple(actions), proof_keys=_parse_proof_keys(root))
 
 
 # -------------------------------------------------------------------------------------- action URLs
+
 
 def transform_urlsrc(urlsrc: str, wopi_src: str, values: Mapping[str, str] | None = None) -> str:
     """Turn a discovery `urlsrc` template into an action URL (docs/wopi.md §6.1).
@@ -242,9 +247,16 @@ def _tidy_query(url: str) -> str:
     return base + hash_mark + fragment
 
 
-def action_url(discovery: Discovery, ext: str | None, action: str, wopi_src: str, *,
-               values: Mapping[str, str] | None = None, progid: str | None = None,
-               net_zones: Sequence[str] = NET_ZONE_PREFERENCE) -> str:
+def action_url(
+    discovery: Discovery,
+    ext: str | None,
+    action: str,
+    wopi_src: str,
+    *,
+    values: Mapping[str, str] | None = None,
+    progid: str | None = None,
+    net_zones: Sequence[str] = NET_ZONE_PREFERENCE,
+) -> str:
     """The URL of `action` (view, edit, editnew, ...) for a file extension (or progid), with the
     WOPISrc and the given placeholder `values` (e.g. {"UI_LLCC": "en-US", "DC_LLCC": "en-US"})
     filled in; ActionNotFound if discovery has no such action."""
@@ -253,6 +265,7 @@ def action_url(discovery: Discovery, ext: str | None, action: str, wopi_src: str
 
 
 # ------------------------------------------------------------------------------------------ fetching
+
 
 # urllib rather than requests: one GET every DISCOVERY_TTL needs no further runtime dependency, and requests
 # would follow an https-to-http redirect as well, so the policy below would be needed either way.
@@ -271,14 +284,14 @@ def _is_url(source: str) -> bool:
     return urlsplit(source).scheme.lower() in ("http", "https")
 
 
-def fetch_source(source: str, timeout: float = DEFAULT_TIMEOUT_SECONDS,
-                 max_bytes: int = MAX_DISCOVERY_BYTES) -> bytes:
+def fetch_source(source: str, timeout: float = DEFAULT_TIMEOUT_SECONDS, max_bytes: int = MAX_DISCOVERY_BYTES) -> bytes:
     """The discovery document at an http(s) URL or in a local file; DiscoveryError on failure."""
     try:
         if _is_url(source):
             opener = urllib.request.build_opener(_NoDowngradeRedirects)
-            request = urllib.request.Request(source, headers={"User-Agent": "wopihost",
-                                                              "Accept": "application/xml, text/xml"})
+            request = urllib.request.Request(
+                source, headers={"User-Agent": "wopihost", "Accept": "application/xml, text/xml"}
+            )
             with opener.open(request, timeout=timeout) as response:
                 data = response.read(max_bytes + 1)
         else:
@@ -301,9 +314,16 @@ class DiscoveryCache:
     must not turn into a flood of discovery fetches.
     """
 
-    def __init__(self, source: str, fetch: Callable[[str], bytes] | None = None, *,
-                 ttl_seconds: float = DEFAULT_TTL_SECONDS, retry_seconds: float = DEFAULT_RETRY_SECONDS,
-                 timeout: float = DEFAULT_TIMEOUT_SECONDS, clock: Clock | None = None):
+    def __init__(
+        self,
+        source: str,
+        fetch: Callable[[str], bytes] | None = None,
+        *,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        clock: Clock | None = None,
+    ):
         if not source:
             raise ValueError("discovery source is empty")
         scheme = urlsplit(source).scheme.lower()
@@ -316,7 +336,7 @@ class DiscoveryCache:
         self._clock = clock or Clock()
         self._lock = threading.Lock()
         self._discovery: Discovery | None = None
-        self._fetched_at: datetime | None = None   # last successful fetch
+        self._fetched_at: datetime | None = None  # last successful fetch
         self._attempted_at: datetime | None = None  # last attempt, successful or not
         self._last_error: str | None = None
 
@@ -330,8 +350,7 @@ class DiscoveryCache:
         return self._last_error
 
     def _due(self, now: datetime) -> bool:
-        if self._attempted_at is not None and self._last_error is not None \
-                and now - self._attempted_at < self._retry:
+        if self._attempted_at is not None and self._last_error is not None and now - self._attempted_at < self._retry:
             return False
         return self._fetched_at is None or now - self._fetched_at >= self._ttl
 
@@ -380,8 +399,12 @@ class DiscoveryCache:
         except Exception as exc:  # noqa: BLE001 - any failure of the fetch keeps the last good copy
             self._last_error = f"{type(exc).__name__}: {exc}"
             if self._discovery is not None:
-                log.warning("discovery refresh from %s failed, keeping the copy fetched at %s: %s",
-                            self.source, self._fetched_at, self._last_error)
+                log.warning(
+                    "discovery refresh from %s failed, keeping the copy fetched at %s: %s",
+                    self.source,
+                    self._fetched_at,
+                    self._last_error,
+                )
             else:
                 log.warning("discovery fetch from %s failed: %s", self.source, self._last_error)
             return

@@ -39,29 +39,47 @@ def _database(services: Services) -> list[Finding]:
     except Exception as exc:
         return [Finding(False, f"database unreachable: {exc}", "check WOPIHOST_DATABASE_URL and that the server runs")]
     if state.state == "ahead":
-        return [Finding(False, f"database at migration {state.current}, which this version (at {state.head}) "
-                               "does not know", "run the newer wopihost that migrated it")]
+        return [
+            Finding(
+                False,
+                f"database at migration {state.current}, which this version (at {state.head}) does not know",
+                "run the newer wopihost that migrated it",
+            )
+        ]
     if state.state != "current":
-        return [Finding(False, f"database at migration {state.current or 'none'}, this version needs {state.head}",
-                        "run `wopihost db upgrade`")]
+        return [
+            Finding(
+                False,
+                f"database at migration {state.current or 'none'}, this version needs {state.head}",
+                "run `wopihost db upgrade`",
+            )
+        ]
     return [Finding(True, f"database reachable, migrations current ({state.head})")]
 
 
 def _storage(services: Services) -> Finding:
     state, data_dir = services.blobs.health(), services.settings.data_dir
     if state == "full":
-        return Finding(False, f"data directory {data_dir} has less than WOPIHOST_MIN_FREE_SPACE free",
-                       "free space or grow the volume; writes are refused with 507 meanwhile")
+        return Finding(
+            False,
+            f"data directory {data_dir} has less than WOPIHOST_MIN_FREE_SPACE free",
+            "free space or grow the volume; writes are refused with 507 meanwhile",
+        )
     if state != "ok":
-        return Finding(False, f"data directory {data_dir} is not writable",
-                       "give the service user write access to WOPIHOST_DATA_DIR, mounted read-write")
+        return Finding(
+            False,
+            f"data directory {data_dir} is not writable",
+            "give the service user write access to WOPIHOST_DATA_DIR, mounted read-write",
+        )
     return Finding(True, f"data directory {data_dir} is writable")
 
 
 def _public_url(services: Services, timeout: float) -> Finding:
     url = services.settings.public_url
-    fix = ("set WOPIHOST_PUBLIC_URL to exactly the scheme, host, port and path prefix WOPI clients use, "
-           "and check the reverse proxy forwards it here")
+    fix = (
+        "set WOPIHOST_PUBLIC_URL to exactly the scheme, host, port and path prefix WOPI clients use, "
+        "and check the reverse proxy forwards it here"
+    )
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as response:
             body = json.loads(response.read(4096))
@@ -80,22 +98,47 @@ def _discovery(services: Services, timeout: float) -> list[Finding]:
     mode = settings.proof_keys
     if not settings.discovery_url:
         if mode == "require":
-            return [Finding(False, "WOPIHOST_PROOF_KEYS=require but no WOPIHOST_DISCOVERY_URL is set",
-                            "set WOPIHOST_DISCOVERY_URL to the WOPI client's discovery (…/hosting/discovery)")]
+            return [
+                Finding(
+                    False,
+                    "WOPIHOST_PROOF_KEYS=require but no WOPIHOST_DISCOVERY_URL is set",
+                    "set WOPIHOST_DISCOVERY_URL to the WOPI client's discovery (…/hosting/discovery)",
+                )
+            ]
         return [Finding(True, f"no discovery configured; proof keys {mode}")]
     try:
         discovery = DiscoveryCache(settings.discovery_url, timeout=timeout).refresh()
     except DiscoveryError as exc:
-        return [Finding(False, f"discovery {settings.discovery_url} unusable: {exc}",
-                        "check WOPIHOST_DISCOVERY_URL, and that this machine can reach the WOPI client")]
-    found = [Finding(True, f"discovery {settings.discovery_url}: {len(discovery.actions)} actions, "
-                           f"proof keys {'published' if discovery.proof_keys else 'not published'}")]
+        return [
+            Finding(
+                False,
+                f"discovery {settings.discovery_url} unusable: {exc}",
+                "check WOPIHOST_DISCOVERY_URL, and that this machine can reach the WOPI client",
+            )
+        ]
+    found = [
+        Finding(
+            True,
+            f"discovery {settings.discovery_url}: {len(discovery.actions)} actions, "
+            f"proof keys {'published' if discovery.proof_keys else 'not published'}",
+        )
+    ]
     if discovery.proof_keys is None and mode == "require":
-        found.append(Finding(False, "WOPIHOST_PROOF_KEYS=require but the discovery publishes no proof keys",
-                             "use WOPIHOST_PROOF_KEYS=verify, or a WOPI client that signs its requests"))
+        found.append(
+            Finding(
+                False,
+                "WOPIHOST_PROOF_KEYS=require but the discovery publishes no proof keys",
+                "use WOPIHOST_PROOF_KEYS=verify, or a WOPI client that signs its requests",
+            )
+        )
     elif discovery.proof_keys is not None and mode == "off":
-        found.append(Finding(False, "the WOPI client signs its requests but WOPIHOST_PROOF_KEYS=off",
-                             "set WOPIHOST_PROOF_KEYS=verify (off only for test tools that cannot sign)"))
+        found.append(
+            Finding(
+                False,
+                "the WOPI client signs its requests but WOPIHOST_PROOF_KEYS=off",
+                "set WOPIHOST_PROOF_KEYS=verify (off only for test tools that cannot sign)",
+            )
+        )
     else:
         found.append(Finding(True, f"proof keys: {mode}"))
     return found

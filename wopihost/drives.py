@@ -8,6 +8,7 @@ libraries they are) has no owner: an admin makes it and names its members.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -43,8 +44,11 @@ class Quota:
     def check(self, more: int) -> None:
         """507 quotaLimitReached if `more` bytes would not fit."""
         if self.total is not None and more > 0 and self.used + more > self.total:
-            raise WopiError(507, f"the drive has {self.remaining} of its {self.total} bytes free, "
-                                 f"{more} are needed", code="quotaLimitReached")
+            raise WopiError(
+                507,
+                f"the drive has {self.remaining} of its {self.total} bytes free, {more} are needed",
+                code="quotaLimitReached",
+            )
 
 
 class Drives:
@@ -61,7 +65,9 @@ class Drives:
             return drive
         with self.db.write() as s:
             ensure_user(s, user_id, self.clock.now())
-            return _personal(s, user_id)
+            drive = _personal(s, user_id)
+            assert drive is not None  # ensure_user makes every user's drive with the user
+            return drive
 
     def reachable(self, s: Session, user_id: str, drive_id: str, kind: str | None = None) -> Drive:
         """The drive `drive_id` if `user_id` may reach it (their own, or a shared drive they are a member
@@ -87,8 +93,11 @@ class Drives:
         lock the transaction needs: it is the last lock taken."""
         if self.quota_bytes and s.info.get("write") and s.get_bind().dialect.name == "postgresql":
             s.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"wopihost.drive:{drive_id}"))))
-        used = s.scalar(sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))
-                        .join(Folder, File.folder_id == Folder.id).where(Folder.drive_id == drive_id))
+        used = s.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(File.size), 0))
+            .join(Folder, File.folder_id == Folder.id)
+            .where(Folder.drive_id == drive_id)
+        ).scalar_one()
         return Quota(self.quota_bytes, int(used))
 
     # -- administration (the CLI) ----------------------------------------------------
@@ -115,8 +124,10 @@ class Drives:
 
     def remove_member(self, drive_id: str, user_id: str) -> bool:
         with self.db.write() as s:
-            return s.execute(sa.delete(DriveMember).where(DriveMember.drive_id == drive_id,
-                                                          DriveMember.user_id == user_id)).rowcount > 0
+            deleted = s.execute(
+                sa.delete(DriveMember).where(DriveMember.drive_id == drive_id, DriveMember.user_id == user_id)
+            )
+            return cast(sa.CursorResult, deleted).rowcount > 0
 
     def list(self) -> list[tuple[Drive, list[str]]]:
         """Every drive with its members (a personal drive's member is its owner)."""

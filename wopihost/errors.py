@@ -7,6 +7,7 @@ from flask import Response
 
 class WopiResponse(Response):
     """Most WOPI responses have no body; they should not claim to be text/html."""
+
     default_mimetype = None
 
 
@@ -20,8 +21,14 @@ class WopiError(Exception):
     the constructor enforces that rather than trusting every caller.
     """
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None,
-                 body: dict | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: dict[str, str] | None = None,
+        body: dict | None = None,
+        code: str | None = None,
+    ):
         super().__init__(reason)
         self.status = status
         self.reason = header_safe(reason)
@@ -43,8 +50,9 @@ def bad_request(reason: str, headers: dict[str, str] | None = None) -> WopiError
     return WopiError(400, reason, headers)
 
 
-def conflict(reason: str, current_lock: str | None, mechanism: str | None = None,
-             extra: dict[str, str] | None = None) -> WopiError:
+def conflict(
+    reason: str, current_lock: str | None, mechanism: str | None = None, extra: dict[str, str] | None = None
+) -> WopiError:
     """A lock conflict. It names the current WOPI lock ("" when unlocked), which clients recover with;
     `current_lock=None` leaves X-WOPI-Lock out, as WOPI asks while coauth locks hold the file.
     `mechanism` is X-WOPI-ConflictingMechanism: WOPI-Lock, WOPI-CoauthExclusiveLock or Other."""

@@ -18,9 +18,10 @@ import logging
 import os
 import weakref
 from bisect import bisect_right
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from .storage import PIECE, BlobStore
 
@@ -38,7 +39,7 @@ class Extents(tuple):
     """An immutable, ordered tuple of Extents: the bytes they cover, concatenated."""
 
     @classmethod
-    def joined(cls, extents: Iterable[Extent]) -> "Extents":
+    def joined(cls, extents: Iterable[Extent]) -> Extents:
         """`extents`, with neighbours that continue each other in the same blob merged into one."""
         out: list[Extent] = []
         for extent in extents:
@@ -50,7 +51,7 @@ class Extents(tuple):
         return cls(out)
 
     @classmethod
-    def stored(cls, blob: str, size: int, text: str | None) -> "Extents":
+    def stored(cls, blob: str, size: int, text: str | None) -> Extents:
         """A stream as a row keeps it: `text` (from to_db) if set, else the whole of `blob`."""
         if text is None:
             return cls([Extent(blob, 0, size)])  # even when empty: the blob is still the stream's
@@ -75,7 +76,7 @@ class Extents(tuple):
             position += extent.length
         return starts
 
-    def slice(self, start: int, length: int) -> "Extents":
+    def slice(self, start: int, length: int) -> Extents:
         """The sub-sequence [start, start + length)."""
         end = start + length
         if start < 0 or length < 0 or end > self.length:
@@ -104,6 +105,7 @@ class OpenBlobs:
         weakref.finalize(self, _close_leaked, self._fds)
         try:
             for name in dict.fromkeys(names):
+                assert blobs is not None  # only an empty set is opened without a store
                 self._fds[name] = os.open(blobs.path(name), os.O_RDONLY)
         except BaseException:
             self.close()
@@ -113,7 +115,7 @@ class OpenBlobs:
         if name not in self._fds:
             self._fds[name] = os.open(blobs.path(name), os.O_RDONLY)
 
-    def adopt(self, other: "OpenBlobs") -> None:
+    def adopt(self, other: OpenBlobs) -> None:
         """Take over `other`'s descriptors (closing any it shares with us); `other` is left empty."""
         for name, fd in other._fds.items():
             if name in self._fds:
@@ -122,7 +124,7 @@ class OpenBlobs:
                 self._fds[name] = fd
         other._fds.clear()
 
-    def subset(self, names) -> "OpenBlobs":
+    def subset(self, names) -> OpenBlobs:
         """Duplicate descriptors of `names` (already open here), to close independently of these."""
         other = OpenBlobs()
         try:
@@ -155,7 +157,7 @@ class OpenBlobs:
     def close(self) -> None:
         _close_all(self._fds)
 
-    def __enter__(self) -> "OpenBlobs":
+    def __enter__(self) -> OpenBlobs:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,25 +8,35 @@ transaction. A failure anywhere leaves the old content and no stray blob.
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Callable, TypeVar
+from typing import BinaryIO, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import WopiError, name_taken as name_taken_error, not_found
+from .errors import WopiError, not_found
+from .errors import name_taken as name_taken_error
 from .extents import Extents, OpenBlobs, open_extents
 from .ids import new_id
 from .locks import current_lock, live_coauth_locks, live_lock, require_write_access
 from .models import Activity, CoauthLock, ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
+from .repository import (
+    drop_alternate_streams,
+    file_named,
+    folder_named,
+    load_file,
+    lock_folder,
+    name_taken,
+    unreferenced,
+)
 from .snapshots import FileView
-from .repository import (drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken,
-                         unreferenced)
-from .storage import Blob, BlobStore, TooLarge
+from .storage import Blob, BlobStore, Readable, TooLarge
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -38,6 +48,7 @@ CONFLICT_BEHAVIOURS = ("fail", "replace", "rename")  # what a new item does when
 @dataclass(frozen=True)
 class Target:
     """Where PutRelativeFile puts its file: `suggested` names may be adjusted, specific ones may not."""
+
     name: str
     suggested: bool
     overwrite: bool = False
@@ -57,6 +68,11 @@ class Files:
         with self.db.read() as s:
             return load_file(s, file_id)
 
+    @overload
+    def open_content(self, file_id: str, seen: None = None) -> tuple[File, BinaryIO]: ...
+    @overload
+    def open_content(self, file_id: str, seen: File | FileView) -> tuple[File | FileView, BinaryIO]: ...
+
     def open_content(self, file_id: str, seen: File | FileView | None = None) -> tuple[File | FileView, BinaryIO]:
         """The file row (or `seen`, the file as the caller already read it) and its content, opened; read
         again if a writer replaced a blob in between."""
@@ -75,7 +91,7 @@ class Files:
 
     # -- writing ------------------------------------------------------------------
 
-    def create(self, owner_id: str, folder_id: str, name: str, source: BinaryIO) -> File:
+    def create(self, owner_id: str, folder_id: str, name: str, source: Readable) -> File:
         """A new file in `folder_id`; the name gets a ' (n)' suffix if it is taken."""
         name = check(name)
 
@@ -83,13 +99,13 @@ class Files:
             lock_folder(s, folder_id)
 
         def apply(s: Session, blob: Blob, _: None) -> tuple[File, list[str]]:
-            return self.insert(s, folder_id, self.free_name(s, folder_id, name), owner_id,
-                               blob.name, blob.size, blob.sha256), []
+            return self.insert(
+                s, folder_id, self.free_name(s, folder_id, name), owner_id, blob.name, blob.size, blob.sha256
+            ), []
 
         return self._write_blob(source, validate, apply)
 
-    def put(self, file_id: str, source: BinaryIO, lock_id: str | None,
-            loaded_at: datetime | None = None) -> File:
+    def put(self, file_id: str, source: Readable, lock_id: str | None, loaded_at: datetime | None = None) -> File:
         """PutFile. `loaded_at` is Collabora's X-COOL-WOPI-Timestamp: refuse if the file changed since."""
 
         def validate(s: Session) -> File:
@@ -97,9 +113,12 @@ class Files:
             # An unlocked file may be written only while it is empty (the "create new" flow).
             require_write_access(s, file, self.clock.now(), lock_id, unlocked_ok=file.size == 0)
             if loaded_at is not None and loaded_at != file.modified_at:
-                raise WopiError(409, "the file was changed in storage since the editor loaded it",
-                                {"X-WOPI-Lock": current_lock(s, file_id, self.clock.now()) or ""},
-                                body={"COOLStatusCode": COOL_DOCUMENT_CHANGED})
+                raise WopiError(
+                    409,
+                    "the file was changed in storage since the editor loaded it",
+                    {"X-WOPI-Lock": current_lock(s, file_id, self.clock.now()) or ""},
+                    body={"COOLStatusCode": COOL_DOCUMENT_CHANGED},
+                )
             return file
 
         def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
@@ -107,12 +126,13 @@ class Files:
 
         return self._write_blob(source, validate, apply)
 
-    def put_relative(self, source_id: str, owner_id: str, target: Target, source: BinaryIO) -> File:
+    def put_relative(self, source_id: str, owner_id: str, target: Target, source: Readable) -> File:
         """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one."""
         return self.create_relative(self.get(source_id).folder_id, owner_id, target, source, source_id)
 
-    def create_relative(self, folder_id: str, owner_id: str, target: Target, source: BinaryIO,
-                        source_id: str | None = None) -> File:
+    def create_relative(
+        self, folder_id: str, owner_id: str, target: Target, source: Readable, source_id: str | None = None
+    ) -> File:
         """A file in `folder_id` named as `target` says (PutRelativeFile beside `source_id`, CreateChildFile):
         a new one, or (specific name + overwrite) a replaced one."""
         if not target.suggested:
@@ -149,9 +169,17 @@ class Files:
 
         return self._write_blob(source, validate, apply)
 
-    def put_named(self, folder_id: str, name: str, user_id: str, source: BinaryIO, conflict: str = "replace",
-                  if_match: Callable[[File], None] | None = None, limit: int | None = None,
-                  admit: Callable[[Session, int], None] | None = None) -> tuple[File, bool]:
+    def put_named(
+        self,
+        folder_id: str,
+        name: str,
+        user_id: str,
+        source: Readable,
+        conflict: str = "replace",
+        if_match: Callable[[File], None] | None = None,
+        limit: int | None = None,
+        admit: Callable[[Session, int], None] | None = None,
+    ) -> tuple[File, bool]:
         """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
         it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
         a folder's name is never replaced. `if_match` checks the file to be replaced; `admit(s, growth)`
@@ -165,14 +193,31 @@ class Files:
             if admit is not None:
                 admit(s, blob.size - (existing.size if existing is not None else 0))
             if existing is None:
-                return (self.insert(s, folder_id, self.free_name(s, folder_id, name, style=counted), user_id,
-                                    blob.name, blob.size, blob.sha256), True), []
+                return (
+                    self.insert(
+                        s,
+                        folder_id,
+                        self.free_name(s, folder_id, name, style=counted),
+                        user_id,
+                        blob.name,
+                        blob.size,
+                        blob.sha256,
+                    ),
+                    True,
+                ), []
             return (existing, False), self.set_content(s, existing, user_id, blob.name, blob.size, blob.sha256)
 
         return self._write_blob(source, validate, apply, limit)
 
-    def replace(self, file_id: str, user_id: str, source: BinaryIO, if_match: Callable[[File], None] | None = None,
-                limit: int | None = None, admit: Callable[[Session, int], None] | None = None) -> File:
+    def replace(
+        self,
+        file_id: str,
+        user_id: str,
+        source: Readable,
+        if_match: Callable[[File], None] | None = None,
+        limit: int | None = None,
+        admit: Callable[[Session, int], None] | None = None,
+    ) -> File:
         """New content for an existing file, from outside WOPI (409 while a lock holds it); `if_match` and
         `admit` as in put_named."""
 
@@ -190,8 +235,15 @@ class Files:
 
         return self._write_blob(source, validate, apply, limit)
 
-    def claim_name(self, s: Session, folder_id: str, name: str, conflict: str, user_id: str,
-                   if_match: Callable[[File], None] | None = None) -> File | None:
+    def claim_name(
+        self,
+        s: Session,
+        folder_id: str,
+        name: str,
+        conflict: str,
+        user_id: str,
+        if_match: Callable[[File], None] | None = None,
+    ) -> File | None:
         """What a new file named `name` in `folder_id` means: None (create it, under a free name if
         `conflict` is "rename") or the file it replaces; 409 nameAlreadyExists where it may do neither.
         Locks the folder first: what the name means cannot change until the transaction ends."""
@@ -207,8 +259,7 @@ class Files:
             self.check_writable(s, existing)
         return existing
 
-    def rename(self, file_id: str, requested_base: str, lock_id: str | None,
-               coauth_lock_id: str | None = None) -> File:
+    def rename(self, file_id: str, requested_base: str, lock_id: str | None, coauth_lock_id: str | None = None) -> File:
         """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix."""
         with self.db.write() as s:
             file = self.load_in_locked_folder(s, file_id)
@@ -219,7 +270,7 @@ class Files:
             file.sequence_number += 1
             return file
 
-    def delete(self, file_id: str, force: bool = False) -> list[str]:
+    def delete(self, file_id: str, force: bool = False) -> builtins.list[str]:
         """Delete a file; 409 while it is locked, unless `force` (an admin's `files rm --force`) removes its
         WOPI and coauth locks first, in the same transaction. Returns the ids of the live locks removed."""
         with self.db.write() as s:
@@ -252,8 +303,13 @@ class Files:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _write_blob(self, source: BinaryIO, validate: Callable[[Session], C],
-                    apply: Callable[[Session, Blob, C], tuple[T, list[str]]], limit: int | None = None) -> T:
+    def _write_blob(
+        self,
+        source: Readable,
+        validate: Callable[[Session], C],
+        apply: Callable[[Session, Blob, C], tuple[T, builtins.list[str]]],
+        limit: int | None = None,
+    ) -> T:
         """Validate, stream `source` to a blob, validate again and apply in one transaction.
 
         `validate` takes the row locks the change needs, folder before file (every transaction takes them
@@ -289,22 +345,50 @@ class Files:
             if file.folder_id == folder_id:  # not moved in between
                 return file
 
-    def insert(self, s: Session, folder_id: str, name: str, owner_id: str, blob: str, size: int, sha256: str,
-               extents: Extents | None = None) -> File:
+    def insert(
+        self,
+        s: Session,
+        folder_id: str,
+        name: str,
+        owner_id: str,
+        blob: str,
+        size: int,
+        sha256: str,
+        extents: Extents | None = None,
+    ) -> File:
         """A new file row whose content is the whole of `blob`, or `extents` (then `blob` is unused);
         `sha256` (base64) is "" where unknown."""
         now = self.clock.now()
-        file = File(id=new_id(), folder_id=folder_id, name=name, name_key=name_key(name), owner_id=owner_id,
-                    size=size, version=1, sequence_number=1, blob=blob, sha256=sha256,
-                    created_at=now, modified_at=now)
+        file = File(
+            id=new_id(),
+            folder_id=folder_id,
+            name=name,
+            name_key=name_key(name),
+            owner_id=owner_id,
+            size=size,
+            version=1,
+            sequence_number=1,
+            blob=blob,
+            sha256=sha256,
+            created_at=now,
+            modified_at=now,
+        )
         if extents is not None:
             file.keep_extents(extents)
         s.add(file)
         s.flush()
         return file
 
-    def set_content(self, s: Session, file: File, user_id: str | None, blob: str, size: int, sha256: str,
-                    extents: Extents | None = None) -> list[str]:
+    def set_content(
+        self,
+        s: Session,
+        file: File,
+        user_id: str | None,
+        blob: str,
+        size: int,
+        sha256: str,
+        extents: Extents | None = None,
+    ) -> builtins.list[str]:
         """New MainContent from outside PutChunkedFile (as in `insert`); returns the blobs it made unused.
 
         Such a change ends what coauthoring clients kept beside the document
@@ -312,8 +396,11 @@ class Files:
         signature is chunked anew from the bytes when next asked for.
         """
         replaced = {*file.content.blobs, *drop_alternate_streams(s, file.id)}
-        s.execute(sa.delete(ContentProperty).where(ContentProperty.file_id == file.id,
-                                                   ContentProperty.retention != "KeepOnContentChange"))
+        s.execute(
+            sa.delete(ContentProperty).where(
+                ContentProperty.file_id == file.id, ContentProperty.retention != "KeepOnContentChange"
+            )
+        )
         if extents is None:
             file.keep_blob(blob, size)
         else:
@@ -328,8 +415,9 @@ class Files:
         return unreferenced(s, file.id, replaced)
 
     @staticmethod
-    def free_name(s: Session, folder_id: str, name: str, ignore_id: str | None = None,
-                  style: Callable[[str, int], str] = numbered) -> str:
+    def free_name(
+        s: Session, folder_id: str, name: str, ignore_id: str | None = None, style: Callable[[str, int], str] = numbered
+    ) -> str:
         """`name`, or the first free one of its numbered forms (`style`), in `folder_id`."""
         for n in range(1, MAX_NUMBERED_NAMES):
             candidate = name if n == 1 else style(name, n)

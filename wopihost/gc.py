@@ -12,10 +12,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import sqlalchemy as sa
 
@@ -62,8 +62,11 @@ def _orphaned_blobs(services: Services, grace: float, track: Track = iter) -> in
     deleted = 0
     for start in range(0, len(candidates), HOLD_AT_ONCE):
         with ExitStack() as held:
-            unheld = [path for path in candidates[start:start + HOLD_AT_ONCE]
-                      if held.enter_context(services.blobs.unheld(path))]
+            unheld = [
+                path
+                for path in candidates[start : start + HOLD_AT_ONCE]
+                if held.enter_context(services.blobs.unheld(path))
+            ]
             if not unheld:
                 continue
             referenced = referenced_blobs(services)
@@ -85,10 +88,12 @@ def referenced_blobs(services: Services) -> set[str]:
     between two reads and leave the blob in neither.
     """
     no_extents = sa.cast(sa.null(), sa.Text)
-    query = sa.union_all(sa.select(UploadPiece.blob, no_extents),
-                         sa.select(File.blob, File.extents),
-                         sa.select(AlternateStream.blob, AlternateStream.extents),
-                         sa.select(WorkbookSession.blob, no_extents).where(WorkbookSession.blob.is_not(None)))
+    query: sa.CompoundSelect = sa.union_all(
+        sa.select(UploadPiece.blob, no_extents),
+        sa.select(File.blob, File.extents),
+        sa.select(AlternateStream.blob, AlternateStream.extents),
+        sa.select(WorkbookSession.blob, no_extents).where(WorkbookSession.blob.is_not(None)),
+    )
     referenced = set()
     with services.db.read() as s:
         for blob, extents in s.execute(query):
@@ -107,7 +112,7 @@ class Sweeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wopihost-sweeper", daemon=True)
 
-    def start(self) -> "Sweeper":
+    def start(self) -> Sweeper:
         self._thread.start()
         return self
 
@@ -120,9 +125,14 @@ class Sweeper:
             try:
                 done = collect(self._services)
                 if any(vars(done).values()):
-                    log.info("swept %s expired upload and workbook sessions, %s orphaned blobs, %s partial writes, "
-                             "%s expired or revoked tokens", done.sessions, done.blobs, done.partial_writes,
-                             done.tokens)
+                    log.info(
+                        "swept %s expired upload and workbook sessions, %s orphaned blobs, %s partial writes, "
+                        "%s expired or revoked tokens",
+                        done.sessions,
+                        done.blobs,
+                        done.partial_writes,
+                        done.tokens,
+                    )
             except Exception:  # a failed sweep must not end the thread; the next one retries
                 log.exception("garbage collection failed")
             if self._report is not None:

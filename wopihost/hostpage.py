@@ -102,12 +102,18 @@ _MESSAGE = """<!doctype html>
 # What Microsoft's sample lets the client frame do: run its scripts, reach its own origin, submit forms,
 # open its help and sharing windows, download, print, and navigate the top window (its Close and
 # "Edit in browser" go to CloseUrl / HostEditUrl).
-_SANDBOX = ("allow-scripts allow-same-origin allow-forms allow-popups allow-top-navigation "
-            "allow-popups-to-escape-sandbox allow-downloads allow-modals")
-_NO_CACHE = {"Cache-Control": "no-cache, no-store", "Expires": "-1", "Pragma": "no-cache",
-             "X-Content-Type-Options": "nosniff",
-             # the URL carries the launch ticket: it must not reach the client's logs as a Referer
-             "Referrer-Policy": "no-referrer"}
+_SANDBOX = (
+    "allow-scripts allow-same-origin allow-forms allow-popups allow-top-navigation "
+    "allow-popups-to-escape-sandbox allow-downloads allow-modals"
+)
+_NO_CACHE = {
+    "Cache-Control": "no-cache, no-store",
+    "Expires": "-1",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    # the URL carries the launch ticket: it must not reach the client's logs as a Referer
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _services() -> Services:
@@ -123,25 +129,42 @@ def page(action: str, ticket: str) -> Response:
     try:
         client_action = services.discovery.get().action(split_extension(launch.file_name)[1], action)
     except ActionNotFound:
-        return _message(404, "Cannot open this file",
-                        f"The WOPI client offers no {action} action for files like {launch.file_name}.")
+        return _message(
+            404,
+            "Cannot open this file",
+            f"The WOPI client offers no {action} action for files like {launch.file_name}.",
+        )
     except DiscoveryError as exc:
         log.warning("host page: the discovery is unusable: %s", exc)
         return _message(503, "WOPI client unavailable", "The WOPI client's discovery could not be read.")
     session_id = new_id(16)
-    url = _pass_through_wd(transform_urlsrc(client_action.urlsrc, services.wopi_src(launch.file_id),
-                                            _placeholders(services, session_id)))
+    url = _pass_through_wd(
+        transform_urlsrc(client_action.urlsrc, services.wopi_src(launch.file_id), _placeholders(services, session_id))
+    )
     client = urlsplit(url)
     origin = f"{client.scheme}://{client.netloc}"
-    log.info("host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id,
-             session_id)
+    log.info(
+        "host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id, session_id
+    )
     nonce = secrets.token_urlsafe(16)
-    html = render_template_string(_PAGE, title=launch.file_name, favicon=client_action.favicon, nonce=nonce,
-                                  action_url=url, token=launch.token,
-                                  token_ttl=to_epoch_ms(launch.token_expires_at), client_origin=origin,
-                                  client_scheme=client.scheme, siblings=_siblings(client), sandbox=_SANDBOX)
-    return Response(html, mimetype="text/html", headers={**_NO_CACHE, "Content-Security-Policy": _csp(
-        nonce, origin, client_action.favicon)})
+    html = render_template_string(
+        _PAGE,
+        title=launch.file_name,
+        favicon=client_action.favicon,
+        nonce=nonce,
+        action_url=url,
+        token=launch.token,
+        token_ttl=to_epoch_ms(launch.token_expires_at),
+        client_origin=origin,
+        client_scheme=client.scheme,
+        siblings=_siblings(client),
+        sandbox=_SANDBOX,
+    )
+    return Response(
+        html,
+        mimetype="text/html",
+        headers={**_NO_CACHE, "Content-Security-Policy": _csp(nonce, origin, client_action.favicon)},
+    )
 
 
 @blueprint.post("/links")
@@ -158,11 +181,23 @@ def create_link() -> Response:
     if not isinstance(action, str):
         raise WopiError(400, "action must be a string")
     settings, left = services.settings, grant.expires_at - services.clock.now()  # never past the API token
-    link = services.launches.issue(body["fileId"], grant.user_id, action, can_write=grant.can_write,
-                                   ttl=min(timedelta(seconds=settings.launch_link_ttl), left),
-                                   token_ttl=min(timedelta(seconds=settings.token_ttl), left), check_drive=True)
-    response = jsonify({"url": services.launch_url(link.action, link.ticket), "action": link.action,
-                        "fileId": link.file_id, "expiresAt": link.expires_at.isoformat() + "Z"})
+    link = services.launches.issue(
+        body["fileId"],
+        grant.user_id,
+        action,
+        can_write=grant.can_write,
+        ttl=min(timedelta(seconds=settings.launch_link_ttl), left),
+        token_ttl=min(timedelta(seconds=settings.token_ttl), left),
+        check_drive=True,
+    )
+    response = jsonify(
+        {
+            "url": services.launch_url(link.action, link.ticket),
+            "action": link.action,
+            "fileId": link.file_id,
+            "expiresAt": link.expires_at.isoformat() + "Z",
+        }
+    )
     response.status_code = 201
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -171,8 +206,9 @@ def create_link() -> Response:
 @blueprint.errorhandler(WopiError)
 def _refused(error: WopiError) -> Response:
     if request.method == "POST":  # the launch API: JSON for a program
-        response = jsonify({"error": {"code": error.code or _CODES.get(error.status, "invalidRequest"),
-                                      "message": error.reason}})
+        response = jsonify(
+            {"error": {"code": error.code or _CODES.get(error.status, "invalidRequest"), "message": error.reason}}
+        )
         response.status_code = error.status
         return response
     if error.status == 401:  # one answer for a bad, expired or revoked link, a missing file ...
@@ -186,8 +222,14 @@ def _fault(error: Exception) -> Response:
     log.warning("%s %s: %s", request.method, request.path, error)
     status = 503 if isinstance(error, Unavailable) else 507
     if request.method == "POST":
-        response = jsonify({"error": {"code": "serviceNotAvailable" if status == 503 else "insufficientStorage",
-                                      "message": str(error)}})
+        response = jsonify(
+            {
+                "error": {
+                    "code": "serviceNotAvailable" if status == 503 else "insufficientStorage",
+                    "message": str(error),
+                }
+            }
+        )
         response.status_code = status
         return response
     return _message(status, "Try again later", str(error))
@@ -197,8 +239,12 @@ _CODES = {400: "invalidRequest", 401: "unauthenticated", 403: "accessDenied", 40
 
 
 def _message(status: int, title: str, message: str) -> Response:
-    return Response(render_template_string(_MESSAGE, title=title, message=message), status=status,
-                    mimetype="text/html", headers={**_NO_CACHE, "Content-Security-Policy": "default-src 'none'"})
+    return Response(
+        render_template_string(_MESSAGE, title=title, message=message),
+        status=status,
+        mimetype="text/html",
+        headers={**_NO_CACHE, "Content-Security-Policy": "default-src 'none'"},
+    )
 
 
 def _placeholders(services: Services, session_id: str) -> dict[str, str]:
@@ -213,8 +259,11 @@ def _placeholders(services: Services, session_id: str) -> dict[str, str]:
 
 def _pass_through_wd(url: str) -> str:
     """The host page passes on the `wd*` parameters it was called with (Office's own diagnostics)."""
-    extra = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in request.args.items(multi=True)
-                     if k.lower().startswith("wd"))
+    extra = "&".join(
+        f"{quote(k, safe='')}={quote(v, safe='')}"
+        for k, v in request.args.items(multi=True)
+        if k.lower().startswith("wd")
+    )
     if not extra:
         return url
     base, hash_mark, fragment = url.partition("#")
@@ -236,6 +285,8 @@ def _csp(nonce: str, client_origin: str, favicon: str) -> str:
     where the client may send them (Office takes business users to their sign-in page within the frame)."""
     favicon_origin = urlsplit(favicon)
     images = f"{favicon_origin.scheme}://{favicon_origin.netloc}" if favicon else "'none'"
-    return (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-            f"frame-src {client_origin} https:; form-action {client_origin} https:; img-src {images}; "
-            "base-uri 'none'; frame-ancestors 'self'")
+    return (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        f"frame-src {client_origin} https:; form-action {client_origin} https:; img-src {images}; "
+        "base-uri 'none'; frame-ancestors 'self'"
+    )

@@ -18,4 +18,3 @@ def new_id(length: int = 22) -> str:
     the host must agree on the URL byte for byte whatever either of them escapes.
     """
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
-

@@ -34,6 +34,7 @@ INVALID = "this link is not valid or has expired"  # one answer for every refusa
 @dataclass(frozen=True)
 class Launch:
     """What a valid launch link opens."""
+
     action: str
     file_id: str
     file_name: str
@@ -57,8 +58,17 @@ class LaunchLinks:
         # token is the same string each time: signed once, not on every call.
         self._grant_tickets = functools.lru_cache(maxsize=1024)(self._grant_ticket)
 
-    def issue(self, file_id: str, user_id: str, action: str, *, can_write: bool, ttl: timedelta,
-              token_ttl: timedelta, check_drive: bool = False) -> LaunchLink:
+    def issue(
+        self,
+        file_id: str,
+        user_id: str,
+        action: str,
+        *,
+        can_write: bool,
+        ttl: timedelta,
+        token_ttl: timedelta,
+        check_drive: bool = False,
+    ) -> LaunchLink:
         """A link for `user_id` to open `file_id` on `action`, valid for `ttl`, with a new access token valid for
         `token_ttl` once opened. `check_drive`: the user must reach the file's drive (the launch API, where
         the caller is a user; `wopihost open` is the administrator). WopiError 400/403/404 if not allowed."""
@@ -72,7 +82,7 @@ class LaunchLinks:
             if file is None:
                 raise WopiError(404, "no such file", code="itemNotFound")
             if check_drive:
-                self.drives.reachable(s, user_id, s.get(Folder, file.folder_id).drive_id)
+                self.drives.reachable(s, user_id, s.get_one(Folder, file.folder_id).drive_id)
             else:
                 ensure_user(s, user_id, now)
             issued = self.tokens.issue(s, file_id, user_id, "w" if can_write else "r", now + token_ttl)
@@ -104,4 +114,3 @@ class LaunchLinks:
             name = file.name
         token = self.tokens.derive(grant, file_id, rights, "")
         return Launch(action, file_id, name, row.user_id, token.token, grant.expires_at)
-

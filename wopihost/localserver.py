@@ -39,18 +39,41 @@ class LocalServer:
     data_dir: Path
 
     @classmethod
-    def start(cls, workdir: Path, database_url: str | None = None, workers: int = 2, threads: int | None = None,
-              extra_env: dict | None = None, timeout: float = 30) -> "LocalServer":
+    def start(
+        cls,
+        workdir: Path,
+        database_url: str | None = None,
+        workers: int = 2,
+        threads: int | None = None,
+        extra_env: dict | None = None,
+        timeout: float = 30,
+    ) -> LocalServer:
         port = free_port()
         data_dir = workdir / "data"
-        env = {**os.environ, "WOPIHOST_DATA_DIR": str(data_dir), "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
-               **({"WOPIHOST_DATABASE_URL": database_url} if database_url else {}), **(extra_env or {})}
+        env = {
+            **os.environ,
+            "WOPIHOST_DATA_DIR": str(data_dir),
+            "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            **({"WOPIHOST_DATABASE_URL": database_url} if database_url else {}),
+            **(extra_env or {}),
+        }
         subprocess.run([*WOPIHOST, "db", "upgrade"], env=env, check=True, capture_output=True)
         log = workdir / "server.log"
         with open(log, "wb") as out:
-            process = subprocess.Popen([*WOPIHOST, "serve", "--port", str(port), "--workers", str(workers),
-                                        *(["--threads", str(threads)] if threads else [])],
-                                       env=env, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [
+                    *WOPIHOST,
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(workers),
+                    *(["--threads", str(threads)] if threads else []),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         server = cls(f"http://127.0.0.1:{port}", port, env, process, log, data_dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and process.poll() is None:
@@ -131,7 +154,7 @@ class PeakRss:
             self._sample()
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._sample()
         self.start = self.peak
         self._thread.start()
@@ -187,8 +210,10 @@ class SlowClient(threading.Thread):
         self._trickle(sock, request[20:-4] + b"X-Pad: y" * 10_000)
 
     def body(self, sock: socket.socket) -> None:
-        sock.sendall(f"POST {self.path}/contents?{self.query} HTTP/1.1\r\nHost: x\r\nX-WOPI-Override: PUT\r\n"
-                     f"X-WOPI-Lock: L\r\nContent-Length: 10000000\r\n\r\n".encode())
+        sock.sendall(
+            f"POST {self.path}/contents?{self.query} HTTP/1.1\r\nHost: x\r\nX-WOPI-Override: PUT\r\n"
+            f"X-WOPI-Lock: L\r\nContent-Length: 10000000\r\n\r\n".encode()
+        )
         self._trickle(sock, b"z" * 10_000_000)
 
     def reader(self, sock: socket.socket) -> None:

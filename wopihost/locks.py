@@ -20,9 +20,10 @@ X-WOPI-ConflictingLockUsername (docs/wopi.md §2).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, NamedTuple
+from typing import NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -44,6 +45,7 @@ LOCK_TTL_RANGE = (60, 3600)  # seconds a client may ask for (X-WOPI-LockExpirati
 @dataclass(frozen=True)
 class LockRequest:
     """What a Lock, RefreshLock or UnlockAndRelock asks for besides the lock id."""
+
     ttl: timedelta = LOCK_TTL
     visible_as: str | None = None  # the taker's display name, when they may be shown
 
@@ -79,13 +81,22 @@ def held_by(row) -> dict[str, str]:
 
 
 def live_coauth_locks(session: Session, file_id: str, now: datetime) -> list[CoauthLock]:
-    query = (sa.select(CoauthLock).where(CoauthLock.file_id == file_id, CoauthLock.expires_at > now)
-             .order_by(CoauthLock.acquired_at, CoauthLock.lock_id))
+    query = (
+        sa.select(CoauthLock)
+        .where(CoauthLock.file_id == file_id, CoauthLock.expires_at > now)
+        .order_by(CoauthLock.acquired_at, CoauthLock.lock_id)
+    )
     return list(session.scalars(query))
 
 
-def require_write_access(session: Session, file: File, now: datetime, lock_id: str | None,
-                         coauth_lock_id: str | None = None, unlocked_ok: bool = False) -> None:
+def require_write_access(
+    session: Session,
+    file: File,
+    now: datetime,
+    lock_id: str | None,
+    coauth_lock_id: str | None = None,
+    unlocked_ok: bool = False,
+) -> None:
     """409 unless the request shows the lock that holds the file (docs/cspp-plus.md §1.3 lock table).
 
     `unlocked_ok`: whether an unlocked file may be changed without a lock (PutFile on
@@ -98,14 +109,20 @@ def require_write_access(session: Session, file: File, now: datetime, lock_id: s
     check_lock_state(wopi_lock, coauth, lock_id, coauth_lock_id, unlocked_ok)
 
 
-def check_lock_state(wopi_lock, coauth: list[CoauthLock], lock_id: str | None, coauth_lock_id: str | None,
-                     unlocked_ok: bool) -> None:
+def check_lock_state(
+    wopi_lock,
+    coauth: Sequence[CoauthLock | _CoauthState],
+    lock_id: str | None,
+    coauth_lock_id: str | None,
+    unlocked_ok: bool,
+) -> None:
     """The lock table itself: `wopi_lock` is the live WOPI lock (with `lock_id` and `user_name`) or None,
     `coauth` the live coauth locks; 409 unless the request's `lock_id` or `coauth_lock_id` may act."""
     if wopi_lock is not None:
         if lock_id != wopi_lock.lock_id:
-            raise conflict("the file is locked with another lock id", wopi_lock.lock_id, "WOPI-Lock",
-                           held_by(wopi_lock))
+            raise conflict(
+                "the file is locked with another lock id", wopi_lock.lock_id, "WOPI-Lock", held_by(wopi_lock)
+            )
         return
     if not coauth:
         if not unlocked_ok:
@@ -131,20 +148,24 @@ class Locks:
 
     def lock(self, file_id: str, lock_id: str, how: LockRequest = LockRequest()) -> int:
         """Lock (or, with the same id, refresh); the file's version."""
-        return self._transition(file_id, lock_id, unlocked_ok=True, change=lambda t, now: self._set(
-            t, file_id, lock_id, now, how))
+        return self._transition(
+            file_id, lock_id, unlocked_ok=True, change=lambda t, now: self._set(t, file_id, lock_id, now, how)
+        )
 
-    def unlock_and_relock(self, file_id: str, new_lock_id: str, old_lock_id: str,
-                          how: LockRequest = LockRequest()) -> int:
-        return self._transition(file_id, old_lock_id, unlocked_ok=False, change=lambda t, now: self._set(
-            t, file_id, new_lock_id, now, how))
+    def unlock_and_relock(
+        self, file_id: str, new_lock_id: str, old_lock_id: str, how: LockRequest = LockRequest()
+    ) -> int:
+        return self._transition(
+            file_id, old_lock_id, unlocked_ok=False, change=lambda t, now: self._set(t, file_id, new_lock_id, now, how)
+        )
 
     def refresh(self, file_id: str, lock_id: str, how: LockRequest = LockRequest()) -> int:
         return self.unlock_and_relock(file_id, lock_id, lock_id, how)  # a refresh is a relock with the same id
 
     def unlock(self, file_id: str, lock_id: str) -> int:
-        return self._transition(file_id, lock_id, unlocked_ok=False, change=lambda t, now: t.run(
-            _DELETE, {"file_id": file_id}))
+        return self._transition(
+            file_id, lock_id, unlocked_ok=False, change=lambda t, now: t.run(_DELETE, {"file_id": file_id})
+        )
 
     def get(self, file_id: str) -> tuple[File, str]:
         with self.db.read() as s:
@@ -166,17 +187,21 @@ class Locks:
     def live(self) -> list[LiveLock]:
         """Every live lock, WOPI and coauth, with its file's name (for admins), by file then expiry."""
         now = self.clock.now()
-        kinds = [sa.select(Lock.file_id, File.name, Lock.lock_id, sa.literal("WOPI").label("type"), Lock.expires_at)
-                 .join(File, File.id == Lock.file_id).where(Lock.expires_at > now),
-                 sa.select(CoauthLock.file_id, File.name, CoauthLock.lock_id, CoauthLock.lock_type,
-                           CoauthLock.expires_at)
-                 .join(File, File.id == CoauthLock.file_id).where(CoauthLock.expires_at > now)]
+        kinds = [
+            sa.select(Lock.file_id, File.name, Lock.lock_id, sa.literal("WOPI").label("type"), Lock.expires_at)
+            .join(File, File.id == Lock.file_id)
+            .where(Lock.expires_at > now),
+            sa.select(CoauthLock.file_id, File.name, CoauthLock.lock_id, CoauthLock.lock_type, CoauthLock.expires_at)
+            .join(File, File.id == CoauthLock.file_id)
+            .where(CoauthLock.expires_at > now),
+        ]
         query = sa.union_all(*kinds).order_by("file_id", "expires_at", "lock_id")
         with self.db.read() as s:
             return [LiveLock(*row) for row in s.execute(query)]
 
-    def _transition(self, file_id: str, lock_id: str, unlocked_ok: bool,
-                    change: Callable[[Statements, datetime], object]) -> int:
+    def _transition(
+        self, file_id: str, lock_id: str, unlocked_ok: bool, change: Callable[[Statements, datetime], object]
+    ) -> int:
         """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
         with self.db.transaction() as t:
             now = self.clock.now()
@@ -190,16 +215,20 @@ class Locks:
                 raise not_found()
             version, current_id, expires_at, user_name, coauth_count = state
             wopi_lock = _LockState(current_id, user_name) if current_id is not None and expires_at > now else None
-            coauth = ([_CoauthState(*row) for row in t.all(_LIVE_COAUTH_LOCKS, {"file_id": file_id, "now": now})]
-                      if wopi_lock is None and coauth_count else [])
+            coauth = (
+                [_CoauthState(*row) for row in t.all(_LIVE_COAUTH_LOCKS, {"file_id": file_id, "now": now})]
+                if wopi_lock is None and coauth_count
+                else []
+            )
             check_lock_state(wopi_lock, coauth, lock_id, None, unlocked_ok)
             change(t, now)
             return version
 
     @staticmethod
     def _set(t: Statements, file_id: str, lock_id: str, now: datetime, how: LockRequest) -> None:
-        t.run(_UPSERT, {"file_id": file_id, "lock_id": lock_id, "expires_at": now + how.ttl,
-                        "user_name": how.visible_as})
+        t.run(
+            _UPSERT, {"file_id": file_id, "lock_id": lock_id, "expires_at": now + how.ttl, "user_name": how.visible_as}
+        )
 
 
 class LiveLock(NamedTuple):
@@ -220,13 +249,20 @@ class _CoauthState(NamedTuple):
     lock_type: str
 
 
-_FILES, _LOCKS, _COAUTH = File.__table__, Lock.__table__, CoauthLock.__table__
+# typed as a FromClause on the mapped class; a Table
+_FILES, _LOCKS, _COAUTH = (
+    cast(sa.Table, File.__table__),
+    cast(sa.Table, Lock.__table__),
+    cast(sa.Table, CoauthLock.__table__),
+)
 
 
 def _upsert(dialect) -> sa.Insert:
     insert = dialect.insert(_LOCKS)
-    return insert.on_conflict_do_update(index_elements=[_LOCKS.c.file_id], set_={
-        name: insert.excluded[name] for name in ("lock_id", "expires_at", "user_name")})
+    return insert.on_conflict_do_update(
+        index_elements=[_LOCKS.c.file_id],
+        set_={name: insert.excluded[name] for name in ("lock_id", "expires_at", "user_name")},
+    )
 
 
 # Compiled once (prepared.Prepared): SQLAlchemy's execution of a statement costs more than the statement.
@@ -235,14 +271,20 @@ _DELETE = Prepared(sa.delete(_LOCKS).where(_LOCKS.c.file_id == sa.bindparam("fil
 _LOCK_FILE_ROW = Prepared(sa.select(_FILES.c.id).where(_FILES.c.id == sa.bindparam("file_id")).with_for_update())
 
 _LIVE = sa.and_(_COAUTH.c.file_id == sa.bindparam("file_id"), _COAUTH.c.expires_at > sa.bindparam("now"))
-_LIVE_COAUTH_COUNT = (sa.select(sa.func.count()).where(_COAUTH.c.file_id == _FILES.c.id,
-                                                       _COAUTH.c.expires_at > sa.bindparam("now"))
-                      .scalar_subquery())
-_LIVE_COAUTH_LOCKS = Prepared(sa.select(_COAUTH.c.lock_id, _COAUTH.c.lock_type).where(_LIVE)
-                              .order_by(_COAUTH.c.acquired_at, _COAUTH.c.lock_id))
+_LIVE_COAUTH_COUNT = (
+    sa.select(sa.func.count())
+    .where(_COAUTH.c.file_id == _FILES.c.id, _COAUTH.c.expires_at > sa.bindparam("now"))
+    .scalar_subquery()
+)
+_LIVE_COAUTH_LOCKS = Prepared(
+    sa.select(_COAUTH.c.lock_id, _COAUTH.c.lock_type).where(_LIVE).order_by(_COAUTH.c.acquired_at, _COAUTH.c.lock_id)
+)
 
 # What a lock transition decides on, in one statement (the coauth locks themselves only when there are any).
-_STATE = Prepared(sa.select(_FILES.c.version, _LOCKS.c.lock_id, _LOCKS.c.expires_at, _LOCKS.c.user_name,
-                            _LIVE_COAUTH_COUNT.label("coauth"))
-                  .select_from(_FILES.outerjoin(_LOCKS, _LOCKS.c.file_id == _FILES.c.id))
-                  .where(_FILES.c.id == sa.bindparam("file_id")))
+_STATE = Prepared(
+    sa.select(
+        _FILES.c.version, _LOCKS.c.lock_id, _LOCKS.c.expires_at, _LOCKS.c.user_name, _LIVE_COAUTH_COUNT.label("coauth")
+    )
+    .select_from(_FILES.outerjoin(_LOCKS, _LOCKS.c.file_id == _FILES.c.id))
+    .where(_FILES.c.id == sa.bindparam("file_id"))
+)

@@ -19,7 +19,8 @@ import logging
 import os
 import re
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from gunicorn.glogging import Logger
 
@@ -40,7 +41,8 @@ _SECRETS = re.compile(
     r"|(?P<path>/(?:uploadSessions|downloads|download|s|shares)/)[^/?\s'\"\\]+"
     r"|[a-z2-7]{64,}"  # a token by its shape: long base32, whatever spelling or context (ours are ~150)
     r"|\b\w+\.\w+\.\d+\.[\w-]{43}",  # a download ticket by its shape: jti.file.expiry.signature
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:
@@ -71,9 +73,13 @@ class JsonFormatter(logging.Formatter):
     its own, and the fields of an access line (`access`, set by GunicornLogger.access)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-                 "level": record.levelname, "logger": record.name, "pid": os.getpid(),
-                 "message": record.getMessage()}
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": os.getpid(),
+            "message": record.getMessage(),
+        }
         access = getattr(record, "access", None)
         if access is not None:
             entry.update(access)
@@ -138,20 +144,35 @@ class GunicornLogger(Logger):
             override = redact(override)
         elapsed = request_time.seconds * 1000 + request_time.microseconds // 1000
         sent = getattr(resp, "sent", None)
-        extra = {"redacted": True}
+        extra: dict[str, Any] = {"redacted": True}
         if self.as_json:
             file_id = environ.get(FILE_ID)
             length = environ.get("CONTENT_LENGTH", "")
             extra["access"] = {
-                "remote_addr": environ.get("REMOTE_ADDR"), "method": environ.get("REQUEST_METHOD"), "path": path,
-                "protocol": environ.get("SERVER_PROTOCOL"), "operation": environ.get(OPERATION),
-                "file_id": redact(file_id) if file_id else None, "status": _int(status),
+                "remote_addr": environ.get("REMOTE_ADDR"),
+                "method": environ.get("REQUEST_METHOD"),
+                "path": path,
+                "protocol": environ.get("SERVER_PROTOCOL"),
+                "operation": environ.get(OPERATION),
+                "file_id": redact(file_id) if file_id else None,
+                "status": _int(status),
                 "duration_ms": round(request_time.total_seconds() * 1000, 3),
-                "bytes_in": int(length) if length.isdigit() else 0, "bytes_out": sent}
+                "bytes_in": int(length) if length.isdigit() else 0,
+                "bytes_out": sent,
+            }
         try:
-            self.access_log.info('%s "%s %s %s" %s %s %sms override=%s', environ.get("REMOTE_ADDR", "-"),
-                                 environ.get("REQUEST_METHOD"), path, environ.get("SERVER_PROTOCOL"), status,
-                                 sent, elapsed, override, extra=extra)
+            self.access_log.info(
+                '%s "%s %s %s" %s %s %sms override=%s',
+                environ.get("REMOTE_ADDR", "-"),
+                environ.get("REQUEST_METHOD"),
+                path,
+                environ.get("SERVER_PROTOCOL"),
+                status,
+                sent,
+                elapsed,
+                override,
+                extra=extra,
+            )
         except Exception:  # as gunicorn's own access(): a log line never fails a request
             self.error(traceback.format_exc())
 

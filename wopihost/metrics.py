@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import sqlalchemy as sa
@@ -46,25 +47,43 @@ class Metrics:
 
     def __init__(self, services: Services):
         own = CollectorRegistry()
-        self.requests = Counter("wopihost_requests", "Requests answered, by operation and HTTP status",
-                                ["operation", "status"], registry=own)
-        self.duration = Histogram("wopihost_request_duration_seconds",
-                                  "Time from a request's arrival to the end of its response, by operation",
-                                  ["operation"], buckets=LATENCY_BUCKETS, registry=own)
-        self.bytes_in = Counter("wopihost_request_body_bytes",
-                                "Request body bytes, as declared by Content-Length, by operation",
-                                ["operation"], registry=own)
-        self.bytes_out = Counter("wopihost_response_body_bytes", "Response body bytes sent, by operation",
-                                 ["operation"], registry=own)
-        self.proof_failures = Counter("wopihost_proof_failures", "WOPI requests refused for their proof "
-                                      "signature", registry=own)
-        self.sweeps = Counter("wopihost_gc_sweeps", "Periodic garbage collections, by result (ok, failed)",
-                              ["result"], registry=own)
-        self.swept = Counter("wopihost_gc_deleted", "What periodic garbage collection deleted, by kind",
-                             ["kind"], registry=own)
-        self.last_sweep = Gauge("wopihost_gc_last_sweep_timestamp_seconds",
-                                "When a worker last finished a garbage collection (Unix time)",
-                                registry=own, multiprocess_mode="max")
+        self.requests = Counter(
+            "wopihost_requests",
+            "Requests answered, by operation and HTTP status",
+            ["operation", "status"],
+            registry=own,
+        )
+        self.duration = Histogram(
+            "wopihost_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by operation",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=own,
+        )
+        self.bytes_in = Counter(
+            "wopihost_request_body_bytes",
+            "Request body bytes, as declared by Content-Length, by operation",
+            ["operation"],
+            registry=own,
+        )
+        self.bytes_out = Counter(
+            "wopihost_response_body_bytes", "Response body bytes sent, by operation", ["operation"], registry=own
+        )
+        self.proof_failures = Counter(
+            "wopihost_proof_failures", "WOPI requests refused for their proof signature", registry=own
+        )
+        self.sweeps = Counter(
+            "wopihost_gc_sweeps", "Periodic garbage collections, by result (ok, failed)", ["result"], registry=own
+        )
+        self.swept = Counter(
+            "wopihost_gc_deleted", "What periodic garbage collection deleted, by kind", ["kind"], registry=own
+        )
+        self.last_sweep = Gauge(
+            "wopihost_gc_last_sweep_timestamp_seconds",
+            "When a worker last finished a garbage collection (Unix time)",
+            registry=own,
+            multiprocess_mode="max",
+        )
         for result in ("ok", "failed"):
             self.sweeps.labels(result)
         for kind in Collected.__dataclass_fields__:
@@ -83,8 +102,11 @@ class Metrics:
         children = self._children.get((operation, status))
         if children is None:  # labels() takes a lock and checks its arguments: once per series, not per request
             children = self._children[operation, status] = (
-                self.requests.labels(operation, status), self.duration.labels(operation),
-                self.bytes_in.labels(operation), self.bytes_out.labels(operation))
+                self.requests.labels(operation, status),
+                self.duration.labels(operation),
+                self.bytes_in.labels(operation),
+                self.bytes_out.labels(operation),
+            )
         requests, duration, received, sent = children
         requests.inc()
         duration.observe(seconds)
@@ -104,8 +126,9 @@ class Metrics:
 
     def response(self) -> Response:
         """GET /metrics."""
-        return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST,
-                        headers={"Cache-Control": "no-store"})
+        return Response(
+            generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
+        )
 
 
 class StateCollector:
@@ -126,10 +149,14 @@ class StateCollector:
                 sessions = s.execute(
                     sa.select(UploadSession.kind, sa.func.count(), received)
                     .where(UploadSession.expires_at > now, UploadSession.result.is_(None))
-                    .group_by(UploadSession.kind)).all()
-                locks = s.execute(sa.union_all(
-                    sa.select(sa.literal("wopi"), sa.func.count()).where(Lock.expires_at > now),
-                    sa.select(sa.literal("coauth"), sa.func.count()).where(CoauthLock.expires_at > now))).all()
+                    .group_by(UploadSession.kind)
+                ).all()
+                locks = s.execute(
+                    sa.union_all(
+                        sa.select(sa.literal("wopi"), sa.func.count()).where(Lock.expires_at > now),
+                        sa.select(sa.literal("coauth"), sa.func.count()).where(CoauthLock.expires_at > now),
+                    )
+                ).all()
         except Exception as exc:  # a scrape says what it can, and that the database did not answer
             log.warning("metrics: cannot read upload sessions and locks: %s", exc)
             up.add_metric([], 0)
@@ -137,17 +164,20 @@ class StateCollector:
             return
         up.add_metric([], 1)
         yield up
-        open_sessions = GaugeMetricFamily("wopihost_upload_sessions", "Open upload sessions, by kind (cspp, graph)",
-                                          labels=["kind"])
-        session_bytes = GaugeMetricFamily("wopihost_upload_session_bytes",
-                                          "Bytes received by open upload sessions, by kind", labels=["kind"])
+        open_sessions = GaugeMetricFamily(
+            "wopihost_upload_sessions", "Open upload sessions, by kind (cspp, graph)", labels=["kind"]
+        )
+        session_bytes = GaugeMetricFamily(
+            "wopihost_upload_session_bytes", "Bytes received by open upload sessions, by kind", labels=["kind"]
+        )
         by_kind = {kind: (count, received) for kind, count, received in sessions}
         for kind in SESSION_KINDS:
             count, received = by_kind.get(kind, (0, 0))
             open_sessions.add_metric([kind], count)
             session_bytes.add_metric([kind], received)
-        held = GaugeMetricFamily("wopihost_locks_held", "Unexpired locks: WOPI locks (one per file) and coauth "
-                                 "lock holders", labels=["kind"])
+        held = GaugeMetricFamily(
+            "wopihost_locks_held", "Unexpired locks: WOPI locks (one per file) and coauth lock holders", labels=["kind"]
+        )
         for kind, count in locks:
             held.add_metric([kind], count)
         yield from (open_sessions, session_bytes, held)
@@ -156,7 +186,7 @@ class StateCollector:
 def name_request(_exc=None) -> None:
     """Flask's teardown_request hook, which runs for every request, routed or not: its operation and file id
     (OPERATION, FILE_ID) go into its environ, for Observer and the access log."""
-    routed = request._get_current_object()  # (Flask's documented way past the proxy, which costs per access)
+    routed = request._get_current_object()  # type: ignore[attr-defined]  # (Flask's documented way past the proxy, which costs per access)
     routed.environ[OPERATION], routed.environ[FILE_ID] = describe(routed)
 
 
@@ -183,6 +213,7 @@ class _Exchange:
     """One request and its response, from arrival until the server closes the response."""
 
     __slots__ = ("metrics", "environ", "started", "_start_response", "status", "headers", "close_body")
+    headers: Sequence[tuple[str, str]]
 
     def __init__(self, metrics: Metrics, environ: dict, start_response):
         self.metrics, self.environ, self._start_response = metrics, environ, start_response
@@ -196,8 +227,13 @@ class _Exchange:
     def done(self, sent: int) -> None:
         environ = self.environ
         length = environ.get("CONTENT_LENGTH", "")
-        self.metrics.observe(environ.get(OPERATION, UNMATCHED), self.status, time.perf_counter() - self.started,
-                             int(length) if length.isdigit() else 0, sent)
+        self.metrics.observe(
+            environ.get(OPERATION, UNMATCHED),
+            self.status,
+            time.perf_counter() - self.started,
+            int(length) if length.isdigit() else 0,
+            sent,
+        )
         if PROOF_FAILED in environ:
             self.metrics.proof_failures.inc()
 
@@ -242,6 +278,7 @@ class _Counted:
 
 # -- a separate address (WOPIHOST_METRICS_BIND) ---------------------------------------------------------
 
+
 class _ReusePortServer(ThreadingWSGIServer):
     # Every worker listens on the address (the kernel gives each connection to one of them), and each answers
     # for all: a scrape reaches a live worker however many there are, and whatever restarts.
@@ -255,8 +292,9 @@ class _Quiet(WSGIRequestHandler):
 
 def serve_separately(metrics: Metrics, host: str, port: int):
     """Answer scrapes on host:port from a thread of this process; returns the server (shutdown() stops it)."""
-    server_class = type("Server", (_ReusePortServer,), {"address_family": socket.AF_INET6 if ":" in host
-                                                        else socket.AF_INET})
+    server_class: type[_ReusePortServer] = type(
+        "Server", (_ReusePortServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET}
+    )
     server = make_server(host, port, make_wsgi_app(metrics.registry), server_class, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, name="wopihost-metrics", daemon=True).start()
     return server

@@ -11,12 +11,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from .extents import Extents
 
 # Named constraints make Alembic migrations portable between SQLite and PostgreSQL.
-metadata = MetaData(naming_convention={
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 USER_ID_LENGTH = 64
 ID_LENGTH = 22
@@ -29,6 +31,7 @@ PROPERTY_NAME_LENGTH = 256
 
 class StoredStream:
     """Where a stream's bytes are: the whole of `blob`, or (`extents` set, `blob` "") ranges of blobs."""
+
     blob: str
     size: int
     extents: str | None
@@ -67,6 +70,7 @@ class Drive(Base):
     Every user has one personal drive (`owner_id` set). Shared drives (`kind` "site" or "group", no owner)
     are made by an admin and reached by their members (DriveMember).
     """
+
     __tablename__ = "drives"
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), unique=True)
@@ -129,6 +133,7 @@ class File(StoredStream, Base):
 
 class Lock(Base):
     """At most one WOPI lock per file; a row whose expiry has passed counts as no lock."""
+
     __tablename__ = "locks"
     file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     lock_id: Mapped[str] = mapped_column(String(LOCK_ID_LENGTH))
@@ -139,6 +144,7 @@ class Lock(Base):
 class AccessToken(Base):
     """Every token we issue, so that it can be revoked; no FK to files so a deleted file gives 404, not 401.
     A WOPI token names its file; an API token (Graph) names none (`file_id` "") and reaches the user's drives."""
+
     __tablename__ = "access_tokens"
     __table_args__ = (Index(None, "file_id", "user_id"),)
     jti: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -152,6 +158,7 @@ class AccessToken(Base):
 
 class AlternateStream(StoredStream, Base):
     """A CSPP Plus stream other than MainContent: its bytes (see StoredStream) and the signature that describes it."""
+
     __tablename__ = "alternate_streams"
     file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     stream_id: Mapped[str] = mapped_column(String(STREAM_ID_LENGTH), primary_key=True)
@@ -180,6 +187,7 @@ class UploadSession(Base):
     item) or a new file as `target` (JSON) says; `result` is the file it became, kept until expiry so
     that a repeated final request gets the same answer.
     """
+
     __tablename__ = "upload_sessions"
     __table_args__ = (Index(None, "user_id", "expires_at"),)  # a user's live sessions, counted on each update
     token: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -197,6 +205,7 @@ class UploadSession(Base):
 
 class UploadPiece(Base):
     """One acknowledged UpdateUploadSession body: bytes [offset, offset + length) of the session stream."""
+
     __tablename__ = "upload_pieces"
     token: Mapped[str] = mapped_column(ForeignKey("upload_sessions.token", ondelete="CASCADE"), primary_key=True)
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -206,6 +215,7 @@ class UploadPiece(Base):
 
 class CoauthLock(Base):
     """A CSPP Plus coauthoring lock: many `Coauth` holders, or one `CoauthExclusive`, each with its own expiry."""
+
     __tablename__ = "coauth_locks"
     file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     lock_id: Mapped[str] = mapped_column(String(LOCK_ID_LENGTH), primary_key=True)
@@ -219,6 +229,7 @@ class CoauthLock(Base):
 class WorkbookSession(Base):
     """A Graph workbook session on one file. A persistent one writes to the file; a non-persistent one works
     on its own copy, `blob` (made from the file's `base_version`), which goes when the session does."""
+
     __tablename__ = "workbook_sessions"
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     file_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)  # no FK: a deleted file's session just expires
@@ -233,6 +244,7 @@ class WorkbookSession(Base):
 class WorkbookOperation(Base):
     """A long-running workbook operation (createSession with Prefer: respond-async): its status, polled by
     any worker; `session_id` once it succeeded, `error` (JSON) once it failed."""
+
     __tablename__ = "workbook_operations"
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     file_id: Mapped[str] = mapped_column(String(ID_LENGTH))
@@ -248,6 +260,7 @@ class WorkbookOperation(Base):
 class ShareLink(Base):
     """A link that opens one file or folder with the rights of its `url_type` (ReadOnly, ReadWrite), for
     whoever holds it, until it is revoked. No FK: a link to a deleted item resolves to nothing."""
+
     __tablename__ = "share_links"
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     item_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
@@ -259,6 +272,7 @@ class ShareLink(Base):
 
 class Activity(Base):
     """An activity a WOPI client reported on a file (AddActivities): a comment, a mention ... kept as sent."""
+
     __tablename__ = "activities"
     file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
     activity_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the client's Id

@@ -106,4 +106,4 @@ def counted(name: str, n: int) -> str:
 
 
 def _suffixed(base: str, suffix: str, ext: str) -> str:
-    return base[:MAX_BASE_LENGTH - len(suffix)] + suffix + ext
+    return base[: MAX_BASE_LENGTH - len(suffix)] + suffix + ext

@@ -39,15 +39,16 @@ def describe(request: Request) -> tuple[str, str | None]:
         return UNMATCHED, None
     args, endpoint = request.view_args or {}, rule.endpoint
     if endpoint == "wopi.dispatch":
-        return _wopi(request.environ, args["endpoint"]), (args["item_id"][:LONGEST_ID]
-                                                          if args["endpoint"] in _WOPI_FILES else None)
+        return _wopi(request.environ, args["endpoint"]), (
+            args["item_id"][:LONGEST_ID] if args["endpoint"] in _WOPI_FILES else None
+        )
     if endpoint.startswith("graph") and "rest" in args:
         return _graph(request.method, args["rest"])
     return endpoint, (args.get("file_id") or "")[:LONGEST_ID] or None
 
 
 def _wopi(environ: dict, endpoint: str) -> str:
-    method, override = environ.get("REQUEST_METHOD"), None
+    method, override = environ.get("REQUEST_METHOD", ""), None
     if method == "POST":
         override = (environ.get("HTTP_X_WOPI_OVERRIDE") or "").strip().upper() or None
     name = _WOPI.get((method, endpoint, override), UNSUPPORTED)

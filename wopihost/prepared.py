@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
 
 
 class Prepared:
@@ -15,12 +18,12 @@ class Prepared:
     SQLAlchemy.
     """
 
-    def __init__(self, statement: sa.Executable | dict[str, sa.Executable]):
+    def __init__(self, statement: sa.ClauseElement | dict[str, sa.ClauseElement]):
         """`statement`, or one per dialect name (an upsert is spelled differently on each)."""
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
-    def on(self, dialect: sa.Dialect) -> "_Compiled":
+    def on(self, dialect: sa.Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             statement = self.statement[dialect.name] if isinstance(self.statement, dict) else self.statement
@@ -29,22 +32,29 @@ class Prepared:
 
 
 class _Compiled:
-    def __init__(self, statement: sa.Executable, dialect: sa.Dialect):
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect):
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))  # a statement's, not DDL's
         self.sql, self._positions = compiled.string, compiled.positiontup  # positions: None if named
-        self._binds = {name: param.type.dialect_impl(dialect).bind_processor(dialect)
-                       for name, param in compiled.binds.items()}
-        self._results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
-                         for column in getattr(statement, "selected_columns", ())]
+        self._binds = {
+            name: param.type.dialect_impl(dialect).bind_processor(dialect) for name, param in compiled.binds.items()
+        }
+        self._results = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in getattr(statement, "selected_columns", ())
+        ]
 
     def args(self, params: dict) -> object:
-        values = {name: value if value is None or self._binds.get(name) is None else self._binds[name](value)
-                  for name, value in params.items()}
+        values = {
+            name: value if value is None or (convert := self._binds.get(name)) is None else convert(value)
+            for name, value in params.items()
+        }
         return [values[name] for name in self._positions] if self._positions is not None else values
 
     def row(self, values: tuple) -> tuple:
-        return tuple(value if convert is None or value is None else convert(value)
-                     for convert, value in zip(self._results, values))
+        return tuple(
+            value if convert is None or value is None else convert(value)
+            for convert, value in zip(self._results, values)
+        )
 
 
 class Statements:

@@ -18,7 +18,7 @@ import binascii
 import re
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, unquote_plus
 
 from cryptography.exceptions import InvalidSignature
@@ -53,10 +53,11 @@ _BLOB_HEADER = struct.Struct("<BBHI4sII")  # type, version, reserved, aiKeyAlg, 
 
 # ---------------------------------------------------------------------------------------------- ticks
 
+
 def ticks_from_datetime(moment: datetime) -> int:
     """.NET ticks of a moment. Naive datetimes are taken as UTC (as wopihost.clock returns them)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     delta = moment - _TICKS_EPOCH
     seconds = delta.days * 86_400 + delta.seconds
     return seconds * TICKS_PER_SECOND + delta.microseconds * TICKS_PER_MICROSECOND
@@ -70,6 +71,7 @@ def datetime_from_ticks(ticks: int) -> datetime:
 
 
 # ---------------------------------------------------------------------------------- signed bytes
+
 
 def upper_invariant(text: str) -> str:
     """Upper-case like .NET's String.ToUpperInvariant: one character to one character.
@@ -98,6 +100,7 @@ def proof_bytes(token: str, url: str, ticks: int) -> bytes:
 
 # ------------------------------------------------------------------------------------------- keys
 
+
 class ProofKeyError(ValueError):
     """A public key in discovery (modulus/exponent or CryptoAPI blob) is malformed or unusable."""
 
@@ -124,8 +127,7 @@ def _rsa_public_key(modulus: int, exponent: int, what: str) -> rsa.RSAPublicKey:
         raise ProofKeyError(f"{what}: not a valid RSA public key ({exc})") from None
 
 
-def public_key_from_modulus_exponent(modulus_b64: str, exponent_b64: str,
-                                     what: str = "proof key") -> rsa.RSAPublicKey:
+def public_key_from_modulus_exponent(modulus_b64: str, exponent_b64: str, what: str = "proof key") -> rsa.RSAPublicKey:
     """An RSA public key from discovery's `modulus`/`exponent` (base64 big-endian unsigned integers)."""
     modulus = int.from_bytes(_b64decode(modulus_b64, f"{what} modulus"), "big")
     exponent = int.from_bytes(_b64decode(exponent_b64, f"{what} exponent"), "big")
@@ -152,7 +154,7 @@ def public_key_from_blob(value_b64: str, what: str = "proof key") -> rsa.RSAPubl
         raise ProofKeyError(f"{what} value: magic {magic!r} is not RSA1")
     if bitlen % 8 or not MIN_KEY_BITS <= bitlen <= MAX_KEY_BITS:
         raise ProofKeyError(f"{what} value: bit length {bitlen} is not acceptable")
-    body = blob[_BLOB_HEADER.size:]
+    body = blob[_BLOB_HEADER.size :]
     if len(body) != bitlen // 8:
         raise ProofKeyError(f"{what} value: modulus has {len(body)} bytes, bit length says {bitlen // 8}")
     return _rsa_public_key(int.from_bytes(body, "little"), pubexp, what)
@@ -165,12 +167,14 @@ def same_public_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
 @dataclass(frozen=True)
 class ProofKeys:
     """The WOPI client's current public key and, optionally, its previous one."""
+
     current: rsa.RSAPublicKey
     old: rsa.RSAPublicKey | None = None
 
     @classmethod
-    def from_modulus_exponent(cls, modulus: str, exponent: str, old_modulus: str | None = None,
-                              old_exponent: str | None = None) -> "ProofKeys":
+    def from_modulus_exponent(
+        cls, modulus: str, exponent: str, old_modulus: str | None = None, old_exponent: str | None = None
+    ) -> ProofKeys:
         """From discovery's modulus/exponent (and oldmodulus/oldexponent; empty or None = no old key)."""
         current = public_key_from_modulus_exponent(modulus, exponent, "proof key")
         old = None
@@ -181,13 +185,13 @@ class ProofKeys:
         return cls(current, old)
 
     @classmethod
-    def from_blobs(cls, value: str, old_value: str | None = None) -> "ProofKeys":
+    def from_blobs(cls, value: str, old_value: str | None = None) -> ProofKeys:
         """From discovery's `value` (and `oldvalue`; empty or None = no old key) PUBLICKEYBLOBs."""
         current = public_key_from_blob(value, "proof key")
         old = public_key_from_blob(old_value, "old proof key") if old_value else None
         return cls(current, old)
 
-    def same_as(self, other: "ProofKeys") -> bool:
+    def same_as(self, other: ProofKeys) -> bool:
         if not same_public_key(self.current, other.current):
             return False
         if self.old is None or other.old is None:
@@ -197,9 +201,9 @@ class ProofKeys:
 
 # --------------------------------------------------------------------------------------- verifying
 
-PROOF_CURRENT = "proof/current"        # X-WOPI-Proof, current key: the normal case
+PROOF_CURRENT = "proof/current"  # X-WOPI-Proof, current key: the normal case
 PROOF_OLD_CURRENT = "proofold/current"  # X-WOPI-ProofOld, current key: the client rotated before us
-PROOF_OLD_KEY = "proof/old"            # X-WOPI-Proof, old key: a client machine not rotated yet
+PROOF_OLD_KEY = "proof/old"  # X-WOPI-Proof, old key: a client machine not rotated yet
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,7 @@ class Verdict:
     when the caller should re-fetch discovery: success only via the old key or ProofOld (keys are
     rotating), or a signature mismatch (we may hold outdated keys; re-verify once after refetching).
     """
+
     ok: bool
     reason: str
     combination: str | None = None
@@ -299,9 +304,18 @@ def _verifies(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool:
     return True
 
 
-def verify(keys: ProofKeys | None, *, access_token_raw: str | None, url: str, timestamp_header: str | None,
-           proof: str | None, proof_old: str | None, now: datetime | None = None,
-           check_freshness: bool = True, window: timedelta = PROOF_WINDOW) -> Verdict:
+def verify(
+    keys: ProofKeys | None,
+    *,
+    access_token_raw: str | None,
+    url: str,
+    timestamp_header: str | None,
+    proof: str | None,
+    proof_old: str | None,
+    now: datetime | None = None,
+    check_freshness: bool = True,
+    window: timedelta = PROOF_WINDOW,
+) -> Verdict:
     """Check the proof headers of one WOPI request (docs/wopi.md §6.4). Never raises for bad input.
 
     `access_token_raw` is the access_token query value exactly as it appears in `url` (still
@@ -326,7 +340,7 @@ def verify(keys: ProofKeys | None, *, access_token_raw: str | None, url: str, ti
         return _reject("X-WOPI-TimeStamp is not a valid .NET ticks value")
     if check_freshness:
         if now is None:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
         age = ticks_from_datetime(now) - ticks
         limit = int(window.total_seconds() * TICKS_PER_SECOND)
         if age > limit:

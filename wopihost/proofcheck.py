@@ -36,8 +36,11 @@ class ProofCheck:
         keys = self._keys()
         if keys is None:
             if mode == "require":
-                self._fail(environ, "no proof keys are known: the WOPI client's discovery is unavailable or "
-                                    "has none", editors_named)
+                self._fail(
+                    environ,
+                    "no proof keys are known: the WOPI client's discovery is unavailable or has none",
+                    editors_named,
+                )
             return
         url = called_url(environ, self.settings.public_url, self.settings.trusted_proxies)
         token = raw_query_value(environ.get("QUERY_STRING", ""), "access_token")
@@ -46,9 +49,15 @@ class ProofCheck:
             token = credentials.strip() if scheme.lower() == "bearer" else None
 
         def attempt(proof_keys: ProofKeys):
-            return verify(proof_keys, access_token_raw=token, url=url,
-                          timestamp_header=headers.get("X-WOPI-TimeStamp"), proof=headers.get("X-WOPI-Proof"),
-                          proof_old=headers.get("X-WOPI-ProofOld"), now=self.clock.now())
+            return verify(
+                proof_keys,
+                access_token_raw=token,
+                url=url,
+                timestamp_header=headers.get("X-WOPI-TimeStamp"),
+                proof=headers.get("X-WOPI-Proof"),
+                proof_old=headers.get("X-WOPI-ProofOld"),
+                now=self.clock.now(),
+            )
 
         verdict = attempt(keys)
         if verdict.refresh_discovery:  # the client may have rotated its keys
@@ -56,8 +65,12 @@ class ProofCheck:
             if not verdict and fresh is not None and not fresh.same_as(keys):
                 verdict = attempt(fresh)
         if not verdict:
-            log.warning("proof check failed for %s %s: %s", environ.get("REQUEST_METHOD"),
-                        environ.get("PATH_INFO"), verdict.reason)
+            log.warning(
+                "proof check failed for %s %s: %s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                verdict.reason,
+            )
             self._fail(environ, verdict.reason, editors_named)
 
     def _keys(self) -> ProofKeys | None:
@@ -70,6 +83,7 @@ class ProofCheck:
             return None
 
     def _refetch(self) -> ProofKeys | None:
+        assert self.discovery is not None  # asked only once _keys found keys there
         try:
             return self.discovery.refresh_if_older_than(REFETCH_AT_MOST_EVERY).proof_keys
         except DiscoveryError:

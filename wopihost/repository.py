@@ -79,8 +79,9 @@ def drop_alternate_streams(session: Session, file_id: str, *conditions) -> set[s
     """Delete a file's alternate streams (those matching `conditions`, else all); returns the blobs they
     used, for `unreferenced`."""
     where = (AlternateStream.file_id == file_id, *conditions)
-    blobs = {name for stream in session.scalars(sa.select(AlternateStream).where(*where))
-             for name in stream.content.blobs}
+    blobs = {
+        name for stream in session.scalars(sa.select(AlternateStream).where(*where)) for name in stream.content.blobs
+    }
     session.execute(sa.delete(AlternateStream).where(*where))
     return blobs
 
@@ -94,7 +95,9 @@ def unreferenced(session: Session, file_id: str, candidates) -> list[str]:
     file = session.get(File, file_id)
     if file is not None:
         used |= file.content.blobs
-        used |= {name for stream in session.scalars(sa.select(AlternateStream)
-                                                   .where(AlternateStream.file_id == file_id))
-                 for name in stream.content.blobs}
+        used |= {
+            name
+            for stream in session.scalars(sa.select(AlternateStream).where(AlternateStream.file_id == file_id))
+            for name in stream.content.blobs
+        }
     return sorted(set(candidates) - used)

@@ -28,17 +28,23 @@ class MountPrefix:
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if self.prefix and (path == self.prefix or path.startswith(self.prefix + "/")):
-            environ["PATH_INFO"] = path[len(self.prefix):]
+            environ["PATH_INFO"] = path[len(self.prefix) :]
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
         return self.app(environ, start_response)
 
 
 def wrap(wsgi_app, public_url: str, trusted_proxies: int):
     """The app as the WSGI server should call it."""
-    app = MountPrefix(wsgi_app, public_prefix(public_url))
+    app: MountPrefix | ProxyFix = MountPrefix(wsgi_app, public_prefix(public_url))
     if trusted_proxies > 0:
-        app = ProxyFix(app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies,
-                       x_port=trusted_proxies, x_prefix=0)
+        app = ProxyFix(
+            app,
+            x_for=trusted_proxies,
+            x_proto=trusted_proxies,
+            x_host=trusted_proxies,
+            x_port=trusted_proxies,
+            x_prefix=0,
+        )
     return app
 
 
@@ -60,5 +66,5 @@ def called_url(environ, public_url: str, trusted_proxies: int) -> str:
         path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
         query = environ.get("QUERY_STRING", "")
     if prefix and (path == prefix or path.startswith(prefix + "/")):
-        path = path[len(prefix):]  # the proxy kept the prefix; it is added back below, once
+        path = path[len(prefix) :]  # the proxy kept the prefix; it is added back below, once
     return f"{origin}{prefix}{path}" + (f"?{query}" if query else "")

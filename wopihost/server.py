@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from gunicorn.app.base import BaseApplication
 
@@ -29,8 +30,10 @@ def prepare_metrics_dir() -> None:
     if _metrics_dir or not setting("METRICS", "on", parse_flag):
         return
     if "prometheus_client" in sys.modules:
-        raise RuntimeError("prometheus_client was imported before the metrics directory was set: metrics would "
-                           "count each worker on its own")
+        raise RuntimeError(
+            "prometheus_client was imported before the metrics directory was set: metrics would "
+            "count each worker on its own"
+        )
     given = os.environ.get(MULTIPROCESS_DIR)
     if given:
         Path(given).mkdir(parents=True, exist_ok=True)
@@ -74,7 +77,8 @@ def _check_database(server) -> None:
 def _server_stopped(server) -> None:
     """gunicorn's on_exit hook."""
     if _metrics_dir.get("made"):
-        shutil.rmtree(_metrics_dir["path"], ignore_errors=True)
+        shutil.rmtree(cast(str, _metrics_dir["path"]), ignore_errors=True)
+
 
 DEFAULTS = {
     # gunicorn's gthread worker, hardened against slow clients (see wopihost/worker.py): the main loop

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from .activities import Activities
@@ -18,18 +17,19 @@ from .db import Database
 from .discovery import DiscoveryCache
 from .drives import Drives
 from .files import Files
-from .launches import PATH as HOST_PAGE_PATH, LaunchLinks
+from .launches import PATH as HOST_PAGE_PATH
+from .launches import LaunchLinks
 from .locks import Locks
 from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .shares import ShareLinks, share_url
-from .storage import BlobStore
+from .storage import BlobStore, Readable
 from .tokens import API, FILE_URL, Grant, IssuedToken, Tokens, container
 from .tree import Tree
 from .uploads import Uploads
-from .workbooks import Workbooks
 from .users import check_user_info, ensure_user, root_folder_id
+from .workbooks import Workbooks
 
 
 @dataclass
@@ -56,36 +56,54 @@ class Services:
     discovery: DiscoveryCache | None  # the WOPI client's, when WOPIHOST_DISCOVERY_URL names one
 
     @classmethod
-    def create(cls, settings: Settings, clock: Clock | None = None) -> "Services":
+    def create(cls, settings: Settings, clock: Clock | None = None) -> Services:
         clock = clock or Clock()
         db = Database(settings.database_url, settings.database_busy_timeout)
         blobs = BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)
-        sessions = UploadSessions(db, blobs, clock, settings.upload_session_ttl, settings.max_upload_session_size,
-                                  settings.max_upload_sessions_per_user, settings.max_upload_bytes_per_user)
+        sessions = UploadSessions(
+            db,
+            blobs,
+            clock,
+            settings.upload_session_ttl,
+            settings.max_upload_session_size,
+            settings.max_upload_sessions_per_user,
+            settings.max_upload_bytes_per_user,
+        )
         files = Files(db, blobs, clock, settings.max_file_size)
         drives = Drives(db, clock, settings.drive_quota)
         tree = Tree(db, blobs, clock, files)
         tokens = Tokens(settings.secret_key, clock)
         discovery = discovery_cache(settings, clock)
-        return cls(settings=settings, clock=clock, db=db, blobs=blobs,
-                   tokens=tokens,
-                   files=files,
-                   locks=Locks(db, clock),
-                   sessions=sessions,
-                   chunked=ChunkedFiles(db, blobs, clock, sessions, settings),
-                   coauth=CoauthLocks(db, clock),
-                   proofs=ProofCheck(settings, clock, discovery),
-                   drives=drives,
-                   tree=tree,
-                   uploads=Uploads(db, clock, sessions, files, drives, settings.max_file_size,
-                                   settings.max_fragment_size),
-                   workbooks=Workbooks(db, blobs, clock, files, settings.max_workbook_size,
-                                       settings.workbook_persistent_ttl, settings.workbook_temporary_ttl),
-                   containers=Containers(db, tree, files),
-                   shares=ShareLinks(db, clock),
-                   activities=Activities(db, clock),
-                   launches=LaunchLinks(db, tokens, drives, clock),
-                   discovery=discovery)
+        return cls(
+            settings=settings,
+            clock=clock,
+            db=db,
+            blobs=blobs,
+            tokens=tokens,
+            files=files,
+            locks=Locks(db, clock),
+            sessions=sessions,
+            chunked=ChunkedFiles(db, blobs, clock, sessions, settings),
+            coauth=CoauthLocks(db, clock),
+            proofs=ProofCheck(settings, clock, discovery),
+            drives=drives,
+            tree=tree,
+            uploads=Uploads(db, clock, sessions, files, drives, settings.max_file_size, settings.max_fragment_size),
+            workbooks=Workbooks(
+                db,
+                blobs,
+                clock,
+                files,
+                settings.max_workbook_size,
+                settings.workbook_persistent_ttl,
+                settings.workbook_temporary_ttl,
+            ),
+            containers=Containers(db, tree, files),
+            shares=ShareLinks(db, clock),
+            activities=Activities(db, clock),
+            launches=LaunchLinks(db, tokens, drives, clock),
+            discovery=discovery,
+        )
 
     # -- URLs ---------------------------------------------------------------------
 
@@ -118,7 +136,7 @@ class Services:
 
     # -- operations that span several domain objects ------------------------------
 
-    def add_file(self, owner_id: str, name: str, source: BinaryIO, folder: list[str] | None = None) -> File:
+    def add_file(self, owner_id: str, name: str, source: Readable, folder: list[str] | None = None) -> File:
         """A new file in the owner's root folder, or in the folder at the path `folder` below it (made where
         missing); the owner is created if new."""
         with self.db.write() as s:
@@ -128,26 +146,28 @@ class Services:
             folder_id = self.tree.create_folder(folder_id, folder_name, "replace", owner_id)[0].id
         return self.files.create(owner_id, folder_id, name, source)
 
-    def issue_token(self, file_id: str, user_id: str, can_write: bool,
-                    expires_at: datetime | None = None, folders: str = "") -> IssuedToken:
+    def issue_token(
+        self, file_id: str, user_id: str, can_write: bool, expires_at: datetime | None = None, folders: str = ""
+    ) -> IssuedToken:
         """A WOPI token for a file; `folders` (FOLDER_RIGHTS) is what the containers above it may be used
         for through the tokens its responses hand out (none: their names only)."""
         return self._issue(file_id, user_id, "w" if can_write else "r", expires_at, folders)
 
-    def issue_container_token(self, folder_id: str, user_id: str, rights: str,
-                              expires_at: datetime | None = None) -> IssuedToken:
+    def issue_container_token(
+        self, folder_id: str, user_id: str, rights: str, expires_at: datetime | None = None
+    ) -> IssuedToken:
         """A WOPI token for a container (folder): `rights` (FOLDER_RIGHTS) there and below, none above."""
         return self._issue(container(folder_id), user_id, rights, expires_at, "")
 
-    def _issue(self, resource: str, user_id: str, rights: str, expires_at: datetime | None,
-               reach: str) -> IssuedToken:
+    def _issue(self, resource: str, user_id: str, rights: str, expires_at: datetime | None, reach: str) -> IssuedToken:
         with self.db.write() as s:
             ensure_user(s, user_id, self.clock.now())
             expires_at = expires_at or self.clock.now() + timedelta(seconds=self.settings.token_ttl)
             return self.tokens.issue(s, resource, user_id, rights, expires_at, reach)
 
-    def issue_api_token(self, user_id: str, can_write: bool, expires_at: datetime | None = None
-                        ) -> tuple[IssuedToken, str]:
+    def issue_api_token(
+        self, user_id: str, can_write: bool, expires_at: datetime | None = None
+    ) -> tuple[IssuedToken, str]:
         """An API token (Graph) for the user, and the id of the user's drive (made on first use)."""
         issued = self.issue_token(API, user_id, can_write, expires_at)
         return issued, self.drives.personal(user_id).id

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,7 +26,7 @@ from .extents import Extent, Extents
 from .ids import is_id, new_id
 from .models import File, UploadPiece, UploadSession
 from .repository import lock_user, locking
-from .storage import BlobStore, TooLarge
+from .storage import BlobStore, Readable, TooLarge
 
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
@@ -37,26 +37,33 @@ class OffsetMismatch(WopiError):
     """A piece that does not start where the session ends; `received` is where it does."""
 
     def __init__(self, offset: int, received: int):
-        super().__init__(400, f"X-WOPI-ContentRangeOffset is {offset}, the session has {received} bytes",
-                         {"X-WOPI-UploadSessionCurrentOffset": str(received)})
+        super().__init__(
+            400,
+            f"X-WOPI-ContentRangeOffset is {offset}, the session has {received} bytes",
+            {"X-WOPI-UploadSessionCurrentOffset": str(received)},
+        )
         self.offset, self.received = offset, received
 
 
-def _bytes_of(user_id, now: datetime) -> sa.ScalarSelect:
+def _bytes_of(user_id, now: datetime | sa.BindParameter[datetime]) -> sa.ScalarSelect:
     """What a user's live, unfinished upload sessions hold, as a subquery (`user_id` a value or a column)."""
-    return (sa.select(sa.func.coalesce(sa.func.sum(UploadSession.received), 0))
-            .where(UploadSession.user_id == user_id, UploadSession.expires_at > now,
-                   UploadSession.result.is_(None)).scalar_subquery())
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(UploadSession.received), 0))
+        .where(UploadSession.user_id == user_id, UploadSession.expires_at > now, UploadSession.result.is_(None))
+        .scalar_subquery()
+    )
 
 
 def total_mismatch(total: int, expected: int) -> WopiError:
-    return WopiError(400, f"the declared total size {total} differs from the upload session's {expected}",
-                     code="invalidRequest/fragmentLengthMismatch")
+    return WopiError(
+        400,
+        f"the declared total size {total} differs from the upload session's {expected}",
+        code="invalidRequest/fragmentLengthMismatch",
+    )
 
 
 def _no_graph_session() -> WopiError:
-    return WopiError(404, "the upload session does not exist, has expired or was cancelled",
-                     code="itemNotFound")
+    return WopiError(404, "the upload session does not exist, has expired or was cancelled", code="itemNotFound")
 
 
 def _well_formed(token: str) -> str:
@@ -73,22 +80,33 @@ def _state_query(of_file: bool) -> sa.Select:
     session is the whole of its address.
     """
     now = sa.bindparam("now", type_=sa.DateTime())
-    live = sa.select(UploadSession).where(UploadSession.token == sa.bindparam("token"),
-                                          UploadSession.expires_at > now)
+    live = sa.select(UploadSession).where(UploadSession.token == sa.bindparam("token"), UploadSession.expires_at > now)
     if not of_file:
-        live = live.where(UploadSession.kind == "graph").subquery()
-        return sa.select(live, _bytes_of(live.c.user_id, now).label("user_bytes"))
-    live = live.where(UploadSession.file_id == sa.bindparam("file_id"), UploadSession.kind == "cspp").subquery()
-    return (sa.select(live, _bytes_of(live.c.user_id, now).label("user_bytes"))
-            .select_from(File).outerjoin(live, sa.true()).where(File.id == sa.bindparam("file_id")))
+        rows = live.where(UploadSession.kind == "graph").subquery()
+        return sa.select(rows, _bytes_of(rows.c.user_id, now).label("user_bytes"))
+    rows = live.where(UploadSession.file_id == sa.bindparam("file_id"), UploadSession.kind == "cspp").subquery()
+    return (
+        sa.select(rows, _bytes_of(rows.c.user_id, now).label("user_bytes"))
+        .select_from(File)
+        .outerjoin(rows, sa.true())
+        .where(File.id == sa.bindparam("file_id"))
+    )
 
 
 _STATES = {True: _state_query(True), False: _state_query(False)}
 
 
 class UploadSessions:
-    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, ttl: float, max_size: int,
-                 max_per_user: int, max_bytes_per_user: int):
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        clock: Clock,
+        ttl: float,
+        max_size: int,
+        max_per_user: int,
+        max_bytes_per_user: int,
+    ):
         self.db = db
         self.blobs = blobs
         self.clock = clock
@@ -97,22 +115,43 @@ class UploadSessions:
         self.max_per_user = max_per_user
         self.max_bytes_per_user = max_bytes_per_user
 
-    def create(self, file_id: str | None, user_id: str, kind: str = "cspp", target: str | None = None,
-               total: int | None = None) -> str:
+    def create(
+        self, file_id: str | None, user_id: str, kind: str = "cspp", target: str | None = None, total: int | None = None
+    ) -> str:
         """A new session; 429 while the user already has as many open as allowed."""
         token = new_id()
         with self.db.write() as s:
             now = self.clock.now()
             lock_user(s, user_id)  # one user's sessions change one at a time, so the count holds
-            expiries = list(s.scalars(sa.select(UploadSession.expires_at).where(
-                UploadSession.user_id == user_id, UploadSession.expires_at > now, UploadSession.result.is_(None))))
+            expiries = list(
+                s.scalars(
+                    sa.select(UploadSession.expires_at).where(
+                        UploadSession.user_id == user_id, UploadSession.expires_at > now, UploadSession.result.is_(None)
+                    )
+                )
+            )
             if len(expiries) >= self.max_per_user:
                 wait = math.ceil((min(expiries) - now).total_seconds())
-                raise WopiError(429, f"this user already has {len(expiries)} open upload sessions, the most "
-                                     "allowed; commit them or let them expire", {"Retry-After": str(wait)},
-                                code="activityLimitReached")
-            s.add(UploadSession(token=token, file_id=file_id, user_id=user_id, received=0, created_at=now,
-                                expires_at=now + self.ttl, kind=kind, target=target, total=total))
+                raise WopiError(
+                    429,
+                    f"this user already has {len(expiries)} open upload sessions, the most "
+                    "allowed; commit them or let them expire",
+                    {"Retry-After": str(wait)},
+                    code="activityLimitReached",
+                )
+            s.add(
+                UploadSession(
+                    token=token,
+                    file_id=file_id,
+                    user_id=user_id,
+                    received=0,
+                    created_at=now,
+                    expires_at=now + self.ttl,
+                    kind=kind,
+                    target=target,
+                    total=total,
+                )
+            )
         return token
 
     def get(self, session: Session, token: str, file_id: str) -> UploadSession:
@@ -120,7 +159,7 @@ class UploadSessions:
         expired or another file's."""
         query = sa.select(UploadSession).where(UploadSession.token == _well_formed(token))
         row = session.scalars(locking(session, query)).one_or_none()
-        if (row is None or row.file_id != file_id or row.kind != "cspp" or row.expires_at <= self.clock.now()):
+        if row is None or row.file_id != file_id or row.kind != "cspp" or row.expires_at <= self.clock.now():
             raise gone()
         return row
 
@@ -134,8 +173,16 @@ class UploadSessions:
             raise _no_graph_session()
         return row
 
-    def append(self, token: str, file_id: str | None, offset: int, length: int, body: BinaryIO,
-               total: int | None = None, length_from: str = "X-WOPI-ContentRangeLength") -> int:
+    def append(
+        self,
+        token: str,
+        file_id: str | None,
+        offset: int,
+        length: int,
+        body: Readable,
+        total: int | None = None,
+        length_from: str = "X-WOPI-ContentRangeLength",
+    ) -> int:
         """Store `length` bytes at `offset` (UpdateUploadSession; a Graph fragment, `file_id` None, of a
         stream of `total` bytes); returns the new end of the stream. `length_from` names what declared the
         length, for the error if the body disagrees.
@@ -168,22 +215,28 @@ class UploadSessions:
                 raise
         return offset + length
 
-    def _move(self, s: Session, token: str, file_id: str | None, user_id: str, offset: int, length: int,
-              total: int | None) -> None:
+    def _move(
+        self, s: Session, token: str, file_id: str | None, user_id: str, offset: int, length: int, total: int | None
+    ) -> None:
         """The compare-and-set: the session's end moves from `offset` by `length` if it is still there, the
         session live (and unfinished, and of `total` bytes) and the user's sessions within their limit;
         else the error that says why."""
         now = self.clock.now()
         lock_user(s, user_id)  # so that the sum below counts every other update of this user's sessions
-        where = [UploadSession.token == token, UploadSession.received == offset, UploadSession.expires_at > now,
-                 UploadSession.result.is_(None), _bytes_of(user_id, now) + length <= self.max_bytes_per_user]
+        where = [
+            UploadSession.token == token,
+            UploadSession.received == offset,
+            UploadSession.expires_at > now,
+            UploadSession.result.is_(None),
+            _bytes_of(user_id, now) + length <= self.max_bytes_per_user,
+        ]
         values = {"received": offset + length, "expires_at": now + self.ttl}
         if file_id is not None:
             where.append(UploadSession.file_id == file_id)
         if total is not None:
             where.append(sa.or_(UploadSession.total.is_(None), UploadSession.total == total))
             values["total"] = total
-        moved = s.execute(sa.update(UploadSession).where(*where).values(**values)).rowcount
+        moved = cast(sa.CursorResult, s.execute(sa.update(UploadSession).where(*where).values(**values))).rowcount
         if not moved:  # someone else got there first, the session expired, or the user's limit was reached
             state = self.state(s, token, file_id)
             if state.result is not None:  # finished meanwhile: everything is received
@@ -199,8 +252,9 @@ class UploadSessions:
         if the file is gone, 410 if the session is; 404 if a Graph session is gone."""
         if file_id is None and not is_id(token):
             raise _no_graph_session()
-        row = s.execute(_STATES[file_id is not None], {"token": _well_formed(token), "file_id": file_id,
-                                                       "now": self.clock.now()}).one_or_none()
+        row = s.execute(
+            _STATES[file_id is not None], {"token": _well_formed(token), "file_id": file_id, "now": self.clock.now()}
+        ).one_or_none()
         if file_id is None:
             if row is None:
                 raise _no_graph_session()
@@ -223,12 +277,18 @@ class UploadSessions:
         if offset != state.received:
             raise OffsetMismatch(offset, state.received)
         if state.received + length > self.max_size:
-            raise WopiError(413, f"the upload session would exceed the limit of {self.max_size} bytes",
-                            {"X-WOPI-UploadSessionCurrentOffset": str(state.received)})
+            raise WopiError(
+                413,
+                f"the upload session would exceed the limit of {self.max_size} bytes",
+                {"X-WOPI-UploadSessionCurrentOffset": str(state.received)},
+            )
         if state.user_bytes + length > self.max_bytes_per_user:
-            raise WopiError(413, f"this user's open upload sessions would hold more than "
-                                 f"{self.max_bytes_per_user} bytes; commit them or let them expire",
-                            {"X-WOPI-UploadSessionCurrentOffset": str(state.received)})
+            raise WopiError(
+                413,
+                f"this user's open upload sessions would hold more than "
+                f"{self.max_bytes_per_user} bytes; commit them or let them expire",
+                {"X-WOPI-UploadSessionCurrentOffset": str(state.received)},
+            )
 
     def finish_in(self, session: Session, row: UploadSession, file_id: str) -> None:
         """Mark a Graph session as having become the file `file_id` (its pieces are the file's now): a
@@ -239,8 +299,7 @@ class UploadSessions:
 
     def stream(self, session: Session, token: str) -> Extents:
         """Where the session's bytes are, in stream order."""
-        pieces = session.scalars(sa.select(UploadPiece).where(UploadPiece.token == token)
-                                 .order_by(UploadPiece.offset))
+        pieces = session.scalars(sa.select(UploadPiece).where(UploadPiece.token == token).order_by(UploadPiece.offset))
         return Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
 
     def touch(self, token: str, file_id: str | None) -> None:

@@ -19,8 +19,12 @@ from .shares import PATH, READ_WRITE, Shared, require_link_reach
 from .streaming import content_response
 
 blueprint = Blueprint("shares", __name__, url_prefix=PATH.rstrip("/"))
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+}
 
 
 def _services() -> Services:
@@ -36,8 +40,10 @@ def page(link_id: str, folder_id: str | None) -> Response:
     rights = "view and edit" if shared.link.url_type == READ_WRITE else "view"
     if isinstance(shared.item, File):
         file = shared.item
-        body = (f"<h1>{escape(file.name)}</h1><p>{file.size} bytes. This link lets you {rights} it.</p>"
-                f'<p><a href="{base}/content" download>Download</a></p>')
+        body = (
+            f"<h1>{escape(file.name)}</h1><p>{file.size} bytes. This link lets you {rights} it.</p>"
+            f'<p><a href="{base}/content" download>Download</a></p>'
+        )
         return _html(file.name, body)
     with services.db.read() as s:
         folder = _folder_in(s, shared, folder_id or shared.item.id)
@@ -45,10 +51,13 @@ def page(link_id: str, folder_id: str | None) -> Response:
         files = list(s.scalars(sa.select(File).where(File.folder_id == folder.id).order_by(File.name_key)))
     name = folder.name or "Shared folder"
     rows = [f'<li><a href="{base}/folders/{f.id}">{escape(f.name)}/</a></li>' for f in folders]
-    rows += [f'<li><a href="{base}/files/{f.id}/content" download>{escape(f.name)}</a> ({f.size} bytes)</li>'
-             for f in files]
-    body = (f"<h1>{escape(name)}</h1><p>This link lets you {rights} what is in this folder.</p>"
-            f"<ul>{''.join(rows) or '<li>(empty)</li>'}</ul>")
+    rows += [
+        f'<li><a href="{base}/files/{f.id}/content" download>{escape(f.name)}</a> ({f.size} bytes)</li>' for f in files
+    ]
+    body = (
+        f"<h1>{escape(name)}</h1><p>This link lets you {rights} what is in this folder.</p>"
+        f"<ul>{''.join(rows) or '<li>(empty)</li>'}</ul>"
+    )
     return _html(name, body)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Union
+from typing import cast
 
 import sqlalchemy as sa
 
@@ -29,8 +29,9 @@ PATH = "/s/"  # below the public URL: {public_url}/s/{link id}
 @dataclass(frozen=True)
 class Shared:
     """A live link and what it opens."""
+
     link: ShareLink
-    item: Union[File, Folder]
+    item: File | Folder
     drive_id: str
 
     @property
@@ -53,7 +54,7 @@ def link_id_of(share_id: str, public_url: str) -> str | None:
             return None
     prefix = public_url + PATH
     if share_id.startswith(prefix):
-        share_id = share_id[len(prefix):].split("?", 1)[0].rstrip("/")
+        share_id = share_id[len(prefix) :].split("?", 1)[0].rstrip("/")
     return share_id if is_id(share_id) else None
 
 
@@ -86,13 +87,22 @@ class ShareLinks:
             raise ValueError(f"a share link is {' or '.join(URL_TYPES)}")
         with self.db.write() as s:
             lock_user(s, user_id)  # two askers at once still make one link
-            existing = s.scalars(sa.select(ShareLink).where(
-                ShareLink.item_id == item_id, ShareLink.url_type == url_type, ShareLink.created_by == user_id,
-                ShareLink.revoked_at.is_(None)).order_by(ShareLink.created_at).limit(1)).first()
+            existing = s.scalars(
+                sa.select(ShareLink)
+                .where(
+                    ShareLink.item_id == item_id,
+                    ShareLink.url_type == url_type,
+                    ShareLink.created_by == user_id,
+                    ShareLink.revoked_at.is_(None),
+                )
+                .order_by(ShareLink.created_at)
+                .limit(1)
+            ).first()
             if existing is not None:
                 return existing
-            link = ShareLink(id=new_id(), item_id=item_id, url_type=url_type, created_by=user_id,
-                             created_at=self.clock.now())
+            link = ShareLink(
+                id=new_id(), item_id=item_id, url_type=url_type, created_by=user_id, created_at=self.clock.now()
+            )
             s.add(link)
             return link
 
@@ -108,7 +118,7 @@ class ShareLinks:
             file = s.get(File, link.item_id)
             if file is None:
                 raise not_found("the shared item no longer exists")
-            return Shared(link, file, s.get(Folder, file.folder_id).drive_id)
+            return Shared(link, file, s.get_one(Folder, file.folder_id).drive_id)
 
     def revoke(self, link_id: str | None = None, item_id: str | None = None) -> int:
         if link_id is None and item_id is None:
@@ -119,7 +129,7 @@ class ShareLinks:
         if item_id is not None:
             query = query.where(ShareLink.item_id == item_id)
         with self.db.write() as s:
-            return s.execute(query.values(revoked_at=self.clock.now())).rowcount
+            return cast(sa.CursorResult, s.execute(query.values(revoked_at=self.clock.now()))).rowcount
 
     def list(self, item_id: str | None = None) -> list[ShareLink]:
         query = sa.select(ShareLink).order_by(ShareLink.created_at, ShareLink.id)

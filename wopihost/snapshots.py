@@ -18,6 +18,7 @@ from .prepared import Prepared
 @dataclass(frozen=True)
 class FileView:
     """A file as one read saw it (the columns a read-only operation uses)."""
+
     id: str
     folder_id: str
     name: str
@@ -53,18 +54,22 @@ class Snapshot:
 _T, _F, _U = AccessToken.__table__, File.__table__, User.__table__
 _FILE_COLUMNS = [_F.c[name] for name in FileView.__dataclass_fields__]
 _USER_COLUMNS = [_U.c.id, _U.c.display_name, _U.c.user_info]
-_STATEMENT = Prepared(sa.select(_T.c.user_id, _T.c.revoked_at, *_FILE_COLUMNS, *_USER_COLUMNS)
-              .select_from(_T.outerjoin(_F, _F.c.id == sa.bindparam("file_id"))
-                           .outerjoin(_U, _U.c.id == _T.c.user_id))
-              .where(_T.c.jti == sa.bindparam("jti")))
+_STATEMENT = Prepared(
+    sa.select(_T.c.user_id, _T.c.revoked_at, *_FILE_COLUMNS, *_USER_COLUMNS)
+    .select_from(_T.outerjoin(_F, _F.c.id == sa.bindparam("file_id")).outerjoin(_U, _U.c.id == _T.c.user_id))
+    .where(_T.c.jti == sa.bindparam("jti"))
+)
 
 
 def read(db: Database, jti: str, file_id: str) -> Snapshot:
     values = db.first(_STATEMENT, {"jti": jti, "file_id": file_id})
     if values is None:
         return Snapshot(None, None, None, None)
-    file_values = values[2:2 + len(_FILE_COLUMNS)]
-    user_values = values[2 + len(_FILE_COLUMNS):]
-    return Snapshot(values[0], values[1],
-                    FileView(*file_values) if file_values[0] is not None else None,
-                    UserView(*user_values) if user_values[0] is not None else None)
+    file_values = values[2 : 2 + len(_FILE_COLUMNS)]
+    user_values = values[2 + len(_FILE_COLUMNS) :]
+    return Snapshot(
+        values[0],
+        values[1],
+        FileView(*file_values) if file_values[0] is not None else None,
+        UserView(*user_values) if user_values[0] is not None else None,
+    )

@@ -20,9 +20,10 @@ import hashlib
 import io
 import os
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Protocol
 
 from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
@@ -34,6 +35,12 @@ class TooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"the content is larger than the limit of {limit} bytes")
         self.limit = limit
+
+
+class Readable(Protocol):
+    """What a blob is written from: an open file, a request body, anything with readinto."""
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
 
 
 class Blob:
@@ -53,7 +60,7 @@ class Blob:
             self._hold.close()
             self._hold = None
 
-    def __enter__(self) -> "Blob":
+    def __enter__(self) -> Blob:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -77,7 +84,7 @@ class BlobStore:
     def open(self, name: str) -> BinaryIO:
         return open(self.path(name), "rb")
 
-    def write(self, source: BinaryIO, limit: int, sha256: bool = True) -> Blob:
+    def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
         """Stream `source` (anything with .readinto(buffer)) into a new, held blob; at most `limit` bytes.
 
         One buffer is reused for every piece, so nothing is copied in Python.
@@ -149,15 +156,16 @@ class BlobStore:
 
     def _check_room(self, size: int) -> None:
         if self.min_free and self.free_space() - size < self.min_free:
-            raise InsufficientStorage(f"storing {size} more bytes would leave less than {self.min_free} bytes "
-                                      "free in the data directory")
+            raise InsufficientStorage(
+                f"storing {size} more bytes would leave less than {self.min_free} bytes free in the data directory"
+            )
 
     def free_space(self) -> int:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize
 
     def health(self) -> str:
-        """"ok", "full" (less than min_free left) or "not writable" (a probe blob cannot be written)."""
+        """ "ok", "full" (less than min_free left) or "not writable" (a probe blob cannot be written)."""
         try:
             with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
                 self.delete(probe.name)
@@ -267,7 +275,7 @@ try:
     _sync_file_range = _libc.sync_file_range
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 except (OSError, AttributeError):  # not Linux
-    _sync_file_range = None
+    _sync_file_range = None  # type: ignore[assignment]  # checked before each use
 SYNC_FILE_RANGE_WRITE = 2
 
 

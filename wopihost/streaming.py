@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from flask import Request, Response
 from werkzeug.wsgi import wrap_file
 
 from .models import File
+from .snapshots import FileView
 from .storage import PIECE
 
 
-def content_response(request: Request, file: File, content: BinaryIO, etag: str,
-                     response_class: type[Response] = Response,
-                     before: Callable[[Response], None] | None = None) -> Response:
+def content_response(
+    request: Request,
+    file: File | FileView,
+    content: BinaryIO,
+    etag: str,
+    response_class: type[Response] = Response,
+    before: Callable[[Response], None] | None = None,
+) -> Response:
     """A response streaming `content` (the file's bytes, just opened) in pieces, with Range and conditional
     requests (416 for a range it cannot satisfy); `before` adds a face's own headers or refuses (raising).
     Until the response exists, closing `content` on failure is ours; after that it is the server's."""
     try:
-        response = response_class(wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream",
-                                  direct_passthrough=True)
+        response = response_class(
+            wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream", direct_passthrough=True
+        )
         response.content_length = file.size
         response.set_etag(etag)
         if before is not None:
             before(response)
-        return response.make_conditional(request, accept_ranges=True, complete_length=file.size)
+        response.make_conditional(request, accept_ranges=True, complete_length=file.size)  # in place
+        return response
     except BaseException:
         content.close()
         raise

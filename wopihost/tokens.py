@@ -35,6 +35,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import cast
 
 import itsdangerous
 import sqlalchemy as sa
@@ -70,6 +71,7 @@ def folder_rights(letters: str) -> str:
 @dataclass(frozen=True)
 class Grant:
     """What a verified token allows."""
+
     jti: str
     resource: str
     user_id: str
@@ -95,27 +97,52 @@ class Tokens:
     def __init__(self, secret: str, clock: Clock):
         self._signer = itsdangerous.Signer(secret, salt="wopihost.access-token", digest_method=hashlib.sha256)
         # one signer per kind of ticket, so that one kind is never taken for another
-        self._tickets = {kind: itsdangerous.Signer(secret, salt=f"wopihost.{kind}", digest_method=hashlib.sha256)
-                         for kind in _TICKET_NOUNS}
+        self._tickets = {
+            kind: itsdangerous.Signer(secret, salt=f"wopihost.{kind}", digest_method=hashlib.sha256)
+            for kind in _TICKET_NOUNS
+        }
         self._clock = clock
         # A client sends the same token with every request of its session: what its signature says is kept,
         # so each request after the first skips the decoding and the HMAC. Expiry, resource and revocation
         # are still checked every time; a forged token is never kept (it raises).
         self._payloads = functools.lru_cache(maxsize=1024)(self._open)
 
-    def issue(self, session: Session, resource: str, user_id: str, rights: str, expires_at: datetime,
-              reach: str = "") -> IssuedToken:
+    def issue(
+        self, session: Session, resource: str, user_id: str, rights: str, expires_at: datetime, reach: str = ""
+    ) -> IssuedToken:
         """A new token, with the row that lets it be revoked."""
-        grant = Grant(new_id(JTI_LENGTH), resource, user_id, _checked(resource, rights),
-                      expires_at.replace(microsecond=0), folder_rights(reach))  # the token carries whole seconds
-        session.add(AccessToken(jti=grant.jti, file_id=resource, user_id=user_id, can_write=grant.can_write,
-                                expires_at=grant.expires_at, created_at=self._clock.now()))
+        grant = Grant(
+            new_id(JTI_LENGTH),
+            resource,
+            user_id,
+            _checked(resource, rights),
+            expires_at.replace(microsecond=0),
+            folder_rights(reach),
+        )  # the token carries whole seconds
+        session.add(
+            AccessToken(
+                jti=grant.jti,
+                file_id=resource,
+                user_id=user_id,
+                can_write=grant.can_write,
+                expires_at=grant.expires_at,
+                created_at=self._clock.now(),
+            )
+        )
         return self._sign(grant)
 
     def derive(self, caller: Grant, resource: str, rights: str, reach: str) -> IssuedToken:
         """A token for `resource` handed out in a response to `caller`: its jti, user and expiry."""
-        return self._sign(Grant(caller.jti, resource, caller.user_id, _checked(resource, rights),
-                                caller.expires_at, folder_rights(reach)))
+        return self._sign(
+            Grant(
+                caller.jti,
+                resource,
+                caller.user_id,
+                _checked(resource, rights),
+                caller.expires_at,
+                folder_rights(reach),
+            )
+        )
 
     def _sign(self, grant: Grant) -> IssuedToken:
         perm = grant.rights + (f".{grant.reach}" if grant.reach else "")
@@ -140,9 +167,11 @@ class Tokens:
         except _MALFORMED:
             raise unauthorized("the access token is not valid") from None
         if token_resource != resource:
-            raise unauthorized(f"this is {_kind(token_resource)}, not {_kind(resource)}" if
-                               _kind(token_resource) != _kind(resource) else
-                               f"the access token is not for this {_kind(resource).split()[-1]}")
+            raise unauthorized(
+                f"this is {_kind(token_resource)}, not {_kind(resource)}"
+                if _kind(token_resource) != _kind(resource)
+                else f"the access token is not for this {_kind(resource).split()[-1]}"
+            )
         if expires_at <= self._clock.now():
             raise unauthorized("the access token has expired")
         return Grant(jti, resource, "", rights, expires_at, reach)
@@ -182,8 +211,9 @@ class Tokens:
             raise unauthorized(f"the {_TICKET_NOUNS[kind]} has expired or its token has been revoked")
         return file_id, row
 
-    def revoke(self, session: Session, *, token: str | None = None, file_id: str | None = None,
-               user_id: str | None = None) -> int:
+    def revoke(
+        self, session: Session, *, token: str | None = None, file_id: str | None = None, user_id: str | None = None
+    ) -> int:
         """Revoke one token, or every token for a file and/or a user. Returns how many were revoked."""
         query = sa.update(AccessToken).where(AccessToken.revoked_at.is_(None))
         if token is not None:
@@ -198,13 +228,14 @@ class Tokens:
             query = query.where(AccessToken.user_id == user_id)
         if token is None and file_id is None and user_id is None:
             raise ValueError("say which tokens to revoke")
-        return session.execute(query.values(revoked_at=self._clock.now())).rowcount
+        return cast(sa.CursorResult, session.execute(query.values(revoked_at=self._clock.now()))).rowcount
 
     def purge(self, session: Session) -> int:
         """Delete the rows of expired and revoked tokens (a token without a row is refused anyway)."""
-        query = sa.delete(AccessToken).where(sa.or_(AccessToken.expires_at <= self._clock.now(),
-                                                    AccessToken.revoked_at.is_not(None)))
-        return session.execute(query).rowcount
+        query = sa.delete(AccessToken).where(
+            sa.or_(AccessToken.expires_at <= self._clock.now(), AccessToken.revoked_at.is_not(None))
+        )
+        return cast(sa.CursorResult, session.execute(query)).rowcount
 
     def _open(self, token: str) -> tuple[str, ...]:
         """The checked payload fields of a token; raises one of _MALFORMED.

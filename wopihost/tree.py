@@ -11,8 +11,9 @@ folders it does not lock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable, Union
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,10 +25,11 @@ from .files import Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
 from .names import InvalidName, check, counted
-from .repository import bytewise, folder_named, load_file, lock_folder, locking, name_taken as name_taken_in
+from .repository import bytewise, folder_named, load_file, lock_folder, locking
+from .repository import name_taken as name_taken_in
 from .storage import BlobStore
 
-Item = Union[File, Folder]
+Item = File | Folder
 
 
 def invalid_name(exc: InvalidName) -> WopiError:
@@ -51,7 +53,7 @@ class Tree:
             if folder is not None and folder.drive_id == drive_id:
                 return folder
             file = s.get(File, item_id)
-            if file is not None and s.get(Folder, file.folder_id).drive_id == drive_id:
+            if file is not None and s.get_one(Folder, file.folder_id).drive_id == drive_id:
                 return file
         raise not_found("no such item in this drive")
 
@@ -65,9 +67,10 @@ class Tree:
         for name in path:
             if not isinstance(item, Folder):
                 raise not_found(f"{item.name} is a file, not a folder")
-            item = self.child(s, item.id, name)
-            if item is None:
+            child = self.child(s, item.id, name)
+            if child is None:
                 raise not_found(f"no item named {name} on that path")
+            item = child
         return item
 
     def find(self, s: Session, start: Item, path: list[str]) -> Item | None:
@@ -104,7 +107,7 @@ class Tree:
         names = []
         while folder.parent_id is not None:
             names.append(folder.name)
-            folder = s.get(Folder, folder.parent_id)
+            folder = s.get_one(Folder, folder.parent_id)
         return names[::-1]
 
     @staticmethod
@@ -115,7 +118,7 @@ class Tree:
             for parent in (Folder.parent_id, File.folder_id):
                 query = sa.select(parent, sa.func.count()).where(parent.in_(folder_ids)).group_by(parent)
                 for folder_id, n in s.execute(query):
-                    counts[folder_id] += n
+                    counts[cast(str, folder_id)] += n  # one of folder_ids: never NULL
         return counts
 
     def children(self, s: Session, folder: Folder, top: int, after: tuple[str, str] | None) -> list[Item]:
@@ -132,8 +135,9 @@ class Tree:
 
     # -- changing -------------------------------------------------------------------------
 
-    def create_folder(self, parent_id: str, name: str, conflict: str, user_id: str | None = None
-                      ) -> tuple[Folder, bool]:
+    def create_folder(
+        self, parent_id: str, name: str, conflict: str, user_id: str | None = None
+    ) -> tuple[Folder, bool]:
         """A new folder in `parent_id`; whether it is new. A taken name fails (409 nameAlreadyExists),
         gets a free name ("rename"), or (`replace`) an existing folder of that name is the answer."""
         try:
@@ -151,16 +155,33 @@ class Tree:
                 if existing is not None or name_taken_in(s, parent.id, name):
                     raise name_taken(name)
             now = self.clock.now()
-            folder = Folder(id=new_id(), drive_id=parent.drive_id, parent_id=parent.id, name=name,
-                            name_key=name_key(name), created_at=now, modified_at=now, created_by=user_id)
+            folder = Folder(
+                id=new_id(),
+                drive_id=parent.drive_id,
+                parent_id=parent.id,
+                name=name,
+                name_key=name_key(name),
+                created_at=now,
+                modified_at=now,
+                created_by=user_id,
+            )
             s.add(folder)
             s.flush()
             return folder, True
 
-    def update(self, drive_id: str, item_id: str, user_id: str, *, name: str | None = None,
-               parent_id: str | None = None, description: str | None = None,
-               fs_created: datetime | None = None, fs_modified: datetime | None = None,
-               if_match: Callable[[Item], None] | None = None) -> Item:
+    def update(
+        self,
+        drive_id: str,
+        item_id: str,
+        user_id: str,
+        *,
+        name: str | None = None,
+        parent_id: str | None = None,
+        description: str | None = None,
+        fs_created: datetime | None = None,
+        fs_modified: datetime | None = None,
+        if_match: Callable[[Item], None] | None = None,
+    ) -> Item:
         """Rename, move (to `parent_id`, in the same drive) and set what the client says of an item."""
         if name is not None:
             try:
@@ -179,10 +200,12 @@ class Tree:
                 raise WopiError(403, "the root of a drive cannot be renamed or moved", code="accessDenied")
             old_parent = _parent_id(item)
             new_parent = parent_id or old_parent
-            if new_parent != old_parent:
+            # new_parent is None only for a drive's root, which is neither moved nor renamed (refused above)
+            if new_parent is not None and new_parent != old_parent:
                 self._check_move(s, drive_id, item, new_parent)
             new_name = item.name if name is None else name
-            if (new_parent, new_name) != (old_parent, item.name):  # a change of case alone is a rename too
+            # a change of case alone is a rename too
+            if new_parent is not None and (new_parent, new_name) != (old_parent, item.name):
                 if name_taken_in(s, new_parent, new_name, ignore_id=item.id):
                     raise name_taken(new_name)
                 if isinstance(item, File):
@@ -220,8 +243,9 @@ class Tree:
                 unused = self.files.delete_in(s, item)
             else:
                 unused = set()
-                for file in s.scalars(locking(s, sa.select(File).where(File.folder_id.in_([f.id for f in folders]))
-                                              .order_by(File.id))):
+                for file in s.scalars(
+                    locking(s, sa.select(File).where(File.folder_id.in_([f.id for f in folders])).order_by(File.id))
+                ):
                     unused |= self.files.delete_in(s, file)
                 for folder in reversed(folders):  # children before parents
                     s.delete(folder)
@@ -234,7 +258,7 @@ class Tree:
         its folders (so a move inside the subtree cannot deadlock with this), and return `top` and the
         folders below it, parents before children. Nothing can be added below `top` while they are held."""
         held: set[str] = set()
-        parent_id = top.parent_id
+        parent_id = cast(str, top.parent_id)  # `top` is never a drive's root: delete refuses that
         while True:
             wanted = {parent_id, *self._subtree(s, top.id)}
             if wanted <= held:
@@ -242,8 +266,8 @@ class Tree:
             for folder_id in sorted(wanted - held):  # a folder moved in meanwhile is locked late: rare
                 lock_folder(s, folder_id)
                 held.add(folder_id)
-            parent_id = s.scalar(sa.select(Folder.parent_id).where(Folder.id == top.id))  # moved meanwhile?
-        folders = [s.get(Folder, folder_id) for folder_id in self._subtree(s, top.id)]
+            parent_id = cast(str, s.scalar(sa.select(Folder.parent_id).where(Folder.id == top.id)))  # moved meanwhile?
+        folders = [s.get_one(Folder, folder_id) for folder_id in self._subtree(s, top.id)]
         for folder in folders:
             s.refresh(folder)  # as committed before the locks, not as first read
         return folders
@@ -266,7 +290,7 @@ class Tree:
             wanted = {f for f in (parent, other_folder, item.id if isinstance(item, Folder) else None) if f}
             for folder_id in sorted(wanted):
                 lock_folder(s, folder_id)
-            item = s.get(Folder, item_id) if isinstance(item, Folder) else load_file(s, item_id)
+            item = s.get_one(Folder, item_id) if isinstance(item, Folder) else load_file(s, item_id)
             s.refresh(item)
             if _parent_id(item) == parent:  # not moved while we waited
                 return item
@@ -276,7 +300,7 @@ class Tree:
         if destination is None or destination.drive_id != drive_id:
             raise WopiError(400, "the new parent is not a folder of this drive", code="invalidRequest")
         if isinstance(item, Folder):  # the destination's ancestors, up to the root (a tree has no cycles)
-            folder = destination
+            folder: Folder | None = destination
             while folder is not None:
                 if folder.id == item.id:
                     raise WopiError(400, "a folder cannot be moved into itself", code="invalidRequest")

@@ -13,9 +13,9 @@ signature chunked from the bytes when first asked for.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import BinaryIO, Callable
 
 from .clock import Clock, parse_iso
 from .db import Database
@@ -27,12 +27,14 @@ from .names import counted
 from .repository import file_named, load_file
 from .sessions import OffsetMismatch, UploadSessions, total_mismatch
 from .shares import require_link_reach
+from .storage import Readable
 
 
 @dataclass(frozen=True)
 class Target:
     """What a session becomes: `file_id` (an existing file) or a new file `name` in `folder_id`, with what
     the client said of it. Kept as JSON in the session row."""
+
     drive_id: str
     file_id: str | None = None
     folder_id: str | None = None
@@ -51,7 +53,7 @@ class Target:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Target":
+    def from_json(cls, text: str) -> Target:
         return cls(**json.loads(text))
 
 
@@ -66,6 +68,7 @@ class Status:
 @dataclass(frozen=True)
 class Progress:
     """What a fragment did: `file` is set once the session has become a file (`created`: a new one)."""
+
     status: Status
     file: File | None = None
     created: bool = False
@@ -76,8 +79,16 @@ def range_error(inner: str, reason: str, status: int = 416) -> WopiError:
 
 
 class Uploads:
-    def __init__(self, db: Database, clock: Clock, sessions: UploadSessions, files: Files, drives: Drives,
-                 max_file_size: int, max_fragment: int):
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        sessions: UploadSessions,
+        files: Files,
+        drives: Drives,
+        max_file_size: int,
+        max_fragment: int,
+    ):
         self.db = db
         self.clock = clock
         self.sessions = sessions
@@ -86,29 +97,34 @@ class Uploads:
         self.max_file_size = max_file_size
         self.max_fragment = max_fragment
 
-    def create(self, user_id: str, target: Target, file_size: int | None = None,
-               if_match: Callable[[File], None] | None = None) -> tuple[str, Status]:
+    def create(
+        self, user_id: str, target: Target, file_size: int | None = None, if_match: Callable[[File], None] | None = None
+    ) -> tuple[str, Status]:
         """A new session (docs/graph.md §4.1): its token and status. The declared `file_size` is checked
         against the largest file and the drive's quota before any byte is sent."""
         with self.db.read() as s:
-            existing = load_file(s, target.file_id) if target.file_id is not None \
-                else file_named(s, target.folder_id, target.name)
+            existing: File | None
+            if target.file_id is not None:
+                existing = load_file(s, target.file_id)
+            else:
+                assert target.folder_id is not None and target.name is not None  # a new file's target names both
+                existing = file_named(s, target.folder_id, target.name)
             if if_match is not None and existing is not None:
                 if_match(existing)
                 target = replace(target, expect_sequence=existing.sequence_number)
             if file_size is not None:
                 self._check_size(file_size)
                 self.drives.quota(s, target.drive_id).check(file_size - (existing.size if existing else 0))
-        token = self.sessions.create(target.file_id, user_id, kind="graph", target=target.to_json(),
-                                     total=file_size)
+        token = self.sessions.create(target.file_id, user_id, kind="graph", target=target.to_json(), total=file_size)
         return token, self.status(token)
 
     def status(self, token: str) -> Status:
         with self.db.read() as s:
             return _status(self.sessions.state(s, token, None))
 
-    def put(self, token: str, first: int, last: int, total: int, body: BinaryIO, declared: int | None = None
-            ) -> Progress:
+    def put(
+        self, token: str, first: int, last: int, total: int, body: Readable, declared: int | None = None
+    ) -> Progress:
         """A fragment: bytes first..last (inclusive) of `total`, all or nothing; `declared` is the body's
         length where known beforehand. A repeated final fragment of a session that has become a file
         answers with that file again, whatever its body."""
@@ -121,11 +137,13 @@ class Uploads:
         self._check_size(total)
         length = last - first + 1
         if declared is not None and declared != length:
-            raise WopiError(400, f"the body has {declared} bytes, the Content-Range {length}",
-                            code="invalidRequest")
+            raise WopiError(400, f"the body has {declared} bytes, the Content-Range {length}", code="invalidRequest")
         if length > self.max_fragment:
-            raise WopiError(413, f"a fragment may have at most {self.max_fragment} bytes, this one has {length}",
-                            code="requestSizeExceeded/maxFragmentLengthExceeded")
+            raise WopiError(
+                413,
+                f"a fragment may have at most {self.max_fragment} bytes, this one has {length}",
+                code="requestSizeExceeded/maxFragmentLengthExceeded",
+            )
         self._check_offset(first, state.received)
         try:
             end = self.sessions.append(token, None, first, length, body, total, "the Content-Range")
@@ -149,8 +167,13 @@ class Uploads:
             raise range_error("fragmentOverlap", "the upload session is complete; this range was received")
         return Progress(_status(state), self._result(s, state, None), created=False)
 
-    def complete(self, token: str, user_id: str | None = None, redirect: Callable[[Target], Target] | None = None,
-                 if_match: Callable[[File], None] | None = None) -> tuple[File, bool]:
+    def complete(
+        self,
+        token: str,
+        user_id: str | None = None,
+        redirect: Callable[[Target], Target] | None = None,
+        if_match: Callable[[File], None] | None = None,
+    ) -> tuple[File, bool]:
         """The session becomes its file (or, with `redirect`, the file that function names); whether the
         file is new. A session that has already become a file answers with it. `user_id` is who asks (None:
         the holder of the upload URL, which is the session's own credential); `if_match` checks a file
@@ -164,8 +187,12 @@ class Uploads:
                 if row.result is not None:
                     return self._result(s, row, redirect), False
                 if row.total is None or row.received != row.total:
-                    raise WopiError(400, f"the upload session has {row.received} of {row.total} bytes",
-                                    code="invalidRequest/uploadSessionIncomplete")
+                    raise WopiError(
+                        400,
+                        f"the upload session has {row.received} of {row.total} bytes",
+                        code="invalidRequest/uploadSessionIncomplete",
+                    )
+                assert row.target is not None  # every Graph session has one (kind checked by get_graph)
                 target = Target.from_json(row.target)
                 if redirect is not None:
                     target = redirect(target)
@@ -183,8 +210,9 @@ class Uploads:
         """The file a finished session became, for whoever may still reach it, and only where a redirect
         asks for it there (a finished session is not a way to reach a file somewhere else)."""
         file = load_file(s, row.result)
-        self._reach(s, row, Target.from_json(row.target), file.folder_id, s.get(Folder, file.folder_id).drive_id,
-                    file.id)
+        self._reach(
+            s, row, Target.from_json(row.target), file.folder_id, s.get(Folder, file.folder_id).drive_id, file.id
+        )
         if redirect is not None:
             target = redirect(Target.from_json(row.target))
             if (file.folder_id, name_key(file.name)) != (target.folder_id, name_key(target.name or "")):
@@ -197,9 +225,12 @@ class Uploads:
         for name in blobs:
             self.files.blobs.delete(name)
 
-    def _become_file(self, s, row: UploadSession, target: Target, if_match: Callable[[File], None] | None
-                     ) -> tuple[File, bool, list[str]]:
+    def _become_file(
+        self, s, row: UploadSession, target: Target, if_match: Callable[[File], None] | None
+    ) -> tuple[File, bool, list[str]]:
+        assert row.total is not None  # complete() checked the session is whole
         extents = self.sessions.stream(s, row.token)
+        existing: File | None
         if target.file_id is not None:
             existing = self.files.load_in_locked_folder(s, target.file_id)
             self._reach(s, row, target, existing.folder_id, target.drive_id, existing.id)
@@ -207,16 +238,21 @@ class Uploads:
                 if_match(existing)
             self.files.check_writable(s, existing)
         else:
+            assert target.folder_id is not None and target.name is not None  # a new file's target names both
             self._reach(s, row, target, target.folder_id, target.drive_id)
-            existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id,
-                                             if_match)
-        if target.expect_sequence is not None and (existing is None
-                                                   or existing.sequence_number != target.expect_sequence):
-            raise WopiError(412, "the file changed since the upload session was created with If-Match",
-                            code="preconditionFailed/entityTagDoesNotMatch")
+            existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id, if_match)
+        if target.expect_sequence is not None and (
+            existing is None or existing.sequence_number != target.expect_sequence
+        ):
+            raise WopiError(
+                412,
+                "the file changed since the upload session was created with If-Match",
+                code="preconditionFailed/entityTagDoesNotMatch",
+            )
         # last: the quota's lock (drives.py) is taken after every row lock
         self.drives.quota(s, target.drive_id).check(row.total - (existing.size if existing is not None else 0))
         if existing is None:
+            assert target.folder_id is not None and target.name is not None  # as above: no file_id
             name = self.files.free_name(s, target.folder_id, target.name, style=counted)
             file = self.files.insert(s, target.folder_id, name, row.user_id, "", row.total, "", extents)
             unused: list[str] = []
@@ -226,8 +262,9 @@ class Uploads:
         _describe(file, target)
         return file, existing is None, unused
 
-    def _reach(self, s, row: UploadSession, target: Target, folder_id: str, drive_id: str,
-               file_id: str | None = None) -> None:
+    def _reach(
+        self, s, row: UploadSession, target: Target, folder_id: str, drive_id: str, file_id: str | None = None
+    ) -> None:
         """Whoever made the session may still write the file `file_id`, or put a new one in `folder_id`: as a
         member of its drive (one may have been removed meanwhile) or through the share link it was made with
         (revoked meanwhile?)."""
@@ -238,8 +275,11 @@ class Uploads:
 
     def _check_size(self, total: int) -> None:
         if total > self.max_file_size:
-            raise WopiError(400, f"the declared file size {total} is larger than the largest allowed, "
-                                 f"{self.max_file_size} bytes", code="invalidRequest/maxFileSizeExceeded")
+            raise WopiError(
+                400,
+                f"the declared file size {total} is larger than the largest allowed, {self.max_file_size} bytes",
+                code="invalidRequest/maxFileSizeExceeded",
+            )
 
     @staticmethod
     def _check_offset(first: int, received: int) -> None:
@@ -265,6 +305,6 @@ def _describe(item: File | Folder, target: Target) -> None:
 def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Callable[[Target], Target]:
     """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in the
     folder `folder_id` of `drive_id` instead of where the session was made for."""
-    return lambda target: replace(target, drive_id=drive_id, file_id=None, folder_id=folder_id, name=name,
-                                  conflict=conflict, expect_sequence=None)
-
+    return lambda target: replace(
+        target, drive_id=drive_id, file_id=None, folder_id=folder_id, name=name, conflict=conflict, expect_sequence=None
+    )

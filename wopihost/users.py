@@ -29,22 +29,24 @@ def ensure_user(session: Session, user_id: str, now: datetime, display_name: str
     Two first sightings may race (several workers, READ COMMITTED): the user row is inserted only if
     absent, in one statement, and only the transaction whose insert took creates the drive.
     """
-    if insert_if_absent(session, User, id=check_user_id(user_id), display_name=display_name or user_id,
-                        created_at=now):
+    if insert_if_absent(session, User, id=check_user_id(user_id), display_name=display_name or user_id, created_at=now):
         drive = Drive(id=new_id(), owner_id=user_id, created_at=now)
         root = Folder(id=new_id(), drive_id=drive.id, parent_id=None, name="", name_key="", created_at=now)
         for row in (drive, root):  # no ORM relationships, so flush in foreign-key order
             session.add(row)
             session.flush()
-    user = session.get(User, user_id)
+    user = session.get_one(User, user_id)
     if display_name and user.display_name != display_name:
         user.display_name = display_name
     return user
 
 
 def root_folder_id(session: Session, user_id: str) -> str:
-    query = (sa.select(Folder.id).join(Drive, Folder.drive_id == Drive.id)
-             .where(Drive.owner_id == user_id, Folder.parent_id.is_(None)))
+    query = (
+        sa.select(Folder.id)
+        .join(Drive, Folder.drive_id == Drive.id)
+        .where(Drive.owner_id == user_id, Folder.parent_id.is_(None))
+    )
     return session.scalars(query).one()
 
 

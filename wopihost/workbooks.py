@@ -19,11 +19,13 @@ from __future__ import annotations
 import io
 import json
 import threading
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import sqlalchemy as sa
 
+from . import xlsx
 from .clock import Clock
 from .db import Database
 from .errors import WopiError
@@ -31,7 +33,6 @@ from .files import Files
 from .ids import is_id, new_id
 from .models import WorkbookOperation, WorkbookSession
 from .storage import BlobStore
-from . import xlsx
 from .xlsx import WorkbookError
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class _LastUsed:
     workbook between calls (their memory is the cost: docs/graph.md §10.3). A call takes it out while it
     works on it, so no two threads ever share one."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._book: Workbook | None = None
@@ -72,13 +73,24 @@ class _LastUsed:
 
 
 def session_gone() -> WopiError:
-    return WopiError(404, "the workbook session does not exist, was closed or has expired; create a new one",
-                     code="itemNotFound/invalidSessionReCreatable")
+    return WopiError(
+        404,
+        "the workbook session does not exist, was closed or has expired; create a new one",
+        code="itemNotFound/invalidSessionReCreatable",
+    )
 
 
 class Workbooks:
-    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, files: Files, max_size: int,
-                 persistent_ttl: float, temporary_ttl: float):
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        clock: Clock,
+        files: Files,
+        max_size: int,
+        persistent_ttl: float,
+        temporary_ttl: float,
+    ):
         self.db = db
         self.blobs = blobs
         self.clock = clock
@@ -98,9 +110,16 @@ class Workbooks:
             book = xlsx.open_workbook(data, self.max_size)  # refused now, not at the first call in the session
         blob = None if persist else self.blobs.write(io.BytesIO(data), len(data), sha256=False)
         now = self.clock.now()
-        row = WorkbookSession(id=new_id(), file_id=file_id, user_id=user_id, persist=persist,
-                              blob=blob.name if blob else None, base_version=version, created_at=now,
-                              expires_at=now + self.ttl[persist])
+        row = WorkbookSession(
+            id=new_id(),
+            file_id=file_id,
+            user_id=user_id,
+            persist=persist,
+            blob=blob.name if blob else None,
+            base_version=version,
+            created_at=now,
+            expires_at=now + self.ttl[persist],
+        )
         try:
             with self.db.write() as s:
                 s.add(row)
@@ -171,8 +190,15 @@ class Workbooks:
         """createSession with Prefer: respond-async: an operation id at once; the session is made in a
         thread, and its status is in the database for any worker to answer a poll."""
         now = self.clock.now()
-        operation = WorkbookOperation(id=new_id(), file_id=file_id, user_id=user_id, persist=persist,
-                                      status="notStarted", created_at=now, expires_at=now + OPERATION_TTL)
+        operation = WorkbookOperation(
+            id=new_id(),
+            file_id=file_id,
+            user_id=user_id,
+            persist=persist,
+            status="notStarted",
+            created_at=now,
+            expires_at=now + OPERATION_TTL,
+        )
         with self.db.write() as s:
             s.add(operation)
         threading.Thread(target=self._run, args=(operation.id,), name="wopihost-workbook", daemon=True).start()
@@ -192,16 +218,22 @@ class Workbooks:
     def _run(self, operation_id: str) -> None:
         self._set(operation_id, status="running")
         with self.db.read() as s:
-            operation = s.get(WorkbookOperation, operation_id)
+            operation = s.get_one(WorkbookOperation, operation_id)
         try:
             session = self.create_session(operation.file_id, operation.user_id, operation.persist)
         except (WopiError, WorkbookError) as exc:
             code = getattr(exc, "code", None) or "invalidRequest"
-            self._set(operation_id, status="failed", error=json.dumps({"code": code.split("/")[0],
-                                                                        "message": str(exc)}))
+            self._set(
+                operation_id, status="failed", error=json.dumps({"code": code.split("/")[0], "message": str(exc)})
+            )
         except Exception as exc:  # reported through the operation, and logged by whoever polls
-            self._set(operation_id, status="failed", error=json.dumps({
-                "code": "internalServerError", "message": f"the session could not be made: {type(exc).__name__}"}))
+            self._set(
+                operation_id,
+                status="failed",
+                error=json.dumps(
+                    {"code": "internalServerError", "message": f"the session could not be made: {type(exc).__name__}"}
+                ),
+            )
         else:
             self._set(operation_id, status="succeeded", session_id=session.id)
 
@@ -226,8 +258,12 @@ class Workbooks:
         file, content = self.files.open_content(file_id)
         with content:
             if file.size > self.max_size:
-                raise WorkbookError(413, "requestSizeExceeded", f"the workbook is {file.size} bytes; workbooks "
-                                    f"of up to {self.max_size} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)")
+                raise WorkbookError(
+                    413,
+                    "requestSizeExceeded",
+                    f"the workbook is {file.size} bytes; workbooks "
+                    f"of up to {self.max_size} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)",
+                )
             return content.read(), file.version
 
     def _current(self, file_id: str, session_id: str | None, user_id: str) -> tuple[Workbook, int | str]:
@@ -255,22 +291,32 @@ class Workbooks:
                 continue
         raise WopiError(409, "the workbook session is being changed too often; retry", code="conflict")
 
-    def _store(self, file_id: str, session_id: str | None, user_id: str, basis: int | str,
-               data: bytes) -> int | str:
+    def _store(self, file_id: str, session_id: str | None, user_id: str, basis: int | str, data: bytes) -> int | str:
         """Store a changed workbook where it was read from, if that is still current; returns what it is
         now stored as (the file's new version, the session copy's new blob)."""
         if isinstance(basis, int):  # the file itself, if it is still the version that was read
+
             def unchanged(file) -> None:
                 if file.version != basis:
                     raise _Changed()
+
             return self.files.replace(file_id, user_id, io.BytesIO(data), unchanged).version
         blob = self.blobs.write(io.BytesIO(data), len(data), sha256=False)
         with blob:
             try:
                 with self.db.write() as s:
-                    moved = s.execute(sa.update(WorkbookSession).where(
-                        WorkbookSession.id == session_id, WorkbookSession.blob == basis,
-                        WorkbookSession.expires_at > self.clock.now()).values(blob=blob.name)).rowcount
+                    moved = cast(
+                        sa.CursorResult,
+                        s.execute(
+                            sa.update(WorkbookSession)
+                            .where(
+                                WorkbookSession.id == session_id,
+                                WorkbookSession.blob == basis,
+                                WorkbookSession.expires_at > self.clock.now(),
+                            )
+                            .values(blob=blob.name)
+                        ),
+                    ).rowcount
                 if not moved:
                     raise _Changed()
             except BaseException:

@@ -64,10 +64,11 @@ class IdleTimeoutSocket(socket.socket):
     """
 
     __slots__ = ("sendfile_sent",)
+    sendfile_sent: int | None
     idle_timeout: float | None = None
 
     @classmethod
-    def adopt(cls, sock: socket.socket) -> "IdleTimeoutSocket":
+    def adopt(cls, sock: socket.socket) -> IdleTimeoutSocket:
         adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         adopted.sendfile_sent = None
         return adopted
@@ -85,7 +86,7 @@ class IdleTimeoutSocket(socket.socket):
         # socket.sendall's timeout is a deadline for all of `data` (1 MiB pieces): one send at a time instead.
         with memoryview(data) as view, view.cast("B") as remaining:
             while remaining:
-                remaining = remaining[self.send(remaining, flags):]
+                remaining = remaining[self.send(remaining, flags) :]
 
     def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
         # socket.sendfile already applies the timeout to each wait for the socket.
@@ -130,12 +131,11 @@ class Worker(ThreadWorker):
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
 
     def _buffers_heads(self, conn: TConn) -> bool:
-        return not self._ssl and not (self._h2c_sniffed
-                                      and negotiation.prior_knowledge_allowed(self.cfg, conn.client))
+        return not self._ssl and not (self._h2c_sniffed and negotiation.prior_knowledge_allowed(self.cfg, conn.client))
 
     # -- connections: accepted only with a thread free
 
-    def set_accept_enabled(self, enabled: bool) -> None:
+    def set_accept_enabled(self, enabled: bool | None) -> None:
         super().set_accept_enabled(enabled and self.busy < self._threads)
 
     def _threads_changed(self) -> None:
@@ -152,7 +152,7 @@ class Worker(ThreadWorker):
         self.nr_conns += 1
         self.enqueue_req(Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname()))
 
-    def on_client_socket_readable(self, conn: Connection, client) -> None:
+    def on_client_socket_readable(self, conn: Connection, client) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         """A kept-alive connection has its next request coming. Its head is read now, while the socket is
         known to be readable, under the same registration: a head that arrives whole (nearly every one) goes
         to a thread without another turn of the loop."""
@@ -161,19 +161,19 @@ class Worker(ThreadWorker):
             self.poller.unregister(client)
             self.enqueue_req(conn)
             return
-        conn.head = bytearray(conn.parser.unreader.take_buffered() if conn.parser is not None else b"")
+        conn.head = bytearray(conn.parser.unreader.take_buffered() if conn.parser is not None else b"")  # type: ignore[union-attr]  # heads are buffered for HTTP/1 only (_buffers_heads)
         self.heads[conn] = time.monotonic() + self.header_timeout
         self.poller.modify(client, EVENT_READ, partial(self._on_head_data, conn))
         self._on_head_data(conn, client)
 
     # -- request heads: read by the event loop, then the request goes to a thread
 
-    def enqueue_req(self, conn: Connection) -> None:
+    def enqueue_req(self, conn: Connection) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         """Every way a request reaches the thread pool (a new connection, a kept-alive one, bytes a client
         pipelined behind its last request) passes here: a head not yet complete is read here first."""
         if self._buffers_heads(conn):
             if conn.head is None:
-                pipelined = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+                pipelined = conn.parser.unreader.take_buffered() if conn.parser is not None else b""  # type: ignore[union-attr]  # heads are buffered for HTTP/1 only (_buffers_heads)
                 conn.head = bytearray(pipelined)
                 if not _complete(conn.head, 0):
                     conn.sock.setblocking(False)
@@ -195,6 +195,7 @@ class Worker(ThreadWorker):
         if not data:  # the client went away before finishing its request
             self._drop_head(conn)
             return
+        assert conn.head is not None  # enqueue_req set it before it asked for this data
         conn.head += data
         if _complete(conn.head, len(conn.head) - len(data)):
             self.poller.unregister(conn.sock)
@@ -217,7 +218,7 @@ class Worker(ThreadWorker):
 
     # -- threads
 
-    def finish_request(self, conn: Connection, fs) -> None:
+    def finish_request(self, conn: Connection, fs) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         self.busy -= 1
         super().finish_request(conn, fs)
         self._threads_changed()
@@ -228,17 +229,17 @@ class Worker(ThreadWorker):
             for listener in self.sockets:
                 self.accept(listener)  # nothing waiting: EAGAIN, ignored
 
-    def handle_request(self, req, conn: Connection):
+    def handle_request(self, req, conn: Connection):  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         if isinstance(conn.sock, IdleTimeoutSocket):  # (not a TLS socket, which gunicorn wraps around it)
             conn.sock.sendfile_sent = None  # counted afresh for each response
         return super().handle_request(req, conn)
 
-    def handle(self, conn: Connection):
+    def handle(self, conn: Connection):  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         head, conn.head = conn.head, None
         if head:  # give the parser the head the event loop read
             conn.sock.setblocking(True)
             conn.init()
-            conn.parser.unreader.unread(bytes(head))
+            conn.parser.unreader.unread(bytes(head))  # type: ignore[union-attr]  # HTTP/1 (_buffers_heads), just made
         keep = super().handle(conn)
         if not keep:
             # The connection ends. gunicorn would close it in its event loop, lingering up to 2 s to read what

@@ -6,8 +6,8 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from .faults import Unavailable
 
@@ -53,7 +53,7 @@ class WriterQueue:
                 self._gate.close()
             self._gate = None
 
-    def _process_gate(self) -> "_Gate":
+    def _process_gate(self) -> _Gate:
         # Called with the thread lock held. flock belongs to an open file: a descriptor inherited across a
         # fork would be shared with the parent, so each process opens the file itself.
         if self._gate is None or self._gate.pid != os.getpid():

@@ -77,20 +77,23 @@ def test_base64_round_trip(raw):
     assert decode_chunk_id(text) == raw
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "GQn1a/wGJyPHUei0Ze5yiw=",  # 23 chars
-    "GQn1a/wGJyPHUei0Ze5yiw==\n",
-    " GQn1a/wGJyPHUei0Ze5yiw==",
-    "GQn1a_wGJyPHUei0Ze5yiw==",  # base64url alphabet
-    "GQn1a-wGJyPHUei0Ze5yiw==",
-    "GQn1a/wGJyPHUei0Ze5yiz==",  # non-zero trailing bits: not the canonical encoding of 16 bytes
-    "GQn1a/wGJyPHUei0Ze5yiwAA",  # no padding
-    "R3ZBz20okt9LmDaePUpB8Q--",  # doc placeholders (docs/cspp-plus.md §5.22)
-    "--QQQbM2oyjAXOFHEnVJ7Q2cbb/",
-    "GQn1a/wGJyPHUei0Ze5yiw==GQn1a/wGJyPHUei0Ze5yiw==",
-    "GQn1a/wGJyPHUei0Ze5yi\u00e9==",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "GQn1a/wGJyPHUei0Ze5yiw=",  # 23 chars
+        "GQn1a/wGJyPHUei0Ze5yiw==\n",
+        " GQn1a/wGJyPHUei0Ze5yiw==",
+        "GQn1a_wGJyPHUei0Ze5yiw==",  # base64url alphabet
+        "GQn1a-wGJyPHUei0Ze5yiw==",
+        "GQn1a/wGJyPHUei0Ze5yiz==",  # non-zero trailing bits: not the canonical encoding of 16 bytes
+        "GQn1a/wGJyPHUei0Ze5yiwAA",  # no padding
+        "R3ZBz20okt9LmDaePUpB8Q--",  # doc placeholders (docs/cspp-plus.md §5.22)
+        "--QQQbM2oyjAXOFHEnVJ7Q2cbb/",
+        "GQn1a/wGJyPHUei0Ze5yiw==GQn1a/wGJyPHUei0Ze5yiw==",
+        "GQn1a/wGJyPHUei0Ze5yi\u00e9==",
+    ],
+)
 def test_decode_rejects_malformed(text):
     with pytest.raises(ChunkIdError):
         decode_chunk_id(text)

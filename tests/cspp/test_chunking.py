@@ -42,15 +42,36 @@ def test_office_files_chunk_like_microsoft(path):
     assert [offset for offset, _ in ranges] == expected
     assert_tiles(ranges, path.stat().st_size)
     data = path.read_bytes()
-    assert signature == Signature("Zip", tuple(ChunkSignature(chunk_id(data[o:o + n]), n) for o, n in ranges))
+    assert signature == Signature("Zip", tuple(ChunkSignature(chunk_id(data[o : o + n]), n) for o, n in ranges))
 
 
 def test_worked_example_offsets():
     path = FIXTURES / "NonZeroByteExcel" / "Version1" / "MainContent" / "FileStream"
     with path.open("rb") as f:
         scheme, ranges = chunk_ranges(f)
-    assert [o for o, _ in ranges] == [0, 569, 919, 1480, 1724, 1769, 2549, 2869, 3112, 3166, 3846, 3895,
-                                      5578, 5621, 6309, 6359, 6517, 6828, 7159, 7469, 7862]
+    assert [o for o, _ in ranges] == [
+        0,
+        569,
+        919,
+        1480,
+        1724,
+        1769,
+        2549,
+        2869,
+        3112,
+        3166,
+        3846,
+        3895,
+        5578,
+        5621,
+        6309,
+        6359,
+        6517,
+        6828,
+        7159,
+        7469,
+        7862,
+    ]
     assert ranges[0] == (0, 30 + 19 + 520) and ranges[1] == (569, 350) and ranges[-1] == (7862, 8524 - 7862)
 
 
@@ -79,7 +100,8 @@ TINY_ZIP = bytes.fromhex(
     "504b0304140000000000000021004311773a050000000500000005000000622e747874776f726c64"
     "504b010214001400000000000000210086a610360500000005000000050000000000000000000000800100000000612e747874"
     "504b01021400140000000000000021004311773a0500000005000000050000000000000000000000800128000000622e747874"
-    "504b0506000000000200020066000000500000000000")
+    "504b0506000000000200020066000000500000000000"
+)
 
 
 def test_tiny_zip_example():
@@ -88,16 +110,20 @@ def test_tiny_zip_example():
         assert archive.read("a.txt") == b"hello" and archive.read("b.txt") == b"world"
     scheme, ranges = chunk_ranges(io.BytesIO(TINY_ZIP))
     assert (scheme, ranges) == ("Zip", [(0, 35), (35, 5), (40, 35), (75, 5), (80, 124)])
-    assert signature_of(io.BytesIO(TINY_ZIP)) == Signature("Zip", (
-        ChunkSignature("x528z/NDWJ8VewQfBqTVsQ==", 35),
-        ChunkSignature("yuaC02qCaDdD4BrH0R6UXA==", 5),
-        ChunkSignature("9S6IIyRgbBW/7qgUR3j7qQ==", 35),
-        ChunkSignature("Jb4/r1zZ3xx+kzfTbN35Qg==", 5),
-        ChunkSignature("tUwgf0wXVmaSBl2nqQSCcQ==", 124),
-    ))
+    assert signature_of(io.BytesIO(TINY_ZIP)) == Signature(
+        "Zip",
+        (
+            ChunkSignature("x528z/NDWJ8VewQfBqTVsQ==", 35),
+            ChunkSignature("yuaC02qCaDdD4BrH0R6UXA==", 5),
+            ChunkSignature("9S6IIyRgbBW/7qgUR3j7qQ==", 35),
+            ChunkSignature("Jb4/r1zZ3xx+kzfTbN35Qg==", 5),
+            ChunkSignature("tUwgf0wXVmaSBl2nqQSCcQ==", 124),
+        ),
+    )
 
 
 # Empty and non-zip streams (docs/cspp-plus.md §5.6).
+
 
 def test_empty_stream():
     assert chunk_ranges(io.BytesIO()) == ("FullFile", [(0, 0)])
@@ -188,6 +214,7 @@ def test_zip64_end_records():
 # Zips written by Python's zipfile: stored and deflated, with and without data descriptors, empty entries,
 # comments, zip64 records.
 
+
 class Unseekable(io.RawIOBase):
     """A write-only stream: zipfile then writes data descriptors (flag bit 3)."""
 
@@ -233,8 +260,12 @@ def build_zip(entries, comment, descriptors, zip64):
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # zipfile cannot read back an archive whose comment holds an EOCD signature (test_comment_holding_...).
-@given(zip_entries, st.binary(max_size=30).filter(lambda c: b"PK\x05\x06" not in c), st.booleans(),
-       st.sampled_from(["no", "local", "everywhere"]))
+@given(
+    zip_entries,
+    st.binary(max_size=30).filter(lambda c: b"PK\x05\x06" not in c),
+    st.booleans(),
+    st.sampled_from(["no", "local", "everywhere"]),
+)
 def test_zipfile_archives_chunk_at_entry_boundaries_and_reassemble(entries, comment, descriptors, zip64):
     data = build_zip(entries, comment, descriptors, zip64)
     scheme, ranges = chunk_ranges(io.BytesIO(data))
@@ -251,7 +282,7 @@ def test_zipfile_archives_chunk_at_entry_boundaries_and_reassemble(entries, comm
         assert len(ranges) == 1 + len(infos) + sum(has_data)
         next_starts = [info.header_offset for info in infos[1:]] + [archive.start_dir]
         for info, next_start, (_, content, _, _) in zip(infos, next_starts, entries):
-            assert data[info.header_offset:info.header_offset + 4] == b"PK\x03\x04"
+            assert data[info.header_offset : info.header_offset + 4] == b"PK\x03\x04"
             data_offset = info.header_offset + starts[info.header_offset]
             if info.compress_size > 0 or info.flag_bits & 8:
                 assert data_offset + starts[data_offset] == next_start
@@ -261,7 +292,7 @@ def test_zipfile_archives_chunk_at_entry_boundaries_and_reassemble(entries, comm
 
     signature = signature_of(io.BytesIO(data))
     assert [c.length for c in signature.chunks] == [length for _, length in ranges]
-    pieces = {chunk_id(data[o:o + n]): data[o:o + n] for o, n in ranges}
+    pieces = {chunk_id(data[o : o + n]): data[o : o + n] for o, n in ranges}
     out = io.BytesIO()
     reassemble(signature, pieces, out)
     assert out.getvalue() == data
@@ -274,8 +305,8 @@ def assert_entry_data(chunk, info, content):
         assert inflater.decompress(chunk) == content
         descriptor = inflater.unused_data
     else:
-        assert chunk[:len(content)] == content
-        descriptor = chunk[len(content):]
+        assert chunk[: len(content)] == content
+        descriptor = chunk[len(content) :]
     if info.flag_bits & 8:
         assert descriptor[:4] == b"PK\x07\x08" and len(descriptor) in (16, 24)
     else:
@@ -298,9 +329,9 @@ def test_damaged_zips_never_raise(entries, descriptors, zip64, data):
             archive[position] ^= data.draw(st.integers(1, 255), label="xor")
         elif action == "set":
             words = [b"\xff\xff\xff\xff", b"\0\0\0\0", b"PK\x03\x04", b"PK\x05\x06", b"PK\x06\x07"]
-            archive[position:position + 4] = data.draw(st.sampled_from(words), label="word")
+            archive[position : position + 4] = data.draw(st.sampled_from(words), label="word")
         elif action == "delete":
-            del archive[position:position + data.draw(st.integers(1, 30), label="count")]
+            del archive[position : position + data.draw(st.integers(1, 30), label="count")]
         else:
             archive[position:position] = data.draw(st.binary(min_size=1, max_size=30), label="bytes")
     stream = bytes(archive)

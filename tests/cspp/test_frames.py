@@ -94,8 +94,13 @@ SAMPLE_MESSAGE_TEXT = (
 )
 SAMPLE_MESSAGE = {
     "ContentProperties": [],
-    "Signatures": [{"StreamId": "MainContent", "ChunkingScheme": "FullFile",
-                    "ChunkSignatures": [{"ChunkId": "OpSWhpt12BRkuGX4z7bQPg==", "Length": 19}]}],
+    "Signatures": [
+        {
+            "StreamId": "MainContent",
+            "ChunkingScheme": "FullFile",
+            "ChunkSignatures": [{"ChunkId": "OpSWhpt12BRkuGX4z7bQPg==", "Length": 19}],
+        }
+    ],
     "UploadSessionTokenToCommit": None,
 }
 SAMPLE_ID = hexbytes("3a 94 96 86 9b 75 d8 14 64 b8 65 f8 cf b6 d0 3e")
@@ -111,13 +116,14 @@ def test_put_chunked_file_example_bytes():
     assert len(body) == 282
     assert body[0x00:0x10] == hexbytes("00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 c7")
     assert body[0x10:0x20] == hexbytes("7b 22 43 6f 6e 74 65 6e 74 50 72 6f 70 65 72 74")
-    assert body[0x10:0x10 + 199] == SAMPLE_MESSAGE_TEXT
+    assert body[0x10 : 0x10 + 199] == SAMPLE_MESSAGE_TEXT
     assert body[0xD0:] == hexbytes(
         "22 3a 6e 75 6c 6c 7d|00 00 00 03 00 00 00 10 00"
         "00 00 00 00 00 00 13|3a 94 96 86 9b 75 d8 14 64"
         "b8 65 f8 cf b6 d0 3e|53 61 6d 70 6c 65 54 65 78"
         "74 56 65 72 73 69 6f 6e 2d 31|00 00 00 01 00 00"
-        "00 00 00 00 00 00 00 00 00 00")
+        "00 00 00 00 00 00 00 00 00 00"
+    )
     assert chunk_id_raw(SAMPLE) == SAMPLE_ID
 
 
@@ -138,20 +144,28 @@ RANGE_ID = hexbytes("fe d7 ef 41 d9 2f 3a 93 d8 d2 76 0a 67 6a 43 0e")
 def test_chunk_range_example_bytes():
     assert chunk_id(RANGE_CHUNK) == "/tfvQdkvOpPY0nYKZ2pDDg=="
     tail = b"".join(chunk_range_frame("/tfvQdkvOpPY0nYKZ2pDDg==", 600, RANGE_CHUNK[600:], end_of_chunk=True))
-    assert tail == hexbytes(
-        "00 00 00 04  00 00 00 24  00 00 00 00 00 00 01 90"
-        "fe d7 ef 41 d9 2f 3a 93 d8 d2 76 0a 67 6a 43 0e"
-        "00 00 00 00 00 00 02 58"
-        "00 00 00 00 00 00 01 90"
-        "00 00 00 01") + RANGE_CHUNK[600:]
+    assert (
+        tail
+        == hexbytes(
+            "00 00 00 04  00 00 00 24  00 00 00 00 00 00 01 90"
+            "fe d7 ef 41 d9 2f 3a 93 d8 d2 76 0a 67 6a 43 0e"
+            "00 00 00 00 00 00 02 58"
+            "00 00 00 00 00 00 01 90"
+            "00 00 00 01"
+        )
+        + RANGE_CHUNK[600:]
+    )
     head = b"".join(chunk_range_frame(RANGE_ID, 0, RANGE_CHUNK[:600], end_of_chunk=False))
     assert head[:52] == hexbytes(
-        "00 00 00 04 00 00 00 24 00 00 00 00 00 00 02 58" + RANGE_ID.hex()
-        + "00 00 00 00 00 00 00 00" + "00 00 00 00 00 00 02 58" + "00 00 00 00")
+        "00 00 00 04 00 00 00 24 00 00 00 00 00 00 02 58"
+        + RANGE_ID.hex()
+        + "00 00 00 00 00 00 00 00"
+        + "00 00 00 00 00 00 02 58"
+        + "00 00 00 00"
+    )
     assert head[52:] == RANGE_CHUNK[:600]
 
-    response = {"ChunkRangeCollection": [
-        {"StreamId": "MainContent", "ChunkIds": ["/tfvQdkvOpPY0nYKZ2pDDg=="]}]}
+    response = {"ChunkRangeCollection": [{"StreamId": "MainContent", "ChunkIds": ["/tfvQdkvOpPY0nYKZ2pDDg=="]}]}
     body = message_frame(response) + head + tail + END_FRAME
     assert decode(body, [100, 170, 200, 700]) == [
         ("message", response),
@@ -168,15 +182,22 @@ SESSION_STREAM = hexbytes(
     "ca e6 82 d3 6a 82 68 37 43 e0 1a c7 d1 1e 94 5c"
     "68 65 6c 6c 6f|00 00 00 03 00 00 00 10 00 00 00"
     "00 00 00 00 05|25 be 3f af 5c d9 df 1c 7e 93 37"
-    "d3 6c dd f9 42|77 6f 72 6c 64")
+    "d3 6c dd f9 42|77 6f 72 6c 64"
+)
 
 COMMIT_MESSAGE = {
     "ContentProperties": [{"Name": "p1", "Value": "v1", "Retention": "KeepOnContentChange"}],
     "Signatures": [
-        {"StreamId": "MainContent", "ChunkingScheme": "FullFile",
-         "ChunkSignatures": [{"ChunkId": "yuaC02qCaDdD4BrH0R6UXA==", "Length": 5}]},
-        {"StreamId": "AltStream1", "ChunkingScheme": "FullFile",
-         "ChunkSignatures": [{"ChunkId": "Jb4/r1zZ3xx+kzfTbN35Qg==", "Length": 5}]},
+        {
+            "StreamId": "MainContent",
+            "ChunkingScheme": "FullFile",
+            "ChunkSignatures": [{"ChunkId": "yuaC02qCaDdD4BrH0R6UXA==", "Length": 5}],
+        },
+        {
+            "StreamId": "AltStream1",
+            "ChunkingScheme": "FullFile",
+            "ChunkSignatures": [{"ChunkId": "Jb4/r1zZ3xx+kzfTbN35Qg==", "Length": 5}],
+        },
     ],
     "UploadSessionTokenToCommit": "3f2c9a7e0b1d4c6e8a5b7d9f1e2c4a6b",
 }
@@ -248,10 +269,12 @@ BAD_BODIES = {
     "JSON two values": header(2, 0, 4) + b"{}{}" + END_FRAME,
     "JSON nested too deeply": header(2, 0, 200000) + b"[" * 100000 + b"]" * 100000 + END_FRAME,
     "JSON integer too long": header(2, 0, 5000) + b"1" * 5000 + END_FRAME,
-    "ChunkRange Length differs from PayloadSize":
-        MSG + header(4, 36, 3) + struct.pack(">16sQQI", bytes(16), 0, 4, 1) + b"abc" + END_FRAME,
-    "ChunkRange Flags 2":
-        MSG + header(4, 36, 3) + struct.pack(">16sQQI", bytes(16), 0, 3, 2) + b"abc" + END_FRAME,
+    "ChunkRange Length differs from PayloadSize": MSG
+    + header(4, 36, 3)
+    + struct.pack(">16sQQI", bytes(16), 0, 4, 1)
+    + b"abc"
+    + END_FRAME,
+    "ChunkRange Flags 2": MSG + header(4, 36, 3) + struct.pack(">16sQQI", bytes(16), 0, 3, 2) + b"abc" + END_FRAME,
 }
 
 
@@ -387,8 +410,11 @@ def test_mode_is_checked():
 
 def test_feed_accepts_any_byte_buffer():
     stream = bytearray(MSG + CHUNK + END_FRAME)
-    assert decode(stream) == decode(memoryview(stream)) == [
-        ("message", {}), ("chunk", chunk_id_raw(b"abc"), 3, b"abc"), ("end",)]
+    assert (
+        decode(stream)
+        == decode(memoryview(stream))
+        == [("message", {}), ("chunk", chunk_id_raw(b"abc"), 3, b"abc"), ("end",)]
+    )
     words = array.array("I", message_frame("ab") + END_FRAME)  # 4-byte items: counted as bytes all the same
     assert normalize(FrameDecoder().feed(words)) == [("message", "ab"), ("end",)]
 
@@ -438,7 +464,10 @@ def test_chunk_frame_argument_errors():
 # Properties
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=20)
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
@@ -517,12 +546,15 @@ def test_random_bytes_raise_only_frame_error(stream, mode, data):
 
 
 # Random frame-shaped input gets past the first header far more often than random bytes do.
-loose_frames = st.lists(st.tuples(
-    st.sampled_from([0, 1, 2, 3, 4, 5, 0xFFFFFFFF]),
-    st.sampled_from([0, 16, 36, 1, 0xFFFFFFFF]),
-    st.integers(0, 40) | st.just(2**64 - 1),
-    st.binary(max_size=60),
-), max_size=6)
+loose_frames = st.lists(
+    st.tuples(
+        st.sampled_from([0, 1, 2, 3, 4, 5, 0xFFFFFFFF]),
+        st.sampled_from([0, 16, 36, 1, 0xFFFFFFFF]),
+        st.integers(0, 40) | st.just(2**64 - 1),
+        st.binary(max_size=60),
+    ),
+    max_size=6,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -534,12 +566,10 @@ def test_frame_shaped_noise_raises_only_frame_error(frames, mode, data):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(json_values, st.lists(chunk_specs | range_specs, max_size=3), st.sampled_from(["body", "session"]),
-       st.data())
+@given(json_values, st.lists(chunk_specs | range_specs, max_size=3), st.sampled_from(["body", "session"]), st.data())
 def test_mutated_streams_raise_only_frame_error(message, specs, mode, data):
     frames = [encode_spec(spec, 0)[0] for spec in specs]
-    stream = bytearray(b"".join(encode_body(message, [[f] for f in frames])) if mode == "body"
-                       else b"".join(frames))
+    stream = bytearray(b"".join(encode_body(message, [[f] for f in frames])) if mode == "body" else b"".join(frames))
     for _ in range(data.draw(st.integers(1, 4), label="mutations")):
         position = data.draw(st.integers(0, len(stream)), label="position")
         action = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate"]), label="action")
@@ -548,7 +578,7 @@ def test_mutated_streams_raise_only_frame_error(message, specs, mode, data):
         elif action == "insert":
             stream[position:position] = data.draw(st.binary(min_size=1, max_size=8), label="bytes")
         elif action == "delete":
-            del stream[position:position + data.draw(st.integers(1, 8), label="count")]
+            del stream[position : position + data.draw(st.integers(1, 8), label="count")]
         elif action == "truncate":
             del stream[position:]
     feed_all(bytes(stream), cut_points(data, len(stream)), mode)

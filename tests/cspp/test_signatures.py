@@ -29,6 +29,7 @@ def sig_of(*parts, scheme="FullFile"):
 
 # JSON shapes (docs/cspp-plus.md §3.5)
 
+
 def test_put_chunked_file_sample_signatures_parse():
     # The signatures of the PutChunkedFile MessageJSON sample in docs/cspp-plus.md §1.3.
     sample = json.loads("""[
@@ -39,8 +40,12 @@ def test_put_chunked_file_sample_signatures_parse():
        "ChunkSignatures": [{"ChunkId": "sUIRbBoCFUe5wEQDA+mgxQ==", "Length": 23}]}]""")
     parsed = [Signature.from_json(item) for item in sample]
     assert parsed == [
-        ("MainContent", Signature("Zip", (ChunkSignature("x528z/NDWJ8VewQfBqTVsQ==", 35),
-                                          ChunkSignature("yuaC02qCaDdD4BrH0R6UXA==", 5)))),
+        (
+            "MainContent",
+            Signature(
+                "Zip", (ChunkSignature("x528z/NDWJ8VewQfBqTVsQ==", 35), ChunkSignature("yuaC02qCaDdD4BrH0R6UXA==", 5))
+            ),
+        ),
         ("AlternateStream", Signature("FullFile", (ChunkSignature("sUIRbBoCFUe5wEQDA+mgxQ==", 23),))),
     ]
     assert [sig.to_json(stream) for stream, sig in parsed] == sample
@@ -52,7 +57,8 @@ chunk_signatures = st.builds(
     st.integers(0, 2**64 - 1),
 )
 signatures = st.builds(
-    Signature, st.sampled_from(["Zip", "FullFile"]), st.lists(chunk_signatures, max_size=6).map(tuple))
+    Signature, st.sampled_from(["Zip", "FullFile"]), st.lists(chunk_signatures, max_size=6).map(tuple)
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -63,8 +69,11 @@ def test_json_round_trip(stream_id, signature):
 
 
 def valid():
-    return {"StreamId": "MainContent", "ChunkingScheme": "Zip",
-            "ChunkSignatures": [{"ChunkId": EMPTY_CHUNK_ID, "Length": 0}]}
+    return {
+        "StreamId": "MainContent",
+        "ChunkingScheme": "Zip",
+        "ChunkSignatures": [{"ChunkId": EMPTY_CHUNK_ID, "Length": 0}],
+    }
 
 
 def with_change(path, value):
@@ -118,6 +127,7 @@ def test_from_json_ignores_unknown_keys():
 
 # Deltas
 
+
 def test_chunks_to_send_is_distinct_in_first_appearance_order():
     signature = sig_of(b"aa", b"b", b"aa", b"ccc", b"b", b"dddd")
     a, b, c, d = (ChunkSignature(chunk_id(p), len(p)) for p in (b"aa", b"b", b"ccc", b"dddd"))
@@ -136,6 +146,7 @@ def test_empty_stream_signature_sends_its_empty_chunk_unless_known():
 
 
 # Reassembly
+
 
 def test_reassemble_from_bytes_files_and_callables():
     parts = [b"hello ", b"world", b"hello ", b"!" * 3000000, b""]
@@ -174,9 +185,17 @@ def test_missing_chunk():
         reassemble(signature, lambda key: None, io.BytesIO())
 
 
-@pytest.mark.parametrize("wrap, stored", [
-    (bytes, b"hell"), (bytes, b"hellp"), (bytes, b"hello!"), (io.BytesIO, b"hell"), (io.BytesIO, b"hellp"),
-], ids=["bytes short", "bytes other", "bytes long", "file short", "file other"])
+@pytest.mark.parametrize(
+    "wrap, stored",
+    [
+        (bytes, b"hell"),
+        (bytes, b"hellp"),
+        (bytes, b"hello!"),
+        (io.BytesIO, b"hell"),
+        (io.BytesIO, b"hellp"),
+    ],
+    ids=["bytes short", "bytes other", "bytes long", "file short", "file other"],
+)
 def test_mismatched_chunk(wrap, stored):
     signature = sig_of(b"hello")
     with pytest.raises(ChunkMismatchError) as info:
@@ -210,9 +229,10 @@ def test_any_cut_of_a_stream_reassembles(stream, cuts, data):
     known = data.draw(st.sets(st.sampled_from(ids)) if ids else st.just(set()), label="known")
     needed = chunks_to_send(signature, known)
     # The client side: known chunks plus the ones sent rebuild the stream.
-    held = {c.chunk_id: stream[offset:offset + c.length] for offset, c in needed}
-    held.update({c.chunk_id: stream[offset:offset + c.length]
-                 for offset, c in signature.spans() if c.chunk_id in known})
+    held = {c.chunk_id: stream[offset : offset + c.length] for offset, c in needed}
+    held.update(
+        {c.chunk_id: stream[offset : offset + c.length] for offset, c in signature.spans() if c.chunk_id in known}
+    )
     out = io.BytesIO()
     reassemble(signature, held, out)
     assert out.getvalue() == stream
@@ -232,13 +252,14 @@ def test_read_pieces():
 
 # End to end: what PutChunkedFile will do with a decoded body or upload session.
 
+
 def spool_chunks(stream, mode, pieces=7):
     """Decode a frame stream, spooling each chunk to a temp file while hashing it: the host's pattern."""
     decoder = FrameDecoder(mode)
     spooled, message = {}, None
     current = hasher = None
     for start in range(0, len(stream), pieces):
-        for event in decoder.feed(stream[start:start + pieces]):
+        for event in decoder.feed(stream[start : start + pieces]):
             if isinstance(event, MessageJSON):
                 message = event.value
             elif isinstance(event, ChunkStart):

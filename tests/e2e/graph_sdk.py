@@ -7,8 +7,11 @@ from urllib.parse import urlsplit
 
 
 def sdk_client(base: str, token: str):
-    from kiota_abstractions.authentication import (AccessTokenProvider, AllowedHostsValidator,
-                                                   BaseBearerTokenAuthenticationProvider)
+    from kiota_abstractions.authentication import (
+        AccessTokenProvider,
+        AllowedHostsValidator,
+        BaseBearerTokenAuthenticationProvider,
+    )
     from msgraph import GraphRequestAdapter, GraphServiceClient
 
     host = urlsplit(base).hostname

@@ -14,9 +14,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import psutil
@@ -41,13 +41,19 @@ ORIGINAL = b"the original content, version 1\n" * 1000
 
 # -- the server, the document, the content ---------------------------------------
 
+
 @pytest.fixture
 def cspp_server(tmp_path, database):
-    server = LocalServer.start(tmp_path, database, workers=2, extra_env={
-        "WOPIHOST_CSPP_PLUS": "on",
-        "WOPIHOST_MAX_FILE_SIZE": "512MiB",
-        "WOPIHOST_MAX_UPLOAD_SESSION_SIZE": "1GiB",
-    })
+    server = LocalServer.start(
+        tmp_path,
+        database,
+        workers=2,
+        extra_env={
+            "WOPIHOST_CSPP_PLUS": "on",
+            "WOPIHOST_MAX_FILE_SIZE": "512MiB",
+            "WOPIHOST_MAX_UPLOAD_SESSION_SIZE": "1GiB",
+        },
+    )
     yield server
     server.stop()
     log = server.log_text()
@@ -56,7 +62,7 @@ def cspp_server(tmp_path, database):
 
 
 @pytest.fixture
-def doc(cspp_server, tmp_path) -> "Doc":
+def doc(cspp_server, tmp_path) -> Doc:
     path = tmp_path / "Big.docx"
     path.write_bytes(ORIGINAL)
     file_id = cspp_server.add_file(path)["id"]
@@ -90,16 +96,18 @@ class Content:
     def payload(self, i: int) -> bytes:
         start = (i * 1_000_003) % self.size
         head = hashlib.sha256(f"{self.seed}:{i}".encode()).digest()
-        return head + self._base[start + len(head):start + self.size]
+        return head + self._base[start + len(head) : start + self.size]
 
     def pieces(self, piece: int = PIECE) -> Iterator[tuple[int, bytes]]:
         """The upload-session stream (a Chunk frame per chunk) cut into `piece`-byte pieces: (offset, bytes).
 
         The cuts fall anywhere, inside frame headers and payloads alike.
         """
+
         def parts():
             for i, chunk in enumerate(self.signature.chunks):
                 yield from chunk_frame(chunk.chunk_id, self.payload(i))
+
         yield from ((i * piece, data) for i, data in enumerate(rechunk(parts(), piece)))
 
 
@@ -110,6 +118,7 @@ def failure(response: requests.Response) -> str:
 @dataclass
 class Doc:
     """One document, one token, one keep-alive client."""
+
     server: LocalServer
     file_id: str
     token: str
@@ -133,9 +142,15 @@ class Doc:
         return response.json()["UploadSessionToken"]
 
     def update(self, session: str, offset: int, body: bytes) -> requests.Response:
-        return self.post("UPDATE_UPLOAD_SESSION", data=body, headers={
-            "X-WOPI-UploadSessionToken": session, "X-WOPI-ContentRangeOffset": str(offset),
-            "X-WOPI-ContentRangeLength": str(len(body))})
+        return self.post(
+            "UPDATE_UPLOAD_SESSION",
+            data=body,
+            headers={
+                "X-WOPI-UploadSessionToken": session,
+                "X-WOPI-ContentRangeOffset": str(offset),
+                "X-WOPI-ContentRangeLength": str(len(body)),
+            },
+        )
 
     def upload(self, session: str, content: Content, start: int = 0) -> int:
         """Send the session stream from `start` (a piece boundary) to its end; returns the session's end."""
@@ -150,12 +165,18 @@ class Doc:
         assert end == content.stream_length
         return end
 
-    def commit(self, session: str, signature: Signature, sequence_number: int,
-               http: requests.Session | None = None) -> requests.Response:
+    def commit(
+        self, session: str, signature: Signature, sequence_number: int, http: requests.Session | None = None
+    ) -> requests.Response:
         return (http or self.http).post(
-            self.url("/contents"), data=put_chunked_body({"MainContent": signature}, session_token=session),
-            headers={"X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-SequenceNumber": str(sequence_number),
-                     "X-WOPI-Lock": LOCK})
+            self.url("/contents"),
+            data=put_chunked_body({"MainContent": signature}, session_token=session),
+            headers={
+                "X-WOPI-Override": "PUT_CHUNKED_FILE",
+                "X-WOPI-SequenceNumber": str(sequence_number),
+                "X-WOPI-Lock": LOCK,
+            },
+        )
 
     def content(self) -> tuple[str, int, str]:
         """GetFile, streamed: (sha256 hex, length, X-WOPI-ItemVersion)."""
@@ -172,6 +193,7 @@ ORIGINAL_SHA256 = hashlib.sha256(ORIGINAL).hexdigest()
 
 
 # -- processes ---------------------------------------------------------------------
+
 
 def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
     deadline = time.monotonic() + timeout
@@ -222,8 +244,10 @@ def wait_for_respawn(server: LocalServer, victim: psutil.Process) -> None:
         return len(live) == 2 and victim.pid not in live
 
     if not wait_until(respawned):
-        pytest.fail(f"gunicorn did not replace the killed worker {victim.pid}: {live_workers(server)}\n"
-                    f"{server.log_text()[-3000:]}")
+        pytest.fail(
+            f"gunicorn did not replace the killed worker {victim.pid}: {live_workers(server)}\n"
+            f"{server.log_text()[-3000:]}"
+        )
 
 
 def blob_files(server: LocalServer) -> list[str]:
@@ -231,6 +255,7 @@ def blob_files(server: LocalServer) -> list[str]:
 
 
 # -- 1. a large upload through a session -----------------------------------------------
+
 
 def test_200_mib_through_an_upload_session(cspp_server, doc):
     content = Content("two hundred", 50)  # 50 chunks of 4 MiB, 21 pieces of 10 MiB (the last one short)
@@ -255,14 +280,29 @@ def test_200_mib_through_an_upload_session(cspp_server, doc):
     assert after["Size"] == 200 * MIB and after["SequenceNumber"] == sequence_number
     assert after["Version"] == committed.headers["X-WOPI-ItemVersion"] != before["Version"]
     growth = memory.peak - idle
-    print(f"\n200 MiB: upload {uploaded - started:.1f} s, commit {done - uploaded:.1f} s, "
-          f"server RSS idle {idle / MIB:.0f} MiB, peak growth {growth / MIB:.1f} MiB")
+    print(
+        f"\n200 MiB: upload {uploaded - started:.1f} s, commit {done - uploaded:.1f} s, "
+        f"server RSS idle {idle / MIB:.0f} MiB, peak growth {growth / MIB:.1f} MiB"
+    )
     assert growth < 64 * MIB, f"server memory grew by {growth / MIB:.0f} MiB for a 200 MiB upload"
 
     # The host keeps the signature as uploaded (FullFile with 50 chunks) and the session is gone.
-    got = doc.post("GET_CHUNKED_FILE", data=request_body({"ContentPropertiesToReturn": [], "ContentFilters": [
-        {"StreamId": "MainContent", "ChunkingScheme": "FullFile", "ChunksToReturn": "None",
-         "AlreadyKnownChunks": []}]}))
+    got = doc.post(
+        "GET_CHUNKED_FILE",
+        data=request_body(
+            {
+                "ContentPropertiesToReturn": [],
+                "ContentFilters": [
+                    {
+                        "StreamId": "MainContent",
+                        "ChunkingScheme": "FullFile",
+                        "ChunksToReturn": "None",
+                        "AlreadyKnownChunks": [],
+                    }
+                ],
+            }
+        ),
+    )
     assert got.status_code == 200, failure(got)
     message, frames = read_response(got.content)
     assert message["Signatures"] == [content.signature.to_json("MainContent")] and frames == []
@@ -275,14 +315,18 @@ def test_200_mib_through_an_upload_session(cspp_server, doc):
 
 # -- 2. a worker killed in the middle of an UpdateUploadSession -------------------------------
 
-def send_partial_update(server: LocalServer, doc: Doc, session: str, offset: int, declared: int,
-                        body: bytes) -> socket.socket:
+
+def send_partial_update(
+    server: LocalServer, doc: Doc, session: str, offset: int, declared: int, body: bytes
+) -> socket.socket:
     """Start an UpdateUploadSession that declares `declared` bytes and send only `body`."""
     url = urlsplit(doc.url())
-    head = (f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"X-WOPI-Override: UPDATE_UPLOAD_SESSION\r\nX-WOPI-UploadSessionToken: {session}\r\n"
-            f"X-WOPI-ContentRangeOffset: {offset}\r\nX-WOPI-ContentRangeLength: {declared}\r\n"
-            f"Content-Length: {declared}\r\n\r\n").encode()
+    head = (
+        f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-WOPI-Override: UPDATE_UPLOAD_SESSION\r\nX-WOPI-UploadSessionToken: {session}\r\n"
+        f"X-WOPI-ContentRangeOffset: {offset}\r\nX-WOPI-ContentRangeLength: {declared}\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    ).encode()
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.sendall(head + body)
     return sock
@@ -302,7 +346,7 @@ def test_worker_killed_mid_update_the_session_resumes_at_the_last_offset(cspp_se
     offset, body = next(pieces)
     assert offset == reported and len(body) == PIECE
 
-    sock = send_partial_update(cspp_server, doc, session, offset, PIECE, body[:3 * MIB])
+    sock = send_partial_update(cspp_server, doc, session, offset, PIECE, body[: 3 * MIB])
     part = wait_until(lambda: next((p for p, size in partial_writes(cspp_server).items() if size > 0), None))
     assert part, "the server is not writing the piece to a temporary file"
     busy = writers_of(cspp_server, part)
@@ -328,8 +372,10 @@ def test_worker_killed_mid_update_the_session_resumes_at_the_last_offset(cspp_se
 
 # -- 3. a worker killed in the middle of a commit ----------------------------------------------
 
-def commit_and_kill(server: LocalServer, doc: Doc, session: str, content: Content, sequence_number: int,
-                    delay: float) -> tuple[requests.Response | None, bool]:
+
+def commit_and_kill(
+    server: LocalServer, doc: Doc, session: str, content: Content, sequence_number: int, delay: float
+) -> tuple[requests.Response | None, bool]:
     """Send PutChunkedFile and SIGKILL the worker committing it, then wait for gunicorn to replace it.
 
     The commit writes no content: it opens the session's pieces, reads and checks every chunk in them, then
@@ -423,6 +469,7 @@ def test_worker_killed_mid_commit_leaves_the_old_or_the_new_version(cspp_server,
 
 # -- 4. two updates at the same offset, from two worker processes -----------------------------
 
+
 class Connection:
     """A keep-alive HTTP connection whose server end is known: which worker process accepted it."""
 
@@ -436,8 +483,9 @@ class Connection:
         self.conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=60)
         self.request("GET", {})  # a worker accepts the connection only once a request comes
         port = self.conn.sock.getsockname()[1]
-        self.owner = next(w.pid for w in self.server.workers()
-                          for c in w.net_connections("tcp") if c.raddr and c.raddr.port == port)
+        self.owner = next(
+            w.pid for w in self.server.workers() for c in w.net_connections("tcp") if c.raddr and c.raddr.port == port
+        )
 
     def request(self, method: str, headers: dict, body: bytes | None = None) -> tuple[int, dict, bytes]:
         self.conn.request(method, self.path, body=body, headers=headers)
@@ -446,8 +494,11 @@ class Connection:
 
     def still_owned(self) -> bool:
         return self.conn.sock is not None and self.owner in {
-            w.pid for w in self.server.workers() for c in w.net_connections("tcp")
-            if c.raddr and c.raddr.port == self.conn.sock.getsockname()[1]}
+            w.pid
+            for w in self.server.workers()
+            for c in w.net_connections("tcp")
+            if c.raddr and c.raddr.port == self.conn.sock.getsockname()[1]
+        }
 
 
 def on_two_workers(connections: list[Connection]) -> None:
@@ -476,9 +527,16 @@ def test_concurrent_updates_at_one_offset_exactly_one_wins(cspp_server, doc):
 
     def send(i: int, body: bytes, at: int) -> tuple[int, dict, bytes]:
         barrier.wait()
-        return connections[i].request("POST", {
-            "X-WOPI-Override": "UPDATE_UPLOAD_SESSION", "X-WOPI-UploadSessionToken": session,
-            "X-WOPI-ContentRangeOffset": str(at), "X-WOPI-ContentRangeLength": str(len(body))}, body)
+        return connections[i].request(
+            "POST",
+            {
+                "X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
+                "X-WOPI-UploadSessionToken": session,
+                "X-WOPI-ContentRangeOffset": str(at),
+                "X-WOPI-ContentRangeLength": str(len(body)),
+            },
+            body,
+        )
 
     with ThreadPoolExecutor(2) as pool:
         for n in range(rounds):
@@ -507,6 +565,7 @@ def test_concurrent_updates_at_one_offset_exactly_one_wins(cspp_server, doc):
 
 # -- 5. a refused update and the client's keep-alive connection ---------------------------------
 
+
 def test_a_refused_update_leaves_its_connection_usable(cspp_server, doc):
     """A client that sends a piece at a stale offset must learn the session's offset from the 400, and then
     either reuse the connection or be told (Connection: close) that it cannot: the resync of docs/cspp-plus.md §1.6."""
@@ -514,9 +573,17 @@ def test_a_refused_update_leaves_its_connection_usable(cspp_server, doc):
     path = urlsplit(doc.url())
     conn = http.client.HTTPConnection("127.0.0.1", cspp_server.port, timeout=10)
     try:
-        conn.request("POST", f"{path.path}?{path.query}", body=os.urandom(MIB), headers={
-            "X-WOPI-Override": "UPDATE_UPLOAD_SESSION", "X-WOPI-UploadSessionToken": session,
-            "X-WOPI-ContentRangeOffset": "5", "X-WOPI-ContentRangeLength": str(MIB)})
+        conn.request(
+            "POST",
+            f"{path.path}?{path.query}",
+            body=os.urandom(MIB),
+            headers={
+                "X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
+                "X-WOPI-UploadSessionToken": session,
+                "X-WOPI-ContentRangeOffset": "5",
+                "X-WOPI-ContentRangeLength": str(MIB),
+            },
+        )
         refused = conn.getresponse()
         refused.read()
         assert refused.status == 400
@@ -529,8 +596,10 @@ def test_a_refused_update_leaves_its_connection_usable(cspp_server, doc):
             after = conn.getresponse()
             after.read()
         except (http.client.HTTPException, OSError) as exc:
-            pytest.fail(f"the 400 said keep-alive ({refused.getheader('Connection')!r}), but the server then "
-                        f"dropped the connection: {exc!r}")
+            pytest.fail(
+                f"the 400 said keep-alive ({refused.getheader('Connection')!r}), but the server then "
+                f"dropped the connection: {exc!r}"
+            )
         assert after.status == 200
     finally:
         conn.close()

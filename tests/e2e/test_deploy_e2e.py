@@ -54,16 +54,23 @@ def client_key() -> rsa.RSAPrivateKey:
 def self_signed(directory: Path) -> tuple[Path, Path]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(key, hashes.SHA256()))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -71,12 +78,15 @@ def nginx_config(directory: Path, https_port: int, http_port: int, upstream_port
     """deploy/nginx/wopihost.conf with this machine's ports, certificate and paths, in a main config."""
     cert, key = self_signed(directory)
     site = (REPO / "deploy" / "nginx" / "wopihost.conf").read_text()
-    for old, new in [("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream_port};"),
-                     ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
-                     ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-                     ("server_name wopi.example.com;", "server_name localhost;"),
-                     ("/etc/ssl/wopihost/fullchain.pem", str(cert)), ("/etc/ssl/wopihost/privkey.pem", str(key)),
-                     ("/var/log/nginx/wopihost.access.log", str(directory / "access.log"))]:
+    for old, new in [
+        ("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream_port};"),
+        ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
+        ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+        ("server_name wopi.example.com;", "server_name localhost;"),
+        ("/etc/ssl/wopihost/fullchain.pem", str(cert)),
+        ("/etc/ssl/wopihost/privkey.pem", str(key)),
+        ("/var/log/nginx/wopihost.access.log", str(directory / "access.log")),
+    ]:
         assert old in site, f"deploy/nginx/wopihost.conf no longer contains {old!r}"
         site = site.replace(old, new)
     (directory / "site.conf").write_text(site)
@@ -105,9 +115,18 @@ def deployment(tmp_path, database, client_key, monkeypatch):
     public = f"https://localhost:{https_port}/office"
     discovery = tmp_path / "discovery.xml"
     discovery.write_bytes(discovery_xml(client_key.public_key(), None))
-    server = LocalServer.start(tmp_path, database, extra_env={
-        "WOPIHOST_PUBLIC_URL": public, "WOPIHOST_TRUSTED_PROXIES": "1", "WOPIHOST_DISCOVERY_URL": str(discovery),
-        "WOPIHOST_PROOF_KEYS": "verify", "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_MAX_FILE_SIZE": "512MiB"})
+    server = LocalServer.start(
+        tmp_path,
+        database,
+        extra_env={
+            "WOPIHOST_PUBLIC_URL": public,
+            "WOPIHOST_TRUSTED_PROXIES": "1",
+            "WOPIHOST_DISCOVERY_URL": str(discovery),
+            "WOPIHOST_PROOF_KEYS": "verify",
+            "WOPIHOST_CSPP_PLUS": "on",
+            "WOPIHOST_MAX_FILE_SIZE": "512MiB",
+        },
+    )
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
     config = nginx_config(nginx_dir, https_port, http_port, server.port)
@@ -130,7 +149,7 @@ def deployment(tmp_path, database, client_key, monkeypatch):
 
 
 def signed(key, token: str, url: str) -> dict:
-    ticks = ticks_from_datetime(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    ticks = ticks_from_datetime(dt.datetime.now(dt.UTC).replace(tzinfo=None))
     return {"X-WOPI-TimeStamp": str(ticks), "X-WOPI-Proof": sign(key, token, url, ticks)}
 
 
@@ -202,13 +221,23 @@ def test_200_mib_upload_session_streams_through_nginx(deployment, tmp_path):
             digest.update(payload)
             chunks.append(ChunkSignature(chunk_id(payload), len(payload)))
             frame = b"".join(chunk_frame(chunks[-1].chunk_id, payload))
-            post(url, frame, **{"X-WOPI-Override": "UPDATE_UPLOAD_SESSION", "X-WOPI-UploadSessionToken": session,
-                                "X-WOPI-ContentRangeOffset": str(offset),
-                                "X-WOPI-ContentRangeLength": str(len(frame))})
+            post(
+                url,
+                frame,
+                **{
+                    "X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
+                    "X-WOPI-UploadSessionToken": session,
+                    "X-WOPI-ContentRangeOffset": str(offset),
+                    "X-WOPI-ContentRangeLength": str(len(frame)),
+                },
+            )
             offset += len(frame)
         body = put_chunked_body({"MainContent": Signature("FullFile", tuple(chunks))}, session_token=session)
-        post(f"{public}/wopi/files/{file_id}/contents?access_token={token}", body,
-             **{"X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-SequenceNumber": "1"})
+        post(
+            f"{public}/wopi/files/{file_id}/contents?access_token={token}",
+            body,
+            **{"X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-SequenceNumber": "1"},
+        )
     assert memory.peak - memory.start < 100 * MIB, (memory.start, memory.peak)
     contents = f"{public}/wopi/files/{file_id}/contents?access_token={token}"
     with requests.get(contents, headers=signed(key, token, contents), stream=True) as got:
@@ -229,9 +258,10 @@ def test_a_graph_upload_session_through_nginx_logs_no_credential(deployment, tmp
     secret = upload_url.rsplit("/", 1)[1]
     content = os.urandom(3 * MIB)
     for first in range(0, len(content), 2 * MIB):
-        piece = content[first:first + 2 * MIB]
-        answer = requests.put(upload_url, data=piece, headers={
-            "Content-Range": f"bytes {first}-{first + len(piece) - 1}/{len(content)}"})
+        piece = content[first : first + 2 * MIB]
+        answer = requests.put(
+            upload_url, data=piece, headers={"Content-Range": f"bytes {first}-{first + len(piece) - 1}/{len(content)}"}
+        )
     assert answer.status_code == 201, answer.text
     item = answer.json()
     assert requests.get(upload_url).status_code == 200
@@ -245,9 +275,11 @@ def test_a_graph_upload_session_through_nginx_logs_no_credential(deployment, tmp
 
 # -- wopihost doctor ----------------------------------------------------------------------------
 
+
 def doctor(server: LocalServer, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([*WOPIHOST, "doctor", "--timeout", "3"], env={**server.env, **env},
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [*WOPIHOST, "doctor", "--timeout", "3"], env={**server.env, **env}, capture_output=True, text=True
+    )
 
 
 @pytest.fixture
@@ -295,7 +327,6 @@ def test_doctor_names_another_host_behind_the_public_url(plain_server, tmp_path,
     assert "another wopihost" in result.stdout
 
 
-
 # -- deploy/wopihost.env and deploy/wopihost.service, as systemd runs them ---------------------------------
 
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -315,24 +346,30 @@ def test_the_shipped_env_file_starts_the_unit(tmp_path, database, client_key):
     port = free_port()
     discovery = tmp_path / "discovery.xml"
     discovery.write_bytes(discovery_xml(client_key.public_key(), None))
-    overrides = {"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_BIND": f"127.0.0.1:{port}",
-                 "WEB_CONCURRENCY": "2", "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
-                 "WOPIHOST_DISCOVERY_URL": str(discovery),
-                 # SQLite: the file's default path in the new data directory, created by ExecStartPre
-                 **({"WOPIHOST_DATABASE_URL": database} if not database.startswith("sqlite") else {})}
+    overrides = {
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "WOPIHOST_DISCOVERY_URL": str(discovery),
+        # SQLite: the file's default path in the new data directory, created by ExecStartPre
+        **({"WOPIHOST_DATABASE_URL": database} if not database.startswith("sqlite") else {}),
+    }
     service = unit()
     env = {"PATH": SYSTEMD_PATH, **systemd_env.parse(ENV_FILE.read_text()), **overrides}
     workdir = service["WorkingDirectory"].replace("/srv/wopihost", str(REPO))
 
     for _ in range(2):  # ExecStartPre runs on every start: the second finds nothing to do
-        upgraded = subprocess.run(unit_command(service["ExecStartPre"]), env=env, cwd=workdir, capture_output=True,
-                                  text=True)
+        upgraded = subprocess.run(
+            unit_command(service["ExecStartPre"]), env=env, cwd=workdir, capture_output=True, text=True
+        )
         assert upgraded.returncode == 0, upgraded.stderr
     assert "already: nothing to do" in upgraded.stdout, upgraded.stdout
     log = tmp_path / "unit.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(unit_command(service["ExecStart"]), env=env, cwd=workdir, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            unit_command(service["ExecStart"]), env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         health = None
         deadline = time.monotonic() + 30
@@ -346,9 +383,23 @@ def test_the_shipped_env_file_starts_the_unit(tmp_path, database, client_key):
         assert health.status_code == 200 and health.json()["database"] == "ok", health.text
 
         # the guide's way of running a command by hand: the file read into a shell, then the command
-        doctor = subprocess.run(["sh", "-c", f'set -a; . {shlex.quote(str(ENV_FILE))}; set +a; exec "$@"', "sh",
-                                 "env", *(f"{k}={v}" for k, v in overrides.items()), *WOPIHOST, "doctor",
-                                 "--timeout", "3"], env={"PATH": SYSTEMD_PATH}, capture_output=True, text=True)
+        doctor = subprocess.run(
+            [
+                "sh",
+                "-c",
+                f'set -a; . {shlex.quote(str(ENV_FILE))}; set +a; exec "$@"',
+                "sh",
+                "env",
+                *(f"{k}={v}" for k, v in overrides.items()),
+                *WOPIHOST,
+                "doctor",
+                "--timeout",
+                "3",
+            ],
+            env={"PATH": SYSTEMD_PATH},
+            capture_output=True,
+            text=True,
+        )
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert "all checks passed" in doctor.stdout
     finally:

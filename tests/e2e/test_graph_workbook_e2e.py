@@ -42,8 +42,9 @@ def test_msgraph_sdk_drives_a_session_and_the_long_running_creation(server, book
     from kiota_abstractions.base_request_configuration import RequestConfiguration
     from kiota_abstractions.method import Method
     from kiota_http.middleware.options import HeadersInspectionHandlerOption
-    from msgraph.generated.drives.item.items.item.workbook.create_session.create_session_post_request_body \
-        import CreateSessionPostRequestBody
+    from msgraph.generated.drives.item.items.item.workbook.create_session.create_session_post_request_body import (
+        CreateSessionPostRequestBody,
+    )
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
     from msgraph.generated.models.workbook_range import WorkbookRange
 
@@ -87,8 +88,10 @@ def test_msgraph_sdk_drives_a_session_and_the_long_running_creation(server, book
             seen["closed"] = error.response_status_code
 
         inspect = HeadersInspectionHandlerOption(inspect_response_headers=True)
-        await workbook.create_session.post(CreateSessionPostRequestBody(persist_changes=False),
-                                           request_configuration=config(prefer="respond-async", options=[inspect]))
+        await workbook.create_session.post(
+            CreateSessionPostRequestBody(persist_changes=False),
+            request_configuration=config(prefer="respond-async", options=[inspect]),
+        )
         operation_id = next(iter(inspect.response_headers.get("location"))).rsplit("/", 1)[1]
         deadline = time.monotonic() + 30
         while True:
@@ -109,8 +112,9 @@ def test_msgraph_sdk_drives_a_session_and_the_long_running_creation(server, book
     assert seen["closed"] == 404
     assert seen["operation"] == "succeeded" and seen["async session"] == (True, False)
     # the persistent session saved the file: a new version, with the new inputs
-    saved = openpyxl.load_workbook(io.BytesIO(http.get(f"{api['graph_url']}/me/drive/items/{item_id}/content")
-                                              .content))["Sheet1"]
+    saved = openpyxl.load_workbook(
+        io.BytesIO(http.get(f"{api['graph_url']}/me/drive/items/{item_id}/content").content)
+    )["Sheet1"]
     assert (saved["A1"].value, saved["B1"].value) == (5, 7)
 
 
@@ -122,8 +126,9 @@ def test_an_operation_accepted_by_one_server_is_answered_by_another(server, book
     other = LocalServer.start(tmp_path / "other", database, extra_env={"WOPIHOST_DATA_DIR": str(server.data_dir)})
     try:
         url = f"{api['graph_url']}/me/drive/items/{item_id}/workbook"
-        accepted = http.post(f"{url}/createSession", json={"persistChanges": False},
-                             headers={"Prefer": "respond-async"})
+        accepted = http.post(
+            f"{url}/createSession", json={"persistChanges": False}, headers={"Prefer": "respond-async"}
+        )
         assert accepted.status_code == 202 and accepted.json() == {}
         poll = accepted.headers["Location"].replace(server.base, other.base)
         deadline = time.monotonic() + 30
@@ -134,8 +139,11 @@ def test_an_operation_accepted_by_one_server_is_answered_by_another(server, book
         info = http.get(status["resourceLocation"].replace(server.base, other.base)).json()
         assert info["persistChanges"] is False
         on_other = url.replace(server.base, other.base)
-        changed = http.patch(f"{on_other}/worksheets/Sheet1/range(address='A1')", json={"values": [[100]]},
-                             headers={"workbook-session-id": info["id"]})
+        changed = http.patch(
+            f"{on_other}/worksheets/Sheet1/range(address='A1')",
+            json={"values": [[100]]},
+            headers={"workbook-session-id": info["id"]},
+        )
         assert changed.status_code == 200, changed.text
         inside = http.get(f"{url}/worksheets/Sheet1/range(address='C1')", headers={"workbook-session-id": info["id"]})
         assert inside.json()["values"] == [[1000]]

@@ -32,8 +32,11 @@ def test_full_edit_flow(server, document):
     locked = requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "edit"})
     assert locked.status_code == 200
 
-    saved = requests.post(server.url(file_id, token, "/contents"), data=b"edited content",
-                          headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": "edit"})
+    saved = requests.post(
+        server.url(file_id, token, "/contents"),
+        data=b"edited content",
+        headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": "edit"},
+    )
     assert saved.status_code == 200 and saved.headers["X-WOPI-ItemVersion"] == "2"
     assert "LastModifiedTime" in saved.json()
 
@@ -75,8 +78,9 @@ def test_chunked_upload_streams_through(server, document):
         for _ in range(5):
             yield piece
 
-    saved = requests.post(server.url(file_id, token, "/contents"), data=body(),
-                          headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": "L"})
+    saved = requests.post(
+        server.url(file_id, token, "/contents"), data=body(), headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": "L"}
+    )
     assert saved.status_code == 200
     assert requests.get(server.url(file_id, token, "/contents")).content == piece * 5
 
@@ -85,8 +89,10 @@ def send_partial_put(server, file_id: str, token: str, declared: int, sent: int)
     """Start a PutFile that declares `declared` bytes and send only `sent` of them."""
     path = urlsplit(server.url(file_id, token, "/contents"))
     sock = socket.create_connection(("127.0.0.1", server.port))
-    head = (f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-WOPI-Override: PUT\r\n"
-            f"X-WOPI-Lock: L\r\nContent-Length: {declared}\r\n\r\n").encode()
+    head = (
+        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-WOPI-Override: PUT\r\n"
+        f"X-WOPI-Lock: L\r\nContent-Length: {declared}\r\n\r\n"
+    ).encode()
     sock.sendall(head + b"z" * sent)
     return sock
 

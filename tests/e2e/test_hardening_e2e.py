@@ -70,6 +70,7 @@ def read_status(sock: socket.socket) -> int:
 
 # -- 1. descriptors ------------------------------------------------------------------------------
 
+
 def blob_fds(server: LocalServer) -> list[str]:
     """What the workers hold open in the blob store; a deleted blob shows as '... (deleted)'."""
     blobs, held = str(server.data_dir / "blobs"), []
@@ -88,20 +89,38 @@ def save_chunks(document: Document, *payloads: bytes) -> None:
     chunks = [(chunk_id(p), p) for p in payloads]
     signature = Signature("FullFile", tuple(ChunkSignature(c, len(p)) for c, p in chunks))
     sequence = document.post("GET_SEQUENCE_NUMBER").headers["X-WOPI-SequenceNumber"]
-    saved = document.post("PUT_CHUNKED_FILE", put_chunked_body({"MainContent": signature}, chunks), "/contents",
-                          **{"X-WOPI-Lock": "L", "X-WOPI-SequenceNumber": sequence})
+    saved = document.post(
+        "PUT_CHUNKED_FILE",
+        put_chunked_body({"MainContent": signature}, chunks),
+        "/contents",
+        **{"X-WOPI-Lock": "L", "X-WOPI-SequenceNumber": sequence},
+    )
     assert saved.status_code == 200, saved.headers
 
 
-GET_ALL = request_body({"ContentPropertiesToReturn": [], "ContentFilters": [
-    {"StreamId": "MainContent", "ChunkingScheme": "FullFile", "ChunksToReturn": "All", "AlreadyKnownChunks": []}]})
+GET_ALL = request_body(
+    {
+        "ContentPropertiesToReturn": [],
+        "ContentFilters": [
+            {"StreamId": "MainContent", "ChunkingScheme": "FullFile", "ChunksToReturn": "All", "AlreadyKnownChunks": []}
+        ],
+    }
+)
 
 
 def test_chunked_reads_leave_no_descriptors_open(server, document):
     payloads = [os.urandom(100_000), os.urandom(100_000)]
     save_chunks(document, *payloads)
-    ranges = request_body({"ContentFilters": [{"StreamId": "MainContent", "ChunkRangesToReturn": [
-        {"ChunkId": chunk_id(p), "Offset": 0, "Length": -1} for p in payloads]}]})
+    ranges = request_body(
+        {
+            "ContentFilters": [
+                {
+                    "StreamId": "MainContent",
+                    "ChunkRangesToReturn": [{"ChunkId": chunk_id(p), "Offset": 0, "Length": -1} for p in payloads],
+                }
+            ]
+        }
+    )
     for _ in range(50):
         assert document.post("GET_CHUNKED_FILE", GET_ALL).status_code == 200
         assert document.post("GET_CHUNKS", ranges).status_code == 200
@@ -113,9 +132,12 @@ def test_a_client_going_away_mid_download_leaves_no_descriptors_open(server, doc
     save_chunks(document, os.urandom(16 * MIB), os.urandom(16 * MIB))
     url = urlsplit(document.url())
     for _ in range(5):
-        sock = raw_request(server, f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n"
-                                   f"X-WOPI-Override: GET_CHUNKED_FILE\r\nContent-Length: {len(GET_ALL)}\r\n\r\n",
-                           GET_ALL)
+        sock = raw_request(
+            server,
+            f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n"
+            f"X-WOPI-Override: GET_CHUNKED_FILE\r\nContent-Length: {len(GET_ALL)}\r\n\r\n",
+            GET_ALL,
+        )
         assert sock.recv(1000).startswith(b"HTTP/1.1 200")
         sock.close()  # 32 MiB still to come
     deadline = time.monotonic() + 30
@@ -125,6 +147,7 @@ def test_a_client_going_away_mid_download_leaves_no_descriptors_open(server, doc
 
 
 # -- 2. check-then-act across workers ------------------------------------------------------------
+
 
 def race(count: int, call) -> list[requests.Response]:
     start = threading.Barrier(count)
@@ -141,8 +164,14 @@ def test_save_as_racing_for_one_name_has_exactly_one_winner(server, tmp_path):
     sources = [Document(server, tmp_path, name=f"Source {i}.docx") for i in range(8)]  # all in one folder
     for round_ in range(10):
         name = f"Copy {round_}.docx"
-        responses = race(8, lambda i: requests.post(sources[i].url(), data=f"body {i}".encode(), headers={
-            "X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-RelativeTarget": name}))
+        responses = race(
+            8,
+            lambda i: requests.post(
+                sources[i].url(),
+                data=f"body {i}".encode(),
+                headers={"X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-RelativeTarget": name},
+            ),
+        )
         statuses = sorted(r.status_code for r in responses)
         assert statuses == [200] + [409] * 7, statuses
         for loser in (r for r in responses if r.status_code == 409):
@@ -155,9 +184,18 @@ def test_save_as_racing_for_one_name_has_exactly_one_winner(server, tmp_path):
 def test_overwrite_racing_honours_the_targets_lock(server, document, tmp_path):
     target = Document(server, tmp_path, b"the target", name="Target.docx")
     assert target.post("LOCK", **{"X-WOPI-Lock": "T"}).status_code == 200
-    responses = race(8, lambda i: requests.post(document.url(), data=b"overwrite", headers={
-        "X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-RelativeTarget": "Target.docx",
-        "X-WOPI-OverwriteRelativeTarget": "true"}))
+    responses = race(
+        8,
+        lambda i: requests.post(
+            document.url(),
+            data=b"overwrite",
+            headers={
+                "X-WOPI-Override": "PUT_RELATIVE",
+                "X-WOPI-RelativeTarget": "Target.docx",
+                "X-WOPI-OverwriteRelativeTarget": "true",
+            },
+        ),
+    )
     assert [r.status_code for r in responses] == [409] * 8
     assert {r.headers["X-WOPI-Lock"] for r in responses} == {"T"}
     assert requests.get(target.url("/contents")).content == b"the target"
@@ -173,11 +211,15 @@ def test_renames_racing_for_one_name_all_get_distinct_names(server, tmp_path):
 
 # -- 3. slow clients -----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def impatient_server(tmp_path, database):
     """Header and idle timeouts of one second, so the tests need not wait for the defaults."""
-    server = LocalServer.start(tmp_path, database, extra_env={
-        "WOPIHOST_HEADER_TIMEOUT": "1s", "WOPIHOST_IDLE_TIMEOUT": "1s", "WOPIHOST_CSPP_PLUS": "on"})
+    server = LocalServer.start(
+        tmp_path,
+        database,
+        extra_env={"WOPIHOST_HEADER_TIMEOUT": "1s", "WOPIHOST_IDLE_TIMEOUT": "1s", "WOPIHOST_CSPP_PLUS": "on"},
+    )
     yield server
     server.stop()
     log = server.log_text()
@@ -211,9 +253,12 @@ def test_a_body_that_stalls_is_408_and_stores_nothing(impatient_server, tmp_path
     document = Document(impatient_server, tmp_path)
     assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
     path = urlsplit(document.url("/contents"))
-    sock = raw_request(impatient_server, f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
-                                         "X-WOPI-Override: PUT\r\nX-WOPI-Lock: L\r\nContent-Length: 1000\r\n\r\n",
-                       b"half" * 100)
+    sock = raw_request(
+        impatient_server,
+        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
+        "X-WOPI-Override: PUT\r\nX-WOPI-Lock: L\r\nContent-Length: 1000\r\n\r\n",
+        b"half" * 100,
+    )
     assert read_status(sock) == 408
     assert document.http.get(document.url("/contents")).content == b"original content"
     assert list((impatient_server.data_dir / "tmp").iterdir()) == []
@@ -277,8 +322,11 @@ def test_a_slow_but_steady_reader_gets_the_whole_response(impatient_server, tmp_
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     sock.connect(("127.0.0.1", impatient_server.port))
-    sock.sendall(f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\nX-WOPI-Override: GET_CHUNKED_FILE\r\n"
-                 f"Content-Length: {len(GET_ALL)}\r\nConnection: close\r\n\r\n".encode() + GET_ALL)
+    sock.sendall(
+        f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\nX-WOPI-Override: GET_CHUNKED_FILE\r\n"
+        f"Content-Length: {len(GET_ALL)}\r\nConnection: close\r\n\r\n".encode()
+        + GET_ALL
+    )
     received = bytearray()
     with sock:
         sock.settimeout(30)
@@ -292,8 +340,12 @@ def test_a_refused_body_is_drained_for_at_most_a_few_seconds(impatient_server, t
     document = Document(impatient_server, tmp_path)
     assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
     path = urlsplit(document.url("/contents"))
-    sock = raw_request(impatient_server, f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
-                                         "X-WOPI-Override: PUT\r\nX-WOPI-Lock: wrong\r\nContent-Length: 1000\r\n\r\n")
+    sock = raw_request(
+        impatient_server,
+        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
+        "X-WOPI-Override: PUT\r\nX-WOPI-Lock: wrong\r\nContent-Length: 1000\r\n\r\n",
+    )
+
     def trickle():  # a byte every 0.3 s: never idle for the 1 s timeout, and 30 s in all
         with contextlib.suppress(OSError):  # until the server closes the connection
             for _ in range(100):
@@ -310,10 +362,12 @@ def test_refused_requests_keep_their_connection(server, document):
     """A refused request whose body was drained, or that had none, leaves the connection usable."""
     url = urlsplit(document.url())
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    requests_ = [("GET", "/contents", {"X-WOPI-MaxExpectedSize": "1"}, None, 412),
-                 ("POST", "/contents", {"X-WOPI-Override": "PUT", "X-WOPI-Lock": "wrong"}, b"z" * 100_000, 409),
-                 ("POST", "", {"X-WOPI-Override": "BOGUS"}, None, 501),
-                 ("GET", "", {}, None, 200)]
+    requests_ = [
+        ("GET", "/contents", {"X-WOPI-MaxExpectedSize": "1"}, None, 412),
+        ("POST", "/contents", {"X-WOPI-Override": "PUT", "X-WOPI-Lock": "wrong"}, b"z" * 100_000, 409),
+        ("POST", "", {"X-WOPI-Override": "BOGUS"}, None, 501),
+        ("GET", "", {}, None, 200),
+    ]
     ports = set()
     for method, suffix, headers, body, status in requests_:
         conn.request(method, f"{url.path}{suffix}?{url.query}", body=body, headers=headers)
@@ -326,6 +380,7 @@ def test_refused_requests_keep_their_connection(server, document):
 
 
 # -- 5. tokens in logs ---------------------------------------------------------------------------
+
 
 def test_no_log_line_ever_shows_a_token(server, document):
     token, path = document.token, f"/wopi/files/{document.id}"
@@ -366,19 +421,27 @@ CHUNKED_BODIES = {
 }
 
 
-@pytest.mark.parametrize("override, suffix, extra", [
-    ("PUT", "/contents", "X-WOPI-Lock: L\r\n"),
-    ("UPDATE_UPLOAD_SESSION", "", "X-WOPI-ContentRangeOffset: 0\r\nX-WOPI-ContentRangeLength: 10\r\n"),
-    ("PUT_CHUNKED_FILE", "/contents", "X-WOPI-Lock: L\r\nX-WOPI-SequenceNumber: 1\r\n"),
-], ids=["PutFile", "UpdateUploadSession", "PutChunkedFile"])
+@pytest.mark.parametrize(
+    "override, suffix, extra",
+    [
+        ("PUT", "/contents", "X-WOPI-Lock: L\r\n"),
+        ("UPDATE_UPLOAD_SESSION", "", "X-WOPI-ContentRangeOffset: 0\r\nX-WOPI-ContentRangeLength: 10\r\n"),
+        ("PUT_CHUNKED_FILE", "/contents", "X-WOPI-Lock: L\r\nX-WOPI-SequenceNumber: 1\r\n"),
+    ],
+    ids=["PutFile", "UpdateUploadSession", "PutChunkedFile"],
+)
 def test_malformed_chunked_bodies_are_400(server, document, override, suffix, extra):
     if override == "UPDATE_UPLOAD_SESSION":
         session = document.post("CREATE_UPLOAD_SESSION").json()["UploadSessionToken"]
         extra += f"X-WOPI-UploadSessionToken: {session}\r\n"
     path = urlsplit(document.url(suffix))
     for label, body in CHUNKED_BODIES.items():
-        sock = raw_request(server, f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
-                                   f"X-WOPI-Override: {override}\r\n{extra}Transfer-Encoding: chunked\r\n\r\n", body)
+        sock = raw_request(
+            server,
+            f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
+            f"X-WOPI-Override: {override}\r\n{extra}Transfer-Encoding: chunked\r\n\r\n",
+            body,
+        )
         sock.shutdown(socket.SHUT_WR)  # the body ends here
         with sock, sock.makefile("rb") as answer:
             head = answer.read().split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
@@ -390,6 +453,7 @@ def test_malformed_chunked_bodies_are_400(server, document, override, suffix, ex
 
 # -- 6. a full disk, end to end ------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     with small_tmpfs(tmp_path / "small") as mount:
@@ -397,8 +461,14 @@ def small_disk(tmp_path):
 
 
 def test_a_full_disk_is_answered_507_and_loses_nothing(small_disk, tmp_path):
-    server = LocalServer.start(tmp_path, extra_env={  # the data and the SQLite database on the small disk, the log not
-        "WOPIHOST_DATA_DIR": str(small_disk), "WOPIHOST_CSPP_PLUS": "on", "WOPIHOST_MIN_FREE_SPACE": "0"})
+    server = LocalServer.start(
+        tmp_path,
+        extra_env={  # the data and the SQLite database on the small disk, the log not
+            "WOPIHOST_DATA_DIR": str(small_disk),
+            "WOPIHOST_CSPP_PLUS": "on",
+            "WOPIHOST_MIN_FREE_SPACE": "0",
+        },
+    )
     try:
         document = Document(server, tmp_path)
         assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
@@ -407,9 +477,15 @@ def test_a_full_disk_is_answered_507_and_loses_nothing(small_disk, tmp_path):
         filler.fill()
         put = document.post("PUT", os.urandom(2 * MIB), "/contents", **{"X-WOPI-Lock": "L"})
         assert put.status_code == 507 and "full" in put.headers["X-WOPI-FailureReason"]
-        update = document.post("UPDATE_UPLOAD_SESSION", os.urandom(MIB), **{
-            "X-WOPI-UploadSessionToken": session, "X-WOPI-ContentRangeOffset": "0",
-            "X-WOPI-ContentRangeLength": str(MIB)})
+        update = document.post(
+            "UPDATE_UPLOAD_SESSION",
+            os.urandom(MIB),
+            **{
+                "X-WOPI-UploadSessionToken": session,
+                "X-WOPI-ContentRangeOffset": "0",
+                "X-WOPI-ContentRangeLength": str(MIB),
+            },
+        )
         assert update.status_code == 507
         for i in range(10):  # the database shares the disk: each change is stored or refused, never a 500
             assert document.post("LOCK", **{"X-WOPI-Lock": "L", "X-WOPI-OldLock": "L"}).status_code in (200, 507)

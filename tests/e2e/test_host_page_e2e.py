@@ -76,14 +76,28 @@ class StandIn:
                 form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
                 fields = {key: values[0] for key, values in form.items()}
                 query = {key.lower(): values[0] for key, values in parse_qs(urlsplit(self.path).query).items()}
-                info = requests.get(query["wopisrc"], params={"access_token": fields.get("access_token", "")},
-                                    timeout=10)
-                stand_in.posts.append({"path": self.path, "fields": fields, "check_file_info": info.status_code,
-                                       "referer": self.headers.get("Referer")})
+                info = requests.get(
+                    query["wopisrc"], params={"access_token": fields.get("access_token", "")}, timeout=10
+                )
+                stand_in.posts.append(
+                    {
+                        "path": self.path,
+                        "fields": fields,
+                        "check_file_info": info.status_code,
+                        "referer": self.headers.get("Referer"),
+                    }
+                )
                 info = info.json() if info.ok else {}
-                self._send(_CLIENT_PAGE % {
-                    "client": stand_in.client, "action": urlsplit(self.path).path, "name": info.get("BaseFileName"),
-                    "user": info.get("UserId"), "host_origin": json.dumps(info.get("PostMessageOrigin", ""))})
+                self._send(
+                    _CLIENT_PAGE
+                    % {
+                        "client": stand_in.client,
+                        "action": urlsplit(self.path).path,
+                        "name": info.get("BaseFileName"),
+                        "user": info.get("UserId"),
+                        "host_origin": json.dumps(info.get("PostMessageOrigin", "")),
+                    }
+                )
 
             def do_GET(self):
                 if self.path.startswith("/report?"):
@@ -126,11 +140,29 @@ def expected_urlsrc(fixture: Path, ext: str, action: str) -> str:
 
 def chromium(url: str, screenshot: Path, profile: Path) -> None:
     """Open `url` headless until the page has settled, and take a screenshot of it."""
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1200,800",
-                    "--lang=en-US", "--virtual-time-budget=15000", f"--screenshot={screenshot}", url],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--window-size=1200,800",
+            "--lang=en-US",
+            "--virtual-time-budget=15000",
+            f"--screenshot={screenshot}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def wait_for(condition, timeout=20.0):
@@ -148,17 +180,22 @@ def doc(tmp_path) -> Path:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-@pytest.mark.parametrize("client, fixture, action", [
-    ("Office for the web", "office.xml", "edit"),
-    ("Collabora Online", "collabora.xml", "edit"),
-    ("ONLYOFFICE", "onlyoffice.xml", "view"),
-])
-def test_a_launch_link_opens_the_client_with_the_token_posted_into_its_frame(tmp_path, database, doc, client,
-                                                                             fixture, action):
+@pytest.mark.parametrize(
+    "client, fixture, action",
+    [
+        ("Office for the web", "office.xml", "edit"),
+        ("Collabora Online", "collabora.xml", "edit"),
+        ("ONLYOFFICE", "onlyoffice.xml", "view"),
+    ],
+)
+def test_a_launch_link_opens_the_client_with_the_token_posted_into_its_frame(
+    tmp_path, database, doc, client, fixture, action
+):
     stand_in = StandIn(client)
     discovery = stand_in.discovery(FIXTURES / fixture, tmp_path / "discovery.xml")
-    server = LocalServer.start(tmp_path, database, extra_env={"WOPIHOST_DISCOVERY_URL": str(discovery),
-                                                              "WOPIHOST_PROOF_KEYS": "off"})
+    server = LocalServer.start(
+        tmp_path, database, extra_env={"WOPIHOST_DISCOVERY_URL": str(discovery), "WOPIHOST_PROOF_KEYS": "off"}
+    )
     try:
         file_id = server.add_file(doc)["id"]
         link = server.cli("open", file_id, "--user", "alice", "--action", action).strip()
@@ -175,7 +212,9 @@ def test_a_launch_link_opens_the_client_with_the_token_posted_into_its_frame(tmp
         sent = urlsplit(post["path"])
         assert sent.path == urlsplit(urlsrc).path
         query = parse_qs(sent.query)
-        assert {key.lower(): value for key, value in query.items()}["wopisrc"] == [f"{server.base}/wopi/files/{file_id}"]
+        assert {key.lower(): value for key, value in query.items()}["wopisrc"] == [
+            f"{server.base}/wopi/files/{file_id}"
+        ]
         assert "<" not in post["path"] and ">" not in post["path"]
         if "UI_LLCC" in urlsrc:
             assert query["ui"] == ["en-US"]
@@ -203,8 +242,9 @@ def test_the_frame_cannot_be_taken_to_another_origin(tmp_path, database, doc):
     so the PostMessage the page answers can only come from there."""
     stand_in = StandIn("elsewhere", moved=True)
     discovery = stand_in.discovery(FIXTURES / "office.xml", tmp_path / "discovery.xml")
-    server = LocalServer.start(tmp_path, database, extra_env={"WOPIHOST_DISCOVERY_URL": str(discovery),
-                                                              "WOPIHOST_PROOF_KEYS": "off"})
+    server = LocalServer.start(
+        tmp_path, database, extra_env={"WOPIHOST_DISCOVERY_URL": str(discovery), "WOPIHOST_PROOF_KEYS": "off"}
+    )
     try:
         link = server.cli("open", server.add_file(doc)["id"], "--user", "alice").strip()
         chromium(link, tmp_path / "screenshot.png", tmp_path / "profile")

@@ -29,8 +29,11 @@ SIZE = 100_000
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     response = requests.get(url, timeout=10)
     assert response.status_code == 200, response.text
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 def value(samples, name: str, **labels) -> float:
@@ -53,8 +56,11 @@ def at_once(urls: list[str]) -> None:
 
 def check_totals(samples, checks: int, gets: int) -> None:
     assert value(samples, "wopihost_requests_total", operation="CheckFileInfo", status="200") == checks
-    every_status = sum(v for (name, labels), v in samples.items()  # (readiness polls got 401)
-                       if name == "wopihost_requests_total" and ("operation", "CheckFileInfo") in labels)
+    every_status = sum(
+        v
+        for (name, labels), v in samples.items()  # (readiness polls got 401)
+        if name == "wopihost_requests_total" and ("operation", "CheckFileInfo") in labels
+    )
     assert value(samples, "wopihost_request_duration_seconds_count", operation="CheckFileInfo") == every_status
     assert value(samples, "wopihost_requests_total", operation="GetFile", status="200") == gets
     assert value(samples, "wopihost_response_body_bytes_total", operation="GetFile") == gets * SIZE
@@ -84,8 +90,9 @@ def test_metrics_sum_the_requests_of_both_workers(tmp_path, database):
         victim = server.workers()[0].pid
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (victim in [w.pid for w in server.workers()]
-                                               or len(server.workers()) < 2):
+        while time.monotonic() < deadline and (
+            victim in [w.pid for w in server.workers()] or len(server.workers()) < 2
+        ):
             time.sleep(0.1)
         at_once([server.url(file_id, token)] * 4)
         for _ in range(4):
@@ -96,8 +103,9 @@ def test_metrics_sum_the_requests_of_both_workers(tmp_path, database):
 
 def test_a_separate_metrics_address(tmp_path, database):
     port = free_port()
-    server = LocalServer.start(tmp_path, database, workers=2, threads=1,
-                               extra_env={"WOPIHOST_METRICS_BIND": f"127.0.0.1:{port}"})
+    server = LocalServer.start(
+        tmp_path, database, workers=2, threads=1, extra_env={"WOPIHOST_METRICS_BIND": f"127.0.0.1:{port}"}
+    )
     try:
         file_id, token = document(server, tmp_path)
         at_once([server.url(file_id, token)] * 20 + [server.url(file_id, token, "/contents")] * 4)
@@ -115,18 +123,29 @@ def test_a_separate_metrics_address(tmp_path, database):
 
 # -- deploy/gunicorn.conf.py --------------------------------------------------------------------------------
 
+
 def deployed(tmp_path: Path, database: str, extra_env: dict) -> LocalServer:
     """gunicorn -c deploy/gunicorn.conf.py 'wopihost.app:create_app()', two workers, as docs/deploy.md runs it."""
     port, data_dir = free_port(), tmp_path / "data"
-    env = {**os.environ, "WOPIHOST_DATA_DIR": str(data_dir), "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
-           "WOPIHOST_DATABASE_URL": database, "WOPIHOST_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
-           **extra_env}
+    env = {
+        **os.environ,
+        "WOPIHOST_DATA_DIR": str(data_dir),
+        "WOPIHOST_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "WOPIHOST_DATABASE_URL": database,
+        "WOPIHOST_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        **extra_env,
+    }
     env["GUNICORN_CMD_ARGS"] = f"--threads 1 {env.get('GUNICORN_CMD_ARGS', '')}"
     subprocess.run([*WOPIHOST, "db", "upgrade"], env=env, check=True, capture_output=True)
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(DEPLOY_CONFIG),
-                                    "wopihost.app:create_app()"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY_CONFIG), "wopihost.app:create_app()"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     server = LocalServer(f"http://127.0.0.1:{port}", port, env, process, log, data_dir)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and process.poll() is None:
@@ -157,8 +176,11 @@ def test_json_logs_under_the_deployed_configuration(tmp_path, database):
         check_totals(scrape(f"{server.base}/metrics"), 10, 2)
         assert requests.get(server.url(file_id, token.upper())).status_code == 401
         path = f"/wopi/files/{file_id}"
-        for line in (f"GET {path}?access_token={token} HTTP/9.9", f"GET {path} ?access_token={token} HTTP/1.1",
-                     f"GET {path}/{token} HTTP/1.1"):
+        for line in (
+            f"GET {path}?access_token={token} HTTP/9.9",
+            f"GET {path} ?access_token={token} HTTP/1.1",
+            f"GET {path}/{token} HTTP/1.1",
+        ):
             raw(server, f"{line}\r\nHost: x\r\n\r\n")
         (workers_dir,) = temp.iterdir()  # the workers' metrics, in a directory of this start's own
         assert workers_dir.name.startswith("wopihost-metrics-") and list(workers_dir.glob("counter_*.db"))
@@ -174,8 +196,15 @@ def test_json_logs_under_the_deployed_configuration(tmp_path, database):
     access = [e for e in entries if e["logger"] == "gunicorn.access"]
     checks = [e for e in access if e["operation"] == "CheckFileInfo" and e["status"] == 200]
     assert len(checks) == 10
-    assert all(e["method"] == "GET" and e["path"] == path and e["file_id"] == file_id and e["bytes_in"] == 0
-               and e["bytes_out"] > 0 and e["duration_ms"] >= 0 for e in checks)
+    assert all(
+        e["method"] == "GET"
+        and e["path"] == path
+        and e["file_id"] == file_id
+        and e["bytes_in"] == 0
+        and e["bytes_out"] > 0
+        and e["duration_ms"] >= 0
+        for e in checks
+    )
     gets = [e for e in access if e["operation"] == "GetFile"]
     assert len(gets) == 2 and all(e["bytes_out"] == SIZE for e in gets)
     refused = [e for e in access if e["status"] == 401]

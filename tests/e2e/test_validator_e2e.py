@@ -47,10 +47,19 @@ SKIPPED_WITHOUT_CONTAINERS = {
     "PutRelativeFileUnsupported": "UserCanNotWriteRelativePrereq",
     "RenameFileIfCreateChildFileIsSupported": "ContainersPrereq",
     "CoauthLockExpiration": None,
-    **{group: "ContainersPrereq" for group in (
-        "Ecosystem", "Container", "RenameContainer", "EnumerateAncestorsAndChildren", "CreateChildFileAndDeleteFile",
-        "GetSharingUrlForContainerWithTypeReadOnly", "GetSharingUrlForContainerWithTypeReadWrite",
-        "GetSharingUrlForContainerWithUnknownType")},
+    **{
+        group: "ContainersPrereq"
+        for group in (
+            "Ecosystem",
+            "Container",
+            "RenameContainer",
+            "EnumerateAncestorsAndChildren",
+            "CreateChildFileAndDeleteFile",
+            "GetSharingUrlForContainerWithTypeReadOnly",
+            "GetSharingUrlForContainerWithTypeReadWrite",
+            "GetSharingUrlForContainerWithUnknownType",
+        )
+    },
 }
 EXPECTED_SKIPPED = {
     ("off", "on"): {**SKIPPED_ALWAYS, **SKIPPED_WITHOUT_CSPP_PLUS},
@@ -62,8 +71,10 @@ EXPECTED_SKIPPED = {
 @pytest.fixture(scope="module")
 def checkout() -> Path:
     if not VALIDATOR_DIR:
-        pytest.skip("set WOPIHOST_VALIDATOR_DIR to a checkout of github.com/microsoft/wopi-validator-core "
-                    "to run Microsoft's validator test definitions")
+        pytest.skip(
+            "set WOPIHOST_VALIDATOR_DIR to a checkout of github.com/microsoft/wopi-validator-core "
+            "to run Microsoft's validator test definitions"
+        )
     path = Path(VALIDATOR_DIR) / "TestCases.xml"
     if not path.is_file():
         pytest.fail(f"WOPIHOST_VALIDATOR_DIR={VALIDATOR_DIR} has no TestCases.xml")
@@ -73,24 +84,33 @@ def checkout() -> Path:
 @pytest.mark.parametrize("cspp_plus, containers", EXPECTED_SKIPPED)
 def test_microsofts_test_cases(checkout, tmp_path, cspp_plus, containers):
     keys = ProofSigner.load_or_create(tmp_path / "proof-keys")
-    server = LocalServer.start(tmp_path / "host", extra_env={
-        "WOPIHOST_DISCOVERY_URL": str(keys.discovery_path), "WOPIHOST_PROOF_KEYS": "require",
-        "WOPIHOST_CSPP_PLUS": cspp_plus, "WOPIHOST_CONTAINERS": containers})
+    server = LocalServer.start(
+        tmp_path / "host",
+        extra_env={
+            "WOPIHOST_DISCOVERY_URL": str(keys.discovery_path),
+            "WOPIHOST_PROOF_KEYS": "require",
+            "WOPIHOST_CSPP_PLUS": cspp_plus,
+            "WOPIHOST_CONTAINERS": containers,
+        },
+    )
     try:
         document = tmp_path / "test.wopitest"
         document.write_bytes(b"")
-        added = server.cli("files", "add", str(document), "--name", "test.wopitest", "--folder", "Validator",
-                           "--json")
+        added = server.cli("files", "add", str(document), "--name", "test.wopitest", "--folder", "Validator", "--json")
         file_id = json.loads(added)["id"]
         # The container tests reach the document's folders through the URLs its token's responses hand out.
-        issued = json.loads(server.cli("token", "issue", file_id, "--user", "demo", "--folders", "all",
-                                       "--json"))
+        issued = json.loads(server.cli("token", "issue", file_id, "--user", "demo", "--folders", "all", "--json"))
         layout = Layout.find(checkout)
         definitions = load(layout.testcases)
         transport = Transport(timeout=60)
-        runner = Runner(definitions, Resources(layout, definitions.resources), Schemas(layout.schemas),
-                        Target(f"{server.base}/wopi/files/{file_id}", issued["access_token"],
-                               int(issued["access_token_ttl"])), keys, transport)
+        runner = Runner(
+            definitions,
+            Resources(layout, definitions.resources),
+            Schemas(layout.schemas),
+            Target(f"{server.base}/wopi/files/{file_id}", issued["access_token"], int(issued["access_token_ttl"])),
+            keys,
+            transport,
+        )
         try:
             results = list(runner.run())
         finally:
@@ -105,8 +125,9 @@ def test_microsofts_test_cases(checkout, tmp_path, cspp_plus, containers):
     for result in results:
         if result.status == SKIP:
             skipped[result.group].add(result.prereq)
-    assert {group: prereqs.pop() if len(prereqs) == 1 else prereqs for group, prereqs in skipped.items()} == \
-        EXPECTED_SKIPPED[cspp_plus, containers]
+    assert {
+        group: prereqs.pop() if len(prereqs) == 1 else prereqs for group, prereqs in skipped.items()
+    } == EXPECTED_SKIPPED[cspp_plus, containers]
     partly = [r.group for r in results if r.status != SKIP and r.group in skipped]
     assert not partly, f"groups partly skipped: {sorted(set(partly))}"
     log = server.log_text()

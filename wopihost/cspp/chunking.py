@@ -80,8 +80,7 @@ def signature_of(fileobj: BinaryIO, size: int | None = None) -> Signature:
             hasher.update(piece)
             got += len(piece)
         if got != length:
-            raise ValueError(f"the file ends at byte {offset + got}, inside chunk "
-                             f"[{offset}, {offset + length})")
+            raise ValueError(f"the file ends at byte {offset + got}, inside chunk [{offset}, {offset + length})")
         chunks.append(ChunkSignature(hasher.chunk_id(), length))
     return Signature(scheme, tuple(chunks))
 
@@ -130,7 +129,8 @@ def _read_end_records(fileobj: BinaryIO, size: int) -> tuple[int, int, int]:
     if eocd64_disk or disks != 1 or eocd64_at + _EOCD64.size > locator_at:
         raise _NotZip
     sig, record_size, _, _, disk, cd_disk, disk_count, count, cd_size, cd_offset = _EOCD64.unpack(
-        _read_at(fileobj, eocd64_at, _EOCD64.size))
+        _read_at(fileobj, eocd64_at, _EOCD64.size)
+    )
     if sig != _EOCD64_SIG or eocd64_at + 12 + record_size != locator_at:
         raise _NotZip
     if disk or cd_disk or disk_count != count or cd_offset + cd_size != eocd64_at:
@@ -138,8 +138,7 @@ def _read_end_records(fileobj: BinaryIO, size: int) -> tuple[int, int, int]:
     return cd_offset, cd_size, count
 
 
-def _read_central_directory(fileobj: BinaryIO, cd_offset: int, cd_size: int, count: int
-                            ) -> list[tuple[int, int]]:
+def _read_central_directory(fileobj: BinaryIO, cd_offset: int, cd_size: int, count: int) -> list[tuple[int, int]]:
     """(lfh_offset, compressed_size) of each central-directory entry."""
     entries = []
     fileobj.seek(cd_offset)
@@ -151,7 +150,8 @@ def _read_central_directory(fileobj: BinaryIO, cd_offset: int, cd_size: int, cou
         if len(header) != _CENTRAL_HEADER.size:
             raise _NotZip
         sig, _, _, compressed, uncompressed, name_len, extra_len, comment_len, disk, lfh_offset = (
-            _CENTRAL_HEADER.unpack(header))
+            _CENTRAL_HEADER.unpack(header)
+        )
         variable_len = name_len + extra_len + comment_len
         left -= _CENTRAL_HEADER.size + variable_len
         if sig != _CENTRAL_SIG or left < 0:
@@ -161,7 +161,8 @@ def _read_central_directory(fileobj: BinaryIO, cd_offset: int, cd_size: int, cou
             raise _NotZip
         if 0xFFFFFFFF in (compressed, uncompressed, lfh_offset) or disk == 0xFFFF:
             compressed, lfh_offset, disk = _apply_zip64_extra(
-                variable[name_len:name_len + extra_len], compressed, uncompressed, lfh_offset, disk)
+                variable[name_len : name_len + extra_len], compressed, uncompressed, lfh_offset, disk
+            )
         if disk:
             raise _NotZip
         entries.append((lfh_offset, compressed))
@@ -170,15 +171,16 @@ def _read_central_directory(fileobj: BinaryIO, cd_offset: int, cd_size: int, cou
     return entries
 
 
-def _apply_zip64_extra(extra: bytes, compressed: int, uncompressed: int, lfh_offset: int, disk: int
-                       ) -> tuple[int, int, int]:
+def _apply_zip64_extra(
+    extra: bytes, compressed: int, uncompressed: int, lfh_offset: int, disk: int
+) -> tuple[int, int, int]:
     """Replace the 32-bit fields set to 0xFFFFFFFF (and a 0xFFFF disk) by the zip64 extra field's values."""
     pos = 0
     while pos + _EXTRA_HEADER.size <= len(extra):
         header_id, data_len = _EXTRA_HEADER.unpack_from(extra, pos)
         pos += _EXTRA_HEADER.size
         if header_id == _ZIP64_EXTRA_ID:
-            data = extra[pos:pos + data_len]
+            data = extra[pos : pos + data_len]
             wanted = [uncompressed == 0xFFFFFFFF, compressed == 0xFFFFFFFF, lfh_offset == 0xFFFFFFFF]
             need = 8 * sum(wanted) + (4 if disk == 0xFFFF else 0)
             if len(data) < need:

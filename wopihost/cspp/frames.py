@@ -89,6 +89,7 @@ class FrameError(ValueError):
 
 # Events. Small frozen records; ``feed()`` returns them in stream order.
 
+
 @dataclass(frozen=True, slots=True)
 class MessageJSON:
     value: Any
@@ -228,16 +229,16 @@ class FrameDecoder:
             if self._remaining:
                 take = min(self._remaining, end - pos)
                 if self._message is None:
-                    events.append(ChunkData(view[pos:pos + take]))
+                    events.append(ChunkData(view[pos : pos + take]))
                 else:
-                    self._message += view[pos:pos + take]
+                    self._message += view[pos : pos + take]
                 pos += take
                 self._remaining -= take
                 if not self._remaining:
                     self._end_payload(events)
             elif self._head:
                 take = min(self._head_need - len(self._head), end - pos)
-                self._head += view[pos:pos + take]
+                self._head += view[pos : pos + take]
                 pos += take
                 if len(self._head) == self._head_need:
                     head_start = base + pos - len(self._head)
@@ -271,13 +272,13 @@ class FrameDecoder:
             return header_len
 
         if ftype == _CHUNK:
-            events.append(ChunkStart(bytes(buf[start + HEADER_SIZE:start + header_len]), size,
-                                     stream_pos + header_len))
+            events.append(
+                ChunkStart(bytes(buf[start + HEADER_SIZE : start + header_len]), size, stream_pos + header_len)
+            )
         elif ftype == _RANGE:
             chunk_id, offset, length, flags = _RANGE_EXT.unpack_from(buf, start + HEADER_SIZE)
             if length != size:
-                self._fail(f"frame {self._frames + 1}: ChunkRange Length {length} differs from "
-                           f"PayloadSize {size}")
+                self._fail(f"frame {self._frames + 1}: ChunkRange Length {length} differs from PayloadSize {size}")
             if flags not in (0, FLAG_END_OF_CHUNK):
                 self._fail(f"frame {self._frames + 1}: ChunkRange Flags {flags} is neither 0 nor 1")
             events.append(ChunkRangeStart(chunk_id, offset, length, flags == FLAG_END_OF_CHUNK))
@@ -299,8 +300,7 @@ class FrameDecoder:
         if expected_ext is None:
             self._fail(f"frame {frame_no} has unknown FrameType {ftype}")
         if ext_size != expected_ext:
-            self._fail(f"frame {frame_no} (type {ftype}) has ExtendedHeaderSize {ext_size}, "
-                       f"expected {expected_ext}")
+            self._fail(f"frame {frame_no} (type {ftype}) has ExtendedHeaderSize {ext_size}, expected {expected_ext}")
         if not self._body:
             if ftype != _CHUNK:
                 self._fail(f"frame {frame_no} has type {ftype}; an upload session holds only Chunk frames")
@@ -366,7 +366,12 @@ def chunk_frame(chunk_id: bytes | str, payload: Payload, size: int | None = None
 
 
 def chunk_range_frame(
-    chunk_id: bytes | str, offset: int, payload: Payload, *, end_of_chunk: bool, size: int | None = None,
+    chunk_id: bytes | str,
+    offset: int,
+    payload: Payload,
+    *,
+    end_of_chunk: bool,
+    size: int | None = None,
 ) -> Iterator[bytes]:
     """A ChunkRange frame for the range of ``chunk_id`` starting at ``offset``; see ``chunk_frame``."""
     if not 0 <= offset < 1 << 64:
@@ -392,7 +397,11 @@ def _raw_chunk_id(chunk_id: bytes | str) -> bytes:
 
 
 def _frame(
-    ftype: FrameType, raw_id: bytes, payload: Payload, size: int | None, range_info: tuple[int, int] | None,
+    ftype: FrameType,
+    raw_id: bytes,
+    payload: Payload,
+    size: int | None,
+    range_info: tuple[int, int] | None,
 ) -> Iterator[bytes]:
     if isinstance(payload, (bytes, bytearray, memoryview)):
         single = memoryview(payload).cast("B")

@@ -154,7 +154,11 @@ def read_pieces(fileobj: BinaryIO, length: int, offset: int | None = None) -> It
 
 
 def reassemble(
-    signature: Signature, source: ChunkSource, out: BinaryIO, *, verify_hashes: bool = True,
+    signature: Signature,
+    source: ChunkSource,
+    out: BinaryIO,
+    *,
+    verify_hashes: bool = True,
 ) -> int:
     """Write the stream that ``signature`` describes to ``out``, chunk by chunk; returns the bytes written.
 
@@ -181,12 +185,16 @@ def reassemble(
 
 
 def _write_buffer(
-    chunk: ChunkSignature, data: bytes | bytearray | memoryview, out: BinaryIO, verify: bool,
+    chunk: ChunkSignature,
+    data: bytes | bytearray | memoryview,
+    out: BinaryIO,
+    verify: bool,
 ) -> int:
     size = memoryview(data).nbytes
     if size != chunk.length:
         raise ChunkMismatchError(
-            f"chunk {chunk.chunk_id} has {size} bytes, its signature says {chunk.length}", chunk.chunk_id)
+            f"chunk {chunk.chunk_id} has {size} bytes, its signature says {chunk.length}", chunk.chunk_id
+        )
     if verify and chunk_id(data) != chunk.chunk_id:
         raise ChunkMismatchError(f"chunk {chunk.chunk_id} does not hash to its ChunkId", chunk.chunk_id)
     out.write(data)
@@ -205,8 +213,8 @@ def _write_file(chunk: ChunkSignature, fileobj: BinaryIO, out: BinaryIO, verify:
     fileobj.seek(start)
     if size != chunk.length:
         raise ChunkMismatchError(
-            f"chunk {chunk.chunk_id} has only {size} bytes, its signature says {chunk.length}",
-            chunk.chunk_id)
+            f"chunk {chunk.chunk_id} has only {size} bytes, its signature says {chunk.length}", chunk.chunk_id
+        )
     if hasher is not None and hasher.chunk_id() != chunk.chunk_id:
         raise ChunkMismatchError(f"chunk {chunk.chunk_id} does not hash to its ChunkId", chunk.chunk_id)
     return size

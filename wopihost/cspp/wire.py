@@ -5,11 +5,21 @@ Pure functions over bytes; they build what Office sends and read what a host ans
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from .chunkid import encode_chunk_id
-from .frames import (END_FRAME, ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, MessageJSON,
-                     chunk_frame, message_frame)
+from .frames import (
+    END_FRAME,
+    ChunkData,
+    ChunkEnd,
+    ChunkRangeStart,
+    ChunkStart,
+    FrameDecoder,
+    MessageJSON,
+    chunk_frame,
+    message_frame,
+)
 from .signatures import Signature
 
 
@@ -37,12 +47,18 @@ def rechunk(parts: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-def put_chunked_body(signatures: dict[str, Signature], chunks: Iterable[tuple[str, bytes]] = (),
-                     properties: Iterable[dict] = (), session_token: str | None = None) -> bytes:
+def put_chunked_body(
+    signatures: dict[str, Signature],
+    chunks: Iterable[tuple[str, bytes]] = (),
+    properties: Iterable[dict] = (),
+    session_token: str | None = None,
+) -> bytes:
     """A PutChunkedFile request body."""
-    message = {"ContentProperties": list(properties),
-               "Signatures": [signature.to_json(stream_id) for stream_id, signature in signatures.items()],
-               "UploadSessionTokenToCommit": session_token}
+    message = {
+        "ContentProperties": list(properties),
+        "Signatures": [signature.to_json(stream_id) for stream_id, signature in signatures.items()],
+        "UploadSessionTokenToCommit": session_token,
+    }
     return message_frame(message) + chunk_frames(chunks) + END_FRAME
 
 
@@ -54,19 +70,25 @@ def request_body(message: dict) -> bytes:
 def read_response(body: bytes) -> tuple[Any, list[tuple[str, dict, bytes]]]:
     """A framed response: its MessageJSON and, per chunk frame, (ChunkId, range info, payload)."""
     decoder = FrameDecoder("body")
-    message, frames, current, data = None, [], None, bytearray()
+    message: Any = None
+    frames: list[tuple[str, dict, bytes]] = []
+    current: tuple[str, dict] | None = None
+    data = bytearray()
     for event in decoder.feed(body):
         if isinstance(event, MessageJSON):
             message = event.value
         elif isinstance(event, ChunkStart):
             current, data = (encode_chunk_id(event.chunk_id), {}), bytearray()
         elif isinstance(event, ChunkRangeStart):
-            current = (encode_chunk_id(event.chunk_id),
-                       {"offset": event.offset, "length": event.length, "end_of_chunk": event.end_of_chunk})
+            current = (
+                encode_chunk_id(event.chunk_id),
+                {"offset": event.offset, "length": event.length, "end_of_chunk": event.end_of_chunk},
+            )
             data = bytearray()
         elif isinstance(event, ChunkData):
             data += event.data
         elif isinstance(event, ChunkEnd):
+            assert current is not None  # the decoder ends only a chunk it started
             frames.append((*current, bytes(data)))
     decoder.close()
     return message, frames

@@ -25,6 +25,7 @@ DRIVE_KINDS = {"users": "personal", "sites": "site", "groups": "group"}
 @dataclass(frozen=True)
 class DriveRef:
     """`me`: the token's user's drive; else the drive `drive_id` (users: the drive of user `drive_id`)."""
+
     via: str  # "me", "drives", "users", "sites", "groups"
     key: str | None = None
 
@@ -57,7 +58,7 @@ def parse_item(rest: str) -> ItemRef:
     if rest == "root" or rest.startswith(("root:", "root/")):
         item_id, tail = None, rest[4:]
     elif rest.startswith("items/"):
-        body = rest[len("items/"):]
+        body = rest[len("items/") :]
         end = min((i for i in (body.find(":"), body.find("/")) if i >= 0), default=len(body))
         item_id, tail = body[:end], body[end:]
         if not item_id:

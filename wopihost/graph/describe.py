@@ -28,11 +28,28 @@ def describe(services: Services, s, items: list[Item], drive: Drive, grant: Gran
         return paths[parent]
 
     counts = tree.child_counts(s, [item.id for item in items if isinstance(item, Folder)])
-    users = {u for item in items for u in (getattr(item, "owner_id", None), getattr(item, "modified_by", None),
-                                           getattr(item, "created_by", None)) if u}
+    users = {
+        u
+        for item in items
+        for u in (
+            getattr(item, "owner_id", None),
+            getattr(item, "modified_by", None),
+            getattr(item, "created_by", None),
+        )
+        if u
+    }
     known = names(s, users | ({drive.owner_id} if drive.owner_id else set()))
-    return [shapes.item_json(item, drive, parent_path(item), names=known, child_count=counts.get(item.id),
-                             download_url=download_url(services, grant, item)) for item in items]
+    return [
+        shapes.item_json(
+            item,
+            drive,
+            parent_path(item),
+            names=known,
+            child_count=counts.get(item.id),
+            download_url=download_url(services, grant, item),
+        )
+        for item in items
+    ]
 
 
 def download_url(services: Services, grant: Grant | None, item: Item) -> str | None:
@@ -45,7 +62,6 @@ def names(s, user_ids: set[str]) -> dict[str, str]:
     """Display names by user id (the id itself for a user the host does not know)."""
     found = {u.id: u.display_name for u in s.scalars(sa.select(User).where(User.id.in_(user_ids)))}
     return {user_id: found.get(user_id, user_id) for user_id in user_ids}
-
 
 
 def item_response(services: Services, item: Item, drive: Drive, grant: Grant | None, status: int = 200) -> Response:

@@ -19,18 +19,36 @@ from .shapes import timestamp
 log = logging.getLogger("wopihost.graph")
 
 # The code Graph uses for a status, where the domain names none.
-_CODES = {400: "invalidRequest", 401: "unauthenticated", 403: "accessDenied", 404: "itemNotFound",
-          405: "notSupported", 406: "notSupported", 408: "timeout", 409: "conflict", 410: "itemNotFound",
-          411: "invalidRequest", 412: "preconditionFailed", 413: "requestSizeExceeded", 415: "notSupported",
-          416: "invalidRange", 423: "resourceLocked", 429: "activityLimitReached", 500: "generalException",
-          501: "notSupported", 503: "serviceNotAvailable", 507: "insufficientStorage"}
+_CODES = {
+    400: "invalidRequest",
+    401: "unauthenticated",
+    403: "accessDenied",
+    404: "itemNotFound",
+    405: "notSupported",
+    406: "notSupported",
+    408: "timeout",
+    409: "conflict",
+    410: "itemNotFound",
+    411: "invalidRequest",
+    412: "preconditionFailed",
+    413: "requestSizeExceeded",
+    415: "notSupported",
+    416: "invalidRange",
+    423: "resourceLocked",
+    429: "activityLimitReached",
+    500: "generalException",
+    501: "notSupported",
+    503: "serviceNotAvailable",
+    507: "insufficientStorage",
+}
 # The domain's CSPP "gone" is 410; in Graph a session or item that is not there is 404.
 _STATUS_OF_CODE = {"itemNotFound": 404, "resourceLocked": 423}
 
 
 class GraphError(Exception):
-    def __init__(self, status: int, code: str, message: str, inner: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, inner: str | None = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.inner = status, code, message, inner
         self.headers = headers or {}
@@ -44,8 +62,12 @@ def response(error: GraphError) -> Response:
     if error.inner:
         inner["code"] = error.inner
     body = {"error": {"code": error.code, "message": error.message, "innerError": inner}}
-    answer = Response(json.dumps(body), status=error.status, mimetype="application/json",
-                      headers={"request-id": inner["request-id"], **error.headers})
+    answer = Response(
+        json.dumps(body),
+        status=error.status,
+        mimetype="application/json",
+        headers={"request-id": inner["request-id"], **error.headers},
+    )
     if error.status == 401:
         answer.headers["WWW-Authenticate"] = 'Bearer realm="wopihost"'
     drain(request.environ, request.stream)

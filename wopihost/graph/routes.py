@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -13,12 +14,13 @@ from flask import Response, current_app, jsonify, request
 from ..body import request_body
 from ..clock import parse_iso
 from ..drives import SHARED_KINDS
-from ..errors import WopiError, WopiResponse as NoContent  # a response with no body claims no type
+from ..errors import WopiError  # a response with no body claims no type
+from ..errors import WopiResponse as NoContent
 from ..files import CONFLICT_BEHAVIOURS
 from ..models import Drive, File, Folder
 from ..services import Services
-from ..streaming import content_response
 from ..shares import link_id_of
+from ..streaming import content_response
 from ..text import text_problem
 from ..tokens import API, Grant
 from ..tree import Item
@@ -39,6 +41,7 @@ _SKIPTOKEN = re.compile(r"^([A-Za-z0-9]{22})\.(.*)$", re.S)
 @dataclass(frozen=True)
 class Call:
     """One authenticated request on one drive, or (`share`, a link id) on an item shared with a link."""
+
     services: Services
     grant: Grant
     drive: Drive
@@ -46,8 +49,11 @@ class Call:
 
     def require_write(self) -> None:
         if not self.grant.can_write:
-            raise GraphError(403, "accessDenied", "the share link is read-only" if self.share and
-                             self.grant.rights == "r" else "the token is read-only")
+            raise GraphError(
+                403,
+                "accessDenied",
+                "the share link is read-only" if self.share and self.grant.rights == "r" else "the token is read-only",
+            )
 
     @property
     def download_grant(self) -> Grant | None:
@@ -65,7 +71,7 @@ def dispatch(rest: str) -> Response:
         return _download(services, tail)
     grant = _authenticate(services)
     if rest.startswith("shares/"):
-        return _shared(services, grant, rest[len("shares/"):])
+        return _shared(services, grant, rest[len("shares/") :])
     if rest in ("me/drives", "drives"):
         _allow("GET", "HEAD")
         return _drives_answer(services, grant)
@@ -93,18 +99,22 @@ def _shared(services: Services, grant: Grant, rest: str) -> Response:
         raise not_found("a share is reached as shares/{shareId}/driveItem")
     shared = services.shares.resolve(link_id_of(share_id, services.settings.public_url))
     with services.db.read() as s:
-        drive = s.get(Drive, shared.drive_id)
+        drive = s.get_one(Drive, shared.drive_id)
     rights = "w" if shared.can_write and grant.can_write else "r"
     call = Call(services, replace(grant, rights=rights), drive, share=shared.link.id)
-    ref = parse_item(f"items/{shared.item.id}{tail[len(SHARED_ITEM):]}")
+    ref = parse_item(f"items/{shared.item.id}{tail[len(SHARED_ITEM) :]}")
     key = (request.method if request.method != "HEAD" else "GET", ref.action)
     if key not in _SHARED_OPERATIONS:
-        raise GraphError(405, "notSupported", "through a share link an item is read, listed, downloaded, and "
-                                              "(read-write links) uploaded to")
+        raise GraphError(
+            405,
+            "notSupported",
+            "through a share link an item is read, listed, downloaded, and (read-write links) uploaded to",
+        )
     return _HANDLERS[key](call, ref)
 
 
 # -- authentication and drives ------------------------------------------------------------
+
 
 def _authenticate(services: Services) -> Grant:
     scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
@@ -122,6 +132,7 @@ def _drive(services: Services, s, grant: Grant, ref: DriveRef) -> Drive:
         raise GraphError(403, "accessDenied", "a token reaches only its own user's drive")
     kind = DRIVE_KINDS.get(ref.via)
     if kind in SHARED_KINDS or ref.via == "drives":
+        assert ref.key is not None  # only "me" comes without one
         return services.drives.reachable(s, grant.user_id, ref.key, kind)
     raise not_found("no such drive")
 
@@ -156,6 +167,7 @@ def _drive_json(services: Services, s, drive: Drive) -> dict:
 
 # -- items ------------------------------------------------------------------------------------
 
+
 def _start(call: Call, s, ref: ItemRef) -> Item:
     """The item a reference starts from (its path, if any, is below it)."""
     tree = call.services.tree
@@ -185,10 +197,16 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         parent_id = _new_parent(call, s, body.get("parentReference"))
     info = json_object(body.get("fileSystemInfo", {}), "fileSystemInfo")
     updated = call.services.tree.update(
-        call.drive.id, item.id, call.grant.user_id, name=_text(body, "name"), parent_id=parent_id,
+        call.drive.id,
+        item.id,
+        call.grant.user_id,
+        name=_text(body, "name"),
+        parent_id=parent_id,
         description=_text(body, "description"),
-        fs_created=_time(info, "createdDateTime"), fs_modified=_time(info, "lastModifiedDateTime"),
-        if_match=_if_match())
+        fs_created=_time(info, "createdDateTime"),
+        fs_modified=_time(info, "lastModifiedDateTime"),
+        if_match=_if_match(),
+    )
     return item_response(call.services, updated, call.drive, call.download_grant)
 
 
@@ -203,10 +221,14 @@ def _new_parent(call: Call, s, reference: Any) -> str | None:
     elif isinstance(reference.get("path"), str):
         drive, colon, path = reference["path"].partition("/root:")
         if not colon or drive not in ("/drive", f"/drives/{call.drive.id}"):
-            raise GraphError(400, "invalidRequest", "parentReference.path must be /drive/root:/{path} or "
-                                                    "/drives/{this drive's id}/root:/{path}")
-        folder = call.services.tree.resolve(s, call.services.tree.root(s, call.drive.id),
-                                            [name for name in path.split("/") if name])
+            raise GraphError(
+                400,
+                "invalidRequest",
+                "parentReference.path must be /drive/root:/{path} or /drives/{this drive's id}/root:/{path}",
+            )
+        folder = call.services.tree.resolve(
+            s, call.services.tree.root(s, call.drive.id), [name for name in path.split("/") if name]
+        )
     else:
         return None
     if not isinstance(folder, Folder):
@@ -254,8 +276,11 @@ def create_child(call: Call, ref: ItemRef) -> Response:
     if not isinstance(name, str):
         raise GraphError(400, "invalidRequest", "name is required, a string")
     if "folder" not in body:
-        raise GraphError(400, "invalidRequest", "only folders are created this way (give a folder facet); "
-                                                "upload a file's content to make a file")
+        raise GraphError(
+            400,
+            "invalidRequest",
+            "only folders are created this way (give a folder facet); upload a file's content to make a file",
+        )
     conflict = _conflict(body, "fail")
     with call.services.db.read() as s:
         parent = _locate(call, s, ref)
@@ -288,7 +313,7 @@ def _download(services: Services, ticket: str) -> Response:
         file = s.get(File, file_id)
         if file is None:
             raise not_found("the file no longer exists")
-        services.drives.reachable(s, row.user_id, s.get(Folder, file.folder_id).drive_id)  # still a member?
+        services.drives.reachable(s, row.user_id, s.get_one(Folder, file.folder_id).drive_id)  # still a member?
     return _content(services, file_id)
 
 
@@ -302,8 +327,11 @@ def put_content(call: Call, ref: ItemRef) -> Response:
     call.require_write()
     length = request.content_length
     if length is not None and length > SIMPLE_UPLOAD_LIMIT:
-        raise GraphError(413, "requestSizeExceeded", f"a simple upload carries at most {SIMPLE_UPLOAD_LIMIT} bytes; "
-                                                     "use createUploadSession")
+        raise GraphError(
+            413,
+            "requestSizeExceeded",
+            f"a simple upload carries at most {SIMPLE_UPLOAD_LIMIT} bytes; use createUploadSession",
+        )
     services, user = call.services, call.grant.user_id
     with services.db.read() as s:
         if ref.path:
@@ -319,12 +347,22 @@ def put_content(call: Call, ref: ItemRef) -> Response:
         services.drives.quota(s, call.drive.id).check(growth)
 
     if ref.path:
-        file, created = services.files.put_named(folder.id, name, user, request_body(),
-                                                 _conflict(request.args, "replace"), _if_match(),
-                                                 SIMPLE_UPLOAD_LIMIT, admit)
+        file, created = services.files.put_named(
+            folder.id,
+            name,
+            user,
+            request_body(),
+            _conflict(request.args, "replace"),
+            _if_match(),
+            SIMPLE_UPLOAD_LIMIT,
+            admit,
+        )
     else:
-        file, created = services.files.replace(existing.id, user, request_body(), _if_match(),
-                                               SIMPLE_UPLOAD_LIMIT, admit), False
+        assert isinstance(existing, File)  # checked above
+        file, created = (
+            services.files.replace(existing.id, user, request_body(), _if_match(), SIMPLE_UPLOAD_LIMIT, admit),
+            False,
+        )
     return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)
 
 
@@ -340,21 +378,28 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
         raise GraphError(400, "invalidRequest", "item.fileSize must be a whole number of bytes")
     info = json_object(item.get("fileSystemInfo", {}), "item.fileSystemInfo")
     times = [_time(info, field) for field in ("createdDateTime", "lastModifiedDateTime")]
-    described = dict(defer=defer, description=_text(item, "description"), share_link=call.share,
-                     fs_created=times[0] and times[0].isoformat(), fs_modified=times[1] and times[1].isoformat())
+    described = dict(
+        defer=defer,
+        description=_text(item, "description"),
+        share_link=call.share,
+        fs_created=times[0] and times[0].isoformat(),
+        fs_modified=times[1] and times[1].isoformat(),
+    )
     services = call.services
     with services.db.read() as s:
         if ref.path:  # a new file at a path (or the file there, by its conflict behaviour)
             folder, name = _parent_of_new(call, s, ref)
             if item.get("name") not in (None, name):
                 raise GraphError(400, "invalidRequest", "item.name differs from the name in the path")
-            target = Target(call.drive.id, folder_id=folder.id, name=name, conflict=_conflict(item, "replace"),
-                            **described)
+            target = Target(
+                call.drive.id, folder_id=folder.id, name=name, conflict=_conflict(item, "replace"), **described
+            )
         else:
             existing = _locate(call, s, ref)
             if not isinstance(existing, File):
-                raise GraphError(400, "invalidRequest", "name the new file: items/{parent-id}:/{name}:/"
-                                                        "createUploadSession")
+                raise GraphError(
+                    400, "invalidRequest", "name the new file: items/{parent-id}:/{name}:/createUploadSession"
+                )
             target = Target(call.drive.id, file_id=existing.id, **described)
     token, status = services.uploads.create(call.grant.user_id, target, size, _if_match())
     url = f"{services.settings.public_url}/v1.0/{UPLOADS}/{token}"
@@ -409,8 +454,13 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
 # -- request parsing ----------------------------------------------------------------------------
 
 SHARED_ITEM = "driveItem"
-_SHARED_OPERATIONS = {("GET", None), ("GET", "children"), ("GET", "content"), ("PUT", "content"),
-                      ("POST", "createUploadSession")}
+_SHARED_OPERATIONS = {
+    ("GET", None),
+    ("GET", "children"),
+    ("GET", "content"),
+    ("PUT", "content"),
+    ("POST", "createUploadSession"),
+}
 
 
 def _time(info: dict, field: str):
@@ -422,8 +472,7 @@ def _time(info: dict, field: str):
     except OverflowError:  # an offset that moves the time out of the calendar
         moment = None
     if moment is None or not 1601 <= moment.year <= 9999:  # Windows' file times start in 1601
-        raise GraphError(400, "invalidRequest", f"fileSystemInfo.{field} is not an ISO 8601 time from "
-                                                "1601 to 9999")
+        raise GraphError(400, "invalidRequest", f"fileSystemInfo.{field} is not an ISO 8601 time from 1601 to 9999")
     return moment
 
 
@@ -454,11 +503,14 @@ def _if_match() -> Callable[[Item], None] | None:
     def check(item: Item) -> None:  # runs inside the domain's transaction, so it raises the domain's error
         tags = {shapes.etag(item), shapes.ctag(item)} - {None}
         if match is not None and match.strip() != "*" and match.strip() not in tags:
-            raise WopiError(412, "If-Match does not match the item's eTag",
-                            code="preconditionFailed/entityTagDoesNotMatch")
+            raise WopiError(
+                412, "If-Match does not match the item's eTag", code="preconditionFailed/entityTagDoesNotMatch"
+            )
         if none_match is not None and (none_match.strip() == "*" or none_match.strip() in tags):
-            raise WopiError(412, "If-None-Match matches the item's eTag",
-                            code="preconditionFailed/entityTagDoesNotMatch")
+            raise WopiError(
+                412, "If-None-Match matches the item's eTag", code="preconditionFailed/entityTagDoesNotMatch"
+            )
+
     return check
 
 

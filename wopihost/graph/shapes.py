@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import mimetypes
 from datetime import datetime
+from typing import Any, overload
 
 from ..models import Drive, File
 from ..tree import Item
@@ -30,6 +31,10 @@ def etag(item: Item) -> str:
     return f'"{{{item.id}}},{item.sequence_number if isinstance(item, File) else item.version}"'
 
 
+@overload
+def ctag(item: File) -> str: ...
+@overload
+def ctag(item: Item) -> str | None: ...
 def ctag(item: Item) -> str | None:
     return f'"c:{{{item.id}}},{item.version}"' if isinstance(item, File) else None
 
@@ -45,35 +50,49 @@ def identity(user_id: str, display_name: str) -> dict:
 def drive_json(drive: Drive, owner: dict, quota, free: int) -> dict:
     """With no quota set, what the drive can hold is what the storage can (`free` bytes)."""
     total, remaining = (quota.total, quota.remaining) if quota.total is not None else (quota.used + free, free)
-    return {"id": drive.id, "driveType": drive_type(drive), "name": drive.name or "OneDrive",
-            "createdDateTime": timestamp(drive.created_at), "owner": owner,
-            "quota": {"total": total, "used": quota.used, "remaining": remaining, "deleted": 0,
-                      "state": quota.state}}
+    return {
+        "id": drive.id,
+        "driveType": drive_type(drive),
+        "name": drive.name or "OneDrive",
+        "createdDateTime": timestamp(drive.created_at),
+        "owner": owner,
+        "quota": {"total": total, "used": quota.used, "remaining": remaining, "deleted": 0, "state": quota.state},
+    }
 
 
-def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names: dict[str, str],
-              child_count: int | None = None, download_url: str | None = None) -> dict:
+def item_json(
+    item: Item,
+    drive: Drive,
+    parent_path: list[str] | None,
+    *,
+    names: dict[str, str],
+    child_count: int | None = None,
+    download_url: str | None = None,
+) -> dict:
     """A driveItem. `parent_path` is the names from the root to the item's folder (None for the root);
     `names` maps user ids to display names."""
     creator = (item.owner_id if isinstance(item, File) else item.created_by) or drive.owner_id
     modifier = (item.modified_by if isinstance(item, File) else None) or creator
     created, modified = item.created_at, _modified(item)
-    body = {
+    body: dict[str, Any] = {
         "id": item.id,
         "name": item.name if parent_path is not None else "root",
         "eTag": etag(item),
         "createdDateTime": timestamp(created),
         "lastModifiedDateTime": timestamp(modified),
         "size": item.size if isinstance(item, File) else 0,
-        "fileSystemInfo": {"createdDateTime": timestamp(item.fs_created_at or created),
-                           "lastModifiedDateTime": timestamp(item.fs_modified_at or modified)},
+        "fileSystemInfo": {
+            "createdDateTime": timestamp(item.fs_created_at or created),
+            "lastModifiedDateTime": timestamp(item.fs_modified_at or modified),
+        },
     }
     if isinstance(item, File):
         body["cTag"] = ctag(item)
     if creator:  # a shared drive's root was made by no user
+        assert modifier is not None  # at worst the creator
         body["createdBy"] = identity(creator, names.get(creator, creator))
         body["lastModifiedBy"] = identity(modifier, names.get(modifier, modifier))
-    reference = {"driveId": drive.id, "driveType": drive_type(drive)}
+    reference: dict[str, str | None] = {"driveId": drive.id, "driveType": drive_type(drive)}
     if parent_path is not None:
         parent_id = item.folder_id if isinstance(item, File) else item.parent_id
         reference.update(id=parent_id, path=f"/drives/{drive.id}/root:" + "".join(f"/{n}" for n in parent_path))
@@ -81,7 +100,7 @@ def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names:
     if item.description:
         body["description"] = item.description
     if isinstance(item, File):
-        file = {"mimeType": mimetypes.guess_type(item.name)[0] or "application/octet-stream"}
+        file: dict[str, Any] = {"mimeType": mimetypes.guess_type(item.name)[0] or "application/octet-stream"}
         if item.sha256:
             file["hashes"] = {"sha256Hash": base64.b64decode(item.sha256).hex().upper()}
         body["file"] = file
@@ -97,8 +116,10 @@ def item_json(item: Item, drive: Drive, parent_path: list[str] | None, *, names:
 def upload_session_json(upload_url: str | None, expires_at: datetime, received: int, total: int | None) -> dict:
     """One closed range of what is missing: msgraph-core cannot parse an open one (docs/graph.md §4.3).
     Until the size is known (no fileSize, no fragment yet) only the open form can be said."""
-    body = {"expirationDateTime": timestamp(expires_at),
-            "nextExpectedRanges": [f"{received}-{total - 1}" if total is not None else f"{received}-"]}
+    body = {
+        "expirationDateTime": timestamp(expires_at),
+        "nextExpectedRanges": [f"{received}-{total - 1}" if total is not None else f"{received}-"],
+    }
     if total is not None and received >= total:
         body["nextExpectedRanges"] = []
     if upload_url is not None:

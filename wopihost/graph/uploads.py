@@ -53,17 +53,22 @@ def _answer(services: Services, progress: Progress) -> Response:
 
 def _item(services: Services, file, status: int) -> Response:
     with services.db.read() as s:
-        drive = s.get(Drive, s.get(Folder, file.folder_id).drive_id)
+        drive = s.get_one(Drive, s.get_one(Folder, file.folder_id).drive_id)
     return item_response(services, file, drive, None, status)
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int]:
     match = _CONTENT_RANGE.match((value or "").strip())
     if match is None:
-        raise GraphError(400, "invalidRequest", "the Content-Range header is missing or malformed; "
-                                                "send bytes {first}-{last}/{total}", "invalidRange")
+        raise GraphError(
+            400,
+            "invalidRequest",
+            "the Content-Range header is missing or malformed; send bytes {first}-{last}/{total}",
+            "invalidRange",
+        )
     first, last, total = map(int, match.groups())
     if not first <= last < total:
-        raise GraphError(400, "invalidRequest", f"Content-Range {first}-{last}/{total} is not a range of the file",
-                         "invalidRange")
+        raise GraphError(
+            400, "invalidRequest", f"Content-Range {first}-{last}/{total} is not a range of the file", "invalidRange"
+        )
     return first, last, total

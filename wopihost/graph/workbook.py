@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, jsonify, request
 
-from ..errors import WopiError, WopiResponse as NoContent
+from ..errors import WopiError
+from ..errors import WopiResponse as NoContent
 from ..models import File
 from ..xlsx import WorkbookError
 from .errors import GraphError
@@ -65,7 +67,7 @@ class _Context:
 
     def url(self, suffix: str) -> str:
         """An absolute URL of this item's workbook, as the request addressed the item."""
-        base = request.path[:request.path.index("/workbook/") + len("/workbook/")]
+        base = request.path[: request.path.index("/workbook/") + len("/workbook/")]
         return f"{self.call.services.settings.public_url}{base}{suffix}"
 
     def read(self, action: Callable[[Workbook], Any]) -> Any:
@@ -78,8 +80,9 @@ class _Context:
             return self.workbooks.write(self.file.id, self.session_id, self.user, action)
         except WopiError as exc:
             if exc.code == "resourceLocked":  # someone else's WOPI or coauth lock: Excel's conflict
-                raise GraphError(409, "conflict", "the workbook is locked by another editor; nothing was changed",
-                                 "accessConflict") from None
+                raise GraphError(
+                    409, "conflict", "the workbook is locked by another editor; nothing was changed", "accessConflict"
+                ) from None
             raise
 
     def _persistent(self) -> bool:
@@ -160,9 +163,17 @@ def get_range(context: _Context, key: str | None, quoted: str | None, address: s
 def patch_range(context: _Context, key: str | None, quoted: str | None, address: str) -> Response:
     body = _json()
     sheet_key, where = _key(key, quoted), address.replace("''", "'")
-    return jsonify(context.write(lambda book: book.patch(sheet_key, where, values=body.get("values"),
-                                                         formulas=body.get("formulas"),
-                                                         number_format=body.get("numberFormat"))))
+    return jsonify(
+        context.write(
+            lambda book: book.patch(
+                sheet_key,
+                where,
+                values=body.get("values"),
+                formulas=body.get("formulas"),
+                number_format=body.get("numberFormat"),
+            )
+        )
+    )
 
 
 def used_range(context: _Context, key: str | None, quoted: str | None, values_only: str | None) -> Response:
@@ -170,14 +181,26 @@ def used_range(context: _Context, key: str | None, quoted: str | None, values_on
     return jsonify(context.read(lambda book: book.used_range(sheet_key, values_only == "true")))
 
 
-_HANDLERS = {"create_session": create_session, "refresh_session": refresh_session, "close_session": close_session,
-             "operation": operation, "session_info": session_info, "worksheets": worksheets,
-             "add_worksheet": add_worksheet, "worksheet": worksheet, "get_range": get_range,
-             "patch_range": patch_range, "used_range": used_range}
+_HANDLERS: dict[str, Callable[..., Response]] = {
+    "create_session": create_session,
+    "refresh_session": refresh_session,
+    "close_session": close_session,
+    "operation": operation,
+    "session_info": session_info,
+    "worksheets": worksheets,
+    "add_worksheet": add_worksheet,
+    "worksheet": worksheet,
+    "get_range": get_range,
+    "patch_range": patch_range,
+    "used_range": used_range,
+}
 
 
 def _key(plain: str | None, quoted: str | None) -> str:
-    return plain if plain is not None else quoted.replace("''", "'")
+    if plain is not None:
+        return plain
+    assert quoted is not None  # the pattern matches one or the other
+    return quoted.replace("''", "'")
 
 
 def _required_session(context: _Context) -> str:

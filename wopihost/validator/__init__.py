@@ -18,8 +18,22 @@ except ModuleNotFoundError as missing:
     if missing.name not in ("requests", "jsonschema"):
         raise
     # installed without the extra: one line for `wopihost validate`, not a traceback
-    raise SystemExit(f"the WOPI validator needs {missing.name}, which is not installed: "
-                     "pip install 'wopihost[validator]'") from None
+    raise SystemExit(
+        f"the WOPI validator needs {missing.name}, which is not installed: pip install 'wopihost[validator]'"
+    ) from None
 
-__all__ = ["DefinitionError", "FAIL", "Layout", "PASS", "ProofSigner", "ResourceError", "Resources", "Runner",
-           "SKIP", "Schemas", "Target", "TestResult", "load"]
+__all__ = [
+    "DefinitionError",
+    "FAIL",
+    "Layout",
+    "PASS",
+    "ProofSigner",
+    "ResourceError",
+    "Resources",
+    "Runner",
+    "SKIP",
+    "Schemas",
+    "Target",
+    "TestResult",
+    "load",
+]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 from . import definitions, report
 from .definitions import DefinitionError
@@ -28,20 +29,36 @@ CATEGORY_CHOICES = ("All", "OfficeOnline", "OfficeNativeClient")
 
 
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog or "python -m wopihost.validator",
-                                description="Run Microsoft's WOPI validator test definitions against a host.")
+    p = argparse.ArgumentParser(
+        prog=prog or "python -m wopihost.validator",
+        description="Run Microsoft's WOPI validator test definitions against a host.",
+    )
     p.add_argument("--wopisrc", required=True, help="WOPISrc of a .wopitest file on the host")
     p.add_argument("--token", required=True, help="an access token for that file")
     p.add_argument("--token-ttl", type=int, default=0, metavar="MS", help="the token's access_token_ttl")
-    p.add_argument("--testcases", required=True, type=Path, metavar="PATH",
-                   help="TestCases.xml of a wopi-validator-core checkout (its schemas and resources are "
-                        "found beside it, in src/WopiValidator.Core)")
+    p.add_argument(
+        "--testcases",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="TestCases.xml of a wopi-validator-core checkout (its schemas and resources are "
+        "found beside it, in src/WopiValidator.Core)",
+    )
     p.add_argument("--group", help="run only this test group")
     p.add_argument("--name", help="run only this test case")
-    p.add_argument("--category", default="All", type=_category, metavar="|".join(CATEGORY_CHOICES),
-                   help="All runs every test; the others the WopiCore tests and their own (default All)")
-    p.add_argument("--proof-keys", type=Path, metavar="DIR",
-                   help=f"directory of the proof keys and discovery.xml (default {default_directory()})")
+    p.add_argument(
+        "--category",
+        default="All",
+        type=_category,
+        metavar="|".join(CATEGORY_CHOICES),
+        help="All runs every test; the others the WopiCore tests and their own (default All)",
+    )
+    p.add_argument(
+        "--proof-keys",
+        type=Path,
+        metavar="DIR",
+        help=f"directory of the proof keys and discovery.xml (default {default_directory()})",
+    )
     p.add_argument("--include-delays", action="store_true", help="also run the groups that wait minutes")
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of text")
@@ -57,8 +74,9 @@ def _category(text: str) -> str:
     raise argparse.ArgumentTypeError(f"must be one of {', '.join(CATEGORY_CHOICES)}")
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None,
-         prog: str | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None, prog: str | None = None
+) -> int:
     """The command, for `python -m` or another command to call (`prog` names it in usage messages); returns
     the exit status rather than exiting, --help and argument errors included."""
     out = out or sys.stdout
@@ -71,15 +89,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         layout = Layout.find(args.testcases)
         loaded = definitions.load(layout.testcases)
         signer = ProofSigner.load_or_create(args.proof_keys)
-        runner = Runner(loaded, Resources(layout, loaded.resources), Schemas(layout.schemas),
-                        Target(args.wopisrc, args.token, args.token_ttl), signer, Transport(args.timeout),
-                        category=args.category, include_delays=args.include_delays)
+        runner = Runner(
+            loaded,
+            Resources(layout, loaded.resources),
+            Schemas(layout.schemas),
+            Target(args.wopisrc, args.token, args.token_ttl),
+            signer,
+            Transport(args.timeout),
+            category=args.category,
+            include_delays=args.include_delays,
+        )
         selected = runner.select(args.group, args.name)
     except (DefinitionError, ResourceError, OSError, ValueError) as error:
         print(f"error: {error}", file=err)
         return 2
-    print(f"signing with the proof keys in {signer.directory}; the host must trust {signer.discovery_path}",
-          file=err)
+    print(f"signing with the proof keys in {signer.directory}; the host must trust {signer.discovery_path}", file=err)
 
     results: list[TestResult] = []
     try:

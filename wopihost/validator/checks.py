@@ -14,18 +14,44 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from ..cspp.chunkid import chunk_id
 from ..cspp.frames import FrameError
 from . import dotnet
 from .chunks import read_body, stream_chunks
-from .definitions import (AllOf, AnyOf, Check, Frames, JsonContent, JsonProperty, JsonSchema, LockMismatch,
-                          NoException, ResponseCode, ResponseContent, ResponseHeader)
-from .jsonvalues import (MISSING, CastError, JsonReadError, PathError, as_bool, as_integer, as_string,
-                         null_or_empty, parse_object, select_token, strict_equal, to_text, token_type)
+from .definitions import (
+    AllOf,
+    AnyOf,
+    Check,
+    Frames,
+    JsonContent,
+    JsonProperty,
+    JsonSchema,
+    LockMismatch,
+    NoException,
+    ResponseCode,
+    ResponseContent,
+    ResponseHeader,
+)
+from .jsonvalues import (
+    MISSING,
+    CastError,
+    JsonReadError,
+    PathError,
+    as_bool,
+    as_integer,
+    as_string,
+    null_or_empty,
+    parse_object,
+    select_token,
+    strict_equal,
+    to_text,
+    token_type,
+)
 from .resources import ResourceError, Resources, Schemas
 from .state import State
 from .transport import Response
@@ -39,7 +65,7 @@ class Context:
     resources: Resources
     schemas: Schemas
     state: State = field(default_factory=State)
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
 def evaluate(checks: tuple[Check, ...] | None, response: Response, ctx: Context) -> list[str]:
@@ -69,8 +95,10 @@ def content_length(response: Response) -> list[str]:
         return [f"Content-Length '{declared}' is not a number"]
     if len(response.body) == expected:
         return []
-    return [f"Actual content length '{len(response.body)}' of response does not match value in header "
-            f"content-length '{expected}'"]
+    return [
+        f"Actual content length '{len(response.body)}' of response does not match value in header "
+        f"content-length '{expected}'"
+    ]
 
 
 def _no_exception(check: NoException, response: Response, ctx: Context) -> list[str]:
@@ -99,21 +127,25 @@ def _response_header(check: ResponseHeader, response: Response, ctx: Context) ->
             return [f"'{check.header}' header value should be any non empty string."]
         matches = value.lower() == expected.lower()
         if check.should_match and not matches:
-            return [f"'{check.header}' header value is different than expected. Expected: '{expected}', "
-                    f"Actual: '{value}'"]
+            return [
+                f"'{check.header}' header value is different than expected. Expected: '{expected}', Actual: '{value}'"
+            ]
         if not check.should_match and matches:
             return [f"'{check.header}' header value should not be : '{expected}'"]
         return []
     if check.comparator in (">", "<", ">=", "<="):
         actual_number = dotnet.try_parse_integer(value)
         if actual_number is None:
-            return [f"'{check.header}' header is present, but its value '{value}' can not be parsed to "
-                    "integer"]
+            return [f"'{check.header}' header is present, but its value '{value}' can not be parsed to integer"]
         expected_number = dotnet.try_parse_integer(expected)
         if expected_number is None:
             return [f"expected value '{expected}' can not be parsed to integer"]
-        holds = {">": actual_number > expected_number, "<": actual_number < expected_number,
-                 ">=": actual_number >= expected_number, "<=": actual_number <= expected_number}
+        holds = {
+            ">": actual_number > expected_number,
+            "<": actual_number < expected_number,
+            ">=": actual_number >= expected_number,
+            "<=": actual_number <= expected_number,
+        }
         if holds[check.comparator]:
             return []
         return [f"headerVal:{actual_number} {check.comparator} comparedValue:{expected_number} comparison failed"]
@@ -143,8 +175,10 @@ def _response_content(check: ResponseContent, response: Response, ctx: Context) 
         expected = ctx.resources.content(check.resource_id)
     if response.body == expected:
         return []
-    return [f"Response body does not match expected content. Expected stream length: {len(expected)}, "
-            f"actual stream length: {len(response.body)}"]
+    return [
+        f"Response body does not match expected content. Expected stream length: {len(expected)}, "
+        f"actual stream length: {len(response.body)}"
+    ]
 
 
 def _json_schema(check: JsonSchema, response: Response, ctx: Context) -> list[str]:
@@ -162,6 +196,7 @@ def _json_schema(check: JsonSchema, response: Response, ctx: Context) -> list[st
 
 # ------------------------------------------------------------------------------------ JSON content
 
+
 def _json_content(check: JsonContent, response: Response, ctx: Context) -> list[str]:
     text = response.text
     if not response.text_expected or not text:
@@ -173,8 +208,9 @@ def _json_content(check: JsonContent, response: Response, ctx: Context) -> list[
     try:
         document = parse_object(text)
     except JsonReadError:
-        return ["JsonContentValidator: JsonReaderException thrown while parsing JSON. Are you sure the response "
-                "is JSON?"]
+        return [
+            "JsonContentValidator: JsonReaderException thrown while parsing JSON. Are you sure the response is JSON?"
+        ]
     errors = []
     for prop in check.properties:
         try:
@@ -190,6 +226,7 @@ def _json_content(check: JsonContent, response: Response, ctx: Context) -> list[
 @dataclass(frozen=True)
 class _Typed:
     """How one typed property kind reads the expected value, the saved state and the response value."""
+
     type_name: str
     from_xml: Callable[[str], Any]
     from_state: Callable[[str], Any]
@@ -203,14 +240,23 @@ def _identity(value: Any) -> Any:
 
 
 _TYPED = {
-    "BooleanProperty": _Typed("System.Boolean", dotnet.xml_bool, dotnet.parse_bool, as_bool, dotnet.bool_text,
-                              False),
-    "IntegerProperty": _Typed("System.Int32", lambda t: dotnet.parse_integer(t, dotnet.INT32),
-                              lambda t: dotnet.parse_integer(t, dotnet.INT32),
-                              lambda v: as_integer(v, dotnet.INT32), str, 0),
-    "LongProperty": _Typed("System.Int64", lambda t: dotnet.parse_integer(t, dotnet.INT64),
-                           lambda t: dotnet.parse_integer(t, dotnet.INT64),
-                           lambda v: as_integer(v, dotnet.INT64), str, 0),
+    "BooleanProperty": _Typed("System.Boolean", dotnet.xml_bool, dotnet.parse_bool, as_bool, dotnet.bool_text, False),
+    "IntegerProperty": _Typed(
+        "System.Int32",
+        lambda t: dotnet.parse_integer(t, dotnet.INT32),
+        lambda t: dotnet.parse_integer(t, dotnet.INT32),
+        lambda v: as_integer(v, dotnet.INT32),
+        str,
+        0,
+    ),
+    "LongProperty": _Typed(
+        "System.Int64",
+        lambda t: dotnet.parse_integer(t, dotnet.INT64),
+        lambda t: dotnet.parse_integer(t, dotnet.INT64),
+        lambda v: as_integer(v, dotnet.INT64),
+        str,
+        0,
+    ),
     "StringProperty": _Typed("System.String", _identity, _identity, as_string, lambda v: v or "", None),
     "ArrayProperty": _Typed("System.String", _identity, _identity, as_string, lambda v: v or "", None),
 }
@@ -235,7 +281,7 @@ def _typed_property(prop: JsonProperty, value: Any, ctx: Context) -> str | None:
     typed = _TYPED[prop.kind]
     raw_expected = prop.contains_value if prop.kind == "ArrayProperty" else prop.expected_value
     has_expected = raw_expected is not None
-    default = typed.from_xml(raw_expected) if has_expected else typed.default
+    default = typed.from_xml(raw_expected) if raw_expected is not None else typed.default
     if null_or_empty(value):
         return "Required property missing" if prop.is_required else _ends_with(prop, value)
     expected, has_state = default, False
@@ -257,6 +303,7 @@ def _typed_property(prop: JsonProperty, value: Any, ctx: Context) -> str | None:
         if actual is None or expected is None or actual.casefold() != expected.casefold():
             return f"Expected: '{expected} (case-insensitive)', Actual: '{actual}'"
         return _ends_with(prop, value)
+    shown: str | None
     try:
         actual = typed.from_json(value)
         shown, ok = typed.text(actual), actual == expected and type(actual) is type(expected)
@@ -271,9 +318,10 @@ def _ends_with(prop: JsonProperty, value: Any) -> str | None:
     if prop.kind != "StringProperty" or not (prop.ends_with or "").strip():
         return None
     actual = as_string(value) if value is not MISSING else None
-    suffix = prop.ends_with
-    if actual is None or not (actual.casefold().endswith(suffix.casefold()) if prop.ignore_case
-                              else actual.endswith(suffix)):
+    suffix = prop.ends_with or ""  # not empty: checked above
+    if actual is None or not (
+        actual.casefold().endswith(suffix.casefold()) if prop.ignore_case else actual.endswith(suffix)
+    ):
         return f"Expected to end with: '{suffix}', Actual: '{actual or ''}'"
     return None
 
@@ -291,9 +339,9 @@ def _array_contains(value: Any, expected: str | None, shown_expected: str) -> st
 def _timestamp_problem(name: str, value: Any, now: datetime) -> str | None:
     """AccessTokenExpiry and ServerTime must be milliseconds since 1970 within ten years of now."""
     stamp = as_integer(value, dotnet.INT64)
-    now = now.astimezone(timezone.utc) if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
     low, high = _add_years(now, -10), _add_years(now, 10)
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     if (low - epoch).total_seconds() * 1000 <= stamp <= (high - epoch).total_seconds() * 1000:
         return None
     return f"{name} value isn't reasonable, it's out of [currentTime-10 years, currentTime+10 years] boundary"
@@ -401,6 +449,7 @@ def _array_length_property(prop: JsonProperty, value: Any) -> str | None:
 
 # --------------------------------------------------------------------------------------- frames
 
+
 def _frames(check: Frames, response: Response, ctx: Context) -> list[str]:
     """A GetChunkedFile response: well framed, its MessageJSON valid under the schema, each chunk hashing to
     its ChunkId; then each expected stream rebuilt from its signature (chunks from the response, or from the
@@ -427,12 +476,15 @@ def _frames(check: Frames, response: Response, ctx: Context) -> list[str]:
     for frame in parsed.chunks:
         actual = chunk_id(frame.payload)
         if actual != frame.chunk_id:
-            return [f"ChunkId calculated from extendedHeader:'{frame.chunk_id}' is different from chunkId "
-                    f"calculated from payload:{actual}"]
+            return [
+                f"ChunkId calculated from extendedHeader:'{frame.chunk_id}' is different from chunkId "
+                f"calculated from payload:{actual}"
+            ]
         blobs.setdefault(frame.chunk_id, frame.payload)
     if check.expected_host_blobs_count is not None and check.expected_host_blobs_count != len(blobs):
-        return [f"ExpectedHostBlobsCount: '{check.expected_host_blobs_count}' not equal to HostBlobs.Count: "
-                f"'{len(blobs)}'"]
+        return [
+            f"ExpectedHostBlobsCount: '{check.expected_host_blobs_count}' not equal to HostBlobs.Count: '{len(blobs)}'"
+        ]
     for stream in check.streams:
         problem = _stream_problem(stream, schemes, chunk_ids, blobs, ctx.resources)
         if problem is not None:
@@ -447,8 +499,10 @@ def _frames(check: Frames, response: Response, ctx: Context) -> list[str]:
             return [f"ContentProperty:{expectation.name} does not exist"]
         value, retention = found.get("Value"), found.get("Retention")
         if value != expectation.expected_value or retention != expectation.expected_retention:
-            return [f"ContentProperty mismatch. Expected Value: {expectation.expected_value}, Actual Value: "
-                    f"{value}, Expected Retention: {expectation.expected_retention}, Actual Retention: {retention}"]
+            return [
+                f"ContentProperty mismatch. Expected Value: {expectation.expected_value}, Actual Value: "
+                f"{value}, Expected Retention: {expectation.expected_retention}, Actual Retention: {retention}"
+            ]
     return []
 
 
@@ -457,8 +511,10 @@ def _stream_problem(stream, schemes: dict, chunk_ids: dict, blobs: dict, resourc
         return f"StreamId '{stream.stream_id}' is not among the response's signatures"
     scheme = schemes[stream.stream_id]
     if scheme != stream.scheme:
-        return (f"For StreamId '{stream.stream_id}', ResponseChunkingScheme '{scheme}' not equal to "
-                f"ExpectedChunkingScheme: {stream.scheme}")
+        return (
+            f"For StreamId '{stream.stream_id}', ResponseChunkingScheme '{scheme}' not equal to "
+            f"ExpectedChunkingScheme: {stream.scheme}"
+        )
     if scheme == "Zip":
         if stream.existing_resource_id is None and stream.expected_resource_id is None:
             return None
@@ -467,7 +523,7 @@ def _stream_problem(stream, schemes: dict, chunk_ids: dict, blobs: dict, resourc
         if stream.existing_content is None and stream.expected_content is None:
             return None
         known = stream_chunks(resources, "FullFile", stream.existing_content, None)
-    known_by_id = {}
+    known_by_id: dict[str, Any] = {}
     for chunk in known:
         known_by_id.setdefault(chunk_id(chunk), chunk)
     pieces = []

@@ -13,8 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..cspp.chunkid import chunk_id, encode_chunk_id
-from ..cspp.frames import (END_FRAME, ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder,
-                           MessageJSON, chunk_frame, message_frame)
+from ..cspp.frames import (
+    END_FRAME,
+    ChunkData,
+    ChunkEnd,
+    ChunkRangeStart,
+    ChunkStart,
+    FrameDecoder,
+    MessageJSON,
+    chunk_frame,
+    message_frame,
+)
 from .definitions import Request
 from .resources import Resources
 
@@ -23,8 +32,7 @@ class BodyError(ValueError):
     """The request's definition cannot make a body (the validator throws while building it)."""
 
 
-def stream_chunks(resources: Resources, scheme: str, text: str | None,
-                  resource_id: str | None) -> list[bytes]:
+def stream_chunks(resources: Resources, scheme: str, text: str | None, resource_id: str | None) -> list[bytes]:
     """The chunks of one stream, in order."""
     if scheme == "Zip":
         return resources.zip_chunks(resource_id)
@@ -45,35 +53,46 @@ def get_chunked_file_body(request: Request, resources: Resources) -> bytes:
         raise BodyError("GetChunkedFile needs ContentFilters")
     filters = []
     for item in request.content_filters:
-        known = _unique(stream_chunks(resources, item.scheme, item.existing_content,
-                                      item.existing_resource_id))
-        filters.append({"AlreadyKnownChunks": list(known), "ChunkingScheme": item.scheme,
-                        "ChunksToReturn": item.chunks_to_return, "StreamId": item.stream_id})
-    message = {"ContentFilters": filters,
-               "ContentPropertiesToReturn": list(request.content_properties_to_return or ())}
+        known = _unique(stream_chunks(resources, item.scheme, item.existing_content, item.existing_resource_id))
+        filters.append(
+            {
+                "AlreadyKnownChunks": list(known),
+                "ChunkingScheme": item.scheme,
+                "ChunksToReturn": item.chunks_to_return,
+                "StreamId": item.stream_id,
+            }
+        )
+    message = {"ContentFilters": filters, "ContentPropertiesToReturn": list(request.content_properties_to_return or ())}
     return message_frame(message) + END_FRAME
 
 
 def put_chunked_file_body(request: Request, resources: Resources) -> bytes:
     if not request.content_streams:
         raise BodyError("PutChunkedFile needs ContentStreams")
-    signatures, delta = [], {}
+    signatures: list[dict] = []
+    delta: dict[str, bytes] = {}
     for stream in request.content_streams:
         new = stream_chunks(resources, stream.scheme, stream.new_content, stream.new_resource_id)
-        known = _unique(stream_chunks(resources, stream.scheme, stream.last_known_content,
-                                      stream.last_known_resource_id))
+        known = _unique(
+            stream_chunks(resources, stream.scheme, stream.last_known_content, stream.last_known_resource_id)
+        )
         chunk_signatures = []
         for chunk in new:
             cid = chunk_id(chunk)
             chunk_signatures.append({"ChunkId": cid, "Length": len(chunk)})
             if cid not in known:
                 delta.setdefault(cid, chunk)
-        signatures.append({"ChunkSignatures": chunk_signatures, "ChunkingScheme": stream.scheme,
-                           "StreamId": stream.stream_id})
-    properties = [{"Name": p.name, "Retention": p.retention, "Value": p.value}
-                  for p in request.content_properties or ()]
-    message = {"ContentProperties": properties, "Signatures": signatures,
-               "UploadSessionTokenToCommit": request.upload_session_token}
+        signatures.append(
+            {"ChunkSignatures": chunk_signatures, "ChunkingScheme": stream.scheme, "StreamId": stream.stream_id}
+        )
+    properties = [
+        {"Name": p.name, "Retention": p.retention, "Value": p.value} for p in request.content_properties or ()
+    ]
+    message = {
+        "ContentProperties": properties,
+        "Signatures": signatures,
+        "UploadSessionTokenToCommit": request.upload_session_token,
+    }
     frames = b"".join(piece for cid, chunk in delta.items() for piece in chunk_frame(cid, chunk))
     return message_frame(message) + frames + END_FRAME
 

@@ -14,7 +14,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import cast
 
 from . import dotnet
 
@@ -26,6 +26,7 @@ class DefinitionError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ checks
+
 
 @dataclass(frozen=True)
 class NoException:
@@ -111,19 +112,30 @@ class Frames:
 
 @dataclass(frozen=True)
 class AllOf:
-    checks: tuple["Check", ...]
+    checks: tuple[Check, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    checks: tuple["Check", ...]
+    checks: tuple[Check, ...]
 
 
-Check = Union[NoException, ResponseCode, ResponseHeader, LockMismatch, JsonContent, JsonSchema,
-              ResponseContent, Frames, AllOf, AnyOf]
+Check = (
+    NoException
+    | ResponseCode
+    | ResponseHeader
+    | LockMismatch
+    | JsonContent
+    | JsonSchema
+    | ResponseContent
+    | Frames
+    | AllOf
+    | AnyOf
+)
 
 
 # -------------------------------------------------------------------------------- requests, tests
+
 
 @dataclass(frozen=True)
 class StateEntry:
@@ -145,7 +157,7 @@ class ProofKeyMutator:
     key_relation: str = "Synced"  # Synced, Ahead (client has new keys), Behind (client still has old keys)
 
 
-Mutator = Union[AccessTokenMutator, ProofKeyMutator]
+Mutator = AccessTokenMutator | ProofKeyMutator
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,7 @@ class ContentProperty:
 class Request:
     """One request of a test case. `checks` is None when the XML gives no <Validators> (then only a 200 is
     expected); every attribute the validator's RequestFactory reads has a field, absent ones are None."""
+
     kind: str
     checks: tuple[Check, ...] | None = None
     state: tuple[StateEntry, ...] = ()
@@ -268,18 +281,57 @@ class Definitions:
 
 # ------------------------------------------------------------------------------------------ parsing
 
-REQUEST_KINDS = frozenset({
-    "CheckFileInfo", "GetFile", "PutFile", "PutRelativeFile", "Lock", "Unlock", "RefreshLock",
-    "UnlockAndRelock", "GetLock", "CheckEcosystem", "GetNewAccessToken", "GetRootContainer",
-    "CheckContainerInfo", "EnumerateChildren", "EnumerateAncestors", "GetEcosystem", "CreateChildContainer",
-    "CreateChildFile", "DeleteFile", "DeleteContainer", "RenameContainer", "RenameFile", "GetFromFileUrl",
-    "GetShareUrl", "AddActivities", "PutUserInfo", "GetCoauthLock", "GetCoauthTable", "RefreshCoauthLock",
-    "UnlockCoauthLock", "GetChunkedFile", "PutChunkedFile", "GetSequenceNumber", "Delay",
-})
-PROPERTY_KINDS = frozenset({
-    "AbsoluteUrlProperty", "ArrayProperty", "ArrayLengthProperty", "BooleanProperty", "IntegerProperty",
-    "LongProperty", "ResponseBodyProperty", "StringRegexProperty", "StringProperty",
-})
+REQUEST_KINDS = frozenset(
+    {
+        "CheckFileInfo",
+        "GetFile",
+        "PutFile",
+        "PutRelativeFile",
+        "Lock",
+        "Unlock",
+        "RefreshLock",
+        "UnlockAndRelock",
+        "GetLock",
+        "CheckEcosystem",
+        "GetNewAccessToken",
+        "GetRootContainer",
+        "CheckContainerInfo",
+        "EnumerateChildren",
+        "EnumerateAncestors",
+        "GetEcosystem",
+        "CreateChildContainer",
+        "CreateChildFile",
+        "DeleteFile",
+        "DeleteContainer",
+        "RenameContainer",
+        "RenameFile",
+        "GetFromFileUrl",
+        "GetShareUrl",
+        "AddActivities",
+        "PutUserInfo",
+        "GetCoauthLock",
+        "GetCoauthTable",
+        "RefreshCoauthLock",
+        "UnlockCoauthLock",
+        "GetChunkedFile",
+        "PutChunkedFile",
+        "GetSequenceNumber",
+        "Delay",
+    }
+)
+PROPERTY_KINDS = frozenset(
+    {
+        "AbsoluteUrlProperty",
+        "ArrayProperty",
+        "ArrayLengthProperty",
+        "BooleanProperty",
+        "IntegerProperty",
+        "LongProperty",
+        "ResponseBodyProperty",
+        "StringRegexProperty",
+        "StringProperty",
+    }
+)
 _MODES = {"conflicting": "Conflicting", "suggested": "Suggested", "exactname": "ExactName", "unknown": None}
 _LOCK_TYPES = {"coauth": "Coauth", "coauthexclusive": "CoauthExclusive", "none": "None"}
 _SCHEMES = {"fullfile": "FullFile", "zip": "Zip"}
@@ -314,11 +366,14 @@ def parse(root: ET.Element) -> Definitions:
         names = element.find("PrereqTests")
         cases = element.find("TestCases")
         has_delay = _attr(element, "HasDelay")
-        definitions.groups.append(Group(
-            name=_attr(element, "Name") or "",
-            has_delay=_xml_bool(has_delay, "HasDelay") if has_delay is not None else False,
-            prereqs=tuple((p.text or "") for p in names.findall("PrereqTest")) if names is not None else (),
-            tests=tuple(_test_case(t) for t in cases.findall("TestCase")) if cases is not None else ()))
+        definitions.groups.append(
+            Group(
+                name=_attr(element, "Name") or "",
+                has_delay=_xml_bool(has_delay, "HasDelay") if has_delay is not None else False,
+                prereqs=tuple((p.text or "") for p in names.findall("PrereqTest")) if names is not None else (),
+                tests=tuple(_test_case(t) for t in cases.findall("TestCase")) if cases is not None else (),
+            )
+        )
     return definitions
 
 
@@ -350,11 +405,13 @@ def _test_case(element: ET.Element) -> TestCase:
     cleanup = element.find("CleanupRequests")
     description = element.find("Description")
     return TestCase(
-        name=name, category=canonical,
+        name=name,
+        category=canonical,
         description=condense("".join(description.itertext()) if description is not None else ""),
         requests=parsed,
         cleanup=tuple(_request(r, name) for r in cleanup) if cleanup is not None else (),
-        fail_message=_attr(element, "FailMessage"))
+        fail_message=_attr(element, "FailMessage"),
+    )
 
 
 def _request(element: ET.Element, test: str) -> Request:
@@ -432,8 +489,7 @@ def _request(element: ET.Element, test: str) -> Request:
     )
     # What the validator's request constructors refuse.
     if kind == "PutRelativeFile" and not request.name:
-        raise DefinitionError(f"{where}: Requested name for a PutRelativeFile Wopi request cannot be null or "
-                              "empty")
+        raise DefinitionError(f"{where}: Requested name for a PutRelativeFile Wopi request cannot be null or empty")
     if kind in ("PutUserInfo", "AddActivities") and not (request.request_body or "").strip():
         raise DefinitionError(f"{where}: No RequestBody specified for {kind} operation")
     return request
@@ -510,7 +566,8 @@ def _mutator(element: ET.Element, where: str) -> Mutator:
             mutate_current=_xml_bool(a["MutateCurrent"], where) if "MutateCurrent" in a else False,
             mutate_old=_xml_bool(a["MutateOld"], where) if "MutateOld" in a else False,
             timestamp=dotnet.datetime_ticks(a.get("Timestamp")),
-            key_relation=a.get("KeyRelation") or "Synced")
+            key_relation=a.get("KeyRelation") or "Synced",
+        )
     raise DefinitionError(f"{where}: Unknown mutator: {element.tag!r}")
 
 
@@ -526,15 +583,20 @@ def _check(element: ET.Element, where: str) -> Check:
         if not a.get("Header"):
             raise DefinitionError(f"{where}: ResponseHeaderValidator needs a Header")
         return ResponseHeader(
-            header=a["Header"], expected_value=a.get("ExpectedValue"), expected_state_key=a.get("ExpectedStateKey"),
+            header=a["Header"],
+            expected_value=a.get("ExpectedValue"),
+            expected_state_key=a.get("ExpectedStateKey"),
             comparator=(a.get("Comparator") or "").strip() or "=",
             is_required=_xml_bool(a["IsRequired"], where) if "IsRequired" in a else False,
-            should_match=_xml_bool(a["ShouldMatch"], where) if "ShouldMatch" in a else True)
+            should_match=_xml_bool(a["ShouldMatch"], where) if "ShouldMatch" in a else True,
+        )
     if tag == "LockMismatchValidator":
         return LockMismatch(a.get("ExpectedLock"))
     if tag == "JsonResponseContentValidator":
-        return JsonContent(tuple(_property(child, where) for child in element),
-                           _xml_bool(a["ShouldExist"], where) if "ShouldExist" in a else True)
+        return JsonContent(
+            tuple(_property(child, where) for child in element),
+            _xml_bool(a["ShouldExist"], where) if "ShouldExist" in a else True,
+        )
     if tag == "JsonSchemaValidator":
         if not a.get("Schema"):
             raise DefinitionError(f"{where}: JsonSchemaValidator needs a Schema")
@@ -576,10 +638,17 @@ def _property(element: ET.Element, where: str) -> JsonProperty:
         return _xml_bool(a[attr], f"{where} {attr}") if attr in a else default
 
     return JsonProperty(
-        kind=tag, name=name, is_required=flag("IsRequired", False), expected_value=expected,
-        expected_state_key=a.get("ExpectedStateKey"), ends_with=a.get("EndsWith"),
-        contains_value=a.get("ContainsValue"), should_match=flag("ShouldMatch", True),
-        must_include_access_token=flag("MustIncludeAccessToken", False), ignore_case=flag("IgnoreCase", False))
+        kind=tag,
+        name=name,
+        is_required=flag("IsRequired", False),
+        expected_value=expected,
+        expected_state_key=a.get("ExpectedStateKey"),
+        ends_with=a.get("EndsWith"),
+        contains_value=a.get("ContainsValue"),
+        should_match=flag("ShouldMatch", True),
+        must_include_access_token=flag("MustIncludeAccessToken", False),
+        ignore_case=flag("IgnoreCase", False),
+    )
 
 
 def _frames(element: ET.Element, where: str) -> Frames:
@@ -596,9 +665,13 @@ def _frames(element: ET.Element, where: str) -> Frames:
                 raise DefinitionError(f"{where}: ContentStreamValidator cannot have empty streamId")
             _enum(child.get("ExpectedChunkingScheme"), _SCHEMES, "ExpectedChunkingScheme", where)
             expectation = StreamExpectation(
-                stream_id, child.get("ExpectedChunkingScheme"), child.get("ExpectedContent"),
-                child.get("ExpectedContentResourceId"), child.get("AlreadyExistingContent"),
-                child.get("AlreadyExistingContentResourceId"))
+                stream_id,
+                cast(str, child.get("ExpectedChunkingScheme")),
+                child.get("ExpectedContent"),  # _enum: set
+                child.get("ExpectedContentResourceId"),
+                child.get("AlreadyExistingContent"),
+                child.get("AlreadyExistingContentResourceId"),
+            )
             _check_stream_expectation(expectation, where)
             streams.append(expectation)
         elif tag == "contentpropertyvalidator":
@@ -606,11 +679,20 @@ def _frames(element: ET.Element, where: str) -> Frames:
             if not name or not name.strip():
                 raise DefinitionError(f"{where}: ContentPropertyValidator cannot have empty name")
             returned = child.get("ShouldBeReturned")
-            properties.append(PropertyExpectation(
-                name, child.get("ExpectedValue") or "", child.get("ExpectedRetention") or "",
-                _xml_bool(returned, where) if returned is not None else True))
-    return Frames(schema, _xml_int(count, f"{where} ExpectedHostBlobsCount") if count is not None else None,
-                  tuple(streams), tuple(properties))
+            properties.append(
+                PropertyExpectation(
+                    name,
+                    child.get("ExpectedValue") or "",
+                    child.get("ExpectedRetention") or "",
+                    _xml_bool(returned, where) if returned is not None else True,
+                )
+            )
+    return Frames(
+        schema,
+        _xml_int(count, f"{where} ExpectedHostBlobsCount") if count is not None else None,
+        tuple(streams),
+        tuple(properties),
+    )
 
 
 def _check_stream_expectation(e: StreamExpectation, where: str) -> None:
@@ -619,14 +701,17 @@ def _check_stream_expectation(e: StreamExpectation, where: str) -> None:
     of the scheme name means a differently-cased "zip" is checked by neither rule."""
     if e.scheme == "FullFile" and not (e.expected_content is None and e.existing_content is None):
         if e.expected_content is None or e.existing_content is None:
-            raise DefinitionError(f"{where}: FullFile ContentStreamValidator needs ExpectedContent and "
-                                  "AlreadyExistingContent")
+            raise DefinitionError(
+                f"{where}: FullFile ContentStreamValidator needs ExpectedContent and AlreadyExistingContent"
+            )
         if e.expected_resource_id is not None or e.existing_resource_id is not None:
             raise DefinitionError(f"{where}: FullFile ContentStreamValidator takes no resource ids")
     elif e.scheme == "Zip" and not (e.expected_resource_id is None and e.existing_resource_id is None):
         if e.expected_resource_id is None or e.existing_resource_id is None:
-            raise DefinitionError(f"{where}: Zip ContentStreamValidator needs ExpectedContentResourceId and "
-                                  "AlreadyExistingContentResourceId")
+            raise DefinitionError(
+                f"{where}: Zip ContentStreamValidator needs ExpectedContentResourceId and "
+                "AlreadyExistingContentResourceId"
+            )
         if e.expected_content is not None or e.existing_content is not None:
             raise DefinitionError(f"{where}: Zip ContentStreamValidator takes no text content")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -131,12 +131,12 @@ def url_decode(text: str) -> str:
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if ch == "%" and text[i + 1:i + 2] in ("u", "U") and _is_hex(text[i + 2:i + 6], 4):
+        if ch == "%" and text[i + 1 : i + 2] in ("u", "U") and _is_hex(text[i + 2 : i + 6], 4):
             flush()
-            out.append(chr(int(text[i + 2:i + 6], 16)))
+            out.append(chr(int(text[i + 2 : i + 6], 16)))
             i += 6
-        elif ch == "%" and _is_hex(text[i + 1:i + 3], 2):
-            pending.append(int(text[i + 1:i + 3], 16))
+        elif ch == "%" and _is_hex(text[i + 1 : i + 3], 2):
+            pending.append(int(text[i + 1 : i + 3], 16))
             i += 3
         else:
             flush()
@@ -160,7 +160,7 @@ def query_value(url: str | None, name: str) -> str | None:
         return None
     value_start = start + len(name) + 2
     ends = [i for i in (url.find("&", value_start), url.find("#", value_start)) if i != -1]
-    value = url[value_start:min(ends)] if ends else url[value_start:]
+    value = url[value_start : min(ends)] if ends else url[value_start:]
     return url_decode(value)
 
 
@@ -176,8 +176,8 @@ def replace_query_value(url: str, name: str, value: str | None) -> str:
             break
     if start != -1:
         rest_at = [i for i in (url.find("&", start + len(key) + 2), url.find("#", start + len(key) + 2)) if i != -1]
-        rest = url[min(rest_at):] if rest_at else ""
-        return f"{url[:start + 1]}{key}={encoded}{rest}"
+        rest = url[min(rest_at) :] if rest_at else ""
+        return f"{url[: start + 1]}{key}={encoded}{rest}"
     mark = "&" if "?" in url else "?"
     hash_at = url.find("#")
     if hash_at == -1:
@@ -216,8 +216,7 @@ def append_path(url: str, suffix: str) -> str:
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(.*)$", re.DOTALL)
-_HIERARCHICAL = {"http", "https", "ftp", "ws", "wss", "file", "net.tcp", "net.pipe", "gopher", "nntp", "news",
-                 "ldap"}
+_HIERARCHICAL = {"http", "https", "ftp", "ws", "wss", "file", "net.tcp", "net.pipe", "gopher", "nntp", "news", "ldap"}
 
 
 def is_absolute_uri(value: str) -> bool:
@@ -246,8 +245,8 @@ def is_absolute_uri(value: str) -> bool:
 # ------------------------------------------------------------------------------------ numbers, booleans
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-INT32 = (-2**31, 2**31 - 1)
-INT64 = (-2**63, 2**63 - 1)
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
 UINT32 = (0, 2**32 - 1)
 
 
@@ -337,6 +336,7 @@ def scalar_text(value: Any) -> str | None:
 
 # ---------------------------------------------------------------------------------------- dates
 
+
 def parse_datetime(text: str | None) -> datetime | None:
     """Roughly `DateTime.TryParse`: ISO 8601 (with or without zone), RFC 1123, or None."""
     if not text or not text.strip():
@@ -366,11 +366,12 @@ def datetime_ticks(text: str | None) -> int | None:
     if moment is None:
         return None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return ticks_from_datetime(moment)
 
 
 # -------------------------------------------------------------------------------- relaxed JSON
+
 
 class RelaxedJsonError(ValueError):
     pass
@@ -383,7 +384,7 @@ def relaxed_json(text: str) -> Any:
     value = parser.value()
     parser.space()
     if parser.pos != len(text):
-        raise RelaxedJsonError(f"unexpected text at {parser.pos}: {text[parser.pos:parser.pos + 20]!r}")
+        raise RelaxedJsonError(f"unexpected text at {parser.pos}: {text[parser.pos : parser.pos + 20]!r}")
     return value
 
 
@@ -428,7 +429,7 @@ class _Relaxed:
     def string(self) -> str:
         quote = self.text[self.pos]
         self.pos += 1
-        out = []
+        out: list[str] = []
         while self.pos < len(self.text):
             ch = self.text[self.pos]
             self.pos += 1
@@ -440,7 +441,7 @@ class _Relaxed:
                 esc = self.text[self.pos]
                 self.pos += 1
                 if esc == "u":
-                    out.append(chr(int(self.text[self.pos:self.pos + 4], 16)))
+                    out.append(chr(int(self.text[self.pos : self.pos + 4], 16)))
                     self.pos += 4
                 elif esc in _ESCAPES:
                     out.append(_ESCAPES[esc])

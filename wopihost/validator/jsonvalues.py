@@ -78,23 +78,27 @@ def null_or_empty(value: Any) -> bool:
 
 # ---------------------------------------------------------------------------------------- paths
 
-_STEP = re.compile(r"""
+_STEP = re.compile(
+    r"""
     \.?(?P<name>[^.\[\]]+)                                   # .Name or a leading Name
   | \[\s*(?P<index>-?\d+)\s*\]                               # [3]
   | \[\s*(?P<start>-?\d*)\s*:\s*(?P<end>-?\d*)\s*(?::\s*(?P<step>-?\d*)\s*)?\]   # [1:] [-1:] [::2]
   | \[\s*'(?P<quoted>(?:[^'\\]|\\.)*)'\s*\]                 # ['Name']
   | \[\s*\*\s*\]                                             # [*]
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 
 def _steps(path: str) -> list[tuple]:
-    steps, pos = [], 0
+    steps: list[tuple] = []
+    pos = 0
     if path.startswith("$"):
         pos = 1
     while pos < len(path):
         match = _STEP.match(path, pos)
         if not match or match.end() == pos:
-            raise PathError(f"Unexpected character while parsing path: {path[pos:pos + 10]!r}")
+            raise PathError(f"Unexpected character while parsing path: {path[pos : pos + 10]!r}")
         if match.group("name") is not None:
             steps.append(("name", match.group("name").strip()))
         elif match.group("quoted") is not None:
@@ -102,8 +106,10 @@ def _steps(path: str) -> list[tuple]:
         elif match.group("index") is not None:
             steps.append(("index", int(match.group("index"))))
         elif match.group("start") is not None:
+
             def num(text: str | None) -> int | None:
                 return int(text) if text not in (None, "") else None
+
             steps.append(("slice", num(match.group("start")), num(match.group("end")), num(match.group("step"))))
         else:
             steps.append(("all",))
@@ -128,7 +134,7 @@ def select_token(root: Any, path: str) -> Any:
                 if isinstance(token, list):
                     if step[3] == 0:
                         raise PathError("Step cannot be zero.")
-                    found.extend(token[step[1]:step[2]:step[3]])
+                    found.extend(token[step[1] : step[2] : step[3]])
             elif isinstance(token, list):
                 found.extend(token)
             elif isinstance(token, dict):
@@ -140,6 +146,7 @@ def select_token(root: Any, path: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------- conversions
+
 
 def as_string(value: Any) -> str | None:
     """`Value<string>()`: scalars in their .NET string form, null as None."""

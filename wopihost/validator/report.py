@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, TextIO
+from typing import TextIO
 
 from .runner import FAIL, PASS, SKIP, TestResult
 
@@ -66,14 +67,16 @@ def table(results: list[TestResult]) -> str:
     lines = [f"{'group':<{width}}  {'passed':>6}  {'failed':>6}  {'skipped':>7}"]
     for g in groups:
         lines.append(f"{g.name:<{width}}  {g.passed:>6}  {g.failed:>6}  {g.skipped:>7}")
-    lines.append(f"{'total':<{width}}  {sum(g.passed for g in groups):>6}  {sum(g.failed for g in groups):>6}  "
-                 f"{sum(g.skipped for g in groups):>7}")
+    lines.append(
+        f"{'total':<{width}}  {sum(g.passed for g in groups):>6}  {sum(g.failed for g in groups):>6}  "
+        f"{sum(g.skipped for g in groups):>7}"
+    )
     return "\n".join(lines)
 
 
 def summary(results: list[TestResult]) -> str:
     counts = {status: sum(r.status == status for r in results) for status in (PASS, FAIL, SKIP)}
-    return (f"{len(results)} tests: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped")
+    return f"{len(results)} tests: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped"
 
 
 def write_text(results: list[TestResult], out: TextIO) -> None:
@@ -82,16 +85,45 @@ def write_text(results: list[TestResult], out: TextIO) -> None:
 
 def as_json(results: list[TestResult]) -> dict:
     return {
-        "summary": {"tests": len(results), "passed": sum(r.status == PASS for r in results),
-                    "failed": sum(r.status == FAIL for r in results),
-                    "skipped": sum(r.status == SKIP for r in results)},
-        "groups": [{"name": g.name, "passed": g.passed, "failed": g.failed, "skipped": g.skipped,
-                    "skip_reasons": g.skip_reasons} for g in by_group(results)],
-        "tests": [{"group": r.group, "name": r.name, "status": r.status, "reason": r.reason,
-                   "prerequisite": r.prereq, "errors": r.errors, "seconds": round(r.elapsed, 3),
-                   "requests": [{"name": q.name, "method": q.method, "url": redact(q.url), "status": q.status,
-                                 "errors": q.errors, "cleanup": q.cleanup} for q in r.requests]}
-                  for r in results],
+        "summary": {
+            "tests": len(results),
+            "passed": sum(r.status == PASS for r in results),
+            "failed": sum(r.status == FAIL for r in results),
+            "skipped": sum(r.status == SKIP for r in results),
+        },
+        "groups": [
+            {
+                "name": g.name,
+                "passed": g.passed,
+                "failed": g.failed,
+                "skipped": g.skipped,
+                "skip_reasons": g.skip_reasons,
+            }
+            for g in by_group(results)
+        ],
+        "tests": [
+            {
+                "group": r.group,
+                "name": r.name,
+                "status": r.status,
+                "reason": r.reason,
+                "prerequisite": r.prereq,
+                "errors": r.errors,
+                "seconds": round(r.elapsed, 3),
+                "requests": [
+                    {
+                        "name": q.name,
+                        "method": q.method,
+                        "url": redact(q.url),
+                        "status": q.status,
+                        "errors": q.errors,
+                        "cleanup": q.cleanup,
+                    }
+                    for q in r.requests
+                ],
+            }
+            for r in results
+        ],
     }
 
 
@@ -101,17 +133,29 @@ def write_json(results: list[TestResult], out: TextIO) -> None:
 
 
 def junit(results: list[TestResult]) -> bytes:
-    suites = ET.Element("testsuites", name="WOPI validator", tests=str(len(results)),
-                        failures=str(sum(r.status == FAIL for r in results)),
-                        skipped=str(sum(r.status == SKIP for r in results)))
+    suites = ET.Element(
+        "testsuites",
+        name="WOPI validator",
+        tests=str(len(results)),
+        failures=str(sum(r.status == FAIL for r in results)),
+        skipped=str(sum(r.status == SKIP for r in results)),
+    )
     for group in by_group(results):
         members = [r for r in results if r.group == group.name]
-        suite = ET.SubElement(suites, "testsuite", name=group.name, tests=str(len(members)),
-                              failures=str(group.failed), skipped=str(group.skipped), errors="0",
-                              time=f"{sum(r.elapsed for r in members):.3f}")
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=group.name,
+            tests=str(len(members)),
+            failures=str(group.failed),
+            skipped=str(group.skipped),
+            errors="0",
+            time=f"{sum(r.elapsed for r in members):.3f}",
+        )
         for result in members:
-            case = ET.SubElement(suite, "testcase", classname=group.name, name=result.name,
-                                 time=f"{result.elapsed:.3f}")
+            case = ET.SubElement(
+                suite, "testcase", classname=group.name, name=result.name, time=f"{result.elapsed:.3f}"
+            )
             if result.status == FAIL:
                 failure = ET.SubElement(case, "failure", message=result.reason)
                 failure.text = "\n".join([*result.errors, *details(result)])

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import dotnet
 from .chunks import get_chunked_file_body, put_chunked_file_body
@@ -80,6 +80,7 @@ KINDS = {
 @dataclass(frozen=True)
 class Target:
     """The document under test: its WOPISrc and the access token (with its TTL) issued for it."""
+
     wopi_src: str
     token: str
     token_ttl: int = 0
@@ -93,8 +94,14 @@ def text_expected(request: Request) -> bool:
     return kind.text if kind is not None else True
 
 
-def build(request: Request, target: Target, state: State, resources: Resources, signer: Signer | None = None,
-          user_agent: str | None = None) -> HttpCall:
+def build(
+    request: Request,
+    target: Target,
+    state: State,
+    resources: Resources,
+    signer: Signer | None = None,
+    user_agent: str | None = None,
+) -> HttpCall:
     """The HTTP call for `request`. `signer(token, url, mutator)` makes the proof headers; without one the
     request goes unsigned. RequestError (or StateError) when the call cannot be made."""
     kind = KINDS[request.kind]
@@ -125,6 +132,7 @@ def build(request: Request, target: Target, state: State, resources: Resources, 
     proof_mutator = next((m for m in request.mutators if isinstance(m, ProofKeyMutator)), None)
 
     def sign(final_url: str) -> dict[str, str]:
+        assert signer is not None  # handed out only with one
         if token is None:  # an override URL without an access token: the validator cannot sign it
             raise ValueError("Value cannot be null. (Parameter 'AccessToken')")
         return signer(token, final_url, proof_mutator)
@@ -142,8 +150,10 @@ def _url(request: Request, kind: Kind, target: Target, state: State) -> tuple[st
         return None, target.token
     base = target.wopi_src
     joiner = "?" if "?" not in base else ("" if base.endswith("&") else "&")
-    url = (f"{base}{kind.path}{joiner}access_token={dotnet.url_key_value_encode(target.token) or ''}"
-           f"&access_token_ttl={target.token_ttl}")
+    url = (
+        f"{base}{kind.path}{joiner}access_token={dotnet.url_key_value_encode(target.token) or ''}"
+        f"&access_token_ttl={target.token_ttl}"
+    )
     return dotnet.absolute_uri(url), target.token
 
 
@@ -178,8 +188,10 @@ def _headers(request: Request, state: State, resources: Resources) -> dict[str, 
     if kind == "PutFile":
         return {"X-WOPI-Lock": r.lock} if r.lock else {}
     if kind == "PutRelativeFile":
-        return {"X-WOPI-Size": str(len(resources.content(r.resource_id))),
-                **_target_headers(r.mode, r.name, r.overwrite_relative)}
+        return {
+            "X-WOPI-Size": str(len(resources.content(r.resource_id))),
+            **_target_headers(r.mode, r.name, r.overwrite_relative),
+        }
     if kind == "Lock":
         headers = {"X-WOPI-Lock": _text(r.lock)}
         if r.lock_user_visible is not None:
@@ -201,8 +213,11 @@ def _headers(request: Request, state: State, resources: Resources) -> dict[str, 
     if kind == "RenameContainer":
         return {"X-WOPI-RequestedName": _utf7_name(r.name)}
     if kind == "RenameFile":
-        return {"X-WOPI-RequestedName": _utf7_name(r.name), "X-WOPI-Lock": _text(r.lock),
-                "X-WOPI-CoauthLockId": _text(r.coauth_lock_id)}
+        return {
+            "X-WOPI-RequestedName": _utf7_name(r.name),
+            "X-WOPI-Lock": _text(r.lock),
+            "X-WOPI-CoauthLockId": _text(r.coauth_lock_id),
+        }
     if kind == "GetShareUrl":
         return {"X-WOPI-UrlType": _text(r.url_type)}
     if kind in ("GetCoauthLock", "RefreshCoauthLock"):
@@ -221,9 +236,12 @@ def _headers(request: Request, state: State, resources: Resources) -> dict[str, 
     if kind == "GetCoauthTable":
         return {"X-WOPI-CoauthTableVersion": _coauth_table_version(r, state)}
     if kind == "PutChunkedFile":
-        return {"X-WOPI-SequenceNumber": str(_sequence_number(r, state)),
-                "X-WOPI-Lock": _blank_as_empty(r.lock), "X-WOPI-CoauthLockId": _blank_as_empty(r.coauth_lock_id),
-                "X-WOPI-Editors": _blank_as_empty(r.editors)}
+        return {
+            "X-WOPI-SequenceNumber": str(_sequence_number(r, state)),
+            "X-WOPI-Lock": _blank_as_empty(r.lock),
+            "X-WOPI-CoauthLockId": _blank_as_empty(r.coauth_lock_id),
+            "X-WOPI-Editors": _blank_as_empty(r.editors),
+        }
     return {}
 
 
@@ -264,8 +282,9 @@ def _body(request: Request, resources: Resources) -> bytes | None:
     if kind in ("PutUserInfo", "AddActivities"):
         return (request.request_body or "").encode("utf-8")
     if kind in ("GetCoauthLock", "RefreshCoauthLock") and request.coauth_lock_metadata_as_body is not None:
-        return json.dumps({"CoauthLockMetadata": request.coauth_lock_metadata_as_body}, ensure_ascii=False,
-                          separators=(",", ":")).encode("utf-8")
+        return json.dumps(
+            {"CoauthLockMetadata": request.coauth_lock_metadata_as_body}, ensure_ascii=False, separators=(",", ":")
+        ).encode("utf-8")
     if kind == "GetChunkedFile":
         return get_chunked_file_body(request, resources)
     if kind == "PutChunkedFile":

@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 
@@ -37,12 +37,13 @@ class ResourceError(ValueError):
 @dataclass(frozen=True)
 class Layout:
     """Where the validator's own files are: its TestCases.xml, JSON schemas and embedded resources."""
+
     testcases: Path
     schemas: Path
     core: Path  # the directory manifest names are relative to (src/WopiValidator.Core)
 
     @classmethod
-    def find(cls, testcases: str | Path) -> "Layout":
+    def find(cls, testcases: str | Path) -> Layout:
         """From the path of TestCases.xml: the schemas and resources of the checkout it belongs to
         (`src/WopiValidator.Core/` beside it), or `JsonSchemas/` and `Resources/` right beside it."""
         path = Path(testcases)
@@ -53,8 +54,7 @@ class Layout:
         for core in (path.parent / "src" / "WopiValidator.Core", path.parent):
             if (core / "JsonSchemas").is_dir():
                 return cls(path, core / "JsonSchemas", core)
-        raise ResourceError(f"no JsonSchemas directory next to {path} "
-                            "(expected src/WopiValidator.Core/JsonSchemas)")
+        raise ResourceError(f"no JsonSchemas directory next to {path} (expected src/WopiValidator.Core/JsonSchemas)")
 
 
 class Resources:
@@ -76,13 +76,14 @@ class Resources:
         resource = self._get(resource_id)
         if resource.name == ZERO_BYTE_FILE:
             return b""
-        return f"{resource.id}{resource.file_path or ''}{resource.name or ''}".encode("utf-8")
+        return f"{resource.id}{resource.file_path or ''}{resource.name or ''}".encode()
 
     def _manifest_file(self, name: str) -> Path:
         if self._manifest is None:
             core = self.layout.core
-            self._manifest = {MANIFEST_PREFIX + ".".join(p.relative_to(core).parts): p
-                              for p in core.rglob("*") if p.is_file()}
+            self._manifest = {
+                MANIFEST_PREFIX + ".".join(p.relative_to(core).parts): p for p in core.rglob("*") if p.is_file()
+            }
         path = self._manifest.get(name)
         if path is None:
             raise ResourceError(f"no embedded resource {name} under {self.layout.core}")
@@ -108,7 +109,7 @@ class Resources:
         offsets = [dotnet.try_parse_integer(line) for line in lines]
         if not offsets or None in offsets or offsets[0] != 0:
             return []
-        bounds = [*offsets, len(data)]
+        bounds = [*cast(list[int], offsets), len(data)]  # None ruled out above
         if any(end < start for start, end in zip(bounds, bounds[1:])):
             return []
         return [data[start:end] for start, end in zip(bounds, bounds[1:])]
@@ -176,4 +177,4 @@ class Schemas:
 
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

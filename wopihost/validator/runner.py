@@ -17,13 +17,13 @@ built (state that holds no URL, a body that cannot be made) fails its test inste
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from datetime import UTC, datetime
 
 from .checks import Context, evaluate
 from .chunks import BodyError
-from .definitions import Definitions, DefinitionError, Group, Request, TestCase
+from .definitions import DefinitionError, Definitions, Group, Request, TestCase
 from .requests import OFFICE_NATIVE_CLIENT_USER_AGENT, RequestError, Target, build
 from .resources import ResourceError, Resources, Schemas
 from .signing import ProofSigner
@@ -81,10 +81,19 @@ class Selection:
 
 
 class Runner:
-    def __init__(self, definitions: Definitions, resources: Resources, schemas: Schemas, target: Target,
-                 signer: ProofSigner | None = None, transport: Transport | None = None, category: str = "All",
-                 include_delays: bool = False, sleep: Callable[[float], None] = time.sleep,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+    def __init__(
+        self,
+        definitions: Definitions,
+        resources: Resources,
+        schemas: Schemas,
+        target: Target,
+        signer: ProofSigner | None = None,
+        transport: Transport | None = None,
+        category: str = "All",
+        include_delays: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.definitions, self.resources, self.schemas = definitions, resources, schemas
         self.target, self.signer = target, signer
         self.transport = transport or Transport()
@@ -98,8 +107,7 @@ class Runner:
         prerequisite, or a JSON schema the checks name that does not exist."""
         missing = self.definitions.schema_ids() - self.schemas.ids()
         if missing:
-            raise DefinitionError(f"Schema with ID '{sorted(missing)[0]}' not found in "
-                                  f"{self.schemas.directory}")
+            raise DefinitionError(f"Schema with ID '{sorted(missing)[0]}' not found in {self.schemas.directory}")
         chosen = []
         for candidate in self.definitions.groups:
             prereqs = []
@@ -142,9 +150,17 @@ class Runner:
         for prereq in prereqs:
             outcome = self.run_case(prereq, group.name, agent)
             if outcome.status != PASS:
-                return TestResult(group.name, test.name, SKIP, "Prerequisites failed", outcome.errors,
-                                  outcome.requests, prereq=prereq.name, description=test.description,
-                                  elapsed=outcome.elapsed)
+                return TestResult(
+                    group.name,
+                    test.name,
+                    SKIP,
+                    "Prerequisites failed",
+                    outcome.errors,
+                    outcome.requests,
+                    prereq=prereq.name,
+                    description=test.description,
+                    elapsed=outcome.elapsed,
+                )
         return self.run_case(test, group.name, agent)
 
     def _user_agent(self, test: TestCase) -> str | None:
@@ -172,8 +188,8 @@ class Runner:
                 result.requests.append(record)
                 if record.errors:
                     result.status = FAIL
-                    result.message = (test.fail_message if (test.fail_message or "").strip()
-                                      else f"{request.kind} request failed.")
+                    fail_message = test.fail_message or ""
+                    result.message = fail_message if fail_message.strip() else f"{request.kind} request failed."
                     result.errors = list(record.errors)
                     break
                 state.save(request.state, response)
@@ -199,5 +215,6 @@ class Runner:
             response = exception_response(f"({type(error).__name__}) {error}")
             return response, RequestRecord(request.kind, "", "", response.status)
         response, url, headers = self.transport.send(call)
-        return response, RequestRecord(request.kind, call.method, url, response.status, elapsed=response.elapsed,
-                                       headers=headers)
+        return response, RequestRecord(
+            request.kind, call.method, url, response.status, elapsed=response.elapsed, headers=headers
+        )

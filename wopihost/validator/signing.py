@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -44,7 +44,7 @@ class ProofSigner:
         self.current, self.old, self.directory = current, old, directory
 
     @classmethod
-    def load_or_create(cls, directory: str | Path | None = None) -> "ProofSigner":
+    def load_or_create(cls, directory: str | Path | None = None) -> ProofSigner:
         """The keys in `directory` (the default cache directory if None), made there first if missing.
         discovery.xml is rewritten from the keys whenever it is missing."""
         path = Path(directory) if directory is not None else default_directory()
@@ -72,12 +72,13 @@ class ProofSigner:
   </net-zone>
   <proof-key {current} {old}/>
 </wopi-discovery>
-""".encode("utf-8")
+""".encode()
 
-    def headers(self, token: str, url: str, mutator: ProofKeyMutator | None = None,
-                now: datetime | None = None) -> dict[str, str]:
+    def headers(
+        self, token: str, url: str, mutator: ProofKeyMutator | None = None, now: datetime | None = None
+    ) -> dict[str, str]:
         """X-WOPI-Proof, X-WOPI-ProofOld and X-WOPI-TimeStamp for a request to `url` with `token`."""
-        ticks = ticks_from_datetime(now or datetime.now(timezone.utc))
+        ticks = ticks_from_datetime(now or datetime.now(UTC))
         if mutator is not None and mutator.timestamp is not None:
             ticks = mutator.timestamp
         data = proof_bytes(token, url, ticks)
@@ -104,8 +105,7 @@ def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
             raise ValueError(f"{path} is not an RSA private key")
         return key
     key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     _write_atomically(path, pem, 0o600)
     return key
 
@@ -126,14 +126,21 @@ def _public_key_blob(key: rsa.RSAPublicKey) -> bytes:
     """CryptoAPI PUBLICKEYBLOB, how discovery's `value` carries a key: a little-endian header (PUBLICKEYBLOB,
     version 2, CALG_RSA_KEYX, "RSA1", bit length, exponent) and the modulus, little-endian."""
     numbers = key.public_numbers()
-    return (bytes([0x06, 0x02, 0, 0]) + (0xA400).to_bytes(4, "little") + b"RSA1"
-            + key.key_size.to_bytes(4, "little") + numbers.e.to_bytes(4, "little")
-            + numbers.n.to_bytes(key.key_size // 8, "little"))
+    return (
+        bytes([0x06, 0x02, 0, 0])
+        + (0xA400).to_bytes(4, "little")
+        + b"RSA1"
+        + key.key_size.to_bytes(4, "little")
+        + numbers.e.to_bytes(4, "little")
+        + numbers.n.to_bytes(key.key_size // 8, "little")
+    )
 
 
 def _key_attributes(key: rsa.RSAPublicKey, prefix: str) -> str:
     numbers = key.public_numbers()
     modulus = _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
     exponent = _b64(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
-    return (f"{prefix}value={quoteattr(_b64(_public_key_blob(key)))} {prefix}modulus={quoteattr(modulus)} "
-            f"{prefix}exponent={quoteattr(exponent)}")
+    return (
+        f"{prefix}value={quoteattr(_b64(_public_key_blob(key)))} {prefix}modulus={quoteattr(modulus)} "
+        f"{prefix}exponent={quoteattr(exponent)}"
+    )

@@ -27,7 +27,7 @@ class State(dict):
     """Name -> value (None when the saved source was absent or empty)."""
 
     @classmethod
-    def initial(cls, token: str, wopi_src: str) -> "State":
+    def initial(cls, token: str, wopi_src: str) -> State:
         return cls({ORIGINAL_ACCESS_TOKEN: token, ORIGINAL_WOPI_SRC: wopi_src})
 
     def save(self, entries: tuple[StateEntry, ...], response: Response) -> None:
@@ -46,11 +46,13 @@ class State(dict):
         taken literally; None or "" means no override."""
         if not text:
             return None
-        if text.startswith(STATE_PREFIX) and text[len(STATE_PREFIX):]:
-            name = text[len(STATE_PREFIX):]
+        if text.startswith(STATE_PREFIX) and text[len(STATE_PREFIX) :]:
+            name = text[len(STATE_PREFIX) :]
             if name not in self:
-                raise StateError("OverrideUrl specified in definition but not found in state dictionary. "
-                                 "Did it depend on a request that failed?")
+                raise StateError(
+                    "OverrideUrl specified in definition but not found in state dictionary. "
+                    "Did it depend on a request that failed?"
+                )
             return self[name] or None
         return text
 

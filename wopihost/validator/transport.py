@@ -15,12 +15,12 @@ from __future__ import annotations
 import codecs
 import http.client
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import requests
-from requests.structures import CaseInsensitiveDict
 import urllib3
+from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
 EXCEPTION_STATUS = 306  # HttpStatusCode.Unused
@@ -31,6 +31,7 @@ TIMEOUT = 100.0  # HttpWebRequest's default
 @dataclass
 class HttpCall:
     """A request ready to send. `sign`, given the final URL, returns the proof headers to add."""
+
     method: str
     url: str
     headers: dict[str, str]
@@ -64,11 +65,15 @@ class Response:
 
 
 def decode_text(body: bytes) -> str:
-    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
-                          (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
-                          (codecs.BOM_UTF16_BE, "utf-16-be")):
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32-le"),
+        (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
         if body.startswith(bom):
-            return body[len(bom):].decode(encoding, "replace")
+            return body[len(bom) :].decode(encoding, "replace")
     return body.decode("utf-8", "replace")
 
 
@@ -94,22 +99,37 @@ class Transport:
             prepared = requests.Request(call.method, call.url, headers=headers, data=call.body).prepare()
         except (requests.RequestException, ValueError) as error:
             return exception_response(f"({type(error).__name__}) {error}", "", call.text_expected), call.url, {}
+        assert prepared.url is not None  # prepare() sets it
         if call.sign is not None:
             try:
                 prepared.headers.update(call.sign(prepared.url))
             except ValueError as error:
-                return (exception_response(f"(ProofKeySigningException) {error}", "", call.text_expected),
-                        prepared.url, dict(call.headers))
+                return (
+                    exception_response(f"(ProofKeySigningException) {error}", "", call.text_expected),
+                    prepared.url,
+                    dict(call.headers),
+                )
         sent = {k: v for k, v in prepared.headers.items() if v != SKIP_HEADER}
         start = time.monotonic()
         try:
-            with self.session.send(prepared, allow_redirects=False, stream=True, timeout=self.timeout,
-                                   verify=self.verify_tls) as reply:
+            with self.session.send(
+                prepared, allow_redirects=False, stream=True, timeout=self.timeout, verify=self.verify_tls
+            ) as reply:
                 body = reply.raw.read(decode_content=False)
-                response = Response(reply.status_code, CaseInsensitiveDict(reply.headers), body or b"",
-                                    call.text_expected, time.monotonic() - start, prepared.url)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
-                ValueError) as error:
-            return (exception_response(f"({type(error).__name__}) {error}", "", call.text_expected),
-                    prepared.url, sent)
+                response = Response(
+                    reply.status_code,
+                    CaseInsensitiveDict(reply.headers),
+                    body or b"",
+                    call.text_expected,
+                    time.monotonic() - start,
+                    prepared.url,
+                )
+        except (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            OSError,
+            ValueError,
+        ) as error:
+            return (exception_response(f"({type(error).__name__}) {error}", "", call.text_expected), prepared.url, sent)
         return response, prepared.url, sent

@@ -8,7 +8,7 @@ gets a call whose token was verified for what it acts on.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app, request
 
@@ -71,16 +71,21 @@ _METHODS = ["GET", "POST"]  # anything else a WOPI endpoint answers with 405
 @blueprint.route("/files/<item_id>", methods=_METHODS, defaults={"endpoint": "file"})
 @blueprint.route("/files/<item_id>/contents", methods=_METHODS, defaults={"endpoint": "contents"})
 @blueprint.route("/files/<item_id>/ancestry", methods=_METHODS, defaults={"endpoint": "file/ancestry"})
-@blueprint.route("/files/<item_id>/ecosystem_pointer", methods=_METHODS,
-                 defaults={"endpoint": "file/ecosystem_pointer"})
+@blueprint.route(
+    "/files/<item_id>/ecosystem_pointer", methods=_METHODS, defaults={"endpoint": "file/ecosystem_pointer"}
+)
 @blueprint.route("/containers/<item_id>", methods=_METHODS, defaults={"endpoint": "container"})
 @blueprint.route("/containers/<item_id>/ancestry", methods=_METHODS, defaults={"endpoint": "container/ancestry"})
 @blueprint.route("/containers/<item_id>/children", methods=_METHODS, defaults={"endpoint": "container/children"})
-@blueprint.route("/containers/<item_id>/ecosystem_pointer", methods=_METHODS,
-                 defaults={"endpoint": "container/ecosystem_pointer"})
+@blueprint.route(
+    "/containers/<item_id>/ecosystem_pointer", methods=_METHODS, defaults={"endpoint": "container/ecosystem_pointer"}
+)
 @blueprint.route("/ecosystem", methods=_METHODS, defaults={"endpoint": "ecosystem", "item_id": ""})
-@blueprint.route("/ecosystem/root_container_pointer", methods=_METHODS,
-                 defaults={"endpoint": "ecosystem/root_container_pointer", "item_id": ""})
+@blueprint.route(
+    "/ecosystem/root_container_pointer",
+    methods=_METHODS,
+    defaults={"endpoint": "ecosystem/root_container_pointer", "item_id": ""},
+)
 def dispatch(item_id: str, endpoint: str) -> Response:
     services: Services = current_app.extensions["wopihost"]
     override = None
@@ -91,16 +96,24 @@ def dispatch(item_id: str, endpoint: str) -> Response:
     editors = override == "PUT_CHUNKED_FILE" and bool((request.headers.get("X-WOPI-Editors") or "").strip())
     services.proofs.check(request.environ, request.headers, editors_named=editors)
     family = endpoint.split("/")[0]
+    call: files.Call | containers.ContainerCall
     if family in ("file", "contents"):
         # One read: the token's row, the file and the user (snapshots.py), for whichever handler needs them.
         claim = services.tokens.claim(access_token(), item_id)
         seen = snapshots.read(services.db, claim.jti, item_id)
-        call = files.Call(services, item_id, services.tokens.grant(claim, seen.token_user_id, seen.token_revoked_at),
-                          seen.file, seen.user)
+        call = files.Call(
+            services,
+            item_id,
+            services.tokens.grant(claim, seen.token_user_id, seen.token_revoked_at),
+            seen.file,
+            seen.user,
+        )
     else:
         resource = container(item_id) if family == "container" else ECOSYSTEM
         with services.db.read() as session:
-            call = containers.ContainerCall(services, item_id, services.tokens.verify(session, access_token(), resource))
+            call = containers.ContainerCall(
+                services, item_id, services.tokens.verify(session, access_token(), resource)
+            )
     handler = OPERATIONS.get((request.method, endpoint, override))
     if handler is None:
         raise WopiError(501, f"{override or request.method} is not supported on this endpoint")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import wraps
 
-from flask import jsonify
+from flask import Response, jsonify
 
 from ..clock import iso_round_trip
 from ..containers import Container
@@ -23,6 +23,7 @@ from .requests import header, utf7_header
 @dataclass(frozen=True)
 class ContainerCall:
     """One authenticated WOPI request on one container (`folder_id`), or on the ecosystem ("")."""
+
     services: Services
     folder_id: str
     grant: Grant
@@ -36,7 +37,7 @@ def containers_on(handler):
     """501 while WOPIHOST_CONTAINERS is off: the host then offers the plain file surface only."""
 
     @wraps(handler)
-    def guarded(call) -> WopiResponse:
+    def guarded(call) -> Response:
         if not call.services.settings.containers:
             raise WopiError(501, "containers and the ecosystem are turned off on this host")
         return handler(call)
@@ -69,26 +70,37 @@ def _share_types(grant: Grant) -> list[str]:
 
 # -- containers --------------------------------------------------------------------------------
 
+
 @containers_on
-def check_container_info(call: ContainerCall) -> WopiResponse:
+def check_container_info(call: ContainerCall) -> Response:
     return jsonify(container_info(call.grant, call.services.containers.get(call.folder_id)))
 
 
 @containers_on
-def enumerate_container_ancestors(call: ContainerCall) -> WopiResponse:
+def enumerate_container_ancestors(call: ContainerCall) -> Response:
     return _ancestors(call.services, call.grant, call.services.containers.ancestors(call.folder_id))
 
 
 @containers_on
-def enumerate_children(call: ContainerCall) -> WopiResponse:
+def enumerate_children(call: ContainerCall) -> Response:
     call.require("l", "listing what is")
     services, grant = call.services, call.grant
     folders, files = services.containers.children(call.folder_id, _extension_filter())
-    return jsonify({
-        "ChildContainers": [pointers.child_container(services, grant, folder) for folder in folders],
-        "ChildFiles": [{"Name": f.name, "Url": pointers.child_file(services, grant, f), "Size": f.size,
-                        "Version": str(f.version), "LastModifiedTime": iso_round_trip(f.modified_at)} for f in files],
-    })
+    return jsonify(
+        {
+            "ChildContainers": [pointers.child_container(services, grant, folder) for folder in folders],
+            "ChildFiles": [
+                {
+                    "Name": f.name,
+                    "Url": pointers.child_file(services, grant, f),
+                    "Size": f.size,
+                    "Version": str(f.version),
+                    "LastModifiedTime": iso_round_trip(f.modified_at),
+                }
+                for f in files
+            ],
+        }
+    )
 
 
 def _extension_filter() -> set[str] | None:
@@ -101,13 +113,13 @@ def _extension_filter() -> set[str] | None:
 
 
 @containers_on
-def get_container_ecosystem(call: ContainerCall) -> WopiResponse:
+def get_container_ecosystem(call: ContainerCall) -> Response:
     call.services.containers.get(call.folder_id)  # 404 for a deleted container
     return jsonify(pointers.ecosystem(call.services, call.grant))
 
 
 @containers_on
-def create_child_container(call: ContainerCall) -> WopiResponse:
+def create_child_container(call: ContainerCall) -> Response:
     call.require("c", "creating anything")
     suggested, raw = _one_target()
     try:
@@ -127,34 +139,38 @@ def _one_target() -> tuple[bool, str]:
     suggested, relative = header("X-WOPI-SuggestedTarget"), header("X-WOPI-RelativeTarget")
     if suggested is not None and relative is not None:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
-    if suggested is None and relative is None:
+    if suggested is not None:
+        return True, suggested
+    if relative is None:
         raise bad_request("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required")
-    return suggested is not None, suggested if suggested is not None else relative
+    return False, relative
 
 
 @containers_on
-def create_child_file(call: ContainerCall) -> WopiResponse:
+def create_child_file(call: ContainerCall) -> Response:
     call.require("c", "creating anything")
     services = call.services
     target = target_headers(lambda: "Untitled")
     file = services.containers.create_file(call.folder_id, target, call.grant.user_id)
-    return jsonify({
-        "Name": file.name,
-        "Url": pointers.created_file(services, call.grant, file.id),
-        "HostViewUrl": services.host_page_url("view", file.id, call.grant),
-        "HostEditUrl": services.host_page_url("edit", file.id, call.grant),
-    })
+    return jsonify(
+        {
+            "Name": file.name,
+            "Url": pointers.created_file(services, call.grant, file.id),
+            "HostViewUrl": services.host_page_url("view", file.id, call.grant),
+            "HostEditUrl": services.host_page_url("edit", file.id, call.grant),
+        }
+    )
 
 
 @containers_on
-def delete_container(call: ContainerCall) -> WopiResponse:
+def delete_container(call: ContainerCall) -> Response:
     call.require("m", "deleting")
     call.services.containers.delete(call.folder_id)
     return WopiResponse(status=200)
 
 
 @containers_on
-def rename_container(call: ContainerCall) -> WopiResponse:
+def rename_container(call: ContainerCall) -> Response:
     call.require("m", "renaming")
     requested = utf7_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidContainerNameError")
     if requested is None:
@@ -164,7 +180,7 @@ def rename_container(call: ContainerCall) -> WopiResponse:
 
 
 @containers_on
-def get_container_share_url(call: ContainerCall) -> WopiResponse:
+def get_container_share_url(call: ContainerCall) -> Response:
     url_type = share_url_type(_share_types(call.grant))
     services = call.services
     services.containers.get(call.folder_id)
@@ -174,13 +190,14 @@ def get_container_share_url(call: ContainerCall) -> WopiResponse:
 
 # -- the ecosystem ------------------------------------------------------------------------------
 
+
 @containers_on
-def check_ecosystem(call: ContainerCall) -> WopiResponse:
+def check_ecosystem(call: ContainerCall) -> Response:
     return jsonify({"SupportsContainers": True})
 
 
 @containers_on
-def get_root_container(call: ContainerCall) -> WopiResponse:
+def get_root_container(call: ContainerCall) -> Response:
     """The root of the user's own drive."""
     services = call.services
     root = services.containers.root_of(services.drives.personal(call.grant.user_id).id)
@@ -190,18 +207,19 @@ def get_root_container(call: ContainerCall) -> WopiResponse:
 
 # -- file endpoints that point into the tree ----------------------------------------------------
 
+
 @containers_on
-def enumerate_file_ancestors(call: Call) -> WopiResponse:
+def enumerate_file_ancestors(call: Call) -> Response:
     containers = call.services.containers
     parent = containers.get(call.file().folder_id)
     return _ancestors(call.services, call.grant, [*containers.ancestors(parent.id), parent])
 
 
 @containers_on
-def get_file_ecosystem(call: Call) -> WopiResponse:
+def get_file_ecosystem(call: Call) -> Response:
     call.file()  # 404 for a deleted file
     return jsonify(pointers.ecosystem(call.services, call.grant))
 
 
-def _ancestors(services: Services, grant: Grant, found: list[Container]) -> WopiResponse:
+def _ancestors(services: Services, grant: Grant, found: list[Container]) -> Response:
     return jsonify({"AncestorsWithRootFirst": [pointers.ancestor(services, grant, item) for item in found]})

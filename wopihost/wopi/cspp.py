@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import jsonify, request
+from flask import Response, jsonify, request
 
+from ..body import request_body
 from ..chunked import MAX_MESSAGE_BODY, Framed, read_message
 from ..coauth import COAUTH, EXCLUSIVE, METADATA_LIMIT, TIMEOUT_RANGE, CoauthTable
 from ..cspp.frames import FrameError, parse_json
@@ -13,7 +14,6 @@ from ..errors import WopiError, WopiResponse, bad_request
 from ..locks import parse_lock_id
 from ..models import File
 from ..text import text_problem
-from ..body import request_body
 from .files import Call
 from .requests import header, int_header
 
@@ -22,15 +22,17 @@ _LOCK_TYPES = {COAUTH.lower(): COAUTH, EXCLUSIVE.lower(): EXCLUSIVE}
 
 def cspp_plus(handler):
     """Only while CSPP Plus is switched on (WOPIHOST_CSPP_PLUS); otherwise the operation does not exist."""
+
     @wraps(handler)
-    def guarded(call: Call) -> WopiResponse:
+    def guarded(call: Call) -> Response:
         if not call.services.settings.cspp_plus:
             raise WopiError(501, "CSPP Plus is not enabled on this host")
         return handler(call)
+
     return guarded
 
 
-def _sequenced(file: File, response: WopiResponse | None = None) -> WopiResponse:
+def _sequenced(file: File, response: Response | None = None) -> Response:
     response = response or WopiResponse(status=200)
     response.headers["X-WOPI-SequenceNumber"] = str(file.sequence_number)
     response.headers["X-WOPI-ItemVersion"] = str(file.version)
@@ -52,22 +54,23 @@ def _optional_lock(name: str) -> str | None:
 
 # -- sequence numbers and chunked reads -------------------------------------------
 
+
 @cspp_plus
-def get_sequence_number(call: Call) -> WopiResponse:
+def get_sequence_number(call: Call) -> Response:
     return _sequenced(call.services.chunked.sequence_number(call.file_id))
 
 
 @cspp_plus
-def get_chunked_file(call: Call) -> WopiResponse:
+def get_chunked_file(call: Call) -> Response:
     return _framed(call.services.chunked.get_chunked_file(call.file_id, _message()))
 
 
 @cspp_plus
-def get_chunks(call: Call) -> WopiResponse:
+def get_chunks(call: Call) -> Response:
     return _framed(call.services.chunked.get_chunks(call.file_id, _message()))
 
 
-def _framed(body: Framed) -> WopiResponse:
+def _framed(body: Framed) -> Response:
     """The response streams `body`, and the server closes it (direct passthrough: Werkzeug's own close
     hooks never run for such a body); until the response exists, closing it on failure is ours."""
     try:
@@ -81,8 +84,9 @@ def _framed(body: Framed) -> WopiResponse:
 
 # -- chunked save and upload sessions ---------------------------------------------
 
+
 @cspp_plus
-def put_chunked_file(call: Call) -> WopiResponse:
+def put_chunked_file(call: Call) -> Response:
     call.require_write()
     lock_id, coauth_lock_id = _optional_lock("X-WOPI-Lock"), _optional_lock("X-WOPI-CoauthLockId")
     if lock_id and coauth_lock_id:
@@ -91,13 +95,14 @@ def put_chunked_file(call: Call) -> WopiResponse:
     if sequence_number is None:
         raise bad_request("X-WOPI-SequenceNumber is required")
     # X-WOPI-Editors: the dispatcher has checked the proof (a bad one is 400 here, docs/cspp-plus.md §1.3).
-    file = call.services.chunked.put_chunked_file(call.file_id, request_body(), lock_id, coauth_lock_id,
-                                                  sequence_number)
+    file = call.services.chunked.put_chunked_file(
+        call.file_id, request_body(), lock_id, coauth_lock_id, sequence_number
+    )
     return _sequenced(file)
 
 
 @cspp_plus
-def create_upload_session(call: Call) -> WopiResponse:
+def create_upload_session(call: Call) -> Response:
     call.require_write()
     call.file()  # 404 for a deleted file
     token = call.services.sessions.create(call.file_id, call.grant.user_id)
@@ -105,7 +110,7 @@ def create_upload_session(call: Call) -> WopiResponse:
 
 
 @cspp_plus
-def update_upload_session(call: Call) -> WopiResponse:
+def update_upload_session(call: Call) -> Response:
     call.require_write()
     token = header("X-WOPI-UploadSessionToken")
     if not token:
@@ -128,6 +133,7 @@ def update_upload_session(call: Call) -> WopiResponse:
 
 
 # -- coauth locks -----------------------------------------------------------------
+
 
 def _coauth_lock_id() -> str:
     return parse_lock_id(header("X-WOPI-CoauthLockId"), "X-WOPI-CoauthLockId")
@@ -159,14 +165,14 @@ def _metadata() -> str:
     return value
 
 
-def _table(table: CoauthTable, with_body: bool = True) -> WopiResponse:
+def _table(table: CoauthTable, with_body: bool = True) -> Response:
     response = jsonify({"CoauthTable": table.rows}) if with_body else WopiResponse(status=200)
     response.headers["X-WOPI-CoauthTableVersion"] = table.version
     return response
 
 
 @cspp_plus
-def get_coauth_lock(call: Call) -> WopiResponse:
+def get_coauth_lock(call: Call) -> Response:
     call.require_write()
     lock_id = _coauth_lock_id()
     lock_type = _LOCK_TYPES.get((header("X-WOPI-CoauthLockType") or "").lower())
@@ -174,24 +180,25 @@ def get_coauth_lock(call: Call) -> WopiResponse:
         raise bad_request("X-WOPI-CoauthLockType must be Coauth or CoauthExclusive")
     timeout, metadata = _timeout(), _metadata()
     user = call.services.user(call.grant.user_id)
-    return _table(call.services.coauth.get_lock(call.file_id, lock_id, lock_type, timeout, metadata,
-                                                user.display_name or user.id))
+    return _table(
+        call.services.coauth.get_lock(call.file_id, lock_id, lock_type, timeout, metadata, user.display_name or user.id)
+    )
 
 
 @cspp_plus
-def refresh_coauth_lock(call: Call) -> WopiResponse:
+def refresh_coauth_lock(call: Call) -> Response:
     call.require_write()
     lock_id, timeout, metadata = _coauth_lock_id(), _timeout(), _metadata()
     return _table(call.services.coauth.refresh(call.file_id, lock_id, timeout, metadata or None))
 
 
 @cspp_plus
-def unlock_coauth_lock(call: Call) -> WopiResponse:
+def unlock_coauth_lock(call: Call) -> Response:
     call.require_write()
     return _table(call.services.coauth.unlock(call.file_id, _coauth_lock_id()), with_body=False)
 
 
 @cspp_plus
-def get_coauth_table(call: Call) -> WopiResponse:
+def get_coauth_table(call: Call) -> Response:
     table = call.services.coauth.table(call.file_id)
     return _table(table, with_body=header("X-WOPI-CoauthTableVersion") != table.version)

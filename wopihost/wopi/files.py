@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
-from flask import jsonify, request
+from flask import Response, jsonify, request
 
 from ..activities import MAX_ACTIVITIES
+from ..body import request_body
 from ..clock import iso_round_trip, to_epoch_ms
 from ..errors import WopiError, WopiResponse, bad_request, not_found
 from ..files import Target
@@ -17,11 +19,10 @@ from ..locks import LOCK_TTL_RANGE, LockRequest, parse_lock_id
 from ..models import File
 from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_extension
 from ..services import Services
-from ..streaming import content_response
 from ..shares import READ_ONLY, READ_WRITE
 from ..snapshots import FileView, UserView
+from ..streaming import content_response
 from ..tokens import FILE_URL, Grant
-from ..body import request_body
 from . import pointers
 from .requests import bool_header, check_body_size, header, int_header, json_request, time_header, utf7_header
 
@@ -34,6 +35,7 @@ _EXTENSION_ONLY = re.compile(r"\.[^./\\]+")  # ".pdf": keep the source's name, c
 class Call:
     """One authenticated WOPI request on one file: the file and the user as the request's first read saw them
     (None: the file does not exist), for the operations that only read."""
+
     services: Services
     file_id: str
     grant: Grant
@@ -50,7 +52,7 @@ class Call:
         return self.seen
 
 
-def check_file_info(call: Call) -> WopiResponse:
+def check_file_info(call: Call) -> Response:
     services, grant = call.services, call.grant
     file = call.file()
     user = call.user or services.user(grant.user_id)
@@ -93,29 +95,31 @@ def check_file_info(call: Call) -> WopiResponse:
         info["SHA256"] = file.sha256
     settings = services.settings
     if settings.cspp_plus:  # the CSPP Plus schema requires all of these, the plain one forbids them
-        info.update({
-            "SupportsCoauth": True,
-            "SupportsResumableFileTransfer": True,
-            "SequenceNumber": file.sequence_number,
-            "OfficeCollaborationServiceEndpointUrl": settings.office_collaboration_url,
-            "RealTimeChannelEndpointUrl": settings.real_time_channel_url,
-            "AccessTokenExpiry": to_epoch_ms(grant.expires_at),
-            "ServerTime": to_epoch_ms(services.clock.now()),
-            "SharingStatus": "Private",
-            "FileGeoLocationCode": settings.file_geo_location_code,
-        })
+        info.update(
+            {
+                "SupportsCoauth": True,
+                "SupportsResumableFileTransfer": True,
+                "SequenceNumber": file.sequence_number,
+                "OfficeCollaborationServiceEndpointUrl": settings.office_collaboration_url,
+                "RealTimeChannelEndpointUrl": settings.real_time_channel_url,
+                "AccessTokenExpiry": to_epoch_ms(grant.expires_at),
+                "ServerTime": to_epoch_ms(services.clock.now()),
+                "SharingStatus": "Private",
+                "FileGeoLocationCode": settings.file_geo_location_code,
+            }
+        )
     if user.user_info is not None:  # never null: omit until PutUserInfo stored one
         info["UserInfo"] = user.user_info
     return jsonify(info)
 
 
-def get_file(call: Call) -> WopiResponse:
+def get_file(call: Call) -> Response:
     max_expected = int_header("X-WOPI-MaxExpectedSize", MAX_EXPECTED_SIZE_DEFAULT)
     file, content = call.services.files.open_content(call.file_id, call.file())
     return _content_response(file, content, max_expected)
 
 
-def download(services: Services, ticket: str) -> WopiResponse:
+def download(services: Services, ticket: str) -> Response:
     """CheckFileInfo's FileUrl: the current content for whoever has the URL, until it expires (or the
     token it was made under is revoked)."""
     with services.db.read() as s:
@@ -123,8 +127,8 @@ def download(services: Services, ticket: str) -> WopiResponse:
     return _content_response(*services.files.open_content(file_id))
 
 
-def _content_response(file: File | FileView, content: BinaryIO, max_expected: int | None = None) -> WopiResponse:
-    def versioned(response: WopiResponse) -> None:
+def _content_response(file: File | FileView, content: BinaryIO, max_expected: int | None = None) -> Response:
+    def versioned(response: Response) -> None:
         if max_expected is not None and file.size > max_expected:
             raise WopiError(412, f"the file is {file.size} bytes, more than X-WOPI-MaxExpectedSize")
         response.headers["X-WOPI-ItemVersion"] = str(file.version)
@@ -132,7 +136,7 @@ def _content_response(file: File | FileView, content: BinaryIO, max_expected: in
     return content_response(request, file, content, f"{file.id}.{file.version}", WopiResponse, versioned)
 
 
-def put_file(call: Call) -> WopiResponse:
+def put_file(call: Call) -> Response:
     call.require_write()
     services = call.services
     lock_header = header("X-WOPI-Lock")
@@ -145,7 +149,7 @@ def put_file(call: Call) -> WopiResponse:
     return response
 
 
-def lock(call: Call) -> WopiResponse:
+def lock(call: Call) -> Response:
     call.require_write()
     lock_id = parse_lock_id(header("X-WOPI-Lock"))
     old_lock = header("X-WOPI-OldLock")
@@ -171,37 +175,39 @@ def _lock_request(call: Call) -> LockRequest:
     return how
 
 
-def get_lock(call: Call) -> WopiResponse:
+def get_lock(call: Call) -> Response:
     file, current = call.services.locks.get(call.file_id)
     response = _versioned(file)
     response.headers["X-WOPI-Lock"] = current
     return response
 
 
-def refresh_lock(call: Call) -> WopiResponse:
+def refresh_lock(call: Call) -> Response:
     call.require_write()
     lock_id = parse_lock_id(header("X-WOPI-Lock"))
     return _versioned(call.services.locks.refresh(call.file_id, lock_id, _lock_request(call)))
 
 
-def unlock(call: Call) -> WopiResponse:
+def unlock(call: Call) -> Response:
     call.require_write()
     return _versioned(call.services.locks.unlock(call.file_id, parse_lock_id(header("X-WOPI-Lock"))))
 
 
-def put_relative_file(call: Call) -> WopiResponse:
+def put_relative_file(call: Call) -> Response:
     services, grant = call.services, call.grant
     if not grant.can_write:  # as CheckFileInfo's UserCanNotWriteRelative promised
         raise WopiError(501, "this user may not create files")
     target = target_headers(lambda: split_extension(call.file().name)[0])
     check_body_size(services.settings.max_file_size, int_header("X-WOPI-Size"))
     file = services.files.put_relative(call.file_id, grant.user_id, target, request_body())
-    return jsonify({
-        "Name": file.name,
-        "Url": pointers.sibling_file(services, grant, file.id),
-        "HostViewUrl": services.host_page_url("view", file.id, grant),
-        "HostEditUrl": services.host_page_url("edit", file.id, grant),
-    })
+    return jsonify(
+        {
+            "Name": file.name,
+            "Url": pointers.sibling_file(services, grant, file.id),
+            "HostViewUrl": services.host_page_url("view", file.id, grant),
+            "HostEditUrl": services.host_page_url("edit", file.id, grant),
+        }
+    )
 
 
 def target_headers(base_name: Callable[[], str]) -> Target:
@@ -236,7 +242,7 @@ def _suggested_name(base_name: Callable[[], str]) -> str:
     return sanitize(suggestion)
 
 
-def rename_file(call: Call) -> WopiResponse:
+def rename_file(call: Call) -> Response:
     call.require_write()
     requested = utf7_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
     if requested is None:
@@ -250,13 +256,13 @@ def rename_file(call: Call) -> WopiResponse:
     return jsonify({"Name": split_extension(file.name)[0]})
 
 
-def delete_file(call: Call) -> WopiResponse:
+def delete_file(call: Call) -> Response:
     call.require_write()
     call.services.files.delete(call.file_id)
     return WopiResponse(status=200)
 
 
-def put_user_info(call: Call) -> WopiResponse:
+def put_user_info(call: Call) -> Response:
     call.file()  # 404 for a deleted file
     body = request_body().read(USER_INFO_BYTES + 1)
     try:
@@ -280,12 +286,15 @@ def share_url_type(supported: list[str]) -> str:
     if not url_type:
         raise WopiError(501, "X-WOPI-UrlType is required")
     if url_type not in supported:
-        raise WopiError(501, f"share URLs of type {url_type} are not supported"
-                             + (" for this access token" if url_type in (READ_ONLY, READ_WRITE) else ""))
+        raise WopiError(
+            501,
+            f"share URLs of type {url_type} are not supported"
+            + (" for this access token" if url_type in (READ_ONLY, READ_WRITE) else ""),
+        )
     return url_type
 
 
-def get_share_url(call: Call) -> WopiResponse:
+def get_share_url(call: Call) -> Response:
     url_type = share_url_type(_share_types(call.grant))
     services = call.services
     call.file()  # 404 for a deleted file
@@ -293,7 +302,7 @@ def get_share_url(call: Call) -> WopiResponse:
     return jsonify({"ShareUrl": services.share_url(link.id)})
 
 
-def add_activities(call: Call) -> WopiResponse:
+def add_activities(call: Call) -> Response:
     """AddActivities (docs/wopi.md §3.16): each activity is answered on its own, in the order sent."""
     body = json_request()
     activities = body.get("Activities") if isinstance(body, dict) else None
@@ -302,11 +311,16 @@ def add_activities(call: Call) -> WopiResponse:
     if len(activities) > MAX_ACTIVITIES:
         raise bad_request(f"at most {MAX_ACTIVITIES} activities at once")
     outcomes = call.services.activities.add(call.file_id, call.grant.user_id, activities)
-    return jsonify({"ActivityResponses": [
-        {"Id": o.id, "Status": o.status, **({"Message": o.message} if o.message else {})} for o in outcomes]})
+    return jsonify(
+        {
+            "ActivityResponses": [
+                {"Id": o.id, "Status": o.status, **({"Message": o.message} if o.message else {})} for o in outcomes
+            ]
+        }
+    )
 
 
-def _versioned(file: File | int) -> WopiResponse:
+def _versioned(file: File | int) -> Response:
     """An empty 200 with X-WOPI-ItemVersion: the file's version (or the version itself)."""
     response = WopiResponse(status=200)
     response.headers["X-WOPI-ItemVersion"] = str(file if isinstance(file, int) else file.version)

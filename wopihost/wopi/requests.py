@@ -79,7 +79,6 @@ def check_body_size(limit: int, declared: int | None = None) -> None:
             raise WopiError(413, f"the content is larger than the limit of {limit} bytes")
 
 
-
 def json_request() -> object:
     """A JSON request body (AddActivities): 413 past body.MAX_JSON, 400 if it is not JSON. Clients send it with
     no Content-Type, so none is required."""

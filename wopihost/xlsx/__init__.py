@@ -20,5 +20,6 @@ def __getattr__(name: str):
     which a host that never serves a workbook need not pay."""
     if name in ("Workbook", "open_workbook"):
         from . import workbook
+
         return getattr(workbook, name)
     raise AttributeError(name)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
 MAX_ROW, MAX_COLUMN = 1_048_576, 16_384  # Excel's grid
 _CELL = r"\$?([A-Za-z]{1,3})\$?([0-9]{1,7})"
 _RANGE = re.compile(rf"^{_CELL}(?::{_CELL})?$")
@@ -31,6 +30,7 @@ class Address:
     def text(self, sheet: str) -> str:
         """`Sheet1!A1:B2` (quoted where the name needs it), as Graph's `address` says it."""
         from openpyxl.utils.cell import get_column_letter  # openpyxl is loaded when a workbook is first used
+
         start = f"{get_column_letter(self.first_column)}{self.first_row}"
         end = f"{get_column_letter(self.last_column)}{self.last_row}"
         name = sheet if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", sheet) else "'" + sheet.replace("'", "''") + "'"
@@ -50,14 +50,19 @@ def parse_address(text: str) -> Address:
     if match is None:
         raise ValueError(f"{text[:40]!r} is not a cell or range address such as A1 or B2:C5")
     first_column, first_row = _cell(match.group(1), match.group(2))
-    last_column, last_row = (_cell(match.group(3), match.group(4)) if match.group(3)
-                             else (first_column, first_row))
-    return Address(sheet, min(first_row, last_row), min(first_column, last_column),
-                   max(first_row, last_row), max(first_column, last_column))
+    last_column, last_row = _cell(match.group(3), match.group(4)) if match.group(3) else (first_column, first_row)
+    return Address(
+        sheet,
+        min(first_row, last_row),
+        min(first_column, last_column),
+        max(first_row, last_row),
+        max(first_column, last_column),
+    )
 
 
 def _cell(column: str, row: str) -> tuple[int, int]:
     from openpyxl.utils.cell import column_index_from_string
+
     number = column_index_from_string(column.upper())
     if not 1 <= int(row) <= MAX_ROW or number > MAX_COLUMN:
         raise ValueError(f"{column}{row} is outside the sheet (XFD1048576 is the last cell)")

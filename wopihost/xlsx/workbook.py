@@ -11,7 +11,7 @@ import io
 import uuid
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import ironcalc
 import openpyxl
@@ -34,11 +34,15 @@ def not_found(message: str) -> WorkbookError:
     return WorkbookError(404, "itemNotFound", message)
 
 
-def open_workbook(data: bytes, limit: int) -> "Workbook":
+def open_workbook(data: bytes, limit: int) -> Workbook:
     """The workbook in `data`; WorkbookError (400/413/415) if it is not one this host can open."""
     if len(data) > limit:
-        raise WorkbookError(413, "requestSizeExceeded", f"the workbook is {len(data)} bytes; workbooks of up to "
-                                                        f"{limit} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)")
+        raise WorkbookError(
+            413,
+            "requestSizeExceeded",
+            f"the workbook is {len(data)} bytes; workbooks of up to "
+            f"{limit} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)",
+        )
     if data.startswith(_OLE):
         raise unsupported("this is a legacy .xls (or encrypted) workbook; only .xlsx is supported", 415)
     try:
@@ -107,8 +111,9 @@ class Workbook:
         if not name or len(name) > 31 or any(ch in name for ch in "[]:*?/\\") or name.startswith("'"):
             raise bad_request("a worksheet name is 1 to 31 characters, none of [ ] : * ? / \\")
         if name.casefold() in (existing.casefold() for existing in self.book.sheetnames):
-            raise WorkbookError(409, "conflict", f"the workbook already has a worksheet named {name}",
-                                "itemAlreadyExists")
+            raise WorkbookError(
+                409, "conflict", f"the workbook already has a worksheet named {name}", "itemAlreadyExists"
+            )
         self.book.create_sheet(name)
         self.model.add_sheet(name)
         return self.worksheet(name)
@@ -123,21 +128,28 @@ class Workbook:
         """The smallest range holding every cell with a value (and, unless `values_only`, any formatting);
         A1 for an empty sheet."""
         sheet = self.worksheet(sheet_key)
-        cells = [(row, column) for (row, column), cell in self.book[sheet.name]._cells.items()
-                 if cell.value is not None or (not values_only and cell.has_style)]
+        cells = [
+            (row, column)
+            for (row, column), cell in self.book[sheet.name]._cells.items()
+            if cell.value is not None or (not values_only and cell.has_style)
+        ]
         if not cells:
             return self._read(sheet, Address(sheet.name, 1, 1, 1, 1))
         rows, columns = [row for row, _ in cells], [column for _, column in cells]
         return self._read(sheet, Address(sheet.name, min(rows), min(columns), max(rows), max(columns)))
 
-    def patch(self, sheet_key: str, address: str, values: Any = None, formulas: Any = None,
-              number_format: Any = None) -> dict:
+    def patch(
+        self, sheet_key: str, address: str, values: Any = None, formulas: Any = None, number_format: Any = None
+    ) -> dict:
         """Graph's range PATCH: each of `values`, `formulas`, `numberFormat` a 2-D array of the range's shape,
         where null leaves a cell as it is and "" empties it; a value that starts with "=" is a formula."""
         sheet = self.worksheet(sheet_key)
         where = self._address(sheet, address)
-        grids = [(name, grid) for name, grid in (("values", values), ("formulas", formulas),
-                                                  ("numberFormat", number_format)) if grid is not None]
+        grids = [
+            (name, grid)
+            for name, grid in (("values", values), ("formulas", formulas), ("numberFormat", number_format))
+            if grid is not None
+        ]
         if not grids:
             raise bad_request("give values, formulas or numberFormat")
         for name, grid in grids:
@@ -161,8 +173,11 @@ class Workbook:
         for name, grid in grids:  # IronCalc takes any text as a formula and calculates #ERROR! for nonsense
             for r, row in enumerate(grid):
                 for c, value in enumerate(row):
-                    if (isinstance(value, str) and value.startswith("=") and self.model.get_cell_value(
-                            index, where.first_row + r, where.first_column + c) == "#ERROR!"):
+                    if (
+                        isinstance(value, str)
+                        and value.startswith("=")
+                        and self.model.get_cell_value(index, where.first_row + r, where.first_column + c) == "#ERROR!"
+                    ):
                         raise bad_request(f"the formula {value[:60]!r} cannot be parsed")
         return self._read(sheet, where)
 
@@ -170,6 +185,7 @@ class Workbook:
         """The workbook as .xlsx. Formulas are kept and marked for recalculation when the file is opened
         (openpyxl writes no calculated values); this host reads them calculated anyway."""
         from openpyxl.workbook.properties import CalcProperties
+
         self.book.calculation = self.book.calculation or CalcProperties()
         self.book.calculation.fullCalcOnLoad = True
         out = io.BytesIO()
@@ -179,8 +195,12 @@ class Workbook:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _sheet(self, index: int, sheet) -> Sheet:
-        return Sheet("{" + str(uuid.uuid5(_SHEET_IDS, sheet.title)).upper() + "}", sheet.title, index,
-                     {"visible": "Visible", "hidden": "Hidden", "veryHidden": "VeryHidden"}[sheet.sheet_state])
+        return Sheet(
+            "{" + str(uuid.uuid5(_SHEET_IDS, sheet.title)).upper() + "}",
+            sheet.title,
+            index,
+            {"visible": "Visible", "hidden": "Hidden", "veryHidden": "VeryHidden"}[sheet.sheet_state],
+        )
 
     @staticmethod
     def _address(sheet: Sheet, text: str) -> Address:
@@ -197,16 +217,22 @@ class Workbook:
     def _read(self, sheet: Sheet, where: Address) -> dict:
         """Graph's workbookRange of `where`: calculated values, formulas, text, value types, formats."""
         model, index, cells = self.model, sheet.position, self.book[sheet.name]._cells
-        values, formulas, texts, types, formats = [], [], [], [], []
+        values: list[list] = []
+        formulas: list[list] = []
+        texts: list[list] = []
+        types: list[list] = []
+        formats: list[list] = []
         for row in range(where.first_row, where.last_row + 1):
             value_row, formula_row, text_row, type_row, format_row = [], [], [], [], []
             for column in range(where.first_column, where.last_column + 1):
+                value: Any  # a str, float or bool, as the cell's type says
                 if model.is_empty_cell(index, row, column):  # its CellType would say Number
                     value, kind, text = "", "Empty", ""
                 else:
                     value = model.get_cell_value(index, row, column)
-                    kind = _TYPES.get(int(model.get_cell_type(index, row, column)), "String")
-                    if kind == "Double" and float(value).is_integer() and abs(value) < 2 ** 53:
+                    # a native enum that int() takes, though its stub declares a plain Enum
+                    kind = _TYPES.get(int(model.get_cell_type(index, row, column)), "String")  # type: ignore[call-overload]
+                    if kind == "Double" and float(value).is_integer() and abs(value) < 2**53:
                         value = int(value)
                     text = model.get_formatted_cell_value(index, row, column)
                 formula = model.get_cell_formula(index, row, column)
@@ -216,14 +242,28 @@ class Workbook:
                 text_row.append(text)
                 type_row.append(kind)
                 format_row.append(cell.number_format if cell is not None else "General")
-            for grid, line in ((values, value_row), (formulas, formula_row), (texts, text_row),
-                               (types, type_row), (formats, format_row)):
+            for grid, line in (
+                (values, value_row),
+                (formulas, formula_row),
+                (texts, text_row),
+                (types, type_row),
+                (formats, format_row),
+            ):
                 grid.append(line)
-        return {"address": where.text(sheet.name), "addressLocal": where.text(sheet.name),
-                "rowIndex": where.first_row - 1, "columnIndex": where.first_column - 1,
-                "rowCount": where.rows, "columnCount": where.columns, "cellCount": where.rows * where.columns,
-                "values": values, "formulas": formulas, "text": texts, "valueTypes": types,
-                "numberFormat": formats}
+        return {
+            "address": where.text(sheet.name),
+            "addressLocal": where.text(sheet.name),
+            "rowIndex": where.first_row - 1,
+            "columnIndex": where.first_column - 1,
+            "rowCount": where.rows,
+            "columnCount": where.columns,
+            "cellCount": where.rows * where.columns,
+            "values": values,
+            "formulas": formulas,
+            "text": texts,
+            "valueTypes": types,
+            "numberFormat": formats,
+        }
 
     def _format(self, index: int, cell) -> None:
         """The cell's number format, in the model too: `text` is the value as that format shows it."""
@@ -242,7 +282,9 @@ class Workbook:
             model.clear_cell_contents(index, row, column)
         elif isinstance(value, ArrayFormula):
             ref = parse_address(value.ref)
-            model.set_user_array_formula(index, ref.first_row, ref.first_column, ref.columns, ref.rows, value.text)
+            model.set_user_array_formula(
+                index, ref.first_row, ref.first_column, ref.columns, ref.rows, cast(str, value.text)
+            )  # a loaded array formula has its text
         elif cell.data_type == "f":
             model.update_cell_with_formula(index, row, column, value)
         elif isinstance(value, bool):
@@ -260,8 +302,11 @@ class Workbook:
 
 
 def _check_shape(name: str, grid: Any, where: Address) -> None:
-    if (not isinstance(grid, list) or len(grid) != where.rows
-            or any(not isinstance(row, list) or len(row) != where.columns for row in grid)):
+    if (
+        not isinstance(grid, list)
+        or len(grid) != where.rows
+        or any(not isinstance(row, list) or len(row) != where.columns for row in grid)
+    ):
         raise bad_request(f"{name} must be a {where.rows} x {where.columns} array, the shape of the range")
 
 
