@@ -74,18 +74,22 @@ class LocalServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        server = cls(f"http://127.0.0.1:{port}", port, env, process, log, data_dir)
+        return cls(f"http://127.0.0.1:{port}", port, env, process, log, data_dir).ready(workers, timeout)
+
+    def ready(self, workers: int, timeout: float = 30, probe: str = "/wopi/files/none") -> LocalServer:
+        """This server once it answers GET `probe` and has `workers` workers; killed, with its log in the error,
+        if it does not within `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process.poll() is None:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                requests.get(f"{server.base}/wopi/files/none", timeout=1)
-                if len(server.workers()) >= workers:
-                    return server
+                requests.get(f"{self.base}{probe}", timeout=1)
+                if len(self.workers()) >= workers:
+                    return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        process.kill()
-        raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')}")
+        self.process.kill()
+        raise RuntimeError(f"the server did not start:\n{self.log.read_text(errors='replace')}")
 
     def stop(self) -> None:
         self.process.terminate()

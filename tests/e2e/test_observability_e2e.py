@@ -146,18 +146,7 @@ def deployed(tmp_path: Path, database: str, extra_env: dict) -> LocalServer:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = LocalServer(f"http://127.0.0.1:{port}", port, env, process, log, data_dir)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            requests.get(f"{server.base}/healthz", timeout=1)
-            if len(server.workers()) >= 2:
-                return server
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')}")
+    return LocalServer(f"http://127.0.0.1:{port}", port, env, process, log, data_dir).ready(2, probe="/healthz")
 
 
 def raw(server: LocalServer, head: str) -> None:
