@@ -134,6 +134,42 @@ def test_a_freed_thread_accepts_a_waiting_connection_at_once(worker):
         client.close()
 
 
+def test_a_waiting_connection_takes_turns_with_kept_alive_requests(worker):
+    """Under steady load a kept-alive request is always ready. Queued in the pool as they came, such requests
+    kept every thread busy, and a new client, accepted only when a thread is free, waited in the backlog for
+    seconds (p99 of 1-3 s at 32 connections). Parked instead, they take turns with it."""
+    clients = [connect(worker) for _ in range(3)]
+    for client in clients[:2]:
+        client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 2)
+    clients[2].sendall(REQUEST)  # its head comes while every thread is busy: parked, not queued
+    turn(worker, lambda: len(worker.parked) == 1)
+    assert worker.busy == 2
+    waiting = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)  # in the listen backlog
+    waiting.sendall(REQUEST)
+    worker.wait_for_and_dispatch_events(0.05)
+    assert worker.nr_conns == 3  # no thread is free: not accepted
+    after_each_finish = []
+    finish = worker.finish_request
+
+    def recording(conn, fs):
+        finish(conn, fs)
+        after_each_finish.append((worker.nr_conns, len(worker.parked)))
+
+    worker.finish_request = recording
+    worker.wsgi.release.set()
+    turn(worker, lambda: after_each_finish)
+    # The first thread freed accepted the waiting connection (whose head the loop then reads) and, free still,
+    # took the parked request.
+    assert after_each_finish[0] == (4, 0)
+    everyone = (*clients, waiting)
+    turn(worker, lambda: len(select.select(everyone, [], [], 0)[0]) == len(everyone))
+    assert worker.busy <= 2 and not worker.parked
+    for client in everyone:
+        assert answers(client, 1).startswith(b"HTTP/1.1 200")
+        client.close()
+
+
 def test_a_partial_head_pipelined_behind_a_request_is_read_by_the_loop(worker):
     client = connect(worker)
     worker.wsgi.release.set()

@@ -25,6 +25,7 @@ import importlib
 import logging
 import socket
 import time
+from collections import deque
 from functools import partial
 from selectors import EVENT_READ
 
@@ -125,7 +126,13 @@ class Worker(ThreadWorker):
         self.header_timeout = settings.header_timeout
         IdleTimeoutSocket.idle_timeout = settings.idle_timeout
         self.heads: dict[Connection, float] = {}  # connections whose head the event loop is reading -> deadline
-        self.busy = 0  # requests given to the thread pool and not yet finished
+        self.busy = 0  # requests given to the thread pool and not yet finished; never more than its threads
+        # Requests whose head has come while every thread was busy, in order. A freed thread takes turns between
+        # these and a connection waiting to be accepted (`_new_turn`): queued in the pool instead, they would
+        # keep every thread busy under steady load, and the listener, enabled only while a thread is free,
+        # would leave new clients in the backlog for seconds.
+        self.parked: deque[Connection] = deque()
+        self._new_turn = True
         # gunicorn's settings, read once: each read of self.cfg costs a lookup through its settings table
         self._threads, self._ssl = self.cfg.threads, self.cfg.is_ssl
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
@@ -142,15 +149,16 @@ class Worker(ThreadWorker):
         # gunicorn's loop only reconsiders accepting when its connection count crosses the limit.
         self.set_accept_enabled(self.nr_conns < self.worker_connections)
 
-    def accept(self, listener) -> None:
+    def accept(self, listener) -> bool:  # type: ignore[override]  # also says whether it took a connection
         try:
             client, address = listener.accept()
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return False
         self.nr_conns += 1
         self.enqueue_req(Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname()))
+        return True
 
     def on_client_socket_readable(self, conn: Connection, client) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         """A kept-alive connection has its next request coming. Its head is read now, while the socket is
@@ -181,6 +189,12 @@ class Worker(ThreadWorker):
                     self.poller.register(conn.sock, EVENT_READ, partial(self._on_head_data, conn))
                     return
             conn.data_ready = True  # gunicorn must not wait for data: what it needs is in conn.head
+        if self.busy >= self._threads:
+            self.parked.append(conn)  # its head is read (or, TLS and h2c, waiting in the socket)
+            return
+        self._start(conn)
+
+    def _start(self, conn: Connection) -> None:
         self.busy += 1
         super().enqueue_req(conn)
         self._threads_changed()
@@ -222,12 +236,23 @@ class Worker(ThreadWorker):
         self.busy -= 1
         super().finish_request(conn, fs)
         self._threads_changed()
-        if self.alive and self.busy < self._threads and self.nr_conns < self.worker_connections:
-            # A thread is free: a connection waiting to be accepted comes before the kept-alive ones. Left to
-            # the loop, the listener is enabled only while a thread is free, and under steady load the
-            # kept-alive requests of the same turn of the loop take it first: a new client waited seconds.
-            for listener in self.sockets:
-                self.accept(listener)  # nothing waiting: EAGAIN, ignored
+        self._next()
+
+    def _next(self) -> None:
+        """Give each free thread the next request: a connection waiting to be accepted and a parked request take
+        turns, so that neither kind starves the other. Parked requests are served while the worker stops too
+        (gunicorn answers them with Connection: close); new connections are not taken then."""
+        while self.busy < self._threads:
+            if self.parked and not self._new_turn:
+                self._new_turn = True
+                self._start(self.parked.popleft())
+                continue
+            self._new_turn = False
+            if self.alive and self.nr_conns < self.worker_connections:
+                if any(self.accept(listener) for listener in self.sockets):
+                    continue
+            if not self.parked:
+                return
 
     def handle_request(self, req, conn: Connection):  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         if isinstance(conn.sock, IdleTimeoutSocket):  # (not a TLS socket, which gunicorn wraps around it)
