@@ -66,11 +66,12 @@ def _proof_mode(text: str) -> str:
     return text.strip().lower()
 
 
-_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# a language tag as WOPI clients take it for UI_LLCC / DC_LLCC (en-US, de, zh-Hant-TW)
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 def _language_tag(text: str) -> str:
-    if not _LANGUAGE_TAG.match(text.strip()):
+    if not LANGUAGE_TAG.match(text.strip()):
         raise ValueError(f"not a language tag such as en-US: {text!r}")
     return text.strip()
 

@@ -9,7 +9,6 @@ the token never appears in a URL. It answers the client's PostMessage only from 
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from datetime import timedelta
 from urllib.parse import quote, urlsplit
@@ -17,6 +16,7 @@ from urllib.parse import quote, urlsplit
 from flask import Blueprint, Response, current_app, jsonify, render_template_string, request
 
 from .clock import to_epoch_ms
+from .config import LANGUAGE_TAG
 from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc
 from .errors import WopiError
 from .faults import InsufficientStorage, Unavailable
@@ -29,8 +29,6 @@ from .tokens import API
 log = logging.getLogger("wopihost.hostpage")
 blueprint = Blueprint("hostpage", __name__, url_prefix=PATH)
 
-# A language tag as the client's UI_LLCC / DC_LLCC placeholders take it (en-US, de, zh-Hant-TW)
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 _PAGE = """<!doctype html>
 <html>
@@ -251,7 +249,7 @@ def _placeholders(services: Services, session_id: str) -> dict[str, str]:
     """The values this host gives the action URL's placeholders; the others are left out (docs/wopi.md §6.1)."""
     language = services.settings.ui_language
     for tag in request.accept_languages.values():
-        if _LANGUAGE.match(tag):
+        if LANGUAGE_TAG.match(tag):
             language = tag
             break
     return {"UI_LLCC": language, "DC_LLCC": language, "HOST_SESSION_ID": session_id}
