@@ -17,6 +17,7 @@ from wopihost import names
 from wopihost.clock import iso_round_trip, parse_iso
 from wopihost.config import ConfigError, Settings, load_or_create_secret, parse_duration, parse_size
 from wopihost.models import metadata
+from wopihost.tokens import bearer
 
 # -- names ----------------------------------------------------------------------------
 
@@ -195,3 +196,20 @@ def test_a_serving_worker_does_not_load_what_it_may_never_need():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "header, token",
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("BEARER abc", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("Bearer  ", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_bearer_token_of_an_authorization_header(header, token):
+    assert bearer(header) == token

@@ -24,7 +24,7 @@ from .ids import new_id
 from .launches import INVALID, PATH
 from .names import split_extension
 from .services import Services
-from .tokens import API
+from .tokens import API, bearer
 
 log = logging.getLogger("wopihost.hostpage")
 blueprint = Blueprint("hostpage", __name__, url_prefix=PATH)
@@ -169,9 +169,8 @@ def page(action: str, ticket: str) -> Response:
 def create_link() -> Response:
     """The launch API: `Authorization: Bearer <API token>`, JSON `{"fileId": ..., "action": "view"}`."""
     services = _services()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     with services.db.read() as s:
-        grant = services.tokens.verify(s, token.strip() if scheme.lower() == "bearer" else None, API)
+        grant = services.tokens.verify(s, bearer(request.headers.get("Authorization")), API)
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("fileId"), str):
         raise WopiError(400, 'the body must be JSON: {"fileId": "...", "action": "view" | "edit" | "editnew"}')

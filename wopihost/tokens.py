@@ -56,6 +56,12 @@ _TICKET_NOUNS = {GRAPH_DOWNLOAD: "download URL", FILE_URL: "download URL", LAUNC
 _FILE_RIGHTS = ("r", "w")
 
 
+def bearer(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme in any case), None without one."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def container(folder_id: str) -> str:
     """The resource of a token for the container (folder) `folder_id`."""
     return "c-" + folder_id

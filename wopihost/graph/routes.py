@@ -22,7 +22,7 @@ from ..services import Services
 from ..shares import link_id_of
 from ..streaming import content_response
 from ..text import text_problem
-from ..tokens import API, Grant
+from ..tokens import API, Grant, bearer
 from ..tree import Item
 from ..uploads import Target, redirected
 from . import shapes
@@ -117,11 +117,11 @@ def _shared(services: Services, grant: Grant, rest: str) -> Response:
 
 
 def _authenticate(services: Services) -> Grant:
-    scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer(request.headers.get("Authorization"))
+    if token is None:
         raise GraphError(401, "unauthenticated", "an Authorization: Bearer API token is required")
     with services.db.read() as s:
-        return services.tokens.verify(s, token.strip(), API)
+        return services.tokens.verify(s, token, API)
 
 
 def _drive(services: Services, s, grant: Grant, ref: DriveRef) -> Drive:
