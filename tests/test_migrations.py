@@ -189,19 +189,21 @@ def test_the_server_refuses_an_older_database_until_it_is_upgraded(fresh, env):
     assert CliRunner().invoke(main, ["files", "list"], env=env).stdout == "no files\n"
 
 
-def test_gunicorn_with_the_deployed_configuration_refuses_an_older_or_newer_database(fresh, env, tmp_path):
-    def deployed() -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), "wopihost.app:create_app()"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, **env, "WOPIHOST_BIND": f"127.0.0.1:{free_port()}", "WEB_CONCURRENCY": "1"},
-        )
+def deployed(env: dict) -> subprocess.CompletedProcess:
+    """gunicorn started as docs/deploy.md starts it, with `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), "wopihost.app:create_app()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env, "WOPIHOST_BIND": f"127.0.0.1:{free_port()}", "WEB_CONCURRENCY": "1"},
+    )
 
+
+def test_gunicorn_with_the_deployed_configuration_refuses_an_older_or_newer_database(fresh, env, tmp_path):
     db.upgrade(fresh)
     command.downgrade(db.alembic_config(fresh), PREVIOUS)
-    result = deployed()
+    result = deployed(env)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert (
         f"Error: the database is at migration {PREVIOUS}, this wopihost needs {HEAD}: run `wopihost db "
@@ -209,8 +211,23 @@ def test_gunicorn_with_the_deployed_configuration_refuses_an_older_or_newer_data
     )
     db.upgrade(fresh)
     set_version(fresh, NEWER)
-    result = deployed()
+    result = deployed(env)
     assert result.returncode == 1 and "this database was migrated by a newer wopihost" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("postgres://wopi@127.0.0.1/wopihost", "Error: WOPIHOST_DATABASE_URL: postgres:// is not a scheme"),
+        ("postgresql+psycopg://postgres@127.0.0.1:1/test", "Error: cannot use the database postgresql+psycopg://"),
+    ],
+)
+def test_gunicorn_with_the_deployed_configuration_says_in_one_line_why_a_database_cannot_be_used(
+    tmp_path, url, message
+):
+    result = deployed({"WOPIHOST_DATA_DIR": str(tmp_path / "data"), "WOPIHOST_DATABASE_URL": url})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr
 
 
 def test_the_server_refuses_a_database_a_newer_wopihost_migrated(fresh, env):

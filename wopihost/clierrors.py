@@ -3,12 +3,14 @@
 Every command of the group runs through `Command.invoke`, which turns the known failures (a database that
 is unreachable, unmigrated or named by an unusable URL, a data directory that cannot be written, an id that
 does not exist, a refused value) into a click error: one line on stderr and exit status 1. Anything else is
-a bug and keeps its traceback.
+a bug and keeps its traceback. gunicorn's master, started without the command, refuses a database it cannot
+use with the same lines (`explain`, from wopihost/server.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -35,7 +37,8 @@ class Command(click.Command):
         except click.ClickException:
             raise
         except Exception as exc:
-            message = explain(exc, ctx)
+            named = [str(ctx.params[p]) for p in ID_PARAMS if ctx.params.get(p)]
+            message = explain(exc, ctx.meta.get(SETTINGS_KEY), named)
             if message is None:
                 raise
             raise click.ClickException(message) from None
@@ -70,11 +73,10 @@ def database_url_problem(url: str) -> str | None:
     return f"{name}: wopihost runs on SQLite (sqlite:///path) or PostgreSQL ({PG_EXAMPLE}), not {backend}"
 
 
-def explain(exc: Exception, ctx: click.Context) -> str | None:
-    """One line saying what is wrong, for the failures an admin can act on; None for anything else."""
-    settings: Settings | None = ctx.meta.get(SETTINGS_KEY)
+def explain(exc: Exception, settings: Settings | None = None, named: Sequence[str] = ()) -> str | None:
+    """One line saying what is wrong, for the failures an admin can act on; None for anything else. `named`:
+    the ids the command was given, the first of which a "not found" names."""
     if isinstance(exc, WopiError):
-        named = [str(ctx.params[p]) for p in ID_PARAMS if ctx.params.get(p)]
         return f"{exc.reason}: {named[0]}" if exc.status == 404 and named else exc.reason
     if isinstance(exc, (BackupError, ConfigError, InvalidName, TooLarge, SchemaMismatch)):
         return str(exc)

@@ -52,26 +52,34 @@ def _worker_exited(server, worker) -> None:
 
 
 def _check_database(server) -> None:
-    """gunicorn's on_starting hook: the master refuses to start on a database this code cannot use (older or
-    newer, unreachable), once, with the message `wopihost` commands give, before any worker is forked.
-    `wopihost serve` has checked already; this is for gunicorn started with deploy/gunicorn.conf.py."""
+    """gunicorn's on_starting hook: the master refuses to start on a database this code cannot use (named by an
+    unusable URL, unreachable, older or newer), once, before any worker is forked, with the line the `wopihost`
+    command would give. `wopihost serve` has checked already; this is for gunicorn started with
+    deploy/gunicorn.conf.py."""
     import sqlalchemy as sa
 
     from . import db
-    from .config import ConfigError, Settings
+    from .clierrors import database_url_problem, explain
+    from .config import Settings
 
+    settings = None
     try:
         settings = Settings.from_env()
+        problem = database_url_problem(settings.database_url)
+        if problem:
+            raise RuntimeError(problem)
         engine = sa.create_engine(settings.database_url)
         try:
             db.require_current_schema(engine, settings.database_url)
         finally:
             engine.dispose()
-    except (ConfigError, db.SchemaMismatch) as exc:
-        raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
-    except sa.exc.DBAPIError as exc:
-        first_line = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise RuntimeError(f"cannot reach the database: {first_line}") from None
+    except RuntimeError:
+        raise  # gunicorn prints "Error: <message>" and exits 1
+    except Exception as exc:
+        message = explain(exc, settings)
+        if message is None:
+            raise
+        raise RuntimeError(message) from None
 
 
 def _server_stopped(server) -> None:
