@@ -1,0 +1,32 @@
+"""What a recording (wopihost/recording/) writes and a replay (wopihost/replay/) reads: HTTP Archive 1.2 files
+of one client session each, with every secret replaced by a placeholder `{{kind:N}}` (docs/testing.md).
+
+N counts from 1 per kind, in order of first appearance across the whole recording, so one value is one
+placeholder in every file of a recording; a replay learns what each stands for from the answers of the host it
+replays against, or from its command line.
+"""
+
+from __future__ import annotations
+
+import re
+
+HAR_VERSION = "1.2"
+# The kinds of secret a recording replaces, in the order docs/testing.md lists them.
+KINDS = (
+    "access_token",  # WOPI access_token query parameters, wherever a URL holds one
+    "api_token",  # Authorization: Bearer
+    "proof",  # X-WOPI-Proof, X-WOPI-ProofOld
+    "session_token",  # CSPP Plus upload session tokens
+    "upload_session",  # the path segment after /uploadSessions/ (Graph upload URLs)
+    "download",  # the path segment after /download/ or /downloads/ (FileUrl, Graph download URLs)
+    "share",  # the path segment after /s/ or /shares/
+    "launch",  # the ticket of a host page launch link
+    "token",  # anything else of a token's shape
+)
+PLACEHOLDER = re.compile(r"\{\{(?P<kind>[a-z_]+):(?P<n>\d+)\}\}")
+
+
+def placeholder(kind: str, n: int) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"not a kind of secret: {kind!r}")
+    return f"{{{{{kind}:{n}}}}}"
