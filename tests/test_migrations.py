@@ -253,3 +253,34 @@ def test_doctor_names_a_database_a_newer_wopihost_migrated(fresh, env):
         "what": f"database at migration {NEWER}, which this version (at {HEAD}) does not know",
         "fix": "run the newer wopihost that migrated it",
     }
+
+
+def test_the_code_names_its_newest_migration():
+    # db.SCHEMA_HEAD lets a server starting on a current database skip alembic: it must be alembic's head.
+    assert db.SCHEMA_HEAD == HEAD
+
+
+def test_a_server_starting_on_a_current_database_does_not_import_alembic(fresh, env):
+    """gunicorn's master keeps what it imported for the life of the server, and so does every worker forked
+    from it: the start-up check reads the revision itself when it is the head."""
+    db.upgrade(fresh)
+    check = (
+        "import sys\n"
+        "import sqlalchemy as sa\n"
+        "from wopihost import db\n"
+        "url = sys.argv[1]\n"
+        "try:\n"
+        "    state = db.require_current_schema(sa.create_engine(url), url).state\n"
+        "except db.SchemaMismatch:\n"
+        "    state = 'refused'\n"
+        "print(state, 'alembic' in sys.modules)\n"
+    )
+
+    def started(url: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", check, url], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+        ).stdout.strip()
+
+    assert started(fresh) == "current False"
+    set_version(fresh, NEWER)  # anything but the head is alembic's to judge
+    assert started(fresh) == "refused True"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import quote
 
@@ -595,3 +598,22 @@ def test_old_modulus_without_exponent(private_keys):
     numbers = private_keys["current"].public_key().public_numbers()
     with pytest.raises(ProofKeyError):
         ProofKeys.from_modulus_exponent(int_b64(numbers.n), "AQAB", int_b64(numbers.n), None)
+
+
+def test_a_host_without_proof_keys_never_loads_cryptography(tmp_path):
+    """Its native library costs every server process ~7 MiB (docs/benchmarks.md): it is loaded when a proof key
+    is read, not with the modules gunicorn's master imports before forking (wopihost/worker.py)."""
+    check = (
+        "import sys, wopihost.worker\n"
+        "from wopihost.app import create_app\n"
+        "from wopihost.proof import public_key_from_modulus_exponent\n"
+        "create_app()\n"
+        "before = 'cryptography' in sys.modules\n"
+        "public_key_from_modulus_exponent(sys.argv[1], 'AQAB')\n"
+        "print(before, 'cryptography' in sys.modules)\n"
+    )
+    modulus = base64.b64encode((2**2047 + 1).to_bytes(256, "big")).decode()
+    env = {**os.environ, "WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_METRICS": "off"}
+    env.pop("WOPIHOST_DISCOVERY_URL", None)
+    result = subprocess.run([sys.executable, "-c", check, modulus], env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False True", result.stderr

@@ -19,11 +19,14 @@ import re
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_plus
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+# cryptography is imported where a key is made or a signature checked, not here: a host without proof keys never
+# needs it, and its native library costs each server ~7 MiB of memory (docs/benchmarks.md).
 
 # .NET DateTime ticks: 100 ns intervals since 0001-01-01T00:00:00 UTC.
 TICKS_PER_SECOND = 10_000_000
@@ -121,6 +124,8 @@ def _rsa_public_key(modulus: int, exponent: int, what: str) -> rsa.RSAPublicKey:
         raise ProofKeyError(f"{what}: a {bits}-bit RSA modulus is not acceptable")
     if exponent < 3 or exponent % 2 == 0 or modulus % 2 == 0:
         raise ProofKeyError(f"{what}: not a valid RSA public key")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         return rsa.RSAPublicNumbers(exponent, modulus).public_key()
     except ValueError as exc:
@@ -297,6 +302,10 @@ def _minutes(window: timedelta) -> str:
 
 
 def _verifies(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     try:
         key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, ValueError, TypeError):
