@@ -129,6 +129,17 @@ def test_the_messagejson_of_a_framed_body_is_redacted_and_its_other_frames_left_
     assert Redactor(KEY).framed(b"PK\x03\x04 a docx") is None
 
 
+# -- the setting and the command -----------------------------------------------------------------------------
+
+
+def test_serve_refuses_a_record_directory_it_cannot_make(run, tmp_path):
+    (tmp_path / "a file").write_text("x")
+    result = run("serve", "--record", str(tmp_path / "a file"), ok=False)
+    assert result.exit_code == 2 and "--record" in result.output and "Traceback" not in result.output
+    result = run("serve", "--record", str(tmp_path / "a file" / "below"), ok=False)
+    assert result.exit_code == 2 and "cannot create" in result.output, result.output
+
+
 # -- the recorder in the app, and assembly -------------------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ class LocalServer:
         threads: int | None = None,
         extra_env: dict | None = None,
         timeout: float = 30,
+        serve_args: tuple[str, ...] = (),
     ) -> LocalServer:
         port = free_port()
         data_dir = workdir / "data"
@@ -69,6 +70,7 @@ class LocalServer:
                     "--workers",
                     str(workers),
                     *(["--threads", str(threads)] if threads else []),
+                    *serve_args,
                 ],
                 env=env,
                 stdout=out,
