@@ -462,7 +462,7 @@ def test_a_credential_no_recorded_response_handed_out_is_a_session_of_its_own(tm
 
 def test_a_spool_file_a_live_worker_holds_is_left_for_later(tmp_path):
     writer = SpoolWriter(tmp_path)
-    writer.write(spool_line(1.0, A, f"http://h/wopi/files/x?access_token={A}"))
+    writer.write([spool_line(1.0, A, f"http://h/wopi/files/x?access_token={A}")])
     assert assemble(tmp_path) == [] and len(spool_files(tmp_path)) == 1
     writer.close()
     [path] = assemble(tmp_path)

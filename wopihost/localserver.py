@@ -93,10 +93,11 @@ class LocalServer:
         self.process.kill()
         raise RuntimeError(f"the server did not start:\n{self.log.read_text(errors='replace')}")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the server (SIGTERM), killing it if it has not exited within `timeout` seconds."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

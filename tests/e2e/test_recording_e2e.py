@@ -195,7 +195,7 @@ def test_a_recorded_run_is_one_valid_har_per_token_and_holds_no_secret(tmp_path,
     assert get_file["content"] == {
         "size": len(big),
         "mimeType": "application/octet-stream",
-        "_sha256": hashlib.sha256(big).hexdigest(),  # read back from the file the server sent with sendfile
+        "_sha256": hashlib.sha256(big).hexdigest(),  # of what the server sent with sendfile (no text: over the limit)
     }
     assert get_file["bodySize"] == len(big)
     assert alices[3]["request"]["postData"]["text"] == base64.b64encode(new).decode()

@@ -13,11 +13,12 @@ alone: they belong to no client session (docs/testing.md).
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ from ..config import Settings
 from ..logs import OPERATION
 from ..requesturl import called_url
 from ..storage import PIECE
+from ..streaming import CONTENT_SHA256
 from .redaction import Redactor, Seen
 from .spool import SpoolWriter
 
@@ -69,9 +71,9 @@ class Recorder:
                 return body
         return _Teed(body, exchange)
 
-    def write(self, line: bytes) -> None:
+    def write(self, pieces: list[bytes]) -> None:
         try:
-            self.spool.write(line)
+            self.spool.write(pieces)
         except OSError as exc:
             if not self._failed:
                 self._failed = True
@@ -81,11 +83,12 @@ class Recorder:
 class Capture:
     """A body as it passes: its size and SHA-256, and its bytes while they are no more than `limit`."""
 
-    __slots__ = ("size", "digest", "kept", "limit", "last")
+    __slots__ = ("size", "digest", "known", "kept", "limit", "last")
 
     def __init__(self, limit: int):
         self.size, self.limit = 0, limit
         self.digest = hashlib.sha256()
+        self.known: str | None = None  # the SHA-256 of the body, when the application knew it (and_known)
         self.kept: bytearray | None = bytearray()
         self.last = 0.0  # when the last piece passed (time.perf_counter), 0 if none did
 
@@ -98,6 +101,9 @@ class Capture:
             else:
                 self.kept = None  # larger than the limit: size and hash only
         self.last = time.perf_counter()
+
+    def sha256(self) -> str:
+        return self.known or self.digest.hexdigest()
 
 
 class _Exchange:
@@ -177,6 +183,10 @@ class _Exchange:
         assert self.file is not None
         fd, offset = self.file
         capture, left = self.response_body, self._sent_by_server()
+        size, known = self.environ.get(CONTENT_SHA256, (None, None))
+        if left == size and left > capture.limit:  # the whole content, which is not kept: no need to read it
+            capture.size, capture.known, capture.kept = left, known, None
+            return
         try:
             while left > 0:
                 piece = os.pread(fd, min(left, PIECE), offset)
@@ -201,14 +211,17 @@ class _Exchange:
 
     def finish(self) -> None:
         try:
-            line = self._line()
+            pieces = self._line()
         except Exception:  # a recording never fails a request
             log.exception("recording: cannot record %s %s", self.request["method"], self.request["url"])
             return
-        self.recorder.write(line)
+        self.recorder.write(pieces)
 
-    def _line(self) -> bytes:
+    def _line(self) -> list[bytes]:
+        """The spool line, in pieces for one writev: the JSON around the base64 of binary bodies, which needs no
+        escaping and so is not passed through the JSON encoder (it would scan a megabyte for nothing)."""
         ended = time.perf_counter()
+        raw = _RawPieces()
         redactor, environ = self.recorder.redactor, self.environ
         request_body, response_body = self.request_body, self.response_body
         read_until = request_body.last or self.started
@@ -217,7 +230,7 @@ class _Exchange:
         request["cookies"], request["headersSize"], request["bodySize"] = [], -1, request_body.size
         if request_body.size or _declares_body(environ):
             request["postData"] = _post_data(
-                redactor, request_body, environ.get("CONTENT_TYPE", ""), _declared(environ), None
+                redactor, request_body, environ.get("CONTENT_TYPE", ""), _declared(environ), raw
             )
         hands: Seen = []
         headers = [{"name": name, "value": redactor.header(name.lower(), value, hands)} for name, value in self.headers]
@@ -237,7 +250,7 @@ class _Exchange:
                 "httpVersion": request["httpVersion"],
                 "headers": headers,
                 "cookies": [],
-                "content": _content(redactor, response_body, mime, hands),
+                "content": _content(redactor, response_body, mime, hands, raw),
                 "redirectURL": "",
                 "headersSize": -1,
                 "bodySize": response_body.size,
@@ -259,7 +272,7 @@ class _Exchange:
             "hands": sorted({placeholder for kind, placeholder in hands if kind in HANDED_OUT}),
             "max_body": self.recorder.max_body,
         }
-        return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass") + b"\n"
+        return raw.splice(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
 
 
 class _Teed:
@@ -342,12 +355,37 @@ def is_text(mime: str) -> bool:
     return kind.startswith("text/") or kind in _JSON_TYPES or kind.endswith(("+json", "+xml"))
 
 
-def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None) -> dict:
+class _RawPieces:
+    """Base64 text that goes into a spool line as it is: the JSON holds a marker in its place (private-use
+    characters around a nonce of this process, which no client can send by chance), replaced by `splice`."""
+
+    _NONCE = secrets.token_hex(8)
+
+    def __init__(self):
+        self.pieces: list[bytes] = []
+
+    def add(self, data) -> str:
+        self.pieces.append(binascii.b2a_base64(data, newline=False))
+        return self._marker(len(self.pieces) - 1)
+
+    def _marker(self, i: int) -> str:
+        return f"\ue000{self._NONCE}:{i}\ue000"
+
+    def splice(self, line: bytes) -> list[bytes]:
+        pieces: list[bytes] = []
+        for i, piece in enumerate(self.pieces):
+            head, _, line = line.partition(self._marker(i).encode("utf-8"))
+            pieces += (head, piece)
+        pieces.append(line + b"\n")
+        return pieces
+
+
+def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None, raw: _RawPieces) -> dict:
     """The fields that hold a body captured whole (no more than the limit): its text, or base64; a CSPP
     framed body whose MessageJSON holds a secret as that MessageJSON's text (`_message`, redacted) and the
     bytes after it (`_rest`, base64), for assembly to put together once the secrets are numbered."""
-    assert capture.kept is not None
-    data = bytes(capture.kept)
+    data = capture.kept
+    assert data is not None
     if not data:
         return {"text": ""}
     if is_text(mime):
@@ -361,20 +399,20 @@ def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None) 
         return {"_size": capture.size}
     if framed is not None:
         message, end = framed
-        return {"_message": message, "_rest": base64.b64encode(data[end:]).decode("ascii")}
-    return {"text": base64.b64encode(data).decode("ascii"), "encoding": "base64"}
+        return {"_message": message, "_rest": raw.add(memoryview(data)[end:])}
+    return {"text": raw.add(data), "encoding": "base64"}
 
 
-def _post_data(redactor: Redactor, capture: Capture, mime: str, declared: int | None, seen: Seen | None) -> dict:
+def _post_data(redactor: Redactor, capture: Capture, mime: str, declared: int | None, raw: _RawPieces) -> dict:
     post: dict = {"mimeType": mime}
     if capture.kept is not None:
-        stored = _stored(redactor, capture, mime, seen)
+        stored = _stored(redactor, capture, mime, None, raw)
         if "encoding" in stored:
             stored["_encoding"] = stored.pop("encoding")
         post.update(stored)
     else:
         post["_size"] = capture.size
-    post["_sha256"] = capture.digest.hexdigest()
+    post["_sha256"] = capture.sha256()
     if declared is not None and capture.size < declared:
         post["comment"] = (
             f"the server read {capture.size} of the {declared} bytes sent; bodySize and _sha256 are of those"
@@ -382,11 +420,11 @@ def _post_data(redactor: Redactor, capture: Capture, mime: str, declared: int | 
     return post
 
 
-def _content(redactor: Redactor, capture: Capture, mime: str, seen: Seen) -> dict:
+def _content(redactor: Redactor, capture: Capture, mime: str, seen: Seen, raw: _RawPieces) -> dict:
     content: dict = {"size": capture.size, "mimeType": mime}
     if capture.kept is not None:
-        content.update(_stored(redactor, capture, mime, seen))
-    content["_sha256"] = capture.digest.hexdigest()
+        content.update(_stored(redactor, capture, mime, seen, raw))
+    content["_sha256"] = capture.sha256()
     return content
 
 

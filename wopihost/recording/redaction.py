@@ -82,7 +82,7 @@ class Redactor:
             seen.append((kind, placeholder))
         return placeholder
 
-    def framed(self, body: bytes, seen: Seen | None = None) -> tuple[str, int] | None:
+    def framed(self, body: bytes | bytearray, seen: Seen | None = None) -> tuple[str, int] | None:
         """For a CSPP framed body whose MessageJSON holds a secret: the MessageJSON's text with its secrets
         replaced, and where the frames after it start; None when the body does not start with a MessageJSON
         frame or its MessageJSON holds no secret (the body can then be written as received).

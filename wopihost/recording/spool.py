@@ -33,18 +33,22 @@ class SpoolWriter:
         self._pid = 0
         self._torn = False  # the last write failed partway: the next line starts on a line of its own
 
-    def write(self, line: bytes) -> None:
-        """Write one line (ending in a newline) at the end of the spool; OSError if it cannot."""
+    def write(self, pieces: list[bytes]) -> None:
+        """Write one line (its pieces, the last ending in a newline) at the end of the spool, with one writev;
+        OSError if it cannot."""
         with self._lock:
             if self._pid != os.getpid():
                 self._open()
             assert self._fd is not None
             if self._torn:
-                line = b"\n" + line
+                pieces = [b"\n", *pieces]
             self._torn = True
-            with memoryview(line) as rest:
-                while rest:
-                    rest = rest[os.write(self._fd, rest) :]
+            written, total = os.writev(self._fd, pieces), sum(map(len, pieces))
+            if written < total:  # (a regular file takes all of it unless the disk is full)
+                with memoryview(b"".join(pieces)) as rest:
+                    rest = rest[written:]
+                    while rest:
+                        rest = rest[os.write(self._fd, rest) :]
             self._torn = False
 
     def _open(self) -> None:
