@@ -15,8 +15,8 @@ import pytest
 import webtest
 
 from wopihost.app import create_app
-from wopihost.cspp.frames import ChunkData, FrameDecoder, MessageJSON, message_frame_size
-from wopihost.cspp.wire import put_chunked_body
+from wopihost.cspp.frames import ChunkData, EndFrame, FrameDecoder, MessageJSON, message_frame_size
+from wopihost.cspp.wire import chunk_frames, put_chunked_body
 from wopihost.har import PLACEHOLDER
 from wopihost.logs import REDACTED, redact
 from wopihost.recording import assemble
@@ -125,7 +125,8 @@ def test_the_messagejson_of_a_framed_body_is_redacted_and_its_other_frames_left_
     message, end = Redactor(KEY).framed(body)
     assert "ZLLSZyyckVxSgzA9g8FxcA" not in message and "{{session_token:#" in message
     assert end == message_frame_size(body)
-    assert Redactor(KEY).framed(put_chunked_body({"MainContent": signature}, chunks)) is None  # nothing secret
+    nothing_secret = put_chunked_body({"MainContent": signature}, chunks)
+    assert Redactor(KEY).framed(nothing_secret) == (None, message_frame_size(nothing_secret))
     assert Redactor(KEY).framed(b"PK\x03\x04 a docx") is None
 
 
@@ -264,6 +265,30 @@ def test_bodies_over_the_limit_are_size_and_hash_and_binary_ones_base64(recordin
     assert har(path)["_wopihost"]["max_body"] == 100
 
 
+def test_what_the_application_did_not_read_of_a_body_is_not_recorded_and_the_entry_says_so(recording):
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+    token = recording.services.issue_token(file.id, "alice", True).token
+    sent = b"a body nobody asked for"
+    response = worker.request(
+        f"/wopi/files/{file.id}?access_token={token}", method="GET", body=sent, content_type="text/plain"
+    )
+    assert response.status_int == 200  # CheckFileInfo reads no body
+    [path] = recording.stop()
+    [entry] = entries(path)
+    assert entry["request"]["bodySize"] == 0
+    assert entry["request"]["postData"] == {
+        "mimeType": "text/plain",
+        "text": "",
+        "_sha256": hashlib.sha256(b"").hexdigest(),
+        "comment": f"the server read 0 of the {len(sent)} bytes sent; bodySize and _sha256 are of those",
+    }
+
+
+def test_nothing_is_recorded_unless_asked(app):
+    assert "wopihost.recorder" not in app.extensions
+
+
 def test_a_put_chunked_file_body_keeps_its_frames_and_gets_the_placeholder_in_its_messagejson(recording):
     worker = recording.worker()
     file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
@@ -273,7 +298,13 @@ def test_a_put_chunked_file_body_keeps_its_frames_and_gets_the_placeholder_in_it
     signature, chunks = full_file(b"chunk one " * 10, b"chunk two " * 5)
     body = put_chunked_body({"MainContent": signature}, chunks, session_token=session)
     sequence = wopi.op("GET_SEQUENCE_NUMBER").headers["X-WOPI-SequenceNumber"]
-    committed = wopi.contents_op("PUT_CHUNKED_FILE", body, X_WOPI_Lock="L", X_WOPI_SequenceNumber=sequence)
+    committed = wopi.contents_op(
+        "PUT_CHUNKED_FILE",
+        body,
+        X_WOPI_Lock="L",
+        X_WOPI_SequenceNumber=sequence,
+        Content_Type="text/plain",  # a framed body is binary whatever its type says
+    )
     assert committed.status_int == 200, committed.headers
     assert session not in recording.spool()
 
@@ -290,6 +321,41 @@ def test_a_put_chunked_file_body_keeps_its_frames_and_gets_the_placeholder_in_it
     assert b"".join(bytes(e.data) for e in events if isinstance(e, ChunkData)) == b"".join(c for _, c in chunks)
     assert recorded[message_frame_size(recorded) :] == body[message_frame_size(body) :]  # byte for byte
     assert commit["request"]["bodySize"] == len(body)  # as it crossed the wire
+
+
+def test_a_save_through_an_upload_session_is_recorded_with_one_placeholder_for_its_session(recording):
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    assert wopi.lock("L").status_int == 200
+    session = wopi.op("CREATE_UPLOAD_SESSION").json["UploadSessionToken"]
+    signature, chunks = full_file(b"chunk one " * 10, b"chunk two " * 5)
+    stream = chunk_frames(chunks)
+    stored = wopi.op(
+        "UPDATE_UPLOAD_SESSION",
+        stream,
+        X_WOPI_UploadSessionToken=session,
+        X_WOPI_ContentRangeOffset="0",
+        X_WOPI_ContentRangeLength=str(len(stream)),
+        Content_Type="application/octet-stream",
+    )
+    assert stored.status_int == 200
+    sequence = wopi.op("GET_SEQUENCE_NUMBER").headers["X-WOPI-SequenceNumber"]
+    body = put_chunked_body({"MainContent": signature}, session_token=session)  # UTF-8 throughout
+    committed = wopi.contents_op(
+        "PUT_CHUNKED_FILE", body, X_WOPI_Lock="L", X_WOPI_SequenceNumber=sequence, Content_Type="text/plain"
+    )
+    assert committed.status_int == 200, committed.headers
+    [path] = recording.stop()
+    assert session not in path.read_text()
+    *_, update, _, commit = entries(path)
+    headers = {h["name"].lower(): h["value"] for h in update["request"]["headers"]}
+    assert headers["x-wopi-uploadsessiontoken"] == "{{session_token:1}}"
+    assert base64.b64decode(update["request"]["postData"]["text"]) == stream
+    post = commit["request"]["postData"]
+    assert post["_encoding"] == "base64"  # a framed body is binary, whatever its type says
+    [message, end] = FrameDecoder("body").feed(base64.b64decode(post["text"]))
+    assert message.value["UploadSessionTokenToCommit"] == "{{session_token:1}}" and isinstance(end, EndFrame)
 
 
 def signature_json(signature) -> list:

@@ -388,16 +388,16 @@ def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None, 
     assert data is not None
     if not data:
         return {"text": ""}
-    if is_text(mime):
-        try:
-            return {"text": redactor.text(data.decode("utf-8"), seen)}
-        except UnicodeDecodeError:
-            pass
     try:
         framed = redactor.framed(data, seen)
     except UnicodeDecodeError:  # a MessageJSON that is not UTF-8 cannot be searched for secrets
         return {"_size": capture.size}
-    if framed is not None:
+    if framed is None and is_text(mime):  # (a framed body is binary, whatever its type says)
+        try:
+            return {"text": redactor.text(data.decode("utf-8"), seen)}
+        except UnicodeDecodeError:
+            pass
+    if framed is not None and framed[0] is not None:
         message, end = framed
         return {"_message": message, "_rest": raw.add(memoryview(data)[end:])}
     return {"text": raw.add(data), "encoding": "base64"}

@@ -82,10 +82,10 @@ class Redactor:
             seen.append((kind, placeholder))
         return placeholder
 
-    def framed(self, body: bytes | bytearray, seen: Seen | None = None) -> tuple[str, int] | None:
-        """For a CSPP framed body whose MessageJSON holds a secret: the MessageJSON's text with its secrets
-        replaced, and where the frames after it start; None when the body does not start with a MessageJSON
-        frame or its MessageJSON holds no secret (the body can then be written as received).
+    def framed(self, body: bytes | bytearray, seen: Seen | None = None) -> tuple[str | None, int] | None:
+        """For a body that starts with a CSPP MessageJSON frame: that MessageJSON's text with its secrets replaced
+        (None if it holds none: the body can then be written as received), and where the frames after it start.
+        None for any other body.
 
         UnicodeDecodeError when the MessageJSON is not UTF-8: it cannot be searched, so it cannot be written."""
         end = message_frame_size(body)
@@ -93,4 +93,4 @@ class Redactor:
             return None
         text = body[HEADER_SIZE:end].decode("utf-8")
         redacted = self.text(text, seen)
-        return (redacted, end) if redacted != text else None
+        return (redacted if redacted != text else None), end
