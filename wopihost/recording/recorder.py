@@ -4,8 +4,9 @@ What the request says (URL, headers) is taken as it arrives, redacted at once, b
 the environ; its body as the application reads it (body.BODY_TAP: every read of a request body goes through
 wopihost/body.py), hashed whole and kept up to the size limit; the response as the server takes it. A body
 the server sends by itself (sendfile, a GetFile) is left to it, untouched and unbuffered: once it has been
-sent, the recorder reads the range that was sent from the file itself. Nothing is written until the server
-closes the response: then one line, with one write.
+sent, the recorder reads the range that was sent from the file itself, or, for a whole file larger than it
+keeps, takes the file's SHA-256 the application knows (streaming.CONTENT_SHA256). Nothing is written until the
+server closes the response: then one line, with one write.
 
 Requests with no credential at all (no access_token, no Authorization, no credential in the path) are left
 alone: they belong to no client session (docs/testing.md).
@@ -35,7 +36,7 @@ from .spool import SpoolWriter
 log = logging.getLogger("wopihost.recording")
 # Secrets in a request path that a session's earlier response handed out: such a request belongs to that session.
 HANDED_OUT = ("upload_session", "download", "share")
-_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded", "application/xml")
+_TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "application/xml")
 
 
 class Recorder:
@@ -88,7 +89,7 @@ class Capture:
     def __init__(self, limit: int):
         self.size, self.limit = 0, limit
         self.digest = hashlib.sha256()
-        self.known: str | None = None  # the SHA-256 of the body, when the application knew it (and_known)
+        self.known: str | None = None  # the body's SHA-256 when the application knew it, instead of `digest`
         self.kept: bytearray | None = bytearray()
         self.last = 0.0  # when the last piece passed (time.perf_counter), 0 if none did
 
@@ -352,7 +353,7 @@ def _declared(environ: dict) -> int | None:
 def is_text(mime: str) -> bool:
     """Whether a body of this type is written as text (if it is UTF-8); everything else is binary."""
     kind = mime.partition(";")[0].strip().lower()
-    return kind.startswith("text/") or kind in _JSON_TYPES or kind.endswith(("+json", "+xml"))
+    return kind.startswith("text/") or kind in _TEXT_TYPES or kind.endswith(("+json", "+xml"))
 
 
 class _RawPieces:
