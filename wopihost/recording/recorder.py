@@ -362,7 +362,7 @@ class _RawPieces:
 
     _NONCE = secrets.token_hex(8)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pieces: list[bytes] = []
 
     def add(self, data) -> str:
