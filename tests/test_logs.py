@@ -46,6 +46,9 @@ def test_credentials_are_redacted(line):
         "GET /office/s/ZLLSZyyckVxSgzA9g8FxcA -> 404: no such share link, or it has been revoked",
         "GET /v1.0/shares/ZLLSZyyckVxSgzA9g8FxcA/driveItem",  # a Graph share id, the link's id
         "GET /v1.0/shares/u!aHR0cHM6Ly9oL3MvWkxMU1p5eWNrVnhTZ3pBOWc4RnhjQQ/driveItem",  # or its URL, encoded
+        'CreateUploadSession -> {"UploadSessionToken":"ZLLSZyyckVxSgzA9g8FxcA"}',  # a CSPP Plus session, in JSON
+        '{"UploadSessionTokenToCommit": "ZLLSZyyckVxSgzA9g8FxcA", "Signatures": []}',
+        '{"access_token": "ZLLSZyyckVxSgzA9g8FxcA"}',
     ],
 )
 def test_urls_that_are_credentials_are_redacted(line):
@@ -60,8 +63,14 @@ def test_a_download_ticket_is_redacted_by_its_shape(wopi):
     assert ticket.rsplit(".", 1)[1] not in redacted and redacted == f"failed to serve {REDACTED}: gone"
 
 
-def test_what_is_not_a_credential_stays():
-    line = '127.0.0.1 "GET /wopi/files/oG7jw5EIRAFOO6Wa2CnDwz HTTP/1.1" 200 694 20ms override=LOCK'
+@pytest.mark.parametrize(
+    "line",
+    [
+        '127.0.0.1 "GET /wopi/files/oG7jw5EIRAFOO6Wa2CnDwz HTTP/1.1" 200 694 20ms override=LOCK',
+        "GET /v1.0/me/drive -> 401: an API token is required (Authorization: Bearer)",  # Graph's own answer
+    ],
+)
+def test_what_is_not_a_credential_stays(line):
     assert redact(line) == line
 
 

@@ -5,6 +5,7 @@ import stat
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -108,6 +109,14 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.host_page_url == ""  # the built-in host page
     assert settings.launch_link_ttl == 300
     assert settings.ui_language == "en-US"
+    assert settings.record_dir is None and settings.record_max_body == 1 << 20  # not recording
+
+
+def test_recording_settings(tmp_path):
+    settings = Settings.from_env(
+        {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_RECORD_DIR": "~/rec", "WOPIHOST_RECORD_MAX_BODY": "64k"}
+    )
+    assert settings.record_dir == Path("~/rec").expanduser().resolve() and settings.record_max_body == 64 << 10
 
 
 @pytest.mark.parametrize(
@@ -116,6 +125,7 @@ def test_defaults(tmp_path, monkeypatch):
         ({"WOPIHOST_TOKEN_TTL": "soon"}, "WOPIHOST_TOKEN_TTL"),
         ({"WOPIHOST_MAX_FILE_SIZE": "big"}, "WOPIHOST_MAX_FILE_SIZE"),
         ({"WOPIHOST_PUBLIC_URL": "wopi.example"}, "WOPIHOST_PUBLIC_URL"),
+        ({"WOPIHOST_RECORD_MAX_BODY": "all"}, "WOPIHOST_RECORD_MAX_BODY"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):

@@ -20,6 +20,7 @@ from .errors import WopiError, WopiResponse, header_safe
 from .faults import InsufficientStorage, Unavailable
 from .gc import Sweeper
 from .metrics import Metrics, Observer, name_request, serve_separately
+from .recording import Recorder
 from .services import Services
 from .wopi import blueprint as wopi_blueprint
 
@@ -70,8 +71,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_server_headers)
     app.teardown_request(name_request)
+    served = app.wsgi_app
+    if services.settings.record_dir is not None:  # inside requesturl's layers: it sees the URL the app sees
+        served = app.extensions["wopihost.recorder"] = Recorder(served, services.settings)
     app.wsgi_app = requesturl.wrap(  # type: ignore[method-assign]  # Flask's documented way to add middleware
-        app.wsgi_app, services.settings.public_url, services.settings.trusted_proxies
+        served, services.settings.public_url, services.settings.trusted_proxies
     )
     if metrics is not None:
         app.wsgi_app = Observer(app.wsgi_app, metrics)  # type: ignore[method-assign]  # likewise

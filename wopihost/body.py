@@ -34,6 +34,9 @@ except ImportError:  # not serving under gunicorn's package at all
     _GunicornParseError = ()  # type: ignore[assignment, misc]  # catches nothing
 
 BODY_FAILED = "wopihost.body_failed"  # environ key: the body broke off, nothing more can be read from it
+# environ key: a callable given every piece of the request body as it is read, however it is read (a recording,
+# wopihost/recording/, sees the body this way: wrapping wsgi.input would lose the socket reads above)
+BODY_TAP = "wopihost.body_tap"
 DRAIN_LIMIT = 32 << 20  # larger than any sensible UpdateUploadSession piece
 DRAIN_SECONDS = 5.0  # a client trickling a refused body must not hold a thread for long
 DRAIN_PIECE = 64 << 10
@@ -101,6 +104,7 @@ class RequestBody:
         self.length = length  # as declared: the blob store refuses up front what would not fit
         self._left = length
         self._environ = environ if environ is not None else {}
+        self._tap = self._environ.get(BODY_TAP)
 
     def readinto(self, view: memoryview) -> int:
         """Fill the start of `view`; 0 at the end of the body.
@@ -122,6 +126,8 @@ class RequestBody:
             if not n:
                 raise self._broken(bad_request(f"the request body ended {self._left} bytes before its Content-Length"))
             self._left -= n
+        if n and self._tap is not None:
+            self._tap(view[:n])
         return n
 
     def _broken(self, error: WopiError) -> WopiError:
@@ -172,6 +178,7 @@ def drain(environ: dict, stream) -> None:
     rest = source or StreamSource(stream)  # what the request has not read yet, however much that is
     deadline, left, view = time.monotonic() + DRAIN_SECONDS, DRAIN_LIMIT, memoryview(bytearray(DRAIN_PIECE))
     prior = sock.gettimeout() if sock is not None else None
+    tap = environ.get(BODY_TAP)
     try:
         while left > 0 and (remaining := deadline - time.monotonic()) > 0:
             if sock is not None:
@@ -179,6 +186,8 @@ def drain(environ: dict, stream) -> None:
             n = rest.readinto(view[: min(len(view), left)])
             if not n:
                 return  # all read: the connection can carry the next request
+            if tap is not None:
+                tap(view[:n])
             left -= n
     except Exception:  # the client went away or stalled, or the stream is unusable
         pass

@@ -910,8 +910,16 @@ def demo(as_json: bool) -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="Processes.")
 @click.option("--threads", default=None, type=int, help="Requests each process serves at once  [default: 64].")
+@click.option(
+    "--record",
+    "record",
+    default=None,
+    type=click.Path(file_okay=False, writable=True, path_type=Path),
+    help="Record every WOPI and Graph request and response into this directory, as HAR files (one per client "
+    "session, secrets replaced), written when the server stops (sets WOPIHOST_RECORD_DIR).",
+)
 @json_option
-def serve(host: str, port: int, workers: int, threads: int | None, as_json: bool) -> None:
+def serve(host: str, port: int, workers: int, threads: int | None, record: Path | None, as_json: bool) -> None:
     """Serve with gunicorn (for production use deploy/gunicorn.conf.py). Refuses to start on a database older
     or newer than this wopihost. --json: where it serves, as one JSON line on stdout, once it is ready to
     start."""
@@ -919,6 +927,12 @@ def serve(host: str, port: int, workers: int, threads: int | None, as_json: bool
 
     # Without a configured public URL, the URLs we hand out name the address we listen on.
     os.environ.setdefault("WOPIHOST_PUBLIC_URL", f"http://{host}:{port}")
+    if record is not None:
+        try:
+            record.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot create {record}: {exc.strerror or exc}", param_hint="--record") from None
+        os.environ["WOPIHOST_RECORD_DIR"] = str(record.resolve())
     services = _services()  # fail here, once, rather than in every worker
     services.db.dispose()
     threads = threads or cast(int, DEFAULTS["threads"])
@@ -929,6 +943,8 @@ def serve(host: str, port: int, workers: int, threads: int | None, as_json: bool
         "threads": threads,
         "data_dir": str(services.settings.data_dir),
     }
+    if services.settings.record_dir is not None:
+        started["record_dir"] = str(services.settings.record_dir)
     if as_json:
         click.echo(json.dumps(started))
         sys.stdout.flush()
@@ -937,6 +953,8 @@ def serve(host: str, port: int, workers: int, threads: int | None, as_json: bool
             f"wopihost serving {started['public_url']} on {started['bind']} with {workers} workers of "
             f"{threads} threads; data in {started['data_dir']}"
         )
+        if "record_dir" in started:
+            message += f"; recording into {started['record_dir']}"
         if log_format() == "json":  # every line the server writes is then one JSON object, this one too
             message = JsonFormatter().format(
                 logging.makeLogRecord(

@@ -98,6 +98,11 @@ def log_format(environ: Mapping[str, str] | None = None) -> str:
     return setting("LOG_FORMAT", "text", _log_format, environ)
 
 
+def record_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """WOPIHOST_RECORD_DIR, for gunicorn's master too, which assembles the recording; None when unset."""
+    return setting("RECORD_DIR", "", lambda text: Path(text).expanduser().resolve() if text else None, environ)
+
+
 def parse_bind(text: str) -> tuple[str, int]:
     """'127.0.0.1:9100', '[::1]:9100', or a port alone (on 127.0.0.1) -> (host, port)."""
     host, colon, port = text.strip().rpartition(":")
@@ -157,6 +162,8 @@ class Settings:
     metrics: bool = True  # /metrics (on the server's port, or at metrics_bind)
     metrics_bind: tuple[str, int] | None = None  # a separate address for /metrics
     log_format: str = "text"  # text | json
+    record_dir: Path | None = None  # where `serve --record` writes HAR files (wopihost/recording/); None: off
+    record_max_body: int = 1 << 20  # bodies up to this size are recorded whole, larger ones as size and hash
 
     @property
     def blob_dir(self) -> Path:
@@ -230,6 +237,8 @@ class Settings:
             metrics=parsed("METRICS", "on", parse_flag),
             metrics_bind=parsed("METRICS_BIND", "", lambda text: parse_bind(text) if text else None),
             log_format=log_format(env),
+            record_dir=record_dir(env),
+            record_max_body=parsed("RECORD_MAX_BODY", "1MiB", parse_size),
         )
 
 

@@ -47,6 +47,7 @@ class LocalServer:
         threads: int | None = None,
         extra_env: dict | None = None,
         timeout: float = 30,
+        serve_args: tuple[str, ...] = (),
     ) -> LocalServer:
         port = free_port()
         data_dir = workdir / "data"
@@ -69,6 +70,7 @@ class LocalServer:
                     "--workers",
                     str(workers),
                     *(["--threads", str(threads)] if threads else []),
+                    *serve_args,
                 ],
                 env=env,
                 stdout=out,
@@ -91,10 +93,11 @@ class LocalServer:
         self.process.kill()
         raise RuntimeError(f"the server did not start:\n{self.log.read_text(errors='replace')}")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the server (SIGTERM), killing it if it has not exited within `timeout` seconds."""
         self.process.terminate()
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

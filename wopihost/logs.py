@@ -1,7 +1,6 @@
 """Logging that never shows a secret.
 
-Access tokens travel in query strings; Graph's upload and download URLs, FileUrls and share links are
-credentials in their path; and a
+Credentials travel in query strings, paths and JSON (wopihost/credentials.py says where), and a
 log line can quote a request target for many reasons: gunicorn
 quotes a malformed request line whole ("Invalid HTTP Version: '?access_token=...'"), an error message may
 name a URL. Rather than trust every message, each handler gunicorn logs through redacts what looks like a
@@ -17,14 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import traceback
 from datetime import UTC, datetime
 from typing import Any
 
 from gunicorn.glogging import Logger
 
+from . import credentials
 from .config import log_format
+from .credentials import CREDENTIAL_SEGMENTS, TOKEN_SHAPE_LENGTH
 
 REDACTED = "[redacted]"
 # What the application says about a request, in its WSGI environ, for the access line (metrics.Observer)
@@ -34,19 +34,13 @@ FILE_ID = "wopihost.file_id"
 # string and must never reach a log (the filter below redacts what slips through anyway).
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms override=%({x-wopi-override}i)s'
 
-_SECRETS = re.compile(
-    r"(?P<param>access_token(?:%3d|=))[^&\s'\"\\]*"  # a query parameter, raw or percent-encoded
-    r"|(?P<scheme>\bbearer\s+)\S+"  # an Authorization header's credentials
-    # the credential in the path of a Graph upload or download URL, a FileUrl, a share link, a Graph share id
-    r"|(?P<path>/(?:uploadSessions|downloads|download|s|shares)/)[^/?\s'\"\\]+"
-    r"|[a-z2-7]{64,}"  # a token by its shape: long base32, whatever spelling or context (ours are ~150)
-    r"|\b\w+\.\w+\.\d+\.[\w-]{43}",  # a download ticket by its shape: jti.file.expiry.signature
-    re.IGNORECASE,
-)
-
 
 def redact(text: str) -> str:
-    return _SECRETS.sub(lambda m: (m.group("param") or m.group("scheme") or m.group("path") or "") + REDACTED, text)
+    return credentials.replace(text, _blank)
+
+
+def _blank(_kind: str, _value: str) -> str:
+    return REDACTED
 
 
 class RedactingFilter(logging.Filter):
@@ -92,11 +86,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-# Path segments after which a credential follows (the `path` group of _SECRETS): a path without any of them,
-# nearly every one, needs no regular expression.
-_CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/s/", "/shares/")
-
-
 class GunicornLogger(Logger):
     """gunicorn's logger (`logger_class`), with every handler redacting, and the application's loggers
     (`wopihost.*`) writing through its error log's handlers at its level.
@@ -137,8 +126,8 @@ class GunicornLogger(Logger):
             return
         status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
         path = environ.get("PATH_INFO", "")
-        if any(segment in path for segment in _CREDENTIAL_SEGMENTS) or len(path) >= 64:
-            path = redact(path)  # (64: a token in the path would be long base32)
+        if any(segment in path for segment in CREDENTIAL_SEGMENTS) or len(path) >= TOKEN_SHAPE_LENGTH:
+            path = redact(path)
         override = environ.get("HTTP_X_WOPI_OVERRIDE", "-")
         if override != "-":
             override = redact(override)

@@ -11,7 +11,7 @@ from typing import cast
 
 from gunicorn.app.base import BaseApplication
 
-from .config import parse_flag, setting
+from .config import parse_flag, record_dir, setting
 from .logs import ACCESS_LOG_FORMAT
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's setting (wopihost/metrics.py)
@@ -82,10 +82,41 @@ def _check_database(server) -> None:
         raise RuntimeError(message) from None
 
 
+def _starting(server) -> None:
+    """gunicorn's on_starting hook."""
+    _check_database(server)
+    _assemble_recording(server, start=True)
+
+
+def _assemble_recording(server, start: bool = False) -> None:
+    """With WOPIHOST_RECORD_DIR: the workers' spool into HAR files (wopihost/recording/), when the server stops
+    and, for a spool a killed server left behind, when it starts. A recording that cannot be assembled keeps
+    its spool for the next start; the server starts and stops anyway."""
+    directory = record_dir()
+    if directory is None:
+        return
+    if start:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeError(f"WOPIHOST_RECORD_DIR: cannot create {directory}: {exc.strerror or exc}") from None
+    from .recording import assemble
+
+    try:
+        written = assemble(directory)
+    except Exception as exc:
+        server.log.error("recording: cannot assemble the recording in %s: %s; its spool is kept", directory, exc)
+        return
+    if written:
+        what = "a recording left behind" if start else "the recording"
+        server.log.info("recording: %s written to %s as %d HAR files", what, directory, len(written))
+
+
 def _server_stopped(server) -> None:
     """gunicorn's on_exit hook."""
     if _metrics_dir.get("made"):
         shutil.rmtree(cast(str, _metrics_dir["path"]), ignore_errors=True)
+    _assemble_recording(server)
 
 
 DEFAULTS = {
@@ -103,7 +134,7 @@ DEFAULTS = {
     "errorlog": "-",
     "logger_class": "wopihost.logs.GunicornLogger",  # redacts tokens from every line, whatever quotes them
     "control_socket_disable": True,  # gunicorn 27 otherwise opens ~/.gunicorn/gunicorn.ctl
-    "on_starting": _check_database,
+    "on_starting": _starting,
     "child_exit": _worker_exited,
     "on_exit": _server_stopped,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -11,6 +12,10 @@ from werkzeug.wsgi import wrap_file
 from .models import File
 from .snapshots import FileView
 from .storage import PIECE
+
+# environ key: (size, SHA-256 hex) of the whole content a response sends, so that a recording (wopihost/recording/)
+# need not read a large file again to hash what the server sent of it with sendfile
+CONTENT_SHA256 = "wopihost.content_sha256"
 
 
 def content_response(
@@ -33,6 +38,8 @@ def content_response(
         if before is not None:
             before(response)
         response.make_conditional(request, accept_ranges=True, complete_length=file.size)  # in place
+        if response.status_code == 200 and file.sha256:
+            request.environ[CONTENT_SHA256] = file.size, base64.b64decode(file.sha256).hex()
         return response
     except BaseException:
         content.close()

@@ -347,6 +347,18 @@ def parse_json(raw: bytes | bytearray) -> Any:
         raise FrameError(f"MessageJSON is not valid JSON: {detail[:100]}") from None
 
 
+def message_frame_size(body: Buffer) -> int | None:
+    """How many bytes the MessageJSON frame that `body` starts with takes, header and payload; None unless `body`
+    starts with a whole one. The framing is checked, not the JSON (parse_json does that)."""
+    view = memoryview(body)
+    if view.nbytes < HEADER_SIZE:
+        return None
+    ftype, ext_size, size = _HEADER.unpack_from(view)
+    if ftype != _MESSAGE or ext_size or HEADER_SIZE + size > view.nbytes:
+        return None
+    return HEADER_SIZE + size
+
+
 # Encoder
 
 

@@ -119,7 +119,7 @@ def _shared(services: Services, grant: Grant, rest: str) -> Response:
 def _authenticate(services: Services) -> Grant:
     token = bearer(request.headers.get("Authorization"))
     if token is None:
-        raise GraphError(401, "unauthenticated", "an Authorization: Bearer API token is required")
+        raise GraphError(401, "unauthenticated", "an API token is required (Authorization: Bearer)")
     with services.db.read() as s:
         return services.tokens.verify(s, token, API)
 

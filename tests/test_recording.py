@@ -1,0 +1,542 @@
+"""`serve --record`: redaction into placeholders, the recorder as a WSGI layer of the real app, and assembly of
+the spool into HAR files (one per session, secrets numbered across the recording). The end-to-end run under
+gunicorn is tests/e2e/test_recording_e2e.py."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import webtest
+
+from wopihost.app import create_app
+from wopihost.cspp.frames import ChunkData, EndFrame, FrameDecoder, MessageJSON, message_frame_size
+from wopihost.cspp.wire import chunk_frames, put_chunked_body
+from wopihost.har import PLACEHOLDER
+from wopihost.logs import REDACTED, redact
+from wopihost.recording import assemble
+from wopihost.recording.redaction import SPOOLED, Redactor
+from wopihost.recording.spool import SPOOL, SpoolFile, SpoolWriter, spool_files
+
+from .cspp_helpers import full_file
+from .helpers import GraphClient, WopiClient
+
+TOKEN = "oyyfurkrkjzgmslwmzkxkr3tk45g6rzx" * 4 + "abcdefgh"
+KEY = "the server's secret key"
+
+
+# -- redaction ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "secret"),
+    [
+        (f"https://h/wopi/files/x?access_token={TOKEN}&b=2", "access_token", TOKEN),
+        ("https://h/wopi/files/x?access_token%3Dshort%26b%3D2", "access_token", "short%26b%3D2"),
+        ('{"access_token":"abc123"}', "access_token", "abc123"),
+        ('{"UploadSessionToken":"ZLLSZyyckVxSgzA9g8FxcA"}', "session_token", "ZLLSZyyckVxSgzA9g8FxcA"),
+        ('{"UploadSessionTokenToCommit": "ZLLSZyyckVxSgzA9g8FxcA"}', "session_token", "ZLLSZyyckVxSgzA9g8FxcA"),
+        (
+            "https://h/v1.0/drives/b/items/i/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA",
+            "upload_session",
+            "ZLLSZyyckVxSgzA9g8FxcA",
+        ),
+        ("https://h/wopi/download/jti.file.1796021373.sig", "download", "jti.file.1796021373.sig"),
+        ("https://h/v1.0/downloads/ZLLSZyyckVxSgzA9g8FxcA", "download", "ZLLSZyyckVxSgzA9g8FxcA"),
+        ("https://h/s/ZLLSZyyckVxSgzA9g8FxcA", "share", "ZLLSZyyckVxSgzA9g8FxcA"),
+        ("https://h/v1.0/shares/u!aHR0cHM6Ly9oL3MvWkxMU1p5/driveItem", "share", "u!aHR0cHM6Ly9oL3MvWkxMU1p5"),
+        ("https://h/host/edit/jti.file.1796021373.sig", "launch", "jti.file.1796021373.sig"),
+        (f"a token {TOKEN.upper()} alone", "token", TOKEN.upper()),
+        ("failed: jti.file.1796021373." + "s" * 43, "token", "jti.file.1796021373." + "s" * 43),
+    ],
+)
+def test_each_kind_of_secret_becomes_its_placeholder(text, kind, secret):
+    seen = []
+    redacted = Redactor(KEY).text(text, seen)
+    assert secret not in redacted
+    assert seen == [(kind, Redactor(KEY).placeholder(kind, secret))] and seen[0][1] in redacted
+    assert SPOOLED.fullmatch(seen[0][1]).group("kind") == kind
+
+
+def test_a_placeholder_is_the_same_for_one_value_in_every_worker_and_says_nothing_without_the_key():
+    one, other = Redactor(KEY), Redactor(KEY)
+    assert one.placeholder("access_token", TOKEN) == other.placeholder("access_token", TOKEN)
+    assert one.placeholder("access_token", TOKEN) != one.placeholder("access_token", TOKEN + "x")
+    assert one.placeholder("access_token", TOKEN) != one.placeholder("token", TOKEN)  # the kind is part of it
+    assert one.placeholder("access_token", TOKEN) != Redactor("another key").placeholder("access_token", TOKEN)
+    digest = SPOOLED.fullmatch(one.placeholder("access_token", TOKEN)).group("digest")
+    assert digest not in hashlib.sha256(f"access_token:{TOKEN}".encode()).hexdigest()  # keyed, not a plain hash
+    assert KEY not in one.placeholder("access_token", TOKEN)
+
+
+LOG_LINES = [
+    f"GET /wopi/files/x?access_token={TOKEN} HTTP/1.1",
+    f"Invalid HTTP Version: '?access_token={TOKEN} HTTP/1.1'",
+    f"/wopi/files/x?a=1&access_token={TOKEN}&b=2",
+    f"/wopi/files/x?access%5Ftoken=1&access_token%3D{TOKEN}",
+    f"Authorization: Bearer {TOKEN}",
+    f"the token {TOKEN.upper()} in upper case",
+    f"a token in the path /wopi/files/x/{TOKEN}",
+    '127.0.0.1 "PUT /v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 202 90 4ms override=-',
+    '"@microsoft.graph.sourceUrl": "https://h/office/v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA"',
+    '127.0.0.1 "GET /wopi/download/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6 1ms override=-',
+    "GET /v1.0/shares/u!aHR0cHM6Ly9oL3MvWkxMU1p5eWNrVnhTZ3pBOWc4RnhjQQ/driveItem",
+    "GET /host/view/jti.file.1796021373." + "s" * 43 + " HTTP/1.1",
+    '{"UploadSessionToken":"ZLLSZyyckVxSgzA9g8FxcA","x":1}',
+    '127.0.0.1 "GET /wopi/files/oG7jw5EIRAFOO6Wa2CnDwz HTTP/1.1" 200 694 20ms override=LOCK',  # nothing secret
+]
+
+
+@pytest.mark.parametrize("line", LOG_LINES)
+def test_a_recording_finds_exactly_what_the_logs_redact(line):
+    recorded = Redactor(KEY).text(line)
+    assert SPOOLED.sub(REDACTED, recorded) == redact(line)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "kind", "expected"),
+    [
+        ("x-wopi-proof", "c2lnbmF0dXJl+/==", "proof", "{}"),
+        ("x-wopi-proofold", "b2xkIHNpZ25hdHVyZQ==", "proof", "{}"),
+        ("x-wopi-uploadsessiontoken", "ZLLSZyyckVxSgzA9g8FxcA", "session_token", "{}"),
+        ("authorization", "Bearer short-token", "api_token", "Bearer {}"),
+        ("authorization", "Basic dXNlcjpwYXNz", "token", "Basic {}"),
+    ],
+)
+def test_headers_that_are_secrets_whatever_their_value(name, value, kind, expected):
+    redactor, seen = Redactor(KEY), []
+    redacted = redactor.header(name, value, seen)
+    assert redacted == expected.format(redactor.placeholder(kind, value.partition(" ")[2] or value))
+    assert value not in redacted and len(seen) == 1
+
+
+def test_a_challenge_is_not_a_credential():
+    assert Redactor(KEY).header("www-authenticate", 'Bearer realm="wopihost"') == 'Bearer realm="wopihost"'
+
+
+def test_the_messagejson_of_a_framed_body_is_redacted_and_its_other_frames_left_alone():
+    signature, chunks = full_file(b"a" * 100, b"b" * 50)
+    body = put_chunked_body({"MainContent": signature}, chunks, session_token="ZLLSZyyckVxSgzA9g8FxcA")
+    message, end = Redactor(KEY).framed(body)
+    assert "ZLLSZyyckVxSgzA9g8FxcA" not in message and "{{session_token:#" in message
+    assert end == message_frame_size(body)
+    nothing_secret = put_chunked_body({"MainContent": signature}, chunks)
+    assert Redactor(KEY).framed(nothing_secret) == (None, message_frame_size(nothing_secret))
+    assert Redactor(KEY).framed(b"PK\x03\x04 a docx") is None
+
+
+# -- the setting and the command -----------------------------------------------------------------------------
+
+
+def test_serve_refuses_a_record_directory_it_cannot_make(run, tmp_path):
+    (tmp_path / "a file").write_text("x")
+    result = run("serve", "--record", str(tmp_path / "a file"), ok=False)
+    assert result.exit_code == 2 and "--record" in result.output and "Traceback" not in result.output
+    result = run("serve", "--record", str(tmp_path / "a file" / "below"), ok=False)
+    assert result.exit_code == 2 and "cannot create" in result.output, result.output
+
+
+# -- the recorder in the app, and assembly -------------------------------------------------------------------
+
+
+class Recording:
+    """Apps recording into one directory, as the workers of one server do (each its own spool file)."""
+
+    def __init__(self, settings, clock, directory: Path):
+        self.settings = settings.with_changes(record_dir=directory)
+        self.clock, self.directory = clock, directory
+        self.apps = []
+
+    def worker(self) -> webtest.TestApp:
+        app = create_app(self.settings, self.clock)
+        self.apps.append(app)
+        return webtest.TestApp(app)
+
+    @property
+    def services(self):
+        return self.apps[0].extensions["wopihost"]
+
+    def spool(self) -> str:
+        return "".join(path.read_text() for path in spool_files(self.directory))
+
+    def stop(self) -> list[Path]:
+        """The workers end (their spool files are closed and unlocked); the recording is assembled."""
+        for app in self.apps:
+            app.extensions["wopihost.recorder"].spool.close()
+        return assemble(self.directory)
+
+    def close(self) -> None:
+        for app in self.apps:
+            app.extensions["wopihost.recorder"].spool.close()
+            app.extensions["wopihost"].db.dispose()
+
+
+@pytest.fixture
+def recording(settings, clock, tmp_path):
+    recording = Recording(settings, clock, tmp_path / "recording")
+    yield recording
+    recording.close()
+
+
+def har(path: Path) -> dict:
+    return json.loads(path.read_text())["log"]
+
+
+def entries(path: Path) -> list[dict]:
+    return har(path)["entries"]
+
+
+def test_a_wopi_session_recorded_as_one_har_without_its_token(recording):
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"hello world"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    assert wopi.check_file_info().status_int == 200
+    assert wopi.lock("L1", X_WOPI_Proof="cHJvb2Y=", X_WOPI_ProofOld="b2xkIHByb29m").status_int == 200
+    assert wopi.get_file().body == b"hello world"
+    assert wopi.put_file(b"new content", lock="L1").status_int == 200
+    assert (
+        worker.get(f"/wopi/files/{file.id}", expect_errors=True).status_int == 401
+    )  # no credential: no session, not recorded
+    assert worker.get("/healthz").status_int == 200  # neither WOPI nor Graph: not recorded
+    spool = recording.spool()
+    assert wopi.token not in spool and "cHJvb2Y=" not in spool and "b2xkIHByb29m" not in spool
+
+    [path] = recording.stop()
+    assert not (recording.directory / SPOOL).exists()
+    log = har(path)
+    assert log["version"] == "1.2" and log["creator"]["name"] == "wopihost"
+    assert log["_wopihost"] == {"session": "{{access_token:1}}", "face": "wopi", "max_body": 1 << 20}
+    found = log["entries"]
+    assert [e["_wopihost"]["operation"] for e in found] == ["CheckFileInfo", "Lock", "GetFile", "PutFile"]
+    assert [e["startedDateTime"] for e in found] == sorted(e["startedDateTime"] for e in found)
+    assert all(e["request"]["url"].endswith("?access_token={{access_token:1}}") for e in found)
+    assert found[0]["request"]["queryString"] == [{"name": "access_token", "value": "{{access_token:1}}"}]
+    lock_headers = {h["name"].lower(): h["value"] for h in found[1]["request"]["headers"]}  # (any case)
+    assert lock_headers["x-wopi-proof"] == "{{proof:1}}" and lock_headers["x-wopi-proofold"] == "{{proof:2}}"
+    assert lock_headers["x-wopi-override"] == "LOCK" and found[1]["_wopihost"]["override"] == "LOCK"
+    info = json.loads(found[0]["response"]["content"]["text"])
+    assert info["FileUrl"].endswith("/wopi/download/{{download:1}}")
+    assert info["HostEditUrl"].endswith("/host/edit/{{launch:1}}")
+    get_file = found[2]["response"]["content"]
+    assert base64.b64decode(get_file["text"]) == b"hello world" and get_file["encoding"] == "base64"
+    assert get_file["_sha256"] == hashlib.sha256(b"hello world").hexdigest() and get_file["size"] == 11
+    put = found[3]["request"]
+    assert put["bodySize"] == 11 and put["postData"]["_sha256"] == hashlib.sha256(b"new content").hexdigest()
+    assert put["postData"]["text"] == "new content"  # webtest sends it as a form: text
+    assert not SPOOLED.search(path.read_text())  # no digest survives into a HAR
+
+
+def test_bodies_over_the_limit_are_size_and_hash_and_binary_ones_base64(recording):
+    recording.settings = recording.settings.with_changes(record_max_body=100)
+    worker = recording.worker()
+    big, small = os.urandom(5000), bytes(range(256))[:90]
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(big))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    assert wopi.get_file().body == big
+    assert wopi.lock("L").status_int == 200
+    assert wopi.put_file(small, lock="L", Content_Type="application/octet-stream").status_int == 200
+    assert wopi.put_file(big, lock="L", Content_Type="application/octet-stream").status_int == 200
+    assert wopi.put_file(small, lock="other", Content_Type="application/octet-stream").status_int == 409
+    [path] = recording.stop()
+    got, _, put_small, put_big, refused = entries(path)
+    assert refused["request"]["postData"] == put_small["request"]["postData"]  # drained unread: read all the same
+    assert got["response"]["content"] == {
+        "size": 5000,
+        "mimeType": "application/octet-stream",
+        "_sha256": hashlib.sha256(big).hexdigest(),
+    }
+    assert put_small["request"]["postData"] == {
+        "mimeType": "application/octet-stream",
+        "text": base64.b64encode(small).decode(),
+        "_encoding": "base64",
+        "_sha256": hashlib.sha256(small).hexdigest(),
+    }
+    assert put_big["request"]["bodySize"] == 5000
+    assert put_big["request"]["postData"] == {
+        "mimeType": "application/octet-stream",
+        "_size": 5000,
+        "_sha256": hashlib.sha256(big).hexdigest(),
+    }
+    assert har(path)["_wopihost"]["max_body"] == 100
+
+
+def test_what_the_application_did_not_read_of_a_body_is_not_recorded_and_the_entry_says_so(recording):
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+    token = recording.services.issue_token(file.id, "alice", True).token
+    sent = b"a body nobody asked for"
+    response = worker.request(
+        f"/wopi/files/{file.id}?access_token={token}", method="GET", body=sent, content_type="text/plain"
+    )
+    assert response.status_int == 200  # CheckFileInfo reads no body
+    [path] = recording.stop()
+    [entry] = entries(path)
+    assert entry["request"]["bodySize"] == 0
+    assert entry["request"]["postData"] == {
+        "mimeType": "text/plain",
+        "text": "",
+        "_sha256": hashlib.sha256(b"").hexdigest(),
+        "comment": f"the server read 0 of the {len(sent)} bytes sent; bodySize and _sha256 are of those",
+    }
+
+
+def test_nothing_is_recorded_unless_asked(app):
+    assert "wopihost.recorder" not in app.extensions
+
+
+def test_a_put_chunked_file_body_keeps_its_frames_and_gets_the_placeholder_in_its_messagejson(recording):
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    assert wopi.lock("L").status_int == 200
+    session = wopi.op("CREATE_UPLOAD_SESSION").json["UploadSessionToken"]
+    signature, chunks = full_file(b"chunk one " * 10, b"chunk two " * 5)
+    body = put_chunked_body({"MainContent": signature}, chunks, session_token=session)
+    sequence = wopi.op("GET_SEQUENCE_NUMBER").headers["X-WOPI-SequenceNumber"]
+    committed = wopi.contents_op(
+        "PUT_CHUNKED_FILE",
+        body,
+        X_WOPI_Lock="L",
+        X_WOPI_SequenceNumber=sequence,
+        Content_Type="text/plain",  # a framed body is binary whatever its type says
+    )
+    assert committed.status_int == 200, committed.headers
+    assert session not in recording.spool()
+
+    [path] = recording.stop()
+    assert session not in path.read_text()
+    *_, created, _, commit = entries(path)
+    assert json.loads(created["response"]["content"]["text"]) == {"UploadSessionToken": "{{session_token:1}}"}
+    post = commit["request"]["postData"]
+    assert post["_encoding"] == "base64" and post["_sha256"] == hashlib.sha256(body).hexdigest()
+    recorded = base64.b64decode(post["text"])
+    events = FrameDecoder("body").feed(recorded)
+    assert events[0] == MessageJSON({**events[0].value, "UploadSessionTokenToCommit": "{{session_token:1}}"})
+    assert events[0].value["Signatures"] == signature_json(signature)
+    assert b"".join(bytes(e.data) for e in events if isinstance(e, ChunkData)) == b"".join(c for _, c in chunks)
+    assert recorded[message_frame_size(recorded) :] == body[message_frame_size(body) :]  # byte for byte
+    assert commit["request"]["bodySize"] == len(body)  # as it crossed the wire
+
+
+def test_a_save_through_an_upload_session_is_recorded_with_one_placeholder_for_its_session(recording):
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    assert wopi.lock("L").status_int == 200
+    session = wopi.op("CREATE_UPLOAD_SESSION").json["UploadSessionToken"]
+    signature, chunks = full_file(b"chunk one " * 10, b"chunk two " * 5)
+    stream = chunk_frames(chunks)
+    stored = wopi.op(
+        "UPDATE_UPLOAD_SESSION",
+        stream,
+        X_WOPI_UploadSessionToken=session,
+        X_WOPI_ContentRangeOffset="0",
+        X_WOPI_ContentRangeLength=str(len(stream)),
+        Content_Type="application/octet-stream",
+    )
+    assert stored.status_int == 200
+    sequence = wopi.op("GET_SEQUENCE_NUMBER").headers["X-WOPI-SequenceNumber"]
+    body = put_chunked_body({"MainContent": signature}, session_token=session)  # UTF-8 throughout
+    committed = wopi.contents_op(
+        "PUT_CHUNKED_FILE", body, X_WOPI_Lock="L", X_WOPI_SequenceNumber=sequence, Content_Type="text/plain"
+    )
+    assert committed.status_int == 200, committed.headers
+    [path] = recording.stop()
+    assert session not in path.read_text()
+    *_, update, _, commit = entries(path)
+    headers = {h["name"].lower(): h["value"] for h in update["request"]["headers"]}
+    assert headers["x-wopi-uploadsessiontoken"] == "{{session_token:1}}"
+    assert base64.b64decode(update["request"]["postData"]["text"]) == stream
+    post = commit["request"]["postData"]
+    assert post["_encoding"] == "base64"  # a framed body is binary, whatever its type says
+    [message, end] = FrameDecoder("body").feed(base64.b64decode(post["text"]))
+    assert message.value["UploadSessionTokenToCommit"] == "{{session_token:1}}" and isinstance(end, EndFrame)
+
+
+def signature_json(signature) -> list:
+    return [signature.to_json("MainContent")]
+
+
+def test_sessions_across_workers_with_placeholders_numbered_once_for_the_recording(recording):
+    one, two = recording.worker(), recording.worker()
+    services = recording.services
+    file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+    alice = WopiClient(one, file.id, services.issue_token(file.id, "alice", True).token)
+    issued, drive_id = services.issue_api_token("bob", True)
+    bob = GraphClient(two, issued.token, drive_id)
+
+    assert alice.check_file_info().status_int == 200  # worker one
+    created = bob.post_json("me/drive/root:/big.bin:/createUploadSession", {})  # worker two
+    upload_url = created.json["uploadUrl"]
+    info = WopiClient(two, file.id, alice.token).check_file_info().json  # alice again, on worker two
+    relative = alice.op("PUT_RELATIVE", b"copy", X_WOPI_SuggestedTarget="Copy.docx")  # a Url with a new token
+    new_token = relative.json["Url"].partition("access_token=")[2]
+    bob_upload = GraphClient(one, None, drive_id)  # the upload URL alone is the credential: no Bearer
+    assert bob_upload.upload(upload_url, b"0123", 0, 8).status_int == 202
+    assert bob_upload.upload(upload_url, b"4567", 4, 8).status_int == 201
+    assert one.get(info["FileUrl"].removeprefix("https://wopi.example.test")).body == b"x"  # joins alice's
+    follower = WopiClient(two, relative.json["Url"].split("/")[-1].partition("?")[0], new_token)
+    assert follower.check_file_info().status_int == 200  # a session of its own
+    secrets = [alice.token, issued.token, new_token, upload_url.rsplit("/", 1)[1], info["FileUrl"].rsplit("/", 1)[1]]
+    spool = recording.spool()
+    assert len(spool_files(recording.directory)) == 2 and not any(secret in spool for secret in secrets)
+
+    first, second, third = recording.stop()
+    assert [har(p)["_wopihost"]["session"] for p in (first, second, third)] == [
+        "{{access_token:1}}",
+        "{{api_token:1}}",
+        "{{access_token:2}}",
+    ]
+    assert [p.name.rsplit("-", 1)[1] for p in (first, second, third)] == ["1.har", "2.har", "3.har"]
+    alices = entries(first)
+    assert [e["_wopihost"]["operation"] for e in alices] == [
+        "CheckFileInfo",
+        "CheckFileInfo",
+        "PutRelativeFile",
+        "wopi.download",
+    ]
+    assert alices[3]["request"]["url"].endswith("/wopi/download/{{download:1}}")  # what CheckFileInfo handed out
+    assert json.loads(alices[2]["response"]["content"]["text"])["Url"].endswith("?access_token={{access_token:2}}")
+    assert entries(third)[0]["request"]["url"].endswith("?access_token={{access_token:2}}")  # the same secret
+    bobs = entries(second)
+    assert [e["request"]["method"] for e in bobs] == ["POST", "PUT", "PUT"]
+    assert all(e["request"]["url"].endswith("/uploadSessions/{{upload_session:1}}") for e in bobs[1:])
+    assert not any(h["name"] == "Authorization" for h in bobs[1]["request"]["headers"])
+    assert json.loads(bobs[0]["response"]["content"]["text"])["uploadUrl"].endswith(
+        "/uploadSessions/{{upload_session:1}}"
+    )
+    workers = {e["_wopihost"]["worker"] for e in alices}
+    assert workers == {os.getpid()}  # (both apps run in this process)
+    for path in (first, second, third):
+        text = path.read_text()
+        assert not any(secret in text for secret in secrets)
+        for match in PLACEHOLDER.finditer(text):
+            assert int(match["n"]) >= 1
+
+
+# -- assembly of a spool ------------------------------------------------------------------------------------
+
+
+def spool_line(t: float, session: str | None, url: str, uses=(), hands=(), text: str = "") -> bytes:
+    entry = {
+        "time": 1.0,
+        "request": {
+            "method": "GET",
+            "url": url,
+            "httpVersion": "HTTP/1.1",
+            "headers": [],
+            "cookies": [],
+            "headersSize": -1,
+            "bodySize": 0,
+        },
+        "response": {
+            "status": 200,
+            "statusText": "OK",
+            "httpVersion": "HTTP/1.1",
+            "headers": [],
+            "cookies": [],
+            "content": {"size": len(text), "mimeType": "application/json", "text": text, "_sha256": "0" * 64},
+            "redirectURL": "",
+            "headersSize": -1,
+            "bodySize": len(text),
+        },
+        "cache": {},
+        "timings": {"send": 0, "wait": 1.0, "receive": 0},
+        "_wopihost": {"override": None, "operation": "CheckFileInfo", "worker": 7},
+    }
+    line = {
+        "entry": entry,
+        "t": t,
+        "face": "wopi",
+        "session": session,
+        "uses": list(uses),
+        "hands": list(hands),
+        "max_body": 1024,
+    }
+    return json.dumps(line).encode() + b"\n"
+
+
+A, B = "{{access_token:#aaaaaaaaaaaaaaaa}}", "{{access_token:#bbbbbbbbbbbbbbbb}}"
+TICKET = "{{download:#cccccccccccccccc}}"
+
+
+def write_spool(directory: Path, name: str, *lines: bytes) -> Path:
+    path = directory / SPOOL / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def test_a_torn_line_is_skipped_and_the_rest_assembled_in_time_order(tmp_path):
+    write_spool(
+        tmp_path,
+        "1-a.jsonl",
+        spool_line(3.0, A, f"http://h/wopi/files/x?access_token={A}"),
+        b'{"entry": {"time": 1.0, "requ\n',  # torn, then the writer went on on a line of its own
+        spool_line(1.0, A, f"http://h/wopi/files/y?access_token={A}"),
+        spool_line(5.0, A, f"http://h/wopi/files/z?access_token={A}")[:40],  # torn last line: the worker was killed
+    )
+    write_spool(tmp_path, "2-b.jsonl", spool_line(2.0, A, f"http://h/wopi/files/w?access_token={A}"))
+    [path] = assemble(tmp_path)
+    assert path.name == "19700101T000001Z-1.har"
+    assert [e["request"]["url"].split("?")[0][-1] for e in entries(path)] == ["y", "w", "x"]
+    assert [e["startedDateTime"] for e in entries(path)] == [
+        "1970-01-01T00:00:01.000Z",
+        "1970-01-01T00:00:02.000Z",
+        "1970-01-01T00:00:03.000Z",
+    ]
+    assert spool_files(tmp_path) == [] and not (tmp_path / SPOOL).exists()
+
+
+def test_placeholders_are_numbered_in_order_of_first_appearance_across_files(tmp_path):
+    write_spool(
+        tmp_path,
+        "1-a.jsonl",
+        spool_line(
+            1.0, B, f"http://h/wopi/files/x?access_token={B}", hands=[TICKET], text=f'{{"Url":"/download/{TICKET}"}}'
+        ),
+        spool_line(4.0, None, f"http://h/wopi/download/{TICKET}", uses=[TICKET]),
+    )
+    write_spool(tmp_path, "2-b.jsonl", spool_line(2.0, A, f"http://h/wopi/files/x?access_token={A}&b={B}"))
+    first, second = assemble(tmp_path)
+    assert har(first)["_wopihost"]["session"] == "{{access_token:1}}"  # B came first
+    assert har(second)["_wopihost"]["session"] == "{{access_token:2}}"
+    assert entries(second)[0]["request"]["queryString"] == [
+        {"name": "access_token", "value": "{{access_token:2}}"},
+        {"name": "b", "value": "{{access_token:1}}"},
+    ]
+    assert entries(first)[1]["request"]["url"] == "http://h/wopi/download/{{download:1}}"  # joined B's session
+
+
+def test_a_credential_no_recorded_response_handed_out_is_a_session_of_its_own(tmp_path):
+    write_spool(
+        tmp_path,
+        "1-a.jsonl",
+        spool_line(1.0, None, f"http://h/wopi/download/{TICKET}", uses=[TICKET]),
+        spool_line(2.0, A, f"http://h/wopi/files/x?access_token={A}"),
+        spool_line(3.0, None, f"http://h/wopi/download/{TICKET}", uses=[TICKET]),
+    )
+    first, second = assemble(tmp_path)
+    assert har(first)["_wopihost"]["session"] == "{{download:1}}" and len(entries(first)) == 2
+    assert har(second)["_wopihost"]["session"] == "{{access_token:1}}"
+
+
+def test_a_spool_file_a_live_worker_holds_is_left_for_later(tmp_path):
+    writer = SpoolWriter(tmp_path)
+    writer.write([spool_line(1.0, A, f"http://h/wopi/files/x?access_token={A}")])
+    assert assemble(tmp_path) == [] and len(spool_files(tmp_path)) == 1
+    writer.close()
+    [path] = assemble(tmp_path)
+    assert len(entries(path)) == 1 and spool_files(tmp_path) == []
+
+
+def test_a_spool_file_being_assembled_is_taken_once(tmp_path):
+    path = write_spool(tmp_path, "1-a.jsonl", spool_line(1.0, A, f"http://h/wopi/files/x?access_token={A}"))
+    taken = SpoolFile.take(path)
+    assert taken is not None and SpoolFile.take(path) is None
+    taken.close()

@@ -1,0 +1,58 @@
+"""Where a credential shows in text: one list for the logs, which blank each one (wopihost/logs.py), and for a
+recording, which replaces each by a placeholder of its kind (wopihost/recording/).
+
+Access tokens travel in query strings; Graph's upload and download URLs, FileUrls, share links and launch links
+are credentials in their path; CSPP Plus upload session tokens in JSON; and our tokens and tickets have shapes
+of their own, whatever quotes them. Each alternative below names its kind (wopihost/har.py's KINDS) by the group
+that holds the secret, the last group of its alternative: what comes before that group (`access_token=`,
+`/uploadSessions/` ...) is context, kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_VALUE = r"[^/?\s'\"\\]+"  # a path segment as a URL, a log line or a JSON string holds it
+LAUNCH_ACTIONS = ("view", "edit", "editnew")  # /host/{action}/{ticket} (wopihost/launches.py)
+# The path segments after which a credential follows: a path without any of them, nearly every one, needs no
+# regular expression unless it is long enough to hold a token (TOKEN_SHAPE_LENGTH).
+CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/s/", "/shares/", "/host/")
+TOKEN_SHAPE_LENGTH = 64
+
+CREDENTIALS = re.compile(
+    r"access_token(?:%3d|=)(?P<access_token>[^&\s'\"\\]*)"  # a query parameter, raw or percent-encoded
+    r"|\"access_token\"\s*:\s*\"(?P<access_token_json>[^\"\\]*)"  # ... or a JSON field
+    # an Authorization header's credentials: up to a quote, so that a JSON string around it stays one
+    r"|\bbearer\s+(?P<api_token>[^\s'\"\\]+)"
+    r"|\"UploadSessionToken(?:ToCommit)?\"\s*:\s*\"(?P<session_token>[^\"\\]*)"  # CSPP Plus, in JSON
+    # the credential in the path of a Graph upload or download URL, a FileUrl, a share link, a Graph share id,
+    # a launch link of the host page
+    rf"|/uploadSessions/(?P<upload_session>{_VALUE})"
+    rf"|/downloads?/(?P<download>{_VALUE})"
+    rf"|/(?:s|shares)/(?P<share>{_VALUE})"
+    rf"|/host/(?:{'|'.join(LAUNCH_ACTIONS)})/(?P<launch>{_VALUE})"
+    # a token by its shape: long base32, whatever spelling or context (ours are ~150); a download or launch ticket
+    # by its shape: jti.file.expiry.signature. Tried only where a run of their characters starts and without
+    # backtracking (a recording searches every JSON body): a run is taken whole, so none can start inside one.
+    rf"|(?P<token>(?<![a-z2-7])[a-z2-7]{{{TOKEN_SHAPE_LENGTH},}})"
+    r"|(?P<ticket>\b\w++\.\w++\.\d++\.[\w-]{43,}+)",
+    re.IGNORECASE,
+)
+# the kind of secret (wopihost/har.py) each value group of CREDENTIALS holds
+KIND_OF_GROUP = {name: name for name in CREDENTIALS.groupindex} | {
+    "access_token_json": "access_token",
+    "ticket": "token",
+}
+
+
+def replace(text: str, replacement: Callable[[str, str], str]) -> str:
+    """`text` with each credential replaced by `replacement(kind, value)`; the context around it stays."""
+
+    def one(match: re.Match) -> str:
+        group = match.lastgroup
+        assert group is not None  # every alternative ends in its value group
+        start = match.start(group)
+        return match.string[match.start() : start] + replacement(KIND_OF_GROUP[group], match.group(group))
+
+    return CREDENTIALS.sub(one, text)

@@ -1,0 +1,433 @@
+"""The WSGI layer that records each WOPI and Graph exchange into the spool, one line per exchange.
+
+What the request says (URL, headers) is taken as it arrives, redacted at once, before anything else looks at
+the environ; its body as the application reads it (body.BODY_TAP: every read of a request body goes through
+wopihost/body.py), hashed whole and kept up to the size limit; the response as the server takes it. A body
+the server sends by itself (sendfile, a GetFile) is left to it, untouched and unbuffered: once it has been
+sent, the recorder reads the range that was sent from the file itself, or, for a whole file larger than it
+keeps, takes the file's SHA-256 the application knows (streaming.CONTENT_SHA256). Nothing is written until the
+server closes the response: then one line, with one write.
+
+Requests with no credential at all (no access_token, no Authorization, no credential in the path) are left
+alone: they belong to no client session (docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+
+from .. import graph
+from ..body import BODY_TAP
+from ..config import Settings
+from ..logs import OPERATION
+from ..requesturl import called_url
+from ..storage import PIECE
+from ..streaming import CONTENT_SHA256
+from .redaction import Redactor, Seen
+from .spool import SpoolWriter
+
+log = logging.getLogger("wopihost.recording")
+# Secrets in a request path that a session's earlier response handed out: such a request belongs to that session.
+HANDED_OUT = ("upload_session", "download", "share")
+_TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "application/xml")
+
+
+class Recorder:
+    """`app`, recording every WOPI and Graph exchange with a credential into `settings.record_dir`."""
+
+    def __init__(self, app, settings: Settings, spool: SpoolWriter | None = None):
+        assert settings.record_dir is not None
+        self.app = app
+        self.public_url, self.trusted_proxies = settings.public_url, settings.trusted_proxies
+        self.max_body = settings.record_max_body
+        self.redactor = Redactor(settings.secret_key)
+        self.spool = spool or SpoolWriter(settings.record_dir)
+        self._failed = False  # said once in the log: a recording that cannot be written must not fail requests
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        face = "wopi" if path.startswith("/wopi/") else "graph" if graph.handles(path) else None
+        exchange = _Exchange.begin(self, environ, face, start_response) if face is not None else None
+        if exchange is None:
+            return self.app(environ, start_response)
+        environ[BODY_TAP] = exchange.request_body
+        body = self.app(environ, exchange.start_response)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and isinstance(body, wrapper):
+            fd = _fileno(body.filelike)
+            if fd is not None:
+                # The server may send it with sendfile: it must get the wrapper itself, and the recorder reads
+                # what it sent from the file once it closes it, from where the server starts (gunicorn too
+                # starts at the file's position).
+                exchange.file = fd, os.lseek(fd, 0, os.SEEK_CUR)
+                exchange.close_body = getattr(body, "close", None)
+                body.close = exchange.close_file
+                return body
+        return _Teed(body, exchange)
+
+    def write(self, pieces: list[bytes]) -> None:
+        try:
+            self.spool.write(pieces)
+        except OSError as exc:
+            if not self._failed:
+                self._failed = True
+                log.error("recording: cannot write to %s: %s; exchanges go unrecorded", self.spool.directory, exc)
+
+
+class Capture:
+    """A body as it passes: its size and SHA-256, and its bytes while they are no more than `limit`."""
+
+    __slots__ = ("size", "digest", "known", "kept", "limit", "last")
+
+    def __init__(self, limit: int):
+        self.size, self.limit = 0, limit
+        self.digest = hashlib.sha256()
+        self.known: str | None = None  # the body's SHA-256 when the application knew it, instead of `digest`
+        self.kept: bytearray | None = bytearray()
+        self.last = 0.0  # when the last piece passed (time.perf_counter), 0 if none did
+
+    def __call__(self, piece) -> None:
+        self.size += len(piece)
+        self.digest.update(piece)
+        if self.kept is not None:
+            if self.size <= self.limit:
+                self.kept += piece
+            else:
+                self.kept = None  # larger than the limit: size and hash only
+        self.last = time.perf_counter()
+
+    def sha256(self) -> str:
+        return self.known or self.digest.hexdigest()
+
+
+class _Exchange:
+    """One recorded request and its response, from arrival until the server closes the response."""
+
+    __slots__ = (
+        "recorder",
+        "environ",
+        "face",
+        "wall",
+        "started",
+        "request",
+        "session",
+        "uses",
+        "request_body",
+        "response_body",
+        "status",
+        "headers",
+        "responded",
+        "file",
+        "close_body",
+        "_start_response",
+    )
+    headers: Sequence[tuple[str, str]]
+
+    def __init__(self, recorder: Recorder, environ: dict, face: str, start_response, request: dict):
+        self.recorder, self.environ, self.face, self._start_response = recorder, environ, face, start_response
+        self.wall, self.started = time.time(), time.perf_counter()
+        self.request = request
+        self.session: str | None = None
+        self.uses: list[str] = []
+        self.request_body, self.response_body = Capture(recorder.max_body), Capture(recorder.max_body)
+        self.status, self.headers, self.responded = "500 INTERNAL SERVER ERROR", (), 0.0
+        self.file: tuple[int, int] | None = None  # (fd, offset) of a body the server sends from a file itself
+        self.close_body = None
+
+    @classmethod
+    def begin(cls, recorder: Recorder, environ: dict, face: str, start_response) -> _Exchange | None:
+        """The exchange, its request redacted; None for a request with no credential."""
+        redactor = recorder.redactor
+        seen: Seen = []
+        url = redactor.text(called_url(environ, recorder.public_url, recorder.trusted_proxies), seen)
+        session = next((placeholder for kind, placeholder in seen if kind == "access_token"), None)
+        uses = [placeholder for kind, placeholder in seen if kind in HANDED_OUT]
+        headers, in_headers = _request_headers(redactor, environ)
+        if session is None:
+            session = next((placeholder for kind, placeholder in in_headers if kind == "api_token"), None)
+        if session is None and not uses:
+            return None
+        request = {
+            "method": environ.get("REQUEST_METHOD", ""),
+            "url": url,
+            "httpVersion": environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+            "headers": headers,
+        }
+        exchange = cls(recorder, environ, face, start_response, request)
+        exchange.session, exchange.uses = session, uses
+        return exchange
+
+    def start_response(self, status: str, headers, exc_info=None):
+        self.status, self.headers, self.responded = status, headers, time.perf_counter()
+        return self._start_response(status, headers, exc_info)
+
+    def close_file(self) -> None:
+        try:
+            self._read_file()  # before the file is closed
+        finally:
+            try:
+                if self.close_body is not None:
+                    self.close_body()
+            finally:
+                self.finish()
+
+    def _read_file(self) -> None:
+        """What the server sent of the file it was handed, read again from the file (os.pread: the file's
+        position is left alone), piece by piece."""
+        assert self.file is not None
+        fd, offset = self.file
+        capture, left = self.response_body, self._sent_by_server()
+        size, known = self.environ.get(CONTENT_SHA256, (None, None))
+        if left == size and left > capture.limit:  # the whole content, which is not kept: no need to read it
+            capture.size, capture.known, capture.kept = left, known, None
+            return
+        try:
+            while left > 0:
+                piece = os.pread(fd, min(left, PIECE), offset)
+                if not piece:
+                    break
+                capture(piece)
+                offset += len(piece)
+                left -= len(piece)
+        except OSError as exc:
+            log.warning("recording: cannot read the body sent from a file: %s", exc)
+
+    def _sent_by_server(self) -> int:
+        """What the server sent of a file it was handed: our worker's socket counts what sendfile sent
+        (wopihost/worker.py); otherwise the server wrote it all (its Content-Length), or gave up partway."""
+        if self.environ.get("REQUEST_METHOD") == "HEAD" or self.status[:3] in ("204", "304"):
+            return 0
+        sent = getattr(self.environ.get("gunicorn.socket"), "sendfile_sent", None)
+        if sent is not None:
+            return sent
+        length = next((value for name, value in self.headers if name.lower() == "content-length"), "")
+        return int(length) if length.isdigit() else 0
+
+    def finish(self) -> None:
+        try:
+            pieces = self._line()
+        except Exception:  # a recording never fails a request
+            log.exception("recording: cannot record %s %s", self.request["method"], self.request["url"])
+            return
+        self.recorder.write(pieces)
+
+    def _line(self) -> list[bytes]:
+        """The spool line, in pieces for one writev: the JSON around the base64 of binary bodies, which needs no
+        escaping and so is not passed through the JSON encoder (it would scan a megabyte for nothing)."""
+        ended = time.perf_counter()
+        raw = _RawPieces()
+        redactor, environ = self.recorder.redactor, self.environ
+        request_body, response_body = self.request_body, self.response_body
+        read_until = request_body.last or self.started
+        responded = self.responded or ended
+        request = self.request
+        request["cookies"], request["headersSize"], request["bodySize"] = [], -1, request_body.size
+        if request_body.size or _declares_body(environ):
+            request["postData"] = _post_data(
+                redactor, request_body, environ.get("CONTENT_TYPE", ""), _declared(environ), raw
+            )
+        hands: Seen = []
+        headers = [{"name": name, "value": redactor.header(name.lower(), value, hands)} for name, value in self.headers]
+        mime = next((h["value"] for h in headers if h["name"].lower() == "content-type"), "")
+        code, _, reason = self.status.partition(" ")
+        timings = {
+            "send": _ms(read_until - self.started),
+            "wait": _ms(max(0.0, responded - read_until)),
+            "receive": _ms(ended - responded),
+        }
+        entry = {
+            "time": round(timings["send"] + timings["wait"] + timings["receive"], 3),
+            "request": request,
+            "response": {
+                "status": int(code) if code.isdigit() else 0,
+                "statusText": reason,
+                "httpVersion": request["httpVersion"],
+                "headers": headers,
+                "cookies": [],
+                "content": _content(redactor, response_body, mime, hands, raw),
+                "redirectURL": "",
+                "headersSize": -1,
+                "bodySize": response_body.size,
+            },
+            "cache": {},
+            "timings": timings,
+            "_wopihost": {
+                "override": next((h["value"] for h in request["headers"] if h["name"] == "X-WOPI-Override"), None),
+                "operation": environ.get(OPERATION),
+                "worker": os.getpid(),
+            },
+        }
+        line = {
+            "entry": entry,  # first: assembly numbers the secrets in the order they appear
+            "t": self.wall,
+            "face": self.face,
+            "session": self.session,
+            "uses": self.uses,
+            "hands": sorted({placeholder for kind, placeholder in hands if kind in HANDED_OUT}),
+            "max_body": self.recorder.max_body,
+        }
+        return raw.splice(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+class _Teed:
+    """A response body captured as the server takes it; the exchange is recorded when the server closes it."""
+
+    __slots__ = ("_body", "_exchange")
+
+    def __init__(self, body, exchange: _Exchange):
+        self._body, self._exchange = body, exchange
+
+    def __iter__(self):
+        capture = self._exchange.response_body
+        for chunk in self._body:
+            capture(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._exchange.finish()
+
+
+def _fileno(filelike) -> int | None:
+    """The file descriptor under a response body, if the server could sendfile it (gunicorn's util.has_fileno)."""
+    try:
+        return filelike.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+# -- the request's headers, as they came ----------------------------------------------------------------------
+
+_HEADER_NAMES: dict[str, str] = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+
+
+def _header_name(key: str) -> str | None:
+    """The header an environ key holds, in its usual spelling (the server has lost the client's), or None."""
+    name = _HEADER_NAMES.get(key)
+    if name is None and key.startswith("HTTP_"):
+        name = "-".join(part.capitalize() for part in key[5:].split("_"))
+        if name.startswith("X-Wopi-"):
+            name = "X-WOPI-" + name[7:]
+        if len(_HEADER_NAMES) < 1024:  # clients' own headers are not remembered past that
+            _HEADER_NAMES[key] = name
+    return name
+
+
+def _request_headers(redactor: Redactor, environ: dict) -> tuple[list[dict], Seen]:
+    """The request's headers in the order they came (the server puts them into the environ in that order,
+    repeated ones joined), redacted; and the secrets found in them."""
+    headers: list[dict] = []
+    seen: Seen = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = _header_name(key)
+            if name is not None and isinstance(value, str):
+                headers.append({"name": name, "value": redactor.header(name.lower(), value, seen)})
+    return headers, seen
+
+
+def _declares_body(environ: dict) -> bool:
+    length = environ.get("CONTENT_LENGTH", "")
+    return (length.isdigit() and int(length) > 0) or "HTTP_TRANSFER_ENCODING" in environ
+
+
+def _declared(environ: dict) -> int | None:
+    length = environ.get("CONTENT_LENGTH", "")
+    return int(length) if length.isdigit() else None
+
+
+# -- bodies ---------------------------------------------------------------------------------------------------
+
+
+def is_text(mime: str) -> bool:
+    """Whether a body of this type is written as text (if it is UTF-8); everything else is binary."""
+    kind = mime.partition(";")[0].strip().lower()
+    return kind.startswith("text/") or kind in _TEXT_TYPES or kind.endswith(("+json", "+xml"))
+
+
+class _RawPieces:
+    """Base64 text that goes into a spool line as it is: the JSON holds a marker in its place (private-use
+    characters around a nonce of this process, which no client can send by chance), replaced by `splice`."""
+
+    _NONCE = secrets.token_hex(8)
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def add(self, data) -> str:
+        self.pieces.append(binascii.b2a_base64(data, newline=False))
+        return self._marker(len(self.pieces) - 1)
+
+    def _marker(self, i: int) -> str:
+        return f"\ue000{self._NONCE}:{i}\ue000"
+
+    def splice(self, line: bytes) -> list[bytes]:
+        pieces: list[bytes] = []
+        for i, piece in enumerate(self.pieces):
+            head, _, line = line.partition(self._marker(i).encode("utf-8"))
+            pieces += (head, piece)
+        pieces.append(line + b"\n")
+        return pieces
+
+
+def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None, raw: _RawPieces) -> dict:
+    """The fields that hold a body captured whole (no more than the limit): its text, or base64; a CSPP
+    framed body whose MessageJSON holds a secret as that MessageJSON's text (`_message`, redacted) and the
+    bytes after it (`_rest`, base64), for assembly to put together once the secrets are numbered."""
+    data = capture.kept
+    assert data is not None
+    if not data:
+        return {"text": ""}
+    try:
+        framed = redactor.framed(data, seen)
+    except UnicodeDecodeError:  # a MessageJSON that is not UTF-8 cannot be searched for secrets
+        return {"_size": capture.size}
+    if framed is None and is_text(mime):  # (a framed body is binary, whatever its type says)
+        try:
+            return {"text": redactor.text(data.decode("utf-8"), seen)}
+        except UnicodeDecodeError:
+            pass
+    if framed is not None and framed[0] is not None:
+        message, end = framed
+        return {"_message": message, "_rest": raw.add(memoryview(data)[end:])}
+    return {"text": raw.add(data), "encoding": "base64"}
+
+
+def _post_data(redactor: Redactor, capture: Capture, mime: str, declared: int | None, raw: _RawPieces) -> dict:
+    post: dict = {"mimeType": mime}
+    if capture.kept is not None:
+        stored = _stored(redactor, capture, mime, None, raw)
+        if "encoding" in stored:
+            stored["_encoding"] = stored.pop("encoding")
+        post.update(stored)
+    else:
+        post["_size"] = capture.size
+    post["_sha256"] = capture.sha256()
+    if declared is not None and capture.size < declared:
+        post["comment"] = (
+            f"the server read {capture.size} of the {declared} bytes sent; bodySize and _sha256 are of those"
+        )
+    return post
+
+
+def _content(redactor: Redactor, capture: Capture, mime: str, seen: Seen, raw: _RawPieces) -> dict:
+    content: dict = {"size": capture.size, "mimeType": mime}
+    if capture.kept is not None:
+        content.update(_stored(redactor, capture, mime, seen, raw))
+    content["_sha256"] = capture.sha256()
+    return content
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
