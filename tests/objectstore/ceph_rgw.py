@@ -140,6 +140,9 @@ admin socket = {d}/run/$name.asok
 # commit each change at once (default: wait up to 1 s to batch them), which makes start-up seconds faster
 paxos propose interval = 0.01
 paxos min wait = 0.01
+# a port taken since it was chosen: exit at once (default: three tries 5 s apart) for start() to try new ports
+ms bind retry count = 1
+ms bind retry delay = 0
 
 [osd]
 admin socket = {d}/run/$name.asok
@@ -193,6 +196,19 @@ def cluster_pids(directory: Path) -> list[int]:
         if entry.name.isdigit() and conf in _cmdline(int(entry.name)) and _pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return sorted(found)
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process pid itself listens on 127.0.0.1:port (not merely some process: a port taken by another
+    since free_port() chose it would otherwise pass for our daemon)."""
+    try:
+        inodes = {os.readlink(fd.path)[8:-1] for fd in os.scandir(f"/proc/{pid}/fd")}  # socket:[INODE]
+        table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    local = f"0100007F:{port:04X}"
+    # fields: sl local_address rem_address st ... inode; st 0A is LISTEN
+    return any(f[1] == local and f[3] == "0A" and f[9] in inodes for f in (line.split() for line in table))
 
 
 def log_tails(directory: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -252,18 +268,24 @@ class Cluster:
             raise ValueError(f"{self.directory}: a cluster directory may hold only letters, digits and ._/+-")
         if self.directory.exists() and any(self.directory.iterdir()):
             raise ValueError(f"{self.directory} is not empty")
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
         self.deadline = self.started + self.timeout
-        try:
-            self.gateway = self._start()
-        except BaseException as exc:
-            tails = log_tails(self.directory)
-            self.stop()
-            if not isinstance(exc, Exception):
-                raise
-            raise StartError(f"Ceph RGW did not start in {self.directory}: {exc}\n{tails}") from exc
-        return self.gateway
+        for attempt in (1, 2):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self.gateway = self._start()
+                return self.gateway
+            except BaseException as exc:
+                tails = log_tails(self.directory)
+                self.stop()
+                if not isinstance(exc, Exception):
+                    raise
+                # another process took a port between free_port() and the daemon's bind: once more, new ports
+                if attempt == 1 and "Address already in use" in tails and time.monotonic() < self.deadline:
+                    self.procs = {}
+                    continue
+                raise StartError(f"Ceph RGW did not start in {self.directory}: {exc}\n{tails}") from exc
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         if _is_cluster_directory(self.directory):
@@ -351,6 +373,10 @@ class Cluster:
         with open(d / "pids", "a") as pids:
             pids.write(f"osd-mkfs {mkfs.pid}\n")
         try:
+            # a monitor that cannot have its port (taken since free_port) fails the start now, not after the
+            # ceph tool's connect timeout
+            self._wait_until_listening("mon", mon_port)
+            self._step("monitor listens")
             osd_id = self._ceph("osd", "new", osd_uuid).stdout.strip()
             output, _ = mkfs.communicate(timeout=self._remaining())
         finally:
@@ -379,6 +405,7 @@ class Cluster:
 
         self._spawn("rgw", "radosgw", "-c", conf, "-f", "-n", "client.rgw")
         endpoint = f"http://127.0.0.1:{rgw_port}"
+        self._wait_until_listening("rgw", rgw_port)
         self._wait_for_s3(endpoint)
         self._step("S3 answers")
         # after RGW answers, not beside it: both would otherwise create the default zone at the same time
@@ -395,6 +422,12 @@ class Cluster:
         env.touch(mode=0o600)
         env.write_text("".join(f"{key}={value}\n" for key, value in gateway.env().items()))
         return gateway
+
+    def _wait_until_listening(self, name: str, port: int) -> None:
+        while not listens(self.procs[name].pid, port):
+            self._check_daemons()
+            self._remaining()
+            time.sleep(0.02)
 
     def _wait_for_s3(self, endpoint: str) -> None:
         """Until RGW answers an anonymous ListBuckets, which it does only once it has read its zone."""

@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,26 @@ def test_a_start_that_fails_halfway_is_torn_down_and_shows_the_logs(tmp_path):
     assert "--- mon.a.log" in failed.stderr
     assert not directory.exists()
     assert ceph.cluster_pids(directory) == []
+
+
+def test_a_port_taken_before_the_monitor_binds_it_is_replaced(tmp_path, monkeypatch):
+    """Parallel starts choose ports independently: one taken between choice and bind costs a retry, not a failure."""
+    need_ceph()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        chosen = [taken.getsockname()[1]]
+        real = ceph.free_port
+        monkeypatch.setattr(ceph, "free_port", lambda: chosen.pop() if chosen else real())
+        cluster = ceph.Cluster(tmp_path / "cluster")
+        gateway = cluster.start()
+        try:
+            assert s3_client(gateway).list_buckets()["Buckets"] == []
+            mon_host = (tmp_path / "cluster" / "ceph.conf").read_text().split("mon host = ")[1].split("\n")[0]
+            assert mon_host != f"v2:127.0.0.1:{taken.getsockname()[1]}"
+        finally:
+            cluster.stop()
+    assert not (tmp_path / "cluster").exists()
 
 
 def test_start_without_ceph_says_what_to_install(tmp_path):
