@@ -49,7 +49,6 @@ REGION = "us-east-1"
 USER = "wopihost-test"
 # Paths go into ceph.conf, where `#`, `;`, `$` and spaces mean something
 SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
-DAEMONS = ("mon", "osd", "rgw")
 LOG_TAIL_LINES = 15
 
 
