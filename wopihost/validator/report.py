@@ -1,16 +1,16 @@
 """Reporting results: a line per test as it finishes, a per-group table and a summary; or JSON; or JUnit XML
-for CI. Access tokens never appear: URLs are shown with their access_token value elided.
+for CI (wopihost/junit.py). Access tokens never appear: URLs are shown with their access_token value elided.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from ..junit import Case, Suite, junit_xml
 from .runner import FAIL, PASS, SKIP, TestResult
 
 _TOKEN = re.compile(r"(?i)([?&]access_token=)[^&#]*")
@@ -133,33 +133,21 @@ def write_json(results: list[TestResult], out: TextIO) -> None:
 
 
 def junit(results: list[TestResult]) -> bytes:
-    suites = ET.Element(
-        "testsuites",
-        name="WOPI validator",
-        tests=str(len(results)),
-        failures=str(sum(r.status == FAIL for r in results)),
-        skipped=str(sum(r.status == SKIP for r in results)),
-    )
-    for group in by_group(results):
-        members = [r for r in results if r.group == group.name]
-        suite = ET.SubElement(
-            suites,
-            "testsuite",
-            name=group.name,
-            tests=str(len(members)),
-            failures=str(group.failed),
-            skipped=str(group.skipped),
-            errors="0",
-            time=f"{sum(r.elapsed for r in members):.3f}",
+    suites = [
+        Suite(
+            group.name,
+            [
+                Case(
+                    r.name,
+                    r.elapsed,
+                    failure=r.reason if r.status == FAIL else None,
+                    skipped=r.reason if r.status == SKIP else None,
+                    details="\n".join([*r.errors, *details(r)]) if r.status == FAIL else "",
+                )
+                for r in results
+                if r.group == group.name
+            ],
         )
-        for result in members:
-            case = ET.SubElement(
-                suite, "testcase", classname=group.name, name=result.name, time=f"{result.elapsed:.3f}"
-            )
-            if result.status == FAIL:
-                failure = ET.SubElement(case, "failure", message=result.reason)
-                failure.text = "\n".join([*result.errors, *details(result)])
-            elif result.status == SKIP:
-                ET.SubElement(case, "skipped", message=result.reason)
-    ET.indent(suites)
-    return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+        for group in by_group(results)
+    ]
+    return junit_xml("WOPI validator", suites)
