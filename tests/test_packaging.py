@@ -13,7 +13,8 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[1]
 EXTRAS_ONLY = ["requests", "psutil", "psycopg", "jsonschema", "pytest", "webtest", "hypothesis", "msgraph"]
 
-# Every module of wopihost but the test rig and the validator (extras), then a migrated database and /healthz.
+# Every module of wopihost but the test rig, the validator and the replay (extras), then a migrated database and
+# /healthz.
 RUNTIME = """
 import importlib, pathlib, sys
 for name in sys.argv[2].split(","):
@@ -22,7 +23,7 @@ import wopihost
 root = pathlib.Path(wopihost.__file__).parent
 for path in sorted(root.rglob("*.py")):
     parts = ("wopihost", *path.relative_to(root).with_suffix("").parts)
-    if parts[1] not in ("validator", "localserver", "__main__"):
+    if parts[1] not in ("validator", "replay", "localserver", "__main__"):
         importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
 from wopihost import db
 from wopihost.app import create_app
@@ -50,6 +51,18 @@ def test_the_validator_without_its_extra_says_so_in_one_line():
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "the WOPI validator needs requests, which is not installed: pip install 'wopihost[validator]'"
+    ]
+
+
+def test_the_replay_without_its_extra_says_so_in_one_line(tmp_path):
+    har = tmp_path / "session.har"
+    har.write_text("{}")
+    result = without_extras(
+        "import sys; sys.modules['requests'] = None; from wopihost.cli import main; main()", "replay", str(har)
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "wopihost replay needs requests, which is not installed: pip install 'wopihost[validator]'"
     ]
 
 

@@ -867,6 +867,71 @@ def validate(args: tuple[str, ...]) -> None:
     sys.exit(run_validator(list(args), prog="wopihost validate"))
 
 
+@main.command("replay")
+@click.argument("har", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wopisrc", metavar="URL", help="The WOPISrc the recording's first file becomes.")
+@click.option("--token", metavar="T", help="The access token of a WOPI session ({{access_token:1}}).")
+@click.option(
+    "--graph-base",
+    metavar="URL",
+    help="Where the recording's Graph requests go, e.g. http://host/v1.0  [default: the WOPISrc's host].",
+)
+@click.option("--api-token", metavar="T", help="The Bearer token of a Graph session ({{api_token:1}}).")
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="A value the session never learns from an answer: an id, a placeholder such as {{upload_session:1}}, "
+    "a URL prefix. Repeatable.",
+)
+@click.option(
+    "--proof-keys",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Sign the requests recorded with proofs with the keys in DIR (made there on first use; point the "
+    "host's WOPIHOST_DISCOVERY_URL at DIR/discovery.xml).",
+)
+@click.option(
+    "--speed",
+    type=click.Choice(["recorded", "max"]),
+    help="recorded: keep the recording's gaps between requests; max: none. Either prints latency percentiles.",
+)
+@click.option("--clients", type=click.IntRange(min=1), default=1, show_default=True, help="Clients replaying at once.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds per request.",
+)
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML to FILE.")
+def replay(
+    har: Path,
+    wopisrc: str | None,
+    token: str | None,
+    graph_base: str | None,
+    api_token: str | None,
+    maps: tuple[str, ...],
+    proof_keys: Path | None,
+    speed: str | None,
+    clients: int,
+    timeout: float,
+    junit: Path | None,
+) -> None:
+    """Send the requests of a recorded session (HAR, from `serve --record`) to a host in order and compare its
+    answers with the recorded ones; exits 1 if any diverged."""
+    from .replay.command import run  # a test tool, with the validator's extra: load it only here
+    from .replay.targets import Targets, UsageProblem, parse_map
+
+    try:
+        pairs = tuple(parse_map(m) for m in maps)
+    except UsageProblem as problem:
+        raise click.BadParameter(str(problem), param_hint="--map") from None
+    targets = Targets(wopisrc, token, graph_base, api_token, pairs)
+    sys.exit(run(har, targets, proof_keys=proof_keys, speed=speed, clients=clients, timeout=timeout, junit=junit))
+
+
 @main.command("doctor")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each network check.")
 @json_option

@@ -1,0 +1,330 @@
+"""`wopihost replay` end to end: sessions recorded from one real server (gunicorn, two workers) replayed with
+the command against others, fresh ones and ones whose answers differ.
+
+The recordings are written by tests/har_capture.py from the exchanges of a real client session, in the format
+of docs/testing.md; the replays run the installed command in a subprocess, as CI would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import requests
+
+from wopihost.cspp.chunkid import chunk_id
+from wopihost.cspp.signatures import ChunkSignature, Signature
+from wopihost.cspp.wire import chunk_frames, put_chunked_body
+from wopihost.localserver import LocalServer
+from wopihost.validator.signing import ProofSigner
+
+from ..har_capture import Capture
+
+pytestmark = pytest.mark.e2e
+
+CONTENT = b"the first version of the document\n" * 100
+SAVED = b"the second version, saved by the replayed client\n" * 100
+LOCK = '{"S":"replay-lock"}'
+
+
+@pytest.fixture
+def hosts(tmp_path, database):
+    """Starts servers, each in its own directory (the first on the test's database, the others on SQLite files
+    of their own: fresh hosts); stops them and checks their logs at the end."""
+    started: list[LocalServer] = []
+
+    def start(name: str, use_database: bool = False, **env: str) -> LocalServer:
+        workdir = tmp_path / name
+        workdir.mkdir()
+        server = LocalServer.start(workdir, database if use_database else None, extra_env=env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        log = server.log_text()
+        assert "Traceback" not in log, log
+
+
+def document(server: LocalServer, tmp_path: Path, content: bytes = CONTENT) -> tuple[str, str]:
+    path = tmp_path / f"Report-{server.port}.docx"
+    path.write_bytes(content)
+    file_id = server.add_file(path, "Report.docx")["id"]
+    return file_id, server.token(file_id)
+
+
+def replay(har: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "wopihost.cli", "replay", str(har), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def wopi_args(server: LocalServer, file_id: str, token: str) -> list[str]:
+    return ["--wopisrc", f"{server.base}/wopi/files/{file_id}", "--token", token]
+
+
+def record_edit_flow(server: LocalServer, tmp_path: Path) -> Path:
+    """CheckFileInfo, Lock, GetFile, PutFile, GetFile, Unlock: what an editor does with a document."""
+    file_id, token = document(server, tmp_path)
+    capture = Capture(token)
+    url = server.url(file_id, token)
+    contents = server.url(file_id, token, "/contents")
+    info = capture.send("GET", url, operation="CheckFileInfo")
+    assert info.status_code == 200
+    capture.secrets_in(info.json())
+    assert capture.send("POST", url, {"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}, operation="Lock").ok
+    assert capture.send("GET", contents, operation="GetFile").content == CONTENT
+    put = capture.send("POST", contents, {"X-WOPI-Override": "PUT", "X-WOPI-Lock": LOCK}, SAVED, "PutFile")
+    assert put.status_code == 200
+    assert capture.send("GET", contents, operation="GetFile").content == SAVED
+    assert capture.send("POST", url, {"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": LOCK}, operation="Unlock").ok
+    return capture.write(tmp_path / "edit.har")
+
+
+def test_the_wopi_edit_flow_replays_on_a_fresh_host_and_diverges_on_a_changed_one(hosts, tmp_path):
+    har = record_edit_flow(hosts("recorded", use_database=True), tmp_path)
+
+    fresh = hosts("fresh")
+    file_id, token = document(fresh, tmp_path)
+    junit = tmp_path / "fresh.xml"
+    done = replay(har, *wopi_args(fresh, file_id, token), "--junit", str(junit))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[:3] for line in lines[:6]] == [
+        ["ok", "#1", "CheckFileInfo"],
+        ["ok", "#2", "Lock"],
+        ["ok", "#3", "GetFile"],
+        ["ok", "#4", "PutFile"],
+        ["ok", "#5", "GetFile"],
+        ["ok", "#6", "Unlock"],
+    ]
+    assert lines[-1] == "6 requests: 6 matched, 0 diverged, 0 errors"
+    assert json.loads(fresh.cli("files", "info", file_id, "--json"))["size"] == len(SAVED)
+    suites = ET.parse(junit).getroot()
+    assert (suites.get("tests"), suites.get("failures"), suites.get("errors")) == ("6", "0", "0")
+    assert token not in done.stdout + done.stderr + junit.read_text()
+
+    changed = hosts("changed", WOPIHOST_CONTAINERS="off")  # CheckFileInfo without SupportsContainers ...
+    file_id, token = document(changed, tmp_path)
+    junit = tmp_path / "changed.xml"
+    done = replay(har, *wopi_args(changed, file_id, token), "--junit", str(junit))
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("DIVERGED #1 CheckFileInfo GET /wopi/files/")
+    assert "    $.SupportsContainers: recorded true, actual absent" in lines
+    assert "    $.SupportsEcosystem: recorded true, actual absent" in lines
+    assert lines[-1] == "6 requests: 5 matched, 1 diverged, 0 errors"
+    suites = ET.parse(junit).getroot()
+    assert (suites.get("tests"), suites.get("failures")) == ("6", "1")
+    failure = suites.find("testsuite/testcase/failure")
+    assert failure is not None and "SupportsContainers" in (failure.get("message") or "") + (failure.text or "")
+    assert token not in done.stdout + done.stderr + junit.read_text()
+
+
+def record_cspp_save(server: LocalServer, tmp_path: Path) -> Path:
+    """A CSPP Plus save through an upload session: CreateUploadSession, the Chunk frames in UpdateUploadSession
+    pieces cut anywhere, a PutChunkedFile committing the session, then the content read back."""
+    file_id, token = document(server, tmp_path)
+    capture = Capture(token)
+    url, contents = server.url(file_id, token), server.url(file_id, token, "/contents")
+    info = capture.send("GET", url, operation="CheckFileInfo")
+    capture.secrets_in(info.json())
+    assert capture.send("POST", url, {"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}, operation="Lock").ok
+    created = capture.send("POST", url, {"X-WOPI-Override": "CREATE_UPLOAD_SESSION"}, operation="CreateUploadSession")
+    session = created.json()["UploadSessionToken"]
+    capture.secret(session, "session_token")
+    chunks = [(chunk_id(p), p) for p in (SAVED[:1000], SAVED[1000:])]
+    stream = chunk_frames(chunks)
+    for offset in range(0, len(stream), 1500):
+        piece = stream[offset : offset + 1500]
+        headers = {
+            "X-WOPI-Override": "UPDATE_UPLOAD_SESSION",
+            "X-WOPI-UploadSessionToken": session,
+            "X-WOPI-ContentRangeOffset": str(offset),
+            "X-WOPI-ContentRangeLength": str(len(piece)),
+        }
+        assert capture.send("POST", url, headers, piece, "UpdateUploadSession").ok
+    signature = Signature("FullFile", tuple(ChunkSignature(c, len(p)) for c, p in chunks))
+    headers = {
+        "X-WOPI-Override": "PUT_CHUNKED_FILE",
+        "X-WOPI-SequenceNumber": str(info.json()["SequenceNumber"]),
+        "X-WOPI-Lock": LOCK,
+    }
+    body = put_chunked_body({"MainContent": signature}, session_token=session)
+    put = capture.send("POST", contents, headers, body, "PutChunkedFile")
+    assert put.status_code == 200, put.headers
+    assert capture.send("GET", contents, operation="GetFile").content == SAVED
+    assert capture.send("POST", url, {"X-WOPI-Override": "GET_SEQUENCE_NUMBER"}, operation="GetSequenceNumber").ok
+    assert capture.send("POST", url, {"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": LOCK}, operation="Unlock").ok
+    return capture.write(tmp_path / "cspp.har")
+
+
+def test_a_cspp_upload_session_save_replays_with_the_session_and_sequence_numbers_learned(hosts, tmp_path):
+    har = record_cspp_save(hosts("recorded", use_database=True, WOPIHOST_CSPP_PLUS="on"), tmp_path)
+    recorded = json.loads(har.read_text())["log"]["entries"]
+    assert json.loads(recorded[2]["response"]["content"]["text"]) == {"UploadSessionToken": "{{session_token:1}}"}
+
+    fresh = hosts("fresh", WOPIHOST_CSPP_PLUS="on")
+    file_id, token = document(fresh, tmp_path)
+    # the same content saved once already: this host's sequence number is one ahead of the recording's
+    url = fresh.url(file_id, token)
+    session = requests.Session()
+    for override, body in (("LOCK", None), ("PUT", CONTENT), ("UNLOCK", None)):
+        target = fresh.url(file_id, token, "/contents") if body else url
+        assert session.post(target, body, headers={"X-WOPI-Override": override, "X-WOPI-Lock": LOCK}).ok
+    done = replay(har, *wopi_args(fresh, file_id, token))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "11 requests: 11 matched, 0 diverged, 0 errors"
+    assert json.loads(fresh.cli("files", "info", file_id, "--json"))["size"] == len(SAVED)
+
+
+BLOB = bytes(range(256)) * 400  # 102400 bytes
+
+
+def record_graph_upload(server: LocalServer, tmp_path: Path) -> Path:
+    """A Graph resumable upload: createUploadSession, PUTs of byte ranges to the uploadUrl (no token: it is its
+    own credential), then the new item and its content read back, by id and through its downloadUrl."""
+    api = server.api_token("alice")
+    capture = Capture(api["access_token"], "api_token")
+    graph, bearer = api["graph_url"], {"Authorization": f"Bearer {api['access_token']}"}
+    create = json.dumps({"item": {"@microsoft.graph.conflictBehavior": "fail"}}).encode()
+    created = capture.send(
+        "POST",
+        f"{graph}/me/drive/root:/Uploads%20big.bin:/createUploadSession",
+        {**bearer, "Content-Type": "application/json"},
+        create,
+        "createUploadSession",
+    )
+    assert created.status_code == 200, created.text
+    capture.secrets_in(created.json())
+    for first in range(0, len(BLOB), 40_000):
+        piece = BLOB[first : first + 40_000]
+        headers = {"Content-Range": f"bytes {first}-{first + len(piece) - 1}/{len(BLOB)}"}
+        put = capture.send("PUT", created.json()["uploadUrl"], headers, piece, "uploadFragment")
+    assert put.status_code == 201, put.text
+    item = capture.send("GET", f"{graph}/me/drive/items/{put.json()['id']}", bearer, operation="getItem")
+    capture.secrets_in(item.json())
+    content = capture.send("GET", f"{graph}/me/drive/items/{put.json()['id']}/content", bearer, operation="content")
+    assert content.content == BLOB
+    download = capture.send("GET", item.json()["@microsoft.graph.downloadUrl"], operation="download")
+    assert download.content == BLOB
+    return capture.write(tmp_path / "graph.har")
+
+
+def test_a_graph_resumable_upload_replays_with_the_upload_url_and_ids_learned(hosts, tmp_path):
+    har = record_graph_upload(hosts("recorded", use_database=True), tmp_path)
+    text = har.read_text()
+    assert "/uploadSessions/{{upload_session:1}}" in text and "/downloads/{{download:1}}" in text
+
+    fresh = hosts("fresh")
+    fresh.api_token("bob")  # another user first: alice's drive and items get other ids than in the recording
+    api = fresh.api_token("alice")
+    done = replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[:3] for line in lines[:-1]] == [
+        ["ok", "#1", "createUploadSession"],
+        ["ok", "#2", "uploadFragment"],
+        ["ok", "#3", "uploadFragment"],
+        ["ok", "#4", "uploadFragment"],
+        ["ok", "#5", "getItem"],
+        ["ok", "#6", "content"],
+        ["ok", "#7", "download"],
+    ]
+    assert lines[-1] == "7 requests: 7 matched, 0 diverged, 0 errors"
+    assert api["access_token"] not in done.stdout + done.stderr
+
+
+def test_proofs_are_signed_afresh_with_proof_keys_and_left_out_without(hosts, tmp_path):
+    keys = ProofSigner.load_or_create(tmp_path / "keys")
+    trusting = {"WOPIHOST_DISCOVERY_URL": str(keys.discovery_path), "WOPIHOST_PROOF_KEYS": "require"}
+    recorded = hosts("recorded", use_database=True, **trusting)
+    file_id, token = document(recorded, tmp_path)
+    capture = Capture(token)
+    url = recorded.url(file_id, token)
+    for operation, suffix, override in (("CheckFileInfo", "", None), ("GetLock", "", "GET_LOCK")):
+        proof = keys.headers(token, url + suffix)
+        for name in ("X-WOPI-Proof", "X-WOPI-ProofOld"):
+            capture.secret(proof[name], "proof")
+        headers = {**proof, **({"X-WOPI-Override": override} if override else {})}
+        answer = capture.send("POST" if override else "GET", url + suffix, headers, operation=operation)
+        assert answer.status_code == 200
+        if operation == "CheckFileInfo":
+            capture.secrets_in(answer.json())
+    har = capture.write(tmp_path / "proofs.har")
+    headers = json.loads(har.read_text())["log"]["entries"][0]["request"]["headers"]
+    assert {"name": "X-WOPI-Proof", "value": "{{proof:1}}"} in headers
+
+    fresh = hosts("fresh", **trusting)
+    file_id, token = document(fresh, tmp_path)
+    done = replay(har, *wopi_args(fresh, file_id, token), "--proof-keys", str(tmp_path / "keys"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"signing proofs with the keys {keys.discovery_path} publishes" in done.stderr
+
+    done = replay(har, *wopi_args(fresh, file_id, token))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.count("without --proof-keys they are sent without proof headers") == 1
+    assert "    status: recorded 200, actual 500" in done.stdout.splitlines()
+
+
+def test_speed_and_clients_print_latency_percentiles(hosts, tmp_path):
+    recorded = hosts("recorded", use_database=True)
+    file_id, token = document(recorded, tmp_path)
+    capture = Capture(token)
+    info = capture.send("GET", recorded.url(file_id, token), operation="CheckFileInfo")
+    capture.secrets_in(info.json())
+    time.sleep(1.0)  # a gap that --speed recorded keeps
+    assert capture.send("GET", recorded.url(file_id, token, "/contents"), operation="GetFile").ok
+    har = capture.write(tmp_path / "read.har")
+
+    fresh = hosts("fresh")
+    file_id, token = document(fresh, tmp_path)
+    done = replay(har, *wopi_args(fresh, file_id, token), "--speed", "max", "--clients", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["operation", "count", "p50", "ms", "p90", "ms", "p99", "ms", "max", "ms"]
+    assert [line.split()[:2] for line in lines[1:4]] == [["CheckFileInfo", "3"], ["GetFile", "3"], ["all", "6"]]
+    assert re.fullmatch(r"6 answers in [\d.]+ s: [\d.]+ requests/s", lines[4])
+    assert lines[-1] == "6 requests from 3 clients: 6 matched, 0 diverged, 0 errors"
+
+    done = replay(har, *wopi_args(fresh, file_id, token), "--speed", "recorded")
+    assert done.returncode == 0, done.stdout + done.stderr
+    seconds = float(re.search(r"2 answers in ([\d.]+) s", done.stdout).group(1))
+    assert 1.0 <= seconds < 5
+
+
+def test_a_body_recorded_as_a_digest_only_is_an_error_not_a_crash(hosts, tmp_path):
+    recorded = hosts("recorded", use_database=True)
+    file_id, token = document(recorded, tmp_path)
+    capture = Capture(token, max_body=1000)  # SAVED is larger: its PutFile body is kept as a digest only
+    url, contents = recorded.url(file_id, token), recorded.url(file_id, token, "/contents")
+    assert capture.send("POST", url, {"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}, operation="Lock").ok
+    assert capture.send("POST", contents, {"X-WOPI-Override": "PUT", "X-WOPI-Lock": LOCK}, SAVED, "PutFile").ok
+    assert capture.send("GET", contents, operation="GetFile").content == SAVED
+    har = capture.write(tmp_path / "large.har")
+
+    fresh = hosts("fresh")
+    file_id, token = document(fresh, tmp_path)
+    done = replay(har, *wopi_args(fresh, file_id, token))
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1] == (
+        f"ERROR    #2 PutFile POST /wopi/files/{recorded_id(har)}/contents?access_token={{{{access_token:1}}}}: its "
+        f"body of {len(SAVED)} bytes was recorded as a digest only, over the recording's body limit "
+        "WOPIHOST_RECORD_MAX_BODY (1000 bytes); record with a larger limit to replay it"
+    )
+    # the GetFile answer, over the limit too, is still compared by its SHA-256: the content was not saved
+    assert lines[2].startswith("DIVERGED #3 GetFile") and lines[3].startswith("    body: recorded 4900 bytes")
+    assert lines[-1] == "3 requests: 1 matched, 1 diverged, 1 error"
+
+
+def recorded_id(har: Path) -> str:
+    url = json.loads(har.read_text())["log"]["entries"][0]["request"]["url"]
+    return url.split("/wopi/files/")[1].split("?")[0]

@@ -1,0 +1,596 @@
+"""`wopihost replay` without a server: reading recordings, the command line's targets, filling in requests,
+learning from answers and the rules that judge them, the report. Small recordings written here by hand in
+the format of docs/testing.md; tests/e2e/test_replay_e2e.py replays real ones against real servers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from wopihost.cli import main
+from wopihost.cspp import frames
+from wopihost.cspp.wire import chunk_frames
+from wopihost.replay import archive
+from wopihost.replay.archive import RecordingError
+from wopihost.replay.bindings import Bindings, Unbound, match_template
+from wopihost.replay.compare import Answer, Difference, judge, show
+from wopihost.replay.outgoing import CannotReplay, build
+from wopihost.replay.player import DIVERGED, ERROR, MATCHED, Result, Run
+from wopihost.replay.report import junit, latency, lines, percentile, summary
+from wopihost.replay.targets import Targets, UsageProblem, bindings_for
+
+HOST = "http://recorded.test:8080"
+FILE = "AAAAAAAAAAAAAAAAAAAAAA"
+URL = f"{HOST}/wopi/files/{FILE}?access_token={{{{access_token:1}}}}"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def body(data: bytes | str | None, mime: str, request: bool = False, digest_only: bool = False) -> dict:
+    raw = data.encode() if isinstance(data, str) else (data or b"")
+    if digest_only:
+        return {"mimeType": mime, ("_size" if request else "size"): len(raw), "_sha256": sha(raw)}
+    size = {} if request else {"size": len(raw)}
+    if isinstance(data, str):
+        return {**size, "mimeType": mime, "text": data, "_sha256": sha(raw)}
+    return {
+        **size,
+        "mimeType": mime,
+        "text": base64.b64encode(raw).decode(),
+        ("_encoding" if request else "encoding"): "base64",
+        "_sha256": sha(raw),
+    }
+
+
+def entry(
+    method: str = "GET",
+    url: str = URL,
+    status: int = 200,
+    headers: dict | None = None,
+    sent: dict | None = None,
+    answer: object = None,
+    response_headers: dict | None = None,
+    operation: str | None = None,
+    started: str = "2026-11-30T10:00:00.000Z",
+) -> dict:
+    """One exchange; `answer` is JSON (dict/list), bytes (binary), or None (no body)."""
+    if isinstance(answer, bytes):
+        content, mime = body(answer, "application/octet-stream"), "application/octet-stream"
+    elif answer is None:
+        content, mime = body(b"", ""), None
+    else:
+        content, mime = body(json.dumps(answer), "application/json"), "application/json"
+    response_headers = {**({"Content-Type": mime} if mime else {}), **(response_headers or {})}
+    headers = headers or {}
+    return {
+        "startedDateTime": started,
+        "time": 5,
+        "request": {
+            "method": method,
+            "url": url,
+            "httpVersion": "HTTP/1.1",
+            "headers": [{"name": k, "value": v} for k, v in headers.items()],
+            "queryString": [],
+            "cookies": [],
+            "headersSize": -1,
+            "bodySize": 0,
+            **({"postData": sent} if sent is not None else {}),
+        },
+        "response": {
+            "status": status,
+            "statusText": "",
+            "httpVersion": "HTTP/1.1",
+            "headers": [{"name": k, "value": v} for k, v in response_headers.items()],
+            "cookies": [],
+            "content": content,
+            "redirectURL": "",
+            "headersSize": -1,
+            "bodySize": content["size"],
+        },
+        "cache": {},
+        "timings": {"send": 0, "wait": 5, "receive": 0},
+        "_wopihost": {"override": headers.get("X-WOPI-Override"), "operation": operation, "worker": 1},
+    }
+
+
+def har(*entries: dict, session: str = "{{access_token:1}}", max_body: int = 1 << 20) -> dict:
+    return {
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "wopihost", "version": "0.1.0"},
+            "comment": "",
+            "_wopihost": {"session": session, "face": "wopi", "max_body": max_body},
+            "pages": [],
+            "entries": list(entries),
+        }
+    }
+
+
+def recording(*entries: dict, **kwargs) -> archive.Recording:
+    return archive.parse(har(*entries, **kwargs), "test.har")
+
+
+def answer(status: int = 200, value: object = None, headers: dict | None = None, data: bytes | None = None) -> Answer:
+    if value is not None:
+        data = json.dumps(value).encode()
+        headers = {"content-type": "application/json", **(headers or {})}
+    data = data or b""
+    return Answer(status, {k.lower(): v for k, v in (headers or {}).items()}, len(data), sha(data), data)
+
+
+TARGET = Targets(wopisrc="http://replayed.test:9000/office/wopi/files/BBBBBBBBBBBBBBBBBBBBBB", token="TOKEN")
+
+
+def start(rec: archive.Recording, targets: Targets = TARGET) -> Bindings:
+    return bindings_for(rec, targets)
+
+
+# -- reading a recording --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x89PNG...", "test.har is not a recording: it is not JSON"),
+        (b"[]", "test.har is not a recording: the file has no HAR log object"),
+        (
+            json.dumps({"log": {"version": "1.1"}}).encode(),
+            "test.har is not a recording: log.version is '1.1', not '1.2'",
+        ),
+        (
+            json.dumps({"log": {"version": "1.2", "entries": []}}).encode(),
+            "test.har is not a recording: log._wopihost is missing (a HAR written by another tool?)",
+        ),
+        (
+            json.dumps(har(session="alice")).encode(),
+            "test.har is not a recording: log._wopihost.session is 'alice', not a placeholder such as "
+            "{{access_token:1}}",
+        ),
+        (json.dumps(har()).encode(), "test.har is not a recording: log.entries is empty: no requests to replay"),
+        (
+            json.dumps(har({**entry(), "request": {"method": "GET"}})).encode(),
+            "test.har is not a recording: log.entries[0].request.url is missing",
+        ),
+        (
+            json.dumps(har({**entry(), "startedDateTime": "yesterday"})).encode(),
+            "test.har is not a recording: log.entries[0].startedDateTime is not an ISO 8601 time: 'yesterday'",
+        ),
+        (
+            json.dumps(har(entry(status="200"))).encode(),
+            "test.har is not a recording: log.entries[0].response.status is not an integer",
+        ),
+    ],
+)
+def test_what_is_not_a_recording_is_refused_in_one_line(tmp_path, monkeypatch, content, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "test.har").write_bytes(content)
+    with pytest.raises(RecordingError) as refused:
+        archive.read(Path("test.har"))
+    assert str(refused.value) == message
+
+    result = CliRunner().invoke(main, ["replay", "test.har", "--wopisrc", TARGET.wopisrc, "--token", "T"])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"Error: {message}"]
+
+
+def test_a_missing_file_is_refused_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["replay", str(tmp_path / "none.har")])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"Error: {tmp_path / 'none.har'}: No such file or directory"]
+
+
+def test_bodies_are_read_as_text_as_base64_or_as_a_digest():
+    rec = recording(
+        entry("POST", sent=body('{"a": 1}', "application/json", request=True), answer={"ok": True}),
+        entry("POST", sent=body(b"\x00\x01", "application/octet-stream", request=True), answer=b"\xff"),
+        entry("POST", sent=body(b"x" * 10, "", request=True, digest_only=True), answer=None),
+    )
+    first, second, third = rec.exchanges
+    assert (first.body.data, first.body.text, first.content.data) == (b'{"a": 1}', True, b'{"ok": true}')
+    assert (second.body.data, second.body.text, second.content.data) == (b"\x00\x01", False, b"\xff")
+    assert (third.body.data, third.body.size, third.body.sha256) == (None, 10, sha(b"x" * 10))
+    assert first.started == datetime.fromisoformat("2026-11-30T10:00:00.000+00:00")
+    assert first.operation == "POST" and rec.session == "{{access_token:1}}" and rec.max_body == 1 << 20
+
+
+# -- the command line's targets -------------------------------------------------------------------------------
+
+
+def test_the_wopisrc_and_the_session_token_become_the_first_bindings():
+    bindings = start(recording(entry()))
+    assert bindings.url(URL) == "http://replayed.test:9000/office/wopi/files/BBBBBBBBBBBBBBBBBBBBBB?access_token=TOKEN"
+    # Graph URLs on the same address keep their place under it
+    graph = recording(entry(), entry(url=f"{HOST}/v1.0/me/drive"))
+    assert start(graph).url(f"{HOST}/v1.0/me/drive") == "http://replayed.test:9000/office/v1.0/me/drive"
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        (
+            Targets(token="T"),
+            "the recording is of WOPI requests: give --wopisrc (the WOPISrc of the file to replay on)",
+        ),
+        (
+            Targets(wopisrc=TARGET.wopisrc),
+            "the recording's session is {{access_token:1}}: give its credential with --token",
+        ),
+        (
+            Targets(wopisrc=TARGET.wopisrc, token="T", api_token="A"),
+            "--api-token: the recording's session is not of a api_token but {{access_token:1}}",
+        ),
+        (
+            Targets(wopisrc="http://replayed.test/files/B", token="T"),
+            "--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not 'http://replayed.test/files/B'",
+        ),
+        (
+            Targets(wopisrc="http://replayed.test/wopi/containers/B", token="T"),
+            "--wopisrc names containers, the recording's first WOPISrc files",
+        ),
+        (
+            Targets(wopisrc=TARGET.wopisrc, token="T", graph_base="http://x/v1.0"),
+            "--graph-base: the recording has no Graph request",
+        ),
+    ],
+)
+def test_a_command_line_that_does_not_fit_the_recording_is_refused(targets, message):
+    with pytest.raises(UsageProblem) as refused:
+        start(recording(entry()), targets)
+    assert str(refused.value) == message
+
+
+def test_graph_requests_go_to_the_graph_base_and_map_adds_what_no_answer_says():
+    rec = recording(
+        entry(
+            url="http://old.test/v2.0/drives/DRIVEDRIVEDRIVE/root/children",
+            headers={"Authorization": "Bearer {{api_token:1}}"},
+        ),
+        session="{{api_token:1}}",
+    )
+    with pytest.raises(UsageProblem, match="give --graph-base"):
+        start(rec, Targets(api_token="A"))
+    targets = Targets(
+        graph_base="https://new.test/v1.0", api_token="A", maps=(("DRIVEDRIVEDRIVE", "NEWDRIVE"), ("{{share:1}}", "S"))
+    )
+    bindings = start(rec, targets)
+    outgoing = build(rec.exchanges[0], bindings)
+    assert outgoing.url == "https://new.test/v1.0/drives/NEWDRIVE/root/children"
+    assert ("Authorization", "Bearer A") in outgoing.headers
+    assert bindings.secrets["{{share:1}}"] == "S" and "{{share:1}}" in bindings.fixed
+
+    result = CliRunner().invoke(main, ["replay", "x.har", "--map", "novalue"])
+    assert result.exit_code == 2 and "--map takes OLD=NEW, not 'novalue'" in result.output
+
+
+# -- filling in requests ---------------------------------------------------------------------------------------
+
+
+def test_a_request_needs_every_placeholder_it_carries():
+    rec = recording(entry("PUT", url=f"{HOST}/v1.0/uploadSessions/{{{{upload_session:1}}}}"), entry())
+    with pytest.raises(Unbound) as missing:
+        build(rec.exchanges[0], start(rec))
+    assert missing.value.placeholder == "{{upload_session:1}}"
+
+
+def test_headers_connection_and_proof_headers_are_not_replayed_as_recorded():
+    headers = {
+        "Host": "recorded.test:8080",
+        "Content-Length": "3",
+        "Connection": "keep-alive",
+        "X-WOPI-Override": "PUT",
+        "X-WOPI-Lock": "L",
+        "X-WOPI-Proof": "{{proof:1}}",
+        "X-WOPI-ProofOld": "{{proof:2}}",
+        "X-WOPI-TimeStamp": "638000000000000000",
+        "X-WOPI-SequenceNumber": "3",
+        "If-Match": '"{X},1"',
+        "X-COOL-WOPI-Timestamp": "2026-11-30T10:00:00.0000000Z",
+    }
+    rec = recording(entry("POST", headers=headers, sent=body(b"abc", "", request=True)))
+    bindings = start(rec)
+    bindings.sequences[3] = 7
+    bindings.learn('"{X},1"', '"{Y},4"')
+    bindings.learn("2026-11-30T10:00:00.0000000Z", "2026-12-01T00:00:00.0000000Z")
+    outgoing = build(rec.exchanges[0], bindings)
+    assert outgoing.proof and outgoing.body == b"abc"
+    assert outgoing.headers == [
+        ("X-WOPI-Override", "PUT"),
+        ("X-WOPI-Lock", "L"),
+        ("X-WOPI-SequenceNumber", "7"),
+        ("If-Match", '"{Y},4"'),
+        ("X-COOL-WOPI-Timestamp", "2026-12-01T00:00:00.0000000Z"),
+    ]
+
+
+def test_json_bodies_get_learned_ids_and_secrets():
+    sent = {
+        "parentReference": {"id": "FOLDERFOLDER01"},
+        "@microsoft.graph.sourceUrl": f"{HOST}/v1.0/uploadSessions/{{{{upload_session:1}}}}",
+        "name": "a.txt",
+    }
+    rec = recording(entry("PATCH", sent=body(json.dumps(sent), "application/json", request=True)))
+    bindings = start(rec)
+    bindings.learn("FOLDERFOLDER01", "FOLDERFOLDER02")
+    bindings.bind({"{{upload_session:1}}": "SESSION"})
+    filled = json.loads(build(rec.exchanges[0], bindings).body)
+    assert filled == {
+        "parentReference": {"id": "FOLDERFOLDER02"},
+        "@microsoft.graph.sourceUrl": "http://replayed.test:9000/office/v1.0/uploadSessions/SESSION",
+        "name": "a.txt",
+    }
+
+
+def test_the_message_of_a_framed_body_is_filled_in_and_its_frames_kept_byte_for_byte():
+    chunks = chunk_frames([("x528z/NDWJ8VewQfBqTVsQ==", b"\x00" * 40)])
+    message = {"Signatures": [], "UploadSessionTokenToCommit": "{{session_token:1}}"}
+    recorded = frames.message_frame(message) + chunks + frames.END_FRAME
+    rec = recording(
+        entry(
+            "POST",
+            url=URL.replace("?", "/contents?"),
+            headers={"X-WOPI-Override": "PUT_CHUNKED_FILE"},
+            sent=body(recorded, "application/octet-stream", request=True),
+        )
+    )
+    bindings = start(rec)
+    with pytest.raises(Unbound):
+        build(rec.exchanges[0], bindings)
+    bindings.bind({"{{session_token:1}}": "a-longer-session-token"})
+    sent = build(rec.exchanges[0], bindings).body
+    filled = frames.message_frame({**message, "UploadSessionTokenToCommit": "a-longer-session-token"})
+    assert sent == filled + chunks + frames.END_FRAME
+
+
+def test_a_body_recorded_as_a_digest_cannot_be_replayed():
+    rec = recording(entry("POST", sent=body(b"x" * 5000, "", request=True, digest_only=True)), max_body=4096)
+    with pytest.raises(CannotReplay) as refused:
+        build(rec.exchanges[0], start(rec), rec.max_body)
+    assert "recorded as a digest only, over the recording's body limit WOPIHOST_RECORD_MAX_BODY (4096 bytes)" in str(
+        refused.value
+    )
+
+
+# -- learning and judging --------------------------------------------------------------------------------------
+
+
+def judged(recorded: dict, actual: Answer, bindings: Bindings | None = None) -> list[Difference]:
+    rec = recording(recorded)
+    return judge(rec.exchanges[0], actual, bindings or start(rec)).differences
+
+
+CHECK_FILE_INFO = {
+    "BaseFileName": "Report.docx",
+    "Size": 11,
+    "Version": "1",
+    "LastModifiedTime": "2026-11-30T10:00:00.1234560Z",
+    "SequenceNumber": 3,
+    "ServerTime": 1795339177000,
+    "SupportsLocks": True,
+    "HostEditUrl": f"{HOST}/host/edit/{{{{launch:1}}}}",
+    "PostMessageOrigin": HOST,
+    "OwnerId": "alice",
+}
+
+
+def test_an_answer_like_the_recorded_one_but_for_times_versions_and_urls_matches():
+    actual = {
+        **CHECK_FILE_INFO,
+        "Version": "7",
+        "LastModifiedTime": "2027-01-01T00:00:00Z",
+        "SequenceNumber": 12,
+        "ServerTime": 1800000000000,
+        "HostEditUrl": "http://replayed.test:9000/office/host/edit/a.B.123.xyz",
+        "PostMessageOrigin": "http://replayed.test:9000",
+        "OwnerId": "bob",
+    }
+    bindings = start(recording(entry()))
+    assert judged(entry(answer=CHECK_FILE_INFO), answer(value=actual), bindings) == []
+    assert bindings.secrets["{{launch:1}}"] == "a.B.123.xyz"  # learned: a later request could use it
+    assert bindings.sequences == {3: 12} and bindings.values["alice"] == "bob"
+
+
+def test_what_differs_is_shown_by_its_json_path():
+    actual = {
+        **CHECK_FILE_INFO,
+        "Size": 12,
+        "Version": 1,
+        "Extra": None,
+        "HostEditUrl": "http://elsewhere.test/x",
+        "PostMessageOrigin": "http://replayed.test:9000",
+    }
+    del actual["SupportsLocks"]
+    assert judged(entry(answer=CHECK_FILE_INFO, response_headers={"X-WOPI-ItemVersion": "1"}), answer(401, actual)) == [
+        Difference("status", "200", "401"),
+        Difference("header X-WOPI-ItemVersion", "present", "absent"),
+        Difference("$.Size", "11", "12"),
+        Difference("$.Version", '"1"', "1"),
+        Difference("$.SupportsLocks", "true", "absent"),
+        Difference(
+            "$.HostEditUrl",
+            '"http://recorded.test:8080/host/edit/{{launch:1}}"',
+            "a URL that leads to http://elsewhere.test, not http://replayed.test:9000",
+        ),
+        Difference("$.Extra", "absent", "null"),
+    ]
+
+
+def test_headers_by_value_by_presence_and_by_media_type():
+    recorded = entry(
+        "POST",
+        status=409,
+        response_headers={"X-WOPI-Lock": "L1", "X-WOPI-LockFailureReason": "locked", "Content-Type": "text/plain"},
+    )
+    same = {
+        "X-WOPI-Lock": "L1",
+        "X-WOPI-LockFailureReason": "another text",
+        "Content-Type": "text/plain; charset=utf-8",
+    }
+    assert judged(recorded, answer(409, headers=same)) == []
+    assert judged(recorded, answer(409, headers={"X-WOPI-Lock": "L2", "Content-Type": "application/json"})) == [
+        Difference("header X-WOPI-Lock", '"L1"', '"L2"'),
+        Difference("header X-WOPI-LockFailureReason", "present", "absent"),
+        Difference("header Content-Type", "text/plain", "application/json"),
+    ]
+
+
+def test_binary_bodies_are_compared_by_sha256():
+    recorded, binary = entry(answer=b"content"), {"Content-Type": "application/octet-stream"}
+    assert judged(recorded, answer(data=b"content", headers=binary)) == []
+    assert judged(recorded, answer(data=b"altered", headers=binary)) == [
+        Difference("body", f"7 bytes, SHA-256 {sha(b'content')[:16]}...", f"7 bytes, SHA-256 {sha(b'altered')[:16]}...")
+    ]
+
+
+def test_ids_are_learned_once_and_must_keep_their_meaning():
+    rec = recording(
+        entry(
+            "POST",
+            answer={
+                "id": "ItemItemItemItemItem01",
+                "parentReference": {"path": "/drives/DriveDriveDriveDrive01/root:"},
+            },
+        ),
+        entry(url=f"{HOST}/v1.0/me/drive/items/ItemItemItemItemItem01", answer={"id": "ItemItemItemItemItem01"}),
+    )
+    bindings = start(rec)
+    first, second = rec.exchanges
+    actual = {"id": "X1", "parentReference": {"path": "/drives/D1/root:"}}
+    assert judge(first, answer(200, actual), bindings).differences == []
+    assert build(second, bindings).url == "http://replayed.test:9000/office/v1.0/me/drive/items/X1"
+    assert judge(second, answer(value={"id": "X2"}), bindings).differences == [
+        Difference("$.id", '"ItemItemItemItemItem01"', '"X2"')
+    ]
+
+
+def test_a_next_link_is_followed_with_the_ids_it_holds_learned():
+    link = f"{HOST}/v1.0/me/drive/root/children?$top=2&$skiptoken=ItemItemItemItemItem01.b.txt"
+    rec = recording(entry(answer={"@odata.nextLink": link}), entry(url=link))
+    bindings = start(rec)
+    actual = "http://replayed.test:9000/office/v1.0/me/drive/root/children?$top=2&$skiptoken=Other.b.txt"
+    assert judge(rec.exchanges[0], answer(value={"@odata.nextLink": actual}), bindings).differences == []
+    assert build(rec.exchanges[1], bindings).url == actual
+
+
+def test_names_in_urls_are_not_learned_as_ids():
+    recorded = {"Url": f"{HOST}/v1.0/me/drive/root:/Reports/Document1.docx"}
+    actual = {"Url": "http://replayed.test:9000/office/v1.0/me/drive/root:/Reports/Document1 (2).docx"}
+    assert judged(entry(answer=recorded), answer(value=actual)) == [
+        Difference(
+            "$.Url",
+            show(recorded["Url"]),
+            "a URL that has the path segment 'Document1 (2).docx' in place of 'Document1.docx'",
+        )
+    ]
+
+
+def test_sequence_numbers_must_keep_the_recorded_order():
+    rec = recording(
+        entry("POST", response_headers={"X-WOPI-SequenceNumber": "1"}),
+        entry("POST", response_headers={"X-WOPI-SequenceNumber": "2"}),
+    )
+    bindings = start(rec)
+    assert judge(rec.exchanges[0], answer(headers={"X-WOPI-SequenceNumber": "5"}), bindings).differences == []
+    assert judge(rec.exchanges[1], answer(headers={"X-WOPI-SequenceNumber": "5"}), bindings).differences == [
+        Difference(
+            "header X-WOPI-SequenceNumber",
+            "sequence number 2",
+            "5: the recording went from 1 to 2, this host from 5 to 5",
+        )
+    ]
+
+
+def test_a_put_relative_file_url_teaches_the_new_file_and_its_token():
+    recorded = {
+        "Name": "Copy.docx",
+        "Url": f"{HOST}/wopi/files/FileFileFileFileFile01?access_token={{{{access_token:2}}}}",
+    }
+    rec = recording(
+        entry("POST", answer=recorded),
+        entry(url=f"{HOST}/wopi/files/FileFileFileFileFile01?access_token={{{{access_token:2}}}}"),
+    )
+    bindings = start(rec)
+    actual = {"Name": "Copy.docx", "Url": "http://replayed.test:9000/office/wopi/files/N2?access_token=SECOND"}
+    assert judge(rec.exchanges[0], answer(value=actual), bindings).differences == []
+    assert build(rec.exchanges[1], bindings).url == "http://replayed.test:9000/office/wopi/files/N2?access_token=SECOND"
+
+
+def test_graph_values_that_always_differ():
+    recorded = {
+        "eTag": '"{A},1"',
+        "quota": {"total": 100, "used": 11},
+        "error": {"message": "text", "innerError": {"request-id": "1", "date": "2026-11-30T10:00:00Z"}},
+        "nextExpectedRanges": ["0-99"],
+    }
+    actual = {
+        "eTag": '"{B},3"',
+        "quota": {"total": 5000, "used": 0},
+        "error": {"message": "other text", "innerError": {"request-id": "2", "date": "2026-12-01T00:00:00Z"}},
+        "nextExpectedRanges": ["0-99"],
+    }
+    assert judged(entry(answer=recorded), answer(value=actual)) == []
+    assert judged(entry(answer=recorded), answer(value={**actual, "nextExpectedRanges": ["0-"]})) == [
+        Difference("$.nextExpectedRanges[0]", '"0-99"', '"0-"')
+    ]
+
+
+def test_templates_capture_placeholders():
+    assert match_template("Bearer {{api_token:1}}", "Bearer abc") == {"{{api_token:1}}": "abc"}
+    assert match_template("{{a:1}}.{{a:1}}", "x.y") is None
+    assert match_template("/s/{{share:1}}/x", "/s/q/x") == {"{{share:1}}": "q"}
+
+
+def test_what_a_replay_shows_of_an_answer_holds_no_secret():
+    bindings = Bindings()
+    bindings.bind({"{{session_token:1}}": "SessionTokenValue22ch"})
+    shown = bindings.redact('{"token": "SessionTokenValue22ch", "url": "http://h/x?access_token=abc"}')
+    assert shown == '{"token": "{{session_token:1}}", "url": "http://h/x?access_token=[redacted]"}'
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert [percentile(values, p) for p in (50, 90, 99, 100)] == [50.0, 90.0, 99.0, 100.0]
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_the_report_lines_summary_and_junit():
+    rec = recording(entry(operation="CheckFileInfo"), entry(operation="GetFile"), entry(operation="Lock"))
+    first, second, third = rec.exchanges
+    results = [
+        Result(1, first, MATCHED, 200, seconds=0.004),
+        Result(1, second, DIVERGED, 404, [Difference("status", "200", "404")], seconds=0.002),
+        Result(1, third, ERROR, error="it needs {{x:1}}"),
+    ]
+    run = Run(results, 1, 0.5)
+    many = Result(1, second, DIVERGED, 404, [Difference(f"$.f{n}", "1", "2") for n in range(20)])
+    assert lines(many)[-2:] == ["    $.f11: recorded 1, actual 2", "    ... and 8 more differences"]
+    assert lines(results[1]) == [
+        f"DIVERGED #2 GetFile GET /wopi/files/{FILE}?access_token={{{{access_token:1}}}}: 404, recorded 200 (2 ms)",
+        "    status: recorded 200, actual 404",
+    ]
+    assert lines(results[2])[0].startswith("ERROR    #3 Lock GET") and lines(results[2])[0].endswith(
+        ": it needs {{x:1}}"
+    )
+    assert summary(run) == "3 requests: 1 matched, 1 diverged, 1 error"
+    assert [line.split()[:2] for line in latency(run)[1:]] == [
+        ["CheckFileInfo", "1"],
+        ["GetFile", "1"],
+        ["all", "2"],
+        ["2", "answers"],
+    ]
+    suites = ET.fromstring(junit(run, rec))
+    assert (suites.get("tests"), suites.get("failures"), suites.get("errors")) == ("3", "1", "1")
+    cases = suites.findall("testsuite/testcase")
+    assert cases[1].find("failure").get("message") == "status: recorded 200, actual 404"
+    assert cases[2].find("error").get("message") == "it needs {{x:1}}"

@@ -1,0 +1,281 @@
+"""What a replay knows about the host it replays against, and how it fills in a recorded request with it.
+
+A recording names its secrets by placeholders (`{{kind:N}}`, wopihost/har.py) and its other values as its
+host gave them: file, drive and item ids, times, eTags, sequence numbers, URLs on its public address. A
+replay learns what each stands for on the host it replays against by reading that host's answers with the
+recording's answers as templates (compare.py), and keeps it here:
+
+* `secrets`: placeholder -> the value it stands for here; the session's own credential and `--map`ped ones
+  are fixed, the rest follow the latest answer that handed them out (a new upload session, a new ticket).
+* `values`: a recorded value -> the value that took its place here (ids, times, tags). Once learned, a
+  recorded value must keep meaning the same value: an answer that says otherwise is a divergence.
+* `sequences`: a recorded CSPP Plus sequence number -> the host's; learned pairs must keep their order.
+* `prefixes`: where the recording's URLs lead here (its WOPI and Graph addresses, `--map`ped URLs), and
+  `origins`, the recording's origins and theirs here.
+
+Requests are filled in piece by piece, never by replacing text at large: a path segment, a query value, a
+header the protocol gives a learned value in (If-Match, X-WOPI-SequenceNumber ...), a JSON string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from .. import logs
+from ..har import PLACEHOLDER
+from ..ids import is_id
+
+# A URL segment (or a `:`- or `.`-separated part of one: Graph's `items/{id}:`, a `$skiptoken` of `{id}.{name}`)
+PARTS = re.compile(r"([:.])")
+URL_SHAPE = re.compile(r"https?://[^\s/?#]+", re.IGNORECASE)
+SEGMENT_SAFE = "!$&'()*+,;=:@~"
+# Request headers whose whole value a client took from an earlier answer: an eTag, a LastModifiedTime.
+VALUE_HEADERS = frozenset({"if-match", "if-none-match", "if-range", "x-cool-wopi-timestamp", "x-lool-wopi-timestamp"})
+SEQUENCE_HEADER = "x-wopi-sequencenumber"
+
+
+class Unbound(Exception):
+    """A request needs a placeholder that no answer handed out and no option gave."""
+
+    def __init__(self, placeholder: str):
+        super().__init__(placeholder)
+        self.placeholder = placeholder
+
+
+def has_placeholder(text: str) -> bool:
+    return PLACEHOLDER.search(text) is not None
+
+
+def template(text: str) -> re.Pattern[str]:
+    """A pattern matching what `text` stands for: its placeholders capture (the same placeholder twice must
+    capture the same value), the rest is literal."""
+    parts: list[str] = []
+    names: list[str] = []
+    seen: dict[str, str] = {}
+    position = 0
+    for match in PLACEHOLDER.finditer(text):
+        parts.append(re.escape(text[position : match.start()]))
+        placeholder = match.group(0)
+        if placeholder in seen:
+            parts.append(f"(?P={seen[placeholder]})")
+        else:
+            seen[placeholder] = f"p{len(names)}"
+            names.append(placeholder)
+            parts.append(f"(?P<{seen[placeholder]}>.+?)")
+        position = match.end()
+    parts.append(re.escape(text[position:]))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def match_template(text: str, actual: str) -> dict[str, str] | None:
+    """What each placeholder of `text` stands for in `actual`, or None if `actual` does not fit it."""
+    found = template(text).fullmatch(actual)
+    if found is None:
+        return None
+    names: dict[str, str] = {}
+    for match in PLACEHOLDER.finditer(text):
+        names.setdefault(match.group(0), f"p{len(names)}")
+    return {placeholder: found.group(group) for placeholder, group in names.items()}
+
+
+class Bindings:
+    def __init__(self) -> None:
+        self.secrets: dict[str, str] = {}
+        self.fixed: set[str] = set()
+        self.values: dict[str, str] = {}
+        self.sequences: dict[int, int] = {}
+        self.prefixes: list[tuple[str, str]] = []
+        self.origins: dict[str, str] = {}
+
+    # -- what the command line says ------------------------------------------------------------------
+
+    def fix(self, placeholder: str, value: str) -> None:
+        self.secrets[placeholder] = value
+        self.fixed.add(placeholder)
+
+    def add_prefix(self, recorded: str, actual: str) -> None:
+        """URLs starting with `recorded` (up to a `/`, `?` or `#`) lead to `actual`; the longest prefix wins."""
+        recorded, actual = recorded.rstrip("/"), actual.rstrip("/")
+        if all(r != recorded for r, _ in self.prefixes):
+            self.prefixes.append((recorded, actual))
+            self.prefixes.sort(key=lambda pair: -len(pair[0]))
+
+    def add_origin(self, recorded: str, actual: str) -> None:
+        """The recording's origin is this one: a bare origin (PostMessageOrigin) may stand for either this
+        origin or the public URL under it, which are the same in a recording of a host without a path prefix."""
+        self.origins.setdefault(recorded, actual)
+        self.add_prefix(recorded, actual)
+
+    def add_value(self, recorded: str, actual: str) -> None:
+        self.values[recorded] = actual
+
+    # -- filling in a request --------------------------------------------------------------------------
+
+    def fill(self, text: str) -> str:
+        """`text` with every placeholder replaced by what it stands for; Unbound if one is not known."""
+
+        def secret(match: re.Match[str]) -> str:
+            placeholder = match.group(0)
+            if placeholder not in self.secrets:
+                raise Unbound(placeholder)
+            return self.secrets[placeholder]
+
+        return PLACEHOLDER.sub(secret, text)
+
+    def piece(self, recorded: str) -> str:
+        """A path segment or a query value: the value learned for it, or for each of its parts that is one of the
+        recording host's ids."""
+        if recorded in self.values:
+            return self.values[recorded]
+        return "".join(self.values.get(part, part) if is_id(part) else part for part in PARTS.split(recorded))
+
+    def prefix(self, url: str) -> str:
+        for recorded, actual in self.prefixes:
+            if url == recorded or (url.startswith(recorded) and url[len(recorded)] in "/?#"):
+                return actual + url[len(recorded) :]
+        return url
+
+    def url(self, recorded: str) -> str:
+        parts = urlsplit(self.prefix(recorded))
+        path = "/".join(_requote(segment, self._fill_piece, SEGMENT_SAFE) for segment in parts.path.split("/"))
+        query = "&".join(self._query_item(item) for item in parts.query.split("&")) if parts.query else ""
+        return urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
+
+    def _fill_piece(self, decoded: str) -> str:
+        return self.fill(decoded) if has_placeholder(decoded) else self.piece(decoded)
+
+    def _query_item(self, item: str) -> str:
+        name, equals, value = item.partition("=")
+        if not equals:
+            return item
+        return f"{name}={_requote(value, self._fill_piece, '')}"
+
+    def string(self, recorded: str) -> str:
+        """A string of a JSON request body."""
+        if URL_SHAPE.match(recorded):
+            return self.url(recorded)
+        if has_placeholder(recorded):
+            return self.fill(recorded)
+        if recorded.startswith("/"):
+            return "/".join(self.piece(segment) for segment in recorded.split("/"))
+        return self.values.get(recorded, recorded)
+
+    def json(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.string(value)
+        if isinstance(value, list):
+            return [self.json(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self.json(item) for key, item in value.items()}
+        return value
+
+    def header(self, name: str, value: str) -> str:
+        lower = name.lower()
+        if has_placeholder(value):
+            return self.fill(value)
+        if lower == SEQUENCE_HEADER and value.strip().isdigit():
+            return str(self.sequences.get(int(value), int(value)))
+        if lower in VALUE_HEADERS:
+            return self.values.get(value, value)
+        return value
+
+    # -- learning from answers, and judging them -------------------------------------------------------
+
+    def bind(self, captures: dict[str, str]) -> None:
+        for placeholder, value in captures.items():
+            if placeholder not in self.fixed:
+                self.secrets[placeholder] = value
+
+    def learn(self, recorded: str, actual: str) -> None:
+        """`actual` took the place of `recorded`, unless something else already did."""
+        if recorded != actual:
+            self.values.setdefault(recorded, actual)
+
+    def learn_sequence(self, recorded: int, actual: int) -> str | None:
+        """Learn a sequence number; what is wrong if the host's numbers do not keep the recording's order."""
+        known = self.sequences.get(recorded)
+        if known is not None:
+            return None if known == actual else f"recorded {recorded} stood for {known} here before, now {actual}"
+        for r, a in self.sequences.items():
+            if (r < recorded) != (a < actual) or (r > recorded) != (a > actual):
+                return f"the recording went from {r} to {recorded}, this host from {a} to {actual}"
+        self.sequences[recorded] = actual
+        return None
+
+    def piece_matches(self, recorded: str, actual: str, learn: bool, id_like: bool = False) -> bool:
+        """Whether `actual` is what `recorded` (a segment, a query value, a JSON string) stands for here.
+        Learning binds its placeholders, or takes `actual` as what stands for `recorded` (or for each of its
+        parts) when that is one of the recording host's ids, or when the caller knows it is an id (`id_like`):
+        names, versions and the API's own segments must be as recorded."""
+        if has_placeholder(recorded):
+            captures = match_template(recorded, actual)
+            if captures is not None and learn:
+                self.bind(captures)
+            return captures is not None
+        if self.piece(recorded) == actual:
+            return True
+        if not learn:
+            return False
+        if recorded not in self.values and (id_like or is_id(recorded)):
+            self.values[recorded] = actual
+            return True
+        parts, actual_parts = PARTS.split(recorded), PARTS.split(actual)
+        if len(parts) > 1 and len(parts) == len(actual_parts):
+            return all(self.piece_matches(r, a, learn) for r, a in zip(parts, actual_parts))
+        return False
+
+    def url_problem(self, recorded: str, actual: str, learn: bool) -> str | None:
+        """None if `actual` is the URL `recorded` stands for here, else what differs; learning binds the
+        placeholders of `recorded` and learns the ids in its segments and query values (piece_matches)."""
+        if self.origins.get(recorded.rstrip("/")) == actual.rstrip("/"):
+            return None
+        expected, got = urlsplit(self.prefix(recorded)), urlsplit(actual)
+        if (expected.scheme.lower(), expected.netloc.lower()) != (got.scheme.lower(), got.netloc.lower()):
+            return f"leads to {got.scheme}://{got.netloc}, not {expected.scheme}://{expected.netloc}"
+        segments, got_segments = expected.path.split("/"), got.path.split("/")
+        if len(segments) != len(got_segments):
+            return f"has {len(got_segments) - 1} path segments, not {len(segments) - 1}"
+        for r, a in zip(segments, got_segments):
+            if not self.piece_matches(unquote(r), unquote(a), learn):
+                return f"has the path segment {unquote(a)!r} in place of {unquote(r)!r}"
+        items, got_items = _query(expected.query), _query(got.query)
+        if [name for name, _ in items] != [name for name, _ in got_items]:
+            return f"has the query parameters {[n for n, _ in got_items]}, not {[n for n, _ in items]}"
+        for (name, r), (_, a) in zip(items, got_items):
+            if not self.piece_matches(r, a, learn):
+                return f"has {name}={a!r} in place of {name}={r!r}"
+        if expected.fragment != got.fragment:
+            return "differs in its fragment"
+        return None
+
+    # -- showing what was sent and answered --------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """`text` (something a host answered) with what has a credential's shape redacted as the logs redact
+        it, and every other secret known here shown as its placeholder: what a replay prints and writes holds
+        no secret."""
+        text = logs.redact(text)
+        for placeholder, value in sorted(self.secrets.items(), key=lambda item: -len(item[1])):
+            if value:
+                text = text.replace(value, placeholder)
+                encoded = quote(value, safe="")
+                if encoded != value:
+                    text = text.replace(encoded, placeholder)
+        return text
+
+
+def _requote(raw: str, fill: Callable[[str], str], safe: str) -> str:
+    decoded = unquote(raw)
+    filled = fill(decoded)
+    return raw if filled == decoded else quote(filled, safe=safe)
+
+
+def _query(query: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in query.split("&") if query else ():
+        name, _, value = item.partition("=")
+        pairs.append((unquote(name), unquote(value)))
+    return pairs

@@ -1,0 +1,97 @@
+"""A recorded request made ready to send to the host a replay is against: its URL, headers and body filled in
+with what the replay has learned (bindings.py).
+
+The body is the recorded one, changed only where a recording writes placeholders or a client repeats a value
+a host gave it: a JSON body's strings, and the MessageJSON frame of a CSPP Plus framed body (re-encoded with
+wopihost/cspp/frames.py; every other frame goes as recorded). Proof headers cannot be replayed (they sign the
+recorded URL and time): they are dropped, and signed afresh when the replay has proof keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..cspp import frames
+from .archive import Body, Exchange
+from .bindings import Bindings
+
+# Headers of the connection, not of the request: the HTTP library writes its own.
+HOP_BY_HOP = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "expect", "te", "upgrade"}
+)
+PROOF_HEADERS = frozenset({"x-wopi-proof", "x-wopi-proofold", "x-wopi-timestamp"})
+# Operations whose request body is framed: MessageJSON first (docs/cspp-plus.md §1.8)
+FRAMED = frozenset({"PUT_CHUNKED_FILE", "GET_CHUNKED_FILE", "GET_CHUNKS"})
+
+
+class CannotReplay(Exception):
+    """The request cannot be sent; the message says why, in one line."""
+
+
+@dataclass
+class Outgoing:
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes | None
+    proof: bool  # the recorded request was signed: sign it again if the replay can
+
+
+def build(exchange: Exchange, bindings: Bindings, record_limit: int | None = None) -> Outgoing:
+    """`exchange`'s request as it is to be sent here; Unbound if it needs a placeholder nobody gave."""
+    headers, proof = [], False
+    for name, value in exchange.headers:
+        lower = name.lower()
+        if lower in PROOF_HEADERS:
+            proof = proof or lower != "x-wopi-timestamp"
+        elif lower not in HOP_BY_HOP:
+            headers.append((name, bindings.header(name, value)))
+    return Outgoing(
+        exchange.method, bindings.url(exchange.url), headers, _body(exchange, bindings, record_limit), proof
+    )
+
+
+def _body(exchange: Exchange, bindings: Bindings, record_limit: int | None) -> bytes | None:
+    body = exchange.body
+    if body is None:
+        return None
+    if body.data is None:
+        limit = f" ({record_limit} bytes)" if record_limit is not None else ""
+        raise CannotReplay(
+            f"its body of {body.size} bytes was recorded as a digest only, over the recording's body limit "
+            f"WOPIHOST_RECORD_MAX_BODY{limit}; record with a larger limit to replay it"
+        )
+    if exchange.override in FRAMED:
+        return _framed(body.data, bindings)
+    if body.text:
+        return _text(body, bindings)
+    return body.data
+
+
+def _text(body: Body, bindings: Bindings) -> bytes:
+    assert body.data is not None
+    text = body.data.decode("utf-8", "surrogatepass")
+    if body.media_type == "application/json" or body.media_type.endswith("+json"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            pass  # sent as recorded: a client's malformed JSON is part of what was recorded
+        else:
+            filled = bindings.json(value)
+            return body.data if filled == value else json.dumps(filled, ensure_ascii=False).encode("utf-8")
+    filled_text = bindings.fill(text)
+    return body.data if filled_text == text else filled_text.encode("utf-8", "surrogatepass")
+
+
+def _framed(data: bytes, bindings: Bindings) -> bytes:
+    """A framed body with its MessageJSON filled in; as recorded if it does not start with one."""
+    if len(data) < frames.HEADER_SIZE or int.from_bytes(data[:4], "big") != frames.FrameType.MESSAGE_JSON:
+        return data
+    end = frames.HEADER_SIZE + int.from_bytes(data[8:16], "big")
+    try:
+        message = frames.parse_json(data[frames.HEADER_SIZE : end])
+    except frames.FrameError:
+        return data
+    filled = bindings.json(message)
+    return data if filled == message else frames.message_frame(filled) + data[end:]

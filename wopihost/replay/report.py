@@ -1,0 +1,104 @@
+"""What a replay prints and writes: a line per request (with the differences under a divergent one), a summary
+line, latency percentiles per operation, and JUnit XML (wopihost/junit.py) for CI.
+
+Requests are shown by their recorded URL, whose secrets the recording already replaced by placeholders;
+whatever the host answered was redacted by the player (bindings.redact) before it reached a result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from urllib.parse import urlsplit
+
+from ..junit import Case, Suite, junit_xml
+from .archive import Recording
+from .player import DIVERGED, ERROR, MATCHED, Result, Run
+
+LABELS = {MATCHED: "ok", DIVERGED: "DIVERGED", ERROR: "ERROR"}
+SHOWN = 12  # differences printed under a request (JUnit gets them all): an error answer differs in every field
+PERCENTILES = (50, 90, 99)
+
+
+def target(result: Result) -> str:
+    parts = urlsplit(result.exchange.url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def title(result: Result, clients: int = 1) -> str:
+    exchange = result.exchange
+    who = f"client {result.client} " if clients > 1 else ""
+    return f"{who}#{exchange.number} {exchange.operation} {exchange.method} {target(result)}"
+
+
+def lines(result: Result, clients: int = 1, shown: int | None = SHOWN) -> list[str]:
+    """The line of a request, then one per difference (the first `shown` of them) or note under it."""
+    head = f"{LABELS[result.outcome]:<8} {title(result, clients)}"
+    if result.outcome == ERROR:
+        return [f"{head}: {result.error}"]
+    recorded = result.exchange.status
+    status = f"{result.status}" if result.status == recorded else f"{result.status}, recorded {recorded}"
+    out = [f"{head}: {status} ({result.seconds * 1000:.0f} ms)"]
+    differences = result.differences if shown is None else result.differences[:shown]
+    out.extend(f"    {d.where}: recorded {d.recorded}, actual {d.actual}" for d in differences)
+    if len(differences) < len(result.differences):
+        out.append(f"    ... and {len(result.differences) - len(differences)} more differences")
+    out.extend(f"    note: {note}" for note in result.notes)
+    return out
+
+
+def summary(run: Run) -> str:
+    count = {outcome: sum(r.outcome == outcome for r in run.results) for outcome in (MATCHED, DIVERGED, ERROR)}
+    clients = f" from {run.clients} clients" if run.clients > 1 else ""
+    errors = "error" if count[ERROR] == 1 else "errors"
+    return (
+        f"{len(run.results)} requests{clients}: {count[MATCHED]} matched, {count[DIVERGED]} diverged, "
+        f"{count[ERROR]} {errors}"
+    )
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least p% of the values at or below it."""
+    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
+
+
+def latency(run: Run) -> list[str]:
+    """Latency percentiles in milliseconds, per operation and over all requests that got an answer."""
+    by_operation: dict[str, list[float]] = defaultdict(list)
+    for result in run.results:
+        if result.status is not None:
+            by_operation[result.exchange.operation].append(result.seconds * 1000)
+    if not by_operation:
+        return []
+    rows = [*sorted(by_operation.items()), ("all", [ms for each in by_operation.values() for ms in each])]
+    width = max(len("operation"), *(len(name) for name, _ in rows))
+    header = f"{'operation':<{width}}  {'count':>6}" + "".join(f"  {f'p{p} ms':>8}" for p in PERCENTILES)
+    out = [header + f"  {'max ms':>8}"]
+    for name, values in rows:
+        values.sort()
+        cells = "".join(f"  {percentile(values, p):>8.1f}" for p in PERCENTILES)
+        out.append(f"{name:<{width}}  {len(values):>6}{cells}  {values[-1]:>8.1f}")
+    answered = len(rows[-1][1])
+    rate = answered / run.seconds if run.seconds > 0 else 0.0
+    out.append(f"{answered} answers in {run.seconds:.2f} s: {rate:.1f} requests/s")
+    return out
+
+
+def junit(run: Run, recording: Recording) -> bytes:
+    """A test suite per client, a test case per request: failed when it diverged, in error when it could not be
+    sent or got no answer."""
+    suites: dict[int, Suite] = {}
+    name = recording.name.rsplit("/", 1)[-1]
+    for result in run.results:
+        suite = suites.setdefault(
+            result.client, Suite(name if run.clients == 1 else f"{name} (client {result.client})")
+        )
+        case = Case(title(result), result.seconds)
+        if result.outcome == DIVERGED:
+            first = result.differences[0]
+            case.failure = f"{first.where}: recorded {first.recorded}, actual {first.actual}"
+            case.details = "\n".join(lines(result, shown=None)[1:])
+        elif result.outcome == ERROR:
+            case.error = result.error or "error"
+        suite.cases.append(case)
+    return junit_xml("wopihost replay", suites.values())
