@@ -229,8 +229,9 @@ def test_the_wopisrc_and_the_session_token_become_the_first_bindings():
             "--api-token: the recording's session is not of a api_token but {{access_token:1}}",
         ),
         (
-            Targets(wopisrc="http://replayed.test/files/B", token="T"),
-            "--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not 'http://replayed.test/files/B'",
+            Targets(wopisrc="http://replayed.test/files/B?access_token=secret", token="T"),
+            "--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not "
+            "'http://replayed.test/files/B?access_token=[redacted]'",
         ),
         (
             Targets(wopisrc="http://replayed.test/wopi/containers/B", token="T"),
@@ -539,6 +540,41 @@ def test_graph_values_that_always_differ():
     assert judged(entry(answer=recorded), answer(value=actual)) == []
     assert judged(entry(answer=recorded), answer(value={**actual, "nextExpectedRanges": ["0-"]})) == [
         Difference("$.nextExpectedRanges[0]", '"0-99"', '"0-"')
+    ]
+
+
+def test_a_sequence_number_that_breaks_the_order_is_one_difference():
+    rec = recording(entry(answer={"SequenceNumber": 1}), entry(answer={"SequenceNumber": 2}))
+    bindings = start(rec)
+    assert judge(rec.exchanges[0], answer(value={"SequenceNumber": 4}), bindings).differences == []
+    assert judge(rec.exchanges[1], answer(value={"SequenceNumber": 3}), bindings).differences == [
+        Difference("$.SequenceNumber", "sequence number 2", "3: the recording went from 1 to 2, this host from 4 to 3")
+    ]
+
+
+def test_a_text_body_with_placeholders_is_a_template():
+    recorded = entry(response_headers={"Content-Type": "text/plain"})
+    recorded["response"]["content"] = body("link: /s/{{share:1}} until tomorrow", "text/plain")
+    rec = recording(recorded)
+    bindings = start(rec)
+    plain = {"Content-Type": "text/plain"}
+    assert (
+        judge(rec.exchanges[0], answer(data=b"link: /s/xyz until tomorrow", headers=plain), bindings).differences == []
+    )
+    assert bindings.secrets["{{share:1}}"] == "xyz"
+    assert judge(rec.exchanges[0], answer(data=b"no link", headers=plain), bindings).differences == [
+        Difference("body", "text of 35 bytes", "text that does not fit it")
+    ]
+
+
+def test_json_recorded_as_a_digest_only_is_not_compared_and_says_so():
+    recorded = entry(response_headers={"Content-Type": "application/json"})
+    recorded["response"]["content"] = body('{"a": 1}', "application/json", digest_only=True)
+    rec = recording(recorded)
+    verdict = judge(rec.exchanges[0], answer(value={"a": 2}), start(rec))
+    assert verdict.differences == []
+    assert verdict.notes == [
+        "body not compared: the recording kept only the digest of its 8 bytes (over WOPIHOST_RECORD_MAX_BODY)"
     ]
 
 

@@ -290,10 +290,8 @@ class _Walk:
         if key in EPOCH_MS_KEYS or quota:
             return
         if key in SEQUENCE_KEYS and isinstance(recorded, int) and isinstance(actual, int):
-            if self.learn:
+            if self.learn:  # learning is judging here: a number that breaks the order is a problem it notes
                 self._sequence(path, recorded, actual)
-            elif self.bindings.sequences.get(recorded, recorded) != actual:
-                self.differ_json(path, recorded, actual)
             return
         if recorded != actual:
             self.differ_json(path, recorded, actual)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .. import logs
 from ..graph import PREFIXES as GRAPH_PREFIXES
 from ..har import PLACEHOLDER
 from .archive import Recording
@@ -139,7 +140,9 @@ def _wopisrc(wopisrc: str, recorded_file: tuple[str, str] | None, bindings: Bind
     parts = urlsplit(wopisrc)
     found = WOPI_FILE.search(parts.path)
     if parts.scheme not in ("http", "https") or not parts.netloc or not found or found.end() != len(parts.path):
-        raise UsageProblem(f"--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not {wopisrc!r}")
+        raise UsageProblem(
+            f"--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not {logs.redact(wopisrc)!r}"
+        )
     if recorded_file is not None:
         kind, recorded_id = recorded_file
         if found.group("kind") != kind:
@@ -154,7 +157,7 @@ def _graph_base(base: str) -> tuple[str, str]:
     for prefix in sorted(GRAPH_PREFIXES, key=len, reverse=True):
         if path.endswith(prefix) and parts.scheme in ("http", "https") and parts.netloc:
             return f"{parts.scheme}://{parts.netloc}{path[: -len(prefix)]}", prefix
-    raise UsageProblem(f"--graph-base must be a Graph URL such as http://host/v1.0, not {base!r}")
+    raise UsageProblem(f"--graph-base must be a Graph URL such as http://host/v1.0, not {logs.redact(base)!r}")
 
 
 def _add_root(bindings: Bindings, recorded: str, actual: str) -> None:
