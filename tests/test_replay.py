@@ -23,7 +23,7 @@ from wopihost.replay.bindings import Bindings, Unbound, match_template
 from wopihost.replay.compare import Answer, Difference, judge, show
 from wopihost.replay.outgoing import CannotReplay, build
 from wopihost.replay.player import DIVERGED, ERROR, MATCHED, Result, Run
-from wopihost.replay.report import junit, latency, lines, percentile, summary
+from wopihost.replay.report import as_json, junit, latency, lines, percentile, summary
 from wopihost.replay.targets import Targets, UsageProblem, bindings_for
 
 HOST = "http://recorded.test:8080"
@@ -226,7 +226,7 @@ def test_the_wopisrc_and_the_session_token_become_the_first_bindings():
         ),
         (
             Targets(wopisrc=TARGET.wopisrc, token="T", api_token="A"),
-            "--api-token: the recording's session is not of a api_token but {{access_token:1}}",
+            "--api-token: the recording's session is {{access_token:1}}, not a Graph API token",
         ),
         (
             Targets(wopisrc="http://replayed.test/files/B?access_token=secret", token="T"),
@@ -625,6 +625,29 @@ def test_the_report_lines_summary_and_junit():
         ["all", "2"],
         ["2", "answers"],
     ]
+    reported = as_json(run)
+    assert {k: reported[k] for k in ("requests", "matched", "diverged", "errors", "clients")} == {
+        "requests": 3,
+        "matched": 1,
+        "diverged": 1,
+        "errors": 1,
+        "clients": 1,
+    }
+    assert reported["results"][1] == {
+        "client": 1,
+        "number": 2,
+        "operation": "GetFile",
+        "method": "GET",
+        "url": f"/wopi/files/{FILE}?access_token={{{{access_token:1}}}}",
+        "recorded_status": 200,
+        "status": 404,
+        "outcome": "diverged",
+        "seconds": 0.002,
+        "differences": [{"where": "status", "recorded": "200", "actual": "404"}],
+        "notes": [],
+        "error": None,
+    }
+    assert reported["latency_ms"]["all"] == {"count": 2, "p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0}
     suites = ET.fromstring(junit(run, rec))
     assert (suites.get("tests"), suites.get("failures"), suites.get("errors")) == ("3", "1", "1")
     cases = suites.findall("testsuite/testcase")

@@ -906,6 +906,7 @@ def validate(args: tuple[str, ...]) -> None:
     help="Seconds per request.",
 )
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML to FILE.")
+@json_option
 def replay(
     har: Path,
     wopisrc: str | None,
@@ -918,6 +919,7 @@ def replay(
     clients: int,
     timeout: float,
     junit: Path | None,
+    as_json: bool,
 ) -> None:
     """Send the requests of a recorded session (HAR, from `serve --record`) to a host in order and compare its
     answers with the recorded ones; exits 1 if any diverged."""
@@ -929,7 +931,17 @@ def replay(
     except UsageProblem as problem:
         raise click.BadParameter(str(problem), param_hint="--map") from None
     targets = Targets(wopisrc, token, graph_base, api_token, pairs)
-    sys.exit(run(har, targets, proof_keys=proof_keys, speed=speed, clients=clients, timeout=timeout, junit=junit))
+    status = run(
+        har,
+        targets,
+        proof_keys=proof_keys,
+        speed=speed,
+        clients=clients,
+        timeout=timeout,
+        junit=junit,
+        as_json=as_json,
+    )
+    sys.exit(status)
 
 
 @main.command("doctor")

@@ -294,6 +294,18 @@ def test_speed_and_clients_print_latency_percentiles(hosts, tmp_path):
     assert re.fullmatch(r"6 answers in [\d.]+ s: [\d.]+ requests/s", lines[4])
     assert lines[-1] == "6 requests from 3 clients: 6 matched, 0 diverged, 0 errors"
 
+    done = replay(har, *wopi_args(fresh, file_id, token), "--clients", "2", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    reported = json.loads(done.stdout)
+    assert (reported["requests"], reported["matched"], reported["clients"]) == (4, 4, 2)
+    assert sorted((r["client"], r["number"], r["outcome"]) for r in reported["results"]) == [
+        (1, 1, "matched"),
+        (1, 2, "matched"),
+        (2, 1, "matched"),
+        (2, 2, "matched"),
+    ]
+    assert set(reported["latency_ms"]) == {"CheckFileInfo", "GetFile", "all"}
+
     done = replay(har, *wopi_args(fresh, file_id, token), "--speed", "recorded")
     assert done.returncode == 0, done.stdout + done.stderr
     seconds = float(re.search(r"2 answers in ([\d.]+) s", done.stdout).group(1))

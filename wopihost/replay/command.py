@@ -6,6 +6,7 @@ replayed, 2 when the file is not a recording or the options do not fit it (one l
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -26,6 +27,7 @@ def run(
     clients: int = 1,
     timeout: float = 60.0,
     junit: Path | None = None,
+    as_json: bool = False,
 ) -> int:
     try:
         recording = read(har)
@@ -46,15 +48,20 @@ def run(
             click.echo(f"signing proofs with the keys {signer.discovery_path} publishes", err=True)
 
     def show(result: Result) -> None:
+        if as_json:
+            return
         if clients == 1 or result.outcome != MATCHED:  # many clients: only what went wrong
             for line in report.lines(result, clients):
                 click.echo(line)
 
     done = replay(recording, lambda: bindings_for(recording, targets), Options(speed, clients, timeout, signer), show)
-    if speed is not None or clients > 1:
-        for line in report.latency(done):
-            click.echo(line)
-    click.echo(report.summary(done))
+    if as_json:
+        click.echo(json.dumps(report.as_json(done), indent=2))
+    else:
+        if speed is not None or clients > 1:
+            for line in report.latency(done):
+                click.echo(line)
+        click.echo(report.summary(done))
     if junit is not None:
         try:
             junit.write_bytes(report.junit(done, recording))

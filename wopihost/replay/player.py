@@ -144,37 +144,28 @@ class _Client:
 
     def send(self, session: requests.Session, outgoing: Outgoing, exchange: Exchange) -> tuple[Answer, float]:
         # Only the recorded headers go: no User-Agent or Accept-Encoding of the HTTP library's own.
-        headers: CaseInsensitiveDict = CaseInsensitiveDict({"User-Agent": SKIP_HEADER, "Accept-Encoding": SKIP_HEADER})
+        sent: CaseInsensitiveDict = CaseInsensitiveDict({"User-Agent": SKIP_HEADER, "Accept-Encoding": SKIP_HEADER})
         for name, value in outgoing.headers:
-            headers[name] = f"{headers[name]}, {value}" if name in headers and headers[name] != SKIP_HEADER else value
-        prepared = requests.Request(outgoing.method, outgoing.url, headers=headers, data=outgoing.body).prepare()
+            sent[name] = f"{sent[name]}, {value}" if name in sent and sent[name] != SKIP_HEADER else value
+        prepared = requests.Request(outgoing.method, outgoing.url, headers=sent, data=outgoing.body).prepare()
         signer = self.options.signer
         if outgoing.proof and signer is not None and prepared.url is not None:
-            prepared.headers.update(signer.headers(_credential(prepared.url, headers), prepared.url))
-        keep = _keeps(exchange)
+            prepared.headers.update(signer.headers(_credential(prepared.url, sent), prepared.url))
         started = time.monotonic()
         with session.send(prepared, stream=True, allow_redirects=False, timeout=self.options.timeout) as reply:
+            # kept when it may be compared as JSON or text: the recorded answer or this one says it is
+            content = exchange.content
+            keep = content.text or _is_textual(content.mime) or _is_textual(reply.headers.get("Content-Type", ""))
             digest, size, kept = hashlib.sha256(), 0, bytearray()
             for piece in reply.raw.stream(PIECE, decode_content=True):
                 digest.update(piece)
                 size += len(piece)
-                if keep is None:
-                    keep = _is_textual(reply.headers.get("Content-Type", ""))
                 if keep and size <= KEEP_LIMIT:
                     kept += piece
             seconds = time.monotonic() - started
-            keep = keep or _is_textual(reply.headers.get("Content-Type", ""))
-            merged = {name.lower(): value for name, value in reply.headers.items()}
+            headers = {name.lower(): value for name, value in reply.headers.items()}
             data = bytes(kept) if keep and size <= KEEP_LIMIT else None
-            return Answer(reply.status_code, merged, size, digest.hexdigest(), data), seconds
-
-
-def _keeps(exchange: Exchange) -> bool | None:
-    """Whether to keep the answer's bytes: yes if the recorded one is text or JSON, else as its type says."""
-    content = exchange.content
-    if content.text or _is_textual(content.mime):
-        return True
-    return None
+            return Answer(reply.status_code, headers, size, digest.hexdigest(), data), seconds
 
 
 def _is_textual(content_type: str) -> bool:

@@ -20,7 +20,10 @@ from .archive import Recording
 from .bindings import URL_SHAPE, Bindings
 
 WOPI_FILE = re.compile(r"/wopi/(?P<kind>files|containers)/(?P<id>[^/?#]+)")
-SESSION_OPTIONS = {"access_token": "--token", "api_token": "--api-token"}
+SESSION_OPTIONS = {
+    "access_token": ("--token", "a WOPI access token"),
+    "api_token": ("--api-token", "a Graph API token"),
+}
 
 
 class UsageProblem(ValueError):
@@ -89,19 +92,20 @@ def _session(recording: Recording, targets: Targets, bindings: Bindings) -> None
     assert match is not None  # archive.py checks it
     kind = match.group("kind")
     given = {"access_token": targets.token, "api_token": targets.api_token}
-    for other, option in SESSION_OPTIONS.items():
+    for other, (option, what) in SESSION_OPTIONS.items():
         if other != kind and given[other] is not None:
-            raise UsageProblem(f"{option}: the recording's session is not of a {other} but {recording.session}")
-    if kind in given and given[kind] is not None:
-        bindings.fix(recording.session, given[kind])  # type: ignore[arg-type]
+            raise UsageProblem(f"{option}: the recording's session is {recording.session}, not {what}")
+    credential = given.get(kind)
+    if credential is not None:
+        bindings.fix(recording.session, credential)
     elif recording.session not in bindings.secrets:
-        what = SESSION_OPTIONS.get(kind, f"--map '{recording.session}=VALUE'")
-        raise UsageProblem(f"the recording's session is {recording.session}: give its credential with {what}")
+        option = SESSION_OPTIONS[kind][0] if kind in SESSION_OPTIONS else f"--map '{recording.session}=VALUE'"
+        raise UsageProblem(f"the recording's session is {recording.session}: give its credential with {option}")
 
 
 def _recorded_wopi(recording: Recording) -> tuple[str | None, tuple[str, str] | None]:
     """The recording's WOPI root (its public URL) and the first file (or container) it names."""
-    root, first = None, None
+    root = None
     for exchange in recording.exchanges:
         parts = urlsplit(exchange.url)
         at = parts.path.find("/wopi/")
@@ -112,7 +116,7 @@ def _recorded_wopi(recording: Recording) -> tuple[str | None, tuple[str, str] | 
         found = WOPI_FILE.match(parts.path, at)
         if found:
             return root, (found.group("kind"), found.group("id"))
-    return root, first
+    return root, None
 
 
 def _recorded_graph(recording: Recording) -> tuple[str | None, str | None]:
