@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from wopihost.cli import main
 from wopihost.cspp import frames
 from wopihost.cspp.wire import chunk_frames
+from wopihost.localserver import free_port
 from wopihost.replay import archive
 from wopihost.replay.archive import RecordingError
 from wopihost.replay.bindings import Bindings, Unbound, match_template
@@ -619,6 +620,7 @@ def test_the_report_lines_summary_and_junit():
         ": it needs {{x:1}}"
     )
     assert summary(run) == "3 requests: 1 matched, 1 diverged, 1 error"
+    assert summary(Run(results[:1], 1, 0.1)) == "1 request: 1 matched, 0 diverged, 0 errors"
     assert [line.split()[:2] for line in latency(run)[1:]] == [
         ["CheckFileInfo", "1"],
         ["GetFile", "1"],
@@ -653,3 +655,19 @@ def test_the_report_lines_summary_and_junit():
     cases = suites.findall("testsuite/testcase")
     assert cases[1].find("failure").get("message") == "status: recorded 200, actual 404"
     assert cases[2].find("error").get("message") == "it needs {{x:1}}"
+
+
+def test_a_host_that_does_not_answer_gives_errors_that_show_no_token(tmp_path):
+    (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo"), entry(operation="GetFile"))))
+    wopisrc = f"http://127.0.0.1:{free_port()}/wopi/files/{FILE}"
+    result = CliRunner().invoke(
+        main, ["replay", str(tmp_path / "s.har"), "--wopisrc", wopisrc, "--token", "secrettoken", "--timeout", "5"]
+    )
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith(
+        f"ERROR    #1 CheckFileInfo GET /wopi/files/{FILE}?access_token={{{{access_token:1}}}}: "
+    )
+    assert "no answer (ConnectionError: " in lines[0] and lines[1].startswith("ERROR    #2 GetFile")
+    assert lines[-1] == "2 requests: 0 matched, 0 diverged, 2 errors"
+    assert "secrettoken" not in result.output

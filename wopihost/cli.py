@@ -897,7 +897,14 @@ def validate(args: tuple[str, ...]) -> None:
     type=click.Choice(["recorded", "max"]),
     help="recorded: keep the recording's gaps between requests; max: none. Either prints latency percentiles.",
 )
-@click.option("--clients", type=click.IntRange(min=1), default=1, show_default=True, help="Clients replaying at once.")
+@click.option(
+    "--clients",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Clients replaying the session at once, each learning its own sessions and tickets; on one file their "
+    "locks and saves meet, so answers may differ from the recording.",
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),

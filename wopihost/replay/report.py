@@ -52,8 +52,9 @@ def summary(run: Run) -> str:
     count = counts(run)
     clients = f" from {run.clients} clients" if run.clients > 1 else ""
     errors = "error" if count[ERROR] == 1 else "errors"
+    requests = "request" if len(run.results) == 1 else "requests"
     return (
-        f"{len(run.results)} requests{clients}: {count[MATCHED]} matched, {count[DIVERGED]} diverged, "
+        f"{len(run.results)} {requests}{clients}: {count[MATCHED]} matched, {count[DIVERGED]} diverged, "
         f"{count[ERROR]} {errors}"
     )
 
