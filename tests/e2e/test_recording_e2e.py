@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -65,6 +66,111 @@ class Client:
         return self(method, url, body, X_WOPI_Proof=proof, X_WOPI_ProofOld=old, X_WOPI_TimeStamp="1", **headers)
 
 
+@dataclass
+class Traffic:
+    """What `traffic` sent: the documents, and every credential it carried."""
+
+    client: Client
+    big: bytes
+    small: bytes
+    new: bytes
+    small_id: str
+    commit: bytes
+
+
+def traffic(server: LocalServer, tmp_path: Path) -> Traffic:
+    """A WOPI edit with a FileUrl and a followed PutRelativeFile Url (alice), a CSPP Plus save through an upload
+    session (carol) and a Graph resumable upload (bob), over two connections served by different workers."""
+    big, small = os.urandom(3 * MIB), b"a small document\n" * 40
+    (tmp_path / "Big.docx").write_bytes(big)
+    (tmp_path / "Small.docx").write_bytes(small)
+    big_id, small_id = server.add_file(tmp_path / "Big.docx")["id"], server.add_file(tmp_path / "Small.docx")["id"]
+    alice, carol = server.token(big_id), server.token(small_id, "carol")
+    bob = server.api_token("bob")
+    client = Client(server)  # now: a connection idle for the keep-alive timeout (5 s) is closed
+    client.secrets |= {alice, carol, bob["access_token"]}
+
+    # 1. a WOPI edit: CheckFileInfo, Lock, GetFile (sent with sendfile, over the body limit), PutFile, Unlock
+    status, _, body = client.wopi(big_id, alice, None)
+    info = json.loads(body)
+    client.secrets |= {info["FileUrl"], info["FileUrl"].rsplit("/", 1)[1], *launch_tickets(info)}
+    assert client.wopi(big_id, alice, "LOCK", X_WOPI_Lock="L")[0] == 200
+    status, _, body = client.wopi(big_id, alice, None, "/contents")
+    assert status == 200 and body == big
+    new = b"new content " * 100
+    put = client.wopi(big_id, alice, "PUT", "/contents", new, X_WOPI_Lock="L", Content_Type="application/octet-stream")
+    assert put[0] == 200
+    assert client.wopi(big_id, alice, "UNLOCK", X_WOPI_Lock="L")[0] == 200
+
+    # 2. a FileUrl (no token: it joins the session that was handed it), a PutRelativeFile and its Url followed
+    status, _, body = client("GET", info["FileUrl"])
+    assert status == 200 and body == new
+    status, _, body = client.wopi(big_id, alice, "PUT_RELATIVE", "", b"%PDF", X_WOPI_SuggestedTarget=".pdf")
+    relative = json.loads(body)
+    copy_token = relative["Url"].partition("access_token=")[2]
+    client.secrets |= {copy_token, *launch_tickets(relative)}
+    status, _, body = client("GET", relative["Url"])
+    assert status == 200 and json.loads(body)["BaseFileName"].endswith(".pdf")
+
+    # 3. a CSPP Plus save through an upload session, on a small document (GetFile within the body limit)
+    status, _, body = client.wopi(small_id, carol, None, "/contents")
+    assert status == 200 and body == small
+    assert client.wopi(small_id, carol, "LOCK", X_WOPI_Lock="C")[0] == 200
+    status, _, body = client.wopi(small_id, carol, "CREATE_UPLOAD_SESSION")
+    session_token = json.loads(body)["UploadSessionToken"]
+    client.secrets.add(session_token)
+    signature, chunks = full_file(b"first chunk " * 2000, b"second chunk " * 1000)
+    stream = chunk_frames(chunks)
+    piece_size = 16 << 10
+    for offset in range(0, len(stream), piece_size):
+        piece = stream[offset : offset + piece_size]
+        status, headers, _ = client.wopi(
+            small_id,
+            carol,
+            "UPDATE_UPLOAD_SESSION",
+            "",
+            piece,
+            X_WOPI_UploadSessionToken=session_token,
+            X_WOPI_ContentRangeOffset=str(offset),
+            X_WOPI_ContentRangeLength=str(len(piece)),
+        )
+        assert status == 200
+    sequence = client.wopi(small_id, carol, "GET_SEQUENCE_NUMBER")[1]["x-wopi-sequencenumber"]
+    commit = put_chunked_body({"MainContent": signature}, session_token=session_token)
+    status, headers, _ = client.wopi(
+        small_id, carol, "PUT_CHUNKED_FILE", "/contents", commit, X_WOPI_Lock="C", X_WOPI_SequenceNumber=sequence
+    )
+    assert status == 200, headers
+    assert client.wopi(small_id, carol, "UNLOCK", X_WOPI_Lock="C")[0] == 200
+
+    # 4. a Graph resumable upload: createUploadSession with the Bearer token, ranges PUT to the upload URL alone
+    content = os.urandom(300_000)
+    status, _, body = client(
+        "POST",
+        f"{bob['graph_url']}/me/drive/root:/upload.bin:/createUploadSession",
+        b"{}",
+        Authorization=f"Bearer {bob['access_token']}",
+        Content_Type="application/json",
+    )
+    upload_url = json.loads(body)["uploadUrl"]
+    client.secrets |= {upload_url, urlsplit(upload_url).path, upload_url.rsplit("/", 1)[1]}
+    for first in range(0, len(content), 100_000):
+        part = content[first : first + 100_000]
+        range_ = f"bytes {first}-{first + len(part) - 1}/{len(content)}"
+        status, _, body = client("PUT", upload_url, part, Content_Range=range_)
+        assert status in (202, 201), body
+    item = json.loads(body)
+    status, _, body = client(
+        "GET", f"{bob['graph_url']}/me/drive/items/{item['id']}", Authorization=f"Bearer {bob['access_token']}"
+    )
+    download = json.loads(body)["@microsoft.graph.downloadUrl"]
+    client.secrets |= {download, download.rsplit("/", 1)[1]}
+    status, _, body = client("GET", download)  # no Bearer: the URL is the credential
+    assert status == 200 and body == content
+
+    return Traffic(client, big, small, new, small_id, commit)
+
+
 def launch_tickets(info: dict) -> set[str]:
     return {info[name].rsplit("/", 1)[1] for name in ("HostViewUrl", "HostEditUrl") if name in info}
 
@@ -73,95 +179,15 @@ def test_a_recorded_run_is_one_valid_har_per_token_and_holds_no_secret(tmp_path,
     record = tmp_path / "recording"
     server = start(tmp_path, database, record)
     try:
-        big, small = os.urandom(3 * MIB), b"a small document\n" * 40
-        (tmp_path / "Big.docx").write_bytes(big)
-        (tmp_path / "Small.docx").write_bytes(small)
-        big_id, small_id = server.add_file(tmp_path / "Big.docx")["id"], server.add_file(tmp_path / "Small.docx")["id"]
-        alice, carol = server.token(big_id), server.token(small_id, "carol")
-        bob = server.api_token("bob")
-        client = Client(server)  # now: a connection idle for the keep-alive timeout (5 s) is closed
-        client.secrets |= {alice, carol, bob["access_token"]}
-
-        # 1. a WOPI edit: CheckFileInfo, Lock, GetFile (sent with sendfile, over the body limit), PutFile, Unlock
-        status, _, body = client.wopi(big_id, alice, None)
-        info = json.loads(body)
-        client.secrets |= {info["FileUrl"], info["FileUrl"].rsplit("/", 1)[1], *launch_tickets(info)}
-        assert client.wopi(big_id, alice, "LOCK", X_WOPI_Lock="L")[0] == 200
-        status, _, body = client.wopi(big_id, alice, None, "/contents")
-        assert status == 200 and body == big
-        new = b"new content " * 100
-        put = client.wopi(
-            big_id, alice, "PUT", "/contents", new, X_WOPI_Lock="L", Content_Type="application/octet-stream"
+        sent = traffic(server, tmp_path)
+        client, big, small, new, small_id, commit = (
+            sent.client,
+            sent.big,
+            sent.small,
+            sent.new,
+            sent.small_id,
+            sent.commit,
         )
-        assert put[0] == 200
-        assert client.wopi(big_id, alice, "UNLOCK", X_WOPI_Lock="L")[0] == 200
-
-        # 2. a FileUrl (no token: it joins the session that was handed it), a PutRelativeFile and its Url followed
-        status, _, body = client("GET", info["FileUrl"])
-        assert status == 200 and body == new
-        status, _, body = client.wopi(big_id, alice, "PUT_RELATIVE", "", b"%PDF", X_WOPI_SuggestedTarget=".pdf")
-        relative = json.loads(body)
-        copy_token = relative["Url"].partition("access_token=")[2]
-        client.secrets |= {copy_token, *launch_tickets(relative)}
-        status, _, body = client("GET", relative["Url"])
-        assert status == 200 and json.loads(body)["BaseFileName"].endswith(".pdf")
-
-        # 3. a CSPP Plus save through an upload session, on a small document (GetFile within the body limit)
-        status, _, body = client.wopi(small_id, carol, None, "/contents")
-        assert status == 200 and body == small
-        assert client.wopi(small_id, carol, "LOCK", X_WOPI_Lock="C")[0] == 200
-        status, _, body = client.wopi(small_id, carol, "CREATE_UPLOAD_SESSION")
-        session_token = json.loads(body)["UploadSessionToken"]
-        client.secrets.add(session_token)
-        signature, chunks = full_file(b"first chunk " * 2000, b"second chunk " * 1000)
-        stream = chunk_frames(chunks)
-        piece_size = 16 << 10
-        for offset in range(0, len(stream), piece_size):
-            piece = stream[offset : offset + piece_size]
-            status, headers, _ = client.wopi(
-                small_id,
-                carol,
-                "UPDATE_UPLOAD_SESSION",
-                "",
-                piece,
-                X_WOPI_UploadSessionToken=session_token,
-                X_WOPI_ContentRangeOffset=str(offset),
-                X_WOPI_ContentRangeLength=str(len(piece)),
-            )
-            assert status == 200
-        sequence = client.wopi(small_id, carol, "GET_SEQUENCE_NUMBER")[1]["x-wopi-sequencenumber"]
-        commit = put_chunked_body({"MainContent": signature}, session_token=session_token)
-        status, headers, _ = client.wopi(
-            small_id, carol, "PUT_CHUNKED_FILE", "/contents", commit, X_WOPI_Lock="C", X_WOPI_SequenceNumber=sequence
-        )
-        assert status == 200, headers
-        assert client.wopi(small_id, carol, "UNLOCK", X_WOPI_Lock="C")[0] == 200
-
-        # 4. a Graph resumable upload: createUploadSession with the Bearer token, ranges PUT to the upload URL alone
-        content = os.urandom(300_000)
-        status, _, body = client(
-            "POST",
-            f"{bob['graph_url']}/me/drive/root:/upload.bin:/createUploadSession",
-            b"{}",
-            Authorization=f"Bearer {bob['access_token']}",
-            Content_Type="application/json",
-        )
-        upload_url = json.loads(body)["uploadUrl"]
-        client.secrets |= {upload_url, urlsplit(upload_url).path, upload_url.rsplit("/", 1)[1]}
-        for first in range(0, len(content), 100_000):
-            part = content[first : first + 100_000]
-            range_ = f"bytes {first}-{first + len(part) - 1}/{len(content)}"
-            status, _, body = client("PUT", upload_url, part, Content_Range=range_)
-            assert status in (202, 201), body
-        item = json.loads(body)
-        status, _, body = client(
-            "GET", f"{bob['graph_url']}/me/drive/items/{item['id']}", Authorization=f"Bearer {bob['access_token']}"
-        )
-        download = json.loads(body)["@microsoft.graph.downloadUrl"]
-        client.secrets |= {download, download.rsplit("/", 1)[1]}
-        status, _, body = client("GET", download)  # no Bearer: the URL is the credential
-        assert status == 200 and body == content
-
         workers = {c.owner for c in client.connections}
         time.sleep(0.5)  # the last exchange is spooled when the server closes its response, just after sending it
         spooled = [p for p in record.rglob("*") if p.is_file()]
