@@ -33,6 +33,7 @@ from .models import CoauthLock, Lock, UploadSession
 from .operations import UNMATCHED, describe
 from .proofcheck import PROOF_FAILED
 from .services import Services
+from .wsgibody import Watched
 
 log = logging.getLogger("wopihost.metrics")
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -206,23 +207,29 @@ class Observer:
             exchange.close_body = getattr(body, "close", None)
             body.close = exchange.close_file
             return body
-        return _Counted(body, exchange)
+        return Watched(body, exchange.count, exchange.counted)
 
 
 class _Exchange:
     """One request and its response, from arrival until the server closes the response."""
 
-    __slots__ = ("metrics", "environ", "started", "_start_response", "status", "headers", "close_body")
+    __slots__ = ("metrics", "environ", "started", "_start_response", "status", "headers", "close_body", "sent")
     headers: Sequence[tuple[str, str]]
 
     def __init__(self, metrics: Metrics, environ: dict, start_response):
         self.metrics, self.environ, self._start_response = metrics, environ, start_response
         self.started = time.perf_counter()
-        self.status, self.headers, self.close_body = "500", (), None
+        self.status, self.headers, self.close_body, self.sent = "500", (), None, 0
 
     def start_response(self, status: str, headers, exc_info=None):
         self.status, self.headers = status[:3], headers
         return self._start_response(status, headers, exc_info)
+
+    def count(self, piece: bytes) -> None:
+        self.sent += len(piece)
+
+    def counted(self) -> None:
+        self.done(self.sent)
 
     def done(self, sent: int) -> None:
         environ = self.environ
@@ -252,28 +259,6 @@ class _Exchange:
             return sent
         length = next((value for name, value in self.headers if name.lower() == "content-length"), "")
         return int(length) if length.isdigit() else 0
-
-
-class _Counted:
-    """A response body counted as the server takes it, observed when the server closes it."""
-
-    __slots__ = ("_body", "_exchange", "_sent")
-
-    def __init__(self, body, exchange: _Exchange):
-        self._body, self._exchange, self._sent = body, exchange, 0
-
-    def __iter__(self):
-        for chunk in self._body:
-            self._sent += len(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._exchange.done(self._sent)
 
 
 # -- a separate address (WOPIHOST_METRICS_BIND) ---------------------------------------------------------

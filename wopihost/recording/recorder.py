@@ -30,6 +30,7 @@ from ..logs import OPERATION
 from ..requesturl import called_url
 from ..storage import PIECE
 from ..streaming import CONTENT_SHA256
+from ..wsgibody import Watched
 from .redaction import Redactor, Seen
 from .spool import SpoolWriter
 
@@ -70,7 +71,7 @@ class Recorder:
                 exchange.close_body = getattr(body, "close", None)
                 body.close = exchange.close_file
                 return body
-        return _Teed(body, exchange)
+        return Watched(body, exchange.response_body, exchange.finish)
 
     def write(self, pieces: list[bytes]) -> None:
         try:
@@ -274,29 +275,6 @@ class _Exchange:
             "max_body": self.recorder.max_body,
         }
         return raw.splice(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
-
-
-class _Teed:
-    """A response body captured as the server takes it; the exchange is recorded when the server closes it."""
-
-    __slots__ = ("_body", "_exchange")
-
-    def __init__(self, body, exchange: _Exchange):
-        self._body, self._exchange = body, exchange
-
-    def __iter__(self):
-        capture = self._exchange.response_body
-        for chunk in self._body:
-            capture(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._exchange.finish()
 
 
 def _fileno(filelike) -> int | None:
