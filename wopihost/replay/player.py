@@ -10,7 +10,6 @@ recording's gaps between requests; otherwise it sends the next request as soon a
 from __future__ import annotations
 
 import hashlib
-import http.client
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +18,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-import urllib3
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
 from ..validator.signing import ProofSigner
+from ..validator.transport import NO_ANSWER
 from .archive import Exchange, Recording
 from .bindings import Bindings, Unbound
 from .compare import Answer, Difference, judge
@@ -123,13 +122,7 @@ class _Client:
             return result
         try:
             answer, result.seconds = self.send(session, outgoing, exchange)
-        except (
-            requests.RequestException,
-            urllib3.exceptions.HTTPError,
-            http.client.HTTPException,
-            OSError,
-            ValueError,
-        ) as error:
+        except NO_ANSWER as error:
             result.error = self.bindings.redact(f"no answer ({type(error).__name__}: {error})")
             return result
         verdict = judge(exchange, answer, self.bindings)

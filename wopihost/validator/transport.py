@@ -23,6 +23,16 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
+# What a request that got no answer raises, from the connection to a body that cannot be read or decoded: for
+# the tools that report it as a test's result (here, and wopihost replay) rather than crash.
+NO_ANSWER: tuple[type[BaseException], ...] = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+    ValueError,
+)
+
 EXCEPTION_STATUS = 306  # HttpStatusCode.Unused
 VALIDATOR_ERROR = "X-WOPI-ValidatorError"
 TIMEOUT = 100.0  # HttpWebRequest's default
@@ -124,12 +134,6 @@ class Transport:
                     time.monotonic() - start,
                     prepared.url,
                 )
-        except (
-            requests.RequestException,
-            urllib3.exceptions.HTTPError,
-            http.client.HTTPException,
-            OSError,
-            ValueError,
-        ) as error:
+        except NO_ANSWER as error:
             return (exception_response(f"({type(error).__name__}) {error}", "", call.text_expected), prepared.url, sent)
         return response, prepared.url, sent
