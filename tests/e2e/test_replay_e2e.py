@@ -1,13 +1,17 @@
 """`wopihost replay` end to end: sessions recorded from one real server (gunicorn, two workers) replayed with
 the command against others, fresh ones and ones whose answers differ.
 
-The recordings are written by tests/har_capture.py from the exchanges of a real client session, in the format
-of docs/testing.md; the replays run the installed command in a subprocess, as CI would.
+Every recording is written by the recorder itself (`wopihost serve --record DIR`) from the exchanges of a plain
+HTTP client, and assembled when that server stops; the replays run the installed command in a subprocess, as
+CI would.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,13 +28,12 @@ from wopihost.cspp.wire import chunk_frames, put_chunked_body
 from wopihost.localserver import LocalServer
 from wopihost.validator.signing import ProofSigner
 
-from ..har_capture import Capture
-
 pytestmark = pytest.mark.e2e
 
 CONTENT = b"the first version of the document\n" * 100
 SAVED = b"the second version, saved by the replayed client\n" * 100
 LOCK = '{"S":"replay-lock"}'
+RECORDING = "recording"  # the directory a recording server writes to, in its own directory
 
 
 @pytest.fixture
@@ -39,10 +42,11 @@ def hosts(tmp_path, database):
     of their own: fresh hosts); stops them and checks their logs at the end."""
     started: list[LocalServer] = []
 
-    def start(name: str, use_database: bool = False, **env: str) -> LocalServer:
+    def start(name: str, use_database: bool = False, record: bool = False, **env: str) -> LocalServer:
         workdir = tmp_path / name
         workdir.mkdir()
-        server = LocalServer.start(workdir, database if use_database else None, extra_env=env)
+        serve_args = ("--record", str(workdir / RECORDING)) if record else ()
+        server = LocalServer.start(workdir, database if use_database else None, extra_env=env, serve_args=serve_args)
         started.append(server)
         return server
 
@@ -51,6 +55,27 @@ def hosts(tmp_path, database):
         server.stop()
         log = server.log_text()
         assert "Traceback" not in log, log
+
+
+def recorder(hosts, **env: str) -> LocalServer:
+    """A recording server (`serve --record`) on the test's database."""
+    return hosts("recorded", use_database=True, record=True, **env)
+
+
+def client() -> requests.Session:
+    http = requests.Session()
+    http.trust_env = False  # straight to the loopback server, whatever proxy the environment names
+    return http
+
+
+def recording(server: LocalServer, session: str = "{{access_token:1}}") -> Path:
+    """Stops the recording server, which assembles its recording, and returns the HAR file of `session`."""
+    server.stop()
+    sessions = {}
+    for path in sorted((server.data_dir.parent / RECORDING).glob("*.har")):
+        sessions[json.loads(path.read_text())["log"]["_wopihost"]["session"]] = path
+    assert session in sessions, sorted(sessions)
+    return sessions[session]
 
 
 def document(server: LocalServer, tmp_path: Path, content: bytes = CONTENT) -> tuple[str, str]:
@@ -73,23 +98,21 @@ def wopi_args(server: LocalServer, file_id: str, token: str) -> list[str]:
 def record_edit_flow(server: LocalServer, tmp_path: Path) -> Path:
     """CheckFileInfo, Lock, GetFile, PutFile, GetFile, Unlock: what an editor does with a document."""
     file_id, token = document(server, tmp_path)
-    capture = Capture(token)
+    http = client()
     url = server.url(file_id, token)
     contents = server.url(file_id, token, "/contents")
-    info = capture.send("GET", url, operation="CheckFileInfo")
-    assert info.status_code == 200
-    capture.secrets_in(info.json())
-    assert capture.send("POST", url, {"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}, operation="Lock").ok
-    assert capture.send("GET", contents, operation="GetFile").content == CONTENT
-    put = capture.send("POST", contents, {"X-WOPI-Override": "PUT", "X-WOPI-Lock": LOCK}, SAVED, "PutFile")
+    assert http.get(url).status_code == 200
+    assert http.post(url, headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}).ok
+    assert http.get(contents).content == CONTENT
+    put = http.post(contents, SAVED, headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": LOCK})
     assert put.status_code == 200
-    assert capture.send("GET", contents, operation="GetFile").content == SAVED
-    assert capture.send("POST", url, {"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": LOCK}, operation="Unlock").ok
-    return capture.write(tmp_path / "edit.har")
+    assert http.get(contents).content == SAVED
+    assert http.post(url, headers={"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": LOCK}).ok
+    return recording(server)
 
 
 def test_the_wopi_edit_flow_replays_on_a_fresh_host_and_diverges_on_a_changed_one(hosts, tmp_path):
-    har = record_edit_flow(hosts("recorded", use_database=True), tmp_path)
+    har = record_edit_flow(recorder(hosts), tmp_path)
 
     fresh = hosts("fresh")
     file_id, token = document(fresh, tmp_path)
@@ -132,14 +155,13 @@ def record_cspp_save(server: LocalServer, tmp_path: Path) -> Path:
     """A CSPP Plus save through an upload session: CreateUploadSession, the Chunk frames in UpdateUploadSession
     pieces cut anywhere, a PutChunkedFile committing the session, then the content read back."""
     file_id, token = document(server, tmp_path)
-    capture = Capture(token)
+    http = client()
     url, contents = server.url(file_id, token), server.url(file_id, token, "/contents")
-    info = capture.send("GET", url, operation="CheckFileInfo")
-    capture.secrets_in(info.json())
-    assert capture.send("POST", url, {"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}, operation="Lock").ok
-    created = capture.send("POST", url, {"X-WOPI-Override": "CREATE_UPLOAD_SESSION"}, operation="CreateUploadSession")
+    info = http.get(url)
+    assert info.status_code == 200
+    assert http.post(url, headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}).ok
+    created = http.post(url, headers={"X-WOPI-Override": "CREATE_UPLOAD_SESSION"})
     session = created.json()["UploadSessionToken"]
-    capture.secret(session, "session_token")
     chunks = [(chunk_id(p), p) for p in (SAVED[:1000], SAVED[1000:])]
     stream = chunk_frames(chunks)
     for offset in range(0, len(stream), 1500):
@@ -150,7 +172,7 @@ def record_cspp_save(server: LocalServer, tmp_path: Path) -> Path:
             "X-WOPI-ContentRangeOffset": str(offset),
             "X-WOPI-ContentRangeLength": str(len(piece)),
         }
-        assert capture.send("POST", url, headers, piece, "UpdateUploadSession").ok
+        assert http.post(url, piece, headers=headers).ok
     signature = Signature("FullFile", tuple(ChunkSignature(c, len(p)) for c, p in chunks))
     headers = {
         "X-WOPI-Override": "PUT_CHUNKED_FILE",
@@ -158,16 +180,16 @@ def record_cspp_save(server: LocalServer, tmp_path: Path) -> Path:
         "X-WOPI-Lock": LOCK,
     }
     body = put_chunked_body({"MainContent": signature}, session_token=session)
-    put = capture.send("POST", contents, headers, body, "PutChunkedFile")
+    put = http.post(contents, body, headers=headers)
     assert put.status_code == 200, put.headers
-    assert capture.send("GET", contents, operation="GetFile").content == SAVED
-    assert capture.send("POST", url, {"X-WOPI-Override": "GET_SEQUENCE_NUMBER"}, operation="GetSequenceNumber").ok
-    assert capture.send("POST", url, {"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": LOCK}, operation="Unlock").ok
-    return capture.write(tmp_path / "cspp.har")
+    assert http.get(contents).content == SAVED
+    assert http.post(url, headers={"X-WOPI-Override": "GET_SEQUENCE_NUMBER"}).ok
+    assert http.post(url, headers={"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": LOCK}).ok
+    return recording(server)
 
 
 def test_a_cspp_upload_session_save_replays_with_the_session_and_sequence_numbers_learned(hosts, tmp_path):
-    har = record_cspp_save(hosts("recorded", use_database=True, WOPIHOST_CSPP_PLUS="on"), tmp_path)
+    har = record_cspp_save(recorder(hosts, WOPIHOST_CSPP_PLUS="on"), tmp_path)
     recorded = json.loads(har.read_text())["log"]["entries"]
     assert json.loads(recorded[2]["response"]["content"]["text"]) == {"UploadSessionToken": "{{session_token:1}}"}
 
@@ -192,34 +214,28 @@ def record_graph_upload(server: LocalServer, tmp_path: Path) -> Path:
     """A Graph resumable upload: createUploadSession, PUTs of byte ranges to the uploadUrl (no token: it is its
     own credential), then the new item and its content read back, by id and through its downloadUrl."""
     api = server.api_token("alice")
-    capture = Capture(api["access_token"], "api_token")
+    http = client()
     graph, bearer = api["graph_url"], {"Authorization": f"Bearer {api['access_token']}"}
     create = json.dumps({"item": {"@microsoft.graph.conflictBehavior": "fail"}}).encode()
-    created = capture.send(
-        "POST",
+    created = http.post(
         f"{graph}/me/drive/root:/Uploads%20big.bin:/createUploadSession",
-        {**bearer, "Content-Type": "application/json"},
         create,
-        "createUploadSession",
+        headers={**bearer, "Content-Type": "application/json"},
     )
     assert created.status_code == 200, created.text
-    capture.secrets_in(created.json())
     for first in range(0, len(BLOB), 40_000):
         piece = BLOB[first : first + 40_000]
         headers = {"Content-Range": f"bytes {first}-{first + len(piece) - 1}/{len(BLOB)}"}
-        put = capture.send("PUT", created.json()["uploadUrl"], headers, piece, "uploadFragment")
+        put = http.put(created.json()["uploadUrl"], piece, headers=headers)  # no Bearer: the URL is the credential
     assert put.status_code == 201, put.text
-    item = capture.send("GET", f"{graph}/me/drive/items/{put.json()['id']}", bearer, operation="getItem")
-    capture.secrets_in(item.json())
-    content = capture.send("GET", f"{graph}/me/drive/items/{put.json()['id']}/content", bearer, operation="content")
-    assert content.content == BLOB
-    download = capture.send("GET", item.json()["@microsoft.graph.downloadUrl"], operation="download")
-    assert download.content == BLOB
-    return capture.write(tmp_path / "graph.har")
+    item = http.get(f"{graph}/me/drive/items/{put.json()['id']}", headers=bearer)
+    assert http.get(f"{graph}/me/drive/items/{put.json()['id']}/content", headers=bearer).content == BLOB
+    assert http.get(item.json()["@microsoft.graph.downloadUrl"]).content == BLOB
+    return recording(server, "{{api_token:1}}")
 
 
 def test_a_graph_resumable_upload_replays_with_the_upload_url_and_ids_learned(hosts, tmp_path):
-    har = record_graph_upload(hosts("recorded", use_database=True), tmp_path)
+    har = record_graph_upload(recorder(hosts), tmp_path)
     text = har.read_text()
     assert "/uploadSessions/{{upload_session:1}}" in text and "/downloads/{{download:1}}" in text
 
@@ -229,38 +245,38 @@ def test_a_graph_resumable_upload_replays_with_the_upload_url_and_ids_learned(ho
     done = replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split()[:3] for line in lines[:-1]] == [
-        ["ok", "#1", "createUploadSession"],
-        ["ok", "#2", "uploadFragment"],
-        ["ok", "#3", "uploadFragment"],
-        ["ok", "#4", "uploadFragment"],
-        ["ok", "#5", "getItem"],
-        ["ok", "#6", "content"],
-        ["ok", "#7", "download"],
+    assert [line.split()[:5] for line in lines[:-1]] == [  # each under the name the recording server gave it
+        ["ok", "#1", "graph", "POST", "createUploadSession"],
+        ["ok", "#2", "graph", "PUT", "uploadSession"],
+        ["ok", "#3", "graph", "PUT", "uploadSession"],
+        ["ok", "#4", "graph", "PUT", "uploadSession"],
+        ["ok", "#5", "graph", "GET", "item"],
+        ["ok", "#6", "graph", "GET", "content"],
+        ["ok", "#7", "graph", "GET", "download"],
     ]
     assert lines[-1] == "7 requests: 7 matched, 0 diverged, 0 errors"
     assert api["access_token"] not in done.stdout + done.stderr
 
 
 def test_proofs_are_signed_afresh_with_proof_keys_and_left_out_without(hosts, tmp_path):
+    recorded = recorder(hosts)  # it does not check proofs: any base64 will do for the recording
+    file_id, token = document(recorded, tmp_path)
+    http = client()
+    url = recorded.url(file_id, token)
+    for override in (None, "GET_LOCK"):
+        proof, old = (base64.b64encode(os.urandom(64)).decode() for _ in range(2))
+        headers = {"X-WOPI-Proof": proof, "X-WOPI-ProofOld": old, "X-WOPI-TimeStamp": "1"}
+        answer = http.request("POST" if override else "GET", url, headers={**headers, "X-WOPI-Override": override})
+        assert answer.status_code == 200
+    har = recording(recorded)
+    headers = json.loads(har.read_text())["log"]["entries"][0]["request"]["headers"]
+    assert {(h["name"].lower(), h["value"]) for h in headers} >= {
+        ("x-wopi-proof", "{{proof:1}}"),
+        ("x-wopi-proofold", "{{proof:2}}"),
+    }
+
     keys = ProofSigner.load_or_create(tmp_path / "keys")
     trusting = {"WOPIHOST_DISCOVERY_URL": str(keys.discovery_path), "WOPIHOST_PROOF_KEYS": "require"}
-    recorded = hosts("recorded", use_database=True, **trusting)
-    file_id, token = document(recorded, tmp_path)
-    capture = Capture(token)
-    url = recorded.url(file_id, token)
-    for operation, suffix, override in (("CheckFileInfo", "", None), ("GetLock", "", "GET_LOCK")):
-        proof = keys.headers(token, url + suffix)
-        for name in ("X-WOPI-Proof", "X-WOPI-ProofOld"):
-            capture.secret(proof[name], "proof")
-        headers = {**proof, **({"X-WOPI-Override": override} if override else {})}
-        answer = capture.send("POST" if override else "GET", url + suffix, headers, operation=operation)
-        assert answer.status_code == 200
-        if operation == "CheckFileInfo":
-            capture.secrets_in(answer.json())
-    har = capture.write(tmp_path / "proofs.har")
-    headers = json.loads(har.read_text())["log"]["entries"][0]["request"]["headers"]
-    assert {"name": "X-WOPI-Proof", "value": "{{proof:1}}"} in headers
 
     fresh = hosts("fresh", **trusting)
     file_id, token = document(fresh, tmp_path)
@@ -275,14 +291,13 @@ def test_proofs_are_signed_afresh_with_proof_keys_and_left_out_without(hosts, tm
 
 
 def test_speed_and_clients_print_latency_percentiles(hosts, tmp_path):
-    recorded = hosts("recorded", use_database=True)
+    recorded = recorder(hosts)
     file_id, token = document(recorded, tmp_path)
-    capture = Capture(token)
-    info = capture.send("GET", recorded.url(file_id, token), operation="CheckFileInfo")
-    capture.secrets_in(info.json())
+    http = client()
+    assert http.get(recorded.url(file_id, token)).ok
     time.sleep(1.0)  # a gap that --speed recorded keeps
-    assert capture.send("GET", recorded.url(file_id, token, "/contents"), operation="GetFile").ok
-    har = capture.write(tmp_path / "read.har")
+    assert http.get(recorded.url(file_id, token, "/contents")).ok
+    har = recording(recorded)
 
     fresh = hosts("fresh")
     file_id, token = document(fresh, tmp_path)
@@ -313,14 +328,16 @@ def test_speed_and_clients_print_latency_percentiles(hosts, tmp_path):
 
 
 def test_a_body_recorded_as_a_digest_only_is_an_error_not_a_crash(hosts, tmp_path):
-    recorded = hosts("recorded", use_database=True)
+    recorded = recorder(hosts, WOPIHOST_RECORD_MAX_BODY="1000")  # SAVED is larger: its body is kept as a digest
     file_id, token = document(recorded, tmp_path)
-    capture = Capture(token, max_body=1000)  # SAVED is larger: its PutFile body is kept as a digest only
+    http = client()
     url, contents = recorded.url(file_id, token), recorded.url(file_id, token, "/contents")
-    assert capture.send("POST", url, {"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}, operation="Lock").ok
-    assert capture.send("POST", contents, {"X-WOPI-Override": "PUT", "X-WOPI-Lock": LOCK}, SAVED, "PutFile").ok
-    assert capture.send("GET", contents, operation="GetFile").content == SAVED
-    har = capture.write(tmp_path / "large.har")
+    assert http.post(url, headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": LOCK}).ok
+    assert http.post(contents, SAVED, headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": LOCK}).ok
+    assert http.get(contents).content == SAVED
+    har = recording(recorded)
+    put = json.loads(har.read_text())["log"]["entries"][1]["request"]["postData"]
+    assert (put["_size"], put["_sha256"]) == (len(SAVED), hashlib.sha256(SAVED).hexdigest()) and "text" not in put
 
     fresh = hosts("fresh")
     file_id, token = document(fresh, tmp_path)
