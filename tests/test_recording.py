@@ -25,8 +25,8 @@ from wopihost.recording.spool import SPOOL, SpoolFile, SpoolWriter, spool_files
 
 from .cspp_helpers import full_file
 from .helpers import GraphClient, WopiClient
+from .test_logs import CREDENTIAL_URL_LINES, TOKEN, TOKEN_LINES
 
-TOKEN = "oyyfurkrkjzgmslwmzkxkr3tk45g6rzx" * 4 + "abcdefgh"
 KEY = "the server's secret key"
 
 
@@ -75,19 +75,9 @@ def test_a_placeholder_is_the_same_for_one_value_in_every_worker_and_says_nothin
 
 
 LOG_LINES = [
-    f"GET /wopi/files/x?access_token={TOKEN} HTTP/1.1",
-    f"Invalid HTTP Version: '?access_token={TOKEN} HTTP/1.1'",
-    f"/wopi/files/x?a=1&access_token={TOKEN}&b=2",
-    f"/wopi/files/x?access%5Ftoken=1&access_token%3D{TOKEN}",
-    f"Authorization: Bearer {TOKEN}",
-    f"the token {TOKEN.upper()} in upper case",
-    f"a token in the path /wopi/files/x/{TOKEN}",
-    '127.0.0.1 "PUT /v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 202 90 4ms override=-',
-    '"@microsoft.graph.sourceUrl": "https://h/office/v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA"',
-    '127.0.0.1 "GET /wopi/download/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6 1ms override=-',
-    "GET /v1.0/shares/u!aHR0cHM6Ly9oL3MvWkxMU1p5eWNrVnhTZ3pBOWc4RnhjQQ/driveItem",
+    *TOKEN_LINES,
+    *CREDENTIAL_URL_LINES,
     "GET /host/view/jti.file.1796021373." + "s" * 43 + " HTTP/1.1",
-    '{"UploadSessionToken":"ZLLSZyyckVxSgzA9g8FxcA","x":1}',
     '127.0.0.1 "GET /wopi/files/oG7jw5EIRAFOO6Wa2CnDwz HTTP/1.1" 200 694 20ms override=LOCK',  # nothing secret
 ]
 
