@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -13,8 +12,9 @@ from .models import File
 from .snapshots import FileView
 from .storage import PIECE
 
-# environ key: (size, SHA-256 hex) of the whole content a response sends, so that a recording (wopihost/recording/)
-# need not read a large file again to hash what the server sent of it with sendfile
+# environ key: (size, SHA-256 as stored: base64) of the whole content a response sends, so that a recording
+# (wopihost/recording/) need not read a large file again to hash what the server sent of it with sendfile; the
+# recording, not every download, turns it into hex
 CONTENT_SHA256 = "wopihost.content_sha256"
 
 
@@ -39,7 +39,7 @@ def content_response(
             before(response)
         response.make_conditional(request, accept_ranges=True, complete_length=file.size)  # in place
         if response.status_code == 200 and file.sha256:
-            request.environ[CONTENT_SHA256] = file.size, base64.b64decode(file.sha256).hex()
+            request.environ[CONTENT_SHA256] = file.size, file.sha256
         return response
     except BaseException:
         content.close()
