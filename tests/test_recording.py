@@ -279,12 +279,17 @@ def test_nothing_is_recorded_unless_asked(app):
     assert "wopihost.recorder" not in app.extensions
 
 
-def test_a_put_chunked_file_body_keeps_its_frames_and_gets_the_placeholder_in_its_messagejson(recording):
-    worker = recording.worker()
+def locked_with_upload_session(recording) -> tuple[WopiClient, str]:
+    """A document of alice's, locked with "L" through the recording app, and an upload session opened on it."""
+    worker = recording.worker()  # (the app whose services make the file)
     file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
     wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
     assert wopi.lock("L").status_int == 200
-    session = wopi.op("CREATE_UPLOAD_SESSION").json["UploadSessionToken"]
+    return wopi, wopi.op("CREATE_UPLOAD_SESSION").json["UploadSessionToken"]
+
+
+def test_a_put_chunked_file_body_keeps_its_frames_and_gets_the_placeholder_in_its_messagejson(recording):
+    wopi, session = locked_with_upload_session(recording)
     signature, chunks = full_file(b"chunk one " * 10, b"chunk two " * 5)
     body = put_chunked_body({"MainContent": signature}, chunks, session_token=session)
     sequence = wopi.op("GET_SEQUENCE_NUMBER").headers["X-WOPI-SequenceNumber"]
@@ -314,11 +319,7 @@ def test_a_put_chunked_file_body_keeps_its_frames_and_gets_the_placeholder_in_it
 
 
 def test_a_save_through_an_upload_session_is_recorded_with_one_placeholder_for_its_session(recording):
-    worker = recording.worker()
-    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
-    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
-    assert wopi.lock("L").status_int == 200
-    session = wopi.op("CREATE_UPLOAD_SESSION").json["UploadSessionToken"]
+    wopi, session = locked_with_upload_session(recording)
     signature, chunks = full_file(b"chunk one " * 10, b"chunk two " * 5)
     stream = chunk_frames(chunks)
     stored = wopi.op(
