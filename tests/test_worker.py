@@ -15,7 +15,7 @@ import pytest
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from wopihost.worker import Worker
+from wopihost.worker import IdleTimeoutSocket, Worker
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -195,3 +195,104 @@ def test_closing_a_connection_never_stalls_the_loop(worker):
         longest = max(longest, time.monotonic() - started)
     assert worker.nr_conns == 0
     assert longest < 0.5, longest
+
+
+# -- a response's head leaves with the first piece of its body
+
+
+@pytest.fixture
+def tcp():
+    """A worker-side IdleTimeoutSocket and the client's end of one loopback TCP connection."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+    sock = IdleTimeoutSocket.adopt(accepted)
+    sock.settimeout(10)
+    client.settimeout(10)
+    with sock, client:
+        yield sock, client
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0.2)[0])
+
+
+def _receive(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        data += sock.recv(size - len(data)) or b"!"  # a closed connection ends the read as a mismatch
+    return bytes(data)
+
+
+def test_a_response_head_waits_for_the_first_piece_of_its_body(tcp):
+    sock, client = tcp
+    sock.new_response()
+    sock.sendall(HEAD)
+    assert not _readable(client)
+    sock.sendall(b"body")
+    assert client.recv(1000) == HEAD + b"body"  # one segment: one read gets both
+    sock.end_response()
+    assert not _readable(client)
+
+
+def test_the_next_response_head_is_held_again(tcp):
+    sock, client = tcp
+    for _ in range(2):
+        sock.new_response()
+        sock.sendall(HEAD)
+        assert not _readable(client)
+        sock.sendall(b"body")
+        sock.end_response()
+        assert _receive(client, len(HEAD) + 4) == HEAD + b"body"
+
+
+def test_a_response_without_a_body_sends_its_head_when_it_ends(tcp):
+    sock, client = tcp
+    sock.new_response()
+    sock.sendall(HEAD)
+    sock.end_response()
+    assert _receive(client, len(HEAD)) == HEAD
+
+
+def test_a_failed_response_drops_its_held_head(tcp):
+    sock, client = tcp
+    sock.new_response()
+    sock.sendall(HEAD)
+    sock.end_response(failed=True)
+    sock.sendall(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")  # what gunicorn writes next, if anything
+    assert _receive(client, 38) == b"HTTP/1.1 500 Internal Server Error\r\n\r\n"
+
+
+def test_a_held_head_goes_before_a_send_and_a_sendfile(tcp, tmp_path):
+    sock, client = tcp
+    sock.new_response()
+    sock.sendall(HEAD)
+    sock.send(b"body")
+    assert _receive(client, len(HEAD) + 4) == HEAD + b"body"
+    content = tmp_path / "blob"
+    content.write_bytes(b"f" * 100_000)
+    sock.new_response()
+    sock.sendall(HEAD)
+    with open(content, "rb") as file:
+        sock.sendfile(file, 10, 50_000)
+    sock.end_response()
+    assert _receive(client, len(HEAD) + 50_000) == HEAD + b"f" * 50_000
+    assert sock.sendfile_sent == 50_000
+    assert not _readable(client)
+
+
+def test_a_large_body_after_a_held_head_arrives_whole_and_in_order(tcp):
+    sock, client = tcp
+    body = os.urandom(8 << 20)  # far more than the socket buffers: sendmsg sends it in parts
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(_receive(client, len(HEAD) + len(body))))
+    reader.start()
+    sock.new_response()
+    sock.sendall(HEAD)
+    sock.sendall(body)
+    sock.end_response()
+    reader.join()
+    assert received == HEAD + body
