@@ -54,6 +54,20 @@ def at_once(urls: list[str]) -> None:
     assert set(statuses) == {200}, statuses
 
 
+def settled_totals(metrics_url: str, checks: int, gets: int, seconds: float = 10) -> None:
+    """check_totals on the server's metrics once they settle: a download is counted when the server closes
+    its body, just after the client has read its last byte, so a scrape right then may not show it yet."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            check_totals(scrape(metrics_url), checks, gets)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def check_totals(samples, checks: int, gets: int) -> None:
     assert value(samples, "wopihost_requests_total", operation="CheckFileInfo", status="200") == checks
     every_status = sum(
@@ -83,6 +97,7 @@ def test_metrics_sum_the_requests_of_both_workers(tmp_path, database):
         served = json_lines(server.log_text())
         lines = [entry for entry in served if entry.get("operation") == "CheckFileInfo" and entry["status"] == 200]
         assert len(lines) == 40 and len({entry["pid"] for entry in lines}) == 2  # both workers served
+        settled_totals(f"{server.base}/metrics", 40, 10)
         for _ in range(6):  # whichever worker answers, the same totals
             check_totals(scrape(f"{server.base}/metrics"), 40, 10)
 
@@ -95,6 +110,7 @@ def test_metrics_sum_the_requests_of_both_workers(tmp_path, database):
         ):
             time.sleep(0.1)
         at_once([server.url(file_id, token)] * 4)
+        settled_totals(f"{server.base}/metrics", 44, 10)
         for _ in range(4):
             check_totals(scrape(f"{server.base}/metrics"), 44, 10)
     finally:
@@ -110,6 +126,7 @@ def test_a_separate_metrics_address(tmp_path, database):
         file_id, token = document(server, tmp_path)
         at_once([server.url(file_id, token)] * 20 + [server.url(file_id, token, "/contents")] * 4)
         assert requests.get(f"{server.base}/metrics", timeout=10).status_code == 404
+        settled_totals(f"http://127.0.0.1:{port}/metrics", 20, 4)
         for _ in range(8):  # each scrape a new connection, to either worker
             samples = scrape(f"http://127.0.0.1:{port}/metrics")
             check_totals(samples, 20, 4)
@@ -162,7 +179,7 @@ def test_json_logs_under_the_deployed_configuration(tmp_path, database):
     try:
         file_id, token = document(server, tmp_path)
         at_once([server.url(file_id, token)] * 10 + [server.url(file_id, token, "/contents")] * 2)
-        check_totals(scrape(f"{server.base}/metrics"), 10, 2)
+        settled_totals(f"{server.base}/metrics", 10, 2)
         assert requests.get(server.url(file_id, token.upper())).status_code == 401
         path = f"/wopi/files/{file_id}"
         for line in (
@@ -218,7 +235,7 @@ def test_bytes_sent_without_sendfile_are_counted_too(tmp_path, database):
     try:
         file_id, token = document(server, tmp_path)
         at_once([server.url(file_id, token, "/contents")] * 3)
-        check_totals(scrape(f"{server.base}/metrics"), 0, 3)
+        settled_totals(f"{server.base}/metrics", 0, 3)
     finally:
         server.stop()
     gets = [line for line in server.log_text().splitlines() if f'"GET /wopi/files/{file_id}/contents ' in line]
