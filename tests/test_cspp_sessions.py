@@ -353,5 +353,5 @@ def test_gc_deletes_unreferenced_blobs_only_after_the_grace_period(wopi, service
         pass  # written and let go, never recorded: what a crash between write and commit leaves
     assert collect(services, grace=3600).blobs == 0  # too young: maybe a commit about to record it
     assert collect(services, grace=0).blobs == 1
-    assert not services.blobs.path(orphan.name).exists()
+    assert not services.blobs.exists(orphan.name)
     assert wopi.get_file().body == b"hello world"  # referenced blobs stay

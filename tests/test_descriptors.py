@@ -37,7 +37,7 @@ def nothing_left_to_the_garbage_collector(caplog):
     yield
     gc.collect()
     leaks = [
-        r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase) if r.name == "wopihost.extents"
+        r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase) if r.name == "wopihost.storage"
     ]
     assert not leaks, [r.getMessage() for r in leaks]
 

@@ -24,7 +24,7 @@ def test_a_blob_held_by_its_writer_survives_gc_whatever_the_grace(services):
     assert services.blobs.path(blob.name).read_bytes() == b"not yet recorded"
     blob.release()  # the writer's transaction is over and did not record it
     assert collect(services, grace=0).blobs == 1
-    assert not services.blobs.path(blob.name).exists()
+    assert not services.blobs.exists(blob.name)
 
 
 def test_a_partial_write_in_progress_survives_gc_whatever_the_grace(services, settings):

@@ -9,13 +9,10 @@ writer holds it (storage.Blob), and it is older than the grace period.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -36,7 +33,7 @@ class Collected:
 
 
 def collect(services: Services, grace: float = 3600, track: Track = iter) -> Collected:
-    """`track` wraps the list of blob directories as they are scanned (the command's progress bar)."""
+    """`track` wraps the list of batches of unreferenced blobs as they are checked (the command's progress bar)."""
     sessions = services.sessions.sweep() + services.workbooks.sweep()
     with services.db.write() as s:
         tokens = services.tokens.purge(s)
@@ -50,34 +47,22 @@ def _orphaned_blobs(services: Services, grace: float, track: Track = iter) -> in
     go after `referenced` was read has recorded its blob by then, so the references are read again once the
     candidates are held by us, and only what is still unreferenced goes.
     """
-    referenced, cutoff = referenced_blobs(services), time.time() - grace
-    candidates = []
-    for shard in track([entry for entry in os.scandir(services.blobs.root) if entry.is_dir()]):
-        for entry in os.scandir(shard.path):
-            try:
-                if entry.name not in referenced and entry.stat().st_mtime < cutoff:
-                    candidates.append(Path(entry.path))
-            except FileNotFoundError:
-                pass
+    referenced = referenced_blobs(services)
+    candidates = [name for name in services.blobs.listing(time.time() - grace) if name not in referenced]
     deleted = 0
-    for start in range(0, len(candidates), HOLD_AT_ONCE):
-        with ExitStack() as held:
-            unheld = [
-                path
-                for path in candidates[start : start + HOLD_AT_ONCE]
-                if held.enter_context(services.blobs.unheld(path))
-            ]
+    for start in track(list(range(0, len(candidates), HOLD_AT_ONCE))):
+        with services.blobs.unheld(candidates[start : start + HOLD_AT_ONCE]) as unheld:
             if not unheld:
                 continue
             referenced = referenced_blobs(services)
-            for path in unheld:
-                if path.name not in referenced:
-                    path.unlink(missing_ok=True)
+            for name in unheld:
+                if name not in referenced:
+                    services.blobs.delete(name)
                     deleted += 1
     return deleted
 
 
-HOLD_AT_ONCE = 256  # descriptors gc holds at a time
+HOLD_AT_ONCE = 256  # blobs gc holds at a time (local storage: a descriptor each)
 
 
 def referenced_blobs(services: Services) -> set[str]:

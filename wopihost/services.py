@@ -24,7 +24,7 @@ from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .shares import ShareLinks, share_url
-from .storage import BlobStore, Readable
+from .storage import BlobStore, Readable, Storage
 from .tokens import API, FILE_URL, Grant, IssuedToken, Tokens, container
 from .tree import Tree
 from .uploads import Uploads
@@ -37,7 +37,7 @@ class Services:
     settings: Settings
     clock: Clock
     db: Database
-    blobs: BlobStore
+    blobs: Storage
     tokens: Tokens
     files: Files
     locks: Locks
