@@ -545,7 +545,7 @@ class ChunkedFiles:
             return file
         finally:
             for name in unused:
-                self.blobs.delete(name)
+                self.blobs.release(name)
 
     def _check(
         self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int

@@ -284,7 +284,7 @@ class Files:
                     s.execute(sa.delete(table).where(table.file_id == file_id))
             unused = self.delete_in(s, file)
         for blob in unused:
-            self.blobs.delete(blob)
+            self.blobs.release(blob)
         return removed
 
     def check_writable(self, s: Session, file: File) -> None:
@@ -330,7 +330,7 @@ class Files:
                 self.blobs.delete(blob.name)
                 raise
         for name in unused:
-            self.blobs.delete(name)
+            self.blobs.release(name)
         return result
 
     @staticmethod

@@ -3,7 +3,9 @@ processes, expired and revoked access-token rows.
 
 Safe to run at any time, from any number of processes, with any grace period: a blob
 or partial write is only deleted once nothing in the database refers to it, no live
-writer holds it (storage.Blob), and it is older than the grace period.
+writer holds it (storage.Blob), and it is older than the grace period. Where a deleted
+blob is gone for its readers too (an object store: Storage.deleted_stays_readable),
+it must also have stayed unreferenced for the grace period, as two passes find it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 
 from .extents import Extents
-from .models import AlternateStream, File, UploadPiece, WorkbookSession
+from .models import AlternateStream, File, UnreferencedBlob, UploadPiece, WorkbookSession
+from .repository import insert_if_absent
 from .services import Services
 
 log = logging.getLogger("wopihost.gc")
@@ -49,6 +53,8 @@ def _orphaned_blobs(services: Services, grace: float, track: Track = iter) -> in
     """
     referenced = referenced_blobs(services)
     candidates = [name for name in services.blobs.listing(time.time() - grace) if name not in referenced]
+    if not services.blobs.deleted_stays_readable:
+        candidates = _unreferenced_since(services, candidates, grace)
     deleted = 0
     for start in track(list(range(0, len(candidates), HOLD_AT_ONCE))):
         with services.blobs.unheld(candidates[start : start + HOLD_AT_ONCE]) as unheld:
@@ -60,6 +66,23 @@ def _orphaned_blobs(services: Services, grace: float, track: Track = iter) -> in
                     services.blobs.delete(name)
                     deleted += 1
     return deleted
+
+
+def _unreferenced_since(services: Services, candidates: list[str], grace: float) -> list[str]:
+    """Those of `candidates` (blobs unreferenced now) that an earlier pass found unreferenced at least `grace`
+    ago. The rest are remembered as found now, and what is no longer a candidate (referenced, or gone) is
+    forgotten. Passes on several nodes at once can only forget too early, which delays a deletion."""
+    now = services.clock.now()
+    with services.db.write() as s:
+        seen = {name: at for name, at in s.execute(sa.select(UnreferencedBlob.name, UnreferencedBlob.seen_at))}
+        for name in candidates:
+            if name not in seen:
+                insert_if_absent(s, UnreferencedBlob, name=name, seen_at=now)
+        gone = list(seen.keys() - set(candidates))
+        for start in range(0, len(gone), HOLD_AT_ONCE):
+            s.execute(sa.delete(UnreferencedBlob).where(UnreferencedBlob.name.in_(gone[start : start + HOLD_AT_ONCE])))
+    due = now - timedelta(seconds=grace)
+    return [name for name in candidates if name in seen and seen[name] <= due]
 
 
 HOLD_AT_ONCE = 256  # blobs gc holds at a time (local storage: a descriptor each)

@@ -330,7 +330,7 @@ class UploadSessions:
             tokens = list(s.scalars(locking(s, expired)))
             blobs = [blob for token in tokens for blob in self.delete_in(s, token)]
         for blob in blobs:
-            self.blobs.delete(blob)
+            self.blobs.release(blob)
         return len(tokens)
 
     def list(self) -> list[UploadSession]:

@@ -73,8 +73,15 @@ class Storage(Protocol):
     def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob: ...
     def open(self, names: Iterable[str] = ...) -> Opened: ...
     def concat(self, opened: Opened, extents: Extents) -> Blob: ...
+
+    # Whether a blob deleted while a reader has it open stays readable to that reader (an open file does;
+    # an object in a store does not). If not, gc deletes a blob only once it has stayed unreferenced for its
+    # grace period (gc.py), and release() leaves it to gc.
+    deleted_stays_readable: bool
+
     def exists(self, name: str) -> bool: ...
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str) -> None: ...  # at once: for a blob that no reader can have open
+    def release(self, name: str) -> None: ...  # a transaction just stopped referring to it
     def listing(self, older_than: float) -> Iterator[str]: ...
     def unheld(self, names: Iterable[str]) -> AbstractContextManager[list[str]]: ...
     def sweep_tmp(self, older_than: float = ...) -> int: ...
@@ -110,6 +117,10 @@ class Blob:
 
 
 class BlobStore:
+    """Blobs as files in a local (or shared POSIX) directory."""
+
+    deleted_stays_readable = True  # through the reader's open descriptor
+
     def __init__(self, root: Path, tmp: Path, min_free: int = 0):
         self.root = root
         self.tmp = tmp
@@ -221,6 +232,9 @@ class BlobStore:
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
+
+    def release(self, name: str) -> None:
+        self.delete(name)  # readers keep their descriptors: the space comes back when the last one closes
 
     def listing(self, older_than: float) -> Iterator[str]:
         """The names of the blobs last written before `older_than` (a time.time()), for gc."""

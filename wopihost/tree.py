@@ -251,7 +251,7 @@ class Tree:
                     s.delete(folder)
                     s.flush()
         for blob in unused:
-            self.blobs.delete(blob)
+            self.blobs.release(blob)
 
     def _lock_subtree(self, s: Session, drive_id: str, top: Folder) -> list[Folder]:
         """Lock the folder `top` is in, `top` and every folder below it, in id order as every change takes

@@ -143,7 +143,7 @@ class Workbooks:
             row = self._session(s, session_id, file_id, user_id)
             s.delete(row)
         if row.blob:
-            self.blobs.delete(row.blob)
+            self.blobs.release(row.blob)
 
     def sweep(self) -> int:
         """Delete expired sessions (and their copies) and operations; returns how many sessions went."""
@@ -155,7 +155,7 @@ class Workbooks:
             s.execute(sa.delete(WorkbookOperation).where(WorkbookOperation.expires_at <= now))
         for row in expired:
             if row.blob:
-                self.blobs.delete(row.blob)
+                self.blobs.release(row.blob)
         return len(expired)
 
     # -- calls ------------------------------------------------------------------------------------
@@ -324,5 +324,5 @@ class Workbooks:
             except BaseException:
                 self.blobs.delete(blob.name)
                 raise
-        self.blobs.delete(basis)
+        self.blobs.release(basis)
         return blob.name
