@@ -504,37 +504,38 @@ def plan_parts(segments: list[Segment], gather: int) -> list[tuple[str, list[Seg
     """The parts of a concatenation: ("copy", [segment]) copied by the store, or ("upload", segments) read and
     uploaded through the host, at most `gather` bytes (>= MIN_PART). Every part but the last is >= MIN_PART.
 
-    A run of small segments is topped up to exactly MIN_PART from a large neighbour that keeps MIN_PART or more
-    for its own copy, so little crosses the host; otherwise the neighbour joins the run until it is large enough.
+    Small segments are gathered into parts of up to `gather` bytes. A run of them still short of MIN_PART is
+    topped up to exactly MIN_PART from a large neighbour that keeps MIN_PART or more for its own copy, so little
+    crosses the host; a neighbour too short to spare that joins the run instead.
     """
     plan: list[tuple[str, list[Segment]]] = []
     pending: list[Segment] = []
     pending_size = 0
 
-    def take(blob: str, offset: int, n: int) -> None:
+    def flush() -> None:
         nonlocal pending_size
-        pending.append((blob, offset, n))
-        pending_size += n
-        if pending_size >= MIN_PART:
+        if pending:
             plan.append(("upload", pending.copy()))
             pending.clear()
             pending_size = 0
 
     for blob, offset, left in segments:
         while left:
-            if not pending and left >= MIN_PART:
+            need = MIN_PART - pending_size  # > 0 while the run could not be a part of its own
+            top_up = bool(pending) and need > 0 and left - need >= MIN_PART
+            if left >= MIN_PART and need <= 0 or left >= MIN_PART and not pending:
+                flush()
                 n = min(left, MAX_COPY_PART)
                 plan.append(("copy", [(blob, offset, n)]))
-            elif pending and left - (MIN_PART - pending_size) >= MIN_PART:
-                n = MIN_PART - pending_size
-                take(blob, offset, n)
             else:
-                n = min(left, gather - pending_size)
-                take(blob, offset, n)
+                n = need if top_up else min(left, gather - pending_size)
+                pending.append((blob, offset, n))
+                pending_size += n
+                if top_up or pending_size >= gather:
+                    flush()
             offset += n
             left -= n
-    if pending:
-        plan.append(("upload", pending))
+    flush()
     return plan
 
 
