@@ -15,13 +15,12 @@ import sys
 import threading
 import time
 import tracemalloc
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.objectstore.fixtures import bucket, ceph_rgw, s3  # noqa: F401
-from wopihost.extents import Extent, Extents, OpenBlobs
+from wopihost.extents import Extent, Extents
 from wopihost.faults import Unavailable
 from wopihost.ids import new_id
 from wopihost.s3store import MIN_PART, S3Store, plan_parts
@@ -30,63 +29,6 @@ from wopihost.storage import BlobStore, TooLarge
 MIB = 1 << 20
 PART = MIN_PART  # the S3 store's part size here: the least S3 allows, so that multipart tests stay small
 REPO = Path(__file__).resolve().parents[1]
-
-
-# --- Test adapter: the local BlobStore under the names the domain is moving to (open, concat, listing,
-# unheld(names), readinto, whole_file). The lead's rename gives the local store these names itself: then delete
-# LocalAdapter and LocalOpened and use BlobStore directly in the `store` fixture.
-
-
-class LocalOpened(OpenBlobs):
-    def __init__(self, store: BlobStore, names=()):
-        super().__init__(store, names)
-        self._store = store
-
-    def add(self, name):  # type: ignore[override]
-        super().add(self._store, name)
-
-    def readinto(self, name, offset, buffer):
-        return os.preadv(self._fds[name], [memoryview(buffer).cast("B")], offset)
-
-    def whole_file(self, name):
-        return os.fdopen(os.dup(self._fds[name]), "rb")
-
-
-class LocalAdapter:
-    def __init__(self, store: BlobStore):
-        self.store = store
-
-    def write(self, source, limit, sha256=True):
-        return self.store.write(source, limit, sha256)
-
-    def open(self, names=()):
-        return LocalOpened(self.store, names)
-
-    def concat(self, opened, extents):
-        return self.store.copy_ranges(opened.ranges(Extents(extents)))
-
-    def delete(self, name):
-        self.store.delete(name)
-
-    def listing(self, older_than):
-        for shard in self.store.root.iterdir():
-            for path in shard.iterdir():
-                if path.stat().st_mtime < older_than:
-                    yield path.name
-
-    @contextmanager
-    def unheld(self, names):
-        with ExitStack() as held:
-            yield [name for name in names if held.enter_context(self.store.unheld(self.store.path(name)))]
-
-    def sweep_tmp(self, older_than=3600):
-        return self.store.sweep_tmp(older_than)
-
-    def health(self):
-        return self.store.health()
-
-    def free_space(self):
-        return self.store.free_space()
 
 
 # --- fixtures
@@ -124,7 +66,7 @@ def spec(kind, tmp_path, request) -> dict:
 
 def make(spec: dict, **overrides):
     if spec["kind"] == "local":
-        return LocalAdapter(BlobStore(Path(spec["root"]), Path(spec["tmp"])))
+        return BlobStore(Path(spec["root"]), Path(spec["tmp"]))
     return S3Store(spec["url"], part_size=spec["part_size"], **overrides)
 
 
@@ -137,7 +79,7 @@ def store(spec):
 def partials(kind, store, request):
     """What partial writes the store has: files in the local tmp directory, multipart uploads on S3."""
     if kind == "local":
-        return lambda: sorted(p.name for p in store.store.tmp.iterdir())
+        return lambda: sorted(p.name for p in store.tmp.iterdir())
     client, name = request.getfixturevalue("s3"), request.getfixturevalue("bucket")
     return lambda: [u["Key"] for u in client.list_multipart_uploads(Bucket=name).get("Uploads", [])]
 
@@ -147,7 +89,7 @@ def abandon(kind, store, request):
     """A partial write whose writer died: an unlocked file in tmp, or a multipart upload with no hold."""
 
     def local():
-        path = store.store.tmp / f"{new_id(32)}.part"
+        path = store.tmp / f"{new_id(32)}.part"
         path.write_bytes(b"half")
 
     def on_s3():

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from .faults import Unavailable
 from .ids import is_id, new_id
-from .storage import PIECE, Blob, Readable, TooLarge
+from .storage import PIECE, Blob, Opened, Readable, TooLarge
 
 log = logging.getLogger("wopihost.s3store")
 
@@ -39,6 +39,7 @@ MIB = 1 << 20
 MIN_PART = 5 * MIB  # S3's least size of a multipart upload's part, but the last (EntityTooSmall)
 MAX_COPY_PART = 5 << 30  # S3's largest part (UploadPartCopy included)
 MAX_PARTS = 10_000
+READ_AHEAD = 16 * MIB  # what one GET of a seekable reader asks for (S3Opened.readinto)
 NAME_LENGTH = 32
 # the error codes (besides any 5xx) that mean "not now": throttling and the store's own timeouts
 _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
@@ -49,13 +50,17 @@ _client_lock = threading.Lock()  # boto3 sessions are not thread-safe; the clien
 
 
 class S3Store:
-    """Blobs as objects under `s3://bucket/prefix`.
+    """Blobs as objects under `s3://bucket/prefix` (a storage.Storage).
 
     Credentials, endpoint, region and addressing style come from the standard AWS variables and config file
     (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, `addressing_style` in
     ~/.aws/config) unless given here. Timeouts and attempts are always ours: botocore's retry mode "standard"
     (back-off with jitter, on throttling, 5xx and connection errors) with `max_attempts` in all.
     """
+
+    # A deleted object is gone for a reader that is still reading it: gc waits out the grace period after
+    # finding a blob unreferenced (gc.py), and release() leaves blobs to it.
+    deleted_stays_readable = False
 
     def __init__(
         self,
@@ -81,7 +86,6 @@ class S3Store:
         prefix = parts.path.strip("/")
         self._root = f"{prefix}/" if prefix else ""
         self.part_size, self.hold_lease = part_size, hold_lease
-        self.min_free = 0  # the local store's floor of free space: an object store has no such thing to watch
 
         import boto3.session  # type: ignore[import-untyped]  # here, not at the top: see the module's docstring
         from botocore.config import Config  # type: ignore[import-untyped]
@@ -152,9 +156,9 @@ class S3Store:
             hold.close()
             raise
         sha = base64.b64encode(digest.digest()).decode("ascii") if digest else ""
-        return Blob(name, size, sha, _as_hold(hold))
+        return Blob(name, size, sha, hold)
 
-    def concat(self, opened: S3Opened, extents: Iterable[Any]) -> Blob:
+    def concat(self, opened: Opened, extents: Iterable[Any]) -> Blob:
         """A new, held object made of `extents` (.blob, .offset, .length) of stored objects. No SHA-256.
 
         What crosses the host: S3 copies a part of at least 5 MiB server-side (UploadPartCopy with a byte
@@ -164,6 +168,7 @@ class S3Store:
         through the host, none of a large extent beyond that top-up, and at most one part is in memory.
         Everything smaller than one part in all is read and PUT as one object. Zero extents: an empty object.
         """
+        assert isinstance(opened, S3Opened)  # opened by this store
         segments = [(e.blob, e.offset, e.length) for e in extents if e.length]
         total = sum(length for _, _, length in segments)
         gather = max(self.part_size, math.ceil(total / (MAX_PARTS - 1)))
@@ -188,7 +193,7 @@ class S3Store:
         except BaseException:
             hold.close()
             raise
-        return Blob(name, total, "", _as_hold(hold))
+        return Blob(name, total, "", hold)
 
     def _gathered(self, opened: S3Opened, pieces: list[tuple[str, int, int]]) -> memoryview:
         buffer = memoryview(bytearray(sum(length for _, _, length in pieces)))
@@ -276,6 +281,17 @@ class S3Store:
         """Remove the object now. A GET already streaming it may finish; any later one is FileNotFoundError."""
         with self._faults(f"deleting {name}"):
             self._s3.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def release(self, name: str) -> None:
+        """Nothing now: a download may still be reading it. gc deletes it once it has stayed unreferenced for
+        the grace period."""
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._head(name)
+        except FileNotFoundError:
+            return False
+        return True
 
     def listing(self, older_than: float) -> Iterator[str]:
         """Names of the blobs stored before epoch time `older_than` (by the store's LastModified)."""
@@ -413,11 +429,6 @@ class _Hold:
                 log.warning("could not delete the hold marker %s (%s): it dies with its lease", key, exc)
 
 
-def _as_hold(hold: _Hold) -> Any:
-    # storage.Blob's annotation still names the local store's file; any object with close() does
-    return hold
-
-
 class S3Opened:
     """The S3 counterpart of extents.OpenBlobs: names and sizes, read with ranged GETs.
 
@@ -428,6 +439,7 @@ class S3Opened:
     def __init__(self, store: S3Store, names: Iterable[str] = ()):
         self._store = store
         self._sizes: dict[str, int] = {}
+        self._stream: tuple[str, int, int, Any] | None = None  # readinto's GET: name, next offset, end, body
         for name in dict.fromkeys(names):
             self.add(name)
 
@@ -468,26 +480,43 @@ class S3Opened:
                 body.close()
 
     def readinto(self, name: str, offset: int, buffer) -> int:
-        """Bytes of `name` from `offset` into `buffer` (one ranged GET); fewer at the object's end, 0 past it."""
+        """Bytes of `name` from `offset` into `buffer`; fewer at the object's end, 0 past it.
+
+        A seekable reader (a GetFile, with or without a Range) reads on from where it stopped: its reads are
+        served from one ranged GET of up to READ_AHEAD bytes (or the buffer, if larger), kept open while the
+        reads continue it, rather than one GET per buffer.
+        """
         view = memoryview(buffer).cast("B")
         length = min(len(view), self.size(name) - offset)
         if length <= 0:
             return 0
-        body = self._store._get(name, offset, length)
+        if self._stream is None or self._stream[:2] != (name, offset) or self._stream[2] - offset < length:
+            self._end_stream()
+            end = min(self.size(name), offset + max(length, READ_AHEAD))
+            self._stream = (name, offset, end, self._store._get(name, offset, end - offset))
+        body = self._stream[3]
         got = 0
         try:
             with self._store._faults(f"reading {name}"):
                 while got < length and (data := body.read(min(PIECE, length - got))):
                     view[got : got + len(data)] = data
                     got += len(data)
-        finally:
-            body.close()
+        except BaseException:
+            self._end_stream()
+            raise
+        self._stream = (name, offset + got, self._stream[2], body)
         return got
+
+    def _end_stream(self) -> None:
+        if self._stream is not None:
+            self._stream[3].close()
+            self._stream = None
 
     def whole_file(self, name: str) -> None:
         return None  # no local file to sendfile: the content is streamed with pieces()
 
     def close(self) -> None:
+        self._end_stream()
         self._sizes.clear()
 
     def __enter__(self) -> S3Opened:

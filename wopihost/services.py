@@ -24,7 +24,7 @@ from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .shares import ShareLinks, share_url
-from .storage import BlobStore, Readable, Storage
+from .storage import Readable, Storage, open_storage
 from .tokens import API, FILE_URL, Grant, IssuedToken, Tokens, container
 from .tree import Tree
 from .uploads import Uploads
@@ -59,7 +59,7 @@ class Services:
     def create(cls, settings: Settings, clock: Clock | None = None) -> Services:
         clock = clock or Clock()
         db = Database(settings.database_url, settings.database_busy_timeout)
-        blobs = BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)
+        blobs = open_storage(settings)
         sessions = UploadSessions(
             db,
             blobs,

@@ -31,6 +31,7 @@ from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .extents import Extents
 
 log = logging.getLogger("wopihost.storage")
@@ -48,6 +49,35 @@ class Readable(Protocol):
     """What a blob is written from: an open file, a request body, anything with readinto."""
 
     def readinto(self, buffer: memoryview, /) -> int: ...
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The store WOPIHOST_STORAGE_URL names: the local blob directory by default, or an S3 bucket."""
+    if not settings.storage_url:
+        return BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)
+    from .config import ConfigError
+    from .s3store import S3Store  # only here: boto3 is an extra, and the local default does not load it
+
+    try:
+        import boto3  # type: ignore[import-untyped]  # noqa: F401  # installed?
+    except ImportError:
+        raise ConfigError(
+            "WOPIHOST_STORAGE_URL names an S3 bucket, which needs boto3: pip install 'wopihost[s3]'"
+        ) from None
+    return S3Store(
+        settings.storage_url,
+        endpoint_url=settings.s3_endpoint_url or None,
+        region=settings.s3_region or None,
+        addressing_style=settings.s3_addressing_style or None,
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+        max_attempts=settings.s3_max_attempts,
+        part_size=settings.s3_part_size,
+    )
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class Opened(Protocol):
@@ -92,14 +122,15 @@ class Storage(Protocol):
 class Blob:
     """A blob just written, held until its `with` block ends (or `release()`).
 
-    While held, an exclusive flock on the blob tells garbage collection, in any process, that its
-    writer is alive and has not yet recorded it in the database: hold it until that transaction is
-    over. A killed writer's hold ends with its process.
+    While held, the store tells garbage collection, in any process or node, that its writer is alive
+    and has not yet recorded it in the database: hold it until that transaction is over. In the local
+    store the hold is an exclusive flock on the blob, which a killed writer's process takes with it
+    (the S3 store's is a marker object with a lease: s3store.py).
     """
 
-    def __init__(self, name: str, size: int, sha256: str, hold: BinaryIO):
+    def __init__(self, name: str, size: int, sha256: str, hold: Closable):
         self.name, self.size, self.sha256 = name, size, sha256  # sha256: base64, "" if not computed
-        self._hold: BinaryIO | None = hold
+        self._hold: Closable | None = hold
 
     def release(self) -> None:
         if self._hold is not None:
