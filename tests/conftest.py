@@ -34,7 +34,7 @@ from wopihost.models import metadata
 from wopihost.services import Services
 
 from .helpers import GraphClient, WopiClient
-from .objectstore.fixtures import bucket, ceph_rgw, s3  # noqa: F401
+from .objectstore.fixtures import bucket, ceph_rgw, s3, s3_client  # noqa: F401
 
 PG_URL = os.environ.get("WOPIHOST_TEST_DATABASE_URL", "").strip()
 DATABASES = [
@@ -65,7 +65,7 @@ def s3_storage(request) -> dict[str, str]:
     """The variables that put a server's content in the session's S3 bucket (without a prefix yet)."""
     gateway = request.getfixturevalue("ceph_rgw")
     name = f"suite-{secrets.token_hex(6)}"
-    request.getfixturevalue("s3").create_bucket(Bucket=name)
+    s3_client(gateway).create_bucket(Bucket=name)
     return {**gateway.env(), "WOPIHOST_S3_ADDRESSING_STYLE": "path", "WOPIHOST_STORAGE_URL": f"s3://{name}"}
 
 
