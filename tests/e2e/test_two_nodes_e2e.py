@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import secrets
+import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 import requests
 
@@ -264,3 +269,173 @@ def test_lock_races_across_the_nodes_have_exactly_one_winner(nodes, tmp_path):
     print(f"\nlock winners by node: {list(winners_by_node.values())}")
     for doc in racers:
         doc.http.close()
+
+
+# -- 4. a node SIGKILLed mid-write ---------------------------------------------------------------------------
+
+
+def kill_node(node: LocalServer) -> None:
+    """SIGKILL the node's master and every worker at once, as a machine that dies (the master first, so that
+    it replaces no worker)."""
+    victims = [psutil.Process(node.process.pid), *node.workers()]
+    for victim in victims:
+        try:
+            victim.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    node.process.wait(timeout=10)
+    _, alive = psutil.wait_procs(victims[1:], timeout=10)
+    assert not alive, alive
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def multipart_uploads(s3, nodes: Nodes) -> list[dict]:
+    return s3.list_multipart_uploads(Bucket=nodes.bucket, Prefix=f"{nodes.prefix}/").get("Uploads", [])
+
+
+def start_put_file(node: LocalServer, doc: Doc, size: int) -> socket.socket:
+    """A PutFile of `size` bytes to `node`, of which only the request head is sent."""
+    url = urlsplit(doc.server.url(doc.file_id, doc.token, "/contents"))
+    sock = socket.create_connection(("127.0.0.1", node.port), timeout=30)
+    sock.sendall(
+        f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-WOPI-Override: PUT\r\n"
+        f"X-WOPI-Lock: {LOCK}\r\nContent-Length: {size}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def send_slowly(sock: socket.socket, data: bytes, piece: int = MIB, pause: float = 0.01) -> None:
+    try:
+        for start in range(0, len(data), piece):
+            sock.sendall(data[start : start + piece])
+            time.sleep(pause)
+    except OSError:  # the node died
+        pass
+
+
+def consistent(doc: Doc, allowed: dict[str, str]) -> str:
+    """GetFile on `doc` is exactly one of `allowed` (sha256 -> name), its CheckFileInfo agrees, the lock is
+    still LOCK; returns the name of what it is."""
+    digest, length, version = doc.content()
+    assert digest in allowed, f"GetFile returns neither {' nor '.join(allowed.values())} ({length} bytes)"
+    info = doc.info()
+    assert (info["Size"], info["Version"]) == (length, version)
+    assert get_lock(doc) == LOCK
+    return allowed[digest]
+
+
+def test_a_node_killed_mid_put_file_leaves_the_old_or_the_new_content(nodes, tmp_path, s3):
+    old = os.urandom(MIB + 3)
+    on_a, _ = docs(nodes, add_file(nodes.a, tmp_path, old, "Killed.docx"))
+    assert on_a.post("LOCK", headers={"X-WOPI-Lock": LOCK}).status_code == 200
+    new = random.Random("killed put").randbytes(24 * MIB)  # three parts of a multipart upload
+    outcomes = []
+
+    # 1. killed mid-body, once the node is writing the new content to the bucket (a multipart upload is open)
+    victim = nodes.b
+    sock = start_put_file(victim, Doc(victim, on_a.file_id, on_a.token), len(new))
+    writer = threading.Thread(target=send_slowly, args=(sock, new[: 16 * MIB]), daemon=True)
+    writer.start()
+    assert wait_until(lambda: multipart_uploads(s3, nodes)), "the node never started writing to the bucket"
+    kill_node(victim)
+    writer.join(timeout=30)
+    sock.close()
+    assert consistent(on_a, {sha256(old): "old", sha256(new): "new"}) == "old"  # its body never ended
+    outcomes.append("mid-body: old")
+    replaced = os.urandom(2 * MIB)
+    assert put_file(on_a, replaced).status_code == 200
+    assert consistent(on_a, {sha256(replaced): "replaced"}) == "replaced"
+
+    # 2. killed as soon as its object is whole in the bucket (the multipart upload completed), when the node
+    # records it as the file's content
+    abandoned = {upload["UploadId"] for upload in multipart_uploads(s3, nodes)}  # the killed node's
+    victim = nodes.start("b2")
+    sock = start_put_file(victim, Doc(victim, on_a.file_id, on_a.token), len(new))
+    writer = threading.Thread(target=send_slowly, args=(sock, new), kwargs={"pause": 0.002}, daemon=True)
+    writer.start()
+
+    def writing() -> set[str]:
+        return {upload["UploadId"] for upload in multipart_uploads(s3, nodes)} - abandoned
+
+    started = wait_until(writing)
+    assert started, "the node never started writing to the bucket"
+    assert wait_until(lambda: not (started & writing()), interval=0.005), "the write never completed"
+    kill_node(victim)
+    writer.join(timeout=30)
+    sock.close()
+    outcome = consistent(on_a, {sha256(replaced): "old", sha256(new): "new"})
+    outcomes.append(f"once its object was complete: {outcome}")
+
+    # gc on the survivor takes neither the content nor the lock away, and A writes again
+    for _ in range(2):
+        nodes.a.cli("gc", "--grace", "0")
+    consistent(on_a, {sha256(replaced): "old", sha256(new): "new"})
+    latest = os.urandom(MIB // 2)
+    written = put_file(on_a, latest)
+    assert written.status_code == 200, failure(written)
+    assert consistent(on_a, {sha256(latest): "latest"}) == "latest"
+    print(f"\nnode killed mid-PutFile: {', '.join(outcomes)}")
+
+
+def test_a_node_killed_mid_commit_leaves_the_old_or_the_new_content(nodes, tmp_path):
+    """A PutChunkedFile commit of an upload session, killed with its node about halfway through (timed on a
+    commit of the same size first); the other node then sees the old or the new content and can finish."""
+    original = os.urandom(MIB)
+    ids = [add_file(nodes.a, tmp_path, original, f"Commit{i}.docx") for i in range(2)]
+    (probe, _), (on_a, on_b) = docs(nodes, ids[0]), docs(nodes, ids[1])
+    for doc in (probe, on_a):
+        assert doc.post("LOCK", headers={"X-WOPI-Lock": LOCK}).status_code == 200
+    content = Content("killed commit", 6)  # 24 MiB
+
+    def uploaded(doc: Doc) -> tuple[str, int]:
+        session, sequence_number = doc.create_session(), doc.info()["SequenceNumber"]
+        for n, (offset, body) in enumerate(content.pieces(4 * MIB)):
+            node_doc = Doc((nodes.a, nodes.b)[n % 2], doc.file_id, doc.token)
+            assert node_doc.update(session, offset, body).status_code == 200
+        return session, sequence_number
+
+    # how long a commit of this size takes on B
+    session, sequence_number = uploaded(probe)
+    started = time.monotonic()
+    committed = Doc(nodes.b, probe.file_id, probe.token).commit(session, content.signature, sequence_number)
+    took = time.monotonic() - started
+    assert committed.status_code == 200, failure(committed)
+
+    session, sequence_number = uploaded(on_a)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(on_b.commit, session, content.signature, sequence_number)
+        time.sleep(took / 2)
+        answered_before_the_kill = answer.done()
+        kill_node(nodes.b)
+        try:
+            response = answer.result(timeout=30)
+        except requests.RequestException:
+            response = None
+    outcome = consistent(on_a, {sha256(original): "old", content.sha256: "new"})
+    if outcome == "old":
+        assert response is None, failure(response)
+        # the session is whole: A commits it
+        stale = on_a.update(session, 0, b"x")
+        assert stale.status_code == 400
+        assert stale.headers["X-WOPI-UploadSessionCurrentOffset"] == str(content.stream_length)
+        retried = on_a.commit(session, content.signature, sequence_number)
+        assert retried.status_code == 200, failure(retried)
+    else:
+        assert response is None or response.status_code == 200, failure(response)
+        retried = on_a.commit(session, content.signature, sequence_number)
+        assert retried.status_code == 412, failure(retried)
+    assert consistent(on_a, {content.sha256: "new"}) == "new"
+    assert on_a.info()["Size"] == content.length
+    print(
+        f"\nnode killed {took / 2 * 1000:.0f} ms into a commit that takes {took * 1000:.0f} ms: {outcome}"
+        f"{' (answered before the kill)' if answered_before_the_kill else ''}"
+    )
