@@ -102,13 +102,15 @@ def nodes(tmp_path, database, s3_storage) -> Iterator[Nodes]:
     nodes = Nodes(a, b, env, tmp_path, bucket, prefix)
     assert a.port != b.port and a.data_dir != b.data_dir
     yield nodes
-    logs = []
-    for node in (a, b, *nodes.extra):
-        if node.process.poll() is None:
-            node.stop()
-            logs.append(node.log_text())
-    for log in logs:
+    stopped = [node for node in (a, b, *nodes.extra) if node.process.poll() is None]  # not the killed ones
+    for node in stopped:
+        node.stop()
+    for node in stopped:
+        log = node.log_text()
         assert "Traceback" not in log, log[-20000:]
+        # every byte went to the bucket: nothing stays on a node's own disk past its requests
+        left = [str(p) for p in node.data_dir.rglob("*") if p.is_file()] if node.data_dir.exists() else []
+        assert left == [], left
 
 
 def add_file(node: LocalServer, tmp_path: Path, content: bytes, name: str) -> str:
