@@ -237,6 +237,25 @@ def test_delete(store):
     store.delete(blob.name)  # twice is fine: several gc at once
 
 
+def test_exists(store):
+    with store.write(io.BytesIO(b"here"), limit=10) as blob:
+        pass
+    assert store.exists(blob.name)
+    store.delete(blob.name)
+    assert not store.exists(blob.name)
+
+
+def test_release_frees_at_once_only_where_readers_keep_deleted_blobs(store):
+    """A released blob (no row refers to it any more) stays where a deletion would take it from a reader still
+    reading it: there gc removes it after the grace period (test_gc)."""
+    with store.write(io.BytesIO(b"replaced"), limit=10) as blob:
+        pass
+    with store.open([blob.name]) as reader:
+        store.release(blob.name)
+        assert store.exists(blob.name) is not store.deleted_stays_readable
+        assert b"".join(reader.pieces(Extents([Extent(blob.name, 0, 8)]))) == b"replaced"  # either way
+
+
 def test_listing_by_age(store):
     with store.write(io.BytesIO(b"old"), limit=10) as old:
         pass
@@ -354,6 +373,13 @@ def test_health_and_free_space(store, kind):
         assert store.free_space() > 0
     else:
         assert store.free_space() is None
+
+
+def test_no_download_url_without_an_address_for_clients(store):
+    """Only an S3 store given the address clients reach it at hands out URLs (tests/test_presigned_downloads.py)."""
+    with store.write(io.BytesIO(b"x"), limit=10) as blob:
+        pass
+    assert store.download_url(blob.name, 60, "x.txt") is None
 
 
 # --- S3 alone

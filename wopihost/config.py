@@ -173,6 +173,8 @@ class Settings:
     s3_read_timeout: float = 60.0
     s3_max_attempts: int = 4  # in all, first try included; botocore's "standard" back-off between them
     s3_part_size: int = 8 << 20
+    # the store's URL as clients reach it: set, Graph's downloadUrl of content stored whole is a presigned GET there
+    s3_download_url: str = ""
 
     @property
     def blob_dir(self) -> Path:
@@ -256,6 +258,7 @@ class Settings:
             s3_read_timeout=parsed("S3_READ_TIMEOUT", "60s", _positive_duration),
             s3_max_attempts=parsed("S3_MAX_ATTEMPTS", "4", _attempts),
             s3_part_size=parsed("S3_PART_SIZE", "8MiB", _part_size),
+            s3_download_url=parsed("S3_DOWNLOAD_URL", "", _http_url),
         )
 
 
@@ -263,6 +266,12 @@ def _storage_url(text: str) -> str:
     if text and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", text):
         raise ValueError(f"not s3://bucket/prefix: {text!r} (leave it empty for the local blob directory)")
     return text
+
+
+def _http_url(text: str) -> str:
+    if text and not re.match(r"^https?://[^/]+", text):
+        raise ValueError(f"not an absolute http(s) URL: {text!r}")
+    return text.rstrip("/")
 
 
 def _addressing_style(text: str) -> str:

@@ -21,13 +21,14 @@ import hashlib
 import io
 import logging
 import math
+import mimetypes
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .faults import Unavailable
 from .ids import is_id, new_id
@@ -74,6 +75,7 @@ class S3Store:
         max_attempts: int = 4,
         part_size: int = 8 * MIB,
         hold_lease: float = 3600.0,
+        download_endpoint_url: str | None = None,
     ):
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
@@ -98,8 +100,20 @@ class S3Store:
             s3={"addressing_style": addressing_style} if addressing_style else None,
         )
         with _client_lock:
-            self._s3 = boto3.session.Session().client(
+            session = boto3.session.Session()
+            self._s3 = session.client(
                 "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config
+            )
+            # Presigning makes no request: this client only signs URLs for the address clients reach the store at.
+            self._presigner = (
+                session.client(
+                    "s3",
+                    endpoint_url=download_endpoint_url,
+                    region_name=region or None,
+                    config=config.merge(Config(signature_version="s3v4")),  # SigV4 URLs, which say when they expire
+                )
+                if download_endpoint_url
+                else None
             )
 
     def __repr__(self) -> str:
@@ -335,6 +349,20 @@ class S3Store:
 
     def free_space(self) -> int | None:
         return None  # an object store does not say
+
+    def download_url(self, name: str, ttl: float, filename: str) -> str | None:
+        """A presigned GET of the object for `ttl` seconds, served as an attachment named `filename`, when the
+        store has an address for clients (download_endpoint_url); signed here, without asking the store. Such
+        a URL cannot be revoked before it expires, and keeps serving the object for as long as gc leaves it."""
+        if self._presigner is None:
+            return None
+        params = {
+            "Bucket": self.bucket,
+            "Key": self.key(name),
+            "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}",
+            "ResponseContentType": mimetypes.guess_type(filename)[0] or "application/octet-stream",
+        }
+        return self._presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=int(ttl))
 
     # -- requests
 

@@ -73,6 +73,7 @@ def open_storage(settings: Settings) -> Storage:
         read_timeout=settings.s3_read_timeout,
         max_attempts=settings.s3_max_attempts,
         part_size=settings.s3_part_size,
+        download_endpoint_url=settings.s3_download_url or None,
     )
 
 
@@ -117,6 +118,8 @@ class Storage(Protocol):
     def sweep_tmp(self, older_than: float = ...) -> int: ...
     def health(self) -> str: ...
     def free_space(self) -> int | None: ...
+    # a URL from which clients can fetch blob `name` themselves for `ttl` seconds, as `filename`; None if none
+    def download_url(self, name: str, ttl: float, filename: str) -> str | None: ...
 
 
 class Blob:
@@ -266,6 +269,9 @@ class BlobStore:
 
     def release(self, name: str) -> None:
         self.delete(name)  # readers keep their descriptors: the space comes back when the last one closes
+
+    def download_url(self, name: str, ttl: float, filename: str) -> None:
+        return None  # clients reach the blob directory only through the host
 
     def listing(self, older_than: float) -> Iterator[str]:
         """The names of the blobs last written before `older_than` (a time.time()), for gc."""
