@@ -15,6 +15,8 @@ from wopihost.cspp.wire import request_body
 
 from .cspp_helpers import full_file, put_chunked
 
+pytestmark = pytest.mark.local_storage  # descriptors are how the local store holds blobs open
+
 CHUNKS = [os.urandom(300_000), os.urandom(300_000)]
 
 

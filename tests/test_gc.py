@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from wopihost.gc import collect
@@ -19,6 +20,7 @@ def tmp_files(settings) -> list:
     return list(settings.tmp_dir.iterdir())
 
 
+@pytest.mark.local_storage
 def test_a_blob_held_by_its_writer_survives_gc_whatever_the_grace(services):
     blob = services.blobs.write(io.BytesIO(b"not yet recorded"), 100)
     assert collect(services, grace=0).blobs == 0
@@ -28,6 +30,7 @@ def test_a_blob_held_by_its_writer_survives_gc_whatever_the_grace(services):
     assert not services.blobs.exists(blob.name)
 
 
+@pytest.mark.local_storage
 def test_a_partial_write_in_progress_survives_gc_whatever_the_grace(services, settings):
     read_end, write_end = os.pipe()
     written = []
@@ -47,6 +50,7 @@ def test_a_partial_write_in_progress_survives_gc_whatever_the_grace(services, se
     blob.release()
 
 
+@pytest.mark.local_storage
 def test_partial_writes_of_dead_processes_go_after_the_grace(services, settings):
     orphan = settings.tmp_dir / "killed-writer.part"
     orphan.write_bytes(b"half a file")  # nobody holds it: its writer is gone
@@ -70,6 +74,7 @@ def test_gc_deletes_the_rows_of_expired_and_revoked_tokens(services, wopi, clock
     assert collect(services).tokens == 0
 
 
+@pytest.mark.local_storage
 def test_where_deletes_do_not_wait_for_readers_gc_deletes_a_blob_unreferenced_for_the_grace(services, clock):
     """An object store's delete takes the object from its readers too: gc deletes a blob only once two passes,
     the grace period apart, found it unreferenced (a download that opened it before the commit that replaced
@@ -88,6 +93,7 @@ def test_where_deletes_do_not_wait_for_readers_gc_deletes_a_blob_unreferenced_fo
     assert not services.blobs.exists(blob.name)
 
 
+@pytest.mark.local_storage
 def test_where_deletes_do_not_wait_for_readers_a_blob_referenced_again_starts_over(services, clock, make_file):
     services.blobs.deleted_stays_readable = False
     with services.blobs.write(io.BytesIO(b"orphan for now"), 100) as blob:

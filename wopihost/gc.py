@@ -41,10 +41,10 @@ def collect(services: Services, grace: float = 3600, track: Track = iter) -> Col
     sessions = services.sessions.sweep() + services.workbooks.sweep()
     with services.db.write() as s:
         tokens = services.tokens.purge(s)
-    return Collected(sessions, _orphaned_blobs(services, grace, track), services.blobs.sweep_tmp(grace), tokens)
+    return Collected(sessions, orphaned_blobs(services, grace, track), services.blobs.sweep_tmp(grace), tokens)
 
 
-def _orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int:
+def orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int:
     """Delete blobs older than `grace` that nothing refers to and no live writer holds; returns how many.
 
     A writer holds its new blob until the transaction that records it is over (storage.Blob). One that let

@@ -315,6 +315,14 @@ class S3Store:
                 if name is not None and item["LastModified"].timestamp() < older_than:
                     yield name
 
+    def partial_writes(self) -> list[str]:
+        """The keys of the multipart uploads under the prefix not completed nor aborted."""
+        return sorted(
+            upload["Key"]
+            for page in self._pages("list_multipart_uploads", Prefix=f"{self._root}blobs/")
+            for upload in page.get("Uploads", ())
+        )
+
     def sweep_tmp(self, older_than: float = 3600) -> int:
         """Abort multipart uploads started more than `older_than` seconds ago whose writer holds no live marker,
         and delete dead hold markers; returns how many. Any node may run it at any time."""

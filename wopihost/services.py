@@ -58,6 +58,9 @@ class Services:
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> Services:
         clock = clock or Clock()
+        # the node's own directory (SQLite's database by default, local content, temporary files), whatever the
+        # storage: a path that cannot be a directory is reported as such, not as a database that cannot open
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url, settings.database_busy_timeout)
         blobs = open_storage(settings)
         sessions = UploadSessions(

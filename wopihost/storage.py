@@ -116,6 +116,7 @@ class Storage(Protocol):
     def listing(self, older_than: float) -> Iterator[str]: ...
     def unheld(self, names: Iterable[str]) -> AbstractContextManager[list[str]]: ...
     def sweep_tmp(self, older_than: float = ...) -> int: ...
+    def partial_writes(self) -> list[str]: ...  # writes begun and not finished: live, or left by dead writers
     def health(self) -> str: ...
     def free_space(self) -> int | None: ...
     # a URL from which clients can fetch blob `name` themselves for `ttl` seconds, as `filename`; None if none
@@ -289,6 +290,9 @@ class BlobStore:
         can be taken meanwhile."""
         with ExitStack() as held:
             yield [name for name in names if held.enter_context(_unheld(self.path(name)))]
+
+    def partial_writes(self) -> list[str]:
+        return sorted(entry.name for entry in os.scandir(self.tmp))
 
     def sweep_tmp(self, older_than: float = 3600) -> int:
         """Remove partial writes of dead processes; a live writer's is never removed, however old."""

@@ -257,6 +257,7 @@ def blob_files(server: LocalServer) -> list[str]:
 # -- 1. a large upload through a session -----------------------------------------------
 
 
+@pytest.mark.local_storage
 def test_200_mib_through_an_upload_session(cspp_server, doc):
     content = Content("two hundred", 50)  # 50 chunks of 4 MiB, 21 pieces of 10 MiB (the last one short)
     before = doc.info()
@@ -332,6 +333,7 @@ def send_partial_update(
     return sock
 
 
+@pytest.mark.local_storage
 def test_worker_killed_mid_update_the_session_resumes_at_the_last_offset(cspp_server, doc):
     content = Content("killed update", 12)  # 48 MiB: 5 pieces
     before = doc.info()
@@ -409,6 +411,7 @@ def commit_and_kill(
     return response, busy
 
 
+@pytest.mark.local_storage
 def test_worker_killed_mid_commit_leaves_the_old_or_the_new_version(cspp_server, doc):
     content = Content("killed commit", 32)  # 128 MiB
     old_sequence_number = doc.info()["SequenceNumber"]
