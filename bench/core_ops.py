@@ -1,14 +1,23 @@
 """Throughput of the core WOPI operations against a real gunicorn server on loopback.
 
-Prints requests per second for CheckFileInfo, GetFile (1 MiB and 20 MiB) and
-Lock/Unlock pairs, and the server's peak resident memory (master + workers,
-sampled every 20 ms). Client and server share this machine's cores, so the
-figures are a floor for a server with the machine to itself.
+Prints requests per second for CheckFileInfo, GetFile (1 MiB and 20 MiB),
+PutFile (1 MiB, each client to a file of its own, locked) and Lock/Unlock pairs,
+and the server's peak resident memory (master + workers, sampled every 20 ms).
+Client and server share this machine's cores, so the figures are a floor for a
+server with the machine to itself.
 
     python bench/core_ops.py [--seconds 5] [--clients 8] [--workers 2] [--database URL] [--record] [--rounds N]
+                             [--storage local,s3] [--s3-url s3://bucket/prefix]
 
 --record starts a second server with `serve --record` and measures the two in turns, each operation `--rounds`
 times on each: what recording costs, under the same load from the rest of the machine.
+
+--storage local,s3 starts one server per storage (bench/storages.py: --s3-url, or a throwaway Ceph RGW started
+and stopped by the run), measured in turns, a column each. On S3, a column "raw boto3" measures in the same
+turns, with the same client threads, plain boto3 requests to the same bucket: one GET of an object of 1 MiB or
+20 MiB, streamed and read in 1 MiB pieces, and a PutObject of 1 MiB; GetFile 20 MiB is then given as a share of
+the raw GET (target: at least 70%). "other load" is the CPU, in cores, that processes other than this run's
+used while each operation was measured: other people's work on a shared machine.
 """
 
 from __future__ import annotations

@@ -16,16 +16,31 @@ Every figure is taken in each of --rounds rounds (reference, then a new file's u
 shared disk's speed varies from one minute to the next. The ratios compare the best ingest and commit with
 the fastest reference run of either kind, the strictest comparison; medians are printed beside them.
 
+* commit time, median and best, of a small session (--small, 8 MiB of content by default, one
+  UpdateUploadSession) uploaded into a new file in every round beside the large one, and of the large one: a
+  commit that writes no content should take about as long whatever the size (target: the large session's
+  median within twice the small one's plus 50 ms).
+
 Targets (from the issue): ingest and commit each at least 50% of the reference, and server memory growth
 under 100 MiB whatever the size. Client and server share this machine's cores.
+
+--storage local,s3 runs one server per storage (bench/storages.py says how S3 is reached: --s3-url, or a
+throwaway Ceph RGW started and stopped by the run), and each round measures every storage in turn, in the
+other order every other round. On S3 the reference is not a file but plain boto3 requests to the same bucket in
+the same round: one PutObject of the small session's stream, and the large stream as an explicit multipart
+upload of 8 MiB parts (wopihost's part size) sent one after another, as wopihost sends them; only the requests
+are timed. The ratios are the best ingest against the best raw PUT of the same size (target: at least 70%),
+medians beside. "other load" is the CPU, in cores, that processes other than this run's (the servers,
+their workers and the Ceph daemons are this run's) used during each round: other people's work on a shared
+machine.
 
 The content is made deterministically and cheaply (one random buffer from a fixed seed; every chunk gets its
 own 16-byte head and a different slice of it, so ChunkIds differ), and its making is left out of every timed
 region: each request (and each reference write) is timed on its own, the piece already built. The temporary
 directory is removed at the end.
 
-    python bench/upload_session.py [--size 1GiB] [--piece 10MiB] [--chunk 4MiB] [--rounds 3] [--workers 2]
-                                   [--database URL]
+    python bench/upload_session.py [--size 1GiB] [--small 8MiB] [--piece 10MiB] [--chunk 4MiB] [--rounds 3]
+                                   [--workers 2] [--database URL] [--storage local,s3] [--s3-url s3://bucket/prefix]
 """
 
 from __future__ import annotations
