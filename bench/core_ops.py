@@ -149,7 +149,7 @@ def main() -> None:
                 print("  (recording's cost: each storage's recorded column against its served one)")
             for server_name, ratio in get_ratios.items():
                 print(
-                    f"  GetFile 20 MiB on S3{' (' + server_name + ')' if server_name != 's3' else ''}: "
+                    f"  GetFile 20 MiB on S3{' (' + server_name + ')' if server_name not in ('s3', 'served') else ''}: "
                     f"{100 * ratio:.1f}% of the raw boto3 GET of the same object size, same clients "
                     f"(target >= 70%: {'ok' if ratio >= 0.7 else 'BELOW TARGET'})"
                 )

@@ -234,7 +234,8 @@ def _delete_prefix(client: Any, bucket: str, prefix: str) -> None:
 class OtherLoad:
     """The CPU the rest of the machine used since the last `take()`, in cores: every core's busy time less
     what this process and its descendants (servers, workers, the Ceph daemons; those that exited and were
-    waited for included) used. Other people's tests on a shared machine show here."""
+    waited for included) used. Other people's tests on a shared machine show here; so does an object store
+    given with --s3-url that runs on this machine, not being this run's."""
 
     def __init__(self) -> None:
         self._last = self._sample()
