@@ -134,11 +134,14 @@ class S3Store:
         """Stream `source` into a new, held object; at most `limit` bytes (else TooLarge, and nothing is left).
 
         What crosses the network: one hold marker PUT, then the content, one part (part_size bytes, the only
-        buffer) at a time: a body shorter than one part is one PutObject, a longer one a multipart upload,
-        completed only once every part is stored. The object is acknowledged by the store when this returns.
+        buffer) at a time: a body shorter than one part, or limited to less than two, is one PutObject, a longer
+        one a multipart upload, completed only once every part is stored. The object is acknowledged by the store when this returns.
         """
         digest = hashlib.sha256() if sha256 else None
-        buffer = memoryview(bytearray(self.part_size))
+        # A body known to fit in less than two parts (an upload session's piece: `limit` is its declared length)
+        # goes up as one PutObject from a buffer of its size: 3 requests with the hold marker's, not 7 for a
+        # multipart upload, whose create and complete cost more than the data on a nearby store.
+        buffer = memoryview(bytearray(limit + 1 if limit < 2 * self.part_size else self.part_size))
         size = 0
 
         def fill() -> int:
