@@ -17,6 +17,17 @@ import webtest
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/README.md
 
 
+def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
+    """The first true value of predicate(), tried every `interval` seconds for up to `timeout`; None if none."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
 def settle(services) -> None:
     """Let released blobs go. The local store deletes them at once; where a delete would take a blob from a reader
     still reading it (an object store), gc deletes them once two passes have found them unreferenced: run two

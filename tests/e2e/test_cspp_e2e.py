@@ -29,6 +29,8 @@ from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, read_response, rechunk, request_body
 from wopihost.localserver import LocalServer, PeakRss
 
+from ..helpers import wait_until
+
 pytestmark = pytest.mark.e2e
 
 MIB = 1 << 20
@@ -193,16 +195,6 @@ ORIGINAL_SHA256 = hashlib.sha256(ORIGINAL).hexdigest()
 
 
 # -- processes ---------------------------------------------------------------------
-
-
-def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 def partial_writes(server: LocalServer) -> dict[str, int]:

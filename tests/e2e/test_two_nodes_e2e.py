@@ -33,6 +33,7 @@ from wopihost.gc import referenced_blobs
 from wopihost.localserver import LocalServer
 from wopihost.services import Services
 
+from ..helpers import wait_until
 from .test_cspp_e2e import LOCK, MIB, Content, Doc, failure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database", ["postgresql"], indirect=True)]
@@ -294,16 +295,6 @@ def kill_node(node: LocalServer) -> None:
     assert not alive, alive
 
 
-def wait_until(predicate, timeout: float = 30, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
-
-
 def multipart_uploads(s3, nodes: Nodes) -> list[dict]:
     return s3.list_multipart_uploads(Bucket=nodes.bucket, Prefix=f"{nodes.prefix}/").get("Uploads", [])
 
@@ -351,7 +342,9 @@ def test_a_node_killed_mid_put_file_leaves_the_old_or_the_new_content(nodes, tmp
     sock = start_put_file(victim, Doc(victim, on_a.file_id, on_a.token), len(new))
     writer = threading.Thread(target=send_slowly, args=(sock, new[: 16 * MIB]), daemon=True)
     writer.start()
-    assert wait_until(lambda: multipart_uploads(s3, nodes)), "the node never started writing to the bucket"
+    assert wait_until(lambda: multipart_uploads(s3, nodes), timeout=30, interval=0.02), (
+        "the node never started writing to the bucket"
+    )
     kill_node(victim)
     writer.join(timeout=30)
     sock.close()
@@ -372,7 +365,7 @@ def test_a_node_killed_mid_put_file_leaves_the_old_or_the_new_content(nodes, tmp
     def writing() -> set[str]:
         return {upload["UploadId"] for upload in multipart_uploads(s3, nodes)} - abandoned
 
-    started = wait_until(writing)
+    started = wait_until(writing, timeout=30, interval=0.02)
     assert started, "the node never started writing to the bucket"
     assert wait_until(lambda: not (started & writing()), interval=0.005), "the write never completed"
     kill_node(victim)
