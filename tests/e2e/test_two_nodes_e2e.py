@@ -367,7 +367,7 @@ def test_a_node_killed_mid_put_file_leaves_the_old_or_the_new_content(nodes, tmp
 
     started = wait_until(writing, timeout=30, interval=0.02)
     assert started, "the node never started writing to the bucket"
-    assert wait_until(lambda: not (started & writing()), interval=0.005), "the write never completed"
+    assert wait_until(lambda: not (started & writing()), timeout=30, interval=0.005), "the write never completed"
     kill_node(victim)
     writer.join(timeout=30)
     sock.close()
