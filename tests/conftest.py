@@ -4,6 +4,12 @@ Every test that touches the database runs against a real SQLite file, and again
 against PostgreSQL when WOPIHOST_TEST_DATABASE_URL is set (CI sets it). The
 schema always comes from the Alembic migrations. Time is a FrozenClock that
 tests move forward instead of sleeping.
+
+Content lives in the local blob directory, or, with WOPIHOST_TEST_STORAGE=s3, in
+a bucket of a throwaway Ceph RADOS Gateway (tests/objectstore/), each test under
+a prefix of its own; tests marked local_storage are about the local directory
+itself and are skipped then. WOPIHOST_TEST_DATABASES (sqlite,postgresql) narrows
+the databases.
 """
 
 from __future__ import annotations
@@ -28,16 +34,52 @@ from wopihost.models import metadata
 from wopihost.services import Services
 
 from .helpers import GraphClient, WopiClient
+from .objectstore.fixtures import bucket, ceph_rgw, s3, s3_client  # noqa: F401
 
 PG_URL = os.environ.get("WOPIHOST_TEST_DATABASE_URL", "").strip()
+DATABASES = [
+    name
+    for name in os.environ.get("WOPIHOST_TEST_DATABASES", "sqlite,postgresql").split(",")
+    if name == "sqlite" or (name == "postgresql" and PG_URL)
+]
+ON_S3 = os.environ.get("WOPIHOST_TEST_STORAGE", "local").strip() == "s3"
 
 
 def pytest_generate_tests(metafunc):
     """Every test using `database` runs on each backend, unless it picks its own."""
     chosen = any("database" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize"))
     if "database" in metafunc.fixturenames and not chosen:
-        backends = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
-        metafunc.parametrize("database", backends, indirect=True)
+        metafunc.parametrize("database", DATABASES, indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    if ON_S3:
+        skip = pytest.mark.skip(reason="about the local blob directory; the suite runs on S3 (WOPIHOST_TEST_STORAGE)")
+        for item in items:
+            if item.get_closest_marker("local_storage"):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def s3_storage(request) -> dict[str, str]:
+    """The variables that put a server's content in the session's S3 bucket (without a prefix yet)."""
+    gateway = request.getfixturevalue("ceph_rgw")
+    name = f"suite-{secrets.token_hex(6)}"
+    s3_client(gateway).create_bucket(Bucket=name)
+    return {**gateway.env(), "WOPIHOST_S3_ADDRESSING_STYLE": "path", "WOPIHOST_STORAGE_URL": f"s3://{name}"}
+
+
+@pytest.fixture(autouse=True)
+def storage(request, monkeypatch) -> dict[str, str]:
+    """The storage settings of this test's servers, also in os.environ for the servers and commands it starts:
+    none (the local blob directory), or a prefix of its own in the session's bucket."""
+    if not ON_S3:
+        return {}
+    variables = dict(request.getfixturevalue("s3_storage"))
+    variables["WOPIHOST_STORAGE_URL"] += f"/{secrets.token_hex(6)}"
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return {name: value for name, value in variables.items() if name.startswith("WOPIHOST_")}
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +123,10 @@ def database(request, tmp_path) -> str:
 
 
 @pytest.fixture
-def settings(database, tmp_path) -> Settings:
+def settings(database, tmp_path, storage) -> Settings:
     return Settings.from_env(
         {
+            **storage,
             "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
             "WOPIHOST_DATABASE_URL": database,
             "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
@@ -160,9 +203,10 @@ def graph(graph_for) -> GraphClient:
 
 
 @pytest.fixture
-def env(database, tmp_path):
+def env(database, tmp_path, storage):
     """The settings of a `wopihost` command run by `run`, and of the app `served` with them."""
     return {
+        **storage,
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
         "WOPIHOST_DATABASE_URL": database,
         "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",

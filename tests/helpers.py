@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,49 @@ import pytest
 import webtest
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/README.md
+
+
+def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
+    """The first true value of predicate(), tried every `interval` seconds for up to `timeout`; None if none."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def settle(services) -> None:
+    """Let released blobs go. The local store deletes them at once; where a delete would take a blob from a reader
+    still reading it (an object store), gc deletes them once two passes have found them unreferenced: run two
+    with no grace."""
+    from wopihost.gc import orphaned_blobs
+
+    if not services.blobs.deleted_stays_readable:
+        for _ in range(2):
+            orphaned_blobs(services, grace=0)
+
+
+def stored_blobs(services) -> set[str]:
+    """The names of the blobs the store holds, once what was released has gone (settle)."""
+    settle(services)
+    return set(services.blobs.listing(time.time() + 3600))
+
+
+def stored_bytes(services) -> int:
+    """The bytes the store holds in all, once what was released has gone (settle)."""
+    names = stored_blobs(services)
+    with services.blobs.open(names) as opened:
+        return sum(opened.size(name) for name in names)
+
+
+def storage_of(env: dict):
+    """The store a server with these settings (a LocalServer's env) keeps its content in."""
+    from wopihost.config import Settings
+    from wopihost.storage import open_storage
+
+    return open_storage(Settings.from_env(env))
 
 
 @dataclass

@@ -333,7 +333,7 @@ def test_long_operations_show_progress_on_a_terminal_only(run, env, tmp_path):
     assert "adding big.bin" in shown and "100%" in shown
     collected, shown = on_a_terminal(["gc", "--json"], env)
     assert collected.returncode == 0 and json.loads(collected.stdout)["blobs"] == 0
-    assert "scanning blobs" in shown
+    assert "checking unreferenced blobs" in shown
     quiet = subprocess.run([*WOPIHOST, "files", "add", str(big)], env={**os.environ, **env}, capture_output=True)
     assert quiet.returncode == 0 and quiet.stderr == b""  # not a terminal: no bar
 

@@ -124,6 +124,7 @@ def test_a_data_directory_that_cannot_be_written(tmp_path, secret, args):
         )
 
 
+@pytest.mark.local_storage
 def test_a_data_directory_on_a_read_only_filesystem(tmp_path, base_env):
     if os.geteuid() != 0:
         pytest.skip("mounting a read-only filesystem needs root")

@@ -46,7 +46,7 @@ def test_sweeping_never_takes_the_pieces_of_a_session_being_committed(wopi, serv
         time.sleep(0.5)  # the sweep waits for the committing transaction
         services.sessions.delete_in(s, token)  # the pieces now belong to the file
     sweeper.join()
-    assert services.blobs.path(piece).exists()
+    assert services.blobs.exists(piece)
 
 
 def test_crossed_folder_moves_never_put_two_folders_inside_each_other(services, graph):

@@ -21,6 +21,7 @@ from .cspp_helpers import (
     stream_filter,
     upload,
 )
+from .helpers import stored_blobs
 
 HELLO, WORLD = chunk_id(b"hello"), chunk_id(b"world")
 
@@ -35,10 +36,6 @@ def save(wopi, signatures: dict, chunks=(), **kwargs):
     response = put_chunked(wopi, signatures, chunks, X_WOPI_Lock="L", **kwargs)
     assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
     return response
-
-
-def blob_count(settings) -> int:
-    return sum(1 for p in settings.blob_dir.rglob("*") if p.is_file())
 
 
 # -- GetSequenceNumber ------------------------------------------------------------------
@@ -147,14 +144,14 @@ def test_chunks_from_another_file_are_never_used(locked, make_file, client_for):
     assert chunk_id(b"secret") in response.headers["X-WOPI-FailureReason"]
 
 
-def test_missing_chunk_is_400_and_nothing_changes(locked, settings):
+def test_missing_chunk_is_400_and_nothing_changes(locked, settings, services):
     signature, chunks = full_file(b"hello", b"world")
-    blobs = blob_count(settings)
+    blobs = len(stored_blobs(services))
     response = put_chunked(locked, {"MainContent": signature}, chunks[:1], X_WOPI_Lock="L")
     assert response.status_int == 400
     assert WORLD in response.headers["X-WOPI-FailureReason"]
     assert locked.get_file().body == b"hello world" and sequence_number(locked) == 1
-    assert blob_count(settings) == blobs
+    assert len(stored_blobs(services)) == blobs
 
 
 def test_signature_length_that_does_not_match_the_chunk_is_400(locked):

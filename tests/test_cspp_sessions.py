@@ -8,6 +8,7 @@ import pytest
 from wopihost.gc import collect
 
 from .cspp_helpers import chunk_frames, create_session, full_file, put_chunked, sequence_number, update_session, upload
+from .helpers import stored_blobs
 
 # docs/cspp-plus.md §4.5: two Chunk frames, "hello" and "world", 74 bytes.
 HELLO_WORLD = chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])
@@ -17,10 +18,6 @@ HELLO_WORLD = chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3x
 def locked(wopi):
     assert wopi.lock("L").status_int == 200
     return wopi
-
-
-def piece_files(settings):
-    return [p for p in settings.blob_dir.rglob("*") if p.is_file()]
 
 
 # -- CreateUploadSession ----------------------------------------------------------------
@@ -170,12 +167,12 @@ def test_a_users_session_bytes_are_bounded_across_sessions(wopi, services, setti
     services.sessions.max_bytes_per_user = 100
     one, two = create_session(wopi), create_session(wopi)
     assert update_session(wopi, one, 0, b"x" * 60).status_int == 200
-    before = len(piece_files(settings))
+    before = len(stored_blobs(services))
     refused = update_session(wopi, two, 0, b"y" * 41)
     assert refused.status_int == 413
     assert refused.headers["X-WOPI-UploadSessionCurrentOffset"] == "0"
     assert "100 bytes" in refused.headers["X-WOPI-FailureReason"]
-    assert len(piece_files(settings)) == before  # nothing was kept
+    assert len(stored_blobs(services)) == before  # nothing was kept
     assert update_session(wopi, two, 0, b"y" * 40).status_int == 200
 
 
@@ -333,18 +330,18 @@ def test_chunk_whose_payload_does_not_match_its_id_is_400(locked):
 
 
 def test_gc_deletes_expired_sessions_and_their_pieces(wopi, services, settings, clock):
-    before = len(piece_files(settings))
+    before = len(stored_blobs(services))
     live, dead = create_session(wopi), create_session(wopi)
     update_session(wopi, live, 0, HELLO_WORLD)
     update_session(wopi, dead, 0, HELLO_WORLD)
     clock.advance(minutes=20)
     update_session(wopi, live, 74, b"")
     clock.advance(minutes=15)  # dead: 35 idle minutes; live: 15
-    assert len(piece_files(settings)) == before + 2
+    assert len(stored_blobs(services)) == before + 2
     done = collect(services, grace=3600)
     assert done.sessions == 1
     assert [s.token for s in services.sessions.list()] == [live]
-    assert len(piece_files(settings)) == before + 1
+    assert len(stored_blobs(services)) == before + 1
     assert update_session(wopi, dead, 74, b"").status_int == 410
 
 
@@ -352,6 +349,8 @@ def test_gc_deletes_unreferenced_blobs_only_after_the_grace_period(wopi, service
     with services.blobs.write(io.BytesIO(b"orphan"), 100) as orphan:
         pass  # written and let go, never recorded: what a crash between write and commit leaves
     assert collect(services, grace=3600).blobs == 0  # too young: maybe a commit about to record it
-    assert collect(services, grace=0).blobs == 1
-    assert not services.blobs.path(orphan.name).exists()
+    # where a delete would take a blob from a reader (S3), a first pass only finds it unreferenced
+    passes = 1 if services.blobs.deleted_stays_readable else 2
+    assert [collect(services, grace=0).blobs for _ in range(passes)] == [0] * (passes - 1) + [1]
+    assert not services.blobs.exists(orphan.name)
     assert wopi.get_file().body == b"hello world"  # referenced blobs stay

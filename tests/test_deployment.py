@@ -114,6 +114,7 @@ def test_healthz_reports_database_and_storage(testapp):
     assert response.headers["Cache-Control"] == "no-store"
 
 
+@pytest.mark.local_storage
 def test_healthz_is_503_when_storage_is_broken(testapp, settings):
     settings.tmp_dir.rmdir()
     settings.tmp_dir.write_text("not a directory any more")

@@ -6,7 +6,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wopihost.extents import Extent, Extents, ExtentsReader, OpenBlobs, open_extents
+from wopihost.extents import Extent, Extents, ExtentsReader, open_extents
 from wopihost.storage import BlobStore
 
 BLOBS = {"a": bytes(range(256)) * 3, "b": b"0123456789" * 20, "c": b"", "d": os.urandom(1000)}
@@ -67,7 +67,7 @@ def test_reader_reads_and_seeks_like_the_bytes(tmp_path_factory, sequence, reads
     names = {name: store.write(io.BytesIO(data), len(data), sha256=False).name for name, data in BLOBS.items()}
     stored = Extents(Extent(names[e.blob], e.offset, e.length) for e in sequence)
     whole = model(sequence)
-    with io.BufferedReader(ExtentsReader(OpenBlobs(store, stored.blobs), stored)) as reader:
+    with io.BufferedReader(ExtentsReader(store.open(stored.blobs), stored)) as reader:
         assert reader.read() == whole
         for position, size in reads:
             reader.seek(position)
@@ -79,10 +79,10 @@ def test_reader_reads_and_seeks_like_the_bytes(tmp_path_factory, sequence, reads
 def test_a_whole_blob_opens_as_the_blob_itself(tmp_path):
     store = BlobStore(tmp_path / "blobs", tmp_path / "tmp")
     blob = store.write(io.BytesIO(b"whole"), 10, sha256=False)
-    whole = open_extents(OpenBlobs(store, [blob.name]), Extents([Extent(blob.name, 0, 5)]))
+    whole = open_extents(store.open([blob.name]), Extents([Extent(blob.name, 0, 5)]))
     with whole:
         assert whole.fileno() >= 0 and whole.read() == b"whole"  # a real file: the server may sendfile it
-    part = open_extents(OpenBlobs(store, [blob.name]), Extents([Extent(blob.name, 1, 3)]))
+    part = open_extents(store.open([blob.name]), Extents([Extent(blob.name, 1, 3)]))
     with part:
         assert part.read() == b"hol"
 
@@ -90,7 +90,7 @@ def test_a_whole_blob_opens_as_the_blob_itself(tmp_path):
 def test_a_blob_unlinked_after_opening_stays_readable(tmp_path):
     store = BlobStore(tmp_path / "blobs", tmp_path / "tmp")
     blob = store.write(io.BytesIO(b"still here"), 20, sha256=False)
-    opened = OpenBlobs(store, [blob.name])
+    opened = store.open([blob.name])
     store.delete(blob.name)
     with open_extents(opened, Extents([Extent(blob.name, 0, 5), Extent(blob.name, 6, 4)])) as reader:
         assert reader.read() == b"stillhere"

@@ -8,14 +8,7 @@ import pytest
 from wopihost.clock import parse_iso
 from wopihost.errors import WopiError
 
-
-def blob_files(settings):
-    return sorted(p.name for p in settings.blob_dir.rglob("*") if p.is_file())
-
-
-def tmp_files(settings):
-    return sorted(p.name for p in settings.tmp_dir.iterdir())
-
+from .helpers import stored_blobs
 
 # -- GetFile --------------------------------------------------------------------------
 
@@ -143,13 +136,13 @@ def test_put_file_on_expired_lock_follows_the_unlocked_rules(wopi, clock):
     assert response.headers["X-WOPI-Lock"] == ""
 
 
-def test_put_file_larger_than_the_limit_is_413_and_keeps_the_old_content(wopi, settings):
+def test_put_file_larger_than_the_limit_is_413_and_keeps_the_old_content(wopi, settings, services):
     wopi.lock("L")
     response = wopi.put_file(b"x" * (settings.max_file_size + 1), lock="L")
     assert response.status_int == 413
     assert response.headers["X-WOPI-FailureReason"]
     assert wopi.get_file().body == b"hello world"
-    assert tmp_files(settings) == []
+    assert services.blobs.partial_writes() == []
 
 
 def test_put_file_chunked_body_without_content_length(wopi):
@@ -159,14 +152,14 @@ def test_put_file_chunked_body_without_content_length(wopi):
     assert wopi.get_file().body == b"chunked body"
 
 
-def test_put_file_413_for_a_chunked_body_without_content_length(wopi, settings):
+def test_put_file_413_for_a_chunked_body_without_content_length(wopi, settings, services):
     """No Content-Length to check up front: the limit is enforced while streaming."""
     wopi.lock("L")
     body = io.BytesIO(b"x" * (settings.max_file_size + 1))
     response = wopi.raw_post("/contents", body, None, X_WOPI_Override="PUT", X_WOPI_Lock="L")
     assert response.status_int == 413
     assert wopi.get_file().body == b"hello world"
-    assert tmp_files(settings) == []
+    assert services.blobs.partial_writes() == []
 
 
 def test_put_file_needs_a_write_token(make_file, client_for):
@@ -176,11 +169,11 @@ def test_put_file_needs_a_write_token(make_file, client_for):
     assert client_for(file).get_file().body == b""
 
 
-def test_put_file_replaces_the_blob_and_deletes_the_old_one(wopi, settings):
-    before = blob_files(settings)
+def test_put_file_replaces_the_blob_and_deletes_the_old_one(wopi, settings, services):
+    before = sorted(stored_blobs(services))
     wopi.lock("L")
     wopi.put_file(b"new content", lock="L")
-    after = blob_files(settings)
+    after = sorted(stored_blobs(services))
     assert len(before) == len(after) == 1 and before != after
 
 
@@ -243,12 +236,12 @@ def test_interrupted_put_file_leaves_old_content_and_no_partial_file(wopi, setti
         services.files.put(wopi.file_id, BrokenBody(5000), "L")
     assert wopi.get_file().body == b"hello world"
     assert wopi.check_file_info().json["Version"] == "1"
-    assert tmp_files(settings) == []
-    assert len(blob_files(settings)) == 1
+    assert services.blobs.partial_writes() == []
+    assert len(sorted(stored_blobs(services))) == 1
 
 
 @pytest.mark.parametrize("terminated", [False, True], ids=["werkzeug-limited", "gunicorn-terminated"])
-def test_body_shorter_than_content_length_is_400_and_keeps_old_content(wopi, settings, terminated):
+def test_body_shorter_than_content_length_is_400_and_keeps_old_content(wopi, settings, terminated, services):
     wopi.lock("L")
     response = wopi.raw_post(
         "/contents", io.BytesIO(b"only part"), 1000, terminated, X_WOPI_Override="PUT", X_WOPI_Lock="L"
@@ -256,7 +249,7 @@ def test_body_shorter_than_content_length_is_400_and_keeps_old_content(wopi, set
     assert response.status_int == 400
     assert response.headers["X-WOPI-FailureReason"]
     assert wopi.get_file().body == b"hello world"
-    assert tmp_files(settings) == []
+    assert services.blobs.partial_writes() == []
 
 
 def test_put_file_on_a_file_deleted_during_upload_is_404_and_leaves_no_blob(make_file, services, settings):
@@ -279,7 +272,7 @@ def test_put_file_on_a_file_deleted_during_upload_is_404_and_leaves_no_blob(make
     with pytest.raises(WopiError) as excinfo:
         services.files.put(file.id, DeletesMidway(), None)
     assert excinfo.value.status == 404
-    assert blob_files(settings) == []
+    assert sorted(stored_blobs(services)) == []
 
 
 def test_put_file_with_an_over_long_lock_id_is_400(wopi):

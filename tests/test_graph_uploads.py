@@ -11,7 +11,7 @@ import webtest
 from wopihost.app import create_app
 
 from .cspp_helpers import get_chunked, stream_filter
-from .helpers import GraphClient, graph_error
+from .helpers import GraphClient, graph_error, stored_blobs
 
 MAX_FILE = 1 << 20  # WOPIHOST_MAX_FILE_SIZE in the test settings
 UPLOAD_PREFIX = "https://wopi.example.test/v1.0/uploadSessions/"
@@ -59,10 +59,6 @@ def content_of(graph: GraphClient, item_id: str) -> bytes:
     response = graph.get(f"me/drive/items/{item_id}/content")
     assert response.status_int == 200, response.body
     return response.body
-
-
-def blob_files(settings) -> set:
-    return {p for p in settings.blob_dir.rglob("*") if p.is_file()}
 
 
 def simple_upload(graph: GraphClient, path: str, content: bytes) -> dict:
@@ -385,16 +381,16 @@ def test_an_earlier_range_after_completion_is_416_overlap(graph):
     assert graph_error(response) == ("invalidRange", "fragmentOverlap")
 
 
-def test_a_range_already_received_is_416_fragment_overlap(graph, settings):
+def test_a_range_already_received_is_416_fragment_overlap(graph, settings, services):
     content = data(300)
     url = new_session(graph)
     assert graph.upload(url, content[:100], 0, 300).status_int == 202
-    pieces = blob_files(settings)
+    pieces = stored_blobs(services)
     for first, last in ((0, 99), (50, 149), (99, 99)):
         response = graph.upload(url, content[first : last + 1], first, 300)
         assert response.status_int == 416
         assert graph_error(response) == ("invalidRange", "fragmentOverlap")
-    assert blob_files(settings) == pieces
+    assert stored_blobs(services) == pieces
     assert status(graph, url).json["nextExpectedRanges"] == ["100-299"]
 
 
@@ -448,13 +444,13 @@ def test_a_total_differing_from_the_first_fragments_is_400_fragment_length_misma
 
 
 @pytest.mark.parametrize("body_length", [50, 99, 101, 150])
-def test_a_body_longer_or_shorter_than_its_range_is_400(graph, settings, body_length):
+def test_a_body_longer_or_shorter_than_its_range_is_400(graph, settings, body_length, services):
     url = new_session(graph)
-    before = blob_files(settings)
+    before = stored_blobs(services)
     response = put_range(graph, url, data(body_length), "bytes 0-99/300")
     assert response.status_int == 400
     assert graph_error(response)[0] == "invalidRequest"
-    assert blob_files(settings) == before
+    assert stored_blobs(services) == before
     assert status(graph, url).json["nextExpectedRanges"] == ["0-"]
     assert graph.upload(url, data(100), 0, 300).status_int == 202
 
@@ -540,16 +536,16 @@ def test_an_expired_session_is_404_and_makes_no_file(graph, clock):
     assert graph.get("me/drive/root:/big.bin").status_int == 404
 
 
-def test_delete_cancels_the_session_and_leaves_nothing(graph, settings):
+def test_delete_cancels_the_session_and_leaves_nothing(graph, settings, services):
     content = data(300)
-    before = blob_files(settings)
+    before = stored_blobs(services)
     url = new_session(graph)
     for first in (0, 100):  # two fragments of three
         assert graph.upload(url, content[first : first + 100], first, 300).status_int == 202
-    assert len(blob_files(settings) - before) == 2
+    assert len(stored_blobs(services) - before) == 2
     response = graph.testapp.delete(graph.url(url), expect_errors=True)
     assert response.status_int == 204 and response.body == b""
-    assert blob_files(settings) == before
+    assert stored_blobs(services) == before
     for again in (
         status(graph, url),
         graph.upload(url, content[200:], 200, 300),
@@ -827,17 +823,17 @@ def test_cancelled_sessions_do_not_count_towards_the_limit(graph, settings):
 
 
 def test_sweep_removes_expired_graph_sessions_and_their_pieces(graph, services, settings, clock):
-    before = blob_files(settings)
+    before = stored_blobs(services)
     url = new_session(graph)
     for first in (0, 100):
         assert graph.upload(url, data(100), first, 300).status_int == 202
-    assert len(blob_files(settings) - before) == 2
+    assert len(stored_blobs(services) - before) == 2
     assert services.sessions.sweep() == 0
     assert status(graph, url).status_int == 200
     clock.advance(minutes=31)
     assert services.sessions.sweep() == 1
     assert services.sessions.list() == []
-    assert blob_files(settings) == before
+    assert stored_blobs(services) == before
 
 
 def test_sweeping_a_completed_session_keeps_the_files_bytes(graph, services, clock):

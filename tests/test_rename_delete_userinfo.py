@@ -4,6 +4,8 @@ import pytest
 
 from wopihost.names import encode_utf7
 
+from .helpers import stored_blobs
+
 
 def rename(wopi, name: str, **headers):
     return wopi.op("RENAME_FILE", X_WOPI_RequestedName=encode_utf7(name), **headers)
@@ -94,11 +96,11 @@ def test_rename_of_a_deleted_file_is_404(wopi):
 # -- DeleteFile -----------------------------------------------------------------------
 
 
-def test_delete_removes_file_and_content(wopi, settings):
+def test_delete_removes_file_and_content(wopi, services):
     assert wopi.op("DELETE").status_int == 200
     assert wopi.check_file_info().status_int == 404
     assert wopi.get_file().status_int == 404
-    assert [p for p in settings.blob_dir.rglob("*") if p.is_file()] == []
+    assert stored_blobs(services) == set()
 
 
 def test_delete_locked_file_conflicts(wopi):

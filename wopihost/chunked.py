@@ -53,13 +53,13 @@ from .cspp.frames import (
 from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
-from .extents import Extent, Extents, OpenBlobs, open_extents
+from .extents import Extent, Extents, open_extents
 from .faults import InsufficientStorage, Unavailable
 from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .repository import drop_alternate_streams, load_file, unreferenced
 from .sessions import UploadSessions, gone
-from .storage import Blob, BlobStore, Readable, TooLarge
+from .storage import Blob, Opened, Readable, Storage, TooLarge
 from .text import text_problem
 
 MAIN = "MainContent"
@@ -112,7 +112,7 @@ class Snapshot:
     file: File
     streams: dict[str, Stream]
     properties: dict[str, ContentProperty]
-    opened: OpenBlobs
+    opened: Opened
 
     def close(self) -> None:
         self.opened.close()
@@ -267,7 +267,7 @@ class Decoded:
     length: int  # bytes decoded
 
 
-def decode(opened: OpenBlobs, extents: Extents, mode: Literal["body", "session"], max_payload: int) -> Decoded:
+def decode(opened: Opened, extents: Extents, mode: Literal["body", "session"], max_payload: int) -> Decoded:
     """Decode a framed body ("body") or session stream ("session") lying in `extents`, hashing each chunk.
 
     Chunks are not copied: the result says where their payloads lie. 400 on any framing error.
@@ -308,7 +308,7 @@ def decode(opened: OpenBlobs, extents: Extents, mode: Literal["body", "session"]
 
 
 class ChunkedFiles:
-    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, sessions: UploadSessions, settings: Settings):
+    def __init__(self, db: Database, blobs: Storage, clock: Clock, sessions: UploadSessions, settings: Settings):
         self.db = db
         self.blobs = blobs
         self.clock = clock
@@ -345,9 +345,7 @@ class ChunkedFiles:
             contents = {a.stream_id: a.content for a in alternates}
             main = file.content
             try:
-                opened = OpenBlobs(
-                    self.blobs, [name for content in (main, *contents.values()) for name in content.blobs]
-                )
+                opened = self.blobs.open(name for content in (main, *contents.values()) for name in content.blobs)
             except FileNotFoundError:
                 continue
             snapshot = Snapshot(
@@ -364,7 +362,7 @@ class ChunkedFiles:
             return snapshot
         raise WopiError(503, "the file is being changed too often to read it; retry")
 
-    def _main_signature(self, file: File, main: Extents, opened: OpenBlobs) -> Signature:
+    def _main_signature(self, file: File, main: Extents, opened: Opened) -> Signature:
         """MainContent's signature; chunked from the bytes (and remembered) if no client uploaded one."""
         if file.main_signature is not None:
             assert file.main_scheme is not None  # the two columns are written together
@@ -498,7 +496,7 @@ class ChunkedFiles:
             raise WopiError(413, f"the request is larger than the limit of {limit} bytes") from None
         unused = [spool.name]  # deleted at the end; after a commit, what the file does not use
         try:
-            with ExitStack() as held, OpenBlobs(self.blobs, [spool.name]) as opened:
+            with ExitStack() as held, self.blobs.open([spool.name]) as opened:
                 held.enter_context(spool)  # the new blobs stay held (see Blob) until the commit is over
                 inline = decode(opened, Extents([Extent(spool.name, 0, spool.size)]), "body", limit)
                 request = PutRequest.parse(inline.message)
@@ -518,7 +516,7 @@ class ChunkedFiles:
                 if token:
                     try:
                         for piece in session_stream:
-                            opened.add(self.blobs, piece.blob)
+                            opened.add(piece.blob)
                     except FileNotFoundError:  # swept or committed by a concurrent request meanwhile
                         raise gone() from None
                     session = decode(opened, session_stream, "session", limit)
@@ -547,7 +545,7 @@ class ChunkedFiles:
             return file
         finally:
             for name in unused:
-                self.blobs.delete(name)
+                self.blobs.release(name)
 
     def _check(
         self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int
@@ -593,7 +591,7 @@ class ChunkedFiles:
         return plan
 
     def _place(
-        self, plan: dict[str, tuple[Extents, Signature] | None], snapshot: Snapshot, opened: OpenBlobs
+        self, plan: dict[str, tuple[Extents, Signature] | None], snapshot: Snapshot, opened: Opened
     ) -> dict[str, NewStream | None]:
         """Keep the changed streams where their bytes lie, or (see the module's notes) copy them to new blobs."""
         kept = [stream.content for stream_id, stream in snapshot.streams.items() if stream_id not in plan]
@@ -611,7 +609,7 @@ class ChunkedFiles:
                 if item is None:
                     placed[stream_id] = None
                     continue
-                copy = self.blobs.copy_ranges(opened.ranges(item[0]))
+                copy = self.blobs.concat(opened, item[0])
                 placed[stream_id] = NewStream(Extents([Extent(copy.name, 0, copy.size)]), copy, item[1])
         except BaseException:
             for new in placed.values():
@@ -729,7 +727,7 @@ def _first(chunk_id: str, *sources: dict[str, Extents]) -> Extents | None:
     return None
 
 
-def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Generator[bytes, None, None]:
+def _chunk_frames(message: bytes, opened: Opened, chunks) -> Generator[bytes, None, None]:
     """A response body: the MessageJSON frame, then one Chunk frame per (ChunkId, Extents), then EndFrame."""
     yield message
     for chunk_id, extents in chunks:
@@ -737,7 +735,7 @@ def _chunk_frames(message: bytes, opened: OpenBlobs, chunks) -> Generator[bytes,
     yield END_FRAME
 
 
-def _range_frames(message: bytes, opened: OpenBlobs, ranges) -> Generator[bytes, None, None]:
+def _range_frames(message: bytes, opened: Opened, ranges) -> Generator[bytes, None, None]:
     yield message
     for chunk_id, offset, extents, end in ranges:
         yield from chunk_range_frame(chunk_id, offset, opened.pieces(extents), end_of_chunk=end, size=extents.length)

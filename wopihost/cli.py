@@ -804,7 +804,7 @@ def gc_command(grace: str, as_json: bool) -> None:
         seconds = parse_duration(grace)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--grace'") from None
-    done = collect(_services(), seconds, _track("scanning blobs"))
+    done = collect(_services(), seconds, _track("checking unreferenced blobs"))
     if as_json:
         _echo_json(
             {

@@ -164,6 +164,17 @@ class Settings:
     log_format: str = "text"  # text | json
     record_dir: Path | None = None  # where `serve --record` writes HAR files (wopihost/recording/); None: off
     record_max_body: int = 1 << 20  # bodies up to this size are recorded whole, larger ones as size and hash
+    storage_url: str = ""  # "": blobs under data_dir/blobs; s3://bucket/prefix: an S3 object store (s3store.py)
+    # S3 settings; "" leaves endpoint, region and addressing style to the standard AWS variables and config file
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_addressing_style: str = ""  # auto | path | virtual
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 60.0
+    s3_max_attempts: int = 4  # in all, first try included; botocore's "standard" back-off between them
+    s3_part_size: int = 8 << 20
+    # the store's URL as clients reach it: set, Graph's downloadUrl of content stored whole is a presigned GET there
+    s3_download_url: str = ""
 
     @property
     def blob_dir(self) -> Path:
@@ -239,7 +250,48 @@ class Settings:
             log_format=log_format(env),
             record_dir=record_dir(env),
             record_max_body=parsed("RECORD_MAX_BODY", "1MiB", parse_size),
+            storage_url=parsed("STORAGE_URL", "", _storage_url),
+            s3_endpoint_url=get("S3_ENDPOINT_URL", ""),
+            s3_region=get("S3_REGION", ""),
+            s3_addressing_style=parsed("S3_ADDRESSING_STYLE", "", _addressing_style),
+            s3_connect_timeout=parsed("S3_CONNECT_TIMEOUT", "5s", _positive_duration),
+            s3_read_timeout=parsed("S3_READ_TIMEOUT", "60s", _positive_duration),
+            s3_max_attempts=parsed("S3_MAX_ATTEMPTS", "4", _attempts),
+            s3_part_size=parsed("S3_PART_SIZE", "8MiB", _part_size),
+            s3_download_url=parsed("S3_DOWNLOAD_URL", "", _http_url),
         )
+
+
+def _storage_url(text: str) -> str:
+    if text and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", text):
+        raise ValueError(f"not s3://bucket/prefix: {text!r} (leave it empty for the local blob directory)")
+    return text
+
+
+def _http_url(text: str) -> str:
+    if text and not re.match(r"^https?://[^/]+", text):
+        raise ValueError(f"not an absolute http(s) URL: {text!r}")
+    return text.rstrip("/")
+
+
+def _addressing_style(text: str) -> str:
+    if text not in ("", "auto", "path", "virtual"):
+        raise ValueError(f"none of auto, path, virtual: {text!r}")
+    return text
+
+
+def _attempts(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise ValueError("at least 1 (the first try)")
+    return value
+
+
+def _part_size(text: str) -> int:
+    value = parse_size(text)
+    if not 5 << 20 <= value <= 5 << 30:
+        raise ValueError(f"{text!r} is outside S3's part sizes, 5MiB to 5GiB")
+    return value
 
 
 def load_or_create_secret(data_dir: Path) -> str:

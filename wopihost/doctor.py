@@ -58,20 +58,23 @@ def _database(services: Services) -> list[Finding]:
 
 
 def _storage(services: Services) -> Finding:
-    state, data_dir = services.blobs.health(), services.settings.data_dir
+    state, url = services.blobs.health(), services.settings.storage_url
+    where = f"object store {url}" if url else f"data directory {services.settings.data_dir}"
     if state == "full":
         return Finding(
             False,
-            f"data directory {data_dir} has less than WOPIHOST_MIN_FREE_SPACE free",
+            f"{where} has less than WOPIHOST_MIN_FREE_SPACE free",
             "free space or grow the volume; writes are refused with 507 meanwhile",
         )
     if state != "ok":
-        return Finding(
-            False,
-            f"data directory {data_dir} is not writable",
-            "give the service user write access to WOPIHOST_DATA_DIR, mounted read-write",
+        fix = (
+            "check that the bucket exists and that the credentials (AWS_* variables, config file or role) may "
+            "read, write, list and delete in it, at the endpoint WOPIHOST_S3_ENDPOINT_URL or AWS_ENDPOINT_URL names"
+            if url
+            else "give the service user write access to WOPIHOST_DATA_DIR, mounted read-write"
         )
-    return Finding(True, f"data directory {data_dir} is writable")
+        return Finding(False, f"{where} is not writable", fix)
+    return Finding(True, f"{where} is writable")
 
 
 def _public_url(services: Services, timeout: float) -> Finding:

@@ -5,27 +5,21 @@ in the upload session's pieces and in the file's earlier blobs, so committing a
 gigabyte writes a few rows, not the gigabyte again (see chunked.py for when it is
 copied instead). Content written whole (PutFile, a new file) is one blob.
 
-Reads use os.pread on file descriptors opened up front: a blob that a concurrent
-commit unlinks stays readable through an open descriptor, and no seek position
-is shared between readers.
+Blobs are read through a store's Opened set, opened up front: a blob that a
+concurrent commit deletes stays readable through it.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import logging
-import os
-import weakref
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import BinaryIO
 
-from .storage import PIECE, BlobStore
-
-log = logging.getLogger("wopihost.extents")
+from .storage import PIECE, Opened
 
 
 @dataclass(frozen=True)
@@ -92,96 +86,13 @@ class Extents(tuple):
         return Extents(out)
 
 
-class OpenBlobs:
-    """File descriptors for a set of blobs, opened together so a concurrent delete cannot take them away.
-
-    Whoever opens them closes them (`close`, or a `with` block); should an owner be dropped unclosed on some
-    path nobody foresaw, its descriptors are closed when it is collected, with a warning, rather than kept
-    for good.
-    """
-
-    def __init__(self, blobs: BlobStore | None = None, names=()):
-        self._fds: dict[str, int] = {}
-        weakref.finalize(self, _close_leaked, self._fds)
-        try:
-            for name in dict.fromkeys(names):
-                assert blobs is not None  # only an empty set is opened without a store
-                self._fds[name] = os.open(blobs.path(name), os.O_RDONLY)
-        except BaseException:
-            self.close()
-            raise
-
-    def add(self, blobs: BlobStore, name: str) -> None:
-        if name not in self._fds:
-            self._fds[name] = os.open(blobs.path(name), os.O_RDONLY)
-
-    def adopt(self, other: OpenBlobs) -> None:
-        """Take over `other`'s descriptors (closing any it shares with us); `other` is left empty."""
-        for name, fd in other._fds.items():
-            if name in self._fds:
-                os.close(fd)
-            else:
-                self._fds[name] = fd
-        other._fds.clear()
-
-    def subset(self, names) -> OpenBlobs:
-        """Duplicate descriptors of `names` (already open here), to close independently of these."""
-        other = OpenBlobs()
-        try:
-            for name in names:
-                other._fds[name] = os.dup(self._fds[name])
-        except BaseException:
-            other.close()
-            raise
-        return other
-
-    def size(self, name: str) -> int:
-        return os.fstat(self._fds[name]).st_size
-
-    def ranges(self, extents: Extents) -> Iterator[tuple[int, int, int]]:
-        """(fd, offset, length) of each extent, for BlobStore.copy_ranges."""
-        return ((self._fds[e.blob], e.offset, e.length) for e in extents)
-
-    def pieces(self, extents: Extents, piece: int = PIECE) -> Iterator[bytes]:
-        """The bytes of `extents`, in pieces of at most `piece` bytes."""
-        for extent in extents:
-            fd, position, left = self._fds[extent.blob], extent.offset, extent.length
-            while left:
-                data = os.pread(fd, min(piece, left), position)
-                if not data:
-                    raise OSError(f"blob {extent.blob} ends before offset {position + left}")
-                position += len(data)
-                left -= len(data)
-                yield data
-
-    def close(self) -> None:
-        _close_all(self._fds)
-
-    def __enter__(self) -> OpenBlobs:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _close_leaked(fds: dict[str, int]) -> None:
-    if fds:
-        log.warning("closing %d blob descriptors whose owner never closed them: a leak to fix", len(fds))
-        _close_all(fds)
-
-
-def _close_all(fds: dict[str, int]) -> None:
-    while fds:  # each one out of the dict before it is closed: never closed twice, even if one close fails
-        os.close(fds.popitem()[1])
-
-
 class ExtentsReader(io.RawIOBase):
     """A seekable, read-only file over `extents`, owning `opened` (closed with it).
 
     Lets everything that reads a file (GetFile with its ranges, the chunker) read a stream kept as extents.
     """
 
-    def __init__(self, opened: OpenBlobs, extents: Extents):
+    def __init__(self, opened: Opened, extents: Extents):
         super().__init__()
         self._opened, self._extents = opened, extents
         self._length, self._position = extents.length, 0
@@ -209,7 +120,7 @@ class ExtentsReader(io.RawIOBase):
         index = bisect_right(self._extents._starts, self._position) - 1
         extent, inside = self._extents[index], self._position - self._extents._starts[index]
         n = min(len(view), extent.length - inside)
-        got = os.preadv(self._opened._fds[extent.blob], [view[:n]], extent.offset + inside)
+        got = self._opened.readinto(extent.blob, extent.offset + inside, view[:n])
         if not got:
             raise OSError(f"blob {extent.blob} ends before offset {extent.offset + extent.length}")
         self._position += got
@@ -221,10 +132,11 @@ class ExtentsReader(io.RawIOBase):
         super().close()
 
 
-def open_extents(opened: OpenBlobs, extents: Extents) -> BinaryIO:
+def open_extents(opened: Opened, extents: Extents) -> BinaryIO:
     """`extents` as a file to read; the blob itself (so the server can sendfile it) when it is the whole blob."""
     if len(extents) == 1 and extents[0].offset == 0 and opened.size(extents[0].blob) == extents[0].length:
-        file = os.fdopen(os.dup(opened._fds[extents[0].blob]), "rb")
-        opened.close()
-        return file
+        file = opened.whole_file(extents[0].blob)
+        if file is not None:
+            opened.close()
+            return file
     return io.BufferedReader(ExtentsReader(opened, extents), PIECE)

@@ -21,7 +21,7 @@ from .clock import Clock
 from .db import Database
 from .errors import WopiError, not_found
 from .errors import name_taken as name_taken_error
-from .extents import Extents, OpenBlobs, open_extents
+from .extents import Extents, open_extents
 from .ids import new_id
 from .locks import current_lock, live_coauth_locks, live_lock, require_write_access
 from .models import Activity, CoauthLock, ContentProperty, File, Lock, name_key
@@ -36,7 +36,7 @@ from .repository import (
     unreferenced,
 )
 from .snapshots import FileView
-from .storage import Blob, BlobStore, Readable, TooLarge
+from .storage import Blob, Readable, Storage, TooLarge
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -56,7 +56,7 @@ class Target:
 
 
 class Files:
-    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, max_size: int):
+    def __init__(self, db: Database, blobs: Storage, clock: Clock, max_size: int):
         self.db = db
         self.blobs = blobs
         self.clock = clock
@@ -80,7 +80,7 @@ class Files:
             file = seen if seen is not None and attempt == 0 else self.get(file_id)
             content = file.content
             try:
-                return file, open_extents(OpenBlobs(self.blobs, content.blobs), content)
+                return file, open_extents(self.blobs.open(content.blobs), content)
             except FileNotFoundError:
                 continue
         raise WopiError(503, "the file is being changed too often to read it; retry")
@@ -284,7 +284,7 @@ class Files:
                     s.execute(sa.delete(table).where(table.file_id == file_id))
             unused = self.delete_in(s, file)
         for blob in unused:
-            self.blobs.delete(blob)
+            self.blobs.release(blob)
         return removed
 
     def check_writable(self, s: Session, file: File) -> None:
@@ -330,7 +330,7 @@ class Files:
                 self.blobs.delete(blob.name)
                 raise
         for name in unused:
-            self.blobs.delete(name)
+            self.blobs.release(name)
         return result
 
     @staticmethod

@@ -3,24 +3,25 @@ processes, expired and revoked access-token rows.
 
 Safe to run at any time, from any number of processes, with any grace period: a blob
 or partial write is only deleted once nothing in the database refers to it, no live
-writer holds it (storage.Blob), and it is older than the grace period.
+writer holds it (storage.Blob), and it is older than the grace period. Where a deleted
+blob is gone for its readers too (an object store: Storage.deleted_stays_readable),
+it must also have stayed unreferenced for the grace period, as two passes find it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import timedelta
 
 import sqlalchemy as sa
 
 from .extents import Extents
-from .models import AlternateStream, File, UploadPiece, WorkbookSession
+from .models import AlternateStream, File, UnreferencedBlob, UploadPiece, WorkbookSession
+from .repository import insert_if_absent
 from .services import Services
 
 log = logging.getLogger("wopihost.gc")
@@ -36,48 +37,55 @@ class Collected:
 
 
 def collect(services: Services, grace: float = 3600, track: Track = iter) -> Collected:
-    """`track` wraps the list of blob directories as they are scanned (the command's progress bar)."""
+    """`track` wraps the list of batches of unreferenced blobs as they are checked (the command's progress bar)."""
     sessions = services.sessions.sweep() + services.workbooks.sweep()
     with services.db.write() as s:
         tokens = services.tokens.purge(s)
-    return Collected(sessions, _orphaned_blobs(services, grace, track), services.blobs.sweep_tmp(grace), tokens)
+    return Collected(sessions, orphaned_blobs(services, grace, track), services.blobs.sweep_tmp(grace), tokens)
 
 
-def _orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int:
+def orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int:
     """Delete blobs older than `grace` that nothing refers to and no live writer holds; returns how many.
 
     A writer holds its new blob until the transaction that records it is over (storage.Blob). One that let
     go after `referenced` was read has recorded its blob by then, so the references are read again once the
     candidates are held by us, and only what is still unreferenced goes.
     """
-    referenced, cutoff = referenced_blobs(services), time.time() - grace
-    candidates = []
-    for shard in track([entry for entry in os.scandir(services.blobs.root) if entry.is_dir()]):
-        for entry in os.scandir(shard.path):
-            try:
-                if entry.name not in referenced and entry.stat().st_mtime < cutoff:
-                    candidates.append(Path(entry.path))
-            except FileNotFoundError:
-                pass
+    referenced = referenced_blobs(services)
+    candidates = [name for name in services.blobs.listing(time.time() - grace) if name not in referenced]
+    if not services.blobs.deleted_stays_readable:
+        candidates = _unreferenced_since(services, candidates, grace)
     deleted = 0
-    for start in range(0, len(candidates), HOLD_AT_ONCE):
-        with ExitStack() as held:
-            unheld = [
-                path
-                for path in candidates[start : start + HOLD_AT_ONCE]
-                if held.enter_context(services.blobs.unheld(path))
-            ]
+    for start in track(list(range(0, len(candidates), HOLD_AT_ONCE))):
+        with services.blobs.unheld(candidates[start : start + HOLD_AT_ONCE]) as unheld:
             if not unheld:
                 continue
             referenced = referenced_blobs(services)
-            for path in unheld:
-                if path.name not in referenced:
-                    path.unlink(missing_ok=True)
+            for name in unheld:
+                if name not in referenced:
+                    services.blobs.delete(name)
                     deleted += 1
     return deleted
 
 
-HOLD_AT_ONCE = 256  # descriptors gc holds at a time
+def _unreferenced_since(services: Services, candidates: list[str], grace: float) -> list[str]:
+    """Those of `candidates` (blobs unreferenced now) that an earlier pass found unreferenced at least `grace`
+    ago. The rest are remembered as found now, and what is no longer a candidate (referenced, or gone) is
+    forgotten. Passes on several nodes at once can only forget too early, which delays a deletion."""
+    now = services.clock.now()
+    with services.db.write() as s:
+        seen = {name: at for name, at in s.execute(sa.select(UnreferencedBlob.name, UnreferencedBlob.seen_at))}
+        for name in candidates:
+            if name not in seen:
+                insert_if_absent(s, UnreferencedBlob, name=name, seen_at=now)
+        gone = list(seen.keys() - set(candidates))
+        for start in range(0, len(gone), HOLD_AT_ONCE):
+            s.execute(sa.delete(UnreferencedBlob).where(UnreferencedBlob.name.in_(gone[start : start + HOLD_AT_ONCE])))
+    due = now - timedelta(seconds=grace)
+    return [name for name in candidates if name in seen and seen[name] <= due]
+
+
+HOLD_AT_ONCE = 256  # blobs gc holds at a time (local storage: a descriptor each)
 
 
 def referenced_blobs(services: Services) -> set[str]:

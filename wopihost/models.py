@@ -280,3 +280,13 @@ class Activity(Base):
     type: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)  # the activity's JSON
     received_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class UnreferencedBlob(Base):
+    """A blob gc found that nothing refers to, and when it first found it so. In a store where a deleted blob is
+    gone for its readers too (an object store), gc deletes a blob only once it has stayed unreferenced for the
+    grace period, so that a download that opened it before the commit that replaced it can finish."""
+
+    __tablename__ = "unreferenced_blobs"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime)

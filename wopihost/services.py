@@ -24,7 +24,7 @@ from .models import File, User
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .shares import ShareLinks, share_url
-from .storage import BlobStore, Readable
+from .storage import Readable, Storage, open_storage
 from .tokens import API, FILE_URL, Grant, IssuedToken, Tokens, container
 from .tree import Tree
 from .uploads import Uploads
@@ -37,7 +37,7 @@ class Services:
     settings: Settings
     clock: Clock
     db: Database
-    blobs: BlobStore
+    blobs: Storage
     tokens: Tokens
     files: Files
     locks: Locks
@@ -58,8 +58,11 @@ class Services:
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> Services:
         clock = clock or Clock()
+        # the node's own directory (SQLite's database by default, local content, temporary files), whatever the
+        # storage: a path that cannot be a directory is reported as such, not as a database that cannot open
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url, settings.database_busy_timeout)
-        blobs = BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)
+        blobs = open_storage(settings)
         sessions = UploadSessions(
             db,
             blobs,

@@ -26,7 +26,7 @@ from .extents import Extent, Extents
 from .ids import is_id, new_id
 from .models import File, UploadPiece, UploadSession
 from .repository import lock_user, locking
-from .storage import BlobStore, Readable, TooLarge
+from .storage import Readable, Storage, TooLarge
 
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
@@ -100,7 +100,7 @@ class UploadSessions:
     def __init__(
         self,
         db: Database,
-        blobs: BlobStore,
+        blobs: Storage,
         clock: Clock,
         ttl: float,
         max_size: int,
@@ -330,7 +330,7 @@ class UploadSessions:
             tokens = list(s.scalars(locking(s, expired)))
             blobs = [blob for token in tokens for blob in self.delete_in(s, token)]
         for blob in blobs:
-            self.blobs.delete(blob)
+            self.blobs.release(blob)
         return len(tokens)
 
     def list(self) -> list[UploadSession]:

@@ -18,15 +18,23 @@ import errno
 import fcntl
 import hashlib
 import io
+import logging
 import os
 import time
+import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
 
 from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .extents import Extents
+
+log = logging.getLogger("wopihost.storage")
 
 PIECE = 1 << 20  # bytes read and written at a time: memory use does not grow with file size
 
@@ -43,17 +51,90 @@ class Readable(Protocol):
     def readinto(self, buffer: memoryview, /) -> int: ...
 
 
+def open_storage(settings: Settings) -> Storage:
+    """The store WOPIHOST_STORAGE_URL names: the local blob directory by default, or an S3 bucket."""
+    if not settings.storage_url:
+        return BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)
+    from .config import ConfigError
+    from .s3store import S3Store  # only here: boto3 is an extra, and the local default does not load it
+
+    try:
+        import boto3  # type: ignore[import-untyped]  # noqa: F401  # installed?
+    except ImportError:
+        raise ConfigError(
+            "WOPIHOST_STORAGE_URL names an S3 bucket, which needs boto3: pip install 'wopihost[s3]'"
+        ) from None
+    return S3Store(
+        settings.storage_url,
+        endpoint_url=settings.s3_endpoint_url or None,
+        region=settings.s3_region or None,
+        addressing_style=settings.s3_addressing_style or None,
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+        max_attempts=settings.s3_max_attempts,
+        part_size=settings.s3_part_size,
+        download_endpoint_url=settings.s3_download_url or None,
+    )
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class Opened(Protocol):
+    """Blobs opened together for reading (a store's `open`), closed by whoever opened them. A blob deleted
+    after it was opened stays readable through them."""
+
+    def add(self, name: str) -> None: ...
+    def adopt(self, other: Self, /) -> None: ...  # take over other's blobs; other is left empty
+    def subset(self, names: Iterable[str], /) -> Self: ...  # of blobs open here, to close independently
+    def size(self, name: str) -> int: ...
+    def pieces(self, extents: Extents, piece: int = ...) -> Iterator[bytes]: ...
+    def readinto(self, name: str, offset: int, buffer: memoryview, /) -> int: ...
+    def whole_file(self, name: str) -> BinaryIO | None: ...  # a real file the server can sendfile, if any
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc) -> None: ...
+
+
+class Storage(Protocol):
+    """Where file content lives: immutable blobs, named by the store, each written once and read by ranges.
+    The domain knows only this; BlobStore (a local directory) is one implementation."""
+
+    def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob: ...
+    def open(self, names: Iterable[str] = ...) -> Opened: ...
+    def concat(self, opened: Opened, extents: Extents) -> Blob: ...
+
+    # Whether a blob deleted while a reader has it open stays readable to that reader (an open file does;
+    # an object in a store does not). If not, gc deletes a blob only once it has stayed unreferenced for its
+    # grace period (gc.py), and release() leaves it to gc.
+    deleted_stays_readable: bool
+
+    def exists(self, name: str) -> bool: ...
+    def delete(self, name: str) -> None: ...  # at once: for a blob that no reader can have open
+    def release(self, name: str) -> None: ...  # a transaction just stopped referring to it
+    def listing(self, older_than: float) -> Iterator[str]: ...
+    def unheld(self, names: Iterable[str]) -> AbstractContextManager[list[str]]: ...
+    def sweep_tmp(self, older_than: float = ...) -> int: ...
+    def partial_writes(self) -> list[str]: ...  # writes begun and not finished: live, or left by dead writers
+    def health(self) -> str: ...
+    def free_space(self) -> int | None: ...
+    # a URL from which clients can fetch blob `name` themselves for `ttl` seconds, as `filename`; None if none
+    def download_url(self, name: str, ttl: float, filename: str) -> str | None: ...
+
+
 class Blob:
     """A blob just written, held until its `with` block ends (or `release()`).
 
-    While held, an exclusive flock on the blob tells garbage collection, in any process, that its
-    writer is alive and has not yet recorded it in the database: hold it until that transaction is
-    over. A killed writer's hold ends with its process.
+    While held, the store tells garbage collection, in any process or node, that its writer is alive
+    and has not yet recorded it in the database: hold it until that transaction is over. In the local
+    store the hold is an exclusive flock on the blob, which a killed writer's process takes with it
+    (the S3 store's is a marker object with a lease: s3store.py).
     """
 
-    def __init__(self, name: str, size: int, sha256: str, hold: BinaryIO):
+    def __init__(self, name: str, size: int, sha256: str, hold: Closable):
         self.name, self.size, self.sha256 = name, size, sha256  # sha256: base64, "" if not computed
-        self._hold: BinaryIO | None = hold
+        self._hold: Closable | None = hold
 
     def release(self) -> None:
         if self._hold is not None:
@@ -71,6 +152,10 @@ class Blob:
 
 
 class BlobStore:
+    """Blobs as files in a local (or shared POSIX) directory."""
+
+    deleted_stays_readable = True  # through the reader's open descriptor
+
     def __init__(self, root: Path, tmp: Path, min_free: int = 0):
         self.root = root
         self.tmp = tmp
@@ -80,9 +165,6 @@ class BlobStore:
 
     def path(self, name: str) -> Path:
         return self.root / name[:2] / name
-
-    def open(self, name: str) -> BinaryIO:
-        return open(self.path(name), "rb")
 
     def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
         """Stream `source` (anything with .readinto(buffer)) into a new, held blob; at most `limit` bytes.
@@ -108,19 +190,27 @@ class BlobStore:
                 _start_writeback(out.fileno(), size - n, n)
         return Blob(name, size, base64.b64encode(digest.digest()).decode("ascii") if digest else "", out)
 
-    def copy_ranges(self, ranges: Iterable[tuple[int, int, int]]) -> Blob:
-        """A new, held blob made of (fd, offset, length) ranges of open files, copied by the kernel.
+    def open(self, names: Iterable[str] = ()) -> OpenBlobs:
+        """`names` opened together for reading (FileNotFoundError if one is gone)."""
+        return OpenBlobs(self, names)
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def concat(self, opened: Opened, extents: Extents) -> Blob:
+        """A new, held blob made of `extents` of blobs in `opened`, copied by the kernel.
 
         copy_file_range keeps the bytes out of Python (and may share extents on file
         systems that can); where the kernel cannot, pread/write does the same work.
         The blob has no SHA-256: hashing would cost more than the copy itself.
         """
+        assert isinstance(opened, OpenBlobs)  # opened by this store
         size = 0
         with self._new_blob() as (name, out):
             out.flush()
-            for fd, offset, length in ranges:
-                _copy_range(fd, out.fileno(), offset, length)
-                size += length
+            for extent in extents:
+                _copy_range(opened._fds[extent.blob], out.fileno(), extent.offset, extent.length)
+                size += extent.length
         return Blob(name, size, "", out)
 
     @contextmanager
@@ -178,23 +268,31 @@ class BlobStore:
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
 
+    def release(self, name: str) -> None:
+        self.delete(name)  # readers keep their descriptors: the space comes back when the last one closes
+
+    def download_url(self, name: str, ttl: float, filename: str) -> None:
+        return None  # clients reach the blob directory only through the host
+
+    def listing(self, older_than: float) -> Iterator[str]:
+        """The names of the blobs last written before `older_than` (a time.time()), for gc."""
+        for shard in os.scandir(self.root):
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard.path):
+                with suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < older_than:
+                        yield entry.name
+
     @contextmanager
-    def unheld(self, path: Path) -> Iterator[bool]:
-        """Whether no live writer holds the blob or partial write at `path`; held by us for the block if so."""
-        try:
-            fd = os.open(path, os.O_RDWR)  # read-write: NFS emulates flock with write locks
-        except FileNotFoundError:
-            yield False
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
+    def unheld(self, names: Iterable[str]) -> Iterator[list[str]]:
+        """Those of `names` that no live writer holds (see Blob), held by us for the block so that none
+        can be taken meanwhile."""
+        with ExitStack() as held:
+            yield [name for name in names if held.enter_context(_unheld(self.path(name)))]
+
+    def partial_writes(self) -> list[str]:
+        return sorted(entry.name for entry in os.scandir(self.tmp))
 
     def sweep_tmp(self, older_than: float = 3600) -> int:
         """Remove partial writes of dead processes; a live writer's is never removed, however old."""
@@ -206,11 +304,118 @@ class BlobStore:
                     continue
             except FileNotFoundError:
                 continue
-            with self.unheld(Path(entry.path)) as unheld:
+            with _unheld(Path(entry.path)) as unheld:
                 if unheld:
                     os.unlink(entry.path)
                     removed += 1
         return removed
+
+
+class OpenBlobs:
+    """File descriptors for a set of blobs, opened together so a concurrent delete cannot take them away
+    (BlobStore.open). Reads use os.pread: no seek position is shared between readers.
+
+    Whoever opens them closes them (`close`, or a `with` block); should an owner be dropped unclosed on some
+    path nobody foresaw, its descriptors are closed when it is collected, with a warning, rather than kept
+    for good.
+    """
+
+    def __init__(self, blobs: BlobStore, names: Iterable[str] = ()):
+        self._blobs = blobs
+        self._fds: dict[str, int] = {}
+        weakref.finalize(self, _close_leaked, self._fds)
+        try:
+            for name in dict.fromkeys(names):
+                self.add(name)
+        except BaseException:
+            self.close()
+            raise
+
+    def add(self, name: str) -> None:
+        if name not in self._fds:
+            self._fds[name] = os.open(self._blobs.path(name), os.O_RDONLY)
+
+    def adopt(self, other: OpenBlobs) -> None:
+        """Take over `other`'s descriptors (closing any it shares with us); `other` is left empty."""
+        for name, fd in other._fds.items():
+            if name in self._fds:
+                os.close(fd)
+            else:
+                self._fds[name] = fd
+        other._fds.clear()
+
+    def subset(self, names) -> OpenBlobs:
+        """Duplicate descriptors of `names` (already open here), to close independently of these."""
+        other = OpenBlobs(self._blobs)
+        try:
+            for name in names:
+                other._fds[name] = os.dup(self._fds[name])
+        except BaseException:
+            other.close()
+            raise
+        return other
+
+    def size(self, name: str) -> int:
+        return os.fstat(self._fds[name]).st_size
+
+    def readinto(self, name: str, offset: int, buffer: memoryview) -> int:
+        """Read what fits in `buffer` of blob `name` from `offset` (less at its end)."""
+        return os.preadv(self._fds[name], [buffer], offset)
+
+    def whole_file(self, name: str) -> BinaryIO:
+        """Blob `name` as a file of its own, which the server can sendfile: closed independently of these."""
+        return os.fdopen(os.dup(self._fds[name]), "rb")
+
+    def pieces(self, extents: Extents, piece: int = PIECE) -> Iterator[bytes]:
+        """The bytes of `extents`, in pieces of at most `piece` bytes."""
+        for extent in extents:
+            fd, position, left = self._fds[extent.blob], extent.offset, extent.length
+            while left:
+                data = os.pread(fd, min(piece, left), position)
+                if not data:
+                    raise OSError(f"blob {extent.blob} ends before offset {position + left}")
+                position += len(data)
+                left -= len(data)
+                yield data
+
+    def close(self) -> None:
+        _close_all(self._fds)
+
+    def __enter__(self) -> OpenBlobs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _close_leaked(fds: dict[str, int]) -> None:
+    if fds:
+        log.warning("closing %d blob descriptors whose owner never closed them: a leak to fix", len(fds))
+        _close_all(fds)
+
+
+def _close_all(fds: dict[str, int]) -> None:
+    while fds:  # each one out of the dict before it is closed: never closed twice, even if one close fails
+        os.close(fds.popitem()[1])
+
+
+@contextmanager
+def _unheld(path: Path) -> Iterator[bool]:
+    """Whether no live writer holds the blob or partial write at `path`; held by us for the block if so."""
+    try:
+        fd = os.open(path, os.O_RDWR)  # read-write: NFS emulates flock with write locks
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _create_locked(path: Path) -> BinaryIO:

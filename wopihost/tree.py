@@ -27,7 +27,7 @@ from .models import Drive, File, Folder, name_key
 from .names import InvalidName, check, counted
 from .repository import bytewise, folder_named, load_file, lock_folder, locking
 from .repository import name_taken as name_taken_in
-from .storage import BlobStore
+from .storage import Storage
 
 Item = File | Folder
 
@@ -37,7 +37,7 @@ def invalid_name(exc: InvalidName) -> WopiError:
 
 
 class Tree:
-    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, files: Files):
+    def __init__(self, db: Database, blobs: Storage, clock: Clock, files: Files):
         self.db = db
         self.blobs = blobs
         self.clock = clock
@@ -251,7 +251,7 @@ class Tree:
                     s.delete(folder)
                     s.flush()
         for blob in unused:
-            self.blobs.delete(blob)
+            self.blobs.release(blob)
 
     def _lock_subtree(self, s: Session, drive_id: str, top: Folder) -> list[Folder]:
         """Lock the folder `top` is in, `top` and every folder below it, in id order as every change takes

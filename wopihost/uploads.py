@@ -203,7 +203,7 @@ class Uploads:
                 self.sessions.touch(token, None)
             raise
         for name in unused:
-            self.files.blobs.delete(name)
+            self.files.blobs.release(name)
         return file, created
 
     def _result(self, s, row, redirect: Callable[[Target], Target] | None) -> File:
@@ -223,7 +223,7 @@ class Uploads:
         with self.db.write() as s:
             blobs = self.sessions.delete_in(s, self.sessions.get_graph(s, token).token)
         for name in blobs:
-            self.files.blobs.delete(name)
+            self.files.blobs.release(name)
 
     def _become_file(
         self, s, row: UploadSession, target: Target, if_match: Callable[[File], None] | None

@@ -29,10 +29,11 @@ from . import xlsx
 from .clock import Clock
 from .db import Database
 from .errors import WopiError
+from .extents import Extent, Extents
 from .files import Files
 from .ids import is_id, new_id
 from .models import WorkbookOperation, WorkbookSession
-from .storage import BlobStore
+from .storage import Storage
 from .xlsx import WorkbookError
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class Workbooks:
     def __init__(
         self,
         db: Database,
-        blobs: BlobStore,
+        blobs: Storage,
         clock: Clock,
         files: Files,
         max_size: int,
@@ -142,7 +143,7 @@ class Workbooks:
             row = self._session(s, session_id, file_id, user_id)
             s.delete(row)
         if row.blob:
-            self.blobs.delete(row.blob)
+            self.blobs.release(row.blob)
 
     def sweep(self) -> int:
         """Delete expired sessions (and their copies) and operations; returns how many sessions went."""
@@ -154,7 +155,7 @@ class Workbooks:
             s.execute(sa.delete(WorkbookOperation).where(WorkbookOperation.expires_at <= now))
         for row in expired:
             if row.blob:
-                self.blobs.delete(row.blob)
+                self.blobs.release(row.blob)
         return len(expired)
 
     # -- calls ------------------------------------------------------------------------------------
@@ -285,8 +286,9 @@ class Workbooks:
             if book is not None:
                 return book, blob
             try:
-                with open(self.blobs.path(blob), "rb") as copy:
-                    return xlsx.open_workbook(copy.read(), self.max_size), blob
+                with self.blobs.open([blob]) as opened:
+                    data = b"".join(opened.pieces(Extents([Extent(blob, 0, opened.size(blob))])))
+                return xlsx.open_workbook(data, self.max_size), blob
             except FileNotFoundError:  # another call in the session replaced the copy meanwhile
                 continue
         raise WopiError(409, "the workbook session is being changed too often; retry", code="conflict")
@@ -322,5 +324,5 @@ class Workbooks:
             except BaseException:
                 self.blobs.delete(blob.name)
                 raise
-        self.blobs.delete(basis)
+        self.blobs.release(basis)
         return blob.name

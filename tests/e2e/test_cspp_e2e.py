@@ -29,6 +29,8 @@ from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, read_response, rechunk, request_body
 from wopihost.localserver import LocalServer, PeakRss
 
+from ..helpers import wait_until
+
 pytestmark = pytest.mark.e2e
 
 MIB = 1 << 20
@@ -195,16 +197,6 @@ ORIGINAL_SHA256 = hashlib.sha256(ORIGINAL).hexdigest()
 # -- processes ---------------------------------------------------------------------
 
 
-def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
-
-
 def partial_writes(server: LocalServer) -> dict[str, int]:
     """The `.part` files in DATA_DIR/tmp and their sizes."""
     found = {}
@@ -257,6 +249,7 @@ def blob_files(server: LocalServer) -> list[str]:
 # -- 1. a large upload through a session -----------------------------------------------
 
 
+@pytest.mark.local_storage
 def test_200_mib_through_an_upload_session(cspp_server, doc):
     content = Content("two hundred", 50)  # 50 chunks of 4 MiB, 21 pieces of 10 MiB (the last one short)
     before = doc.info()
@@ -332,6 +325,7 @@ def send_partial_update(
     return sock
 
 
+@pytest.mark.local_storage
 def test_worker_killed_mid_update_the_session_resumes_at_the_last_offset(cspp_server, doc):
     content = Content("killed update", 12)  # 48 MiB: 5 pieces
     before = doc.info()
@@ -409,6 +403,7 @@ def commit_and_kill(
     return response, busy
 
 
+@pytest.mark.local_storage
 def test_worker_killed_mid_commit_leaves_the_old_or_the_new_version(cspp_server, doc):
     content = Content("killed commit", 32)  # 128 MiB
     old_sequence_number = doc.info()["SequenceNumber"]

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from ..helpers import storage_of
 from .graph_sdk import sdk_client
 
 RCLONE = shutil.which("rclone", path=str(Path(os.sys.executable).parent))
@@ -210,5 +211,5 @@ def test_a_dropped_fragment_leaves_nothing_and_the_client_resumes(server, api):
     assert done.status_code == 201, done.text
     content = _session(api).get(f"{api['graph_url']}/me/drive/items/{done.json()['id']}/content").content
     assert content == head + tail
-    leftovers = list((server.data_dir / "tmp").iterdir())
+    leftovers = storage_of(server.env).partial_writes()
     assert leftovers == [], leftovers  # the broken fragment's partial write was removed

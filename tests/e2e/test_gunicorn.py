@@ -110,6 +110,7 @@ def partial_files(server) -> list:
     return list((server.data_dir / "tmp").iterdir())
 
 
+@pytest.mark.local_storage
 def test_client_hanging_up_mid_put_leaves_old_content(server, document):
     file_id, token = document
     requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
@@ -121,6 +122,7 @@ def test_client_hanging_up_mid_put_leaves_old_content(server, document):
     assert got.content == b"original content" and got.headers["X-WOPI-ItemVersion"] == "1"
 
 
+@pytest.mark.local_storage
 def test_worker_killed_mid_put_leaves_old_content(server, document):
     file_id, token = document
     requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
@@ -138,6 +140,7 @@ def test_worker_killed_mid_put_leaves_old_content(server, document):
     assert not psutil.pid_exists(busy[0].pid) or busy[0].status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.local_storage
 def test_gc_never_takes_a_live_upload_whatever_the_grace(server, document):
     file_id, token = document
     requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})

@@ -19,7 +19,7 @@ from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, request_body
 from wopihost.localserver import LocalServer, SlowClient
 
-from ..helpers import Filler, small_tmpfs
+from ..helpers import Filler, small_tmpfs, storage_of
 
 pytestmark = pytest.mark.e2e
 
@@ -108,6 +108,7 @@ GET_ALL = request_body(
 )
 
 
+@pytest.mark.local_storage
 def test_chunked_reads_leave_no_descriptors_open(server, document):
     payloads = [os.urandom(100_000), os.urandom(100_000)]
     save_chunks(document, *payloads)
@@ -128,6 +129,7 @@ def test_chunked_reads_leave_no_descriptors_open(server, document):
     assert blob_fds(server) == []  # none open, and none of the replaced blobs kept open after their deletion
 
 
+@pytest.mark.local_storage
 def test_a_client_going_away_mid_download_leaves_no_descriptors_open(server, document):
     save_chunks(document, os.urandom(16 * MIB), os.urandom(16 * MIB))
     url = urlsplit(document.url())
@@ -261,7 +263,7 @@ def test_a_body_that_stalls_is_408_and_stores_nothing(impatient_server, tmp_path
     )
     assert read_status(sock) == 408
     assert document.http.get(document.url("/contents")).content == b"original content"
-    assert list((impatient_server.data_dir / "tmp").iterdir()) == []
+    assert storage_of(impatient_server.env).partial_writes() == []
 
 
 def test_a_client_that_reads_nothing_is_closed_after_the_idle_timeout(impatient_server, tmp_path):
@@ -448,7 +450,7 @@ def test_malformed_chunked_bodies_are_400(server, document, override, suffix, ex
         assert head[0].split()[1] == "400", (label, head)
         assert any(line.lower().startswith("x-wopi-failurereason: ") and "body" in line for line in head), head
     assert document.http.get(document.url("/contents")).content == b"original content"
-    assert list((server.data_dir / "tmp").iterdir()) == []
+    assert storage_of(server.env).partial_writes() == []
 
 
 # -- 6. a full disk, end to end ------------------------------------------------------------------
@@ -460,6 +462,7 @@ def small_disk(tmp_path):
         yield mount
 
 
+@pytest.mark.local_storage
 def test_a_full_disk_is_answered_507_and_loses_nothing(small_disk, tmp_path):
     server = LocalServer.start(
         tmp_path,

@@ -1,6 +1,6 @@
 """Pytest fixtures for a real S3 object store: Ceph's RADOS Gateway, started once per session (ceph_rgw.py).
 
-A conftest makes them available with `from tests.objectstore.fixtures import ceph_rgw, s3, bucket  # noqa: F401`.
+tests/conftest.py makes them available to every test.
 Without Ceph installed the tests that use them are skipped, or fail under CI, which installs it (.ci/run).
 """
 

@@ -7,7 +7,7 @@ from flask import Response, jsonify
 
 from ..models import Drive, File, Folder, User
 from ..services import Services
-from ..tokens import Grant
+from ..tokens import DOWNLOAD_TTL, Grant
 from ..tree import Item
 from . import shapes
 
@@ -53,8 +53,14 @@ def describe(services: Services, s, items: list[Item], drive: Drive, grant: Gran
 
 
 def download_url(services: Services, grant: Grant | None, item: Item) -> str | None:
+    """The host's own download URL (a ticket bound to the grant), or, for content stored as one whole blob in
+    a store that clients can reach (WOPIHOST_S3_DOWNLOAD_URL), the store's own presigned URL."""
     if grant is None or not isinstance(item, File):
         return None
+    if item.extents is None:
+        direct = services.blobs.download_url(item.blob, DOWNLOAD_TTL.total_seconds(), item.name)
+        if direct is not None:
+            return direct
     return f"{services.settings.public_url}/v1.0/{DOWNLOADS}/{services.tokens.ticket(grant, item.id)}"
 
 

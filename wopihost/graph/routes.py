@@ -161,7 +161,9 @@ def _drive_json(services: Services, s, drive: Drive) -> dict:
         owner = shapes.identity(drive.owner_id, names(s, {drive.owner_id})[drive.owner_id])
     else:
         owner = {"group": {"id": drive.id, "displayName": drive.name}}
-    free = max(services.blobs.free_space() - services.settings.min_free_space, 0)
+    free = services.blobs.free_space()
+    if free is not None:
+        free = max(free - services.settings.min_free_space, 0)
     return shapes.drive_json(drive, owner, quota, free)
 
 

@@ -47,16 +47,22 @@ def identity(user_id: str, display_name: str) -> dict:
     return {"user": {"id": user_id, "displayName": display_name}}
 
 
-def drive_json(drive: Drive, owner: dict, quota, free: int) -> dict:
-    """With no quota set, what the drive can hold is what the storage can (`free` bytes)."""
-    total, remaining = (quota.total, quota.remaining) if quota.total is not None else (quota.used + free, free)
+def drive_json(drive: Drive, owner: dict, quota, free: int | None) -> dict:
+    """With no quota set, what the drive can hold is what the storage can (`free` bytes); a storage that cannot
+    tell (an object store) leaves total and remaining out, as Graph does for a drive without limits."""
+    if quota.total is not None:
+        limits = {"total": quota.total, "remaining": quota.remaining}
+    elif free is not None:
+        limits = {"total": quota.used + free, "remaining": free}
+    else:
+        limits = {}
     return {
         "id": drive.id,
         "driveType": drive_type(drive),
         "name": drive.name or "OneDrive",
         "createdDateTime": timestamp(drive.created_at),
         "owner": owner,
-        "quota": {"total": total, "used": quota.used, "remaining": remaining, "deleted": 0, "state": quota.state},
+        "quota": {**limits, "used": quota.used, "deleted": 0, "state": quota.state},
     }
 
 

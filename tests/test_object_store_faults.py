@@ -1,0 +1,94 @@
+"""An object store that stops answering: requests that need it get 503 with Retry-After (WOPI's
+X-WOPI-FailureReason, Graph's serviceNotAvailable), nothing changes, and the host serves again as soon as the
+store does, without a restart. The store is the session's real Ceph RADOS Gateway, paused with SIGSTOP (its
+connections are accepted by the kernel and then never answered, as a hung store's are) and resumed."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import signal
+from contextlib import contextmanager
+
+import pytest
+import webtest
+
+from wopihost.app import create_app
+from wopihost.config import Settings
+
+from .helpers import GraphClient, WopiClient
+
+
+def gateway_pid(gateway) -> int:
+    for line in (gateway.directory / "pids").read_text().splitlines():
+        name, pid = line.split()
+        if name == "rgw":
+            return int(pid)
+    raise AssertionError("no radosgw in the cluster's pids")
+
+
+@contextmanager
+def store_paused(gateway):
+    pid = gateway_pid(gateway)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def host(ceph_rgw, s3, database, tmp_path, monkeypatch):
+    for name, value in ceph_rgw.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = f"faults-{secrets.token_hex(6)}"
+    s3.create_bucket(Bucket=bucket)
+    settings = Settings.from_env(
+        {
+            "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+            "WOPIHOST_DATABASE_URL": database,
+            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+            "WOPIHOST_SECRET_KEY": "test-secret",
+            "WOPIHOST_SWEEP_INTERVAL": "0",
+            "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
+            "WOPIHOST_S3_ADDRESSING_STYLE": "path",
+            # a hung store is given up on after 2 tries of 1 s each
+            "WOPIHOST_S3_CONNECT_TIMEOUT": "1s",
+            "WOPIHOST_S3_READ_TIMEOUT": "1s",
+            "WOPIHOST_S3_MAX_ATTEMPTS": "2",
+        }
+    )
+    app = create_app(settings)
+    services = app.extensions["wopihost"]
+    file = services.add_file("alice", "Doc.docx", io.BytesIO(b"hello world"))
+    testapp = webtest.TestApp(app)
+    wopi = WopiClient(testapp, file.id, services.issue_token(file.id, "alice", True).token)
+    issued, drive_id = services.issue_api_token("alice", True)
+    yield wopi, GraphClient(testapp, issued.token, drive_id, "/v1.0"), testapp
+    services.db.dispose()
+
+
+def test_a_hung_object_store_is_503_and_changes_nothing(host, ceph_rgw):
+    wopi, graph, testapp = host
+    assert wopi.lock("L").status_int == 200
+    with store_paused(ceph_rgw):
+        put = wopi.put_file(b"new content", "L")
+        assert put.status_int == 503, put.headers
+        assert int(put.headers["Retry-After"]) > 0
+        assert "object store" in put.headers["X-WOPI-FailureReason"]
+        got = wopi.get_file()
+        assert got.status_int == 503 and "object store" in got.headers["X-WOPI-FailureReason"]
+        upload = graph.put("me/drive/root:/new.txt:/content", b"graph bytes")
+        assert upload.status_int == 503 and int(upload.headers["Retry-After"]) > 0
+        assert upload.json["error"]["code"] == "serviceNotAvailable"
+        health = testapp.get("/healthz", expect_errors=True)
+        assert health.status_int == 503 and health.json["storage"] == "not writable"
+    # the store answers again: so does the host, with the old content untouched and the lock still held
+    got = wopi.get_file()
+    assert got.body == b"hello world" and got.headers["X-WOPI-ItemVersion"] == "1"
+    assert wopi.op("GET_LOCK").headers["X-WOPI-Lock"] == "L"
+    assert graph.get("me/drive/root:/new.txt").status_int == 404
+    assert wopi.put_file(b"new content", "L").status_int == 200
+    assert wopi.get_file().body == b"new content"
+    assert testapp.get("/healthz").json["storage"] == "ok"

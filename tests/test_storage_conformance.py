@@ -1,0 +1,505 @@
+"""One conformance suite for the blob stores (issue 16): every test runs on the local blob directory and on S3
+(wopihost.s3store on a fresh bucket of the throwaway Ceph RGW, tests/objectstore/). A few S3-only tests at the
+end cover what has no local counterpart: an outage, a source failing mid-upload, memory, the lazy import."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from wopihost.extents import Extent, Extents
+from wopihost.faults import Unavailable
+from wopihost.ids import new_id
+from wopihost.s3store import MIN_PART, S3Store, plan_parts
+from wopihost.storage import BlobStore, TooLarge
+
+MIB = 1 << 20
+PART = MIN_PART  # the S3 store's part size here: the least S3 allows, so that multipart tests stay small
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- fixtures
+
+
+@pytest.fixture(params=["local", "s3"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def s3_env(request, tmp_path, monkeypatch):
+    """The standard AWS variables and a config file of our own (path-style addressing, which RGW needs): the
+    store is given nothing else, so this also proves that they are what it reads."""
+    gateway = request.getfixturevalue("ceph_rgw")
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\ns3 =\n    addressing_style = path\n")
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    for name, value in gateway.env().items():
+        monkeypatch.setenv(name, value)
+    return gateway
+
+
+@pytest.fixture
+def spec(kind, tmp_path, request) -> dict:
+    """How to make the store, also in another process."""
+    if kind == "local":
+        return {"kind": "local", "root": str(tmp_path / "blobs"), "tmp": str(tmp_path / "tmp")}
+    request.getfixturevalue("s3_env")
+    return {"kind": "s3", "url": f"s3://{request.getfixturevalue('bucket')}/some/prefix", "part_size": PART}
+
+
+def make(spec: dict, **overrides):
+    if spec["kind"] == "local":
+        return BlobStore(Path(spec["root"]), Path(spec["tmp"]))
+    return S3Store(spec["url"], part_size=spec["part_size"], **overrides)
+
+
+@pytest.fixture
+def store(spec):
+    return make(spec)
+
+
+@pytest.fixture
+def partials(kind, store, request):
+    """What partial writes the store has: files in the local tmp directory, multipart uploads on S3."""
+    if kind == "local":
+        return lambda: sorted(p.name for p in store.tmp.iterdir())
+    client, name = request.getfixturevalue("s3"), request.getfixturevalue("bucket")
+    return lambda: [u["Key"] for u in client.list_multipart_uploads(Bucket=name).get("Uploads", [])]
+
+
+@pytest.fixture
+def abandon(kind, store, request):
+    """A partial write whose writer died: an unlocked file in tmp, or a multipart upload with no hold."""
+
+    def local():
+        path = store.tmp / f"{new_id(32)}.part"
+        path.write_bytes(b"half")
+
+    def on_s3():
+        client, name = request.getfixturevalue("s3"), request.getfixturevalue("bucket")
+        key = store.key(new_id(32))
+        upload = client.create_multipart_upload(Bucket=name, Key=key)["UploadId"]
+        client.upload_part(Bucket=name, Key=key, UploadId=upload, PartNumber=1, Body=b"half")
+
+    return local if kind == "local" else on_s3
+
+
+def read_all(store, name: str, size: int) -> bytes:
+    with store.open([name]) as opened:
+        return b"".join(opened.pieces(Extents([Extent(name, 0, size)])))
+
+
+def sha(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class Pattern:
+    """`size` bytes of a repeated random block, produced without holding them."""
+
+    def __init__(self, size: int, block: int = 64 * 1024 + 7):
+        self.left, self.block, self.at = size, os.urandom(block), 0
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left, len(self.block) - self.at)
+        buffer[:n] = self.block[self.at : self.at + n]
+        self.at = (self.at + n) % len(self.block)
+        self.left -= n
+        return n
+
+
+class Failing:
+    """A body whose client goes away after `after` bytes."""
+
+    def __init__(self, after: int):
+        self.source = io.BytesIO(os.urandom(after))
+
+    def readinto(self, buffer) -> int:
+        if n := self.source.readinto(buffer):
+            return n
+        raise OSError("the client went away")
+
+
+# --- both stores
+
+
+@pytest.mark.parametrize("size", [0, 1, PART - 1, PART, PART + 1, 3 * PART + 12345])
+def test_write_and_read_back(store, size):
+    data = os.urandom(size)
+    with store.write(io.BytesIO(data), limit=size) as blob:
+        assert (blob.size, blob.sha256) == (size, sha(data))
+        assert read_all(store, blob.name, size) == data
+        with store.open([blob.name]) as opened:
+            assert opened.size(blob.name) == size
+        assert blob.name in set(store.listing(time.time() + 60))
+
+
+def test_sha256_only_when_asked(store):
+    with store.write(io.BytesIO(b"abc"), limit=3, sha256=False) as blob:
+        assert (blob.size, blob.sha256) == (3, "")
+        assert read_all(store, blob.name, 3) == b"abc"
+
+
+@pytest.mark.parametrize("size, limit", [(11, 10), (PART + 1, PART), (2 * PART + 1, 2 * PART)])
+def test_over_the_limit_is_refused_and_leaves_nothing(store, partials, size, limit):
+    with pytest.raises(TooLarge):
+        store.write(io.BytesIO(os.urandom(size)), limit=limit)
+    assert list(store.listing(time.time() + 60)) == []
+    assert partials() == []
+
+
+def test_pieces_and_readinto_over_ranges(store):
+    data = os.urandom(3 * PART + 777)
+    ranges = [(PART - 3, 7), (1, 2 * PART + 5), (0, 0), (3 * PART + 700, 77), (2 * PART - 1, 2)]
+    with store.write(io.BytesIO(data), limit=len(data)) as blob, store.open([blob.name]) as opened:
+        pieces = list(opened.pieces(Extents(Extent(blob.name, o, n) for o, n in ranges), piece=100_003))
+        assert b"".join(pieces) == b"".join(data[o : o + n] for o, n in ranges)
+        assert max(len(p) for p in pieces) == 100_003
+        buffer = bytearray(1000)
+        assert opened.readinto(blob.name, PART - 500, buffer) == 1000
+        assert buffer == data[PART - 500 : PART + 500]
+        assert opened.readinto(blob.name, len(data) - 10, buffer) == 10
+        assert buffer[:10] == data[-10:]
+        assert opened.readinto(blob.name, len(data), buffer) == 0
+        assert opened.size(blob.name) == len(data)
+
+
+def test_open_sets_add_adopt_subset(store):
+    with ExitStack() as held:
+        a = held.enter_context(store.write(io.BytesIO(b"a" * 10), limit=10))
+        b = held.enter_context(store.write(io.BytesIO(b"b" * 20), limit=20))
+        with store.open([a.name]) as first, store.open() as second:
+            second.add(b.name)
+            first.adopt(second)
+            assert (first.size(a.name), first.size(b.name)) == (10, 20)
+            with first.subset([b.name]) as only_b:
+                assert b"".join(only_b.pieces([Extent(b.name, 5, 10)])) == b"b" * 10
+            assert b"".join(first.pieces([Extent(a.name, 0, 10), Extent(b.name, 0, 1)])) == b"a" * 10 + b"b"
+
+
+def test_concat_of_small_and_large_extents(store, kind):
+    """Byte-exact against the same slices: small runs, large extents, a large one split by a small neighbour."""
+    sources = {n: os.urandom(n) for n in (12 * MIB + 3, MIB + 1, 7 * MIB)}
+    blobs = {}
+    with ExitStack() as held:
+        for size, data in sources.items():
+            blobs[size] = held.enter_context(store.write(io.BytesIO(data), limit=size)).name
+        big, small, mid = sources
+        slices = [
+            (small, 5, 1000),  # a run of small extents ...
+            (mid, 17, 300_000),
+            (big, 3, 10 * MIB + 1),  # ... topped up from a large one, whose rest is copied
+            (small, 0, small),
+            (mid, 1, 6 * MIB - 1),  # a large one after a small run
+            (big, 0, 7),
+            (big, 11 * MIB, MIB + 3),  # (ends the source)
+            (small, 100, 9),
+        ]
+        extents = [Extent(blobs[s], o, n) for s, o, n in slices]
+        expected = b"".join(sources[s][o : o + n] for s, o, n in slices)
+        with store.open(blobs.values()) as opened, store.concat(opened, extents) as joined:
+            assert (joined.size, joined.sha256) == (len(expected), "")
+            assert read_all(store, joined.name, joined.size) == expected
+            assert joined.name in set(store.listing(time.time() + 60))
+
+
+def test_concat_of_nothing_is_an_empty_blob(store):
+    with store.open() as opened, store.concat(opened, []) as empty:
+        assert empty.size == 0
+        assert read_all(store, empty.name, 0) == b""
+        with store.open([empty.name]) as again:
+            assert again.size(empty.name) == 0
+
+
+def test_delete(store):
+    with store.write(io.BytesIO(b"gone soon"), limit=100) as blob:
+        pass
+    store.delete(blob.name)
+    assert blob.name not in set(store.listing(time.time() + 60))
+    with pytest.raises(FileNotFoundError):
+        store.open([blob.name])
+    store.delete(blob.name)  # twice is fine: several gc at once
+
+
+def test_exists(store):
+    with store.write(io.BytesIO(b"here"), limit=10) as blob:
+        pass
+    assert store.exists(blob.name)
+    store.delete(blob.name)
+    assert not store.exists(blob.name)
+
+
+def test_release_frees_at_once_only_where_readers_keep_deleted_blobs(store):
+    """A released blob (no row refers to it any more) stays where a deletion would take it from a reader still
+    reading it: there gc removes it after the grace period (test_gc)."""
+    with store.write(io.BytesIO(b"replaced"), limit=10) as blob:
+        pass
+    with store.open([blob.name]) as reader:
+        store.release(blob.name)
+        assert store.exists(blob.name) is not store.deleted_stays_readable
+        assert b"".join(reader.pieces(Extents([Extent(blob.name, 0, 8)]))) == b"replaced"  # either way
+
+
+def test_listing_by_age(store):
+    with store.write(io.BytesIO(b"old"), limit=10) as old:
+        pass
+    time.sleep(2)
+    cutoff = time.time()
+    time.sleep(1.1)  # S3's LastModified may be in whole seconds
+    with store.write(Pattern(PART + 1), limit=PART + 1) as new:  # multipart on S3
+        pass
+    assert list(store.listing(cutoff)) == [old.name]
+    assert set(store.listing(time.time() + 60)) == {old.name, new.name}
+    assert list(store.listing(cutoff - 60)) == []
+
+
+def test_a_held_blob_is_not_unheld_until_released(store):
+    held = store.write(io.BytesIO(b"held"), limit=10)
+    with store.write(io.BytesIO(b"released"), limit=10) as released:
+        pass
+    with store.unheld([held.name, released.name]) as unheld:
+        assert unheld == [released.name]
+    held.release()
+    with store.unheld([held.name, released.name]) as unheld:
+        assert sorted(unheld) == sorted([held.name, released.name])
+
+
+def test_a_multipart_write_is_held_at_completion_however_long_it_took(store):
+    """(AWS dates a multipart object at its upload's start: the hold must not have aged meanwhile.)"""
+
+    class Slow(Pattern):
+        def readinto(self, buffer):
+            if self.left <= 1:
+                time.sleep(1.5)
+            return super().readinto(buffer)
+
+    with store.write(Slow(PART + 1), limit=PART + 1) as blob, store.unheld([blob.name]) as unheld:
+        assert unheld == []
+
+
+KILLED_WRITER = """
+import io, json, os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from tests.test_storage_conformance import make
+blob = make(json.loads(sys.argv[1])).write(io.BytesIO(b"orphan"), 10)
+print(blob.name, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_writer_holds_nothing_for_long(spec, kind):
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, json.dumps(spec), str(REPO)], capture_output=True, text=True, timeout=60
+    )
+    assert killed.returncode == -9, killed.stderr
+    name = killed.stdout.strip()
+    judge = make(spec, hold_lease=2)  # on S3 its marker lives on until its lease runs out
+    deadline = time.monotonic() + 10
+    while True:
+        with judge.unheld([name]) as unheld:
+            if unheld == [name] or time.monotonic() > deadline:
+                break
+        time.sleep(0.5)
+    assert unheld == [name]
+    assert read_all(judge, name, 6) == b"orphan"  # ... and gc may now take it
+
+
+def test_sweep_tmp_removes_an_abandoned_partial_write(store, partials, abandon):
+    abandon()
+    assert len(partials()) == 1
+    assert store.sweep_tmp(older_than=3600) == 0  # too young
+    time.sleep(1.1)
+    assert store.sweep_tmp(older_than=0) == 1
+    assert partials() == []
+
+
+def test_sweep_tmp_spares_a_live_write_however_old(store, partials):
+    data = os.urandom(2 * PART + 5)
+    resume, failed, done = threading.Event(), [], {}
+
+    class Paused:
+        def __init__(self):
+            self.source = io.BytesIO(data)
+
+        def readinto(self, buffer):
+            if self.source.tell() >= PART:  # (on S3: once the first part is uploaded)
+                resume.wait(30)
+            return self.source.readinto(buffer)
+
+    def write():
+        try:
+            done["blob"] = store.write(Paused(), limit=len(data))
+        except BaseException as exc:
+            failed.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not partials() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert partials(), "the write never started"
+        time.sleep(1.1)
+        assert store.sweep_tmp(older_than=0) == 0
+    finally:
+        resume.set()
+        writer.join(30)
+    assert not failed
+    with done["blob"] as blob:
+        assert read_all(store, blob.name, blob.size) == data
+    assert partials() == []
+
+
+def test_health_and_free_space(store, kind):
+    assert store.health() == "ok"
+    assert list(store.listing(time.time() + 60)) == []  # the probe is gone
+    if kind == "local":
+        assert store.free_space() > 0
+    else:
+        assert store.free_space() is None
+
+
+def test_no_download_url_without_an_address_for_clients(store):
+    """Only an S3 store given the address clients reach it at hands out URLs (tests/test_presigned_downloads.py)."""
+    with store.write(io.BytesIO(b"x"), limit=10) as blob:
+        pass
+    assert store.download_url(blob.name, 60, "x.txt") is None
+
+
+# --- S3 alone
+
+
+def test_concat_plans_parts_s3_accepts_moving_little_through_the_host():
+    """Every part but the last is at least 5 MiB, each segment is covered once in order, and what is uploaded
+    through the host stays below 5 MiB per run of small extents (plus a part for a trailing run)."""
+    segments = [("a", 0, 100), ("b", 0, 30 * MIB), ("c", 7, MIB), ("d", 0, 5 * MIB), ("e", 1, 3 * MIB)]
+    segments += [("f", i * 10, 4096) for i in range(3000)] + [("g", 0, 6 * MIB), ("h", 0, 10)]
+    segments += [("i", 0, 2 * MIB), ("j", 0, 40 * MIB)]
+    plan = plan_parts(segments, 8 * MIB)
+    sizes = [sum(n for _, _, n in pieces) for _, pieces in plan]
+    assert all(size >= MIN_PART for size in sizes[:-1])
+    assert all(size <= 8 * MIB for (kind, _), size in zip(plan, sizes) if kind == "upload")
+    flat = [piece for _, pieces in plan for piece in pieces]
+    rebuilt, at = [], 0
+    for blob, offset, length in segments:  # the pieces, in order, tile each segment exactly
+        covered = offset
+        while covered < offset + length:
+            piece = flat[at]
+            assert piece[:2] == (blob, covered)
+            covered += piece[2]
+            at += 1
+        rebuilt.append(covered - offset)
+    assert at == len(flat) and rebuilt == [n for _, _, n in segments]
+    uploaded = sum(size for (kind, _), size in zip(plan, sizes) if kind == "upload")
+    small = 100 + MIB + 3 * MIB + 3000 * 4096 + 10 + 2 * MIB
+    assert uploaded <= small + 3 * MIN_PART
+    copied = [pieces[0] for kind, pieces in plan if kind == "copy"]
+    assert copied[0] == ("b", MIN_PART - 100, 30 * MIB - (MIN_PART - 100))  # topped the run up: b's rest is copied
+    assert sum(n for _, _, n in copied) >= 30 * MIB
+    assert plan_parts([], 8 * MIB) == []
+    assert plan_parts([("x", 0, 10)], 8 * MIB) == [("upload", [("x", 0, 10)])]
+    assert plan_parts([("x", 3, 6 * MIB)], 8 * MIB) == [("copy", [("x", 3, 6 * MIB)])]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_outage_is_unavailable_at_once(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    down = S3Store(
+        "s3://bucket/prefix",
+        endpoint_url=f"http://127.0.0.1:{closed_port()}",
+        addressing_style="path",
+        connect_timeout=0.5,
+        read_timeout=0.5,
+        max_attempts=1,
+    )
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="the object store is unreachable while holding") as refused:
+        down.write(io.BytesIO(b"x"), 10)
+    assert isinstance(refused.value.__cause__, Exception)
+    with pytest.raises(Unavailable):
+        down.open(["a" * 32])
+    with pytest.raises(Unavailable):
+        list(down.listing(time.time()))
+    assert down.health() == "not writable"
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("after", [100, 2 * PART + 5])
+def test_a_source_failing_mid_upload_leaves_nothing(s3_env, s3, bucket, after):  # noqa: F811
+    store = S3Store(f"s3://{bucket}/p", part_size=PART)
+    with pytest.raises(OSError, match="the client went away"):
+        store.write(Failing(after), limit=10 * PART)
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []  # no blob, no hold marker
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+
+
+def test_a_64_mib_write_holds_one_part_in_memory(s3_env, bucket):  # noqa: F811
+    store = S3Store(f"s3://{bucket}/p", part_size=8 * MIB)
+    with store.write(io.BytesIO(b"warm"), 10):  # botocore's first request loads its models: not ours to count
+        pass
+    source = Pattern(64 * MIB)
+    expected = hashlib.sha256()
+    for _ in range(64 * MIB // len(source.block)):
+        expected.update(source.block)
+    expected.update(source.block[: 64 * MIB % len(source.block)])
+    tracemalloc.start()
+    try:
+        with store.write(source, limit=64 * MIB) as blob:
+            _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (blob.size, blob.sha256) == (64 * MIB, base64.b64encode(expected.digest()).decode())
+    assert peak < 1.5 * 8 * MIB, f"{peak / MIB:.1f} MiB at the peak"
+
+
+def test_missing_object_reads_are_file_not_found(s3_env, bucket):  # noqa: F811
+    store = S3Store(f"s3://{bucket}/p", part_size=PART)
+    with store.write(io.BytesIO(b"x" * 10), 10) as blob, store.open([blob.name]) as opened:
+        store.delete(blob.name)  # under a reader: S3 keeps nothing open
+        with pytest.raises(FileNotFoundError):
+            list(opened.pieces([Extent(blob.name, 0, 10)]))
+
+
+def test_boto3_is_imported_only_for_an_s3_store():
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, wopihost.s3store, wopihost.storage; print('boto3' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_settings_are_checked_before_any_request():
+    with pytest.raises(ValueError, match="is not an s3://bucket/prefix URL"):
+        S3Store("https://bucket/prefix")
+    with pytest.raises(ValueError, match="at least"):
+        S3Store("s3://bucket", part_size=MIB)
+    with pytest.raises(ValueError, match="addressing style"):
+        S3Store("s3://bucket", addressing_style="sideways")

@@ -1,0 +1,653 @@
+"""File content in an S3-compatible object store: the blob store of nodes that share nothing but the database
+and a bucket (issue 16).
+
+Each blob is one immutable object, `PREFIX/blobs/<name[:2]>/<name>`, named by a random id. An object becomes
+visible whole, when its PutObject or CompleteMultipartUpload is acknowledged, or never: a failed write aborts its
+multipart upload, and `sweep_tmp` aborts those of writers that died.
+
+A writer *holds* its new object from before it can become visible until `Blob.release()` with hold markers,
+small objects `PREFIX/holds/<name>/<id>`: gc takes no blob that has a live marker. Markers are never
+overwritten (a refresh is a new marker), so a sweeper deleting a dead one can never delete a live one that
+replaced it, whichever node runs it. A marker counts as dead once older than the lease, judged on the store's
+own clock (its LastModified against the Date of the listing that showed it), so nodes' clocks do not matter.
+
+boto3 is imported when an S3Store is made, not with this module: the local default does not pay for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import math
+import mimetypes
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .faults import Unavailable
+from .ids import is_id, new_id
+from .storage import PIECE, Blob, Opened, Readable, TooLarge
+
+log = logging.getLogger("wopihost.s3store")
+
+MIB = 1 << 20
+MIN_PART = 5 * MIB  # S3's least size of a multipart upload's part, but the last (EntityTooSmall)
+MAX_COPY_PART = 5 << 30  # S3's largest part (UploadPartCopy included)
+MAX_PARTS = 10_000
+READ_AHEAD = 16 * MIB  # what one GET of a seekable reader asks for (S3Opened.readinto)
+NAME_LENGTH = 32
+# the error codes (besides any 5xx) that mean "not now": throttling and the store's own timeouts
+_BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
+# a bucket, credentials or clock the store refuses: no request can do anything until an admin fixes them
+_REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "RequestTimeTooSkewed", "NoSuchBucket"}
+_MISSING = {"NoSuchKey", "NotFound", "404"}
+_client_lock = threading.Lock()  # boto3 sessions are not thread-safe; the clients they make are
+
+
+class S3Store:
+    """Blobs as objects under `s3://bucket/prefix` (a storage.Storage).
+
+    Credentials, endpoint, region and addressing style come from the standard AWS variables and config file
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, `addressing_style` in
+    ~/.aws/config) unless given here. Timeouts and attempts are always ours: botocore's retry mode "standard"
+    (back-off with jitter, on throttling, 5xx and connection errors) with `max_attempts` in all.
+    """
+
+    # A deleted object is gone for a reader that is still reading it: gc waits out the grace period after
+    # finding a blob unreferenced (gc.py), and release() leaves blobs to it.
+    deleted_stays_readable = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        addressing_style: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 4,
+        part_size: int = 8 * MIB,
+        hold_lease: float = 3600.0,
+        download_endpoint_url: str | None = None,
+    ):
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"{url!r} is not an s3://bucket/prefix URL")
+        if part_size < MIN_PART:
+            raise ValueError(f"the part size must be at least {MIN_PART} bytes (S3's least part)")
+        if addressing_style not in (None, "auto", "path", "virtual"):
+            raise ValueError(f"addressing style {addressing_style!r} is none of auto, path, virtual")
+        self.bucket = parts.netloc
+        prefix = parts.path.strip("/")
+        self._root = f"{prefix}/" if prefix else ""
+        self.part_size, self.hold_lease = part_size, hold_lease
+
+        import boto3.session  # type: ignore[import-untyped]  # here, not at the top: see the module's docstring
+        from botocore.config import Config  # type: ignore[import-untyped]
+
+        config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            # None leaves the config file's s3 settings (addressing_style) in force
+            s3={"addressing_style": addressing_style} if addressing_style else None,
+        )
+        with _client_lock:
+            session = boto3.session.Session()
+            self._s3 = session.client(
+                "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config
+            )
+            # Presigning makes no request: this client only signs URLs for the address clients reach the store at.
+            self._presigner = (
+                session.client(
+                    "s3",
+                    endpoint_url=download_endpoint_url,
+                    region_name=region or None,
+                    config=config.merge(Config(signature_version="s3v4")),  # SigV4 URLs, which say when they expire
+                )
+                if download_endpoint_url
+                else None
+            )
+
+    def __repr__(self) -> str:
+        return f"S3Store('s3://{self.bucket}/{self._root}')"
+
+    # -- keys
+
+    def key(self, name: str) -> str:
+        return f"{self._root}blobs/{name[:2]}/{name}"
+
+    def _name(self, key: str) -> str | None:
+        name = key.rsplit("/", 1)[-1]
+        return name if is_id(name, NAME_LENGTH) and key == self.key(name) else None
+
+    # -- writing
+
+    def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
+        """Stream `source` into a new, held object; at most `limit` bytes (else TooLarge, and nothing is left).
+
+        What crosses the network: one hold marker PUT, then the content, one part (part_size bytes, the only
+        buffer) at a time: a body shorter than one part, or limited to less than two, is one PutObject, a longer
+        one a multipart upload, completed only once every part is stored. The object is acknowledged by the store when this returns.
+        """
+        digest = hashlib.sha256() if sha256 else None
+        # A body known to fit in less than two parts (an upload session's piece: `limit` is its declared length)
+        # goes up as one PutObject from a buffer of its size: 3 requests with the hold marker's, not 7 for a
+        # multipart upload, whose create and complete cost more than the data on a nearby store.
+        buffer = memoryview(bytearray(limit + 1 if limit < 2 * self.part_size else self.part_size))
+        size = 0
+
+        def fill() -> int:
+            nonlocal size
+            got = 0
+            while got < len(buffer) and (n := source.readinto(buffer[got:])):
+                got += n
+                if size + got > limit:
+                    raise TooLarge(limit)
+            if digest is not None:
+                digest.update(buffer[:got])
+            size += got
+            return got
+
+        name = new_id(NAME_LENGTH)
+        key = self.key(name)
+        hold = self._hold(name)
+        try:
+            n = fill()
+            if n < len(buffer):  # the whole body in one part: one request, nothing to abort
+                with self._faults(f"storing {name}"):
+                    self._s3.put_object(Bucket=self.bucket, Key=key, Body=_View(buffer[:n]))
+            else:
+                with self._multipart(key, hold) as upload:
+                    while n:
+                        upload.part(buffer[:n])
+                        n = fill()
+        except BaseException:
+            hold.close()
+            raise
+        sha = base64.b64encode(digest.digest()).decode("ascii") if digest else ""
+        return Blob(name, size, sha, hold)
+
+    def concat(self, opened: Opened, extents: Iterable[Any]) -> Blob:
+        """A new, held object made of `extents` (.blob, .offset, .length) of stored objects. No SHA-256.
+
+        What crosses the host: S3 copies a part of at least 5 MiB server-side (UploadPartCopy with a byte
+        range), but every part but the last must be that large. So a run of extents smaller than 5 MiB is
+        read (ranged GETs) and uploaded as one part, topped up to 5 MiB from the next large extent when there
+        is one (the large extent's rest is then copied): at most about 5 MiB per run of small extents passes
+        through the host, none of a large extent beyond that top-up, and at most one part is in memory.
+        Everything smaller than one part in all is read and PUT as one object. Zero extents: an empty object.
+        """
+        assert isinstance(opened, S3Opened)  # opened by this store
+        segments = [(e.blob, e.offset, e.length) for e in extents if e.length]
+        total = sum(length for _, _, length in segments)
+        gather = max(self.part_size, math.ceil(total / (MAX_PARTS - 1)))
+        plan = plan_parts(segments, gather)
+        if len(plan) > MAX_PARTS:
+            raise ValueError(f"{len(segments)} extents make {len(plan)} parts, more than S3's {MAX_PARTS}")
+        name = new_id(NAME_LENGTH)
+        key = self.key(name)
+        hold = self._hold(name)
+        try:
+            if len(plan) <= 1 and (not plan or plan[0][0] == "upload"):
+                data = self._gathered(opened, plan[0][1] if plan else [])
+                with self._faults(f"storing {name}"):
+                    self._s3.put_object(Bucket=self.bucket, Key=key, Body=_View(data))
+            else:
+                with self._multipart(key, hold) as upload:
+                    for kind, pieces in plan:
+                        if kind == "copy":
+                            upload.copy(self.key(pieces[0][0]), pieces[0][1], pieces[0][2])
+                        else:
+                            upload.part(self._gathered(opened, pieces))
+        except BaseException:
+            hold.close()
+            raise
+        return Blob(name, total, "", hold)
+
+    def _gathered(self, opened: S3Opened, pieces: list[tuple[str, int, int]]) -> memoryview:
+        buffer = memoryview(bytearray(sum(length for _, _, length in pieces)))
+        at = 0
+        for blob, offset, length in pieces:
+            got = opened.readinto(blob, offset, buffer[at : at + length])
+            if got != length:
+                raise OSError(f"blob {blob} ends before offset {offset + length}")
+            at += length
+        return buffer
+
+    @contextmanager
+    def _multipart(self, key: str, hold: _Hold) -> Iterator[_Upload]:
+        """A multipart upload to `key`, completed when the block ends, aborted if it fails."""
+        with self._faults(f"starting an upload to {key}"):
+            upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        upload = _Upload(self, key, upload_id, hold)
+        try:
+            yield upload
+            hold.refresh(force=True)  # AWS dates a completed object at its upload's start: the lease starts now
+            with self._faults(f"completing {key}"):
+                self._s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": upload.parts}
+                )
+        except BaseException:
+            try:
+                with self._faults(f"aborting the upload to {key}"):
+                    self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except Exception as exc:  # the write's own error is the one to report; sweep_tmp aborts it later
+                log.warning("could not abort the multipart upload to %s (%s): sweep_tmp will", key, exc)
+            raise
+
+    # -- holds
+
+    def _hold(self, name: str) -> _Hold:
+        hold = _Hold(self, name)
+        hold.refresh(force=True)
+        return hold
+
+    def _live_holds(self) -> tuple[set[str], list[str], float]:
+        """Names with a live hold marker, the keys of dead markers, and the store's time (epoch seconds)."""
+        live, dead, now = set(), [], 0.0
+        for page in self._pages("list_objects_v2", Prefix=f"{self._root}holds/"):
+            now = max(now, _date(page))
+            for item in page.get("Contents", ()):
+                name = item["Key"][len(self._root) + len("holds/") :].split("/", 1)[0]
+                if now - item["LastModified"].timestamp() > self.hold_lease:
+                    dead.append(item["Key"])
+                else:
+                    live.add(name)
+        return live, dead, now
+
+    @contextmanager
+    def unheld(self, names: Iterable[str]) -> Iterator[list[str]]:
+        """The names among `names` that no live writer holds (one listing of the hold markers).
+
+        Nothing needs holding for the block on S3: a writer only ever holds a new name, and holds it before
+        its object can be seen, so a name seen in `listing` without a live marker can never gain one. Its
+        writer, if any, let go after its database transaction (or died and its lease ran out).
+        """
+        live, _, _ = self._live_holds()
+        yield [name for name in dict.fromkeys(names) if name not in live]
+
+    # -- reading
+
+    def open(self, names: Iterable[str] = ()) -> S3Opened:
+        """Blobs to read. S3 holds nothing open: each name is HEADed now, to fail early if it is missing."""
+        return S3Opened(self, names)
+
+    def _head(self, name: str) -> int:
+        with self._faults(f"reading {name}"):
+            return self._s3.head_object(Bucket=self.bucket, Key=self.key(name))["ContentLength"]
+
+    def _get(self, name: str, offset: int, length: int):
+        """The streaming body of bytes [offset, offset + length) of `name` (length > 0): one ranged GET."""
+        with self._faults(f"reading {name}"):
+            response = self._s3.get_object(
+                Bucket=self.bucket, Key=self.key(name), Range=f"bytes={offset}-{offset + length - 1}"
+            )
+        return response["Body"]
+
+    # -- removing
+
+    def delete(self, name: str) -> None:
+        """Remove the object now. A GET already streaming it may finish; any later one is FileNotFoundError."""
+        with self._faults(f"deleting {name}"):
+            self._s3.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def release(self, name: str) -> None:
+        """Nothing now: a download may still be reading it. gc deletes it once it has stayed unreferenced for
+        the grace period."""
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._head(name)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def listing(self, older_than: float) -> Iterator[str]:
+        """Names of the blobs stored before epoch time `older_than` (by the store's LastModified)."""
+        for page in self._pages("list_objects_v2", Prefix=f"{self._root}blobs/"):
+            for item in page.get("Contents", ()):
+                name = self._name(item["Key"])
+                if name is not None and item["LastModified"].timestamp() < older_than:
+                    yield name
+
+    def partial_writes(self) -> list[str]:
+        """The keys of the multipart uploads under the prefix not completed nor aborted."""
+        return sorted(
+            upload["Key"]
+            for page in self._pages("list_multipart_uploads", Prefix=f"{self._root}blobs/")
+            for upload in page.get("Uploads", ())
+        )
+
+    def sweep_tmp(self, older_than: float = 3600) -> int:
+        """Abort multipart uploads started more than `older_than` seconds ago whose writer holds no live marker,
+        and delete dead hold markers; returns how many. Any node may run it at any time."""
+        live, dead, now = self._live_holds()
+        removed = 0
+        for page in self._pages("list_multipart_uploads", Prefix=f"{self._root}blobs/"):
+            now = max(now, _date(page))
+            for upload in page.get("Uploads", ()):
+                name = self._name(upload["Key"])
+                if name in live or now - upload["Initiated"].timestamp() <= older_than:
+                    continue
+                with suppress(FileNotFoundError), self._faults(f"aborting the upload to {upload['Key']}"):
+                    self._s3.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    removed += 1
+        for key in dead:
+            with self._faults(f"deleting the dead hold {key}"):
+                self._s3.delete_object(Bucket=self.bucket, Key=key)
+            removed += 1
+        return removed
+
+    # -- state
+
+    def health(self) -> str:
+        """ "ok", or "not writable" when a probe object cannot be written and deleted. Never raises."""
+        try:
+            with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
+                self.delete(probe.name)
+        except (Unavailable, OSError) as exc:
+            log.warning("the object store is not writable: %s", exc)
+            return "not writable"
+        return "ok"
+
+    def free_space(self) -> int | None:
+        return None  # an object store does not say
+
+    def download_url(self, name: str, ttl: float, filename: str) -> str | None:
+        """A presigned GET of the object for `ttl` seconds, served as an attachment named `filename`, when the
+        store has an address for clients (download_endpoint_url); signed here, without asking the store. Such
+        a URL cannot be revoked before it expires, and keeps serving the object for as long as gc leaves it."""
+        if self._presigner is None:
+            return None
+        params = {
+            "Bucket": self.bucket,
+            "Key": self.key(name),
+            "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}",
+            "ResponseContentType": mimetypes.guess_type(filename)[0] or "application/octet-stream",
+        }
+        return self._presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=int(ttl))
+
+    # -- requests
+
+    def _pages(self, operation: str, **kwargs) -> Iterator[dict]:
+        pages = iter(self._s3.get_paginator(operation).paginate(Bucket=self.bucket, **kwargs))
+        while True:
+            with self._faults(f"listing {kwargs.get('Prefix', '')}"):
+                page = next(pages, None)
+            if page is None:
+                return
+            yield page
+
+    @contextmanager
+    def _faults(self, what: str) -> Iterator[None]:
+        """The store's failures as the faults the faces answer: Unavailable (503) for an outage, throttling or
+        refused credentials (after botocore's retries), FileNotFoundError for a missing object or upload."""
+        from botocore import exceptions as e  # type: ignore[import-untyped]
+
+        try:
+            yield
+        except e.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, status = error.get("Code", ""), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in _MISSING or code == "NoSuchUpload":
+                raise FileNotFoundError(f"the object store has no {what.split(' ', 1)[-1]} ({code})") from exc
+            if status >= 500 or code in _BUSY or code in _REFUSED:
+                raise Unavailable(f"the object store cannot serve {what} now ({code or status})") from exc
+            raise
+        except (e.ConnectionError, e.HTTPClientError, e.IncompleteReadError, e.NoCredentialsError) as exc:
+            raise Unavailable(f"the object store is unreachable while {what} ({type(exc).__name__})") from exc
+
+
+class _Upload:
+    """The parts of one multipart upload, numbered in order."""
+
+    def __init__(self, store: S3Store, key: str, upload_id: str, hold: _Hold):
+        self.store, self.key, self.upload_id, self.hold = store, key, upload_id, hold
+        self.parts: list[dict] = []
+
+    def part(self, data: memoryview) -> None:
+        """Upload `data` (uploaded from the buffer itself, never copied)."""
+        number = len(self.parts) + 1
+        with self.store._faults(f"storing part {number} of {self.key}"):
+            etag = self.store._s3.upload_part(
+                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=_View(data)
+            )["ETag"]
+        self.parts.append({"PartNumber": number, "ETag": etag})
+        self.hold.refresh()
+
+    def copy(self, source: str, offset: int, length: int) -> None:
+        """Bytes [offset, offset + length) of the object `source`, copied by the store: nothing crosses the host."""
+        number = len(self.parts) + 1
+        with self.store._faults(f"copying part {number} of {self.key}"):
+            result = self.store._s3.upload_part_copy(
+                Bucket=self.store.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.store.bucket, "Key": source},
+                CopySourceRange=f"bytes={offset}-{offset + length - 1}",
+            )["CopyPartResult"]
+        self.parts.append({"PartNumber": number, "ETag": result["ETag"]})  # RGW's is unquoted: passed as given
+        self.hold.refresh()
+
+
+class _Hold:
+    """A writer's hold on its new object: hold markers, each a new key, all deleted by close()."""
+
+    def __init__(self, store: S3Store, name: str):
+        self.store, self.name = store, name
+        self.keys: list[str] = []
+        self.since = 0.0
+
+    def refresh(self, force: bool = False) -> None:
+        """A new marker when the last is past half its lease (or `force`): a long write stays held."""
+        if not force and time.monotonic() - self.since < self.store.hold_lease / 2:
+            return
+        key = f"{self.store._root}holds/{self.name}/{new_id(8)}"
+        with self.store._faults(f"holding {self.name}"):
+            self.store._s3.put_object(Bucket=self.store.bucket, Key=key, Body=b"")
+        self.keys.append(key)
+        self.since = time.monotonic()
+
+    def close(self) -> None:
+        """Release: delete the markers. If the store cannot be reached, they die when their lease ends."""
+        while self.keys:
+            key = self.keys.pop()
+            try:
+                with self.store._faults(f"releasing {self.name}"):
+                    self.store._s3.delete_object(Bucket=self.store.bucket, Key=key)
+            except Unavailable as exc:
+                log.warning("could not delete the hold marker %s (%s): it dies with its lease", key, exc)
+
+
+class S3Opened:
+    """The S3 counterpart of extents.OpenBlobs: names and sizes, read with ranged GETs.
+
+    S3 keeps nothing open: a blob deleted after it was opened here is gone for every later read
+    (FileNotFoundError), so the domain must not delete what a reader may still need.
+    """
+
+    def __init__(self, store: S3Store, names: Iterable[str] = ()):
+        self._store = store
+        self._sizes: dict[str, int] = {}
+        self._stream: tuple[str, int, int, Any] | None = None  # readinto's GET: name, next offset, end, body
+        for name in dict.fromkeys(names):
+            self.add(name)
+
+    def add(self, name: str) -> None:
+        if name not in self._sizes:
+            self._sizes[name] = self._store._head(name)
+
+    def adopt(self, other: S3Opened) -> None:
+        self._sizes.update(other._sizes)
+        other._sizes.clear()
+
+    def subset(self, names: Iterable[str]) -> S3Opened:
+        other = S3Opened(self._store)
+        other._sizes = {name: self._sizes[name] for name in names}
+        return other
+
+    def size(self, name: str) -> int:
+        """The object's size: HEAD once, then remembered."""
+        self.add(name)
+        return self._sizes[name]
+
+    def pieces(self, extents: Iterable[Any], piece: int = PIECE) -> Iterator[bytes]:
+        """The bytes of `extents`, in pieces of at most `piece` bytes: one ranged GET per extent, streamed."""
+        for extent in extents:
+            if not extent.length:
+                continue
+            body = self._store._get(extent.blob, extent.offset, extent.length)
+            try:
+                left = extent.length
+                while left:
+                    with self._store._faults(f"reading {extent.blob}"):
+                        data = body.read(min(piece, left))
+                    if not data:
+                        raise OSError(f"blob {extent.blob} ends before offset {extent.offset + extent.length}")
+                    left -= len(data)
+                    yield data
+            finally:
+                body.close()
+
+    def readinto(self, name: str, offset: int, buffer) -> int:
+        """Bytes of `name` from `offset` into `buffer`; fewer at the object's end, 0 past it.
+
+        A seekable reader (a GetFile, with or without a Range) reads on from where it stopped: its reads are
+        served from one ranged GET of up to READ_AHEAD bytes (or the buffer, if larger), kept open while the
+        reads continue it, rather than one GET per buffer.
+        """
+        view = memoryview(buffer).cast("B")
+        length = min(len(view), self.size(name) - offset)
+        if length <= 0:
+            return 0
+        if self._stream is None or self._stream[:2] != (name, offset) or self._stream[2] - offset < length:
+            self._end_stream()
+            end = min(self.size(name), offset + max(length, READ_AHEAD))
+            self._stream = (name, offset, end, self._store._get(name, offset, end - offset))
+        body = self._stream[3]
+        got = 0
+        try:
+            with self._store._faults(f"reading {name}"):
+                while got < length and (data := body.read(min(PIECE, length - got))):
+                    view[got : got + len(data)] = data
+                    got += len(data)
+        except BaseException:
+            self._end_stream()
+            raise
+        self._stream = (name, offset + got, self._stream[2], body)
+        return got
+
+    def _end_stream(self) -> None:
+        if self._stream is not None:
+            self._stream[3].close()
+            self._stream = None
+
+    def whole_file(self, name: str) -> None:
+        return None  # no local file to sendfile: the content is streamed with pieces()
+
+    def close(self) -> None:
+        self._end_stream()
+        self._sizes.clear()
+
+    def __enter__(self) -> S3Opened:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+Segment = tuple[str, int, int]  # blob, offset, length
+
+
+def plan_parts(segments: list[Segment], gather: int) -> list[tuple[str, list[Segment]]]:
+    """The parts of a concatenation: ("copy", [segment]) copied by the store, or ("upload", segments) read and
+    uploaded through the host, at most `gather` bytes (>= MIN_PART). Every part but the last is >= MIN_PART.
+
+    Small segments are gathered into parts of up to `gather` bytes. A run of them still short of MIN_PART is
+    topped up to exactly MIN_PART from a large neighbour that keeps MIN_PART or more for its own copy, so little
+    crosses the host; a neighbour too short to spare that joins the run instead.
+    """
+    plan: list[tuple[str, list[Segment]]] = []
+    pending: list[Segment] = []
+    pending_size = 0
+
+    def flush() -> None:
+        nonlocal pending_size
+        if pending:
+            plan.append(("upload", pending.copy()))
+            pending.clear()
+            pending_size = 0
+
+    for blob, offset, left in segments:
+        while left:
+            need = MIN_PART - pending_size  # > 0 while the run could not be a part of its own
+            top_up = bool(pending) and need > 0 and left - need >= MIN_PART
+            if left >= MIN_PART and need <= 0 or left >= MIN_PART and not pending:
+                flush()
+                n = min(left, MAX_COPY_PART)
+                plan.append(("copy", [(blob, offset, n)]))
+            else:
+                n = need if top_up else min(left, gather - pending_size)
+                pending.append((blob, offset, n))
+                pending_size += n
+                if top_up or pending_size >= gather:
+                    flush()
+            offset += n
+            left -= n
+    flush()
+    return plan
+
+
+class _View(io.RawIOBase):
+    """A read-only, seekable file over a memoryview, so that botocore sends (and re-sends on a retry) the part
+    straight from the write's buffer rather than from a copy."""
+
+    def __init__(self, view: memoryview):
+        super().__init__()
+        self._view, self._position = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        data = bytes(self._view[self._position : end])
+        self._position = max(self._position, end)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+
+def _date(page: dict) -> float:
+    """The store's clock, from a response's Date header (local time if it gave none)."""
+    date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date).timestamp() if date else time.time()
+    except (TypeError, ValueError):
+        return time.time()
