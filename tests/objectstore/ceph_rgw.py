@@ -197,6 +197,16 @@ def cluster_pids(directory: Path) -> list[int]:
     return sorted(found)
 
 
+def _taken(port: int) -> bool:
+    """Whether some process holds 127.0.0.1:port (it cannot be bound)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def listens(pid: int, port: int) -> bool:
     """Whether process pid itself listens on 127.0.0.1:port (not merely some process: a port taken by another
     since free_port() chose it would otherwise pass for our daemon)."""
@@ -258,6 +268,7 @@ class Cluster:
         self.conf = self.directory / "ceph.conf"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.gateway: Gateway | None = None
+        self.ports: tuple[int, ...] = ()  # the ports the last start chose
 
     def start(self) -> Gateway:
         missing = missing_binaries()
@@ -279,8 +290,11 @@ class Cluster:
                 self.stop()
                 if not isinstance(exc, Exception):
                     raise
-                # another process took a port between free_port() and the daemon's bind: once more, new ports
-                if attempt == 1 and "Address already in use" in tails and time.monotonic() < self.deadline:
+                # another process took a port between free_port() and the daemon's bind: once more, new ports.
+                # A daemon that exits on it does not always get to log why: a port held by someone else once ours
+                # are stopped tells as well.
+                clash = "Address already in use" in tails or any(_taken(port) for port in self.ports)
+                if attempt == 1 and clash and time.monotonic() < self.deadline:
                     self.procs = {}
                     continue
                 raise StartError(f"Ceph RGW did not start in {self.directory}: {exc}\n{tails}") from exc
@@ -350,6 +364,7 @@ class Cluster:
         d, conf = self.directory, str(self.conf)
         fsid, osd_uuid = str(uuid.uuid4()), str(uuid.uuid4())
         mon_port, rgw_port = free_port(), free_port()
+        self.ports = (mon_port, rgw_port)
         self.conf.write_text(ceph_conf(d, fsid, mon_port, rgw_port))
         (d / "pids").touch()
         for sub in ("mon", "osd", "run", "crash", "rgw"):
