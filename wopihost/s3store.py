@@ -30,6 +30,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .extents import Extent
 from .faults import Unavailable
 from .ids import is_id, new_id
 from .storage import PIECE, Blob, Opened, Readable, TooLarge
@@ -213,13 +214,12 @@ class S3Store:
         return Blob(name, total, "", hold)
 
     def _gathered(self, opened: S3Opened, pieces: list[tuple[str, int, int]]) -> memoryview:
+        """`pieces` read into one buffer: one ranged GET of exactly each (readinto would read ahead past it)."""
         buffer = memoryview(bytearray(sum(length for _, _, length in pieces)))
         at = 0
-        for blob, offset, length in pieces:
-            got = opened.readinto(blob, offset, buffer[at : at + length])
-            if got != length:
-                raise OSError(f"blob {blob} ends before offset {offset + length}")
-            at += length
+        for data in opened.pieces(Extent(blob, offset, length) for blob, offset, length in pieces):
+            buffer[at : at + len(data)] = data
+            at += len(data)
         return buffer
 
     @contextmanager

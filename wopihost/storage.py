@@ -82,8 +82,8 @@ class Closable(Protocol):
 
 
 class Opened(Protocol):
-    """Blobs opened together for reading (a store's `open`), closed by whoever opened them. A blob deleted
-    after it was opened stays readable through them."""
+    """Blobs opened together for reading (a store's `open`), closed by whoever opened them. A blob released
+    after it was opened (Storage.release) stays readable through them."""
 
     def add(self, name: str) -> None: ...
     def adopt(self, other: Self, /) -> None: ...  # take over other's blobs; other is left empty
