@@ -112,6 +112,26 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.record_dir is None and settings.record_max_body == 1 << 20  # not recording
 
 
+def test_storage_settings(tmp_path):
+    defaults = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path)})
+    assert defaults.storage_url == "" and defaults.s3_download_url == ""  # the local blob directory
+    assert (defaults.s3_connect_timeout, defaults.s3_read_timeout, defaults.s3_max_attempts) == (5, 60, 4)
+    assert defaults.s3_part_size == 8 << 20
+    settings = Settings.from_env(
+        {
+            "WOPIHOST_DATA_DIR": str(tmp_path),
+            "WOPIHOST_STORAGE_URL": "s3://files.example-1/wopi/host",
+            "WOPIHOST_S3_ADDRESSING_STYLE": "path",
+            "WOPIHOST_S3_MAX_ATTEMPTS": "2",
+            "WOPIHOST_S3_PART_SIZE": "16MiB",
+            "WOPIHOST_S3_DOWNLOAD_URL": "https://store.example/",
+        }
+    )
+    assert settings.storage_url == "s3://files.example-1/wopi/host" and settings.s3_addressing_style == "path"
+    assert (settings.s3_max_attempts, settings.s3_part_size) == (2, 16 << 20)
+    assert settings.s3_download_url == "https://store.example"
+
+
 def test_recording_settings(tmp_path):
     settings = Settings.from_env(
         {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_RECORD_DIR": "~/rec", "WOPIHOST_RECORD_MAX_BODY": "64k"}
@@ -126,6 +146,15 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_MAX_FILE_SIZE": "big"}, "WOPIHOST_MAX_FILE_SIZE"),
         ({"WOPIHOST_PUBLIC_URL": "wopi.example"}, "WOPIHOST_PUBLIC_URL"),
         ({"WOPIHOST_RECORD_MAX_BODY": "all"}, "WOPIHOST_RECORD_MAX_BODY"),
+        ({"WOPIHOST_STORAGE_URL": "https://bucket/prefix"}, "WOPIHOST_STORAGE_URL"),
+        ({"WOPIHOST_STORAGE_URL": "s3://"}, "WOPIHOST_STORAGE_URL"),
+        ({"WOPIHOST_S3_ADDRESSING_STYLE": "sideways"}, "WOPIHOST_S3_ADDRESSING_STYLE"),
+        ({"WOPIHOST_S3_CONNECT_TIMEOUT": "0s"}, "WOPIHOST_S3_CONNECT_TIMEOUT"),
+        ({"WOPIHOST_S3_READ_TIMEOUT": "never"}, "WOPIHOST_S3_READ_TIMEOUT"),
+        ({"WOPIHOST_S3_MAX_ATTEMPTS": "0"}, "WOPIHOST_S3_MAX_ATTEMPTS"),
+        ({"WOPIHOST_S3_PART_SIZE": "4MiB"}, "WOPIHOST_S3_PART_SIZE"),
+        ({"WOPIHOST_S3_PART_SIZE": "6GiB"}, "WOPIHOST_S3_PART_SIZE"),
+        ({"WOPIHOST_S3_DOWNLOAD_URL": "store.example"}, "WOPIHOST_S3_DOWNLOAD_URL"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):
