@@ -202,9 +202,7 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name}: {exc}") from None
 
         data_dir = Path(get("DATA_DIR", "data")).expanduser().resolve()
-        public_url = get("PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
-        if not re.match(r"^https?://[^/]+", public_url):
-            raise ConfigError(f"{ENV_PREFIX}PUBLIC_URL: must be an absolute http(s) URL, got {public_url!r}")
+        public_url = parsed("PUBLIC_URL", "http://127.0.0.1:8080", _http_url)
         max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
         max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(2 * max_file_size), parse_size)
         discovery_url = get("DISCOVERY_URL", "")
