@@ -4,10 +4,22 @@ import io
 import re
 
 import pytest
+import sqlalchemy as sa
 
+from wopihost import chunkindex
 from wopihost.gc import collect
+from wopihost.models import SessionChunk, UploadSession
 
-from .cspp_helpers import chunk_frames, create_session, full_file, put_chunked, sequence_number, update_session, upload
+from .cspp_helpers import (
+    chunk_frames,
+    chunk_id,
+    create_session,
+    full_file,
+    put_chunked,
+    sequence_number,
+    update_session,
+    upload,
+)
 from .helpers import stored_blobs
 
 # docs/cspp-plus.md §4.5: two Chunk frames, "hello" and "world", 74 bytes.
@@ -324,6 +336,90 @@ def test_chunk_whose_payload_does_not_match_its_id_is_400(locked):
     assert response.status_int == 400
     assert "hash" in response.headers["X-WOPI-FailureReason"]
     assert locked.get_file().body == b"hello world"
+
+
+# -- the chunk index: frames decoded as the pieces arrive (wopihost/chunkindex.py) -------------------------------
+
+THREE = chunk_frames(
+    [("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world"), (chunk_id(b"again"), b"again")]
+)
+FRAME = len(THREE) // 3  # 37 bytes each: the 16-byte header, the 16-byte ChunkId and a 5-byte payload
+BAD_TYPE = THREE[: 2 * FRAME + 3] + bytes([9]) + THREE[2 * FRAME + 4 :]  # frame 3's FrameType (big-endian) is 9
+BAD_ID = THREE[: FRAME + 32] + b"WORLD" + THREE[FRAME + 37 :]  # frame 2's payload no longer hashes to its id
+SHORT = THREE[:-3]  # the stream stops 3 bytes before frame 3 ends
+
+
+def commit_reason(client, pieces: list[bytes]) -> tuple[int, str]:
+    token, offset = create_session(client), 0
+    for piece in pieces:
+        assert update_session(client, token, offset, piece).status_int == 200
+        offset += len(piece)
+    main, _ = full_file(b"hello", b"world", b"again")
+    response = put_chunked(client, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    return response.status_int, response.headers.get("X-WOPI-FailureReason", "")
+
+
+WHOLE = {
+    BAD_TYPE: "the upload session frames cannot be read: frame 3 has unknown FrameType 9",
+    SHORT: f"the upload session frames cannot be read: the stream ends in the middle of a frame (at byte {len(SHORT)})",
+    BAD_ID: "the payload of chunk Jb4/r1zZ3xx+kzfTbN35Qg== does not hash to its ChunkId",
+}
+
+
+@pytest.mark.parametrize("stream", WHOLE, ids=["bad-type", "short", "bad-id"])
+@pytest.mark.parametrize("cuts", [(), (1,), (FRAME - 3,), (FRAME + 20,), (2 * FRAME,), (2 * FRAME + 1,), (7, 40, 100)])
+@pytest.mark.parametrize("carry", ["indexed", "beyond MAX_CARRY"])
+def test_a_stream_in_pieces_fails_as_it_would_whole(locked, monkeypatch, stream, cuts, carry):
+    """Frame numbers and byte offsets in the reason are the whole stream's, however the pieces cut it, whether the
+    pieces decoded their frames or a frame too long to carry left the decoding to the commit."""
+    if carry != "indexed":
+        monkeypatch.setattr(chunkindex, "MAX_CARRY", 2)
+    bounds = [0, *cuts, len(stream)]
+    pieces = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert commit_reason(locked, pieces) == (400, WHOLE[stream])
+    assert locked.get_file().body == b"hello world"  # nothing changed
+
+
+@pytest.mark.parametrize("cut", range(1, len(THREE)))
+def test_a_stream_cut_anywhere_commits_from_its_index(locked, services, cut):
+    assert commit_reason(locked, [THREE[:cut], THREE[cut:]]) == (200, "")
+    assert locked.get_file().body == b"helloworldagain"
+
+
+def test_a_commit_reads_none_of_the_sessions_bytes(empty, services, monkeypatch):
+    """Its time does not grow with the session: what the pieces indexed is read from the database."""
+    token = upload(empty, [(chunk_id(bytes([n]) * 1000), bytes([n]) * 1000) for n in range(40)], piece=3001)
+    pieces = {extent.blob for extent in session_stream(services, token)}
+    opened_type = type(services.blobs.open())
+    real = opened_type.pieces
+    read: list[str] = []
+
+    def pieces_spy(self, extents, *args):
+        read.extend(extent.blob for extent in extents)
+        return real(self, extents, *args)
+
+    monkeypatch.setattr(opened_type, "pieces", pieces_spy)
+    main, _ = full_file(*(bytes([n]) * 1000 for n in range(40)))
+    assert put_chunked(empty, {"MainContent": main}, session=token).status_int == 200
+    assert read and not pieces & set(read)  # the request body was decoded; no piece was read
+    monkeypatch.undo()
+    assert empty.get_file().body == b"".join(bytes([n]) * 1000 for n in range(40))
+
+
+def test_a_session_from_before_the_index_commits_by_decoding_it(locked, services):
+    """A session open across the upgrade that added the index has nothing indexed: its commit decodes it all."""
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")], piece=30)
+    with services.db.write() as s:
+        s.execute(sa.delete(SessionChunk))
+        s.execute(sa.update(UploadSession).values(indexed=0, indexed_frames=0, frame_error=None))
+    main, _ = full_file(b"hello", b"world")
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
+    assert locked.get_file().body == b"helloworld"
+
+
+def session_stream(services, token):
+    with services.db.read() as s:
+        return services.sessions.stream(s, token)
 
 
 # -- sweeping -----------------------------------------------------------------------------

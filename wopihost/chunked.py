@@ -27,19 +27,18 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from . import chunkindex
 from .clock import Clock
 from .config import Settings
-from .cspp.chunkid import EMPTY_CHUNK_ID, ChunkHasher, encode_chunk_id
+from .cspp.chunkid import EMPTY_CHUNK_ID
 from .cspp.chunking import signature_of
 from .cspp.frames import (
     END_FRAME,
-    ChunkData,
-    ChunkEnd,
     ChunkRangeStart,
     ChunkStart,
     FrameDecoder,
@@ -256,54 +255,6 @@ def read_message(body: bytes) -> Any:
     return first.value
 
 
-# -- decoding frames that lie on disk -------------------------------------------
-
-
-@dataclass
-class Decoded:
-    message: Any
-    chunks: dict[str, Extents]  # ChunkId -> where its payload lies
-    mismatched: list[str]  # ChunkIds whose payload does not hash to them
-    length: int  # bytes decoded
-
-
-def decode(opened: Opened, extents: Extents, mode: Literal["body", "session"], max_payload: int) -> Decoded:
-    """Decode a framed body ("body") or session stream ("session") lying in `extents`, hashing each chunk.
-
-    Chunks are not copied: the result says where their payloads lie. 400 on any framing error.
-    """
-    decoder = FrameDecoder(mode, max_payload_size=max_payload)
-    message: Any = None
-    chunks: dict[str, Extents] = {}
-    mismatched: list[str] = []
-    chunk_id: str | None = None
-    hasher: ChunkHasher | None = None
-    start, size = 0, 0
-    try:
-        for piece in opened.pieces(extents):
-            for event in decoder.feed(piece):
-                if isinstance(event, ChunkData):
-                    assert hasher is not None  # the decoder yields a chunk's data only after its ChunkStart
-                    hasher.update(event.data)
-                elif isinstance(event, ChunkStart):
-                    chunk_id, hasher = encode_chunk_id(event.chunk_id), ChunkHasher()
-                    start, size = event.stream_offset, event.size
-                elif isinstance(event, ChunkEnd):
-                    assert hasher is not None and chunk_id is not None  # likewise its ChunkEnd
-                    if hasher.chunk_id() != chunk_id:
-                        mismatched.append(chunk_id)
-                    chunks[chunk_id] = extents.slice(start, size)
-                elif isinstance(event, MessageJSON):
-                    message = event.value
-                elif isinstance(event, ChunkRangeStart):
-                    raise FrameError("a ChunkRange frame cannot be uploaded; send Chunk frames")
-        decoder.close()
-    except FrameError as exc:
-        where = "upload session" if mode == "session" else "request"
-        raise bad_request(f"the {where} frames cannot be read: {exc.reason}") from None
-    return Decoded(message, chunks, mismatched, extents.length)
-
-
 # -- the operations ---------------------------------------------------------------
 
 
@@ -484,6 +435,16 @@ class ChunkedFiles:
 
     # writing
 
+    def update_upload_session(self, token: str, file_id: str, offset: int, length: int, body: Readable) -> int:
+        """UpdateUploadSession: store a piece of the session's stream, indexing the chunks its frames complete
+        (chunkindex.py) on the way; returns the new end of the stream."""
+        limit = self.settings.max_upload_session_size
+
+        def observe(s: Session, state: Any) -> chunkindex.PieceIndexer | None:
+            return chunkindex.indexer_for(self.blobs, state, self.sessions.stream(s, state.token), limit)
+
+        return self.sessions.append(token, file_id, offset, length, body, observe=observe)
+
     def put_chunked_file(
         self, file_id: str, body: Readable, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int
     ) -> File:
@@ -498,14 +459,15 @@ class ChunkedFiles:
         try:
             with ExitStack() as held, self.blobs.open([spool.name]) as opened:
                 held.enter_context(spool)  # the new blobs stay held (see Blob) until the commit is over
-                inline = decode(opened, Extents([Extent(spool.name, 0, spool.size)]), "body", limit)
+                inline = chunkindex.decode_body(opened, Extents([Extent(spool.name, 0, spool.size)]), limit)
                 request = PutRequest.parse(inline.message)
                 token = request.session_token
                 try:
                     with self.db.read() as s:
                         self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
                         if token:
-                            self.sessions.get(s, token, file_id)  # 410 unless live and this file's
+                            # 410 unless live and this file's
+                            index = chunkindex.recorded(s, self.sessions.get(s, token, file_id))
                         session_stream = self.sessions.stream(s, token) if token else Extents()
                 except WopiError as exc:
                     if token and exc.status != 410:
@@ -519,7 +481,7 @@ class ChunkedFiles:
                             opened.add(piece.blob)
                     except FileNotFoundError:  # swept or committed by a concurrent request meanwhile
                         raise gone() from None
-                    session = decode(opened, session_stream, "session", limit)
+                    session = chunkindex.session_chunks(index, opened, session_stream, limit)
                     chunks = {**session.chunks, **chunks}
                     mismatched += session.mismatched
                 if mismatched and self.settings.verify_chunk_ids:

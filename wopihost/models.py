@@ -201,6 +201,12 @@ class UploadSession(Base):
     total: Mapped[int | None] = mapped_column(BigInteger)
     target: Mapped[str | None] = mapped_column(Text)
     result: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    # A CSPP session's frames decoded so far, as its pieces arrived (chunkindex.py): the stream up to `indexed`, a
+    # frame boundary, holds `indexed_frames` frames, whose chunks are its SessionChunk rows; `frame_error` says why
+    # the stream cannot be read, once it is known that it cannot.
+    indexed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    indexed_frames: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    frame_error: Mapped[str | None] = mapped_column(Text)
 
 
 class UploadPiece(Base):
@@ -211,6 +217,17 @@ class UploadPiece(Base):
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     length: Mapped[int] = mapped_column(BigInteger)
     blob: Mapped[str] = mapped_column(String(64))
+
+
+class SessionChunk(Base):
+    """A chunk an upload session's frames carry: its payload is bytes [start, start + size) of the stream."""
+
+    __tablename__ = "upload_session_chunks"
+    token: Mapped[str] = mapped_column(ForeignKey("upload_sessions.token", ondelete="CASCADE"), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    chunk_id: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    matches: Mapped[bool] = mapped_column(Boolean)  # the payload hashes to chunk_id
 
 
 class CoauthLock(Base):

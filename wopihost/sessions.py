@@ -12,9 +12,10 @@ towards the same per-user limits and expire and are swept alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,7 +25,7 @@ from .db import Database
 from .errors import WopiError, bad_request, not_found
 from .extents import Extent, Extents
 from .ids import is_id, new_id
-from .models import File, UploadPiece, UploadSession
+from .models import File, SessionChunk, UploadPiece, UploadSession
 from .repository import lock_user, locking
 from .storage import Readable, Storage, TooLarge
 
@@ -43,6 +44,19 @@ class OffsetMismatch(WopiError):
             {"X-WOPI-UploadSessionCurrentOffset": str(received)},
         )
         self.offset, self.received = offset, received
+
+
+class PieceObserver(Protocol):
+    """Sees a piece's bytes as they are stored, and records what it made of them in the transaction that keeps
+    the piece (a CSPP session's chunk index: chunkindex.PieceIndexer)."""
+
+    def start(self) -> None: ...  # before the body is read; FileNotFoundError if the session's pieces are gone
+    def watch(self, body: Readable) -> Readable: ...
+    def record(self, s: Session) -> None: ...
+
+
+# makes the observer of a piece from the session's state row, in the read transaction that checked it (or None)
+Observe = Callable[[Session, sa.Row], PieceObserver | None]
 
 
 def _bytes_of(user_id, now: datetime | sa.BindParameter[datetime]) -> sa.ScalarSelect:
@@ -182,6 +196,7 @@ class UploadSessions:
         body: Readable,
         total: int | None = None,
         length_from: str = "X-WOPI-ContentRangeLength",
+        observe: Observe | None = None,
     ) -> int:
         """Store `length` bytes at `offset` (UpdateUploadSession; a Graph fragment, `file_id` None, of a
         stream of `total` bytes); returns the new end of the stream. `length_from` names what declared the
@@ -190,11 +205,19 @@ class UploadSessions:
         Nothing is written for a piece that cannot succeed (an unknown session, a wrong offset, a
         limit): one look-up says so first. The piece is then written in full, and one compare-and-set,
         conditional on the offset and on the user's limit, moves the session's end, so two pieces racing
-        in any workers keep exactly one and the limits hold.
+        in any workers keep exactly one and the limits hold. What `observe` makes of the piece is recorded
+        with it, or not at all.
         """
         with self.db.read() as s:
             state = self.state(s, token, file_id)
-        self._check_append(state, offset, length)
+            self._check_append(state, offset, length)
+            observer = observe(s, state) if observe is not None and length else None
+        if observer is not None:
+            try:
+                observer.start()
+            except FileNotFoundError:  # committed or swept meanwhile
+                raise gone() from None
+            body = observer.watch(body)
         blob = None
         if length:
             try:
@@ -209,6 +232,8 @@ class UploadSessions:
                     self._move(s, token, file_id, state.user_id, offset, length, total)
                     if blob is not None:
                         s.add(UploadPiece(token=token, offset=offset, length=length, blob=blob.name))
+                    if observer is not None:
+                        observer.record(s)
             except BaseException:
                 if blob is not None:
                     self.blobs.delete(blob.name)
@@ -316,6 +341,7 @@ class UploadSessions:
     def delete_in(self, session: Session, token: str) -> list[str]:
         """Delete the session inside a transaction; returns its piece blobs, to delete once committed."""
         blobs = list(session.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token)))
+        session.execute(sa.delete(SessionChunk).where(SessionChunk.token == token))
         session.execute(sa.delete(UploadPiece).where(UploadPiece.token == token))
         session.execute(sa.delete(UploadSession).where(UploadSession.token == token))
         return blobs

@@ -140,6 +140,10 @@ class FrameDecoder:
 
     ``max_payload_size`` bounds a Chunk or ChunkRange payload and ``max_message_size`` the MessageJSON; both
     are checked when the header arrives, before any payload byte is taken.
+
+    A session stream decoded in parts (an upload session's pieces arrive in separate requests) resumes at a frame
+    boundary: ``offset`` is where the first byte fed lies in the stream and ``frames`` how many frames came
+    before it, so that offsets and frame numbers, in events and errors alike, are the whole stream's.
     """
 
     def __init__(
@@ -148,9 +152,13 @@ class FrameDecoder:
         *,
         max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        offset: int = 0,
+        frames: int = 0,
     ) -> None:
         if mode not in ("body", "session"):
             raise ValueError(f"mode must be 'body' or 'session', not {mode!r}")
+        if (offset or frames) and mode != "session":
+            raise ValueError("only a session stream can be resumed")
         self._body = mode == "body"
         self._max_payload = max_payload_size
         self._max_message = max_message_size
@@ -158,17 +166,22 @@ class FrameDecoder:
         self._head_need = HEADER_SIZE  # bytes the header in _head needs, once its fixed part is known
         self._remaining = 0  # payload bytes still to come in the current frame
         self._message: bytearray | None = None  # MessageJSON text while it arrives
-        self._frames = 0
-        self._fed = 0
-        self._complete = 0
+        self._frames = frames
+        self._fed = offset
+        self._complete = offset
         self._ended = False  # EndFrame seen
         self._closed = False
         self._error: FrameError | None = None
 
     @property
     def bytes_fed(self) -> int:
-        """Total bytes passed to ``feed()``."""
+        """Where the next byte fed lies: the bytes passed to ``feed()``, plus ``offset``."""
         return self._fed
+
+    @property
+    def complete_frames(self) -> int:
+        """How many frames are complete (``frames`` included)."""
+        return self._frames
 
     @property
     def complete_offset(self) -> int:

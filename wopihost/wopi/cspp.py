@@ -126,7 +126,7 @@ def update_upload_session(call: Call) -> Response:
         if received is not None:
             error.headers["X-WOPI-UploadSessionCurrentOffset"] = str(received)
         raise
-    end = call.services.sessions.append(token, call.file_id, offset, length, request_body())
+    end = call.services.chunked.update_upload_session(token, call.file_id, offset, length, request_body())
     response = WopiResponse(status=200)
     response.headers["X-WOPI-UploadSessionCurrentOffset"] = str(end)
     return response
