@@ -311,7 +311,8 @@ class S3Store:
 
     def sweep_tmp(self, older_than: float = 3600) -> int:
         """Abort multipart uploads started more than `older_than` seconds ago (by the store's clock) whose
-        writer holds no live hold, and delete dead holds; returns how many. Any node may run it at any time."""
+        writer's hold is not live (it died), and delete the holds whose lease ended; returns how many. Any node
+        may run it at any time."""
         uploads, now = [], 0.0
         for page in self._pages("list_multipart_uploads", Prefix=f"{self._root}blobs/"):
             now = max(now, _date(page))
