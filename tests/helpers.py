@@ -54,10 +54,13 @@ def stored_bytes(services) -> int:
 
 def storage_of(env: dict):
     """The store a server with these settings (a LocalServer's env) keeps its content in."""
+    from wopihost.clock import Clock
     from wopihost.config import Settings
+    from wopihost.db import Database
     from wopihost.storage import open_storage
 
-    return open_storage(Settings.from_env(env))
+    settings = Settings.from_env(env)
+    return open_storage(settings, Database(settings.database_url), Clock())
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """One conformance suite for the blob stores (issue 16): every test runs on the local blob directory and on S3
-(wopihost.s3store on a fresh bucket of the throwaway Ceph RGW, tests/objectstore/). A few S3-only tests at the
-end cover what has no local counterpart: an outage, a source failing mid-upload, memory, the lazy import."""
+(wopihost.s3store on a fresh bucket of the throwaway Ceph RGW, tests/objectstore/), whose writers hold their
+objects in a real database (wopihost.holds: a SQLite file, and PostgreSQL too when WOPIHOST_TEST_DATABASE_URL is
+set). A few S3-only tests at the end cover what has no local counterpart: an outage of the store or of the
+database, a source failing mid-upload, memory, the lazy import."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,27 +20,50 @@ import threading
 import time
 import tracemalloc
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from wopihost.clock import Clock, FrozenClock
+from wopihost.db import Database
 from wopihost.extents import Extent, Extents
 from wopihost.faults import Unavailable
+from wopihost.holds import LEASE, Holds
 from wopihost.ids import new_id
+from wopihost.models import BlobHold
 from wopihost.s3store import MIN_PART, S3Store, plan_parts
 from wopihost.storage import BlobStore, TooLarge
 
 MIB = 1 << 20
 PART = MIN_PART  # the S3 store's part size here: the least S3 allows, so that multipart tests stay small
 REPO = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("WOPIHOST_TEST_DATABASE_URL", "").strip()
+S3_KINDS = ["s3", "s3+postgresql"] if PG_URL else ["s3"]  # where the S3 store's holds are: SQLite, PostgreSQL
 
 
 # --- fixtures
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", *S3_KINDS])
 def kind(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def holds_url(kind, tmp_path, request) -> str:
+    """The database the S3 store's holds are in: a migrated SQLite file of this test's, or PostgreSQL."""
+    if kind == "s3+postgresql":
+        url = request.getfixturevalue("pg_schema_url")
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.delete(BlobHold))
+        engine.dispose()
+        return url
+    path = tmp_path / "holds.sqlite3"
+    shutil.copy(request.getfixturevalue("sqlite_template"), path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
@@ -61,18 +88,65 @@ def spec(kind, tmp_path, request) -> dict:
     if kind == "local":
         return {"kind": "local", "root": str(tmp_path / "blobs"), "tmp": str(tmp_path / "tmp")}
     request.getfixturevalue("s3_env")
-    return {"kind": "s3", "url": f"s3://{request.getfixturevalue('bucket')}/some/prefix", "part_size": PART}
+    return {
+        "kind": "s3",
+        "url": f"s3://{request.getfixturevalue('bucket')}/some/prefix",
+        "part_size": PART,
+        "database": request.getfixturevalue("holds_url"),
+    }
 
 
-def make(spec: dict, **overrides):
+def make(spec: dict, clock: Clock | None = None, **overrides):
+    """The store `spec` says; an S3 store's holds on their own Database (dispose() it: `made`)."""
     if spec["kind"] == "local":
         return BlobStore(Path(spec["root"]), Path(spec["tmp"]))
-    return S3Store(spec["url"], part_size=spec["part_size"], **overrides)
+    holds = Holds(Database(spec["database"]), clock or Clock())
+    return S3Store(spec["url"], holds, part_size=spec["part_size"], **overrides)
 
 
 @pytest.fixture
-def store(spec):
-    return make(spec)
+def made():
+    """make(), with every S3 store's database disposed of at the end."""
+    stores = []
+
+    def make_one(spec: dict, clock: Clock | None = None, **overrides):
+        stores.append(make(spec, clock, **overrides))
+        return stores[-1]
+
+    yield make_one
+    for store in stores:
+        if isinstance(store, S3Store):
+            store.holds.db.dispose()
+
+
+@pytest.fixture
+def store(spec, made):
+    return made(spec)
+
+
+@pytest.fixture
+def holds(tmp_path, sqlite_template):
+    """Holds on a migrated SQLite file of this test's, for the S3 stores the S3-only tests make themselves."""
+    path = tmp_path / "holds.sqlite3"
+    shutil.copy(sqlite_template, path)
+    holds = Holds(Database(f"sqlite:///{path}"), Clock())
+    yield holds
+    holds.db.dispose()
+
+
+def rows(holds: Holds) -> set[str]:
+    with holds.db.read() as s:
+        return set(s.scalars(sa.select(BlobHold.name)))
+
+
+def held_rows(spec: dict) -> set[str]:
+    """The names whose hold rows are in the S3 store's database, live or dead."""
+    engine = sa.create_engine(spec["database"])
+    try:
+        with engine.connect() as conn:
+            return set(conn.scalars(sa.select(BlobHold.name)))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -280,44 +354,74 @@ def test_a_held_blob_is_not_unheld_until_released(store):
         assert sorted(unheld) == sorted([held.name, released.name])
 
 
-def test_a_multipart_write_is_held_at_completion_however_long_it_took(store):
-    """(AWS dates a multipart object at its upload's start: the hold must not have aged meanwhile.)"""
+def test_a_multipart_write_is_held_at_completion_however_long_it_took(spec, made):
+    """(AWS dates a multipart object at its upload's start: its hold's lease must start again at completion.)"""
+    clock = FrozenClock()  # the S3 store's holds judge leases by it; the local store's flock has none
+    store = made(spec, clock)
 
     class Slow(Pattern):
         def readinto(self, buffer):
-            if self.left <= 1:
-                time.sleep(1.5)
+            if not self.left:  # the body's end, its last part already stored: nearly a lease after the start
+                clock.advance(seconds=LEASE - 1)
             return super().readinto(buffer)
 
-    with store.write(Slow(PART + 1), limit=PART + 1) as blob, store.unheld([blob.name]) as unheld:
-        assert unheld == []
+    with store.write(Slow(2 * PART), limit=2 * PART) as blob:
+        clock.advance(seconds=2)  # past the lease taken at the start
+        with store.unheld([blob.name]) as unheld:
+            assert unheld == []
 
 
 KILLED_WRITER = """
 import io, json, os, signal, sys
 sys.path.insert(0, sys.argv[2])
 from tests.test_storage_conformance import make
-blob = make(json.loads(sys.argv[1])).write(io.BytesIO(b"orphan"), 10)
-print(blob.name, flush=True)
+spec, size = json.loads(sys.argv[1]), int(sys.argv[3])
+
+class Dying:  # a body that, once past one part (a multipart upload's first part is stored), kills its writer
+    def __init__(self):
+        self.source = io.BytesIO(b"orphan" * (size // 6))
+    def readinto(self, buffer):
+        if self.source.tell() >= spec.get("part_size", size):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.source.readinto(buffer)
+
+print(make(spec).write(io.BytesIO(b"orphan") if size <= 6 else Dying(), size).name, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_a_killed_writer_holds_nothing_for_long(spec, kind):
+def killed_writer(spec: dict, size: int = 6) -> str:
+    """The name of the blob a process wrote before it was killed ("" if killed mid-write: `size` of more than a
+    part)."""
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WRITER, json.dumps(spec), str(REPO)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", KILLED_WRITER, json.dumps(spec), str(REPO), str(size)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert killed.returncode == -9, killed.stderr
-    name = killed.stdout.strip()
-    judge = make(spec, hold_lease=2)  # on S3 its marker lives on until its lease runs out
-    deadline = time.monotonic() + 10
-    while True:
-        with judge.unheld([name]) as unheld:
-            if unheld == [name] or time.monotonic() > deadline:
-                break
-        time.sleep(0.5)
-    assert unheld == [name]
+    return killed.stdout.strip()
+
+
+def after_the_lease() -> FrozenClock:
+    return FrozenClock(Clock().now() + timedelta(seconds=LEASE + 1))
+
+
+def test_a_killed_writer_holds_nothing_for_long(spec, kind, made):
+    name = killed_writer(spec)
+    if kind == "local":  # its flock went with its process
+        judge = made(spec)
+    else:  # its row lives on until its lease ends, then sweep_tmp deletes it
+        with made(spec).unheld([name]) as unheld:
+            assert unheld == []
+        assert held_rows(spec) == {name}
+        judge = made(spec, after_the_lease())
+    with judge.unheld([name]) as unheld:
+        assert unheld == [name]
     assert read_all(judge, name, 6) == b"orphan"  # ... and gc may now take it
+    if kind != "local":
+        assert judge.sweep_tmp() == 1
+        assert held_rows(spec) == set()
 
 
 def test_sweep_tmp_removes_an_abandoned_partial_write(store, partials, abandon):
@@ -417,13 +521,97 @@ def test_concat_plans_parts_s3_accepts_moving_little_through_the_host():
     assert plan_parts([("x", 3, 6 * MIB)], 8 * MIB) == [("copy", [("x", 3, 6 * MIB)])]
 
 
+@pytest.mark.parametrize("kind", S3_KINDS)
+def test_a_hold_row_exists_exactly_while_the_blob_is_held(spec, store):
+    class Watched(Pattern):
+        """Sees the hold rows when its writer first reads it: before its object can be visible."""
+
+        def readinto(self, buffer):
+            if not seen:
+                seen.append(held_rows(spec))
+            return super().readinto(buffer)
+
+    for size in (10, 2 * PART + 1):  # one PutObject, a multipart upload
+        seen: list[set[str]] = []
+        blob = store.write(Watched(size), limit=size)
+        assert held_rows(spec) == seen[0] == {blob.name}
+        with store.unheld([blob.name]) as unheld:
+            assert unheld == []
+        blob.release()
+        assert held_rows(spec) == set()
+        with store.unheld([blob.name]) as unheld:
+            assert unheld == [blob.name]
+    with store.write(io.BytesIO(b"source"), limit=10) as source, store.open([source.name]) as opened:
+        joined = store.concat(opened, [Extent(source.name, 0, 6)])
+        assert held_rows(spec) == {source.name, joined.name}
+        joined.release()
+        assert held_rows(spec) == {source.name}
+    assert held_rows(spec) == set()
+    with pytest.raises(TooLarge):
+        store.write(io.BytesIO(b"too long"), limit=5)
+    assert held_rows(spec) == set()
+
+
+@pytest.mark.parametrize("kind", S3_KINDS)
+def test_holds_put_nothing_in_the_bucket(spec, store, s3, bucket):  # noqa: F811
+    """Only the blobs themselves: no object under PREFIX/holds/ (nor anywhere else), whatever was written."""
+    with ExitStack() as held:
+        small = held.enter_context(store.write(io.BytesIO(b"small"), limit=10))
+        large = held.enter_context(store.write(Pattern(2 * PART + 1), limit=2 * PART + 1))
+        with store.open([small.name, large.name]) as opened:
+            extents = [Extent(large.name, 0, PART), Extent(small.name, 0, 5)]
+            joined = held.enter_context(store.concat(opened, extents))
+        keys = {item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+        assert keys == {store.key(blob.name) for blob in (small, large, joined)}
+    time.sleep(1.1)
+    store.sweep_tmp(older_than=0)
+    assert {item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])} == keys
+    assert not any(key.startswith("some/prefix/holds/") for key in keys)
+
+
+@pytest.mark.parametrize("kind", S3_KINDS)
+def test_sweep_tmp_aborts_a_killed_writers_upload_once_its_lease_ended(spec, made, partials):
+    killed_writer(spec, 2 * PART + 5)  # killed after the first part of its multipart upload
+    (name,) = held_rows(spec)  # what it left in the database
+    store = made(spec)
+    assert partials() == [store.key(name)]
+    time.sleep(1.1)
+    assert store.sweep_tmp(older_than=0) == 0  # for all we know its writer is alive: its hold is
+    assert made(spec, after_the_lease()).sweep_tmp(older_than=0) == 2  # its upload and its dead row
+    assert partials() == []
+    assert held_rows(spec) == set()
+
+
+def test_a_release_the_database_cannot_record_is_left_to_the_lease(s3_env, bucket, tmp_path, holds, caplog):  # noqa: F811
+    """A release never raises: over a write's own error least of all. The rows it could not delete stay until
+    their leases end."""
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
+    path = Path(holds.db.engine.url.database)
+    written = store.write(io.BytesIO(b"written"), limit=10)
+
+    class LosingTheDatabase:
+        def readinto(self, buffer):
+            holds.db.dispose()
+            path.rename(tmp_path / "elsewhere.sqlite3")
+            path.mkdir()  # in its place: SQLite cannot open it
+            raise OSError("the client went away")
+
+    with caplog.at_level(logging.WARNING, "wopihost.holds"):
+        with pytest.raises(OSError, match="the client went away"):
+            store.write(LosingTheDatabase(), limit=10)
+        written.release()
+    assert caplog.text.count("it ends with its lease") == 2
+    left = held_rows({"database": f"sqlite:///{tmp_path / 'elsewhere.sqlite3'}"})
+    assert len(left) == 2 and written.name in left
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_an_outage_is_unavailable_at_once(monkeypatch):
+def test_an_outage_is_unavailable_at_once(monkeypatch, holds):
     for name, value in {
         "AWS_ACCESS_KEY_ID": "k",
         "AWS_SECRET_ACCESS_KEY": "s",
@@ -432,6 +620,7 @@ def test_an_outage_is_unavailable_at_once(monkeypatch):
         monkeypatch.setenv(name, value)
     down = S3Store(
         "s3://bucket/prefix",
+        holds,
         endpoint_url=f"http://127.0.0.1:{closed_port()}",
         addressing_style="path",
         connect_timeout=0.5,
@@ -439,9 +628,10 @@ def test_an_outage_is_unavailable_at_once(monkeypatch):
         max_attempts=1,
     )
     started = time.monotonic()
-    with pytest.raises(Unavailable, match="the object store is unreachable while holding") as refused:
+    with pytest.raises(Unavailable, match="the object store is unreachable while storing") as refused:
         down.write(io.BytesIO(b"x"), 10)
     assert isinstance(refused.value.__cause__, Exception)
+    assert rows(holds) == set()  # released
     with pytest.raises(Unavailable):
         down.open(["a" * 32])
     with pytest.raises(Unavailable):
@@ -451,16 +641,17 @@ def test_an_outage_is_unavailable_at_once(monkeypatch):
 
 
 @pytest.mark.parametrize("after", [100, 2 * PART + 5])
-def test_a_source_failing_mid_upload_leaves_nothing(s3_env, s3, bucket, after):  # noqa: F811
-    store = S3Store(f"s3://{bucket}/p", part_size=PART)
+def test_a_source_failing_mid_upload_leaves_nothing(s3_env, s3, bucket, holds, after):  # noqa: F811
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
     with pytest.raises(OSError, match="the client went away"):
         store.write(Failing(after), limit=10 * PART)
-    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []  # no blob, no hold marker
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+    assert rows(holds) == set()
 
 
-def test_a_64_mib_write_holds_one_part_in_memory(s3_env, bucket):  # noqa: F811
-    store = S3Store(f"s3://{bucket}/p", part_size=8 * MIB)
+def test_a_64_mib_write_holds_one_part_in_memory(s3_env, bucket, holds):  # noqa: F811
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=8 * MIB)
     with store.write(io.BytesIO(b"warm"), 10):  # botocore's first request loads its models: not ours to count
         pass
     source = Pattern(64 * MIB)
@@ -478,8 +669,8 @@ def test_a_64_mib_write_holds_one_part_in_memory(s3_env, bucket):  # noqa: F811
     assert peak < 1.5 * 8 * MIB, f"{peak / MIB:.1f} MiB at the peak"
 
 
-def test_missing_object_reads_are_file_not_found(s3_env, bucket):  # noqa: F811
-    store = S3Store(f"s3://{bucket}/p", part_size=PART)
+def test_missing_object_reads_are_file_not_found(s3_env, bucket, holds):  # noqa: F811
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
     with store.write(io.BytesIO(b"x" * 10), 10) as blob, store.open([blob.name]) as opened:
         store.delete(blob.name)  # under a reader: S3 keeps nothing open
         with pytest.raises(FileNotFoundError):
@@ -496,10 +687,10 @@ def test_boto3_is_imported_only_for_an_s3_store():
     assert result.stdout.strip() == "False", result.stderr
 
 
-def test_settings_are_checked_before_any_request():
+def test_settings_are_checked_before_any_request(holds):
     with pytest.raises(ValueError, match="is not an s3://bucket/prefix URL"):
-        S3Store("https://bucket/prefix")
+        S3Store("https://bucket/prefix", holds)
     with pytest.raises(ValueError, match="at least"):
-        S3Store("s3://bucket", part_size=MIB)
+        S3Store("s3://bucket", holds, part_size=MIB)
     with pytest.raises(ValueError, match="addressing style"):
-        S3Store("s3://bucket", addressing_style="sideways")
+        S3Store("s3://bucket", holds, addressing_style="sideways")

@@ -50,7 +50,12 @@ class App(Flask):
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> App:
     services = Services.create(settings or Settings.from_env(), clock)
-    services.blobs.sweep_tmp()
+    try:
+        services.blobs.sweep_tmp()
+    except (Unavailable, OSError) as exc:
+        # The S3 store asks the database which uploads are held: one not reachable yet must not keep the app from
+        # starting, to answer 503 and /healthz; the periodic sweeps catch up.
+        log.warning("could not sweep the partial writes of dead processes at start: %s", exc)
     app = App("wopihost")
     metrics = _metrics(app, services)
     if services.settings.sweep_interval > 0:

@@ -307,3 +307,12 @@ class UnreferencedBlob(Base):
     __tablename__ = "unreferenced_blobs"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class BlobHold(Base):
+    """A writer's hold on the new object it is writing to an object store (holds.py): gc takes no blob held
+    here until `held_until`, a lease its writer moves on while it writes and ends by deleting the row."""
+
+    __tablename__ = "blob_holds"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    held_until: Mapped[datetime] = mapped_column(DateTime)

@@ -5,11 +5,8 @@ Each blob is one immutable object, `PREFIX/blobs/<name[:2]>/<name>`, named by a 
 visible whole, when its PutObject or CompleteMultipartUpload is acknowledged, or never: a failed write aborts its
 multipart upload, and `sweep_tmp` aborts those of writers that died.
 
-A writer *holds* its new object from before it can become visible until `Blob.release()` with hold markers,
-small objects `PREFIX/holds/<name>/<id>`: gc takes no blob that has a live marker. Markers are never
-overwritten (a refresh is a new marker), so a sweeper deleting a dead one can never delete a live one that
-replaced it, whichever node runs it. A marker counts as dead once older than the lease, judged on the store's
-own clock (its LastModified against the Date of the listing that showed it), so nodes' clocks do not matter.
+A writer *holds* its new object from before it can become visible until `Blob.release()` with a row of the
+database (holds.py): gc takes no blob whose hold is live. A killed writer's hold lives on until its lease ends.
 
 boto3 is imported when an S3Store is made, not with this module: the local default does not pay for it.
 """
@@ -27,13 +24,16 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from .extents import Extent
 from .faults import Unavailable
 from .ids import is_id, new_id
 from .storage import PIECE, Blob, Opened, Readable, TooLarge
+
+if TYPE_CHECKING:
+    from .holds import Hold, Holds
 
 log = logging.getLogger("wopihost.s3store")
 
@@ -67,6 +67,7 @@ class S3Store:
     def __init__(
         self,
         url: str,
+        holds: Holds,
         *,
         endpoint_url: str | None = None,
         region: str | None = None,
@@ -75,7 +76,6 @@ class S3Store:
         read_timeout: float = 60.0,
         max_attempts: int = 4,
         part_size: int = 8 * MIB,
-        hold_lease: float = 3600.0,
         download_endpoint_url: str | None = None,
     ):
         parts = urlsplit(url)
@@ -88,7 +88,7 @@ class S3Store:
         self.bucket = parts.netloc
         prefix = parts.path.strip("/")
         self._root = f"{prefix}/" if prefix else ""
-        self.part_size, self.hold_lease = part_size, hold_lease
+        self.part_size, self.holds = part_size, holds
 
         import boto3.session  # type: ignore[import-untyped]  # here, not at the top: see the module's docstring
         from botocore.config import Config  # type: ignore[import-untyped]
@@ -134,14 +134,14 @@ class S3Store:
     def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
         """Stream `source` into a new, held object; at most `limit` bytes (else TooLarge, and nothing is left).
 
-        What crosses the network: one hold marker PUT, then the content, one part (part_size bytes, the only
-        buffer) at a time: a body shorter than one part, or limited to less than two, is one PutObject, a longer
-        one a multipart upload, completed only once every part is stored. The object is acknowledged by the store when this returns.
+        What crosses the network: the content, one part (part_size bytes, the only buffer) at a time: a body
+        shorter than one part, or limited to less than two, is one PutObject, a longer one a multipart upload,
+        completed only once every part is stored. The object is acknowledged by the store when this returns.
         """
         digest = hashlib.sha256() if sha256 else None
         # A body known to fit in less than two parts (an upload session's piece: `limit` is its declared length)
-        # goes up as one PutObject from a buffer of its size: 3 requests with the hold marker's, not 7 for a
-        # multipart upload, whose create and complete cost more than the data on a nearby store.
+        # goes up as one PutObject from a buffer of its size: 1 request, not 3 for a multipart upload, whose
+        # create and complete cost more than the data on a nearby store.
         buffer = memoryview(bytearray(limit + 1 if limit < 2 * self.part_size else self.part_size))
         size = 0
 
@@ -159,7 +159,7 @@ class S3Store:
 
         name = new_id(NAME_LENGTH)
         key = self.key(name)
-        hold = self._hold(name)
+        hold = self.holds.hold(name)
         try:
             n = fill()
             if n < len(buffer):  # the whole body in one part: one request, nothing to abort
@@ -195,7 +195,7 @@ class S3Store:
             raise ValueError(f"{len(segments)} extents make {len(plan)} parts, more than S3's {MAX_PARTS}")
         name = new_id(NAME_LENGTH)
         key = self.key(name)
-        hold = self._hold(name)
+        hold = self.holds.hold(name)
         try:
             if len(plan) <= 1 and (not plan or plan[0][0] == "upload"):
                 data = self._gathered(opened, plan[0][1] if plan else [])
@@ -223,7 +223,7 @@ class S3Store:
         return buffer
 
     @contextmanager
-    def _multipart(self, key: str, hold: _Hold) -> Iterator[_Upload]:
+    def _multipart(self, key: str, hold: Hold) -> Iterator[_Upload]:
         """A multipart upload to `key`, completed when the block ends, aborted if it fails."""
         with self._faults(f"starting an upload to {key}"):
             upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
@@ -245,34 +245,17 @@ class S3Store:
 
     # -- holds
 
-    def _hold(self, name: str) -> _Hold:
-        hold = _Hold(self, name)
-        hold.refresh(force=True)
-        return hold
-
-    def _live_holds(self) -> tuple[set[str], list[str], float]:
-        """Names with a live hold marker, the keys of dead markers, and the store's time (epoch seconds)."""
-        live, dead, now = set(), [], 0.0
-        for page in self._pages("list_objects_v2", Prefix=f"{self._root}holds/"):
-            now = max(now, _date(page))
-            for item in page.get("Contents", ()):
-                name = item["Key"][len(self._root) + len("holds/") :].split("/", 1)[0]
-                if now - item["LastModified"].timestamp() > self.hold_lease:
-                    dead.append(item["Key"])
-                else:
-                    live.add(name)
-        return live, dead, now
-
     @contextmanager
     def unheld(self, names: Iterable[str]) -> Iterator[list[str]]:
-        """The names among `names` that no live writer holds (one listing of the hold markers).
+        """The names among `names` that no live writer holds.
 
         Nothing needs holding for the block on S3: a writer only ever holds a new name, and holds it before
-        its object can be seen, so a name seen in `listing` without a live marker can never gain one. Its
+        its object can be seen, so a name seen in `listing` without a live hold can never gain one. Its
         writer, if any, let go after its database transaction (or died and its lease ran out).
         """
-        live, _, _ = self._live_holds()
-        yield [name for name in dict.fromkeys(names) if name not in live]
+        names = list(dict.fromkeys(names))
+        live = self.holds.live(names)
+        yield [name for name in names if name not in live]
 
     # -- reading
 
@@ -327,24 +310,23 @@ class S3Store:
         )
 
     def sweep_tmp(self, older_than: float = 3600) -> int:
-        """Abort multipart uploads started more than `older_than` seconds ago whose writer holds no live marker,
-        and delete dead hold markers; returns how many. Any node may run it at any time."""
-        live, dead, now = self._live_holds()
-        removed = 0
+        """Abort multipart uploads started more than `older_than` seconds ago (by the store's clock) whose
+        writer's hold is not live (it died), and delete the holds whose lease ended; returns how many. Any node
+        may run it at any time."""
+        uploads, now = [], 0.0
         for page in self._pages("list_multipart_uploads", Prefix=f"{self._root}blobs/"):
             now = max(now, _date(page))
-            for upload in page.get("Uploads", ()):
-                name = self._name(upload["Key"])
-                if name in live or now - upload["Initiated"].timestamp() <= older_than:
-                    continue
-                with suppress(FileNotFoundError), self._faults(f"aborting the upload to {upload['Key']}"):
-                    self._s3.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                    removed += 1
-        for key in dead:
-            with self._faults(f"deleting the dead hold {key}"):
-                self._s3.delete_object(Bucket=self.bucket, Key=key)
-            removed += 1
-        return removed
+            uploads += page.get("Uploads", ())
+        old = [u for u in uploads if now - u["Initiated"].timestamp() > older_than]
+        live = self.holds.live(name for u in old if (name := self._name(u["Key"])) is not None)
+        removed = 0
+        for upload in old:
+            if self._name(upload["Key"]) in live:
+                continue
+            with suppress(FileNotFoundError), self._faults(f"aborting the upload to {upload['Key']}"):
+                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                removed += 1
+        return removed + self.holds.sweep()
 
     # -- state
 
@@ -409,7 +391,7 @@ class S3Store:
 class _Upload:
     """The parts of one multipart upload, numbered in order."""
 
-    def __init__(self, store: S3Store, key: str, upload_id: str, hold: _Hold):
+    def __init__(self, store: S3Store, key: str, upload_id: str, hold: Hold):
         self.store, self.key, self.upload_id, self.hold = store, key, upload_id, hold
         self.parts: list[dict] = []
 
@@ -437,35 +419,6 @@ class _Upload:
             )["CopyPartResult"]
         self.parts.append({"PartNumber": number, "ETag": result["ETag"]})  # RGW's is unquoted: passed as given
         self.hold.refresh()
-
-
-class _Hold:
-    """A writer's hold on its new object: hold markers, each a new key, all deleted by close()."""
-
-    def __init__(self, store: S3Store, name: str):
-        self.store, self.name = store, name
-        self.keys: list[str] = []
-        self.since = 0.0
-
-    def refresh(self, force: bool = False) -> None:
-        """A new marker when the last is past half its lease (or `force`): a long write stays held."""
-        if not force and time.monotonic() - self.since < self.store.hold_lease / 2:
-            return
-        key = f"{self.store._root}holds/{self.name}/{new_id(8)}"
-        with self.store._faults(f"holding {self.name}"):
-            self.store._s3.put_object(Bucket=self.store.bucket, Key=key, Body=b"")
-        self.keys.append(key)
-        self.since = time.monotonic()
-
-    def close(self) -> None:
-        """Release: delete the markers. If the store cannot be reached, they die when their lease ends."""
-        while self.keys:
-            key = self.keys.pop()
-            try:
-                with self.store._faults(f"releasing {self.name}"):
-                    self.store._s3.delete_object(Bucket=self.store.bucket, Key=key)
-            except Unavailable as exc:
-                log.warning("could not delete the hold marker %s (%s): it dies with its lease", key, exc)
 
 
 class S3Opened:

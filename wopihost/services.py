@@ -62,7 +62,7 @@ class Services:
         # storage: a path that cannot be a directory is reported as such, not as a database that cannot open
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url, settings.database_busy_timeout)
-        blobs = open_storage(settings)
+        blobs = open_storage(settings, db, clock)
         sessions = UploadSessions(
             db,
             blobs,

@@ -31,7 +31,9 @@ from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
 
 if TYPE_CHECKING:
+    from .clock import Clock
     from .config import Settings
+    from .db import Database
     from .extents import Extents
 
 log = logging.getLogger("wopihost.storage")
@@ -51,11 +53,13 @@ class Readable(Protocol):
     def readinto(self, buffer: memoryview, /) -> int: ...
 
 
-def open_storage(settings: Settings) -> Storage:
-    """The store WOPIHOST_STORAGE_URL names: the local blob directory by default, or an S3 bucket."""
+def open_storage(settings: Settings, db: Database, clock: Clock) -> Storage:
+    """The store WOPIHOST_STORAGE_URL names: the local blob directory by default, or an S3 bucket, whose writers
+    hold their new objects in `db` (holds.py) with leases judged by `clock`."""
     if not settings.storage_url:
         return BlobStore(settings.blob_dir, settings.tmp_dir, settings.min_free_space)
     from .config import ConfigError
+    from .holds import Holds
     from .s3store import S3Store  # only here: boto3 is an extra, and the local default does not load it
 
     try:
@@ -66,6 +70,7 @@ def open_storage(settings: Settings) -> Storage:
         ) from None
     return S3Store(
         settings.storage_url,
+        Holds(db, clock),
         endpoint_url=settings.s3_endpoint_url or None,
         region=settings.s3_region or None,
         addressing_style=settings.s3_addressing_style or None,
@@ -129,7 +134,8 @@ class Blob:
     While held, the store tells garbage collection, in any process or node, that its writer is alive
     and has not yet recorded it in the database: hold it until that transaction is over. In the local
     store the hold is an exclusive flock on the blob, which a killed writer's process takes with it
-    (the S3 store's is a marker object with a lease: s3store.py).
+    (the S3 store's is a row of the database with a lease, which a killed writer leaves until it ends:
+    holds.py).
     """
 
     def __init__(self, name: str, size: int, sha256: str, hold: Closable):

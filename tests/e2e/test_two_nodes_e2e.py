@@ -68,7 +68,7 @@ class Nodes:
         return node
 
     def blob_keys(self, s3) -> set[str]:
-        """The keys of the blobs under the shared prefix (not the hold markers)."""
+        """The keys of the blobs under the shared prefix."""
         keys = set()
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/blobs/"):
             keys |= {item["Key"] for item in page.get("Contents", ())}
