@@ -267,6 +267,22 @@ def test_open_sets_add_adopt_subset(store):
             assert b"".join(first.pieces([Extent(a.name, 0, 10), Extent(b.name, 0, 1)])) == b"a" * 10 + b"b"
 
 
+def test_a_blob_added_with_its_size_is_read_without_asking_the_store_for_it(store, kind):
+    """A commit adds each upload piece with the size its row records: on S3 that spares a HEAD per piece."""
+    heads = []
+    if kind == "s3":
+        store._s3.meta.events.register("before-call.s3.HeadObject", lambda **_: heads.append(1))
+    with store.write(io.BytesIO(b"0123456789" * 3), limit=30) as blob, store.open() as opened:
+        opened.add(blob.name, 30)
+        assert opened.size(blob.name) == 30
+        assert b"".join(opened.pieces([Extent(blob.name, 5, 20)])) == (b"0123456789" * 3)[5:25]
+        buffer = bytearray(8)
+        assert opened.readinto(blob.name, 26, memoryview(buffer)) == 4 and buffer[:4] == b"6789"
+        with pytest.raises(FileNotFoundError):
+            opened.add("0" * 32)  # without a size, a missing blob is found missing at once
+    assert heads == ([1] if kind == "s3" else [])  # the missing blob's only
+
+
 def test_concat_of_small_and_large_extents(store, kind):
     """Byte-exact against the same slices: small runs, large extents, a large one split by a small neighbour."""
     sources = {n: os.urandom(n) for n in (12 * MIB + 3, MIB + 1, 7 * MIB)}

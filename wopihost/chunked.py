@@ -478,7 +478,7 @@ class ChunkedFiles:
                 if token:
                     try:
                         for piece in session_stream:
-                            opened.add(piece.blob)
+                            opened.add(piece.blob, piece.length)
                     except FileNotFoundError:  # swept or committed by a concurrent request meanwhile
                         raise gone() from None
                     session = chunkindex.session_chunks(index, opened, session_stream, limit)

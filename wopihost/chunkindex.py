@@ -154,9 +154,13 @@ class PieceIndexer:
         resume = self._scanner.decoder.bytes_fed
         carry = self._pieces.slice(resume, self._pieces.length - resume)
         if carry.length:
-            with self._blobs.open(carry.blobs) as opened:
-                for piece in opened.pieces(carry):
-                    self._feed(piece)
+            needed = carry.blobs
+            with self._blobs.open() as opened:
+                for piece in self._pieces:  # whole blobs: their sizes are known
+                    if piece.blob in needed:
+                        opened.add(piece.blob, piece.length)
+                for data in opened.pieces(carry):
+                    self._feed(data)
 
     def watch(self, body: Readable) -> Readable:
         return _Tee(body, self._feed)

@@ -435,9 +435,10 @@ class S3Opened:
         for name in dict.fromkeys(names):
             self.add(name)
 
-    def add(self, name: str) -> None:
+    def add(self, name: str, size: int | None = None) -> None:
+        """Open `name`: HEAD it, to fail early if it is missing, unless its size is given."""
         if name not in self._sizes:
-            self._sizes[name] = self._store._head(name)
+            self._sizes[name] = self._store._head(name) if size is None else size
 
     def adopt(self, other: S3Opened) -> None:
         self._sizes.update(other._sizes)

@@ -90,7 +90,8 @@ class Opened(Protocol):
     """Blobs opened together for reading (a store's `open`), closed by whoever opened them. A blob released
     after it was opened (Storage.release) stays readable through them."""
 
-    def add(self, name: str) -> None: ...
+    # `size`, when the caller knows the blob's (an upload piece's row), spares a store that would ask for it
+    def add(self, name: str, size: int | None = None) -> None: ...
     def adopt(self, other: Self, /) -> None: ...  # take over other's blobs; other is left empty
     def subset(self, names: Iterable[str], /) -> Self: ...  # of blobs open here, to close independently
     def size(self, name: str) -> int: ...
@@ -337,7 +338,7 @@ class OpenBlobs:
             self.close()
             raise
 
-    def add(self, name: str) -> None:
+    def add(self, name: str, size: int | None = None) -> None:
         if name not in self._fds:
             self._fds[name] = os.open(self._blobs.path(name), os.O_RDONLY)
 
