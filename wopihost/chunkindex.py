@@ -14,8 +14,8 @@ commit decodes the rest; the result is the same either way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from .cspp.chunkid import ChunkHasher, encode_chunk_id
 from .cspp.frames import ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON
-from .errors import WopiError, bad_request
+from .errors import bad_request
 from .extents import Extents
 from .models import SessionChunk, UploadSession
 from .storage import Opened, Readable, Storage
@@ -86,19 +86,20 @@ def _decoded(message: Any, chunks: Iterable[FoundChunk], extents: Extents) -> De
     )
 
 
-def _unreadable(mode: str, reason: str) -> WopiError:
-    return bad_request(f"the {'upload session' if mode == 'session' else 'request'} frames cannot be read: {reason}")
-
-
-def decode_body(opened: Opened, extents: Extents, max_payload: int) -> Decoded:
-    """Decode a framed request body lying in `extents`, hashing each chunk; 400 on any framing error."""
-    scanner = ChunkScanner("body", max_payload)
+def _scan(scanner: ChunkScanner, opened: Opened, extents: Extents, what: str) -> ChunkScanner:
+    """`scanner` fed `extents` to their end; 400 naming `what` on a framing error, or a stream stopping mid-frame."""
     try:
         for piece in opened.pieces(extents):
             scanner.feed(piece)
         scanner.close()
     except FrameError as exc:
-        raise _unreadable("body", exc.reason) from None
+        raise bad_request(f"the {what} frames cannot be read: {exc.reason}") from None
+    return scanner
+
+
+def decode_body(opened: Opened, extents: Extents, max_payload: int) -> Decoded:
+    """Decode a framed request body lying in `extents`, hashing each chunk; 400 on any framing error."""
+    scanner = _scan(ChunkScanner("body", max_payload), opened, extents, "request")
     return _decoded(scanner.message, scanner.chunks, extents)
 
 
@@ -124,14 +125,9 @@ def session_chunks(index: SessionIndex, opened: Opened, stream: Extents, max_pay
     and those of whatever they left to decode (nothing, unless a frame was longer than MAX_CARRY). 400 if the
     frames cannot be read, or the stream stops inside a frame."""
     if index.error:
-        raise _unreadable("session", index.error)
-    scanner = ChunkScanner("session", max_payload, index.indexed, index.frames)
-    try:
-        for piece in opened.pieces(stream.slice(index.indexed, stream.length - index.indexed)):
-            scanner.feed(piece)
-        scanner.close()
-    except FrameError as exc:
-        raise _unreadable("session", exc.reason) from None
+        raise bad_request(f"the upload session frames cannot be read: {index.error}")
+    rest = stream.slice(index.indexed, stream.length - index.indexed)
+    scanner = _scan(ChunkScanner("session", max_payload, index.indexed, index.frames), opened, rest, "upload session")
     return _decoded(None, index.chunks + scanner.chunks, stream)
 
 
@@ -203,16 +199,12 @@ def indexer_for(blobs: Storage, session: Any, stream: Extents, max_payload: int)
     return PieceIndexer(blobs, session, stream, max_payload)
 
 
-@dataclass
 class _Tee:
     """A body that hands every byte read from it to `see` as well."""
 
-    body: Readable
-    see: Any
-    length: int | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        self.length = getattr(self.body, "length", None)  # what a store checks for room before reading
+    def __init__(self, body: Readable, see: Callable[[memoryview], None]):
+        self.body, self.see = body, see
+        self.length = getattr(body, "length", None)  # what a store checks for room before reading
 
     def readinto(self, buffer: memoryview, /) -> int:
         n = self.body.readinto(buffer)
