@@ -52,9 +52,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     services = Services.create(settings or Settings.from_env(), clock)
     try:
         services.blobs.sweep_tmp()
-    except (Unavailable, OSError) as exc:
-        # The S3 store asks the database which uploads are held: one not reachable yet must not keep the app from
-        # starting, to answer 503 and /healthz; the periodic sweeps catch up.
+    except Exception as exc:
+        # Housekeeping, which on S3 asks the database which uploads are held: a database not reachable (or not
+        # migrated) yet must not keep the app from starting, to answer 503 and /healthz; later sweeps catch up.
         log.warning("could not sweep the partial writes of dead processes at start: %s", exc)
     app = App("wopihost")
     metrics = _metrics(app, services)
