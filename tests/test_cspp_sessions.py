@@ -417,6 +417,20 @@ def test_a_session_from_before_the_index_commits_by_decoding_it(locked, services
     assert locked.get_file().body == b"helloworld"
 
 
+def test_a_commit_takes_only_the_chunks_its_session_row_counted(locked, services):
+    """Under READ COMMITTED a piece may be kept between a commit's read of the session row and of its chunks: the
+    chunks that piece recorded are not the commit's (it then answers 409, the session having grown)."""
+    token = create_session(locked)
+    assert update_session(locked, token, 0, THREE[:FRAME]).status_int == 200
+    with services.db.read() as s:
+        row = services.sessions.get(s, token, locked.file_id)
+        as_read = UploadSession(token=token, indexed=row.indexed, indexed_frames=row.indexed_frames)
+    assert update_session(locked, token, FRAME, THREE[FRAME:]).status_int == 200  # two more chunks recorded
+    with services.db.read() as s:
+        assert [chunk.chunk_id for chunk in chunkindex.recorded(s, as_read).chunks] == ["yuaC02qCaDdD4BrH0R6UXA=="]
+        assert len(chunkindex.recorded(s, services.sessions.get(s, token, locked.file_id)).chunks) == 3
+
+
 def session_stream(services, token):
     with services.db.read() as s:
         return services.sessions.stream(s, token)
