@@ -115,10 +115,11 @@ class SessionIndex:
 
 
 def recorded(s: Session, session: UploadSession) -> SessionIndex:
-    # Only the chunks before `indexed` as the session row said: under READ COMMITTED a piece kept since that row
-    # was read may have added rows of its own (whose payloads all start past it), for bytes this commit does not
-    # take (it answers 409: the session grew).
-    query = sa.select(SessionChunk).where(SessionChunk.token == session.token, SessionChunk.start < session.indexed)
+    # Only the chunks that end by `indexed` as the session row said: under READ COMMITTED a piece kept since that
+    # row was read may have added rows of its own (all ending past it, their headers being past it), for bytes this
+    # commit does not take (it answers 409: the session grew).
+    ends_in_time = SessionChunk.start + SessionChunk.size <= session.indexed
+    query = sa.select(SessionChunk).where(SessionChunk.token == session.token, ends_in_time)
     rows = s.scalars(query.order_by(SessionChunk.start))
     chunks = [FoundChunk(row.chunk_id, row.start, row.size, row.matches) for row in rows]
     return SessionIndex(session.indexed, session.indexed_frames, session.frame_error, chunks)

@@ -522,6 +522,48 @@ def test_session_round_trip_and_complete_offset(specs, split_at, data):
     assert normalize(events) == [expected for _, expected in encoded]
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(chunk_specs, min_size=1, max_size=6), st.binary(min_size=16, max_size=40), st.data())
+def test_a_session_resumed_at_a_frame_boundary_decodes_as_the_whole(specs, tail, data):
+    """An upload session's pieces are decoded by separate requests: one resumed where another's frames ended (offset,
+    frames) gives the events, stream offsets, complete offsets and errors of a single decoder over the stream."""
+    stream = b"".join(encode_spec(spec, 0)[0] for spec in specs) + tail  # the tail: noise, or the start of a frame
+
+    def run(decoder, data_):
+        """The chunks begun (stream offset, size) and the error, fed a byte at a time: none is lost to the error."""
+        events, error = [], None
+        try:
+            for at in range(len(data_)):
+                events += decoder.feed(data_[at : at + 1])
+            decoder.close()
+        except FrameError as exc:
+            error = exc.reason
+        return [(e.stream_offset, e.size) for e in events if isinstance(e, ChunkStart)], error
+
+    whole_starts, whole_error = run(FrameDecoder("session"), stream)
+    first = FrameDecoder("session")
+    cut = data.draw(st.integers(0, len(stream)), label="cut")
+    try:
+        first_starts = [(e.stream_offset, e.size) for e in first.feed(stream[:cut]) if isinstance(e, ChunkStart)]
+    except FrameError as exc:
+        assert exc.reason == whole_error  # failed before the cut, as the whole did
+        return
+    resume = first.complete_offset
+    # a frame begun before the cut and not finished is decoded again after it
+    first_starts = [(start, size) for start, size in first_starts if start + size <= resume]
+    resumed = FrameDecoder("session", offset=resume, frames=first.complete_frames)
+    rest_starts, rest_error = run(resumed, stream[resume:])
+    assert first_starts + rest_starts == whole_starts
+    assert rest_error == whole_error
+
+
+def test_only_a_session_stream_resumes():
+    with pytest.raises(ValueError):
+        FrameDecoder("body", offset=10)
+    with pytest.raises(ValueError):
+        FrameDecoder("body", frames=1)
+
+
 def feed_all(stream, cuts, mode):
     """Decode, allowing only FrameError to escape."""
     decoder = FrameDecoder(mode, max_payload_size=1 << 20, max_message_size=1 << 16)
