@@ -367,7 +367,19 @@ WHOLE = {
 
 
 @pytest.mark.parametrize("stream", WHOLE, ids=["bad-type", "short", "bad-id"])
-@pytest.mark.parametrize("cuts", [(), (1,), (FRAME - 3,), (FRAME + 20,), (2 * FRAME,), (2 * FRAME + 1,), (7, 40, 100)])
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        (),
+        (1,),
+        (FRAME - 3,),
+        (FRAME + 20,),
+        (2 * FRAME,),
+        (2 * FRAME + 1,),
+        (7, 40, 100),
+        (FRAME + 5, FRAME + 10, FRAME + 20),
+    ],
+)
 @pytest.mark.parametrize("carry", ["indexed", "beyond MAX_CARRY"])
 def test_a_stream_in_pieces_fails_as_it_would_whole(locked, monkeypatch, stream, cuts, carry):
     """Frame numbers and byte offsets in the reason are the whole stream's, however the pieces cut it, whether the

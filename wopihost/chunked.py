@@ -441,7 +441,7 @@ class ChunkedFiles:
         limit = self.settings.max_upload_session_size
 
         def observe(s: Session, state: Any) -> chunkindex.PieceIndexer | None:
-            return chunkindex.indexer_for(self.blobs, state, self.sessions.stream(s, state.token), limit)
+            return chunkindex.indexer_for(s, self.blobs, state, limit)
 
         return self.sessions.append(token, file_id, offset, length, body, observe=observe)
 

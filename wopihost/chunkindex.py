@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from .cspp.chunkid import ChunkHasher, encode_chunk_id
 from .cspp.frames import ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON
 from .errors import bad_request
-from .extents import Extents
-from .models import SessionChunk, UploadSession
+from .extents import Extent, Extents
+from .models import SessionChunk, UploadPiece, UploadSession
 from .storage import Opened, Readable, Storage
 
 MAX_CARRY = 16 << 20  # the most of an unfinished frame a piece reads back to resume decoding
@@ -145,23 +145,22 @@ class PieceIndexer:
     kept, and the commit answers 400 with the reason, as it would had it decoded the stream itself.
     """
 
-    def __init__(self, blobs: Storage, session: Any, pieces: Extents, max_payload: int):
+    def __init__(self, blobs: Storage, session: Any, pieces: list[UploadPiece], max_payload: int):
         self._blobs, self._token = blobs, session.token
-        self._pieces = pieces  # the session's stream so far
+        self._pieces = pieces  # the session's pieces that hold the unfinished frame, if any
         self._scanner = ChunkScanner("session", max_payload, session.indexed, session.indexed_frames)
         self._error: str | None = None
 
     def start(self) -> None:
-        resume = self._scanner.decoder.bytes_fed
-        carry = self._pieces.slice(resume, self._pieces.length - resume)
-        if carry.length:
-            needed = carry.blobs
-            with self._blobs.open() as opened:
-                for piece in self._pieces:  # whole blobs: their sizes are known
-                    if piece.blob in needed:
-                        opened.add(piece.blob, piece.length)
-                for data in opened.pieces(carry):
-                    self._feed(data)
+        if not self._pieces:
+            return
+        held = Extents(Extent(piece.blob, 0, piece.length) for piece in self._pieces)
+        skip = self._scanner.decoder.bytes_fed - self._pieces[0].offset  # where the frame starts in the first
+        with self._blobs.open() as opened:
+            for piece in self._pieces:  # whole blobs: their sizes are known
+                opened.add(piece.blob, piece.length)
+            for data in opened.pieces(held.slice(skip, held.length - skip)):
+                self._feed(data)
 
     def watch(self, body: Readable) -> Readable:
         return _Tee(body, self._feed)
@@ -196,12 +195,17 @@ class PieceIndexer:
             )
 
 
-def indexer_for(blobs: Storage, session: Any, stream: Extents, max_payload: int) -> PieceIndexer | None:
+def indexer_for(s: Session, blobs: Storage, session: Any, max_payload: int) -> PieceIndexer | None:
     """The indexer of the next piece of `session` (a state row), or None when pieces are no longer decoded (a
     framing error is recorded, or the unfinished frame is longer than MAX_CARRY)."""
-    if session.frame_error or stream.length - session.indexed > MAX_CARRY:
+    if session.frame_error or session.received - session.indexed > MAX_CARRY:
         return None
-    return PieceIndexer(blobs, session, stream, max_payload)
+    # only the pieces that hold the unfinished frame: reading every piece of the session would grow with it
+    holding = UploadPiece.offset + UploadPiece.length > session.indexed
+    pieces = s.scalars(
+        sa.select(UploadPiece).where(UploadPiece.token == session.token, holding).order_by(UploadPiece.offset)
+    )
+    return PieceIndexer(blobs, session, list(pieces), max_payload)
 
 
 class _Tee:
