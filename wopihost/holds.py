@@ -74,9 +74,8 @@ class Hold:
         until = now + self.holds.lease
         with self.holds.db.write() as s:
             moved = s.execute(sa.update(BlobHold).where(BlobHold.name == self.name).values(held_until=until))
-            if not cast(
-                sa.CursorResult, moved
-            ).rowcount:  # swept after this writer stalled past its lease: its object is not visible yet
+            # swept after this writer stalled past its lease: its object is not visible yet, so hold it again
+            if not cast(sa.CursorResult, moved).rowcount:
                 s.execute(sa.insert(BlobHold).values(name=self.name, held_until=until))
         self.until = until
 
