@@ -507,13 +507,15 @@ def test_gc_on_both_nodes_during_uploads_loses_nothing(nodes, tmp_path, s3):
                 assert answer.status_code == (201 if end == len(data) else 202), (n, i, answer.text)
             graph_items[answer.json()["id"]] = sha256(data)
 
+    # one count per node, each written only by its node's collector: a shared `count += gc(...)` reads the count
+    # before the seconds-long pass and stores it after, so the two threads would overwrite each other's passes
     gc_runs = {a.base: 0, b.base: 0}
-    deleted_during = 0
+    deleted = {a.base: 0, b.base: 0}
 
     def collect(node: LocalServer) -> None:
-        nonlocal deleted_during
         while not done.is_set() or gc_runs[node.base] < 2:
-            deleted_during += gc(node, "0")
+            found = gc(node, "0")
+            deleted[node.base] += found
             gc_runs[node.base] += 1
 
     with ThreadPoolExecutor(6) as pool:
@@ -531,6 +533,7 @@ def test_gc_on_both_nodes_during_uploads_loses_nothing(nodes, tmp_path, s3):
             done.set()
         for collector in collectors:
             collector.result()
+    deleted_during = sum(deleted.values())
     print(f"\ngc runs during the uploads: {list(gc_runs.values())}, {deleted_during} blobs deleted")
 
     def everything_whole() -> None:
