@@ -296,3 +296,74 @@ def test_a_large_body_after_a_held_head_arrives_whole_and_in_order(tcp):
     sock.end_response()
     reader.join()
     assert received == HEAD + body
+
+
+# -- a file sent with one blocking sendfile, each wait bounded by the idle timeout
+
+
+@pytest.fixture
+def impatient_tcp(monkeypatch):
+    """As `tcp`, the worker's socket with an idle timeout of half a second and small buffers on both
+    ends, so that a few hundred KiB fill them."""
+    monkeypatch.setattr(IdleTimeoutSocket, "idle_timeout", 0.5)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(server.getsockname())
+        accepted, _ = server.accept()
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock = IdleTimeoutSocket.adopt(accepted)
+    sock.setblocking(True)  # what gunicorn does before each request: here, the idle timeout
+    client.settimeout(10)
+    with sock, client:
+        yield sock, client
+
+
+def test_a_sendfile_to_a_reader_that_stalls_ends_after_the_idle_timeout(impatient_tcp, tmp_path):
+    sock, client = impatient_tcp
+    content = tmp_path / "blob"
+    content.write_bytes(os.urandom(8 << 20))
+    sock.new_response()
+    raised: list[BaseException] = []
+
+    def send():
+        with open(content, "rb") as file:
+            try:
+                sock.sendfile(file, 0, 8 << 20)
+            except BaseException as exc:
+                raised.append(exc)
+
+    sender = threading.Thread(target=send)
+    started = time.monotonic()
+    sender.start()
+    sender.join(10)
+    if sender.is_alive():  # a sendfile that would wait forever: the client leaves, so that the test ends
+        client.close()
+        sender.join()
+        pytest.fail("the sendfile went on waiting for a client that read nothing")
+    assert 0.4 < time.monotonic() - started < 1.5  # one idle timeout without room in the buffers, not a few
+    assert len(raised) == 1 and isinstance(raised[0], BrokenPipeError)
+    assert 0 < sock.sendfile_sent < 8 << 20  # what the buffers took before the client stalled
+    assert sock.gettimeout() == 0.5  # the socket is back to its timeout for what gunicorn does next
+
+
+def test_a_sendfile_to_a_slow_but_steady_reader_outlasts_the_idle_timeout(impatient_tcp, tmp_path):
+    sock, client = impatient_tcp
+    data = os.urandom(256 << 10)
+    content = tmp_path / "blob"
+    content.write_bytes(data)
+    received = bytearray()
+
+    def read_slowly():
+        while len(received) < len(data) and (piece := client.recv(256 << 10)):
+            received.extend(piece)
+            time.sleep(0.05)  # well under the idle timeout each time, well over it in all
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    started = time.monotonic()
+    with open(content, "rb") as file:
+        assert sock.sendfile(file, 0, len(data)) == len(data)
+    reader.join()
+    assert time.monotonic() - started > 1  # the whole transfer took longer than the idle timeout
+    assert received == data and sock.sendfile_sent == len(data)
