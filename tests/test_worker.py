@@ -200,15 +200,27 @@ def test_closing_a_connection_never_stalls_the_loop(worker):
 # -- a response's head leaves with the first piece of its body
 
 
+def _loopback(buffers: int | None = None) -> tuple[socket.socket, socket.socket]:
+    """The accepted (worker's) end and the client's end of one loopback TCP connection; with `buffers`, the
+    worker's send buffer and the client's receive buffer that small."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.socket()
+        if buffers:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffers)
+        client.connect(server.getsockname())
+        accepted, _ = server.accept()
+    if buffers:
+        accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffers)
+    client.settimeout(10)
+    return accepted, client
+
+
 @pytest.fixture
 def tcp():
     """A worker-side IdleTimeoutSocket and the client's end of one loopback TCP connection."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        client = socket.create_connection(server.getsockname())
-        accepted, _ = server.accept()
+    accepted, client = _loopback()
     sock = IdleTimeoutSocket.adopt(accepted)
     sock.settimeout(10)
-    client.settimeout(10)
     with sock, client:
         yield sock, client
 
@@ -298,7 +310,7 @@ def test_a_large_body_after_a_held_head_arrives_whole_and_in_order(tcp):
     assert received == HEAD + body
 
 
-# -- a file sent with one blocking sendfile, each wait bounded by the idle timeout
+# -- a file sent with sendfile: each wait for the client, not the whole transfer, bounded by the idle timeout
 
 
 @pytest.fixture
@@ -306,15 +318,9 @@ def impatient_tcp(monkeypatch):
     """As `tcp`, the worker's socket with an idle timeout of half a second and small buffers on both
     ends, so that a few hundred KiB fill them."""
     monkeypatch.setattr(IdleTimeoutSocket, "idle_timeout", 0.5)
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.connect(server.getsockname())
-        accepted, _ = server.accept()
-    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    accepted, client = _loopback(buffers=4096)
     sock = IdleTimeoutSocket.adopt(accepted)
     sock.setblocking(True)  # what gunicorn does before each request: here, the idle timeout
-    client.settimeout(10)
     with sock, client:
         yield sock, client
 
@@ -344,7 +350,7 @@ def test_a_sendfile_to_a_reader_that_stalls_ends_after_the_idle_timeout(impatien
     assert 0.4 < time.monotonic() - started < 1.5  # one idle timeout without room in the buffers, not a few
     assert len(raised) == 1 and isinstance(raised[0], BrokenPipeError)
     assert 0 < sock.sendfile_sent < 8 << 20  # what the buffers took before the client stalled
-    assert sock.gettimeout() == 0.5  # the socket is back to its timeout for what gunicorn does next
+    assert sock.gettimeout() == 0.5  # still the idle timeout, for what gunicorn does next
 
 
 def test_a_sendfile_to_a_slow_but_steady_reader_outlasts_the_idle_timeout(impatient_tcp, tmp_path):
