@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, request
@@ -47,6 +48,18 @@ class JsonProvider(DefaultJSONProvider):
 class App(Flask):
     json_provider_class = JsonProvider
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        # Flask asks whether the view and each hook is a coroutine function on every request (three
+        # inspections per request); what a function is does not change, so each is asked once.
+        known = self._sync.get(func)
+        if known is None:
+            known = self._sync[func] = super().ensure_sync(func)
+        return known
+
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> App:
     services = Services.create(settings or Settings.from_env(), clock)
@@ -57,6 +70,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         # migrated) yet must not keep the app from starting, to answer 503 and /healthz; later sweeps catch up.
         log.warning("could not sweep the partial writes of dead processes at start: %s", exc)
     app = App("wopihost")
+    # Werkzeug would look, on every request, for another rule of the endpoint whose defaults make the URL a
+    # redirect; no two of our rules can (their defaults differ), and the search cost 5% of a CheckFileInfo.
+    app.url_map.redirect_defaults = False
     metrics = _metrics(app, services)
     if services.settings.sweep_interval > 0:
         app.extensions["wopihost.sweeper"] = Sweeper(

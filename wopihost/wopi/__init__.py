@@ -88,13 +88,14 @@ _METHODS = ["GET", "POST"]  # anything else a WOPI endpoint answers with 405
 )
 def dispatch(item_id: str, endpoint: str) -> Response:
     services: Services = current_app.extensions["wopihost"]
+    method, headers = request.method, request.headers
     override = None
-    if request.method == "POST":
-        override = (request.headers.get("X-WOPI-Override") or "").strip().upper()
+    if method == "POST":
+        override = (headers.get("X-WOPI-Override") or "").strip().upper()
         if not override:
             raise bad_request("X-WOPI-Override is required on POST")
-    editors = override == "PUT_CHUNKED_FILE" and bool((request.headers.get("X-WOPI-Editors") or "").strip())
-    services.proofs.check(request.environ, request.headers, editors_named=editors)
+    editors = override == "PUT_CHUNKED_FILE" and bool((headers.get("X-WOPI-Editors") or "").strip())
+    services.proofs.check(request.environ, headers, editors_named=editors)
     family = endpoint.split("/")[0]
     call: files.Call | containers.ContainerCall
     if family in ("file", "contents"):
@@ -114,9 +115,9 @@ def dispatch(item_id: str, endpoint: str) -> Response:
             call = containers.ContainerCall(
                 services, item_id, services.tokens.verify(session, access_token(), resource)
             )
-    handler = OPERATIONS.get((request.method, endpoint, override))
+    handler = OPERATIONS.get((method, endpoint, override))
     if handler is None:
-        raise WopiError(501, f"{override or request.method} is not supported on this endpoint")
+        raise WopiError(501, f"{override or method} is not supported on this endpoint")
     return handler(call)
 
 
