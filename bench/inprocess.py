@@ -101,9 +101,7 @@ def run(args) -> None:
             if args.profile == op:
                 profiler = cProfile.Profile()
                 profiler.runcall(lambda: [call() for _ in range(number)])
-                pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(
-                    int(os.environ.get("TOP", "30"))
-                )
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     finally:
         services.db.dispose()
 
