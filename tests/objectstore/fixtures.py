@@ -1,4 +1,5 @@
-"""Pytest fixtures for a real S3 object store: Ceph's RADOS Gateway, started once per session (ceph_rgw.py).
+"""Pytest fixtures for a real S3 object store: Ceph's RADOS Gateway, started once per test process (ceph_rgw.py;
+each pytest-xdist worker has its own).
 
 tests/conftest.py makes them available to every test.
 Without Ceph installed the tests that use them are skipped, or fail under CI, which installs it (.ci/run).
@@ -33,7 +34,7 @@ def s3_client(gateway: ceph.Gateway):
 
 @pytest.fixture(scope="session")
 def ceph_rgw(tmp_path_factory) -> Iterator[ceph.Gateway]:
-    """One throwaway Ceph cluster for the session, its S3 user owning no bucket at first."""
+    """One throwaway Ceph cluster for this process's session, its S3 user owning no bucket at first."""
     missing = ceph.missing_binaries()
     if missing:
         reason = f"Ceph is not installed (no {', '.join(missing)}); `{ceph.INSTALL_HINT}` to run this test"
