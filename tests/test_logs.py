@@ -240,3 +240,57 @@ def test_the_worker_socket_counts_what_sendfile_sends(tmp_path):
 def _read_all(sock: socket.socket, into: bytearray) -> None:
     while data := sock.recv(65536):
         into += data
+
+
+def _direct_logger(log):
+    from gunicorn.config import Config
+
+    from wopihost.logs import GunicornLogger
+
+    logging.getLogger("gunicorn.access").handlers.clear()  # (a handler another test's caplog left there)
+    cfg = Config()
+    cfg.set("accesslog", str(log))
+    cfg.set("access_log_format", ACCESS_LOG_FORMAT)
+    return GunicornLogger(cfg)
+
+
+def _access(logger, path: str) -> None:
+    from datetime import timedelta
+
+    environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_PROTOCOL": "HTTP/1.1"}
+    logger.access(_Response("200 OK", 5, None), None, environ, timedelta(milliseconds=1))
+
+
+def test_the_access_log_written_directly_follows_a_reopened_file(tmp_path):
+    log = tmp_path / "access.log"
+    logger = _direct_logger(log)
+    assert logger._plain is logger.access_log.handlers[0]  # written without logging's machinery
+    _access(logger, "/wopi/files/before")
+    log.rename(tmp_path / "access.log.1")  # what logrotate does before it sends gunicorn SIGUSR1
+    logger.reopen_files()
+    _access(logger, "/wopi/files/after")
+    for handler in logger.access_log.handlers:
+        handler.close()
+    assert (
+        tmp_path / "access.log.1"
+    ).read_text() == '127.0.0.1 "GET /wopi/files/before HTTP/1.1" 200 5 1ms override=-\n'
+    assert log.read_text() == '127.0.0.1 "GET /wopi/files/after HTTP/1.1" 200 5 1ms override=-\n'
+
+
+def test_a_handler_added_to_the_access_log_gets_every_line_redacted(tmp_path):
+    logger = _direct_logger(tmp_path / "access.log")
+    added = logging.StreamHandler(io.StringIO())
+    logger.access_log.addHandler(added)
+    try:
+        _access(logger, f"/wopi/files/x/{TOKEN}")
+    finally:
+        logger.access_log.removeHandler(added)
+        for handler in logger.access_log.handlers:
+            handler.close()
+    for text in (added.stream.getvalue(), (tmp_path / "access.log").read_text()):
+        assert text.startswith('127.0.0.1 "GET /wopi/files/x/[redacted] HTTP/1.1" 200 5') and TOKEN[:20] not in text
+
+
+def test_json_access_lines_go_through_logging(tmp_path, monkeypatch):
+    monkeypatch.setenv("WOPIHOST_LOG_FORMAT", "json")
+    assert _direct_logger(tmp_path / "access.log")._plain is None
