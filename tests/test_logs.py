@@ -93,21 +93,27 @@ class _Response:
         self.sock = sock
 
 
+def _logger(log, fmt: str, logger_class):
+    """A gunicorn logger (`logger_class`) writing its access log to the file `log` in the format `fmt`."""
+    from gunicorn.config import Config
+
+    cfg = Config()
+    cfg.set("accesslog", str(log))
+    cfg.set("access_log_format", fmt)
+    return logger_class(cfg)
+
+
 def _access_lines(
     tmp_path, fmt: str, path: str, direct: bool, environ: dict | None = None, sock=None, sent: int = 694
 ) -> str:
     from datetime import timedelta
 
-    from gunicorn.config import Config
     from gunicorn.glogging import Logger
 
     from wopihost.logs import GunicornLogger
 
     log = tmp_path / f"access-{direct}.log"
-    cfg = Config()
-    cfg.set("accesslog", str(log))
-    cfg.set("access_log_format", fmt)
-    logger = (GunicornLogger if direct else Logger)(cfg)
+    logger = _logger(log, fmt, GunicornLogger if direct else Logger)
     environ = {
         "REMOTE_ADDR": "127.0.0.1",
         "REQUEST_METHOD": "POST",
@@ -243,15 +249,10 @@ def _read_all(sock: socket.socket, into: bytearray) -> None:
 
 
 def _direct_logger(log):
-    from gunicorn.config import Config
-
     from wopihost.logs import GunicornLogger
 
     logging.getLogger("gunicorn.access").handlers.clear()  # (a handler another test's caplog left there)
-    cfg = Config()
-    cfg.set("accesslog", str(log))
-    cfg.set("access_log_format", ACCESS_LOG_FORMAT)
-    return GunicornLogger(cfg)
+    return _logger(log, ACCESS_LOG_FORMAT, GunicornLogger)
 
 
 def _access(logger, path: str) -> None:
