@@ -1,6 +1,7 @@
 """The driver connection each thread keeps for the request's read and the lock transitions (Database.first,
 Database.transaction): replaced when the database server dropped it, its own per thread, all closed by
-dispose()."""
+dispose(); a transaction on it keeps all of its changes or none, however it ends (on PostgreSQL its
+statements are pipelined, and a failure may come back only with COMMIT)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ import sqlalchemy as sa
 
 from wopihost.db import Database
 from wopihost.faults import Unavailable
+from wopihost.models import User
 from wopihost.prepared import Prepared
 
 BACKEND = Prepared(sa.select(sa.func.pg_backend_pid().label("pid")))
 ONE = Prepared(sa.select(sa.literal_column("1").label("one")))
+_USERS = User.__table__
+ADD_USER = Prepared(
+    sa.insert(_USERS).values(
+        id=sa.bindparam("id"), display_name=sa.literal_column("''"), created_at=sa.func.current_timestamp()
+    )
+)
+USERS = Prepared(sa.select(_USERS.c.id).order_by(_USERS.c.id))
 
 
 @pytest.fixture
@@ -66,6 +75,47 @@ def test_a_connection_dropped_in_a_transaction_is_503_and_the_next_one_works(db)
             t.first(ONE, {})
     with db.transaction() as t:
         assert t.first(ONE, {}) == (1,)
+
+
+def users(db: Database) -> list[str]:
+    with db.transaction() as t:
+        return [row[0] for row in t.all(USERS, {})]
+
+
+def test_a_transaction_keeps_every_change_of_its_block(db):
+    with db.transaction() as t:
+        t.run(ADD_USER, {"id": "a"})
+        assert t.all(USERS, {}) == [("a",)]  # a read sees what the block sent before it
+        t.run(ADD_USER, {"id": "b"})  # after the last read: sent with COMMIT on PostgreSQL
+    assert users(db) == ["a", "b"]
+
+
+def test_a_statement_failing_after_the_last_read_fails_the_transaction_and_keeps_nothing(db):
+    with pytest.raises(sa.exc.IntegrityError):
+        with db.transaction() as t:
+            t.first(ONE, {})
+            t.run(ADD_USER, {"id": "a"})
+            t.run(ADD_USER, {"id": "a"})  # the same key: on PostgreSQL the error comes back only with COMMIT
+    assert users(db) == []
+
+
+def test_a_statement_failing_before_the_first_read_fails_the_transaction_and_keeps_nothing(db):
+    with pytest.raises(sa.exc.IntegrityError):
+        with db.transaction() as t:
+            t.run(ADD_USER, {"id": "a"})
+            t.run(ADD_USER, {"id": "a"})
+            t.first(ONE, {})
+    assert users(db) == []
+
+
+def test_an_exception_in_the_block_rolls_the_transaction_back(db):
+    with pytest.raises(LookupError):
+        with db.transaction() as t:
+            t.run(ADD_USER, {"id": "a"})
+            assert t.first(ONE, {}) == (1,)
+            t.run(ADD_USER, {"id": "b"})
+            raise LookupError("a 409, say")
+    assert users(db) == []
 
 
 def test_each_thread_has_its_own_connection_and_dispose_closes_them_all(db):
