@@ -1,7 +1,6 @@
 """The driver connection each thread keeps for the request's read and the lock transitions (Database.first,
 Database.transaction): replaced when the database server dropped it, its own per thread, all closed by
-dispose(); a transaction on it keeps all of its changes or none, however it ends (on PostgreSQL its
-statements are pipelined, and a failure may come back only with COMMIT)."""
+dispose(); a transaction on it keeps all of its changes or none, however it ends."""
 
 from __future__ import annotations
 
@@ -86,7 +85,7 @@ def test_a_transaction_keeps_every_change_of_its_block(db):
     with db.transaction() as t:
         t.run(ADD_USER, {"id": "a"})
         assert t.all(USERS, {}) == [("a",)]  # a read sees what the block sent before it
-        t.run(ADD_USER, {"id": "b"})  # after the last read: sent with COMMIT on PostgreSQL
+        t.run(ADD_USER, {"id": "b"})
     assert users(db) == ["a", "b"]
 
 
@@ -95,7 +94,7 @@ def test_a_statement_failing_after_the_last_read_fails_the_transaction_and_keeps
         with db.transaction() as t:
             t.first(ONE, {})
             t.run(ADD_USER, {"id": "a"})
-            t.run(ADD_USER, {"id": "a"})  # the same key: on PostgreSQL the error comes back only with COMMIT
+            t.run(ADD_USER, {"id": "a"})  # the same key
     assert users(db) == []
 
 

@@ -10,9 +10,7 @@ finds the database locked sleeps in its busy handler, up to 100 ms at a time, ho
 the lock frees; queued, it starts as soon as the writer before it commits.
 
 The statements every request runs (its first read, the lock transitions) skip SQLAlchemy's execution and the
-ORM: prepared once (prepared.py), run on a driver connection each thread keeps (`first`, `transaction`). On
-PostgreSQL such a transaction is pipelined (`_Pipelined`): BEGIN and the statements before its first read
-go in one round trip, the rest with COMMIT in another.
+ORM: prepared once (prepared.py), run on a driver connection each thread keeps (`first`, `transaction`).
 """
 
 from __future__ import annotations
@@ -126,22 +124,20 @@ class Database:
         turn = self._writers.turn() if self._writers is not None else nullcontext()
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with _faults(), turn:
-            if self.is_sqlite:
-                cursor, _ = self._on_live_connection(lambda cursor: cursor.execute("BEGIN IMMEDIATE"))
-                statements = Statements(cursor, self.engine.dialect)
-            else:
-                statements = _Pipelined(self)
+            cursor, _ = self._on_live_connection(
+                lambda cursor: cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
+            )
             try:
-                yield statements
-                statements.commit()
+                yield Statements(cursor, self.engine.dialect)
+                cursor.execute("COMMIT")
             except dbapi_error as exc:
-                self._abandon(statements)
+                self._abandon(cursor)
                 raise sa.exc.DBAPIError.instance("transaction", None, exc, dbapi_error, hide_parameters=True) from exc
             except BaseException:
-                self._abandon(statements)
+                self._abandon(cursor)
                 raise
             finally:
-                statements.close()
+                _close_quietly(cursor)  # its connection may be gone already (dropped by _abandon)
 
     def _on_live_connection(self, act: Callable[[DBAPICursor], T]) -> tuple[DBAPICursor, T]:
         """A cursor on this thread's connection and what `act(cursor)` returned. A connection the server
@@ -165,10 +161,10 @@ class Database:
                     ) from exc
         raise AssertionError("unreachable")
 
-    def _abandon(self, statements: Statements) -> None:
+    def _abandon(self, cursor) -> None:
         """Roll back; a connection that cannot is dropped, never left mid-transaction for the next request."""
         try:
-            statements.rollback()
+            cursor.execute("ROLLBACK")
         except Exception:
             self._drop_connection()
 
@@ -202,72 +198,6 @@ class Database:
         for pooled in held:
             _close_quietly(pooled)
         self.engine.dispose()
-
-
-class _Pipelined(Statements):
-    """A PostgreSQL transaction in psycopg's pipeline mode: statements are sent as they come and their results
-    read only when one is needed, so BEGIN and the statements up to the first read share one round trip, and
-    those after the last read share COMMIT's. Each is still a statement of its own, with its own snapshot
-    under READ COMMITTED. A waiting thread's round trip is not only the network's: it must also get the GIL
-    back from the worker's other threads, so under load each one saved shortens the time the row is locked.
-
-    Until the first result comes back nothing the caller did depended on the database: if the connection
-    turns out to have been dropped (a restart, an idle timeout), what was sent is sent again, once, on a new
-    connection, as `Database.first` does with its read."""
-
-    def __init__(self, db: Database):
-        self._db = db
-        self._unanswered: list[tuple[str, object]] | None = []  # sent before the first read, None after it
-        cursor, self._pipeline = self._begin()
-        super().__init__(cursor, db.engine.dialect)
-
-    def _begin(self) -> tuple:
-        def begin(cursor):
-            pipeline = cursor.connection.pipeline()
-            pipeline.__enter__()
-            cursor.execute("BEGIN")
-            return pipeline
-
-        return self._db._on_live_connection(begin)
-
-    def _execute(self, sql: str, args: object) -> None:
-        if self._unanswered is not None:
-            self._unanswered.append((sql, args))
-        self._cursor.execute(sql, args)
-
-    def _fetch(self, fetch: Callable[[DBAPICursor], T]) -> T:
-        sent, self._unanswered = self._unanswered, None
-        if sent is None:
-            return fetch(self._cursor)
-        try:
-            return fetch(self._cursor)
-        except self.dialect.loaded_dbapi.Error as exc:
-            if not self.dialect.is_disconnect(exc, self._cursor.connection, self._cursor):
-                raise
-        self._db._drop_connection()
-        self._cursor, self._pipeline = self._begin()
-        for sql, args in sent:
-            self._cursor.execute(sql, args)
-        return fetch(self._cursor)
-
-    def commit(self) -> None:
-        self._cursor.execute("COMMIT")
-        self._end_pipeline()  # the sync: raises what any statement since the last read raised
-
-    def rollback(self) -> None:
-        if self._pipeline is not None:
-            # Sent with the sync that ends the pipeline, unless an error already aborted it (then skipped).
-            self._cursor.execute("ROLLBACK")
-            try:
-                self._end_pipeline()
-            except self.dialect.loaded_dbapi.Error:
-                pass
-        if self._cursor.connection.info.transaction_status != self.dialect.loaded_dbapi.pq.TransactionStatus.IDLE:
-            self._cursor.execute("ROLLBACK")
-
-    def _end_pipeline(self) -> None:
-        pipeline, self._pipeline = self._pipeline, None
-        pipeline.__exit__(None, None, None)
 
 
 def _close_quietly(closeable) -> None:

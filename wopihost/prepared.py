@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.sql.compiler import SQLCompiler
-
-T = TypeVar("T")
 
 
 class Prepared:
@@ -72,32 +69,14 @@ class Statements:
 
     def run(self, query: Prepared, params: dict) -> _Compiled:
         compiled = query.on(self.dialect)
-        self._execute(compiled.sql, compiled.args(params))
+        self._cursor.execute(compiled.sql, compiled.args(params))
         return compiled
 
     def first(self, query: Prepared, params: dict) -> tuple | None:
         compiled = self.run(query, params)
-        row = self._fetch(lambda cursor: cursor.fetchone())
+        row = self._cursor.fetchone()
         return compiled.row(row) if row is not None else None
 
     def all(self, query: Prepared, params: dict) -> list[tuple]:
         compiled = self.run(query, params)
-        return [compiled.row(row) for row in self._fetch(lambda cursor: cursor.fetchall())]
-
-    def commit(self) -> None:
-        self._cursor.execute("COMMIT")
-
-    def rollback(self) -> None:
-        self._cursor.execute("ROLLBACK")
-
-    def close(self) -> None:
-        try:
-            self._cursor.close()
-        except Exception:  # its connection may be gone already (dropped after a failed rollback)
-            pass
-
-    def _execute(self, sql: str, args: object) -> None:
-        self._cursor.execute(sql, args)
-
-    def _fetch(self, fetch: Callable[[Any], T]) -> T:
-        return fetch(self._cursor)
+        return [compiled.row(row) for row in self._cursor.fetchall()]
