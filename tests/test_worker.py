@@ -181,6 +181,64 @@ def test_a_partial_head_pipelined_behind_a_request_is_read_by_the_loop(worker):
     assert answers(client, 1).startswith(b"HTTP/1.1 200")
 
 
+def _answered_and_sent_again(worker, client: socket.socket, next_bytes: bytes) -> None:
+    """`client`'s request let go, with `next_bytes` sent while the app was still answering it."""
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 1)
+    assert worker.wsgi.started.acquire(timeout=5)
+    client.sendall(next_bytes)
+    worker.wsgi.release.set()
+
+
+def test_a_request_that_follows_its_answer_at_once_is_served_by_the_same_thread(worker):
+    client = connect(worker)
+    _answered_and_sent_again(worker, client, REQUEST)
+    assert answers(client, 2).count(b"HTTP/1.1 200") == 2  # the loop has not turned since the first request
+    assert worker.nr == 2
+    turn(worker, lambda: worker.busy == 0)  # then the connection is the loop's, kept alive
+    assert worker.keepalived_conns and worker.nr_conns == 1
+
+
+def test_no_thread_waits_for_a_follow_on_while_the_worker_has_more_connections_than_threads(worker):
+    """Its waiting could keep another connection's request from a thread."""
+    client, *others = [connect(worker) for _ in range(3)]
+    _answered_and_sent_again(worker, client, REQUEST)
+    assert answers(client, 1).count(b"HTTP/1.1 200") == 1
+    time.sleep(0.1)
+    assert worker.nr == 1 and not _readable(client)  # the second request waits for the loop
+    turn(worker, lambda: worker.nr == 2)
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    for other in others:
+        other.close()
+
+
+def test_a_thread_gives_way_to_a_client_waiting_to_be_accepted(worker):
+    """Only the loop accepts: threads that went on serving their clients would keep the worker from it."""
+    client = connect(worker)
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 1)
+    assert worker.wsgi.started.acquire(timeout=5)
+    waiting = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)  # in the listen backlog
+    client.sendall(REQUEST)
+    worker.wsgi.release.set()
+    assert answers(client, 1).count(b"HTTP/1.1 200") == 1
+    time.sleep(0.1)
+    assert worker.nr == 1 and not _readable(client)
+    turn(worker, lambda: worker.nr == 2 and worker.nr_conns == 2)
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    waiting.close()
+
+
+def test_a_follow_on_head_that_comes_slowly_holds_no_thread(worker):
+    client = connect(worker)
+    _answered_and_sent_again(worker, client, REQUEST[:10])
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    turn(worker, lambda: len(worker.heads) == 1 and worker.busy == 0)  # the loop reads it, to its deadline
+    client.sendall(REQUEST[10:])
+    turn(worker, lambda: worker.nr == 2 and not worker.heads)
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+
+
 def test_closing_a_connection_never_stalls_the_loop(worker):
     """A connection that ends is closed with a linger of up to 2 s for what the client still sends; a client
     that neither reads nor closes must not make the event loop (every other connection) wait that long."""

@@ -11,6 +11,9 @@ clients sending a header byte every half second took every thread of a default `
   idle timeout (`WOPIHOST_IDLE_TIMEOUT`): the body read fails (408), a stalled reader's connection is closed.
 * A worker accepts connections only while it has a thread free, so the next connection goes to a worker
   that can serve it instead of queueing behind slow ones.
+* While a worker has no more connections than threads, a thread that has answered a kept-alive request
+  waits a moment (`FOLLOW_ON_MS`) for the connection's next request and serves it itself, instead of handing
+  the connection back to the event loop, which would hand the request to a thread again.
 
 So a slow head costs a socket, and only a slow body or a stalled reader holds a thread, for as long as it
 keeps making progress. Heads over TLS or HTTP/2 are left to gunicorn (wopihost serves plain HTTP/1.1
@@ -23,6 +26,7 @@ import errno
 import gc
 import importlib
 import logging
+import select
 import socket
 import time
 from collections import deque
@@ -312,6 +316,41 @@ class Worker(ThreadWorker):
         return keep
 
     def handle(self, conn: Connection):  # type: ignore[override]  # the worker makes every connection a Connection (accept)
+        keep = self._serve(conn)
+        while keep and self._next_head_follows(conn):
+            keep = self._serve(conn)
+        return keep
+
+    def _next_head_follows(self, conn: Connection) -> bool:
+        """Whether the connection's next request head is here, whole, or comes within FOLLOW_ON_MS (it is then in
+        `conn.head`). Each request handed from thread to loop to thread costs the loop a wake-up, a poller
+        registration, a read and a hand-over: about a tenth of a CheckFileInfo's CPU. A thread goes on only
+        while each of the worker's connections could have one, so that no request of this worker waits for
+        it, and gives way as soon as a new client waits to be accepted, which only the loop does: threads that
+        went on and on would otherwise keep the worker from ever accepting."""
+        if not (self.alive and self.nr_conns <= self._threads and self._buffers_heads(conn)) or conn.is_http2:
+            return False
+        unreader = conn.parser.unreader  # type: ignore[union-attr]  # HTTP/1 (_buffers_heads, not is_http2)
+        head = bytearray(unreader.take_buffered())  # what gunicorn read ahead, draining the last body
+        here = _complete(head, 0)
+        waiting = select.poll()
+        for listener in self.sockets:
+            waiting.register(listener, select.POLLIN)
+        if not here:
+            waiting.register(conn.sock, select.POLLIN)
+        ready = dict(waiting.poll(0 if here else FOLLOW_ON_MS))
+        if not here and ready.get(conn.sock.fileno()):
+            try:
+                head += conn.sock.recv(HEAD_BUFFER, socket.MSG_DONTWAIT)
+            except OSError:  # gone, or nothing after all: the loop finds out as it would have
+                pass
+        if any(listener.fileno() in ready for listener in self.sockets) or not _complete(head, 0):
+            unreader.unread(bytes(head))  # the loop's: a head that comes slowly is read to its deadline
+            return False
+        conn.head = head
+        return True
+
+    def _serve(self, conn: Connection) -> bool:
         head, conn.head = conn.head, None
         if head:  # give the parser the head the event loop read
             conn.sock.setblocking(True)
@@ -327,6 +366,10 @@ class Worker(ThreadWorker):
 
 
 HEAD_BUFFER = 64 << 10  # a longer head goes to a thread once this much of it has come (gunicorn's limits apply)
+# How long a thread that has answered waits for the same connection's next request (Worker._next_head_follows):
+# long enough for a client that sends its next request as soon as it has read the answer, even on a busy
+# machine; short enough that a new connection, which cannot be accepted meanwhile, hardly notices.
+FOLLOW_ON_MS = 2
 
 
 def _complete(head: bytearray, new_from: int) -> bool:
