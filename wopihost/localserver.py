@@ -87,7 +87,7 @@ class LocalServer:
                 requests.get(f"{self.base}{probe}", timeout=1)
                 if len(self.workers()) >= workers:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting up
                 pass
             time.sleep(0.1)
         self.process.kill()
