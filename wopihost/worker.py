@@ -344,7 +344,8 @@ class Worker(ThreadWorker):
                 head += conn.sock.recv(HEAD_BUFFER, socket.MSG_DONTWAIT)
             except OSError:  # gone, or nothing after all: the loop finds out as it would have
                 pass
-        if any(listener.fileno() in ready for listener in self.sockets) or not _complete(head, 0):
+            here = _complete(head, 0)
+        if not here or any(listener.fileno() in ready for listener in self.sockets):
             unreader.unread(bytes(head))  # the loop's: a head that comes slowly is read to its deadline
             return False
         conn.head = head
