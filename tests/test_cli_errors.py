@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
-import requests
 
-from wopihost.localserver import WOPIHOST, free_port
+from wopihost.localserver import WOPIHOST, first_answer, free_port
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 # Commands that need the database, each as an admin would type it; `serve` last (it must not start).
@@ -171,14 +169,8 @@ def test_serve_prints_where_it_serves_and_serves(base_env):
             "threads": 64,
             "data_dir": base_env["WOPIHOST_DATA_DIR"],
         }
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.2)
+        health = first_answer(f"http://127.0.0.1:{port}/healthz", 30, lambda: process.poll() is None)
+        assert health is not None and health.status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=30)

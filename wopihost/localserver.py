@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +22,18 @@ import psutil
 import requests
 
 WOPIHOST = [sys.executable, "-m", "wopihost.cli"]
+
+
+def first_answer(url: str, timeout: float, running: Callable[[], bool] = lambda: True) -> requests.Response | None:
+    """The first response to GET `url` within `timeout` seconds while `running()`; None if none came. A refused
+    connection or a probe slower than a second is a server still starting, and is tried again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running():
+        try:
+            return requests.get(url, timeout=1)
+        except (requests.ConnectionError, requests.Timeout):
+            time.sleep(0.1)
+    return None
 
 
 def free_port() -> int:
@@ -82,13 +95,9 @@ class LocalServer:
         """This server once it answers GET `probe` and has `workers` workers; killed, with its log in the error,
         if it does not within `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                requests.get(f"{self.base}{probe}", timeout=1)
-                if len(self.workers()) >= workers:
-                    return self
-            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting up
-                pass
+        while first_answer(f"{self.base}{probe}", deadline - time.monotonic(), self.running) is not None:
+            if len(self.workers()) >= workers:
+                return self
             time.sleep(0.1)
         self.process.kill()
         raise RuntimeError(f"the server did not start:\n{self.log.read_text(errors='replace')}")
@@ -117,6 +126,9 @@ class LocalServer:
 
     def url(self, file_id: str, token: str, suffix: str = "") -> str:
         return f"{self.base}/wopi/files/{file_id}{suffix}?access_token={token}"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
 
     def workers(self) -> list[psutil.Process]:
         return psutil.Process(self.process.pid).children()

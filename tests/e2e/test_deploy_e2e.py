@@ -24,7 +24,7 @@ from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.frames import chunk_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body
-from wopihost.localserver import WOPIHOST, LocalServer, PeakRss, free_port
+from wopihost.localserver import WOPIHOST, LocalServer, PeakRss, first_answer, free_port
 from wopihost.proof import ticks_from_datetime
 
 from .. import systemd_env
@@ -134,13 +134,7 @@ def deployment(tmp_path, database, client_key, monkeypatch):
     subprocess.run([nginx, "-t", "-c", str(config)], check=True, capture_output=True)
     subprocess.run([nginx, "-c", str(config)], check=True, capture_output=True)
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{public}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        first_answer(f"{public}/healthz", 15)
         yield server, public, client_key
     finally:
         subprocess.run([nginx, "-c", str(config), "-s", "stop"], capture_output=True)
@@ -371,14 +365,7 @@ def test_the_shipped_env_file_starts_the_unit(tmp_path, database, client_key):
             unit_command(service["ExecStart"]), env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        health = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        health = first_answer(f"http://127.0.0.1:{port}/healthz", 30, lambda: process.poll() is None)
         assert health is not None, log.read_text()
         assert health.status_code == 200 and health.json()["database"] == "ok", health.text
 
