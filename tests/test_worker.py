@@ -15,7 +15,7 @@ import pytest
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from wopihost.worker import IdleTimeoutSocket, Worker
+from wopihost.worker import ACCEPT_FALLBACK_MS, IdleTimeoutSocket, Worker
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -33,15 +33,11 @@ class App:
         return [b"ok"]
 
 
-@pytest.fixture
-def worker(monkeypatch, tmp_path):
-    monkeypatch.setenv("WOPIHOST_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("WOPIHOST_HEADER_TIMEOUT", "1s")
+def _worker(age: int, listener: socket.socket) -> Worker:
     cfg = Config()
     cfg.set("threads", 2)
     cfg.set("keepalive", 30)
-    listener = socket.create_server(("127.0.0.1", 0))
-    worker = Worker(1, os.getpid(), [listener], None, 30, cfg, Logger(cfg))
+    worker = Worker(age, os.getpid(), [listener], None, 30, cfg, Logger(cfg))
     worker.log.error_log.setLevel(logging.CRITICAL)
     worker.wsgi = App()
     # ThreadWorker.init_process, without the loop it goes on to run:
@@ -50,10 +46,37 @@ def worker(monkeypatch, tmp_path):
     worker.poller.register(worker.method_queue.fileno(), selectors.EVENT_READ, worker.method_queue.run_callbacks)
     worker.prepare()
     worker.set_accept_enabled(True)
-    yield worker
+    return worker
+
+
+def _stop(worker: Worker) -> None:
     worker.wsgi.release.set()
     worker.tpool.shutdown(wait=True)
+    worker.leave_board()
+
+
+@pytest.fixture
+def listener(monkeypatch, tmp_path):
+    monkeypatch.setenv("WOPIHOST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WOPIHOST_HEADER_TIMEOUT", "1s")
+    listener = socket.create_server(("127.0.0.1", 0))
+    yield listener
     listener.close()
+
+
+@pytest.fixture
+def worker(listener):
+    worker = _worker(1, listener)
+    yield worker
+    _stop(worker)
+
+
+@pytest.fixture
+def second_worker(listener):
+    """Another worker of the same server: the same listener, the board shared (as after gunicorn's fork)."""
+    worker = _worker(2, listener)
+    yield worker
+    _stop(worker)
 
 
 def turn(worker, until, seconds: float = 5) -> None:
@@ -168,6 +191,45 @@ def test_a_waiting_connection_takes_turns_with_kept_alive_requests(worker):
     for client in everyone:
         assert answers(client, 1).startswith(b"HTTP/1.1 200")
         client.close()
+
+
+def test_a_client_is_left_to_the_worker_serving_fewer_connections(worker, second_worker):
+    """Both workers wait on one listener; the busier one would often win the client, being awake."""
+    client = connect(worker)
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 1)
+    second_worker.wait_for_and_dispatch_events(0)  # it posts: it serves nothing
+    newcomer = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    worker.wait_for_and_dispatch_events(0.05)
+    assert worker.nr_conns == 1
+    assert not worker._accepting  # its listener is off meanwhile: the loop does not spin on the waiting client
+    turn(second_worker, lambda: second_worker.nr_conns == 1)
+    second_worker.wsgi.release.set()
+    newcomer.sendall(REQUEST)
+    turn(second_worker, lambda: _readable(newcomer))
+    assert answers(newcomer, 1).startswith(b"HTTP/1.1 200")
+    time.sleep(ACCEPT_FALLBACK_MS / 1000)
+    turn(worker, lambda: worker._accepting)  # its listener is back, with nothing left to take
+    assert worker.nr_conns == 1 and second_worker.nr_conns == 1
+    turn(second_worker, lambda: second_worker.busy == 0)  # its connection idles, kept alive: it serves nothing
+    late = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    worker.wait_for_and_dispatch_events(0.05)
+    assert worker.nr_conns == 1  # a new client, left to the other worker again
+    turn(second_worker, lambda: second_worker.nr_conns == 2)
+    late.close()
+
+
+def test_a_client_left_to_another_worker_that_does_not_take_it_is_taken_after_the_fallback(worker, second_worker):
+    """The other worker may have every thread busy, or be stuck: no client waits on what the board said."""
+    client = connect(worker)
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 1)
+    second_worker.wait_for_and_dispatch_events(0)  # it posts, serving nothing, then its loop never turns again
+    socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    started = time.monotonic()
+    turn(worker, lambda: worker.nr_conns == 2)
+    assert ACCEPT_FALLBACK_MS / 1000 <= time.monotonic() - started < 0.5
+    assert second_worker.nr_conns == 0
 
 
 def test_a_partial_head_pipelined_behind_a_request_is_read_by_the_loop(worker):

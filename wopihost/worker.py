@@ -10,7 +10,9 @@ clients sending a header byte every half second took every thread of a default `
 * A thread reading a body or writing a response gives up on a client that sends or reads nothing for the
   idle timeout (`WOPIHOST_IDLE_TIMEOUT`): the body read fails (408), a stalled reader's connection is closed.
 * A worker accepts connections only while it has a thread free, so the next connection goes to a worker
-  that can serve it instead of queueing behind slow ones.
+  that can serve it instead of queueing behind slow ones; and it leaves a waiting client for a moment
+  (`ACCEPT_FALLBACK_MS`) to another worker that serves fewer connections (`workerboard`), so that the
+  connections, and the work, spread evenly between the workers.
 * While a worker has no more connections than threads, a thread that has answered a kept-alive request
   waits a moment (`FOLLOW_ON_MS`) for the connection's next request and serves it itself, instead of handing
   the connection back to the event loop, which would hand the request to a thread again.
@@ -38,6 +40,7 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .config import Settings
+from .workerboard import Board
 
 # gunicorn's master imports this module before it forks the workers. Importing the application's modules
 # here (not creating the application: no database connection, no thread) puts the pages of Flask,
@@ -54,6 +57,7 @@ logging.logThreads = False
 logging.logMultiprocessing = False
 
 HEAD_END = (b"\r\n\r\n", b"\n\n")
+BOARD = Board()  # made here, in the master, so that every worker it forks shares it
 
 
 class IdleTimeoutSocket(socket.socket):
@@ -181,6 +185,10 @@ class Worker(ThreadWorker):
         # would leave new clients in the backlog for seconds.
         self.parked: deque[Connection] = deque()
         self._new_turn = True
+        # A client waiting to be accepted that this worker leaves to a less busy one: since when this worker has
+        # seen it waiting, and until when the worker's listeners are off meanwhile.
+        self._waiting_since: float | None = None
+        self._held_until: float | None = None
         # gunicorn's settings, read once: each read of self.cfg costs a lookup through its settings table
         self._threads, self._ssl = self.cfg.threads, self.cfg.is_ssl
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
@@ -188,24 +196,80 @@ class Worker(ThreadWorker):
     def _buffers_heads(self, conn: TConn) -> bool:
         return not self._ssl and not (self._h2c_sniffed and negotiation.prior_knowledge_allowed(self.cfg, conn.client))
 
-    # -- connections: accepted only with a thread free
+    # -- connections: accepted only with a thread free, by the worker serving the fewest
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.leave_board()
+
+    def leave_board(self) -> None:
+        BOARD.clear(self.age)
+
+    def _serving(self) -> int:
+        """What the worker posts on the board: its connections not idling between requests."""
+        return self.nr_conns - len(self.keepalived_conns)
+
+    def _post(self) -> float:
+        # at each turn of the loop (at least one a second) and as soon as a connection comes or a request ends
+        now = time.monotonic()
+        BOARD.post(self.age, self._serving(), now)
+        return now
+
+    def wait_for_and_dispatch_events(self, timeout: float | None) -> None:
+        now = self._post()
+        if self._held_until is not None:
+            if now < self._held_until:
+                timeout = self._held_until - now if timeout is None else min(timeout, self._held_until - now)
+            else:
+                self._held_until = None
+                if not self._clients_waiting():  # another worker took it
+                    self._waiting_since = None
+                self._threads_changed()
+        super().wait_for_and_dispatch_events(timeout)
 
     def set_accept_enabled(self, enabled: bool | None) -> None:
-        super().set_accept_enabled(enabled and self.busy < self._threads)
+        super().set_accept_enabled(enabled and self.busy < self._threads and self._held_until is None)
 
     def _threads_changed(self) -> None:
         # gunicorn's loop only reconsiders accepting when its connection count crosses the limit.
         self.set_accept_enabled(self.nr_conns < self.worker_connections)
 
+    def _clients_waiting(self) -> list:
+        """The listeners with a client waiting to be accepted."""
+        ready = select.poll()
+        for listener in self.sockets:
+            ready.register(listener, select.POLLIN)
+        readable = {fd for fd, _ in ready.poll(0)}
+        return [listener for listener in self.sockets if listener.fileno() in readable]
+
     def accept(self, listener) -> bool:  # type: ignore[override]  # also says whether it took a connection
+        """A client waits on `listener` (the poller says so, or `_next` looked): take it, unless another worker
+        serves fewer connections and the client has waited less than ACCEPT_FALLBACK_MS. That worker takes it
+        as soon as its loop turns; the fallback is for one that does not (every thread busy, or stuck), so
+        that no client waits long on what the board said."""
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        until = self._waiting_since + ACCEPT_FALLBACK_MS / 1000
+        if now < until:
+            fewest = BOARD.fewest_elsewhere(self.age, now)
+            if fewest is not None and fewest < self._serving():
+                self._held_until = until  # listeners off until then: the poller would only report the client again
+                self._threads_changed()
+                return False
         try:
             client, address = listener.accept()
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
+            self._waiting_since = None  # another worker took it
             return False
+        self._waiting_since = None
         self.nr_conns += 1
         self.enqueue_req(Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname()))
+        self._post()
         return True
 
     def on_client_socket_readable(self, conn: Connection, client) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
@@ -283,6 +347,7 @@ class Worker(ThreadWorker):
     def finish_request(self, conn: Connection, fs) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         self.busy -= 1
         super().finish_request(conn, fs)
+        self._post()
         self._threads_changed()
         self._next()
 
@@ -296,8 +361,11 @@ class Worker(ThreadWorker):
                 self._start(self.parked.popleft())
                 continue
             self._new_turn = False
-            if self.alive and self.nr_conns < self.worker_connections:
-                if any(self.accept(listener) for listener in self.sockets):
+            if self.alive and self.nr_conns < self.worker_connections and self._held_until is None:
+                waiting = self._clients_waiting()
+                if not waiting:
+                    self._waiting_since = None
+                elif any(self.accept(listener) for listener in waiting):
                     continue
             if not self.parked:
                 return
@@ -371,6 +439,10 @@ HEAD_BUFFER = 64 << 10  # a longer head goes to a thread once this much of it ha
 # long enough for a client that sends its next request as soon as it has read the answer, even on a busy
 # machine; short enough that a new connection, which cannot be accepted meanwhile, hardly notices.
 FOLLOW_ON_MS = 2
+# How long a worker leaves a waiting client to another worker serving fewer connections (Worker.accept) before
+# taking it itself: about a request's time, the longest a worker with every thread busy should take to free
+# one and accept.
+ACCEPT_FALLBACK_MS = 5
 
 
 def _complete(head: bytearray, new_from: int) -> bool:
