@@ -36,6 +36,7 @@ from functools import partial
 from selectors import EVENT_READ
 
 from gunicorn import util
+from gunicorn.http.body import LengthReader
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -109,7 +110,9 @@ class IdleTimeoutSocket(socket.socket):
             self._send_all([held], flags)
 
     def setblocking(self, flag: bool) -> None:
-        self.settimeout(self.idle_timeout if flag else 0.0)
+        timeout = self.idle_timeout if flag else 0.0
+        if timeout != self.gettimeout():  # gunicorn asks again for every request; each change is a syscall
+            self.settimeout(timeout)
 
     def send(self, data, flags: int = 0) -> int:
         self.send_held()
@@ -382,6 +385,20 @@ class Worker(ThreadWorker):
             raise
         sock.end_response()
         return keep
+
+    def _keepalive_after(self, conn: Connection, keepalive: bool) -> bool:
+        # gunicorn drains what the application left of a request's body under a deadline it sets on the socket
+        # and then takes off again: two syscalls, and two more handovers of the GIL, after every request,
+        # though nearly every body (a GET's, a PutFile's) is already read to its end.
+        body = conn.parser.mesg.body if keepalive and conn.parser.mesg else None  # type: ignore[union-attr]  # HTTP/1: a request was parsed
+        if (
+            body is not None
+            and isinstance(body.reader, LengthReader)
+            and not body.reader.length
+            and not body.buf.tell()
+        ):
+            return not getattr(body, "failed", False)
+        return super()._keepalive_after(conn, keepalive)  # type: ignore[misc]  # gunicorn's, not in its stubs
 
     def handle(self, conn: Connection):  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         keep = self._serve(conn)
