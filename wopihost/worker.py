@@ -28,6 +28,7 @@ import errno
 import gc
 import importlib
 import logging
+import os
 import select
 import socket
 import time
@@ -110,9 +111,13 @@ class IdleTimeoutSocket(socket.socket):
             self._send_all([held], flags)
 
     def setblocking(self, flag: bool) -> None:
-        timeout = self.idle_timeout if flag else 0.0
-        if timeout != self.gettimeout():  # gunicorn asks again for every request; each change is a syscall
-            self.settimeout(timeout)
+        self.settimeout(self.idle_timeout if flag else 0.0)
+
+    def settimeout(self, value: float | None) -> None:
+        # gunicorn sets the same timeout again two or three times a request, and each is an ioctl that hands
+        # the GIL over
+        if value != self.gettimeout():
+            super().settimeout(value)
 
     def send(self, data, flags: int = 0) -> int:
         self.send_held()
@@ -136,6 +141,14 @@ class IdleTimeoutSocket(socket.socket):
                 views[0] = views[0][sent:]
 
     def _send_some(self, buffers: list, flags: int) -> int:
+        if not flags:
+            # On a socket with a timeout CPython polls before every send, even one the buffer has room for (nearly
+            # all): a syscall, and a handover of the GIL, for each response. Tried straight away, it only waits
+            # when the buffer is full.
+            try:
+                return os.writev(self.fileno(), buffers)
+            except BlockingIOError:
+                pass
         try:
             return self.sendmsg(buffers, (), flags)
         except TimeoutError:
@@ -426,7 +439,7 @@ class Worker(ThreadWorker):
         ready = dict(waiting.poll(0 if here else FOLLOW_ON_MS))
         if not here and ready.get(conn.sock.fileno()):
             try:
-                head += conn.sock.recv(HEAD_BUFFER, socket.MSG_DONTWAIT)
+                head += os.read(conn.sock.fileno(), HEAD_BUFFER)  # readable: no poll first, as recv would
             except OSError:  # gone, or nothing after all: the loop finds out as it would have
                 pass
             here = _complete(head, 0)
