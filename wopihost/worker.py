@@ -158,17 +158,30 @@ class IdleTimeoutSocket(socket.socket):
         # The held head leaves with the file's first bytes; without them (nothing to send) MSG_MORE would
         # leave it waiting in the kernel.
         self.send_held(socket.MSG_MORE if count else 0)
-        # socket.sendfile already applies the timeout to each wait for the socket.
-        try:
-            sent = super().sendfile(file, offset, count)
-        except OSError as exc:
-            # socket.sendfile leaves the file where it stopped sending, even when it fails
-            self.sendfile_sent = (self.sendfile_sent or 0) + max(0, file.tell() - offset)
-            if isinstance(exc, TimeoutError):
-                raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout") from None
-            raise
-        self.sendfile_sent = (self.sendfile_sent or 0) + sent
-        return sent
+        # socket.sendfile reads the file's size, polls before each os.sendfile and seeks the file afterwards: five
+        # syscalls a response that gunicorn, which gives the count and seeks the file itself, has no use for.
+        # Here the socket is only waited for when it is full. (Only real files come here: storage.whole_file.)
+        self.sendfile_sent = self.sendfile_sent or 0
+        end = offset + (os.fstat(file.fileno()).st_size - offset if count is None else count)
+        position = offset
+        while position < end:
+            try:
+                sent = os.sendfile(self.fileno(), file.fileno(), position, end - position)
+            except BlockingIOError:
+                self._wait_writable()
+                continue
+            if not sent:  # the file is shorter than it was
+                break
+            position += sent
+            self.sendfile_sent += sent
+        return position - offset
+
+    def _wait_writable(self) -> None:
+        timeout = self.gettimeout()
+        ready = select.poll()
+        ready.register(self, select.POLLOUT)
+        if not ready.poll(None if timeout is None else timeout * 1000):
+            raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout")
 
 
 class Connection(TConn):
