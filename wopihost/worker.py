@@ -77,8 +77,10 @@ class IdleTimeoutSocket(socket.socket):
     piece of the body with a send of its own: two TCP segments, and two wake-ups of the client, for a
     CheckFileInfo whose JSON would fit in the first; on loopback that second send was about a sixth of the
     server's CPU per request. So the head is held (`hold_head`, set for each response) and goes out in one
-    `sendmsg` with the first piece of the body, ahead of a sendfile with MSG_MORE, or, for a response
-    without a body, when the response is over (`end_response`).
+    write with the first piece of the body, ahead of a sendfile with MSG_MORE, or, for a response without a
+    body, when the response is over (`end_response`).
+
+    Its sends and sendfiles wait for the socket only when it is full: CPython's polled it before each one.
     """
 
     __slots__ = ("sendfile_sent", "hold_head", "_held")
