@@ -232,6 +232,26 @@ def test_a_client_left_to_another_worker_that_does_not_take_it_is_taken_after_th
     assert second_worker.nr_conns == 0
 
 
+def test_a_thread_that_has_answered_goes_on_to_a_parked_request_without_the_loop(worker):
+    clients = [connect(worker) for _ in range(3)]
+    for client in clients[:2]:
+        client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 2)
+    clients[2].sendall(REQUEST)  # every thread busy: parked
+    turn(worker, lambda: len(worker.parked) == 1)
+    worker.wsgi.release.set()
+    assert answers(clients[2], 1).startswith(b"HTTP/1.1 200")  # the loop has not turned since
+    assert not worker.parked
+    turn(worker, lambda: worker.busy == 0)
+    assert worker.nr_conns == 3 and len(worker.keepalived_conns) == 3  # each connection handed back, kept alive
+    for client in clients[:2]:
+        assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    for client in clients:  # and each serves its next request
+        client.sendall(REQUEST)
+        turn(worker, lambda: _readable(client))  # noqa: B023  # this iteration's client, awaited here
+        assert answers(client, 1).startswith(b"HTTP/1.1 200")
+
+
 def test_a_partial_head_pipelined_behind_a_request_is_read_by_the_loop(worker):
     client = connect(worker)
     worker.wsgi.release.set()

@@ -15,7 +15,8 @@ clients sending a header byte every half second took every thread of a default `
   connections, and the work, spread evenly between the workers.
 * While a worker has no more connections than threads, a thread that has answered a kept-alive request
   waits a moment (`FOLLOW_ON_MS`) for the connection's next request and serves it itself, instead of handing
-  the connection back to the event loop, which would hand the request to a thread again.
+  the connection back to the event loop, which would hand the request to a thread again. With more
+  connections than threads, a thread that has answered goes on to the next request waiting for a thread.
 
 So a slow head costs a socket, and only a slow body or a stalled reader holds a thread, for as long as it
 keeps making progress. Heads over TLS or HTTP/2 are left to gunicorn (wopihost serves plain HTTP/1.1
@@ -35,6 +36,7 @@ import time
 from collections import deque
 from functools import partial
 from selectors import EVENT_READ
+from typing import NamedTuple
 
 from gunicorn import util
 from gunicorn.http.body import LengthReader
@@ -184,6 +186,18 @@ class IdleTimeoutSocket(socket.socket):
         ready.register(self, select.POLLOUT)
         if not ready.poll(None if timeout is None else timeout * 1000):
             raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout")
+
+
+class _Served(NamedTuple):
+    """What gunicorn's finish_request reads of a finished thread's Future, for a connection handed back."""
+
+    keep: object  # handle's result
+
+    def result(self) -> object:
+        return self.keep
+
+    def cancelled(self) -> bool:
+        return False
 
 
 class Connection(TConn):
@@ -339,8 +353,35 @@ class Worker(ThreadWorker):
 
     def _start(self, conn: Connection) -> None:
         self.busy += 1
-        super().enqueue_req(conn)
+        served = [conn]  # the connection the thread ends on: it may go on to parked ones (_work)
+        done = self.tpool.submit(self._work, served)
+        done.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, served[0], fut))
         self._threads_changed()
+
+    def _work(self, served: list[Connection]):
+        """A thread's work: the connection `served[0]`, then the next parked request as long as one is parked
+        and no client waits to be accepted, each connection handed back to the loop as the thread moves on
+        (`_hand_back`). A parked request taken here skips a turn of the loop, a Future and a thread's wake-up:
+        what the follow-on (`_next_head_follows`) saves with few connections, with more connections than
+        threads. A waiting client stops it, so that the loop's turns between new and parked (`_next`) hold."""
+        while True:
+            keep = self.handle(served[0])
+            following = self._pop_parked() if self.alive and self.parked and not self._clients_waiting() else None
+            if following is None:
+                return keep
+            self.method_queue.defer(self._hand_back, served[0], keep)
+            served[0] = following
+
+    def _hand_back(self, conn: Connection, keep) -> None:
+        """A connection whose thread went on to a parked request: kept alive or closed, as when a thread ends."""
+        super().finish_request(conn, _Served(keep))  # type: ignore[arg-type]  # it reads what _Served has
+        self._post()
+
+    def _pop_parked(self) -> Connection | None:
+        try:
+            return self.parked.popleft()
+        except IndexError:  # the loop and the threads both take parked requests
+            return None
 
     def _on_head_data(self, conn: Connection, _sock) -> None:
         try:
@@ -389,7 +430,8 @@ class Worker(ThreadWorker):
         while self.busy < self._threads:
             if self.parked and not self._new_turn:
                 self._new_turn = True
-                self._start(self.parked.popleft())
+                if (parked := self._pop_parked()) is not None:
+                    self._start(parked)
                 continue
             self._new_turn = False
             if self.alive and self.nr_conns < self.worker_connections and self._held_until is None:
