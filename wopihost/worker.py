@@ -166,11 +166,12 @@ class IdleTimeoutSocket(socket.socket):
         # syscalls a response that gunicorn, which gives the count and seeks the file itself, has no use for.
         # Here the socket is only waited for when it is full. (Only real files come here: storage.whole_file.)
         self.sendfile_sent = self.sendfile_sent or 0
-        end = offset + (os.fstat(file.fileno()).st_size - offset if count is None else count)
+        source, sink = file.fileno(), self.fileno()
+        end = os.fstat(source).st_size if count is None else offset + count
         position = offset
         while position < end:
             try:
-                sent = os.sendfile(self.fileno(), file.fileno(), position, end - position)
+                sent = os.sendfile(sink, source, position, end - position)
             except BlockingIOError:
                 self._wait_writable()
                 continue

@@ -4,7 +4,7 @@ gunicorn's workers all wait on one listening socket, and whichever the kernel wa
 that is already busy, since it is awake. Left to that, 8 clients connecting at once split 6 and 2 between
 two workers as often as 4 and 4, and the busier worker's requests wait for its threads while the other
 worker's threads idle. With this board a worker can see whether another one serves fewer connections, and
-leave a waiting client to it (`Worker._offer`).
+leave a waiting client to it (`Worker.accept`).
 
 The board is anonymous shared memory, made when gunicorn's master imports the worker module and inherited
 by every worker it forks. Each worker writes only its own slot (its count and when it last wrote), so no
