@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .clock import Clock
@@ -35,7 +34,7 @@ from .errors import bad_request, conflict, not_found
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .names import encode_utf7
 from .prepared import Prepared, Statements
-from .repository import load_file
+from .repository import dialect_insert, load_file
 from .text import text_problem
 
 LOCK_TTL = timedelta(minutes=30)
@@ -257,8 +256,8 @@ _FILES, _LOCKS, _COAUTH = (
 )
 
 
-def _upsert(dialect) -> sa.Insert:
-    insert = dialect.insert(_LOCKS)
+def _upsert(dialect: sa.Dialect) -> sa.Insert:
+    insert = dialect_insert(dialect, _LOCKS)
     return insert.on_conflict_do_update(
         index_elements=[_LOCKS.c.file_id],
         set_={name: insert.excluded[name] for name in ("lock_id", "expires_at", "user_name")},
@@ -266,7 +265,7 @@ def _upsert(dialect) -> sa.Insert:
 
 
 # Compiled once (prepared.Prepared): SQLAlchemy's execution of a statement costs more than the statement.
-_UPSERT = Prepared({"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)})
+_UPSERT = Prepared(_upsert)
 _DELETE = Prepared(sa.delete(_LOCKS).where(_LOCKS.c.file_id == sa.bindparam("file_id")))
 _LOCK_FILE_ROW = Prepared(sa.select(_FILES.c.id).where(_FILES.c.id == sa.bindparam("file_id")).with_for_update())
 

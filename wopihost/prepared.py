@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import sqlalchemy as sa
@@ -18,15 +19,15 @@ class Prepared:
     SQLAlchemy.
     """
 
-    def __init__(self, statement: sa.ClauseElement | dict[str, sa.ClauseElement]):
-        """`statement`, or one per dialect name (an upsert is spelled differently on each)."""
+    def __init__(self, statement: sa.ClauseElement | Callable[[sa.Dialect], sa.ClauseElement]):
+        """`statement`, or a function making it for a dialect (an upsert is spelled differently on each)."""
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
     def on(self, dialect: sa.Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            statement = self.statement[dialect.name] if isinstance(self.statement, dict) else self.statement
+            statement = self.statement if isinstance(self.statement, sa.ClauseElement) else self.statement(dialect)
             compiled = self._compiled[dialect.name] = _Compiled(statement, dialect)
         return compiled
 

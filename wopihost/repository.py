@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .errors import not_found
@@ -32,10 +33,15 @@ def lock_folder(session: Session, folder_id: str) -> Folder:
     return found
 
 
+def dialect_insert(dialect: sa.Dialect, table):
+    """An INSERT into `table` in `dialect`'s own spelling, which has ON CONFLICT. The dialect's module is
+    imported when first asked for, so that a server on SQLite never loads PostgreSQL's (2 MiB of code)."""
+    return importlib.import_module(f"sqlalchemy.dialects.{dialect.name}").insert(table)
+
+
 def insert_if_absent(session: Session, model, **values) -> bool:
     """Insert a row unless one with its key exists, in one statement; whether it was inserted."""
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.get_bind().dialect.name]
-    statement = dialect.insert(model).values(**values).on_conflict_do_nothing()
+    statement = dialect_insert(session.get_bind().dialect, model).values(**values).on_conflict_do_nothing()
     return session.execute(statement.returning(sa.literal(1))).first() is not None
 
 
