@@ -34,9 +34,9 @@ print(create_app(settings).test_client().get("/healthz").json)
 """
 
 
-# What a server on SQLite loads: gunicorn's master imports the whole app (wopihost/worker.py), then requests that
-# insert (a user seen first) and upsert (a lock). The database is migrated beforehand, by another process, as
-# `wopihost db upgrade` does: Alembic loads every dialect it knows.
+# What a server on SQLite loads: gunicorn's master imports the whole app (wopihost/worker.py), then it inserts a
+# row unless present (a user seen first, as a file is added) and upserts (a lock). The database is migrated
+# beforehand, by another process, as `wopihost db upgrade` does: Alembic loads every dialect it knows.
 SQLITE_SERVER = """
 import io, sys
 import wopihost.worker
@@ -64,7 +64,7 @@ def test_the_server_needs_no_extra(tmp_path):
 
 
 def test_a_server_on_sqlite_never_loads_the_postgresql_dialect(tmp_path):
-    """PostgreSQL's dialect is 2 MiB of code, which a server on SQLite would hold in every process."""
+    """PostgreSQL's dialect takes 3 MiB of memory, which a server on SQLite would hold in every process."""
     migrate = without_extras(f"from wopihost import db; db.upgrade('sqlite:///{tmp_path}/wopihost.sqlite3')")
     assert migrate.returncode == 0, migrate.stderr
     result = without_extras(SQLITE_SERVER, str(tmp_path))

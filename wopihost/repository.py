@@ -35,7 +35,7 @@ def lock_folder(session: Session, folder_id: str) -> Folder:
 
 def dialect_insert(dialect: sa.Dialect, table):
     """An INSERT into `table` in `dialect`'s own spelling, which has ON CONFLICT. The dialect's module is
-    imported when first asked for, so that a server on SQLite never loads PostgreSQL's (2 MiB of code)."""
+    imported when first asked for, so that a server on SQLite never loads PostgreSQL's (3 MiB of memory)."""
     return importlib.import_module(f"sqlalchemy.dialects.{dialect.name}").insert(table)
 
 
