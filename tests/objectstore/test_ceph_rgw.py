@@ -92,16 +92,32 @@ def test_start_answers_s3_on_loopback_only_and_stop_leaves_nothing(tmp_path, cep
     assert ceph.cluster_pids(directory) == []
 
 
-def test_a_start_that_fails_halfway_is_torn_down_and_shows_the_logs(tmp_path):
+def test_a_start_that_fails_at_its_last_step_is_torn_down_and_shows_the_logs(tmp_path, monkeypatch, capsys):
+    """The last step fails (radosgw-admin refuses a user with no id) with every daemon running: the start kills
+    them all, removes the directory and prints where it got to. A failure at a fixed step, not at a deadline,
+    so that a slow machine fails it at the same place."""
     need_ceph()
+    monkeypatch.setattr(ceph, "USER", "")
     directory = tmp_path / "cluster"
-    failed = tool("start", "--timeout", "0.4", str(directory))
-    assert failed.returncode == 1
-    assert f"ceph-rgw: Ceph RGW did not start in {directory}: " in failed.stderr
-    assert "--- start.log" in failed.stderr and "monitor started" in failed.stderr
-    assert "--- mon.a.log" in failed.stderr
+    assert ceph.main(["start", str(directory)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ceph-rgw: Ceph RGW did not start in {directory}: radosgw-admin -c ")
+    assert "exited 1: no value for uid\n" in err
+    assert "--- start.log" in err and "S3 answers" in err and "user made" not in err
+    assert "--- mon.a.log" in err and "--- osd.0.log" in err and "--- client.rgw.log" in err
     assert not directory.exists()
     assert ceph.cluster_pids(directory) == []
+
+
+def test_a_start_past_its_deadline_is_torn_down(tmp_path):
+    need_ceph()
+    directory = tmp_path / "cluster"
+    # a nanosecond: gone before the first command, on any machine
+    failed = tool("start", "--timeout", "1e-9", str(directory))
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(f"ceph-rgw: Ceph RGW did not start in {directory}: not up within 1e-09 s\n")
+    assert "--- start.log (last 1 lines)\n" in failed.stderr and "configured" in failed.stderr
+    assert not directory.exists()
 
 
 def test_a_port_taken_before_the_monitor_binds_it_is_replaced(tmp_path, monkeypatch):
