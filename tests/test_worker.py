@@ -3,6 +3,7 @@ thread pool; only the loop that would run forever is turned by the test."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import os
 import select
@@ -12,10 +13,11 @@ import threading
 import time
 
 import pytest
+from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from wopihost.worker import ACCEPT_FALLBACK_MS, IdleTimeoutSocket, Worker
+from wopihost.worker import ACCEPT_FALLBACK_MS, DateOfTheSecond, IdleTimeoutSocket, Worker
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -513,3 +515,30 @@ def test_a_sendfile_to_a_slow_but_steady_reader_outlasts_the_idle_timeout(impati
     reader.join()
     assert time.monotonic() - started > 1  # the whole transfer took longer than the idle timeout
     assert received == data and sock.sendfile_sent == len(data)
+
+
+def test_the_date_header_is_formatted_once_a_second_and_always_shows_the_current_second():
+    formatted: list[float] = []
+    now = [1_700_000_000.2]
+
+    def http_date(timestamp: float) -> str:
+        formatted.append(timestamp)
+        return email.utils.formatdate(timestamp, usegmt=True)
+
+    date = DateOfTheSecond(http_date, clock=lambda: now[0])
+    assert date() == "Tue, 14 Nov 2023 22:13:20 GMT"
+    now[0] = 1_700_000_000.999
+    assert date() == "Tue, 14 Nov 2023 22:13:20 GMT"
+    assert len(formatted) == 1
+    now[0] = 1_700_000_001.0
+    assert date() == "Tue, 14 Nov 2023 22:13:21 GMT"
+    assert len(formatted) == 2
+    assert date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"  # a time given is formatted as asked
+
+
+def test_gunicorn_dates_its_responses_with_the_current_second():
+    before = time.time()
+    header = util.http_date()
+    after = time.time()
+    assert isinstance(util.http_date, DateOfTheSecond)
+    assert header in {email.utils.formatdate(int(t), usegmt=True) for t in (before, after)}
