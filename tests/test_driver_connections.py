@@ -1,5 +1,5 @@
 """The driver connection each thread keeps for the request's read and the lock transitions (Database.first,
-Database.transaction): replaced when the database server dropped it, its own per thread, all closed by
+Database.transact): replaced when the database server dropped it, its own per thread, all closed by
 dispose(); a transaction on it keeps all of its changes or none, however it ends."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from wopihost.db import Database
 from wopihost.faults import Unavailable
 from wopihost.models import User
-from wopihost.prepared import Prepared
+from wopihost.prepared import Prepared, Statements
 
 BACKEND = Prepared(sa.select(sa.func.pg_backend_pid().label("pid")))
 ONE = Prepared(sa.select(sa.literal_column("1").label("one")))
@@ -61,59 +61,67 @@ def test_a_transaction_on_a_dropped_connection_begins_on_a_new_one(db):
     if db.is_sqlite:
         pytest.skip("SQLite has no server to drop a connection")
     dropped = terminate_backend(db)
-    with db.transaction() as t:
-        assert t.first(BACKEND, {})[0] != dropped
+    assert db.transact(lambda t: t.first(BACKEND, {})[0]) != dropped
 
 
 def test_a_connection_dropped_in_a_transaction_is_503_and_the_next_one_works(db):
     if db.is_sqlite:
         pytest.skip("SQLite has no server to drop a connection")
+
+    def dropped_midway(t: Statements) -> None:
+        terminate(db, t.first(BACKEND, {})[0])
+        t.first(ONE, {})
+
     with pytest.raises(Unavailable):
-        with db.transaction() as t:
-            terminate(db, t.first(BACKEND, {})[0])
-            t.first(ONE, {})
-    with db.transaction() as t:
-        assert t.first(ONE, {}) == (1,)
+        db.transact(dropped_midway)
+    assert db.transact(lambda t: t.first(ONE, {})) == (1,)
 
 
 def users(db: Database) -> list[str]:
-    with db.transaction() as t:
-        return [row[0] for row in t.all(USERS, {})]
+    return db.transact(lambda t: [row[0] for row in t.all(USERS, {})])
 
 
-def test_a_transaction_keeps_every_change_of_its_block(db):
-    with db.transaction() as t:
+def test_a_transaction_keeps_every_change_of_its_work(db):
+    def work(t: Statements) -> None:
         t.run(ADD_USER, {"id": "a"})
-        assert t.all(USERS, {}) == [("a",)]  # a read sees what the block sent before it
+        assert t.all(USERS, {}) == [("a",)]  # a read sees what the work sent before it
         t.run(ADD_USER, {"id": "b"})
+
+    db.transact(work)
     assert users(db) == ["a", "b"]
 
 
 def test_a_statement_failing_after_the_last_read_fails_the_transaction_and_keeps_nothing(db):
+    def work(t: Statements) -> None:
+        t.first(ONE, {})
+        t.run(ADD_USER, {"id": "a"})
+        t.run(ADD_USER, {"id": "a"})  # the same key
+
     with pytest.raises(sa.exc.IntegrityError):
-        with db.transaction() as t:
-            t.first(ONE, {})
-            t.run(ADD_USER, {"id": "a"})
-            t.run(ADD_USER, {"id": "a"})  # the same key
+        db.transact(work)
     assert users(db) == []
 
 
 def test_a_statement_failing_before_the_first_read_fails_the_transaction_and_keeps_nothing(db):
+    def work(t: Statements) -> None:
+        t.run(ADD_USER, {"id": "a"})
+        t.run(ADD_USER, {"id": "a"})
+        t.first(ONE, {})
+
     with pytest.raises(sa.exc.IntegrityError):
-        with db.transaction() as t:
-            t.run(ADD_USER, {"id": "a"})
-            t.run(ADD_USER, {"id": "a"})
-            t.first(ONE, {})
+        db.transact(work)
     assert users(db) == []
 
 
-def test_an_exception_in_the_block_rolls_the_transaction_back(db):
+def test_an_exception_in_the_work_rolls_the_transaction_back(db):
+    def work(t: Statements) -> None:
+        t.run(ADD_USER, {"id": "a"})
+        assert t.first(ONE, {}) == (1,)
+        t.run(ADD_USER, {"id": "b"})
+        raise LookupError("a 409, say")
+
     with pytest.raises(LookupError):
-        with db.transaction() as t:
-            t.run(ADD_USER, {"id": "a"})
-            assert t.first(ONE, {}) == (1,)
-            t.run(ADD_USER, {"id": "b"})
-            raise LookupError("a 409, say")
+        db.transact(work)
     assert users(db) == []
 
 

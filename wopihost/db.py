@@ -7,17 +7,18 @@ locked"); on PostgreSQL the domain code takes row locks with SELECT ... FOR UPDA
 
 SQLite writers queue before BEGIN IMMEDIATE (writers.WriterQueue): left to SQLite, a writer that
 finds the database locked sleeps in its busy handler, up to 100 ms at a time, however soon
-the lock frees; queued, it starts as soon as the writer before it commits.
+the lock frees; queued, it starts as soon as the writer before it commits. The lock transitions that
+come while one commits are committed together, one fsync for the group (`transact`, groupcommit.py).
 
 The statements every request runs (its first read, the lock transitions) skip SQLAlchemy's execution and the
-ORM: prepared once (prepared.py), run on a driver connection each thread keeps (`first`, `transaction`).
+ORM: prepared once (prepared.py), run on a driver connection each thread keeps (`first`, `transact`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +30,7 @@ from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.orm import Session, sessionmaker
 
 from .faults import InsufficientStorage, Unavailable
+from .groupcommit import GroupCommit, Job
 from .prepared import Prepared, Statements
 from .writers import WriterQueue
 
@@ -81,8 +83,9 @@ class Database:
         self._writer = sessionmaker(self.engine.execution_options(wopihost_write=True), expire_on_commit=False)
         path = self.engine.url.database if self.is_sqlite else None
         self._writers = WriterQueue(path, busy_timeout) if path and path != ":memory:" else None
+        self._group = GroupCommit(self._commit_together) if self._writers is not None else None
         # Each thread keeps one driver connection, in autocommit, for `first` (every request's read) and
-        # `transaction` (the lock transitions).
+        # `transact` (the lock transitions).
         self._own = threading.local()
         self._held_lock = threading.Lock()
         self._held: set = set()  # every thread's, to close them all in dispose()
@@ -115,12 +118,22 @@ class Database:
             cursor.close()  # on SQLite, ends the statement's read transaction
             return row
 
-    @contextmanager
-    def transaction(self) -> Iterator[Statements]:
-        """A write transaction of prepared statements straight on the driver, on this thread's connection: for
-        the hottest writers (the lock transitions), whose statements cost less than an ORM session. Same
-        guarantees as `write`: SQLite writers queue and BEGIN IMMEDIATE; committed when the block ends,
-        rolled back if it raises."""
+    def transact(self, work: Callable[[Statements], T]) -> T:
+        """`work(statements)` in a write transaction of prepared statements straight on the driver: for the
+        hottest writers (the lock transitions), whose statements cost less than an ORM session. Same guarantees
+        as `write`: SQLite writers queue and BEGIN IMMEDIATE; committed if `work` returns, rolled back if it
+        raises, which `transact` then raises. On SQLite, the work of this process's threads that comes while
+        another transaction commits is committed together (groupcommit.py); PostgreSQL commits in parallel,
+        and a group there would hold row locks that other groups wait for, so each runs on its own."""
+        if self._group is not None:
+            return self._group.run(work)
+        job: Job[T] = Job(work)
+        self._commit_together([job])
+        return job.outcome()
+
+    def _commit_together(self, jobs: Sequence[Job]) -> None:
+        """One transaction for `jobs`, on this thread's connection. With several, each job's work runs under a
+        savepoint of its own, so that one that raises is undone alone; a database error fails them all."""
         turn = self._writers.turn() if self._writers is not None else nullcontext()
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with _faults(), turn:
@@ -128,7 +141,20 @@ class Database:
                 lambda cursor: cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
             )
             try:
-                yield Statements(cursor, self.engine.dialect)
+                statements = Statements(cursor, self.engine.dialect)
+                if len(jobs) == 1:
+                    jobs[0].succeeded(jobs[0].work(statements))  # what it raises rolls the transaction back
+                else:
+                    for job in jobs:
+                        cursor.execute("SAVEPOINT job")
+                        try:
+                            job.succeeded(job.work(statements))
+                        except dbapi_error:
+                            raise
+                        except Exception as exc:
+                            cursor.execute("ROLLBACK TO job")
+                            job.failed(exc)
+                        cursor.execute("RELEASE job")
                 cursor.execute("COMMIT")
             except dbapi_error as exc:
                 self._abandon(cursor)

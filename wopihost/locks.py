@@ -136,10 +136,11 @@ def check_lock_state(
 
 
 class Locks:
-    """The lock transitions, each one transaction: the file's row lock (PostgreSQL), one read of everything
+    """The lock transitions, each all or nothing: the file's row lock (PostgreSQL), one read of everything
     the state table needs (the file, its WOPI lock, whether coauth locks live) and one write. They run as
-    prepared statements on the driver (Database.transaction): the lock path is the hottest writer, and an
-    ORM session cost more than the statements themselves."""
+    prepared statements on the driver (Database.transact, which on SQLite commits the transitions of
+    concurrent threads together): the lock path is the hottest writer, and an ORM session cost more than the
+    statements themselves."""
 
     def __init__(self, db: Database, clock: Clock):
         self.db = db
@@ -202,7 +203,8 @@ class Locks:
         self, file_id: str, lock_id: str, unlocked_ok: bool, change: Callable[[Statements, datetime], object]
     ) -> int:
         """Apply `change` if the lock state allows `lock_id` (docs/wopi.md §2.2); 409 otherwise."""
-        with self.db.transaction() as t:
+
+        def work(t: Statements) -> int:
             now = self.clock.now()
             if not t.is_sqlite:
                 # The row lock first, in a statement of its own: under READ COMMITTED a statement that waited
@@ -222,6 +224,8 @@ class Locks:
             check_lock_state(wopi_lock, coauth, lock_id, None, unlocked_ok)
             change(t, now)
             return version
+
+        return self.db.transact(work)
 
     @staticmethod
     def _set(t: Statements, file_id: str, lock_id: str, now: datetime, how: LockRequest) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 class Prepared:
     """A statement compiled once per dialect and run straight on the driver (`Database.first`,
-    `Database.transaction`).
+    `Database.transact`).
 
     For the statements every request runs (its token, file and user; a lock transition), SQLAlchemy's execution
     machinery (connection, autobegin, events, result objects) cost several times the query itself. The
@@ -59,7 +59,7 @@ class _Compiled:
 
 
 class Statements:
-    """Prepared statements run in one transaction on one driver connection (`Database.transaction`)."""
+    """Prepared statements run in one transaction on one driver connection (`Database.transact`)."""
 
     def __init__(self, cursor, dialect: sa.Dialect):
         self._cursor, self.dialect = cursor, dialect

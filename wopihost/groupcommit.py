@@ -1,0 +1,87 @@
+"""Group commit: the write transactions of a process's threads that come while one commits, committed as one.
+
+On SQLite one writer writes at a time (writers.py) and each commit waits for the write-ahead log to reach the
+disk (synchronous=FULL), so under load writers spent their time queueing behind each other's fsyncs and the
+hand-overs between them. Here the first thread to come leads: it runs its own work in a transaction and
+commits. Threads that come meanwhile queue; when the leader's commit is done, the first of them leads the
+next group, which runs the work of every queued thread in one transaction and commits once. Each thread
+answers only once the commit that holds its change is on disk, and gets its own outcome: its result, or its
+own exception (a lock conflict), whose changes the group undid alone (`Job`). A transaction that fails as a
+whole (the commit, a database error) fails every job of its group, none of which took effect.
+
+This module knows nothing of databases: `commit(jobs)` (db.py) runs the jobs in one transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Job(Generic[T]):
+    """One thread's work (`work(statements)`) in a group, and how it ended."""
+
+    __slots__ = ("work", "settled", "_result", "_error", "_woken")
+
+    def __init__(self, work: Callable[[Any], T]):
+        self.work = work
+        self.settled = False
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._woken = threading.Event()  # its group committed, or it leads the next one
+
+    def succeeded(self, result: T) -> None:
+        self._result, self._error, self.settled = result, None, True
+
+    def failed(self, error: BaseException) -> None:
+        self._result, self._error, self.settled = None, error, True
+
+    def outcome(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]  # settled by succeeded()
+
+
+class GroupCommit:
+    """Groups for one database: `run(work)` from any thread of the process."""
+
+    def __init__(self, commit: Callable[[Sequence[Job]], None]):
+        """`commit(jobs)` runs every job's work in one transaction and commits, settling each job that it ran
+        (`succeeded`, or `failed` with what its work raised); it raises if the transaction failed as a whole."""
+        self._commit = commit
+        self._lock = threading.Lock()
+        self._queued: list[Job] = []
+        self._leading = False  # a thread is running a group
+
+    def run(self, work: Callable[[Any], T]) -> T:
+        job: Job[T] = Job(work)
+        with self._lock:
+            self._queued.append(job)
+            leads = not self._leading
+            self._leading = True
+        if not leads:
+            job._woken.wait()
+            leads = not job.settled  # woken unsettled: its turn to lead
+        if leads:
+            self._lead()
+        return job.outcome()
+
+    def _lead(self) -> None:
+        with self._lock:
+            group, self._queued = self._queued, []
+        try:
+            self._commit(group)
+        except BaseException as exc:  # nothing of the group took effect, whatever its jobs' work returned
+            for job in group:
+                job.failed(exc)
+        finally:
+            with self._lock:
+                following = self._queued[0] if self._queued else None
+                self._leading = following is not None
+            for job in group:
+                job._woken.set()
+            if following is not None:
+                following._woken.set()
