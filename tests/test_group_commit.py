@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from wopihost.db import Database
+from wopihost.faults import Unavailable
 from wopihost.models import Lock, User
 from wopihost.prepared import Prepared, Statements
 
@@ -33,12 +34,24 @@ ORPHAN_LOCK = Prepared(
 )
 
 
-@pytest.fixture
-def db(database):
-    db = Database(database)
+def sqlite_database(url: str, busy_timeout: float = 30.0):
+    db = Database(url, busy_timeout)
     if not db.is_sqlite:
         db.dispose()
         pytest.skip("PostgreSQL commits in parallel: each transaction on its own")
+    return db
+
+
+@pytest.fixture
+def db(database):
+    db = sqlite_database(database)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def impatient_db(database):
+    db = sqlite_database(database, busy_timeout=0.3)
     yield db
     db.dispose()
 
@@ -173,3 +186,21 @@ def test_a_thread_alone_commits_at_once_on_its_own_thread(db):
     assert db.transact(work) == "a"
     assert ran_on == [threading.get_ident()]
     assert committed_users(db) == ["a"]
+
+
+def test_work_still_queued_behind_a_stuck_writer_gives_up_after_the_busy_timeout_and_never_runs(impatient_db):
+    ran = []
+
+    def work(t: Statements) -> str:
+        ran.append("a")
+        return adds("a")(t)
+
+    with Group(impatient_db) as group:
+        group.queue("a", work)
+        group.threads[-1].join(5)  # gives up while the holder still holds its transaction open
+        assert isinstance(group.outcomes["a"], Unavailable)
+        assert "past the busy timeout" in str(group.outcomes["a"])
+    assert ran == []
+    assert group.outcomes["holder"] == "holder"
+    assert committed_users(impatient_db) == ["holder"]
+    assert impatient_db.transact(adds("b")) == "b"  # the next writer is not affected

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .faults import InsufficientStorage, Unavailable
 from .groupcommit import GroupCommit, Job
 from .prepared import Prepared, Statements
-from .writers import WriterQueue
+from .writers import BUSY, WriterQueue
 
 T = TypeVar("T")
 
@@ -83,7 +83,11 @@ class Database:
         self._writer = sessionmaker(self.engine.execution_options(wopihost_write=True), expire_on_commit=False)
         path = self.engine.url.database if self.is_sqlite else None
         self._writers = WriterQueue(path, busy_timeout) if path and path != ":memory:" else None
-        self._group = GroupCommit(self._commit_together) if self._writers is not None else None
+        self._group = (
+            GroupCommit(self._commit_together, busy_timeout, lambda: Unavailable(BUSY))
+            if self._writers is not None
+            else None
+        )
         # Each thread keeps one driver connection, in autocommit, for `first` (every request's read) and
         # `transact` (the lock transitions).
         self._own = threading.local()

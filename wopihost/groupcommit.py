@@ -7,7 +7,9 @@ commits. Threads that come meanwhile queue; when the leader's commit is done, th
 next group, which runs the work of every queued thread in one transaction and commits once. Each thread
 answers only once the commit that holds its change is on disk, and gets its own outcome: its result, or its
 own exception (a lock conflict), whose changes the group undid alone (`Job`). A transaction that fails as a
-whole (the commit, a database error) fails every job of its group, none of which took effect.
+whole (the commit, a database error) fails every job of its group, none of which took effect. A thread whose
+work is still queued after `timeout` seconds (the writer before it is stuck) gives up, as a writer waiting for
+its turn does (writers.py), and its work never runs; once its group has begun, it waits for the group's end.
 
 This module knows nothing of databases: `commit(jobs)` (db.py) runs the jobs in one transaction.
 """
@@ -24,11 +26,12 @@ T = TypeVar("T")
 class Job(Generic[T]):
     """One thread's work (`work(statements)`) in a group, and how it ended."""
 
-    __slots__ = ("work", "settled", "_result", "_error", "_woken")
+    __slots__ = ("work", "settled", "leads", "_result", "_error", "_woken")
 
     def __init__(self, work: Callable[[Any], T]):
         self.work = work
         self.settled = False
+        self.leads = False  # it is to lead the next group (set under GroupCommit's lock)
         self._result: T | None = None
         self._error: BaseException | None = None
         # Released when its group has committed or it is to lead the next one: a lock held from the start, the
@@ -51,10 +54,11 @@ class Job(Generic[T]):
 class GroupCommit:
     """Groups for one database: `run(work)` from any thread of the process."""
 
-    def __init__(self, commit: Callable[[Sequence[Job]], None]):
+    def __init__(self, commit: Callable[[Sequence[Job]], None], timeout: float, gave_up: Callable[[], BaseException]):
         """`commit(jobs)` runs every job's work in one transaction and commits, settling each job that it ran
-        (`succeeded`, or `failed` with what its work raised); it raises if the transaction failed as a whole."""
-        self._commit = commit
+        (`succeeded`, or `failed` with what its work raised); it raises if the transaction failed as a whole.
+        A thread whose work is still queued after `timeout` seconds raises `gave_up()`."""
+        self._commit, self._timeout, self._gave_up = commit, timeout, gave_up
         self._lock = threading.Lock()
         self._queued: list[Job] = []
         self._leading = False  # a thread is running a group
@@ -65,10 +69,13 @@ class GroupCommit:
             self._queued.append(job)
             leads = not self._leading
             self._leading = True
-        if not leads:
-            job._woken.acquire()
-            leads = not job.settled  # woken unsettled: its turn to lead
-        if leads:
+        if not leads and not job._woken.acquire(timeout=self._timeout):
+            with self._lock:
+                if job in self._queued and not job.leads:
+                    self._queued.remove(job)
+                    raise self._gave_up()
+            job._woken.acquire()  # its group has begun, or it is to lead the next one: woken when it ends or now
+        if leads or job.leads:
             self._lead()
         return job.outcome()
 
@@ -84,6 +91,8 @@ class GroupCommit:
             with self._lock:
                 following = self._queued[0] if self._queued else None
                 self._leading = following is not None
+                if following is not None:
+                    following.leads = True
             for job in group:
                 job._woken.release()
             if following is not None:

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 from .faults import Unavailable
 
+BUSY = "the database stayed locked by other writers past the busy timeout"
+
 
 class WriterQueue:
     """Turns for the SQLite writers of every thread and process on one database file.
@@ -35,11 +37,11 @@ class WriterQueue:
     @contextmanager
     def turn(self) -> Iterator[None]:
         if not self._threads.acquire(timeout=self.timeout):
-            raise Unavailable("the database stayed locked by other writers past the busy timeout")
+            raise Unavailable(BUSY)
         try:
             gate = self._process_gate()
             if not gate.enter(self.timeout):
-                raise Unavailable("the database stayed locked by other writers past the busy timeout")
+                raise Unavailable(BUSY)
             try:
                 yield
             finally:
