@@ -28,12 +28,11 @@ T = TypeVar("T")
 class Job(Generic[T]):
     """One thread's work (`work(statements)`) in a group, and how it ended."""
 
-    __slots__ = ("work", "queued_at", "settled", "leads", "_result", "_error", "_woken")
+    __slots__ = ("work", "queued_at", "leads", "_result", "_error", "_woken")
 
     def __init__(self, work: Callable[[Any], T]):
         self.work = work
         self.queued_at = time.monotonic()
-        self.settled = False
         self.leads = False  # it is to lead the next group (set under GroupCommit's lock)
         self._result: T | None = None
         self._error: BaseException | None = None
@@ -43,10 +42,10 @@ class Job(Generic[T]):
         self._woken.acquire()
 
     def succeeded(self, result: T) -> None:
-        self._result, self._error, self.settled = result, None, True
+        self._result, self._error = result, None
 
     def failed(self, error: BaseException) -> None:
-        self._result, self._error, self.settled = None, error, True
+        self._result, self._error = None, error
 
     def outcome(self) -> T:
         if self._error is not None:
