@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 import requests
 import webtest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from wopihost.app import create_app
 from wopihost.config import ConfigError, Settings
 from wopihost.gc import Sweeper
 from wopihost.localserver import free_port
+from wopihost.metrics import FLUSHER, LATENCY_BUCKETS, Metrics
 
 from .helpers import WopiClient
 
@@ -216,3 +223,88 @@ def test_the_bind_setting(raw, parsed, tmp_path):
 def test_bad_settings_name_their_variable(name, raw, tmp_path):
     with pytest.raises(ConfigError, match=f"WOPIHOST_{name}:"):
         Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s", f"WOPIHOST_{name}": raw})
+
+
+# -- tallies: requests are counted in plain Python and added to the metrics once a second ------------------
+
+
+def flusher_threads(metrics: Metrics) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == f"{FLUSHER}-{id(metrics):x}"]
+
+
+def test_tallies_make_the_histogram_that_observing_each_request_makes(services):
+    metrics = Metrics(services)
+    reference = Histogram("reference", "", buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+    # on a bound (counted in its bucket), just past one, the smallest and past the last finite bound
+    durations = [0.0, 0.002, 0.0021, 0.004, 0.3, 0.5, 1, 59.9, 300, 301, 1e9]
+    for seconds in durations:
+        metrics.observe("GetFile", "200", seconds, 0, 0)
+        reference.observe(seconds)
+    samples = scrape(generate_latest(metrics.registry).decode())
+    expected = {
+        (sample.name.replace("reference", "wopihost_request_duration_seconds"), frozenset(sample.labels.items())): (
+            sample.value
+        )
+        for sample in reference.collect()[0].samples
+        if not sample.name.endswith("_created")
+    }
+    got = {
+        (name, labels - {("operation", "GetFile")}): v
+        for (name, labels), v in samples.items()
+        if name.startswith("wopihost_request_duration_seconds")
+        and not name.endswith("_created")
+        and ("operation", "GetFile") in labels
+    }
+    assert got == pytest.approx(expected) and len(got) == len(LATENCY_BUCKETS) + 3  # buckets, +Inf, count, sum
+    assert requests_of(samples, "GetFile", 200) == len(durations)
+
+
+def test_tallies_reach_the_metrics_within_a_second_or_two_without_a_scrape(services):
+    metrics = Metrics(services)
+    assert not flusher_threads(metrics)
+    metrics.observe("CheckFileInfo", "200", 0.001, 0, 700)
+    metrics.observe("PutFile", "200", 0.01, 5000, 0)
+    assert len(flusher_threads(metrics)) == 1  # one for the process, started by the first request
+
+    def counted() -> dict:  # Counter.collect, not the registry, which would flush first
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for counter in (metrics.requests, metrics.bytes_in, metrics.bytes_out)
+            for sample in counter.collect()[0].samples
+        }
+
+    deadline = time.monotonic() + 5
+    while not counted() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert requests_of(counted(), "CheckFileInfo", 200) == 1 and requests_of(counted(), "PutFile", 200) == 1
+    assert value(counted(), "wopihost_request_body_bytes_total", operation="PutFile") == 5000
+    assert value(counted(), "wopihost_response_body_bytes_total", operation="CheckFileInfo") == 700
+    # Idle, the thread ends; the next request starts another.
+    deadline = time.monotonic() + 5
+    while flusher_threads(metrics) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not flusher_threads(metrics)
+    metrics.observe("CheckFileInfo", "200", 0.001, 0, 700)
+    assert len(flusher_threads(metrics)) == 1
+    assert requests_of(scrape(generate_latest(metrics.registry).decode()), "CheckFileInfo", 200) == 2
+
+
+def test_a_process_that_exits_flushes_its_tallies(tmp_path):
+    """A worker told to stop exits at once, before its next flush: what it counted is written as it exits."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    script = (
+        "import types, sys\n"
+        "from wopihost.metrics import Metrics\n"
+        "metrics = Metrics(types.SimpleNamespace(db=None, clock=None))\n"
+        "for _ in range(3): metrics.observe('Lock', '200', 0.003, 10, 0)\n"
+        "sys.exit(0)\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(directory))
+    samples = scrape(generate_latest(registry).decode())
+    assert requests_of(samples, "Lock", 200) == 3
+    assert value(samples, "wopihost_request_duration_seconds_bucket", operation="Lock", le="0.005") == 3
+    assert value(samples, "wopihost_request_body_bytes_total", operation="Lock") == 30
