@@ -196,7 +196,10 @@ def _flush_every_second(ref: weakref.ref[Metrics]) -> None:
             if not metrics._tallies:
                 metrics._flusher_pid = None
                 return
-        metrics.flush()
+        try:
+            metrics.flush()
+        except Exception as exc:  # (the file of values cannot grow: a full disk) the thread goes on, or none would
+            log.warning("metrics: cannot write this worker's counts: %s", exc)
         del metrics
 
 
