@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import sqlalchemy as sa
@@ -71,10 +71,11 @@ class Metrics:
         self._tallies: dict[tuple[str, str], _Tally] = {}
         self._tallying = threading.Lock()
         self._flusher_pid: int | None = None  # the process whose flusher thread runs, if one does
-        atexit.register(_flush_if_alive(weakref.ref(self)))  # a worker's last counts, when it exits as asked
+        flush = _flush_if_alive(weakref.ref(self))  # weakly: an app that is dropped goes
+        atexit.register(flush)  # a worker's last counts, when it exits as asked
         directory = os.environ.get(MULTIPROCESS_DIR)
         self.registry = CollectorRegistry()
-        self.registry.register(_FlushFirst(self))  # first: a registry collects in the order it was given
+        self.registry.register(_FlushFirst(flush))  # first: a registry collects in the order it was given
         own = CollectorRegistry() if directory else self.registry
         self.requests = Counter(
             "wopihost_requests",
@@ -176,7 +177,7 @@ class Metrics:
         )
 
 
-def _flush_if_alive(ref: weakref.ref[Metrics]):
+def _flush_if_alive(ref: weakref.ref[Metrics]) -> Callable[[], None]:
     def flush() -> None:
         metrics = ref()
         if metrics is not None:
@@ -206,16 +207,14 @@ def _flush_every_second(ref: weakref.ref[Metrics]) -> None:
 class _FlushFirst:
     """A collector that collects nothing: it flushes this process's tallies before the registry reads the rest."""
 
-    def __init__(self, metrics: Metrics):
-        self._metrics = weakref.ref(metrics)
+    def __init__(self, flush: Callable[[], None]):
+        self._flush = flush
 
     def describe(self):
         return []
 
     def collect(self):
-        metrics = self._metrics()
-        if metrics is not None:
-            metrics.flush()
+        self._flush()
         return []
 
 
