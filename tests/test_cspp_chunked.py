@@ -413,6 +413,18 @@ def test_put_file_clears_alternate_streams_and_delete_on_change_properties(locke
     assert message["Signatures"][0]["ChunkSignatures"] == []
 
 
+def test_put_file_releases_the_chunks_of_the_old_content_and_of_the_alternate_streams(locked, services):
+    main, main_chunks = full_file(b"hello")
+    alt, alt_chunks = full_file(b"world")
+    save(locked, {"MainContent": main}, main_chunks)
+    save(locked, {"MainContent": main, "Alt": alt}, alt_chunks)  # the alternate stream's bytes: a blob of its own
+    assert locked.put_file(b"edited elsewhere", lock="L").status_int == 200
+    file = services.files.get(locked.file_id)
+    assert file.extents is None and stored_blobs(services) == {file.blob}
+    assert locked.get_file().body == b"edited elsewhere"
+    assert locked.check_file_info().json["Version"] == str(file.version)
+
+
 def test_properties_and_alternate_streams_expire_after_30_days(locked, clock, services, client_for):
     main, main_chunks = full_file(b"hello")
     alt, alt_chunks = full_file(b"world")

@@ -10,8 +10,9 @@ finds the database locked sleeps in its busy handler, up to 100 ms at a time, ho
 the lock frees; queued, it starts as soon as the writer before it commits. The lock transitions that
 come while one commits are committed together, one fsync for the group (`transact`, groupcommit.py).
 
-The statements every request runs (its first read, the lock transitions) skip SQLAlchemy's execution and the
-ORM: prepared once (prepared.py), run on a driver connection each thread keeps (`first`, `transact`).
+The statements every request runs (its first read, the lock transitions, PutFile's change) skip SQLAlchemy's
+execution and the ORM: prepared once (prepared.py), run on a driver connection each thread keeps (`query`,
+`transact`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -88,7 +89,7 @@ class Database:
             if self._writers is not None
             else None
         )
-        # Each thread keeps one driver connection, in autocommit, for `first` (every request's read) and
+        # Each thread keeps one driver connection, in autocommit, for `query` (every request's read) and
         # `transact` (the lock transitions).
         self._own = threading.local()
         self._held_lock = threading.Lock()
@@ -112,15 +113,29 @@ class Database:
             yield session
 
     def first(self, query: Prepared, params: dict) -> tuple | None:
-        """The first row of one SELECT, on this thread's connection, in autocommit: one statement reads one
-        consistent state on SQLite and under READ COMMITTED alike, with no BEGIN, no ROLLBACK and no pool
-        checkout around it."""
+        """The first row of one SELECT (see `query`)."""
+        return self.query(lambda statements: statements.first(query, params))
+
+    def query(self, work: Callable[[Statements], T]) -> T:
+        """`work(statements)` on this thread's connection, in autocommit: each statement reads one consistent
+        state, on SQLite and under READ COMMITTED alike, with no BEGIN, no ROLLBACK and no pool checkout
+        around it. `work` only reads: on a connection found dropped, it runs again on a new one."""
+        dialect = self.engine.dialect
+
+        def attempt(cursor) -> tuple[T | None, Exception | None]:
+            try:
+                return work(Statements(cursor, dialect, writing=False)), None
+            except dialect.loaded_dbapi.Error:
+                raise  # for _on_live_connection: a dropped connection is opened anew
+            except Exception as exc:  # the work's own (a 404): raised once the cursor is closed
+                return None, exc
+
         with _faults():
-            cursor, row = self._on_live_connection(
-                lambda cursor: Statements(cursor, self.engine.dialect).first(query, params)
-            )
-            cursor.close()  # on SQLite, ends the statement's read transaction
-            return row
+            cursor, (result, failure) = self._on_live_connection(attempt)
+            cursor.close()  # on SQLite, ends the last statement's read transaction
+        if failure is not None:
+            raise failure
+        return cast(T, result)
 
     def transact(self, work: Callable[[Statements], T]) -> T:
         """`work(statements)` in a write transaction of prepared statements straight on the driver: for the
@@ -145,7 +160,7 @@ class Database:
                 lambda cursor: cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
             )
             try:
-                statements = Statements(cursor, self.engine.dialect)
+                statements = Statements(cursor, self.engine.dialect, writing=True)
                 if len(jobs) == 1:
                     jobs[0].succeeded(jobs[0].work(statements))  # what it raises rolls the transaction back
                 else:

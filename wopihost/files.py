@@ -1,6 +1,6 @@
 """File operations: create, read, replace content, save as, rename, delete.
 
-Content writes follow one pattern (`_write_blob`): check the preconditions (fail
+Content writes follow one pattern (`_store`): check the preconditions (fail
 fast, before a possibly huge body is read), stream the body into a new blob,
 then check the preconditions again and switch the file to the blob in one
 transaction. A failure anywhere leaves the old content and no stray blob.
@@ -12,29 +12,23 @@ import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, TypeVar, overload
+from typing import BinaryIO, NamedTuple, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .clock import Clock
+from .contents import replace_content
 from .db import Database
 from .errors import WopiError, not_found
 from .errors import name_taken as name_taken_error
 from .extents import Extents, open_extents
 from .ids import new_id
-from .locks import current_lock, live_coauth_locks, live_lock, require_write_access
+from .locks import FileState, file_state, live_coauth_locks, live_lock, require_write_access
 from .models import Activity, CoauthLock, ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
-from .repository import (
-    drop_alternate_streams,
-    file_named,
-    folder_named,
-    load_file,
-    lock_folder,
-    name_taken,
-    unreferenced,
-)
+from .prepared import Statements
+from .repository import drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken
 from .snapshots import FileView
 from .storage import Blob, Readable, Storage, TooLarge
 
@@ -43,6 +37,13 @@ C = TypeVar("C")
 MAX_NUMBERED_NAMES = 1000
 COOL_DOCUMENT_CHANGED = 1010  # Collabora's "document changed in storage" status code
 CONFLICT_BEHAVIOURS = ("fail", "replace", "rename")  # what a new item does when its name is taken (Graph)
+
+
+class Saved(NamedTuple):
+    """What PutFile made: the file's new version, and when."""
+
+    version: int
+    modified_at: datetime
 
 
 @dataclass(frozen=True)
@@ -105,26 +106,32 @@ class Files:
 
         return self._write_blob(source, validate, apply)
 
-    def put(self, file_id: str, source: Readable, lock_id: str | None, loaded_at: datetime | None = None) -> File:
-        """PutFile. `loaded_at` is Collabora's X-COOL-WOPI-Timestamp: refuse if the file changed since."""
+    def put(self, file_id: str, source: Readable, lock_id: str | None, loaded_at: datetime | None = None) -> Saved:
+        """PutFile. `loaded_at` is Collabora's X-COOL-WOPI-Timestamp: refuse if the file changed since.
 
-        def validate(s: Session) -> File:
-            file = load_file(s, file_id)
+        The hottest writer after the locks: its checks and its change are prepared statements (contents.py)."""
+
+        def check(t: Statements) -> FileState:
+            state = file_state(t, file_id, self.clock.now())
             # An unlocked file may be written only while it is empty (the "create new" flow).
-            require_write_access(s, file, self.clock.now(), lock_id, unlocked_ok=file.size == 0)
-            if loaded_at is not None and loaded_at != file.modified_at:
+            state.require(lock_id, unlocked_ok=state.content.length == 0)
+            if loaded_at is not None and loaded_at != state.modified_at:
                 raise WopiError(
                     409,
                     "the file was changed in storage since the editor loaded it",
-                    {"X-WOPI-Lock": current_lock(s, file_id, self.clock.now()) or ""},
+                    {"X-WOPI-Lock": state.lock_id},
                     body={"COOLStatusCode": COOL_DOCUMENT_CHANGED},
                 )
-            return file
+            return state
 
-        def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
-            return file, self.set_content(s, file, None, blob.name, blob.size, blob.sha256)
+        def change(t: Statements, blob: Blob) -> tuple[Saved, list[str]]:
+            state, now = check(t), self.clock.now()
+            unused = replace_content(t, file_id, state.content, None, blob.name, blob.size, blob.sha256, None, now)
+            return Saved(state.version + 1, now), unused
 
-        return self._write_blob(source, validate, apply)
+        return self._store(
+            source, lambda: self.db.query(check), lambda blob: self.db.transact(lambda t: change(t, blob))
+        )
 
     def put_relative(self, source_id: str, owner_id: str, target: Target, source: Readable) -> File:
         """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one."""
@@ -310,22 +317,42 @@ class Files:
         apply: Callable[[Session, Blob, C], tuple[T, builtins.list[str]]],
         limit: int | None = None,
     ) -> T:
-        """Validate, stream `source` to a blob, validate again and apply in one transaction.
+        """`_store` in ORM sessions: `validate` in a read transaction, then in the write transaction before
+        `apply`.
 
         `validate` takes the row locks the change needs, folder before file (every transaction takes them
         in that order, so none waits for another in a circle), checks, and returns what `apply` acts on.
-        `apply` returns its result and the blobs that the change made unused (deleted after commit).
+        `apply` returns its result and the blobs that the change made unused.
         """
-        with self.db.read() as s:
-            validate(s)  # fail fast, before a possibly huge body is read
+
+        def check() -> None:
+            with self.db.read() as s:
+                validate(s)
+
+        def change(blob: Blob) -> tuple[T, builtins.list[str]]:
+            with self.db.write() as s:
+                return apply(s, blob, validate(s))
+
+        return self._store(source, check, change, limit)
+
+    def _store(
+        self,
+        source: Readable,
+        check: Callable[[], object],
+        change: Callable[[Blob], tuple[T, builtins.list[str]]],
+        limit: int | None = None,
+    ) -> T:
+        """Check, stream `source` to a blob, then `change` (a transaction that checks again and applies); its
+        result. `change` also returns the blobs it made unused, deleted once it has committed; if it raises,
+        the new blob is deleted instead."""
+        check()  # fail fast, before a possibly huge body is read
         try:
             blob = self.blobs.write(source, min(limit or self.max_size, self.max_size))
         except TooLarge as exc:
             raise WopiError(413, str(exc)) from None
         with blob:
             try:
-                with self.db.write() as s:
-                    result, unused = apply(s, blob, validate(s))
+                result, unused = change(blob)
             except BaseException:
                 self.blobs.delete(blob.name)
                 raise
@@ -389,30 +416,12 @@ class Files:
         sha256: str,
         extents: Extents | None = None,
     ) -> builtins.list[str]:
-        """New MainContent from outside PutChunkedFile (as in `insert`); returns the blobs it made unused.
-
-        Such a change ends what coauthoring clients kept beside the document
-        (docs/cspp-plus.md §1.0): alternate streams and DeleteOnContentChange properties go, and the
-        signature is chunked anew from the bytes when next asked for.
-        """
-        replaced = {*file.content.blobs, *drop_alternate_streams(s, file.id)}
-        s.execute(
-            sa.delete(ContentProperty).where(
-                ContentProperty.file_id == file.id, ContentProperty.retention != "KeepOnContentChange"
-            )
-        )
-        if extents is None:
-            file.keep_blob(blob, size)
-        else:
-            file.keep_extents(extents)
-        file.sha256 = sha256
-        file.main_scheme = file.main_signature = None
-        file.version += 1
-        file.sequence_number += 1
-        file.modified_at = self.clock.now()
-        file.modified_by = user_id
-        file.fs_modified_at = None  # the content is ours now, until a client says otherwise
-        return unreferenced(s, file.id, replaced)
+        """New MainContent from outside PutChunkedFile (contents.py), in `s`'s transaction, as in `insert`;
+        returns the blobs it made unused."""
+        with Statements.in_session(s) as t:
+            unused = replace_content(t, file.id, file.content, user_id, blob, size, sha256, extents, self.clock.now())
+        s.refresh(file)
+        return unused
 
     @staticmethod
     def free_name(

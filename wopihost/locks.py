@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .db import Database
 from .errors import bad_request, conflict, not_found
+from .extents import Extents
 from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
 from .names import encode_utf7
 from .prepared import Prepared, Statements
@@ -167,12 +168,12 @@ class Locks:
             file_id, lock_id, unlocked_ok=False, change=lambda t, now: t.run(_DELETE, {"file_id": file_id})
         )
 
-    def get(self, file_id: str) -> tuple[File, str]:
-        with self.db.read() as s:
-            file, now = load_file(s, file_id), self.clock.now()
-            if live_coauth_locks(s, file_id, now):  # not expressible as a WOPI lock (docs/wopi.md §3.5)
-                raise conflict("the file is locked for coauthoring", None)
-            return file, current_lock(s, file_id, now) or ""
+    def get(self, file_id: str) -> tuple[int, str]:
+        """GetLock: the file's version and its lock id ("" if unlocked)."""
+        state = self.db.query(lambda t: file_state(t, file_id, self.clock.now()))
+        if state.coauth_count:  # not expressible as a WOPI lock (docs/wopi.md §3.5)
+            raise conflict("the file is locked for coauthoring", None)
+        return state.version, state.lock_id
 
     def break_lock(self, file_id: str) -> str | None:
         """Remove whatever lock the file has (admin command); returns the lock id that was removed."""
@@ -206,24 +207,10 @@ class Locks:
 
         def work(t: Statements) -> int:
             now = self.clock.now()
-            if not t.is_sqlite:
-                # The row lock first, in a statement of its own: under READ COMMITTED a statement that waited
-                # for a row lock sees that row anew but the others (the file's WOPI lock) as they were when it
-                # began, so the state is read after the wait. On SQLite, BEGIN IMMEDIATE serialises.
-                t.run(_LOCK_FILE_ROW, {"file_id": file_id})
-            state = t.first(_STATE, {"file_id": file_id, "now": now})
-            if state is None:
-                raise not_found()
-            version, current_id, expires_at, user_name, coauth_count = state
-            wopi_lock = _LockState(current_id, user_name) if current_id is not None and expires_at > now else None
-            coauth = (
-                [_CoauthState(*row) for row in t.all(_LIVE_COAUTH_LOCKS, {"file_id": file_id, "now": now})]
-                if wopi_lock is None and coauth_count
-                else []
-            )
-            check_lock_state(wopi_lock, coauth, lock_id, None, unlocked_ok)
+            state = file_state(t, file_id, now)
+            state.require(lock_id, unlocked_ok=unlocked_ok)
             change(t, now)
-            return version
+            return state.version
 
         return self.db.transact(work)
 
@@ -250,6 +237,47 @@ class _LockState(NamedTuple):
 class _CoauthState(NamedTuple):
     lock_id: str
     lock_type: str
+
+
+class FileState(NamedTuple):
+    """What a change of a file decides on (`file_state`): the file's version, content and locks."""
+
+    version: int
+    modified_at: datetime
+    content: Extents
+    wopi_lock: _LockState | None  # the live WOPI lock
+    coauth_count: int  # live coauth locks
+    coauth: list[_CoauthState]  # those, read only when no WOPI lock lives (then the table looks at them)
+
+    @property
+    def lock_id(self) -> str:
+        """The live WOPI lock's id, or "" (X-WOPI-Lock of a GetLock or a 409)."""
+        return self.wopi_lock.lock_id if self.wopi_lock is not None else ""
+
+    def require(self, lock_id: str | None, coauth_lock_id: str | None = None, unlocked_ok: bool = False) -> None:
+        """409 unless the request's locks may change the file (the state table; see require_write_access)."""
+        check_lock_state(self.wopi_lock, self.coauth, lock_id, coauth_lock_id, unlocked_ok)
+
+
+def file_state(t: Statements, file_id: str, now: datetime) -> FileState:
+    """The file's state in one statement (two if coauth locks live and no WOPI lock does); 404 if there is no
+    such file. In a write transaction on PostgreSQL the file's row is locked first, in a statement of its own:
+    under READ COMMITTED a statement that waited for a row lock sees that row anew but the others (the file's
+    WOPI lock) as they were when it began, so the state is read after the wait. On SQLite, BEGIN IMMEDIATE
+    serialises."""
+    if t.writing and not t.is_sqlite:
+        t.run(_LOCK_FILE_ROW, {"file_id": file_id})
+    row = t.first(_STATE, {"file_id": file_id, "now": now})
+    if row is None:
+        raise not_found()
+    version, modified_at, blob, size, extents, current_id, expires_at, user_name, coauth_count = row
+    wopi_lock = _LockState(current_id, user_name) if current_id is not None and expires_at > now else None
+    coauth = (
+        [_CoauthState(*row) for row in t.all(_LIVE_COAUTH_LOCKS, {"file_id": file_id, "now": now})]
+        if wopi_lock is None and coauth_count
+        else []
+    )
+    return FileState(version, modified_at, Extents.stored(blob, size, extents), wopi_lock, coauth_count, coauth)
 
 
 # typed as a FromClause on the mapped class; a Table
@@ -283,10 +311,18 @@ _LIVE_COAUTH_LOCKS = Prepared(
     sa.select(_COAUTH.c.lock_id, _COAUTH.c.lock_type).where(_LIVE).order_by(_COAUTH.c.acquired_at, _COAUTH.c.lock_id)
 )
 
-# What a lock transition decides on, in one statement (the coauth locks themselves only when there are any).
+# What a change decides on, in one statement (the coauth locks themselves only when there are any).
 _STATE = Prepared(
     sa.select(
-        _FILES.c.version, _LOCKS.c.lock_id, _LOCKS.c.expires_at, _LOCKS.c.user_name, _LIVE_COAUTH_COUNT.label("coauth")
+        _FILES.c.version,
+        _FILES.c.modified_at,
+        _FILES.c.blob,
+        _FILES.c.size,
+        _FILES.c.extents,
+        _LOCKS.c.lock_id,
+        _LOCKS.c.expires_at,
+        _LOCKS.c.user_name,
+        _LIVE_COAUTH_COUNT.label("coauth"),
     )
     .select_from(_FILES.outerjoin(_LOCKS, _LOCKS.c.file_id == _FILES.c.id))
     .where(_FILES.c.id == sa.bindparam("file_id"))

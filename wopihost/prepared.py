@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 
@@ -39,16 +41,22 @@ class _Compiled:
         self._binds = {
             name: param.type.dialect_impl(dialect).bind_processor(dialect) for name, param in compiled.binds.items()
         }
+        # The statement's own values (a literal 1, a None), converted once; the caller's are named bindparams.
+        self._fixed = {
+            name: self._convert(name, param.effective_value)
+            for param, name in compiled.bind_names.items()
+            if not param.required
+        }
         self._results = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in getattr(statement, "selected_columns", ())
+            for column in getattr(statement, "exported_columns", ())  # a SELECT's, or what DML RETURNs
         ]
 
+    def _convert(self, name: str, value: object) -> object:
+        return value if value is None or (convert := self._binds.get(name)) is None else convert(value)
+
     def args(self, params: dict) -> object:
-        values = {
-            name: value if value is None or (convert := self._binds.get(name)) is None else convert(value)
-            for name, value in params.items()
-        }
+        values = {**self._fixed, **{name: self._convert(name, value) for name, value in params.items()}}
         return [values[name] for name in self._positions] if self._positions is not None else values
 
     def row(self, values: tuple) -> tuple:
@@ -59,10 +67,26 @@ class _Compiled:
 
 
 class Statements:
-    """Prepared statements run in one transaction on one driver connection (`Database.transact`)."""
+    """Prepared statements run on one driver connection: in one write transaction (`Database.transact`, or
+    `in_session` for an ORM session's), or each on its own in autocommit (`Database.query`)."""
 
-    def __init__(self, cursor, dialect: sa.Dialect):
+    def __init__(self, cursor, dialect: sa.Dialect, writing: bool):
         self._cursor, self.dialect = cursor, dialect
+        self.writing = writing  # in a write transaction: a row lock taken lasts until it ends
+
+    @classmethod
+    @contextmanager
+    def in_session(cls, session: Session) -> Iterator[Statements]:
+        """Statements in `session`'s transaction, for a change that runs both ways (contents.py). What the
+        session holds unwritten is flushed first, and its objects do not see what the statements change:
+        refresh those the caller reads again."""
+        session.flush()
+        connection = session.connection()
+        cursor = connection.connection.cursor()
+        try:
+            yield cls(cursor, connection.dialect, bool(session.info.get("write")))
+        finally:
+            cursor.close()
 
     @property
     def is_sqlite(self) -> bool:

@@ -176,8 +176,8 @@ def _lock_request(call: Call) -> LockRequest:
 
 
 def get_lock(call: Call) -> Response:
-    file, current = call.services.locks.get(call.file_id)
-    response = _versioned(file)
+    version, current = call.services.locks.get(call.file_id)
+    response = _versioned(version)
     response.headers["X-WOPI-Lock"] = current
     return response
 
