@@ -2,6 +2,8 @@
 
 import io
 import os
+import time
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -20,6 +22,12 @@ def test_get_file_returns_content_length_and_version(wopi):
     assert response.headers["Content-Length"] == "11"
     assert response.headers["X-WOPI-ItemVersion"] == "1"
     assert response.content_type == "application/octet-stream"
+
+
+def test_get_file_is_dated_with_the_current_second(wopi):
+    before = int(time.time())
+    date = parsedate_to_datetime(wopi.get_file().headers["Date"]).timestamp()
+    assert before <= date <= time.time()
 
 
 def test_get_file_does_not_change_the_version(wopi):

@@ -17,7 +17,8 @@ from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from wopihost.worker import ACCEPT_FALLBACK_MS, DateOfTheSecond, IdleTimeoutSocket, Worker
+from wopihost.httpdate import DateOfTheSecond
+from wopihost.worker import ACCEPT_FALLBACK_MS, IdleTimeoutSocket, SettledConfig, Worker
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -542,3 +543,16 @@ def test_gunicorn_dates_its_responses_with_the_current_second():
     after = time.time()
     assert isinstance(util.http_date, DateOfTheSecond)
     assert header in {email.utils.formatdate(int(t), usegmt=True) for t in (before, after)}
+
+
+def test_a_settled_config_reads_every_setting_as_gunicorn_s_config_does():
+    config = Config()
+    config.set("threads", 7)
+    config.set("limit_request_line", 123)
+    settled = SettledConfig(config)
+    for name in sorted(config.settings):
+        assert getattr(settled, name) == getattr(config, name), name
+        assert getattr(settled, name) == getattr(config, name), name  # the second read, from the instance
+    assert (settled.threads, settled.limit_request_line, bool(settled.is_ssl)) == (7, 123, False)
+    with pytest.raises(AttributeError):
+        settled.no_such_setting  # noqa: B018  # the read is the test

@@ -165,13 +165,18 @@ class BlobStore:
 
     def __init__(self, root: Path, tmp: Path, min_free: int = 0):
         self.root = root
+        self._root = os.fspath(root)
         self.tmp = tmp
         self.min_free = min_free
         root.mkdir(parents=True, exist_ok=True)
         tmp.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
-        return self.root / name[:2] / name
+        return Path(self.location(name))
+
+    def location(self, name: str) -> str:
+        """`path` as a string: what opening a blob for a download needs, without pathlib's parsing."""
+        return f"{self._root}/{name[:2]}/{name}"
 
     def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
         """Stream `source` (anything with .readinto(buffer)) into a new, held blob; at most `limit` bytes.
@@ -340,7 +345,7 @@ class OpenBlobs:
 
     def add(self, name: str, size: int | None = None) -> None:
         if name not in self._fds:
-            self._fds[name] = os.open(self._blobs.path(name), os.O_RDONLY)
+            self._fds[name] = os.open(self._blobs.location(name), os.O_RDONLY)
 
     def adopt(self, other: OpenBlobs) -> None:
         """Take over `other`'s descriptors (closing any it shares with us); `other` is left empty."""

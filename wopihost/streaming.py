@@ -8,6 +8,7 @@ from typing import BinaryIO
 from flask import Request, Response
 from werkzeug.wsgi import wrap_file
 
+from .httpdate import http_date
 from .models import File
 from .snapshots import FileView
 from .storage import PIECE
@@ -34,6 +35,7 @@ def content_response(
             wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream", direct_passthrough=True
         )
         response.content_length = file.size
+        response.headers["Date"] = http_date()  # make_conditional would format it anew
         response.set_etag(etag)
         if before is not None:
             before(response)

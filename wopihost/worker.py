@@ -34,7 +34,6 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
 from functools import partial
 from selectors import EVENT_READ
 from typing import NamedTuple
@@ -45,6 +44,7 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .config import Settings
+from .httpdate import http_date
 from .workerboard import Board
 
 # gunicorn's master imports this module before it forks the workers. Importing the application's modules
@@ -62,28 +62,26 @@ logging.logThreads = False
 logging.logMultiprocessing = False
 
 
-class DateOfTheSecond:
-    """gunicorn's `util.http_date`, which every response calls for its Date header, formatting the current time
-    through email.utils (3% of a CheckFileInfo's CPU): the header only shows whole seconds, so it is formatted
-    once a second, as nginx does. A time it is given is still formatted as asked."""
-
-    def __init__(self, http_date: Callable[[float], str], clock: Callable[[], float] = time.time) -> None:
-        self._http_date, self._clock = http_date, clock
-        self._last: tuple[int, str] = (-1, "")  # replaced whole: threads read it without a lock
-
-    def __call__(self, timestamp: float | None = None) -> str:
-        if timestamp is not None:
-            return self._http_date(timestamp)
-        second = int(self._clock())
-        last = self._last
-        if last[0] != second:
-            last = self._last = (second, self._http_date(second))
-        return last[1]
-
-
-util.http_date = DateOfTheSecond(util.http_date)
+# gunicorn formats every response's Date header anew (3% of a CheckFileInfo's CPU); see httpdate.py
+util.http_date = http_date
 
 HEAD_END = (b"\r\n\r\n", b"\n\n")
+
+
+class SettledConfig:
+    """gunicorn's settings as a worker reads them, each looked up once. A Config looks a setting up through its
+    table at every read, and a request reads some twenty (its parser's limits, the response's framing): 2% of a
+    download's CPU. A worker's settings never change: a reload starts new workers."""
+
+    def __init__(self, config) -> None:
+        self._config = config
+
+    def __getattr__(self, name: str):
+        value = getattr(self._config, name)
+        setattr(self, name, value)  # found in the instance from now on: __getattr__ is not called again
+        return value
+
+
 BOARD = Board()  # made here, in the master, so that every worker it forks shares it
 
 
@@ -258,7 +256,7 @@ class Worker(ThreadWorker):
         # seen it waiting, and until when the worker's listeners are off meanwhile.
         self._waiting_since: float | None = None
         self._held_until: float | None = None
-        # gunicorn's settings, read once: each read of self.cfg costs a lookup through its settings table
+        self.cfg = SettledConfig(self.cfg)  # type: ignore[assignment]  # reads as a Config
         self._threads, self._ssl = self.cfg.threads, self.cfg.is_ssl
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
 
