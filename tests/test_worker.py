@@ -9,6 +9,8 @@ import os
 import select
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -556,3 +558,22 @@ def test_a_settled_config_reads_every_setting_as_gunicorn_s_config_does():
     assert (settled.threads, settled.limit_request_line, bool(settled.is_ssl)) == (7, 123, False)
     with pytest.raises(AttributeError):
         settled.no_such_setting  # noqa: B018  # the read is the test
+
+
+@pytest.mark.parametrize(
+    "url, compiled",
+    [
+        ("", ["sqlite"]),
+        ("sqlite:////nonexistent/dir/db.sqlite3", ["sqlite"]),
+        ("postgresql+psycopg://nobody@127.0.0.1:1/nothing-listens-there", ["postgresql"]),
+        ("nosuchdb://x", []),
+    ],
+    ids=["default", "sqlite-file", "postgresql", "unknown-dialect"],
+)
+def test_the_master_compiles_the_hot_statements_before_it_forks(url, compiled):
+    """gunicorn's master imports the worker module: the statements are compiled there, for the database the
+    workers will use, without connecting to it; a URL it cannot use is left to the workers to report."""
+    script = "import wopihost.worker, wopihost.prepared as p; print(sorted({n for s in p._MADE for n in s._compiled}))"
+    env = {**os.environ, "WOPIHOST_DATABASE_URL": url}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == repr(compiled)

@@ -25,6 +25,7 @@ class Prepared:
         """`statement`, or a function making it for a dialect (an upsert is spelled differently on each)."""
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
+        _MADE.append(self)
 
     def on(self, dialect: sa.Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
@@ -32,6 +33,18 @@ class Prepared:
             statement = self.statement if isinstance(self.statement, sa.ClauseElement) else self.statement(dialect)
             compiled = self._compiled[dialect.name] = _Compiled(statement, dialect)
         return compiled
+
+
+_MADE: list[Prepared] = []  # every statement, made once as its module is imported
+
+
+def compile_all(dialect: sa.Dialect) -> None:
+    """Compile every statement made so far for `dialect`: in gunicorn's master, before it forks the workers, so
+    that they share the compiled statements instead of each compiling its own at its first requests. Compiling
+    runs through much of SQLAlchemy, and each worker would copy every memory page it writes on the way (4 MiB of
+    the server's PSS)."""
+    for statement in _MADE:
+        statement.on(dialect)
 
 
 class _Compiled:

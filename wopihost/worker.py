@@ -34,17 +34,20 @@ import select
 import socket
 import time
 from collections import deque
+from contextlib import suppress
 from functools import partial
 from selectors import EVENT_READ
 from typing import NamedTuple
 
+import sqlalchemy as sa
 from gunicorn import util
 from gunicorn.http.body import LengthReader
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from .config import Settings
+from .config import Settings, setting
 from .httpdate import http_date
+from .prepared import compile_all
 from .workerboard import Board
 
 # gunicorn's master imports this module before it forks the workers. Importing the application's modules
@@ -53,6 +56,10 @@ from .workerboard import Board
 # own copy. Frozen, those objects are also left out of the workers' garbage collections, which would
 # otherwise write to (and so copy) every page they scan.
 importlib.import_module(f"{__package__}.app")
+# The hot statements too (prepared.compile_all), for the database the workers will use. A URL that names no
+# database SQLAlchemy knows, or a driver that is missing, is left to each worker to report as it starts.
+with suppress(sa.exc.ArgumentError, ImportError):
+    compile_all(sa.create_engine(setting("DATABASE_URL", "sqlite://", str)).dialect)  # connects to nothing
 gc.freeze()
 
 # Every request writes an access line, and a log record looks up its caller's frame and its thread unless
