@@ -49,6 +49,7 @@ def test_sequence_number_starts_at_1_and_rises_with_every_change(wopi):
     wopi.op("RENAME_FILE", X_WOPI_RequestedName="Renamed", X_WOPI_Lock="L")
     assert sequence_number(wopi) == 3
     assert wopi.check_file_info().json["SequenceNumber"] == 3
+    assert wopi.op("GET_SEQUENCE_NUMBER").headers["X-WOPI-ItemVersion"] == "2"  # a rename keeps the version
 
 
 def test_reads_and_locks_do_not_change_the_sequence_number(wopi):

@@ -665,10 +665,6 @@ class ChunkedFiles:
             if count > limit:
                 raise bad_request(f"the file would have {count} {what}, more than {limit}")
 
-    def sequence_number(self, file_id: str) -> File:
-        with self.db.read() as s:
-            return load_file(s, file_id)
-
 
 _EMPTY = {EMPTY_CHUNK_ID: Extents()}  # the empty chunk needs no bytes from anywhere
 

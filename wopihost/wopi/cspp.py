@@ -13,6 +13,7 @@ from ..cspp.frames import FrameError, parse_json
 from ..errors import WopiError, WopiResponse, bad_request
 from ..locks import parse_lock_id
 from ..models import File
+from ..snapshots import FileView
 from ..text import text_problem
 from .files import Call
 from .requests import header, int_header
@@ -32,7 +33,7 @@ def cspp_plus(handler):
     return guarded
 
 
-def _sequenced(file: File, response: Response | None = None) -> Response:
+def _sequenced(file: File | FileView, response: Response | None = None) -> Response:
     response = response or WopiResponse(status=200)
     response.headers["X-WOPI-SequenceNumber"] = str(file.sequence_number)
     response.headers["X-WOPI-ItemVersion"] = str(file.version)
@@ -57,7 +58,7 @@ def _optional_lock(name: str) -> str | None:
 
 @cspp_plus
 def get_sequence_number(call: Call) -> Response:
-    return _sequenced(call.services.chunked.sequence_number(call.file_id))
+    return _sequenced(call.file())  # as the request's one read saw it
 
 
 @cspp_plus
