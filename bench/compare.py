@@ -277,11 +277,11 @@ def start_wopihost(
         paths = {}
         for name, (file_id, token) in cli_batch(server, [str(src / name) for name in jobs]).items():
             paths[Path(name).name] = f"/wopi/files/{file_id}?access_token={token}"
-    except BaseException:
+        s = Server("wopihost", server.process.pid, server.base, stop=server.stop)
+        s.urls = wopi_urls(server.base, paths)
+    except BaseException:  # the server is ours to stop until it is returned
         server.stop()
         raise
-    s = Server("wopihost", server.process.pid, server.base, stop=server.stop)
-    s.urls = wopi_urls(server.base, paths)
     s.lock_paths = [paths[f"lock{i}.docx"] for i in range(lock_files)]
     s.put_paths = [paths[f"put{i}.docx"].replace("?", "/contents?", 1) for i in range(put_files)]
     s.log = server.log
