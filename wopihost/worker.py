@@ -56,8 +56,10 @@ from .workerboard import Board
 # own copy. Frozen, those objects are also left out of the workers' garbage collections, which would
 # otherwise write to (and so copy) every page they scan.
 importlib.import_module(f"{__package__}.app")
-# The hot statements too (prepared.compile_all), for the database the workers will use. A URL that names no
-# database SQLAlchemy knows, or a driver that is missing, is left to each worker to report as it starts.
+# The hot statements too (prepared.compile_all), for the database the workers will use: the one the master's
+# environment names (gunicorn's `raw_env` comes after this import; the workers then compile their own, as before
+# this was done here). A URL that names no database SQLAlchemy knows, or a driver that is missing, is left to each
+# worker to report as it starts.
 with suppress(sa.exc.ArgumentError, ImportError):
     compile_all(sa.create_engine(setting("DATABASE_URL", "sqlite://", str)).dialect)  # connects to nothing
 gc.freeze()
