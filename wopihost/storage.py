@@ -165,7 +165,6 @@ class BlobStore:
 
     def __init__(self, root: Path, tmp: Path, min_free: int = 0):
         self.root = root
-        self._root = os.fspath(root)
         self.tmp = tmp
         self.min_free = min_free
         root.mkdir(parents=True, exist_ok=True)
@@ -176,7 +175,7 @@ class BlobStore:
 
     def location(self, name: str) -> str:
         """`path` as a string: what opening a blob for a download needs, without pathlib's parsing."""
-        return f"{self._root}/{name[:2]}/{name}"
+        return f"{self.root}/{name[:2]}/{name}"  # a Path keeps its string once made
 
     def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
         """Stream `source` (anything with .readinto(buffer)) into a new, held blob; at most `limit` bytes.

@@ -266,11 +266,12 @@ class Worker(ThreadWorker):
         self._waiting_since: float | None = None
         self._held_until: float | None = None
         self.cfg = SettledConfig(self.cfg)  # type: ignore[assignment]  # reads as a Config
-        self._threads, self._ssl = self.cfg.threads, self.cfg.is_ssl
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
 
     def _buffers_heads(self, conn: TConn) -> bool:
-        return not self._ssl and not (self._h2c_sniffed and negotiation.prior_knowledge_allowed(self.cfg, conn.client))
+        return not self.cfg.is_ssl and not (
+            self._h2c_sniffed and negotiation.prior_knowledge_allowed(self.cfg, conn.client)
+        )
 
     # -- connections: accepted only with a thread free, by the worker serving the fewest
 
@@ -306,7 +307,7 @@ class Worker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def set_accept_enabled(self, enabled: bool | None) -> None:
-        super().set_accept_enabled(enabled and self.busy < self._threads and self._held_until is None)
+        super().set_accept_enabled(enabled and self.busy < self.cfg.threads and self._held_until is None)
 
     def _threads_changed(self) -> None:
         # gunicorn's loop only reconsiders accepting when its connection count crosses the limit.
@@ -377,7 +378,7 @@ class Worker(ThreadWorker):
                     self.poller.register(conn.sock, EVENT_READ, partial(self._on_head_data, conn))
                     return
             conn.data_ready = True  # gunicorn must not wait for data: what it needs is in conn.head
-        if self.busy >= self._threads:
+        if self.busy >= self.cfg.threads:
             self.parked.append(conn)  # its head is read (or, TLS and h2c, waiting in the socket)
             return
         self._start(conn)
@@ -458,7 +459,7 @@ class Worker(ThreadWorker):
         """Give each free thread the next request: a connection waiting to be accepted and a parked request take
         turns, so that neither kind starves the other. Parked requests are served while the worker stops too
         (gunicorn answers them with Connection: close); new connections are not taken then."""
-        while self.busy < self._threads:
+        while self.busy < self.cfg.threads:
             if self.parked and not self._new_turn:
                 self._new_turn = True
                 if (parked := self._pop_parked()) is not None:
@@ -514,7 +515,7 @@ class Worker(ThreadWorker):
         while each of the worker's connections could have one, so that no request of this worker waits for
         it, and gives way as soon as a new client waits to be accepted, which only the loop does: threads that
         went on and on would otherwise keep the worker from ever accepting."""
-        if not (self.alive and self.nr_conns <= self._threads and self._buffers_heads(conn)) or conn.is_http2:
+        if not (self.alive and self.nr_conns <= self.cfg.threads and self._buffers_heads(conn)) or conn.is_http2:
             return False
         unreader = conn.parser.unreader  # type: ignore[union-attr]  # HTTP/1 (_buffers_heads, not is_http2)
         head = bytearray(unreader.take_buffered())  # what gunicorn read ahead, draining the last body
