@@ -20,7 +20,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from wopihost.httpdate import DateOfTheSecond
-from wopihost.worker import ACCEPT_FALLBACK_MS, IdleTimeoutSocket, SettledConfig, Worker
+from wopihost.worker import ACCEPT_FALLBACK_MS, IdleTimeoutSocket, SettledConfig, Worker, handing_off
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -340,6 +340,122 @@ def test_closing_a_connection_never_stalls_the_loop(worker):
         longest = max(longest, time.monotonic() - started)
     assert worker.nr_conns == 0
     assert longest < 0.5, longest
+
+
+# -- a file response to a client slower than the disk: the event loop finishes sending it, no thread waits
+
+
+class FileApp(App):
+    """Answers each request with the same file, as a download does (wsgi.file_wrapper, which the server sends
+    with sendfile), and notes each body's close and each access line with what had been sent by then."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path, self.size = path, path.stat().st_size
+        self.closed: list[int] = []  # per response, what sendfile had sent when the body was closed
+        self.logged: list[int] = []  # likewise, when the access line was written
+
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Length", str(self.size))])
+        body = environ["wsgi.file_wrapper"](open(self.path, "rb"), 8192)  # noqa: SIM115  # the server closes it
+        close, sock = body.close, environ["gunicorn.socket"]
+
+        def closing():
+            close()
+            self.closed.append(sock.sendfile_sent)
+
+        body.close = closing
+        return body
+
+
+@pytest.fixture
+def download(worker, tmp_path, monkeypatch):
+    """The worker serving a 16 MiB file (more than loopback's buffers take) with an idle timeout of a second,
+    its access log noted (FileApp.logged)."""
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(16 << 20))
+    app = FileApp(path)
+    worker.wsgi = handing_off(app)
+    worker.wsgi.release = app.release  # for the fixture's teardown
+    monkeypatch.setattr(IdleTimeoutSocket, "idle_timeout", 1.0)
+    monkeypatch.setattr(
+        worker.log._log, "access", lambda resp, req, environ, took: app.logged.append(resp.sock.sendfile_sent)
+    )
+    return worker, app
+
+
+def _slow_reader(worker) -> socket.socket:
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(worker.sockets[0].getsockname())
+    client.settimeout(10)
+    turn(worker, lambda: worker.nr_conns == 1)
+    return client
+
+
+def _read_response(client: socket.socket, size: int) -> bytes:
+    received = bytearray()
+    while not received.endswith(b"\r\n\r\n") and b"\r\n\r\n" not in received:
+        received += client.recv(65536)
+    body = received[received.index(b"\r\n\r\n") + 4 :]
+    while len(body) < size and (piece := client.recv(1 << 20)):
+        body += piece
+    return bytes(body)
+
+
+def test_a_download_to_a_slow_reader_is_finished_by_the_loop_and_holds_no_thread(download):
+    worker, app = download
+    client = _slow_reader(worker)
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.sending and worker.busy == 0)  # the thread is free, the client has read nothing
+    assert app.closed == [] and app.logged == []  # both wait for the last byte
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(_read_response(client, app.size)))
+    reader.start()
+    turn(worker, lambda: not worker.sending, seconds=20)
+    reader.join(10)
+    assert received == [app.path.read_bytes()]
+    assert app.closed == [app.size] and app.logged == [app.size]  # the access line, then the close, once sent
+    assert worker.nr_conns == 1 and len(worker.keepalived_conns) == 1  # kept alive, as after any response
+    client.sendall(REQUEST)  # and it serves its next request
+    reader = threading.Thread(target=lambda: received.append(_read_response(client, app.size)))
+    reader.start()
+    turn(worker, lambda: len(app.closed) == 2, seconds=20)
+    reader.join(10)
+    assert received[1] == received[0]
+    client.close()
+
+
+def test_a_download_to_a_reader_that_stalls_is_dropped_by_the_loop_after_the_idle_timeout(download):
+    worker, app = download
+    client = _slow_reader(worker)
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.sending)
+    started = time.monotonic()
+    turn(worker, lambda: worker.nr_conns == 0)
+    assert 0.9 < time.monotonic() - started < 2.5  # an idle timeout after the last byte the client took
+    assert not worker.sending and worker.busy == 0
+    assert len(app.closed) == 1 and 0 < app.closed[0] < app.size  # closed, having sent what the client took
+    assert app.logged == app.closed
+    with client:
+        while client.recv(1 << 20):  # what the buffers held, then the end of the connection
+            pass
+
+
+def test_a_download_whose_connection_ends_is_finished_by_its_thread(download):
+    """After a response with Connection: close, the connection is closed with a linger, which the loop must
+    not do: the thread sends the rest itself, then closes."""
+    worker, app = download
+    client = _slow_reader(worker)
+    client.sendall(REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    turn(worker, lambda: worker.busy == 1)
+    time.sleep(0.3)
+    worker.wait_for_and_dispatch_events(0.05)
+    assert not worker.sending and worker.busy == 1  # the thread still sends
+    assert _read_response(client, app.size) == app.path.read_bytes()
+    assert client.recv(10) == b""  # then closed
+    turn(worker, lambda: worker.nr_conns == 0)
+    assert app.closed == [app.size] and app.logged == [app.size]
 
 
 # -- a response's head leaves with the first piece of its body

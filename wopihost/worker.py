@@ -9,6 +9,9 @@ clients sending a header byte every half second took every thread of a default `
   (`WOPIHOST_HEADER_TIMEOUT`) is dropped.
 * A thread reading a body or writing a response gives up on a client that sends or reads nothing for the
   idle timeout (`WOPIHOST_IDLE_TIMEOUT`): the body read fails (408), a stalled reader's connection is closed.
+* A file sent with sendfile (a download) that fills the socket is finished by the event loop as the client
+  reads (`IdleTimeoutSocket.send_rest`), under the same idle timeout, and its thread goes on to other
+  requests: with more connections than threads, each download no longer waits for a thread to stream it.
 * A worker accepts connections only while it has a thread free, so the next connection goes to a worker
   that can serve it instead of queueing behind slow ones; and it leaves a waiting client for a moment
   (`ACCEPT_FALLBACK_MS`) to another worker that serves fewer connections (`workerboard`), so that the
@@ -18,9 +21,9 @@ clients sending a header byte every half second took every thread of a default `
   the connection back to the event loop, which would hand the request to a thread again. With more
   connections than threads, a thread that has answered goes on to the next request waiting for a thread.
 
-So a slow head costs a socket, and only a slow body or a stalled reader holds a thread, for as long as it
-keeps making progress. Heads over TLS or HTTP/2 are left to gunicorn (wopihost serves plain HTTP/1.1
-behind its proxy).
+So a slow head or a slow download costs a socket, and only a slow body or a slow reader of a streamed
+response holds a thread, for as long as it keeps making progress. Heads and downloads over TLS or HTTP/2 are
+left to gunicorn (wopihost serves plain HTTP/1.1 behind its proxy).
 """
 
 from __future__ import annotations
@@ -29,19 +32,23 @@ import errno
 import gc
 import importlib
 import logging
+import math
 import os
 import select
 import socket
 import time
 from collections import deque
-from contextlib import suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
+from datetime import timedelta
 from functools import partial
-from selectors import EVENT_READ
+from selectors import EVENT_READ, EVENT_WRITE
 from typing import NamedTuple
 
 import sqlalchemy as sa
 from gunicorn import util
 from gunicorn.http.body import LengthReader
+from gunicorn.http.wsgi import FileWrapper
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -113,22 +120,31 @@ class IdleTimeoutSocket(socket.socket):
     body, when the response is over (`end_response`).
 
     Its sends and sendfiles wait for the socket only when it is full: CPython's polled it before each one.
+
+    And a sendfile that fills the socket may leave the rest to the worker's event loop (`may_hand_off`, set for
+    a response whose body's close waits for it: `Worker.load_wsgi`), which carries it on as the client reads
+    (`send_rest`), so that a download to a client slower than the disk holds no thread. What must wait until
+    the last byte has gone (the body's close, the access line) is registered with `when_sent`.
     """
 
-    __slots__ = ("sendfile_sent", "hold_head", "_held")
+    __slots__ = ("sendfile_sent", "hold_head", "_held", "may_hand_off", "rest", "_when_sent")
     sendfile_sent: int | None
     hold_head: bool  # the next sendall is a response's head: hold it
     _held: bytes  # a response head not yet sent
+    may_hand_off: bool
+    rest: tuple[int, int, int] | None  # a sendfile handed off: (file descriptor, position, end)
+    _when_sent: list[Callable[[], object]]
     idle_timeout: float | None = None
 
     @classmethod
     def adopt(cls, sock: socket.socket) -> IdleTimeoutSocket:
         adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         adopted.sendfile_sent, adopted.hold_head, adopted._held = None, False, b""
+        adopted.may_hand_off, adopted.rest, adopted._when_sent = False, None, []
         return adopted
 
     def new_response(self) -> None:
-        self.sendfile_sent, self.hold_head, self._held = None, True, b""
+        self.sendfile_sent, self.hold_head, self._held, self.may_hand_off = None, True, b"", False
 
     def end_response(self, *, failed: bool = False) -> None:
         """The response is over: a head still held (a response without a body: HEAD, 204, 304) is sent,
@@ -195,21 +211,58 @@ class IdleTimeoutSocket(socket.socket):
         # socket.sendfile reads the file's size, polls before each os.sendfile and seeks the file afterwards: five
         # syscalls a response that gunicorn, which gives the count and seeks the file itself, has no use for.
         # Here the socket is only waited for when it is full. (Only real files come here: storage.whole_file.)
-        self.sendfile_sent = self.sendfile_sent or 0
-        source, sink = file.fileno(), self.fileno()
+        before = self.sendfile_sent = self.sendfile_sent or 0
+        source = file.fileno()
         end = os.fstat(source).st_size if count is None else offset + count
-        position = offset
+        self.rest = (source, offset, end)
+        if not self.send_rest():
+            if self.may_hand_off:
+                return end - offset  # as far as gunicorn is concerned, sent: the event loop sends the rest
+            self.finish_sending()
+        return self.sendfile_sent - before
+
+    def send_rest(self) -> bool:
+        """Send what the socket takes now of the file being sent (`rest`): whether it is all sent (or the file
+        turned out shorter than it was). A client gone raises OSError, the rest still to send."""
+        assert self.rest is not None
+        source, position, end = self.rest
+        sink = self.fileno()
         while position < end:
             try:
                 sent = os.sendfile(sink, source, position, end - position)
             except BlockingIOError:
-                self._wait_writable()
-                continue
-            if not sent:  # the file is shorter than it was
+                self.rest = source, position, end
+                return False
+            if not sent:
                 break
             position += sent
-            self.sendfile_sent += sent
-        return position - offset
+            self.sendfile_sent = (self.sendfile_sent or 0) + sent
+        self.rest = None
+        return True
+
+    def finish_sending(self) -> None:
+        """Send the rest of the file being sent, if any, waiting for the client up to the idle timeout each
+        time; then run what waited for it (`when_sent`), however the sending ended."""
+        try:
+            while self.rest is not None and not self.send_rest():
+                self._wait_writable()
+        finally:
+            self.sent()
+
+    def when_sent(self, callback: Callable[[], object]) -> None:
+        """Call `callback` once the file being sent is sent or given up: now if there is none."""
+        if self.rest is None:
+            callback()
+        else:
+            self._when_sent.append(callback)
+
+    def sent(self) -> None:
+        """The file being sent is sent, or given up (the client went away): what waited for it runs, in order,
+        each whatever the others raise."""
+        self.rest, waiting, self._when_sent = None, self._when_sent, []
+        with ExitStack() as stack:
+            for callback in reversed(waiting):
+                stack.callback(callback)
 
     def _wait_writable(self) -> None:
         timeout = self.gettimeout()
@@ -229,6 +282,57 @@ class _Served(NamedTuple):
 
     def cancelled(self) -> bool:
         return False
+
+
+class SentFromLoop(FileWrapper):
+    """A file response that the event loop may finish sending: its close, the last thing gunicorn does with it,
+    waits until it is sent (`IdleTimeoutSocket.when_sent`), so that whatever observes the close (metrics, a
+    recording) sees the whole transfer, as the WSGI specification has it."""
+
+    def __init__(self, body: FileWrapper, sock: IdleTimeoutSocket) -> None:
+        self.filelike, self.blksize, self._body, self._sock = body.filelike, body.blksize, body, sock
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            self._sock.when_sent(close)
+
+
+def handing_off(app):
+    """`app`, each of whose file responses on a plain HTTP/1 connection the event loop may finish sending."""
+
+    def serve(environ, start_response):
+        body = app(environ, start_response)
+        sock = environ.get("gunicorn.socket")
+        if type(body) is FileWrapper and type(sock) is IdleTimeoutSocket:
+            sock.may_hand_off = True
+            return SentFromLoop(body, sock)
+        return body
+
+    return serve
+
+
+class LogWhenSent:
+    """The worker's logger, whose access line for a response the event loop is still sending is written once it
+    is sent or given up, with what was sent and how long it took."""
+
+    def __init__(self, log) -> None:
+        self._log = log
+
+    def __getattr__(self, name: str):
+        return getattr(self._log, name)
+
+    def access(self, resp, req, environ, request_time: timedelta) -> None:
+        sock = environ.get("gunicorn.socket")
+        if type(sock) is not IdleTimeoutSocket or sock.rest is None:
+            self._log.access(resp, req, environ, request_time)
+            return
+        handed_off = time.monotonic()
+        sock.when_sent(
+            lambda: self._log.access(
+                resp, req, environ, request_time + timedelta(seconds=time.monotonic() - handed_off)
+            )
+        )
 
 
 class Connection(TConn):
@@ -254,6 +358,9 @@ class Worker(ThreadWorker):
         self.header_timeout = settings.header_timeout
         IdleTimeoutSocket.idle_timeout = settings.idle_timeout
         self.heads: dict[Connection, float] = {}  # connections whose head the event loop is reading -> deadline
+        # connections whose response's file the event loop is sending (a thread handed it off) -> deadline
+        self.sending: dict[Connection, float] = {}
+        self.log = LogWhenSent(self.log)  # type: ignore[assignment]  # reads as a Logger
         self.busy = 0  # requests given to the thread pool and not yet finished; never more than its threads
         # Requests whose head has come while every thread was busy, in order. A freed thread takes turns between
         # these and a connection waiting to be accepted (`_new_turn`): queued in the pool instead, they would
@@ -267,6 +374,10 @@ class Worker(ThreadWorker):
         self._held_until: float | None = None
         self.cfg = SettledConfig(self.cfg)  # type: ignore[assignment]  # reads as a Config
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = handing_off(self.wsgi)
 
     def _buffers_heads(self, conn: TConn) -> bool:
         return not self.cfg.is_ssl and not (
@@ -406,8 +517,51 @@ class Worker(ThreadWorker):
 
     def _hand_back(self, conn: Connection, keep) -> None:
         """A connection whose thread went on to a parked request: kept alive or closed, as when a thread ends."""
-        super().finish_request(conn, _Served(keep))  # type: ignore[arg-type]  # it reads what _Served has
+        self._release(conn, _Served(keep))
         self._post()
+
+    def _release(self, conn: Connection, fs) -> None:
+        """A connection its thread is done with: kept alive or closed (gunicorn's finish_request), once the loop
+        has sent the rest of a file the thread handed off."""
+        if getattr(conn.sock, "rest", None) is None:
+            super().finish_request(conn, fs)
+            return
+        self.sending[conn] = self._sending_deadline()
+        self.poller.register(conn.sock, EVENT_WRITE, partial(self._on_writable, conn, fs))
+
+    def _sending_deadline(self) -> float:
+        idle = IdleTimeoutSocket.idle_timeout
+        return math.inf if idle is None else time.monotonic() + idle
+
+    def _on_writable(self, conn: Connection, fs, _sock) -> None:
+        """The client has read some of the file being sent: send what fits now, and, once it is all sent,
+        release the connection as its thread would have."""
+        try:
+            if not conn.sock.send_rest():  # type: ignore[attr-defined]  # only an IdleTimeoutSocket hands off
+                self.sending[conn] = self._sending_deadline()  # it read something: a new idle timeout
+                return
+        except OSError:  # the client went away
+            self._drop_sending(conn)
+            return
+        self.poller.unregister(conn.sock)
+        del self.sending[conn]
+        self._sent(conn)
+        super().finish_request(conn, fs)
+        self._post()
+
+    def _drop_sending(self, conn: Connection) -> None:
+        self.poller.unregister(conn.sock)
+        del self.sending[conn]
+        self._sent(conn)
+        self.nr_conns -= 1
+        conn.close()
+        self._post()
+
+    def _sent(self, conn: Connection) -> None:
+        try:
+            conn.sock.sent()  # type: ignore[attr-defined]  # only an IdleTimeoutSocket hands off
+        except Exception:  # a request's own failure, which must not stop the loop
+            self.log.exception("Error after sending a response")
 
     def _pop_parked(self) -> Connection | None:
         try:
@@ -439,18 +593,22 @@ class Worker(ThreadWorker):
         conn.close()
 
     def murder_pending(self) -> None:
-        """Also drop heads past their deadline (all of them when the worker stops)."""
+        """Also drop heads past their deadline (all of them when the worker stops), and files being sent to a
+        client that has read nothing for the idle timeout."""
         super().murder_pending()
         now = time.monotonic()
         for conn, deadline in list(self.heads.items()):
             if deadline <= now or not self.alive:
                 self._drop_head(conn)
+        for conn, deadline in list(self.sending.items()):
+            if deadline <= now:  # the client read nothing for the idle timeout
+                self._drop_sending(conn)
 
     # -- threads
 
     def finish_request(self, conn: Connection, fs) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         self.busy -= 1
-        super().finish_request(conn, fs)
+        self._release(conn, fs)
         self._post()
         self._threads_changed()
         self._next()
@@ -515,7 +673,11 @@ class Worker(ThreadWorker):
         while each of the worker's connections could have one, so that no request of this worker waits for
         it, and gives way as soon as a new client waits to be accepted, which only the loop does: threads that
         went on and on would otherwise keep the worker from ever accepting."""
-        if not (self.alive and self.nr_conns <= self.cfg.threads and self._buffers_heads(conn)) or conn.is_http2:
+        if (
+            not (self.alive and self.nr_conns <= self.cfg.threads and self._buffers_heads(conn))
+            or conn.is_http2
+            or getattr(conn.sock, "rest", None) is not None  # the loop sends the rest of its response first
+        ):
             return False
         unreader = conn.parser.unreader  # type: ignore[union-attr]  # HTTP/1 (_buffers_heads, not is_http2)
         head = bytearray(unreader.take_buffered())  # what gunicorn read ahead, draining the last body
@@ -546,6 +708,9 @@ class Worker(ThreadWorker):
             conn.parser.unreader.unread(bytes(head))  # type: ignore[union-attr]  # HTTP/1 (_buffers_heads), just made
         keep = super().handle(conn)
         if not keep:
+            if getattr(conn.sock, "rest", None) is not None:  # a file handed off: the thread sends it, then closes
+                with suppress(OSError):
+                    conn.sock.finish_sending()  # type: ignore[attr-defined]  # only an IdleTimeoutSocket hands off
             # The connection ends. gunicorn would close it in its event loop, lingering up to 2 s to read what
             # the client still sends (so that a reset does not cut off the answer): every loop's wait
             # for a stalled client that reads nothing. Done here, it holds this thread instead.

@@ -282,6 +282,42 @@ def test_a_client_that_reads_nothing_is_closed_after_the_idle_timeout(impatient_
     assert received < 32 * MIB
 
 
+def test_a_download_to_a_slow_reader_holds_no_thread(tmp_path, database):
+    """One worker with one thread: while a client that reads nothing yet holds a 32 MiB GetFile, the event loop
+    holds what is left to send and the thread answers other requests. The download then arrives whole, and its
+    access line counts every byte."""
+    server = LocalServer.start(tmp_path, database, workers=1, threads=1)
+    try:
+        content = os.urandom(32 * MIB)
+        document = Document(server, tmp_path, content)
+        path = urlsplit(document.url("/contents"))
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        with sock:
+            sock.sendall(f"GET {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(0.5)  # the buffers fill; the thread hands the rest to the event loop
+            for _ in range(5):
+                assert requests.get(document.url(), timeout=5).status_code == 200  # CheckFileInfo, a new connection
+            sock.settimeout(30)
+            received = bytearray()
+            while len(received) < len(content) + 100 and (piece := sock.recv(1 << 20)):
+                received += piece
+                if b"\r\n\r\n" in received and len(received) - received.index(b"\r\n\r\n") - 4 >= len(content):
+                    break
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and body == content
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and f'" 200 {len(content)} ' not in server.log_text():
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    log = server.log_text()
+    assert "Traceback" not in log, log[-20000:]
+    gets = [line for line in log.splitlines() if f'"GET /wopi/files/{document.id}/contents ' in line]
+    assert len(gets) == 1 and f'" 200 {len(content)} ' in gets[0], gets
+
+
 def test_sixty_four_slow_clients_do_not_starve_normal_requests(tmp_path, database):
     """A liveness check, not a benchmark (bench/slow_clients.py measures): slow clients of every kind hold
     more connections than the server has threads, and every CheckFileInfo is still answered, none near the
