@@ -70,6 +70,35 @@ def test_get_file_range(wopi, range_header, status, body, content_range):
     assert response.headers["Content-Length"] == str(len(body))
 
 
+def test_get_file_offers_ranges_and_an_etag(wopi):
+    response = wopi.get_file()
+    assert response.headers["Accept-Ranges"] == "bytes" and response.headers["ETag"]
+    assert "Content-Range" not in response.headers
+
+
+def test_a_plain_get_file_has_the_headers_a_conditional_one_that_holds_has(wopi):
+    """A download without Range or conditions skips Werkzeug's make_conditional, which would only add
+    Accept-Ranges: the same headers as one whose condition make_conditional evaluates and finds met."""
+    plain = wopi.get_file()
+    conditional = wopi.get_file(If_Modified_Since="Sat, 01 Jan 2000 00:00:00 GMT")
+    assert plain.status_int == conditional.status_int == 200 and plain.body == conditional.body
+    assert sorted((k, v) for k, v in plain.headerlist if k != "Date") == sorted(
+        (k, v) for k, v in conditional.headerlist if k != "Date"
+    )
+
+
+def test_get_file_conditions_on_the_etag(wopi):
+    etag = wopi.get_file().headers["ETag"]
+    assert wopi.get_file(If_None_Match=etag).status_int == 304
+    assert wopi.get_file(If_None_Match='"other"').status_int == 200
+    assert wopi.get_file(If_Match='"other"').status_int == 412
+    assert wopi.get_file(If_Match=etag).status_int == 200
+    whole = wopi.get_file(Range="bytes=0-4", If_Range='"other"')  # the range is of another version: all of it
+    assert whole.status_int == 200 and whole.body == b"hello world"
+    part = wopi.get_file(Range="bytes=0-4", If_Range=etag)
+    assert part.status_int == 206 and part.body == b"hello"
+
+
 def test_get_file_unsatisfiable_range_is_416(wopi):
     response = wopi.get_file(Range="bytes=50-60")
     assert response.status_int == 416

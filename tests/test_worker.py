@@ -342,6 +342,19 @@ def test_closing_a_connection_never_stalls_the_loop(worker):
     assert longest < 0.5, longest
 
 
+def test_the_worker_tells_the_master_it_lives_at_most_so_often_and_always_within_its_timeout(worker):
+    """gunicorn's loop notifies the master at every turn (a syscall each); once per half timeout is what the
+    master needs, and the loop turns at least once a second."""
+    worker.timeout = 0.2  # gunicorn gives a worker half of the configured timeout
+    worker.notify()
+    first = worker.tmp.last_update()
+    worker.notify()
+    assert worker.tmp.last_update() == first
+    time.sleep(0.15)
+    worker.notify()
+    assert worker.tmp.last_update() > first
+
+
 # -- a file response to a client slower than the disk: the event loop finishes sending it, no thread waits
 
 

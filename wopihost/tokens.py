@@ -33,7 +33,7 @@ import binascii
 import functools
 import hashlib
 import hmac
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -187,7 +187,7 @@ class Tokens:
         """The claim's grant, given its token's row (`user_id` None: there is none); 401 if revoked."""
         if user_id is None or revoked_at is not None:
             raise unauthorized("the access token has been revoked")
-        return replace(claim, user_id=user_id)
+        return Grant(claim.jti, claim.resource, user_id, claim.rights, claim.expires_at, claim.reach)
 
     def ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL, kind: str = GRAPH_DOWNLOAD) -> str:
         """A short-lived credential for one file (`kind`: its content as Graph's @microsoft.graph.downloadUrl or

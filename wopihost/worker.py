@@ -361,6 +361,7 @@ class Worker(ThreadWorker):
         # connections whose response's file the event loop is sending (a thread handed it off) -> deadline
         self.sending: dict[Connection, float] = {}
         self.log = LogWhenSent(self.log)  # type: ignore[assignment]  # reads as a Logger
+        self._next_notify = 0.0
         self.busy = 0  # requests given to the thread pool and not yet finished; never more than its threads
         # Requests whose head has come while every thread was busy, in order. A freed thread takes turns between
         # these and a connection waiting to be accepted (`_new_turn`): queued in the pool instead, they would
@@ -374,6 +375,15 @@ class Worker(ThreadWorker):
         self._held_until: float | None = None
         self.cfg = SettledConfig(self.cfg)  # type: ignore[assignment]  # reads as a Config
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
+
+    def notify(self) -> None:
+        # gunicorn's loop tells the master it is alive at every turn, with a syscall that hands the GIL over: a
+        # download's sendfile turns it some fifteen times. The master needs it once per timeout (self.timeout is
+        # half of it), and the loop turns at least once a second.
+        now = time.monotonic()
+        if now >= self._next_notify:
+            self._next_notify = now + min(1.0, self.timeout / 2)
+            super().notify()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
