@@ -231,12 +231,17 @@ class IdleTimeoutSocket(socket.socket):
             try:
                 sent = os.sendfile(sink, source, position, end - position)
             except BlockingIOError:
+                sent = 0
+            else:
+                if not sent:  # the file is shorter than it was
+                    break
+                position += sent
+                self.sendfile_sent = (self.sendfile_sent or 0) + sent
+            if position < end and sent < SENDFILE_MOST:
+                # The socket took less than was asked: it is full. Asking again would only fail (an exception,
+                # at each of the dozen or so times a 20 MiB download fills loopback's buffers).
                 self.rest = source, position, end
                 return False
-            if not sent:
-                break
-            position += sent
-            self.sendfile_sent = (self.sendfile_sent or 0) + sent
         self.rest = None
         return True
 
@@ -361,7 +366,7 @@ class Worker(ThreadWorker):
         # connections whose response's file the event loop is sending (a thread handed it off) -> deadline
         self.sending: dict[Connection, float] = {}
         self.log = LogWhenSent(self.log)  # type: ignore[assignment]  # reads as a Logger
-        self._next_notify = 0.0
+        self._next_notify = self._next_sweep = 0.0
         self.busy = 0  # requests given to the thread pool and not yet finished; never more than its threads
         # Requests whose head has come while every thread was busy, in order. A freed thread takes turns between
         # these and a connection waiting to be accepted (`_new_turn`): queued in the pool instead, they would
@@ -607,6 +612,9 @@ class Worker(ThreadWorker):
         client that has read nothing for the idle timeout."""
         super().murder_pending()
         now = time.monotonic()
+        if now < self._next_sweep and self.alive:  # gunicorn calls this at every turn of the loop
+            return
+        self._next_sweep = now + SWEEP_EVERY
         for conn, deadline in list(self.heads.items()):
             if deadline <= now or not self.alive:
                 self._drop_head(conn)
@@ -728,6 +736,10 @@ class Worker(ThreadWorker):
         return keep
 
 
+# How often the loop looks for heads and downloads past their deadlines (seconds apart): each look goes through
+# every such connection, and the loop turns at every wake-up of a download.
+SWEEP_EVERY = 0.1
+SENDFILE_MOST = 0x7FFFF000  # the most Linux sends in one sendfile, room or not
 HEAD_BUFFER = 64 << 10  # a longer head goes to a thread once this much of it has come (gunicorn's limits apply)
 # How long a thread that has answered waits for the same connection's next request (Worker._next_head_follows):
 # long enough for a client that sends its next request as soon as it has read the answer, even on a busy
