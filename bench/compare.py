@@ -39,7 +39,14 @@ the kernel's loopback work): a figure to check before quoting the rest. Idle mem
 summed over the tree, after setup and before any load, and 1 s after the last run.
 
     python bench/compare.py [--seconds 5] [--rounds 3] [--connections 8,32] [--database URL]
-                            [--cs3org PATH] [--ops checkfileinfo,lock,getfile1,getfile20,putfile1] [--json FILE]
+                            [--cs3org PATH] [--baseline PATH]
+                            [--ops checkfileinfo,lock,getfile1,getfile20,putfile1] [--json FILE]
+
+--baseline PATH serves a checkout of another wopihost commit (say `git worktree add /tmp/base main`) beside this
+one, as the server "baseline", with its own data (and its own schema on PostgreSQL), and runs it right after
+wopihost at every step, so that the wopihost/baseline rows compare two builds within seconds of each other. On a
+shared virtual machine, whose speed can drift by a quarter within the hour, that is the way to tell what a change
+does; runs of each build an hour apart are not.
 
 wopihost's files and tokens come from `wopihost files add PATH --json` and `wopihost token issue ID
 --user bench --json`, run in one process. A PostgreSQL --database gets a private schema for the
@@ -90,6 +97,7 @@ sys.path.insert(0, str(REPO))
 from wopihost.localserver import LocalServer, free_port  # noqa: E402
 
 MIB = 1 << 20
+WOPIHOSTS = ("wopihost", "baseline")  # the build under test, and --baseline's
 OPS = {
     "checkfileinfo": "CheckFileInfo (10 kB file)",
     "lock": "Lock + Unlock pairs (each connection its own file)",
@@ -259,12 +267,21 @@ def start_wopihost(
     put_files: int,
     workers: int,
     threads: int,
+    label: str = "wopihost",
+    checkout: Path | None = None,
 ) -> Server:
+    """wopihost serving `files` (and `lock_files`, `put_files` small ones of its own); `checkout`: another
+    checkout's wopihost package instead of this one's (the --baseline)."""
     log(
-        f"starting wopihost ({workers} workers x {threads} threads, "
-        f"{'SQLite' if not database else 'database ' + redact_url(database)})"
+        f"starting {label} ({workers} workers x {threads} threads, "
+        f"{'SQLite' if not database else 'database ' + redact_url(database)}"
+        + (f", the wopihost of {checkout}" if checkout else "")
+        + ")"
     )
-    server = LocalServer.start(workdir, database, workers=workers, threads=threads)
+    extra_env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))}
+    server = LocalServer.start(
+        workdir, database, workers=workers, threads=threads, extra_env=extra_env if checkout else None
+    )
     try:
         src = workdir / "src"
         src.mkdir()
@@ -277,7 +294,7 @@ def start_wopihost(
         paths = {}
         for name, (file_id, token) in cli_batch(server, [str(src / name) for name in jobs]).items():
             paths[Path(name).name] = f"/wopi/files/{file_id}?access_token={token}"
-        s = Server("wopihost", server.process.pid, server.base, stop=server.stop)
+        s = Server(label, server.process.pid, server.base, stop=server.stop)
         s.urls = wopi_urls(server.base, paths)
     except BaseException:  # the server is ours to stop until it is returned
         server.stop()
@@ -598,7 +615,7 @@ def preflight(server: Server, op: str, files: dict[str, bytes]) -> None:
 def prepare_puts(server: Server) -> None:
     """Before a PutFile run: wopihost's files are locked with PUT_LOCK (PutFile needs the lock); one PUT each,
     checked."""
-    wopi = server.name == "wopihost"
+    wopi = server.name in WOPIHOSTS
     for path in server.put_paths:
         if wopi:
             file = server.base + path.replace("/contents?", "?", 1)
@@ -708,7 +725,7 @@ def write_scripts(tmp: Path, servers: dict[str, Server], max_conns: int) -> dict
             path.write_text(LOCK_LUA % ", ".join(json.dumps(p) for p in server.lock_paths[:max_conns]) + DONE_LUA)
             scripts[f"lock-{name}"] = path
         if server.put_paths:
-            wopi = name == "wopihost"
+            wopi = name in WOPIHOSTS
             headers = f'["X-WOPI-Override"] = "PUT", ["X-WOPI-Lock"] = "{PUT_LOCK}"' if wopi else ""
             path = tmp / f"putfile1-{name}.lua"
             path.write_text(
@@ -939,6 +956,8 @@ def versions(args) -> dict:
         "nginx": run_text([NGINX, "-v"]),
         "wrk": run_text([WRK, "-v"]).splitlines()[0] if run_text([WRK, "-v"]) else "?",
     }
+    if args.baseline:
+        v["baseline_commit"] = run_text(["git", "-C", args.baseline, "rev-parse", "HEAD"])
     if args.cs3org:
         checkout = Path(args.cs3org)
         c = run_text(["git", "-C", str(checkout), "rev-parse", "HEAD"]) if (checkout / ".git").exists() else ""
@@ -992,6 +1011,12 @@ def main() -> None:
         "a PostgreSQL database gets a private schema, dropped at the end",
     )
     parser.add_argument("--cs3org", metavar="PATH", help="a checkout of cs3org/wopiserver to compare with")
+    parser.add_argument(
+        "--baseline",
+        metavar="PATH",
+        help="a checkout of another wopihost commit, served side by side as 'baseline' (its wopihost package, "
+        "this checkout's environment and benchmark): wopihost/baseline rows compare two builds in one run",
+    )
     parser.add_argument(
         "--cs3org-python",
         metavar="PYTHON",
@@ -1054,6 +1079,8 @@ def main() -> None:
         f"wopihost: commit {vers['wopihost_commit']}, version {vers['wopihost']}, gunicorn {vers['gunicorn']}, "
         f"Flask {vers['flask']}, SQLAlchemy {vers['sqlalchemy']}"
     )
+    if args.baseline:
+        print(f"baseline: commit {vers['baseline_commit']}, the wopihost package of {args.baseline}")
     print(f"nginx:    {vers['nginx']}")
     print(f"wrk:      {vers['wrk']}")
     if args.cs3org:
@@ -1080,27 +1107,30 @@ def main() -> None:
     files = {"cfi.docx": os.urandom(CFI_SIZE), "1MiB.docx": os.urandom(MIB), "20MiB.docx": os.urandom(20 * MIB)}
     tmp = Path(tempfile.mkdtemp(prefix="wopihost-compare-"))
     servers: dict[str, Server] = {}
-    drop_schema = None
+    drop_schemas: list = []
     results: list[dict] = []
     try:
-        database = args.database
-        if database and database.startswith("postgresql"):
-            database, drop_schema, schema = private_pg_schema(database)
-            log(f"PostgreSQL: private schema {schema}")
         lock_files = max_conns if "lock" in ops else 0
         put_files = max_conns if "putfile1" in ops else 0
-        (tmp / "wopihost").mkdir()
-        servers["wopihost"] = start_wopihost(
-            tmp / "wopihost", database, files, lock_files, put_files, args.workers, args.threads
-        )
-        if database and database.startswith("postgresql"):
-            import sqlalchemy as sa
+        builds = {"wopihost": None, "baseline": Path(args.baseline).resolve()} if args.baseline else {"wopihost": None}
+        for name, checkout in builds.items():
+            database = args.database
+            if database and database.startswith("postgresql"):
+                database, drop, schema = private_pg_schema(database)  # each build its own
+                drop_schemas.append(drop)
+                log(f"PostgreSQL: private schema {schema} for {name}")
+            (tmp / name).mkdir()
+            servers[name] = start_wopihost(
+                tmp / name, database, files, lock_files, put_files, args.workers, args.threads, name, checkout
+            )
+            if database and database.startswith("postgresql"):
+                import sqlalchemy as sa
 
-            url = sa.make_url(database)
-            if url.host in ("127.0.0.1", "localhost", "::1"):
-                servers["wopihost"].db_port = url.port or 5432
-            else:
-                log("PostgreSQL is not on this machine's loopback: its CPU is not measured")
+                url = sa.make_url(database)
+                if url.host in ("127.0.0.1", "localhost", "::1"):
+                    servers[name].db_port = url.port or 5432
+                else:
+                    log("PostgreSQL is not on this machine's loopback: its CPU is not measured")
         servers["nginx"] = start_nginx(tmp / "nginx", files, put_files)
         if args.cs3org:
             servers["cs3org"] = start_cs3org(
@@ -1117,7 +1147,7 @@ def main() -> None:
         plan = {
             op: [
                 s
-                for s in ("wopihost", "nginx", "cs3org")
+                for s in ("wopihost", "baseline", "nginx", "cs3org")
                 if s in servers
                 and (
                     op in servers[s].urls
@@ -1223,6 +1253,7 @@ def main() -> None:
                             "wrk_threads": args.wrk_threads,
                             "warmup": args.warmup,
                             "cs3org": args.cs3org,
+                            "baseline": args.baseline,
                             "cs3org_loglevel": args.cs3org_loglevel,
                             "file_sizes": {k: len(v) for k, v in files.items()},
                         },
@@ -1247,11 +1278,11 @@ def main() -> None:
                 s.stop()
             except Exception as exc:  # keep stopping the others
                 log(f"stopping {s.name}: {exc}")
-        if drop_schema:
+        for drop in drop_schemas:
             try:
-                drop_schema()
+                drop()
             except Exception as exc:
-                log(f"dropping the PostgreSQL schema: {exc}")
+                log(f"dropping a PostgreSQL schema: {exc}")
         if args.keep:
             log(f"kept {tmp}")
         else:
