@@ -77,6 +77,23 @@ def test_a_connection_dropped_in_a_transaction_is_503_and_the_next_one_works(db)
     assert db.transact(lambda t: t.first(ONE, {})) == (1,)
 
 
+def test_a_read_whose_work_raises_closes_its_cursor_and_raises_what_the_work_raised(db):
+    """Database.query: a 404 or 409 decided on what was read leaves no cursor open (on SQLite, an open one
+    would keep its read transaction, and so the WAL, from moving on), and the connection serves the next."""
+    cursors = []
+
+    def work(t: Statements) -> None:
+        assert t.first(ONE, {}) == (1,)
+        cursors.append(t._cursor)
+        raise LookupError("a 404, say")
+
+    with pytest.raises(LookupError):
+        db.query(work)
+    with pytest.raises(db.engine.dialect.loaded_dbapi.Error):  # closed
+        cursors[0].execute("SELECT 1")
+    assert db.first(ONE, {}) == (1,)
+
+
 def users(db: Database) -> list[str]:
     return db.transact(lambda t: [row[0] for row in t.all(USERS, {})])
 
