@@ -282,6 +282,7 @@ def test_a_client_that_reads_nothing_is_closed_after_the_idle_timeout(impatient_
     assert received < 32 * MIB
 
 
+@pytest.mark.local_storage  # content in S3 has no local file to sendfile: it is streamed by the thread
 def test_a_download_to_a_slow_reader_holds_no_thread(tmp_path, database):
     """One worker with one thread: while a client that reads nothing yet holds a 32 MiB GetFile, the event loop
     holds what is left to send and the thread answers other requests. The download then arrives whole, and its
