@@ -247,10 +247,12 @@ class IdleTimeoutSocket(socket.socket):
 
     def finish_sending(self) -> None:
         """Send the rest of the file being sent, if any, waiting for the client up to the idle timeout each
-        time; then run what waited for it (`when_sent`), however the sending ended."""
+        time; then run what waited for it (`when_sent`), however the sending ended. The socket was full when
+        the rest was left: it is waited for first, not tried in vain."""
         try:
-            while self.rest is not None and not self.send_rest():
+            while self.rest is not None:
                 self._wait_writable()
+                self.send_rest()
         finally:
             self.sent()
 
@@ -558,21 +560,20 @@ class Worker(ThreadWorker):
         except OSError:  # the client went away
             self._drop_sending(conn)
             return
-        self.poller.unregister(conn.sock)
-        del self.sending[conn]
         self._sent(conn)
         super().finish_request(conn, fs)
         self._post()
 
     def _drop_sending(self, conn: Connection) -> None:
-        self.poller.unregister(conn.sock)
-        del self.sending[conn]
         self._sent(conn)
         self.nr_conns -= 1
         conn.close()
         self._post()
 
     def _sent(self, conn: Connection) -> None:
+        """The loop is done sending `conn`'s file, all of it or not: what waited for it runs."""
+        self.poller.unregister(conn.sock)
+        del self.sending[conn]
         try:
             conn.sock.sent()  # type: ignore[attr-defined]  # only an IdleTimeoutSocket hands off
         except Exception:  # a request's own failure, which must not stop the loop
