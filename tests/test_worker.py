@@ -57,6 +57,7 @@ def _worker(age: int, listener: socket.socket) -> Worker:
 def _stop(worker: Worker) -> None:
     worker.wsgi.release.set()
     worker.tpool.shutdown(wait=True)
+    worker.closer.shutdown(wait=True)
     worker.leave_board()
 
 
@@ -366,7 +367,9 @@ class FileApp(App):
         super().__init__()
         self.path, self.size = path, path.stat().st_size
         self.closed: list[int] = []  # per response, what sendfile had sent when the body was closed
+        self.closed_on: list[str] = []  # and the thread that closed it
         self.logged: list[int] = []  # likewise, when the access line was written
+        self.hold_close: threading.Event | None = None  # when set, each close waits for it (a slow close)
 
     def __call__(self, environ, start_response):
         start_response("200 OK", [("Content-Length", str(self.size))])
@@ -374,8 +377,11 @@ class FileApp(App):
         close, sock = body.close, environ["gunicorn.socket"]
 
         def closing():
+            if self.hold_close is not None:
+                self.hold_close.wait(10)
             close()
             self.closed.append(sock.sendfile_sent)
+            self.closed_on.append(threading.current_thread().name)
 
         body.close = closing
         return body
@@ -426,9 +432,11 @@ def test_a_download_to_a_slow_reader_is_finished_by_the_loop_and_holds_no_thread
     reader = threading.Thread(target=lambda: received.append(_read_response(client, app.size)))
     reader.start()
     turn(worker, lambda: not worker.sending, seconds=20)
+    turn(worker, lambda: worker.keepalived_conns)  # released once what waited for the last byte has run
     reader.join(10)
     assert received == [app.path.read_bytes()]
     assert app.closed == [app.size] and app.logged == [app.size]  # the access line, then the close, once sent
+    assert app.closed_on[0].startswith("wopihost-sent")  # on the closing thread, not in the loop
     assert worker.nr_conns == 1 and len(worker.keepalived_conns) == 1  # kept alive, as after any response
     client.sendall(REQUEST)  # and it serves its next request
     reader = threading.Thread(target=lambda: received.append(_read_response(client, app.size)))
@@ -448,11 +456,40 @@ def test_a_download_to_a_reader_that_stalls_is_dropped_by_the_loop_after_the_idl
     turn(worker, lambda: worker.nr_conns == 0)
     assert 0.9 < time.monotonic() - started < 2.5  # an idle timeout after the last byte the client took
     assert not worker.sending and worker.busy == 0
+    turn(worker, lambda: app.closed)  # on the closing thread
     assert len(app.closed) == 1 and 0 < app.closed[0] < app.size  # closed, having sent what the client took
     assert app.logged == app.closed
     with client:
         while client.recv(1 << 20):  # what the buffers held, then the end of the connection
             pass
+
+
+def test_a_slow_close_after_a_download_holds_up_neither_the_loop_nor_other_connections(download):
+    """What waits for a download's last byte runs on the worker's closing thread: a recording reads again what
+    was sent, which for a large file takes a while, and the loop goes on serving every other connection."""
+    worker, app = download
+    app.hold_close = threading.Event()
+    first = _slow_reader(worker)
+    first.sendall(REQUEST)
+    turn(worker, lambda: worker.sending)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(_read_response(first, app.size)))
+    reader.start()
+    turn(worker, lambda: not worker.sending, seconds=20)  # all sent: its close now waits
+    reader.join(10)
+    second = socket.create_connection(worker.sockets[0].getsockname(), timeout=10)
+    second.sendall(REQUEST)
+    reader = threading.Thread(target=lambda: received.append(_read_response(second, app.size)))
+    reader.start()
+    turn(worker, lambda: not reader.is_alive(), seconds=20)
+    assert received == [app.path.read_bytes()] * 2
+    assert app.closed == []  # the second download was served while the first one's close still waited
+    app.hold_close.set()
+    turn(worker, lambda: len(worker.keepalived_conns) == 2)  # both closed, then kept alive
+    assert app.closed == [app.size, app.size] and app.logged == [app.size, app.size]
+    assert all(name.startswith("wopihost-sent") for name in app.closed_on)
+    first.close()
+    second.close()
 
 
 def test_a_download_whose_connection_ends_is_finished_by_its_thread(download):

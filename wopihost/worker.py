@@ -12,6 +12,8 @@ clients sending a header byte every half second took every thread of a default `
 * A file sent with sendfile (a download) that fills the socket is finished by the event loop as the client
   reads (`IdleTimeoutSocket.send_rest`), under the same idle timeout, and its thread goes on to other
   requests: with more connections than threads, each download no longer waits for a thread to stream it.
+  What waits for its last byte (the body's close, the access line, a recording's reading of what was sent)
+  then runs on the worker's closing thread, never in the loop.
 * A worker accepts connections only while it has a thread free, so the next connection goes to a worker
   that can serve it instead of queueing behind slow ones; and it leaves a waiting client for a moment
   (`ACCEPT_FALLBACK_MS`) to another worker that serves fewer connections (`workerboard`), so that the
@@ -39,6 +41,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from datetime import timedelta
 from functools import partial
@@ -367,6 +370,8 @@ class Worker(ThreadWorker):
         self.heads: dict[Connection, float] = {}  # connections whose head the event loop is reading -> deadline
         # connections whose response's file the event loop is sending (a thread handed it off) -> deadline
         self.sending: dict[Connection, float] = {}
+        # where what waits for the end of a download the loop sent runs (`_sent`); its thread starts at first use
+        self.closer = ThreadPoolExecutor(1, thread_name_prefix="wopihost-sent")
         self.log = LogWhenSent(self.log)  # type: ignore[assignment]  # reads as a Logger
         self._next_notify = self._next_sweep = 0.0
         self.busy = 0  # requests given to the thread pool and not yet finished; never more than its threads
@@ -560,7 +565,9 @@ class Worker(ThreadWorker):
         except OSError:  # the client went away
             self._drop_sending(conn)
             return
-        self._sent(conn)
+        self._sent(conn, partial(self._release_sent, conn, fs))
+
+    def _release_sent(self, conn: Connection, fs) -> None:
         super().finish_request(conn, fs)
         self._post()
 
@@ -570,14 +577,22 @@ class Worker(ThreadWorker):
         conn.close()
         self._post()
 
-    def _sent(self, conn: Connection) -> None:
-        """The loop is done sending `conn`'s file, all of it or not: what waited for it runs."""
+    def _sent(self, conn: Connection, then: Callable[[], object] | None = None) -> None:
+        """The loop is done sending `conn`'s file, all of it or not. What waited for it (the body's close, the
+        access line) runs on the worker's closing thread, then `then` back in the loop: a recording reads again
+        what was sent, or all of a file whose SHA-256 is not stored, which for a large download takes as long as
+        a request, and the loop must go on serving every other connection meanwhile."""
         self.poller.unregister(conn.sock)
         del self.sending[conn]
+        self.closer.submit(self._run_sent, conn.sock, then)  # type: ignore[arg-type]  # only an IdleTimeoutSocket hands off
+
+    def _run_sent(self, sock: IdleTimeoutSocket, then: Callable[[], object] | None) -> None:
         try:
-            conn.sock.sent()  # type: ignore[attr-defined]  # only an IdleTimeoutSocket hands off
-        except Exception:  # a request's own failure, which must not stop the loop
+            sock.sent()
+        except Exception:  # a request's own failure, which must not stop the closing thread
             self.log.exception("Error after sending a response")
+        if then is not None:
+            self.method_queue.defer(then)
 
     def _pop_parked(self) -> Connection | None:
         try:
