@@ -10,9 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 import webtest
+
+if TYPE_CHECKING:
+    from wopihost.localserver import LocalServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/README.md
 
@@ -26,6 +31,29 @@ def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
             return value
         time.sleep(interval)
     return None
+
+
+def live_workers(server: LocalServer) -> set[int]:
+    live = set()
+    for worker in server.workers():
+        try:
+            if worker.status() != psutil.STATUS_ZOMBIE:
+                live.add(worker.pid)
+        except psutil.NoSuchProcess:  # reaped meanwhile
+            pass
+    return live
+
+
+def wait_for_respawn(server: LocalServer, victim: psutil.Process) -> None:
+    def respawned():
+        live = live_workers(server)
+        return len(live) == 2 and victim.pid not in live
+
+    if not wait_until(respawned):
+        pytest.fail(
+            f"gunicorn did not replace the killed worker {victim.pid}: {live_workers(server)}\n"
+            f"{server.log_text()[-3000:]}"
+        )
 
 
 def settle(services) -> None:

@@ -29,7 +29,7 @@ from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, read_response, rechunk, request_body
 from wopihost.localserver import LocalServer, PeakRss
 
-from ..helpers import wait_until
+from ..helpers import wait_for_respawn, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -217,29 +217,6 @@ def writers_of(server: LocalServer, path: str) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return busy
-
-
-def live_workers(server: LocalServer) -> set[int]:
-    live = set()
-    for worker in server.workers():
-        try:
-            if worker.status() != psutil.STATUS_ZOMBIE:
-                live.add(worker.pid)
-        except psutil.NoSuchProcess:  # reaped meanwhile
-            pass
-    return live
-
-
-def wait_for_respawn(server: LocalServer, victim: psutil.Process) -> None:
-    def respawned():
-        live = live_workers(server)
-        return len(live) == 2 and victim.pid not in live
-
-    if not wait_until(respawned):
-        pytest.fail(
-            f"gunicorn did not replace the killed worker {victim.pid}: {live_workers(server)}\n"
-            f"{server.log_text()[-3000:]}"
-        )
 
 
 def blob_files(server: LocalServer) -> list[str]:

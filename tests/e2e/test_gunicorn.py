@@ -9,9 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
 import requests
+
+from ..helpers import wait_for_respawn
 
 pytestmark = pytest.mark.e2e
 
@@ -106,14 +107,6 @@ def wait_until(predicate, timeout: float = 10) -> bool:
     return False
 
 
-def ended(process: psutil.Process) -> bool:
-    """Whether `process` has exited (a zombie until its parent reaps it, or gone)."""
-    try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def partial_files(server) -> list:
     return list((server.data_dir / "tmp").iterdir())
 
@@ -140,10 +133,7 @@ def test_worker_killed_mid_put_leaves_old_content(server, document):
     assert len(busy) == 1
     os.kill(busy[0].pid, signal.SIGKILL)
     sock.close()
-    # A killed process lingers while the kernel tears it down (longer under load, with a write in flight): until
-    # it is gone, it would count as one of the two workers below.
-    assert wait_until(lambda: ended(busy[0]))
-    assert wait_until(lambda: len([w for w in server.workers() if w.is_running()]) == 2)  # gunicorn respawns it
+    wait_for_respawn(server, busy[0])  # two live workers, the killed one not among them
     got = requests.get(server.url(file_id, token, "/contents"))
     assert got.content == b"original content" and got.headers["X-WOPI-ItemVersion"] == "1"
     blobs = [p for p in (server.data_dir / "blobs").rglob("*") if p.is_file()]
