@@ -183,7 +183,7 @@ def test_metrics_off(settings, clock, wopi):
 
 def test_a_separate_address_serves_them_instead(settings, clock):
     port = free_port()
-    app = create_app(settings.with_changes(metrics_bind=("127.0.0.1", port)), clock)
+    app = create_app(settings.with_changes(metrics_bind=("127.0.0.1", port)), clock).start()
     try:
         testapp = webtest.TestApp(app)
         testapp.get("/healthz")
@@ -202,7 +202,7 @@ def test_an_address_another_program_holds_is_a_clear_error(settings, clock):
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"WOPIHOST_METRICS_BIND: cannot listen on 127.0.0.1:{port}: "):
-            create_app(settings.with_changes(metrics_bind=("127.0.0.1", port)), clock)
+            create_app(settings.with_changes(metrics_bind=("127.0.0.1", port)), clock).start()
 
 
 @pytest.mark.parametrize(

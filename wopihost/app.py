@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -66,6 +67,7 @@ class App(Flask):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+        self._started_in: int | None = None  # the process that ran start()
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         # Flask asks whether the view and each hook is a coroutine function on every request (three
@@ -75,24 +77,50 @@ class App(Flask):
             known = self._sync[func] = super().ensure_sync(func)
         return known
 
+    def start(self) -> App:
+        """Start the app's work in the background of this process: the sweep of what dead processes left
+        half-written, the periodic garbage collection, the metrics' own listener (WOPIHOST_METRICS_BIND).
+
+        create_app starts nothing, so that gunicorn's master can build the app once, before it forks the
+        workers, which then share its memory (preload_app): a thread, or a connection the workers would
+        share, does not belong in the master. Each process that serves the app calls this once, after any
+        fork (gunicorn's workers do: wopihost/worker.py); a second call in the same process does nothing."""
+        if self._started_in == os.getpid():
+            return self
+        self._started_in = os.getpid()
+        services: Services = self.extensions["wopihost"]
+        try:
+            services.blobs.sweep_tmp()
+        except Exception as exc:
+            # Housekeeping, which on S3 asks the database which uploads are held: a database not reachable (or
+            # not migrated) yet must not keep the app from serving, to answer 503 and /healthz; later sweeps
+            # catch up.
+            log.warning("could not sweep the partial writes of dead processes at start: %s", exc)
+        metrics: Metrics | None = self.extensions.get("wopihost.metrics")
+        settings = services.settings
+        if settings.metrics_bind is not None and metrics is not None:
+            host, port = settings.metrics_bind
+            try:
+                self.extensions["wopihost.metrics_server"] = serve_separately(metrics, host, port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"WOPIHOST_METRICS_BIND: cannot listen on {host}:{port}: {exc.strerror or exc}"
+                ) from None
+        if settings.sweep_interval > 0:
+            self.extensions["wopihost.sweeper"] = Sweeper(
+                services, settings.sweep_interval, metrics.sweep_done if metrics else None
+            ).start()
+        return self
+
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> App:
+    """The application, built: nothing started, no connection made (see App.start)."""
     services = Services.create(settings or Settings.from_env(), clock)
-    try:
-        services.blobs.sweep_tmp()
-    except Exception as exc:
-        # Housekeeping, which on S3 asks the database which uploads are held: a database not reachable (or not
-        # migrated) yet must not keep the app from starting, to answer 503 and /healthz; later sweeps catch up.
-        log.warning("could not sweep the partial writes of dead processes at start: %s", exc)
     app = App("wopihost")
     # Werkzeug would look, on every request, for another rule of the endpoint whose defaults make the URL a
     # redirect; no two of our rules can (their defaults differ), and the search cost 5% of a CheckFileInfo.
     app.url_map.redirect_defaults = False
     metrics = _metrics(app, services)
-    if services.settings.sweep_interval > 0:
-        app.extensions["wopihost.sweeper"] = Sweeper(
-            services, services.settings.sweep_interval, metrics.sweep_done if metrics else None
-        ).start()
     app.response_class = WopiResponse
     app.extensions["wopihost"] = services
     app.register_blueprint(wopi_blueprint)
@@ -119,19 +147,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
 
 def _metrics(app: App, services: Services) -> Metrics | None:
-    """The app's metrics, served at /metrics or, with WOPIHOST_METRICS_BIND, on their own address."""
+    """The app's metrics, served at /metrics or, with WOPIHOST_METRICS_BIND, on their own address (App.start)."""
     settings = services.settings
     if not settings.metrics:
         return None
     metrics = app.extensions["wopihost.metrics"] = Metrics(services)
     if settings.metrics_bind is None:
         app.add_url_rule("/metrics", "metrics", metrics.response)
-        return metrics
-    host, port = settings.metrics_bind
-    try:
-        app.extensions["wopihost.metrics_server"] = serve_separately(metrics, host, port)
-    except OSError as exc:
-        raise ConfigError(f"WOPIHOST_METRICS_BIND: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return metrics
 
 

@@ -31,8 +31,6 @@ left to gunicorn (wopihost serves plain HTTP/1.1 behind its proxy).
 from __future__ import annotations
 
 import errno
-import gc
-import importlib
 import logging
 import math
 import os
@@ -55,24 +53,22 @@ from gunicorn.http.wsgi import FileWrapper
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .app import App
 from .config import Settings, setting
 from .httpdate import http_date
 from .prepared import compile_all
 from .workerboard import Board
 
-# gunicorn's master imports this module before it forks the workers. Importing the application's modules
-# here (not creating the application: no database connection, no thread) puts the pages of Flask,
-# SQLAlchemy and the rest in the master, which every worker then shares instead of loading its
-# own copy. Frozen, those objects are also left out of the workers' garbage collections, which would
-# otherwise write to (and so copy) every page they scan.
-importlib.import_module(f"{__package__}.app")
+# gunicorn's master imports this module before it forks the workers, and (with preload_app, wopihost's
+# default) builds the application. Importing the application's modules here puts the pages of Flask,
+# SQLAlchemy and the rest in the master even where an admin turned preloading off, and every worker then
+# shares them instead of loading its own copy. (server.py freezes them before each fork.)
 # The hot statements too (prepared.compile_all), for the database the workers will use: the one the master's
 # environment names (gunicorn's `raw_env` comes after this import; the workers then compile their own, as before
 # this was done here). A URL that names no database SQLAlchemy knows, or a driver that is missing, is left to each
 # worker to report as it starts.
 with suppress(sa.exc.ArgumentError, ImportError):
     compile_all(sa.create_engine(setting("DATABASE_URL", "sqlite://", str)).dialect)  # connects to nothing
-gc.freeze()
 
 # Every request writes an access line, and a log record looks up its caller's frame and its thread unless
 # told not to (the logging HOWTO's "Optimization"); no format of gunicorn's or ours shows either.
@@ -398,7 +394,9 @@ class Worker(ThreadWorker):
             super().notify()
 
     def load_wsgi(self) -> None:
-        super().load_wsgi()
+        super().load_wsgi()  # the app the master built before forking (preload_app), or one of this worker's own
+        if isinstance(self.wsgi, App):
+            self.wsgi.start()  # its threads, in the process that serves it
         self.wsgi = handing_off(self.wsgi)
 
     def _buffers_heads(self, conn: TConn) -> bool:

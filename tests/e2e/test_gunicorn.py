@@ -9,8 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 import requests
+import sqlalchemy as sa
 
 from ..helpers import wait_for_respawn
 
@@ -138,6 +140,23 @@ def test_worker_killed_mid_put_leaves_old_content(server, document):
     assert got.content == b"original content" and got.headers["X-WOPI-ItemVersion"] == "1"
     blobs = [p for p in (server.data_dir / "blobs").rglob("*") if p.is_file()]
     assert len(blobs) == 1  # the killed write never became a blob
+
+
+def test_the_master_that_built_the_app_holds_no_database_connection(server, document):
+    """The workers serve the application the master built before forking them (server.py): a connection
+    opened there would be shared by every worker, or lost to it."""
+    file_id, token = document
+    url = sa.make_url(server.env["WOPIHOST_DATABASE_URL"])
+
+    def holds_database(process: psutil.Process) -> bool:
+        if url.get_backend_name() == "sqlite":
+            return any(f.path.startswith(str(url.database)) for f in process.open_files())
+        return any(c.raddr and c.raddr.port == (url.port or 5432) for c in process.net_connections("tcp"))
+
+    for _ in range(4):  # served by both workers, most likely
+        requests.get(server.url(file_id, token)).raise_for_status()
+    assert any(holds_database(worker) for worker in server.workers())  # what is looked for can be seen
+    assert not holds_database(psutil.Process(server.process.pid))
 
 
 @pytest.mark.local_storage
