@@ -19,6 +19,7 @@ from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
+from wopihost import worker as worker_module
 from wopihost.httpdate import DateOfTheSecond
 from wopihost.worker import ACCEPT_FALLBACK_MS, IdleTimeoutSocket, SettledConfig, Worker, handing_off
 
@@ -406,9 +407,10 @@ def download(worker, tmp_path, monkeypatch):
 def _slow_reader(worker) -> socket.socket:
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connections = worker.nr_conns
     client.connect(worker.sockets[0].getsockname())
     client.settimeout(10)
-    turn(worker, lambda: worker.nr_conns == 1)
+    turn(worker, lambda: worker.nr_conns == connections + 1)
     return client
 
 
@@ -477,8 +479,9 @@ def test_a_slow_close_after_a_download_holds_up_neither_the_loop_nor_other_conne
     reader.start()
     turn(worker, lambda: not worker.sending, seconds=20)  # all sent: its close now waits
     reader.join(10)
-    second = socket.create_connection(worker.sockets[0].getsockname(), timeout=10)
+    second = _slow_reader(worker)
     second.sendall(REQUEST)
+    turn(worker, lambda: worker.sending)  # handed to the loop too
     reader = threading.Thread(target=lambda: received.append(_read_response(second, app.size)))
     reader.start()
     turn(worker, lambda: not reader.is_alive(), seconds=20)
@@ -490,6 +493,44 @@ def test_a_slow_close_after_a_download_holds_up_neither_the_loop_nor_other_conne
     assert all(name.startswith("wopihost-sent") for name in app.closed_on)
     first.close()
     second.close()
+
+
+def test_a_download_to_a_reader_that_keeps_up_is_sent_by_its_thread(download, monkeypatch):
+    """Each time the download fills the socket, its thread waits a moment for room (KEEP_SENDING_MS) instead of
+    handing the rest to the loop, whose turn at each refill would cost more than the sending."""
+    monkeypatch.setattr(worker_module, "KEEP_SENDING_MS", 5000)  # room comes within it, however busy the machine
+    worker, app = download
+    client = connect(worker)
+    client.sendall(REQUEST)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(_read_response(client, app.size)))
+    reader.start()
+    handed_off = []
+    turn(worker, lambda: handed_off.append(bool(worker.sending)) or not reader.is_alive(), seconds=20)
+    assert received == [app.path.read_bytes()] and not any(handed_off)
+    turn(worker, lambda: len(worker.keepalived_conns) == 1)
+    assert app.closed == [app.size] and app.logged == [app.size]
+    assert not app.closed_on[0].startswith("wopihost-sent")  # closed by the request's thread, once all was sent
+    client.close()
+
+
+def test_a_thread_sending_a_download_gives_it_to_the_loop_when_a_client_waits_to_be_accepted(download, monkeypatch):
+    """A worker accepts only while it has a thread free: with every thread sending a download, a new client
+    makes them leave the rest to the loop at once, however patient they would be with the readers. (Once one
+    has, the client is accepted, and the others may go on.)"""
+    monkeypatch.setattr(worker_module, "KEEP_SENDING_MS", 60_000)
+    worker, app = download
+    readers = [_slow_reader(worker) for _ in range(worker.cfg.threads)]
+    for reader in readers:
+        reader.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == worker.cfg.threads)
+    time.sleep(0.2)
+    worker.wait_for_and_dispatch_events(0.05)
+    assert not worker.sending and worker.busy == worker.cfg.threads  # each thread waits for its reader
+    waiting = socket.create_connection(worker.sockets[0].getsockname(), timeout=10)
+    turn(worker, lambda: worker.sending and worker.nr_conns == len(readers) + 1)  # handed off; the client accepted
+    for client in [*readers, waiting]:
+        client.close()
 
 
 def test_a_download_whose_connection_ends_is_finished_by_its_thread(download):

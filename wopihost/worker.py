@@ -12,7 +12,8 @@ clients sending a header byte every half second took every thread of a default `
 * A file sent with sendfile (a download) that fills the socket is finished by the event loop as the client
   reads (`IdleTimeoutSocket.send_rest`), under the same idle timeout, and its thread goes on to other
   requests: with more connections than threads, each download no longer waits for a thread to stream it.
-  What waits for its last byte (the body's close, the access line, a recording's reading of what was sent)
+  (With no more connections than threads, and a client that reads as fast as it is sent, the thread goes on
+  sending itself: `Worker._send_rest_here`.) What waits for its last byte (the body's close, the access line, a recording's reading of what was sent)
   then runs on the worker's closing thread, never in the loop.
 * A worker accepts connections only while it has a thread free, so the next connection goes to a worker
   that can serve it instead of queueing behind slow ones; and it leaves a waiting client for a moment
@@ -694,9 +695,34 @@ class Worker(ThreadWorker):
 
     def handle(self, conn: Connection):  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         keep = self._serve(conn)
-        while keep and self._next_head_follows(conn):
+        while keep:
+            self._send_rest_here(conn)
+            if not self._next_head_follows(conn):
+                break
             keep = self._serve(conn)
         return keep
+
+    def _send_rest_here(self, conn: Connection) -> None:
+        """Send the rest of a download the thread handed off (it filled the socket) from this thread, while the
+        client reads it as fast as it comes (the socket frees within KEEP_SENDING_MS each time) and no request
+        of this worker could want the thread (the same conditions as `_next_head_follows`). The loop would take
+        a registration and a wake-up each time the socket fills, and the closing thread's hand-off at the end:
+        some 5% of a GetFile of 1 MiB's CPU (docs/benchmarks.md). A slow reader, or a new client waiting to be
+        accepted, leaves the rest to the loop as before; so does a client gone (the loop finds out)."""
+        sock = conn.sock
+        if getattr(sock, "rest", None) is None or not (self.alive and self.nr_conns <= self.cfg.threads):
+            return
+        ready = select.poll()
+        for listener in self.sockets:
+            ready.register(listener, select.POLLIN)
+        ready.register(sock, select.POLLOUT)
+        try:
+            while len(events := ready.poll(KEEP_SENDING_MS)) == 1 and events[0][0] == sock.fileno():
+                if sock.send_rest():  # type: ignore[attr-defined]  # only an IdleTimeoutSocket hands off (rest)
+                    sock.sent()  # type: ignore[attr-defined]  # the body's close and the access line, here
+                    return
+        except OSError:
+            return
 
     def _next_head_follows(self, conn: Connection) -> bool:
         """Whether the connection's next request head is here, whole, or comes within FOLLOW_ON_MS (it is then in
@@ -754,6 +780,10 @@ class Worker(ThreadWorker):
 # every such connection, and the loop turns at every wake-up of a download.
 SWEEP_EVERY = 0.1
 SENDFILE_MOST = 0x7FFFF000  # the most Linux sends in one sendfile, room or not
+# How long a thread waits for a client to make room for more of a download before leaving the rest to the loop
+# (Worker._send_rest_here): a reader on loopback or a fast network frees room well within it, even one, like
+# wrk, that reads several connections in turn; a slow reader costs its thread no more than this, once.
+KEEP_SENDING_MS = 10
 HEAD_BUFFER = 64 << 10  # a longer head goes to a thread once this much of it has come (gunicorn's limits apply)
 # How long a thread that has answered waits for the same connection's next request (Worker._next_head_follows):
 # long enough for a client that sends its next request as soon as it has read the answer, even on a busy
