@@ -82,7 +82,7 @@ class App(Flask):
         half-written, the periodic garbage collection, the metrics' own listener (WOPIHOST_METRICS_BIND).
 
         create_app starts nothing, so that gunicorn's master can build the app once, before it forks the
-        workers, which then share its memory (preload_app): a thread, or a connection the workers would
+        workers, which then share its memory (wopihost/server.py): a thread, or a connection the workers would
         share, does not belong in the master. Each process that serves the app calls this once, after any
         fork (gunicorn's workers do: wopihost/worker.py); a second call in the same process does nothing."""
         if self._started_in == os.getpid():
