@@ -13,8 +13,8 @@ clients sending a header byte every half second took every thread of a default `
   reads (`IdleTimeoutSocket.send_rest`), under the same idle timeout, and its thread goes on to other
   requests: with more connections than threads, each download no longer waits for a thread to stream it.
   (With no more connections than threads, and a client that reads as fast as it is sent, the thread goes on
-  sending itself: `Worker._send_rest_here`.) What waits for its last byte (the body's close, the access line, a recording's reading of what was sent)
-  then runs on the worker's closing thread, never in the loop.
+  sending itself: `Worker._send_rest_here`.) What waits for its last byte (the body's close, the access
+  line, a recording's reading of what was sent) then runs on the worker's closing thread, never in the loop.
 * A worker accepts connections only while it has a thread free, so the next connection goes to a worker
   that can serve it instead of queueing behind slow ones; and it leaves a waiting client for a moment
   (`ACCEPT_FALLBACK_MS`) to another worker that serves fewer connections (`workerboard`), so that the
@@ -60,13 +60,11 @@ from .httpdate import http_date
 from .prepared import compile_all
 from .workerboard import Board
 
-# gunicorn's master imports this module before it forks the workers, and (with preload_app, wopihost's
-# default) builds the application. Importing the application's modules here puts the pages of Flask,
-# SQLAlchemy and the rest in the master even where an admin turned preloading off, and every worker then
-# shares them instead of loading its own copy. (server.py freezes them before each fork.)
-# The hot statements too (prepared.compile_all), for the database the workers will use: the one the master's
-# environment names (gunicorn's `raw_env` comes after this import; the workers then compile their own, as before
-# this was done here). A URL that names no database SQLAlchemy knows, or a driver that is missing, is left to each
+# gunicorn's master imports this module, and with it the application's modules, before it builds the
+# application (server.py) and forks the workers, which share all of it. The hot statements are compiled here
+# too (prepared.compile_all), for the database the workers will use: the one the master's environment names
+# (gunicorn's `raw_env` comes after this import; the workers then compile their own, as before this was done
+# here). A URL that names no database SQLAlchemy knows, or a driver that is missing, is left to each
 # worker to report as it starts.
 with suppress(sa.exc.ArgumentError, ImportError):
     compile_all(sa.create_engine(setting("DATABASE_URL", "sqlite://", str)).dialect)  # connects to nothing
@@ -395,7 +393,7 @@ class Worker(ThreadWorker):
             super().notify()
 
     def load_wsgi(self) -> None:
-        super().load_wsgi()  # the app the master built before forking (preload_app), or one of this worker's own
+        super().load_wsgi()  # the app the master built before forking (server.py), or one of this worker's own
         if isinstance(self.wsgi, App):
             self.wsgi.start()  # its threads, in the process that serves it
         self.wsgi = handing_off(self.wsgi)
