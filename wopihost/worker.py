@@ -445,11 +445,15 @@ class Worker(ThreadWorker):
 
     def _clients_waiting(self) -> list:
         """The listeners with a client waiting to be accepted."""
+        readable = {fd for fd, _ in self._watching_listeners().poll(0)}
+        return [listener for listener in self.sockets if listener.fileno() in readable]
+
+    def _watching_listeners(self) -> select.poll:
+        """A poll that reports a client waiting to be accepted on any of the worker's listeners."""
         ready = select.poll()
         for listener in self.sockets:
             ready.register(listener, select.POLLIN)
-        readable = {fd for fd, _ in ready.poll(0)}
-        return [listener for listener in self.sockets if listener.fileno() in readable]
+        return ready
 
     def accept(self, listener) -> bool:  # type: ignore[override]  # also says whether it took a connection
         """A client waits on `listener` (the poller says so, or `_next` looked): take it, unless another worker
@@ -700,19 +704,22 @@ class Worker(ThreadWorker):
             keep = self._serve(conn)
         return keep
 
+    def _thread_to_spare(self) -> bool:
+        """Whether a thread that has answered may go on with its connection: no request of this worker can be
+        waiting for it, as each of its connections could have a thread."""
+        return self.alive and self.nr_conns <= self.cfg.threads
+
     def _send_rest_here(self, conn: Connection) -> None:
         """Send the rest of a download the thread handed off (it filled the socket) from this thread, while the
         client reads it as fast as it comes (the socket frees within KEEP_SENDING_MS each time) and no request
-        of this worker could want the thread (the same conditions as `_next_head_follows`). The loop would take
-        a registration and a wake-up each time the socket fills, and the closing thread's hand-off at the end:
-        some 5% of a GetFile of 1 MiB's CPU (docs/benchmarks.md). A slow reader, or a new client waiting to be
+        of this worker could want the thread (`_thread_to_spare`). The loop would take a registration and a
+        wake-up each time the socket fills, and the closing thread's hand-off at the end: some 5% of a GetFile
+        of 1 MiB's CPU (docs/benchmarks.md). A slow reader, or a new client waiting to be
         accepted, leaves the rest to the loop as before; so does a client gone (the loop finds out)."""
         sock = conn.sock
-        if getattr(sock, "rest", None) is None or not (self.alive and self.nr_conns <= self.cfg.threads):
+        if getattr(sock, "rest", None) is None or not self._thread_to_spare():
             return
-        ready = select.poll()
-        for listener in self.sockets:
-            ready.register(listener, select.POLLIN)
+        ready = self._watching_listeners()
         ready.register(sock, select.POLLOUT)
         try:
             while len(events := ready.poll(KEEP_SENDING_MS)) == 1 and events[0][0] == sock.fileno():
@@ -730,7 +737,7 @@ class Worker(ThreadWorker):
         it, and gives way as soon as a new client waits to be accepted, which only the loop does: threads that
         went on and on would otherwise keep the worker from ever accepting."""
         if (
-            not (self.alive and self.nr_conns <= self.cfg.threads and self._buffers_heads(conn))
+            not (self._thread_to_spare() and self._buffers_heads(conn))
             or conn.is_http2
             or getattr(conn.sock, "rest", None) is not None  # the loop sends the rest of its response first
         ):
@@ -738,9 +745,7 @@ class Worker(ThreadWorker):
         unreader = conn.parser.unreader  # type: ignore[union-attr]  # HTTP/1 (_buffers_heads, not is_http2)
         head = bytearray(unreader.take_buffered())  # what gunicorn read ahead, draining the last body
         here = _complete(head, 0)
-        waiting = select.poll()
-        for listener in self.sockets:
-            waiting.register(listener, select.POLLIN)
+        waiting = self._watching_listeners()
         if not here:
             waiting.register(conn.sock, select.POLLIN)
         ready = dict(waiting.poll(0 if here else FOLLOW_ON_MS))
