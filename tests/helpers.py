@@ -56,6 +56,16 @@ def wait_for_respawn(server: LocalServer, victim: psutil.Process) -> None:
         )
 
 
+def abandoned_partial_write(tmp_dir: Path) -> Path:
+    """A partial write a dead process left in the local store's `tmp_dir` two hours ago: old enough to sweep."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    path = tmp_dir / "abandoned.part"
+    path.write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(path, (two_hours_ago, two_hours_ago))
+    return path
+
+
 def settle(services) -> None:
     """Let released blobs go. The local store deletes them at once; where a delete would take a blob from a reader
     still reading it (an object store), gc deletes them once two passes have found them unreferenced: run two

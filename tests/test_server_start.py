@@ -4,9 +4,7 @@ nothing and keeping nothing open; each worker forked from it starts the applicat
 from __future__ import annotations
 
 import gc
-import os
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -16,6 +14,8 @@ from gunicorn.arbiter import Arbiter
 from wopihost.app import App, create_app
 from wopihost.config import Settings
 from wopihost.server import DEFAULTS, WopiHostServer
+
+from .helpers import abandoned_partial_write
 
 
 def environment(database: str, data_dir: Path) -> dict[str, str]:
@@ -37,20 +37,11 @@ def new_threads(before: set[threading.Thread]) -> list[str]:
     return [t.name for t in threading.enumerate() if t not in before]
 
 
-def abandoned_partial_write(app: App) -> Path:
-    """A partial write a dead process left two hours ago in the local store."""
-    path = app.extensions["wopihost"].blobs.tmp / "abandoned.part"
-    path.write_bytes(b"half")
-    two_hours_ago = time.time() - 7200
-    os.utime(path, (two_hours_ago, two_hours_ago))
-    return path
-
-
 def test_create_app_starts_nothing_and_start_starts_it_once_per_process(database, tmp_path):
     before = set(threading.enumerate())
     app = create_app(Settings.from_env(environment(database, tmp_path / "data")))
     try:
-        partial = abandoned_partial_write(app)
+        partial = abandoned_partial_write(app.extensions["wopihost"].blobs.tmp)
         assert new_threads(before) == [] and held_open(tmp_path) == []
         assert partial.exists()  # swept by the process that serves, not by the one that builds
         assert app.start() is app

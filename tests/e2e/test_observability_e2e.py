@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from wopihost.localserver import WOPIHOST, LocalServer, free_port
 
-from ..helpers import wait_until
+from ..helpers import abandoned_partial_write, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -123,10 +123,7 @@ def test_metrics_sum_the_requests_of_both_workers(tmp_path, database):
 @pytest.mark.local_storage
 def test_the_workers_sweep_at_start_and_then_every_interval(tmp_path, database):
     """The master builds the application and each worker starts its background work (App.start)."""
-    partial = tmp_path / "data" / "tmp" / "abandoned.part"  # a dead process's partial write of two hours ago
-    partial.parent.mkdir(parents=True)
-    partial.write_bytes(b"half")
-    os.utime(partial, (time.time() - 7200, time.time() - 7200))
+    partial = abandoned_partial_write(tmp_path / "data" / "tmp")
     server = LocalServer.start(tmp_path, database, extra_env={"WOPIHOST_SWEEP_INTERVAL": "1s"})
     try:
         assert wait_until(lambda: not partial.exists())
