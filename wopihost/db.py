@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -101,14 +101,14 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with _faults(), self._reader() as session, session.begin():
+        with FAULTS, self._reader() as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         turn = self._writers.turn() if self._writers is not None else nullcontext()
-        with _faults(), turn, self._writer() as session, session.begin():
+        with FAULTS, turn, self._writer() as session, session.begin():
             session.info["write"] = True  # repository.py takes row locks only in write transactions
             yield session
 
@@ -130,12 +130,12 @@ class Database:
             except Exception as exc:  # the work's own (a 404): raised once the cursor is closed
                 return None, exc
 
-        with _faults():
+        with FAULTS:
             cursor, (result, failure) = self._on_live_connection(attempt)
             cursor.close()  # on SQLite, ends the last statement's read transaction
         if failure is not None:
             raise failure
-        return cast(T, result)
+        return result  # type: ignore[return-value]  # the work returned it: no failure
 
     def transact(self, work: Callable[[Statements], T]) -> T:
         """`work(statements)` in a write transaction of prepared statements straight on the driver: for the
@@ -155,7 +155,7 @@ class Database:
         savepoint of its own, so that one that raises is undone alone; a database error fails them all."""
         turn = self._writers.turn() if self._writers is not None else nullcontext()
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
-        with _faults(), turn:
+        with FAULTS, turn:
             cursor, _ = self._on_live_connection(
                 lambda cursor: cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
             )
@@ -252,19 +252,22 @@ def _close_quietly(closeable) -> None:
         pass
 
 
-@contextmanager
-def _faults() -> Iterator[None]:
+class _Faults:
     """A database that is full, locked past the busy timeout or unreachable, as the faults the faces
-    answer (507, 503); any other database error is a bug and stays what it is."""
-    try:
-        yield
-    except sa.exc.TimeoutError as exc:  # no pooled connection came free in time
-        raise Unavailable("every database connection is busy; retry") from exc
-    except sa.exc.DBAPIError as exc:
-        fault = _fault(exc)
-        if fault is None:
-            raise
-        raise fault from exc
+    answer (507, 503); any other database error is a bug and stays what it is. `with FAULTS:` around every
+    read and write: a class, not a generator-based context manager, which would cost five calls each time."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free in time
+            raise Unavailable("every database connection is busy; retry") from exc
+        if isinstance(exc, sa.exc.DBAPIError) and (fault := _fault(exc)) is not None:
+            raise fault from exc
+
+
+FAULTS = _Faults()
 
 
 def _fault(exc: sa.exc.DBAPIError) -> Exception | None:

@@ -60,23 +60,34 @@ class _Compiled:
             for param, name in compiled.bind_names.items()
             if not param.required
         }
-        self._results = [
+        results = (
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in getattr(statement, "exported_columns", ())  # a SELECT's, or what DML RETURNs
-        ]
+        )
+        # only the columns whose type converts what the driver returns (a time stored as text on SQLite, say)
+        self._converting = [(index, convert) for index, convert in enumerate(results) if convert is not None]
 
     def _convert(self, name: str, value: object) -> object:
         return value if value is None or (convert := self._binds.get(name)) is None else convert(value)
 
+    # args and row run for every statement of every request: written as plain loops, without a comprehension's
+    # or a generator's frame, or a call, per value.
+
     def args(self, params: dict) -> object:
-        values = {**self._fixed, **{name: self._convert(name, value) for name, value in params.items()}}
-        return [values[name] for name in self._positions] if self._positions is not None else values
+        values, binds = dict(self._fixed), self._binds
+        for name, value in params.items():
+            convert = binds.get(name)
+            values[name] = value if value is None or convert is None else convert(value)
+        return list(map(values.__getitem__, self._positions)) if self._positions is not None else values
 
     def row(self, values: tuple) -> tuple:
-        return tuple(
-            value if convert is None or value is None else convert(value)
-            for convert, value in zip(self._results, values)
-        )
+        if not self._converting:
+            return tuple(values)
+        row = list(values)
+        for index, convert in self._converting:
+            if row[index] is not None:
+                row[index] = convert(row[index])
+        return tuple(row)
 
 
 class Statements:
