@@ -18,6 +18,7 @@ LAUNCH_ACTIONS = ("view", "edit", "editnew")  # /host/{action}/{ticket} (wopihos
 # The path segments after which a credential follows: a path without any of them, nearly every one, needs no
 # regular expression unless it is long enough to hold a token (TOKEN_SHAPE_LENGTH).
 CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/s/", "/shares/", "/host/")
+CREDENTIAL_SEGMENT = re.compile("|".join(map(re.escape, CREDENTIAL_SEGMENTS)))  # any of them, in one search
 TOKEN_SHAPE_LENGTH = 64
 
 CREDENTIALS = re.compile(

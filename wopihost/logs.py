@@ -24,7 +24,7 @@ from gunicorn.glogging import Logger
 
 from . import credentials
 from .config import log_format
-from .credentials import CREDENTIAL_SEGMENTS, TOKEN_SHAPE_LENGTH
+from .credentials import CREDENTIAL_SEGMENT, TOKEN_SHAPE_LENGTH
 
 REDACTED = "[redacted]"
 # What the application says about a request, in its WSGI environ, for the access line (metrics.Observer)
@@ -149,7 +149,7 @@ class GunicornLogger(Logger):
             return
         status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
         path = environ.get("PATH_INFO", "")
-        if any(segment in path for segment in CREDENTIAL_SEGMENTS) or len(path) >= TOKEN_SHAPE_LENGTH:
+        if len(path) >= TOKEN_SHAPE_LENGTH or CREDENTIAL_SEGMENT.search(path):
             path = redact(path)
         override = environ.get("HTTP_X_WOPI_OVERRIDE", "-")
         if override != "-":

@@ -79,8 +79,6 @@ logging.logMultiprocessing = False
 # gunicorn formats every response's Date header anew (3% of a CheckFileInfo's CPU); see httpdate.py
 util.http_date = http_date
 
-HEAD_END = (b"\r\n\r\n", b"\n\n")
-
 
 class SettledConfig:
     """gunicorn's settings as a worker reads them, each looked up once. A Config looks a setting up through its
@@ -802,4 +800,4 @@ def _complete(head: bytearray, new_from: int) -> bool:
     """Whether `head` holds a whole request head (or as much as the event loop buffers); only an end that
     bytes from `new_from` on complete is looked for."""
     start = max(0, new_from - 3)
-    return len(head) >= HEAD_BUFFER or any(head.find(end, start) >= 0 for end in HEAD_END)
+    return len(head) >= HEAD_BUFFER or head.find(b"\r\n\r\n", start) >= 0 or head.find(b"\n\n", start) >= 0
