@@ -533,12 +533,13 @@ class Worker(ThreadWorker):
             following = self._pop_parked() if self.alive and self.parked and not self._clients_waiting() else None
             if following is None:
                 return keep
-            self.method_queue.defer(self._hand_back, served[0], keep)
+            self.method_queue.defer(self._hand_back, served[0], _Served(keep))
             served[0] = following
 
-    def _hand_back(self, conn: Connection, keep) -> None:
-        """A connection whose thread went on to a parked request: kept alive or closed, as when a thread ends."""
-        self._release(conn, _Served(keep))
+    def _hand_back(self, conn: Connection, fs) -> None:
+        """A connection whose thread went on to a parked request, or whose file the loop has sent: kept alive or
+        closed, as when a thread ends."""
+        self._release(conn, fs)
         self._post()
 
     def _release(self, conn: Connection, fs) -> None:
@@ -564,11 +565,7 @@ class Worker(ThreadWorker):
         except OSError:  # the client went away
             self._drop_sending(conn)
             return
-        self._sent(conn, partial(self._release_sent, conn, fs))
-
-    def _release_sent(self, conn: Connection, fs) -> None:
-        super().finish_request(conn, fs)
-        self._post()
+        self._sent(conn, partial(self._hand_back, conn, fs))
 
     def _drop_sending(self, conn: Connection) -> None:
         self._sent(conn)

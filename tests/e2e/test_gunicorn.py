@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -14,7 +13,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from ..helpers import wait_for_respawn
+from ..helpers import wait_for_respawn, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -98,15 +97,6 @@ def send_partial_put(server, file_id: str, token: str, declared: int, sent: int)
     ).encode()
     sock.sendall(head + b"z" * sent)
     return sock
-
-
-def wait_until(predicate, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def partial_files(server) -> list:
