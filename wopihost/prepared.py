@@ -55,11 +55,9 @@ class _Compiled:
             name: param.type.dialect_impl(dialect).bind_processor(dialect) for name, param in compiled.binds.items()
         }
         # The statement's own values (a literal 1, a None), converted once; the caller's are named bindparams.
-        self._fixed = {
-            name: self._convert(name, param.effective_value)
-            for param, name in compiled.bind_names.items()
-            if not param.required
-        }
+        self._fixed = self._bind(
+            {}, {name: param.effective_value for param, name in compiled.bind_names.items() if not param.required}
+        )
         results = (
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in getattr(statement, "exported_columns", ())  # a SELECT's, or what DML RETURNs
@@ -67,17 +65,19 @@ class _Compiled:
         # only the columns whose type converts what the driver returns (a time stored as text on SQLite, say)
         self._converting = [(index, convert) for index, convert in enumerate(results) if convert is not None]
 
-    def _convert(self, name: str, value: object) -> object:
-        return value if value is None or (convert := self._binds.get(name)) is None else convert(value)
-
     # args and row run for every statement of every request: written as plain loops, without a comprehension's
     # or a generator's frame, or a call, per value.
 
-    def args(self, params: dict) -> object:
-        values, binds = dict(self._fixed), self._binds
+    def _bind(self, values: dict, params: dict) -> dict:
+        """`values` with each of `params` added as the driver takes it (its type's bind processor)."""
+        binds = self._binds
         for name, value in params.items():
             convert = binds.get(name)
             values[name] = value if value is None or convert is None else convert(value)
+        return values
+
+    def args(self, params: dict) -> object:
+        values = self._bind(dict(self._fixed), params)
         return list(map(values.__getitem__, self._positions)) if self._positions is not None else values
 
     def row(self, values: tuple) -> tuple:
