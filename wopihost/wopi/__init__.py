@@ -88,19 +88,20 @@ _METHODS = ["GET", "POST"]  # anything else a WOPI endpoint answers with 405
 )
 def dispatch(item_id: str, endpoint: str) -> Response:
     services: Services = current_app.extensions["wopihost"]
-    method, headers = request.method, request.headers
+    req = request._get_current_object()  # type: ignore[attr-defined]  # past the proxy once, not at every access
+    method, headers = req.method, req.headers
     override = None
     if method == "POST":
         override = (headers.get("X-WOPI-Override") or "").strip().upper()
         if not override:
             raise bad_request("X-WOPI-Override is required on POST")
     editors = override == "PUT_CHUNKED_FILE" and bool((headers.get("X-WOPI-Editors") or "").strip())
-    services.proofs.check(request.environ, headers, editors_named=editors)
+    services.proofs.check(req.environ, headers, editors_named=editors)
     family = endpoint.split("/")[0]
     call: files.Call | containers.ContainerCall
     if family in ("file", "contents"):
         # One read: the token's row, the file and the user (snapshots.py), for whichever handler needs them.
-        claim = services.tokens.claim(access_token(), item_id)
+        claim = services.tokens.claim(access_token(req), item_id)
         seen = snapshots.read(services.db, claim.jti, item_id)
         call = files.Call(
             services,
@@ -113,7 +114,7 @@ def dispatch(item_id: str, endpoint: str) -> Response:
         resource = container(item_id) if family == "container" else ECOSYSTEM
         with services.db.read() as session:
             call = containers.ContainerCall(
-                services, item_id, services.tokens.verify(session, access_token(), resource)
+                services, item_id, services.tokens.verify(session, access_token(req), resource)
             )
     handler = OPERATIONS.get((method, endpoint, override))
     if handler is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import request
+from flask import Request, request
 
 from ..body import JsonTooLarge, json_request_body
 from ..clock import parse_iso
@@ -63,12 +63,12 @@ def time_header(*names: str) -> datetime | None:
     return None
 
 
-def access_token() -> str | None:
+def access_token(req: Request) -> str | None:
     """The access_token query parameter, else an Authorization: Bearer token (docs/wopi.md §1.2)."""
-    token = request.args.get("access_token")
+    token = req.args.get("access_token")
     if token:
         return token
-    scheme, _, credentials = (request.headers.get("Authorization") or "").partition(" ")
+    scheme, _, credentials = (req.headers.get("Authorization") or "").partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
