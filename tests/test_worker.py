@@ -21,6 +21,7 @@ from gunicorn.glogging import Logger
 
 from wopihost import worker as worker_module
 from wopihost.httpdate import DateOfTheSecond
+from wopihost.scratch import scratch
 from wopihost.worker import ACCEPT_FALLBACK_MS, IdleTimeoutSocket, SettledConfig, Worker, handing_off
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -355,6 +356,37 @@ def test_the_worker_tells_the_master_it_lives_at_most_so_often_and_always_within
     time.sleep(0.15)
     worker.notify()
     assert worker.tmp.last_update() > first
+
+
+def test_the_threads_upload_buffers_are_given_back_once_the_worker_idles_and_not_before(worker):
+    """scratch.py: a thread keeps its buffer from one upload to the next; the loop drops its pages when every
+    thread has been idle for IDLE_RELEASE_SECONDS."""
+    used = []
+    app = worker.wsgi
+
+    class Uploading:
+        release = app.release  # what the fixture's teardown lets go
+
+        def __call__(self, environ, start_response):
+            with scratch(4096) as buffer:
+                buffer[:] = b"\xff" * 4096
+                used.append(buffer.obj)
+            return app(environ, start_response)  # waits for the test's release
+
+    worker.wsgi = Uploading()
+    client = connect(worker)
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 1 and bool(used))
+    waiting = time.monotonic() + worker_module.IDLE_RELEASE_SECONDS + 0.2
+    turn(worker, lambda: time.monotonic() > waiting)  # a busy worker keeps its buffers
+    assert used[0][:4096] == b"\xff" * 4096
+    app.release.set()
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    turn(worker, lambda: worker.busy == 0)
+    answered = time.monotonic()
+    assert used[0][:4096] == b"\xff" * 4096
+    turn(worker, lambda: used[0][:4096] == bytes(4096))  # dropped pages read as zeros
+    assert time.monotonic() - answered >= worker_module.IDLE_RELEASE_SECONDS
 
 
 # -- a file response to a client slower than the disk: the event loop finishes sending it, no thread waits

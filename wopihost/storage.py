@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
 
 from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
+from .scratch import scratch
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -180,7 +181,7 @@ class BlobStore:
     def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
         """Stream `source` (anything with .readinto(buffer)) into a new, held blob; at most `limit` bytes.
 
-        One buffer is reused for every piece, so nothing is copied in Python.
+        The thread's buffer (scratch.py) is reused for every piece, so nothing is copied in Python.
         `sha256=False` skips the content hash (Blob.sha256 is then "") where nobody needs it.
         A source with a `length` (a request body's Content-Length) that would leave less than
         `min_free` bytes on the disk is refused before anything is read.
@@ -188,8 +189,7 @@ class BlobStore:
         self._check_room(getattr(source, "length", None) or 0)
         digest = hashlib.sha256() if sha256 else None
         size = 0
-        buffer = memoryview(bytearray(PIECE))
-        with self._new_blob() as (name, out):
+        with scratch(PIECE) as buffer, self._new_blob() as (name, out):
             while n := source.readinto(buffer):
                 size += n
                 if size > limit:

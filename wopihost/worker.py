@@ -58,6 +58,7 @@ from .app import App
 from .config import Settings, setting
 from .httpdate import http_date
 from .prepared import compile_all
+from .scratch import release_idle
 from .workerboard import Board
 
 # gunicorn's master imports this module, and with it the application's modules, before it builds the
@@ -75,6 +76,9 @@ logging._srcfile = None
 logging.logThreads = False
 logging.logMultiprocessing = False
 
+
+# A worker whose threads have been idle this long gives their upload buffers' memory back (scratch.py).
+IDLE_RELEASE_SECONDS = 0.5
 
 # gunicorn formats every response's Date header anew (3% of a CheckFileInfo's CPU); see httpdate.py
 util.http_date = http_date
@@ -380,6 +384,7 @@ class Worker(ThreadWorker):
         self._held_until: float | None = None
         self.cfg = SettledConfig(self.cfg)  # type: ignore[assignment]  # reads as a Config
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
+        self._last_work, self._released = 0.0, True
 
     def notify(self) -> None:
         # gunicorn's loop tells the master it is alive at every turn, with a syscall that hands the GIL over: a
@@ -424,6 +429,9 @@ class Worker(ThreadWorker):
 
     def wait_for_and_dispatch_events(self, timeout: float | None) -> None:
         now = self._post()
+        if not self._released and not self.busy and now - self._last_work >= IDLE_RELEASE_SECONDS:
+            self._released = True  # until a thread works again (the loop turns at least once a second)
+            release_idle()
         if self._held_until is not None:
             if now < self._held_until:
                 timeout = self._held_until - now if timeout is None else min(timeout, self._held_until - now)
@@ -517,6 +525,7 @@ class Worker(ThreadWorker):
 
     def _start(self, conn: Connection) -> None:
         self.busy += 1
+        self._released = False
         served = [conn]  # the connection the thread ends on: it may go on to parked ones (_work)
         done = self.tpool.submit(self._work, served)
         done.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, served[0], fut))
@@ -639,7 +648,7 @@ class Worker(ThreadWorker):
     def finish_request(self, conn: Connection, fs) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         self.busy -= 1
         self._release(conn, fs)
-        self._post()
+        self._last_work = self._post()
         self._threads_changed()
         self._next()
 
