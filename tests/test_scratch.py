@@ -22,14 +22,14 @@ def _in_thread(work):
     return result[0]
 
 
-def _resident_pages(mapping) -> int:
-    """How many of `mapping`'s pages are in memory (mincore(2))."""
-    address = ctypes.c_char.from_buffer(mapping)
-    pages = (len(mapping) + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+def _resident_pages(view: memoryview) -> int:
+    """How many of the pages under `view` are in memory (mincore(2))."""
+    start = ctypes.c_char.from_buffer(view)
+    pages = (len(view) + mmap.PAGESIZE - 1) // mmap.PAGESIZE
     vector = (ctypes.c_ubyte * pages)()
     libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.mincore(ctypes.c_void_p(ctypes.addressof(address)), ctypes.c_size_t(len(mapping)), vector) == 0
-    del address  # its export of the mapping
+    assert libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), ctypes.c_size_t(len(view)), vector) == 0
+    del start  # its export of the buffer
     return sum(flag & 1 for flag in vector)
 
 
@@ -47,6 +47,19 @@ def test_a_thread_copies_every_upload_through_its_one_buffer_and_threads_never_s
     assert other is not first
 
 
+def test_the_buffer_grows_to_the_largest_size_asked_and_serves_smaller_ones():
+    def uses():
+        with scratch.scratch(SIZE) as small, scratch.scratch(0) as empty:
+            assert len(empty) == 0
+        with scratch.scratch(4 * SIZE) as large:
+            assert len(large) == 4 * SIZE
+        with scratch.scratch(SIZE) as again:
+            return small.obj, large.obj, again.obj, len(again)
+
+    small, large, again, size = _in_thread(uses)
+    assert large is not small and again is large and size == SIZE
+
+
 def test_a_copy_within_a_copy_gets_a_buffer_of_its_own():
     with scratch.scratch(SIZE) as outer, scratch.scratch(SIZE) as inner:
         assert inner.obj is not outer.obj
@@ -59,14 +72,13 @@ def test_a_copy_within_a_copy_gets_a_buffer_of_its_own():
 def test_idle_release_gives_back_the_pages_of_buffers_not_in_use_and_leaves_those_in_use():
     with scratch.scratch(SIZE) as idle:
         idle[:] = b"\xff" * SIZE
-    idle_map = idle.obj
     in_use, release = threading.Event(), threading.Event()
     busy_map = []
 
     def copying():
         with scratch.scratch(SIZE) as busy:
             busy[:] = b"\xee" * SIZE
-            busy_map.append(busy.obj)
+            busy_map.append(busy)
             in_use.set()
             release.wait(10)
 
@@ -74,12 +86,12 @@ def test_idle_release_gives_back_the_pages_of_buffers_not_in_use_and_leaves_thos
     thread.start()
     try:
         assert in_use.wait(10)
-        assert _resident_pages(idle_map) == SIZE // mmap.PAGESIZE
+        assert _resident_pages(idle) == SIZE // mmap.PAGESIZE
         release_idle()
-        assert _resident_pages(idle_map) == 0
-        assert bytes(idle_map[:SIZE]) == bytes(SIZE)  # dropped pages read as zeros
+        assert _resident_pages(idle) == 0
+        assert bytes(idle) == bytes(SIZE)  # dropped pages read as zeros
         assert _resident_pages(busy_map[0]) == SIZE // mmap.PAGESIZE
-        assert bytes(busy_map[0][:SIZE]) == b"\xee" * SIZE  # a copy running through it is left alone
+        assert bytes(busy_map[0]) == b"\xee" * SIZE  # a copy running through it is left alone
     finally:
         release.set()
         thread.join()

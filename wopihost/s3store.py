@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 from .extents import Extent
 from .faults import Unavailable
 from .ids import is_id, new_id
+from .scratch import scratch
 from .storage import PIECE, Blob, Opened, Readable, TooLarge
 
 if TYPE_CHECKING:
@@ -139,10 +140,6 @@ class S3Store:
         completed only once every part is stored. The object is acknowledged by the store when this returns.
         """
         digest = hashlib.sha256() if sha256 else None
-        # A body known to fit in less than two parts (an upload session's piece: `limit` is its declared length)
-        # goes up as one PutObject from a buffer of its size: 1 request, not 3 for a multipart upload, whose
-        # create and complete cost more than the data on a nearby store.
-        buffer = memoryview(bytearray(limit + 1 if limit < 2 * self.part_size else self.part_size))
         size = 0
 
         def fill() -> int:
@@ -161,15 +158,19 @@ class S3Store:
         key = self.key(name)
         hold = self.holds.hold(name)
         try:
-            n = fill()
-            if n < len(buffer):  # the whole body in one part: one request, nothing to abort
-                with self._faults(f"storing {name}"):
-                    self._s3.put_object(Bucket=self.bucket, Key=key, Body=_View(buffer[:n]))
-            else:
-                with self._multipart(key, hold) as upload:
-                    while n:
-                        upload.part(buffer[:n])
-                        n = fill()
+            # A body known to fit in less than two parts (an upload session's piece: `limit` is its declared
+            # length) goes up as one PutObject from a buffer of its size: 1 request, not 3 for a multipart upload,
+            # whose create and complete cost more than the data on a nearby store.
+            with scratch(limit + 1 if limit < 2 * self.part_size else self.part_size) as buffer:
+                n = fill()
+                if n < len(buffer):  # the whole body in one part: one request, nothing to abort
+                    with self._faults(f"storing {name}"):
+                        self._s3.put_object(Bucket=self.bucket, Key=key, Body=_View(buffer[:n]))
+                else:
+                    with self._multipart(key, hold) as upload:
+                        while n:
+                            upload.part(buffer[:n])
+                            n = fill()
         except BaseException:
             hold.close()
             raise
@@ -198,8 +199,7 @@ class S3Store:
         hold = self.holds.hold(name)
         try:
             if len(plan) <= 1 and (not plan or plan[0][0] == "upload"):
-                data = self._gathered(opened, plan[0][1] if plan else [])
-                with self._faults(f"storing {name}"):
+                with self._gathered(opened, plan[0][1] if plan else []) as data, self._faults(f"storing {name}"):
                     self._s3.put_object(Bucket=self.bucket, Key=key, Body=_View(data))
             else:
                 with self._multipart(key, hold) as upload:
@@ -207,20 +207,23 @@ class S3Store:
                         if kind == "copy":
                             upload.copy(self.key(pieces[0][0]), pieces[0][1], pieces[0][2])
                         else:
-                            upload.part(self._gathered(opened, pieces))
+                            with self._gathered(opened, pieces) as data:
+                                upload.part(data)
         except BaseException:
             hold.close()
             raise
         return Blob(name, total, "", hold)
 
-    def _gathered(self, opened: S3Opened, pieces: list[tuple[str, int, int]]) -> memoryview:
-        """`pieces` read into one buffer: one ranged GET of exactly each (readinto would read ahead past it)."""
-        buffer = memoryview(bytearray(sum(length for _, _, length in pieces)))
-        at = 0
-        for data in opened.pieces(Extent(blob, offset, length) for blob, offset, length in pieces):
-            buffer[at : at + len(data)] = data
-            at += len(data)
-        return buffer
+    @contextmanager
+    def _gathered(self, opened: S3Opened, pieces: list[tuple[str, int, int]]) -> Iterator[memoryview]:
+        """`pieces` read into the thread's buffer (scratch.py): one ranged GET of exactly each (readinto would read
+        ahead past it)."""
+        with scratch(sum(length for _, _, length in pieces)) as buffer:
+            at = 0
+            for data in opened.pieces(Extent(blob, offset, length) for blob, offset, length in pieces):
+                buffer[at : at + len(data)] = data
+                at += len(data)
+            yield buffer
 
     @contextmanager
     def _multipart(self, key: str, hold: Hold) -> Iterator[_Upload]:

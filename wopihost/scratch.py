@@ -1,5 +1,5 @@
-"""Each thread's buffer for copying a body into storage: reused from one upload to the next, and given back to the
-system while the worker idles.
+"""Each thread's buffer for copying a body into storage (a piece of a local blob, a part of an S3 object): reused
+from one upload to the next, and given back to the system while the worker idles.
 
 A buffer allocated for every upload is zeroed every time, and once freed it stays in the thread's malloc arena
 anyway: glibc serves blocks of a megabyte from the arena as soon as one such block has been freed, and keeps an
@@ -31,18 +31,20 @@ _every_lock = threading.Lock()
 
 @contextmanager
 def scratch(size: int) -> Iterator[memoryview]:
-    """This thread's buffer of `size` bytes for the block; a fresh one if that is in use (a copy within a copy,
-    or `release_idle` dropping its pages at that moment)."""
+    """`size` bytes of this thread's buffer for the block (it grows to the largest size asked: only the pages
+    touched take memory); a fresh buffer if the thread's is in use (a copy within a copy, or `release_idle`
+    dropping its pages at that moment). It holds what the thread's last copy left there: read only what this
+    copy has written."""
     buffer = getattr(_own, "buffer", None)
-    if buffer is None or len(buffer.map) != size:
+    if buffer is None or len(buffer.map) < size:
         buffer = _own.buffer = _Buffer(size)
         with _every_lock:
             _every.add(buffer)
     if not buffer.in_use.acquire(blocking=False):
-        yield memoryview(_private(size))  # unmapped when the last view of it goes
+        yield memoryview(_private(size))[:size]  # unmapped when the last view of it goes
         return
     try:
-        yield memoryview(buffer.map)
+        yield memoryview(buffer.map)[:size]
     finally:
         buffer.in_use.release()
 
@@ -61,4 +63,4 @@ def release_idle() -> None:
 
 def _private(size: int) -> mmap.mmap:
     # private: its dropped pages are freed (a shared mapping's would stay in memory), and a fork copies it
-    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # mmap maps no empty area
