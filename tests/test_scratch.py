@@ -8,8 +8,7 @@ import mmap
 import threading
 import weakref
 
-from wopihost import scratch
-from wopihost.scratch import release_idle
+from wopihost.scratch import release_idle, scratch
 
 SIZE = 64 << 10
 
@@ -35,10 +34,10 @@ def _resident_pages(view: memoryview) -> int:
 
 def test_a_thread_copies_every_upload_through_its_one_buffer_and_threads_never_share_one():
     def two_uses():
-        with scratch.scratch(SIZE) as first:
+        with scratch(SIZE) as first:
             first[:5] = b"hello"
             mapping = first.obj
-        with scratch.scratch(SIZE) as second:
+        with scratch(SIZE) as second:
             return mapping, second.obj, bytes(second[:5]), len(second)
 
     first, second, kept, size = _in_thread(two_uses)
@@ -49,11 +48,11 @@ def test_a_thread_copies_every_upload_through_its_one_buffer_and_threads_never_s
 
 def test_the_buffer_grows_to_the_largest_size_asked_and_serves_smaller_ones():
     def uses():
-        with scratch.scratch(SIZE) as small, scratch.scratch(0) as empty:
+        with scratch(SIZE) as small, scratch(0) as empty:
             assert len(empty) == 0
-        with scratch.scratch(4 * SIZE) as large:
+        with scratch(4 * SIZE) as large:
             assert len(large) == 4 * SIZE
-        with scratch.scratch(SIZE) as again:
+        with scratch(SIZE) as again:
             return small.obj, large.obj, again.obj, len(again)
 
     small, large, again, size = _in_thread(uses)
@@ -61,22 +60,22 @@ def test_the_buffer_grows_to_the_largest_size_asked_and_serves_smaller_ones():
 
 
 def test_a_copy_within_a_copy_gets_a_buffer_of_its_own():
-    with scratch.scratch(SIZE) as outer, scratch.scratch(SIZE) as inner:
+    with scratch(SIZE) as outer, scratch(SIZE) as inner:
         assert inner.obj is not outer.obj
         outer[:3], inner[:3] = b"out", b"inn"
         assert bytes(outer[:3]) == b"out"
-    with scratch.scratch(SIZE) as again:
+    with scratch(SIZE) as again:
         assert again.obj is outer.obj  # the thread's own, free again
 
 
 def test_idle_release_gives_back_the_pages_of_buffers_not_in_use_and_leaves_those_in_use():
-    with scratch.scratch(SIZE) as idle:
+    with scratch(SIZE) as idle:
         idle[:] = b"\xff" * SIZE
     in_use, release = threading.Event(), threading.Event()
     busy_map = []
 
     def copying():
-        with scratch.scratch(SIZE) as busy:
+        with scratch(SIZE) as busy:
             busy[:] = b"\xee" * SIZE
             busy_map.append(busy)
             in_use.set()
@@ -99,7 +98,7 @@ def test_idle_release_gives_back_the_pages_of_buffers_not_in_use_and_leaves_thos
 
 def test_a_threads_buffer_is_unmapped_when_the_thread_ends():
     def use():
-        with scratch.scratch(SIZE) as view:
+        with scratch(SIZE) as view:
             return weakref.ref(view.obj)
 
     gone = _in_thread(use)

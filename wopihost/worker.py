@@ -384,7 +384,7 @@ class Worker(ThreadWorker):
         self._held_until: float | None = None
         self.cfg = SettledConfig(self.cfg)  # type: ignore[assignment]  # reads as a Config
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
-        self._last_work, self._released = 0.0, True
+        self._idle_since: float | None = None  # when the last request ended, until the buffers are given back
 
     def notify(self) -> None:
         # gunicorn's loop tells the master it is alive at every turn, with a syscall that hands the GIL over: a
@@ -429,8 +429,8 @@ class Worker(ThreadWorker):
 
     def wait_for_and_dispatch_events(self, timeout: float | None) -> None:
         now = self._post()
-        if not self._released and not self.busy and now - self._last_work >= IDLE_RELEASE_SECONDS:
-            self._released = True  # until a thread works again (the loop turns at least once a second)
+        if self._idle_since is not None and not self.busy and now - self._idle_since >= IDLE_RELEASE_SECONDS:
+            self._idle_since = None  # until a request ends again (the loop turns at least once a second)
             release_idle()
         if self._held_until is not None:
             if now < self._held_until:
@@ -525,7 +525,6 @@ class Worker(ThreadWorker):
 
     def _start(self, conn: Connection) -> None:
         self.busy += 1
-        self._released = False
         served = [conn]  # the connection the thread ends on: it may go on to parked ones (_work)
         done = self.tpool.submit(self._work, served)
         done.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, served[0], fut))
@@ -648,7 +647,7 @@ class Worker(ThreadWorker):
     def finish_request(self, conn: Connection, fs) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         self.busy -= 1
         self._release(conn, fs)
-        self._last_work = self._post()
+        self._idle_since = self._post()
         self._threads_changed()
         self._next()
 
