@@ -36,7 +36,9 @@ PostgreSQL on this machine (--database on 127.0.0.1/localhost), the CPU of the P
 serving wopihost's connections is measured the same way (DB CPU) and added (CPU+DB). "wrk CPU" is
 the client's. "Other load" is whatever else kept the machine busy meanwhile (other programs, and
 the kernel's loopback work): a figure to check before quoting the rest. Idle memory: RSS and PSS
-summed over the tree, after setup and before any load, and 1 s after the last run.
+summed over the tree, after setup and before any load, and 1 s after the last run; of what PSS grew
+in between, how much is memory the processes allocated (anonymous memory), the rest being pages
+copied from the master on write (tree_memory).
 
     python bench/compare.py [--seconds 5] [--rounds 3] [--connections 8,32] [--database URL]
                             [--cs3org PATH] [--baseline PATH]
@@ -205,14 +207,27 @@ def machine_busy() -> float:
 
 
 def tree_memory(pid: int) -> dict:
-    rss = pss = uss = n = 0
+    """RSS, PSS and USS summed over the process tree, and its anonymous memory ("anon", counted once per process
+    that maps it): what the processes allocated. Between two readings, PSS that grew with no more anonymous
+    memory is pages a forked worker wrote to and so copied from its master (reference counts, mostly)."""
+    rss = pss = uss = anon = n = 0
     for proc in tree(pid):
         try:
             m = proc.memory_full_info()
+            anon += anonymous_memory(proc.pid)
             rss, pss, uss, n = rss + m.rss, pss + m.pss, uss + m.uss, n + 1
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, FileNotFoundError):
             pass
-    return {"rss": rss, "pss": pss, "uss": uss, "processes": n}
+    return {"rss": rss, "pss": pss, "uss": uss, "anon": anon, "processes": n}
+
+
+def anonymous_memory(pid: int) -> int:
+    """Bytes of anonymous memory resident in process `pid` (its smaps_rollup's Anonymous, shared or not)."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def wait_ready(url: str, pid: int, processes: int, timeout: float, what: str, logfile: Path) -> None:
@@ -1209,15 +1224,22 @@ def main() -> None:
         print("Idle memory (whole process tree, MiB)")
         print(
             f"  {'server':<10}{'processes':>10}"
-            + "".join(f"{h:>12}" for h in ("RSS before", "PSS before", "RSS after", "PSS after"))
+            + "".join(
+                f"{h:>12}" for h in ("RSS before", "PSS before", "RSS after", "PSS after", "PSS grew", "allocated")
+            )
         )
         for name, s in servers.items():
             b, a = s.memory["idle_before"], s.memory["idle_after"]
             print(
                 f"  {name:<10}{b['processes']:>10}{b['rss'] / MIB:>12.1f}{b['pss'] / MIB:>12.1f}"
                 f"{a['rss'] / MIB:>12.1f}{a['pss'] / MIB:>12.1f}"
+                f"{(a['pss'] - b['pss']) / MIB:>12.1f}{(a['anon'] - b['anon']) / MIB:>12.1f}"
             )
-        print("  (before: after setup, before any load; after: 1 s after the last run)")
+        print(
+            "  (before: after setup, before any load; after: 1 s after the last run; allocated: how much of what the\n"
+            "  PSS grew is new anonymous memory. The rest is pages the workers wrote to and so copied from the master\n"
+            "  that forked them, which PSS had shared between them, and library pages read in)"
+        )
         other = summary([r["other_busy_cores"] for r in results])
         print(
             f"Other load during the runs (busy cores not used by the server, its database or wrk): "
