@@ -13,6 +13,7 @@ from wopihost.db import Database
 from wopihost.faults import Unavailable
 from wopihost.models import User
 from wopihost.prepared import Prepared, Statements
+from wopihost.services import Services
 
 BACKEND = Prepared(sa.select(sa.func.pg_backend_pid().label("pid")))
 ONE = Prepared(sa.select(sa.literal_column("1").label("one")))
@@ -159,3 +160,32 @@ def test_each_thread_has_its_own_connection_and_dispose_closes_them_all(db):
     for connection in connections:
         with pytest.raises(Exception, match="closed"):
             connection.cursor().execute("SELECT 1")
+
+
+CACHE_SIZE = Prepared(sa.text("PRAGMA cache_size"))
+
+
+@pytest.mark.parametrize("configured, kib", [(None, 512), (2 << 20, 2048), (64 << 10, 64)])
+def test_every_sqlite_connection_caches_as_much_as_configured(database, configured, kib):
+    """The cache bounds each connection's memory, whichever way the connection is used: SQLite's own 2 MiB,
+    per connection of each of a worker's threads, is what it replaces (config.SQLITE_CACHE_SIZE)."""
+    if not database.startswith("sqlite"):
+        pytest.skip("a SQLite setting")
+    db = Database(database) if configured is None else Database(database, sqlite_cache_size=configured)
+    try:
+        assert db.first(CACHE_SIZE, {}) == (-kib,)  # the thread's own connection (requests' reads, transitions)
+        assert db.transact(lambda t: t.first(CACHE_SIZE, {})) == (-kib,)
+        with db.read() as session:  # the ORM's pooled connections
+            assert session.execute(sa.text("PRAGMA cache_size")).one() == (-kib,)
+    finally:
+        db.dispose()
+
+
+def test_the_server_caches_what_wopihost_sqlite_cache_size_says(settings, clock):
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("a SQLite setting")
+    services = Services.create(settings.with_changes(sqlite_cache_size=1 << 20), clock)
+    try:
+        assert services.db.first(CACHE_SIZE, {}) == (-1024,)
+    finally:
+        services.db.dispose()

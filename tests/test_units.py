@@ -110,6 +110,7 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.launch_link_ttl == 300
     assert settings.ui_language == "en-US"
     assert settings.record_dir is None and settings.record_max_body == 1 << 20  # not recording
+    assert settings.sqlite_cache_size == 512 << 10
 
 
 def test_storage_settings(tmp_path):
@@ -130,6 +131,11 @@ def test_storage_settings(tmp_path):
     assert settings.storage_url == "s3://files.example-1/wopi/host" and settings.s3_addressing_style == "path"
     assert (settings.s3_max_attempts, settings.s3_part_size) == (2, 16 << 20)
     assert settings.s3_download_url == "https://store.example"
+
+
+def test_sqlite_cache_size_setting(tmp_path):
+    settings = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SQLITE_CACHE_SIZE": "2MiB"})
+    assert settings.sqlite_cache_size == 2 << 20
 
 
 def test_recording_settings(tmp_path):
@@ -155,6 +161,8 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_S3_PART_SIZE": "4MiB"}, "WOPIHOST_S3_PART_SIZE"),
         ({"WOPIHOST_S3_PART_SIZE": "6GiB"}, "WOPIHOST_S3_PART_SIZE"),
         ({"WOPIHOST_S3_DOWNLOAD_URL": "store.example"}, "WOPIHOST_S3_DOWNLOAD_URL"),
+        ({"WOPIHOST_SQLITE_CACHE_SIZE": "lots"}, "WOPIHOST_SQLITE_CACHE_SIZE"),
+        ({"WOPIHOST_SQLITE_CACHE_SIZE": "32KiB"}, "WOPIHOST_SQLITE_CACHE_SIZE"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):

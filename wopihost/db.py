@@ -30,6 +30,7 @@ from sqlalchemy import event
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.orm import Session, sessionmaker
 
+from .config import SQLITE_CACHE_SIZE
 from .faults import InsufficientStorage, Unavailable
 from .groupcommit import GroupCommit, Job
 from .prepared import Prepared, Statements
@@ -38,10 +39,12 @@ from .writers import BUSY, WriterQueue
 T = TypeVar("T")
 
 
-def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
+def make_engine(url: str, busy_timeout: float = 30.0, sqlite_cache_size: int = SQLITE_CACHE_SIZE) -> sa.Engine:
     """An engine whose writers wait at most `busy_timeout` seconds for another writer's locks.
 
     SQL parameters never appear in error messages: they can hold upload session tokens.
+
+    Each SQLite connection caches up to `sqlite_cache_size` bytes of the database's pages (see config.SQLITE_CACHE_SIZE).
     """
     if not url.startswith("sqlite"):
         engine = sa.create_engine(
@@ -57,12 +60,13 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
         return engine
 
     engine = sa.create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True)
+    cache_kib = sqlite_cache_size // 1024  # a negative cache_size is in KiB
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         # Take transaction control away from pysqlite so that BEGIN is ours to issue.
         dbapi_connection.isolation_level = None
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", f"cache_size=-{cache_kib}"):
             dbapi_connection.execute(f"PRAGMA {pragma}")
 
     @event.listens_for(engine, "begin")
@@ -77,9 +81,9 @@ CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL is a 503 soon, not a 
 
 
 class Database:
-    def __init__(self, url: str, busy_timeout: float = 30.0):
+    def __init__(self, url: str, busy_timeout: float = 30.0, sqlite_cache_size: int = SQLITE_CACHE_SIZE):
         self.url = url
-        self.engine = make_engine(url, busy_timeout)
+        self.engine = make_engine(url, busy_timeout, sqlite_cache_size)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(self.engine.execution_options(wopihost_write=True), expire_on_commit=False)
         path = self.engine.url.database if self.is_sqlite else None

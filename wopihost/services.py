@@ -61,7 +61,7 @@ class Services:
         # the node's own directory (SQLite's database by default, local content, temporary files), whatever the
         # storage: a path that cannot be a directory is reported as such, not as a database that cannot open
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.database_url, settings.database_busy_timeout)
+        db = Database(settings.database_url, settings.database_busy_timeout, settings.sqlite_cache_size)
         blobs = open_storage(settings, db, clock)
         sessions = UploadSessions(
             db,
