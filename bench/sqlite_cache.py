@@ -6,9 +6,10 @@ every cache holds whole, so it cannot show this. Here the database gets --files 
 one real file's row under new ids, written with SQL: adding them one by one through wopihost would take
 hours), and --tokens of them get a token each. Then, for each cache size in turn, in interleaved rounds,
 wopihost serves CheckFileInfo of a random one of those files per request (wrk with a Lua script), and this
-prints its rate, its CPU per request (user+system of the whole process tree), the pages SQLite read from the
-system (pread64 calls per request, from /proc/<pid>/io's syscr) and the memory the server holds: PSS
-before and after the load, and how much of the growth is newly allocated memory.
+prints its rate, its CPU per request (user+system of the whole process tree), its read syscalls per request
+(/proc/<pid>/io's syscr: SQLite reading pages from the system's page cache, beside the server's other reads)
+and the memory the server holds: PSS before and after the load, and how much of the growth is newly allocated
+memory.
 
     python bench/sqlite_cache.py [--sizes 2MiB,512KiB,256KiB] [--files 200000] [--tokens 1000]
                                  [--threads 16] [--connections 32] [--seconds 8] [--rounds 3]

@@ -130,7 +130,8 @@ def parse_flag(text: str) -> bool:
 # and process shares; and in WAL mode a connection drops its whole cache anyway each time another has written
 # since its last read.
 SQLITE_CACHE_SIZE = 512 << 10
-MIN_SQLITE_CACHE = 64 << 10  # 16 pages: with fewer, a write transaction spills to the WAL before it commits
+# 16 pages: a write transaction whose changed pages outgrow the cache writes them to the WAL before it commits
+MIN_SQLITE_CACHE = 64 << 10
 
 
 @dataclass(frozen=True)
