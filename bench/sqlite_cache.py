@@ -32,13 +32,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import psutil
+import compare  # bench/compare.py, beside this script: how a server's process tree is read
+from compare import MIB
 
 from wopihost.config import Settings, parse_size
 from wopihost.localserver import LocalServer
 from wopihost.services import Services
-
-MIB = 1 << 20
 
 
 def build_database(work: Path, files: int, tokens: int) -> list[str]:
@@ -73,18 +72,12 @@ def build_database(work: Path, files: int, tokens: int) -> list[str]:
         services.db.dispose()
 
 
-def anonymous(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        return next(int(line.split()[1]) * 1024 for line in rollup if line.startswith("Anonymous:"))
-
-
 def reading(pid: int) -> dict:
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    """The server's process tree as compare.py reads it (memory, CPU), with its read syscalls."""
     return {
-        "pss": sum(p.memory_full_info().pss for p in procs),
-        "anon": sum(anonymous(p.pid) for p in procs),
-        "cpu": sum(p.cpu_times().user + p.cpu_times().system for p in procs),
-        "reads": sum(p.io_counters().read_count for p in procs),
+        **compare.tree_memory(pid),
+        "cpu": compare.tree_cpu(pid)[0],
+        "reads": sum(proc.io_counters().read_count for proc in compare.tree(pid)),
     }
 
 
