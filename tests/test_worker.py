@@ -329,6 +329,37 @@ def test_a_follow_on_head_that_comes_slowly_holds_no_thread(worker):
     assert answers(client, 1).startswith(b"HTTP/1.1 200")
 
 
+def _kept_alive_past_its_keepalive(worker) -> socket.socket:
+    """A connection that has been answered, kept alive by the loop, and whose keepalive has just run out."""
+    client = connect(worker)
+    worker.wsgi.release.set()
+    client.sendall(REQUEST)
+    turn(worker, lambda: _readable(client))
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    turn(worker, lambda: len(worker.keepalived_conns) == 1)
+    worker.keepalived_conns[0].timeout = time.monotonic()
+    return client
+
+
+def test_a_request_that_arrives_as_its_keepalive_runs_out_is_served_not_dropped(worker):
+    """The request arrives after the loop last polled, and the loop's next step is the sweep of expired
+    connections: the client sent it in time, and a POST it would not be free to send again."""
+    client = _kept_alive_past_its_keepalive(worker)
+    client.sendall(REQUEST)
+    time.sleep(0.05)  # in the server's socket (loopback), with no turn of the loop since
+    worker.murder_keepalived()
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    turn(worker, lambda: worker.busy == 0 and len(worker.keepalived_conns) == 1)  # and kept alive again
+
+
+def test_a_connection_idle_past_its_keepalive_is_closed(worker):
+    client = _kept_alive_past_its_keepalive(worker)
+    worker.murder_keepalived()
+    assert worker.nr_conns == 0 and not worker.keepalived_conns
+    client.settimeout(2)
+    assert client.recv(100) == b""
+
+
 def test_closing_a_connection_never_stalls_the_loop(worker):
     """A connection that ends is closed with a linger of up to 2 s for what the client still sends; a client
     that neither reads nor closes must not make the event loop (every other connection) wait that long."""

@@ -23,6 +23,8 @@ clients sending a header byte every half second took every thread of a default `
   waits a moment (`FOLLOW_ON_MS`) for the connection's next request and serves it itself, instead of handing
   the connection back to the event loop, which would hand the request to a thread again. With more
   connections than threads, a thread that has answered goes on to the next request waiting for a thread.
+* A kept-alive connection whose next request arrives just as its keepalive runs out is served, where gunicorn
+  would close it with the request unread (`Worker.murder_keepalived`).
 
 So a slow head or a slow download costs a socket, and only a slow body or a slow reader of a streamed
 response holds a thread, for as long as it keeps making progress. Heads and downloads over TLS or HTTP/2 are
@@ -44,8 +46,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from datetime import timedelta
 from functools import partial
+from itertools import takewhile
 from selectors import EVENT_READ, EVENT_WRITE
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import sqlalchemy as sa
 from gunicorn import util
@@ -488,6 +491,24 @@ class Worker(ThreadWorker):
         self.enqueue_req(Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname()))
         self._post()
         return True
+
+    def murder_keepalived(self, force: bool = False) -> None:
+        """Close the kept-alive connections whose keepalive has run out, as gunicorn does, but first serve any
+        of them whose next request arrived after the loop last polled. gunicorn would close it unread: its
+        client sent the request in time, sees the connection close without an answer, and may not send it
+        again (a POST, such as every WOPI operation that writes, is not idempotent: RFC 9110, 9.2.2)."""
+        now = time.monotonic()
+        if not force and self.keepalived_conns and cast(float, self.keepalived_conns[0].timeout) <= now:
+            # the deque is in the order of the connections' deadlines (gunicorn's _cap_keepalive keeps it)
+            expired = list(takewhile(lambda conn: cast(float, conn.timeout) <= now, self.keepalived_conns))
+            arrived = select.poll()
+            for conn in expired:
+                arrived.register(conn.sock, select.POLLIN)
+            readable = {fd for fd, _ in arrived.poll(0)}
+            for conn in expired:
+                if conn.sock.fileno() in readable:
+                    self.on_client_socket_readable(cast(Connection, conn), conn.sock)
+        super().murder_keepalived(force)  # type: ignore[call-arg]  # gunicorn 27's takes `force`; its stubs are older
 
     def on_client_socket_readable(self, conn: Connection, client) -> None:  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         """A kept-alive connection has its next request coming. Its head is read now, while the socket is
