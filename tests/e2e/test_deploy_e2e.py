@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from cryptography import x509
@@ -26,8 +27,10 @@ from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body
 from wopihost.localserver import WOPIHOST, LocalServer, PeakRss, first_answer, free_port
 from wopihost.proof import ticks_from_datetime
+from wopihost.server import DEFAULTS
 
 from .. import systemd_env
+from ..helpers import wait_until
 from ..proof_helpers import discovery_xml, sign
 from ..test_deployment import ENV_FILE, unit
 
@@ -176,6 +179,26 @@ def test_signed_requests_verify_through_nginx_and_not_around_it(deployment, tmp_
     unsigned = requests.get(url)
     assert unsigned.status_code == 500
     assert "access_token" not in (tmp_path / "nginx" / "access.log").read_text()
+
+
+def test_nginx_closes_an_idle_connection_to_gunicorn_before_gunicorn_would(deployment):
+    """Whichever side closes an idle connection loses a request the other sends on it at that moment, and nginx
+    does not send a POST again (a 502 for the client): nginx must be the one that closes."""
+    server, public, _ = deployment
+
+    def from_nginx() -> list:
+        return [
+            connection
+            for worker in server.workers()
+            for connection in worker.net_connections(kind="tcp")
+            if connection.status == psutil.CONN_ESTABLISHED and connection.laddr.port == server.port
+        ]
+
+    assert requests.get(f"{public}/healthz").status_code == 200
+    answered = time.monotonic()
+    assert from_nginx(), "nginx did not keep its connection to gunicorn"
+    assert wait_until(lambda: not from_nginx(), timeout=DEFAULTS["keepalive"] + 2, interval=0.05)
+    assert time.monotonic() - answered < DEFAULTS["keepalive"] - 0.5
 
 
 def test_200_mib_put_file_streams_through_nginx(deployment, tmp_path):
