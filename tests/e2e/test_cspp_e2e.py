@@ -29,7 +29,7 @@ from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, read_response, rechunk, request_body
 from wopihost.localserver import LocalServer, PeakRss
 
-from ..helpers import wait_for_respawn, wait_until
+from ..helpers import KeepAliveClient, wait_for_respawn, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -124,7 +124,7 @@ class Doc:
     server: LocalServer
     file_id: str
     token: str
-    http: requests.Session = field(default_factory=requests.Session)
+    http: requests.Session = field(default_factory=KeepAliveClient)
 
     def url(self, suffix: str = "") -> str:
         return self.server.url(self.file_id, self.token, suffix)

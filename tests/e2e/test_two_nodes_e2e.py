@@ -33,7 +33,7 @@ from wopihost.gc import referenced_blobs
 from wopihost.localserver import LocalServer
 from wopihost.services import Services
 
-from ..helpers import wait_until
+from ..helpers import KeepAliveClient, wait_until
 from .test_cspp_e2e import LOCK, MIB, Content, Doc, failure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database", ["postgresql"], indirect=True)]
@@ -184,7 +184,7 @@ def test_a_wopi_upload_session_started_on_a_is_finished_on_b(nodes, tmp_path):
 
 
 def graph_session(api: dict) -> requests.Session:
-    http = requests.Session()
+    http = KeepAliveClient()
     http.headers["Authorization"] = f"Bearer {api['access_token']}"
     return http
 
