@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
-import requests
 import webtest
-
-from wopihost.server import DEFAULTS
 
 if TYPE_CHECKING:
     from wopihost.localserver import LocalServer
@@ -34,29 +31,6 @@ def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
             return value
         time.sleep(interval)
     return None
-
-
-class KeepAliveClient(requests.Session):
-    """A keep-alive client that, like nginx in deploy/nginx/wopihost.conf, lets its connections go once they have
-    idled for a second less than the server's keepalive. The server closes an idle connection at any moment past
-    that, and a request sent on it just then is lost; a client may send it again only if it is idempotent (RFC
-    9112, 9.3.1), which a POST, every WOPI operation, is not. A test that idles for seconds (a CLI subprocess,
-    another node's upload) would otherwise fail now and then on a busy machine."""
-
-    IDLE_SECONDS = DEFAULTS["keepalive"] - 1
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._last = time.monotonic()
-
-    def send(self, request, **kwargs):
-        if time.monotonic() - self._last > self.IDLE_SECONDS:
-            for adapter in self.adapters.values():
-                adapter.close()  # its idle connections; one still in use by another thread is left to it
-        try:
-            return super().send(request, **kwargs)
-        finally:
-            self._last = time.monotonic()
 
 
 def live_workers(server: LocalServer) -> set[int]:

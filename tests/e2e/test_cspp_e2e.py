@@ -27,9 +27,10 @@ from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.frames import chunk_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, read_response, rechunk, request_body
+from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer, PeakRss
 
-from ..helpers import KeepAliveClient, wait_for_respawn, wait_until
+from ..helpers import wait_for_respawn, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -124,7 +125,7 @@ class Doc:
     server: LocalServer
     file_id: str
     token: str
-    http: requests.Session = field(default_factory=KeepAliveClient)
+    http: requests.Session = field(default_factory=Client)
 
     def url(self, suffix: str = "") -> str:
         return self.server.url(self.file_id, self.token, suffix)

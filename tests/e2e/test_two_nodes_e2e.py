@@ -30,10 +30,11 @@ import requests
 
 from wopihost.config import Settings
 from wopihost.gc import referenced_blobs
+from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer
 from wopihost.services import Services
 
-from ..helpers import KeepAliveClient, wait_until
+from ..helpers import wait_until
 from .test_cspp_e2e import LOCK, MIB, Content, Doc, failure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database", ["postgresql"], indirect=True)]
@@ -184,7 +185,7 @@ def test_a_wopi_upload_session_started_on_a_is_finished_on_b(nodes, tmp_path):
 
 
 def graph_session(api: dict) -> requests.Session:
-    http = KeepAliveClient()
+    http = Client()
     http.headers["Authorization"] = f"Bearer {api['access_token']}"
     return http
 

@@ -1,9 +1,9 @@
 """Sending a recording's requests to a host, in order, and judging each answer as it comes.
 
-Each client is a thread with its own HTTP session (kept-alive connections) and its own bindings, so that N
-clients replay the same session side by side, each learning its own upload sessions and tickets. Answers
-are streamed: hashed as they arrive, and kept only when they may be compared as JSON or text (up to
-KEEP_LIMIT), so that a GetFile of gigabytes costs no memory. With `speed="recorded"` each client keeps the
+Each client is a thread with its own HTTP session (kept-alive connections, let go after a pause: httpclient) and
+its own bindings, so that N clients replay the same session side by side, each learning its own upload sessions
+and tickets. Answers are streamed: hashed as they arrive, and kept only when they may be compared as JSON or
+text (up to KEEP_LIMIT), so that a GetFile of gigabytes costs no memory. With `speed="recorded"` each client keeps the
 recording's gaps between requests; otherwise it sends the next request as soon as an answer is read.
 """
 
@@ -21,6 +21,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
+from ..httpclient import Client
 from ..validator.signing import ProofSigner
 from ..validator.transport import NO_ANSWER
 from .archive import Exchange, Recording
@@ -95,7 +96,7 @@ class _Client:
         results = []
         first = self.recording.exchanges[0].started
         begun = time.monotonic()
-        with requests.Session() as session:
+        with Client() as session:
             session.trust_env = False  # no proxy from the environment between the replay and the host
             for exchange in self.recording.exchanges:
                 if self.options.speed == "recorded":

@@ -23,6 +23,8 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
+from ..httpclient import Client
+
 # What a request that got no answer raises, from the connection to a body that cannot be read or decoded: for
 # the tools that report it as a test's result (here, and wopihost replay) rather than crash.
 NO_ANSWER: tuple[type[BaseException], ...] = (
@@ -94,7 +96,7 @@ def exception_response(message: str, detail: str = "", text_expected: bool = Tru
 
 class Transport:
     def __init__(self, timeout: float = TIMEOUT, verify_tls: bool = True):
-        self.session = requests.Session()
+        self.session = Client()
         self.session.trust_env = False  # no proxies from the environment between us and the host
         self.timeout = timeout
         self.verify_tls = verify_tls
