@@ -198,7 +198,7 @@ def test_nginx_closes_an_idle_connection_to_gunicorn_before_gunicorn_would(deplo
     answered = time.monotonic()
     assert from_nginx(), "nginx did not keep its connection to gunicorn"
     assert wait_until(lambda: not from_nginx(), timeout=DEFAULTS["keepalive"] + 2, interval=0.05)
-    # gunicorn's keepalive starts once it has answered, before `answered`: it never closes sooner than this
+    # gunicorn counts its keepalive from when it answered, or later: it would not have closed the connection yet
     assert time.monotonic() - answered < DEFAULTS["keepalive"] - 0.2
 
 
