@@ -4,10 +4,10 @@ take part, and no request may end in a 500 or a traceback in the server's log.""
 from __future__ import annotations
 
 import pytest
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer
 
 from ..fuzz import OVERRIDES, bodies, headers
@@ -21,7 +21,7 @@ def target(tmp_path, database):
     server = LocalServer.start(tmp_path, database, extra_env={"WOPIHOST_CSPP_PLUS": "on"})
     (tmp_path / "Doc.docx").write_bytes(b"hello world")
     file_id = server.add_file(tmp_path / "Doc.docx")["id"]
-    with requests.Session() as http:
+    with Client() as http:
         yield server, server.url(file_id, server.token(file_id)), http
     server.stop()
     log = server.log_text()

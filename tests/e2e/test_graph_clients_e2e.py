@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from wopihost.httpclient import Client
+
 from ..helpers import storage_of
 from .graph_sdk import sdk_client
 
@@ -33,7 +35,7 @@ def api(server) -> dict:
 
 
 def _session(api: dict) -> requests.Session:
-    http = requests.Session()
+    http = Client()
     http.headers["Authorization"] = f"Bearer {api['access_token']}"
     return http
 

@@ -10,8 +10,8 @@ import time
 
 import openpyxl
 import pytest
-import requests
 
+from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer
 
 from .graph_sdk import sdk_client
@@ -31,7 +31,7 @@ def workbook_bytes() -> bytes:
 @pytest.fixture
 def book(server):
     api = server.api_token("alice")
-    http = requests.Session()
+    http = Client()
     http.headers["Authorization"] = f"Bearer {api['access_token']}"
     item = http.put(f"{api['graph_url']}/me/drive/root:/book.xlsx:/content", data=workbook_bytes())
     assert item.status_code == 201, item.text

@@ -17,6 +17,7 @@ import requests
 from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, request_body
+from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer, SlowClient
 
 from ..helpers import Filler, small_tmpfs, storage_of
@@ -41,7 +42,7 @@ class Document:
         path.write_bytes(content)
         self.server, self.id = server, server.add_file(path)["id"]
         self.token = server.token(self.id)
-        self.http = requests.Session()
+        self.http = Client()
 
     def url(self, suffix: str = "") -> str:
         return self.server.url(self.id, self.token, suffix)

@@ -25,6 +25,7 @@ import requests
 from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import chunk_frames, put_chunked_body
+from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer
 from wopihost.validator.signing import ProofSigner
 
@@ -63,7 +64,7 @@ def recorder(hosts, **env: str) -> LocalServer:
 
 
 def client() -> requests.Session:
-    http = requests.Session()
+    http = Client()
     http.trust_env = False  # straight to the loopback server, whatever proxy the environment names
     return http
 
@@ -197,7 +198,7 @@ def test_a_cspp_upload_session_save_replays_with_the_session_and_sequence_number
     file_id, token = document(fresh, tmp_path)
     # the same content saved once already: this host's sequence number is one ahead of the recording's
     url = fresh.url(file_id, token)
-    session = requests.Session()
+    session = Client()
     for override, body in (("LOCK", None), ("PUT", CONTENT), ("UNLOCK", None)):
         target = fresh.url(file_id, token, "/contents") if body else url
         assert session.post(target, body, headers={"X-WOPI-Override": override, "X-WOPI-Lock": LOCK}).ok
