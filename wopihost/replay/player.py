@@ -3,8 +3,8 @@
 Each client is a thread with its own HTTP session (kept-alive connections, let go after a pause: httpclient) and
 its own bindings, so that N clients replay the same session side by side, each learning its own upload sessions
 and tickets. Answers are streamed: hashed as they arrive, and kept only when they may be compared as JSON or
-text (up to KEEP_LIMIT), so that a GetFile of gigabytes costs no memory. With `speed="recorded"` each client keeps the
-recording's gaps between requests; otherwise it sends the next request as soon as an answer is read.
+text (up to KEEP_LIMIT), so that a GetFile of gigabytes costs no memory. With `speed="recorded"` each client
+keeps the recording's gaps between requests; otherwise it sends the next request as soon as an answer is read.
 """
 
 from __future__ import annotations
