@@ -1,6 +1,6 @@
-"""The tools' HTTP client (wopihost/httpclient.py) against a host that closes an idle connection, unanswered, as
-a request arrives on it: what a host whose keepalive runs out just then does. The validator and `wopihost
-replay` send through it; each is checked here after a pause such a host would have lost a request to."""
+"""The tools' HTTP client (wopihost/validator/httpclient.py) against a host that closes an idle connection,
+unanswered, as a request arrives on it: what a host whose keepalive runs out just then does. The validator and
+`wopihost replay` send through it; each is checked here after a pause such a host would have lost a request to."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import requests
 from click.testing import CliRunner
 
 from wopihost.cli import main
-from wopihost.httpclient import IDLE_SECONDS, Client
+from wopihost.validator.httpclient import IDLE_SECONDS, Client
 from wopihost.validator.transport import HttpCall, Transport
 
 from .test_replay import FILE, entry, har
@@ -100,7 +100,7 @@ def test_the_host_loses_a_request_a_plain_session_sends_after_a_pause():
 def test_a_connection_is_kept_between_requests_and_let_go_after_a_pause(monkeypatch):
     # the client's clock, moved by the test: a loaded machine's stall between two requests is no pause
     now = [0.0]
-    monkeypatch.setattr("wopihost.httpclient.time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr("wopihost.validator.httpclient.time", SimpleNamespace(monotonic=lambda: now[0]))
     with host() as serving, Client() as http:
         url = f"http://127.0.0.1:{serving.port}/"
         for _ in range(3):

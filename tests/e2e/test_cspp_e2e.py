@@ -27,8 +27,8 @@ from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.frames import chunk_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, read_response, rechunk, request_body
-from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer, PeakRss
+from wopihost.validator.httpclient import Client
 
 from ..helpers import wait_for_respawn, wait_until
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer
+from wopihost.validator.httpclient import Client
 
 from ..fuzz import OVERRIDES, bodies, headers
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from wopihost.httpclient import Client
+from wopihost.validator.httpclient import Client
 
 from ..helpers import storage_of
 from .graph_sdk import sdk_client

@@ -11,8 +11,8 @@ import time
 import openpyxl
 import pytest
 
-from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer
+from wopihost.validator.httpclient import Client
 
 from .graph_sdk import sdk_client
 

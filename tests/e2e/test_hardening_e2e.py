@@ -17,8 +17,8 @@ import requests
 from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import put_chunked_body, request_body
-from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer, SlowClient
+from wopihost.validator.httpclient import Client
 
 from ..helpers import Filler, small_tmpfs, storage_of
 

@@ -25,8 +25,8 @@ import requests
 from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.signatures import ChunkSignature, Signature
 from wopihost.cspp.wire import chunk_frames, put_chunked_body
-from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer
+from wopihost.validator.httpclient import Client
 from wopihost.validator.signing import ProofSigner
 
 pytestmark = pytest.mark.e2e

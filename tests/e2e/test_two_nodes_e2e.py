@@ -30,9 +30,9 @@ import requests
 
 from wopihost.config import Settings
 from wopihost.gc import referenced_blobs
-from wopihost.httpclient import Client
 from wopihost.localserver import LocalServer
 from wopihost.services import Services
+from wopihost.validator.httpclient import Client
 
 from ..helpers import wait_until
 from .test_cspp_e2e import LOCK, MIB, Content, Doc, failure

@@ -21,7 +21,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
-from ..httpclient import Client
+from ..validator.httpclient import Client
 from ..validator.signing import ProofSigner
 from ..validator.transport import NO_ANSWER
 from .archive import Exchange, Recording

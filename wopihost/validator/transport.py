@@ -23,7 +23,7 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
-from ..httpclient import Client
+from .httpclient import Client
 
 # What a request that got no answer raises, from the connection to a body that cannot be read or decoded: for
 # the tools that report it as a test's result (here, and wopihost replay) rather than crash.
