@@ -41,7 +41,7 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from datetime import timedelta
@@ -459,10 +459,7 @@ class Worker(ThreadWorker):
 
     def _watching_listeners(self) -> select.poll:
         """A poll that reports a client waiting to be accepted on any of the worker's listeners."""
-        ready = select.poll()
-        for listener in self.sockets:
-            ready.register(listener, select.POLLIN)
-        return ready
+        return _watching(self.sockets)
 
     def accept(self, listener) -> bool:  # type: ignore[override]  # also says whether it took a connection
         """A client waits on `listener` (the poller says so, or `_next` looked): take it, unless another worker
@@ -501,10 +498,7 @@ class Worker(ThreadWorker):
         if not force and self.keepalived_conns and cast(float, self.keepalived_conns[0].timeout) <= now:
             # the deque is in the order of the connections' deadlines (gunicorn's _cap_keepalive keeps it)
             expired = list(takewhile(lambda conn: cast(float, conn.timeout) <= now, self.keepalived_conns))
-            arrived = select.poll()
-            for conn in expired:
-                arrived.register(conn.sock, select.POLLIN)
-            readable = {fd for fd, _ in arrived.poll(0)}
+            readable = {fd for fd, _ in _watching(conn.sock for conn in expired).poll(0)}
             for conn in expired:
                 if conn.sock.fileno() in readable:
                     self.on_client_socket_readable(cast(Connection, conn), conn.sock)
@@ -820,6 +814,14 @@ FOLLOW_ON_MS = 2
 # taking it itself: about a request's time, the longest a worker with every thread busy should take to free
 # one and accept.
 ACCEPT_FALLBACK_MS = 5
+
+
+def _watching(sockets: Iterable) -> select.poll:
+    """A poll that reports input waiting on any of `sockets`."""
+    ready = select.poll()
+    for sock in sockets:
+        ready.register(sock, select.POLLIN)
+    return ready
 
 
 def _complete(head: bytearray, new_from: int) -> bool:
