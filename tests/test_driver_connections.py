@@ -4,6 +4,8 @@ dispose(); a transaction on it keeps all of its changes or none, however it ends
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
 
 import pytest
@@ -38,7 +40,7 @@ def terminate(db: Database, pid: int) -> None:
     admin = sa.create_engine(db.url)
     try:
         with admin.begin() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})  # once it is gone
     finally:
         admin.dispose()
 
@@ -63,6 +65,26 @@ def test_a_transaction_on_a_dropped_connection_begins_on_a_new_one(db):
         pytest.skip("SQLite has no server to drop a connection")
     dropped = terminate_backend(db)
     assert db.transact(lambda t: t.first(BACKEND, {})[0]) != dropped
+
+
+def test_a_transaction_dropped_before_its_first_read_was_answered_runs_again_on_a_new_one(db):
+    """On PostgreSQL a transaction's statements are pipelined (Database._pipelined): a connection dropped after
+    the work sent a change shows only at its first read. The change was never committed and the work decided
+    nothing yet: it runs again on a new connection, and what it does is done once."""
+    if db.is_sqlite:
+        pytest.skip("SQLite has no server to drop a connection")
+    pid, runs = db.first(BACKEND, {})[0], []
+
+    def work(t: Statements) -> int:
+        runs.append(1)
+        t.run(ADD_USER, {"id": f"a{len(runs)}"})
+        if len(runs) == 1:
+            terminate(db, pid)
+        return t.first(BACKEND, {})[0]
+
+    assert db.transact(work) != pid
+    assert len(runs) == 2
+    assert users(db) == ["a2"]
 
 
 def test_a_connection_dropped_in_a_transaction_is_503_and_the_next_one_works(db):
@@ -141,6 +163,70 @@ def test_an_exception_in_the_work_rolls_the_transaction_back(db):
     with pytest.raises(LookupError):
         db.transact(work)
     assert users(db) == []
+
+
+class AnswerCounter:
+    """A loopback TCP proxy to the database that counts its answers: each time the database sends something
+    after the client last did, i.e. each time the client waited for it."""
+
+    def __init__(self, host: str, port: int):
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.answers = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self._target)
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        last = None
+        with client, server:
+            while True:
+                for source in select.select([client, server], [], [])[0]:
+                    data = source.recv(1 << 16)
+                    if not data:
+                        return
+                    if source is server and last is client:
+                        self.answers += 1  # counted before the client can see it
+                    last = source
+                    (server if source is client else client).sendall(data)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_transaction_on_postgresql_waits_for_the_database_only_where_its_work_reads_and_at_commit(database):
+    """Six statements (BEGIN, three changes, a read, COMMIT) in two round trips: the changes before the read
+    go out with it, those after it with COMMIT. One at a time, each statement was a round trip."""
+    if database.startswith("sqlite"):
+        pytest.skip("SQLite has no server to wait for")
+    url = sa.make_url(database)
+    counter = AnswerCounter(url.host or "127.0.0.1", url.port or 5432)
+    db = Database(url.set(host="127.0.0.1", port=counter.port).render_as_string(hide_password=False))
+    try:
+        assert db.first(ONE, {}) == (1,)  # the connection opened and set up
+        before = counter.answers
+
+        def work(t: Statements) -> list[tuple]:
+            t.run(ADD_USER, {"id": "a"})
+            seen = t.all(USERS, {})
+            t.run(ADD_USER, {"id": "b"})
+            t.run(ADD_USER, {"id": "c"})
+            return seen
+
+        assert db.transact(work) == [("a",)]
+        assert counter.answers - before == 2
+        assert users(db) == ["a", "b", "c"]
+    finally:
+        db.dispose()
+        counter.close()
 
 
 def test_each_thread_has_its_own_connection_and_dispose_closes_them_all(db):

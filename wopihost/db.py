@@ -143,26 +143,71 @@ class Database:
 
     def transact(self, work: Callable[[Statements], T]) -> T:
         """`work(statements)` in a write transaction of prepared statements straight on the driver: for the
-        hottest writers (the lock transitions), whose statements cost less than an ORM session. Same guarantees
-        as `write`: SQLite writers queue and BEGIN IMMEDIATE; committed if `work` returns, rolled back if it
-        raises, which `transact` then raises. On SQLite, the work of this process's threads that comes while
-        another transaction commits is committed together (groupcommit.py); PostgreSQL commits in parallel,
-        and a group there would hold row locks that other groups wait for, so each runs on its own."""
+        hottest writers (the lock transitions, PutFile's change), whose statements cost less than an ORM
+        session. Same guarantees as `write`: SQLite writers queue and BEGIN IMMEDIATE; committed if `work`
+        returns, rolled back if it raises, which `transact` then raises. On SQLite, the work of this process's
+        threads that comes while another transaction commits is committed together (groupcommit.py);
+        PostgreSQL commits in parallel, and a group there would hold row locks that other groups wait for, so
+        each runs on its own, pipelined (`_pipelined`). `work` may run twice: again on a new connection if the
+        one it began on turns out dropped before its first read is answered."""
         if self._group is not None:
             return self._group.run(work)
-        job: Job[T] = Job(work)
+        if not self.is_sqlite:
+            return self._pipelined(work)
+        job: Job[T] = Job(work)  # an in-memory database, which has no queue to group by
         self._commit_together([job])
         return job.outcome()
 
+    def _pipelined(self, work: Callable[[Statements], T]) -> T:
+        """PostgreSQL's `transact`, in psycopg's pipeline mode: statements go out without waiting for one
+        another's answers, and the thread waits only where the work reads. A lock transition is two round trips
+        to the database (BEGIN, the row lock and the read of the state; then the change and COMMIT) where it
+        was five, each a wait for the thread and a wake-up for the database's process.
+
+        A connection the server dropped (a restart, an idle timeout) shows only at the first answer awaited.
+        If that is the work's first read, nothing was committed (COMMIT was not sent) and the work decided
+        nothing on what it read: it runs again on a new connection, once."""
+        dialect = self.engine.dialect
+        dbapi_error = dialect.loaded_dbapi.Error
+        with FAULTS:
+            for attempt in (1, 2):
+                connection = cursor = quiet = statements = None
+                committing = False
+                try:
+                    connection = self._connection()
+                    cursor, quiet = connection.cursor(), connection.cursor()
+                    statements = Statements(cursor, dialect, writing=True, quiet=quiet)
+                    with connection.pipeline():
+                        quiet.execute("BEGIN")
+                        result = work(statements)
+                        committing = True
+                        quiet.execute("COMMIT")
+                    return result
+                except dbapi_error as exc:
+                    unanswered = statements is None or not (committing or statements.answered)
+                    if attempt == 1 and unanswered and dialect.is_disconnect(exc, connection, cursor):
+                        self._drop_connection()
+                        continue
+                    self._abandon(cursor)
+                    raise sa.exc.DBAPIError.instance(
+                        "transaction", None, exc, dbapi_error, hide_parameters=True
+                    ) from exc
+                except BaseException:
+                    self._abandon(cursor)
+                    raise
+                finally:
+                    for opened in (cursor, quiet):
+                        if opened is not None:
+                            _close_quietly(opened)
+        raise AssertionError("unreachable")
+
     def _commit_together(self, jobs: Sequence[Job]) -> None:
-        """One transaction for `jobs`, on this thread's connection. With several, each job's work runs under a
+        """One SQLite transaction for `jobs`, on this thread's connection. With several, each job's work runs under a
         savepoint of its own, so that one that raises is undone alone; a database error fails them all."""
         turn = self._writers.turn() if self._writers is not None else nullcontext()
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with FAULTS, turn:
-            cursor, _ = self._on_live_connection(
-                lambda cursor: cursor.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
-            )
+            cursor, _ = self._on_live_connection(lambda cursor: cursor.execute("BEGIN IMMEDIATE"))
             try:
                 statements = Statements(cursor, self.engine.dialect, writing=True)
                 if len(jobs) == 1:
@@ -211,8 +256,11 @@ class Database:
         raise AssertionError("unreachable")
 
     def _abandon(self, cursor) -> None:
-        """Roll back; a connection that cannot is dropped, never left mid-transaction for the next request."""
+        """Roll back; a connection that cannot (or that has no cursor yet) is dropped, never left mid-transaction
+        for the next request."""
         try:
+            if cursor is None:
+                raise ConnectionError("no cursor to roll back with")
             cursor.execute("ROLLBACK")
         except Exception:
             self._drop_connection()

@@ -92,11 +92,17 @@ class _Compiled:
 
 class Statements:
     """Prepared statements run on one driver connection: in one write transaction (`Database.transact`, or
-    `in_session` for an ORM session's), or each on its own in autocommit (`Database.query`)."""
+    `in_session` for an ORM session's), or each on its own in autocommit (`Database.query`).
 
-    def __init__(self, cursor, dialect: sa.Dialect, writing: bool):
+    `quiet`: the cursor for the statements whose results nobody reads (`run`), if not `cursor`. In psycopg's
+    pipeline mode (`Database.transact` on PostgreSQL) each result goes to the cursor that sent its statement as
+    it arrives, so a read must have a cursor of its own, or it could be handed an earlier statement's result."""
+
+    def __init__(self, cursor, dialect: sa.Dialect, writing: bool, quiet=None):
         self._cursor, self.dialect = cursor, dialect
+        self._quiet = quiet if quiet is not None else cursor
         self.writing = writing  # in a write transaction: a row lock taken lasts until it ends
+        self.answered = False  # whether a read has had its answer from the database
 
     @classmethod
     @contextmanager
@@ -116,16 +122,24 @@ class Statements:
     def is_sqlite(self) -> bool:
         return self.dialect.name == "sqlite"
 
-    def run(self, query: Prepared, params: dict) -> _Compiled:
+    def run(self, query: Prepared, params: dict) -> None:
+        """A statement whose result is not read: in a pipeline, sent without waiting for its answer."""
         compiled = query.on(self.dialect)
-        self._cursor.execute(compiled.sql, compiled.args(params))
-        return compiled
+        self._quiet.execute(compiled.sql, compiled.args(params))
 
     def first(self, query: Prepared, params: dict) -> tuple | None:
-        compiled = self.run(query, params)
+        compiled = self._read(query, params)
         row = self._cursor.fetchone()
+        self.answered = True
         return compiled.row(row) if row is not None else None
 
     def all(self, query: Prepared, params: dict) -> list[tuple]:
-        compiled = self.run(query, params)
-        return [compiled.row(row) for row in self._cursor.fetchall()]
+        compiled = self._read(query, params)
+        rows = self._cursor.fetchall()
+        self.answered = True
+        return [compiled.row(row) for row in rows]
+
+    def _read(self, query: Prepared, params: dict) -> _Compiled:
+        compiled = query.on(self.dialect)
+        self._cursor.execute(compiled.sql, compiled.args(params))
+        return compiled
