@@ -5,9 +5,11 @@ each call (no gunicorn, no sockets, no access log, and not Flask's test client, 
 cost as much as a fifth of a CheckFileInfo), one request at a time on one thread, so the figure is the
 application's own cost: what a change to the request path saves or costs shows here plainly, while
 bench/compare.py shows what a client sees. Each figure is the best of --repeat runs of --number calls,
-timed by process CPU time.
+timed by process CPU time, or with --wall by the clock: then it includes the waits for the database, the
+figure that shows round trips to a PostgreSQL on another machine (try it with a delay added to loopback:
+`tc qdisc add dev lo root netem delay 100us`, and `tc qdisc del dev lo root` after).
 
-    python bench/inprocess.py [--ops checkfileinfo,getfile,lock] [--number 2000] [--repeat 5]
+    python bench/inprocess.py [--ops checkfileinfo,getfile,lock] [--number 2000] [--repeat 5] [--wall]
                               [--database URL] [--profile OP] [--instructions]
 
 checkfileinfo and getfile use a 10 kB file; lock is one Lock and one Unlock (a pair) on another. With
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=2000, help="calls per run (lock: pairs, a quarter as many)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--database", help="database URL (default: SQLite in a temporary directory)")
+    parser.add_argument("--wall", action="store_true", help="time by the clock, not by the process's CPU")
     parser.add_argument("--profile", metavar="OP", help="print cProfile's costliest functions for OP")
     parser.add_argument("--instructions", action="store_true", help="count instructions per call (callgrind)")
     args = parser.parse_args()
@@ -96,8 +99,10 @@ def run(args) -> None:
             call, number = calls[op], args.number // 4 if op == "lock" else args.number
             for _ in range(200):  # warm: caches, pools, the first compilation of each statement
                 call()
-            best = min(timeit.repeat(call, number=number, repeat=args.repeat, timer=time.process_time)) / number
-            print(f"{op:14} {best * 1e3:.3f} ms CPU per {'pair' if op == 'lock' else 'request'}")
+            timer = time.perf_counter if args.wall else time.process_time
+            best = min(timeit.repeat(call, number=number, repeat=args.repeat, timer=timer)) / number
+            what = "wall" if args.wall else "CPU"
+            print(f"{op:14} {best * 1e3:.3f} ms {what} per {'pair' if op == 'lock' else 'request'}")
             if args.profile == op:
                 profiler = cProfile.Profile()
                 profiler.runcall(lambda: [call() for _ in range(number)])
