@@ -12,7 +12,8 @@ come while one commits are committed together, one fsync for the group (`transac
 
 The statements every request runs (its first read, the lock transitions, PutFile's change) skip SQLAlchemy's
 execution and the ORM: prepared once (prepared.py), run on a driver connection each thread keeps (`query`,
-`transact`).
+`transact`). On PostgreSQL a transaction's statements are pipelined: the thread waits for the database only
+where it reads.
 """
 
 from __future__ import annotations
@@ -202,8 +203,8 @@ class Database:
         raise AssertionError("unreachable")
 
     def _commit_together(self, jobs: Sequence[Job]) -> None:
-        """One SQLite transaction for `jobs`, on this thread's connection. With several, each job's work runs under a
-        savepoint of its own, so that one that raises is undone alone; a database error fails them all."""
+        """One SQLite transaction for `jobs`, on this thread's connection. With several, each job's work runs
+        under a savepoint of its own, so that one that raises is undone alone; a database error fails them all."""
         turn = self._writers.turn() if self._writers is not None else nullcontext()
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with FAULTS, turn:
@@ -256,11 +257,12 @@ class Database:
         raise AssertionError("unreachable")
 
     def _abandon(self, cursor) -> None:
-        """Roll back; a connection that cannot (or that has no cursor yet) is dropped, never left mid-transaction
-        for the next request."""
+        """Roll back; a connection that cannot (or failed before it had a cursor) is dropped, never left
+        mid-transaction for the next request."""
+        if cursor is None:
+            self._drop_connection()
+            return
         try:
-            if cursor is None:
-                raise ConnectionError("no cursor to roll back with")
             cursor.execute("ROLLBACK")
         except Exception:
             self._drop_connection()
