@@ -4,6 +4,7 @@ dispose(); a transaction on it keeps all of its changes or none, however it ends
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import threading
@@ -67,7 +68,7 @@ def test_a_transaction_on_a_dropped_connection_begins_on_a_new_one(db):
     assert db.transact(lambda t: t.first(BACKEND, {})[0]) != dropped
 
 
-def test_a_transaction_dropped_before_its_first_read_was_answered_runs_again_on_a_new_one(db):
+def test_a_transaction_dropped_before_its_first_read_was_answered_runs_again_on_a_new_one(db, caplog):
     """On PostgreSQL a transaction's statements are pipelined (Database._pipelined): a connection dropped after
     the work sent a change shows only at its first read. The change was never committed and the work decided
     nothing yet: it runs again on a new connection, and what it does is done once."""
@@ -85,6 +86,7 @@ def test_a_transaction_dropped_before_its_first_read_was_answered_runs_again_on_
     assert db.transact(work) != pid
     assert len(runs) == 2
     assert users(db) == ["a2"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # handled: nothing for an admin
 
 
 def test_a_connection_dropped_in_a_transaction_is_503_and_the_next_one_works(db):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from importlib import resources
 from typing import TypeVar
@@ -178,11 +178,20 @@ class Database:
                     connection = self._connection()
                     cursor, quiet = connection.cursor(), connection.cursor()
                     statements = Statements(cursor, dialect, writing=True, quiet=quiet)
-                    with connection.pipeline():
+                    pipeline = connection.pipeline()
+                    pipeline.__enter__()
+                    try:
                         quiet.execute("BEGIN")
                         result = work(statements)
                         committing = True
                         quiet.execute("COMMIT")
+                    except BaseException:
+                        # What the block raised is the failure; ending the pipeline then fails too if the
+                        # connection is gone, which psycopg's `with` would log as a warning.
+                        with suppress(dbapi_error):
+                            pipeline.__exit__(None, None, None)
+                        raise
+                    pipeline.__exit__(None, None, None)  # sends what is left (COMMIT) and waits for it
                     return result
                 except dbapi_error as exc:
                     unanswered = statements is None or not (committing or statements.answered)
