@@ -199,9 +199,7 @@ class Database:
                         self._drop_connection()
                         continue
                     self._abandon(cursor)
-                    raise sa.exc.DBAPIError.instance(
-                        "transaction", None, exc, dbapi_error, hide_parameters=True
-                    ) from exc
+                    raise _driver_error(exc, dbapi_error, "transaction") from exc
                 except BaseException:
                     self._abandon(cursor)
                     raise
@@ -236,7 +234,7 @@ class Database:
                 cursor.execute("COMMIT")
             except dbapi_error as exc:
                 self._abandon(cursor)
-                raise sa.exc.DBAPIError.instance("transaction", None, exc, dbapi_error, hide_parameters=True) from exc
+                raise _driver_error(exc, dbapi_error, "transaction") from exc
             except BaseException:
                 self._abandon(cursor)
                 raise
@@ -260,9 +258,7 @@ class Database:
                 disconnected = dialect.is_disconnect(exc, connection, cursor)
                 self._drop_connection()
                 if not (disconnected and attempt == 1):
-                    raise sa.exc.DBAPIError.instance(
-                        None, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True
-                    ) from exc
+                    raise _driver_error(exc, dialect.loaded_dbapi.Error) from exc
         raise AssertionError("unreachable")
 
     def _abandon(self, cursor) -> None:
@@ -306,6 +302,12 @@ class Database:
         for pooled in held:
             _close_quietly(pooled)
         self.engine.dispose()
+
+
+def _driver_error(exc: Exception, dbapi_error: type[Exception], statement: str | None = None) -> sa.exc.StatementError:
+    """The driver's `exc` as SQLAlchemy's error (what FAULTS maps to 503 or 507), without the statement's
+    parameters: they can hold upload session tokens."""
+    return sa.exc.DBAPIError.instance(statement, None, exc, dbapi_error, hide_parameters=True)
 
 
 def _close_quietly(closeable) -> None:
