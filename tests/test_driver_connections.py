@@ -89,6 +89,17 @@ def test_a_transaction_dropped_before_its_first_read_was_answered_runs_again_on_
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # handled: nothing for an admin
 
 
+def test_a_transaction_on_an_unreachable_postgresql_is_503_and_never_runs_its_work():
+    """No connection to begin on (nothing listens on port 1): the work never runs, and the request is a 503."""
+    db, runs = Database("postgresql+psycopg://postgres@127.0.0.1:1/test"), []
+    try:
+        with pytest.raises(Unavailable, match="unreachable"):
+            db.transact(lambda t: runs.append(t))
+        assert runs == []
+    finally:
+        db.dispose()
+
+
 def test_a_connection_dropped_in_a_transaction_is_503_and_the_next_one_works(db):
     if db.is_sqlite:
         pytest.skip("SQLite has no server to drop a connection")
