@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+import sqlalchemy as sa
 import webtest
 
 if TYPE_CHECKING:
@@ -54,6 +56,29 @@ def wait_for_respawn(server: LocalServer, victim: psutil.Process) -> None:
             f"gunicorn did not replace the killed worker {victim.pid}: {live_workers(server)}\n"
             f"{server.log_text()[-3000:]}"
         )
+
+
+@contextmanager
+def writes_held(database: str, file_id: str) -> Iterator[None]:
+    """Another writer holding what a write to `file_id` must wait for: SQLite's write lock, or PostgreSQL's
+    lock on the file's row. wopihost's writers wait for it, up to their busy timeout."""
+    if database.startswith("sqlite"):
+        blocker = sqlite3.connect(sa.make_url(database).database, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            yield
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        return
+    engine = sa.create_engine(database)
+    try:
+        with engine.connect() as blocker:
+            blocker.execute(sa.text("SELECT id FROM files WHERE id = :id FOR UPDATE"), {"id": file_id})
+            yield
+            blocker.rollback()
+    finally:
+        engine.dispose()
 
 
 def abandoned_partial_write(tmp_dir: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sqlite3
 import subprocess
 
 import pytest
@@ -21,7 +20,7 @@ from wopihost.app import create_app
 from wopihost.config import Settings
 
 from .cspp_helpers import create_session, full_file, put_chunked, update_session
-from .helpers import Filler, WopiClient, small_tmpfs
+from .helpers import Filler, WopiClient, small_tmpfs, writes_held
 
 SMALL_FS_MIB = 24
 
@@ -191,21 +190,10 @@ def quick_host(database, tmp_path):
 
 def test_database_locked_past_the_busy_timeout_is_503(quick_host, database):
     host = quick_host
-    if database.startswith("sqlite"):
-        blocker = sqlite3.connect(sa.make_url(database).database, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-    else:
-        engine = sa.create_engine(database)
-        blocker = engine.connect()
-        blocker.begin()
-        blocker.execute(sa.text("SELECT id FROM files WHERE id = :id FOR UPDATE"), {"id": host.file.id})
-    try:
+    with writes_held(database, host.file.id):
         response = host.wopi.op("UNLOCK", X_WOPI_Lock="L")
         assert_status(response, 503, "locked")
         assert int(response.headers["Retry-After"]) > 0
-    finally:
-        blocker.rollback() if not database.startswith("sqlite") else blocker.execute("ROLLBACK")
-        blocker.close()
     assert host.wopi.op("GET_LOCK").headers["X-WOPI-Lock"] == "L"  # nothing changed meanwhile
     assert host.wopi.op("UNLOCK", X_WOPI_Lock="L").status_int == 200
 
