@@ -950,9 +950,16 @@ def machine_info() -> dict:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "kernel": platform.release(),
         "os": os_name,
-        "python": platform.python_version(),
+        "python": python_build(sys.executable),
         "hostname": platform.node(),
     }
+
+
+def python_build(python: str) -> str:
+    """The version and the binary of the interpreter `python` runs (Debian's, pyenv's, a venv's of either)."""
+    return run_text(
+        [python, "-c", "import os, platform, sys; print(platform.python_version(), os.path.realpath(sys.executable))"]
+    )
 
 
 def pkg_version(python: str, package: str) -> str:
@@ -979,7 +986,7 @@ def versions(args) -> dict:
         if not c and (checkout / "COMMIT").exists():
             c = (checkout / "COMMIT").read_text().strip()
         v["cs3org_wopiserver"] = c or "(not a git checkout)"
-        v["cs3org_python"] = run_text([args.cs3org_python, "-c", "import platform; print(platform.python_version())"])
+        v["cs3org_python"] = python_build(args.cs3org_python)
         v["cs3org_gunicorn"] = pkg_version(args.cs3org_python, "gunicorn")
         v["cs3org_flask"] = pkg_version(args.cs3org_python, "flask")
     return v
