@@ -351,10 +351,10 @@ def commit_and_kill(
 ) -> tuple[requests.Response | None, bool]:
     """Send PutChunkedFile and SIGKILL the worker committing it, then wait for gunicorn to replace it.
 
-    The commit writes no content: it opens the session's pieces (their chunks were found as they arrived),
-    then switches the file to them in one transaction and answers, some milliseconds later. The kill comes `delay` seconds after the worker
-    is seen holding the pieces open. Returns the response (None if the connection died) and whether the
-    worker was still at work when it was killed.
+    The commit writes no content: it opens the session's pieces (their chunks were found as they arrived), then
+    switches the file to them in one transaction and answers, some milliseconds later. The kill comes `delay`
+    seconds after the worker is seen holding the pieces open. Returns the response (None if the connection died)
+    and whether the worker was still at work when it was killed.
     """
     pieces = {str(p) for p in (server.data_dir / "blobs").rglob("*") if p.is_file()}
 
