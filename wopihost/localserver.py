@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -61,7 +61,10 @@ class LocalServer:
         extra_env: dict | None = None,
         timeout: float = 30,
         serve_args: tuple[str, ...] = (),
+        launcher: Sequence[str] = WOPIHOST,
     ) -> LocalServer:
+        """`launcher` is the command `serve` is given to: `wopihost` itself, or a script that wraps it (a
+        benchmark that looks inside the master, bench/copied_pages.py)."""
         port = free_port()
         data_dir = workdir / "data"
         env = {
@@ -76,7 +79,7 @@ class LocalServer:
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [
-                    *WOPIHOST,
+                    *launcher,
                     "serve",
                     "--port",
                     str(port),
