@@ -60,7 +60,7 @@ def package_of(filename: str) -> str:
 
 
 def kind_of(obj: object) -> str:
-    """The type's name; for code, functions, classes and modules also their package, where most of them are."""
+    """How the report groups `obj`: by its type's name, and code, functions, classes and modules by their package."""
     if isinstance(obj, types.CodeType):
         return f"code of {package_of(obj.co_filename)}"
     if isinstance(obj, types.FunctionType):
