@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from wopihost import names
@@ -65,8 +65,31 @@ def test_invalid_names(name):
 
 
 @given(st.text(max_size=300))
+@example(".\xa00")  # found by this test: a no-break space left at the start once the dot went
+@example("a." + "x" * 30 + " yy")  # an extension cut short at a space
+@example("a." + "x" * 40 + "." + " " * 31 + "y")  # one that is nothing but spaces, cut short
 def test_sanitize_always_gives_a_valid_name(text):
     assert names.check(names.sanitize(text)) == names.sanitize(text)
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("Report.docx", "Report.docx"),
+        (" Report .docx ", "Report.docx"),
+        (".\xa0Report.docx\xa0.", "Report.docx"),
+        ("..\u2003. Report", "Report"),
+        ("a/b:c.docx", "a_b_c.docx"),
+        ("a." + "x" * 30 + " yy", "a." + "x" * 30),
+        ("a." + "x" * 40 + "." + " " * 31 + "y", "a." + "x" * 31),
+        ("a." + "x" * 40 + ".", "a." + "x" * 31),
+        ("name.", "name"),
+        ("\xa0. \u3000", "Untitled"),
+        ("con.txt", "_con.txt"),
+    ],
+)
+def test_sanitize_trims_what_a_name_may_not_start_or_end_with(text, name):
+    assert names.sanitize(text) == name
 
 
 @given(st.text(max_size=60))

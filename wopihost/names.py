@@ -76,12 +76,22 @@ def sanitize(name: str, fallback: str = "Untitled") -> str:
     """Turn any string into a valid name, for the modes where WOPI says never to refuse one."""
     name = unicodedata.normalize("NFC", name)
     name = "".join("_" if ch in FORBIDDEN or _control(ch) or "\ud800" <= ch <= "\udfff" else ch for ch in name)
-    base, ext = split_extension(name.strip().lstrip(". "))
-    ext = ext[:MAX_EXTENSION_LENGTH] if len(ext) > 1 else ""
-    base = base.strip(". ")[:MAX_BASE_LENGTH].rstrip(". ") or fallback
+    base, ext = split_extension(_trimmed(name))
+    ext = ext[:MAX_EXTENSION_LENGTH].rstrip()  # cut short, it may end with a space
+    if ext == ".":  # nothing but spaces as far as an extension may go: the name is what comes before it
+        return sanitize(base, fallback)
+    base = _trimmed(base[:MAX_BASE_LENGTH]) or fallback
     if base.split(".")[0].upper() in _RESERVED:
         base = "_" + base
     return check(base + ext)
+
+
+def _trimmed(text: str) -> str:
+    """`text` without what `check` refuses at either end of a name: whitespace (any that str.strip removes, a
+    no-break space too) and dots, in any mix."""
+    while (trimmed := text.strip().strip(".")) != text:
+        text = trimmed
+    return text
 
 
 def _control(ch: str) -> bool:
