@@ -112,6 +112,12 @@ def test_suggested_target_with_a_lone_surrogate_is_sanitised(wopi):
     assert response.json["Name"] == "_.docx"
 
 
+def test_suggested_target_starting_with_a_dot_and_a_no_break_space_is_sanitised(wopi):
+    response = wopi.op("PUT_RELATIVE", b"x", X_WOPI_SuggestedTarget=".+AKA-Copy.docx+AKA-")  # ".\xa0Copy.docx\xa0"
+    assert response.status_int == 200
+    assert response.json["Name"] == "Copy.docx"
+
+
 def coauth_lock_with_body_metadata(wopi, metadata_json: str):
     return wopi.op(
         "GET_COAUTH_LOCK",
