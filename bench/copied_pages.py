@@ -28,9 +28,9 @@ import pickle
 import struct
 import sys
 import tempfile
-import threading
 import types
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -179,11 +179,8 @@ def load(server: LocalServer, op: str, files: list[tuple[str, str]], requests_to
                         session.post(contents, data=body, headers={"X-WOPI-Override": "PUT", **lock}).raise_for_status()
                     session.post(url, headers={"X-WOPI-Override": "UNLOCK", **lock}).raise_for_status()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(run, range(THREADS)))  # a failed request fails the run
 
 
 def mib(pages: int) -> str:
