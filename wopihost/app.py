@@ -77,9 +77,11 @@ class App(Flask):
             known = self._sync[func] = super().ensure_sync(func)
         return known
 
-    def start(self) -> App:
+    def start(self, sweeps: Callable[[], bool] = lambda: True) -> App:
         """Start the app's work in the background of this process: the sweep of what dead processes left
-        half-written, the periodic garbage collection, the metrics' own listener (WOPIHOST_METRICS_BIND).
+        half-written, the periodic garbage collection (each time `sweeps()` says this process is the one to:
+        under gunicorn, one worker of the server, wopihost/leader.py), the metrics' own listener
+        (WOPIHOST_METRICS_BIND).
 
         create_app starts nothing, so that gunicorn's master can build the app once, before it forks the
         workers, which then share its memory (wopihost/server.py): a thread, or a connection the workers would
@@ -108,7 +110,7 @@ class App(Flask):
                 ) from None
         if settings.sweep_interval > 0:
             self.extensions["wopihost.sweeper"] = Sweeper(
-                services, settings.sweep_interval, metrics.sweep_done if metrics else None
+                services, settings.sweep_interval, metrics.sweep_done if metrics else None, sweeps
             ).start()
         return self
 

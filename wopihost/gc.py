@@ -112,11 +112,18 @@ def referenced_blobs(services: Services) -> set[str]:
 
 
 class Sweeper:
-    """Runs `collect` every `interval` seconds in a daemon thread of each worker process; `report` (metrics)
-    hears what each sweep deleted, or None when one failed."""
+    """Runs `collect` every `interval` seconds in a daemon thread, each time `leads()` says this process is the
+    one to (a server's workers: leader.Leader); `report` (metrics) hears what each sweep deleted, or None when
+    one failed."""
 
-    def __init__(self, services: Services, interval: float, report: Callable[[Collected | None], None] | None = None):
-        self._services, self._interval, self._report = services, interval, report
+    def __init__(
+        self,
+        services: Services,
+        interval: float,
+        report: Callable[[Collected | None], None] | None = None,
+        leads: Callable[[], bool] = lambda: True,
+    ):
+        self._services, self._interval, self._report, self._leads = services, interval, report, leads
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wopihost-sweeper", daemon=True)
 
@@ -129,6 +136,8 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            if not self._leads():
+                continue
             done = None
             try:
                 done = collect(self._services)

@@ -60,6 +60,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from .app import App
 from .config import Settings, setting
 from .httpdate import http_date
+from .leader import Leader
 from .prepared import compile_all
 from .scratch import release_idle
 from .workerboard import Board
@@ -72,6 +73,10 @@ from .workerboard import Board
 # worker to report as it starts.
 with suppress(sa.exc.ArgumentError, ImportError):
     compile_all(sa.create_engine(setting("DATABASE_URL", "sqlite://", str)).dialect)  # connects to nothing
+
+# The worker that sweeps for the whole server (App.start): its lock's file is opened here, in the master, so that
+# every worker it forks shares it.
+SWEEPER = Leader()
 
 # Every request writes an access line, and a log record looks up its caller's frame and its thread unless
 # told not to (the logging HOWTO's "Optimization"); no format of gunicorn's or ours shows either.
@@ -401,7 +406,7 @@ class Worker(ThreadWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()  # the app the master built before forking (server.py), or one of this worker's own
         if isinstance(self.wsgi, App):
-            self.wsgi.start()  # its threads, in the process that serves it
+            self.wsgi.start(sweeps=SWEEPER.mine)  # its threads, in the process that serves it
         self.wsgi = handing_off(self.wsgi)
 
     def _buffers_heads(self, conn: TConn) -> bool:

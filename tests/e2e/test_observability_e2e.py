@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -128,6 +129,44 @@ def test_the_workers_sweep_at_start_and_then_every_interval(tmp_path, database):
     try:
         assert wait_until(lambda: not partial.exists())
         assert wait_until(lambda: value(scrape(f"{server.base}/metrics"), "wopihost_gc_sweeps_total", result="ok") >= 2)
+    finally:
+        server.stop()
+
+
+def swept_by(server: LocalServer, file_id: str) -> int:
+    """The pid of the worker that sweeps away a token issued now to expire in a second."""
+    before = len(server.log_text().splitlines())
+    server.cli("token", "issue", file_id, "--user", "brief", "--ttl", "1s")
+    found: list[int] = []
+
+    def swept() -> bool:
+        found.extend(
+            int(pid)
+            for line in server.log_text().splitlines()[before:]
+            if "1 expired or revoked tokens" in line
+            for pid in re.findall(r"\[(\d+)\]", line)[:1]
+        )
+        return bool(found)
+
+    assert wait_until(swept, 20), server.log_text()
+    return found[0]
+
+
+@pytest.mark.local_storage
+def test_one_worker_sweeps_for_the_server_and_another_once_it_is_gone(tmp_path, database):
+    server = LocalServer.start(tmp_path, database, workers=2, extra_env={"WOPIHOST_SWEEP_INTERVAL": "1s"})
+    try:
+        file_id, _ = document(server, tmp_path)
+        sweepers = {swept_by(server, file_id) for _ in range(3)}
+        assert len(sweepers) == 1, sweepers
+        sweeps = value(scrape(f"{server.base}/metrics"), "wopihost_gc_sweeps_total", result="ok")
+        time.sleep(4)
+        # one sweep a second, not one a worker a second
+        assert value(scrape(f"{server.base}/metrics"), "wopihost_gc_sweeps_total", result="ok") - sweeps <= 5
+        (leader,) = sweepers
+        assert leader in [worker.pid for worker in server.workers()]
+        os.kill(leader, signal.SIGKILL)
+        assert swept_by(server, file_id) != leader
     finally:
         server.stop()
 
