@@ -19,11 +19,10 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
 import requests
+from core_ops import expect, run_for  # bench/core_ops.py, beside this script
 
 from wopihost.localserver import LocalServer
 
@@ -46,32 +45,7 @@ def mappings(pid: int) -> Mappings:
 
 def tree(server: LocalServer) -> dict[str, Mappings]:
     """Each process's mappings, by name: the master, and each worker by its pid."""
-    master = psutil.Process(server.process.pid)
-    return {"master": mappings(master.pid)} | {f"worker {w.pid}": mappings(w.pid) for w in server.workers()}
-
-
-def load(clients: int, seconds: float, request: Callable[[requests.Session, int], None]) -> int:
-    """`request(session, client)` from `clients` threads, back to back for `seconds`; how many were made. A request
-    that fails fails the run."""
-    deadline = time.monotonic() + seconds
-
-    def client(index: int) -> int:
-        made = 0
-        with requests.Session() as session:
-            while time.monotonic() < deadline:
-                request(session, index)
-                made += 1
-        return made
-
-    with ThreadPoolExecutor(clients) as pool:
-        return sum(pool.map(client, range(clients)))
-
-
-def ok(response: requests.Response) -> None:
-    if response.status_code != 200:
-        raise RuntimeError(
-            f"{response.request.method} {response.url.split('?')[0]}: {response.status_code} {response.text}"
-        )
+    return {"master": mappings(server.process.pid)} | {f"worker {w.pid}": mappings(w.pid) for w in server.workers()}
 
 
 def main() -> None:
@@ -106,16 +80,16 @@ def main() -> None:
 
         def lock_unlock(session: requests.Session, index: int) -> None:
             for override in ("LOCK", "UNLOCK"):
-                ok(session.post(own[index], headers={"X-WOPI-Override": override, "X-WOPI-Lock": "bench"}))
+                expect(session.post(own[index], headers={"X-WOPI-Override": override, "X-WOPI-Lock": "bench"}))
 
         def put(session: requests.Session, index: int) -> None:
             url = own[index].replace("?", "/contents?")
-            ok(session.post(url, data=body, headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": "bench"}))
+            expect(session.post(url, data=body, headers={"X-WOPI-Override": "PUT", "X-WOPI-Lock": "bench"}))
 
         operations: dict[str, Callable[[requests.Session, int], None]] = {
-            "checkfileinfo": lambda session, _: ok(session.get(small)),
-            "getfile1": lambda session, _: ok(session.get(one.replace("?", "/contents?"))),
-            "getfile20": lambda session, _: ok(session.get(twenty.replace("?", "/contents?"))),
+            "checkfileinfo": lambda session, _: expect(session.get(small)),
+            "getfile1": lambda session, _: expect(session.get(one.replace("?", "/contents?"))),
+            "getfile20": lambda session, _: expect(session.get(twenty.replace("?", "/contents?"))),
             "lock": lock_unlock,
         }
         started = time.monotonic()
@@ -124,12 +98,12 @@ def main() -> None:
         print(f"{0:>5} {0:>8.0f} {sum(map(sum, (m.values() for m in last.values()))) / 1024:>8.1f}")
         for cycle in range(1, args.cycles + 1):
             for request in operations.values():
-                load(args.clients, args.seconds, request)
+                run_for(args.seconds, args.clients, request)
             for index in range(args.clients):
-                ok(requests.post(own[index], headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "bench"}))
-            load(args.clients, args.seconds, put)
+                expect(requests.post(own[index], headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "bench"}))
+            run_for(args.seconds, args.clients, put)
             for index in range(args.clients):
-                ok(requests.post(own[index], headers={"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": "bench"}))
+                expect(requests.post(own[index], headers={"X-WOPI-Override": "UNLOCK", "X-WOPI-Lock": "bench"}))
             time.sleep(1.5)  # the workers give back their idle buffers (worker.IDLE_RELEASE_SECONDS)
             now = tree(server)
             changes = {name: (sum(now[name].values()) - sum(last.get(name, {}).values())) / 1024 for name in now}

@@ -137,19 +137,16 @@ def swept_by(server: LocalServer, file_id: str) -> int:
     """The pid of the worker that sweeps away a token issued now to expire in a second."""
     before = len(server.log_text().splitlines())
     server.cli("token", "issue", file_id, "--user", "brief", "--ttl", "1s")
-    found: list[int] = []
 
-    def swept() -> bool:
-        found.extend(
-            int(pid)
-            for line in server.log_text().splitlines()[before:]
-            if "1 expired or revoked tokens" in line
-            for pid in re.findall(r"\[(\d+)\]", line)[:1]
-        )
-        return bool(found)
+    def sweeper() -> int | None:
+        for line in server.log_text().splitlines()[before:]:
+            if "1 expired or revoked tokens" in line and (pid := re.search(r"\[(\d+)\]", line)):
+                return int(pid[1])
+        return None
 
-    assert wait_until(swept, 20), server.log_text()
-    return found[0]
+    pid = wait_until(sweeper, 20)
+    assert pid, server.log_text()
+    return pid
 
 
 @pytest.mark.local_storage
