@@ -90,3 +90,21 @@ def test_a_master_whose_checks_fail_builds_nothing(master, tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="WOPIHOST_DATABASE_URL: postgres:// is not a scheme"):
         master.cfg.on_starting(master)
     assert master.app.callable is None
+
+
+def test_a_request_is_not_logged_before_it_is_served():
+    """gunicorn's default pre_request hook logs each request's method and path at debug level, a line the access
+    log writes anyway; ours leaves the worker's log alone."""
+    from gunicorn.config import PreRequest
+
+    class Worker:
+        @property
+        def log(self):
+            raise AssertionError("the pre_request hook logged")
+
+    class Request:
+        method, path = "GET", "/wopi/files/x"
+
+    with pytest.raises(AssertionError):
+        PreRequest.default(Worker(), Request())  # the test can tell
+    DEFAULTS["pre_request"](Worker(), Request())
