@@ -35,7 +35,8 @@ read with psutil just before and after each wrk run, divided by the requests wrk
 PostgreSQL on this machine (--database on 127.0.0.1/localhost), the CPU of the PostgreSQL backends
 serving wopihost's connections is measured the same way (DB CPU) and added (CPU+DB). "wrk CPU" is
 the client's. "Other load" is whatever else kept the machine busy meanwhile (other programs, and
-the kernel's loopback work): a figure to check before quoting the rest. Idle memory: RSS and PSS
+the kernel's loopback work), and "steal" what the hypervisor of a virtual machine gave of its cores
+to another machine: figures to check before quoting the rest. Idle memory: RSS and PSS
 summed over the tree, after setup and before any load, and 1 s after the last run; of what PSS grew
 in between, how much is memory the processes allocated (anonymous memory), the rest being pages
 copied from the master on write (tree_memory).
@@ -110,6 +111,7 @@ OPS = {
 GETFILE_SIZE = {"getfile1": MIB, "getfile20": 20 * MIB}
 BODY_SIZE = {**GETFILE_SIZE, "putfile1": MIB}  # bytes each request moves, for MiB/s
 PER_CONNECTION = ("lock", "putfile1")  # one wrk thread per connection, each with its own file
+STEAL_WARNING_CORES = 0.1  # a run during which the hypervisor took more than this from the machine is not comparable
 CFI_SIZE = 10_000
 NGINX = "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -200,10 +202,12 @@ def pg_backends(server: Server) -> dict[int, float]:
     return cpu
 
 
-def machine_busy() -> float:
-    """CPU seconds all cores spent doing anything but idling since boot."""
+def machine_busy() -> tuple[float, float]:
+    """CPU seconds all cores spent doing anything but idling since boot, and how many of them the hypervisor
+    gave to another machine (steal): on a shared virtual machine, time this one's programs waited for a core."""
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return busy, getattr(t, "steal", 0.0)
 
 
 def tree_memory(pid: int) -> dict:
@@ -765,9 +769,9 @@ def run_wrk(server: Server, op: str, conns: int, seconds: float, threads: int, s
     db0 = pg_backends(server) if server.db_port else None
     cpu0, pids0 = tree_cpu(server.pid)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy0 = machine_busy()
+    busy0, steal0 = machine_busy()
     p = subprocess.run(cmd, capture_output=True, text=True)
-    busy1 = machine_busy()
+    busy1, steal1 = machine_busy()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1, pids1 = tree_cpu(server.pid)
     db1 = pg_backends(server) if server.db_port else None
@@ -799,6 +803,7 @@ def run_wrk(server: Server, op: str, conns: int, seconds: float, threads: int, s
     }
     res["client_cpu_ms_per_req"] = res["client_cpu_s"] * 1000 / reqs if reqs else None
     res["machine_busy_cores"] = (busy1 - busy0) / seconds_run
+    res["steal_cores"] = (steal1 - steal0) / seconds_run
     if db1 is not None:
         # backends that ended during the run are lost (the pool keeps its connections: rare); new ones count whole
         res["db_cpu_s"] = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
@@ -1205,7 +1210,7 @@ def main() -> None:
                         log(
                             f"  {op:<13} c={conns:<3} {name:<8} {rate}, p99 {res['p99_ms']:.1f} ms, "
                             f"CPU {res['server_cpu_ms_per_req']:.3f} ms/req"
-                            + f", other load {res['other_busy_cores']:.2f} cores"
+                            + f", other load {res['other_busy_cores']:.2f} cores, steal {res['steal_cores']:.2f}"
                             + (f", {res['errors']} errors" if res["errors"] else "")
                             + (", server processes changed!" if res["server_processes_changed"] else "")
                         )
@@ -1247,15 +1252,22 @@ def main() -> None:
             "  PSS grew is new anonymous memory. The rest is pages the workers wrote to and so copied from the master\n"
             "  that forked them, which PSS had shared between them, and library pages read in)"
         )
-        other = summary([r["other_busy_cores"] for r in results])
+        other, steal = summary([r["other_busy_cores"] for r in results]), summary([r["steal_cores"] for r in results])
         print(
             f"Other load during the runs (busy cores not used by the server, its database or wrk): "
-            f"{cell(other)} ({span(other) or 'one run'}) of {machine['usable_cores']}; "
-            f"load average {os.getloadavg()[0]:.2f} at the end, "
-            f"{load_start:.2f} at the start"
+            f"{cell(other)} ({span(other) or 'one run'}) of {machine['usable_cores']}; the hypervisor's steal "
+            f"(its time on this machine's cores for another) {cell(steal)} ({span(steal) or 'one run'}); "
+            f"load average {os.getloadavg()[0]:.2f} at the end, {load_start:.2f} at the start"
         )
         changed = [r for r in results if r["server_processes_changed"]]
         errors = [r for r in results if r["errors"]]
+        stolen = [r for r in results if r["steal_cores"] > STEAL_WARNING_CORES]
+        if stolen:
+            print(
+                f"WARNING: in {len(stolen)} of {len(results)} runs the hypervisor ran another machine on this one's "
+                f"cores (steal over {STEAL_WARNING_CORES} cores): their rates are lower, and their CPU a request "
+                "higher, than this machine gives on its own; run again"
+            )
         if changed:
             print(f"WARNING: a server's process tree changed during {len(changed)} runs (a worker restarted?)")
         if errors:
