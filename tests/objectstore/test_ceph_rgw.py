@@ -299,12 +299,12 @@ def test_a_bucket_in_the_host_name_is_not_understood(ceph_rgw, s3, bucket):
     assert b"<ListAllMyBucketsResult" in body and b"<ListBucketResult" not in body
 
 
-def radosgw_admin(gateway: ceph.Gateway, *args: str, attempts: int = 3):
+def radosgw_admin(gateway: ceph.Gateway, *args: str):
     """What a read-only radosgw-admin command prints, as JSON. radosgw-admin itself now and then dies of a signal
     (a SIGSEGV of `gc list` in one CI run of 12-04, which passed alone three times after): reading again is harmless,
     and a command that fails otherwise, or dies every time, fails the test with what it wrote to stderr."""
     command = ["radosgw-admin", "-c", str(gateway.directory / "ceph.conf"), *args]
-    for _ in range(attempts):
+    for _ in range(3):
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         if done.returncode >= 0:
             break
