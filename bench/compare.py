@@ -355,7 +355,7 @@ def cli_batch(server: LocalServer, paths: list[str]) -> dict[str, tuple[str, str
     """`wopihost files add PATH --json` then `wopihost token issue ID --user bench --json` for each path:
     the same commands as server.cli runs, invoked in one process (one process per command costs ~1 s each)."""
     p = subprocess.run(
-        [sys.executable, "-c", CLI_BATCH], input=json.dumps(paths), env=server.env, capture_output=True, text=True
+        [sys.executable, "-P", "-c", CLI_BATCH], input=json.dumps(paths), env=server.env, capture_output=True, text=True
     )
     if p.returncode:
         raise RuntimeError(f"wopihost CLI: {p.stderr[-3000:]}")

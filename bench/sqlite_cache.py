@@ -26,7 +26,6 @@ import json
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -36,14 +35,14 @@ import compare  # bench/compare.py, beside this script: how a server's process t
 from compare import MIB
 
 from wopihost.config import Settings, parse_size
-from wopihost.localserver import LocalServer
+from wopihost.localserver import WOPIHOST, LocalServer
 from wopihost.services import Services
 
 
 def build_database(work: Path, files: int, tokens: int) -> list[str]:
     """A data directory under `work` whose database has `files` files; the CheckFileInfo paths of `tokens`."""
     env = {"WOPIHOST_DATA_DIR": str(work / "data")}
-    subprocess.run([sys.executable, "-m", "wopihost.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+    subprocess.run([*WOPIHOST, "db", "upgrade"], env=env, check=True, capture_output=True)
     services = Services.create(Settings.from_env(env))
     try:
         first = services.add_file("bench", "sample.docx", io.BytesIO(b"x" * 10_000))

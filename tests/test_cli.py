@@ -185,6 +185,18 @@ def test_version():
     assert result.exit_code == 0 and result.output == f"wopihost {__version__}\n"
 
 
+def test_the_launcher_runs_the_wopihost_on_the_path_not_one_in_the_current_directory(tmp_path):
+    """LocalServer starts servers with WOPIHOST: started from inside another checkout (bench/compare.py
+    --baseline), it must run the build PYTHONPATH or the environment names, not the checkout it stands in."""
+    shadow = tmp_path / "wopihost"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('the wopihost of the current directory')\n")
+    (shadow / "cli.py").write_text("")
+    result = subprocess.run([*WOPIHOST, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wopihost {__version__}\n"
+
+
 def test_files_info_says_where_a_file_is_and_what_holds_it(run, served, tmp_path):
     added = add(run, tmp_path, "Report.docx", b"twelve bytes", "--folder", "a/b", "--owner", "carol")
     info = json.loads(run("files", "info", added["id"], "--json").output)

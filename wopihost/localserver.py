@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 import psutil
 import requests
 
-WOPIHOST = [sys.executable, "-m", "wopihost.cli"]
+# -P: `-m` would put the current directory first on the module path, so that a server started from inside a
+# checkout ran that checkout's wopihost whatever PYTHONPATH named (bench/compare.py --baseline served one build twice).
+WOPIHOST = [sys.executable, "-P", "-m", "wopihost.cli"]
 
 
 def first_answer(url: str, timeout: float, running: Callable[[], bool] = lambda: True) -> requests.Response | None:
