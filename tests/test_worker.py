@@ -725,6 +725,88 @@ def test_a_large_body_after_a_held_head_arrives_whole_and_in_order(tcp):
     assert received == HEAD + body
 
 
+# -- a download that fills the socket is paced: TCP_NOTSENT_LOWAT while it is sent
+
+
+def _unsent_limit(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+
+
+@pytest.fixture
+def small_buffers_tcp():
+    """As `tcp`, with buffers of 64 KiB on both ends, so that a file of a few MiB fills them whatever the
+    system's TCP settings."""
+    accepted, client = _loopback(buffers=64 << 10)
+    sock = IdleTimeoutSocket.adopt(accepted)
+    sock.settimeout(10)
+    with sock, client:
+        yield sock, client
+
+
+def test_a_download_that_fills_the_socket_is_paced_until_it_is_sent(small_buffers_tcp, tmp_path):
+    sock, client = small_buffers_tcp
+    data = os.urandom(4 << 20)
+    content = tmp_path / "blob"
+    content.write_bytes(data)
+    sent_with: list[int] = []
+    sock.new_response()
+    sock.may_hand_off = True  # the rest is left, as to the worker's loop
+    with open(content, "rb") as file:
+        assert sock.sendfile(file, 0, len(data)) == len(data)
+        assert sock.rest is not None  # the socket is full
+        assert _unsent_limit(sock) == worker_module.PACED_UNSENT
+        sock.when_sent(lambda: sent_with.append(_unsent_limit(sock)))
+        received = bytearray()
+        reader = threading.Thread(target=lambda: received.extend(_receive(client, len(data))))
+        reader.start()
+        sock.finish_sending()
+        reader.join()
+    assert received == data and sock.sendfile_sent == len(data)
+    assert sent_with == [0] and _unsent_limit(sock) == 0  # the system's default again, before what waited ran
+    # A download the socket takes whole is not paced.
+    sock.new_response()
+    with open(content, "rb") as file:
+        assert sock.sendfile(file, 0, 1000) == 1000
+    assert _unsent_limit(sock) == 0
+    assert _receive(client, 1000) == data[:1000]
+
+
+def test_a_paced_download_whose_connection_was_closed_still_runs_what_waited_for_it(small_buffers_tcp, tmp_path):
+    """The loop closes the connection of a client gone before its closing thread runs what waited for the
+    download (Worker._drop_sending): taking the pacing off a closed socket must not stop that."""
+    sock, _ = small_buffers_tcp
+    content = tmp_path / "blob"
+    content.write_bytes(os.urandom(4 << 20))
+    ran = []
+    sock.new_response()
+    sock.may_hand_off = True
+    with open(content, "rb") as file:
+        sock.sendfile(file, 0, 4 << 20)
+        sock.when_sent(lambda: ran.append(True))
+        assert _unsent_limit(sock) == worker_module.PACED_UNSENT
+        sock.close()
+        sock.sent()
+    assert ran == [True]
+
+
+def test_a_download_over_a_unix_socket_is_sent_unpaced(tmp_path):
+    """TCP_NOTSENT_LOWAT is TCP's: a server bound to a Unix socket (WOPIHOST_BIND=unix:...) sends as before."""
+    left, right = socket.socketpair()
+    sock = IdleTimeoutSocket.adopt(left)
+    data = os.urandom(4 << 20)  # far more than a Unix socket's buffer
+    content = tmp_path / "blob"
+    content.write_bytes(data)
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(_receive(right, len(data))))
+    reader.start()
+    with sock, right, open(content, "rb") as file:
+        sock.settimeout(10)
+        sock.new_response()
+        assert sock.sendfile(file, 0, len(data)) == len(data)
+        reader.join()
+    assert received == data
+
+
 # -- a file sent with sendfile: each wait for the client, not the whole transfer, bounded by the idle timeout
 
 
