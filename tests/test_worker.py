@@ -789,6 +789,24 @@ def test_a_paced_download_whose_connection_was_closed_still_runs_what_waited_for
     assert ran == [True]
 
 
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.0.1.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.1.2.3", False),
+        ("192.168.0.5", False),
+        ("2001:db8::1", False),
+        ("::ffff:10.1.2.3", False),
+    ],
+)
+def test_only_downloads_to_a_client_on_this_machine_are_paced(host, loopback):
+    """Pacing saves the work of a reader on the same machine; to another machine it would only add wake-ups."""
+    assert worker_module._loopback(host) is loopback
+
+
 def test_a_download_over_a_unix_socket_is_sent_unpaced(tmp_path):
     """TCP_NOTSENT_LOWAT is TCP's: a server bound to a Unix socket (WOPIHOST_BIND=unix:...) sends as before."""
     left, right = socket.socketpair()

@@ -34,6 +34,7 @@ left to gunicorn (wopihost serves plain HTTP/1.1 behind its proxy).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import math
 import os
@@ -134,7 +135,8 @@ class IdleTimeoutSocket(socket.socket):
     (`send_rest`), so that a download to a client slower than the disk holds no thread. What must wait until
     the last byte has gone (the body's close, the access line) is registered with `when_sent`.
 
-    A download that fills the socket is paced from then on (`PACED_UNSENT`) until it is sent.
+    A download to a client on this machine that fills the socket is paced from then on (`PACED_UNSENT`) until
+    it is sent.
     """
 
     __slots__ = ("sendfile_sent", "hold_head", "_held", "may_hand_off", "rest", "_when_sent", "_paced")
@@ -144,7 +146,7 @@ class IdleTimeoutSocket(socket.socket):
     may_hand_off: bool
     rest: tuple[int, int, int] | None  # a sendfile handed off: (file descriptor, position, end)
     _when_sent: list[Callable[[], object]]
-    _paced: bool | None  # TCP_NOTSENT_LOWAT is set for the file being sent; None: not TCP (a Unix socket)
+    _paced: bool | None  # TCP_NOTSENT_LOWAT is set for the file being sent; None: never (_paces_downloads)
     idle_timeout: float | None = None
 
     @classmethod
@@ -152,7 +154,7 @@ class IdleTimeoutSocket(socket.socket):
         adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         adopted.sendfile_sent, adopted.hold_head, adopted._held = None, False, b""
         adopted.may_hand_off, adopted.rest, adopted._when_sent = False, None, []
-        adopted._paced = None if adopted.family == socket.AF_UNIX else False
+        adopted._paced = False if _paces_downloads(adopted) else None
         return adopted
 
     def new_response(self) -> None:
@@ -820,9 +822,11 @@ SENDFILE_MOST = 0x7FFFF000  # the most Linux sends in one sendfile, room or not
 # How much of a download that has filled the socket the kernel may hold queued and not yet sent
 # (TCP_NOTSENT_LOWAT), instead of the whole send buffer (4 MiB on loopback); the worker is woken to add more as
 # the client reads. More wake-ups for the worker, and less work for a reader on the same machine (the nginx in
-# front, or a benchmark's client): a 20 MiB download over loopback took 12.5 ms of the machine's CPU instead of
-# 17.5 (the worker's share 5.6 ms instead of 3.7), and 20-30% less time (docs/benchmarks.md, 2026-12-04 night).
-# A download the socket takes whole (under some 4 MiB on a kept-alive connection) is not paced.
+# front, or a benchmark's client), whose kernel otherwise sends much of the queue itself as it acknowledges
+# what it read: a 20 MiB download over loopback took 12.5 ms of the machine's CPU instead of 17.5 (the worker's
+# share 5.6 ms instead of 3.7), and 20-30% less time (docs/benchmarks.md, 2026-12-04 night). A download the
+# socket takes whole (under some 4 MiB on a kept-alive connection) is not paced; nor is one to another machine,
+# where only the wake-ups would remain (`_paces_downloads`).
 PACED_UNSENT = 256 << 10
 # How long a thread waits for a client to make room for more of a download before leaving the rest to the loop
 # (Worker._send_rest_here): a reader on loopback or a fast network frees room well within it, even one, like
@@ -837,6 +841,23 @@ FOLLOW_ON_MS = 2
 # taking it itself: about a request's time, the longest a worker with every thread busy should take to free
 # one and accept.
 ACCEPT_FALLBACK_MS = 5
+
+
+def _paces_downloads(sock: socket.socket) -> bool:
+    """Whether `sock` is TCP to a client on this machine (a loopback address), where pacing a download pays
+    (PACED_UNSENT): the nginx in front, as deploy/ runs it, or a benchmark's client."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        host = sock.getpeername()[0]
+    except OSError:  # a client gone already
+        return False
+    return _loopback(host)
+
+
+def _loopback(host: str) -> bool:
+    address = ipaddress.ip_address(host)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 def _watching(sockets: Iterable) -> select.poll:
