@@ -732,13 +732,25 @@ def _unsent_limit(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
 
 
-@pytest.fixture
-def small_buffers_tcp():
+def _small_buffers_tcp(congestion: bytes) -> tuple[IdleTimeoutSocket, socket.socket]:
     """As `tcp`, with buffers of 64 KiB on both ends, so that a file of a few MiB fills them whatever the
-    system's TCP settings."""
+    system's TCP settings, and the worker's end under the congestion control `congestion`."""
     accepted, client = _loopback(buffers=64 << 10)
+    try:
+        accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion)
+    except OSError:
+        accepted.close()
+        client.close()
+        pytest.skip(f"this kernel does not offer {congestion.decode()}")
     sock = IdleTimeoutSocket.adopt(accepted)
     sock.settimeout(10)
+    return sock, client
+
+
+@pytest.fixture
+def small_buffers_tcp():
+    """`_small_buffers_tcp` under BBR, where downloads are paced."""
+    sock, client = _small_buffers_tcp(b"bbr")
     with sock, client:
         yield sock, client
 
@@ -769,6 +781,25 @@ def test_a_download_that_fills_the_socket_is_paced_until_it_is_sent(small_buffer
         assert sock.sendfile(file, 0, 1000) == 1000
     assert _unsent_limit(sock) == 0
     assert _receive(client, 1000) == data[:1000]
+
+
+def test_a_download_under_cubic_is_not_paced(tmp_path):
+    """Under CUBIC, the usual default, pacing cost large downloads over loopback 3-5% (docs/benchmarks.md)."""
+    sock, client = _small_buffers_tcp(b"cubic")
+    data = os.urandom(4 << 20)
+    content = tmp_path / "blob"
+    content.write_bytes(data)
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(_receive(client, len(data))))
+    with sock, client, open(content, "rb") as file:
+        sock.new_response()
+        sock.may_hand_off = True
+        sock.sendfile(file, 0, len(data))
+        assert sock.rest is not None and _unsent_limit(sock) == 0  # full, and not paced
+        reader.start()
+        sock.finish_sending()
+        reader.join()
+    assert received == data
 
 
 def test_a_paced_download_whose_connection_was_closed_still_runs_what_waited_for_it(small_buffers_tcp, tmp_path):

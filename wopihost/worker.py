@@ -135,8 +135,8 @@ class IdleTimeoutSocket(socket.socket):
     (`send_rest`), so that a download to a client slower than the disk holds no thread. What must wait until
     the last byte has gone (the body's close, the access line) is registered with `when_sent`.
 
-    A download to a client on this machine that fills the socket is paced from then on (`PACED_UNSENT`) until
-    it is sent.
+    A download that fills the socket is paced from then on (`PACED_UNSENT`) until it is sent, where that pays
+    (`_paces_downloads`).
     """
 
     __slots__ = ("sendfile_sent", "hold_head", "_held", "may_hand_off", "rest", "_when_sent", "_paced")
@@ -823,10 +823,10 @@ SENDFILE_MOST = 0x7FFFF000  # the most Linux sends in one sendfile, room or not
 # (TCP_NOTSENT_LOWAT), instead of the whole send buffer (4 MiB on loopback); the worker is woken to add more as
 # the client reads. More wake-ups for the worker, and less work for a reader on the same machine (the nginx in
 # front, or a benchmark's client), whose kernel otherwise sends much of the queue itself as it acknowledges
-# what it read: a 20 MiB download over loopback took 12.5 ms of the machine's CPU instead of 17.5 (the worker's
-# share 5.6 ms instead of 3.7), and 20-30% less time (docs/benchmarks.md, 2026-12-04 night). A download the
-# socket takes whole (under some 4 MiB on a kept-alive connection) is not paced; nor is one to another machine,
-# where only the wake-ups would remain (`_paces_downloads`).
+# what it read. Under BBR a 20 MiB download over loopback then took 12.5 ms of the machine's CPU instead of 17.5
+# (the worker's share 5.6 ms instead of 3.7) and 20-30% less time; under CUBIC, 3-5% more time
+# (docs/benchmarks.md, 2026-12-04 night). So only under BBR, to a client on this machine (`_paces_downloads`),
+# and a download the socket takes whole (under some 4 MiB on a kept-alive connection) is not paced.
 PACED_UNSENT = 256 << 10
 # How long a thread waits for a client to make room for more of a download before leaving the rest to the loop
 # (Worker._send_rest_here): a reader on loopback or a fast network frees room well within it, even one, like
@@ -844,15 +844,16 @@ ACCEPT_FALLBACK_MS = 5
 
 
 def _paces_downloads(sock: socket.socket) -> bool:
-    """Whether `sock` is TCP to a client on this machine (a loopback address), where pacing a download pays
-    (PACED_UNSENT): the nginx in front, as deploy/ runs it, or a benchmark's client."""
+    """Whether downloads on `sock` are paced (PACED_UNSENT): TCP under BBR to a client on this machine (a
+    loopback address), the nginx in front as deploy/ runs it, or a benchmark's client."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     try:
         host = sock.getpeername()[0]
+        congestion = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
     except OSError:  # a client gone already
         return False
-    return _loopback(host)
+    return congestion.rstrip(b"\0") == b"bbr" and _loopback(host)
 
 
 def _loopback(host: str) -> bool:
