@@ -824,7 +824,7 @@ SENDFILE_MOST = 0x7FFFF000  # the most Linux sends in one sendfile, room or not
 # the client reads. More wake-ups for the worker, and less work for a reader on the same machine (the nginx in
 # front, or a benchmark's client), whose kernel otherwise sends much of the queue itself as it acknowledges
 # what it read. Under BBR a 20 MiB download over loopback then took 12.5 ms of the machine's CPU instead of 17.5
-# (the worker's share 5.6 ms instead of 3.7) and 20-30% less time; under CUBIC, 3-5% more time
+# (the worker's share 5.6 ms instead of 3.7), and downloads went 1.15-1.31 times as fast; under CUBIC 3-5% slower
 # (docs/benchmarks.md, 2026-12-04 night). So only under BBR, to a client on this machine (`_paces_downloads`),
 # and a download the socket takes whole (under some 4 MiB on a kept-alive connection) is not paced.
 PACED_UNSENT = 256 << 10
