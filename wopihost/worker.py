@@ -146,15 +146,14 @@ class IdleTimeoutSocket(socket.socket):
     may_hand_off: bool
     rest: tuple[int, int, int] | None  # a sendfile handed off: (file descriptor, position, end)
     _when_sent: list[Callable[[], object]]
-    _paced: bool | None  # TCP_NOTSENT_LOWAT is set for the file being sent; None: never (_paces_downloads)
+    _paced: bool | None  # TCP_NOTSENT_LOWAT is set for the file being sent; None: never on this connection
     idle_timeout: float | None = None
 
     @classmethod
     def adopt(cls, sock: socket.socket) -> IdleTimeoutSocket:
         adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         adopted.sendfile_sent, adopted.hold_head, adopted._held = None, False, b""
-        adopted.may_hand_off, adopted.rest, adopted._when_sent = False, None, []
-        adopted._paced = False if _paces_downloads(adopted) else None
+        adopted.may_hand_off, adopted.rest, adopted._when_sent, adopted._paced = False, None, [], False
         return adopted
 
     def new_response(self) -> None:
@@ -255,9 +254,10 @@ class IdleTimeoutSocket(socket.socket):
                 # The socket took less than was asked: it is full. Asking again would only fail (an exception,
                 # at each of the dozen or so times a 20 MiB download fills loopback's buffers).
                 self.rest = source, position, end
-                if self._paced is False:
-                    self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, PACED_UNSENT)
-                    self._paced = True
+                if self._paced is False:  # asked once a download, here rather than of every connection accepted
+                    self._paced = _paces_downloads(self) or None
+                    if self._paced:
+                        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, PACED_UNSENT)
                 return False
         self.rest = None
         return True
