@@ -134,6 +134,7 @@ def test_defaults(tmp_path, monkeypatch):
     assert settings.ui_language == "en-US"
     assert settings.record_dir is None and settings.record_max_body == 1 << 20  # not recording
     assert settings.sqlite_cache_size == 512 << 10
+    assert settings.loopback_tcp_congestion == "reno"
 
 
 def test_storage_settings(tmp_path):
@@ -161,6 +162,12 @@ def test_sqlite_cache_size_setting(tmp_path):
     assert settings.sqlite_cache_size == 2 << 20
 
 
+@pytest.mark.parametrize("text, algorithm", [("cubic", "cubic"), ("bbr", "bbr"), ("system", "")])
+def test_loopback_tcp_congestion_setting(tmp_path, text, algorithm):
+    settings = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_LOOPBACK_TCP_CONGESTION": text})
+    assert settings.loopback_tcp_congestion == algorithm
+
+
 def test_recording_settings(tmp_path):
     settings = Settings.from_env(
         {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_RECORD_DIR": "~/rec", "WOPIHOST_RECORD_MAX_BODY": "64k"}
@@ -186,6 +193,9 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_S3_DOWNLOAD_URL": "store.example"}, "WOPIHOST_S3_DOWNLOAD_URL"),
         ({"WOPIHOST_SQLITE_CACHE_SIZE": "lots"}, "WOPIHOST_SQLITE_CACHE_SIZE"),
         ({"WOPIHOST_SQLITE_CACHE_SIZE": "32KiB"}, "WOPIHOST_SQLITE_CACHE_SIZE"),
+        ({"WOPIHOST_LOOPBACK_TCP_CONGESTION": "Reno"}, "WOPIHOST_LOOPBACK_TCP_CONGESTION"),
+        ({"WOPIHOST_LOOPBACK_TCP_CONGESTION": "cubic;bbr"}, "WOPIHOST_LOOPBACK_TCP_CONGESTION"),
+        ({"WOPIHOST_LOOPBACK_TCP_CONGESTION": "a" * 16}, "WOPIHOST_LOOPBACK_TCP_CONGESTION"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from gunicorn import util
@@ -725,99 +726,69 @@ def test_a_large_body_after_a_held_head_arrives_whole_and_in_order(tcp):
     assert received == HEAD + body
 
 
-# -- a download that fills the socket is paced: TCP_NOTSENT_LOWAT while it is sent
+# -- a listener bound to a loopback address gives its connections WOPIHOST_LOOPBACK_TCP_CONGESTION
 
 
-def _unsent_limit(sock: socket.socket) -> int:
-    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+def _congestion(sock: socket.socket) -> str:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
 
 
-def _small_buffers_tcp(congestion: bytes) -> tuple[IdleTimeoutSocket, socket.socket]:
-    """As `tcp`, with buffers of 64 KiB on both ends, so that a file of a few MiB fills them whatever the
-    system's TCP settings, and the worker's end under the congestion control `congestion`."""
-    accepted, client = _loopback(buffers=64 << 10)
-    try:
-        accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion)
-    except OSError:
-        accepted.close()
-        client.close()
-        pytest.skip(f"this kernel does not offer {congestion.decode()}")
-    sock = IdleTimeoutSocket.adopt(accepted)
-    sock.settimeout(10)
-    return sock, client
+SYSTEM_CONGESTION = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
 
 
 @pytest.fixture
-def small_buffers_tcp():
-    """`_small_buffers_tcp` under BBR, where downloads are paced."""
-    sock, client = _small_buffers_tcp(b"bbr")
-    with sock, client:
-        yield sock, client
+def chosen(monkeypatch):
+    """WOPIHOST_LOOPBACK_TCP_CONGESTION set to an algorithm other than the system's, so that a test sees whether
+    it was used: Reno, which every process may choose, unless the system's is Reno."""
+    choice = "cubic" if SYSTEM_CONGESTION == "reno" else "reno"
+    with socket.socket() as probe:
+        try:
+            probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, choice.encode())
+        except OSError:
+            pytest.skip(f"this kernel does not let this process choose {choice}")
+    monkeypatch.setenv("WOPIHOST_LOOPBACK_TCP_CONGESTION", choice)
+    return choice
 
 
-def test_a_download_that_fills_the_socket_is_paced_until_it_is_sent(small_buffers_tcp, tmp_path):
-    sock, client = small_buffers_tcp
-    data = os.urandom(4 << 20)
-    content = tmp_path / "blob"
-    content.write_bytes(data)
-    sent_with: list[int] = []
-    sock.new_response()
-    sock.may_hand_off = True  # the rest is left, as to the worker's loop
-    with open(content, "rb") as file:
-        assert sock.sendfile(file, 0, len(data)) == len(data)
-        assert sock.rest is not None  # the socket is full
-        assert _unsent_limit(sock) == worker_module.PACED_UNSENT
-        sock.when_sent(lambda: sent_with.append(_unsent_limit(sock)))
-        received = bytearray()
-        reader = threading.Thread(target=lambda: received.extend(_receive(client, len(data))))
-        reader.start()
-        sock.finish_sending()
-        reader.join()
-    assert received == data and sock.sendfile_sent == len(data)
-    assert sent_with == [0] and _unsent_limit(sock) == 0  # the system's default again, before what waited ran
-    # A download the socket takes whole is not paced.
-    sock.new_response()
-    with open(content, "rb") as file:
-        assert sock.sendfile(file, 0, 1000) == 1000
-    assert _unsent_limit(sock) == 0
-    assert _receive(client, 1000) == data[:1000]
+def _accepted(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
+    client = socket.create_connection(listener.getsockname()[:2])
+    accepted, _ = listener.accept()
+    return accepted, client
 
 
-def test_a_download_under_cubic_is_not_paced(tmp_path):
-    """Under CUBIC, the usual default, pacing cost large downloads over loopback 3-5% (docs/benchmarks.md)."""
-    sock, client = _small_buffers_tcp(b"cubic")
-    data = os.urandom(4 << 20)
-    content = tmp_path / "blob"
-    content.write_bytes(data)
-    received = bytearray()
-    reader = threading.Thread(target=lambda: received.extend(_receive(client, len(data))))
-    with sock, client, open(content, "rb") as file:
-        sock.new_response()
-        sock.may_hand_off = True
-        sock.sendfile(file, 0, len(data))
-        assert sock.rest is not None and _unsent_limit(sock) == 0  # full, and not paced
-        reader.start()
-        sock.finish_sending()
-        reader.join()
-    assert received == data
+def test_the_connections_of_a_loopback_listener_get_the_chosen_congestion_control(chosen, listener):
+    worker = _worker(1, listener)
+    try:
+        accepted, client = _accepted(listener)
+        with accepted, client:
+            assert _congestion(accepted) == chosen
+    finally:
+        _stop(worker)
 
 
-def test_a_paced_download_whose_connection_was_closed_still_runs_what_waited_for_it(small_buffers_tcp, tmp_path):
-    """The loop closes the connection of a client gone before its closing thread runs what waited for the
-    download (Worker._drop_sending): taking the pacing off a closed socket must not stop that."""
-    sock, _ = small_buffers_tcp
-    content = tmp_path / "blob"
-    content.write_bytes(os.urandom(4 << 20))
-    ran = []
-    sock.new_response()
-    sock.may_hand_off = True
-    with open(content, "rb") as file:
-        sock.sendfile(file, 0, 4 << 20)
-        sock.when_sent(lambda: ran.append(True))
-        assert _unsent_limit(sock) == worker_module.PACED_UNSENT
-        sock.close()
-        sock.sent()
-    assert ran == [True]
+def test_system_leaves_the_system_s_congestion_control(chosen, monkeypatch, listener):
+    monkeypatch.setenv("WOPIHOST_LOOPBACK_TCP_CONGESTION", "system")
+    worker = _worker(1, listener)
+    try:
+        accepted, client = _accepted(listener)
+        with accepted, client:
+            assert _congestion(accepted) == SYSTEM_CONGESTION
+    finally:
+        _stop(worker)
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("0.0.0.0", False), ("::", False)])
+def test_only_a_listener_bound_to_a_loopback_address_is_changed(chosen, host, loopback):
+    """A listener on every address also serves other machines, over networks that congestion control is for."""
+    try:
+        listener = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError:
+        pytest.skip(f"cannot listen on {host} here")
+    with listener:
+        worker_module.use_congestion_control(listener, chosen, logging.getLogger("test"))
+        accepted, client = _accepted(listener)
+        with accepted, client:
+            assert _congestion(accepted) == (chosen if loopback else SYSTEM_CONGESTION)
 
 
 @pytest.mark.parametrize(
@@ -831,15 +802,61 @@ def test_a_paced_download_whose_connection_was_closed_still_runs_what_waited_for
         ("192.168.0.5", False),
         ("2001:db8::1", False),
         ("::ffff:10.1.2.3", False),
+        ("0.0.0.0", False),
     ],
 )
-def test_only_downloads_to_a_client_on_this_machine_are_paced(host, loopback):
-    """Pacing saves the work of a reader on the same machine; to another machine it would only add wake-ups."""
+def test_loopback_addresses(host, loopback):
     assert worker_module._loopback(host) is loopback
 
 
-def test_a_download_over_a_unix_socket_is_sent_unpaced(tmp_path):
-    """TCP_NOTSENT_LOWAT is TCP's: a server bound to a Unix socket (WOPIHOST_BIND=unix:...) sends as before."""
+def test_a_unix_socket_listener_is_left_alone(tmp_path, caplog):
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "sock"))
+        listener.listen()
+        worker_module.use_congestion_control(listener, "reno", logging.getLogger("test"))
+    assert not caplog.records
+
+
+def test_a_congestion_control_the_kernel_refuses_is_reported_and_the_system_s_stays(caplog):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with caplog.at_level(logging.WARNING):
+            worker_module.use_congestion_control(listener, "nosuchalgo", logging.getLogger("test"))
+        accepted, client = _accepted(listener)
+        with accepted, client:
+            assert _congestion(accepted) == SYSTEM_CONGESTION
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "WOPIHOST_LOOPBACK_TCP_CONGESTION: cannot use nosuchalgo on 127.0.0.1 (this kernel has no such algorithm); "
+        "its connections keep the system's choice"
+    )
+
+
+def test_a_congestion_control_this_server_may_not_choose_is_reported():
+    """An unprivileged server may choose only what net.ipv4.tcp_allowed_congestion_control lists."""
+    proc = Path("/proc/sys/net/ipv4")
+    allowed = (proc / "tcp_allowed_congestion_control").read_text().split()
+    refused = [name for name in (proc / "tcp_available_congestion_control").read_text().split() if name not in allowed]
+    if os.geteuid() != 0 or not refused:
+        pytest.skip("needs root, to become an unprivileged user, and an algorithm only root may choose")
+    script = f"""
+import logging, os, socket
+from wopihost.worker import use_congestion_control
+os.setuid(65534)
+logging.basicConfig(format="%(message)s")
+with socket.create_server(("127.0.0.1", 0)) as listener:
+    use_congestion_control(listener, {refused[0]!r}, logging.getLogger())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stderr == (
+        f"WOPIHOST_LOOPBACK_TCP_CONGESTION: cannot use {refused[0]} on 127.0.0.1 (not in "
+        "net.ipv4.tcp_allowed_congestion_control, which is all this server may choose); its connections keep "
+        "the system's choice\n"
+    )
+
+
+def test_a_download_over_a_unix_socket_arrives_whole(tmp_path):
+    """A server bound to a Unix socket (WOPIHOST_BIND=unix:...) sends files with sendfile too."""
     left, right = socket.socketpair()
     sock = IdleTimeoutSocket.adopt(left)
     data = os.urandom(4 << 20)  # far more than a Unix socket's buffer

@@ -160,6 +160,8 @@ class Settings:
     sweep_interval: float = 300
     header_timeout: float = 10.0
     idle_timeout: float = 30.0
+    # TCP congestion control of the connections a listener bound to a loopback address accepts; "": the system's
+    loopback_tcp_congestion: str = "reno"
     trusted_proxies: int = 0
     discovery_url: str = ""
     discovery_ttl: float = 12 * 3600
@@ -245,6 +247,7 @@ class Settings:
             sweep_interval=parsed("SWEEP_INTERVAL", "5m", parse_duration),
             header_timeout=parsed("HEADER_TIMEOUT", "10s", _positive_duration),
             idle_timeout=parsed("IDLE_TIMEOUT", "30s", _positive_duration),
+            loopback_tcp_congestion=parsed("LOOPBACK_TCP_CONGESTION", "reno", _congestion_control),
             trusted_proxies=parsed("TRUSTED_PROXIES", "0", _count),
             discovery_url=discovery_url,
             discovery_ttl=parsed("DISCOVERY_TTL", "12h", parse_duration),
@@ -278,6 +281,14 @@ def _cache_size(text: str) -> int:
     if size < MIN_SQLITE_CACHE:
         raise ValueError(f"at least {MIN_SQLITE_CACHE >> 10}KiB, not {text!r}")
     return size
+
+
+def _congestion_control(text: str) -> str:
+    if text == "system":
+        return ""
+    if not re.fullmatch(r"[a-z0-9_]{1,15}", text):  # the kernel's names: TCP_CA_NAME_MAX is 16 with the NUL
+        raise ValueError(f"not a congestion control's name (reno, cubic, ...) or system: {text!r}")
+    return text
 
 
 def _storage_url(text: str) -> str:

@@ -25,6 +25,8 @@ clients sending a header byte every half second took every thread of a default `
   connections than threads, a thread that has answered goes on to the next request waiting for a thread.
 * A kept-alive connection whose next request arrives just as its keepalive runs out is served, where gunicorn
   would close it with the request unread (`Worker.murder_keepalived`).
+* The connections of a listener on a loopback address (the nginx in front) get a congestion control that does
+  not pace what they send (`use_congestion_control`): BBR's pacing costs CPU where nothing is congested.
 
 So a slow head or a slow download costs a socket, and only a slow body or a slow reader of a streamed
 response holds a thread, for as long as it keeps making progress. Heads and downloads over TLS or HTTP/2 are
@@ -134,26 +136,22 @@ class IdleTimeoutSocket(socket.socket):
     a response whose body's close waits for it: `Worker.load_wsgi`), which carries it on as the client reads
     (`send_rest`), so that a download to a client slower than the disk holds no thread. What must wait until
     the last byte has gone (the body's close, the access line) is registered with `when_sent`.
-
-    A download that fills the socket is paced from then on (`PACED_UNSENT`) until it is sent, where that pays
-    (`_paces_downloads`).
     """
 
-    __slots__ = ("sendfile_sent", "hold_head", "_held", "may_hand_off", "rest", "_when_sent", "_paced")
+    __slots__ = ("sendfile_sent", "hold_head", "_held", "may_hand_off", "rest", "_when_sent")
     sendfile_sent: int | None
     hold_head: bool  # the next sendall is a response's head: hold it
     _held: bytes  # a response head not yet sent
     may_hand_off: bool
     rest: tuple[int, int, int] | None  # a sendfile handed off: (file descriptor, position, end)
     _when_sent: list[Callable[[], object]]
-    _paced: bool | None  # TCP_NOTSENT_LOWAT is set for the file being sent; None: never on this connection
     idle_timeout: float | None = None
 
     @classmethod
     def adopt(cls, sock: socket.socket) -> IdleTimeoutSocket:
         adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         adopted.sendfile_sent, adopted.hold_head, adopted._held = None, False, b""
-        adopted.may_hand_off, adopted.rest, adopted._when_sent, adopted._paced = False, None, [], False
+        adopted.may_hand_off, adopted.rest, adopted._when_sent = False, None, []
         return adopted
 
     def new_response(self) -> None:
@@ -254,10 +252,6 @@ class IdleTimeoutSocket(socket.socket):
                 # The socket took less than was asked: it is full. Asking again would only fail (an exception,
                 # at each of the dozen or so times a 20 MiB download fills loopback's buffers).
                 self.rest = source, position, end
-                if self._paced is False:  # asked once a download, here rather than of every connection accepted
-                    self._paced = _paces_downloads(self) or None
-                    if self._paced:
-                        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, PACED_UNSENT)
                 return False
         self.rest = None
         return True
@@ -284,10 +278,6 @@ class IdleTimeoutSocket(socket.socket):
         """The file being sent is sent, or given up (the client went away): what waited for it runs, in order,
         each whatever the others raise."""
         self.rest, waiting, self._when_sent = None, self._when_sent, []
-        if self._paced:
-            self._paced = False
-            with suppress(OSError):  # the loop may have closed a connection whose client went away
-                self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)  # 0: the system's default again
         with ExitStack() as stack:
             for callback in reversed(waiting):
                 stack.callback(callback)
@@ -383,6 +373,9 @@ class Worker(ThreadWorker):
     def prepare(self) -> None:
         """What this worker adds to gunicorn's, set up in the worker process (`init_process`)."""
         settings = Settings.from_env()
+        if settings.loopback_tcp_congestion:
+            for listener in self.sockets:
+                use_congestion_control(listener, settings.loopback_tcp_congestion, self.log)
         self.header_timeout = settings.header_timeout
         IdleTimeoutSocket.idle_timeout = settings.idle_timeout
         self.heads: dict[Connection, float] = {}  # connections whose head the event loop is reading -> deadline
@@ -819,15 +812,6 @@ class Worker(ThreadWorker):
 # every such connection, and the loop turns at every wake-up of a download.
 SWEEP_EVERY = 0.1
 SENDFILE_MOST = 0x7FFFF000  # the most Linux sends in one sendfile, room or not
-# How much of a download that has filled the socket the kernel may hold queued and not yet sent
-# (TCP_NOTSENT_LOWAT), instead of the whole send buffer (4 MiB on loopback); the worker is woken to add more as
-# the client reads. More wake-ups for the worker, and less work for a reader on the same machine (the nginx in
-# front, or a benchmark's client), whose kernel otherwise sends much of the queue itself as it acknowledges
-# what it read. Under BBR a 20 MiB download over loopback then took 12.5 ms of the machine's CPU instead of 17.5
-# (the worker's share 5.6 ms instead of 3.7), and downloads went 1.15-1.31 times as fast; under CUBIC 3-5% slower
-# (docs/benchmarks.md, 2026-12-04 night). So only under BBR, to a client on this machine (`_paces_downloads`),
-# and a download the socket takes whole (under some 4 MiB on a kept-alive connection) is not paced.
-PACED_UNSENT = 256 << 10
 # How long a thread waits for a client to make room for more of a download before leaving the rest to the loop
 # (Worker._send_rest_here): a reader on loopback or a fast network frees room well within it, even one, like
 # wrk, that reads several connections in turn; a slow reader costs its thread no more than this, once.
@@ -843,17 +827,33 @@ FOLLOW_ON_MS = 2
 ACCEPT_FALLBACK_MS = 5
 
 
-def _paces_downloads(sock: socket.socket) -> bool:
-    """Whether downloads on `sock` are paced (PACED_UNSENT): TCP under BBR to a client on this machine (a
-    loopback address), the nginx in front as deploy/ runs it, or a benchmark's client."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return False
+def use_congestion_control(listener: socket.socket, algorithm: str, log) -> None:
+    """Give the connections `listener` accepts the TCP congestion control `algorithm`, if it is bound to a
+    loopback address (WOPIHOST_LOOPBACK_TCP_CONGESTION).
+
+    Such a listener only ever talks to this machine: the nginx in front, as deploy/ runs it. Under BBR, the
+    default of many distributions, every segment sent is paced, and over loopback, where nothing is ever
+    congested, the pacing costs CPU and nothing else: a 20 MiB download took 1.5-1.7 ms of the server's CPU
+    under Reno and 6.7-8.4 ms under BBR (docs/benchmarks.md, 2026-12-05, morning). It is set on the listener,
+    before any connection: a connection accepted under BBR stays paced after a switch (it was slower still).
+    Reno is the default because every process may choose it (net.ipv4.tcp_allowed_congestion_control), and
+    over loopback it does as well as CUBIC; a choice the kernel refuses is reported, and the system's stays."""
+    if listener.family not in (socket.AF_INET, socket.AF_INET6) or not _loopback(listener.getsockname()[0]):
+        return
     try:
-        host = sock.getpeername()[0]
-        congestion = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
-    except OSError:  # a client gone already
-        return False
-    return congestion.rstrip(b"\0") == b"bbr" and _loopback(host)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, algorithm.encode())
+    except OSError as exc:
+        why = exc.strerror
+        if exc.errno == errno.ENOENT:
+            why = "this kernel has no such algorithm"
+        elif exc.errno == errno.EPERM:
+            why = "not in net.ipv4.tcp_allowed_congestion_control, which is all this server may choose"
+        log.warning(
+            "WOPIHOST_LOOPBACK_TCP_CONGESTION: cannot use %s on %s (%s); its connections keep the system's choice",
+            algorithm,
+            listener.getsockname()[0],
+            why,
+        )
 
 
 def _loopback(host: str) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -50,6 +52,24 @@ def test_full_edit_flow(server, document):
     assert unlocked.status_code == 200
     lock = requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "GET_LOCK"})
     assert lock.headers["X-WOPI-Lock"] == ""
+
+
+def test_a_download_over_loopback_goes_out_under_reno(server, document):
+    """`wopihost serve` listens on 127.0.0.1: its connections get WOPIHOST_LOOPBACK_TCP_CONGESTION's default,
+    as `ss` shows them, whatever the system's default."""
+    if not shutil.which("ss"):
+        pytest.skip("ss (Debian's iproute2) is not installed")
+    file_id, token = document
+    with requests.Session() as session:  # kept alive while ss looks
+        assert session.get(server.url(file_id, token, "/contents")).content == b"original content"
+        shown = subprocess.run(
+            ["ss", "-tinH", "state", "established", f"( sport = :{server.port} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    [_, info] = shown.splitlines()  # the server's end of the session's connection, then its TCP details
+    assert info.split()[0] == "reno", shown
 
 
 def test_fifty_concurrent_lock_attempts_have_exactly_one_winner(server, document):
