@@ -10,6 +10,10 @@ threads) runs side by side with the references, each on its own loopback port:
   gunicorn shape (gthread, 2 workers x 4 threads), local storage, detectexternallocks and
   detectexternalmodifications off. Without --cs3org its rows are skipped.
 
+The references send under the system's TCP congestion control; wopihost, listening on loopback, under
+WOPIHOST_LOOPBACK_TCP_CONGESTION (Reno unless set: README, "Slow clients, limits and faults"). Under BBR that
+alone moves GetFile's figures severalfold, so the header prints both.
+
 Load comes from wrk (apt-get install wrk) with a small Lua script; 2 wrk threads. In each round,
 for each operation and each concurrency, the servers run back to back (wopihost first), so drift
 hits them all. A figure is printed as median (min-max) over the rounds; a ratio wopihost/reference
@@ -948,7 +952,12 @@ def machine_info() -> dict:
                 os_name = ln.split("=", 1)[1].strip('"')
     except OSError:
         pass
+    try:  # under BBR a loopback sender spends CPU on pacing that CUBIC and Reno do not: it moves every download
+        congestion = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    except OSError:
+        congestion = "unknown"
     return {
+        "tcp_congestion": congestion,
         "cpu_model": model or platform.processor(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
@@ -1100,7 +1109,8 @@ def main() -> None:
     print(f"date:     {started.isoformat(timespec='seconds')}")
     print(
         f"machine:  {machine['cpu_model']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
-        f"{machine['memory_gib']} GiB, kernel {machine['kernel']}, {machine['os']}, Python {machine['python']}"
+        f"{machine['memory_gib']} GiB, kernel {machine['kernel']}, {machine['os']}, Python {machine['python']}, "
+        f"TCP congestion control {machine['tcp_congestion']}"
     )
     print(
         f"wopihost: commit {vers['wopihost_commit']}, version {vers['wopihost']}, gunicorn {vers['gunicorn']}, "
@@ -1122,7 +1132,9 @@ def main() -> None:
     print(
         f"setup:    wopihost {args.workers} workers x {args.threads} threads (gthread), database {db_label}; "
         + (f"cs3org gunicorn gthread {args.workers} x {args.threads}, local storage; " if args.cs3org else "")
-        + "nginx 2 worker processes, sendfile, access_log off"
+        + "nginx 2 worker processes, sendfile, access_log off; wopihost's connections under "
+        + f"WOPIHOST_LOOPBACK_TCP_CONGESTION={os.environ.get('WOPIHOST_LOOPBACK_TCP_CONGESTION') or 'reno (default)'}"
+        + ", the others' under the system's"
     )
     print(
         f"load:     wrk, {args.wrk_threads} threads (lock: one per connection), connections {args.connections}, "
