@@ -756,23 +756,18 @@ def _accepted(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
     return accepted, client
 
 
-def test_the_connections_of_a_loopback_listener_get_the_chosen_congestion_control(chosen, listener):
+@pytest.mark.parametrize("system", [False, True], ids=["chosen", "system"])
+def test_the_connections_of_a_loopback_listener_get_the_chosen_congestion_control(
+    chosen, monkeypatch, listener, system
+):
+    """Through the worker's own setup: `system` leaves the system's choice."""
+    if system:
+        monkeypatch.setenv("WOPIHOST_LOOPBACK_TCP_CONGESTION", "system")
     worker = _worker(1, listener)
     try:
         accepted, client = _accepted(listener)
         with accepted, client:
-            assert _congestion(accepted) == chosen
-    finally:
-        _stop(worker)
-
-
-def test_system_leaves_the_system_s_congestion_control(chosen, monkeypatch, listener):
-    monkeypatch.setenv("WOPIHOST_LOOPBACK_TCP_CONGESTION", "system")
-    worker = _worker(1, listener)
-    try:
-        accepted, client = _accepted(listener)
-        with accepted, client:
-            assert _congestion(accepted) == SYSTEM_CONGESTION
+            assert _congestion(accepted) == (SYSTEM_CONGESTION if system else chosen)
     finally:
         _stop(worker)
 
