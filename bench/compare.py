@@ -15,9 +15,11 @@ WOPIHOST_LOOPBACK_TCP_CONGESTION (Reno unless set: README, "Slow clients, limits
 alone moves GetFile's figures severalfold, so the header prints both.
 
 Load comes from wrk (apt-get install wrk) with a small Lua script; 2 wrk threads. In each round,
-for each operation and each concurrency, the servers run back to back (wopihost first), so drift
-hits them all. A figure is printed as median (min-max) over the rounds; a ratio wopihost/reference
-is taken within each round (the two runs were seconds apart), then summarised the same way.
+for each operation and each concurrency, the servers run back to back, so drift hits them all, and in the
+reverse order every other round: a build served first came out 1-2% slower than the same build served right
+after it (docs/benchmarks.md, 2026-12-05, morning); an even --rounds balances that. A figure is printed as
+median (min-max) over the rounds; a ratio wopihost/reference is taken within each round (the two runs were
+seconds apart), then summarised the same way.
 
 Operations (--ops):
   checkfileinfo  GET /wopi/files/ID of a 10 kB file (wopihost, cs3org)
@@ -1214,7 +1216,7 @@ def main() -> None:
             log(f"round {rnd + 1}/{args.rounds}")
             for op in ops:
                 for conns in conns_list:
-                    for name in plan[op]:
+                    for name in plan[op] if rnd % 2 == 0 else reversed(plan[op]):
                         res = run_wrk(servers[name], op, conns, args.seconds, args.wrk_threads, scripts)
                         res["round"] = rnd
                         results.append(res)
