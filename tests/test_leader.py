@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -69,10 +70,18 @@ def test_leaders_of_two_servers_do_not_exclude_each_other():
 
 @pytest.mark.parametrize("leads", [False, True])
 def test_a_sweeper_sweeps_only_while_its_process_leads(services, leads):
-    swept = []
-    sweeper = Sweeper(services, 0.01, swept.append, lambda: leads).start()
+    asked, swept = threading.Semaphore(0), []
+
+    def leading() -> bool:
+        asked.release()
+        return leads
+
+    sweeper = Sweeper(services, 0.01, swept.append, leading).start()
     try:
-        time.sleep(0.5)
+        # Counted, not timed: a sweep over S3 and PostgreSQL in a busy CI can take longer than any fixed pause.
+        # By the third time it asks, a sweeper that leads has swept and reported twice.
+        for _ in range(3):
+            assert asked.acquire(timeout=60)
     finally:
         sweeper.stop()
-    assert bool(swept) == leads
+    assert len(swept) >= 2 if leads else swept == []
