@@ -103,6 +103,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from wopihost.config import loopback_tcp_congestion  # noqa: E402
 from wopihost.localserver import LocalServer, free_port  # noqa: E402
 
 MIB = 1 << 20
@@ -1135,8 +1136,8 @@ def main() -> None:
         f"setup:    wopihost {args.workers} workers x {args.threads} threads (gthread), database {db_label}; "
         + (f"cs3org gunicorn gthread {args.workers} x {args.threads}, local storage; " if args.cs3org else "")
         + "nginx 2 worker processes, sendfile, access_log off; wopihost's connections under "
-        + f"WOPIHOST_LOOPBACK_TCP_CONGESTION={os.environ.get('WOPIHOST_LOOPBACK_TCP_CONGESTION') or 'reno (default)'}"
-        + ", the others' under the system's"
+        + (loopback_tcp_congestion() or "the system's")
+        + " (WOPIHOST_LOOPBACK_TCP_CONGESTION), the others' under the system's"
     )
     print(
         f"load:     wrk, {args.wrk_threads} threads (lock: one per connection), connections {args.connections}, "

@@ -98,6 +98,10 @@ def log_format(environ: Mapping[str, str] | None = None) -> str:
     return setting("LOG_FORMAT", "text", _log_format, environ)
 
 
+def loopback_tcp_congestion(environ: Mapping[str, str] | None = None) -> str:
+    return setting("LOOPBACK_TCP_CONGESTION", "reno", _congestion_control, environ)
+
+
 def record_dir(environ: Mapping[str, str] | None = None) -> Path | None:
     """WOPIHOST_RECORD_DIR, for gunicorn's master too, which assembles the recording; None when unset."""
     return setting("RECORD_DIR", "", lambda text: Path(text).expanduser().resolve() if text else None, environ)
@@ -247,7 +251,7 @@ class Settings:
             sweep_interval=parsed("SWEEP_INTERVAL", "5m", parse_duration),
             header_timeout=parsed("HEADER_TIMEOUT", "10s", _positive_duration),
             idle_timeout=parsed("IDLE_TIMEOUT", "30s", _positive_duration),
-            loopback_tcp_congestion=parsed("LOOPBACK_TCP_CONGESTION", "reno", _congestion_control),
+            loopback_tcp_congestion=loopback_tcp_congestion(env),
             trusted_proxies=parsed("TRUSTED_PROXIES", "0", _count),
             discovery_url=discovery_url,
             discovery_ttl=parsed("DISCOVERY_TTL", "12h", parse_duration),

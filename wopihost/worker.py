@@ -838,7 +838,10 @@ def use_congestion_control(listener: socket.socket, algorithm: str, log) -> None
     before any connection: a connection accepted under BBR stays paced after a switch (it was slower still).
     Reno is the default because every process may choose it (net.ipv4.tcp_allowed_congestion_control), and
     over loopback it does as well as CUBIC; a choice the kernel refuses is reported, and the system's stays."""
-    if listener.family not in (socket.AF_INET, socket.AF_INET6) or not _loopback(listener.getsockname()[0]):
+    if listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    host = listener.getsockname()[0]
+    if not _loopback(host):
         return
     try:
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, algorithm.encode())
@@ -851,7 +854,7 @@ def use_congestion_control(listener: socket.socket, algorithm: str, log) -> None
         log.warning(
             "WOPIHOST_LOOPBACK_TCP_CONGESTION: cannot use %s on %s (%s); its connections keep the system's choice",
             algorithm,
-            listener.getsockname()[0],
+            host,
             why,
         )
 
