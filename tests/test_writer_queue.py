@@ -24,10 +24,10 @@ sys.stdin.readline()  # hold until told (or killed)
 """
 
 
-TRY_FOR_5S = """
+TRY_FOR_30S = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-deadline = time.monotonic() + 5
+deadline = time.monotonic() + 30
 while time.monotonic() < deadline:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -160,9 +160,9 @@ def test_a_turn_that_comes_after_its_writer_gave_up_is_let_go(sqlite_db, other_p
         add_user(sqlite_db, "gave-up")
     other_process.stdin.write("go\n")  # the other process lets go (and ends); our gatekeeper gets the turn
     other_process.stdin.flush()
-    other_process.wait(5)
+    other_process.wait(30)
     third = subprocess.run(
-        [sys.executable, "-c", TRY_FOR_5S, sqlite_db._writers.path], capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", TRY_FOR_30S, sqlite_db._writers.path], capture_output=True, text=True, timeout=60
     )
     assert third.stdout.strip() == "got it", "the gatekeeper kept the turn nobody wanted"
     add_user(sqlite_db, "later")  # and this process still takes turns

@@ -309,7 +309,7 @@ def test_a_download_to_a_slow_reader_holds_no_thread(tmp_path, database):
                     break
         head, _, body = bytes(received).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200") and body == content
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and f'" 200 {len(content)} ' not in server.log_text():
             time.sleep(0.1)
     finally:
