@@ -213,11 +213,7 @@ class Settings:
             return env.get(ENV_PREFIX + name, "").strip() or default
 
         def parsed(name: str, default: str, parse):
-            raw = get(name, default)
-            try:
-                return parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{ENV_PREFIX}{name}: {exc}") from None
+            return setting(name, default, parse, env)
 
         data_dir = Path(get("DATA_DIR", "data")).expanduser().resolve()
         public_url = parsed("PUBLIC_URL", "http://127.0.0.1:8080", _http_url)
