@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/README.md
 
 
-def wait_until(predicate, timeout: float = 15, interval: float = 0.05):
+def wait_until(predicate, timeout: float = 60, interval: float = 0.05):
     """The first true value of predicate(), tried every `interval` seconds for up to `timeout`; None if none."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

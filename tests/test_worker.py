@@ -88,7 +88,7 @@ def second_worker(listener):
     _stop(worker)
 
 
-def turn(worker, until, seconds: float = 5) -> None:
+def turn(worker, until, seconds: float = 60) -> None:
     """Run the worker's loop until `until()` holds."""
     deadline = time.monotonic() + seconds
     while not until():
@@ -108,7 +108,9 @@ def answers(client: socket.socket, count: int) -> bytes:
     """The next `count` answers (each ends with the app's "ok")."""
     received = b""
     while received.count(b"\r\n\r\nok") < count:
-        received += client.recv(4096)
+        piece = client.recv(4096)
+        assert piece, f"the server closed the connection after {received!r}"
+        received += piece
     return received
 
 

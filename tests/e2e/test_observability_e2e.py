@@ -57,7 +57,7 @@ def at_once(urls: list[str]) -> None:
     assert set(statuses) == {200}, statuses
 
 
-def settled_totals(metrics_url: str, checks: int, gets: int, seconds: float = 10) -> None:
+def settled_totals(metrics_url: str, checks: int, gets: int, seconds: float = 60) -> None:
     """check_totals on the server's metrics once they settle: a request is counted when the server closes its
     response, just after the client has read its last byte, so a scrape right then may not show it yet, or
     show its count without its duration (seen with the suite's four processes loading two cores)."""
@@ -98,8 +98,13 @@ def test_metrics_sum_the_requests_of_both_workers(tmp_path, database):
     try:
         file_id, token = document(server, tmp_path)
         at_once([server.url(file_id, token)] * 40 + [server.url(file_id, token, "/contents")] * 10)
-        served = json_lines(server.log_text())
-        lines = [entry for entry in served if entry.get("operation") == "CheckFileInfo" and entry["status"] == 200]
+
+        def served():  # the access line is written after the response is sent, so it may trail the client
+            complete = server.log_text().rpartition("\n")[0]  # not a line still being written
+            lines = [e for e in json_lines(complete) if e.get("operation") == "CheckFileInfo" and e["status"] == 200]
+            return lines if len(lines) >= 40 else None
+
+        lines = wait_until(served, 60) or []
         assert len(lines) == 40 and len({entry["pid"] for entry in lines}) == 2  # both workers served
         settled_totals(f"{server.base}/metrics", 40, 10)
         for _ in range(6):  # whichever worker answers, the same totals

@@ -25,6 +25,7 @@ from wopihost.cspp.wire import chunk_frames, put_chunked_body
 from wopihost.localserver import LocalServer
 
 from ..cspp_helpers import full_file
+from ..helpers import wait_until
 from .test_cspp_e2e import Connection, on_two_workers
 
 pytestmark = pytest.mark.e2e
@@ -303,7 +304,8 @@ def test_a_recording_a_killed_server_left_behind_is_assembled_when_the_next_one_
     try:
         for _ in range(3):
             assert http_get(server, f"/wopi/files/{file_id}?access_token={token}") == 200
-        time.sleep(0.5)
+        # each exchange is spooled once its response is out; kill only when all three are on disk
+        assert wait_until(lambda: spooled_lines(record) == 3, 60), spooled_lines(record)
         for process in [psutil.Process(server.process.pid), *server.workers()]:
             process.send_signal(signal.SIGKILL)
         server.process.wait()
@@ -321,6 +323,10 @@ def test_a_recording_a_killed_server_left_behind_is_assembled_when_the_next_one_
     finally:
         again.stop()
     assert list(record.glob("*.har")) == [path]  # and the new server recorded nothing: no session came
+
+
+def spooled_lines(record: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in (record / ".spool").glob("*.jsonl"))
 
 
 def http_get(server: LocalServer, path: str) -> int:
