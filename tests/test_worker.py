@@ -21,6 +21,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from wopihost import worker as worker_module
+from wopihost import workerboard
 from wopihost.httpdate import DateOfTheSecond
 from wopihost.scratch import scratch
 from wopihost.worker import ACCEPT_FALLBACK_MS, IdleTimeoutSocket, SettledConfig, Worker, handing_off
@@ -67,7 +68,7 @@ def _stop(worker: Worker) -> None:
 @pytest.fixture
 def listener(monkeypatch, tmp_path):
     monkeypatch.setenv("WOPIHOST_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("WOPIHOST_HEADER_TIMEOUT", "1s")
+    monkeypatch.setenv("WOPIHOST_HEADER_TIMEOUT", "30s")  # longer than any pause of a loaded test machine
     listener = socket.create_server(("127.0.0.1", 0))
     yield listener
     listener.close()
@@ -115,6 +116,7 @@ def answers(client: socket.socket, count: int) -> bytes:
 
 
 def test_a_slow_head_holds_no_thread_and_is_dropped_at_its_deadline(worker):
+    worker.header_timeout = 1.0
     client = connect(worker)
     client.sendall(REQUEST[:10])
     turn(worker, lambda: len(worker.heads) == 1)
@@ -230,8 +232,11 @@ def test_a_client_is_left_to_the_worker_serving_fewer_connections(worker, second
     late.close()
 
 
-def test_a_client_left_to_another_worker_that_does_not_take_it_is_taken_after_the_fallback(worker, second_worker):
+def test_a_client_left_to_another_worker_that_does_not_take_it_is_taken_after_the_fallback(
+    worker, second_worker, monkeypatch
+):
     """The other worker may have every thread busy, or be stuck: no client waits on what the board said."""
+    monkeypatch.setattr(workerboard, "STALE", 60.0)  # so that only the fallback, not the board, lets it take the client
     client = connect(worker)
     client.sendall(REQUEST)
     turn(worker, lambda: worker.busy == 1)
@@ -239,7 +244,7 @@ def test_a_client_left_to_another_worker_that_does_not_take_it_is_taken_after_th
     socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
     started = time.monotonic()
     turn(worker, lambda: worker.nr_conns == 2)
-    assert ACCEPT_FALLBACK_MS / 1000 <= time.monotonic() - started < 0.5
+    assert ACCEPT_FALLBACK_MS / 1000 <= time.monotonic() - started < 10
     assert second_worker.nr_conns == 0
 
 
@@ -363,9 +368,17 @@ def test_a_connection_idle_past_its_keepalive_is_closed(worker):
     assert client.recv(100) == b""
 
 
-def test_closing_a_connection_never_stalls_the_loop(worker):
+def test_closing_a_connection_never_stalls_the_loop(worker, monkeypatch):
     """A connection that ends is closed with a linger of up to 2 s for what the client still sends; a client
     that neither reads nor closes must not make the event loop (every other connection) wait that long."""
+    closed_on: list[threading.Thread] = []
+    close_graceful = util.close_graceful
+
+    def noted(sock):
+        closed_on.append(threading.current_thread())
+        close_graceful(sock)
+
+    monkeypatch.setattr(util, "close_graceful", noted)
     silent = connect(worker)
     worker.wsgi.release.set()
     silent.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")  # then neither reads nor closes
@@ -376,7 +389,8 @@ def test_closing_a_connection_never_stalls_the_loop(worker):
         worker.wait_for_and_dispatch_events(0.05)
         longest = max(longest, time.monotonic() - started)
     assert worker.nr_conns == 0
-    assert longest < 0.5, longest
+    assert closed_on and threading.current_thread() not in closed_on  # lingered on a thread, not in the loop
+    assert longest < 1.5, longest  # so no turn of the loop waited out the linger
 
 
 def test_the_worker_tells_the_master_it_lives_at_most_so_often_and_always_within_its_timeout(worker):
@@ -456,14 +470,14 @@ class FileApp(App):
 
 @pytest.fixture
 def download(worker, tmp_path, monkeypatch):
-    """The worker serving a 16 MiB file (more than loopback's buffers take) with an idle timeout of a second,
-    its access log noted (FileApp.logged)."""
+    """The worker serving a 16 MiB file (more than loopback's buffers take), its access log noted
+    (FileApp.logged); the idle timeout long enough that only a test that shortens it sees it."""
     path = tmp_path / "blob"
     path.write_bytes(os.urandom(16 << 20))
     app = FileApp(path)
     worker.wsgi = handing_off(app)
     worker.wsgi.release = app.release  # for the fixture's teardown
-    monkeypatch.setattr(IdleTimeoutSocket, "idle_timeout", 1.0)
+    monkeypatch.setattr(IdleTimeoutSocket, "idle_timeout", 30.0)
     monkeypatch.setattr(
         worker.log._log, "access", lambda resp, req, environ, took: app.logged.append(resp.sock.sendfile_sent)
     )
@@ -515,14 +529,15 @@ def test_a_download_to_a_slow_reader_is_finished_by_the_loop_and_holds_no_thread
     client.close()
 
 
-def test_a_download_to_a_reader_that_stalls_is_dropped_by_the_loop_after_the_idle_timeout(download):
+def test_a_download_to_a_reader_that_stalls_is_dropped_by_the_loop_after_the_idle_timeout(download, monkeypatch):
     worker, app = download
+    monkeypatch.setattr(IdleTimeoutSocket, "idle_timeout", 1.0)
     client = _slow_reader(worker)
     client.sendall(REQUEST)
     turn(worker, lambda: worker.sending)
     started = time.monotonic()
     turn(worker, lambda: worker.nr_conns == 0)
-    assert 0.9 < time.monotonic() - started < 2.5  # an idle timeout after the last byte the client took
+    assert 0.9 < time.monotonic() - started < 6  # an idle timeout after the last byte the client took
     assert not worker.sending and worker.busy == 0
     turn(worker, lambda: app.closed)  # on the closing thread
     assert len(app.closed) == 1 and 0 < app.closed[0] < app.size  # closed, having sent what the client took
@@ -907,7 +922,7 @@ def test_a_sendfile_to_a_reader_that_stalls_ends_after_the_idle_timeout(impatien
         client.close()
         sender.join()
         pytest.fail("the sendfile went on waiting for a client that read nothing")
-    assert 0.4 < time.monotonic() - started < 1.5  # one idle timeout without room in the buffers, not a few
+    assert 0.4 < time.monotonic() - started < 3  # one idle timeout without room in the buffers, not several
     assert len(raised) == 1 and isinstance(raised[0], BrokenPipeError)
     assert 0 < sock.sendfile_sent < 8 << 20  # what the buffers took before the client stalled
     assert sock.gettimeout() == 0.5  # still the idle timeout, for what gunicorn does next
