@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 import requests
 
@@ -20,7 +21,7 @@ from wopihost.cspp.wire import put_chunked_body, request_body
 from wopihost.localserver import LocalServer, SlowClient
 from wopihost.validator.httpclient import Client
 
-from ..helpers import Filler, small_tmpfs, storage_of
+from ..helpers import Filler, small_tmpfs, storage_of, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -217,11 +218,12 @@ def test_renames_racing_for_one_name_all_get_distinct_names(server, tmp_path):
 
 @pytest.fixture
 def impatient_server(tmp_path, database):
-    """Header and idle timeouts of one second, so the tests need not wait for the defaults."""
+    """A header timeout of one second and an idle timeout of two, so the tests need not wait for the defaults;
+    the idle timeout outlasts the pauses of the tests' own slow clients on a loaded machine."""
     server = LocalServer.start(
         tmp_path,
         database,
-        extra_env={"WOPIHOST_HEADER_TIMEOUT": "1s", "WOPIHOST_IDLE_TIMEOUT": "1s", "WOPIHOST_CSPP_PLUS": "on"},
+        extra_env={"WOPIHOST_HEADER_TIMEOUT": "1s", "WOPIHOST_IDLE_TIMEOUT": "2s", "WOPIHOST_CSPP_PLUS": "on"},
     )
     yield server
     server.stop()
@@ -244,11 +246,21 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
     return False
 
 
+def held_by_server(server: LocalServer, sock: socket.socket) -> bool:
+    """Whether a process of the server still holds the other end of `sock`."""
+    port = sock.getsockname()[1]
+    return any(
+        c.raddr and c.raddr.port == port
+        for p in [psutil.Process(server.process.pid), *server.workers()]
+        for c in p.net_connections("tcp")
+    )
+
+
 def test_a_head_not_finished_in_time_is_dropped(impatient_server, tmp_path):
     document = Document(impatient_server, tmp_path)
     path = urlsplit(document.url())
     sock = raw_request(impatient_server, f"GET {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n")
-    assert closed_within(sock, 5)
+    assert closed_within(sock, 30)
     assert document.http.get(document.url()).status_code == 200
 
 
@@ -274,7 +286,8 @@ def test_a_client_that_reads_nothing_is_closed_after_the_idle_timeout(impatient_
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", impatient_server.port))
     sock.sendall(f"GET {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    time.sleep(4)  # the server's send stalls; after a second of it, the server gives up
+    # the server's send stalls; after the idle timeout of it, the server gives up the connection
+    assert wait_until(lambda: not held_by_server(impatient_server, sock), 60)
     received = 0
     with sock:
         sock.settimeout(30)
@@ -300,7 +313,7 @@ def test_a_download_to_a_slow_reader_holds_no_thread(tmp_path, database):
             sock.sendall(f"GET {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             time.sleep(0.5)  # the buffers fill; the thread hands the rest to the event loop
             for _ in range(5):
-                assert requests.get(document.url(), timeout=5).status_code == 200  # CheckFileInfo, a new connection
+                assert requests.get(document.url(), timeout=30).status_code == 200  # CheckFileInfo, a new connection
             sock.settimeout(30)
             received = bytearray()
             while len(received) < len(content) + 100 and (piece := sock.recv(1 << 20)):
@@ -337,13 +350,15 @@ def test_sixty_four_slow_clients_do_not_starve_normal_requests(tmp_path, databas
             client.start()
         try:
             time.sleep(3)
-            slowest = 0.0
+            took = []
             for _ in range(100):
                 started = time.monotonic()
                 assert requests.get(document.url(), timeout=10).status_code == 200  # a new connection each
-                slowest = max(slowest, time.monotonic() - started)
+                took.append(time.monotonic() - started)
                 time.sleep(0.1)
-            assert slowest < 2, slowest
+            took.sort()
+            # a starved server makes probes wait for the slow clients' idle timeout; a loaded machine, one or two
+            assert took[94] < 2 and took[-1] < 8, took[90:]
         finally:
             stop.set()
     finally:
@@ -353,7 +368,7 @@ def test_sixty_four_slow_clients_do_not_starve_normal_requests(tmp_path, databas
 
 
 def test_a_slow_but_steady_reader_gets_the_whole_response(impatient_server, tmp_path):
-    """The idle timeout (1 s here) bounds each wait for the client, not a whole 1 MiB piece of a response."""
+    """The idle timeout (2 s here) bounds each wait for the client, not a whole 1 MiB piece of a response."""
     document = Document(impatient_server, tmp_path)
     assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
     payload = os.urandom(2 * MIB)
@@ -386,7 +401,7 @@ def test_a_refused_body_is_drained_for_at_most_a_few_seconds(impatient_server, t
         "X-WOPI-Override: PUT\r\nX-WOPI-Lock: wrong\r\nContent-Length: 1000\r\n\r\n",
     )
 
-    def trickle():  # a byte every 0.3 s: never idle for the 1 s timeout, and 30 s in all
+    def trickle():  # a byte every 0.3 s: never idle for the 2 s timeout, and 30 s in all
         with contextlib.suppress(OSError):  # until the server closes the connection
             for _ in range(100):
                 sock.send(b"z")
@@ -395,7 +410,7 @@ def test_a_refused_body_is_drained_for_at_most_a_few_seconds(impatient_server, t
     started = time.monotonic()
     threading.Thread(target=trickle, daemon=True).start()
     assert read_status(sock) == 409
-    assert time.monotonic() - started < 10  # the drain's 5 s, not the body's 30
+    assert time.monotonic() - started < 20  # the drain's 5 s, not the body's 30
 
 
 def test_refused_requests_keep_their_connection(server, document):
