@@ -97,7 +97,7 @@ def test_claiming_a_name_in_a_folder_does_not_lock_the_item_of_that_name(service
             target=lambda: outcome.append(_status_of(lambda: services.tree.create_folder(parent, "x", "fail")))
         )
         claim.start()
-        claim.join(timeout=5)
+        claim.join(timeout=60)
         assert not claim.is_alive(), "the claim waits for the folder's lock"
         lock_folder(s, parent)  # the delete goes on
     assert outcome == [409]

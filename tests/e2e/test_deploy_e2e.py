@@ -296,7 +296,7 @@ def test_a_graph_upload_session_through_nginx_logs_no_credential(deployment, tmp
 
 def doctor(server: LocalServer, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*WOPIHOST, "doctor", "--timeout", "3"], env={**server.env, **env}, capture_output=True, text=True
+        [*WOPIHOST, "doctor", "--timeout", "30"], env={**server.env, **env}, capture_output=True, text=True
     )
 
 
@@ -405,7 +405,7 @@ def test_the_shipped_env_file_starts_the_unit(tmp_path, database, client_key):
                 *WOPIHOST,
                 "doctor",
                 "--timeout",
-                "3",
+                "30",
             ],
             env={"PATH": SYSTEMD_PATH},
             capture_output=True,

@@ -162,9 +162,9 @@ def test_one_worker_sweeps_for_the_server_and_another_once_it_is_gone(tmp_path, 
         sweepers = {swept_by(server, file_id) for _ in range(3)}
         assert len(sweepers) == 1, sweepers
         sweeps = value(scrape(f"{server.base}/metrics"), "wopihost_gc_sweeps_total", result="ok")
-        time.sleep(4)
-        # one sweep a second, not one a worker a second
-        assert value(scrape(f"{server.base}/metrics"), "wopihost_gc_sweeps_total", result="ok") - sweeps <= 5
+        time.sleep(6)
+        # one sweep a second, not one a worker a second (12); the slack is the metrics' second of lag
+        assert value(scrape(f"{server.base}/metrics"), "wopihost_gc_sweeps_total", result="ok") - sweeps <= 8
         (leader,) = sweepers
         assert leader in [worker.pid for worker in server.workers()]
         os.kill(leader, signal.SIGKILL)

@@ -325,7 +325,7 @@ def test_speed_and_clients_print_latency_percentiles(hosts, tmp_path):
     done = replay(har, *wopi_args(fresh, file_id, token), "--speed", "recorded")
     assert done.returncode == 0, done.stdout + done.stderr
     seconds = float(re.search(r"2 answers in ([\d.]+) s", done.stdout).group(1))
-    assert 1.0 <= seconds < 5
+    assert 1.0 <= seconds < 10  # the recorded second between the two kept
 
 
 def test_a_body_recorded_as_a_digest_only_is_an_error_not_a_crash(hosts, tmp_path):
