@@ -103,7 +103,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wopihost.config import loopback_tcp_congestion  # noqa: E402
+from wopihost.config import ConfigError, loopback_tcp_congestion  # noqa: E402
 from wopihost.localserver import LocalServer, free_port  # noqa: E402
 
 MIB = 1 << 20
@@ -1087,6 +1087,10 @@ def main() -> None:
     for o in ops:
         if o not in OPS:
             parser.error(f"unknown operation {o}; choose from {', '.join(OPS)}")
+    try:
+        congestion = loopback_tcp_congestion()
+    except ConfigError as exc:
+        parser.error(str(exc))
     if args.cs3org:
         checkout = Path(args.cs3org).resolve()
         args.cs3org = str(checkout)
@@ -1136,7 +1140,7 @@ def main() -> None:
         f"setup:    wopihost {args.workers} workers x {args.threads} threads (gthread), database {db_label}; "
         + (f"cs3org gunicorn gthread {args.workers} x {args.threads}, local storage; " if args.cs3org else "")
         + "nginx 2 worker processes, sendfile, access_log off; wopihost's connections under "
-        + (loopback_tcp_congestion() or "the system's")
+        + (congestion or "the system's")
         + " (WOPIHOST_LOOPBACK_TCP_CONGESTION), the others' under the system's"
     )
     print(
