@@ -128,9 +128,9 @@ def test_client_hanging_up_mid_put_leaves_old_content(server, document):
     file_id, token = document
     requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
     sock = send_partial_put(server, file_id, token, declared=10 << 20, sent=3 << 20)
-    assert wait_until(lambda: partial_files(server), timeout=60)  # the server is streaming to its temporary file
+    assert wait_until(lambda: partial_files(server))  # the server is streaming to its temporary file
     sock.close()
-    assert wait_until(lambda: not partial_files(server), timeout=60), "the partial upload was not cleaned up"
+    assert wait_until(lambda: not partial_files(server)), "the partial upload was not cleaned up"
     got = requests.get(server.url(file_id, token, "/contents"))
     assert got.content == b"original content" and got.headers["X-WOPI-ItemVersion"] == "1"
 
@@ -140,7 +140,7 @@ def test_worker_killed_mid_put_leaves_old_content(server, document):
     file_id, token = document
     requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
     sock = send_partial_put(server, file_id, token, declared=10 << 20, sent=3 << 20)
-    assert wait_until(lambda: partial_files(server), timeout=60)
+    assert wait_until(lambda: partial_files(server))
     busy = [w for w in server.workers() if any(f.path.endswith(".part") for f in w.open_files())]
     assert len(busy) == 1
     os.kill(busy[0].pid, signal.SIGKILL)
@@ -174,7 +174,7 @@ def test_gc_never_takes_a_live_upload_whatever_the_grace(server, document):
     file_id, token = document
     requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
     sock = send_partial_put(server, file_id, token, declared=4 << 20, sent=1 << 20)
-    assert wait_until(lambda: partial_files(server), timeout=60)
+    assert wait_until(lambda: partial_files(server))
     assert "0 unreferenced blobs, 0 partial writes" in server.cli("gc", "--grace", "0")
     sock.sendall(b"z" * (3 << 20))
     with sock, sock.makefile("rb") as answer:

@@ -23,6 +23,7 @@ import pytest
 from wopihost.cspp.frames import FrameDecoder, MessageJSON
 from wopihost.cspp.wire import chunk_frames, put_chunked_body
 from wopihost.localserver import LocalServer
+from wopihost.recording.spool import spool_files
 
 from ..cspp_helpers import full_file
 from ..helpers import wait_until
@@ -305,7 +306,7 @@ def test_a_recording_a_killed_server_left_behind_is_assembled_when_the_next_one_
         for _ in range(3):
             assert http_get(server, f"/wopi/files/{file_id}?access_token={token}") == 200
         # each exchange is spooled once its response is out; kill only when all three are on disk
-        assert wait_until(lambda: spooled_lines(record) == 3, 60), spooled_lines(record)
+        assert wait_until(lambda: spooled_lines(record) == 3), spooled_lines(record)
         for process in [psutil.Process(server.process.pid), *server.workers()]:
             process.send_signal(signal.SIGKILL)
         server.process.wait()
@@ -326,7 +327,7 @@ def test_a_recording_a_killed_server_left_behind_is_assembled_when_the_next_one_
 
 
 def spooled_lines(record: Path) -> int:
-    return sum(path.read_bytes().count(b"\n") for path in (record / ".spool").glob("*.jsonl"))
+    return sum(path.read_bytes().count(b"\n") for path in spool_files(record))
 
 
 def http_get(server: LocalServer, path: str) -> int:
