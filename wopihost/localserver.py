@@ -138,10 +138,15 @@ class LocalServer:
     def workers(self) -> list[psutil.Process]:
         return psutil.Process(self.process.pid).children()
 
+    def processes(self) -> list[psutil.Process]:
+        """The master, then its workers."""
+        master = psutil.Process(self.process.pid)
+        return [master, *master.children()]
+
     def rss_each(self) -> list[int]:
         """Resident memory of the master and of each worker, in bytes."""
         each = []
-        for proc in [psutil.Process(self.process.pid), *self.workers()]:
+        for proc in self.processes():
             try:
                 each.append(proc.memory_info().rss)
             except psutil.NoSuchProcess:

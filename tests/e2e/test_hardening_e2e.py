@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
 import requests
 
@@ -249,11 +248,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
 def held_by_server(server: LocalServer, sock: socket.socket) -> bool:
     """Whether a process of the server still holds the other end of `sock`."""
     port = sock.getsockname()[1]
-    return any(
-        c.raddr and c.raddr.port == port
-        for p in [psutil.Process(server.process.pid), *server.workers()]
-        for c in p.net_connections("tcp")
-    )
+    return any(c.raddr and c.raddr.port == port for p in server.processes() for c in p.net_connections("tcp"))
 
 
 def test_a_head_not_finished_in_time_is_dropped(impatient_server, tmp_path):

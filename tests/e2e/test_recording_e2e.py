@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
 
 from wopihost.cspp.frames import FrameDecoder, MessageJSON
@@ -307,7 +306,7 @@ def test_a_recording_a_killed_server_left_behind_is_assembled_when_the_next_one_
             assert http_get(server, f"/wopi/files/{file_id}?access_token={token}") == 200
         # each exchange is spooled once its response is out; kill only when all three are on disk
         assert wait_until(lambda: spooled_lines(record) == 3), spooled_lines(record)
-        for process in [psutil.Process(server.process.pid), *server.workers()]:
+        for process in server.processes():
             process.send_signal(signal.SIGKILL)
         server.process.wait()
     finally:

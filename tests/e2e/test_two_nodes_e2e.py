@@ -285,7 +285,7 @@ def test_lock_races_across_the_nodes_have_exactly_one_winner(nodes, tmp_path):
 def kill_node(node: LocalServer) -> None:
     """SIGKILL the node's master and every worker at once, as a machine that dies (the master first, so that
     it replaces no worker)."""
-    victims = [psutil.Process(node.process.pid), *node.workers()]
+    victims = node.processes()
     for victim in victims:
         try:
             victim.send_signal(signal.SIGKILL)
