@@ -396,12 +396,12 @@ def test_closing_a_connection_never_stalls_the_loop(worker, monkeypatch):
 def test_the_worker_tells_the_master_it_lives_at_most_so_often_and_always_within_its_timeout(worker):
     """gunicorn's loop notifies the master at every turn (a syscall each); once per half timeout is what the
     master needs, and the loop turns at least once a second."""
-    worker.timeout = 0.2  # gunicorn gives a worker half of the configured timeout
+    worker.timeout = 4  # gunicorn gives a worker half of the configured timeout; half of that, 2 s, is over the cap
     worker.notify()
     first = worker.tmp.last_update()
     worker.notify()
     assert worker.tmp.last_update() == first
-    time.sleep(0.15)
+    time.sleep(1.05)
     worker.notify()
     assert worker.tmp.last_update() > first
 
@@ -928,17 +928,20 @@ def test_a_sendfile_to_a_reader_that_stalls_ends_after_the_idle_timeout(impatien
     assert sock.gettimeout() == 0.5  # still the idle timeout, for what gunicorn does next
 
 
-def test_a_sendfile_to_a_slow_but_steady_reader_outlasts_the_idle_timeout(impatient_tcp, tmp_path):
+def test_a_sendfile_to_a_slow_but_steady_reader_outlasts_the_idle_timeout(impatient_tcp, tmp_path, monkeypatch):
     sock, client = impatient_tcp
+    # 2 s here, forty of the reader's pauses, so that a late wake-up on a loaded machine is not a stall
+    monkeypatch.setattr(IdleTimeoutSocket, "idle_timeout", 2.0)
+    sock.setblocking(True)
     data = os.urandom(256 << 10)
     content = tmp_path / "blob"
     content.write_bytes(data)
     received = bytearray()
 
     def read_slowly():
-        while len(received) < len(data) and (piece := client.recv(256 << 10)):
+        while len(received) < len(data) and (piece := client.recv(4096)):
             received.extend(piece)
-            time.sleep(0.05)  # well under the idle timeout each time, well over it in all
+            time.sleep(0.05)  # well under the idle timeout each time, 64 times or more: well over it in all
 
     reader = threading.Thread(target=read_slowly)
     reader.start()
@@ -946,7 +949,7 @@ def test_a_sendfile_to_a_slow_but_steady_reader_outlasts_the_idle_timeout(impati
     with open(content, "rb") as file:
         assert sock.sendfile(file, 0, len(data)) == len(data)
     reader.join()
-    assert time.monotonic() - started > 1  # the whole transfer took longer than the idle timeout
+    assert time.monotonic() - started > 2  # the whole transfer took longer than the idle timeout
     assert received == data and sock.sendfile_sent == len(data)
 
 
