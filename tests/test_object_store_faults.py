@@ -40,49 +40,57 @@ def store_paused(gateway):
 
 @pytest.fixture
 def host(ceph_rgw, s3, database, tmp_path, monkeypatch):
+    """Two hosts on the same database and bucket: a patient one, with the default S3 timeouts, sets the file up and
+    checks it afterwards, so that a loaded machine's slow store is not taken for a hung one; an impatient one, which
+    gives a hung store up after 2 tries of 1 s each, is the one asked while the store is paused."""
     for name, value in ceph_rgw.env().items():
         monkeypatch.setenv(name, value)
     bucket = f"faults-{secrets.token_hex(6)}"
     s3.create_bucket(Bucket=bucket)
-    settings = Settings.from_env(
-        {
-            "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
-            "WOPIHOST_DATABASE_URL": database,
-            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-            "WOPIHOST_SECRET_KEY": "test-secret",
-            "WOPIHOST_SWEEP_INTERVAL": "0",
-            "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
-            "WOPIHOST_S3_ADDRESSING_STYLE": "path",
-            # a hung store is given up on after 2 tries of 1 s each
-            "WOPIHOST_S3_CONNECT_TIMEOUT": "1s",
-            "WOPIHOST_S3_READ_TIMEOUT": "1s",
-            "WOPIHOST_S3_MAX_ATTEMPTS": "2",
-        }
+    environment = {
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_DATABASE_URL": database,
+        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+        "WOPIHOST_SECRET_KEY": "test-secret",
+        "WOPIHOST_SWEEP_INTERVAL": "0",
+        "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
+        "WOPIHOST_S3_ADDRESSING_STYLE": "path",
+    }
+    patient = create_app(Settings.from_env(environment))
+    impatient = create_app(
+        Settings.from_env(
+            environment
+            | {"WOPIHOST_S3_CONNECT_TIMEOUT": "1s", "WOPIHOST_S3_READ_TIMEOUT": "1s", "WOPIHOST_S3_MAX_ATTEMPTS": "2"}
+        )
     )
-    app = create_app(settings)
-    services = app.extensions["wopihost"]
+    services = patient.extensions["wopihost"]
     file = services.add_file("alice", "Doc.docx", io.BytesIO(b"hello world"))
-    testapp = webtest.TestApp(app)
-    wopi = WopiClient(testapp, file.id, services.issue_token(file.id, "alice", True).token)
+    token = services.issue_token(file.id, "alice", True).token
     issued, drive_id = services.issue_api_token("alice", True)
-    yield wopi, GraphClient(testapp, issued.token, drive_id, "/v1.0"), testapp
-    services.db.dispose()
+
+    def clients(app):
+        testapp = webtest.TestApp(app)
+        return WopiClient(testapp, file.id, token), GraphClient(testapp, issued.token, drive_id, "/v1.0"), testapp
+
+    yield clients(patient), clients(impatient)
+    for app in (patient, impatient):
+        app.extensions["wopihost"].db.dispose()
 
 
 def test_a_hung_object_store_is_503_and_changes_nothing(host, ceph_rgw):
-    wopi, graph, testapp = host
+    (wopi, graph, testapp), (hung_wopi, hung_graph, hung_testapp) = host
     assert wopi.lock("L").status_int == 200
     with store_paused(ceph_rgw):
-        put = wopi.put_file(b"new content", "L")
+        put = hung_wopi.put_file(b"new content", "L")
         assert put.status_int == 503, put.headers
         assert int(put.headers["Retry-After"]) > 0
         assert "object store" in put.headers["X-WOPI-FailureReason"]
-        got = wopi.get_file()
+        got = hung_wopi.get_file()
         assert got.status_int == 503 and "object store" in got.headers["X-WOPI-FailureReason"]
-        upload = graph.put("me/drive/root:/new.txt:/content", b"graph bytes")
+        upload = hung_graph.put("me/drive/root:/new.txt:/content", b"graph bytes")
         assert upload.status_int == 503 and int(upload.headers["Retry-After"]) > 0
         assert upload.json["error"]["code"] == "serviceNotAvailable"
-        health = testapp.get("/healthz", expect_errors=True)
+        health = hung_testapp.get("/healthz", expect_errors=True)
         assert health.status_int == 503 and health.json["storage"] == "not writable"
     # the store answers again: so does the host, with the old content untouched and the lock still held
     got = wopi.get_file()
