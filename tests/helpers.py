@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sqlite3
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,8 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import webtest
+
+from wopihost.writers import WriterQueue
 
 if TYPE_CHECKING:
     from wopihost.localserver import LocalServer
@@ -33,6 +38,37 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.05):
             return value
         time.sleep(interval)
     return None
+
+
+def postgres_lock_waiters(url: str, pids: Iterable[int]) -> int:
+    """How many of these processes' PostgreSQL connections wait for a lock another holds (pg_stat_activity, matched
+    by the connections' own ports): a test's race is then known to have come to the lock it is about."""
+    server_port = sa.make_url(url).port or 5432
+    ports = {
+        connection.laddr.port
+        for pid in pids
+        for connection in psutil.Process(pid).net_connections("tcp")
+        if connection.raddr and connection.raddr.port == server_port
+    }
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            waiting = conn.scalars(sa.text("SELECT client_port FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+            return len(ports.intersection(waiting))
+    finally:
+        engine.dispose()
+
+
+def waits_for_its_turn_to_write(thread: threading.Thread) -> bool:
+    """Whether `thread` waits for its turn among SQLite's writers (WriterQueue.turn): while it writes, that
+    function's frame is suspended and off the thread's stack."""
+    turn = inspect.unwrap(WriterQueue.turn).__code__
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code is turn:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def live_workers(server: LocalServer) -> set[int]:

@@ -10,11 +10,11 @@ import secrets
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -26,6 +26,7 @@ from wopihost.cli import main
 from wopihost.localserver import WOPIHOST, free_port
 
 from .conftest import PG_URL
+from .helpers import postgres_lock_waiters, wait_until
 
 HEAD = db.head_revision("sqlite://")
 PREVIOUS = ScriptDirectory.from_config(db.alembic_config("sqlite://")).get_revision(HEAD).down_revision
@@ -127,10 +128,23 @@ def applied_by(processes: list[subprocess.Popen]) -> list[list[str]]:
     return sorted(applied)
 
 
+def at_the_lock(url: str, processes: list[subprocess.Popen]) -> bool:
+    """Whether every one of these upgrades has come to the lock held: waits for it on PostgreSQL, or has the
+    SQLite file open, its next step being the BEGIN IMMEDIATE that waits."""
+    parsed = sa.make_url(url)
+    try:
+        if parsed.get_backend_name() != "sqlite":
+            return postgres_lock_waiters(url, [p.pid for p in processes]) == len(processes)
+        database = os.path.realpath(parsed.database)
+        return all(any(f.path == database for f in psutil.Process(p.pid).open_files()) for p in processes)
+    except psutil.NoSuchProcess:  # one ended (a zombie too): it did not wait, as the caller then finds
+        return True
+
+
 def test_an_upgrade_waits_for_the_one_migrating_then_has_nothing_to_do(fresh, env):
     with migration_lock_held(fresh):
         processes = upgrades(env, 2)
-        time.sleep(3)  # long enough for both to start and reach the lock
+        assert wait_until(lambda: at_the_lock(fresh, processes))
         assert [p.poll() for p in processes] == [None, None]  # both waiting
     assert applied_by(processes) == [[], EVERY_REVISION]  # one migrated, the other found it done
     assert versions(fresh) == [HEAD]
