@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from wopihost.gc import collect
+from wopihost.gc import Sweeper, collect
 from wopihost.models import AccessToken, File, UnreferencedBlob
 
 
@@ -106,3 +106,23 @@ def test_where_deletes_do_not_wait_for_readers_a_blob_referenced_again_starts_ov
     with services.db.read() as s:
         assert s.get(UnreferencedBlob, blob.name) is None  # forgotten
     assert services.blobs.exists(blob.name)
+
+
+def test_stopping_the_sweeper_waits_for_the_sweep_under_way(services):
+    """Nothing of a sweep outlives stop(): a sweep still writing would race whoever uses the database next."""
+    entered, release, finished = threading.Event(), threading.Event(), []
+
+    def report(done):  # called by the sweeper's thread at the end of each sweep
+        entered.set()
+        release.wait(30)
+        finished.append(done)
+
+    sweeper = Sweeper(services, 0.01, report).start()
+    assert entered.wait(30)
+    stopper = threading.Thread(target=sweeper.stop)
+    stopper.start()
+    stopper.join(0.2)
+    assert stopper.is_alive(), "stop() returned while a sweep was under way"
+    release.set()
+    stopper.join(30)
+    assert not stopper.is_alive() and len(finished) == 1  # that sweep, and no other after stop()

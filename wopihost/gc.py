@@ -132,7 +132,10 @@ class Sweeper:
         return self
 
     def stop(self) -> None:
+        """Ends the thread, once a sweep under way has finished: none of its transactions outlives the call."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
