@@ -18,6 +18,7 @@ import io
 import os
 import secrets
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,21 @@ def storage(request, monkeypatch) -> dict[str, str]:
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     return {name: value for name, value in variables.items() if name.startswith("WOPIHOST_")}
+
+
+# The threads of ours that write to the database on their own. One still running after its test would write
+# into the next test's database, or deadlock with its TRUNCATE on PostgreSQL.
+DATABASE_THREADS = ("wopihost-sweeper", "wopihost-workbook")
+
+
+@pytest.fixture(autouse=True)
+def no_database_thread_outlives_its_test():
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in threading.enumerate() if t not in before and t.name in DATABASE_THREADS]
+    for thread in left:
+        thread.join(30)
+    assert not [t.name for t in left if t.is_alive()], "the test left a thread writing to its database"
 
 
 @pytest.fixture(scope="session")
