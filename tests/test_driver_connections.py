@@ -261,6 +261,19 @@ def test_each_thread_has_its_own_connection_and_dispose_closes_them_all(db):
             connection.cursor().execute("SELECT 1")
 
 
+def test_the_database_is_used_on_new_connections_after_dispose(db):
+    """dispose() closes connections, not the database: the tests trace connections opened after it, and a
+    thread that had a connection before must not go on with the closed one (an AttributeError, a 500)."""
+    db.transact(lambda statements: statements.run(ADD_USER, {"id": "before"}))
+    assert db.first(ONE, {}) == (1,)
+    before = db._connection()
+    db.dispose()
+    assert db.first(ONE, {}) == (1,)
+    db.transact(lambda statements: statements.run(ADD_USER, {"id": "after"}))
+    assert db.query(lambda statements: statements.all(USERS, {})) == [("after",), ("before",)]
+    assert db._connection() is not before
+
+
 CACHE_SIZE = Prepared(sa.text("PRAGMA cache_size"))
 
 

@@ -295,10 +295,12 @@ class Database:
             held[1].invalidate()  # closed without the rollback a broken connection would fail (and log)
 
     def dispose(self) -> None:
+        """Close every connection; the database stays usable, on new ones, as SQLAlchemy's engine does."""
         if self._writers is not None:
             self._writers.close()
         with self._held_lock:
             held, self._held = self._held, set()
+            self._own = threading.local()  # no thread may go on with the connection closed below
         for pooled in held:
             _close_quietly(pooled)
         self.engine.dispose()
