@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -160,6 +161,38 @@ def storage_of(env: dict):
 
     settings = Settings.from_env(env)
     return open_storage(settings, Database(settings.database_url), Clock())
+
+
+_PQ_STATEMENT = re.compile(r'\tF\t\d+\t(?:Parse\t\s*"[^"]*"|Query\t)\s*"([^"]*)')  # a statement sent (libpq's trace)
+
+
+@contextmanager
+def statements_sent(services, trace_dir: Path) -> Iterator[list[str]]:
+    """The statements the database driver sends while the block runs, as the database received them (libpq's
+    protocol trace on PostgreSQL), with their SQL first words: `["SELECT", "BEGIN", ...]`; the list is filled
+    when the block ends. Counted at the driver, so a read that does not go through SQLAlchemy's execution
+    counts too; the settings of connecting (PRAGMA, SET) do not."""
+    services.db.dispose()  # every connection from here on is a new one, traced
+    sent: list[str] = []
+    trace = trace_dir / "libpq.trace"
+
+    def traced(dbapi_connection, _record):
+        if services.db.is_sqlite:
+            dbapi_connection.set_trace_callback(sent.append)
+        else:
+            dbapi_connection.pgconn.trace(os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+
+    words: list[str] = []
+    sa.event.listen(services.db.engine, "connect", traced)
+    try:
+        yield words
+    finally:
+        sa.event.remove(services.db.engine, "connect", traced)
+        services.db.dispose()
+    if not services.db.is_sqlite and trace.exists():
+        sent = [match[1] for match in map(_PQ_STATEMENT.search, trace.read_text().splitlines()) if match]
+    words += [" ".join(text.split()[:1]).upper() for text in sent]
+    words[:] = [word for word in words if word not in ("PRAGMA", "SET")]
 
 
 @dataclass

@@ -3,17 +3,15 @@
 import base64
 import hashlib
 import io
-import os
 import re
 
 import pytest
 import webtest
-from sqlalchemy import event
 
 from wopihost.app import create_app
 from wopihost.clock import to_epoch_ms
 
-from .helpers import WopiClient
+from .helpers import WopiClient, statements_sent
 
 # The CSPP schema rejects these; a plain host must never send them (docs/wopi.md §5 "schema trap").
 WOPI_PLUS_ONLY = {
@@ -168,25 +166,8 @@ def test_standard_request_headers_are_accepted(wopi, header):
 @pytest.mark.parametrize("suffix", ["", "/contents"])
 def test_checkfileinfo_and_getfile_read_the_database_once(wopi, services, suffix, tmp_path):
     """The token's row, the file and its user come in one statement (issue 13's one round trip), with no
-    transaction around it. Counted at the driver: the read does not go through SQLAlchemy's execution."""
-    services.db.dispose()  # every connection from here on is a new one, traced
-    statements = []
-    trace = tmp_path / "libpq.trace"
-
-    def traced(dbapi_connection, _record):
-        if services.db.is_sqlite:
-            dbapi_connection.set_trace_callback(statements.append)
-        else:  # libpq's protocol trace: a frontend Parse or Query message is a statement sent
-            dbapi_connection.pgconn.trace(os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
-
-    event.listen(services.db.engine, "connect", traced)
-    try:
+    transaction around it."""
+    with statements_sent(services, tmp_path) as sent:
         response = wopi.testapp.get(wopi.url(suffix))
-    finally:
-        event.remove(services.db.engine, "connect", traced)
-        services.db.dispose()
     assert response.status_int == 200
-    if not services.db.is_sqlite:
-        statements = [line for line in trace.read_text().splitlines() if re.search(r"\tF\t\d+\t(Parse|Query)\b", line)]
-    statements = [s for s in statements if not s.lstrip().upper().startswith(("PRAGMA", "SET "))]  # connecting
-    assert len(statements) == 1, statements
+    assert sent == ["SELECT"]

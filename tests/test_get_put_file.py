@@ -10,7 +10,7 @@ import pytest
 from wopihost.clock import parse_iso
 from wopihost.errors import WopiError
 
-from .helpers import stored_blobs
+from .helpers import statements_sent, stored_blobs
 
 # -- GetFile --------------------------------------------------------------------------
 
@@ -124,6 +124,18 @@ def test_put_file_with_matching_lock(wopi, services):
     assert info["Version"] == "2" and info["Size"] == 11
     assert response.json["LastModifiedTime"] == info["LastModifiedTime"]
     assert services.files.get(wopi.file_id).sequence_number == 2
+
+
+def test_put_file_checks_the_lock_before_the_body_then_changes_in_one_transaction(wopi, services, tmp_path):
+    """Issue 13's round trips for PutFile: the request's one read, a read of the lock so that a conflict is
+    answered before the body is taken, and after the body one transaction that checks the lock again and
+    replaces the content."""
+    wopi.lock("L")
+    with statements_sent(services, tmp_path) as sent:
+        assert wopi.put_file(b"new content", lock="L").status_int == 200
+    assert sent[:3] == ["SELECT", "SELECT", "BEGIN"] and sent[-1] == "COMMIT"
+    assert "BEGIN" not in sent[3:] and "COMMIT" not in sent[:-1]
+    assert "UPDATE" in sent
 
 
 def test_every_put_makes_a_new_version_even_for_identical_content(wopi):

@@ -2,6 +2,8 @@
 
 import pytest
 
+from .helpers import statements_sent
+
 CURRENT = "lock-C"
 OTHER = "lock-X"
 
@@ -217,3 +219,29 @@ def test_locks_are_not_owned_by_users(locked, services, client_for):
 def test_break_lock_removes_any_lock(locked, services):
     assert services.locks.break_lock(locked.file_id) == CURRENT
     assert lock_of(locked) == ""
+
+
+@pytest.mark.parametrize(
+    "transition, change",
+    [
+        (lambda wopi: wopi.lock(OTHER, X_WOPI_OldLock=CURRENT), "INSERT"),  # UnlockAndRelock
+        (lambda wopi: wopi.op("REFRESH_LOCK", X_WOPI_Lock=CURRENT), "INSERT"),
+        (lambda wopi: wopi.op("UNLOCK", X_WOPI_Lock=CURRENT), "DELETE"),
+    ],
+    ids=["unlock_and_relock", "refresh_lock", "unlock"],
+)
+def test_a_lock_transition_reads_once_then_changes_in_one_transaction(locked, services, tmp_path, transition, change):
+    """Issue 13's round trips: the request's one read (its token, file and user), then one transaction that reads
+    the lock's state and changes it. PostgreSQL's first takes the file's row lock (locks.py), as the check and
+    the change must be one transaction under READ COMMITTED; SQLite's BEGIN IMMEDIATE takes the database's."""
+    with statements_sent(services, tmp_path) as sent:
+        assert transition(locked).status_int == 200
+    row_lock = [] if services.db.is_sqlite else ["SELECT"]
+    assert sent == ["SELECT", "BEGIN", *row_lock, "SELECT", change, "COMMIT"]
+
+
+def test_lock_reads_once_then_changes_in_one_transaction(wopi, services, tmp_path):
+    with statements_sent(services, tmp_path) as sent:
+        assert wopi.lock(CURRENT).status_int == 200
+    row_lock = [] if services.db.is_sqlite else ["SELECT"]
+    assert sent == ["SELECT", "BEGIN", *row_lock, "SELECT", "INSERT", "COMMIT"]
