@@ -246,9 +246,10 @@ def test_put_file_with_stale_cool_timestamp_is_1010_conflict(wopi, clock):
     assert wopi.get_file().body == b"changed elsewhere"
 
 
-def test_put_file_malformed_cool_timestamp_is_400(wopi):
+@pytest.mark.parametrize("stamp", ["yesterday", "0001-01-01T00:00:00+01:00"])  # the second: before year 1 in UTC
+def test_put_file_malformed_cool_timestamp_is_400(wopi, stamp):
     wopi.lock("L")
-    response = wopi.put_file(b"v2", lock="L", X_COOL_WOPI_Timestamp="yesterday")
+    response = wopi.put_file(b"v2", lock="L", X_COOL_WOPI_Timestamp=stamp)
     assert response.status_int == 400
     assert "X-COOL-WOPI-Timestamp" in response.headers["X-WOPI-FailureReason"]
 

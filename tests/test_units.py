@@ -239,7 +239,11 @@ def test_parse_iso_normalises_to_utc(text):
     assert parse_iso(text) == datetime(2009, 6, 15, 13, 45, 30, 123456)
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2009-13-45T00:00:00Z"])
+@pytest.mark.parametrize(
+    "text",
+    # the last two are valid ISO 8601 but outside what a datetime holds once moved to UTC
+    ["", "yesterday", "2009-13-45T00:00:00Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"],
+)
 def test_parse_iso_rejects_garbage(text):
     assert parse_iso(text) is None
 

@@ -42,8 +42,8 @@ def parse_iso(text: str) -> datetime | None:
     RFC 3339 allows need upper-casing first."""
     try:
         moment = datetime.fromisoformat(text.strip().upper())
-    except ValueError:
+        if moment.tzinfo is not None:  # out of range in UTC (year 1 east of it, 9999 west): OverflowError
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
