@@ -146,7 +146,18 @@ def test_source_lock_is_irrelevant(wopi):
 
 
 @pytest.mark.parametrize(
-    "name", ["a/b.docx", "..", "a\\b.docx", "x\x01y.docx", "con.docx", "a:b.docx", "trailing.", ".hidden"]
+    "name",
+    [
+        "a/b.docx",
+        "..",
+        "a\\b.docx",
+        "x\x01y.docx",
+        "con.docx",
+        "CON." + "x" * 300 + ".docx",  # a device name at the longest: its valid alternative must not be longer
+        "a:b.docx",
+        "trailing.",
+        ".hidden",
+    ],
 )
 def test_illegal_relative_target_is_400_with_a_valid_alternative(wopi, services, name, tmp_path):
     response = put_relative(wopi, X_WOPI_RelativeTarget=encode_utf7(name))

@@ -68,6 +68,7 @@ def test_invalid_names(name):
 @example(".\xa00")  # found by this test: a no-break space left at the start once the dot went
 @example("a." + "x" * 30 + " yy")  # an extension cut short at a space
 @example("a." + "x" * 40 + "." + " " * 31 + "y")  # one that is nothing but spaces, cut short
+@example("CON." + "x" * 300 + ".docx")  # a device name's base at the longest: its "_" must not lengthen it
 def test_sanitize_always_gives_a_valid_name(text):
     assert names.check(names.sanitize(text)) == names.sanitize(text)
 
@@ -86,6 +87,7 @@ def test_sanitize_always_gives_a_valid_name(text):
         ("name.", "name"),
         ("\xa0. \u3000", "Untitled"),
         ("con.txt", "_con.txt"),
+        ("CON." + "x" * 300 + ".docx", "_CON." + "x" * 245 + ".docx"),
     ],
 )
 def test_sanitize_trims_what_a_name_may_not_start_or_end_with(text, name):

@@ -80,10 +80,10 @@ def sanitize(name: str, fallback: str = "Untitled") -> str:
     ext = ext[:MAX_EXTENSION_LENGTH].rstrip()  # cut short, it may end with a space
     if ext == ".":  # nothing but spaces as far as an extension may go: the name is what comes before it
         return sanitize(base, fallback)
-    base = _trimmed(base[:MAX_BASE_LENGTH]) or fallback
+    base = _trimmed(base) or fallback
     if base.split(".")[0].upper() in _RESERVED:
         base = "_" + base
-    return check(base + ext)
+    return check((_trimmed(base[:MAX_BASE_LENGTH]) or fallback) + ext)  # cut after the "_", which lengthens it
 
 
 def _trimmed(text: str) -> str:
