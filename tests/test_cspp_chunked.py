@@ -577,6 +577,8 @@ def test_a_zip_saved_by_put_file_is_chunked_like_microsoft(make_file, client_for
         ({"ContentPropertiesToReturn": [], "ContentFilters": [stream_filter(), stream_filter()]}, "twice"),
         ({"ContentPropertiesToReturn": [], "ContentFilters": [stream_filter(chunks="Some")]}, "ChunksToReturn"),
         ({"ContentPropertiesToReturn": [], "ContentFilters": [{"ChunkingScheme": "Zip"}]}, "StreamId"),
+        ({"ContentPropertiesToReturn": [["x"]], "ContentFilters": [stream_filter()]}, "ContentPropertiesToReturn"),
+        ({"ContentPropertiesToReturn": [7], "ContentFilters": [stream_filter()]}, "ContentPropertiesToReturn"),
     ],
 )
 def test_get_chunked_file_bad_requests_are_400(wopi, message, reason):

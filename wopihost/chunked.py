@@ -334,6 +334,8 @@ class ChunkedFiles:
         """GetChunkedFile: the response, its MessageJSON frame and then the chunks the client lacks."""
         message = _object(message, "the message")
         wanted_properties = _list(message, "ContentPropertiesToReturn")
+        if not all(isinstance(name, str) for name in wanted_properties):
+            raise bad_request("ContentPropertiesToReturn must be an array of property name strings")
         filters = [_object(item, "a ContentFilter") for item in _list(message, "ContentFilters")]
         if not filters:
             raise bad_request("MessageJSON ContentFilters must name at least one stream")
@@ -375,7 +377,7 @@ class ChunkedFiles:
         properties = [
             {"Name": name, "Value": snapshot.properties[name].value, "Retention": snapshot.properties[name].retention}
             for name in dict.fromkeys(wanted_properties)
-            if isinstance(name, str) and name in snapshot.properties
+            if name in snapshot.properties
         ]
         message = message_frame({"ContentProperties": properties, "Signatures": signatures})
         return Framed(
