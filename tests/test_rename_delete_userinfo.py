@@ -58,6 +58,14 @@ def test_rename_to_a_taken_name_picks_a_free_variant(wopi, make_file):
     assert rename(wopi, "Taken").json == {"Name": "Taken (2)"}
 
 
+@pytest.mark.parametrize("requested", ["notes.txt", "v1.2"])
+def test_a_file_without_an_extension_is_answered_its_whole_new_name(make_file, client_for, requested):
+    """The answer's Name is the new name without the file's extension, and this file has none to keep."""
+    client = client_for(make_file(name="README"))
+    assert rename(client, requested).json == {"Name": requested}
+    assert client.check_file_info().json["BaseFileName"] == requested
+
+
 def test_rename_to_own_name_in_other_case_is_allowed(wopi):
     assert rename(wopi, "DOC").json == {"Name": "DOC"}
 

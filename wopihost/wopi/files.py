@@ -249,11 +249,12 @@ def rename_file(call: Call) -> Response:
         raise bad_request("X-WOPI-RequestedName is required")
     lock_id = header("X-WOPI-Lock") or None  # may arrive empty on an unlocked file
     coauth_lock_id = header("X-WOPI-CoauthLockId") or None
+    kept = split_extension(call.file().name)[1]  # the extension the rename keeps; "" for a name without one
     try:
         file = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id)
     except InvalidName as exc:
         raise bad_request(str(exc), {"X-WOPI-InvalidFileNameError": str(exc)}) from None
-    return jsonify({"Name": split_extension(file.name)[0]})
+    return jsonify({"Name": file.name[: len(file.name) - len(kept)]})  # not split_extension: "notes.txt" has none
 
 
 def delete_file(call: Call) -> Response:
