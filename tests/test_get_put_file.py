@@ -99,6 +99,14 @@ def test_get_file_conditions_on_the_etag(wopi):
     assert part.status_int == 206 and part.body == b"hello"
 
 
+@pytest.mark.parametrize("headers", [{}, {"Range": "bytes=0-4"}], ids=["whole", "range"])
+def test_a_failed_if_match_is_a_412_error_without_the_content(wopi, headers):
+    """Checked before any Range (RFC 9110 §13.2.2); an error like every other, with its reason and no bytes."""
+    response = wopi.get_file(If_Match='"other"', **headers)
+    assert response.status_int == 412
+    assert response.body == b"" and response.headers["X-WOPI-FailureReason"]
+
+
 def test_get_file_unsatisfiable_range_is_416(wopi):
     response = wopi.get_file(Range="bytes=50-60")
     assert response.status_int == 416

@@ -525,6 +525,17 @@ def test_download_url_serves_the_current_content_and_ranges(graph, testapp):
     assert partial.status_int == 206 and partial.body == b"34"
 
 
+@pytest.mark.parametrize("headers", [{}, {"Range": "bytes=0-2"}], ids=["whole", "range"])
+def test_content_if_match_takes_the_etag_or_the_ctag_and_refuses_any_other(graph, headers):
+    item = put(graph, "secret.txt", b"top secret").json
+    path = f"me/drive/items/{item['id']}/content"
+    for tag in (item["eTag"], item["cTag"], "*"):
+        assert graph.get(path, {"If-Match": tag, **headers}).status_int in (200, 206), tag
+    refused = graph.get(path, {"If-Match": '"not-the-tag"', **headers})
+    assert refused.status_int == 412 and b"top" not in refused.body
+    assert graph_error(refused)[0] == "preconditionFailed"
+
+
 def test_download_url_of_a_deleted_file_is_not_found(graph, testapp):
     file_id = put(graph, "a.txt").json["id"]
     url = download_url(graph, file_id)

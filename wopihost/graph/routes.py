@@ -321,7 +321,8 @@ def _download(services: Services, ticket: str) -> Response:
 
 def _content(services: Services, file_id: str) -> Response:
     file, content = services.files.open_content(file_id)
-    return content_response(request, file, content, shapes.ctag(file).strip('"'))
+    tag, item_tag = shapes.ctag(file).strip('"'), shapes.etag(file).strip('"')
+    return content_response(request, file, content, tag, also_matching=(item_tag,))
 
 
 def put_content(call: Call, ref: ItemRef) -> Response:
