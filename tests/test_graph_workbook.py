@@ -565,6 +565,13 @@ def test_malformed_address(graph, address):
         {"formulas": [["=A1", "=B1"]]},
         {"numberFormat": [[1, 2], [3, 4]]},
         {},
+        # what XML 1.0, and so an .xlsx, cannot hold: openpyxl raised on the first (a 500) and stored the
+        # number format, and the file then opened nowhere
+        {"values": [["a\x01b", 2], [3, 4]]},
+        {"formulas": [['="\x1f"', None], [None, None]]},
+        {"values": [["\ud800", 2], [3, 4]]},
+        {"values": [["\uffff", 2], [3, 4]]},
+        {"numberFormat": [["0\x01", None], [None, None]]},
     ],
 )
 def test_wrong_patch_body(graph, services, client_for, body):
@@ -574,6 +581,16 @@ def test_wrong_patch_body(graph, services, client_for, body):
     assert response.status_int == 400, (body, response)
     assert graph_error(response)[0] == "invalidRequest"
     assert version(services, client_for, file_id) == before
+
+
+@pytest.mark.parametrize("name", ["a\x01b", "\ud800", "x\uffff"])
+def test_a_worksheet_name_an_xlsx_cannot_hold_is_refused_and_the_file_kept(graph, services, client_for, name):
+    file_id = upload(graph)
+    before = version(services, client_for, file_id)
+    response = graph.post_json(f"{WB}/worksheets/add", {"name": name})
+    assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+    assert version(services, client_for, file_id) == before
+    assert graph.get(f"{WB}/worksheets").status_int == 200  # the workbook still opens
 
 
 def test_bad_create_session_body(graph):

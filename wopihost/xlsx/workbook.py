@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import re
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class Workbook:
             name = next(f"Sheet{n}" for n in range(1, 10_000) if f"Sheet{n}" not in self.book.sheetnames)
         if not name or len(name) > 31 or any(ch in name for ch in "[]:*?/\\") or name.startswith("'"):
             raise bad_request("a worksheet name is 1 to 31 characters, none of [ ] : * ? / \\")
+        _storable(name, "the worksheet name")
         if name.casefold() in (existing.casefold() for existing in self.book.sheetnames):
             raise WorkbookError(
                 409, "conflict", f"the workbook already has a worksheet named {name}", "itemAlreadyExists"
@@ -164,7 +166,7 @@ class Workbook:
                     if name == "numberFormat":
                         if not isinstance(value, str):
                             raise bad_request("numberFormat holds strings")
-                        cell.number_format = value
+                        cell.number_format = _storable(value, "numberFormat")
                         self._format(index, cell)
                         continue
                     cell.value = _input(value, name)
@@ -317,7 +319,19 @@ def _input(value: Any, name: str) -> Any:
             raise bad_request(f"{name} holds a number Excel cannot store")
         return value
     if isinstance(value, str):
-        if "\x00" in value or len(value) > 32767:
-            raise bad_request(f"{name} holds text Excel cannot store (NUL, or more than 32767 characters)")
-        return None if value == "" else value
+        if len(value) > 32767:
+            raise bad_request(f"{name} holds text Excel cannot store (more than 32767 characters)")
+        return None if value == "" else _storable(value, name)
     raise bad_request(f"{name} holds strings, numbers, booleans or null")
+
+
+# What XML 1.0, and so an .xlsx, cannot hold: control characters but tab, line feed and carriage return;
+# U+FFFE and U+FFFF; unpaired surrogates. openpyxl refuses the first in a cell's value only (an exception, a 500)
+# and writes the rest where they make the file unreadable (a worksheet's name, a number format).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _storable(text: str, what: str) -> str:
+    if match := _NOT_XML.search(text):
+        raise bad_request(f"{what} holds U+{ord(match[0]):04X}, which an .xlsx cannot store")
+    return text
