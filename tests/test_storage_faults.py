@@ -10,7 +10,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sqlite3
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -196,6 +200,50 @@ def test_database_locked_past_the_busy_timeout_is_503(quick_host, database):
         assert int(response.headers["Retry-After"]) > 0
     assert host.wopi.op("GET_LOCK").headers["X-WOPI-Lock"] == "L"  # nothing changed meanwhile
     assert host.wopi.op("UNLOCK", X_WOPI_Lock="L").status_int == 200
+
+
+@contextmanager
+def read_only_view(database: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """URLs of one database: one that writes it, and one for a worker that cannot. PostgreSQL's second answers
+    as a standby does (every transaction read-only); SQLite's goes through a read-only bind mount of the file
+    system the database is on (which needs root), with a connection kept open by the side so that the WAL
+    files stay and reads go on."""
+    url = sa.make_url(database)
+    if not database.startswith("sqlite"):
+        standby = url.update_query_dict({"options": url.query["options"] + " -cdefault_transaction_read_only=on"})
+        yield database, standby.render_as_string(hide_password=False)
+        return
+    with small_tmpfs(tmp_path / "small") as fs:
+        path = Path(shutil.copy(url.database, fs / "wopihost.sqlite3"))
+        keeper = sqlite3.connect(path)
+        keeper.execute("SELECT 1 FROM files").fetchall()
+        view = tmp_path / "read-only"
+        view.mkdir()
+        subprocess.run(["mount", "--bind", str(fs), str(view)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+            yield f"sqlite:///{path}", f"sqlite:///{view / path.name}"
+        finally:
+            subprocess.run(["umount", "-l", str(view)], check=True)
+            keeper.close()
+
+
+def test_a_database_that_cannot_be_written_is_503_and_the_lock_stays(database, tmp_path):
+    """A PostgreSQL standby after a failover; SQLite on a file system remounted read-only, where a new worker
+    cannot even open the writers' files beside the database (writers.py)."""
+    with read_only_view(database, tmp_path) as (writable, read_only):
+        host = Host(settings_on(tmp_path / "data", writable))
+        app = create_app(settings_on(tmp_path / "data", read_only))
+        wopi = WopiClient(webtest.TestApp(app), host.file.id, host.wopi.token)
+        try:
+            assert wopi.op("GET_LOCK").headers["X-WOPI-Lock"] == "L"
+            response = wopi.op("UNLOCK", X_WOPI_Lock="L")
+            assert_status(response, 503, "cannot be written")
+            assert response.headers["Retry-After"]
+            assert host.wopi.op("GET_LOCK").headers["X-WOPI-Lock"] == "L"
+        finally:
+            app.extensions["wopihost"].db.dispose()
+            host.services.db.dispose()
 
 
 @pytest.mark.parametrize("url", ["postgresql+psycopg://postgres@127.0.0.1:1/test", "sqlite:///{tmp}/no/such/dir/db"])

@@ -3,6 +3,7 @@ processes, with the busy timeout still giving 503, and with a dead process's tur
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -153,6 +154,19 @@ def test_each_process_has_its_own_turn_file_descriptor(tmp_path):
     finally:
         parents.close()
         queue.close()
+
+
+def test_writers_files_that_cannot_be_opened_are_503_and_leave_no_descriptor(tmp_path):
+    """Beside the database on a file system that refuses them (here a directory in the way of the second file,
+    which the first open has to give back)."""
+    (tmp_path / "db.sqlite3-writers-waiting").mkdir()
+    queue = WriterQueue(str(tmp_path / "db.sqlite3"), timeout=1)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(Unavailable, match="cannot be written"):
+        with queue.turn():
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before
+    queue.close()
 
 
 def test_a_turn_that_comes_after_its_writer_gave_up_is_let_go(sqlite_db, other_process):

@@ -352,6 +352,8 @@ def _fault(exc: sa.exc.DBAPIError) -> Exception | None:
         return InsufficientStorage("the database is full")
     if sqlstate == "55P03":  # lock_not_available: lock_timeout passed
         return Unavailable("the database stayed locked by another writer past the busy timeout")
+    if sqlstate == "25006":  # read_only_sql_transaction: a standby, or default_transaction_read_only
+        return Unavailable("the database cannot be written (it is read-only)")
     if sqlstate in ("40P01", "40001"):  # deadlock_detected, serialization_failure: the retry succeeds
         return Unavailable("the change met another one in the database; retry")
     if sqlstate[:2] in ("08", "53", "57") or (not sqlstate and isinstance(exc, sa.exc.OperationalError)):

@@ -3,13 +3,14 @@ each woken as soon as the writer before it is done (db.py: why)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .faults import Unavailable
+from .faults import InsufficientStorage, Unavailable
 
 BUSY = "the database stayed locked by other writers past the busy timeout"
 
@@ -59,7 +60,12 @@ class WriterQueue:
         # Called with the thread lock held. flock belongs to an open file: a descriptor inherited across a
         # fork would be shared with the parent, so each process opens the file itself.
         if self._gate is None or self._gate.pid != os.getpid():
-            self._gate = _Gate(self.path)
+            try:
+                self._gate = _Gate(self.path)
+            except OSError as exc:  # beside the database: a read-only or full file system, say
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise InsufficientStorage("the database's directory is full") from exc
+                raise Unavailable(f"the database cannot be written ({exc.strerror})") from exc
         return self._gate
 
 
@@ -73,7 +79,11 @@ class _Gate:
         # Held shared by every gatekeeper while it waits: a process that finds it held does not take the turn
         # straight away but waits as well, and the kernel then wakes both waiters when the turn frees, so a
         # process whose writers come back to back cannot keep the turn from the others.
-        self.waiting_fd = os.open(path + "-waiting", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.waiting_fd = os.open(path + "-waiting", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except BaseException:
+            os.close(self.fd)
+            raise
         self._state = threading.Condition()
         self._wanted = False  # a writer waits for the gatekeeper
         self._granted = False  # the gatekeeper took the flock for that writer
