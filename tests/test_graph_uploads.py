@@ -920,6 +920,17 @@ def test_a_finished_session_is_no_way_to_reach_its_file_elsewhere_or_later(graph
         assert answer.status_int == 403 and graph_error(answer)[0] == "accessDenied"
 
 
+def test_if_match_at_create_holds_for_that_file_not_another_of_its_name(graph):
+    """A new file at the path starts at the sequence number the deleted one had when If-Match accepted it."""
+    original = simple_upload(graph, "doc.bin", b"original")
+    url = new_session(graph, "me/drive/root:/doc.bin:", headers={"If-Match": original["eTag"]})
+    assert graph.delete(f"me/drive/items/{original['id']}").status_int == 204
+    other = simple_upload(graph, "doc.bin", b"someone else's")
+    refused = graph.upload(url, b"mine", 0, 4)
+    assert refused.status_int == 412 and graph_error(refused) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert content_of(graph, other["id"]) == b"someone else's"
+
+
 def test_if_match_at_create_still_holds_at_completion(graph):
     original = simple_upload(graph, "doc.bin", b"original")
     url = new_session(graph, "me/drive/root:/doc.bin:", headers={"If-Match": original["eTag"]})

@@ -44,8 +44,9 @@ class Target:
     description: str | None = None
     fs_created: str | None = None  # ISO 8601, as parsed from the request
     fs_modified: str | None = None
-    # The sequence number the file to be replaced had when an If-Match at create accepted it: completion
-    # refuses to replace a file that changed since (412).
+    # The file an If-Match at create accepted, and its sequence number then: completion refuses to replace a
+    # file that changed since, or another file that has taken its name (412).
+    expect_file: str | None = None
     expect_sequence: int | None = None
     share_link: str | None = None  # made through this share link, not as a member of the drive
 
@@ -111,7 +112,7 @@ class Uploads:
                 existing = file_named(s, target.folder_id, target.name)
             if if_match is not None and existing is not None:
                 if_match(existing)
-                target = replace(target, expect_sequence=existing.sequence_number)
+                target = replace(target, expect_file=existing.id, expect_sequence=existing.sequence_number)
             if file_size is not None:
                 self._check_size(file_size)
                 self.drives.quota(s, target.drive_id).check(file_size - (existing.size if existing else 0))
@@ -242,7 +243,9 @@ class Uploads:
             self._reach(s, row, target, target.folder_id, target.drive_id)
             existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id, if_match)
         if target.expect_sequence is not None and (
-            existing is None or existing.sequence_number != target.expect_sequence
+            existing is None
+            or existing.sequence_number != target.expect_sequence
+            or target.expect_file not in (None, existing.id)  # None: a session made before it was kept
         ):
             raise WopiError(
                 412,
@@ -306,5 +309,12 @@ def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Calla
     """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in the
     folder `folder_id` of `drive_id` instead of where the session was made for."""
     return lambda target: replace(
-        target, drive_id=drive_id, file_id=None, folder_id=folder_id, name=name, conflict=conflict, expect_sequence=None
+        target,
+        drive_id=drive_id,
+        file_id=None,
+        folder_id=folder_id,
+        name=name,
+        conflict=conflict,
+        expect_file=None,
+        expect_sequence=None,
     )
