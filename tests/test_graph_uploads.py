@@ -3,7 +3,9 @@ conflicts, quota, expiry, the per-user limit shared with CSPP, sweeping and conc
 
 import random
 import threading
+import unicodedata
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 import webtest
@@ -234,6 +236,14 @@ def test_name_equal_to_the_paths_is_accepted(graph):
     assert create(graph, body={"item": {"name": "big.bin"}}).status_int == 200
 
 
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_a_name_equal_to_the_paths_in_another_unicode_form_is_accepted(graph, form):
+    """macOS's clients send names decomposed (NFD); the host keeps them composed."""
+    name = unicodedata.normalize(form, "résumé.bin")
+    path = f"me/drive/root:/{quote(unicodedata.normalize('NFD' if form == 'NFC' else 'NFC', name))}:"
+    assert create(graph, path, body={"item": {"name": name}}).status_int == 200
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -247,6 +257,7 @@ def test_name_equal_to_the_paths_is_accepted(graph):
         b'{"item": {"fileSize": 1.5}}',
         b'{"item": {"description": 5}}',
         b'{"item": {"name": "other.bin"}}',
+        b'{"item": {"name": 5}}',
         b'{"item": {"@microsoft.graph.conflictBehavior": "overwrite"}}',
         b'{"item": {"@name.conflictBehavior": "keep"}}',
         b'{"item": {"fileSystemInfo": []}}',

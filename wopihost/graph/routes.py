@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -392,7 +393,8 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
     with services.db.read() as s:
         if ref.path:  # a new file at a path (or the file there, by its conflict behaviour)
             folder, name = _parent_of_new(call, s, ref)
-            if item.get("name") not in (None, name):
+            given = item.get("name")  # in NFC, as the path's name is: macOS sends its names decomposed
+            if given is not None and (not isinstance(given, str) or unicodedata.normalize("NFC", given) != name):
                 raise GraphError(400, "invalidRequest", "item.name differs from the name in the path")
             target = Target(
                 call.drive.id, folder_id=folder.id, name=name, conflict=_conflict(item, "replace"), **described
