@@ -97,6 +97,16 @@ GET_CHUNKS = (
 )
 
 
+def test_a_head_request_releases_the_blob_it_opened(app, settings, saved):
+    url = urlsplit(saved.url("/contents"))
+    environ = EnvironBuilder(path=url.path, query_string=url.query, method="HEAD").get_environ()
+    status = []
+    body = app(environ, lambda line, headers, exc_info=None: status.append(line))
+    assert status[0].startswith("200") and b"".join(body) == b""
+    body.close()
+    assert blob_fds(settings) == []
+
+
 @pytest.mark.parametrize("operation", [GET_CHUNKED_FILE, GET_CHUNKS], ids=["GetChunkedFile", "GetChunks"])
 def test_closing_a_streamed_body_releases_its_blobs(app, settings, saved, operation):
     status, body = start(app, saved, *operation)

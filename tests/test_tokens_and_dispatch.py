@@ -202,6 +202,15 @@ def test_wrong_method_is_405_with_reason(wopi):
     assert response.headers["X-WOPI-FailureReason"]
 
 
+@pytest.mark.parametrize("suffix", ["", "/contents"], ids=["CheckFileInfo", "GetFile"])
+def test_head_is_get_without_the_body(wopi, suffix):
+    got = wopi.testapp.get(wopi.url(suffix))
+    head = wopi.testapp.head(wopi.url(suffix))
+    assert head.status_int == 200 and head.body == b""
+    for name in ("Content-Type", "Content-Length", "X-WOPI-ItemVersion"):
+        assert head.headers.get(name) == got.headers.get(name), name
+
+
 def test_every_response_carries_server_version_and_matching_length(wopi):
     responses = [
         wopi.check_file_info(),

@@ -116,7 +116,8 @@ def dispatch(item_id: str, endpoint: str) -> Response:
             call = containers.ContainerCall(
                 services, item_id, services.tokens.verify(session, access_token(req), resource)
             )
-    handler = OPERATIONS.get((method, endpoint, override))
+    # HEAD is GET without the body (RFC 9110 §9.3.2), which the server leaves out and the file it opened closes
+    handler = OPERATIONS.get(("GET" if method == "HEAD" else method, endpoint, override))
     if handler is None:
         raise WopiError(501, f"{override or method} is not supported on this endpoint")
     return handler(call)
