@@ -7,6 +7,7 @@ import io
 import threading
 import time
 import zipfile
+from urllib.parse import quote
 
 import openpyxl
 import pytest
@@ -290,6 +291,27 @@ def test_async_create_session(graph, persist):
     assert info.json == {"id": info.json["id"], "persistChanges": persist}
     assert patch(graph, "A1", {"values": [[9]]}, info.json["id"]).status_int == 200
     assert values(graph, "A1") == [[9 if persist else 1]]
+
+
+@pytest.mark.parametrize(
+    "folder, name",
+    [("workbook", "book.xlsx"), (None, "q#1.xlsx"), (None, "100% done.xlsx")],
+    ids=["under_a_folder_named_workbook", "hash", "percent_and_space"],
+)
+def test_async_create_session_locations_lead_to_the_workbook(graph, folder, name):
+    """The URLs it answers are the item's address as sent: encoded again, and cut at the workbook/ of the
+    request, not at the first in the path."""
+    if folder is not None:
+        assert graph.post_json("me/drive/root/children", {"name": folder, "folder": {}}).status_int == 201
+    path = "/".join(filter(None, [folder, name]))
+    upload(graph, name=quote(path))
+    wb = f"me/drive/root:/{quote(path)}:/workbook"
+    response = graph.post_json(f"{wb}/createSession", {"persistChanges": False}, headers={"Prefer": "respond-async"})
+    location = response.headers["Location"]
+    assert location.startswith(f"{PUBLIC}/v1.0/{wb}/operations/"), location
+    body = poll(graph, location)
+    assert body["status"] == "succeeded", body
+    assert graph.get(body["resourceLocation"]).status_int == 200
 
 
 def test_async_create_on_a_non_workbook_fails(graph):

@@ -14,11 +14,19 @@ the URL as the path. Names cannot contain ":", so the first colon after a path c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from ..text import text_problem
 from .errors import GraphError
 
 ACTIONS = ("children", "content", "createUploadSession", "workbook")
+
+
+def encoded(path: str) -> str:
+    """A decoded request path as a URL's path again: what a name may hold (#, %, ?, a space) encoded."""
+    return quote(path, safe="/:!$@")
+
+
 DRIVE_KINDS = {"users": "personal", "sites": "site", "groups": "group"}
 
 

@@ -27,7 +27,7 @@ from ..tokens import API, Grant, bearer
 from ..tree import Item
 from ..uploads import Target, redirected
 from . import shapes
-from .address import DRIVE_KINDS, DriveRef, ItemRef, not_found, parse_item, split_drive
+from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, split_drive
 from .describe import DOWNLOADS, describe, item_response, names
 from .errors import GraphError
 from .request import json_body, json_object
@@ -267,7 +267,7 @@ def list_children(call: Call, ref: ItemRef) -> Response:
         last = page[-1]
         args = request.args.to_dict()
         args.update({"$top": str(top), "$skiptoken": f"{last.id}.{last.name_key}"})
-        url = call.services.settings.public_url + quote(request.path, safe="/:!$@")  # the path as it was sent
+        url = call.services.settings.public_url + encoded(request.path)  # the path as it was sent
         body["@odata.nextLink"] = url + "?" + _query(args)
     return jsonify(body)
 

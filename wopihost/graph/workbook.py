@@ -17,6 +17,7 @@ from ..errors import WopiError
 from ..errors import WopiResponse as NoContent
 from ..models import File
 from ..xlsx import WorkbookError
+from .address import encoded
 from .errors import GraphError
 from .request import json_body
 
@@ -50,7 +51,7 @@ def workbook(call, file: File, rest: str) -> Response:
         known = True
         if verb == method:
             try:
-                return _HANDLERS[name](_Context(call, file), *match.groups())
+                return _HANDLERS[name](_Context(call, file, rest), *match.groups())
             except WorkbookError as exc:
                 raise GraphError(exc.status, exc.code, str(exc), exc.inner) from None
     if known:
@@ -59,16 +60,17 @@ def workbook(call, file: File, rest: str) -> Response:
 
 
 class _Context:
-    def __init__(self, call, file: File):
-        self.call, self.file = call, file
+    def __init__(self, call, file: File, rest: str):
+        self.call, self.file, self.rest = call, file, rest
         self.workbooks = call.services.workbooks
         self.user = call.grant.user_id
         self.session_id = (request.headers.get("workbook-session-id") or "").strip() or None
 
     def url(self, suffix: str) -> str:
-        """An absolute URL of this item's workbook, as the request addressed the item."""
-        base = request.path[: request.path.index("/workbook/") + len("/workbook/")]
-        return f"{self.call.services.settings.public_url}{base}{suffix}"
+        """An absolute URL of this item's workbook, as the request addressed the item: its path less what
+        follows `workbook/` (a folder on the way may be named "workbook"), encoded again (a name may hold # or %)."""
+        base = request.path[: len(request.path) - len(self.rest)]
+        return f"{self.call.services.settings.public_url}{encoded(base)}{suffix}"
 
     def read(self, action: Callable[[Workbook], Any]) -> Any:
         return self.workbooks.read(self.file.id, self.session_id, self.user, action)
