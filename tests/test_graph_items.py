@@ -849,6 +849,19 @@ def test_patch_moves_by_parent_path(graph, path):
     assert item(graph, "dest/inner/moving/a.txt").status_int == 200
 
 
+def test_a_parent_path_is_percent_encoded_both_ways(graph):
+    """As Graph's itemReference has it: "/drive/root:/Documents/my%20file.docx"."""
+    folder_id = mkdir(graph, "my docs#1%").json["id"]
+    file_id = put(graph, "a.txt").json["id"]
+    inside = put(graph, "my docs#1%/b.txt").json
+    assert inside["parentReference"] == {**inside["parentReference"], "id": folder_id}
+    assert inside["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:/my%20docs%231%25"
+    moved = graph.patch_json(
+        f"me/drive/items/{file_id}", {"parentReference": {"path": inside["parentReference"]["path"]}}
+    )
+    assert moved.status_int == 200 and moved.json["parentReference"] == inside["parentReference"]
+
+
 def test_patch_moves_to_the_root_by_path(graph):
     mkdir(graph, "dir")
     file_id = put(graph, "dir/a.txt").json["id"]

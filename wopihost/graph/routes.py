@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from flask import Response, current_app, jsonify, request
@@ -229,8 +229,8 @@ def _new_parent(call: Call, s, reference: Any) -> str | None:
                 "invalidRequest",
                 "parentReference.path must be /drive/root:/{path} or /drives/{this drive's id}/root:/{path}",
             )
-        folder = call.services.tree.resolve(
-            s, call.services.tree.root(s, call.drive.id), [name for name in path.split("/") if name]
+        folder = call.services.tree.resolve(  # percent-encoded, as Graph answers it (shapes.py)
+            s, call.services.tree.root(s, call.drive.id), [unquote(name) for name in path.split("/") if name]
         )
     else:
         return None

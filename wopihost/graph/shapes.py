@@ -13,6 +13,7 @@ import base64
 import mimetypes
 from datetime import datetime
 from typing import Any, overload
+from urllib.parse import quote
 
 from ..models import Drive, File
 from ..tree import Item
@@ -101,7 +102,10 @@ def item_json(
     reference: dict[str, str | None] = {"driveId": drive.id, "driveType": drive_type(drive)}
     if parent_path is not None:
         parent_id = item.folder_id if isinstance(item, File) else item.parent_id
-        reference.update(id=parent_id, path=f"/drives/{drive.id}/root:" + "".join(f"/{n}" for n in parent_path))
+        # percent-encoded, as Graph's itemReference has it ("/drive/root:/Documents/my%20file.docx")
+        reference.update(
+            id=parent_id, path=f"/drives/{drive.id}/root:" + "".join(f"/{quote(n, safe='')}" for n in parent_path)
+        )
     body["parentReference"] = reference
     if item.description:
         body["description"] = item.description
