@@ -274,6 +274,42 @@ def test_the_database_is_used_on_new_connections_after_dispose(db):
     assert db._connection() is not before
 
 
+def connections_of_threads_that_end(db: Database, count: int) -> list:
+    connections = []
+
+    def read() -> None:
+        assert db.first(ONE, {}) == (1,)
+        connections.append(db._connection())
+
+    for _ in range(count):
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+    return connections
+
+
+def test_the_connection_of_a_thread_that_ended_is_closed_when_another_opens(db):
+    ended = connections_of_threads_that_end(db, 3)
+    assert db.first(ONE, {}) == (1,)  # this thread's first: opens one
+    assert len(db._held) == 1
+    for connection in ended:
+        with pytest.raises(Exception, match="closed"):
+            connection.cursor().execute("SELECT 1")
+
+
+def test_a_connection_another_process_opened_is_never_closed_here(db):
+    """After a fork the parent's threads are dead in the child, and their connections are the parent's: closing
+    one would end the parent's session (PostgreSQL) or checkpoint its WAL (SQLite)."""
+    (inherited,) = connections_of_threads_that_end(db, 1)
+    with db._held_lock:
+        for thread, (pid, pooled) in list(db._held.items()):
+            db._held[thread] = (pid - 1, pooled)  # as the child sees it: opened by its parent
+    assert db.first(ONE, {}) == (1,)
+    db.dispose()
+    assert inherited.cursor().execute("SELECT 1").fetchone()[0] == 1  # still open
+    inherited.close()
+
+
 CACHE_SIZE = Prepared(sa.text("PRAGMA cache_size"))
 
 

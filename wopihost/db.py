@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -98,7 +98,9 @@ class Database:
         # `transact` (the lock transitions).
         self._own = threading.local()
         self._held_lock = threading.Lock()
-        self._held: set = set()  # every thread's, to close them all in dispose()
+        # Every thread's (pid, connection), by thread: to close them all in dispose(), and an ended thread's.
+        # Never one opened by another process (inherited across fork): closing it would end the parent's session.
+        self._held: dict = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -282,16 +284,25 @@ class Database:
         if not self.is_sqlite:
             dbapi_connection.rollback()
             dbapi_connection.autocommit = True
-        self._own.held = (os.getpid(), pooled)
+        self._own.held = held = (os.getpid(), pooled)
         with self._held_lock:
-            self._held.add(pooled)
+            ended = [thread for thread in self._held if not thread.is_alive()]
+            gone = [self._held.pop(thread) for thread in ended]
+            self._held[threading.current_thread()] = held
+        self._close_own(gone)  # a thread that ended took its thread-local with it, but not its connection
         return dbapi_connection
+
+    def _close_own(self, held: Iterable[tuple[int, Any]]) -> None:
+        pid = os.getpid()
+        for opened_by, pooled in held:
+            if opened_by == pid:
+                _close_quietly(pooled)
 
     def _drop_connection(self) -> None:
         held, self._own.held = getattr(self._own, "held", None), None
         if held is not None and held[0] == os.getpid():
             with self._held_lock:
-                self._held.discard(held[1])
+                self._held.pop(threading.current_thread(), None)
             held[1].invalidate()  # closed without the rollback a broken connection would fail (and log)
 
     def dispose(self) -> None:
@@ -299,10 +310,9 @@ class Database:
         if self._writers is not None:
             self._writers.close()
         with self._held_lock:
-            held, self._held = self._held, set()
+            held, self._held = self._held, {}
             self._own = threading.local()  # no thread may go on with the connection closed below
-        for pooled in held:
-            _close_quietly(pooled)
+        self._close_own(held.values())
         self.engine.dispose()
 
 
