@@ -3,10 +3,12 @@ processes, with the busy timeout still giving 503, and with a dead process's tur
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 from wopihost.db import Database
 from wopihost.faults import Unavailable
 from wopihost.models import User
-from wopihost.writers import WriterQueue
+from wopihost.writers import WriterQueue, _Gate
 
 HOLD = """
 import fcntl, os, sys, time
@@ -154,6 +156,47 @@ def test_each_process_has_its_own_turn_file_descriptor(tmp_path):
     finally:
         parents.close()
         queue.close()
+
+
+def holder(path: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_the_gatekeeper_never_grants_a_turn_it_no_longer_holds(tmp_path):
+    """The gatekeeper took the flock for a writer that had given up, and has not yet said so. A writer that
+    came then used to go straight in on the same descriptor, and on leaving let go of the flock the gatekeeper
+    then granted to the next writer: two processes' writers at once. The schedule is forced by holding the
+    gate's state (a reentrant lock) while the gatekeeper comes back from its flock."""
+    path = str(tmp_path / "db.sqlite3-writers")
+    first, gate, second = holder(path), _Gate(path), None
+    try:
+        assert not gate.enter(0.2)  # gives up; the gatekeeper goes on waiting for the flock
+        with gate._state:
+            first.communicate("go\n", timeout=10)
+            probe = os.open(path, os.O_RDWR)
+            try:
+                while True:  # until the gatekeeper has the flock
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(probe, fcntl.LOCK_UN)
+                    time.sleep(0.01)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(probe)
+            assert gate.enter(1)  # a writer comes: granted by the gatekeeper
+            gate.leave()
+            second = holder(path)  # another process's writer takes the turn
+            assert not gate.enter(1), "granted the turn while another process holds it"
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.kill()
+                process.wait()
+        gate.close()
 
 
 def test_writers_files_that_cannot_be_opened_are_503_and_leave_no_descriptor(tmp_path):

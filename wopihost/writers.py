@@ -88,13 +88,17 @@ class _Gate:
         self._wanted = False  # a writer waits for the gatekeeper
         self._granted = False  # the gatekeeper took the flock for that writer
         self._inside = False  # a writer holds the flock
+        # The gatekeeper is taking the flock. What it takes is this descriptor's, so a writer that tried the
+        # descriptor now would find it its own, go in, and let go on leaving of what the gatekeeper then grants
+        # to the next writer; and the gatekeeper's shared lock on the waiting file is the descriptor's too.
+        self._acquiring = False
         self._closed = False
         self._keeper: threading.Thread | None = None  # started the first time a writer has to wait
 
     def enter(self, timeout: float) -> bool:
         """Whether the flock is this process's within `timeout` seconds (the caller then calls `leave`)."""
         with self._state:
-            if not self._others_wait():
+            if not self._acquiring and not self._others_wait():
                 try:
                     fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the usual case: nobody else writes
                     self._inside = True
@@ -145,10 +149,12 @@ class _Gate:
                 if self._closed:
                     self._close_files()
                     return
+                self._acquiring = True
             fcntl.flock(self.waiting_fd, fcntl.LOCK_SH)
             fcntl.flock(self.fd, fcntl.LOCK_EX)  # blocks, without the GIL, until the other process lets go
             fcntl.flock(self.waiting_fd, fcntl.LOCK_UN)
             with self._state:
+                self._acquiring = False
                 if self._wanted:
                     self._granted = True
                     self._state.notify_all()
