@@ -20,14 +20,12 @@ from ..text import text_problem
 from .errors import GraphError
 
 ACTIONS = ("children", "content", "createUploadSession", "workbook")
+DRIVE_KINDS = {"users": "personal", "sites": "site", "groups": "group"}
 
 
 def encoded(path: str) -> str:
     """A decoded request path as a URL's path again: what a name may hold (#, %, ?, a space) encoded."""
     return quote(path, safe="/:!$@")
-
-
-DRIVE_KINDS = {"users": "personal", "sites": "site", "groups": "group"}
 
 
 @dataclass(frozen=True)
