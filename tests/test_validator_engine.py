@@ -609,6 +609,21 @@ def test_no_response_is_an_exception(engine, document):
     assert "ExceptionValidator: Exception thrown while executing: (ConnectionError)" in result.reason
 
 
+def test_a_host_that_never_answers_is_reported_without_the_access_token(tmp_path, keys):
+    """requests' message for it names the URL as sent, access token and all."""
+    path = write_checkout(tmp_path / "checkout", suite(group("G", case("T", "<CheckFileInfo />"))))
+    secret = "SECRET-ACCESS-TOKEN-123"
+    args = ["--wopisrc", "http://127.0.0.1:1/wopi/files/x", "--token", secret, "--testcases", str(path)]
+    args += ["--proof-keys", str(keys.directory)]
+    out = io.StringIO()
+    assert main([*args, "--junit", str(tmp_path / "junit.xml")], out, io.StringIO()) == 1
+    assert "ConnectionError" in out.getvalue() and "access_token=[redacted]" in out.getvalue()
+    assert secret not in out.getvalue() and secret not in (tmp_path / "junit.xml").read_text()
+    err = io.StringIO()
+    assert main([*args, "--junit", str(tmp_path / "no" / "junit.xml")], io.StringIO(), err) == 2
+    assert err.getvalue().splitlines()[-1].startswith("error: --junit ") and "Traceback" not in err.getvalue()
+
+
 # ------------------------------------------------------------------- categories, delays, the CLI
 
 

@@ -122,7 +122,11 @@ def main(
     else:
         report.write_text(results, out)
     if args.junit:
-        args.junit.write_bytes(report.junit(results))
+        try:
+            args.junit.write_bytes(report.junit(results))
+        except OSError as error:
+            print(f"error: --junit {args.junit}: {error.strerror or error}", file=err)
+            return 2
     return 1 if any(r.status == FAIL for r in results) else 0
 
 

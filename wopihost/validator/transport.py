@@ -23,6 +23,7 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
+from ..logs import redact
 from .httpclient import Client
 
 # What a request that got no answer raises, from the connection to a body that cannot be read or decoded: for
@@ -90,8 +91,9 @@ def decode_text(body: bytes) -> str:
 
 
 def exception_response(message: str, detail: str = "", text_expected: bool = True) -> Response:
-    headers = CaseInsensitiveDict({VALIDATOR_ERROR: message})
-    return Response(EXCEPTION_STATUS, headers, detail.encode("utf-8"), text_expected)
+    # an exception's text can hold the URL as sent, access token and all (requests' "Max retries exceeded")
+    headers = CaseInsensitiveDict({VALIDATOR_ERROR: redact(message)})
+    return Response(EXCEPTION_STATUS, headers, redact(detail).encode("utf-8"), text_expected)
 
 
 class Transport:
