@@ -221,6 +221,26 @@ def test_checkfileinfos_host_urls_open_the_page_with_the_callers_rights(host_ser
     refused_alike(browser, info["HostViewUrl"].removeprefix(PUBLIC))
 
 
+def test_a_read_only_token_derived_from_a_write_token_opens_read_only_links(host_services, browser):
+    """A write token for one file lists its folder and hands out read-only tokens for the others there: the
+    links their CheckFileInfo gives keep them read-only, though the row they share says write."""
+    mine = host_services.add_file("alice", "Mine.docx", io.BytesIO(b"mine"), ["Docs"])
+    sibling = host_services.add_file("alice", "Sibling.docx", io.BytesIO(b"sibling"), ["Docs"])
+    token = host_services.issue_token(mine.id, "alice", True, folders="l").token
+    docs = browser.get(f"/wopi/files/{mine.id}/ancestry?access_token={token}").json["AncestorsWithRootFirst"][-1]
+    children = browser.get(docs["Url"].removeprefix(PUBLIC).replace("?", "/children?")).json["ChildFiles"]
+    url = next(child["Url"] for child in children if child["Name"] == "Sibling.docx")
+    reader = WopiClient(browser, sibling.id, parse_qs(urlsplit(url).query)["access_token"][0])
+    info = reader.check_file_info().json
+    assert info["UserCanWrite"] is False
+    page = Page(browser.get(info["HostViewUrl"].removeprefix(PUBLIC)).text)
+    opened = WopiClient(browser, sibling.id, page.fields["access_token"])
+    assert opened.check_file_info().json["UserCanWrite"] is False
+    assert opened.lock("L").status_int == reader.lock("L").status_int == 404  # as for any read-only token
+    assert opened.put_file(b"overwritten").status_int == 404 and opened.get_file().body == b"sibling"
+    refused_alike(browser, info["HostEditUrl"].removeprefix(PUBLIC))
+
+
 def test_a_file_the_client_cannot_open_and_a_host_without_a_client(host_services, browser, settings, clock):
     odd = host_services.add_file("alice", "Notes.xyz", io.BytesIO(b"x"))
     response = browser.get(launch(host_services, odd), status=404)

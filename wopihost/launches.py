@@ -103,13 +103,13 @@ class LaunchLinks:
             raise WopiError(404, "no such page")
         with self.db.read() as s:
             try:
-                file_id, row = self.tokens.open_ticket(s, ticket, LAUNCH)
+                file_id, row, can_write = self.tokens.open_ticket(s, ticket, LAUNCH)
             except WopiError:
                 raise unauthorized(INVALID) from None
             file = s.get(File, file_id)
-            if file is None or (action in WRITING_ACTIONS and not row.can_write):
+            if file is None or (action in WRITING_ACTIONS and not can_write):
                 raise unauthorized(INVALID)
-            rights = "w" if row.can_write else "r"
+            rights = "w" if can_write else "r"  # the link's token's, which may be less than its row's
             grant = Grant(row.jti, file_id, row.user_id, rights, row.expires_at)
             name = file.name
         token = self.tokens.derive(grant, file_id, rights, "")

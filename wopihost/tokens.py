@@ -192,15 +192,19 @@ class Tokens:
     def ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL, kind: str = GRAPH_DOWNLOAD) -> str:
         """A short-lived credential for one file (`kind`: its content as Graph's @microsoft.graph.downloadUrl or
         WOPI's FileUrl, or a launch link of the host page), bound to the token it was issued under, so revoking
-        that token revokes it too. It expires with that token, or `ttl` from now if sooner."""
+        that token revokes it too. It expires with that token, or `ttl` from now if sooner. It carries whether
+        the grant may write: a token's row says what it was issued with, and a token derived from it (a
+        container's child, say) may have less."""
         expiry = min(_epoch(grant.expires_at), _epoch(self._clock.now() + ttl))
+        rights = "w" if grant.can_write else "r"
         # Not base32 like a token: nobody proof-signs these URLs, and base64url is encoded in C (a FileUrl
         # is made for every CheckFileInfo).
-        return self._tickets[kind].sign(f"{grant.jti}.{file_id}.{expiry}".encode("ascii")).decode("ascii")
+        return self._tickets[kind].sign(f"{grant.jti}.{file_id}.{rights}.{expiry}".encode("ascii")).decode("ascii")
 
-    def open_ticket(self, session: Session, ticket: str, kind: str = GRAPH_DOWNLOAD) -> tuple[str, AccessToken]:
-        """The file id a ticket of `kind` is for and the row of the token it was issued under (whose user's
-        access to the file the caller checks again); WopiError 401 if it is not valid (any more)."""
+    def open_ticket(self, session: Session, ticket: str, kind: str = GRAPH_DOWNLOAD) -> tuple[str, AccessToken, bool]:
+        """The file id a ticket of `kind` is for, the row of the token it was issued under (whose user's
+        access to the file the caller checks again) and whether it may write; WopiError 401 if it is not
+        valid (any more)."""
         try:
             signed = ticket.encode("ascii")
             payload = signed.rpartition(b".")[0]
@@ -208,14 +212,14 @@ class Tokens:
             # in the last character, and a ticket must have one spelling.
             if not hmac.compare_digest(self._tickets[kind].sign(payload), signed):
                 raise itsdangerous.BadSignature("not a ticket we issued")
-            jti, file_id, expiry = payload.decode("ascii").split(".")
+            jti, file_id, rights, expiry = payload.decode("ascii").split(".")
             expires_at = _EPOCH + timedelta(seconds=int(expiry))
         except _MALFORMED:
             raise unauthorized(f"the {_TICKET_NOUNS[kind]} is not valid") from None
         row = session.get(AccessToken, jti)
         if expires_at <= self._clock.now() or row is None or row.revoked_at is not None:
             raise unauthorized(f"the {_TICKET_NOUNS[kind]} has expired or its token has been revoked")
-        return file_id, row
+        return file_id, row, rights == "w" and row.can_write
 
     def revoke(
         self, session: Session, *, token: str | None = None, file_id: str | None = None, user_id: str | None = None

@@ -312,7 +312,7 @@ def get_content(call: Call, ref: ItemRef) -> Response:
 def _download(services: Services, ticket: str) -> Response:
     _allow("GET", "HEAD")
     with services.db.read() as s:
-        file_id, row = services.tokens.open_ticket(s, ticket)
+        file_id, row, _ = services.tokens.open_ticket(s, ticket)
         file = s.get(File, file_id)
         if file is None:
             raise not_found("the file no longer exists")

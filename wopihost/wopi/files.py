@@ -123,7 +123,7 @@ def download(services: Services, ticket: str) -> Response:
     """CheckFileInfo's FileUrl: the current content for whoever has the URL, until it expires (or the
     token it was made under is revoked)."""
     with services.db.read() as s:
-        file_id, _ = services.tokens.open_ticket(s, ticket, FILE_URL)
+        file_id, _, _ = services.tokens.open_ticket(s, ticket, FILE_URL)
     return _content_response(*services.files.open_content(file_id))
 
 
