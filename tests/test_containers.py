@@ -397,6 +397,20 @@ def test_create_child_file_overwrite_empties_the_file_in_place(services, placeme
     assert urlsplit(response.json["Url"]).path.endswith(file.id)
 
 
+def test_create_child_file_overwrite_needs_the_containers_w(services, placed, follow):
+    """A token that may create but not write lists the container's files read-only: it may not empty them."""
+    file, token = placed(folders="lc")
+    response = follow.testapp.get(f"/wopi/files/{file.id}/ancestry?access_token={token}")
+    parent = response.json["AncestorsWithRootFirst"][-1]["Url"]
+    refused = follow.post(
+        parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="Report.docx", X_WOPI_OverwriteRelativeTarget="True"
+    )
+    assert refused.status_int == 404 and "overwriting" in refused.headers["X-WOPI-FailureReason"]
+    assert services.files.get(file.id).size == 6
+    created = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="New.docx")
+    assert created.status_int == 200  # creating is still its right
+
+
 def test_create_child_file_over_a_locked_file_is_409_with_its_lock(services, placement, parent, follow):
     file, token = placement
     WopiClient(follow.testapp, file.id, token).lock("LockString")

@@ -151,6 +151,8 @@ def create_child_file(call: ContainerCall) -> Response:
     call.require("c", "creating anything")
     services = call.services
     target = target_headers(lambda: "Untitled")
+    if target.overwrite:  # replacing a file is writing it, which "c" alone does not allow
+        call.require("w", "overwriting a file")
     file = services.containers.create_file(call.folder_id, target, call.grant.user_id)
     return jsonify(
         {
