@@ -228,6 +228,14 @@ def test_a_container_token_cannot_read_a_file(parent, placement, testapp, follow
         assert "container" in response.headers["X-WOPI-FailureReason"]
 
 
+def test_a_container_token_opens_no_file_named_as_its_resource(parent, placement, testapp):
+    """A container token is for "c-{folder id}"; a file path naming that is no file of its."""
+    file, _ = placement
+    for resource in (f"c-{file.folder_id}", "e-"):
+        response = testapp.get(f"/wopi/files/{resource}?access_token={token_of(parent)}", expect_errors=True)
+        assert response.status_int == 401 and response.headers["X-WOPI-FailureReason"]
+
+
 def test_a_file_token_is_not_a_container_token(placed, testapp):
     file, token = placed()
     response = testapp.get(f"/wopi/containers/{file.folder_id}?access_token={token}", expect_errors=True)

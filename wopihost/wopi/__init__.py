@@ -13,7 +13,7 @@ from collections.abc import Callable
 from flask import Blueprint, Response, current_app, request
 
 from .. import snapshots
-from ..errors import WopiError, bad_request
+from ..errors import WopiError, bad_request, unauthorized
 from ..services import Services
 from ..tokens import ECOSYSTEM, container
 from . import containers, cspp, files
@@ -100,6 +100,8 @@ def dispatch(item_id: str, endpoint: str) -> Response:
     family = endpoint.split("/")[0]
     call: files.Call | containers.ContainerCall
     if family in ("file", "contents"):
+        if "-" in item_id:  # the resource of a container's or the ecosystem's token ("c-…", "e-…"), no file's id
+            raise unauthorized("the access token is not for a file")
         # One read: the token's row, the file and the user (snapshots.py), for whichever handler needs them.
         claim = services.tokens.claim(access_token(req), item_id)
         seen = snapshots.read(services.db, claim.jti, item_id)
