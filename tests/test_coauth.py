@@ -1,5 +1,7 @@
 """Coauth locks: GetCoauthLock, RefreshCoauthLock, UnlockCoauthLock, GetCoauthTable, and their WOPI-lock interplay."""
 
+import json
+
 import pytest
 
 from wopihost.clock import to_epoch_ms
@@ -90,6 +92,20 @@ def test_lock_type_is_case_insensitive(wopi):
 def test_metadata_may_come_in_the_body(wopi):
     response = get_lock(wopi, body=b'{"CoauthLockMetadata":"from body"}')
     assert rows(response)["C1"]["CoauthLockMetadata"] == "from body"
+
+
+def test_metadata_in_the_body_is_whole_up_to_the_limit_however_json_escapes_it(wopi):
+    """.NET escapes every non-ASCII character (\u00e9: six bytes of JSON for two of UTF-8)."""
+    metadata = "é" * 2048  # 4096 bytes of UTF-8: the limit
+    body = json.dumps({"CoauthLockMetadata": metadata}).encode()  # ensure_ascii: 12 KiB
+    assert rows(get_lock(wopi, body=body))["C1"]["CoauthLockMetadata"] == metadata
+
+
+@pytest.mark.parametrize("metadata", ["m" * 4097, "m" * 30_000])
+def test_metadata_in_the_body_over_the_limit_is_400(wopi, metadata):
+    response = get_lock(wopi, body=json.dumps({"CoauthLockMetadata": metadata}).encode())
+    assert response.status_int == 400 and "metadata" in response.headers["X-WOPI-FailureReason"]
+    assert rows(table(wopi)) == {}
 
 
 def test_same_id_again_keeps_lock_time_and_version_unless_something_shown_changes(wopi, clock):

@@ -148,11 +148,17 @@ def _timeout() -> int:
     return value
 
 
+# The longest body that can carry metadata within the limit: JSON may escape each of its characters as \uXXXX
+_METADATA_BODY_LIMIT = METADATA_LIMIT * 6 + 1024
+
+
 def _metadata() -> str:
     """X-WOPI-CoauthLockMetadata, or (newer clients) {"CoauthLockMetadata": ...} in the body; "" if neither."""
     value = header("X-WOPI-CoauthLockMetadata") or ""
     if not value:
-        body = request_body().read(METADATA_LIMIT * 2)
+        body = request_body().read(_METADATA_BODY_LIMIT + 1)
+        if len(body) > _METADATA_BODY_LIMIT:
+            raise bad_request(f"the coauth lock metadata is larger than {METADATA_LIMIT} bytes")
         try:
             found = parse_json(body).get("CoauthLockMetadata") if body.strip() else None
         except (FrameError, AttributeError):  # not JSON, or not an object: no metadata
