@@ -219,6 +219,29 @@ def test_zero_length_update_only_slides_the_expiry(wopi, clock):
     assert update_session(wopi, token, 30, HELLO_WORLD[30:]).status_int == 200
 
 
+def chunked_update(wopi, token: str, offset: int, length: int, body: bytes):
+    """UpdateUploadSession with a chunked body: no Content-Length to check the declared length against."""
+    return wopi.raw_post(
+        "",
+        io.BytesIO(body),
+        None,
+        X_WOPI_Override="UPDATE_UPLOAD_SESSION",
+        X_WOPI_UploadSessionToken=token,
+        X_WOPI_ContentRangeOffset=str(offset),
+        X_WOPI_ContentRangeLength=str(length),
+    )
+
+
+@pytest.mark.parametrize("length, body", [(10, HELLO_WORLD[30:]), (44, HELLO_WORLD[30:40]), (0, HELLO_WORLD[30:])])
+def test_a_chunked_body_of_another_length_is_400_with_the_current_offset(wopi, length, body):
+    token = create_session(wopi)
+    assert update_session(wopi, token, 0, HELLO_WORLD[:30]).status_int == 200
+    response = chunked_update(wopi, token, 30, length, body)
+    assert response.status_int == 400 and "X-WOPI-ContentRangeLength" in response.headers["X-WOPI-FailureReason"]
+    assert response.headers["X-WOPI-UploadSessionCurrentOffset"] == "30"
+    assert chunked_update(wopi, token, 30, 44, HELLO_WORLD[30:]).headers["X-WOPI-UploadSessionCurrentOffset"] == "74"
+
+
 # -- committing a session ---------------------------------------------------------------
 
 

@@ -122,12 +122,13 @@ def update_upload_session(call: Call) -> Response:
             raise bad_request("X-WOPI-ContentRangeOffset and X-WOPI-ContentRangeLength are required")
         if request.content_length is not None and request.content_length != length:
             raise bad_request(f"the body is {request.content_length} bytes, X-WOPI-ContentRangeLength says {length}")
+        end = call.services.chunked.update_upload_session(token, call.file_id, offset, length, request_body())
     except WopiError as error:  # where the session stands, so that the client can resynchronise
-        received = call.services.sessions.received(token, call.file_id)
-        if received is not None:
-            error.headers["X-WOPI-UploadSessionCurrentOffset"] = str(received)
+        if error.status in (400, 413) and "X-WOPI-UploadSessionCurrentOffset" not in error.headers:
+            received = call.services.sessions.received(token, call.file_id)
+            if received is not None:
+                error.headers["X-WOPI-UploadSessionCurrentOffset"] = str(received)
         raise
-    end = call.services.chunked.update_upload_session(token, call.file_id, offset, length, request_body())
     response = WopiResponse(status=200)
     response.headers["X-WOPI-UploadSessionCurrentOffset"] = str(end)
     return response
