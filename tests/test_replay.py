@@ -169,6 +169,15 @@ def start(rec: archive.Recording, targets: Targets = TARGET) -> Bindings:
             json.dumps(har(entry(status="200"))).encode(),
             "test.har is not a recording: log.entries[0].response.status is not an integer",
         ),
+        (
+            json.dumps(har(entry(started="2026-11-30T10:00:00"))).encode(),
+            "test.har is not a recording: log.entries[0].startedDateTime has no UTC offset: '2026-11-30T10:00:00'",
+        ),
+        (
+            json.dumps(har(entry(operation="Check\ud800FileInfo"))).encode(),
+            "test.har is not a recording: log.entries[0]._wopihost.operation is not valid Unicode (it holds an "
+            "unpaired surrogate)",
+        ),
     ],
 )
 def test_what_is_not_a_recording_is_refused_in_one_line(tmp_path, monkeypatch, content, message):

@@ -68,6 +68,14 @@ class Recording:
     exchanges: tuple[Exchange, ...]
 
 
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
     values = [v for k, v in headers if k.lower() == name.lower()]
     return ", ".join(values) if values else None
@@ -103,6 +111,8 @@ class _Reader:
         value, kinds = obj[key], kind if isinstance(kind, tuple) else (kind,)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise self.fail(f"{where}.{key}", f"is not {_kind_name(kind)}")
+        if isinstance(value, str) and not _unicode(value):  # JSON's "\ud800", which nothing can print or send
+            raise self.fail(f"{where}.{key}", "is not valid Unicode (it holds an unpaired surrogate)")
         return value
 
     def recording(self, document: Any) -> Recording:
@@ -137,6 +147,8 @@ class _Reader:
             started = datetime.fromisoformat(started_text)
         except ValueError:
             raise self.fail(f"{where}.startedDateTime", f"is not an ISO 8601 time: {started_text!r}") from None
+        if started.tzinfo is None:  # HAR's times carry one; without, --speed recorded could not space them
+            raise self.fail(f"{where}.startedDateTime", f"has no UTC offset: {started_text!r}")
         request = self.get(entry, "request", dict, where)
         response = self.get(entry, "response", dict, where)
         method = self.get(request, "method", str, f"{where}.request")
