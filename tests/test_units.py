@@ -4,6 +4,7 @@ import os
 import stat
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from wopihost import names
 from wopihost.clock import iso_round_trip, parse_iso
 from wopihost.config import ConfigError, Settings, load_or_create_secret, parse_duration, parse_size
+from wopihost.junit import Case, Suite, junit_xml
 from wopihost.models import metadata
 from wopihost.tokens import bearer
 
@@ -299,3 +301,14 @@ def test_a_serving_worker_does_not_load_what_it_may_never_need():
 )
 def test_the_bearer_token_of_an_authorization_header(header, token):
     assert bearer(header) == token
+
+
+# -- JUnit XML ------------------------------------------------------------------------
+
+
+@given(st.text(), st.text())
+def test_junit_xml_is_well_formed_whatever_the_text(name, message):
+    """The validator and replay quote what a host answered, which may hold what XML cannot."""
+    document = junit_xml(name, [Suite(name, [Case(name, failure=message, details=message), Case(name, skipped=name)])])
+    root = ET.fromstring(document)
+    assert root.get("tests") == "2" and root.get("failures") == "1" and root.get("skipped") == "1"

@@ -6,9 +6,19 @@ results into `Suite`s of `Case`s. The text it is given is written as given: call
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+# What XML 1.0 cannot hold (ElementTree writes it as it is, or as a reference that is no better): control
+# characters but tab, line feed and carriage return, U+FFFE, U+FFFF and unpaired surrogates. A host's odd answer
+# quoted in a message must not make the whole report unreadable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml(text: str) -> str:
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 @dataclass
@@ -39,17 +49,21 @@ def _count(cases: Iterable[Case]) -> dict[str, str]:
 
 def junit_xml(name: str, suites: Iterable[Suite]) -> bytes:
     suites = list(suites)
-    root = ET.Element("testsuites", {"name": name, **_count(c for s in suites for c in s.cases)})
+    root = ET.Element("testsuites", {"name": _xml(name), **_count(c for s in suites for c in s.cases)})
     for suite in suites:
         time = f"{sum(c.seconds for c in suite.cases):.3f}"
-        element = ET.SubElement(root, "testsuite", {"name": suite.name, **_count(suite.cases), "time": time})
+        suite_name = _xml(suite.name)
+        element = ET.SubElement(root, "testsuite", {"name": suite_name, **_count(suite.cases), "time": time})
         for case in suite.cases:
-            item = ET.SubElement(element, "testcase", classname=suite.name, name=case.name, time=f"{case.seconds:.3f}")
+            item = ET.SubElement(
+                element, "testcase", classname=suite_name, name=_xml(case.name), time=f"{case.seconds:.3f}"
+            )
+            details = _xml(case.details) or None
             if case.failure is not None:
-                ET.SubElement(item, "failure", message=case.failure).text = case.details or None
+                ET.SubElement(item, "failure", message=_xml(case.failure)).text = details
             elif case.error is not None:
-                ET.SubElement(item, "error", message=case.error).text = case.details or None
+                ET.SubElement(item, "error", message=_xml(case.error)).text = details
             elif case.skipped is not None:
-                ET.SubElement(item, "skipped", message=case.skipped)
+                ET.SubElement(item, "skipped", message=_xml(case.skipped))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
