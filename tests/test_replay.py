@@ -170,6 +170,11 @@ def start(rec: archive.Recording, targets: Targets = TARGET) -> Bindings:
             "test.har is not a recording: log.entries[0].response.status is not an integer",
         ),
         (
+            json.dumps(har(entry(url="http://[::1/wopi/files/B"))).encode(),
+            "test.har is not a recording: log.entries[0].request.url is not an absolute http(s) URL: "
+            "'http://[::1/wopi/files/B'",
+        ),
+        (
             json.dumps(har(entry(started="2026-11-30T10:00:00"))).encode(),
             "test.har is not a recording: log.entries[0].startedDateTime has no UTC offset: '2026-11-30T10:00:00'",
         ),
@@ -242,6 +247,10 @@ def test_the_wopisrc_and_the_session_token_become_the_first_bindings():
             Targets(wopisrc="http://replayed.test/files/B?access_token=secret", token="T"),
             "--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not "
             "'http://replayed.test/files/B?access_token=[redacted]'",
+        ),
+        (
+            Targets(wopisrc="http://[::1/wopi/files/B", token="T"),  # urlsplit's ValueError, once blamed elsewhere
+            "--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not 'http://[::1/wopi/files/B'",
         ),
         (
             Targets(wopisrc="http://replayed.test/wopi/containers/B", token="T"),
@@ -501,6 +510,13 @@ def test_names_in_urls_are_not_learned_as_ids():
             "a URL that has the path segment 'Document1 (2).docx' in place of 'Document1.docx'",
         )
     ]
+
+
+def test_a_difference_shows_what_nothing_can_print_escaped():
+    """A host may answer JSON's "\ud800": the report prints it (and its JUnit quotes it) as that escape."""
+    (difference,) = judged(entry(answer={"a": "b"}), answer(value={"a": "\ud800"}))
+    assert (difference.where, difference.recorded, difference.actual) == ("$.a", '"b"', '"\\ud800"')
+    assert show("é") == '"é"'  # what can be printed is
 
 
 def test_sequence_numbers_must_keep_the_recorded_order():

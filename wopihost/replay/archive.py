@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..har import HAR_VERSION, PLACEHOLDER
 
@@ -66,6 +67,14 @@ class Recording:
     face: str | None
     max_body: int | None
     exchanges: tuple[Exchange, ...]
+
+
+def _url(text: str) -> bool:
+    try:
+        urlsplit(text)
+    except ValueError:  # "Invalid IPv6 URL"
+        return False
+    return True
 
 
 def _unicode(text: str) -> bool:
@@ -153,7 +162,7 @@ class _Reader:
         response = self.get(entry, "response", dict, where)
         method = self.get(request, "method", str, f"{where}.request")
         url = self.get(request, "url", str, f"{where}.request")
-        if not url.startswith(("http://", "https://")):
+        if not url.startswith(("http://", "https://")) or not _url(url):
             raise self.fail(f"{where}.request.url", f"is not an absolute http(s) URL: {url[:100]!r}")
         headers = self.headers(request, f"{where}.request")
         post = self.get(request, "postData", dict, f"{where}.request", None)

@@ -32,9 +32,10 @@ def run(
     try:
         recording = read(har)
         bindings_for(recording, targets)  # refuse a command line that does not fit before anything is sent
-        signer = None if proof_keys is None else ProofSigner.load_or_create(proof_keys)
     except (RecordingError, UsageProblem) as problem:
         return _bad(str(problem))
+    try:
+        signer = None if proof_keys is None else ProofSigner.load_or_create(proof_keys)
     except (OSError, ValueError) as problem:  # proof keys that cannot be made or read
         return _bad(f"--proof-keys {proof_keys}: {getattr(problem, 'strerror', None) or problem}")
     if any(exchange.header("X-WOPI-Proof") is not None for exchange in recording.exchanges):

@@ -183,7 +183,8 @@ def _type(value: Any) -> str:
 
 
 def show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    # readable non-ASCII, but an unpaired surrogate a host answered as "\ud800" stays escaped: nothing prints it
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= 200 else text[:197] + "..."
 
 

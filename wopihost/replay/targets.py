@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .. import logs
 from ..graph import PREFIXES as GRAPH_PREFIXES
@@ -141,12 +141,11 @@ def _segments_at(path: str, prefix: str) -> int | None:
 
 
 def _wopisrc(wopisrc: str, recorded_file: tuple[str, str] | None, bindings: Bindings) -> str:
-    parts = urlsplit(wopisrc)
+    problem = f"--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not {logs.redact(wopisrc)!r}"
+    parts = _split(wopisrc, problem)
     found = WOPI_FILE.search(parts.path)
     if parts.scheme not in ("http", "https") or not parts.netloc or not found or found.end() != len(parts.path):
-        raise UsageProblem(
-            f"--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not {logs.redact(wopisrc)!r}"
-        )
+        raise UsageProblem(problem)
     if recorded_file is not None:
         kind, recorded_id = recorded_file
         if found.group("kind") != kind:
@@ -156,12 +155,20 @@ def _wopisrc(wopisrc: str, recorded_file: tuple[str, str] | None, bindings: Bind
 
 
 def _graph_base(base: str) -> tuple[str, str]:
-    parts = urlsplit(base)
+    problem = f"--graph-base must be a Graph URL such as http://host/v1.0, not {logs.redact(base)!r}"
+    parts = _split(base, problem)
     path = parts.path.rstrip("/")
     for prefix in sorted(GRAPH_PREFIXES, key=len, reverse=True):
         if path.endswith(prefix) and parts.scheme in ("http", "https") and parts.netloc:
             return f"{parts.scheme}://{parts.netloc}{path[: -len(prefix)]}", prefix
-    raise UsageProblem(f"--graph-base must be a Graph URL such as http://host/v1.0, not {logs.redact(base)!r}")
+    raise UsageProblem(problem)
+
+
+def _split(url: str, problem: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL", a port that is no number
+        raise UsageProblem(problem) from None
 
 
 def _add_root(bindings: Bindings, recorded: str, actual: str) -> None:
