@@ -66,6 +66,9 @@ def environ(raw_uri=None, **extra):
         None,
         "/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0",
         "/office/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0",
+        # the absolute form a client may send (RFC 9112 §3.2.2): the public URL's origin stands, not the one sent
+        "https://wopi.example.test/office/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0",
+        "http://elsewhere:8080/wopi/files/abc?access_token=t%2Fx&access_token_ttl=0",
     ],
 )
 def test_called_url_is_the_public_url_plus_the_raw_path_and_query(raw):

@@ -62,6 +62,9 @@ def called_url(environ, public_url: str, trusted_proxies: int) -> str:
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw:
         path, _, query = raw.partition("?")
+        if "://" in path:  # absolute-form (RFC 9112 §3.2.2), which a server must accept: the path follows the host
+            after = path.partition("://")[2]
+            path = after[after.find("/") :] if "/" in after else "/"
     else:
         path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
         query = environ.get("QUERY_STRING", "")
