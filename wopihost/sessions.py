@@ -224,7 +224,7 @@ class UploadSessions:
                 blob = self.blobs.write(body, length, sha256=False)
             except TooLarge:
                 raise bad_request(f"the body is longer than {length_from} says ({length} bytes)") from None
-        elif body.read(1):  # a chunked body, which no Content-Length said was empty
+        elif body.readinto(memoryview(bytearray(1))):  # a chunked body, which no Content-Length said was empty
             raise bad_request(f"the body is longer than {length_from} says (0 bytes)")
         with blob or nullcontext():
             try:
