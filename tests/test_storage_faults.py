@@ -87,10 +87,11 @@ def assert_status(response, status: int, *words: str):
 # -- a full disk -------------------------------------------------------------------------------
 
 
-def test_put_file_on_a_full_disk_is_507_and_keeps_the_old_content(full_disk_host, small_fs):
+@pytest.mark.parametrize("size", [300_000, 100], ids=["large", "buffered"])  # the second fails only at the flush
+def test_put_file_on_a_full_disk_is_507_and_keeps_the_old_content(full_disk_host, small_fs, size):
     host, filler = full_disk_host, Filler(small_fs)
     filler.fill()
-    assert_status(host.wopi.put_file(os.urandom(300_000), lock="L"), 507, "full", "nothing was stored")
+    assert_status(host.wopi.put_file(os.urandom(size), lock="L"), 507, "full", "nothing was stored")
     assert host.intact()
     assert list((small_fs / "data" / "tmp").iterdir()) == []  # no partial write left behind
     filler.free()

@@ -250,8 +250,9 @@ class BlobStore:
                 _fsync_dir(final.parent)
         except BaseException:
             if out is not None:
-                out.close()
                 with suppress(OSError):  # the write's own error is the one to report
+                    out.close()  # flushes what is buffered, which on a full disk fails again (but closes)
+                with suppress(OSError):
                     path.unlink(missing_ok=True)
             raise
 
