@@ -5,6 +5,7 @@ lone surrogates (JSON's "\\ud800", UTF-7's "+2AA-") that no driver can encode, a
 which PostgreSQL's text cannot hold. They run on every database backend.
 """
 
+import io
 import json
 
 import pytest
@@ -222,3 +223,11 @@ def test_a_malformed_commit_token_does_not_hide_a_lock_conflict(locked):
         "PUT_CHUNKED_FILE", message_frame(message) + END_FRAME, X_WOPI_Lock="other", X_WOPI_SequenceNumber="1"
     )
     assert response.status_int == 409 and response.headers["X-WOPI-Lock"] == "L"
+
+
+@pytest.mark.parametrize("value", ["+11", "١١"])  # what WebTest lets through of what Werkzeug reads as 0
+def test_a_content_length_that_is_no_number_is_400_and_changes_nothing(locked, value):
+    """gunicorn and nginx refuse these themselves; another server may pass them on, and Werkzeug reads them as 0."""
+    response = locked.raw_post("/contents", io.BytesIO(b"new content"), value, X_WOPI_Override="PUT", X_WOPI_Lock="L")
+    assert response.status_int == 400 and "Content-Length" in response.headers["X-WOPI-FailureReason"]
+    assert locked.get_file().body == b"hello world"

@@ -199,10 +199,17 @@ def drain(environ: dict, stream) -> None:
 
 def _content_length(environ: dict) -> int | None:
     value = environ.get("CONTENT_LENGTH", "")
-    return int(value) if value.isdigit() else None
+    return int(value) if _digits(value) else None
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone takes "²"
 
 
 def request_body() -> RequestBody:
+    raw = request.environ.get("CONTENT_LENGTH")
+    if raw and not _digits(raw.strip(" \t")):  # Werkzeug reads "+11", "-3" or "11, 11" as 0: an empty body
+        raise bad_request(f"Content-Length {raw[:40]!r} is not a number of bytes")
     length = request.content_length
     source = (GunicornSocketSource.of(request.environ) if length is not None else None) or StreamSource(request.stream)
     return RequestBody(source, length, request.environ)
