@@ -60,6 +60,7 @@ def test_get_file_malformed_max_expected_size_is_400(wopi, limit):
         ("bytes=0-4", 206, b"hello", "bytes 0-4/11"),
         ("bytes=6-", 206, b"world", "bytes 6-10/11"),
         ("bytes=-3", 206, b"rld", "bytes 8-10/11"),
+        ("bytes=-20", 206, b"hello world", "bytes 0-10/11"),  # a suffix longer than the file: all of it
     ],
 )
 def test_get_file_range(wopi, range_header, status, body, content_range):
@@ -111,6 +112,18 @@ def test_get_file_unsatisfiable_range_is_416(wopi):
     response = wopi.get_file(Range="bytes=50-60")
     assert response.status_int == 416
     assert response.headers["X-WOPI-FailureReason"]
+
+
+@pytest.mark.parametrize("range_header", ["bytes=0-", "bytes=5-9", "bytes=-5"])
+def test_no_range_of_an_empty_file_can_be_satisfied(make_file, client_for, range_header):
+    response = client_for(make_file(b"")).get_file(Range=range_header)
+    assert response.status_int == 416 and response.headers["Content-Range"] == "bytes */0"
+
+
+def test_a_range_in_a_unit_other_than_bytes_is_ignored(wopi):
+    """RFC 9110 §14.2: a server ignores a range unit it does not know."""
+    response = wopi.get_file(Range="items=0-4")
+    assert response.status_int == 200 and response.body == b"hello world" and "Content-Range" not in response.headers
 
 
 def test_get_file_streams_large_content(make_file, client_for):
