@@ -294,6 +294,9 @@ def test_create_child_container_taken_name_is_409_with_a_free_one(parent, follow
     response = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="SUB")  # names ignore case
     assert response.status_int == 409
     assert response.headers["X-WOPI-ValidRelativeTarget"] == "SUB (2)"
+    assert follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="v1.2").status_int == 200
+    dotted = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="v1.2")
+    assert dotted.headers["X-WOPI-ValidRelativeTarget"] == "v1.2 (2)"  # no extension to keep last
     assert follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Report.docx").status_int == 409
 
 
@@ -302,7 +305,7 @@ def test_create_child_container_suggested_name_never_fails(parent, follow):
         follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_SuggestedTarget=name).json["ContainerPointer"]["Name"]
         for name in ("Sub", "Sub", "a/b", "Report.docx")
     ]
-    assert names == ["Sub", "Sub 1", "a_b", "Report 1.docx"]
+    assert names == ["Sub", "Sub 1", "a_b", "Report.docx 1"]  # a folder's number goes at the end of its name
 
 
 @pytest.mark.parametrize(

@@ -710,6 +710,12 @@ def test_create_folder_rename_counts_from_one(graph, key):
     assert (second.status_int, second.json["name"]) == (201, "docs 2")
 
 
+def test_create_folder_rename_puts_the_number_at_the_end_of_a_dotted_name(graph):
+    """A folder has no extension to keep last: "My Folder" becomes "My Folder 1", and "v1.2" "v1.2 1"."""
+    mkdir(graph, "v1.2")
+    assert mkdir(graph, "v1.2", **{"@microsoft.graph.conflictBehavior": "rename"}).json["name"] == "v1.2 1"
+
+
 def test_create_folder_rename_of_a_free_name_keeps_it(graph):
     response = mkdir(graph, "Free", **{"@microsoft.graph.conflictBehavior": "rename"})
     assert (response.status_int, response.json["name"]) == (201, "Free")
@@ -860,6 +866,14 @@ def test_a_parent_path_is_percent_encoded_both_ways(graph):
         f"me/drive/items/{file_id}", {"parentReference": {"path": inside["parentReference"]["path"]}}
     )
     assert moved.status_int == 200 and moved.json["parentReference"] == inside["parentReference"]
+
+
+@pytest.mark.parametrize("name", ["%00", "\ud800"])
+def test_a_parent_path_holding_what_no_name_can_is_400(graph, name):
+    file_id = put(graph, "a.txt").json["id"]
+    response = graph.patch_json(f"me/drive/items/{file_id}", {"parentReference": {"path": f"/drive/root:/{name}"}})
+    assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+    assert item(graph, "a.txt").json["id"] == file_id
 
 
 def test_patch_moves_to_the_root_by_path(graph):

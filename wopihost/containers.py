@@ -17,7 +17,7 @@ from .errors import WopiError, bad_request, not_found
 from .files import Files, Target
 from .ids import is_id
 from .models import Drive, File, Folder
-from .names import InvalidName, check, encode_utf7, sanitize, split_extension
+from .names import InvalidName, check, encode_utf7, numbered_folder, sanitize, split_extension
 from .repository import lock_folder
 from .tree import Tree
 
@@ -93,7 +93,7 @@ class Containers:
             if exc.code != "nameAlreadyExists":
                 raise
             with self.db.read() as s:
-                free = self.files.free_name(s, parent_id, name)
+                free = self.files.free_name(s, parent_id, name, style=numbered_folder)
             raise WopiError(409, exc.reason, {"X-WOPI-ValidRelativeTarget": encode_utf7(free)}) from None
         return self.get(folder.id)
 

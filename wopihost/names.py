@@ -101,7 +101,15 @@ def _control(ch: str) -> bool:
 def numbered(name: str, n: int) -> str:
     """'Report.docx', 2 -> 'Report (2).docx'; an existing ' (k)' suffix is replaced, not stacked.
     How WOPI hosts (and Windows) tell copies apart."""
-    base, ext = split_extension(name)
+    return _numbered(*split_extension(name), n)
+
+
+def numbered_folder(name: str, n: int) -> str:
+    """'v1.2', 2 -> 'v1.2 (2)': a folder's name has no extension to keep at the end."""
+    return _numbered(name, "", n)
+
+
+def _numbered(base: str, ext: str, n: int) -> str:
     match = _NUMBERED.match(base)
     if match:
         base = match.group(1)
@@ -113,6 +121,11 @@ def counted(name: str, n: int) -> str:
     count from 1 for the first copy."""
     base, ext = split_extension(name)
     return _suffixed(base, f" {n - 1}", ext)
+
+
+def counted_folder(name: str, n: int) -> str:
+    """'v1.2', 2 -> 'v1.2 1': OneDrive appends the number to a folder's whole name."""
+    return _suffixed(name, f" {n - 1}", "")
 
 
 def _suffixed(base: str, suffix: str, ext: str) -> str:

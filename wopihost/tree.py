@@ -24,7 +24,7 @@ from .errors import WopiError, bad_request, name_taken, not_found
 from .files import Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
-from .names import InvalidName, check, counted
+from .names import InvalidName, check, counted_folder
 from .repository import bytewise, folder_named, load_file, lock_folder, locking
 from .repository import name_taken as name_taken_in
 from .storage import Storage
@@ -147,7 +147,10 @@ class Tree:
         with self.db.write() as s:
             parent = lock_folder(s, parent_id)
             if conflict == "rename":
-                name = self.files.free_name(s, parent.id, name, style=counted)
+                try:  # the number may make what follows a dot longer than check() lets an extension be
+                    name = check(self.files.free_name(s, parent.id, name, style=counted_folder))
+                except InvalidName as exc:
+                    raise invalid_name(exc) from None
             else:
                 existing = folder_named(s, parent.id, name)
                 if existing is not None and conflict == "replace":

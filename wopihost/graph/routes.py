@@ -229,9 +229,11 @@ def _new_parent(call: Call, s, reference: Any) -> str | None:
                 "invalidRequest",
                 "parentReference.path must be /drive/root:/{path} or /drives/{this drive's id}/root:/{path}",
             )
-        folder = call.services.tree.resolve(  # percent-encoded, as Graph answers it (shapes.py)
-            s, call.services.tree.root(s, call.drive.id), [unquote(name) for name in path.split("/") if name]
-        )
+        names = [unquote(name) for name in path.split("/") if name]  # percent-encoded, as Graph answers it
+        for name in names:
+            if (problem := text_problem(name)) is not None:  # "\ud800", "%00": no name, and no database takes it
+                raise GraphError(400, "invalidRequest", f"parentReference.path {problem}")
+        folder = call.services.tree.resolve(s, call.services.tree.root(s, call.drive.id), names)
     else:
         return None
     if not isinstance(folder, Folder):
