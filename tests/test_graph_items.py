@@ -716,6 +716,17 @@ def test_create_folder_rename_puts_the_number_at_the_end_of_a_dotted_name(graph)
     assert mkdir(graph, "v1.2", **{"@microsoft.graph.conflictBehavior": "rename"}).json["name"] == "v1.2 1"
 
 
+def test_names_that_fold_three_times_longer_are_stored_and_still_clash_ignoring_case(graph):
+    """Folding case makes "ﬃ" "ffi": the longest names fold past what the database's key column holds."""
+    name, other_case = "D" + "ﬃ" * 249, "d" + "ﬃ" * 249
+    assert put(graph, name + ".txt").status_int == 201
+    assert mkdir(graph, name).status_int == 201
+    assert graph_error(mkdir(graph, other_case)) == ("nameAlreadyExists", None)  # the same name, case aside
+    assert put(graph, other_case + ".TXT", b"again").status_int == 200  # replaces the same file
+    assert item(graph, name + ".txt").json["size"] == 5
+    assert mkdir(graph, name[:-1] + "x").status_int == 201  # one character apart: another name
+
+
 def test_create_folder_rename_of_a_free_name_keeps_it(graph):
     response = mkdir(graph, "Free", **{"@microsoft.graph.conflictBehavior": "rename"})
     assert (response.status_int, response.json["name"]) == (201, "Free")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from datetime import datetime
 
@@ -48,8 +49,13 @@ class StoredStream:
 
 
 def name_key(name: str) -> str:
-    """Names are unique per folder ignoring case, as on the Windows and macOS clients Office runs on."""
-    return unicodedata.normalize("NFC", name).casefold()
+    """Names are unique per folder ignoring case, as on the Windows and macOS clients Office runs on. Folding
+    case can make a name three times longer ("ﬃ" folds to "ffi"): a key longer than its column is cut short and
+    ends in a digest of the whole, still one key for one name."""
+    key = unicodedata.normalize("NFC", name).casefold()
+    if len(key) <= NAME_LENGTH:
+        return key
+    return key[: NAME_LENGTH - 65] + "#" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class Base(DeclarativeBase):
