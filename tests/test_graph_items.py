@@ -831,6 +831,8 @@ def test_patch_rename_to_a_taken_name_conflicts(graph, taken):
         {"fileSystemInfo": []},
         {"fileSystemInfo": {"createdDateTime": "yesterday"}},
         {"parentReference": {"path": "/somewhere"}},
+        {"parentReference": {"id": 5}},
+        {"parentReference": {"path": ["/drive/root:"]}},
     ],
 )
 def test_patch_bad_requests(graph, body):

@@ -219,6 +219,9 @@ def _new_parent(call: Call, s, reference: Any) -> str | None:
     reference = json_object(reference, "parentReference")
     if reference.get("driveId") not in (None, call.drive.id):
         raise GraphError(400, "invalidRequest", "items can only be moved within their drive")
+    for key in ("id", "path"):
+        if reference.get(key) is not None and not isinstance(reference[key], str):
+            raise GraphError(400, "invalidRequest", f"parentReference.{key} is a string")
     if isinstance(reference.get("id"), str):
         folder = call.services.tree.item(s, call.drive.id, reference["id"])
     elif isinstance(reference.get("path"), str):
