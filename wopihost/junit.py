@@ -1,24 +1,23 @@
 """JUnit XML, the report CI systems read: test suites of test cases, each passed, failed, in error or skipped.
 
 One writer for the test tools that report to CI (`wopihost validate`, `wopihost replay`); each turns its own
-results into `Suite`s of `Case`s. The text it is given is written as given: callers redact secrets first.
+results into `Suite`s of `Case`s. The text it is given is written as given, but for what XML cannot hold
+(escaped as \\uXXXX): callers redact secrets first.
 """
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# What XML 1.0 cannot hold (ElementTree writes it as it is, or as a reference that is no better): control
-# characters but tab, line feed and carriage return, U+FFFE, U+FFFF and unpaired surrogates. A host's odd answer
-# quoted in a message must not make the whole report unreadable.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+from .text import NOT_XML
 
 
 def _xml(text: str) -> str:
-    return _NOT_XML.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+    """`text` with what XML cannot hold escaped: ElementTree writes it as it is, or as a reference that is no
+    better, and a host's odd answer quoted in a message must not make the whole report unreadable."""
+    return NOT_XML.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 @dataclass

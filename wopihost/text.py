@@ -7,6 +7,12 @@ would fail deep in a transaction; checked here, the client learns which value wa
 
 from __future__ import annotations
 
+import re
+
+# What XML 1.0 cannot hold, and so neither an .xlsx nor a JUnit report: control characters but tab, line feed
+# and carriage return; U+FFFE and U+FFFF; unpaired surrogates.
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
 
 def text_problem(value: str) -> str | None:
     """Why `value` cannot be stored as text ("contains ..."), or None if it can."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import io
-import re
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import openpyxl
 from openpyxl.utils.datetime import to_excel
 from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 
+from ..text import NOT_XML
 from .address import Address, parse_address
 from .errors import WorkbookError, bad_request, unsupported
 
@@ -325,13 +325,9 @@ def _input(value: Any, name: str) -> Any:
     raise bad_request(f"{name} holds strings, numbers, booleans or null")
 
 
-# What XML 1.0, and so an .xlsx, cannot hold: control characters but tab, line feed and carriage return;
-# U+FFFE and U+FFFF; unpaired surrogates. openpyxl refuses the first in a cell's value only (an exception, a 500)
-# and writes the rest where they make the file unreadable (a worksheet's name, a number format).
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-
 def _storable(text: str, what: str) -> str:
-    if match := _NOT_XML.search(text):
+    """`text` if an .xlsx can hold it. openpyxl refuses what XML cannot hold in a cell's value only (an exception,
+    a 500) and writes it elsewhere where it makes the file unreadable (a worksheet's name, a number format)."""
+    if match := NOT_XML.search(text):
         raise bad_request(f"{what} holds U+{ord(match[0]):04X}, which an .xlsx cannot store")
     return text
