@@ -34,10 +34,11 @@ CREDENTIALS = re.compile(
     rf"|/(?:s|shares)/(?P<share>{_VALUE})"
     rf"|/host/(?:{'|'.join(LAUNCH_ACTIONS)})/(?P<launch>{_VALUE})"
     # a token by its shape: long base32, whatever spelling or context (ours are ~150); a download or launch ticket
-    # by its shape: jti.file.expiry.signature. Tried only where a run of their characters starts and without
-    # backtracking (a recording searches every JSON body): a run is taken whole, so none can start inside one.
+    # by its shape: jti.file.rights.expiry.signature (no rights in those made before 2026-12-05, which a client
+    # may still send). Tried only where a run of their characters starts and without backtracking (a recording
+    # searches every JSON body): a run is taken whole, so none can start inside one.
     rf"|(?P<token>(?<![a-z2-7])[a-z2-7]{{{TOKEN_SHAPE_LENGTH},}})"
-    r"|(?P<ticket>\b\w++\.\w++\.\d++\.[\w-]{43,}+)",
+    r"|(?P<ticket>\b\w++\.\w++\.(?:[rw]\.)?\d++\.[\w-]{43,}+)",
     re.IGNORECASE,
 )
 # the kind of secret (wopihost/har.py) each value group of CREDENTIALS holds
