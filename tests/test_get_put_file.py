@@ -147,6 +147,7 @@ def test_put_file_with_matching_lock(wopi, services):
     assert services.files.get(wopi.file_id).sequence_number == 2
 
 
+@pytest.mark.local_storage  # an object store's writer also records its hold on the new object (holds.py)
 def test_put_file_checks_the_lock_before_the_body_then_changes_in_one_transaction(wopi, services, tmp_path):
     """Issue 13's round trips for PutFile: the request's one read, a read of the lock so that a conflict is
     answered before the body is taken, and after the body one transaction that checks the lock again and
