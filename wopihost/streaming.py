@@ -52,7 +52,7 @@ def content_response(
             # only the one tag. (If-Unmodified-Since it ignores, as RFC 9110 says: there is no Last-Modified.)
             if not any(request.if_match.contains(tag) for tag in (etag, *also_matching)):
                 raise PreconditionFailed("If-Match does not match the content's ETag")
-            environ = {key: value for key, value in environ.items() if key != "HTTP_IF_MATCH"}
+            environ = _without(environ, "HTTP_IF_MATCH")
         if "HTTP_RANGE" in environ:
             environ = _range_as_rfc_9110_reads_it(environ, file.size)
         response = response_class(
@@ -81,7 +81,7 @@ def _range_as_rfc_9110_reads_it(environ: dict, size: int) -> dict:
     no range of an empty file can be satisfied (Werkzeug ignores it: 200)."""
     value = environ["HTTP_RANGE"]
     if value.partition("=")[0].strip().lower() != "bytes":
-        return {key: item for key, item in environ.items() if key != "HTTP_RANGE"}
+        return _without(environ, "HTTP_RANGE")
     parsed = parse_range_header(value)
     if parsed is None:  # malformed: Werkzeug's 416 stands
         return environ
@@ -92,3 +92,8 @@ def _range_as_rfc_9110_reads_it(environ: dict, size: int) -> dict:
     if len(parsed.ranges) == 1 and parsed.ranges[0][0] < -size:
         return {**environ, "HTTP_RANGE": "bytes=0-"}
     return environ
+
+
+def _without(environ: dict, key: str) -> dict:
+    """A copy of `environ` for Werkzeug to read without the header `key`; the request's own stays whole."""
+    return {name: value for name, value in environ.items() if name != key}

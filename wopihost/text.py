@@ -18,8 +18,15 @@ def text_problem(value: str) -> str | None:
     """Why `value` cannot be stored as text ("contains ..."), or None if it can."""
     if "\x00" in value:
         return "contains a NUL character"
+    if not is_unicode(value):
+        return "is not valid Unicode (it contains an unpaired surrogate)"
+    return None
+
+
+def is_unicode(value: str) -> bool:
+    """Whether `value` is Unicode text: no unpaired surrogate, which nothing can encode, print or send."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return "is not valid Unicode (it contains an unpaired surrogate)"
-    return None
+        return False
+    return True

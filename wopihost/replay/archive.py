@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..har import HAR_VERSION, PLACEHOLDER
+from ..text import is_unicode
 
 
 class RecordingError(ValueError):
@@ -77,14 +78,6 @@ def _url(text: str) -> bool:
     return True
 
 
-def _unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
     values = [v for k, v in headers if k.lower() == name.lower()]
     return ", ".join(values) if values else None
@@ -120,7 +113,7 @@ class _Reader:
         value, kinds = obj[key], kind if isinstance(kind, tuple) else (kind,)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise self.fail(f"{where}.{key}", f"is not {_kind_name(kind)}")
-        if isinstance(value, str) and not _unicode(value):  # JSON's "\ud800", which nothing can print or send
+        if isinstance(value, str) and not is_unicode(value):  # JSON's "\ud800", which nothing can print or send
             raise self.fail(f"{where}.{key}", "is not valid Unicode (it holds an unpaired surrogate)")
         return value
 
