@@ -126,6 +126,13 @@ def test_a_range_in_a_unit_other_than_bytes_is_ignored(wopi):
     assert response.status_int == 200 and response.body == b"hello world" and "Content-Range" not in response.headers
 
 
+@pytest.mark.parametrize("range_header", ["bytes=0-1,4-5", "bytes=0-4, 50-60"])
+def test_several_ranges_are_ignored(wopi, range_header):
+    """RFC 9110 §14.2: a server may ignore a Range; a 416 would say that none of the ranges can be satisfied."""
+    response = wopi.get_file(Range=range_header)
+    assert response.status_int == 200 and response.body == b"hello world" and "Content-Range" not in response.headers
+
+
 def test_get_file_streams_large_content(make_file, client_for):
     content = os.urandom(3 * (1 << 20) // 4)
     assert client_for(make_file(content)).get_file().body == content

@@ -77,8 +77,9 @@ def content_response(
 
 def _range_as_rfc_9110_reads_it(environ: dict, size: int) -> dict:
     """The request as Werkzeug should see it where it reads a Range otherwise than RFC 9110 §14: a range in a
-    unit other than bytes is ignored (Werkzeug: 416), a suffix longer than the file is the whole file (416), and
-    no range of an empty file can be satisfied (Werkzeug ignores it: 200)."""
+    unit other than bytes is ignored (Werkzeug: 416), a suffix longer than the file is the whole file (416),
+    no range of an empty file can be satisfied (Werkzeug ignores it: 200), and several ranges, which we do not
+    send as multipart/byteranges, are ignored (Werkzeug: 416, which would say none of them can be satisfied)."""
     value = environ["HTTP_RANGE"]
     if value.partition("=")[0].strip().lower() != "bytes":
         return _without(environ, "HTTP_RANGE")
@@ -89,7 +90,9 @@ def _range_as_rfc_9110_reads_it(environ: dict, size: int) -> dict:
         if "HTTP_IF_RANGE" in environ:  # which may say to send the whole (empty) file instead
             return environ
         raise RequestedRangeNotSatisfiable(length=0)
-    if len(parsed.ranges) == 1 and parsed.ranges[0][0] < -size:
+    if len(parsed.ranges) > 1:
+        return _without(environ, "HTTP_RANGE")
+    if parsed.ranges[0][0] < -size:
         return {**environ, "HTTP_RANGE": "bytes=0-"}
     return environ
 
