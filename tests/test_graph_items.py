@@ -1123,6 +1123,12 @@ def test_get_content_range(graph, range_, body, content_range):
     assert response.headers["Content-Range"] == content_range
 
 
+def test_get_content_ignores_several_ranges(graph):
+    put(graph, "a.bin", b"0123456789")
+    response = graph.get("me/drive/root:/a.bin:/content", headers={"Range": "bytes=0-1,5-6"})
+    assert response.status_int == 200 and response.body == b"0123456789" and "Content-Range" not in response.headers
+
+
 def test_get_content_unsatisfiable_range(graph):
     put(graph, "a.bin", b"0123456789")
     response = graph.get("me/drive/root:/a.bin:/content", headers={"Range": "bytes=50-60"})
