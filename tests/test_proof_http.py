@@ -36,12 +36,13 @@ def host(settings, clock, make_file, discovery_file):
     """Build a host with a proof mode; returns a client for a fresh file and the URL it calls."""
     apps = []
 
-    def build(mode: str, discovery: str | None = None) -> WopiClient:
+    def build(mode: str, discovery: str | None = None, **changes) -> WopiClient:
         app = create_app(
             settings.with_changes(
                 public_url=PUBLIC,
                 proof_keys=mode,
                 discovery_url=str(discovery_file) if discovery is None else discovery,
+                **changes,
             ),
             clock,
         )
@@ -123,6 +124,21 @@ def test_a_signature_for_another_url_is_500(host, keys, clock, signed_url):
 def test_the_public_url_is_what_counts_behind_the_proxy(host, keys, clock, path_prefix):
     wopi = host("verify")
     assert check_file_info(wopi, signed_headers(wopi, clock, keys["a"]), path_prefix).status_int == 200
+
+
+@pytest.mark.parametrize(
+    "port, signed_origin",
+    [("443", "https://wopi.example.test"), ("8443", "https://wopi.example.test:8443")],
+    ids=["default-port", "other-port"],
+)
+def test_the_forwarded_origin_is_the_url_the_client_signed(host, keys, clock, port, signed_origin):
+    """deploy/nginx sends X-Forwarded-Port even when it is the scheme's default, which the URL a client calls
+    and signs leaves out."""
+    wopi = host("verify", trusted_proxies=1)
+    url = f"{signed_origin}/office/wopi/files/{wopi.file_id}?access_token={wopi.token}"
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "wopi.example.test", "X-Forwarded-Port": port}
+    response = check_file_info(wopi, signed_headers(wopi, clock, keys["a"], url=url) | forwarded)
+    assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
 
 
 @pytest.mark.parametrize("minutes, status", [(19, 200), (21, 500)])

@@ -48,13 +48,24 @@ def wrap(wsgi_app, public_url: str, trusted_proxies: int):
     return app
 
 
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _without_default_port(scheme: str, host: str) -> str:
+    """`host` as a client writes it in a URL: X-Forwarded-Port makes ProxyFix spell out even the scheme's
+    default port ("example.com:443"), which the URL the client called, and signed, leaves out."""
+    name, colon, port = host.rpartition(":")
+    return name if colon and port == _DEFAULT_PORTS.get(scheme) else host
+
+
 def called_url(environ, public_url: str, trusted_proxies: int) -> str:
     """The full URL the client requested, as it sent it (percent-encoding and query untouched)."""
     parts = urlsplit(public_url)
     if trusted_proxies > 0 and environ.get("HTTP_X_FORWARDED_HOST"):
         # ProxyFix has put the forwarded scheme and host into the environ. Without a forwarded host the
         # request did not come through the proxy, and the caller's own Host header must not pick the URL.
-        origin = f"{environ['wsgi.url_scheme']}://{environ['HTTP_HOST']}"
+        scheme = environ["wsgi.url_scheme"]
+        origin = f"{scheme}://{_without_default_port(scheme, environ['HTTP_HOST'])}"
     else:
         origin = f"{parts.scheme}://{parts.netloc}"
     prefix = public_prefix(public_url)
