@@ -339,7 +339,11 @@ def test_container_share_url_through_the_urls_ancestry_hands_out(services, testa
     assert "a &amp; b.txt" in page.text and "Sub/" in page.text
 
 
-@pytest.mark.parametrize("rights, types", [("lcmw", BOTH), ("l", ["ReadOnly"]), ("cmw", [])])
+@pytest.mark.parametrize(
+    "rights, types",
+    # a read-write link to a folder also takes new files: "lw" cannot create them, so cannot share them
+    [("lcmw", BOTH), ("lcw", BOTH), ("lw", ["ReadOnly"]), ("lc", ["ReadOnly"]), ("l", ["ReadOnly"]), ("cmw", [])],
+)
 def test_a_container_token_issued_directly_shares_by_its_rights(services, testapp, tree, rights, types):
     token = services.issue_container_token(tree.shared_folder, "alice", rights).token
     url = f"/wopi/containers/{tree.shared_folder}?access_token={token}"

@@ -62,10 +62,11 @@ def container_info(grant: Grant, item: Container) -> dict:
 
 
 def _share_types(grant: Grant) -> list[str]:
-    """A link shares the container's contents: it needs the right to list them (and to write them)."""
+    """A link shares the container's contents: it needs the right to list them; a read-write one, which also
+    takes new files, the rights to write and to create them."""
     if not grant.may("l"):
         return []
-    return [READ_ONLY, READ_WRITE] if grant.may("w") else [READ_ONLY]
+    return [READ_ONLY, READ_WRITE] if grant.may("w") and grant.may("c") else [READ_ONLY]
 
 
 # -- containers --------------------------------------------------------------------------------
