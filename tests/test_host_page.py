@@ -7,6 +7,7 @@ says, to whom, and what it refuses.
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -16,6 +17,7 @@ import pytest
 import webtest
 
 from wopihost.app import create_app
+from wopihost.body import MAX_JSON
 from wopihost.clock import to_epoch_ms
 from wopihost.discovery import DiscoveryCache
 from wopihost.errors import WopiError
@@ -303,6 +305,28 @@ def test_the_launch_api_refuses_bad_requests_in_json(host_services, browser, doc
         body = {**body, "fileId": doc.id}
     error = api(browser, token.token, body, status=status).json["error"]
     assert error["code"] == code and error["message"]
+
+
+def test_the_launch_api_reads_a_json_body_up_to_its_limit(host_services, browser, doc):
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+    headers = {"Authorization": f"Bearer {token.token}", "Content-Type": "application/json"}
+    large = json.dumps({"fileId": doc.id, "padding": "x" * MAX_JSON}).encode()
+    error = browser.post("/host/links", large, headers=headers, status=413).json["error"]
+    assert str(MAX_JSON) in error["message"]
+    assert (
+        browser.post("/host/links", b"{not json", headers=headers, status=400).json["error"]["code"] == "invalidRequest"
+    )
+
+
+def test_the_launch_api_answers_404_for_an_id_no_file_can_have(host_services, browser):
+    """PostgreSQL refuses a NUL in a text parameter: the id is judged before it reaches the database."""
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+    assert api(browser, token.token, {"fileId": "ab\u0000cd"}, status=404).json["error"]["code"] == "itemNotFound"
+
+
+def test_a_file_without_an_extension_gets_the_cannot_open_page(host_services, browser):
+    readme = host_services.add_file("alice", "README", io.BytesIO(b"x"))
+    assert "Cannot open this file" in browser.get(launch(host_services, readme), status=404).text
 
 
 def test_the_launch_api_checks_who_asks(host_services, browser, doc):

@@ -91,8 +91,8 @@ class Discovery:
             candidates = self.find(progid=progid, name=name)
         elif ext and _norm_ext(ext):
             candidates = self.find(ext=ext, name=name)
-        else:
-            raise ValueError("give a file extension or a progid")
+        else:  # a file without an extension: clients offer actions by extension only
+            raise ActionNotFound(f"discovery has no {name!r} action for a file without an extension")
         if not candidates:
             raise ActionNotFound(
                 f"discovery has no {name!r} action for " + (f"progid {progid!r}" if progid else f"extension {ext!r}")

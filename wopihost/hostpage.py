@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, render_template_string, request
 
+from .body import JsonTooLarge, json_request_body
 from .clock import to_epoch_ms
 from .config import LANGUAGE_TAG
 from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc
@@ -171,7 +172,12 @@ def create_link() -> Response:
     services = _services()
     with services.db.read() as s:
         grant = services.tokens.verify(s, bearer(request.headers.get("Authorization")), API)
-    body = request.get_json(silent=True)
+    try:
+        body = json_request_body()
+    except JsonTooLarge as exc:
+        raise WopiError(413, str(exc)) from None
+    except ValueError:
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("fileId"), str):
         raise WopiError(400, 'the body must be JSON: {"fileId": "...", "action": "view" | "edit" | "editnew"}')
     action = body.get("action", "view")

@@ -21,6 +21,7 @@ from .clock import Clock
 from .db import Database
 from .drives import Drives
 from .errors import WopiError, unauthorized
+from .ids import is_id
 from .models import File, Folder
 from .tokens import LAUNCH, Grant, Tokens
 from .users import ensure_user
@@ -78,7 +79,7 @@ class LaunchLinks:
             raise WopiError(403, f"a read-only link cannot {action}: ask for view")
         now = self.clock.now()
         with self.db.write() as s:
-            file = s.get(File, file_id)
+            file = s.get(File, file_id) if is_id(file_id) else None  # PostgreSQL refuses a NUL in a key
             if file is None:
                 raise WopiError(404, "no such file", code="itemNotFound")
             if check_drive:
