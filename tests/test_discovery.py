@@ -305,6 +305,8 @@ def test_unknown_placeholders_are_removed_and_known_ones_kept():
         ("https://o.example/v.aspx?<junk><wopisrc=WOPI_SOURCE&>", f"https://o.example/v.aspx?wopisrc={E}"),
         # a fragment stays at the end
         ("https://o.example/v.aspx?<wopisrc=WOPI_SOURCE&>#frag", f"https://o.example/v.aspx?wopisrc={E}#frag"),
+        # and an appended WOPISrc goes into the query, before it
+        ("https://c.example/cool.html?lang=en#start", f"https://c.example/cool.html?lang=en&WOPISrc={E}#start"),
     ],
 )
 def test_transform_examples(urlsrc, expected):

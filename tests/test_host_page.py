@@ -152,6 +152,31 @@ def test_the_pages_headers_keep_it_out_of_caches_and_referers_and_confine_it(hos
     assert "if (event.source !== frame.contentWindow || !fromClient(event.origin)) return;" in response.text
 
 
+@pytest.mark.parametrize(
+    "client, origin, siblings",
+    [
+        ("https://Word.Client.test:443", CLIENT, ".client.test"),
+        ("https://word.client.test:8443", "https://word.client.test:8443", ".client.test:8443"),
+        ("https://wörd.ëxample.test", "https://xn--wrd-sna.xn--xample-ova.test", ".xn--xample-ova.test"),
+    ],
+    ids=["case-and-default-port", "other-port", "idn"],
+)
+def test_the_client_origin_is_spelled_as_a_browser_spells_it(settings, clock, tmp_path, client, origin, siblings):
+    """MessageEvent.origin is lower case, in ASCII and without a default port; a header holds only latin-1."""
+    path = tmp_path / "discovery.xml"
+    path.write_text(DISCOVERY.replace(CLIENT, client))
+    app = create_app(settings.with_changes(discovery_url=str(path), proof_keys="off"), clock)
+    try:
+        services = app.extensions["wopihost"]
+        response = webtest.TestApp(app).get(launch(services, services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))))
+        assert f'var clientOrigin = "{origin}",' in response.text
+        assert f'siblings = "{siblings}";' in response.text
+        csp = dict(part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";"))
+        assert csp["frame-src"] == f"{origin} https:" and csp["img-src"] == origin
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
 def test_each_action_opens_its_own_url_and_wd_parameters_pass_through(host_services, browser, doc):
     view = Page(browser.get(launch(host_services, doc, "view") + "?wdPreviousSession=abc&other=1").text)
     assert view.form["action"].startswith(f"{CLIENT}/wv/wordviewerframe.aspx?")

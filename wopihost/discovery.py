@@ -235,8 +235,14 @@ def transform_urlsrc(urlsrc: str, wopi_src: str, values: Mapping[str, str] | Non
     url = _PLACEHOLDER.sub(substitute, urlsrc)
     url = _LEFTOVER.sub("", url)  # anything else in angle brackets cannot belong in a URL
     if not has_source:
-        url += ("&" if "?" in url else "?") + "WOPISrc=" + known["WOPI_SOURCE"]
+        url = with_query(url, "WOPISrc=" + known["WOPI_SOURCE"])
     return _tidy_query(url)
+
+
+def with_query(url: str, parameters: str) -> str:
+    """`url` with `parameters` (encoded, joined by &) added to its query, before any fragment."""
+    base, hash_mark, fragment = url.partition("#")
+    return base + ("&" if "?" in base else "?") + parameters + hash_mark + fragment
 
 
 def _tidy_query(url: str) -> str:

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template_str
 from .body import JsonTooLarge, json_request_body
 from .clock import to_epoch_ms
 from .config import LANGUAGE_TAG
-from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc
+from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc, with_query
 from .errors import WopiError
 from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
@@ -140,8 +140,12 @@ def page(action: str, ticket: str) -> Response:
     url = _pass_through_wd(
         transform_urlsrc(client_action.urlsrc, services.wopi_src(launch.file_id), _placeholders(services, session_id))
     )
-    client = urlsplit(url)
-    origin = f"{client.scheme}://{client.netloc}"
+    try:
+        scheme, host, port = _origin(url)
+    except ValueError as exc:
+        log.warning("host page: the discovery's action URL has no usable origin: %s", exc)
+        return _message(503, "WOPI client unavailable", "The WOPI client's discovery could not be read.")
+    origin = f"{scheme}://{host}{port}"
     log.info(
         "host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id, session_id
     )
@@ -155,8 +159,8 @@ def page(action: str, ticket: str) -> Response:
         token=launch.token,
         token_ttl=to_epoch_ms(launch.token_expires_at),
         client_origin=origin,
-        client_scheme=client.scheme,
-        siblings=_siblings(client),
+        client_scheme=scheme,
+        siblings=_siblings(host, port),
         sandbox=_SANDBOX,
     )
     return Response(
@@ -267,27 +271,44 @@ def _pass_through_wd(url: str) -> str:
         for k, v in request.args.items(multi=True)
         if k.lower().startswith("wd")
     )
-    if not extra:
-        return url
-    base, hash_mark, fragment = url.partition("#")
-    return base + ("&" if "?" in base else "?") + extra + hash_mark + fragment
+    return with_query(url, extra) if extra else url
 
 
-def _siblings(client) -> str | None:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, str]:
+    """(scheme, host, ":port" or "") of `url` as a browser spells its origin, which the page compares with
+    MessageEvent.origin and which a Content-Security-Policy header (latin-1) must hold: the host in lower
+    case and in ASCII (IDNA), no port where it is the scheme's default. ValueError for a host or port that
+    no browser would take."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    return parts.scheme, host, f":{port}" if port is not None and port != _DEFAULT_PORTS.get(parts.scheme) else ""
+
+
+def _siblings(host: str, port: str) -> str | None:
     """The suffix of the client's sibling hosts (".officeapps.live.com" for word-edit.officeapps.live.com), or
     None where there are none to trust: an IP address, or a name of two labels or fewer."""
-    host = client.hostname or ""
     labels = host.split(".")
     if len(labels) < 3 or labels[-1].isdigit() or ":" in host:
         return None
-    return "." + host.split(".", 1)[1] + (f":{client.port}" if client.port else "")
+    return "." + host.split(".", 1)[1] + port
 
 
 def _csp(nonce: str, client_origin: str, favicon: str) -> str:
     """The page runs only its own script and style; its frame and form go to the client, or anywhere over https,
     where the client may send them (Office takes business users to their sign-in page within the frame)."""
-    favicon_origin = urlsplit(favicon)
-    images = f"{favicon_origin.scheme}://{favicon_origin.netloc}" if favicon else "'none'"
+    images = "'none'"
+    if favicon:
+        try:
+            scheme, host, port = _origin(favicon)
+            images = f"{scheme}://{host}{port}"
+        except ValueError:  # the page shows no icon rather than none at all
+            pass
     return (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
         f"frame-src {client_origin} https:; form-action {client_origin} https:; img-src {images}; "
