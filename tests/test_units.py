@@ -172,6 +172,12 @@ def test_loopback_tcp_congestion_setting(tmp_path, text, algorithm):
     assert settings.loopback_tcp_congestion == algorithm
 
 
+def test_a_host_page_template_takes_its_two_fields_and_literal_braces(tmp_path):
+    template = "https://portal.example/{{x}}/open?f={file_id}&a={action}"
+    settings = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_HOST_PAGE_URL": template})
+    assert settings.host_page_url == template
+
+
 def test_recording_settings(tmp_path):
     settings = Settings.from_env(
         {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_RECORD_DIR": "~/rec", "WOPIHOST_RECORD_MAX_BODY": "64k"}
@@ -200,6 +206,11 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_LOOPBACK_TCP_CONGESTION": "Reno"}, "WOPIHOST_LOOPBACK_TCP_CONGESTION"),
         ({"WOPIHOST_LOOPBACK_TCP_CONGESTION": "cubic;bbr"}, "WOPIHOST_LOOPBACK_TCP_CONGESTION"),
         ({"WOPIHOST_LOOPBACK_TCP_CONGESTION": "a" * 16}, "WOPIHOST_LOOPBACK_TCP_CONGESTION"),
+        # a template CheckFileInfo could not fill: each request would fail
+        ({"WOPIHOST_HOST_PAGE_URL": "https://portal.example/open/{fileId}"}, "WOPIHOST_HOST_PAGE_URL"),
+        ({"WOPIHOST_HOST_PAGE_URL": "https://portal.example/open/{0}"}, "WOPIHOST_HOST_PAGE_URL"),
+        ({"WOPIHOST_HOST_PAGE_URL": "https://portal.example/open/{file_id"}, "WOPIHOST_HOST_PAGE_URL"),
+        ({"WOPIHOST_HOST_PAGE_URL": "/open/{file_id}"}, "WOPIHOST_HOST_PAGE_URL"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):

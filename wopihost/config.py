@@ -227,7 +227,7 @@ class Settings:
             secret_key=env.get(ENV_PREFIX + "SECRET_KEY") or load_or_create_secret(data_dir),
             token_ttl=parsed("TOKEN_TTL", "10h", parse_duration),
             max_file_size=max_file_size,
-            host_page_url=get("HOST_PAGE_URL", ""),
+            host_page_url=parsed("HOST_PAGE_URL", "", _host_page_template),
             launch_link_ttl=parsed("LAUNCH_LINK_TTL", "5m", _positive_duration),
             ui_language=parsed("UI_LANGUAGE", "en-US", _language_tag),
             # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too
@@ -301,6 +301,19 @@ def _http_url(text: str) -> str:
     if text and not re.match(r"^https?://[^/]+", text):
         raise ValueError(f"not an absolute http(s) URL: {text!r}")
     return text.rstrip("/")
+
+
+def _host_page_template(text: str) -> str:
+    """An absolute http(s) URL in which {action} and {file_id} are the only fields: one CheckFileInfo after
+    another would fail on any other."""
+    _http_url(text)
+    try:
+        text.format(action="view", file_id="id")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"only {{action}} and {{file_id}} may stand in braces (double a literal brace): {exc!r}"
+        ) from None
+    return text
 
 
 def _addressing_style(text: str) -> str:
