@@ -535,7 +535,15 @@ def http_server():
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.path == "/hosting/discovery":
+            if self.path == "/slow":  # a byte every 0.2 s: each read is within a 1 s timeout, the whole is not
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(document)))
+                self.end_headers()
+                for byte in document[:40]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            elif self.path == "/hosting/discovery":
                 self.send_response(200)
                 self.send_header("Content-Type", "text/xml")
                 self.send_header("Content-Length", str(len(document)))
@@ -568,3 +576,10 @@ def test_fetch_size_limit(tmp_path):
     with pytest.raises(DiscoveryError, match="larger"):
         fetch_source(str(path), max_bytes=1000)
     assert fetch_source(str(path), max_bytes=5000).startswith(b"<wopi-discovery>")
+
+
+def test_a_discovery_that_trickles_in_fails_after_the_timeout_not_when_the_server_is_done(http_server):
+    started = time.monotonic()
+    with pytest.raises(DiscoveryError, match="longer than the timeout"):
+        fetch_source(http_server + "/slow", timeout=1)
+    assert time.monotonic() - started < 4  # the server would send for 8 s

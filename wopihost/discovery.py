@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -298,8 +299,9 @@ def fetch_source(source: str, timeout: float = DEFAULT_TIMEOUT_SECONDS, max_byte
             request = urllib.request.Request(
                 source, headers={"User-Agent": "wopihost", "Accept": "application/xml, text/xml"}
             )
+            deadline = time.monotonic() + timeout
             with opener.open(request, timeout=timeout) as response:
-                data = response.read(max_bytes + 1)
+                data = _read_by(response, deadline, max_bytes + 1)
         else:
             with open(source, "rb") as handle:
                 data = handle.read(max_bytes + 1)
@@ -308,6 +310,21 @@ def fetch_source(source: str, timeout: float = DEFAULT_TIMEOUT_SECONDS, max_byte
     if len(data) > max_bytes:
         raise DiscoveryError(f"discovery from {source} is larger than {max_bytes} bytes")
     return data
+
+
+def _read_by(response, deadline: float, limit: int) -> bytes:
+    """Up to `limit` bytes of `response`, read by `deadline`: the socket's timeout bounds each read, so a server
+    that sends a byte now and then would otherwise hold the fetch, and every request waiting for the discovery,
+    as long as it liked."""
+    data = bytearray()
+    while len(data) < limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the discovery took longer than the timeout to arrive")
+        piece = response.read1(min(1 << 16, limit - len(data)))
+        if not piece:
+            break
+        data += piece
+    return bytes(data)
 
 
 class DiscoveryCache:
