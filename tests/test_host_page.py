@@ -234,6 +234,24 @@ def test_revoking_the_token_or_deleting_the_file_closes_the_link(host_services, 
     refused_alike(browser, link)
 
 
+def test_create_child_files_host_urls_open_with_the_write_token_its_url_carries(host_services, browser):
+    """A container token that may create ("c") but not write ("w") gets a write token for what it creates, and
+    the new file's host page links open with that, not with the container's rights."""
+    file = host_services.add_file("alice", "Doc.docx", io.BytesIO(b"x"), ["Team"])
+    token = host_services.issue_token(file.id, "alice", True, folders="lc").token
+    team = browser.get(f"/wopi/files/{file.id}/ancestry?access_token={token}").json["AncestorsWithRootFirst"][-1]
+    made = browser.post(
+        team["Url"].removeprefix(PUBLIC),
+        b"",
+        headers={"X-WOPI-Override": "CREATE_CHILD_FILE", "X-WOPI-SuggestedTarget": "New.docx"},
+    ).json
+    new_id = urlsplit(made["Url"]).path.rsplit("/", 1)[1]
+    for link in (made["HostEditUrl"], made["HostViewUrl"]):
+        page = Page(browser.get(link.removeprefix(PUBLIC)).text)
+        opened = WopiClient(browser, new_id, page.fields["access_token"]).check_file_info().json
+        assert (opened["UserId"], opened["UserCanWrite"]) == ("alice", True)
+
+
 def test_checkfileinfos_host_urls_open_the_page_with_the_callers_rights(host_services, browser, doc):
     reader = host_services.issue_token(doc.id, "bob", can_write=False).token
     info = WopiClient(browser, doc.id, reader).check_file_info().json

@@ -155,12 +155,13 @@ def create_child_file(call: ContainerCall) -> Response:
     if target.overwrite:  # replacing a file is writing it, which "c" alone does not allow
         call.require("w", "overwriting a file")
     file = services.containers.create_file(call.folder_id, target, call.grant.user_id)
+    url, grant = pointers.created_file(services, call.grant, file.id)
     return jsonify(
         {
             "Name": file.name,
-            "Url": pointers.created_file(services, call.grant, file.id),
-            "HostViewUrl": services.host_page_url("view", file.id, call.grant),
-            "HostEditUrl": services.host_page_url("edit", file.id, call.grant),
+            "Url": url,
+            "HostViewUrl": services.host_page_url("view", file.id, grant),
+            "HostEditUrl": services.host_page_url("edit", file.id, grant),
         }
     )
 

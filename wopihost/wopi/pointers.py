@@ -65,9 +65,11 @@ def created_container(services: Services, grant: Grant, item: Container) -> tupl
     return {"Name": item.name, "Url": _url(services, f"containers/{item.id}", issued.token)}, issued.grant
 
 
-def created_file(services: Services, grant: Grant, file_id: str) -> str:
-    """The URL of a file a container's caller made (CreateChildFile)."""
-    return file_url(services, grant, file_id, True, _child_reach(grant))
+def created_file(services: Services, grant: Grant, file_id: str) -> tuple[str, Grant]:
+    """The URL of a file a container's caller made (CreateChildFile), and the grant its token carries (which
+    may write the file though the caller's may not: its host page links must open with that grant)."""
+    issued = services.tokens.derive(grant, file_id, "w", _child_reach(grant))
+    return _url(services, f"files/{file_id}", issued.token), issued.grant
 
 
 def sibling_file(services: Services, grant: Grant, file_id: str) -> str:
