@@ -48,6 +48,11 @@ CREDENTIAL_URL_LINES = [
     'CreateUploadSession -> {"UploadSessionToken":"ZLLSZyyckVxSgzA9g8FxcA"}',  # a CSPP Plus session, in JSON
     '{"UploadSessionTokenToCommit": "ZLLSZyyckVxSgzA9g8FxcA", "Signatures": []}',
     '{"access_token": "ZLLSZyyckVxSgzA9g8FxcA"}',
+    # an object store's presigned GET (Graph's downloadUrl with WOPIHOST_S3_DOWNLOAD_URL): signature, key, session
+    "https://s3.example.test/b/k?X-Amz-Signature=ZLLSZyyckVxSgzA9g8FxcA&X-Amz-Date=20261206T015901Z",
+    "https://s3.example.test/b/k?X-Amz-Credential=ZLLSZyyckVxSgzA9g8FxcA%2F20261206%2Fus-east-1%2Fs3%2Faws4_request",
+    "https://s3.example.test/b/k?x-amz-security-token=ZLLSZyyckVxSgzA9g8FxcA",
+    "https%3A%2F%2Fs3.example.test%2Fb%2Fk%3FX-Amz-Signature%3DZLLSZyyckVxSgzA9g8FxcA",  # in another URL's query
 ]
 
 

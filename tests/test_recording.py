@@ -410,6 +410,43 @@ def test_sessions_across_workers_with_placeholders_numbered_once_for_the_recordi
             assert int(match["n"]) >= 1
 
 
+def test_a_presigned_object_store_download_url_is_recorded_without_its_signature(recording, monkeypatch):
+    """With WOPIHOST_S3_DOWNLOAD_URL, Graph's downloadUrl is the store's SigV4 presigned GET: whoever holds it
+    fetches the document until it expires, without the host."""
+    from botocore.config import Config
+    from botocore.session import get_session
+
+    presigner = get_session().create_client(
+        "s3",
+        endpoint_url="https://s3.example.test",
+        region_name="us-east-1",
+        aws_access_key_id="AKIAEXAMPLEKEYID0000",
+        aws_secret_access_key="secret/EXAMPLE/KEY",
+        aws_session_token="FwoGZXIvYXdzEXAMPLESESSIONTOKEN",
+        config=Config(signature_version="s3v4"),
+    )
+
+    def download_url(name, ttl, filename):  # as S3Store.download_url signs it, without asking a store
+        return presigner.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": name}, ExpiresIn=int(ttl))
+
+    worker = recording.worker()
+    services = recording.services
+    monkeypatch.setattr(services.blobs, "download_url", download_url)
+    issued, drive_id = services.issue_api_token("bob", True)
+    bob = GraphClient(worker, issued.token, drive_id)
+    assert bob.put("me/drive/root:/report.bin:/content", b"secret document").status_int in (200, 201)
+    url = bob.get("me/drive/root:/report.bin").json["@microsoft.graph.downloadUrl"]
+    query = dict(pair.split("=", 1) for pair in url.partition("?")[2].split("&"))
+    secrets = [query["X-Amz-Signature"], query["X-Amz-Credential"], query["X-Amz-Security-Token"]]
+    assert "AKIAEXAMPLEKEYID0000" in query["X-Amz-Credential"]
+    [path] = recording.stop()
+    text = path.read_text()
+    assert not any(secret in text for secret in secrets) and "AKIAEXAMPLEKEYID0000" not in text
+    recorded = json.loads(entries(path)[-1]["response"]["content"]["text"])["@microsoft.graph.downloadUrl"]
+    assert recorded.startswith("https://s3.example.test/b/") and "X-Amz-Expires=" in recorded  # the rest stays
+    assert "X-Amz-Signature={{download:" in recorded and "X-Amz-Credential={{download:" in recorded
+
+
 # -- assembly of a spool ------------------------------------------------------------------------------------
 
 

@@ -1,9 +1,10 @@
 """Where a credential shows in text: one list for the logs, which blank each one (wopihost/logs.py), and for a
 recording, which replaces each by a placeholder of its kind (wopihost/recording/).
 
-Access tokens travel in query strings; Graph's upload and download URLs, FileUrls, share links and launch links
-are credentials in their path; CSPP Plus upload session tokens in JSON; and our tokens and tickets have shapes
-of their own, whatever quotes them. Each alternative below names its kind (wopihost/har.py's KINDS) by the group
+Access tokens travel in query strings, and so do the signature and credentials of an object store's presigned
+URL (Graph's downloadUrl with WOPIHOST_S3_DOWNLOAD_URL); Graph's upload and download URLs, FileUrls, share links
+and launch links are credentials in their path; CSPP Plus upload session tokens in JSON; and our tokens and
+tickets have shapes of their own, whatever quotes them. Each alternative below names its kind (wopihost/har.py's KINDS) by the group
 that holds the secret, the last group of its alternative: what comes before that group (`access_token=`,
 `/uploadSessions/` ...) is context, kept.
 """
@@ -24,6 +25,9 @@ TOKEN_SHAPE_LENGTH = 64
 CREDENTIALS = re.compile(
     r"access_token(?:%3d|=)(?P<access_token>[^&\s'\"\\]*)"  # a query parameter, raw or percent-encoded
     r"|\"access_token\"\s*:\s*\"(?P<access_token_json>[^\"\\]*)"  # ... or a JSON field
+    # a presigned S3 URL fetches the object without the host until it expires: its SigV4 signature, the access
+    # key it names, a temporary key's session token
+    r"|x-amz-(?:signature|credential|security-token)(?:%3d|=)(?P<presigned>[^&\s'\"\\]*)"
     # an Authorization header's credentials: up to a quote, so that a JSON string around it stays one
     r"|\bbearer\s+(?P<api_token>[^\s'\"\\]+)"
     r"|\"UploadSessionToken(?:ToCommit)?\"\s*:\s*\"(?P<session_token>[^\"\\]*)"  # CSPP Plus, in JSON
@@ -44,6 +48,7 @@ CREDENTIALS = re.compile(
 # the kind of secret (wopihost/har.py) each value group of CREDENTIALS holds
 KIND_OF_GROUP = {name: name for name in CREDENTIALS.groupindex} | {
     "access_token_json": "access_token",
+    "presigned": "download",
     "ticket": "token",
 }
 
