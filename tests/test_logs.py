@@ -48,6 +48,13 @@ CREDENTIAL_URL_LINES = [
     'CreateUploadSession -> {"UploadSessionToken":"ZLLSZyyckVxSgzA9g8FxcA"}',  # a CSPP Plus session, in JSON
     '{"UploadSessionTokenToCommit": "ZLLSZyyckVxSgzA9g8FxcA", "Signatures": []}',
     '{"access_token": "ZLLSZyyckVxSgzA9g8FxcA"}',
+    # JSON may escape "/" (PHP's json_encode does): the same URLs, as such JSON holds them
+    '{"@microsoft.graph.sourceUrl":"https:\\/\\/h\\/v1.0\\/uploadSessions\\/ZLLSZyyckVxSgzA9g8FxcA"}',
+    '{"FileUrl":"https:\\/\\/h\\/wopi\\/download\\/ZLLSZyyckVxSgzA9g8FxcA"}',
+    '{"url":"https:\\/\\/h\\/v1.0\\/downloads\\/ZLLSZyyckVxSgzA9g8FxcA"}',
+    '{"url":"https:\\/\\/h\\/s\\/ZLLSZyyckVxSgzA9g8FxcA\\/content"}',
+    '{"url":"https:\\/\\/h\\/v1.0\\/shares\\/ZLLSZyyckVxSgzA9g8FxcA\\/driveItem"}',
+    '{"HostEditUrl":"https:\\/\\/h\\/host\\/edit\\/ZLLSZyyckVxSgzA9g8FxcA"}',
     # an object store's presigned GET (Graph's downloadUrl with WOPIHOST_S3_DOWNLOAD_URL): signature, key, session
     "https://s3.example.test/b/k?X-Amz-Signature=ZLLSZyyckVxSgzA9g8FxcA&X-Amz-Date=20261206T015901Z",
     "https://s3.example.test/b/k?X-Amz-Credential=ZLLSZyyckVxSgzA9g8FxcA%2F20261206%2Fus-east-1%2Fs3%2Faws4_request",

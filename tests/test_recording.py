@@ -51,6 +51,11 @@ KEY = "the server's secret key"
         ("https://h/s/ZLLSZyyckVxSgzA9g8FxcA", "share", "ZLLSZyyckVxSgzA9g8FxcA"),
         ("https://h/v1.0/shares/u!aHR0cHM6Ly9oL3MvWkxMU1p5/driveItem", "share", "u!aHR0cHM6Ly9oL3MvWkxMU1p5"),
         ("https://h/host/edit/jti.file.1796021373.sig", "launch", "jti.file.1796021373.sig"),
+        # JSON may write "/" as "\/" (PHP's json_encode does)
+        (r'"https:\/\/h\/v1.0\/uploadSessions\/ZLLSZyyckVxSgzA9g8FxcA"', "upload_session", "ZLLSZyyckVxSgzA9g8FxcA"),
+        (r'"https:\/\/h\/wopi\/download\/ZLLSZyyckVxSgzA9g8FxcA"', "download", "ZLLSZyyckVxSgzA9g8FxcA"),
+        (r'"https:\/\/h\/s\/ZLLSZyyckVxSgzA9g8FxcA\/content"', "share", "ZLLSZyyckVxSgzA9g8FxcA"),
+        (r'"https:\/\/h\/host\/view\/ZLLSZyyckVxSgzA9g8FxcA"', "launch", "ZLLSZyyckVxSgzA9g8FxcA"),
         (f"a token {TOKEN.upper()} alone", "token", TOKEN.upper()),
         ("failed: jti.file.1796021373." + "s" * 43, "token", "jti.file.1796021373." + "s" * 43),
     ],
@@ -408,6 +413,23 @@ def test_sessions_across_workers_with_placeholders_numbered_once_for_the_recordi
         assert not any(secret in text for secret in secrets)
         for match in PLACEHOLDER.finditer(text):
             assert int(match["n"]) >= 1
+
+
+def test_an_upload_url_in_json_that_escapes_its_slashes_is_recorded_as_its_placeholder(recording):
+    """JSON may write "/" as "\\/" (PHP's json_encode does); the app reads such a sourceUrl all the same."""
+    worker = recording.worker()
+    issued, drive_id = recording.services.issue_api_token("bob", True)
+    bob = GraphClient(worker, issued.token, drive_id)
+    upload_url = bob.post_json("me/drive/root:/big.bin:/createUploadSession", {"deferCommit": True}).json["uploadUrl"]
+    assert GraphClient(worker, None, drive_id).upload(upload_url, b"0123", 0, 4).status_int == 202
+    body = json.dumps({"@microsoft.graph.sourceUrl": upload_url}).replace("/", "\\/")
+    committed = bob.put("me/drive/root:/final.bin", body.encode(), headers={"Content-Type": "application/json"})
+    assert committed.status_int in (200, 201), committed.body
+    [path] = recording.stop()
+    assert upload_url.rsplit("/", 1)[1] not in path.read_text()
+    post = entries(path)[-1]["request"]["postData"]
+    assert json.loads(post["text"])["@microsoft.graph.sourceUrl"].endswith("/uploadSessions/{{upload_session:1}}")
+    assert "\\/uploadSessions\\/{{upload_session:1}}" in post["text"]  # the body as sent, but for its secret
 
 
 def test_a_presigned_object_store_download_url_is_recorded_without_its_signature(recording, monkeypatch):

@@ -15,11 +15,13 @@ import re
 from collections.abc import Callable
 
 _VALUE = r"[^/?\s'\"\\]+"  # a path segment as a URL, a log line or a JSON string holds it
+_SLASH = r"\\?/"  # JSON may write "/" as "\/" (PHP's json_encode does), and the app reads such a URL all the same
 LAUNCH_ACTIONS = ("view", "edit", "editnew")  # /host/{action}/{ticket} (wopihost/launches.py)
 # The path segments after which a credential follows: a path without any of them, nearly every one, needs no
 # regular expression unless it is long enough to hold a token (TOKEN_SHAPE_LENGTH).
 CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/s/", "/shares/", "/host/")
-CREDENTIAL_SEGMENT = re.compile("|".join(map(re.escape, CREDENTIAL_SEGMENTS)))  # any of them, in one search
+# any of them, as a path or a JSON string holds it, in one search
+CREDENTIAL_SEGMENT = re.compile("|".join(re.escape(s).replace("/", _SLASH) for s in CREDENTIAL_SEGMENTS))
 TOKEN_SHAPE_LENGTH = 64
 
 CREDENTIALS = re.compile(
@@ -32,11 +34,11 @@ CREDENTIALS = re.compile(
     r"|\bbearer\s+(?P<api_token>[^\s'\"\\]+)"
     r"|\"UploadSessionToken(?:ToCommit)?\"\s*:\s*\"(?P<session_token>[^\"\\]*)"  # CSPP Plus, in JSON
     # the credential in the path of a Graph upload or download URL, a FileUrl, a share link, a Graph share id,
-    # a launch link of the host page
-    rf"|/uploadSessions/(?P<upload_session>{_VALUE})"
-    rf"|/downloads?/(?P<download>{_VALUE})"
-    rf"|/(?:s|shares)/(?P<share>{_VALUE})"
-    rf"|/host/(?:{'|'.join(LAUNCH_ACTIONS)})/(?P<launch>{_VALUE})"
+    # a launch link of the host page (one alternative behind their common start: it is tried at every position)
+    rf"|{_SLASH}(?:uploadSessions{_SLASH}(?P<upload_session>{_VALUE})"
+    rf"|downloads?{_SLASH}(?P<download>{_VALUE})"
+    rf"|(?:s|shares){_SLASH}(?P<share>{_VALUE})"
+    rf"|host{_SLASH}(?:{'|'.join(LAUNCH_ACTIONS)}){_SLASH}(?P<launch>{_VALUE}))"
     # a token by its shape: long base32, whatever spelling or context (ours are ~150); a download or launch ticket
     # by its shape: jti.file.rights.expiry.signature (no rights in those made before 2026-12-05, which a client
     # may still send). Tried only where a run of their characters starts and without backtracking (a recording
