@@ -432,6 +432,30 @@ def test_an_upload_url_in_json_that_escapes_its_slashes_is_recorded_as_its_place
     assert "\\/uploadSessions\\/{{upload_session:1}}" in post["text"]  # the body as sent, but for its secret
 
 
+def test_a_text_body_that_is_not_utf8_is_searched_and_kept_as_a_digest_if_it_holds_a_secret(recording):
+    """Such a body is written as base64, which would carry a secret whole: it is searched all the same."""
+    worker = recording.worker()
+    services = recording.services
+    issued, drive_id = services.issue_api_token("bob", True)
+    bob = GraphClient(worker, issued.token, drive_id)
+    upload_url = bob.post_json("me/drive/root:/big.bin:/createUploadSession", {"deferCommit": True}).json["uploadUrl"]
+    holding = b'{"@microsoft.graph.sourceUrl": "' + upload_url.encode() + b'", "name": "Caf\xe9.bin"}'
+    bob.put("me/drive/root:/final.bin", holding, headers={"Content-Type": "application/json"})
+    file = services.add_file("alice", "Notes.txt", io.BytesIO(b"x"))
+    wopi = WopiClient(worker, file.id, services.issue_token(file.id, "alice", True).token)
+    plain = "Café, crème brûlée".encode("latin-1")  # nothing secret in it
+    assert wopi.lock("L").status_int == 200
+    assert wopi.put_file(plain, lock="L", Content_Type="text/plain; charset=latin-1").status_int == 200
+    graph, wopi_session = recording.stop()
+    assert entries(graph)[-1]["request"]["postData"] == {  # no base64 that holds the secret
+        "mimeType": "application/json",
+        "_size": len(holding),
+        "_sha256": hashlib.sha256(holding).hexdigest(),
+    }
+    post = entries(wopi_session)[-1]["request"]["postData"]
+    assert post["_encoding"] == "base64" and base64.b64decode(post["text"]) == plain  # as before: replayable
+
+
 def test_a_presigned_object_store_download_url_is_recorded_without_its_signature(recording, monkeypatch):
     """With WOPIHOST_S3_DOWNLOAD_URL, Graph's downloadUrl is the store's SigV4 presigned GET: whoever holds it
     fetches the document until it expires, without the host."""

@@ -363,7 +363,8 @@ class _RawPieces:
 def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None, raw: _RawPieces) -> dict:
     """The fields that hold a body captured whole (no more than the limit): its text, or base64; a CSPP
     framed body whose MessageJSON holds a secret as that MessageJSON's text (`_message`, redacted) and the
-    bytes after it (`_rest`, base64), for assembly to put together once the secrets are numbered."""
+    bytes after it (`_rest`, base64), for assembly to put together once the secrets are numbered; a body whose
+    secrets cannot be replaced in what is written (a text that is not UTF-8) as its size alone."""
     data = capture.kept
     assert data is not None
     if not data:
@@ -376,7 +377,11 @@ def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None, 
         try:
             return {"text": redactor.text(data.decode("utf-8"), seen)}
         except UnicodeDecodeError:
-            pass
+            # Searched all the same, each byte as the character of its value (every credential's shape is
+            # ASCII): base64 would carry a secret whole, so a body holding one is kept as its size and hash.
+            latin1 = data.decode("latin-1")
+            if redactor.text(latin1, seen) != latin1:
+                return {"_size": capture.size}
     if framed is not None and framed[0] is not None:
         message, end = framed
         return {"_message": message, "_rest": raw.add(memoryview(data)[end:])}
