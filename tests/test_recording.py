@@ -101,6 +101,9 @@ def test_a_recording_finds_exactly_what_the_logs_redact(line):
         ("x-wopi-uploadsessiontoken", "ZLLSZyyckVxSgzA9g8FxcA", "session_token", "{}"),
         ("authorization", "Bearer short-token", "api_token", "Bearer {}"),
         ("authorization", "Basic dXNlcjpwYXNz", "token", "Basic {}"),
+        ("proxy-authorization", "Basic dXNlcjpwYXNz", "token", "Basic {}"),
+        ("proxy-authorization", "Bearer proxy-token", "token", "Bearer {}"),  # not the session's api_token
+        ("cookie", "_oauth2_proxy=Zm9vYmFy|1700000000|c2ln;lb=node2", "token", "{}"),
     ],
 )
 def test_headers_that_are_secrets_whatever_their_value(name, value, kind, expected):
@@ -454,6 +457,24 @@ def test_a_text_body_that_is_not_utf8_is_searched_and_kept_as_a_digest_if_it_hol
     }
     post = entries(wopi_session)[-1]["request"]["postData"]
     assert post["_encoding"] == "base64" and base64.b64decode(post["text"]) == plain  # as before: replayable
+
+
+def test_a_cookie_is_recorded_as_a_placeholder_and_har_cookies_stay_empty(recording):
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"hello"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    cookie, proxy = "_oauth2_proxy=Zm9vYmFyLXNlc3Npb24|1700000000|c2lnbmF0dXJl", "Basic dXNlcjpwYXNz"
+    assert wopi.check_file_info(Cookie=cookie, Proxy_Authorization=proxy).status_int == 200
+    assert wopi.check_file_info(Cookie=cookie).status_int == 200
+    [path] = recording.stop()
+    text = path.read_text()
+    assert "Zm9vYmFyLXNlc3Npb24" not in text and "dXNlcjpwYXNz" not in text
+    first, second = entries(path)
+    headers = [{h["name"].lower(): h["value"] for h in e["request"]["headers"]} for e in (first, second)]
+    assert headers[0]["cookie"] == headers[1]["cookie"] == "{{token:1}}"  # one placeholder per value
+    assert headers[0]["proxy-authorization"] == "Basic {{token:2}}"
+    assert first["request"]["cookies"] == second["request"]["cookies"] == []
+    assert har(path)["_wopihost"]["session"] == "{{access_token:1}}"
 
 
 def test_a_presigned_object_store_download_url_is_recorded_without_its_signature(recording, monkeypatch):

@@ -8,8 +8,8 @@ be turned back into its value, nor checked against a guess without the key. Asse
 
 Where a secret is: wopihost/credentials.py (the patterns the logs redact), in URLs, headers and text bodies;
 and the places the contract names on top of them: the X-WOPI-Proof, X-WOPI-ProofOld and
-X-WOPI-UploadSessionToken headers, the credentials of Authorization, and the MessageJSON frame a CSPP framed
-body starts with.
+X-WOPI-UploadSessionToken headers, the credentials of Authorization and Proxy-Authorization, a Cookie header,
+and the MessageJSON frame a CSPP framed body starts with.
 """
 
 from __future__ import annotations
@@ -23,8 +23,15 @@ from ..cspp.frames import HEADER_SIZE, message_frame_size
 
 # What the spool holds in place of a secret; assembly turns each into har.placeholder(kind, n).
 SPOOLED = re.compile(r"\{\{(?P<kind>[a-z_]+):#(?P<digest>[0-9a-f]{16})\}\}")
-# Headers whose whole value is a secret of one kind (lower case)
-WHOLE_VALUE = {"x-wopi-proof": "proof", "x-wopi-proofold": "proof", "x-wopi-uploadsessiontoken": "session_token"}
+# Headers whose whole value is a secret of one kind (lower case); a cookie is a session's (an SSO proxy's, a
+# load balancer's), whatever its shape
+WHOLE_VALUE = {
+    "x-wopi-proof": "proof",
+    "x-wopi-proofold": "proof",
+    "x-wopi-uploadsessiontoken": "session_token",
+    "cookie": "token",
+}
+AUTHORIZATION = frozenset({"authorization", "proxy-authorization"})
 # Headers that hold no credential though they may look as if (`Bearer realm="wopihost"` is a challenge)
 NO_CREDENTIAL = frozenset({"www-authenticate"})
 _CACHED = 4096  # secrets remembered per worker: a client sends its token with every request
@@ -65,11 +72,13 @@ class Redactor:
         kind = WHOLE_VALUE.get(name)
         if kind is not None:
             return self._whole(kind, value, seen)
-        if name == "authorization":
+        if name in AUTHORIZATION:
             scheme, space, rest = value.strip().partition(" ")
             if not space:  # no scheme: all of it is the credential
                 return self._whole("token", value, seen)
-            return f"{scheme} {self._whole('api_token' if scheme.lower() == 'bearer' else 'token', rest.strip(), seen)}"
+            # a proxy's Bearer token is none of ours: an api_token names the session a request belongs to
+            api = name == "authorization" and scheme.lower() == "bearer"
+            return f"{scheme} {self._whole('api_token' if api else 'token', rest.strip(), seen)}"
         if name in NO_CREDENTIAL:
             return value
         return self.text(value, seen)
