@@ -301,7 +301,7 @@ def test_a_request_needs_every_placeholder_it_carries():
     assert missing.value.placeholder == "{{upload_session:1}}"
 
 
-def test_headers_connection_and_proof_headers_are_not_replayed_as_recorded():
+def test_headers_connection_proof_and_proxy_headers_are_not_replayed_as_recorded():
     headers = {
         "Host": "recorded.test:8080",
         "Content-Length": "3",
@@ -314,6 +314,8 @@ def test_headers_connection_and_proof_headers_are_not_replayed_as_recorded():
         "X-WOPI-SequenceNumber": "3",
         "If-Match": '"{X},1"',
         "X-COOL-WOPI-Timestamp": "2026-11-30T10:00:00.0000000Z",
+        "Cookie": "{{token:1}}",  # for a proxy that stood before the recorded host, not for this one
+        "Proxy-Authorization": "Basic {{token:2}}",
     }
     rec = recording(entry("POST", headers=headers, sent=body(b"abc", "", request=True)))
     bindings = start(rec)

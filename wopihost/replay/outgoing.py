@@ -4,7 +4,7 @@ with what the replay has learned (bindings.py).
 The body is the recorded one, changed only where a recording writes placeholders or a client repeats a value
 a host gave it: a JSON body's strings, and the MessageJSON frame of a CSPP Plus framed body (re-encoded with
 wopihost/cspp/frames.py; every other frame goes as recorded). Proof headers cannot be replayed (they sign the
-recorded URL and time): they are dropped, and signed afresh when the replay has proof keys.
+recorded URL and time): they are dropped, and signed afresh when the replay has proof keys. A cookie or a proxy's credentials are not sent at all.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ HOP_BY_HOP = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "expect", "te", "upgrade"}
 )
 PROOF_HEADERS = frozenset({"x-wopi-proof", "x-wopi-proofold", "x-wopi-timestamp"})
+# Credentials for what stood between the client and the host (an SSO proxy's session cookie, a proxy's login),
+# which the host never reads and a recording keeps only as placeholders
+FOR_A_PROXY = frozenset({"cookie", "proxy-authorization"})
 # Operations whose request body is framed: MessageJSON first (docs/cspp-plus.md §1.8)
 FRAMED = frozenset({"PUT_CHUNKED_FILE", "GET_CHUNKED_FILE", "GET_CHUNKS"})
 
@@ -45,7 +48,7 @@ def build(exchange: Exchange, bindings: Bindings, record_limit: int | None = Non
         lower = name.lower()
         if lower in PROOF_HEADERS:
             proof = proof or lower != "x-wopi-timestamp"
-        elif lower not in HOP_BY_HOP:
+        elif lower not in HOP_BY_HOP and lower not in FOR_A_PROXY:
             headers.append((name, bindings.header(name, value)))
     return Outgoing(
         exchange.method, bindings.url(exchange.url), headers, _body(exchange, bindings, record_limit), proof
