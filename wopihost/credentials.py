@@ -4,9 +4,9 @@ recording, which replaces each by a placeholder of its kind (wopihost/recording/
 Access tokens travel in query strings, and so do the signature and credentials of an object store's presigned
 URL (Graph's downloadUrl with WOPIHOST_S3_DOWNLOAD_URL); Graph's upload and download URLs, FileUrls, share links
 and launch links are credentials in their path; CSPP Plus upload session tokens in JSON; and our tokens and
-tickets have shapes of their own, whatever quotes them. Each alternative below names its kind (wopihost/har.py's KINDS) by the group
-that holds the secret, the last group of its alternative: what comes before that group (`access_token=`,
-`/uploadSessions/` ...) is context, kept.
+tickets have shapes of their own, whatever quotes them. Each alternative below names its kind (wopihost/har.py's
+KINDS) by the group that holds the secret, the last group of its alternative: what comes before that group
+(`access_token=`, `/uploadSessions/` ...) is context, kept.
 """
 
 from __future__ import annotations
