@@ -21,7 +21,7 @@ from .cspp_helpers import (
     stream_filter,
     upload,
 )
-from .helpers import stored_blobs
+from .helpers import stored_blobs, stored_bytes
 
 HELLO, WORLD = chunk_id(b"hello"), chunk_id(b"world")
 
@@ -173,6 +173,33 @@ def test_main_content_over_the_size_limit_is_413(locked, settings):
     big = b"x" * (settings.max_file_size + 1)
     signature, chunks = full_file(big)
     assert put_chunked(locked, {"MainContent": signature}, chunks, X_WOPI_Lock="L").status_int == 413
+
+
+def test_an_alternate_stream_repeating_one_chunk_past_the_size_limit_is_413_and_writes_nothing(
+    locked, settings, services
+):
+    """Its bytes lying in many session pieces, such a stream would have been copied whole to a new blob:
+    256 KiB uploaded made a 64 MiB stream."""
+    payload = bytes(range(256)) * 1024
+    token = upload(locked, [(chunk_id(payload), payload)], piece=32 << 10)
+    before = stored_bytes(services)
+    repeated = Signature("FullFile", (ChunkSignature(chunk_id(payload), len(payload)),) * 256)
+    response = put_chunked(locked, {"Alt": repeated}, session=token, X_WOPI_Lock="L")
+    assert response.status_int == 413
+    assert "Alt" in response.headers["X-WOPI-FailureReason"]
+    assert stored_bytes(services) == before and sequence_number(locked) == 1
+    _, message, _ = get_chunked(locked, [stream_filter("Alt")])
+    assert message["Signatures"][0]["ChunkSignatures"] == []
+
+
+def test_changed_streams_together_over_the_session_size_limit_are_413(locked, settings):
+    payload = b"x" * 1024
+    whole = Signature("FullFile", (ChunkSignature(chunk_id(payload), len(payload)),) * (settings.max_file_size // 1024))
+    streams = {f"S{i}": whole for i in range(settings.max_upload_session_size // settings.max_file_size + 1)}
+    response = put_chunked(locked, streams, [(chunk_id(payload), payload)], X_WOPI_Lock="L")
+    assert response.status_int == 413
+    assert "together" in response.headers["X-WOPI-FailureReason"]
+    assert sequence_number(locked) == 1
 
 
 @pytest.mark.parametrize(

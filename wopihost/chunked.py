@@ -532,13 +532,23 @@ class ChunkedFiles:
         for stream in snapshot.streams.values():
             own_chunks = {**stream.locations, **own_chunks}
         plan: dict[str, tuple[Extents, Signature] | None] = {}
+        # A signature may repeat a chunk any number of times: bounded here, a few bytes sent cannot become
+        # streams (which a save may copy to new blobs) far larger than anything a client could upload.
+        total = 0
         for stream_id, signature in request.signatures.items():
             if not signature.chunks and stream_id != MAIN:
                 plan[stream_id] = None
                 continue
-            if stream_id == MAIN and signature.length > self.settings.max_file_size:
+            if signature.length > self.settings.max_file_size:
                 raise WopiError(
-                    413, f"MainContent would be larger than the limit of {self.settings.max_file_size} bytes"
+                    413, f"{stream_id[:60]} would be larger than the limit of {self.settings.max_file_size} bytes"
+                )
+            total += signature.length
+            if total > self.settings.max_upload_session_size:
+                raise WopiError(
+                    413,
+                    f"the changed streams would be larger than the limit of {self.settings.max_upload_session_size}"
+                    " bytes together",
                 )
             mine = snapshot.streams[stream_id].locations if stream_id in snapshot.streams else {}
             parts: list[Extent] = []
