@@ -331,6 +331,26 @@ def test_expired_session_at_commit_is_410(locked, clock):
     assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 410
 
 
+def test_a_session_swept_while_the_commit_reads_it_is_410(locked, services, clock, monkeypatch):
+    """Under READ COMMITTED the sweep may delete the session between the commit's read of its row and index and
+    its read of the pieces: an empty stream then, which the index says holds a frame (it was a 500)."""
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    real = chunkindex.recorded
+
+    def recorded_then_swept(s, session):
+        index = real(s, session)
+        clock.advance(minutes=31)
+        assert services.sessions.sweep() == 1
+        return index
+
+    monkeypatch.setattr(chunkindex, "recorded", recorded_then_swept)
+    main, _ = full_file(b"hello")
+    response = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    assert response.status_int == 410
+    monkeypatch.undo()
+    assert locked.get_file().body == b"hello world" and sequence_number(locked) == 1
+
+
 def test_session_ending_inside_a_frame_fails_only_at_commit(locked):
     token = create_session(locked)
     assert update_session(locked, token, 0, HELLO_WORLD[:50]).status_int == 200
