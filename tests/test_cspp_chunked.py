@@ -498,6 +498,31 @@ def test_at_most_256_properties(locked):
     assert "256" in response.headers["X-WOPI-FailureReason"]
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        {
+            "Signatures": [
+                {"StreamId": f"S{i}", "ChunkingScheme": "FullFile", "ChunkSignatures": []} for i in range(258)
+            ]
+        },
+        {
+            "Signatures": [{"StreamId": "S", "ChunkingScheme": "FullFile", "ChunkSignatures": []}],
+            "ContentProperties": [{"Name": "p", "Value": f"v{i}"} for i in range(257)],
+        },
+    ],
+)
+def test_a_save_listing_more_than_256_streams_or_properties_is_400_before_its_commit(locked, message):
+    """Even deleting streams that do not exist, or setting one property again and again: each one listed cost the
+    commit's write transaction a lookup."""
+    response = put_chunked(locked, {}, body=message_frame(message) + END_FRAME, X_WOPI_Lock="L")
+    assert response.status_int == 400
+    assert "256" in response.headers["X-WOPI-FailureReason"]
+    assert sequence_number(locked) == 1
+    _, answer, _ = get_chunked(locked, [stream_filter()], properties=["p"])
+    assert answer["ContentProperties"] == []
+
+
 def test_at_most_256_alternate_streams(locked):
     signature, chunks = full_file(b"x")
     streams = {f"S{i}": signature for i in range(257)}

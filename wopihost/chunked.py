@@ -190,6 +190,12 @@ class PutRequest:
         entries = _list(message, "Signatures")
         if not entries:
             raise bad_request("MessageJSON Signatures must name at least one stream")
+        # Counted here, before any transaction: the commit's write transaction, which on SQLite holds up every
+        # writer of the host, would otherwise go through thousands of streams or properties before counting them.
+        if len(entries) > MAX_ALTERNATE_STREAMS + 1:
+            raise bad_request(
+                f"MessageJSON Signatures may name MainContent and at most {MAX_ALTERNATE_STREAMS} alternate streams"
+            )
         signatures = {}
         for entry in entries:
             try:
@@ -202,10 +208,10 @@ class PutRequest:
                 raise bad_request(f"MessageJSON: a StreamId is longer than {STREAM_ID_LENGTH} characters")
             _check_text(stream_id, "a StreamId")
             signatures[stream_id] = signature
-        properties = [
-            _property(_object(item, "a content property"))
-            for item in _list(message, "ContentProperties", required=False)
-        ]
+        items = _list(message, "ContentProperties", required=False)
+        if len(items) > MAX_PROPERTIES:
+            raise bad_request(f"MessageJSON ContentProperties may hold at most {MAX_PROPERTIES} properties")
+        properties = [_property(_object(item, "a content property")) for item in items]
         token = message.get("UploadSessionTokenToCommit")
         if token is not None and not isinstance(token, str):
             raise bad_request("MessageJSON UploadSessionTokenToCommit must be a string")
@@ -620,6 +626,15 @@ class ChunkedFiles:
                     raise WopiError(409, "the upload session grew while it was being committed; retry")
                 released.update(self.sessions.delete_in(s, token))
             released |= self._expire(s, file_id, now)
+            alternates = [stream_id for stream_id in streams if stream_id != MAIN]
+            rows = {
+                row.stream_id: row
+                for row in s.scalars(
+                    sa.select(AlternateStream).where(
+                        AlternateStream.file_id == file_id, AlternateStream.stream_id.in_(alternates)
+                    )
+                )
+            }
             for stream_id, new in streams.items():
                 if stream_id == MAIN:
                     assert new is not None  # MainContent is changed, never deleted (_plan)
@@ -638,7 +653,7 @@ class ChunkedFiles:
                     file.sha256 = ""
                     file.main_scheme, file.main_signature = new.signature.scheme, signature_to_db(new.signature)
                     continue
-                row = s.get(AlternateStream, (file_id, stream_id))
+                row = rows.get(stream_id)
                 if row is not None:
                     released |= row.content.blobs
                 if new is None:
