@@ -83,6 +83,20 @@ def test_sequence_number_rises_even_when_content_is_unchanged(locked):
     assert second.headers["X-WOPI-ItemVersion"] == first.headers["X-WOPI-ItemVersion"]  # same bytes
 
 
+def test_new_main_content_resets_the_file_system_time_a_client_set(make_file, client_for, graph, clock):
+    """As PutFile does (docs/graph.md §3, fileSystemInfo): Graph showed the time set before the save."""
+    file = make_file()
+    set_time = {"fileSystemInfo": {"lastModifiedDateTime": "2020-01-02T03:04:05.000Z"}}
+    assert graph.patch_json(f"me/drive/items/{file.id}", set_time).status_int == 200
+    clock.advance(minutes=5)
+    wopi = client_for(file)
+    assert wopi.lock("L").status_int == 200
+    signature, chunks = full_file(b"new content")
+    save(wopi, {"MainContent": signature}, chunks)
+    item = graph.get(f"me/drive/items/{file.id}").json
+    assert item["fileSystemInfo"]["lastModifiedDateTime"] == item["lastModifiedDateTime"] > "2020-01-02"
+
+
 def test_wrong_sequence_number_is_412_with_the_current_one(locked):
     signature, chunks = full_file(b"hello")
     for sent in (0, 2, 99):

@@ -648,6 +648,7 @@ class ChunkedFiles:
                     if old is None or old.chunks != new.signature.chunks:
                         file.version += 1
                         file.modified_at = now
+                        file.fs_modified_at = None  # a time a client set was that of the old content (as PutFile)
                     released |= file.content.blobs
                     _keep(file, new)
                     file.sha256 = ""
