@@ -528,7 +528,12 @@ def _int_query(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw):
+    if not (raw.isascii() and raw.isdigit()):
+        raise GraphError(400, "invalidRequest", f"{name} must be a whole number of at least {low}")
+    digits = raw.lstrip("0")
+    if len(digits) > len(str(high)):  # above `high` whatever it is, and int() refuses past 4300 digits
+        return high
+    if not low <= int(raw):
         raise GraphError(400, "invalidRequest", f"{name} must be a whole number of at least {low}")
     return min(int(raw), high)
 
