@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from urllib.parse import quote
 
 import pytest
@@ -19,6 +21,7 @@ from wopihost import db as wopihost_db
 from wopihost.app import create_app
 from wopihost.ids import new_id
 
+from .conftest import PG_URL
 from .helpers import GraphClient, graph_error, stored_blobs
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -1616,3 +1619,77 @@ def test_paging_follows_code_points_whatever_the_database_collation(database, se
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+# -- races with another worker, on PostgreSQL (READ COMMITTED): SQLite's writers take turns ---------------------
+
+needs_postgresql = pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+on_postgresql = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+
+
+def _blocks_another(engine, pid: int) -> bool:
+    """Whether some session waits for the PostgreSQL backend `pid`'s locks (polled up to 20 s)."""
+    deadline = time.monotonic() + 20
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+            if conn.execute(query, {"pid": pid}).scalar_one():
+                return True
+            time.sleep(0.05)
+    return False
+
+
+@needs_postgresql
+@on_postgresql
+def test_a_folder_whose_subfolder_is_deleted_meanwhile_is_deleted_all_the_same(graph, database):
+    """The DELETE lists the folders below before it locks them; one deleted in between is no reason for a 404
+    that leaves the rest (a sync client takes 404 for "already gone")."""
+    top_id = mkdir(graph, "P").json["id"]
+    while True:  # folders are locked in id order: the DELETE of D must wait at P before it locks D or S
+        d_id = mkdir(graph, "D", parent="root:/P:").json["id"]
+        s_id = mkdir(graph, "S", parent="root:/P/D:").json["id"]
+        if top_id < d_id and top_id < s_id:
+            break
+        assert graph.delete(f"me/drive/items/{d_id}").status_int == 204
+    engine = sa.create_engine(database)
+    holder = engine.connect()
+    try:
+        pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        holder.execute(sa.text("SELECT id FROM folders WHERE id = :id FOR UPDATE"), {"id": top_id})
+        answers = {}
+        deleting = threading.Thread(target=lambda: answers.update(d=graph.delete(f"me/drive/items/{d_id}")))
+        deleting.start()
+        assert _blocks_another(engine, pid), "the DELETE of D never waited for P"
+        assert graph.delete(f"me/drive/items/{s_id}").status_int == 204  # another client, meanwhile
+        holder.rollback()
+        deleting.join(30)
+    finally:
+        holder.close()
+        engine.dispose()
+    assert answers["d"].status_int == 204, answers["d"].body
+    assert item(graph, "P/D").status_int == 404
+
+
+@needs_postgresql
+@on_postgresql
+def test_a_read_sees_one_state_though_another_worker_commits_halfway(graph, services, database):
+    """An item's read takes statements one after another (the file, its folder, the path above): a DELETE of the
+    folder committed between two of them must not show half-way (it was a 500: the folder was gone)."""
+    folder_id = mkdir(graph, "gone").json["id"]
+    file_id = graph.put("me/drive/root:/gone/a.txt:/content", b"abc").json["id"]
+    reader, deleted = threading.get_ident(), []
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        if threading.get_ident() == reader and not deleted and "FROM files" in statement and file_id in str(parameters):
+            other = threading.Thread(target=lambda: deleted.append(graph.delete(f"me/drive/items/{folder_id}")))
+            other.start()
+            other.join(30)
+
+    sa.event.listen(services.db.engine, "after_cursor_execute", after)
+    try:
+        response = graph.get(f"me/drive/items/{file_id}")
+    finally:
+        sa.event.remove(services.db.engine, "after_cursor_execute", after)
+    assert deleted[0].status_int == 204, "the other worker's DELETE did not happen"
+    assert response.status_int == 200 and response.json["parentReference"]["id"] == folder_id  # as it was
+    assert graph.get(f"me/drive/items/{file_id}").status_int == 404  # and as it is now

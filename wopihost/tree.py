@@ -267,7 +267,12 @@ class Tree:
             if wanted <= held:
                 break
             for folder_id in sorted(wanted - held):  # a folder moved in meanwhile is locked late: rare
-                lock_folder(s, folder_id)
+                try:
+                    lock_folder(s, folder_id)
+                except WopiError:
+                    if folder_id in (top.id, parent_id):
+                        raise
+                    continue  # deleted meanwhile, with what was in it: the next round lists the subtree without it
                 held.add(folder_id)
             parent_id = cast(str, s.scalar(sa.select(Folder.parent_id).where(Folder.id == top.id)))  # moved meanwhile?
         folders = [s.get_one(Folder, folder_id) for folder_id in self._subtree(s, top.id)]
