@@ -85,7 +85,12 @@ class Database:
     def __init__(self, url: str, busy_timeout: float = 30.0, sqlite_cache_size: int = SQLITE_CACHE_SIZE):
         self.url = url
         self.engine = make_engine(url, busy_timeout, sqlite_cache_size)
-        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        # A read that takes several statements (an item, then its folder, then the path above it) must see one
+        # state of the database: SQLite's read transaction is one snapshot; PostgreSQL's READ COMMITTED would let
+        # a change that commits meanwhile show half-way (a file whose folder is gone), so its reads are
+        # REPEATABLE READ, which costs nothing more in PostgreSQL (the snapshot is taken at the first statement).
+        readers = self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self._reader = sessionmaker(readers, expire_on_commit=False)
         self._writer = sessionmaker(self.engine.execution_options(wopihost_write=True), expire_on_commit=False)
         path = self.engine.url.database if self.is_sqlite else None
         self._writers = WriterQueue(path, busy_timeout) if path and path != ":memory:" else None
