@@ -44,6 +44,15 @@ def xlsx(styled_empty_cell: bool = False) -> bytes:
     return out.getvalue()
 
 
+def with_formula(formula: str) -> bytes:
+    """The workbook of xlsx() with `formula` stored in Sheet1!E1."""
+    book = openpyxl.load_workbook(io.BytesIO(xlsx()))
+    book["Sheet1"]["E1"] = formula
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
 def zipped(parts: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
@@ -505,6 +514,8 @@ BAD_WORKBOOKS = {
     "corrupt xlsx": (zipped({"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<workbook <<< broken"}), 400),
     "truncated xlsx": (xlsx()[:1500], 400),
     "docx-like zip": (zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>"}), 400),
+    # IronCalc's parser would overflow the worker's stack on it (SIGSEGV)
+    "formula nested 10,000 deep": (with_formula("=" + "(" * 10_000 + "1" + ")" * 10_000), 400),
 }
 
 
@@ -594,6 +605,11 @@ def test_malformed_address(graph, address):
         {"values": [["\ud800", 2], [3, 4]]},
         {"values": [["\uffff", 2], [3, 4]]},
         {"numberFormat": [["0\x01", None], [None, None]]},
+        # past Excel's limits for a formula (64 levels, 8,192 characters): IronCalc parses and calculates
+        # recursively, and these overflowed the worker's stack (SIGSEGV: the worker and every call on it died)
+        {"formulas": [["=" + "(" * 10_000 + "1" + ")" * 10_000, None], [None, None]]},
+        {"values": [["={" + "{" * 5000 + "1" + "}" * 5001, None], [None, None]]},
+        {"formulas": [["=" + "&".join(["1"] * 8000), None], [None, None]]},
     ],
 )
 def test_wrong_patch_body(graph, services, client_for, body):

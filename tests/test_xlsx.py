@@ -147,6 +147,38 @@ def test_a_patch_that_does_not_fit_is_refused(patch):
     assert (refused.value.status, refused.value.code) == (400, "invalidRequest")
 
 
+def test_a_formula_within_excels_limits_is_calculated():
+    book = open_workbook(xlsx(), LIMIT)
+    nested = "=" + "(" * 64 + "1" + ")" * 64
+    quoted = '=LEN("' + "(" * 100 + '")'  # parentheses in text do not nest
+    assert book.patch("Sheet1", "E1:F1", formulas=[[nested, quoted]])["values"] == [[1, 100]]
+
+
+@pytest.mark.parametrize(
+    "formula",
+    ["=" + "(" * 65 + "1" + ")" * 65, "=" + "ABS(" * 10_000 + "1" + ")" * 10_000, "=" + "-" * 8192 + "1"],
+)
+def test_a_formula_past_excels_limits_is_refused_as_input_and_in_a_file(formula):
+    """IronCalc's recursive parser overflowed the stack on the last two: a SIGSEGV, not an exception."""
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(xlsx(), LIMIT).patch("Sheet1", "E1", formulas=[[formula]])
+    assert (refused.value.status, refused.value.code, refused.value.inner) == (400, "invalidRequest", None)
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(xlsx(lambda b: b["Sheet1"].__setitem__("E1", formula)), LIMIT)
+    assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
+
+
+def test_an_error_cell_holding_a_formula_is_not_parsed():
+    def error(book):
+        book["Sheet1"]["E1"] = "=" + "(" * 10_000 + "1" + ")" * 10_000
+        book["Sheet1"]["E1"].data_type = "e"
+        book["Sheet1"]["E2"] = "#N/A"
+        book["Sheet1"]["E2"].data_type = "e"
+
+    book = open_workbook(xlsx(error), LIMIT)
+    assert book.range("Sheet1", "E2")["valueTypes"] == [["Error"]]
+
+
 # -- addresses ---------------------------------------------------------------------------------------------
 
 

@@ -26,6 +26,10 @@ MAX_RANGE_CELLS = 1_000_000  # one read or write; the answer is JSON of every ce
 # xlsx parts are deflated XML: a few times smaller than what openpyxl builds from them; past this ratio a
 # file is refused before it is read (a "zip bomb" would otherwise take the memory the size limit guards).
 MAX_EXPANSION = 32
+# Excel's limits for a formula. IronCalc parses and calculates a formula recursively: one far past them (10,000
+# parentheses, thousands of &) overflows the thread's stack, which kills the whole worker, not just the call.
+MAX_FORMULA = 8192
+MAX_NESTING = 64
 _SHEET_IDS = uuid.UUID("3f1c9b9e-5b8a-4a59-9d3f-6c1b2a7e0d11")  # namespace of worksheet ids
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of legacy .xls (and of encrypted .xlsx)
 _TYPES = {1: "Double", 2: "String", 4: "Boolean", 16: "Error"}  # IronCalc's CellType -> Graph's valueTypes
@@ -283,11 +287,13 @@ class Workbook:
         elif isinstance(value, DataTableFormula):  # a what-if table: not calculated here
             model.clear_cell_contents(index, row, column)
         elif isinstance(value, ArrayFormula):
+            _loadable(cast(str, value.text), cell)
             ref = parse_address(value.ref)
             model.set_user_array_formula(
                 index, ref.first_row, ref.first_column, ref.columns, ref.rows, cast(str, value.text)
             )  # a loaded array formula has its text
         elif cell.data_type == "f":
+            _loadable(value, cell)
             model.update_cell_with_formula(index, row, column, value)
         elif isinstance(value, bool):
             model.update_cell_with_bool(index, row, column, value)
@@ -297,7 +303,7 @@ class Workbook:
             model.update_cell_with_number(index, row, column, float(to_excel(value)))  # a serial, as Excel
         elif isinstance(value, datetime.timedelta):
             model.update_cell_with_number(index, row, column, value.total_seconds() / 86400)
-        elif cell.data_type == "e":
+        elif cell.data_type == "e" and str(value).startswith("#"):  # set_user_input takes "=…" as a formula
             model.set_user_input(index, row, column, str(value))
         else:
             model.update_cell_with_text(index, row, column, str(value))
@@ -321,8 +327,37 @@ def _input(value: Any, name: str) -> Any:
     if isinstance(value, str):
         if len(value) > 32767:
             raise bad_request(f"{name} holds text Excel cannot store (more than 32767 characters)")
+        if value.startswith("=") and (problem := _formula_problem(value)):
+            raise bad_request(f"{name} holds a formula that {problem}")
         return None if value == "" else _storable(value, name)
     raise bad_request(f"{name} holds strings, numbers, booleans or null")
+
+
+def _formula_problem(formula: str) -> str | None:
+    """Why IronCalc must not be given `formula`, if it must not. Parentheses and braces in "text" or in a
+    'sheet name' do not nest."""
+    if len(formula) > MAX_FORMULA:
+        return f"is longer than Excel's {MAX_FORMULA} characters"
+    if formula.count("(") + formula.count("{") > MAX_NESTING:  # otherwise it cannot nest deeper
+        depth, quote = 0, ""
+        for ch in formula:
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch in "({":
+                depth += 1
+                if depth > MAX_NESTING:
+                    return f"nests deeper than Excel's {MAX_NESTING} levels"
+            elif ch in ")}":
+                depth = max(depth - 1, 0)
+    return None
+
+
+def _loadable(formula: str, cell) -> None:
+    """A stored formula IronCalc must not be given makes the workbook one this host cannot open."""
+    if problem := _formula_problem(formula):
+        raise unsupported(f"the formula in {cell.parent.title}!{cell.coordinate} {problem}")
 
 
 def _storable(text: str, what: str) -> str:
