@@ -13,6 +13,7 @@ import openpyxl
 import pytest
 import webtest
 from openpyxl.styles import Font
+from openpyxl.workbook.defined_name import DefinedName
 
 from wopihost.app import create_app
 from wopihost.ids import new_id
@@ -504,6 +505,23 @@ def test_used_range(graph):
     assert only.json["address"] == "Sheet1!A1:C4"
     assert only.json["values"] == [[1, 10, 10], [2, 20, 40], [3, 30, 90], [6, "", ""]]
     assert only.json["rowCount"] == 4 and only.json["columnCount"] == 3
+
+
+def test_a_workbook_with_defined_names_the_host_cannot_calculate_opens_and_keeps_them(graph, services, client_for):
+    """A constant, a named formula: IronCalc refuses all but plain references, which was a 500 on every call."""
+    book = openpyxl.load_workbook(io.BytesIO(xlsx()))
+    book.defined_names["TaxRate"] = DefinedName("TaxRate", attr_text="0.2")
+    book.defined_names["Rows"] = DefinedName("Rows", attr_text="OFFSET(Sheet1!$A$1,0,0,COUNTA(Sheet1!$A:$A),1)")
+    data = io.BytesIO()
+    book.save(data)
+    file_id = upload(graph, data.getvalue())
+    assert graph.post_json(f"{WB}/createSession", {"persistChanges": False}).status_int == 201
+    assert graph.get(f"{WB}/worksheets").status_int == 200
+    assert patch(graph, "D1", {"formulas": [["=A1*2"]]}).status_int == 200
+    assert values(graph, "D1") == [[2]]
+    body = client_for(services.files.get(file_id)).get_file().body
+    names = openpyxl.load_workbook(io.BytesIO(body)).defined_names
+    assert (names["TaxRate"].value, names["Rows"].value) == ("0.2", "OFFSET(Sheet1!$A$1,0,0,COUNTA(Sheet1!$A:$A),1)")
 
 
 # -- errors: what is not a workbook -------------------------------------------------------------------

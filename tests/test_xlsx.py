@@ -8,6 +8,7 @@ import zipfile
 
 import openpyxl
 import pytest
+from openpyxl.workbook.defined_name import DefinedName
 
 from wopihost.xlsx import WorkbookError, open_workbook, parse_address
 
@@ -80,6 +81,33 @@ def test_used_range_is_the_bounding_box_of_values():
 def test_dates_read_as_serial_numbers_as_excel_stores_them():
     book = open_workbook(xlsx(lambda b: b["Sheet1"].__setitem__("E1", datetime.date(2026, 1, 1))), LIMIT)
     assert values(book, "E1") == [[46023]]
+
+
+# TaxRate as Excel files define names; IronCalc takes plain references only and raised its own WorkbookError
+# on the others, uncaught (500s on every call)
+DEFINED_NAMES = {
+    "constant": "0.2",
+    "broken_reference": "Sheet1!#REF!",  # a named range whose rows were deleted
+    "named_formula": "OFFSET(Sheet1!$A$1,0,0,COUNTA(Sheet1!$A:$A),1)",
+    "two_areas": "Sheet1!$A$1,Sheet1!$A$2",
+    "nested_too_deep": "(" * 10_000 + "1" + ")" * 10_000,  # its parser overflowed the stack (SIGSEGV)
+}
+
+
+@pytest.mark.parametrize("value", DEFINED_NAMES.values(), ids=DEFINED_NAMES.keys())
+def test_a_defined_name_the_model_cannot_take_is_kept_in_the_file(value):
+    def named(book):
+        book.defined_names["TaxRate"] = DefinedName("TaxRate", attr_text=value)
+        book["My data"].defined_names["Local"] = DefinedName("Local", attr_text=value)
+        book.defined_names["Inputs"] = DefinedName("Inputs", attr_text="Sheet1!$A$1:$A$3")
+        book["Sheet1"]["E1"] = "=SUM(Inputs)"
+
+    book = open_workbook(xlsx(named), LIMIT)
+    assert values(book, "E1") == [[6]]  # a plain reference is calculated
+    book.patch("Sheet1", "A1", values=[[5]])
+    saved = openpyxl.load_workbook(io.BytesIO(book.to_bytes()))
+    assert saved.defined_names["TaxRate"].value == value and saved["My data"].defined_names["Local"].value == value
+    assert values(open_workbook(book.to_bytes(), LIMIT), "E1") == [[10]]
 
 
 # -- writing -----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ calculates. Every write goes to both, then the model recalculates, so a read alw
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import uuid
@@ -88,11 +89,10 @@ class Workbook:
             else:
                 self.model.rename_sheet(0, sheet.title)
         for name, defined in book.defined_names.items():
-            if defined.value and not defined.value.startswith("#REF"):
-                self.model.new_defined_name(name, None, defined.value)
+            self._define(name, None, defined.value)
         for index, sheet in enumerate(book.worksheets):
             for name, defined in sheet.defined_names.items():
-                self.model.new_defined_name(name, index, defined.value)
+                self._define(name, index, defined.value)
             for cell in list(sheet._cells.values()):
                 if cell.value is not None:
                     self._mirror(index, cell)
@@ -270,6 +270,14 @@ class Workbook:
             "valueTypes": types,
             "numberFormat": formats,
         }
+
+    def _define(self, name: str, scope: int | None, formula: str | None) -> None:
+        """A defined name, in the model too if IronCalc takes it. It takes references only, not a constant, a
+        named formula, several areas or #REF!: those stay in the file as they were, and what uses them
+        calculates #NAME? here."""
+        if formula and not _formula_problem(formula):  # a formula too deep would overflow its parser too
+            with contextlib.suppress(ironcalc.WorkbookError):
+                self.model.new_defined_name(name, scope, formula)
 
     def _format(self, index: int, cell) -> None:
         """The cell's number format, in the model too: `text` is the value as that format shows it."""
