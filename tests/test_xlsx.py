@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import random
 import zipfile
 
 import openpyxl
@@ -269,6 +270,37 @@ def test_files_that_are_not_workbooks_are_refused_clearly(data, status):
     with pytest.raises(WorkbookError) as refused:
         open_workbook(data, 1 << 20)
     assert refused.value.status == status and refused.value.inner == "unsupportedWorkbook"
+
+
+def test_a_workbook_that_expands_far_past_its_own_size_is_refused():
+    """Within 4 times the limit, but 100 times its size: a 40 KB such workbook took 400 MiB to open."""
+    bomb = io.BytesIO(xlsx())
+    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/media/padding.bin", b"\x00" * (2 << 20))
+    assert len(bomb.getvalue()) < 20_000
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(bomb.getvalue(), 1 << 20)
+    assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
+
+
+def test_a_workbook_whose_xml_is_more_than_four_times_the_limit_is_refused():
+    """Memory follows the XML: a 1 MiB limit opens at most 4 MiB of it, whatever the file's ratio."""
+    rng = random.Random(1)
+    text = " ".join(rng.choice(["North", "South", "East", "West", "12", "7.5"]) for _ in range(1_000_000))
+    padded = io.BytesIO(xlsx())
+    with zipfile.ZipFile(padded, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/media/notes.txt", text)
+    assert len(padded.getvalue()) < 1 << 20 and len(text) < 32 * len(padded.getvalue())
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(padded.getvalue(), 1 << 20)
+    assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
+    assert open_workbook(padded.getvalue(), 2 << 20).worksheet("Sheet1")
+
+
+def test_a_workbook_of_repetitive_data_still_opens():
+    """It expands 22 times, as far as ordinary workbooks go."""
+    book = open_workbook(xlsx(lambda b: [b["Sheet1"].append(["North"] * 10) for _ in range(3000)]), LIMIT)
+    assert values(book, "A3004") == [["North"]]
 
 
 def test_a_workbook_over_the_limit_is_413():

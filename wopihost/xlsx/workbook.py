@@ -24,9 +24,12 @@ from .address import Address, parse_address
 from .errors import WorkbookError, bad_request, unsupported
 
 MAX_RANGE_CELLS = 1_000_000  # one read or write; the answer is JSON of every cell
-# xlsx parts are deflated XML: a few times smaller than what openpyxl builds from them; past this ratio a
-# file is refused before it is read (a "zip bomb" would otherwise take the memory the size limit guards).
+# xlsx parts are deflated XML, of which openpyxl holds 10 to 25 bytes in memory per byte. Ordinary workbooks
+# expand 4 to 22 times (repetitive data the most). Past MAX_EXPANSION times its own size a file is refused
+# before it is read (a "zip bomb": 40 KB took 400 MiB), and past MAX_XML times the size limit, which keeps one
+# workbook within the memory docs/graph.md §10.3 gives it (50 MiB per MiB of the limit, 90 at worst).
 MAX_EXPANSION = 32
+MAX_XML = 4
 # Excel's limits for a formula. IronCalc parses and calculates a formula recursively: one far past them (10,000
 # parentheses, thousands of &) overflows the thread's stack, which kills the whole worker, not just the call.
 MAX_FORMULA = 8192
@@ -53,8 +56,11 @@ def open_workbook(data: bytes, limit: int) -> Workbook:
         raise unsupported("this is a legacy .xls (or encrypted) workbook; only .xlsx is supported", 415)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            if sum(info.file_size for info in archive.infolist()) > MAX_EXPANSION * max(limit, 1 << 20):
-                raise unsupported("the workbook expands to more than this host opens")
+            unpacked = sum(info.file_size for info in archive.infolist())
+            if unpacked > MAX_EXPANSION * len(data):
+                raise unsupported(f"the workbook expands to more than {MAX_EXPANSION} times its size")
+            if unpacked > MAX_XML * max(limit, 1 << 20):
+                raise unsupported("the workbook expands to more than this host opens (WOPIHOST_MAX_WORKBOOK_SIZE)")
             if "xl/workbook.xml" not in archive.namelist():
                 raise unsupported("the file is a zip archive but not a workbook")
     except zipfile.BadZipFile:
