@@ -524,6 +524,17 @@ def test_a_workbook_with_defined_names_the_host_cannot_calculate_opens_and_keeps
     assert (names["TaxRate"].value, names["Rows"].value) == ("0.2", "OFFSET(Sheet1!$A$1,0,0,COUNTA(Sheet1!$A:$A),1)")
 
 
+def test_used_range_is_held_to_the_range_cell_limit(graph):
+    book = openpyxl.load_workbook(io.BytesIO(xlsx()))
+    book["Sheet1"]["CV10001"] = 2  # a 5 KB file whose used range has 1,000,100 cells (with XFD1048576: 17 billion)
+    data = io.BytesIO()
+    book.save(data)
+    upload(graph, data.getvalue())
+    for response in (read(graph, "A1:CV10001"), graph.get(f"{SHEET}/usedRange(valuesOnly=true)")):
+        assert response.status_int == 400, response
+        assert graph_error(response)[0] == "invalidRequest"
+
+
 # -- errors: what is not a workbook -------------------------------------------------------------------
 
 BAD_WORKBOOKS = {

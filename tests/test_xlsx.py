@@ -79,6 +79,14 @@ def test_used_range_is_the_bounding_box_of_values():
     assert empty["address"] == "Empty!A1" and empty["values"] == [[""]]
 
 
+def test_a_used_range_past_the_range_cell_limit_is_refused():
+    """As range() refuses it: a 5 KB file with a value in XFD1048576 would otherwise answer 17 billion cells."""
+    book = open_workbook(xlsx(lambda b: b["Sheet1"].cell(10_001, 100, "far")), LIMIT)
+    with pytest.raises(WorkbookError) as refused:
+        book.used_range("Sheet1", values_only=True)
+    assert (refused.value.status, refused.value.code) == (400, "invalidRequest")
+
+
 def test_dates_read_as_serial_numbers_as_excel_stores_them():
     book = open_workbook(xlsx(lambda b: b["Sheet1"].__setitem__("E1", datetime.date(2026, 1, 1))), LIMIT)
     assert values(book, "E1") == [[46023]]

@@ -148,7 +148,7 @@ class Workbook:
         if not cells:
             return self._read(sheet, Address(sheet.name, 1, 1, 1, 1))
         rows, columns = [row for row, _ in cells], [column for _, column in cells]
-        return self._read(sheet, Address(sheet.name, min(rows), min(columns), max(rows), max(columns)))
+        return self._read(sheet, _limited(Address(sheet.name, min(rows), min(columns), max(rows), max(columns))))
 
     def patch(
         self, sheet_key: str, address: str, values: Any = None, formulas: Any = None, number_format: Any = None
@@ -222,9 +222,7 @@ class Workbook:
             raise bad_request(str(exc)) from None
         if address.sheet is not None and address.sheet.casefold() != sheet.name.casefold():
             raise bad_request(f"the address names sheet {address.sheet[:40]!r}, not {sheet.name!r}")
-        if address.rows * address.columns > MAX_RANGE_CELLS:
-            raise bad_request(f"a range may have at most {MAX_RANGE_CELLS} cells")
-        return address
+        return _limited(address)
 
     def _read(self, sheet: Sheet, where: Address) -> dict:
         """Graph's workbookRange of `where`: calculated values, formulas, text, value types, formats."""
@@ -321,6 +319,13 @@ class Workbook:
             model.set_user_input(index, row, column, str(value))
         else:
             model.update_cell_with_text(index, row, column, str(value))
+
+
+def _limited(address: Address) -> Address:
+    """`address`, if a read or write of it is one this host answers (the answer is JSON of every cell)."""
+    if address.rows * address.columns > MAX_RANGE_CELLS:
+        raise bad_request(f"a range may have at most {MAX_RANGE_CELLS} cells")
+    return address
 
 
 def _check_shape(name: str, grid: Any, where: Address) -> None:
