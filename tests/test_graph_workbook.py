@@ -639,6 +639,9 @@ def test_malformed_address(graph, address):
         {"formulas": [["=" + "(" * 10_000 + "1" + ")" * 10_000, None], [None, None]]},
         {"values": [["={" + "{" * 5000 + "1" + "}" * 5001, None], [None, None]]},
         {"formulas": [["=" + "&".join(["1"] * 8000), None], [None, None]]},
+        # JSON's integers have any number of digits; float() of this one raised OverflowError (500)
+        {"values": [[10**400, None], [None, None]]},
+        {"formulas": [[None, None], [None, -(10**400)]]},
     ],
 )
 def test_wrong_patch_body(graph, services, client_for, body):

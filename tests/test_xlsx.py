@@ -173,6 +173,8 @@ def test_adding_a_worksheet():
         {"formulas": [["=SUM("], ["=1"]]},  # cannot be parsed
         {"values": [[{"a": 1}], [1]]},
         {"values": [[float("nan")], [1]]},
+        {"values": [[10**400], [1]]},  # float() of it raised OverflowError
+        {"formulas": [[1], [-(10**400)]]},
         {"numberFormat": [[1], [None]]},
         {},
     ],
@@ -309,6 +311,18 @@ def test_a_workbook_of_repetitive_data_still_opens():
     """It expands 22 times, as far as ordinary workbooks go."""
     book = open_workbook(xlsx(lambda b: [b["Sheet1"].append(["North"] * 10) for _ in range(3000)]), LIMIT)
     assert values(book, "A3004") == [["North"]]
+
+
+@pytest.mark.parametrize("number", ["1" + "0" * 400, "1e400"])
+def test_a_stored_number_excel_cannot_store_makes_the_workbook_unsupported(number):
+    with zipfile.ZipFile(io.BytesIO(xlsx(lambda b: b["Sheet1"].__setitem__("E1", 7)))) as archive:
+        parts = {info.filename: archive.read(info) for info in archive.infolist()}
+    sheet = parts["xl/worksheets/sheet1.xml"]
+    parts["xl/worksheets/sheet1.xml"] = sheet.replace(b"<v>7</v>", f"<v>{number}</v>".encode())
+    data = zipped(**{name.replace("/", "__"): part for name, part in parts.items()})
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(data, LIMIT)
+    assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
 
 
 def test_a_workbook_over_the_limit_is_413():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import sys
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -310,6 +311,8 @@ class Workbook:
         elif isinstance(value, bool):
             model.update_cell_with_bool(index, row, column, value)
         elif isinstance(value, (int, float)):
+            if not _double(value):  # a stored 1e400, or 400 digits
+                raise unsupported(f"{cell.parent.title}!{cell.coordinate} holds a number Excel cannot store")
             model.update_cell_with_number(index, row, column, float(value))
         elif isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
             model.update_cell_with_number(index, row, column, float(to_excel(value)))  # a serial, as Excel
@@ -340,7 +343,7 @@ def _check_shape(name: str, grid: Any, where: Address) -> None:
 def _input(value: Any, name: str) -> Any:
     """A cell's new content from a PATCH: "" empties it, a string starting with "=" is a formula."""
     if isinstance(value, bool) or isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        if not _double(value):
             raise bad_request(f"{name} holds a number Excel cannot store")
         return value
     if isinstance(value, str):
@@ -377,6 +380,12 @@ def _loadable(formula: str, cell) -> None:
     """A stored formula IronCalc must not be given makes the workbook one this host cannot open."""
     if problem := _formula_problem(formula):
         raise unsupported(f"the formula in {cell.parent.title}!{cell.coordinate} {problem}")
+
+
+def _double(number: float) -> bool:
+    """Whether Excel can store `number`, a double: not NaN, infinite, or an integer too large for one (JSON's
+    and an .xlsx's integers have any number of digits, and float() of those raises)."""
+    return abs(number) <= sys.float_info.max
 
 
 def _storable(text: str, what: str) -> str:
