@@ -4,6 +4,7 @@ worksheets, ranges read calculated and written, and its errors, seen through Gra
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 import zipfile
@@ -587,6 +588,32 @@ def test_workbook_over_the_size_limit(settings, clock):
         ):
             assert response.status_int == 413, response
             assert graph_error(response)[0] == "requestSizeExceeded"
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
+@pytest.mark.parametrize("mode", ["non-persistent", "sessionless"])
+def test_a_write_that_would_grow_the_workbook_past_the_limit_is_413_and_stores_nothing(settings, clock, mode):
+    """A session's copy grown past the limit answered 413 to every later call that had to open it again."""
+    app = create_app(settings.with_changes(max_workbook_size=8_000), clock)
+    try:
+        services = app.extensions["wopihost"]
+        issued, drive_id = services.issue_api_token("alice", True)
+        graph = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+        file_id = upload(graph)
+        upload(graph, name="other.xlsx")
+        session = create(graph, False) if mode == "non-persistent" else None
+        before = services.files.get(file_id).version
+        noise = [[os.urandom(200).hex()] for _ in range(60)]  # 24 KB of text that deflates only to half
+        response = patch(graph, "F1:F60", {"values": noise}, session)
+        assert response.status_int == 413 and graph_error(response)[0] == "requestSizeExceeded", response
+        assert (
+            graph.get("me/drive/root:/other.xlsx:/workbook/worksheets").status_int == 200
+        )  # the worker's cache moves on
+        assert values(graph, "C1:F1", session) == [[10, "", "", ""]]
+        assert patch(graph, "F1", {"values": [[7]]}, session).status_int == 200
+        assert values(graph, "F1", session) == [[7]]
+        assert services.files.get(file_id).version == (before if session else before + 1)
     finally:
         app.extensions["wopihost"].db.dispose()
 

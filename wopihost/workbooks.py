@@ -35,6 +35,7 @@ from .ids import is_id, new_id
 from .models import WorkbookOperation, WorkbookSession
 from .storage import Storage
 from .xlsx import WorkbookError
+from .xlsx.errors import too_large
 
 if TYPE_CHECKING:
     from .xlsx.workbook import Workbook
@@ -177,8 +178,11 @@ class Workbooks:
         for _ in range(RETRIES):
             book, basis = self._current(file_id, session_id, user_id)
             result = action(book)  # a book that failed half-way through a change is never kept
+            data = book.to_bytes()
+            if len(data) > self.max_size:  # stored, it would open nowhere: the session or file would be lost
+                raise too_large(len(data), self.max_size, "would be")
             try:
-                stored = self._store(file_id, session_id, user_id, basis, book.to_bytes())
+                stored = self._store(file_id, session_id, user_id, basis, data)
             except _Changed:
                 continue
             self._last.put((file_id, stored), book)
@@ -259,12 +263,7 @@ class Workbooks:
         file, content = self.files.open_content(file_id)
         with content:
             if file.size > self.max_size:
-                raise WorkbookError(
-                    413,
-                    "requestSizeExceeded",
-                    f"the workbook is {file.size} bytes; workbooks "
-                    f"of up to {self.max_size} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)",
-                )
+                raise too_large(file.size, self.max_size)
             return content.read(), file.version
 
     def _current(self, file_id: str, session_id: str | None, user_id: str) -> tuple[Workbook, int | str]:

@@ -18,3 +18,11 @@ def unsupported(message: str, status: int = 400) -> WorkbookError:
 
 def bad_request(message: str) -> WorkbookError:
     return WorkbookError(400, "invalidRequest", message)
+
+
+def too_large(size: int, limit: int, being: str = "is") -> WorkbookError:
+    return WorkbookError(
+        413,
+        "requestSizeExceeded",
+        f"the workbook {being} {size} bytes; workbooks of up to {limit} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)",
+    )

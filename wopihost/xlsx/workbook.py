@@ -22,7 +22,7 @@ from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 
 from ..text import NOT_XML
 from .address import Address, parse_address
-from .errors import WorkbookError, bad_request, unsupported
+from .errors import WorkbookError, bad_request, too_large, unsupported
 
 MAX_RANGE_CELLS = 1_000_000  # one read or write; the answer is JSON of every cell
 # xlsx parts are deflated XML, of which openpyxl holds 10 to 25 bytes in memory per byte. Ordinary workbooks
@@ -47,12 +47,7 @@ def not_found(message: str) -> WorkbookError:
 def open_workbook(data: bytes, limit: int) -> Workbook:
     """The workbook in `data`; WorkbookError (400/413/415) if it is not one this host can open."""
     if len(data) > limit:
-        raise WorkbookError(
-            413,
-            "requestSizeExceeded",
-            f"the workbook is {len(data)} bytes; workbooks of up to "
-            f"{limit} bytes can be opened (WOPIHOST_MAX_WORKBOOK_SIZE)",
-        )
+        raise too_large(len(data), limit)
     if data.startswith(_OLE):
         raise unsupported("this is a legacy .xls (or encrypted) workbook; only .xlsx is supported", 415)
     try:
