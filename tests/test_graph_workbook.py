@@ -470,6 +470,17 @@ def test_worksheet_names_quoted_and_percent_encoded(graph):
     assert response.json["address"] == "Sheet1!A1:B2" and response.json["values"] == [[1, 10], [2, 20]]
 
 
+def test_a_worksheet_named_with_parentheses_is_reached_by_name(graph):
+    """Excel's name for a copied sheet; the plain form's pattern stopped at "(" (400 unsupported request)."""
+    upload(graph)
+    added = graph.post_json(f"{WB}/worksheets/add", {"name": "Sheet1 (2)"}).json
+    assert patch(graph, "A1", {"values": [[5]]}, sheet=f"{WB}/worksheets/Sheet1%20%282%29").status_int == 200
+    for key in ("/Sheet1%20%282%29", "/Sheet1%20(2)", "('Sheet1%20(2)')", "/" + quote(added["id"])):
+        sheet = f"{WB}/worksheets{key}"
+        assert graph.get(sheet).json == added, key
+        assert read(graph, "A1", sheet=sheet).json["values"] == [[5]], key
+
+
 def test_add_worksheet(graph, services, client_for):
     file_id = upload(graph)
     added = graph.post_json(f"{WB}/worksheets", {"name": "Extra"})

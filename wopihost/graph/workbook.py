@@ -24,7 +24,8 @@ from .request import json_body
 if TYPE_CHECKING:
     from ..xlsx.workbook import Workbook
 
-_SHEET = r"(?:/([^/(]+)|\('((?:[^']|'')*)'\))"  # worksheets/{id|name} or worksheets('{id|name}')
+# worksheets/{id|name} or worksheets('{id|name}'); a name may hold "(": Excel names a copied sheet "Sheet1 (2)"
+_SHEET = r"(?:/([^/]+)|\('((?:[^']|'')*)'\))"
 _ROUTES = [
     ("POST", re.compile(r"^createSession$"), "create_session"),
     ("POST", re.compile(r"^refreshSession$"), "refresh_session"),
