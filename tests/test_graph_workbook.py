@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -12,6 +14,7 @@ from urllib.parse import quote
 
 import openpyxl
 import pytest
+import sqlalchemy as sa
 import webtest
 from openpyxl.styles import Font
 from openpyxl.workbook.defined_name import DefinedName
@@ -20,7 +23,8 @@ from wopihost.app import create_app
 from wopihost.ids import new_id
 from wopihost.models import WorkbookSession
 
-from .helpers import GraphClient, graph_error, stored_blobs
+from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until
+from .test_writer_queue import HOLD
 
 PUBLIC = "https://wopi.example.test"
 WB = "me/drive/root:/book.xlsx:/workbook"
@@ -865,3 +869,89 @@ def test_deleted_file_ends_its_sessions(graph, services, clock):
     clock.advance(minutes=7, seconds=1)
     services.workbooks.sweep()
     assert session_row(services, session) is None and copy not in stored_blobs(services)
+
+
+def test_the_sweep_leaves_a_session_a_call_renewed_while_it_waited(graph, services, clock, database):
+    """On PostgreSQL, a call that slid the session's expiry commits before the sweep deletes it, and the sweep
+    then finds it no longer expired (SQLite's writers take turns: no such window)."""
+    if not database.startswith("postgresql"):
+        pytest.skip("on SQLite the writers take turns")
+    file_id = upload(graph)
+    session_id = create(graph, False)
+    with services.db.read() as s:
+        expires = s.get_one(WorkbookSession, session_id).expires_at
+    clock.advance(seconds=(expires - clock.now()).total_seconds() - 1)  # one second before it expires
+    other = sa.create_engine(database, poolclass=sa.pool.NullPool)
+    holder = other.connect()
+    holder.begin()  # another call on the session, committing: the renewal below waits for its row
+    holder.execute(sa.text("SELECT id FROM workbook_sessions WHERE id = :id FOR UPDATE"), {"id": session_id})
+    outcomes: dict[str, object] = {}
+
+    def run(name, action):
+        try:
+            outcomes[name] = action()
+        except Exception as exc:
+            outcomes[name] = exc
+
+    renewal = threading.Thread(
+        target=run, args=("call", lambda: services.workbooks.refresh(session_id, file_id, "alice"))
+    )
+    renewal.start()
+    try:
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1, timeout=20)
+        clock.advance(seconds=2)  # past the expiry the renewal read
+        sweep = threading.Thread(target=run, args=("sweep", services.workbooks.sweep))
+        sweep.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 2, timeout=20)
+    finally:
+        holder.rollback()
+        holder.close()
+        other.dispose()
+    renewal.join(30)
+    sweep.join(30)
+    assert outcomes == {"call": None, "sweep": 0}
+    with services.db.read() as s:
+        assert s.get(WorkbookSession, session_id) is not None
+
+
+def test_an_async_session_ends_failed_though_the_database_refused_writes_for_a_moment(settings, clock, database):
+    """The background thread records how the operation ended; a database busy past its timeout when it does
+    is tried again, or the operation would say "running" until it expired, an hour on."""
+    if not database.startswith("sqlite"):
+        pytest.skip("the database is kept busy through SQLite's writers' turn")
+    app = create_app(settings.with_changes(database_busy_timeout=0.5), clock)
+    services = app.extensions["wopihost"]
+    holder = None
+    try:
+        issued, drive_id = services.issue_api_token("alice", True)
+        graph = GraphClient(webtest.TestApp(app), issued.token, drive_id, "/v1.0")
+        upload(graph)
+        calls = services.workbooks._calls  # the two workbook calls a worker runs at once, taken: the session waits
+        calls.acquire()
+        calls.acquire()
+        response = graph.post_json(
+            f"{WB}/createSession", {"persistChanges": False}, headers={"Prefer": "respond-async"}
+        )
+        location = response.headers["Location"]
+        assert wait_until(lambda: graph.get(location).json["status"] == "running", timeout=20)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD, services.db._writers.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout.readline().strip() == "held"
+        calls.release()
+        calls.release()
+        time.sleep(2.5)  # the session's write fails (503), then the first records of that
+        holder.communicate("go\n", timeout=10)
+        holder = None
+        [thread] = [t for t in threading.enumerate() if t.name == "wopihost-workbook"]
+        thread.join(60)
+        operation = graph.get(location).json
+        assert operation["status"] == "failed" and operation["error"]["code"] == "serviceNotAvailable"
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        services.db.dispose()

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar, cast
@@ -30,9 +32,11 @@ from .clock import Clock
 from .db import Database
 from .errors import WopiError
 from .extents import Extent, Extents
+from .faults import InsufficientStorage, Unavailable
 from .files import Files
 from .ids import is_id, new_id
 from .models import WorkbookOperation, WorkbookSession
+from .repository import locking
 from .storage import Storage
 from .xlsx import WorkbookError
 from .xlsx.errors import too_large
@@ -46,6 +50,9 @@ RETRIES = 5
 # MiB per MiB of .xlsx): with 64 threads a worker could otherwise hold 64 of them.
 CALLS_AT_ONCE = 2
 OPERATION_TTL = timedelta(hours=1)  # how long a finished operation can still be polled
+FINISH_RETRIES = (0.5, 1, 2, 4, 8, 16)  # seconds after each failed attempt to record an operation's end
+
+log = logging.getLogger(__name__)
 
 
 class _Changed(Exception):
@@ -150,7 +157,9 @@ class Workbooks:
         """Delete expired sessions (and their copies) and operations; returns how many sessions went."""
         now = self.clock.now()
         with self.db.write() as s:
-            expired = list(s.scalars(sa.select(WorkbookSession).where(WorkbookSession.expires_at <= now)))
+            # Row-locked (as sessions.sweep): a call that slid a session's expiry meanwhile commits first, and
+            # PostgreSQL then finds that row no longer expired; read without the lock, it was deleted all the same.
+            expired = list(s.scalars(locking(s, sa.select(WorkbookSession).where(WorkbookSession.expires_at <= now))))
             for row in expired:
                 s.delete(row)
             s.execute(sa.delete(WorkbookOperation).where(WorkbookOperation.expires_at <= now))
@@ -221,26 +230,37 @@ class Workbooks:
             return self._session(s, session_id, file_id, user_id)
 
     def _run(self, operation_id: str) -> None:
-        self._set(operation_id, status="running")
-        with self.db.read() as s:
-            operation = s.get_one(WorkbookOperation, operation_id)
+        outcome: dict[str, str]
         try:
+            self._set(operation_id, status="running")
+            with self.db.read() as s:
+                operation = s.get_one(WorkbookOperation, operation_id)
             session = self.create_session(operation.file_id, operation.user_id, operation.persist)
         except (WopiError, WorkbookError) as exc:
             code = getattr(exc, "code", None) or "invalidRequest"
-            self._set(
-                operation_id, status="failed", error=json.dumps({"code": code.split("/")[0], "message": str(exc)})
-            )
+            outcome = {"status": "failed", "error": json.dumps({"code": code.split("/")[0], "message": str(exc)})}
+        except (Unavailable, InsufficientStorage) as exc:  # what a request would answer 503 or 507
+            code = "serviceNotAvailable" if isinstance(exc, Unavailable) else "insufficientStorage"
+            outcome = {"status": "failed", "error": json.dumps({"code": code, "message": str(exc)})}
         except Exception as exc:  # reported through the operation, and logged by whoever polls
-            self._set(
-                operation_id,
-                status="failed",
-                error=json.dumps(
-                    {"code": "internalServerError", "message": f"the session could not be made: {type(exc).__name__}"}
-                ),
-            )
+            message = f"the session could not be made: {type(exc).__name__}"
+            outcome = {"status": "failed", "error": json.dumps({"code": "internalServerError", "message": message})}
         else:
-            self._set(operation_id, status="succeeded", session_id=session.id)
+            outcome = {"status": "succeeded", "session_id": session.id}
+        self._finish(operation_id, outcome)
+
+    def _finish(self, operation_id: str, outcome: dict[str, str]) -> None:
+        """Record how the operation ended. A database that refuses the write for a moment (what a request would
+        answer 503) is tried again: with nobody to retry it, the operation would say "running" to every poll
+        until it expired."""
+        for delay in FINISH_RETRIES:
+            try:
+                self._set(operation_id, **outcome)
+                return
+            except (Unavailable, InsufficientStorage) as exc:
+                log.warning("workbook operation %s: its end could not be recorded (%s); retrying", operation_id, exc)
+                time.sleep(delay)
+        log.error("workbook operation %s: its end could not be recorded; it expires unfinished", operation_id)
 
     def _set(self, operation_id: str, **values) -> None:
         with self.db.write() as s:
