@@ -111,3 +111,22 @@ def test_a_postgresql_database_is_backed_up_with_pg_dump(run, tmp_path):
     assert refused.exit_code == 1 and refused.stderr.count("\n") == 1
     assert "this one is postgresql: back it up with pg_dump" in refused.stderr
     assert not dest.exists()
+
+
+@on_sqlite
+@pytest.mark.parametrize("how", ["itself", "a symbolic link", "a hard link"])
+def test_a_backup_onto_the_database_itself_is_refused_even_forced(run, served, env, tmp_path, how):
+    services = served.app.extensions["wopihost"]
+    services.add_file("alice", "Kept.docx", io.BytesIO(b"content"))
+    database = database_path(env)
+    dest = {"itself": database, "a symbolic link": tmp_path / "link.sqlite3", "a hard link": tmp_path / "hard"}[how]
+    if how == "a symbolic link":
+        dest.symlink_to(database)
+    elif how == "a hard link":
+        dest.hardlink_to(database)
+    before = database.stat().st_ino
+    refused = run("backup", str(dest), "--force", ok=False)
+    assert refused.exit_code == 1 and "Traceback" not in refused.stderr and refused.stderr.count("\n") == 1
+    assert refused.stderr == f"Error: {dest} is the database itself ({database}): give a destination outside it\n"
+    assert database.stat().st_ino == before  # not replaced under the server's connections
+    assert [f["name"] for f in json.loads(run("files", "list", "--json").stdout)] == ["Kept.docx"]

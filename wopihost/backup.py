@@ -41,6 +41,9 @@ def backup_sqlite(source: Path, dest: Path, overwrite: bool = False, busy_timeou
     """Copy the database at `source` to `dest`."""
     if not source.is_file():
         raise BackupError(f"there is no database at {source}")
+    # replacing the live database under the server's open connections would lose every later write
+    if dest.exists() and os.path.samefile(source, dest):
+        raise BackupError(f"{dest} is the database itself ({source}): give a destination outside it")
     if dest.exists() and not overwrite:
         raise _exists(dest)
     fd, partial = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
