@@ -458,3 +458,17 @@ def test_user_ids_are_checked_before_anything_runs(run, tmp_path, args):
     result = run(*[str(source) if a == "PATH" else a for a in args], ok=False)
     assert result.exit_code == 2 and "user ids are 1 to 64 characters" in result.stderr
     assert json.loads(run("files", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("folders", ["list,write", "all"])
+def test_a_read_only_token_cannot_have_the_folder_right_to_write(run, tmp_path, folders):
+    """Rights only narrow (docs/wopi.md §4.2): a folder's `w` hands out write tokens for its files, this one too."""
+    file_id = add(run, tmp_path)["id"]
+    result = run("token", "issue", file_id, "--user", "u", "--read-only", "--folders", folders, ok=False)
+    assert result.exit_code == 2 and "a --read-only token cannot have the folder right write" in result.stderr
+    assert "access_token" not in result.stdout
+    assert run("token", "revoke", "--file", file_id, ok=False).exit_code == 1  # none was issued
+    issued = json.loads(
+        run("token", "issue", file_id, "--user", "u", "--read-only", "--folders", "list", "--json").stdout
+    )
+    assert (issued["can_write"], issued["folders"]) == (False, "l")

@@ -438,7 +438,7 @@ def _folder_rights(text: str) -> str:
     show_default=True,
     help="What a file token may do in the containers above its file, through the URLs its "
     "responses hand out (EnumerateAncestors ...): a comma-separated list of list, create, "
-    "manage (rename, delete), write (the files in them), all or none.",
+    "manage (rename, delete), write (the files in them; not with --read-only), all or none.",
 )
 @click.option(
     "--ttl",
@@ -464,6 +464,12 @@ def token_issue(
             "give a FILE_ID for a WOPI token, --container for a container token, or --api for an API token"
         )
     reach = _folder_rights(folders)
+    if read_only and "w" in reach:  # its folder would hand out write tokens for its own file and its siblings
+        raise click.BadParameter(
+            "a --read-only token cannot have the folder right write (or all): it would get write tokens "
+            "for the files through their folder",
+            param_hint="'--folders'",
+        )
     services = _services()
     expires_at = services.clock.now() + timedelta(seconds=ttl or services.settings.token_ttl)
     if api:
