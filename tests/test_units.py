@@ -226,6 +226,16 @@ def test_secret_is_created_once_private_and_reused(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]
 
 
+@pytest.mark.parametrize("kept", ["", "\n", "changeme", "a" * 31])
+def test_a_secret_key_file_too_short_to_sign_with_is_refused(tmp_path, kept):
+    """An emptied or hand-written secret_key would sign tokens anyone can forge after guessing it."""
+    (tmp_path / "secret_key").write_text(kept)
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'secret_key'}: the token secret is {len(kept.strip())} "):
+        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path)})
+    (tmp_path / "secret_key").write_text("a" * 32)
+    assert Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path)}).secret_key == "a" * 32
+
+
 def test_secret_created_by_racing_processes_is_the_same(tmp_path):
     from concurrent.futures import ProcessPoolExecutor
 

@@ -344,7 +344,7 @@ def load_or_create_secret(data_dir: Path) -> str:
     """
     path = data_dir / "secret_key"
     try:
-        return path.read_text().strip()
+        return _long_secret(path.read_text().strip(), str(path))
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -360,4 +360,18 @@ def load_or_create_secret(data_dir: Path) -> str:
         pass
     finally:
         tmp.unlink()
-    return path.read_text().strip()
+    return _long_secret(path.read_text().strip(), str(path))
+
+
+# The generated secret is 64 hex digits. One much shorter (an emptied file, a word typed in) is guessed offline
+# from any token: whoever holds a read-only token could then sign a write token for any file.
+MIN_SECRET_LENGTH = 32
+
+
+def _long_secret(secret: str, where: str) -> str:
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{where}: the token secret is {len(secret)} characters, fewer than {MIN_SECRET_LENGTH}: restore it "
+            "from a backup, or remove it to have a new one generated (tokens issued so far then stop working)"
+        )
+    return secret
