@@ -2,8 +2,11 @@
 settings file deploy/ ships, read as systemd and as the guide's shell line read it."""
 
 import configparser
+import hashlib
+import hmac
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +118,19 @@ def test_healthz_reports_database_and_storage(testapp):
     response = testapp.get("/healthz")
     assert response.json == {"database": "ok", "storage": "ok", "instance": instance_fingerprint("test-secret")}
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_the_instance_fingerprint_is_costly_to_test_a_guessed_secret_against(testapp):
+    """/healthz is open to anyone: its fingerprint must not be a quick check of guesses at the signing secret."""
+    instance = testapp.get("/healthz").json["instance"]
+    assert re.fullmatch(r"[0-9a-f]{16}", instance) and instance == instance_fingerprint("test-secret")
+    assert instance != instance_fingerprint("test-secreT")  # nodes with another secret are told apart
+    fast = [hashlib.sha256(b"wopihost-instance:test-secret").hexdigest()[:16]]
+    fast.append(hmac.new(b"test-secret", b"wopihost-instance", "sha256").hexdigest()[:16])
+    assert instance not in fast
+    started = time.perf_counter()
+    instance_fingerprint.__wrapped__("another guess")
+    assert time.perf_counter() - started > 0.01  # PBKDF2: tens of guesses a second where a hash tests billions
 
 
 @pytest.mark.local_storage
