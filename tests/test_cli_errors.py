@@ -105,6 +105,12 @@ def test_an_unmigrated_database(base_env, args):
     one_line_failure(wopihost(*args, env=base_env), "the database has no tables", "run `wopihost db upgrade`")
 
 
+@pytest.mark.parametrize("args", [["files", "list"], ["doctor", "--timeout", "1"]], ids=" ".join)
+def test_a_discovery_url_without_its_scheme(base_env, args):
+    env = {**base_env, "WOPIHOST_DISCOVERY_URL": "onlyoffice.example.com:8080/hosting/discovery"}
+    one_line_failure(wopihost(*args, env=env), "WOPIHOST_DISCOVERY_URL: neither an http(s) URL nor a file path")
+
+
 @pytest.mark.parametrize("secret", ["from the environment", "generated"])
 @pytest.mark.parametrize("args", [["files", "list"], ["db", "upgrade"], ["serve", "--port", "1"]], ids=" ".join)
 def test_a_data_directory_that_cannot_be_written(tmp_path, secret, args):

@@ -211,11 +211,22 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_HOST_PAGE_URL": "https://portal.example/open/{0}"}, "WOPIHOST_HOST_PAGE_URL"),
         ({"WOPIHOST_HOST_PAGE_URL": "https://portal.example/open/{file_id"}, "WOPIHOST_HOST_PAGE_URL"),
         ({"WOPIHOST_HOST_PAGE_URL": "/open/{file_id}"}, "WOPIHOST_HOST_PAGE_URL"),
+        # the client's address without its scheme: each command failed with a traceback
+        ({"WOPIHOST_DISCOVERY_URL": "onlyoffice.example.com:8080/hosting/discovery"}, "WOPIHOST_DISCOVERY_URL"),
+        ({"WOPIHOST_DISCOVERY_URL": "ftp://client/hosting/discovery"}, "WOPIHOST_DISCOVERY_URL"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize(
+    "source", ["https://client.example/hosting/discovery", "HTTP://client:8080/x", "/etc/discovery.xml", "d.xml"]
+)
+def test_a_discovery_source_is_a_url_or_a_file(tmp_path, source):
+    settings = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_DISCOVERY_URL": source})
+    assert settings.discovery_url == source
 
 
 def test_secret_is_created_once_private_and_reused(tmp_path):

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "WOPIHOST_"
 
@@ -219,7 +220,7 @@ class Settings:
         public_url = parsed("PUBLIC_URL", "http://127.0.0.1:8080", _http_url)
         max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
         max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(2 * max_file_size), parse_size)
-        discovery_url = get("DISCOVERY_URL", "")
+        discovery_url = parsed("DISCOVERY_URL", "", _discovery_source)
         return cls(
             data_dir=data_dir,
             database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
@@ -301,6 +302,14 @@ def _http_url(text: str) -> str:
     if text and not re.match(r"^https?://[^/]+", text):
         raise ValueError(f"not an absolute http(s) URL: {text!r}")
     return text.rstrip("/")
+
+
+def _discovery_source(text: str) -> str:
+    """An http(s) URL or a file path; what the discovery cache would refuse on first use (a single letter is a
+    Windows drive)."""
+    if len(urlsplit(text).scheme) > 1 and not text.lower().startswith(("http://", "https://")):
+        raise ValueError(f"neither an http(s) URL nor a file path: {text!r} (a URL starts with https://)")
+    return text
 
 
 def _host_page_template(text: str) -> str:
