@@ -472,3 +472,23 @@ def test_a_read_only_token_cannot_have_the_folder_right_to_write(run, tmp_path, 
         run("token", "issue", file_id, "--user", "u", "--read-only", "--folders", "list", "--json").stdout
     )
     assert (issued["can_write"], issued["folders"]) == (False, "l")
+
+
+def test_activities_show_a_clients_text_without_its_control_characters(run, served, tmp_path):
+    """What a WOPI client sent must not drive the admin's terminal: no escape sequence, no line overwritten."""
+    file_id = add(run, tmp_path)["id"]
+    activity = {
+        "Type": "comment",
+        "Id": "a1",
+        "Data": {"ContentId": "c1\r\x1b[2Kdeleted 7 expired tokens", "ContentAction": "created", "CommentText": "hi"},
+        "People": [
+            {"Id": "p", "Name": "\x1b]0;owned\x07\x1b[8m", "Mentioned": True},
+            {"Id": "q", "Name": "Bob Smith", "Mentioned": True},
+        ],
+    }
+    [outcome] = served.app.extensions["wopihost"].activities.add(file_id, "u", [activity])
+    assert outcome.status == 0
+    output = run("activities", file_id).stdout
+    assert "\x1b" not in output and "\r" not in output
+    assert "'c1\\r\\x1b[2Kdeleted 7 expired tokens'" in output
+    assert "mentions '\\x1b]0;owned\\x07\\x1b[8m', Bob Smith" in output

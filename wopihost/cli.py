@@ -702,10 +702,17 @@ def _activity_line(row: dict) -> str:
     text = data.get("CommentText") or ""
     return (
         f"{row['received']}  {row['user']}  {row['type']} {data.get('ContentAction', '')}"
-        f"  {data.get('ContentId', '')}"
+        f"  {_printable(data.get('ContentId', ''))}"
         + (f"  {text!r}" if text else "")
-        + (f"  mentions {', '.join(map(str, mentioned))}" if mentioned else "")
+        + (f"  mentions {', '.join(map(_printable, mentioned))}" if mentioned else "")
     )
+
+
+def _printable(value: object) -> str:
+    """A client's text as it is when it holds nothing a terminal acts on (escape sequences, carriage returns
+    that overwrite the line), quoted with its escapes shown otherwise."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
 
 
 # -- locks ------------------------------------------------------------------------
