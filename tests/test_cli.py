@@ -268,14 +268,15 @@ def test_lock_list_shows_live_locks_of_both_kinds(run, served, tmp_path):
 # -- values refused before anything happens -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ttl", ["0", "0s", "-5m", "-1", "soon"])
-def test_token_lifetimes_must_be_more_than_zero(run, tmp_path, ttl):
+@pytest.mark.parametrize("ttl", ["0", "0s", "-5m", "-1", "soon", "36501d", "99999999999999d"])
+@pytest.mark.parametrize("kind", ["file", "api"])
+def test_token_lifetimes_must_be_more_than_zero_and_at_most_100_years(run, tmp_path, ttl, kind):
     file_id = add(run, tmp_path)["id"]
-    result = run("token", "issue", file_id, "--user", "u", "--ttl", ttl, ok=False)
-    assert result.exit_code == 2
+    result = run("token", "issue", *([file_id] if kind == "file" else ["--api"]), "--user", "u", "--ttl", ttl, ok=False)
+    assert result.exit_code == 2 and "Traceback" not in result.output
     assert (
-        f"Invalid value for '--ttl': must be a duration of more than 0, such as 30m, 10h or 2d, not '{ttl}'"
-        in result.stderr
+        "Invalid value for '--ttl': must be a duration of more than 0 and at most 100 years, such as 30m, 10h or 2d, "
+        f"not '{ttl}'" in result.stderr
     )
     assert "access_token" not in result.stdout
     assert run("token", "revoke", "--file", file_id, ok=False).exit_code == 1  # none was issued

@@ -34,6 +34,7 @@ def test_open_json(run, doc):
         (["--action", "print"], 2, "'print' is not one of 'view', 'edit', 'editnew'"),
         (["--ttl", "0"], 2, "must be a duration of more than 0"),
         (["--ttl", "soon"], 2, "must be a duration of more than 0"),
+        (["--ttl", "99999999999999d"], 2, "at most 100 years"),  # a timedelta overflowed: a traceback
     ],
 )
 def test_open_refuses(run, doc, args, code, message):

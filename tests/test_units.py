@@ -118,6 +118,13 @@ def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
+def test_durations_past_100_years_are_refused():
+    assert parse_duration("36500d") == 36500 * 86400
+    for text in ("36501d", "99999999999999d", "1" + "0" * 400 + "ms"):  # a timedelta, or a float, overflowed
+        with pytest.raises(ValueError, match="longer than 100 years"):
+            parse_duration(text)
+
+
 @pytest.mark.parametrize(
     "text, size", [("1GiB", 1 << 30), ("100MiB", 100 << 20), ("512k", 512 << 10), ("7", 7), ("2G", 2 << 30)]
 )
@@ -214,6 +221,9 @@ def test_recording_settings(tmp_path):
         # the client's address without its scheme: each command failed with a traceback
         ({"WOPIHOST_DISCOVERY_URL": "onlyoffice.example.com:8080/hosting/discovery"}, "WOPIHOST_DISCOVERY_URL"),
         ({"WOPIHOST_DISCOVERY_URL": "ftp://client/hosting/discovery"}, "WOPIHOST_DISCOVERY_URL"),
+        ({"WOPIHOST_TOKEN_TTL": "99999999999999d"}, "WOPIHOST_TOKEN_TTL"),
+        ({"WOPIHOST_UPLOAD_SESSION_TTL": "1" + "0" * 400 + "ms"}, "WOPIHOST_UPLOAD_SESSION_TTL"),
+        ({"WOPIHOST_DATABASE_BUSY_TIMEOUT": "99999999999999999d"}, "WOPIHOST_DATABASE_BUSY_TIMEOUT"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):

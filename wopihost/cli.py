@@ -93,7 +93,8 @@ def _echo_rows(rows: list[dict], as_json: bool, line: Callable[[dict], str], emp
 
 
 def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """A lifetime option: a duration of more than 0 (a token that is born expired is a mistake)."""
+    """A lifetime option: a duration of more than 0 (a token that is born expired is a mistake), at most 100
+    years."""
     if value is None:
         return None
     try:
@@ -101,7 +102,9 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | 
     except ValueError:
         seconds = 0
     if seconds <= 0:
-        raise click.BadParameter(f"must be a duration of more than 0, such as 30m, 10h or 2d, not {value!r}")
+        raise click.BadParameter(
+            f"must be a duration of more than 0 and at most 100 years, such as 30m, 10h or 2d, not {value!r}"
+        )
     return seconds
 
 

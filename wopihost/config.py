@@ -28,12 +28,19 @@ class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 
+# Far beyond any lifetime or timeout, and well inside what a float and a datetime can hold
+MAX_DURATION = 36500 * 86400
+
+
 def parse_duration(text: str) -> float:
-    """'10h', '30m', '90s', '250ms', '2d' or plain seconds -> seconds."""
+    """'10h', '30m', '90s', '250ms', '2d' or plain seconds -> seconds, at most 100 years."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 10h, 30m, 90s)")
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    number, unit = int(match.group(1)), _DURATION_UNITS[match.group(2)]
+    if number > MAX_DURATION / unit:  # compared before multiplying: a long number overflows a float
+        raise ValueError(f"longer than 100 years (36500d): {text!r}")
+    return number * unit
 
 
 def parse_size(text: str) -> int:
