@@ -493,3 +493,31 @@ def test_activities_show_a_clients_text_without_its_control_characters(run, serv
     assert "\x1b" not in output and "\r" not in output
     assert "'c1\\r\\x1b[2Kdeleted 7 expired tokens'" in output
     assert "mentions '\\x1b]0;owned\\x07\\x1b[8m', Bob Smith" in output
+
+
+@pytest.fixture
+def serve_json(env, monkeypatch):
+    """`serve --json`'s line, the server itself not started."""
+
+    class NotServing:
+        def __init__(self, options: dict):
+            pass
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr("wopihost.server.WopiHostServer", NotServing)
+
+    def serve(*args: str, **changes: str) -> dict:
+        result = CliRunner().invoke(main, ["serve", *args, "--json"], env={**env, **changes}, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    return serve
+
+
+@pytest.mark.parametrize("public_url", [None, "", "  "])
+def test_serve_without_a_public_url_hands_out_its_own_address(serve_json, public_url):
+    started = serve_json("--port", "9123", WOPIHOST_PUBLIC_URL=public_url)
+    assert started["public_url"] == "http://127.0.0.1:9123"
+    assert serve_json("--port", "9123")["public_url"] == "https://wopi.example.test"

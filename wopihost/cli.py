@@ -1025,8 +1025,10 @@ def serve(host: str, port: int, workers: int, threads: int | None, record: Path 
     start."""
     from .server import DEFAULTS, WopiHostServer
 
-    # Without a configured public URL, the URLs we hand out name the address we listen on.
-    os.environ.setdefault("WOPIHOST_PUBLIC_URL", f"http://{host}:{port}")
+    # Without a configured public URL, the URLs we hand out name the address we listen on. Empty is unset, as
+    # for every setting (an env file's `WOPIHOST_PUBLIC_URL=` line).
+    if not os.environ.get("WOPIHOST_PUBLIC_URL", "").strip():
+        os.environ["WOPIHOST_PUBLIC_URL"] = f"http://{host}:{port}"
     if record is not None:
         try:
             record.mkdir(parents=True, exist_ok=True)
