@@ -521,3 +521,12 @@ def test_serve_without_a_public_url_hands_out_its_own_address(serve_json, public
     started = serve_json("--port", "9123", WOPIHOST_PUBLIC_URL=public_url)
     assert started["public_url"] == "http://127.0.0.1:9123"
     assert serve_json("--port", "9123")["public_url"] == "https://wopi.example.test"
+
+
+@pytest.mark.parametrize(
+    "args", [["--port", "70000"], ["--port", "0"], ["--workers", "0"], ["--threads", "0"], ["--threads", "-1"]]
+)
+def test_serve_refuses_what_gunicorn_cannot_serve_with(env, args):
+    """A port out of range was a traceback; no workers listened forever, serving nothing."""
+    result = CliRunner().invoke(main, ["serve", *args], env=env)
+    assert result.exit_code == 2 and f"Invalid value for '{args[0]}'" in result.stderr, result.output

@@ -1007,9 +1007,11 @@ def demo(as_json: bool) -> None:
 
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="Processes.")
-@click.option("--threads", default=None, type=int, help="Requests each process serves at once  [default: 64].")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Processes.")
+@click.option(
+    "--threads", default=None, type=click.IntRange(min=1), help="Requests each process serves at once  [default: 64]."
+)
 @click.option(
     "--record",
     "record",
