@@ -222,6 +222,7 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_DISCOVERY_URL": "onlyoffice.example.com:8080/hosting/discovery"}, "WOPIHOST_DISCOVERY_URL"),
         ({"WOPIHOST_DISCOVERY_URL": "ftp://client/hosting/discovery"}, "WOPIHOST_DISCOVERY_URL"),
         ({"WOPIHOST_TOKEN_TTL": "99999999999999d"}, "WOPIHOST_TOKEN_TTL"),
+        ({"WOPIHOST_TOKEN_TTL": "0"}, "WOPIHOST_TOKEN_TTL"),  # every token born expired
         ({"WOPIHOST_UPLOAD_SESSION_TTL": "1" + "0" * 400 + "ms"}, "WOPIHOST_UPLOAD_SESSION_TTL"),
         ({"WOPIHOST_DATABASE_BUSY_TIMEOUT": "99999999999999999d"}, "WOPIHOST_DATABASE_BUSY_TIMEOUT"),
     ],

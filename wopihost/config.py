@@ -233,7 +233,7 @@ class Settings:
             database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
             public_url=public_url,
             secret_key=env.get(ENV_PREFIX + "SECRET_KEY") or load_or_create_secret(data_dir),
-            token_ttl=parsed("TOKEN_TTL", "10h", parse_duration),
+            token_ttl=parsed("TOKEN_TTL", "10h", _positive_duration),
             max_file_size=max_file_size,
             host_page_url=parsed("HOST_PAGE_URL", "", _host_page_template),
             launch_link_ttl=parsed("LAUNCH_LINK_TTL", "5m", _positive_duration),
