@@ -223,6 +223,10 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_DISCOVERY_URL": "ftp://client/hosting/discovery"}, "WOPIHOST_DISCOVERY_URL"),
         ({"WOPIHOST_TOKEN_TTL": "99999999999999d"}, "WOPIHOST_TOKEN_TTL"),
         ({"WOPIHOST_TOKEN_TTL": "0"}, "WOPIHOST_TOKEN_TTL"),  # every token born expired
+        # systemd keeps a comment after a value in it (docs/deploy.md §2)
+        ({"WOPIHOST_PUBLIC_URL": "https://wopi.example.com/office  # public URL"}, "WOPIHOST_PUBLIC_URL"),
+        ({"WOPIHOST_S3_DOWNLOAD_URL": "https://store.example # presigned"}, "WOPIHOST_S3_DOWNLOAD_URL"),
+        ({"WOPIHOST_HOST_PAGE_URL": "https://portal.example/{file_id} #x"}, "WOPIHOST_HOST_PAGE_URL"),
         ({"WOPIHOST_UPLOAD_SESSION_TTL": "1" + "0" * 400 + "ms"}, "WOPIHOST_UPLOAD_SESSION_TTL"),
         ({"WOPIHOST_DATABASE_BUSY_TIMEOUT": "99999999999999999d"}, "WOPIHOST_DATABASE_BUSY_TIMEOUT"),
     ],

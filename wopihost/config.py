@@ -306,8 +306,9 @@ def _storage_url(text: str) -> str:
 
 
 def _http_url(text: str) -> str:
-    if text and not re.match(r"^https?://[^/]+", text):
-        raise ValueError(f"not an absolute http(s) URL: {text!r}")
+    # the whole value: systemd keeps a `# comment` after it, and every URL built from it would carry that
+    if text and not re.fullmatch(r"https?://[^/\s]+\S*", text):
+        raise ValueError(f"not an absolute http(s) URL (with no spaces): {text!r}")
     return text.rstrip("/")
 
 
