@@ -132,6 +132,18 @@ def test_parse_size(text, size):
     assert parse_size(text) == size
 
 
+def test_sizes_past_an_exbibyte_are_refused(tmp_path):
+    """Sizes go into the database's 64-bit integers: a larger one failed there, a 500 on each upload."""
+    assert parse_size("1048576TiB") == 1 << 60
+    for text in ("1048577TiB", "4000000TiB", "9" * 30):
+        with pytest.raises(ValueError, match="larger than 1EiB"):
+            parse_size(text)
+    with pytest.raises(ConfigError, match="WOPIHOST_MAX_FILE_SIZE"):
+        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_MAX_FILE_SIZE": "4000000TiB"})
+    largest = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_MAX_FILE_SIZE": "1048576TiB"})
+    assert largest.max_upload_session_size == largest.max_upload_bytes_per_user == 1 << 60  # derived: no larger
+
+
 def test_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env({})

@@ -43,13 +43,20 @@ def parse_duration(text: str) -> float:
     return number * unit
 
 
+# Sizes are stored and compared in the database's 64-bit integers; sums of a few stay inside them too
+MAX_SIZE = 1 << 60
+
+
 def parse_size(text: str) -> int:
     """'100MiB', '2G', '512k' or plain bytes -> bytes (binary units: 1k = 1024)."""
     match = _SIZE.match(text)
     if not match:
         raise ValueError(f"not a size: {text!r} (use e.g. 100MiB, 2GiB)")
     unit = (match.group(2) or "b")[0].lower()
-    return int(match.group(1)) * _SIZE_UNITS[unit]
+    size = int(match.group(1)) * _SIZE_UNITS[unit]
+    if size > MAX_SIZE:
+        raise ValueError(f"larger than 1EiB (1048576TiB): {text!r}")
+    return size
 
 
 def _count(text: str) -> int:
@@ -226,7 +233,7 @@ class Settings:
         data_dir = Path(get("DATA_DIR", "data")).expanduser().resolve()
         public_url = parsed("PUBLIC_URL", "http://127.0.0.1:8080", _http_url)
         max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
-        max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(2 * max_file_size), parse_size)
+        max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(min(2 * max_file_size, MAX_SIZE)), parse_size)
         discovery_url = parsed("DISCOVERY_URL", "", _discovery_source)
         return cls(
             data_dir=data_dir,
@@ -247,7 +254,9 @@ class Settings:
             # a session carries Chunk frames of every stream of a save, so it may outgrow MainContent
             max_upload_session_size=max_session,
             max_upload_sessions_per_user=parsed("MAX_UPLOAD_SESSIONS_PER_USER", "16", _count),
-            max_upload_bytes_per_user=parsed("MAX_UPLOAD_BYTES_PER_USER", str(2 * max_session), parse_size),
+            max_upload_bytes_per_user=parsed(
+                "MAX_UPLOAD_BYTES_PER_USER", str(min(2 * max_session, MAX_SIZE)), parse_size
+            ),
             verify_chunk_ids=parsed("VERIFY_CHUNK_IDS", "on", parse_flag),
             office_collaboration_url=get("OFFICE_COLLABORATION_URL", public_url),
             real_time_channel_url=get("REAL_TIME_CHANNEL_URL", public_url),
