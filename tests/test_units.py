@@ -144,6 +144,14 @@ def test_sizes_past_an_exbibyte_are_refused(tmp_path):
     assert largest.max_upload_session_size == largest.max_upload_bytes_per_user == 1 << 60  # derived: no larger
 
 
+def test_the_busy_timeout_under_its_old_name(tmp_path):
+    def busy(**env: str) -> float:
+        return Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), **env}).database_busy_timeout
+
+    assert busy() == 30 and busy(WOPIHOST_SQLITE_BUSY_TIMEOUT="5s") == 5
+    assert busy(WOPIHOST_SQLITE_BUSY_TIMEOUT="abc", WOPIHOST_DATABASE_BUSY_TIMEOUT="2s") == 2  # the new name wins
+
+
 def test_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env({})
@@ -241,6 +249,7 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_HOST_PAGE_URL": "https://portal.example/{file_id} #x"}, "WOPIHOST_HOST_PAGE_URL"),
         ({"WOPIHOST_UPLOAD_SESSION_TTL": "1" + "0" * 400 + "ms"}, "WOPIHOST_UPLOAD_SESSION_TTL"),
         ({"WOPIHOST_DATABASE_BUSY_TIMEOUT": "99999999999999999d"}, "WOPIHOST_DATABASE_BUSY_TIMEOUT"),
+        ({"WOPIHOST_SQLITE_BUSY_TIMEOUT": "abc"}, "WOPIHOST_SQLITE_BUSY_TIMEOUT"),  # the old name, named
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):

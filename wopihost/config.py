@@ -235,6 +235,9 @@ class Settings:
         max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
         max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(min(2 * max_file_size, MAX_SIZE)), parse_size)
         discovery_url = parsed("DISCOVERY_URL", "", _discovery_source)
+        # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too; a bad value is
+        # reported under the name it was given by
+        busy_timeout = "DATABASE_BUSY_TIMEOUT" if get("DATABASE_BUSY_TIMEOUT", "") else "SQLITE_BUSY_TIMEOUT"
         return cls(
             data_dir=data_dir,
             database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
@@ -245,8 +248,7 @@ class Settings:
             host_page_url=parsed("HOST_PAGE_URL", "", _host_page_template),
             launch_link_ttl=parsed("LAUNCH_LINK_TTL", "5m", _positive_duration),
             ui_language=parsed("UI_LANGUAGE", "en-US", _language_tag),
-            # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too
-            database_busy_timeout=parsed("DATABASE_BUSY_TIMEOUT", get("SQLITE_BUSY_TIMEOUT", "30s"), parse_duration),
+            database_busy_timeout=parsed(busy_timeout, "30s", parse_duration),
             sqlite_cache_size=parsed("SQLITE_CACHE_SIZE", str(SQLITE_CACHE_SIZE), _cache_size),
             min_free_space=parsed("MIN_FREE_SPACE", "64MiB", parse_size),
             cspp_plus=parsed("CSPP_PLUS", "off", parse_flag),
