@@ -6,16 +6,26 @@ with GUNICORN_CMD_ARGS. Settings of wopihost itself come from WOPIHOST_* variabl
 
 import multiprocessing
 import os
+import sys
 
 from wopihost.server import DEFAULTS, prepare_metrics_dir
 
 globals().update(DEFAULTS)  # with the hooks that look after the workers' metrics
 prepare_metrics_dir()  # before gunicorn loads the worker class, which imports prometheus_client
 
+
+def _whole_number(name: str, default: int, least: int) -> int:
+    """A number from the environment; a bad one is refused in one line, as wopihost's own settings are."""
+    raw = os.environ.get(name, "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < least:
+        sys.exit(f"Error: {name}: not a whole number of at least {least}: {raw!r}")
+    return int(raw)
+
+
 bind = os.environ.get("WOPIHOST_BIND", "127.0.0.1:8080")
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+workers = _whole_number("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2, 1)  # none would serve nothing
 # gunicorn itself trusts X-Forwarded-* only from the reverse proxy on this machine; wopihost reads them
 # only when WOPIHOST_TRUSTED_PROXIES is set (see docs/deploy.md).
 forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Large uploads: gthread workers keep heart-beating while a thread streams a body; this is the idle limit.
-timeout = int(os.environ.get("WOPIHOST_WORKER_TIMEOUT", "120"))
+timeout = _whole_number("WOPIHOST_WORKER_TIMEOUT", 120, 0)  # 0: gunicorn's "never"

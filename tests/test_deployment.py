@@ -4,8 +4,10 @@ settings file deploy/ ships, read as systemd and as the guide's shell line read 
 import configparser
 import hashlib
 import hmac
+import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -274,3 +276,31 @@ def test_the_unit_and_the_guide_use_the_shipped_env_file():
     assert f"deploy/wopihost.env {env_path}" in guide  # the guide installs this very file there
     assert f". {env_path};" in guide  # and reads it into the shell the way the test above checks
     assert service["ExecStartPre"].endswith("wopihost db upgrade")
+
+
+# -- deploy/gunicorn.conf.py ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, value, least",
+    [("WOPIHOST_WORKER_TIMEOUT", "2m", 0), ("WOPIHOST_WORKER_TIMEOUT", "-5", 0), ("WEB_CONCURRENCY", "0", 1)],
+)
+def test_the_gunicorn_configuration_refuses_a_bad_count_in_one_line(tmp_path, name, value, least):
+    """Read before wopihost's own settings: an int() of it was a traceback, and no workers served nothing. (A
+    WEB_CONCURRENCY that is no number at all is gunicorn's own traceback, before it reads this file.)"""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(REPO / "deploy" / "gunicorn.conf.py"),
+            "wopihost.app:create_app()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "WOPIHOST_DATA_DIR": str(tmp_path), name: value, "WOPIHOST_BIND": "127.0.0.1:1"},
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr == f"Error: {name}: not a whole number of at least {least}: {value!r}\n"
