@@ -1,7 +1,8 @@
 """An object store that stops answering: requests that need it get 503 with Retry-After (WOPI's
 X-WOPI-FailureReason, Graph's serviceNotAvailable), nothing changes, and the host serves again as soon as the
 store does, without a restart. The store is the session's real Ceph RADOS Gateway, paused with SIGSTOP (its
-connections are accepted by the kernel and then never answered, as a hung store's are) and resumed."""
+connections are accepted by the kernel and then never answered, as a hung store's are) and resumed. A store that
+answers but is full, or over its quota, gets 507 as a full disk does."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 import os
 import secrets
 import signal
+import subprocess
 from contextlib import contextmanager
 
 import pytest
@@ -36,6 +38,20 @@ def store_paused(gateway):
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def bucket_quota(gateway, bucket: str, max_size: int) -> None:
+    """Caps what `bucket` may hold: RGW refuses a write past it with 403 QuotaExceeded."""
+    conf = str(gateway.directory / "ceph.conf")
+    for command in (["set", f"--max-size={max_size}"], ["enable"]):
+        done = subprocess.run(
+            ["radosgw-admin", "-c", conf, "quota", *command, "--quota-scope=bucket", f"--bucket={bucket}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
@@ -100,3 +116,19 @@ def test_a_hung_object_store_is_503_and_changes_nothing(host, ceph_rgw):
     assert wopi.put_file(b"new content", "L").status_int == 200
     assert wopi.get_file().body == b"new content"
     assert testapp.get("/healthz").json["storage"] == "ok"
+
+
+def test_a_bucket_over_its_quota_is_507_and_changes_nothing(host, ceph_rgw):
+    """Retrying cannot help a full store: 507, as for a full disk, not 503 (nor a 500 for RGW's 403 QuotaExceeded)."""
+    (wopi, graph, testapp), _ = host
+    assert wopi.lock("L").status_int == 200
+    bucket_quota(ceph_rgw, testapp.app.extensions["wopihost"].blobs.bucket, 1)
+    put = wopi.put_file(b"new content", "L")
+    assert put.status_int == 507 and "over quota (QuotaExceeded)" in put.headers["X-WOPI-FailureReason"]
+    upload = graph.put("me/drive/root:/new.txt:/content", b"graph bytes")
+    assert upload.status_int == 507 and upload.json["error"]["code"] == "insufficientStorage"
+    health = testapp.get("/healthz", expect_errors=True)
+    assert health.status_int == 503 and health.json["storage"] == "full"
+    got = wopi.get_file()
+    assert got.body == b"hello world" and got.headers["X-WOPI-ItemVersion"] == "1"
+    assert graph.get("me/drive/root:/new.txt").status_int == 404

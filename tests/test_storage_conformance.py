@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from wopihost.clock import Clock, FrozenClock
 from wopihost.db import Database
 from wopihost.extents import Extent, Extents
-from wopihost.faults import Unavailable
+from wopihost.faults import InsufficientStorage, Unavailable
 from wopihost.holds import LEASE, Holds
 from wopihost.ids import new_id
 from wopihost.models import BlobHold
@@ -654,6 +654,31 @@ def test_an_outage_is_unavailable_at_once(monkeypatch, holds):
         list(down.listing(time.time()))
     assert down.health() == "not writable"
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    "code, status",
+    [("QuotaExceeded", 403), ("XMinioStorageFull", 507), ("InsufficientCapacity", 507), ("InsufficientStorage", 507)],
+)
+def test_a_full_store_is_insufficient_storage_not_an_outage(s3_env, s3, bucket, holds, monkeypatch, code, status):  # noqa: F811
+    """Over a quota (RGW: 403 QuotaExceeded) or full (507: MinIO's XMinioStorageFull, RGW's InsufficientCapacity),
+    the store will not take the write however often it is tried: the faces' 507, not 503's "try again"."""
+    from botocore.exceptions import ClientError
+
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
+
+    def full(**kwargs):
+        error = {"Error": {"Code": code, "Message": "full"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        raise ClientError(error, "PutObject")
+
+    monkeypatch.setattr(store._s3, "put_object", full)
+    monkeypatch.setattr(store._s3, "upload_part", full)
+    for size in (10, 2 * PART):  # one PutObject, a multipart upload
+        with pytest.raises(InsufficientStorage, match=f"full or over quota \\({code}\\)"):
+            store.write(Pattern(size), limit=size)
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+    assert rows(holds) == set()
+    assert store.health() == "full"
 
 
 @pytest.mark.parametrize("after", [100, 2 * PART + 5])

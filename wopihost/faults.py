@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class InsufficientStorage(Exception):
-    """The disk (or the database on it) is full: the write was not stored."""
+    """The disk (or the database on it) is full, or the object store or its quota is: the write was not stored."""
 
 
 class Unavailable(Exception):

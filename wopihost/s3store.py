@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from .extents import Extent
-from .faults import Unavailable
+from .faults import InsufficientStorage, Unavailable
 from .ids import is_id, new_id
 from .scratch import scratch
 from .storage import PIECE, Blob, Opened, Readable, TooLarge
@@ -49,6 +49,8 @@ _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "Ser
 # a bucket, credentials or clock the store refuses: no request can do anything until an admin fixes them
 _REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "RequestTimeTooSkewed", "NoSuchBucket"}
 _MISSING = {"NoSuchKey", "NotFound", "404"}
+# a full store (RGW's quota is a 403, a full cluster a 507; MinIO's and AWS's codes alike): retrying will not help
+_FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientCapacity"}
 _client_lock = threading.Lock()  # boto3 sessions are not thread-safe; the clients they make are
 
 
@@ -334,10 +336,14 @@ class S3Store:
     # -- state
 
     def health(self) -> str:
-        """ "ok", or "not writable" when a probe object cannot be written and deleted. Never raises."""
+        """ "ok", "full" (the store or its quota refuses the probe object), or "not writable" when the probe cannot be
+        written and deleted. Never raises."""
         try:
             with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
                 self.delete(probe.name)
+        except InsufficientStorage as exc:
+            log.warning("the object store is full: %s", exc)
+            return "full"
         except (Unavailable, OSError) as exc:
             log.warning("the object store is not writable: %s", exc)
             return "not writable"
@@ -373,8 +379,9 @@ class S3Store:
 
     @contextmanager
     def _faults(self, what: str) -> Iterator[None]:
-        """The store's failures as the faults the faces answer: Unavailable (503) for an outage, throttling or
-        refused credentials (after botocore's retries), FileNotFoundError for a missing object or upload."""
+        """The store's failures as the faults the faces answer: InsufficientStorage (507) for a full store or
+        quota, Unavailable (503) for an outage, throttling or refused credentials (after botocore's retries),
+        FileNotFoundError for a missing object or upload."""
         from botocore import exceptions as e  # type: ignore[import-untyped]
 
         try:
@@ -384,6 +391,10 @@ class S3Store:
             code, status = error.get("Code", ""), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code in _MISSING or code == "NoSuchUpload":
                 raise FileNotFoundError(f"the object store has no {what.split(' ', 1)[-1]} ({code})") from exc
+            if code in _FULL or status == 507:
+                raise InsufficientStorage(
+                    f"the object store refuses {what}: it is full or over quota ({code or status})"
+                ) from exc
             if status >= 500 or code in _BUSY or code in _REFUSED:
                 raise Unavailable(f"the object store cannot serve {what} now ({code or status})") from exc
             raise
