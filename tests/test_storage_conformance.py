@@ -387,6 +387,29 @@ def test_a_multipart_write_is_held_at_completion_however_long_it_took(spec, made
             assert unheld == []
 
 
+@pytest.mark.parametrize("kind", S3_KINDS)
+def test_a_slow_client_keeps_its_multipart_write_held_while_it_sends_a_part(spec, made, partials):
+    """A part read from a slow client can take longer than half the lease: the hold moves on while the part is
+    read, or gc's sweep_tmp aborts the upload under its live writer once the lease has ended."""
+    clock = FrozenClock()
+    store = made(spec, clock)
+    swept = []
+
+    class Slow(Pattern):
+        def readinto(self, buffer):
+            n = super().readinto(buffer)
+            # part 1 takes 0.45 of the lease (its hold is not moved on when it is stored), part 2 another 0.6
+            clock.advance(seconds=LEASE * (0.45 if self.left >= PART else 0.6) * n / PART)
+            if not self.left and not swept:  # part 2 read, not yet stored: the lease taken at the start has ended
+                time.sleep(1.1)  # the store's clock judges the upload's age in whole seconds
+                swept.append(store.sweep_tmp(older_than=0))  # another node's routine sweep
+            return n
+
+    with store.write(Slow(2 * PART), limit=2 * PART) as blob:
+        assert swept == [0]
+    assert blob.size == 2 * PART and store.exists(blob.name) and partials() == []
+
+
 KILLED_WRITER = """
 import io, json, os, signal, sys
 sys.path.insert(0, sys.argv[2])

@@ -151,6 +151,8 @@ class S3Store:
                 got += n
                 if size + got > limit:
                     raise TooLarge(limit)
+                # a slow client can take longer than half the lease to send one part; a clock check until then
+                hold.refresh()
             if digest is not None:
                 digest.update(buffer[:got])
             size += got
