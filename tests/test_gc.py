@@ -108,6 +108,49 @@ def test_where_deletes_do_not_wait_for_readers_a_blob_referenced_again_starts_ov
     assert services.blobs.exists(blob.name)
 
 
+@pytest.mark.parametrize("lets_go", ["after the pass", "while the pass lists"])
+def test_where_deletes_do_not_wait_for_readers_the_grace_starts_once_the_writer_let_go(
+    services, clock, make_file, monkeypatch, lets_go
+):
+    """A writer's new blob is unreferenced until the transaction that records it is over, as its hold says: a
+    pass that finds it so meanwhile must not start its grace period. Otherwise, with no pass while the file refers
+    to it, the first pass after the file is replaced deletes it at once, under a download that opened it just
+    before. The grace is 1 s here, as the S3 store's clock cannot be moved."""
+    services.blobs.deleted_stays_readable = False  # (the S3 store's already is)
+    file_id = make_file(b"first version").id
+    with services.db.read() as s:
+        first = s.get(File, file_id).blob
+    blob = services.blobs.write(io.BytesIO(b"second version"), 100)
+
+    def commit():  # the writer's transaction records its blob, then it lets go
+        with services.db.write() as s:
+            s.execute(sa.update(File).where(File.id == file_id).values(blob=blob.name))
+        blob.release()
+
+    time.sleep(1.1)  # older than the grace by the store's clock
+    with monkeypatch.context() as patched:
+        if lets_go == "while the pass lists":  # after the pass read the references, before it asks for holds
+            listing = services.blobs.listing
+
+            def listing_then_commit(older_than):
+                names = list(listing(older_than))
+                commit()
+                return names
+
+            patched.setattr(services.blobs, "listing", listing_then_commit)
+        assert collect(services, grace=1).blobs == 0
+    if lets_go == "after the pass":
+        commit()
+    clock.advance(seconds=5)  # the file is read for a while; no pass runs meanwhile
+    with services.db.write() as s:  # replaced: unreferenced from now on
+        s.execute(sa.update(File).where(File.id == file_id).values(blob=first))
+    assert collect(services, grace=1).blobs == 0
+    assert services.blobs.exists(blob.name)
+    clock.advance(seconds=1)
+    assert collect(services, grace=1).blobs == 1
+    assert not services.blobs.exists(blob.name)
+
+
 def test_stopping_the_sweeper_waits_for_the_sweep_under_way(services):
     """Nothing of a sweep outlives stop(): a sweep still writing would race whoever uses the database next."""
     entered, release, finished = threading.Event(), threading.Event(), []

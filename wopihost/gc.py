@@ -5,7 +5,7 @@ Safe to run at any time, from any number of processes, with any grace period: a 
 or partial write is only deleted once nothing in the database refers to it, no live
 writer holds it (storage.Blob), and it is older than the grace period. Where a deleted
 blob is gone for its readers too (an object store: Storage.deleted_stays_readable),
-it must also have stayed unreferenced for the grace period, as two passes find it.
+it must also have stayed unreferenced, its writer gone, for the grace period, as two passes find it.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int
     referenced = referenced_blobs(services)
     candidates = [name for name in services.blobs.listing(time.time() - grace) if name not in referenced]
     if not services.blobs.deleted_stays_readable:
-        candidates = _unreferenced_since(services, candidates, grace)
+        candidates = _unreferenced_since(services, _unheld_unreferenced(services, candidates), grace)
     deleted = 0
     for start in track(list(range(0, len(candidates), HOLD_AT_ONCE))):
         with services.blobs.unheld(candidates[start : start + HOLD_AT_ONCE]) as unheld:
@@ -68,9 +68,21 @@ def orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int
     return deleted
 
 
+def _unheld_unreferenced(services: Services, candidates: list[str]) -> list[str]:
+    """Those of `candidates` that no live writer holds and nothing refers to yet. A held blob may still be
+    recorded by its writer's transaction: its grace period starts once that is over. A writer that let go
+    since `candidates` were found had recorded its blob by then, so the references are read again."""
+    unheld: list[str] = []
+    for start in range(0, len(candidates), HOLD_AT_ONCE):
+        with services.blobs.unheld(candidates[start : start + HOLD_AT_ONCE]) as found:
+            unheld += found
+    referenced = referenced_blobs(services) if unheld else set()
+    return [name for name in unheld if name not in referenced]
+
+
 def _unreferenced_since(services: Services, candidates: list[str], grace: float) -> list[str]:
-    """Those of `candidates` (blobs unreferenced now) that an earlier pass found unreferenced at least `grace`
-    ago. The rest are remembered as found now, and what is no longer a candidate (referenced, or gone) is
+    """Those of `candidates` (blobs unreferenced and unheld now) that an earlier pass found so at least `grace`
+    ago. The rest are remembered as found now, and what is no longer a candidate (referenced, held, or gone) is
     forgotten. Passes on several nodes at once can only forget too early, which delays a deletion."""
     now = services.clock.now()
     with services.db.write() as s:
