@@ -14,11 +14,15 @@ import subprocess
 from contextlib import contextmanager
 
 import pytest
+import sqlalchemy as sa
 import webtest
+from botocore.exceptions import ClientError
 
 from wopihost.app import create_app
 from wopihost.config import Settings
+from wopihost.models import BlobHold
 
+from .cspp_helpers import full_file, put_chunked
 from .helpers import GraphClient, WopiClient
 
 
@@ -71,6 +75,7 @@ def host(ceph_rgw, s3, database, tmp_path, monkeypatch):
         "WOPIHOST_SWEEP_INTERVAL": "0",
         "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
         "WOPIHOST_S3_ADDRESSING_STYLE": "path",
+        "WOPIHOST_CSPP_PLUS": "on",
     }
     patient = create_app(Settings.from_env(environment))
     impatient = create_app(
@@ -132,3 +137,56 @@ def test_a_bucket_over_its_quota_is_507_and_changes_nothing(host, ceph_rgw):
     got = wopi.get_file()
     assert got.body == b"hello world" and got.headers["X-WOPI-ItemVersion"] == "1"
     assert graph.get("me/drive/root:/new.txt").status_int == 404
+
+
+def _refused(operation: str) -> ClientError:
+    """What a store that turns requests away for a moment answers (botocore's error, its retries spent)."""
+    error = {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}
+    return ClientError(error | {"ResponseMetadata": {"HTTPStatusCode": 503}}, operation)
+
+
+def _holds(services) -> list[str]:
+    with services.db.read() as s:
+        return list(s.scalars(sa.select(BlobHold.name)))
+
+
+def test_a_save_whose_body_cannot_be_opened_again_lets_go_of_it(host, monkeypatch):
+    """PutChunkedFile stores its body, then opens it to read its frames: when the store refuses that, the
+    body's hold goes with the request (it kept gc off the object for an hour)."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    assert wopi.lock("L").status_int == 200
+    monkeypatch.setattr(services.blobs._s3, "head_object", lambda **_: (_ for _ in ()).throw(_refused("HeadObject")))
+    signature, chunks = full_file(b"new content")
+    response = put_chunked(wopi, {"MainContent": signature}, chunks, X_WOPI_Lock="L")
+    monkeypatch.undo()
+    assert response.status_int == 503, response.headers
+    assert _holds(services) == []
+    assert wopi.get_file().body == b"hello world"
+
+
+def test_a_save_whose_streams_cannot_all_be_copied_lets_go_of_the_copies_made(host, monkeypatch):
+    """A save that compacts its streams copies each to a new object; when the store fails on the second, the
+    first is given up, and let go even though the store cannot delete it either (gc will)."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    assert wopi.lock("L").status_int == 200
+    small, large = b"a" * 1000, b"b" * (3 << 20)
+    signature, chunks = full_file(small, large)
+    assert put_chunked(wopi, {"MainContent": signature}, chunks, X_WOPI_Lock="L").status_int == 200
+    client, put_object, stored = services.blobs._s3, services.blobs._s3.put_object, []
+
+    def put_then_refuse(**kwargs):  # the request's body, then the first stream's copy, then no more
+        if len(stored) == 2:
+            raise _refused("PutObject")
+        stored.append(kwargs["Key"])
+        return put_object(**kwargs)
+
+    monkeypatch.setattr(client, "put_object", put_then_refuse)
+    monkeypatch.setattr(client, "delete_object", lambda **_: (_ for _ in ()).throw(_refused("DeleteObject")))
+    only_small, _ = full_file(small)  # both streams keep 1000 bytes of 3 MiB objects: each is copied
+    response = put_chunked(wopi, {"MainContent": only_small, "AltStream": only_small}, (), X_WOPI_Lock="L")
+    monkeypatch.undo()
+    assert response.status_int == 503, response.headers
+    assert len(stored) == 2 and _holds(services) == []
+    assert wopi.get_file().body == small + large

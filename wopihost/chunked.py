@@ -465,8 +465,9 @@ class ChunkedFiles:
             raise WopiError(413, f"the request is larger than the limit of {limit} bytes") from None
         unused = [spool.name]  # deleted at the end; after a commit, what the file does not use
         try:
-            with ExitStack() as held, self.blobs.open([spool.name]) as opened:
+            with ExitStack() as held, ExitStack() as reading:
                 held.enter_context(spool)  # the new blobs stay held (see Blob) until the commit is over
+                opened = reading.enter_context(self.blobs.open([spool.name]))  # which can fail: spool held first
                 inline = chunkindex.decode_body(opened, Extents([Extent(spool.name, 0, spool.size)]), limit)
                 request = PutRequest.parse(inline.message)
                 token = request.session_token
@@ -599,7 +600,8 @@ class ChunkedFiles:
         except BaseException:
             for new in placed.values():
                 if new is not None and new.copy is not None:
-                    self.blobs.delete(new.copy.name)
+                    with suppress(Exception):  # a store that fails here too: gc takes the copy once released
+                        self.blobs.delete(new.copy.name)
                     new.copy.release()
             raise
         return placed
