@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import webtest
 from botocore.exceptions import ClientError
 
+from wopihost import doctor
 from wopihost.app import create_app
 from wopihost.config import Settings
 from wopihost.models import BlobHold
@@ -134,6 +135,10 @@ def test_a_bucket_over_its_quota_is_507_and_changes_nothing(host, ceph_rgw):
     assert upload.status_int == 507 and upload.json["error"]["code"] == "insufficientStorage"
     health = testapp.get("/healthz", expect_errors=True)
     assert health.status_int == 503 and health.json["storage"] == "full"
+    [storage] = [
+        finding for finding in doctor.run(testapp.app.extensions["wopihost"]) if "object store" in finding.what
+    ]
+    assert not storage.ok and "over its quota" in storage.what and "quota" in storage.fix
     got = wopi.get_file()
     assert got.body == b"hello world" and got.headers["X-WOPI-ItemVersion"] == "1"
     assert graph.get("me/drive/root:/new.txt").status_int == 404

@@ -69,6 +69,12 @@ def _database(services: Services) -> list[Finding]:
 def _storage(services: Services) -> Finding:
     state, url = services.blobs.health(), services.settings.storage_url
     where = f"object store {url}" if url else f"data directory {services.settings.data_dir}"
+    if state == "full" and url:
+        return Finding(
+            False,
+            f"{where} refuses writes: it is full, or the bucket is over its quota",
+            "free space in the store or raise the bucket's quota; writes are refused with 507 meanwhile",
+        )
     if state == "full":
         return Finding(
             False,
