@@ -34,7 +34,7 @@ from wopihost.config import Settings
 from wopihost.models import metadata
 from wopihost.services import Services
 
-from .helpers import GraphClient, WopiClient
+from .helpers import TEST_SECRET, GraphClient, WopiClient
 from .objectstore.fixtures import bucket, ceph_rgw, s3, s3_client  # noqa: F401
 
 PG_URL = os.environ.get("WOPIHOST_TEST_DATABASE_URL", "").strip()
@@ -146,7 +146,7 @@ def settings(database, tmp_path, storage) -> Settings:
             "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
             "WOPIHOST_DATABASE_URL": database,
             "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-            "WOPIHOST_SECRET_KEY": "test-secret",
+            "WOPIHOST_SECRET_KEY": TEST_SECRET,
             "WOPIHOST_MAX_FILE_SIZE": "1MiB",
             "WOPIHOST_CSPP_PLUS": "on",
             "WOPIHOST_SWEEP_INTERVAL": "0",  # tests sweep explicitly, on their own clock
@@ -226,7 +226,7 @@ def env(database, tmp_path, storage):
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
         "WOPIHOST_DATABASE_URL": database,
         "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-        "WOPIHOST_SECRET_KEY": "cli-secret",
+        "WOPIHOST_SECRET_KEY": "cli-secret" * 4,
         "WOPIHOST_CSPP_PLUS": "on",
         "WOPIHOST_SWEEP_INTERVAL": "0",
     }

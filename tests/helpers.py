@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from wopihost.localserver import LocalServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/README.md
+TEST_SECRET = "test-secret-at-least-32-characters"  # the settings fixture's token secret (32 at least)
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.05):

@@ -105,7 +105,7 @@ def test_demo_creates_one_document_and_fresh_tokens(run, served):
 
 
 def test_commands_refuse_an_unmigrated_database(tmp_path):
-    env = {"WOPIHOST_DATA_DIR": str(tmp_path / "fresh"), "WOPIHOST_SECRET_KEY": "x"}
+    env = {"WOPIHOST_DATA_DIR": str(tmp_path / "fresh"), "WOPIHOST_SECRET_KEY": "x" * 32}
     result = CliRunner().invoke(main, ["files", "list"], env=env)
     assert result.exit_code != 0 and "wopihost db upgrade" in result.output
     assert CliRunner().invoke(main, ["db", "upgrade"], env=env).exit_code == 0

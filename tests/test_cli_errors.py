@@ -44,7 +44,7 @@ def one_line_failure(result: subprocess.CompletedProcess, *expected: str) -> str
 def base_env(tmp_path) -> dict:
     return {
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
-        "WOPIHOST_SECRET_KEY": "s",
+        "WOPIHOST_SECRET_KEY": "s" * 32,
         "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1",
     }
 
@@ -118,7 +118,7 @@ def test_a_data_directory_that_cannot_be_written(tmp_path, secret, args):
     (tmp_path / "a-file").write_bytes(b"")
     env = {"WOPIHOST_DATA_DIR": str(tmp_path / "a-file" / "data")}
     if secret == "from the environment":
-        env["WOPIHOST_SECRET_KEY"] = "s"
+        env["WOPIHOST_SECRET_KEY"] = "s" * 32
         one_line_failure(
             wopihost(*args, env=env), f"the data directory {tmp_path}/a-file/data cannot be used", "Not a directory"
         )

@@ -20,6 +20,7 @@ from wopihost.doctor import instance_fingerprint
 from wopihost.requesturl import called_url
 
 from . import systemd_env
+from .helpers import TEST_SECRET
 
 PUBLIC = "https://wopi.example.test/office"
 
@@ -118,17 +119,17 @@ def test_query_string_is_kept_as_sent():
 
 def test_healthz_reports_database_and_storage(testapp):
     response = testapp.get("/healthz")
-    assert response.json == {"database": "ok", "storage": "ok", "instance": instance_fingerprint("test-secret")}
+    assert response.json == {"database": "ok", "storage": "ok", "instance": instance_fingerprint(TEST_SECRET)}
     assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_the_instance_fingerprint_is_costly_to_test_a_guessed_secret_against(testapp):
     """/healthz is open to anyone: its fingerprint must not be a quick check of guesses at the signing secret."""
     instance = testapp.get("/healthz").json["instance"]
-    assert re.fullmatch(r"[0-9a-f]{16}", instance) and instance == instance_fingerprint("test-secret")
-    assert instance != instance_fingerprint("test-secreT")  # nodes with another secret are told apart
-    fast = [hashlib.sha256(b"wopihost-instance:test-secret").hexdigest()[:16]]
-    fast.append(hmac.new(b"test-secret", b"wopihost-instance", "sha256").hexdigest()[:16])
+    assert re.fullmatch(r"[0-9a-f]{16}", instance) and instance == instance_fingerprint(TEST_SECRET)
+    assert instance != instance_fingerprint(TEST_SECRET.upper())  # nodes with another secret are told apart
+    fast = [hashlib.sha256(b"wopihost-instance:" + TEST_SECRET.encode()).hexdigest()[:16]]
+    fast.append(hmac.new(TEST_SECRET.encode(), b"wopihost-instance", "sha256").hexdigest()[:16])
     assert instance not in fast
     started = time.perf_counter()
     instance_fingerprint.__wrapped__("another guess")

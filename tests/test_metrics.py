@@ -211,7 +211,7 @@ def test_an_address_another_program_holds_is_a_clear_error(settings, clock):
 )
 def test_the_bind_setting(raw, parsed, tmp_path):
     settings = Settings.from_env(
-        {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s", "WOPIHOST_METRICS_BIND": raw}
+        {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s" * 32, "WOPIHOST_METRICS_BIND": raw}
     )
     assert settings.metrics_bind == parsed
 
@@ -222,7 +222,9 @@ def test_the_bind_setting(raw, parsed, tmp_path):
 )
 def test_bad_settings_name_their_variable(name, raw, tmp_path):
     with pytest.raises(ConfigError, match=f"WOPIHOST_{name}:"):
-        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s", f"WOPIHOST_{name}": raw})
+        Settings.from_env(
+            {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s" * 32, f"WOPIHOST_{name}": raw}
+        )
 
 
 # -- tallies: requests are counted in plain Python and added to the metrics once a second ------------------

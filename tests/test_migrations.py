@@ -58,7 +58,7 @@ def env(fresh, tmp_path) -> dict:
     return {
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
         "WOPIHOST_DATABASE_URL": fresh,
-        "WOPIHOST_SECRET_KEY": "s",
+        "WOPIHOST_SECRET_KEY": "s" * 32,
         "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1",
     }
 

@@ -24,7 +24,7 @@ from wopihost.config import Settings
 from wopihost.models import BlobHold
 
 from .cspp_helpers import full_file, put_chunked
-from .helpers import GraphClient, WopiClient
+from .helpers import TEST_SECRET, GraphClient, WopiClient
 
 
 def gateway_pid(gateway) -> int:
@@ -72,7 +72,7 @@ def host(ceph_rgw, s3, database, tmp_path, monkeypatch):
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
         "WOPIHOST_DATABASE_URL": database,
         "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-        "WOPIHOST_SECRET_KEY": "test-secret",
+        "WOPIHOST_SECRET_KEY": TEST_SECRET,
         "WOPIHOST_SWEEP_INTERVAL": "0",
         "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
         "WOPIHOST_S3_ADDRESSING_STYLE": "path",

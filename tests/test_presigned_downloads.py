@@ -15,7 +15,7 @@ import webtest
 from wopihost.app import create_app
 from wopihost.config import Settings
 
-from .helpers import GraphClient
+from .helpers import TEST_SECRET, GraphClient
 
 HOST_DOWNLOADS = "https://wopi.example.test/v1.0/downloads/"
 
@@ -35,7 +35,7 @@ def graph_on_s3(ceph_rgw, s3, database, tmp_path, monkeypatch):
                 "WOPIHOST_DATA_DIR": str(tmp_path / bucket),
                 "WOPIHOST_DATABASE_URL": database,
                 "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-                "WOPIHOST_SECRET_KEY": "test-secret",
+                "WOPIHOST_SECRET_KEY": TEST_SECRET,
                 "WOPIHOST_SWEEP_INTERVAL": "0",
                 "WOPIHOST_STORAGE_URL": f"s3://{bucket}/files",
                 "WOPIHOST_S3_ADDRESSING_STYLE": "path",

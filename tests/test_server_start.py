@@ -22,7 +22,7 @@ def environment(database: str, data_dir: Path) -> dict[str, str]:
     return {
         "WOPIHOST_DATA_DIR": str(data_dir),
         "WOPIHOST_DATABASE_URL": database,
-        "WOPIHOST_SECRET_KEY": "start-secret",
+        "WOPIHOST_SECRET_KEY": "start-secret" * 3,
         "WOPIHOST_SWEEP_INTERVAL": "3600",  # a sweeper to start, which must start only in a serving process
         "WOPIHOST_METRICS": "off",  # prometheus_client's mode is the process's, chosen once: not this test's to set
     }

@@ -20,7 +20,7 @@ from wopihost.cli import main
 from wopihost.ids import new_id
 from wopihost.models import File
 
-from .helpers import GraphClient, WopiClient, graph_error
+from .helpers import TEST_SECRET, GraphClient, WopiClient, graph_error
 
 PUBLIC = "https://wopi.example.test"
 SHARE_PREFIX = f"{PUBLIC}/s/"
@@ -158,7 +158,7 @@ def cli(settings):
         "WOPIHOST_DATA_DIR": str(settings.data_dir),
         "WOPIHOST_DATABASE_URL": settings.database_url,
         "WOPIHOST_PUBLIC_URL": PUBLIC,
-        "WOPIHOST_SECRET_KEY": "test-secret",
+        "WOPIHOST_SECRET_KEY": TEST_SECRET,
         "WOPIHOST_CSPP_PLUS": "on",
         "WOPIHOST_SWEEP_INTERVAL": "0",
     }

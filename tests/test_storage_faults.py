@@ -24,7 +24,7 @@ from wopihost.app import create_app
 from wopihost.config import Settings
 
 from .cspp_helpers import create_session, full_file, put_chunked, update_session
-from .helpers import Filler, WopiClient, small_tmpfs, writes_held
+from .helpers import TEST_SECRET, Filler, WopiClient, small_tmpfs, writes_held
 
 SMALL_FS_MIB = 24
 
@@ -41,7 +41,7 @@ def settings_on(data_dir, database: str, **extra) -> Settings:
             "WOPIHOST_DATA_DIR": str(data_dir),
             "WOPIHOST_DATABASE_URL": database,
             "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-            "WOPIHOST_SECRET_KEY": "test-secret",
+            "WOPIHOST_SECRET_KEY": TEST_SECRET,
             "WOPIHOST_CSPP_PLUS": "on",
             "WOPIHOST_SWEEP_INTERVAL": "0",
             "WOPIHOST_MIN_FREE_SPACE": "0",

@@ -283,6 +283,14 @@ def test_a_secret_key_file_too_short_to_sign_with_is_refused(tmp_path, kept):
     assert Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path)}).secret_key == "a" * 32
 
 
+@pytest.mark.parametrize("given", ["changeme", "s" * 31])
+def test_a_secret_key_setting_too_short_to_sign_with_is_refused(tmp_path, given):
+    with pytest.raises(ConfigError, match=f"^WOPIHOST_SECRET_KEY: the token secret is {len(given)} characters"):
+        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": given})
+    settings = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_SECRET_KEY": "s" * 32})
+    assert settings.secret_key == "s" * 32 and not (tmp_path / "secret_key").exists()
+
+
 def test_secret_created_by_racing_processes_is_the_same(tmp_path):
     from concurrent.futures import ProcessPoolExecutor
 

@@ -235,6 +235,7 @@ class Settings:
         max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
         max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(min(2 * max_file_size, MAX_SIZE)), parse_size)
         discovery_url = parsed("DISCOVERY_URL", "", _discovery_source)
+        secret = env.get(ENV_PREFIX + "SECRET_KEY", "")  # as given: tokens are signed with every character of it
         # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too; a bad value is
         # reported under the name it was given by
         busy_timeout = "DATABASE_BUSY_TIMEOUT" if get("DATABASE_BUSY_TIMEOUT", "") else "SQLITE_BUSY_TIMEOUT"
@@ -242,7 +243,11 @@ class Settings:
             data_dir=data_dir,
             database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
             public_url=public_url,
-            secret_key=env.get(ENV_PREFIX + "SECRET_KEY") or load_or_create_secret(data_dir),
+            secret_key=_long_secret(
+                secret, ENV_PREFIX + "SECRET_KEY", "set a longer one, such as `openssl rand -hex 32` makes"
+            )
+            if secret
+            else load_or_create_secret(data_dir),
             token_ttl=parsed("TOKEN_TTL", "10h", _positive_duration),
             max_file_size=max_file_size,
             host_page_url=parsed("HOST_PAGE_URL", "", _host_page_template),
@@ -372,7 +377,7 @@ def load_or_create_secret(data_dir: Path) -> str:
     """
     path = data_dir / "secret_key"
     try:
-        return _long_secret(path.read_text().strip(), str(path))
+        return _long_secret(path.read_text().strip(), str(path), _RESTORE)
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -388,18 +393,19 @@ def load_or_create_secret(data_dir: Path) -> str:
         pass
     finally:
         tmp.unlink()
-    return _long_secret(path.read_text().strip(), str(path))
+    return _long_secret(path.read_text().strip(), str(path), _RESTORE)
 
 
 # The generated secret is 64 hex digits. One much shorter (an emptied file, a word typed in) is guessed offline
 # from any token: whoever holds a read-only token could then sign a write token for any file.
 MIN_SECRET_LENGTH = 32
+_RESTORE = "restore it from a backup, or remove it to have a new one generated"
 
 
-def _long_secret(secret: str, where: str) -> str:
+def _long_secret(secret: str, where: str, fix: str) -> str:
     if len(secret) < MIN_SECRET_LENGTH:
         raise ConfigError(
-            f"{where}: the token secret is {len(secret)} characters, fewer than {MIN_SECRET_LENGTH}: restore it "
-            "from a backup, or remove it to have a new one generated (tokens issued so far then stop working)"
+            f"{where}: the token secret is {len(secret)} characters, fewer than {MIN_SECRET_LENGTH}: {fix} "
+            "(tokens issued so far then stop working)"
         )
     return secret

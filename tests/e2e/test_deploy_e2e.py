@@ -336,7 +336,7 @@ def test_doctor_names_proofs_switched_off_for_a_signing_client(plain_server):
 
 def test_doctor_names_another_host_behind_the_public_url(plain_server, tmp_path, database):
     (tmp_path / "other").mkdir()
-    other = LocalServer.start(tmp_path / "other", database, extra_env={"WOPIHOST_SECRET_KEY": "another one"})
+    other = LocalServer.start(tmp_path / "other", database, extra_env={"WOPIHOST_SECRET_KEY": "another one" * 3})
     try:
         result = doctor(plain_server, WOPIHOST_PUBLIC_URL=other.base)
     finally:

@@ -39,7 +39,7 @@ from .test_cspp_e2e import LOCK, MIB, Content, Doc, failure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database", ["postgresql"], indirect=True)]
 
-SECRET = "two-nodes-secret"
+SECRET = "two-nodes-secret" * 2
 
 
 @pytest.fixture(scope="module", autouse=True)
