@@ -24,6 +24,7 @@ from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
 from .launches import INVALID, PATH
 from .names import split_extension
+from .requesturl import DEFAULT_PORTS
 from .services import Services
 from .tokens import API, bearer
 
@@ -274,9 +275,6 @@ def _pass_through_wd(url: str) -> str:
     return with_query(url, extra) if extra else url
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
 def _origin(url: str) -> tuple[str, str, str]:
     """(scheme, host, ":port" or "") of `url` as a browser spells its origin, which the page compares with
     MessageEvent.origin and which a Content-Security-Policy header (latin-1) must hold: the host in lower
@@ -287,7 +285,7 @@ def _origin(url: str) -> tuple[str, str, str]:
     if ":" in host:
         host = f"[{host}]"
     port = parts.port
-    return parts.scheme, host, f":{port}" if port is not None and port != _DEFAULT_PORTS.get(parts.scheme) else ""
+    return parts.scheme, host, f":{port}" if port is not None and port != DEFAULT_PORTS.get(parts.scheme) else ""
 
 
 def _siblings(host: str, port: str) -> str | None:

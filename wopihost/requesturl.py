@@ -48,14 +48,14 @@ def wrap(wsgi_app, public_url: str, trusted_proxies: int):
     return app
 
 
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _without_default_port(scheme: str, host: str) -> str:
     """`host` as a client writes it in a URL: X-Forwarded-Port makes ProxyFix spell out even the scheme's
     default port ("example.com:443"), which the URL the client called, and signed, leaves out."""
     name, colon, port = host.rpartition(":")
-    return name if colon and port == _DEFAULT_PORTS.get(scheme) else host
+    return name if colon and port == str(DEFAULT_PORTS.get(scheme)) else host
 
 
 def called_url(environ, public_url: str, trusted_proxies: int) -> str:
