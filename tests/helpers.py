@@ -245,7 +245,7 @@ class WopiClient:
         request.environ["wsgi.input_terminated"] = terminated
         if content_length is None:
             request.environ.pop("CONTENT_LENGTH", None)
-            request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+            request.environ.setdefault("HTTP_TRANSFER_ENCODING", "chunked")
             request.environ["wsgi.input_terminated"] = True
         else:
             request.environ["CONTENT_LENGTH"] = str(content_length)

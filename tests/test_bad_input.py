@@ -5,6 +5,7 @@ lone surrogates (JSON's "\\ud800", UTF-7's "+2AA-") that no driver can encode, a
 which PostgreSQL's text cannot hold. They run on every database backend.
 """
 
+import gzip
 import io
 import json
 
@@ -231,3 +232,16 @@ def test_a_content_length_that_is_no_number_is_400_and_changes_nothing(locked, v
     response = locked.raw_post("/contents", io.BytesIO(b"new content"), value, X_WOPI_Override="PUT", X_WOPI_Lock="L")
     assert response.status_int == 400 and "Content-Length" in response.headers["X-WOPI-FailureReason"]
     assert locked.get_file().body == b"hello world"
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate,chunked", "chunked, gzip"])
+def test_a_body_in_a_transfer_coding_the_host_does_not_decode_is_501_and_changes_nothing(locked, coding):
+    """gunicorn accepts these codings and hands the coded bytes on: stored as they are, they would corrupt the file."""
+    coded = gzip.compress(b"new content")
+    response = locked.raw_post("/contents", io.BytesIO(coded), None, X_WOPI_Override="PUT", X_WOPI_Lock="L")
+    assert response.status_int == 200  # chunked alone is understood
+    response = locked.raw_post(
+        "/contents", io.BytesIO(coded), None, X_WOPI_Override="PUT", X_WOPI_Lock="L", Transfer_Encoding=coding
+    )
+    assert response.status_int == 501 and "Transfer-Encoding" in response.headers["X-WOPI-FailureReason"]
+    assert locked.get_file().body == coded

@@ -1133,6 +1133,12 @@ def test_get_content_range(graph, range_, body, content_range):
     assert response.headers["Content-Range"] == content_range
 
 
+def test_an_upload_in_a_transfer_coding_the_host_does_not_decode_is_501(graph):
+    response = graph.put("me/drive/root:/a.bin:/content", b"coded", headers={"Transfer-Encoding": "gzip, chunked"})
+    assert response.status_int == 501 and graph_error(response)[0] == "notSupported"
+    assert item(graph, "a.bin").status_int == 404
+
+
 def test_get_content_ignores_several_ranges(graph):
     put(graph, "a.bin", b"0123456789")
     response = graph.get("me/drive/root:/a.bin:/content", headers={"Range": "bytes=0-1,5-6"})

@@ -207,6 +207,11 @@ def _digits(text: str) -> bool:
 
 
 def request_body() -> RequestBody:
+    coding = request.environ.get("HTTP_TRANSFER_ENCODING")
+    if coding and [c.strip().lower() for c in coding.split(",")] != ["chunked"]:
+        # gunicorn takes gzip, deflate and compress but never decodes them: the coded bytes would be stored
+        # as the content (RFC 9112 §6.1: a coding the server does not understand is 501)
+        raise WopiError(501, f"Transfer-Encoding {coding[:40]!r}: only chunked is understood")
     raw = request.environ.get("CONTENT_LENGTH")
     if raw and not _digits(raw.strip(" \t")):  # Werkzeug reads "+11", "-3" or "11, 11" as 0: an empty body
         raise bad_request(f"Content-Length {raw[:40]!r} is not a number of bytes")
