@@ -279,6 +279,19 @@ def test_a_partial_head_pipelined_behind_a_request_is_read_by_the_loop(worker):
     assert answers(client, 1).startswith(b"HTTP/1.1 200")
 
 
+def test_a_malformed_chunked_body_on_a_request_that_reads_none_gets_one_answer(worker):
+    """The app answers without reading the body; draining it afterwards finds it malformed. The connection
+    ends there: gunicorn's error page would be a second answer to the one request."""
+    client = connect(worker)
+    worker.wsgi.release.set()
+    client.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+    turn(worker, lambda: worker.nr == 1 and worker.nr_conns == 0 and worker.busy == 0)
+    received = b""
+    while piece := client.recv(4096):
+        received += piece
+    assert received.count(b"HTTP/1.1 ") == 1 and received.startswith(b"HTTP/1.1 200"), received
+
+
 def _answered_and_sent_again(worker, client: socket.socket, next_bytes: bytes) -> None:
     """`client`'s request let go, with `next_bytes` sent while the app was still answering it."""
     client.sendall(REQUEST)

@@ -56,6 +56,7 @@ from typing import NamedTuple, cast
 import sqlalchemy as sa
 from gunicorn import util
 from gunicorn.http.body import LengthReader
+from gunicorn.http.errors import ParseException
 from gunicorn.http.wsgi import FileWrapper
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -722,7 +723,12 @@ class Worker(ThreadWorker):
             and not body.buf.tell()
         ):
             return not getattr(body, "failed", False)
-        return super()._keepalive_after(conn, keepalive)  # type: ignore[misc]  # gunicorn's, not in its stubs
+        try:
+            return super()._keepalive_after(conn, keepalive)  # type: ignore[misc]  # gunicorn's, not in its stubs
+        except (ParseException, OSError):  # NoMoreData is an OSError
+            # A malformed or cut-off body the application never read: the answer has gone, so the connection
+            # ends here. Raised on, gunicorn would write a 400 page after it, a second answer to one request.
+            return False
 
     def handle(self, conn: Connection):  # type: ignore[override]  # the worker makes every connection a Connection (accept)
         keep = self._serve(conn)
