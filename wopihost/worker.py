@@ -28,7 +28,10 @@ clients sending a header byte every half second took every thread of a default `
 * The connections of a listener on a loopback address (the nginx in front) get a congestion control that does
   not pace what they send (`use_congestion_control`): BBR's pacing costs CPU where nothing is congested.
 
-So a slow head or a slow download costs a socket, and only a slow body or a slow reader of a streamed
+* A connection that ends (Connection: close, a refused head) is closed by the event loop, which waits up to
+  2 s for the client to close in turn (`Worker._linger`), so that a reset does not cut off the last answer.
+
+So a slow head, a slow download or a client that does not close costs a socket, and only a slow body or a slow reader of a streamed
 response holds a thread, for as long as it keeps making progress. Heads and downloads over TLS or HTTP/2 are
 left to gunicorn (wopihost serves plain HTTP/1.1 behind its proxy).
 """
@@ -358,9 +361,15 @@ class Connection(TConn):
     """gunicorn's connection, with the head of its next request as far as the event loop has read it."""
 
     head: bytearray | None = None
+    # The worker's: closes the connection once the client has had time to read its last answer (Worker._linger).
+    linger: Callable[[Connection], None] | None = None
 
     def close(self, graceful: bool = False) -> None:
-        if self.sock.fileno() != -1:  # not already closed by the thread that served its last request
+        if self.sock.fileno() == -1:  # already closed by the thread that served its last request
+            return
+        if graceful and self.linger is not None:
+            self.linger(self)
+        else:
             super().close(graceful)
 
 
@@ -382,6 +391,8 @@ class Worker(ThreadWorker):
         self.heads: dict[Connection, float] = {}  # connections whose head the event loop is reading -> deadline
         # connections whose response's file the event loop is sending (a thread handed it off) -> deadline
         self.sending: dict[Connection, float] = {}
+        # connections that have ended, waiting for the client to close in turn (`_linger`) -> deadline
+        self.lingering: dict[socket.socket, float] = {}
         # where what waits for the end of a download the loop sent runs (`_sent`); its thread starts at first use
         self.closer = ThreadPoolExecutor(1, thread_name_prefix="wopihost-sent")
         self.log = LogWhenSent(self.log)  # type: ignore[assignment]  # reads as a Logger
@@ -497,7 +508,9 @@ class Worker(ThreadWorker):
             return False
         self._waiting_since = None
         self.nr_conns += 1
-        self.enqueue_req(Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname()))
+        conn = Connection(self.cfg, IdleTimeoutSocket.adopt(client), address, listener.getsockname())
+        conn.linger = self._linger
+        self.enqueue_req(conn)
         self._post()
         return True
 
@@ -654,9 +667,43 @@ class Worker(ThreadWorker):
         self.nr_conns -= 1
         conn.close()
 
+    def _linger(self, conn: Connection) -> None:
+        """Close an ended connection as gunicorn's close_graceful does (RFC 9112, 9.6): the answer's end is sent,
+        then what the client still sends is read and dropped until it closes, for LINGER_SECONDS at most, so that
+        a reset does not cut off the answer. Here the loop waits, as for a head: a client that never closes costs
+        a socket for that long, where close_graceful held a thread."""
+        sock = conn.sock
+        with suppress(OSError):  # done already by the thread that served its last request (`_serve`)
+            sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.setblocking(False)
+            self.poller.register(sock, EVENT_READ, partial(self._on_linger_data, LINGER_MOST))
+        except (OSError, ValueError):  # gone already
+            util.close(sock)
+            return
+        self.lingering[sock] = time.monotonic() + LINGER_SECONDS
+
+    def _on_linger_data(self, left: int, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(min(left, 65536))
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data and len(data) < left:
+            self.poller.modify(sock, EVENT_READ, partial(self._on_linger_data, left - len(data)))
+        else:  # the client closed in turn (or went away, or sent too much): done
+            self._drop_lingering(sock)
+
+    def _drop_lingering(self, sock: socket.socket) -> None:
+        self.poller.unregister(sock)
+        del self.lingering[sock]
+        util.close(sock)
+
     def murder_pending(self) -> None:
-        """Also drop heads past their deadline (all of them when the worker stops), and files being sent to a
-        client that has read nothing for the idle timeout."""
+        """Also drop heads past their deadline (all of them when the worker stops), files being sent to a
+        client that has read nothing for the idle timeout, and ended connections whose client has not closed
+        within LINGER_SECONDS."""
         super().murder_pending()
         now = time.monotonic()
         if now < self._next_sweep and self.alive:  # gunicorn calls this at every turn of the loop
@@ -668,6 +715,9 @@ class Worker(ThreadWorker):
         for conn, deadline in list(self.sending.items()):
             if deadline <= now:  # the client read nothing for the idle timeout
                 self._drop_sending(conn)
+        for sock, deadline in list(self.lingering.items()):
+            if deadline <= now:
+                self._drop_lingering(sock)
 
     # -- threads
 
@@ -807,10 +857,10 @@ class Worker(ThreadWorker):
             if getattr(conn.sock, "rest", None) is not None:  # a file handed off: the thread sends it, then closes
                 with suppress(OSError):
                     conn.sock.finish_sending()  # type: ignore[attr-defined]  # only an IdleTimeoutSocket hands off
-            # The connection ends. gunicorn would close it in its event loop, lingering up to 2 s to read what
-            # the client still sends (so that a reset does not cut off the answer): every loop's wait
-            # for a stalled client that reads nothing. Done here, it holds this thread instead.
-            util.close_graceful(conn.sock)
+            # The connection ends: the client sees the answer's end now, and the loop closes the socket once the
+            # client has closed in turn (`_linger`), which holds no thread.
+            with suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_WR)
         return keep
 
 
@@ -822,6 +872,10 @@ SENDFILE_MOST = 0x7FFFF000  # the most Linux sends in one sendfile, room or not
 # (Worker._send_rest_here): a reader on loopback or a fast network frees room well within it, even one, like
 # wrk, that reads several connections in turn; a slow reader costs its thread no more than this, once.
 KEEP_SENDING_MS = 10
+# How long, and for how much, an ended connection waits for its client to close in turn (Worker._linger):
+# gunicorn's close_graceful's.
+LINGER_SECONDS = 2.0
+LINGER_MOST = 64 << 10
 HEAD_BUFFER = 64 << 10  # a longer head goes to a thread once this much of it has come (gunicorn's limits apply)
 # How long a thread that has answered waits for the same connection's next request (Worker._next_head_follows):
 # long enough for a client that sends its next request as soon as it has read the answer, even on a busy
