@@ -292,6 +292,47 @@ def test_a_malformed_chunked_body_on_a_request_that_reads_none_gets_one_answer(w
     assert received.count(b"HTTP/1.1 ") == 1 and received.startswith(b"HTTP/1.1 200"), received
 
 
+LONG_HEAD = b"GET /x HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 8000) for i in range(9))
+
+
+def test_a_head_longer_than_the_loop_buffers_is_dropped_at_its_deadline_all_the_same(worker):
+    """Past HEAD_BUFFER a thread reads the rest of the head: by the header timeout still, not the idle timeout
+    of each read, which a client trickling a byte at a time would never reach."""
+    worker.header_timeout = 1.0
+    client = connect(worker)
+    client.sendall(LONG_HEAD)
+    stop = threading.Event()
+
+    def trickle():
+        for byte in b"X-More: abcdefghijklmnopqrstuvwxyz":
+            if stop.wait(0.2):
+                return
+            try:
+                client.send(bytes([byte]))
+            except OSError:
+                return
+
+    trickling = threading.Thread(target=trickle)
+    trickling.start()
+    try:
+        turn(worker, lambda: worker.nr_conns == 0 and worker.busy == 0, seconds=4)
+    finally:
+        stop.set()
+        trickling.join()
+    client.settimeout(2)
+    assert client.recv(100) == b""  # dropped, unanswered
+
+
+def test_a_head_longer_than_the_loop_buffers_that_comes_in_time_is_served(worker):
+    client = connect(worker)
+    worker.wsgi.release.set()
+    client.sendall(LONG_HEAD)
+    turn(worker, lambda: worker.busy == 1)
+    client.sendall(b"X-Last: 1\r\n\r\n")
+    turn(worker, lambda: _readable(client))
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+
+
 def _answered_and_sent_again(worker, client: socket.socket, next_bytes: bytes) -> None:
     """`client`'s request let go, with `next_bytes` sent while the app was still answering it."""
     client.sendall(REQUEST)
