@@ -28,13 +28,12 @@ clients sending a header byte every half second took every thread of a default `
   would close it with the request unread (`Worker.murder_keepalived`).
 * The connections of a listener on a loopback address (the nginx in front) get a congestion control that does
   not pace what they send (`use_congestion_control`): BBR's pacing costs CPU where nothing is congested.
-
 * A connection that ends (Connection: close, a refused head) is closed by the event loop, which waits up to
   2 s for the client to close in turn (`Worker._linger`), so that a reset does not cut off the last answer.
 
-So a slow head, a slow download or a client that does not close costs a socket, and only a slow body or a slow reader of a streamed
-response holds a thread, for as long as it keeps making progress. Heads and downloads over TLS or HTTP/2 are
-left to gunicorn (wopihost serves plain HTTP/1.1 behind its proxy).
+So a slow head, a slow download or a client that does not close costs a socket, and only a slow body or a slow
+reader of a streamed response holds a thread, for as long as it keeps making progress. Heads and downloads over
+TLS or HTTP/2 are left to gunicorn (wopihost serves plain HTTP/1.1 behind its proxy).
 """
 
 from __future__ import annotations
