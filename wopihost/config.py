@@ -236,6 +236,11 @@ class Settings:
         max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(min(2 * max_file_size, MAX_SIZE)), parse_size)
         discovery_url = parsed("DISCOVERY_URL", "", _discovery_source)
         secret = env.get(ENV_PREFIX + "SECRET_KEY", "")  # as given: tokens are signed with every character of it
+        secret_key = (
+            _long_secret(secret, ENV_PREFIX + "SECRET_KEY", "set a longer one, such as `openssl rand -hex 32` makes")
+            if secret
+            else load_or_create_secret(data_dir)
+        )
         # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too; a bad value is
         # reported under the name it was given by
         busy_timeout = "DATABASE_BUSY_TIMEOUT" if get("DATABASE_BUSY_TIMEOUT", "") else "SQLITE_BUSY_TIMEOUT"
@@ -243,11 +248,7 @@ class Settings:
             data_dir=data_dir,
             database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
             public_url=public_url,
-            secret_key=_long_secret(
-                secret, ENV_PREFIX + "SECRET_KEY", "set a longer one, such as `openssl rand -hex 32` makes"
-            )
-            if secret
-            else load_or_create_secret(data_dir),
+            secret_key=secret_key,
             token_ttl=parsed("TOKEN_TTL", "10h", _positive_duration),
             max_file_size=max_file_size,
             host_page_url=parsed("HOST_PAGE_URL", "", _host_page_template),
