@@ -530,12 +530,13 @@ def _int_query(name: str, default: int, low: int, high: int) -> int:
         return default
     if not (raw.isascii() and raw.isdigit()):
         raise GraphError(400, "invalidRequest", f"{name} must be a whole number of at least {low}")
-    digits = raw.lstrip("0")
-    if len(digits) > len(str(high)):  # above `high` whatever it is, and int() refuses past 4300 digits
+    digits = raw.lstrip("0") or "0"  # int() refuses more than 4300 digits, leading zeros included
+    if len(digits) > len(str(high)):  # above `high` whatever it is
         return high
-    if not low <= int(raw):
+    value = int(digits)
+    if not low <= value:
         raise GraphError(400, "invalidRequest", f"{name} must be a whole number of at least {low}")
-    return min(int(raw), high)
+    return min(value, high)
 
 
 def _query(args: dict[str, str]) -> str:
