@@ -50,7 +50,7 @@ RETRIES = 5
 # MiB per MiB of .xlsx): with 64 threads a worker could otherwise hold 64 of them.
 CALLS_AT_ONCE = 2
 OPERATION_TTL = timedelta(hours=1)  # how long a finished operation can still be polled
-FINISH_RETRIES = (0.5, 1, 2, 4, 8, 16)  # seconds after each failed attempt to record an operation's end
+FINISH_RETRIES = (0, 0.5, 1, 2, 4, 8, 16)  # seconds before each attempt to record an operation's end
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +254,12 @@ class Workbooks:
         answer 503) is tried again: with nobody to retry it, the operation would say "running" to every poll
         until it expired."""
         for delay in FINISH_RETRIES:
+            time.sleep(delay)
             try:
                 self._set(operation_id, **outcome)
                 return
             except (Unavailable, InsufficientStorage) as exc:
-                log.warning("workbook operation %s: its end could not be recorded (%s); retrying", operation_id, exc)
-                time.sleep(delay)
+                log.warning("workbook operation %s: its end could not be recorded: %s", operation_id, exc)
         log.error("workbook operation %s: its end could not be recorded; it expires unfinished", operation_id)
 
     def _set(self, operation_id: str, **values) -> None:
