@@ -4,7 +4,8 @@ with what the replay has learned (bindings.py).
 The body is the recorded one, changed only where a recording writes placeholders or a client repeats a value
 a host gave it: a JSON body's strings, and the MessageJSON frame of a CSPP Plus framed body (re-encoded with
 wopihost/cspp/frames.py; every other frame goes as recorded). Proof headers cannot be replayed (they sign the
-recorded URL and time): they are dropped, and signed afresh when the replay has proof keys. A cookie or a proxy's credentials are not sent at all.
+recorded URL and time): they are dropped, and signed afresh when the replay has proof keys. A cookie or a
+proxy's credentials are not sent at all.
 """
 
 from __future__ import annotations
