@@ -24,8 +24,8 @@ from .errors import WopiError, bad_request, name_taken, not_found
 from .files import Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
-from .names import InvalidName, check, counted_folder
-from .repository import bytewise, folder_named, load_file, lock_folder, locking
+from .names import InvalidName, check, counted, counted_folder
+from .repository import bytewise, file_named, folder_named, load_file, lock_folder, locking
 from .repository import name_taken as name_taken_in
 from .storage import Storage
 
@@ -147,10 +147,7 @@ class Tree:
         with self.db.write() as s:
             parent = lock_folder(s, parent_id)
             if conflict == "rename":
-                try:  # the number may make what follows a dot longer than check() lets an extension be
-                    name = check(self.files.free_name(s, parent.id, name, style=counted_folder))
-                except InvalidName as exc:
-                    raise invalid_name(exc) from None
+                name = self._free_name(s, parent.id, name, counted_folder)
             else:
                 existing = folder_named(s, parent.id, name)
                 if existing is not None and conflict == "replace":
@@ -184,8 +181,11 @@ class Tree:
         fs_created: datetime | None = None,
         fs_modified: datetime | None = None,
         if_match: Callable[[Item], None] | None = None,
+        conflict: str = "fail",
     ) -> Item:
-        """Rename, move (to `parent_id`, in the same drive) and set what the client says of an item."""
+        """Rename, move (to `parent_id`, in the same drive) and set what the client says of an item. A taken
+        name fails (409 nameAlreadyExists), gets a free name ("rename"), or (`replace`) the file that has it
+        is deleted in the same transaction, as Graph's conflictBehavior says; a folder is never replaced."""
         if name is not None:
             try:
                 name = check(name)
@@ -207,10 +207,16 @@ class Tree:
             if new_parent is not None and new_parent != old_parent:
                 self._check_move(s, drive_id, item, new_parent)
             new_name = item.name if name is None else name
+            unused: set[str] = set()
             # a change of case alone is a rename too
             if new_parent is not None and (new_parent, new_name) != (old_parent, item.name):
-                if name_taken_in(s, new_parent, new_name, ignore_id=item.id):
-                    raise name_taken(new_name)
+                if conflict == "rename":
+                    style = counted if isinstance(item, File) else counted_folder
+                    new_name = self._free_name(s, new_parent, new_name, style, ignore_id=item.id)
+                elif name_taken_in(s, new_parent, new_name, ignore_id=item.id):
+                    if conflict != "replace":
+                        raise name_taken(new_name)
+                    unused = self._replace(s, item, new_parent, new_name)
                 if isinstance(item, File):
                     self.files.check_writable(s, item)
                     item.folder_id = new_parent
@@ -227,7 +233,31 @@ class Tree:
             if isinstance(item, Folder):
                 item.modified_at = self.clock.now()
                 item.version += 1
-            return item
+        for blob in unused:
+            self.blobs.release(blob)
+        return item
+
+    def _free_name(
+        self, s: Session, folder_id: str, name: str, style: Callable[[str, int], str], ignore_id: str | None = None
+    ) -> str:
+        """`name` or its first free numbered form in `folder_id`, as conflictBehavior "rename" names an item."""
+        try:  # the number may make what follows a dot longer than check() lets an extension be
+            return check(self.files.free_name(s, folder_id, name, ignore_id, style=style))
+        except InvalidName as exc:
+            raise invalid_name(exc) from None
+
+    def _replace(self, s: Session, item: Item, folder_id: str, name: str) -> set[str]:
+        """Delete the file named `name` in `folder_id` (locked by the caller) whose place `item` takes; its blobs,
+        to release once committed. 409 if a folder has the name or `item` is a folder: Graph replaces files only
+        (so never an ancestor of `item`); 423 if the file is under a WOPI or coauth lock."""
+        # Its row is locked after the moved file's, not in id order, and cannot deadlock: a transaction holding
+        # a file's row while it waits for another took that file's folder first, and this one holds it.
+        existing = file_named(s, folder_id, name) if isinstance(item, File) else None
+        if existing is None:
+            raise name_taken(name)
+        unused = self.files.delete_in(s, existing)
+        s.flush()  # the row goes before the moved file takes its name: (folder, name) is unique
+        return unused
 
     def delete(self, drive_id: str, item_id: str, if_match: Callable[[Item], None] | None = None) -> None:
         """Delete an item; a folder with everything in it. Nothing is deleted if any file in it is locked."""

@@ -199,6 +199,8 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         item = _locate(call, s, ref)
         parent_id = _new_parent(call, s, body.get("parentReference"))
     info = json_object(body.get("fileSystemInfo", {}), "fileSystemInfo")
+    # Graph's documents put it in the query; its SDKs, whose PATCH takes no such parameter, in the body
+    conflict = _conflict(request.args, _conflict(body, "fail"))
     updated = call.services.tree.update(
         call.drive.id,
         item.id,
@@ -209,6 +211,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         fs_created=_time(info, "createdDateTime"),
         fs_modified=_time(info, "lastModifiedDateTime"),
         if_match=_if_match(),
+        conflict=conflict,
     )
     return item_response(call.services, updated, call.drive, call.download_grant)
 
