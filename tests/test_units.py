@@ -247,6 +247,13 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_PUBLIC_URL": "https://wopi.example.com/office  # public URL"}, "WOPIHOST_PUBLIC_URL"),
         ({"WOPIHOST_S3_DOWNLOAD_URL": "https://store.example # presigned"}, "WOPIHOST_S3_DOWNLOAD_URL"),
         ({"WOPIHOST_HOST_PAGE_URL": "https://portal.example/{file_id} #x"}, "WOPIHOST_HOST_PAGE_URL"),
+        # the discovery never fetched: no proof keys, so under PROOF_KEYS=verify nothing would be checked
+        ({"WOPIHOST_DISCOVERY_URL": "https://client.example/hosting/discovery  # client"}, "WOPIHOST_DISCOVERY_URL"),
+        ({"WOPIHOST_OFFICE_COLLABORATION_URL": "https://ocs.example # coauth"}, "WOPIHOST_OFFICE_COLLABORATION_URL"),
+        ({"WOPIHOST_REAL_TIME_CHANNEL_URL": "wss://rtc.example"}, "WOPIHOST_REAL_TIME_CHANNEL_URL"),
+        ({"WOPIHOST_FILE_GEO_LOCATION_CODE": "EUR  # Europe"}, "WOPIHOST_FILE_GEO_LOCATION_CODE"),
+        ({"WOPIHOST_S3_ENDPOINT_URL": "http://127.0.0.1:7480 # rgw"}, "WOPIHOST_S3_ENDPOINT_URL"),
+        ({"WOPIHOST_S3_ENDPOINT_URL": "127.0.0.1:7480"}, "WOPIHOST_S3_ENDPOINT_URL"),
         ({"WOPIHOST_UPLOAD_SESSION_TTL": "1" + "0" * 400 + "ms"}, "WOPIHOST_UPLOAD_SESSION_TTL"),
         ({"WOPIHOST_DATABASE_BUSY_TIMEOUT": "99999999999999999d"}, "WOPIHOST_DATABASE_BUSY_TIMEOUT"),
         ({"WOPIHOST_SQLITE_BUSY_TIMEOUT": "abc"}, "WOPIHOST_SQLITE_BUSY_TIMEOUT"),  # the old name, named

@@ -266,9 +266,9 @@ class Settings:
                 "MAX_UPLOAD_BYTES_PER_USER", str(min(2 * max_session, MAX_SIZE)), parse_size
             ),
             verify_chunk_ids=parsed("VERIFY_CHUNK_IDS", "on", parse_flag),
-            office_collaboration_url=get("OFFICE_COLLABORATION_URL", public_url),
-            real_time_channel_url=get("REAL_TIME_CHANNEL_URL", public_url),
-            file_geo_location_code=get("FILE_GEO_LOCATION_CODE", "US"),
+            office_collaboration_url=parsed("OFFICE_COLLABORATION_URL", public_url, _http_url),
+            real_time_channel_url=parsed("REAL_TIME_CHANNEL_URL", public_url, _http_url),
+            file_geo_location_code=parsed("FILE_GEO_LOCATION_CODE", "US", _geo_location_code),
             sweep_interval=parsed("SWEEP_INTERVAL", "5m", parse_duration),
             header_timeout=parsed("HEADER_TIMEOUT", "10s", _positive_duration),
             idle_timeout=parsed("IDLE_TIMEOUT", "30s", _positive_duration),
@@ -290,7 +290,7 @@ class Settings:
             record_dir=record_dir(env),
             record_max_body=parsed("RECORD_MAX_BODY", "1MiB", parse_size),
             storage_url=parsed("STORAGE_URL", "", _storage_url),
-            s3_endpoint_url=get("S3_ENDPOINT_URL", ""),
+            s3_endpoint_url=parsed("S3_ENDPOINT_URL", "", _http_url),
             s3_region=get("S3_REGION", ""),
             s3_addressing_style=parsed("S3_ADDRESSING_STYLE", "", _addressing_style),
             s3_connect_timeout=parsed("S3_CONNECT_TIMEOUT", "5s", _positive_duration),
@@ -324,7 +324,7 @@ def _storage_url(text: str) -> str:
 
 def _http_url(text: str) -> str:
     # the whole value: systemd keeps a `# comment` after it, and every URL built from it would carry that
-    if text and not re.fullmatch(r"https?://[^/\s]+\S*", text):
+    if text and not re.fullmatch(r"(?i:https?)://[^/\s]+\S*", text):
         raise ValueError(f"not an absolute http(s) URL (with no spaces): {text!r}")
     return text.rstrip("/")
 
@@ -332,8 +332,16 @@ def _http_url(text: str) -> str:
 def _discovery_source(text: str) -> str:
     """An http(s) URL or a file path; what the discovery cache would refuse on first use (a single letter is a
     Windows drive)."""
-    if len(urlsplit(text).scheme) > 1 and not text.lower().startswith(("http://", "https://")):
+    if text.lower().startswith(("http://", "https://")):
+        _http_url(text)  # a `# comment` after it: the fetch would fail, and with it every proof check
+    elif len(urlsplit(text).scheme) > 1:
         raise ValueError(f"neither an http(s) URL nor a file path: {text!r} (a URL starts with https://)")
+    return text
+
+
+def _geo_location_code(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", text):  # a region's code (US, EUR, ...), sent to every client
+        raise ValueError(f"not a location code such as US or EUR: {text!r}")
     return text
 
 
