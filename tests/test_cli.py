@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from wopihost import __version__
 from wopihost.cli import main
 from wopihost.localserver import WOPIHOST
-from wopihost.models import Lock
+from wopihost.models import CoauthLock, Lock
 
 from .helpers import WopiClient
 
@@ -171,11 +171,11 @@ def wopi_client(run, served, file_id: str) -> WopiClient:
     return WopiClient(served, file_id, token)
 
 
-def coauth_lock(client: WopiClient, lock_id: str):
+def coauth_lock(client: WopiClient, lock_id: str, lock_type: str = "Coauth"):
     return client.op(
         "GET_COAUTH_LOCK",
         X_WOPI_CoauthLockId=lock_id,
-        X_WOPI_CoauthLockType="Coauth",
+        X_WOPI_CoauthLockType=lock_type,
         X_WOPI_CoauthLockExpirationTimeout="600",
     )
 
@@ -245,6 +245,54 @@ def test_files_rm_refuses_a_locked_file_unless_forced(run, served, tmp_path):
     assert json.loads(run("lock", "list", "--json").output) == []
 
 
+def test_lock_break_frees_a_file_held_by_coauth_locks(run, served, tmp_path):
+    """A crashed coauthoring client's locks would hold the file until they expire: `lock break` removes them
+    all at once, and the clients see a new, empty coauth table."""
+    added = add(run, tmp_path)
+    client = wopi_client(run, served, added["id"])
+    assert coauth_lock(client, "C1").status_int == 200
+    assert coauth_lock(client, "C2", "CoauthExclusive").status_int == 200
+    before = client.op("GET_COAUTH_TABLE").headers["X-WOPI-CoauthTableVersion"]
+    assert client.lock("L1").status_int == 409  # the coauth locks hold the file against WOPI locks
+
+    assert run("lock", "break", added["id"]).output == "removed Coauth lock 'C1', CoauthExclusive lock 'C2'\n"
+    assert json.loads(run("files", "info", added["id"], "--json").output)["coauth_locks"] == []
+    assert json.loads(run("lock", "list", "--json").output) == []
+    table = client.op("GET_COAUTH_TABLE", X_WOPI_CoauthTableVersion=before)
+    assert table.headers["X-WOPI-CoauthTableVersion"] != before and table.json == {"CoauthTable": []}
+    refreshed = client.op("REFRESH_COAUTH_LOCK", X_WOPI_CoauthLockId="C2", X_WOPI_CoauthLockExpirationTimeout="600")
+    assert refreshed.status_int == 409  # its holder learns it is gone, and takes it again if it still lives
+    assert client.lock("L1").status_int == 200
+    assert run("lock", "break", added["id"]).output == "removed lock 'L1'\n"
+
+    assert coauth_lock(client, "C3").status_int == 200
+    broken = json.loads(run("lock", "break", added["id"], "--json").output)
+    assert broken == {"file_id": added["id"], "lock_id": None, "coauth_locks": [{"lock_id": "C3", "type": "Coauth"}]}
+    again = run("lock", "break", added["id"], ok=False)
+    assert again.exit_code == 1 and f"file {added['id']} is not locked: there was no lock to break" in again.stderr
+
+
+def test_lock_break_does_not_count_expired_locks(run, served, tmp_path):
+    added = add(run, tmp_path)
+    services = served.app.extensions["wopihost"]
+    past = services.clock.now() - timedelta(seconds=1)
+    with services.db.write() as s:
+        s.add(Lock(file_id=added["id"], lock_id="old", expires_at=past))
+        s.add(
+            CoauthLock(
+                file_id=added["id"],
+                lock_id="gone",
+                lock_type="Coauth",
+                lock_metadata="",
+                user_friendly_name="u",
+                acquired_at=past,
+                expires_at=past,
+            )
+        )
+    result = run("lock", "break", added["id"], ok=False)
+    assert result.exit_code == 1 and "is not locked: there was no lock to break" in result.stderr
+
+
 def test_lock_list_shows_live_locks_of_both_kinds(run, served, tmp_path):
     assert run("lock", "list").output == "no live locks\n"
     assert json.loads(run("lock", "list", "--json").output) == []
@@ -261,7 +309,8 @@ def test_lock_list_shows_live_locks_of_both_kinds(run, served, tmp_path):
     assert all(set(r) == {"file_id", "name", "lock_id", "type", "expires"} for r in rows)
     text = run("lock", "list").output
     assert "One.docx  WOPI lock 'L1'" in text and "Two.docx  Coauth lock 'C1'" in text and "old" not in text
-    assert json.loads(run("lock", "break", one["id"], "--json").output) == {"file_id": one["id"], "lock_id": "L1"}
+    broken = json.loads(run("lock", "break", one["id"], "--json").output)
+    assert broken == {"file_id": one["id"], "lock_id": "L1", "coauth_locks": []}
     assert [r["lock_id"] for r in json.loads(run("lock", "list", "--json").output)] == ["C1"]
 
 
@@ -422,7 +471,7 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
     assert j("activities", added["id"]) == []
     assert j("sessions", "list") == [] and j("lock", "list") == []
     assert wopi_client(run, served, added["id"]).op("LOCK", X_WOPI_Lock="L").status_int == 200
-    assert j("lock", "break", added["id"]) == {"file_id": added["id"], "lock_id": "L"}
+    assert j("lock", "break", added["id"]) == {"file_id": added["id"], "lock_id": "L", "coauth_locks": []}
     assert set(j("gc")) == {"sessions", "blobs", "partial_writes", "tokens"}
     assert j("demo")["file_id"] != added["id"]
     assert j("files", "rm", added["id"])["id"] == added["id"]

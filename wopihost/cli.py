@@ -723,7 +723,7 @@ def _printable(value: object) -> str:
 
 @main.group("lock")
 def lock_group() -> None:
-    """WOPI locks."""
+    """WOPI locks and CSPP Plus coauth locks."""
 
 
 @lock_group.command("list")
@@ -752,14 +752,18 @@ def lock_list(as_json: bool) -> None:
 @click.argument("file_id")
 @json_option
 def lock_break(file_id: str, as_json: bool) -> None:
-    """Remove a file's WOPI lock (for example after an editor crashed); fails if it was not locked."""
-    removed = _services().locks.break_lock(file_id)
-    if removed is None:
+    """Remove every lock of a file, its WOPI lock and its coauth locks (for example after an editor crashed);
+    exits 1 if it had none."""
+    broken = _services().coauth.break_all(file_id)
+    if broken.lock_id is None and not broken.coauth:
         raise click.ClickException(f"file {file_id} is not locked: there was no lock to break")
     if as_json:
-        _echo_json({"file_id": file_id, "lock_id": removed})
-    else:
-        click.echo(f"removed lock {removed!r}")
+        coauth = [{"lock_id": lock.lock_id, "type": lock.lock_type} for lock in broken.coauth]
+        _echo_json({"file_id": file_id, "lock_id": broken.lock_id, "coauth_locks": coauth})
+        return
+    removed = [f"lock {broken.lock_id!r}"] if broken.lock_id is not None else []
+    removed += [f"{lock.lock_type} lock {lock.lock_id!r}" for lock in broken.coauth]
+    click.echo(f"removed {', '.join(removed)}")
 
 
 # -- upload sessions and garbage collection -----------------------------------------

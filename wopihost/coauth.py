@@ -21,7 +21,7 @@ from .clock import Clock, to_epoch_ms
 from .db import Database
 from .errors import WopiError
 from .locks import held_by, live_coauth_locks, live_lock
-from .models import CoauthLock, File
+from .models import CoauthLock, File, Lock
 from .repository import load_file
 
 COAUTH, EXCLUSIVE = "Coauth", "CoauthExclusive"
@@ -47,6 +47,14 @@ def table_of(file: File, locks: list[CoauthLock]) -> CoauthTable:
         for lock in locks
     ]
     return CoauthTable(f"{file.coauth_table_version}.{len(locks)}", rows)
+
+
+@dataclass(frozen=True)
+class Broken:
+    """What `CoauthLocks.break_all` removed: the live WOPI lock's id (or None) and the live coauth locks."""
+
+    lock_id: str | None
+    coauth: list[CoauthLock]
 
 
 class CoauthLocks:
@@ -106,6 +114,19 @@ class CoauthLocks:
             locks.remove(mine)
             file.coauth_table_version += 1
             return table_of(file, locks)
+
+    def break_all(self, file_id: str) -> Broken:
+        """Remove every lock of the file, its WOPI lock and its coauth locks, in one transaction (the admin's
+        `lock break`: a crashed client's coauth lock would otherwise hold the file until it expires)."""
+        with self.db.write() as s:
+            file, now, locks = self._live(s, file_id)
+            wopi = live_lock(s, file_id, now)
+            lock_id = wopi.lock_id if wopi is not None else None
+            s.execute(sa.delete(Lock).where(Lock.file_id == file_id))  # an expired one too: it is no lock
+            s.execute(sa.delete(CoauthLock).where(CoauthLock.file_id == file_id))
+            if locks:  # rows the table showed went, as with UnlockCoauthLock: its version moves on
+                file.coauth_table_version += 1
+            return Broken(lock_id, locks)
 
     def table(self, file_id: str) -> CoauthTable:
         with self.db.read() as s:
