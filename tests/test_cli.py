@@ -6,20 +6,24 @@ import json
 import os
 import pty
 import re
+import secrets
+import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import click
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
-from wopihost import __version__
+from wopihost import __version__, db
 from wopihost.cli import main
 from wopihost.localserver import WOPIHOST
 from wopihost.models import CoauthLock, Lock
 
+from .conftest import PG_URL
 from .helpers import WopiClient
 
 
@@ -579,3 +583,117 @@ def test_serve_refuses_what_gunicorn_cannot_serve_with(env, args):
     """A port out of range was a traceback; no workers listened forever, serving nothing."""
     result = CliRunner().invoke(main, ["serve", *args], env=env)
     assert result.exit_code == 2 and f"Invalid value for '{args[0]}'" in result.stderr, result.output
+
+
+# -- doctor: a database that refuses writes ----------------------------------------------------------------
+
+
+def wopihost_as(prefix: Sequence[str], env: dict, *args: str) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of a `wopihost` command: in-process, or a process started under `prefix`."""
+    if not prefix:
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+    done = subprocess.run(
+        [*prefix, *WOPIHOST, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def doctor_on_database(env: dict, prefix: Sequence[str] = ()) -> dict:
+    """The database's finding of `wopihost doctor`, whose public URL check fails fast."""
+    status, out, err = wopihost_as(prefix, {**env, "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"}, "doctor", "--json")
+    assert status == 1, err
+    return json.loads(out)["checks"][0]
+
+
+def refuses_a_change(env: dict, tmp_path, prefix: Sequence[str] = ()) -> bool:
+    """Whether a change (`files add`) on the database of `env` fails for a database that cannot be written."""
+    source = tmp_path / "a.docx"
+    source.write_bytes(b"abc")
+    status, _, err = wopihost_as(prefix, env, "files", "add", str(source))
+    return status == 1 and re.search("read-?only", err) is not None
+
+
+@pytest.fixture
+def as_a_service_user() -> list[str]:
+    """A command prefix under which a file's mode binds this process: none for a user; for root, setpriv taking
+    away the capabilities that let root write any file whatever its mode."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    try:
+        if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
+            return prefix
+    except FileNotFoundError:
+        pass
+    pytest.skip("as root, a read-only file needs setpriv allowed to drop CAP_DAC_OVERRIDE, which it is not here")
+
+
+@pytest.mark.parametrize("unwritable", ["file", "directory"])
+def test_doctor_names_a_sqlite_database_this_process_cannot_write(
+    tmp_path, sqlite_template, storage, as_a_service_user, unwritable
+):
+    """Reading it works (or fails for the -shm file SQLite cannot make), so doctor said "reachable, migrations
+    current", or "unreachable", while every change failed."""
+    where = tmp_path / "db"
+    where.mkdir()
+    path = where / "wopihost.sqlite3"
+    shutil.copy(sqlite_template, path)
+    env = {
+        **storage,
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_DATABASE_URL": f"sqlite:///{path}",
+        "WOPIHOST_SECRET_KEY": "cli-secret" * 4,
+    }
+    assert doctor_on_database(env, as_a_service_user)["ok"] is True
+    path.chmod(0o444) if unwritable == "file" else where.chmod(0o555)
+    try:
+        found = doctor_on_database(env, as_a_service_user)
+        assert refuses_a_change(env, tmp_path, as_a_service_user)
+    finally:
+        path.chmod(0o644)
+        where.chmod(0o755)
+    what = (
+        f"its file {path} is not writable by this process"
+        if unwritable == "file"
+        else f"its directory {where}, where SQLite keeps the -wal file, is not writable by this process"
+    )
+    assert found == {
+        "ok": False,
+        "what": f"database refuses writes: {what}",
+        "fix": "give the service user write access to the file and its directory, on a file system mounted "
+        "read-write; every change is refused with 503 meanwhile",
+    }
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (WOPIHOST_TEST_DATABASE_URL)")
+def test_doctor_names_a_read_only_postgresql_database(tmp_path, storage):
+    """As a hot standby is: doctor said "reachable, migrations current" while every change failed."""
+    name = f"wopihost_read_only_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        db.upgrade(url)
+        env = {
+            **storage,
+            "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+            "WOPIHOST_DATABASE_URL": url,
+            "WOPIHOST_SECRET_KEY": "cli-secret" * 4,
+        }
+        assert doctor_on_database(env)["ok"] is True
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        assert doctor_on_database(env) == {
+            "ok": False,
+            "what": "database refuses writes: its transactions are read-only (default_transaction_read_only is on)",
+            "fix": "point WOPIHOST_DATABASE_URL at a writable database, or turn default_transaction_read_only off "
+            "where it is set (ALTER DATABASE or ALTER ROLE ... RESET, postgresql.conf); every change is refused "
+            "with 503 meanwhile",
+        }
+        assert refuses_a_change(env, tmp_path)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()

@@ -975,7 +975,8 @@ def replay(
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each network check.")
 @json_option
 def doctor(timeout: float, as_json: bool) -> None:
-    """Check the configuration a deployment depends on; exits 1 if anything is wrong."""
+    """Check what a deployment depends on (the database reachable, writable and migrated, storage, the public
+    URL, the discovery) and say how to fix what is wrong; exits 1 if anything is, 0 if not."""
     from .doctor import run
 
     findings = run(Services.create(_settings()), timeout)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
+
+import sqlalchemy as sa
 
 from . import db
 from .discovery import DiscoveryCache, DiscoveryError
@@ -38,15 +42,25 @@ def instance_fingerprint(secret_key: str) -> str:
     return derived.hex()[:16]
 
 
+WRITES_REFUSED = "every change is refused with 503 meanwhile"
+
+
 def run(services: Services, timeout: float = 5.0) -> list[Finding]:
     return [*_database(services), _storage(services), _public_url(services, timeout), *_discovery(services, timeout)]
 
 
 def _database(services: Services) -> list[Finding]:
+    engine, url = services.db.engine, services.settings.database_url
+    unwritable = _unwritable_sqlite(services) if services.db.is_sqlite else None
+    if unwritable is not None:  # before connecting, which fails where SQLite cannot make its -shm file
+        return [unwritable]
     try:
-        state = db.schema_state(services.db.engine, services.settings.database_url)
+        state = db.schema_state(engine, url)
+        read_only = None if services.db.is_sqlite else _read_only_postgresql(engine)
     except Exception as exc:
         return [Finding(False, f"database unreachable: {exc}", "check WOPIHOST_DATABASE_URL and that the server runs")]
+    if read_only is not None:  # before the migrations: `db upgrade` cannot run there either
+        return [read_only]
     if state.state == "ahead":
         return [
             Finding(
@@ -63,7 +77,50 @@ def _database(services: Services) -> list[Finding]:
                 "run `wopihost db upgrade`",
             )
         ]
-    return [Finding(True, f"database reachable, migrations current ({state.head})")]
+    return [Finding(True, f"database reachable and writable, migrations current ({state.head})")]
+
+
+def _unwritable_sqlite(services: Services) -> Finding | None:
+    """The SQLite file, or the directory where SQLite makes its -wal and -shm files beside it, if this process
+    cannot write it. Asked of the file system: a write transaction begins on a read-only file all the same."""
+    name = services.db.engine.url.database
+    if not name or name == ":memory:":
+        return None
+    path = Path(name)
+    if path.exists() and not os.access(path, os.W_OK):
+        what = f"its file {path} is not writable by this process"
+    elif path.parent.is_dir() and not os.access(path.parent, os.W_OK | os.X_OK):
+        what = f"its directory {path.parent}, where SQLite keeps the -wal file, is not writable by this process"
+    else:
+        return None
+    return Finding(
+        False,
+        f"database refuses writes: {what}",
+        "give the service user write access to the file and its directory, on a file system mounted read-write; "
+        + WRITES_REFUSED,
+    )
+
+
+def _read_only_postgresql(engine: sa.Engine) -> Finding | None:
+    """A hot standby, or a server, database or role whose transactions are read-only by default."""
+    with engine.connect() as conn:
+        recovery, read_only = conn.execute(
+            sa.text("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+        ).one()
+    if recovery:
+        return Finding(
+            False,
+            "database refuses writes: it is a PostgreSQL hot standby (in recovery)",
+            f"point WOPIHOST_DATABASE_URL at the primary; {WRITES_REFUSED}",
+        )
+    if read_only == "on":
+        return Finding(
+            False,
+            "database refuses writes: its transactions are read-only (default_transaction_read_only is on)",
+            "point WOPIHOST_DATABASE_URL at a writable database, or turn default_transaction_read_only off where "
+            f"it is set (ALTER DATABASE or ALTER ROLE ... RESET, postgresql.conf); {WRITES_REFUSED}",
+        )
+    return None
 
 
 def _storage(services: Services) -> Finding:
