@@ -291,6 +291,18 @@ def test_a_graph_upload_session_through_nginx_logs_no_credential(deployment, tmp
         assert secret not in log and ticket not in log and api["access_token"] not in log
 
 
+def test_a_launch_link_through_nginx_is_logged_without_its_ticket(deployment, tmp_path):
+    """The host page's launch links (HostEditUrl and its kin) open the file for whoever has them until they
+    expire: a credential in the path, as the app's own log knows."""
+    server, public, _ = deployment
+    for action in ("view", "edit", "editnew"):
+        ticket = f"{action}-ticket-that-must-not-be-logged"
+        requests.get(f"{public}/host/{action}/{ticket}")
+    log = (tmp_path / "nginx" / "access.log").read_text()
+    assert "/office/host/edit/[redacted]" in log
+    assert "must-not-be-logged" not in log
+
+
 # -- wopihost doctor ----------------------------------------------------------------------------
 
 
