@@ -1,6 +1,8 @@
 """gunicorn settings for a production wopihost:  gunicorn -c deploy/gunicorn.conf.py 'wopihost.app:create_app()'
 
-The defaults are the ones `wopihost serve` uses (wopihost/server.py); override here or
+wopihost's worker, threads, hooks and log format are the ones `wopihost serve` uses (wopihost/server.py); what
+differs is read here from the environment: WOPIHOST_BIND (127.0.0.1:8080), WEB_CONCURRENCY (workers: 2 per
+core), WOPIHOST_FORWARDED_ALLOW_IPS (127.0.0.1) and WOPIHOST_WORKER_TIMEOUT (120 s). Override anything here or
 with GUNICORN_CMD_ARGS. Settings of wopihost itself come from WOPIHOST_* variables.
 """
 

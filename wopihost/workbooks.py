@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 RETRIES = 5
-# Workbook calls one worker runs at once; the others wait. A call holds a whole workbook in memory (25 to 60
-# MiB per MiB of .xlsx): with 64 threads a worker could otherwise hold 64 of them.
+# Workbook calls one worker runs at once; the others wait. A call holds a whole workbook in memory (up to some
+# 50 MiB per MiB of the size limit, docs/graph.md §10.3): with 64 threads a worker could otherwise hold 64.
 CALLS_AT_ONCE = 2
 OPERATION_TTL = timedelta(hours=1)  # how long a finished operation can still be polled
 FINISH_RETRIES = (0, 0.5, 1, 2, 4, 8, 16)  # seconds before each attempt to record an operation's end
