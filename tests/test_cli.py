@@ -576,6 +576,24 @@ def test_serve_without_a_public_url_hands_out_its_own_address(serve_json, public
     assert serve_json("--port", "9123")["public_url"] == "https://wopi.example.test"
 
 
+@pytest.mark.parametrize(("host", "url"), [("0.0.0.0", "http://0.0.0.0:9123"), ("::", "http://[::]:9123")])
+def test_serve_on_a_wildcard_address_warns_that_its_urls_reach_nothing(env, serve_json, host, url):
+    result = CliRunner().invoke(
+        main, ["serve", "--host", host, "--port", "9123"], env={**env, "WOPIHOST_PUBLIC_URL": ""}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"warning: WOPIHOST_PUBLIC_URL is {url}, an address that names no machine" in result.stderr
+    assert serve_json("--host", host, "--port", "9123", WOPIHOST_PUBLIC_URL="")["bind"] == url
+    quiet = CliRunner().invoke(main, ["serve", "--host", host, "--port", "9123"], env=env)  # a public URL given
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.output
+
+
+def test_serve_on_an_ipv6_address_hands_out_urls_that_name_it(serve_json):
+    """`--host ::1` handed out http://::1:9123, which no client parses, and bound gunicorn to `::1:9123`."""
+    started = serve_json("--host", "::1", "--port", "9123", WOPIHOST_PUBLIC_URL="")
+    assert started["public_url"] == started["bind"] == "http://[::1]:9123"
+
+
 @pytest.mark.parametrize(
     "args", [["--port", "70000"], ["--port", "0"], ["--workers", "0"], ["--threads", "0"], ["--threads", "-1"]]
 )

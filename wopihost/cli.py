@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit
 
 import click
 
@@ -1032,10 +1033,11 @@ def serve(host: str, port: int, workers: int, threads: int | None, record: Path 
     start."""
     from .server import DEFAULTS, WopiHostServer
 
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address, as URLs and gunicorn take it
     # Without a configured public URL, the URLs we hand out name the address we listen on. Empty is unset, as
     # for every setting (an env file's `WOPIHOST_PUBLIC_URL=` line).
     if not os.environ.get("WOPIHOST_PUBLIC_URL", "").strip():
-        os.environ["WOPIHOST_PUBLIC_URL"] = f"http://{host}:{port}"
+        os.environ["WOPIHOST_PUBLIC_URL"] = f"http://{address}"
     if record is not None:
         try:
             record.mkdir(parents=True, exist_ok=True)
@@ -1047,13 +1049,19 @@ def serve(host: str, port: int, workers: int, threads: int | None, record: Path 
     threads = threads or cast(int, DEFAULTS["threads"])
     started = {
         "public_url": services.settings.public_url,
-        "bind": f"http://{host}:{port}",
+        "bind": f"http://{address}",
         "workers": workers,
         "threads": threads,
         "data_dir": str(services.settings.data_dir),
     }
     if services.settings.record_dir is not None:
         started["record_dir"] = str(services.settings.record_dir)
+    if urlsplit(services.settings.public_url).hostname in ("0.0.0.0", "::"):  # `--host 0.0.0.0` without a public URL
+        click.echo(
+            f"warning: WOPIHOST_PUBLIC_URL is {services.settings.public_url}, an address that names no machine: every "
+            "WOPISrc and URL handed out carries it; set it to the address the clients reach",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(started))
         sys.stdout.flush()
@@ -1071,7 +1079,7 @@ def serve(host: str, port: int, workers: int, threads: int | None, record: Path 
                 )
             )
         click.echo(message, err=True)
-    WopiHostServer({**DEFAULTS, "bind": f"{host}:{port}", "workers": workers, "threads": threads}).run()
+    WopiHostServer({**DEFAULTS, "bind": address, "workers": workers, "threads": threads}).run()
 
 
 # -- the host page ------------------------------------------------------------------
