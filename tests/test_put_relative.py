@@ -1,10 +1,13 @@
 """PutRelativeFile (docs/wopi.md §3.9, §1.5, §7 item 6)."""
 
+import io
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from wopihost.names import encode_utf7
+
+from .helpers import stored_blobs
 
 
 def put_relative(wopi, body=b"new file", **headers):
@@ -199,13 +202,83 @@ def test_too_large_is_413(wopi, settings, services):
     assert len(services.files.list()) == 1
 
 
-def test_declared_size_too_large_is_413_before_reading(wopi, settings):
-    response = put_relative(wopi, b"small", X_WOPI_SuggestedTarget=".pdf", X_WOPI_Size=str(settings.max_file_size + 1))
+class Unreadable(io.RawIOBase):
+    """A request body that fails the test if anything reads it."""
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        raise AssertionError("the body was read")
+
+
+@pytest.mark.parametrize("content_length", [5, None], ids=["content-length", "chunked"])
+def test_declared_size_too_large_is_413_before_reading(wopi, settings, services, content_length):
+    size = str(settings.max_file_size + 1)
+    response = wopi.raw_post(
+        "",
+        Unreadable(),
+        content_length,
+        X_WOPI_Override="PUT_RELATIVE",
+        X_WOPI_SuggestedTarget=".pdf",
+        X_WOPI_Size=size,
+    )
     assert response.status_int == 413
+    assert "limit" in response.headers["X-WOPI-FailureReason"]
+    assert len(services.files.list()) == 1
 
 
-def test_malformed_size_header_is_400(wopi):
-    assert put_relative(wopi, X_WOPI_SuggestedTarget=".pdf", X_WOPI_Size="lots").status_int == 400
+@pytest.mark.parametrize("value", ["lots", "-1", "+5", "1.5", "0x10", "5 5", "5e0"])
+def test_malformed_size_header_is_400(wopi, services, value):
+    response = put_relative(wopi, b"12345", X_WOPI_SuggestedTarget=".pdf", X_WOPI_Size=value)
+    assert response.status_int == 400
+    assert "X-WOPI-Size" in response.headers["X-WOPI-FailureReason"]
+    assert len(services.files.list()) == 1
+
+
+@pytest.mark.parametrize("content_length", [True, False], ids=["content-length", "chunked"])
+def test_body_of_the_declared_size_is_stored(wopi, content_length):
+    body = b"exactly 16 bytes"
+    length = len(body) if content_length else None
+    response = wopi.raw_post(
+        "", io.BytesIO(body), length, X_WOPI_Override="PUT_RELATIVE", X_WOPI_SuggestedTarget=".pdf", X_WOPI_Size="16"
+    )
+    assert response.status_int == 200
+    assert follow(wopi, response.json["Url"]).get_file().body == body
+
+
+def test_chunked_body_without_a_declared_size_is_stored(wopi):
+    body = io.BytesIO(b"no size said")
+    response = wopi.raw_post("", body, None, X_WOPI_Override="PUT_RELATIVE", X_WOPI_SuggestedTarget=".pdf")
+    assert response.status_int == 200
+    assert follow(wopi, response.json["Url"]).get_file().body == b"no size said"
+
+
+@pytest.mark.parametrize("content_length", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    "body", [b"1234", b"123456", b"", b"x" * 70_000], ids=["short", "long", "empty", "much-longer"]
+)
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"X_WOPI_SuggestedTarget": ".pdf"},
+        {"X_WOPI_RelativeTarget": "Doc.docx", "X_WOPI_OverwriteRelativeTarget": "true"},
+    ],
+    ids=["new", "overwrite"],
+)
+def test_body_of_another_size_than_declared_is_400_and_leaves_nothing(wopi, services, content_length, body, target):
+    """X-WOPI-Size is the size of the file: a body of any other length is not the file the client meant to save.
+    Nothing of it may stay: no new file, no changed content, no blob, no partial write."""
+    blobs = stored_blobs(services)
+    length = len(body) if content_length else None
+    response = wopi.raw_post("", io.BytesIO(body), length, X_WOPI_Override="PUT_RELATIVE", X_WOPI_Size="5", **target)
+    assert response.status_int == 400
+    assert "X-WOPI-Size" in response.headers["X-WOPI-FailureReason"]
+    assert len(services.files.list()) == 1
+    assert wopi.get_file().body == b"hello world"
+    assert wopi.check_file_info().json["Version"] == "1"
+    assert stored_blobs(services) == blobs
+    assert services.blobs.partial_writes() == []
 
 
 def test_file_conversion_flow_is_accepted(wopi):

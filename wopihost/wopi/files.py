@@ -24,7 +24,16 @@ from ..snapshots import FileView, UserView
 from ..streaming import content_response
 from ..tokens import FILE_URL, Grant
 from . import pointers
-from .requests import bool_header, check_body_size, header, int_header, json_request, time_header, utf7_header
+from .requests import (
+    bool_header,
+    check_body_size,
+    header,
+    int_header,
+    json_request,
+    sized_body,
+    time_header,
+    utf7_header,
+)
 
 MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # docs/wopi.md §3.2: assume a signed 32-bit maximum when absent
 USER_INFO_BYTES = 4 * 1024  # 1024 characters of UTF-8
@@ -198,8 +207,9 @@ def put_relative_file(call: Call) -> Response:
     if not grant.can_write:  # as CheckFileInfo's UserCanNotWriteRelative promised
         raise WopiError(501, "this user may not create files")
     target = target_headers(lambda: split_extension(call.file().name)[0])
-    check_body_size(services.settings.max_file_size, int_header("X-WOPI-Size"))
-    file = services.files.put_relative(call.file_id, grant.user_id, target, request_body())
+    size = int_header("X-WOPI-Size")
+    check_body_size(services.settings.max_file_size, size)
+    file = services.files.put_relative(call.file_id, grant.user_id, target, sized_body("X-WOPI-Size", size))
     return jsonify(
         {
             "Name": file.name,

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from flask import Request, request
 
-from ..body import JsonTooLarge, json_request_body
+from ..body import JsonTooLarge, RequestBody, json_request_body, request_body
 from ..clock import parse_iso
 from ..errors import WopiError, bad_request
 from ..names import InvalidName, decode_utf7
@@ -77,6 +77,36 @@ def check_body_size(limit: int, declared: int | None = None) -> None:
     for size in (request.content_length, declared):
         if size is not None and size > limit:
             raise WopiError(413, f"the content is larger than the limit of {limit} bytes")
+
+
+class _SizedBody:
+    """A body without a Content-Length that must still come to the size a header declared."""
+
+    def __init__(self, body: RequestBody, size: int, name: str):
+        self._body, self._size, self._left, self._name = body, size, size, name
+        self.length = size  # what the local store checks its free space against, as a Content-Length
+
+    def readinto(self, view: memoryview) -> int:
+        # One byte past the declared size is enough to know the body is longer: the rest is never read.
+        n = self._body.readinto(view[: self._left + 1])
+        if n > self._left:
+            raise bad_request(f"the body is longer than its {self._name} of {self._size} bytes")
+        if not n and self._left:
+            raise bad_request(f"the body ended {self._left} bytes before its {self._name} of {self._size}")
+        self._left -= n
+        return n
+
+
+def sized_body(name: str, size: int | None) -> RequestBody | _SizedBody:
+    """The request body, which must be `size` bytes long if the header `name` declared one (None: it did not):
+    400 at once if its Content-Length says otherwise, or while it streams if it has none. A body that fails
+    while a blob is written from it leaves no blob behind (storage.py)."""
+    body = request_body()
+    if size is None or body.length == size:  # a Content-Length body is read to exactly its length (body.py)
+        return body
+    if body.length is not None:
+        raise bad_request(f"{name} is {size} but the body's Content-Length is {body.length}")
+    return _SizedBody(body, size, name)
 
 
 def json_request() -> object:
