@@ -1,5 +1,7 @@
 """The lock state table of docs/wopi.md §2.2, row by row, and the lock header rules."""
 
+import io
+
 import pytest
 
 from .helpers import statements_sent
@@ -140,6 +142,23 @@ def test_get_lock_never_creates_a_lock(unlocked):
 def test_get_lock_is_allowed_with_a_read_only_token(locked, services, client_for):
     reader = client_for(services.files.get(locked.file_id), can_write=False)
     assert lock_of(reader) == CURRENT
+
+
+def test_get_lock_reads_the_database_once(locked, services, tmp_path):
+    """The token's row, the file's version and its lock come in one statement (issue 13's one round trip, as
+    CheckFileInfo's), with no transaction around it: the version and the lock answered are of one moment."""
+    with statements_sent(services, tmp_path) as sent:
+        response = locked.op("GET_LOCK")
+    assert response.status_int == 200
+    assert response.headers["X-WOPI-Lock"] == CURRENT
+    assert response.headers["X-WOPI-ItemVersion"] == "1"
+    assert sent == ["SELECT"]
+
+
+def test_get_lock_answers_the_version_of_the_content_it_reads(locked, services):
+    services.files.put(locked.file_id, io.BytesIO(b"v2"), CURRENT)
+    response = locked.op("GET_LOCK")
+    assert (response.headers["X-WOPI-Lock"], response.headers["X-WOPI-ItemVersion"]) == (CURRENT, "2")
 
 
 # -- lock ids and headers -------------------------------------------------------------

@@ -32,7 +32,7 @@ from .clock import Clock
 from .db import Database
 from .errors import bad_request, conflict, not_found
 from .extents import Extents
-from .models import LOCK_ID_LENGTH, CoauthLock, File, Lock
+from .models import LOCK_ID_LENGTH, AccessToken, CoauthLock, File, Lock
 from .names import encode_utf7
 from .prepared import Prepared, Statements
 from .repository import dialect_insert, load_file
@@ -171,9 +171,21 @@ class Locks:
     def get(self, file_id: str) -> tuple[int, str]:
         """GetLock: the file's version and its lock id ("" if unlocked)."""
         state = self.db.query(lambda t: file_state(t, file_id, self.clock.now()))
-        if state.coauth_count:  # not expressible as a WOPI lock (docs/wopi.md §3.5)
-            raise conflict("the file is locked for coauthoring", None)
-        return state.version, state.lock_id
+        return LockView(state.version, state.lock_id, state.coauth_count).answer()
+
+    def read_with_token(self, jti: str, file_id: str) -> tuple[str | None, datetime | None, LockView | None]:
+        """GetLock's request read: the row of its token `jti` (user id and revocation time; both None if there
+        is no row) and the file's lock state (None: no such file), in one statement: the request's only round
+        trip, as CheckFileInfo's is, and the token, the lock and the version it answers all of one moment."""
+        now = self.clock.now()
+        row = self.db.first(_TOKEN_AND_LOCK, {"jti": jti, "file_id": file_id, "now": now})
+        if row is None:
+            return None, None, None
+        user_id, revoked_at, version, lock_id, expires_at, coauth_count = row
+        if version is None:
+            return user_id, revoked_at, None
+        live = lock_id if lock_id is not None and expires_at > now else ""
+        return user_id, revoked_at, LockView(version, live, coauth_count)
 
     def break_lock(self, file_id: str) -> str | None:
         """Remove whatever lock the file has (admin command); returns the lock id that was removed."""
@@ -229,6 +241,22 @@ class LiveLock(NamedTuple):
     expires_at: datetime
 
 
+class LockView(NamedTuple):
+    """What GetLock answers from: the file's version, its live WOPI lock id ("" if none) and how many coauth
+    locks live."""
+
+    version: int
+    lock_id: str
+    coauth_count: int
+
+    def answer(self) -> tuple[int, str]:
+        """The version and X-WOPI-Lock; 409 while coauth locks hold the file, which no WOPI lock id expresses
+        (docs/wopi.md §3.5)."""
+        if self.coauth_count:
+            raise conflict("the file is locked for coauthoring", None)
+        return self.version, self.lock_id
+
+
 class _LockState(NamedTuple):
     lock_id: str
     user_name: str | None
@@ -281,10 +309,11 @@ def file_state(t: Statements, file_id: str, now: datetime) -> FileState:
 
 
 # typed as a FromClause on the mapped class; a Table
-_FILES, _LOCKS, _COAUTH = (
+_FILES, _LOCKS, _COAUTH, _TOKENS = (
     cast(sa.Table, File.__table__),
     cast(sa.Table, Lock.__table__),
     cast(sa.Table, CoauthLock.__table__),
+    cast(sa.Table, AccessToken.__table__),
 )
 
 
@@ -326,4 +355,22 @@ _STATE = Prepared(
     )
     .select_from(_FILES.outerjoin(_LOCKS, _LOCKS.c.file_id == _FILES.c.id))
     .where(_FILES.c.id == sa.bindparam("file_id"))
+)
+
+# GetLock's only read (Locks.read_with_token): its token's row, then the file's version and lock, if it exists.
+_TOKEN_AND_LOCK = Prepared(
+    sa.select(
+        _TOKENS.c.user_id,
+        _TOKENS.c.revoked_at,
+        _FILES.c.version,
+        _LOCKS.c.lock_id,
+        _LOCKS.c.expires_at,
+        _LIVE_COAUTH_COUNT.label("coauth"),
+    )
+    .select_from(
+        _TOKENS.outerjoin(_FILES, _FILES.c.id == sa.bindparam("file_id")).outerjoin(
+            _LOCKS, _LOCKS.c.file_id == _FILES.c.id
+        )
+    )
+    .where(_TOKENS.c.jti == sa.bindparam("jti"))
 )

@@ -102,16 +102,22 @@ def dispatch(item_id: str, endpoint: str) -> Response:
     if family in ("file", "contents"):
         if "-" in item_id:  # the resource of a container's or the ecosystem's token ("c-…", "e-…"), no file's id
             raise unauthorized("the access token is not for a file")
-        # One read: the token's row, the file and the user (snapshots.py), for whichever handler needs them.
         claim = services.tokens.claim(access_token(req), item_id)
-        seen = snapshots.read(services.db, claim.jti, item_id)
-        call = files.Call(
-            services,
-            item_id,
-            services.tokens.grant(claim, seen.token_user_id, seen.token_revoked_at),
-            seen.file,
-            seen.user,
-        )
+        if endpoint == "file" and override == "GET_LOCK":  # its answer comes with the token's row, in one read
+            user_id, revoked_at, lock_state = services.locks.read_with_token(claim.jti, item_id)
+            call = files.Call(
+                services, item_id, services.tokens.grant(claim, user_id, revoked_at), lock_state=lock_state
+            )
+        else:
+            # One read: the token's row, the file and the user (snapshots.py), for whichever handler needs them.
+            seen = snapshots.read(services.db, claim.jti, item_id)
+            call = files.Call(
+                services,
+                item_id,
+                services.tokens.grant(claim, seen.token_user_id, seen.token_revoked_at),
+                seen.file,
+                seen.user,
+            )
     else:
         resource = container(item_id) if family == "container" else ECOSYSTEM
         with services.db.read() as session:

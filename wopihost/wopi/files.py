@@ -15,7 +15,7 @@ from ..body import request_body
 from ..clock import iso_round_trip, to_epoch_ms
 from ..errors import WopiError, WopiResponse, bad_request, not_found
 from ..files import Target
-from ..locks import LOCK_TTL_RANGE, LockRequest, parse_lock_id
+from ..locks import LOCK_TTL_RANGE, LockRequest, LockView, parse_lock_id
 from ..models import File
 from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_extension
 from ..services import Services
@@ -43,13 +43,15 @@ _EXTENSION_ONLY = re.compile(r"\.[^./\\]+")  # ".pdf": keep the source's name, c
 @dataclass(frozen=True)
 class Call:
     """One authenticated WOPI request on one file: the file and the user as the request's first read saw them
-    (None: the file does not exist), for the operations that only read."""
+    (None: the file does not exist), for the operations that only read; GetLock's read sees the file's lock
+    state instead (`lock_state`, None: no such file)."""
 
     services: Services
     file_id: str
     grant: Grant
     seen: FileView | None = None
     user: UserView | None = None
+    lock_state: LockView | None = None
 
     def require_write(self) -> None:
         if not self.grant.can_write:
@@ -185,7 +187,9 @@ def _lock_request(call: Call) -> LockRequest:
 
 
 def get_lock(call: Call) -> Response:
-    version, current = call.services.locks.get(call.file_id)
+    if call.lock_state is None:
+        raise not_found()
+    version, current = call.lock_state.answer()
     response = _versioned(version)
     response.headers["X-WOPI-Lock"] = current
     return response
