@@ -567,6 +567,22 @@ def test_chunks_to_return(locked, mode, expected):
     assert len(get_chunked(locked, [stream_filter(chunks=mode)])[2]) == expected
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [{"ChunksToReturn": None}, {"AlreadyKnownChunks": None}, {"ChunksToReturn": None, "AlreadyKnownChunks": None}],
+)
+@pytest.mark.parametrize("absent", [False, True], ids=["null", "absent"])
+def test_a_null_or_absent_filter_field_means_its_default(locked, fields, absent):
+    """ChunksToReturn's default is All, AlreadyKnownChunks' no chunks (docs/cspp-plus.md §1.2); null is how
+    many serializers write a field left unset, so it means the same as leaving the field out."""
+    signature, chunks = full_file(b"hello", b"world")
+    save(locked, {"MainContent": signature}, chunks)
+    item = {key: value for key, value in stream_filter().items() if not (absent and key in fields)}
+    response, _, frames = get_chunked(locked, [{**item, **({} if absent else fields)}])
+    assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    assert frames == {HELLO: b"hello", WORLD: b"world"}
+
+
 def test_already_known_chunks_are_not_sent(locked):
     signature, chunks = full_file(b"hello", b"world")
     save(locked, {"MainContent": signature}, chunks)
@@ -645,6 +661,26 @@ def test_a_zip_saved_by_put_file_is_chunked_like_microsoft(make_file, client_for
         ({"ContentPropertiesToReturn": [], "ContentFilters": [{"ChunkingScheme": "Zip"}]}, "StreamId"),
         ({"ContentPropertiesToReturn": [["x"]], "ContentFilters": [stream_filter()]}, "ContentPropertiesToReturn"),
         ({"ContentPropertiesToReturn": [7], "ContentFilters": [stream_filter()]}, "ContentPropertiesToReturn"),
+        # required, though it may be empty: null is no list (as for a field left out)
+        ({"ContentPropertiesToReturn": None, "ContentFilters": [stream_filter()]}, "ContentPropertiesToReturn"),
+        ({"ContentPropertiesToReturn": [], "ContentFilters": None}, "ContentFilters"),
+        (
+            {"ContentPropertiesToReturn": [], "ContentFilters": [{**stream_filter(), "ChunksToReturn": 7}]},
+            "ChunksToReturn",
+        ),
+        (
+            {"ContentPropertiesToReturn": [], "ContentFilters": [{**stream_filter(), "ChunksToReturn": ["All"]}]},
+            "ChunksToReturn",
+        ),
+        (
+            {"ContentPropertiesToReturn": [], "ContentFilters": [{**stream_filter(), "AlreadyKnownChunks": HELLO}]},
+            "AlreadyKnownChunks",
+        ),
+        ({"ContentPropertiesToReturn": [], "ContentFilters": [stream_filter(known=[7])]}, "AlreadyKnownChunks"),
+        (
+            {"ContentPropertiesToReturn": [], "ContentFilters": [{**stream_filter(), "AlreadyKnownChunks": {}}]},
+            "AlreadyKnownChunks",
+        ),
     ],
 )
 def test_get_chunked_file_bad_requests_are_400(wopi, message, reason):

@@ -160,6 +160,13 @@ def _list(message: dict, name: str, required: bool = True) -> list:
     return value
 
 
+def _optional(item: dict, name: str, default: Any) -> Any:
+    """An optional field of a MessageJSON object, `default` if it is absent or null: a serializer that writes
+    an unset field as null (.NET's and others' default) means the field's default, as leaving it out does."""
+    value = item.get(name)
+    return default if value is None else value
+
+
 def _object(value: Any, what: str) -> dict:
     if not isinstance(value, dict):
         raise bad_request(f"MessageJSON: {what} must be an object")
@@ -346,29 +353,31 @@ class ChunkedFiles:
         if not filters:
             raise bad_request("MessageJSON ContentFilters must name at least one stream")
         stream_ids = _stream_ids(filters, "ContentFilters")
+        wanted = []
         for item in filters:
-            if item.get("ChunksToReturn", "All") not in ("All", "None", "LastZipChunk"):
+            mode, known = _optional(item, "ChunksToReturn", "All"), _optional(item, "AlreadyKnownChunks", [])
+            if mode not in ("All", "None", "LastZipChunk"):
                 raise bad_request("ChunksToReturn must be All, None or LastZipChunk")
-            known = item.get("AlreadyKnownChunks", [])
             if not isinstance(known, list) or not all(isinstance(k, str) for k in known):
                 raise bad_request("AlreadyKnownChunks must be an array of ChunkId strings")
+            wanted.append((mode, set(known)))
         snapshot = self.snapshot(file_id)
         with _released_on_error(snapshot):
-            return self._chunked_file(snapshot, stream_ids, filters, wanted_properties)
+            return self._chunked_file(snapshot, stream_ids, wanted, wanted_properties)
 
     @staticmethod
     def _chunked_file(
-        snapshot: Snapshot, stream_ids: list[str], filters: list[dict], wanted_properties: list
+        snapshot: Snapshot, stream_ids: list[str], wanted: list[tuple[str, set[str]]], wanted_properties: list
     ) -> Framed:
+        """`wanted`: each stream's ChunksToReturn and AlreadyKnownChunks, in the order of `stream_ids`."""
         signatures, to_send, sent = [], [], set()
-        for stream_id, item in zip(stream_ids, filters):
+        for stream_id, (mode, known) in zip(stream_ids, wanted):
             stream = snapshot.streams.get(stream_id)
             if stream is None:  # a stream that does not exist: Zip, no chunks (docs/cspp-plus.md §1.2)
                 signatures.append({"StreamId": stream_id, "ChunkingScheme": "Zip", "ChunkSignatures": []})
                 continue
             signature = stream.signature
             signatures.append(signature.to_json(stream_id))
-            mode, known = item.get("ChunksToReturn", "All"), set(item.get("AlreadyKnownChunks", []))
             if mode == "All":
                 chunks = signature.chunks
             elif mode == "LastZipChunk" and signature.scheme == "Zip" and signature.chunks:
