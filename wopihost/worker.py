@@ -66,6 +66,7 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .app import App
+from .body import BODY_FAILED
 from .config import Settings, setting
 from .httpdate import http_date
 from .leader import Leader
@@ -326,6 +327,12 @@ def handing_off(app):
 
     def serve(environ, start_response):
         body = app(environ, start_response)
+        if environ.get(BODY_FAILED):
+            # The rest of the body was given up on (body.py), so the connection ends after this answer: which
+            # must say so (RFC 9112 §9.6), or a client sends its next request on it and loses it. Its head is
+            # not written yet; start_response is gunicorn's Response's.
+            with suppress(AttributeError):
+                start_response.__self__.force_close()
         sock = environ.get("gunicorn.socket")
         if type(body) is FileWrapper and type(sock) is IdleTimeoutSocket:
             sock.may_hand_off = True

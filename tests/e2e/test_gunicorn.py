@@ -107,6 +107,25 @@ def test_chunked_upload_streams_through(server, document):
     assert requests.get(server.url(file_id, token, "/contents")).content == piece * 5
 
 
+def test_an_answer_before_a_chunked_body_is_read_says_the_connection_closes(server, document):
+    """A PutFile refused for its lock is answered before its chunked body is read, and that body is given up:
+    the connection ends, and the answer says so, or the client would send its next request on it."""
+    file_id, token = document
+    requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "theirs"})
+    path = urlsplit(server.url(file_id, token, "/contents"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-WOPI-Override: PUT\r\n"
+            "X-WOPI-Lock: mine\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".encode()
+        )
+        received = b""
+        while piece := sock.recv(65536):  # to the server's close
+            received += piece
+    head = received.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 409") and b"\r\nconnection: close" in head, received
+    assert b"connection: keep-alive" not in head
+
+
 def send_partial_put(server, file_id: str, token: str, declared: int, sent: int) -> socket.socket:
     """Start a PutFile that declares `declared` bytes and send only `sent` of them."""
     path = urlsplit(server.url(file_id, token, "/contents"))
