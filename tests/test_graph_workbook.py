@@ -955,3 +955,16 @@ def test_an_async_session_ends_failed_though_the_database_refused_writes_for_a_m
             holder.kill()
             holder.wait()
         services.db.dispose()
+
+
+# -- formulas IronCalc recurses deep on ---------------------------------------------------------------
+
+
+def test_a_formula_at_the_length_limit_is_calculated_through_graph(graph):
+    """8,192 characters of `^`, the deepest a formula within Excel's limits gets: 6.2 MiB of IronCalc's stack, on
+    a request's 8 MiB thread with Flask's frames above it before it ran on a deep stack of its own."""
+    formula = "=1" + "^1" * 4095
+    upload(graph, with_formula(formula))
+    assert values(graph, "E1") == [[1]]
+    response = patch(graph, "E2", {"formulas": [[formula]]})
+    assert response.status_int == 200 and response.json["values"] == [[1]], response

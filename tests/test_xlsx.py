@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import random
+import subprocess
+import sys
+import threading
 import zipfile
 
 import openpyxl
@@ -216,6 +220,67 @@ def test_an_error_cell_holding_a_formula_is_not_parsed():
 
     book = open_workbook(xlsx(error), LIMIT)
     assert book.range("Sheet1", "E2")["valueTypes"] == [["Error"]]
+
+
+# Runs on a thread of 8 MiB, as gunicorn's are, with the limit on a formula's length lifted: 12,000 levels of
+# `^` need about 14 MiB, where 5,400 (10,800 characters) overflowed 8 MiB, killing the process (SIGSEGV).
+DEEPER_THAN_8_MIB = """
+import io, json, threading
+import openpyxl
+from wopihost.xlsx import open_workbook, workbook
+
+workbook.MAX_FORMULA = 1 << 20
+formula = "=1" + "^1" * 12_000
+book = openpyxl.Workbook()
+book.active.title = "Sheet1"
+book.active["A1"] = formula
+data = io.BytesIO()
+book.save(data)
+answers = []
+
+def call():
+    opened = open_workbook(data.getvalue(), 10 << 20)
+    answers.append(opened.range("Sheet1", "A1")["values"])
+    answers.append(opened.patch("Sheet1", "B1", formulas=[[formula]])["values"])
+
+threading.stack_size(8 << 20)
+thread = threading.Thread(target=call)
+thread.start()
+thread.join()
+print(json.dumps(answers))
+"""
+
+
+def test_a_formula_deeper_than_a_threads_stack_holds_is_opened_written_and_read():
+    """In a process of its own: where it overflows, the whole process dies."""
+    child = subprocess.run([sys.executable, "-c", DEEPER_THAN_8_MIB], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    assert json.loads(child.stdout) == [[[1]], [[1]]]
+
+
+def test_calls_from_several_threads_at_once_each_get_their_answer_and_leave_nothing_behind():
+    """Each call runs on a deep thread of its own, so one slow workbook holds up no other; what a call raises
+    is the caller's, as it was raised."""
+    books = [open_workbook(xlsx(), LIMIT) for _ in range(4)]
+    answers: dict[int, object] = {}
+
+    def call(n: int) -> None:
+        try:
+            answers[n] = books[n].patch("Sheet1", "A1", values=[[n]])["values"]
+            books[n].patch("Sheet1", "A1", formulas=[["=" + "(" * 65 + "1" + ")" * 65]])
+        except WorkbookError as exc:
+            answers[-n - 1] = (exc.status, exc.code, type(exc))
+
+    callers = [threading.Thread(target=call, args=(n,)) for n in range(4)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert [answers[n] for n in range(4)] == [[[0]], [[1]], [[2]], [[3]]]
+    assert all(answers[-n - 1] == (400, "invalidRequest", WorkbookError) for n in range(4))
+    assert [values(book, "A4") for book in books] == [[[5]], [[6]], [[7]], [[8]]]
+    assert threading.stack_size() == 0  # the process's setting for new threads is as it was
+    assert not [t for t in threading.enumerate() if t.name == "wopihost-xlsx"]
 
 
 # -- addresses ---------------------------------------------------------------------------------------------

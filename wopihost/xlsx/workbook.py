@@ -23,6 +23,7 @@ from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 from ..text import NOT_XML
 from .address import Address, parse_address
 from .errors import WorkbookError, bad_request, too_large, unsupported
+from .stack import deep, on_deep_stack
 
 MAX_RANGE_CELLS = 1_000_000  # one read or write; the answer is JSON of every cell
 # xlsx parts are deflated XML, of which openpyxl holds 10 to 25 bytes in memory per byte. Ordinary workbooks
@@ -32,7 +33,8 @@ MAX_RANGE_CELLS = 1_000_000  # one read or write; the answer is JSON of every ce
 MAX_EXPANSION = 32
 MAX_XML = 4
 # Excel's limits for a formula. IronCalc parses and calculates a formula recursively: one far past them (10,000
-# parentheses, thousands of &) overflows the thread's stack, which kills the whole worker, not just the call.
+# parentheses, thousands of &) overflows even the deep stack it runs on (stack.py), which kills the whole worker,
+# not just the call.
 MAX_FORMULA = 8192
 MAX_NESTING = 64
 _SHEET_IDS = uuid.UUID("3f1c9b9e-5b8a-4a59-9d3f-6c1b2a7e0d11")  # namespace of worksheet ids
@@ -44,6 +46,7 @@ def not_found(message: str) -> WorkbookError:
     return WorkbookError(404, "itemNotFound", message)
 
 
+@on_deep_stack
 def open_workbook(data: bytes, limit: int) -> Workbook:
     """The workbook in `data`; WorkbookError (400/413/415) if it is not one this host can open."""
     if len(data) > limit:
@@ -82,9 +85,11 @@ class Sheet:
 
 
 class Workbook:
+    """Every method that reaches the model runs on a deep stack (stack.py); `model` refuses any other thread."""
+
     def __init__(self, book: openpyxl.Workbook):
         self.book = book
-        self.model = ironcalc.create("workbook", "en", "UTC")
+        self._model = ironcalc.create("workbook", "en", "UTC")
         for index, sheet in enumerate(book.worksheets):
             if index:
                 self.model.add_sheet(sheet.title)
@@ -100,6 +105,12 @@ class Workbook:
                     self._mirror(index, cell)
         self.model.evaluate()
 
+    @property
+    def model(self) -> ironcalc.Model:
+        if not deep():  # a method left off on_deep_stack is a 500 here, not a SIGSEGV on the first deep formula
+            raise RuntimeError("IronCalc called off a deep stack: the method needs @on_deep_stack")
+        return self._model
+
     # -- worksheets -----------------------------------------------------------------------
 
     def worksheets(self) -> list[Sheet]:
@@ -112,6 +123,7 @@ class Workbook:
                 return sheet
         raise not_found(f"the workbook has no worksheet {key[:60]!r}")
 
+    @on_deep_stack
     def add_worksheet(self, name: str | None) -> Sheet:
         if name is None:
             name = next(f"Sheet{n}" for n in range(1, 10_000) if f"Sheet{n}" not in self.book.sheetnames)
@@ -128,10 +140,12 @@ class Workbook:
 
     # -- ranges ---------------------------------------------------------------------------------
 
+    @on_deep_stack
     def range(self, sheet_key: str, address: str) -> dict:
         sheet = self.worksheet(sheet_key)
         return self._read(sheet, self._address(sheet, address))
 
+    @on_deep_stack
     def used_range(self, sheet_key: str, values_only: bool = False) -> dict:
         """The smallest range holding every cell with a value (and, unless `values_only`, any formatting);
         A1 for an empty sheet."""
@@ -146,6 +160,7 @@ class Workbook:
         rows, columns = [row for row, _ in cells], [column for _, column in cells]
         return self._read(sheet, _limited(Address(sheet.name, min(rows), min(columns), max(rows), max(columns))))
 
+    @on_deep_stack
     def patch(
         self, sheet_key: str, address: str, values: Any = None, formulas: Any = None, number_format: Any = None
     ) -> dict:
