@@ -959,6 +959,32 @@ def test_an_async_session_ends_failed_though_the_database_refused_writes_for_a_m
 
 # -- formulas IronCalc recurses deep on ---------------------------------------------------------------
 
+SELF_APPLIED = "LAMBDA(f,n,IF(n=0,0,f(f,n-1)+1))"
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "=" + "(" * 65 + "1" + ")" * 65,  # past Excel's 64 levels
+        "=" + "1+" * 4096 + "1",  # past Excel's 8,192 characters
+        # 80 characters that recursed as deep as they said: with 100000 for 10, a SIGSEGV on any stack
+        f"={SELF_APPLIED}({SELF_APPLIED},10)",
+    ],
+)
+def test_a_formula_past_the_limits_or_with_a_lambda_is_400_through_graph_and_stores_nothing(
+    graph, services, client_for, formula
+):
+    file_id = upload(graph)
+    before = version(services, client_for, file_id)
+    response = patch(graph, "E1", {"formulas": [[formula]]})
+    assert response.status_int == 400, response
+    assert graph_error(response) == ("invalidRequest", None)
+    assert version(services, client_for, file_id) == before
+    assert graph.put("me/drive/root:/book.xlsx:/content", with_formula(formula)).status_int == 200
+    response = read(graph, "A1")
+    assert response.status_int == 400, response
+    assert graph_error(response) == ("invalidRequest", "unsupportedWorkbook")
+
 
 def test_a_formula_at_the_length_limit_is_calculated_through_graph(graph):
     """8,192 characters of `^`, the deepest a formula within Excel's limits gets: 6.2 MiB of IronCalc's stack, on

@@ -222,6 +222,45 @@ def test_an_error_cell_holding_a_formula_is_not_parsed():
     assert book.range("Sheet1", "E2")["valueTypes"] == [["Error"]]
 
 
+LAMBDAS = {
+    "applied": "=LAMBDA(x,x+1)(2)",
+    # calls itself as deep as its argument says: with 100000, IronCalc overflowed any stack (SIGSEGV)
+    "recursive": "=LAMBDA(f,n,IF(n=0,0,f(f,n-1)+1))(LAMBDA(f,n,IF(n=0,0,f(f,n-1)+1)),10)",
+    "as Excel stores it": "=_xlfn.LAMBDA(_xlpm.x,_xlpm.x+1)(2)",
+    "lower case, spaced": "=lambda (x,x+1)(2)",
+    "in MAP": "=SUM(MAP(A1:A3,LAMBDA(v,v*2)))",
+}
+
+
+@pytest.mark.parametrize("formula", LAMBDAS.values(), ids=LAMBDAS.keys())
+def test_a_lambda_is_refused_as_input_and_in_a_file(formula):
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(xlsx(), LIMIT).patch("Sheet1", "E1", formulas=[[formula]])
+    assert (refused.value.status, refused.value.code, refused.value.inner) == (400, "invalidRequest", None)
+    assert "LAMBDA" in str(refused.value)
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(xlsx(lambda b: b["Sheet1"].__setitem__("E1", formula)), LIMIT)
+    assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
+
+
+def test_a_lambda_defined_name_stays_out_of_the_model():
+    """A cell calling it, itself no LAMBDA, recursed as deep as it said (=F(100000) overflowed the stack)."""
+    recursive = "_xlfn.LAMBDA(_xlpm.n,IF(_xlpm.n=0,0,F(_xlpm.n-1)+1))"
+
+    def named(book):
+        book.defined_names["F"] = DefinedName("F", attr_text=recursive)
+        book["Sheet1"]["E1"] = "=F(10)"
+
+    book = open_workbook(xlsx(named), LIMIT)
+    assert values(book, "E1") == [["#NAME?"]]
+    assert openpyxl.load_workbook(io.BytesIO(book.to_bytes())).defined_names["F"].value == recursive
+
+
+def test_text_naming_a_lambda_is_only_text():
+    book = open_workbook(xlsx(), LIMIT)
+    assert book.patch("Sheet1", "E1", values=[["LAMBDA(x, x) is not calculated here"]])["valueTypes"] == [["String"]]
+
+
 # Runs on a thread of 8 MiB, as gunicorn's are, with the limit on a formula's length lifted: 12,000 levels of
 # `^` need about 14 MiB, where 5,400 (10,800 characters) overflowed 8 MiB, killing the process (SIGSEGV).
 DEEPER_THAN_8_MIB = """

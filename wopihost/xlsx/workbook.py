@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import re
 import sys
 import uuid
 import zipfile
@@ -37,6 +38,10 @@ MAX_XML = 4
 # not just the call.
 MAX_FORMULA = 8192
 MAX_NESTING = 64
+# A LAMBDA can call itself, by a defined name or passed to itself, as deep as its argument says, and IronCalc
+# recurses with it: `=LAMBDA(f,n,IF(n=0,0,f(f,n-1)))(LAMBDA(f,n,IF(n=0,0,f(f,n-1))),100000)` overflows any stack.
+# Looked for in text too: where this host and IronCalc's lexer differ on what is quoted, it is still found.
+_LAMBDA = re.compile(r"LAMBDA\s*\(", re.IGNORECASE)  # stored in a file as _xlfn.LAMBDA(
 _SHEET_IDS = uuid.UUID("3f1c9b9e-5b8a-4a59-9d3f-6c1b2a7e0d11")  # namespace of worksheet ids
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of legacy .xls (and of encrypted .xlsx)
 _TYPES = {1: "Double", 2: "String", 4: "Boolean", 16: "Error"}  # IronCalc's CellType -> Graph's valueTypes
@@ -287,10 +292,10 @@ class Workbook:
         }
 
     def _define(self, name: str, scope: int | None, formula: str | None) -> None:
-        """A defined name, in the model too if IronCalc takes it. It takes references only, not a constant, a
-        named formula, several areas or #REF!: those stay in the file as they were, and what uses them
-        calculates #NAME? here."""
-        if formula and not _formula_problem(formula):  # a formula too deep would overflow its parser too
+        """A defined name, in the model too if IronCalc takes it. It takes references and LAMBDAs only, not a
+        constant, a named formula, several areas or #REF!: those, and LAMBDAs (a cell could call one without
+        end), stay in the file as they were, and what uses them calculates #NAME? here."""
+        if formula and not _formula_problem(formula):
             with contextlib.suppress(ironcalc.WorkbookError):
                 self.model.new_defined_name(name, scope, formula)
 
@@ -370,6 +375,8 @@ def _formula_problem(formula: str) -> str | None:
     'sheet name' do not nest."""
     if len(formula) > MAX_FORMULA:
         return f"is longer than Excel's {MAX_FORMULA} characters"
+    if _LAMBDA.search(formula):
+        return "uses LAMBDA, which this host does not calculate"
     if formula.count("(") + formula.count("{") > MAX_NESTING:  # otherwise it cannot nest deeper
         depth, quote = 0, ""
         for ch in formula:
