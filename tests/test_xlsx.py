@@ -180,6 +180,7 @@ def test_adding_a_worksheet():
         {"values": [[10**400], [1]]},  # float() of it raised OverflowError
         {"formulas": [[1], [-(10**400)]]},
         {"numberFormat": [[1], [None]]},
+        {"numberFormat": [["0." + "0" * 254], [None]]},  # longer than Excel's 255 characters
         {},
     ],
 )
@@ -188,6 +189,23 @@ def test_a_patch_that_does_not_fit_is_refused(patch):
     with pytest.raises(WorkbookError) as refused:
         book.patch("Sheet1", "A1:A2", **{"number_format" if k == "numberFormat" else k: v for k, v in patch.items()})
     assert (refused.value.status, refused.value.code) == (400, "invalidRequest")
+
+
+def test_a_number_format_longer_than_excels_in_a_file_is_kept_and_shows_the_value_as_general():
+    """IronCalc panicked (a BaseException, which no handler catches) showing a value in a format of more than
+    65,535 decimals; Excel's own limit is 255 characters."""
+    long_format = "0." + "0" * 70_000
+
+    def formatted(book):
+        book["Sheet1"]["A1"].number_format = long_format
+
+    book = open_workbook(xlsx(formatted), LIMIT)
+    answer = book.range("Sheet1", "A1")
+    assert answer["values"] == [[1]] and answer["text"] == [["1"]] and answer["numberFormat"] == [[long_format]]
+    assert open_workbook(book.to_bytes(), LIMIT).range("Sheet1", "A1")["numberFormat"] == [[long_format]]
+    at_the_limit = "0." + "0" * 253
+    written = book.patch("Sheet1", "B1", number_format=[[at_the_limit]])
+    assert written["numberFormat"] == [[at_the_limit]] and written["text"] == [["10." + "0" * 253]]
 
 
 def test_a_formula_within_excels_limits_is_calculated():

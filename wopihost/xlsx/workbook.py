@@ -38,6 +38,9 @@ MAX_XML = 4
 # not just the call.
 MAX_FORMULA = 8192
 MAX_NESTING = 64
+# Excel's limit for a number format. IronCalc panics (a BaseException, past every handler) showing a value in a
+# format of more than 65,535 decimals ("0." and 70,000 zeros).
+MAX_NUMBER_FORMAT = 255
 # A LAMBDA can call itself, by a defined name or passed to itself, as deep as its argument says, and IronCalc
 # recurses with it: `=LAMBDA(f,n,IF(n=0,0,f(f,n-1)))(LAMBDA(f,n,IF(n=0,0,f(f,n-1))),100000)` overflows any stack.
 # Looked for in text too: where this host and IronCalc's lexer differ on what is quoted, it is still found.
@@ -192,6 +195,8 @@ class Workbook:
                     if name == "numberFormat":
                         if not isinstance(value, str):
                             raise bad_request("numberFormat holds strings")
+                        if len(value) > MAX_NUMBER_FORMAT:
+                            raise bad_request(f"a numberFormat is longer than Excel's {MAX_NUMBER_FORMAT} characters")
                         cell.number_format = _storable(value, "numberFormat")
                         self._format(index, cell)
                         continue
@@ -300,7 +305,10 @@ class Workbook:
                 self.model.new_defined_name(name, scope, formula)
 
     def _format(self, index: int, cell) -> None:
-        """The cell's number format, in the model too: `text` is the value as that format shows it."""
+        """The cell's number format, in the model too: `text` is the value as that format shows it. A format
+        longer than Excel's, which only a file can hold, stays in the file: `text` shows the value as General."""
+        if len(cell.number_format) > MAX_NUMBER_FORMAT:
+            return
         style = self.model.get_cell_style(index, cell.row, cell.column)
         style["num_fmt"] = cell.number_format
         self.model.set_cell_style(index, cell.row, cell.column, style)
