@@ -16,6 +16,7 @@ import pytest
 from openpyxl.workbook.defined_name import DefinedName
 
 from wopihost.xlsx import WorkbookError, open_workbook, parse_address
+from wopihost.xlsx.stack import on_deep_stack
 
 LIMIT = 10 << 20
 
@@ -338,6 +339,24 @@ def test_calls_from_several_threads_at_once_each_get_their_answer_and_leave_noth
     assert [values(book, "A4") for book in books] == [[[5]], [[6]], [[7]], [[8]]]
     assert threading.stack_size() == 0  # the process's setting for new threads is as it was
     assert not [t for t in threading.enumerate() if t.name == "wopihost-xlsx"]
+
+
+def test_a_panic_inside_ironcalc_is_an_exception_not_a_dropped_request():
+    """A Rust panic reaches Python as pyo3's PanicException, a BaseException: past Flask's and gunicorn's
+    handlers the request would end with no answer at all."""
+    import ironcalc
+
+    @on_deep_stack
+    def show_in_a_format_ironcalc_cannot_print() -> str:
+        model = ironcalc.create("workbook", "en", "UTC")
+        model.set_user_input(0, 1, 1, "1")
+        style = model.get_cell_style(0, 1, 1)
+        style["num_fmt"] = "0." + "0" * 70_000  # more decimals than its formatter takes
+        model.set_cell_style(0, 1, 1, style)
+        return model.get_formatted_cell_value(0, 1, 1)
+
+    with pytest.raises(RuntimeError, match="^IronCalc panicked"):
+        show_in_a_format_ironcalc_cannot_print()
 
 
 # -- addresses ---------------------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ def deep() -> bool:
 
 
 def on_deep_stack(call: Callable[P, T]) -> Callable[P, T]:
-    """`call`, run on a thread with a STACK-sized stack; what it returns or raises (a Rust panic too, a
-    BaseException) is the caller's. A call made there already runs in place."""
+    """`call`, run on a thread with a STACK-sized stack; what it returns or raises is the caller's, but for a
+    Rust panic in IronCalc: a BaseException, which every handler lets through, so the request would end without
+    an answer. It becomes a RuntimeError, a 500 like any other fault. A call made there already runs in place."""
 
     @functools.wraps(call)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -66,6 +67,8 @@ def on_deep_stack(call: Callable[P, T]) -> Callable[P, T]:
         if returned:
             return value
         try:
+            if type(value).__name__ == "PanicException":  # pyo3's, which IronCalc's binding does not export
+                raise RuntimeError(f"IronCalc panicked: {value}") from value
             raise value
         finally:
             del value  # the exception's traceback holds this frame
