@@ -235,8 +235,8 @@ def test_locks_are_not_owned_by_users(locked, services, client_for):
     assert bob.op("UNLOCK", X_WOPI_Lock=CURRENT).status_int == 200
 
 
-def test_break_lock_removes_any_lock(locked, services):
-    assert services.locks.break_lock(locked.file_id) == CURRENT
+def test_breaking_a_files_locks_removes_its_wopi_lock(locked, services):
+    assert services.coauth.break_all(locked.file_id).lock_id == CURRENT
     assert lock_of(locked) == ""
 
 

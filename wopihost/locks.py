@@ -35,7 +35,7 @@ from .extents import Extents
 from .models import LOCK_ID_LENGTH, AccessToken, CoauthLock, File, Lock
 from .names import encode_utf7
 from .prepared import Prepared, Statements
-from .repository import dialect_insert, load_file
+from .repository import dialect_insert
 from .text import text_problem
 
 LOCK_TTL = timedelta(minutes=30)
@@ -67,11 +67,6 @@ def parse_lock_id(value: str | None, header: str = "X-WOPI-Lock") -> str:
 def live_lock(session: Session, file_id: str, now: datetime) -> Lock | None:
     row = session.get(Lock, file_id)
     return row if row is not None and row.expires_at > now else None
-
-
-def current_lock(session: Session, file_id: str, now: datetime) -> str | None:
-    row = live_lock(session, file_id, now)
-    return row.lock_id if row is not None else None
 
 
 def held_by(row) -> dict[str, str]:
@@ -186,16 +181,6 @@ class Locks:
             return user_id, revoked_at, None
         live = lock_id if lock_id is not None and expires_at > now else ""
         return user_id, revoked_at, LockView(version, live, coauth_count)
-
-    def break_lock(self, file_id: str) -> str | None:
-        """Remove whatever lock the file has (admin command); returns the lock id that was removed."""
-        with self.db.write() as s:
-            load_file(s, file_id)
-            current = current_lock(s, file_id, self.clock.now())
-            row = s.get(Lock, file_id)
-            if row is not None:
-                s.delete(row)
-            return current
 
     def live(self) -> list[LiveLock]:
         """Every live lock, WOPI and coauth, with its file's name (for admins), by file then expiry."""
