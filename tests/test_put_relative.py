@@ -143,6 +143,33 @@ def test_overwrite_of_a_locked_target_conflicts_with_its_lock(wopi):
     assert wopi.get_file().body == b"hello world"
 
 
+def test_overwrite_of_a_file_the_token_never_reached_is_a_taken_name(make_file, client_for, services):
+    """Bob's token is for alice's A.docx alone (no folder rights): overwriting her B.docx beside it would write a
+    file he was never given, and hand him a write token for it in the answer (docs/wopi.md §4.2)."""
+    source, other = make_file(b"A", name="A.docx"), make_file(b"alice's B", name="B.docx")
+    bob = client_for(source, user="bob")
+    response = put_relative(bob, b"bob's", X_WOPI_RelativeTarget="B.docx", X_WOPI_OverwriteRelativeTarget="True")
+    assert response.status_int == 409 and "may not overwrite" in response.headers["X-WOPI-FailureReason"]
+    assert response.headers["X-WOPI-ValidRelativeTarget"] == encode_utf7("B (2).docx")
+    assert (
+        client_for(other).get_file().body == b"alice's B" and client_for(other).check_file_info().json["Version"] == "1"
+    )
+
+
+def test_overwrite_of_a_file_the_user_created_or_the_folder_rights_reach(make_file, client_for, services, testapp):
+    source = make_file(b"A", name="A.docx")
+    bob = client_for(source, user="bob")
+    made = follow(bob, put_relative(bob, b"bob's first", X_WOPI_RelativeTarget="Mine.docx").json["Url"])
+    again = put_relative(bob, b"bob's second", X_WOPI_RelativeTarget="Mine.docx", X_WOPI_OverwriteRelativeTarget="True")
+    assert again.status_int == 200 and made.get_file().body == b"bob's second"
+    other = make_file(b"alice's B", name="B.docx")
+    with_folders = type(bob)(testapp, source.id, services.issue_token(source.id, "bob", True, folders="lw").token)
+    response = put_relative(
+        with_folders, b"bob's", X_WOPI_RelativeTarget="B.docx", X_WOPI_OverwriteRelativeTarget="True"
+    )
+    assert response.status_int == 200 and client_for(other).get_file().body == b"bob's"
+
+
 def test_source_lock_is_irrelevant(wopi):
     wopi.lock("source-lock")
     assert put_relative(wopi, X_WOPI_SuggestedTarget=".pdf").status_int == 200

@@ -120,7 +120,8 @@ class Files:
                     409,
                     "the file was changed in storage since the editor loaded it",
                     {"X-WOPI-Lock": state.lock_id},
-                    body={"COOLStatusCode": COOL_DOCUMENT_CHANGED},
+                    # LibreOffice Online, which sends X-LOOL-WOPI-Timestamp, reads only the older key
+                    body={"COOLStatusCode": COOL_DOCUMENT_CHANGED, "LOOLStatusCode": COOL_DOCUMENT_CHANGED},
                 )
             return state
 
@@ -133,15 +134,27 @@ class Files:
             source, lambda: self.db.query(check), lambda blob: self.db.transact(lambda t: change(t, blob))
         )
 
-    def put_relative(self, source_id: str, owner_id: str, target: Target, source: Readable) -> File:
-        """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one."""
-        return self.create_relative(self.get(source_id).folder_id, owner_id, target, source, source_id)
+    def put_relative(
+        self, source_id: str, owner_id: str, target: Target, source: Readable, may_overwrite: Callable[[File], bool]
+    ) -> File:
+        """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one, if
+        `may_overwrite` it."""
+        return self.create_relative(
+            self.get(source_id).folder_id, owner_id, target, source, source_id, may_overwrite
+        )
 
     def create_relative(
-        self, folder_id: str, owner_id: str, target: Target, source: Readable, source_id: str | None = None
+        self,
+        folder_id: str,
+        owner_id: str,
+        target: Target,
+        source: Readable,
+        source_id: str | None = None,
+        may_overwrite: Callable[[File], bool] = lambda file: True,
     ) -> File:
         """A file in `folder_id` named as `target` says (PutRelativeFile beside `source_id`, CreateChildFile):
-        a new one, or (specific name + overwrite) a replaced one."""
+        a new one, or (specific name + overwrite) a replaced one; a file the caller may not overwrite is a
+        taken name (409, with a free one to retry with)."""
         if not target.suggested:
             try:
                 if target.problem is not None:
@@ -165,6 +178,10 @@ class Files:
                 return None
             if not target.overwrite:
                 raise self._target_error(409, "a file with that name exists", folder_id, target.name)
+            if not may_overwrite(existing):
+                raise self._target_error(
+                    409, "a file with that name exists, which this token may not overwrite", folder_id, target.name
+                )
             require_write_access(s, existing, self.clock.now(), None, unlocked_ok=True)
             return existing
 

@@ -213,7 +213,9 @@ def put_relative_file(call: Call) -> Response:
     target = target_headers(lambda: split_extension(call.file().name)[0])
     size = int_header("X-WOPI-Size")
     check_body_size(services.settings.max_file_size, size)
-    file = services.files.put_relative(call.file_id, grant.user_id, target, sized_body("X-WOPI-Size", size))
+    file = services.files.put_relative(
+        call.file_id, grant.user_id, target, sized_body("X-WOPI-Size", size), lambda existing: _may_write(call, existing)
+    )
     return jsonify(
         {
             "Name": file.name,
@@ -222,6 +224,12 @@ def put_relative_file(call: Call) -> Response:
             "HostEditUrl": services.host_page_url("edit", file.id, grant),
         }
     )
+
+
+def _may_write(call: Call, file: File) -> bool:
+    """Whether the caller may write `file` beside its token's own: a file token reaches no other file (docs/wopi.md
+    §4.2) but those its holder created, or, with its folders' `w`, those its folder lists."""
+    return file.id == call.file_id or file.owner_id == call.grant.user_id or "w" in call.grant.reach
 
 
 def target_headers(base_name: Callable[[], str]) -> Target:
