@@ -271,7 +271,7 @@ def test_put_file_with_stale_cool_timestamp_is_1010_conflict(wopi, clock):
     wopi.put_file(b"changed elsewhere", lock="L")
     response = wopi.put_file(b"stale editor", lock="L", X_COOL_WOPI_Timestamp=loaded)
     assert response.status_int == 409
-    assert response.json == {"COOLStatusCode": 1010}
+    assert response.json == {"COOLStatusCode": 1010, "LOOLStatusCode": 1010}
     assert wopi.get_file().body == b"changed elsewhere"
 
 
