@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from datetime import datetime, timedelta
 from typing import Protocol, cast
 
@@ -27,7 +27,11 @@ from .extents import Extent, Extents
 from .ids import is_id, new_id
 from .models import File, SessionChunk, UploadPiece, UploadSession
 from .repository import lock_user, locking
-from .storage import Readable, Storage, TooLarge
+from .storage import Blob, Readable, Storage, TooLarge
+
+# The most pieces a Graph session may hand its file (merge_pieces): the file's content is its pieces as they lie,
+# and every read of a file opens all its blobs at once (storage.OpenBlobs), a descriptor each.
+MAX_PIECES = 64
 
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
@@ -66,6 +70,10 @@ def _bytes_of(user_id, now: datetime | sa.BindParameter[datetime]) -> sa.ScalarS
         .where(UploadSession.user_id == user_id, UploadSession.expires_at > now, UploadSession.result.is_(None))
         .scalar_subquery()
     )
+
+
+class _Changed(Exception):
+    """A session changed while its pieces were being merged: the merge is dropped."""
 
 
 def total_mismatch(total: int, expected: int) -> WopiError:
@@ -328,6 +336,52 @@ class UploadSessions:
         """Where the session's bytes are, in stream order."""
         pieces = session.scalars(sa.select(UploadPiece).where(UploadPiece.token == token).order_by(UploadPiece.offset))
         return Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
+
+    def merge_pieces(self, token: str) -> None:
+        """Copy a whole Graph session's pieces into at most MAX_PIECES blobs, if it has more. A file uploaded in
+        thousands of fragments (Graph allows any size from 1 byte) would otherwise need a descriptor for each
+        on every read, past the process's limit: downloads failing, and every other request of the worker
+        with them. Runs of MAX_PIECES pieces become one blob each (so no more are open at a time), again until
+        few enough: each byte is copied once for every 64-fold. The rows then name the copies, unless the
+        session changed meanwhile (completed, cancelled, swept), when the copies are dropped. CSPP sessions are
+        left as they are: their chunks are indexed where their pieces lie."""
+        with self.db.read() as s:
+            pieces = list(s.scalars(sa.select(UploadPiece).where(UploadPiece.token == token)))
+        if len(pieces) <= MAX_PIECES:
+            return
+        pieces.sort(key=lambda piece: piece.offset)
+        made: list[Blob] = []
+        kept: set[str] = set()
+        try:
+            merged = Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
+            while len(merged) > MAX_PIECES:
+                runs = [Extents(merged[i : i + MAX_PIECES]) for i in range(0, len(merged), MAX_PIECES)]
+                for run in runs:
+                    with self.blobs.open(run.blobs) as opened:
+                        made.append(self.blobs.concat(opened, run))
+                merged = Extents(Extent(blob.name, 0, blob.size) for blob in made[-len(runs) :])
+            with suppress(_Changed), self.db.write() as s:
+                row = s.scalars(locking(s, sa.select(UploadSession).where(UploadSession.token == token))).one_or_none()
+                # pieces are only ever added, or all taken at once: the same count is the same pieces
+                taken = sa.delete(UploadPiece).where(UploadPiece.token == token)
+                if (
+                    row is None
+                    or row.result is not None
+                    or cast(sa.CursorResult, s.execute(taken)).rowcount != len(pieces)
+                ):
+                    raise _Changed  # rolled back
+                offset = pieces[0].offset
+                for extent in merged:
+                    s.add(UploadPiece(token=token, offset=offset, length=extent.length, blob=extent.blob))
+                    offset += extent.length
+                kept = merged.blobs
+        finally:
+            for blob in made:
+                blob.release()
+                if blob.name not in kept:
+                    self.blobs.delete(blob.name)
+        for piece in pieces if kept else ():
+            self.blobs.release(piece.blob)
 
     def touch(self, token: str, file_id: str | None) -> None:
         """Slide the expiry of a live session (a failed commit keeps the session for the retry)."""

@@ -180,6 +180,7 @@ class Uploads:
         the holder of the upload URL, which is the session's own credential); `if_match` checks a file
         that would be replaced."""
         unused: list[str] = []
+        self.sessions.merge_pieces(token)  # before they become the file's content: every read opens them all
         try:
             with self.db.write() as s:
                 row = self.sessions.get_graph(s, token)

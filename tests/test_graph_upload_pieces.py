@@ -1,0 +1,47 @@
+"""A file uploaded in many fragments: its content is the session's pieces, merged into few blobs first, since
+every read of a file opens all its blobs at once (a descriptor each)."""
+
+import os
+import resource
+
+import pytest
+
+from wopihost import sessions
+
+from .helpers import stored_blobs
+from .test_graph_uploads import content_of, data, new_session
+
+
+def upload_in_fragments(graph, content: bytes, step: int) -> str:
+    url = new_session(graph)
+    for first in range(0, len(content), step):
+        response = graph.upload(url, content[first : first + step], first, len(content))
+    assert response.status_int == 201, response.body
+    return response.json["id"]
+
+
+def blobs_of(services, item_id: str) -> set[str]:
+    return services.files.get(item_id).content.blobs
+
+
+@pytest.mark.parametrize(("fragments", "blobs"), [(4, 4), (5, 2), (4 * 4 + 3, 2), (4 * 4 * 4 + 1, 2)])
+def test_a_file_of_many_fragments_spans_at_most_max_pieces_blobs(graph, services, monkeypatch, fragments, blobs):
+    monkeypatch.setattr(sessions, "MAX_PIECES", 4)  # runs of 4 pieces: 19 fragments merge twice, 65 three times
+    content = data(fragments * 3)
+    item = upload_in_fragments(graph, content, 3)
+    assert len(blobs_of(services, item)) == blobs
+    assert content_of(graph, item) == content
+    assert stored_blobs(services) == blobs_of(services, item)  # no piece, no copy left over
+
+
+def test_a_file_of_more_fragments_than_descriptors_can_be_read(graph, services):
+    """More fragments than the process may open descriptors (systemd's default soft limit is 1,024): a read
+    that opened a descriptor per piece failed (EMFILE, 500), and every other request of the worker with it."""
+    content = data(sessions.MAX_PIECES * 3)
+    item = upload_in_fragments(graph, content, 2)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + sessions.MAX_PIECES, hard))
+    try:
+        assert content_of(graph, item) == content
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
