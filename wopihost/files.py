@@ -139,9 +139,7 @@ class Files:
     ) -> File:
         """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one, if
         `may_overwrite` it."""
-        return self.create_relative(
-            self.get(source_id).folder_id, owner_id, target, source, source_id, may_overwrite
-        )
+        return self.create_relative(self.get(source_id).folder_id, owner_id, target, source, source_id, may_overwrite)
 
     def create_relative(
         self,

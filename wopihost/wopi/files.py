@@ -214,7 +214,11 @@ def put_relative_file(call: Call) -> Response:
     size = int_header("X-WOPI-Size")
     check_body_size(services.settings.max_file_size, size)
     file = services.files.put_relative(
-        call.file_id, grant.user_id, target, sized_body("X-WOPI-Size", size), lambda existing: _may_write(call, existing)
+        call.file_id,
+        grant.user_id,
+        target,
+        sized_body("X-WOPI-Size", size),
+        lambda existing: _may_write(call, existing),
     )
     return jsonify(
         {
