@@ -5,6 +5,7 @@ import zipfile
 
 import pytest
 
+from wopihost import chunked
 from wopihost.cspp.chunkid import EMPTY_CHUNK_ID, chunk_id
 from wopihost.cspp.frames import END_FRAME, message_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
@@ -204,6 +205,19 @@ def test_an_alternate_stream_repeating_one_chunk_past_the_size_limit_is_413_and_
     assert stored_bytes(services) == before and sequence_number(locked) == 1
     _, message, _ = get_chunked(locked, [stream_filter("Alt")])
     assert message["Signatures"][0]["ChunkSignatures"] == []
+
+
+def test_a_stream_left_in_more_blobs_than_a_read_should_open_is_copied_into_one(locked, services, monkeypatch):
+    """Each save brings its new chunks in a blob of its own and keeps the others where they lie; a read opens
+    every blob of a stream at once, a descriptor each."""
+    monkeypatch.setattr(chunked, "MAX_BLOBS", 2)
+    payloads = [b"hello", b"world", b"again", b"more!"]
+    for n in range(2, len(payloads) + 1):
+        signature, chunks = full_file(*payloads[:n])
+        save(locked, {"MainContent": signature}, chunks if n == 2 else chunks[-1:])
+        spanned = services.files.get(locked.file_id).content.blobs
+        assert len(spanned) == (n - 1 if n - 1 <= 2 else 1), n  # in place while within the limit, then one copy
+    assert locked.get_file().body == b"".join(payloads)
 
 
 def test_changed_streams_together_over_the_session_size_limit_are_413(locked, settings):

@@ -25,8 +25,8 @@ def blobs_of(services, item_id: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("fragments", "blobs"), [(4, 4), (5, 2), (4 * 4 + 3, 2), (4 * 4 * 4 + 1, 2)])
-def test_a_file_of_many_fragments_spans_at_most_max_pieces_blobs(graph, services, monkeypatch, fragments, blobs):
-    monkeypatch.setattr(sessions, "MAX_PIECES", 4)  # runs of 4 pieces: 19 fragments merge twice, 65 three times
+def test_a_file_of_many_fragments_spans_at_most_max_blobs_blobs(graph, services, monkeypatch, fragments, blobs):
+    monkeypatch.setattr(sessions, "MAX_BLOBS", 4)  # runs of 4 pieces: 19 fragments merge twice, 65 three times
     content = data(fragments * 3)
     item = upload_in_fragments(graph, content, 3)
     assert len(blobs_of(services, item)) == blobs
@@ -37,10 +37,10 @@ def test_a_file_of_many_fragments_spans_at_most_max_pieces_blobs(graph, services
 def test_a_file_of_more_fragments_than_descriptors_can_be_read(graph, services):
     """More fragments than the process may open descriptors (systemd's default soft limit is 1,024): a read
     that opened a descriptor per piece failed (EMFILE, 500), and every other request of the worker with it."""
-    content = data(sessions.MAX_PIECES * 3)
+    content = data(sessions.MAX_BLOBS * 3)
     item = upload_in_fragments(graph, content, 2)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + sessions.MAX_PIECES, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + sessions.MAX_BLOBS, hard))
     try:
         assert content_of(graph, item) == content
     finally:

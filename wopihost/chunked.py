@@ -10,8 +10,10 @@ occupy: in the upload session's pieces, the request body and the file's current
 blobs, all fsynced before the commit. The session's pieces thereby become the file's,
 and a blob goes once no stream of the file uses it. Kept in place, a file can hold
 more disk than it needs (frame headers, replaced chunks sharing a blob with kept
-ones): a save that would leave its blobs more than twice the size of its streams, or
-its streams in too many pieces, copies the changed streams into new blobs instead.
+ones), and saves that each bring a few chunks leave a stream in more and more blobs, every
+one of which a read opens: a save that would leave its blobs more than twice the size of
+its streams, its streams in too many pieces, or a stream in more than MAX_BLOBS blobs,
+copies the changed streams into new blobs instead.
 
 PutChunkedFile never looks a ChunkId up outside the file it saves: a chunk comes from
 the request's frames, the committed upload session's frames, or the file's own
@@ -52,7 +54,7 @@ from .cspp.frames import (
 from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
-from .extents import Extent, Extents, open_extents
+from .extents import MAX_BLOBS, Extent, Extents, open_extents
 from .faults import InsufficientStorage, Unavailable
 from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
@@ -592,7 +594,8 @@ class ChunkedFiles:
         length = sum(e.length for e in contents)
         pieces = sum(len(extents) for extents, _ in changed)
         chunk_count = sum(len(signature.chunks) for _, signature in changed)
-        if footprint <= 2 * length + IN_PLACE_SLACK and pieces <= 4 * chunk_count + 16:
+        scattered = any(len(extents.blobs) > MAX_BLOBS for extents, _ in changed)  # each read would open them all
+        if footprint <= 2 * length + IN_PLACE_SLACK and pieces <= 4 * chunk_count + 16 and not scattered:
             return {stream_id: item and NewStream(item[0], None, item[1]) for stream_id, item in plan.items()}
         placed: dict[str, NewStream | None] = {}
         try:

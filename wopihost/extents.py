@@ -21,6 +21,10 @@ from typing import BinaryIO
 
 from .storage import PIECE, Opened
 
+# The most blobs one stream's content may span: every read of it opens them all at once (storage.OpenBlobs), a
+# descriptor each, and a process has 1,024 by default (systemd's soft limit).
+MAX_BLOBS = 64
+
 
 @dataclass(frozen=True)
 class Extent:

@@ -23,15 +23,11 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .db import Database
 from .errors import WopiError, bad_request, not_found
-from .extents import Extent, Extents
+from .extents import MAX_BLOBS, Extent, Extents
 from .ids import is_id, new_id
 from .models import File, SessionChunk, UploadPiece, UploadSession
 from .repository import lock_user, locking
 from .storage import Blob, Readable, Storage, TooLarge
-
-# The most pieces a Graph session may hand its file (merge_pieces): the file's content is its pieces as they lie,
-# and every read of a file opens all its blobs at once (storage.OpenBlobs), a descriptor each.
-MAX_PIECES = 64
 
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
@@ -338,24 +334,24 @@ class UploadSessions:
         return Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
 
     def merge_pieces(self, token: str) -> None:
-        """Copy a whole Graph session's pieces into at most MAX_PIECES blobs, if it has more. A file uploaded in
+        """Copy a whole Graph session's pieces into at most MAX_BLOBS blobs, if it has more. A file uploaded in
         thousands of fragments (Graph allows any size from 1 byte) would otherwise need a descriptor for each
         on every read, past the process's limit: downloads failing, and every other request of the worker
-        with them. Runs of MAX_PIECES pieces become one blob each (so no more are open at a time), again until
-        few enough: each byte is copied once for every 64-fold. The rows then name the copies, unless the
+        with them. Runs of MAX_BLOBS pieces become one blob each (so no more are open at a time), again until
+        few enough: each byte is copied once for every MAX_BLOBS-fold. The rows then name the copies, unless the
         session changed meanwhile (completed, cancelled, swept), when the copies are dropped. CSPP sessions are
         left as they are: their chunks are indexed where their pieces lie."""
         with self.db.read() as s:
             pieces = list(s.scalars(sa.select(UploadPiece).where(UploadPiece.token == token)))
-        if len(pieces) <= MAX_PIECES:
+        if len(pieces) <= MAX_BLOBS:
             return
         pieces.sort(key=lambda piece: piece.offset)
         made: list[Blob] = []
         kept: set[str] = set()
         try:
             merged = Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
-            while len(merged) > MAX_PIECES:
-                runs = [Extents(merged[i : i + MAX_PIECES]) for i in range(0, len(merged), MAX_PIECES)]
+            while len(merged) > MAX_BLOBS:
+                runs = [Extents(merged[i : i + MAX_BLOBS]) for i in range(0, len(merged), MAX_BLOBS)]
                 for run in runs:
                     with self.blobs.open(run.blobs) as opened:
                         made.append(self.blobs.concat(opened, run))
