@@ -201,6 +201,24 @@ def test_a_links_rights_are_its_tokens_whatever_the_action(host_services, browse
     assert refused.value.status == 403
 
 
+def test_the_edit_link_of_a_file_created_through_a_read_only_tokens_folder_rights_opens(host_services, browser):
+    """What a token's holder creates is theirs to write (docs/wopi.md §4.2), with a read-only file token's folder
+    rights too: the new file's HostEditUrl opened "Link not valid", its ticket's w taken back by the read-only
+    row it was derived under."""
+    file = host_services.add_file("alice", "Doc.docx", io.BytesIO(b"x"), ["Team"])
+    token = host_services.issue_token(file.id, "alice", False, folders="lc").token
+    team = browser.get(f"/wopi/files/{file.id}/ancestry?access_token={token}").json["AncestorsWithRootFirst"][-1]
+    made = browser.post(
+        team["Url"].removeprefix(PUBLIC),
+        b"",
+        headers={"X-WOPI-Override": "CREATE_CHILD_FILE", "X-WOPI-SuggestedTarget": "New.docx"},
+    ).json
+    new_id = urlsplit(made["Url"]).path.rsplit("/", 1)[1]
+    page = Page(browser.get(made["HostEditUrl"].removeprefix(PUBLIC)).text)
+    opened = WopiClient(browser, new_id, page.fields["access_token"]).check_file_info().json
+    assert (opened["UserId"], opened["UserCanWrite"]) == ("alice", True)
+
+
 def refused_alike(browser, path: str) -> None:
     response = browser.get(path, status=403)
     assert "This link is not valid or has expired" in response.text

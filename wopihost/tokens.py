@@ -219,7 +219,9 @@ class Tokens:
         row = session.get(AccessToken, jti)
         if expires_at <= self._clock.now() or row is None or row.revoked_at is not None:
             raise unauthorized(f"the {_TICKET_NOUNS[kind]} has expired or its token has been revoked")
-        return file_id, row, rights == "w" and row.can_write
+        # the rights the ticket was signed with: its grant's, which may be more than its row's (a file its
+        # holder created through a read-only token's folder rights is theirs to write: docs/wopi.md §4.2)
+        return file_id, row, rights == "w"
 
     def revoke(
         self, session: Session, *, token: str | None = None, file_id: str | None = None, user_id: str | None = None
