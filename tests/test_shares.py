@@ -637,6 +637,20 @@ def test_graph_share_id_as_the_url_itself_or_with_other_prefixes(graph_for, tree
         assert client.get(f"shares/{encoded(url)}/driveItem").json["id"] == tree.shared_file.id
 
 
+def test_graph_answers_through_a_link_name_no_folder_above_what_it_shares(services, client_for, bob, graph_for):
+    """The link reaches nothing outside the item it shares, and shows no name of it: a driveItem's
+    parentReference.path gave bob the names of every folder of alice's above the file (HR/Layoffs 2026/...)."""
+    file = services.add_file("alice", "offer.docx", io.BytesIO(b"x"), folder=["HR", "Layoffs 2026", "Letters"])
+    share_id = link_id(share_url(client_for(file), "ReadWrite"))
+    item = bob.get(f"shares/{share_id}/driveItem").json
+    assert "path" not in item["parentReference"] and item["parentReference"]["id"] == file.folder_id
+    assert "Layoffs" not in json.dumps(item)
+    put = bob.put(f"shares/{share_id}/driveItem/content", b"new")
+    assert put.status_int == 200 and "Layoffs" not in put.text
+    own = graph_for("alice").get(f"me/drive/items/{file.id}").json  # a member of the drive still sees it
+    assert own["parentReference"]["path"].endswith("/root:/HR/Layoffs%202026/Letters")
+
+
 def test_graph_lists_a_folder_link_and_addresses_paths_below_it(bob, tree, folder_link):
     url = folder_link()
     for share_id in (link_id(url), encoded(url)):

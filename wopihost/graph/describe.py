@@ -14,8 +14,11 @@ from . import shapes
 DOWNLOADS = "downloads"
 
 
-def describe(services: Services, s, items: list[Item], drive: Drive, grant: Grant | None) -> list[dict]:
-    """driveItem JSON for items (of one drive), with as few queries as the page needs."""
+def describe(
+    services: Services, s, items: list[Item], drive: Drive, grant: Grant | None, with_paths: bool = True
+) -> list[dict]:
+    """driveItem JSON for items (of one drive), with as few queries as the page needs; without `with_paths`,
+    no folder path (shapes.item_json)."""
     tree = services.tree
     paths: dict[str, list[str]] = {}
 
@@ -23,6 +26,8 @@ def describe(services: Services, s, items: list[Item], drive: Drive, grant: Gran
         parent = item.folder_id if isinstance(item, File) else item.parent_id
         if parent is None:
             return None
+        if not with_paths:
+            return []
         if parent not in paths:
             paths[parent] = tree.path_of(s, s.get(Folder, parent))
         return paths[parent]
@@ -47,6 +52,7 @@ def describe(services: Services, s, items: list[Item], drive: Drive, grant: Gran
             names=known,
             child_count=counts.get(item.id),
             download_url=download_url(services, grant, item),
+            with_path=with_paths,
         )
         for item in items
     ]
@@ -70,10 +76,12 @@ def names(s, user_ids: set[str]) -> dict[str, str]:
     return {user_id: found.get(user_id, user_id) for user_id in user_ids}
 
 
-def item_response(services: Services, item: Item, drive: Drive, grant: Grant | None, status: int = 200) -> Response:
+def item_response(
+    services: Services, item: Item, drive: Drive, grant: Grant | None, status: int = 200, with_paths: bool = True
+) -> Response:
     with services.db.read() as s:
         item = s.merge(item, load=True)
-        body = describe(services, s, [item], drive, grant)[0]
+        body = describe(services, s, [item], drive, grant, with_paths)[0]
     response = jsonify(body)
     response.status_code = status
     return response

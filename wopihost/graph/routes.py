@@ -188,7 +188,7 @@ def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
 def get_item(call: Call, ref: ItemRef) -> Response:
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
-        body = describe(call.services, s, [item], call.drive, call.download_grant)[0]
+        body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None)[0]
     return jsonify(body)
 
 
@@ -270,7 +270,9 @@ def list_children(call: Call, ref: ItemRef) -> Response:
             raise GraphError(400, "invalidRequest", "only a folder has children")
         page = call.services.tree.children(s, folder, top + 1, after)
         more, page = len(page) > top, page[:top]
-        body: dict[str, Any] = {"value": describe(call.services, s, page, call.drive, call.download_grant)}
+        body: dict[str, Any] = {
+            "value": describe(call.services, s, page, call.drive, call.download_grant, call.share is None)
+        }
     if more:
         last = page[-1]
         args = request.args.to_dict()
@@ -375,7 +377,9 @@ def put_content(call: Call, ref: ItemRef) -> Response:
             services.files.replace(existing.id, user, request_body(), _if_match(), SIMPLE_UPLOAD_LIMIT, admit),
             False,
         )
-    return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)
+    return item_response(
+        call.services, file, call.drive, call.download_grant, 201 if created else 200, call.share is None
+    )
 
 
 def create_upload_session(call: Call, ref: ItemRef) -> Response:

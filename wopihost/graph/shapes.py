@@ -75,9 +75,11 @@ def item_json(
     names: dict[str, str],
     child_count: int | None = None,
     download_url: str | None = None,
+    with_path: bool = True,
 ) -> dict:
     """A driveItem. `parent_path` is the names from the root to the item's folder (None for the root);
-    `names` maps user ids to display names."""
+    `names` maps user ids to display names. Without `with_path`, parentReference leaves the path out (a share
+    link's holder reaches nothing above the item it shares, and learns no name of it either)."""
     creator = (item.owner_id if isinstance(item, File) else item.created_by) or drive.owner_id
     modifier = (item.modified_by if isinstance(item, File) else None) or creator
     created, modified = item.created_at, _modified(item)
@@ -102,10 +104,9 @@ def item_json(
     reference: dict[str, str | None] = {"driveId": drive.id, "driveType": drive_type(drive)}
     if parent_path is not None:
         parent_id = item.folder_id if isinstance(item, File) else item.parent_id
-        # percent-encoded, as Graph's itemReference has it ("/drive/root:/Documents/my%20file.docx")
-        reference.update(
-            id=parent_id, path=f"/drives/{drive.id}/root:" + "".join(f"/{quote(n, safe='')}" for n in parent_path)
-        )
+        reference["id"] = parent_id
+        if with_path:  # percent-encoded, as Graph's itemReference has it ("/drive/root:/Documents/my%20file.docx")
+            reference["path"] = f"/drives/{drive.id}/root:" + "".join(f"/{quote(n, safe='')}" for n in parent_path)
     body["parentReference"] = reference
     if item.description:
         body["description"] = item.description
