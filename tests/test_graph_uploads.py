@@ -758,6 +758,22 @@ def test_a_file_size_over_the_quota_is_507_at_create(graph_with):
     assert create(graph, f"me/drive/items/{old['id']}", {"item": {"fileSize": 1000}}).status_int == 200
 
 
+@pytest.mark.parametrize(("conflict", "answer"), [("replace", 200), ("rename", 507), ("fail", 507)])
+def test_a_file_of_the_name_counts_against_the_quota_at_create_unless_the_upload_replaces_it(
+    graph_with, conflict, answer
+):
+    """rename and fail leave the file of that name where it is, so its bytes stay: a fileSize that fits only
+    in place of them is 507 before any byte is sent, not after the last."""
+    graph, services = graph_with(drive_quota=1000)
+    simple_upload(graph, "a.bin", data(600))
+    body = {"item": {"fileSize": 900, "@microsoft.graph.conflictBehavior": conflict}}
+    response = create(graph, "me/drive/root:/a.bin:", body)
+    assert response.status_int == answer, response.body
+    if answer == 507:
+        assert graph_error(response)[0] == "quotaLimitReached"
+        assert services.sessions.list() == []
+
+
 def test_the_quota_at_completion_is_507_and_the_session_is_kept(graph_with):
     graph, _ = graph_with(drive_quota=1000)
     old = simple_upload(graph, "a.bin", data(600))

@@ -115,7 +115,9 @@ class Uploads:
                 target = replace(target, expect_file=existing.id, expect_sequence=existing.sequence_number)
             if file_size is not None:
                 self._check_size(file_size)
-                self.drives.quota(s, target.drive_id).check(file_size - (existing.size if existing else 0))
+                # only a file the upload replaces frees its bytes: rename and fail leave the one of that name
+                replaced = existing if target.file_id is not None or target.conflict == "replace" else None
+                self.drives.quota(s, target.drive_id).check(file_size - (replaced.size if replaced else 0))
         token = self.sessions.create(target.file_id, user_id, kind="graph", target=target.to_json(), total=file_size)
         return token, self.status(token)
 
