@@ -969,3 +969,36 @@ def test_if_match_at_create_still_holds_at_completion(graph):
     assert status(graph, url).status_int == 200  # the session is kept, for a commit elsewhere
     renamed = graph.put_json("me/drive/root:/doc (mine).bin", {"@microsoft.graph.sourceUrl": url})
     assert renamed.status_int == 201 and content_of(graph, renamed.json["id"]) == b"abcdef"
+
+
+@pytest.mark.parametrize(("tag", "answer"), [("eTag", 412), ("cTag", 200), ("*", 200)])
+def test_if_match_at_create_holds_what_its_tag_names_through_a_rename(graph, tag, answer):
+    """docs/graph.md 3: a rename changes the eTag and not the cTag, which changes only with the content."""
+    original = simple_upload(graph, "doc.bin", b"original")
+    url = new_session(graph, f"me/drive/items/{original['id']}", headers={"If-Match": original.get(tag, tag)})
+    renamed = graph.patch_json(f"me/drive/items/{original['id']}", {"name": "renamed.bin"})
+    assert renamed.status_int == 200 and renamed.json["cTag"] == original["cTag"]
+    done = graph.upload(url, b"new content", 0, 11)
+    assert done.status_int == answer, done.body
+    assert content_of(graph, original["id"]) == (b"new content" if answer == 200 else b"original")
+
+
+def test_if_match_with_the_ctag_at_create_refuses_a_file_whose_content_changed(graph):
+    original = simple_upload(graph, "doc.bin", b"original")
+    url = new_session(graph, "me/drive/root:/doc.bin:", headers={"If-Match": original["cTag"]})
+    simple_upload(graph, "doc.bin", b"someone else's")
+    refused = graph.upload(url, b"mine", 0, 4)
+    assert refused.status_int == 412 and graph_error(refused) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert content_of(graph, original["id"]) == b"someone else's"
+
+
+def test_if_none_match_at_create_holds_nothing_to_completion(graph):
+    """If-None-Match with a tag the file has moved on from passes at create; a later change of the file
+    (which can only move it further from that tag) is no reason to refuse the upload."""
+    first = simple_upload(graph, "doc.bin", b"first")
+    simple_upload(graph, "doc.bin", b"second")
+    url = new_session(graph, f"me/drive/items/{first['id']}", headers={"If-None-Match": first["eTag"]})
+    assert graph.patch_json(f"me/drive/items/{first['id']}", {"name": "renamed.bin"}).status_int == 200
+    done = graph.upload(url, b"third", 0, 5)
+    assert done.status_int == 200, done.body
+    assert content_of(graph, first["id"]) == b"third"

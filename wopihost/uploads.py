@@ -44,10 +44,11 @@ class Target:
     description: str | None = None
     fs_created: str | None = None  # ISO 8601, as parsed from the request
     fs_modified: str | None = None
-    # The file an If-Match at create accepted, and its sequence number then: completion refuses to replace a
-    # file that changed since, or another file that has taken its name (412).
+    # The file an If-Match at create accepted, and what its tag named then (Held): completion refuses to
+    # replace another file that has taken its name, or that file changed as the tag says (412).
     expect_file: str | None = None
     expect_sequence: int | None = None
+    expect_version: int | None = None
     share_link: str | None = None  # made through this share link, not as a member of the drive
 
     def to_json(self) -> str:
@@ -56,6 +57,16 @@ class Target:
     @classmethod
     def from_json(cls, text: str) -> Target:
         return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Held:
+    """What an If-Match at create holds the file it accepted to until completion, as the face reads its tag:
+    the file's sequence number (a tag of the item, which a rename or move changes too) or its version (a tag
+    of its content); neither for `*`, which holds only that it is still that file."""
+
+    sequence: int | None = None
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,10 +110,16 @@ class Uploads:
         self.max_fragment = max_fragment
 
     def create(
-        self, user_id: str, target: Target, file_size: int | None = None, if_match: Callable[[File], None] | None = None
+        self,
+        user_id: str,
+        target: Target,
+        file_size: int | None = None,
+        if_match: Callable[[File], Held | None] | None = None,
     ) -> tuple[str, Status]:
         """A new session (docs/graph.md §4.1): its token and status. The declared `file_size` is checked
-        against the largest file and the drive's quota before any byte is sent."""
+        against the largest file and the drive's quota before any byte is sent. `if_match` checks the file
+        that would be replaced as it is now, and says what of it must still hold at completion (None:
+        nothing, as for If-None-Match alone)."""
         with self.db.read() as s:
             existing: File | None
             if target.file_id is not None:
@@ -111,8 +128,11 @@ class Uploads:
                 assert target.folder_id is not None and target.name is not None  # a new file's target names both
                 existing = file_named(s, target.folder_id, target.name)
             if if_match is not None and existing is not None:
-                if_match(existing)
-                target = replace(target, expect_file=existing.id, expect_sequence=existing.sequence_number)
+                held = if_match(existing)
+                if held is not None:
+                    target = replace(
+                        target, expect_file=existing.id, expect_sequence=held.sequence, expect_version=held.version
+                    )
             if file_size is not None:
                 self._check_size(file_size)
                 # only a file the upload replaces frees its bytes: rename and fail leave the one of that name
@@ -245,10 +265,11 @@ class Uploads:
             assert target.folder_id is not None and target.name is not None  # a new file's target names both
             self._reach(s, row, target, target.folder_id, target.drive_id)
             existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id, if_match)
-        if target.expect_sequence is not None and (
+        if (target.expect_file is not None or target.expect_sequence is not None) and (
             existing is None
-            or existing.sequence_number != target.expect_sequence
             or target.expect_file not in (None, existing.id)  # None: a session made before it was kept
+            or target.expect_sequence not in (None, existing.sequence_number)
+            or target.expect_version not in (None, existing.version)
         ):
             raise WopiError(
                 412,
@@ -320,4 +341,5 @@ def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Calla
         conflict=conflict,
         expect_file=None,
         expect_sequence=None,
+        expect_version=None,
     )

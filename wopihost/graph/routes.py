@@ -25,7 +25,7 @@ from ..streaming import content_response
 from ..text import text_problem
 from ..tokens import API, Grant, bearer
 from ..tree import Item
-from ..uploads import Target, redirected
+from ..uploads import Held, Target, redirected
 from . import shapes
 from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, split_drive
 from .describe import DOWNLOADS, describe, item_response, names
@@ -418,9 +418,32 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
                     400, "invalidRequest", "name the new file: items/{parent-id}:/{name}:/createUploadSession"
                 )
             target = Target(call.drive.id, file_id=existing.id, **described)
-    token, status = services.uploads.create(call.grant.user_id, target, size, _if_match())
+    token, status = services.uploads.create(call.grant.user_id, target, size, _held_by_if_match())
     url = f"{services.settings.public_url}/v1.0/{UPLOADS}/{token}"
     return jsonify(shapes.upload_session_json(url, status.expires_at, status.received, size))
+
+
+def _held_by_if_match() -> Callable[[File], Held | None] | None:
+    """If-Match / If-None-Match at createUploadSession, checked as everywhere, and what an If-Match holds
+    the file to until completion: what its tag names (the eTag the item, the cTag the content). An
+    If-None-Match holds nothing past creation: a tag the file has moved on from never comes back, and a
+    file that must not exist yet is what conflictBehavior fail checks at completion (docs/graph.md §4.1)."""
+    check = _if_match()
+    if check is None:
+        return None
+    match = request.headers.get("If-Match")
+
+    def held(file: File) -> Held | None:
+        check(file)
+        if match is None:
+            return None
+        if match.strip() == shapes.etag(file):
+            return Held(sequence=file.sequence_number)
+        if match.strip() == shapes.ctag(file):
+            return Held(version=file.version)
+        return Held()  # *
+
+    return held
 
 
 def commit_from_source(call: Call, ref: ItemRef) -> Response:
