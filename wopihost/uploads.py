@@ -149,12 +149,15 @@ class Uploads:
         self, token: str, first: int, last: int, total: int, body: Readable, declared: int | None = None
     ) -> Progress:
         """A fragment: bytes first..last (inclusive) of `total`, all or nothing; `declared` is the body's
-        length where known beforehand. A repeated final fragment of a session that has become a file
-        answers with that file again, whatever its body."""
+        length where known beforehand. The final fragment sent again is answered as its first copy was, or
+        is being, whatever its body: with the file, once the session has become one (_repeated), else as
+        _final_again says."""
         with self.db.read() as s:
             state = self.sessions.state(s, token, None)
             if state.result is not None:
                 return self._repeated(s, state, last, total)
+        if _whole(state, last, total):
+            return self._final_again(token, state)
         if state.total is not None and total != state.total:
             raise total_mismatch(total, state.total)
         self._check_size(total)
@@ -175,6 +178,8 @@ class Uploads:
                 state = self.sessions.state(s, token, None)
                 if state.result is not None:  # ... and it was the last: answered as a repeat of it
                     return self._repeated(s, state, last, total)
+            if _whole(state, last, total):  # ... the last, whose copy has not finished completing
+                return self._final_again(token, state)
             self._check_offset(exc.offset, exc.received)
             raise
         if end == total and not Target.from_json(state.target).defer:
@@ -182,6 +187,17 @@ class Uploads:
             return Progress(self.status(token), file, created)
         # as the compare-and-set left it (its expiry is its own `now` + ttl, a moment earlier)
         return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False))
+
+    def _final_again(self, token: str, state) -> Progress:
+        """The final fragment again, for a session that holds every byte and is no file yet: its bytes were
+        stored in one transaction and the file is made in another, which failed (a 5xx, which a client
+        retries as it was; 409, 412, 423 or 507, answered again unless their cause is gone) or is still
+        under way in another worker (complete() waits for its row lock and answers with its file). A
+        deferCommit session answers as its last fragment did: nothing is made until the client says so."""
+        if Target.from_json(state.target).defer:
+            return Progress(_status(state))
+        file, created = self.complete(token)
+        return Progress(self.status(token), file, created)
 
     def _repeated(self, s, state, last: int, total: int) -> Progress:
         """A fragment for a session that has become a file: the final one again (msgraph-core always sends
@@ -314,6 +330,12 @@ class Uploads:
             raise range_error("fragmentOverlap", f"bytes {first}.. overlap the {received} bytes received")
         if first > received:
             raise range_error("fragmentOutOfOrder", f"the next fragment starts at byte {received}, not {first}")
+
+
+def _whole(state, last: int, total: int) -> bool:
+    """Whether a fragment ending at `last` of `total` is the final one of a session that holds all its bytes
+    but has not become a file."""
+    return state.result is None and state.total == total == state.received and last == total - 1
 
 
 def _status(state) -> Status:
