@@ -45,3 +45,22 @@ def test_a_file_of_more_fragments_than_descriptors_can_be_read(graph, services):
         assert content_of(graph, item) == content
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(graph, services, monkeypatch):
+    """Two copies of the final fragment complete one session at once: the second merge may find the pieces it
+    read already merged and deleted by the first. It then leaves the session as the other left it."""
+    monkeypatch.setattr(sessions, "MAX_BLOBS", 2)
+    content = data(9)
+    url = new_session(graph)
+    for first in range(0, 6, 2):  # three pieces of the nine bytes, the session not yet whole
+        assert graph.upload(url, content[first : first + 2], first, len(content)).status_int == 202
+    token = url.rsplit("/", 1)[1]
+    before = stored_blobs(services)
+    with services.db.read() as s:
+        gone = services.sessions.stream(s, token)[-1].blob
+    services.blobs.delete(gone)  # as the first merge deletes what it merged, once committed
+    services.sessions.merge_pieces(token)
+    assert stored_blobs(services) == before - {gone}  # no copy left behind
+    with services.db.read() as s:
+        assert [extent.blob for extent in services.sessions.stream(s, token)][-1] == gone  # rows as they were

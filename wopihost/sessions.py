@@ -339,8 +339,9 @@ class UploadSessions:
         on every read, past the process's limit: downloads failing, and every other request of the worker
         with them. Runs of MAX_BLOBS pieces become one blob each (so no more are open at a time), again until
         few enough: each byte is copied once for every MAX_BLOBS-fold. The rows then name the copies, unless the
-        session changed meanwhile (completed, cancelled, swept), when the copies are dropped. CSPP sessions are
-        left as they are: their chunks are indexed where their pieces lie."""
+        session changed meanwhile (completed, cancelled, swept, or merged by a copy of the same request, whose
+        pieces may then be gone before they are read), when the copies are dropped. CSPP sessions are left as
+        they are: their chunks are indexed where their pieces lie."""
         with self.db.read() as s:
             pieces = list(s.scalars(sa.select(UploadPiece).where(UploadPiece.token == token)))
         if len(pieces) <= MAX_BLOBS:
@@ -349,28 +350,34 @@ class UploadSessions:
         made: list[Blob] = []
         kept: set[str] = set()
         try:
-            merged = Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
-            while len(merged) > MAX_BLOBS:
-                runs = [Extents(merged[i : i + MAX_BLOBS]) for i in range(0, len(merged), MAX_BLOBS)]
-                for run in runs:
-                    with self.blobs.open(run.blobs) as opened:
-                        made.append(self.blobs.concat(opened, run))
-                merged = Extents(Extent(blob.name, 0, blob.size) for blob in made[-len(runs) :])
-            with suppress(_Changed), self.db.write() as s:
-                row = s.scalars(locking(s, sa.select(UploadSession).where(UploadSession.token == token))).one_or_none()
-                # pieces are only ever added, or all taken at once: the same count is the same pieces
-                taken = sa.delete(UploadPiece).where(UploadPiece.token == token)
-                if (
-                    row is None
-                    or row.result is not None
-                    or cast(sa.CursorResult, s.execute(taken)).rowcount != len(pieces)
-                ):
-                    raise _Changed  # rolled back
-                offset = pieces[0].offset
-                for extent in merged:
-                    s.add(UploadPiece(token=token, offset=offset, length=extent.length, blob=extent.blob))
-                    offset += extent.length
-                kept = merged.blobs
+            with suppress(_Changed):
+                merged = Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
+                while len(merged) > MAX_BLOBS:
+                    runs = [Extents(merged[i : i + MAX_BLOBS]) for i in range(0, len(merged), MAX_BLOBS)]
+                    for run in runs:
+                        try:
+                            with self.blobs.open(run.blobs) as opened:
+                                made.append(self.blobs.concat(opened, run))
+                        except FileNotFoundError:  # merged (or swept) meanwhile: the rows say the rest
+                            raise _Changed from None
+                    merged = Extents(Extent(blob.name, 0, blob.size) for blob in made[-len(runs) :])
+                with self.db.write() as s:
+                    row = s.scalars(
+                        locking(s, sa.select(UploadSession).where(UploadSession.token == token))
+                    ).one_or_none()
+                    # pieces are only ever added, or all taken at once: the same count is the same pieces
+                    taken = sa.delete(UploadPiece).where(UploadPiece.token == token)
+                    if (
+                        row is None
+                        or row.result is not None
+                        or cast(sa.CursorResult, s.execute(taken)).rowcount != len(pieces)
+                    ):
+                        raise _Changed  # rolled back
+                    offset = pieces[0].offset
+                    for extent in merged:
+                        s.add(UploadPiece(token=token, offset=offset, length=extent.length, blob=extent.blob))
+                        offset += extent.length
+                kept = merged.blobs  # committed
         finally:
             for blob in made:
                 blob.release()
