@@ -350,6 +350,21 @@ def test_the_launch_api_makes_a_link_for_the_callers_file(host_services, browser
     assert api(browser, token.token, {"fileId": doc.id}).json["action"] == "view"
 
 
+def test_revoking_an_api_token_revokes_the_links_and_tokens_the_launch_api_made_with_it(host_services, browser, doc):
+    """A leaked API token, revoked, left its launch links opening and their 10-hour write tokens writing."""
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+    other, _ = host_services.issue_api_token("alice", can_write=True)
+    opened, spare = (api(browser, token.token, {"fileId": doc.id, "action": "edit"}).json["url"] for _ in range(2))
+    kept = api(browser, other.token, {"fileId": doc.id, "action": "edit"}).json["url"]
+    wopi = WopiClient(browser, doc.id, Page(browser.get(opened.removeprefix(PUBLIC)).text).fields["access_token"])
+    assert wopi.check_file_info().status_int == 200
+    with host_services.db.write() as s:
+        assert host_services.tokens.revoke(s, token=token.token) == 3  # the API token and its two links' tokens
+    assert wopi.check_file_info().status_int == 401 and wopi.lock("L").status_int == 401
+    refused_alike(browser, spare.removeprefix(PUBLIC))
+    assert Page(browser.get(kept.removeprefix(PUBLIC)).text).fields["access_token"]  # another token's: untouched
+
+
 @pytest.mark.parametrize(
     "body, status, code",
     [

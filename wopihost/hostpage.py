@@ -196,7 +196,7 @@ def create_link() -> Response:
         can_write=grant.can_write,
         ttl=min(timedelta(seconds=settings.launch_link_ttl), left),
         token_ttl=min(timedelta(seconds=settings.token_ttl), left),
-        check_drive=True,
+        under=grant.jti,
     )
     response = jsonify(
         {

@@ -68,11 +68,12 @@ class LaunchLinks:
         can_write: bool,
         ttl: timedelta,
         token_ttl: timedelta,
-        check_drive: bool = False,
+        under: str | None = None,
     ) -> LaunchLink:
         """A link for `user_id` to open `file_id` on `action`, valid for `ttl`, with a new access token valid for
-        `token_ttl` once opened. `check_drive`: the user must reach the file's drive (the launch API, where
-        the caller is a user; `wopihost open` is the administrator). WopiError 400/403/404 if not allowed."""
+        `token_ttl` once opened. `under`: the jti of the API token of the launch API's caller, who must reach the
+        file's drive and whose token's revocation revokes the link's (`wopihost open` is the administrator).
+        WopiError 400/403/404 if not allowed."""
         if action not in ACTIONS:
             raise WopiError(400, f"the host page's actions are {', '.join(ACTIONS)}, not {action!r}")
         if action in WRITING_ACTIONS and not can_write:
@@ -82,11 +83,11 @@ class LaunchLinks:
             file = s.get(File, file_id) if is_id(file_id) else None  # PostgreSQL refuses a NUL in a key
             if file is None:
                 raise WopiError(404, "no such file", code="itemNotFound")
-            if check_drive:
+            if under is not None:
                 self.drives.reachable(s, user_id, s.get_one(Folder, file.folder_id).drive_id)
             else:
                 ensure_user(s, user_id, now)
-            issued = self.tokens.issue(s, file_id, user_id, "w" if can_write else "r", now + token_ttl)
+            issued = self.tokens.issue(s, file_id, user_id, "w" if can_write else "r", now + token_ttl, parent=under)
         ticket = self.tokens.ticket(issued.grant, file_id, ttl, LAUNCH)
         return LaunchLink(action, file_id, ticket, min(issued.grant.expires_at, now + ttl).replace(microsecond=0))
 

@@ -160,6 +160,8 @@ class AccessToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # the token this one was issued under (the launch API's, under its API token): revoked with it
+    parent_jti: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
 
 
 class AlternateStream(StoredStream, Base):

@@ -114,9 +114,16 @@ class Tokens:
         self._payloads = functools.lru_cache(maxsize=1024)(self._open)
 
     def issue(
-        self, session: Session, resource: str, user_id: str, rights: str, expires_at: datetime, reach: str = ""
+        self,
+        session: Session,
+        resource: str,
+        user_id: str,
+        rights: str,
+        expires_at: datetime,
+        reach: str = "",
+        parent: str | None = None,
     ) -> IssuedToken:
-        """A new token, with the row that lets it be revoked."""
+        """A new token, with the row that lets it be revoked; with the token whose jti is `parent` too."""
         grant = Grant(
             new_id(JTI_LENGTH),
             resource,
@@ -133,6 +140,7 @@ class Tokens:
                 can_write=grant.can_write,
                 expires_at=grant.expires_at,
                 created_at=self._clock.now(),
+                parent_jti=parent,
             )
         )
         return self._sign(grant)
@@ -226,14 +234,15 @@ class Tokens:
     def revoke(
         self, session: Session, *, token: str | None = None, file_id: str | None = None, user_id: str | None = None
     ) -> int:
-        """Revoke one token, or every token for a file and/or a user. Returns how many were revoked."""
+        """Revoke one token (and those issued under it), or every token for a file and/or a user. Returns how many
+        were revoked."""
         query = sa.update(AccessToken).where(AccessToken.revoked_at.is_(None))
         if token is not None:
             try:
                 jti = self._open(token)[0]
             except _MALFORMED:
                 return 0
-            query = query.where(AccessToken.jti == jti)
+            query = query.where(sa.or_(AccessToken.jti == jti, AccessToken.parent_jti == jti))
         if file_id is not None:
             query = query.where(AccessToken.file_id == file_id)
         if user_id is not None:
