@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import socket
 import threading
@@ -187,10 +188,12 @@ def test_save_as_racing_for_one_name_has_exactly_one_winner(server, tmp_path):
 def test_overwrite_racing_honours_the_targets_lock(server, document, tmp_path):
     target = Document(server, tmp_path, b"the target", name="Target.docx")
     assert target.post("LOCK", **{"X-WOPI-Lock": "T"}).status_code == 200
+    # a token that may write the files beside its own: with none, overwriting another's file is refused first
+    token = json.loads(server.cli("token", "issue", document.id, "--user", "alice", "--folders", "write", "--json"))
     responses = race(
         8,
         lambda i: requests.post(
-            document.url(),
+            server.url(document.id, token["access_token"]),
             data=b"overwrite",
             headers={
                 "X-WOPI-Override": "PUT_RELATIVE",
