@@ -6,8 +6,8 @@ this host takes (Excel's limits: workbook.py) reach 6.2 MiB of an 8 MiB thread (
 main thread have 8 MiB): 8,192 characters of `1^1^1...` took 6,336 KiB, of `-`, `%`, `&` or comparisons 5.4 to
 6.1 MiB, of `+` 1.9 MiB; nesting to Excel's 64 levels took under 256 KiB, and chains of cells nothing more
 (IronCalc does not recurse along references: 300 cells, each 4,000 levels deep over the next, took what one
-took), a margin of 1.3. Nested past 64 levels, 8,192 characters reach 15 MiB (`{{{...`). STACK is 40 times the first, 17
-times the second: an IronCalc whose frames grow, or the caller's own, stay far from its end.
+took), a margin of 1.3. Nested past 64 levels, 8,192 characters reach 15 MiB (`{{{...`). STACK is 40 times
+the first, 17 times the second: an IronCalc whose frames grow, or the caller's own, stay far from its end.
 
 A new thread for each call, joined before it returns: the pages a deep formula touched go back when it ends (a
 pooled thread would keep its deepest call resident for good), calls run as concurrently as their callers (the
