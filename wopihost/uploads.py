@@ -5,7 +5,8 @@ A session is made for a new file (a folder and a name) or for an existing file. 
 fragments arrive in order, each stored as one fsynced piece by one compare-and-set. When
 the last byte is in (or, for a deferCommit session, when the client says so) the session
 becomes the file: the file's content is the session's pieces as they lie, so completing
-a session of any size writes a few rows and no content. The file is then an ordinary
+a session of any size writes a few rows and no content (of more than MAX_BLOBS pieces, they
+are first joined into that many: sessions.merge_pieces). The file is then an ordinary
 file of the host, WOPI's included: new version, new sequence number, and its CSPP
 signature chunked from the bytes when first asked for.
 """
