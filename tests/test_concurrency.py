@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from wopihost.errors import WopiError
+from wopihost.locks import live_lock
 from wopihost.models import Drive, User
 from wopihost.repository import lock_folder
 
@@ -172,4 +173,5 @@ def test_racing_locks_with_different_ids_have_exactly_one_winner(services, make_
         thread.join()
     winners = [r for r in results if isinstance(r, str)]
     assert len(winners) == 1 and results.count(409) == 15, results
-    assert services.locks.get(file.id)[1] == winners[0]
+    with services.db.read() as s:
+        assert live_lock(s, file.id, services.clock.now()).lock_id == winners[0]

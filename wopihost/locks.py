@@ -163,11 +163,6 @@ class Locks:
             file_id, lock_id, unlocked_ok=False, change=lambda t, now: t.run(_DELETE, {"file_id": file_id})
         )
 
-    def get(self, file_id: str) -> tuple[int, str]:
-        """GetLock: the file's version and its lock id ("" if unlocked)."""
-        state = self.db.query(lambda t: file_state(t, file_id, self.clock.now()))
-        return LockView(state.version, state.lock_id, state.coauth_count).answer()
-
     def read_with_token(self, jti: str, file_id: str) -> tuple[str | None, datetime | None, LockView | None]:
         """GetLock's request read: the row of its token `jti` (user id and revocation time; both None if there
         is no row) and the file's lock state (None: no such file), in one statement: the request's only round
