@@ -343,15 +343,14 @@ class UploadSessions:
         pieces may then be gone before they are read), when the copies are dropped. CSPP sessions are left as
         they are: their chunks are indexed where their pieces lie."""
         with self.db.read() as s:
-            pieces = list(s.scalars(sa.select(UploadPiece).where(UploadPiece.token == token)))
+            pieces = self.stream(s, token)
         if len(pieces) <= MAX_BLOBS:
             return
-        pieces.sort(key=lambda piece: piece.offset)
         made: list[Blob] = []
         kept: set[str] = set()
         try:
             with suppress(_Changed):
-                merged = Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
+                merged = pieces
                 while len(merged) > MAX_BLOBS:
                     runs = [Extents(merged[i : i + MAX_BLOBS]) for i in range(0, len(merged), MAX_BLOBS)]
                     for run in runs:
@@ -373,7 +372,7 @@ class UploadSessions:
                         or cast(sa.CursorResult, s.execute(taken)).rowcount != len(pieces)
                     ):
                         raise _Changed  # rolled back
-                    offset = pieces[0].offset
+                    offset = 0  # a Graph session's stream starts at its first byte
                     for extent in merged:
                         s.add(UploadPiece(token=token, offset=offset, length=extent.length, blob=extent.blob))
                         offset += extent.length
@@ -383,8 +382,8 @@ class UploadSessions:
                 blob.release()
                 if blob.name not in kept:
                     self.blobs.delete(blob.name)
-        for piece in pieces if kept else ():
-            self.blobs.release(piece.blob)
+        for extent in pieces if kept else ():
+            self.blobs.release(extent.blob)
 
     def touch(self, token: str, file_id: str | None) -> None:
         """Slide the expiry of a live session (a failed commit keeps the session for the retry)."""
