@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import io
 import json
 import os
 import pty
@@ -16,15 +17,19 @@ from datetime import timedelta
 import click
 import pytest
 import sqlalchemy as sa
+import webtest
 from click.testing import CliRunner
 
 from wopihost import __version__, db
+from wopihost.app import create_app
 from wopihost.cli import main
+from wopihost.config import Settings
 from wopihost.localserver import WOPIHOST
 from wopihost.models import CoauthLock, Lock
 
 from .conftest import PG_URL
 from .helpers import WopiClient
+from .test_host_page import DISCOVERY, PUBLIC, Page
 
 
 def test_files_add_and_list(run, tmp_path):
@@ -368,6 +373,85 @@ def test_revoking_nothing_fails(run, tmp_path):
     assert again.exit_code == 1 and again.stderr.startswith("Error: that token is not a live token")
 
 
+@pytest.fixture
+def hosting(env, tmp_path):
+    """The app of `run`'s settings with a WOPI client (the host page's discovery), as a browser reaches it."""
+    discovery = tmp_path / "discovery.xml"
+    discovery.write_text(DISCOVERY)
+    app = create_app(Settings.from_env({**env, "WOPIHOST_DISCOVERY_URL": str(discovery), "WOPIHOST_PROOF_KEYS": "off"}))
+    yield webtest.TestApp(app)
+    app.extensions["wopihost"].db.dispose()
+
+
+def wopi(kind: str, item_id: str, token: str) -> str:
+    return f"/wopi/{kind}/{item_id}?access_token={token}"
+
+
+def test_removing_a_member_revokes_their_wopi_tokens_for_the_drive(run, hosting):
+    """remove-member took a shared drive away from the user's API token only: the WOPI tokens they held for its
+    files and folders, and those the launch API had made them, kept working for up to 10 hours."""
+    services = hosting.app.extensions["wopihost"]
+    team = json.loads(
+        run("drives", "create", "--name", "Team", "--member", "alice", "--member", "bob", "--json").output
+    )
+    other = json.loads(run("drives", "create", "--name", "Other", "--member", "alice", "--json").output)
+    plans, _ = services.tree.create_folder(services.containers.root_of(team["id"]).id, "Plans", "fail", "alice")
+    plan = services.files.create("alice", plans.id, "Plan.docx", io.BytesIO(b"plan"))
+    elsewhere = services.files.create(
+        "alice", services.containers.root_of(other["id"]).id, "Else.docx", io.BytesIO(b"x")
+    )
+    own = services.add_file("alice", "Own.docx", io.BytesIO(b"mine"))
+    api, _ = services.issue_api_token("alice", can_write=True)
+    bearer = {"Authorization": f"Bearer {api.token}"}
+
+    def link(file) -> str:
+        made = hosting.post_json("/host/links", {"fileId": file.id, "action": "edit"}, headers=bearer).json
+        return made["url"].removeprefix(PUBLIC)
+
+    def launched(file) -> str:
+        return wopi("files", file.id, Page(hosting.get(link(file)).text).fields["access_token"])
+
+    def token(file, user: str = "alice", folders: str = "") -> str:
+        return wopi("files", file.id, services.issue_token(file.id, user, True, folders=folders).token)
+
+    def container_token(folder_id: str) -> str:
+        return wopi("containers", folder_id, services.issue_container_token(folder_id, "alice", "lcmw").token)
+
+    file_token = token(plan, folders="l")
+    ancestry = hosting.get(file_token.replace("?", "/ancestry?")).json["AncestorsWithRootFirst"]
+    urls = {
+        "file": file_token,
+        "container": container_token(plans.id),
+        "derived": ancestry[-1]["Url"].removeprefix(PUBLIC),  # Plans, with the file token's jti
+        "launch API": launched(plan),
+        "launch link": link(plan),
+        "bob's": token(plan, "bob"),
+        "other drive": token(elsewhere),
+        "other drive's launch API": launched(elsewhere),
+        "own drive": token(own),
+        "own container": container_token(own.folder_id),
+    }
+    taken = {"file", "container", "derived", "launch API"}
+
+    def statuses() -> dict[str, int]:
+        return {name: hosting.get(url, expect_errors=True).status_int for name, url in urls.items()}
+
+    assert set(statuses().values()) == {200}
+    removed = json.loads(run("drives", "remove-member", team["id"], "alice", "--json").output)
+    assert statuses() == {name: 401 if name in taken else 200 for name in urls} | {"launch link": 403}
+    # the file and container tokens, and the tokens of the two launch links
+    assert removed == {"drive_id": team["id"], "user": "alice", "member": False, "revoked": 4}
+    # the API token stays, and reaches what alice is still a member of
+    assert [
+        hosting.get(f"/v1.0/drives/{d['id']}", headers=bearer, expect_errors=True).status_int for d in (team, other)
+    ] == [403, 200]
+    assert (
+        run("drives", "remove-member", team["id"], "bob").output
+        == f"bob no longer reaches {team['id']}; revoked 1 token\n"
+    )
+    assert hosting.get(urls["bob's"], expect_errors=True).status_int == 401
+
+
 # -- progress bars --------------------------------------------------------------------------------------
 
 
@@ -466,7 +550,8 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
     drive = j("drives", "create", "--name", "Team", "--member", "u")
     assert drive["id"] != api["drive_id"] and drive["members"] == ["u"]
     assert j("drives", "add-member", drive["id"], "v") == {"drive_id": drive["id"], "user": "v", "member": True}
-    assert j("drives", "remove-member", drive["id"], "v") == {"drive_id": drive["id"], "user": "v", "member": False}
+    removed = j("drives", "remove-member", drive["id"], "v")
+    assert removed == {"drive_id": drive["id"], "user": "v", "member": False, "revoked": 0}
     assert {d["id"] for d in j("drives", "list")} >= {drive["id"], api["drive_id"]}
     services = served.app.extensions["wopihost"]
     link = services.shares.link(added["id"], "ReadOnly", "u")

@@ -592,13 +592,14 @@ def drives_add_member(drive_id: str, user: str, as_json: bool) -> None:
 @click.argument("user")
 @json_option
 def drives_remove_member(drive_id: str, user: str, as_json: bool) -> None:
-    """Take a user's access to a shared drive away."""
-    if not _services().drives.remove_member(drive_id, user):
+    """Take a user's access to a shared drive away, and revoke their WOPI tokens for its files and folders."""
+    revoked = _services().drives.remove_member(drive_id, user)
+    if revoked is None:
         raise click.ClickException(f"{user} is not a member of {drive_id}: nothing was changed")
     if as_json:
-        _echo_json({"drive_id": drive_id, "user": user, "member": False})
+        _echo_json({"drive_id": drive_id, "user": user, "member": False, "revoked": revoked})
     else:
-        click.echo(f"{user} no longer reaches {drive_id}")
+        click.echo(f"{user} no longer reaches {drive_id}; revoked {revoked} token{'s' if revoked != 1 else ''}")
 
 
 @drives_group.command("list")

@@ -18,6 +18,7 @@ from .db import Database
 from .errors import WopiError
 from .ids import is_id, new_id
 from .models import Drive, DriveMember, File, Folder, User
+from .tokens import Tokens
 from .users import check_user_id, ensure_user
 
 SHARED_KINDS = ("site", "group")
@@ -52,9 +53,10 @@ class Quota:
 
 
 class Drives:
-    def __init__(self, db: Database, clock: Clock, quota: int):
+    def __init__(self, db: Database, clock: Clock, quota: int, tokens: Tokens):
         self.db = db
         self.clock = clock
+        self.tokens = tokens
         self.quota_bytes = quota or None
 
     def personal(self, user_id: str) -> Drive:
@@ -122,12 +124,18 @@ class Drives:
             if s.get(DriveMember, (drive_id, user_id)) is None:
                 s.add(DriveMember(drive_id=drive_id, user_id=user_id))
 
-    def remove_member(self, drive_id: str, user_id: str) -> bool:
+    def remove_member(self, drive_id: str, user_id: str) -> int | None:
+        """Take a user's access to a shared drive away, and with it the WOPI tokens they hold for its files and
+        containers, the launch API's among them (and so the tokens derived from those). Their API tokens stay:
+        they reach other drives, and Graph checks membership on every request. How many tokens were revoked
+        (maybe 0); None if the user was not a member."""
         with self.db.write() as s:
             deleted = s.execute(
                 sa.delete(DriveMember).where(DriveMember.drive_id == drive_id, DriveMember.user_id == user_id)
             )
-            return cast(sa.CursorResult, deleted).rowcount > 0
+            if cast(sa.CursorResult, deleted).rowcount == 0:
+                return None
+            return self.tokens.revoke(s, user_id=user_id, drive_id=drive_id)
 
     def list(self) -> list[tuple[Drive, list[str]]]:
         """Every drive with its members (a personal drive's member is its owner)."""

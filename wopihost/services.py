@@ -73,9 +73,9 @@ class Services:
             settings.max_upload_bytes_per_user,
         )
         files = Files(db, blobs, clock, settings.max_file_size)
-        drives = Drives(db, clock, settings.drive_quota)
-        tree = Tree(db, blobs, clock, files)
         tokens = Tokens(settings.secret_key, clock)
+        drives = Drives(db, clock, settings.drive_quota, tokens)
+        tree = Tree(db, blobs, clock, files)
         discovery = discovery_cache(settings, clock)
         return cls(
             settings=settings,

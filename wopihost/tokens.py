@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .errors import unauthorized
 from .ids import new_id
-from .models import AccessToken
+from .models import AccessToken, File, Folder
 
 JTI_LENGTH = 16
 API = ""  # the resource of an API token
@@ -232,10 +232,16 @@ class Tokens:
         return file_id, row, rights == "w"
 
     def revoke(
-        self, session: Session, *, token: str | None = None, file_id: str | None = None, user_id: str | None = None
+        self,
+        session: Session,
+        *,
+        token: str | None = None,
+        file_id: str | None = None,
+        user_id: str | None = None,
+        drive_id: str | None = None,
     ) -> int:
-        """Revoke one token (and those issued under it), or every token for a file and/or a user. Returns how many
-        were revoked."""
+        """Revoke one token (and those issued under it), or every token for a file, a user and/or the files and
+        containers of a drive (not API tokens: they name no drive). Returns how many were revoked."""
         query = sa.update(AccessToken).where(AccessToken.revoked_at.is_(None))
         if token is not None:
             try:
@@ -247,7 +253,9 @@ class Tokens:
             query = query.where(AccessToken.file_id == file_id)
         if user_id is not None:
             query = query.where(AccessToken.user_id == user_id)
-        if token is None and file_id is None and user_id is None:
+        if drive_id is not None:
+            query = query.where(AccessToken.file_id.in_(_resources_in(drive_id)))
+        if token is None and file_id is None and user_id is None and drive_id is None:
             raise ValueError("say which tokens to revoke")
         return cast(sa.CursorResult, session.execute(query.values(revoked_at=self._clock.now()))).rowcount
 
@@ -276,6 +284,16 @@ def _checked(resource: str, rights: str) -> str:
             raise ValueError(f"a file or API token's rights are r or w, not {rights!r}")
         return rights
     return folder_rights(rights)
+
+
+def _resources_in(drive_id: str) -> sa.CompoundSelect:
+    """The resources of the tokens for a drive's files and containers. A token derived from one of those has
+    no row of its own: it goes with it, whatever it names."""
+    folders = sa.select(Folder.id).where(Folder.drive_id == drive_id)
+    return sa.union_all(
+        sa.select(File.id).where(File.folder_id.in_(folders)),
+        sa.select(sa.literal("c-") + Folder.id).where(Folder.drive_id == drive_id),  # container(folder id)
+    )
 
 
 def _kind(resource: str) -> str:
