@@ -3,9 +3,11 @@ and on PostgreSQL's READ COMMITTED. (Races between gunicorn workers are in tests
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -53,6 +55,30 @@ def test_sweeping_never_takes_the_pieces_of_a_session_being_committed(wopi, serv
         services.sessions.delete_in(s, token)  # the pieces now belong to the file
     sweeper.join()
     assert services.blobs.exists(piece)
+
+
+def test_a_launch_token_issued_as_its_user_leaves_the_drive_is_revoked_with_the_others(services, clock, database):
+    """The launch API finds its caller a member and issues a token in one transaction: a removal of the member
+    meanwhile (PostgreSQL, READ COMMITTED) revoked the tokens it could see, and this one, committed after, lived."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "alice")
+    file = services.files.create("alice", services.containers.root_of(drive.id).id, "Plan.docx", io.BytesIO(b"x"))
+    removed: list = []
+    remover = threading.Thread(target=lambda: removed.append(services.drives.remove_member(drive.id, "alice")))
+    with services.db.write() as s:  # what LaunchLinks.issue does: find the membership, then issue the token
+        services.drives.reachable(s, "alice", drive.id)
+        remover.start()
+        # the removal waits for this transaction: for its turn to write, or for the membership's row
+        if database.startswith("sqlite"):
+            assert wait_until(lambda: waits_for_its_turn_to_write(remover))
+        else:
+            assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1 or not remover.is_alive())
+        issued = services.tokens.issue(s, file.id, "alice", "w", clock.now() + timedelta(hours=10))
+    remover.join()
+    assert removed == [1]
+    with services.db.read() as s, pytest.raises(WopiError) as refused:
+        services.tokens.verify(s, issued.token, file.id)
+    assert refused.value.status == 401
 
 
 def test_crossed_folder_moves_never_put_two_folders_inside_each_other(services, graph):

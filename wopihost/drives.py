@@ -77,7 +77,11 @@ class Drives:
         drive = s.get(Drive, drive_id) if is_id(drive_id) else None
         if drive is None or (kind is not None and drive.kind != kind):
             raise WopiError(404, "no such drive", code="itemNotFound")
-        if drive.owner_id != user_id and s.get(DriveMember, (drive.id, user_id)) is None:
+        # In a write transaction the membership is held (FOR SHARE on PostgreSQL) until the commit, so that what
+        # the transaction does with it (a launch link's token, an upload) comes before a removal or not at all:
+        # see remove_member. SQLite's writers take turns anyway.
+        lock = {"read": True} if s.info.get("write") else None
+        if drive.owner_id != user_id and s.get(DriveMember, (drive.id, user_id), with_for_update=lock) is None:
             raise WopiError(403, "this drive is not shared with the token's user", code="accessDenied")
         return drive
 
@@ -135,6 +139,11 @@ class Drives:
             )
             if cast(sa.CursorResult, deleted).rowcount == 0:
                 return None
+            # Two statements, in this order. On PostgreSQL (READ COMMITTED) the DELETE waits for every transaction
+            # that found the membership in a write (reachable) to commit, and the UPDATE, a later statement, reads
+            # a later snapshot: it sees the tokens they issued. A transaction that looks for the membership after
+            # the DELETE waits for this one to commit and finds none (403). Tokens an admin issues meanwhile
+            # (`wopihost token issue`, `open`: no membership is asked for) are the admin's to order.
             return self.tokens.revoke(s, user_id=user_id, drive_id=drive_id)
 
     def list(self) -> list[tuple[Drive, list[str]]]:
