@@ -9,6 +9,7 @@ import pytest
 from wopihost import sessions
 
 from .helpers import stored_blobs
+from .test_descriptors import blob_fds
 from .test_graph_uploads import content_of, data, new_session
 
 
@@ -64,3 +65,26 @@ def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(graph, services, mo
     assert stored_blobs(services) == before - {gone}  # no copy left behind
     with services.db.read() as s:
         assert [extent.blob for extent in services.sessions.stream(s, token)][-1] == gone  # rows as they were
+
+
+@pytest.mark.local_storage  # where a held blob is an open descriptor
+def test_a_merge_holds_no_more_copies_than_it_keeps(graph, services, settings, monkeypatch):
+    """Every copy a merge made stayed held until the end, a descriptor each in the local store: tens of thousands
+    of fragments made a first level of hundreds of copies, past the process's limit again. Only the last level,
+    which the rows will name, needs holding."""
+    monkeypatch.setattr(sessions, "MAX_BLOBS", 4)
+    real = type(services.blobs).concat
+    held: list[int] = []
+
+    def counted(self, opened, extents):
+        blob = real(self, opened, extents)
+        held.append(len(blob_fds(settings)))
+        return blob
+
+    monkeypatch.setattr(type(services.blobs), "concat", counted)
+    content = data(4**4 + 1)  # 257 fragments: levels of 65, 17, 5 and 2 copies
+    item = upload_in_fragments(graph, content, 1)
+    assert len(held) == 65 + 17 + 5 + 2
+    assert max(held) <= 4 + 1 + 4  # a run open, its copy, and the last level's copies
+    assert content_of(graph, item) == content
+    assert stored_blobs(services) == blobs_of(services, item)

@@ -359,6 +359,11 @@ class UploadSessions:
                                 made.append(self.blobs.concat(opened, run))
                         except FileNotFoundError:  # merged (or swept) meanwhile: the rows say the rest
                             raise _Changed from None
+                        if len(runs) > MAX_BLOBS:
+                            # A copy no row will name (the next level copies it) need not be held, and held
+                            # to the end (a descriptor each in the local store) a level of thousands would
+                            # pass the limit itself.
+                            made[-1].release()
                     merged = Extents(Extent(blob.name, 0, blob.size) for blob in made[-len(runs) :])
                 with self.db.write() as s:
                     row = s.scalars(
