@@ -8,6 +8,7 @@ import pytest
 
 from wopihost import sessions
 
+from .cspp_helpers import create_session, update_session
 from .helpers import stored_blobs
 from .test_descriptors import blob_fds
 from .test_graph_uploads import content_of, data, new_session
@@ -48,15 +49,29 @@ def test_a_file_of_more_fragments_than_descriptors_can_be_read(graph, services):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(graph, services, monkeypatch):
-    """Two copies of the final fragment complete one session at once: the second merge may find the pieces it
-    read already merged and deleted by the first. It then leaves the session as the other left it."""
-    monkeypatch.setattr(sessions, "MAX_BLOBS", 2)
+def three_pieces(request, kind: str) -> str:
+    """A session of either kind holding three pieces, not yet complete; its token."""
     content = data(9)
+    if kind == "cspp":
+        wopi = request.getfixturevalue("wopi")
+        token = create_session(wopi)
+        for first in range(0, 6, 2):
+            assert update_session(wopi, token, first, content[first : first + 2]).status_int == 200
+        return token
+    graph = request.getfixturevalue("graph")
     url = new_session(graph)
     for first in range(0, 6, 2):  # three pieces of the nine bytes, the session not yet whole
         assert graph.upload(url, content[first : first + 2], first, len(content)).status_int == 202
-    token = url.rsplit("/", 1)[1]
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.mark.parametrize("kind", ["graph", "cspp"])
+def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(request, services, monkeypatch, kind):
+    """Two copies of the final fragment complete one session at once (or two PutChunkedFiles commit it): the
+    second merge may find the pieces it read already merged and deleted by the first. It then leaves the
+    session as the other left it."""
+    monkeypatch.setattr(sessions, "MAX_BLOBS", 2)
+    token = three_pieces(request, kind)
     before = stored_blobs(services)
     with services.db.read() as s:
         gone = services.sessions.stream(s, token)[-1].blob
