@@ -1,13 +1,15 @@
 """CreateUploadSession, UpdateUploadSession and committing a session (docs/cspp-plus.md §1.5-1.7, §4)."""
 
 import io
+import os
 import re
+import resource
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from wopihost import chunkindex
+from wopihost import chunked, chunkindex, sessions
 from wopihost.gc import collect
 from wopihost.models import SessionChunk, UploadSession
 
@@ -490,6 +492,157 @@ def test_a_commit_takes_only_the_chunks_its_session_row_counted(locked, services
 def session_stream(services, token):
     with services.db.read() as s:
         return services.sessions.stream(s, token)
+
+
+# -- a session of many pieces: copied into at most MAX_BLOBS blobs before the commit opens them ------------------
+
+MANY = [bytes([n]) * 100 for n in range(12)]  # 12 frames of 132 bytes
+
+
+def upload_in(client, stream: bytes, pieces: int, token: str | None = None, start: int = 0) -> str:
+    """`stream` sent as `pieces` pieces of about equal size, from `start` of the session `token` (a new one)."""
+    token = token or create_session(client)
+    bounds = [start + len(stream) * n // pieces for n in range(pieces + 1)]
+    for a, b in zip(bounds, bounds[1:]):
+        assert update_session(client, token, a, stream[a - start : b - start]).status_int == 200
+    return token
+
+
+def at_most(monkeypatch, blobs: int) -> None:
+    """extents.MAX_BLOBS as the commit and the merge read it."""
+    monkeypatch.setattr(chunked, "MAX_BLOBS", blobs)
+    monkeypatch.setattr(sessions, "MAX_BLOBS", blobs)
+
+
+def file_blobs(services, client) -> set[str]:
+    return services.files.get(client.file_id).content.blobs
+
+
+def test_a_session_of_more_pieces_than_descriptors_commits(locked, services):
+    """The commit opened each of its session's pieces, a descriptor each: thousands of small UpdateUploadSessions
+    took it past the process's limit (1,024 under systemd), and it failed (EMFILE, a 500), every other request of
+    the worker with it. Chunks come from the session, the request and the file, as from a session of few pieces."""
+    save, kept = full_file(b"hello", b"world")
+    assert put_chunked(locked, {"MainContent": save}, kept, X_WOPI_Lock="L").status_int == 200
+    token = upload_in(locked, chunk_frames([(chunk_id(p), p) for p in MANY]), 3 * sessions.MAX_BLOBS)
+    main, inline = full_file(b"world", *MANY, b"inline")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # room for a run of pieces being copied, the copy, and the request's own few
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + sessions.MAX_BLOBS + 8, hard))
+    try:
+        response = put_chunked(locked, {"MainContent": main}, inline[-1:], session=token, X_WOPI_Lock="L")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_int == 200, response.headers
+    assert locked.get_file().body == b"world" + b"".join(MANY) + b"inline"
+    assert len(file_blobs(services, locked)) <= sessions.MAX_BLOBS
+    assert stored_blobs(services) == file_blobs(services, locked)  # no piece, no copy left over
+    assert services.sessions.list() == []
+
+
+@pytest.mark.parametrize("pieces", [4, 5, 4 * 4 + 3, 4 * 4 * 4 + 1])
+def test_a_session_of_many_pieces_is_saved_in_at_most_max_blobs_blobs(locked, services, monkeypatch, pieces):
+    at_most(monkeypatch, 4)  # runs of 4 pieces: 19 pieces merge twice, 65 three times
+    token = upload_in(locked, THREE, pieces)
+    main, _ = full_file(b"hello", b"world", b"again")
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
+    assert locked.get_file().body == b"helloworldagain"
+    assert len(file_blobs(services, locked)) <= 4
+    assert stored_blobs(services) == file_blobs(services, locked)
+
+
+def test_a_merged_session_resumes_its_unfinished_frame(locked, services, monkeypatch):
+    """A commit refused after the merge (here: the stream stops inside a frame) keeps the merged session, and the
+    next piece goes on decoding where the index says, now inside one of the copies."""
+    at_most(monkeypatch, 4)
+    cut = FRAME + 20  # inside the second frame
+    token = upload_in(locked, THREE[:cut], 9)
+    main, _ = full_file(b"hello", b"world", b"again")
+    refused = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    assert refused.status_int == 400 and "middle of a frame" in refused.headers["X-WOPI-FailureReason"]
+    assert len(session_stream(services, token)) <= 4  # merged
+    upload_in(locked, THREE[cut:], 2, token, cut)
+    with services.db.read() as s:
+        assert services.sessions.get(s, token, locked.file_id).indexed == len(THREE)  # decoded on, not at commit
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
+    assert locked.get_file().body == b"helloworldagain"
+
+
+def test_a_piece_whose_frame_is_merged_while_it_starts_reads_the_copies(locked, services, monkeypatch):
+    """A piece reads back the unfinished frame's start from the pieces that hold it; a commit may merge them (and
+    delete them) in between. The piece then reads the copies, and is kept, not refused as though the session
+    were gone."""
+    at_most(monkeypatch, 4)
+    cut = FRAME + 20
+    token = upload_in(locked, THREE[:cut], 9)
+    real = chunkindex.PieceIndexer.start
+    merged = []
+
+    def merged_first(self):
+        if not merged:
+            merged.append(services.sessions.merge_pieces(token))
+        return real(self)
+
+    monkeypatch.setattr(chunkindex.PieceIndexer, "start", merged_first)
+    assert update_session(locked, token, cut, THREE[cut:]).status_int == 200
+    assert merged and len(session_stream(services, token)) <= 5
+    main, _ = full_file(b"hello", b"world", b"again")
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
+    assert locked.get_file().body == b"helloworldagain"
+
+
+@pytest.mark.parametrize("meanwhile", ["piece added", "swept"])
+def test_a_session_changed_while_merged_drops_the_copies(locked, services, clock, monkeypatch, meanwhile):
+    """The commit's merge copies outside any transaction. A piece kept meanwhile, or the session swept (or
+    committed by another request), and the copies are dropped: the commit goes on as without a merge, with the
+    session as it is then."""
+    at_most(monkeypatch, 4)
+    token = upload_in(locked, THREE[: 2 * FRAME], 6)
+    real = type(services.blobs).concat
+    changed = []
+
+    def change_first(self, opened, extents):
+        if not changed:
+            if meanwhile == "swept":
+                changed.append(services.sessions.sweep(now=clock.now() + timedelta(minutes=31)))
+            else:
+                changed.append(update_session(locked, token, 2 * FRAME, THREE[2 * FRAME :]).status_int)
+        return real(self, opened, extents)
+
+    monkeypatch.setattr(type(services.blobs), "concat", change_first)
+    main, _ = full_file(b"hello", b"world", b"again")
+    response = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    monkeypatch.undo()
+    if meanwhile == "swept":
+        assert changed == [1] and response.status_int == 410
+        assert locked.get_file().body == b"hello world"
+    else:
+        assert changed == [200] and response.status_int == 200  # the session as it then was, unmerged
+        assert locked.get_file().body == b"helloworldagain"
+    assert stored_blobs(services) == file_blobs(services, locked)  # no copy left over
+
+
+def test_a_piece_kept_after_the_merge_is_409_and_the_retry_commits(locked, services, monkeypatch):
+    """The commit takes the session as it read it after the merge: a piece kept after that is not its own, and it
+    answers 409 (the session grew), as for a session of few pieces. The retry commits the whole session."""
+    at_most(monkeypatch, 4)
+    token = upload_in(locked, THREE[: 2 * FRAME], 6)
+    real = chunkindex.session_chunks
+
+    def then_a_piece(*args):
+        assert update_session(locked, token, 2 * FRAME, THREE[2 * FRAME :]).status_int == 200
+        return real(*args)
+
+    monkeypatch.setattr(chunkindex, "session_chunks", then_a_piece)
+    two, _ = full_file(b"hello", b"world")
+    grew = put_chunked(locked, {"MainContent": two}, session=token, X_WOPI_Lock="L")
+    assert grew.status_int == 409 and "grew" in grew.headers["X-WOPI-FailureReason"]
+    monkeypatch.setattr(chunkindex, "session_chunks", real)
+    assert len(session_stream(services, token)) == 3  # the two copies and the piece kept after them
+    three, _ = full_file(b"hello", b"world", b"again")
+    assert put_chunked(locked, {"MainContent": three}, session=token, X_WOPI_Lock="L").status_int == 200
+    assert locked.get_file().body == b"helloworldagain"
+    assert stored_blobs(services) == file_blobs(services, locked)
 
 
 # -- sweeping -----------------------------------------------------------------------------

@@ -8,7 +8,9 @@ import pytest
 
 from wopihost import sessions
 
+from .cspp_helpers import create_session, update_session
 from .helpers import stored_blobs
+from .test_descriptors import blob_fds
 from .test_graph_uploads import content_of, data, new_session
 
 
@@ -47,15 +49,29 @@ def test_a_file_of_more_fragments_than_descriptors_can_be_read(graph, services):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(graph, services, monkeypatch):
-    """Two copies of the final fragment complete one session at once: the second merge may find the pieces it
-    read already merged and deleted by the first. It then leaves the session as the other left it."""
-    monkeypatch.setattr(sessions, "MAX_BLOBS", 2)
+def three_pieces(request, kind: str) -> str:
+    """A session of either kind holding three pieces, not yet complete; its token."""
     content = data(9)
+    if kind == "cspp":
+        wopi = request.getfixturevalue("wopi")
+        token = create_session(wopi)
+        for first in range(0, 6, 2):
+            assert update_session(wopi, token, first, content[first : first + 2]).status_int == 200
+        return token
+    graph = request.getfixturevalue("graph")
     url = new_session(graph)
     for first in range(0, 6, 2):  # three pieces of the nine bytes, the session not yet whole
         assert graph.upload(url, content[first : first + 2], first, len(content)).status_int == 202
-    token = url.rsplit("/", 1)[1]
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.mark.parametrize("kind", ["graph", "cspp"])
+def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(request, services, monkeypatch, kind):
+    """Two copies of the final fragment complete one session at once (or two PutChunkedFiles commit it): the
+    second merge may find the pieces it read already merged and deleted by the first. It then leaves the
+    session as the other left it."""
+    monkeypatch.setattr(sessions, "MAX_BLOBS", 2)
+    token = three_pieces(request, kind)
     before = stored_blobs(services)
     with services.db.read() as s:
         gone = services.sessions.stream(s, token)[-1].blob
@@ -64,3 +80,26 @@ def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(graph, services, mo
     assert stored_blobs(services) == before - {gone}  # no copy left behind
     with services.db.read() as s:
         assert [extent.blob for extent in services.sessions.stream(s, token)][-1] == gone  # rows as they were
+
+
+@pytest.mark.local_storage  # where a held blob is an open descriptor
+def test_a_merge_holds_no_more_copies_than_it_keeps(graph, services, settings, monkeypatch):
+    """Every copy a merge made stayed held until the end, a descriptor each in the local store: tens of thousands
+    of fragments made a first level of hundreds of copies, past the process's limit again. Only the last level,
+    which the rows will name, needs holding."""
+    monkeypatch.setattr(sessions, "MAX_BLOBS", 4)
+    real = type(services.blobs).concat
+    held: list[int] = []
+
+    def counted(self, opened, extents):
+        blob = real(self, opened, extents)
+        held.append(len(blob_fds(settings)))
+        return blob
+
+    monkeypatch.setattr(type(services.blobs), "concat", counted)
+    content = data(4**4 + 1)  # 257 fragments: levels of 65, 17, 5 and 2 copies
+    item = upload_in_fragments(graph, content, 1)
+    assert len(held) == 65 + 17 + 5 + 2
+    assert max(held) <= 4 + 1 + 4  # a run open, its copy, and the last level's copies
+    assert content_of(graph, item) == content
+    assert stored_blobs(services) == blobs_of(services, item)

@@ -7,13 +7,15 @@ other way.
 
 A save writes no content. Each new stream is kept as the extents its chunks already
 occupy: in the upload session's pieces, the request body and the file's current
-blobs, all fsynced before the commit. The session's pieces thereby become the file's,
-and a blob goes once no stream of the file uses it. Kept in place, a file can hold
-more disk than it needs (frame headers, replaced chunks sharing a blob with kept
-ones), and saves that each bring a few chunks leave a stream in more and more blobs, every
-one of which a read opens: a save that would leave its blobs more than twice the size of
-its streams, its streams in too many pieces, or a stream in more than MAX_BLOBS blobs,
-copies the changed streams into new blobs instead.
+blobs, all fsynced before the commit. The session's pieces thereby become the file's
+(a session of more than MAX_BLOBS pieces, each of which the commit opens, has them copied
+into that many first, as a Graph session's: sessions.merge_pieces), and a blob goes once
+no stream of the file uses it. Kept in place, a file can hold more disk than it needs
+(frame headers, replaced chunks sharing a blob with kept ones), and saves that each bring
+a few chunks leave a stream in more and more blobs, every one of which a read opens: a
+save that would leave its blobs more than twice the size of its streams, its streams in
+too many pieces, or a stream in more than MAX_BLOBS blobs, copies the changed streams
+into new blobs instead.
 
 PutChunkedFile never looks a ChunkId up outside the file it saves: a chunk comes from
 the request's frames, the committed upload session's frames, or the file's own
@@ -482,18 +484,21 @@ class ChunkedFiles:
                 inline = chunkindex.decode_body(opened, Extents([Extent(spool.name, 0, spool.size)]), limit)
                 request = PutRequest.parse(inline.message)
                 token = request.session_token
+                session_stream = Extents()
                 try:
                     with self.db.read() as s:
                         self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
                         if token:
-                            # 410 unless live and this file's
-                            index = chunkindex.recorded(s, self.sessions.get(s, token, file_id))
-                        # one snapshot with the row (db.read): a sweep meanwhile is found by the commit (410)
-                        session_stream = self.sessions.stream(s, token) if token else Extents()
+                            index, session_stream = self._session(s, token, file_id)
                 except WopiError as exc:
                     if token and exc.status != 410:
                         self.sessions.touch(token, file_id)  # the session stays for the client's retry
                     raise
+                if token and len(session_stream) > MAX_BLOBS:
+                    # Each piece is opened below, a descriptor each: thousands would take the worker past its limit.
+                    self.sessions.merge_pieces(token)
+                    with self.db.read() as s:
+                        index, session_stream = self._session(s, token, file_id)
                 chunks = dict(inline.chunks)
                 mismatched = list(inline.mismatched)
                 if token:
@@ -529,6 +534,12 @@ class ChunkedFiles:
         finally:
             for name in unused:
                 self.blobs.release(name)
+
+    def _session(self, s: Session, token: str, file_id: str) -> tuple[chunkindex.SessionIndex, Extents]:
+        """The session's chunk index and where its stream lies; 410 unless it is live and this file's. One
+        snapshot with the row (db.read): a sweep meanwhile is found by the commit (410)."""
+        index = chunkindex.recorded(s, self.sessions.get(s, token, file_id))
+        return index, self.sessions.stream(s, token)
 
     def _check(
         self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int

@@ -5,7 +5,9 @@ each UpdateUploadSession body is being stored: the chunks its frames complete, w
 and whether each payload hashes to its ChunkId, are recorded in the database in the transaction that keeps the
 piece, with where decoding stopped (the start of a frame the piece leaves unfinished). So a commit reads the
 index, not the session's bytes, and takes as long whatever the session's size: any node can serve any piece or
-the commit, since nothing stays in one node's memory between requests.
+the commit, since nothing stays in one node's memory between requests. (A session of more than MAX_BLOBS pieces
+is the exception: the commit first copies them into that many, sessions.merge_pieces. Every place here counts
+from the start of the stream, not of a piece, so the index holds for the copies.)
 
 The next piece resumes at that frame boundary, reading the unfinished frame's first part back from the store:
 at most one frame. Past MAX_CARRY (a chunk larger than any real client sends) pieces stop decoding, and the

@@ -50,7 +50,7 @@ class PieceObserver(Protocol):
     """Sees a piece's bytes as they are stored, and records what it made of them in the transaction that keeps
     the piece (a CSPP session's chunk index: chunkindex.PieceIndexer)."""
 
-    def start(self) -> None: ...  # before the body is read; FileNotFoundError if the session's pieces are gone
+    def start(self) -> None: ...  # before the body is read; FileNotFoundError if the pieces it read are gone
     def watch(self, body: Readable) -> Readable: ...
     def record(self, s: Session) -> None: ...
 
@@ -212,15 +212,8 @@ class UploadSessions:
         in any workers keep exactly one and the limits hold. What `observe` makes of the piece is recorded
         with it, or not at all.
         """
-        with self.db.read() as s:
-            state = self.state(s, token, file_id)
-            self._check_append(state, offset, length)
-            observer = observe(s, state) if observe is not None and length else None
+        state, observer = self._started(token, file_id, offset, length, observe)
         if observer is not None:
-            try:
-                observer.start()
-            except FileNotFoundError:  # committed or swept meanwhile
-                raise gone() from None
             body = observer.watch(body)
         blob = None
         if length:
@@ -245,6 +238,26 @@ class UploadSessions:
                     self.blobs.delete(blob.name)
                 raise
         return offset + length
+
+    def _started(
+        self, token: str, file_id: str | None, offset: int, length: int, observe: Observe | None
+    ) -> tuple[sa.Row, PieceObserver | None]:
+        """The session's state, checked for a piece at `offset`, and the piece's observer, started. The pieces
+        an observer reads back may be merged meanwhile (merge_pieces, by a commit that is then refused): it
+        starts again from the rows as they are then, and the state read again finds a session committed or
+        swept meanwhile (410)."""
+        for _ in range(3):  # a session is merged again only once it has MAX_BLOBS more pieces
+            with self.db.read() as s:
+                state = self.state(s, token, file_id)
+                self._check_append(state, offset, length)
+                observer = observe(s, state) if observe is not None and length else None
+            try:
+                if observer is not None:
+                    observer.start()
+                return state, observer
+            except FileNotFoundError:
+                continue
+        raise gone()
 
     def _move(
         self, s: Session, token: str, file_id: str | None, user_id: str, offset: int, length: int, total: int | None
@@ -334,14 +347,17 @@ class UploadSessions:
         return Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
 
     def merge_pieces(self, token: str) -> None:
-        """Copy a whole Graph session's pieces into at most MAX_BLOBS blobs, if it has more. A file uploaded in
-        thousands of fragments (Graph allows any size from 1 byte) would otherwise need a descriptor for each
-        on every read, past the process's limit: downloads failing, and every other request of the worker
-        with them. Runs of MAX_BLOBS pieces become one blob each (so no more are open at a time), again until
-        few enough: each byte is copied once for every MAX_BLOBS-fold. The rows then name the copies, unless the
-        session changed meanwhile (completed, cancelled, swept, or merged by a copy of the same request, whose
-        pieces may then be gone before they are read), when the copies are dropped. CSPP sessions are left as
-        they are: their chunks are indexed where their pieces lie."""
+        """Copy a whole session's pieces into at most MAX_BLOBS blobs, if it has more: before a Graph session
+        becomes its file, and before a CSPP commit opens them. Thousands of pieces (both kinds take any size
+        from 1 byte) would otherwise need a descriptor each, on every read of the file or at the commit, past
+        the process's limit: those requests failing, and every other request of the worker with them.
+
+        Runs of MAX_BLOBS pieces become one blob each (so no more are open at a time), again until few enough:
+        each byte is copied once for every MAX_BLOBS-fold. The copies cover the stream's bytes where the pieces
+        did, so whatever counts from the start of the stream (a CSPP session's `received`, its chunk index and
+        where its decoding stopped) holds for them as it did for the pieces. The rows then name the copies,
+        unless the session changed meanwhile (a piece added, completed or committed, cancelled, swept, or merged
+        by another request, whose pieces may then be gone before they are read), when the copies are dropped."""
         with self.db.read() as s:
             pieces = self.stream(s, token)
         if len(pieces) <= MAX_BLOBS:
@@ -359,6 +375,11 @@ class UploadSessions:
                                 made.append(self.blobs.concat(opened, run))
                         except FileNotFoundError:  # merged (or swept) meanwhile: the rows say the rest
                             raise _Changed from None
+                        if len(runs) > MAX_BLOBS:
+                            # A copy no row will name (the next level copies it) need not be held, and held
+                            # to the end (a descriptor each in the local store) a level of thousands would
+                            # pass the limit itself.
+                            made[-1].release()
                     merged = Extents(Extent(blob.name, 0, blob.size) for blob in made[-len(runs) :])
                 with self.db.write() as s:
                     row = s.scalars(
@@ -372,7 +393,7 @@ class UploadSessions:
                         or cast(sa.CursorResult, s.execute(taken)).rowcount != len(pieces)
                     ):
                         raise _Changed  # rolled back
-                    offset = 0  # a Graph session's stream starts at its first byte
+                    offset = 0  # where the first piece lies: the first of either kind is at 0 (_check_append)
                     for extent in merged:
                         s.add(UploadPiece(token=token, offset=offset, length=extent.length, blob=extent.blob))
                         offset += extent.length
