@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 import openpyxl
 import pytest
-import sqlalchemy as sa
 import webtest
 from openpyxl.styles import Font
 from openpyxl.workbook.defined_name import DefinedName
@@ -23,7 +22,14 @@ from wopihost.app import create_app
 from wopihost.ids import new_id
 from wopihost.models import WorkbookSession
 
-from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until
+from .helpers import (
+    GraphClient,
+    graph_error,
+    postgres_lock_waiters,
+    stored_blobs,
+    wait_until,
+    waits_for_its_turn_to_write,
+)
 from .test_writer_queue import HOLD
 
 PUBLIC = "https://wopi.example.test"
@@ -871,47 +877,135 @@ def test_deleted_file_ends_its_sessions(graph, services, clock):
     assert session_row(services, session) is None and copy not in stored_blobs(services)
 
 
-def test_the_sweep_leaves_a_session_a_call_renewed_while_it_waited(graph, services, clock, database):
-    """On PostgreSQL, a call that slid the session's expiry commits before the sweep deletes it, and the sweep
-    then finds it no longer expired (SQLite's writers take turns: no such window)."""
+class HeldClock:
+    """The app's clock, which holds a thread at its n-th reading of it until let go, and then answers the time it
+    read. Where a workbook call reads the clock, it is inside a write transaction: after its read of the session's
+    row (Workbooks._session: a call's first reading), or about to store a session's changed copy (Workbooks._store:
+    a write's third, after the session's row was read to ask whether it persists, then for its workbook)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.holds: dict[threading.Thread, list] = {}
+
+    def hold(self, thread: threading.Thread, at: int = 1) -> None:
+        self.holds[thread] = [at, threading.Event(), threading.Event()]
+
+    def reached(self, thread: threading.Thread) -> bool:
+        return self.holds[thread][1].wait(30)
+
+    def let_go(self, thread: threading.Thread) -> None:
+        self.holds[thread][2].set()
+
+    def now(self):
+        now = self.clock.now()
+        hold = self.holds.get(threading.current_thread())
+        if hold:
+            hold[0] -= 1
+            if hold[0] == 0:
+                hold[1].set()
+                assert hold[2].wait(30)
+        return now
+
+    def __getattr__(self, name):
+        return getattr(self.clock, name)
+
+
+def in_thread(action) -> tuple[threading.Thread, dict]:
+    """A thread, not yet started, that runs `action` and keeps what it answered (or raised) in the dict."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["answer"] = action()
+        except Exception as exc:
+            outcome["answer"] = exc
+
+    return threading.Thread(target=run), outcome
+
+
+def waits_or_ends(database: str, thread: threading.Thread) -> bool:
+    """Whether `thread` has ended or waits for what another writer holds: SQLite's writers' turn, or (the one
+    connection of this process that waits) a PostgreSQL row lock."""
+    if not thread.is_alive():
+        return True
+    if database.startswith("sqlite"):
+        return waits_for_its_turn_to_write(thread)
+    return postgres_lock_waiters(database, [os.getpid()]) == 1
+
+
+@pytest.mark.parametrize(
+    "call, ender",
+    [
+        ("refreshSession", "closeSession"),
+        ("range", "closeSession"),
+        ("sessionInfoResource", "closeSession"),
+        ("refreshSession", "sweep"),
+    ],
+)
+def test_a_call_the_session_ends_under_is_answered_never_500(graph, services, clock, database, call, ender):
+    """A call that has read its session's row and is about to slide its expiry, while a closeSession or a sweep
+    deletes the row: the row is locked (PostgreSQL; SQLite's writers take turns), so the end waits for the call,
+    which answers as on a live session, and the sweep then finds the session no longer expired. Unlocked, the end
+    committed first and the call's UPDATE of the row matched nothing: 500."""
+    upload(graph)
+    session = create(graph, True)
+    clock.advance(seconds=30)  # some seconds into the session, a call slides its expiry
+    held = services.workbooks.clock = HeldClock(clock)
+    calls = {
+        "refreshSession": lambda: graph.post(f"{WB}/refreshSession", b"", h(session)),
+        "range": lambda: read(graph, "A1", session),
+        "sessionInfoResource": lambda: graph.get(f"{WB}/sessionInfoResource(key='{session}')"),
+    }
+    caller, called = in_thread(calls[call])
+    held.hold(caller)
+    caller.start()
+    assert held.reached(caller)
+    if ender == "sweep":
+        clock.advance(minutes=4, seconds=31)  # past the expiry the call read, short of the one it sets
+        ending, ended = in_thread(services.workbooks.sweep)
+    else:
+        ending, ended = in_thread(lambda: graph.post(f"{WB}/closeSession", b"", h(session)))
+    ending.start()
+    assert wait_until(lambda: waits_or_ends(database, ending), timeout=20)
+    held.let_go(caller)
+    caller.join(30)
+    ending.join(30)
+    answer = called["answer"]
+    assert answer.status_int == (204 if call == "refreshSession" else 200), answer
+    if ender == "sweep":
+        assert ended["answer"] == 0  # the call renewed the session first
+        assert values(graph, "A1", session) == [[1]]
+    else:
+        assert ended["answer"].status_int == 204
+        gone(read(graph, "A1", session))
+
+
+def test_a_write_racing_close_leaves_no_copy_behind(graph, services, database):
+    """A non-persistent session's write stores its new copy while closeSession, which has read the session's row,
+    deletes it: the close holds the row, so the store finds no session, drops its copy and answers 404. Unlocked,
+    the store went first, the close released the copy it had read (the old one) and the new one stayed for good."""
     if not database.startswith("postgresql"):
         pytest.skip("on SQLite the writers take turns")
-    file_id = upload(graph)
-    session_id = create(graph, False)
-    with services.db.read() as s:
-        expires = s.get_one(WorkbookSession, session_id).expires_at
-    clock.advance(seconds=(expires - clock.now()).total_seconds() - 1)  # one second before it expires
-    other = sa.create_engine(database, poolclass=sa.pool.NullPool)
-    holder = other.connect()
-    holder.begin()  # another call on the session, committing: the renewal below waits for its row
-    holder.execute(sa.text("SELECT id FROM workbook_sessions WHERE id = :id FOR UPDATE"), {"id": session_id})
-    outcomes: dict[str, object] = {}
-
-    def run(name, action):
-        try:
-            outcomes[name] = action()
-        except Exception as exc:
-            outcomes[name] = exc
-
-    renewal = threading.Thread(
-        target=run, args=("call", lambda: services.workbooks.refresh(session_id, file_id, "alice"))
-    )
-    renewal.start()
-    try:
-        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1, timeout=20)
-        clock.advance(seconds=2)  # past the expiry the renewal read
-        sweep = threading.Thread(target=run, args=("sweep", services.workbooks.sweep))
-        sweep.start()
-        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 2, timeout=20)
-    finally:
-        holder.rollback()
-        holder.close()
-        other.dispose()
-    renewal.join(30)
-    sweep.join(30)
-    assert outcomes == {"call": None, "sweep": 0}
-    with services.db.read() as s:
-        assert s.get(WorkbookSession, session_id) is not None
+    upload(graph)
+    before = stored_blobs(services)
+    session = create(graph, False)
+    held = services.workbooks.clock = HeldClock(services.workbooks.clock)
+    writer, wrote = in_thread(lambda: patch(graph, "A1", {"values": [[5]]}, session))
+    held.hold(writer, at=3)  # its new copy written, about to put it in the session's row
+    writer.start()
+    assert held.reached(writer)
+    closer, closed = in_thread(lambda: graph.post(f"{WB}/closeSession", b"", h(session)))
+    held.hold(closer)  # the row read, not yet deleted
+    closer.start()
+    assert held.reached(closer)
+    held.let_go(writer)
+    assert wait_until(lambda: waits_or_ends(database, writer), timeout=20)
+    held.let_go(closer)
+    writer.join(30)
+    closer.join(30)
+    assert stored_blobs(services) == before
+    assert closed["answer"].status_int == 204
+    gone(wrote["answer"])
 
 
 def test_an_async_session_ends_failed_though_the_database_refused_writes_for_a_moment(settings, clock, database):

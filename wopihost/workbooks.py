@@ -271,7 +271,12 @@ class Workbooks:
     def _session(self, s, session_id: str, file_id: str, user_id: str) -> WorkbookSession:
         """The live session, its expiry slid (in a write transaction); 404 if there is none for this file
         and user."""
-        row = s.get(WorkbookSession, session_id) if is_id(session_id) else None
+        # Row-locked (as sessions.get): a closeSession or sweep that deletes the row meanwhile would otherwise
+        # leave the expiry's UPDATE matching nothing (StaleDataError, a 500), and a close would release the copy
+        # it read while a write stored another. No deadlock: a transaction here locks this one row and nothing
+        # else (a persistent session's file is written in a transaction of its own, after this one).
+        query = sa.select(WorkbookSession).where(WorkbookSession.id == session_id)
+        row = s.scalars(locking(s, query)).one_or_none() if is_id(session_id) else None
         now = self.clock.now()
         if row is None or row.file_id != file_id or row.user_id != user_id or row.expires_at <= now:
             raise session_gone()
