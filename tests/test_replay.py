@@ -571,6 +571,63 @@ def test_graph_values_that_always_differ():
     ]
 
 
+# Every time the host answers in JSON, as it shapes it, once recorded and once at another time.
+TIMES = [
+    # CheckFileInfo (CSPP Plus): epoch milliseconds
+    ({"ServerTime": 1795339177000, "AccessTokenExpiry": 1795375177000}, {"ServerTime": 1, "AccessTokenExpiry": 2}),
+    # GetCoauthLock, RefreshCoauthLock, GetCoauthTable: epoch milliseconds
+    (
+        {"CoauthTable": [{"CoauthLockId": "C1", "CoauthLockTime": 1795960942523, "UserFriendlyName": "alice"}]},
+        {"CoauthTable": [{"CoauthLockId": "C1", "CoauthLockTime": 1800000000000, "UserFriendlyName": "alice"}]},
+    ),
+    # CheckFileInfo, PutFile, EnumerateChildren: .NET's round trip format
+    ({"LastModifiedTime": "2026-11-22T09:19:37.1234560Z"}, {"LastModifiedTime": "2027-01-01T00:00:00.0000000Z"}),
+    (
+        {"ChildFiles": [{"Name": "a.docx", "LastModifiedTime": "2026-11-22T09:19:37.1234560Z"}]},
+        {"ChildFiles": [{"Name": "a.docx", "LastModifiedTime": "2026-12-22T09:19:37.1234560Z"}]},
+    ),
+    # Graph: a drive, a driveItem and its fileSystemInfo, an upload session, an error
+    ({"createdDateTime": "2026-11-29T17:36:24.533Z"}, {"createdDateTime": "2026-12-01T00:00:00.001Z"}),
+    (
+        {
+            "lastModifiedDateTime": "2026-11-29T17:36:25.032Z",
+            "fileSystemInfo": {
+                "createdDateTime": "2020-01-01T00:00:00Z",
+                "lastModifiedDateTime": "2020-01-02T00:00:00Z",
+            },
+        },
+        {
+            "lastModifiedDateTime": "2026-12-29T17:36:25.032Z",
+            "fileSystemInfo": {
+                "createdDateTime": "2026-12-01T08:00:00Z",
+                "lastModifiedDateTime": "2026-12-01T09:00:00Z",
+            },
+        },
+    ),
+    ({"expirationDateTime": "2026-11-29T18:06:24.688Z"}, {"expirationDateTime": "2026-11-30T18:06:24.688Z"}),
+    (
+        {"error": {"innerError": {"date": "2026-11-30T10:00:00Z"}}},
+        {"error": {"innerError": {"date": "2026-12-01T10:00:00Z"}}},
+    ),
+    # a launch link (POST /host/links)
+    ({"expiresAt": "2026-11-30T10:00:00.123456Z"}, {"expiresAt": "2026-11-30T20:00:00.654321Z"}),
+]
+
+
+@pytest.mark.parametrize("recorded, actual", TIMES)
+def test_times_may_be_any_time(recorded, actual):
+    assert judged(entry(answer=recorded), answer(value=actual)) == []
+
+
+def test_a_time_must_still_be_a_time():
+    recorded = {"CoauthTable": [{"CoauthLockTime": 1795960942523}], "LastModifiedTime": "2026-11-22T09:19:37Z"}
+    actual = {"CoauthTable": [{"CoauthLockTime": "soon"}], "LastModifiedTime": "yesterday"}
+    assert judged(entry(answer=recorded), answer(value=actual)) == [
+        Difference("$.CoauthTable[0].CoauthLockTime", "1795960942523", '"soon"'),
+        Difference("$.LastModifiedTime", '"2026-11-22T09:19:37Z"', '"yesterday"'),
+    ]
+
+
 def test_a_sequence_number_that_breaks_the_order_is_one_difference():
     rec = recording(entry(answer={"SequenceNumber": 1}), entry(answer={"SequenceNumber": 2}))
     bindings = start(rec)

@@ -14,16 +14,29 @@ import io
 import itertools
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import requests as http
 
 from wopihost.discovery import parse_discovery
-from wopihost.localserver import LocalServer
+from wopihost.localserver import LocalServer, free_port
 from wopihost.proof import raw_query_value, verify
-from wopihost.validator import FAIL, PASS, SKIP, Layout, ProofSigner, Resources, Runner, Schemas, Target, dotnet, load
+from wopihost.validator import (
+    ERROR,
+    FAIL,
+    PASS,
+    SKIP,
+    Layout,
+    ProofSigner,
+    Resources,
+    Runner,
+    Schemas,
+    Target,
+    dotnet,
+    load,
+)
 from wopihost.validator.__main__ import main
 from wopihost.validator.definitions import DefinitionError, ProofKeyMutator
 from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
@@ -330,6 +343,29 @@ def test_a_failing_prerequisite_skips_the_group(engine, document):
             "'SupportsTeleporting' property. Required property missing"
         )
     assert len(results["Teleport"].requests) == 1  # the failing prerequisite's own request
+
+
+def test_a_failing_setup_prerequisite_is_an_error(engine, document, keys):
+    """WopiValidatorPrereq, first in every group of Microsoft's definitions, only checks that the document can
+    be reached: its failure (here a wrong token) is no verdict on what the host offers."""
+    gate = PREREQS.replace('Name="IsWopiTest"', 'Name="WopiValidatorPrereq"')
+    xml = suite(group("Locks", case("Lock", "<Lock Lock='never' />"), ("WopiValidatorPrereq",)), gate)
+    result = engine(xml, replace(document, token="not-a-token"))["Lock"]
+    assert result.status == ERROR and result.prereq == "WopiValidatorPrereq"
+    assert (
+        result.reason
+        == "prerequisite WopiValidatorPrereq failed: Response body should exist, but couldn't read resource content."
+    )
+    assert get_lock(document, keys) == ""
+
+
+def test_a_prerequisite_without_an_answer_is_an_error(engine, document):
+    down = replace(document, wopi_src=f"http://127.0.0.1:{free_port()}/wopi/files/nothing-listens")
+    result = engine(
+        suite(group("Teleports", case("Teleport", "<CheckFileInfo />"), ("HasTeleporter",)), PREREQS), down
+    )["Teleport"]
+    assert result.status == ERROR and result.prereq == "HasTeleporter"
+    assert "Connection refused" in result.reason
 
 
 def test_skipped_tests_do_not_run(engine, document, keys):
@@ -653,7 +689,7 @@ def test_delay_groups_are_skipped_unless_asked(engine, document):
     assert ran.status == PASS and slept == [90]
 
 
-def test_command_line(tmp_path, document, keys):
+def test_command_line(tmp_path, document, keys, capsys):
     xml = suite(
         group(
             "One",
@@ -685,22 +721,63 @@ def test_command_line(tmp_path, document, keys):
         "SKIP Two/Skipped: prerequisite HasTeleporter failed: Incorrect value for 'SupportsTeleporting' property. "
         "Required property missing",
     ]
-    assert lines[4].split() == ["group", "passed", "failed", "skipped"]
-    assert lines[5].split() == ["One", "1", "1", "0"] and lines[6].split() == ["Two", "0", "0", "1"]
-    assert lines[-1] == "3 tests: 1 passed, 1 failed, 1 skipped"
+    assert lines[4].split() == ["group", "passed", "failed", "skipped", "errors"]
+    assert lines[5].split() == ["One", "1", "1", "0", "0"] and lines[6].split() == ["Two", "0", "0", "1", "0"]
+    assert lines[-1] == "3 tests: 1 passed, 1 failed, 1 skipped, 0 errors"
     assert document.token not in out.getvalue() and str(keys.discovery_path) in err.getvalue()
     suites = ET.parse(tmp_path / "junit.xml").getroot()
-    assert suites.get("failures") == "1" and suites.get("skipped") == "1"
+    assert suites.get("failures") == "1" and suites.get("skipped") == "1" and suites.get("errors") == "0"
 
     out = io.StringIO()
     assert main([*args, "--group", "One", "--name", "Good", "--json"], out, io.StringIO()) == 0
     report = json.loads(out.getvalue())
-    assert report["summary"] == {"tests": 1, "passed": 1, "failed": 0, "skipped": 0}
+    assert report["summary"] == {"tests": 1, "passed": 1, "failed": 0, "skipped": 0, "errors": 0}
     assert "access_token=..." in report["tests"][0]["requests"][0]["url"]
+
+    # a test skipped because the host does not offer what it tests is no failure of the run
+    assert main([*args, "--group", "Two"], io.StringIO(), io.StringIO()) == 0
+
+    capsys.readouterr()
+    assert main([*args, "--timeout", "-1"]) == 2  # argparse writes to sys.stderr
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith("error: argument --timeout: must be a positive number of seconds, not '-1'")
+    )
 
     err = io.StringIO()
     assert main([*args, "--name", "NoSuchTest"], io.StringIO(), err) == 2
     assert "Could not find a test case named NoSuchTest" in err.getvalue()
+
+
+def test_command_line_against_a_host_it_cannot_use(tmp_path, document, keys):
+    """As Microsoft's definitions have it, every group's first prerequisite is WopiValidatorPrereq: a host that is
+    down or a wrong token fails it, every test is left without a verdict, and the run must not pass."""
+    gate = PREREQS.replace('Name="IsWopiTest"', 'Name="WopiValidatorPrereq"')
+    xml = suite(
+        group("One", case("Good", "<CheckFileInfo />"), ("WopiValidatorPrereq",))
+        + group("Two", case("Teleport", "<CheckFileInfo />"), ("WopiValidatorPrereq", "HasTeleporter")),
+        gate,
+    )
+    path = write_checkout(tmp_path / "checkout", xml)
+    args = ["--testcases", str(path), "--proof-keys", str(keys.directory), "--junit", str(tmp_path / "junit.xml")]
+    assert main(["--wopisrc", document.wopi_src, "--token", document.token, *args], io.StringIO(), io.StringIO()) == 0
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--wopisrc", document.wopi_src, "--token", "not-a-token", *args], out, err) == 1
+    reason = "prerequisite WopiValidatorPrereq failed: Response body should exist, but couldn't read resource content."
+    assert out.getvalue().splitlines()[:2] == [f"ERROR One/Good: {reason}", f"ERROR Two/Teleport: {reason}"]
+    assert out.getvalue().splitlines()[-1] == "2 tests: 0 passed, 0 failed, 0 skipped, 2 errors"
+    assert err.getvalue().splitlines()[-1] == f"error: 2 tests could not run: {reason}"
+    suites = ET.parse(tmp_path / "junit.xml").getroot()
+    assert (suites.get("errors"), suites.get("skipped"), suites.get("failures")) == ("2", "0", "0")
+    assert suites.find("testsuite/testcase/error").get("message") == reason
+
+    down = f"http://127.0.0.1:{free_port()}/wopi/files/nothing-listens"
+    err = io.StringIO()
+    assert main(["--wopisrc", down, "--token", document.token, "--json", *args], io.StringIO(), err) == 1
+    assert "error: 2 tests could not run: prerequisite WopiValidatorPrereq failed: " in err.getvalue()
+    assert "Connection refused" in err.getvalue() and document.token not in err.getvalue()
 
 
 def test_layout_of_a_real_checkout(tmp_path):

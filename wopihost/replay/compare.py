@@ -11,7 +11,7 @@ sequence. Then the answer is judged, seen through everything learned, by these r
   (Location) as URLs, Content-Type by media type, and those whose value always differs or is prose for
   people (X-WOPI-ItemVersion, X-WOPI-SequenceNumber, ETag, X-WOPI-FailureReason ...) by presence;
 * JSON bodies by structure and value, except values that always differ: times (ISO 8601, or the epoch
-  milliseconds of ServerTime and AccessTokenExpiry) may be any time, versions and tags (Version, eTag, cTag)
+  milliseconds of ServerTime, AccessTokenExpiry and CoauthLockTime) may be any time, versions and tags (Version, eTag, cTag)
   any value of the same type, Graph's request ids and error messages any string, a drive's quota any number;
   ids and URLs must be equal once what was learned is applied, sequence numbers must keep their order;
 * a text body holding placeholders must fit it as a template; any other body must have the recorded SHA-256.
@@ -55,7 +55,7 @@ URL_HEADERS = ("Location", "Content-Location")
 MEDIA_TYPE_HEADERS = ("Content-Type",)
 
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?", re.IGNORECASE)
-EPOCH_MS_KEYS = frozenset({"ServerTime", "AccessTokenExpiry"})
+EPOCH_MS_KEYS = frozenset({"ServerTime", "AccessTokenExpiry", "CoauthLockTime"})
 VERSION_KEYS = frozenset({"Version", "eTag", "cTag"})
 ANY_STRING_KEYS = frozenset({"request-id", "client-request-id", "message"})
 SEQUENCE_KEYS = frozenset({"SequenceNumber"})

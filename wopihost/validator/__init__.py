@@ -12,7 +12,7 @@ try:
     from .definitions import DefinitionError, load
     from .requests import Target
     from .resources import Layout, ResourceError, Resources, Schemas
-    from .runner import FAIL, PASS, SKIP, Runner, TestResult
+    from .runner import ERROR, FAIL, PASS, SKIP, Runner, TestResult
     from .signing import ProofSigner
 except ModuleNotFoundError as missing:
     if missing.name not in ("requests", "jsonschema"):
@@ -24,6 +24,7 @@ except ModuleNotFoundError as missing:
 
 __all__ = [
     "DefinitionError",
+    "ERROR",
     "FAIL",
     "Layout",
     "PASS",

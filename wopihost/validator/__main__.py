@@ -2,16 +2,18 @@
 
     python -m wopihost.validator --wopisrc URL --token T [--token-ttl MS] --testcases PATH/TestCases.xml
         [--group G] [--name N] [--category All|OfficeOnline|OfficeNativeClient] [--proof-keys DIR]
-        [--include-delays] [--junit FILE] [--json] [--verbose]
+        [--include-delays] [--junit FILE] [--json] [--verbose] [--timeout S]
 
-Prints a line per test (`PASS|FAIL|SKIP group/name: first reason`), a table per group and a summary; exits
-1 when a test failed, 2 when the definitions or arguments cannot be used. The host must trust the proof keys
-in --proof-keys (created there on first use): point its discovery at DIR/discovery.xml.
+Prints a line per test (`PASS|FAIL|SKIP|ERROR group/name: first reason`), a table per group and a summary;
+exits 1 when a test failed or could not run (ERROR: a failed prerequisite that says the host cannot be used,
+not what it offers; runner.py), 2 when the definitions or arguments cannot be used. The host must trust the
+proof keys in --proof-keys (created there on first use): point its discovery at DIR/discovery.xml.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +23,7 @@ from . import definitions, report
 from .definitions import DefinitionError
 from .requests import Target
 from .resources import Layout, ResourceError, Resources, Schemas
-from .runner import FAIL, Runner, TestResult
+from .runner import ERROR, FAIL, Runner, TestResult
 from .signing import ProofSigner, default_directory
 from .transport import Transport
 
@@ -62,8 +64,10 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--include-delays", action="store_true", help="also run the groups that wait minutes")
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of text")
-    p.add_argument("--verbose", "-v", action="store_true", help="show the requests of failed, skipped tests")
-    p.add_argument("--timeout", type=float, default=100.0, help="seconds to wait for a response (default 100)")
+    p.add_argument("--verbose", "-v", action="store_true", help="show the requests of tests that did not pass")
+    p.add_argument(
+        "--timeout", type=_seconds, default=100.0, metavar="S", help="seconds to wait for a response (default 100)"
+    )
     return p
 
 
@@ -72,6 +76,16 @@ def _category(text: str) -> str:
         if text.lower() == choice.lower():
             return choice
     raise argparse.ArgumentTypeError(f"must be one of {', '.join(CATEGORY_CHOICES)}")
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return seconds
 
 
 def main(
@@ -127,7 +141,9 @@ def main(
         except OSError as error:
             print(f"error: --junit {args.junit}: {error.strerror or error}", file=err)
             return 2
-    return 1 if any(r.status == FAIL for r in results) else 0
+    for line in report.broken_prereqs(results):
+        print(f"error: {line}", file=err)
+    return 1 if any(r.status in (FAIL, ERROR) for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..junit import Case, Suite, junit_xml
-from .runner import FAIL, PASS, SKIP, TestResult
+from .runner import ERROR, FAIL, PASS, SKIP, TestResult
 
 _TOKEN = re.compile(r"(?i)([?&]access_token=)[^&#]*")
 
@@ -26,7 +27,7 @@ def result_line(result: TestResult) -> str:
 
 
 def details(result: TestResult) -> list[str]:
-    """The requests of a failed or skipped test, for --verbose."""
+    """The requests of a test that did not pass, for --verbose."""
     lines = []
     for request in result.requests:
         where = f"{request.method} {redact(request.url)}" if request.url else "(not sent)"
@@ -42,6 +43,7 @@ class GroupCount:
     passed: int = 0
     failed: int = 0
     skipped: int = 0
+    errors: int = 0
     skip_reasons: list[str] = field(default_factory=list)
 
 
@@ -53,6 +55,8 @@ def by_group(results: Iterable[TestResult]) -> list[GroupCount]:
             count.passed += 1
         elif result.status == FAIL:
             count.failed += 1
+        elif result.status == ERROR:
+            count.errors += 1
         else:
             count.skipped += 1
             reason = result.reason
@@ -64,19 +68,30 @@ def by_group(results: Iterable[TestResult]) -> list[GroupCount]:
 def table(results: list[TestResult]) -> str:
     groups = by_group(results)
     width = max([len("group"), len("total"), *(len(g.name) for g in groups)])
-    lines = [f"{'group':<{width}}  {'passed':>6}  {'failed':>6}  {'skipped':>7}"]
+    lines = [f"{'group':<{width}}  {'passed':>6}  {'failed':>6}  {'skipped':>7}  {'errors':>6}"]
     for g in groups:
-        lines.append(f"{g.name:<{width}}  {g.passed:>6}  {g.failed:>6}  {g.skipped:>7}")
+        lines.append(f"{g.name:<{width}}  {g.passed:>6}  {g.failed:>6}  {g.skipped:>7}  {g.errors:>6}")
     lines.append(
         f"{'total':<{width}}  {sum(g.passed for g in groups):>6}  {sum(g.failed for g in groups):>6}  "
-        f"{sum(g.skipped for g in groups):>7}"
+        f"{sum(g.skipped for g in groups):>7}  {sum(g.errors for g in groups):>6}"
     )
     return "\n".join(lines)
 
 
 def summary(results: list[TestResult]) -> str:
-    counts = {status: sum(r.status == status for r in results) for status in (PASS, FAIL, SKIP)}
-    return f"{len(results)} tests: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped"
+    counts = {status: sum(r.status == status for r in results) for status in (PASS, FAIL, SKIP, ERROR)}
+    return (
+        f"{len(results)} tests: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped, "
+        f"{counts[ERROR]} errors"
+    )
+
+
+def broken_prereqs(results: list[TestResult]) -> list[str]:
+    """A line per prerequisite whose failure kept tests from running (status ERROR): which, how many, why."""
+    broken = [r for r in results if r.status == ERROR and r.prereq]
+    counts = Counter(r.prereq for r in broken)
+    first = {r.prereq: r for r in reversed(broken)}
+    return [f"{n} test{'' if n == 1 else 's'} could not run: {first[name].reason}" for name, n in counts.items()]
 
 
 def write_text(results: list[TestResult], out: TextIO) -> None:
@@ -90,6 +105,7 @@ def as_json(results: list[TestResult]) -> dict:
             "passed": sum(r.status == PASS for r in results),
             "failed": sum(r.status == FAIL for r in results),
             "skipped": sum(r.status == SKIP for r in results),
+            "errors": sum(r.status == ERROR for r in results),
         },
         "groups": [
             {
@@ -97,6 +113,7 @@ def as_json(results: list[TestResult]) -> dict:
                 "passed": g.passed,
                 "failed": g.failed,
                 "skipped": g.skipped,
+                "errors": g.errors,
                 "skip_reasons": g.skip_reasons,
             }
             for g in by_group(results)
@@ -141,8 +158,9 @@ def junit(results: list[TestResult]) -> bytes:
                     r.name,
                     r.elapsed,
                     failure=r.reason if r.status == FAIL else None,
+                    error=r.reason if r.status == ERROR else None,
                     skipped=r.reason if r.status == SKIP else None,
-                    details="\n".join([*r.errors, *details(r)]) if r.status == FAIL else "",
+                    details="\n".join([*r.errors, *details(r)]) if r.status in (FAIL, ERROR) else "",
                 )
                 for r in results
                 if r.group == group.name

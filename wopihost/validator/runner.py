@@ -1,10 +1,15 @@
 """Running test cases as Microsoft's validator does.
 
 For each test of a group, the group's prerequisite test cases run first, every time, in order; the first that
-does not pass stops them and the test is SKIPPED with that prerequisite's failure as the reason. The test's
-requests then run in order with their own state; the first request that fails a check fails the test and
-stops it. Cleanup requests run afterwards whatever happened (even after an error), unchecked, so that a
-failed test leaves no lock behind for the next one.
+does not pass stops them and the test is SKIPPED with that prerequisite's failure as the reason: the host does
+not offer what the group tests. The test is an ERROR instead when the failure says nothing about what the
+host offers, only that the run cannot use it: the prerequisite is WopiValidatorPrereq, which every group names
+first and which only checks that the .wopitest document can be reached (a host that is down, a wrong token or
+WOPISrc), or a request of the prerequisite was sent and got no answer. (The validator skips these too, and
+counts every skipped test as a failure, or with --IgnoreSkipped none.) The test's requests then run in order
+with their own state; the first request that fails a check fails the test and stops it. Cleanup requests run
+afterwards whatever happened (even after an error), unchecked, so that a failed test leaves no lock behind for
+the next one.
 
 Tests are selected by category as the validator does: All runs everything; any other category runs the
 WopiCore tests plus those of that category. Groups marked HasDelay (coauth lock expiry, minutes of waiting)
@@ -28,9 +33,10 @@ from .requests import OFFICE_NATIVE_CLIENT_USER_AGENT, RequestError, Target, bui
 from .resources import ResourceError, Resources, Schemas
 from .signing import ProofSigner
 from .state import State, StateError
-from .transport import Response, Transport, exception_response
+from .transport import EXCEPTION_STATUS, Response, Transport, exception_response
 
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+PASS, FAIL, SKIP, ERROR = "PASS", "FAIL", "SKIP", "ERROR"
+SETUP_PREREQ = "WopiValidatorPrereq"
 DELAY_REASON = "the group waits for coauth locks to expire; run with --include-delays"
 
 
@@ -56,17 +62,17 @@ class TestResult:
     message: str = ""
     errors: list[str] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
-    prereq: str | None = None  # the prerequisite that failed, for a skipped test
+    prereq: str | None = None  # the prerequisite that failed, for a skipped test or an error
     description: str = ""
     elapsed: float = 0.0
 
     @property
     def reason(self) -> str:
-        """One line: why the test failed or was skipped ("" for a pass)."""
+        """One line: why the test failed, was skipped or could not run ("" for a pass)."""
         if self.status == PASS:
             return ""
         first = self.errors[0] if self.errors else ""
-        if self.status == SKIP and self.prereq:
+        if self.prereq:
             return f"prerequisite {self.prereq} failed: {first or self.message}"
         if not first:
             return self.message
@@ -153,7 +159,7 @@ class Runner:
                 return TestResult(
                     group.name,
                     test.name,
-                    SKIP,
+                    ERROR if _run_is_broken(prereq, outcome) else SKIP,
                     "Prerequisites failed",
                     outcome.errors,
                     outcome.requests,
@@ -218,3 +224,9 @@ class Runner:
         return response, RequestRecord(
             request.kind, call.method, url, response.status, elapsed=response.elapsed, headers=headers
         )
+
+
+def _run_is_broken(prereq: TestCase, outcome: TestResult) -> bool:
+    """Whether a failed prerequisite says that the run cannot reach the host, rather than what the host offers."""
+    unanswered = any(r.url and r.status == EXCEPTION_STATUS for r in outcome.requests if not r.cleanup)
+    return prereq.name == SETUP_PREREQ or unanswered
