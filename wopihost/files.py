@@ -200,12 +200,13 @@ class Files:
         conflict: str = "replace",
         if_match: Callable[[File], None] | None = None,
         limit: int | None = None,
-        admit: Callable[[Session, int], None] | None = None,
+        admit: Callable[[Session, str, int], None] | None = None,
     ) -> tuple[File, bool]:
         """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
         it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
-        a folder's name is never replaced. `if_match` checks the file to be replaced; `admit(s, growth)`
-        whether the bytes it adds may land (a quota), once they are known."""
+        a folder's name is never replaced. `if_match` checks the file to be replaced; `admit(s, folder_id,
+        growth)` whether the change may land in that folder and add that many bytes (the caller's reach, a
+        quota), asked in its transaction once the bytes are in, after its row locks."""
         name = check(name)
 
         def validate(s: Session) -> File | None:
@@ -213,7 +214,7 @@ class Files:
 
         def apply(s: Session, blob: Blob, existing: File | None) -> tuple[tuple[File, bool], list[str]]:
             if admit is not None:
-                admit(s, blob.size - (existing.size if existing is not None else 0))
+                admit(s, folder_id, blob.size - (existing.size if existing is not None else 0))
             if existing is None:
                 return (
                     self.insert(
@@ -238,7 +239,7 @@ class Files:
         source: Readable,
         if_match: Callable[[File], None] | None = None,
         limit: int | None = None,
-        admit: Callable[[Session, int], None] | None = None,
+        admit: Callable[[Session, str, int], None] | None = None,
     ) -> File:
         """New content for an existing file, from outside WOPI (409 while a lock holds it); `if_match` and
         `admit` as in put_named."""
@@ -252,7 +253,7 @@ class Files:
 
         def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
             if admit is not None:
-                admit(s, blob.size - file.size)
+                admit(s, file.folder_id, blob.size - file.size)
             return file, self.set_content(s, file, user_id, blob.name, blob.size, blob.sha256)
 
         return self._write_blob(source, validate, apply, limit)
