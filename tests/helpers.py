@@ -292,6 +292,11 @@ class WopiClient:
             request.environ["CONTENT_LENGTH"] = str(content_length)
         return self.testapp.do_request(request, status="*", expect_errors=True)
 
+    def put_file_from(self, body, length: int, lock: str | None = None):
+        """PutFile with any file-like `body` of `length` bytes."""
+        headers = {"X-WOPI-Override": "PUT"} | ({"X-WOPI-Lock": lock} if lock is not None else {})
+        return self.raw_post("/contents", body, length, **headers)
+
 
 @dataclass
 class GraphClient:

@@ -143,6 +143,33 @@ def test_an_upload_whose_link_is_revoked_while_it_waits_for_its_folder_does_not_
         assert services.tree.child(s, shared, "late.txt") is None
 
 
+def test_revoking_a_token_waits_for_a_save_that_found_it_live(services, wopi, database):
+    """A save's commit (PutFile's, PutRelativeFile's) has found its token live; a revoke meanwhile returns only
+    once the save has landed, never before (PostgreSQL, READ COMMITTED)."""
+    if not database.startswith("postgresql"):
+        pytest.skip("SQLite serialises write transactions: no row locks to order them")
+    with services.db.read() as s:
+        grant = services.tokens.verify(s, wopi.token, wopi.file_id)
+    revoked: list = []
+
+    def revoke() -> None:
+        with services.db.write() as s:
+            revoked.append(services.tokens.revoke(s, token=wopi.token))
+
+    revoking = threading.Thread(target=revoke)
+
+    def save(t) -> None:  # what a save's commit does once it holds its file's row: check the token, then write
+        services.tokens.require_live(t, grant)
+        revoking.start()
+        assert wait_until(lambda: _waiters(database) == 1 or not revoking.is_alive())
+        assert revoking.is_alive(), "the token was revoked while a save it had let through was still to land"
+
+    services.db.transact(save)
+    revoking.join()
+    assert revoked == [1]
+    assert wopi.get_file().status_int == 401
+
+
 def test_crossed_folder_moves_never_put_two_folders_inside_each_other(services, graph):
     """Move a into b/inner and b into a/inner at once, over and over: one move wins, the other is refused
     (a folder cannot go below itself), and the tree stays a tree."""
