@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import re
 import shutil
@@ -11,11 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psutil
 import pytest
@@ -27,6 +29,7 @@ from wopihost.writers import WriterQueue
 if TYPE_CHECKING:
     from wopihost.localserver import LocalServer
 
+T = TypeVar("T")
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"  # see fixtures/README.md
 TEST_SECRET = "test-secret-at-least-32-characters"  # the settings fixture's token secret (32 at least)
 
@@ -71,6 +74,44 @@ def waits_for_its_turn_to_write(thread: threading.Thread) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+class HeldBody(io.RawIOBase):
+    """A request body whose client sends the first half of `data`, then the rest only once `go` is set: the
+    request is in flight, its body half read, once `halfway` is set."""
+
+    def __init__(self, data: bytes):
+        self.data, self.sent = data, 0
+        self.halfway, self.go = threading.Event(), threading.Event()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        half = len(self.data) // 2
+        if self.sent >= half:
+            self.halfway.set()
+            assert self.go.wait(60), "the test never let the rest of the body come"
+        n = min(len(buffer), (half if self.sent < half else len(self.data)) - self.sent)
+        buffer[:n] = self.data[self.sent : self.sent + n]
+        self.sent += n
+        return n
+
+
+def while_the_body_comes(send: Callable[[HeldBody], T], data: bytes, meanwhile: Callable[[], object]) -> T:
+    """What `send(body)` answers, a request whose body carries `data` (sent from another thread), when
+    `meanwhile()` has run with half of the body read and the rest still to come."""
+    body = HeldBody(data)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(send, body)
+        wait_until(lambda: body.halfway.is_set() or answer.done(), timeout=30)
+        if not body.halfway.is_set():
+            raise AssertionError(f"the request was answered before its body was read: {answer.result()}")
+        try:
+            meanwhile()
+        finally:
+            body.go.set()
+        return answer.result(timeout=60)
 
 
 def live_workers(server: LocalServer) -> set[int]:
@@ -251,6 +292,11 @@ class WopiClient:
             request.environ["CONTENT_LENGTH"] = str(content_length)
         return self.testapp.do_request(request, status="*", expect_errors=True)
 
+    def put_file_from(self, body, length: int, lock: str | None = None):
+        """PutFile with any file-like `body` of `length` bytes."""
+        headers = {"X-WOPI-Override": "PUT"} | ({"X-WOPI-Lock": lock} if lock is not None else {})
+        return self.raw_post("/contents", body, length, **headers)
+
 
 @dataclass
 class GraphClient:
@@ -292,6 +338,13 @@ class GraphClient:
 
     def put_json(self, path: str, body, headers: dict[str, str] | None = None):
         return self.testapp.put_json(self.url(path), body, headers=self.headers(headers), expect_errors=True)
+
+    def put_from(self, path: str, body, length: int, headers: dict[str, str] | None = None):
+        """PUT with any file-like `body` of `length` bytes."""
+        request = webtest.TestRequest.blank(self.url(path), method="PUT", headers=self.headers(headers))
+        request.environ["wsgi.input"] = body
+        request.environ["CONTENT_LENGTH"] = str(length)
+        return self.testapp.do_request(request, status="*", expect_errors=True)
 
     def upload(self, upload_url: str, data: bytes, first: int, total: int, headers: dict[str, str] | None = None):
         """PUT one fragment to an upload URL, with no token (the URL is the credential)."""

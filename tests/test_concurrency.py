@@ -12,10 +12,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from wopihost.app import create_app
 from wopihost.errors import WopiError
 from wopihost.locks import live_lock
 from wopihost.models import Drive, User
 from wopihost.repository import lock_folder
+from wopihost.uploads import Target
 
 from .cspp_helpers import create_session, update_session
 from .helpers import postgres_lock_waiters, wait_until, waits_for_its_turn_to_write
@@ -81,6 +83,93 @@ def test_a_launch_token_issued_as_its_user_leaves_the_drive_is_revoked_with_the_
     assert refused.value.status == 401
 
 
+def _session_through_a_link(services) -> tuple[str, str, str, str]:
+    """Bob's upload session for a new file in alice's folder Shared, made through a read-write link to it, with
+    every byte in: its token, the link's id, the folder's id and alice's drive's id."""
+    shared = services.add_file("alice", "a.txt", io.BytesIO(b"shared"), folder=["Shared"]).folder_id
+    link = services.shares.link(shared, "ReadWrite", "alice")
+    drive = services.drives.personal("alice").id
+    services.drives.personal("bob")
+    token, _ = services.uploads.create("bob", Target(drive, folder_id=shared, name="late.txt", share_link=link.id), 3)
+    services.sessions.append(token, None, 0, 3, io.BytesIO(b"abc"), 3, "the Content-Range")
+    return token, link.id, shared, drive
+
+
+def test_revoking_a_link_waits_for_an_upload_through_it_that_found_it_live(settings, clock, database):
+    """A completion has checked the link and waits for its drive's quota; a revoke meanwhile returns only once
+    the file has landed, never before (PostgreSQL, READ COMMITTED; SQLite's writers take turns whole)."""
+    if not database.startswith("postgresql"):
+        pytest.skip("SQLite serialises write transactions: no row locks to order them")
+    app = create_app(settings.with_changes(drive_quota=1 << 20), clock)
+    services = app.extensions["wopihost"]
+    try:
+        token, link, _, drive = _session_through_a_link(services)
+        completed: list = []
+        revoked: list = []
+        with services.db.write() as s:
+            services.drives.quota(s, drive)  # another upload into the drive, committing: the quota's turn is its
+            completing = threading.Thread(target=lambda: completed.append(services.uploads.complete(token)[1]))
+            completing.start()
+            assert wait_until(lambda: _waiters(database) == 1)
+            revoking = threading.Thread(target=lambda: revoked.append(services.shares.revoke(link)))
+            revoking.start()
+            assert wait_until(lambda: _waiters(database) == 2 or not revoking.is_alive())
+            assert revoking.is_alive(), "revoke() returned while an upload it had let through was still to land"
+        completing.join()
+        revoking.join()
+        assert completed == [True] and revoked == [1]
+    finally:
+        services.db.dispose()
+
+
+def test_an_upload_whose_link_is_revoked_while_it_waits_for_its_folder_does_not_land(services, database):
+    """A completion waits for its folder's lock; a revoke commits meanwhile: the completion, reading the link
+    once the folder is its, finds it revoked (PostgreSQL, READ COMMITTED)."""
+    if not database.startswith("postgresql"):
+        pytest.skip("SQLite serialises write transactions: no row locks to order them")
+    token, link, shared, _ = _session_through_a_link(services)
+    outcome: list = []
+    with services.db.write() as s:
+        lock_folder(s, shared)  # another change in the folder holds it
+        completing = threading.Thread(
+            target=lambda: outcome.append(_status_of(lambda: services.uploads.complete(token)))
+        )
+        completing.start()
+        assert wait_until(lambda: _waiters(database) == 1)
+        assert services.shares.revoke(link) == 1
+    completing.join()
+    assert outcome == [403]
+    with services.db.read() as s:
+        assert services.tree.child(s, shared, "late.txt") is None
+
+
+def test_revoking_a_token_waits_for_a_save_that_found_it_live(services, wopi, database):
+    """A save's commit (PutFile's, PutRelativeFile's) has found its token live; a revoke meanwhile returns only
+    once the save has landed, never before (PostgreSQL, READ COMMITTED)."""
+    if not database.startswith("postgresql"):
+        pytest.skip("SQLite serialises write transactions: no row locks to order them")
+    with services.db.read() as s:
+        grant = services.tokens.verify(s, wopi.token, wopi.file_id)
+    revoked: list = []
+
+    def revoke() -> None:
+        with services.db.write() as s:
+            revoked.append(services.tokens.revoke(s, token=wopi.token))
+
+    revoking = threading.Thread(target=revoke)
+
+    def save(t) -> None:  # what a save's commit does once it holds its file's row: check the token, then write
+        services.tokens.require_live(t, grant)
+        revoking.start()
+        assert wait_until(lambda: _waiters(database) == 1 or not revoking.is_alive())
+        assert revoking.is_alive(), "the token was revoked while a save it had let through was still to land"
+
+    services.db.transact(save)
+    revoking.join()
+    assert revoked == [1]
+    assert wopi.get_file().status_int == 401
+
+
 def test_crossed_folder_moves_never_put_two_folders_inside_each_other(services, graph):
     """Move a into b/inner and b into a/inner at once, over and over: one move wins, the other is refused
     (a folder cannot go below itself), and the tree stays a tree."""
@@ -133,6 +222,11 @@ def test_claiming_a_name_in_a_folder_does_not_lock_the_item_of_that_name(service
         assert not claim.is_alive(), "the claim waits for the folder's lock"
         lock_folder(s, parent)  # the delete goes on
     assert outcome == [409]
+
+
+def _waiters(database: str) -> int:
+    """How many of this process's connections wait for a lock."""
+    return postgres_lock_waiters(database, [os.getpid()])
 
 
 def _status_of(call) -> int | None:

@@ -3,6 +3,7 @@
 import io
 import os
 import time
+from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from wopihost.clock import parse_iso
 from wopihost.errors import WopiError
 
-from .helpers import statements_sent, stored_blobs
+from .helpers import statements_sent, stored_blobs, while_the_body_comes
 
 # -- GetFile --------------------------------------------------------------------------
 
@@ -253,6 +254,26 @@ def test_put_file_replaces_the_blob_and_deletes_the_old_one(wopi, settings, serv
     wopi.put_file(b"new content", lock="L")
     after = sorted(stored_blobs(services))
     assert len(before) == len(after) == 1 and before != after
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_revoked_or_expired_while_put_file_comes_saves_nothing(wopi, services, clock, how):
+    """The token was live when PutFile began, and is not once its body is in: 401, and the file is as it was."""
+    wopi.lock("L")
+    wopi.token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+    blobs = stored_blobs(services)
+
+    def meanwhile() -> None:
+        if how == "revoked":
+            with services.db.write() as s:
+                assert services.tokens.revoke(s, token=wopi.token) == 1
+        else:
+            clock.advance(minutes=11)  # the lock, for 30 minutes, still holds
+
+    answer = while_the_body_comes(lambda held: wopi.put_file_from(held, 4096, lock="L"), b"x" * 4096, meanwhile)
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
+    assert services.files.get(wopi.file_id).version == 1
+    assert stored_blobs(services) == blobs
 
 
 # -- Collabora's timestamp check (lessons-from-peers item 8) --------------------------

@@ -22,7 +22,7 @@ from wopihost.app import create_app
 from wopihost.ids import new_id
 
 from .conftest import PG_URL
-from .helpers import GraphClient, graph_error, stored_blobs
+from .helpers import GraphClient, graph_error, stored_blobs, while_the_body_comes
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 PUBLIC = "https://wopi.example.test"
@@ -193,6 +193,28 @@ def test_shared_drive_refuses_non_members(services, graph, kind, via):
         response = graph.get(path)
         assert response.status_int == 403, path
         assert graph_error(response) == ("accessDenied", None)
+
+
+@pytest.mark.parametrize("what", ["a new file", "a new version"])
+def test_a_member_removed_while_a_simple_upload_comes_writes_nothing(services, graph_for, what):
+    """Bob was a member when the upload began, and no longer is when its body is in."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob = graph_for("bob")
+    existing = put(bob, "plan.txt", b"plan", drive=f"drives/{drive.id}").json
+    path = "root:/late.txt:/content" if what == "a new file" else f"items/{existing['id']}/content"
+    blobs = stored_blobs(services)
+    answer = while_the_body_comes(
+        lambda held: bob.put_from(f"drives/{drive.id}/{path}", held, 4096),
+        b"x" * 4096,
+        lambda: services.drives.remove_member(drive.id, "bob"),
+    )
+    assert answer.status_int == 403 and graph_error(answer) == ("accessDenied", None), answer.body
+    alice = graph_for("alice")
+    services.drives.add_member(drive.id, "alice")
+    assert alice.get(f"drives/{drive.id}/root:/late.txt:").status_int == 404
+    assert alice.get(f"drives/{drive.id}/items/{existing['id']}/content").body == b"plan"
+    assert stored_blobs(services) == blobs
 
 
 @pytest.mark.parametrize("kind, via, other", [("site", "sites", "groups"), ("group", "groups", "sites")])

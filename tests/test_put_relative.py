@@ -7,7 +7,7 @@ import pytest
 
 from wopihost.names import encode_utf7
 
-from .helpers import stored_blobs
+from .helpers import stored_blobs, while_the_body_comes
 
 
 def put_relative(wopi, body=b"new file", **headers):
@@ -311,3 +311,23 @@ def test_body_of_another_size_than_declared_is_400_and_leaves_nothing(wopi, serv
 def test_file_conversion_flow_is_accepted(wopi):
     response = put_relative(wopi, b"docx bytes", X_WOPI_SuggestedTarget=".docx", X_WOPI_FileConversion="")
     assert response.status_int == 200
+
+
+def test_a_token_revoked_while_the_body_comes_makes_no_file(wopi, services):
+    """The token was live when PutRelativeFile began, and revoked before its body was in: 401, and no file."""
+    before, blobs = len(services.files.list()), stored_blobs(services)
+
+    def revoke() -> None:
+        with services.db.write() as s:
+            assert services.tokens.revoke(s, token=wopi.token) == 1
+
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post(
+            "", held, 4096, X_WOPI_Override="PUT_RELATIVE", X_WOPI_SuggestedTarget="Copy.docx", X_WOPI_Size="4096"
+        ),
+        b"x" * 4096,
+        revoke,
+    )
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
+    assert len(services.files.list()) == before
+    assert stored_blobs(services) == blobs

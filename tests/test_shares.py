@@ -20,7 +20,7 @@ from wopihost.cli import main
 from wopihost.ids import new_id
 from wopihost.models import File
 
-from .helpers import TEST_SECRET, GraphClient, WopiClient, graph_error
+from .helpers import TEST_SECRET, GraphClient, WopiClient, graph_error, stored_blobs, while_the_body_comes
 
 PUBLIC = "https://wopi.example.test"
 SHARE_PREFIX = f"{PUBLIC}/s/"
@@ -928,6 +928,42 @@ def test_an_upload_by_path_lands_at_the_path_not_on_a_file_moved_out_of_the_shar
     assert last.json["id"] != tree.deep.id and last.json["parentReference"]["id"] == tree.sub_folder
     assert content_of(services, last.json["id"]) == b"abcdef"
     assert content_of(services, tree.deep.id) == b"deep bytes"  # the one that left is untouched
+
+
+@pytest.mark.parametrize("what", ["a new version", "a new file"])
+def test_a_link_revoked_while_a_simple_upload_comes_stops_it(bob, graph, tree, file_link, folder_link, services, what):
+    """The link was live when the upload began; revoke() returned before its body was in: nothing lands."""
+    if what == "a new version":
+        url, path = file_link("ReadWrite"), "driveItem/content"
+    else:
+        url, path = folder_link("ReadWrite"), "driveItem:/late.txt:/content"
+    blobs = stored_blobs(services)
+
+    def revoke() -> None:
+        assert services.shares.revoke(link_id(url)) == 1
+
+    body = b"x" * 4096
+    answer = while_the_body_comes(lambda held: bob.put_from(f"shares/{link_id(url)}/{path}", held, 4096), body, revoke)
+    assert answer.status_int == 403 and graph_error(answer)[0] == "accessDenied", answer.body
+    assert content_of(services, tree.shared_file.id) == b"shared bytes"
+    assert services.files.get(tree.shared_file.id).version == tree.shared_file.version
+    assert graph.get("me/drive/root:/Shared/late.txt").status_int == 404
+    assert stored_blobs(services) == blobs
+
+
+def test_a_simple_upload_into_a_folder_that_left_the_share_while_it_came_does_not_land(
+    bob, graph, tree, folder_link, services
+):
+    share_id = link_id(folder_link("ReadWrite"))
+    blobs = stored_blobs(services)
+    answer = while_the_body_comes(
+        lambda held: bob.put_from(f"shares/{share_id}/driveItem:/Sub/late.txt:/content", held, 4096),
+        b"x" * 4096,
+        lambda: move(graph, tree.sub_folder, tree.private_folder),
+    )
+    assert answer.status_int == 403 and graph_error(answer)[0] == "accessDenied", answer.body
+    assert graph.get("me/drive/root:/Private/Sub/late.txt").status_int == 404
+    assert stored_blobs(services) == blobs
 
 
 def test_a_read_write_file_link_follows_its_file_when_it_moves(bob, graph, tree, file_link, services):

@@ -106,8 +106,17 @@ class Files:
 
         return self._write_blob(source, validate, apply)
 
-    def put(self, file_id: str, source: Readable, lock_id: str | None, loaded_at: datetime | None = None) -> Saved:
+    def put(
+        self,
+        file_id: str,
+        source: Readable,
+        lock_id: str | None,
+        loaded_at: datetime | None = None,
+        admit: Callable[[Statements], None] | None = None,
+    ) -> Saved:
         """PutFile. `loaded_at` is Collabora's X-COOL-WOPI-Timestamp: refuse if the file changed since.
+        `admit(t)` whether the save may still land, asked in its transaction once the body is in and the file's
+        row is locked (the token may have been revoked while the body came).
 
         The hottest writer after the locks: its checks and its change are prepared statements (contents.py)."""
 
@@ -127,6 +136,8 @@ class Files:
 
         def change(t: Statements, blob: Blob) -> tuple[Saved, list[str]]:
             state, now = check(t), self.clock.now()
+            if admit is not None:  # once the file's row is locked: see Tokens.require_live
+                admit(t)
             unused = replace_content(t, file_id, state.content, None, blob.name, blob.size, blob.sha256, None, now)
             return Saved(state.version + 1, now), unused
 
@@ -135,11 +146,18 @@ class Files:
         )
 
     def put_relative(
-        self, source_id: str, owner_id: str, target: Target, source: Readable, may_overwrite: Callable[[File], bool]
+        self,
+        source_id: str,
+        owner_id: str,
+        target: Target,
+        source: Readable,
+        may_overwrite: Callable[[File], bool],
+        admit: Callable[[Session, str, int], None] | None = None,
     ) -> File:
         """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one, if
-        `may_overwrite` it."""
-        return self.create_relative(self.get(source_id).folder_id, owner_id, target, source, source_id, may_overwrite)
+        `may_overwrite` it; `admit` as in put_named."""
+        folder_id = self.get(source_id).folder_id
+        return self.create_relative(folder_id, owner_id, target, source, source_id, may_overwrite, admit)
 
     def create_relative(
         self,
@@ -149,10 +167,11 @@ class Files:
         source: Readable,
         source_id: str | None = None,
         may_overwrite: Callable[[File], bool] = lambda file: True,
+        admit: Callable[[Session, str, int], None] | None = None,
     ) -> File:
         """A file in `folder_id` named as `target` says (PutRelativeFile beside `source_id`, CreateChildFile):
         a new one, or (specific name + overwrite) a replaced one; a file the caller may not overwrite is a
-        taken name (409, with a free one to retry with)."""
+        taken name (409, with a free one to retry with). `admit` as in put_named."""
         if not target.suggested:
             try:
                 if target.problem is not None:
@@ -184,6 +203,8 @@ class Files:
             return existing
 
         def apply(s: Session, blob: Blob, existing: File | None) -> tuple[File, list[str]]:
+            if admit is not None:
+                admit(s, folder_id, blob.size - (existing.size if existing is not None else 0))
             if existing is None:
                 name = self.free_name(s, folder_id, target.name) if target.suggested else target.name
                 return self.insert(s, folder_id, name, owner_id, blob.name, blob.size, blob.sha256), []
@@ -200,12 +221,13 @@ class Files:
         conflict: str = "replace",
         if_match: Callable[[File], None] | None = None,
         limit: int | None = None,
-        admit: Callable[[Session, int], None] | None = None,
+        admit: Callable[[Session, str, int], None] | None = None,
     ) -> tuple[File, bool]:
         """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
         it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
-        a folder's name is never replaced. `if_match` checks the file to be replaced; `admit(s, growth)`
-        whether the bytes it adds may land (a quota), once they are known."""
+        a folder's name is never replaced. `if_match` checks the file to be replaced; `admit(s, folder_id,
+        growth)` whether the change may land in that folder and add that many bytes (the caller's reach, a
+        quota), asked in its transaction once the bytes are in, after its row locks."""
         name = check(name)
 
         def validate(s: Session) -> File | None:
@@ -213,7 +235,7 @@ class Files:
 
         def apply(s: Session, blob: Blob, existing: File | None) -> tuple[tuple[File, bool], list[str]]:
             if admit is not None:
-                admit(s, blob.size - (existing.size if existing is not None else 0))
+                admit(s, folder_id, blob.size - (existing.size if existing is not None else 0))
             if existing is None:
                 return (
                     self.insert(
@@ -238,7 +260,7 @@ class Files:
         source: Readable,
         if_match: Callable[[File], None] | None = None,
         limit: int | None = None,
-        admit: Callable[[Session, int], None] | None = None,
+        admit: Callable[[Session, str, int], None] | None = None,
     ) -> File:
         """New content for an existing file, from outside WOPI (409 while a lock holds it); `if_match` and
         `admit` as in put_named."""
@@ -252,7 +274,7 @@ class Files:
 
         def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
             if admit is not None:
-                admit(s, blob.size - file.size)
+                admit(s, file.folder_id, blob.size - file.size)
             return file, self.set_content(s, file, user_id, blob.name, blob.size, blob.sha256)
 
         return self._write_blob(source, validate, apply, limit)

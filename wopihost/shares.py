@@ -61,9 +61,16 @@ def link_id_of(share_id: str, public_url: str) -> str | None:
 def require_link_reach(s, link_id: str, folder_id: str, writing: bool, file_id: str | None = None) -> None:
     """403 unless the link `link_id` is live (and, `writing`, read-write) and reaches the file `file_id`, or
     (no `file_id`) into the folder `folder_id`: a file link reaches its file only, a folder link everything
-    below it. Checked again when an upload made through a link lands: the link may have been revoked, or
-    the folder moved out of the shared one, meanwhile."""
-    link = s.get(ShareLink, link_id)
+    below it. Checked again in the transaction that lands an upload made through a link, after the folder's
+    lock: the link may have been revoked, or the folder moved out of the shared one, meanwhile."""
+    # In a write transaction the link's row is held (FOR SHARE on PostgreSQL) until the commit: revoke's UPDATE
+    # waits for the upload to land, or the upload waits for the revocation and then reads the link revoked, so
+    # no upload lands through a link after revoke() has returned. SQLite's writers take turns anyway. No
+    # deadlock, whatever else this transaction holds (its folder's and file's rows, taken before): the only
+    # writer of a link's row is revoke, one UPDATE that locks nothing but links, and no transaction holding a
+    # link waits for another link.
+    lock = {"read": True} if s.info.get("write") else None
+    link = s.get(ShareLink, link_id, with_for_update=lock)
     if link is None or link.revoked_at is not None or (writing and link.url_type != READ_WRITE):
         raise WopiError(403, "the share link has been revoked or does not allow this", code="accessDenied")
     if file_id is not None and file_id == link.item_id:

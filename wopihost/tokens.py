@@ -45,6 +45,7 @@ from .clock import Clock
 from .errors import unauthorized
 from .ids import new_id
 from .models import AccessToken, File, Folder
+from .prepared import Prepared, Statements
 
 JTI_LENGTH = 16
 API = ""  # the resource of an API token
@@ -197,6 +198,20 @@ class Tokens:
             raise unauthorized("the access token has been revoked")
         return Grant(claim.jti, claim.resource, user_id, claim.rights, claim.expires_at, claim.reach)
 
+    def require_live(self, t: Statements, grant: Grant) -> None:
+        """401 unless `grant`'s token is still live, asked again in the write transaction of a change that comes
+        long after `verify` (a body streamed in meanwhile): not expired, its row not revoked. One primary-key
+        read, which on PostgreSQL holds the row until the commit (FOR SHARE): `revoke`, an UPDATE of it, waits
+        for the change to land, or the change waits for the revocation and reads it. SQLite's writers take
+        turns anyway. Ask it once the change holds every row lock it needs (its folder's, its file's): it then
+        waits for nothing more while it holds the token, so a revocation that holds other rows as it waits for
+        this one (a member's removal holds the membership: drives.py) waits in no circle."""
+        if grant.expires_at <= self._clock.now():
+            raise unauthorized("the access token has expired")
+        row = t.first(_REVOKED_AT, {"jti": grant.jti})
+        if row is None or row[0] is not None:
+            raise unauthorized("the access token has been revoked")
+
     def ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL, kind: str = GRAPH_DOWNLOAD) -> str:
         """A short-lived credential for one file (`kind`: its content as Graph's @microsoft.graph.downloadUrl or
         WOPI's FileUrl, or a launch link of the host page), bound to the token it was issued under, so revoking
@@ -311,6 +326,10 @@ def _encode(signed: bytes) -> str:
 
 
 _EPOCH = datetime(1970, 1, 1)
+_TOKENS = cast(sa.Table, AccessToken.__table__)
+_REVOKED_AT = Prepared(
+    sa.select(_TOKENS.c.revoked_at).where(_TOKENS.c.jti == sa.bindparam("jti")).with_for_update(read=True)
+)
 _MALFORMED = (binascii.Error, itsdangerous.BadSignature, ValueError, OverflowError)
 
 

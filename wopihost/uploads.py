@@ -280,8 +280,8 @@ class Uploads:
             self.files.check_writable(s, existing)
         else:
             assert target.folder_id is not None and target.name is not None  # a new file's target names both
-            self._reach(s, row, target, target.folder_id, target.drive_id)
             existing = self.files.claim_name(s, target.folder_id, target.name, target.conflict, row.user_id, if_match)
+            self._reach(s, row, target, target.folder_id, target.drive_id)  # the folder locked first: see require_reach
         if (target.expect_file is not None or target.expect_sequence is not None) and (
             existing is None
             or target.expect_file not in (None, existing.id)  # None: a session made before it was kept
@@ -309,13 +309,8 @@ class Uploads:
     def _reach(
         self, s, row: UploadSession, target: Target, folder_id: str, drive_id: str, file_id: str | None = None
     ) -> None:
-        """Whoever made the session may still write the file `file_id`, or put a new one in `folder_id`: as a
-        member of its drive (one may have been removed meanwhile) or through the share link it was made with
-        (revoked meanwhile?)."""
-        if target.share_link is None:
-            self.drives.reachable(s, row.user_id, drive_id)
-        else:
-            require_link_reach(s, target.share_link, folder_id, writing=True, file_id=file_id)
+        """Whoever made the session may still write there (require_reach), as they made it."""
+        require_reach(s, self.drives, row.user_id, target.share_link, drive_id, folder_id, file_id)
 
     def _check_size(self, total: int) -> None:
         if total > self.max_file_size:
@@ -331,6 +326,20 @@ class Uploads:
             raise range_error("fragmentOverlap", f"bytes {first}.. overlap the {received} bytes received")
         if first > received:
             raise range_error("fragmentOutOfOrder", f"the next fragment starts at byte {received}, not {first}")
+
+
+def require_reach(
+    s, drives: Drives, user_id: str, share_link: str | None, drive_id: str, folder_id: str, file_id: str | None = None
+) -> None:
+    """`user_id` may still write the file `file_id`, or put a new one in `folder_id`, of the drive `drive_id`: as
+    a member of the drive (one may have been removed meanwhile), or through the share link `share_link` (revoked
+    meanwhile, or the folder moved out of what it shares?); 403 otherwise. Asked in the transaction that lands an
+    upload (a session's or a simple one), once the folder's and the file's rows are locked, so that the folder
+    is where it is found, and before the quota's lock, the last taken (drives.py)."""
+    if share_link is None:
+        drives.reachable(s, user_id, drive_id)
+    else:
+        require_link_reach(s, share_link, folder_id, writing=True, file_id=file_id)
 
 
 def _whole(state, last: int, total: int) -> bool:

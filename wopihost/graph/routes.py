@@ -25,7 +25,7 @@ from ..streaming import content_response
 from ..text import text_problem
 from ..tokens import API, Grant, bearer
 from ..tree import Item
-from ..uploads import Held, Target, redirected
+from ..uploads import Held, Target, redirected, require_reach
 from . import shapes
 from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, split_drive
 from .describe import DOWNLOADS, describe, item_response, names
@@ -357,7 +357,12 @@ def put_content(call: Call, ref: ItemRef) -> Response:
                 raise GraphError(400, "invalidRequest", "a folder has no content")
         services.drives.quota(s, call.drive.id).check((length or 0) - getattr(existing, "size", 0))
 
-    def admit(s, growth: int) -> None:  # again once the bytes are in: a chunked body declared no length
+    def admit(s, folder_id: str, growth: int) -> None:
+        """Once the bytes are in, in the transaction that lands them: the caller still reaches the folder (a link
+        revoked, a member removed, the folder moved out of the shared one while they came?), and they fit (a
+        chunked body declared no length)."""
+        file_id = None if ref.path else getattr(existing, "id", None)
+        require_reach(s, services.drives, user, call.share, call.drive.id, folder_id, file_id)
         services.drives.quota(s, call.drive.id).check(growth)
 
     if ref.path:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import BinaryIO
 
 from flask import Response, jsonify, request
+from sqlalchemy.orm import Session
 
 from ..activities import MAX_ACTIVITIES
 from ..body import request_body
@@ -18,6 +19,7 @@ from ..files import Target
 from ..locks import LOCK_TTL_RANGE, LockRequest, LockView, parse_lock_id
 from ..models import File
 from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_extension
+from ..prepared import Statements
 from ..services import Services
 from ..shares import READ_ONLY, READ_WRITE
 from ..snapshots import FileView, UserView
@@ -61,6 +63,16 @@ class Call:
         if self.seen is None:
             raise not_found()
         return self.seen
+
+    def admit(self, t: Statements) -> None:
+        """In the transaction that lands a body (PutFile, PutRelativeFile): 401 unless the token is still live.
+        The body may have come for long enough for the token to be revoked, or to expire."""
+        self.services.tokens.require_live(t, self.grant)
+
+    def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
+        """`admit` as Files' ORM writers ask it (PutRelativeFile; WOPI has no quota)."""
+        with Statements.in_session(s) as t:
+            self.admit(t)
 
 
 def check_file_info(call: Call) -> Response:
@@ -154,7 +166,7 @@ def put_file(call: Call) -> Response:
     lock_id = parse_lock_id(lock_header) if lock_header else None  # absent when filling a new empty file
     loaded_at = time_header("X-COOL-WOPI-Timestamp", "X-LOOL-WOPI-Timestamp")
     check_body_size(services.settings.max_file_size)
-    file = services.files.put(call.file_id, request_body(), lock_id, loaded_at)
+    file = services.files.put(call.file_id, request_body(), lock_id, loaded_at, call.admit)
     response = jsonify({"LastModifiedTime": iso_round_trip(file.modified_at)})
     response.headers["X-WOPI-ItemVersion"] = str(file.version)
     return response
@@ -219,6 +231,7 @@ def put_relative_file(call: Call) -> Response:
         target,
         sized_body("X-WOPI-Size", size),
         lambda existing: _may_write(call, existing),
+        call.admit_in,
     )
     return jsonify(
         {
