@@ -2,6 +2,7 @@
 
 import io
 import zipfile
+from datetime import timedelta
 
 import pytest
 
@@ -16,13 +17,14 @@ from .cspp_helpers import (
     full_file,
     get_chunked,
     put_chunked,
+    put_chunked_body,
     read_response,
     request_body,
     sequence_number,
     stream_filter,
     upload,
 )
-from .helpers import stored_blobs, stored_bytes
+from .helpers import stored_blobs, stored_bytes, while_the_body_comes
 
 HELLO, WORLD = chunk_id(b"hello"), chunk_id(b"world")
 
@@ -168,6 +170,31 @@ def test_missing_chunk_is_400_and_nothing_changes(locked, settings, services):
     assert WORLD in response.headers["X-WOPI-FailureReason"]
     assert locked.get_file().body == b"hello world" and sequence_number(locked) == 1
     assert len(stored_blobs(services)) == blobs
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_revoked_or_expired_while_the_save_comes_saves_nothing(locked, services, clock, how):
+    """The token was live when PutChunkedFile began, and is not once its body is in: 401, nothing changes."""
+    locked.token = services.issue_token(locked.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+    signature, chunks = full_file(b"hello", b"there" * 1000)
+    body = put_chunked_body({"MainContent": signature}, chunks)
+    blobs = stored_blobs(services)
+
+    def meanwhile() -> None:
+        if how == "revoked":
+            with services.db.write() as s:
+                assert services.tokens.revoke(s, token=locked.token) == 1
+        else:
+            clock.advance(minutes=11)  # the lock, for 30 minutes, still holds
+
+    headers = {"X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-Lock": "L", "X-WOPI-SequenceNumber": "1"}
+    answer = while_the_body_comes(
+        lambda held: locked.raw_post("/contents", held, len(body), **headers), body, meanwhile
+    )
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
+    assert stored_blobs(services) == blobs
+    file = services.files.get(locked.file_id)
+    assert (file.version, file.sequence_number, file.size) == (1, 1, len(b"hello world"))
 
 
 def test_signature_length_that_does_not_match_the_chunk_is_400(locked):

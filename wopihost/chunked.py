@@ -26,7 +26,7 @@ ever reach another file's bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,6 +60,7 @@ from .extents import MAX_BLOBS, Extent, Extents, open_extents
 from .faults import InsufficientStorage, Unavailable
 from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
+from .prepared import Statements
 from .repository import drop_alternate_streams, load_file, unreferenced
 from .sessions import UploadSessions, gone
 from .storage import Blob, Opened, Readable, Storage, TooLarge
@@ -467,10 +468,17 @@ class ChunkedFiles:
         return self.sessions.append(token, file_id, offset, length, body, observe=observe)
 
     def put_chunked_file(
-        self, file_id: str, body: Readable, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int
+        self,
+        file_id: str,
+        body: Readable,
+        lock_id: str | None,
+        coauth_lock_id: str | None,
+        sequence_number: int,
+        admit: Callable[[Statements], None] | None = None,
     ) -> File:
         """PutChunkedFile, in the order of docs/cspp-plus.md §1.3: frames, locks, sequence number, session,
-        chunks, size."""
+        chunks, size. `admit(t)` whether the save may still land, asked in the commit's transaction once its rows
+        are locked (the token may have been revoked while the body came)."""
         limit = self.settings.max_upload_session_size
         try:
             spool = self.blobs.write(body, limit, sha256=False)
@@ -529,6 +537,7 @@ class ChunkedFiles:
                     token,
                     session_stream.length,
                     spool.name,
+                    admit,
                 )
             return file
         finally:
@@ -636,6 +645,7 @@ class ChunkedFiles:
         token,
         session_length,
         spool: str,
+        admit: Callable[[Statements], None] | None,
     ) -> tuple[File, list[str]]:
         """Check again and switch the file to the new streams in one transaction; returns the unused blobs."""
         with self.db.write() as s:
@@ -646,6 +656,9 @@ class ChunkedFiles:
                 if self.sessions.get(s, token, file_id).received != session_length:
                     raise WopiError(409, "the upload session grew while it was being committed; retry")
                 released.update(self.sessions.delete_in(s, token))
+            if admit is not None:  # once the file's and the session's rows are locked: see Tokens.require_live
+                with Statements.in_session(s) as t:
+                    admit(t)
             released |= self._expire(s, file_id, now)
             alternates = [stream_id for stream_id in streams if stream_id != MAIN]
             rows = {
