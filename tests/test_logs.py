@@ -6,10 +6,13 @@ import logging
 import socket
 import sys
 import threading
+from datetime import datetime, timedelta
 
 import pytest
 
+from wopihost.ids import new_id
 from wopihost.logs import ACCESS_LOG_FORMAT, FILE_ID, OPERATION, REDACTED, JsonFormatter, RedactingFilter, redact
+from wopihost.tokens import Grant, Tokens
 from wopihost.worker import IdleTimeoutSocket
 
 TOKEN = "oyyfurkrkjzgmslwmzkxkr3tk45g6rzx" * 4 + "abcdefgh"
@@ -33,6 +36,35 @@ def test_credentials_are_redacted(line):
     redacted = redact(line)
     assert TOKEN[:20].lower() not in redacted.lower()
     assert REDACTED in redacted
+
+
+# Ordinary text the shape of a token must not take: long names in mixed case, long lower-case words
+NOT_TOKENS = [
+    "X-WOPI-RelativeTarget: QuarterlyFinancialReportForTheBoardOfDirectorsAndShareholdersDraft.docx",
+    "CoauthLockMetadata: CoauthExclusiveLockRequestOnExistingCoauthExclusiveLockAndTheSharedLockOfTheFile",
+    "longwopitestfilename" * 6 + ".wopitest",  # Microsoft's validator
+    "Longwopitestfilename" * 6,
+]
+
+
+@pytest.mark.parametrize("line", NOT_TOKENS)
+def test_long_names_are_not_tokens(line):
+    assert redact(line) == line
+
+
+def test_every_token_we_issue_is_redacted_by_its_shape(clock):
+    tokens = Tokens("a secret key of 32 characters...", clock)
+    grants = [
+        Grant("j" * 16, "", "u", "r", datetime(1970, 1, 1, 0, 0, 1)),  # the shortest a token can be
+        Grant(new_id(16), "", "u", "w", clock.now() + timedelta(hours=1)),  # an API token
+        Grant(new_id(16), new_id(), "u", "w", clock.now() + timedelta(hours=10)),  # a file's
+        Grant(new_id(16), "c-" + new_id(), "u", "lcmw", clock.now() + timedelta(hours=10), "lcmw"),  # a container's
+        Grant(new_id(16), "e-", "u", "l", clock.now() + timedelta(hours=10)),  # the ecosystem's
+    ]
+    for grant in grants:
+        token = tokens.derive(grant, grant.resource, grant.rights, grant.reach).token
+        for text in (token, f"/wopi/files/x/{token}", f'"{token}"', f"the token {token.upper()}."):
+            assert redact(text) == text.replace(token, REDACTED).replace(token.upper(), REDACTED), text
 
 
 CREDENTIAL_URL_LINES = [

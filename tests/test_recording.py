@@ -9,12 +9,18 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import socketserver
+import threading
 from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import webtest
+from click.testing import CliRunner
 
 from wopihost.app import create_app
+from wopihost.cli import main
 from wopihost.cspp.frames import ChunkData, EndFrame, FrameDecoder, MessageJSON, message_frame_size
 from wopihost.cspp.wire import chunk_frames, put_chunked_body
 from wopihost.har import PLACEHOLDER
@@ -28,6 +34,10 @@ from .helpers import GraphClient, WopiClient
 from .test_logs import CREDENTIAL_URL_LINES, TOKEN, TOKEN_LINES
 
 KEY = "the server's secret key"
+WITHHELD = (
+    "it holds a secret and is not UTF-8 text, in which a placeholder could replace it: only its size and SHA-256 "
+    "are recorded"
+)
 
 
 # -- redaction ---------------------------------------------------------------------------------------------
@@ -64,7 +74,7 @@ def test_each_kind_of_secret_becomes_its_placeholder(text, kind, secret):
     seen = []
     redacted = Redactor(KEY).text(text, seen)
     assert secret not in redacted
-    assert seen == [(kind, Redactor(KEY).placeholder(kind, secret))] and seen[0][1] in redacted
+    assert seen == [(kind, Redactor(KEY).placeholder(kind, secret), secret)] and seen[0].placeholder in redacted
     assert SPOOLED.fullmatch(seen[0][1]).group("kind") == kind
 
 
@@ -72,10 +82,12 @@ def test_a_placeholder_is_the_same_for_one_value_in_every_worker_and_says_nothin
     one, other = Redactor(KEY), Redactor(KEY)
     assert one.placeholder("access_token", TOKEN) == other.placeholder("access_token", TOKEN)
     assert one.placeholder("access_token", TOKEN) != one.placeholder("access_token", TOKEN + "x")
-    assert one.placeholder("access_token", TOKEN) != one.placeholder("token", TOKEN)  # the kind is part of it
+    assert one.placeholder("access_token", TOKEN) == one.placeholder("token", TOKEN).replace(
+        "{{token", "{{access_token"
+    )
     assert one.placeholder("access_token", TOKEN) != Redactor("another key").placeholder("access_token", TOKEN)
     digest = SPOOLED.fullmatch(one.placeholder("access_token", TOKEN)).group("digest")
-    assert digest not in hashlib.sha256(f"access_token:{TOKEN}".encode()).hexdigest()  # keyed, not a plain hash
+    assert digest not in hashlib.sha256(TOKEN.encode()).hexdigest()  # keyed, not a plain hash
     assert KEY not in one.placeholder("access_token", TOKEN)
 
 
@@ -454,9 +466,171 @@ def test_a_text_body_that_is_not_utf8_is_searched_and_kept_as_a_digest_if_it_hol
         "mimeType": "application/json",
         "_size": len(holding),
         "_sha256": hashlib.sha256(holding).hexdigest(),
+        "comment": WITHHELD,
     }
     post = entries(wopi_session)[-1]["request"]["postData"]
     assert post["_encoding"] == "base64" and base64.b64decode(post["text"]) == plain  # as before: replayable
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fresh_host(settings, sqlite_template, tmp_path):
+    """A host of its own (a new database and data directory, nothing recorded in it) on a loopback port, for a
+    recording to be replayed against as `wopihost replay` does: its services, and its address."""
+    server = make_server("127.0.0.1", 0, None, server_class=_Server, handler_class=_Quiet)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    (tmp_path / "fresh").mkdir()
+    shutil.copy(sqlite_template, tmp_path / "fresh" / "wopihost.sqlite3")
+    app = create_app(
+        settings.with_changes(
+            data_dir=tmp_path / "fresh" / "data",
+            database_url=f"sqlite:///{tmp_path / 'fresh' / 'wopihost.sqlite3'}",
+            public_url=base,
+            office_collaboration_url=base,
+            real_time_channel_url=base,
+            storage_url="",
+            record_dir=None,
+        )
+    )
+    server.set_app(app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app.extensions["wopihost"], base
+    server.shutdown()
+    server.server_close()
+    app.extensions["wopihost"].db.dispose()
+
+
+def replay(path: Path, *args: str):
+    return CliRunner().invoke(main, ["replay", str(path), *args, "--timeout", "30"], catch_exceptions=False)
+
+
+def test_a_wopi_session_sending_its_token_also_as_bearer_is_recorded_with_one_placeholder_and_replays(
+    recording, fresh_host
+):
+    """Office for the web and the validators send the access token in the query and in Authorization: Bearer;
+    a save as a long name, and a proxy's Basic credentials, are replayed too."""
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"hello world"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    bearer = {"Authorization": f"Bearer {wopi.token}"}
+    assert wopi.check_file_info(**bearer).status_int == 200
+    assert wopi.lock("L", **bearer).status_int == 200
+    assert wopi.get_file(**bearer).body == b"hello world"
+    name = "QuarterlyFinancialReportForTheBoardOfDirectorsAndShareholdersDraft.docx"
+    saved = wopi.op("PUT_RELATIVE", b"copy", X_WOPI_RelativeTarget=name, **bearer)
+    assert saved.status_int == 200 and saved.json["Name"] == name
+    assert wopi.op("UNLOCK", X_WOPI_Lock="L", **bearer).status_int == 200
+    only_bearer = worker.get(f"/wopi/files/{file.id}", headers=bearer)  # no query token: the Bearer is the one
+    assert only_bearer.status_int == 200
+    assert wopi.check_file_info(Authorization="Basic dXNlcjpwYXNzd29yZA==").status_int == 200  # an SSO proxy's
+    [path] = recording.stop()
+    assert har(path)["_wopihost"]["session"] == "{{access_token:1}}"
+    recorded = entries(path)
+    authorizations = [
+        next(h["value"] for h in e["request"]["headers"] if h["name"] == "Authorization") for e in recorded
+    ]
+    assert authorizations == ["Bearer {{access_token:1}}"] * 6 + ["Basic {{token:1}}"]
+    assert all(e["request"]["url"].endswith("?access_token={{access_token:1}}") for e in recorded[:5])
+    relative = {h["name"].lower(): h["value"] for h in recorded[3]["request"]["headers"]}["x-wopi-relativetarget"]
+    assert relative == name  # not a token by its shape
+
+    services, base = fresh_host
+    fresh = services.add_file("alice", "Doc.docx", io.BytesIO(b"hello world"))
+    token = services.issue_token(fresh.id, "alice", True).token
+    result = replay(path, "--wopisrc", f"{base}/wopi/files/{fresh.id}", "--token", token)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "7 requests: 7 matched, 0 diverged, 0 errors"
+
+
+def test_a_graph_session_keeps_its_api_token_as_bearer(recording):
+    worker = recording.worker()
+    issued, drive_id = recording.services.issue_api_token("bob", True)
+    bob = GraphClient(worker, issued.token, drive_id)
+    assert bob.get("me/drive/root").status_int == 200
+    [path] = recording.stop()
+    assert har(path)["_wopihost"]["session"] == "{{api_token:1}}"
+    [entry] = entries(path)
+    assert {h["name"]: h["value"] for h in entry["request"]["headers"]}["Authorization"] == "Bearer {{api_token:1}}"
+
+
+def request_without_type(worker, url: str, body: bytes, method: str = "POST", **headers) -> webtest.TestResponse:
+    """A request whose body has no Content-Type at all, as `curl -H "Content-Type:"` sends it."""
+    request = webtest.TestRequest.blank(url, method=method, headers=headers)
+    request.body = body
+    request.environ.pop("CONTENT_TYPE", None)
+    return worker.do_request(request, status="*", expect_errors=True)
+
+
+def test_bodies_of_any_type_are_searched_for_secrets(recording):
+    """The app reads a body with no type, or application/octet-stream, as JSON all the same: whatever its type,
+    a body is written with its secrets replaced when it is UTF-8, and as its size and hash when it is not."""
+    worker = recording.worker()
+    services = recording.services
+    issued, drive_id = services.issue_api_token("bob", True)
+    bob = GraphClient(worker, issued.token, drive_id)
+    upload_url = bob.post_json("me/drive/root:/d.bin:/createUploadSession", {"deferCommit": True}).json["uploadUrl"]
+    assert GraphClient(worker, None, drive_id).upload(upload_url, b"0123", 0, 4).status_int == 202
+    source = json.dumps({"@microsoft.graph.sourceUrl": upload_url}).encode()
+    committed = request_without_type(
+        worker, "/v1.0/me/drive/root:/d2.bin:", source, "PUT", Authorization=f"Bearer {issued.token}"
+    )
+    assert committed.status_int in (200, 201), committed.body
+    file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+    wopi = WopiClient(worker, file.id, services.issue_token(file.id, "alice", True).token)
+    cookie = "_oauth2_proxy=c2Vzc2lvbiBvZiB0aGUgcHJveHk"
+    user_info = f"token is {wopi.token}".encode()
+    assert request_without_type(worker, wopi.url(), user_info, X_WOPI_Override="PUT_USER_INFO").status_int == 200
+    assert wopi.op("PUT_USER_INFO", user_info, Content_Type="application/octet-stream").status_int == 200
+    document = b"PK\x03\x04\xff" + os.urandom(3000)  # a .docx's bytes: not UTF-8, kept as they are
+    holding = document + f"<a href='?access_token={wopi.token}'/>".encode() + document
+    holding_cookie = document + cookie.encode() + document  # a secret of the request's headers
+    assert wopi.lock("L").status_int == 200
+    for body in (document, holding, holding_cookie):
+        put = wopi.put_file(body, lock="L", Content_Type="application/octet-stream", Cookie=cookie)
+        assert put.status_int == 200
+    spool = recording.spool()
+    secrets = [upload_url.rsplit("/", 1)[1], wopi.token, issued.token, cookie]
+    assert not any(secret in spool for secret in secrets)
+    graph_session, wopi_session = recording.stop()
+    text = graph_session.read_text() + wopi_session.read_text()
+    assert not any(secret in text or base64.b64encode(secret.encode()).decode()[:20] in text for secret in secrets)
+
+    post = entries(graph_session)[-1]["request"]["postData"]
+    assert post["mimeType"] == "" and "_encoding" not in post
+    assert json.loads(post["text"])["@microsoft.graph.sourceUrl"].endswith("/uploadSessions/{{upload_session:1}}")
+    *_, no_type, octets, _lock, put_document, put_holding, put_holding_cookie = entries(wopi_session)
+    assert no_type["request"]["postData"]["text"] == "token is {{access_token:1}}"
+    assert octets["request"]["postData"]["text"] == "token is {{access_token:1}}"
+    assert octets["request"]["postData"]["mimeType"] == "application/octet-stream"
+    assert base64.b64decode(put_document["request"]["postData"]["text"]) == document
+    for put, body in ((put_holding, holding), (put_holding_cookie, holding_cookie)):
+        assert put["request"]["postData"] == {
+            "mimeType": "application/octet-stream",
+            "_size": len(body),
+            "_sha256": hashlib.sha256(body).hexdigest(),
+            "comment": WITHHELD,
+        }
+
+
+def test_a_binary_body_is_searched_in_its_runs_of_text_only():
+    """A megabyte of a document's bytes costs a few milliseconds, not the patterns tried at every byte."""
+    redactor, token = Redactor(KEY), TOKEN
+    document = bytearray(os.urandom(1 << 20))
+    assert not redactor.in_binary(document)
+    for secret in (f"?access_token={token}", "/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA\x00", token.upper()):
+        assert redactor.in_binary(document[:1000] + b"\xff" + secret.encode() + b"\xff" + document[1000:])
+    assert redactor.in_binary(b"\xff/s/ZLLSZyyckVxSgzA9g8FxcA\xff")
+    assert not redactor.in_binary(b"\xff/s/short\xff")  # shorter than any secret of ours: not searched
+    assert not redactor.in_binary(b"\xff" + b"QuarterlyFinancialReportForTheBoardOfDirectorsAndShareholders" * 3)
 
 
 def test_a_cookie_is_recorded_as_a_placeholder_and_har_cookies_stay_empty(recording):
@@ -606,6 +780,22 @@ def test_placeholders_are_numbered_in_order_of_first_appearance_across_files(tmp
         {"name": "b", "value": "{{access_token:1}}"},
     ]
     assert entries(first)[1]["request"]["url"] == "http://h/wopi/download/{{download:1}}"  # joined B's session
+
+
+def test_one_value_found_as_several_kinds_is_one_placeholder_of_the_first_kind(tmp_path):
+    """A WOPI access token found by its shape first (in a body, say), then as the query's: one placeholder,
+    {{access_token:N}}, in both, and requests carrying it either way are one session."""
+    as_shape, as_token = "{{token:#aaaaaaaaaaaaaaaa}}", A
+    write_spool(
+        tmp_path,
+        "1-a.jsonl",
+        spool_line(1.0, None, f"http://h/wopi/download/{TICKET}", uses=[TICKET], text=f'"{as_shape}"'),
+        spool_line(2.0, as_token, f"http://h/wopi/files/x?access_token={as_token}"),
+        spool_line(3.0, "{{api_token:#aaaaaaaaaaaaaaaa}}", f"http://h/wopi/files/y?access_token={as_token}"),
+    )
+    first, second = assemble(tmp_path)
+    assert json.loads(entries(first)[0]["response"]["content"]["text"]) == "{{access_token:1}}"
+    assert har(second)["_wopihost"]["session"] == "{{access_token:1}}" and len(entries(second)) == 2
 
 
 def test_a_credential_no_recorded_response_handed_out_is_a_session_of_its_own(tmp_path):

@@ -316,6 +316,7 @@ def test_headers_connection_proof_and_proxy_headers_are_not_replayed_as_recorded
         "X-COOL-WOPI-Timestamp": "2026-11-30T10:00:00.0000000Z",
         "Cookie": "{{token:1}}",  # for a proxy that stood before the recorded host, not for this one
         "Proxy-Authorization": "Basic {{token:2}}",
+        "Authorization": "Basic {{token:3}}",  # an SSO proxy's too: the host reads Bearer tokens only
     }
     rec = recording(entry("POST", headers=headers, sent=body(b"abc", "", request=True)))
     bindings = start(rec)
@@ -331,6 +332,11 @@ def test_headers_connection_proof_and_proxy_headers_are_not_replayed_as_recorded
         ("If-Match", '"{Y},4"'),
         ("X-COOL-WOPI-Timestamp", "2026-12-01T00:00:00.0000000Z"),
     ]
+
+
+def test_a_bearer_token_is_filled_in_with_the_session_token():
+    rec = recording(entry(headers={"Authorization": "Bearer {{access_token:1}}"}))
+    assert build(rec.exchanges[0], start(rec)).headers == [("Authorization", "Bearer TOKEN")]
 
 
 def test_json_bodies_get_learned_ids_and_secrets():

@@ -22,7 +22,17 @@ LAUNCH_ACTIONS = ("view", "edit", "editnew")  # /host/{action}/{ticket} (wopihos
 CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/s/", "/shares/", "/host/")
 # any of them, as a path or a JSON string holds it, in one search
 CREDENTIAL_SEGMENT = re.compile("|".join(re.escape(s).replace("/", _SLASH) for s in CREDENTIAL_SEGMENTS))
-TOKEN_SHAPE_LENGTH = 64
+TOKEN_SHAPE_LENGTH = 64  # no token or ticket we issue is shorter
+
+
+def _base32_token(letters: str, first: str) -> str:
+    """A token as we issue it (wopihost/tokens.py), in the alphabet `letters`: the base32 of a signed ASCII
+    payload of at least 65 bytes (a 16-character jti, rights, an expiry, a 43-character signature), so at least
+    13 groups of 8 characters, each starting with the first 5 bits of an ASCII byte: one of `first`. A run of
+    those letters is taken whole (never started inside: no backtracking into it), and its first 104 characters
+    must have that shape, which few words or names of that length have (1 in 550 of random letters)."""
+    return rf"(?<![{letters}])(?:[{first}][{letters}]{{7}}){{13}}[{letters}]*+"
+
 
 CREDENTIALS = re.compile(
     r"access_token(?:%3d|=)(?P<access_token>[^&\s'\"\\]*)"  # a query parameter, raw or percent-encoded
@@ -39,11 +49,13 @@ CREDENTIALS = re.compile(
     rf"|downloads?{_SLASH}(?P<download>{_VALUE})"
     rf"|(?:s|shares){_SLASH}(?P<share>{_VALUE})"
     rf"|host{_SLASH}(?:{'|'.join(LAUNCH_ACTIONS)}){_SLASH}(?P<launch>{_VALUE}))"
-    # a token by its shape: long base32, whatever spelling or context (ours are ~150); a download or launch ticket
-    # by its shape: jti.file.rights.expiry.signature (no rights in those made before 2026-12-05, which a client
-    # may still send). Tried only where a run of their characters starts and without backtracking (a recording
-    # searches every JSON body): a run is taken whole, so none can start inside one.
-    rf"|(?P<token>(?<![a-z2-7])[a-z2-7]{{{TOKEN_SHAPE_LENGTH},}})"
+    # a token by its shape, in whatever context: in the lower case we issue it in, or all in upper case (the same
+    # token to whoever turns it back), never in mixed case, as ordinary long names are
+    # (QuarterlyFinancialReportForTheBoard...); a download or launch ticket by its shape:
+    # jti.file.rights.expiry.signature (no rights in those made before 2026-12-05, which a client may still
+    # send). Tried only where a run of their characters starts and without backtracking (a recording searches
+    # every body): a run is taken whole, so none can start inside one.
+    rf"|(?P<token>(?-i:{_base32_token('a-z2-7', 'a-p')}|{_base32_token('A-Z2-7', 'A-P')}))"
     r"|(?P<ticket>\b\w++\.\w++\.(?:[rw]\.)?\d++\.[\w-]{43,}+)",
     re.IGNORECASE,
 )

@@ -9,7 +9,9 @@ every exchange in them by the time it started, whichever worker served it, and
   upload URL, a FileUrl or downloadUrl ticket, a share id); one whose credential no recorded response handed
   out is a session of its own, named by that credential;
 * numbers the secrets: each digest placeholder becomes `{{kind:N}}`, N counting from 1 per kind in order of
-  first appearance across the whole recording, so that one secret has one placeholder in every file;
+  first appearance across the whole recording, so that one secret has one placeholder in every file; a value
+  found as more than one kind (a WOPI access token also in the Bearer header, or in a body only by its shape)
+  is of the first kind in har.KINDS it was found as;
 * writes each session to `<UTC time of its first request>-<n>.har` (a temporary file, then a rename), n in
   order of the sessions' first requests, and then deletes the spool.
 
@@ -65,7 +67,7 @@ def assemble(directory: Path) -> list[Path]:
         written = []
         for n, (key, members) in enumerate(sessions.items(), 1):
             name = f"{datetime.fromtimestamp(members[0].t, UTC):%Y%m%dT%H%M%SZ}-{n}.har"
-            written.append(_write(directory / name, numbers.get(key, key), members, numbers))
+            written.append(_write(directory / name, key, members, numbers))
         for source in taken:
             source.delete()
     finally:
@@ -105,15 +107,35 @@ def _read(taken: list[SpoolFile]) -> tuple[list[_Line], dict[str, str]]:
                 continue
             lines.append(line)
     lines.sort(key=lambda line: (line.t, line.worker, line.offset))
+    kinds: dict[str, str] = {}  # digest -> the kind its value was found as that comes first in KINDS
+    for line in lines:
+        for spooled in line.secrets:
+            kind, digest = _parts(spooled)
+            if kind in KINDS and (digest not in kinds or KINDS.index(kind) < KINDS.index(kinds[digest])):
+                kinds[digest] = kind
     numbers: dict[str, str] = {}
+    by_digest: dict[str, str] = {}
     counts = dict.fromkeys(KINDS, 0)
     for line in lines:
         for spooled in line.secrets:
-            kind = spooled[2 : spooled.index(":")]
-            if spooled not in numbers and kind in counts:
-                counts[kind] += 1
-                numbers[spooled] = placeholder(kind, counts[kind])
+            digest = _parts(spooled)[1]
+            if spooled not in numbers and digest in kinds:
+                if digest not in by_digest:
+                    kind = kinds[digest]
+                    counts[kind] += 1
+                    by_digest[digest] = placeholder(kind, counts[kind])
+                numbers[spooled] = by_digest[digest]
+    for line in lines:  # a session is its credential's value, whatever kind each request carried it as
+        line.session = numbers.get(line.session, line.session) if line.session is not None else None
+        line.uses = [numbers.get(used, used) for used in line.uses]
+        line.hands = [numbers.get(handed, handed) for handed in line.hands]
     return lines, numbers
+
+
+def _parts(spooled: str) -> tuple[str, str]:
+    """The kind and the digest of a spooled placeholder."""
+    kind, _, digest = spooled[2:-2].partition(":#")
+    return kind, digest
 
 
 def _sessions(lines: list[_Line]) -> dict[str, list[_Line]]:

@@ -121,6 +121,7 @@ class _Exchange:
         "request",
         "session",
         "uses",
+        "known",
         "request_body",
         "response_body",
         "status",
@@ -138,6 +139,7 @@ class _Exchange:
         self.request = request
         self.session: str | None = None
         self.uses: list[str] = []
+        self.known: Seen = []  # the secrets of the request's URL and headers, searched for in its bodies
         self.request_body, self.response_body = Capture(recorder.max_body), Capture(recorder.max_body)
         self.status, self.headers, self.responded = "500 INTERNAL SERVER ERROR", (), 0.0
         self.file: tuple[int, int] | None = None  # (fd, offset) of a body the server sends from a file itself
@@ -149,11 +151,14 @@ class _Exchange:
         redactor = recorder.redactor
         seen: Seen = []
         url = redactor.text(called_url(environ, recorder.public_url, recorder.trusted_proxies), seen)
-        session = next((placeholder for kind, placeholder in seen if kind == "access_token"), None)
-        uses = [placeholder for kind, placeholder in seen if kind in HANDED_OUT]
-        headers, in_headers = _request_headers(redactor, environ)
+        session = next((secret.placeholder for secret in seen if secret.kind == "access_token"), None)
+        uses = [secret.placeholder for secret in seen if secret.kind in HANDED_OUT]
+        # On WOPI a Bearer token is an access token (wopi/requests.py), the query's own when both are sent, as
+        # Office for the web and the validators send them: one value, one placeholder wherever it is
+        bearer = "access_token" if face == "wopi" else "api_token"
+        headers, in_headers, authorization = _request_headers(redactor, environ, bearer)
         if session is None:
-            session = next((placeholder for kind, placeholder in in_headers if kind == "api_token"), None)
+            session = authorization
         if session is None and not uses:
             return None
         request = {
@@ -163,7 +168,7 @@ class _Exchange:
             "headers": headers,
         }
         exchange = cls(recorder, environ, face, start_response, request)
-        exchange.session, exchange.uses = session, uses
+        exchange.session, exchange.uses, exchange.known = session, uses, seen + in_headers
         return exchange
 
     def start_response(self, status: str, headers, exc_info=None):
@@ -233,7 +238,7 @@ class _Exchange:
         request["cookies"], request["headersSize"], request["bodySize"] = [], -1, request_body.size
         if request_body.size or _declares_body(environ):
             request["postData"] = _post_data(
-                redactor, request_body, environ.get("CONTENT_TYPE", ""), _declared(environ), raw
+                redactor, request_body, environ.get("CONTENT_TYPE", ""), _declared(environ), self.known, raw
             )
         hands: Seen = []
         headers = [{"name": name, "value": redactor.header(name.lower(), value, hands)} for name, value in self.headers]
@@ -253,7 +258,7 @@ class _Exchange:
                 "httpVersion": request["httpVersion"],
                 "headers": headers,
                 "cookies": [],
-                "content": _content(redactor, response_body, mime, hands, raw),
+                "content": _content(redactor, response_body, mime, hands, self.known, raw),
                 "redirectURL": "",
                 "headersSize": -1,
                 "bodySize": response_body.size,
@@ -272,7 +277,7 @@ class _Exchange:
             "face": self.face,
             "session": self.session,
             "uses": self.uses,
-            "hands": sorted({placeholder for kind, placeholder in hands if kind in HANDED_OUT}),
+            "hands": sorted({secret.placeholder for secret in hands if secret.kind in HANDED_OUT}),
             "max_body": self.recorder.max_body,
         }
         return raw.splice(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
@@ -303,17 +308,22 @@ def _header_name(key: str) -> str | None:
     return name
 
 
-def _request_headers(redactor: Redactor, environ: dict) -> tuple[list[dict], Seen]:
+def _request_headers(redactor: Redactor, environ: dict, bearer: str) -> tuple[list[dict], Seen, str | None]:
     """The request's headers in the order they came (the server puts them into the environ in that order,
-    repeated ones joined), redacted; and the secrets found in them."""
+    repeated ones joined), redacted; the secrets found in them; and the placeholder of an `Authorization:
+    Bearer` credential (of kind `bearer`), if there is one."""
     headers: list[dict] = []
     seen: Seen = []
+    authorization = None
     for key, value in environ.items():
         if key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             name = _header_name(key)
             if name is not None and isinstance(value, str):
-                headers.append({"name": name, "value": redactor.header(name.lower(), value, seen)})
-    return headers, seen
+                found = len(seen)
+                headers.append({"name": name, "value": redactor.header(name.lower(), value, seen, bearer)})
+                if key == "HTTP_AUTHORIZATION" and seen[found:] and seen[-1].kind == bearer:
+                    authorization = seen[-1].placeholder
+    return headers, seen, authorization
 
 
 def _declares_body(environ: dict) -> bool:
@@ -360,38 +370,54 @@ class _RawPieces:
         return pieces
 
 
-def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None, raw: _RawPieces) -> dict:
-    """The fields that hold a body captured whole (no more than the limit): its text, or base64; a CSPP
-    framed body whose MessageJSON holds a secret as that MessageJSON's text (`_message`, redacted) and the
-    bytes after it (`_rest`, base64), for assembly to put together once the secrets are numbered; a body whose
-    secrets cannot be replaced in what is written (a text that is not UTF-8) as its size alone."""
+def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None, known: Seen, raw: _RawPieces) -> dict:
+    """The fields that hold a body captured whole (no more than the limit), whatever its type, searched for
+    secrets: its text, or base64; a CSPP framed body whose MessageJSON holds a secret as that MessageJSON's text
+    (`_message`, redacted) and the bytes after it (`_rest`, base64), for assembly to put together once the
+    secrets are numbered. A body the server is sent or sends as binary (no type, application/octet-stream) may
+    still be JSON it reads: one holding a secret is written as its text, redacted, when it is UTF-8; a body whose
+    secrets cannot be replaced in what is written (its bytes are not UTF-8) as its size alone."""
     data = capture.kept
     assert data is not None
     if not data:
         return {"text": ""}
     try:
-        framed = redactor.framed(data, seen)
+        framed = redactor.framed(data, seen, known)
     except UnicodeDecodeError:  # a MessageJSON that is not UTF-8 cannot be searched for secrets
-        return {"_size": capture.size}
-    if framed is None and is_text(mime):  # (a framed body is binary, whatever its type says)
-        try:
-            return {"text": redactor.text(data.decode("utf-8"), seen)}
-        except UnicodeDecodeError:
-            # Searched all the same, each byte as the character of its value (every credential's shape is
-            # ASCII): base64 would carry a secret whole, so a body holding one is kept as its size and hash.
-            latin1 = data.decode("latin-1")
-            if redactor.text(latin1, seen) != latin1:
-                return {"_size": capture.size}
-    if framed is not None and framed[0] is not None:
+        return _withheld(capture)
+    if framed is not None:  # (a framed body is binary, whatever its type says)
         message, end = framed
+        if redactor.in_binary(data, known, end):  # its chunks, a document's bytes, hold a secret
+            return _withheld(capture)
+        if message is None:
+            return {"text": raw.add(data), "encoding": "base64"}
         return {"_message": message, "_rest": raw.add(memoryview(data)[end:])}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Base64 would carry a secret whole: searched all the same, where it can be (every credential's shape
+        # is ASCII), and written as its size if it holds one.
+        return _withheld(capture) if redactor.in_binary(data, known) else {"text": raw.add(data), "encoding": "base64"}
+    redacted = redactor.text(text, seen, known)
+    if is_text(mime) or redacted != text:
+        return {"text": redacted}
     return {"text": raw.add(data), "encoding": "base64"}
 
 
-def _post_data(redactor: Redactor, capture: Capture, mime: str, declared: int | None, raw: _RawPieces) -> dict:
+def _withheld(capture: Capture) -> dict:
+    return {
+        "_size": capture.size,
+        "comment": "it holds a secret and is not UTF-8 text, in which a placeholder could replace it: "
+        "only its size and SHA-256 are recorded",
+    }
+
+
+def _post_data(
+    redactor: Redactor, capture: Capture, mime: str, declared: int | None, known: Seen, raw: _RawPieces
+) -> dict:
     post: dict = {"mimeType": mime}
     if capture.kept is not None:
-        stored = _stored(redactor, capture, mime, None, raw)
+        stored = _stored(redactor, capture, mime, None, known, raw)
         if "encoding" in stored:
             stored["_encoding"] = stored.pop("encoding")
         post.update(stored)
@@ -399,16 +425,15 @@ def _post_data(redactor: Redactor, capture: Capture, mime: str, declared: int | 
         post["_size"] = capture.size
     post["_sha256"] = capture.sha256()
     if declared is not None and capture.size < declared:
-        post["comment"] = (
-            f"the server read {capture.size} of the {declared} bytes sent; bodySize and _sha256 are of those"
-        )
+        read = f"the server read {capture.size} of the {declared} bytes sent; bodySize and _sha256 are of those"
+        post["comment"] = f"{post['comment']}; {read}" if "comment" in post else read
     return post
 
 
-def _content(redactor: Redactor, capture: Capture, mime: str, seen: Seen, raw: _RawPieces) -> dict:
+def _content(redactor: Redactor, capture: Capture, mime: str, seen: Seen, known: Seen, raw: _RawPieces) -> dict:
     content: dict = {"size": capture.size, "mimeType": mime}
     if capture.kept is not None:
-        content.update(_stored(redactor, capture, mime, seen, raw))
+        content.update(_stored(redactor, capture, mime, seen, known, raw))
     content["_sha256"] = capture.sha256()
     return content
 

@@ -5,7 +5,7 @@ The body is the recorded one, changed only where a recording writes placeholders
 a host gave it: a JSON body's strings, and the MessageJSON frame of a CSPP Plus framed body (re-encoded with
 wopihost/cspp/frames.py; every other frame goes as recorded). Proof headers cannot be replayed (they sign the
 recorded URL and time): they are dropped, and signed afresh when the replay has proof keys. A cookie or a
-proxy's credentials are not sent at all.
+proxy's credentials (an Authorization other than Bearer too) are not sent at all.
 """
 
 from __future__ import annotations
@@ -49,11 +49,17 @@ def build(exchange: Exchange, bindings: Bindings, record_limit: int | None = Non
         lower = name.lower()
         if lower in PROOF_HEADERS:
             proof = proof or lower != "x-wopi-timestamp"
-        elif lower not in HOP_BY_HOP and lower not in FOR_A_PROXY:
+        elif lower not in HOP_BY_HOP and lower not in FOR_A_PROXY and not _for_a_proxy(lower, value):
             headers.append((name, bindings.header(name, value)))
     return Outgoing(
         exchange.method, bindings.url(exchange.url), headers, _body(exchange, bindings, record_limit), proof
     )
+
+
+def _for_a_proxy(name: str, value: str) -> bool:
+    """An Authorization header the host does not read: it takes Bearer tokens only (an SSO proxy's Basic or
+    Negotiate credentials are for the proxy)."""
+    return name == "authorization" and value.strip().partition(" ")[0].lower() != "bearer"
 
 
 def _body(exchange: Exchange, bindings: Bindings, record_limit: int | None) -> bytes | None:
