@@ -81,7 +81,8 @@ def test_a_save_that_would_keep_much_more_than_it_needs_copies(empty, services, 
 
 def test_a_save_from_tiny_pieces_copies(empty, services, settings):
     signature, chunks = full_file(b"t" * 65536)
-    token = upload(empty, chunks, piece=1024)  # 65 pieces for one chunk: too many to keep
+    # 33 pieces for one chunk: too many to keep, and too few for the commit to merge them first (MAX_BLOBS)
+    token = upload(empty, chunks, piece=2048)
     assert put_chunked(empty, {"MainContent": signature}, session=token).status_int == 200
     (copy,) = stored_blobs(services)
     assert rows(services, empty.file_id)[0].blob == copy and stored_bytes(services) == 65536
