@@ -10,6 +10,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -19,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 import webtest
 from click.testing import CliRunner
+from werkzeug.serving import make_server
 
 from wopihost import __version__, db
 from wopihost.app import create_app
@@ -686,6 +688,37 @@ def test_serve_refuses_what_gunicorn_cannot_serve_with(env, args):
     """A port out of range was a traceback; no workers listened forever, serving nothing."""
     result = CliRunner().invoke(main, ["serve", *args], env=env)
     assert result.exit_code == 2 and f"Invalid value for '{args[0]}'" in result.stderr, result.output
+
+
+# -- doctor: the public URL -------------------------------------------------------------------------------
+
+
+@pytest.mark.local_storage
+def test_doctor_tells_a_host_that_answers_503_from_a_wrong_public_url(env, served, tmp_path):
+    """/healthz is 503 on purpose while a host's storage fails: doctor said to set WOPIHOST_PUBLIC_URL, which
+    was right, where it should name what the host reported. (Doctor runs beside it, as on another machine: with
+    this host's storage it would refuse to start, saying why.)"""
+    server = make_server("127.0.0.1", 0, served.app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.port}"
+    here = {**env, "WOPIHOST_PUBLIC_URL": url, "WOPIHOST_DATA_DIR": str(tmp_path / "beside")}
+
+    def public_url_finding() -> dict:
+        result = CliRunner().invoke(main, ["doctor", "--timeout", "5", "--json"], env=here)
+        return next(check for check in json.loads(result.stdout)["checks"] if url in check["what"])
+
+    try:
+        healthy = public_url_finding()
+        assert healthy["ok"] is True and "reaches this host" in healthy["what"], healthy
+        tmp_dir = Settings.from_env(env).tmp_dir
+        shutil.rmtree(tmp_dir)
+        tmp_dir.write_text("not a directory any more")
+        unwell = public_url_finding()
+    finally:
+        server.shutdown()
+    assert unwell["ok"] is False
+    assert "reaches this host" in unwell["what"] and "503: storage not writable" in unwell["what"], unwell
+    assert "WOPIHOST_PUBLIC_URL" not in unwell["fix"] and "the public URL is right" in unwell["fix"]
 
 
 # -- doctor: a database that refuses writes ----------------------------------------------------------------

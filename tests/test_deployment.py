@@ -158,11 +158,11 @@ REPO = Path(__file__).resolve().parents[1]
 ENV_FILE = REPO / "deploy" / "wopihost.env"
 
 
-def unit() -> configparser.SectionProxy:
+def unit(section: str = "Service") -> configparser.SectionProxy:
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     parser.optionxform = str  # systemd's keys are case-sensitive
     parser.read(REPO / "deploy" / "wopihost.service")
-    return parser["Service"]
+    return parser[section]
 
 
 def commented_out_settings(text: str) -> str:
@@ -277,6 +277,15 @@ def test_the_unit_and_the_guide_use_the_shipped_env_file():
     assert f"deploy/wopihost.env {env_path}" in guide  # the guide installs this very file there
     assert f". {env_path};" in guide  # and reads it into the shell the way the test above checks
     assert service["ExecStartPre"].endswith("wopihost db upgrade")
+
+
+def test_the_unit_keeps_restarting_a_node_whose_database_is_away():
+    """`db upgrade` fails in about a second without the database; under systemd's defaults (100 ms apart, at most 5
+    starts in 10 s) the unit then gave up for good, and stayed down once the database was back."""
+    service = unit()
+    assert service["Restart"] == "on-failure"
+    assert service["RestartSec"] == "5s"  # 5 starts take 25 s, more than any start-limit interval by default
+    assert unit("Unit")["StartLimitIntervalSec"] == "0"  # and no limit: it starts again until it runs
 
 
 # -- deploy/gunicorn.conf.py ---------------------------------------------------------------------------

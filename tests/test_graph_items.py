@@ -217,6 +217,24 @@ def test_a_member_removed_while_a_simple_upload_comes_writes_nothing(services, g
     assert stored_blobs(services) == blobs
 
 
+@pytest.mark.parametrize("what", ["a new file", "a new version"])
+def test_an_api_token_revoked_while_a_simple_upload_comes_writes_nothing(services, graph, what):
+    """The API token was live when the upload began, and is revoked before its body is in: 401, nothing lands."""
+    existing = put(graph, "plan.txt", b"plan").json
+    path = "root:/late.txt:/content" if what == "a new file" else f"items/{existing['id']}/content"
+    blobs = stored_blobs(services)
+
+    def revoke() -> None:
+        with services.db.write() as s:
+            assert services.tokens.revoke(s, token=graph.token) == 1
+
+    answer = while_the_body_comes(lambda held: graph.put_from(f"me/drive/{path}", held, 4096), b"x" * 4096, revoke)
+    assert answer.status_int == 401 and graph_error(answer)[0] == "unauthenticated", answer.body
+    assert [f.name for f in services.files.list()] == ["plan.txt"]
+    assert services.files.get(existing["id"]).size == 4
+    assert stored_blobs(services) == blobs
+
+
 @pytest.mark.parametrize("kind, via, other", [("site", "sites", "groups"), ("group", "groups", "sites")])
 def test_shared_drive_unknown_id_or_other_kind_is_not_found(services, graph_for, kind, via, other):
     drive = services.drives.create_shared(kind, "Team")

@@ -17,21 +17,33 @@ def rename(wopi, name: str, **headers):
 def test_rename_keeps_extension_and_file_id(wopi, services):
     response = rename(wopi, "New Name")
     assert response.status_int == 200
-    assert response.json == {"Name": "New Name"}
+    assert response.json["Name"] == "New Name"
     info = wopi.check_file_info().json
     assert info["BaseFileName"] == "New Name.docx"
     assert info["Version"] == "1"
     assert services.files.get(wopi.file_id).sequence_number == 2
 
 
+def test_rename_answers_the_time_collabora_sends_back_in_its_next_save(wopi):
+    """Collabora keeps LastModifiedTime from every 200 JSON answer and sends it with its next PutFile: the
+    rename's must be the file's, unchanged by the rename, or that save would be refused as stale (1010)."""
+    before = wopi.check_file_info().json["LastModifiedTime"]
+    wopi.lock("L")
+    response = rename(wopi, "Renamed", X_WOPI_Lock="L")
+    assert set(response.json) == {"Name", "LastModifiedTime"}
+    assert response.json["LastModifiedTime"] == before == wopi.check_file_info().json["LastModifiedTime"]
+    saved = wopi.put_file(b"new", lock="L", X_COOL_WOPI_Timestamp=response.json["LastModifiedTime"])
+    assert saved.status_int == 200, saved.body
+
+
 def test_rename_decodes_utf7(wopi):
-    assert rename(wopi, "Résumé 日本").json == {"Name": "Résumé 日本"}
+    assert rename(wopi, "Résumé 日本").json["Name"] == "Résumé 日本"
     assert wopi.check_file_info().json["BaseFileName"] == "Résumé 日本.docx"
 
 
 def test_rename_with_validator_style_encoding(wopi):
     response = wopi.op("RENAME_FILE", X_WOPI_RequestedName="madeup+AF8-name")
-    assert response.json == {"Name": "madeup_name"}
+    assert response.json["Name"] == "madeup_name"
 
 
 @pytest.mark.parametrize("lock_header", [{}, {"X_WOPI_Lock": ""}, {"X_WOPI_Lock": "ignored"}])
@@ -55,19 +67,19 @@ def test_rename_locked_file_with_wrong_lock_conflicts(wopi, lock_header):
 
 def test_rename_to_a_taken_name_picks_a_free_variant(wopi, make_file):
     make_file(name="Taken.docx")
-    assert rename(wopi, "Taken").json == {"Name": "Taken (2)"}
+    assert rename(wopi, "Taken").json["Name"] == "Taken (2)"
 
 
 @pytest.mark.parametrize("requested", ["notes.txt", "v1.2"])
 def test_a_file_without_an_extension_is_answered_its_whole_new_name(make_file, client_for, requested):
     """The answer's Name is the new name without the file's extension, and this file has none to keep."""
     client = client_for(make_file(name="README"))
-    assert rename(client, requested).json == {"Name": requested}
+    assert rename(client, requested).json["Name"] == requested
     assert client.check_file_info().json["BaseFileName"] == requested
 
 
 def test_rename_to_own_name_in_other_case_is_allowed(wopi):
-    assert rename(wopi, "DOC").json == {"Name": "DOC"}
+    assert rename(wopi, "DOC").json["Name"] == "DOC"
 
 
 @pytest.mark.parametrize(

@@ -744,6 +744,13 @@ def test_command_line(tmp_path, document, keys, capsys):
         .err.splitlines()[-1]
         .endswith("error: argument --timeout: must be a positive number of seconds, not '-1'")
     )
+    args_ttl = args.index("--token-ttl") + 1
+    assert main([*args[:args_ttl], "-5", *args[args_ttl + 1 :]]) == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith("error: argument --token-ttl: must be milliseconds since 1970, or 0, not '-5'")
+    )
 
     err = io.StringIO()
     assert main([*args, "--name", "NoSuchTest"], io.StringIO(), err) == 2

@@ -149,20 +149,42 @@ def _storage(services: Services) -> Finding:
     return Finding(True, f"{where} is writable")
 
 
+def _health_answer(error: urllib.error.HTTPError) -> dict[str, str]:
+    """What a failing /healthz said, if it is a wopihost's answer ({} otherwise)."""
+    try:
+        body = json.loads(error.read(4096))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in body.items()} if isinstance(body, dict) else {}
+
+
 def _public_url(services: Services, timeout: float) -> Finding:
     url = services.settings.public_url
     fix = (
         "set WOPIHOST_PUBLIC_URL to exactly the scheme, host, port and path prefix WOPI clients use, "
         "and check the reverse proxy forwards it here"
     )
+    instance = instance_fingerprint(services.settings.secret_key)
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as response:
             body = json.loads(response.read(4096))
     except urllib.error.HTTPError as exc:
+        # /healthz is 503 on purpose when this host's database or storage fails: the URL is right then, and what
+        # to fix is what the answer names
+        unwell = _health_answer(exc)
+        if unwell.get("instance") == instance:
+            wrong = ", ".join(
+                f"{part} {state}" for part, state in unwell.items() if part != "instance" and state != "ok"
+            )
+            return Finding(
+                False,
+                f"public URL {url} reaches this host, whose /healthz answered {exc.code}: {wrong}",
+                "mend what it names (the checks above say how); the public URL is right",
+            )
         return Finding(False, f"{url}/healthz answered {exc.code}", fix)
     except (OSError, ValueError) as exc:
         return Finding(False, f"public URL {url} does not reach a wopihost: {getattr(exc, 'reason', exc)}", fix)
-    if body.get("instance") != instance_fingerprint(services.settings.secret_key):
+    if body.get("instance") != instance:
         return Finding(False, f"public URL {url} reaches another wopihost (or one with another secret)", fix)
     note = "" if urlsplit(url).scheme == "https" else " (plain http: WOPI clients in production need https)"
     return Finding(True, f"public URL {url} reaches this host{note}")

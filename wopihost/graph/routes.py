@@ -19,6 +19,7 @@ from ..errors import WopiError  # a response with no body claims no type
 from ..errors import WopiResponse as NoContent
 from ..files import CONFLICT_BEHAVIOURS
 from ..models import Drive, File, Folder
+from ..prepared import Statements
 from ..services import Services
 from ..shares import link_id_of
 from ..streaming import content_response
@@ -359,11 +360,13 @@ def put_content(call: Call, ref: ItemRef) -> Response:
 
     def admit(s, folder_id: str, growth: int) -> None:
         """Once the bytes are in, in the transaction that lands them: the caller still reaches the folder (a link
-        revoked, a member removed, the folder moved out of the shared one while they came?), and they fit (a
-        chunked body declared no length)."""
+        revoked, a member removed, the folder moved out of the shared one while they came?), they fit (a
+        chunked body declared no length), and the API token is still live (revoked meanwhile?)."""
         file_id = None if ref.path else getattr(existing, "id", None)
         require_reach(s, services.drives, user, call.share, call.drive.id, folder_id, file_id)
         services.drives.quota(s, call.drive.id).check(growth)
+        with Statements.in_session(s) as t:  # the last lock taken: see Tokens.require_live
+            services.tokens.require_live(t, call.grant)
 
     if ref.path:
         file, created = services.files.put_named(

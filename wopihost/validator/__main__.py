@@ -37,7 +37,9 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--wopisrc", required=True, help="WOPISrc of a .wopitest file on the host")
     p.add_argument("--token", required=True, help="an access token for that file")
-    p.add_argument("--token-ttl", type=int, default=0, metavar="MS", help="the token's access_token_ttl")
+    p.add_argument(
+        "--token-ttl", type=_milliseconds, default=0, metavar="MS", help="the token's access_token_ttl (0: not known)"
+    )
     p.add_argument(
         "--testcases",
         required=True,
@@ -86,6 +88,13 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
     return seconds
+
+
+def _milliseconds(text: str) -> int:
+    """access_token_ttl: a time in milliseconds since 1970, or 0 where it is not known; never negative."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be milliseconds since 1970, or 0, not {text!r}")
+    return int(text)
 
 
 def main(

@@ -293,7 +293,14 @@ def rename_file(call: Call) -> Response:
         file = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id)
     except InvalidName as exc:
         raise bad_request(str(exc), {"X-WOPI-InvalidFileNameError": str(exc)}) from None
-    return jsonify({"Name": file.name[: len(file.name) - len(kept)]})  # not split_extension: "notes.txt" has none
+    # LastModifiedTime beyond the spec's Name: Collabora takes it from every 200 JSON answer as the time it next
+    # sends in X-COOL-WOPI-Timestamp, and without it sends none, its check that the file did not change gone
+    return jsonify(
+        {
+            "Name": file.name[: len(file.name) - len(kept)],  # not split_extension: "notes.txt" has none
+            "LastModifiedTime": iso_round_trip(file.modified_at),
+        }
+    )
 
 
 def delete_file(call: Call) -> Response:
