@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -14,13 +15,14 @@ from urllib.parse import quote
 
 import openpyxl
 import pytest
+import sqlalchemy as sa
 import webtest
 from openpyxl.styles import Font
 from openpyxl.workbook.defined_name import DefinedName
 
 from wopihost.app import create_app
 from wopihost.ids import new_id
-from wopihost.models import WorkbookSession
+from wopihost.models import WorkbookOperation, WorkbookSession
 
 from .helpers import (
     GraphClient,
@@ -1049,6 +1051,116 @@ def test_an_async_session_ends_failed_though_the_database_refused_writes_for_a_m
             holder.kill()
             holder.wait()
         services.db.dispose()
+
+
+# -- an async session whose worker is gone ---------------------------------------------------------------
+
+# A worker process that starts an async createSession, its session held waiting (both of its workbook calls taken)
+# while its thread beats, and says the operation's id; then waits to be killed.
+STARTS_AND_WAITS = """
+import pickle, sys, time
+from wopihost.services import Services
+settings, file_id = pickle.load(sys.stdin.buffer)
+workbooks = Services.create(settings).workbooks
+workbooks._calls.acquire()
+workbooks._calls.acquire()
+print(workbooks.start_create(file_id, "alice", False), flush=True)
+time.sleep(600)
+"""
+
+
+def operation_row(services, location: str) -> WorkbookOperation:
+    with services.db.read() as s:
+        return s.get_one(WorkbookOperation, location.rsplit("/", 1)[1])
+
+
+def start_async(graph: GraphClient) -> str:
+    response = graph.post_json(f"{WB}/createSession", {"persistChanges": False}, headers={"Prefer": "respond-async"})
+    assert response.status_int == 202, response
+    return response.headers["Location"]
+
+
+def given_up_for_lost(body: dict) -> None:
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "serviceNotAvailable" and "create the session again" in body["error"]["message"]
+    assert "resourceLocation" not in body
+
+
+def test_an_async_session_whose_worker_was_killed_is_failed_once_its_heartbeat_is_stale(
+    graph, services, clock, settings
+):
+    """kill -9 of the worker making a session (a restart, an upgrade, gunicorn recycling it are the same) took its
+    thread along, and the operation said "running" to every poll for its hour, then 404. Its heartbeat stops with
+    it: 30 s on, any worker answers it failed."""
+    file_id = upload(graph)
+    worker = subprocess.Popen([sys.executable, "-c", STARTS_AND_WAITS], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        worker.stdin.write(pickle.dumps((settings, file_id)))
+        worker.stdin.close()
+        operation = worker.stdout.readline().decode().strip()
+        location = f"{PUBLIC}/v1.0/{WB}/operations/{operation}"
+        assert wait_until(lambda: graph.get(location).json["status"] == "running", timeout=20)
+    finally:
+        worker.kill()
+        worker.wait()
+    row = operation_row(services, location)
+    last = row.heartbeat_at or row.created_at  # its last sign of life
+    clock.advance(seconds=(last - clock.now()).total_seconds() + 30)  # three beats missed: it may yet beat
+    assert graph.get(location).json["status"] == "running"
+    clock.advance(seconds=1)
+    given_up_for_lost(graph.get(location).json)
+    clock.advance(minutes=10)
+    given_up_for_lost(graph.get(location).json)
+
+
+def test_an_async_session_kept_waiting_by_a_live_worker_stays_running(graph, services, clock):
+    """A live runner beats however long its session takes (here held waiting for the worker's workbook calls), so
+    it is never taken for lost, and ends as it would have."""
+    upload(graph)
+    workbooks = services.workbooks
+    workbooks.heartbeat = 0.02
+    calls = workbooks._calls
+    calls.acquire()
+    calls.acquire()
+    try:
+        location = start_async(graph)
+        assert wait_until(lambda: graph.get(location).json["status"] == "running", timeout=20)
+        for _ in range(6):  # three minutes by the clock, 29 s at a time, each time beaten
+            clock.advance(seconds=29)
+            assert graph.get(location).json["status"] == "running"
+            now = clock.now()
+            assert wait_until(lambda: operation_row(services, location).heartbeat_at == now, timeout=20)
+    finally:
+        calls.release()
+        calls.release()
+    assert poll(graph, location)["status"] == "succeeded"
+
+
+def test_a_runner_that_ends_after_it_was_given_up_for_lost_leaves_it_failed(graph, services, clock):
+    """A runner silent past the limit (a worker stopped, its heartbeat thread starved) that comes back and makes its
+    session: the failure that polls were answered stands, and the session it made, which nobody will learn of,
+    goes at once (a non-persistent one's copy with it)."""
+    upload(graph)
+    before = stored_blobs(services)
+    workbooks = services.workbooks
+    workbooks.heartbeat = 3600  # no beat in this test: as silent as a dead worker's
+    calls = workbooks._calls
+    calls.acquire()
+    calls.acquire()
+    try:
+        location = start_async(graph)
+        assert wait_until(lambda: graph.get(location).json["status"] == "running", timeout=20)
+        clock.advance(seconds=31)
+        given_up_for_lost(graph.get(location).json)
+    finally:
+        calls.release()
+        calls.release()
+    [runner] = [t for t in threading.enumerate() if t.name == "wopihost-workbook"]
+    runner.join(60)
+    given_up_for_lost(graph.get(location).json)
+    with services.db.read() as s:
+        assert s.scalars(sa.select(WorkbookSession)).all() == []
+    assert stored_blobs(services) == before
 
 
 # -- formulas IronCalc recurses deep on ---------------------------------------------------------------

@@ -268,7 +268,9 @@ class WorkbookSession(Base):
 
 class WorkbookOperation(Base):
     """A long-running workbook operation (createSession with Prefer: respond-async): its status, polled by
-    any worker; `session_id` once it succeeded, `error` (JSON) once it failed."""
+    any worker; `session_id` once it succeeded, `error` (JSON) once it failed. `heartbeat_at` is renewed by the
+    thread running it: one silent too long has lost its worker. NULL in an operation older than the column (or
+    made by a node not yet upgraded), whose last sign of life is then its `created_at`."""
 
     __tablename__ = "workbook_operations"
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -280,6 +282,7 @@ class WorkbookOperation(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ShareLink(Base):

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import sqlalchemy as sa
@@ -51,6 +51,19 @@ RETRIES = 5
 CALLS_AT_ONCE = 2
 OPERATION_TTL = timedelta(hours=1)  # how long a finished operation can still be polled
 FINISH_RETRIES = (0, 0.5, 1, 2, 4, 8, 16)  # seconds before each attempt to record an operation's end
+# The thread making an async session lives only in its worker, and a worker killed, restarted or recycled takes it
+# along. So the thread renews a heartbeat in the operation's row every HEARTBEAT seconds, and a poll that finds none
+# for ORPHANED_AFTER (three missed) answers the operation failed, where it said "running" until it expired.
+HEARTBEAT = 10.0
+ORPHANED_AFTER = timedelta(seconds=30)
+UNFINISHED = ("notStarted", "running")
+ORPHANED = json.dumps(
+    {
+        "code": "serviceNotAvailable",
+        "message": "the worker making the session stopped (restarted, upgraded or failed) before it was made; "
+        "create the session again",
+    }
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +121,7 @@ class Workbooks:
         self.ttl = {True: timedelta(seconds=persistent_ttl), False: timedelta(seconds=temporary_ttl)}
         self._last = _LastUsed()
         self._calls = threading.BoundedSemaphore(CALLS_AT_ONCE)
+        self.heartbeat = HEARTBEAT
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -212,6 +226,7 @@ class Workbooks:
             status="notStarted",
             created_at=now,
             expires_at=now + OPERATION_TTL,
+            heartbeat_at=now,
         )
         with self.db.write() as s:
             s.add(operation)
@@ -219,10 +234,13 @@ class Workbooks:
         return operation.id
 
     def operation(self, operation_id: str, file_id: str, user_id: str) -> WorkbookOperation:
-        with self.db.read() as s:
-            row = s.get(WorkbookOperation, operation_id) if is_id(operation_id) else None
-        if row is None or row.file_id != file_id or row.user_id != user_id or row.expires_at <= self.clock.now():
+        row = self._operation(operation_id)
+        now = self.clock.now()
+        if row is None or row.file_id != file_id or row.user_id != user_id or row.expires_at <= now:
             raise WopiError(404, "no such workbook operation", code="itemNotFound")
+        if row.status in UNFINISHED and (row.heartbeat_at or row.created_at) < now - ORPHANED_AFTER:
+            self._give_up(operation_id, now - ORPHANED_AFTER)
+            row = self._operation(operation_id) or row  # failed, or ended or beat meanwhile; swept: as it was
         return row
 
     def session_info(self, session_id: str, file_id: str, user_id: str) -> WorkbookSession:
@@ -230,7 +248,25 @@ class Workbooks:
             return self._session(s, session_id, file_id, user_id)
 
     def _run(self, operation_id: str) -> None:
-        outcome: dict[str, str]
+        stop = threading.Event()
+        beating = threading.Thread(
+            target=self._beat, args=(operation_id, stop), name="wopihost-workbook-heartbeat", daemon=True
+        )
+        beating.start()
+        try:
+            session, outcome = self._create(operation_id)
+            if not self._finish(operation_id, outcome) and session is not None:
+                # Given up for lost meanwhile: nobody will learn of this session, so its copy need not wait to expire.
+                try:
+                    self.close(session.id, session.file_id, session.user_id)
+                except (WopiError, Unavailable) as exc:  # left to expire
+                    log.warning("workbook operation %s: its session could not be closed: %s", operation_id, exc)
+        finally:
+            stop.set()
+            beating.join()
+
+    def _create(self, operation_id: str) -> tuple[WorkbookSession | None, dict[str, str]]:
+        """The session an operation makes (None if it failed), and the operation's outcome."""
         try:
             self._set(operation_id, status="running")
             with self.db.read() as s:
@@ -238,33 +274,60 @@ class Workbooks:
             session = self.create_session(operation.file_id, operation.user_id, operation.persist)
         except (WopiError, WorkbookError) as exc:
             code = getattr(exc, "code", None) or "invalidRequest"
-            outcome = {"status": "failed", "error": json.dumps({"code": code.split("/")[0], "message": str(exc)})}
+            error = {"code": code.split("/")[0], "message": str(exc)}
         except (Unavailable, InsufficientStorage) as exc:  # what a request would answer 503 or 507
             code = "serviceNotAvailable" if isinstance(exc, Unavailable) else "insufficientStorage"
-            outcome = {"status": "failed", "error": json.dumps({"code": code, "message": str(exc)})}
+            error = {"code": code, "message": str(exc)}
         except Exception as exc:  # reported through the operation, and logged by whoever polls
-            message = f"the session could not be made: {type(exc).__name__}"
-            outcome = {"status": "failed", "error": json.dumps({"code": "internalServerError", "message": message})}
+            error = {"code": "internalServerError", "message": f"the session could not be made: {type(exc).__name__}"}
         else:
-            outcome = {"status": "succeeded", "session_id": session.id}
-        self._finish(operation_id, outcome)
+            return session, {"status": "succeeded", "session_id": session.id}
+        return None, {"status": "failed", "error": json.dumps(error)}
 
-    def _finish(self, operation_id: str, outcome: dict[str, str]) -> None:
-        """Record how the operation ended. A database that refuses the write for a moment (what a request would
-        answer 503) is tried again: with nobody to retry it, the operation would say "running" to every poll
-        until it expired."""
+    def _beat(self, operation_id: str, stop: threading.Event) -> None:
+        """Renew the operation's heartbeat until its thread ends."""
+        while not stop.wait(self.heartbeat):
+            try:
+                self._set(operation_id, heartbeat_at=self.clock.now())
+            except Exception as exc:  # a beat missed (the database busy or away a moment); the next may land
+                log.warning("workbook operation %s: its heartbeat could not be recorded: %s", operation_id, exc)
+
+    def _finish(self, operation_id: str, outcome: dict[str, str]) -> bool:
+        """Record how the operation ended; False if it had been given up for lost (its heartbeat missed), which
+        stands. A database that refuses the write for a moment (what a request would answer 503) is tried again:
+        with nobody to retry it, the operation would say "running" to every poll until its heartbeat went stale."""
         for delay in FINISH_RETRIES:
             time.sleep(delay)
             try:
-                self._set(operation_id, **outcome)
-                return
+                if self._set(operation_id, **outcome):
+                    return True
+                log.warning("workbook operation %s ended after it was given up for lost", operation_id)
+                return False
             except (Unavailable, InsufficientStorage) as exc:
                 log.warning("workbook operation %s: its end could not be recorded: %s", operation_id, exc)
-        log.error("workbook operation %s: its end could not be recorded; it expires unfinished", operation_id)
+        log.error("workbook operation %s: its end could not be recorded; it ends failed, as if lost", operation_id)
+        return False
 
-    def _set(self, operation_id: str, **values) -> None:
+    def _give_up(self, operation_id: str, cutoff: datetime) -> None:
+        """Fail an operation whose heartbeat is older than `cutoff`: its worker is gone. One conditional UPDATE,
+        so a heartbeat or an end that its runner recorded meanwhile stands."""
+        silent = sa.func.coalesce(WorkbookOperation.heartbeat_at, WorkbookOperation.created_at) < cutoff
+        if self._set(operation_id, silent, status="failed", error=ORPHANED):
+            log.warning(
+                "workbook operation %s: no heartbeat since before %s; its worker is gone: failed", operation_id, cutoff
+            )
+
+    def _set(self, operation_id: str, *conditions, **values) -> bool:
+        """Update the operation if it has not ended (and meets `conditions`); whether it had not."""
         with self.db.write() as s:
-            s.execute(sa.update(WorkbookOperation).where(WorkbookOperation.id == operation_id).values(**values))
+            query = sa.update(WorkbookOperation).where(
+                WorkbookOperation.id == operation_id, WorkbookOperation.status.in_(UNFINISHED), *conditions
+            )
+            return bool(cast(sa.CursorResult, s.execute(query.values(**values))).rowcount)
+
+    def _operation(self, operation_id: str) -> WorkbookOperation | None:
+        with self.db.read() as s:
+            return s.get(WorkbookOperation, operation_id) if is_id(operation_id) else None
 
     # -- helpers -------------------------------------------------------------------------------------
 
