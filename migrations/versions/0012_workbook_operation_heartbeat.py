@@ -2,7 +2,7 @@
 
 Revision ID: 0012
 Revises: 0011
-Create Date: 2026-12-07 06:00:00
+Create Date: 2026-12-06 08:00:00
 """
 
 import sqlalchemy as sa
