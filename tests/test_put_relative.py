@@ -43,7 +43,7 @@ def test_returned_url_works_for_every_follow_up_operation(wopi):
     assert new.check_file_info().json["BaseFileName"] == "Copy.docx"
     assert new.lock("L").status_int == 200
     assert new.op("UNLOCK", X_WOPI_Lock="L").status_int == 200
-    assert new.op("RENAME_FILE", X_WOPI_RequestedName="Renamed").json == {"Name": "Renamed"}
+    assert new.op("RENAME_FILE", X_WOPI_RequestedName="Renamed").json["Name"] == "Renamed"
     assert new.op("DELETE").status_int == 200
     assert new.check_file_info().status_int == 404
 
