@@ -63,7 +63,10 @@ def test_every_token_we_issue_is_redacted_by_its_shape(clock):
     ]
     for grant in grants:
         token = tokens.derive(grant, grant.resource, grant.rights, grant.reach).token
-        for text in (token, f"/wopi/files/x/{token}", f'"{token}"', f"the token {token.upper()}."):
+        contexts = (token, f"/wopi/files/x/{token}", f'"{token}"', f"the token {token.upper()}.")
+        # right after an escape whose last characters are letters of a token's alphabet
+        escaped = (f"u=https%3a%2f%2fh%2fx%2f{token}", f"q=%22{token}%22", f"x%3faccess_token%253d{token}")
+        for text in (*contexts, *escaped, f"\\u0022{token}\\u0022"):
             assert redact(text) == text.replace(token, REDACTED).replace(token.upper(), REDACTED), text
 
 

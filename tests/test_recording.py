@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from wopihost.app import create_app
 from wopihost.cli import main
+from wopihost.credentials import SHAPES
 from wopihost.cspp.frames import ChunkData, EndFrame, FrameDecoder, MessageJSON, message_frame_size
 from wopihost.cspp.wire import chunk_frames, put_chunked_body
 from wopihost.har import PLACEHOLDER
@@ -621,6 +622,31 @@ def test_bodies_of_any_type_are_searched_for_secrets(recording):
         }
 
 
+# A PDF as Word writes it: its dictionaries have no spaces, so `/S/Transparency` reads as a share link's path
+WORD_PDF = (
+    b"%PDF-1.7\r\n%\xb5\xb5\xb5\xb5\r\n1 0 obj\r\n<</Type/Page/Parent 2 0 R/MediaBox[ 0 0 612 792]"
+    b"/Group<</Type/Group/S/Transparency/CS/DeviceRGB>>/Tabs/S/StructParents 0>>\r\nendobj\r\n"
+    + bytes(range(128, 256))
+    + b"\r\n%%EOF\r\n"
+)
+# A text document with ordinary URLs whose paths are those of our credentials
+NOTES = b"Release notes: https://www.python.org/downloads/release/python-3120/ and https://example.org/s/agenda\n"
+
+
+@pytest.mark.parametrize("document", [WORD_PDF, NOTES], ids=["pdf", "text"])
+def test_a_document_saved_is_recorded_as_sent(recording, document):
+    """A document's own URLs and paths are no credentials: its body was withheld (a PDF) or given placeholders
+    (a text), which replay cannot send. Only the request's secrets and our tokens' shapes are looked for in it."""
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Report.pdf", io.BytesIO(b"x"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    assert wopi.lock("L").status_int == 200
+    assert wopi.put_file(document, lock="L", Content_Type="application/octet-stream").status_int == 200
+    [path] = recording.stop()
+    post = entries(path)[-1]["request"]["postData"]
+    assert post["_encoding"] == "base64" and base64.b64decode(post["text"]) == document, post
+
+
 def test_a_binary_body_is_searched_in_its_runs_of_text_only():
     """A megabyte of a document's bytes costs a few milliseconds, not the patterns tried at every byte."""
     redactor, token = Redactor(KEY), TOKEN
@@ -631,6 +657,9 @@ def test_a_binary_body_is_searched_in_its_runs_of_text_only():
     assert redactor.in_binary(b"\xff/s/ZLLSZyyckVxSgzA9g8FxcA\xff")
     assert not redactor.in_binary(b"\xff/s/short\xff")  # shorter than any secret of ours: not searched
     assert not redactor.in_binary(b"\xff" + b"QuarterlyFinancialReportForTheBoardOfDirectorsAndShareholders" * 3)
+    # a document is searched for our tokens' shapes only
+    assert not redactor.in_binary(b"\xff/s/ZLLSZyyckVxSgzA9g8FxcA\xff", pattern=SHAPES)
+    assert redactor.in_binary(document[:1000] + b"\xff" + token.encode() + b"\xff" + document[1000:], pattern=SHAPES)
 
 
 def test_a_cookie_is_recorded_as_a_placeholder_and_har_cookies_stay_empty(recording):

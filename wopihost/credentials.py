@@ -30,9 +30,23 @@ def _base32_token(letters: str, first: str) -> str:
     payload of at least 65 bytes (a 16-character jti, rights, an expiry, a 43-character signature), so at least
     13 groups of 8 characters, each starting with the first 5 bits of an ASCII byte: one of `first`. A run of
     those letters is taken whole (never started inside: no backtracking into it), and its first 104 characters
-    must have that shape, which few words or names of that length have (1 in 550 of random letters)."""
-    return rf"(?<![{letters}])(?:[{first}][{letters}]{{7}}){{13}}[{letters}]*+"
+    must have that shape, which few words or names of that length have (1 in 550 of random letters). A run may
+    also start right after a percent or \\u escape, whose last characters may be letters of the alphabet
+    (`%2f<token>`, `%253d<token>`, `\\u0022<token>`)."""
+    after_escape = r"(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4})"
+    return rf"(?:(?<![{letters}])|{after_escape})(?:[{first}][{letters}]{{7}}){{13}}[{letters}]*+"
 
+
+# A token by its shape, in whatever context: in the lower case we issue it in, or all in upper case (the same
+# token to whoever turns it back), never in mixed case, as ordinary long names are
+# (QuarterlyFinancialReportForTheBoard...); a download or launch ticket by its shape:
+# jti.file.rights.expiry.signature (no rights in those made before 2026-12-05, which a client may still send).
+# Tried only where a run of their characters starts (or an escape ends) and without backtracking (a recording
+# searches every body): a run is taken whole.
+_SHAPES = (
+    rf"(?P<token>(?-i:{_base32_token('a-z2-7', 'a-p')}|{_base32_token('A-Z2-7', 'A-P')}))"
+    r"|(?P<ticket>\b\w++\.\w++\.(?:[rw]\.)?\d++\.[\w-]{43,}+)"
+)
 
 CREDENTIALS = re.compile(
     r"access_token(?:%3d|=)(?P<access_token>[^&\s'\"\\]*)"  # a query parameter, raw or percent-encoded
@@ -49,16 +63,13 @@ CREDENTIALS = re.compile(
     rf"|downloads?{_SLASH}(?P<download>{_VALUE})"
     rf"|(?:s|shares){_SLASH}(?P<share>{_VALUE})"
     rf"|host{_SLASH}(?:{'|'.join(LAUNCH_ACTIONS)}){_SLASH}(?P<launch>{_VALUE}))"
-    # a token by its shape, in whatever context: in the lower case we issue it in, or all in upper case (the same
-    # token to whoever turns it back), never in mixed case, as ordinary long names are
-    # (QuarterlyFinancialReportForTheBoard...); a download or launch ticket by its shape:
-    # jti.file.rights.expiry.signature (no rights in those made before 2026-12-05, which a client may still
-    # send). Tried only where a run of their characters starts and without backtracking (a recording searches
-    # every body): a run is taken whole, so none can start inside one.
-    rf"|(?P<token>(?-i:{_base32_token('a-z2-7', 'a-p')}|{_base32_token('A-Z2-7', 'A-P')}))"
-    r"|(?P<ticket>\b\w++\.\w++\.(?:[rw]\.)?\d++\.[\w-]{43,}+)",
+    rf"|{_SHAPES}",
     re.IGNORECASE,
 )
+# Only the shapes of our tokens and tickets: what a body that is not an API's text (a document's bytes, a
+# framed body's chunks) is searched for beside the secrets its request carried. The paths of CREDENTIALS are
+# ordinary text in a document (`.../downloads/release/...`, a PDF's `/S/Transparency`).
+SHAPES = re.compile(_SHAPES, re.IGNORECASE)
 # the kind of secret (wopihost/har.py) each value group of CREDENTIALS holds
 KIND_OF_GROUP = {name: name for name in CREDENTIALS.groupindex} | {
     "access_token_json": "access_token",
@@ -67,8 +78,9 @@ KIND_OF_GROUP = {name: name for name in CREDENTIALS.groupindex} | {
 }
 
 
-def replace(text: str, replacement: Callable[[str, str], str]) -> str:
-    """`text` with each credential replaced by `replacement(kind, value)`; the context around it stays."""
+def replace(text: str, replacement: Callable[[str, str], str], pattern: re.Pattern = CREDENTIALS) -> str:
+    """`text` with each credential `pattern` finds (CREDENTIALS, or SHAPES) replaced by `replacement(kind,
+    value)`; the context around it stays."""
 
     def one(match: re.Match) -> str:
         group = match.lastgroup
@@ -76,4 +88,4 @@ def replace(text: str, replacement: Callable[[str, str], str]) -> str:
         start = match.start(group)
         return match.string[match.start() : start] + replacement(KIND_OF_GROUP[group], match.group(group))
 
-    return CREDENTIALS.sub(one, text)
+    return pattern.sub(one, text)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from .. import graph
 from ..body import BODY_TAP
 from ..config import Settings
+from ..credentials import CREDENTIALS, SHAPES
 from ..logs import OPERATION
 from ..requesturl import called_url
 from ..storage import PIECE
@@ -387,21 +389,43 @@ def _stored(redactor: Redactor, capture: Capture, mime: str, seen: Seen | None, 
         return _withheld(capture)
     if framed is not None:  # (a framed body is binary, whatever its type says)
         message, end = framed
-        if redactor.in_binary(data, known, end):  # its chunks, a document's bytes, hold a secret
+        if redactor.in_binary(data, known, end, SHAPES):  # its chunks, a document's bytes, hold a secret
             return _withheld(capture)
         if message is None:
-            return {"text": raw.add(data), "encoding": "base64"}
+            return _base64(raw, data)
         return {"_message": message, "_rest": raw.add(memoryview(data)[end:])}
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         # Base64 would carry a secret whole: searched all the same, where it can be (every credential's shape
         # is ASCII), and written as its size if it holds one.
-        return _withheld(capture) if redactor.in_binary(data, known) else {"text": raw.add(data), "encoding": "base64"}
-    redacted = redactor.text(text, seen, known)
+        pattern = _patterns(mime, data.decode("latin-1"))
+        return _withheld(capture) if redactor.in_binary(data, known, 0, pattern) else _base64(raw, data)
+    redacted = redactor.text(text, seen, known, _patterns(mime, text))
     if is_text(mime) or redacted != text:
         return {"text": redacted}
+    return _base64(raw, data)
+
+
+def _base64(raw: _RawPieces, data) -> dict:
     return {"text": raw.add(data), "encoding": "base64"}
+
+
+def _patterns(mime: str, text: str) -> re.Pattern:
+    """What a body is searched for: every credential in an API's text, which a body typed as text is, and one sent
+    as binary that is JSON (a Graph sourceUrl sent with no type); only our tokens' shapes in any other, a
+    document, whose URLs and paths are its own (`.../downloads/release/...`, a PDF's `/S/Transparency`)."""
+    return CREDENTIALS if is_text(mime) or _is_json(text) else SHAPES
+
+
+def _is_json(text: str) -> bool:
+    if not text.lstrip().startswith(("{", "[")):  # what an API's JSON body is; spares parsing a document
+        return False
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):  # (nested past the parser's depth: no API body the server reads)
+        return False
+    return True
 
 
 def _withheld(capture: Capture) -> dict:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from .. import credentials
+from ..credentials import CREDENTIALS
 from ..cspp.frames import HEADER_SIZE, message_frame_size
 
 # What the spool holds in place of a secret; assembly turns each into har.placeholder(kind, n).
@@ -72,9 +73,12 @@ class Redactor:
             digest = self._digests[value] = hmac.new(self._key, message, hashlib.sha256).hexdigest()[:16]
         return f"{{{{{kind}:#{digest}}}}}"
 
-    def text(self, text: str, seen: Seen | None = None, known: Sequence[Secret] = ()) -> str:
-        """`text` with every credential credentials.py finds replaced, and every secret of `known` (those of the
-        request's URL and headers) that is long enough to search for."""
+    def text(
+        self, text: str, seen: Seen | None = None, known: Sequence[Secret] = (), pattern: re.Pattern = CREDENTIALS
+    ) -> str:
+        """`text` with every credential `pattern` finds replaced (credentials.py: all of them, or in a document
+        only the shapes of our tokens), and every secret of `known` (those of the request's URL and headers)
+        that is long enough to search for."""
         for secret in known:
             if len(secret.value) >= _KNOWN_SHORTEST and secret.value in text:
                 text = text.replace(secret.value, secret.placeholder)
@@ -87,12 +91,15 @@ class Redactor:
                 seen.append(Secret(kind, placeholder, value))
             return placeholder
 
-        return credentials.replace(text, replacement)
+        return credentials.replace(text, replacement, pattern)
 
-    def in_binary(self, data: bytes | bytearray, known: Sequence[Secret] = (), start: int = 0) -> bool:
+    def in_binary(
+        self, data: bytes | bytearray, known: Sequence[Secret] = (), start: int = 0, pattern: re.Pattern = CREDENTIALS
+    ) -> bool:
         """Whether `data[start:]`, bytes that cannot be written as text, holds a secret: one of `known`, or one
-        credentials.py finds in a run of ASCII text. Searching the runs long enough to hold one, rather than all
-        of it, costs a document's bytes about 1 ms per MiB, not the 170 ms of the patterns tried at every byte."""
+        `pattern` finds in a run of ASCII text (in a document, SHAPES: its paths are not credentials). Searching
+        the runs long enough to hold one, rather than all of it, costs a document's bytes about 1 ms per MiB, not
+        the 170 ms of the patterns tried at every byte."""
         for secret in known:
             if (
                 len(secret.value) >= _KNOWN_SHORTEST
@@ -105,7 +112,7 @@ class Redactor:
             end = mask.find(b"\x00", run)
             end = len(mask) if end < 0 else end
             text = data[run:end].decode("ascii")
-            if self.text(text) != text:
+            if self.text(text, pattern=pattern) != text:
                 return True
             run = mask.find(b"\x01" * _SHORTEST, end)
         return False
