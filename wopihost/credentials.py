@@ -34,7 +34,8 @@ def _base32_token(letters: str, first: str) -> str:
     also start right after a percent or \\u escape, whose last characters may be letters of the alphabet
     (`%2f<token>`, `%253d<token>`, `\\u0022<token>`)."""
     after_escape = r"(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4})"
-    return rf"(?:(?<![{letters}])|{after_escape})(?:[{first}][{letters}]{{7}}){{13}}[{letters}]*+"
+    # (the look-ahead first: at most positions it fails at once, where the look-behinds cost each a try)
+    return rf"(?=[{letters}]{{104}})(?:(?<![{letters}])|{after_escape})(?:[{first}][{letters}]{{7}}){{13}}[{letters}]*+"
 
 
 # A token by its shape, in whatever context: in the lower case we issue it in, or all in upper case (the same
