@@ -24,7 +24,7 @@ from .cspp_helpers import (
     stream_filter,
     upload,
 )
-from .helpers import stored_blobs, stored_bytes, while_the_body_comes
+from .helpers import revoke_or_expire, stored_blobs, stored_bytes, while_the_body_comes
 
 HELLO, WORLD = chunk_id(b"hello"), chunk_id(b"world")
 
@@ -181,11 +181,7 @@ def test_a_token_revoked_or_expired_while_the_save_comes_saves_nothing(locked, s
     blobs = stored_blobs(services)
 
     def meanwhile() -> None:
-        if how == "revoked":
-            with services.db.write() as s:
-                assert services.tokens.revoke(s, token=locked.token) == 1
-        else:
-            clock.advance(minutes=11)  # the lock, for 30 minutes, still holds
+        revoke_or_expire(services, clock, locked.token, how)
 
     headers = {"X-WOPI-Override": "PUT_CHUNKED_FILE", "X-WOPI-Lock": "L", "X-WOPI-SequenceNumber": "1"}
     answer = while_the_body_comes(

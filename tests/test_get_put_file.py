@@ -11,7 +11,7 @@ import pytest
 from wopihost.clock import parse_iso
 from wopihost.errors import WopiError
 
-from .helpers import statements_sent, stored_blobs, while_the_body_comes
+from .helpers import revoke_or_expire, statements_sent, stored_blobs, while_the_body_comes
 
 # -- GetFile --------------------------------------------------------------------------
 
@@ -264,11 +264,7 @@ def test_a_token_revoked_or_expired_while_put_file_comes_saves_nothing(wopi, ser
     blobs = stored_blobs(services)
 
     def meanwhile() -> None:
-        if how == "revoked":
-            with services.db.write() as s:
-                assert services.tokens.revoke(s, token=wopi.token) == 1
-        else:
-            clock.advance(minutes=11)  # the lock, for 30 minutes, still holds
+        revoke_or_expire(services, clock, wopi.token, how)
 
     answer = while_the_body_comes(lambda held: wopi.put_file_from(held, 4096, lock="L"), b"x" * 4096, meanwhile)
     assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]

@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import openpyxl
@@ -1069,6 +1071,18 @@ time.sleep(600)
 """
 
 
+@contextmanager
+def calls_held(workbooks) -> Iterator[None]:
+    """Both workbook calls a worker runs at once taken for the block: a session being made waits meanwhile."""
+    workbooks._calls.acquire()
+    workbooks._calls.acquire()
+    try:
+        yield
+    finally:
+        workbooks._calls.release()
+        workbooks._calls.release()
+
+
 def operation_row(services, location: str) -> WorkbookOperation:
     with services.db.read() as s:
         return s.get_one(WorkbookOperation, location.rsplit("/", 1)[1])
@@ -1119,10 +1133,7 @@ def test_an_async_session_kept_waiting_by_a_live_worker_stays_running(graph, ser
     upload(graph)
     workbooks = services.workbooks
     workbooks.heartbeat = 0.02
-    calls = workbooks._calls
-    calls.acquire()
-    calls.acquire()
-    try:
+    with calls_held(workbooks):
         location = start_async(graph)
         assert wait_until(lambda: graph.get(location).json["status"] == "running", timeout=20)
         for _ in range(6):  # three minutes by the clock, 29 s at a time, each time beaten
@@ -1130,9 +1141,6 @@ def test_an_async_session_kept_waiting_by_a_live_worker_stays_running(graph, ser
             assert graph.get(location).json["status"] == "running"
             now = clock.now()
             assert wait_until(lambda: operation_row(services, location).heartbeat_at == now, timeout=20)
-    finally:
-        calls.release()
-        calls.release()
     assert poll(graph, location)["status"] == "succeeded"
 
 
@@ -1144,17 +1152,11 @@ def test_a_runner_that_ends_after_it_was_given_up_for_lost_leaves_it_failed(grap
     before = stored_blobs(services)
     workbooks = services.workbooks
     workbooks.heartbeat = 3600  # no beat in this test: as silent as a dead worker's
-    calls = workbooks._calls
-    calls.acquire()
-    calls.acquire()
-    try:
+    with calls_held(workbooks):
         location = start_async(graph)
         assert wait_until(lambda: graph.get(location).json["status"] == "running", timeout=20)
         clock.advance(seconds=31)
         given_up_for_lost(graph.get(location).json)
-    finally:
-        calls.release()
-        calls.release()
     [runner] = [t for t in threading.enumerate() if t.name == "wopihost-workbook"]
     runner.join(60)
     given_up_for_lost(graph.get(location).json)
