@@ -18,6 +18,7 @@ from .db import Database
 from .errors import WopiError
 from .ids import is_id, new_id
 from .models import Drive, DriveMember, File, Folder, User
+from .repository import locking
 from .tokens import Tokens
 from .users import check_user_id, ensure_user
 
@@ -80,8 +81,8 @@ class Drives:
         # In a write transaction the membership is held (FOR SHARE on PostgreSQL) until the commit, so that what
         # the transaction does with it (a launch link's token, an upload) comes before a removal or not at all:
         # see remove_member. SQLite's writers take turns anyway.
-        lock = {"read": True} if s.info.get("write") else None
-        if drive.owner_id != user_id and s.get(DriveMember, (drive.id, user_id), with_for_update=lock) is None:
+        member = sa.select(DriveMember).where(DriveMember.drive_id == drive.id, DriveMember.user_id == user_id)
+        if drive.owner_id != user_id and s.scalars(locking(s, member, read=True)).one_or_none() is None:
             raise WopiError(403, "this drive is not shared with the token's user", code="accessDenied")
         return drive
 

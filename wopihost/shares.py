@@ -19,7 +19,7 @@ from .db import Database
 from .errors import WopiError, not_found
 from .ids import is_id, new_id
 from .models import File, Folder, ShareLink
-from .repository import lock_user
+from .repository import lock_user, locking
 
 READ_ONLY, READ_WRITE = "ReadOnly", "ReadWrite"
 URL_TYPES = (READ_ONLY, READ_WRITE)
@@ -69,8 +69,7 @@ def require_link_reach(s, link_id: str, folder_id: str, writing: bool, file_id: 
     # deadlock, whatever else this transaction holds (its folder's and file's rows, taken before): the only
     # writer of a link's row is revoke, one UPDATE that locks nothing but links, and no transaction holding a
     # link waits for another link.
-    lock = {"read": True} if s.info.get("write") else None
-    link = s.get(ShareLink, link_id, with_for_update=lock)
+    link = s.scalars(locking(s, sa.select(ShareLink).where(ShareLink.id == link_id), read=True)).one_or_none()
     if link is None or link.revoked_at is not None or (writing and link.url_type != READ_WRITE):
         raise WopiError(403, "the share link has been revoked or does not allow this", code="accessDenied")
     if file_id is not None and file_id == link.item_id:
