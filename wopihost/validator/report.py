@@ -78,11 +78,22 @@ def table(results: list[TestResult]) -> str:
     return "\n".join(lines)
 
 
+def counts(results: list[TestResult]) -> dict[str, int]:
+    """How many tests there are, and how many passed, failed, were skipped or could not run."""
+    by_status = Counter(r.status for r in results)
+    return {
+        "tests": len(results),
+        "passed": by_status[PASS],
+        "failed": by_status[FAIL],
+        "skipped": by_status[SKIP],
+        "errors": by_status[ERROR],
+    }
+
+
 def summary(results: list[TestResult]) -> str:
-    counts = {status: sum(r.status == status for r in results) for status in (PASS, FAIL, SKIP, ERROR)}
+    n = counts(results)
     return (
-        f"{len(results)} tests: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped, "
-        f"{counts[ERROR]} errors"
+        f"{n['tests']} tests: {n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped, {n['errors']} errors"
     )
 
 
@@ -100,13 +111,7 @@ def write_text(results: list[TestResult], out: TextIO) -> None:
 
 def as_json(results: list[TestResult]) -> dict:
     return {
-        "summary": {
-            "tests": len(results),
-            "passed": sum(r.status == PASS for r in results),
-            "failed": sum(r.status == FAIL for r in results),
-            "skipped": sum(r.status == SKIP for r in results),
-            "errors": sum(r.status == ERROR for r in results),
-        },
+        "summary": counts(results),
         "groups": [
             {
                 "name": g.name,
