@@ -11,8 +11,9 @@ sequence. Then the answer is judged, seen through everything learned, by these r
   (Location) as URLs, Content-Type by media type, and those whose value always differs or is prose for
   people (X-WOPI-ItemVersion, X-WOPI-SequenceNumber, ETag, X-WOPI-FailureReason ...) by presence;
 * JSON bodies by structure and value, except values that always differ: times (ISO 8601, or the epoch
-  milliseconds of ServerTime, AccessTokenExpiry and CoauthLockTime) may be any time, versions and tags (Version, eTag, cTag)
-  any value of the same type, Graph's request ids and error messages any string, a drive's quota any number;
+  milliseconds of ServerTime, AccessTokenExpiry and CoauthLockTime) may be any time, versions and tags
+  (Version, eTag, cTag) any value of the same type, Graph's request ids and error messages any string, a
+  drive's quota any number;
   ids and URLs must be equal once what was learned is applied, sequence numbers must keep their order;
 * a text body holding placeholders must fit it as a template; any other body must have the recorded SHA-256.
 """
