@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from wopihost.app import create_app
 from wopihost.errors import WopiError
 from wopihost.locks import live_lock
-from wopihost.models import Drive, User
+from wopihost.models import Drive, UploadSession, User, WorkbookSession
 from wopihost.repository import lock_folder
 from wopihost.uploads import Target
 
@@ -57,6 +57,41 @@ def test_sweeping_never_takes_the_pieces_of_a_session_being_committed(wopi, serv
         services.sessions.delete_in(s, token)  # the pieces now belong to the file
     sweeper.join()
     assert services.blobs.exists(piece)
+
+
+@pytest.mark.parametrize("table", ["upload", "workbook"])
+def test_a_sweep_takes_the_rows_it_deletes_in_key_order(services, clock, database, table):
+    """Two nodes sweep at once: had each locked the expired rows in the order its plan read them (a sequential
+    scan's, an index on the expiry's), two could take the same rows in opposite orders and deadlock on
+    PostgreSQL. Taken by key, a sweep waiting for one row holds none after it."""
+    if not database.startswith("postgresql"):
+        pytest.skip("SQLite serialises write transactions: no row locks to order")
+    model, sweep = {
+        "upload": (UploadSession, services.sessions.sweep),
+        "workbook": (WorkbookSession, services.workbooks.sweep),
+    }[table]
+    key = sa.inspect(model).primary_key[0]
+    now = clock.now()
+    with services.db.write() as s:  # "z" first in the table and in expiry: any plan not ordered by key takes it first
+        for name, expired in (("z", now - timedelta(minutes=2)), ("a", now - timedelta(minutes=1))):
+            row = {"created_at": now, "expires_at": expired, "user_id": "alice", "file_id": "f"}
+            if model is WorkbookSession:
+                row |= {"persist": True, "base_version": 1}
+            s.add(model(**{key.name: name}, **row))
+    swept: list[int] = []
+    sweeper = threading.Thread(target=lambda: swept.append(sweep()))
+    probe = sa.create_engine(database, poolclass=sa.pool.NullPool)
+    try:
+        with services.db.write() as s:
+            s.scalars(sa.select(key).where(key == "a").with_for_update()).one()  # another sweep's first row
+            sweeper.start()
+            assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1)
+            with probe.begin() as conn:  # the sweep waits for "a" and holds nothing after it
+                conn.execute(sa.select(key).where(key == "z").with_for_update(nowait=True)).one()
+        sweeper.join()
+    finally:
+        probe.dispose()
+    assert swept == [2]
 
 
 def test_a_launch_token_issued_as_its_user_leaves_the_drive_is_revoked_with_the_others(services, clock, database):

@@ -430,8 +430,11 @@ class UploadSessions:
         now = now or self.clock.now()
         with self.db.write() as s:
             # Row-locked: a commit that holds a session (and hands its pieces to a file) finishes first,
-            # and the session it deleted is no longer found, so its pieces are not taken from the file.
-            expired = sa.select(UploadSession.token).where(UploadSession.expires_at <= now)
+            # and the session it deleted is no longer found, so its pieces are not taken from the file. By key:
+            # another node's sweep takes the same rows in the same order, never the opposite one (a deadlock).
+            expired = (
+                sa.select(UploadSession.token).where(UploadSession.expires_at <= now).order_by(UploadSession.token)
+            )
             tokens = list(s.scalars(locking(s, expired)))
             blobs = [blob for token in tokens for blob in self.delete_in(s, token)]
         for blob in blobs:

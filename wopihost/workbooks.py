@@ -173,7 +173,9 @@ class Workbooks:
         with self.db.write() as s:
             # Row-locked (as sessions.sweep): a call that slid a session's expiry meanwhile commits first, and
             # PostgreSQL then finds that row no longer expired; read without the lock, it was deleted all the same.
-            expired = list(s.scalars(locking(s, sa.select(WorkbookSession).where(WorkbookSession.expires_at <= now))))
+            # By key, as sessions.sweep, so that two nodes' sweeps cannot deadlock.
+            query = sa.select(WorkbookSession).where(WorkbookSession.expires_at <= now).order_by(WorkbookSession.id)
+            expired = list(s.scalars(locking(s, query)))
             for row in expired:
                 s.delete(row)
             s.execute(sa.delete(WorkbookOperation).where(WorkbookOperation.expires_at <= now))
