@@ -48,6 +48,27 @@ def test_returned_url_works_for_every_follow_up_operation(wopi):
     assert new.check_file_info().status_int == 404
 
 
+def test_answers_the_time_collabora_sends_back_in_its_next_save_of_the_open_file(wopi, clock):
+    """Collabora keeps LastModifiedTime from a Save As's answer as that of the document it has open, and sends it
+    with its next PutFile there: the source's time, so that save passes and a change by another is still caught."""
+    before = wopi.check_file_info().json["LastModifiedTime"]
+    clock.advance(seconds=5)
+    answer = put_relative(wopi, X_WOPI_SuggestedTarget="Copy.docx").json
+    assert answer["LastModifiedTime"] == before
+    assert follow(wopi, answer["Url"]).check_file_info().json["LastModifiedTime"] != before
+    wopi.lock("L")
+    assert wopi.put_file(b"mine", lock="L", X_COOL_WOPI_Timestamp=answer["LastModifiedTime"]).status_int == 200
+    stale = wopi.put_file(b"again", lock="L", X_COOL_WOPI_Timestamp=answer["LastModifiedTime"])
+    assert stale.status_int == 409 and stale.json["COOLStatusCode"] == 1010
+
+
+def test_overwriting_its_own_file_answers_that_files_new_time(wopi, clock):
+    clock.advance(seconds=5)
+    answer = put_relative(wopi, X_WOPI_RelativeTarget="Doc.docx", X_WOPI_OverwriteRelativeTarget="true").json
+    assert answer["Name"] == "Doc.docx"
+    assert answer["LastModifiedTime"] == wopi.check_file_info().json["LastModifiedTime"]
+
+
 def test_new_token_has_the_same_expiry_and_user(wopi, services, clock):
     new = follow(wopi, put_relative(wopi, X_WOPI_SuggestedTarget="Copy.docx").json["Url"])
     with services.db.read() as s:

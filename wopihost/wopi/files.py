@@ -233,12 +233,18 @@ def put_relative_file(call: Call) -> Response:
         lambda existing: _may_write(call, existing),
         call.admit_in,
     )
+    # LastModifiedTime beyond the spec's answer, and the time of the file the client has open, not of the new one:
+    # Collabora keeps it as that document's (as after a rename) and sends it with its next PutFile there. Without
+    # it Collabora sends an empty timestamp and its check that nobody changed the file is off; with the new file's,
+    # that save would be refused as a conflict.
+    source = file if file.id == call.file_id else call.file()  # overwritten in place (OverwriteRelativeTarget)
     return jsonify(
         {
             "Name": file.name,
             "Url": pointers.sibling_file(services, grant, file.id),
             "HostViewUrl": services.host_page_url("view", file.id, grant),
             "HostEditUrl": services.host_page_url("edit", file.id, grant),
+            "LastModifiedTime": iso_round_trip(source.modified_at),
         }
     )
 
