@@ -28,7 +28,7 @@ from ..tokens import API, Grant, bearer
 from ..tree import Item
 from ..uploads import Held, Target, redirected, require_reach
 from . import shapes
-from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, split_drive
+from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, require_utf8, split_drive
 from .describe import DOWNLOADS, describe, item_response, names
 from .errors import GraphError
 from .request import json_body, json_object
@@ -65,6 +65,7 @@ class Call:
 
 
 def dispatch(rest: str) -> Response:
+    require_utf8(request.environ.get("PATH_INFO", ""))
     services: Services = current_app.extensions["wopihost"]
     head, _, tail = rest.partition("/")
     if head == UPLOADS:  # the upload URL is its own credential; an Authorization header is ignored
