@@ -377,6 +377,14 @@ def test_dot_segments_in_a_path_are_refused(graph, nested):
     assert graph_error(response) == ("invalidRequest", "invalidPath")
 
 
+@pytest.mark.parametrize("escapes", ["%C3", "%FF%FE", "%ED%A0%80"])
+def test_a_path_that_is_not_utf8_is_400_not_a_name_with_replacement_characters(graph, escapes):
+    response = graph.put(f"me/drive/root:/a{escapes}.txt:/content", b"data")
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", "invalidPath")
+    assert graph.get("me/drive/root/children").json["value"] == []
+
+
 # -- driveItem JSON ----------------------------------------------------------------------------------
 
 

@@ -781,6 +781,18 @@ def test_defer_commit_through_source_url_naming_the_folder_and_a_name(graph, fol
     assert content_of(graph, committed.json["id"]) == b"deferred"
 
 
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_source_url_commit_takes_a_name_equal_to_the_paths_in_another_unicode_form(graph, form):
+    """As createUploadSession does: macOS's clients send names decomposed (NFD)."""
+    url = new_session(graph, "me/drive/root:/staging.bin:", {"deferCommit": True})
+    assert graph.upload(url, b"deferred", 0, 8).status_int == 202
+    name = unicodedata.normalize(form, "résumé.bin")
+    path = f"me/drive/root:/{quote(unicodedata.normalize('NFD' if form == 'NFC' else 'NFC', name))}"
+    committed = graph.put_json(path, {"@microsoft.graph.sourceUrl": url, "name": name})
+    assert committed.status_int == 201, committed.body
+    assert committed.json["name"] == "résumé.bin"
+
+
 def test_source_url_commit_checks_the_name_and_keeps_the_session(graph, folder):
     url = new_session(graph, "me/drive/root:/staging.bin:", {"deferCommit": True})
     assert graph.upload(url, b"deferred", 0, 8).status_int == 202

@@ -1,6 +1,7 @@
 """PutRelativeFile (docs/wopi.md §3.9, §1.5, §7 item 6)."""
 
 import io
+import unicodedata
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -121,6 +122,14 @@ def test_suggested_target_that_is_not_utf7_is_used_raw(wopi):
 )
 def test_names_are_utf7_decoded(wopi, encoded, expected):
     assert put_relative(wopi, X_WOPI_RelativeTarget=encoded).json["Name"] == expected
+
+
+def test_relative_target_is_kept_composed(wopi):
+    """A decomposed name (as macOS spells it) is the same name composed: stored as such, not as sent."""
+    decomposed = unicodedata.normalize("NFD", "Résumé.docx")
+    response = put_relative(wopi, X_WOPI_RelativeTarget=encode_utf7(decomposed))
+    assert response.json["Name"] == "Résumé.docx"
+    assert follow(wopi, response.json["Url"]).check_file_info().json["BaseFileName"] == "Résumé.docx"
 
 
 def test_relative_target_creates_exactly_that_name(wopi):

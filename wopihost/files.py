@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import BinaryIO, NamedTuple, TypeVar, overload
 
@@ -176,7 +176,7 @@ class Files:
             try:
                 if target.problem is not None:
                     raise InvalidName(target.problem)
-                check(target.name)
+                target = replace(target, name=check(target.name))  # composed, as every stored name is
             except InvalidName as exc:
                 raise self._target_error(400, str(exc), folder_id, target.name) from None
 

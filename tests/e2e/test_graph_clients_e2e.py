@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,10 +63,11 @@ def rclone(server, api, tmp_path):
         "RCLONE_CONFIG_T_TOKEN_URL": f"{server.base}/token",
     }
 
-    def run(*args: str) -> bytes:
+    def run(*args: str, fails: bool = False) -> bytes:
+        """rclone's output; with `fails`, what it reported on failing."""
         done = subprocess.run([RCLONE, *args], env=env, capture_output=True, timeout=120)
-        assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
-        return done.stdout
+        assert (done.returncode != 0) is fails, done.stderr.decode(errors="replace")[-2000:]
+        return done.stderr if fails else done.stdout
 
     return run
 
@@ -107,6 +109,55 @@ def test_rclone_mtime_round_trips_through_file_system_info(rclone, tmp_path):
     rclone("copyto", str(source), "t:dated.txt")
     listed = rclone("lsl", "t:dated.txt").decode()
     assert "2020-09-13 12:26:40.25" in listed, listed
+
+
+def test_rclone_round_trips_names_with_special_characters(rclone, server, api, tmp_path):
+    """What rclone's onedrive encoder sends (look-alikes for what OneDrive forbids, ‛-quoted bad bytes) comes
+    back as it went; decomposed names are the composed ones; a name the host refuses is a Graph error rclone
+    reports, and nothing else is made of it."""
+    names = [
+        "hash#1.txt",
+        "pct%.txt",
+        "lit%20sp.txt",
+        "plus+a.txt",
+        "q?.txt",
+        "co:lon.txt",
+        "apo'strophe.txt",
+        "amp&;=.txt",
+        " lead.txt",
+        "trail.txt ",
+        "per.",
+        "~tilde.txt",
+        "emoji😀.txt",
+        "x" * 250 + ".txt",
+        unicodedata.normalize("NFD", "café.txt"),
+        "d1/d2/d3/d4/d5/d6/d7/d8 #%/deep.txt",
+    ]
+    source = tmp_path / "src"
+    for name in names:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(name)
+    not_utf8 = os.fsdecode(b"d1/bad\xff.txt")
+    (source / not_utf8).write_bytes(b"bad")
+    rclone("copy", str(source), "t:n")
+    rclone("check", str(source), "t:n")  # every name found again, the same size
+    listed = set(map(os.fsdecode, rclone("lsf", "-R", "--files-only", "t:n").splitlines()))  # the bytes, not JSON's
+    assert listed == {unicodedata.normalize("NFC", name) for name in names} | {not_utf8}
+    held = _session(api).get(f"{api['graph_url']}/me/drive/root:/n:/children").json()["value"]
+    assert {"q？.txt", "co：lon.txt", "␠lead.txt", "trail.txt␠", "per．", "～tilde.txt"} <= {i["name"] for i in held}
+    assert rclone("cat", "t:n/hash#1.txt") == b"hash#1.txt"
+
+    rclone("moveto", "t:n/pct%.txt", "t:n/d1/moved #%20?.txt")
+    assert rclone("cat", "t:n/d1/moved #%20?.txt") == b"pct%.txt"
+    rclone("deletefile", "t:n/co:lon.txt")
+    assert rclone("lsf", "--files-only", "--include", "co*", "t:n") == b""
+
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    (refused / "CON.txt").write_text("device")
+    reported = rclone("copy", "--retries", "1", str(refused), "t:n", fails=True)
+    assert b"invalidRequest: CON is a reserved device name" in reported, reported
+    assert rclone("lsf", "--files-only", "--include", "CON*", "t:n") == b""
 
 
 # -- msgraph-sdk ----------------------------------------------------------------------------------

@@ -48,6 +48,15 @@ def not_found(what: str) -> GraphError:
     return GraphError(404, "itemNotFound", what)
 
 
+def require_utf8(path_info: str) -> None:
+    """400 unless the request path's bytes (WSGI's PATH_INFO, one character a byte) are UTF-8: Werkzeug reads
+    what is not as U+FFFD, and a name made of that would be stored other than the client spelled it."""
+    try:
+        path_info.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise GraphError(400, "invalidRequest", "the path is not valid UTF-8", "invalidPath") from None
+
+
 def split_drive(rest: str) -> tuple[DriveRef, str]:
     """The drive a path starts with and what follows it (no leading slash)."""
     parts = rest.split("/", 3)

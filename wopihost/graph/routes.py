@@ -28,7 +28,7 @@ from ..tokens import API, Grant, bearer
 from ..tree import Item
 from ..uploads import Held, Target, redirected, require_reach
 from . import shapes
-from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, split_drive
+from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, require_utf8, split_drive
 from .describe import DOWNLOADS, describe, item_response, names
 from .errors import GraphError
 from .request import json_body, json_object
@@ -65,6 +65,7 @@ class Call:
 
 
 def dispatch(rest: str) -> Response:
+    require_utf8(request.environ.get("PATH_INFO", ""))
     services: Services = current_app.extensions["wopihost"]
     head, _, tail = rest.partition("/")
     if head == UPLOADS:  # the upload URL is its own credential; an Authorization header is ignored
@@ -413,8 +414,7 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
     with services.db.read() as s:
         if ref.path:  # a new file at a path (or the file there, by its conflict behaviour)
             folder, name = _parent_of_new(call, s, ref)
-            given = item.get("name")  # in NFC, as the path's name is: macOS sends its names decomposed
-            if given is not None and (not isinstance(given, str) or unicodedata.normalize("NFC", given) != name):
+            if _differs(item.get("name"), name):
                 raise GraphError(400, "invalidRequest", "item.name differs from the name in the path")
             target = Target(
                 call.drive.id, folder_id=folder.id, name=name, conflict=_conflict(item, "replace"), **described
@@ -454,6 +454,12 @@ def _held_by_if_match() -> Callable[[File], Held | None] | None:
     return held
 
 
+def _differs(given: object, name: str) -> bool:
+    """Whether a body's `name`, if given, is not the path's `name` (checked, so composed): compared in NFC, as
+    macOS sends its names decomposed."""
+    return given is not None and (not isinstance(given, str) or unicodedata.normalize("NFC", given) != name)
+
+
 def commit_from_source(call: Call, ref: ItemRef) -> Response:
     """PUT {path} with @microsoft.graph.sourceUrl: an upload session's bytes become the file at `path`
     (or, if `path` is a folder, the file `name` in it), as a deferred or failed completion asks."""
@@ -478,7 +484,7 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
             folder, name = services.tree.parent_of_new(s, there, [name])
         else:
             folder, name_in_path = services.tree.parent_of_new(s, start, list(ref.path))
-            if name not in (None, name_in_path):
+            if _differs(name, name_in_path):
                 raise GraphError(400, "invalidRequest", "name differs from the name in the path")
             name = name_in_path
     redirect = redirected(call.drive.id, folder.id, name, _conflict(body, "replace"))
