@@ -543,6 +543,47 @@ def test_sequence_numbers_must_keep_the_recorded_order():
     ]
 
 
+def coauth_tables() -> archive.Recording:
+    """GetCoauthLock, GetCoauthTable (current), UnlockCoauthLock, then GetCoauthTable sent the first version."""
+
+    def table(version: str) -> dict:
+        return entry("POST", response_headers={"X-WOPI-CoauthTableVersion": version})
+
+    stale = {"X-WOPI-Override": "GET_COAUTH_TABLE", "X-WOPI-CoauthTableVersion": "1.1"}
+    return recording(table("1.1"), table("1.1"), table("2.0"), entry("POST", headers=stale))
+
+
+def test_the_coauth_table_version_a_client_sends_is_the_one_this_host_answered():
+    rec = coauth_tables()
+    bindings = start(rec)
+    for exchange, version in zip(rec.exchanges, ("7.1", "7.1", "8.0")):
+        assert judge(exchange, answer(headers={"X-WOPI-CoauthTableVersion": version}), bindings).differences == []
+    assert ("X-WOPI-CoauthTableVersion", "7.1") in build(rec.exchanges[3], bindings).headers
+
+
+def test_coauth_table_versions_must_change_where_the_recorded_ones_changed():
+    first, second, third, _ = coauth_tables().exchanges
+    bindings = start(coauth_tables())
+    assert judge(first, answer(headers={"X-WOPI-CoauthTableVersion": "7.1"}), bindings).differences == []
+    assert judge(second, answer(headers={"X-WOPI-CoauthTableVersion": "8.1"}), bindings).differences == [
+        Difference(
+            "header X-WOPI-CoauthTableVersion",
+            "version 1.1",
+            "8.1: the recording's stayed 1.1, this host's went from 7.1 to 8.1",
+        )
+    ]
+    assert judge(third, answer(headers={"X-WOPI-CoauthTableVersion": "8.1"}), bindings).differences == [
+        Difference(
+            "header X-WOPI-CoauthTableVersion",
+            "version 2.0",
+            "8.1: the recording's went from 1.1 to 2.0, this host's stayed 8.1",
+        )
+    ]
+    assert judge(third, answer(), bindings).differences == [
+        Difference("header X-WOPI-CoauthTableVersion", "present", "absent")
+    ]
+
+
 def test_a_put_relative_file_url_teaches_the_new_file_and_its_token():
     recorded = {
         "Name": "Copy.docx",
