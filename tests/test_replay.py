@@ -357,6 +357,52 @@ def test_json_bodies_get_learned_ids_and_secrets():
     }
 
 
+@pytest.mark.parametrize("mime", ["", "application/octet-stream", "text/plain"])
+def test_json_sent_without_a_json_type_is_filled_in_as_json(mime):
+    """Hosts read a body sent with no type (or another) as JSON all the same: the recording keeps it as base64
+    when it holds no secret, as text when it does."""
+    move = {"parentReference": {"id": "FOLDERFOLDER01"}}
+    commit = {"@microsoft.graph.sourceUrl": f"{HOST}/v1.0/uploadSessions/{{{{upload_session:1}}}}"}
+    rec = recording(
+        entry(),
+        entry(
+            "PATCH",
+            url=f"{HOST}/v1.0/me/drive/items/ItemItemItem01",
+            sent=body(json.dumps(move).encode(), mime, request=True),
+        ),
+        entry("PUT", url=f"{HOST}/v1.0/me/drive/root:/a.txt", sent=body(json.dumps(commit), mime, request=True)),
+    )
+    bindings = start(rec)
+    bindings.learn("FOLDERFOLDER01", "FOLDERFOLDER02")
+    bindings.bind({"{{upload_session:1}}": "SESSION"})
+    assert json.loads(build(rec.exchanges[1], bindings).body) == {"parentReference": {"id": "FOLDERFOLDER02"}}
+    assert json.loads(build(rec.exchanges[2], bindings).body) == {
+        "@microsoft.graph.sourceUrl": "http://replayed.test:9000/office/v1.0/uploadSessions/SESSION"
+    }
+
+
+@pytest.mark.parametrize(
+    "method, url, operation, headers",
+    [
+        ("POST", URL.replace("?", "/contents?"), "PutFile", {"X-WOPI-Override": "PUT"}),
+        ("POST", URL, "PutRelativeFile", {"X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-SuggestedTarget": ".json"}),
+        ("POST", URL, "PutUserInfo", {"X-WOPI-Override": "PUT_USER_INFO"}),
+        ("PUT", f"{HOST}/v1.0/me/drive/root:/notes.json:/content", "graph PUT content", {}),
+        ("PUT", f"{HOST}/v1.0/uploadSessions/{{{{upload_session:1}}}}", "graph PUT uploadSession", {}),
+    ],
+)
+@pytest.mark.parametrize("mime", ["application/json", "application/octet-stream", ""])
+def test_a_document_that_is_json_is_sent_byte_for_byte(method, url, operation, headers, mime):
+    notes = json.dumps({"see": f"{HOST}/v1.0/me/drive/root", "id": "FOLDERFOLDER01", "owner": "alice"}).encode()
+    sent = body(notes.decode(), mime, request=True) if mime == "application/json" else body(notes, mime, request=True)
+    rec = recording(entry(), entry(method, url=url, headers=headers, sent=sent, operation=operation))
+    bindings = start(rec)
+    bindings.learn("FOLDERFOLDER01", "FOLDERFOLDER02")
+    bindings.learn("alice", "bob")
+    bindings.bind({"{{upload_session:1}}": "SESSION"})
+    assert build(rec.exchanges[1], bindings).body == notes
+
+
 def test_the_message_of_a_framed_body_is_filled_in_and_its_frames_kept_byte_for_byte():
     chunks = chunk_frames([("x528z/NDWJ8VewQfBqTVsQ==", b"\x00" * 40)])
     message = {"Signatures": [], "UploadSessionTokenToCommit": "{{session_token:1}}"}

@@ -391,3 +391,33 @@ def test_coauth_table_versions_are_sent_as_this_hosts_and_must_change_where_the_
     done = replay(har, *wopi_args(fresh, file_id, token))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == "4 requests: 4 matched, 0 diverged, 0 errors"
+
+
+def test_json_sent_without_its_type_is_filled_in_and_a_json_document_is_sent_byte_for_byte(hosts, tmp_path):
+    recorded = recorder(hosts)
+    api = recorded.api_token("alice")
+    http = client()
+    graph, bearer = api["graph_url"], {"Authorization": f"Bearer {api['access_token']}"}
+    # a document that is JSON and names the recording host: its own bytes, nothing of the session
+    notes = json.dumps({"see": f"{graph}/me/drive/root", "owner": "alice"}).encode()
+    typed = {**bearer, "Content-Type": "application/json"}
+    uploaded = http.put(f"{graph}/me/drive/root:/notes.json:/content", notes, headers=typed)
+    assert uploaded.status_code == 201, uploaded.text
+    folder = http.post(f"{graph}/me/drive/root/children", json.dumps({"name": "Archive", "folder": {}}), headers=typed)
+    assert folder.status_code == 201, folder.text
+    # a move whose JSON goes with no Content-Type, which the host reads all the same
+    moved = http.patch(
+        f"{graph}/me/drive/items/{uploaded.json()['id']}",
+        json.dumps({"parentReference": {"id": folder.json()["id"]}}).encode(),
+        headers=bearer,
+    )
+    assert moved.status_code == 200 and moved.json()["parentReference"]["id"] == folder.json()["id"], moved.text
+    assert http.get(f"{graph}/me/drive/root:/Archive/notes.json:/content", headers=bearer).content == notes
+    har = recording(recorded, "{{api_token:1}}")
+
+    fresh = hosts("fresh")
+    fresh.api_token("bob")  # another user first: alice's drive and items get other ids than in the recording
+    api = fresh.api_token("alice")
+    done = replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "4 requests: 4 matched, 0 diverged, 0 errors"
