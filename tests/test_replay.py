@@ -357,6 +357,52 @@ def test_json_bodies_get_learned_ids_and_secrets():
     }
 
 
+@pytest.mark.parametrize("mime", ["", "application/octet-stream", "text/plain"])
+def test_json_sent_without_a_json_type_is_filled_in_as_json(mime):
+    """Hosts read a body sent with no type (or another) as JSON all the same: the recording keeps it as base64
+    when it holds no secret, as text when it does."""
+    move = {"parentReference": {"id": "FOLDERFOLDER01"}}
+    commit = {"@microsoft.graph.sourceUrl": f"{HOST}/v1.0/uploadSessions/{{{{upload_session:1}}}}"}
+    rec = recording(
+        entry(),
+        entry(
+            "PATCH",
+            url=f"{HOST}/v1.0/me/drive/items/ItemItemItem01",
+            sent=body(json.dumps(move).encode(), mime, request=True),
+        ),
+        entry("PUT", url=f"{HOST}/v1.0/me/drive/root:/a.txt", sent=body(json.dumps(commit), mime, request=True)),
+    )
+    bindings = start(rec)
+    bindings.learn("FOLDERFOLDER01", "FOLDERFOLDER02")
+    bindings.bind({"{{upload_session:1}}": "SESSION"})
+    assert json.loads(build(rec.exchanges[1], bindings).body) == {"parentReference": {"id": "FOLDERFOLDER02"}}
+    assert json.loads(build(rec.exchanges[2], bindings).body) == {
+        "@microsoft.graph.sourceUrl": "http://replayed.test:9000/office/v1.0/uploadSessions/SESSION"
+    }
+
+
+@pytest.mark.parametrize(
+    "method, url, operation, headers",
+    [
+        ("POST", URL.replace("?", "/contents?"), "PutFile", {"X-WOPI-Override": "PUT"}),
+        ("POST", URL, "PutRelativeFile", {"X-WOPI-Override": "PUT_RELATIVE", "X-WOPI-SuggestedTarget": ".json"}),
+        ("POST", URL, "PutUserInfo", {"X-WOPI-Override": "PUT_USER_INFO"}),
+        ("PUT", f"{HOST}/v1.0/me/drive/root:/notes.json:/content", "graph PUT content", {}),
+        ("PUT", f"{HOST}/v1.0/uploadSessions/{{{{upload_session:1}}}}", "graph PUT uploadSession", {}),
+    ],
+)
+@pytest.mark.parametrize("mime", ["application/json", "application/octet-stream", ""])
+def test_a_document_that_is_json_is_sent_byte_for_byte(method, url, operation, headers, mime):
+    notes = json.dumps({"see": f"{HOST}/v1.0/me/drive/root", "id": "FOLDERFOLDER01", "owner": "alice"}).encode()
+    sent = body(notes.decode(), mime, request=True) if mime == "application/json" else body(notes, mime, request=True)
+    rec = recording(entry(), entry(method, url=url, headers=headers, sent=sent, operation=operation))
+    bindings = start(rec)
+    bindings.learn("FOLDERFOLDER01", "FOLDERFOLDER02")
+    bindings.learn("alice", "bob")
+    bindings.bind({"{{upload_session:1}}": "SESSION"})
+    assert build(rec.exchanges[1], bindings).body == notes
+
+
 def test_the_message_of_a_framed_body_is_filled_in_and_its_frames_kept_byte_for_byte():
     chunks = chunk_frames([("x528z/NDWJ8VewQfBqTVsQ==", b"\x00" * 40)])
     message = {"Signatures": [], "UploadSessionTokenToCommit": "{{session_token:1}}"}
@@ -540,6 +586,47 @@ def test_sequence_numbers_must_keep_the_recorded_order():
             "sequence number 2",
             "5: the recording went from 1 to 2, this host from 5 to 5",
         )
+    ]
+
+
+def coauth_tables() -> archive.Recording:
+    """GetCoauthLock, GetCoauthTable (current), UnlockCoauthLock, then GetCoauthTable sent the first version."""
+
+    def table(version: str) -> dict:
+        return entry("POST", response_headers={"X-WOPI-CoauthTableVersion": version})
+
+    stale = {"X-WOPI-Override": "GET_COAUTH_TABLE", "X-WOPI-CoauthTableVersion": "1.1"}
+    return recording(table("1.1"), table("1.1"), table("2.0"), entry("POST", headers=stale))
+
+
+def test_the_coauth_table_version_a_client_sends_is_the_one_this_host_answered():
+    rec = coauth_tables()
+    bindings = start(rec)
+    for exchange, version in zip(rec.exchanges, ("7.1", "7.1", "8.0")):
+        assert judge(exchange, answer(headers={"X-WOPI-CoauthTableVersion": version}), bindings).differences == []
+    assert ("X-WOPI-CoauthTableVersion", "7.1") in build(rec.exchanges[3], bindings).headers
+
+
+def test_coauth_table_versions_must_change_where_the_recorded_ones_changed():
+    first, second, third, _ = coauth_tables().exchanges
+    bindings = start(coauth_tables())
+    assert judge(first, answer(headers={"X-WOPI-CoauthTableVersion": "7.1"}), bindings).differences == []
+    assert judge(second, answer(headers={"X-WOPI-CoauthTableVersion": "8.1"}), bindings).differences == [
+        Difference(
+            "header X-WOPI-CoauthTableVersion",
+            "version 1.1",
+            "8.1: the recording's stayed 1.1, this host's went from 7.1 to 8.1",
+        )
+    ]
+    assert judge(third, answer(headers={"X-WOPI-CoauthTableVersion": "8.1"}), bindings).differences == [
+        Difference(
+            "header X-WOPI-CoauthTableVersion",
+            "version 2.0",
+            "8.1: the recording's went from 1.1 to 2.0, this host's stayed 8.1",
+        )
+    ]
+    assert judge(third, answer(), bindings).differences == [
+        Difference("header X-WOPI-CoauthTableVersion", "present", "absent")
     ]
 
 

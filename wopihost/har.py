@@ -8,6 +8,7 @@ replays against, or from its command line.
 
 from __future__ import annotations
 
+import json
 import re
 
 HAR_VERSION = "1.2"
@@ -30,3 +31,15 @@ def placeholder(kind: str, n: int) -> str:
     if kind not in KINDS:
         raise ValueError(f"not a kind of secret: {kind!r}")
     return f"{{{{{kind}:{n}}}}}"
+
+
+def is_json(text: str) -> bool:
+    """Whether a body is JSON an API reads, whatever its Content-Type says (a client may send none, or
+    application/octet-stream): an object or an array."""
+    if not text.lstrip().startswith(("{", "[")):  # spares parsing a document
+        return False
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):  # (nested past the parser's depth: no API body a host reads)
+        return False
+    return True

@@ -358,3 +358,66 @@ def test_a_body_recorded_as_a_digest_only_is_an_error_not_a_crash(hosts, tmp_pat
 def recorded_id(har: Path) -> str:
     url = json.loads(har.read_text())["log"]["entries"][0]["request"]["url"]
     return url.split("/wopi/files/")[1].split("?")[0]
+
+
+def coauth_calls(server: LocalServer, file_id: str, token: str, version: str | None = None) -> list[str]:
+    """Take a coauth lock, ask for the table with the version that answered, release the lock, ask for the
+    table with the version before the release: the table versions answered, in order."""
+    http, url = client(), server.url(file_id, token)
+    take = {"X-WOPI-CoauthLockId": "C1", "X-WOPI-CoauthLockType": "Coauth", "X-WOPI-CoauthLockExpirationTimeout": "600"}
+    taken = http.post(url, headers={"X-WOPI-Override": "GET_COAUTH_LOCK", **take})
+    assert taken.status_code == 200, taken.headers
+    held = taken.headers["X-WOPI-CoauthTableVersion"]
+    table = {"X-WOPI-Override": "GET_COAUTH_TABLE", "X-WOPI-CoauthTableVersion": held}
+    current = http.post(url, headers=table)
+    assert current.status_code == 200 and current.content == b""  # the client's copy is current
+    released = http.post(url, headers={"X-WOPI-Override": "UNLOCK_COAUTH_LOCK", "X-WOPI-CoauthLockId": "C1"})
+    assert released.status_code == 200
+    stale = http.post(url, headers=table)
+    assert stale.status_code == 200 and stale.json() == {"CoauthTable": []}
+    return [held, current.headers["X-WOPI-CoauthTableVersion"], released.headers["X-WOPI-CoauthTableVersion"]]
+
+
+def test_coauth_table_versions_are_sent_as_this_hosts_and_must_change_where_the_recorded_ones_did(hosts, tmp_path):
+    recorded = recorder(hosts, WOPIHOST_CSPP_PLUS="on")
+    file_id, token = document(recorded, tmp_path)
+    versions = coauth_calls(recorded, file_id, token)
+    har = recording(recorded)
+
+    fresh = hosts("fresh", WOPIHOST_CSPP_PLUS="on")
+    file_id, token = document(fresh, tmp_path)
+    # coauthored once before: the same calls, and this host's table versions now run ahead of the recording's
+    assert coauth_calls(fresh, file_id, token) == versions
+    done = replay(har, *wopi_args(fresh, file_id, token))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "4 requests: 4 matched, 0 diverged, 0 errors"
+
+
+def test_json_sent_without_its_type_is_filled_in_and_a_json_document_is_sent_byte_for_byte(hosts, tmp_path):
+    recorded = recorder(hosts)
+    api = recorded.api_token("alice")
+    http = client()
+    graph, bearer = api["graph_url"], {"Authorization": f"Bearer {api['access_token']}"}
+    # a document that is JSON and names the recording host: its own bytes, nothing of the session
+    notes = json.dumps({"see": f"{graph}/me/drive/root", "owner": "alice"}).encode()
+    typed = {**bearer, "Content-Type": "application/json"}
+    uploaded = http.put(f"{graph}/me/drive/root:/notes.json:/content", notes, headers=typed)
+    assert uploaded.status_code == 201, uploaded.text
+    folder = http.post(f"{graph}/me/drive/root/children", json.dumps({"name": "Archive", "folder": {}}), headers=typed)
+    assert folder.status_code == 201, folder.text
+    # a move whose JSON goes with no Content-Type, which the host reads all the same
+    moved = http.patch(
+        f"{graph}/me/drive/items/{uploaded.json()['id']}",
+        json.dumps({"parentReference": {"id": folder.json()["id"]}}).encode(),
+        headers=bearer,
+    )
+    assert moved.status_code == 200 and moved.json()["parentReference"]["id"] == folder.json()["id"], moved.text
+    assert http.get(f"{graph}/me/drive/root:/Archive/notes.json:/content", headers=bearer).content == notes
+    har = recording(recorded, "{{api_token:1}}")
+
+    fresh = hosts("fresh")
+    fresh.api_token("bob")  # another user first: alice's drive and items get other ids than in the recording
+    api = fresh.api_token("alice")
+    done = replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "4 requests: 4 matched, 0 diverged, 0 errors"

@@ -29,6 +29,7 @@ from .. import graph
 from ..body import BODY_TAP
 from ..config import Settings
 from ..credentials import CREDENTIALS, SHAPES
+from ..har import is_json
 from ..logs import OPERATION
 from ..requesturl import called_url
 from ..storage import PIECE
@@ -415,17 +416,7 @@ def _patterns(mime: str, text: str) -> re.Pattern:
     """What a body is searched for: every credential in an API's text, which a body typed as text is, and one sent
     as binary that is JSON (a Graph sourceUrl sent with no type); only our tokens' shapes in any other, a
     document, whose URLs and paths are its own (`.../downloads/release/...`, a PDF's `/S/Transparency`)."""
-    return CREDENTIALS if is_text(mime) or _is_json(text) else SHAPES
-
-
-def _is_json(text: str) -> bool:
-    if not text.lstrip().startswith(("{", "[")):  # what an API's JSON body is; spares parsing a document
-        return False
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError):  # (nested past the parser's depth: no API body the server reads)
-        return False
-    return True
+    return CREDENTIALS if is_text(mime) or is_json(text) else SHAPES
 
 
 def _withheld(capture: Capture) -> dict:

@@ -10,6 +10,8 @@ recording's answers as templates (compare.py), and keeps it here:
 * `values`: a recorded value -> the value that took its place here (ids, times, tags). Once learned, a
   recorded value must keep meaning the same value: an answer that says otherwise is a divergence.
 * `sequences`: a recorded CSPP Plus sequence number -> the host's; learned pairs must keep their order.
+* `table_versions`: a recorded CSPP Plus coauth table version -> the host's, the latest answered last; opaque
+  strings, so only where they changed between answers must agree.
 * `prefixes`: where the recording's URLs lead here (its WOPI and Graph addresses, `--map`ped URLs), and
   `origins`, the recording's origins and theirs here.
 
@@ -35,6 +37,7 @@ SEGMENT_SAFE = "!$&'()*+,;=:@~"
 # Request headers whose whole value a client took from an earlier answer: an eTag, a LastModifiedTime.
 VALUE_HEADERS = frozenset({"if-match", "if-none-match", "if-range", "x-cool-wopi-timestamp", "x-lool-wopi-timestamp"})
 SEQUENCE_HEADER = "x-wopi-sequencenumber"
+TABLE_VERSION_HEADER = "x-wopi-coauthtableversion"
 
 
 class Unbound(Exception):
@@ -87,6 +90,7 @@ class Bindings:
         self.fixed: set[str] = set()
         self.values: dict[str, str] = {}
         self.sequences: dict[int, int] = {}
+        self.table_versions: dict[str, str] = {}
         self.prefixes: list[tuple[str, str]] = []
         self.origins: dict[str, str] = {}
 
@@ -180,6 +184,8 @@ class Bindings:
             return str(self.sequences.get(int(value), int(value)))
         if lower in VALUE_HEADERS:
             return self.values.get(value, value)
+        if lower == TABLE_VERSION_HEADER:  # GetCoauthTable: the version of the client's copy, from an answer
+            return self.table_versions.get(value, value)
         return value
 
     # -- learning from answers, and judging them -------------------------------------------------------
@@ -204,6 +210,18 @@ class Bindings:
                 return f"the recording went from {r} to {recorded}, this host from {a} to {actual}"
         self.sequences[recorded] = actual
         return None
+
+    def learn_table_version(self, recorded: str, actual: str) -> str | None:
+        """Learn a coauth table version; what is wrong if, since the last answer that gave one, the host's changed
+        where the recorded one stayed or stayed where it changed (a client asks for the table again on a change)."""
+        last = next(reversed(self.table_versions.items()), None)
+        self.table_versions.pop(recorded, None)  # the latest answered last
+        self.table_versions[recorded] = actual
+        if last is None or (recorded == last[0]) == (actual == last[1]):
+            return None
+        if recorded == last[0]:
+            return f"the recording's stayed {recorded}, this host's went from {last[1]} to {actual}"
+        return f"the recording's went from {last[0]} to {recorded}, this host's stayed {actual}"
 
     def piece_matches(self, recorded: str, actual: str, learn: bool, id_like: bool = False) -> bool:
         """Whether `actual` is what `recorded` (a segment, a query value, a JSON string) stands for here.

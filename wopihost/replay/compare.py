@@ -10,6 +10,8 @@ sequence. Then the answer is judged, seen through everything learned, by these r
   (X-WOPI-Lock, X-WOPI-ValidRelativeTarget, X-WOPI-UploadSessionCurrentOffset, Content-Range ...), URLs
   (Location) as URLs, Content-Type by media type, and those whose value always differs or is prose for
   people (X-WOPI-ItemVersion, X-WOPI-SequenceNumber, ETag, X-WOPI-FailureReason ...) by presence;
+  X-WOPI-CoauthTableVersion, an opaque string of each host's own, by presence and by whether it changed from one
+  answer to the next where the recorded one did;
 * JSON bodies by structure and value, except values that always differ: times (ISO 8601, or the epoch
   milliseconds of ServerTime, AccessTokenExpiry and CoauthLockTime) may be any time, versions and tags
   (Version, eTag, cTag) any value of the same type, Graph's request ids and error messages any string, a
@@ -41,9 +43,11 @@ VALUE_HEADERS = (
     "Accept-Ranges",
     "client-request-id",
 )
+TABLE_VERSION = "X-WOPI-CoauthTableVersion"
 PRESENCE_HEADERS = (
     "X-WOPI-ItemVersion",
     "X-WOPI-SequenceNumber",
+    TABLE_VERSION,
     "X-WOPI-LockFailureReason",
     "X-WOPI-InvalidFileNameError",
     "X-WOPI-FailureReason",
@@ -242,6 +246,13 @@ class _Walk:
         recorded, actual = exchange.response_header("X-WOPI-SequenceNumber"), answer.header("X-WOPI-SequenceNumber")
         if recorded and actual and recorded.strip().isdigit() and actual.strip().isdigit():
             self._sequence("header X-WOPI-SequenceNumber", int(recorded), int(actual))
+        recorded, actual = exchange.response_header(TABLE_VERSION), answer.header(TABLE_VERSION)
+        if recorded and actual:
+            problem = self.bindings.learn_table_version(recorded, actual)
+            if problem:
+                self.problems.append(
+                    Difference(f"header {TABLE_VERSION}", f"version {recorded}", f"{actual}: {problem}")
+                )
         etag, actual_etag = exchange.response_header("ETag"), answer.header("ETag")
         if etag and actual_etag:
             self.bindings.learn(etag, actual_etag)  # what a client sends back in If-Match

@@ -3,9 +3,12 @@ with what the replay has learned (bindings.py).
 
 The body is the recorded one, changed only where a recording writes placeholders or a client repeats a value
 a host gave it: a JSON body's strings, and the MessageJSON frame of a CSPP Plus framed body (re-encoded with
-wopihost/cspp/frames.py; every other frame goes as recorded). Proof headers cannot be replayed (they sign the
-recorded URL and time): they are dropped, and signed afresh when the replay has proof keys. A cookie or a
-proxy's credentials (an Authorization other than Bearer too) are not sent at all.
+wopihost/cspp/frames.py; every other frame goes as recorded). A body is JSON when it parses as JSON, whatever
+its type says (hosts read a body sent with none, or as application/octet-stream, as JSON all the same), but a
+document is not: what a PutFile or an upload sends goes byte for byte, placeholders aside, whatever it holds.
+Proof headers cannot be replayed (they sign the recorded URL and time): they are dropped, and signed afresh
+when the replay has proof keys. A cookie or a proxy's credentials (an Authorization other than Bearer too) are
+not sent at all.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 from dataclasses import dataclass
 
 from ..cspp import frames
+from ..har import is_json
 from .archive import Body, Exchange
 from .bindings import Bindings
 
@@ -27,6 +31,10 @@ PROOF_HEADERS = frozenset({"x-wopi-proof", "x-wopi-proofold", "x-wopi-timestamp"
 FOR_A_PROXY = frozenset({"cookie", "proxy-authorization"})
 # Operations whose request body is framed: MessageJSON first (docs/cspp-plus.md §1.8)
 FRAMED = frozenset({"PUT_CHUNKED_FILE", "GET_CHUNKED_FILE", "GET_CHUNKS"})
+# Operations whose request body is a document, a piece of one, or a string the host keeps as sent (UserInfo): by
+# X-WOPI-Override, and by wopihost's name for a Graph request
+DOCUMENTS = frozenset({"PUT", "PUT_RELATIVE", "UPDATE_UPLOAD_SESSION", "PUT_USER_INFO"})
+GRAPH_DOCUMENTS = frozenset({"graph PUT content", "graph PUT uploadSession"})
 
 
 class CannotReplay(Exception):
@@ -74,24 +82,36 @@ def _body(exchange: Exchange, bindings: Bindings, record_limit: int | None) -> b
         )
     if exchange.override in FRAMED:
         return _framed(body.data, bindings)
-    if body.text:
-        return _text(body, bindings)
-    return body.data
+    if exchange.override not in DOCUMENTS and exchange.operation not in GRAPH_DOCUMENTS:
+        filled = _json(body, bindings)
+        if filled is not None:
+            return filled
+    return _text(body, bindings) if body.text else body.data
+
+
+def _json(body: Body, bindings: Bindings) -> bytes | None:
+    """A JSON body with its strings filled in; None if it is not JSON."""
+    assert body.data is not None
+    try:
+        text = body.data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return None
+    if not (body.media_type == "application/json" or body.media_type.endswith("+json") or is_json(text)):
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None  # sent as recorded: a client's malformed JSON is part of what was recorded
+    filled = bindings.json(value)
+    return body.data if filled == value else json.dumps(filled, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def _text(body: Body, bindings: Bindings) -> bytes:
+    """A text body with its placeholders filled in."""
     assert body.data is not None
     text = body.data.decode("utf-8", "surrogatepass")
-    if body.media_type == "application/json" or body.media_type.endswith("+json"):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            pass  # sent as recorded: a client's malformed JSON is part of what was recorded
-        else:
-            filled = bindings.json(value)
-            return body.data if filled == value else json.dumps(filled, ensure_ascii=False).encode("utf-8")
-    filled_text = bindings.fill(text)
-    return body.data if filled_text == text else filled_text.encode("utf-8", "surrogatepass")
+    filled = bindings.fill(text)
+    return body.data if filled == text else filled.encode("utf-8", "surrogatepass")
 
 
 def _framed(data: bytes, bindings: Bindings) -> bytes:
