@@ -453,6 +453,33 @@ def test_a_client_that_does_not_close_after_a_refused_head_holds_no_thread(worke
     turn(worker, lambda: not worker.lingering, seconds=1)
 
 
+class FailingApp(App):
+    """Answers with a body that fails after its first piece, as a download whose store goes away does."""
+
+    def __call__(self, environ, start_response):
+        def pieces():
+            yield b"the first piece"
+            raise RuntimeError("the rest cannot be read")
+
+        start_response("200 OK", [("Content-Length", "100")])
+        return pieces()
+
+
+def test_a_client_that_does_not_close_after_a_failed_response_holds_no_thread(worker):
+    """A response that fails once its head has gone can only end its connection; gunicorn waited up to 2 s for
+    the client to close in turn in the thread. The loop waits instead, as after a refused head."""
+    worker.wsgi = FailingApp()
+    failed = connect(worker)
+    failed.sendall(REQUEST)
+    turn(worker, lambda: _readable(failed))
+    assert failed.recv(4096).startswith(b"HTTP/1.1 200")
+    turn(worker, lambda: worker.busy == 0 and worker.nr_conns == 0, seconds=1.5)  # no thread waits for the client
+    assert worker.lingering  # the socket does, until the client closes
+    assert failed.recv(4096) == b""  # the answer is cut off, and says so
+    failed.close()
+    turn(worker, lambda: not worker.lingering, seconds=1)
+
+
 def test_the_worker_tells_the_master_it_lives_at_most_so_often_and_always_within_its_timeout(worker):
     """gunicorn's loop notifies the master at every turn (a syscall each); once per half timeout is what the
     master needs, and the loop turns at least once a second."""

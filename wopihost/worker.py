@@ -28,8 +28,9 @@ clients sending a header byte every half second took every thread of a default `
   would close it with the request unread (`Worker.murder_keepalived`).
 * The connections of a listener on a loopback address (the nginx in front) get a congestion control that does
   not pace what they send (`use_congestion_control`): BBR's pacing costs CPU where nothing is congested.
-* A connection that ends (Connection: close, a refused head) is closed by the event loop, which waits up to
-  2 s for the client to close in turn (`Worker._linger`), so that a reset does not cut off the last answer.
+* A connection that ends (Connection: close, a refused head, a response that failed mid-way) is closed by the
+  event loop, which waits up to 2 s for the client to close in turn (`Worker._linger`), so that a reset does not
+  cut off the last answer.
 
 So a slow head, a slow download or a client that does not close costs a socket, and only a slow body or a slow
 reader of a streamed response holds a thread, for as long as it keeps making progress. Heads and downloads over
@@ -293,6 +294,24 @@ class IdleTimeoutSocket(socket.socket):
         ready.register(self, select.POLLOUT)
         if not ready.poll(None if timeout is None else timeout * 1000):
             raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout")
+
+
+_close_graceful = util.close_graceful
+
+
+def _end_failed_response(sock, *args, **kwargs) -> None:
+    """gunicorn's close_graceful, which its threaded worker also calls for a response that failed after its head
+    went (`handle_request`): the thread then waited up to 2 s for the client to close in turn. On the worker's
+    sockets the answer is only ended here, and the loop waits for the client (`Worker._linger`) once the thread
+    lets the connection go, as for any ending connection."""
+    if type(sock) is not IdleTimeoutSocket:
+        _close_graceful(sock, *args, **kwargs)
+        return
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+
+
+util.close_graceful = _end_failed_response
 
 
 class _Served(NamedTuple):
