@@ -295,42 +295,34 @@ def test_a_malformed_chunked_body_on_a_request_that_reads_none_gets_one_answer(w
 LONG_HEAD = b"GET /x HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 8000) for i in range(9))
 
 
-def test_a_head_longer_than_the_loop_buffers_is_dropped_at_its_deadline_all_the_same(worker):
-    """Past HEAD_BUFFER a thread reads the rest of the head: by the header timeout still, not the idle timeout
-    of each read, which a client trickling a byte at a time would never reach."""
-    worker.header_timeout = 1.0
+def _refused_at_once(worker, client: socket.socket) -> bytes:
+    """What `client` receives for its head over HEAD_BUFFER, not ended: the connection ends now, not after a thread
+    has read on for the header timeout (30 s here), which a client that sends no more would make it wait out."""
+    turn(worker, lambda: worker.busy == 0 and worker.nr_conns == 0, seconds=5)
+    received = b""
+    while piece := client.recv(4096):
+        received += piece
+    return received
+
+
+def test_a_head_longer_than_the_loop_buffers_is_refused_at_once(worker):
     client = connect(worker)
-    client.sendall(LONG_HEAD)
-    stop = threading.Event()
-
-    def trickle():
-        for byte in b"X-More: abcdefghijklmnopqrstuvwxyz":
-            if stop.wait(0.2):
-                return
-            try:
-                client.send(bytes([byte]))
-            except OSError:
-                return
-
-    trickling = threading.Thread(target=trickle)
-    trickling.start()
-    try:
-        turn(worker, lambda: worker.nr_conns == 0 and worker.busy == 0, seconds=4)
-    finally:
-        stop.set()
-        trickling.join()
-    client.settimeout(2)
-    assert client.recv(100) == b""  # dropped, unanswered
+    client.sendall(LONG_HEAD)  # and nothing more
+    received = _refused_at_once(worker, client)
+    assert received.count(b"HTTP/1.1 ") == 1 and received.startswith(b"HTTP/1.1 431"), received
+    other = connect(worker)
+    worker.wsgi.release.set()
+    other.sendall(REQUEST)
+    turn(worker, lambda: _readable(other))
+    assert answers(other, 1).startswith(b"HTTP/1.1 200")
 
 
-def test_a_head_longer_than_the_loop_buffers_that_comes_in_time_is_served(worker):
+def test_a_head_longer_than_the_loop_buffers_behind_a_request_is_refused_at_once(worker):
     client = connect(worker)
     worker.wsgi.release.set()
-    client.sendall(LONG_HEAD)
-    turn(worker, lambda: worker.busy == 1)
-    client.sendall(b"X-Last: 1\r\n\r\n")
-    turn(worker, lambda: _readable(client))
-    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    client.sendall(REQUEST + LONG_HEAD)
+    received = _refused_at_once(worker, client)
+    assert received.startswith(b"HTTP/1.1 200") and received.count(b"HTTP/1.1 431") == 1, received
 
 
 def _answered_and_sent_again(worker, client: socket.socket, next_bytes: bytes) -> None:
@@ -458,6 +450,33 @@ def test_a_client_that_does_not_close_after_a_refused_head_holds_no_thread(worke
     turn(worker, lambda: _readable(client))
     assert answers(client, 1).startswith(b"HTTP/1.1 200")
     garbage.close()  # the client closes in turn: the socket is closed at once
+    turn(worker, lambda: not worker.lingering, seconds=1)
+
+
+class FailingApp(App):
+    """Answers with a body that fails after its first piece, as a download whose store goes away does."""
+
+    def __call__(self, environ, start_response):
+        def pieces():
+            yield b"the first piece"
+            raise RuntimeError("the rest cannot be read")
+
+        start_response("200 OK", [("Content-Length", "100")])
+        return pieces()
+
+
+def test_a_client_that_does_not_close_after_a_failed_response_holds_no_thread(worker):
+    """A response that fails once its head has gone can only end its connection; gunicorn waited up to 2 s for
+    the client to close in turn in the thread. The loop waits instead, as after a refused head."""
+    worker.wsgi = FailingApp()
+    failed = connect(worker)
+    failed.sendall(REQUEST)
+    turn(worker, lambda: _readable(failed))
+    assert failed.recv(4096).startswith(b"HTTP/1.1 200")
+    turn(worker, lambda: worker.busy == 0 and worker.nr_conns == 0, seconds=1.5)  # no thread waits for the client
+    assert worker.lingering  # the socket does, until the client closes
+    assert failed.recv(4096) == b""  # the answer is cut off, and says so
+    failed.close()
     turn(worker, lambda: not worker.lingering, seconds=1)
 
 

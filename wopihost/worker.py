@@ -6,8 +6,8 @@ clients sending a header byte every half second took every thread of a default `
 
 * A request head (request line and headers) is read by the worker's event loop, which holds no thread for
   it; a thread gets the request once its head is complete. A head not complete within the header timeout
-  (`WOPIHOST_HEADER_TIMEOUT`) is dropped. (A head longer than the loop buffers gets a thread for the rest of
-  it, under the same deadline: `Worker._rest_of_head`.)
+  (`WOPIHOST_HEADER_TIMEOUT`) is dropped; one longer than the loop buffers (`HEAD_BUFFER`) is refused (431)
+  as soon as that much of it has come.
 * A thread reading a body or writing a response gives up on a client that sends or reads nothing for the
   idle timeout (`WOPIHOST_IDLE_TIMEOUT`): the body read fails (408), a stalled reader's connection is closed.
 * A file sent with sendfile (a download) that fills the socket is finished by the event loop as the client
@@ -28,8 +28,9 @@ clients sending a header byte every half second took every thread of a default `
   would close it with the request unread (`Worker.murder_keepalived`).
 * The connections of a listener on a loopback address (the nginx in front) get a congestion control that does
   not pace what they send (`use_congestion_control`): BBR's pacing costs CPU where nothing is congested.
-* A connection that ends (Connection: close, a refused head) is closed by the event loop, which waits up to
-  2 s for the client to close in turn (`Worker._linger`), so that a reset does not cut off the last answer.
+* A connection that ends (Connection: close, a refused head, a response that failed mid-way) is closed by the
+  event loop, which waits up to 2 s for the client to close in turn (`Worker._linger`), so that a reset does not
+  cut off the last answer.
 
 So a slow head, a slow download or a client that does not close costs a socket, and only a slow body or a slow
 reader of a streamed response holds a thread, for as long as it keeps making progress. Heads and downloads over
@@ -59,8 +60,7 @@ from typing import NamedTuple, cast
 import sqlalchemy as sa
 from gunicorn import util
 from gunicorn.http.body import LengthReader
-from gunicorn.http.errors import ParseException
-from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
+from gunicorn.http.errors import LimitRequestHeaders, ParseException
 from gunicorn.http.wsgi import FileWrapper
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -296,6 +296,24 @@ class IdleTimeoutSocket(socket.socket):
             raise BrokenPipeError(errno.EPIPE, "the client read nothing for the idle timeout")
 
 
+_close_graceful = util.close_graceful
+
+
+def _end_failed_response(sock, *args, **kwargs) -> None:
+    """gunicorn's close_graceful, which its threaded worker also calls for a response that failed after its head
+    went (`handle_request`): the thread then waited up to 2 s for the client to close in turn. On the worker's
+    sockets the answer is only ended here, and the loop waits for the client (`Worker._linger`) once the thread
+    lets the connection go, as for any ending connection."""
+    if type(sock) is not IdleTimeoutSocket:
+        _close_graceful(sock, *args, **kwargs)
+        return
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+
+
+util.close_graceful = _end_failed_response
+
+
 class _Served(NamedTuple):
     """What gunicorn's finish_request reads of a finished thread's Future, for a connection handed back."""
 
@@ -369,7 +387,6 @@ class Connection(TConn):
     """gunicorn's connection, with the head of its next request as far as the event loop has read it."""
 
     head: bytearray | None = None
-    head_deadline: float | None = None  # when the loop gave up a head too long for it, when it must be whole
     # The worker's: closes the connection once the client has had time to read its last answer (Worker._linger).
     linger: Callable[[Connection], None] | None = None
 
@@ -667,7 +684,7 @@ class Worker(ThreadWorker):
         conn.head += data
         if _complete(conn.head, len(conn.head) - len(data)):
             self.poller.unregister(conn.sock)
-            conn.head_deadline = self.heads.pop(conn)
+            del self.heads[conn]
             self.enqueue_req(conn)
 
     def _drop_head(self, conn: Connection) -> None:
@@ -855,40 +872,15 @@ class Worker(ThreadWorker):
         conn.head = head
         return True
 
-    def _rest_of_head(self, conn: Connection, head: bytearray, deadline: float | None) -> bool:
-        """Read the rest of a head longer than the loop buffers (HEAD_BUFFER) into `head`, by its deadline (the
-        header timeout from when the loop began it): whether it came. gunicorn would read it under the idle
-        timeout for each read, so a client trickling it would hold this thread for as long as it liked. Past
-        what gunicorn's limits allow, the rest is left unread: the parser refuses the head from what is here."""
-        if deadline is None:  # not begun by the loop (pipelined behind a body, or a follow-on): its clock starts now
-            deadline = time.monotonic() + self.header_timeout
-        most = _longest_head(self.cfg)
-        ready = select.poll()
-        ready.register(conn.sock, select.POLLIN)
-        new_from = 0  # what the loop read may hold the end, and a body after it
-        while not _ends(head, new_from) and len(head) <= most:
-            left = deadline - time.monotonic()
-            if left <= 0 or not ready.poll(left * 1000):
-                return False
-            try:
-                data = os.read(conn.sock.fileno(), HEAD_BUFFER)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return False
-            if not data:
-                return False
-            new_from = len(head)
-            head += data
-        return True
-
     def _serve(self, conn: Connection) -> bool:
         head, conn.head = conn.head, None
-        deadline, conn.head_deadline = conn.head_deadline, None
-        if head and len(head) >= HEAD_BUFFER and not self._rest_of_head(conn, head, deadline):
-            return False  # the client ends too: no answer, as when the loop drops a head
         if head:  # give the parser the head the event loop read
             conn.sock.setblocking(True)
+            if len(head) >= HEAD_BUFFER and not _ends(head, 0):
+                # No browser or nginx sends such a head. Read on to gunicorn's limits, it would hold this thread
+                # up to the header timeout for a client that sends no more.
+                self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders(TOO_LONG))
+                return False  # the loop ends the connection (`_linger`)
             conn.init()
             conn.parser.unreader.unread(bytes(head))  # type: ignore[union-attr]  # HTTP/1 (_buffers_heads), just made
         keep = super().handle(conn)
@@ -915,9 +907,9 @@ KEEP_SENDING_MS = 10
 # gunicorn's close_graceful's.
 LINGER_SECONDS = 2.0
 LINGER_MOST = 64 << 10
-# A longer head goes to a thread once this much of it has come, which reads the rest by the header timeout
-# (Worker._rest_of_head); gunicorn's limits apply.
+# The most of a request head the loop reads: a longer one is refused (431) as soon as this much of it has come.
 HEAD_BUFFER = 64 << 10
+TOO_LONG = f"a request head over {HEAD_BUFFER} bytes"
 # How long a thread that has answered waits for the same connection's next request (Worker._next_head_follows):
 # long enough for a client that sends its next request as soon as it has read the answer, even on a busy
 # machine; short enough that a new connection, which cannot be accepted meanwhile, hardly notices.
@@ -984,12 +976,3 @@ def _ends(head: bytearray, new_from: int) -> bool:
     looked for."""
     start = max(0, new_from - 3)
     return head.find(b"\r\n\r\n", start) >= 0 or head.find(b"\n\n", start) >= 0
-
-
-def _longest_head(cfg) -> int:
-    """At least the longest head gunicorn's parser reads before it refuses it (LimitRequestHeaders): its request
-    line's limit and its headers' buffer, as gunicorn's Request derives them from the settings."""
-    fields = cfg.limit_request_fields if 0 < cfg.limit_request_fields <= MAX_HEADERS else MAX_HEADERS
-    field_size = cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
-    line = MAX_REQUEST_LINE if cfg.limit_request_line else 1 << 20  # 0: gunicorn's parser allows 1 MiB
-    return line + fields * (field_size + 2) + 4

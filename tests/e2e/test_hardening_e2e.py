@@ -262,6 +262,27 @@ def test_a_head_not_finished_in_time_is_dropped(impatient_server, tmp_path):
     assert document.http.get(document.url()).status_code == 200
 
 
+def test_heads_over_64_kib_are_refused_at_once(tmp_path, database):
+    """As many such heads, sent and then left unfinished, as the server has threads: each is refused (431) at
+    once, and a normal request meanwhile is answered, not after the 10 s header timeout."""
+    server = LocalServer.start(tmp_path, database, workers=2, threads=4)
+    try:
+        document = Document(server, tmp_path)
+        path = urlsplit(document.url())
+        head = f"GET {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\nX-Pad: {'y' * (70 << 10)}\r\n"
+        socks = [raw_request(server, head) for _ in range(8)]
+        started = time.monotonic()
+        assert document.http.get(document.url()).status_code == 200
+        assert [read_status(sock) for sock in socks] == [431] * 8
+        assert time.monotonic() - started < 5
+        for sock in socks:
+            sock.close()
+    finally:
+        server.stop()
+    log = server.log_text()
+    assert "Traceback" not in log, log[-20000:]
+
+
 def test_a_body_that_stalls_is_408_and_stores_nothing(impatient_server, tmp_path):
     document = Document(impatient_server, tmp_path)
     assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
