@@ -82,6 +82,10 @@ class GunicornSocketSource:
             return None  # chunked, or part of the body already read through wsgi.input
         return cls(sock, reader)
 
+    @property
+    def unread(self) -> int:
+        return self._reader.length
+
     def readinto(self, view: memoryview) -> int:
         size = min(len(view), self._reader.length)
         if size <= 0:
@@ -163,7 +167,8 @@ def drain(environ: dict, stream) -> None:
     Errors are often decided before the body is read (a wrong offset, a lock conflict). gunicorn then
     discards 64 KiB and drops the connection, and a client still sending may never see our answer (the
     offset a resuming upload needs). Up to DRAIN_LIMIT bytes in DRAIN_SECONDS are read and thrown away;
-    past either, or if the body broke off, the connection is closed after the answer. Under gunicorn only a
+    past either, or if the body broke off, the connection is closed after the answer (at once, without reading,
+    when more than DRAIN_LIMIT is left). Under gunicorn only a
     Content-Length body is drained, read straight from the socket, so that the time limit holds however
     slowly the client sends (gunicorn's own readers wait for as many bytes as they are asked for).
     """
@@ -172,7 +177,9 @@ def drain(environ: dict, stream) -> None:
         return  # broken off, or no body at all
     sock = environ.get("gunicorn.socket")
     source = GunicornSocketSource.of(environ) if length is not None else None
-    if sock is not None and source is None:  # chunked, or another gunicorn than the one body.py knows
+    if (sock is not None and source is None) or (source is not None and source.unread > DRAIN_LIMIT):
+        # chunked, or another gunicorn than the one body.py knows; or more left than a drain would ever read, so
+        # that waiting DRAIN_SECONDS for it would only hold the thread and delay the answer
         _abandon(environ)
         return
     rest = source or StreamSource(stream)  # what the request has not read yet, however much that is

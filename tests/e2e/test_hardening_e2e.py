@@ -432,6 +432,23 @@ def test_a_refused_body_is_drained_for_at_most_a_few_seconds(impatient_server, t
     assert time.monotonic() - started < 20  # the drain's 5 s, not the body's 30
 
 
+def test_a_refused_body_too_large_to_drain_is_answered_at_once(impatient_server, tmp_path):
+    """A body larger than a drain ever reads (64 MiB against 32) is not waited for: the refusal comes at once, not
+    after the drain has waited for bytes (up to 5 s; 2 s, this server's idle timeout, for a client sending none)."""
+    document = Document(impatient_server, tmp_path)
+    assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
+    path = urlsplit(document.url("/contents"))
+    started = time.monotonic()
+    sock = raw_request(
+        impatient_server,
+        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
+        f"X-WOPI-Override: PUT\r\nX-WOPI-Lock: wrong\r\nContent-Length: {64 << 20}\r\n\r\n",
+    )
+    with sock:
+        assert read_status(sock) == 409
+    assert time.monotonic() - started < 1  # the drain would wait 2 s here for bytes that never come
+
+
 def test_refused_requests_keep_their_connection(server, document):
     """A refused request whose body was drained, or that had none, leaves the connection usable."""
     url = urlsplit(document.url())
