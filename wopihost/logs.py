@@ -33,6 +33,11 @@ FILE_ID = "wopihost.file_id"
 # %(U)s is the path without the query string: the access token travels in the query
 # string and must never reach a log (the filter below redacts what slips through anyway).
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms override=%({x-wopi-override}i)s'
+# Libraries whose debug lines hold credentials of no shape a pattern could tell: SQLAlchemy's engine writes each
+# result row (upload session tokens, share link ids; the parameters it hides, db.make_engine), botocore each
+# request's Authorization header and signature, a presigned URL's among them. Their lines below INFO are dropped,
+# whatever level a logging configuration gives them.
+SECRETS_BELOW_INFO = ("sqlalchemy.engine", "botocore")  # and the loggers under them
 
 
 def redact(text: str) -> str:
@@ -44,13 +49,16 @@ def _blank(_kind: str, _value: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message (and traceback) with its secrets redacted."""
+    """Rewrites each record's message (and traceback) with its secrets redacted, and drops the debug lines of
+    SECRETS_BELOW_INFO."""
 
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "redacted", False):  # written redacted (GunicornLogger.access)
             return True
+        if record.levelno < logging.INFO and record.name.startswith(SECRETS_BELOW_INFO):
+            return False
         message = record.getMessage()
         record.msg, record.args = redact(message), ()
         if record.exc_info and not record.exc_text:
@@ -87,8 +95,9 @@ class JsonFormatter(logging.Formatter):
 
 
 class GunicornLogger(Logger):
-    """gunicorn's logger (`logger_class`), with every handler redacting, and the application's loggers
-    (`wopihost.*`) writing through its error log's handlers at its level.
+    """gunicorn's logger (`logger_class`), with every handler redacting, those a logging configuration
+    (--log-config, logconfig_dict) gives any logger included, and the application's loggers (`wopihost.*`)
+    writing through its error log's handlers at its level.
 
     The access log in wopihost's own format (ACCESS_LOG_FORMAT) is written directly: gunicorn would build
     a dictionary of every header and environ variable for each request, and the filter would then search
@@ -104,10 +113,11 @@ class GunicornLogger(Logger):
     def setup(self, cfg) -> None:
         super().setup(cfg)
         self.as_json = log_format() == "json"
-        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+        for handler in _configured_handlers():
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
                 handler.addFilter(RedactingFilter())
-            if self.as_json:
+        if self.as_json:
+            for handler in (*self.error_log.handlers, *self.access_log.handlers):
                 handler.setFormatter(JsonFormatter())
         app_log = logging.getLogger("wopihost")
         app_log.handlers = list(self.error_log.handlers)
@@ -190,6 +200,12 @@ class GunicornLogger(Logger):
                 self.access_log.info("%s", line, extra=extra)
         except Exception:  # as gunicorn's own access(): a log line never fails a request
             self.error(traceback.format_exc())
+
+
+def _configured_handlers() -> set[logging.Handler]:
+    """The handlers of the root logger and of every other: gunicorn's, and any a logging configuration made."""
+    loggers = [logging.root, *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    return {handler for logger in loggers for handler in logger.handlers}
 
 
 def _int(status) -> int | str:

@@ -14,6 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -296,3 +297,67 @@ def test_bytes_sent_without_sendfile_are_counted_too(tmp_path, database):
         server.stop()
     gets = [line for line in server.log_text().splitlines() if f'"GET /wopi/files/{file_id}/contents ' in line]
     assert len(gets) == 3 and all(f'" 200 {SIZE} ' in line for line in gets), gets
+
+
+# -- everything at debug --------------------------------------------------------------------------------------
+
+
+def debug_logged(tmp_path: Path, database: str, extra_env: dict | None = None) -> LocalServer:
+    """The deployed server with gunicorn at debug and an admin's logging configuration sending every library's
+    debug lines to a handler of its own (on stderr, into the server's log); SQLAlchemy's too, whose loggers
+    stay at WARNING unless named."""
+    config = tmp_path / "logging.json"
+    config.write_text(
+        json.dumps(
+            {
+                "root": {"level": "DEBUG", "handlers": ["everything"]},
+                "loggers": {"sqlalchemy.engine": {"level": "DEBUG"}},
+                "handlers": {"everything": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+            }
+        )
+    )
+    args = f"--log-level debug --log-config-json {config}"
+    return deployed(tmp_path, database, {**(extra_env or {}), "GUNICORN_CMD_ARGS": args})
+
+
+def test_debug_logs_of_the_database_hold_no_upload_session_or_share_link(tmp_path, database):
+    server = debug_logged(tmp_path, database)
+    try:
+        file_id, token = document(server, tmp_path)
+        api = server.api_token("bob")
+        bearer = {"Authorization": f"Bearer {api['access_token']}"}
+        created = requests.post(
+            f"{api['graph_url']}/me/drive/root:/big.bin:/createUploadSession", json={}, headers=bearer
+        )
+        upload_url = created.json()["uploadUrl"]
+        piece = requests.put(upload_url, data=b"x" * 10, headers={"Content-Range": "bytes 0-9/20"})
+        assert piece.status_code == 202, piece.text
+        asked = {"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly"}
+        shared = requests.post(server.url(file_id, token), headers=asked)
+        share_url = shared.json()["ShareUrl"]
+        assert requests.get(share_url).status_code == 200
+    finally:
+        server.stop()
+    log = server.log_text()
+    assert "SELECT share_links." in log  # SQLAlchemy's engine logged, through the admin's handler
+    secrets = {token, api["access_token"], upload_url.rsplit("/", 1)[1], share_url.rsplit("/", 1)[1]}
+    assert [secret for secret in secrets if secret in log] == []
+
+
+def test_debug_logs_of_the_object_store_hold_no_signature(tmp_path, database, s3_storage):
+    storage = {**s3_storage, "WOPIHOST_STORAGE_URL": f"{s3_storage['WOPIHOST_STORAGE_URL']}/debug-{tmp_path.name}"}
+    server = debug_logged(tmp_path, database, {**storage, "WOPIHOST_S3_DOWNLOAD_URL": s3_storage["AWS_ENDPOINT_URL"]})
+    try:
+        api = server.api_token("bob")
+        bearer = {"Authorization": f"Bearer {api['access_token']}"}
+        put = requests.put(f"{api['graph_url']}/me/drive/root:/Report.pdf:/content", data=b"%PDF", headers=bearer)
+        item = requests.get(f"{api['graph_url']}/me/drive/items/{put.json()['id']}", headers=bearer).json()
+        presigned = parse_qs(urlsplit(item["@microsoft.graph.downloadUrl"]).query)
+        assert requests.get(item["@microsoft.graph.downloadUrl"]).content == b"%PDF"  # from the store itself
+    finally:
+        server.stop()
+    log = server.log_text()
+    secrets = {presigned["X-Amz-Signature"][0], s3_storage["AWS_ACCESS_KEY_ID"], s3_storage["AWS_SECRET_ACCESS_KEY"]}
+    assert [secret for secret in secrets if secret in log] == []
+    assert "Found credentials in environment variables" in log  # botocore's INFO lines are written
+    assert "Making request for OperationModel" not in log  # and none below
