@@ -345,3 +345,19 @@ def test_a_handler_added_to_the_access_log_gets_every_line_redacted(tmp_path):
 def test_json_access_lines_go_through_logging(tmp_path, monkeypatch):
     monkeypatch.setenv("WOPIHOST_LOG_FORMAT", "json")
     assert _direct_logger(tmp_path / "access.log")._plain is None
+
+
+def test_a_librarys_warning_goes_to_the_error_log_redacted(tmp_path, monkeypatch, capsys):
+    """With no logging configuration the root logger has no handler, and Python's last resort would print a
+    library's warning to stderr as it is: it goes through the error log instead, redacted like every line."""
+    from gunicorn.config import Config
+
+    from wopihost.logs import GunicornLogger
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    cfg = Config()
+    cfg.set("errorlog", str(tmp_path / "error.log"))
+    GunicornLogger(cfg)
+    logging.getLogger("urllib3.connectionpool").warning("Retrying GET /wopi/files/x?access_token=%s", TOKEN)
+    written = (tmp_path / "error.log").read_text() + capsys.readouterr().err
+    assert "Retrying GET /wopi/files/x?access_token=" in written and TOKEN not in written

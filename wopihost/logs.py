@@ -123,9 +123,11 @@ class GunicornLogger(Logger):
         app_log.handlers = list(self.error_log.handlers)
         app_log.setLevel(self.error_log.level)
         app_log.propagate = False
-        if self.as_json:
-            # Libraries' loggers and Python's warnings would otherwise reach stderr as plain text.
+        if self.as_json or not logging.root.handlers:
+            # Libraries' loggers would otherwise reach stderr as plain text, unredacted (Python's last resort
+            # handler, when nothing configured the root logger); in JSON Python's warnings too.
             logging.root.handlers = list(self.error_log.handlers)
+        if self.as_json:
             logging.captureWarnings(True)
         self._plain = self._plain_handler()
 
