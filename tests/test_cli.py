@@ -46,6 +46,13 @@ def test_files_add_and_list(run, tmp_path):
     assert added["id"] in run("files", "list").output
 
 
+def test_files_add_keeps_names_apart_that_windows_keeps_apart(run, tmp_path):
+    """Beside "Maße.txt", "Masse.txt" is a free name (it became "Masse (2).txt"); "MASSE.txt" is not."""
+    added = [add(run, tmp_path, name)["name"] for name in ("Maße.txt", "Masse.txt", "ﬁle.txt", "file.txt")]
+    assert added == ["Maße.txt", "Masse.txt", "ﬁle.txt", "file.txt"]
+    assert add(run, tmp_path, "MASSE.txt")["name"] == "MASSE (2).txt"
+
+
 def test_files_add_refuses_an_invalid_name(run, tmp_path):
     source = tmp_path / "x.docx"
     source.write_bytes(b"")

@@ -12,7 +12,7 @@ import webtest
 
 from wopihost.app import create_app
 from wopihost.clock import iso_round_trip
-from wopihost.names import decode_utf7
+from wopihost.names import decode_utf7, encode_utf7
 
 from .helpers import WopiClient
 
@@ -395,6 +395,17 @@ def test_create_child_file_specific_name(parent, follow):
         X_WOPI_OverwriteRelativeTarget="False",
     )
     assert false.status_int == 409
+
+
+def test_create_child_file_keeps_names_apart_that_windows_keeps_apart(parent, follow):
+    """Case is folded one character for one, as Windows does: "Maße" and "Masse" are two names."""
+    for name in ("Maße.txt", "Masse.txt", "ﬁle.txt", "file.txt"):
+        response = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget=encode_utf7(name))
+        assert (response.status_int, response.json["Name"]) == (200, name)
+    again = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget=encode_utf7("MASSE.txt"))
+    assert again.status_int == 409  # still the same name, case aside
+    listed = follow.get(parent, "/children").json["ChildFiles"]
+    assert {"Maße.txt", "Masse.txt", "ﬁle.txt", "file.txt"} <= {f["Name"] for f in listed}
 
 
 def test_create_child_file_overwrite_empties_the_file_in_place(services, placement, parent, follow):

@@ -774,8 +774,9 @@ def test_create_folder_rename_puts_the_number_at_the_end_of_a_dotted_name(graph)
     assert mkdir(graph, "v1.2", **{"@microsoft.graph.conflictBehavior": "rename"}).json["name"] == "v1.2 1"
 
 
-def test_names_that_fold_three_times_longer_are_stored_and_still_clash_ignoring_case(graph):
-    """Folding case makes "ﬃ" "ffi": the longest names fold past what the database's key column holds."""
+def test_the_longest_names_with_ligatures_are_stored_and_still_clash_ignoring_case(graph):
+    """Full case folding made "ﬃ" "ffi", and the longest such names three times longer than the database's
+    key column; folded one character for one, they still are one name in any case."""
     name, other_case = "D" + "ﬃ" * 249, "d" + "ﬃ" * 249
     assert put(graph, name + ".txt").status_int == 201
     assert mkdir(graph, name).status_int == 201
@@ -783,6 +784,23 @@ def test_names_that_fold_three_times_longer_are_stored_and_still_clash_ignoring_
     assert put(graph, other_case + ".TXT", b"again").status_int == 200  # replaces the same file
     assert item(graph, name + ".txt").json["size"] == 5
     assert mkdir(graph, name[:-1] + "x").status_int == 201  # one character apart: another name
+
+
+def test_names_windows_keeps_apart_are_two_items_and_paths_still_ignore_case(graph):
+    """Uploads by path, as rclone copies a folder: "Maße.txt" and "Masse.txt" are two files on Windows, so
+    two here, not one overwritten by the other; a path still finds a name in other letter case."""
+    pairs = [("Maße.txt", "Masse.txt"), ("ﬁle.txt", "file.txt"), ("Straße", "Strasse")]
+    mkdir(graph, "dir")
+    for name in (name for pair in pairs for name in pair):
+        assert put(graph, f"dir/{name}", name.encode()).status_int == 201
+    listed = graph.get("me/drive/root:/dir:/children").json["value"]
+    assert {i["name"]: i["size"] for i in listed} == {name: len(name.encode()) for pair in pairs for name in pair}
+    assert mkdir(graph, "Straße").status_int == mkdir(graph, "Strasse").status_int == 201
+    assert graph_error(mkdir(graph, "STRASSE")) == ("nameAlreadyExists", None)
+    assert item(graph, "dir/MASSE.TXT").json["name"] == "Masse.txt"
+    assert item(graph, "dir/MAẞE.txt").json["name"] == "Maße.txt"
+    put(graph, "dir/é.txt")
+    assert item(graph, "DIR/É.TXT").json["name"] == "é.txt"
 
 
 def test_create_folder_rename_of_a_free_name_keeps_it(graph):

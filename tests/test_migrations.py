@@ -10,8 +10,10 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -20,10 +22,14 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
+from sqlalchemy.orm import Session
 
 from wopihost import db
 from wopihost.cli import main
+from wopihost.ids import new_id
 from wopihost.localserver import WOPIHOST, free_port
+from wopihost.models import File, Folder, fit_key, name_key
+from wopihost.users import ensure_user, root_folder_id
 
 from .conftest import PG_URL
 from .helpers import postgres_lock_waiters, wait_until
@@ -298,3 +304,88 @@ def test_a_server_starting_on_a_current_database_does_not_import_alembic(fresh, 
     assert started(fresh) == "current False"
     set_version(fresh, NEWER)  # anything but the head is alembic's to judge
     assert started(fresh) == "refused True"
+
+
+# -- 0013: name keys by simple case folding --------------------------------------------------------------
+
+
+def full_key(name: str) -> str:
+    """name_key before 0013: full case folding, which made "Maße" and "Masse" one name."""
+    return fit_key(unicodedata.normalize("NFC", name).casefold())
+
+
+def keys(url: str) -> dict[str, tuple[str, str]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = {
+            row.id: (row.name, row.name_key)
+            for table in ("folders", "files")
+            for row in conn.execute(sa.text(f"SELECT id, name, name_key FROM {table}"))
+        }
+    engine.dispose()
+    return found
+
+
+def add_rows(url: str, names: dict[str, list[str]], key) -> None:
+    """Alice's folders, each named by its key in `names` and holding files of the names it maps to."""
+    now = datetime(2026, 12, 1)
+    engine = sa.create_engine(url)
+    with Session(engine) as s, s.begin():
+        ensure_user(s, "alice", now)
+        root = root_folder_id(s, "alice")
+        drive = s.get_one(Folder, root).drive_id
+        for folder_name, file_names in names.items():
+            folder = Folder(
+                id=new_id(), drive_id=drive, parent_id=root, name=folder_name, name_key=key(folder_name), created_at=now
+            )
+            s.add(folder)
+            s.flush()
+            s.execute(
+                sa.insert(File),
+                [
+                    dict(id=new_id(), folder_id=folder.id, name=name, name_key=key(name), owner_id="alice", size=0)
+                    | dict(version=1, sequence_number=1, blob="", sha256="", created_at=now, modified_at=now)
+                    for name in file_names
+                ],
+            )
+    engine.dispose()
+
+
+def test_upgrading_to_0013_keys_names_by_simple_case_folding_and_downgrading_refuses_to_join_two(fresh):
+    """Rows keyed by full folding, more than one batch of them, get the keys that keep "Maße" and "Masse"
+    apart; a downgrade that would make two names of a folder one is refused, and undoes nothing until then."""
+    db.upgrade(fresh, "0012")
+    long = "D" + "ﬃ" * 249 + ".txt"  # full folding made its key too long for the column: cut short
+    add_rows(
+        fresh,
+        {
+            "Straße": ["Maße.txt", "ﬁle.txt", "İstanbul.docx", long, "Report.DOCX"],
+            "ẞ many": [f"Fuß {n}.txt" for n in range(2500)],
+        },
+        full_key,
+    )
+    before = keys(fresh)
+    assert full_key(long) != long.casefold() and "masse.txt" in {key for _, key in before.values()}
+
+    assert db.upgrade(fresh) == ["0013"]
+    after = keys(fresh)
+    assert after.keys() == before.keys()
+    assert all(key == name_key(name) for name, key in after.values())
+    assert {key for _, key in after.values()} >= {"straße", "ß many", "maße.txt", "ﬁle.txt", "report.docx"}
+    add_rows(fresh, {"Strasse": ["Masse.txt", "file.txt"]}, name_key)  # a folder beside Straße, now another name
+
+    with pytest.raises(RuntimeError, match="folders has names in one folder that differ only in what full case"):
+        command.downgrade(db.alembic_config(fresh), PREVIOUS)
+    assert versions(fresh) == [HEAD] and all(key == name_key(name) for name, key in keys(fresh).values())
+
+    engine = sa.create_engine(fresh)
+    with engine.begin() as conn:
+        strasse = "(SELECT id FROM folders WHERE name = 'Strasse')"
+        conn.execute(sa.text(f"DELETE FROM files WHERE folder_id IN {strasse}"))
+        conn.execute(sa.text(f"DELETE FROM folders WHERE id IN {strasse}"))
+    engine.dispose()
+    command.downgrade(db.alembic_config(fresh), PREVIOUS)
+    assert versions(fresh) == [PREVIOUS] and keys(fresh) == {
+        id_: (name, full_key(name)) for id_, (name, _) in keys(fresh).items()
+    }
+    assert keys(fresh).items() >= before.items()

@@ -150,6 +150,15 @@ def test_relative_target_name_conflict_ignores_case(wopi):
     assert put_relative(wopi, X_WOPI_RelativeTarget="DOC.DOCX").status_int == 409
 
 
+def test_names_apart_on_windows_are_two_files_though_full_case_folding_joins_them(wopi):
+    """On Windows "Maße" is not "Masse", nor "ﬁle" "file": case is folded one character for one."""
+    for name in ("Maße.docx", "Masse.docx", "ﬁle.docx", "file.docx"):
+        response = put_relative(wopi, name.encode(), X_WOPI_RelativeTarget=encode_utf7(name))
+        assert (response.status_int, response.json["Name"]) == (200, name)
+        assert follow(wopi, response.json["Url"]).get_file().body == name.encode()
+    assert put_relative(wopi, X_WOPI_RelativeTarget=encode_utf7("MASSE.DOCX")).status_int == 409  # case aside
+
+
 @pytest.mark.parametrize("flag", ["True", "true", "TRUE"])
 def test_overwrite_replaces_the_existing_file_in_place(wopi, flag):
     response = put_relative(wopi, b"overwritten", X_WOPI_RelativeTarget="Doc.docx", X_WOPI_OverwriteRelativeTarget=flag)

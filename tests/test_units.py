@@ -4,6 +4,7 @@ import os
 import stat
 import subprocess
 import sys
+import unicodedata
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from wopihost import names
 from wopihost.clock import iso_round_trip, parse_iso
 from wopihost.config import ConfigError, Settings, load_or_create_secret, parse_duration, parse_size
 from wopihost.junit import Case, Suite, junit_xml
-from wopihost.models import metadata
+from wopihost.models import metadata, name_key
 from wopihost.tokens import bearer
 
 # -- names ----------------------------------------------------------------------------
@@ -106,6 +107,51 @@ def test_numbered_names():
     assert names.numbered("Report (2).docx", 3) == "Report (3).docx"
     assert names.numbered("README", 2) == "README (2)"
     assert len(names.split_extension(names.numbered("x" * 250 + ".docx", 12))[0]) == 250
+
+
+# CaseFolding.txt (Unicode 14, as Python 3.11's unicodedata) gives these characters a full folding of several
+# characters (F) and a simple one (S) too; every other character with an F entry has no simple folding but itself.
+SIMPLE_WHERE_FULL_IS_LONGER = {
+    "ẞ": "ß",
+    **{chr(0x1F88 + i): chr(0x1F80 + i) for i in range(8)},  # ᾈ ᾀ: capital with prosgegrammeni
+    **{chr(0x1F98 + i): chr(0x1F90 + i) for i in range(8)},
+    **{chr(0x1FA8 + i): chr(0x1FA0 + i) for i in range(8)},
+    "ᾼ": "ᾳ",
+    "ῌ": "ῃ",
+    "ῼ": "ῳ",
+}
+
+
+@pytest.mark.parametrize(
+    "name, other",
+    [("Maße.txt", "Masse.txt"), ("ﬁle.txt", "file.txt"), ("ﬃ", "ffi"), ("İ", "i̇"), ("ŉ", "ʼn"), ("ﬆ", "st")],
+)
+def test_names_are_told_apart_where_case_folds_one_character_to_several(name, other):
+    """Windows folds case one character for one: "ß" is not "ss" there, and "ﬁ" is not "fi"."""
+    assert name_key(name) != name_key(other)
+
+
+@pytest.mark.parametrize(
+    "name, other",
+    [("MASSE.txt", "Masse.txt"), ("É", "é"), ("MAẞE", "maße"), ("ᾈ", "ᾀ"), ("ΣΑΣ", "σας"), ("\u212a", "k"), ("é", "é")],
+)
+def test_names_that_differ_in_case_only_are_one_name(name, other):
+    assert name_key(name) == name_key(other)
+
+
+def test_name_keys_fold_each_character_as_unicodes_simple_case_folding():
+    """Over every character: one character for one, Unicode's simple folding (C and S), and a key whose full
+    folding is the name's. So a key only tells apart names that full folding, the rule before migration 0013,
+    counted as one, and never joins two: 0013 re-keys a folder without a clash."""
+    for code in range(0x110000):
+        char = chr(code)
+        if unicodedata.category(char) == "Cs" or unicodedata.normalize("NFC", char) != char:
+            continue
+        full = char.casefold()
+        expected = full if len(full) == 1 else SIMPLE_WHERE_FULL_IS_LONGER.get(char, char)
+        key = name_key(char)
+        assert key == expected, hex(code)
+        assert key.casefold() == full and full.casefold() == full, hex(code)
 
 
 # -- settings -------------------------------------------------------------------------

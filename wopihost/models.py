@@ -49,10 +49,29 @@ class StoredStream:
 
 
 def name_key(name: str) -> str:
-    """Names are unique per folder ignoring case, as on the Windows and macOS clients Office runs on. Folding
-    case can make a name three times longer ("ﬃ" folds to "ffi"): a key longer than its column is cut short and
-    ends in a digest of the whole, still one key for one name."""
-    key = unicodedata.normalize("NFC", name).casefold()
+    """Names are unique per folder ignoring case, as Windows compares them: one character against one, by
+    Unicode's simple case folding. Python's casefold() is the full folding, which would make "Maße" and
+    "Masse", or "ﬁle" and "file", one name where Windows (and rclone's OneDrive backend) keeps two."""
+    composed = unicodedata.normalize("NFC", name)
+    key = composed.casefold()
+    if len(key) != len(composed):  # a character folded to several ("ß" to "ss"): fold each on its own
+        key = composed.translate({ord(char): _fold_simply(char) for char in set(composed)})
+    return key if len(key) <= NAME_LENGTH else fit_key(key)
+
+
+def _fold_simply(char: str) -> str:
+    """A character's simple case folding: its full folding where that is one character (the two agree
+    there), else its lower case where that is one ("ẞ" to "ß"), else itself ("ß", "ﬁ", "İ")."""
+    folded = char.casefold()
+    if len(folded) == 1:
+        return folded
+    lowered = char.lower()
+    return lowered if len(lowered) == 1 else char
+
+
+def fit_key(key: str) -> str:
+    """A key longer than its column is cut short and ends in a digest of the whole, still one key for one name.
+    No valid name needs it now, but the full folding of migrations before 0013 could triple a name."""
     if len(key) <= NAME_LENGTH:
         return key
     return key[: NAME_LENGTH - 65] + "#" + hashlib.sha256(key.encode("utf-8")).hexdigest()

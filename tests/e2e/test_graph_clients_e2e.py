@@ -160,6 +160,21 @@ def test_rclone_round_trips_names_with_special_characters(rclone, server, api, t
     assert rclone("lsf", "--files-only", "--include", "CON*", "t:n") == b""
 
 
+def test_rclone_copies_names_that_windows_keeps_apart(rclone, tmp_path):
+    """rclone compares names as OneDrive and Windows do, one character for one (Go's strings.EqualFold): a
+    folder holding Maße.txt and Masse.txt, ﬁle.txt and file.txt is four files. Before, the host took each pair
+    for one name: rclone reported four new files and the host kept two, the later upload over the earlier."""
+    names = ["Maße.txt", "Masse.txt", "ﬁle.txt", "file.txt"]
+    source = tmp_path / "pairs"
+    source.mkdir()
+    for count, name in enumerate(names, 1):
+        (source / name).write_text(name * count)  # sizes apart, so that `check` tells one from the other
+    rclone("copy", str(source), "t:pairs")
+    rclone("check", str(source), "t:pairs")
+    assert set(rclone("lsf", "t:pairs").decode().splitlines()) == set(names)
+    assert [rclone("cat", f"t:pairs/{name}").decode() for name in names] == [n * c for c, n in enumerate(names, 1)]
+
+
 # -- msgraph-sdk ----------------------------------------------------------------------------------
 
 
