@@ -69,6 +69,11 @@ def not_found(reason: str = "file not found") -> WopiError:
     return WopiError(404, reason, code="itemNotFound")
 
 
+def invalid_name(exc: Exception) -> WopiError:
+    """400 for a name the host's rules refuse (names.InvalidName), as the Graph face answers it."""
+    return WopiError(400, str(exc), code="invalidRequest")
+
+
 def name_taken(name: str) -> WopiError:
     return WopiError(409, f"an item named {name} already exists in that folder", code="nameAlreadyExists")
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .contents import replace_content
 from .db import Database
-from .errors import WopiError, not_found
+from .errors import WopiError, invalid_name, not_found
 from .errors import name_taken as name_taken_error
 from .extents import Extents, open_extents
 from .ids import new_id
@@ -30,7 +30,7 @@ from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize,
 from .prepared import Statements
 from .repository import drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken
 from .snapshots import FileView
-from .storage import Blob, Readable, Storage, TooLarge
+from .storage import Blob, Opened, Readable, Storage, TooLarge
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -75,13 +75,17 @@ class Files:
     def open_content(self, file_id: str, seen: File | FileView) -> tuple[File | FileView, BinaryIO]: ...
 
     def open_content(self, file_id: str, seen: File | FileView | None = None) -> tuple[File | FileView, BinaryIO]:
-        """The file row (or `seen`, the file as the caller already read it) and its content, opened; read
-        again if a writer replaced a blob in between."""
+        """The file row (or `seen`, the file as the caller already read it) and its content, opened."""
+        file, opened = self._open_blobs(file_id, seen)
+        return file, open_extents(opened, file.content)
+
+    def _open_blobs(self, file_id: str, seen: File | FileView | None = None) -> tuple[File | FileView, Opened]:
+        """The file row (or `seen`) and the blobs of its content, opened together; read again if a writer
+        replaced a blob in between."""
         for attempt in range(5):
             file = seen if seen is not None and attempt == 0 else self.get(file_id)
-            content = file.content
             try:
-                return file, open_extents(self.blobs.open(content.blobs), content)
+                return file, self.blobs.open(file.content.blobs)
             except FileNotFoundError:
                 continue
         raise WopiError(503, "the file is being changed too often to read it; retry")
@@ -142,7 +146,9 @@ class Files:
             return Saved(state.version + 1, now), unused
 
         return self._store(
-            source, lambda: self.db.query(check), lambda blob: self.db.transact(lambda t: change(t, blob))
+            lambda: self._written(source),
+            lambda: self.db.query(check),
+            lambda blob: self.db.transact(lambda t: change(t, blob)),
         )
 
     def put_relative(
@@ -279,6 +285,43 @@ class Files:
 
         return self._write_blob(source, validate, apply, limit)
 
+    def copy(
+        self,
+        file_id: str,
+        folder_id: str,
+        name: str,
+        user_id: str,
+        conflict: str = "fail",
+        admit: Callable[[Session, str, int], None] | None = None,
+    ) -> File:
+        """A new file, owned by `user_id`, named `name` in `folder_id`, with the content `file_id` has now, in a
+        blob of its own: every blob belongs to one file, whose deletion releases it. A taken name fails, gets a
+        free name, or (`replace`) the file that has it is deleted and the copy takes its place (a new item, as
+        Graph's copy makes); a file is never replaced by a copy of itself, nor a folder. `admit` as in
+        put_named."""
+        try:
+            name = check(name)
+        except InvalidName as exc:
+            raise invalid_name(exc) from None
+
+        def validate(s: Session) -> File | None:
+            existing = self.claim_name(s, folder_id, name, conflict, user_id)
+            if existing is not None and existing.id == file_id:
+                raise name_taken_error(name)
+            return existing
+
+        def apply(s: Session, blob: Blob, existing: File | None) -> tuple[File, builtins.list[str]]:
+            if admit is not None:
+                admit(s, folder_id, blob.size - (existing.size if existing is not None else 0))
+            unused: builtins.list[str] = []
+            if existing is not None:
+                unused += self.delete_in(s, existing)
+                s.flush()  # the row goes before the copy takes its name: (folder, name) is unique
+            name_here = self.free_name(s, folder_id, name, style=counted)
+            return self.insert(s, folder_id, name_here, user_id, blob.name, blob.size, blob.sha256), unused
+
+        return self._in_blob(lambda: self._copied(file_id), validate, apply)
+
     def claim_name(
         self,
         s: Session,
@@ -354,6 +397,15 @@ class Files:
         apply: Callable[[Session, Blob, C], tuple[T, builtins.list[str]]],
         limit: int | None = None,
     ) -> T:
+        """`_in_blob` with `source` written to the blob."""
+        return self._in_blob(lambda: self._written(source, limit), validate, apply)
+
+    def _in_blob(
+        self,
+        make: Callable[[], Blob],
+        validate: Callable[[Session], C],
+        apply: Callable[[Session, Blob, C], tuple[T, builtins.list[str]]],
+    ) -> T:
         """`_store` in ORM sessions: `validate` in a read transaction, then in the write transaction before
         `apply`.
 
@@ -370,23 +422,19 @@ class Files:
             with self.db.write() as s:
                 return apply(s, blob, validate(s))
 
-        return self._store(source, check, change, limit)
+        return self._store(make, check, change)
 
     def _store(
         self,
-        source: Readable,
+        make: Callable[[], Blob],
         check: Callable[[], object],
         change: Callable[[Blob], tuple[T, builtins.list[str]]],
-        limit: int | None = None,
     ) -> T:
-        """Check, stream `source` to a blob, then `change` (a transaction that checks again and applies); its
-        result. `change` also returns the blobs it made unused, deleted once it has committed; if it raises,
-        the new blob is deleted instead."""
+        """Check, `make` a new blob (a body streamed to it, a copy), then `change` (a transaction that checks
+        again and applies); its result. `change` also returns the blobs it made unused, deleted once it has
+        committed; if it raises, the new blob is deleted instead."""
         check()  # fail fast, before a possibly huge body is read
-        try:
-            blob = self.blobs.write(source, min(limit or self.max_size, self.max_size))
-        except TooLarge as exc:
-            raise WopiError(413, str(exc)) from None
+        blob = make()
         with blob:
             try:
                 result, unused = change(blob)
@@ -396,6 +444,21 @@ class Files:
         for name in unused:
             self.blobs.release(name)
         return result
+
+    def _written(self, source: Readable, limit: int | None = None) -> Blob:
+        """A new blob with what `source` holds: at most `limit` bytes, and never more than max_size (413)."""
+        try:
+            return self.blobs.write(source, min(limit or self.max_size, self.max_size))
+        except TooLarge as exc:
+            raise WopiError(413, str(exc)) from None
+
+    def _copied(self, file_id: str) -> Blob:
+        """A new blob with the content the file has now."""
+        file, opened = self._open_blobs(file_id)
+        with opened:
+            copy = self.blobs.concat(opened, file.content)
+        copy.sha256 = file.sha256  # the same bytes: a hash the source has holds for the copy (concat makes none)
+        return copy
 
     @staticmethod
     def load_in_locked_folder(s: Session, file_id: str) -> File:

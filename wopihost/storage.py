@@ -213,9 +213,11 @@ class BlobStore:
 
         copy_file_range keeps the bytes out of Python (and may share extents on file
         systems that can); where the kernel cannot, pread/write does the same work.
-        The blob has no SHA-256: hashing would cost more than the copy itself.
+        The blob has no SHA-256: hashing would cost more than the copy itself. A copy that would leave less
+        than `min_free` bytes on the disk is refused before anything is copied, as a write is.
         """
         assert isinstance(opened, OpenBlobs)  # opened by this store
+        self._check_room(sum(extent.length for extent in extents))
         size = 0
         with self._new_blob() as (name, out):
             out.flush()

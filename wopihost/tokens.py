@@ -52,8 +52,13 @@ API = ""  # the resource of an API token
 ECOSYSTEM = "e-"
 FOLDER_RIGHTS = "lcmw"
 DOWNLOAD_TTL = timedelta(hours=1)
-GRAPH_DOWNLOAD, FILE_URL, LAUNCH = "download", "file-url", "launch"  # the kinds of ticket
-_TICKET_NOUNS = {GRAPH_DOWNLOAD: "download URL", FILE_URL: "download URL", LAUNCH: "launch link"}
+GRAPH_DOWNLOAD, FILE_URL, LAUNCH, COPY_MONITOR = "download", "file-url", "launch", "copy-monitor"  # kinds of ticket
+_TICKET_NOUNS = {
+    GRAPH_DOWNLOAD: "download URL",
+    FILE_URL: "download URL",
+    LAUNCH: "launch link",
+    COPY_MONITOR: "monitor URL",
+}
 _FILE_RIGHTS = ("r", "w")
 
 
@@ -214,7 +219,7 @@ class Tokens:
 
     def ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL, kind: str = GRAPH_DOWNLOAD) -> str:
         """A short-lived credential for one file (`kind`: its content as Graph's @microsoft.graph.downloadUrl or
-        WOPI's FileUrl, or a launch link of the host page), bound to the token it was issued under, so revoking
+        WOPI's FileUrl, a launch link of the host page, or the monitor URL of the Graph copy that made it), bound to the token it was issued under, so revoking
         that token revokes it too. It expires with that token, or `ttl` from now if sooner. It carries whether
         the grant may write: a token's row says what it was issued with, and a token derived from it (a
         container's child, say) may have less."""

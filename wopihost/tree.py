@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import WopiError, bad_request, name_taken, not_found
+from .errors import WopiError, bad_request, invalid_name, name_taken, not_found
 from .files import Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
@@ -30,10 +30,6 @@ from .repository import name_taken as name_taken_in
 from .storage import Storage
 
 Item = File | Folder
-
-
-def invalid_name(exc: InvalidName) -> WopiError:
-    return WopiError(400, str(exc), code="invalidRequest")
 
 
 class Tree:

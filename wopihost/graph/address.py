@@ -4,7 +4,7 @@ A request path is a drive, an item of it and an action:
 
     me/drive | drives/{id} | users/{id}/drive | sites/{id}/drive | groups/{id}/drive
     root | items/{id}              optionally followed by  :/{path}[:]
-    /children | /content | /createUploadSession | /workbook/...       or nothing
+    /children | /content | /copy | /createUploadSession | /workbook/...       or nothing
 
 Werkzeug has already percent-decoded the path, so `items/root%3A%2Fa%2Fb.bin%3A` (msgraph-sdk)
 reads as `items/root:/a/b.bin:`. A path form without its closing colon takes the rest of
@@ -19,7 +19,7 @@ from urllib.parse import quote
 from ..text import text_problem
 from .errors import GraphError
 
-ACTIONS = ("children", "content", "createUploadSession", "workbook")
+ACTIONS = ("children", "content", "copy", "createUploadSession", "workbook")
 DRIVE_KINDS = {"users": "personal", "sites": "site", "groups": "group"}
 
 

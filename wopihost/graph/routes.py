@@ -24,7 +24,7 @@ from ..services import Services
 from ..shares import link_id_of
 from ..streaming import content_response
 from ..text import text_problem
-from ..tokens import API, Grant, bearer
+from ..tokens import API, COPY_MONITOR, Grant, bearer
 from ..tree import Item
 from ..uploads import Held, Target, redirected, require_reach
 from . import shapes
@@ -72,6 +72,8 @@ def dispatch(rest: str) -> Response:
         return upload_session(services, tail)
     if head == DOWNLOADS:
         return _download(services, tail)
+    if head == MONITORS:  # as an upload URL, the monitor URL is the credential
+        return _monitor(services, tail)
     grant = _authenticate(services)
     if rest.startswith("shares/"):
         return _shared(services, grant, rest[len("shares/") :])
@@ -224,14 +226,20 @@ def _new_parent(call: Call, s, reference: Any) -> str | None:
     reference = json_object(reference, "parentReference")
     if reference.get("driveId") not in (None, call.drive.id):
         raise GraphError(400, "invalidRequest", "items can only be moved within their drive")
+    folder = _referenced_folder(call, s, call.drive.id, reference)
+    return None if folder is None else folder.id
+
+
+def _referenced_folder(call: Call, s, drive_id: str, reference: dict) -> Folder | None:
+    """The folder of the drive `drive_id` a parentReference names by `id` or `path`; None if it names none."""
     for key in ("id", "path"):
         if reference.get(key) is not None and not isinstance(reference[key], str):
             raise GraphError(400, "invalidRequest", f"parentReference.{key} is a string")
     if isinstance(reference.get("id"), str):
-        folder = call.services.tree.item(s, call.drive.id, reference["id"])
+        folder = call.services.tree.item(s, drive_id, reference["id"])
     elif isinstance(reference.get("path"), str):
         drive, colon, path = reference["path"].partition("/root:")
-        if not colon or drive not in ("/drive", f"/drives/{call.drive.id}"):
+        if not colon or drive not in ("/drive", f"/drives/{drive_id}"):
             raise GraphError(
                 400,
                 "invalidRequest",
@@ -241,12 +249,40 @@ def _new_parent(call: Call, s, reference: Any) -> str | None:
         for name in names:
             if (problem := text_problem(name)) is not None:  # "\ud800", "%00": no name, and no database takes it
                 raise GraphError(400, "invalidRequest", f"parentReference.path {problem}")
-        folder = call.services.tree.resolve(s, call.services.tree.root(s, call.drive.id), names)
+        folder = call.services.tree.resolve(s, call.services.tree.root(s, drive_id), names)
     else:
         return None
     if not isinstance(folder, Folder):
         raise GraphError(400, "invalidRequest", "parentReference does not name a folder")
-    return folder.id
+    return folder
+
+
+def copy_item(call: Call, ref: ItemRef) -> Response:
+    """POST {item}/copy: a copy of a file, made before the answer (202, a monitor URL that reports it done)."""
+    call.require_write()
+    body = json_body()
+    reference = json_object(body.get("parentReference", {}), "parentReference")
+    name = _text(body, "name")
+    if body.get("childrenOnly") not in (None, False):
+        raise GraphError(400, "invalidRequest", "childrenOnly is for folders, and folders are not copied here")
+    conflict = _conflict(request.args, "fail")
+    services = call.services
+    with services.db.read() as s:
+        source = _locate(call, s, ref)
+        if not isinstance(source, File):
+            raise GraphError(501, "notSupported", "copying a folder is not supported: copy the files in it")
+        drive = call.drive
+        if reference.get("driveId") not in (None, drive.id):
+            if not isinstance(reference["driveId"], str):
+                raise GraphError(400, "invalidRequest", "parentReference.driveId is a string")
+            drive = services.drives.reachable(s, call.grant.user_id, reference["driveId"])
+        folder = _referenced_folder(call, s, drive.id, reference) or s.get_one(Folder, source.folder_id)
+        name = source.name if name is None else name
+        replaced = services.tree.child(s, folder.id, name) if conflict == "replace" else None
+        services.drives.quota(s, drive.id).check(source.size - getattr(replaced, "size", 0))
+    copy = services.files.copy(source.id, folder.id, name, call.grant.user_id, conflict, _admit(call, drive.id))
+    monitor = services.tokens.ticket(call.grant, copy.id, kind=COPY_MONITOR)
+    return NoContent(status=202, headers={"Location": f"{services.settings.public_url}/v1.0/{MONITORS}/{monitor}"})
 
 
 def delete_item(call: Call, ref: ItemRef) -> Response:
@@ -332,6 +368,14 @@ def _download(services: Services, ticket: str) -> Response:
     return _content(services, file_id)
 
 
+def _monitor(services: Services, ticket: str) -> Response:
+    """The status of a copy: done, as copies are made before their 202 (docs/graph.md §3.7)."""
+    _allow("GET", "HEAD")
+    with services.db.read() as s:
+        file_id, _, _ = services.tokens.open_ticket(s, ticket, COPY_MONITOR)
+    return jsonify(shapes.copy_status_json(file_id))
+
+
 def _content(services: Services, file_id: str) -> Response:
     file, content = services.files.open_content(file_id)
     tag, item_tag = shapes.ctag(file).strip('"'), shapes.etag(file).strip('"')
@@ -359,16 +403,7 @@ def put_content(call: Call, ref: ItemRef) -> Response:
                 raise GraphError(400, "invalidRequest", "a folder has no content")
         services.drives.quota(s, call.drive.id).check((length or 0) - getattr(existing, "size", 0))
 
-    def admit(s, folder_id: str, growth: int) -> None:
-        """Once the bytes are in, in the transaction that lands them: the caller still reaches the folder (a link
-        revoked, a member removed, the folder moved out of the shared one while they came?), they fit (a
-        chunked body declared no length), and the API token is still live (revoked meanwhile?)."""
-        file_id = None if ref.path else getattr(existing, "id", None)
-        require_reach(s, services.drives, user, call.share, call.drive.id, folder_id, file_id)
-        services.drives.quota(s, call.drive.id).check(growth)
-        with Statements.in_session(s) as t:  # the last lock taken: see Tokens.require_live
-            services.tokens.require_live(t, call.grant)
-
+    admit = _admit(call, call.drive.id, None if ref.path else getattr(existing, "id", None))
     if ref.path:
         file, created = services.files.put_named(
             folder.id,
@@ -389,6 +424,21 @@ def put_content(call: Call, ref: ItemRef) -> Response:
     return item_response(
         call.services, file, call.drive, call.download_grant, 201 if created else 200, call.share is None
     )
+
+
+def _admit(call: Call, drive_id: str, file_id: str | None = None) -> Callable[[Any, str, int], None]:
+    """What a write asks once its bytes are in, in the transaction that lands them: the caller still reaches the
+    folder of the drive `drive_id` (a link revoked, a member removed, the folder moved out of the shared one
+    while they came?) or the file `file_id` in it, they fit (a chunked body declared no length), and the API
+    token is still live (revoked meanwhile?)."""
+
+    def admit(s, folder_id: str, growth: int) -> None:
+        require_reach(s, call.services.drives, call.grant.user_id, call.share, drive_id, folder_id, file_id)
+        call.services.drives.quota(s, drive_id).check(growth)
+        with Statements.in_session(s) as t:  # the last lock taken: see Tokens.require_live
+            call.services.tokens.require_live(t, call.grant)
+
+    return admit
 
 
 def create_upload_session(call: Call, ref: ItemRef) -> Response:
@@ -502,12 +552,14 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
     ("GET", "content"): get_content,
     ("PUT", "content"): put_content,
     ("POST", "createUploadSession"): create_upload_session,
+    ("POST", "copy"): copy_item,
 }
 
 
 # -- request parsing ----------------------------------------------------------------------------
 
 SHARED_ITEM = "driveItem"
+MONITORS = "monitor"
 _SHARED_OPERATIONS = {
     ("GET", None),
     ("GET", "children"),

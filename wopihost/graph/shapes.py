@@ -1,4 +1,4 @@
-"""The JSON Graph clients read: drive, driveItem and uploadSession (docs/graph.md §3).
+"""The JSON Graph clients read: drive, driveItem, uploadSession and a copy's status (docs/graph.md §3).
 
 Times are UTC with a literal Z and milliseconds (rclone parses only that form). A
 file's eTag changes with its content, name and place (its sequence number), its cTag
@@ -136,3 +136,8 @@ def upload_session_json(upload_url: str | None, expires_at: datetime, received: 
     if upload_url is not None:
         body = {"uploadUrl": upload_url, **body}
     return body
+
+
+def copy_status_json(file_id: str) -> dict:
+    """A copy's asyncJobStatus, as its monitor URL answers it once done: `resourceId` is the new item."""
+    return {"operation": "itemCopy", "percentageComplete": 100.0, "resourceId": file_id, "status": "completed"}

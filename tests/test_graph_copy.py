@@ -1,0 +1,364 @@
+"""POST {item}/copy (docs/graph.md §3.7): a file copied, with a blob of its own, before the 202 that carries the
+monitor URL; the monitor, the conflict behaviours, and every check a write makes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import timedelta
+
+import pytest
+import webtest
+
+from wopihost.app import create_app
+from wopihost.models import Lock
+from wopihost.repository import load_file
+
+from .conftest import PG_URL
+from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until
+from .test_graph_items import PUBLIC, item, mkdir, put, revoke
+
+KEY = "@microsoft.graph.conflictBehavior"
+
+
+def copy(graph: GraphClient, source: str, body: dict | None = None, conflict: str | None = None, drive="me/drive"):
+    """POST {drive}/{source}/copy (source: `items/{id}` or `root:/{path}:`) with `body`."""
+    query = "" if conflict is None else f"?{KEY}={conflict}"
+    return graph.post_json(f"{drive}/{source}/copy{query}".lstrip("/"), {} if body is None else body)
+
+
+def copied(graph: GraphClient, response) -> dict:
+    """The item a 202 copy made, as its monitor reports it."""
+    assert response.status_int == 202, response.body
+    status = monitor(graph, response.headers["Location"])
+    assert status.status_int == 200, status.body
+    return graph.get(f"me/drive/items/{status.json['resourceId']}").json
+
+
+def monitor(graph: GraphClient, location: str):
+    """GET the monitor URL with no token: it is its own credential."""
+    return GraphClient(graph.testapp, None, graph.drive_id).get(location)
+
+
+# -- the copy and its monitor ----------------------------------------------------------------------------------
+
+
+def test_a_file_is_copied_into_a_folder_and_the_monitor_reports_it_done(graph, services, clock):
+    source = put(graph, "a.txt", b"hello").json
+    dest = mkdir(graph, "dest").json
+    clock.advance(minutes=5)
+    response = copy(graph, f"items/{source['id']}", {"parentReference": {"driveId": graph.drive_id, "id": dest["id"]}})
+    assert response.status_int == 202
+    assert response.body == b"" and "Content-Type" not in response.headers
+    location = response.headers["Location"]
+    assert location.startswith(f"{PUBLIC}/v1.0/monitor/")
+
+    status = monitor(graph, location)
+    assert status.status_int == 200 and status.content_type == "application/json"
+    new_id = status.json["resourceId"]
+    assert status.json == {
+        "operation": "itemCopy",
+        "percentageComplete": 100.0,
+        "resourceId": new_id,
+        "status": "completed",
+    }
+    assert new_id != source["id"]
+
+    made = graph.get(f"me/drive/items/{new_id}").json
+    assert made["name"] == "a.txt" and made["size"] == 5
+    assert made["parentReference"]["id"] == dest["id"]
+    assert made["file"]["hashes"] == source["file"]["hashes"]  # the source's sha256Hash, the same bytes
+    assert made["cTag"].endswith(',1"')  # version 1
+    assert made["createdDateTime"] == made["lastModifiedDateTime"] != source["createdDateTime"]  # made now
+    assert made["createdBy"]["user"]["id"] == "alice"
+    assert graph.get(f"me/drive/items/{new_id}/content").body == b"hello"
+    assert graph.get(f"me/drive/items/{source['id']}").json == {**source, **{"@microsoft.graph.downloadUrl": ANY}}
+
+
+class _Any:
+    def __eq__(self, other) -> bool:
+        return True
+
+
+ANY = _Any()
+
+
+def test_the_copy_has_a_blob_of_its_own(graph, services):
+    """Deleting either file releases its own blob; the other stays whole."""
+    source = put(graph, "a.txt", b"shared?").json
+    before = stored_blobs(services)
+    made = copied(graph, copy(graph, f"items/{source['id']}", {"name": "b.txt"}))
+    after = stored_blobs(services)
+    assert len(after - before) == 1
+    assert graph.delete(f"me/drive/items/{source['id']}").status_int == 204
+    assert graph.get(f"me/drive/items/{made['id']}/content").body == b"shared?"
+    assert len(stored_blobs(services)) == len(after) - 1
+    assert graph.delete(f"me/drive/items/{made['id']}").status_int == 204
+    assert len(stored_blobs(services)) == len(after) - 2
+
+
+@pytest.mark.parametrize(
+    "source, drive",
+    [
+        ("root:/docs/a.txt:", "me/drive"),
+        ("items/root:/docs/a.txt:", "me/drive"),
+        ("ID", "me/drive"),
+        ("ID", "drives/DRIVE"),
+        ("ID", "users/alice/drive"),
+    ],
+)
+def test_every_item_addressing_form_copies(graph, source, drive):
+    folder = mkdir(graph, "docs").json
+    file = put(graph, "docs/a.txt", b"abc").json
+    source = f"items/{file['id']}" if source == "ID" else source
+    body = {"parentReference": {"path": "/drive/root:"}, "name": "b.txt"}
+    made = copied(graph, copy(graph, source, body, drive=drive.replace("DRIVE", graph.drive_id)))
+    assert made["name"] == "b.txt" and made["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:"
+    assert graph.get("me/drive/root:/b.txt:/content").body == b"abc"
+    assert folder["id"] != made["parentReference"]["id"]
+
+
+def test_without_a_parent_reference_the_copy_goes_beside_its_source(graph):
+    mkdir(graph, "docs")
+    put(graph, "docs/a.txt", b"abc")
+    made = copied(graph, copy(graph, "root:/docs/a.txt:", {"name": "A copy.txt"}))
+    assert made["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:/docs"
+    assert graph.get("me/drive/root:/docs/A copy.txt:/content").body == b"abc"
+
+
+def test_a_parent_reference_by_path_is_percent_encoded_as_answers_give_it(graph):
+    mkdir(graph, "my docs")
+    put(graph, "a.txt", b"abc")
+    made = copied(graph, copy(graph, "root:/a.txt:", {"parentReference": {"path": "/drive/root:/my%20docs"}}))
+    assert made["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:/my%20docs"
+
+
+def test_an_empty_file_is_copied(graph):
+    put(graph, "empty.txt", b"")
+    made = copied(graph, copy(graph, "root:/empty.txt:", {"name": "empty 2.txt"}))
+    assert made["size"] == 0 and graph.get(f"me/drive/items/{made['id']}/content").body == b""
+
+
+def test_a_copy_into_a_shared_drive_the_user_is_a_member_of(services, graph):
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "alice")
+    put(graph, "a.txt", b"abc")
+    body = {"parentReference": {"driveId": drive.id, "path": f"/drives/{drive.id}/root:"}}
+    response = copy(graph, "root:/a.txt:", body)
+    assert response.status_int == 202, response.body
+    new_id = monitor(graph, response.headers["Location"]).json["resourceId"]
+    made = graph.get(f"drives/{drive.id}/items/{new_id}").json
+    assert made["parentReference"]["driveId"] == drive.id and made["name"] == "a.txt"
+    assert graph.get(f"drives/{drive.id}/items/{new_id}/content").body == b"abc"
+
+
+# -- conflicts -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conflict", [None, "fail"])
+def test_the_same_name_in_the_same_folder_fails_by_default(graph, services, conflict):
+    put(graph, "a.txt", b"abc")
+    blobs = stored_blobs(services)
+    response = copy(graph, "root:/a.txt:", {}, conflict)
+    assert response.status_int == 409 and graph_error(response) == ("nameAlreadyExists", None)
+    other = put(graph, "B.txt", b"other").json
+    response = copy(graph, "root:/a.txt:", {"name": "b.TXT"}, conflict)
+    assert response.status_int == 409 and graph_error(response) == ("nameAlreadyExists", None)
+    assert graph.get(f"me/drive/items/{other['id']}/content").body == b"other"
+    assert len(stored_blobs(services) - blobs) == 1  # B.txt's
+
+
+def test_rename_gives_the_copy_a_free_name(graph):
+    put(graph, "a.txt", b"abc")
+    assert copied(graph, copy(graph, "root:/a.txt:", {}, "rename"))["name"] == "a 1.txt"
+    assert copied(graph, copy(graph, "root:/a.txt:", {}, "rename"))["name"] == "a 2.txt"
+
+
+def test_replace_deletes_the_file_of_that_name_and_the_copy_is_a_new_item(graph, services):
+    put(graph, "a.txt", b"abc")
+    theirs = put(graph, "b.txt", b"theirs, longer").json
+    blobs = stored_blobs(services)
+    made = copied(graph, copy(graph, "root:/a.txt:", {"name": "B.txt"}, "replace"))
+    assert made["id"] != theirs["id"] and made["name"] == "B.txt"
+    assert graph.get(f"me/drive/items/{theirs['id']}").status_int == 404
+    assert graph.get("me/drive/root:/b.txt:/content").body == b"abc"
+    assert len(stored_blobs(services)) == len(blobs)  # the replaced file's blob went, the copy's came
+
+
+@pytest.mark.parametrize("conflict", ["replace", "fail"])
+def test_a_file_is_never_replaced_by_a_copy_of_itself_nor_a_folder(graph, conflict):
+    source = put(graph, "a.txt", b"abc").json
+    mkdir(graph, "b.txt")
+    for body in ({}, {"name": "b.txt"}):
+        response = copy(graph, "root:/a.txt:", body, conflict)
+        assert response.status_int == 409 and graph_error(response) == ("nameAlreadyExists", None)
+    assert item(graph, "a.txt").json["id"] == source["id"]
+    assert graph.get("me/drive/root:/b.txt:").json["folder"] == {"childCount": 0}
+
+
+def test_replace_of_a_locked_file_is_423(graph, services, clock):
+    put(graph, "a.txt", b"abc")
+    theirs = put(graph, "b.txt", b"theirs").json["id"]
+    with services.db.write() as s:
+        s.add(Lock(file_id=theirs, lock_id="L1", expires_at=clock.now() + timedelta(minutes=30)))
+    response = copy(graph, "root:/a.txt:", {"name": "b.txt"}, "replace")
+    assert response.status_int == 423 and graph_error(response)[0] == "resourceLocked"
+    assert graph.get(f"me/drive/items/{theirs}/content").body == b"theirs"
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_copy_that_fails_in_its_transaction_leaves_no_blob(graph, services, clock, database):
+    """The copy's bytes are made, then the file it would replace is locked before it lands: 423, and the new
+    blob is deleted with the transaction that failed."""
+    put(graph, "a.txt", b"abc")
+    theirs = put(graph, "b.txt", b"theirs").json["id"]
+    blobs = stored_blobs(services)
+    answers = []
+    with services.db.write() as s:
+        load_file(s, theirs)  # the row lock a WOPI Lock takes first
+        copying = threading.Thread(
+            target=lambda: answers.append(copy(graph, "root:/a.txt:", {"name": "b.txt"}, "replace"))
+        )
+        copying.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the copy never waited"
+        s.add(Lock(file_id=theirs, lock_id="L1", expires_at=clock.now() + timedelta(minutes=30)))
+    copying.join(30)
+    assert answers[0].status_int == 423, answers[0].body
+    assert graph.get(f"me/drive/items/{theirs}/content").body == b"theirs"
+    assert stored_blobs(services) == blobs
+
+
+# -- refusals --------------------------------------------------------------------------------------------------
+
+
+def test_a_folder_is_not_copied(graph):
+    mkdir(graph, "docs")
+    response = copy(graph, "root:/docs:", {"name": "docs 2"})
+    assert response.status_int == 501 and graph_error(response) == ("notSupported", None)
+    assert item(graph, "docs 2").status_int == 404
+
+
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"parentReference": {"id": "x" * 22}}, 404, "itemNotFound"),
+        ({"parentReference": {"path": "/drive/root:/nowhere"}}, 404, "itemNotFound"),
+        ({"parentReference": {"path": "/drive/root:/a.txt"}}, 400, "invalidRequest"),  # a file
+        ({"parentReference": {"path": "/drives/someother/root:"}}, 400, "invalidRequest"),
+        ({"parentReference": {"id": 7}}, 400, "invalidRequest"),
+        ({"parentReference": {"driveId": 7}}, 400, "invalidRequest"),
+        ({"parentReference": {"driveId": "x" * 22}}, 404, "itemNotFound"),
+        ({"parentReference": "root"}, 400, "invalidRequest"),
+        ({"name": "b/c.txt"}, 400, "invalidRequest"),
+        ({"name": "b.txt."}, 400, "invalidRequest"),
+        ({"name": 7}, 400, "invalidRequest"),
+        ({"name": "b.txt", "childrenOnly": True}, 400, "invalidRequest"),
+        ([], 400, "invalidRequest"),
+    ],
+)
+def test_a_bad_request_is_a_graph_error_and_makes_nothing(graph, services, body, status, code):
+    put(graph, "a.txt", b"abc")
+    blobs = stored_blobs(services)
+    response = copy(graph, "root:/a.txt:", body)
+    assert response.status_int == status, response.body
+    assert graph_error(response)[0] == code
+    assert [f.name for f in services.files.list()] == ["a.txt"]
+    assert stored_blobs(services) == blobs
+
+
+def test_an_unknown_source_is_404_and_a_body_is_required(graph):
+    response = copy(graph, "root:/nothing.txt:", {})
+    assert response.status_int == 404 and graph_error(response)[0] == "itemNotFound"
+    put(graph, "a.txt", b"abc")
+    response = graph.post("me/drive/root:/a.txt:/copy")
+    assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+    response = copy(graph, "root:/a.txt:", {"name": "b.txt"}, "sideways")
+    assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+
+
+def test_a_read_only_token_cannot_copy(graph, graph_for):
+    put(graph, "a.txt", b"abc")
+    reader = graph_for("alice", can_write=False)
+    response = copy(reader, "root:/a.txt:", {"name": "b.txt"})
+    assert response.status_int == 403 and graph_error(response) == ("accessDenied", None)
+    assert item(graph, "b.txt").status_int == 404
+
+
+def test_a_copy_into_a_drive_the_user_does_not_reach_is_403(services, graph):
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    put(graph, "a.txt", b"abc")
+    response = copy(graph, "root:/a.txt:", {"parentReference": {"driveId": drive.id}})
+    assert response.status_int == 403 and graph_error(response) == ("accessDenied", None)
+
+
+def test_a_copy_of_another_drives_item_is_404(graph, graph_for):
+    bob = graph_for("bob")
+    theirs = put(bob, "a.txt", b"bob's").json["id"]
+    response = copy(graph, f"items/{theirs}", {"name": "b.txt"})
+    assert response.status_int == 404 and graph_error(response)[0] == "itemNotFound"
+
+
+def test_a_copy_through_a_share_link_is_not_supported(services, graph, graph_for):
+    source = put(graph, "a.txt", b"abc").json
+    link = services.shares.link(source["id"], "ReadWrite", "alice")
+    response = copy(graph_for("bob"), f"shares/{link.id}/driveItem", {"name": "b.txt"}, drive="")
+    assert response.status_int == 405 and graph_error(response) == ("notSupported", None)
+
+
+def test_a_copy_over_the_quota_is_507(settings, clock):
+    app = create_app(settings.with_changes(drive_quota=1000), clock)
+    services = app.extensions["wopihost"]
+    try:
+        issued, drive_id = services.issue_api_token("alice", True)
+        graph = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+        put(graph, "a.bin", b"x" * 600)
+        blobs = stored_blobs(services)
+        response = copy(graph, "root:/a.bin:", {"name": "b.bin"})
+        assert response.status_int == 507 and graph_error(response) == ("quotaLimitReached", None)
+        assert item(graph, "b.bin").status_int == 404 and stored_blobs(services) == blobs
+        put(graph, "c.bin", b"x" * 300)
+        assert copy(graph, "root:/c.bin:", {"name": "a.bin"}, "replace").status_int == 202  # replacing frees
+    finally:
+        services.db.dispose()
+
+
+@pytest.mark.local_storage
+def test_a_copy_that_would_fill_the_disk_is_507_and_leaves_nothing(graph, services):
+    put(graph, "a.txt", b"abc")
+    blobs = stored_blobs(services)
+    services.blobs.min_free = services.blobs.free_space() + 1
+    response = copy(graph, "root:/a.txt:", {"name": "b.txt"})
+    assert response.status_int == 507 and graph_error(response)[0] == "insufficientStorage"
+    services.blobs.min_free = 0
+    assert item(graph, "b.txt").status_int == 404 and stored_blobs(services) == blobs
+
+
+# -- the monitor URL -------------------------------------------------------------------------------------------
+
+
+def test_the_monitor_is_a_credential_that_expires_and_goes_with_its_token(graph, graph_for, services, clock):
+    put(graph, "a.txt", b"abc")
+    location = copy(graph, "root:/a.txt:", {"name": "b.txt"}).headers["Location"]
+    assert monitor(graph, location).status_int == 200
+    assert monitor(graph, location).json == monitor(graph, location).json  # the same answer every time
+    response = monitor(graph, location[:-2] + ("AA" if not location.endswith("AA") else "BB"))
+    assert response.status_int == 401 and graph_error(response)[0] == "unauthenticated"
+    assert monitor(graph, f"{PUBLIC}/v1.0/monitor/nothing").status_int == 401
+    assert GraphClient(graph.testapp, None, graph.drive_id).post(location).status_int == 405
+    clock.advance(minutes=61)
+    response = monitor(graph, location)
+    assert response.status_int == 401 and graph_error(response)[0] == "unauthenticated"
+
+    other = graph_for("alice")
+    location = copy(other, "root:/a.txt:", {"name": "c.txt"}).headers["Location"]
+    revoke(services, other.token)
+    assert monitor(graph, location).status_int == 401
+
+
+def test_every_prefix_serves_the_monitor(graph):
+    put(graph, "a.txt", b"abc")
+    location = copy(graph, "root:/a.txt:", {"name": "b.txt"}).headers["Location"]
+    for prefix in ("/v2.0", "/_api/v2.0"):
+        assert monitor(graph, location.replace("/v1.0/", prefix + "/")).json["status"] == "completed"
