@@ -11,6 +11,7 @@ import pytest
 import webtest
 
 from wopihost.app import create_app
+from wopihost.logs import REDACTED, redact
 from wopihost.models import Lock
 from wopihost.repository import load_file
 
@@ -355,6 +356,13 @@ def test_the_monitor_is_a_credential_that_expires_and_goes_with_its_token(graph,
     location = copy(other, "root:/a.txt:", {"name": "c.txt"}).headers["Location"]
     revoke(services, other.token)
     assert monitor(graph, location).status_int == 401
+
+
+def test_the_monitor_url_is_redacted_in_logs_as_a_ticket(graph):
+    put(graph, "a.txt", b"abc")
+    ticket = copy(graph, "root:/a.txt:", {"name": "b.txt"}).headers["Location"].rsplit("/", 1)[1]
+    line = redact(f'127.0.0.1 "GET /v1.0/monitor/{ticket} HTTP/1.1" 200 99 1ms override=-')
+    assert ticket.split(".")[-1] not in line and REDACTED in line
 
 
 def test_every_prefix_serves_the_monitor(graph):
