@@ -219,10 +219,10 @@ class Tokens:
 
     def ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL, kind: str = GRAPH_DOWNLOAD) -> str:
         """A short-lived credential for one file (`kind`: its content as Graph's @microsoft.graph.downloadUrl or
-        WOPI's FileUrl, a launch link of the host page, or the monitor URL of the Graph copy that made it), bound to the token it was issued under, so revoking
-        that token revokes it too. It expires with that token, or `ttl` from now if sooner. It carries whether
-        the grant may write: a token's row says what it was issued with, and a token derived from it (a
-        container's child, say) may have less."""
+        WOPI's FileUrl, a launch link of the host page, or the monitor URL of the Graph copy that made it), bound
+        to the token it was issued under, so revoking that token revokes it too. It expires with that token, or
+        `ttl` from now if sooner. It carries whether the grant may write: a token's row says what it was issued
+        with, and a token derived from it (a container's child, say) may have less."""
         expiry = min(_epoch(grant.expires_at), _epoch(self._clock.now() + ttl))
         rights = "w" if grant.can_write else "r"
         # Not base32 like a token: nobody proof-signs these URLs, and base64url is encoded in C (a FileUrl
