@@ -75,6 +75,7 @@ CREDENTIAL_URL_LINES = [
     "GET /_api/v2.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA -> 404: the upload session does not exist",
     '"@microsoft.graph.sourceUrl": "https://h/office/v1.0/uploadSessions/ZLLSZyyckVxSgzA9g8FxcA"',
     "GET /v1.0/downloads/ZLLSZyyckVxSgzA9g8FxcA?x=1",
+    "Location: https://h/v1.0/monitor/ZLLSZyyckVxSgzA9g8FxcA",  # a Graph copy's monitor URL
     '127.0.0.1 "GET /wopi/download/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6 1ms override=-',  # a FileUrl
     '127.0.0.1 "GET /s/ZLLSZyyckVxSgzA9g8FxcA/content HTTP/1.1" 200 6 1ms override=-',  # a share link
     "GET /office/s/ZLLSZyyckVxSgzA9g8FxcA -> 404: no such share link, or it has been revoked",

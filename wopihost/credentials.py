@@ -2,9 +2,9 @@
 recording, which replaces each by a placeholder of its kind (wopihost/recording/).
 
 Access tokens travel in query strings, and so do the signature and credentials of an object store's presigned
-URL (Graph's downloadUrl with WOPIHOST_S3_DOWNLOAD_URL); Graph's upload and download URLs, FileUrls, share links
-and launch links are credentials in their path; CSPP Plus upload session tokens in JSON; and our tokens and
-tickets have shapes of their own, whatever quotes them. Each alternative below names its kind (wopihost/har.py's
+URL (Graph's downloadUrl with WOPIHOST_S3_DOWNLOAD_URL); Graph's upload, download and copy monitor URLs, FileUrls,
+share links and launch links are credentials in their path; CSPP Plus upload session tokens in JSON; and our tokens
+and tickets have shapes of their own, whatever quotes them. Each alternative below names its kind (wopihost/har.py's
 KINDS) by the group that holds the secret, the last group of its alternative: what comes before that group
 (`access_token=`, `/uploadSessions/` ...) is context, kept.
 """
@@ -19,7 +19,7 @@ _SLASH = r"\\?/"  # JSON may write "/" as "\/" (PHP's json_encode does), and the
 LAUNCH_ACTIONS = ("view", "edit", "editnew")  # /host/{action}/{ticket} (wopihost/launches.py)
 # The path segments after which a credential follows: a path without any of them, nearly every one, needs no
 # regular expression unless it is long enough to hold a token (TOKEN_SHAPE_LENGTH).
-CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/s/", "/shares/", "/host/")
+CREDENTIAL_SEGMENTS = ("/uploadSessions/", "/downloads/", "/download/", "/monitor/", "/s/", "/shares/", "/host/")
 # any of them, as a path or a JSON string holds it, in one search
 CREDENTIAL_SEGMENT = re.compile("|".join(re.escape(s).replace("/", _SLASH) for s in CREDENTIAL_SEGMENTS))
 TOKEN_SHAPE_LENGTH = 64  # no token or ticket we issue is shorter
@@ -58,10 +58,12 @@ CREDENTIALS = re.compile(
     # an Authorization header's credentials: up to a quote, so that a JSON string around it stays one
     r"|\bbearer\s+(?P<api_token>[^\s'\"\\]+)"
     r"|\"UploadSessionToken(?:ToCommit)?\"\s*:\s*\"(?P<session_token>[^\"\\]*)"  # CSPP Plus, in JSON
-    # the credential in the path of a Graph upload or download URL, a FileUrl, a share link, a Graph share id,
-    # a launch link of the host page (one alternative behind their common start: it is tried at every position)
+    # the credential in the path of a Graph upload or download URL, a FileUrl, a Graph copy's monitor URL, a share
+    # link, a Graph share id, a launch link of the host page (one alternative behind their common start: it is
+    # tried at every position)
     rf"|{_SLASH}(?:uploadSessions{_SLASH}(?P<upload_session>{_VALUE})"
     rf"|downloads?{_SLASH}(?P<download>{_VALUE})"
+    rf"|monitor{_SLASH}(?P<monitor>{_VALUE})"
     rf"|(?:s|shares){_SLASH}(?P<share>{_VALUE})"
     rf"|host{_SLASH}(?:{'|'.join(LAUNCH_ACTIONS)}){_SLASH}(?P<launch>{_VALUE}))"
     rf"|{_SHAPES}",

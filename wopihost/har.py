@@ -20,6 +20,7 @@ KINDS = (
     "session_token",  # CSPP Plus upload session tokens
     "upload_session",  # the path segment after /uploadSessions/ (Graph upload URLs)
     "download",  # the path segment after /download/ or /downloads/ (FileUrl, Graph download URLs)
+    "monitor",  # the path segment after /monitor/ (a Graph copy's monitor URL)
     "share",  # the path segment after /s/ or /shares/
     "launch",  # the ticket of a host page launch link
     "token",  # anything else of a token's shape

@@ -421,3 +421,27 @@ def test_json_sent_without_its_type_is_filled_in_and_a_json_document_is_sent_byt
     done = replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == "4 requests: 4 matched, 0 diverged, 0 errors"
+
+
+def test_a_graph_copy_replays_with_its_monitor_url_and_the_new_item_learned(hosts, tmp_path):
+    """The copy's monitor URL is a ticket (a placeholder in the recording) handed out in a Location header: the
+    replay follows the one this host answered, and learns the copy's id from the status it reports."""
+    recorded = recorder(hosts)
+    api = recorded.api_token("alice")
+    http = client()
+    graph, bearer = api["graph_url"], {"Authorization": f"Bearer {api['access_token']}"}
+    uploaded = http.put(f"{graph}/me/drive/root:/a.txt:/content", b"copied bytes", headers=bearer)
+    assert uploaded.status_code == 201, uploaded.text
+    copied = http.post(f"{graph}/me/drive/items/{uploaded.json()['id']}/copy", json={"name": "b.txt"}, headers=bearer)
+    assert copied.status_code == 202, copied.text
+    status = http.get(copied.headers["Location"]).json()
+    assert status["status"] == "completed"
+    assert http.get(f"{graph}/me/drive/items/{status['resourceId']}/content", headers=bearer).content == b"copied bytes"
+    har = recording(recorded, "{{api_token:1}}")
+
+    fresh = hosts("fresh")
+    fresh.api_token("bob")  # another user first: alice's drive and items get other ids than in the recording
+    api = fresh.api_token("alice")
+    done = replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "4 requests: 4 matched, 0 diverged, 0 errors"

@@ -40,7 +40,7 @@ from .spool import SpoolWriter
 
 log = logging.getLogger("wopihost.recording")
 # Secrets in a request path that a session's earlier response handed out: such a request belongs to that session.
-HANDED_OUT = ("upload_session", "download", "share")
+HANDED_OUT = ("upload_session", "download", "monitor", "share")
 _TEXT_TYPES = ("application/json", "application/x-www-form-urlencoded", "application/xml")
 
 
