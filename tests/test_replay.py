@@ -389,6 +389,7 @@ def test_json_sent_without_a_json_type_is_filled_in_as_json(mime):
         ("POST", URL, "PutUserInfo", {"X-WOPI-Override": "PUT_USER_INFO"}),
         ("PUT", f"{HOST}/v1.0/me/drive/root:/notes.json:/content", "graph PUT content", {}),
         ("PUT", f"{HOST}/v1.0/uploadSessions/{{{{upload_session:1}}}}", "graph PUT uploadSession", {}),
+        ("PUT", f"{HOST}/v1.0/shares/{{{{share:1}}}}/driveItem:/notes.json:/content", "graph PUT share", {}),
     ],
 )
 @pytest.mark.parametrize("mime", ["application/json", "application/octet-stream", ""])
@@ -399,7 +400,7 @@ def test_a_document_that_is_json_is_sent_byte_for_byte(method, url, operation, h
     bindings = start(rec)
     bindings.learn("FOLDERFOLDER01", "FOLDERFOLDER02")
     bindings.learn("alice", "bob")
-    bindings.bind({"{{upload_session:1}}": "SESSION"})
+    bindings.bind({"{{upload_session:1}}": "SESSION", "{{share:1}}": "SHARE"})
     assert build(rec.exchanges[1], bindings).body == notes
 
 

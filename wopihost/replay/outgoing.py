@@ -32,9 +32,9 @@ FOR_A_PROXY = frozenset({"cookie", "proxy-authorization"})
 # Operations whose request body is framed: MessageJSON first (docs/cspp-plus.md §1.8)
 FRAMED = frozenset({"PUT_CHUNKED_FILE", "GET_CHUNKED_FILE", "GET_CHUNKS"})
 # Operations whose request body is a document, a piece of one, or a string the host keeps as sent (UserInfo): by
-# X-WOPI-Override, and by wopihost's name for a Graph request
+# X-WOPI-Override, and by wopihost's name for a Graph request (a PUT through a share link is always an upload)
 DOCUMENTS = frozenset({"PUT", "PUT_RELATIVE", "UPDATE_UPLOAD_SESSION", "PUT_USER_INFO"})
-GRAPH_DOCUMENTS = frozenset({"graph PUT content", "graph PUT uploadSession"})
+GRAPH_DOCUMENTS = frozenset({"graph PUT content", "graph PUT uploadSession", "graph PUT share"})
 
 
 class CannotReplay(Exception):
