@@ -389,3 +389,19 @@ def test_upgrading_to_0013_keys_names_by_simple_case_folding_and_downgrading_ref
         id_: (name, full_key(name)) for id_, (name, _) in keys(fresh).items()
     }
     assert keys(fresh).items() >= before.items()
+
+
+def test_downgrading_from_0013_refuses_to_make_a_file_and_a_folder_one_name(fresh):
+    """A name is a file's or a folder's in one folder (repository.name_taken asks both tables): a folder "Masse.txt"
+    beside a file "Maße.txt" is two names at 0013 and would be one before it."""
+    db.upgrade(fresh)
+    add_rows(fresh, {"Top": ["Maße.txt"]}, name_key)
+    engine = sa.create_engine(fresh)
+    with Session(engine) as s, s.begin():
+        top = s.scalars(sa.select(Folder).where(Folder.name == "Top")).one()
+        beside = dict(drive_id=top.drive_id, parent_id=top.id, created_at=top.created_at)
+        s.add(Folder(id=new_id(), name="Masse.txt", name_key="masse.txt", **beside))
+    engine.dispose()
+    with pytest.raises(RuntimeError, match="a file and a folder"):
+        command.downgrade(db.alembic_config(fresh), PREVIOUS)
+    assert versions(fresh) == [HEAD] and all(key == name_key(name) for name, key in keys(fresh).values())

@@ -33,6 +33,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The other way round two names of one folder ("Maße", "Masse") may become one: refuse rather than lose one.
+    # Two files or two folders would break a unique constraint; a file and a folder, which no constraint spans
+    # (a name is either in a folder: repository.name_taken), are looked for once both are rekeyed.
     for table in KEYED:
         try:
             _rekey(table, _full_key)
@@ -41,6 +43,16 @@ def downgrade() -> None:
                 f"{table} has names in one folder that differ only in what full case folding joins (as Maße and "
                 "Masse); rename one of each before downgrading"
             ) from None
+    files = sa.table("files", sa.column("folder_id"), sa.column("name_key"))
+    folders = sa.table("folders", sa.column("parent_id"), sa.column("name_key"))
+    joined = sa.select(files.c.name_key).join(
+        folders, (folders.c.parent_id == files.c.folder_id) & (folders.c.name_key == files.c.name_key)
+    )
+    if op.get_bind().execute(joined.limit(1)).first() is not None:
+        raise RuntimeError(
+            "a file and a folder in one folder have names that differ only in what full case folding joins (as "
+            "Maße.txt and Masse.txt); rename one of them before downgrading"
+        )
 
 
 def _full_key(name: str) -> str:
