@@ -1,19 +1,23 @@
-"""POST {item}/copy (docs/graph.md §3.7): a file copied, with a blob of its own, before the 202 that carries the
-monitor URL; the monitor, the conflict behaviours, and every check a write makes."""
+"""POST {item}/copy (docs/graph.md §3.7): a file, or a folder with everything in it, copied, each file with a blob
+of its own, before the 202 that carries the monitor URL; the monitor, the conflict behaviours, and every check a
+write makes."""
 
 from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 import webtest
 
 from wopihost.app import create_app
+from wopihost.config import Settings
 from wopihost.logs import REDACTED, redact
-from wopihost.models import Lock
-from wopihost.repository import load_file
+from wopihost.models import Folder, Lock
+from wopihost.repository import load_file, lock_folder
 
 from .conftest import PG_URL
 from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until
@@ -233,13 +237,6 @@ def test_a_copy_that_fails_in_its_transaction_leaves_no_blob(graph, services, cl
 # -- refusals --------------------------------------------------------------------------------------------------
 
 
-def test_a_folder_is_not_copied(graph):
-    mkdir(graph, "docs")
-    response = copy(graph, "root:/docs:", {"name": "docs 2"})
-    assert response.status_int == 501 and graph_error(response) == ("notSupported", None)
-    assert item(graph, "docs 2").status_int == 404
-
-
 @pytest.mark.parametrize(
     "body, status, code",
     [
@@ -370,3 +367,309 @@ def test_every_prefix_serves_the_monitor(graph):
     location = copy(graph, "root:/a.txt:", {"name": "b.txt"}).headers["Location"]
     for prefix in ("/v2.0", "/_api/v2.0"):
         assert monitor(graph, location.replace("/v1.0/", prefix + "/")).json["status"] == "completed"
+
+
+# -- folders ---------------------------------------------------------------------------------------------------
+
+
+def make_tree(graph: GraphClient, top: str = "docs") -> dict:
+    """A folder `top` holding a.txt, an empty folder and sub/b.txt, sub/deeper/c.bin; the folder's item."""
+    folder = mkdir(graph, top).json
+    mkdir(graph, "empty", f"items/{folder['id']}")
+    sub = mkdir(graph, "sub", f"items/{folder['id']}").json
+    mkdir(graph, "deeper", f"items/{sub['id']}")
+    put(graph, f"{top}/a.txt", b"alpha")
+    put(graph, f"{top}/sub/b.txt", b"bravo")
+    put(graph, f"{top}/sub/deeper/c.bin", b"\x00charlie")
+    return folder
+
+
+TREE = {
+    "a.txt": b"alpha",
+    "empty": None,
+    "sub": None,
+    "sub/b.txt": b"bravo",
+    "sub/deeper": None,
+    "sub/deeper/c.bin": b"\x00charlie",
+}
+
+
+def contents(graph: GraphClient, folder_id: str, drive: str = "me/drive") -> tuple[dict, set[str]]:
+    """What is below a folder, by path: a file's bytes, None for a folder; and the ids of those items."""
+    found: dict = {}
+    ids: set[str] = set()
+    for child in graph.get(f"{drive}/items/{folder_id}/children").json["value"]:
+        ids.add(child["id"])
+        if "folder" in child:
+            found[child["name"]] = None
+            below, below_ids = contents(graph, child["id"], drive)
+            found.update({f"{child['name']}/{path}": data for path, data in below.items()})
+            ids |= below_ids
+        else:
+            found[child["name"]] = graph.get(f"{drive}/items/{child['id']}/content").body
+    return found, ids
+
+
+def test_a_folder_is_copied_with_everything_in_it(graph, services):
+    source = make_tree(graph)
+    dest = mkdir(graph, "dest").json
+    before, source_ids = contents(graph, source["id"])
+    blobs = stored_blobs(services)
+    body = {"parentReference": {"id": dest["id"]}, "name": "docs copy"}
+    made = copied(graph, copy(graph, f"items/{source['id']}", body))
+    assert made["name"] == "docs copy" and made["parentReference"]["id"] == dest["id"] and made["id"] != source["id"]
+    assert made["folder"] == {"childCount": 3} and made["createdBy"]["user"]["id"] == "alice"
+    copy_tree, copy_ids = contents(graph, made["id"])
+    assert before == copy_tree == TREE
+    assert not copy_ids & source_ids  # every item new
+    assert graph.get("me/drive/root:/dest/docs copy/sub/deeper/c.bin:").json["createdBy"]["user"]["id"] == "alice"
+    assert contents(graph, source["id"]) == (TREE, source_ids)  # the source as it was
+    assert len(stored_blobs(services) - blobs) == 3  # a blob for each file copied
+
+    assert graph.delete(f"me/drive/items/{source['id']}").status_int == 204
+    assert contents(graph, made["id"]) == (TREE, copy_ids)
+    assert len(stored_blobs(services)) == len(blobs)
+    assert graph.delete(f"me/drive/items/{made['id']}").status_int == 204
+    assert len(stored_blobs(services)) == len(blobs) - 3
+
+
+def test_a_folder_is_copied_beside_itself_by_path_and_into_another_drive(services, graph):
+    make_tree(graph)
+    made = copied(graph, copy(graph, "root:/docs:", {"name": "docs 2"}))
+    assert made["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:"
+    assert contents(graph, made["id"])[0] == TREE
+
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "alice")
+    body = {"parentReference": {"driveId": drive.id, "path": f"/drives/{drive.id}/root:"}}
+    response = copy(graph, "root:/docs:", body)
+    assert response.status_int == 202, response.body
+    new_id = monitor(graph, response.headers["Location"]).json["resourceId"]
+    assert contents(graph, new_id, f"drives/{drive.id}")[0] == TREE
+    team = graph.get(f"drives/{drive.id}/root:/docs/sub/deeper:").json
+    assert team["parentReference"]["driveId"] == drive.id
+
+
+def test_children_only_copies_what_is_in_the_folder_into_the_destination(graph):
+    source = make_tree(graph)
+    dest = mkdir(graph, "dest").json
+    put(graph, "dest/mine.txt", b"mine")
+    response = copy(graph, f"items/{source['id']}", {"parentReference": {"id": dest["id"]}, "childrenOnly": True})
+    assert response.status_int == 202, response.body
+    assert monitor(graph, response.headers["Location"]).json["resourceId"] == dest["id"]
+    assert contents(graph, dest["id"])[0] == {**TREE, "mine.txt": b"mine"}
+    assert contents(graph, source["id"])[0] == TREE
+
+
+@pytest.mark.parametrize("conflict", [None, "fail", "replace"])
+def test_a_taken_folder_name_fails_and_replace_never_replaces_a_folder(graph, services, conflict):
+    make_tree(graph)
+    dest = mkdir(graph, "dest").json
+    theirs = mkdir(graph, "DOCS", f"items/{dest['id']}").json
+    put(graph, "dest/DOCS/keep.txt", b"keep")
+    put(graph, "dest/file", b"a file")
+    blobs = stored_blobs(services)
+    for name in ("docs", "file"):  # taken by a folder, by a file
+        response = copy(graph, "root:/docs:", {"parentReference": {"id": dest["id"]}, "name": name}, conflict)
+        assert response.status_int == 409 and graph_error(response) == ("nameAlreadyExists", None)
+    response = copy(graph, "root:/docs:", {}, conflict)  # beside itself, under its own name
+    assert response.status_int == 409
+    assert contents(graph, dest["id"])[0] == {"DOCS": None, "DOCS/keep.txt": b"keep", "file": b"a file"}
+    assert graph.get(f"me/drive/items/{theirs['id']}").status_int == 200
+    assert stored_blobs(services) == blobs
+
+
+def test_rename_gives_the_folder_a_free_name(graph):
+    make_tree(graph)
+    assert copied(graph, copy(graph, "root:/docs:", {}, "rename"))["name"] == "docs 1"
+    made = copied(graph, copy(graph, "root:/docs:", {}, "rename"))
+    assert made["name"] == "docs 2" and contents(graph, made["id"])[0] == TREE
+
+
+def test_children_only_judges_each_child(graph, services):
+    source = make_tree(graph)
+    dest = mkdir(graph, "dest").json
+    theirs = put(graph, "dest/A.TXT", b"theirs").json
+    reference = {"parentReference": {"id": dest["id"]}, "childrenOnly": True}
+    blobs = stored_blobs(services)
+    response = copy(graph, f"items/{source['id']}", reference)  # fail: a.txt is taken
+    assert response.status_int == 409 and graph_error(response) == ("nameAlreadyExists", None)
+    assert contents(graph, dest["id"])[0] == {"A.TXT": b"theirs"} and stored_blobs(services) == blobs
+
+    assert copy(graph, f"items/{source['id']}", reference, "replace").status_int == 202  # the file is replaced
+    assert contents(graph, dest["id"])[0] == TREE
+    assert graph.get(f"me/drive/items/{theirs['id']}").status_int == 404
+    assert len(stored_blobs(services) - blobs) == 3 and len(blobs - stored_blobs(services)) == 1
+
+    response = copy(graph, f"items/{source['id']}", reference, "replace")  # now folders are in the way: fail
+    assert response.status_int == 409 and graph_error(response) == ("nameAlreadyExists", None)
+    assert contents(graph, dest["id"])[0] == TREE
+
+    assert copy(graph, f"items/{source['id']}", reference, "rename").status_int == 202
+    names = {path for path in contents(graph, dest["id"])[0] if "/" not in path}
+    assert names == {"a.txt", "empty", "sub", "a 1.txt", "empty 1", "sub 1"}
+    assert graph.get("me/drive/root:/dest/sub 1/deeper/c.bin:/content").body == b"\x00charlie"
+
+
+def test_children_only_replacing_a_locked_file_is_423_and_copies_nothing(graph, services, clock):
+    source = make_tree(graph)
+    dest = mkdir(graph, "dest").json
+    theirs = put(graph, "dest/a.txt", b"theirs").json["id"]
+    with services.db.write() as s:
+        s.add(Lock(file_id=theirs, lock_id="L1", expires_at=clock.now() + timedelta(minutes=30)))
+    blobs = stored_blobs(services)
+    body = {"parentReference": {"id": dest["id"]}, "childrenOnly": True}
+    response = copy(graph, f"items/{source['id']}", body, "replace")
+    assert response.status_int == 423 and graph_error(response)[0] == "resourceLocked"
+    assert contents(graph, dest["id"])[0] == {"a.txt": b"theirs"} and stored_blobs(services) == blobs
+
+
+@pytest.mark.parametrize(
+    "target, body",
+    [
+        ("docs", {}),
+        ("docs/sub", {}),
+        ("docs/sub/deeper", {}),
+        ("docs", {"childrenOnly": True}),
+        ("docs/sub", {"childrenOnly": True}),
+    ],
+)
+def test_a_folder_is_never_copied_into_itself_or_below_it(graph, services, target, body):
+    make_tree(graph)
+    blobs = stored_blobs(services)
+    body = {"parentReference": {"path": f"/drive/root:/{target}"}, **body}
+    for conflict in ("fail", "rename"):
+        response = copy(graph, "root:/docs:", body, conflict)
+        assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+    assert contents(graph, item(graph, "docs").json["id"])[0] == TREE and stored_blobs(services) == blobs
+
+
+def test_the_root_is_never_copied(graph):
+    mkdir(graph, "docs")
+    for body in ({}, {"parentReference": {"path": "/drive/root:/docs"}}, {"childrenOnly": True}):
+        response = copy(graph, "root", body, "rename")
+        assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"childrenOnly": "yes"},
+        {"childrenOnly": True, "name": "other"},
+        {"name": "a/b"},
+        {"parentReference": {"path": "/drive/root:/docs/a.txt"}},
+    ],
+)
+def test_a_bad_folder_copy_is_400_and_makes_nothing(graph, services, body):
+    make_tree(graph)
+    blobs = stored_blobs(services)
+    response = copy(graph, "root:/docs:", body)
+    assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+    assert [child["name"] for child in graph.get("me/drive/root/children").json["value"]] == ["docs"]
+    assert stored_blobs(services) == blobs
+
+
+@contextmanager
+def graph_with(settings, clock, **changes):
+    """alice's Graph client on an app with these settings changed, and its services."""
+    app = create_app(settings.with_changes(**changes), clock)
+    services = app.extensions["wopihost"]
+    try:
+        issued, drive_id = services.issue_api_token("alice", True)
+        yield GraphClient(webtest.TestApp(app), issued.token, drive_id), services
+    finally:
+        services.db.dispose()
+
+
+def test_a_folder_copy_over_the_quota_is_507_and_makes_nothing(settings, clock):
+    with graph_with(settings, clock, drive_quota=1000) as (graph, services):
+        mkdir(graph, "docs")
+        mkdir(graph, "sub", "root:/docs:")
+        put(graph, "docs/a.bin", b"x" * 300)
+        put(graph, "docs/sub/b.bin", b"x" * 300)
+        blobs = stored_blobs(services)
+        response = copy(graph, "root:/docs:", {"name": "docs 2"})
+        assert response.status_int == 507 and graph_error(response) == ("quotaLimitReached", None)
+        assert item(graph, "docs 2").status_int == 404 and stored_blobs(services) == blobs
+        assert graph.delete("me/drive/root:/docs/sub/b.bin:").status_int == 204
+        assert copied(graph, copy(graph, "root:/docs:", {"name": "docs 2"}))["folder"]["childCount"] == 2
+
+
+def test_a_folder_with_more_items_than_max_copy_items_is_refused(settings, clock):
+    assert Settings.from_env({}).max_copy_items == 500
+    assert Settings.from_env({"WOPIHOST_MAX_COPY_ITEMS": "20"}).max_copy_items == 20
+    with graph_with(settings, clock, max_copy_items=6) as (graph, services):
+        source = make_tree(graph)  # 6 items below it
+        assert copied(graph, copy(graph, "root:/docs:", {"name": "docs 2"}))["name"] == "docs 2"
+        put(graph, "docs/sub/deeper/one more.txt", b"7")
+        blobs = stored_blobs(services)
+        for body in ({"name": "docs 3"}, {"childrenOnly": True, "parentReference": {"path": "/drive/root:"}}):
+            response = copy(graph, f"items/{source['id']}", body, "rename")
+            assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+            assert "WOPIHOST_MAX_COPY_ITEMS" in response.json["error"]["message"]
+        mkdir(graph, "many")
+        for n in range(7):
+            mkdir(graph, f"{n}", "root:/many:")
+        response = copy(graph, "root:/many:", {"name": "many 2"})  # folders count too
+        assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+        assert item(graph, "docs 3").status_int == 404 and item(graph, "many 2").status_int == 404
+        assert stored_blobs(services) == blobs
+
+
+@pytest.mark.local_storage
+def test_a_folder_copy_that_would_fill_the_disk_is_507_and_leaves_nothing(graph, services):
+    make_tree(graph)
+    blobs = stored_blobs(services)
+    services.blobs.min_free = 1 << 60
+    response = copy(graph, "root:/docs:", {"name": "docs 2"})
+    assert response.status_int == 507 and graph_error(response)[0] == "insufficientStorage"
+    services.blobs.min_free = 0
+    assert item(graph, "docs 2").status_int == 404 and stored_blobs(services) == blobs
+
+
+def test_a_read_only_token_cannot_copy_a_folder(graph, graph_for):
+    make_tree(graph)
+    response = copy(graph_for("alice", can_write=False), "root:/docs:", {"name": "docs 2"})
+    assert response.status_int == 403 and graph_error(response) == ("accessDenied", None)
+    assert item(graph, "docs 2").status_int == 404
+
+
+def test_a_folder_copy_through_a_share_link_is_not_supported(services, graph, graph_for):
+    source = make_tree(graph)
+    link = services.shares.link(source["id"], "ReadWrite", "alice")
+    for body in ({"name": "docs 2"}, {"childrenOnly": True}):
+        response = copy(graph_for("bob"), f"shares/{link.id}/driveItem", body, drive="")
+        assert response.status_int == 405 and graph_error(response) == ("notSupported", None)
+    assert item(graph, "docs 2").status_int == 404
+
+
+def test_a_folder_copy_into_a_drive_the_user_does_not_reach_is_403(services, graph):
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    make_tree(graph)
+    response = copy(graph, "root:/docs:", {"parentReference": {"driveId": drive.id}})
+    assert response.status_int == 403 and graph_error(response) == ("accessDenied", None)
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_folder_copy_whose_token_is_revoked_before_it_lands_leaves_nothing(graph, services, database):
+    """The bytes are copied, the destination's row is held while the token is revoked: 401, no row, no blob."""
+    make_tree(graph)
+    dest = mkdir(graph, "dest").json
+    blobs = stored_blobs(services)
+    answers = []
+    with services.db.write() as s:
+        lock_folder(s, dest["id"])
+        copying = threading.Thread(
+            target=lambda: answers.append(copy(graph, "root:/docs:", {"parentReference": {"id": dest["id"]}}))
+        )
+        copying.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the copy never waited"
+        assert len(stored_blobs(services) - blobs) == 3  # its bytes are in
+        revoke(services, graph.token)
+    copying.join(30)
+    assert answers[0].status_int == 401, answers[0].body
+    with services.db.read() as s:
+        assert not s.scalars(sa.select(Folder).where(Folder.parent_id == dest["id"])).all()
+    assert stored_blobs(services) == blobs

@@ -186,6 +186,9 @@ class Settings:
     discovery_ttl: float = 12 * 3600
     proof_keys: str = "off"  # off | verify | require
     max_fragment_size: int = 60 << 20
+    # the most items (files and folders) below a folder that a Graph copy takes: each file copied holds a
+    # descriptor (local storage) until the copy lands, and a process has 1,024 by default (systemd's soft limit)
+    max_copy_items: int = 500
     drive_quota: int = 0  # 0: no limit
     max_workbook_size: int = 10 << 20
     workbook_persistent_ttl: float = 5 * 60
@@ -278,6 +281,7 @@ class Settings:
             discovery_ttl=parsed("DISCOVERY_TTL", "12h", parse_duration),
             proof_keys=parsed("PROOF_KEYS", "verify" if discovery_url else "off", _proof_mode),
             max_fragment_size=parsed("MAX_FRAGMENT_SIZE", "60MiB", parse_size),
+            max_copy_items=parsed("MAX_COPY_ITEMS", "500", _count),
             drive_quota=parsed("DRIVE_QUOTA", "0", parse_size),
             max_workbook_size=parsed("MAX_WORKBOOK_SIZE", "10MiB", parse_size),
             workbook_persistent_ttl=parsed("WORKBOOK_PERSISTENT_TTL", "5m", _positive_duration),

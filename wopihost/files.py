@@ -320,7 +320,7 @@ class Files:
             name_here = self.free_name(s, folder_id, name, style=counted)
             return self.insert(s, folder_id, name_here, user_id, blob.name, blob.size, blob.sha256), unused
 
-        return self._in_blob(lambda: self._copied(file_id), validate, apply)
+        return self._in_blob(lambda: self.copy_content(file_id), validate, apply)
 
     def claim_name(
         self,
@@ -452,9 +452,9 @@ class Files:
         except TooLarge as exc:
             raise WopiError(413, str(exc)) from None
 
-    def _copied(self, file_id: str) -> Blob:
-        """A new blob with the content the file has now."""
-        file, opened = self._open_blobs(file_id)
+    def copy_content(self, file_id: str, seen: File | None = None) -> Blob:
+        """A new blob with the content the file has now (or had as `seen`, while its blobs are still there)."""
+        file, opened = self._open_blobs(file_id, seen)
         with opened:
             copy = self.blobs.concat(opened, file.content)
         copy.sha256 = file.sha256  # the same bytes: a hash the source has holds for the copy (concat makes none)

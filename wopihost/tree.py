@@ -27,7 +27,7 @@ from .models import Drive, File, Folder, name_key
 from .names import InvalidName, check, counted, counted_folder
 from .repository import bytewise, file_named, folder_named, load_file, lock_folder, locking
 from .repository import name_taken as name_taken_in
-from .storage import Storage
+from .storage import Blob, Storage
 
 Item = File | Folder
 
@@ -150,20 +150,162 @@ class Tree:
                     return existing, False
                 if existing is not None or name_taken_in(s, parent.id, name):
                     raise name_taken(name)
-            now = self.clock.now()
-            folder = Folder(
-                id=new_id(),
-                drive_id=parent.drive_id,
-                parent_id=parent.id,
-                name=name,
-                name_key=name_key(name),
-                created_at=now,
-                modified_at=now,
-                created_by=user_id,
-            )
+            folder = _new_folder(parent, name, user_id, self.clock.now())
             s.add(folder)
             s.flush()
             return folder, True
+
+    def copy_folder(
+        self,
+        folder_id: str,
+        destination_id: str,
+        name: str | None,
+        user_id: str,
+        conflict: str,
+        limit: int,
+        fits: Callable[[Session, int], None],
+        admit: Callable[[Session, str, int], None],
+    ) -> Folder:
+        """A copy of the folder `folder_id` and everything below it, named `name`, in the folder `destination_id`
+        (of any drive); with `name` None (Graph's childrenOnly), copies of what is in it, put in `destination_id`
+        itself. The folder the copies are in is the answer. Every file gets a blob of its own and `user_id` as its
+        owner, as Files.copy makes one.
+
+        A taken name is judged by `conflict`, for the top folder or each child: "rename" takes a free name, "fail"
+        refuses (409), and "replace" deletes a file a copied file's name is taken by, but never a folder nor for a
+        folder (Graph's replace is for files: a folder in conflict fails). 400 for a copy into the folder itself or
+        below it, or of more than `limit` items (all of it is copied in this request). `fits(s, growth)` checks
+        the bytes the copy adds before any is copied, and `admit` (as in Files.put_named) once they are, in the
+        transaction that lands every row: all of the copy appears at once, or none of it."""
+        if name is not None:
+            try:
+                name = check(name)
+            except InvalidName as exc:
+                raise invalid_name(exc) from None
+        with self.db.read() as s:
+            top = s.get_one(Folder, folder_id)
+            folders, files = self._below(s, top.id, limit)
+            landing: list[Item] = [top] if name is not None else self._children_of(top.id, folders, files)
+            names = {top.id: name} if name is not None else {item.id: item.name for item in landing}
+            destination = s.get(Folder, destination_id)
+            if destination is None:
+                raise not_found("the destination folder does not exist")
+            self._check_not_below(s, top.id, destination, "copied")
+            replaced = self._claims(s, destination_id, landing, names, conflict, user_id)
+            fits(s, sum(file.size for file in files) - sum(file.size for file in replaced))
+        made: dict[str, Blob] = {}
+        unused: set[str] = set()
+        landed = False
+        try:
+            for file in files:
+                try:
+                    made[file.id] = self.files.copy_content(file.id, file)
+                except WopiError as exc:
+                    if exc.status != 404:
+                        raise  # deleted meanwhile: the copy is of the folder without it
+            landing = [item for item in landing if isinstance(item, Folder) or item.id in made]
+            with self.db.write() as s:
+                if destination.drive_id == top.drive_id:  # whether it is below `top` is asked as a move asks it
+                    s.execute(locking(s, sa.select(Drive.id).where(Drive.id == top.drive_id)))
+                destination = lock_folder(s, destination_id)
+                self._check_not_below(s, top.id, destination, "copied")
+                replaced = self._claims(s, destination_id, landing, names, conflict, user_id)
+                admit(s, destination_id, sum(b.size for b in made.values()) - sum(f.size for f in replaced))
+                for file in replaced:
+                    unused |= self.files.delete_in(s, file)
+                s.flush()  # the rows go before the copies take their names: (folder, name) is unique
+                copied = self._land(s, destination, top, landing, names, folders, files, made, conflict, user_id)
+            landed = True
+        finally:
+            for blob in made.values():
+                blob.release()
+                if not landed:
+                    self.blobs.delete(blob.name)
+        for blob_name in unused:
+            self.blobs.release(blob_name)
+        return copied
+
+    def _below(self, s: Session, top_id: str, limit: int) -> tuple[list[Folder], list[File]]:
+        """The folders below `top_id`, parents before children, and the files in it and in them; 400 if they are
+        more than `limit` together, found out before more rows than that are read."""
+        folders: list[Folder] = []
+        level = [top_id]
+        while level:
+            found = [f for ids in _chunks(level) for f in s.scalars(sa.select(Folder).where(Folder.parent_id.in_(ids)))]
+            folders += found
+            _check_count(len(folders), limit)
+            level = [folder.id for folder in found]
+        ids = [top_id, *(folder.id for folder in folders)]
+        count = sum(
+            cast(int, s.scalar(sa.select(sa.func.count()).where(File.folder_id.in_(chunk)))) for chunk in _chunks(ids)
+        )
+        _check_count(len(folders) + count, limit)
+        return folders, [
+            f for chunk in _chunks(ids) for f in s.scalars(sa.select(File).where(File.folder_id.in_(chunk)))
+        ]
+
+    @staticmethod
+    def _children_of(top_id: str, folders: list[Folder], files: list[File]) -> list[Item]:
+        return [*(f for f in folders if f.parent_id == top_id), *(f for f in files if f.folder_id == top_id)]
+
+    def _claims(
+        self, s: Session, folder_id: str, landing: list[Item], names: dict[str, str], conflict: str, user_id: str
+    ) -> list[File]:
+        """The files in `folder_id` that the copies of `landing` (to be named `names`) replace; 409 or 423 where
+        they may not (Files.claim_name), and a folder's copy treats "replace" as "fail", as Graph does."""
+        replaced = []
+        for item in landing:
+            behaviour = "fail" if isinstance(item, Folder) and conflict == "replace" else conflict
+            existing = self.files.claim_name(s, folder_id, names[item.id], behaviour, user_id)
+            if existing is not None:
+                replaced.append(existing)
+        return replaced
+
+    def _land(
+        self,
+        s: Session,
+        destination: Folder,
+        top: Folder,
+        landing: list[Item],
+        names: dict[str, str],
+        folders: list[Folder],
+        files: list[File],
+        made: dict[str, Blob],
+        conflict: str,
+        user_id: str,
+    ) -> Folder:
+        """Insert the rows of the copy (`made`: the new blobs of the files by the source's ids) below `destination`,
+        locked by the caller; the folder the copies are in."""
+        now = self.clock.now()
+        new_ids = {top.id: destination.id}  # of each source folder, its copy's
+        by_id = {destination.id: destination}  # the copies, by their ids
+
+        def add(item: Item, parent_id: str, name: str) -> None:
+            if isinstance(item, Folder):
+                copy = _new_folder(by_id[parent_id], name, user_id, now)
+                s.add(copy)
+                by_id[copy.id] = copy
+                new_ids[item.id] = copy.id
+            elif item.id in made:
+                blob = made[item.id]
+                self.files.insert(s, parent_id, name, user_id, blob.name, blob.size, blob.sha256)
+
+        for item in landing:  # one at a time, so that each free name is free of the others' too
+            name = names[item.id]
+            if conflict == "rename":
+                style = counted_folder if isinstance(item, Folder) else counted
+                name = self._free_name(s, destination.id, name, style)
+            add(item, destination.id, name)
+            s.flush()
+        placed = {item.id for item in landing}
+        for folder in folders:  # parents first: each one's parent has its copy by then
+            if folder.id not in placed:
+                add(folder, new_ids[cast(str, folder.parent_id)], folder.name)
+        s.flush()
+        for file in files:
+            if file.id not in placed:
+                add(file, new_ids[file.folder_id], file.name)
+        return by_id[new_ids[top.id]]
 
     def update(
         self,
@@ -333,12 +475,45 @@ class Tree:
         destination = s.get(Folder, new_parent_id)
         if destination is None or destination.drive_id != drive_id:
             raise WopiError(400, "the new parent is not a folder of this drive", code="invalidRequest")
-        if isinstance(item, Folder):  # the destination's ancestors, up to the root (a tree has no cycles)
-            folder: Folder | None = destination
-            while folder is not None:
-                if folder.id == item.id:
-                    raise WopiError(400, "a folder cannot be moved into itself", code="invalidRequest")
-                folder = s.get(Folder, folder.parent_id) if folder.parent_id else None
+        if isinstance(item, Folder):
+            self._check_not_below(s, item.id, destination, "moved")
+
+    @staticmethod
+    def _check_not_below(s: Session, folder_id: str, destination: Folder, done: str) -> None:
+        """400 if `destination` is the folder `folder_id` or below it, where it cannot be `done` (moved, copied)."""
+        folder: Folder | None = destination  # up its ancestors to the root (a tree has no cycles)
+        while folder is not None:
+            if folder.id == folder_id:
+                raise WopiError(400, f"a folder cannot be {done} into itself", code="invalidRequest")
+            folder = s.get(Folder, folder.parent_id) if folder.parent_id else None
+
+
+def _new_folder(parent: Folder, name: str, user_id: str | None, now: datetime) -> Folder:
+    return Folder(
+        id=new_id(),
+        drive_id=parent.drive_id,
+        parent_id=parent.id,
+        name=name,
+        name_key=name_key(name),
+        created_at=now,
+        modified_at=now,
+        created_by=user_id,
+    )
+
+
+def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
+    """`ids` in lists short enough for one IN each, well within every database's limit on bound parameters."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise WopiError(
+            400,
+            f"the folder holds more than {limit} items, the most one copy takes (WOPIHOST_MAX_COPY_ITEMS): "
+            "copy the folders in it one by one",
+            code="invalidRequest",
+        )
 
 
 def _parent_id(item: Item) -> str | None:

@@ -223,6 +223,37 @@ def test_msgraph_sdk_copies_a_file(server, api):
     assert copied.status_code == 200 and copied.content == b"from the sdk"
 
 
+def test_msgraph_sdk_copies_a_folder_with_everything_in_it(server, api):
+    from msgraph.generated.drives.item.items.item.copy.copy_post_request_body import CopyPostRequestBody
+    from msgraph.generated.models.item_reference import ItemReference
+
+    http, graph = _session(api), api["graph_url"]
+    source = http.post(f"{graph}/me/drive/root/children", json={"name": "tree", "folder": {}}).json()
+    http.post(f"{graph}/me/drive/items/{source['id']}/children", json={"name": "sub", "folder": {}})
+    http.put(f"{graph}/me/drive/root:/tree/top.txt:/content", data=b"top")
+    http.put(f"{graph}/me/drive/root:/tree/sub/deep.txt:/content", data=b"deep")
+
+    async def copy(body: CopyPostRequestBody) -> Any:
+        client = sdk_client(server.base, api["access_token"])
+        return await client.drives.by_drive_id(api["drive_id"]).items.by_drive_item_id(source["id"]).copy.post(body)
+
+    reference = ItemReference(drive_id=api["drive_id"], path="/drive/root:")
+    assert asyncio.run(copy(CopyPostRequestBody(parent_reference=reference, name="tree 2"))) is None  # 202
+    assert http.get(f"{graph}/me/drive/root:/tree 2/sub/deep.txt:/content").content == b"deep"
+    assert http.get(f"{graph}/me/drive/root:/tree 2/top.txt:/content").content == b"top"
+
+    # raw HTTP: childrenOnly into another folder, and the monitor the 202 names
+    dest = http.post(f"{graph}/me/drive/root/children", json={"name": "flat", "folder": {}}).json()
+    body = {"parentReference": {"driveId": api["drive_id"], "id": dest["id"]}, "childrenOnly": True}
+    response = http.post(f"{graph}/me/drive/items/{source['id']}/copy", json=body)
+    assert response.status_code == 202, response.text
+    status = requests.get(response.headers["Location"], timeout=10).json()
+    assert status["status"] == "completed" and status["resourceId"] == dest["id"]
+    names = {child["name"] for child in http.get(f"{graph}/me/drive/items/{dest['id']}/children").json()["value"]}
+    assert names == {"sub", "top.txt"}
+    assert http.get(f"{graph}/me/drive/root:/flat/sub/deep.txt:/content").content == b"deep"
+
+
 def test_msgraph_sdk_large_file_upload_task(server, api):
     from msgraph.generated.drives.item.items.item.create_upload_session.create_upload_session_post_request_body import (
         CreateUploadSessionPostRequestBody,

@@ -258,29 +258,51 @@ def _referenced_folder(call: Call, s, drive_id: str, reference: dict) -> Folder 
 
 
 def copy_item(call: Call, ref: ItemRef) -> Response:
-    """POST {item}/copy: a copy of a file, made before the answer (202, a monitor URL that reports it done)."""
+    """POST {item}/copy: a copy of a file, or of a folder with everything in it (or, childrenOnly, of what is in
+    it), made before the answer (202, a monitor URL that reports it done)."""
     call.require_write()
     body = json_body()
     reference = json_object(body.get("parentReference", {}), "parentReference")
     name = _text(body, "name")
-    if body.get("childrenOnly") not in (None, False):
-        raise GraphError(400, "invalidRequest", "childrenOnly is for folders, and folders are not copied here")
+    children_only = body.get("childrenOnly", False)
+    if not isinstance(children_only, bool):
+        raise GraphError(400, "invalidRequest", "childrenOnly must be true or false")
+    if children_only and name is not None:
+        raise GraphError(400, "invalidRequest", "with childrenOnly the children keep their names: give no name")
     conflict = _conflict(request.args, "fail")
     services = call.services
     with services.db.read() as s:
         source = _locate(call, s, ref)
-        if not isinstance(source, File):
-            raise GraphError(501, "notSupported", "copying a folder is not supported: copy the files in it")
+        if children_only and not isinstance(source, Folder):
+            raise GraphError(400, "invalidRequest", "childrenOnly is for folders")
         drive = call.drive
         if reference.get("driveId") not in (None, drive.id):
             if not isinstance(reference["driveId"], str):
                 raise GraphError(400, "invalidRequest", "parentReference.driveId is a string")
             drive = services.drives.reachable(s, call.grant.user_id, reference["driveId"])
-        folder = _referenced_folder(call, s, drive.id, reference) or s.get_one(Folder, source.folder_id)
-        name = source.name if name is None else name
-        replaced = services.tree.child(s, folder.id, name) if conflict == "replace" else None
-        services.drives.quota(s, drive.id).check(source.size - getattr(replaced, "size", 0))
-    copy = services.files.copy(source.id, folder.id, name, call.grant.user_id, conflict, _admit(call, drive.id))
+        # beside the source by default; a drive's root has nothing beside it, and goes into itself (400)
+        beside = source.folder_id if isinstance(source, File) else source.parent_id or source.id
+        folder = _referenced_folder(call, s, drive.id, reference) or s.get_one(Folder, beside)
+        name = None if children_only else source.name if name is None else name
+        if isinstance(source, File):
+            assert name is not None  # childrenOnly is refused above
+            replaced = services.tree.child(s, folder.id, name) if conflict == "replace" else None
+            services.drives.quota(s, drive.id).check(source.size - getattr(replaced, "size", 0))
+    user, admit = call.grant.user_id, _admit(call, drive.id)
+    if isinstance(source, File):
+        assert name is not None
+        copy: Item = services.files.copy(source.id, folder.id, name, user, conflict, admit)
+    else:
+        copy = services.tree.copy_folder(
+            source.id,
+            folder.id,
+            name,
+            user,
+            conflict,
+            services.settings.max_copy_items,
+            lambda s, growth: services.drives.quota(s, drive.id).check(growth),
+            admit,
+        )
     monitor = services.tokens.ticket(call.grant, copy.id, kind=COPY_MONITOR)
     return NoContent(status=202, headers={"Location": f"{services.settings.public_url}/v1.0/{MONITORS}/{monitor}"})
 
