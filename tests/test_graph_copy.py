@@ -157,6 +157,27 @@ def test_a_copy_into_a_shared_drive_the_user_is_a_member_of(services, graph):
     assert graph.get(f"drives/{drive.id}/items/{new_id}/content").body == b"abc"
 
 
+def test_another_drives_id_without_a_folder_in_it_is_400_and_copies_nothing(settings, clock):
+    """Without `id` or `path` a copy goes beside its source, in the source's drive: a `driveId` naming another
+    drive does not say where in that one, and must not let the copy land beside the source with the other
+    drive's quota checked (the personal drive here has room for no copy)."""
+    app = create_app(settings.with_changes(drive_quota=1000), clock)
+    services = app.extensions["wopihost"]
+    try:
+        issued, drive_id = services.issue_api_token("alice", True)
+        graph = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+        team = services.drives.create_shared("site", "Team")
+        services.drives.add_member(team.id, "alice")
+        put(graph, "a.bin", b"x" * 600)
+        blobs = stored_blobs(services)
+        response = copy(graph, "root:/a.bin:", {"name": "b.bin", "parentReference": {"driveId": team.id}})
+        assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+        assert item(graph, "b.bin").status_int == 404 and stored_blobs(services) == blobs
+        assert graph.get(f"drives/{team.id}/root/children").json["value"] == []
+    finally:
+        services.db.dispose()
+
+
 # -- conflicts -------------------------------------------------------------------------------------------------
 
 

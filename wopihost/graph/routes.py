@@ -280,9 +280,11 @@ def copy_item(call: Call, ref: ItemRef) -> Response:
             if not isinstance(reference["driveId"], str):
                 raise GraphError(400, "invalidRequest", "parentReference.driveId is a string")
             drive = services.drives.reachable(s, call.grant.user_id, reference["driveId"])
-        # beside the source by default; a drive's root has nothing beside it, and goes into itself (400)
-        beside = source.folder_id if isinstance(source, File) else source.parent_id or source.id
-        folder = _referenced_folder(call, s, drive.id, reference) or s.get_one(Folder, beside)
+        folder = _referenced_folder(call, s, drive.id, reference)
+        if folder is None and drive.id != call.drive.id:  # beside the source would be in the source's drive
+            raise GraphError(400, "invalidRequest", "parentReference names another drive: give a folder of it")
+        if folder is None:  # beside the source; a drive's root has nothing beside it, and goes into itself (400)
+            folder = s.get_one(Folder, source.folder_id if isinstance(source, File) else source.parent_id or source.id)
         name = None if children_only else source.name if name is None else name
         if isinstance(source, File):
             assert name is not None  # childrenOnly is refused above
