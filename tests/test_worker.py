@@ -317,6 +317,18 @@ def test_a_head_longer_than_the_loop_buffers_is_refused_at_once(worker):
     assert answers(other, 1).startswith(b"HTTP/1.1 200")
 
 
+def test_a_head_longer_than_the_loop_buffers_is_refused_however_its_bytes_come(worker):
+    """Ended in a second read past the loop's 64 KiB, it is as long as one the loop gave up on: refused too."""
+    head = LONG_HEAD + b"\r\n"  # whole
+    client = connect(worker)
+    client.sendall(head[: 60 << 10])
+    turn(worker, lambda: worker.heads and len(next(iter(worker.heads)).head or b"") >= 60 << 10)
+    client.sendall(head[60 << 10 :])
+    worker.wsgi.release.set()
+    turn(worker, lambda: _readable(client))
+    assert client.recv(200).startswith(b"HTTP/1.1 431")
+
+
 def test_a_head_longer_than_the_loop_buffers_behind_a_request_is_refused_at_once(worker):
     client = connect(worker)
     worker.wsgi.release.set()

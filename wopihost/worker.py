@@ -876,7 +876,7 @@ class Worker(ThreadWorker):
         head, conn.head = conn.head, None
         if head:  # give the parser the head the event loop read
             conn.sock.setblocking(True)
-            if len(head) >= HEAD_BUFFER and not _ends(head, 0):
+            if len(head) >= HEAD_BUFFER and _head_length(head) > HEAD_BUFFER:  # (what follows a head may be long)
                 # No browser or nginx sends such a head. Read on to gunicorn's limits, it would hold this thread
                 # up to the header timeout for a client that sends no more.
                 self.handle_error(None, conn.sock, conn.client, LimitRequestHeaders(TOO_LONG))
@@ -969,6 +969,13 @@ def _complete(head: bytearray, new_from: int) -> bool:
     """Whether `head` holds a whole request head (or as much as the event loop buffers); only an end that
     bytes from `new_from` on complete is looked for."""
     return len(head) >= HEAD_BUFFER or _ends(head, new_from)
+
+
+def _head_length(head: bytearray) -> int:
+    """How long the request head at the start of `head` is, with its blank line; more than `head` if it has not
+    ended there. However its bytes came, one read or several, one end counts."""
+    ends = [at + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (at := head.find(blank)) >= 0]
+    return min(ends, default=len(head) + 1)
 
 
 def _ends(head: bytearray, new_from: int) -> bool:
