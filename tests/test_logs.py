@@ -362,3 +362,21 @@ def test_a_librarys_warning_goes_to_the_error_log_redacted(tmp_path, monkeypatch
     logging.getLogger("urllib3.connectionpool").warning("Retrying GET /wopi/files/x?access_token=%s", TOKEN)
     written = (tmp_path / "error.log").read_text() + capsys.readouterr().err
     assert "Retrying GET /wopi/files/x?access_token=" in written and TOKEN not in written
+
+
+def test_after_a_reload_a_librarys_warning_goes_to_the_error_log_reopened_after_rotation(tmp_path, monkeypatch):
+    """A reload (HUP) sets the logger up again with new handlers of the error log; the root logger must follow
+    them, or a library's lines go on to a file logrotate has moved away, which USR1 never reopens."""
+    from gunicorn.config import Config
+
+    from wopihost.logs import GunicornLogger
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    cfg = Config()
+    cfg.set("errorlog", str(tmp_path / "error.log"))
+    log = GunicornLogger(cfg)
+    log.setup(cfg)  # what gunicorn's arbiter does on HUP
+    (tmp_path / "error.log").rename(tmp_path / "error.log.1")  # logrotate
+    log.reopen_files()  # USR1
+    logging.getLogger("urllib3.connectionpool").warning("a library's warning")
+    assert "a library's warning" in (tmp_path / "error.log").read_text()

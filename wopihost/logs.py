@@ -94,6 +94,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+_GIVEN_TO_ROOT: list[logging.Handler] = []  # the error log's handlers, as GunicornLogger.setup gave them to the root
+
+
 class GunicornLogger(Logger):
     """gunicorn's logger (`logger_class`), with every handler redacting, those a logging configuration
     (--log-config, logconfig_dict) gives any logger included, and the application's loggers (`wopihost.*`)
@@ -123,10 +126,12 @@ class GunicornLogger(Logger):
         app_log.handlers = list(self.error_log.handlers)
         app_log.setLevel(self.error_log.level)
         app_log.propagate = False
-        if self.as_json or not logging.root.handlers:
+        if self.as_json or logging.root.handlers in ([], _GIVEN_TO_ROOT):
             # Libraries' loggers would otherwise reach stderr as plain text, unredacted (Python's last resort
-            # handler, when nothing configured the root logger); in JSON Python's warnings too.
+            # handler, when nothing configured the root logger); in JSON Python's warnings too. Again on a reload
+            # (HUP), which replaces the error log's handlers: the old ones' files are reopened no more.
             logging.root.handlers = list(self.error_log.handlers)
+            _GIVEN_TO_ROOT[:] = logging.root.handlers
         if self.as_json:
             logging.captureWarnings(True)
         self._plain = self._plain_handler()
