@@ -631,6 +631,22 @@ def test_coauth_table_versions_must_change_where_the_recorded_ones_changed():
     ]
 
 
+def test_coauth_table_versions_are_each_files_own():
+    """A host numbers each file's coauth table: file A's may be far along where B's starts, as in the recording
+    both started at 1.1. Neither diverges, and a GetCoauthTable for A is sent A's version, not B's."""
+    other = URL.replace(FILE, "OtherOtherOtherOther01")
+
+    def table(url: str) -> dict:
+        return entry("POST", url=url, response_headers={"X-WOPI-CoauthTableVersion": "1.1"})
+
+    stale = {"X-WOPI-Override": "GET_COAUTH_TABLE", "X-WOPI-CoauthTableVersion": "1.1"}
+    rec = recording(table(URL), table(other), entry("POST", url=URL, headers=stale))
+    bindings = start(rec)
+    assert judge(rec.exchanges[0], answer(headers={"X-WOPI-CoauthTableVersion": "6.1"}), bindings).differences == []
+    assert judge(rec.exchanges[1], answer(headers={"X-WOPI-CoauthTableVersion": "1.1"}), bindings).differences == []
+    assert ("X-WOPI-CoauthTableVersion", "6.1") in build(rec.exchanges[2], bindings).headers
+
+
 def test_a_put_relative_file_url_teaches_the_new_file_and_its_token():
     recorded = {
         "Name": "Copy.docx",

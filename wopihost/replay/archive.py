@@ -54,6 +54,11 @@ class Exchange:
     operation: str  # wopihost's name for it (CheckFileInfo ...), else its X-WOPI-Override, else its method
     override: str | None
 
+    @property
+    def path(self) -> str:
+        """The recorded URL's path: on WOPI, the file (or container) the request is about."""
+        return urlsplit(self.url).path
+
     def header(self, name: str) -> str | None:
         return _header(self.headers, name)
 

@@ -10,8 +10,8 @@ recording's answers as templates (compare.py), and keeps it here:
 * `values`: a recorded value -> the value that took its place here (ids, times, tags). Once learned, a
   recorded value must keep meaning the same value: an answer that says otherwise is a divergence.
 * `sequences`: a recorded CSPP Plus sequence number -> the host's; learned pairs must keep their order.
-* `table_versions`: a recorded CSPP Plus coauth table version -> the host's, the latest answered last; opaque
-  strings, so only where they changed between answers must agree.
+* `table_versions`: for each file (the recorded URL's path), a recorded CSPP Plus coauth table version -> the
+  host's, the latest answered last; opaque strings, so only where they changed between answers must agree.
 * `prefixes`: where the recording's URLs lead here (its WOPI and Graph addresses, `--map`ped URLs), and
   `origins`, the recording's origins and theirs here.
 
@@ -90,7 +90,7 @@ class Bindings:
         self.fixed: set[str] = set()
         self.values: dict[str, str] = {}
         self.sequences: dict[int, int] = {}
-        self.table_versions: dict[str, str] = {}
+        self.table_versions: dict[str, dict[str, str]] = {}  # each file's: hosts number each file's table
         self.prefixes: list[tuple[str, str]] = []
         self.origins: dict[str, str] = {}
 
@@ -176,7 +176,8 @@ class Bindings:
             return {key: self.json(item) for key, item in value.items()}
         return value
 
-    def header(self, name: str, value: str) -> str:
+    def header(self, name: str, value: str, file: str = "") -> str:
+        """A recorded request header filled in; `file`: the path of the recorded URL, whose table versions count."""
         lower = name.lower()
         if has_placeholder(value):
             return self.fill(value)
@@ -185,7 +186,7 @@ class Bindings:
         if lower in VALUE_HEADERS:
             return self.values.get(value, value)
         if lower == TABLE_VERSION_HEADER:  # GetCoauthTable: the version of the client's copy, from an answer
-            return self.table_versions.get(value, value)
+            return self.table_versions.get(file, {}).get(value, value)
         return value
 
     # -- learning from answers, and judging them -------------------------------------------------------
@@ -211,12 +212,14 @@ class Bindings:
         self.sequences[recorded] = actual
         return None
 
-    def learn_table_version(self, recorded: str, actual: str) -> str | None:
-        """Learn a coauth table version; what is wrong if, since the last answer that gave one, the host's changed
-        where the recorded one stayed or stayed where it changed (a client asks for the table again on a change)."""
-        last = next(reversed(self.table_versions.items()), None)
-        self.table_versions.pop(recorded, None)  # the latest answered last
-        self.table_versions[recorded] = actual
+    def learn_table_version(self, file: str, recorded: str, actual: str) -> str | None:
+        """Learn a coauth table version of `file`; what is wrong if, since the last answer that gave one for that
+        file, the host's changed where the recorded one stayed or stayed where it changed (a client asks for the
+        table again on a change)."""
+        versions = self.table_versions.setdefault(file, {})
+        last = next(reversed(versions.items()), None)
+        versions.pop(recorded, None)  # the latest answered last
+        versions[recorded] = actual
         if last is None or (recorded == last[0]) == (actual == last[1]):
             return None
         if recorded == last[0]:

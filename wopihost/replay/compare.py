@@ -248,7 +248,7 @@ class _Walk:
             self._sequence("header X-WOPI-SequenceNumber", int(recorded), int(actual))
         recorded, actual = exchange.response_header(TABLE_VERSION), answer.header(TABLE_VERSION)
         if recorded and actual:
-            problem = self.bindings.learn_table_version(recorded, actual)
+            problem = self.bindings.learn_table_version(exchange.path, recorded, actual)
             if problem:
                 self.problems.append(
                     Difference(f"header {TABLE_VERSION}", f"version {recorded}", f"{actual}: {problem}")

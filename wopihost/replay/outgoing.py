@@ -58,7 +58,7 @@ def build(exchange: Exchange, bindings: Bindings, record_limit: int | None = Non
         if lower in PROOF_HEADERS:
             proof = proof or lower != "x-wopi-timestamp"
         elif lower not in HOP_BY_HOP and lower not in FOR_A_PROXY and not _for_a_proxy(lower, value):
-            headers.append((name, bindings.header(name, value)))
+            headers.append((name, bindings.header(name, value, exchange.path)))
     return Outgoing(
         exchange.method, bindings.url(exchange.url), headers, _body(exchange, bindings, record_limit), proof
     )
