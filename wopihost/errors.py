@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Response
 
+from .names import InvalidName, check
+
 
 class WopiResponse(Response):
     """Most WOPI responses have no body; they should not claim to be text/html."""
@@ -69,9 +71,12 @@ def not_found(reason: str = "file not found") -> WopiError:
     return WopiError(404, reason, code="itemNotFound")
 
 
-def invalid_name(exc: Exception) -> WopiError:
-    """400 for a name the host's rules refuse (names.InvalidName), as the Graph face answers it."""
-    return WopiError(400, str(exc), code="invalidRequest")
+def checked_name(name: str) -> str:
+    """names.check's valid, composed form of `name`; 400 for a name the host's rules refuse, as Graph answers it."""
+    try:
+        return check(name)
+    except InvalidName as exc:
+        raise WopiError(400, str(exc), code="invalidRequest") from None
 
 
 def name_taken(name: str) -> WopiError:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .contents import replace_content
 from .db import Database
-from .errors import WopiError, invalid_name, not_found
+from .errors import WopiError, checked_name, not_found
 from .errors import name_taken as name_taken_error
 from .extents import Extents, open_extents
 from .ids import new_id
@@ -299,10 +299,7 @@ class Files:
         free name, or (`replace`) the file that has it is deleted and the copy takes its place (a new item, as
         Graph's copy makes); a file is never replaced by a copy of itself, nor a folder. `admit` as in
         put_named."""
-        try:
-            name = check(name)
-        except InvalidName as exc:
-            raise invalid_name(exc) from None
+        name = checked_name(name)
 
         def validate(s: Session) -> File | None:
             existing = self.claim_name(s, folder_id, name, conflict, user_id)

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .db import Database
-from .errors import WopiError, bad_request, invalid_name, name_taken, not_found
+from .errors import WopiError, bad_request, checked_name, name_taken, not_found
 from .files import Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
-from .names import InvalidName, check, counted, counted_folder
+from .names import counted, counted_folder
 from .repository import bytewise, file_named, folder_named, load_file, lock_folder, locking
 from .repository import name_taken as name_taken_in
 from .storage import Blob, Storage
@@ -84,10 +84,7 @@ class Tree:
         parent = self.resolve(s, start, path[:-1])
         if not isinstance(parent, Folder):
             raise not_found(f"{parent.name} is a file, not a folder")
-        try:
-            return parent, check(path[-1])
-        except InvalidName as exc:
-            raise invalid_name(exc) from None
+        return parent, checked_name(path[-1])
 
     @staticmethod
     def child(s: Session, folder_id: str, name: str) -> Item | None:
@@ -136,10 +133,7 @@ class Tree:
     ) -> tuple[Folder, bool]:
         """A new folder in `parent_id`; whether it is new. A taken name fails (409 nameAlreadyExists),
         gets a free name ("rename"), or (`replace`) an existing folder of that name is the answer."""
-        try:
-            name = check(name)
-        except InvalidName as exc:
-            raise invalid_name(exc) from None
+        name = checked_name(name)
         with self.db.write() as s:
             parent = lock_folder(s, parent_id)
             if conflict == "rename":
@@ -178,10 +172,7 @@ class Tree:
         the bytes the copy adds before any is copied, and `admit` (as in Files.put_named) once they are, in the
         transaction that lands every row: all of the copy appears at once, or none of it."""
         if name is not None:
-            try:
-                name = check(name)
-            except InvalidName as exc:
-                raise invalid_name(exc) from None
+            name = checked_name(name)
         with self.db.read() as s:
             top = s.get_one(Folder, folder_id)
             folders, files = self._below(s, top.id, limit)
@@ -325,10 +316,7 @@ class Tree:
         name fails (409 nameAlreadyExists), gets a free name ("rename"), or (`replace`) the file that has it
         is deleted in the same transaction, as Graph's conflictBehavior says; a folder is never replaced."""
         if name is not None:
-            try:
-                name = check(name)
-            except InvalidName as exc:
-                raise invalid_name(exc) from None
+            name = checked_name(name)
         with self.db.write() as s:
             if parent_id is not None and isinstance(self.item(s, drive_id, item_id), Folder):
                 # Folder moves in one drive take turns: two moves, each checked against the other's
@@ -379,10 +367,8 @@ class Tree:
         self, s: Session, folder_id: str, name: str, style: Callable[[str, int], str], ignore_id: str | None = None
     ) -> str:
         """`name` or its first free numbered form in `folder_id`, as conflictBehavior "rename" names an item."""
-        try:  # the number may make what follows a dot longer than check() lets an extension be
-            return check(self.files.free_name(s, folder_id, name, ignore_id, style=style))
-        except InvalidName as exc:
-            raise invalid_name(exc) from None
+        # the number may make what follows a dot longer than check() lets an extension be
+        return checked_name(self.files.free_name(s, folder_id, name, ignore_id, style=style))
 
     def _replace(self, s: Session, item: Item, folder_id: str, name: str) -> set[str]:
         """Delete the file named `name` in `folder_id` (locked by the caller) whose place `item` takes; its blobs,
