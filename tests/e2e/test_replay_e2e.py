@@ -92,6 +92,15 @@ def replay(har: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def replay_as_alice_on_a_fresh_host(hosts, har: Path) -> subprocess.CompletedProcess:
+    """A Graph recording replayed with alice's API token on a new host, where bob came first: alice's drive and
+    items get other ids than in the recording."""
+    fresh = hosts("fresh")
+    fresh.api_token("bob")
+    api = fresh.api_token("alice")
+    return replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
+
+
 def wopi_args(server: LocalServer, file_id: str, token: str) -> list[str]:
     return ["--wopisrc", f"{server.base}/wopi/files/{file_id}", "--token", token]
 
@@ -415,10 +424,7 @@ def test_json_sent_without_its_type_is_filled_in_and_a_json_document_is_sent_byt
     assert http.get(f"{graph}/me/drive/root:/Archive/notes.json:/content", headers=bearer).content == notes
     har = recording(recorded, "{{api_token:1}}")
 
-    fresh = hosts("fresh")
-    fresh.api_token("bob")  # another user first: alice's drive and items get other ids than in the recording
-    api = fresh.api_token("alice")
-    done = replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
+    done = replay_as_alice_on_a_fresh_host(hosts, har)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == "4 requests: 4 matched, 0 diverged, 0 errors"
 
@@ -439,9 +445,6 @@ def test_a_graph_copy_replays_with_its_monitor_url_and_the_new_item_learned(host
     assert http.get(f"{graph}/me/drive/items/{status['resourceId']}/content", headers=bearer).content == b"copied bytes"
     har = recording(recorded, "{{api_token:1}}")
 
-    fresh = hosts("fresh")
-    fresh.api_token("bob")  # another user first: alice's drive and items get other ids than in the recording
-    api = fresh.api_token("alice")
-    done = replay(har, "--graph-base", api["graph_url"], "--api-token", api["access_token"])
+    done = replay_as_alice_on_a_fresh_host(hosts, har)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == "4 requests: 4 matched, 0 diverged, 0 errors"
