@@ -308,6 +308,21 @@ def test_create_child_container_suggested_name_never_fails(parent, follow):
     assert names == ["Sub", "Sub 1", "a_b", "Report.docx 1"]  # a folder's number goes at the end of its name
 
 
+def test_a_taken_folder_name_with_a_long_tail_after_a_dot_still_gets_a_free_name(parent, follow):
+    """What follows a folder name's last dot counts as an extension (32 characters at most): its number must not
+    push it past that, in suggested mode (which never fails) or in the name a 409 suggests."""
+    name = "Minutes." + "q" * 31
+    made = [follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_SuggestedTarget=name) for _ in range(2)]
+    assert [r.status_int for r in made] == [200, 200]
+    assert made[1].json["ContainerPointer"]["Name"] == "Minutes." + "q" * 29 + " 1"
+    taken = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget=name)
+    assert taken.status_int == 409
+    retry = follow.post(
+        parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget=taken.headers["X-WOPI-ValidRelativeTarget"]
+    )
+    assert retry.status_int == 200 and retry.json["ContainerPointer"]["Name"] == "Minutes." + "q" * 27 + " (2)"
+
+
 @pytest.mark.parametrize(
     "name, reason", [("a/b", "not allowed"), ("CON", "reserved"), (".hidden", "dot"), ("+!", "")]
 )  # "+!" is not valid UTF-7

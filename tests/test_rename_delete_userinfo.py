@@ -1,5 +1,7 @@
 """RenameFile, DeleteFile, PutUserInfo (docs/wopi.md §3.10-3.12, §7 item 7)."""
 
+import io
+
 import pytest
 
 from wopihost.names import encode_utf7
@@ -98,6 +100,34 @@ def test_rename_with_a_non_utf7_header_is_400(wopi):
     response = wopi.op("RENAME_FILE", X_WOPI_RequestedName="bad+AAA€")
     assert response.status_int == 400
     assert response.headers["X-WOPI-InvalidFileNameError"]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_rename_reads_the_document_collabora_sends_with_it_before_answering(wopi, services, chunked):
+    """Collabora sends the whole document as the body of RenameFile and reads the answer once it has sent it: left
+    unread, the server would close the connection on it and the client would never see the answer."""
+    document = io.BytesIO(b"d" * 300_000)
+    response = wopi.raw_post(
+        "", document, None if chunked else 300_000, True, X_WOPI_Override="RENAME_FILE", X_WOPI_RequestedName="Renamed"
+    )
+    assert (response.status_int, response.json["Name"]) == (200, "Renamed")
+    assert document.tell() == 300_000  # read to its end
+    assert services.files.get(wopi.file_id).size == 11  # and not stored: a rename changes the name only
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_rename_with_a_body_larger_than_any_file_is_413_and_renames_nothing(wopi, services, chunked):
+    size = services.settings.max_file_size + 1
+    response = wopi.raw_post(
+        "",
+        io.BytesIO(b"d" * size),
+        None if chunked else size,
+        True,
+        X_WOPI_Override="RENAME_FILE",
+        X_WOPI_RequestedName="Renamed",
+    )
+    assert response.status_int == 413
+    assert services.files.get(wopi.file_id).name == "Doc.docx"
 
 
 def test_rename_without_requested_name_is_400(wopi):

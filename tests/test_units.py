@@ -109,6 +109,17 @@ def test_numbered_names():
     assert len(names.split_extension(names.numbered("x" * 250 + ".docx", 12))[0]) == 250
 
 
+@pytest.mark.parametrize("style", [names.numbered_folder, names.counted_folder])
+@pytest.mark.parametrize("name", ["Notes." + "a" * 31, "Notes." + "a" * 29, "x" * 200 + "." + "y" * 31, "z" * 250])
+def test_a_folders_numbered_name_is_a_valid_name(style, name):
+    """A folder's number goes after its whole name, after what check() takes for an extension too."""
+    for n in (2, 12, 1000):
+        numbered = style(name, n)
+        assert names.check(numbered) == numbered
+        assert numbered.endswith(f" ({n})" if style is names.numbered_folder else f" {n - 1}")
+    assert names.numbered_folder("v1.2", 2) == "v1.2 (2)" and names.counted_folder("v1.2 (2)", 2) == "v1.2 (2) 1"
+
+
 # CaseFolding.txt (Unicode 14, as Python 3.11's unicodedata) gives these characters a full folding of several
 # characters (F) and a simple one (S) too; every other character with an F entry has no simple folding but itself.
 SIMPLE_WHERE_FULL_IS_LONGER = {

@@ -106,7 +106,8 @@ def numbered(name: str, n: int) -> str:
 
 def numbered_folder(name: str, n: int) -> str:
     """'v1.2', 2 -> 'v1.2 (2)': a folder's name has no extension to keep at the end."""
-    return _numbered(name, "", n)
+    match = _NUMBERED.match(name)
+    return _folder_suffixed(match.group(1) if match else name, f" ({n})")
 
 
 def _numbered(base: str, ext: str, n: int) -> str:
@@ -125,7 +126,17 @@ def counted(name: str, n: int) -> str:
 
 def counted_folder(name: str, n: int) -> str:
     """'v1.2', 2 -> 'v1.2 1': OneDrive appends the number to a folder's whole name."""
-    return _suffixed(name, f" {n - 1}", "")
+    return _folder_suffixed(name, f" {n - 1}")
+
+
+def _folder_suffixed(name: str, suffix: str) -> str:
+    """`name` + `suffix`, cut short first where `check` would refuse it: at MAX_BASE_LENGTH, and where what
+    follows the name's last dot, which check() takes for an extension, would pass MAX_EXTENSION_LENGTH."""
+    name = name[: MAX_BASE_LENGTH - len(suffix)]
+    dot = name.rfind(".")
+    if dot > 0:
+        name = name[: dot + MAX_EXTENSION_LENGTH - len(suffix)]
+    return name + suffix
 
 
 def _suffixed(base: str, suffix: str, ext: str) -> str:

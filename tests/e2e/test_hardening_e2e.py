@@ -215,6 +215,26 @@ def test_renames_racing_for_one_name_all_get_distinct_names(server, tmp_path):
     assert names == sorted(["Same"] + [f"Same ({n})" for n in range(2, 9)])
 
 
+def test_a_rename_that_carries_the_document_is_answered(server, tmp_path):
+    """Collabora sends the whole document with RenameFile, and reads the answer once it has sent it all. Answered
+    with those bytes unread, it got a broken pipe instead of the answer, though the file had been renamed."""
+    document = Document(server, tmp_path)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    path = urlsplit(document.url())
+    body = b"d" * (8 * MIB)  # more than the sockets' buffers hold: the client is still sending when answered
+    connection.request(
+        "POST",
+        f"{path.path}?{path.query}",
+        body,
+        {"X-WOPI-Override": "RENAME_FILE", "X-WOPI-RequestedName": "Renamed", "X-WOPI-Lock": ""},
+    )
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())["Name"]) == (200, "Renamed")
+    connection.request("GET", f"{path.path}?{path.query}")  # and the connection carries the next request
+    assert json.loads(connection.getresponse().read())["BaseFileName"] == "Renamed.docx"
+    connection.close()
+
+
 # -- 3. slow clients -----------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from . import pointers
 from .requests import (
     bool_header,
     check_body_size,
+    discard_body,
     header,
     int_header,
     json_request,
@@ -295,6 +296,7 @@ def rename_file(call: Call) -> Response:
     lock_id = header("X-WOPI-Lock") or None  # may arrive empty on an unlocked file
     coauth_lock_id = header("X-WOPI-CoauthLockId") or None
     kept = split_extension(call.file().name)[1]  # the extension the rename keeps; "" for a name without one
+    discard_body(call.services.settings.max_file_size)  # Collabora sends the document along
     try:
         file = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id)
     except InvalidName as exc:

@@ -79,6 +79,22 @@ def check_body_size(limit: int, declared: int | None = None) -> None:
             raise WopiError(413, f"the content is larger than the limit of {limit} bytes")
 
 
+def discard_body(limit: int) -> None:
+    """Read the request body to its end and drop it, for an operation that has no use for one a client sends
+    (Collabora sends the whole document with RenameFile). Answered with its body unread, a client that reads
+    the answer only once it has sent everything never sees it: the server closes the connection on the bytes
+    still coming. 413 past `limit`, up front for a Content-Length that says so."""
+    check_body_size(limit)
+    body, view, seen = request_body(), memoryview(bytearray(_DISCARD_PIECE)), 0
+    while n := body.readinto(view):
+        seen += n
+        if seen > limit:
+            raise WopiError(413, f"the content is larger than the limit of {limit} bytes")
+
+
+_DISCARD_PIECE = 64 << 10
+
+
 class _SizedBody:
     """A body without a Content-Length that must still come to the size a header declared."""
 
