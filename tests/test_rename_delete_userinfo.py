@@ -1,12 +1,13 @@
 """RenameFile, DeleteFile, PutUserInfo (docs/wopi.md §3.10-3.12, §7 item 7)."""
 
 import io
+from datetime import timedelta
 
 import pytest
 
 from wopihost.names import encode_utf7
 
-from .helpers import stored_blobs
+from .helpers import revoke_or_expire, stored_blobs, while_the_body_comes
 
 
 def rename(wopi, name: str, **headers):
@@ -128,6 +129,25 @@ def test_rename_with_a_body_larger_than_any_file_is_413_and_renames_nothing(wopi
     )
     assert response.status_int == 413
     assert services.files.get(wopi.file_id).name == "Doc.docx"
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_revoked_or_expired_while_collaboras_rename_body_comes_renames_nothing(wopi, services, clock, how):
+    """The token was live when RenameFile began, and is not once the document Collabora sends along is in: 401,
+    and the name stays."""
+    wopi.token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+
+    def meanwhile() -> None:
+        revoke_or_expire(services, clock, wopi.token, how)
+
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post("", held, 4096, X_WOPI_Override="RENAME_FILE", X_WOPI_RequestedName="Renamed"),
+        b"d" * 4096,
+        meanwhile,
+    )
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
+    file = services.files.get(wopi.file_id)
+    assert (file.name, file.sequence_number) == ("Doc.docx", 1)
 
 
 def test_rename_without_requested_name_is_400(wopi):

@@ -343,10 +343,20 @@ class Files:
             self.check_writable(s, existing)
         return existing
 
-    def rename(self, file_id: str, requested_base: str, lock_id: str | None, coauth_lock_id: str | None = None) -> File:
-        """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix."""
+    def rename(
+        self,
+        file_id: str,
+        requested_base: str,
+        lock_id: str | None,
+        coauth_lock_id: str | None = None,
+        admit: Callable[[Session, str, int], None] | None = None,
+    ) -> File:
+        """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix. `admit` as in put_named: the
+        request may have carried a whole document (Collabora's), which took long enough for its token to go."""
         with self.db.write() as s:
             file = self.load_in_locked_folder(s, file_id)
+            if admit is not None:
+                admit(s, file.folder_id, 0)
             require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=True)
             name = check(requested_base + split_extension(file.name)[1])
             file.name = self.free_name(s, file.folder_id, name, ignore_id=file.id)

@@ -71,7 +71,7 @@ class Call:
         self.services.tokens.require_live(t, self.grant)
 
     def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
-        """`admit` as Files' ORM writers ask it (PutRelativeFile; WOPI has no quota)."""
+        """`admit` as Files' ORM writers ask it (PutRelativeFile, RenameFile; WOPI has no quota)."""
         with Statements.in_session(s) as t:
             self.admit(t)
 
@@ -298,7 +298,7 @@ def rename_file(call: Call) -> Response:
     kept = split_extension(call.file().name)[1]  # the extension the rename keeps; "" for a name without one
     discard_body(call.services.settings.max_file_size)  # Collabora sends the document along
     try:
-        file = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id)
+        file = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id, call.admit_in)
     except InvalidName as exc:
         raise bad_request(str(exc), {"X-WOPI-InvalidFileNameError": str(exc)}) from None
     # LastModifiedTime beyond the spec's Name: Collabora takes it from every 200 JSON answer as the time it next
