@@ -651,6 +651,31 @@ def test_graph_answers_through_a_link_name_no_folder_above_what_it_shares(servic
     assert own["parentReference"]["path"].endswith("/root:/HR/Layoffs%202026/Letters")
 
 
+@pytest.mark.parametrize("finish", ["last fragment", "repeated", "deferred"])
+def test_an_upload_session_through_a_link_answers_with_no_folder_above_what_it_shares(
+    services, client_for, bob, graph_for, finish
+):
+    """As every answer through a link: the driveItem the upload URL answers with once the session has become
+    the file gave bob parentReference.path, the names of alice's folders above the file (HR/Layoffs 2026/...)."""
+    file = services.add_file("alice", "offer.docx", io.BytesIO(b"x"), folder=["HR", "Layoffs 2026", "Letters"])
+    share_id = link_id(share_url(client_for(file), "ReadWrite"))
+    body = {"deferCommit": True} if finish == "deferred" else {}
+    created = bob.post_json(f"shares/{share_id}/driveItem/createUploadSession", body)
+    assert created.status_int == 200, created.body
+    upload_url = created.json["uploadUrl"]
+    answer = bob.upload(upload_url, b"new", 0, 3)
+    if finish == "repeated":
+        answer = bob.upload(upload_url, b"new", 0, 3)
+    elif finish == "deferred":
+        assert answer.status_int == 202
+        answer = bob.testapp.post(bob.url(upload_url), b"", expect_errors=True)
+    assert answer.status_int == 200, answer.body
+    assert answer.json["id"] == file.id and answer.json["parentReference"]["id"] == file.folder_id
+    assert "path" not in answer.json["parentReference"] and "Layoffs" not in answer.text
+    own = graph_for("alice").get(f"me/drive/items/{file.id}").json  # a member of the drive still sees it
+    assert own["parentReference"]["path"].endswith("/root:/HR/Layoffs%202026/Letters")
+
+
 def test_graph_lists_a_folder_link_and_addresses_paths_below_it(bob, tree, folder_link):
     url = folder_link()
     for share_id in (link_id(url), encoded(url)):

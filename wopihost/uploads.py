@@ -76,6 +76,8 @@ class Status:
     received: int
     total: int | None
     finished: bool
+    # made through a share link: what answers for it names nothing the link does not reach (docs/graph.md §11)
+    through_link: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,15 @@ class Uploads:
             file, created = self.complete(token)
             return Progress(self.status(token), file, created)
         # as the compare-and-set left it (its expiry is its own `now` + ttl, a moment earlier)
-        return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False))
+        return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False, _through_link(state)))
+
+    def commit(self, token: str) -> Progress:
+        """The holder of the upload URL completes the session (a deferCommit one, or one whose completion
+        failed), and is answered as a final fragment is."""
+        with self.db.read() as s:
+            state = self.sessions.state(s, token, None)
+        file, created = self.complete(token)
+        return Progress(replace(_status(state), finished=True), file, created)
 
     def _final_again(self, token: str, state) -> Progress:
         """The final fragment again, for a session that holds every byte and is no file yet: its bytes were
@@ -349,7 +359,11 @@ def _whole(state, last: int, total: int) -> bool:
 
 
 def _status(state) -> Status:
-    return Status(state.expires_at, state.received, state.total, state.result is not None)
+    return Status(state.expires_at, state.received, state.total, state.result is not None, _through_link(state))
+
+
+def _through_link(state) -> bool:
+    return state.target is not None and Target.from_json(state.target).share_link is not None
 
 
 def _describe(item: File | Folder, target: Target) -> None:
