@@ -861,6 +861,31 @@ def test_a_read_write_file_link_uploads_new_content_in_a_session(bob, tree, file
     assert bob.get(f"shares/{link_id(url)}/driveItem/content").body == content
 
 
+def test_a_session_made_through_a_link_and_refused_at_completion_commits_into_the_users_own_drive(
+    bob, graph, tree, folder_link, services
+):
+    """docs/graph.md 4.2, 4.4: a fail conflict does not lose the upload, the bytes can be committed with
+    @microsoft.graph.sourceUrl into the committer's drive, whatever the session was made for. Through a link
+    the sourceUrl commit (not a link's operation) was checked against the link, which does not reach bob's own
+    drive: 403, and the bytes could only be given up."""
+    share_id = link_id(folder_link("ReadWrite"))
+    conflict = {"item": {"@microsoft.graph.conflictBehavior": "fail"}}
+    created = bob.post_json(f"shares/{share_id}/driveItem:/Sub/deep.txt:/createUploadSession", conflict)
+    upload_url = created.json["uploadUrl"]
+    refused = bob.upload(upload_url, b"bob's bytes", 0, 11)
+    assert refused.status_int == 409 and graph_error(refused)[0] == "nameAlreadyExists"
+    committed = bob.put_json("me/drive/root:/mine.txt", {"@microsoft.graph.sourceUrl": upload_url})
+    assert committed.status_int == 201, committed.body
+    assert committed.json["parentReference"]["driveId"] == bob.drive_id
+    assert bob.get("me/drive/root:/mine.txt:/content").body == b"bob's bytes"
+    assert content_of(services, tree.deep.id) == b"deep bytes"
+    again = bob.put_json("me/drive/root:/mine.txt", {"@microsoft.graph.sourceUrl": upload_url})  # a retry
+    assert again.status_int == 200 and again.json["id"] == committed.json["id"], again.body
+    repeated = bob.upload(upload_url, b"bob's bytes", 0, 11)  # the final fragment again: bob's own file
+    assert repeated.status_int == 200 and repeated.json["id"] == committed.json["id"], repeated.body
+    assert repeated.json["parentReference"]["path"] == f"/drives/{bob.drive_id}/root:"
+
+
 def test_a_read_write_file_link_takes_a_simple_upload(bob, tree, file_link, services):
     share_id = link_id(file_link("ReadWrite"))
     response = bob.put(f"shares/{share_id}/driveItem/content", b"simply replaced")

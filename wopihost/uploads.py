@@ -249,6 +249,7 @@ class Uploads:
                     target = redirect(target)
                 file, created, unused = self._become_file(s, row, target, if_match)
                 self.sessions.finish_in(s, row, file.id)
+                row.target = target.to_json()  # as it became the file (redirected?): what a repeat is judged by
         except WopiError as error:
             if error.status in (409, 412, 423, 507):  # the session stays for another try (sourceUrl)
                 self.sessions.touch(token, None)
@@ -375,9 +376,12 @@ def _describe(item: File | Folder, target: Target) -> None:
         item.fs_modified_at = parse_iso(target.fs_modified)
 
 
-def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Callable[[Target], Target]:
+def redirected(
+    drive_id: str, folder_id: str, name: str, conflict: str, share_link: str | None = None
+) -> Callable[[Target], Target]:
     """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in the
-    folder `folder_id` of `drive_id` instead of where the session was made for."""
+    folder `folder_id` of `drive_id` instead of where the session was made for, reached as the commit
+    reaches it (as a member of the drive, or through `share_link`), however the session was made."""
     return lambda target: replace(
         target,
         drive_id=drive_id,
@@ -385,6 +389,7 @@ def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Calla
         folder_id=folder_id,
         name=name,
         conflict=conflict,
+        share_link=share_link,
         expect_file=None,
         expect_sequence=None,
         expect_version=None,
