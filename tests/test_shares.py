@@ -651,6 +651,31 @@ def test_graph_answers_through_a_link_name_no_folder_above_what_it_shares(servic
     assert own["parentReference"]["path"].endswith("/root:/HR/Layoffs%202026/Letters")
 
 
+@pytest.mark.parametrize("finish", ["last fragment", "repeated", "deferred"])
+def test_an_upload_session_through_a_link_answers_with_no_folder_above_what_it_shares(
+    services, client_for, bob, graph_for, finish
+):
+    """As every answer through a link: the driveItem the upload URL answers with once the session has become
+    the file gave bob parentReference.path, the names of alice's folders above the file (HR/Layoffs 2026/...)."""
+    file = services.add_file("alice", "offer.docx", io.BytesIO(b"x"), folder=["HR", "Layoffs 2026", "Letters"])
+    share_id = link_id(share_url(client_for(file), "ReadWrite"))
+    body = {"deferCommit": True} if finish == "deferred" else {}
+    created = bob.post_json(f"shares/{share_id}/driveItem/createUploadSession", body)
+    assert created.status_int == 200, created.body
+    upload_url = created.json["uploadUrl"]
+    answer = bob.upload(upload_url, b"new", 0, 3)
+    if finish == "repeated":
+        answer = bob.upload(upload_url, b"new", 0, 3)
+    elif finish == "deferred":
+        assert answer.status_int == 202
+        answer = bob.testapp.post(bob.url(upload_url), b"", expect_errors=True)
+    assert answer.status_int == 200, answer.body
+    assert answer.json["id"] == file.id and answer.json["parentReference"]["id"] == file.folder_id
+    assert "path" not in answer.json["parentReference"] and "Layoffs" not in answer.text
+    own = graph_for("alice").get(f"me/drive/items/{file.id}").json  # a member of the drive still sees it
+    assert own["parentReference"]["path"].endswith("/root:/HR/Layoffs%202026/Letters")
+
+
 def test_graph_lists_a_folder_link_and_addresses_paths_below_it(bob, tree, folder_link):
     url = folder_link()
     for share_id in (link_id(url), encoded(url)):
@@ -834,6 +859,31 @@ def test_a_read_write_file_link_uploads_new_content_in_a_session(bob, tree, file
     assert wopi.get_file().body == content
     assert wopi.check_file_info().json["Version"] == str(before.version + 1)
     assert bob.get(f"shares/{link_id(url)}/driveItem/content").body == content
+
+
+def test_a_session_made_through_a_link_and_refused_at_completion_commits_into_the_users_own_drive(
+    bob, graph, tree, folder_link, services
+):
+    """docs/graph.md 4.2, 4.4: a fail conflict does not lose the upload, the bytes can be committed with
+    @microsoft.graph.sourceUrl into the committer's drive, whatever the session was made for. Through a link
+    the sourceUrl commit (not a link's operation) was checked against the link, which does not reach bob's own
+    drive: 403, and the bytes could only be given up."""
+    share_id = link_id(folder_link("ReadWrite"))
+    conflict = {"item": {"@microsoft.graph.conflictBehavior": "fail"}}
+    created = bob.post_json(f"shares/{share_id}/driveItem:/Sub/deep.txt:/createUploadSession", conflict)
+    upload_url = created.json["uploadUrl"]
+    refused = bob.upload(upload_url, b"bob's bytes", 0, 11)
+    assert refused.status_int == 409 and graph_error(refused)[0] == "nameAlreadyExists"
+    committed = bob.put_json("me/drive/root:/mine.txt", {"@microsoft.graph.sourceUrl": upload_url})
+    assert committed.status_int == 201, committed.body
+    assert committed.json["parentReference"]["driveId"] == bob.drive_id
+    assert bob.get("me/drive/root:/mine.txt:/content").body == b"bob's bytes"
+    assert content_of(services, tree.deep.id) == b"deep bytes"
+    again = bob.put_json("me/drive/root:/mine.txt", {"@microsoft.graph.sourceUrl": upload_url})  # a retry
+    assert again.status_int == 200 and again.json["id"] == committed.json["id"], again.body
+    repeated = bob.upload(upload_url, b"bob's bytes", 0, 11)  # the final fragment again: bob's own file
+    assert repeated.status_int == 200 and repeated.json["id"] == committed.json["id"], repeated.body
+    assert repeated.json["parentReference"]["path"] == f"/drives/{bob.drive_id}/root:"
 
 
 def test_a_read_write_file_link_takes_a_simple_upload(bob, tree, file_link, services):

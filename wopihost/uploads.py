@@ -76,6 +76,8 @@ class Status:
     received: int
     total: int | None
     finished: bool
+    # made through a share link: what answers for it names nothing the link does not reach (docs/graph.md §11)
+    through_link: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,15 @@ class Uploads:
             file, created = self.complete(token)
             return Progress(self.status(token), file, created)
         # as the compare-and-set left it (its expiry is its own `now` + ttl, a moment earlier)
-        return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False))
+        return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False, _through_link(state)))
+
+    def commit(self, token: str) -> Progress:
+        """The holder of the upload URL completes the session (a deferCommit one, or one whose completion
+        failed), and is answered as a final fragment is."""
+        with self.db.read() as s:
+            state = self.sessions.state(s, token, None)
+        file, created = self.complete(token)
+        return Progress(replace(_status(state), finished=True), file, created)
 
     def _final_again(self, token: str, state) -> Progress:
         """The final fragment again, for a session that holds every byte and is no file yet: its bytes were
@@ -239,6 +249,7 @@ class Uploads:
                     target = redirect(target)
                 file, created, unused = self._become_file(s, row, target, if_match)
                 self.sessions.finish_in(s, row, file.id)
+                row.target = target.to_json()  # as it became the file (redirected?): what a repeat is judged by
         except WopiError as error:
             if error.status in (409, 412, 423, 507):  # the session stays for another try (sourceUrl)
                 self.sessions.touch(token, None)
@@ -349,7 +360,11 @@ def _whole(state, last: int, total: int) -> bool:
 
 
 def _status(state) -> Status:
-    return Status(state.expires_at, state.received, state.total, state.result is not None)
+    return Status(state.expires_at, state.received, state.total, state.result is not None, _through_link(state))
+
+
+def _through_link(state) -> bool:
+    return state.target is not None and Target.from_json(state.target).share_link is not None
 
 
 def _describe(item: File | Folder, target: Target) -> None:
@@ -361,9 +376,12 @@ def _describe(item: File | Folder, target: Target) -> None:
         item.fs_modified_at = parse_iso(target.fs_modified)
 
 
-def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Callable[[Target], Target]:
+def redirected(
+    drive_id: str, folder_id: str, name: str, conflict: str, share_link: str | None = None
+) -> Callable[[Target], Target]:
     """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in the
-    folder `folder_id` of `drive_id` instead of where the session was made for."""
+    folder `folder_id` of `drive_id` instead of where the session was made for, reached as the commit
+    reaches it (as a member of the drive, or through `share_link`), however the session was made."""
     return lambda target: replace(
         target,
         drive_id=drive_id,
@@ -371,6 +389,7 @@ def redirected(drive_id: str, folder_id: str, name: str, conflict: str) -> Calla
         folder_id=folder_id,
         name=name,
         conflict=conflict,
+        share_link=share_link,
         expect_file=None,
         expect_sequence=None,
         expect_version=None,

@@ -561,7 +561,7 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
             if _differs(name, name_in_path):
                 raise GraphError(400, "invalidRequest", "name differs from the name in the path")
             name = name_in_path
-    redirect = redirected(call.drive.id, folder.id, name, _conflict(body, "replace"))
+    redirect = redirected(call.drive.id, folder.id, name, _conflict(body, "replace"), call.share)
     file, created = services.uploads.complete(token, call.grant.user_id, redirect, _if_match())
     return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)
 

@@ -37,8 +37,7 @@ def upload_session(services: Services, token: str) -> Response:
         uploads.cancel(token)
         return NoContent(status=204)
     if request.method == "POST":  # finishes a deferCommit session
-        file, created = uploads.complete(token)
-        return _item(services, file, 201 if created else 200)
+        return _answer(services, uploads.commit(token))
     raise GraphError(405, "notSupported", f"{request.method} is not supported on an upload URL")
 
 
@@ -48,13 +47,13 @@ def _answer(services: Services, progress: Progress) -> Response:
         response = jsonify(shapes.upload_session_json(None, status.expires_at, status.received, status.total))
         response.status_code = 202
         return response
-    return _item(services, progress.file, 201 if progress.created else 200)
-
-
-def _item(services: Services, file, status: int) -> Response:
+    file = progress.file
     with services.db.read() as s:
         drive = s.get_one(Drive, s.get_one(Folder, file.folder_id).drive_id)
-    return item_response(services, file, drive, None, status)
+    # through a share link, as every answer through one: no path of the folders above what it shares
+    return item_response(
+        services, file, drive, None, 201 if progress.created else 200, not progress.status.through_link
+    )
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int]:
