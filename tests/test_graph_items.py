@@ -1406,6 +1406,35 @@ def test_simple_upload_if_match(graph):
     assert graph.get(f"me/drive/items/{body['id']}/content").body == b"three"
 
 
+@pytest.mark.parametrize(
+    "conflict", ["", "?@microsoft.graph.conflictBehavior=replace", "?@microsoft.graph.conflictBehavior=fail"]
+)
+def test_simple_upload_if_match_on_a_path_with_no_file_creates_nothing(graph, conflict):
+    """If-Match holds only for a file that exists (RFC 9110 §13.1.1): an update made on a tag of a file deleted
+    meanwhile must not bring it back."""
+    body = put(graph, "a.txt", b"one").json
+    assert graph.delete(f"me/drive/items/{body['id']}").status_int == 204
+    for tag in (body["eTag"], body["cTag"], "*"):
+        response = graph.put(f"me/drive/root:/a.txt:/content{conflict}", b"two", headers={"If-Match": tag})
+        assert response.status_int == 412, tag
+        assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert item(graph, "a.txt").status_int == 404
+    assert graph.put("me/drive/root:/a.txt:/content", b"two", headers={"If-None-Match": "*"}).status_int == 201
+
+
+def test_simple_upload_if_match_is_checked_before_a_rename(graph):
+    put(graph, "a.txt", b"one")
+    response = put(graph, "a.txt", b"two", query="?@microsoft.graph.conflictBehavior=rename")
+    assert response.status_int == 201 and response.json["name"] == "a 1.txt"
+    stale = graph.put(
+        "me/drive/root:/a.txt:/content?@microsoft.graph.conflictBehavior=rename",
+        b"three",
+        headers={"If-Match": '"{x},0"'},
+    )
+    assert stale.status_int == 412
+    assert [i["name"] for i in graph.get("me/drive/root/children").json["value"]] == ["a 1.txt", "a.txt"]
+
+
 # -- token scope and authentication ------------------------------------------------------------------
 
 

@@ -624,19 +624,20 @@ def _conflict(source, default: str) -> str:
     return value
 
 
-def _if_match() -> Callable[[Item], None] | None:
-    """If-Match / If-None-Match against an item's eTag or cTag, each compared whole."""
+def _if_match() -> Callable[[Item | None], None] | None:
+    """If-Match / If-None-Match against an item's eTag or cTag, each compared whole; against None, where no
+    item is, If-Match fails (even `*`) and If-None-Match holds (RFC 9110 §13.1.1, §13.1.2)."""
     match, none_match = request.headers.get("If-Match"), request.headers.get("If-None-Match")
     if match is None and none_match is None:
         return None
 
-    def check(item: Item) -> None:  # runs inside the domain's transaction, so it raises the domain's error
-        tags = {shapes.etag(item), shapes.ctag(item)} - {None}
-        if match is not None and match.strip() != "*" and match.strip() not in tags:
+    def check(item: Item | None) -> None:  # runs inside the domain's transaction, so it raises the domain's error
+        tags = set() if item is None else {shapes.etag(item), shapes.ctag(item)} - {None}
+        if match is not None and (item is None or match.strip() != "*" and match.strip() not in tags):
             raise WopiError(
                 412, "If-Match does not match the item's eTag", code="preconditionFailed/entityTagDoesNotMatch"
             )
-        if none_match is not None and (none_match.strip() == "*" or none_match.strip() in tags):
+        if none_match is not None and item is not None and (none_match.strip() == "*" or none_match.strip() in tags):
             raise WopiError(
                 412, "If-None-Match matches the item's eTag", code="preconditionFailed/entityTagDoesNotMatch"
             )
