@@ -587,6 +587,24 @@ def test_content_if_match_takes_the_etag_or_the_ctag_and_refuses_any_other(graph
     assert graph_error(refused)[0] == "preconditionFailed"
 
 
+@pytest.mark.parametrize("headers", [{}, {"Range": "bytes=0-2"}], ids=["whole", "range"])
+def test_content_if_none_match_takes_the_etag_or_the_ctag(graph, testapp, headers):
+    """As Graph documents the download: an If-None-Match with the item's current eTag or cTag gets 304, with
+    nothing of the content; a tag of another version gets the content."""
+    item = put(graph, "a.txt", b"top secret").json
+    for url in (f"me/drive/items/{item['id']}/content", download_url(graph, item["id"])):
+        for tag in (item["eTag"], item["cTag"], f"W/{item['eTag']}", f'"other", {item["eTag"]}', "*"):
+            response = graph.get(url, {"If-None-Match": tag, **headers})
+            assert response.status_int == 304 and response.body == b"", (url, tag)
+    renamed = graph.patch_json(f"me/drive/items/{item['id']}", {"name": "b.txt"}).json
+    assert graph.get(f"me/drive/items/{item['id']}/content", {"If-None-Match": renamed["eTag"]}).status_int == 304
+    changed = graph.put(f"me/drive/items/{item['id']}/content", b"new").json
+    for tag in (item["eTag"], item["cTag"]):
+        response = graph.get(f"me/drive/items/{item['id']}/content", {"If-None-Match": tag})
+        assert response.status_int == 200 and response.body == b"new", tag
+    assert graph.get(f"me/drive/items/{item['id']}/content", {"If-None-Match": changed["eTag"]}).status_int == 304
+
+
 def test_download_url_of_a_deleted_file_is_not_found(graph, testapp):
     file_id = put(graph, "a.txt").json["id"]
     url = download_url(graph, file_id)
