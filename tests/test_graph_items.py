@@ -715,6 +715,44 @@ def test_children_default_page_is_200(graph, services):
     assert "@odata.nextLink" not in second
 
 
+@pytest.mark.parametrize("expand", ["$expand=children", "expand=children", "$expand=thumbnails,children($select=id)"])
+@pytest.mark.parametrize("path", ["root", "root:/dir", "root:/dir:", "items/{id}", "items/{id}:/"])
+def test_an_item_with_expand_children_carries_its_children(graph, expand, path):
+    """GET {item}?$expand=children, as Graph answers it (and the SDKs ask for it): the item with its children,
+    the first page of them, then a children@odata.nextLink to {item}/children for the rest."""
+    folder = mkdir(graph, "dir").json
+    path = path.format(id=folder["id"])
+    expected = [mkdir(graph, f"f{i:03d}", parent="root:/dir:").json["id"] for i in range(3)]
+    if path == "root":
+        expected = [folder["id"]]
+    body = graph.get(f"me/drive/{path}?{expand}").json
+    assert [child["id"] for child in body["children"]] == expected
+    assert "children@odata.nextLink" not in body
+
+
+def test_expand_children_pages_past_200_through_the_children_of_the_item(graph, services):
+    folder = mkdir(graph, "big").json
+    for i in range(203):
+        services.tree.create_folder(folder["id"], f"f{i:03d}", "fail")
+    for path in (
+        "root:/big",
+        f"items/{folder['id']}",
+        "root:/big:",
+        f"items/{folder['id']}:",
+        f"items/{folder['id']}:/",
+    ):
+        body = graph.get(f"me/drive/{path}?$expand=children").json
+        assert [child["name"] for child in body["children"]] == [f"f{i:03d}" for i in range(200)]
+        rest = follow(graph, body["children@odata.nextLink"])
+        assert [child["name"] for child in rest] == ["f200", "f201", "f202"]
+
+
+def test_expand_children_of_a_file_or_without_it_adds_nothing(graph):
+    put(graph, "a.txt")
+    assert "children" not in graph.get("me/drive/root:/a.txt?$expand=children").json
+    assert "children" not in graph.get("me/drive/root").json
+
+
 @pytest.mark.parametrize("top", ["1001", "0002000", "9" * 5000, "0" * 5000 + "2000"])  # int() takes 4300 digits
 def test_a_top_above_the_maximum_is_the_maximum(graph, top):
     put(graph, "f.txt")

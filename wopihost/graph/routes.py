@@ -190,10 +190,43 @@ def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
 
 
 def get_item(call: Call, ref: ItemRef) -> Response:
+    """The item; with $expand=children (as the SDKs ask for it), a folder's first page of children too, and
+    the link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
         body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None)[0]
+        if isinstance(item, Folder) and "children" in _expanded():
+            children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), {})
+            body["children"] = children
+            if next_link is not None:
+                body["children@odata.nextLink"] = next_link
     return jsonify(body)
+
+
+def _expanded() -> set[str]:
+    """The navigation properties $expand (or `expand`) names, without their options: `children($select=id)`."""
+    value = request.args.get("$expand", request.args.get("expand", ""))
+    names, depth, name = set(), 0, ""
+    for char in value + ",":
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            names.add(name.strip())
+            name = ""
+        elif depth == 0:
+            name += char
+    return names
+
+
+def _children_path(ref: ItemRef) -> str:
+    """The path of this request's item's children: the path as it was sent, its own path (`root:/a`, `root:`)
+    closed first. No name holds a colon: a path form is closed if it has two."""
+    path = request.path
+    if ref.path is not None and path.count(":") < 2:
+        path += ":"
+    return path + "/children"
 
 
 def update_item(call: Call, ref: ItemRef) -> Response:
@@ -330,18 +363,27 @@ def list_children(call: Call, ref: ItemRef) -> Response:
         folder = _locate(call, s, ref)
         if not isinstance(folder, Folder):
             raise GraphError(400, "invalidRequest", "only a folder has children")
-        page = call.services.tree.children(s, folder, top + 1, after)
-        more, page = len(page) > top, page[:top]
-        body: dict[str, Any] = {
-            "value": describe(call.services, s, page, call.drive, call.download_grant, call.share is None)
-        }
-    if more:
-        last = page[-1]
-        args = request.args.to_dict()
-        args.update({"$top": str(top), "$skiptoken": f"{last.id}.{last.name_key}"})
-        url = call.services.settings.public_url + encoded(request.path)  # the path as it was sent
-        body["@odata.nextLink"] = url + "?" + _query(args)
+        value, next_link = _children_page(call, s, folder, top, after, request.path, request.args.to_dict())
+    body: dict[str, Any] = {"value": value}
+    if next_link is not None:
+        body["@odata.nextLink"] = next_link
     return jsonify(body)
+
+
+def _children_page(
+    call: Call, s, folder: Folder, top: int, after: tuple[str, str] | None, path: str, args: dict[str, str]
+) -> tuple[list[dict], str | None]:
+    """Up to `top` children of the folder after `after`, and, if there are more, the link to the next page:
+    `path` (decoded, as Flask reads it) with the query `args` and the page's $top and $skiptoken."""
+    page = call.services.tree.children(s, folder, top + 1, after)
+    more, page = len(page) > top, page[:top]
+    value = describe(call.services, s, page, call.drive, call.download_grant, call.share is None)
+    if not more:
+        return value, None
+    last = page[-1]
+    args = {**args, "$top": str(top), "$skiptoken": f"{last.id}.{last.name_key}"}
+    url = call.services.settings.public_url + encoded(path)  # the path as it was sent
+    return value, url + "?" + _query(args)
 
 
 def create_child(call: Call, ref: ItemRef) -> Response:
