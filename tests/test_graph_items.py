@@ -753,6 +753,26 @@ def test_expand_children_of_a_file_or_without_it_adds_nothing(graph):
     assert "children" not in graph.get("me/drive/root").json
 
 
+@pytest.mark.parametrize("order", ["name", "name asc", "name%20ASC", "NAME"])
+def test_children_ordered_by_name_as_they_are_listed(graph, order):
+    for name in ("b.txt", "a.txt"):
+        put(graph, name)
+    listed = graph.get(f"me/drive/root/children?$orderby={order}&$top=1")
+    assert [i["name"] for i in listed.json["value"]] == ["a.txt"]
+    assert [i["name"] for i in follow(graph, listed.json["@odata.nextLink"])] == ["b.txt"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["$orderby=name desc", "$orderby=lastModifiedDateTime desc", "orderby=size", "$filter=file ne null", "filter=x"],
+)
+def test_an_order_or_filter_the_host_cannot_apply_is_400_not_a_list_in_another_order(graph, query):
+    put(graph, "a.txt")
+    response = graph.get(f"me/drive/root/children?{quote(query, safe='=$')}")
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+
+
 @pytest.mark.parametrize("top", ["1001", "0002000", "9" * 5000, "0" * 5000 + "2000"])  # int() takes 4300 digits
 def test_a_top_above_the_maximum_is_the_maximum(graph, top):
     put(graph, "f.txt")

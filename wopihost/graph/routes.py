@@ -351,6 +351,7 @@ def delete_item(call: Call, ref: ItemRef) -> Response:
 
 
 def list_children(call: Call, ref: ItemRef) -> Response:
+    _require_listed_order()
     top = _int_query("$top", DEFAULT_PAGE, 1, MAX_PAGE)
     after = None
     skiptoken = request.args.get("$skiptoken")
@@ -368,6 +369,17 @@ def list_children(call: Call, ref: ItemRef) -> Response:
     if next_link is not None:
         body["@odata.nextLink"] = next_link
     return jsonify(body)
+
+
+def _require_listed_order() -> None:
+    """400 for a $filter or an $orderby other than the name order children are listed in: an answer of other
+    items, or in another order, than asked for would be taken for the one asked for."""
+    for name in ("$filter", "filter"):
+        if name in request.args:
+            raise GraphError(400, "invalidRequest", "$filter is not supported on children: filter what is listed")
+    order = request.args.get("$orderby", request.args.get("orderby"))
+    if order is not None and " ".join(order.lower().split()) not in ("name", "name asc"):
+        raise GraphError(400, "invalidRequest", "children are listed by name only: $orderby=name, or no $orderby")
 
 
 def _children_page(
