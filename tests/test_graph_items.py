@@ -899,6 +899,43 @@ def test_create_folder_replace_of_a_free_name_creates_it(graph):
     assert response.status_int == 201
 
 
+def test_create_folder_sets_file_system_info_and_description(graph, clock):
+    """A new folder takes the writable properties of the driveItem it is created from, as Graph's does
+    (a backup made with the SDK keeps its folders' times)."""
+    info = {"createdDateTime": "2001-02-03T04:05:06.789Z", "lastModifiedDateTime": "2002-03-04T05:06:07+01:00"}
+    made = mkdir(graph, "Old", fileSystemInfo=info, description="kept")
+    assert made.status_int == 201
+    expected = {"createdDateTime": "2001-02-03T04:05:06.789Z", "lastModifiedDateTime": "2002-03-04T04:06:07.000Z"}
+    for body in (made.json, item(graph, "Old").json):
+        assert body["fileSystemInfo"] == expected
+        assert body["description"] == "kept"
+        assert body["lastModifiedDateTime"] == TIMESTAMP_NOW(clock)
+    renamed = mkdir(graph, "Old", fileSystemInfo=info, **{"@microsoft.graph.conflictBehavior": "rename"})
+    assert renamed.json["name"] == "Old 1" and renamed.json["fileSystemInfo"] == expected
+
+
+def TIMESTAMP_NOW(clock) -> str:
+    now = clock.now()
+    return now.strftime("%Y-%m-%dT%H:%M:%S") + f".{now.microsecond // 1000:03d}Z"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"fileSystemInfo": {"lastModifiedDateTime": "yesterday"}},
+        {"fileSystemInfo": {"createdDateTime": "1500-01-01T00:00:00Z"}},
+        {"fileSystemInfo": []},
+        {"description": 5},
+        {"description": "\ud800"},
+    ],
+)
+def test_create_folder_with_bad_properties_is_400_and_makes_nothing(graph, extra):
+    response = graph.post_json("me/drive/root/children", {"name": "d", "folder": {}, **extra})
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert item(graph, "d").status_int == 404
+
+
 @pytest.mark.parametrize(
     "body",
     [

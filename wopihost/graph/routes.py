@@ -411,11 +411,17 @@ def create_child(call: Call, ref: ItemRef) -> Response:
             "only folders are created this way (give a folder facet); upload a file's content to make a file",
         )
     conflict = _conflict(body, "fail")
+    info = json_object(body.get("fileSystemInfo", {}), "fileSystemInfo")
+    described = dict(
+        description=_text(body, "description"),
+        fs_created=_time(info, "createdDateTime"),
+        fs_modified=_time(info, "lastModifiedDateTime"),
+    )
     with call.services.db.read() as s:
         parent = _locate(call, s, ref)
         if not isinstance(parent, Folder):
             raise GraphError(400, "invalidRequest", "a file has no children")
-    folder, created = call.services.tree.create_folder(parent.id, name, conflict, call.grant.user_id)
+    folder, created = call.services.tree.create_folder(parent.id, name, conflict, call.grant.user_id, **described)
     return item_response(call.services, folder, call.drive, call.download_grant, 201 if created else 200)
 
 
