@@ -1698,6 +1698,29 @@ def test_unsupported_methods_are_graph_json(graph, testapp, method):
     assert graph_error(response) == ("notSupported", None)
 
 
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("DELETE", "me/drive", "GET, HEAD"),
+        ("POST", "me/drives", "GET, HEAD"),
+        ("POST", "me/drive/root", "DELETE, GET, HEAD, PATCH, PUT"),
+        ("DELETE", "me/drive/root/children", "GET, HEAD, POST"),
+        ("PATCH", "me/drive/root:/a.txt:/content", "GET, HEAD, PUT"),
+        ("GET", "me/drive/root:/a.txt:/copy", "POST"),
+        ("PUT", "downloads/x", "GET, HEAD"),
+    ],
+)
+def test_a_405_says_which_methods_the_resource_takes(graph, method, path, allowed):
+    """RFC 9110 §15.5.6: a 405 carries Allow."""
+    put(graph, "a.txt")
+    response = graph.testapp.request(
+        f"/v1.0/{path}", method=method, headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True
+    )
+    assert response.status_int == 405
+    assert graph_error(response) == ("notSupported", None)
+    assert response.headers["Allow"] == allowed
+
+
 @pytest.mark.parametrize("path", ["/v1.0/", "/v1.0", "/_api/v2.0/"])
 def test_bare_prefix_is_graph_json_not_found(graph, testapp, path):
     response = testapp.get(path, headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True)

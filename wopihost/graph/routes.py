@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, unquote
@@ -92,7 +92,7 @@ def dispatch(rest: str) -> Response:
         return _workbook(call, ref)
     handler = _HANDLERS.get((request.method if request.method != "HEAD" else "GET", ref.action))
     if handler is None:
-        raise GraphError(405, "notSupported", f"{request.method} is not supported here")
+        raise _not_allowed(method for method, action in _HANDLERS if action == ref.action)
     return handler(call, ref)
 
 
@@ -110,9 +110,8 @@ def _shared(services: Services, grant: Grant, rest: str) -> Response:
     ref = parse_item(f"items/{shared.item.id}{tail[len(SHARED_ITEM) :]}")
     key = (request.method if request.method != "HEAD" else "GET", ref.action)
     if key not in _SHARED_OPERATIONS:
-        raise GraphError(
-            405,
-            "notSupported",
+        raise _not_allowed(
+            (method for method, action in _SHARED_OPERATIONS if action == ref.action),
             "through a share link an item is read, listed, downloaded, and (read-write links) uploaded to",
         )
     return _HANDLERS[key](call, ref)
@@ -144,7 +143,16 @@ def _drive(services: Services, s, grant: Grant, ref: DriveRef) -> Drive:
 
 def _allow(*methods: str) -> None:
     if request.method not in methods:
-        raise GraphError(405, "notSupported", f"{request.method} is not supported here")
+        raise _not_allowed(methods)
+
+
+def _not_allowed(methods: Iterable[str], message: str | None = None) -> GraphError:
+    """405, with the methods the resource takes (HEAD wherever GET) in Allow, as RFC 9110 §15.5.6 asks."""
+    allowed = set(methods)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    message = message or f"{request.method} is not supported here"
+    return GraphError(405, "notSupported", message, headers={"Allow": ", ".join(sorted(allowed))})
 
 
 def _drive_answer(call: Call) -> Response:
