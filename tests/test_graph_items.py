@@ -587,6 +587,24 @@ def test_content_if_match_takes_the_etag_or_the_ctag_and_refuses_any_other(graph
     assert graph_error(refused)[0] == "preconditionFailed"
 
 
+@pytest.mark.parametrize("headers", [{}, {"Range": "bytes=0-2"}], ids=["whole", "range"])
+def test_content_if_none_match_takes_the_etag_or_the_ctag(graph, testapp, headers):
+    """As Graph documents the download: an If-None-Match with the item's current eTag or cTag gets 304, with
+    nothing of the content; a tag of another version gets the content."""
+    item = put(graph, "a.txt", b"top secret").json
+    for url in (f"me/drive/items/{item['id']}/content", download_url(graph, item["id"])):
+        for tag in (item["eTag"], item["cTag"], f"W/{item['eTag']}", f'"other", {item["eTag"]}', "*"):
+            response = graph.get(url, {"If-None-Match": tag, **headers})
+            assert response.status_int == 304 and response.body == b"", (url, tag)
+    renamed = graph.patch_json(f"me/drive/items/{item['id']}", {"name": "b.txt"}).json
+    assert graph.get(f"me/drive/items/{item['id']}/content", {"If-None-Match": renamed["eTag"]}).status_int == 304
+    changed = graph.put(f"me/drive/items/{item['id']}/content", b"new").json
+    for tag in (item["eTag"], item["cTag"]):
+        response = graph.get(f"me/drive/items/{item['id']}/content", {"If-None-Match": tag})
+        assert response.status_int == 200 and response.body == b"new", tag
+    assert graph.get(f"me/drive/items/{item['id']}/content", {"If-None-Match": changed["eTag"]}).status_int == 304
+
+
 def test_download_url_of_a_deleted_file_is_not_found(graph, testapp):
     file_id = put(graph, "a.txt").json["id"]
     url = download_url(graph, file_id)
@@ -695,6 +713,64 @@ def test_children_default_page_is_200(graph, services):
     second = graph.get(first["@odata.nextLink"]).json
     assert [i["name"] for i in second["value"]] == ["f200"]
     assert "@odata.nextLink" not in second
+
+
+@pytest.mark.parametrize("expand", ["$expand=children", "expand=children", "$expand=thumbnails,children($select=id)"])
+@pytest.mark.parametrize("path", ["root", "root:/dir", "root:/dir:", "items/{id}", "items/{id}:/"])
+def test_an_item_with_expand_children_carries_its_children(graph, expand, path):
+    """GET {item}?$expand=children, as Graph answers it (and the SDKs ask for it): the item with its children,
+    the first page of them, then a children@odata.nextLink to {item}/children for the rest."""
+    folder = mkdir(graph, "dir").json
+    path = path.format(id=folder["id"])
+    expected = [mkdir(graph, f"f{i:03d}", parent="root:/dir:").json["id"] for i in range(3)]
+    if path == "root":
+        expected = [folder["id"]]
+    body = graph.get(f"me/drive/{path}?{expand}").json
+    assert [child["id"] for child in body["children"]] == expected
+    assert "children@odata.nextLink" not in body
+
+
+def test_expand_children_pages_past_200_through_the_children_of_the_item(graph, services):
+    folder = mkdir(graph, "big").json
+    for i in range(203):
+        services.tree.create_folder(folder["id"], f"f{i:03d}", "fail")
+    for path in (
+        "root:/big",
+        f"items/{folder['id']}",
+        "root:/big:",
+        f"items/{folder['id']}:",
+        f"items/{folder['id']}:/",
+    ):
+        body = graph.get(f"me/drive/{path}?$expand=children").json
+        assert [child["name"] for child in body["children"]] == [f"f{i:03d}" for i in range(200)]
+        rest = follow(graph, body["children@odata.nextLink"])
+        assert [child["name"] for child in rest] == ["f200", "f201", "f202"]
+
+
+def test_expand_children_of_a_file_or_without_it_adds_nothing(graph):
+    put(graph, "a.txt")
+    assert "children" not in graph.get("me/drive/root:/a.txt?$expand=children").json
+    assert "children" not in graph.get("me/drive/root").json
+
+
+@pytest.mark.parametrize("order", ["name", "name asc", "name%20ASC", "NAME"])
+def test_children_ordered_by_name_as_they_are_listed(graph, order):
+    for name in ("b.txt", "a.txt"):
+        put(graph, name)
+    listed = graph.get(f"me/drive/root/children?$orderby={order}&$top=1")
+    assert [i["name"] for i in listed.json["value"]] == ["a.txt"]
+    assert [i["name"] for i in follow(graph, listed.json["@odata.nextLink"])] == ["b.txt"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["$orderby=name desc", "$orderby=lastModifiedDateTime desc", "orderby=size", "$filter=file ne null", "filter=x"],
+)
+def test_an_order_or_filter_the_host_cannot_apply_is_400_not_a_list_in_another_order(graph, query):
+    put(graph, "a.txt")
+    response = graph.get(f"me/drive/root/children?{quote(query, safe='=$')}")
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
 
 
 @pytest.mark.parametrize("top", ["1001", "0002000", "9" * 5000, "0" * 5000 + "2000"])  # int() takes 4300 digits
@@ -821,6 +897,43 @@ def test_create_folder_replace_answers_the_existing_folder(graph):
 def test_create_folder_replace_of_a_free_name_creates_it(graph):
     response = mkdir(graph, "Docs", **{"@microsoft.graph.conflictBehavior": "replace"})
     assert response.status_int == 201
+
+
+def test_create_folder_sets_file_system_info_and_description(graph, clock):
+    """A new folder takes the writable properties of the driveItem it is created from, as Graph's does
+    (a backup made with the SDK keeps its folders' times)."""
+    info = {"createdDateTime": "2001-02-03T04:05:06.789Z", "lastModifiedDateTime": "2002-03-04T05:06:07+01:00"}
+    made = mkdir(graph, "Old", fileSystemInfo=info, description="kept")
+    assert made.status_int == 201
+    expected = {"createdDateTime": "2001-02-03T04:05:06.789Z", "lastModifiedDateTime": "2002-03-04T04:06:07.000Z"}
+    for body in (made.json, item(graph, "Old").json):
+        assert body["fileSystemInfo"] == expected
+        assert body["description"] == "kept"
+        assert body["lastModifiedDateTime"] == TIMESTAMP_NOW(clock)
+    renamed = mkdir(graph, "Old", fileSystemInfo=info, **{"@microsoft.graph.conflictBehavior": "rename"})
+    assert renamed.json["name"] == "Old 1" and renamed.json["fileSystemInfo"] == expected
+
+
+def TIMESTAMP_NOW(clock) -> str:
+    now = clock.now()
+    return now.strftime("%Y-%m-%dT%H:%M:%S") + f".{now.microsecond // 1000:03d}Z"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"fileSystemInfo": {"lastModifiedDateTime": "yesterday"}},
+        {"fileSystemInfo": {"createdDateTime": "1500-01-01T00:00:00Z"}},
+        {"fileSystemInfo": []},
+        {"description": 5},
+        {"description": "\ud800"},
+    ],
+)
+def test_create_folder_with_bad_properties_is_400_and_makes_nothing(graph, extra):
+    response = graph.post_json("me/drive/root/children", {"name": "d", "folder": {}, **extra})
+    assert response.status_int == 400
+    assert graph_error(response)[0] == "invalidRequest"
+    assert item(graph, "d").status_int == 404
 
 
 @pytest.mark.parametrize(
@@ -1406,6 +1519,35 @@ def test_simple_upload_if_match(graph):
     assert graph.get(f"me/drive/items/{body['id']}/content").body == b"three"
 
 
+@pytest.mark.parametrize(
+    "conflict", ["", "?@microsoft.graph.conflictBehavior=replace", "?@microsoft.graph.conflictBehavior=fail"]
+)
+def test_simple_upload_if_match_on_a_path_with_no_file_creates_nothing(graph, conflict):
+    """If-Match holds only for a file that exists (RFC 9110 §13.1.1): an update made on a tag of a file deleted
+    meanwhile must not bring it back."""
+    body = put(graph, "a.txt", b"one").json
+    assert graph.delete(f"me/drive/items/{body['id']}").status_int == 204
+    for tag in (body["eTag"], body["cTag"], "*"):
+        response = graph.put(f"me/drive/root:/a.txt:/content{conflict}", b"two", headers={"If-Match": tag})
+        assert response.status_int == 412, tag
+        assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert item(graph, "a.txt").status_int == 404
+    assert graph.put("me/drive/root:/a.txt:/content", b"two", headers={"If-None-Match": "*"}).status_int == 201
+
+
+def test_simple_upload_if_match_is_checked_before_a_rename(graph):
+    put(graph, "a.txt", b"one")
+    response = put(graph, "a.txt", b"two", query="?@microsoft.graph.conflictBehavior=rename")
+    assert response.status_int == 201 and response.json["name"] == "a 1.txt"
+    stale = graph.put(
+        "me/drive/root:/a.txt:/content?@microsoft.graph.conflictBehavior=rename",
+        b"three",
+        headers={"If-Match": '"{x},0"'},
+    )
+    assert stale.status_int == 412
+    assert [i["name"] for i in graph.get("me/drive/root/children").json["value"]] == ["a 1.txt", "a.txt"]
+
+
 # -- token scope and authentication ------------------------------------------------------------------
 
 
@@ -1554,6 +1696,29 @@ def test_unsupported_methods_are_graph_json(graph, testapp, method):
     )
     assert response.status_int == 405
     assert graph_error(response) == ("notSupported", None)
+
+
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("DELETE", "me/drive", "GET, HEAD"),
+        ("POST", "me/drives", "GET, HEAD"),
+        ("POST", "me/drive/root", "DELETE, GET, HEAD, PATCH, PUT"),
+        ("DELETE", "me/drive/root/children", "GET, HEAD, POST"),
+        ("PATCH", "me/drive/root:/a.txt:/content", "GET, HEAD, PUT"),
+        ("GET", "me/drive/root:/a.txt:/copy", "POST"),
+        ("PUT", "downloads/x", "GET, HEAD"),
+    ],
+)
+def test_a_405_says_which_methods_the_resource_takes(graph, method, path, allowed):
+    """RFC 9110 §15.5.6: a 405 carries Allow."""
+    put(graph, "a.txt")
+    response = graph.testapp.request(
+        f"/v1.0/{path}", method=method, headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True
+    )
+    assert response.status_int == 405
+    assert graph_error(response) == ("notSupported", None)
+    assert response.headers["Allow"] == allowed
 
 
 @pytest.mark.parametrize("path", ["/v1.0/", "/v1.0", "/_api/v2.0/"])

@@ -818,8 +818,10 @@ def test_no_link_renames_deletes_or_makes_folders(bob, tree, file_link, folder_l
         assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
         response = bob.delete(f"shares/{share_id}/driveItem")
         assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
+        assert response.headers["Allow"] == "GET, HEAD"
     response = bob.post_json(f"shares/{folder_id}/driveItem/children", {"name": "made", "folder": {}})
     assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
+    assert response.headers["Allow"] == "GET, HEAD"
     response = bob.delete(f"shares/{folder_id}/driveItem:/Sub/deep.txt:")
     assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
     response = bob.get(f"shares/{file_id}/driveItem/workbook/worksheets")

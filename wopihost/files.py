@@ -225,13 +225,13 @@ class Files:
         user_id: str,
         source: Readable,
         conflict: str = "replace",
-        if_match: Callable[[File], None] | None = None,
+        if_match: Callable[[File | None], None] | None = None,
         limit: int | None = None,
         admit: Callable[[Session, str, int], None] | None = None,
     ) -> tuple[File, bool]:
         """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
         it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
-        a folder's name is never replaced. `if_match` checks the file to be replaced; `admit(s, folder_id,
+        a folder's name is never replaced. `if_match` checks the file that has the name (claim_name); `admit(s, folder_id,
         growth)` whether the change may land in that folder and add that many bytes (the caller's reach, a
         quota), asked in its transaction once the bytes are in, after its row locks."""
         name = check(name)
@@ -326,20 +326,22 @@ class Files:
         name: str,
         conflict: str,
         user_id: str,
-        if_match: Callable[[File], None] | None = None,
+        if_match: Callable[[File | None], None] | None = None,
     ) -> File | None:
         """What a new file named `name` in `folder_id` means: None (create it, under a free name if
         `conflict` is "rename") or the file it replaces; 409 nameAlreadyExists where it may do neither.
-        Locks the folder first: what the name means cannot change until the transaction ends."""
+        `if_match` checks the file that has the name now, or None (whatever the conflict behaviour: an
+        If-Match holds for no file). Locks the folder first: what the name means cannot change until the
+        transaction ends."""
         lock_folder(s, folder_id)
         existing = file_named(s, folder_id, name)
+        if if_match is not None:
+            if_match(existing)
         if conflict == "rename":
             return None
         if folder_named(s, folder_id, name) is not None or (existing is not None and conflict == "fail"):
             raise name_taken_error(name)
         if existing is not None:
-            if if_match is not None:
-                if_match(existing)
             self.check_writable(s, existing)
         return existing
 

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from flask import Request, Response
 from werkzeug.exceptions import PreconditionFailed, RequestedRangeNotSatisfiable
-from werkzeug.http import parse_range_header
+from werkzeug.http import parse_range_header, quote_etag
 from werkzeug.wsgi import wrap_file
 
 from .httpdate import http_date
@@ -41,9 +41,9 @@ def content_response(
 ) -> Response:
     """A response streaming `content` (the file's bytes, just opened) in pieces, with Range and conditional
     requests (416 for a range it cannot satisfy); `before` adds a face's own headers or refuses (raising).
-    If-Match takes `etag` or any of `also_matching` (Graph's eTag beside its cTag). A failed precondition
-    is an error each face answers in its own form, with nothing of the content. Until the response exists,
-    closing `content` on failure is ours; after that it is the server's."""
+    If-Match and If-None-Match take `etag` or any of `also_matching` (Graph's eTag beside its cTag). A failed
+    precondition is an error each face answers in its own form, with nothing of the content. Until the response
+    exists, closing `content` on failure is ours; after that it is the server's."""
     try:
         environ = request.environ
         if "HTTP_IF_MATCH" in environ:
@@ -53,6 +53,12 @@ def content_response(
             if not any(request.if_match.contains(tag) for tag in (etag, *also_matching)):
                 raise PreconditionFailed("If-Match does not match the content's ETag")
             environ = _without(environ, "HTTP_IF_MATCH")
+        if "HTTP_IF_NONE_MATCH" in environ and any(
+            request.if_none_match.contains_weak(tag) for tag in (etag, *also_matching)
+        ):
+            # A 304, told to Werkzeug as a match of the one tag it knows, and before any Range (RFC 9110 §13.2.2;
+            # Werkzeug answers 206 to a Range whatever If-None-Match says)
+            environ = {**_without(environ, "HTTP_RANGE"), "HTTP_IF_NONE_MATCH": quote_etag(etag)}
         if "HTTP_RANGE" in environ:
             environ = _range_as_rfc_9110_reads_it(environ, file.size)
         response = response_class(

@@ -129,10 +129,19 @@ class Tree:
     # -- changing -------------------------------------------------------------------------
 
     def create_folder(
-        self, parent_id: str, name: str, conflict: str, user_id: str | None = None
+        self,
+        parent_id: str,
+        name: str,
+        conflict: str,
+        user_id: str | None = None,
+        *,
+        description: str | None = None,
+        fs_created: datetime | None = None,
+        fs_modified: datetime | None = None,
     ) -> tuple[Folder, bool]:
-        """A new folder in `parent_id`; whether it is new. A taken name fails (409 nameAlreadyExists),
-        gets a free name ("rename"), or (`replace`) an existing folder of that name is the answer."""
+        """A new folder in `parent_id`, with what the client says of it (as `update` sets it); whether it is new.
+        A taken name fails (409 nameAlreadyExists), gets a free name ("rename"), or (`replace`) an existing
+        folder of that name is the answer, unchanged."""
         name = checked_name(name)
         with self.db.write() as s:
             parent = lock_folder(s, parent_id)
@@ -145,6 +154,7 @@ class Tree:
                 if existing is not None or name_taken_in(s, parent.id, name):
                     raise name_taken(name)
             folder = _new_folder(parent, name, user_id, self.clock.now())
+            folder.description, folder.fs_created_at, folder.fs_modified_at = description, fs_created, fs_modified
             s.add(folder)
             s.flush()
             return folder, True

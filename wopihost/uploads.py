@@ -222,7 +222,7 @@ class Uploads:
         token: str,
         user_id: str | None = None,
         redirect: Callable[[Target], Target] | None = None,
-        if_match: Callable[[File], None] | None = None,
+        if_match: Callable[[File | None], None] | None = None,
     ) -> tuple[File, bool]:
         """The session becomes its file (or, with `redirect`, the file that function names); whether the
         file is new. A session that has already become a file answers with it. `user_id` is who asks (None:
@@ -278,7 +278,7 @@ class Uploads:
             self.files.blobs.release(name)
 
     def _become_file(
-        self, s, row: UploadSession, target: Target, if_match: Callable[[File], None] | None
+        self, s, row: UploadSession, target: Target, if_match: Callable[[File | None], None] | None
     ) -> tuple[File, bool, list[str]]:
         assert row.total is not None  # complete() checked the session is whole
         extents = self.sessions.stream(s, row.token)

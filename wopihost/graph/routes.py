@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, unquote
@@ -92,7 +92,7 @@ def dispatch(rest: str) -> Response:
         return _workbook(call, ref)
     handler = _HANDLERS.get((request.method if request.method != "HEAD" else "GET", ref.action))
     if handler is None:
-        raise GraphError(405, "notSupported", f"{request.method} is not supported here")
+        raise _not_allowed(method for method, action in _HANDLERS if action == ref.action)
     return handler(call, ref)
 
 
@@ -110,9 +110,8 @@ def _shared(services: Services, grant: Grant, rest: str) -> Response:
     ref = parse_item(f"items/{shared.item.id}{tail[len(SHARED_ITEM) :]}")
     key = (request.method if request.method != "HEAD" else "GET", ref.action)
     if key not in _SHARED_OPERATIONS:
-        raise GraphError(
-            405,
-            "notSupported",
+        raise _not_allowed(
+            (method for method, action in _SHARED_OPERATIONS if action == ref.action),
             "through a share link an item is read, listed, downloaded, and (read-write links) uploaded to",
         )
     return _HANDLERS[key](call, ref)
@@ -144,7 +143,16 @@ def _drive(services: Services, s, grant: Grant, ref: DriveRef) -> Drive:
 
 def _allow(*methods: str) -> None:
     if request.method not in methods:
-        raise GraphError(405, "notSupported", f"{request.method} is not supported here")
+        raise _not_allowed(methods)
+
+
+def _not_allowed(methods: Iterable[str], message: str | None = None) -> GraphError:
+    """405, with the methods the resource takes (HEAD wherever GET) in Allow, as RFC 9110 §15.5.6 asks."""
+    allowed = set(methods)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    message = message or f"{request.method} is not supported here"
+    return GraphError(405, "notSupported", message, headers={"Allow": ", ".join(sorted(allowed))})
 
 
 def _drive_answer(call: Call) -> Response:
@@ -190,10 +198,43 @@ def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
 
 
 def get_item(call: Call, ref: ItemRef) -> Response:
+    """The item; with $expand=children (as the SDKs ask for it), a folder's first page of children too, and
+    the link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
         body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None)[0]
+        if isinstance(item, Folder) and "children" in _expanded():
+            children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), {})
+            body["children"] = children
+            if next_link is not None:
+                body["children@odata.nextLink"] = next_link
     return jsonify(body)
+
+
+def _expanded() -> set[str]:
+    """The navigation properties $expand (or `expand`) names, without their options: `children($select=id)`."""
+    value = request.args.get("$expand", request.args.get("expand", ""))
+    names, depth, name = set(), 0, ""
+    for char in value + ",":
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            names.add(name.strip())
+            name = ""
+        elif depth == 0:
+            name += char
+    return names
+
+
+def _children_path(ref: ItemRef) -> str:
+    """The path of this request's item's children: the path as it was sent, its own path (`root:/a`, `root:`)
+    closed first. No name holds a colon: a path form is closed if it has two."""
+    path = request.path
+    if ref.path is not None and path.count(":") < 2:
+        path += ":"
+    return path + "/children"
 
 
 def update_item(call: Call, ref: ItemRef) -> Response:
@@ -318,6 +359,7 @@ def delete_item(call: Call, ref: ItemRef) -> Response:
 
 
 def list_children(call: Call, ref: ItemRef) -> Response:
+    _require_listed_order()
     top = _int_query("$top", DEFAULT_PAGE, 1, MAX_PAGE)
     after = None
     skiptoken = request.args.get("$skiptoken")
@@ -330,18 +372,38 @@ def list_children(call: Call, ref: ItemRef) -> Response:
         folder = _locate(call, s, ref)
         if not isinstance(folder, Folder):
             raise GraphError(400, "invalidRequest", "only a folder has children")
-        page = call.services.tree.children(s, folder, top + 1, after)
-        more, page = len(page) > top, page[:top]
-        body: dict[str, Any] = {
-            "value": describe(call.services, s, page, call.drive, call.download_grant, call.share is None)
-        }
-    if more:
-        last = page[-1]
-        args = request.args.to_dict()
-        args.update({"$top": str(top), "$skiptoken": f"{last.id}.{last.name_key}"})
-        url = call.services.settings.public_url + encoded(request.path)  # the path as it was sent
-        body["@odata.nextLink"] = url + "?" + _query(args)
+        value, next_link = _children_page(call, s, folder, top, after, request.path, request.args.to_dict())
+    body: dict[str, Any] = {"value": value}
+    if next_link is not None:
+        body["@odata.nextLink"] = next_link
     return jsonify(body)
+
+
+def _require_listed_order() -> None:
+    """400 for a $filter or an $orderby other than the name order children are listed in: an answer of other
+    items, or in another order, than asked for would be taken for the one asked for."""
+    for name in ("$filter", "filter"):
+        if name in request.args:
+            raise GraphError(400, "invalidRequest", "$filter is not supported on children: filter what is listed")
+    order = request.args.get("$orderby", request.args.get("orderby"))
+    if order is not None and " ".join(order.lower().split()) not in ("name", "name asc"):
+        raise GraphError(400, "invalidRequest", "children are listed by name only: $orderby=name, or no $orderby")
+
+
+def _children_page(
+    call: Call, s, folder: Folder, top: int, after: tuple[str, str] | None, path: str, args: dict[str, str]
+) -> tuple[list[dict], str | None]:
+    """Up to `top` children of the folder after `after`, and, if there are more, the link to the next page:
+    `path` (decoded, as Flask reads it) with the query `args` and the page's $top and $skiptoken."""
+    page = call.services.tree.children(s, folder, top + 1, after)
+    more, page = len(page) > top, page[:top]
+    value = describe(call.services, s, page, call.drive, call.download_grant, call.share is None)
+    if not more:
+        return value, None
+    last = page[-1]
+    args = {**args, "$top": str(top), "$skiptoken": f"{last.id}.{last.name_key}"}
+    url = call.services.settings.public_url + encoded(path)  # the path as it was sent
+    return value, url + "?" + _query(args)
 
 
 def create_child(call: Call, ref: ItemRef) -> Response:
@@ -357,11 +419,17 @@ def create_child(call: Call, ref: ItemRef) -> Response:
             "only folders are created this way (give a folder facet); upload a file's content to make a file",
         )
     conflict = _conflict(body, "fail")
+    info = json_object(body.get("fileSystemInfo", {}), "fileSystemInfo")
+    described = dict(
+        description=_text(body, "description"),
+        fs_created=_time(info, "createdDateTime"),
+        fs_modified=_time(info, "lastModifiedDateTime"),
+    )
     with call.services.db.read() as s:
         parent = _locate(call, s, ref)
         if not isinstance(parent, Folder):
             raise GraphError(400, "invalidRequest", "a file has no children")
-    folder, created = call.services.tree.create_folder(parent.id, name, conflict, call.grant.user_id)
+    folder, created = call.services.tree.create_folder(parent.id, name, conflict, call.grant.user_id, **described)
     return item_response(call.services, folder, call.drive, call.download_grant, 201 if created else 200)
 
 
@@ -624,19 +692,20 @@ def _conflict(source, default: str) -> str:
     return value
 
 
-def _if_match() -> Callable[[Item], None] | None:
-    """If-Match / If-None-Match against an item's eTag or cTag, each compared whole."""
+def _if_match() -> Callable[[Item | None], None] | None:
+    """If-Match / If-None-Match against an item's eTag or cTag, each compared whole; against None, where no
+    item is, If-Match fails (even `*`) and If-None-Match holds (RFC 9110 §13.1.1, §13.1.2)."""
     match, none_match = request.headers.get("If-Match"), request.headers.get("If-None-Match")
     if match is None and none_match is None:
         return None
 
-    def check(item: Item) -> None:  # runs inside the domain's transaction, so it raises the domain's error
-        tags = {shapes.etag(item), shapes.ctag(item)} - {None}
-        if match is not None and match.strip() != "*" and match.strip() not in tags:
+    def check(item: Item | None) -> None:  # runs inside the domain's transaction, so it raises the domain's error
+        tags = set() if item is None else {shapes.etag(item), shapes.ctag(item)} - {None}
+        if match is not None and (item is None or match.strip() != "*" and match.strip() not in tags):
             raise WopiError(
                 412, "If-Match does not match the item's eTag", code="preconditionFailed/entityTagDoesNotMatch"
             )
-        if none_match is not None and (none_match.strip() == "*" or none_match.strip() in tags):
+        if none_match is not None and item is not None and (none_match.strip() == "*" or none_match.strip() in tags):
             raise WopiError(
                 412, "If-None-Match matches the item's eTag", code="preconditionFailed/entityTagDoesNotMatch"
             )
