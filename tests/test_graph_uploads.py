@@ -332,6 +332,19 @@ def test_if_match_mismatch_on_an_existing_file_by_path_is_412(graph):
     assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
 
 
+@pytest.mark.parametrize("conflict", ["replace", "rename", "fail"])
+def test_if_match_on_a_path_with_no_file_is_412_and_makes_no_session(graph, services, conflict):
+    """An If-Match holds for no file, not even `*` (RFC 9110 §13.1.1): a session that the file deleted meanwhile
+    made would bring it back, as a simple upload's would (docs/graph.md §3.6, §4.1)."""
+    body = {"item": {"@microsoft.graph.conflictBehavior": conflict}}
+    for tag in ('"{gone},1"', "*"):
+        response = create(graph, "me/drive/root:/a.bin:", body, headers={"If-Match": tag})
+        assert response.status_int == 412
+        assert graph_error(response) == ("preconditionFailed", "entityTagDoesNotMatch")
+    assert services.sessions.list() == []
+    assert create(graph, "me/drive/root:/a.bin:", body, headers={"If-None-Match": "*"}).status_int == 200
+
+
 # -- fragments --------------------------------------------------------------------------------------
 
 

@@ -117,12 +117,12 @@ class Uploads:
         user_id: str,
         target: Target,
         file_size: int | None = None,
-        if_match: Callable[[File], Held | None] | None = None,
+        if_match: Callable[[File | None], Held | None] | None = None,
     ) -> tuple[str, Status]:
         """A new session (docs/graph.md §4.1): its token and status. The declared `file_size` is checked
         against the largest file and the drive's quota before any byte is sent. `if_match` checks the file
-        that would be replaced as it is now, and says what of it must still hold at completion (None:
-        nothing, as for If-None-Match alone)."""
+        that would be replaced as it is now, or None where there is none, and says what of it must still hold
+        at completion (None: nothing, as for If-None-Match alone)."""
         with self.db.read() as s:
             existing: File | None
             if target.file_id is not None:
@@ -130,9 +130,9 @@ class Uploads:
             else:
                 assert target.folder_id is not None and target.name is not None  # a new file's target names both
                 existing = file_named(s, target.folder_id, target.name)
-            if if_match is not None and existing is not None:
+            if if_match is not None:
                 held = if_match(existing)
-                if held is not None:
+                if held is not None and existing is not None:
                     target = replace(
                         target, expect_file=existing.id, expect_sequence=held.sequence, expect_version=held.version
                     )

@@ -573,7 +573,7 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
     return jsonify(shapes.upload_session_json(url, status.expires_at, status.received, size))
 
 
-def _held_by_if_match() -> Callable[[File], Held | None] | None:
+def _held_by_if_match() -> Callable[[File | None], Held | None] | None:
     """If-Match / If-None-Match at createUploadSession, checked as everywhere, and what an If-Match holds
     the file to until completion: what its tag names (the eTag the item, the cTag the content). An
     If-None-Match holds nothing past creation: a tag the file has moved on from never comes back, and a
@@ -583,9 +583,9 @@ def _held_by_if_match() -> Callable[[File], Held | None] | None:
         return None
     match = request.headers.get("If-Match")
 
-    def held(file: File) -> Held | None:
-        check(file)
-        if match is None:
+    def held(file: File | None) -> Held | None:
+        check(file)  # If-Match fails where no file is
+        if match is None or file is None:
             return None
         if match.strip() == shapes.etag(file):
             return Held(sequence=file.sequence_number)
