@@ -243,7 +243,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
         parent_id = _new_parent(call, s, body.get("parentReference"))
-    info = json_object(body.get("fileSystemInfo", {}), "fileSystemInfo")
+    described = _described(body)
     # Graph's documents put it in the query; its SDKs, whose PATCH takes no such parameter, in the body
     conflict = _conflict(request.args, _conflict(body, "fail"))
     updated = call.services.tree.update(
@@ -252,9 +252,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         call.grant.user_id,
         name=_text(body, "name"),
         parent_id=parent_id,
-        description=_text(body, "description"),
-        fs_created=_time(info, "createdDateTime"),
-        fs_modified=_time(info, "lastModifiedDateTime"),
+        **described,
         if_match=_if_match(),
         conflict=conflict,
     )
@@ -419,12 +417,7 @@ def create_child(call: Call, ref: ItemRef) -> Response:
             "only folders are created this way (give a folder facet); upload a file's content to make a file",
         )
     conflict = _conflict(body, "fail")
-    info = json_object(body.get("fileSystemInfo", {}), "fileSystemInfo")
-    described = dict(
-        description=_text(body, "description"),
-        fs_created=_time(info, "createdDateTime"),
-        fs_modified=_time(info, "lastModifiedDateTime"),
-    )
+    described = _described(body)
     with call.services.db.read() as s:
         parent = _locate(call, s, ref)
         if not isinstance(parent, Folder):
@@ -659,6 +652,17 @@ _SHARED_OPERATIONS = {
     ("PUT", "content"),
     ("POST", "createUploadSession"),
 }
+
+
+def _described(body: dict) -> dict[str, Any]:
+    """What a client says of a folder or an item beside its name (description, fileSystemInfo's times), as
+    Tree.create_folder and Tree.update take it; 400 for a malformed value."""
+    info = json_object(body.get("fileSystemInfo", {}), "fileSystemInfo")
+    return dict(
+        description=_text(body, "description"),
+        fs_created=_time(info, "createdDateTime"),
+        fs_modified=_time(info, "lastModifiedDateTime"),
+    )
 
 
 def _time(info: dict, field: str):
