@@ -408,3 +408,17 @@ class Filler:
 
     def free(self) -> None:
         self.path.unlink()
+
+
+def descriptors_under(directory: str | os.PathLike[str], pid: int | str = "self") -> list[str]:
+    """What a process holds open under a directory, read from /proc: what a test may count without
+    another test's garbage, collected meanwhile, moving the figure."""
+    held = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed since the listing, as the listing's own descriptor is
+            continue
+        if target.startswith(str(directory)):
+            held.append(target)
+    return held

@@ -14,6 +14,7 @@ from wopihost.cspp.chunkid import chunk_id
 from wopihost.cspp.wire import request_body
 
 from .cspp_helpers import full_file, put_chunked
+from .helpers import descriptors_under
 
 pytestmark = pytest.mark.local_storage  # descriptors are how the local store holds blobs open
 
@@ -22,15 +23,7 @@ CHUNKS = [os.urandom(300_000), os.urandom(300_000)]
 
 def blob_fds(settings) -> list[str]:
     """What this process holds open in the blob store."""
-    held = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(settings.blob_dir)):
-            held.append(target)
-    return held
+    return descriptors_under(settings.blob_dir)
 
 
 @pytest.fixture(autouse=True)

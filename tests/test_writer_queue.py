@@ -18,6 +18,8 @@ from wopihost.faults import Unavailable
 from wopihost.models import User
 from wopihost.writers import WriterQueue, _Gate
 
+from .helpers import descriptors_under
+
 HOLD = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
@@ -204,11 +206,10 @@ def test_writers_files_that_cannot_be_opened_are_503_and_leave_no_descriptor(tmp
     which the first open has to give back)."""
     (tmp_path / "db.sqlite3-writers-waiting").mkdir()
     queue = WriterQueue(str(tmp_path / "db.sqlite3"), timeout=1)
-    before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(Unavailable, match="cannot be written"):
         with queue.turn():
             pass
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert descriptors_under(tmp_path) == []
     queue.close()
 
 

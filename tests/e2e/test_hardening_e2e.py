@@ -21,7 +21,7 @@ from wopihost.cspp.wire import put_chunked_body, request_body
 from wopihost.localserver import LocalServer, SlowClient
 from wopihost.validator.httpclient import Client
 
-from ..helpers import Filler, small_tmpfs, storage_of, wait_until
+from ..helpers import Filler, descriptors_under, small_tmpfs, storage_of, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -75,16 +75,7 @@ def read_status(sock: socket.socket) -> int:
 
 def blob_fds(server: LocalServer) -> list[str]:
     """What the workers hold open in the blob store; a deleted blob shows as '... (deleted)'."""
-    blobs, held = str(server.data_dir / "blobs"), []
-    for worker in server.workers():
-        for fd in os.listdir(f"/proc/{worker.pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{worker.pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith(blobs):
-                held.append(target)
-    return held
+    return [held for worker in server.workers() for held in descriptors_under(server.data_dir / "blobs", worker.pid)]
 
 
 def save_chunks(document: Document, *payloads: bytes) -> None:
