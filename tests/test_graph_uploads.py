@@ -293,6 +293,28 @@ def test_a_fragment_declaring_a_total_over_the_largest_file_is_400(graph):
     assert graph_error(response) == ("invalidRequest", "maxFileSizeExceeded")
 
 
+@pytest.mark.parametrize("limit", ["max_upload_session_size", "max_upload_bytes_per_user"])
+def test_a_file_size_no_session_may_hold_is_413_at_create_and_makes_no_session(graph_with, limit):
+    """Set below WOPIHOST_MAX_FILE_SIZE, a session limit is told at creation, not after 1000 bytes were sent."""
+    graph, services = graph_with(**{limit: 1000})
+    response = create(graph, body={"item": {"fileSize": 1001}})
+    assert response.status_int == 413
+    assert graph_error(response) == ("requestSizeExceeded", None)
+    assert "at most 1000 bytes" in response.json["error"]["message"]
+    assert services.sessions.list() == []
+    assert create(graph, body={"item": {"fileSize": 1000}}).status_int == 200
+
+
+def test_a_first_fragment_declaring_a_total_no_session_may_hold_is_413_and_stores_nothing(graph_with):
+    graph, _ = graph_with(max_upload_session_size=1000)
+    url = new_session(graph)
+    response = graph.upload(url, data(100), 0, 1000 + 1)
+    assert response.status_int == 413
+    assert graph_error(response) == ("requestSizeExceeded", None)
+    assert status(graph, url).json["nextExpectedRanges"] == ["0-"]
+    assert graph.upload(url, data(100), 0, 1000).status_int == 202
+
+
 def test_description_and_file_system_info_reach_the_file(graph):
     url = new_session(
         graph,

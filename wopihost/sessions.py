@@ -317,6 +317,16 @@ class UploadSessions:
         except WopiError:
             return None
 
+    def check_total(self, total: int) -> None:
+        """413 for a session that would have to hold `total` bytes where one may hold fewer: refused when its size
+        is declared, before any byte is sent, instead of at the fragment that would pass the limit."""
+        if total > self.max_size:
+            raise WopiError(413, f"an upload session holds at most {self.max_size} bytes, not {total}")
+        if total > self.max_bytes_per_user:
+            raise WopiError(
+                413, f"a user's open upload sessions hold at most {self.max_bytes_per_user} bytes, not {total}"
+            )
+
     def _check_append(self, state: sa.Row, offset: int, length: int) -> None:
         if offset != state.received:
             raise OffsetMismatch(offset, state.received)

@@ -330,6 +330,7 @@ class Uploads:
                 f"the declared file size {total} is larger than the largest allowed, {self.max_file_size} bytes",
                 code="invalidRequest/maxFileSizeExceeded",
             )
+        self.sessions.check_total(total)
 
     @staticmethod
     def _check_offset(first: int, received: int) -> None:
