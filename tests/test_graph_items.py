@@ -605,6 +605,34 @@ def test_content_if_none_match_takes_the_etag_or_the_ctag(graph, testapp, header
     assert graph.get(f"me/drive/items/{item['id']}/content", {"If-None-Match": changed["eTag"]}).status_int == 304
 
 
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_item_if_none_match_with_a_current_tag_is_304_and_a_stale_one_gets_the_item(graph, kind):
+    """As Graph documents GET driveItem: the item's current eTag or cTag in If-None-Match gets 304 with no body,
+    by id or by path, read as the content's is (a weak tag, a list, `*`)."""
+    item = (put(graph, "a.txt") if kind == "file" else mkdir(graph, "a.txt")).json
+    tags = [item["eTag"], f"W/{item['eTag']}", f'"other", {item["eTag"]}', "*"]
+    if kind == "file":
+        tags.append(item["cTag"])
+    for url in (f"me/drive/items/{item['id']}", "me/drive/root:/a.txt"):
+        for tag in tags:
+            response = graph.get(url, {"If-None-Match": tag})
+            assert response.status_int == 304 and response.body == b"", (url, tag)
+    renamed = graph.patch_json(f"me/drive/items/{item['id']}", {"name": "b.txt"}).json
+    response = graph.get(f"me/drive/items/{item['id']}", {"If-None-Match": item["eTag"]})
+    assert response.status_int == 200 and response.json["name"] == "b.txt"
+    assert graph.get(f"me/drive/items/{item['id']}", {"If-None-Match": renamed["eTag"]}).status_int == 304
+
+
+def test_item_if_match_with_a_stale_tag_is_412(graph):
+    item = put(graph, "a.txt").json
+    changed = graph.put(f"me/drive/items/{item['id']}/content", b"new").json
+    refused = graph.get(f"me/drive/items/{item['id']}", {"If-Match": item["eTag"]})
+    assert refused.status_int == 412
+    assert graph_error(refused) == ("preconditionFailed", "entityTagDoesNotMatch")
+    for tag in (changed["eTag"], changed["cTag"], "*"):
+        assert graph.get(f"me/drive/items/{item['id']}", {"If-Match": tag}).json["size"] == 3, tag
+
+
 def test_download_url_of_a_deleted_file_is_not_found(graph, testapp):
     file_id = put(graph, "a.txt").json["id"]
     url = download_url(graph, file_id)

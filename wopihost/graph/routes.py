@@ -202,6 +202,8 @@ def get_item(call: Call, ref: ItemRef) -> Response:
     the link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
+        if _current_copy(item):
+            return NoContent(status=304)
         body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None)[0]
         if isinstance(item, Folder) and "children" in _expanded():
             children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), {})
@@ -715,6 +717,15 @@ def _if_match() -> Callable[[Item | None], None] | None:
             )
 
     return check
+
+
+def _current_copy(item: Item) -> bool:
+    """A GET's conditions, read as the item's content reads them (streaming.py): If-Match failing is 412, as on
+    a write; If-None-Match matching says the client's copy is current, which Graph answers 304 Not Modified."""
+    tags = [tag.strip('"') for tag in (shapes.etag(item), shapes.ctag(item)) if tag is not None]
+    if "If-Match" in request.headers and not any(request.if_match.contains(tag) for tag in tags):
+        raise WopiError(412, "If-Match does not match the item's eTag", code="preconditionFailed/entityTagDoesNotMatch")
+    return any(request.if_none_match.contains_weak(tag) for tag in tags)
 
 
 def _int_query(name: str, default: int, low: int, high: int) -> int:
