@@ -733,6 +733,36 @@ def test_a_64_mib_write_holds_one_part_in_memory(s3_env, bucket, holds):  # noqa
     assert peak < 1.5 * 8 * MIB, f"{peak / MIB:.1f} MiB at the peak"
 
 
+def test_refused_credentials_are_unavailable_for_reads_too(s3_env, bucket, holds, monkeypatch):  # noqa: F811
+    """Credentials the store refuses get 403 on every request; a HEAD's has no body, so botocore's code is only
+    "403": an outage (503) all the same, as the write's SignatureDoesNotMatch is, never an unmapped error (500)."""
+    with S3Store(f"s3://{bucket}/p", holds, part_size=PART).write(io.BytesIO(b"x" * 10), 10) as blob:
+        pass
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    refused = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
+    with pytest.raises(Unavailable, match=r"cannot serve storing \w+ now \(SignatureDoesNotMatch\)"):
+        refused.write(io.BytesIO(b"y"), 10)
+    with pytest.raises(Unavailable, match=r"cannot serve reading \w+ now \(403\)"):
+        refused.open([blob.name])
+    with pytest.raises(Unavailable, match=r"\(403\)"):
+        refused.exists(blob.name)
+    opened = refused.open()
+    opened.add(blob.name, 10)  # its size known: the GET is the first request
+    with pytest.raises(Unavailable), opened:
+        list(opened.pieces([Extent(blob.name, 0, 10)]))
+    assert refused.health() == "not writable"
+    from botocore.exceptions import ClientError
+
+    def expired(**kwargs):  # temporary credentials past their time: AWS's 400 ExpiredToken
+        error = {"Error": {"Code": "ExpiredToken"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        raise ClientError(error, "PutObject")
+
+    monkeypatch.setattr(refused._s3, "put_object", expired)
+    with pytest.raises(Unavailable, match=r"\(ExpiredToken\)"):
+        refused.write(io.BytesIO(b"y"), 10)
+    assert rows(holds) == set()
+
+
 def test_missing_object_reads_are_file_not_found(s3_env, bucket, holds):  # noqa: F811
     store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
     with store.write(io.BytesIO(b"x" * 10), 10) as blob, store.open([blob.name]) as opened:

@@ -46,8 +46,19 @@ READ_AHEAD = 16 * MIB  # what one GET of a seekable reader asks for (S3Opened.re
 NAME_LENGTH = 32
 # the error codes (besides any 5xx) that mean "not now": throttling and the store's own timeouts
 _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
-# a bucket, credentials or clock the store refuses: no request can do anything until an admin fixes them
-_REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "RequestTimeTooSkewed", "NoSuchBucket"}
+# a bucket, credentials or clock the store refuses: no request can do anything until an admin fixes them.
+# Expired or invalid temporary credentials (AWS_SESSION_TOKEN) are a 400; any 401 or 403 is a refusal too, whatever
+# its code: the error of a HEAD has no body, so botocore's code for it is only the status ("403").
+_REFUSED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "RequestTimeTooSkewed",
+    "NoSuchBucket",
+    "ExpiredToken",
+    "InvalidToken",
+}
+_REFUSED_STATUS = {401, 403}
 _MISSING = {"NoSuchKey", "NotFound", "404"}
 # a full store (RGW's quota is a 403, a full cluster a 507; MinIO's and AWS's codes alike): retrying will not help
 _FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientCapacity"}
@@ -397,7 +408,7 @@ class S3Store:
                 raise InsufficientStorage(
                     f"the object store refuses {what}: it is full or over quota ({code or status})"
                 ) from exc
-            if status >= 500 or code in _BUSY or code in _REFUSED:
+            if status >= 500 or code in _BUSY or code in _REFUSED or status in _REFUSED_STATUS:
                 raise Unavailable(f"the object store cannot serve {what} now ({code or status})") from exc
             raise
         except (e.ConnectionError, e.HTTPClientError, e.IncompleteReadError, e.NoCredentialsError) as exc:
