@@ -763,6 +763,34 @@ def test_refused_credentials_are_unavailable_for_reads_too(s3_env, bucket, holds
     assert rows(holds) == set()
 
 
+def test_credentials_that_cannot_be_renewed_are_unavailable(s3_env, bucket, holds, tmp_path, monkeypatch):  # noqa: F811
+    """Temporary credentials (an instance role's, a container's, a credential_process's) are renewed by botocore on
+    the request that finds them about to expire; when the renewal fails (the metadata service or the process is
+    down), every request raises CredentialRetrievalError: an outage of the store, 503, not an unknown error (500),
+    and /healthz says "not writable" rather than failing itself."""
+    gateway, expiry = s3_env, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
+    fails = tmp_path / "fails"
+    process = tmp_path / "credentials"
+    process.write_text(
+        f"#!/bin/sh\n[ -e {fails} ] && exit 1\n"
+        f'echo \'{{"Version": 1, "AccessKeyId": "{gateway.access_key}", "SecretAccessKey": "{gateway.secret_key}", '
+        f'"SessionToken": "t", "Expiration": "{expiry}"}}\'\n'
+    )
+    process.chmod(0o755)
+    config = tmp_path / "aws-config"
+    config.write_text(f"[default]\ncredential_process = {process}\ns3 =\n    addressing_style = path\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)  # credentials fetched now, two minutes to go
+    fails.touch()  # and the next fetch, which the first request makes (within ten minutes of the expiry), fails
+    with pytest.raises(Unavailable, match=r"credentials .*\(CredentialRetrievalError\)"):
+        store.write(io.BytesIO(b"x"), 10)
+    assert rows(holds) == set()
+    with pytest.raises(Unavailable, match=r"\(CredentialRetrievalError\)"):
+        store.open(["a" * 32])
+    assert store.health() == "not writable"
+
+
 def test_missing_object_reads_are_file_not_found(s3_env, bucket, holds):  # noqa: F811
     store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
     with store.write(io.BytesIO(b"x" * 10), 10) as blob, store.open([blob.name]) as opened:

@@ -393,8 +393,8 @@ class S3Store:
     @contextmanager
     def _faults(self, what: str) -> Iterator[None]:
         """The store's failures as the faults the faces answer: InsufficientStorage (507) for a full store or
-        quota, Unavailable (503) for an outage, throttling or refused credentials (after botocore's retries),
-        FileNotFoundError for a missing object or upload."""
+        quota, Unavailable (503) for an outage, throttling, refused credentials or none to be had (after
+        botocore's retries), FileNotFoundError for a missing object or upload."""
         from botocore import exceptions as e  # type: ignore[import-untyped]
 
         try:
@@ -411,8 +411,12 @@ class S3Store:
             if status >= 500 or code in _BUSY or code in _REFUSED or status in _REFUSED_STATUS:
                 raise Unavailable(f"the object store cannot serve {what} now ({code or status})") from exc
             raise
-        except (e.ConnectionError, e.HTTPClientError, e.IncompleteReadError, e.NoCredentialsError) as exc:
+        except (e.ConnectionError, e.HTTPClientError, e.IncompleteReadError) as exc:
             raise Unavailable(f"the object store is unreachable while {what} ({type(exc).__name__})") from exc
+        except (e.NoCredentialsError, e.CredentialRetrievalError) as exc:
+            # none found, or temporary ones (an instance role's, a container's, a credential_process's) that
+            # botocore could not renew on the request that found them about to expire
+            raise Unavailable(f"no credentials for the object store while {what} ({type(exc).__name__})") from exc
 
 
 class _Upload:
