@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from wopihost import s3store
 from wopihost.clock import Clock, FrozenClock
 from wopihost.db import Database
 from wopihost.extents import Extent, Extents
@@ -789,6 +790,32 @@ def test_credentials_that_cannot_be_renewed_are_unavailable(s3_env, bucket, hold
     with pytest.raises(Unavailable, match=r"\(CredentialRetrievalError\)"):
         store.open(["a" * 32])
     assert store.health() == "not writable"
+
+
+def test_a_write_that_could_pass_s3s_count_of_parts_uses_larger_ones(s3_env, bucket, holds, monkeypatch):  # noqa: F811
+    """S3 takes at most 10,000 parts (InvalidArgument past them): with WOPIHOST_MAX_FILE_SIZE above 10,000 parts of
+    WOPIHOST_S3_PART_SIZE, a body that large must not be refused (a 500) once 10,000 parts were sent. Here S3's
+    count is 2, as a store that refuses a third part."""
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setattr(s3store, "MAX_PARTS", 2)
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
+    upload_part, numbers = store._s3.upload_part, []
+
+    def as_s3(**kwargs):
+        numbers.append(kwargs["PartNumber"])
+        if kwargs["PartNumber"] > s3store.MAX_PARTS:
+            error = {"Error": {"Code": "InvalidArgument"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+            raise ClientError(error, "UploadPart")
+        return upload_part(**kwargs)
+
+    monkeypatch.setattr(store._s3, "upload_part", as_s3)
+    source = Pattern(3 * PART)
+    data = bytes(source.block * (3 * PART // len(source.block) + 1))[: 3 * PART]
+    with store.write(source, limit=4 * PART) as blob:
+        assert (blob.size, blob.sha256) == (3 * PART, sha(data))
+    assert numbers == [1, 2]
+    assert read_all(store, blob.name, blob.size) == data
 
 
 def test_missing_object_reads_are_file_not_found(s3_env, bucket, holds):  # noqa: F811

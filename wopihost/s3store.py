@@ -41,6 +41,7 @@ log = logging.getLogger("wopihost.s3store")
 MIB = 1 << 20
 MIN_PART = 5 * MIB  # S3's least size of a multipart upload's part, but the last (EntityTooSmall)
 MAX_COPY_PART = 5 << 30  # S3's largest part (UploadPartCopy included)
+MAX_PUT = 5 << 30  # S3's largest PutObject
 MAX_PARTS = 10_000
 READ_AHEAD = 16 * MIB  # what one GET of a seekable reader asks for (S3Opened.readinto)
 NAME_LENGTH = 32
@@ -151,6 +152,8 @@ class S3Store:
         What crosses the network: the content, one part (part_size bytes, the only buffer) at a time: a body
         shorter than one part, or limited to less than two, is one PutObject, a longer one a multipart upload,
         completed only once every part is stored. The object is acknowledged by the store when this returns.
+        S3 takes at most MAX_PARTS parts: a write whose limit is more than that many part_size parts uses parts
+        of limit / MAX_PARTS, so that it cannot be refused after 10,000 of them were sent.
         """
         digest = hashlib.sha256() if sha256 else None
         size = 0
@@ -175,8 +178,9 @@ class S3Store:
         try:
             # A body known to fit in less than two parts (an upload session's piece: `limit` is its declared
             # length) goes up as one PutObject from a buffer of its size: 1 request, not 3 for a multipart upload,
-            # whose create and complete cost more than the data on a nearby store.
-            with scratch(limit + 1 if limit < 2 * self.part_size else self.part_size) as buffer:
+            # whose create and complete cost more than the data on a nearby store (but none larger than S3 takes).
+            part = min(max(self.part_size, -(-limit // MAX_PARTS)), MAX_COPY_PART)
+            with scratch(limit + 1 if limit < min(2 * part, MAX_PUT) else part) as buffer:
                 n = fill()
                 if n < len(buffer):  # the whole body in one part: one request, nothing to abort
                     with self._faults(f"storing {name}"):
