@@ -13,6 +13,7 @@ import signal
 import subprocess
 from contextlib import contextmanager
 
+import boto3
 import pytest
 import sqlalchemy as sa
 import webtest
@@ -195,3 +196,24 @@ def test_a_save_whose_streams_cannot_all_be_copied_lets_go_of_the_copies_made(ho
     assert response.status_int == 503, response.headers
     assert len(stored) == 2 and _holds(services) == []
     assert wopi.get_file().body == small + large
+
+
+def test_credentials_the_store_refuses_are_503_for_reads_too(host, ceph_rgw, monkeypatch):
+    """A secret the store no longer takes: GetFile's HEAD gets a 403 with no body (botocore's code "403"), which is
+    the same outage as a write's SignatureDoesNotMatch, 503, not a 500."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    wrong = boto3.session.Session().client(
+        "s3",
+        aws_access_key_id=ceph_rgw.access_key,
+        aws_secret_access_key="not-the-secret",
+        config=services.blobs._s3.meta.config,
+    )
+    monkeypatch.setattr(services.blobs, "_s3", wrong)
+    got = wopi.get_file()
+    assert got.status_int == 503 and int(got.headers["Retry-After"]) > 0, got.headers
+    assert "object store cannot serve reading" in got.headers["X-WOPI-FailureReason"]
+    content = graph.get("me/drive/root:/Doc.docx:/content")
+    assert content.status_int == 503 and content.json["error"]["code"] == "serviceNotAvailable"
+    monkeypatch.undo()
+    assert wopi.get_file().body == b"hello world"

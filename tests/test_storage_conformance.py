@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from wopihost import s3store
 from wopihost.clock import Clock, FrozenClock
 from wopihost.db import Database
 from wopihost.extents import Extent, Extents
@@ -731,6 +732,90 @@ def test_a_64_mib_write_holds_one_part_in_memory(s3_env, bucket, holds):  # noqa
         tracemalloc.stop()
     assert (blob.size, blob.sha256) == (64 * MIB, base64.b64encode(expected.digest()).decode())
     assert peak < 1.5 * 8 * MIB, f"{peak / MIB:.1f} MiB at the peak"
+
+
+def test_refused_credentials_are_unavailable_for_reads_too(s3_env, bucket, holds, monkeypatch):  # noqa: F811
+    """Credentials the store refuses get 403 on every request; a HEAD's has no body, so botocore's code is only
+    "403": an outage (503) all the same, as the write's SignatureDoesNotMatch is, never an unmapped error (500)."""
+    with S3Store(f"s3://{bucket}/p", holds, part_size=PART).write(io.BytesIO(b"x" * 10), 10) as blob:
+        pass
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    refused = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
+    with pytest.raises(Unavailable, match=r"cannot serve storing \w+ now \(SignatureDoesNotMatch\)"):
+        refused.write(io.BytesIO(b"y"), 10)
+    with pytest.raises(Unavailable, match=r"cannot serve reading \w+ now \(403\)"):
+        refused.open([blob.name])
+    with pytest.raises(Unavailable, match=r"\(403\)"):
+        refused.exists(blob.name)
+    opened = refused.open()
+    opened.add(blob.name, 10)  # its size known: the GET is the first request
+    with pytest.raises(Unavailable), opened:
+        list(opened.pieces([Extent(blob.name, 0, 10)]))
+    assert refused.health() == "not writable"
+    from botocore.exceptions import ClientError
+
+    def expired(**kwargs):  # temporary credentials past their time: AWS's 400 ExpiredToken
+        error = {"Error": {"Code": "ExpiredToken"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        raise ClientError(error, "PutObject")
+
+    monkeypatch.setattr(refused._s3, "put_object", expired)
+    with pytest.raises(Unavailable, match=r"\(ExpiredToken\)"):
+        refused.write(io.BytesIO(b"y"), 10)
+    assert rows(holds) == set()
+
+
+def test_credentials_that_cannot_be_renewed_are_unavailable(s3_env, bucket, holds, tmp_path, monkeypatch):  # noqa: F811
+    """Temporary credentials (an instance role's, a container's, a credential_process's) are renewed by botocore on
+    the request that finds them about to expire; when the renewal fails (the metadata service or the process is
+    down), every request raises CredentialRetrievalError: an outage of the store, 503, not an unknown error (500),
+    and /healthz says "not writable" rather than failing itself."""
+    gateway, expiry = s3_env, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
+    fails = tmp_path / "fails"
+    process = tmp_path / "credentials"
+    process.write_text(
+        f"#!/bin/sh\n[ -e {fails} ] && exit 1\n"
+        f'echo \'{{"Version": 1, "AccessKeyId": "{gateway.access_key}", "SecretAccessKey": "{gateway.secret_key}", '
+        f'"SessionToken": "t", "Expiration": "{expiry}"}}\'\n'
+    )
+    process.chmod(0o755)
+    config = tmp_path / "aws-config"
+    config.write_text(f"[default]\ncredential_process = {process}\ns3 =\n    addressing_style = path\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)  # credentials fetched now, two minutes to go
+    fails.touch()  # and the next fetch, which the first request makes (within ten minutes of the expiry), fails
+    with pytest.raises(Unavailable, match=r"credentials .*\(CredentialRetrievalError\)"):
+        store.write(io.BytesIO(b"x"), 10)
+    assert rows(holds) == set()
+    with pytest.raises(Unavailable, match=r"\(CredentialRetrievalError\)"):
+        store.open(["a" * 32])
+    assert store.health() == "not writable"
+
+
+def test_a_write_that_could_pass_s3s_count_of_parts_uses_larger_ones(s3_env, bucket, holds, monkeypatch):  # noqa: F811
+    """S3 takes at most 10,000 parts (InvalidArgument past them): with WOPIHOST_MAX_FILE_SIZE above 10,000 parts of
+    WOPIHOST_S3_PART_SIZE, a body that large must not be refused (a 500) once 10,000 parts were sent. Here S3's
+    count is 2, as a store that refuses a third part."""
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setattr(s3store, "MAX_PARTS", 2)
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
+    upload_part, numbers = store._s3.upload_part, []
+
+    def as_s3(**kwargs):
+        numbers.append(kwargs["PartNumber"])
+        if kwargs["PartNumber"] > s3store.MAX_PARTS:
+            error = {"Error": {"Code": "InvalidArgument"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+            raise ClientError(error, "UploadPart")
+        return upload_part(**kwargs)
+
+    monkeypatch.setattr(store._s3, "upload_part", as_s3)
+    source = Pattern(3 * PART)
+    data = bytes(source.block * (3 * PART // len(source.block) + 1))[: 3 * PART]
+    with store.write(source, limit=4 * PART) as blob:
+        assert (blob.size, blob.sha256) == (3 * PART, sha(data))
+    assert numbers == [1, 2]
+    assert read_all(store, blob.name, blob.size) == data
 
 
 def test_missing_object_reads_are_file_not_found(s3_env, bucket, holds):  # noqa: F811

@@ -41,13 +41,25 @@ log = logging.getLogger("wopihost.s3store")
 MIB = 1 << 20
 MIN_PART = 5 * MIB  # S3's least size of a multipart upload's part, but the last (EntityTooSmall)
 MAX_COPY_PART = 5 << 30  # S3's largest part (UploadPartCopy included)
+MAX_PUT = 5 << 30  # S3's largest PutObject
 MAX_PARTS = 10_000
 READ_AHEAD = 16 * MIB  # what one GET of a seekable reader asks for (S3Opened.readinto)
 NAME_LENGTH = 32
 # the error codes (besides any 5xx) that mean "not now": throttling and the store's own timeouts
 _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
-# a bucket, credentials or clock the store refuses: no request can do anything until an admin fixes them
-_REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "RequestTimeTooSkewed", "NoSuchBucket"}
+# a bucket, credentials or clock the store refuses: no request can do anything until an admin fixes them.
+# Expired or invalid temporary credentials (AWS_SESSION_TOKEN) are a 400; any 401 or 403 is a refusal too, whatever
+# its code: the error of a HEAD has no body, so botocore's code for it is only the status ("403").
+_REFUSED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "RequestTimeTooSkewed",
+    "NoSuchBucket",
+    "ExpiredToken",
+    "InvalidToken",
+}
+_REFUSED_STATUS = {401, 403}
 _MISSING = {"NoSuchKey", "NotFound", "404"}
 # a full store (RGW's quota is a 403, a full cluster a 507; MinIO's and AWS's codes alike): retrying will not help
 _FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientCapacity"}
@@ -140,6 +152,8 @@ class S3Store:
         What crosses the network: the content, one part (part_size bytes, the only buffer) at a time: a body
         shorter than one part, or limited to less than two, is one PutObject, a longer one a multipart upload,
         completed only once every part is stored. The object is acknowledged by the store when this returns.
+        S3 takes at most MAX_PARTS parts: a write whose limit is more than that many part_size parts uses parts
+        of limit / MAX_PARTS, so that it cannot be refused after 10,000 of them were sent.
         """
         digest = hashlib.sha256() if sha256 else None
         size = 0
@@ -164,8 +178,9 @@ class S3Store:
         try:
             # A body known to fit in less than two parts (an upload session's piece: `limit` is its declared
             # length) goes up as one PutObject from a buffer of its size: 1 request, not 3 for a multipart upload,
-            # whose create and complete cost more than the data on a nearby store.
-            with scratch(limit + 1 if limit < 2 * self.part_size else self.part_size) as buffer:
+            # whose create and complete cost more than the data on a nearby store (but none larger than S3 takes).
+            part = min(max(self.part_size, -(-limit // MAX_PARTS)), MAX_COPY_PART)
+            with scratch(limit + 1 if limit < min(2 * part, MAX_PUT) else part) as buffer:
                 n = fill()
                 if n < len(buffer):  # the whole body in one part: one request, nothing to abort
                     with self._faults(f"storing {name}"):
@@ -382,8 +397,8 @@ class S3Store:
     @contextmanager
     def _faults(self, what: str) -> Iterator[None]:
         """The store's failures as the faults the faces answer: InsufficientStorage (507) for a full store or
-        quota, Unavailable (503) for an outage, throttling or refused credentials (after botocore's retries),
-        FileNotFoundError for a missing object or upload."""
+        quota, Unavailable (503) for an outage, throttling, refused credentials or none to be had (after
+        botocore's retries), FileNotFoundError for a missing object or upload."""
         from botocore import exceptions as e  # type: ignore[import-untyped]
 
         try:
@@ -397,11 +412,15 @@ class S3Store:
                 raise InsufficientStorage(
                     f"the object store refuses {what}: it is full or over quota ({code or status})"
                 ) from exc
-            if status >= 500 or code in _BUSY or code in _REFUSED:
+            if status >= 500 or code in _BUSY or code in _REFUSED or status in _REFUSED_STATUS:
                 raise Unavailable(f"the object store cannot serve {what} now ({code or status})") from exc
             raise
-        except (e.ConnectionError, e.HTTPClientError, e.IncompleteReadError, e.NoCredentialsError) as exc:
+        except (e.ConnectionError, e.HTTPClientError, e.IncompleteReadError) as exc:
             raise Unavailable(f"the object store is unreachable while {what} ({type(exc).__name__})") from exc
+        except (e.NoCredentialsError, e.CredentialRetrievalError) as exc:
+            # none found, or temporary ones (an instance role's, a container's, a credential_process's) that
+            # botocore could not renew on the request that found them about to expire
+            raise Unavailable(f"no credentials for the object store while {what} ({type(exc).__name__})") from exc
 
 
 class _Upload:
