@@ -151,6 +151,25 @@ def test_formulas_and_number_formats_can_be_written():
     assert answer["numberFormat"] == [["0.00"], ["General"]]
 
 
+def test_a_formula_that_parses_is_taken_though_what_it_reads_is_ironcalcs_parse_error():
+    """IronCalc calculates #ERROR! for a formula it cannot parse, which a PATCH refuses; a formula that parsed
+    but read the text "#ERROR!", or a cell of the file holding a formula IronCalc cannot parse (a table's
+    structured reference), was refused as if it could not be parsed."""
+
+    def cells(book):
+        book["Sheet1"]["E1"] = "#ERROR!"
+        book["Sheet1"]["E2"] = "=SUM(Sales[Amount])"
+
+    book = open_workbook(xlsx(cells), LIMIT)
+    answer = book.patch("Sheet1", "F1:F3", formulas=[["=E1"], ['="#ERROR!"'], ["=IFERROR(E2,-1)"]])
+    assert answer["formulas"] == [["=E1"], ['="#ERROR!"'], ["=IFERROR(E2,-1)"]]
+    assert answer["values"] == [["#ERROR!"], ["#ERROR!"], [-1]]
+    assert book.patch("Sheet1", "G1", values=[["=E2*2"]])["formulas"] == [["=E2*2"]]
+    with pytest.raises(WorkbookError) as refused:
+        book.patch("Sheet1", "G2", formulas=[["=E1+"]])
+    assert (refused.value.status, refused.value.code) == (400, "invalidRequest")
+
+
 def test_the_written_workbook_keeps_what_was_written():
     book = open_workbook(xlsx(), LIMIT)
     book.patch("Sheet1", "A1", values=[[9]])

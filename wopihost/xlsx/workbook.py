@@ -206,10 +206,12 @@ class Workbook:
         for name, grid in grids:  # IronCalc takes any text as a formula and calculates #ERROR! for nonsense
             for r, row in enumerate(grid):
                 for c, value in enumerate(row):
+                    at = (where.first_row + r, where.first_column + c)
                     if (
                         isinstance(value, str)
                         and value.startswith("=")
-                        and self.model.get_cell_value(index, where.first_row + r, where.first_column + c) == "#ERROR!"
+                        and _parse_error(self.model, index, *at)
+                        and not self._parses(value, index, *at)
                     ):
                         raise bad_request(f"the formula {value[:60]!r} cannot be parsed")
         return self._read(sheet, where)
@@ -296,6 +298,20 @@ class Workbook:
             "numberFormat": formats,
         }
 
+    def _parses(self, formula: str, index: int, row: int, column: int) -> bool:
+        """Whether IronCalc can parse `formula` in that cell, which calculated its parse error: so does a formula
+        that reads a cell of the file IronCalc cannot parse (a table's `Sales[Amount]`). In a model of the same
+        sheets, all empty, only the formula's own parse error is left to calculate it."""
+        alone = ironcalc.create("parse", "en", "UTC")
+        for position, sheet in enumerate(self.book.worksheets):
+            if position:
+                alone.add_sheet(sheet.title)
+            else:
+                alone.rename_sheet(0, sheet.title)
+        alone.update_cell_with_formula(index, row, column, formula)
+        alone.evaluate()
+        return not _parse_error(alone, index, row, column)
+
     def _define(self, name: str, scope: int | None, formula: str | None) -> None:
         """A defined name, in the model too if IronCalc takes it. It takes references and LAMBDAs only, not a
         constant, a named formula, several areas or #REF!: those, and LAMBDAs (a cell could call one without
@@ -345,6 +361,13 @@ class Workbook:
             model.set_user_input(index, row, column, str(value))
         else:
             model.update_cell_with_text(index, row, column, str(value))
+
+
+def _parse_error(model: ironcalc.Model, index: int, row: int, column: int) -> bool:
+    """Whether the cell calculated IronCalc's #ERROR!, the error of a formula it cannot parse (not the text)."""
+    # a native enum that int() takes, though its stub declares a plain Enum
+    kind = int(model.get_cell_type(index, row, column))  # type: ignore[call-overload]
+    return _TYPES.get(kind) == "Error" and model.get_cell_value(index, row, column) == "#ERROR!"
 
 
 def _limited(address: Address) -> Address:
