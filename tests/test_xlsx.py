@@ -188,6 +188,18 @@ def test_adding_a_worksheet():
     assert open_workbook(book.to_bytes(), LIMIT).worksheet("Extra").position == 2
 
 
+@pytest.mark.parametrize("name", ["Notes'", "'Notes", "History", "history", "", "x" * 32, "a/b", "a[1]"])
+def test_a_worksheet_name_excel_refuses_is_400(name):
+    """Excel's rules for a sheet's name: 1 to 31 characters, none of / \\ ? * : [ ], not beginning or ending
+    with an apostrophe, and not History, which Excel keeps for itself. A name ending in an apostrophe, or
+    History, was taken and stored: a file Excel does not open as it was written."""
+    book = open_workbook(xlsx(), LIMIT)
+    with pytest.raises(WorkbookError) as refused:
+        book.add_worksheet(name)
+    assert (refused.value.status, refused.value.code) == (400, "invalidRequest")
+    assert [sheet.name for sheet in book.worksheets()] == ["Sheet1", "My data"]
+
+
 @pytest.mark.parametrize(
     "patch",
     [

@@ -135,8 +135,19 @@ class Workbook:
     def add_worksheet(self, name: str | None) -> Sheet:
         if name is None:
             name = next(f"Sheet{n}" for n in range(1, 10_000) if f"Sheet{n}" not in self.book.sheetnames)
-        if not name or len(name) > 31 or any(ch in name for ch in "[]:*?/\\") or name.startswith("'"):
-            raise bad_request("a worksheet name is 1 to 31 characters, none of [ ] : * ? / \\")
+        # Excel's rules: a file holding a name they refuse is one Excel does not open as it was written
+        if (
+            not name
+            or len(name) > 31
+            or any(ch in name for ch in "[]:*?/\\")
+            or name.startswith("'")
+            or name.endswith("'")
+            or name.casefold() == "history"  # Excel's own
+        ):
+            raise bad_request(
+                "a worksheet name is 1 to 31 characters, none of [ ] : * ? / \\, neither beginning nor ending "
+                "with ' and not History"
+            )
         _storable(name, "the worksheet name")
         if name.casefold() in (existing.casefold() for existing in self.book.sheetnames):
             raise WorkbookError(
