@@ -188,6 +188,17 @@ def test_adding_a_worksheet():
     assert open_workbook(book.to_bytes(), LIMIT).worksheet("Extra").position == 2
 
 
+def test_a_new_worksheet_without_a_name_gets_one_free_in_any_case():
+    """The default name was looked for case-sensitively and then refused case-insensitively: a workbook with
+    a sheet named "SHEET2" answered 409 to adding a worksheet without a name."""
+
+    def upper(book):
+        book.create_sheet("SHEET2")
+
+    book = open_workbook(xlsx(upper), LIMIT)
+    assert book.add_worksheet(None).name == "Sheet3"
+
+
 @pytest.mark.parametrize("name", ["Notes'", "'Notes", "History", "history", "", "x" * 32, "a/b", "a[1]"])
 def test_a_worksheet_name_excel_refuses_is_400(name):
     """Excel's rules for a sheet's name: 1 to 31 characters, none of / \\ ? * : [ ], not beginning or ending

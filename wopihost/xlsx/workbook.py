@@ -133,8 +133,9 @@ class Workbook:
 
     @on_deep_stack
     def add_worksheet(self, name: str | None) -> Sheet:
-        if name is None:
-            name = next(f"Sheet{n}" for n in range(1, 10_000) if f"Sheet{n}" not in self.book.sheetnames)
+        if name is None:  # the first SheetN free, in any case: a name taken in another case is taken
+            taken = {existing.casefold() for existing in self.book.sheetnames}
+            name = next(f"Sheet{n}" for n in range(1, 10_000) if f"sheet{n}" not in taken)
         # Excel's rules: a file holding a name they refuse is one Excel does not open as it was written
         if (
             not name
