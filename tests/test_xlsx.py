@@ -77,6 +77,16 @@ def test_worksheets_have_stable_ids_positions_and_are_found_by_id_or_name():
     assert (missing.value.status, missing.value.code) == (404, "itemNotFound")
 
 
+def test_a_worksheet_is_found_by_its_name_or_id_in_any_case():
+    """Excel's sheet names are case-insensitive (a name taken in another case is taken, an address's sheet is
+    matched in any case), and so are GUIDs; the worksheet in a URL was found only as spelled: 404."""
+    book = open_workbook(xlsx(), LIMIT)
+    sheet = book.worksheet("My data")
+    assert book.worksheet("MY DATA") == sheet and book.worksheet(sheet.id.lower()) == sheet
+    assert book.range("sheet1", "Sheet1!A4")["values"] == [[6]]
+    assert book.patch("SHEET1", "A1", values=[[5]])["address"] == "Sheet1!A1"
+
+
 def test_used_range_is_the_bounding_box_of_values():
     book = open_workbook(xlsx(lambda b: b["Sheet1"].cell(9, 6, "far")), LIMIT)
     assert book.used_range("Sheet1", values_only=True)["address"] == "Sheet1!A1:F9"

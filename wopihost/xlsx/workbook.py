@@ -125,9 +125,14 @@ class Workbook:
         return [self._sheet(index, sheet) for index, sheet in enumerate(self.book.worksheets)]
 
     def worksheet(self, key: str) -> Sheet:
-        """By id (`{...}`) or by name, as Graph addresses them; 404 if there is none."""
-        for sheet in self.worksheets():
-            if key in (sheet.id, sheet.name) or key.strip("{}") == sheet.id.strip("{}"):
+        """By id (`{...}`, braces optional) or by name, as Graph addresses them, in any case as Excel matches
+        names (and GUIDs compare); 404 if there is none."""
+        sheets, folded = self.worksheets(), key.casefold()
+        for sheet in sheets:  # as spelled first: a file made elsewhere may hold names differing in case only
+            if key == sheet.name:
+                return sheet
+        for sheet in sheets:
+            if folded in (sheet.name.casefold(), sheet.id.strip("{}").casefold(), sheet.id.casefold()):
                 return sheet
         raise not_found(f"the workbook has no worksheet {key[:60]!r}")
 
