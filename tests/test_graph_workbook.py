@@ -860,6 +860,31 @@ def test_read_only_token(graph, graph_for, services, client_for):
     assert version(services, client_for, file_id) == before
 
 
+@pytest.mark.parametrize("mode", ["persistent", "sessionless", "non-persistent"])
+def test_a_write_past_the_drive_quota_is_507_and_stores_nothing(settings, clock, mode):
+    """Workbook writes to the file went past WOPIHOST_DRIVE_QUOTA, which every other Graph write is held to;
+    a non-persistent session's copy is not the drive's, as an upload session's bytes are not."""
+    app = create_app(settings.with_changes(drive_quota=len(xlsx()) + 2_000), clock)
+    try:
+        services = app.extensions["wopihost"]
+        issued, drive_id = services.issue_api_token("alice", True)
+        graph = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+        file_id = upload(graph)
+        session = None if mode == "sessionless" else create(graph, mode == "persistent")
+        before = services.files.get(file_id).version
+        noise = [[os.urandom(200).hex()] for _ in range(30)]  # 12 KB of text that deflates only to half
+        response = patch(graph, "F1:F30", {"values": noise}, session)
+        if mode == "non-persistent":
+            assert response.status_int == 200, response
+        else:
+            assert response.status_int == 507 and graph_error(response) == ("quotaLimitReached", None), response
+            assert values(graph, "F1", session) == [[""]]
+        assert services.files.get(file_id).version == before
+        assert patch(graph, "F1", {"values": [[7]]}, session).status_int == 200  # a write that fits still lands
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
 def test_unauthenticated(graph):
     upload(graph)
     anonymous = GraphClient(graph.testapp, None, graph.drive_id)

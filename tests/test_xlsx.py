@@ -77,6 +77,16 @@ def test_worksheets_have_stable_ids_positions_and_are_found_by_id_or_name():
     assert (missing.value.status, missing.value.code) == (404, "itemNotFound")
 
 
+def test_a_worksheet_is_found_by_its_name_or_id_in_any_case():
+    """Excel's sheet names are case-insensitive (a name taken in another case is taken, an address's sheet is
+    matched in any case), and so are GUIDs; the worksheet in a URL was found only as spelled: 404."""
+    book = open_workbook(xlsx(), LIMIT)
+    sheet = book.worksheet("My data")
+    assert book.worksheet("MY DATA") == sheet and book.worksheet(sheet.id.lower()) == sheet
+    assert book.range("sheet1", "Sheet1!A4")["values"] == [[6]]
+    assert book.patch("SHEET1", "A1", values=[[5]])["address"] == "Sheet1!A1"
+
+
 def test_used_range_is_the_bounding_box_of_values():
     book = open_workbook(xlsx(lambda b: b["Sheet1"].cell(9, 6, "far")), LIMIT)
     assert book.used_range("Sheet1", values_only=True)["address"] == "Sheet1!A1:F9"
@@ -151,6 +161,25 @@ def test_formulas_and_number_formats_can_be_written():
     assert answer["numberFormat"] == [["0.00"], ["General"]]
 
 
+def test_a_formula_that_parses_is_taken_though_what_it_reads_is_ironcalcs_parse_error():
+    """IronCalc calculates #ERROR! for a formula it cannot parse, which a PATCH refuses; a formula that parsed
+    but read the text "#ERROR!", or a cell of the file holding a formula IronCalc cannot parse (a table's
+    structured reference), was refused as if it could not be parsed."""
+
+    def cells(book):
+        book["Sheet1"]["E1"] = "#ERROR!"
+        book["Sheet1"]["E2"] = "=SUM(Sales[Amount])"
+
+    book = open_workbook(xlsx(cells), LIMIT)
+    answer = book.patch("Sheet1", "F1:F3", formulas=[["=E1"], ['="#ERROR!"'], ["=IFERROR(E2,-1)"]])
+    assert answer["formulas"] == [["=E1"], ['="#ERROR!"'], ["=IFERROR(E2,-1)"]]
+    assert answer["values"] == [["#ERROR!"], ["#ERROR!"], [-1]]
+    assert book.patch("Sheet1", "G1", values=[["=E2*2"]])["formulas"] == [["=E2*2"]]
+    with pytest.raises(WorkbookError) as refused:
+        book.patch("Sheet1", "G2", formulas=[["=E1+"]])
+    assert (refused.value.status, refused.value.code) == (400, "invalidRequest")
+
+
 def test_the_written_workbook_keeps_what_was_written():
     book = open_workbook(xlsx(), LIMIT)
     book.patch("Sheet1", "A1", values=[[9]])
@@ -167,6 +196,29 @@ def test_adding_a_worksheet():
         book.add_worksheet("extra")
     assert (taken.value.status, taken.value.code) == (409, "conflict")
     assert open_workbook(book.to_bytes(), LIMIT).worksheet("Extra").position == 2
+
+
+def test_a_new_worksheet_without_a_name_gets_one_free_in_any_case():
+    """The default name was looked for case-sensitively and then refused case-insensitively: a workbook with
+    a sheet named "SHEET2" answered 409 to adding a worksheet without a name."""
+
+    def upper(book):
+        book.create_sheet("SHEET2")
+
+    book = open_workbook(xlsx(upper), LIMIT)
+    assert book.add_worksheet(None).name == "Sheet3"
+
+
+@pytest.mark.parametrize("name", ["Notes'", "'Notes", "History", "history", "", "x" * 32, "a/b", "a[1]"])
+def test_a_worksheet_name_excel_refuses_is_400(name):
+    """Excel's rules for a sheet's name: 1 to 31 characters, none of / \\ ? * : [ ], not beginning or ending
+    with an apostrophe, and not History, which Excel keeps for itself. A name ending in an apostrophe, or
+    History, was taken and stored: a file Excel does not open as it was written."""
+    book = open_workbook(xlsx(), LIMIT)
+    with pytest.raises(WorkbookError) as refused:
+        book.add_worksheet(name)
+    assert (refused.value.status, refused.value.code) == (400, "invalidRequest")
+    assert [sheet.name for sheet in book.worksheets()] == ["Sheet1", "My data"]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from . import xlsx
 from .clock import Clock
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .xlsx.workbook import Workbook
 
 T = TypeVar("T")
+Admit = Callable[[Session, str, int], None]  # Files' admit: (transaction, folder id, bytes the write adds)
 RETRIES = 5
 # Workbook calls one worker runs at once; the others wait. A call holds a whole workbook in memory (up to some
 # 50 MiB per MiB of the size limit, docs/graph.md §10.3): with 64 threads a worker could otherwise hold 64.
@@ -194,12 +196,23 @@ class Workbooks:
             finally:
                 self._last.put((file_id, basis), book)  # a read changes nothing
 
-    def write(self, file_id: str, session_id: str | None, user_id: str, action: Callable[[Workbook], T]) -> T:
-        """Act on the workbook and store the result where the session says, read-modify-write."""
+    def write(
+        self,
+        file_id: str,
+        session_id: str | None,
+        user_id: str,
+        action: Callable[[Workbook], T],
+        admit: Admit | None = None,
+    ) -> T:
+        """Act on the workbook and store the result where the session says, read-modify-write. `admit` (as in
+        Files.replace) is asked in the transaction that writes the file itself: the drive's quota, the caller's
+        reach; a non-persistent session's copy is not the drive's, and is not asked."""
         with self._calls:
-            return self._write(file_id, session_id, user_id, action)
+            return self._write(file_id, session_id, user_id, action, admit)
 
-    def _write(self, file_id: str, session_id: str | None, user_id: str, action: Callable[[Workbook], T]) -> T:
+    def _write(
+        self, file_id: str, session_id: str | None, user_id: str, action: Callable[[Workbook], T], admit: Admit | None
+    ) -> T:
         for _ in range(RETRIES):
             book, basis = self._current(file_id, session_id, user_id)
             result = action(book)  # a book that failed half-way through a change is never kept
@@ -207,7 +220,7 @@ class Workbooks:
             if len(data) > self.max_size:  # stored, it would open nowhere: the session or file would be lost
                 raise too_large(len(data), self.max_size, "would be")
             try:
-                stored = self._store(file_id, session_id, user_id, basis, data)
+                stored = self._store(file_id, session_id, user_id, basis, data, admit)
             except _Changed:
                 continue
             self._last.put((file_id, stored), book)
@@ -382,7 +395,9 @@ class Workbooks:
                 continue
         raise WopiError(409, "the workbook session is being changed too often; retry", code="conflict")
 
-    def _store(self, file_id: str, session_id: str | None, user_id: str, basis: int | str, data: bytes) -> int | str:
+    def _store(
+        self, file_id: str, session_id: str | None, user_id: str, basis: int | str, data: bytes, admit: Admit | None
+    ) -> int | str:
         """Store a changed workbook where it was read from, if that is still current; returns what it is
         now stored as (the file's new version, the session copy's new blob)."""
         if isinstance(basis, int):  # the file itself, if it is still the version that was read
@@ -391,7 +406,7 @@ class Workbooks:
                 if file.version != basis:
                     raise _Changed()
 
-            return self.files.replace(file_id, user_id, io.BytesIO(data), unchanged).version
+            return self.files.replace(file_id, user_id, io.BytesIO(data), unchanged, admit=admit).version
         blob = self.blobs.write(io.BytesIO(data), len(data), sha256=False)
         with blob:
             try:

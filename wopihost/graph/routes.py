@@ -433,7 +433,7 @@ def _workbook(call: Call, ref: ItemRef) -> Response:
         item = _locate(call, s, ref)
     if not isinstance(item, File):
         raise GraphError(400, "invalidRequest", "a folder is not a workbook", "unsupportedWorkbook")
-    return workbook(call, item, ref.rest)
+    return workbook(call, item, ref.rest, _admit(call, call.drive.id, item.id))
 
 
 def get_content(call: Call, ref: ItemRef) -> Response:

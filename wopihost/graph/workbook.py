@@ -22,6 +22,7 @@ from .errors import GraphError
 from .request import json_body
 
 if TYPE_CHECKING:
+    from ..workbooks import Admit
     from ..xlsx.workbook import Workbook
 
 # worksheets/{id|name} or worksheets('{id|name}'); a name may hold "(": Excel names a copied sheet "Sheet1 (2)"
@@ -41,8 +42,9 @@ _ROUTES = [
 ]
 
 
-def workbook(call, file: File, rest: str) -> Response:
-    """Route `…/workbook/{rest}` on the workbook `file` for the authenticated `call` (routes.Call)."""
+def workbook(call, file: File, rest: str, admit: Admit) -> Response:
+    """Route `…/workbook/{rest}` on the workbook `file` for the authenticated `call` (routes.Call); `admit` is
+    what a write to the file asks once its bytes are in, as every Graph write (the quota, the caller's reach)."""
     method = "GET" if request.method == "HEAD" else request.method
     known = False
     for verb, pattern, name in _ROUTES:
@@ -52,7 +54,7 @@ def workbook(call, file: File, rest: str) -> Response:
         known = True
         if verb == method:
             try:
-                return _HANDLERS[name](_Context(call, file, rest), *match.groups())
+                return _HANDLERS[name](_Context(call, file, rest, admit), *match.groups())
             except WorkbookError as exc:
                 raise GraphError(exc.status, exc.code, str(exc), exc.inner) from None
     if known:
@@ -61,8 +63,8 @@ def workbook(call, file: File, rest: str) -> Response:
 
 
 class _Context:
-    def __init__(self, call, file: File, rest: str):
-        self.call, self.file, self.rest = call, file, rest
+    def __init__(self, call, file: File, rest: str, admit: Admit):
+        self.call, self.file, self.rest, self.admit = call, file, rest, admit
         self.workbooks = call.services.workbooks
         self.user = call.grant.user_id
         self.session_id = (request.headers.get("workbook-session-id") or "").strip() or None
@@ -80,7 +82,7 @@ class _Context:
         if self.session_id is None or self._persistent():
             self.call.require_write()
         try:
-            return self.workbooks.write(self.file.id, self.session_id, self.user, action)
+            return self.workbooks.write(self.file.id, self.session_id, self.user, action, self.admit)
         except WopiError as exc:
             if exc.code == "resourceLocked":  # someone else's WOPI or coauth lock: Excel's conflict
                 raise GraphError(

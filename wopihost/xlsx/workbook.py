@@ -125,18 +125,35 @@ class Workbook:
         return [self._sheet(index, sheet) for index, sheet in enumerate(self.book.worksheets)]
 
     def worksheet(self, key: str) -> Sheet:
-        """By id (`{...}`) or by name, as Graph addresses them; 404 if there is none."""
-        for sheet in self.worksheets():
-            if key in (sheet.id, sheet.name) or key.strip("{}") == sheet.id.strip("{}"):
+        """By id (`{...}`, braces optional) or by name, as Graph addresses them, in any case as Excel matches
+        names (and GUIDs compare); 404 if there is none."""
+        sheets, folded = self.worksheets(), key.casefold()
+        for sheet in sheets:  # as spelled first: a file made elsewhere may hold names differing in case only
+            if key == sheet.name:
+                return sheet
+        for sheet in sheets:
+            if folded in (sheet.name.casefold(), sheet.id.strip("{}").casefold(), sheet.id.casefold()):
                 return sheet
         raise not_found(f"the workbook has no worksheet {key[:60]!r}")
 
     @on_deep_stack
     def add_worksheet(self, name: str | None) -> Sheet:
-        if name is None:
-            name = next(f"Sheet{n}" for n in range(1, 10_000) if f"Sheet{n}" not in self.book.sheetnames)
-        if not name or len(name) > 31 or any(ch in name for ch in "[]:*?/\\") or name.startswith("'"):
-            raise bad_request("a worksheet name is 1 to 31 characters, none of [ ] : * ? / \\")
+        if name is None:  # the first SheetN free, in any case: a name taken in another case is taken
+            taken = {existing.casefold() for existing in self.book.sheetnames}
+            name = next(f"Sheet{n}" for n in range(1, 10_000) if f"sheet{n}" not in taken)
+        # Excel's rules: a file holding a name they refuse is one Excel does not open as it was written
+        if (
+            not name
+            or len(name) > 31
+            or any(ch in name for ch in "[]:*?/\\")
+            or name.startswith("'")
+            or name.endswith("'")
+            or name.casefold() == "history"  # Excel's own
+        ):
+            raise bad_request(
+                "a worksheet name is 1 to 31 characters, none of [ ] : * ? / \\, neither beginning nor ending "
+                "with ' and not History"
+            )
         _storable(name, "the worksheet name")
         if name.casefold() in (existing.casefold() for existing in self.book.sheetnames):
             raise WorkbookError(
@@ -206,10 +223,12 @@ class Workbook:
         for name, grid in grids:  # IronCalc takes any text as a formula and calculates #ERROR! for nonsense
             for r, row in enumerate(grid):
                 for c, value in enumerate(row):
+                    at = (where.first_row + r, where.first_column + c)
                     if (
                         isinstance(value, str)
                         and value.startswith("=")
-                        and self.model.get_cell_value(index, where.first_row + r, where.first_column + c) == "#ERROR!"
+                        and _parse_error(self.model, index, *at)
+                        and not self._parses(value, index, *at)
                     ):
                         raise bad_request(f"the formula {value[:60]!r} cannot be parsed")
         return self._read(sheet, where)
@@ -296,6 +315,20 @@ class Workbook:
             "numberFormat": formats,
         }
 
+    def _parses(self, formula: str, index: int, row: int, column: int) -> bool:
+        """Whether IronCalc can parse `formula` in that cell, which calculated its parse error: so does a formula
+        that reads a cell of the file IronCalc cannot parse (a table's `Sales[Amount]`). In a model of the same
+        sheets, all empty, only the formula's own parse error is left to calculate it."""
+        alone = ironcalc.create("parse", "en", "UTC")
+        for position, sheet in enumerate(self.book.worksheets):
+            if position:
+                alone.add_sheet(sheet.title)
+            else:
+                alone.rename_sheet(0, sheet.title)
+        alone.update_cell_with_formula(index, row, column, formula)
+        alone.evaluate()
+        return not _parse_error(alone, index, row, column)
+
     def _define(self, name: str, scope: int | None, formula: str | None) -> None:
         """A defined name, in the model too if IronCalc takes it. It takes references and LAMBDAs only, not a
         constant, a named formula, several areas or #REF!: those, and LAMBDAs (a cell could call one without
@@ -345,6 +378,13 @@ class Workbook:
             model.set_user_input(index, row, column, str(value))
         else:
             model.update_cell_with_text(index, row, column, str(value))
+
+
+def _parse_error(model: ironcalc.Model, index: int, row: int, column: int) -> bool:
+    """Whether the cell calculated IronCalc's #ERROR!, the error of a formula it cannot parse (not the text)."""
+    # a native enum that int() takes, though its stub declares a plain Enum
+    kind = int(model.get_cell_type(index, row, column))  # type: ignore[call-overload]
+    return _TYPES.get(kind) == "Error" and model.get_cell_value(index, row, column) == "#ERROR!"
 
 
 def _limited(address: Address) -> Address:
