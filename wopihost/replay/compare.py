@@ -51,6 +51,7 @@ PRESENCE_HEADERS = (
     TABLE_VERSION,
     "X-WOPI-LockFailureReason",
     "X-WOPI-InvalidFileNameError",
+    "X-WOPI-InvalidContainerNameError",
     "X-WOPI-FailureReason",
     "X-WOPI-ServerError",
     "ETag",
