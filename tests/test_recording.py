@@ -563,6 +563,53 @@ def test_a_graph_session_keeps_its_api_token_as_bearer(recording):
     assert {h["name"]: h["value"] for h in entry["request"]["headers"]}["Authorization"] == "Bearer {{api_token:1}}"
 
 
+# A drive's folders named like the path segments of credentials, in Graph's item paths (docs/graph.md §2): names
+ITEM_PATHS = [
+    "/v1.0/me/drive/root:/Downloads/report.txt:/content",
+    "/v1.0/me/drive/items/root:/Shares/S/notes.txt:",
+    "/v1.0/drives/b/items/ZLLSZyyckVxSgzA9g8FxcA:/monitor/host/edit/plan.docx:/createUploadSession",
+    '{"parentReference": {"path": "/drive/root:/Download/old"}}',
+    r'{"path":"\/drive\/root:\/uploadSessions\/x"}',
+]
+
+
+@pytest.mark.parametrize("text", ITEM_PATHS)
+def test_a_folder_named_like_a_credentials_segment_is_no_secret(text):
+    """Names in a Graph item path are a drive's folders and files, never a credential: a `Downloads` folder
+    became `{{download:N}}`, and so did every name of a file in it wherever a body quoted it."""
+    assert Redactor(KEY).text(text) == text
+    assert redact(text) == text
+    # a credential in the same text, past the item path, is one all the same; and a token's shape anywhere
+    credential = f"{text} https://h/v1.0/downloads/ZLLSZyyckVxSgzA9g8FxcA /s/ZLLSZyyckVxSgzA9g8FxcA"
+    assert "ZLLSZyyckVxSgzA9g8FxcA" not in redact(credential).replace(text, "")
+    with_token = text.replace("notes.txt", TOKEN).replace("report.txt", TOKEN).replace("plan.docx", TOKEN)
+    assert with_token == text or TOKEN not in redact(with_token)
+
+
+def test_a_graph_session_through_a_downloads_folder_replays(recording, fresh_host):
+    worker = recording.worker()
+    issued, drive_id = recording.services.issue_api_token("bob", True)
+    bob = GraphClient(worker, issued.token, drive_id)
+    assert bob.post_json("me/drive/root/children", {"name": "Downloads", "folder": {}}).status_int == 201
+    assert bob.put("me/drive/root:/Downloads/report.txt:/content", b"hello").status_int == 201
+    assert bob.get("me/drive/root:/Downloads/report.txt").json["name"] == "report.txt"
+    [path] = recording.stop()
+    urls = [e["request"]["url"] for e in entries(path)]
+    assert urls[1:] == [
+        "https://wopi.example.test/v1.0/me/drive/root:/Downloads/report.txt:/content",
+        "https://wopi.example.test/v1.0/me/drive/root:/Downloads/report.txt",
+    ]
+    answers = [json.loads(e["response"]["content"]["text"]) for e in entries(path)[1:]]
+    assert [answer["name"] for answer in answers] == ["report.txt", "report.txt"]
+    assert all(PLACEHOLDER.fullmatch(a["@microsoft.graph.downloadUrl"].rsplit("/", 1)[1]) for a in answers)
+
+    services, base = fresh_host
+    token = services.issue_api_token("bob", True)[0].token
+    result = replay(path, "--graph-base", f"{base}/v1.0", "--api-token", token)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "3 requests: 3 matched, 0 diverged, 0 errors"
+
+
 def request_without_type(worker, url: str, body: bytes, method: str = "POST", **headers) -> webtest.TestResponse:
     """A request whose body has no Content-Type at all, as `curl -H "Content-Type:"` sends it."""
     request = webtest.TestRequest.blank(url, method=method, headers=headers)

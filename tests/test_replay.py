@@ -517,6 +517,26 @@ def test_headers_by_value_by_presence_and_by_media_type():
     ]
 
 
+@pytest.mark.parametrize("header", ["X-WOPI-InvalidFileNameError", "X-WOPI-InvalidContainerNameError"])
+def test_the_reason_a_name_is_refused_must_be_there(header):
+    """CreateChildFile's and CreateChildContainer's 400 says why the name is invalid (docs/wopi.md), each in a
+    header of its own: a host without it matched."""
+    recorded = entry("POST", status=400, response_headers={header: "the name holds a character not allowed"})
+    assert judged(recorded, answer(400, headers={header: "another text"})) == []
+    assert judged(recorded, answer(400)) == [Difference(f"header {header}", "present", "absent")]
+
+
+def test_a_coauth_lock_id_is_the_clients_and_compared_by_value():
+    """A client names its coauth lock (X-WOPI-CoauthLockId) and finds it in the table by that name: a host that
+    answers another passed, the recorded id learned as an id the host had chosen."""
+    row = {"CoauthLockId": "C1", "CoauthLockType": "Coauth", "UserFriendlyName": "alice", "CoauthLockTime": 1}
+    recorded = entry("POST", headers={"X-WOPI-Override": "GET_COAUTH_TABLE"}, answer={"CoauthTable": [row]})
+    assert judged(recorded, answer(value={"CoauthTable": [row]})) == []
+    assert judged(recorded, answer(value={"CoauthTable": [{**row, "CoauthLockId": "c1"}]})) == [
+        Difference("$.CoauthTable[0].CoauthLockId", '"C1"', '"c1"')
+    ]
+
+
 def test_binary_bodies_are_compared_by_sha256():
     recorded, binary = entry(answer=b"content"), {"Content-Type": "application/octet-stream"}
     assert judged(recorded, answer(data=b"content", headers=binary)) == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -755,6 +756,32 @@ def test_command_line(tmp_path, document, keys, capsys):
     err = io.StringIO()
     assert main([*args, "--name", "NoSuchTest"], io.StringIO(), err) == 2
     assert "Could not find a test case named NoSuchTest" in err.getvalue()
+
+
+def test_a_check_quoting_a_credential_the_host_answered_is_reported_without_it(tmp_path, document, keys):
+    """A check's message quotes the value it judged: a FileUrl (its download ticket), a Url with an access token.
+    What is printed and written (text, --verbose, JSON, JUnit) holds neither."""
+    fails = '<StringRegexProperty Name="FileUrl" ExpectedValue="download" ShouldMatch="false" />'
+    xml = suite(
+        group(
+            "Urls",
+            case(
+                "FileUrl",
+                checking("CheckFileInfo", f"<JsonResponseContentValidator>{fails}</JsonResponseContentValidator>"),
+            ),
+        ),
+        PREREQS,
+    )
+    path = write_checkout(tmp_path / "checkout", xml)
+    args = ["--wopisrc", document.wopi_src, "--token", document.token, "--testcases", str(path)]
+    args += ["--proof-keys", str(keys.directory), "--junit", str(tmp_path / "junit.xml")]
+    out, as_json = io.StringIO(), io.StringIO()
+    assert main([*args, "--verbose"], out, io.StringIO()) == 1
+    assert main([*args, "--json"], as_json, io.StringIO()) == 1
+    printed = out.getvalue() + as_json.getvalue() + (tmp_path / "junit.xml").read_text()
+    assert "matched the regular expression, but should not" in printed
+    assert "/wopi/download/[redacted]" in printed
+    assert not re.search(r"/wopi/download/(?!\[redacted\])", printed), printed
 
 
 def test_command_line_against_a_host_it_cannot_use(tmp_path, document, keys):

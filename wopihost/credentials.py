@@ -79,6 +79,16 @@ KIND_OF_GROUP = {name: name for name in CREDENTIALS.groupindex} | {
     "presigned": "download",
     "ticket": "token",
 }
+# The kinds whose secret is the path segment after one of CREDENTIAL_SEGMENTS
+_PATH_KINDS = frozenset({"upload_session", "download", "monitor", "share", "launch"})
+# Where a Graph item path starts (`root:/`, `items/{id}:/`, `driveItem:/`, docs/graph.md §2): the names after it
+# are a drive's folders and files, a `Downloads` or `S` folder too, never a credential (wopihost puts those
+# right after its public URL or Graph's version). `https://` is no such start.
+_ITEM_PATH = re.compile(rf"(?:^|/)[\w-]+:(?:{_SLASH}(?!{_SLASH})|$)")  # ($: the match goes on with "/")
+# Where the text an item path may be part of ends, looking back from a match: a URL's query (a credential URL
+# may be a query value), white space, a quote; `&` and `=` too, which at worst end a name early
+_PATH_ENDS = (" ", "\t", "\n", "\r", '"', "'", "?", "#", "&", "=")
+_PATH_LOOKBACK = 2048  # further back than this a path is taken for no item path: its names are redacted
 
 
 def replace(text: str, replacement: Callable[[str, str], str], pattern: re.Pattern = CREDENTIALS) -> str:
@@ -88,7 +98,17 @@ def replace(text: str, replacement: Callable[[str, str], str], pattern: re.Patte
     def one(match: re.Match) -> str:
         group = match.lastgroup
         assert group is not None  # every alternative ends in its value group
-        start = match.start(group)
-        return match.string[match.start() : start] + replacement(KIND_OF_GROUP[group], match.group(group))
+        start, kind = match.start(group), KIND_OF_GROUP[group]
+        if kind in _PATH_KINDS and _in_item_path(match.string, match.start()):
+            # a folder named like a credential's segment (root:/Downloads/report.txt): only a token's shape
+            # is a secret in its names, as in a document
+            return match.string[match.start() : start] + replace(match.group(group), replacement, SHAPES)
+        return match.string[match.start() : start] + replacement(kind, match.group(group))
 
     return pattern.sub(one, text)
+
+
+def _in_item_path(text: str, at: int) -> bool:
+    """Whether `text[at:]` continues a Graph item path (docs/graph.md §2)."""
+    window = text[max(0, at - _PATH_LOOKBACK) : at]
+    return _ITEM_PATH.search(window[max(window.rfind(end) for end in _PATH_ENDS) + 1 :]) is not None

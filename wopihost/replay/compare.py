@@ -16,7 +16,8 @@ sequence. Then the answer is judged, seen through everything learned, by these r
   milliseconds of ServerTime, AccessTokenExpiry and CoauthLockTime) may be any time, versions and tags
   (Version, eTag, cTag) any value of the same type, Graph's request ids and error messages any string, a
   drive's quota any number;
-  ids and URLs must be equal once what was learned is applied, sequence numbers must keep their order;
+  ids and URLs must be equal once what was learned is applied (a CoauthLockId, the client's, as recorded),
+  sequence numbers must keep their order;
 * a text body holding placeholders must fit it as a template; any other body must have the recorded SHA-256.
 """
 
@@ -50,6 +51,7 @@ PRESENCE_HEADERS = (
     TABLE_VERSION,
     "X-WOPI-LockFailureReason",
     "X-WOPI-InvalidFileNameError",
+    "X-WOPI-InvalidContainerNameError",
     "X-WOPI-FailureReason",
     "X-WOPI-ServerError",
     "ETag",
@@ -64,7 +66,8 @@ EPOCH_MS_KEYS = frozenset({"ServerTime", "AccessTokenExpiry", "CoauthLockTime"})
 VERSION_KEYS = frozenset({"Version", "eTag", "cTag"})
 ANY_STRING_KEYS = frozenset({"request-id", "client-request-id", "message"})
 SEQUENCE_KEYS = frozenset({"SequenceNumber"})
-NOT_ID_KEYS = frozenset({"ChunkId", "StreamId"})  # content hashes and client-chosen names, compared by value
+# content hashes and names a client chose (a coauth lock's, sent as X-WOPI-CoauthLockId), compared by value
+NOT_ID_KEYS = frozenset({"ChunkId", "StreamId", "CoauthLockId"})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Reporting results: a line per test as it finishes, a per-group table and a summary; or JSON; or JUnit XML
-for CI (wopihost/junit.py). Access tokens never appear: URLs are shown with their access_token value elided.
+for CI (wopihost/junit.py). Access tokens never appear: URLs are shown with their access_token value elided,
+and what a check quotes of an answer comes redacted as the logs redact it (runner.py).
 """
 
 from __future__ import annotations

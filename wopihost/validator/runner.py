@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..logs import redact
 from .checks import Context, evaluate
 from .chunks import BodyError
 from .definitions import DefinitionError, Definitions, Group, Request, TestCase
@@ -186,7 +187,9 @@ class Runner:
                     self.sleep(request.delay_seconds or 0)
                     continue
                 response, record = self._send(request, state, user_agent)
-                record.errors = evaluate(request.checks, response, ctx)
+                # a check quotes the value it judged, a FileUrl's ticket or a Url's access token among them:
+                # what the reports print and write holds no credential
+                record.errors = [redact(error) for error in evaluate(request.checks, response, ctx)]
                 unexplained = not any("ExceptionValidator" in error for error in record.errors)
                 if record.errors and response.error is not None and unexplained:
                     # Without <Validators> only the status is checked; say what stood in for a response.
