@@ -130,3 +130,29 @@ def test_a_backup_onto_the_database_itself_is_refused_even_forced(run, served, e
     assert refused.stderr == f"Error: {dest} is the database itself ({database}): give a destination outside it\n"
     assert database.stat().st_ino == before  # not replaced under the server's connections
     assert [f["name"] for f in json.loads(run("files", "list", "--json").stdout)] == ["Kept.docx"]
+
+
+@on_sqlite
+@pytest.mark.parametrize("companion", ["-wal", "-shm"])
+def test_a_backup_onto_a_file_of_the_database_is_refused_even_forced(run, served, env, companion):
+    """--force replaced the database's WAL under the server, and with it the writes not yet checkpointed."""
+    services = served.app.extensions["wopihost"]
+    services.add_file("alice", "Kept.docx", io.BytesIO(b"content"))
+    database = database_path(env)
+    dest = database.with_name(database.name + companion)
+    assert dest.exists()  # the server's connections hold it
+    before = dest.stat().st_ino
+    refused = run("backup", str(dest), "--force", ok=False)
+    assert refused.exit_code == 1 and refused.stderr == (
+        f"Error: {dest} is a file of the database itself ({dest}): give a destination outside it\n"
+    )
+    assert dest.stat().st_ino == before
+    assert [f["name"] for f in json.loads(run("files", "list", "--json").stdout)] == ["Kept.docx"]
+
+
+@on_sqlite
+def test_a_backup_into_a_missing_directory_says_so(run, tmp_path):
+    dest = tmp_path / "no-such-dir" / "backup.sqlite3"
+    refused = run("backup", str(dest), ok=False)
+    assert refused.exit_code == 1
+    assert refused.stderr == f"Error: cannot write {dest}: there is no directory {dest.parent}\n"

@@ -97,8 +97,14 @@ def test_token_revoke(run, served, tmp_path):
     token = json.loads(run("token", "issue", file_id, "--user", "u", "--json").output)["access_token"]
     assert "revoked 1 token" in run("token", "revoke", token).output
     assert served.get(f"/wopi/files/{file_id}?access_token={token}", expect_errors=True).status_int == 401
-    again = run("token", "revoke", "--file", file_id, ok=False)
+    again = run("token", "revoke", "--user", "u", ok=False)
     assert again.exit_code == 1 and "no live token matched: nothing was revoked" in again.output
+    # a file is revoked whatever its tokens: those handed out for it through others have no row of their own
+    assert run("token", "revoke", "--file", file_id).output.startswith(f"revoked 0 tokens issued for {file_id}; ")
+    unknown = run("token", "revoke", "--file", "NoSuchFile000000000000", ok=False)
+    assert unknown.exit_code == 1 and unknown.stderr == "Error: file not found: NoSuchFile000000000000\n"
+    empty = run("token", "revoke", "--file", "", "--user", "u", ok=False)  # "" is the resource of API tokens
+    assert empty.exit_code == 2 and "a file id, not empty" in empty.stderr
 
 
 def test_lock_break(run, served, tmp_path):
@@ -346,7 +352,7 @@ def test_token_lifetimes_must_be_more_than_zero_and_at_most_100_years(run, tmp_p
         f"not '{ttl}'" in result.stderr
     )
     assert "access_token" not in result.stdout
-    assert run("token", "revoke", "--file", file_id, ok=False).exit_code == 1  # none was issued
+    assert run("token", "revoke", "--user", "u", ok=False).exit_code == 1  # none was issued
 
 
 def test_files_add_refuses_a_file_over_the_limit_before_reading_it(env, tmp_path):
@@ -373,7 +379,9 @@ def test_files_add_refuses_a_file_over_the_limit_before_reading_it(env, tmp_path
 
 def test_revoking_nothing_fails(run, tmp_path):
     file_id = add(run, tmp_path)["id"]
-    for args in (["garbage"], ["--user", "nobody"], ["--file", file_id]):
+    other_id = add(run, tmp_path, "Other.docx")["id"]
+    elsewhere = json.loads(run("token", "issue", other_id, "--user", "u", "--json").output)["access_token"]
+    for args in (["garbage"], ["--user", "nobody"], [elsewhere, "--file", file_id]):
         result = run("token", "revoke", *args, ok=False)
         assert result.exit_code == 1 and "nothing was revoked" in result.stderr, args
     token = json.loads(run("token", "issue", file_id, "--user", "u", "--json").output)["access_token"]
@@ -615,7 +623,7 @@ def test_a_read_only_token_cannot_have_the_folder_right_to_write(run, tmp_path, 
     result = run("token", "issue", file_id, "--user", "u", "--read-only", "--folders", folders, ok=False)
     assert result.exit_code == 2 and "a --read-only token cannot have the folder right write" in result.stderr
     assert "access_token" not in result.stdout
-    assert run("token", "revoke", "--file", file_id, ok=False).exit_code == 1  # none was issued
+    assert run("token", "revoke", "--user", "u", ok=False).exit_code == 1  # none was issued
     issued = json.loads(
         run("token", "issue", file_id, "--user", "u", "--read-only", "--folders", "list", "--json").stdout
     )

@@ -229,3 +229,48 @@ def test_container_and_api_together_are_a_usage_error(run, folder_b):
 def test_no_target_at_all_is_a_usage_error(run):
     result = run("token", "issue", "--user", "demo", ok=False)
     assert result.exit_code == 2
+
+
+# -- token revoke --file ------------------------------------------------------------------------------------
+
+
+def test_revoking_a_file_refuses_the_tokens_handed_out_for_it_through_a_container(run, add, served, folder_b):
+    """A token for a file handed out by EnumerateChildren has the container token's row, not one of its own:
+    `token revoke --file` found no row of the file and the token went on opening it, writing included."""
+    folder_id, added = folder_b
+    add("Sibling.docx", "--folder", "a/b")
+    issued = {
+        user: json.loads(run("token", "issue", "--container", folder_id, "--user", user, "--json").output)
+        for user in ("dave", "erin")
+    }
+
+    def children(user: str) -> dict[str, str]:
+        query = f"?access_token={issued[user]['access_token']}"
+        listed = served.get(local(issued[user]["container_url"], "/children") + query).json["ChildFiles"]
+        return {f["Name"]: local(f["Url"]) for f in listed}
+
+    dave, erin = children("dave"), children("erin")
+    file_url = served.get(dave["Inside.docx"]).json["FileUrl"]
+    revoked = run("token", "revoke", "--file", added["id"], "--user", "dave")
+    assert revoked.output == (
+        f"revoked 0 tokens issued for {added['id']}; no token of dave from before now opens it any more, those "
+        "handed out for it through a container's or a sibling's included\n"
+    )
+    inside = dave["Inside.docx"]
+    refused = [
+        served.get(inside, expect_errors=True),
+        served.get(inside.replace("?", "/contents?"), expect_errors=True),
+        served.post(inside, headers={"X-WOPI-Override": "GET_LOCK"}, expect_errors=True),
+        served.post(inside.replace("?", "/contents?"), b"x", {"X-WOPI-Override": "PUT"}, expect_errors=True),
+        served.get(local(file_url), expect_errors=True),
+    ]
+    assert [r.status_int for r in refused] == [401] * 5
+    assert "revoked" in refused[0].headers["X-WOPI-FailureReason"]
+    assert served.get(dave["Sibling.docx"]).status_int == 200  # the other files of the container stay open
+    assert served.get(erin["Inside.docx"]).status_int == 200  # and so does the file to other users
+    # for everyone, with the token issued for the file itself (folder_b's)
+    assert json.loads(run("token", "revoke", "--file", added["id"], "--json").output) == {"revoked": 1}
+    assert served.get(erin["Inside.docx"], expect_errors=True).status_int == 401
+    # a token issued since opens it
+    issued["dave"] = json.loads(run("token", "issue", "--container", folder_id, "--user", "dave", "--json").output)
+    assert served.get(children("dave")["Inside.docx"]).json["BaseFileName"] == "Inside.docx"

@@ -367,7 +367,7 @@ def test_upgrading_to_0013_keys_names_by_simple_case_folding_and_downgrading_ref
     before = keys(fresh)
     assert full_key(long) != long.casefold() and "masse.txt" in {key for _, key in before.values()}
 
-    assert db.upgrade(fresh) == ["0013"]
+    assert db.upgrade(fresh, "0013") == ["0013"]
     after = keys(fresh)
     assert after.keys() == before.keys()
     assert all(key == name_key(name) for name, key in after.values())
@@ -375,8 +375,8 @@ def test_upgrading_to_0013_keys_names_by_simple_case_folding_and_downgrading_ref
     add_rows(fresh, {"Strasse": ["Masse.txt", "file.txt"]}, name_key)  # a folder beside Straße, now another name
 
     with pytest.raises(RuntimeError, match="folders has names in one folder that differ only in what full case"):
-        command.downgrade(db.alembic_config(fresh), PREVIOUS)
-    assert versions(fresh) == [HEAD] and all(key == name_key(name) for name, key in keys(fresh).values())
+        command.downgrade(db.alembic_config(fresh), "0012")
+    assert versions(fresh) == ["0013"] and all(key == name_key(name) for name, key in keys(fresh).values())
 
     engine = sa.create_engine(fresh)
     with engine.begin() as conn:
@@ -384,8 +384,8 @@ def test_upgrading_to_0013_keys_names_by_simple_case_folding_and_downgrading_ref
         conn.execute(sa.text(f"DELETE FROM files WHERE folder_id IN {strasse}"))
         conn.execute(sa.text(f"DELETE FROM folders WHERE id IN {strasse}"))
     engine.dispose()
-    command.downgrade(db.alembic_config(fresh), PREVIOUS)
-    assert versions(fresh) == [PREVIOUS] and keys(fresh) == {
+    command.downgrade(db.alembic_config(fresh), "0012")
+    assert versions(fresh) == ["0012"] and keys(fresh) == {
         id_: (name, full_key(name)) for id_, (name, _) in keys(fresh).items()
     }
     assert keys(fresh).items() >= before.items()
@@ -394,7 +394,7 @@ def test_upgrading_to_0013_keys_names_by_simple_case_folding_and_downgrading_ref
 def test_downgrading_from_0013_refuses_to_make_a_file_and_a_folder_one_name(fresh):
     """A name is a file's or a folder's in one folder (repository.name_taken asks both tables): a folder "Masse.txt"
     beside a file "Maße.txt" is two names at 0013 and would be one before it."""
-    db.upgrade(fresh)
+    db.upgrade(fresh, "0013")
     add_rows(fresh, {"Top": ["Maße.txt"]}, name_key)
     engine = sa.create_engine(fresh)
     with Session(engine) as s, s.begin():
@@ -403,5 +403,5 @@ def test_downgrading_from_0013_refuses_to_make_a_file_and_a_folder_one_name(fres
         s.add(Folder(id=new_id(), name="Masse.txt", name_key="masse.txt", **beside))
     engine.dispose()
     with pytest.raises(RuntimeError, match="a file and a folder"):
-        command.downgrade(db.alembic_config(fresh), PREVIOUS)
-    assert versions(fresh) == [HEAD] and all(key == name_key(name) for name, key in keys(fresh).values())
+        command.downgrade(db.alembic_config(fresh), "0012")
+    assert versions(fresh) == ["0013"] and all(key == name_key(name) for name, key in keys(fresh).values())

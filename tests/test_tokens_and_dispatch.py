@@ -4,8 +4,13 @@ import re
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from wopihost.clock import to_epoch_ms
+from wopihost.models import FileRevocation
+from wopihost.tokens import API
+
+from .helpers import stored_blobs, while_the_body_comes
 
 # Every operation, as (method, suffix, override, extra headers); each must refuse a bad token.
 OPERATIONS = [
@@ -240,3 +245,46 @@ def test_unexpected_errors_are_500_without_details(wopi, services, monkeypatch):
     assert response.status_int == 500
     assert response.headers["X-WOPI-ServerError"] == "internal server error"
     assert "secret" not in str(response.headers) + response.text
+
+
+def test_a_file_revoked_while_put_file_comes_through_a_containers_token_saves_nothing(wopi, services, clock):
+    """A token handed out for the file by its container has the container token's row: revoking the file's tokens
+    found no row of it, and the save it was sending landed."""
+    wopi.lock("L")
+    folder_id = services.files.get(wopi.file_id).folder_id
+    container = services.issue_container_token(folder_id, "alice", "lcmw")
+    wopi.token = services.tokens.derive(container.grant, wopi.file_id, "w", "").token
+    blobs = stored_blobs(services)
+    clock.advance(seconds=1)
+
+    def meanwhile() -> None:
+        with services.db.write() as s:
+            assert services.tokens.revoke(s, file_id=wopi.file_id) == 1  # the fixture's own token, not ours
+
+    answer = while_the_body_comes(lambda held: wopi.put_file_from(held, 4096, lock="L"), b"x" * 4096, meanwhile)
+    assert answer.status_int == 401 and "revoked" in answer.headers["X-WOPI-FailureReason"]
+    assert services.files.get(wopi.file_id).version == 1
+    assert stored_blobs(services) == blobs
+    assert wopi.check_file_info().status_int == 401
+    with services.db.read() as s:  # the container's token itself stays
+        assert services.tokens.verify(s, container.token, f"c-{folder_id}").user_id == "alice"
+    clock.advance(seconds=1)  # and one issued since hands out a token that opens the file
+    since = services.issue_container_token(folder_id, "alice", "lcmw").grant
+    wopi.token = services.tokens.derive(since, wopi.file_id, "w", "").token
+    assert wopi.check_file_info().status_int == 200
+
+
+def test_a_files_revocation_is_purged_once_no_live_token_predates_it(wopi, services, clock):
+    folder_id = services.files.get(wopi.file_id).folder_id
+    services.issue_container_token(folder_id, "alice", "lcmw", clock.now() + timedelta(minutes=10))
+    services.issue_token(API, "alice", True, clock.now() + timedelta(days=365))  # an API token opens no WOPI file
+    with services.db.write() as s:
+        services.tokens.revoke(s, file_id=wopi.file_id)
+    count = sa.select(sa.func.count()).select_from(FileRevocation)
+    with services.db.write() as s:
+        services.tokens.purge(s)  # the fixture's token (revoked) goes; the container's may still hand the file out
+        assert s.scalar(count) == 1
+    clock.advance(minutes=11)
+    with services.db.write() as s:
+        services.tokens.purge(s)
+        assert s.scalar(count) == 0

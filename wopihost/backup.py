@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")  # the files SQLite keeps beside a database, part of it
+
 
 class BackupError(Exception):
     """The backup cannot be made; str() says why and what to do instead."""
@@ -41,9 +43,15 @@ def backup_sqlite(source: Path, dest: Path, overwrite: bool = False, busy_timeou
     """Copy the database at `source` to `dest`."""
     if not source.is_file():
         raise BackupError(f"there is no database at {source}")
-    # replacing the live database under the server's open connections would lose every later write
+    # replacing the live database under the server's open connections would lose every later write, and
+    # replacing its WAL the writes not yet checkpointed
     if dest.exists() and os.path.samefile(source, dest):
         raise BackupError(f"{dest} is the database itself ({source}): give a destination outside it")
+    for own in (source.with_name(source.name + suffix) for suffix in SQLITE_COMPANIONS):
+        if dest.absolute() == own.absolute() or (dest.exists() and own.exists() and os.path.samefile(own, dest)):
+            raise BackupError(f"{dest} is a file of the database itself ({own}): give a destination outside it")
+    if not dest.parent.is_dir():  # rather than a "no such file" naming the partial copy made beside it
+        raise BackupError(f"cannot write {dest}: there is no directory {dest.parent}")
     if dest.exists() and not overwrite:
         raise _exists(dest)
     fd, partial = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)

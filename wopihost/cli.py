@@ -513,25 +513,43 @@ def _print_api_token(services: Services, issued: IssuedToken, drive_id: str, as_
 
 @token_group.command("revoke")
 @click.argument("token", required=False)
-@click.option("--file", "file_id", help="Revoke every token for this file.")
+@click.option(
+    "--file",
+    "file_id",
+    help="Revoke every token for this file: no token from before opens it any more, those handed out for it "
+    "through another (a container's, a sibling's) included.",
+)
 @click.option("--user", help="Revoke every token for this user.")
 @json_option
 def token_revoke(token: str | None, file_id: str | None, user: str | None, as_json: bool) -> None:
-    """Revoke one token, or all tokens of a file and/or a user; fails if no live token matched."""
+    """Revoke one token, or all tokens of a file and/or a user; fails if nothing matched (with --file: if there
+    is no such file)."""
     if not (token or file_id or user):
         raise click.UsageError("give a TOKEN, --file or --user")
+    if file_id == "":  # the resource of API tokens (tokens.py): not a file
+        raise click.BadParameter("a file id, not empty", param_hint="'--file'")
     services = _services()
     with services.db.write() as s:
         count = services.tokens.revoke(s, token=token, file_id=file_id, user_id=user)
-    if not count:
+    by_file = file_id is not None and not token  # the file is revoked, whatever its own tokens' rows
+    if not count and not by_file:
         what = (
             "that token is not a live token of this host (malformed, revoked, or signed by another)"
             if token
             else "no live token matched"
         )
         raise click.ClickException(f"{what}: nothing was revoked")
+    if by_file and not count:
+        services.files.get(cast(str, file_id))  # "file not found" unless it exists
     if as_json:
         _echo_json({"revoked": count})
+    elif by_file:
+        click.echo(
+            f"revoked {count} token{'s' if count != 1 else ''} issued for {file_id}; no token "
+            + (f"of {user} " if user else "")
+            + "from before now opens it any more, those handed out for it through a container's or a sibling's "
+            "included"
+        )
     else:
         click.echo(f"revoked {count} token{'s' if count != 1 else ''}")
 

@@ -37,6 +37,7 @@ from .names import encode_utf7
 from .prepared import Prepared, Statements
 from .repository import dialect_insert
 from .text import text_problem
+from .tokens import revoked_on
 
 LOCK_TTL = timedelta(minutes=30)
 LOCK_TTL_RANGE = (60, 3600)  # seconds a client may ask for (X-WOPI-LockExpirationTimeout)
@@ -341,7 +342,7 @@ _STATE = Prepared(
 _TOKEN_AND_LOCK = Prepared(
     sa.select(
         _TOKENS.c.user_id,
-        _TOKENS.c.revoked_at,
+        revoked_on(_TOKENS, sa.bindparam("file_id")),
         _FILES.c.version,
         _LOCKS.c.lock_id,
         _LOCKS.c.expires_at,

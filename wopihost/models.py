@@ -183,6 +183,18 @@ class AccessToken(Base):
     parent_jti: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
 
 
+class FileRevocation(Base):
+    """`wopihost token revoke --file`: the tokens issued up to `revoked_at` (to `user_id`, or to anyone: "") are
+    refused on the file from then on, those handed out for it from another token (a container's, a sibling's)
+    too, which share that token's row and so have none of their own to revoke (tokens.py). No FK: a deleted
+    file's revocation goes as the others do, once no token it could refuse is live (Tokens.purge)."""
+
+    __tablename__ = "file_revocations"
+    file_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class AlternateStream(StoredStream, Base):
     """A CSPP Plus stream other than MainContent: its bytes (see StoredStream) and the signature that describes it."""
 

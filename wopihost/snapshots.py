@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
 
@@ -13,6 +14,7 @@ from .db import Database
 from .extents import Extents
 from .models import AccessToken, File, User
 from .prepared import Prepared
+from .tokens import revoked_on
 
 
 @dataclass(frozen=True)
@@ -46,16 +48,16 @@ class UserView:
 @dataclass(frozen=True)
 class Snapshot:
     token_user_id: str | None  # None: the token has no row (never issued here, or purged)
-    token_revoked_at: datetime | None
+    token_revoked_at: datetime | None  # for use on the file (tokens.revoked_on)
     file: FileView | None  # None: no such file (deleted)
     user: UserView | None
 
 
-_T, _F, _U = AccessToken.__table__, File.__table__, User.__table__
+_T, _F, _U = cast(sa.Table, AccessToken.__table__), File.__table__, User.__table__
 _FILE_COLUMNS = [_F.c[name] for name in FileView.__dataclass_fields__]
 _USER_COLUMNS = [_U.c.id, _U.c.display_name, _U.c.user_info]
 _STATEMENT = Prepared(
-    sa.select(_T.c.user_id, _T.c.revoked_at, *_FILE_COLUMNS, *_USER_COLUMNS)
+    sa.select(_T.c.user_id, revoked_on(_T, sa.bindparam("file_id")), *_FILE_COLUMNS, *_USER_COLUMNS)
     .select_from(_T.outerjoin(_F, _F.c.id == sa.bindparam("file_id")).outerjoin(_U, _U.c.id == _T.c.user_id))
     .where(_T.c.jti == sa.bindparam("jti"))
 )

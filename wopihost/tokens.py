@@ -14,7 +14,11 @@ Each is refused where another is expected: a container token cannot read a file'
 its rights a token has a `reach`: the FOLDER_RIGHTS that the containers above it get when a response
 hands out tokens for them (docs/wopi.md §4.2 has the rules, in `derive`'s callers). A token handed
 out inside a response is *derived* from the calling token: same jti, same user, same expiry, rights
-never wider than the caller's; it needs no row, and revoking the calling token revokes it too.
+never wider than the caller's; it needs no row, and revoking the calling token revokes it too. Revoking a
+file's tokens (`revoke(file_id=...)`) also records the revocation (models.FileRevocation), so that the tokens
+handed out for that file from another's row (a container's, a sibling's) are refused on it as well: the
+token's row says when it was issued, and a revocation of its file that came later refuses it there
+(`revoked_on`).
 
 Wire form: base32 (lower case, no padding) of an itsdangerous-signed payload
 `<jti>:<resource>:<rights>[.<reach>]:<expiry seconds>`. Base32 keeps the token to [a-z2-7]:
@@ -43,9 +47,10 @@ from sqlalchemy.orm import Session
 
 from .clock import Clock
 from .errors import unauthorized
-from .ids import new_id
-from .models import AccessToken, File, Folder
+from .ids import is_id, new_id
+from .models import AccessToken, File, FileRevocation, Folder
 from .prepared import Prepared, Statements
+from .repository import insert_if_absent, locking
 
 JTI_LENGTH = 16
 API = ""  # the resource of an API token
@@ -172,8 +177,8 @@ class Tokens:
     def verify(self, session: Session, token: str | None, resource: str) -> Grant:
         """The grant of a token used on `resource`; WopiError 401 if it is not valid for it."""
         claim = self.claim(token, resource)
-        row = session.get(AccessToken, claim.jti)
-        return self.grant(claim, row.user_id if row else None, row.revoked_at if row else None)
+        row = session.execute(_ROW_ON, {"jti": claim.jti, "resource": resource}).first()
+        return self.grant(claim, row[0] if row else None, row[1] if row else None)
 
     def claim(self, token: str | None, resource: str) -> Grant:
         """What the token itself says, checked (signature, resource, expiry) without the database: a grant
@@ -213,7 +218,7 @@ class Tokens:
         this one (a member's removal holds the membership: drives.py) waits in no circle."""
         if grant.expires_at <= self._clock.now():
             raise unauthorized("the access token has expired")
-        row = t.first(_REVOKED_AT, {"jti": grant.jti})
+        row = t.first(_REVOKED_AT, {"jti": grant.jti, "resource": grant.resource})
         if row is None or row[0] is not None:
             raise unauthorized("the access token has been revoked")
 
@@ -245,7 +250,13 @@ class Tokens:
         except _MALFORMED:
             raise unauthorized(f"the {_TICKET_NOUNS[kind]} is not valid") from None
         row = session.get(AccessToken, jti)
-        if expires_at <= self._clock.now() or row is None or row.revoked_at is not None:
+        if (
+            expires_at <= self._clock.now()
+            or row is None
+            or row.revoked_at is not None
+            # a WOPI ticket goes with its file's tokens; Graph's are an API token's, which no file revocation names
+            or (kind in _WOPI_TICKETS and _file_revoked(session, file_id, row))
+        ):
             raise unauthorized(f"the {_TICKET_NOUNS[kind]} has expired or its token has been revoked")
         # the rights the ticket was signed with: its grant's, which may be more than its row's (a file its
         # holder created through a read-only token's folder rights is theirs to write: docs/wopi.md §4.2)
@@ -261,7 +272,10 @@ class Tokens:
         drive_id: str | None = None,
     ) -> int:
         """Revoke one token (and those issued under it), or every token for a file, a user and/or the files and
-        containers of a drive (not API tokens: they name no drive). Returns how many were revoked."""
+        containers of a drive (not API tokens: they name no drive). Returns how many rows were revoked. Every
+        token for a file (of a user) goes on it, those handed out for it from other tokens too, which need no
+        row to be revoked: none that was issued up to now opens it any more."""
+        now = self._clock.now()
         query = sa.update(AccessToken).where(AccessToken.revoked_at.is_(None))
         if token is not None:
             try:
@@ -277,14 +291,28 @@ class Tokens:
             query = query.where(AccessToken.file_id.in_(_resources_in(drive_id)))
         if token is None and file_id is None and user_id is None and drive_id is None:
             raise ValueError("say which tokens to revoke")
-        return cast(sa.CursorResult, session.execute(query.values(revoked_at=self._clock.now()))).rowcount
+        if file_id is not None and token is None and drive_id is None and is_id(file_id):
+            # First the file's row, which every change to the file holds as it asks require_live: one in flight
+            # lands before this returns, and a later one finds the revocation. A deleted file needs none (404).
+            if session.execute(locking(session, sa.select(File.id).where(File.id == file_id))).first() is not None:
+                key = {"file_id": file_id, "user_id": user_id or ""}
+                if not insert_if_absent(session, FileRevocation, **key, revoked_at=now):
+                    session.execute(sa.update(FileRevocation).filter_by(**key).values(revoked_at=now))
+        return cast(sa.CursorResult, session.execute(query.values(revoked_at=now))).rowcount
 
     def purge(self, session: Session) -> int:
-        """Delete the rows of expired and revoked tokens (a token without a row is refused anyway)."""
-        query = sa.delete(AccessToken).where(
-            sa.or_(AccessToken.expires_at <= self._clock.now(), AccessToken.revoked_at.is_not(None))
+        """Delete the rows of expired and revoked tokens (a token without a row is refused anyway), and the
+        revocations of files that no live token predates. Returns how many tokens' rows went."""
+        now = self._clock.now()
+        query = sa.delete(AccessToken).where(sa.or_(AccessToken.expires_at <= now, AccessToken.revoked_at.is_not(None)))
+        purged = cast(sa.CursorResult, session.execute(query)).rowcount
+        predated = sa.exists().where(  # by a live WOPI token (an API token opens no file through WOPI)
+            AccessToken.file_id != API,
+            AccessToken.created_at <= FileRevocation.revoked_at,
+            sa.or_(FileRevocation.user_id == "", AccessToken.user_id == FileRevocation.user_id),
         )
-        return cast(sa.CursorResult, session.execute(query)).rowcount
+        session.execute(sa.delete(FileRevocation).where(~predated))
+        return purged
 
     def _open(self, token: str) -> tuple[str, ...]:
         """The checked payload fields of a token; raises one of _MALFORMED.
@@ -296,6 +324,37 @@ class Tokens:
         if _encode(signed) != token:
             raise ValueError("not the issued spelling of a token")
         return tuple(self._signer.unsign(signed).decode("ascii").split(":"))
+
+
+def revoked_on(tokens: sa.Table, resource: sa.ColumnElement) -> sa.ColumnElement:
+    """When the token whose row is in `tokens` was revoked for use on `resource` (a file's id, or another
+    resource, which no file revocation names): its row's revocation, or a revocation of the file since the row
+    was issued (its time of issue, then); NULL while it is live there."""
+    refused = (
+        sa.exists()
+        .where(
+            _REVOCATIONS.c.file_id == resource,
+            sa.or_(_REVOCATIONS.c.user_id == "", _REVOCATIONS.c.user_id == tokens.c.user_id),
+            _REVOCATIONS.c.revoked_at >= tokens.c.created_at,
+        )
+        .correlate(tokens)
+    )
+    # A row of the file's own was revoked with the file: only a token handed out from another's row asks for
+    # the file's revocations, so the file's own tokens, nearly every request, skip the subquery.
+    handed_out = tokens.c.file_id != resource
+    return sa.case((sa.and_(handed_out, refused), tokens.c.created_at), else_=tokens.c.revoked_at)
+
+
+def _file_revoked(session: Session, file_id: str, row: AccessToken) -> bool:
+    """Whether the file's tokens were revoked (for the row's user) since the row was issued."""
+    found = session.execute(
+        sa.select(FileRevocation.file_id).where(
+            FileRevocation.file_id == file_id,
+            FileRevocation.user_id.in_(["", row.user_id]),
+            FileRevocation.revoked_at >= row.created_at,
+        )
+    ).first()
+    return found is not None
 
 
 def _checked(resource: str, rights: str) -> str:
@@ -332,8 +391,16 @@ def _encode(signed: bytes) -> str:
 
 _EPOCH = datetime(1970, 1, 1)
 _TOKENS = cast(sa.Table, AccessToken.__table__)
+_REVOCATIONS = cast(sa.Table, FileRevocation.__table__)
+_WOPI_TICKETS = (FILE_URL, LAUNCH)
 _REVOKED_AT = Prepared(
-    sa.select(_TOKENS.c.revoked_at).where(_TOKENS.c.jti == sa.bindparam("jti")).with_for_update(read=True)
+    sa.select(revoked_on(_TOKENS, sa.bindparam("resource", type_=sa.String)))
+    .where(_TOKENS.c.jti == sa.bindparam("jti"))
+    .with_for_update(read=True)
+)
+# a token's user and its revocation on the resource it is used on (verify)
+_ROW_ON = sa.select(_TOKENS.c.user_id, revoked_on(_TOKENS, sa.bindparam("resource", type_=sa.String))).where(
+    _TOKENS.c.jti == sa.bindparam("jti")
 )
 _MALFORMED = (binascii.Error, itsdangerous.BadSignature, ValueError, OverflowError)
 
