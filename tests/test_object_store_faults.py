@@ -198,6 +198,56 @@ def test_a_save_whose_streams_cannot_all_be_copied_lets_go_of_the_copies_made(ho
     assert wopi.get_file().body == small + large
 
 
+def test_an_upload_refused_after_its_body_was_stored_keeps_its_own_error_when_the_store_cannot_delete(
+    host, monkeypatch, caplog
+):
+    """A simple upload sent chunked is judged against the drive's quota once stored; the object is then deleted,
+    and a store that refuses that too does not turn the 507 into its own 503: the object is left to gc."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    monkeypatch.setattr(services.drives, "quota_bytes", 1000)
+    client = services.blobs._s3
+    monkeypatch.setattr(client, "delete_object", lambda **_: (_ for _ in ()).throw(_refused("DeleteObject")))
+    request = webtest.TestRequest.blank("/v1.0/me/drive/root:/big.bin:/content", method="PUT", headers=graph.headers())
+    request.environ.pop("CONTENT_LENGTH", None)
+    request.environ.update(
+        {"wsgi.input": io.BytesIO(b"x" * 5000), "HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True}
+    )
+    response = testapp.do_request(request, status="*", expect_errors=True)
+    monkeypatch.undo()
+    assert response.status_int == 507, response.body
+    assert response.json["error"]["code"] == "quotaLimitReached"
+    assert _holds(services) == []
+    assert "could not delete blob" in caplog.text
+    assert graph.get("me/drive/root:/big.bin:").status_int == 404
+
+
+def test_a_folder_copy_the_store_fails_lets_go_of_every_copy_made_though_it_cannot_delete_them(host, monkeypatch):
+    """The copies of a folder's files are made one by one before the transaction that lands them; when the store
+    fails on the third and refuses to delete the two made too, each of those still lets go of its hold (holds
+    keep gc off the objects for an hour), and nothing of the copy appears."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    assert graph.post_json("me/drive/root/children", {"name": "docs", "folder": {}}).status_int == 201
+    for name in ("a.bin", "b.bin", "c.bin"):
+        assert graph.put(f"me/drive/root:/docs/{name}:/content", name.encode() * 200).status_int == 201
+    client, put_object, stored = services.blobs._s3, services.blobs._s3.put_object, []
+
+    def put_twice_then_refuse(**kwargs):
+        if len(stored) == 2:
+            raise _refused("PutObject")
+        stored.append(kwargs["Key"])
+        return put_object(**kwargs)
+
+    monkeypatch.setattr(client, "put_object", put_twice_then_refuse)
+    monkeypatch.setattr(client, "delete_object", lambda **_: (_ for _ in ()).throw(_refused("DeleteObject")))
+    response = graph.post_json("me/drive/root:/docs:/copy", {"name": "docs 2"})
+    monkeypatch.undo()
+    assert response.status_int == 503, response.body
+    assert len(stored) == 2 and _holds(services) == []
+    assert graph.get("me/drive/root:/docs 2:").status_int == 404
+
+
 def test_credentials_the_store_refuses_are_503_for_reads_too(host, ceph_rgw, monkeypatch):
     """A secret the store no longer takes: GetFile's HEAD gets a 403 with no body (botocore's code "403"), which is
     the same outage as a write's SignatureDoesNotMatch, 503, not a 500."""

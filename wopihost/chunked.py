@@ -63,7 +63,7 @@ from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, St
 from .prepared import Statements
 from .repository import drop_alternate_streams, load_file, unreferenced
 from .sessions import UploadSessions, gone
-from .storage import Blob, Opened, Readable, Storage, TooLarge
+from .storage import Blob, Opened, Readable, Storage, TooLarge, discard
 from .text import text_problem
 
 MAIN = "MainContent"
@@ -628,8 +628,7 @@ class ChunkedFiles:
         except BaseException:
             for new in placed.values():
                 if new is not None and new.copy is not None:
-                    with suppress(Exception):  # a store that fails here too: gc takes the copy once released
-                        self.blobs.delete(new.copy.name)
+                    discard(self.blobs, new.copy.name)
                     new.copy.release()
             raise
         return placed

@@ -30,7 +30,7 @@ from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize,
 from .prepared import Statements
 from .repository import drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken
 from .snapshots import FileView
-from .storage import Blob, Opened, Readable, Storage, TooLarge
+from .storage import Blob, Opened, Readable, Storage, TooLarge, discard
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -448,7 +448,7 @@ class Files:
             try:
                 result, unused = change(blob)
             except BaseException:
-                self.blobs.delete(blob.name)
+                discard(self.blobs, blob.name)
                 raise
         for name in unused:
             self.blobs.release(name)

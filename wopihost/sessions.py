@@ -27,7 +27,7 @@ from .extents import MAX_BLOBS, Extent, Extents
 from .ids import is_id, new_id
 from .models import File, SessionChunk, UploadPiece, UploadSession
 from .repository import lock_user, locking
-from .storage import Blob, Readable, Storage, TooLarge
+from .storage import Blob, Readable, Storage, TooLarge, discard
 
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
@@ -235,7 +235,7 @@ class UploadSessions:
                         observer.record(s)
             except BaseException:
                 if blob is not None:
-                    self.blobs.delete(blob.name)
+                    discard(self.blobs, blob.name)
                 raise
         return offset + length
 
@@ -412,7 +412,7 @@ class UploadSessions:
             for blob in made:
                 blob.release()
                 if blob.name not in kept:
-                    self.blobs.delete(blob.name)
+                    discard(self.blobs, blob.name)
         for extent in pieces if kept else ():
             self.blobs.release(extent.blob)
 

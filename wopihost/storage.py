@@ -130,6 +130,16 @@ class Storage(Protocol):
     def download_url(self, name: str, ttl: float, filename: str) -> str | None: ...
 
 
+def discard(storage: Storage, name: str) -> None:
+    """Delete a blob made for a change that failed, whose own error is the one to answer: a store failing here
+    too (unreachable, refusing) is logged, not raised over it, and gc deletes the blob once unreferenced and
+    unheld. A loop of these goes on to its other blobs' holds."""
+    try:
+        storage.delete(name)
+    except Exception:
+        log.warning("could not delete blob %s after a failed change; gc will", name, exc_info=True)
+
+
 class Blob:
     """A blob just written, held until its `with` block ends (or `release()`).
 

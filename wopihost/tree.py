@@ -27,7 +27,7 @@ from .models import Drive, File, Folder, name_key
 from .names import counted, counted_folder
 from .repository import bytewise, file_named, folder_named, load_file, lock_folder, locking
 from .repository import name_taken as name_taken_in
-from .storage import Blob, Storage
+from .storage import Blob, Storage, discard
 
 Item = File | Folder
 
@@ -221,7 +221,7 @@ class Tree:
             for blob in made.values():
                 blob.release()
                 if not landed:
-                    self.blobs.delete(blob.name)
+                    discard(self.blobs, blob.name)
         for blob_name in unused:
             self.blobs.release(blob_name)
         return copied

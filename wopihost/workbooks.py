@@ -38,7 +38,7 @@ from .files import Files
 from .ids import is_id, new_id
 from .models import WorkbookOperation, WorkbookSession
 from .repository import locking
-from .storage import Storage
+from .storage import Storage, discard
 from .xlsx import WorkbookError
 from .xlsx.errors import too_large
 
@@ -150,7 +150,7 @@ class Workbooks:
                 s.add(row)
         except BaseException:
             if blob is not None:
-                self.blobs.delete(blob.name)
+                discard(self.blobs, blob.name)
             raise
         finally:
             if blob is not None:
@@ -426,7 +426,7 @@ class Workbooks:
                 if not moved:
                     raise _Changed()
             except BaseException:
-                self.blobs.delete(blob.name)
+                discard(self.blobs, blob.name)
                 raise
         self.blobs.release(basis)
         return blob.name
