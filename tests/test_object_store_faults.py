@@ -151,6 +151,21 @@ def _refused(operation: str) -> ClientError:
     return ClientError(error | {"ResponseMetadata": {"HTTPStatusCode": 503}}, operation)
 
 
+def _storing_then_refusing(services, monkeypatch, puts: int) -> list[str]:
+    """A store that takes `puts` PutObjects, then refuses every other, and every DeleteObject: the keys it took."""
+    client, put_object, stored = services.blobs._s3, services.blobs._s3.put_object, []
+
+    def put_then_refuse(**kwargs):
+        if len(stored) == puts:
+            raise _refused("PutObject")
+        stored.append(kwargs["Key"])
+        return put_object(**kwargs)
+
+    monkeypatch.setattr(client, "put_object", put_then_refuse)
+    monkeypatch.setattr(client, "delete_object", lambda **_: (_ for _ in ()).throw(_refused("DeleteObject")))
+    return stored
+
+
 def _holds(services) -> list[str]:
     with services.db.read() as s:
         return list(s.scalars(sa.select(BlobHold.name)))
@@ -180,16 +195,7 @@ def test_a_save_whose_streams_cannot_all_be_copied_lets_go_of_the_copies_made(ho
     small, large = b"a" * 1000, b"b" * (3 << 20)
     signature, chunks = full_file(small, large)
     assert put_chunked(wopi, {"MainContent": signature}, chunks, X_WOPI_Lock="L").status_int == 200
-    client, put_object, stored = services.blobs._s3, services.blobs._s3.put_object, []
-
-    def put_then_refuse(**kwargs):  # the request's body, then the first stream's copy, then no more
-        if len(stored) == 2:
-            raise _refused("PutObject")
-        stored.append(kwargs["Key"])
-        return put_object(**kwargs)
-
-    monkeypatch.setattr(client, "put_object", put_then_refuse)
-    monkeypatch.setattr(client, "delete_object", lambda **_: (_ for _ in ()).throw(_refused("DeleteObject")))
+    stored = _storing_then_refusing(services, monkeypatch, 2)  # the request's body, the first stream's copy
     only_small, _ = full_file(small)  # both streams keep 1000 bytes of 3 MiB objects: each is copied
     response = put_chunked(wopi, {"MainContent": only_small, "AltStream": only_small}, (), X_WOPI_Lock="L")
     monkeypatch.undo()
@@ -231,16 +237,7 @@ def test_a_folder_copy_the_store_fails_lets_go_of_every_copy_made_though_it_cann
     assert graph.post_json("me/drive/root/children", {"name": "docs", "folder": {}}).status_int == 201
     for name in ("a.bin", "b.bin", "c.bin"):
         assert graph.put(f"me/drive/root:/docs/{name}:/content", name.encode() * 200).status_int == 201
-    client, put_object, stored = services.blobs._s3, services.blobs._s3.put_object, []
-
-    def put_twice_then_refuse(**kwargs):
-        if len(stored) == 2:
-            raise _refused("PutObject")
-        stored.append(kwargs["Key"])
-        return put_object(**kwargs)
-
-    monkeypatch.setattr(client, "put_object", put_twice_then_refuse)
-    monkeypatch.setattr(client, "delete_object", lambda **_: (_ for _ in ()).throw(_refused("DeleteObject")))
+    stored = _storing_then_refusing(services, monkeypatch, 2)
     response = graph.post_json("me/drive/root:/docs:/copy", {"name": "docs 2"})
     monkeypatch.undo()
     assert response.status_int == 503, response.body
