@@ -245,6 +245,20 @@ def test_a_folder_copy_the_store_fails_lets_go_of_every_copy_made_though_it_cann
     assert graph.get("me/drive/root:/docs 2:").status_int == 404
 
 
+def test_healthz_says_not_writable_whatever_error_the_store_answers_the_probe_with(host, monkeypatch):
+    """A probe says what is wrong and never fails itself: an error of the store's no fault maps (here a 400 of a
+    proxy rewriting the signature's header) is a store that cannot be written, not a 500."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    error = {"Error": {"Code": "AuthorizationHeaderMalformed", "Message": "The authorization header is malformed"}}
+    malformed = ClientError(error | {"ResponseMetadata": {"HTTPStatusCode": 400}}, "PutObject")
+    monkeypatch.setattr(services.blobs._s3, "put_object", lambda **_: (_ for _ in ()).throw(malformed))
+    health = testapp.get("/healthz", expect_errors=True)
+    monkeypatch.undo()
+    assert health.status_int == 503 and health.json["storage"] == "not writable"
+    assert testapp.get("/healthz").json["storage"] == "ok"
+
+
 def test_credentials_the_store_refuses_are_503_for_reads_too(host, ceph_rgw, monkeypatch):
     """A secret the store no longer takes: GetFile's HEAD gets a 403 with no body (botocore's code "403"), which is
     the same outage as a write's SignatureDoesNotMatch, 503, not a 500."""

@@ -361,7 +361,7 @@ class S3Store:
         except InsufficientStorage as exc:
             log.warning("the object store is full: %s", exc)
             return "full"
-        except (Unavailable, OSError) as exc:
+        except Exception as exc:  # an outage, refused credentials, or what the store says that _faults maps to none
             log.warning("the object store is not writable: %s", exc)
             return "not writable"
         return "ok"
