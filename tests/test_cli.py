@@ -566,6 +566,8 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
     assert j("token", "revoke", issued["access_token"]) == {"revoked": 1}
     drive = j("drives", "create", "--name", "Team", "--member", "u")
     assert drive["id"] != api["drive_id"] and drive["members"] == ["u"]
+    twice = j("drives", "create", "--name", "Pair", "--member", "u", "--member", "w", "--member", "u")
+    assert twice["members"] == ["u", "w"]
     assert j("drives", "add-member", drive["id"], "v") == {"drive_id": drive["id"], "user": "v", "member": True}
     removed = j("drives", "remove-member", drive["id"], "v")
     assert removed == {"drive_id": drive["id"], "user": "v", "member": False, "revoked": 0}

@@ -577,6 +577,7 @@ def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool)
     """Create a shared drive."""
     services = _services()
     drive = services.drives.create_shared(kind, name)
+    members = tuple(dict.fromkeys(members))  # a user named twice is one member
     for user in members:
         _add_member(services, drive.id, user)
     if as_json:
