@@ -22,7 +22,7 @@ from wopihost.clock import to_epoch_ms
 from wopihost.discovery import DiscoveryCache
 from wopihost.errors import WopiError
 
-from .helpers import WopiClient
+from .helpers import FIXTURES_DIR, WopiClient
 
 PUBLIC = "https://wopi.example.test"
 CLIENT = "https://word.client.test"
@@ -385,6 +385,27 @@ def test_the_launch_api_answers_404_for_an_id_no_file_can_have(host_services, br
     """PostgreSQL refuses a NUL in a text parameter: the id is judged before it reaches the database."""
     token, _ = host_services.issue_api_token("alice", can_write=True)
     assert api(browser, token.token, {"fileId": "ab\u0000cd"}, status=404).json["error"]["code"] == "itemNotFound"
+
+
+def test_a_client_that_views_through_its_edit_action_opens_view_links_read_only(settings, clock, tmp_path):
+    """Collabora's discovery offers `view` only for what it cannot edit (no view for .docx): a view link opens its
+    edit URL with a read-only token, so Collabora shows the file read-only, even to a writer's link."""
+    app = create_app(
+        settings.with_changes(discovery_url=str(FIXTURES_DIR / "discovery" / "collabora.xml"), proof_keys="off"), clock
+    )
+    try:
+        services, browser = app.extensions["wopihost"], webtest.TestApp(app)
+        report = services.add_file("alice", "Report.docx", io.BytesIO(b"x"))
+        view = Page(browser.get(launch(services, report, "view", can_write=True)).text)
+        assert view.form["action"].startswith("https://demo.eu.collaboraonline.com/browser/739da71/cool.html?WOPISrc=")
+        viewer = WopiClient(browser, report.id, view.fields["access_token"])
+        assert viewer.check_file_info().json["UserCanWrite"] is False
+        assert viewer.put_file(b"changed").status_int == 404 and viewer.get_file().body == b"x"
+        edit = Page(browser.get(launch(services, report, "edit", can_write=True)).text)  # an edit link still edits
+        assert edit.form["action"] == view.form["action"]
+        assert WopiClient(browser, report.id, edit.fields["access_token"]).check_file_info().json["UserCanWrite"]
+    finally:
+        app.extensions["wopihost"].db.dispose()
 
 
 def test_a_file_without_an_extension_gets_the_cannot_open_page(host_services, browser):

@@ -127,7 +127,17 @@ def page(action: str, ticket: str) -> Response:
     if services.discovery is None:
         return _message(503, "No WOPI client", "This host has no WOPI client configured (WOPIHOST_DISCOVERY_URL).")
     try:
-        client_action = services.discovery.get().action(split_extension(launch.file_name)[1], action)
+        discovery = services.discovery.get()
+        extension = split_extension(launch.file_name)[1]
+        try:
+            client_action = discovery.action(extension, action)
+        except ActionNotFound:
+            if action != "view":
+                raise
+            # Collabora's discovery has `view` only for the files it cannot edit: it views the others through
+            # `edit`, read-only when the token cannot write (as oCIS opens them), so the viewer gets such a token.
+            client_action = discovery.action(extension, "edit")
+            launch = services.launches.read_only(launch)
     except ActionNotFound:
         return _message(
             404,
