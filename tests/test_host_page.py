@@ -313,6 +313,26 @@ def test_an_unreadable_discovery_is_503_not_500(host_services, browser, doc, tmp
     assert "discovery could not be read" in response.text
 
 
+@pytest.mark.parametrize(
+    "urlsrc",
+    ["/we/wordeditorframe.aspx?", "javascript:alert(document.domain)//", "https:///we/wordeditorframe.aspx?"],
+    ids=["relative", "javascript", "no-host"],
+)
+def test_an_action_url_that_is_not_absolute_http_is_503_and_gets_no_token(settings, clock, tmp_path, urlsrc):
+    """The page posts the access token to the action URL: only to a client's http(s) origin, never back to this
+    host's own pages or into a script."""
+    path = tmp_path / "discovery.xml"
+    path.write_text(DISCOVERY.replace(f"{CLIENT}/we/wordeditorframe.aspx?", urlsrc))
+    app = create_app(settings.with_changes(discovery_url=str(path), proof_keys="off"), clock)
+    try:
+        services = app.extensions["wopihost"]
+        file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+        response = webtest.TestApp(app).get(launch(services, file, "edit"), status=503)
+        assert "discovery could not be read" in response.text and "access_token" not in response.text
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
 # -- the launch API ------------------------------------------------------------------------------------------
 
 

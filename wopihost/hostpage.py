@@ -289,9 +289,11 @@ def _origin(url: str) -> tuple[str, str, str]:
     """(scheme, host, ":port" or "") of `url` as a browser spells its origin, which the page compares with
     MessageEvent.origin and which a Content-Security-Policy header (latin-1) must hold: the host in lower
     case and in ASCII (IDNA), no port where it is the scheme's default. ValueError for a host or port that
-    no browser would take."""
+    no browser would take, and for a URL that is not absolute http(s): the page posts the access token there."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").encode("idna").decode("ascii")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an absolute http(s) URL: {url[:100]!r}")
+    host = parts.hostname.encode("idna").decode("ascii")
     if ":" in host:
         host = f"[{host}]"
     port = parts.port
