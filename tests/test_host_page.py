@@ -21,6 +21,7 @@ from wopihost.body import MAX_JSON
 from wopihost.clock import to_epoch_ms
 from wopihost.discovery import DiscoveryCache
 from wopihost.errors import WopiError
+from wopihost.faults import Unavailable
 
 from .helpers import FIXTURES_DIR, WopiClient
 
@@ -333,6 +334,21 @@ def test_an_action_url_that_is_not_absolute_http_is_503_and_gets_no_token(settin
         app.extensions["wopihost"].db.dispose()
 
 
+def test_a_database_that_cannot_serve_now_is_503_with_retry_after(host_services, browser, doc, monkeypatch):
+    link = launch(host_services, doc)
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+
+    def busy(*args, **kwargs):
+        raise Unavailable("the database is busy", retry_after=7)
+
+    monkeypatch.setattr(host_services.launches, "open", busy)
+    monkeypatch.setattr(host_services.launches, "issue", busy)
+    page = browser.get(link, status=503)
+    assert "Try again later" in page.text and page.headers["Retry-After"] == "7"
+    refused = api(browser, token.token, {"fileId": doc.id}, status=503)
+    assert refused.json["error"]["code"] == "serviceNotAvailable" and refused.headers["Retry-After"] == "7"
+
+
 # -- the launch API ------------------------------------------------------------------------------------------
 
 
@@ -434,7 +450,9 @@ def test_a_file_without_an_extension_gets_the_cannot_open_page(host_services, br
 
 
 def test_the_launch_api_checks_who_asks(host_services, browser, doc):
-    assert api(browser, None, {"fileId": doc.id}, status=401).json["error"]["code"] == "unauthenticated"
+    anonymous = api(browser, None, {"fileId": doc.id}, status=401)
+    assert anonymous.json["error"]["code"] == "unauthenticated"
+    assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="wopihost"'  # RFC 9110: a 401 says how
     file_token = host_services.issue_token(doc.id, "alice", True).token  # a WOPI token is not an API token
     assert api(browser, file_token, {"fileId": doc.id}, status=401).json["error"]["code"] == "unauthenticated"
     reader, _ = host_services.issue_api_token("alice", can_write=False)

@@ -228,6 +228,8 @@ def _refused(error: WopiError) -> Response:
             {"error": {"code": error.code or _CODES.get(error.status, "invalidRequest"), "message": error.reason}}
         )
         response.status_code = error.status
+        if error.status == 401:  # RFC 9110 §15.5.2: a 401 says how to authenticate (as Graph's do)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="wopihost"'
         return response
     if error.status == 401:  # one answer for a bad, expired or revoked link, a missing file ...
         return _message(403, "Link not valid", f"{INVALID[0].upper()}{INVALID[1:]}. Ask for a new one.")
@@ -249,8 +251,11 @@ def _fault(error: Exception) -> Response:
             }
         )
         response.status_code = status
-        return response
-    return _message(status, "Try again later", str(error))
+    else:
+        response = _message(status, "Try again later", str(error))
+    if isinstance(error, Unavailable):  # as every other 503 of the app says when to try again
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 _CODES = {400: "invalidRequest", 401: "unauthenticated", 403: "accessDenied", 404: "itemNotFound"}
