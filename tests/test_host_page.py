@@ -21,8 +21,9 @@ from wopihost.body import MAX_JSON
 from wopihost.clock import to_epoch_ms
 from wopihost.discovery import DiscoveryCache
 from wopihost.errors import WopiError
+from wopihost.faults import Unavailable
 
-from .helpers import WopiClient
+from .helpers import FIXTURES_DIR, WopiClient
 
 PUBLIC = "https://wopi.example.test"
 CLIENT = "https://word.client.test"
@@ -313,6 +314,41 @@ def test_an_unreadable_discovery_is_503_not_500(host_services, browser, doc, tmp
     assert "discovery could not be read" in response.text
 
 
+@pytest.mark.parametrize(
+    "urlsrc",
+    ["/we/wordeditorframe.aspx?", "javascript:alert(document.domain)//", "https:///we/wordeditorframe.aspx?"],
+    ids=["relative", "javascript", "no-host"],
+)
+def test_an_action_url_that_is_not_absolute_http_is_503_and_gets_no_token(settings, clock, tmp_path, urlsrc):
+    """The page posts the access token to the action URL: only to a client's http(s) origin, never back to this
+    host's own pages or into a script."""
+    path = tmp_path / "discovery.xml"
+    path.write_text(DISCOVERY.replace(f"{CLIENT}/we/wordeditorframe.aspx?", urlsrc))
+    app = create_app(settings.with_changes(discovery_url=str(path), proof_keys="off"), clock)
+    try:
+        services = app.extensions["wopihost"]
+        file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
+        response = webtest.TestApp(app).get(launch(services, file, "edit"), status=503)
+        assert "discovery could not be read" in response.text and "access_token" not in response.text
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
+def test_a_database_that_cannot_serve_now_is_503_with_retry_after(host_services, browser, doc, monkeypatch):
+    link = launch(host_services, doc)
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+
+    def busy(*args, **kwargs):
+        raise Unavailable("the database is busy", retry_after=7)
+
+    monkeypatch.setattr(host_services.launches, "open", busy)
+    monkeypatch.setattr(host_services.launches, "issue", busy)
+    page = browser.get(link, status=503)
+    assert "Try again later" in page.text and page.headers["Retry-After"] == "7"
+    refused = api(browser, token.token, {"fileId": doc.id}, status=503)
+    assert refused.json["error"]["code"] == "serviceNotAvailable" and refused.headers["Retry-After"] == "7"
+
+
 # -- the launch API ------------------------------------------------------------------------------------------
 
 
@@ -387,13 +423,36 @@ def test_the_launch_api_answers_404_for_an_id_no_file_can_have(host_services, br
     assert api(browser, token.token, {"fileId": "ab\u0000cd"}, status=404).json["error"]["code"] == "itemNotFound"
 
 
+def test_a_client_that_views_through_its_edit_action_opens_view_links_read_only(settings, clock, tmp_path):
+    """Collabora's discovery offers `view` only for what it cannot edit (no view for .docx): a view link opens its
+    edit URL with a read-only token, so Collabora shows the file read-only, even to a writer's link."""
+    app = create_app(
+        settings.with_changes(discovery_url=str(FIXTURES_DIR / "discovery" / "collabora.xml"), proof_keys="off"), clock
+    )
+    try:
+        services, browser = app.extensions["wopihost"], webtest.TestApp(app)
+        report = services.add_file("alice", "Report.docx", io.BytesIO(b"x"))
+        view = Page(browser.get(launch(services, report, "view", can_write=True)).text)
+        assert view.form["action"].startswith("https://demo.eu.collaboraonline.com/browser/739da71/cool.html?WOPISrc=")
+        viewer = WopiClient(browser, report.id, view.fields["access_token"])
+        assert viewer.check_file_info().json["UserCanWrite"] is False
+        assert viewer.put_file(b"changed").status_int == 404 and viewer.get_file().body == b"x"
+        edit = Page(browser.get(launch(services, report, "edit", can_write=True)).text)  # an edit link still edits
+        assert edit.form["action"] == view.form["action"]
+        assert WopiClient(browser, report.id, edit.fields["access_token"]).check_file_info().json["UserCanWrite"]
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
 def test_a_file_without_an_extension_gets_the_cannot_open_page(host_services, browser):
     readme = host_services.add_file("alice", "README", io.BytesIO(b"x"))
     assert "Cannot open this file" in browser.get(launch(host_services, readme), status=404).text
 
 
 def test_the_launch_api_checks_who_asks(host_services, browser, doc):
-    assert api(browser, None, {"fileId": doc.id}, status=401).json["error"]["code"] == "unauthenticated"
+    anonymous = api(browser, None, {"fileId": doc.id}, status=401)
+    assert anonymous.json["error"]["code"] == "unauthenticated"
+    assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="wopihost"'  # RFC 9110: a 401 says how
     file_token = host_services.issue_token(doc.id, "alice", True).token  # a WOPI token is not an API token
     assert api(browser, file_token, {"fileId": doc.id}, status=401).json["error"]["code"] == "unauthenticated"
     reader, _ = host_services.issue_api_token("alice", can_write=False)

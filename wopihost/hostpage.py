@@ -127,7 +127,17 @@ def page(action: str, ticket: str) -> Response:
     if services.discovery is None:
         return _message(503, "No WOPI client", "This host has no WOPI client configured (WOPIHOST_DISCOVERY_URL).")
     try:
-        client_action = services.discovery.get().action(split_extension(launch.file_name)[1], action)
+        discovery = services.discovery.get()
+        extension = split_extension(launch.file_name)[1]
+        try:
+            client_action = discovery.action(extension, action)
+        except ActionNotFound:
+            if action != "view":
+                raise
+            # Collabora's discovery has `view` only for the files it cannot edit: it views the others through
+            # `edit`, read-only when the token cannot write (as oCIS opens them), so the viewer gets such a token.
+            client_action = discovery.action(extension, "edit")
+            launch = services.launches.read_only(launch)
     except ActionNotFound:
         return _message(
             404,
@@ -218,6 +228,8 @@ def _refused(error: WopiError) -> Response:
             {"error": {"code": error.code or _CODES.get(error.status, "invalidRequest"), "message": error.reason}}
         )
         response.status_code = error.status
+        if error.status == 401:  # RFC 9110 §15.5.2: a 401 says how to authenticate (as Graph's do)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="wopihost"'
         return response
     if error.status == 401:  # one answer for a bad, expired or revoked link, a missing file ...
         return _message(403, "Link not valid", f"{INVALID[0].upper()}{INVALID[1:]}. Ask for a new one.")
@@ -239,8 +251,11 @@ def _fault(error: Exception) -> Response:
             }
         )
         response.status_code = status
-        return response
-    return _message(status, "Try again later", str(error))
+    else:
+        response = _message(status, "Try again later", str(error))
+    if isinstance(error, Unavailable):  # as every other 503 of the app says when to try again
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 _CODES = {400: "invalidRequest", 401: "unauthenticated", 403: "accessDenied", 404: "itemNotFound"}
@@ -279,9 +294,11 @@ def _origin(url: str) -> tuple[str, str, str]:
     """(scheme, host, ":port" or "") of `url` as a browser spells its origin, which the page compares with
     MessageEvent.origin and which a Content-Security-Policy header (latin-1) must hold: the host in lower
     case and in ASCII (IDNA), no port where it is the scheme's default. ValueError for a host or port that
-    no browser would take."""
+    no browser would take, and for a URL that is not absolute http(s): the page posts the access token there."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").encode("idna").decode("ascii")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an absolute http(s) URL: {url[:100]!r}")
+    host = parts.hostname.encode("idna").decode("ascii")
     if ":" in host:
         host = f"[{host}]"
     port = parts.port

@@ -14,7 +14,7 @@ CheckFileInfo's HostViewUrl / HostEditUrl (the caller's own token, a link that l
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from .clock import Clock
@@ -42,6 +42,7 @@ class Launch:
     user_id: str
     token: str  # the access token the WOPI client gets
     token_expires_at: datetime
+    grant: Grant = field(repr=False)  # what `token` was derived from
 
 
 @dataclass(frozen=True)
@@ -115,4 +116,9 @@ class LaunchLinks:
             grant = Grant(row.jti, file_id, row.user_id, rights, row.expires_at)
             name = file.name
         token = self.tokens.derive(grant, file_id, rights, "")
-        return Launch(action, file_id, name, row.user_id, token.token, grant.expires_at)
+        return Launch(action, file_id, name, row.user_id, token.token, grant.expires_at, grant)
+
+    def read_only(self, launch: Launch) -> Launch:
+        """`launch` with a read-only token: for a view that the client offers only through its edit action, which
+        then opens the file read-only instead of in its editor."""
+        return replace(launch, token=self.tokens.derive(launch.grant, launch.file_id, "r", "").token)
