@@ -403,6 +403,7 @@ def test_file_page_shows_the_escaped_name_and_a_download_link(tree, file_link, t
     assert page.headers["Cache-Control"] == "no-store"
     assert page.headers["Referrer-Policy"] == "no-referrer"
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]  # no other site frames it
 
 
 def test_file_content_is_the_exact_bytes_as_an_attachment_with_ranges(make_file, client_for, testapp):
