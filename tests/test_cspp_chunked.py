@@ -100,6 +100,16 @@ def test_new_main_content_resets_the_file_system_time_a_client_set(make_file, cl
     assert item["fileSystemInfo"]["lastModifiedDateTime"] == item["lastModifiedDateTime"] > "2020-01-02"
 
 
+def test_new_main_content_is_last_modified_by_the_user_who_saved_it(make_file, client_for, graph):
+    """As PutFile does: Graph's lastModifiedBy named whoever changed the content before the save."""
+    file = make_file()  # alice's
+    wopi = client_for(file, user="bob")
+    assert wopi.lock("L").status_int == 200
+    signature, chunks = full_file(b"bob's content")
+    save(wopi, {"MainContent": signature}, chunks)
+    assert graph.get(f"me/drive/items/{file.id}").json["lastModifiedBy"]["user"]["id"] == "bob"
+
+
 def test_wrong_sequence_number_is_412_with_the_current_one(locked):
     signature, chunks = full_file(b"hello")
     for sent in (0, 2, 99):
