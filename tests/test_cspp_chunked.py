@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from wopihost import chunked
+from wopihost import chunked, chunkindex
 from wopihost.cspp.chunkid import EMPTY_CHUNK_ID, chunk_id
 from wopihost.cspp.frames import END_FRAME, message_frame
 from wopihost.cspp.signatures import ChunkSignature, Signature
@@ -100,6 +100,16 @@ def test_new_main_content_resets_the_file_system_time_a_client_set(make_file, cl
     assert item["fileSystemInfo"]["lastModifiedDateTime"] == item["lastModifiedDateTime"] > "2020-01-02"
 
 
+def test_new_main_content_is_last_modified_by_the_user_who_saved_it(make_file, client_for, graph):
+    """As PutFile does: Graph's lastModifiedBy named whoever changed the content before the save."""
+    file = make_file()  # alice's
+    wopi = client_for(file, user="bob")
+    assert wopi.lock("L").status_int == 200
+    signature, chunks = full_file(b"bob's content")
+    save(wopi, {"MainContent": signature}, chunks)
+    assert graph.get(f"me/drive/items/{file.id}").json["lastModifiedBy"]["user"]["id"] == "bob"
+
+
 def test_wrong_sequence_number_is_412_with_the_current_one(locked):
     signature, chunks = full_file(b"hello")
     for sent in (0, 2, 99):
@@ -191,6 +201,18 @@ def test_a_token_revoked_or_expired_while_the_save_comes_saves_nothing(locked, s
     assert stored_blobs(services) == blobs
     file = services.files.get(locked.file_id)
     assert (file.version, file.sequence_number, file.size) == (1, 1, len(b"hello world"))
+
+
+def test_a_body_of_more_chunk_frames_than_a_save_can_name_is_400(locked, monkeypatch):
+    """Every chunk found is kept until the commit: a body of 32-byte empty chunks took gigabytes of memory."""
+    monkeypatch.setattr(chunkindex, "MAX_CHUNK_FRAMES", 2)
+    signature, chunks = full_file(b"hello", b"world")
+    assert put_chunked(locked, {"MainContent": signature}, chunks, X_WOPI_Lock="L").status_int == 200
+    signature, chunks = full_file(b"one", b"two", b"three")
+    response = put_chunked(locked, {"MainContent": signature}, chunks, X_WOPI_Lock="L")
+    assert response.status_int == 400
+    assert "more than 2 Chunk frames" in response.headers["X-WOPI-FailureReason"]
+    assert locked.get_file().body == b"helloworld"
 
 
 def test_signature_length_that_does_not_match_the_chunk_is_400(locked):

@@ -438,6 +438,19 @@ def test_a_stream_in_pieces_fails_as_it_would_whole(locked, monkeypatch, stream,
     assert locked.get_file().body == b"hello world"  # nothing changed
 
 
+@pytest.mark.parametrize("cuts", [(), (FRAME,), (FRAME + 5, 2 * FRAME + 1)])
+@pytest.mark.parametrize("carry", ["indexed", "beyond MAX_CARRY"])
+def test_a_session_of_more_chunk_frames_than_a_save_can_name_is_400(locked, monkeypatch, cuts, carry):
+    """Every chunk found is kept until the commit: 32-byte empty chunks filling a session took gigabytes."""
+    monkeypatch.setattr(chunkindex, "MAX_CHUNK_FRAMES", 2)
+    if carry != "indexed":
+        monkeypatch.setattr(chunkindex, "MAX_CARRY", 2)
+    bounds = [0, *cuts, len(THREE)]
+    reason = "the upload session frames cannot be read: more than 2 Chunk frames, more than a save can name"
+    assert commit_reason(locked, [THREE[a:b] for a, b in zip(bounds, bounds[1:])]) == (400, reason)
+    assert locked.get_file().body == b"hello world"  # nothing changed
+
+
 @pytest.mark.parametrize("cut", range(1, len(THREE)))
 def test_a_stream_cut_anywhere_commits_from_its_index(locked, services, cut):
     assert commit_reason(locked, [THREE[:cut], THREE[cut:]]) == (200, "")

@@ -475,10 +475,12 @@ class ChunkedFiles:
         coauth_lock_id: str | None,
         sequence_number: int,
         admit: Callable[[Statements], None] | None = None,
+        user_id: str | None = None,
     ) -> File:
         """PutChunkedFile, in the order of docs/cspp-plus.md §1.3: frames, locks, sequence number, session,
         chunks, size. `admit(t)` whether the save may still land, asked in the commit's transaction once its rows
-        are locked (the token may have been revoked while the body came)."""
+        are locked (the token may have been revoked while the body came). `user_id` saves: new MainContent is
+        last modified by them, as after PutFile."""
         limit = self.settings.max_upload_session_size
         try:
             spool = self.blobs.write(body, limit, sha256=False)
@@ -538,6 +540,7 @@ class ChunkedFiles:
                     session_stream.length,
                     spool.name,
                     admit,
+                    user_id,
                 )
             return file
         finally:
@@ -645,6 +648,7 @@ class ChunkedFiles:
         session_length,
         spool: str,
         admit: Callable[[Statements], None] | None,
+        user_id: str | None,
     ) -> tuple[File, list[str]]:
         """Check again and switch the file to the new streams in one transaction; returns the unused blobs."""
         with self.db.write() as s:
@@ -680,7 +684,7 @@ class ChunkedFiles:
                     )
                     if old is None or old.chunks != new.signature.chunks:
                         file.version += 1
-                        file.modified_at = now
+                        file.modified_at, file.modified_by = now, user_id
                         file.fs_modified_at = None  # a time a client set was that of the old content (as PutFile)
                     released |= file.content.blobs
                     _keep(file, new)

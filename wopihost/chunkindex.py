@@ -31,6 +31,11 @@ from .models import SessionChunk, UploadPiece, UploadSession
 from .storage import Opened, Readable, Storage
 
 MAX_CARRY = 16 << 20  # the most of an unfinished frame a piece reads back to resume decoding
+# The most Chunk frames a body or a session may hold. Each found chunk is kept (in memory, and a row for a session)
+# until the commit, and an empty chunk's frame is 32 bytes: without a bound, a body or session of the size
+# allowed would take gigabytes of memory. A save's MessageJSON (at most 16 MiB) cannot name as many chunks (a
+# ChunkSignature takes at least 49 of its bytes), so no frame past the bound could be of use.
+MAX_CHUNK_FRAMES = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class ChunkScanner:
         self.chunks: list[FoundChunk] = []
         self.message: Any = None
         self._chunk: tuple[str, int, int, ChunkHasher] | None = None  # the chunk whose payload is arriving
+        self._chunk_frames = frames  # those before `offset`: a resumed stream is a session's, Chunk frames only
 
     def feed(self, data) -> None:
         for event in self.decoder.feed(data):
@@ -57,6 +63,9 @@ class ChunkScanner:
                 assert self._chunk is not None  # the decoder yields a chunk's data only after its ChunkStart
                 self._chunk[3].update(event.data)
             elif isinstance(event, ChunkStart):
+                self._chunk_frames += 1
+                if self._chunk_frames > MAX_CHUNK_FRAMES:
+                    raise FrameError(f"more than {MAX_CHUNK_FRAMES} Chunk frames, more than a save can name")
                 self._chunk = (encode_chunk_id(event.chunk_id), event.stream_offset, event.size, ChunkHasher())
             elif isinstance(event, ChunkEnd):
                 assert self._chunk is not None  # likewise its ChunkEnd

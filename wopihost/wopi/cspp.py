@@ -97,7 +97,7 @@ def put_chunked_file(call: Call) -> Response:
         raise bad_request("X-WOPI-SequenceNumber is required")
     # X-WOPI-Editors: the dispatcher has checked the proof (a bad one is 400 here, docs/cspp-plus.md §1.3).
     file = call.services.chunked.put_chunked_file(
-        call.file_id, request_body(), lock_id, coauth_lock_id, sequence_number, call.admit
+        call.file_id, request_body(), lock_id, coauth_lock_id, sequence_number, call.admit, call.grant.user_id
     )
     return _sequenced(file)
 
