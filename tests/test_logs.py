@@ -195,6 +195,18 @@ def test_the_direct_access_log_redacts_credentials_in_the_path(tmp_path, path):
     assert "ZLLSZyyckVxSgzA9g8FxcA" not in line and TOKEN[:20] not in line and REDACTED in line
 
 
+def test_a_path_cannot_forge_an_access_line(tmp_path):
+    """gunicorn decodes the path (%0A is a line feed): a client wrote lines of its choosing into the access log,
+    a forged request from another address under its own. Control characters are written escaped, as nginx's
+    access log writes them; the bytes of a UTF-8 name stay as gunicorn wrote them."""
+    forged = '/wopi/files/x\n10.0.0.1 "POST /wopi/files/y HTTP/1.1" 200 0 1ms override=PUT\r\x1b/\xc3\x9c'
+    line = _access_lines(tmp_path, ACCESS_LOG_FORMAT, forged, True)
+    assert line == (
+        '127.0.0.1 "POST /wopi/files/x\\n10.0.0.1 "POST /wopi/files/y HTTP/1.1" 200 0 1ms override=PUT\\r\\x1b/\xc3\x9c '
+        'HTTP/1.1" 200 694 20ms override=LOCK\n'
+    )
+
+
 def test_another_access_log_format_is_gunicorns_and_still_redacted(tmp_path):
     line = _access_lines(tmp_path, "%(r)s %(s)s", "/wopi/files/x", True)
     assert line.startswith("POST /wopi/files/x?access_token=[redacted] HTTP/1.1 200")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,16 @@ def redact(text: str) -> str:
 
 def _blank(_kind: str, _value: str) -> str:
     return REDACTED
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape_controls(text: str) -> str:
+    """`text` with its ASCII control characters written as Python escapes them (`\\n`, `\\x1b`), as nginx's
+    access log writes them: a line of the log is one line whatever a client sent. The rest stays as it came
+    (a WSGI string: what is not ASCII are the bytes of a UTF-8 name, in Latin-1)."""
+    return _CONTROLS.sub(lambda control: ascii(control[0])[1:-1], text)
 
 
 class RedactingFilter(logging.Filter):
@@ -168,6 +179,8 @@ class GunicornLogger(Logger):
         path = environ.get("PATH_INFO", "")
         if len(path) >= TOKEN_SHAPE_LENGTH or CREDENTIAL_SEGMENT.search(path):
             path = redact(path)
+        if not path.isprintable():  # decoded by gunicorn: %0A would end the line, and the client write the next
+            path = _escape_controls(path)
         override = environ.get("HTTP_X_WOPI_OVERRIDE", "-")
         if override != "-":
             override = redact(override)
