@@ -207,6 +207,25 @@ def test_a_path_cannot_forge_an_access_line(tmp_path):
     )
 
 
+def test_a_path_cannot_forge_a_line_of_the_error_log():
+    """The application logs a refused request's path (app.py: "POST /wopi/files/x -> 404: ..."), as decoded: a
+    client's %0A started a line of its choosing. The arguments' control characters are escaped; the program's
+    own line ends stay."""
+    record = logging.LogRecord(
+        "wopihost.app",
+        logging.INFO,
+        __file__,
+        1,
+        "%s %s -> %s: %s\nsecond line",
+        ("POST", "/wopi/files/x\n[2026-12-06 18:00:00 +0000] [1] [INFO] forged", 404, "unknown file"),
+        None,
+    )
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == (
+        "POST /wopi/files/x\\n[2026-12-06 18:00:00 +0000] [1] [INFO] forged -> 404: unknown file\nsecond line"
+    )
+
+
 def test_another_access_log_format_is_gunicorns_and_still_redacted(tmp_path):
     line = _access_lines(tmp_path, "%(r)s %(s)s", "/wopi/files/x", True)
     assert line.startswith("POST /wopi/files/x?access_token=[redacted] HTTP/1.1 200")

@@ -60,8 +60,8 @@ def _escape_controls(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message (and traceback) with its secrets redacted, and drops the debug lines of
-    SECRETS_BELOW_INFO."""
+    """Rewrites each record's message (and traceback) with its secrets redacted and the control characters of its
+    text arguments escaped, and drops the debug lines of SECRETS_BELOW_INFO."""
 
     _formatter = logging.Formatter()
 
@@ -70,6 +70,12 @@ class RedactingFilter(logging.Filter):
             return True
         if record.levelno < logging.INFO and record.name.startswith(SECRETS_BELOW_INFO):
             return False
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, str) and not arg.isprintable() for arg in record.args
+        ):
+            # Text arguments are what a client can choose (a path, a name): each stays on its line. The message's
+            # own line ends, and an exception's, are the program's and stay.
+            record.args = tuple(_escape_controls(arg) if isinstance(arg, str) else arg for arg in record.args)
         message = record.getMessage()
         record.msg, record.args = redact(message), ()
         if record.exc_info and not record.exc_text:
