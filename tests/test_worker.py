@@ -161,6 +161,27 @@ def test_a_head_that_does_not_come_when_the_worker_stops_is_dropped_soon(worker)
     assert worker.nr_conns == 0
 
 
+def test_a_stopping_worker_accepts_no_new_connection_once_a_thread_frees(worker):
+    """A stopping worker turned its listeners on again whenever a request ended: it went on taking new clients
+    for as long as they came, and when its graceful timeout ran out under steady load, it ended with requests
+    under way. The server's other workers, or the next ones, take them."""
+    client = connect(worker)
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 1)
+    worker.handle_exit(signal.SIGTERM, None)
+    worker.set_accept_enabled(False)  # what gunicorn's loop does once it sees the worker stopping
+    worker.wsgi.release.set()
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    turn(worker, lambda: worker.busy == 0)
+    newcomer = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        worker.wait_for_and_dispatch_events(0.05)
+        worker.murder_pending()
+    assert not worker._accepting and worker._clients_waiting()  # the newcomer waits for another worker
+    newcomer.close()
+
+
 def test_a_worker_with_every_thread_busy_stops_accepting(worker):
     clients = [connect(worker) for _ in range(2)]
     for client in clients:

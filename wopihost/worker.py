@@ -496,7 +496,10 @@ class Worker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def set_accept_enabled(self, enabled: bool | None) -> None:
-        super().set_accept_enabled(enabled and self.busy < self.cfg.threads and self._held_until is None)
+        # Never again once the worker stops: each request that ends would turn the listeners back on (via
+        # _threads_changed), and a stopping worker under steady load would take clients until its graceful timeout
+        # cut off the requests it then had under way.
+        super().set_accept_enabled(enabled and self.alive and self.busy < self.cfg.threads and self._held_until is None)
 
     def _threads_changed(self) -> None:
         # gunicorn's loop only reconsiders accepting when its connection count crosses the limit.
