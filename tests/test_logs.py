@@ -226,6 +226,12 @@ def test_a_path_cannot_forge_a_line_of_the_error_log():
     )
 
 
+def test_a_path_cannot_forge_a_line_of_an_access_log_in_another_format(tmp_path):
+    """gunicorn's own access line (an admin's access_log_format) takes its fields as one mapping."""
+    line = _access_lines(tmp_path, "%(U)s %(s)s %({x-wopi-override}i)s", "/wopi/files/x\nforged", True)
+    assert line == "/wopi/files/x\\nforged 200 LOCK\n"
+
+
 def test_another_access_log_format_is_gunicorns_and_still_redacted(tmp_path):
     line = _access_lines(tmp_path, "%(r)s %(s)s", "/wopi/files/x", True)
     assert line.startswith("POST /wopi/files/x?access_token=[redacted] HTTP/1.1 200")

@@ -70,12 +70,15 @@ class RedactingFilter(logging.Filter):
             return True
         if record.levelno < logging.INFO and record.name.startswith(SECRETS_BELOW_INFO):
             return False
-        if isinstance(record.args, tuple) and any(
-            isinstance(arg, str) and not arg.isprintable() for arg in record.args
-        ):
-            # Text arguments are what a client can choose (a path, a name): each stays on its line. The message's
-            # own line ends, and an exception's, are the program's and stay.
-            record.args = tuple(_escape_controls(arg) if isinstance(arg, str) else arg for arg in record.args)
+        # Text arguments are what a client can choose (a path, a name): each stays on its line. The message's own
+        # line ends, and an exception's, are the program's and stay.
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(arg, str) and not arg.isprintable() for arg in args):
+            record.args = tuple(_escape_controls(arg) if isinstance(arg, str) else arg for arg in args)
+        elif isinstance(args, dict):  # gunicorn's access line in another format: its fields (SafeAtoms, kept)
+            for name, value in args.items():
+                if isinstance(value, str) and not value.isprintable():
+                    args[name] = _escape_controls(value)
         message = record.getMessage()
         record.msg, record.args = redact(message), ()
         if record.exc_info and not record.exc_text:
