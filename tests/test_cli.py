@@ -9,10 +9,12 @@ import pty
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from datetime import timedelta
 
 import click
@@ -736,6 +738,38 @@ def test_doctor_tells_a_host_that_answers_503_from_a_wrong_public_url(env, serve
     assert unwell["ok"] is False
     assert "reaches this host" in unwell["what"] and "503: storage not writable" in unwell["what"], unwell
     assert "WOPIHOST_PUBLIC_URL" not in unwell["fix"] and "the public URL is right" in unwell["fix"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"SSH-2.0-OpenSSH_9.6\r\n", b'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n["ok"]'],
+    ids=["not HTTP", "a JSON list"],
+)
+def test_doctor_says_what_a_public_url_that_reaches_no_wopihost_reaches(env, answer):
+    """A public URL naming another service's port: one that does not speak HTTP (BadStatusLine) or whose /healthz
+    answers JSON other than an object made doctor end in a traceback, with none of its findings said."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_each():
+        with suppress(OSError):  # the listener closed
+            while True:
+                client, _ = listener.accept()
+                with client:
+                    client.recv(4096)
+                    client.sendall(answer)
+
+    threading.Thread(target=answer_each, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        result = CliRunner().invoke(
+            main, ["doctor", "--timeout", "5", "--json"], env={**env, "WOPIHOST_PUBLIC_URL": url}
+        )
+    finally:
+        listener.close()
+    assert result.exit_code == 1, result.output
+    found = next(check for check in json.loads(result.stdout)["checks"] if url in check["what"])
+    assert found["ok"] is False and "does not reach a wopihost" in found["what"], found
+    assert "WOPIHOST_PUBLIC_URL" in found["fix"]
 
 
 # -- doctor: a database that refuses writes ----------------------------------------------------------------

@@ -195,6 +195,43 @@ def test_the_direct_access_log_redacts_credentials_in_the_path(tmp_path, path):
     assert "ZLLSZyyckVxSgzA9g8FxcA" not in line and TOKEN[:20] not in line and REDACTED in line
 
 
+def test_a_path_cannot_forge_an_access_line(tmp_path):
+    """gunicorn decodes the path (%0A is a line feed): a client wrote lines of its choosing into the access log,
+    a forged request from another address under its own. Control characters are written escaped, as nginx's
+    access log writes them; the bytes of a UTF-8 name stay as gunicorn wrote them."""
+    forged = '/wopi/files/x\n10.0.0.1 "POST /wopi/files/y HTTP/1.1" 200 0 1ms override=PUT\r\x1b/\xc3\x9c'
+    line = _access_lines(tmp_path, ACCESS_LOG_FORMAT, forged, True)
+    assert line == (
+        '127.0.0.1 "POST /wopi/files/x\\n10.0.0.1 "POST /wopi/files/y HTTP/1.1" 200 0 1ms override=PUT\\r\\x1b/\xc3\x9c '
+        'HTTP/1.1" 200 694 20ms override=LOCK\n'
+    )
+
+
+def test_a_path_cannot_forge_a_line_of_the_error_log():
+    """The application logs a refused request's path (app.py: "POST /wopi/files/x -> 404: ..."), as decoded: a
+    client's %0A started a line of its choosing. The arguments' control characters are escaped; the program's
+    own line ends stay."""
+    record = logging.LogRecord(
+        "wopihost.app",
+        logging.INFO,
+        __file__,
+        1,
+        "%s %s -> %s: %s\nsecond line",
+        ("POST", "/wopi/files/x\n[2026-12-06 18:00:00 +0000] [1] [INFO] forged", 404, "unknown file"),
+        None,
+    )
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == (
+        "POST /wopi/files/x\\n[2026-12-06 18:00:00 +0000] [1] [INFO] forged -> 404: unknown file\nsecond line"
+    )
+
+
+def test_a_path_cannot_forge_a_line_of_an_access_log_in_another_format(tmp_path):
+    """gunicorn's own access line (an admin's access_log_format) takes its fields as one mapping."""
+    line = _access_lines(tmp_path, "%(U)s %(s)s %({x-wopi-override}i)s", "/wopi/files/x\nforged", True)
+    assert line == "/wopi/files/x\\nforged 200 LOCK\n"
+
+
 def test_another_access_log_format_is_gunicorns_and_still_redacted(tmp_path):
     line = _access_lines(tmp_path, "%(r)s %(s)s", "/wopi/files/x", True)
     assert line.startswith("POST /wopi/files/x?access_token=[redacted] HTTP/1.1 200")

@@ -8,6 +8,7 @@ import logging
 import os
 import select
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER
 
 from wopihost import worker as worker_module
 from wopihost import workerboard
@@ -126,6 +128,58 @@ def test_a_slow_head_holds_no_thread_and_is_dropped_at_its_deadline(worker):
     client.settimeout(2)
     assert client.recv(100) == b""  # dropped
     assert worker.nr_conns == 0
+
+
+def test_a_request_whose_head_is_on_its_way_when_the_worker_stops_is_answered(worker):
+    """A stopping worker (SIGTERM: a restart, a reload's old workers) dropped every head it was reading at once:
+    a connection it had accepted, or a kept-alive one whose next request had begun to come (a head of two TCP
+    segments), was closed with its request unanswered, and a POST its client is not free to send again. Served,
+    as gunicorn serves what comes on a kept-alive connection meanwhile, with Connection: close."""
+    client = connect(worker)
+    client.sendall(REQUEST[:10])
+    turn(worker, lambda: len(worker.heads) == 1)
+    worker.handle_exit(signal.SIGTERM, None)
+    worker.murder_pending()  # as the stopping loop does at every turn
+    worker.wsgi.release.set()
+    client.sendall(REQUEST[10:])
+    turn(worker, lambda: _readable(client))
+    answer = answers(client, 1)
+    assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer, answer
+
+
+def test_a_head_that_does_not_come_when_the_worker_stops_is_dropped_soon(worker):
+    """... but a head that does not come keeps a stopping worker no longer than a kept-alive connection does."""
+    client = connect(worker)
+    client.sendall(REQUEST[:10])
+    turn(worker, lambda: len(worker.heads) == 1)
+    worker.handle_exit(signal.SIGTERM, None)
+    stopped = time.monotonic()
+    turn(worker, lambda: not worker.heads)
+    assert time.monotonic() - stopped < STOP_KEEPALIVE_LINGER + 1  # not the header timeout's 30 s
+    client.settimeout(2)
+    assert client.recv(100) == b""
+    assert worker.nr_conns == 0
+
+
+def test_a_stopping_worker_accepts_no_new_connection_once_a_thread_frees(worker):
+    """A stopping worker turned its listeners on again whenever a request ended: it went on taking new clients
+    for as long as they came, and when its graceful timeout ran out under steady load, it ended with requests
+    under way. The server's other workers, or the next ones, take them."""
+    client = connect(worker)
+    client.sendall(REQUEST)
+    turn(worker, lambda: worker.busy == 1)
+    worker.handle_exit(signal.SIGTERM, None)
+    worker.set_accept_enabled(False)  # what gunicorn's loop does once it sees the worker stopping
+    worker.wsgi.release.set()
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+    turn(worker, lambda: worker.busy == 0)
+    newcomer = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        worker.wait_for_and_dispatch_events(0.05)
+        worker.murder_pending()
+    assert not worker._accepting and worker._clients_waiting()  # the newcomer waits for another worker
+    newcomer.close()
 
 
 def test_a_worker_with_every_thread_busy_stops_accepting(worker):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
 import json
 import os
 import urllib.error
@@ -184,6 +185,10 @@ def _public_url(services: Services, timeout: float) -> Finding:
         return Finding(False, f"{url}/healthz answered {exc.code}", fix)
     except (OSError, ValueError) as exc:
         return Finding(False, f"public URL {url} does not reach a wopihost: {getattr(exc, 'reason', exc)}", fix)
+    except http.client.HTTPException as exc:  # what answered is no HTTP server (an SSH or database port)
+        return Finding(False, f"public URL {url} does not reach a wopihost: no HTTP answer ({type(exc).__name__})", fix)
+    if not isinstance(body, dict):  # another service's /healthz, which may answer any JSON
+        return Finding(False, f"public URL {url} does not reach a wopihost: its /healthz is not wopihost's", fix)
     if body.get("instance") != instance:
         return Finding(False, f"public URL {url} reaches another wopihost (or one with another secret)", fix)
     note = "" if urlsplit(url).scheme == "https" else " (plain http: WOPI clients in production need https)"

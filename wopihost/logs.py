@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -48,9 +49,19 @@ def _blank(_kind: str, _value: str) -> str:
     return REDACTED
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape_controls(text: str) -> str:
+    """`text` with its ASCII control characters written as Python escapes them (`\\n`, `\\x1b`), as nginx's
+    access log writes them: a line of the log is one line whatever a client sent. The rest stays as it came
+    (a WSGI string: what is not ASCII are the bytes of a UTF-8 name, in Latin-1)."""
+    return _CONTROLS.sub(lambda control: ascii(control[0])[1:-1], text)
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message (and traceback) with its secrets redacted, and drops the debug lines of
-    SECRETS_BELOW_INFO."""
+    """Rewrites each record's message (and traceback) with its secrets redacted and the control characters of its
+    text arguments escaped, and drops the debug lines of SECRETS_BELOW_INFO."""
 
     _formatter = logging.Formatter()
 
@@ -59,6 +70,15 @@ class RedactingFilter(logging.Filter):
             return True
         if record.levelno < logging.INFO and record.name.startswith(SECRETS_BELOW_INFO):
             return False
+        # Text arguments are what a client can choose (a path, a name): each stays on its line. The message's own
+        # line ends, and an exception's, are the program's and stay.
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(arg, str) and not arg.isprintable() for arg in args):
+            record.args = tuple(_escape_controls(arg) if isinstance(arg, str) else arg for arg in args)
+        elif isinstance(args, dict):  # gunicorn's access line in another format: its fields (SafeAtoms, kept)
+            for name, value in args.items():
+                if isinstance(value, str) and not value.isprintable():
+                    args[name] = _escape_controls(value)
         message = record.getMessage()
         record.msg, record.args = redact(message), ()
         if record.exc_info and not record.exc_text:
@@ -168,6 +188,8 @@ class GunicornLogger(Logger):
         path = environ.get("PATH_INFO", "")
         if len(path) >= TOKEN_SHAPE_LENGTH or CREDENTIAL_SEGMENT.search(path):
             path = redact(path)
+        if not path.isprintable():  # decoded by gunicorn: %0A would end the line, and the client write the next
+            path = _escape_controls(path)
         override = environ.get("HTTP_X_WOPI_OVERRIDE", "-")
         if override != "-":
             override = redact(override)

@@ -63,7 +63,7 @@ from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import LimitRequestHeaders, ParseException
 from gunicorn.http.wsgi import FileWrapper
 from gunicorn.http2 import negotiation
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker  # type: ignore[attr-defined]  # gunicorn 27's; its stubs are older
 
 from .app import App
 from .body import BODY_FAILED
@@ -415,6 +415,7 @@ class Worker(ThreadWorker):
         self.header_timeout = settings.header_timeout
         IdleTimeoutSocket.idle_timeout = settings.idle_timeout
         self.heads: dict[Connection, float] = {}  # connections whose head the event loop is reading -> deadline
+        self._heads_end_by = math.inf  # when the worker stops: the deadline of every head
         # connections whose response's file the event loop is sending (a thread handed it off) -> deadline
         self.sending: dict[Connection, float] = {}
         # connections that have ended, waiting for the client to close in turn (`_linger`) -> deadline
@@ -495,7 +496,10 @@ class Worker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def set_accept_enabled(self, enabled: bool | None) -> None:
-        super().set_accept_enabled(enabled and self.busy < self.cfg.threads and self._held_until is None)
+        # Never again once the worker stops: each request that ends would turn the listeners back on (via
+        # _threads_changed), and a stopping worker under steady load would take clients until its graceful timeout
+        # cut off the requests it then had under way.
+        super().set_accept_enabled(enabled and self.alive and self.busy < self.cfg.threads and self._held_until is None)
 
     def _threads_changed(self) -> None:
         # gunicorn's loop only reconsiders accepting when its connection count crosses the limit.
@@ -727,16 +731,22 @@ class Worker(ThreadWorker):
         util.close(sock)
 
     def murder_pending(self) -> None:
-        """Also drop heads past their deadline (all of them when the worker stops), files being sent to a
-        client that has read nothing for the idle timeout, and ended connections whose client has not closed
-        within LINGER_SECONDS."""
+        """Also drop heads past their deadline (once the worker stops, STOP_KEEPALIVE_LINGER after at the
+        latest), files being sent to a client that has read nothing for the idle timeout, and ended connections
+        whose client has not closed within LINGER_SECONDS."""
         super().murder_pending()
         now = time.monotonic()
         if now < self._next_sweep and self.alive:  # gunicorn calls this at every turn of the loop
             return
         self._next_sweep = now + SWEEP_EVERY
+        if not self.alive and self._heads_end_by == math.inf:
+            # Stopping: a head on its way (a connection accepted, the next request of a kept-alive one) is still
+            # read and answered, with Connection: close, as gunicorn answers a request that comes on a kept-alive
+            # connection meanwhile; dropped, its client would not be free to send a POST again. None keeps the
+            # worker longer than such a connection does.
+            self._heads_end_by = now + STOP_KEEPALIVE_LINGER
         for conn, deadline in list(self.heads.items()):
-            if deadline <= now or not self.alive:
+            if min(deadline, self._heads_end_by) <= now:
                 self._drop_head(conn)
         for conn, deadline in list(self.sending.items()):
             if deadline <= now:  # the client read nothing for the idle timeout
