@@ -622,6 +622,22 @@ def test_a_bad_folder_copy_is_400_and_makes_nothing(graph, services, body):
     assert stored_blobs(services) == blobs
 
 
+def test_a_folder_deleted_after_its_copy_was_asked_for_is_404(graph, services, monkeypatch):
+    """The request finds the folder; another deletes it before the copy reads what is below it."""
+    make_tree(graph)
+    dest = mkdir(graph, "dest").json
+    copy_folder = services.tree.copy_folder
+
+    def deleted_first(folder_id, *args):
+        services.tree.delete(graph.drive_id, folder_id)
+        return copy_folder(folder_id, *args)
+
+    monkeypatch.setattr(services.tree, "copy_folder", deleted_first)
+    response = copy(graph, "root:/docs:", {"parentReference": {"id": dest["id"]}})
+    assert response.status_int == 404 and graph_error(response)[0] == "itemNotFound", response.body
+    assert graph.get(f"me/drive/items/{dest['id']}/children").json["value"] == []
+
+
 @contextmanager
 def graph_with(settings, clock, **changes):
     """alice's Graph client on an app with these settings changed, and its services."""

@@ -184,7 +184,9 @@ class Tree:
         if name is not None:
             name = checked_name(name)
         with self.db.read() as s:
-            top = s.get_one(Folder, folder_id)
+            top = s.get(Folder, folder_id)
+            if top is None:  # deleted since the request found it
+                raise not_found("the folder to copy no longer exists")
             folders, files = self._below(s, top.id, limit)
             landing: list[Item] = [top] if name is not None else self._children_of(top.id, folders, files)
             names = {top.id: name} if name is not None else {item.id: item.name for item in landing}
