@@ -237,6 +237,43 @@ def test_crossed_folder_moves_never_put_two_folders_inside_each_other(services, 
                     folder_id = services.tree.item(s, graph.drive_id, folder_id).parent_id
 
 
+def test_a_new_folder_and_a_folder_move_into_its_parent_never_deadlock(services, graph, database):
+    """A new folder's row names its drive (a foreign key: PostgreSQL takes FOR KEY SHARE on the drive's row as it
+    is inserted). A folder move holds its drive's row for its turn and then waits for the destination, which the
+    new folder's transaction holds: the drive's turn must not keep the new folder waiting for the move, or the two
+    wait for each other (PostgreSQL detects it and fails one: 503)."""
+    if not database.startswith("postgresql"):
+        pytest.skip("SQLite serialises write transactions: no row locks to cross")
+    root = graph.get("me/drive/root").json["id"]
+    parent = graph.post_json(f"me/drive/items/{root}/children", {"name": "p", "folder": {}}).json["id"]
+    moving = graph.post_json(f"me/drive/items/{root}/children", {"name": "m", "folder": {}}).json["id"]
+    failed: dict[str, Exception | None] = {}
+
+    def run(name: str, change) -> threading.Thread:
+        def target() -> None:
+            try:
+                change()
+                failed[name] = None
+            except Exception as exc:  # a deadlock's is Unavailable
+                failed[name] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    with services.db.write() as s:
+        lock_folder(s, parent)  # another change in the folder holds it: both below wait for it, the creation first
+        creating = run("create", lambda: services.tree.create_folder(parent, "new", "fail"))
+        assert wait_until(lambda: _waiters(database) == 1), "the creation never waited for the folder"
+        move = run("move", lambda: services.tree.update(graph.drive_id, moving, "alice", parent_id=parent))
+        assert wait_until(lambda: _waiters(database) == 2), "the move never waited for the folder"
+    creating.join(60)
+    move.join(60)
+    assert failed == {"create": None, "move": None}
+    names = {child["name"] for child in graph.get(f"me/drive/items/{parent}/children").json["value"]}
+    assert names == {"new", "m"}
+
+
 def test_claiming_a_name_in_a_folder_does_not_lock_the_item_of_that_name(services, graph, database):
     """A new item named like an existing folder locks only the parent. A delete or move of that folder locks
     it and its parent in id order, so the folder may be locked first: were the claim to lock it too, the

@@ -312,6 +312,38 @@ def test_a_copy_into_a_drive_the_user_does_not_reach_is_403(services, graph):
     assert response.status_int == 403 and graph_error(response) == ("accessDenied", None)
 
 
+@pytest.mark.parametrize("what", ["a file", "a folder"])
+def test_a_member_removed_from_the_source_drive_while_its_bytes_are_copied_copies_nothing_out(
+    services, graph_for, monkeypatch, what
+):
+    """Bob copies out of a shared drive into his own; he leaves it while the bytes are copied: the copy, made of
+    what he no longer reaches, must not land in his drive (403, no item, no blob), as an upload would not."""
+    team = services.drives.create_shared("site", "Team")
+    services.drives.add_member(team.id, "bob")
+    bob = graph_for("bob")
+    if what == "a folder":
+        mkdir(bob, "docs", drive=f"drives/{team.id}")
+    put(bob, "docs/a.txt" if what == "a folder" else "a.txt", b"secret", drive=f"drives/{team.id}")
+    if what == "a folder":
+        put(bob, "docs/b.txt", b"plans", drive=f"drives/{team.id}")
+    source = "root:/docs:" if what == "a folder" else "root:/a.txt:"
+    dest = mkdir(bob, "mine").json
+    blobs = stored_blobs(services)
+    copy_content = services.files.copy_content
+
+    def copied_as_bob_leaves(file_id, *seen):
+        blob = copy_content(file_id, *seen)
+        services.drives.remove_member(team.id, "bob")  # at a folder's second file, he has left already: None
+        return blob
+
+    monkeypatch.setattr(services.files, "copy_content", copied_as_bob_leaves)
+    body = {"parentReference": {"driveId": bob.drive_id, "id": dest["id"]}}
+    response = copy(bob, source, body, drive=f"drives/{team.id}")
+    assert response.status_int == 403 and graph_error(response) == ("accessDenied", None), response.body
+    assert bob.get(f"me/drive/items/{dest['id']}/children").json["value"] == []
+    assert stored_blobs(services) == blobs
+
+
 def test_a_copy_of_another_drives_item_is_404(graph, graph_for):
     bob = graph_for("bob")
     theirs = put(bob, "a.txt", b"bob's").json["id"]
@@ -588,6 +620,22 @@ def test_a_bad_folder_copy_is_400_and_makes_nothing(graph, services, body):
     assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
     assert [child["name"] for child in graph.get("me/drive/root/children").json["value"]] == ["docs"]
     assert stored_blobs(services) == blobs
+
+
+def test_a_folder_deleted_after_its_copy_was_asked_for_is_404(graph, services, monkeypatch):
+    """The request finds the folder; another deletes it before the copy reads what is below it."""
+    make_tree(graph)
+    dest = mkdir(graph, "dest").json
+    copy_folder = services.tree.copy_folder
+
+    def deleted_first(folder_id, *args):
+        services.tree.delete(graph.drive_id, folder_id)
+        return copy_folder(folder_id, *args)
+
+    monkeypatch.setattr(services.tree, "copy_folder", deleted_first)
+    response = copy(graph, "root:/docs:", {"parentReference": {"id": dest["id"]}})
+    assert response.status_int == 404 and graph_error(response)[0] == "itemNotFound", response.body
+    assert graph.get(f"me/drive/items/{dest['id']}/children").json["value"] == []
 
 
 @contextmanager

@@ -184,7 +184,9 @@ class Tree:
         if name is not None:
             name = checked_name(name)
         with self.db.read() as s:
-            top = s.get_one(Folder, folder_id)
+            top = s.get(Folder, folder_id)
+            if top is None:  # deleted since the request found it
+                raise not_found("the folder to copy no longer exists")
             folders, files = self._below(s, top.id, limit)
             landing: list[Item] = [top] if name is not None else self._children_of(top.id, folders, files)
             names = {top.id: name} if name is not None else {item.id: item.name for item in landing}
@@ -207,7 +209,7 @@ class Tree:
             landing = [item for item in landing if isinstance(item, Folder) or item.id in made]
             with self.db.write() as s:
                 if destination.drive_id == top.drive_id:  # whether it is below `top` is asked as a move asks it
-                    s.execute(locking(s, sa.select(Drive.id).where(Drive.id == top.drive_id)))
+                    _take_drive_turn(s, top.drive_id)
                 destination = lock_folder(s, destination_id)
                 self._check_not_below(s, top.id, destination, "copied")
                 replaced = self._claims(s, destination_id, landing, names, conflict, user_id)
@@ -331,7 +333,7 @@ class Tree:
             if parent_id is not None and isinstance(self.item(s, drive_id, item_id), Folder):
                 # Folder moves in one drive take turns: two moves, each checked against the other's
                 # old place, could otherwise put two folders inside each other.
-                s.execute(locking(s, sa.select(Drive.id).where(Drive.id == drive_id)))
+                _take_drive_turn(s, drive_id)
             item = self._lock_with_folders(s, drive_id, item_id, parent_id)
             if if_match is not None:
                 if_match(item)
@@ -482,6 +484,15 @@ class Tree:
             if folder.id == folder_id:
                 raise WopiError(400, f"a folder cannot be {done} into itself", code="invalidRequest")
             folder = s.get(Folder, folder.parent_id) if folder.parent_id else None
+
+
+def _take_drive_turn(s: Session, drive_id: str) -> None:
+    """Hold the drive's row until the commit, as folder moves (and copies) in one drive take turns. FOR NO KEY
+    UPDATE, not FOR UPDATE: a new folder's row names its drive, and PostgreSQL checks that foreign key with FOR KEY
+    SHARE on the drive's row, which FOR UPDATE would make wait; a transaction creating a folder in the folder a
+    move waits for would then wait for the move, each for the other."""
+    if s.info.get("write"):  # SQLite's writers take turns whole
+        s.execute(sa.select(Drive.id).where(Drive.id == drive_id).with_for_update(key_share=True))
 
 
 def _new_folder(parent: Folder, name: str, user_id: str | None, now: datetime) -> Folder:

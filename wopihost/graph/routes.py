@@ -331,7 +331,14 @@ def copy_item(call: Call, ref: ItemRef) -> Response:
             assert name is not None  # childrenOnly is refused above
             replaced = services.tree.child(s, folder.id, name) if conflict == "replace" else None
             services.drives.quota(s, drive.id).check(source.size - getattr(replaced, "size", 0))
-    user, admit = call.grant.user_id, _admit(call, drive.id)
+    user, admit_here = call.grant.user_id, _admit(call, drive.id)
+
+    def admit(s, folder_id: str, growth: int) -> None:
+        # a copy into another drive reads this one: the user may have left it while its bytes were copied
+        if drive.id != call.drive.id:
+            services.drives.reachable(s, user, call.drive.id)
+        admit_here(s, folder_id, growth)
+
     if isinstance(source, File):
         assert name is not None
         copy: Item = services.files.copy(source.id, folder.id, name, user, conflict, admit)
