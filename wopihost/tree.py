@@ -491,8 +491,7 @@ def _take_drive_turn(s: Session, drive_id: str) -> None:
     UPDATE, not FOR UPDATE: a new folder's row names its drive, and PostgreSQL checks that foreign key with FOR KEY
     SHARE on the drive's row, which FOR UPDATE would make wait; a transaction creating a folder in the folder a
     move waits for would then wait for the move, each for the other."""
-    if s.info.get("write"):  # SQLite's writers take turns whole
-        s.execute(sa.select(Drive.id).where(Drive.id == drive_id).with_for_update(key_share=True))
+    s.execute(locking(s, sa.select(Drive.id).where(Drive.id == drive_id), key_share=True))
 
 
 def _new_folder(parent: Folder, name: str, user_id: str | None, now: datetime) -> Folder:
