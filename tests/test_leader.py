@@ -85,3 +85,26 @@ def test_a_sweeper_sweeps_only_while_its_process_leads(services, leads):
     finally:
         sweeper.stop()
     assert len(swept) >= 2 if leads else swept == []
+
+
+def test_a_lock_that_cannot_be_taken_for_another_reason_than_a_leader_says_so(caplog):
+    """Another process's lock is the normal answer; any other failure would stop every sweep without a word."""
+    leader = Leader()
+    leader._file.close()
+    leader._file = open(os.devnull, "rb")  # an exclusive lock needs a file open for writing: EBADF
+    try:
+        assert not leader.mine()
+        assert "does not sweep" in caplog.text
+    finally:
+        leader._file.close()
+
+
+def test_another_processs_lock_is_not_a_warning(caplog):
+    leader = Leader()
+    child = leading(leader)
+    try:
+        assert not leader.mine()
+        assert "does not sweep" not in caplog.text
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -14,8 +14,12 @@ never asks: it would keep the lock, and no worker would sweep.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import tempfile
+
+log = logging.getLogger("wopihost.leader")
 
 
 class Leader:
@@ -28,6 +32,8 @@ class Leader:
         """Whether this process leads: it held the lock already, or has just taken it, free."""
         try:
             fcntl.lockf(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # EACCES or EAGAIN: another process holds it
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):  # not held by another: this node sweeps no more
+                log.warning("cannot take the sweep's lock, so this worker does not sweep: %s", exc)
             return False
         return True
