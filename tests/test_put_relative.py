@@ -174,6 +174,24 @@ def test_overwrite_false_still_conflicts(wopi, flag):
     assert put_relative(wopi, X_WOPI_RelativeTarget="Doc.docx", X_WOPI_OverwriteRelativeTarget=flag).status_int == 409
 
 
+def test_a_taken_name_conflicts_with_the_targets_lock(wopi):
+    """WOPI's every 409 carries X-WOPI-Lock: the target's lock, "" when it has none (docs/wopi.md §3.9)."""
+    unlocked = put_relative(wopi, X_WOPI_RelativeTarget="Doc.docx")
+    assert unlocked.status_int == 409 and unlocked.headers["X-WOPI-Lock"] == ""
+    wopi.lock("target-lock")
+    locked = put_relative(wopi, X_WOPI_RelativeTarget="Doc.docx")
+    assert locked.status_int == 409 and locked.headers["X-WOPI-Lock"] == "target-lock"
+
+
+def test_a_taken_name_the_token_may_not_write_does_not_tell_its_lock(make_file, client_for):
+    source, other = make_file(b"A", name="A.docx"), make_file(b"alice's B", name="B.docx")
+    assert client_for(other).lock("alices-lock").status_int == 200
+    bob = client_for(source, user="bob")
+    for overwrite in ("False", "True"):
+        response = put_relative(bob, X_WOPI_RelativeTarget="B.docx", X_WOPI_OverwriteRelativeTarget=overwrite)
+        assert response.status_int == 409 and response.headers["X-WOPI-Lock"] == ""
+
+
 def test_overwrite_of_a_locked_target_conflicts_with_its_lock(wopi):
     wopi.lock("target-lock")
     response = put_relative(wopi, b"x", X_WOPI_RelativeTarget="Doc.docx", X_WOPI_OverwriteRelativeTarget="True")

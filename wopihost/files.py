@@ -37,6 +37,7 @@ C = TypeVar("C")
 MAX_NUMBERED_NAMES = 1000
 COOL_DOCUMENT_CHANGED = 1010  # Collabora's "document changed in storage" status code
 CONFLICT_BEHAVIOURS = ("fail", "replace", "rename")  # what a new item does when its name is taken (Graph)
+UNLOCKED = {"X-WOPI-Lock": ""}  # a 409's X-WOPI-Lock when no WOPI lock is involved
 
 
 class Saved(NamedTuple):
@@ -195,16 +196,16 @@ class Files:
             if target.suggested:
                 return None
             if folder_named(s, folder_id, target.name) is not None:
-                raise self._target_error(409, "a folder with that name exists", folder_id, target.name)
+                raise self._target_error(409, "a folder with that name exists", folder_id, target.name, UNLOCKED)
             existing = file_named(s, folder_id, target.name)
             if existing is None:
                 return None
+            if not may_overwrite(existing):  # nor is its lock this token's to learn
+                reason = ", which this token may not overwrite" if target.overwrite else ""
+                raise self._target_error(409, f"a file with that name exists{reason}", folder_id, target.name, UNLOCKED)
             if not target.overwrite:
-                raise self._target_error(409, "a file with that name exists", folder_id, target.name)
-            if not may_overwrite(existing):
-                raise self._target_error(
-                    409, "a file with that name exists, which this token may not overwrite", folder_id, target.name
-                )
+                held = self._lock_headers(s, existing)
+                raise self._target_error(409, "a file with that name exists", folder_id, target.name, held)
             require_write_access(s, existing, self.clock.now(), None, unlocked_ok=True)
             return existing
 
@@ -544,12 +545,23 @@ class Files:
         base, ext = split_extension(name)
         return f"{base} ({new_id(8)}){ext}"
 
-    def _target_error(self, status: int, reason: str, folder_id: str, requested: str) -> WopiError:
+    def _lock_headers(self, s: Session, file: File) -> dict[str, str]:
+        """X-WOPI-Lock of a 409 about `file` as a target: its live WOPI lock, "" when it has none; left out while
+        coauth locks hold it, as every 409 then does (locks.py)."""
+        now = self.clock.now()
+        lock = live_lock(s, file.id, now)
+        if lock is not None:
+            return {"X-WOPI-Lock": lock.lock_id}
+        return {} if live_coauth_locks(s, file.id, now) else UNLOCKED
+
+    def _target_error(
+        self, status: int, reason: str, folder_id: str, requested: str, lock: dict[str, str] | None = None
+    ) -> WopiError:
         """400/409 for a specific PutRelativeFile or CreateChildFile target, naming a name the client may
-        retry with."""
+        retry with; a 409 also names the target's lock (`lock`: its X-WOPI-Lock), as WOPI asks of every 409."""
         with self.db.read() as s:
             valid = self.free_name(s, folder_id, sanitize(requested))
-        headers = {"X-WOPI-ValidRelativeTarget": encode_utf7(valid)}
+        headers = {"X-WOPI-ValidRelativeTarget": encode_utf7(valid), **(lock or {})}
         if status == 400:
             headers["X-WOPI-InvalidFileNameError"] = reason
         return WopiError(status, reason, headers)
