@@ -130,10 +130,11 @@ class Files:
             # An unlocked file may be written only while it is empty (the "create new" flow).
             state.require(lock_id, unlocked_ok=state.content.length == 0)
             if loaded_at is not None and loaded_at != state.modified_at:
+                reason = "the file was changed in storage since the editor loaded it"
                 raise WopiError(
                     409,
-                    "the file was changed in storage since the editor loaded it",
-                    {"X-WOPI-Lock": state.lock_id},
+                    reason,
+                    {"X-WOPI-Lock": state.lock_id, "X-WOPI-LockFailureReason": reason},  # as every PutFile 409
                     # LibreOffice Online, which sends X-LOOL-WOPI-Timestamp, reads only the older key
                     body={"COOLStatusCode": COOL_DOCUMENT_CHANGED, "LOOLStatusCode": COOL_DOCUMENT_CHANGED},
                 )
