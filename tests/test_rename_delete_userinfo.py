@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 
+from wopihost.models import File
 from wopihost.names import encode_utf7
 
 from .helpers import revoke_or_expire, stored_blobs, while_the_body_comes
@@ -79,6 +80,23 @@ def test_a_file_without_an_extension_is_answered_its_whole_new_name(make_file, c
     client = client_for(make_file(name="README"))
     assert rename(client, requested).json["Name"] == requested
     assert client.check_file_info().json["BaseFileName"] == requested
+
+
+def test_the_name_answered_is_less_the_extension_the_rename_kept_not_the_one_the_request_saw(
+    wopi, services, monkeypatch
+):
+    """Renamed to Doc.md (say through Graph) after the request's first read saw Doc.docx: the file becomes New.md,
+    and the answer's Name is New, not New.md cut by the length of ".docx"."""
+    rename_file = services.files.rename
+
+    def renamed_meanwhile(file_id, *args, **kwargs):
+        with services.db.write() as s:
+            s.get(File, file_id).name = "Doc.md"
+        return rename_file(file_id, *args, **kwargs)
+
+    monkeypatch.setattr(services.files, "rename", renamed_meanwhile)
+    assert rename(wopi, "New").json["Name"] == "New"
+    assert wopi.check_file_info().json["BaseFileName"] == "New.md"
 
 
 def test_rename_to_own_name_in_other_case_is_allowed(wopi):

@@ -47,6 +47,13 @@ class Saved(NamedTuple):
     modified_at: datetime
 
 
+class Renamed(NamedTuple):
+    """What RenameFile made: the file, and its new name less the extension it kept (RenameFile's `Name`)."""
+
+    file: File
+    base: str
+
+
 @dataclass(frozen=True)
 class Target:
     """Where PutRelativeFile puts its file: `suggested` names may be adjusted, specific ones may not."""
@@ -354,19 +361,21 @@ class Files:
         lock_id: str | None,
         coauth_lock_id: str | None = None,
         admit: Callable[[Session, str, int], None] | None = None,
-    ) -> File:
+    ) -> Renamed:
         """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix. `admit` as in put_named: the
-        request may have carried a whole document (Collabora's), which took long enough for its token to go."""
+        request may have carried a whole document (Collabora's), which took long enough for its token to go.
+        The extension kept is the one the file has in this transaction, whatever the request saw before."""
         with self.db.write() as s:
             file = self.load_in_locked_folder(s, file_id)
             if admit is not None:
                 admit(s, file.folder_id, 0)
             require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=True)
-            name = check(requested_base + split_extension(file.name)[1])
+            kept = split_extension(file.name)[1]  # "" for a name without one
+            name = check(requested_base + kept)
             file.name = self.free_name(s, file.folder_id, name, ignore_id=file.id)
             file.name_key = name_key(file.name)
             file.sequence_number += 1
-            return file
+            return Renamed(file, file.name[: len(file.name) - len(kept)])  # not split_extension: "notes.txt" has none
 
     def delete(self, file_id: str, force: bool = False) -> builtins.list[str]:
         """Delete a file; 409 while it is locked, unless `force` (an admin's `files rm --force`) removes its

@@ -295,20 +295,15 @@ def rename_file(call: Call) -> Response:
         raise bad_request("X-WOPI-RequestedName is required")
     lock_id = header("X-WOPI-Lock") or None  # may arrive empty on an unlocked file
     coauth_lock_id = header("X-WOPI-CoauthLockId") or None
-    kept = split_extension(call.file().name)[1]  # the extension the rename keeps; "" for a name without one
+    call.file()  # 404 for a deleted file, before its body is read
     discard_body(call.services.settings.max_file_size)  # Collabora sends the document along
     try:
-        file = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id, call.admit_in)
+        renamed = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id, call.admit_in)
     except InvalidName as exc:
         raise bad_request(str(exc), {"X-WOPI-InvalidFileNameError": str(exc)}) from None
     # LastModifiedTime beyond the spec's Name: Collabora takes it from every 200 JSON answer as the time it next
     # sends in X-COOL-WOPI-Timestamp, and without it sends none, its check that the file did not change gone
-    return jsonify(
-        {
-            "Name": file.name[: len(file.name) - len(kept)],  # not split_extension: "notes.txt" has none
-            "LastModifiedTime": iso_round_trip(file.modified_at),
-        }
-    )
+    return jsonify({"Name": renamed.base, "LastModifiedTime": iso_round_trip(renamed.file.modified_at)})
 
 
 def delete_file(call: Call) -> Response:
