@@ -401,7 +401,7 @@ def test_create_child_file_specific_name(parent, follow):
     response = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="madeup+AF8-name.wopitestx")
     assert response.status_int == 200 and response.json["Name"] == "madeup_name.wopitestx"
     again = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="madeup+AF8-name.wopitestx")
-    assert again.status_int == 409
+    assert again.status_int == 409 and again.headers["X-WOPI-Lock"] == ""  # the taken file's lock: none
     assert decode_utf7(again.headers["X-WOPI-ValidRelativeTarget"], "") == "madeup_name (2).wopitestx"
     false = follow.post(
         parent,
