@@ -291,6 +291,8 @@ def coauthored(wopi):
         ("GET_LOCK", {}),
         ("DELETE", {}),
         ("RENAME_FILE", {"X_WOPI_RequestedName": "New"}),
+        ("PUT_RELATIVE", {"X_WOPI_RelativeTarget": "Doc.docx"}),  # a taken name, a target held by coauth locks
+        ("PUT_RELATIVE", {"X_WOPI_RelativeTarget": "Doc.docx", "X_WOPI_OverwriteRelativeTarget": "True"}),
     ],
 )
 def test_wopi_operations_conflict_without_naming_a_lock(coauthored, override, headers):
