@@ -385,6 +385,18 @@ def test_a_path_that_is_not_utf8_is_400_not_a_name_with_replacement_characters(g
     assert graph.get("me/drive/root/children").json["value"] == []
 
 
+@pytest.mark.parametrize("control", ["%0A", "%0D%0A", "%09"])
+def test_a_name_with_a_line_break_is_read_as_any_other_name_not_a_routing_404(graph, control):
+    """Werkzeug's path converter stops at a newline; the name reached the host's checks only without one."""
+    response = graph.put(f"me/drive/root:/a{control}b.txt:/content", b"data")
+    assert response.status_int == 400, response
+    assert graph_error(response)[0] == "invalidRequest"
+    assert "URL" not in response.json["error"]["message"]
+    response = graph.get(f"me/drive/root:/a{control}b.txt:")
+    assert response.status_int == 404
+    assert response.json["error"]["message"].startswith("no item named")
+
+
 # -- driveItem JSON ----------------------------------------------------------------------------------
 
 

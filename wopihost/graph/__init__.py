@@ -9,19 +9,29 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from . import errors, routes
 
 PREFIXES = ("/v1.0", "/v2.0", "/_api/v2.0")
 METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]
 
+
+class _AnyPath(PathConverter):
+    """Werkzeug's `path`, newlines included: its `.` stops at one, so a name with %0A in it missed the route
+    and got a routing 404 instead of the answer address.py and the domain give any other name."""
+
+    regex = "[^/](?s:.)*?"
+
+
 blueprint = Blueprint("graph", __name__)
 # no automatic OPTIONS: Graph has no CORS preflight here, and an unsupported method is a Graph 405
-blueprint.add_url_rule("/<path:rest>", view_func=routes.dispatch, methods=METHODS, provide_automatic_options=False)
+blueprint.add_url_rule("/<graphpath:rest>", view_func=routes.dispatch, methods=METHODS, provide_automatic_options=False)
 errors.register(blueprint)
 
 
 def register(app: Flask) -> None:
+    app.url_map.converters["graphpath"] = _AnyPath
     for prefix in PREFIXES:
         app.register_blueprint(blueprint, url_prefix=prefix, name="graph" + prefix.replace("/", "_").replace(".", ""))
 
