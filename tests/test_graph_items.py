@@ -397,6 +397,18 @@ def test_a_name_with_a_line_break_is_read_as_any_other_name_not_a_routing_404(gr
     assert response.json["error"]["message"].startswith("no item named")
 
 
+def test_a_trailing_slash_after_an_item_is_the_item(graph, nested):
+    """As after a drive (me/drive/) or an action (root/children/), one trailing slash changes nothing."""
+    _, sub_id, _ = nested
+    for path, expected in (("root/", "root"), ("root:/dir/sub:/", "sub"), (f"items/{sub_id}/", "sub")):
+        response = graph.get(f"me/drive/{path}")
+        assert response.status_int == 200, (path, response)
+        assert response.json["name"] == expected
+    response = graph.get("me/drive/root//")
+    assert response.status_int == 400
+    assert graph_error(response) == ("invalidRequest", None)
+
+
 # -- driveItem JSON ----------------------------------------------------------------------------------
 
 

@@ -92,7 +92,7 @@ def parse_item(rest: str) -> ItemRef:
         if problem is not None:
             raise GraphError(400, "invalidRequest", f"the path {problem}", "invalidPath")
         tail = after if colon else ""
-    if not tail:
+    if tail in ("", "/"):  # a trailing slash, as after a drive (me/drive/) or an action (root/children/)
         return ItemRef(item_id, path, None)
     action, _, rest = tail[1:].partition("/") if tail.startswith("/") else (None, "", "")
     if action not in ACTIONS or (rest and action != "workbook"):
