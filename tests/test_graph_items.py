@@ -1760,6 +1760,7 @@ def test_unsupported_methods_are_graph_json(graph, testapp, method):
         ("PATCH", "me/drive/root:/a.txt:/content", "GET, HEAD, PUT"),
         ("GET", "me/drive/root:/a.txt:/copy", "POST"),
         ("PUT", "downloads/x", "GET, HEAD"),
+        ("PATCH", "uploadSessions/x", "DELETE, GET, HEAD, POST, PUT"),
     ],
 )
 def test_a_405_says_which_methods_the_resource_takes(graph, method, path, allowed):

@@ -732,6 +732,7 @@ def test_unknown_workbook_request_and_method(graph):
     assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
     response = graph.delete(f"{WB}/worksheets")
     assert response.status_int == 405 and graph_error(response)[0] == "notSupported"
+    assert response.headers["Allow"] == "GET, HEAD, POST"  # RFC 9110 §15.5.6, as every Graph 405
 
 
 # -- errors: sessions -------------------------------------------------------------------------------------

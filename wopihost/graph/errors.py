@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterable
 
 from flask import Response, request
 from werkzeug.exceptions import HTTPException
@@ -52,6 +53,15 @@ class GraphError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.inner = status, code, message, inner
         self.headers = headers or {}
+
+
+def not_allowed(methods: Iterable[str], message: str | None = None) -> GraphError:
+    """405, with the methods the resource takes (HEAD wherever GET) in Allow, as RFC 9110 §15.5.6 asks."""
+    allowed = set(methods)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    message = message or f"{request.method} is not supported here"
+    return GraphError(405, "notSupported", message, headers={"Allow": ", ".join(sorted(allowed))})
 
 
 def response(error: GraphError) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, unquote
@@ -31,6 +31,7 @@ from . import shapes
 from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, require_utf8, split_drive
 from .describe import DOWNLOADS, describe, item_response, names
 from .errors import GraphError
+from .errors import not_allowed as _not_allowed
 from .request import json_body, json_object
 from .uploads import UPLOADS, upload_session
 from .workbook import workbook
@@ -144,15 +145,6 @@ def _drive(services: Services, s, grant: Grant, ref: DriveRef) -> Drive:
 def _allow(*methods: str) -> None:
     if request.method not in methods:
         raise _not_allowed(methods)
-
-
-def _not_allowed(methods: Iterable[str], message: str | None = None) -> GraphError:
-    """405, with the methods the resource takes (HEAD wherever GET) in Allow, as RFC 9110 §15.5.6 asks."""
-    allowed = set(methods)
-    if "GET" in allowed:
-        allowed.add("HEAD")
-    message = message or f"{request.method} is not supported here"
-    return GraphError(405, "notSupported", message, headers={"Allow": ", ".join(sorted(allowed))})
 
 
 def _drive_answer(call: Call) -> Response:

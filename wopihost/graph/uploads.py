@@ -15,7 +15,7 @@ from ..services import Services
 from ..uploads import Progress
 from . import shapes
 from .describe import item_response
-from .errors import GraphError
+from .errors import GraphError, not_allowed
 
 UPLOADS = "uploadSessions"
 _CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
@@ -38,7 +38,7 @@ def upload_session(services: Services, token: str) -> Response:
         return NoContent(status=204)
     if request.method == "POST":  # finishes a deferCommit session
         return _answer(services, uploads.commit(token))
-    raise GraphError(405, "notSupported", f"{request.method} is not supported on an upload URL")
+    raise not_allowed(("PUT", "GET", "DELETE", "POST"), f"{request.method} is not supported on an upload URL")
 
 
 def _answer(services: Services, progress: Progress) -> Response:

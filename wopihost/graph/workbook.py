@@ -18,7 +18,7 @@ from ..errors import WopiResponse as NoContent
 from ..models import File
 from ..xlsx import WorkbookError
 from .address import encoded
-from .errors import GraphError
+from .errors import GraphError, not_allowed
 from .request import json_body
 
 if TYPE_CHECKING:
@@ -46,19 +46,19 @@ def workbook(call, file: File, rest: str, admit: Admit) -> Response:
     """Route `…/workbook/{rest}` on the workbook `file` for the authenticated `call` (routes.Call); `admit` is
     what a write to the file asks once its bytes are in, as every Graph write (the quota, the caller's reach)."""
     method = "GET" if request.method == "HEAD" else request.method
-    known = False
+    known = []  # the methods `rest` takes, for a 405's Allow
     for verb, pattern, name in _ROUTES:
         match = pattern.match(rest)
         if match is None:
             continue
-        known = True
+        known.append(verb)
         if verb == method:
             try:
                 return _HANDLERS[name](_Context(call, file, rest, admit), *match.groups())
             except WorkbookError as exc:
                 raise GraphError(exc.status, exc.code, str(exc), exc.inner) from None
     if known:
-        raise GraphError(405, "notSupported", f"{request.method} is not supported on workbook/{rest[:80]}")
+        raise not_allowed(known, f"{request.method} is not supported on workbook/{rest[:80]}")
     raise GraphError(400, "invalidRequest", f"unsupported workbook request: workbook/{rest[:80]}")
 
 
