@@ -1781,6 +1781,21 @@ def test_bare_prefix_is_graph_json_not_found(graph, testapp, path):
     assert graph_error(response) == ("itemNotFound", None)
 
 
+@pytest.mark.parametrize(
+    "path, version", [("/beta/me/drive", "/beta"), ("/v3.0/me/drive/root", "/v3.0"), ("/_api/v1.0/", "/_api/v1.0")]
+)
+def test_another_api_version_is_a_graph_404_naming_those_served(graph, testapp, path, version):
+    response = testapp.get(path, headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True)
+    assert response.status_int == 404
+    assert graph_error(response) == ("itemNotFound", None)
+    assert response.json["error"]["message"].endswith(f"/v1.0, /v2.0, /_api/v2.0, not {version}")
+
+
+def test_a_path_of_no_api_version_is_not_graphs(testapp):
+    response = testapp.get("/very/unknown", expect_errors=True)
+    assert response.status_int == 404 and response.content_type != "application/json"
+
+
 def test_error_json_carries_the_client_request_id(graph):
     response = graph.get("me/drive/root:/missing:", headers={"client-request-id": "abc-123"})
     assert response.status_int == 404

@@ -7,14 +7,20 @@ URL segments and arrive percent-encoded in ways Flask's converters cannot tell a
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Flask, Response
-from werkzeug.exceptions import HTTPException
+from flask import request as current_request  # `request` is this package's module request.py
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import PathConverter
 
 from . import errors, routes
 
 PREFIXES = ("/v1.0", "/v2.0", "/_api/v2.0")
 METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]
+# Another version of the API (/beta, /v3.0, /_api/v1.0 ...): a Graph client configured for it is told, in
+# Graph's JSON, which ones this host serves, rather than getting the bare 404 of a path that is nobody's.
+_OTHER_VERSION = re.compile(r"/(?:_api/)?(?:beta|v\d+(?:\.\d+)*)(?:/|$)")
 
 
 class _AnyPath(PathConverter):
@@ -38,8 +44,16 @@ def register(app: Flask) -> None:
 
 def handles(path: str) -> bool:
     """Whether a path is Graph's, for errors raised before any blueprint is chosen (an unknown method ...)."""
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in PREFIXES)
+    return _served(path) or _OTHER_VERSION.match(path) is not None
 
 
 def routing_error(error: HTTPException) -> Response:
+    version = _OTHER_VERSION.match(current_request.path)
+    if isinstance(error, NotFound) and version is not None and not _served(current_request.path):
+        message = f"this host serves the API under {', '.join(PREFIXES)}, not {version.group(0).rstrip('/')}"
+        return errors.response(errors.GraphError(404, "itemNotFound", message))
     return errors.http_error(error)
+
+
+def _served(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in PREFIXES)
