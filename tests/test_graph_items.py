@@ -1796,6 +1796,18 @@ def test_a_path_of_no_api_version_is_not_graphs(testapp):
     assert response.status_int == 404 and response.content_type != "application/json"
 
 
+def test_an_error_message_spells_a_name_as_it_is_not_as_question_marks(graph):
+    """The domain's reason is made ASCII for WOPI's X-WOPI-FailureReason; Graph's JSON message needs not."""
+    assert put(graph, "Отчёт 日本.txt").status_int == 201
+    response = graph.post_json("me/drive/root/children", {"name": "Отчёт 日本.txt", "folder": {}})
+    assert response.status_int == 409
+    assert "Отчёт 日本.txt" in response.json["error"]["message"]
+    response = graph.get(f"me/drive/root:/{quote('Ünïcödé/' + 'é' * 2000)}:")
+    assert response.status_int == 404
+    assert "Ünïcödé" in response.json["error"]["message"]
+    assert len(response.json["error"]["message"]) <= 500
+
+
 def test_error_json_carries_the_client_request_id(graph):
     response = graph.get("me/drive/root:/missing:", headers={"client-request-id": "abc-123"})
     assert response.status_int == 404

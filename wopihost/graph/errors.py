@@ -42,6 +42,7 @@ _CODES = {
     503: "serviceNotAvailable",
     507: "insufficientStorage",
 }
+MESSAGE_LIMIT = 500  # characters of a domain error's text in `message`: it may quote a client's (long) name
 # The domain's CSPP "gone" is 410; in Graph a session or item that is not there is 404.
 _STATUS_OF_CODE = {"itemNotFound": 404, "resourceLocked": 423}
 
@@ -88,7 +89,10 @@ def from_domain(error: WopiError) -> GraphError:
     code, _, inner = (error.code or _CODES.get(error.status, "generalException")).partition("/")
     status = _STATUS_OF_CODE.get(code, error.status)
     keep = {name: value for name, value in error.headers.items() if name == "Retry-After"}
-    return GraphError(status, code, error.reason, inner or None, keep)
+    # the reason as the domain wrote it: `error.reason` is made fit for a WOPI header (ASCII, "?" for the
+    # rest), which would spell a name in Cyrillic or Japanese as "???"; JSON carries any text
+    message = str(error.args[0])[:MESSAGE_LIMIT] if error.args else error.reason
+    return GraphError(status, code, message, inner or None, keep)
 
 
 def register(blueprint) -> None:
