@@ -255,7 +255,10 @@ class Tokens:
             or row is None
             or row.revoked_at is not None
             # a WOPI ticket goes with its file's tokens; Graph's are an API token's, which no file revocation names
-            or (kind in _WOPI_TICKETS and _file_revoked(session, file_id, row))
+            or (
+                kind in _WOPI_TICKETS
+                and session.execute(_ROW_ON, {"jti": jti, "resource": file_id}).one()[1] is not None
+            )
         ):
             raise unauthorized(f"the {_TICKET_NOUNS[kind]} has expired or its token has been revoked")
         # the rights the ticket was signed with: its grant's, which may be more than its row's (a file its
@@ -345,18 +348,6 @@ def revoked_on(tokens: sa.Table, resource: sa.ColumnElement) -> sa.ColumnElement
     return sa.case((sa.and_(handed_out, refused), tokens.c.created_at), else_=tokens.c.revoked_at)
 
 
-def _file_revoked(session: Session, file_id: str, row: AccessToken) -> bool:
-    """Whether the file's tokens were revoked (for the row's user) since the row was issued."""
-    found = session.execute(
-        sa.select(FileRevocation.file_id).where(
-            FileRevocation.file_id == file_id,
-            FileRevocation.user_id.in_(["", row.user_id]),
-            FileRevocation.revoked_at >= row.created_at,
-        )
-    ).first()
-    return found is not None
-
-
 def _checked(resource: str, rights: str) -> str:
     if resource == API or not resource.startswith(("c-", ECOSYSTEM)):  # files and API tokens
         if rights not in _FILE_RIGHTS:
@@ -398,7 +389,7 @@ _REVOKED_AT = Prepared(
     .where(_TOKENS.c.jti == sa.bindparam("jti"))
     .with_for_update(read=True)
 )
-# a token's user and its revocation on the resource it is used on (verify)
+# a token's user and its revocation on the resource it is used on (verify, and a WOPI ticket's file)
 _ROW_ON = sa.select(_TOKENS.c.user_id, revoked_on(_TOKENS, sa.bindparam("resource", type_=sa.String))).where(
     _TOKENS.c.jti == sa.bindparam("jti")
 )
