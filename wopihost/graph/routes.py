@@ -707,13 +707,9 @@ def _if_match() -> Callable[[Item | None], None] | None:
     def check(item: Item | None) -> None:  # runs inside the domain's transaction, so it raises the domain's error
         tags = set() if item is None else {shapes.etag(item), shapes.ctag(item)} - {None}
         if match is not None and (item is None or match.strip() != "*" and match.strip() not in tags):
-            raise WopiError(
-                412, "If-Match does not match the item's eTag", code="preconditionFailed/entityTagDoesNotMatch"
-            )
+            raise _precondition_failed("If-Match does not match the item's eTag")
         if none_match is not None and item is not None and (none_match.strip() == "*" or none_match.strip() in tags):
-            raise WopiError(
-                412, "If-None-Match matches the item's eTag", code="preconditionFailed/entityTagDoesNotMatch"
-            )
+            raise _precondition_failed("If-None-Match matches the item's eTag")
 
     return check
 
@@ -723,8 +719,13 @@ def _current_copy(item: Item) -> bool:
     a write; If-None-Match matching says the client's copy is current, which Graph answers 304 Not Modified."""
     tags = [tag.strip('"') for tag in (shapes.etag(item), shapes.ctag(item)) if tag is not None]
     if "If-Match" in request.headers and not any(request.if_match.contains(tag) for tag in tags):
-        raise WopiError(412, "If-Match does not match the item's eTag", code="preconditionFailed/entityTagDoesNotMatch")
+        raise _precondition_failed("If-Match does not match the item's eTag")
     return any(request.if_none_match.contains_weak(tag) for tag in tags)
+
+
+def _precondition_failed(reason: str) -> WopiError:
+    """The domain's error (checks run inside its transactions raise it), so one form for every 412 here."""
+    return WopiError(412, reason, code="preconditionFailed/entityTagDoesNotMatch")
 
 
 def _int_query(name: str, default: int, low: int, high: int) -> int:
