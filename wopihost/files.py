@@ -37,6 +37,9 @@ C = TypeVar("C")
 MAX_NUMBERED_NAMES = 1000
 COOL_DOCUMENT_CHANGED = 1010  # Collabora's "document changed in storage" status code
 CONFLICT_BEHAVIOURS = ("fail", "replace", "rename")  # what a new item does when its name is taken (Graph)
+# what a write asks in its transaction once its bytes are in: (transaction, folder id, bytes it adds), raising
+# to refuse it (the caller's reach, a quota)
+Admit = Callable[[Session, str, int], None]
 UNLOCKED = {"X-WOPI-Lock": ""}  # a 409's X-WOPI-Lock when no WOPI lock is involved
 
 
@@ -167,7 +170,7 @@ class Files:
         target: Target,
         source: Readable,
         may_overwrite: Callable[[File], bool],
-        admit: Callable[[Session, str, int], None] | None = None,
+        admit: Admit | None = None,
     ) -> File:
         """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one, if
         `may_overwrite` it; `admit` as in put_named."""
@@ -182,7 +185,7 @@ class Files:
         source: Readable,
         source_id: str | None = None,
         may_overwrite: Callable[[File], bool] = lambda file: True,
-        admit: Callable[[Session, str, int], None] | None = None,
+        admit: Admit | None = None,
     ) -> File:
         """A file in `folder_id` named as `target` says (PutRelativeFile beside `source_id`, CreateChildFile):
         a new one, or (specific name + overwrite) a replaced one; a file the caller may not overwrite is a
@@ -236,7 +239,7 @@ class Files:
         conflict: str = "replace",
         if_match: Callable[[File | None], None] | None = None,
         limit: int | None = None,
-        admit: Callable[[Session, str, int], None] | None = None,
+        admit: Admit | None = None,
     ) -> tuple[File, bool]:
         """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
         it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
@@ -275,7 +278,7 @@ class Files:
         source: Readable,
         if_match: Callable[[File], None] | None = None,
         limit: int | None = None,
-        admit: Callable[[Session, str, int], None] | None = None,
+        admit: Admit | None = None,
     ) -> File:
         """New content for an existing file, from outside WOPI (409 while a lock holds it); `if_match` and
         `admit` as in put_named."""
@@ -301,7 +304,7 @@ class Files:
         name: str,
         user_id: str,
         conflict: str = "fail",
-        admit: Callable[[Session, str, int], None] | None = None,
+        admit: Admit | None = None,
     ) -> File:
         """A new file, owned by `user_id`, named `name` in `folder_id`, with the content `file_id` has now, in a
         blob of its own: every blob belongs to one file, whose deletion releases it. A taken name fails, gets a
@@ -360,7 +363,7 @@ class Files:
         requested_base: str,
         lock_id: str | None,
         coauth_lock_id: str | None = None,
-        admit: Callable[[Session, str, int], None] | None = None,
+        admit: Admit | None = None,
     ) -> Renamed:
         """RenameFile: the extension is kept, a taken name gets a ' (n)' suffix. `admit` as in put_named: the
         request may have carried a whole document (Collabora's), which took long enough for its token to go.

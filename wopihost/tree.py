@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .db import Database
 from .errors import WopiError, bad_request, checked_name, name_taken, not_found
-from .files import Files
+from .files import Admit, Files
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
 from .names import counted, counted_folder
@@ -168,7 +168,7 @@ class Tree:
         conflict: str,
         limit: int,
         fits: Callable[[Session, int], None],
-        admit: Callable[[Session, str, int], None],
+        admit: Admit,
     ) -> Folder:
         """A copy of the folder `folder_id` and everything below it, named `name`, in the folder `destination_id`
         (of any drive); with `name` None (Graph's childrenOnly), copies of what is in it, put in `destination_id`

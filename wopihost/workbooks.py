@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from . import xlsx
 from .clock import Clock
@@ -34,7 +33,7 @@ from .db import Database
 from .errors import WopiError
 from .extents import Extent, Extents
 from .faults import InsufficientStorage, Unavailable
-from .files import Files
+from .files import Admit, Files
 from .ids import is_id, new_id
 from .models import WorkbookOperation, WorkbookSession
 from .repository import locking
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
     from .xlsx.workbook import Workbook
 
 T = TypeVar("T")
-Admit = Callable[[Session, str, int], None]  # Files' admit: (transaction, folder id, bytes the write adds)
 RETRIES = 5
 # Workbook calls one worker runs at once; the others wait. A call holds a whole workbook in memory (up to some
 # 50 MiB per MiB of the size limit, docs/graph.md §10.3): with 64 threads a worker could otherwise hold 64.

@@ -22,7 +22,7 @@ from .errors import GraphError, not_allowed
 from .request import json_body
 
 if TYPE_CHECKING:
-    from ..workbooks import Admit
+    from ..files import Admit
     from ..xlsx.workbook import Workbook
 
 # worksheets/{id|name} or worksheets('{id|name}'); a name may hold "(": Excel names a copied sheet "Sheet1 (2)"
