@@ -246,6 +246,23 @@ def test_user_info_must_be_text(wopi):
     assert "UTF-8" in response.headers["X-WOPI-FailureReason"]
 
 
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_revoked_or_expired_while_user_info_comes_stores_nothing(wopi, services, clock, how):
+    """The token was live when PutUserInfo began, and is not once its body is in: 401, as PutFile's, and the
+    user's UserInfo is as it was."""
+    wopi.op("PUT_USER_INFO", b"before")
+    wopi.token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+
+    def meanwhile() -> None:
+        revoke_or_expire(services, clock, wopi.token, how)
+
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post("", held, 1000, X_WOPI_Override="PUT_USER_INFO"), b"u" * 1000, meanwhile
+    )
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
+    assert services.user("alice").user_info == "before"
+
+
 def test_user_info_with_a_read_only_token(make_file, client_for):
     reader = client_for(make_file(), can_write=False)
     assert reader.op("PUT_USER_INFO", b"prefs").status_int == 200

@@ -66,8 +66,9 @@ class Call:
         return self.seen
 
     def admit(self, t: Statements) -> None:
-        """In the transaction that lands a body (PutFile, PutRelativeFile, PutChunkedFile): 401 unless the token is
-        still live. The body may have come for long enough for the token to be revoked, or to expire."""
+        """In the transaction that lands a body (PutFile, PutRelativeFile, PutChunkedFile, and the small ones of
+        PutUserInfo, AddActivities, GetCoauthLock, RefreshCoauthLock): 401 unless the token is still live. The
+        body may have come for long enough for the token to be revoked, or to expire."""
         self.services.tokens.require_live(t, self.grant)
 
     def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
@@ -318,7 +319,7 @@ def put_user_info(call: Call) -> Response:
     try:
         if len(body) > USER_INFO_BYTES:
             raise ValueError("the UserInfo body is too long")
-        call.services.put_user_info(call.grant.user_id, body.decode("utf-8"))
+        call.services.put_user_info(call.grant.user_id, body.decode("utf-8"), call.admit)
     except UnicodeDecodeError:
         raise bad_request("the UserInfo body is not UTF-8 text") from None
     except ValueError as exc:
@@ -360,7 +361,7 @@ def add_activities(call: Call) -> Response:
         raise bad_request("the body must be a JSON object with a non-empty Activities list")
     if len(activities) > MAX_ACTIVITIES:
         raise bad_request(f"at most {MAX_ACTIVITIES} activities at once")
-    outcomes = call.services.activities.add(call.file_id, call.grant.user_id, activities)
+    outcomes = call.services.activities.add(call.file_id, call.grant.user_id, activities, call.admit)
     return jsonify(
         {
             "ActivityResponses": [
