@@ -114,6 +114,12 @@ def while_the_body_comes(send: Callable[[HeldBody], T], data: bytes, meanwhile: 
         return answer.result(timeout=60)
 
 
+def raw_utf8(name: str) -> str:
+    """A header value carrying `name`'s raw UTF-8 bytes (as some WOPI clients send names instead of UTF-7), spelt
+    as a WSGI server hands it over: those bytes read as Latin-1."""
+    return name.encode("utf-8").decode("latin-1")
+
+
 def revoke_or_expire(services, clock, token: str, how: str) -> None:
     """Take a token of 10 minutes away: revoked, or (`how` "expired") by advancing the clock past it."""
     if how == "revoked":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from wopihost.clock import FrozenClock
 from wopihost.config import Settings
 from wopihost.models import Activity
 
-from .helpers import WopiClient
+from .helpers import WopiClient, revoke_or_expire, while_the_body_comes
 
 MALFORMED_TIME = "2017-03-15T13:47:13000000Z"  # what Office sends: no dot before the fraction
 
@@ -387,6 +388,23 @@ def test_a_revoked_token_is_401(wopi, services):
     with services.db.write() as s:
         services.tokens.revoke(s, token=wopi.token)
     assert add(wopi, {"Activities": [comment()]}).status_int == 401
+    assert rows_of(services, wopi.file_id) == 0
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_revoked_or_expired_while_the_activities_come_stores_none(wopi, services, clock, how):
+    """The token was live when AddActivities began, and is not once its body is in: 401, as PutFile's, and
+    nothing is stored."""
+    wopi.token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+    body = json.dumps({"Activities": [comment()]}).encode()
+
+    def meanwhile() -> None:
+        revoke_or_expire(services, clock, wopi.token, how)
+
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post("", held, len(body), X_WOPI_Override="ADD_ACTIVITIES"), body, meanwhile
+    )
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
     assert rows_of(services, wopi.file_id) == 0
 
 

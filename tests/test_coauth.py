@@ -1,10 +1,13 @@
 """Coauth locks: GetCoauthLock, RefreshCoauthLock, UnlockCoauthLock, GetCoauthTable, and their WOPI-lock interplay."""
 
 import json
+from datetime import timedelta
 
 import pytest
 
 from wopihost.clock import to_epoch_ms
+
+from .helpers import revoke_or_expire, while_the_body_comes
 
 
 def get_lock(wopi, lock_id="C1", lock_type="Coauth", timeout="600", metadata=None, body=b"", **extra):
@@ -92,6 +95,31 @@ def test_lock_type_is_case_insensitive(wopi):
 def test_metadata_may_come_in_the_body(wopi):
     response = get_lock(wopi, body=b'{"CoauthLockMetadata":"from body"}')
     assert rows(response)["C1"]["CoauthLockMetadata"] == "from body"
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+@pytest.mark.parametrize("override", ["GET_COAUTH_LOCK", "REFRESH_COAUTH_LOCK"])
+def test_a_token_revoked_or_expired_while_the_metadata_body_comes_takes_no_lock(wopi, services, clock, override, how):
+    """The token was live when GetCoauthLock (RefreshCoauthLock) began, and is not once its metadata body is in:
+    401, as PutFile's, and the table is as it was."""
+    if override == "REFRESH_COAUTH_LOCK":
+        get_lock(wopi, timeout="3600", metadata="before")
+    before = table(wopi).json
+    wopi.token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+    body = json.dumps({"CoauthLockMetadata": "from body"}).encode()
+
+    def meanwhile() -> None:
+        revoke_or_expire(services, clock, wopi.token, how)
+
+    headers = {"X_WOPI_CoauthLockId": "C1", "X_WOPI_CoauthLockExpirationTimeout": "3600"}
+    if override == "GET_COAUTH_LOCK":
+        headers["X_WOPI_CoauthLockType"] = "Coauth"
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post("", held, len(body), X_WOPI_Override=override, **headers), body, meanwhile
+    )
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
+    wopi.token = services.issue_token(wopi.file_id, "alice", True).token
+    assert table(wopi).json == before
 
 
 def test_metadata_in_the_body_is_whole_up_to_the_limit_however_json_escapes_it(wopi):

@@ -14,7 +14,7 @@ from wopihost.app import create_app
 from wopihost.clock import iso_round_trip
 from wopihost.names import decode_utf7, encode_utf7
 
-from .helpers import WopiClient
+from .helpers import WopiClient, raw_utf8
 
 PUBLIC = "https://wopi.example.test"
 
@@ -532,6 +532,23 @@ def test_rename_container(parent, follow):
     assert follow.post(url, "RENAME_CONTAINER", X_WOPI_RequestedName="+!").status_int == 400
     assert follow.post(url, "RENAME_CONTAINER").status_int == 400
     assert follow.get(url).json["Name"] == "container_name"
+
+
+@pytest.mark.parametrize("name", ["Grüße", "Voilà"])
+def test_container_names_sent_as_raw_utf8_are_read_as_utf8(parent, follow, name):
+    """CreateChildContainer, CreateChildFile and RenameContainer read a name sent as its raw UTF-8 bytes, not
+    UTF-7, as the name (docs/wopi.md §1.5), not as those bytes in Latin-1."""
+    made = []
+    for header, suffix in (("X_WOPI_SuggestedTarget", " 1"), ("X_WOPI_RelativeTarget", " 2")):
+        response = follow.post(parent, "CREATE_CHILD_CONTAINER", **{header: raw_utf8(name + suffix)})
+        assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+        made.append(response.json["ContainerPointer"])
+    assert [m["Name"] for m in made] == [f"{name} 1", f"{name} 2"]
+    for header, file_name in (("X_WOPI_SuggestedTarget", f"{name}.txt"), ("X_WOPI_RelativeTarget", f"{name} 2.txt")):
+        response = follow.post(parent, "CREATE_CHILD_FILE", **{header: raw_utf8(file_name)})
+        assert response.status_int == 200 and response.json["Name"] == file_name
+    renamed = follow.post(made[0]["Url"], "RENAME_CONTAINER", X_WOPI_RequestedName=raw_utf8(name))
+    assert renamed.status_int == 200 and renamed.json == {"Name": name}
 
 
 def test_managing_needs_the_manage_right(placed, testapp, follow):

@@ -8,7 +8,7 @@ import pytest
 
 from wopihost.names import encode_utf7
 
-from .helpers import stored_blobs, while_the_body_comes
+from .helpers import raw_utf8, stored_blobs, while_the_body_comes
 
 
 def put_relative(wopi, body=b"new file", **headers):
@@ -122,6 +122,24 @@ def test_suggested_target_that_is_not_utf7_is_used_raw(wopi):
 )
 def test_names_are_utf7_decoded(wopi, encoded, expected):
     assert put_relative(wopi, X_WOPI_RelativeTarget=encoded).json["Name"] == expected
+
+
+@pytest.mark.parametrize("mode", ["X_WOPI_SuggestedTarget", "X_WOPI_RelativeTarget"])
+@pytest.mark.parametrize("name", ["Grüße.docx", "Résumé 日本.docx", "Voilà", "Å"])
+def test_a_name_sent_as_raw_utf8_is_read_as_utf8(wopi, mode, name):
+    """Some clients send the name's UTF-8 bytes, not UTF-7 (docs/wopi.md §1.5): the name, not its bytes read as
+    Latin-1 ('GrÃ¼Ãe.docx'). A last byte of 0x85 or 0xA0 ('Å', 'à') is part of it, not space around it."""
+    response = put_relative(wopi, **{mode: raw_utf8(name)})
+    assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    assert response.json["Name"] == name
+    assert follow(wopi, response.json["Url"]).check_file_info().json["BaseFileName"] == name
+
+
+def test_a_suggested_extension_and_a_raw_latin1_name_are_read_as_before(wopi):
+    """ASCII is UTF-7 still; bytes that are not UTF-8 (a Latin-1 name) are no UTF-7 either: suggested mode uses
+    them raw, read as Latin-1, as it did."""
+    assert put_relative(wopi, X_WOPI_SuggestedTarget="+AOk-t+AOk-.docx").json["Name"] == "été.docx"
+    assert put_relative(wopi, X_WOPI_SuggestedTarget="Gr\xfc\xdfe.docx").json["Name"] == "Grüße.docx"
 
 
 def test_relative_target_is_kept_composed(wopi):

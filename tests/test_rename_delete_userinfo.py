@@ -8,7 +8,7 @@ import pytest
 from wopihost.models import File
 from wopihost.names import encode_utf7
 
-from .helpers import revoke_or_expire, stored_blobs, while_the_body_comes
+from .helpers import raw_utf8, revoke_or_expire, stored_blobs, while_the_body_comes
 
 
 def rename(wopi, name: str, **headers):
@@ -43,6 +43,16 @@ def test_rename_answers_the_time_collabora_sends_back_in_its_next_save(wopi):
 def test_rename_decodes_utf7(wopi):
     assert rename(wopi, "Résumé 日本").json["Name"] == "Résumé 日本"
     assert wopi.check_file_info().json["BaseFileName"] == "Résumé 日本.docx"
+
+
+@pytest.mark.parametrize("name", ["Grüße", "Voilà", "Å"])
+def test_rename_reads_a_name_sent_as_raw_utf8(wopi, name):
+    """X-WOPI-RequestedName as some clients send it, the name's UTF-8 bytes rather than UTF-7 (docs/wopi.md §1.5);
+    the last byte of 'à' (0xA0) or 'Å' (0x85) is part of the name, not space around it."""
+    response = wopi.op("RENAME_FILE", X_WOPI_RequestedName=raw_utf8(name))
+    assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    assert response.json["Name"] == name
+    assert wopi.check_file_info().json["BaseFileName"] == f"{name}.docx"
 
 
 def test_rename_with_validator_style_encoding(wopi):
@@ -244,6 +254,23 @@ def test_user_info_must_be_text(wopi):
     response = wopi.op("PUT_USER_INFO", b"\xff\xfe")
     assert response.status_int == 400
     assert "UTF-8" in response.headers["X-WOPI-FailureReason"]
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_revoked_or_expired_while_user_info_comes_stores_nothing(wopi, services, clock, how):
+    """The token was live when PutUserInfo began, and is not once its body is in: 401, as PutFile's, and the
+    user's UserInfo is as it was."""
+    wopi.op("PUT_USER_INFO", b"before")
+    wopi.token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+
+    def meanwhile() -> None:
+        revoke_or_expire(services, clock, wopi.token, how)
+
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post("", held, 1000, X_WOPI_Override="PUT_USER_INFO"), b"u" * 1000, meanwhile
+    )
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
+    assert services.user("alice").user_info == "before"
 
 
 def test_user_info_with_a_read_only_token(make_file, client_for):

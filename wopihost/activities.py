@@ -8,6 +8,7 @@ client sent it, keyed by the client's Id, so a client that retries a batch store
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from .clock import Clock
 from .db import Database
 from .models import Activity
+from .prepared import Statements
 from .repository import insert_if_absent, load_file
 from .text import text_problem
 
@@ -122,11 +124,17 @@ class Activities:
         self.db = db
         self.clock = clock
 
-    def add(self, file_id: str, user_id: str, activities: list) -> list[Outcome]:
-        """Store what may be stored of a batch (one transaction); an outcome per activity, in order."""
+    def add(
+        self, file_id: str, user_id: str, activities: list, admit: Callable[[Statements], None] | None = None
+    ) -> list[Outcome]:
+        """Store what may be stored of a batch (one transaction); an outcome per activity, in order. `admit(t)`
+        whether the batch may still land, asked in its transaction once the file's row is locked (as Files.put)."""
         outcomes = []
         with self.db.write() as s:
             load_file(s, file_id)  # 404 for a deleted file; the row lock orders this against a delete
+            if admit is not None:  # the token may have been revoked while the body came: Tokens.require_live
+                with Statements.in_session(s) as t:
+                    admit(t)
             now = self.clock.now()
             for activity in activities:
                 outcome, kept = check(activity)

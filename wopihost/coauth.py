@@ -11,6 +11,7 @@ writes because expiry only ever removes rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +23,7 @@ from .db import Database
 from .errors import WopiError
 from .locks import held_by, live_coauth_locks, live_lock
 from .models import CoauthLock, File, Lock
+from .prepared import Statements
 from .repository import load_file
 
 COAUTH, EXCLUSIVE = "Coauth", "CoauthExclusive"
@@ -63,10 +65,19 @@ class CoauthLocks:
         self.clock = clock
 
     def get_lock(
-        self, file_id: str, lock_id: str, lock_type: str, timeout: int, metadata: str, user_name: str
+        self,
+        file_id: str,
+        lock_id: str,
+        lock_type: str,
+        timeout: int,
+        metadata: str,
+        user_name: str,
+        admit: Callable[[Statements], None] | None = None,
     ) -> CoauthTable:
+        """GetCoauthLock. `admit(t)` whether the lock may still be taken, asked in its transaction once the file's
+        row is locked (as Files.put asks it): the token may have been revoked while a metadata body came."""
         with self.db.write() as s:
-            file, now, locks = self._live(s, file_id)
+            file, now, locks = self._live(s, file_id, admit)
             _no_wopi_lock(s, file_id, now)
             mine = next((lock for lock in locks if lock.lock_id == lock_id), None)
             if lock_type == EXCLUSIVE and any(lock.lock_type == EXCLUSIVE for lock in locks if lock is not mine):
@@ -95,10 +106,17 @@ class CoauthLocks:
                 mine.lock_type, mine.lock_metadata, mine.expires_at = lock_type, metadata, expires_at
             return table_of(file, locks)
 
-    def refresh(self, file_id: str, lock_id: str, timeout: int, metadata: str | None) -> CoauthTable:
-        """Restart the lock's expiry; a non-empty `metadata` replaces the stored one."""
+    def refresh(
+        self,
+        file_id: str,
+        lock_id: str,
+        timeout: int,
+        metadata: str | None,
+        admit: Callable[[Statements], None] | None = None,
+    ) -> CoauthTable:
+        """Restart the lock's expiry; a non-empty `metadata` replaces the stored one. `admit` as in get_lock."""
         with self.db.write() as s:
-            file, now, locks = self._live(s, file_id)
+            file, now, locks = self._live(s, file_id, admit)
             mine = self._find(locks, lock_id)
             mine.expires_at = now + timedelta(seconds=timeout)
             if metadata and metadata != mine.lock_metadata:
@@ -134,12 +152,19 @@ class CoauthLocks:
             _no_wopi_lock(s, file_id, now)
             return table_of(file, live_coauth_locks(s, file_id, now))
 
-    def _live(self, s: Session, file_id: str) -> tuple[File, datetime, list[CoauthLock]]:
-        """The file (row-locked) and its live coauth locks; expired rows are cleared away.
+    def _live(
+        self, s: Session, file_id: str, admit: Callable[[Statements], None] | None = None
+    ) -> tuple[File, datetime, list[CoauthLock]]:
+        """The file (row-locked) and its live coauth locks; expired rows are cleared away. `admit(t)`, if given,
+        is asked once the file's row is locked (see Tokens.require_live).
 
         Clearing them does not bump the counter: they had already left the visible table.
         """
-        file, now = load_file(s, file_id), self.clock.now()
+        file = load_file(s, file_id)
+        if admit is not None:
+            with Statements.in_session(s) as t:
+                admit(t)
+        now = self.clock.now()
         s.execute(sa.delete(CoauthLock).where(CoauthLock.file_id == file_id, CoauthLock.expires_at <= now))
         return file, now, live_coauth_locks(s, file_id, now)
 

@@ -1,4 +1,4 @@
-"""File names: UTF-7 header decoding, validation, sanitising, de-duplication.
+"""File names: header decoding (UTF-7, or UTF-8), validation, sanitising, de-duplication.
 
 Names never become paths (content lives in the blob store under random ids); the
 rules below exist so that a name is valid on every client Office runs on, and so
@@ -21,6 +21,18 @@ _NUMBERED = re.compile(r"^(.*) \((\d+)\)$")
 
 class InvalidName(ValueError):
     """The name cannot be used; str(exc) says why (it goes into a response header)."""
+
+
+def decode_name(value: str, header: str) -> str:
+    """A name from a WOPI header, `value` as the WSGI server hands it over (its bytes read as Latin-1): UTF-7, as
+    WOPI sends names (RFC 2152), or raw UTF-8, as some clients send them instead. UTF-7 is ASCII, so bytes that
+    are not can only be the other: read as UTF-8 when they are that, else (Latin-1 text, say) not valid UTF-7."""
+    if not value.isascii():
+        try:
+            return value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return decode_utf7(value, header)
 
 
 def decode_utf7(value: str, header: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from .launches import PATH as HOST_PAGE_PATH
 from .launches import LaunchLinks
 from .locks import Locks
 from .models import File, User
+from .prepared import Statements
 from .proofcheck import ProofCheck, discovery_cache
 from .sessions import UploadSessions
 from .shares import ShareLinks, share_url
@@ -183,6 +185,11 @@ class Services:
         with self.db.write() as s:  # a token's user always exists; this is for users made elsewhere
             return ensure_user(s, user_id, self.clock.now())
 
-    def put_user_info(self, user_id: str, text: str) -> None:
+    def put_user_info(self, user_id: str, text: str, admit: Callable[[Statements], None] | None = None) -> None:
+        """PutUserInfo. `admit(t)` whether the change may still land, asked in its transaction (as Files.put asks
+        it): the token may have been revoked while the body came."""
         with self.db.write() as s:
             ensure_user(s, user_id, self.clock.now()).user_info = check_user_info(text)
+            if admit is not None:
+                with Statements.in_session(s) as t:
+                    admit(t)

@@ -11,13 +11,13 @@ from flask import Response, jsonify
 from ..clock import iso_round_trip
 from ..containers import Container
 from ..errors import WopiError, WopiResponse, bad_request, not_found
-from ..names import InvalidName, decode_utf7
+from ..names import InvalidName, decode_name
 from ..services import Services
 from ..shares import READ_ONLY, READ_WRITE
 from ..tokens import Grant
 from . import pointers
 from .files import Call, share_url_type, target_headers
-from .requests import header, utf7_header
+from .requests import header, name_header, raw_name_header
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def create_child_container(call: ContainerCall) -> Response:
     call.require("c", "creating anything")
     suggested, raw = _one_target()
     try:
-        name = decode_utf7(raw, "the target")
+        name = decode_name(raw, "the target")
     except InvalidName as exc:
         if not suggested:
             raise bad_request(str(exc), {"X-WOPI-InvalidContainerNameError": str(exc)}) from None
@@ -137,7 +137,7 @@ def create_child_container(call: ContainerCall) -> Response:
 
 def _one_target() -> tuple[bool, str]:
     """Whether the target is suggested, and its raw header value; 501 for both headers, 400 for neither."""
-    suggested, relative = header("X-WOPI-SuggestedTarget"), header("X-WOPI-RelativeTarget")
+    suggested, relative = raw_name_header("X-WOPI-SuggestedTarget"), raw_name_header("X-WOPI-RelativeTarget")
     if suggested is not None and relative is not None:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
     if suggested is not None:
@@ -176,7 +176,7 @@ def delete_container(call: ContainerCall) -> Response:
 @containers_on
 def rename_container(call: ContainerCall) -> Response:
     call.require("m", "renaming")
-    requested = utf7_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidContainerNameError")
+    requested = name_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidContainerNameError")
     if requested is None:
         raise bad_request("X-WOPI-RequestedName is required")
     renamed = call.services.containers.rename(call.folder_id, requested, call.grant.user_id)

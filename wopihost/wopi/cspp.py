@@ -188,16 +188,15 @@ def get_coauth_lock(call: Call) -> Response:
         raise bad_request("X-WOPI-CoauthLockType must be Coauth or CoauthExclusive")
     timeout, metadata = _timeout(), _metadata()
     user = call.services.user(call.grant.user_id)
-    return _table(
-        call.services.coauth.get_lock(call.file_id, lock_id, lock_type, timeout, metadata, user.display_name or user.id)
-    )
+    name = user.display_name or user.id
+    return _table(call.services.coauth.get_lock(call.file_id, lock_id, lock_type, timeout, metadata, name, call.admit))
 
 
 @cspp_plus
 def refresh_coauth_lock(call: Call) -> Response:
     call.require_write()
     lock_id, timeout, metadata = _coauth_lock_id(), _timeout(), _metadata()
-    return _table(call.services.coauth.refresh(call.file_id, lock_id, timeout, metadata or None))
+    return _table(call.services.coauth.refresh(call.file_id, lock_id, timeout, metadata or None, call.admit))
 
 
 @cspp_plus

@@ -18,7 +18,7 @@ from ..errors import WopiError, WopiResponse, bad_request, not_found
 from ..files import Target
 from ..locks import LOCK_TTL_RANGE, LockRequest, LockView, parse_lock_id
 from ..models import File
-from ..names import MAX_BASE_LENGTH, InvalidName, decode_utf7, sanitize, split_extension
+from ..names import MAX_BASE_LENGTH, InvalidName, decode_name, sanitize, split_extension
 from ..prepared import Statements
 from ..services import Services
 from ..shares import READ_ONLY, READ_WRITE
@@ -33,9 +33,10 @@ from .requests import (
     header,
     int_header,
     json_request,
+    name_header,
+    raw_name_header,
     sized_body,
     time_header,
-    utf7_header,
 )
 
 MAX_EXPECTED_SIZE_DEFAULT = 2**31 - 1  # docs/wopi.md §3.2: assume a signed 32-bit maximum when absent
@@ -66,8 +67,9 @@ class Call:
         return self.seen
 
     def admit(self, t: Statements) -> None:
-        """In the transaction that lands a body (PutFile, PutRelativeFile, PutChunkedFile): 401 unless the token is
-        still live. The body may have come for long enough for the token to be revoked, or to expire."""
+        """In the transaction that lands a body (PutFile, PutRelativeFile, PutChunkedFile, and the small ones of
+        PutUserInfo, AddActivities, GetCoauthLock, RefreshCoauthLock): 401 unless the token is still live. The
+        body may have come for long enough for the token to be revoked, or to expire."""
         self.services.tokens.require_live(t, self.grant)
 
     def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
@@ -260,8 +262,8 @@ def target_headers(base_name: Callable[[], str]) -> Target:
     """Where PutRelativeFile or CreateChildFile puts its file: X-WOPI-SuggestedTarget (a name, or an
     extension for `base_name()`) or X-WOPI-RelativeTarget with X-WOPI-OverwriteRelativeTarget (docs/wopi.md
     §3.9); 501 for both, 400 for neither."""
-    has_suggested = header("X-WOPI-SuggestedTarget") is not None
-    has_relative = header("X-WOPI-RelativeTarget") is not None
+    has_suggested = raw_name_header("X-WOPI-SuggestedTarget") is not None
+    has_relative = raw_name_header("X-WOPI-RelativeTarget") is not None
     if has_suggested and has_relative:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
     if not (has_suggested or has_relative):
@@ -269,18 +271,18 @@ def target_headers(base_name: Callable[[], str]) -> Target:
     overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
     if has_suggested:
         return Target(_suggested_name(base_name), suggested=True)
-    raw = header("X-WOPI-RelativeTarget") or ""
-    try:  # one that is not valid UTF-7 still names what the 400 suggests instead
-        return Target(decode_utf7(raw, "X-WOPI-RelativeTarget"), suggested=False, overwrite=overwrite)
+    raw = raw_name_header("X-WOPI-RelativeTarget") or ""
+    try:  # one that is neither UTF-7 nor UTF-8 still names what the 400 suggests instead
+        return Target(decode_name(raw, "X-WOPI-RelativeTarget"), suggested=False, overwrite=overwrite)
     except InvalidName as exc:
         return Target(raw, suggested=False, overwrite=overwrite, problem=str(exc))
 
 
 def _suggested_name(base_name: Callable[[], str]) -> str:
     """Suggested mode never fails: an extension alone means "that name, this extension"; any name is sanitised."""
-    raw = header("X-WOPI-SuggestedTarget") or ""
+    raw = raw_name_header("X-WOPI-SuggestedTarget") or ""
     try:
-        suggestion = utf7_header("X-WOPI-SuggestedTarget") or ""
+        suggestion = name_header("X-WOPI-SuggestedTarget") or ""
     except WopiError:
         suggestion = raw  # docs/wopi.md §1.5: be tolerant, use the raw value
     if _EXTENSION_ONLY.fullmatch(suggestion):
@@ -290,7 +292,7 @@ def _suggested_name(base_name: Callable[[], str]) -> str:
 
 def rename_file(call: Call) -> Response:
     call.require_write()
-    requested = utf7_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
+    requested = name_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
     if requested is None:
         raise bad_request("X-WOPI-RequestedName is required")
     lock_id = header("X-WOPI-Lock") or None  # may arrive empty on an unlocked file
@@ -318,7 +320,7 @@ def put_user_info(call: Call) -> Response:
     try:
         if len(body) > USER_INFO_BYTES:
             raise ValueError("the UserInfo body is too long")
-        call.services.put_user_info(call.grant.user_id, body.decode("utf-8"))
+        call.services.put_user_info(call.grant.user_id, body.decode("utf-8"), call.admit)
     except UnicodeDecodeError:
         raise bad_request("the UserInfo body is not UTF-8 text") from None
     except ValueError as exc:
@@ -360,7 +362,7 @@ def add_activities(call: Call) -> Response:
         raise bad_request("the body must be a JSON object with a non-empty Activities list")
     if len(activities) > MAX_ACTIVITIES:
         raise bad_request(f"at most {MAX_ACTIVITIES} activities at once")
-    outcomes = call.services.activities.add(call.file_id, call.grant.user_id, activities)
+    outcomes = call.services.activities.add(call.file_id, call.grant.user_id, activities, call.admit)
     return jsonify(
         {
             "ActivityResponses": [

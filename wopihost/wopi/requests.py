@@ -9,7 +9,7 @@ from flask import Request, request
 from ..body import JsonTooLarge, RequestBody, json_request_body, request_body
 from ..clock import parse_iso
 from ..errors import WopiError, bad_request
-from ..names import InvalidName, decode_utf7
+from ..names import InvalidName, decode_name
 
 
 def header(name: str) -> str | None:
@@ -40,12 +40,22 @@ def bool_header(name: str) -> bool:
     return value == "true"
 
 
-def utf7_header(name: str, invalid_name_header: str | None = None) -> str | None:
-    value = header(name)
+def raw_name_header(name: str) -> str | None:
+    """A name header (X-WOPI-SuggestedTarget, -RelativeTarget, -RequestedName) as the WSGI server hands it over,
+    its bytes read as Latin-1, less the spaces and tabs around it. Not `header`'s str.strip: that also takes
+    U+0085 and U+00A0, which here are the last byte of a raw UTF-8 name ending in 'à' (C3 A0) or 'Å' (C3 85)."""
+    value = request.headers.get(name)
+    return value if value is None else value.strip(" \t")
+
+
+def name_header(name: str, invalid_name_header: str | None = None) -> str | None:
+    """A name header decoded (names.decode_name: UTF-7, or raw UTF-8); 400 if it is neither, naming the reason
+    in `invalid_name_header` too if given."""
+    value = raw_name_header(name)
     if value is None:
         return None
     try:
-        return decode_utf7(value, name)
+        return decode_name(value, name)
     except InvalidName as exc:
         headers = {invalid_name_header: str(exc)} if invalid_name_header else None
         raise bad_request(str(exc), headers) from None
