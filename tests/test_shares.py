@@ -529,6 +529,10 @@ def test_a_file_link_reaches_only_its_file(tree, file_link, testapp, services):
     for other in (sibling.id, tree.deep.id, tree.secret.id, tree.outside.id):
         response = testapp.get(f"{base}/files/{other}/content", expect_errors=True)
         assert response.status_int == 404
+    # nor any folder: its file's page under a folder id (its own folder's, or none at all) was a 200
+    for folder in (tree.shared_folder, tree.private_folder, new_id(), "nope"):
+        response = testapp.get(f"{base}/folders/{folder}", expect_errors=True)
+        assert response.status_int == 404 and "a &amp; b.txt" not in response.text, folder
     assert testapp.get(f"{base}/content").body == b"shared bytes"
 
 

@@ -45,6 +45,8 @@ def page(link_id: str, folder_id: str | None) -> Response:
     base = f"{services.settings.public_url}{PATH}{link_id}"
     rights = "view and edit" if shared.link.url_type == READ_WRITE else "view"
     if isinstance(shared.item, File):
+        if folder_id is not None:  # a file link has no folders: not its file's page under any folder id
+            raise WopiError(404, "no such folder here")
         file = shared.item
         body = (
             f"<h1>{escape(file.name)}</h1><p>{file.size} bytes. This link lets you {rights} it.</p>"
