@@ -406,6 +406,15 @@ def test_file_page_shows_the_escaped_name_and_a_download_link(tree, file_link, t
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]  # no other site frames it
 
 
+def test_a_share_url_with_a_slash_after_it_opens_the_page(tree, file_link, folder_link, testapp):
+    """Graph and `wopihost shares revoke` read `https://host/s/{id}/` as the link; the page was a 404."""
+    for url, title in ((file_link(), "a &amp; b.txt"), (folder_link(), "Shared")):
+        page = testapp.get(local(url) + "/")
+        assert page.status_int == 200 and f"<h1>{title}</h1>" in page.text
+        assert f'href="{url}/' in page.text  # its links are the link's own, without the slash
+    assert testapp.get(local(file_link()) + "/content/", expect_errors=True).status_int == 404
+
+
 def test_file_content_is_the_exact_bytes_as_an_attachment_with_ranges(make_file, client_for, testapp):
     content = bytes(range(256)) * 4
     file = make_file(content, "Tom & Jerry.bin")

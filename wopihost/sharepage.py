@@ -37,7 +37,9 @@ def _services() -> Services:
     return current_app.extensions["wopihost"]
 
 
-@blueprint.route("/<link_id>", defaults={"folder_id": None})
+# The share URL with a slash after it (as a chat or mail client may pass it on) is the same link, as Graph and
+# `wopihost shares revoke` read it (shares.link_id_of)
+@blueprint.route("/<link_id>", defaults={"folder_id": None}, strict_slashes=False)
 @blueprint.route("/<link_id>/folders/<folder_id>")
 def page(link_id: str, folder_id: str | None) -> Response:
     services = _services()
