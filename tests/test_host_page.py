@@ -349,6 +349,53 @@ def test_a_database_that_cannot_serve_now_is_503_with_retry_after(host_services,
     assert refused.json["error"]["code"] == "serviceNotAvailable" and refused.headers["Retry-After"] == "7"
 
 
+ERROR_PAGE_CSP = {"default-src": "'none'", "base-uri": "'none'", "frame-ancestors": "'self'"}
+
+
+@pytest.mark.parametrize(
+    "case, status, message",
+    [
+        ("invalid link", 403, "This link is not valid or has expired. Ask for a new one."),
+        ("no such action", 404, "The WOPI client offers no view action for files like Notes.xyz."),
+        ("link cut short", 404, "The requested URL was not found on the server."),
+        ("link with more", 404, "The requested URL was not found on the server."),
+        ("POST", 405, "The method is not allowed for the requested URL."),
+    ],
+)
+def test_an_error_page_says_what_went_wrong_with_the_pages_headers(host_services, browser, doc, case, status, message):
+    """Each refusal of the page is a page saying why, escaped, with the headers that keep the page out of caches
+    and Referers and no other site's frames (frame-ancestors: as the page's own); a link cut short or a POST got
+    an empty body, a blank page."""
+    good = launch(host_services, doc)
+    ticket = good.rsplit("/", 1)[1]
+    method, path = "GET", good
+    if case == "invalid link":
+        path = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    elif case == "no such action":
+        path = launch(host_services, host_services.add_file("alice", "Notes.xyz", io.BytesIO(b"x")))
+    elif case == "link cut short":
+        path = "/host/view"
+    elif case == "link with more":
+        path = good + "/%3Cscript%3E"
+    else:
+        method = "POST"
+    response = browser.request(path + "?wdOrigin=%3Cscript%3E", method=method, expect_errors=True)
+    assert response.status_int == status, response.body
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert message in response.text, response.text
+    assert (
+        "<script" not in response.text.lower() and ticket not in response.text and "access_token" not in response.text
+    )
+    csp = dict(part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";"))
+    assert csp == ERROR_PAGE_CSP
+    assert response.headers["Cache-Control"] == "no-cache, no-store" and response.headers["Pragma"] == "no-cache"
+    assert (
+        response.headers["Referrer-Policy"] == "no-referrer" and response.headers["X-Content-Type-Options"] == "nosniff"
+    )
+    if case == "POST":
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
 # -- the launch API ------------------------------------------------------------------------------------------
 
 

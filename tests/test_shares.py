@@ -406,6 +406,15 @@ def test_file_page_shows_the_escaped_name_and_a_download_link(tree, file_link, t
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]  # no other site frames it
 
 
+def test_a_share_url_with_a_slash_after_it_opens_the_page(tree, file_link, folder_link, testapp):
+    """Graph and `wopihost shares revoke` read `https://host/s/{id}/` as the link; the page was a 404."""
+    for url, title in ((file_link(), "a &amp; b.txt"), (folder_link(), "Shared")):
+        page = testapp.get(local(url) + "/")
+        assert page.status_int == 200 and f"<h1>{title}</h1>" in page.text
+        assert f'href="{url}/' in page.text  # its links are the link's own, without the slash
+    assert testapp.get(local(file_link()) + "/content/", expect_errors=True).status_int == 404
+
+
 def test_file_content_is_the_exact_bytes_as_an_attachment_with_ranges(make_file, client_for, testapp):
     content = bytes(range(256)) * 4
     file = make_file(content, "Tom & Jerry.bin")
@@ -529,6 +538,10 @@ def test_a_file_link_reaches_only_its_file(tree, file_link, testapp, services):
     for other in (sibling.id, tree.deep.id, tree.secret.id, tree.outside.id):
         response = testapp.get(f"{base}/files/{other}/content", expect_errors=True)
         assert response.status_int == 404
+    # nor any folder: its file's page under a folder id (its own folder's, or none at all) was a 200
+    for folder in (tree.shared_folder, tree.private_folder, new_id(), "nope"):
+        response = testapp.get(f"{base}/folders/{folder}", expect_errors=True)
+        assert response.status_int == 404 and "a &amp; b.txt" not in response.text, folder
     assert testapp.get(f"{base}/content").body == b"shared bytes"
 
 
@@ -594,6 +607,92 @@ def test_a_deleted_shared_file_or_folder_is_not_found(tree, file_link, folder_li
         f"{local(folder_url)}/files/{tree.deep.id}/content",
     ):
         assert testapp.get(path, expect_errors=True).status_int == 404, path
+
+
+# -- the browser page's errors: a page that says what went wrong ----------------------------------------
+
+PAGE_HEADERS = ("Content-Security-Policy", "Cache-Control", "Referrer-Policy", "X-Content-Type-Options")
+
+
+def assert_error_page(response, status: int, message: str, like) -> None:
+    """A small HTML page saying `message`, with the status and the security headers of the page `like`."""
+    assert response.status_int == status, response.body
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert message in response.text, response.text
+    assert response.text.startswith("<!doctype html>") and "<script" not in response.text.lower()
+    for name in PAGE_HEADERS:
+        assert response.headers[name] == like.headers[name], name
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    "case, status, message",
+    [
+        ("unknown link", 404, "No such share link, or it has been revoked."),
+        ("revoked link", 404, "No such share link, or it has been revoked."),
+        ("deleted file", 404, "The shared item no longer exists."),
+        ("outside the share", 404, "No such item here."),
+        ("folder content", 404, "A shared folder has no content of its own."),
+        ("path of no page", 404, "The requested URL was not found on the server."),
+        ("POST", 405, "The method is not allowed for the requested URL."),
+        ("range beyond the file", 416, "The server cannot provide the requested range."),
+    ],
+)
+def test_a_share_pages_error_is_a_page_that_says_what_went_wrong(
+    tree, file_link, folder_link, testapp, services, client_for, case, status, message
+):
+    """A browser shows an empty error body as a blank page: the person who opened the link learnt nothing."""
+    file_url, folder_url = file_link(), folder_link()
+    ok = testapp.get(local(file_url))  # the page it stands in for
+    secret_query = "?access_token=SECRET-TOKEN&x=%3Cscript%3Ealert(1)%3C/script%3E"
+    method, path, headers = "GET", local(file_url), {}
+    if case == "unknown link":
+        path = f"/s/{new_id()}"
+    elif case == "revoked link":
+        services.shares.revoke(link_id(file_url))
+    elif case == "deleted file":
+        assert client_for(tree.shared_file).op("DELETE").status_int == 200
+    elif case == "outside the share":
+        path = f"{local(folder_url)}/files/{tree.secret.id}/content"
+    elif case == "folder content":
+        path = f"{local(folder_url)}/content"
+    elif case == "path of no page":
+        path = f"{local(file_url)}/%3Cscript%3Ealert(1)%3C/script%3E"
+    elif case == "POST":
+        method = "POST"
+    else:
+        path, headers = f"{local(file_url)}/content", {"Range": "bytes=100-"}
+    response = testapp.request(path + secret_query, method=method, headers=headers, expect_errors=True)
+    assert_error_page(response, status, message, ok)
+    for echoed in ("SECRET-TOKEN", "<script>", link_id(file_url), link_id(folder_url), "secret bytes"):
+        assert echoed not in response.text  # neither what the client sent nor the link, the credential
+    if case == "POST":
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    if case == "range beyond the file":
+        assert response.headers["Content-Range"] == "bytes */12"
+
+
+def test_a_share_page_head_gets_the_error_pages_headers(testapp, tree, file_link):
+    ok = testapp.get(local(file_link()))
+    response = testapp.head(f"/s/{new_id()}", expect_errors=True)
+    assert response.status_int == 404 and response.body == b""
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    for name in PAGE_HEADERS:
+        assert response.headers[name] == ok.headers[name], name
+
+
+def test_a_share_page_whose_database_cannot_serve_says_try_again_later(tmp_path, settings, clock):
+    """A database that does not answer: 503 with Retry-After, as every 503 of the app, in a page."""
+    app = create_app(settings.with_changes(database_url="postgresql+psycopg://postgres@127.0.0.1:1/test"), clock)
+    try:
+        response = webtest.TestApp(app).get(f"/s/{new_id()}", expect_errors=True)
+        assert response.status_int == 503 and int(response.headers["Retry-After"]) > 0
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "<h1>Try again later</h1>" in response.text and "database" in response.text
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["Cache-Control"] == "no-store"
+    finally:
+        app.extensions["wopihost"].db.dispose()
 
 
 def test_share_urls_are_not_wopi_access_tokens(wopi, testapp):

@@ -192,6 +192,9 @@ def _http_error(error: HTTPException) -> Response:
     # Routing errors (404, 405), Range errors (416), a client that hung up mid-body (400) ...
     if graph.handles(request.path):  # no Graph route matched: still Graph's answer, in its JSON
         return graph.routing_error(error)
+    for pages in (sharepage, hostpage):  # the pages a browser opens: a page that says what went wrong
+        if pages.handles(request.path):
+            return pages.http_error(error)
     response = _error_response(error.code or 500, error.description or error.name)
     for name, value in error.get_headers():
         if name.lower() != "content-type":

@@ -14,11 +14,13 @@ from datetime import timedelta
 from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, render_template_string, request
+from werkzeug.exceptions import HTTPException
 
 from .body import JsonTooLarge, json_request_body
 from .clock import to_epoch_ms
 from .config import LANGUAGE_TAG
 from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc, with_query
+from .errorpage import error_page, http_error_page
 from .errors import WopiError
 from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
@@ -94,11 +96,6 @@ html, body { margin: 0; padding: 0; height: 100%; overflow: hidden; }
 </html>
 """
 
-_MESSAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{{ title }}</title></head>
-<body><h1>{{ title }}</h1><p>{{ message }}</p></body></html>
-"""
-
 # What Microsoft's sample lets the client frame do: run its scripts, reach its own origin, submit forms,
 # open its help and sharing windows, download, print, and navigate the top window (its Close and
 # "Edit in browser" go to CloseUrl / HostEditUrl).
@@ -113,6 +110,11 @@ _NO_CACHE = {
     "X-Content-Type-Options": "nosniff",
     # the URL carries the launch ticket: it must not reach the client's logs as a Referer
     "Referrer-Policy": "no-referrer",
+}
+# An error page runs nothing and loads nothing; it may be framed where the page may (frame-ancestors, _csp)
+_MESSAGE_HEADERS = {
+    **_NO_CACHE,
+    "Content-Security-Policy": "default-src 'none'; base-uri 'none'; frame-ancestors 'self'",
 }
 
 
@@ -261,13 +263,19 @@ def _fault(error: Exception) -> Response:
 _CODES = {400: "invalidRequest", 401: "unauthenticated", 403: "accessDenied", 404: "itemNotFound"}
 
 
+def handles(path: str) -> bool:
+    """Whether a path is the host page's, for errors raised before any blueprint is chosen (a link cut short, an
+    unknown method)."""
+    return path == PATH or path.startswith(PATH + "/")
+
+
+def http_error(error: HTTPException) -> Response:
+    """Werkzeug's errors below the host page's path, as the page's other errors."""
+    return http_error_page(error, _MESSAGE_HEADERS)
+
+
 def _message(status: int, title: str, message: str) -> Response:
-    return Response(
-        render_template_string(_MESSAGE, title=title, message=message),
-        status=status,
-        mimetype="text/html",
-        headers={**_NO_CACHE, "Content-Security-Policy": "default-src 'none'"},
-    )
+    return error_page(status, title, message, _MESSAGE_HEADERS)
 
 
 def _placeholders(services: Services, session_id: str) -> dict[str, str]:

@@ -5,19 +5,24 @@ Writing through a read-write link is Graph's (`/v1.0/shares/{shareId}/driveItem`
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import quote
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, request
 from markupsafe import escape
+from werkzeug.exceptions import HTTPException
 
+from .errorpage import error_page, http_error_page
 from .errors import WopiError
+from .faults import InsufficientStorage, Unavailable
 from .ids import is_id
 from .models import File, Folder
 from .services import Services
 from .shares import PATH, READ_WRITE, Shared, require_link_reach
 from .streaming import content_response
 
+log = logging.getLogger("wopihost.sharepage")
 blueprint = Blueprint("shares", __name__, url_prefix=PATH.rstrip("/"))
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -32,7 +37,9 @@ def _services() -> Services:
     return current_app.extensions["wopihost"]
 
 
-@blueprint.route("/<link_id>", defaults={"folder_id": None})
+# The share URL with a slash after it (as a chat or mail client may pass it on) is the same link, as Graph and
+# `wopihost shares revoke` read it (shares.link_id_of)
+@blueprint.route("/<link_id>", defaults={"folder_id": None}, strict_slashes=False)
 @blueprint.route("/<link_id>/folders/<folder_id>")
 def page(link_id: str, folder_id: str | None) -> Response:
     services = _services()
@@ -40,6 +47,8 @@ def page(link_id: str, folder_id: str | None) -> Response:
     base = f"{services.settings.public_url}{PATH}{link_id}"
     rights = "view and edit" if shared.link.url_type == READ_WRITE else "view"
     if isinstance(shared.item, File):
+        if folder_id is not None:  # a file link has no folders: not its file's page under any folder id
+            raise WopiError(404, "no such folder here")
         file = shared.item
         body = (
             f"<h1>{escape(file.name)}</h1><p>{file.size} bytes. This link lets you {rights} it.</p>"
@@ -99,6 +108,32 @@ def _reaches(s, shared: Shared, folder_id: str) -> None:
         require_link_reach(s, shared.link.id, folder_id, writing=False)
     except WopiError:
         raise WopiError(404, "no such item here") from None  # say nothing of items outside the share
+
+
+@blueprint.errorhandler(WopiError)
+def _refused(error: WopiError) -> Response:
+    log.info("%s %s -> %s: %s", request.method, request.path, error.status, error.reason)
+    return error_page(error.status, "This link cannot be opened", error.reason, _HEADERS)
+
+
+@blueprint.errorhandler(Unavailable)
+@blueprint.errorhandler(InsufficientStorage)
+def _fault(error: Exception) -> Response:
+    log.warning("%s %s: %s", request.method, request.path, error)
+    if isinstance(error, Unavailable):  # as every other 503 of the app says when to try again
+        return error_page(503, "Try again later", str(error), {**_HEADERS, "Retry-After": str(error.retry_after)})
+    return error_page(507, "Try again later", str(error), _HEADERS)
+
+
+def handles(path: str) -> bool:
+    """Whether a path is the share pages', for errors raised before any blueprint is chosen (an unknown method,
+    a path of no page)."""
+    return path.startswith(PATH) or path == PATH.rstrip("/")
+
+
+def http_error(error: HTTPException) -> Response:
+    """Werkzeug's errors below the share path (a link cut short, a POST, a range beyond the file)."""
+    return http_error_page(error, _HEADERS)
 
 
 def _attachment(name: str) -> str:
