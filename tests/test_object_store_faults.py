@@ -7,6 +7,7 @@ answers but is full, or over its quota, gets 507 as a full disk does."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import signal
@@ -22,6 +23,7 @@ from botocore.exceptions import ClientError
 from wopihost import doctor
 from wopihost.app import create_app
 from wopihost.config import Settings
+from wopihost.gc import Interrupted, collect
 from wopihost.models import BlobHold
 
 from .cspp_helpers import full_file, put_chunked
@@ -339,3 +341,31 @@ def test_a_bucket_that_does_not_exist_is_a_503_that_says_so_not_a_missing_file(
     finally:
         if gone == "misnamed":
             services.db.dispose()
+
+
+def test_a_sweep_the_store_fails_partway_says_what_it_deleted_and_the_next_takes_the_rest(host, s3):
+    """The bucket's policy denies deleting the orphan gc reaches last (RGW's 403 AccessDenied): the sweep stops there
+    and says it deleted the nine before; once the store deletes again, the next sweep takes the tenth."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    names = []
+    for n in range(10):
+        with services.blobs.write(io.BytesIO(b"orphan %d" % n), 100) as blob:
+            names.append(blob.name)
+    last = max(names, key=services.blobs.key)  # S3 lists in the order of the keys
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject"}
+    deny["Resource"] = f"arn:aws:s3:::{services.blobs.bucket}/{services.blobs.key(last)}"
+    s3.put_bucket_policy(
+        Bucket=services.blobs.bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+    )
+    try:
+        assert collect(services, grace=0).blobs == 0  # the first pass finds them unreferenced
+        with pytest.raises(Interrupted) as raised:
+            collect(services, grace=0)
+        assert raised.value.done.blobs == 9 and "9 orphaned blobs" in str(raised.value)
+        assert [name for name in names if services.blobs.exists(name)] == [last]
+    finally:
+        s3.delete_bucket_policy(Bucket=services.blobs.bucket)
+    assert collect(services, grace=0).blobs == 1
+    assert not services.blobs.exists(last)
+    assert wopi.get_file().body == b"hello world"
