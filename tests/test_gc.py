@@ -4,7 +4,10 @@ dead processes left behind and the rows of tokens that can no longer be used."""
 from __future__ import annotations
 
 import io
+import logging
 import os
+import shutil
+import subprocess
 import threading
 import time
 from datetime import timedelta
@@ -12,7 +15,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from wopihost.gc import Sweeper, collect
+from wopihost.gc import Interrupted, Sweeper, collect
 from wopihost.models import AccessToken, File, UnreferencedBlob
 
 
@@ -169,3 +172,80 @@ def test_stopping_the_sweeper_waits_for_the_sweep_under_way(services):
     release.set()
     stopper.join(30)
     assert not stopper.is_alive() and len(finished) == 1  # that sweep, and no other after stop()
+
+
+def _undeletable(directory) -> bool:
+    """Makes the files in `directory` impossible to delete, for real: a directory without write permission, or,
+    for root, whom permissions do not stop, one with the immutable attribute (ext4, XFS, btrfs...). False if neither
+    can be had here."""
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
+        return True
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode == 0
+
+
+def _deletable(directory) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+    directory.chmod(0o755)
+
+
+@pytest.fixture
+def stuck(services):
+    """Ten orphaned blobs written two hours ago, of which those in the shard gc reaches last cannot be deleted:
+    yields their names, and lets the shard be deleted from again afterwards."""
+    names = []
+    for n in range(10):
+        with services.blobs.write(io.BytesIO(b"orphan %d" % n), 100) as blob:
+            names.append(blob.name)
+        then = time.time() - 7200
+        os.utime(services.blobs.path(blob.name), (then, then))
+    last = services.blobs.path(list(services.blobs.listing(time.time()))[-1]).parent
+    if not _undeletable(last):
+        pytest.skip("no way to make a file undeletable here (root, and no immutable attribute)")
+    try:
+        yield names
+    finally:
+        _deletable(last)
+
+
+@pytest.mark.local_storage
+def test_a_sweep_that_fails_partway_says_what_it_deleted_and_the_next_takes_the_rest(services, stuck):
+    """A blob the store cannot delete ended the sweep with the failure alone: what it had deleted before went
+    unsaid. It stops there, says how many went, and leaves the rest to the next sweep."""
+    with pytest.raises(Interrupted) as raised:
+        collect(services)
+    left = [name for name in stuck if services.blobs.exists(name)]
+    assert 0 < raised.value.done.blobs == len(stuck) - len(left) < len(stuck)
+    assert isinstance(raised.value.__cause__, PermissionError)
+    assert f"after deleting 0 expired upload and workbook sessions, {raised.value.done.blobs} orphaned blobs" in str(
+        raised.value
+    )
+    _deletable(services.blobs.path(left[0]).parent)
+    assert collect(services).blobs == len(left)
+    assert not any(services.blobs.exists(name) for name in stuck)
+
+
+@pytest.mark.local_storage
+@pytest.mark.parametrize("who", ["the server's sweeper", "wopihost gc"])
+def test_a_sweep_that_fails_partway_reports_what_it_deleted(services, stuck, who, run, caplog):
+    if who == "wopihost gc":
+        result = run("gc", ok=False)
+        assert result.exit_code == 1
+        output = result.output
+    else:
+        swept = threading.Event()
+        sweeper = Sweeper(services, 0.01, lambda done: swept.set()).start()
+        try:
+            assert swept.wait(30)
+        finally:
+            sweeper.stop()
+        output = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    deleted = len([name for name in stuck if not services.blobs.exists(name)])
+    assert 0 < deleted < len(stuck)
+    assert f"garbage collection failed after deleting 0 expired upload and workbook sessions, {deleted} orphaned" in (
+        output
+    )
+    assert "the next" in output and "takes the rest" in output

@@ -7,6 +7,7 @@ answers but is full, or over its quota, gets 507 as a full disk does."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import signal
@@ -22,6 +23,7 @@ from botocore.exceptions import ClientError
 from wopihost import doctor
 from wopihost.app import create_app
 from wopihost.config import Settings
+from wopihost.gc import Interrupted, collect
 from wopihost.models import BlobHold
 
 from .cspp_helpers import full_file, put_chunked
@@ -277,4 +279,93 @@ def test_credentials_the_store_refuses_are_503_for_reads_too(host, ceph_rgw, mon
     content = graph.get("me/drive/root:/Doc.docx:/content")
     assert content.status_int == 503 and content.json["error"]["code"] == "serviceNotAvailable"
     monkeypatch.undo()
+    assert wopi.get_file().body == b"hello world"
+
+
+def _empty_and_delete(s3, bucket: str) -> None:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", ()):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=bucket)
+
+
+@pytest.mark.parametrize("gone", ["deleted", "misnamed"])
+def test_a_bucket_that_does_not_exist_is_a_503_that_says_so_not_a_missing_file(
+    host, s3, database, tmp_path, gone, caplog
+):
+    """A download HEADs its objects, whose 404 has no body: a missing bucket read as a missing object was the 503
+    of a file replaced in a race ('being changed too often'), and /healthz said only 'not writable'. The reason
+    says the bucket does not exist; /healthz, doctor and the log name it."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    bucket = services.blobs.bucket
+    if gone == "deleted":
+        _empty_and_delete(s3, bucket)
+    else:  # another host on the same database, whose WOPIHOST_STORAGE_URL names a bucket that was never made
+        bucket = f"misnamed-{secrets.token_hex(6)}"
+        app = create_app(
+            Settings.from_env(
+                {
+                    "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+                    "WOPIHOST_DATABASE_URL": database,
+                    "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+                    "WOPIHOST_SECRET_KEY": TEST_SECRET,
+                    "WOPIHOST_SWEEP_INTERVAL": "0",
+                    "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
+                    "WOPIHOST_S3_ADDRESSING_STYLE": "path",
+                }
+            )
+        )
+        testapp = webtest.TestApp(app)
+        wopi = WopiClient(testapp, wopi.file_id, wopi.token)
+        graph = GraphClient(testapp, graph.token, graph.drive_id, "/v1.0")
+        services = app.extensions["wopihost"]
+    try:
+        got = wopi.get_file()
+        assert got.status_int == 503 and int(got.headers["Retry-After"]) > 0, got.headers
+        assert got.headers["X-WOPI-FailureReason"].startswith("the storage bucket does not exist"), got.headers
+        assert wopi.lock("L").status_int == 200  # the database's alone
+        put = wopi.put_file(b"new content", "L")
+        assert put.status_int == 503 and "storage bucket does not exist" in put.headers["X-WOPI-FailureReason"]
+        content = graph.get("me/drive/root:/Doc.docx:/content")
+        assert content.status_int == 503 and content.json["error"]["code"] == "serviceNotAvailable"
+        assert content.json["error"]["message"].startswith("the storage bucket does not exist")
+        upload = graph.put("me/drive/root:/new.txt:/content", b"graph bytes")
+        assert upload.status_int == 503 and "storage bucket does not exist" in upload.json["error"]["message"]
+        assert f"the object store has no bucket '{bucket}'" in caplog.text
+        health = testapp.get("/healthz", expect_errors=True)
+        assert health.status_int == 503 and health.json["storage"] == f"no bucket {bucket}"
+        [storage] = [finding for finding in doctor.run(services) if "object store" in finding.what]
+        assert not storage.ok and f"its bucket {bucket} does not exist" in storage.what
+        assert f"create the bucket {bucket}" in storage.fix
+    finally:
+        if gone == "misnamed":
+            services.db.dispose()
+
+
+def test_a_sweep_the_store_fails_partway_says_what_it_deleted_and_the_next_takes_the_rest(host, s3):
+    """The bucket's policy denies deleting the orphan gc reaches last (RGW's 403 AccessDenied): the sweep stops there
+    and says it deleted the nine before; once the store deletes again, the next sweep takes the tenth."""
+    (wopi, graph, testapp), _ = host
+    services = testapp.app.extensions["wopihost"]
+    names = []
+    for n in range(10):
+        with services.blobs.write(io.BytesIO(b"orphan %d" % n), 100) as blob:
+            names.append(blob.name)
+    last = max(names, key=services.blobs.key)  # S3 lists in the order of the keys
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject"}
+    deny["Resource"] = f"arn:aws:s3:::{services.blobs.bucket}/{services.blobs.key(last)}"
+    s3.put_bucket_policy(
+        Bucket=services.blobs.bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+    )
+    try:
+        assert collect(services, grace=0).blobs == 0  # the first pass finds them unreferenced
+        with pytest.raises(Interrupted) as raised:
+            collect(services, grace=0)
+        assert raised.value.done.blobs == 9 and "9 orphaned blobs" in str(raised.value)
+        assert [name for name in names if services.blobs.exists(name)] == [last]
+    finally:
+        s3.delete_bucket_policy(Bucket=services.blobs.bucket)
+    assert collect(services, grace=0).blobs == 1
+    assert not services.blobs.exists(last)
     assert wopi.get_file().body == b"hello world"

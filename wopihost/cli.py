@@ -839,13 +839,17 @@ def _session_line(row: dict) -> str:
 def gc_command(grace: str, as_json: bool) -> None:
     """Delete expired upload sessions, blobs nothing refers to, partial writes of dead processes and the
     records of expired or revoked tokens."""
-    from .gc import collect
+    from .gc import Interrupted, collect
 
     try:
         seconds = parse_duration(grace)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--grace'") from None
-    done = collect(_services(), seconds, _track("checking unreferenced blobs"))
+    try:
+        done = collect(_services(), seconds, _track("checking unreferenced blobs"))
+    except Interrupted as exc:  # what it did, then why it stopped (the failure's own one line, or its traceback)
+        click.echo(f"{exc}; the next gc takes the rest", err=True)
+        raise exc.__cause__ or exc from None
     if as_json:
         _echo_json(
             {

@@ -139,6 +139,14 @@ def _storage(services: Services) -> Finding:
             f"{where} has less than WOPIHOST_MIN_FREE_SPACE free",
             "free space or grow the volume; writes are refused with 507 meanwhile",
         )
+    if state.startswith("no bucket ") and url:
+        bucket = state.removeprefix("no bucket ")
+        return Finding(
+            False,
+            f"{where} is not writable: its bucket {bucket} does not exist",
+            f"create the bucket {bucket} at the endpoint WOPIHOST_S3_ENDPOINT_URL or AWS_ENDPOINT_URL names, or name "
+            "the right one in WOPIHOST_STORAGE_URL; requests that need content get 503 meanwhile",
+        )
     if state != "ok":
         fix = (
             "check that the bucket exists and that the credentials (AWS_* variables, config file or role) may "

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -30,22 +30,46 @@ Track = Callable[[list], Iterable]
 
 @dataclass(frozen=True)
 class Collected:
-    sessions: int
-    blobs: int
-    partial_writes: int
-    tokens: int
+    sessions: int = 0
+    blobs: int = 0
+    partial_writes: int = 0
+    tokens: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.sessions} expired upload and workbook sessions, {self.blobs} orphaned blobs, "
+            f"{self.partial_writes} partial writes, {self.tokens} expired or revoked tokens"
+        )
+
+
+class Interrupted(Exception):
+    """A sweep that a failure ended partway (the store refusing a delete, say): `done` is what it had deleted by
+    then, the failure its __cause__. It stops at the failure; what is left goes in the next sweep."""
+
+    def __init__(self, done: Collected):
+        super().__init__(f"garbage collection failed after deleting {done}")
+        self.done = done
 
 
 def collect(services: Services, grace: float = 3600, track: Track = iter) -> Collected:
-    """`track` wraps the list of batches of unreferenced blobs as they are checked (the command's progress bar)."""
-    sessions = services.sessions.sweep() + services.workbooks.sweep()
-    with services.db.write() as s:
-        tokens = services.tokens.purge(s)
-    return Collected(sessions, orphaned_blobs(services, grace, track), services.blobs.sweep_tmp(grace), tokens)
+    """`track` wraps the list of batches of unreferenced blobs as they are checked (the command's progress bar).
+    A failure raises Interrupted, which says what was deleted before it."""
+    done = Collected()
+    try:
+        done = replace(done, sessions=services.sessions.sweep() + services.workbooks.sweep())
+        with services.db.write() as s:
+            done = replace(done, tokens=services.tokens.purge(s))
+        done = replace(done, blobs=orphaned_blobs(services, grace, track))
+        return replace(done, partial_writes=services.blobs.sweep_tmp(grace))
+    except Interrupted as exc:  # orphaned_blobs', counting its own
+        raise Interrupted(replace(done, blobs=exc.done.blobs)) from exc.__cause__
+    except Exception as exc:
+        raise Interrupted(done) from exc
 
 
 def orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int:
-    """Delete blobs older than `grace` that nothing refers to and no live writer holds; returns how many.
+    """Delete blobs older than `grace` that nothing refers to and no live writer holds; returns how many. The
+    first that cannot be deleted (the store refuses) ends the pass: Interrupted says how many went before it.
 
     A writer holds its new blob until the transaction that records it is over (storage.Blob). One that let
     go after `referenced` was read has recorded its blob by then, so the references are read again once the
@@ -56,15 +80,18 @@ def orphaned_blobs(services: Services, grace: float, track: Track = iter) -> int
     if not services.blobs.deleted_stays_readable:
         candidates = _unreferenced_since(services, _unheld_unreferenced(services, candidates), grace)
     deleted = 0
-    for start in track(list(range(0, len(candidates), HOLD_AT_ONCE))):
-        with services.blobs.unheld(candidates[start : start + HOLD_AT_ONCE]) as unheld:
-            if not unheld:
-                continue
-            referenced = referenced_blobs(services)
-            for name in unheld:
-                if name not in referenced:
-                    services.blobs.delete(name)
-                    deleted += 1
+    try:
+        for start in track(list(range(0, len(candidates), HOLD_AT_ONCE))):
+            with services.blobs.unheld(candidates[start : start + HOLD_AT_ONCE]) as unheld:
+                if not unheld:
+                    continue
+                referenced = referenced_blobs(services)
+                for name in unheld:
+                    if name not in referenced:
+                        services.blobs.delete(name)
+                        deleted += 1
+    except Exception as exc:  # a store that refused one will likely refuse the next: leave them for another sweep
+        raise Interrupted(Collected(blobs=deleted)) from exc
     return deleted
 
 
@@ -157,15 +184,10 @@ class Sweeper:
             try:
                 done = collect(self._services)
                 if any(vars(done).values()):
-                    log.info(
-                        "swept %s expired upload and workbook sessions, %s orphaned blobs, %s partial writes, "
-                        "%s expired or revoked tokens",
-                        done.sessions,
-                        done.blobs,
-                        done.partial_writes,
-                        done.tokens,
-                    )
-            except Exception:  # a failed sweep must not end the thread; the next one retries
+                    log.info("swept %s", done)
+            except Interrupted as exc:  # a failed sweep must not end the thread; the next one goes on
+                log.error("%s; the next sweep takes the rest", exc, exc_info=exc)
+            except Exception:
                 log.exception("garbage collection failed")
             if self._report is not None:
                 self._report(done)

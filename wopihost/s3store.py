@@ -55,15 +55,28 @@ _REFUSED = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
     "RequestTimeTooSkewed",
-    "NoSuchBucket",
     "ExpiredToken",
     "InvalidToken",
 }
 _REFUSED_STATUS = {401, 403}
 _MISSING = {"NoSuchKey", "NotFound", "404"}
+# The error of a HEAD has no body: a missing object and a missing bucket are both a bare 404, which only asking for
+# the bucket tells apart. Every other request names NoSuchBucket.
+_BARE_404 = {"NotFound", "404"}
 # a full store (RGW's quota is a 403, a full cluster a 507; MinIO's and AWS's codes alike): retrying will not help
 _FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientCapacity"}
 _client_lock = threading.Lock()  # boto3 sessions are not thread-safe; the clients they make are
+
+
+class MissingBucket(Unavailable):
+    """The bucket of WOPIHOST_STORAGE_URL does not exist (deleted, or misnamed): a 503 like any store that cannot
+    serve, whose reason says so rather than pass for a missing object. The answer leaves the bucket's name to the
+    log, /healthz and doctor."""
+
+    def __init__(self, bucket: str, what: str):
+        # nothing serves until an admin creates or renames it: sooner than a minute is no use
+        super().__init__(f"the storage bucket does not exist (while {what})", retry_after=60)
+        self.bucket = bucket
 
 
 class S3Store:
@@ -353,11 +366,14 @@ class S3Store:
     # -- state
 
     def health(self) -> str:
-        """ "ok", "full" (the store or its quota refuses the probe object), or "not writable" when the probe cannot be
-        written and deleted. Never raises."""
+        """ "ok", "full" (the store or its quota refuses the probe object), "no bucket NAME" when the bucket does not
+        exist, or "not writable" when the probe cannot be written and deleted for another reason. Never raises."""
         try:
             with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
                 self.delete(probe.name)
+        except MissingBucket as exc:
+            log.warning("the object store is not writable: %s", exc)
+            return f"no bucket {exc.bucket}"
         except InsufficientStorage as exc:
             log.warning("the object store is full: %s", exc)
             return "full"
@@ -385,6 +401,19 @@ class S3Store:
 
     # -- requests
 
+    def _no_bucket(self) -> bool:
+        """Whether the store says the bucket does not exist (a HEAD of it is 404). Any other answer or failure is
+        False: the request that asked keeps its own error."""
+        from botocore import exceptions as e  # type: ignore[import-untyped]
+
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except e.ClientError as exc:
+            return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) == 404
+        except e.BotoCoreError:
+            return False
+        return False
+
     def _pages(self, operation: str, **kwargs) -> Iterator[dict]:
         pages = iter(self._s3.get_paginator(operation).paginate(Bucket=self.bucket, **kwargs))
         while True:
@@ -398,14 +427,23 @@ class S3Store:
     def _faults(self, what: str) -> Iterator[None]:
         """The store's failures as the faults the faces answer: InsufficientStorage (507) for a full store or
         quota, Unavailable (503) for an outage, throttling, refused credentials or none to be had (after
-        botocore's retries), FileNotFoundError for a missing object or upload."""
-        from botocore import exceptions as e  # type: ignore[import-untyped]
+        botocore's retries), MissingBucket (503) for a bucket that does not exist, FileNotFoundError for a missing
+        object or upload."""
+        from botocore import exceptions as e
 
         try:
             yield
         except e.ClientError as exc:
             error = exc.response.get("Error", {})
             code, status = error.get("Code", ""), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code == "NoSuchBucket" or code in _BARE_404 and self._no_bucket():
+                log.error(
+                    "the object store has no bucket %r (while %s): create it, or name the right one in "
+                    "WOPIHOST_STORAGE_URL",
+                    self.bucket,
+                    what,
+                )
+                raise MissingBucket(self.bucket, what) from exc
             if code in _MISSING or code == "NoSuchUpload":
                 raise FileNotFoundError(f"the object store has no {what.split(' ', 1)[-1]} ({code})") from exc
             if code in _FULL or status == 507:
