@@ -133,6 +133,13 @@ def test_a_setting_of_a_value_it_cannot_use_stops_the_command_naming_it(base_env
         assert f"must be more than 0, not {value!r}" in message
 
 
+@pytest.mark.parametrize("args", [["serve", "--port", "1"], ["doctor", "--timeout", "1"]], ids=" ".join)
+def test_proof_keys_required_without_a_discovery_stops_the_command(base_env, args):
+    """No discovery, no keys: `serve` started, and answered every WOPI request 500 (proof check failed)."""
+    env = {**base_env, "WOPIHOST_PROOF_KEYS": "require"}
+    one_line_failure(wopihost(*args, env=env), "Error: WOPIHOST_PROOF_KEYS: require needs", "WOPIHOST_DISCOVERY_URL")
+
+
 @pytest.mark.parametrize("secret", ["from the environment", "generated"])
 @pytest.mark.parametrize("args", [["files", "list"], ["db", "upgrade"], ["serve", "--port", "1"]], ids=" ".join)
 def test_a_data_directory_that_cannot_be_written(tmp_path, secret, args):

@@ -258,6 +258,12 @@ class Settings:
         max_file_size = parsed("MAX_FILE_SIZE", "1GiB", _positive_size)
         max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(min(2 * max_file_size, MAX_SIZE)), _positive_size)
         discovery_url = parsed("DISCOVERY_URL", "", _discovery_source)
+        proof_keys = parsed("PROOF_KEYS", "verify" if discovery_url else "off", _proof_mode)
+        if proof_keys == "require" and not discovery_url:  # no keys to check with: every WOPI request would be a 500
+            raise ConfigError(
+                f"{ENV_PREFIX}PROOF_KEYS: require needs the WOPI client's discovery, which publishes the keys: set "
+                f"{ENV_PREFIX}DISCOVERY_URL (https://<client>/hosting/discovery)"
+            )
         secret = env.get(ENV_PREFIX + "SECRET_KEY", "")  # as given: tokens are signed with every character of it
         secret_key = (
             _long_secret(secret, ENV_PREFIX + "SECRET_KEY", "set a longer one, such as `openssl rand -hex 32` makes")
@@ -299,7 +305,7 @@ class Settings:
             trusted_proxies=parsed("TRUSTED_PROXIES", "0", _count),
             discovery_url=discovery_url,
             discovery_ttl=parsed("DISCOVERY_TTL", "12h", _positive_duration),
-            proof_keys=parsed("PROOF_KEYS", "verify" if discovery_url else "off", _proof_mode),
+            proof_keys=proof_keys,
             max_fragment_size=parsed("MAX_FRAGMENT_SIZE", "60MiB", _positive_size),
             max_copy_items=parsed("MAX_COPY_ITEMS", "500", _positive_count),
             drive_quota=parsed("DRIVE_QUOTA", "0", parse_size),
