@@ -140,6 +140,17 @@ def test_proof_keys_required_without_a_discovery_stops_the_command(base_env, arg
     one_line_failure(wopihost(*args, env=env), "Error: WOPIHOST_PROOF_KEYS: require needs", "WOPIHOST_DISCOVERY_URL")
 
 
+def test_an_s3_region_botocore_would_refuse_stops_the_command_naming_it(base_env):
+    """botocore checks a region's name only when the store's client is built: that was a traceback."""
+    env = {
+        **base_env,
+        "WOPIHOST_STORAGE_URL": "s3://wopihost-test",
+        "WOPIHOST_S3_ENDPOINT_URL": "http://127.0.0.1:1",
+        "WOPIHOST_S3_REGION": "eu-west-1 # Ireland",
+    }
+    one_line_failure(wopihost("files", "list", env=env), "Error: WOPIHOST_S3_REGION: not a region name")
+
+
 @pytest.mark.parametrize("secret", ["from the environment", "generated"])
 @pytest.mark.parametrize("args", [["files", "list"], ["db", "upgrade"], ["serve", "--port", "1"]], ids=" ".join)
 def test_a_data_directory_that_cannot_be_written(tmp_path, secret, args):

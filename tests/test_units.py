@@ -311,6 +311,9 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_FILE_GEO_LOCATION_CODE": "EUR  # Europe"}, "WOPIHOST_FILE_GEO_LOCATION_CODE"),
         ({"WOPIHOST_S3_ENDPOINT_URL": "http://127.0.0.1:7480 # rgw"}, "WOPIHOST_S3_ENDPOINT_URL"),
         ({"WOPIHOST_S3_ENDPOINT_URL": "127.0.0.1:7480"}, "WOPIHOST_S3_ENDPOINT_URL"),
+        # botocore refuses it when the store is first built, with a traceback
+        ({"WOPIHOST_S3_REGION": "eu-west-1 # Ireland"}, "WOPIHOST_S3_REGION"),
+        ({"WOPIHOST_S3_REGION": "us east 1"}, "WOPIHOST_S3_REGION"),
         ({"WOPIHOST_UPLOAD_SESSION_TTL": "1" + "0" * 400 + "ms"}, "WOPIHOST_UPLOAD_SESSION_TTL"),
         ({"WOPIHOST_DATABASE_BUSY_TIMEOUT": "99999999999999999d"}, "WOPIHOST_DATABASE_BUSY_TIMEOUT"),
         ({"WOPIHOST_SQLITE_BUSY_TIMEOUT": "abc"}, "WOPIHOST_SQLITE_BUSY_TIMEOUT"),  # the old name, named

@@ -321,7 +321,7 @@ class Settings:
             record_max_body=parsed("RECORD_MAX_BODY", "1MiB", parse_size),
             storage_url=parsed("STORAGE_URL", "", _storage_url),
             s3_endpoint_url=parsed("S3_ENDPOINT_URL", "", _http_url),
-            s3_region=get("S3_REGION", ""),
+            s3_region=parsed("S3_REGION", "", _s3_region),
             s3_addressing_style=parsed("S3_ADDRESSING_STYLE", "", _addressing_style),
             s3_connect_timeout=parsed("S3_CONNECT_TIMEOUT", "5s", _positive_duration),
             s3_read_timeout=parsed("S3_READ_TIMEOUT", "60s", _positive_duration),
@@ -385,6 +385,14 @@ def _host_page_template(text: str) -> str:
         raise ValueError(
             f"only {{action}} and {{file_id}} may stand in braces (double a literal brace): {exc!r}"
         ) from None
+    return text
+
+
+def _s3_region(text: str) -> str:
+    # botocore's own rule (a host label, not all digits), which it applies only once the store is first built:
+    # a bad name was a traceback of every command that touched the store
+    if text and not re.fullmatch(r"(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)", text):
+        raise ValueError(f"not a region name such as eu-west-1: {text!r}")
     return text
 
 
