@@ -10,24 +10,33 @@ import multiprocessing
 import os
 import sys
 
+from wopihost.config import ConfigError, log_format
 from wopihost.server import DEFAULTS, prepare_metrics_dir
 
 globals().update(DEFAULTS)  # with the hooks that look after the workers' metrics
-prepare_metrics_dir()  # before gunicorn loads the worker class, which imports prometheus_client
+try:
+    # The two settings the master reads before the hook that checks the others (server.py, _check_database):
+    # a bad one was a traceback, raised here by WOPIHOST_METRICS and by gunicorn's logger (WOPIHOST_LOG_FORMAT).
+    log_format()
+    prepare_metrics_dir()  # before gunicorn loads the worker class, which imports prometheus_client
+except ConfigError as exc:
+    sys.exit(f"Error: {exc}")
 
 
 def _whole_number(name: str, default: int, least: int) -> int:
     """A number from the environment; a bad one is refused in one line, as wopihost's own settings are."""
     raw = os.environ.get(name, "").strip() or str(default)
-    if not raw.isdigit() or int(raw) < least:
+    if not raw.isascii() or not raw.isdigit() or int(raw) < least:  # isdigit() alone takes '²', int() does not
         sys.exit(f"Error: {name}: not a whole number of at least {least}: {raw!r}")
     return int(raw)
 
 
-bind = os.environ.get("WOPIHOST_BIND", "127.0.0.1:8080")
+# Empty is unset, as for wopihost's own settings (an env file's `WOPIHOST_BIND=` line): gunicorn reads an empty
+# bind as no address at all, and started workers that listened nowhere.
+bind = os.environ.get("WOPIHOST_BIND", "").strip() or "127.0.0.1:8080"
 workers = _whole_number("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2, 1)  # none would serve nothing
 # gunicorn itself trusts X-Forwarded-* only from the reverse proxy on this machine; wopihost reads them
 # only when WOPIHOST_TRUSTED_PROXIES is set (see docs/deploy.md).
-forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1"
 # Large uploads: gthread workers keep heart-beating while a thread streams a body; this is the idle limit.
 timeout = _whole_number("WOPIHOST_WORKER_TIMEOUT", 120, 0)  # 0: gunicorn's "never"

@@ -111,6 +111,46 @@ def test_a_discovery_url_without_its_scheme(base_env, args):
     one_line_failure(wopihost(*args, env=env), "WOPIHOST_DISCOVERY_URL: neither an http(s) URL nor a file path")
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        # a limit of 0 refused everything it limits (every save 413); WOPIHOST_DRIVE_QUOTA=0 is "no limit"
+        ("WOPIHOST_MAX_FILE_SIZE", "0"),
+        ("WOPIHOST_MAX_UPLOAD_SESSIONS_PER_USER", "0"),
+        # every upload session born expired
+        ("WOPIHOST_UPLOAD_SESSION_TTL", "0s"),
+        # PostgreSQL's lock_timeout of 0 is no timeout at all: writers waited forever, never a 503
+        ("WOPIHOST_DATABASE_BUSY_TIMEOUT", "0"),
+        # str.isdigit() took it, int() did not: Python's own "invalid literal for int()" message
+        ("WOPIHOST_TRUSTED_PROXIES", "\u00b2"),
+    ],
+)
+@pytest.mark.parametrize("args", [["serve", "--port", "1"], ["doctor", "--timeout", "1"]], ids=" ".join)
+def test_a_setting_of_a_value_it_cannot_use_stops_the_command_naming_it(base_env, name, value, args):
+    message = one_line_failure(wopihost(*args, env={**base_env, name: value}), f"Error: {name}: ")
+    assert "invalid literal" not in message
+    if name != "WOPIHOST_TRUSTED_PROXIES":
+        assert f"must be more than 0, not {value!r}" in message
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "1"], ["doctor", "--timeout", "1"]], ids=" ".join)
+def test_proof_keys_required_without_a_discovery_stops_the_command(base_env, args):
+    """No discovery, no keys: `serve` started, and answered every WOPI request 500 (proof check failed)."""
+    env = {**base_env, "WOPIHOST_PROOF_KEYS": "require"}
+    one_line_failure(wopihost(*args, env=env), "Error: WOPIHOST_PROOF_KEYS: require needs", "WOPIHOST_DISCOVERY_URL")
+
+
+def test_an_s3_region_botocore_would_refuse_stops_the_command_naming_it(base_env):
+    """botocore checks a region's name only when the store's client is built: that was a traceback."""
+    env = {
+        **base_env,
+        "WOPIHOST_STORAGE_URL": "s3://wopihost-test",
+        "WOPIHOST_S3_ENDPOINT_URL": "http://127.0.0.1:1",
+        "WOPIHOST_S3_REGION": "eu-west-1 # Ireland",
+    }
+    one_line_failure(wopihost("files", "list", env=env), "Error: WOPIHOST_S3_REGION: not a region name")
+
+
 @pytest.mark.parametrize("secret", ["from the environment", "generated"])
 @pytest.mark.parametrize("args", [["files", "list"], ["db", "upgrade"], ["serve", "--port", "1"]], ids=" ".join)
 def test_a_data_directory_that_cannot_be_written(tmp_path, secret, args):

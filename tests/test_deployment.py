@@ -293,24 +293,60 @@ def test_the_unit_keeps_restarting_a_node_whose_database_is_away():
 
 @pytest.mark.parametrize(
     "name, value, least",
-    [("WOPIHOST_WORKER_TIMEOUT", "2m", 0), ("WOPIHOST_WORKER_TIMEOUT", "-5", 0), ("WEB_CONCURRENCY", "0", 1)],
+    [
+        ("WOPIHOST_WORKER_TIMEOUT", "2m", 0),
+        ("WOPIHOST_WORKER_TIMEOUT", "-5", 0),
+        ("WOPIHOST_WORKER_TIMEOUT", "\u00b2", 0),  # isdigit() took it, int() did not: a traceback
+        ("WEB_CONCURRENCY", "0", 1),
+    ],
 )
 def test_the_gunicorn_configuration_refuses_a_bad_count_in_one_line(tmp_path, name, value, least):
     """Read before wopihost's own settings: an int() of it was a traceback, and no workers served nothing. (A
     WEB_CONCURRENCY that is no number at all is gunicorn's own traceback, before it reads this file.)"""
-    result = subprocess.run(
+    result = gunicorn_with_the_shipped_configuration(tmp_path, {name: value, "WOPIHOST_BIND": "127.0.0.1:1"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr == f"Error: {name}: not a whole number of at least {least}: {value!r}\n"
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("WOPIHOST_LOG_FORMAT", "xml", "must be one of text, json, not 'xml'"),
+        ("WOPIHOST_METRICS", "maybe", "not on/off: 'maybe'"),
+    ],
+)
+def test_the_gunicorn_configuration_refuses_a_bad_setting_of_the_master_in_one_line(tmp_path, name, value, message):
+    """The master reads these two before the hook that checks every other setting (server.py, _check_database):
+    gunicorn's logger the log format, this file the metrics switch. A bad one was a traceback."""
+    result = gunicorn_with_the_shipped_configuration(tmp_path, {name: value, "WOPIHOST_BIND": "127.0.0.1:1"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr == f"Error: {name}: {message}\n"
+
+
+def test_the_gunicorn_configuration_reads_an_empty_setting_as_unset(tmp_path):
+    """An env file's `WOPIHOST_BIND=` line, as for wopihost's own settings: gunicorn took the empty bind for no
+    address at all, and its workers listened nowhere ("Listening at: " and nothing after it)."""
+    env = {"WOPIHOST_BIND": "", "WOPIHOST_FORWARDED_ALLOW_IPS": " ", "WOPIHOST_METRICS": "off"}
+    result = gunicorn_with_the_shipped_configuration(tmp_path, env, "--print-config")
+    assert result.returncode == 0, result.stderr
+    printed = dict(re.findall(r"^(\w+) += (.*)$", result.stdout, re.MULTILINE))
+    assert printed["bind"] == "['127.0.0.1:8080']"
+    assert printed["forwarded_allow_ips"] == "['127.0.0.1']"
+
+
+def gunicorn_with_the_shipped_configuration(tmp_path, env: dict, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "gunicorn",
             "-c",
             str(REPO / "deploy" / "gunicorn.conf.py"),
+            *options,
             "wopihost.app:create_app()",
         ],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "WOPIHOST_DATA_DIR": str(tmp_path), name: value, "WOPIHOST_BIND": "127.0.0.1:1"},
+        env={**os.environ, "WOPIHOST_DATA_DIR": str(tmp_path), **env},
     )
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr == f"Error: {name}: not a whole number of at least {least}: {value!r}\n"

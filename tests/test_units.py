@@ -311,14 +311,52 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_FILE_GEO_LOCATION_CODE": "EUR  # Europe"}, "WOPIHOST_FILE_GEO_LOCATION_CODE"),
         ({"WOPIHOST_S3_ENDPOINT_URL": "http://127.0.0.1:7480 # rgw"}, "WOPIHOST_S3_ENDPOINT_URL"),
         ({"WOPIHOST_S3_ENDPOINT_URL": "127.0.0.1:7480"}, "WOPIHOST_S3_ENDPOINT_URL"),
+        # botocore refuses it when the store is first built, with a traceback
+        ({"WOPIHOST_S3_REGION": "eu-west-1 # Ireland"}, "WOPIHOST_S3_REGION"),
+        ({"WOPIHOST_S3_REGION": "us east 1"}, "WOPIHOST_S3_REGION"),
         ({"WOPIHOST_UPLOAD_SESSION_TTL": "1" + "0" * 400 + "ms"}, "WOPIHOST_UPLOAD_SESSION_TTL"),
         ({"WOPIHOST_DATABASE_BUSY_TIMEOUT": "99999999999999999d"}, "WOPIHOST_DATABASE_BUSY_TIMEOUT"),
         ({"WOPIHOST_SQLITE_BUSY_TIMEOUT": "abc"}, "WOPIHOST_SQLITE_BUSY_TIMEOUT"),  # the old name, named
+        # a limit of 0 refuses all it limits, where WOPIHOST_DRIVE_QUOTA=0 is "no limit"; a lifetime of 0 is over
+        # at once; PostgreSQL's lock_timeout of 0 never times out
+        ({"WOPIHOST_MAX_FILE_SIZE": "0"}, "WOPIHOST_MAX_FILE_SIZE"),
+        ({"WOPIHOST_MAX_UPLOAD_SESSION_SIZE": "0MiB"}, "WOPIHOST_MAX_UPLOAD_SESSION_SIZE"),
+        ({"WOPIHOST_MAX_UPLOAD_BYTES_PER_USER": "0"}, "WOPIHOST_MAX_UPLOAD_BYTES_PER_USER"),
+        ({"WOPIHOST_MAX_UPLOAD_SESSIONS_PER_USER": "0"}, "WOPIHOST_MAX_UPLOAD_SESSIONS_PER_USER"),
+        ({"WOPIHOST_MAX_FRAGMENT_SIZE": "0"}, "WOPIHOST_MAX_FRAGMENT_SIZE"),
+        ({"WOPIHOST_MAX_COPY_ITEMS": "0"}, "WOPIHOST_MAX_COPY_ITEMS"),
+        ({"WOPIHOST_MAX_WORKBOOK_SIZE": "0k"}, "WOPIHOST_MAX_WORKBOOK_SIZE"),
+        ({"WOPIHOST_UPLOAD_SESSION_TTL": "0"}, "WOPIHOST_UPLOAD_SESSION_TTL"),
+        ({"WOPIHOST_DISCOVERY_TTL": "0s"}, "WOPIHOST_DISCOVERY_TTL"),
+        ({"WOPIHOST_DATABASE_BUSY_TIMEOUT": "0ms"}, "WOPIHOST_DATABASE_BUSY_TIMEOUT"),
+        ({"WOPIHOST_SQLITE_BUSY_TIMEOUT": "0"}, "WOPIHOST_SQLITE_BUSY_TIMEOUT"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path, env, variable):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), **env})
+
+
+def test_the_zeros_the_readme_gives_a_meaning_are_taken(tmp_path):
+    """0 is refused where it would refuse everything; these four say what their 0 means."""
+    settings = Settings.from_env(
+        {
+            "WOPIHOST_DATA_DIR": str(tmp_path),
+            "WOPIHOST_DRIVE_QUOTA": "0",  # no quota
+            "WOPIHOST_SWEEP_INTERVAL": "0",  # no sweeps
+            "WOPIHOST_MIN_FREE_SPACE": "0",  # no room kept
+            "WOPIHOST_RECORD_MAX_BODY": "0",  # every body recorded as its size and hash
+        }
+    )
+    assert settings.drive_quota == settings.sweep_interval == settings.min_free_space == settings.record_max_body == 0
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9\u2070", "-1", "1.5", "2 3"])
+def test_a_count_that_is_no_whole_number_says_so(tmp_path, value):
+    """str.isdigit() took '\u00b2', on which int() then failed with Python's own message."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_MAX_COPY_ITEMS": value})
+    assert str(raised.value) == f"WOPIHOST_MAX_COPY_ITEMS: not a whole number: {value!r}"
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,8 @@ def parse_size(text: str) -> int:
 
 
 def _count(text: str) -> int:
-    if not text.strip().isdigit():
+    # ASCII digits only: str.isdigit() also takes '²', on which int() failed with Python's own message
+    if not re.fullmatch(r"\s*[0-9]+\s*", text):
         raise ValueError(f"not a whole number: {text!r}")
     return int(text)
 
@@ -70,6 +71,25 @@ def _positive_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"must be more than 0, not {text!r}")
     return seconds
+
+
+# A limit of 0 refuses everything it limits. WOPIHOST_DRIVE_QUOTA reads 0 as "no limit", so an administrator may
+# write 0 for that here too: refused, rather than have every save answer 413.
+_NO_ZERO_LIMIT = "no limit is 0 here: to raise it, give a larger value"
+
+
+def _positive_size(text: str) -> int:
+    size = parse_size(text)
+    if size <= 0:
+        raise ValueError(f"must be more than 0, not {text!r} ({_NO_ZERO_LIMIT})")
+    return size
+
+
+def _positive_count(text: str) -> int:
+    value = _count(text)
+    if value <= 0:
+        raise ValueError(f"must be more than 0, not {text!r} ({_NO_ZERO_LIMIT})")
+    return value
 
 
 PROOF_MODES = ("off", "verify", "require")
@@ -235,9 +255,15 @@ class Settings:
 
         data_dir = Path(get("DATA_DIR", "data")).expanduser().resolve()
         public_url = parsed("PUBLIC_URL", "http://127.0.0.1:8080", _http_url)
-        max_file_size = parsed("MAX_FILE_SIZE", "1GiB", parse_size)
-        max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(min(2 * max_file_size, MAX_SIZE)), parse_size)
+        max_file_size = parsed("MAX_FILE_SIZE", "1GiB", _positive_size)
+        max_session = parsed("MAX_UPLOAD_SESSION_SIZE", str(min(2 * max_file_size, MAX_SIZE)), _positive_size)
         discovery_url = parsed("DISCOVERY_URL", "", _discovery_source)
+        proof_keys = parsed("PROOF_KEYS", "verify" if discovery_url else "off", _proof_mode)
+        if proof_keys == "require" and not discovery_url:  # no keys to check with: every WOPI request would be a 500
+            raise ConfigError(
+                f"{ENV_PREFIX}PROOF_KEYS: require needs the WOPI client's discovery, which publishes the keys: set "
+                f"{ENV_PREFIX}DISCOVERY_URL (https://<client>/hosting/discovery)"
+            )
         secret = env.get(ENV_PREFIX + "SECRET_KEY", "")  # as given: tokens are signed with every character of it
         secret_key = (
             _long_secret(secret, ENV_PREFIX + "SECRET_KEY", "set a longer one, such as `openssl rand -hex 32` makes")
@@ -257,16 +283,16 @@ class Settings:
             host_page_url=parsed("HOST_PAGE_URL", "", _host_page_template),
             launch_link_ttl=parsed("LAUNCH_LINK_TTL", "5m", _positive_duration),
             ui_language=parsed("UI_LANGUAGE", "en-US", _language_tag),
-            database_busy_timeout=parsed(busy_timeout, "30s", parse_duration),
+            database_busy_timeout=parsed(busy_timeout, "30s", _positive_duration),
             sqlite_cache_size=parsed("SQLITE_CACHE_SIZE", str(SQLITE_CACHE_SIZE), _cache_size),
             min_free_space=parsed("MIN_FREE_SPACE", "64MiB", parse_size),
             cspp_plus=parsed("CSPP_PLUS", "off", parse_flag),
-            upload_session_ttl=parsed("UPLOAD_SESSION_TTL", "30m", parse_duration),
+            upload_session_ttl=parsed("UPLOAD_SESSION_TTL", "30m", _positive_duration),
             # a session carries Chunk frames of every stream of a save, so it may outgrow MainContent
             max_upload_session_size=max_session,
-            max_upload_sessions_per_user=parsed("MAX_UPLOAD_SESSIONS_PER_USER", "16", _count),
+            max_upload_sessions_per_user=parsed("MAX_UPLOAD_SESSIONS_PER_USER", "16", _positive_count),
             max_upload_bytes_per_user=parsed(
-                "MAX_UPLOAD_BYTES_PER_USER", str(min(2 * max_session, MAX_SIZE)), parse_size
+                "MAX_UPLOAD_BYTES_PER_USER", str(min(2 * max_session, MAX_SIZE)), _positive_size
             ),
             verify_chunk_ids=parsed("VERIFY_CHUNK_IDS", "on", parse_flag),
             office_collaboration_url=parsed("OFFICE_COLLABORATION_URL", public_url, _http_url),
@@ -278,12 +304,12 @@ class Settings:
             loopback_tcp_congestion=loopback_tcp_congestion(env),
             trusted_proxies=parsed("TRUSTED_PROXIES", "0", _count),
             discovery_url=discovery_url,
-            discovery_ttl=parsed("DISCOVERY_TTL", "12h", parse_duration),
-            proof_keys=parsed("PROOF_KEYS", "verify" if discovery_url else "off", _proof_mode),
-            max_fragment_size=parsed("MAX_FRAGMENT_SIZE", "60MiB", parse_size),
-            max_copy_items=parsed("MAX_COPY_ITEMS", "500", _count),
+            discovery_ttl=parsed("DISCOVERY_TTL", "12h", _positive_duration),
+            proof_keys=proof_keys,
+            max_fragment_size=parsed("MAX_FRAGMENT_SIZE", "60MiB", _positive_size),
+            max_copy_items=parsed("MAX_COPY_ITEMS", "500", _positive_count),
             drive_quota=parsed("DRIVE_QUOTA", "0", parse_size),
-            max_workbook_size=parsed("MAX_WORKBOOK_SIZE", "10MiB", parse_size),
+            max_workbook_size=parsed("MAX_WORKBOOK_SIZE", "10MiB", _positive_size),
             workbook_persistent_ttl=parsed("WORKBOOK_PERSISTENT_TTL", "5m", _positive_duration),
             workbook_temporary_ttl=parsed("WORKBOOK_TEMPORARY_TTL", "7m", _positive_duration),
             containers=parsed("CONTAINERS", "on", parse_flag),
@@ -295,7 +321,7 @@ class Settings:
             record_max_body=parsed("RECORD_MAX_BODY", "1MiB", parse_size),
             storage_url=parsed("STORAGE_URL", "", _storage_url),
             s3_endpoint_url=parsed("S3_ENDPOINT_URL", "", _http_url),
-            s3_region=get("S3_REGION", ""),
+            s3_region=parsed("S3_REGION", "", _s3_region),
             s3_addressing_style=parsed("S3_ADDRESSING_STYLE", "", _addressing_style),
             s3_connect_timeout=parsed("S3_CONNECT_TIMEOUT", "5s", _positive_duration),
             s3_read_timeout=parsed("S3_READ_TIMEOUT", "60s", _positive_duration),
@@ -359,6 +385,14 @@ def _host_page_template(text: str) -> str:
         raise ValueError(
             f"only {{action}} and {{file_id}} may stand in braces (double a literal brace): {exc!r}"
         ) from None
+    return text
+
+
+def _s3_region(text: str) -> str:
+    # botocore's own rule (a host label, not all digits), which it applies only once the store is first built:
+    # a bad name was a traceback of every command that touched the store
+    if text and not re.fullmatch(r"(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)", text):
+        raise ValueError(f"not a region name such as eu-west-1: {text!r}")
     return text
 
 
