@@ -235,6 +235,66 @@ def test_an_api_token_revoked_while_a_simple_upload_comes_writes_nothing(service
     assert stored_blobs(services) == blobs
 
 
+_CHANGES = {  # what bob asks of the file docs/a.txt (or the folder docs) of a shared drive: method, item, body
+    "rename": ("PATCH", "a.txt", {"name": "b.txt"}),
+    "move": ("PATCH", "a.txt", {"parentReference": {"path": "/drive/root:/other"}}),
+    "rename and move a folder": ("PATCH", "docs", {"name": "gone", "parentReference": {"path": "/drive/root:/other"}}),
+    "fileSystemInfo": ("PATCH", "a.txt", {"fileSystemInfo": {"lastModifiedDateTime": "2001-02-03T04:05:06Z"}}),
+    "replace": ("PATCH", "a.txt", {"name": "keep.txt", "@microsoft.graph.conflictBehavior": "replace"}),
+    "delete a file": ("DELETE", "a.txt", None),
+    "delete a folder": ("DELETE", "docs", None),
+}
+
+
+@pytest.mark.parametrize("lost", ["a member removed", "the API token revoked"])
+@pytest.mark.parametrize("change", _CHANGES)
+def test_a_patch_or_delete_whose_user_loses_the_drive_before_it_is_saved_changes_nothing(
+    services, graph_for, monkeypatch, change, lost
+):
+    """Bob's PATCH or DELETE is checked as it comes; he is taken out of the shared drive (or his token revoked)
+    before the change is saved: it must not be (403, or 401), as an upload would not land."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob, where = graph_for("bob"), f"drives/{drive.id}"
+    mkdir(bob, "docs", drive=where)
+    mkdir(bob, "other", drive=where)
+    put(bob, "docs/a.txt", b"plan", drive=where)
+    put(bob, "docs/keep.txt", b"kept", drive=where)
+    method, name, body = _CHANGES[change]
+    url = f"{where}/items/{item(bob, 'docs' if name == 'docs' else 'docs/a.txt', drive=where).json['id']}"
+    before = {path: item(bob, path, drive=where).json for path in ("docs", "docs/a.txt", "docs/keep.txt")}
+    blobs = stored_blobs(services)
+
+    def take_it_away() -> None:
+        if lost == "a member removed":
+            services.drives.remove_member(drive.id, "bob")
+        else:
+            revoke(services, bob.token)
+
+    def after(real):
+        def changed(*args, **kwargs):
+            take_it_away()  # after the request's checks, before the transaction that saves the change
+            return real(*args, **kwargs)
+
+        return changed
+
+    for domain_call in ("update", "delete"):
+        monkeypatch.setattr(services.tree, domain_call, after(getattr(services.tree, domain_call)))
+    answer = bob.patch_json(url, body) if method == "PATCH" else bob.delete(url)
+    expected = (403, "accessDenied") if lost == "a member removed" else (401, "unauthenticated")
+    assert (answer.status_int, graph_error(answer)[0]) == expected, answer.body
+    alice = graph_for("alice")
+    services.drives.add_member(drive.id, "alice")
+    for path, was in before.items():
+        now = item(alice, path, drive=where).json
+        assert {k: now[k] for k in ("id", "name", "eTag", "parentReference", "fileSystemInfo")} == {
+            k: was[k] for k in ("id", "name", "eTag", "parentReference", "fileSystemInfo")
+        }, path
+    assert alice.get(f"{where}/root:/other:/children").json["value"] == []
+    assert alice.get(f"{where}/root:/docs/a.txt:/content").body == b"plan"
+    assert stored_blobs(services) == blobs
+
+
 @pytest.mark.parametrize("kind, via, other", [("site", "sites", "groups"), ("group", "groups", "sites")])
 def test_shared_drive_unknown_id_or_other_kind_is_not_found(services, graph_for, kind, via, other):
     drive = services.drives.create_shared(kind, "Team")

@@ -249,6 +249,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         **described,
         if_match=_if_match(),
         conflict=conflict,
+        admit=_admit(call, call.drive.id, item.id if isinstance(item, File) else None),
     )
     return item_response(call.services, updated, call.drive, call.download_grant)
 
@@ -353,7 +354,8 @@ def delete_item(call: Call, ref: ItemRef) -> Response:
     call.require_write()
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
-    call.services.tree.delete(call.drive.id, item.id, _if_match())
+    admit = _admit(call, call.drive.id, item.id if isinstance(item, File) else None)
+    call.services.tree.delete(call.drive.id, item.id, _if_match(), admit)
     return NoContent(status=204)
 
 
@@ -513,10 +515,10 @@ def put_content(call: Call, ref: ItemRef) -> Response:
 
 
 def _admit(call: Call, drive_id: str, file_id: str | None = None) -> Callable[[Any, str, int], None]:
-    """What a write asks once its bytes are in, in the transaction that lands them: the caller still reaches the
-    folder of the drive `drive_id` (a link revoked, a member removed, the folder moved out of the shared one
-    while they came?) or the file `file_id` in it, they fit (a chunked body declared no length), and the API
-    token is still live (revoked meanwhile?)."""
+    """What a write asks once its bytes are in, in the transaction that lands them (or a PATCH or DELETE, in the
+    one that makes it): the caller still reaches the folder of the drive `drive_id` (a link revoked, a member
+    removed, the folder moved out of the shared one while they came?) or the file `file_id` in it, they fit (a
+    chunked body declared no length), and the API token is still live (revoked meanwhile?)."""
 
     def admit(s, folder_id: str, growth: int) -> None:
         require_reach(s, call.services.drives, call.grant.user_id, call.share, drive_id, folder_id, file_id)
