@@ -295,6 +295,37 @@ def test_a_patch_or_delete_whose_user_loses_the_drive_before_it_is_saved_changes
     assert stored_blobs(services) == blobs
 
 
+@pytest.mark.parametrize("lost", ["a member removed", "the API token revoked"])
+@pytest.mark.parametrize("conflict", ["fail", "replace"])
+def test_a_folder_whose_user_loses_the_drive_before_it_is_made_is_not_made(
+    services, graph_for, monkeypatch, conflict, lost
+):
+    """As a PATCH: bob's new folder is checked as the request comes, and again as it is made; nor does `replace`
+    answer with the folder of that name once he has lost the drive."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob, where = graph_for("bob"), f"drives/{drive.id}"
+    name = "new" if conflict == "fail" else mkdir(bob, "there", drive=where).json["name"]
+    create_folder = services.tree.create_folder
+
+    def made_as_bob_loses_it(*args, **kwargs):
+        if lost == "a member removed":
+            services.drives.remove_member(drive.id, "bob")
+        else:
+            revoke(services, bob.token)
+        return create_folder(*args, **kwargs)
+
+    monkeypatch.setattr(services.tree, "create_folder", made_as_bob_loses_it)
+    answer = mkdir(bob, name, drive=where, **{"@microsoft.graph.conflictBehavior": conflict})
+    expected = (403, "accessDenied") if lost == "a member removed" else (401, "unauthenticated")
+    assert (answer.status_int, graph_error(answer)[0]) == expected, answer.body
+    monkeypatch.undo()
+    alice = graph_for("alice")
+    services.drives.add_member(drive.id, "alice")
+    listed = [child["name"] for child in alice.get(f"{where}/root/children").json["value"]]
+    assert listed == ([] if conflict == "fail" else ["there"])
+
+
 @pytest.mark.parametrize("kind, via, other", [("site", "sites", "groups"), ("group", "groups", "sites")])
 def test_shared_drive_unknown_id_or_other_kind_is_not_found(services, graph_for, kind, via, other):
     drive = services.drives.create_shared(kind, "Team")

@@ -138,13 +138,16 @@ class Tree:
         description: str | None = None,
         fs_created: datetime | None = None,
         fs_modified: datetime | None = None,
+        admit: Admit | None = None,
     ) -> tuple[Folder, bool]:
         """A new folder in `parent_id`, with what the client says of it (as `update` sets it); whether it is new.
         A taken name fails (409 nameAlreadyExists), gets a free name ("rename"), or (`replace`) an existing
-        folder of that name is the answer, unchanged."""
+        folder of that name is the answer, unchanged. `admit` as in `update`, with the parent."""
         name = checked_name(name)
         with self.db.write() as s:
             parent = lock_folder(s, parent_id)
+            if admit is not None:  # the parent's is the one row lock taken (the new row's keys only KEY SHARE theirs)
+                admit(s, parent.id, 0)
             if conflict == "rename":
                 name = self._free_name(s, parent.id, name, counted_folder)
             else:

@@ -425,7 +425,9 @@ def create_child(call: Call, ref: ItemRef) -> Response:
         parent = _locate(call, s, ref)
         if not isinstance(parent, Folder):
             raise GraphError(400, "invalidRequest", "a file has no children")
-    folder, created = call.services.tree.create_folder(parent.id, name, conflict, call.grant.user_id, **described)
+    folder, created = call.services.tree.create_folder(
+        parent.id, name, conflict, call.grant.user_id, **described, admit=_admit(call, call.drive.id)
+    )
     return item_response(call.services, folder, call.drive, call.download_grant, 201 if created else 200)
 
 
