@@ -517,14 +517,15 @@ def put_content(call: Call, ref: ItemRef) -> Response:
 
 
 def _admit(call: Call, drive_id: str, file_id: str | None = None) -> Callable[[Any, str, int], None]:
-    """What a write asks once its bytes are in, in the transaction that lands them (or a PATCH or DELETE, in the
-    one that makes it): the caller still reaches the folder of the drive `drive_id` (a link revoked, a member
-    removed, the folder moved out of the shared one while they came?) or the file `file_id` in it, they fit (a
-    chunked body declared no length), and the API token is still live (revoked meanwhile?)."""
+    """What a write asks once its bytes are in, in the transaction that lands them (or a new folder, a PATCH or a
+    DELETE, in the one that makes it): the caller still reaches the folder of the drive `drive_id` (a link revoked,
+    a member removed, the folder moved out of the shared one while they came?) or the file `file_id` in it, they
+    fit (a chunked body declared no length), and the API token is still live (revoked meanwhile?)."""
 
     def admit(s, folder_id: str, growth: int) -> None:
         require_reach(s, call.services.drives, call.grant.user_id, call.share, drive_id, folder_id, file_id)
-        call.services.drives.quota(s, drive_id).check(growth)
+        if growth > 0:  # a write that adds no bytes always fits: no turn to take, no sum of the drive's files to read
+            call.services.drives.quota(s, drive_id).check(growth)
         with Statements.in_session(s) as t:  # the last lock taken: see Tokens.require_live
             call.services.tokens.require_live(t, call.grant)
 
