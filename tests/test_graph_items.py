@@ -20,9 +20,10 @@ import webtest
 from wopihost import db as wopihost_db
 from wopihost.app import create_app
 from wopihost.ids import new_id
+from wopihost.repository import lock_folder
 
 from .conftest import PG_URL
-from .helpers import GraphClient, graph_error, stored_blobs, while_the_body_comes
+from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until, while_the_body_comes
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 PUBLIC = "https://wopi.example.test"
@@ -293,6 +294,37 @@ def test_a_patch_or_delete_whose_user_loses_the_drive_before_it_is_saved_changes
     assert alice.get(f"{where}/root:/other:/children").json["value"] == []
     assert alice.get(f"{where}/root:/docs/a.txt:/content").body == b"plan"
     assert stored_blobs(services) == blobs
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_a_member_removed_while_a_patch_or_delete_waits_for_its_folder_changes_nothing(
+    services, graph_for, database, method
+):
+    """The race itself: bob's request, checked, waits for the folder another transaction holds; he is taken out
+    of the drive meanwhile (nothing of his removal waits for that folder), and then it gets the folder: 403."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob, where = graph_for("bob"), f"drives/{drive.id}"
+    docs = mkdir(bob, "docs", drive=where).json["id"]
+    url = f"{where}/items/{put(bob, 'docs/a.txt', b'plan', drive=where).json['id']}"
+    answers = []
+    with services.db.write() as s:
+        lock_folder(s, docs)  # as another change in that folder holds it
+        asking = threading.Thread(
+            target=lambda: answers.append(
+                bob.patch_json(url, {"name": "b.txt"}) if method == "PATCH" else bob.delete(url)
+            )
+        )
+        asking.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the request never waited"
+        services.drives.remove_member(drive.id, "bob")
+    asking.join(30)
+    assert answers[0].status_int == 403 and graph_error(answers[0])[0] == "accessDenied", answers[0].body
+    alice = graph_for("alice")
+    services.drives.add_member(drive.id, "alice")
+    assert [c["name"] for c in alice.get(f"{where}/items/{docs}/children").json["value"]] == ["a.txt"]
 
 
 @pytest.mark.parametrize("lost", ["a member removed", "the API token revoked"])
