@@ -20,9 +20,10 @@ import webtest
 from wopihost import db as wopihost_db
 from wopihost.app import create_app
 from wopihost.ids import new_id
+from wopihost.repository import lock_folder
 
 from .conftest import PG_URL
-from .helpers import GraphClient, graph_error, stored_blobs, while_the_body_comes
+from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until, while_the_body_comes
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 PUBLIC = "https://wopi.example.test"
@@ -233,6 +234,128 @@ def test_an_api_token_revoked_while_a_simple_upload_comes_writes_nothing(service
     assert [f.name for f in services.files.list()] == ["plan.txt"]
     assert services.files.get(existing["id"]).size == 4
     assert stored_blobs(services) == blobs
+
+
+_CHANGES = {  # what bob asks of the file docs/a.txt (or the folder docs) of a shared drive: method, item, body
+    "rename": ("PATCH", "a.txt", {"name": "b.txt"}),
+    "move": ("PATCH", "a.txt", {"parentReference": {"path": "/drive/root:/other"}}),
+    "rename and move a folder": ("PATCH", "docs", {"name": "gone", "parentReference": {"path": "/drive/root:/other"}}),
+    "fileSystemInfo": ("PATCH", "a.txt", {"fileSystemInfo": {"lastModifiedDateTime": "2001-02-03T04:05:06Z"}}),
+    "replace": ("PATCH", "a.txt", {"name": "keep.txt", "@microsoft.graph.conflictBehavior": "replace"}),
+    "delete a file": ("DELETE", "a.txt", None),
+    "delete a folder": ("DELETE", "docs", None),
+}
+
+
+@pytest.mark.parametrize("lost", ["a member removed", "the API token revoked"])
+@pytest.mark.parametrize("change", _CHANGES)
+def test_a_patch_or_delete_whose_user_loses_the_drive_before_it_is_saved_changes_nothing(
+    services, graph_for, monkeypatch, change, lost
+):
+    """Bob's PATCH or DELETE is checked as it comes; he is taken out of the shared drive (or his token revoked)
+    before the change is saved: it must not be (403, or 401), as an upload would not land."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob, where = graph_for("bob"), f"drives/{drive.id}"
+    mkdir(bob, "docs", drive=where)
+    mkdir(bob, "other", drive=where)
+    put(bob, "docs/a.txt", b"plan", drive=where)
+    put(bob, "docs/keep.txt", b"kept", drive=where)
+    method, name, body = _CHANGES[change]
+    url = f"{where}/items/{item(bob, 'docs' if name == 'docs' else 'docs/a.txt', drive=where).json['id']}"
+    before = {path: item(bob, path, drive=where).json for path in ("docs", "docs/a.txt", "docs/keep.txt")}
+    blobs = stored_blobs(services)
+
+    def take_it_away() -> None:
+        if lost == "a member removed":
+            services.drives.remove_member(drive.id, "bob")
+        else:
+            revoke(services, bob.token)
+
+    def after(real):
+        def changed(*args, **kwargs):
+            take_it_away()  # after the request's checks, before the transaction that saves the change
+            return real(*args, **kwargs)
+
+        return changed
+
+    for domain_call in ("update", "delete"):
+        monkeypatch.setattr(services.tree, domain_call, after(getattr(services.tree, domain_call)))
+    answer = bob.patch_json(url, body) if method == "PATCH" else bob.delete(url)
+    expected = (403, "accessDenied") if lost == "a member removed" else (401, "unauthenticated")
+    assert (answer.status_int, graph_error(answer)[0]) == expected, answer.body
+    alice = graph_for("alice")
+    services.drives.add_member(drive.id, "alice")
+    for path, was in before.items():
+        now = item(alice, path, drive=where).json
+        assert {k: now[k] for k in ("id", "name", "eTag", "parentReference", "fileSystemInfo")} == {
+            k: was[k] for k in ("id", "name", "eTag", "parentReference", "fileSystemInfo")
+        }, path
+    assert alice.get(f"{where}/root:/other:/children").json["value"] == []
+    assert alice.get(f"{where}/root:/docs/a.txt:/content").body == b"plan"
+    assert stored_blobs(services) == blobs
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_a_member_removed_while_a_patch_or_delete_waits_for_its_folder_changes_nothing(
+    services, graph_for, database, method
+):
+    """The race itself: bob's request, checked, waits for the folder another transaction holds; he is taken out
+    of the drive meanwhile (nothing of his removal waits for that folder), and then it gets the folder: 403."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob, where = graph_for("bob"), f"drives/{drive.id}"
+    docs = mkdir(bob, "docs", drive=where).json["id"]
+    url = f"{where}/items/{put(bob, 'docs/a.txt', b'plan', drive=where).json['id']}"
+    answers = []
+    with services.db.write() as s:
+        lock_folder(s, docs)  # as another change in that folder holds it
+        asking = threading.Thread(
+            target=lambda: answers.append(
+                bob.patch_json(url, {"name": "b.txt"}) if method == "PATCH" else bob.delete(url)
+            )
+        )
+        asking.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the request never waited"
+        services.drives.remove_member(drive.id, "bob")
+    asking.join(30)
+    assert answers[0].status_int == 403 and graph_error(answers[0])[0] == "accessDenied", answers[0].body
+    alice = graph_for("alice")
+    services.drives.add_member(drive.id, "alice")
+    assert [c["name"] for c in alice.get(f"{where}/items/{docs}/children").json["value"]] == ["a.txt"]
+
+
+@pytest.mark.parametrize("lost", ["a member removed", "the API token revoked"])
+@pytest.mark.parametrize("conflict", ["fail", "replace"])
+def test_a_folder_whose_user_loses_the_drive_before_it_is_made_is_not_made(
+    services, graph_for, monkeypatch, conflict, lost
+):
+    """As a PATCH: bob's new folder is checked as the request comes, and again as it is made; nor does `replace`
+    answer with the folder of that name once he has lost the drive."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob, where = graph_for("bob"), f"drives/{drive.id}"
+    name = "new" if conflict == "fail" else mkdir(bob, "there", drive=where).json["name"]
+    create_folder = services.tree.create_folder
+
+    def made_as_bob_loses_it(*args, **kwargs):
+        if lost == "a member removed":
+            services.drives.remove_member(drive.id, "bob")
+        else:
+            revoke(services, bob.token)
+        return create_folder(*args, **kwargs)
+
+    monkeypatch.setattr(services.tree, "create_folder", made_as_bob_loses_it)
+    answer = mkdir(bob, name, drive=where, **{"@microsoft.graph.conflictBehavior": conflict})
+    expected = (403, "accessDenied") if lost == "a member removed" else (401, "unauthenticated")
+    assert (answer.status_int, graph_error(answer)[0]) == expected, answer.body
+    monkeypatch.undo()
+    alice = graph_for("alice")
+    services.drives.add_member(drive.id, "alice")
+    listed = [child["name"] for child in alice.get(f"{where}/root/children").json["value"]]
+    assert listed == ([] if conflict == "fail" else ["there"])
 
 
 @pytest.mark.parametrize("kind, via, other", [("site", "sites", "groups"), ("group", "groups", "sites")])

@@ -138,13 +138,16 @@ class Tree:
         description: str | None = None,
         fs_created: datetime | None = None,
         fs_modified: datetime | None = None,
+        admit: Admit | None = None,
     ) -> tuple[Folder, bool]:
         """A new folder in `parent_id`, with what the client says of it (as `update` sets it); whether it is new.
         A taken name fails (409 nameAlreadyExists), gets a free name ("rename"), or (`replace`) an existing
-        folder of that name is the answer, unchanged."""
+        folder of that name is the answer, unchanged. `admit` as in `update`, with the parent."""
         name = checked_name(name)
         with self.db.write() as s:
             parent = lock_folder(s, parent_id)
+            if admit is not None:  # the parent's is the one row lock taken (the new row's keys only KEY SHARE theirs)
+                admit(s, parent.id, 0)
             if conflict == "rename":
                 name = self._free_name(s, parent.id, name, counted_folder)
             else:
@@ -323,10 +326,13 @@ class Tree:
         fs_modified: datetime | None = None,
         if_match: Callable[[Item], None] | None = None,
         conflict: str = "fail",
+        admit: Admit | None = None,
     ) -> Item:
         """Rename, move (to `parent_id`, in the same drive) and set what the client says of an item. A taken
         name fails (409 nameAlreadyExists), gets a free name ("rename"), or (`replace`) the file that has it
-        is deleted in the same transaction, as Graph's conflictBehavior says; a folder is never replaced."""
+        is deleted in the same transaction, as Graph's conflictBehavior says; a folder is never replaced.
+        `admit` as in Files.put_named, with the folder the item ends up in (the root: itself) and no growth:
+        whoever asked may have lost the drive since their request was checked."""
         if name is not None:
             name = checked_name(name)
         with self.db.write() as s:
@@ -371,6 +377,8 @@ class Tree:
             if isinstance(item, Folder):
                 item.modified_at = self.clock.now()
                 item.version += 1
+            if admit is not None:  # once every row lock is taken (the replaced file's too): see Files.put_named
+                admit(s, new_parent or item.id, 0)
         for blob in unused:
             self.blobs.release(blob)
         return item
@@ -395,8 +403,11 @@ class Tree:
         s.flush()  # the row goes before the moved file takes its name: (folder, name) is unique
         return unused
 
-    def delete(self, drive_id: str, item_id: str, if_match: Callable[[Item], None] | None = None) -> None:
-        """Delete an item; a folder with everything in it. Nothing is deleted if any file in it is locked."""
+    def delete(
+        self, drive_id: str, item_id: str, if_match: Callable[[Item], None] | None = None, admit: Admit | None = None
+    ) -> None:
+        """Delete an item; a folder with everything in it. Nothing is deleted if any file in it is locked.
+        `admit` as in `update`, with the folder the item was in."""
         with self.db.write() as s:
             item = self.item(s, drive_id, item_id)
             if isinstance(item, Folder):
@@ -419,6 +430,8 @@ class Tree:
                 for folder in reversed(folders):  # children before parents
                     s.delete(folder)
                     s.flush()
+            if admit is not None:  # once every row lock is taken (each file's in the folder too)
+                admit(s, cast(str, _parent_id(item)), 0)  # a drive's root is never deleted: refused above
         for blob in unused:
             self.blobs.release(blob)
 

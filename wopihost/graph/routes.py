@@ -249,6 +249,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         **described,
         if_match=_if_match(),
         conflict=conflict,
+        admit=_admit(call, call.drive.id, item.id if isinstance(item, File) else None),
     )
     return item_response(call.services, updated, call.drive, call.download_grant)
 
@@ -353,7 +354,8 @@ def delete_item(call: Call, ref: ItemRef) -> Response:
     call.require_write()
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
-    call.services.tree.delete(call.drive.id, item.id, _if_match())
+    admit = _admit(call, call.drive.id, item.id if isinstance(item, File) else None)
+    call.services.tree.delete(call.drive.id, item.id, _if_match(), admit)
     return NoContent(status=204)
 
 
@@ -423,7 +425,9 @@ def create_child(call: Call, ref: ItemRef) -> Response:
         parent = _locate(call, s, ref)
         if not isinstance(parent, Folder):
             raise GraphError(400, "invalidRequest", "a file has no children")
-    folder, created = call.services.tree.create_folder(parent.id, name, conflict, call.grant.user_id, **described)
+    folder, created = call.services.tree.create_folder(
+        parent.id, name, conflict, call.grant.user_id, **described, admit=_admit(call, call.drive.id)
+    )
     return item_response(call.services, folder, call.drive, call.download_grant, 201 if created else 200)
 
 
@@ -513,14 +517,15 @@ def put_content(call: Call, ref: ItemRef) -> Response:
 
 
 def _admit(call: Call, drive_id: str, file_id: str | None = None) -> Callable[[Any, str, int], None]:
-    """What a write asks once its bytes are in, in the transaction that lands them: the caller still reaches the
-    folder of the drive `drive_id` (a link revoked, a member removed, the folder moved out of the shared one
-    while they came?) or the file `file_id` in it, they fit (a chunked body declared no length), and the API
-    token is still live (revoked meanwhile?)."""
+    """What a write asks once its bytes are in, in the transaction that lands them (or a new folder, a PATCH or a
+    DELETE, in the one that makes it): the caller still reaches the folder of the drive `drive_id` (a link revoked,
+    a member removed, the folder moved out of the shared one while they came?) or the file `file_id` in it, they
+    fit (a chunked body declared no length), and the API token is still live (revoked meanwhile?)."""
 
     def admit(s, folder_id: str, growth: int) -> None:
         require_reach(s, call.services.drives, call.grant.user_id, call.share, drive_id, folder_id, file_id)
-        call.services.drives.quota(s, drive_id).check(growth)
+        if growth > 0:  # a write that adds no bytes always fits: no turn to take, no sum of the drive's files to read
+            call.services.drives.quota(s, drive_id).check(growth)
         with Statements.in_session(s) as t:  # the last lock taken: see Tokens.require_live
             call.services.tokens.require_live(t, call.grant)
 
