@@ -658,6 +658,36 @@ def test_a_piece_kept_after_the_merge_is_409_and_the_retry_commits(locked, servi
     assert stored_blobs(services) == file_blobs(services, locked)
 
 
+# -- a deleted file's sessions ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["DeleteFile", "Graph item", "Graph folder"])
+def test_a_deleted_files_sessions_end_with_it(services, settings, make_file, client_for, graph, how):
+    """Nothing can commit a deleted file's sessions: they no longer count towards the user's limits, and their
+    pieces go with the file's content, not at the sweep 30 minutes later."""
+    other = client_for(make_file(name="Other.docx"))
+    baseline = stored_blobs(services)
+    doomed = client_for(services.add_file("alice", "Doomed.docx", io.BytesIO(b"doomed"), folder=["top"]))
+    limit = settings.max_upload_sessions_per_user
+    services.sessions.max_bytes_per_user = limit * len(HELLO_WORLD)  # both limits reached
+    for _ in range(limit):
+        assert update_session(doomed, create_session(doomed), 0, HELLO_WORLD).status_int == 200
+    assert other.op("CREATE_UPLOAD_SESSION").status_int == 429
+    if how == "DeleteFile":
+        assert doomed.op("DELETE").status_int == 200
+    elif how == "Graph item":
+        assert graph.delete(f"me/drive/items/{doomed.file_id}").status_int == 204
+    else:
+        assert graph.delete("me/drive/root:/top:").status_int == 204
+    assert stored_blobs(services) == baseline  # no piece left behind
+    token = create_session(other)
+    assert update_session(other, token, 0, HELLO_WORLD).status_int == 200
+    assert [session.token for session in services.sessions.list()] == [token]
+    other.lock("L")
+    main, _ = full_file(b"hello")
+    assert put_chunked(other, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
+
+
 # -- sweeping -----------------------------------------------------------------------------
 
 

@@ -114,6 +114,28 @@ def _state_query(of_file: bool) -> sa.Select:
 _STATES = {True: _state_query(True), False: _state_query(False)}
 
 
+def delete_in(session: Session, token: str) -> list[str]:
+    """Delete the session `token` inside a transaction; returns its piece blobs, to release once committed."""
+    blobs = list(session.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token)))
+    session.execute(sa.delete(SessionChunk).where(SessionChunk.token == token))
+    session.execute(sa.delete(UploadPiece).where(UploadPiece.token == token))
+    session.execute(sa.delete(UploadSession).where(UploadSession.token == token))
+    return blobs
+
+
+def end_with_file(session: Session, file_id: str) -> list[str]:
+    """Delete the CSPP sessions of a file deleted in this transaction; returns their piece blobs, to release once
+    committed, as the sweep releases an expired session's. Nothing could commit them any more, and left to expire
+    they would count towards their users' limits (and hold their bytes) for up to 30 minutes.
+
+    Row-locked, in token order as the sweep takes them: a piece being kept meanwhile is either in the rows read
+    here (its compare-and-set came first) or is refused (404) and its blob discarded by its own request. A
+    Graph session is left alone: its file_id is a file it would replace or has become, which it answers for."""
+    query = sa.select(UploadSession.token).where(UploadSession.file_id == file_id, UploadSession.kind == "cspp")
+    tokens = list(session.scalars(locking(session, query.order_by(UploadSession.token))))
+    return [blob for token in tokens for blob in delete_in(session, token)]
+
+
 class UploadSessions:
     def __init__(
         self,
@@ -429,11 +451,7 @@ class UploadSessions:
 
     def delete_in(self, session: Session, token: str) -> list[str]:
         """Delete the session inside a transaction; returns its piece blobs, to delete once committed."""
-        blobs = list(session.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token)))
-        session.execute(sa.delete(SessionChunk).where(SessionChunk.token == token))
-        session.execute(sa.delete(UploadPiece).where(UploadPiece.token == token))
-        session.execute(sa.delete(UploadSession).where(UploadSession.token == token))
-        return blobs
+        return delete_in(session, token)
 
     def sweep(self, now: datetime | None = None) -> int:
         """Delete expired sessions and their pieces; returns how many sessions went."""
