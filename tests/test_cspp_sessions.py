@@ -326,6 +326,53 @@ def test_failed_commit_slides_the_session_expiry(locked, clock):
     assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
 
 
+@pytest.mark.parametrize("meanwhile", ["a save", "another lock"])
+def test_a_commit_refused_by_its_transaction_slides_the_session_expiry(locked, services, clock, monkeypatch, meanwhile):
+    """The file changes between the commit's first read, which passes, and its transaction, which refuses it (412
+    for a save meanwhile, 409 for another lock): the session stays for the retry, and its 30 minutes restart as
+    after a commit refused at its first read."""
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    real = chunkindex.session_chunks
+
+    def then_the_file_changes(*args):
+        if meanwhile == "a save":
+            assert locked.put_file(b"saved meanwhile", lock="L").status_int == 200
+        else:
+            assert locked.op("UNLOCK", X_WOPI_Lock="L").status_int == 200
+            assert locked.lock("M").status_int == 200
+        return real(*args)
+
+    monkeypatch.setattr(chunkindex, "session_chunks", then_the_file_changes)
+    main, _ = full_file(b"hello")
+    clock.advance(minutes=25)
+    refused = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    assert refused.status_int == (412 if meanwhile == "a save" else 409)
+    monkeypatch.undo()
+    clock.advance(minutes=25)  # 50 minutes after the last update, 25 after the refused commit
+    lock = "L" if meanwhile == "a save" else "M"
+    locked.lock(lock)  # the WOPI lock has its own 30 minutes; an editor keeps refreshing it
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock=lock).status_int == 200
+    assert locked.get_file().body == b"hello"
+
+
+@pytest.mark.parametrize("refusal", ["commit of a missing chunk", "update at a wrong offset", "update past the limit"])
+def test_every_request_refused_with_a_live_session_slides_its_expiry(locked, settings, clock, refusal):
+    """The client that got the 400 or 413 is at work with the session (it resynchronises, sends the chunk that
+    was missing): the session's 30 minutes restart whatever the answer, not only after a piece kept."""
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    end = len(chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello")]))
+    clock.advance(minutes=25)
+    if refusal == "commit of a missing chunk":
+        main, _ = full_file(b"hello", b"world")
+        assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 400
+    elif refusal == "update at a wrong offset":
+        assert update_session(locked, token, 0, b"x").status_int == 400
+    else:
+        assert update_session(locked, token, end, b"x" * settings.max_upload_session_size).status_int == 413
+    clock.advance(minutes=25)  # 50 minutes after the last piece kept, 25 after the refused request
+    assert update_session(locked, token, end, b"").status_int == 200
+
+
 def test_expired_session_at_commit_is_410(locked, clock):
     token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
     clock.advance(minutes=31)

@@ -12,8 +12,8 @@ towards the same per-user limits and expire and are swept alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import nullcontext, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime, timedelta
 from typing import Protocol, cast
 
@@ -24,6 +24,7 @@ from .clock import Clock
 from .db import Database
 from .errors import WopiError, bad_request, not_found
 from .extents import MAX_BLOBS, Extent, Extents
+from .faults import InsufficientStorage, Unavailable
 from .ids import is_id, new_id
 from .models import File, SessionChunk, UploadPiece, UploadSession
 from .repository import lock_user, locking
@@ -438,8 +439,26 @@ class UploadSessions:
         for extent in pieces if kept else ():
             self.blobs.release(extent.blob)
 
+    @contextmanager
+    def used(self, token: str | None, file_id: str) -> Iterator[None]:
+        """A request that uses the CSPP session `token` (an UpdateUploadSession, a commit): the session's expiry
+        slides whatever the request answers, as the client has just shown that it is at work with it. A piece
+        kept slides it in its compare-and-set and a commit deletes it; a request refused by the domain (a wrong
+        offset, a limit, a lock or sequence number that changed, before or during the commit's transaction)
+        slides it here, in a transaction of its own, as its own was rolled back. Not for a session that is not
+        live (410) or whose file is gone (404), nor after a failure of the host (5xx), where the slide's own
+        write would most likely fail too."""
+        try:
+            yield
+        except WopiError as error:
+            if token and error.status not in (404, 410) and error.status < 500:
+                with suppress(InsufficientStorage, Unavailable):  # the request's own answer stands
+                    self.touch(token, file_id)
+            raise
+
     def touch(self, token: str, file_id: str | None) -> None:
-        """Slide the expiry of a live session (a failed commit keeps the session for the retry)."""
+        """Slide the expiry of a live session (one a refused request used, see `used`; a failed Graph completion
+        keeps the session for the retry)."""
         if not is_id(token):
             return  # names no session: nothing to slide, and the caller's own error stands
         with self.db.write() as s:
