@@ -326,6 +326,53 @@ def test_failed_commit_slides_the_session_expiry(locked, clock):
     assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
 
 
+@pytest.mark.parametrize("meanwhile", ["a save", "another lock"])
+def test_a_commit_refused_by_its_transaction_slides_the_session_expiry(locked, services, clock, monkeypatch, meanwhile):
+    """The file changes between the commit's first read, which passes, and its transaction, which refuses it (412
+    for a save meanwhile, 409 for another lock): the session stays for the retry, and its 30 minutes restart as
+    after a commit refused at its first read."""
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    real = chunkindex.session_chunks
+
+    def then_the_file_changes(*args):
+        if meanwhile == "a save":
+            assert locked.put_file(b"saved meanwhile", lock="L").status_int == 200
+        else:
+            assert locked.op("UNLOCK", X_WOPI_Lock="L").status_int == 200
+            assert locked.lock("M").status_int == 200
+        return real(*args)
+
+    monkeypatch.setattr(chunkindex, "session_chunks", then_the_file_changes)
+    main, _ = full_file(b"hello")
+    clock.advance(minutes=25)
+    refused = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    assert refused.status_int == (412 if meanwhile == "a save" else 409)
+    monkeypatch.undo()
+    clock.advance(minutes=25)  # 50 minutes after the last update, 25 after the refused commit
+    lock = "L" if meanwhile == "a save" else "M"
+    locked.lock(lock)  # the WOPI lock has its own 30 minutes; an editor keeps refreshing it
+    assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock=lock).status_int == 200
+    assert locked.get_file().body == b"hello"
+
+
+@pytest.mark.parametrize("refusal", ["commit of a missing chunk", "update at a wrong offset", "update past the limit"])
+def test_every_request_refused_with_a_live_session_slides_its_expiry(locked, settings, clock, refusal):
+    """The client that got the 400 or 413 is at work with the session (it resynchronises, sends the chunk that
+    was missing): the session's 30 minutes restart whatever the answer, not only after a piece kept."""
+    token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
+    end = len(chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello")]))
+    clock.advance(minutes=25)
+    if refusal == "commit of a missing chunk":
+        main, _ = full_file(b"hello", b"world")
+        assert put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 400
+    elif refusal == "update at a wrong offset":
+        assert update_session(locked, token, 0, b"x").status_int == 400
+    else:
+        assert update_session(locked, token, end, b"x" * settings.max_upload_session_size).status_int == 413
+    clock.advance(minutes=25)  # 50 minutes after the last piece kept, 25 after the refused request
+    assert update_session(locked, token, end, b"").status_int == 200
+
+
 def test_expired_session_at_commit_is_410(locked, clock):
     token = upload(locked, [("yuaC02qCaDdD4BrH0R6UXA==", b"hello")])
     clock.advance(minutes=31)
@@ -656,6 +703,36 @@ def test_a_piece_kept_after_the_merge_is_409_and_the_retry_commits(locked, servi
     assert put_chunked(locked, {"MainContent": three}, session=token, X_WOPI_Lock="L").status_int == 200
     assert locked.get_file().body == b"helloworldagain"
     assert stored_blobs(services) == file_blobs(services, locked)
+
+
+# -- a deleted file's sessions ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["DeleteFile", "Graph item", "Graph folder"])
+def test_a_deleted_files_sessions_end_with_it(services, settings, make_file, client_for, graph, how):
+    """Nothing can commit a deleted file's sessions: they no longer count towards the user's limits, and their
+    pieces go with the file's content, not at the sweep 30 minutes later."""
+    other = client_for(make_file(name="Other.docx"))
+    baseline = stored_blobs(services)
+    doomed = client_for(services.add_file("alice", "Doomed.docx", io.BytesIO(b"doomed"), folder=["top"]))
+    limit = settings.max_upload_sessions_per_user
+    services.sessions.max_bytes_per_user = limit * len(HELLO_WORLD)  # both limits reached
+    for _ in range(limit):
+        assert update_session(doomed, create_session(doomed), 0, HELLO_WORLD).status_int == 200
+    assert other.op("CREATE_UPLOAD_SESSION").status_int == 429
+    if how == "DeleteFile":
+        assert doomed.op("DELETE").status_int == 200
+    elif how == "Graph item":
+        assert graph.delete(f"me/drive/items/{doomed.file_id}").status_int == 204
+    else:
+        assert graph.delete("me/drive/root:/top:").status_int == 204
+    assert stored_blobs(services) == baseline  # no piece left behind
+    token = create_session(other)
+    assert update_session(other, token, 0, HELLO_WORLD).status_int == 200
+    assert [session.token for session in services.sessions.list()] == [token]
+    other.lock("L")
+    main, _ = full_file(b"hello")
+    assert put_chunked(other, {"MainContent": main}, session=token, X_WOPI_Lock="L").status_int == 200
 
 
 # -- sweeping -----------------------------------------------------------------------------

@@ -465,7 +465,8 @@ class ChunkedFiles:
         def observe(s: Session, state: Any) -> chunkindex.PieceIndexer | None:
             return chunkindex.indexer_for(s, self.blobs, state, limit)
 
-        return self.sessions.append(token, file_id, offset, length, body, observe=observe)
+        with self.sessions.used(token, file_id):
+            return self.sessions.append(token, file_id, offset, length, body, observe=observe)
 
     def put_chunked_file(
         self,
@@ -494,16 +495,13 @@ class ChunkedFiles:
                 inline = chunkindex.decode_body(opened, Extents([Extent(spool.name, 0, spool.size)]), limit)
                 request = PutRequest.parse(inline.message)
                 token = request.session_token
+                # from here the request uses the session: refused, the session stays for the client's retry
+                held.enter_context(self.sessions.used(token, file_id))
                 session_stream = Extents()
-                try:
-                    with self.db.read() as s:
-                        self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
-                        if token:
-                            index, session_stream = self._session(s, token, file_id)
-                except WopiError as exc:
-                    if token and exc.status != 410:
-                        self.sessions.touch(token, file_id)  # the session stays for the client's retry
-                    raise
+                with self.db.read() as s:
+                    self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
+                    if token:
+                        index, session_stream = self._session(s, token, file_id)
                 if token and len(session_stream) > MAX_BLOBS:
                     # Each piece is opened below, a descriptor each: thousands would take the worker past its limit.
                     self.sessions.merge_pieces(token)

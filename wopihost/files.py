@@ -29,6 +29,7 @@ from .models import Activity, CoauthLock, ContentProperty, File, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
 from .prepared import Statements
 from .repository import drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken
+from .sessions import end_with_file
 from .snapshots import FileView
 from .storage import Blob, Opened, Readable, Storage, TooLarge, discard
 
@@ -402,10 +403,10 @@ class Files:
         require_write_access(s, file, self.clock.now(), None, unlocked_ok=True)
 
     def delete_in(self, s: Session, file: File) -> set[str]:
-        """Delete a file inside a transaction (409 while it is locked); returns its blobs, to delete once
-        committed."""
+        """Delete a file inside a transaction (409 while it is locked), and its CSPP upload sessions with it;
+        returns its blobs and theirs, to delete once committed."""
         self.check_writable(s, file)
-        unused = {*file.content.blobs, *drop_alternate_streams(s, file.id)}
+        unused = {*file.content.blobs, *drop_alternate_streams(s, file.id), *end_with_file(s, file.id)}
         for table in (Lock, ContentProperty, Activity):  # rows the cascade would remove, expired ones too
             s.execute(sa.delete(table).where(table.file_id == file.id))
         s.delete(file)

@@ -12,8 +12,8 @@ towards the same per-user limits and expire and are swept alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import nullcontext, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime, timedelta
 from typing import Protocol, cast
 
@@ -24,6 +24,7 @@ from .clock import Clock
 from .db import Database
 from .errors import WopiError, bad_request, not_found
 from .extents import MAX_BLOBS, Extent, Extents
+from .faults import InsufficientStorage, Unavailable
 from .ids import is_id, new_id
 from .models import File, SessionChunk, UploadPiece, UploadSession
 from .repository import lock_user, locking
@@ -112,6 +113,28 @@ def _state_query(of_file: bool) -> sa.Select:
 
 
 _STATES = {True: _state_query(True), False: _state_query(False)}
+
+
+def delete_in(session: Session, token: str) -> list[str]:
+    """Delete the session `token` inside a transaction; returns its piece blobs, to release once committed."""
+    blobs = list(session.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token)))
+    session.execute(sa.delete(SessionChunk).where(SessionChunk.token == token))
+    session.execute(sa.delete(UploadPiece).where(UploadPiece.token == token))
+    session.execute(sa.delete(UploadSession).where(UploadSession.token == token))
+    return blobs
+
+
+def end_with_file(session: Session, file_id: str) -> list[str]:
+    """Delete the CSPP sessions of a file deleted in this transaction; returns their piece blobs, to release once
+    committed, as the sweep releases an expired session's. Nothing could commit them any more, and left to expire
+    they would count towards their users' limits (and hold their bytes) for up to 30 minutes.
+
+    Row-locked, in token order as the sweep takes them: a piece being kept meanwhile is either in the rows read
+    here (its compare-and-set came first) or is refused (404) and its blob discarded by its own request. A
+    Graph session is left alone: its file_id is a file it would replace or has become, which it answers for."""
+    query = sa.select(UploadSession.token).where(UploadSession.file_id == file_id, UploadSession.kind == "cspp")
+    tokens = list(session.scalars(locking(session, query.order_by(UploadSession.token))))
+    return [blob for token in tokens for blob in delete_in(session, token)]
 
 
 class UploadSessions:
@@ -416,8 +439,26 @@ class UploadSessions:
         for extent in pieces if kept else ():
             self.blobs.release(extent.blob)
 
+    @contextmanager
+    def used(self, token: str | None, file_id: str) -> Iterator[None]:
+        """A request that uses the CSPP session `token` (an UpdateUploadSession, a commit): the session's expiry
+        slides whatever the request answers, as the client has just shown that it is at work with it. A piece
+        kept slides it in its compare-and-set and a commit deletes it; a request refused by the domain (a wrong
+        offset, a limit, a lock or sequence number that changed, before or during the commit's transaction)
+        slides it here, in a transaction of its own, as its own was rolled back. Not for a session that is not
+        live (410) or whose file is gone (404), nor after a failure of the host (5xx), where the slide's own
+        write would most likely fail too."""
+        try:
+            yield
+        except WopiError as error:
+            if token and error.status not in (404, 410) and error.status < 500:
+                with suppress(InsufficientStorage, Unavailable):  # the request's own answer stands
+                    self.touch(token, file_id)
+            raise
+
     def touch(self, token: str, file_id: str | None) -> None:
-        """Slide the expiry of a live session (a failed commit keeps the session for the retry)."""
+        """Slide the expiry of a live session (one a refused request used, see `used`; a failed Graph completion
+        keeps the session for the retry)."""
         if not is_id(token):
             return  # names no session: nothing to slide, and the caller's own error stands
         with self.db.write() as s:
@@ -429,11 +470,7 @@ class UploadSessions:
 
     def delete_in(self, session: Session, token: str) -> list[str]:
         """Delete the session inside a transaction; returns its piece blobs, to delete once committed."""
-        blobs = list(session.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token)))
-        session.execute(sa.delete(SessionChunk).where(SessionChunk.token == token))
-        session.execute(sa.delete(UploadPiece).where(UploadPiece.token == token))
-        session.execute(sa.delete(UploadSession).where(UploadSession.token == token))
-        return blobs
+        return delete_in(session, token)
 
     def sweep(self, now: datetime | None = None) -> int:
         """Delete expired sessions and their pieces; returns how many sessions went."""
