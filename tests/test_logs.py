@@ -66,6 +66,8 @@ def test_every_token_we_issue_is_redacted_by_its_shape(clock):
         contexts = (token, f"/wopi/files/x/{token}", f'"{token}"', f"the token {token.upper()}.")
         # right after an escape whose last characters are letters of a token's alphabet
         escaped = (f"u=https%3a%2f%2fh%2fx%2f{token}", f"q=%22{token}%22", f"x%3faccess_token%253d{token}")
+        # ... or after a percent sign that starts no escape, which gunicorn leaves in the path it decodes
+        escaped += (f"/wopi/files/x/%zz{token}", f"/x/%g{token}", f"/x/%2z{token}", f"/x/%z2{token}")
         for text in (*contexts, *escaped, f"\\u0022{token}\\u0022"):
             assert redact(text) == text.replace(token, REDACTED).replace(token.upper(), REDACTED), text
 

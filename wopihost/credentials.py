@@ -32,8 +32,13 @@ def _base32_token(letters: str, first: str) -> str:
     those letters is taken whole (never started inside: no backtracking into it), and its first 104 characters
     must have that shape, which few words or names of that length have (1 in 550 of random letters). A run may
     also start right after a percent or \\u escape, whose last characters may be letters of the alphabet
-    (`%2f<token>`, `%253d<token>`, `\\u0022<token>`)."""
-    after_escape = r"(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4})"
+    (`%2f<token>`, `%253d<token>`, `\\u0022<token>`), or after a percent sign and the one or two characters a
+    client wrote for an escape that is none, which gunicorn and Werkzeug leave as it came (`%zz<token>`,
+    `%g<token>`: never inside a valid escape, which would start the token a character early)."""
+    after_escape = (
+        r"(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4})"
+        r"|(?<=%[^0-9A-Fa-f])|(?<=%[0-9A-Fa-f])(?![0-9A-Fa-f])|(?<=%[^0-9A-Fa-f].)|(?<=%.[^0-9A-Fa-f])"
+    )
     # (the look-ahead first: at most positions it fails at once, where the look-behinds cost each a try)
     return rf"(?=[{letters}]{{104}})(?:(?<![{letters}])|{after_escape})(?:[{first}][{letters}]{{7}}){{13}}[{letters}]*+"
 

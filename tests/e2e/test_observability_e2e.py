@@ -243,6 +243,7 @@ def test_json_logs_under_the_deployed_configuration(tmp_path, database):
             f"GET {path}?access_token={token} HTTP/9.9",
             f"GET {path} ?access_token={token} HTTP/1.1",
             f"GET {path}/{token} HTTP/1.1",
+            f"GET {path}/%zz{token} HTTP/1.1",  # after an escape that is none, which gunicorn leaves as it came
         ):
             raw(server, f"{line}\r\nHost: x\r\n\r\n")
         (workers_dir,) = temp.iterdir()  # the workers' metrics, in a directory of this start's own
