@@ -54,8 +54,16 @@ _SHAPES = (
     r"|(?P<ticket>\b\w++\.\w++\.(?:[rw]\.)?\d++\.[\w-]{43,}+)"
 )
 
+
+def _escapable(name: str) -> str:
+    """`name` as a query string may write it: any of its characters percent-escaped, which Werkzeug reads as the
+    character (`access%5Ftoken=` is `access_token=`, and the token in it works)."""
+    return "".join(f"(?:{re.escape(char)}|%{ord(char):02x})" for char in name)
+
+
 CREDENTIALS = re.compile(
-    r"access_token(?:%3d|=)(?P<access_token>[^&\s'\"\\]*)"  # a query parameter, raw or percent-encoded
+    # a query parameter, raw or percent-encoded, its name too
+    rf"{_escapable('access_token')}(?:%3d|=)(?P<access_token>[^&\s'\"\\]*)"
     r"|\"access_token\"\s*:\s*\"(?P<access_token_json>[^\"\\]*)"  # ... or a JSON field
     # a presigned S3 URL fetches the object without the host until it expires: its SigV4 signature, the access
     # key it names, a temporary key's session token
