@@ -56,9 +56,13 @@ _SHAPES = (
 
 
 def _escapable(name: str) -> str:
-    """`name` as a query string may write it: any of its characters percent-escaped, which Werkzeug reads as the
-    character (`access%5Ftoken=` is `access_token=`, and the token in it works)."""
-    return "".join(f"(?:{re.escape(char)}|%{ord(char):02x})" for char in name)
+    """`name` as a URL may write it: any of its characters percent-escaped, which gunicorn and Werkzeug read as the
+    character (`access%5Ftoken=` is `access_token=`, `/%73%2F<id>` is `/s/<id>`, and the credential in it works).
+    A slash may also be JSON's `\\/`."""
+    return "".join(_ESCAPED_SLASH if char == "/" else f"(?:{re.escape(char)}|%{ord(char):02x})" for char in name)
+
+
+_ESCAPED_SLASH = r"(?:/|\\/|%2f)"  # (a slash first: what sre finds fastest)
 
 
 CREDENTIALS = re.compile(
@@ -73,12 +77,12 @@ CREDENTIALS = re.compile(
     r"|\"UploadSessionToken(?:ToCommit)?\"\s*:\s*\"(?P<session_token>[^\"\\]*)"  # CSPP Plus, in JSON
     # the credential in the path of a Graph upload or download URL, a FileUrl, a Graph copy's monitor URL, a share
     # link, a Graph share id, a launch link of the host page (one alternative behind their common start: it is
-    # tried at every position)
-    rf"|{_SLASH}(?:uploadSessions{_SLASH}(?P<upload_session>{_VALUE})"
-    rf"|downloads?{_SLASH}(?P<download>{_VALUE})"
-    rf"|monitor{_SLASH}(?P<monitor>{_VALUE})"
-    rf"|(?:s|shares){_SLASH}(?P<share>{_VALUE})"
-    rf"|host{_SLASH}(?:{'|'.join(LAUNCH_ACTIONS)}){_SLASH}(?P<launch>{_VALUE}))"
+    # tried at every position), their segments' names and slashes escaped or not
+    rf"|{_ESCAPED_SLASH}(?:{_escapable('uploadSessions/')}(?P<upload_session>{_VALUE})"
+    rf"|{_escapable('download')}(?:s|%73)?{_ESCAPED_SLASH}(?P<download>{_VALUE})"
+    rf"|{_escapable('monitor/')}(?P<monitor>{_VALUE})"
+    rf"|(?:{_escapable('s')}|{_escapable('shares')}){_ESCAPED_SLASH}(?P<share>{_VALUE})"
+    rf"|{_escapable('host/')}(?:{'|'.join(map(_escapable, LAUNCH_ACTIONS))}){_ESCAPED_SLASH}(?P<launch>{_VALUE}))"
     rf"|{_SHAPES}",
     re.IGNORECASE,
 )
