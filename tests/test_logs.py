@@ -28,13 +28,16 @@ TOKEN_LINES = [
     f"the token {TOKEN.upper()} in upper case",
     f"a token in the path /wopi/files/x/{TOKEN}",
     f"access_token={TOKEN[:20]}",  # a short or truncated token is still a parameter value
+    # the name and the value percent-escaped, which Werkzeug reads all the same: no token's shape is left to see
+    f"Invalid HTTP Version: '?access%5Ftoken=%{ord(TOKEN[0]):02x}{TOKEN[1:]} HTTP/1.1'",
+    "/wopi/files/x?%61ccess%5ftoken=" + "".join(f"%{ord(char):02X}" for char in TOKEN),
 ]
 
 
 @pytest.mark.parametrize("line", TOKEN_LINES)
 def test_credentials_are_redacted(line):
     redacted = redact(line)
-    assert TOKEN[:20].lower() not in redacted.lower()
+    assert TOKEN[:20].lower() not in redacted.lower() and TOKEN[1:20] not in redacted
     assert REDACTED in redacted
 
 
@@ -66,6 +69,8 @@ def test_every_token_we_issue_is_redacted_by_its_shape(clock):
         contexts = (token, f"/wopi/files/x/{token}", f'"{token}"', f"the token {token.upper()}.")
         # right after an escape whose last characters are letters of a token's alphabet
         escaped = (f"u=https%3a%2f%2fh%2fx%2f{token}", f"q=%22{token}%22", f"x%3faccess_token%253d{token}")
+        # ... or after a percent sign that starts no escape, which gunicorn leaves in the path it decodes
+        escaped += (f"/wopi/files/x/%zz{token}", f"/x/%g{token}", f"/x/%2z{token}", f"/x/%z2{token}")
         for text in (*contexts, *escaped, f"\\u0022{token}\\u0022"):
             assert redact(text) == text.replace(token, REDACTED).replace(token.upper(), REDACTED), text
 
@@ -96,6 +101,12 @@ CREDENTIAL_URL_LINES = [
     "https://s3.example.test/b/k?X-Amz-Credential=ZLLSZyyckVxSgzA9g8FxcA%2F20261206%2Fus-east-1%2Fs3%2Faws4_request",
     "https://s3.example.test/b/k?x-amz-security-token=ZLLSZyyckVxSgzA9g8FxcA",
     "https%3A%2F%2Fs3.example.test%2Fb%2Fk%3FX-Amz-Signature%3DZLLSZyyckVxSgzA9g8FxcA",  # in another URL's query
+    # a segment's name or slash percent-escaped, as a request line (%(r)s) holds it: gunicorn and Werkzeug read it,
+    # and route it, as the segment
+    '127.0.0.1 "GET /%73/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6',
+    '127.0.0.1 "PUT /v1.0/%75ploadSessions%2FZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 202 90',
+    '127.0.0.1 "GET /v1.0/downloads%2fZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6',
+    '127.0.0.1 "GET /host/%65dit/ZLLSZyyckVxSgzA9g8FxcA HTTP/1.1" 200 6',
 ]
 
 
@@ -235,6 +246,19 @@ def test_a_path_cannot_forge_a_line_of_an_access_log_in_another_format(tmp_path)
 def test_another_access_log_format_is_gunicorns_and_still_redacted(tmp_path):
     line = _access_lines(tmp_path, "%(r)s %(s)s", "/wopi/files/x", True)
     assert line.startswith("POST /wopi/files/x?access_token=[redacted] HTTP/1.1 200")
+
+
+def test_another_access_log_format_redacts_a_request_line_as_the_client_escaped_it(tmp_path):
+    # gunicorn decodes the path (PATH_INFO: /s/<id>, whose credential the access log finds) but %(r)s and %(q)s
+    # quote it as it came, and Werkzeug reads the escaped name of the parameter as access_token
+    escaped = "".join(f"%{ord(char):02x}" for char in TOKEN)
+    raw = {
+        "RAW_URI": f"/%73%2FZLLSZyyckVxSgzA9g8FxcA?access%5Ftoken={escaped}",
+        "QUERY_STRING": f"access%5Ftoken={escaped}",
+    }
+    line = _access_lines(tmp_path, "%(r)s %(q)s %(U)s", "/s/ZLLSZyyckVxSgzA9g8FxcA", True, raw)
+    assert "ZLLSZ" not in line and escaped[:12] not in line
+    assert line == "POST /%73%2F[redacted]?access%5Ftoken=[redacted] HTTP/1.1 access%5Ftoken=[redacted] /s/[redacted]\n"
 
 
 def test_a_launch_link_is_redacted_by_its_shape(wopi):

@@ -32,8 +32,13 @@ def _base32_token(letters: str, first: str) -> str:
     those letters is taken whole (never started inside: no backtracking into it), and its first 104 characters
     must have that shape, which few words or names of that length have (1 in 550 of random letters). A run may
     also start right after a percent or \\u escape, whose last characters may be letters of the alphabet
-    (`%2f<token>`, `%253d<token>`, `\\u0022<token>`)."""
-    after_escape = r"(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4})"
+    (`%2f<token>`, `%253d<token>`, `\\u0022<token>`), or after a percent sign and the one or two characters a
+    client wrote for an escape that is none, which gunicorn and Werkzeug leave as it came (`%zz<token>`,
+    `%g<token>`: never inside a valid escape, which would start the token a character early)."""
+    after_escape = (
+        r"(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4})"
+        r"|(?<=%[^0-9A-Fa-f])|(?<=%[0-9A-Fa-f])(?![0-9A-Fa-f])|(?<=%[^0-9A-Fa-f].)|(?<=%.[^0-9A-Fa-f])"
+    )
     # (the look-ahead first: at most positions it fails at once, where the look-behinds cost each a try)
     return rf"(?=[{letters}]{{104}})(?:(?<![{letters}])|{after_escape})(?:[{first}][{letters}]{{7}}){{13}}[{letters}]*+"
 
@@ -49,8 +54,20 @@ _SHAPES = (
     r"|(?P<ticket>\b\w++\.\w++\.(?:[rw]\.)?\d++\.[\w-]{43,}+)"
 )
 
+
+def _escapable(name: str) -> str:
+    """`name` as a URL may write it: any of its characters percent-escaped, which gunicorn and Werkzeug read as the
+    character (`access%5Ftoken=` is `access_token=`, `/%73%2F<id>` is `/s/<id>`, and the credential in it works).
+    A slash may also be JSON's `\\/`."""
+    return "".join(_ESCAPED_SLASH if char == "/" else f"(?:{re.escape(char)}|%{ord(char):02x})" for char in name)
+
+
+_ESCAPED_SLASH = r"(?:/|\\/|%2f)"  # (a slash first: what sre finds fastest)
+
+
 CREDENTIALS = re.compile(
-    r"access_token(?:%3d|=)(?P<access_token>[^&\s'\"\\]*)"  # a query parameter, raw or percent-encoded
+    # a query parameter, raw or percent-encoded, its name too
+    rf"{_escapable('access_token')}(?:%3d|=)(?P<access_token>[^&\s'\"\\]*)"
     r"|\"access_token\"\s*:\s*\"(?P<access_token_json>[^\"\\]*)"  # ... or a JSON field
     # a presigned S3 URL fetches the object without the host until it expires: its SigV4 signature, the access
     # key it names, a temporary key's session token
@@ -60,12 +77,12 @@ CREDENTIALS = re.compile(
     r"|\"UploadSessionToken(?:ToCommit)?\"\s*:\s*\"(?P<session_token>[^\"\\]*)"  # CSPP Plus, in JSON
     # the credential in the path of a Graph upload or download URL, a FileUrl, a Graph copy's monitor URL, a share
     # link, a Graph share id, a launch link of the host page (one alternative behind their common start: it is
-    # tried at every position)
-    rf"|{_SLASH}(?:uploadSessions{_SLASH}(?P<upload_session>{_VALUE})"
-    rf"|downloads?{_SLASH}(?P<download>{_VALUE})"
-    rf"|monitor{_SLASH}(?P<monitor>{_VALUE})"
-    rf"|(?:s|shares){_SLASH}(?P<share>{_VALUE})"
-    rf"|host{_SLASH}(?:{'|'.join(LAUNCH_ACTIONS)}){_SLASH}(?P<launch>{_VALUE}))"
+    # tried at every position), their segments' names and slashes escaped or not
+    rf"|{_ESCAPED_SLASH}(?:{_escapable('uploadSessions/')}(?P<upload_session>{_VALUE})"
+    rf"|{_escapable('download')}(?:s|%73)?{_ESCAPED_SLASH}(?P<download>{_VALUE})"
+    rf"|{_escapable('monitor/')}(?P<monitor>{_VALUE})"
+    rf"|(?:{_escapable('s')}|{_escapable('shares')}){_ESCAPED_SLASH}(?P<share>{_VALUE})"
+    rf"|{_escapable('host/')}(?:{'|'.join(map(_escapable, LAUNCH_ACTIONS))}){_ESCAPED_SLASH}(?P<launch>{_VALUE}))"
     rf"|{_SHAPES}",
     re.IGNORECASE,
 )

@@ -31,6 +31,9 @@ REDACTED = "[redacted]"
 # What the application says about a request, in its WSGI environ, for the access line (metrics.Observer)
 OPERATION = "wopihost.operation"
 FILE_ID = "wopihost.file_id"
+# A file id longer than any of ours is the client's invention: cut short, once redacted (a token cut short would
+# no longer have a token's shape, and keep most of its text)
+LONGEST_FILE_ID = 100
 # %(U)s is the path without the query string: the access token travels in the query
 # string and must never reach a log (the filter below redacts what slips through anyway).
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms override=%({x-wopi-override}i)s'
@@ -205,7 +208,7 @@ class GunicornLogger(Logger):
                 "path": path,
                 "protocol": environ.get("SERVER_PROTOCOL"),
                 "operation": environ.get(OPERATION),
-                "file_id": redact(file_id) if file_id else None,
+                "file_id": redact(file_id)[:LONGEST_FILE_ID] if file_id else None,
                 "status": _int(status),
                 "duration_ms": round(request_time.total_seconds() * 1000, 3),
                 "bytes_in": int(length) if length.isdigit() else 0,

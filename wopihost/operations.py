@@ -20,7 +20,6 @@ from .wopi import OPERATIONS
 
 UNMATCHED = "unmatched"  # no route: 404, or 405 for a method nothing serves
 UNSUPPORTED = "unsupported"  # a WOPI endpoint, with an override (or none) it does not serve
-LONGEST_ID = 100  # a file id longer than any of ours is the client's invention: cut short in logs
 
 
 def _camel(name: str) -> str:
@@ -33,18 +32,17 @@ _WOPI_FILES = ("file", "contents", "file/ancestry", "file/ecosystem_pointer")
 
 
 def describe(request: Request) -> tuple[str, str | None]:
-    """(operation, file id or None) of a request Flask has routed."""
+    """(operation, file id or None) of a request Flask has routed. The id is as the client wrote it: the access
+    log redacts it, then cuts it short (wopihost/logs.py)."""
     rule = request.url_rule
     if rule is None:
         return UNMATCHED, None
     args, endpoint = request.view_args or {}, rule.endpoint
     if endpoint == "wopi.dispatch":
-        return _wopi(request.environ, args["endpoint"]), (
-            args["item_id"][:LONGEST_ID] if args["endpoint"] in _WOPI_FILES else None
-        )
+        return _wopi(request.environ, args["endpoint"]), (args["item_id"] if args["endpoint"] in _WOPI_FILES else None)
     if endpoint.startswith("graph") and "rest" in args:
         return _graph(request.method, args["rest"])
-    return endpoint, (args.get("file_id") or "")[:LONGEST_ID] or None
+    return endpoint, args.get("file_id") or None
 
 
 def _wopi(environ: dict, endpoint: str) -> str:
@@ -75,4 +73,4 @@ def _graph(method: str, rest: str) -> tuple[str, str | None]:
         ref = parse_item(item)
     except GraphError:
         return f"graph {method} unknown", None
-    return f"graph {method} {ref.action or 'item'}", (ref.item_id or "")[:LONGEST_ID] or None
+    return f"graph {method} {ref.action or 'item'}", ref.item_id or None

@@ -238,11 +238,15 @@ def test_json_logs_under_the_deployed_configuration(tmp_path, database):
         at_once([server.url(file_id, token)] * 10 + [server.url(file_id, token, "/contents")] * 2)
         settled_totals(f"{server.base}/metrics", 10, 2)
         assert requests.get(server.url(file_id, token.upper())).status_code == 401
+        assert requests.get(f"{server.base}/wopi/files/{token}").status_code == 401  # a token for the file id
         path = f"/wopi/files/{file_id}"
+        escaped = "".join(f"%{ord(char):02x}" for char in token)  # Werkzeug reads it as the token
         for line in (
             f"GET {path}?access_token={token} HTTP/9.9",
             f"GET {path} ?access_token={token} HTTP/1.1",
             f"GET {path}/{token} HTTP/1.1",
+            f"GET {path}/%zz{token} HTTP/1.1",  # after an escape that is none, which gunicorn leaves as it came
+            f"GET {path} ?access%5Ftoken={escaped} HTTP/1.1",
         ):
             raw(server, f"{line}\r\nHost: x\r\n\r\n")
         (workers_dir,) = temp.iterdir()  # the workers' metrics, in a directory of this start's own
@@ -253,6 +257,7 @@ def test_json_logs_under_the_deployed_configuration(tmp_path, database):
 
     log = server.log_text()
     assert token not in log and token.upper() not in log and "[redacted]" in log
+    assert token[:64] not in log and escaped[:64] not in log  # nor the token cut short, or escaped
     entries = json_lines(log)
     assert any(e["logger"] == "gunicorn.error" and "Booting worker" in e["message"] for e in entries)
     assert any("Invalid" in e["message"] for e in entries)  # the malformed lines, logged redacted
@@ -271,7 +276,8 @@ def test_json_logs_under_the_deployed_configuration(tmp_path, database):
     gets = [e for e in access if e["operation"] == "GetFile"]
     assert len(gets) == 2 and all(e["bytes_out"] == SIZE for e in gets)
     refused = [e for e in access if e["status"] == 401]
-    assert len(refused) == 1 and refused[0]["operation"] == "CheckFileInfo"
+    assert sorted(e["file_id"] for e in refused) == sorted([file_id, "[redacted]"])  # redacted, then cut short
+    assert all(e["operation"] == "CheckFileInfo" for e in refused)
 
 
 def test_a_given_metrics_directory_is_emptied_at_each_start(tmp_path, database):
