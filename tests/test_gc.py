@@ -249,3 +249,27 @@ def test_a_sweep_that_fails_partway_reports_what_it_deleted(services, stuck, who
         output
     )
     assert "the next" in output and "takes the rest" in output
+
+
+@pytest.mark.local_storage
+def test_a_sweep_that_fails_partway_counts_what_it_deleted_in_the_metrics(app, services, stuck):
+    """The metrics heard only that a sweep failed, and counted none of the blobs it had deleted before: those are
+    gone all the same. A failed sweep sets no time of the last one finished."""
+    metrics = app.extensions["wopihost.metrics"]
+    swept = threading.Event()
+
+    def report(outcome) -> None:
+        metrics.sweep_done(outcome)
+        swept.set()
+
+    sweeper = Sweeper(services, 0.01, report).start()
+    try:
+        assert swept.wait(30)
+    finally:
+        sweeper.stop()
+    deleted = len([name for name in stuck if not services.blobs.exists(name)])
+    sample = metrics.registry.get_sample_value
+    assert 0 < deleted == sample("wopihost_gc_deleted_total", {"kind": "blobs"})
+    assert sample("wopihost_gc_sweeps_total", {"result": "failed"}) >= 1
+    assert sample("wopihost_gc_sweeps_total", {"result": "ok"}) == 0
+    assert sample("wopihost_gc_last_sweep_timestamp_seconds") == 0

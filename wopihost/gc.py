@@ -152,14 +152,14 @@ def referenced_blobs(services: Services) -> set[str]:
 
 class Sweeper:
     """Runs `collect` every `interval` seconds in a daemon thread, each time `leads()` says this process is the
-    one to (a server's workers: leader.Leader); `report` (metrics) hears what each sweep deleted, or None when
-    one failed."""
+    one to (a server's workers: leader.Leader); `report` (metrics) hears how each sweep ended: what it deleted
+    (Collected), or the Interrupted that ended it partway, which says what it had deleted by then."""
 
     def __init__(
         self,
         services: Services,
         interval: float,
-        report: Callable[[Collected | None], None] | None = None,
+        report: Callable[[Collected | Interrupted], None] | None = None,
         leads: Callable[[], bool] = lambda: True,
     ):
         self._services, self._interval, self._report, self._leads = services, interval, report, leads
@@ -180,14 +180,13 @@ class Sweeper:
         while not self._stop.wait(self._interval):
             if not self._leads():
                 continue
-            done = None
+            outcome: Collected | Interrupted
             try:
-                done = collect(self._services)
-                if any(vars(done).values()):
-                    log.info("swept %s", done)
-            except Interrupted as exc:  # a failed sweep must not end the thread; the next one goes on
+                outcome = collect(self._services)
+                if any(vars(outcome).values()):
+                    log.info("swept %s", outcome)
+            except Interrupted as exc:  # collect's every failure: it must not end the thread; the next sweep goes on
+                outcome = exc
                 log.error("%s; the next sweep takes the rest", exc, exc_info=exc)
-            except Exception:
-                log.exception("garbage collection failed")
             if self._report is not None:
-                self._report(done)
+                self._report(outcome)

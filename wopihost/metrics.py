@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .gc import Collected
+from .gc import Collected, Interrupted
 from .logs import FILE_ID, OPERATION
 from .models import CoauthLock, Lock, UploadSession
 from .operations import UNMATCHED, describe
@@ -161,14 +161,19 @@ class Metrics:
             target=_flush_every_second, args=(weakref.ref(self),), name=f"{FLUSHER}-{id(self):x}", daemon=True
         ).start()
 
-    def sweep_done(self, collected: Collected | None) -> None:
-        """gc.Sweeper's report: what one sweep deleted, or None when it failed."""
-        self.sweeps.labels("ok" if collected is not None else "failed").inc()
-        if collected is not None:
-            for kind, count in vars(collected).items():
-                if count:
-                    self.swept.labels(kind).inc(count)
+    def sweep_done(self, outcome: Collected | Interrupted) -> None:
+        """gc.Sweeper's report: what one sweep deleted, or the failure that ended it partway, after deleting what
+        it says (counted too: those blobs are gone all the same)."""
+        if isinstance(outcome, Interrupted):
+            self.sweeps.labels("failed").inc()
+            collected = outcome.done
+        else:
+            self.sweeps.labels("ok").inc()
             self.last_sweep.set(time.time())
+            collected = outcome
+        for kind, count in vars(collected).items():
+            if count:
+                self.swept.labels(kind).inc(count)
 
     def response(self) -> Response:
         """GET /metrics."""
