@@ -21,7 +21,7 @@ from wopihost.body import MAX_JSON
 from wopihost.clock import to_epoch_ms
 from wopihost.discovery import DiscoveryCache
 from wopihost.errors import WopiError
-from wopihost.faults import Unavailable
+from wopihost.faults import RETRY_AFTER, Unavailable
 
 from .helpers import FIXTURES_DIR, WopiClient
 
@@ -302,6 +302,7 @@ def test_a_file_the_client_cannot_open_and_a_host_without_a_client(host_services
         file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
         response = webtest.TestApp(plain).get(launch(services, file), status=503)
         assert "no WOPI client configured" in response.text
+        assert response.headers["Retry-After"] == str(RETRY_AFTER)  # as every 503 of the app
     finally:
         plain.extensions["wopihost"].db.dispose()
 
@@ -312,6 +313,7 @@ def test_an_unreadable_discovery_is_503_not_500(host_services, browser, doc, tmp
     host_services.discovery = DiscoveryCache(str(tmp_path / "broken.xml"), clock=host_services.clock)
     response = browser.get(launch(host_services, doc), status=503)
     assert "discovery could not be read" in response.text
+    assert response.headers["Retry-After"] == str(RETRY_AFTER)  # as every 503 of the app
 
 
 @pytest.mark.parametrize(
@@ -330,6 +332,7 @@ def test_an_action_url_that_is_not_absolute_http_is_503_and_gets_no_token(settin
         file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
         response = webtest.TestApp(app).get(launch(services, file, "edit"), status=503)
         assert "discovery could not be read" in response.text and "access_token" not in response.text
+        assert response.headers["Retry-After"] == str(RETRY_AFTER)
     finally:
         app.extensions["wopihost"].db.dispose()
 
