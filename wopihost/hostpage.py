@@ -122,7 +122,9 @@ def _services() -> Services:
     return current_app.extensions["wopihost"]
 
 
-@blueprint.get("/<action>/<ticket>")
+# No automatic OPTIONS (as Graph's): its 200 came with none of the page's headers, and the page has no CORS to
+# preflight; OPTIONS is a method the page does not take, 405 with Allow, in the page's headers
+@blueprint.get("/<action>/<ticket>", provide_automatic_options=False)
 def page(action: str, ticket: str) -> Response:
     services = _services()
     launch = services.launches.open(action, ticket)
@@ -183,7 +185,7 @@ def page(action: str, ticket: str) -> Response:
     )
 
 
-@blueprint.post("/links")
+@blueprint.post("/links", provide_automatic_options=False)
 def create_link() -> Response:
     """The launch API: `Authorization: Bearer <API token>`, JSON `{"fileId": ..., "action": "view"}`."""
     services = _services()
