@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -176,6 +177,26 @@ def test_the_client_origin_is_spelled_as_a_browser_spells_it(settings, clock, tm
         assert csp["frame-src"] == f"{origin} https:" and csp["img-src"] == origin
     finally:
         app.extensions["wopihost"].db.dispose()
+
+
+def test_a_head_of_a_link_opens_no_session_and_leaves_the_link_to_its_person(host_services, browser, doc, caplog):
+    """A chat client previews a link with HEAD (or GET): a HEAD answered the whole page and logged a host session
+    for the link's user, as if they had opened the file; it must not use up the link either."""
+    link = launch(host_services, doc, "edit", ttl=timedelta(seconds=30))
+    with caplog.at_level(logging.INFO, logger="wopihost.hostpage"):
+        head = browser.head(link)
+        assert head.body == b"" and head.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert (
+            head.headers["Cache-Control"] == "no-cache, no-store" and head.headers["Referrer-Policy"] == "no-referrer"
+        )
+        assert "frame-ancestors 'self'" in head.headers["Content-Security-Policy"]
+        assert "host session" not in caplog.text
+        for _ in range(2):  # the person's browser after the preview, and a reload
+            page = Page(browser.get(link).text)
+            assert page.fields["access_token"] and page.form["action"].startswith(CLIENT)
+    assert caplog.text.count("host page: edit of file") == 2
+    bad = browser.head(link[:-2] + ("AA" if not link.endswith("AA") else "BB"), status=403)
+    assert bad.body == b""  # a HEAD is refused as a GET
 
 
 def test_each_action_opens_its_own_url_and_wd_parameters_pass_through(host_services, browser, doc):

@@ -161,9 +161,13 @@ def page(action: str, ticket: str) -> Response:
         log.warning("host page: the discovery's action URL has no usable origin: %s", exc)
         return _unavailable("WOPI client unavailable", "The WOPI client's discovery could not be read.")
     origin = f"{scheme}://{host}{port}"
-    log.info(
-        "host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id, session_id
-    )
+    # A HEAD (a chat client's link preview) gets what a GET would, headers only, and opens no session: the line a
+    # client's support logs are matched with is written for the page a browser loads. Nothing of the link is used
+    # up either way: it opens as often as needed while it lives (launches.py).
+    if request.method != "HEAD":
+        log.info(
+            "host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id, session_id
+        )
     nonce = secrets.token_urlsafe(16)
     html = render_template_string(
         _PAGE,
