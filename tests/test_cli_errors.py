@@ -140,6 +140,13 @@ def test_proof_keys_required_without_a_discovery_stops_the_command(base_env, arg
     one_line_failure(wopihost(*args, env=env), "Error: WOPIHOST_PROOF_KEYS: require needs", "WOPIHOST_DISCOVERY_URL")
 
 
+@pytest.mark.parametrize("args", [["serve", "--port", "1"], ["doctor", "--timeout", "1"]], ids=" ".join)
+def test_a_host_page_template_without_file_id_stops_the_command(base_env, args):
+    """Every file's HostViewUrl and HostEditUrl would have been the same page."""
+    env = {**base_env, "WOPIHOST_HOST_PAGE_URL": "https://portal.example/open?action={action}"}
+    one_line_failure(wopihost(*args, env=env), "Error: WOPIHOST_HOST_PAGE_URL: no {file_id} in")
+
+
 def test_an_s3_region_botocore_would_refuse_stops_the_command_naming_it(base_env):
     """botocore checks a region's name only when the store's client is built: that was a traceback."""
     env = {

@@ -262,6 +262,23 @@ def test_a_host_page_template_takes_its_two_fields_and_literal_braces(tmp_path):
     assert settings.host_page_url == template
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://portal.example/open?a={action}",
+        "https://portal.example/open",
+        "https://portal.example/open/{{file_id}}",  # a literal brace, no field
+    ],
+)
+def test_a_host_page_template_without_file_id_is_refused(tmp_path, template):
+    """Taken, it made one HostViewUrl and one HostEditUrl for every file: each opened the same page."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_HOST_PAGE_URL": template})
+    assert str(raised.value) == (
+        f"WOPIHOST_HOST_PAGE_URL: no {{file_id}} in {template!r}: every file would open the same page"
+    )
+
+
 def test_recording_settings(tmp_path):
     settings = Settings.from_env(
         {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_RECORD_DIR": "~/rec", "WOPIHOST_RECORD_MAX_BODY": "64k"}

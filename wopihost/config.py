@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -377,7 +378,9 @@ def _geo_location_code(text: str) -> str:
 
 def _host_page_template(text: str) -> str:
     """An absolute http(s) URL in which {action} and {file_id} are the only fields: one CheckFileInfo after
-    another would fail on any other."""
+    another would fail on any other. {file_id} it must have: without it every file would open the same page."""
+    if not text:
+        return text
     _http_url(text)
     try:
         text.format(action="view", file_id="id")
@@ -385,6 +388,8 @@ def _host_page_template(text: str) -> str:
         raise ValueError(
             f"only {{action}} and {{file_id}} may stand in braces (double a literal brace): {exc!r}"
         ) from None
+    if "file_id" not in {field for _, field, _, _ in string.Formatter().parse(text)}:
+        raise ValueError(f"no {{file_id}} in {text!r}: every file would open the same page")
     return text
 
 
