@@ -140,6 +140,13 @@ def test_proof_keys_required_without_a_discovery_stops_the_command(base_env, arg
     one_line_failure(wopihost(*args, env=env), "Error: WOPIHOST_PROOF_KEYS: require needs", "WOPIHOST_DISCOVERY_URL")
 
 
+@pytest.mark.parametrize("args", [["serve", "--port", "1"], ["doctor", "--timeout", "1"]], ids=" ".join)
+def test_a_host_page_template_without_file_id_stops_the_command(base_env, args):
+    """Every file's HostViewUrl and HostEditUrl would have been the same page."""
+    env = {**base_env, "WOPIHOST_HOST_PAGE_URL": "https://portal.example/open?action={action}"}
+    one_line_failure(wopihost(*args, env=env), "Error: WOPIHOST_HOST_PAGE_URL: no {file_id} in")
+
+
 def test_an_s3_region_botocore_would_refuse_stops_the_command_naming_it(base_env):
     """botocore checks a region's name only when the store's client is built: that was a traceback."""
     env = {
@@ -149,6 +156,25 @@ def test_an_s3_region_botocore_would_refuse_stops_the_command_naming_it(base_env
         "WOPIHOST_S3_REGION": "eu-west-1 # Ireland",
     }
     one_line_failure(wopihost("files", "list", env=env), "Error: WOPIHOST_S3_REGION: not a region name")
+
+
+@pytest.mark.parametrize("region", ["eu-west-1 # Ireland", " eu-west-1", "123"])
+@pytest.mark.parametrize(
+    "args", [["files", "list"], ["serve", "--port", "1"], ["doctor", "--timeout", "1"]], ids=" ".join
+)
+def test_an_aws_default_region_botocore_would_refuse_stops_the_command_naming_it(base_env, region, args):
+    """botocore reads AWS_DEFAULT_REGION where WOPIHOST_S3_REGION is unset, and checks it (as it comes, not
+    stripped) only when the store's client is built, at start: that was a traceback of every command."""
+    env = {
+        **base_env,
+        "WOPIHOST_STORAGE_URL": "s3://wopihost-test",
+        "WOPIHOST_S3_ENDPOINT_URL": "http://127.0.0.1:1",
+        "WOPIHOST_S3_REGION": "",
+        "AWS_DEFAULT_REGION": region,
+    }
+    one_line_failure(
+        wopihost(*args, env=env), f"Error: AWS_DEFAULT_REGION: not a region name such as eu-west-1: {region!r}"
+    )
 
 
 @pytest.mark.parametrize("secret", ["from the environment", "generated"])

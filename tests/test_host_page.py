@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -21,7 +22,7 @@ from wopihost.body import MAX_JSON
 from wopihost.clock import to_epoch_ms
 from wopihost.discovery import DiscoveryCache
 from wopihost.errors import WopiError
-from wopihost.faults import Unavailable
+from wopihost.faults import RETRY_AFTER, Unavailable
 
 from .helpers import FIXTURES_DIR, WopiClient
 
@@ -178,6 +179,26 @@ def test_the_client_origin_is_spelled_as_a_browser_spells_it(settings, clock, tm
         app.extensions["wopihost"].db.dispose()
 
 
+def test_a_head_of_a_link_opens_no_session_and_leaves_the_link_to_its_person(host_services, browser, doc, caplog):
+    """A chat client previews a link with HEAD (or GET): a HEAD answered the whole page and logged a host session
+    for the link's user, as if they had opened the file; it must not use up the link either."""
+    link = launch(host_services, doc, "edit", ttl=timedelta(seconds=30))
+    with caplog.at_level(logging.INFO, logger="wopihost.hostpage"):
+        head = browser.head(link)
+        assert head.body == b"" and head.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert (
+            head.headers["Cache-Control"] == "no-cache, no-store" and head.headers["Referrer-Policy"] == "no-referrer"
+        )
+        assert "frame-ancestors 'self'" in head.headers["Content-Security-Policy"]
+        assert "host session" not in caplog.text
+        for _ in range(2):  # the person's browser after the preview, and a reload
+            page = Page(browser.get(link).text)
+            assert page.fields["access_token"] and page.form["action"].startswith(CLIENT)
+    assert caplog.text.count("host page: edit of file") == 2
+    bad = browser.head(link[:-2] + ("AA" if not link.endswith("AA") else "BB"), status=403)
+    assert bad.body == b""  # a HEAD is refused as a GET
+
+
 def test_each_action_opens_its_own_url_and_wd_parameters_pass_through(host_services, browser, doc):
     view = Page(browser.get(launch(host_services, doc, "view") + "?wdPreviousSession=abc&other=1").text)
     assert view.form["action"].startswith(f"{CLIENT}/wv/wordviewerframe.aspx?")
@@ -302,6 +323,7 @@ def test_a_file_the_client_cannot_open_and_a_host_without_a_client(host_services
         file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
         response = webtest.TestApp(plain).get(launch(services, file), status=503)
         assert "no WOPI client configured" in response.text
+        assert response.headers["Retry-After"] == str(RETRY_AFTER)  # as every 503 of the app
     finally:
         plain.extensions["wopihost"].db.dispose()
 
@@ -312,6 +334,7 @@ def test_an_unreadable_discovery_is_503_not_500(host_services, browser, doc, tmp
     host_services.discovery = DiscoveryCache(str(tmp_path / "broken.xml"), clock=host_services.clock)
     response = browser.get(launch(host_services, doc), status=503)
     assert "discovery could not be read" in response.text
+    assert response.headers["Retry-After"] == str(RETRY_AFTER)  # as every 503 of the app
 
 
 @pytest.mark.parametrize(
@@ -330,6 +353,7 @@ def test_an_action_url_that_is_not_absolute_http_is_503_and_gets_no_token(settin
         file = services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))
         response = webtest.TestApp(app).get(launch(services, file, "edit"), status=503)
         assert "discovery could not be read" in response.text and "access_token" not in response.text
+        assert response.headers["Retry-After"] == str(RETRY_AFTER)
     finally:
         app.extensions["wopihost"].db.dispose()
 
@@ -360,6 +384,9 @@ ERROR_PAGE_CSP = {"default-src": "'none'", "base-uri": "'none'", "frame-ancestor
         ("link cut short", 404, "The requested URL was not found on the server."),
         ("link with more", 404, "The requested URL was not found on the server."),
         ("POST", 405, "The method is not allowed for the requested URL."),
+        # Flask's automatic OPTIONS was a 200 with none of the page's headers; the page has no CORS to preflight
+        ("OPTIONS", 405, "The method is not allowed for the requested URL."),
+        ("OPTIONS of the launch API", 405, "The method is not allowed for the requested URL."),
     ],
 )
 def test_an_error_page_says_what_went_wrong_with_the_pages_headers(host_services, browser, doc, case, status, message):
@@ -377,8 +404,10 @@ def test_an_error_page_says_what_went_wrong_with_the_pages_headers(host_services
         path = "/host/view"
     elif case == "link with more":
         path = good + "/%3Cscript%3E"
+    elif case == "OPTIONS of the launch API":
+        method, path = "OPTIONS", "/host/links"
     else:
-        method = "POST"
+        method = case
     response = browser.request(path + "?wdOrigin=%3Cscript%3E", method=method, expect_errors=True)
     assert response.status_int == status, response.body
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"
@@ -392,8 +421,10 @@ def test_an_error_page_says_what_went_wrong_with_the_pages_headers(host_services
     assert (
         response.headers["Referrer-Policy"] == "no-referrer" and response.headers["X-Content-Type-Options"] == "nosniff"
     )
-    if case == "POST":
-        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    if case in ("POST", "OPTIONS"):
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD"}
+    elif case == "OPTIONS of the launch API":
+        assert response.headers["Allow"] == "POST"
 
 
 # -- the launch API ------------------------------------------------------------------------------------------

@@ -667,9 +667,27 @@ def test_a_share_pages_error_is_a_page_that_says_what_went_wrong(
     for echoed in ("SECRET-TOKEN", "<script>", link_id(file_url), link_id(folder_url), "secret bytes"):
         assert echoed not in response.text  # neither what the client sent nor the link, the credential
     if case == "POST":
-        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD"}
     if case == "range beyond the file":
         assert response.headers["Content-Range"] == "bytes */12"
+
+
+def test_options_on_a_share_page_is_a_method_it_does_not_take(testapp, tree, file_link, folder_link):
+    """Flask's automatic OPTIONS answered 200 with none of the pages' headers (no CSP, no frame-ancestors, no
+    Cache-Control); the pages have no CORS to preflight: 405 as for any method they do not take."""
+    file_url, folder_url = local(file_link()), local(folder_link())
+    ok = testapp.get(file_url)
+    for path in (
+        file_url,
+        file_url + "/",
+        file_url + "/content",
+        f"{folder_url}/folders/{tree.sub_folder}",
+        f"{folder_url}/files/{tree.deep.id}/content",
+        f"/s/{new_id()}",
+    ):
+        response = testapp.request(path, method="OPTIONS", expect_errors=True)
+        assert_error_page(response, 405, "The method is not allowed for the requested URL.", ok)
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD"}, path
 
 
 def test_a_share_page_head_gets_the_error_pages_headers(testapp, tree, file_link):

@@ -262,6 +262,35 @@ def test_a_host_page_template_takes_its_two_fields_and_literal_braces(tmp_path):
     assert settings.host_page_url == template
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://portal.example/open?a={action}",
+        "https://portal.example/open",
+        "https://portal.example/open/{{file_id}}",  # a literal brace, no field
+    ],
+)
+def test_a_host_page_template_without_file_id_is_refused(tmp_path, template):
+    """Taken, it made one HostViewUrl and one HostEditUrl for every file: each opened the same page."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_HOST_PAGE_URL": template})
+    assert str(raised.value) == (
+        f"WOPIHOST_HOST_PAGE_URL: no {{file_id}} in {template!r}: every file would open the same page"
+    )
+
+
+def test_aws_default_region_is_checked_only_where_the_s3_store_reads_it(tmp_path):
+    """botocore takes AWS_DEFAULT_REGION for the S3 store where WOPIHOST_S3_REGION is unset, and refused a bad one
+    with a traceback when the store was built; the local store never reads it, and WOPIHOST_S3_REGION overrides it."""
+    bad = {"WOPIHOST_DATA_DIR": str(tmp_path), "AWS_DEFAULT_REGION": "eu-west-1 # Ireland"}
+    with pytest.raises(ConfigError, match=r"^AWS_DEFAULT_REGION: not a region name such as eu-west-1: "):
+        Settings.from_env({**bad, "WOPIHOST_STORAGE_URL": "s3://bucket"})
+    assert Settings.from_env(bad).storage_url == ""  # the local blob directory
+    overridden = Settings.from_env({**bad, "WOPIHOST_STORAGE_URL": "s3://bucket", "WOPIHOST_S3_REGION": "eu-west-1"})
+    assert overridden.s3_region == "eu-west-1"
+    assert Settings.from_env({**bad, "WOPIHOST_STORAGE_URL": "s3://bucket", "AWS_DEFAULT_REGION": ""}).s3_region == ""
+
+
 def test_recording_settings(tmp_path):
     settings = Settings.from_env(
         {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_RECORD_DIR": "~/rec", "WOPIHOST_RECORD_MAX_BODY": "64k"}

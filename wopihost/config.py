@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -273,6 +274,10 @@ class Settings:
         # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too; a bad value is
         # reported under the name it was given by
         busy_timeout = "DATABASE_BUSY_TIMEOUT" if get("DATABASE_BUSY_TIMEOUT", "") else "SQLITE_BUSY_TIMEOUT"
+        storage_url = parsed("STORAGE_URL", "", _storage_url)
+        s3_region = parsed("S3_REGION", "", _s3_region)
+        if storage_url and not s3_region:
+            _aws_default_region(env)
         return cls(
             data_dir=data_dir,
             database_url=get("DATABASE_URL", f"sqlite:///{data_dir / 'wopihost.sqlite3'}"),
@@ -319,9 +324,9 @@ class Settings:
             log_format=log_format(env),
             record_dir=record_dir(env),
             record_max_body=parsed("RECORD_MAX_BODY", "1MiB", parse_size),
-            storage_url=parsed("STORAGE_URL", "", _storage_url),
+            storage_url=storage_url,
             s3_endpoint_url=parsed("S3_ENDPOINT_URL", "", _http_url),
-            s3_region=parsed("S3_REGION", "", _s3_region),
+            s3_region=s3_region,
             s3_addressing_style=parsed("S3_ADDRESSING_STYLE", "", _addressing_style),
             s3_connect_timeout=parsed("S3_CONNECT_TIMEOUT", "5s", _positive_duration),
             s3_read_timeout=parsed("S3_READ_TIMEOUT", "60s", _positive_duration),
@@ -377,7 +382,9 @@ def _geo_location_code(text: str) -> str:
 
 def _host_page_template(text: str) -> str:
     """An absolute http(s) URL in which {action} and {file_id} are the only fields: one CheckFileInfo after
-    another would fail on any other."""
+    another would fail on any other. {file_id} it must have: without it every file would open the same page."""
+    if not text:
+        return text
     _http_url(text)
     try:
         text.format(action="view", file_id="id")
@@ -385,6 +392,8 @@ def _host_page_template(text: str) -> str:
         raise ValueError(
             f"only {{action}} and {{file_id}} may stand in braces (double a literal brace): {exc!r}"
         ) from None
+    if "file_id" not in {field for _, field, _, _ in string.Formatter().parse(text)}:
+        raise ValueError(f"no {{file_id}} in {text!r}: every file would open the same page")
     return text
 
 
@@ -394,6 +403,15 @@ def _s3_region(text: str) -> str:
     if text and not re.fullmatch(r"(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)", text):
         raise ValueError(f"not a region name such as eu-west-1: {text!r}")
     return text
+
+
+def _aws_default_region(env: Mapping[str, str]) -> None:
+    """The region botocore takes where WOPIHOST_S3_REGION is unset, by _s3_region's rule: botocore refuses a bad
+    one only when the store is built, a traceback of every command. As botocore reads it: not stripped."""
+    try:
+        _s3_region(env.get("AWS_DEFAULT_REGION", ""))
+    except ValueError as exc:
+        raise ConfigError(f"AWS_DEFAULT_REGION: {exc} (the S3 store's region: WOPIHOST_S3_REGION is unset)") from None
 
 
 def _addressing_style(text: str) -> str:

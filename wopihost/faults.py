@@ -8,10 +8,13 @@ class InsufficientStorage(Exception):
     """The disk (or the database on it) is full, or the object store or its quota is: the write was not stored."""
 
 
+RETRY_AFTER = 5  # seconds: what a 503 says in Retry-After where nothing better is known
+
+
 class Unavailable(Exception):
     """The database or the data directory cannot serve now: locked past the busy timeout, unreachable,
     read-only. `retry_after` is a guess, in seconds, of when trying again makes sense."""
 
-    def __init__(self, reason: str, retry_after: int = 5):
+    def __init__(self, reason: str, retry_after: int = RETRY_AFTER):
         super().__init__(reason)
         self.retry_after = retry_after

@@ -22,7 +22,7 @@ from .config import LANGUAGE_TAG
 from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc, with_query
 from .errorpage import error_page, http_error_page
 from .errors import WopiError
-from .faults import InsufficientStorage, Unavailable
+from .faults import RETRY_AFTER, InsufficientStorage, Unavailable
 from .ids import new_id
 from .launches import INVALID, PATH
 from .names import split_extension
@@ -122,12 +122,14 @@ def _services() -> Services:
     return current_app.extensions["wopihost"]
 
 
-@blueprint.get("/<action>/<ticket>")
+# No automatic OPTIONS (as Graph's): its 200 came with none of the page's headers, and the page has no CORS to
+# preflight; OPTIONS is a method the page does not take, 405 with Allow, in the page's headers
+@blueprint.get("/<action>/<ticket>", provide_automatic_options=False)
 def page(action: str, ticket: str) -> Response:
     services = _services()
     launch = services.launches.open(action, ticket)
     if services.discovery is None:
-        return _message(503, "No WOPI client", "This host has no WOPI client configured (WOPIHOST_DISCOVERY_URL).")
+        return _unavailable("No WOPI client", "This host has no WOPI client configured (WOPIHOST_DISCOVERY_URL).")
     try:
         discovery = services.discovery.get()
         extension = split_extension(launch.file_name)[1]
@@ -148,7 +150,7 @@ def page(action: str, ticket: str) -> Response:
         )
     except DiscoveryError as exc:
         log.warning("host page: the discovery is unusable: %s", exc)
-        return _message(503, "WOPI client unavailable", "The WOPI client's discovery could not be read.")
+        return _unavailable("WOPI client unavailable", "The WOPI client's discovery could not be read.")
     session_id = new_id(16)
     url = _pass_through_wd(
         transform_urlsrc(client_action.urlsrc, services.wopi_src(launch.file_id), _placeholders(services, session_id))
@@ -157,11 +159,15 @@ def page(action: str, ticket: str) -> Response:
         scheme, host, port = _origin(url)
     except ValueError as exc:
         log.warning("host page: the discovery's action URL has no usable origin: %s", exc)
-        return _message(503, "WOPI client unavailable", "The WOPI client's discovery could not be read.")
+        return _unavailable("WOPI client unavailable", "The WOPI client's discovery could not be read.")
     origin = f"{scheme}://{host}{port}"
-    log.info(
-        "host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id, session_id
-    )
+    # A HEAD (a chat client's link preview) gets what a GET would, headers only, and opens no session: the line a
+    # client's support logs are matched with is written for the page a browser loads. Nothing of the link is used
+    # up either way: it opens as often as needed while it lives (launches.py).
+    if request.method != "HEAD":
+        log.info(
+            "host page: %s of file %s for user %s, host session %s", action, launch.file_id, launch.user_id, session_id
+        )
     nonce = secrets.token_urlsafe(16)
     html = render_template_string(
         _PAGE,
@@ -183,7 +189,7 @@ def page(action: str, ticket: str) -> Response:
     )
 
 
-@blueprint.post("/links")
+@blueprint.post("/links", provide_automatic_options=False)
 def create_link() -> Response:
     """The launch API: `Authorization: Bearer <API token>`, JSON `{"fileId": ..., "action": "view"}`."""
     services = _services()
@@ -276,6 +282,14 @@ def http_error(error: HTTPException) -> Response:
 
 def _message(status: int, title: str, message: str) -> Response:
     return error_page(status, title, message, _MESSAGE_HEADERS)
+
+
+def _unavailable(title: str, message: str) -> Response:
+    """503 for a WOPI client the page cannot reach (none configured, a discovery not to be read): with Retry-After,
+    as every other 503 of the app."""
+    response = _message(503, title, message)
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 def _placeholders(services: Services, session_id: str) -> dict[str, str]:

@@ -38,9 +38,11 @@ def _services() -> Services:
 
 
 # The share URL with a slash after it (as a chat or mail client may pass it on) is the same link, as Graph and
-# `wopihost shares revoke` read it (shares.link_id_of)
-@blueprint.route("/<link_id>", defaults={"folder_id": None}, strict_slashes=False)
-@blueprint.route("/<link_id>/folders/<folder_id>")
+# `wopihost shares revoke` read it (shares.link_id_of). No automatic OPTIONS on any page (as Graph's): its 200
+# came with none of the pages' headers, and the pages have no CORS to preflight; OPTIONS is a method they do not
+# take, 405 with Allow, in their headers.
+@blueprint.route("/<link_id>", defaults={"folder_id": None}, strict_slashes=False, provide_automatic_options=False)
+@blueprint.route("/<link_id>/folders/<folder_id>", provide_automatic_options=False)
 def page(link_id: str, folder_id: str | None) -> Response:
     services = _services()
     shared = services.shares.resolve(link_id)
@@ -71,8 +73,8 @@ def page(link_id: str, folder_id: str | None) -> Response:
     return _html(name, body)
 
 
-@blueprint.route("/<link_id>/content", defaults={"file_id": None})
-@blueprint.route("/<link_id>/files/<file_id>/content")
+@blueprint.route("/<link_id>/content", defaults={"file_id": None}, provide_automatic_options=False)
+@blueprint.route("/<link_id>/files/<file_id>/content", provide_automatic_options=False)
 def content(link_id: str, file_id: str | None) -> Response:
     services = _services()
     shared = services.shares.resolve(link_id)
