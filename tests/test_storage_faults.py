@@ -23,8 +23,8 @@ import webtest
 from wopihost.app import create_app
 from wopihost.config import Settings
 
-from .cspp_helpers import create_session, full_file, put_chunked, update_session
-from .helpers import TEST_SECRET, Filler, WopiClient, small_tmpfs, writes_held
+from .cspp_helpers import create_session, full_file, get_chunked, put_chunked, stream_filter, update_session
+from .helpers import TEST_SECRET, Filler, GraphClient, WopiClient, graph_error, small_tmpfs, writes_held
 
 SMALL_FS_MIB = 24
 
@@ -259,3 +259,28 @@ def test_unreachable_database_is_503(tmp_path, sqlite_template, url):
     health = testapp.get("/healthz", expect_errors=True)
     assert health.status_int == 503 and health.json["database"] == "unreachable"
     app.extensions["wopihost"].db.dispose()
+
+
+@pytest.mark.local_storage
+def test_a_file_whose_blob_cannot_be_opened_at_any_try_is_503_with_retry_after(database, tmp_path):
+    """A reader whose blob is replaced (or gone) each time it opens it gave up with a 503 that had no Retry-After,
+    unlike every other 503: GetFile, GetChunkedFile and Graph's content alike."""
+    host = Host(settings_on(tmp_path / "data", database))
+    try:
+        for blob in host.services.files.get(host.file.id).content.blobs:
+            host.services.blobs.path(blob).unlink()
+        issued, _ = host.services.issue_api_token("alice", False)
+        graph = GraphClient(host.wopi.testapp, issued.token, "")
+        answers = {
+            "GetFile": host.wopi.get_file(),
+            "GetChunkedFile": get_chunked(host.wopi, [stream_filter()])[0],
+            "Graph content": graph.get(f"me/drive/items/{host.file.id}/content"),
+        }
+        for what, response in answers.items():
+            assert response.status_int == 503, what
+            assert response.headers["Retry-After"] == "1", what
+        for what in ("GetFile", "GetChunkedFile"):
+            assert "changed too often" in answers[what].headers["X-WOPI-FailureReason"]
+        assert graph_error(answers["Graph content"]) == ("serviceNotAvailable", None)
+    finally:
+        host.services.db.dispose()

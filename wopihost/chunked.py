@@ -57,7 +57,7 @@ from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
 from .extents import MAX_BLOBS, Extent, Extents, open_extents
-from .faults import InsufficientStorage, Unavailable
+from .faults import InsufficientStorage, Unavailable, changing_too_often
 from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .prepared import Statements
@@ -329,7 +329,7 @@ class ChunkedFiles:
             with _released_on_error(snapshot):
                 snapshot.streams[MAIN] = Stream(MAIN, main, self._main_signature(file, main, opened))
             return snapshot
-        raise WopiError(503, "the file is being changed too often to read it; retry")
+        raise changing_too_often()
 
     def _main_signature(self, file: File, main: Extents, opened: Opened) -> Signature:
         """MainContent's signature; chunked from the bytes (and remembered) if no client uploaded one."""

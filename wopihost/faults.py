@@ -18,3 +18,9 @@ class Unavailable(Exception):
     def __init__(self, reason: str, retry_after: int = RETRY_AFTER):
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+def changing_too_often() -> Unavailable:
+    """A reader that lost the race with the file's writers at every try (each replaced a blob it was about to
+    open): 503, and the next try most likely wins, sooner than after any other 503."""
+    return Unavailable("the file is being changed too often to read it; retry", retry_after=1)

@@ -23,6 +23,7 @@ from .db import Database
 from .errors import WopiError, checked_name, not_found
 from .errors import name_taken as name_taken_error
 from .extents import Extents, open_extents
+from .faults import changing_too_often
 from .ids import new_id
 from .locks import FileState, file_state, live_coauth_locks, live_lock, require_write_access
 from .models import Activity, CoauthLock, ContentProperty, File, Lock, name_key
@@ -100,7 +101,7 @@ class Files:
                 return file, self.blobs.open(file.content.blobs)
             except FileNotFoundError:
                 continue
-        raise WopiError(503, "the file is being changed too often to read it; retry")
+        raise changing_too_often()
 
     def list(self) -> list[File]:
         with self.db.read() as s:
