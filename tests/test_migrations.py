@@ -10,6 +10,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import time
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,6 +161,24 @@ def test_nodes_starting_at_once_migrate_once(fresh, env):
     assert applied_by(upgrades(env, 3)) == [[], [], EVERY_REVISION]
     assert versions(fresh) == [HEAD]
     assert json.loads(CliRunner().invoke(main, ["files", "list", "--json"], env=env).stdout) == []
+
+
+def test_an_upgrade_waits_for_the_one_migrating_past_the_timeouts_the_database_sets(fresh, env):
+    """A database (or its role) may set a lock_timeout or statement_timeout for every session, as a guard for the
+    application's queries; a node starting while another migrates waits for it all the same."""
+    if not fresh.startswith("postgresql"):
+        pytest.skip("SQLite's wait is the migration engine's own busy timeout")
+    url = sa.make_url(fresh)
+    guarded = url.update_query_dict(
+        {"options": f"{url.query['options']} -c lock_timeout=300 -c statement_timeout=300"}
+    ).render_as_string(False)
+    with migration_lock_held(fresh):
+        processes = upgrades({**env, "WOPIHOST_DATABASE_URL": guarded}, 1)
+        assert wait_until(lambda: at_the_lock(fresh, processes))
+        time.sleep(1.5)  # five times either timeout
+        assert processes[0].poll() is None  # still waiting
+    assert applied_by(processes) == [EVERY_REVISION]
+    assert versions(fresh) == [HEAD]
 
 
 def current(env: dict) -> tuple[dict, str]:
