@@ -550,3 +550,17 @@ def test_an_upgrade_from_any_earlier_release_keeps_every_row(fresh, start):
             defaults
         ] * len(rows), name
     engine.dispose()
+
+
+def test_nodes_starting_at_once_on_an_older_database_migrate_it_once_and_keep_its_rows(fresh, env):
+    """The upgrade of a release with a migration: every node stopped, then started together on the database the
+    last release left, rows in every table; one migrates, the others wait and find it done."""
+    start = "0012"  # before 0013 rekeyed every name and 0014 made a table
+    db.upgrade(fresh, start)
+    before = fill(fresh, range(1, 3))
+    assert applied_by(upgrades(env, 3)) == [[], [], EVERY_REVISION[EVERY_REVISION.index(start) + 1 :]]
+    assert versions(fresh) == [HEAD]
+    engine = sa.create_engine(fresh)
+    for name, rows in before.items():
+        assert [{column: row[column] for column in rows[0]} for row in _rows(engine, metadata.tables[name])] == rows
+    engine.dispose()
