@@ -4,7 +4,7 @@ A whole upgrade is one transaction that first takes a database-wide lock, so tha
 migrate one after the other: the second waits, then reads the version the first committed and has nothing
 to do. PostgreSQL: an advisory lock, held until that transaction ends. SQLite: its write lock, taken by
 BEGIN IMMEDIATE (pysqlite's own transaction handling is switched off so that BEGIN is ours, and so that DDL
-stays inside the transaction).
+stays inside the transaction). Either is waited for up to MIGRATION_WAIT.
 """
 
 import sqlalchemy as sa
@@ -46,6 +46,11 @@ def run_online() -> None:
     engine = migration_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as connection, connection.begin():
         if connection.dialect.name == "postgresql":
+            # A lock_timeout or statement_timeout the database or its role sets for every session (a guard for
+            # the application's queries) would end a node's wait for the one migrating, and a long migration:
+            # the wait is MIGRATION_WAIT, as SQLite's, and our statements run to their end.
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(MIGRATION_WAIT * 1000)}")
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         # The transaction is ours (begun above), so Alembic runs every migration inside it and commits nothing.

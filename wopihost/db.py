@@ -383,7 +383,8 @@ def _fault(exc: sa.exc.DBAPIError) -> Exception | None:
 # Held (pg_advisory_xact_lock) by the transaction that runs a whole upgrade, so that nodes starting at once
 # migrate one after the other. One key for the database, whatever the schema: migrations are rare and short.
 MIGRATION_LOCK_KEY = 0x776F7069686F7374  # "wopihost"
-# How long a second `db upgrade` waits for the first one's SQLite write lock.
+# How long a second `db upgrade` waits for the first one: for its SQLite write lock, or its PostgreSQL advisory
+# lock (and how long a migration waits for any lock it takes there), whatever lock_timeout the database sets.
 MIGRATION_WAIT = 3600.0
 
 
