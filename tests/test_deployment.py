@@ -288,6 +288,12 @@ def test_the_unit_keeps_restarting_a_node_whose_database_is_away():
     assert unit("Unit")["StartLimitIntervalSec"] == "0"  # and no limit: it starts again until it runs
 
 
+def test_the_unit_lets_a_migration_run_to_its_end():
+    """`db upgrade` runs before the server starts, under the start timeout: systemd's 90 s by default killed a long
+    migration, or a node waiting for another's (db.MIGRATION_WAIT), which rolled back and began again on restart."""
+    assert unit()["TimeoutStartSec"] == "infinity"
+
+
 # -- deploy/gunicorn.conf.py ---------------------------------------------------------------------------
 
 
