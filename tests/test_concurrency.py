@@ -17,6 +17,7 @@ from wopihost.errors import WopiError
 from wopihost.locks import live_lock
 from wopihost.models import Drive, UploadSession, User, WorkbookSession
 from wopihost.repository import lock_folder
+from wopihost.sessions import delete_session
 from wopihost.uploads import Target
 
 from .cspp_helpers import create_session, update_session
@@ -54,7 +55,7 @@ def test_sweeping_never_takes_the_pieces_of_a_session_being_committed(wopi, serv
             assert wait_until(lambda: waits_for_its_turn_to_write(sweeper))
         else:
             assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1)
-        services.sessions.delete_in(s, token)  # the pieces now belong to the file
+        delete_session(s, token)  # the pieces now belong to the file
     sweeper.join()
     assert services.blobs.exists(piece)
 

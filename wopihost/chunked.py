@@ -62,7 +62,7 @@ from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .prepared import Statements
 from .repository import drop_alternate_streams, load_file, unreferenced
-from .sessions import UploadSessions, gone
+from .sessions import UploadSessions, delete_session, gone
 from .storage import Blob, Opened, Readable, Storage, TooLarge, discard
 from .text import text_problem
 
@@ -656,7 +656,7 @@ class ChunkedFiles:
             if token:
                 if self.sessions.get(s, token, file_id).received != session_length:
                     raise WopiError(409, "the upload session grew while it was being committed; retry")
-                released.update(self.sessions.delete_in(s, token))
+                released.update(delete_session(s, token))
             if admit is not None:  # once the file's and the session's rows are locked: see Tokens.require_live
                 with Statements.in_session(s) as t:
                     admit(t)

@@ -860,10 +860,7 @@ def gc_command(grace: str, as_json: bool) -> None:
             }
         )
     else:
-        click.echo(
-            f"deleted {done.sessions} expired upload and workbook sessions, {done.blobs} unreferenced "
-            f"blobs, {done.partial_writes} partial writes, {done.tokens} expired or revoked tokens"
-        )
+        click.echo(f"deleted {done}")
 
 
 # -- backups ------------------------------------------------------------------------

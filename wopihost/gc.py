@@ -56,7 +56,8 @@ def collect(services: Services, grace: float = 3600, track: Track = iter) -> Col
     A failure raises Interrupted, which says what was deleted before it."""
     done = Collected()
     try:
-        done = replace(done, sessions=services.sessions.sweep() + services.workbooks.sweep())
+        done = replace(done, sessions=services.sessions.sweep())
+        done = replace(done, sessions=done.sessions + services.workbooks.sweep())
         with services.db.write() as s:
             done = replace(done, tokens=services.tokens.purge(s))
         done = replace(done, blobs=orphaned_blobs(services, grace, track))

@@ -115,7 +115,7 @@ def _state_query(of_file: bool) -> sa.Select:
 _STATES = {True: _state_query(True), False: _state_query(False)}
 
 
-def delete_in(session: Session, token: str) -> list[str]:
+def delete_session(session: Session, token: str) -> list[str]:
     """Delete the session `token` inside a transaction; returns its piece blobs, to release once committed."""
     blobs = list(session.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token)))
     session.execute(sa.delete(SessionChunk).where(SessionChunk.token == token))
@@ -134,7 +134,7 @@ def end_with_file(session: Session, file_id: str) -> list[str]:
     Graph session is left alone: its file_id is a file it would replace or has become, which it answers for."""
     query = sa.select(UploadSession.token).where(UploadSession.file_id == file_id, UploadSession.kind == "cspp")
     tokens = list(session.scalars(locking(session, query.order_by(UploadSession.token))))
-    return [blob for token in tokens for blob in delete_in(session, token)]
+    return [blob for token in tokens for blob in delete_session(session, token)]
 
 
 class UploadSessions:
@@ -468,10 +468,6 @@ class UploadSessions:
                 where.append(UploadSession.file_id == file_id)
             s.execute(sa.update(UploadSession).where(*where).values(expires_at=now + self.ttl))
 
-    def delete_in(self, session: Session, token: str) -> list[str]:
-        """Delete the session inside a transaction; returns its piece blobs, to delete once committed."""
-        return delete_in(session, token)
-
     def sweep(self, now: datetime | None = None) -> int:
         """Delete expired sessions and their pieces; returns how many sessions went."""
         now = now or self.clock.now()
@@ -483,7 +479,7 @@ class UploadSessions:
                 sa.select(UploadSession.token).where(UploadSession.expires_at <= now).order_by(UploadSession.token)
             )
             tokens = list(s.scalars(locking(s, expired)))
-            blobs = [blob for token in tokens for blob in self.delete_in(s, token)]
+            blobs = [blob for token in tokens for blob in delete_session(s, token)]
         for blob in blobs:
             self.blobs.release(blob)
         return len(tokens)

@@ -26,7 +26,7 @@ from .files import Files
 from .models import File, Folder, UploadSession, name_key
 from .names import counted
 from .repository import file_named, load_file
-from .sessions import OffsetMismatch, UploadSessions, total_mismatch
+from .sessions import OffsetMismatch, UploadSessions, delete_session, total_mismatch
 from .shares import require_link_reach
 from .storage import Readable
 
@@ -273,7 +273,7 @@ class Uploads:
 
     def cancel(self, token: str) -> None:
         with self.db.write() as s:
-            blobs = self.sessions.delete_in(s, self.sessions.get_graph(s, token).token)
+            blobs = delete_session(s, self.sessions.get_graph(s, token).token)
         for name in blobs:
             self.files.blobs.release(name)
 

@@ -194,7 +194,7 @@ def test_gc_never_takes_a_live_upload_whatever_the_grace(server, document):
     requests.post(server.url(file_id, token), headers={"X-WOPI-Override": "LOCK", "X-WOPI-Lock": "L"})
     sock = send_partial_put(server, file_id, token, declared=4 << 20, sent=1 << 20)
     assert wait_until(lambda: partial_files(server))
-    assert "0 unreferenced blobs, 0 partial writes" in server.cli("gc", "--grace", "0")
+    assert "0 orphaned blobs, 0 partial writes" in server.cli("gc", "--grace", "0")
     sock.sendall(b"z" * (3 << 20))
     with sock, sock.makefile("rb") as answer:
         assert answer.readline().split()[1] == b"200"
