@@ -132,9 +132,7 @@ class Activities:
         outcomes = []
         with self.db.write() as s:
             load_file(s, file_id)  # 404 for a deleted file; the row lock orders this against a delete
-            if admit is not None:  # the token may have been revoked while the body came: Tokens.require_live
-                with Statements.in_session(s) as t:
-                    admit(t)
+            Statements.ask(s, admit)
             now = self.clock.now()
             for activity in activities:
                 outcome, kept = check(activity)

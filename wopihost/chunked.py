@@ -657,9 +657,7 @@ class ChunkedFiles:
                 if self.sessions.get(s, token, file_id).received != session_length:
                     raise WopiError(409, "the upload session grew while it was being committed; retry")
                 released.update(delete_session(s, token))
-            if admit is not None:  # once the file's and the session's rows are locked: see Tokens.require_live
-                with Statements.in_session(s) as t:
-                    admit(t)
+            Statements.ask(s, admit)  # once the file's and the session's rows are locked: see Tokens.require_live
             released |= self._expire(s, file_id, now)
             alternates = [stream_id for stream_id in streams if stream_id != MAIN]
             rows = {

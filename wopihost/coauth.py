@@ -161,9 +161,7 @@ class CoauthLocks:
         Clearing them does not bump the counter: they had already left the visible table.
         """
         file = load_file(s, file_id)
-        if admit is not None:
-            with Statements.in_session(s) as t:
-                admit(t)
+        Statements.ask(s, admit)
         now = self.clock.now()
         s.execute(sa.delete(CoauthLock).where(CoauthLock.file_id == file_id, CoauthLock.expires_at <= now))
         return file, now, live_coauth_locks(s, file_id, now)

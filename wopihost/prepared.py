@@ -118,6 +118,14 @@ class Statements:
         finally:
             cursor.close()
 
+    @classmethod
+    def ask(cls, session: Session, admit: Callable[[Statements], None] | None) -> None:
+        """`admit(t)`, if given, in `session`'s transaction: what a change asks once its rows are locked, such as
+        whether its token is still live (Tokens.require_live), which a body that took its time may have outlived."""
+        if admit is not None:
+            with cls.in_session(session) as t:
+                admit(t)
+
     @property
     def is_sqlite(self) -> bool:
         return self.dialect.name == "sqlite"

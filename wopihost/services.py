@@ -190,6 +190,4 @@ class Services:
         it): the token may have been revoked while the body came."""
         with self.db.write() as s:
             ensure_user(s, user_id, self.clock.now()).user_info = check_user_info(text)
-            if admit is not None:
-                with Statements.in_session(s) as t:
-                    admit(t)
+            Statements.ask(s, admit)

@@ -74,8 +74,7 @@ class Call:
 
     def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
         """`admit` as Files' ORM writers ask it (PutRelativeFile, RenameFile; WOPI has no quota)."""
-        with Statements.in_session(s) as t:
-            self.admit(t)
+        Statements.ask(s, self.admit)
 
 
 def check_file_info(call: Call) -> Response:
