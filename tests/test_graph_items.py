@@ -20,6 +20,7 @@ import webtest
 from wopihost import db as wopihost_db
 from wopihost.app import create_app
 from wopihost.ids import new_id
+from wopihost.models import File, Folder, name_key
 from wopihost.repository import lock_folder
 
 from .conftest import PG_URL
@@ -356,6 +357,132 @@ def test_a_folder_whose_user_loses_the_drive_before_it_is_made_is_not_made(
     services.drives.add_member(drive.id, "alice")
     listed = [child["name"] for child in alice.get(f"{where}/root/children").json["value"]]
     assert listed == ([] if conflict == "fail" else ["there"])
+
+
+def everything(graph: GraphClient, folder: str = "root", under: str = "") -> dict[str, str]:
+    """Every item of the drive below `folder`, by its path: its id."""
+    found = {}
+    for child in graph.get(f"me/drive/{folder}/children").json["value"]:
+        found[under + child["name"]] = child["id"]
+        if "folder" in child:
+            found |= everything(graph, f"items/{child['id']}", f"{under}{child['name']}/")
+    return found
+
+
+_BY_PATH = {  # a change asked by path: method, item below me/drive/, body, and the item the path leads to
+    "rename": ("PATCH", "root:/docs/a.txt:", {"name": "c.txt"}, "docs/a.txt"),
+    "move to a path": ("PATCH", "root:/docs/a.txt:", {"parentReference": {"path": "/drive/root:/dest"}}, "dest"),
+    "delete a file": ("DELETE", "root:/docs/a.txt:", None, "docs/a.txt"),
+    "delete a folder": ("DELETE", "root:/dest:", None, "dest"),
+    "make a folder in it": ("POST", "root:/dest:/children", {"name": "new", "folder": {}}, "dest"),
+}
+
+
+@pytest.mark.parametrize("in_its_place", [True, False], ids=["another in its place", "nothing in its place"])
+@pytest.mark.parametrize("change", _BY_PATH)
+def test_a_change_by_path_acts_on_what_is_at_the_path_when_it_is_saved(
+    services, graph, monkeypatch, change, in_its_place
+):
+    """The item a request names by its path is renamed away (to was-…) after the request found it and before its
+    change is saved, and maybe another put in its place: the change acts on what is at the path as it is saved,
+    as a request a moment later would (Graph's semantics), or finds nothing there (404); never on the item that
+    has gone elsewhere."""
+    docs = mkdir(graph, "docs").json["id"]
+    mkdir(graph, "dest")
+    put(graph, "docs/a.txt", b"old")
+    method, url, body, at = _BY_PATH[change]
+    before = everything(graph)
+    folder, _, name = at.rpartition("/")
+    was = f"{folder}/was-{name}".lstrip("/")
+    real = {call: getattr(services.tree, call) for call in ("update", "delete", "create_folder")}
+    placed = []
+
+    def meddle() -> None:
+        real["update"](graph.drive_id, before[at], "alice", name=f"was-{name}")
+        if in_its_place and at == "docs/a.txt":
+            placed.append(services.files.create("alice", docs, "a.txt", io.BytesIO(b"new")).id)
+        elif in_its_place:
+            placed.append(real["create_folder"](graph.get("me/drive/root").json["id"], name, "fail", "alice")[0].id)
+
+    def after_a_meddling(call):
+        def changed(*args, **kwargs):
+            meddle()  # after the request found the item, before the transaction that saves its change
+            return call(*args, **kwargs)
+
+        return changed
+
+    for call, function in real.items():
+        monkeypatch.setattr(services.tree, call, after_a_meddling(function))
+    if method == "DELETE":
+        answer = graph.delete(f"me/drive/{url}")
+    else:
+        answer = (graph.patch_json if method == "PATCH" else graph.post_json)(f"me/drive/{url}", body)
+    monkeypatch.undo()
+    meddled = {path.replace(at, was, 1) if path.startswith(at) else path: id for path, id in before.items()}
+    if not in_its_place:
+        assert answer.status_int == 404 and graph_error(answer)[0] == "itemNotFound", answer.body
+        assert everything(graph) == meddled
+        return
+    expected = {**meddled, at: placed[0]}
+    if change == "rename":
+        assert (answer.status_int, answer.json["id"]) == (200, placed[0]), answer.body
+        expected["docs/c.txt"] = expected.pop("docs/a.txt")
+    elif change == "move to a path":
+        assert (answer.status_int, answer.json["parentReference"]["id"]) == (200, placed[0]), answer.body
+        expected["dest/a.txt"] = expected.pop("docs/a.txt")
+    elif change.startswith("delete"):
+        assert answer.status_int == 204, answer.body
+        del expected[at]
+    else:
+        assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, placed[0]), answer.body
+        expected["dest/new"] = answer.json["id"]
+    assert everything(graph) == expected
+    assert graph.get(f"me/drive/root:/{was}:").json["id"] == before[at]
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("method", ["PATCH", "DELETE", "POST"])
+def test_a_change_by_path_that_waits_for_its_folder_acts_on_what_is_at_the_path_then(services, graph, database, method):
+    """The race itself: the request has found docs/a.txt (or docs, for a new folder in it) and waits for the folder
+    another transaction holds, which renames it away and another item into its name; then it gets the folder and
+    acts on the other item, now at the path."""
+    mkdir(graph, "docs")
+    mkdir(graph, "other")
+    put(graph, "docs/a.txt", b"a")
+    put(graph, "docs/c.txt", b"c")
+    before = everything(graph)
+    at, other = ("docs", "other") if method == "POST" else ("docs/a.txt", "docs/c.txt")
+    answers = []
+    with services.db.write() as s:
+        lock_folder(s, before["docs"])  # as another change in that folder holds it
+        asking = threading.Thread(
+            target=lambda: answers.append(
+                graph.patch_json("me/drive/root:/docs/a.txt:", {"name": "d.txt"})
+                if method == "PATCH"
+                else graph.delete("me/drive/root:/docs/a.txt:")
+                if method == "DELETE"
+                else mkdir(graph, "new", parent="root:/docs:")
+            )
+        )
+        asking.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the request never waited"
+        for item_id, name in ((before[at], f"was-{at.rpartition('/')[2]}"), (before[other], at.rpartition("/")[2])):
+            renamed = s.get(File, item_id) or s.get_one(Folder, item_id)
+            renamed.name, renamed.name_key = name, name_key(name)
+            s.flush()  # each name is taken in turn: (folder, name) is unique
+    asking.join(30)
+    answer = answers[0]
+    now = everything(graph)
+    if method == "POST":
+        assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, before["other"]), answer.body
+        assert now["docs/new"] == answer.json["id"] and "was-docs/new" not in now
+    elif method == "PATCH":
+        assert (answer.status_int, answer.json["id"]) == (200, before["docs/c.txt"]), answer.body
+        assert (now["docs/was-a.txt"], now["docs/d.txt"]) == (before["docs/a.txt"], before["docs/c.txt"])
+    else:
+        assert answer.status_int == 204, answer.body
+        assert now["docs/was-a.txt"] == before["docs/a.txt"] and before["docs/c.txt"] not in now.values()
 
 
 @pytest.mark.parametrize("kind, via, other", [("site", "sites", "groups"), ("group", "groups", "sites")])

@@ -4,6 +4,7 @@ worksheets, ranges read calculated and written, and its errors, seen through Gra
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -788,6 +789,52 @@ def test_session_on_another_file_is_not_found(graph):
     gone(graph.post(f"{other}/closeSession", headers=h(session)))
     gone(graph.get(f"{other}/sessionInfoResource(key='{session}')"))
     assert values(graph, "A1", session) == [[1]]  # still alive on its own file
+
+
+@pytest.mark.parametrize("lost", ["a member removed", "the API token revoked"])
+@pytest.mark.parametrize("persist", [True, False])
+@pytest.mark.parametrize("answered", ["at once", "async"])
+def test_a_session_whose_user_loses_the_drive_before_it_is_recorded_is_not_made(
+    services, graph_for, monkeypatch, lost, persist, answered
+):
+    """Bob's createSession is checked as it comes; he is taken out of the shared drive (or his token revoked)
+    before the session is recorded: it is not, as a write to the workbook would not land (403, or 401; in an
+    async operation, failed with that code), and a non-persistent session's copy goes too."""
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "bob")
+    bob, wb = graph_for("bob"), f"drives/{drive.id}/root:/book.xlsx:/workbook"
+    assert bob.put(f"drives/{drive.id}/root:/book.xlsx:/content", xlsx()).status_int == 201
+    blobs = stored_blobs(services)
+    create_session = services.workbooks.create_session
+
+    def made_as_bob_loses_it(*args, **kwargs):
+        if lost == "a member removed":
+            services.drives.remove_member(drive.id, "bob")
+        else:
+            with services.db.write() as s:
+                assert services.tokens.revoke(s, token=bob.token) == 1
+        return create_session(*args, **kwargs)
+
+    monkeypatch.setattr(services.workbooks, "create_session", made_as_bob_loses_it)
+    headers = {"Prefer": "respond-async"} if answered == "async" else None
+    answer = bob.post_json(f"{wb}/createSession", {"persistChanges": persist}, headers=headers)
+    expected = (403, "accessDenied") if lost == "a member removed" else (401, "unauthenticated")
+    if answered == "at once":
+        assert (answer.status_int, graph_error(answer)[0]) == expected, answer.body
+    else:  # bob can no longer poll it: its row says how it ended
+        assert answer.status_int == 202, answer.body
+
+        def ended() -> WorkbookOperation | None:
+            with services.db.read() as s:
+                row = s.scalars(sa.select(WorkbookOperation)).one()
+            return row if row.status in ("succeeded", "failed") else None
+
+        row = wait_until(ended)
+        assert row is not None and row.status == "failed" and row.session_id is None, row
+        assert json.loads(row.error or "{}")["code"] == expected[1]
+    with services.db.read() as s:
+        assert s.scalars(sa.select(WorkbookSession)).all() == []
+    assert stored_blobs(services) == blobs
 
 
 def test_session_of_another_user_is_not_found(services, graph_for):

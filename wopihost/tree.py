@@ -30,6 +30,11 @@ from .repository import name_taken as name_taken_in
 from .storage import Blob, Storage, discard
 
 Item = File | Folder
+# What finds the item a change is of, in the change's own transaction. Graph addresses an item by a path, which
+# names what is there when the change runs: the item found as the request came may have been renamed or moved
+# since, and another put in its place. A change asks it again once it holds the folders the answer depends on,
+# until it names what is locked (`_lock_with_folders`); an id is asked as `lambda s: tree.item(s, drive, id)`.
+Locate = Callable[[Session], Item]
 
 
 class Tree:
@@ -130,7 +135,7 @@ class Tree:
 
     def create_folder(
         self,
-        parent_id: str,
+        parent_id: str | Locate,
         name: str,
         conflict: str,
         user_id: str | None = None,
@@ -140,12 +145,13 @@ class Tree:
         fs_modified: datetime | None = None,
         admit: Admit | None = None,
     ) -> tuple[Folder, bool]:
-        """A new folder in `parent_id`, with what the client says of it (as `update` sets it); whether it is new.
-        A taken name fails (409 nameAlreadyExists), gets a free name ("rename"), or (`replace`) an existing
-        folder of that name is the answer, unchanged. `admit` as in `update`, with the parent."""
+        """A new folder in `parent_id` (a folder's id, or what finds it: Locate), with what the client says of it
+        (as `update` sets it); whether it is new. A taken name fails (409 nameAlreadyExists), gets a free name
+        ("rename"), or (`replace`) an existing folder of that name is the answer, unchanged. `admit` as in
+        `update`, with the parent."""
         name = checked_name(name)
         with self.db.write() as s:
-            parent = lock_folder(s, parent_id)
+            parent = lock_folder(s, parent_id) if isinstance(parent_id, str) else self._lock_folder_at(s, parent_id)
             if admit is not None:  # the parent's is the one row lock taken (the new row's keys only KEY SHARE theirs)
                 admit(s, parent.id, 0)
             if conflict == "rename":
@@ -316,11 +322,11 @@ class Tree:
     def update(
         self,
         drive_id: str,
-        item_id: str,
+        item_id: str | Locate,
         user_id: str,
         *,
         name: str | None = None,
-        parent_id: str | None = None,
+        parent_id: str | Locate | None = None,
         description: str | None = None,
         fs_created: datetime | None = None,
         fs_modified: datetime | None = None,
@@ -332,21 +338,29 @@ class Tree:
         name fails (409 nameAlreadyExists), gets a free name ("rename"), or (`replace`) the file that has it
         is deleted in the same transaction, as Graph's conflictBehavior says; a folder is never replaced.
         `admit` as in Files.put_named, with the folder the item ends up in (the root: itself) and no growth:
-        whoever asked may have lost the drive since their request was checked."""
+        whoever asked may have lost the drive since their request was checked. The item and the new parent are
+        given by id or by what finds them (Locate), asked once their folders are locked."""
         if name is not None:
             name = checked_name(name)
+        locate = self._locator(drive_id, item_id)
+        destination = None if parent_id is None else _folder_id_of(parent_id)
         with self.db.write() as s:
-            if parent_id is not None and isinstance(self.item(s, drive_id, item_id), Folder):
-                # Folder moves in one drive take turns: two moves, each checked against the other's
-                # old place, could otherwise put two folders inside each other.
+            # Folder moves in one drive take turns: two moves, each checked against the other's
+            # old place, could otherwise put two folders inside each other.
+            turn = destination is not None and isinstance(locate(s), Folder)
+            if turn:
                 _take_drive_turn(s, drive_id)
-            item = self._lock_with_folders(s, drive_id, item_id, parent_id)
+            item, moved_to = self._lock_with_folders(s, locate, destination)
+            if moved_to is not None and isinstance(item, Folder) and not turn:
+                # A path that named a file names a folder now (rare): the turn is taken after its folders, and
+                # PostgreSQL may find this waiting on a move that waits on them (a deadlock: 503, retry).
+                _take_drive_turn(s, drive_id)
             if if_match is not None:
                 if_match(item)
             if isinstance(item, Folder) and item.parent_id is None and (name is not None or parent_id is not None):
                 raise WopiError(403, "the root of a drive cannot be renamed or moved", code="accessDenied")
             old_parent = _parent_id(item)
-            new_parent = parent_id or old_parent
+            new_parent = moved_to or old_parent
             # new_parent is None only for a drive's root, which is neither moved nor renamed (refused above)
             if new_parent is not None and new_parent != old_parent:
                 self._check_move(s, drive_id, item, new_parent)
@@ -404,19 +418,30 @@ class Tree:
         return unused
 
     def delete(
-        self, drive_id: str, item_id: str, if_match: Callable[[Item], None] | None = None, admit: Admit | None = None
+        self,
+        drive_id: str,
+        item_id: str | Locate,
+        if_match: Callable[[Item], None] | None = None,
+        admit: Admit | None = None,
     ) -> None:
-        """Delete an item; a folder with everything in it. Nothing is deleted if any file in it is locked.
-        `admit` as in `update`, with the folder the item was in."""
+        """Delete an item (by id, or what finds it: Locate); a folder with everything in it. Nothing is deleted if
+        any file in it is locked. `admit` as in `update`, with the folder the item was in."""
+        locate = self._locator(drive_id, item_id)
         with self.db.write() as s:
-            item = self.item(s, drive_id, item_id)
-            if isinstance(item, Folder):
+            item = locate(s)
+            folders: list[Folder] = []
+            while not folders:
+                if isinstance(item, File):
+                    item, _ = self._lock_with_folders(s, locate, None)
+                    if isinstance(item, File):
+                        break
+                    continue  # its path names a folder now
                 if item.parent_id is None:
                     raise WopiError(403, "the root of a drive cannot be deleted", code="accessDenied")
-                folders = self._lock_subtree(s, drive_id, item)
-                item = folders[0]
-            else:
-                item = self._lock_with_folders(s, drive_id, item_id, None)
+                locked = self._lock_subtree(s, drive_id, item)
+                item = locate(s)  # what its path names once its folder is held, which no rename gets past
+                if item.id == locked[0].id:
+                    folders, item = locked, locked[0]
             if if_match is not None:
                 if_match(item)
             if isinstance(item, File):
@@ -468,19 +493,43 @@ class Tree:
             i += 1
         return ids
 
-    def _lock_with_folders(self, s: Session, drive_id: str, item_id: str, other_folder: str | None) -> Item:
-        """The item, locked after the folders a change to it may touch: the folder it is in, the folder
-        `other_folder` (a move's destination), and the item itself if it is a folder, in id order."""
+    def _locator(self, drive_id: str, item_id: str | Locate) -> Locate:
+        if isinstance(item_id, str):
+            return lambda s: self.item(s, drive_id, item_id)
+        return item_id
+
+    def _lock_folder_at(self, s: Session, locate: Locate) -> Folder:
+        """The folder `locate` finds, locked, once it still finds it: a folder's row is held by any change that
+        would rename or move it. 400 if it finds a file."""
         while True:
-            item = self.item(s, drive_id, item_id)
+            folder = locate(s)
+            if not isinstance(folder, Folder):
+                raise WopiError(400, "a file has no children", code="invalidRequest")
+            locked = lock_folder(s, folder.id)
+            if locate(s).id == locked.id:
+                return locked
+
+    def _lock_with_folders(
+        self, s: Session, locate: Locate, destination: Callable[[Session], str] | None
+    ) -> tuple[Item, str | None]:
+        """The item `locate` finds, locked after the folders a change to it may touch: the folder it is in, the
+        folder `destination` names (a move's; its id is the second answer), and the item itself if it is a folder,
+        in id order. Once they are held, the item cannot be renamed or moved, nor the destination moved: they are
+        asked again, and if either has moved meanwhile (or a path names another item now), the folders of what is
+        found now are locked too."""
+        while True:
+            item = locate(s)
             parent = _parent_id(item)
-            wanted = {f for f in (parent, other_folder, item.id if isinstance(item, Folder) else None) if f}
+            other = None if destination is None else destination(s)
+            wanted = {f for f in (parent, other, item.id if isinstance(item, Folder) else None) if f}
             for folder_id in sorted(wanted):
                 lock_folder(s, folder_id)
-            item = s.get_one(Folder, item_id) if isinstance(item, Folder) else load_file(s, item_id)
+            item = s.get_one(Folder, item.id) if isinstance(item, Folder) else load_file(s, item.id)
             s.refresh(item)
-            if _parent_id(item) == parent:  # not moved while we waited
-                return item
+            if _parent_id(item) != parent:  # moved while we waited
+                continue
+            if locate(s).id == item.id and (destination is None or destination(s) == other):
+                return item, other
 
     def _check_move(self, s: Session, drive_id: str, item: Item, new_parent_id: str) -> None:
         destination = s.get(Folder, new_parent_id)
@@ -533,6 +582,13 @@ def _check_count(count: int, limit: int) -> None:
             "copy the folders in it one by one",
             code="invalidRequest",
         )
+
+
+def _folder_id_of(folder: str | Locate) -> Callable[[Session], str]:
+    """A folder's id, or what finds the folder, as what gives its id in a transaction."""
+    if isinstance(folder, str):
+        return lambda s: folder
+    return lambda s: folder(s).id
 
 
 def _parent_id(item: Item) -> str | None:

@@ -35,7 +35,7 @@ from .extents import Extent, Extents
 from .faults import InsufficientStorage, Unavailable
 from .files import Admit, Files
 from .ids import is_id, new_id
-from .models import WorkbookOperation, WorkbookSession
+from .models import File, WorkbookOperation, WorkbookSession
 from .repository import locking
 from .storage import Storage, discard
 from .xlsx import WorkbookError
@@ -125,9 +125,10 @@ class Workbooks:
 
     # -- sessions -------------------------------------------------------------------------------
 
-    def create_session(self, file_id: str, user_id: str, persist: bool) -> WorkbookSession:
+    def create_session(self, file_id: str, user_id: str, persist: bool, admit: Admit | None = None) -> WorkbookSession:
         """A new session; the file must be a workbook this host can open (a non-persistent session's copy
-        is made from it now)."""
+        is made from it now). `admit` (as in Files.replace, adding nothing) is asked in the transaction that
+        records it: whoever asked may have lost the drive, or their token, since their request was checked."""
         with self._calls:
             data, version = self._file_bytes(file_id)
             book = xlsx.open_workbook(data, self.max_size)  # refused now, not at the first call in the session
@@ -146,6 +147,11 @@ class Workbooks:
         try:
             with self.db.write() as s:
                 s.add(row)
+                if admit is not None:
+                    file = s.get(File, file_id)
+                    if file is None:  # deleted while its copy was made
+                        raise WopiError(404, "the file no longer exists", code="itemNotFound")
+                    admit(s, file.folder_id, 0)
         except BaseException:
             if blob is not None:
                 discard(self.blobs, blob.name)
@@ -227,9 +233,10 @@ class Workbooks:
 
     # -- long-running creation ----------------------------------------------------------------------
 
-    def start_create(self, file_id: str, user_id: str, persist: bool) -> str:
+    def start_create(self, file_id: str, user_id: str, persist: bool, admit: Admit | None = None) -> str:
         """createSession with Prefer: respond-async: an operation id at once; the session is made in a
-        thread, and its status is in the database for any worker to answer a poll."""
+        thread (`admit` asked as `create_session` asks it), and its status is in the database for any worker to
+        answer a poll."""
         now = self.clock.now()
         operation = WorkbookOperation(
             id=new_id(),
@@ -243,7 +250,7 @@ class Workbooks:
         )
         with self.db.write() as s:
             s.add(operation)
-        threading.Thread(target=self._run, args=(operation.id,), name="wopihost-workbook", daemon=True).start()
+        threading.Thread(target=self._run, args=(operation.id, admit), name="wopihost-workbook", daemon=True).start()
         return operation.id
 
     def operation(self, operation_id: str, file_id: str, user_id: str) -> WorkbookOperation:
@@ -260,14 +267,14 @@ class Workbooks:
         with self.db.write() as s:
             return self._session(s, session_id, file_id, user_id)
 
-    def _run(self, operation_id: str) -> None:
+    def _run(self, operation_id: str, admit: Admit | None = None) -> None:
         stop = threading.Event()
         beating = threading.Thread(
             target=self._beat, args=(operation_id, stop), name="wopihost-workbook-heartbeat", daemon=True
         )
         beating.start()
         try:
-            session, outcome = self._create(operation_id)
+            session, outcome = self._create(operation_id, admit)
             if not self._finish(operation_id, outcome) and session is not None:
                 # Given up for lost meanwhile: nobody will learn of this session, so its copy need not wait to expire.
                 try:
@@ -278,15 +285,18 @@ class Workbooks:
             stop.set()
             beating.join()
 
-    def _create(self, operation_id: str) -> tuple[WorkbookSession | None, dict[str, str]]:
+    def _create(self, operation_id: str, admit: Admit | None) -> tuple[WorkbookSession | None, dict[str, str]]:
         """The session an operation makes (None if it failed), and the operation's outcome."""
         try:
             self._set(operation_id, status="running")
             with self.db.read() as s:
                 operation = s.get_one(WorkbookOperation, operation_id)
-            session = self.create_session(operation.file_id, operation.user_id, operation.persist)
+            session = self.create_session(operation.file_id, operation.user_id, operation.persist, admit)
         except (WopiError, WorkbookError) as exc:
-            code = getattr(exc, "code", None) or "invalidRequest"
+            # a token revoked since the request (asked by `admit`) names no code of its own: Graph's for a 401
+            code = getattr(exc, "code", None) or (
+                "unauthenticated" if getattr(exc, "status", None) == 401 else "invalidRequest"
+            )
             error = {"code": code.split("/")[0], "message": str(exc)}
         except (Unavailable, InsufficientStorage) as exc:  # what a request would answer 503 or 507
             code = "serviceNotAvailable" if isinstance(exc, Unavailable) else "insufficientStorage"

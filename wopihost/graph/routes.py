@@ -234,18 +234,27 @@ def _children_path(ref: ItemRef) -> str:
 def update_item(call: Call, ref: ItemRef) -> Response:
     call.require_write()
     body = json_body()
+    reference = body.get("parentReference")
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
-        parent_id = _new_parent(call, s, body.get("parentReference"))
+        moving = _new_parent(call, s, reference) is not None
     described = _described(body)
     # Graph's documents put it in the query; its SDKs, whose PATCH takes no such parameter, in the body
     conflict = _conflict(request.args, _conflict(body, "fail"))
+
+    def destination(s) -> Folder:
+        folder = _new_parent(call, s, reference)
+        assert folder is not None  # it named one as the request came: it gives an id or a path
+        return folder
+
+    # The item, and the folder it moves to, are found again in the transaction that saves the change: a path
+    # names what is there then (Tree.update, Locate)
     updated = call.services.tree.update(
         call.drive.id,
-        item.id,
+        lambda s: _locate(call, s, ref),
         call.grant.user_id,
         name=_text(body, "name"),
-        parent_id=parent_id,
+        parent_id=destination if moving else None,
         **described,
         if_match=_if_match(),
         conflict=conflict,
@@ -254,14 +263,13 @@ def update_item(call: Call, ref: ItemRef) -> Response:
     return item_response(call.services, updated, call.drive, call.download_grant)
 
 
-def _new_parent(call: Call, s, reference: Any) -> str | None:
+def _new_parent(call: Call, s, reference: Any) -> Folder | None:
     if reference is None:
         return None
     reference = json_object(reference, "parentReference")
     if reference.get("driveId") not in (None, call.drive.id):
         raise GraphError(400, "invalidRequest", "items can only be moved within their drive")
-    folder = _referenced_folder(call, s, call.drive.id, reference)
-    return None if folder is None else folder.id
+    return _referenced_folder(call, s, call.drive.id, reference)
 
 
 def _referenced_folder(call: Call, s, drive_id: str, reference: dict) -> Folder | None:
@@ -355,7 +363,8 @@ def delete_item(call: Call, ref: ItemRef) -> Response:
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
     admit = _admit(call, call.drive.id, item.id if isinstance(item, File) else None)
-    call.services.tree.delete(call.drive.id, item.id, _if_match(), admit)
+    # found again where it is deleted: what the path names then (Tree.delete, Locate)
+    call.services.tree.delete(call.drive.id, lambda s: _locate(call, s, ref), _if_match(), admit)
     return NoContent(status=204)
 
 
@@ -422,13 +431,24 @@ def create_child(call: Call, ref: ItemRef) -> Response:
     conflict = _conflict(body, "fail")
     described = _described(body)
     with call.services.db.read() as s:
-        parent = _locate(call, s, ref)
-        if not isinstance(parent, Folder):
-            raise GraphError(400, "invalidRequest", "a file has no children")
+        _parent_folder(call, s, ref)
+    # found again where the folder is made: what the path names then (Tree.create_folder, Locate)
     folder, created = call.services.tree.create_folder(
-        parent.id, name, conflict, call.grant.user_id, **described, admit=_admit(call, call.drive.id)
+        lambda s: _parent_folder(call, s, ref),
+        name,
+        conflict,
+        call.grant.user_id,
+        **described,
+        admit=_admit(call, call.drive.id),
     )
     return item_response(call.services, folder, call.drive, call.download_grant, 201 if created else 200)
+
+
+def _parent_folder(call: Call, s, ref: ItemRef) -> Folder:
+    parent = _locate(call, s, ref)
+    if not isinstance(parent, Folder):
+        raise GraphError(400, "invalidRequest", "a file has no children")
+    return parent
 
 
 def _workbook(call: Call, ref: ItemRef) -> Response:

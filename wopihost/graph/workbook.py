@@ -44,7 +44,8 @@ _ROUTES = [
 
 def workbook(call, file: File, rest: str, admit: Admit) -> Response:
     """Route `…/workbook/{rest}` on the workbook `file` for the authenticated `call` (routes.Call); `admit` is
-    what a write to the file asks once its bytes are in, as every Graph write (the quota, the caller's reach)."""
+    what a write to the file asks once its bytes are in, as every Graph write (the quota, the caller's reach, the
+    token still live), and what a new session asks as it is recorded."""
     method = "GET" if request.method == "HEAD" else request.method
     known = []  # the methods `rest` takes, for a 405's Allow
     for verb, pattern, name in _ROUTES:
@@ -106,12 +107,13 @@ def create_session(context: _Context) -> Response:
     if persist:
         context.call.require_write()
     if "respond-async" in (request.headers.get("Prefer") or "").lower():
-        operation = context.workbooks.start_create(context.file.id, context.user, persist)
+        operation = context.workbooks.start_create(context.file.id, context.user, persist, context.admit)
         response = jsonify({})
         response.status_code = 202
         response.headers["Location"] = context.url(f"operations/{operation}")
         return response
-    session = context.workbooks.create_session(context.file.id, context.user, persist)
+    # the caller's reach and token asked again as the session is recorded, as a write to the file asks them
+    session = context.workbooks.create_session(context.file.id, context.user, persist, context.admit)
     response = jsonify(_session_json(session.id, session.persist))
     response.status_code = 201
     return response
