@@ -495,6 +495,18 @@ def test_the_launch_api_reads_a_json_body_up_to_its_limit(host_services, browser
     )
 
 
+@pytest.mark.parametrize(
+    "path, status, code",
+    [("/host/links/", 404, "itemNotFound"), ("/host/links/more", 405, "invalidRequest")],  # that one: a page's path
+)
+def test_the_launch_api_answers_in_json_where_no_route_matched(host_services, browser, path, status, code):
+    """A program that mistypes the launch API's path got the page's HTML error, which it cannot read."""
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+    response = browser.post(path, b"{}", headers={"Authorization": f"Bearer {token.token}"}, status=status)
+    assert response.content_type == "application/json"
+    assert response.json["error"]["code"] == code and response.json["error"]["message"]
+
+
 def test_the_launch_api_answers_404_for_an_id_no_file_can_have(host_services, browser):
     """PostgreSQL refuses a NUL in a text parameter: the id is judged before it reaches the database."""
     token, _ = host_services.issue_api_token("alice", can_write=True)

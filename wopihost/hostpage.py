@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 from flask import Blueprint, Response, current_app, jsonify, render_template_string, request
 from werkzeug.exceptions import HTTPException
 
-from .body import JsonTooLarge, json_request_body
+from .body import JsonTooLarge, drain, json_request_body
 from .clock import to_epoch_ms
 from .config import LANGUAGE_TAG
 from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc, with_query
@@ -231,14 +231,8 @@ def create_link() -> Response:
 
 @blueprint.errorhandler(WopiError)
 def _refused(error: WopiError) -> Response:
-    if request.method == "POST":  # the launch API: JSON for a program
-        response = jsonify(
-            {"error": {"code": error.code or _CODES.get(error.status, "invalidRequest"), "message": error.reason}}
-        )
-        response.status_code = error.status
-        if error.status == 401:  # RFC 9110 §15.5.2: a 401 says how to authenticate (as Graph's do)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="wopihost"'
-        return response
+    if _launch_api():
+        return _api_error(error.status, error.code or _CODES.get(error.status, "invalidRequest"), error.reason)
     if error.status == 401:  # one answer for a bad, expired or revoked link, a missing file ...
         return _message(403, "Link not valid", f"{INVALID[0].upper()}{INVALID[1:]}. Ask for a new one.")
     return _message(error.status, "Cannot open this file", error.reason)
@@ -249,16 +243,8 @@ def _refused(error: WopiError) -> Response:
 def _fault(error: Exception) -> Response:
     log.warning("%s %s: %s", request.method, request.path, error)
     status = 503 if isinstance(error, Unavailable) else 507
-    if request.method == "POST":
-        response = jsonify(
-            {
-                "error": {
-                    "code": "serviceNotAvailable" if status == 503 else "insufficientStorage",
-                    "message": str(error),
-                }
-            }
-        )
-        response.status_code = status
+    if _launch_api():
+        response = _api_error(status, "serviceNotAvailable" if status == 503 else "insufficientStorage", str(error))
     else:
         response = _message(status, "Try again later", str(error))
     if isinstance(error, Unavailable):  # as every other 503 of the app says when to try again
@@ -276,8 +262,31 @@ def handles(path: str) -> bool:
 
 
 def http_error(error: HTTPException) -> Response:
-    """Werkzeug's errors below the host page's path, as the page's other errors."""
-    return http_error_page(error, _MESSAGE_HEADERS)
+    """Werkzeug's errors below the host page's path, as the page's other errors; the launch API's in its JSON."""
+    if not _launch_api():
+        return http_error_page(error, _MESSAGE_HEADERS)
+    status = error.code or 500
+    response = _api_error(status, _CODES.get(status, "invalidRequest"), error.description or error.name)
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers.setdefault(name, value)
+    return response
+
+
+def _launch_api() -> bool:
+    """Whether the request is the launch API's (POST /host/links, and what a program mistypes of it): its errors
+    are JSON for a program, where the page's are a page for a person."""
+    return request.method == "POST" and request.path.startswith(f"{PATH}/links")
+
+
+def _api_error(status: int, code: str, message: str) -> Response:
+    """An error of the launch API (a POST): JSON for a program, in Graph's shape."""
+    drain(request.environ, request.stream)  # as every error of the app: the connection carries the next request
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    if status == 401:  # RFC 9110 §15.5.2: a 401 says how to authenticate (as Graph's do)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="wopihost"'
+    return response
 
 
 def _message(status: int, title: str, message: str) -> Response:
