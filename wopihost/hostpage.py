@@ -234,7 +234,7 @@ def _refused(error: WopiError) -> Response:
     if _launch_api():
         return _api_error(error.status, error.code or _CODES.get(error.status, "invalidRequest"), error.reason)
     if error.status == 401:  # one answer for a bad, expired or revoked link, a missing file ...
-        return _message(403, "Link not valid", f"{INVALID[0].upper()}{INVALID[1:]}. Ask for a new one.")
+        return _message(403, "Link not valid", f"{INVALID}. Ask for a new one.")
     return _message(error.status, "Cannot open this file", error.reason)
 
 

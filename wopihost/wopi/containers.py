@@ -17,7 +17,7 @@ from ..shares import READ_ONLY, READ_WRITE
 from ..tokens import Grant
 from . import pointers
 from .files import Call, share_url_type, target_headers
-from .requests import header, name_header, raw_name_header
+from .requests import header, name_header
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def create_child_container(call: ContainerCall) -> Response:
 
 def _one_target() -> tuple[bool, str]:
     """Whether the target is suggested, and its raw header value; 501 for both headers, 400 for neither."""
-    suggested, relative = raw_name_header("X-WOPI-SuggestedTarget"), raw_name_header("X-WOPI-RelativeTarget")
+    suggested, relative = header("X-WOPI-SuggestedTarget"), header("X-WOPI-RelativeTarget")
     if suggested is not None and relative is not None:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
     if suggested is not None:

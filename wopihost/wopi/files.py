@@ -34,7 +34,6 @@ from .requests import (
     int_header,
     json_request,
     name_header,
-    raw_name_header,
     sized_body,
     time_header,
 )
@@ -261,8 +260,8 @@ def target_headers(base_name: Callable[[], str]) -> Target:
     """Where PutRelativeFile or CreateChildFile puts its file: X-WOPI-SuggestedTarget (a name, or an
     extension for `base_name()`) or X-WOPI-RelativeTarget with X-WOPI-OverwriteRelativeTarget (docs/wopi.md
     §3.9); 501 for both, 400 for neither."""
-    has_suggested = raw_name_header("X-WOPI-SuggestedTarget") is not None
-    has_relative = raw_name_header("X-WOPI-RelativeTarget") is not None
+    has_suggested = header("X-WOPI-SuggestedTarget") is not None
+    has_relative = header("X-WOPI-RelativeTarget") is not None
     if has_suggested and has_relative:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
     if not (has_suggested or has_relative):
@@ -270,7 +269,7 @@ def target_headers(base_name: Callable[[], str]) -> Target:
     overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
     if has_suggested:
         return Target(_suggested_name(base_name), suggested=True)
-    raw = raw_name_header("X-WOPI-RelativeTarget") or ""
+    raw = header("X-WOPI-RelativeTarget") or ""
     try:  # one that is neither UTF-7 nor UTF-8 still names what the 400 suggests instead
         return Target(decode_name(raw, "X-WOPI-RelativeTarget"), suggested=False, overwrite=overwrite)
     except InvalidName as exc:
@@ -279,7 +278,7 @@ def target_headers(base_name: Callable[[], str]) -> Target:
 
 def _suggested_name(base_name: Callable[[], str]) -> str:
     """Suggested mode never fails: an extension alone means "that name, this extension"; any name is sanitised."""
-    raw = raw_name_header("X-WOPI-SuggestedTarget") or ""
+    raw = header("X-WOPI-SuggestedTarget") or ""
     try:
         suggestion = name_header("X-WOPI-SuggestedTarget") or ""
     except WopiError:

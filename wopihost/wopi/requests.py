@@ -13,8 +13,11 @@ from ..names import InvalidName, decode_name
 
 
 def header(name: str) -> str | None:
+    """A header's value as the WSGI server hands it over (its bytes read as Latin-1), less the spaces and tabs
+    around it: HTTP's only whitespace there. Not str.strip, which also takes U+0085 and U+00A0, the last byte of
+    a raw UTF-8 name ending in 'à' (C3 A0) or 'Å' (C3 85)."""
     value = request.headers.get(name)
-    return value if value is None else value.strip()
+    return value if value is None else value.strip(" \t")
 
 
 MAX_INT64 = 2**63 - 1  # WOPI's integer headers are .NET longs
@@ -40,18 +43,10 @@ def bool_header(name: str) -> bool:
     return value == "true"
 
 
-def raw_name_header(name: str) -> str | None:
-    """A name header (X-WOPI-SuggestedTarget, -RelativeTarget, -RequestedName) as the WSGI server hands it over,
-    its bytes read as Latin-1, less the spaces and tabs around it. Not `header`'s str.strip: that also takes
-    U+0085 and U+00A0, which here are the last byte of a raw UTF-8 name ending in 'à' (C3 A0) or 'Å' (C3 85)."""
-    value = request.headers.get(name)
-    return value if value is None else value.strip(" \t")
-
-
 def name_header(name: str, invalid_name_header: str | None = None) -> str | None:
     """A name header decoded (names.decode_name: UTF-7, or raw UTF-8); 400 if it is neither, naming the reason
     in `invalid_name_header` too if given."""
-    value = raw_name_header(name)
+    value = header(name)
     if value is None:
         return None
     try:
