@@ -9,9 +9,10 @@ import os
 import re
 import secrets
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "WOPIHOST_"
@@ -67,30 +68,25 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _positive_duration(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"must be more than 0, not {text!r}")
-    return seconds
+Number = TypeVar("Number", int, float)
+
+
+def _more_than_zero(parse: Callable[[str], Number], note: str = "") -> Callable[[str], Number]:
+    def parsed(text: str) -> Number:
+        value = parse(text)
+        if value <= 0:
+            raise ValueError(f"must be more than 0, not {text!r}{note}")
+        return value
+
+    return parsed
 
 
 # A limit of 0 refuses everything it limits. WOPIHOST_DRIVE_QUOTA reads 0 as "no limit", so an administrator may
 # write 0 for that here too: refused, rather than have every save answer 413.
-_NO_ZERO_LIMIT = "no limit is 0 here: to raise it, give a larger value"
-
-
-def _positive_size(text: str) -> int:
-    size = parse_size(text)
-    if size <= 0:
-        raise ValueError(f"must be more than 0, not {text!r} ({_NO_ZERO_LIMIT})")
-    return size
-
-
-def _positive_count(text: str) -> int:
-    value = _count(text)
-    if value <= 0:
-        raise ValueError(f"must be more than 0, not {text!r} ({_NO_ZERO_LIMIT})")
-    return value
+_NO_ZERO_LIMIT = " (no limit is 0 here: to raise it, give a larger value)"
+_positive_duration = _more_than_zero(parse_duration)
+_positive_size = _more_than_zero(parse_size, _NO_ZERO_LIMIT)
+_positive_count = _more_than_zero(_count, _NO_ZERO_LIMIT)
 
 
 PROOF_MODES = ("off", "verify", "require")
