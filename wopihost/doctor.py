@@ -139,8 +139,8 @@ def _storage(services: Services) -> Finding:
             f"{where} has less than WOPIHOST_MIN_FREE_SPACE free",
             "free space or grow the volume; writes are refused with 507 meanwhile",
         )
-    if state.startswith("no bucket ") and url:
-        bucket = state.removeprefix("no bucket ")
+    if state == "no bucket":
+        bucket = urlsplit(url).netloc
         return Finding(
             False,
             f"{where} is not writable: its bucket {bucket} does not exist",

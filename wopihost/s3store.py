@@ -366,14 +366,14 @@ class S3Store:
     # -- state
 
     def health(self) -> str:
-        """ "ok", "full" (the store or its quota refuses the probe object), "no bucket NAME" when the bucket does not
-        exist, or "not writable" when the probe cannot be written and deleted for another reason. Never raises."""
+        """ "ok", "full" (the store or its quota refuses the probe object), "no bucket" when the bucket does not
+        exist (the log names it), or "not writable" when the probe cannot be written and deleted for another reason. Never raises."""
         try:
             with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
                 self.delete(probe.name)
         except MissingBucket as exc:
             log.warning("the object store is not writable: %s", exc)
-            return f"no bucket {exc.bucket}"
+            return "no bucket"  # /healthz is public: the log and doctor name it
         except InsufficientStorage as exc:
             log.warning("the object store is full: %s", exc)
             return "full"
