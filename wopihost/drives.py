@@ -107,6 +107,13 @@ class Drives:
         ).scalar_one()
         return Quota(self.quota_bytes, int(used))
 
+    def check_room(self, s: Session, drive_id: str, more: int) -> None:
+        """507 quotaLimitReached unless `more` bytes fit in the drive; asked as `quota` is, after every other row
+        lock. Where nothing could refuse (no quota set, a write that adds no bytes) it reads nothing and takes no
+        turn: summing a large drive's files for every write costs more than the write."""
+        if self.quota_bytes is not None and more > 0:
+            self.quota(s, drive_id).check(more)
+
     # -- administration (the CLI) ----------------------------------------------------
 
     def create_shared(self, kind: str, name: str) -> Drive:

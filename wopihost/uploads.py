@@ -140,7 +140,7 @@ class Uploads:
                 self._check_size(file_size)
                 # only a file the upload replaces frees its bytes: rename and fail leave the one of that name
                 replaced = existing if target.file_id is not None or target.conflict == "replace" else None
-                self.drives.quota(s, target.drive_id).check(file_size - (replaced.size if replaced else 0))
+                self.drives.check_room(s, target.drive_id, file_size - (replaced.size if replaced else 0))
         token = self.sessions.create(target.file_id, user_id, kind="graph", target=target.to_json(), total=file_size)
         return token, self.status(token)
 
@@ -305,7 +305,7 @@ class Uploads:
                 code="preconditionFailed/entityTagDoesNotMatch",
             )
         # last: the quota's lock (drives.py) is taken after every row lock
-        self.drives.quota(s, target.drive_id).check(row.total - (existing.size if existing is not None else 0))
+        self.drives.check_room(s, target.drive_id, row.total - (existing.size if existing is not None else 0))
         if existing is None:
             assert target.folder_id is not None and target.name is not None  # as above: no file_id
             name = self.files.free_name(s, target.folder_id, target.name, style=counted)

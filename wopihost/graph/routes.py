@@ -331,7 +331,7 @@ def copy_item(call: Call, ref: ItemRef) -> Response:
         if isinstance(source, File):
             assert name is not None  # childrenOnly is refused above
             replaced = services.tree.child(s, folder.id, name) if conflict == "replace" else None
-            services.drives.quota(s, drive.id).check(source.size - getattr(replaced, "size", 0))
+            services.drives.check_room(s, drive.id, source.size - getattr(replaced, "size", 0))
     user, admit_here = call.grant.user_id, _admit(call, drive.id)
 
     def admit(s, folder_id: str, growth: int) -> None:
@@ -351,7 +351,7 @@ def copy_item(call: Call, ref: ItemRef) -> Response:
             user,
             conflict,
             services.settings.max_copy_items,
-            lambda s, growth: services.drives.quota(s, drive.id).check(growth),
+            lambda s, growth: services.drives.check_room(s, drive.id, growth),
             admit,
         )
     monitor = services.tokens.ticket(call.grant, copy.id, kind=COPY_MONITOR)
@@ -511,7 +511,7 @@ def put_content(call: Call, ref: ItemRef) -> Response:
             existing = _locate(call, s, ref)
             if not isinstance(existing, File):
                 raise GraphError(400, "invalidRequest", "a folder has no content")
-        services.drives.quota(s, call.drive.id).check((length or 0) - getattr(existing, "size", 0))
+        services.drives.check_room(s, call.drive.id, (length or 0) - getattr(existing, "size", 0))
 
     admit = _admit(call, call.drive.id, None if ref.path else getattr(existing, "id", None))
     if ref.path:
@@ -544,8 +544,7 @@ def _admit(call: Call, drive_id: str, file_id: str | None = None) -> Callable[[A
 
     def admit(s, folder_id: str, growth: int) -> None:
         require_reach(s, call.services.drives, call.grant.user_id, call.share, drive_id, folder_id, file_id)
-        if growth > 0:  # a write that adds no bytes always fits: no turn to take, no sum of the drive's files to read
-            call.services.drives.quota(s, drive_id).check(growth)
+        call.services.drives.check_room(s, drive_id, growth)
         with Statements.in_session(s) as t:  # the last lock taken: see Tokens.require_live
             call.services.tokens.require_live(t, call.grant)
 
