@@ -19,7 +19,7 @@ from .body import drain
 from .clock import Clock
 from .config import ConfigError, Settings
 from .doctor import instance_fingerprint
-from .errors import WopiError, WopiResponse, header_safe
+from .errors import WopiError, WopiResponse, header_safe, with_headers_of
 from .faults import InsufficientStorage, Unavailable
 from .gc import Sweeper
 from .metrics import Metrics, Observer, name_request, serve_separately
@@ -195,11 +195,7 @@ def _http_error(error: HTTPException) -> Response:
     for pages in (sharepage, hostpage):  # the pages a browser opens: a page that says what went wrong
         if pages.handles(request.path):
             return pages.http_error(error)
-    response = _error_response(error.code or 500, error.description or error.name)
-    for name, value in error.get_headers():
-        if name.lower() != "content-type":
-            response.headers.setdefault(name, value)
-    return response
+    return with_headers_of(_error_response(error.code or 500, error.description or error.name), error)
 
 
 def _unexpected_error(error: Exception) -> Response:

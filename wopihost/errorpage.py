@@ -13,6 +13,8 @@ from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
 from .body import drain
+from .errors import with_headers_of
+from .faults import InsufficientStorage, Unavailable
 
 
 def error_page(status: int, title: str, message: str, headers: Mapping[str, str]) -> Response:
@@ -33,8 +35,12 @@ def error_page(status: int, title: str, message: str, headers: Mapping[str, str]
 def http_error_page(error: HTTPException, headers: Mapping[str, str]) -> Response:
     """Werkzeug's error (a path of no page, a method the page does not take, a range beyond the file ...) as that
     page, with the headers the error carries (Allow, Content-Range)."""
-    response = error_page(error.code or 500, error.name, error.description or error.name, headers)
-    for name, value in error.get_headers():
-        if name.lower() != "content-type":
-            response.headers.setdefault(name, value)
-    return response
+    return with_headers_of(error_page(error.code or 500, error.name, error.description or error.name, headers), error)
+
+
+def fault_page(error: Unavailable | InsufficientStorage, headers: Mapping[str, str]) -> Response:
+    """What the host stands on failing (the database, the disk, the store) as that page: 503 with Unavailable's
+    Retry-After, as every other 503 of the app, or 507 for a store that is full."""
+    if isinstance(error, Unavailable):
+        return error_page(503, "Try again later", str(error), {**headers, "Retry-After": str(error.retry_after)})
+    return error_page(507, "Try again later", str(error), headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Response
+from werkzeug.exceptions import HTTPException
 
 from .names import InvalidName, check
 
@@ -85,3 +86,12 @@ def name_taken(name: str) -> WopiError:
 
 def unauthorized(reason: str) -> WopiError:
     return WopiError(401, reason)
+
+
+def with_headers_of(response: Response, error: HTTPException) -> Response:
+    """`response`, standing in for Werkzeug's `error`, with the headers the error carries (Allow for a 405,
+    Content-Range for a 416) but its Content-Type, and none the response has already."""
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers.setdefault(name, value)
+    return response

@@ -20,8 +20,8 @@ from .body import JsonTooLarge, drain, json_request_body
 from .clock import to_epoch_ms
 from .config import LANGUAGE_TAG
 from .discovery import ActionNotFound, DiscoveryError, transform_urlsrc, with_query
-from .errorpage import error_page, http_error_page
-from .errors import WopiError
+from .errorpage import error_page, fault_page, http_error_page
+from .errors import WopiError, with_headers_of
 from .faults import RETRY_AFTER, InsufficientStorage, Unavailable
 from .ids import new_id
 from .launches import INVALID, PATH
@@ -240,15 +240,14 @@ def _refused(error: WopiError) -> Response:
 
 @blueprint.errorhandler(Unavailable)
 @blueprint.errorhandler(InsufficientStorage)
-def _fault(error: Exception) -> Response:
+def _fault(error: Unavailable | InsufficientStorage) -> Response:
     log.warning("%s %s: %s", request.method, request.path, error)
-    status = 503 if isinstance(error, Unavailable) else 507
-    if _launch_api():
-        response = _api_error(status, "serviceNotAvailable" if status == 503 else "insufficientStorage", str(error))
-    else:
-        response = _message(status, "Try again later", str(error))
-    if isinstance(error, Unavailable):  # as every other 503 of the app says when to try again
-        response.headers["Retry-After"] = str(error.retry_after)
+    if not _launch_api():
+        return fault_page(error, _MESSAGE_HEADERS)
+    if isinstance(error, InsufficientStorage):
+        return _api_error(507, "insufficientStorage", str(error))
+    response = _api_error(503, "serviceNotAvailable", str(error))
+    response.headers["Retry-After"] = str(error.retry_after)  # as every other 503 of the app says when to try again
     return response
 
 
@@ -266,11 +265,9 @@ def http_error(error: HTTPException) -> Response:
     if not _launch_api():
         return http_error_page(error, _MESSAGE_HEADERS)
     status = error.code or 500
-    response = _api_error(status, _CODES.get(status, "invalidRequest"), error.description or error.name)
-    for name, value in error.get_headers():
-        if name.lower() != "content-type":
-            response.headers.setdefault(name, value)
-    return response
+    return with_headers_of(
+        _api_error(status, _CODES.get(status, "invalidRequest"), error.description or error.name), error
+    )
 
 
 def _launch_api() -> bool:

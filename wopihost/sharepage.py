@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
-from .errorpage import error_page, http_error_page
+from .errorpage import error_page, fault_page, http_error_page
 from .errors import WopiError
 from .faults import InsufficientStorage, Unavailable
 from .ids import is_id
@@ -120,11 +120,9 @@ def _refused(error: WopiError) -> Response:
 
 @blueprint.errorhandler(Unavailable)
 @blueprint.errorhandler(InsufficientStorage)
-def _fault(error: Exception) -> Response:
+def _fault(error: Unavailable | InsufficientStorage) -> Response:
     log.warning("%s %s: %s", request.method, request.path, error)
-    if isinstance(error, Unavailable):  # as every other 503 of the app says when to try again
-        return error_page(503, "Try again later", str(error), {**_HEADERS, "Retry-After": str(error.retry_after)})
-    return error_page(507, "Try again later", str(error), _HEADERS)
+    return fault_page(error, _HEADERS)
 
 
 def handles(path: str) -> bool:

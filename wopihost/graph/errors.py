@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..body import drain
 from ..clock import Clock
-from ..errors import WopiError
+from ..errors import WopiError, with_headers_of
 from ..faults import InsufficientStorage, Unavailable
 from .shapes import timestamp
 
@@ -122,10 +122,7 @@ def _unavailable(error: Unavailable) -> Response:
 def http_error(error: HTTPException) -> Response:
     status = error.code or 500
     answer = response(GraphError(status, _CODES.get(status, "generalException"), error.description or error.name))
-    for name, value in error.get_headers():
-        if name.lower() != "content-type":
-            answer.headers.setdefault(name, value)
-    return answer
+    return with_headers_of(answer, error)
 
 
 def _unexpected(error: Exception) -> Response:
