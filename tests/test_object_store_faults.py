@@ -62,6 +62,19 @@ def bucket_quota(gateway, bucket: str, max_size: int) -> None:
         assert done.returncode == 0, done.stderr
 
 
+def _environment(tmp_path, database: str, bucket: str) -> dict[str, str]:
+    """A host's settings on `database` with its content in `bucket` (ceph_rgw's S3 settings come from the env)."""
+    return {
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_DATABASE_URL": database,
+        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+        "WOPIHOST_SECRET_KEY": TEST_SECRET,
+        "WOPIHOST_SWEEP_INTERVAL": "0",
+        "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
+        "WOPIHOST_S3_ADDRESSING_STYLE": "path",
+    }
+
+
 @pytest.fixture
 def host(ceph_rgw, s3, database, tmp_path, monkeypatch):
     """Two hosts on the same database and bucket: a patient one, with the default S3 timeouts, sets the file up and
@@ -71,16 +84,7 @@ def host(ceph_rgw, s3, database, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     bucket = f"faults-{secrets.token_hex(6)}"
     s3.create_bucket(Bucket=bucket)
-    environment = {
-        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
-        "WOPIHOST_DATABASE_URL": database,
-        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-        "WOPIHOST_SECRET_KEY": TEST_SECRET,
-        "WOPIHOST_SWEEP_INTERVAL": "0",
-        "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
-        "WOPIHOST_S3_ADDRESSING_STYLE": "path",
-        "WOPIHOST_CSPP_PLUS": "on",
-    }
+    environment = _environment(tmp_path, database, bucket) | {"WOPIHOST_CSPP_PLUS": "on"}
     patient = create_app(Settings.from_env(environment))
     impatient = create_app(
         Settings.from_env(
@@ -303,19 +307,7 @@ def test_a_bucket_that_does_not_exist_is_a_503_that_says_so_not_a_missing_file(
         _empty_and_delete(s3, bucket)
     else:  # another host on the same database, whose WOPIHOST_STORAGE_URL names a bucket that was never made
         bucket = f"misnamed-{secrets.token_hex(6)}"
-        app = create_app(
-            Settings.from_env(
-                {
-                    "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
-                    "WOPIHOST_DATABASE_URL": database,
-                    "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-                    "WOPIHOST_SECRET_KEY": TEST_SECRET,
-                    "WOPIHOST_SWEEP_INTERVAL": "0",
-                    "WOPIHOST_STORAGE_URL": f"s3://{bucket}/host",
-                    "WOPIHOST_S3_ADDRESSING_STYLE": "path",
-                }
-            )
-        )
+        app = create_app(Settings.from_env(_environment(tmp_path, database, bucket)))
         testapp = webtest.TestApp(app)
         wopi = WopiClient(testapp, wopi.file_id, wopi.token)
         graph = GraphClient(testapp, graph.token, graph.drive_id, "/v1.0")
