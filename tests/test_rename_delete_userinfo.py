@@ -65,6 +65,24 @@ def test_rename_unlocked_file_ignores_any_lock_header(wopi, lock_header):
     assert rename(wopi, "Renamed", **lock_header).status_int == 200
 
 
+@pytest.mark.parametrize("locked", [False, True], ids=["unlocked", "locked"])
+@pytest.mark.parametrize("name", ["X-WOPI-Lock", "X-WOPI-CoauthLockId"])
+@pytest.mark.parametrize("value", ["L" * 1025, raw_utf8("Lé")], ids=["too-long", "not-ascii"])
+def test_a_lock_header_that_is_no_lock_id_is_400_naming_it(wopi, locked, name, value):
+    """A lock id is at most 1024 ASCII characters (CSPP Plus's RenameFile: 400 when a lock header is not), as
+    PutFile and the lock operations read it: not ignored on an unlocked file, nor a mere mismatch on a locked one."""
+    if locked:
+        wopi.lock("L")
+    response = wopi.testapp.post(
+        wopi.url(),
+        headers={"X-WOPI-Override": "RENAME_FILE", "X-WOPI-RequestedName": "Renamed", name: value},
+        expect_errors=True,
+    )
+    assert response.status_int == 400
+    assert name in response.headers["X-WOPI-FailureReason"]
+    assert wopi.check_file_info().json["BaseFileName"] == "Doc.docx"
+
+
 def test_rename_locked_file_with_its_lock(wopi):
     wopi.lock("L")
     assert rename(wopi, "Renamed", X_WOPI_Lock="L").status_int == 200

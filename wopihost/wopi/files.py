@@ -33,6 +33,7 @@ from .requests import (
     header,
     int_header,
     json_request,
+    lock_header,
     name_header,
     sized_body,
     time_header,
@@ -163,8 +164,7 @@ def _content_response(file: File | FileView, content: BinaryIO, max_expected: in
 def put_file(call: Call) -> Response:
     call.require_write()
     services = call.services
-    lock_header = header("X-WOPI-Lock")
-    lock_id = parse_lock_id(lock_header) if lock_header else None  # absent when filling a new empty file
+    lock_id = lock_header("X-WOPI-Lock")  # absent when filling a new empty file
     loaded_at = time_header("X-COOL-WOPI-Timestamp", "X-LOOL-WOPI-Timestamp")
     check_body_size(services.settings.max_file_size)
     file = services.files.put(call.file_id, request_body(), lock_id, loaded_at, call.admit)
@@ -293,8 +293,8 @@ def rename_file(call: Call) -> Response:
     requested = name_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
     if requested is None:
         raise bad_request("X-WOPI-RequestedName is required")
-    lock_id = header("X-WOPI-Lock") or None  # may arrive empty on an unlocked file
-    coauth_lock_id = header("X-WOPI-CoauthLockId") or None
+    lock_id = lock_header("X-WOPI-Lock")  # may arrive empty on an unlocked file
+    coauth_lock_id = lock_header("X-WOPI-CoauthLockId")
     call.file()  # 404 for a deleted file, before its body is read
     discard_body(call.services.settings.max_file_size)  # Collabora sends the document along
     try:
