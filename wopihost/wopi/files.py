@@ -266,9 +266,9 @@ def target_headers(base_name: Callable[[], str]) -> Target:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
     if not (has_suggested or has_relative):
         raise bad_request("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required")
-    overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
-    if has_suggested:
+    if has_suggested:  # which never fails (400 or 409): the overwrite flag, used only by a specific name, is not read
         return Target(_suggested_name(base_name), suggested=True)
+    overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
     raw = header("X-WOPI-RelativeTarget") or ""
     try:  # one that is neither UTF-7 nor UTF-8 still names what the 400 suggests instead
         return Target(decode_name(raw, "X-WOPI-RelativeTarget"), suggested=False, overwrite=overwrite)
