@@ -143,6 +143,16 @@ def test_rename_to_an_illegal_name_is_400(wopi, name, tmp_path):
     assert not [p for p in tmp_path.rglob("*") if "passwd" in p.name]
 
 
+@pytest.mark.parametrize("name", ["", "   "])
+def test_an_empty_requested_name_is_400_saying_so(wopi, name):
+    """Not 'the name starts with a dot', which the name made with the extension kept ('.docx') does, and the
+    client never sent."""
+    response = rename(wopi, name)
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-InvalidFileNameError"] == "X-WOPI-RequestedName is empty"
+    assert wopi.check_file_info().json["BaseFileName"] == "Doc.docx"
+
+
 def test_rename_with_a_non_utf7_header_is_400(wopi):
     response = wopi.op("RENAME_FILE", X_WOPI_RequestedName="bad+AAA€")
     assert response.status_int == 400

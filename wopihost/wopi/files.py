@@ -293,6 +293,9 @@ def rename_file(call: Call) -> Response:
     requested = name_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
     if requested is None:
         raise bad_request("X-WOPI-RequestedName is required")
+    if not requested:  # else refused as the name it makes with the extension kept, ".docx": "starts with a dot"
+        reason = "X-WOPI-RequestedName is empty"
+        raise bad_request(reason, {"X-WOPI-InvalidFileNameError": reason})
     lock_id = lock_header("X-WOPI-Lock")  # may arrive empty on an unlocked file
     coauth_lock_id = lock_header("X-WOPI-CoauthLockId")
     call.file()  # 404 for a deleted file, before its body is read
