@@ -304,9 +304,17 @@ def rename_file(call: Call) -> Response:
         renamed = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id, call.admit_in)
     except InvalidName as exc:
         raise bad_request(str(exc), {"X-WOPI-InvalidFileNameError": str(exc)}) from None
-    # LastModifiedTime beyond the spec's Name: Collabora takes it from every 200 JSON answer as the time it next
-    # sends in X-COOL-WOPI-Timestamp, and without it sends none, its check that the file did not change gone
-    return jsonify({"Name": renamed.base, "LastModifiedTime": iso_round_trip(renamed.file.modified_at)})
+    # Beyond the spec's Name: LastModifiedTime, which Collabora takes from every 200 JSON answer as the time it next
+    # sends in X-COOL-WOPI-Timestamp (without it, none, its check that the file did not change gone); and Url, the
+    # file's own WOPISrc with a token, as PutRelativeFile's, without which Collabora's editor takes the rename for
+    # one that did not happen (no new name shown, no File_Rename to the host page)
+    return jsonify(
+        {
+            "Name": renamed.base,
+            "Url": pointers.same_file(call.services, call.grant),
+            "LastModifiedTime": iso_round_trip(renamed.file.modified_at),
+        }
+    )
 
 
 def delete_file(call: Call) -> Response:
