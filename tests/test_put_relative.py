@@ -298,6 +298,15 @@ def test_malformed_overwrite_flag_is_400(wopi):
     assert "X-WOPI-OverwriteRelativeTarget" in response.headers["X-WOPI-FailureReason"]
 
 
+@pytest.mark.parametrize("flag", ["maybe", "1"])
+def test_suggested_mode_does_not_read_the_overwrite_flag(wopi, flag):
+    """A suggested name must never get 400 or 409, and overwrites nothing: the flag is a specific name's alone."""
+    response = put_relative(wopi, X_WOPI_SuggestedTarget="Doc.docx", X_WOPI_OverwriteRelativeTarget=flag)
+    assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    assert response.json["Name"] == "Doc (2).docx"
+    assert wopi.get_file().body == b"hello world"
+
+
 def test_too_large_is_413(wopi, settings, services):
     response = put_relative(wopi, b"x" * (settings.max_file_size + 1), X_WOPI_SuggestedTarget=".pdf")
     assert response.status_int == 413

@@ -2,13 +2,14 @@
 
 import io
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from wopihost.models import File
 from wopihost.names import encode_utf7
 
-from .helpers import raw_utf8, revoke_or_expire, stored_blobs, while_the_body_comes
+from .helpers import WopiClient, raw_utf8, revoke_or_expire, stored_blobs, while_the_body_comes
 
 
 def rename(wopi, name: str, **headers):
@@ -34,10 +35,30 @@ def test_rename_answers_the_time_collabora_sends_back_in_its_next_save(wopi):
     before = wopi.check_file_info().json["LastModifiedTime"]
     wopi.lock("L")
     response = rename(wopi, "Renamed", X_WOPI_Lock="L")
-    assert set(response.json) == {"Name", "LastModifiedTime"}
+    assert set(response.json) == {"Name", "Url", "LastModifiedTime"}
     assert response.json["LastModifiedTime"] == before == wopi.check_file_info().json["LastModifiedTime"]
     saved = wopi.put_file(b"new", lock="L", X_COOL_WOPI_Timestamp=response.json["LastModifiedTime"])
     assert saved.status_int == 200, saved.body
+
+
+@pytest.mark.parametrize("folders", ["", "lcmw"])
+def test_rename_answers_the_files_own_url_which_collabora_reads_as_the_renamed_document(
+    services, testapp, make_file, folders
+):
+    """Collabora takes a rename for done only with a Url in its answer (as PutRelativeFile's): the same WOPISrc,
+    with a token of the caller's user, rights and reach, expiring with the caller's, that opens the renamed file."""
+    file = make_file()
+    issued = services.issue_token(file.id, "alice", True, folders=folders)
+    response = rename(WopiClient(testapp, file.id, issued.token), "Renamed")
+    assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    url = urlsplit(response.json["Url"])
+    assert f"{url.scheme}://{url.netloc}{url.path}" == f"https://wopi.example.test/wopi/files/{file.id}"
+    handed = parse_qs(url.query)["access_token"][0]
+    again = WopiClient(testapp, file.id, handed).check_file_info().json
+    assert again["BaseFileName"] == "Renamed.docx" and again["UserId"] == "alice" and again["UserCanWrite"]
+    with services.db.read() as s:
+        grant = services.tokens.verify(s, handed, file.id)
+    assert (grant.rights, grant.reach, grant.expires_at) == ("w", folders, issued.grant.expires_at)
 
 
 def test_rename_decodes_utf7(wopi):
@@ -63,6 +84,24 @@ def test_rename_with_validator_style_encoding(wopi):
 @pytest.mark.parametrize("lock_header", [{}, {"X_WOPI_Lock": ""}, {"X_WOPI_Lock": "ignored"}])
 def test_rename_unlocked_file_ignores_any_lock_header(wopi, lock_header):
     assert rename(wopi, "Renamed", **lock_header).status_int == 200
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["unlocked", "locked"])
+@pytest.mark.parametrize("name", ["X-WOPI-Lock", "X-WOPI-CoauthLockId"])
+@pytest.mark.parametrize("value", ["L" * 1025, raw_utf8("Lé")], ids=["too-long", "not-ascii"])
+def test_a_lock_header_that_is_no_lock_id_is_400_naming_it(wopi, locked, name, value):
+    """A lock id is at most 1024 ASCII characters (CSPP Plus's RenameFile: 400 when a lock header is not), as
+    PutFile and the lock operations read it: not ignored on an unlocked file, nor a mere mismatch on a locked one."""
+    if locked:
+        wopi.lock("L")
+    response = wopi.testapp.post(
+        wopi.url(),
+        headers={"X-WOPI-Override": "RENAME_FILE", "X-WOPI-RequestedName": "Renamed", name: value},
+        expect_errors=True,
+    )
+    assert response.status_int == 400
+    assert name in response.headers["X-WOPI-FailureReason"]
+    assert wopi.check_file_info().json["BaseFileName"] == "Doc.docx"
 
 
 def test_rename_locked_file_with_its_lock(wopi):
@@ -123,6 +162,16 @@ def test_rename_to_an_illegal_name_is_400(wopi, name, tmp_path):
     assert response.headers["X-WOPI-FailureReason"]
     assert wopi.check_file_info().json["BaseFileName"] == "Doc.docx"
     assert not [p for p in tmp_path.rglob("*") if "passwd" in p.name]
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_an_empty_requested_name_is_400_saying_so(wopi, name):
+    """Not 'the name starts with a dot', which the name made with the extension kept ('.docx') does, and the
+    client never sent."""
+    response = rename(wopi, name)
+    assert response.status_int == 400
+    assert response.headers["X-WOPI-InvalidFileNameError"] == "X-WOPI-RequestedName is empty"
+    assert wopi.check_file_info().json["BaseFileName"] == "Doc.docx"
 
 
 def test_rename_with_a_non_utf7_header_is_400(wopi):

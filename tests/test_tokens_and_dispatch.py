@@ -207,6 +207,18 @@ def test_wrong_method_is_405_with_reason(wopi):
     assert response.headers["X-WOPI-FailureReason"]
 
 
+@pytest.mark.parametrize("path", ["", "/contents", "/ancestry", "/ecosystem_pointer", "containers", "download"])
+def test_options_is_a_method_no_wopi_endpoint_takes(wopi, path):
+    """405 with Allow and a reason, as any other method an endpoint does not take (docs/wopi.md §1.1), not Flask's
+    automatic 200, which answered any file id, with or without a token."""
+    elsewhere = {"containers": "/wopi/containers/x?access_token=t", "download": "/wopi/download/x"}
+    url = elsewhere.get(path) or wopi.url(path)
+    response = wopi.testapp.options(url, expect_errors=True)
+    assert response.status_int == 405
+    assert response.headers["X-WOPI-FailureReason"]
+    assert "OPTIONS" not in response.headers["Allow"] and "GET" in response.headers["Allow"]
+
+
 @pytest.mark.parametrize("suffix", ["", "/contents"], ids=["CheckFileInfo", "GetFile"])
 def test_head_is_get_without_the_body(wopi, suffix):
     got = wopi.testapp.get(wopi.url(suffix))

@@ -65,27 +65,27 @@ OPERATIONS: dict[tuple[str, str, str | None], Handler] = {
 }
 
 blueprint = Blueprint("wopi", __name__, url_prefix="/wopi")
-_METHODS = ["GET", "POST"]  # anything else a WOPI endpoint answers with 405
+_METHODS = ["GET", "POST"]
 
 
-@blueprint.route("/files/<item_id>", methods=_METHODS, defaults={"endpoint": "file"})
-@blueprint.route("/files/<item_id>/contents", methods=_METHODS, defaults={"endpoint": "contents"})
-@blueprint.route("/files/<item_id>/ancestry", methods=_METHODS, defaults={"endpoint": "file/ancestry"})
-@blueprint.route(
-    "/files/<item_id>/ecosystem_pointer", methods=_METHODS, defaults={"endpoint": "file/ecosystem_pointer"}
-)
-@blueprint.route("/containers/<item_id>", methods=_METHODS, defaults={"endpoint": "container"})
-@blueprint.route("/containers/<item_id>/ancestry", methods=_METHODS, defaults={"endpoint": "container/ancestry"})
-@blueprint.route("/containers/<item_id>/children", methods=_METHODS, defaults={"endpoint": "container/children"})
-@blueprint.route(
-    "/containers/<item_id>/ecosystem_pointer", methods=_METHODS, defaults={"endpoint": "container/ecosystem_pointer"}
-)
-@blueprint.route("/ecosystem", methods=_METHODS, defaults={"endpoint": "ecosystem", "item_id": ""})
-@blueprint.route(
-    "/ecosystem/root_container_pointer",
-    methods=_METHODS,
-    defaults={"endpoint": "ecosystem/root_container_pointer", "item_id": ""},
-)
+def _endpoint(path: str, endpoint: str, **defaults: str):
+    """A WOPI endpoint's route. Methods other than _METHODS get 405, OPTIONS too rather than Flask's automatic 200
+    without a token: WOPI has no CORS to preflight, its clients call it from their servers."""
+    return blueprint.route(
+        path, methods=_METHODS, provide_automatic_options=False, defaults={"endpoint": endpoint, **defaults}
+    )
+
+
+@_endpoint("/files/<item_id>", "file")
+@_endpoint("/files/<item_id>/contents", "contents")
+@_endpoint("/files/<item_id>/ancestry", "file/ancestry")
+@_endpoint("/files/<item_id>/ecosystem_pointer", "file/ecosystem_pointer")
+@_endpoint("/containers/<item_id>", "container")
+@_endpoint("/containers/<item_id>/ancestry", "container/ancestry")
+@_endpoint("/containers/<item_id>/children", "container/children")
+@_endpoint("/containers/<item_id>/ecosystem_pointer", "container/ecosystem_pointer")
+@_endpoint("/ecosystem", "ecosystem", item_id="")
+@_endpoint("/ecosystem/root_container_pointer", "ecosystem/root_container_pointer", item_id="")
 def dispatch(item_id: str, endpoint: str) -> Response:
     services: Services = current_app.extensions["wopihost"]
     req = request._get_current_object()  # type: ignore[attr-defined]  # past the proxy once, not at every access
@@ -131,7 +131,7 @@ def dispatch(item_id: str, endpoint: str) -> Response:
     return handler(call)
 
 
-@blueprint.route("/download/<ticket>", methods=["GET"])
+@blueprint.route("/download/<ticket>", methods=["GET"], provide_automatic_options=False)
 def download(ticket: str) -> Response:
     """CheckFileInfo's FileUrl: its own credential, neither proof-signed nor carrying an access token."""
     return files.download(current_app.extensions["wopihost"], ticket)

@@ -33,6 +33,7 @@ from .requests import (
     header,
     int_header,
     json_request,
+    lock_header,
     name_header,
     sized_body,
     time_header,
@@ -163,8 +164,7 @@ def _content_response(file: File | FileView, content: BinaryIO, max_expected: in
 def put_file(call: Call) -> Response:
     call.require_write()
     services = call.services
-    lock_header = header("X-WOPI-Lock")
-    lock_id = parse_lock_id(lock_header) if lock_header else None  # absent when filling a new empty file
+    lock_id = lock_header("X-WOPI-Lock")  # absent when filling a new empty file
     loaded_at = time_header("X-COOL-WOPI-Timestamp", "X-LOOL-WOPI-Timestamp")
     check_body_size(services.settings.max_file_size)
     file = services.files.put(call.file_id, request_body(), lock_id, loaded_at, call.admit)
@@ -266,9 +266,9 @@ def target_headers(base_name: Callable[[], str]) -> Target:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
     if not (has_suggested or has_relative):
         raise bad_request("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required")
-    overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
-    if has_suggested:
+    if has_suggested:  # which never fails (400 or 409): the overwrite flag, used only by a specific name, is not read
         return Target(_suggested_name(base_name), suggested=True)
+    overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
     raw = header("X-WOPI-RelativeTarget") or ""
     try:  # one that is neither UTF-7 nor UTF-8 still names what the 400 suggests instead
         return Target(decode_name(raw, "X-WOPI-RelativeTarget"), suggested=False, overwrite=overwrite)
@@ -293,17 +293,28 @@ def rename_file(call: Call) -> Response:
     requested = name_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
     if requested is None:
         raise bad_request("X-WOPI-RequestedName is required")
-    lock_id = header("X-WOPI-Lock") or None  # may arrive empty on an unlocked file
-    coauth_lock_id = header("X-WOPI-CoauthLockId") or None
+    if not requested:  # else refused as the name it makes with the extension kept, ".docx": "starts with a dot"
+        reason = "X-WOPI-RequestedName is empty"
+        raise bad_request(reason, {"X-WOPI-InvalidFileNameError": reason})
+    lock_id = lock_header("X-WOPI-Lock")  # may arrive empty on an unlocked file
+    coauth_lock_id = lock_header("X-WOPI-CoauthLockId")
     call.file()  # 404 for a deleted file, before its body is read
     discard_body(call.services.settings.max_file_size)  # Collabora sends the document along
     try:
         renamed = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id, call.admit_in)
     except InvalidName as exc:
         raise bad_request(str(exc), {"X-WOPI-InvalidFileNameError": str(exc)}) from None
-    # LastModifiedTime beyond the spec's Name: Collabora takes it from every 200 JSON answer as the time it next
-    # sends in X-COOL-WOPI-Timestamp, and without it sends none, its check that the file did not change gone
-    return jsonify({"Name": renamed.base, "LastModifiedTime": iso_round_trip(renamed.file.modified_at)})
+    # Beyond the spec's Name: LastModifiedTime, which Collabora takes from every 200 JSON answer as the time it next
+    # sends in X-COOL-WOPI-Timestamp (without it, none, its check that the file did not change gone); and Url, the
+    # file's own WOPISrc with a token, as PutRelativeFile's, without which Collabora's editor takes the rename for
+    # one that did not happen (no new name shown, no File_Rename to the host page)
+    return jsonify(
+        {
+            "Name": renamed.base,
+            "Url": pointers.same_file(call.services, call.grant),
+            "LastModifiedTime": iso_round_trip(renamed.file.modified_at),
+        }
+    )
 
 
 def delete_file(call: Call) -> Response:

@@ -9,7 +9,8 @@ The rights each derived token gets are decided here, and only here:
   reach have in common;
 * what the caller creates (CreateChildContainer, CreateChildFile, PutRelativeFile) is the caller's:
   every right on it, and the reach of a child;
-* the ecosystem gets the caller's reach, and so does the root container it points to.
+* the ecosystem gets the caller's reach, and so does the root container it points to;
+* the caller's own file, handed back (RenameFile), gets the caller's rights and reach.
 
 Every derived token keeps the caller's jti and expiry (WOPI asks that tokens handed out in responses
 expire with the calling one), so revoking the calling token revokes them all.
@@ -70,6 +71,12 @@ def created_file(services: Services, grant: Grant, file_id: str) -> tuple[str, G
     may write the file though the caller's may not: its host page links must open with that grant)."""
     issued = services.tokens.derive(grant, file_id, "w", _child_reach(grant))
     return _url(services, f"files/{file_id}", issued.token), issued.grant
+
+
+def same_file(services: Services, grant: Grant) -> str:
+    """The URL of the caller's own file (RenameFile's Url, which Collabora takes for the document it has open once
+    renamed): the caller's rights and reach, nothing more."""
+    return file_url(services, grant, grant.resource, grant.can_write, grant.reach)
 
 
 def sibling_file(services: Services, grant: Grant, file_id: str) -> str:

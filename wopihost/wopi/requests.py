@@ -9,6 +9,7 @@ from flask import Request, request
 from ..body import JsonTooLarge, RequestBody, json_request_body, request_body
 from ..clock import parse_iso
 from ..errors import WopiError, bad_request
+from ..locks import parse_lock_id
 from ..names import InvalidName, decode_name
 
 
@@ -18,6 +19,14 @@ def header(name: str) -> str | None:
     a raw UTF-8 name ending in 'à' (C3 A0) or 'Å' (C3 85)."""
     value = request.headers.get(name)
     return value if value is None else value.strip(" \t")
+
+
+def lock_header(name: str) -> str | None:
+    """An optional lock id (X-WOPI-Lock or X-WOPI-CoauthLockId where the file may be unlocked), which clients send
+    empty when they hold none: empty is absent, anything else is a lock id as Lock takes it (parse_lock_id), 400
+    naming the header if not, rather than a lock that merely does not match."""
+    value = header(name)
+    return parse_lock_id(value, name) if value else None
 
 
 MAX_INT64 = 2**63 - 1  # WOPI's integer headers are .NET longs
