@@ -125,14 +125,16 @@ def delete_session(session: Session, token: str) -> list[str]:
 
 
 def end_with_file(session: Session, file_id: str) -> list[str]:
-    """Delete the CSPP sessions of a file deleted in this transaction; returns their piece blobs, to release once
-    committed, as the sweep releases an expired session's. Nothing could commit them any more, and left to expire
-    they would count towards their users' limits (and hold their bytes) for up to 30 minutes.
+    """Delete the unfinished upload sessions of a file deleted in this transaction: a CSPP session, and a Graph
+    session made for that file by its id; returns their piece blobs, to release once committed, as the sweep
+    releases an expired session's. Nothing could complete them into the file any more, and left to expire they
+    would count towards their users' limits (and hold their bytes) for up to 30 minutes. A Graph session that
+    has become the file is left to expire: it holds no piece, counts towards no limit, and answers a repeated
+    final fragment with what became of the file (404 once it is gone).
 
     Row-locked, in token order as the sweep takes them: a piece being kept meanwhile is either in the rows read
-    here (its compare-and-set came first) or is refused (404) and its blob discarded by its own request. A
-    Graph session is left alone: its file_id is a file it would replace or has become, which it answers for."""
-    query = sa.select(UploadSession.token).where(UploadSession.file_id == file_id, UploadSession.kind == "cspp")
+    here (its compare-and-set came first) or is refused (404) and its blob discarded by its own request."""
+    query = sa.select(UploadSession.token).where(UploadSession.file_id == file_id, UploadSession.result.is_(None))
     tokens = list(session.scalars(locking(session, query.order_by(UploadSession.token))))
     return [blob for token in tokens for blob in delete_session(session, token)]
 
