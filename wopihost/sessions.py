@@ -27,6 +27,7 @@ from .extents import MAX_BLOBS, Extent, Extents
 from .faults import InsufficientStorage, Unavailable
 from .ids import is_id, new_id
 from .models import File, SessionChunk, UploadPiece, UploadSession
+from .prepared import Statements
 from .repository import lock_user, locking
 from .storage import Blob, Readable, Storage, TooLarge, discard
 
@@ -226,6 +227,7 @@ class UploadSessions:
         total: int | None = None,
         length_from: str = "X-WOPI-ContentRangeLength",
         observe: Observe | None = None,
+        admit: Callable[[Statements], None] | None = None,
     ) -> int:
         """Store `length` bytes at `offset` (UpdateUploadSession; a Graph fragment, `file_id` None, of a
         stream of `total` bytes); returns the new end of the stream. `length_from` names what declared the
@@ -235,7 +237,8 @@ class UploadSessions:
         limit): one look-up says so first. The piece is then written in full, and one compare-and-set,
         conditional on the offset and on the user's limit, moves the session's end, so two pieces racing
         in any workers keep exactly one and the limits hold. What `observe` makes of the piece is recorded
-        with it, or not at all.
+        with it, or not at all. `admit(t)` whether the piece may still be kept, asked in that transaction once
+        the session's row is locked (as Files.put asks it): the token may have been revoked while the body came.
         """
         state, observer = self._started(token, file_id, offset, length, observe)
         if observer is not None:
@@ -254,6 +257,7 @@ class UploadSessions:
                     raise bad_request(f"the body is {blob.size} bytes, {length_from} says {length}")
                 with self.db.write() as s:
                     self._move(s, token, file_id, state.user_id, offset, length, total)
+                    Statements.ask(s, admit)
                     if blob is not None:
                         s.add(UploadPiece(token=token, offset=offset, length=length, blob=blob.name))
                     if observer is not None:
@@ -448,12 +452,13 @@ class UploadSessions:
         kept slides it in its compare-and-set and a commit deletes it; a request refused by the domain (a wrong
         offset, a limit, a lock or sequence number that changed, before or during the commit's transaction)
         slides it here, in a transaction of its own, as its own was rolled back. Not for a session that is not
-        live (410) or whose file is gone (404), nor after a failure of the host (5xx), where the slide's own
-        write would most likely fail too."""
+        live (410) or whose file is gone (404), nor for a token revoked or expired while the body came (401: not
+        the client at work), nor after a failure of the host (5xx), where the slide's own write would most
+        likely fail too."""
         try:
             yield
         except WopiError as error:
-            if token and error.status not in (404, 410) and error.status < 500:
+            if token and error.status not in (401, 404, 410) and error.status < 500:
                 with suppress(InsufficientStorage, Unavailable):  # the request's own answer stands
                     self.touch(token, file_id)
             raise
