@@ -3,8 +3,10 @@
 
 import pytest
 
+from wopihost.sessions import UploadSessions
+
 from .helpers import graph_error, stored_blobs
-from .test_graph_uploads import data, new_session, simple_upload
+from .test_graph_uploads import create, data, new_session, simple_upload
 
 
 def fragment_of_each(graph, urls: list[str], total: int) -> None:
@@ -50,3 +52,27 @@ def test_a_graph_session_that_became_a_deleted_file_answers_that_it_is_gone(grap
     assert again.status_int == 404 and graph_error(again)[0] == "itemNotFound", again
     status = graph.testapp.get(graph.url(url))
     assert status.json["nextExpectedRanges"] == []
+
+
+@pytest.mark.parametrize("kind", ["cspp", "graph"])
+def test_a_session_asked_for_as_its_file_is_deleted_is_not_made(
+    services, graph, client_for, make_file, monkeypatch, kind
+):
+    """The file was there when CreateUploadSession (createUploadSession of items/{id}) looked, and is deleted
+    before the session is recorded: 404, and no session is left to count towards the user's limits until it
+    expires."""
+    file = make_file()
+    real = UploadSessions.create
+
+    def deleted_first(self, *args, **kwargs):
+        services.files.delete(file.id)  # another request, in another worker, between the look and the record
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(UploadSessions, "create", deleted_first)
+    if kind == "cspp":
+        answer = client_for(file).op("CREATE_UPLOAD_SESSION")
+        assert answer.status_int == 404 and answer.headers["X-WOPI-FailureReason"]
+    else:
+        answer = create(graph, f"me/drive/items/{file.id}")
+        assert answer.status_int == 404 and graph_error(answer)[0] == "itemNotFound", answer
+    assert services.sessions.list() == []

@@ -28,7 +28,7 @@ from .faults import InsufficientStorage, Unavailable
 from .ids import is_id, new_id
 from .models import File, SessionChunk, UploadPiece, UploadSession
 from .prepared import Statements
-from .repository import lock_user, locking
+from .repository import load_file, lock_user, locking
 from .storage import Blob, Readable, Storage, TooLarge, discard
 
 
@@ -162,9 +162,14 @@ class UploadSessions:
     def create(
         self, file_id: str | None, user_id: str, kind: str = "cspp", target: str | None = None, total: int | None = None
     ) -> str:
-        """A new session; 429 while the user already has as many open as allowed."""
+        """A new session; 429 while the user already has as many open as allowed, 404 if the file `file_id` is
+        gone. The file's row is locked as the session is recorded: a deletion either comes first, or waits and
+        ends the session with the file (end_with_file); a check in an earlier transaction would leave a session
+        that nothing ends but expiry, counting towards the user's limits meanwhile."""
         token = new_id()
         with self.db.write() as s:
+            if file_id is not None:
+                load_file(s, file_id)
             now = self.clock.now()
             lock_user(s, user_id)  # one user's sessions change one at a time, so the count holds
             expiries = list(
