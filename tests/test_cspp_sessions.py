@@ -23,7 +23,7 @@ from .cspp_helpers import (
     update_session,
     upload,
 )
-from .helpers import stored_blobs
+from .helpers import revoke_or_expire, stored_blobs, while_the_body_comes
 
 # docs/cspp-plus.md §4.5: two Chunk frames, "hello" and "world", 74 bytes.
 HELLO_WORLD = chunk_frames([("yuaC02qCaDdD4BrH0R6UXA==", b"hello"), ("Jb4/r1zZ3xx+kzfTbN35Qg==", b"world")])
@@ -243,6 +243,42 @@ def test_a_chunked_body_of_another_length_is_400_with_the_current_offset(wopi, l
     assert response.status_int == 400 and "X-WOPI-ContentRangeLength" in response.headers["X-WOPI-FailureReason"]
     assert response.headers["X-WOPI-UploadSessionCurrentOffset"] == "30"
     assert chunked_update(wopi, token, 30, 44, HELLO_WORLD[30:]).headers["X-WOPI-UploadSessionCurrentOffset"] == "74"
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_revoked_or_expired_while_the_piece_comes_stores_nothing(wopi, services, clock, how):
+    """The token was live when UpdateUploadSession began, and is not once its piece is in: 401, as PutFile's, and
+    the session is as it was (its bytes, its chunk index, its expiry: no client at work slid it)."""
+    token = create_session(wopi)
+    assert update_session(wopi, token, 0, HELLO_WORLD[:30]).status_int == 200
+    before, (session,) = stored_blobs(services), services.sessions.list()
+    wopi.token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+    piece = HELLO_WORLD[30:]
+
+    def meanwhile() -> None:
+        revoke_or_expire(services, clock, wopi.token, how)
+
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post(
+            "",
+            held,
+            len(piece),
+            X_WOPI_Override="UPDATE_UPLOAD_SESSION",
+            X_WOPI_UploadSessionToken=token,
+            X_WOPI_ContentRangeOffset="30",
+            X_WOPI_ContentRangeLength=str(len(piece)),
+        ),
+        piece,
+        meanwhile,
+    )
+    assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
+    assert stored_blobs(services) == before
+    (after,) = services.sessions.list()
+    assert (after.received, after.expires_at) == (30, session.expires_at)
+    with services.db.read() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(SessionChunk)) == 0  # "hello" is only at byte 37
+    wopi.token = services.issue_token(wopi.file_id, "alice", True).token
+    assert update_session(wopi, token, 30, piece).headers["X-WOPI-UploadSessionCurrentOffset"] == "74"
 
 
 # -- committing a session ---------------------------------------------------------------

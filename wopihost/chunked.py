@@ -457,16 +457,25 @@ class ChunkedFiles:
 
     # writing
 
-    def update_upload_session(self, token: str, file_id: str, offset: int, length: int, body: Readable) -> int:
+    def update_upload_session(
+        self,
+        token: str,
+        file_id: str,
+        offset: int,
+        length: int,
+        body: Readable,
+        admit: Callable[[Statements], None] | None = None,
+    ) -> int:
         """UpdateUploadSession: store a piece of the session's stream, indexing the chunks its frames complete
-        (chunkindex.py) on the way; returns the new end of the stream."""
+        (chunkindex.py) on the way; returns the new end of the stream. `admit` is asked as the piece is kept
+        (UploadSessions.append)."""
         limit = self.settings.max_upload_session_size
 
         def observe(s: Session, state: Any) -> chunkindex.PieceIndexer | None:
             return chunkindex.indexer_for(s, self.blobs, state, limit)
 
         with self.sessions.used(token, file_id):
-            return self.sessions.append(token, file_id, offset, length, body, observe=observe)
+            return self.sessions.append(token, file_id, offset, length, body, observe=observe, admit=admit)
 
     def put_chunked_file(
         self,

@@ -27,7 +27,8 @@ from .extents import MAX_BLOBS, Extent, Extents
 from .faults import InsufficientStorage, Unavailable
 from .ids import is_id, new_id
 from .models import File, SessionChunk, UploadPiece, UploadSession
-from .repository import lock_user, locking
+from .prepared import Statements
+from .repository import load_file, lock_user, locking
 from .storage import Blob, Readable, Storage, TooLarge, discard
 
 
@@ -125,14 +126,16 @@ def delete_session(session: Session, token: str) -> list[str]:
 
 
 def end_with_file(session: Session, file_id: str) -> list[str]:
-    """Delete the CSPP sessions of a file deleted in this transaction; returns their piece blobs, to release once
-    committed, as the sweep releases an expired session's. Nothing could commit them any more, and left to expire
-    they would count towards their users' limits (and hold their bytes) for up to 30 minutes.
+    """Delete the unfinished upload sessions of a file deleted in this transaction: a CSPP session, and a Graph
+    session made for that file by its id; returns their piece blobs, to release once committed, as the sweep
+    releases an expired session's. Nothing could complete them into the file any more, and left to expire they
+    would count towards their users' limits (and hold their bytes) for up to 30 minutes. A Graph session that
+    has become the file is left to expire: it holds no piece, counts towards no limit, and answers a repeated
+    final fragment with what became of the file (404 once it is gone).
 
     Row-locked, in token order as the sweep takes them: a piece being kept meanwhile is either in the rows read
-    here (its compare-and-set came first) or is refused (404) and its blob discarded by its own request. A
-    Graph session is left alone: its file_id is a file it would replace or has become, which it answers for."""
-    query = sa.select(UploadSession.token).where(UploadSession.file_id == file_id, UploadSession.kind == "cspp")
+    here (its compare-and-set came first) or is refused (404) and its blob discarded by its own request."""
+    query = sa.select(UploadSession.token).where(UploadSession.file_id == file_id, UploadSession.result.is_(None))
     tokens = list(session.scalars(locking(session, query.order_by(UploadSession.token))))
     return [blob for token in tokens for blob in delete_session(session, token)]
 
@@ -159,9 +162,14 @@ class UploadSessions:
     def create(
         self, file_id: str | None, user_id: str, kind: str = "cspp", target: str | None = None, total: int | None = None
     ) -> str:
-        """A new session; 429 while the user already has as many open as allowed."""
+        """A new session; 429 while the user already has as many open as allowed, 404 if the file `file_id` is
+        gone. The file's row is locked as the session is recorded: a deletion either comes first, or waits and
+        ends the session with the file (end_with_file); a check in an earlier transaction would leave a session
+        that nothing ends but expiry, counting towards the user's limits meanwhile."""
         token = new_id()
         with self.db.write() as s:
+            if file_id is not None:
+                load_file(s, file_id)
             now = self.clock.now()
             lock_user(s, user_id)  # one user's sessions change one at a time, so the count holds
             expiries = list(
@@ -224,6 +232,7 @@ class UploadSessions:
         total: int | None = None,
         length_from: str = "X-WOPI-ContentRangeLength",
         observe: Observe | None = None,
+        admit: Callable[[Statements], None] | None = None,
     ) -> int:
         """Store `length` bytes at `offset` (UpdateUploadSession; a Graph fragment, `file_id` None, of a
         stream of `total` bytes); returns the new end of the stream. `length_from` names what declared the
@@ -233,7 +242,8 @@ class UploadSessions:
         limit): one look-up says so first. The piece is then written in full, and one compare-and-set,
         conditional on the offset and on the user's limit, moves the session's end, so two pieces racing
         in any workers keep exactly one and the limits hold. What `observe` makes of the piece is recorded
-        with it, or not at all.
+        with it, or not at all. `admit(t)` whether the piece may still be kept, asked in that transaction once
+        the session's row is locked (as Files.put asks it): the token may have been revoked while the body came.
         """
         state, observer = self._started(token, file_id, offset, length, observe)
         if observer is not None:
@@ -252,6 +262,7 @@ class UploadSessions:
                     raise bad_request(f"the body is {blob.size} bytes, {length_from} says {length}")
                 with self.db.write() as s:
                     self._move(s, token, file_id, state.user_id, offset, length, total)
+                    Statements.ask(s, admit)
                     if blob is not None:
                         s.add(UploadPiece(token=token, offset=offset, length=length, blob=blob.name))
                     if observer is not None:
@@ -446,12 +457,13 @@ class UploadSessions:
         kept slides it in its compare-and-set and a commit deletes it; a request refused by the domain (a wrong
         offset, a limit, a lock or sequence number that changed, before or during the commit's transaction)
         slides it here, in a transaction of its own, as its own was rolled back. Not for a session that is not
-        live (410) or whose file is gone (404), nor after a failure of the host (5xx), where the slide's own
-        write would most likely fail too."""
+        live (410) or whose file is gone (404), nor for a token revoked or expired while the body came (401: not
+        the client at work), nor after a failure of the host (5xx), where the slide's own write would most
+        likely fail too."""
         try:
             yield
         except WopiError as error:
-            if token and error.status not in (404, 410) and error.status < 500:
+            if token and error.status not in (401, 404, 410) and error.status < 500:
                 with suppress(InsufficientStorage, Unavailable):  # the request's own answer stands
                     self.touch(token, file_id)
             raise

@@ -122,7 +122,8 @@ def update_upload_session(call: Call) -> Response:
             raise bad_request("X-WOPI-ContentRangeOffset and X-WOPI-ContentRangeLength are required")
         if request.content_length is not None and request.content_length != length:
             raise bad_request(f"the body is {request.content_length} bytes, X-WOPI-ContentRangeLength says {length}")
-        end = call.services.chunked.update_upload_session(token, call.file_id, offset, length, request_body())
+        body = request_body()
+        end = call.services.chunked.update_upload_session(token, call.file_id, offset, length, body, call.admit)
     except WopiError as error:  # where the session stands, so that the client can resynchronise
         if error.status in (400, 413) and "X-WOPI-UploadSessionCurrentOffset" not in error.headers:
             received = call.services.sessions.received(token, call.file_id)
