@@ -230,7 +230,8 @@ class UploadSession(Base):
     __tablename__ = "upload_sessions"
     __table_args__ = (Index(None, "user_id", "expires_at"),)  # a user's live sessions, counted on each update
     token: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    # no FK: a Graph session outlives a file it would replace or became; a CSPP one ends with its file (end_with_file)
+    # no FK: a Graph session outlives the file it became (to answer a repeated final request); an unfinished one, of
+    # either kind, ends with its file (sessions.end_with_file)
     file_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
     user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
     received: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -16,7 +16,7 @@ from ..models import File
 from ..snapshots import FileView
 from ..text import text_problem
 from .files import Call
-from .requests import header, int_header
+from .requests import header, int_header, lock_header
 
 _LOCK_TYPES = {COAUTH.lower(): COAUTH, EXCLUSIVE.lower(): EXCLUSIVE}
 
@@ -45,12 +45,6 @@ def _message() -> object:
     if len(body) > MAX_MESSAGE_BODY:
         raise bad_request(f"the request body is larger than {MAX_MESSAGE_BODY} bytes")
     return read_message(body)
-
-
-def _optional_lock(name: str) -> str | None:
-    """Lock headers that clients send empty when unused: empty means absent."""
-    value = header(name)
-    return parse_lock_id(value, name) if value else None
 
 
 # -- sequence numbers and chunked reads -------------------------------------------
@@ -89,7 +83,7 @@ def _framed(body: Framed) -> Response:
 @cspp_plus
 def put_chunked_file(call: Call) -> Response:
     call.require_write()
-    lock_id, coauth_lock_id = _optional_lock("X-WOPI-Lock"), _optional_lock("X-WOPI-CoauthLockId")
+    lock_id, coauth_lock_id = lock_header("X-WOPI-Lock"), lock_header("X-WOPI-CoauthLockId")
     if lock_id and coauth_lock_id:
         raise bad_request("send X-WOPI-Lock or X-WOPI-CoauthLockId, not both")
     sequence_number = int_header("X-WOPI-SequenceNumber")
