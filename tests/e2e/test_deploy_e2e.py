@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -103,6 +104,7 @@ pid {directory / "nginx.pid"};
 error_log {directory / "error.log"} info;
 events {{ worker_connections 256; }}
 http {{
+    access_log {directory / "default.access.log"};  # as Debian's nginx.conf has it: what a server logs by default
     client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy; fastcgi_temp_path {temp}/fastcgi;
     uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;
     include {directory / "site.conf"};
@@ -301,6 +303,35 @@ def test_a_launch_link_through_nginx_is_logged_without_its_ticket(deployment, tm
     log = (tmp_path / "nginx" / "access.log").read_text()
     assert "/office/host/edit/[redacted]" in log
     assert "must-not-be-logged" not in log
+
+
+def test_credentials_in_paths_stay_out_of_nginx_log(deployment, tmp_path):
+    """A Graph copy's monitor URL is its own credential, as an upload URL is; and a share id stays out whatever item
+    path follows it (a folder named `s` after it kept the id, which came before the last such segment)."""
+    server, public, _ = deployment
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {server.api_token('alice')['access_token']}"
+    item = http.put(f"{public}/v1.0/me/drive/root:/a.txt:/content", data=b"copied").json()["id"]
+    monitor = http.post(f"{public}/v1.0/me/drive/items/{item}/copy", json={"name": "b.txt"}).headers["Location"]
+    assert requests.get(monitor).json()["status"] == "completed"
+    http.get(f"{public}/v1.0/shares/u!share-id-that-must-not-be-logged/driveItem:/s/report.docx")
+    log = (tmp_path / "nginx" / "access.log").read_text()
+    assert "/office/v1.0/monitor/[redacted]" in log and "/office/v1.0/shares/[redacted]" in log
+    assert monitor.rsplit("/", 1)[1] not in log and "must-not-be-logged" not in log
+
+
+def test_a_plain_http_request_is_logged_without_its_query_string(deployment, tmp_path):
+    """The server that redirects http to https logged, by nginx.conf's default, each request line whole: a WOPI
+    client's access_token with it."""
+    _, public, _ = deployment
+    site = (tmp_path / "nginx" / "site.conf").read_text()
+    http_port = re.search(r"listen 127\.0\.0\.1:(\d+);", site)[1]
+    plain = f"http://localhost:{http_port}/office/wopi/files/x?access_token=token-that-must-not-be-logged"
+    redirected = requests.get(plain, allow_redirects=False)
+    assert redirected.status_code == 301 and redirected.headers["Location"].startswith("https://localhost/office/")
+    logs = [(tmp_path / "nginx" / name).read_text() for name in ("access.log", "default.access.log")]
+    assert 'GET /office/wopi/files/x HTTP/1.1" 301' in logs[0]
+    assert "must-not-be-logged" not in logs[0] + logs[1]
 
 
 # -- wopihost doctor ----------------------------------------------------------------------------
