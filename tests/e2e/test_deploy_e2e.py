@@ -9,11 +9,14 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import psutil
 import pytest
 import requests
@@ -114,10 +117,12 @@ http {{
 
 
 @pytest.fixture
-def deployment(tmp_path, database, client_key, monkeypatch):
+def deployment(request, tmp_path, database, client_key, monkeypatch):
     nginx = need_nginx()
     https_port, http_port = free_port(), free_port()
-    public = f"https://localhost:{https_port}/office"
+    # the port clients call: nginx's own, or (a container's published port, a TCP balancer) another one passed on to it
+    public_port = free_port() if getattr(request, "param", None) == "behind a port mapping" else https_port
+    public = f"https://localhost:{public_port}/office"
     discovery = tmp_path / "discovery.xml"
     discovery.write_bytes(discovery_xml(client_key.public_key(), None))
     server = LocalServer.start(
@@ -139,7 +144,7 @@ def deployment(tmp_path, database, client_key, monkeypatch):
     subprocess.run([nginx, "-t", "-c", str(config)], check=True, capture_output=True)
     subprocess.run([nginx, "-c", str(config)], check=True, capture_output=True)
     try:
-        first_answer(f"{public}/healthz", 15)
+        first_answer(f"https://localhost:{https_port}/office/healthz", 15)
         yield server, public, client_key
     finally:
         subprocess.run([nginx, "-c", str(config), "-s", "stop"], capture_output=True)
@@ -181,6 +186,24 @@ def test_signed_requests_verify_through_nginx_and_not_around_it(deployment, tmp_
     unsigned = requests.get(url)
     assert unsigned.status_code == 500
     assert "access_token" not in (tmp_path / "nginx" / "access.log").read_text()
+
+
+@pytest.mark.parametrize("deployment", ["behind a port mapping"], indirect=True)
+def test_signed_requests_verify_through_a_port_mapping_in_front_of_nginx(deployment, tmp_path):
+    """The client calls, and signs, the public URL's port, and a mapping passes the connection on to the port nginx
+    listens on: the Host header, as the client wrote it, names the URL it called; nginx's own port does not."""
+    server, public, key = deployment
+    file_id, token = new_file(server, tmp_path)
+    url = f"{public}/wopi/files/{file_id}?access_token={token}"
+    site = (tmp_path / "nginx" / "site.conf").read_text()
+    listening = re.search(r"listen 127\.0\.0\.1:(\d+) ssl", site)[1]
+    mapped = url.replace(urlsplit(public).netloc, f"localhost:{listening}")  # what the mapping connects to
+    headers = {"Host": urlsplit(public).netloc, **signed(key, token, url)}
+    through = requests.get(mapped, headers=headers)
+    assert through.status_code == 200, through.headers
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=os.environ["REQUESTS_CA_BUNDLE"])) as h2:
+        over_h2 = h2.get(mapped, headers=headers)
+    assert over_h2.http_version == "HTTP/2" and over_h2.status_code == 200, over_h2.headers
 
 
 def test_nginx_closes_an_idle_connection_to_gunicorn_before_gunicorn_would(deployment):
