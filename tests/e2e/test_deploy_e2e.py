@@ -441,7 +441,8 @@ def test_the_shipped_env_file_starts_the_unit(tmp_path, database, client_key):
     }
     service = unit()
     env = {"PATH": SYSTEMD_PATH, **systemd_env.parse(ENV_FILE.read_text()), **overrides}
-    workdir = service["WorkingDirectory"].replace("/srv/wopihost", str(REPO))
+    workdir = Path(service["WorkingDirectory"].replace("/var/lib/wopihost", overrides["WOPIHOST_DATA_DIR"]))
+    workdir.mkdir()  # as the guide's install step makes /var/lib/wopihost
 
     for _ in range(2):  # ExecStartPre runs on every start: the second finds nothing to do
         upgraded = subprocess.run(
