@@ -357,6 +357,26 @@ def test_a_plain_http_request_is_logged_without_its_query_string(deployment, tmp
     assert "must-not-be-logged" not in logs[0] + logs[1]
 
 
+def test_a_response_head_past_a_memory_page_goes_through_nginx(deployment, tmp_path):
+    """A share link's download names its file in Content-Disposition, twice (an ASCII fallback, and the name
+    percent-encoded: 12 bytes for each 4-byte UTF-8 character). With the longest name the host takes the head passes
+    4 KiB, nginx's default proxy_buffer_size, and nginx answered 502 ("upstream sent too big header")."""
+    server, public, key = deployment
+    path = tmp_path / "shared.bin"
+    path.write_bytes(b"shared content")
+    name = "\U0001f600" * 250 + "." + "\U0001f600" * 31  # names.MAX_BASE_LENGTH, and MAX_EXTENSION_LENGTH with its dot
+    file_id = server.add_file(path, name=name)["id"]
+    token = server.token(file_id)
+    url = f"{public}/wopi/files/{file_id}?access_token={token}"
+    asked = {"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly", **signed(key, token, url)}
+    content = requests.post(url, headers=asked).json()["ShareUrl"] + "/content"
+    direct = requests.get(content.replace(public, f"{server.base}/office"))
+    assert sum(len(f"{k}: {v}\r\n") for k, v in direct.raw.headers.items()) > 4096  # what the test is about
+    through = requests.get(content)
+    assert through.status_code == 200 and through.content == b"shared content", through.text
+    assert through.headers["Content-Disposition"] == direct.headers["Content-Disposition"]
+
+
 # -- wopihost doctor ----------------------------------------------------------------------------
 
 
