@@ -206,6 +206,19 @@ def test_signed_requests_verify_through_a_port_mapping_in_front_of_nginx(deploym
     assert over_h2.http_version == "HTTP/2" and over_h2.status_code == 200, over_h2.headers
 
 
+def test_a_client_cannot_choose_the_url_its_signature_is_checked_against(deployment, tmp_path):
+    """wopihost reads X-Forwarded-Port from its trusted proxy: nginx must set it, or clear the client's. A client
+    that sent one made the host check its proof against a URL of the client's choosing (another port)."""
+    server, public, key = deployment
+    file_id, token = new_file(server, tmp_path)
+    url = f"{public}/wopi/files/{file_id}?access_token={token}"
+    elsewhere = url.replace(urlsplit(public).netloc, "localhost:9")
+    for header, value in [("X-Forwarded-Port", "9"), ("X-Forwarded-Host", "localhost:9")]:
+        forged = requests.get(url, headers={header: value, **signed(key, token, elsewhere)})
+        assert forged.status_code == 500 and "proof" in forged.headers["X-WOPI-FailureReason"], header
+    assert requests.get(url, headers=signed(key, token, url)).status_code == 200
+
+
 def test_nginx_closes_an_idle_connection_to_gunicorn_before_gunicorn_would(deployment):
     """Whichever side closes an idle connection loses a request the other sends on it at that moment, and nginx
     does not send a POST again (a 502 for the client): nginx must be the one that closes."""
