@@ -35,8 +35,9 @@ def _whole_number(name: str, default: int, least: int) -> int:
 # bind as no address at all, and started workers that listened nowhere.
 bind = os.environ.get("WOPIHOST_BIND", "").strip() or "127.0.0.1:8080"
 workers = _whole_number("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2, 1)  # none would serve nothing
-# gunicorn itself trusts X-Forwarded-* only from the reverse proxy on this machine; wopihost reads them
-# only when WOPIHOST_TRUSTED_PROXIES is set (see docs/deploy.md).
+# gunicorn itself takes X-Forwarded-Proto only from the reverse proxy on this machine. wopihost reads
+# X-Forwarded-* only when WOPIHOST_TRUSTED_PROXIES is set, and then from any peer: this list does not gate
+# that, so a node listening on another address must be reachable from its proxy only (see docs/deploy.md).
 forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1"
 # Large uploads: gthread workers keep heart-beating while a thread streams a body; this is the idle limit.
 timeout = _whole_number("WOPIHOST_WORKER_TIMEOUT", 120, 0)  # 0: gunicorn's "never"

@@ -288,6 +288,17 @@ def test_the_unit_keeps_restarting_a_node_whose_database_is_away():
     assert unit("Unit")["StartLimitIntervalSec"] == "0"  # and no limit: it starts again until it runs
 
 
+def test_the_unit_serves_the_wopihost_pip_installed():
+    """gunicorn puts its working directory first on the module path. From the checkout (/srv/wopihost) the unit's
+    gunicorn served the checkout's wopihost rather than the one pip installed, which ExecStartPre's `wopihost db
+    upgrade` runs: after a `git pull` not yet installed, two releases (and, the checkout being read-only to the
+    service, one compiled afresh at every start)."""
+    service = unit()
+    workdir = Path(service["WorkingDirectory"].replace("/srv/wopihost", str(REPO)))
+    assert not (workdir / "wopihost").exists()
+    assert service["WorkingDirectory"] == service["ReadWritePaths"]  # the data directory, which install creates
+
+
 def test_the_unit_lets_a_migration_run_to_its_end():
     """`db upgrade` runs before the server starts, under the start timeout: systemd's 90 s by default killed a long
     migration, or a node waiting for another's (db.MIGRATION_WAIT), which rolled back and began again on restart."""

@@ -6,13 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import psutil
 import pytest
 import requests
@@ -103,6 +107,7 @@ pid {directory / "nginx.pid"};
 error_log {directory / "error.log"} info;
 events {{ worker_connections 256; }}
 http {{
+    access_log {directory / "default.access.log"};  # as Debian's nginx.conf has it: what a server logs by default
     client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy; fastcgi_temp_path {temp}/fastcgi;
     uwsgi_temp_path {temp}/uwsgi; scgi_temp_path {temp}/scgi;
     include {directory / "site.conf"};
@@ -112,10 +117,12 @@ http {{
 
 
 @pytest.fixture
-def deployment(tmp_path, database, client_key, monkeypatch):
+def deployment(request, tmp_path, database, client_key, monkeypatch):
     nginx = need_nginx()
     https_port, http_port = free_port(), free_port()
-    public = f"https://localhost:{https_port}/office"
+    # the port clients call: nginx's own, or (a container's published port, a TCP balancer) another one passed on to it
+    public_port = free_port() if getattr(request, "param", None) == "behind a port mapping" else https_port
+    public = f"https://localhost:{public_port}/office"
     discovery = tmp_path / "discovery.xml"
     discovery.write_bytes(discovery_xml(client_key.public_key(), None))
     server = LocalServer.start(
@@ -137,7 +144,7 @@ def deployment(tmp_path, database, client_key, monkeypatch):
     subprocess.run([nginx, "-t", "-c", str(config)], check=True, capture_output=True)
     subprocess.run([nginx, "-c", str(config)], check=True, capture_output=True)
     try:
-        first_answer(f"{public}/healthz", 15)
+        first_answer(f"https://localhost:{https_port}/office/healthz", 15)
         yield server, public, client_key
     finally:
         subprocess.run([nginx, "-c", str(config), "-s", "stop"], capture_output=True)
@@ -179,6 +186,37 @@ def test_signed_requests_verify_through_nginx_and_not_around_it(deployment, tmp_
     unsigned = requests.get(url)
     assert unsigned.status_code == 500
     assert "access_token" not in (tmp_path / "nginx" / "access.log").read_text()
+
+
+@pytest.mark.parametrize("deployment", ["behind a port mapping"], indirect=True)
+def test_signed_requests_verify_through_a_port_mapping_in_front_of_nginx(deployment, tmp_path):
+    """The client calls, and signs, the public URL's port, and a mapping passes the connection on to the port nginx
+    listens on: the Host header, as the client wrote it, names the URL it called; nginx's own port does not."""
+    server, public, key = deployment
+    file_id, token = new_file(server, tmp_path)
+    url = f"{public}/wopi/files/{file_id}?access_token={token}"
+    site = (tmp_path / "nginx" / "site.conf").read_text()
+    listening = re.search(r"listen 127\.0\.0\.1:(\d+) ssl", site)[1]
+    mapped = url.replace(urlsplit(public).netloc, f"localhost:{listening}")  # what the mapping connects to
+    headers = {"Host": urlsplit(public).netloc, **signed(key, token, url)}
+    through = requests.get(mapped, headers=headers)
+    assert through.status_code == 200, through.headers
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=os.environ["REQUESTS_CA_BUNDLE"])) as h2:
+        over_h2 = h2.get(mapped, headers=headers)
+    assert over_h2.http_version == "HTTP/2" and over_h2.status_code == 200, over_h2.headers
+
+
+def test_a_client_cannot_choose_the_url_its_signature_is_checked_against(deployment, tmp_path):
+    """wopihost reads X-Forwarded-Port from its trusted proxy: nginx must set it, or clear the client's. A client
+    that sent one made the host check its proof against a URL of the client's choosing (another port)."""
+    server, public, key = deployment
+    file_id, token = new_file(server, tmp_path)
+    url = f"{public}/wopi/files/{file_id}?access_token={token}"
+    elsewhere = url.replace(urlsplit(public).netloc, "localhost:9")
+    for header, value in [("X-Forwarded-Port", "9"), ("X-Forwarded-Host", "localhost:9")]:
+        forged = requests.get(url, headers={header: value, **signed(key, token, elsewhere)})
+        assert forged.status_code == 500 and "proof" in forged.headers["X-WOPI-FailureReason"], header
+    assert requests.get(url, headers=signed(key, token, url)).status_code == 200
 
 
 def test_nginx_closes_an_idle_connection_to_gunicorn_before_gunicorn_would(deployment):
@@ -303,6 +341,55 @@ def test_a_launch_link_through_nginx_is_logged_without_its_ticket(deployment, tm
     assert "must-not-be-logged" not in log
 
 
+def test_credentials_in_paths_stay_out_of_nginx_log(deployment, tmp_path):
+    """A Graph copy's monitor URL is its own credential, as an upload URL is; and a share id stays out whatever item
+    path follows it (a folder named `s` after it kept the id, which came before the last such segment)."""
+    server, public, _ = deployment
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {server.api_token('alice')['access_token']}"
+    item = http.put(f"{public}/v1.0/me/drive/root:/a.txt:/content", data=b"copied").json()["id"]
+    monitor = http.post(f"{public}/v1.0/me/drive/items/{item}/copy", json={"name": "b.txt"}).headers["Location"]
+    assert requests.get(monitor).json()["status"] == "completed"
+    http.get(f"{public}/v1.0/shares/u!share-id-that-must-not-be-logged/driveItem:/s/report.docx")
+    log = (tmp_path / "nginx" / "access.log").read_text()
+    assert "/office/v1.0/monitor/[redacted]" in log and "/office/v1.0/shares/[redacted]" in log
+    assert monitor.rsplit("/", 1)[1] not in log and "must-not-be-logged" not in log
+
+
+def test_a_plain_http_request_is_logged_without_its_query_string(deployment, tmp_path):
+    """The server that redirects http to https logged, by nginx.conf's default, each request line whole: a WOPI
+    client's access_token with it."""
+    _, public, _ = deployment
+    site = (tmp_path / "nginx" / "site.conf").read_text()
+    http_port = re.search(r"listen 127\.0\.0\.1:(\d+);", site)[1]
+    plain = f"http://localhost:{http_port}/office/wopi/files/x?access_token=token-that-must-not-be-logged"
+    redirected = requests.get(plain, allow_redirects=False)
+    assert redirected.status_code == 301 and redirected.headers["Location"].startswith("https://localhost/office/")
+    logs = [(tmp_path / "nginx" / name).read_text() for name in ("access.log", "default.access.log")]
+    assert 'GET /office/wopi/files/x HTTP/1.1" 301' in logs[0]
+    assert "must-not-be-logged" not in logs[0] + logs[1]
+
+
+def test_a_response_head_past_a_memory_page_goes_through_nginx(deployment, tmp_path):
+    """A share link's download names its file in Content-Disposition, twice (an ASCII fallback, and the name
+    percent-encoded: 12 bytes for each 4-byte UTF-8 character). With the longest name the host takes the head passes
+    4 KiB, nginx's default proxy_buffer_size, and nginx answered 502 ("upstream sent too big header")."""
+    server, public, key = deployment
+    path = tmp_path / "shared.bin"
+    path.write_bytes(b"shared content")
+    name = "\U0001f600" * 250 + "." + "\U0001f600" * 31  # names.MAX_BASE_LENGTH, and MAX_EXTENSION_LENGTH with its dot
+    file_id = server.add_file(path, name=name)["id"]
+    token = server.token(file_id)
+    url = f"{public}/wopi/files/{file_id}?access_token={token}"
+    asked = {"X-WOPI-Override": "GET_SHARE_URL", "X-WOPI-UrlType": "ReadOnly", **signed(key, token, url)}
+    content = requests.post(url, headers=asked).json()["ShareUrl"] + "/content"
+    direct = requests.get(content.replace(public, f"{server.base}/office"))
+    assert sum(len(f"{k}: {v}\r\n") for k, v in direct.raw.headers.items()) > 4096  # what the test is about
+    through = requests.get(content)
+    assert through.status_code == 200 and through.content == b"shared content", through.text
+    assert through.headers["Content-Disposition"] == direct.headers["Content-Disposition"]
+
+
 # -- wopihost doctor ----------------------------------------------------------------------------
 
 
@@ -387,7 +474,8 @@ def test_the_shipped_env_file_starts_the_unit(tmp_path, database, client_key):
     }
     service = unit()
     env = {"PATH": SYSTEMD_PATH, **systemd_env.parse(ENV_FILE.read_text()), **overrides}
-    workdir = service["WorkingDirectory"].replace("/srv/wopihost", str(REPO))
+    workdir = Path(service["WorkingDirectory"].replace("/var/lib/wopihost", overrides["WOPIHOST_DATA_DIR"]))
+    workdir.mkdir()  # as the guide's install step makes /var/lib/wopihost
 
     for _ in range(2):  # ExecStartPre runs on every start: the second finds nothing to do
         upgraded = subprocess.run(
