@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import sys
 
-from wopihost.config import ConfigError, log_format
+from wopihost.config import FORWARDED_ALLOW_IPS, ConfigError, log_format
 from wopihost.server import DEFAULTS, prepare_metrics_dir
 
 globals().update(DEFAULTS)  # with the hooks that look after the workers' metrics
@@ -35,9 +35,8 @@ def _whole_number(name: str, default: int, least: int) -> int:
 # bind as no address at all, and started workers that listened nowhere.
 bind = os.environ.get("WOPIHOST_BIND", "").strip() or "127.0.0.1:8080"
 workers = _whole_number("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2, 1)  # none would serve nothing
-# gunicorn itself takes X-Forwarded-Proto only from the reverse proxy on this machine. wopihost reads
-# X-Forwarded-* only when WOPIHOST_TRUSTED_PROXIES is set, and then from any peer: this list does not gate
-# that, so a node listening on another address must be reachable from its proxy only (see docs/deploy.md).
-forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1"
+# The proxies gunicorn takes X-Forwarded-Proto from: the one list wopihost takes X-Forwarded-* from too (with
+# WOPIHOST_TRUSTED_PROXIES set), its default the reverse proxy on this machine (see docs/deploy.md).
+forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "").strip() or FORWARDED_ALLOW_IPS
 # Large uploads: gthread workers keep heart-beating while a thread streams a body; this is the idle limit.
 timeout = _whole_number("WOPIHOST_WORKER_TIMEOUT", 120, 0)  # 0: gunicorn's "never"

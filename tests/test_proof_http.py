@@ -9,6 +9,7 @@ import webtest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from wopihost.app import create_app
+from wopihost.config import ConfigError, Settings
 from wopihost.cspp.wire import put_chunked_body
 from wopihost.proof import ticks_from_datetime
 
@@ -69,9 +70,12 @@ def signed_headers(
     return headers
 
 
-def check_file_info(wopi: WopiClient, headers: dict, path_prefix: str = "/office"):
+def check_file_info(wopi: WopiClient, headers: dict, path_prefix: str = "/office", peer: str = "127.0.0.1"):
     return wopi.testapp.get(
-        f"{path_prefix}/wopi/files/{wopi.file_id}?access_token={wopi.token}", headers=headers, expect_errors=True
+        f"{path_prefix}/wopi/files/{wopi.file_id}?access_token={wopi.token}",
+        headers=headers,
+        extra_environ={"REMOTE_ADDR": peer},
+        expect_errors=True,
     )
 
 
@@ -132,13 +136,50 @@ def test_the_public_url_is_what_counts_behind_the_proxy(host, keys, clock, path_
     ids=["default-port", "other-port"],
 )
 def test_the_forwarded_origin_is_the_url_the_client_signed(host, keys, clock, port, signed_origin):
-    """deploy/nginx sends X-Forwarded-Port even when it is the scheme's default, which the URL a client calls
-    and signs leaves out."""
+    """A proxy may send X-Forwarded-Port even when it is the scheme's default, which the URL a client calls and
+    signs leaves out."""
     wopi = host("verify", trusted_proxies=1)
     url = f"{signed_origin}/office/wopi/files/{wopi.file_id}?access_token={wopi.token}"
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "wopi.example.test", "X-Forwarded-Port": port}
     response = check_file_info(wopi, signed_headers(wopi, clock, keys["a"], url=url) | forwarded)
     assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+
+
+@pytest.mark.parametrize(
+    "allowed, peer, forwarded_origin_counts",
+    [
+        (None, "127.0.0.1", True),  # the default: the proxy on this machine
+        (None, "10.0.0.9", False),  # anyone else who reaches a node listening on its own address
+        ("10.0.0.0/24, 10.0.1.5", "10.0.0.9", True),
+        ("10.0.0.0/24, 10.0.1.5", "10.0.1.6", False),
+        ("*", "192.0.2.1", True),
+    ],
+)
+def test_forwarded_headers_count_only_from_the_proxies_named(
+    host, keys, clock, monkeypatch, allowed, peer, forwarded_origin_counts
+):
+    """With WOPIHOST_TRUSTED_PROXIES, X-Forwarded-* name the URL a signature is checked against: taken from anyone,
+    a client would choose it (and replay a signature made for another host). From a peer that
+    WOPIHOST_FORWARDED_ALLOW_IPS does not name they are dropped, and the public URL counts."""
+    if allowed is not None:
+        monkeypatch.setenv("WOPIHOST_FORWARDED_ALLOW_IPS", allowed)
+    proxies = Settings.from_env().forwarded_allow_ips
+    wopi = host("verify", trusted_proxies=1, forwarded_allow_ips=proxies)
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "elsewhere.example.test"}
+    elsewhere = f"https://elsewhere.example.test/office/wopi/files/{wopi.file_id}?access_token={wopi.token}"
+    for url, counts in ((elsewhere, forwarded_origin_counts), (None, not forwarded_origin_counts)):
+        headers = signed_headers(wopi, clock, keys["a"], url=url) | forwarded
+        assert check_file_info(wopi, headers, peer=peer).status_int == (200 if counts else 500)
+
+
+@pytest.mark.parametrize("value", ["10.0.0.256", "nginx", "10.0.0.5,", ""])
+def test_forwarded_allow_ips_that_names_no_address_is_refused(monkeypatch, value):
+    monkeypatch.setenv("WOPIHOST_FORWARDED_ALLOW_IPS", value)
+    if value == "":  # empty is unset, as for every setting: the default
+        assert [str(n) for n in Settings.from_env().forwarded_allow_ips] == ["127.0.0.1/32"]
+        return
+    with pytest.raises(ConfigError, match="WOPIHOST_FORWARDED_ALLOW_IPS.*not an IP address or network"):
+        Settings.from_env()
 
 
 @pytest.mark.parametrize("minutes, status", [(19, 200), (21, 500)])

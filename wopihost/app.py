@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     if services.settings.record_dir is not None:  # inside requesturl's layers: it sees the URL the app sees
         served = app.extensions["wopihost.recorder"] = Recorder(served, services.settings)
     app.wsgi_app = requesturl.wrap(  # type: ignore[method-assign]  # Flask's documented way to add middleware
-        served, services.settings.public_url, services.settings.trusted_proxies
+        served, services.settings.public_url, services.settings.trusted_proxies, services.settings.forwarded_allow_ips
     )
     if metrics is not None:
         app.wsgi_app = Observer(app.wsgi_app, metrics)  # type: ignore[method-assign]  # likewise

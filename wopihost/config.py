@@ -11,6 +11,7 @@ import secrets
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -87,6 +88,27 @@ _NO_ZERO_LIMIT = " (no limit is 0 here: to raise it, give a larger value)"
 _positive_duration = _more_than_zero(parse_duration)
 _positive_size = _more_than_zero(parse_size, _NO_ZERO_LIMIT)
 _positive_count = _more_than_zero(_count, _NO_ZERO_LIMIT)
+
+
+# Peers whose X-Forwarded-* headers wopihost reads (with WOPIHOST_TRUSTED_PROXIES): the reverse proxy's address.
+# The variable deploy/gunicorn.conf.py gives gunicorn as its forwarded_allow_ips, so that one list says it for both.
+FORWARDED_ALLOW_IPS = "127.0.0.1"
+Network = IPv4Network | IPv6Network
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    """Addresses or networks ("10.0.0.5, 10.0.1.0/24"), comma-separated; "*" any."""
+    if text.strip() == "*":
+        return (ip_network("0.0.0.0/0"), ip_network("::/0"))
+    networks = []
+    for part in text.split(","):
+        try:
+            networks.append(ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"not an IP address or network: {part.strip()!r} (give e.g. 10.0.0.5, 10.0.1.0/24 or *)"
+            ) from None
+    return tuple(networks)
 
 
 PROOF_MODES = ("off", "verify", "require")
@@ -199,6 +221,7 @@ class Settings:
     # TCP congestion control of the connections a listener bound to a loopback address accepts; "": the system's
     loopback_tcp_congestion: str = "reno"
     trusted_proxies: int = 0
+    forwarded_allow_ips: tuple[Network, ...] = (ip_network(FORWARDED_ALLOW_IPS),)
     discovery_url: str = ""
     discovery_ttl: float = 12 * 3600
     proof_keys: str = "off"  # off | verify | require
@@ -304,6 +327,7 @@ class Settings:
             idle_timeout=parsed("IDLE_TIMEOUT", "30s", _positive_duration),
             loopback_tcp_congestion=loopback_tcp_congestion(env),
             trusted_proxies=parsed("TRUSTED_PROXIES", "0", _count),
+            forwarded_allow_ips=parsed("FORWARDED_ALLOW_IPS", FORWARDED_ALLOW_IPS, _networks),
             discovery_url=discovery_url,
             discovery_ttl=parsed("DISCOVERY_TTL", "12h", _positive_duration),
             proof_keys=proof_keys,

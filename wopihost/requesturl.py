@@ -3,12 +3,15 @@ client called (which WOPI proof signatures cover, so it must be rebuilt byte for
 
 The public URL (WOPIHOST_PUBLIC_URL) is the truth for scheme, host, port and path
 prefix: a TLS-terminating reverse proxy changes all of them on the way in.
-X-Forwarded-Proto/Host/Port are honoured only when WOPIHOST_TRUSTED_PROXIES says how
-many proxies stand in front; otherwise any client could forge them.
+X-Forwarded-For/Proto/Host/Port are honoured only when WOPIHOST_TRUSTED_PROXIES says how
+many proxies stand in front, and only from the peers WOPIHOST_FORWARDED_ALLOW_IPS names;
+otherwise any client could forge them, and choose the URL its proof signature is checked against.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from urllib.parse import quote, urlsplit
 
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -33,19 +36,35 @@ class MountPrefix:
         return self.app(environ, start_response)
 
 
-def wrap(wsgi_app, public_url: str, trusted_proxies: int):
-    """The app as the WSGI server should call it."""
-    app: MountPrefix | ProxyFix = MountPrefix(wsgi_app, public_prefix(public_url))
-    if trusted_proxies > 0:
-        app = ProxyFix(
-            app,
-            x_for=trusted_proxies,
-            x_proto=trusted_proxies,
-            x_host=trusted_proxies,
-            x_port=trusted_proxies,
-            x_prefix=0,
+class FromProxies:
+    """X-Forwarded-* read (ProxyFix) from a peer `proxies` holds, and dropped from anyone else's request: a node
+    that listens where others than its balancer reach it must not take their word for the URL they called."""
+
+    def __init__(self, app, trusted_proxies: int, proxies: Sequence[IPv4Network | IPv6Network]):
+        self.app, self.proxies = app, proxies
+        self.proxied = ProxyFix(
+            app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies, x_port=trusted_proxies
         )
-    return app
+
+    def __call__(self, environ, start_response):
+        if self._from_proxy(environ.get("REMOTE_ADDR") or ""):
+            return self.proxied(environ, start_response)
+        for key in [key for key in environ if key.startswith("HTTP_X_FORWARDED_")]:
+            del environ[key]
+        return self.app(environ, start_response)
+
+    def _from_proxy(self, peer: str) -> bool:
+        try:
+            address = ip_address(peer)
+        except ValueError:  # no IP address: a Unix socket's peer, on this machine (gunicorn trusts it too)
+            return True
+        return any(address in network for network in self.proxies)
+
+
+def wrap(wsgi_app, public_url: str, trusted_proxies: int, proxies: Sequence[IPv4Network | IPv6Network]):
+    """The app as the WSGI server should call it."""
+    app = MountPrefix(wsgi_app, public_prefix(public_url))
+    return FromProxies(app, trusted_proxies, proxies) if trusted_proxies > 0 else app
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
