@@ -63,6 +63,56 @@ def test_files_add_refuses_an_invalid_name(run, tmp_path):
     assert "not allowed" in result.output
 
 
+@pytest.mark.parametrize(
+    "args, where, message",
+    [
+        (["--folder", "Plans", "--name", "a/b.docx"], "'--name'", "not allowed: /: 'a/b.docx'"),
+        (["--folder", "Plans", "--name", ""], "'--name'", "the name is empty"),
+        (["--folder", "Plans/.."], "'--folder'", "only of dots and spaces: '..'"),
+        (["--folder", "Plans/Q1", "--name", "CON.docx"], "'--name'", "reserved device name"),
+    ],
+)
+def test_files_add_checks_every_name_before_it_makes_a_folder(run, served, tmp_path, args, where, message):
+    """The folders of --folder were made before the file's name was refused: the command failed, and the
+    owner's drive had a new empty folder (or two) all the same. An empty --name was the file's own name."""
+    source = tmp_path / "x.docx"
+    source.write_bytes(b"x")
+    result = run("files", "add", str(source), *args, ok=False)
+    assert result.exit_code == 2 and f"Invalid value for {where}" in result.stderr and message in result.stderr
+    assert "nothing was stored" in result.stderr
+    api = json.loads(run("token", "issue", "--api", "--user", "demo", "--json").output)["access_token"]
+    children = served.get("/v1.0/me/drive/root/children", headers={"Authorization": f"Bearer {api}"}).json
+    assert children["value"] == []
+
+
+def test_files_add_names_a_file_by_its_own_name_only_if_that_is_valid(run, tmp_path):
+    source = tmp_path / ".profile"
+    source.write_bytes(b"x")
+    result = run("files", "add", str(source), ok=False)
+    assert result.exit_code == 2 and "Invalid value for 'PATH'" in result.stderr
+    assert "starts with a dot: '.profile'; give --name" in result.stderr
+    assert run("files", "add", str(source), "--name", "profile.txt").output.split()[1] == "profile.txt"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_files_add_refuses_what_is_not_a_regular_file(env, tmp_path, kind):
+    """A named pipe hung `files add` until something wrote to it; a device such as /dev/zero was read until the
+    size limit. Neither is a file to add."""
+    path = tmp_path / "pipe" if kind == "fifo" else "/dev/zero"
+    if kind == "fifo":
+        os.mkfifo(path)
+    result = subprocess.run(
+        [*WOPIHOST, "files", "add", str(path)],
+        env={**os.environ, **env, "WOPIHOST_MAX_FILE_SIZE": "1MiB"},  # what /dev/zero gets to before it is refused
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"Invalid value for 'PATH': {path} is not a regular file: nothing was stored" in result.stderr
+    assert result.stdout == ""
+
+
 def test_token_issue_gives_a_working_token_and_curl(run, served, tmp_path):
     source = tmp_path / "a.docx"
     source.write_bytes(b"content")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from stat import S_ISREG
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ from .launches import ACTIONS
 from .locks import live_coauth_locks, live_lock
 from .logs import JsonFormatter
 from .models import File, Folder
+from .names import InvalidName, check
 from .services import Services
 from .shares import link_id_of
 from .storage import Readable
@@ -289,21 +291,31 @@ def files_group() -> None:
 def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bool) -> None:
     """Upload a local file into the owner's drive."""
     settings = _settings()
-    size = path.stat().st_size
-    if size > settings.max_file_size:  # before a byte is read
+    stat = path.stat()
+    if not S_ISREG(stat.st_mode):  # a pipe would wait for a writer, a device never end
+        raise click.BadParameter(f"{path} is not a regular file: nothing was stored", param_hint="'PATH'")
+    if stat.st_size > settings.max_file_size:  # before a byte is read
         raise click.ClickException(
-            f"{path} is too large: {size} bytes, more than WOPIHOST_MAX_FILE_SIZE "
+            f"{path} is too large: {stat.st_size} bytes, more than WOPIHOST_MAX_FILE_SIZE "
             f"({settings.max_file_size} bytes); nothing was stored"
         )
+    # Every name checked before the folders are made: a refused one leaves nothing behind.
+    name = _checked_name(name, "'--name'") if name is not None else _checked_name(path.name, "'PATH'", "; give --name")
+    folders = [_checked_name(part, "'--folder'") for part in folder.split("/") if part]
     services = _services()
-    with open(path, "rb") as source, _progress(size, f"adding {path.name}") as advance:
-        file = services.add_file(
-            owner, name or path.name, _Counted(source, advance), [n for n in folder.split("/") if n]
-        )
+    with open(path, "rb") as source, _progress(stat.st_size, f"adding {path.name}") as advance:
+        file = services.add_file(owner, name, _Counted(source, advance), folders)
     if as_json:
         _echo_json(_file_json(file))
     else:
         click.echo(f"{file.id}  {file.name}  ({file.size} bytes, owner {file.owner_id})")
+
+
+def _checked_name(name: str, param_hint: str, remedy: str = "") -> str:
+    try:
+        return check(name)
+    except InvalidName as exc:
+        raise click.BadParameter(f"{exc}: {name!r}{remedy}; nothing was stored", param_hint=param_hint) from None
 
 
 @files_group.command("list")
