@@ -934,3 +934,12 @@ def test_doctor_names_a_read_only_postgresql_database(tmp_path, storage):
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "1e10"])
+def test_doctor_refuses_a_timeout_no_check_can_wait(env, timeout):
+    """0 or less failed every network check, blaming the public URL and the discovery ("Operation now in
+    progress", "Timeout value out of range"); inf was a traceback (OverflowError)."""
+    result = CliRunner().invoke(main, ["doctor", "--timeout", timeout], env=env)
+    assert result.exit_code == 2 and "Invalid value for '--timeout'" in result.stderr, result.output
+    assert "public URL" not in result.output

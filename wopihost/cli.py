@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -47,6 +48,7 @@ from .users import check_user_id
 DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
 PROGRESS_FROM = 16 << 20  # bytes: smaller files are added before a bar would be worth drawing
+MAX_CHECK_TIMEOUT = 3600  # seconds: a check of doctor's that waits an hour has failed; a larger wait overflows
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help='Print JSON (keys: README.md, "The wopihost command").'
@@ -109,6 +111,13 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | 
             f"must be a duration of more than 0 and at most 100 years, such as 30m, 10h or 2d, not {value!r}"
         )
     return seconds
+
+
+def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """FloatRange lets NaN through (it compares false with every bound)."""
+    if math.isnan(value):
+        raise click.BadParameter("not a number: nan")
+    return value
 
 
 class UserId(click.ParamType):
@@ -1006,7 +1015,14 @@ def replay(
 
 
 @main.command("doctor")
-@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each network check.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_CHECK_TIMEOUT),
+    callback=_a_number,
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for each network check.",
+)
 @json_option
 def doctor(timeout: float, as_json: bool) -> None:
     """Check what a deployment depends on (the database reachable, writable and migrated, storage, the public
