@@ -60,6 +60,26 @@ def test_an_unreachable_postgresql(base_env, args):
         )
 
 
+@pytest.mark.parametrize("where", ["postgresql", "sqlite"])
+def test_doctor_names_a_database_it_cannot_use_in_one_line(base_env, tmp_path, where):
+    """Its finding was SQLAlchemy's text: the driver's lines, then "(Background on this error at: https://
+    sqlalche.me/...)", and not which database; as the commands say it now, the password hidden."""
+    if where == "postgresql":
+        url = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test"
+        shown = "postgresql+psycopg://postgres:***@127.0.0.1:1/test"
+        cause = "Connection refused"
+    else:
+        url = shown = f"sqlite:///{tmp_path}/no-such-directory/wopihost.sqlite3"
+        cause = "unable to open database file"
+    result = wopihost("doctor", "--timeout", "1", "--json", env={**base_env, "WOPIHOST_DATABASE_URL": url})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    found = json.loads(result.stdout)["checks"][0]
+    assert found["ok"] is False
+    assert found["what"].startswith(f"cannot use the database {shown}: ")
+    assert cause in found["what"] and "\n" not in found["what"] and "sqlalche.me" not in found["what"]
+    assert "hunter2" not in result.stdout
+
+
 @pytest.mark.parametrize(
     "url, expected",
     [
