@@ -242,6 +242,28 @@ def test_an_id_that_does_not_exist(base_env, args):
     one_line_failure(wopihost(*args, "NoSuchFile", env=base_env), "file not found: NoSuchFile")
 
 
+@pytest.mark.parametrize(
+    "args, where",
+    [
+        (["files", "info", b"\xff"], "'FILE_ID'"),
+        (["drives", "create", "--name", b"Team \xff"], "'--name'"),
+        (["token", "revoke", "--user", b"\xff"], "'--user'"),
+        (["shares", "list", b"\xff"], "'[ITEM_ID]'"),
+        (["lock", "break", b"\xff"], "'FILE_ID'"),
+    ],
+    ids=lambda value: " ".join(map(str, value)) if isinstance(value, list) else value,
+)
+def test_an_argument_that_is_not_utf8_text(base_env, args, where):
+    """Bytes that are not UTF-8 (a name typed in a Latin-1 terminal): Python keeps them as lone surrogates, which
+    the database driver could not encode, a UnicodeEncodeError traceback on SQLite and PostgreSQL alike."""
+    assert wopihost("db", "upgrade", env=base_env).returncode == 0
+    result = subprocess.run(
+        [*WOPIHOST, *args], env={**os.environ, **base_env}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"Error: Invalid value for {where}: not UTF-8 text: " in result.stderr and "\\xff" in result.stderr
+
+
 def test_serve_prints_where_it_serves_and_serves(base_env):
     assert wopihost("db", "upgrade", env=base_env).returncode == 0
     port = free_port()
