@@ -670,6 +670,24 @@ def test_user_ids_are_checked_before_anything_runs(run, tmp_path, args):
     assert json.loads(run("files", "list", "--json").stdout) == []
 
 
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("x" * 257, "is at most 256 characters, not 257"),  # PostgreSQL: a DataError traceback; SQLite kept it
+        ("", "cannot be empty"),
+        ("  ", "cannot be empty"),
+        ("Team\x1b[2J", "cannot hold control characters: 'Team\\x1b[2J'"),
+    ],
+    ids=["too long", "empty", "blank", "an escape sequence"],
+)
+def test_drives_create_refuses_a_name_a_drive_cannot_have(run, name, message):
+    result = run("drives", "create", "--name", name, ok=False)
+    assert result.exit_code == 2 and f"Invalid value for '--name': a drive's name {message}" in result.stderr
+    assert [d["kind"] for d in json.loads(run("drives", "list", "--json").stdout)] == []
+    longest = json.loads(run("drives", "create", "--name", "é" * 256, "--json").stdout)
+    assert [d["name"] for d in json.loads(run("drives", "list", "--json").stdout)] == [longest["name"]] == ["é" * 256]
+
+
 @pytest.mark.parametrize("folders", ["list,write", "all"])
 def test_a_read_only_token_cannot_have_the_folder_right_to_write(run, tmp_path, folders):
     """Rights only narrow (docs/wopi.md §4.2): a folder's `w` hands out write tokens for its files, this one too."""

@@ -16,6 +16,7 @@ import math
 import os
 import shlex
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -25,6 +26,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import click
+import sqlalchemy as sa
 
 from . import __version__, db
 from .backup import backup_sqlite, sqlite_path
@@ -36,7 +38,7 @@ from .drives import SHARED_KINDS
 from .launches import ACTIONS
 from .locks import live_coauth_locks, live_lock
 from .logs import JsonFormatter
-from .models import File, Folder
+from .models import Drive, File, Folder
 from .names import InvalidName, check
 from .services import Services
 from .shares import link_id_of
@@ -133,6 +135,22 @@ class UserId(click.ParamType):
 
 
 USER = UserId()
+
+
+class DriveName(click.ParamType):
+    """A shared drive's name, as Graph shows it: a line of text that its column holds."""
+
+    name = "name"
+    longest = cast(sa.String, Drive.__table__.c.name.type).length
+
+    def convert(self, value, param, ctx) -> str:
+        if not value.strip():
+            self.fail("a drive's name cannot be empty", param, ctx)
+        if self.longest is not None and len(value) > self.longest:  # PostgreSQL refuses it, SQLite keeps it
+            self.fail(f"a drive's name is at most {self.longest} characters, not {len(value)}", param, ctx)
+        if any(unicodedata.category(ch) == "Cc" for ch in value):  # what a terminal acts on: ESC, CR ...
+            self.fail(f"a drive's name cannot hold control characters: {value!r}", param, ctx)
+        return value
 
 
 def _interactive() -> bool:
@@ -591,7 +609,7 @@ def drives_group() -> None:
     show_default=True,
     help="Reached as sites/{id}/drive or groups/{id}/drive (and drives/{id}).",
 )
-@click.option("--name", required=True, help="The drive's name.")
+@click.option("--name", type=DriveName(), required=True, help="The drive's name.")
 @click.option("--member", "members", type=USER, multiple=True, help="A user who may reach it (repeatable).")
 @json_option
 def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool) -> None:
