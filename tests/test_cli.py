@@ -688,6 +688,21 @@ def test_drives_create_refuses_a_name_a_drive_cannot_have(run, name, message):
     assert [d["name"] for d in json.loads(run("drives", "list", "--json").stdout)] == [longest["name"]] == ["é" * 256]
 
 
+@pytest.mark.parametrize("kind", ["api", "container"])
+def test_folder_rights_are_refused_for_a_token_of_no_file(run, tmp_path, kind):
+    """They were dropped without a word: the admin who asked for `--folders all` got a token without them."""
+    file_id = add(run, tmp_path, "Doc.docx", b"x", "--folder", "Team")["id"]
+    folder_id = json.loads(run("files", "info", file_id, "--json").stdout)["folder_id"]
+    target = ["--api"] if kind == "api" else ["--container", folder_id]
+    result = run("token", "issue", *target, "--user", "u", "--folders", "list", ok=False)
+    assert result.exit_code == 2 and "Invalid value for '--folders'" in result.stderr
+    assert "for a file's token, not with --container or --api" in result.stderr
+    assert run("token", "revoke", "--user", "u", ok=False).exit_code == 1  # none was issued
+    assert "access_token" in run("token", "issue", *target, "--user", "u", "--folders", "none", "--json").stdout
+    unknown = run("token", "issue", file_id, "--user", "u", "--folders", "list,own", ok=False)
+    assert unknown.exit_code == 2 and "Invalid value for '--folders': own: use list, create" in unknown.stderr
+
+
 @pytest.mark.parametrize("folders", ["list,write", "all"])
 def test_a_read_only_token_cannot_have_the_folder_right_to_write(run, tmp_path, folders):
     """Rights only narrow (docs/wopi.md §4.2): a folder's `w` hands out write tokens for its files, this one too."""

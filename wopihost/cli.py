@@ -450,7 +450,8 @@ def token_group() -> None:
 FOLDER_RIGHT_WORDS = {"list": "l", "create": "c", "manage": "m", "write": "w", "all": "lcmw", "none": ""}
 
 
-def _folder_rights(text: str) -> str:
+def _folder_rights(ctx: click.Context, param: click.Parameter, text: str) -> str:
+    """--folders' words as the letters of FOLDER_RIGHTS ("list,create" is "lc")."""
     words = [word.strip().lower() for word in text.split(",") if word.strip()]
     unknown = [word for word in words if word not in FOLDER_RIGHT_WORDS]
     if unknown:
@@ -482,6 +483,7 @@ def _folder_rights(text: str) -> str:
     help="What a file token may do in the containers above its file, through the URLs its "
     "responses hand out (EnumerateAncestors ...): a comma-separated list of list, create, "
     "manage (rename, delete), write (the files in them; not with --read-only), all or none.",
+    callback=_folder_rights,
 )
 @click.option(
     "--ttl",
@@ -506,8 +508,12 @@ def token_issue(
         raise click.UsageError(
             "give a FILE_ID for a WOPI token, --container for a container token, or --api for an API token"
         )
-    reach = _folder_rights(folders)
-    if read_only and "w" in reach:  # its folder would hand out write tokens for its own file and its siblings
+    if folders and not file_id:  # a container token's rights are its own; an API token's are the user's drives'
+        raise click.BadParameter(
+            "rights in the folders above a file are for a file's token, not with --container or --api",
+            param_hint="'--folders'",
+        )
+    if read_only and "w" in folders:  # its folder would hand out write tokens for its own file and its siblings
         raise click.BadParameter(
             "a --read-only token cannot have the folder right write (or all): it would get write tokens "
             "for the files through their folder",
@@ -525,7 +531,7 @@ def token_issue(
     else:
         assert file_id is not None  # the one of the three given
         services.files.get(file_id)
-        issued = services.issue_token(file_id, user, not read_only, expires_at, reach)
+        issued = services.issue_token(file_id, user, not read_only, expires_at, folders)
     _print_token(services, issued, as_json)
 
 
