@@ -50,10 +50,10 @@ class Command(click.Command):
 def _refuse_undecodable(command: click.Command, ctx: click.Context) -> None:
     """A usage error for a text argument that holds bytes that are not UTF-8 (Python keeps them as lone
     surrogates): no database, URL or terminal takes it, and each failed with a traceback of its own. Paths are
-    file names, which may be any bytes."""
+    file names, which may be any bytes; arguments left unprocessed are another command line's."""
     for param in command.params:
         values = ctx.params.get(param.name or "")
-        if not isinstance(param.type, click.types.StringParamType) or values is None:
+        if isinstance(param.type, (click.Path, click.types.UnprocessedParamType)) or values is None:
             continue
         for value in values if isinstance(values, tuple) else (values,):
             if isinstance(value, str) and not is_unicode(value):
