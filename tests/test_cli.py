@@ -783,6 +783,24 @@ def test_serve_on_an_ipv6_address_hands_out_urls_that_name_it(serve_json):
     assert started["public_url"] == started["bind"] == "http://[::1]:9123"
 
 
+@pytest.mark.parametrize("host", ["a b", "http://x", "", "-x", "höst"])
+def test_serve_refuses_a_host_that_names_no_address(env, host):
+    """Without WOPIHOST_PUBLIC_URL it was blamed on that variable, which the admin had not set ("WOPIHOST_PUBLIC_URL:
+    not an absolute http(s) URL"); with it, gunicorn tried to bind it five times, then gave up."""
+    result = CliRunner().invoke(main, ["serve", "--host", host], env={**env, "WOPIHOST_PUBLIC_URL": ""})
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--host': not an IP address or a host name: {host!r}" in result.stderr
+    assert "WOPIHOST_PUBLIC_URL" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "host, url", [("[::1]", "http://[::1]:9123"), ("wopi_1.example.test", "http://wopi_1.example.test:9123")]
+)
+def test_serve_takes_a_host_name_or_a_bracketed_ipv6_address(serve_json, host, url):
+    started = serve_json("--host", host, "--port", "9123", WOPIHOST_PUBLIC_URL="")
+    assert started["public_url"] == started["bind"] == url
+
+
 @pytest.mark.parametrize(
     "args", [["--port", "70000"], ["--port", "0"], ["--workers", "0"], ["--threads", "0"], ["--threads", "-1"]]
 )

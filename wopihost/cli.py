@@ -10,10 +10,12 @@ role (`user`, `owner`, `created_by`, `members`), times are ISO 8601 UTC named fo
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 import unicodedata
@@ -50,6 +52,7 @@ from .users import check_user_id
 DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
 PROGRESS_FROM = 16 << 20  # bytes: smaller files are added before a bar would be worth drawing
+HOST_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)", re.ASCII)  # of a host name (RFC 1123; _ as Docker names)
 MAX_CHECK_TIMEOUT = 3600  # seconds: a check of doctor's that waits an hour has failed; a larger wait overflows
 
 json_option = click.option(
@@ -151,6 +154,19 @@ class DriveName(click.ParamType):
         if any(unicodedata.category(ch) == "Cc" for ch in value):  # what a terminal acts on: ESC, CR ...
             self.fail(f"a drive's name cannot hold control characters: {value!r}", param, ctx)
         return value
+
+
+def _listen_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An address to listen on, before it becomes the URLs handed out (a bad one was blamed on
+    WOPIHOST_PUBLIC_URL, which the admin had not set) and gunicorn's bind (which tried it five times)."""
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value  # [::1], as in a URL
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if len(value) <= 253 and all(HOST_LABEL.fullmatch(label) for label in value.split(".")):
+        return value
+    raise click.BadParameter(f"not an IP address or a host name: {value!r}")
 
 
 def _interactive() -> bool:
@@ -1085,7 +1101,9 @@ def demo(as_json: bool) -> None:
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, callback=_listen_host, help="An IP address or a host name."
+)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Processes.")
 @click.option(
