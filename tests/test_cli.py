@@ -63,6 +63,56 @@ def test_files_add_refuses_an_invalid_name(run, tmp_path):
     assert "not allowed" in result.output
 
 
+@pytest.mark.parametrize(
+    "args, where, message",
+    [
+        (["--folder", "Plans", "--name", "a/b.docx"], "'--name'", "not allowed: /: 'a/b.docx'"),
+        (["--folder", "Plans", "--name", ""], "'--name'", "the name is empty"),
+        (["--folder", "Plans/.."], "'--folder'", "only of dots and spaces: '..'"),
+        (["--folder", "Plans/Q1", "--name", "CON.docx"], "'--name'", "reserved device name"),
+    ],
+)
+def test_files_add_checks_every_name_before_it_makes_a_folder(run, served, tmp_path, args, where, message):
+    """The folders of --folder were made before the file's name was refused: the command failed, and the
+    owner's drive had a new empty folder (or two) all the same. An empty --name was the file's own name."""
+    source = tmp_path / "x.docx"
+    source.write_bytes(b"x")
+    result = run("files", "add", str(source), *args, ok=False)
+    assert result.exit_code == 2 and f"Invalid value for {where}" in result.stderr and message in result.stderr
+    assert "nothing was stored" in result.stderr
+    api = json.loads(run("token", "issue", "--api", "--user", "demo", "--json").output)["access_token"]
+    children = served.get("/v1.0/me/drive/root/children", headers={"Authorization": f"Bearer {api}"}).json
+    assert children["value"] == []
+
+
+def test_files_add_names_a_file_by_its_own_name_only_if_that_is_valid(run, tmp_path):
+    source = tmp_path / ".profile"
+    source.write_bytes(b"x")
+    result = run("files", "add", str(source), ok=False)
+    assert result.exit_code == 2 and "Invalid value for 'PATH'" in result.stderr
+    assert "starts with a dot: '.profile'; give --name" in result.stderr
+    assert run("files", "add", str(source), "--name", "profile.txt").output.split()[1] == "profile.txt"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_files_add_refuses_what_is_not_a_regular_file(env, tmp_path, kind):
+    """A named pipe hung `files add` until something wrote to it; a device such as /dev/zero was read until the
+    size limit. Neither is a file to add."""
+    path = tmp_path / "pipe" if kind == "fifo" else "/dev/zero"
+    if kind == "fifo":
+        os.mkfifo(path)
+    result = subprocess.run(
+        [*WOPIHOST, "files", "add", str(path)],
+        env={**os.environ, **env, "WOPIHOST_MAX_FILE_SIZE": "1MiB"},  # what /dev/zero gets to before it is refused
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"Invalid value for 'PATH': {path} is not a regular file: nothing was stored" in result.stderr
+    assert result.stdout == ""
+
+
 def test_token_issue_gives_a_working_token_and_curl(run, served, tmp_path):
     source = tmp_path / "a.docx"
     source.write_bytes(b"content")
@@ -620,6 +670,39 @@ def test_user_ids_are_checked_before_anything_runs(run, tmp_path, args):
     assert json.loads(run("files", "list", "--json").stdout) == []
 
 
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("x" * 257, "is at most 256 characters, not 257"),  # PostgreSQL: a DataError traceback; SQLite kept it
+        ("", "cannot be empty"),
+        ("  ", "cannot be empty"),
+        ("Team\x1b[2J", "cannot hold control characters: 'Team\\x1b[2J'"),
+    ],
+    ids=["too long", "empty", "blank", "an escape sequence"],
+)
+def test_drives_create_refuses_a_name_a_drive_cannot_have(run, name, message):
+    result = run("drives", "create", "--name", name, ok=False)
+    assert result.exit_code == 2 and f"Invalid value for '--name': a drive's name {message}" in result.stderr
+    assert [d["kind"] for d in json.loads(run("drives", "list", "--json").stdout)] == []
+    longest = json.loads(run("drives", "create", "--name", "é" * 256, "--json").stdout)
+    assert [d["name"] for d in json.loads(run("drives", "list", "--json").stdout)] == [longest["name"]] == ["é" * 256]
+
+
+@pytest.mark.parametrize("kind", ["api", "container"])
+def test_folder_rights_are_refused_for_a_token_of_no_file(run, tmp_path, kind):
+    """They were dropped without a word: the admin who asked for `--folders all` got a token without them."""
+    file_id = add(run, tmp_path, "Doc.docx", b"x", "--folder", "Team")["id"]
+    folder_id = json.loads(run("files", "info", file_id, "--json").stdout)["folder_id"]
+    target = ["--api"] if kind == "api" else ["--container", folder_id]
+    result = run("token", "issue", *target, "--user", "u", "--folders", "list", ok=False)
+    assert result.exit_code == 2 and "Invalid value for '--folders'" in result.stderr
+    assert "for a file's token, not with --container or --api" in result.stderr
+    assert run("token", "revoke", "--user", "u", ok=False).exit_code == 1  # none was issued
+    assert "access_token" in run("token", "issue", *target, "--user", "u", "--folders", "none", "--json").stdout
+    unknown = run("token", "issue", file_id, "--user", "u", "--folders", "list,own", ok=False)
+    assert unknown.exit_code == 2 and "Invalid value for '--folders': own: use list, create" in unknown.stderr
+
+
 @pytest.mark.parametrize("folders", ["list,write", "all"])
 def test_a_read_only_token_cannot_have_the_folder_right_to_write(run, tmp_path, folders):
     """Rights only narrow (docs/wopi.md §4.2): a folder's `w` hands out write tokens for its files, this one too."""
@@ -698,6 +781,24 @@ def test_serve_on_an_ipv6_address_hands_out_urls_that_name_it(serve_json):
     """`--host ::1` handed out http://::1:9123, which no client parses, and bound gunicorn to `::1:9123`."""
     started = serve_json("--host", "::1", "--port", "9123", WOPIHOST_PUBLIC_URL="")
     assert started["public_url"] == started["bind"] == "http://[::1]:9123"
+
+
+@pytest.mark.parametrize("host", ["a b", "http://x", "", "-x", "höst"])
+def test_serve_refuses_a_host_that_names_no_address(env, host):
+    """Without WOPIHOST_PUBLIC_URL it was blamed on that variable, which the admin had not set ("WOPIHOST_PUBLIC_URL:
+    not an absolute http(s) URL"); with it, gunicorn tried to bind it five times, then gave up."""
+    result = CliRunner().invoke(main, ["serve", "--host", host], env={**env, "WOPIHOST_PUBLIC_URL": ""})
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--host': not an IP address or a host name: {host!r}" in result.stderr
+    assert "WOPIHOST_PUBLIC_URL" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "host, url", [("[::1]", "http://[::1]:9123"), ("wopi_1.example.test", "http://wopi_1.example.test:9123")]
+)
+def test_serve_takes_a_host_name_or_a_bracketed_ipv6_address(serve_json, host, url):
+    started = serve_json("--host", host, "--port", "9123", WOPIHOST_PUBLIC_URL="")
+    assert started["public_url"] == started["bind"] == url
 
 
 @pytest.mark.parametrize(
@@ -884,3 +985,12 @@ def test_doctor_names_a_read_only_postgresql_database(tmp_path, storage):
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "1e10"])
+def test_doctor_refuses_a_timeout_no_check_can_wait(env, timeout):
+    """0 or less failed every network check, blaming the public URL and the discovery ("Operation now in
+    progress", "Timeout value out of range"); inf was a traceback (OverflowError)."""
+    result = CliRunner().invoke(main, ["doctor", "--timeout", timeout], env=env)
+    assert result.exit_code == 2 and "Invalid value for '--timeout'" in result.stderr, result.output
+    assert "public URL" not in result.output

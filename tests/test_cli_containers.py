@@ -94,8 +94,8 @@ def test_files_add_refuses_an_invalid_folder_name(run, tmp_path):
     source = tmp_path / "x.docx"
     source.write_bytes(b"x")
     result = run("files", "add", str(source), "--folder", "a/bad:name", ok=False)
-    assert result.exit_code == 1
-    assert "Error" in result.output
+    assert result.exit_code == 2  # a usage error, found before folder a is made
+    assert "Invalid value for '--folder': the name contains characters that are not allowed: :" in result.stderr
 
 
 # -- token issue --container ----------------------------------------------------------------------------

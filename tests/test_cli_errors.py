@@ -60,6 +60,26 @@ def test_an_unreachable_postgresql(base_env, args):
         )
 
 
+@pytest.mark.parametrize("where", ["postgresql", "sqlite"])
+def test_doctor_names_a_database_it_cannot_use_in_one_line(base_env, tmp_path, where):
+    """Its finding was SQLAlchemy's text: the driver's lines, then "(Background on this error at: https://
+    sqlalche.me/...)", and not which database; as the commands say it now, the password hidden."""
+    if where == "postgresql":
+        url = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test"
+        shown = "postgresql+psycopg://postgres:***@127.0.0.1:1/test"
+        cause = "Connection refused"
+    else:
+        url = shown = f"sqlite:///{tmp_path}/no-such-directory/wopihost.sqlite3"
+        cause = "unable to open database file"
+    result = wopihost("doctor", "--timeout", "1", "--json", env={**base_env, "WOPIHOST_DATABASE_URL": url})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    found = json.loads(result.stdout)["checks"][0]
+    assert found["ok"] is False
+    assert found["what"].startswith(f"cannot use the database {shown}: ")
+    assert cause in found["what"] and "\n" not in found["what"] and "sqlalche.me" not in found["what"]
+    assert "hunter2" not in result.stdout
+
+
 @pytest.mark.parametrize(
     "url, expected",
     [
@@ -220,6 +240,28 @@ def test_a_data_directory_on_a_read_only_filesystem(tmp_path, base_env):
 def test_an_id_that_does_not_exist(base_env, args):
     assert wopihost("db", "upgrade", env=base_env).returncode == 0
     one_line_failure(wopihost(*args, "NoSuchFile", env=base_env), "file not found: NoSuchFile")
+
+
+@pytest.mark.parametrize(
+    "args, where",
+    [
+        (["files", "info", b"\xff"], "'FILE_ID'"),
+        (["drives", "create", "--name", b"Team \xff"], "'--name'"),
+        (["token", "revoke", "--user", b"\xff"], "'--user'"),
+        (["shares", "list", b"\xff"], "'[ITEM_ID]'"),
+        (["lock", "break", b"\xff"], "'FILE_ID'"),
+    ],
+    ids=lambda value: " ".join(map(str, value)) if isinstance(value, list) else value,
+)
+def test_an_argument_that_is_not_utf8_text(base_env, args, where):
+    """Bytes that are not UTF-8 (a name typed in a Latin-1 terminal): Python keeps them as lone surrogates, which
+    the database driver could not encode, a UnicodeEncodeError traceback on SQLite and PostgreSQL alike."""
+    assert wopihost("db", "upgrade", env=base_env).returncode == 0
+    result = subprocess.run(
+        [*WOPIHOST, *args], env={**os.environ, **base_env}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"Error: Invalid value for {where}: not UTF-8 text: " in result.stderr and "\\xff" in result.stderr
 
 
 def test_serve_prints_where_it_serves_and_serves(base_env):

@@ -10,19 +10,25 @@ role (`user`, `owner`, `created_by`, `members`), times are ISO 8601 UTC named fo
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import logging
+import math
 import os
+import re
 import shlex
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from stat import S_ISREG
 from typing import cast
 from urllib.parse import urlsplit
 
 import click
+import sqlalchemy as sa
 
 from . import __version__, db
 from .backup import backup_sqlite, sqlite_path
@@ -34,7 +40,8 @@ from .drives import SHARED_KINDS
 from .launches import ACTIONS
 from .locks import live_coauth_locks, live_lock
 from .logs import JsonFormatter
-from .models import File, Folder
+from .models import Drive, File, Folder
+from .names import InvalidName, check
 from .services import Services
 from .shares import link_id_of
 from .storage import Readable
@@ -45,6 +52,8 @@ from .users import check_user_id
 DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
 PROGRESS_FROM = 16 << 20  # bytes: smaller files are added before a bar would be worth drawing
+HOST_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)", re.ASCII)  # of a host name (RFC 1123; _ as Docker names)
+MAX_CHECK_TIMEOUT = 3600  # seconds: a check of doctor's that waits an hour has failed; a larger wait overflows
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help='Print JSON (keys: README.md, "The wopihost command").'
@@ -109,6 +118,13 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | 
     return seconds
 
 
+def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """FloatRange lets NaN through (it compares false with every bound)."""
+    if math.isnan(value):
+        raise click.BadParameter("not a number: nan")
+    return value
+
+
 class UserId(click.ParamType):
     """A user id, checked as the domain checks it, so that a bad one is a usage error before anything runs."""
 
@@ -122,6 +138,35 @@ class UserId(click.ParamType):
 
 
 USER = UserId()
+
+
+class DriveName(click.ParamType):
+    """A shared drive's name, as Graph shows it: a line of text that its column holds."""
+
+    name = "name"
+    longest = cast(sa.String, Drive.__table__.c.name.type).length
+
+    def convert(self, value, param, ctx) -> str:
+        if not value.strip():
+            self.fail("a drive's name cannot be empty", param, ctx)
+        if self.longest is not None and len(value) > self.longest:  # PostgreSQL refuses it, SQLite keeps it
+            self.fail(f"a drive's name is at most {self.longest} characters, not {len(value)}", param, ctx)
+        if any(unicodedata.category(ch) == "Cc" for ch in value):  # what a terminal acts on: ESC, CR ...
+            self.fail(f"a drive's name cannot hold control characters: {value!r}", param, ctx)
+        return value
+
+
+def _listen_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An address to listen on, before it becomes the URLs handed out (a bad one was blamed on
+    WOPIHOST_PUBLIC_URL, which the admin had not set) and gunicorn's bind (which tried it five times)."""
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value  # [::1], as in a URL
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if len(value) <= 253 and all(HOST_LABEL.fullmatch(label) for label in value.split(".")):
+        return value
+    raise click.BadParameter(f"not an IP address or a host name: {value!r}")
 
 
 def _interactive() -> bool:
@@ -289,21 +334,31 @@ def files_group() -> None:
 def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bool) -> None:
     """Upload a local file into the owner's drive."""
     settings = _settings()
-    size = path.stat().st_size
-    if size > settings.max_file_size:  # before a byte is read
+    stat = path.stat()
+    if not S_ISREG(stat.st_mode):  # a pipe would wait for a writer, a device never end
+        raise click.BadParameter(f"{path} is not a regular file: nothing was stored", param_hint="'PATH'")
+    if stat.st_size > settings.max_file_size:  # before a byte is read
         raise click.ClickException(
-            f"{path} is too large: {size} bytes, more than WOPIHOST_MAX_FILE_SIZE "
+            f"{path} is too large: {stat.st_size} bytes, more than WOPIHOST_MAX_FILE_SIZE "
             f"({settings.max_file_size} bytes); nothing was stored"
         )
+    # Every name checked before the folders are made: a refused one leaves nothing behind.
+    name = _checked_name(name, "'--name'") if name is not None else _checked_name(path.name, "'PATH'", "; give --name")
+    folders = [_checked_name(part, "'--folder'") for part in folder.split("/") if part]
     services = _services()
-    with open(path, "rb") as source, _progress(size, f"adding {path.name}") as advance:
-        file = services.add_file(
-            owner, name or path.name, _Counted(source, advance), [n for n in folder.split("/") if n]
-        )
+    with open(path, "rb") as source, _progress(stat.st_size, f"adding {path.name}") as advance:
+        file = services.add_file(owner, name, _Counted(source, advance), folders)
     if as_json:
         _echo_json(_file_json(file))
     else:
         click.echo(f"{file.id}  {file.name}  ({file.size} bytes, owner {file.owner_id})")
+
+
+def _checked_name(name: str, param_hint: str, remedy: str = "") -> str:
+    try:
+        return check(name)
+    except InvalidName as exc:
+        raise click.BadParameter(f"{exc}: {name!r}{remedy}; nothing was stored", param_hint=param_hint) from None
 
 
 @files_group.command("list")
@@ -411,7 +466,8 @@ def token_group() -> None:
 FOLDER_RIGHT_WORDS = {"list": "l", "create": "c", "manage": "m", "write": "w", "all": "lcmw", "none": ""}
 
 
-def _folder_rights(text: str) -> str:
+def _folder_rights(ctx: click.Context, param: click.Parameter, text: str) -> str:
+    """--folders' words as the letters of FOLDER_RIGHTS ("list,create" is "lc")."""
     words = [word.strip().lower() for word in text.split(",") if word.strip()]
     unknown = [word for word in words if word not in FOLDER_RIGHT_WORDS]
     if unknown:
@@ -443,6 +499,7 @@ def _folder_rights(text: str) -> str:
     help="What a file token may do in the containers above its file, through the URLs its "
     "responses hand out (EnumerateAncestors ...): a comma-separated list of list, create, "
     "manage (rename, delete), write (the files in them; not with --read-only), all or none.",
+    callback=_folder_rights,
 )
 @click.option(
     "--ttl",
@@ -467,8 +524,12 @@ def token_issue(
         raise click.UsageError(
             "give a FILE_ID for a WOPI token, --container for a container token, or --api for an API token"
         )
-    reach = _folder_rights(folders)
-    if read_only and "w" in reach:  # its folder would hand out write tokens for its own file and its siblings
+    if folders and not file_id:  # a container token's rights are its own; an API token's are the user's drives'
+        raise click.BadParameter(
+            "rights in the folders above a file are for a file's token, not with --container or --api",
+            param_hint="'--folders'",
+        )
+    if read_only and "w" in folders:  # its folder would hand out write tokens for its own file and its siblings
         raise click.BadParameter(
             "a --read-only token cannot have the folder right write (or all): it would get write tokens "
             "for the files through their folder",
@@ -486,7 +547,7 @@ def token_issue(
     else:
         assert file_id is not None  # the one of the three given
         services.files.get(file_id)
-        issued = services.issue_token(file_id, user, not read_only, expires_at, reach)
+        issued = services.issue_token(file_id, user, not read_only, expires_at, folders)
     _print_token(services, issued, as_json)
 
 
@@ -570,7 +631,7 @@ def drives_group() -> None:
     show_default=True,
     help="Reached as sites/{id}/drive or groups/{id}/drive (and drives/{id}).",
 )
-@click.option("--name", required=True, help="The drive's name.")
+@click.option("--name", type=DriveName(), required=True, help="The drive's name.")
 @click.option("--member", "members", type=USER, multiple=True, help="A user who may reach it (repeatable).")
 @json_option
 def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool) -> None:
@@ -994,7 +1055,14 @@ def replay(
 
 
 @main.command("doctor")
-@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each network check.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_CHECK_TIMEOUT),
+    callback=_a_number,
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for each network check.",
+)
 @json_option
 def doctor(timeout: float, as_json: bool) -> None:
     """Check what a deployment depends on (the database reachable, writable and migrated, storage, the public
@@ -1033,7 +1101,9 @@ def demo(as_json: bool) -> None:
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, callback=_listen_host, help="An IP address or a host name."
+)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Processes.")
 @click.option(

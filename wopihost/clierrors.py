@@ -1,10 +1,11 @@
 """The failures of the `wopihost` command that an admin can act on, each as one line.
 
-Every command of the group runs through `Command.invoke`, which turns the known failures (a database that
-is unreachable, unmigrated or named by an unusable URL, a data directory that cannot be written, an id that
-does not exist, a refused value) into a click error: one line on stderr and exit status 1. Anything else is
-a bug and keeps its traceback. gunicorn's master, started without the command, refuses a database it cannot
-use with the same lines (`explain`, from wopihost/server.py).
+Every command of the group runs through `Command.invoke`, which refuses a text argument that is not UTF-8 (a
+usage error, exit status 2) and turns the known failures (a database that is unreachable, unmigrated or named
+by an unusable URL, a data directory that cannot be written, an id that does not exist, a refused value) into
+a click error: one line on stderr and exit status 1. Anything else is a bug and keeps its traceback.
+gunicorn's master, started without the command, refuses a database it cannot use with the same lines
+(`explain`, from wopihost/server.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .errors import WopiError
 from .faults import InsufficientStorage, Unavailable
 from .names import InvalidName
 from .storage import TooLarge
+from .text import is_unicode
 
 SETTINGS_KEY = "wopihost.settings"  # click's ctx.meta: the settings a command read, for the messages
 PG_EXAMPLE = "postgresql+psycopg://user:password@host/database"
@@ -32,6 +34,7 @@ ID_PARAMS = ("file_id", "folder_id", "item_id", "drive_id")
 
 class Command(click.Command):
     def invoke(self, ctx: click.Context):
+        _refuse_undecodable(self, ctx)
         try:
             return super().invoke(ctx)
         except click.ClickException:
@@ -42,6 +45,20 @@ class Command(click.Command):
             if message is None:
                 raise
             raise click.ClickException(message) from None
+
+
+def _refuse_undecodable(command: click.Command, ctx: click.Context) -> None:
+    """A usage error for a text argument that holds bytes that are not UTF-8 (Python keeps them as lone
+    surrogates): no database, URL or terminal takes it, and each failed with a traceback of its own. Paths are
+    file names, which may be any bytes; arguments left unprocessed are another command line's."""
+    for param in command.params:
+        values = ctx.params.get(param.name or "")
+        if isinstance(param.type, (click.Path, click.types.UnprocessedParamType)) or values is None:
+            continue
+        for value in values if isinstance(values, tuple) else (values,):
+            if isinstance(value, str) and not is_unicode(value):
+                shown = value.encode("utf-8", "surrogateescape")
+                raise click.BadParameter(f"not UTF-8 text: {shown!r}", ctx=ctx, param=param)
 
 
 class Group(click.Group):

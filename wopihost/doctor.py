@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from . import db
+from .clierrors import explain
 from .discovery import DiscoveryCache, DiscoveryError
 from .services import Services
 
@@ -58,8 +59,9 @@ def _database(services: Services) -> list[Finding]:
     try:
         state = db.schema_state(engine, url)
         read_only = None if services.db.is_sqlite else _read_only_postgresql(engine)
-    except Exception as exc:
-        return [Finding(False, f"database unreachable: {exc}", "check WOPIHOST_DATABASE_URL and that the server runs")]
+    except Exception as exc:  # said as the commands say it: one line, naming the database
+        what = explain(exc, services.settings) or f"database unreachable: {exc}"
+        return [Finding(False, what, "check WOPIHOST_DATABASE_URL and that the server runs")]
     if read_only is not None:  # before the migrations: `db upgrade` cannot run there either
         return [read_only]
     if state.state == "ahead":
