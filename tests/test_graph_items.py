@@ -237,6 +237,33 @@ def test_an_api_token_revoked_while_a_simple_upload_comes_writes_nothing(service
     assert stored_blobs(services) == blobs
 
 
+@pytest.mark.parametrize("in_its_place", [True, False], ids=["another in its place", "nothing in its place"])
+def test_a_simple_upload_by_path_lands_in_the_folder_at_the_path_when_its_bytes_are_in(services, graph, in_its_place):
+    """The folder docs is renamed away while the body of a PUT root:/docs/new.txt:/content comes, and maybe another
+    folder made in its place: the file lands in the folder at the path once its bytes are in, as a request a moment
+    later would, or finds none (404, nothing kept); never in the folder that has gone elsewhere."""
+    docs = mkdir(graph, "docs").json["id"]
+    root = graph.get("me/drive/root").json["id"]
+    blobs = stored_blobs(services)
+    placed = []
+
+    def meddle() -> None:
+        services.tree.update(graph.drive_id, docs, "alice", name="was-docs")
+        if in_its_place:
+            placed.append(services.tree.create_folder(root, "docs", "fail", "alice")[0].id)
+
+    answer = while_the_body_comes(
+        lambda held: graph.put_from("me/drive/root:/docs/new.txt:/content", held, 4096), b"x" * 4096, meddle
+    )
+    assert graph.get("me/drive/root:/was-docs:/children").json["value"] == []
+    if not in_its_place:
+        assert answer.status_int == 404 and graph_error(answer)[0] == "itemNotFound", answer.body
+        assert stored_blobs(services) == blobs
+        return
+    assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, placed[0]), answer.body
+    assert graph.get("me/drive/root:/docs/new.txt:/content").body == b"x" * 4096
+
+
 _CHANGES = {  # what bob asks of the file docs/a.txt (or the folder docs) of a shared drive: method, item, body
     "rename": ("PATCH", "a.txt", {"name": "b.txt"}),
     "move": ("PATCH", "a.txt", {"parentReference": {"path": "/drive/root:/other"}}),

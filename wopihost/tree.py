@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .db import Database
 from .errors import WopiError, bad_request, checked_name, name_taken, not_found
-from .files import Admit, Files
+from .files import Admit, Files, Locate, lock_folder_at
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
 from .names import counted, counted_folder
@@ -30,11 +30,6 @@ from .repository import name_taken as name_taken_in
 from .storage import Blob, Storage, discard
 
 Item = File | Folder
-# What finds the item a change is of, in the change's own transaction. Graph addresses an item by a path, which
-# names what is there when the change runs: the item found as the request came may have been renamed or moved
-# since, and another put in its place. A change asks it again once it holds the folders the answer depends on,
-# until it names what is locked (`_lock_with_folders`); an id is asked as `lambda s: tree.item(s, drive, id)`.
-Locate = Callable[[Session], Item]
 
 
 class Tree:
@@ -151,7 +146,7 @@ class Tree:
         `update`, with the parent."""
         name = checked_name(name)
         with self.db.write() as s:
-            parent = lock_folder(s, parent_id) if isinstance(parent_id, str) else self._lock_folder_at(s, parent_id)
+            parent = lock_folder_at(s, parent_id)
             if admit is not None:  # the parent's is the one row lock taken (the new row's keys only KEY SHARE theirs)
                 admit(s, parent.id, 0)
             if conflict == "rename":
@@ -497,17 +492,6 @@ class Tree:
         if isinstance(item_id, str):
             return lambda s: self.item(s, drive_id, item_id)
         return item_id
-
-    def _lock_folder_at(self, s: Session, locate: Locate) -> Folder:
-        """The folder `locate` finds, locked, once it still finds it: a folder's row is held by any change that
-        would rename or move it. 400 if it finds a file."""
-        while True:
-            folder = locate(s)
-            if not isinstance(folder, Folder):
-                raise WopiError(400, "a file has no children", code="invalidRequest")
-            locked = lock_folder(s, folder.id)
-            if locate(s).id == locked.id:
-                return locked
 
     def _lock_with_folders(
         self, s: Session, locate: Locate, destination: Callable[[Session], str] | None

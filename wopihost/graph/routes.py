@@ -516,7 +516,8 @@ def put_content(call: Call, ref: ItemRef) -> Response:
     admit = _admit(call, call.drive.id, None if ref.path else getattr(existing, "id", None))
     if ref.path:
         file, created = services.files.put_named(
-            folder.id,
+            # found again where the bytes land, once they are in: what the path names then (Locate)
+            lambda s: _parent_of_new(call, s, ref)[0],
             name,
             user,
             request_body(),
