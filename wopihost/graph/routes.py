@@ -637,20 +637,29 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
     name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise GraphError(400, "invalidRequest", "name must be a string")
-    services = call.services
-    with services.db.read() as s:
-        start = _start(call, s, ref)
-        there = services.tree.find(s, start, list(ref.path))
-        if isinstance(there, Folder) and name:
-            folder, name = services.tree.parent_of_new(s, there, [name])
-        else:
-            folder, name_in_path = services.tree.parent_of_new(s, start, list(ref.path))
-            if _differs(name, name_in_path):
-                raise GraphError(400, "invalidRequest", "name differs from the name in the path")
-            name = name_in_path
-    redirect = redirected(call.drive.id, folder.id, name, _conflict(body, "replace"), call.share)
-    file, created = services.uploads.complete(token, call.grant.user_id, redirect, _if_match())
+    with call.services.db.read() as s:
+        _committed_to(call, s, ref, name)
+    # found again where the session becomes the file: what the path names then (Locate)
+    redirect = redirected(
+        call.drive.id, lambda s: _committed_to(call, s, ref, name), _conflict(body, "replace"), call.share
+    )
+    file, created = call.services.uploads.complete(token, call.grant.user_id, redirect, _if_match())
     return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)
+
+
+def _committed_to(call: Call, s, ref: ItemRef, name: str | None) -> tuple[Folder, str]:
+    """The folder and the name a sourceUrl commit to the path `ref` puts its file at: the path's, or, if the
+    path is a folder and the body gives a `name`, that name in it."""
+    assert ref.path is not None  # commit_from_source refuses a reference without one
+    tree = call.services.tree
+    start = _start(call, s, ref)
+    there = tree.find(s, start, list(ref.path))
+    if isinstance(there, Folder) and name:
+        return tree.parent_of_new(s, there, [name])
+    folder, name_in_path = tree.parent_of_new(s, start, list(ref.path))
+    if _differs(name, name_in_path):
+        raise GraphError(400, "invalidRequest", "name differs from the name in the path")
+    return folder, name_in_path
 
 
 _HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
