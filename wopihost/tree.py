@@ -166,7 +166,7 @@ class Tree:
     def copy_folder(
         self,
         folder_id: str,
-        destination_id: str,
+        destination_id: str | Locate,
         name: str | None,
         user_id: str,
         conflict: str,
@@ -175,7 +175,7 @@ class Tree:
         admit: Admit,
     ) -> Folder:
         """A copy of the folder `folder_id` and everything below it, named `name`, in the folder `destination_id`
-        (of any drive); with `name` None (Graph's childrenOnly), copies of what is in it, put in `destination_id`
+        (of any drive; its id, or what finds it: Locate, asked again where the copy lands); with `name` None (Graph's childrenOnly), copies of what is in it, put in `destination_id`
         itself. The folder the copies are in is the answer. Every file gets a blob of its own and `user_id` as its
         owner, as Files.copy makes one.
 
@@ -194,11 +194,9 @@ class Tree:
             folders, files = self._below(s, top.id, limit)
             landing: list[Item] = [top] if name is not None else self._children_of(top.id, folders, files)
             names = {top.id: name} if name is not None else {item.id: item.name for item in landing}
-            destination = s.get(Folder, destination_id)
-            if destination is None:
-                raise not_found("the destination folder does not exist")
+            destination = lock_folder_at(s, destination_id)
             self._check_not_below(s, top.id, destination, "copied")
-            replaced = self._claims(s, destination_id, landing, names, conflict, user_id)
+            replaced = self._claims(s, destination.id, landing, names, conflict, user_id)
             fits(s, sum(file.size for file in files) - sum(file.size for file in replaced))
         made: dict[str, Blob] = {}
         unused: set[str] = set()
@@ -214,10 +212,10 @@ class Tree:
             with self.db.write() as s:
                 if destination.drive_id == top.drive_id:  # whether it is below `top` is asked as a move asks it
                     _take_drive_turn(s, top.drive_id)
-                destination = lock_folder(s, destination_id)
+                destination = lock_folder_at(s, destination_id)
                 self._check_not_below(s, top.id, destination, "copied")
-                replaced = self._claims(s, destination_id, landing, names, conflict, user_id)
-                admit(s, destination_id, sum(b.size for b in made.values()) - sum(f.size for f in replaced))
+                replaced = self._claims(s, destination.id, landing, names, conflict, user_id)
+                admit(s, destination.id, sum(b.size for b in made.values()) - sum(f.size for f in replaced))
                 for file in replaced:
                     unused |= self.files.delete_in(s, file)
                 s.flush()  # the rows go before the copies take their names: (folder, name) is unique
