@@ -264,6 +264,30 @@ def test_a_simple_upload_by_path_lands_in_the_folder_at_the_path_when_its_bytes_
     assert graph.get("me/drive/root:/docs/new.txt:/content").body == b"x" * 4096
 
 
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_simple_upload_by_path_that_waits_for_its_folder_lands_in_the_folder_at_the_path_then(
+    services, graph, database
+):
+    """The race itself: the upload's bytes are in and it waits for the folder docs, which another transaction holds,
+    renames away and renames the folder other into its name; then it gets the folder and lands in other, now at the
+    path."""
+    docs, other = mkdir(graph, "docs").json["id"], mkdir(graph, "other").json["id"]
+    answers = []
+    with services.db.write() as s:
+        lock_folder(s, docs)  # as another change in that folder holds it
+        asking = threading.Thread(target=lambda: answers.append(put(graph, "docs/new.txt", b"new")))
+        asking.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the upload never waited"
+        for folder_id, name in ((docs, "was-docs"), (other, "docs")):
+            renamed = s.get_one(Folder, folder_id)
+            renamed.name, renamed.name_key = name, name_key(name)
+            s.flush()  # each name is taken in turn: (folder, name) is unique
+    asking.join(30)
+    assert (answers[0].status_int, answers[0].json["parentReference"]["id"]) == (201, other), answers[0].body
+    assert graph.get("me/drive/root:/was-docs:/children").json["value"] == []
+
+
 _CHANGES = {  # what bob asks of the file docs/a.txt (or the folder docs) of a shared drive: method, item, body
     "rename": ("PATCH", "a.txt", {"name": "b.txt"}),
     "move": ("PATCH", "a.txt", {"parentReference": {"path": "/drive/root:/other"}}),
