@@ -153,6 +153,19 @@ def test_simple_upload_over_the_quota_is_refused(quota_app):
     assert put(graph, "a.bin", b"x" * 1000).status_int == 200  # replacing frees the old bytes
 
 
+def test_a_simple_upload_beside_a_file_of_its_name_over_the_quota_is_refused_before_its_body(quota_app, monkeypatch):
+    """With rename, the file of the name stays: its bytes are not freed, and a declared length that would not fit is
+    refused before any byte is stored, as every declared length is (docs/graph.md §3.6)."""
+    graph, services = quota_app
+    assert put(graph, "a.bin", b"x" * 900).status_int == 201
+    stored, write = [], services.blobs.write
+    monkeypatch.setattr(services.blobs, "write", lambda *args: stored.append(args) or write(*args))
+    response = put(graph, "a.bin", b"y" * 500, query="?@microsoft.graph.conflictBehavior=rename")
+    assert (response.status_int, graph_error(response)[0]) == (507, "quotaLimitReached"), response.body
+    assert stored == []
+    assert [child["name"] for child in graph.get("me/drive/root/children").json["value"]] == ["a.bin"]
+
+
 def test_chunked_simple_upload_over_the_quota_is_refused(quota_app):
     graph, _ = quota_app
     request = webtest.TestRequest.blank("/v1.0/me/drive/root:/big.bin:/content", method="PUT", headers=graph.headers())

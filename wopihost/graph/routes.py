@@ -512,6 +512,7 @@ def put_content(call: Call, ref: ItemRef) -> Response:
             f"a simple upload carries at most {SIMPLE_UPLOAD_LIMIT} bytes; use createUploadSession",
         )
     services, user = call.services, call.grant.user_id
+    conflict = _conflict(request.args, "replace")
     with services.db.read() as s:
         if ref.path:
             folder, name = _parent_of_new(call, s, ref)
@@ -520,7 +521,9 @@ def put_content(call: Call, ref: ItemRef) -> Response:
             existing = _locate(call, s, ref)
             if not isinstance(existing, File):
                 raise GraphError(400, "invalidRequest", "a folder has no content")
-        services.drives.check_room(s, call.drive.id, (length or 0) - getattr(existing, "size", 0))
+        # only a file the upload replaces frees its bytes: rename and fail leave the one of that name
+        replaced = existing if isinstance(existing, File) and (not ref.path or conflict == "replace") else None
+        services.drives.check_room(s, call.drive.id, (length or 0) - getattr(replaced, "size", 0))
 
     admit = _admit(call, call.drive.id, None if ref.path else getattr(existing, "id", None))
     if ref.path:
@@ -530,7 +533,7 @@ def put_content(call: Call, ref: ItemRef) -> Response:
             name,
             user,
             request_body(),
-            _conflict(request.args, "replace"),
+            conflict,
             _if_match(),
             SIMPLE_UPLOAD_LIMIT,
             admit,
