@@ -871,6 +871,26 @@ def test_a_source_url_commit_lands_in_the_folder_at_the_path_when_it_is_saved(
     assert answer.json["name"] == "final.bin" and content_of(graph, answer.json["id"]) == b"deferred"
 
 
+def test_a_source_url_commit_whose_token_is_revoked_before_it_lands_makes_nothing(graph, services, monkeypatch, folder):
+    """The API token was live when the commit came, and is revoked before the session becomes the file (its pieces
+    being joined): 401, as every write asks the token again where it lands; no file, and the session is kept."""
+    url = new_session(graph, "me/drive/root:/staging.bin:", {"deferCommit": True})
+    assert graph.upload(url, b"deferred", 0, 8).status_int == 202
+    complete = services.uploads.complete
+
+    def after_a_revocation(*args, **kwargs):
+        with services.db.write() as s:
+            assert services.tokens.revoke(s, token=graph.token) == 1
+        return complete(*args, **kwargs)
+
+    monkeypatch.setattr(services.uploads, "complete", after_a_revocation)
+    answer = graph.put_json("me/drive/root:/dir/final.bin", {"@microsoft.graph.sourceUrl": url})
+    monkeypatch.undo()
+    assert answer.status_int == 401 and graph_error(answer)[0] == "unauthenticated", answer.body
+    assert [f.name for f in services.files.list()] == []
+    assert graph.post(url).status_int == 201  # the session was left as it was
+
+
 def test_source_url_commit_lands_in_the_drive_it_names(graph, services):
     drive = services.drives.create_shared("group", "Team")
     services.drives.add_member(drive.id, "alice")

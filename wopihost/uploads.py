@@ -24,7 +24,7 @@ from .clock import Clock, parse_iso
 from .db import Database
 from .drives import Drives
 from .errors import WopiError
-from .files import Files, lock_folder_at
+from .files import Admit, Files, lock_folder_at
 from .models import File, Folder, UploadSession, name_key
 from .names import counted
 from .repository import file_named, load_file
@@ -229,11 +229,13 @@ class Uploads:
         user_id: str | None = None,
         redirect: Redirect | None = None,
         if_match: Callable[[File | None], None] | None = None,
+        admit: Admit | None = None,
     ) -> tuple[File, bool]:
         """The session becomes its file (or, with `redirect`, the file that function names); whether the
         file is new. A session that has already become a file answers with it. `user_id` is who asks (None:
         the holder of the upload URL, which is the session's own credential); `if_match` checks a file
-        that would be replaced."""
+        that would be replaced; `admit` (as in Files.put_named, with no growth: the quota is checked here)
+        whether who asks may still make it, once every other lock is taken."""
         unused: list[str] = []
         self.sessions.merge_pieces(token)  # before they become the file's content: every read opens them all
         try:
@@ -254,6 +256,8 @@ class Uploads:
                 if redirect is not None:
                     target = redirect(s, target)
                 file, created, unused = self._become_file(s, row, target, if_match)
+                if admit is not None:
+                    admit(s, file.folder_id, 0)
                 self.sessions.finish_in(s, row, file.id)
                 row.target = target.to_json()  # as it became the file (redirected?): what a repeat is judged by
         except WopiError as error:

@@ -655,7 +655,8 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
     redirect = redirected(
         call.drive.id, lambda s: _committed_to(call, s, ref, name), _conflict(body, "replace"), call.share
     )
-    file, created = call.services.uploads.complete(token, call.grant.user_id, redirect, _if_match())
+    admit = _admit(call, call.drive.id)  # the token may have been revoked while the session's pieces were joined
+    file, created = call.services.uploads.complete(token, call.grant.user_id, redirect, _if_match(), admit)
     return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)
 
 
