@@ -138,6 +138,46 @@ def test_a_parent_reference_by_path_is_percent_encoded_as_answers_give_it(graph)
     assert made["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:/my%20docs"
 
 
+@pytest.mark.parametrize("in_its_place", [True, False], ids=["another in its place", "nothing in its place"])
+@pytest.mark.parametrize("source", ["root:/a.txt:", "root:/docs:"], ids=["a file", "a folder"])
+def test_a_copy_to_a_parent_reference_path_lands_in_the_folder_at_the_path_when_it_is_saved(
+    graph, services, monkeypatch, source, in_its_place
+):
+    """The folder dest a parentReference.path names is renamed away after the request found it and before the copy
+    is made, and maybe another folder made in its place: the copy lands in the folder at the path then, as a copy
+    asked a moment later would, or finds none (404, nothing copied, no blob kept); never in the folder that has
+    gone elsewhere."""
+    mkdir(graph, "docs")
+    put(graph, "docs/b.txt", b"bee")
+    put(graph, "a.txt", b"abc")
+    dest, root = mkdir(graph, "dest").json["id"], graph.get("me/drive/root").json["id"]
+    blobs, placed = stored_blobs(services), []
+    real = {"files": services.files.copy, "tree": services.tree.copy_folder}
+
+    def after_a_meddling(call):
+        def copied_then(*args, **kwargs):
+            services.tree.update(graph.drive_id, dest, "alice", name="was-dest")
+            if in_its_place:
+                placed.append(services.tree.create_folder(root, "dest", "fail", "alice")[0].id)
+            return call(*args, **kwargs)
+
+        return copied_then
+
+    monkeypatch.setattr(services.files, "copy", after_a_meddling(real["files"]))
+    monkeypatch.setattr(services.tree, "copy_folder", after_a_meddling(real["tree"]))
+    response = copy(graph, source, {"parentReference": {"path": "/drive/root:/dest"}})
+    monkeypatch.undo()
+    assert graph.get(f"me/drive/items/{dest}/children").json["value"] == []
+    if not in_its_place:
+        assert response.status_int == 404 and graph_error(response)[0] == "itemNotFound", response.body
+        assert stored_blobs(services) == blobs
+        return
+    made = copied(graph, response)
+    assert made["parentReference"]["id"] == placed[0]
+    name = source.strip(":").rpartition("/")[2]
+    assert graph.get(f"me/drive/root:/dest/{name}:").json["id"] == made["id"]
+
+
 def test_an_empty_file_is_copied(graph):
     put(graph, "empty.txt", b"")
     made = copied(graph, copy(graph, "root:/empty.txt:", {"name": "empty 2.txt"}))

@@ -153,6 +153,19 @@ def test_simple_upload_over_the_quota_is_refused(quota_app):
     assert put(graph, "a.bin", b"x" * 1000).status_int == 200  # replacing frees the old bytes
 
 
+def test_a_simple_upload_beside_a_file_of_its_name_over_the_quota_is_refused_before_its_body(quota_app, monkeypatch):
+    """With rename, the file of the name stays: its bytes are not freed, and a declared length that would not fit is
+    refused before any byte is stored, as every declared length is (docs/graph.md §3.6)."""
+    graph, services = quota_app
+    assert put(graph, "a.bin", b"x" * 900).status_int == 201
+    stored, write = [], services.blobs.write
+    monkeypatch.setattr(services.blobs, "write", lambda *args: stored.append(args) or write(*args))
+    response = put(graph, "a.bin", b"y" * 500, query="?@microsoft.graph.conflictBehavior=rename")
+    assert (response.status_int, graph_error(response)[0]) == (507, "quotaLimitReached"), response.body
+    assert stored == []
+    assert [child["name"] for child in graph.get("me/drive/root/children").json["value"]] == ["a.bin"]
+
+
 def test_chunked_simple_upload_over_the_quota_is_refused(quota_app):
     graph, _ = quota_app
     request = webtest.TestRequest.blank("/v1.0/me/drive/root:/big.bin:/content", method="PUT", headers=graph.headers())
@@ -235,6 +248,57 @@ def test_an_api_token_revoked_while_a_simple_upload_comes_writes_nothing(service
     assert [f.name for f in services.files.list()] == ["plan.txt"]
     assert services.files.get(existing["id"]).size == 4
     assert stored_blobs(services) == blobs
+
+
+@pytest.mark.parametrize("in_its_place", [True, False], ids=["another in its place", "nothing in its place"])
+def test_a_simple_upload_by_path_lands_in_the_folder_at_the_path_when_its_bytes_are_in(services, graph, in_its_place):
+    """The folder docs is renamed away while the body of a PUT root:/docs/new.txt:/content comes, and maybe another
+    folder made in its place: the file lands in the folder at the path once its bytes are in, as a request a moment
+    later would, or finds none (404, nothing kept); never in the folder that has gone elsewhere."""
+    docs = mkdir(graph, "docs").json["id"]
+    root = graph.get("me/drive/root").json["id"]
+    blobs = stored_blobs(services)
+    placed = []
+
+    def meddle() -> None:
+        services.tree.update(graph.drive_id, docs, "alice", name="was-docs")
+        if in_its_place:
+            placed.append(services.tree.create_folder(root, "docs", "fail", "alice")[0].id)
+
+    answer = while_the_body_comes(
+        lambda held: graph.put_from("me/drive/root:/docs/new.txt:/content", held, 4096), b"x" * 4096, meddle
+    )
+    assert graph.get("me/drive/root:/was-docs:/children").json["value"] == []
+    if not in_its_place:
+        assert answer.status_int == 404 and graph_error(answer)[0] == "itemNotFound", answer.body
+        assert stored_blobs(services) == blobs
+        return
+    assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, placed[0]), answer.body
+    assert graph.get("me/drive/root:/docs/new.txt:/content").body == b"x" * 4096
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_simple_upload_by_path_that_waits_for_its_folder_lands_in_the_folder_at_the_path_then(
+    services, graph, database
+):
+    """The race itself: the upload's bytes are in and it waits for the folder docs, which another transaction holds,
+    renames away and renames the folder other into its name; then it gets the folder and lands in other, now at the
+    path."""
+    docs, other = mkdir(graph, "docs").json["id"], mkdir(graph, "other").json["id"]
+    answers = []
+    with services.db.write() as s:
+        lock_folder(s, docs)  # as another change in that folder holds it
+        asking = threading.Thread(target=lambda: answers.append(put(graph, "docs/new.txt", b"new")))
+        asking.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the upload never waited"
+        for folder_id, name in ((docs, "was-docs"), (other, "docs")):
+            renamed = s.get_one(Folder, folder_id)
+            renamed.name, renamed.name_key = name, name_key(name)
+            s.flush()  # each name is taken in turn: (folder, name) is unique
+    asking.join(30)
+    assert (answers[0].status_int, answers[0].json["parentReference"]["id"]) == (201, other), answers[0].body
+    assert graph.get("me/drive/root:/was-docs:/children").json["value"] == []
 
 
 _CHANGES = {  # what bob asks of the file docs/a.txt (or the folder docs) of a shared drive: method, item, body

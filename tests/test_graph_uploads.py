@@ -837,6 +837,60 @@ def test_source_url_commit_checks_the_name_and_keeps_the_session(graph, folder):
     assert graph.post(url).status_int == 201  # the session was left as it was
 
 
+@pytest.mark.parametrize("in_its_place", [True, False], ids=["another in its place", "nothing in its place"])
+@pytest.mark.parametrize("path, body", [("root:/dir/final.bin", {}), ("root:/dir", {"name": "final.bin"})])
+def test_a_source_url_commit_lands_in_the_folder_at_the_path_when_it_is_saved(
+    graph, services, monkeypatch, folder, path, body, in_its_place
+):
+    """The folder dir is renamed away after the commit found it and before the session becomes the file, and maybe
+    another folder made in its place: the file lands in the folder at the path then, as a commit a moment later
+    would, or is refused as that commit would be (404 for the file's path, whose folder is gone; 400 for the folder's
+    path and a name, as the path now names a new file of another name), and the session is kept; never in the
+    folder that has gone elsewhere."""
+    url = new_session(graph, "me/drive/root:/staging.bin:", {"deferCommit": True})
+    assert graph.upload(url, b"deferred", 0, 8).status_int == 202
+    root = graph.get("me/drive/root").json["id"]
+    complete, placed = services.uploads.complete, []
+
+    def after_a_meddling(*args, **kwargs):
+        services.tree.update(graph.drive_id, folder, "alice", name="was-dir")
+        if in_its_place:
+            placed.append(services.tree.create_folder(root, "dir", "fail", "alice")[0].id)
+        return complete(*args, **kwargs)
+
+    monkeypatch.setattr(services.uploads, "complete", after_a_meddling)
+    answer = graph.put_json(f"me/drive/{path}", {"@microsoft.graph.sourceUrl": url, **body})
+    monkeypatch.undo()
+    assert graph.get("me/drive/root:/was-dir:/children").json["value"] == []
+    if not in_its_place:
+        refused = (404, "itemNotFound") if body == {} else (400, "invalidRequest")
+        assert (answer.status_int, graph_error(answer)[0]) == refused, answer.body
+        assert graph.post(url).status_int == 201  # the session was left as it was
+        return
+    assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, placed[0]), answer.body
+    assert answer.json["name"] == "final.bin" and content_of(graph, answer.json["id"]) == b"deferred"
+
+
+def test_a_source_url_commit_whose_token_is_revoked_before_it_lands_makes_nothing(graph, services, monkeypatch, folder):
+    """The API token was live when the commit came, and is revoked before the session becomes the file (its pieces
+    being joined): 401, as every write asks the token again where it lands; no file, and the session is kept."""
+    url = new_session(graph, "me/drive/root:/staging.bin:", {"deferCommit": True})
+    assert graph.upload(url, b"deferred", 0, 8).status_int == 202
+    complete = services.uploads.complete
+
+    def after_a_revocation(*args, **kwargs):
+        with services.db.write() as s:
+            assert services.tokens.revoke(s, token=graph.token) == 1
+        return complete(*args, **kwargs)
+
+    monkeypatch.setattr(services.uploads, "complete", after_a_revocation)
+    answer = graph.put_json("me/drive/root:/dir/final.bin", {"@microsoft.graph.sourceUrl": url})
+    monkeypatch.undo()
+    assert answer.status_int == 401 and graph_error(answer)[0] == "unauthenticated", answer.body
+    assert [f.name for f in services.files.list()] == []
+    assert graph.post(url).status_int == 201  # the session was left as it was
+
+
 def test_source_url_commit_lands_in_the_drive_it_names(graph, services):
     drive = services.drives.create_shared("group", "Team")
     services.drives.add_member(drive.id, "alice")

@@ -26,7 +26,7 @@ from .extents import Extents, open_extents
 from .faults import changing_too_often
 from .ids import new_id
 from .locks import FileState, file_state, live_coauth_locks, live_lock, require_write_access
-from .models import Activity, CoauthLock, ContentProperty, File, Lock, name_key
+from .models import Activity, CoauthLock, ContentProperty, File, Folder, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
 from .prepared import Statements
 from .repository import drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken
@@ -42,6 +42,12 @@ CONFLICT_BEHAVIOURS = ("fail", "replace", "rename")  # what a new item does when
 # what a write asks in its transaction once its bytes are in: (transaction, folder id, bytes it adds), raising
 # to refuse it (the caller's reach, a quota)
 Admit = Callable[[Session, str, int], None]
+# What finds the item a change is of, in the change's own transaction. Graph addresses an item by a path, which
+# names what is there when the change runs: the item found as the request came may have been renamed or moved
+# since, and another put in its place. A change asks it again once it holds the folders the answer depends on,
+# until it names what is locked (`lock_folder_at`, Tree's `_lock_with_folders`); an id is asked as
+# `lambda s: tree.item(s, drive, id)`.
+Locate = Callable[[Session], File | Folder]
 UNLOCKED = {"X-WOPI-Lock": ""}  # a 409's X-WOPI-Lock when no WOPI lock is involved
 
 
@@ -234,7 +240,7 @@ class Files:
 
     def put_named(
         self,
-        folder_id: str,
+        folder_id: str | Locate,
         name: str,
         user_id: str,
         source: Readable,
@@ -243,17 +249,20 @@ class Files:
         limit: int | None = None,
         admit: Admit | None = None,
     ) -> tuple[File, bool]:
-        """A file named `name` in `folder_id` with the content of `source` (Graph's simple upload); whether
+        """A file named `name` in `folder_id` (a folder's id, or what finds it: Locate, asked again in the
+        transaction that lands the bytes) with the content of `source` (Graph's simple upload); whether
         it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
         a folder's name is never replaced. `if_match` checks the file that has the name (claim_name); `admit(s, folder_id,
         growth)` whether the change may land in that folder and add that many bytes (the caller's reach, a
         quota), asked in its transaction once the bytes are in, after its row locks."""
         name = check(name)
 
-        def validate(s: Session) -> File | None:
-            return self.claim_name(s, folder_id, name, conflict, user_id, if_match)
+        def validate(s: Session) -> tuple[str, File | None]:
+            folder = lock_folder_at(s, folder_id)
+            return folder.id, self.claim_name(s, folder.id, name, conflict, user_id, if_match)
 
-        def apply(s: Session, blob: Blob, existing: File | None) -> tuple[tuple[File, bool], list[str]]:
+        def apply(s: Session, blob: Blob, claimed: tuple[str, File | None]) -> tuple[tuple[File, bool], list[str]]:
+            folder_id, existing = claimed
             if admit is not None:
                 admit(s, folder_id, blob.size - (existing.size if existing is not None else 0))
             if existing is None:
@@ -302,7 +311,7 @@ class Files:
     def copy(
         self,
         file_id: str,
-        folder_id: str,
+        folder_id: str | Locate,
         name: str,
         user_id: str,
         conflict: str = "fail",
@@ -311,17 +320,19 @@ class Files:
         """A new file, owned by `user_id`, named `name` in `folder_id`, with the content `file_id` has now, in a
         blob of its own: every blob belongs to one file, whose deletion releases it. A taken name fails, gets a
         free name, or (`replace`) the file that has it is deleted and the copy takes its place (a new item, as
-        Graph's copy makes); a file is never replaced by a copy of itself, nor a folder. `admit` as in
-        put_named."""
+        Graph's copy makes); a file is never replaced by a copy of itself, nor a folder. `folder_id` and `admit`
+        as in put_named."""
         name = checked_name(name)
 
-        def validate(s: Session) -> File | None:
-            existing = self.claim_name(s, folder_id, name, conflict, user_id)
+        def validate(s: Session) -> tuple[str, File | None]:
+            folder = lock_folder_at(s, folder_id)
+            existing = self.claim_name(s, folder.id, name, conflict, user_id)
             if existing is not None and existing.id == file_id:
                 raise name_taken_error(name)
-            return existing
+            return folder.id, existing
 
-        def apply(s: Session, blob: Blob, existing: File | None) -> tuple[File, builtins.list[str]]:
+        def apply(s: Session, blob: Blob, claimed: tuple[str, File | None]) -> tuple[File, builtins.list[str]]:
+            folder_id, existing = claimed
             if admit is not None:
                 admit(s, folder_id, blob.size - (existing.size if existing is not None else 0))
             unused: builtins.list[str] = []
@@ -580,3 +591,17 @@ class Files:
         if status == 400:
             headers["X-WOPI-InvalidFileNameError"] = reason
         return WopiError(status, reason, headers)
+
+
+def lock_folder_at(s: Session, folder: str | Locate) -> Folder:
+    """The folder `folder` is the id of, or that it finds (Locate), locked; found again once locked, until it
+    still finds it: a folder's row is held by any change that would rename or move it. 400 if it finds a file."""
+    if isinstance(folder, str):
+        return lock_folder(s, folder)
+    while True:
+        found = folder(s)
+        if not isinstance(found, Folder):
+            raise WopiError(400, "a file has no children", code="invalidRequest")
+        locked = lock_folder(s, found.id)
+        if folder(s).id == locked.id:
+            return locked

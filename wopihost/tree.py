@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .db import Database
 from .errors import WopiError, bad_request, checked_name, name_taken, not_found
-from .files import Admit, Files
+from .files import Admit, Files, Locate, lock_folder_at
 from .ids import is_id, new_id
 from .models import Drive, File, Folder, name_key
 from .names import counted, counted_folder
@@ -30,11 +30,6 @@ from .repository import name_taken as name_taken_in
 from .storage import Blob, Storage, discard
 
 Item = File | Folder
-# What finds the item a change is of, in the change's own transaction. Graph addresses an item by a path, which
-# names what is there when the change runs: the item found as the request came may have been renamed or moved
-# since, and another put in its place. A change asks it again once it holds the folders the answer depends on,
-# until it names what is locked (`_lock_with_folders`); an id is asked as `lambda s: tree.item(s, drive, id)`.
-Locate = Callable[[Session], Item]
 
 
 class Tree:
@@ -151,7 +146,7 @@ class Tree:
         `update`, with the parent."""
         name = checked_name(name)
         with self.db.write() as s:
-            parent = lock_folder(s, parent_id) if isinstance(parent_id, str) else self._lock_folder_at(s, parent_id)
+            parent = lock_folder_at(s, parent_id)
             if admit is not None:  # the parent's is the one row lock taken (the new row's keys only KEY SHARE theirs)
                 admit(s, parent.id, 0)
             if conflict == "rename":
@@ -171,7 +166,7 @@ class Tree:
     def copy_folder(
         self,
         folder_id: str,
-        destination_id: str,
+        destination_id: str | Locate,
         name: str | None,
         user_id: str,
         conflict: str,
@@ -180,7 +175,7 @@ class Tree:
         admit: Admit,
     ) -> Folder:
         """A copy of the folder `folder_id` and everything below it, named `name`, in the folder `destination_id`
-        (of any drive); with `name` None (Graph's childrenOnly), copies of what is in it, put in `destination_id`
+        (of any drive; its id, or what finds it: Locate, asked again where the copy lands); with `name` None (Graph's childrenOnly), copies of what is in it, put in `destination_id`
         itself. The folder the copies are in is the answer. Every file gets a blob of its own and `user_id` as its
         owner, as Files.copy makes one.
 
@@ -199,11 +194,9 @@ class Tree:
             folders, files = self._below(s, top.id, limit)
             landing: list[Item] = [top] if name is not None else self._children_of(top.id, folders, files)
             names = {top.id: name} if name is not None else {item.id: item.name for item in landing}
-            destination = s.get(Folder, destination_id)
-            if destination is None:
-                raise not_found("the destination folder does not exist")
+            destination = lock_folder_at(s, destination_id)
             self._check_not_below(s, top.id, destination, "copied")
-            replaced = self._claims(s, destination_id, landing, names, conflict, user_id)
+            replaced = self._claims(s, destination.id, landing, names, conflict, user_id)
             fits(s, sum(file.size for file in files) - sum(file.size for file in replaced))
         made: dict[str, Blob] = {}
         unused: set[str] = set()
@@ -219,10 +212,10 @@ class Tree:
             with self.db.write() as s:
                 if destination.drive_id == top.drive_id:  # whether it is below `top` is asked as a move asks it
                     _take_drive_turn(s, top.drive_id)
-                destination = lock_folder(s, destination_id)
+                destination = lock_folder_at(s, destination_id)
                 self._check_not_below(s, top.id, destination, "copied")
-                replaced = self._claims(s, destination_id, landing, names, conflict, user_id)
-                admit(s, destination_id, sum(b.size for b in made.values()) - sum(f.size for f in replaced))
+                replaced = self._claims(s, destination.id, landing, names, conflict, user_id)
+                admit(s, destination.id, sum(b.size for b in made.values()) - sum(f.size for f in replaced))
                 for file in replaced:
                     unused |= self.files.delete_in(s, file)
                 s.flush()  # the rows go before the copies take their names: (folder, name) is unique
@@ -497,17 +490,6 @@ class Tree:
         if isinstance(item_id, str):
             return lambda s: self.item(s, drive_id, item_id)
         return item_id
-
-    def _lock_folder_at(self, s: Session, locate: Locate) -> Folder:
-        """The folder `locate` finds, locked, once it still finds it: a folder's row is held by any change that
-        would rename or move it. 400 if it finds a file."""
-        while True:
-            folder = locate(s)
-            if not isinstance(folder, Folder):
-                raise WopiError(400, "a file has no children", code="invalidRequest")
-            locked = lock_folder(s, folder.id)
-            if locate(s).id == locked.id:
-                return locked
 
     def _lock_with_folders(
         self, s: Session, locate: Locate, destination: Callable[[Session], str] | None

@@ -18,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from .clock import Clock, parse_iso
 from .db import Database
 from .drives import Drives
 from .errors import WopiError
-from .files import Files
+from .files import Admit, Files, lock_folder_at
 from .models import File, Folder, UploadSession, name_key
 from .names import counted
 from .repository import file_named, load_file
@@ -58,6 +60,10 @@ class Target:
     @classmethod
     def from_json(cls, text: str) -> Target:
         return cls(**json.loads(text))
+
+
+# Where a commit puts a session's bytes instead (redirected), asked in the transaction that completes it
+Redirect = Callable[[Session, Target], Target]
 
 
 @dataclass(frozen=True)
@@ -221,13 +227,15 @@ class Uploads:
         self,
         token: str,
         user_id: str | None = None,
-        redirect: Callable[[Target], Target] | None = None,
+        redirect: Redirect | None = None,
         if_match: Callable[[File | None], None] | None = None,
+        admit: Admit | None = None,
     ) -> tuple[File, bool]:
         """The session becomes its file (or, with `redirect`, the file that function names); whether the
         file is new. A session that has already become a file answers with it. `user_id` is who asks (None:
         the holder of the upload URL, which is the session's own credential); `if_match` checks a file
-        that would be replaced."""
+        that would be replaced; `admit` (as in Files.put_named, with no growth: the quota is checked here)
+        whether who asks may still make it, once every other lock is taken."""
         unused: list[str] = []
         self.sessions.merge_pieces(token)  # before they become the file's content: every read opens them all
         try:
@@ -246,8 +254,10 @@ class Uploads:
                 assert row.target is not None  # every Graph session has one (kind checked by get_graph)
                 target = Target.from_json(row.target)
                 if redirect is not None:
-                    target = redirect(target)
+                    target = redirect(s, target)
                 file, created, unused = self._become_file(s, row, target, if_match)
+                if admit is not None:
+                    admit(s, file.folder_id, 0)
                 self.sessions.finish_in(s, row, file.id)
                 row.target = target.to_json()  # as it became the file (redirected?): what a repeat is judged by
         except WopiError as error:
@@ -258,7 +268,7 @@ class Uploads:
             self.files.blobs.release(name)
         return file, created
 
-    def _result(self, s, row, redirect: Callable[[Target], Target] | None) -> File:
+    def _result(self, s, row, redirect: Redirect | None) -> File:
         """The file a finished session became, for whoever may still reach it, and only where a redirect
         asks for it there (a finished session is not a way to reach a file somewhere else)."""
         file = load_file(s, row.result)
@@ -266,7 +276,7 @@ class Uploads:
             s, row, Target.from_json(row.target), file.folder_id, s.get(Folder, file.folder_id).drive_id, file.id
         )
         if redirect is not None:
-            target = redirect(Target.from_json(row.target))
+            target = redirect(s, Target.from_json(row.target))
             if (file.folder_id, name_key(file.name)) != (target.folder_id, name_key(target.name or "")):
                 raise WopiError(409, "the upload session has already become another file", code="conflict")
         return file
@@ -378,20 +388,27 @@ def _describe(item: File | Folder, target: Target) -> None:
 
 
 def redirected(
-    drive_id: str, folder_id: str, name: str, conflict: str, share_link: str | None = None
-) -> Callable[[Target], Target]:
-    """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to `name` in the
-    folder `folder_id` of `drive_id` instead of where the session was made for, reached as the commit
-    reaches it (as a member of the drive, or through `share_link`), however the session was made."""
-    return lambda target: replace(
-        target,
-        drive_id=drive_id,
-        file_id=None,
-        folder_id=folder_id,
-        name=name,
-        conflict=conflict,
-        share_link=share_link,
-        expect_file=None,
-        expect_sequence=None,
-        expect_version=None,
-    )
+    drive_id: str, where: Callable[[Session], tuple[Folder, str]], conflict: str, share_link: str | None = None
+) -> Redirect:
+    """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to the name in the folder
+    of `drive_id` that `where` finds (a path's: asked in the transaction that completes the session, once the
+    folder is locked, so that it names what is at the path then: files.Locate) instead of where the session
+    was made for, reached as the commit reaches it (as a member of the drive, or through `share_link`), however
+    the session was made."""
+
+    def redirect(s: Session, target: Target) -> Target:
+        folder = lock_folder_at(s, lambda s: where(s)[0])
+        return replace(
+            target,
+            drive_id=drive_id,
+            file_id=None,
+            folder_id=folder.id,
+            name=where(s)[1],
+            conflict=conflict,
+            share_link=share_link,
+            expect_file=None,
+            expect_sequence=None,
+            expect_version=None,
+        )
+
+    return redirect

@@ -241,12 +241,6 @@ def update_item(call: Call, ref: ItemRef) -> Response:
     described = _described(body)
     # Graph's documents put it in the query; its SDKs, whose PATCH takes no such parameter, in the body
     conflict = _conflict(request.args, _conflict(body, "fail"))
-
-    def destination(s) -> Folder:
-        folder = _new_parent(call, s, reference)
-        assert folder is not None  # it named one as the request came: it gives an id or a path
-        return folder
-
     # The item, and the folder it moves to, are found again in the transaction that saves the change: a path
     # names what is there then (Tree.update, Locate)
     updated = call.services.tree.update(
@@ -254,7 +248,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         lambda s: _locate(call, s, ref),
         call.grant.user_id,
         name=_text(body, "name"),
-        parent_id=destination if moving else None,
+        parent_id=_named_folder(call, call.drive.id, json_object(reference, "parentReference")) if moving else None,
         **described,
         if_match=_if_match(),
         conflict=conflict,
@@ -270,6 +264,18 @@ def _new_parent(call: Call, s, reference: Any) -> Folder | None:
     if reference.get("driveId") not in (None, call.drive.id):
         raise GraphError(400, "invalidRequest", "items can only be moved within their drive")
     return _referenced_folder(call, s, call.drive.id, reference)
+
+
+def _named_folder(call: Call, drive_id: str, reference: dict) -> Callable[[Any], Folder]:
+    """What finds the folder of the drive `drive_id` that a parentReference names (it named one as the request
+    came: by an id, or by a path, which names what is there when it is asked), in a transaction (Locate)."""
+
+    def find(s) -> Folder:
+        folder = _referenced_folder(call, s, drive_id, reference)
+        assert folder is not None  # an id or a path, which it has still
+        return folder
+
+    return find
 
 
 def _referenced_folder(call: Call, s, drive_id: str, reference: dict) -> Folder | None:
@@ -323,6 +329,7 @@ def copy_item(call: Call, ref: ItemRef) -> Response:
                 raise GraphError(400, "invalidRequest", "parentReference.driveId is a string")
             drive = services.drives.reachable(s, call.grant.user_id, reference["driveId"])
         folder = _referenced_folder(call, s, drive.id, reference)
+        named = folder is not None
         if folder is None and drive.id != call.drive.id:  # beside the source would be in the source's drive
             raise GraphError(400, "invalidRequest", "parentReference names another drive: give a folder of it")
         if folder is None:  # beside the source; a drive's root has nothing beside it, and goes into itself (400)
@@ -333,6 +340,8 @@ def copy_item(call: Call, ref: ItemRef) -> Response:
             replaced = services.tree.child(s, folder.id, name) if conflict == "replace" else None
             services.drives.check_room(s, drive.id, source.size - getattr(replaced, "size", 0))
     user, admit_here = call.grant.user_id, _admit(call, drive.id)
+    # a folder the parentReference names is found again where the copy lands: what its path names then (Locate)
+    destination = _named_folder(call, drive.id, reference) if named else folder.id
 
     def admit(s, folder_id: str, growth: int) -> None:
         # a copy into another drive reads this one: the user may have left it while its bytes were copied
@@ -342,11 +351,11 @@ def copy_item(call: Call, ref: ItemRef) -> Response:
 
     if isinstance(source, File):
         assert name is not None
-        copy: Item = services.files.copy(source.id, folder.id, name, user, conflict, admit)
+        copy: Item = services.files.copy(source.id, destination, name, user, conflict, admit)
     else:
         copy = services.tree.copy_folder(
             source.id,
-            folder.id,
+            destination,
             name,
             user,
             conflict,
@@ -503,6 +512,7 @@ def put_content(call: Call, ref: ItemRef) -> Response:
             f"a simple upload carries at most {SIMPLE_UPLOAD_LIMIT} bytes; use createUploadSession",
         )
     services, user = call.services, call.grant.user_id
+    conflict = _conflict(request.args, "replace")
     with services.db.read() as s:
         if ref.path:
             folder, name = _parent_of_new(call, s, ref)
@@ -511,16 +521,19 @@ def put_content(call: Call, ref: ItemRef) -> Response:
             existing = _locate(call, s, ref)
             if not isinstance(existing, File):
                 raise GraphError(400, "invalidRequest", "a folder has no content")
-        services.drives.check_room(s, call.drive.id, (length or 0) - getattr(existing, "size", 0))
+        # only a file the upload replaces frees its bytes: rename and fail leave the one of that name
+        replaced = existing if isinstance(existing, File) and (not ref.path or conflict == "replace") else None
+        services.drives.check_room(s, call.drive.id, (length or 0) - getattr(replaced, "size", 0))
 
     admit = _admit(call, call.drive.id, None if ref.path else getattr(existing, "id", None))
     if ref.path:
         file, created = services.files.put_named(
-            folder.id,
+            # found again where the bytes land, once they are in: what the path names then (Locate)
+            lambda s: _parent_of_new(call, s, ref)[0],
             name,
             user,
             request_body(),
-            _conflict(request.args, "replace"),
+            conflict,
             _if_match(),
             SIMPLE_UPLOAD_LIMIT,
             admit,
@@ -636,20 +649,30 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
     name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise GraphError(400, "invalidRequest", "name must be a string")
-    services = call.services
-    with services.db.read() as s:
-        start = _start(call, s, ref)
-        there = services.tree.find(s, start, list(ref.path))
-        if isinstance(there, Folder) and name:
-            folder, name = services.tree.parent_of_new(s, there, [name])
-        else:
-            folder, name_in_path = services.tree.parent_of_new(s, start, list(ref.path))
-            if _differs(name, name_in_path):
-                raise GraphError(400, "invalidRequest", "name differs from the name in the path")
-            name = name_in_path
-    redirect = redirected(call.drive.id, folder.id, name, _conflict(body, "replace"), call.share)
-    file, created = services.uploads.complete(token, call.grant.user_id, redirect, _if_match())
+    with call.services.db.read() as s:
+        _committed_to(call, s, ref, name)
+    # found again where the session becomes the file: what the path names then (Locate)
+    redirect = redirected(
+        call.drive.id, lambda s: _committed_to(call, s, ref, name), _conflict(body, "replace"), call.share
+    )
+    admit = _admit(call, call.drive.id)  # the token may have been revoked while the session's pieces were joined
+    file, created = call.services.uploads.complete(token, call.grant.user_id, redirect, _if_match(), admit)
     return item_response(call.services, file, call.drive, call.download_grant, 201 if created else 200)
+
+
+def _committed_to(call: Call, s, ref: ItemRef, name: str | None) -> tuple[Folder, str]:
+    """The folder and the name a sourceUrl commit to the path `ref` puts its file at: the path's, or, if the
+    path is a folder and the body gives a `name`, that name in it."""
+    assert ref.path is not None  # commit_from_source refuses a reference without one
+    tree = call.services.tree
+    start = _start(call, s, ref)
+    there = tree.find(s, start, list(ref.path))
+    if isinstance(there, Folder) and name:
+        return tree.parent_of_new(s, there, [name])
+    folder, name_in_path = tree.parent_of_new(s, start, list(ref.path))
+    if _differs(name, name_in_path):
+        raise GraphError(400, "invalidRequest", "name differs from the name in the path")
+    return folder, name_in_path
 
 
 _HANDLERS: dict[tuple[str, str | None], Callable[[Call, ItemRef], Response]] = {
