@@ -1,11 +1,17 @@
 """How upload sessions of both kinds end other than by completing: with their file, by expiry, by cancelling
 (docs/graph.md §4.5, docs/cspp-plus.md §1.7), and what they count towards meanwhile."""
 
-import pytest
+import os
+import threading
 
+import pytest
+import sqlalchemy as sa
+
+from wopihost.models import UploadSession
 from wopihost.sessions import UploadSessions
 
-from .helpers import graph_error, stored_blobs
+from .conftest import PG_URL
+from .helpers import graph_error, postgres_lock_waiters, stored_blobs, wait_until
 from .test_graph_uploads import create, data, new_session, simple_upload
 
 
@@ -76,3 +82,30 @@ def test_a_session_asked_for_as_its_file_is_deleted_is_not_made(
         answer = create(graph, f"me/drive/items/{file.id}")
         assert answer.status_int == 404 and graph_error(answer)[0] == "itemNotFound", answer
     assert services.sessions.list() == []
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_session_completing_as_its_file_is_deleted_takes_the_locks_in_the_deletions_order(services, graph, database):
+    """A deletion locks the file (after its folder), then ends the file's sessions, locking their rows. The last
+    fragment of a session made for that file, arriving meanwhile, must wait for the file before it locks its
+    session's row: locked the other way round, the two wait for each other until PostgreSQL aborts one (503)."""
+    target = simple_upload(graph, "target.bin", b"old content")["id"]
+    url = new_session(graph, f"me/drive/items/{target}", {"item": {"fileSize": 6}})
+    assert graph.upload(url, data(3), 0, 6).status_int == 202
+    token = url.rsplit("/", 1)[-1]
+    answers = []
+    with services.db.write() as s:
+        file = services.files.load_in_locked_folder(s, target)  # as the deletion does first
+        last = threading.Thread(target=lambda: answers.append(graph.upload(url, data(6)[3:], 3, 6)))
+        last.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the fragment never waited"
+        # the session's row is free while the completion waits: the deletion takes it, as end_with_file does
+        locked = sa.select(UploadSession).where(UploadSession.token == token).with_for_update(nowait=True)
+        assert s.scalars(locked).one().token == token
+        unused = services.files.delete_in(s, file)
+    last.join(30)
+    for name in unused:
+        services.blobs.release(name)
+    assert answers[0].status_int == 404 and graph_error(answers[0])[0] == "itemNotFound", answers[0].body
+    assert graph.testapp.get(graph.url(url), expect_errors=True).status_int == 404  # ended with the file

@@ -415,7 +415,7 @@ class Files:
         require_write_access(s, file, self.clock.now(), None, unlocked_ok=True)
 
     def delete_in(self, s: Session, file: File) -> set[str]:
-        """Delete a file inside a transaction (409 while it is locked), and its CSPP upload sessions with it;
+        """Delete a file inside a transaction (409 while it is locked), and its unfinished upload sessions with it;
         returns its blobs and theirs, to delete once committed."""
         self.check_writable(s, file)
         unused = {*file.content.blobs, *drop_alternate_streams(s, file.id), *end_with_file(s, file.id)}

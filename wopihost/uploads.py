@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .clock import Clock, parse_iso
@@ -240,6 +241,8 @@ class Uploads:
         self.sessions.merge_pieces(token)  # before they become the file's content: every read opens them all
         try:
             with self.db.write() as s:
+                if redirect is None:
+                    self._lock_own_file(s, token)
                 row = self.sessions.get_graph(s, token)
                 if user_id is not None and row.user_id != user_id:
                     raise WopiError(403, "the upload session is another user's", code="accessDenied")
@@ -267,6 +270,15 @@ class Uploads:
         for name in unused:
             self.files.blobs.release(name)
         return file, created
+
+    def _lock_own_file(self, s: Session, token: str) -> None:
+        """The file a session made for one becomes (and its folder), locked before the session's row, as a deletion
+        of the file locks them before it ends the file's sessions (sessions.end_with_file): locked the other way
+        round, a completion and a deletion at once would deadlock on PostgreSQL. 404 if the file is gone."""
+        target = s.scalar(sa.select(UploadSession.target).where(UploadSession.token == token))
+        file_id = Target.from_json(target).file_id if target is not None else None
+        if file_id is not None:
+            self.files.load_in_locked_folder(s, file_id)
 
     def _result(self, s, row, redirect: Redirect | None) -> File:
         """The file a finished session became, for whoever may still reach it, and only where a redirect
