@@ -7,7 +7,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
+import threading
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -884,4 +889,56 @@ def test_a_host_that_does_not_answer_gives_errors_that_show_no_token(tmp_path):
     )
     assert "no answer (ConnectionError: " in lines[0] and lines[1].startswith("ERROR    #2 GetFile")
     assert lines[-1] == "2 requests: 0 matched, 0 diverged, 2 errors"
+    assert "secrettoken" not in result.output
+
+
+@contextmanager
+def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
+    """A host that answers every request's head at once and then its JSON body of 1000 bytes one byte every
+    `every` seconds, for `until` seconds (then it sends nothing more): each read of its socket gets something
+    in time, the answer never comes whole. Its origin."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+                stop = time.monotonic() + until
+                while not done.wait(every) and time.monotonic() < stop:
+                    conn.sendall(b" ")
+                done.wait()
+            except OSError:  # the client gave up
+                pass
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        done.set()
+        listener.close()
+
+
+def test_an_answer_that_does_not_come_whole_within_the_timeout_is_an_error(tmp_path):
+    (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo", answer={"Size": 1}))))
+    with trickling_host() as origin:
+        begun = time.monotonic()
+        result = CliRunner().invoke(
+            main,
+            ["replay", str(tmp_path / "s.har"), "--wopisrc", f"{origin}/wopi/files/{FILE}", "--token", "secrettoken"]
+            + ["--timeout", "1"],
+        )
+        took = time.monotonic() - begun
+    assert result.exit_code == 1
+    assert took < 5  # not until the host stops sending
+    assert "no answer (" in result.output and "timed out" in result.output
     assert "secrettoken" not in result.output

@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import re
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,7 +43,9 @@ from wopihost.validator.__main__ import main
 from wopihost.validator.definitions import DefinitionError, ProofKeyMutator
 from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
 from wopihost.validator.state import State
-from wopihost.validator.transport import Transport
+from wopihost.validator.transport import EXCEPTION_STATUS, HttpCall, Transport
+
+from .test_replay import trickling_host
 
 pytestmark = pytest.mark.e2e
 
@@ -820,3 +823,15 @@ def test_layout_of_a_real_checkout(tmp_path):
     (tmp_path / "TestCases.xml").write_text(suite(""))
     layout = Layout.find(tmp_path / "TestCases.xml")
     assert layout.schemas == core / "JsonSchemas" and layout.core == core
+
+
+def test_an_answer_that_does_not_come_whole_within_the_timeout_is_no_answer():
+    transport = Transport(timeout=1)
+    with trickling_host() as origin:
+        begun = time.monotonic()
+        response, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F?access_token=secrettoken", {}))
+        took = time.monotonic() - begun
+    transport.close()
+    assert took < 5  # not until the host stops sending
+    assert response.status == EXCEPTION_STATUS
+    assert response.error is not None and "timed out" in response.error and "secrettoken" not in response.error
