@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import socket
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -430,6 +431,18 @@ def test_the_message_of_a_framed_body_is_filled_in_and_its_frames_kept_byte_for_
     assert sent == filled + chunks + frames.END_FRAME
 
 
+def test_json_nested_too_deep_to_fill_in_goes_as_recorded_but_for_its_placeholders():
+    # a fuzzing client's: deep enough for Python to parse but not to walk
+    deep = "[" * (sys.getrecursionlimit() // 2) + "]" * (sys.getrecursionlimit() // 2)
+    sent = f'{{"token": "{{{{access_token:1}}}}", "deep": {deep}}}'
+    rec = recording(entry(method="POST", sent=body(sent, "application/json", request=True)))
+    assert build(rec.exchanges[0], start(rec)).body == sent.replace("{{access_token:1}}", "TOKEN").encode()
+    framed = frames.message_frame({"Deep": json.loads(deep)}) + frames.END_FRAME
+    override = {"X-WOPI-Override": "PUT_CHUNKED_FILE"}
+    rec = recording(entry("POST", headers=override, sent=body(framed, "application/octet-stream", request=True)))
+    assert build(rec.exchanges[0], start(rec)).body == framed
+
+
 def test_a_body_recorded_as_a_digest_cannot_be_replayed():
     rec = recording(entry("POST", sent=body(b"x" * 5000, "", request=True, digest_only=True)), max_body=4096)
     with pytest.raises(CannotReplay) as refused:
@@ -785,6 +798,17 @@ def test_a_text_body_with_placeholders_is_a_template():
     assert judge(rec.exchanges[0], answer(data=b"no link", headers=plain), bindings).differences == [
         Difference("body", "text of 35 bytes", "text that does not fit it")
     ]
+
+
+def test_json_nested_too_deep_to_read_is_compared_by_its_digest():
+    deep = "[" * (sys.getrecursionlimit() * 2) + "]" * (sys.getrecursionlimit() * 2)
+    recorded = entry(response_headers={"Content-Type": "application/json"})
+    recorded["response"]["content"] = body(deep, "application/json")
+    rec = recording(recorded)
+    same = answer(headers={"Content-Type": "application/json"}, data=deep.encode())
+    assert judge(rec.exchanges[0], same, start(rec)).differences == []
+    other = answer(headers={"Content-Type": "application/json"}, data=b"[]")
+    assert [d.where for d in judge(rec.exchanges[0], other, start(rec)).differences] == ["body"]
 
 
 def test_json_recorded_as_a_digest_only_is_not_compared_and_says_so():
