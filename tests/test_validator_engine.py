@@ -787,6 +787,26 @@ def test_a_check_quoting_a_credential_the_host_answered_is_reported_without_it(t
     assert not re.search(r"/wopi/download/(?!\[redacted\])", printed), printed
 
 
+def test_a_request_to_a_url_the_host_handed_out_is_reported_without_its_credential(tmp_path, document, keys):
+    """GetFromFileUrl goes to the FileUrl CheckFileInfo answered, whose download ticket is its credential: the
+    URL as shown (--verbose, JSON, JUnit) holds no ticket, as it holds no access token."""
+    requests = """
+      <CheckFileInfo><SaveState><State Name="FileUrl" Source="FileUrl" /></SaveState></CheckFileInfo>
+      <GetFromFileUrl OverrideUrl="$State:FileUrl">
+        <Validators><ResponseCodeValidator ExpectedCode="201" /></Validators>
+      </GetFromFileUrl>"""
+    path = write_checkout(tmp_path / "checkout", suite(group("Urls", case("FileUrl", requests)), PREREQS))
+    args = ["--wopisrc", document.wopi_src, "--token", document.token, "--testcases", str(path)]
+    args += ["--proof-keys", str(keys.directory), "--junit", str(tmp_path / "junit.xml")]
+    out, as_json = io.StringIO(), io.StringIO()
+    assert main([*args, "--verbose"], out, io.StringIO()) == 1
+    assert main([*args, "--json"], as_json, io.StringIO()) == 1
+    printed = out.getvalue() + as_json.getvalue() + (tmp_path / "junit.xml").read_text()
+    assert "GetFromFileUrl: 200 GET " in printed
+    assert "/wopi/download/[redacted]" in printed
+    assert not re.search(r"/wopi/download/(?!\[redacted\])", printed), printed
+
+
 def test_command_line_against_a_host_it_cannot_use(tmp_path, document, keys):
     """As Microsoft's definitions have it, every group's first prerequisite is WopiValidatorPrereq: a host that is
     down or a wrong token fails it, every test is left without a verdict, and the run must not pass."""
