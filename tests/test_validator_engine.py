@@ -649,6 +649,24 @@ def test_no_response_is_an_exception(engine, document):
     assert "ExceptionValidator: Exception thrown while executing: (ConnectionError)" in result.reason
 
 
+def test_a_url_that_is_no_uri_fails_its_request(engine, document):
+    """A URL urllib cannot split (an IPv6 host without its closing bracket), given as the WOPISrc or answered by
+    the host (a PutRelativeFile's Url), is what .NET's Uri refuses: its request fails, the run goes on."""
+    broken = "http://[::1/wopi/files/x?access_token=secrettoken"
+    requests = checking("CheckFileInfo", '<ResponseCodeValidator ExpectedCode="200" />', f'OverrideUrl="{broken}"')
+    results = engine(
+        suite(group("G", case("Answered", requests) + case("FileUrl", f'<GetFromFileUrl OverrideUrl="{broken}" />'))),
+        document,
+    )
+    for name in ("Answered", "FileUrl"):
+        assert results[name].status == FAIL
+        assert "is not a valid URI (Invalid IPv6 URL)" in results[name].reason
+        assert "secrettoken" not in results[name].reason
+    target = replace(document, wopi_src="http://[::1/wopi/files/x")
+    result = engine(suite(group("G", case("T", "<CheckFileInfo />"))), target)["T"]
+    assert result.status == FAIL and "is not a valid URI (Invalid IPv6 URL)" in result.reason
+
+
 def test_a_host_that_never_answers_is_reported_without_the_access_token(tmp_path, keys):
     """requests' message for it names the URL as sent, access token and all."""
     path = write_checkout(tmp_path / "checkout", suite(group("G", case("T", "<CheckFileInfo />"))))
