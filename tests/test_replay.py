@@ -811,6 +811,26 @@ def test_json_nested_too_deep_to_read_is_compared_by_its_digest():
     assert [d.where for d in judge(rec.exchanges[0], other, start(rec)).differences] == ["body"]
 
 
+def test_a_url_that_does_not_parse_is_a_difference_or_goes_as_recorded():
+    """An IPv6 host without its closing bracket, which urllib cannot split: answered in place of a URL it is a
+    difference; sent by the recorded client it goes as it was sent."""
+    broken = "http://[::1/wopi/files/x?access_token=secret"
+    recorded = entry(
+        answer={"Url": f"{HOST}/wopi/files/{FILE}?access_token={{{{access_token:2}}}}"},
+        response_headers={"Location": f"{HOST}/wopi/files/{FILE}"},
+    )
+    rec = recording(recorded)
+    verdict = judge(rec.exchanges[0], answer(value={"Url": broken}, headers={"Location": broken}), start(rec))
+    assert [(d.where, d.actual) for d in verdict.differences] == [
+        ("header Location", "a URL that does not parse (Invalid IPv6 URL)"),
+        ("$.Url", "a URL that does not parse (Invalid IPv6 URL)"),
+    ]
+    framed = frames.message_frame({"Target": broken}) + frames.END_FRAME
+    override = {"X-WOPI-Override": "PUT_CHUNKED_FILE"}
+    rec = recording(entry("POST", headers=override, sent=body(framed, "application/octet-stream", request=True)))
+    assert build(rec.exchanges[0], start(rec)).body == framed
+
+
 def test_json_recorded_as_a_digest_only_is_not_compared_and_says_so():
     recorded = entry(response_headers={"Content-Type": "application/json"})
     recorded["response"]["content"] = body('{"a": 1}', "application/json", digest_only=True)
