@@ -831,6 +831,14 @@ def test_a_url_that_does_not_parse_is_a_difference_or_goes_as_recorded():
     assert build(rec.exchanges[0], start(rec)).body == framed
 
 
+def test_a_sequence_number_of_digits_that_are_not_ascii_is_not_read_as_one():
+    """A "²" is a digit to str.isdigit and no number to int: answered or recorded, it is a header like another."""
+    rec = recording(entry(response_headers={"X-WOPI-SequenceNumber": "5"}))
+    assert judge(rec.exchanges[0], answer(headers={"X-WOPI-SequenceNumber": "\u00b2"}), start(rec)).differences == []
+    rec = recording(entry(headers={"X-WOPI-SequenceNumber": "\u00b2"}))
+    assert ("X-WOPI-SequenceNumber", "\u00b2") in build(rec.exchanges[0], start(rec)).headers
+
+
 def test_json_recorded_as_a_digest_only_is_not_compared_and_says_so():
     recorded = entry(response_headers={"Content-Type": "application/json"})
     recorded["response"]["content"] = body('{"a": 1}', "application/json", digest_only=True)

@@ -223,6 +223,11 @@ def test_utf7_is_dotnets():
     assert dotnet.utf7_unescaped("a b_c") == "a+b+AF8-c"  # the URL round trip turns a space into "+"
 
 
+def test_a_port_of_digits_that_are_not_ascii_is_no_uri():
+    assert not dotnet.is_absolute_uri("http://host:\u00b2/wopi/files/x")  # str.isdigit takes "²", int does not
+    assert dotnet.is_absolute_uri("http://host:8080/wopi/files/x")
+
+
 def test_relaxed_json_and_query_helpers():
     assert dotnet.relaxed_json("[{Id:'a', N: 2, T: true}, {}]") == [{"Id": "a", "N": 2, "T": True}, {}]
     assert dotnet.query_value("http://h/p?x=1&ACCESS_TOKEN=a%2Bb+c#f", "access_token") == "a+b c"

@@ -52,6 +52,13 @@ def has_placeholder(text: str) -> bool:
     return PLACEHOLDER.search(text) is not None
 
 
+def is_number(header: str) -> bool:
+    """Whether a header's value is a number, such as a sequence number: digits, ASCII ones (int() refuses "²",
+    which str.isdigit takes)."""
+    value = header.strip()
+    return value.isascii() and value.isdigit()
+
+
 def template(text: str) -> re.Pattern[str]:
     """A pattern matching what `text` stands for: its placeholders capture (the same placeholder twice must
     capture the same value), the rest is literal."""
@@ -184,7 +191,7 @@ class Bindings:
         lower = name.lower()
         if has_placeholder(value):
             return self.fill(value)
-        if lower == SEQUENCE_HEADER and value.strip().isdigit():
+        if lower == SEQUENCE_HEADER and is_number(value):
             return str(self.sequences.get(int(value), int(value)))
         if lower in VALUE_HEADERS:
             return self.values.get(value, value)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .archive import Exchange
-from .bindings import URL_SHAPE, Bindings, has_placeholder, match_template
+from .bindings import URL_SHAPE, Bindings, has_placeholder, is_number, match_template
 
 ABSENT = "absent"
 
@@ -247,7 +247,7 @@ class _Walk:
                 if captures is not None:
                     self.bindings.bind(captures)
         recorded, actual = exchange.response_header("X-WOPI-SequenceNumber"), answer.header("X-WOPI-SequenceNumber")
-        if recorded and actual and recorded.strip().isdigit() and actual.strip().isdigit():
+        if recorded and actual and is_number(recorded) and is_number(actual):
             self._sequence("header X-WOPI-SequenceNumber", int(recorded), int(actual))
         recorded, actual = exchange.response_header(TABLE_VERSION), answer.header(TABLE_VERSION)
         if recorded and actual:
