@@ -945,6 +945,29 @@ def test_a_host_that_does_not_answer_gives_errors_that_show_no_token(tmp_path):
 
 
 @contextmanager
+def answering_host(content: bytes) -> Iterator[str]:
+    """A host that answers every request 200 with `content` as JSON, one request a connection. Its origin."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(content)}\r\n"
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + content)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+@contextmanager
 def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
     """A host that answers every request's head at once and then its JSON body of 1000 bytes one byte every
     `every` seconds, for `until` seconds (then it sends nothing more): each read of its socket gets something
@@ -994,3 +1017,20 @@ def test_an_answer_that_does_not_come_whole_within_the_timeout_is_an_error(tmp_p
     assert took < 5  # not until the host stops sending
     assert "no answer (" in result.output and "timed out" in result.output
     assert "secrettoken" not in result.output
+
+
+def test_an_answer_is_redacted_before_it_is_cut_short(tmp_path):
+    """What differs is shown up to 200 characters: a secret that runs past them is redacted all the same, not
+    shown up to where the text was cut."""
+    token = "s3cr3t-t0ken-of-the-replay-VALUE"
+    (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo", answer={"BaseFileName": "a"}))))
+    answered = json.dumps({"BaseFileName": "x" * 185 + token}).encode()
+    with answering_host(answered) as origin:
+        wopisrc = f"{origin}/wopi/files/{FILE}"
+        args = ["replay", str(tmp_path / "s.har"), "--wopisrc", wopisrc, "--token", token]
+        result = CliRunner().invoke(main, args)
+        as_json = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 1
+    assert '$.BaseFileName: recorded "a", actual "xxx' in result.output
+    assert "{{access_token:1}}" in result.output
+    assert "s3cr3t" not in result.output + as_json.output

@@ -14,13 +14,9 @@ import io
 import itertools
 import json
 import re
-import socket
 import sys
-import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,7 +46,7 @@ from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
 from wopihost.validator.state import State
 from wopihost.validator.transport import EXCEPTION_STATUS, HttpCall, Transport
 
-from .test_replay import trickling_host
+from .test_replay import answering_host, trickling_host
 
 pytestmark = pytest.mark.e2e
 
@@ -675,29 +671,6 @@ def test_a_url_that_is_no_uri_fails_its_request(engine, document):
     target = replace(document, wopi_src="http://[::1/wopi/files/x")
     result = engine(suite(group("G", case("T", "<CheckFileInfo />"))), target)["T"]
     assert result.status == FAIL and "is not a valid URI (Invalid IPv6 URL)" in result.reason
-
-
-@contextmanager
-def answering_host(content: bytes) -> Iterator[str]:
-    """A host that answers every request 200 with `content` as JSON, one request a connection. Its origin."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(content)}\r\n"
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:  # closed: the test is over
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + content)
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()
 
 
 def test_json_nested_too_deep_to_read_is_not_json_to_the_schema_check(engine, document):
