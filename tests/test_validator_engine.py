@@ -13,7 +13,9 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import re
+import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -259,6 +261,29 @@ def test_zip_resource_is_cut_at_the_listed_offsets(tmp_path):
 
 
 # ---------------------------------------------------------------------------- signing and proofs
+
+
+def test_runs_that_start_together_on_no_keys_sign_with_the_keys_discovery_publishes(tmp_path):
+    """Two runs (a validator and a replay in one CI job) that start on an empty key directory: each makes keys,
+    the first to write them wins, and both sign with those, the keys discovery.xml publishes."""
+    at = time.time() + 1.5  # after the interpreters have started: the runs make their keys at once
+    script = (
+        "import sys, time; from wopihost.validator.signing import ProofSigner; "
+        f"time.sleep(max(0.0, {at} - time.time())); "
+        "signer = ProofSigner.load_or_create(sys.argv[1]); "
+        "print(signer.current.public_key().public_numbers().n, signer.old.public_key().public_numbers().n)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True)
+        for _ in range(4)
+    ]
+    keys = {run.communicate(timeout=60)[0] for run in runs}
+    assert len(keys) == 1, "each run signs with keys of its own"
+    published = parse_discovery((tmp_path / "discovery.xml").read_bytes()).proof_keys
+    current, old = keys.pop().split()
+    assert (published.current.public_numbers().n, published.old.public_numbers().n) == (int(current), int(old))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["discovery.xml", "proof-key-old.pem", "proof-key.pem"]
 
 
 def test_a_signed_request_verifies_with_wopihost_proof(tmp_path, keys, document, server):
