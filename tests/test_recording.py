@@ -838,6 +838,23 @@ def test_a_torn_line_is_skipped_and_the_rest_assembled_in_time_order(tmp_path):
     assert spool_files(tmp_path) == [] and not (tmp_path / SPOOL).exists()
 
 
+def test_a_line_that_is_no_exchange_this_version_writes_is_skipped_and_the_rest_assembled(tmp_path):
+    """A spool another version of wopihost left behind (a killed server, then an upgrade): a line whose entry
+    lacks what a HAR entry needs is skipped with a warning, rather than failing the recording at every start."""
+    other = json.loads(spool_line(2.0, A, f"http://h/wopi/files/y?access_token={A}"))
+    del other["entry"]["request"]["httpVersion"], other["entry"]["cache"]
+    write_spool(
+        tmp_path,
+        "1-a.jsonl",
+        spool_line(1.0, A, f"http://h/wopi/files/x?access_token={A}"),
+        json.dumps(other).encode() + b"\n",
+        spool_line(3.0, A, f"http://h/wopi/files/z?access_token={A}"),
+    )
+    [path] = assemble(tmp_path)
+    assert [e["request"]["url"].split("?")[0][-1] for e in entries(path)] == ["x", "z"]
+    assert spool_files(tmp_path) == []
+
+
 def test_placeholders_are_numbered_in_order_of_first_appearance_across_files(tmp_path):
     write_spool(
         tmp_path,

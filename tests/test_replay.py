@@ -7,7 +7,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
+import sys
+import threading
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -425,6 +431,18 @@ def test_the_message_of_a_framed_body_is_filled_in_and_its_frames_kept_byte_for_
     assert sent == filled + chunks + frames.END_FRAME
 
 
+def test_json_nested_too_deep_to_fill_in_goes_as_recorded_but_for_its_placeholders():
+    # a fuzzing client's: deep enough for Python to parse but not to walk
+    deep = "[" * (sys.getrecursionlimit() // 2) + "]" * (sys.getrecursionlimit() // 2)
+    sent = f'{{"token": "{{{{access_token:1}}}}", "deep": {deep}}}'
+    rec = recording(entry(method="POST", sent=body(sent, "application/json", request=True)))
+    assert build(rec.exchanges[0], start(rec)).body == sent.replace("{{access_token:1}}", "TOKEN").encode()
+    framed = frames.message_frame({"Deep": json.loads(deep)}) + frames.END_FRAME
+    override = {"X-WOPI-Override": "PUT_CHUNKED_FILE"}
+    rec = recording(entry("POST", headers=override, sent=body(framed, "application/octet-stream", request=True)))
+    assert build(rec.exchanges[0], start(rec)).body == framed
+
+
 def test_a_body_recorded_as_a_digest_cannot_be_replayed():
     rec = recording(entry("POST", sent=body(b"x" * 5000, "", request=True, digest_only=True)), max_body=4096)
     with pytest.raises(CannotReplay) as refused:
@@ -782,6 +800,45 @@ def test_a_text_body_with_placeholders_is_a_template():
     ]
 
 
+def test_json_nested_too_deep_to_read_is_compared_by_its_digest():
+    deep = "[" * (sys.getrecursionlimit() * 2) + "]" * (sys.getrecursionlimit() * 2)
+    recorded = entry(response_headers={"Content-Type": "application/json"})
+    recorded["response"]["content"] = body(deep, "application/json")
+    rec = recording(recorded)
+    same = answer(headers={"Content-Type": "application/json"}, data=deep.encode())
+    assert judge(rec.exchanges[0], same, start(rec)).differences == []
+    other = answer(headers={"Content-Type": "application/json"}, data=b"[]")
+    assert [d.where for d in judge(rec.exchanges[0], other, start(rec)).differences] == ["body"]
+
+
+def test_a_url_that_does_not_parse_is_a_difference_or_goes_as_recorded():
+    """An IPv6 host without its closing bracket, which urllib cannot split: answered in place of a URL it is a
+    difference; sent by the recorded client it goes as it was sent."""
+    broken = "http://[::1/wopi/files/x?access_token=secret"
+    recorded = entry(
+        answer={"Url": f"{HOST}/wopi/files/{FILE}?access_token={{{{access_token:2}}}}"},
+        response_headers={"Location": f"{HOST}/wopi/files/{FILE}"},
+    )
+    rec = recording(recorded)
+    verdict = judge(rec.exchanges[0], answer(value={"Url": broken}, headers={"Location": broken}), start(rec))
+    assert [(d.where, d.actual) for d in verdict.differences] == [
+        ("header Location", "a URL that does not parse (Invalid IPv6 URL)"),
+        ("$.Url", "a URL that does not parse (Invalid IPv6 URL)"),
+    ]
+    framed = frames.message_frame({"Target": broken}) + frames.END_FRAME
+    override = {"X-WOPI-Override": "PUT_CHUNKED_FILE"}
+    rec = recording(entry("POST", headers=override, sent=body(framed, "application/octet-stream", request=True)))
+    assert build(rec.exchanges[0], start(rec)).body == framed
+
+
+def test_a_sequence_number_of_digits_that_are_not_ascii_is_not_read_as_one():
+    """A "²" is a digit to str.isdigit and no number to int: answered or recorded, it is a header like another."""
+    rec = recording(entry(response_headers={"X-WOPI-SequenceNumber": "5"}))
+    assert judge(rec.exchanges[0], answer(headers={"X-WOPI-SequenceNumber": "\u00b2"}), start(rec)).differences == []
+    rec = recording(entry(headers={"X-WOPI-SequenceNumber": "\u00b2"}))
+    assert ("X-WOPI-SequenceNumber", "\u00b2") in build(rec.exchanges[0], start(rec)).headers
+
+
 def test_json_recorded_as_a_digest_only_is_not_compared_and_says_so():
     recorded = entry(response_headers={"Content-Type": "application/json"})
     recorded["response"]["content"] = body('{"a": 1}', "application/json", digest_only=True)
@@ -885,3 +942,95 @@ def test_a_host_that_does_not_answer_gives_errors_that_show_no_token(tmp_path):
     assert "no answer (ConnectionError: " in lines[0] and lines[1].startswith("ERROR    #2 GetFile")
     assert lines[-1] == "2 requests: 0 matched, 0 diverged, 2 errors"
     assert "secrettoken" not in result.output
+
+
+@contextmanager
+def answering_host(content: bytes) -> Iterator[str]:
+    """A host that answers every request 200 with `content` as JSON, one request a connection. Its origin."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(content)}\r\n"
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + content)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+@contextmanager
+def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
+    """A host that answers every request's head at once and then its JSON body of 1000 bytes one byte every
+    `every` seconds, for `until` seconds (then it sends nothing more): each read of its socket gets something
+    in time, the answer never comes whole. Its origin."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+                stop = time.monotonic() + until
+                while not done.wait(every) and time.monotonic() < stop:
+                    conn.sendall(b" ")
+                done.wait()
+            except OSError:  # the client gave up
+                pass
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        done.set()
+        listener.close()
+
+
+def test_an_answer_that_does_not_come_whole_within_the_timeout_is_an_error(tmp_path):
+    (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo", answer={"Size": 1}))))
+    with trickling_host() as origin:
+        begun = time.monotonic()
+        result = CliRunner().invoke(
+            main,
+            ["replay", str(tmp_path / "s.har"), "--wopisrc", f"{origin}/wopi/files/{FILE}", "--token", "secrettoken"]
+            + ["--timeout", "1"],
+        )
+        took = time.monotonic() - begun
+    assert result.exit_code == 1
+    assert took < 5  # not until the host stops sending
+    assert "no answer (" in result.output and "timed out" in result.output
+    assert "secrettoken" not in result.output
+
+
+def test_an_answer_is_redacted_before_it_is_cut_short(tmp_path):
+    """What differs is shown up to 200 characters: a secret that runs past them is redacted all the same, not
+    shown up to where the text was cut."""
+    token = "s3cr3t-t0ken-of-the-replay-VALUE"
+    (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo", answer={"BaseFileName": "a"}))))
+    answered = json.dumps({"BaseFileName": "x" * 185 + token}).encode()
+    with answering_host(answered) as origin:
+        wopisrc = f"{origin}/wopi/files/{FILE}"
+        args = ["replay", str(tmp_path / "s.har"), "--wopisrc", wopisrc, "--token", token]
+        result = CliRunner().invoke(main, args)
+        as_json = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 1
+    assert '$.BaseFileName: recorded "a", actual "xxx' in result.output
+    assert "{{access_token:1}}" in result.output
+    assert "s3cr3t" not in result.output + as_json.output

@@ -13,7 +13,11 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,7 +46,9 @@ from wopihost.validator.__main__ import main
 from wopihost.validator.definitions import DefinitionError, ProofKeyMutator
 from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
 from wopihost.validator.state import State
-from wopihost.validator.transport import Transport
+from wopihost.validator.transport import EXCEPTION_STATUS, HttpCall, Transport
+
+from .test_replay import answering_host, trickling_host
 
 pytestmark = pytest.mark.e2e
 
@@ -220,6 +226,11 @@ def test_utf7_is_dotnets():
     assert dotnet.utf7_unescaped("a b_c") == "a+b+AF8-c"  # the URL round trip turns a space into "+"
 
 
+def test_a_port_of_digits_that_are_not_ascii_is_no_uri():
+    assert not dotnet.is_absolute_uri("http://host:\u00b2/wopi/files/x")  # str.isdigit takes "²", int does not
+    assert dotnet.is_absolute_uri("http://host:8080/wopi/files/x")
+
+
 def test_relaxed_json_and_query_helpers():
     assert dotnet.relaxed_json("[{Id:'a', N: 2, T: true}, {}]") == [{"Id": "a", "N": 2, "T": True}, {}]
     assert dotnet.query_value("http://h/p?x=1&ACCESS_TOKEN=a%2Bb+c#f", "access_token") == "a+b c"
@@ -250,6 +261,29 @@ def test_zip_resource_is_cut_at_the_listed_offsets(tmp_path):
 
 
 # ---------------------------------------------------------------------------- signing and proofs
+
+
+def test_runs_that_start_together_on_no_keys_sign_with_the_keys_discovery_publishes(tmp_path):
+    """Two runs (a validator and a replay in one CI job) that start on an empty key directory: each makes keys,
+    the first to write them wins, and both sign with those, the keys discovery.xml publishes."""
+    at = time.time() + 1.5  # after the interpreters have started: the runs make their keys at once
+    script = (
+        "import sys, time; from wopihost.validator.signing import ProofSigner; "
+        f"time.sleep(max(0.0, {at} - time.time())); "
+        "signer = ProofSigner.load_or_create(sys.argv[1]); "
+        "print(signer.current.public_key().public_numbers().n, signer.old.public_key().public_numbers().n)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True)
+        for _ in range(4)
+    ]
+    keys = {run.communicate(timeout=60)[0] for run in runs}
+    assert len(keys) == 1, "each run signs with keys of its own"
+    published = parse_discovery((tmp_path / "discovery.xml").read_bytes()).proof_keys
+    current, old = keys.pop().split()
+    assert (published.current.public_numbers().n, published.old.public_numbers().n) == (int(current), int(old))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["discovery.xml", "proof-key-old.pem", "proof-key.pem"]
 
 
 def test_a_signed_request_verifies_with_wopihost_proof(tmp_path, keys, document, server):
@@ -646,6 +680,37 @@ def test_no_response_is_an_exception(engine, document):
     assert "ExceptionValidator: Exception thrown while executing: (ConnectionError)" in result.reason
 
 
+def test_a_url_that_is_no_uri_fails_its_request(engine, document):
+    """A URL urllib cannot split (an IPv6 host without its closing bracket), given as the WOPISrc or answered by
+    the host (a PutRelativeFile's Url), is what .NET's Uri refuses: its request fails, the run goes on."""
+    broken = "http://[::1/wopi/files/x?access_token=secrettoken"
+    requests = checking("CheckFileInfo", '<ResponseCodeValidator ExpectedCode="200" />', f'OverrideUrl="{broken}"')
+    results = engine(
+        suite(group("G", case("Answered", requests) + case("FileUrl", f'<GetFromFileUrl OverrideUrl="{broken}" />'))),
+        document,
+    )
+    for name in ("Answered", "FileUrl"):
+        assert results[name].status == FAIL
+        assert "is not a valid URI (Invalid IPv6 URL)" in results[name].reason
+        assert "secrettoken" not in results[name].reason
+    target = replace(document, wopi_src="http://[::1/wopi/files/x")
+    result = engine(suite(group("G", case("T", "<CheckFileInfo />"))), target)["T"]
+    assert result.status == FAIL and "is not a valid URI (Invalid IPv6 URL)" in result.reason
+
+
+def test_json_nested_too_deep_to_read_is_not_json_to_the_schema_check(engine, document):
+    deep = b"[" * (sys.getrecursionlimit() * 2) + b"]" * (sys.getrecursionlimit() * 2)
+    with answering_host(deep) as origin:
+        requests = checking(
+            "CheckFileInfo",
+            '<JsonSchemaValidator Schema="MiniCheckFileInfo" />',
+            f'OverrideUrl="{origin}/wopi/files/x?access_token=t"',
+        )
+        result = engine(suite(group("G", case("T", requests))), document)["T"]
+    assert result.status == FAIL
+    assert result.reason == "CheckFileInfo request failed: JsonSchemaValidator: the response is not JSON"
+
+
 def test_a_host_that_never_answers_is_reported_without_the_access_token(tmp_path, keys):
     """requests' message for it names the URL as sent, access token and all."""
     path = write_checkout(tmp_path / "checkout", suite(group("G", case("T", "<CheckFileInfo />"))))
@@ -784,6 +849,26 @@ def test_a_check_quoting_a_credential_the_host_answered_is_reported_without_it(t
     assert not re.search(r"/wopi/download/(?!\[redacted\])", printed), printed
 
 
+def test_a_request_to_a_url_the_host_handed_out_is_reported_without_its_credential(tmp_path, document, keys):
+    """GetFromFileUrl goes to the FileUrl CheckFileInfo answered, whose download ticket is its credential: the
+    URL as shown (--verbose, JSON, JUnit) holds no ticket, as it holds no access token."""
+    requests = """
+      <CheckFileInfo><SaveState><State Name="FileUrl" Source="FileUrl" /></SaveState></CheckFileInfo>
+      <GetFromFileUrl OverrideUrl="$State:FileUrl">
+        <Validators><ResponseCodeValidator ExpectedCode="201" /></Validators>
+      </GetFromFileUrl>"""
+    path = write_checkout(tmp_path / "checkout", suite(group("Urls", case("FileUrl", requests)), PREREQS))
+    args = ["--wopisrc", document.wopi_src, "--token", document.token, "--testcases", str(path)]
+    args += ["--proof-keys", str(keys.directory), "--junit", str(tmp_path / "junit.xml")]
+    out, as_json = io.StringIO(), io.StringIO()
+    assert main([*args, "--verbose"], out, io.StringIO()) == 1
+    assert main([*args, "--json"], as_json, io.StringIO()) == 1
+    printed = out.getvalue() + as_json.getvalue() + (tmp_path / "junit.xml").read_text()
+    assert "GetFromFileUrl: 200 GET " in printed
+    assert "/wopi/download/[redacted]" in printed
+    assert not re.search(r"/wopi/download/(?!\[redacted\])", printed), printed
+
+
 def test_command_line_against_a_host_it_cannot_use(tmp_path, document, keys):
     """As Microsoft's definitions have it, every group's first prerequisite is WopiValidatorPrereq: a host that is
     down or a wrong token fails it, every test is left without a verdict, and the run must not pass."""
@@ -820,3 +905,15 @@ def test_layout_of_a_real_checkout(tmp_path):
     (tmp_path / "TestCases.xml").write_text(suite(""))
     layout = Layout.find(tmp_path / "TestCases.xml")
     assert layout.schemas == core / "JsonSchemas" and layout.core == core
+
+
+def test_an_answer_that_does_not_come_whole_within_the_timeout_is_no_answer():
+    transport = Transport(timeout=1)
+    with trickling_host() as origin:
+        begun = time.monotonic()
+        response, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F?access_token=secrettoken", {}))
+        took = time.monotonic() - begun
+    transport.close()
+    assert took < 5  # not until the host stops sending
+    assert response.status == EXCEPTION_STATUS
+    assert response.error is not None and "timed out" in response.error and "secrettoken" not in response.error

@@ -100,7 +100,8 @@ def _read(taken: list[SpoolFile]) -> tuple[list[_Line], dict[str, str]]:
                     int(value["max_body"]),
                     [m.group(0) for m in SPOOLED.finditer(raw.decode("utf-8", "surrogatepass"))],
                 )
-            except (KeyError, TypeError, ValueError):
+                _har_entry(value, line.t)  # what writing it needs is there (a spool of another version's may lack it)
+            except (KeyError, TypeError, ValueError, AttributeError):
                 log.warning("recording: skipped a line that is not an exchange at byte %d of %s", offset, source.path)
                 continue
             if line.session is None and not line.uses:
@@ -189,9 +190,13 @@ def _entry(line: _Line, numbers: dict[str, str]) -> dict:
     """One exchange as HAR wants it: its secrets numbered, its start as a date, the query string apart, the
     MessageJSON of a framed body put back in front of its other frames."""
     text = line.source.read(line.offset, line.length).decode("utf-8", "surrogatepass")
-    value = json.loads(SPOOLED.sub(lambda m: numbers.get(m.group(0), m.group(0)), text))
+    return _har_entry(json.loads(SPOOLED.sub(lambda m: numbers.get(m.group(0), m.group(0)), text)), line.t)
+
+
+def _har_entry(value: dict, t: float) -> dict:
+    """The HAR entry of a spool line's object, started at `t`; KeyError, TypeError ... if it is not one."""
     entry, request, response = value["entry"], value["entry"]["request"], value["entry"]["response"]
-    started = datetime.fromtimestamp(line.t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    started = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     har_request = {
         "method": request["method"],
         "url": request["url"],

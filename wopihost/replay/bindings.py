@@ -52,6 +52,13 @@ def has_placeholder(text: str) -> bool:
     return PLACEHOLDER.search(text) is not None
 
 
+def is_number(header: str) -> bool:
+    """Whether a header's value is a number, such as a sequence number: digits, ASCII ones (int() refuses "²",
+    which str.isdigit takes)."""
+    value = header.strip()
+    return value.isascii() and value.isdigit()
+
+
 def template(text: str) -> re.Pattern[str]:
     """A pattern matching what `text` stands for: its placeholders capture (the same placeholder twice must
     capture the same value), the rest is literal."""
@@ -143,7 +150,10 @@ class Bindings:
         return url
 
     def url(self, recorded: str) -> str:
-        parts = urlsplit(self.prefix(recorded))
+        try:
+            parts = urlsplit(self.prefix(recorded))
+        except ValueError:  # "Invalid IPv6 URL": what the recorded client sent, which goes as it was sent
+            return self.prefix(recorded)
         path = "/".join(_requote(segment, self._fill_piece, SEGMENT_SAFE) for segment in parts.path.split("/"))
         query = "&".join(self._query_item(item) for item in parts.query.split("&")) if parts.query else ""
         return urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
@@ -181,7 +191,7 @@ class Bindings:
         lower = name.lower()
         if has_placeholder(value):
             return self.fill(value)
-        if lower == SEQUENCE_HEADER and value.strip().isdigit():
+        if lower == SEQUENCE_HEADER and is_number(value):
             return str(self.sequences.get(int(value), int(value)))
         if lower in VALUE_HEADERS:
             return self.values.get(value, value)
@@ -253,7 +263,10 @@ class Bindings:
         placeholders of `recorded` and learns the ids in its segments and query values (piece_matches)."""
         if self.origins.get(recorded.rstrip("/")) == actual.rstrip("/"):
             return None
-        expected, got = urlsplit(self.prefix(recorded)), urlsplit(actual)
+        try:
+            expected, got = urlsplit(self.prefix(recorded)), urlsplit(actual)
+        except ValueError as error:  # "Invalid IPv6 URL": what the host answered is no URL
+            return None if recorded == actual else f"does not parse ({error})"
         if (expected.scheme.lower(), expected.netloc.lower()) != (got.scheme.lower(), got.netloc.lower()):
             return f"leads to {got.scheme}://{got.netloc}, not {expected.scheme}://{expected.netloc}"
         segments, got_segments = expected.path.split("/"), got.path.split("/")

@@ -26,11 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .archive import Exchange
-from .bindings import URL_SHAPE, Bindings, has_placeholder, match_template
+from .bindings import URL_SHAPE, Bindings, has_placeholder, is_number, match_template
 
 ABSENT = "absent"
 
@@ -135,7 +136,7 @@ def _bodies(exchange: Exchange, answer: Answer, notes: list[str]) -> tuple[str, 
     if content.text and _is_json(content.media_type) and content.data:
         try:
             recorded = json.loads(content.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # (a client's JSON may nest deeper than Python parses)
             return "digest", None, None, None
         actual, problem = _actual_json(answer)
         if problem:
@@ -190,9 +191,11 @@ def _type(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
-def show(value: Any) -> str:
+def show(value: Any, redact: Callable[[str], str] = lambda text: text) -> str:
+    """`value` as JSON, at most 200 characters of it; `redact`ed before it is cut short, which would leave the start
+    of a secret that runs past the cut, no longer the whole that redacting finds."""
     # readable non-ASCII, but an unpaired surrogate a host answered as "\ud800" stays escaped: nothing prints it
-    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = redact(json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8"))
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -210,7 +213,11 @@ class _Walk:
             self.differences.append(Difference(where, recorded, actual))
 
     def differ_json(self, where: str, recorded: Any, actual: Any) -> None:
-        self.differ(where, show(recorded), show(actual))
+        self.differ(where, show(recorded), self.show(actual))
+
+    def show(self, actual: Any) -> str:
+        """Something the host answered, as shown: without the secrets it holds (Bindings.redact)."""
+        return show(actual, self.bindings.redact)
 
     # -- headers
 
@@ -220,7 +227,7 @@ class _Walk:
         for name in VALUE_HEADERS:
             recorded, actual = exchange.response_header(name), answer.header(name)
             if recorded != actual:
-                self.differ(f"header {name}", _shown(recorded), _shown(actual))
+                self.differ(f"header {name}", _shown(recorded), _shown(actual, self.bindings.redact))
         for name in PRESENCE_HEADERS:
             recorded, actual = exchange.response_header(name), answer.header(name)
             if (recorded is None) != (actual is None):
@@ -233,7 +240,7 @@ class _Walk:
             recorded, actual = exchange.response_header(name), answer.header(name)
             if recorded is None or actual is None:
                 if (recorded is None) != (actual is None):
-                    self.differ(f"header {name}", _shown(recorded), _shown(actual))
+                    self.differ(f"header {name}", _shown(recorded), _shown(actual, self.bindings.redact))
                 continue
             problem = self.bindings.url_problem(recorded, actual, self.learn)
             if problem:
@@ -247,7 +254,7 @@ class _Walk:
                 if captures is not None:
                     self.bindings.bind(captures)
         recorded, actual = exchange.response_header("X-WOPI-SequenceNumber"), answer.header("X-WOPI-SequenceNumber")
-        if recorded and actual and recorded.strip().isdigit() and actual.strip().isdigit():
+        if recorded and actual and is_number(recorded) and is_number(actual):
             self._sequence("header X-WOPI-SequenceNumber", int(recorded), int(actual))
         recorded, actual = exchange.response_header(TABLE_VERSION), answer.header(TABLE_VERSION)
         if recorded and actual:
@@ -289,7 +296,7 @@ class _Walk:
                     self.json(value, actual[name], where, name, quota or name == "quota")
             for name in actual:
                 if name not in recorded:
-                    self.differ(_path(path, name), ABSENT, show(actual[name]))
+                    self.differ(_path(path, name), ABSENT, self.show(actual[name]))
         elif isinstance(recorded, list):
             if len(recorded) != len(actual):
                 self.differ(path, f"{len(recorded)} items", f"{len(actual)} items")
@@ -344,8 +351,8 @@ class _Walk:
             self.differ_json(path, recorded, actual)
 
 
-def _shown(header: str | None) -> str:
-    return ABSENT if header is None else show(header)
+def _shown(header: str | None, redact: Callable[[str], str] = lambda text: text) -> str:
+    return ABSENT if header is None else show(header, redact)
 
 
 def _presence(header: str | None) -> str:

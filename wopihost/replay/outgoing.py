@@ -100,9 +100,9 @@ def _json(body: Body, bindings: Bindings) -> bytes | None:
         return None
     try:
         value = json.loads(text)
-    except (ValueError, RecursionError):
+        filled = bindings.json(value)
+    except (ValueError, RecursionError):  # (nested deeper than Python parses, or than it walks)
         return None  # sent as recorded: a client's malformed JSON is part of what was recorded
-    filled = bindings.json(value)
     return body.data if filled == value else json.dumps(filled, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
@@ -121,7 +121,7 @@ def _framed(data: bytes, bindings: Bindings) -> bytes:
     end = frames.HEADER_SIZE + int.from_bytes(data[8:16], "big")
     try:
         message = frames.parse_json(data[frames.HEADER_SIZE : end])
-    except frames.FrameError:
+        filled = bindings.json(message)
+    except (frames.FrameError, RecursionError):  # (nested deeper than Python walks)
         return data
-    filled = bindings.json(message)
     return data if filled == message else frames.message_frame(filled) + data[end:]

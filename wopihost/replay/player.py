@@ -21,7 +21,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
-from ..validator.httpclient import Client
+from ..validator.httpclient import Client, body
 from ..validator.signing import ProofSigner
 from ..validator.transport import NO_ANSWER
 from .archive import Exchange, Recording
@@ -31,7 +31,6 @@ from .outgoing import CannotReplay, Outgoing, build
 
 MATCHED, DIVERGED, ERROR = "matched", "diverged", "error"
 KEEP_LIMIT = 16 << 20  # the most of an answer kept for comparing as JSON or text
-PIECE = 1 << 16
 
 
 @dataclass
@@ -151,7 +150,7 @@ class _Client:
             content = exchange.content
             keep = content.text or _is_textual(content.mime) or _is_textual(reply.headers.get("Content-Type", ""))
             digest, size, kept = hashlib.sha256(), 0, bytearray()
-            for piece in reply.raw.stream(PIECE, decode_content=True):
+            for piece in body(reply, started + self.options.timeout):
                 digest.update(piece)
                 size += len(piece)
                 if keep and size <= KEEP_LIMIT:

@@ -189,7 +189,7 @@ def _json_schema(check: JsonSchema, response: Response, ctx: Context) -> list[st
         return ["Couldn't read response content."]
     try:
         value = json.loads(text.lstrip("\ufeff"))
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested deeper than Python reads, as a host may answer)
         return ["JsonSchemaValidator: the response is not JSON"]
     return ctx.schemas.errors(check.schema_id, value)
 

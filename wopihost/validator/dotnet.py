@@ -236,7 +236,7 @@ def is_absolute_uri(value: str) -> bool:
         if host.startswith("["):
             return host.find("]") > 1
         host, _, port = host.partition(":")
-        if port and not (port.isdigit() and int(port) <= 65535):
+        if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):  # (isdigit takes "²")
             return False
         return bool(host) or scheme == "file"
     return bool(rest)

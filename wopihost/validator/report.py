@@ -1,6 +1,7 @@
 """Reporting results: a line per test as it finishes, a per-group table and a summary; or JSON; or JUnit XML
-for CI (wopihost/junit.py). Access tokens never appear: URLs are shown with their access_token value elided,
-and what a check quotes of an answer comes redacted as the logs redact it (runner.py).
+for CI (wopihost/junit.py). Access tokens never appear: URLs are shown with their access_token value elided and
+any other credential (a FileUrl's ticket) redacted, and what a check quotes of an answer comes redacted as the
+logs redact it (runner.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from .. import logs
 from ..junit import Case, Suite, junit_xml
 from .runner import ERROR, FAIL, PASS, SKIP, TestResult
 
@@ -19,7 +21,9 @@ _TOKEN = re.compile(r"(?i)([?&]access_token=)[^&#]*")
 
 
 def redact(url: str) -> str:
-    return _TOKEN.sub(r"\1...", url)
+    """`url` with its access token elided, and any other credential (the ticket in a FileUrl's path that
+    GetFromFileUrl goes to) redacted as the logs redact it."""
+    return _TOKEN.sub(r"\1...", logs.redact(url))
 
 
 def result_line(result: TestResult) -> str:

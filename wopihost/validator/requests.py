@@ -109,7 +109,7 @@ def build(
         url = state.override(request.override_url)
         if not url:
             raise RequestError("GetFromFileUrl has no URL (its OverrideUrl state is empty)")
-        return HttpCall("GET", dotnet.absolute_uri(url), {}, None, kind.text)
+        return HttpCall("GET", _uri(url), {}, None, kind.text)
 
     url, token = _url(request, kind, target, state)
     mutator = next((m for m in request.mutators if isinstance(m, AccessTokenMutator)), None)
@@ -144,7 +144,7 @@ def _url(request: Request, kind: Kind, target: Target, state: State) -> tuple[st
     """The URL and the access token in it."""
     override = state.override(request.override_url)
     if override:
-        url = dotnet.absolute_uri(dotnet.append_path(override, kind.path) if kind.path else override)
+        url = _uri(override, kind.path)
         return url, dotnet.query_value(url, "access_token")
     if request.kind in ("DeleteFile", "DeleteContainer"):
         return None, target.token
@@ -154,7 +154,17 @@ def _url(request: Request, kind: Kind, target: Target, state: State) -> tuple[st
         f"{base}{kind.path}{joiner}access_token={dotnet.url_key_value_encode(target.token) or ''}"
         f"&access_token_ttl={target.token_ttl}"
     )
-    return dotnet.absolute_uri(url), target.token
+    return _uri(url), target.token
+
+
+def _uri(url: str, path: str = "") -> str:
+    """`url`, with `path` added to its path, as .NET's Uri writes it; RequestError where .NET's Uri throws
+    UriFormatException and urllib cannot split it (an IPv6 host without its closing bracket), whether the
+    WOPISrc or a URL the host answered."""
+    try:
+        return dotnet.absolute_uri(dotnet.append_path(url, path) if path else url)
+    except ValueError as error:
+        raise RequestError(f"the URL {url!r} is not a valid URI ({error})") from None  # (redacted as reported)
 
 
 def _text(value: str | None) -> str:

@@ -99,23 +99,39 @@ def _sign(key: rsa.RSAPrivateKey, data: bytes) -> str:
 
 
 def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
-    if path.is_file():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError(f"{path} is not an RSA private key")
-        return key
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_atomically(path, pem, 0o600)
-    return key
+    if not path.is_file():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        if _write_atomically(path, pem, 0o600, replace=False):
+            return key
+        # another run made it meanwhile (both started on an empty directory): theirs is the one, or each would
+        # sign with a key of its own and discovery.xml publish only one of them
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        raise ValueError(f"{path} is not an RSA private key")
+    return loaded
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+def _write_atomically(path: Path, data: bytes, mode: int, replace: bool = True) -> bool:
+    """`data` at `path`, whole or not at all; with `replace=False` only if nothing is there yet (False if
+    something is)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # (fails if the path exists, where os.replace would overwrite it)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _b64(data: bytes) -> str:

@@ -24,7 +24,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
 from ..logs import redact
-from .httpclient import Client
+from .httpclient import Client, body
 
 # What a request that got no answer raises, from the connection to a body that cannot be read or decoded: for
 # the tools that report it as a test's result (here, and wopihost replay) rather than crash.
@@ -129,11 +129,11 @@ class Transport:
             with self.session.send(
                 prepared, allow_redirects=False, stream=True, timeout=self.timeout, verify=self.verify_tls
             ) as reply:
-                body = reply.raw.read(decode_content=False)
+                content = b"".join(body(reply, start + self.timeout, decode_content=False))
                 response = Response(
                     reply.status_code,
                     CaseInsensitiveDict(reply.headers),
-                    body or b"",
+                    content,
                     call.text_expected,
                     time.monotonic() - start,
                     prepared.url,
