@@ -149,6 +149,9 @@ DEFAULTS = {
     "timeout": 120,
     "graceful_timeout": 30,
     "keepalive": 5,
+    # gunicorn's most (its default, 4094, is half nginx's 8k): a Graph path of the 400 characters OneDrive allows,
+    # in 4-byte UTF-8 percent-encoded, is some 4,800 bytes, which was a 414 the app never saw
+    "limit_request_line": 8190,
     "accesslog": "-",
     "access_log_format": ACCESS_LOG_FORMAT,
     "errorlog": "-",

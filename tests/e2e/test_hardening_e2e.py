@@ -273,6 +273,18 @@ def test_a_head_not_finished_in_time_is_dropped(impatient_server, tmp_path):
     assert document.http.get(document.url()).status_code == 200
 
 
+def test_a_graph_path_as_long_as_onedrive_allows_reaches_the_host(server):
+    """OneDrive takes paths of up to 400 characters: in emoji, percent-encoded UTF-8, a request line of some 4,900
+    bytes, past gunicorn's default limit (4094): a 414 of gunicorn's, in HTML. It reaches the host, which answers
+    in Graph's JSON."""
+    token = server.api_token()["access_token"]
+    path = "/".join(["%F0%9F%98%80" * 49] * 8)  # 400 characters with the slashes, each emoji one
+    answer = requests.get(
+        f"{server.base}/v1.0/me/drive/root:/{path}:", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "itemNotFound", answer.text[:300]
+
+
 def test_heads_over_64_kib_are_refused_at_once(tmp_path, database):
     """As many such heads, sent and then left unfinished, as the server has threads: each is refused (431) at
     once, and a normal request meanwhile is answered, not after the 10 s header timeout."""
