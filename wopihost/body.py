@@ -24,6 +24,7 @@ from flask import request
 
 from .errors import WopiError, bad_request
 from .storage import PIECE
+from .text import digits
 
 try:
     from gunicorn.http.body import Body as _GunicornBody
@@ -206,11 +207,7 @@ def drain(environ: dict, stream) -> None:
 
 def _content_length(environ: dict) -> int | None:
     value = environ.get("CONTENT_LENGTH", "")
-    return int(value) if _digits(value) else None
-
-
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()  # str.isdigit alone takes "²"
+    return int(value) if digits(value) else None
 
 
 def request_body() -> RequestBody:
@@ -220,7 +217,7 @@ def request_body() -> RequestBody:
         # as the content (RFC 9112 §6.1: a coding the server does not understand is 501)
         raise WopiError(501, f"Transfer-Encoding {coding[:40]!r}: only chunked is understood")
     raw = request.environ.get("CONTENT_LENGTH")
-    if raw and not _digits(raw.strip(" \t")):  # Werkzeug reads "+11", "-3" or "11, 11" as 0: an empty body
+    if raw and not digits(raw.strip(" \t")):  # Werkzeug reads "+11", "-3" or "11, 11" as 0: an empty body
         raise bad_request(f"Content-Length {raw[:40]!r} is not a number of bytes")
     length = request.content_length
     source = (GunicornSocketSource.of(request.environ) if length is not None else None) or StreamSource(request.stream)

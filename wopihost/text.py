@@ -1,4 +1,4 @@
-"""Client-supplied text that will be stored: what the database cannot hold is refused up front.
+"""Client-supplied text: what the database cannot hold is refused up front, and what counts as a number.
 
 PostgreSQL's text types cannot hold NUL, and a lone surrogate (what JSON's "\\ud800" and
 UTF-7's "+2AA-" decode to) is not Unicode text at all: no driver can encode it. Either
@@ -21,6 +21,12 @@ def text_problem(value: str) -> str | None:
     if not is_unicode(value):
         return "is not valid Unicode (it contains an unpaired surrogate)"
     return None
+
+
+def digits(value: str) -> bool:
+    """Whether `value` is one or more ASCII digits, a whole number as int() reads it: str.isdigit alone also takes
+    "²" and other digits of Unicode, which int() refuses (a 500) or reads as another number."""
+    return value.isascii() and value.isdigit()
 
 
 def is_unicode(value: str) -> bool:

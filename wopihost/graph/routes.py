@@ -23,7 +23,7 @@ from ..prepared import Statements
 from ..services import Services
 from ..shares import link_id_of
 from ..streaming import content_response
-from ..text import text_problem
+from ..text import digits, text_problem
 from ..tokens import API, COPY_MONITOR, Grant, bearer
 from ..tree import Item
 from ..uploads import Held, Target, redirected, require_reach
@@ -779,12 +779,12 @@ def _int_query(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()):
+    if not digits(raw):
         raise GraphError(400, "invalidRequest", f"{name} must be a whole number of at least {low}")
-    digits = raw.lstrip("0") or "0"  # int() refuses more than 4300 digits, leading zeros included
-    if len(digits) > len(str(high)):  # above `high` whatever it is
+    significant = raw.lstrip("0") or "0"  # int() refuses more than 4300 digits, leading zeros included
+    if len(significant) > len(str(high)):  # above `high` whatever it is
         return high
-    value = int(digits)
+    value = int(significant)
     if not low <= value:
         raise GraphError(400, "invalidRequest", f"{name} must be a whole number of at least {low}")
     return min(value, high)

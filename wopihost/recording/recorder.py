@@ -34,6 +34,7 @@ from ..logs import OPERATION
 from ..requesturl import called_url
 from ..storage import PIECE
 from ..streaming import CONTENT_SHA256
+from ..text import digits
 from ..wsgibody import Watched
 from .redaction import Redactor, Seen
 from .spool import SpoolWriter
@@ -218,7 +219,7 @@ class _Exchange:
         if sent is not None:
             return sent
         length = next((value for name, value in self.headers if name.lower() == "content-length"), "")
-        return int(length) if length.isdigit() else 0
+        return int(length) if digits(length) else 0
 
     def finish(self) -> None:
         try:
@@ -331,12 +332,12 @@ def _request_headers(redactor: Redactor, environ: dict, bearer: str) -> tuple[li
 
 def _declares_body(environ: dict) -> bool:
     length = environ.get("CONTENT_LENGTH", "")
-    return (length.isdigit() and int(length) > 0) or "HTTP_TRANSFER_ENCODING" in environ
+    return (digits(length) and int(length) > 0) or "HTTP_TRANSFER_ENCODING" in environ
 
 
 def _declared(environ: dict) -> int | None:
     length = environ.get("CONTENT_LENGTH", "")
-    return int(length) if length.isdigit() else None
+    return int(length) if digits(length) else None
 
 
 # -- bodies ---------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from .. import logs
 from ..har import PLACEHOLDER
 from ..ids import is_id
+from ..text import digits
 
 # A URL segment (or a `:`- or `.`-separated part of one: Graph's `items/{id}:`, a `$skiptoken` of `{id}.{name}`)
 PARTS = re.compile(r"([:.])")
@@ -50,13 +51,6 @@ class Unbound(Exception):
 
 def has_placeholder(text: str) -> bool:
     return PLACEHOLDER.search(text) is not None
-
-
-def is_number(header: str) -> bool:
-    """Whether a header's value is a number, such as a sequence number: digits, ASCII ones (int() refuses "²",
-    which str.isdigit takes)."""
-    value = header.strip()
-    return value.isascii() and value.isdigit()
 
 
 def template(text: str) -> re.Pattern[str]:
@@ -191,7 +185,7 @@ class Bindings:
         lower = name.lower()
         if has_placeholder(value):
             return self.fill(value)
-        if lower == SEQUENCE_HEADER and is_number(value):
+        if lower == SEQUENCE_HEADER and digits(value.strip()):
             return str(self.sequences.get(int(value), int(value)))
         if lower in VALUE_HEADERS:
             return self.values.get(value, value)

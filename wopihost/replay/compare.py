@@ -30,8 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..text import digits
 from .archive import Exchange
-from .bindings import URL_SHAPE, Bindings, has_placeholder, is_number, match_template
+from .bindings import URL_SHAPE, Bindings, has_placeholder, match_template
 
 ABSENT = "absent"
 
@@ -254,7 +255,7 @@ class _Walk:
                 if captures is not None:
                     self.bindings.bind(captures)
         recorded, actual = exchange.response_header("X-WOPI-SequenceNumber"), answer.header("X-WOPI-SequenceNumber")
-        if recorded and actual and is_number(recorded) and is_number(actual):
+        if recorded and actual and digits(recorded.strip()) and digits(actual.strip()):
             self._sequence("header X-WOPI-SequenceNumber", int(recorded), int(actual))
         recorded, actual = exchange.response_header(TABLE_VERSION), answer.header(TABLE_VERSION)
         if recorded and actual:

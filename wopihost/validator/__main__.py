@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ..text import digits
 from . import definitions, report
 from .definitions import DefinitionError
 from .requests import Target
@@ -92,7 +93,7 @@ def _seconds(text: str) -> float:
 
 def _milliseconds(text: str) -> int:
     """access_token_ttl: a time in milliseconds since 1970, or 0 where it is not known; never negative."""
-    if not (text.isascii() and text.isdigit()):
+    if not digits(text):
         raise argparse.ArgumentTypeError(f"must be milliseconds since 1970, or 0, not {text!r}")
     return int(text)
 

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..proof import ticks_from_datetime
+from ..text import digits
 
 # ----------------------------------------------------------------------------------------------- UTF-7
 
@@ -236,7 +237,7 @@ def is_absolute_uri(value: str) -> bool:
         if host.startswith("["):
             return host.find("]") > 1
         host, _, port = host.partition(":")
-        if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):  # (isdigit takes "²")
+        if port and not (digits(port) and int(port) <= 65535):
             return False
         return bool(host) or scheme == "file"
     return bool(rest)

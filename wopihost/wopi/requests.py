@@ -11,6 +11,7 @@ from ..clock import parse_iso
 from ..errors import WopiError, bad_request
 from ..locks import parse_lock_id
 from ..names import InvalidName, decode_name
+from ..text import digits
 
 
 def header(name: str) -> str | None:
@@ -36,7 +37,7 @@ def int_header(name: str, default: int | None = None) -> int | None:
     value = header(name)
     if value is None or value == "":
         return default
-    if not (value.isascii() and value.isdigit()):
+    if not digits(value):
         raise bad_request(f"{name} must be a non-negative integer")
     # Bounded before int(): Python refuses to convert more than 4300 digits, and the database a long.
     if len(value.lstrip("0")) > len(str(MAX_INT64)) or int(value) > MAX_INT64:
