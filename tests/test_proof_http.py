@@ -152,7 +152,10 @@ def test_the_forwarded_origin_is_the_url_the_client_signed(host, keys, clock, po
         (None, "10.0.0.9", False),  # anyone else who reaches a node listening on its own address
         ("10.0.0.0/24, 10.0.1.5", "10.0.0.9", True),
         ("10.0.0.0/24, 10.0.1.5", "10.0.1.6", False),
+        ("10.0.0.0/24", "::ffff:10.0.0.9", True),  # an IPv4 peer of a listener on [::]
+        ("10.0.0.0/24", "::ffff:10.0.1.9", False),
         ("*", "192.0.2.1", True),
+        ("10.0.0.5, *,", "2001:db8::1", True),  # as gunicorn reads the same variable
     ],
 )
 def test_forwarded_headers_count_only_from_the_proxies_named(
@@ -172,11 +175,12 @@ def test_forwarded_headers_count_only_from_the_proxies_named(
         assert check_file_info(wopi, headers, peer=peer).status_int == (200 if counts else 500)
 
 
-@pytest.mark.parametrize("value", ["10.0.0.256", "nginx", "10.0.0.5,", ""])
+@pytest.mark.parametrize("value", ["10.0.0.256", "nginx", "10.0.0.5, localhost", "", "10.0.0.5,"])
 def test_forwarded_allow_ips_that_names_no_address_is_refused(monkeypatch, value):
     monkeypatch.setenv("WOPIHOST_FORWARDED_ALLOW_IPS", value)
-    if value == "":  # empty is unset, as for every setting: the default
-        assert [str(n) for n in Settings.from_env().forwarded_allow_ips] == ["127.0.0.1/32"]
+    if value in ("", "10.0.0.5,"):  # empty is unset, as for every setting; an empty entry is skipped, as gunicorn does
+        expected = ["127.0.0.1/32"] if value == "" else ["10.0.0.5/32"]
+        assert [str(n) for n in Settings.from_env().forwarded_allow_ips] == expected
         return
     with pytest.raises(ConfigError, match="WOPIHOST_FORWARDED_ALLOW_IPS.*not an IP address or network"):
         Settings.from_env()

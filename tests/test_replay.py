@@ -297,6 +297,13 @@ def test_graph_requests_go_to_the_graph_base_and_map_adds_what_no_answer_says():
     assert result.exit_code == 2 and "--map takes OLD=NEW, not 'novalue'" in result.output
 
 
+@pytest.mark.parametrize("timeout", ["0", "nan", "inf", "1e300"])
+def test_a_timeout_no_request_can_wait_is_a_usage_error(timeout):
+    """nan made every request "no answer" (a socket takes no NaN timeout); inf a traceback (OverflowError)."""
+    result = CliRunner().invoke(main, ["replay", "x.har", "--timeout", timeout])
+    assert result.exit_code == 2 and "Invalid value for '--timeout'" in result.stderr, result.output
+
+
 # -- filling in requests ---------------------------------------------------------------------------------------
 
 

@@ -804,12 +804,13 @@ def test_command_line(tmp_path, document, keys, capsys):
     assert main([*args, "--group", "Two"], io.StringIO(), io.StringIO()) == 0
 
     capsys.readouterr()
-    assert main([*args, "--timeout", "-1"]) == 2  # argparse writes to sys.stderr
-    assert (
-        capsys.readouterr()
-        .err.splitlines()[-1]
-        .endswith("error: argument --timeout: must be a positive number of seconds, not '-1'")
-    )
+    for timeout in ("-1", "nan", "1e300"):  # 1e300 overflowed the socket's timeval: every request "no answer"
+        assert main([*args, "--timeout", timeout]) == 2  # argparse writes to sys.stderr
+        assert (
+            capsys.readouterr()
+            .err.splitlines()[-1]
+            .endswith(f"error: argument --timeout: must be more than 0 and at most 3600 seconds, not '{timeout}'")
+        )
     args_ttl = args.index("--token-ttl") + 1
     assert main([*args[:args_ttl], "-5", *args[args_ttl + 1 :]]) == 2
     assert (

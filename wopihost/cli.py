@@ -53,7 +53,9 @@ DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
 PROGRESS_FROM = 16 << 20  # bytes: smaller files are added before a bar would be worth drawing
 HOST_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)", re.ASCII)  # of a host name (RFC 1123; _ as Docker names)
-MAX_CHECK_TIMEOUT = 3600  # seconds: a check of doctor's that waits an hour has failed; a larger wait overflows
+MAX_CHECK_TIMEOUT = (
+    3600  # seconds: a check of doctor's or a replayed request that waits an hour has failed; a larger wait overflows
+)
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help='Print JSON (keys: README.md, "The wopihost command").'
@@ -1010,7 +1012,8 @@ def validate(args: tuple[str, ...]) -> None:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_CHECK_TIMEOUT),
+    callback=_a_number,
     default=60.0,
     show_default=True,
     help="Seconds per request.",
@@ -1170,7 +1173,11 @@ def serve(host: str, port: int, workers: int, threads: int | None, record: Path 
                 )
             )
         click.echo(message, err=True)
-    WopiHostServer({**DEFAULTS, "bind": address, "workers": workers, "threads": threads}).run()
+    # gunicorn's X-Forwarded-Proto from the proxies wopihost takes X-Forwarded-* from, as deploy/gunicorn.conf.py has it
+    proxies = ",".join(str(network) for network in services.settings.forwarded_allow_ips)
+    WopiHostServer(
+        {**DEFAULTS, "bind": address, "workers": workers, "threads": threads, "forwarded_allow_ips": proxies}
+    ).run()
 
 
 # -- the host page ------------------------------------------------------------------

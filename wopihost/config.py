@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from .text import digits
+
 ENV_PREFIX = "WOPIHOST_"
 
 # Hand-written on purpose: humanfriendly (last release 2021) would add a dependency for two functions and
@@ -97,17 +99,17 @@ Network = IPv4Network | IPv6Network
 
 
 def _networks(text: str) -> tuple[Network, ...]:
-    """Addresses or networks ("10.0.0.5, 10.0.1.0/24"), comma-separated; "*" any."""
-    if text.strip() == "*":
+    """Addresses or networks ("10.0.0.5, 10.0.1.0/24"), comma-separated, empty ones skipped; "*" among them any:
+    what gunicorn takes for its forwarded_allow_ips, which the same variable sets."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if "*" in parts:
         return (ip_network("0.0.0.0/0"), ip_network("::/0"))
     networks = []
-    for part in text.split(","):
+    for part in parts:
         try:
-            networks.append(ip_network(part.strip(), strict=False))
+            networks.append(ip_network(part, strict=False))
         except ValueError:
-            raise ValueError(
-                f"not an IP address or network: {part.strip()!r} (give e.g. 10.0.0.5, 10.0.1.0/24 or *)"
-            ) from None
+            raise ValueError(f"not an IP address or network: {part!r} (give e.g. 10.0.0.5, 10.0.1.0/24 or *)") from None
     return tuple(networks)
 
 
@@ -167,7 +169,7 @@ def parse_bind(text: str) -> tuple[str, int]:
     if not colon:
         host, port = "127.0.0.1", text.strip()
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not digits(port) or not 0 < int(port) < 65536:
         raise ValueError(f"not host:port: {text!r} (use e.g. 127.0.0.1:9100)")
     return host, int(port)
 

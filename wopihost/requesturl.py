@@ -11,7 +11,7 @@ otherwise any client could forge them, and choose the URL its proof signature is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from urllib.parse import quote, urlsplit
 
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -58,6 +58,8 @@ class FromProxies:
             address = ip_address(peer)
         except ValueError:  # no IP address: a Unix socket's peer, on this machine (gunicorn trusts it too)
             return True
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:  # an IPv4 peer of a [::] listener
+            address = address.ipv4_mapped
         return any(address in network for network in self.proxies)
 
 

@@ -409,13 +409,19 @@ def redirected(
     the session was made."""
 
     def redirect(s: Session, target: Target) -> Target:
-        folder = lock_folder_at(s, lambda s: where(s)[0])
+        found: list[tuple[Folder, str]] = []
+
+        def folder_at(s: Session) -> Folder:
+            found.append(where(s))
+            return found[-1][0]
+
+        folder = lock_folder_at(s, folder_at)  # its last answer is the one it found the folder locked by
         return replace(
             target,
             drive_id=drive_id,
             file_id=None,
             folder_id=folder.id,
-            name=where(s)[1],
+            name=found[-1][1],
             conflict=conflict,
             share_link=share_link,
             expect_file=None,

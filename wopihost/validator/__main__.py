@@ -29,6 +29,7 @@ from .signing import ProofSigner, default_directory
 from .transport import Transport
 
 CATEGORY_CHOICES = ("All", "OfficeOnline", "OfficeNativeClient")
+MAX_TIMEOUT = 3600  # seconds: a request that waits an hour has failed; a larger wait overflows the socket's timeval
 
 
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -86,8 +87,8 @@ def _seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIMEOUT} seconds, not {text!r}")
     return seconds
 
 
