@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -951,11 +951,8 @@ def test_a_host_that_does_not_answer_gives_errors_that_show_no_token(tmp_path):
     assert "secrettoken" not in result.output
 
 
-@contextmanager
-def answering_host(content: bytes) -> Iterator[str]:
-    """A host that answers every request 200 with `content` as JSON, one request a connection. Its origin."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(content)}\r\n"
+def serve_each(listener: socket.socket, answer: Callable[[socket.socket], None]) -> None:
+    """Hand each connection `listener` accepts to `answer`, in a thread of its own, until the listener is closed."""
 
     def serve() -> None:
         while True:
@@ -963,11 +960,23 @@ def answering_host(content: bytes) -> Iterator[str]:
                 conn, _ = listener.accept()
             except OSError:  # closed: the test is over
                 return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + content)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
+
+
+@contextmanager
+def answering_host(content: bytes) -> Iterator[str]:
+    """A host that answers every request 200 with `content` as JSON, one request a connection. Its origin."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(content)}\r\n"
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + content)
+
+    serve_each(listener, answer)
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
@@ -994,15 +1003,7 @@ def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
             except OSError:  # the client gave up
                 pass
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:  # closed: the test is over
-                return
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
+    serve_each(listener, answer)
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:

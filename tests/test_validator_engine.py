@@ -824,6 +824,14 @@ def test_command_line(tmp_path, document, keys, capsys):
     assert "Could not find a test case named NoSuchTest" in err.getvalue()
 
 
+def failing_reports(args: list[str], tmp_path) -> str:
+    """What a run with a failing test prints with --verbose, writes with --json, and into its JUnit file, together."""
+    out, as_json = io.StringIO(), io.StringIO()
+    assert main([*args, "--verbose"], out, io.StringIO()) == 1
+    assert main([*args, "--json"], as_json, io.StringIO()) == 1
+    return out.getvalue() + as_json.getvalue() + (tmp_path / "junit.xml").read_text()
+
+
 def test_a_check_quoting_a_credential_the_host_answered_is_reported_without_it(tmp_path, document, keys):
     """A check's message quotes the value it judged: a FileUrl (its download ticket), a Url with an access token.
     What is printed and written (text, --verbose, JSON, JUnit) holds neither."""
@@ -841,10 +849,7 @@ def test_a_check_quoting_a_credential_the_host_answered_is_reported_without_it(t
     path = write_checkout(tmp_path / "checkout", xml)
     args = ["--wopisrc", document.wopi_src, "--token", document.token, "--testcases", str(path)]
     args += ["--proof-keys", str(keys.directory), "--junit", str(tmp_path / "junit.xml")]
-    out, as_json = io.StringIO(), io.StringIO()
-    assert main([*args, "--verbose"], out, io.StringIO()) == 1
-    assert main([*args, "--json"], as_json, io.StringIO()) == 1
-    printed = out.getvalue() + as_json.getvalue() + (tmp_path / "junit.xml").read_text()
+    printed = failing_reports(args, tmp_path)
     assert "matched the regular expression, but should not" in printed
     assert "/wopi/download/[redacted]" in printed
     assert not re.search(r"/wopi/download/(?!\[redacted\])", printed), printed
@@ -861,10 +866,7 @@ def test_a_request_to_a_url_the_host_handed_out_is_reported_without_its_credenti
     path = write_checkout(tmp_path / "checkout", suite(group("Urls", case("FileUrl", requests)), PREREQS))
     args = ["--wopisrc", document.wopi_src, "--token", document.token, "--testcases", str(path)]
     args += ["--proof-keys", str(keys.directory), "--junit", str(tmp_path / "junit.xml")]
-    out, as_json = io.StringIO(), io.StringIO()
-    assert main([*args, "--verbose"], out, io.StringIO()) == 1
-    assert main([*args, "--json"], as_json, io.StringIO()) == 1
-    printed = out.getvalue() + as_json.getvalue() + (tmp_path / "junit.xml").read_text()
+    printed = failing_reports(args, tmp_path)
     assert "GetFromFileUrl: 200 GET " in printed
     assert "/wopi/download/[redacted]" in printed
     assert not re.search(r"/wopi/download/(?!\[redacted\])", printed), printed

@@ -53,9 +53,7 @@ DEMO_OWNER = "demo"
 DEMO_NAME = "Welcome.docx"
 PROGRESS_FROM = 16 << 20  # bytes: smaller files are added before a bar would be worth drawing
 HOST_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)", re.ASCII)  # of a host name (RFC 1123; _ as Docker names)
-MAX_CHECK_TIMEOUT = (
-    3600  # seconds: a check of doctor's or a replayed request that waits an hour has failed; a larger wait overflows
-)
+MAX_CHECK_TIMEOUT = 3600  # seconds: a check or a replayed request that waits an hour has failed (_timeout_option)
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help='Print JSON (keys: README.md, "The wopihost command").'
@@ -125,6 +123,19 @@ def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float
     if math.isnan(value):
         raise click.BadParameter("not a number: nan")
     return value
+
+
+def _timeout_option(default: float, help: str):
+    """--timeout in seconds, more than 0 and at most MAX_CHECK_TIMEOUT: 0 fails every wait at once, nan makes a
+    socket refuse it and inf (or 1e300) overflows it."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True, max=MAX_CHECK_TIMEOUT),
+        callback=_a_number,
+        default=default,
+        show_default=True,
+        help=help,
+    )
 
 
 class UserId(click.ParamType):
@@ -1010,14 +1021,7 @@ def validate(args: tuple[str, ...]) -> None:
     help="Clients replaying the session at once, each learning its own sessions and tickets; on one file their "
     "locks and saves meet, so answers may differ from the recording.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True, max=MAX_CHECK_TIMEOUT),
-    callback=_a_number,
-    default=60.0,
-    show_default=True,
-    help="Seconds per request.",
-)
+@_timeout_option(60.0, "Seconds per request.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML to FILE.")
 @json_option
 def replay(
@@ -1058,14 +1062,7 @@ def replay(
 
 
 @main.command("doctor")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True, max=MAX_CHECK_TIMEOUT),
-    callback=_a_number,
-    default=5.0,
-    show_default=True,
-    help="Seconds to wait for each network check.",
-)
+@_timeout_option(5.0, "Seconds to wait for each network check.")
 @json_option
 def doctor(timeout: float, as_json: bool) -> None:
     """Check what a deployment depends on (the database reachable, writable and migrated, storage, the public
