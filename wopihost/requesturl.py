@@ -11,10 +11,12 @@ otherwise any client could forge them, and choose the URL its proof signature is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv6Address, ip_address
 from urllib.parse import quote, urlsplit
 
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import Network
 
 
 def public_prefix(public_url: str) -> str:
@@ -40,7 +42,7 @@ class FromProxies:
     """X-Forwarded-* read (ProxyFix) from a peer `proxies` holds, and dropped from anyone else's request: a node
     that listens where others than its balancer reach it must not take their word for the URL they called."""
 
-    def __init__(self, app, trusted_proxies: int, proxies: Sequence[IPv4Network | IPv6Network]):
+    def __init__(self, app, trusted_proxies: int, proxies: Sequence[Network]):
         self.app, self.proxies = app, proxies
         self.proxied = ProxyFix(
             app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies, x_port=trusted_proxies
@@ -63,7 +65,7 @@ class FromProxies:
         return any(address in network for network in self.proxies)
 
 
-def wrap(wsgi_app, public_url: str, trusted_proxies: int, proxies: Sequence[IPv4Network | IPv6Network]):
+def wrap(wsgi_app, public_url: str, trusted_proxies: int, proxies: Sequence[Network]):
     """The app as the WSGI server should call it."""
     app = MountPrefix(wsgi_app, public_prefix(public_url))
     return FromProxies(app, trusted_proxies, proxies) if trusted_proxies > 0 else app

@@ -175,9 +175,9 @@ class Tree:
         admit: Admit,
     ) -> Folder:
         """A copy of the folder `folder_id` and everything below it, named `name`, in the folder `destination_id`
-        (of any drive; its id, or what finds it: Locate, asked again where the copy lands); with `name` None (Graph's childrenOnly), copies of what is in it, put in `destination_id`
-        itself. The folder the copies are in is the answer. Every file gets a blob of its own and `user_id` as its
-        owner, as Files.copy makes one.
+        (of any drive; its id, or what finds it: Locate, asked again where the copy lands); with `name` None
+        (Graph's childrenOnly), copies of what is in it, put in `destination_id` itself. The folder the copies are
+        in is the answer. Every file gets a blob of its own and `user_id` as its owner, as Files.copy makes one.
 
         A taken name is judged by `conflict`, for the top folder or each child: "rename" takes a free name, "fail"
         refuses (409), and "replace" deletes a file a copied file's name is taken by, but never a folder nor for a

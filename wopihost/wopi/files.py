@@ -67,9 +67,9 @@ class Call:
         return self.seen
 
     def admit(self, t: Statements) -> None:
-        """In the transaction that lands a body (PutFile, PutRelativeFile, PutChunkedFile, UpdateUploadSession, and the
-        small ones of PutUserInfo, AddActivities, GetCoauthLock, RefreshCoauthLock): 401 unless the token is still live. The
-        body may have come for long enough for the token to be revoked, or to expire."""
+        """In the transaction that lands a body (PutFile, PutRelativeFile, PutChunkedFile, UpdateUploadSession, and
+        the small ones of PutUserInfo, AddActivities, GetCoauthLock, RefreshCoauthLock): 401 unless the token is
+        still live. The body may have come for long enough for the token to be revoked, or to expire."""
         self.services.tokens.require_live(t, self.grant)
 
     def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
