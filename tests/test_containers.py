@@ -333,6 +333,31 @@ def test_create_child_container_invalid_specific_name_is_400(parent, follow, nam
     assert follow.get(parent, "/children").json["ChildContainers"] == []
 
 
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("x" * 251, "the container name is longer than 250 characters"),
+        ("Minutes." + "q" * 33, "the part of the container name after its last dot is longer than 32 characters"),
+        ("a|b", "the container name contains characters that are not allowed: |"),
+        ("trail.", "the container name starts or ends with a space, or ends with a dot"),
+    ],
+)
+def test_an_invalid_container_name_is_refused_as_a_container_name(parent, follow, name, reason):
+    """In a container's words, not a file's: a container has no extension."""
+    sub = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Sub").json["ContainerPointer"]["Url"]
+    created = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget=name)
+    renamed = follow.post(sub, "RENAME_CONTAINER", X_WOPI_RequestedName=name)
+    for response in (created, renamed):
+        assert response.status_int == 400
+        assert response.headers["X-WOPI-InvalidContainerNameError"] == reason
+
+
+def test_a_container_target_that_is_not_utf7_is_refused_naming_its_header(parent, follow):
+    """As CreateChildFile's and RenameContainer's are, not as "the target"."""
+    response = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="+!")
+    assert response.headers["X-WOPI-InvalidContainerNameError"] == "X-WOPI-RelativeTarget is not valid UTF-7"
+
+
 def test_create_child_container_wants_exactly_one_target(parent, follow):
     both = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="a", X_WOPI_SuggestedTarget="a")
     assert both.status_int == 501

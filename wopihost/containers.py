@@ -17,11 +17,12 @@ from .errors import WopiError, bad_request, not_found
 from .files import Files, Target
 from .ids import is_id
 from .models import Drive, File, Folder
-from .names import InvalidName, check, encode_utf7, numbered_folder, sanitize, split_extension
+from .names import InvalidName, Named, check, encode_utf7, numbered_folder, sanitize, split_extension
 from .repository import lock_folder
 from .tree import Tree
 
 ROOT_NAME = "root"  # what a root container is called where its drive has no name (Graph calls it that too)
+CONTAINER_NAME = Named("the container name", folder=True)  # how a refused name is spoken of
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,14 @@ class Container:
 
 def invalid_container_name(reason: str) -> WopiError:
     return bad_request(reason, {"X-WOPI-InvalidContainerNameError": reason})
+
+
+def container_name(name: str) -> str:
+    """`name` as names.check makes it valid, 400 as WOPI refuses a container's name otherwise."""
+    try:
+        return check(name, CONTAINER_NAME)
+    except InvalidName as exc:
+        raise invalid_container_name(str(exc)) from None
 
 
 class Containers:
@@ -83,10 +92,7 @@ class Containers:
         if suggested:
             folder, _ = self.tree.create_folder(parent_id, sanitize(name, fallback="New folder"), "rename", user_id)
             return self.get(folder.id)
-        try:
-            name = check(name)
-        except InvalidName as exc:
-            raise invalid_container_name(str(exc)) from None
+        name = container_name(name)
         try:
             folder, _ = self.tree.create_folder(parent_id, name, "fail", user_id)
         except WopiError as exc:
@@ -103,10 +109,7 @@ class Containers:
 
     def rename(self, folder_id: str, name: str, user_id: str) -> Container:
         """RenameContainer: 400 for a name that is not valid, 409 if it is taken or the container is a root."""
-        try:
-            name = check(name)
-        except InvalidName as exc:
-            raise invalid_container_name(str(exc)) from None
+        name = container_name(name)
         container = self.get(folder_id)
         if container.is_root:
             raise WopiError(409, "a root container cannot be renamed")
