@@ -23,6 +23,9 @@ from .tree import Tree
 
 ROOT_NAME = "root"  # what a root container is called where its drive has no name (Graph calls it that too)
 CONTAINER_NAME = Named("the container name", folder=True)  # how a refused name is spoken of
+# WOPI's free names for containers, in suggested mode and in a 409's X-WOPI-ValidRelativeTarget alike: ' (n)' at the
+# end, as its files get them (Files.free_name), not OneDrive's ' 1' that Graph's folders get
+FREE_NAME = numbered_folder
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ class Containers:
         """CreateChildContainer: a suggested name is made valid and free, a specific one is used as it is
         (400 if it is not a valid name, 409 with a free name to retry with if it is taken)."""
         if suggested:
-            folder, _ = self.tree.create_folder(parent_id, sanitize(name, fallback="New folder"), "rename", user_id)
+            made = sanitize(name, fallback="New folder")
+            folder, _ = self.tree.create_folder(parent_id, made, "rename", user_id, numbering=FREE_NAME)
             return self.get(folder.id)
         name = container_name(name)
         try:
@@ -99,7 +103,7 @@ class Containers:
             if exc.code != "nameAlreadyExists":
                 raise
             with self.db.read() as s:
-                free = self.files.free_name(s, parent_id, name, style=numbered_folder)
+                free = self.files.free_name(s, parent_id, name, style=FREE_NAME)
             raise WopiError(409, exc.reason, {"X-WOPI-ValidRelativeTarget": encode_utf7(free)}) from None
         return self.get(folder.id)
 
