@@ -305,7 +305,18 @@ def test_create_child_container_suggested_name_never_fails(parent, follow):
         follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_SuggestedTarget=name).json["ContainerPointer"]["Name"]
         for name in ("Sub", "Sub", "a/b", "Report.docx")
     ]
-    assert names == ["Sub", "Sub 1", "a_b", "Report.docx 1"]  # a folder's number goes at the end of its name
+    assert names == ["Sub", "Sub (2)", "a_b", "Report.docx (2)"]  # a folder's number goes at the end of its name
+
+
+def test_every_free_name_is_numbered_alike(parent, follow):
+    """A suggested container name is made free as a 409 proposes one, and as a file's is (docs/wopi.md §4.1): one
+    scheme, ' (n)', not OneDrive's ' 1' that Graph's conflictBehavior "rename" uses."""
+    assert follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Sub").status_int == 200
+    proposed = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Sub")
+    suggested = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_SuggestedTarget="Sub")
+    file = follow.post(parent, "CREATE_CHILD_FILE", X_WOPI_SuggestedTarget="Sub")
+    assert proposed.headers["X-WOPI-ValidRelativeTarget"] == suggested.json["ContainerPointer"]["Name"] == "Sub (2)"
+    assert file.json["Name"] == "Sub (3)"  # names are unique across files and folders
 
 
 def test_a_taken_folder_name_with_a_long_tail_after_a_dot_still_gets_a_free_name(parent, follow):
@@ -314,13 +325,13 @@ def test_a_taken_folder_name_with_a_long_tail_after_a_dot_still_gets_a_free_name
     name = "Minutes." + "q" * 31
     made = [follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_SuggestedTarget=name) for _ in range(2)]
     assert [r.status_int for r in made] == [200, 200]
-    assert made[1].json["ContainerPointer"]["Name"] == "Minutes." + "q" * 29 + " 1"
+    assert made[1].json["ContainerPointer"]["Name"] == "Minutes." + "q" * 27 + " (2)"
     taken = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget=name)
     assert taken.status_int == 409
     retry = follow.post(
         parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget=taken.headers["X-WOPI-ValidRelativeTarget"]
     )
-    assert retry.status_int == 200 and retry.json["ContainerPointer"]["Name"] == "Minutes." + "q" * 27 + " (2)"
+    assert retry.status_int == 200 and retry.json["ContainerPointer"]["Name"] == "Minutes." + "q" * 27 + " (3)"
 
 
 @pytest.mark.parametrize(
@@ -331,6 +342,31 @@ def test_create_child_container_invalid_specific_name_is_400(parent, follow, nam
     assert response.status_int == 400
     assert reason in response.headers["X-WOPI-InvalidContainerNameError"]
     assert follow.get(parent, "/children").json["ChildContainers"] == []
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("x" * 251, "the container name is longer than 250 characters"),
+        ("Minutes." + "q" * 33, "the part of the container name after its last dot is longer than 32 characters"),
+        ("a|b", "the container name contains characters that are not allowed: |"),
+        ("trail.", "the container name starts or ends with a space, or ends with a dot"),
+    ],
+)
+def test_an_invalid_container_name_is_refused_as_a_container_name(parent, follow, name, reason):
+    """In a container's words, not a file's: a container has no extension."""
+    sub = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Sub").json["ContainerPointer"]["Url"]
+    created = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget=name)
+    renamed = follow.post(sub, "RENAME_CONTAINER", X_WOPI_RequestedName=name)
+    for response in (created, renamed):
+        assert response.status_int == 400
+        assert response.headers["X-WOPI-InvalidContainerNameError"] == reason
+
+
+def test_a_container_target_that_is_not_utf7_is_refused_naming_its_header(parent, follow):
+    """As CreateChildFile's and RenameContainer's are, not as "the target"."""
+    response = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="+!")
+    assert response.headers["X-WOPI-InvalidContainerNameError"] == "X-WOPI-RelativeTarget is not valid UTF-7"
 
 
 def test_create_child_container_wants_exactly_one_target(parent, follow):

@@ -17,11 +17,15 @@ from .errors import WopiError, bad_request, not_found
 from .files import Files, Target
 from .ids import is_id
 from .models import Drive, File, Folder
-from .names import InvalidName, check, encode_utf7, numbered_folder, sanitize, split_extension
+from .names import InvalidName, Named, check, encode_utf7, numbered_folder, sanitize, split_extension
 from .repository import lock_folder
 from .tree import Tree
 
 ROOT_NAME = "root"  # what a root container is called where its drive has no name (Graph calls it that too)
+CONTAINER_NAME = Named("the container name", folder=True)  # how a refused name is spoken of
+# WOPI's free names for containers, in suggested mode and in a 409's X-WOPI-ValidRelativeTarget alike: ' (n)' at the
+# end, as its files get them (Files.free_name), not OneDrive's ' 1' that Graph's folders get
+FREE_NAME = numbered_folder
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,14 @@ class Container:
 
 def invalid_container_name(reason: str) -> WopiError:
     return bad_request(reason, {"X-WOPI-InvalidContainerNameError": reason})
+
+
+def container_name(name: str) -> str:
+    """`name` as names.check makes it valid, 400 as WOPI refuses a container's name otherwise."""
+    try:
+        return check(name, CONTAINER_NAME)
+    except InvalidName as exc:
+        raise invalid_container_name(str(exc)) from None
 
 
 class Containers:
@@ -81,19 +93,17 @@ class Containers:
         """CreateChildContainer: a suggested name is made valid and free, a specific one is used as it is
         (400 if it is not a valid name, 409 with a free name to retry with if it is taken)."""
         if suggested:
-            folder, _ = self.tree.create_folder(parent_id, sanitize(name, fallback="New folder"), "rename", user_id)
+            made = sanitize(name, fallback="New folder")
+            folder, _ = self.tree.create_folder(parent_id, made, "rename", user_id, numbering=FREE_NAME)
             return self.get(folder.id)
-        try:
-            name = check(name)
-        except InvalidName as exc:
-            raise invalid_container_name(str(exc)) from None
+        name = container_name(name)
         try:
             folder, _ = self.tree.create_folder(parent_id, name, "fail", user_id)
         except WopiError as exc:
             if exc.code != "nameAlreadyExists":
                 raise
             with self.db.read() as s:
-                free = self.files.free_name(s, parent_id, name, style=numbered_folder)
+                free = self.files.free_name(s, parent_id, name, style=FREE_NAME)
             raise WopiError(409, exc.reason, {"X-WOPI-ValidRelativeTarget": encode_utf7(free)}) from None
         return self.get(folder.id)
 
@@ -103,10 +113,7 @@ class Containers:
 
     def rename(self, folder_id: str, name: str, user_id: str) -> Container:
         """RenameContainer: 400 for a name that is not valid, 409 if it is taken or the container is a root."""
-        try:
-            name = check(name)
-        except InvalidName as exc:
-            raise invalid_container_name(str(exc)) from None
+        name = container_name(name)
         container = self.get(folder_id)
         if container.is_root:
             raise WopiError(409, "a root container cannot be renamed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from .text import text_problem
 
@@ -55,32 +56,47 @@ def split_extension(name: str) -> tuple[str, str]:
     return name[:dot], name[dot:]
 
 
-def check(name: str) -> str:
-    """Return the name (NFC-normalised) if it is a valid file name; raise InvalidName otherwise."""
-    name = unicodedata.normalize("NFC", name)
+@dataclass(frozen=True)
+class Named:
+    """What check()'s reasons call the name they refuse: a file's, or a folder's in its face's own words ("the
+    container name"). A folder's last dot starts no extension, though what follows it is held to the same length."""
+
+    noun: str = "the name"
+    folder: bool = False
+
+
+FILE_NAME = Named()
+
+
+def check(name: str, named: Named = FILE_NAME) -> str:
+    """Return the name (NFC-normalised) if it is a valid name; raise InvalidName otherwise, saying why in the
+    words of `named`."""
+    name, noun = unicodedata.normalize("NFC", name), named.noun
     if not name:
-        raise InvalidName("the name is empty")
+        raise InvalidName(f"{noun} is empty")
     problem = text_problem(name)  # NUL, unpaired surrogates
     if problem is not None:
-        raise InvalidName(f"the name {problem}")
+        raise InvalidName(f"{noun} {problem}")
     if any(_control(ch) for ch in name):
-        raise InvalidName("the name contains control characters")
+        raise InvalidName(f"{noun} contains control characters")
     bad = sorted(FORBIDDEN.intersection(name))
     if bad:
-        raise InvalidName(f"the name contains characters that are not allowed: {' '.join(bad)}")
+        raise InvalidName(f"{noun} contains characters that are not allowed: {' '.join(bad)}")
     if name.strip(". ") == "":
-        raise InvalidName("the name consists only of dots and spaces")
+        raise InvalidName(f"{noun} consists only of dots and spaces")
     if name.startswith("."):
-        raise InvalidName("the name starts with a dot")
+        raise InvalidName(f"{noun} starts with a dot")
     if name != name.strip() or name.endswith("."):
-        raise InvalidName("the name starts or ends with a space, or ends with a dot")
+        raise InvalidName(f"{noun} starts or ends with a space, or ends with a dot")
     base, ext = split_extension(name)
     if base.split(".")[0].upper() in _RESERVED:
         raise InvalidName(f"{base.split('.')[0]} is a reserved device name")
     if len(base) > MAX_BASE_LENGTH:
-        raise InvalidName(f"the name is longer than {MAX_BASE_LENGTH} characters without its extension")
+        part = ("before its last dot" if ext else "") if named.folder else "without its extension"
+        raise InvalidName(f"{noun} is longer than {MAX_BASE_LENGTH} characters {part}".rstrip())
     if len(ext) > MAX_EXTENSION_LENGTH:
-        raise InvalidName(f"the extension is longer than {MAX_EXTENSION_LENGTH} characters")
+        part = f"the part of {noun} after its last dot" if named.folder else "the extension"
+        raise InvalidName(f"{part} is longer than {MAX_EXTENSION_LENGTH} characters")
     return name
 
 

@@ -139,18 +139,19 @@ class Tree:
         fs_created: datetime | None = None,
         fs_modified: datetime | None = None,
         admit: Admit | None = None,
+        numbering: Callable[[str, int], str] = counted_folder,
     ) -> tuple[Folder, bool]:
         """A new folder in `parent_id` (a folder's id, or what finds it: Locate), with what the client says of it
         (as `update` sets it); whether it is new. A taken name fails (409 nameAlreadyExists), gets a free name
-        ("rename"), or (`replace`) an existing folder of that name is the answer, unchanged. `admit` as in
-        `update`, with the parent."""
+        ("rename": its first free `numbering`, OneDrive's unless a face numbers its own way), or (`replace`) an
+        existing folder of that name is the answer, unchanged. `admit` as in `update`, with the parent."""
         name = checked_name(name)
         with self.db.write() as s:
             parent = lock_folder_at(s, parent_id)
             if admit is not None:  # the parent's is the one row lock taken (the new row's keys only KEY SHARE theirs)
                 admit(s, parent.id, 0)
             if conflict == "rename":
-                name = self._free_name(s, parent.id, name, counted_folder)
+                name = self._free_name(s, parent.id, name, numbering)
             else:
                 existing = folder_named(s, parent.id, name)
                 if existing is not None and conflict == "replace":

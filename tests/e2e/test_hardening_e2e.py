@@ -477,6 +477,7 @@ def test_refused_requests_keep_their_connection(server, document):
     url = urlsplit(document.url())
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     requests_ = [
+        ("POST", "", {"X-WOPI-Override": "PUT_USER_INFO"}, b"u" * 100_000, 400),  # read in part, then refused
         ("GET", "/contents", {"X-WOPI-MaxExpectedSize": "1"}, None, 412),
         ("POST", "/contents", {"X-WOPI-Override": "PUT", "X-WOPI-Lock": "wrong"}, b"z" * 100_000, 409),
         ("POST", "", {"X-WOPI-Override": "BOGUS"}, None, 501),

@@ -9,7 +9,7 @@ from functools import wraps
 from flask import Response, jsonify
 
 from ..clock import iso_round_trip
-from ..containers import Container
+from ..containers import Container, invalid_container_name
 from ..errors import WopiError, WopiResponse, bad_request, not_found
 from ..names import InvalidName, decode_name
 from ..services import Services
@@ -122,12 +122,12 @@ def get_container_ecosystem(call: ContainerCall) -> Response:
 @containers_on
 def create_child_container(call: ContainerCall) -> Response:
     call.require("c", "creating anything")
-    suggested, raw = _one_target()
+    suggested, sent_in, raw = _one_target()
     try:
-        name = decode_name(raw, "the target")
+        name = decode_name(raw, sent_in)
     except InvalidName as exc:
         if not suggested:
-            raise bad_request(str(exc), {"X-WOPI-InvalidContainerNameError": str(exc)}) from None
+            raise invalid_container_name(str(exc)) from None
         name = raw  # suggested mode never fails: the raw value is made into a name
     services = call.services
     created = services.containers.create_child(call.folder_id, name, suggested, call.grant.user_id)
@@ -135,16 +135,17 @@ def create_child_container(call: ContainerCall) -> Response:
     return jsonify({"ContainerPointer": pointer, "ContainerInfo": container_info(grant, created)})
 
 
-def _one_target() -> tuple[bool, str]:
-    """Whether the target is suggested, and its raw header value; 501 for both headers, 400 for neither."""
+def _one_target() -> tuple[bool, str, str]:
+    """Whether the target is suggested, the header it came in and its raw value; 501 for both headers, 400 for
+    neither."""
     suggested, relative = header("X-WOPI-SuggestedTarget"), header("X-WOPI-RelativeTarget")
     if suggested is not None and relative is not None:
         raise WopiError(501, "send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both")
     if suggested is not None:
-        return True, suggested
+        return True, "X-WOPI-SuggestedTarget", suggested
     if relative is None:
         raise bad_request("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required")
-    return False, relative
+    return False, "X-WOPI-RelativeTarget", relative
 
 
 @containers_on
