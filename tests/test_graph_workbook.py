@@ -1250,6 +1250,8 @@ SELF_APPLIED = "LAMBDA(f,n,IF(n=0,0,f(f,n-1)+1))"
         "=" + "1+" * 4096 + "1",  # past Excel's 8,192 characters
         # 80 characters that recursed as deep as they said: with 100000 for 10, a SIGSEGV on any stack
         f"={SELF_APPLIED}({SELF_APPLIED},10)",
+        # a range IronCalc built cell by cell: it asked for gigabytes and aborted the worker, refused them
+        "=COUNT(D1:XFD1048576)",
     ],
 )
 def test_a_formula_past_the_limits_or_with_a_lambda_is_400_through_graph_and_stores_nothing(

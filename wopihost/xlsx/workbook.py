@@ -22,7 +22,7 @@ from openpyxl.utils.datetime import to_excel
 from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 
 from ..text import NOT_XML
-from .address import Address, parse_address
+from .address import Address, parse_address, referenced_cells
 from .errors import WorkbookError, bad_request, too_large, unsupported
 from .stack import deep, on_deep_stack
 
@@ -38,6 +38,11 @@ MAX_XML = 4
 # not just the call.
 MAX_FORMULA = 8192
 MAX_NESTING = 64
+# What the ranges one formula names may span together: four whole columns (SUMIFS(D:D,A:A,x,B:B,y), a lookup in
+# A:D). IronCalc builds some functions' ranges cell by cell, some 200 bytes each: at this limit one formula took
+# up to 900 MiB and 15 s (=A2:D1048576+1 spilling); COUNT(D1:XFD1048576) asked for gigabytes at once and, refused
+# them, aborted the worker (a Rust allocation failure is no exception), or else ran the host out of memory.
+MAX_FORMULA_CELLS = 4 * 1_048_576
 # Excel's limit for a number format. IronCalc panics (a BaseException, past every handler) showing a value in a
 # format of more than 65,535 decimals ("0." and 70,000 zeros).
 MAX_NUMBER_FORMAT = 255
@@ -357,7 +362,7 @@ class Workbook:
             model.clear_cell_contents(index, row, column)
         elif isinstance(value, ArrayFormula):
             _loadable(cast(str, value.text), cell)
-            ref = parse_address(value.ref)
+            ref = _array_area(value.ref, cell)
             model.set_user_array_formula(
                 index, ref.first_row, ref.first_column, ref.columns, ref.rows, cast(str, value.text)
             )  # a loaded array formula has its text
@@ -425,6 +430,8 @@ def _formula_problem(formula: str) -> str | None:
         return f"is longer than Excel's {MAX_FORMULA} characters"
     if _LAMBDA.search(formula):
         return "uses LAMBDA, which this host does not calculate"
+    if referenced_cells(formula) > MAX_FORMULA_CELLS:
+        return f"names ranges of more than {MAX_FORMULA_CELLS} cells together (four whole columns)"
     if formula.count("(") + formula.count("{") > MAX_NESTING:  # otherwise it cannot nest deeper
         depth, quote = 0, ""
         for ch in formula:
@@ -445,6 +452,20 @@ def _loadable(formula: str, cell) -> None:
     """A stored formula IronCalc must not be given makes the workbook one this host cannot open."""
     if problem := _formula_problem(formula):
         raise unsupported(f"the formula in {cell.parent.title}!{cell.coordinate} {problem}")
+
+
+def _array_area(ref: Any, cell) -> Address:
+    """The cells a stored array formula fills, which IronCalc holds every one of: a damaged file's ref, or one past
+    MAX_FORMULA_CELLS (A1:XFD1048576 ran the worker out of memory), makes the workbook one this host cannot open."""
+    try:
+        area = parse_address(str(ref))
+    except ValueError as exc:
+        raise unsupported(f"the array formula in {cell.parent.title}!{cell.coordinate} fills no range: {exc}") from None
+    if area.rows * area.columns > MAX_FORMULA_CELLS:
+        raise unsupported(
+            f"the array formula in {cell.parent.title}!{cell.coordinate} fills more than {MAX_FORMULA_CELLS} cells"
+        )
+    return area
 
 
 def _double(number: float) -> bool:
