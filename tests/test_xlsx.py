@@ -368,6 +368,25 @@ def test_an_array_formula_filling_no_range_makes_the_workbook_unsupported(ref):
     assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
 
 
+def test_a_part_of_an_array_formula_cannot_be_changed():
+    """As Excel refuses it. A value written into one was stored in the file beside the array, where the calculating
+    model kept the array: the write answered #VALUE!, and the workbook opened again read differently."""
+
+    def array(book):
+        book["Sheet1"]["E1"] = ArrayFormula("E1:E2", "=A1:A2*10")
+
+    book = open_workbook(xlsx(array), LIMIT)
+    assert values(book, "E1:E2") == [[10], [20]]
+    for address, grid in (("E2", [[5]]), ("D1:F1", [[None, "=1", None]]), ("E1:E2", [[""], [""]])):
+        with pytest.raises(WorkbookError) as refused:
+            book.patch("Sheet1", address, values=grid)
+        assert refused.value.status == 400 and "array formula" in str(refused.value)
+    assert book.patch("Sheet1", "D1:F2", values=[[7, None, 8], [9, None, None]])["values"][0] == [7, 10, 8]
+    assert book.patch("Sheet1", "E1:E2", number_format=[["0.0"], ["0.0"]])["text"] == [["10.0"], ["20.0"]]
+    reopened = open_workbook(book.to_bytes(), LIMIT)
+    assert values(reopened, "D1:F2") == values(book, "D1:F2") == [[7, 10, 8], [9, 20, ""]]
+
+
 def test_an_error_cell_holding_a_formula_is_not_parsed():
     def error(book):
         book["Sheet1"]["E1"] = "=" + "(" * 10_000 + "1" + ")" * 10_000

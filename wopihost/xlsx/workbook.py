@@ -208,6 +208,7 @@ class Workbook:
         for name, grid in grids:
             _check_shape(name, grid, where)
         target, index = self.book[sheet.name], sheet.position
+        _check_arrays(target, where, [grid for name, grid in grids if name != "numberFormat"])
         for name, grid in grids:
             for r, row in enumerate(grid):
                 for c, value in enumerate(row):
@@ -406,6 +407,20 @@ def _check_shape(name: str, grid: Any, where: Address) -> None:
         or any(not isinstance(row, list) or len(row) != where.columns for row in grid)
     ):
         raise bad_request(f"{name} must be a {where.rows} x {where.columns} array, the shape of the range")
+
+
+def _check_arrays(target, where: Address, grids: list[list[list]]) -> None:
+    """Refuse to write part of an array formula, as Excel does ("You can't change part of an array"): the file
+    would keep the array and the new value, the calculating model the array, and a read after the write would
+    differ from the same workbook opened again."""
+    for anchor, ref in target.array_formulae.items():
+        area = parse_address(ref)  # each was checked as the workbook was opened (_array_area)
+        for r in range(max(area.first_row, where.first_row), min(area.last_row, where.last_row) + 1):
+            for c in range(max(area.first_column, where.first_column), min(area.last_column, where.last_column) + 1):
+                if any(grid[r - where.first_row][c - where.first_column] is not None for grid in grids):
+                    raise bad_request(
+                        f"{target.title}!{ref} is an array formula (at {anchor}); a part of it cannot be changed"
+                    )
 
 
 def _input(value: Any, name: str) -> Any:
