@@ -83,7 +83,10 @@ def open_workbook(data: bytes, limit: int) -> Workbook:
         raise
     except Exception as exc:  # openpyxl raises many kinds for a damaged file; each means the same here
         raise unsupported(f"the workbook cannot be read: {type(exc).__name__}") from None
-    return Workbook(book)
+    try:
+        return Workbook(book)
+    except ironcalc.WorkbookError as exc:  # what IronCalc refuses of a file openpyxl read (a 40-character sheet name)
+        raise unsupported(f"the workbook cannot be calculated: {str(exc)[:200]}") from None
 
 
 @dataclass(frozen=True)
