@@ -70,6 +70,20 @@ def with_formula(formula: str) -> bytes:
     return out.getvalue()
 
 
+def with_sheet_named(name: str) -> bytes:
+    """The workbook of xlsx() with its second sheet named `name` in the file, as an application other than Excel
+    (or a hand) may have written it: openpyxl itself refuses some names."""
+    parts = zipfile.ZipFile(io.BytesIO(xlsx()))
+    return zipped(
+        {
+            part: parts.read(part).replace(b'name="My data"', f'name="{name}"'.encode())
+            if part == "xl/workbook.xml"
+            else parts.read(part)
+            for part in parts.namelist()
+        }
+    )
+
+
 def zipped(parts: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
@@ -572,10 +586,13 @@ BAD_WORKBOOKS = {
     "docx-like zip": (zipped({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w:document/>"}), 400),
     # IronCalc's parser would overflow the worker's stack on it (SIGSEGV)
     "formula nested 10,000 deep": (with_formula("=" + "(" * 10_000 + "1" + ")" * 10_000), 400),
+    # past Excel's 31 characters: openpyxl read it, IronCalc refused it with an exception of its own (500)
+    "sheet name of 40 characters": (with_sheet_named("x" * 40), 400),
 }
 
 
 @pytest.mark.parametrize("kind", BAD_WORKBOOKS)
+@pytest.mark.filterwarnings("ignore:Title is more than 31 characters")  # openpyxl's, reading the long name
 def test_not_a_workbook(graph, kind):
     data, status = BAD_WORKBOOKS[kind]
     upload(graph, data)
@@ -1250,6 +1267,8 @@ SELF_APPLIED = "LAMBDA(f,n,IF(n=0,0,f(f,n-1)+1))"
         "=" + "1+" * 4096 + "1",  # past Excel's 8,192 characters
         # 80 characters that recursed as deep as they said: with 100000 for 10, a SIGSEGV on any stack
         f"={SELF_APPLIED}({SELF_APPLIED},10)",
+        # a range IronCalc built cell by cell: it asked for gigabytes and aborted the worker, refused them
+        "=COUNT(D1:XFD1048576)",
     ],
 )
 def test_a_formula_past_the_limits_or_with_a_lambda_is_400_through_graph_and_stores_nothing(

@@ -14,8 +14,10 @@ import zipfile
 import openpyxl
 import pytest
 from openpyxl.workbook.defined_name import DefinedName
+from openpyxl.worksheet.formula import ArrayFormula
 
 from wopihost.xlsx import WorkbookError, open_workbook, parse_address
+from wopihost.xlsx.address import referenced_cells
 from wopihost.xlsx.stack import on_deep_stack
 
 LIMIT = 10 << 20
@@ -280,6 +282,109 @@ def test_a_formula_past_excels_limits_is_refused_as_input_and_in_a_file(formula)
     with pytest.raises(WorkbookError) as refused:
         open_workbook(xlsx(lambda b: b["Sheet1"].__setitem__("E1", formula)), LIMIT)
     assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
+
+
+# Formulas naming ranges past four whole columns, and an array formula filling more: IronCalc builds such ranges
+# cell by cell. Without the limit the first asked for 1.5 GB at once and, refused it, aborted the process (a Rust
+# allocation failure is no exception), where a worker would be killed or the host run out of memory. Run in a
+# process of its own, held to 2 GiB of address space, so that a failure kills only that process.
+PAST_FOUR_COLUMNS = """
+import io, json, resource, sys
+import openpyxl
+from openpyxl.worksheet.formula import ArrayFormula
+from wopihost.xlsx import WorkbookError, open_workbook
+
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+def xlsx(cell, value):
+    book = openpyxl.Workbook()
+    book.active.title = "Sheet1"
+    book.active["A1"] = 1
+    book.active[cell] = value
+    data = io.BytesIO()
+    book.save(data)
+    return data.getvalue()
+
+def refusal(call):
+    try:
+        call()
+    except WorkbookError as exc:
+        return [exc.status, exc.inner]
+    return "taken"
+
+answers = []
+for formula in json.loads(sys.argv[1]):
+    book = open_workbook(xlsx("A2", 2), 10 << 20)
+    answers.append(refusal(lambda: book.patch("Sheet1", "C3", formulas=[[formula]])))
+    answers.append(refusal(lambda: open_workbook(xlsx("C3", formula), 10 << 20)))
+answers.append(refusal(lambda: open_workbook(xlsx("C3", ArrayFormula("C3:XFD1048576", "=1")), 10 << 20)))
+print(json.dumps(answers))
+"""
+HUGE_RANGES = [
+    "=COUNT(D1:XFD1048576)",
+    "=COUNTBLANK(Sheet1!$D:$H)",
+    "=MAX(d1:xfd9)+COUNT(1:300)",
+    "=CONCAT(D1:D2:XFD1048576)",
+    "=SUMPRODUCT(D:E*F:G*H:H)",
+]
+
+
+def test_a_formula_naming_ranges_past_four_whole_columns_is_refused_as_input_and_in_a_file():
+    child = subprocess.run(
+        [sys.executable, "-c", PAST_FOUR_COLUMNS, json.dumps(HUGE_RANGES)], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    refused, unsupported = [400, None], [400, "unsupportedWorkbook"]
+    assert json.loads(child.stdout) == [refused, unsupported] * len(HUGE_RANGES) + [unsupported]
+
+
+def test_a_formula_naming_up_to_four_whole_columns_is_calculated():
+    book = open_workbook(xlsx(), LIMIT)
+    formulas = ["=SUM(A:D)", "=COUNTIFS(A:A,1,B:B,10)", '=LEN("D1:XFD1048576")', "=SUM('My data'!A1:B2)", "=SUM(2:3)"]
+    assert book.patch("Sheet1", "E1:I1", formulas=[formulas])["values"] == [[352, 1, 13, 12, 185]]
+
+
+@pytest.mark.parametrize(
+    "formula, cells",
+    [
+        ("=SUM(D:D)", 1_048_576),
+        ("=COUNT(Sheet1!$D$1:$XFD$1048576)", 1_048_573 * 16_381 + 16_381 * 3),
+        ("=SUM(1:4)+A1:b2", 4 * 16_384 + 4),
+        ("=A1:A3:C2", 9),
+        ("=SUM(A1 : B2)", 4),
+        ("=\"A1:XFD1048576\"&'It''s A1:B2'!A1:A10", 10),
+        ("=SUM(Sheet1:Sheet3!A1)+LOG10(A1)+TAX2020", 0),
+    ],
+)
+def test_the_cells_a_formulas_ranges_span(formula, cells):
+    assert referenced_cells(formula) == cells
+
+
+@pytest.mark.parametrize("ref", ["garbage", "A0:B2"])
+def test_an_array_formula_filling_no_range_makes_the_workbook_unsupported(ref):
+    """A damaged file's ref was a ValueError, a 500."""
+    with pytest.raises(WorkbookError) as refused:
+        open_workbook(xlsx(lambda b: b["Sheet1"].__setitem__("E1", ArrayFormula(ref, "=1"))), LIMIT)
+    assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
+
+
+def test_a_part_of_an_array_formula_cannot_be_changed():
+    """As Excel refuses it. A value written into one was stored in the file beside the array, where the calculating
+    model kept the array: the write answered #VALUE!, and the workbook opened again read differently."""
+
+    def array(book):
+        book["Sheet1"]["E1"] = ArrayFormula("E1:E2", "=A1:A2*10")
+
+    book = open_workbook(xlsx(array), LIMIT)
+    assert values(book, "E1:E2") == [[10], [20]]
+    for address, grid in (("E2", [[5]]), ("D1:F1", [[None, "=1", None]]), ("E1:E2", [[""], [""]])):
+        with pytest.raises(WorkbookError) as refused:
+            book.patch("Sheet1", address, values=grid)
+        assert refused.value.status == 400 and "array formula" in str(refused.value)
+    assert book.patch("Sheet1", "D1:F2", values=[[7, None, 8], [9, None, None]])["values"][0] == [7, 10, 8]
+    assert book.patch("Sheet1", "E1:E2", number_format=[["0.0"], ["0.0"]])["text"] == [["10.0"], ["20.0"]]
+    reopened = open_workbook(book.to_bytes(), LIMIT)
+    assert values(reopened, "D1:F2") == values(book, "D1:F2") == [[7, 10, 8], [9, 20, ""]]
 
 
 def test_an_error_cell_holding_a_formula_is_not_parsed():

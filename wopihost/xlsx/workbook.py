@@ -22,7 +22,7 @@ from openpyxl.utils.datetime import to_excel
 from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 
 from ..text import NOT_XML
-from .address import Address, parse_address
+from .address import Address, parse_address, referenced_cells
 from .errors import WorkbookError, bad_request, too_large, unsupported
 from .stack import deep, on_deep_stack
 
@@ -38,6 +38,11 @@ MAX_XML = 4
 # not just the call.
 MAX_FORMULA = 8192
 MAX_NESTING = 64
+# What the ranges one formula names may span together: four whole columns (SUMIFS(D:D,A:A,x,B:B,y), a lookup in
+# A:D). IronCalc builds some functions' ranges cell by cell, some 200 bytes each: at this limit one formula took
+# up to 900 MiB and 15 s (=A2:D1048576+1 spilling); COUNT(D1:XFD1048576) asked for gigabytes at once and, refused
+# them, aborted the worker (a Rust allocation failure is no exception), or else ran the host out of memory.
+MAX_FORMULA_CELLS = 4 * 1_048_576
 # Excel's limit for a number format. IronCalc panics (a BaseException, past every handler) showing a value in a
 # format of more than 65,535 decimals ("0." and 70,000 zeros).
 MAX_NUMBER_FORMAT = 255
@@ -78,7 +83,10 @@ def open_workbook(data: bytes, limit: int) -> Workbook:
         raise
     except Exception as exc:  # openpyxl raises many kinds for a damaged file; each means the same here
         raise unsupported(f"the workbook cannot be read: {type(exc).__name__}") from None
-    return Workbook(book)
+    try:
+        return Workbook(book)
+    except ironcalc.WorkbookError as exc:  # what IronCalc refuses of a file openpyxl read (a 40-character sheet name)
+        raise unsupported(f"the workbook cannot be calculated: {str(exc)[:200]}") from None
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,7 @@ class Workbook:
         for name, grid in grids:
             _check_shape(name, grid, where)
         target, index = self.book[sheet.name], sheet.position
+        _check_arrays(target, where, [grid for name, grid in grids if name != "numberFormat"])
         for name, grid in grids:
             for r, row in enumerate(grid):
                 for c, value in enumerate(row):
@@ -357,7 +366,7 @@ class Workbook:
             model.clear_cell_contents(index, row, column)
         elif isinstance(value, ArrayFormula):
             _loadable(cast(str, value.text), cell)
-            ref = parse_address(value.ref)
+            ref = _array_area(value.ref, cell)
             model.set_user_array_formula(
                 index, ref.first_row, ref.first_column, ref.columns, ref.rows, cast(str, value.text)
             )  # a loaded array formula has its text
@@ -403,6 +412,20 @@ def _check_shape(name: str, grid: Any, where: Address) -> None:
         raise bad_request(f"{name} must be a {where.rows} x {where.columns} array, the shape of the range")
 
 
+def _check_arrays(target, where: Address, grids: list[list[list]]) -> None:
+    """Refuse to write part of an array formula, as Excel does ("You can't change part of an array"): the file
+    would keep the array and the new value, the calculating model the array, and a read after the write would
+    differ from the same workbook opened again."""
+    for anchor, ref in target.array_formulae.items():
+        area = parse_address(ref)  # each was checked as the workbook was opened (_array_area)
+        for r in range(max(area.first_row, where.first_row), min(area.last_row, where.last_row) + 1):
+            for c in range(max(area.first_column, where.first_column), min(area.last_column, where.last_column) + 1):
+                if any(grid[r - where.first_row][c - where.first_column] is not None for grid in grids):
+                    raise bad_request(
+                        f"{target.title}!{ref} is an array formula (at {anchor}); a part of it cannot be changed"
+                    )
+
+
 def _input(value: Any, name: str) -> Any:
     """A cell's new content from a PATCH: "" empties it, a string starting with "=" is a formula."""
     if isinstance(value, bool) or isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -425,6 +448,8 @@ def _formula_problem(formula: str) -> str | None:
         return f"is longer than Excel's {MAX_FORMULA} characters"
     if _LAMBDA.search(formula):
         return "uses LAMBDA, which this host does not calculate"
+    if referenced_cells(formula) > MAX_FORMULA_CELLS:
+        return f"names ranges of more than {MAX_FORMULA_CELLS} cells together (four whole columns)"
     if formula.count("(") + formula.count("{") > MAX_NESTING:  # otherwise it cannot nest deeper
         depth, quote = 0, ""
         for ch in formula:
@@ -445,6 +470,20 @@ def _loadable(formula: str, cell) -> None:
     """A stored formula IronCalc must not be given makes the workbook one this host cannot open."""
     if problem := _formula_problem(formula):
         raise unsupported(f"the formula in {cell.parent.title}!{cell.coordinate} {problem}")
+
+
+def _array_area(ref: Any, cell) -> Address:
+    """The cells a stored array formula fills, which IronCalc holds every one of: a damaged file's ref, or one past
+    MAX_FORMULA_CELLS (A1:XFD1048576 ran the worker out of memory), makes the workbook one this host cannot open."""
+    try:
+        area = parse_address(str(ref))
+    except ValueError as exc:
+        raise unsupported(f"the array formula in {cell.parent.title}!{cell.coordinate} fills no range: {exc}") from None
+    if area.rows * area.columns > MAX_FORMULA_CELLS:
+        raise unsupported(
+            f"the array formula in {cell.parent.title}!{cell.coordinate} fills more than {MAX_FORMULA_CELLS} cells"
+        )
+    return area
 
 
 def _double(number: float) -> bool:
