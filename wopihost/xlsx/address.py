@@ -79,6 +79,8 @@ _QUOTED = re.compile(r"\"(?:[^\"]|\"\")*\"?|'(?:[^']|'')*'?")
 def referenced_cells(formula: str) -> int:
     """How many cells the ranges a formula names span together (a cell alone counts as none): what a calculation
     may have to hold at once, since IronCalc takes a range cell by cell (COUNT(D:D) builds a million)."""
+    from openpyxl.utils.cell import column_index_from_string
+
     total = 0
     for area in _AREA.finditer(_QUOTED.sub('""', formula)):
         rows, columns = [], []
@@ -87,7 +89,7 @@ def referenced_cells(formula: str) -> int:
             letters = part.rstrip("0123456789")
             digits = part[len(letters) :]
             if letters:
-                columns.append(_column(letters))
+                columns.append(column_index_from_string(letters.upper()))
             else:
                 columns += [1, MAX_COLUMN]
             if digits:
@@ -96,10 +98,3 @@ def referenced_cells(formula: str) -> int:
                 rows += [1, MAX_ROW]
         total += (max(rows) - min(rows) + 1) * (max(columns) - min(columns) + 1)
     return total
-
-
-def _column(letters: str) -> int:
-    number = 0
-    for letter in letters.upper():
-        number = number * 26 + ord(letter) - ord("A") + 1
-    return number
