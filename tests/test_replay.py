@@ -984,10 +984,11 @@ def answering_host(content: bytes) -> Iterator[str]:
 
 
 @contextmanager
-def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
+def trickling_host(every: float = 0.2, until: float = 8.0, head: bool = False) -> Iterator[str]:
     """A host that answers every request's head at once and then its JSON body of 1000 bytes one byte every
-    `every` seconds, for `until` seconds (then it sends nothing more): each read of its socket gets something
-    in time, the answer never comes whole. Its origin."""
+    `every` seconds (with `head`, a header's value that way, the head never ending), for `until` seconds (then it
+    sends nothing more): each read of its socket gets something in time, the answer never comes whole. Its
+    origin."""
     listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
 
@@ -995,7 +996,11 @@ def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
         with conn:
             try:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nX-Trickle: "
+                    if head
+                    else b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                )
                 stop = time.monotonic() + until
                 while not done.wait(every) and time.monotonic() < stop:
                     conn.sendall(b" ")
@@ -1025,6 +1030,21 @@ def test_an_answer_that_does_not_come_whole_within_the_timeout_is_an_error(tmp_p
     assert took < 5  # not until the host stops sending
     assert "no answer (" in result.output and "timed out" in result.output
     assert "secrettoken" not in result.output
+
+
+def test_an_answer_whose_head_does_not_come_whole_within_the_timeout_is_an_error(tmp_path):
+    (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo", answer={"Size": 1}))))
+    with trickling_host(head=True) as origin:
+        begun = time.monotonic()
+        result = CliRunner().invoke(
+            main,
+            ["replay", str(tmp_path / "s.har"), "--wopisrc", f"{origin}/wopi/files/{FILE}", "--token", "secrettoken"]
+            + ["--timeout", "1"],
+        )
+        took = time.monotonic() - begun
+    assert result.exit_code == 1
+    assert took < 5  # not until the host stops sending
+    assert "no answer (" in result.output and "timed out" in result.output
 
 
 def test_an_answer_is_redacted_before_it_is_cut_short(tmp_path):

@@ -920,3 +920,15 @@ def test_an_answer_that_does_not_come_whole_within_the_timeout_is_no_answer():
     assert took < 5  # not until the host stops sending
     assert response.status == EXCEPTION_STATUS
     assert response.error is not None and "timed out" in response.error and "secrettoken" not in response.error
+
+
+def test_an_answer_whose_head_does_not_come_whole_within_the_timeout_is_no_answer():
+    transport = Transport(timeout=1)
+    with trickling_host(head=True) as origin:
+        begun = time.monotonic()
+        response, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F?access_token=secrettoken", {}))
+        took = time.monotonic() - begun
+    transport.close()
+    assert took < 5  # not until the host stops sending
+    assert response.status == EXCEPTION_STATUS
+    assert response.error is not None and "timed out" in response.error and "secrettoken" not in response.error

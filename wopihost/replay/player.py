@@ -150,7 +150,7 @@ class _Client:
             content = exchange.content
             keep = content.text or _is_textual(content.mime) or _is_textual(reply.headers.get("Content-Type", ""))
             digest, size, kept = hashlib.sha256(), 0, bytearray()
-            for piece in body(reply, started + self.options.timeout):
+            for piece in body(reply):
                 digest.update(piece)
                 size += len(piece)
                 if keep and size <= KEEP_LIMIT:

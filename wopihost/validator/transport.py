@@ -129,7 +129,7 @@ class Transport:
             with self.session.send(
                 prepared, allow_redirects=False, stream=True, timeout=self.timeout, verify=self.verify_tls
             ) as reply:
-                content = b"".join(body(reply, start + self.timeout, decode_content=False))
+                content = b"".join(body(reply, decode_content=False))
                 response = Response(
                     reply.status_code,
                     CaseInsensitiveDict(reply.headers),
