@@ -10,6 +10,7 @@ as .NET writes them, mutators, categories and delay groups.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -39,11 +40,13 @@ from wopihost.validator import (
     Runner,
     Schemas,
     Target,
+    checks,
     dotnet,
     load,
 )
 from wopihost.validator.__main__ import main
 from wopihost.validator.definitions import DefinitionError, ProofKeyMutator
+from wopihost.validator.httpclient import KEEP_LIMIT
 from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
 from wopihost.validator.state import State
 from wopihost.validator.transport import EXCEPTION_STATUS, HttpCall, Transport
@@ -920,6 +923,19 @@ def test_an_answer_that_does_not_come_whole_within_the_timeout_is_no_answer():
     assert took < 5  # not until the host stops sending
     assert response.status == EXCEPTION_STATUS
     assert response.error is not None and "timed out" in response.error and "secrettoken" not in response.error
+
+
+def test_an_answer_longer_than_the_validator_keeps_is_counted_and_hashed_not_kept():
+    content = b"x" * (KEEP_LIMIT + 1)  # a GetFile of gigabytes, as far as what is kept goes
+    transport = Transport(timeout=30)
+    with answering_host(content) as origin:
+        response, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F/contents", {}, text_expected=False))
+        as_json, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F", {}))
+    transport.close()
+    assert response.status == 200 and response.body == b"" and not response.kept
+    assert response.size == len(content) and response.sha256 == hashlib.sha256(content).hexdigest()
+    assert checks.content_length(response) == []  # its Content-Length is its size all the same
+    assert as_json.status == 200 and as_json.text is None  # no JSON check reads a part of it as the whole
 
 
 def test_an_answer_whose_head_does_not_come_whole_within_the_timeout_is_no_answer():

@@ -9,7 +9,6 @@ keeps the recording's gaps between requests; otherwise it sends the next request
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
-from ..validator.httpclient import Client, body
+from ..validator.httpclient import KEEP_LIMIT, Client, read
 from ..validator.signing import ProofSigner
 from ..validator.transport import NO_ANSWER
 from .archive import Exchange, Recording
@@ -30,7 +29,6 @@ from .compare import Answer, Difference, judge
 from .outgoing import CannotReplay, Outgoing, build
 
 MATCHED, DIVERGED, ERROR = "matched", "diverged", "error"
-KEEP_LIMIT = 16 << 20  # the most of an answer kept for comparing as JSON or text
 
 
 @dataclass
@@ -149,16 +147,10 @@ class _Client:
             # kept when it may be compared as JSON or text: the recorded answer or this one says it is
             content = exchange.content
             keep = content.text or _is_textual(content.mime) or _is_textual(reply.headers.get("Content-Type", ""))
-            digest, size, kept = hashlib.sha256(), 0, bytearray()
-            for piece in body(reply):
-                digest.update(piece)
-                size += len(piece)
-                if keep and size <= KEEP_LIMIT:
-                    kept += piece
+            got = read(reply, KEEP_LIMIT if keep else 0)
             seconds = time.monotonic() - started
             headers = {name.lower(): value for name, value in reply.headers.items()}
-            data = bytes(kept) if keep and size <= KEEP_LIMIT else None
-            return Answer(reply.status_code, headers, size, digest.hexdigest(), data), seconds
+            return Answer(reply.status_code, headers, got.size, got.sha256, got.data if keep else None), seconds
 
 
 def _is_textual(content_type: str) -> bool:

@@ -11,15 +11,20 @@ nothing wrong. A new connection after a pause costs a handshake, and only after 
 The timeout bounds the whole answer, head and body: requests' read timeout is for each read of the socket, so a
 host that sent its answer (its status line, a header, the body) a byte at a time would hold the tool for as long
 as it liked. Each read of the answer waits only for what is left of the timeout from when the request was sent.
+
+`read` keeps an answer's body only up to a limit, and its size and SHA-256 whatever its size: a host that answers
+with gigabytes costs the tool no memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import cast
 
 import requests
@@ -29,6 +34,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 IDLE_SECONDS = 1.0  # below any host's keepalive that a client can expect (gunicorn's 2 s is the shortest common)
 PIECE = 1 << 16
+KEEP_LIMIT = 16 << 20  # the most of an answer's body kept for the tools' checks (JSON, text, frames, a document)
 
 
 class Client(requests.Session):
@@ -60,6 +66,26 @@ def body(reply: requests.Response, decode_content: bool = True) -> Iterator[byte
         if not piece:
             return
         yield piece
+
+
+@dataclass(frozen=True)
+class Read:
+    size: int
+    sha256: str
+    data: bytes | None  # the whole body, None when it is longer than the limit it was read with
+
+
+def read(reply: requests.Response, limit: int = KEEP_LIMIT, decode_content: bool = True) -> Read:
+    """The body of `reply` (sent with stream=True): kept if it is no longer than `limit`, hashed and counted."""
+    digest, size, kept = hashlib.sha256(), 0, bytearray()
+    for piece in body(reply, decode_content):
+        digest.update(piece)
+        size += len(piece)
+        if size <= limit:
+            kept += piece
+        elif kept:
+            kept = bytearray()  # (let go as soon as it is too long)
+    return Read(size, digest.hexdigest(), bytes(kept) if size <= limit else None)
 
 
 class _Answer(http.client.HTTPResponse):
