@@ -51,7 +51,7 @@ from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
 from wopihost.validator.state import State
 from wopihost.validator.transport import EXCEPTION_STATUS, HttpCall, Transport
 
-from .test_replay import answering_host, trickling_host
+from .test_replay import answering_host, interrupted, silent_host, trickling_host
 
 pytestmark = pytest.mark.e2e
 
@@ -936,6 +936,19 @@ def test_an_answer_longer_than_the_validator_keeps_is_counted_and_hashed_not_kep
     assert response.size == len(content) and response.sha256 == hashlib.sha256(content).hexdigest()
     assert checks.content_length(response) == []  # its Content-Length is its size all the same
     assert as_json.status == 200 and as_json.text is None  # no JSON check reads a part of it as the whole
+
+
+def test_ctrl_c_ends_a_run_with_a_line_and_status_130(tmp_path, keys):
+    path = write_checkout(tmp_path / "checkout", suite(group("G", case("T", "<CheckFileInfo />"))))
+    with silent_host() as (origin, wait_for):
+        done = interrupted(
+            ["-m", "wopihost.validator", "--wopisrc", f"{origin}/wopi/files/x", "--token", "t"]
+            + ["--testcases", str(path), "--proof-keys", str(keys.directory)],
+            wait_for,
+            1,
+        )
+    assert done.returncode == 130 and done.stderr.splitlines()[-1] == "interrupted", done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_an_answer_whose_head_does_not_come_whole_within_the_timeout_is_no_answer():

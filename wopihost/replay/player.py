@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -74,12 +73,36 @@ def replay(
 
     begun = time.monotonic()
     clients = [_Client(n, recording, start(), options, report) for n in range(1, options.clients + 1)]
-    if len(clients) == 1:
-        results = clients[0].play()
-    else:
-        with ThreadPoolExecutor(len(clients), thread_name_prefix="replay-client") as pool:
-            results = [result for each in pool.map(_Client.play, clients) for result in each]
+    results = clients[0].play() if len(clients) == 1 else _side_by_side(clients)
     return Run(results, options.clients, time.monotonic() - begun)
+
+
+def _side_by_side(clients: list[_Client]) -> list[Result]:
+    """The clients' results, each client playing in a thread of its own. The threads are daemons, so that Ctrl-C,
+    a KeyboardInterrupt in this thread as it waits for them, ends the replay at once: a pool's threads would be
+    waited for as Python exits, each to the end of its recording."""
+    played: list[list[Result] | BaseException] = [[] for _ in clients]
+
+    def play(index: int) -> None:
+        try:
+            played[index] = clients[index].play()
+        except BaseException as error:  # raised again below, in the caller's thread
+            played[index] = error
+
+    threads = [
+        threading.Thread(target=play, args=(index,), name=f"replay-client-{client.number}", daemon=True)
+        for index, client in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results = []
+    for each in played:
+        if isinstance(each, BaseException):
+            raise each
+        results.extend(each)
+    return results
 
 
 class _Client:
