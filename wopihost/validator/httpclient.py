@@ -29,8 +29,7 @@ from typing import cast
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3 import connection, connectionpool
 
 IDLE_SECONDS = 1.0  # below any host's keepalive that a client can expect (gunicorn's 2 s is the shortest common)
 PIECE = 1 << 16
@@ -89,8 +88,8 @@ def read(reply: requests.Response, limit: int = KEEP_LIMIT, decode_content: bool
 
 
 class _Answer(http.client.HTTPResponse):
-    """An answer read from a socket each read of which waits only until the read timeout, which urllib3 has just
-    put on the socket, is over from now, the request sent: no longer for the whole answer than for one read."""
+    """An answer each read of which waits only for what is left of the read timeout (which urllib3 has just put
+    on the socket) counted from now, the request sent: the timeout bounds the whole answer, not each read."""
 
     def __init__(self, sock: socket.socket, *args, **kwargs) -> None:
         timeout = sock.gettimeout()
@@ -124,28 +123,33 @@ class _DeadlineReads(io.RawIOBase):
         self.sock.settimeout(left)
         return self.raw.readinto(buffer)
 
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
     def close(self) -> None:
         self.raw.close()  # (the socket's own file, which lets the socket close once the connection closes it)
         super().close()
 
 
-class _HTTPConnection(HTTPConnection):
+class _HTTPConnection(connection.HTTPConnection):
     response_class = _Answer
 
 
-class _HTTPSConnection(HTTPSConnection):
+class _HTTPSConnection(connection.HTTPSConnection):
     response_class = _Answer
 
 
-class _HTTPPool(HTTPConnectionPool):
+# named as urllib3's pools are, which name themselves in the messages the tools report ("HTTPConnectionPool(host=
+# ...): Read timed out.")
+class HTTPConnectionPool(connectionpool.HTTPConnectionPool):
     ConnectionCls = _HTTPConnection
 
 
-class _HTTPSPool(HTTPSConnectionPool):
+class HTTPSConnectionPool(connectionpool.HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
 class _Adapter(HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
