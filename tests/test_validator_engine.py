@@ -923,6 +923,7 @@ def test_an_answer_that_does_not_come_whole_within_the_timeout_is_no_answer():
     assert took < 5  # not until the host stops sending
     assert response.status == EXCEPTION_STATUS
     assert response.error is not None and "timed out" in response.error and "secrettoken" not in response.error
+    assert "HTTPConnectionPool(host=" in response.error  # as urllib3 names its pools
 
 
 def test_an_answer_longer_than_the_validator_keeps_is_counted_and_hashed_not_kept():
