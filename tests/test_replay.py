@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -984,10 +987,11 @@ def answering_host(content: bytes) -> Iterator[str]:
 
 
 @contextmanager
-def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
+def trickling_host(every: float = 0.2, until: float = 8.0, head: bool = False) -> Iterator[str]:
     """A host that answers every request's head at once and then its JSON body of 1000 bytes one byte every
-    `every` seconds, for `until` seconds (then it sends nothing more): each read of its socket gets something
-    in time, the answer never comes whole. Its origin."""
+    `every` seconds (with `head`, a header's value that way, the head never ending), for `until` seconds (then it
+    sends nothing more): each read of its socket gets something in time, the answer never comes whole. Its
+    origin."""
     listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
 
@@ -995,7 +999,11 @@ def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
         with conn:
             try:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nX-Trickle: "
+                    if head
+                    else b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                )
                 stop = time.monotonic() + until
                 while not done.wait(every) and time.monotonic() < stop:
                     conn.sendall(b" ")
@@ -1009,6 +1017,65 @@ def trickling_host(every: float = 0.2, until: float = 8.0) -> Iterator[str]:
     finally:
         done.set()
         listener.close()
+
+
+@contextmanager
+def silent_host() -> Iterator[tuple[str, Callable[[int], None]]]:
+    """A host that reads every request and never answers. Its origin, and a function that returns once it has
+    read that many requests (a tool that has sent one is waiting for its answer)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    arrived = threading.Semaphore(0)
+    held: list[socket.socket] = []
+
+    def answer(conn: socket.socket) -> None:
+        held.append(conn)
+        try:
+            conn.recv(65536)
+        except OSError:
+            return
+        arrived.release()
+
+    def wait_for(requests: int) -> None:
+        for _ in range(requests):
+            assert arrived.acquire(timeout=60), "the tool sent no request"
+
+    serve_each(listener, answer)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", wait_for
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def interrupted(command: list[str], wait_for: Callable[[int], None], requests: int) -> subprocess.CompletedProcess:
+    """`command` run in a Python of its own, sent SIGINT (Ctrl-C) once `requests` of its requests have reached the
+    host: its exit status and output."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    process = subprocess.Popen(
+        [sys.executable, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        wait_for(requests)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+@pytest.mark.parametrize("clients", [1, 2])
+def test_ctrl_c_ends_a_replay_with_a_line_and_status_130(tmp_path, clients):
+    (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo", answer={"Size": 1}))))
+    with silent_host() as (origin, wait_for):
+        done = interrupted(
+            ["-c", "from wopihost.cli import main; main()", "replay", str(tmp_path / "s.har")]
+            + ["--wopisrc", f"{origin}/wopi/files/{FILE}", "--token", "secrettoken", "--clients", str(clients)],
+            wait_for,
+            clients,
+        )
+    assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr
 
 
 def test_an_answer_that_does_not_come_whole_within_the_timeout_is_an_error(tmp_path):
@@ -1025,6 +1092,21 @@ def test_an_answer_that_does_not_come_whole_within_the_timeout_is_an_error(tmp_p
     assert took < 5  # not until the host stops sending
     assert "no answer (" in result.output and "timed out" in result.output
     assert "secrettoken" not in result.output
+
+
+def test_an_answer_whose_head_does_not_come_whole_within_the_timeout_is_an_error(tmp_path):
+    (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo", answer={"Size": 1}))))
+    with trickling_host(head=True) as origin:
+        begun = time.monotonic()
+        result = CliRunner().invoke(
+            main,
+            ["replay", str(tmp_path / "s.har"), "--wopisrc", f"{origin}/wopi/files/{FILE}", "--token", "secrettoken"]
+            + ["--timeout", "1"],
+        )
+        took = time.monotonic() - begun
+    assert result.exit_code == 1
+    assert took < 5  # not until the host stops sending
+    assert "no answer (" in result.output and "timed out" in result.output
 
 
 def test_an_answer_is_redacted_before_it_is_cut_short(tmp_path):

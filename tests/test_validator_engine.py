@@ -10,6 +10,7 @@ as .NET writes them, mutators, categories and delay groups.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -39,16 +40,18 @@ from wopihost.validator import (
     Runner,
     Schemas,
     Target,
+    checks,
     dotnet,
     load,
 )
 from wopihost.validator.__main__ import main
 from wopihost.validator.definitions import DefinitionError, ProofKeyMutator
+from wopihost.validator.httpclient import KEEP_LIMIT
 from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
 from wopihost.validator.state import State
 from wopihost.validator.transport import EXCEPTION_STATUS, HttpCall, Transport
 
-from .test_replay import answering_host, trickling_host
+from .test_replay import answering_host, interrupted, silent_host, trickling_host
 
 pytestmark = pytest.mark.e2e
 
@@ -913,6 +916,45 @@ def test_layout_of_a_real_checkout(tmp_path):
 def test_an_answer_that_does_not_come_whole_within_the_timeout_is_no_answer():
     transport = Transport(timeout=1)
     with trickling_host() as origin:
+        begun = time.monotonic()
+        response, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F?access_token=secrettoken", {}))
+        took = time.monotonic() - begun
+    transport.close()
+    assert took < 5  # not until the host stops sending
+    assert response.status == EXCEPTION_STATUS
+    assert response.error is not None and "timed out" in response.error and "secrettoken" not in response.error
+    assert "HTTPConnectionPool(host=" in response.error  # as urllib3 names its pools
+
+
+def test_an_answer_longer_than_the_validator_keeps_is_counted_and_hashed_not_kept():
+    content = b"x" * (KEEP_LIMIT + 1)  # a GetFile of gigabytes, as far as what is kept goes
+    transport = Transport(timeout=30)
+    with answering_host(content) as origin:
+        response, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F/contents", {}, text_expected=False))
+        as_json, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F", {}))
+    transport.close()
+    assert response.status == 200 and response.body == b"" and not response.kept
+    assert response.size == len(content) and response.sha256 == hashlib.sha256(content).hexdigest()
+    assert checks.content_length(response) == []  # its Content-Length is its size all the same
+    assert as_json.status == 200 and as_json.text is None  # no JSON check reads a part of it as the whole
+
+
+def test_ctrl_c_ends_a_run_with_a_line_and_status_130(tmp_path, keys):
+    path = write_checkout(tmp_path / "checkout", suite(group("G", case("T", "<CheckFileInfo />"))))
+    with silent_host() as (origin, wait_for):
+        done = interrupted(
+            ["-m", "wopihost.validator", "--wopisrc", f"{origin}/wopi/files/x", "--token", "t"]
+            + ["--testcases", str(path), "--proof-keys", str(keys.directory)],
+            wait_for,
+            1,
+        )
+    assert done.returncode == 130 and done.stderr.splitlines()[-1] == "interrupted", done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_answer_whose_head_does_not_come_whole_within_the_timeout_is_no_answer():
+    transport = Transport(timeout=1)
+    with trickling_host(head=True) as origin:
         begun = time.monotonic()
         response, _, _ = transport.send(HttpCall("GET", f"{origin}/wopi/files/F?access_token=secrettoken", {}))
         took = time.monotonic() - begun

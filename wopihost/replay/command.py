@@ -1,7 +1,8 @@
 """The `wopihost replay` command: read the recording, check the command line against it, replay, report.
 
 Exit status: 0 when every answer matched the recording, 1 when one diverged or a request could not be
-replayed, 2 when the file is not a recording or the options do not fit it (one line on stderr).
+replayed, 2 when the file is not a recording or the options do not fit it (one line on stderr), 130 when Ctrl-C
+stopped it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from . import report
 from .archive import RecordingError, read
 from .player import MATCHED, Options, Result, replay
 from .targets import Targets, UsageProblem, bindings_for
+
+INTERRUPTED = 130  # 128 + SIGINT, the status a shell gives a command Ctrl-C ended
 
 
 def run(
@@ -55,7 +58,13 @@ def run(
             for line in report.lines(result, clients):
                 click.echo(line)
 
-    done = replay(recording, lambda: bindings_for(recording, targets), Options(speed, clients, timeout, signer), show)
+    try:
+        done = replay(
+            recording, lambda: bindings_for(recording, targets), Options(speed, clients, timeout, signer), show
+        )
+    except KeyboardInterrupt:  # Ctrl-C: a line and the shell's status for it, as command line tools do
+        click.echo("interrupted", err=True)
+        return INTERRUPTED
     if as_json:
         click.echo(json.dumps(report.as_json(done), indent=2))
     else:

@@ -9,11 +9,9 @@ keeps the recording's gaps between requests; otherwise it sends the next request
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +19,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
-from ..validator.httpclient import Client, body
+from ..validator.httpclient import KEEP_LIMIT, Client, read
 from ..validator.signing import ProofSigner
 from ..validator.transport import NO_ANSWER
 from .archive import Exchange, Recording
@@ -30,7 +28,6 @@ from .compare import Answer, Difference, judge
 from .outgoing import CannotReplay, Outgoing, build
 
 MATCHED, DIVERGED, ERROR = "matched", "diverged", "error"
-KEEP_LIMIT = 16 << 20  # the most of an answer kept for comparing as JSON or text
 
 
 @dataclass
@@ -76,12 +73,36 @@ def replay(
 
     begun = time.monotonic()
     clients = [_Client(n, recording, start(), options, report) for n in range(1, options.clients + 1)]
-    if len(clients) == 1:
-        results = clients[0].play()
-    else:
-        with ThreadPoolExecutor(len(clients), thread_name_prefix="replay-client") as pool:
-            results = [result for each in pool.map(_Client.play, clients) for result in each]
+    results = clients[0].play() if len(clients) == 1 else _side_by_side(clients)
     return Run(results, options.clients, time.monotonic() - begun)
+
+
+def _side_by_side(clients: list[_Client]) -> list[Result]:
+    """The clients' results, each client playing in a thread of its own. The threads are daemons, so that Ctrl-C,
+    a KeyboardInterrupt in this thread as it waits for them, ends the replay at once: a pool's threads would be
+    waited for as Python exits, each to the end of its recording."""
+    played: list[list[Result] | BaseException] = [[] for _ in clients]
+
+    def play(index: int) -> None:
+        try:
+            played[index] = clients[index].play()
+        except BaseException as error:  # raised again below, in the caller's thread
+            played[index] = error
+
+    threads = [
+        threading.Thread(target=play, args=(index,), name=f"replay-client-{client.number}", daemon=True)
+        for index, client in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results = []
+    for each in played:
+        if isinstance(each, BaseException):
+            raise each
+        results.extend(each)
+    return results
 
 
 class _Client:
@@ -149,16 +170,10 @@ class _Client:
             # kept when it may be compared as JSON or text: the recorded answer or this one says it is
             content = exchange.content
             keep = content.text or _is_textual(content.mime) or _is_textual(reply.headers.get("Content-Type", ""))
-            digest, size, kept = hashlib.sha256(), 0, bytearray()
-            for piece in body(reply, started + self.options.timeout):
-                digest.update(piece)
-                size += len(piece)
-                if keep and size <= KEEP_LIMIT:
-                    kept += piece
+            got = read(reply, KEEP_LIMIT if keep else 0)
             seconds = time.monotonic() - started
             headers = {name.lower(): value for name, value in reply.headers.items()}
-            data = bytes(kept) if keep and size <= KEEP_LIMIT else None
-            return Answer(reply.status_code, headers, size, digest.hexdigest(), data), seconds
+            return Answer(reply.status_code, headers, got.size, got.sha256, got.data if keep else None), seconds
 
 
 def _is_textual(content_type: str) -> bool:

@@ -6,8 +6,9 @@
 
 Prints a line per test (`PASS|FAIL|SKIP|ERROR group/name: first reason`), a table per group and a summary;
 exits 1 when a test failed or could not run (ERROR: a failed prerequisite that says the host cannot be used,
-not what it offers; runner.py), 2 when the definitions or arguments cannot be used. The host must trust the
-proof keys in --proof-keys (created there on first use): point its discovery at DIR/discovery.xml.
+not what it offers; runner.py), 2 when the definitions or arguments cannot be used, 130 when Ctrl-C stopped it.
+The host must trust the proof keys in --proof-keys (created there on first use): point its discovery at
+DIR/discovery.xml.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .signing import ProofSigner, default_directory
 from .transport import Transport
 
 CATEGORY_CHOICES = ("All", "OfficeOnline", "OfficeNativeClient")
+INTERRUPTED = 130  # 128 + SIGINT, the status a shell gives a command Ctrl-C ended
 MAX_TIMEOUT = 3600  # seconds: a request that waits an hour has failed; a larger wait overflows the socket's timeval
 
 
@@ -110,6 +112,14 @@ def main(
         args = parser(prog).parse_args(argv)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 2
+    try:
+        return _run(args, out, err)
+    except KeyboardInterrupt:  # Ctrl-C: a line and the shell's status for it, as command line tools do
+        print("interrupted", file=err)
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         layout = Layout.find(args.testcases)
         loaded = definitions.load(layout.testcases)

@@ -12,6 +12,7 @@ a response), the check reports the problem as a failure of that request: the run
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -93,10 +94,10 @@ def content_length(response: Response) -> list[str]:
         expected = dotnet.parse_integer(declared)
     except ValueError:
         return [f"Content-Length '{declared}' is not a number"]
-    if len(response.body) == expected:
+    if response.size == expected:
         return []
     return [
-        f"Actual content length '{len(response.body)}' of response does not match value in header "
+        f"Actual content length '{response.size}' of response does not match value in header "
         f"content-length '{expected}'"
     ]
 
@@ -173,11 +174,11 @@ def _response_content(check: ResponseContent, response: Response, ctx: Context) 
         expected = check.expected_body.encode("utf-8")
     else:
         expected = ctx.resources.content(check.resource_id)
-    if response.body == expected:
+    if response.size == len(expected) and response.sha256 == hashlib.sha256(expected).hexdigest():
         return []
     return [
         f"Response body does not match expected content. Expected stream length: {len(expected)}, "
-        f"actual stream length: {len(response.body)}"
+        f"actual stream length: {response.size}"
     ]
 
 
@@ -456,8 +457,10 @@ def _frames(check: Frames, response: Response, ctx: Context) -> list[str]:
     content the request said the client already had) and compared, and the content properties."""
     if check.schema_id != GET_CHUNKED_FILE_RESPONSE_SCHEMA:
         return [f"Unknown Schema: '{check.schema_id}'"]
-    if not response.body:
+    if not response.size:
         return ["ResponseData.ResponseStream is null or empty"]
+    if not response.kept:
+        return [f"the response's {response.size} bytes are more than the validator reads frames from"]
     parsed = read_body(response.body)
     schemes: dict[str, str] = {}
     chunk_ids: dict[str, list[str]] = {}

@@ -8,25 +8,40 @@ requests sends nothing again. So after a pause near the host's keepalive (a reco
 recorded speed, a validator test's delay) the tool would now and then report "no answer" where the host did
 nothing wrong. A new connection after a pause costs a handshake, and only after a pause.
 
-`body` reads an answer within the tool's timeout: requests' timeout is for each read of the socket, so a host
-that sends its answer a byte at a time would hold the tool for as long as it likes.
+The timeout bounds the whole answer, head and body: requests' read timeout is for each read of the socket, so a
+host that sent its answer (its status line, a header, the body) a byte at a time would hold the tool for as long
+as it liked. Each read of the answer waits only for what is left of the timeout from when the request was sent.
+
+`read` keeps an answer's body only up to a limit, and its size and SHA-256 whatever its size: a host that answers
+with gigabytes costs the tool no memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import io
+import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import cast
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import connection, connectionpool
 
 IDLE_SECONDS = 1.0  # below any host's keepalive that a client can expect (gunicorn's 2 s is the shortest common)
 PIECE = 1 << 16
+KEEP_LIMIT = 16 << 20  # the most of an answer's body kept for the tools' checks (JSON, text, frames, a document)
 
 
 class Client(requests.Session):
     def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
         super().__init__()
         self.idle_seconds = idle_seconds
+        for prefix in ("https://", "http://"):
+            self.mount(prefix, _Adapter())
         self._last = time.monotonic()
 
     def send(self, request, **kwargs):
@@ -42,23 +57,99 @@ class Client(requests.Session):
             self._last = time.monotonic()
 
 
-def body(reply: requests.Response, deadline: float, decode_content: bool = True) -> Iterator[bytes]:
-    """The body of `reply` (sent with stream=True), piece by piece, until `deadline` (time.monotonic()): each
-    read of the socket waits only for what is left, and ReadTimeout once nothing is."""
-    stream = reply.raw
-
-    def wait_no_longer() -> None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise requests.exceptions.ReadTimeout("the answer's body did not all come within the timeout")
-        sock = getattr(stream.connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(left)
-
+def body(reply: requests.Response, decode_content: bool = True) -> Iterator[bytes]:
+    """The body of `reply` (sent with stream=True), piece by piece; a ReadTimeoutError once the timeout is over."""
     while True:
-        wait_no_longer()
         # read1: what has come, rather than wait for a whole piece, which a byte at a time would never end
-        piece = stream.read1(PIECE, decode_content=decode_content)
+        piece = reply.raw.read1(PIECE, decode_content=decode_content)
         if not piece:
             return
         yield piece
+
+
+@dataclass(frozen=True)
+class Read:
+    size: int
+    sha256: str
+    data: bytes | None  # the whole body, None when it is longer than the limit it was read with
+
+
+def read(reply: requests.Response, limit: int = KEEP_LIMIT, decode_content: bool = True) -> Read:
+    """The body of `reply` (sent with stream=True): kept if it is no longer than `limit`, hashed and counted."""
+    digest, size, kept = hashlib.sha256(), 0, bytearray()
+    for piece in body(reply, decode_content):
+        digest.update(piece)
+        size += len(piece)
+        if size <= limit:
+            kept += piece
+        elif kept:
+            kept = bytearray()  # (let go as soon as it is too long)
+    return Read(size, digest.hexdigest(), bytes(kept) if size <= limit else None)
+
+
+class _Answer(http.client.HTTPResponse):
+    """An answer each read of which waits only for what is left of the read timeout (which urllib3 has just put
+    on the socket) counted from now, the request sent: the timeout bounds the whole answer, not each read."""
+
+    def __init__(self, sock: socket.socket, *args, **kwargs) -> None:
+        timeout = sock.gettimeout()
+        if timeout is not None:
+            sock = cast(socket.socket, _Deadline(sock, time.monotonic() + timeout))  # (only its makefile is used)
+        super().__init__(sock, *args, **kwargs)
+
+
+class _Deadline:
+    """A socket as http.client reads an answer from it (makefile), with reads that end at `deadline`."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock, self.deadline = sock, deadline
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:  # http.client asks for "rb" only
+        return io.BufferedReader(_DeadlineReads(self.sock, self.sock.makefile("rb", buffering=0), self.deadline))
+
+
+class _DeadlineReads(io.RawIOBase):
+    def __init__(self, sock: socket.socket, raw: socket.SocketIO, deadline: float) -> None:
+        self.sock, self.raw, self.deadline = sock, raw, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            # what a read that waits too long raises: urllib3 makes it a ReadTimeoutError, requests a ReadTimeout
+            raise TimeoutError("the answer did not all come within the timeout")
+        self.sock.settimeout(left)
+        return self.raw.readinto(buffer)
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()  # (the socket's own file, which lets the socket close once the connection closes it)
+        super().close()
+
+
+class _HTTPConnection(connection.HTTPConnection):
+    response_class = _Answer
+
+
+class _HTTPSConnection(connection.HTTPSConnection):
+    response_class = _Answer
+
+
+# named as urllib3's pools are, which name themselves in the messages the tools report ("HTTPConnectionPool(host=
+# ...): Read timed out.")
+class HTTPConnectionPool(connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class HTTPSConnectionPool(connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}

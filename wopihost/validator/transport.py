@@ -13,6 +13,7 @@ the NoException check, present whenever a request lists its checks, turns that i
 from __future__ import annotations
 
 import codecs
+import hashlib
 import http.client
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
 from ..logs import redact
-from .httpclient import Client, body
+from .httpclient import KEEP_LIMIT, Client, read
 
 # What a request that got no answer raises, from the connection to a body that cannot be read or decoded: for
 # the tools that report it as a test's result (here, and wopihost replay) rather than crash.
@@ -56,12 +57,28 @@ class HttpCall:
 
 @dataclass
 class Response:
+    """An answer. Its body is kept only up to KEEP_LIMIT (httpclient.py), as no check needs more (the test
+    resources are kilobytes): a longer one is known by its size and SHA-256 alone, and `body` is empty."""
+
     status: int
     headers: CaseInsensitiveDict = field(default_factory=CaseInsensitiveDict)
     body: bytes = b""
     text_expected: bool = True
     elapsed: float = 0.0
     url: str | None = None
+    size: int = -1  # the body's length; -1: len(body)
+    sha256: str = ""  # the body's SHA-256; "": that of body
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.body)
+        if not self.sha256:
+            self.sha256 = hashlib.sha256(self.body).hexdigest()
+
+    @property
+    def kept(self) -> bool:
+        """Whether `body` is all of it."""
+        return len(self.body) == self.size
 
     @property
     def error(self) -> str | None:
@@ -71,8 +88,9 @@ class Response:
     @property
     def text(self) -> str | None:
         """The body as text when the request expects text (UTF-8 unless a byte order mark says otherwise),
-        else None: the JSON checks and JSON state fail on GetFile, GetChunkedFile and the like."""
-        if not self.text_expected:
+        else None: the JSON checks and JSON state fail on GetFile, GetChunkedFile and the like, and on a body
+        too long to be kept."""
+        if not self.text_expected or not self.kept:
             return None
         return decode_text(self.body)
 
@@ -129,14 +147,16 @@ class Transport:
             with self.session.send(
                 prepared, allow_redirects=False, stream=True, timeout=self.timeout, verify=self.verify_tls
             ) as reply:
-                content = b"".join(body(reply, start + self.timeout, decode_content=False))
+                got = read(reply, KEEP_LIMIT, decode_content=False)
                 response = Response(
                     reply.status_code,
                     CaseInsensitiveDict(reply.headers),
-                    content,
+                    got.data or b"",
                     call.text_expected,
                     time.monotonic() - start,
                     prepared.url,
+                    got.size,
+                    got.sha256,
                 )
         except NO_ANSWER as error:
             return (exception_response(f"({type(error).__name__}) {error}", "", call.text_expected), prepared.url, sent)
