@@ -29,6 +29,7 @@ from ..tree import Item
 from ..uploads import Held, Target, redirected, require_reach
 from . import shapes
 from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, require_utf8, split_drive
+from .conditions import condition, conditions
 from .describe import DOWNLOADS, describe, item_response, names
 from .errors import GraphError
 from .errors import not_allowed as _not_allowed
@@ -496,6 +497,7 @@ def _monitor(services: Services, ticket: str) -> Response:
 
 
 def _content(services: Services, file_id: str) -> Response:
+    conditions()  # read by Werkzeug, which takes what is malformed for a tag: 400 here, as on every other route
     file, content = services.files.open_content(file_id)
     tag, item_tag = shapes.ctag(file).strip('"'), shapes.etag(file).strip('"')
     return content_response(request, file, content, tag, also_matching=(item_tag,))
@@ -612,15 +614,15 @@ def _held_by_if_match() -> Callable[[File | None], Held | None] | None:
     check = _if_match()
     if check is None:
         return None
-    match = request.headers.get("If-Match")
+    match = condition("If-Match")
 
     def held(file: File | None) -> Held | None:
         check(file)  # If-Match fails where no file is
         if match is None or file is None:
             return None
-        if match.strip() == shapes.etag(file):
+        if shapes.etag(file) in match.strong:  # a list may name both: the eTag holds the file closer
             return Held(sequence=file.sequence_number)
-        if match.strip() == shapes.ctag(file):
+        if shapes.ctag(file) in match.strong:
             return Held(version=file.version)
         return Held()  # *
 
@@ -745,29 +747,34 @@ def _conflict(source, default: str) -> str:
 
 
 def _if_match() -> Callable[[Item | None], None] | None:
-    """If-Match / If-None-Match against an item's eTag or cTag, each compared whole; against None, where no
-    item is, If-Match fails (even `*`) and If-None-Match holds (RFC 9110 §13.1.1, §13.1.2)."""
-    match, none_match = request.headers.get("If-Match"), request.headers.get("If-None-Match")
+    """If-Match / If-None-Match against an item's eTag or cTag; against None, where no item is, If-Match fails
+    (even `*`) and If-None-Match holds (RFC 9110 §13.1.1, §13.1.2). A malformed header is 400 here, before
+    anything is done."""
+    match, none_match = conditions()
     if match is None and none_match is None:
         return None
 
     def check(item: Item | None) -> None:  # runs inside the domain's transaction, so it raises the domain's error
-        tags = set() if item is None else {shapes.etag(item), shapes.ctag(item)} - {None}
-        if match is not None and (item is None or match.strip() != "*" and match.strip() not in tags):
+        tags = _tags(item) if item is not None else []
+        if match is not None and (item is None or not match.holds_for(tags)):
             raise _precondition_failed("If-Match does not match the item's eTag")
-        if none_match is not None and item is not None and (none_match.strip() == "*" or none_match.strip() in tags):
+        if none_match is not None and item is not None and none_match.holds_for(tags, weak=True):
             raise _precondition_failed("If-None-Match matches the item's eTag")
 
     return check
 
 
+def _tags(item: Item) -> list[str]:
+    return [tag for tag in (shapes.etag(item), shapes.ctag(item)) if tag is not None]
+
+
 def _current_copy(item: Item) -> bool:
     """A GET's conditions, read as the item's content reads them (streaming.py): If-Match failing is 412, as on
     a write; If-None-Match matching says the client's copy is current, which Graph answers 304 Not Modified."""
-    tags = [tag.strip('"') for tag in (shapes.etag(item), shapes.ctag(item)) if tag is not None]
-    if "If-Match" in request.headers and not any(request.if_match.contains(tag) for tag in tags):
+    match, none_match = conditions()
+    if match is not None and not match.holds_for(_tags(item)):
         raise _precondition_failed("If-Match does not match the item's eTag")
-    return any(request.if_none_match.contains_weak(tag) for tag in tags)
+    return none_match is not None and none_match.holds_for(_tags(item), weak=True)
 
 
 def _precondition_failed(reason: str) -> WopiError:

@@ -1,0 +1,81 @@
+"""Graph conformance odds: malformed entity tags (400 malformedEntityTag), the `root` alias in a
+parentReference, and $select on driveItem reads (docs/graph.md §3, §3.1, §3.3, §3.7, §6, §9)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import graph_error
+from .test_graph_items import item, put
+
+# -- If-Match / If-None-Match that are not entity tags ------------------------------------------------------
+
+MALFORMED = [
+    "abc",  # not quoted, as a hand-made client might send the bare tag
+    '"abc',  # unclosed
+    '"a"b"',  # a quote inside
+    '"a" "b"',  # two tags without a comma between
+    "W/abc",
+    'w/"abc"',  # W/ is case-sensitive
+    '"a",*',  # * only alone
+    '"a\x01"',  # a control character
+]
+
+
+def _writes(graph, file_id: str):
+    """Each write that takes If-Match, as (what, a function of the headers that makes the request)."""
+    return [
+        ("patch", lambda h: graph.patch_json(f"me/drive/items/{file_id}", {"name": "renamed.txt"}, headers=h)),
+        ("delete", lambda h: graph.delete(f"me/drive/items/{file_id}", headers=h)),
+        ("put by id", lambda h: graph.put(f"me/drive/items/{file_id}/content", b"new", headers=h)),
+        ("put by path", lambda h: graph.put("me/drive/root:/a.txt:/content", b"new", headers=h)),
+        ("session", lambda h: graph.post_json("me/drive/root:/a.txt:/createUploadSession", {}, headers=h)),
+        ("get", lambda h: graph.get(f"me/drive/items/{file_id}", headers=h)),
+        ("content", lambda h: graph.get(f"me/drive/items/{file_id}/content", headers=h)),
+    ]
+
+
+@pytest.mark.parametrize("header", ["If-Match", "If-None-Match"])
+@pytest.mark.parametrize("value", MALFORMED)
+def test_a_malformed_entity_tag_is_400_malformed_entity_tag_and_changes_nothing(graph, header, value):
+    """Graph's inner code for a header that is not an entity tag list is malformedEntityTag, on a 400: the
+    request is wrong, not the item's state, so a 412 (the item changed: read it again) would mislead."""
+    before = put(graph, "a.txt", b"old").json
+    for what, request in _writes(graph, before["id"]):
+        response = request({header: value})
+        assert response.status_int == 400, (what, response)
+        assert graph_error(response) == ("invalidRequest", "malformedEntityTag"), what
+    after = item(graph, "a.txt").json
+    assert (after["id"], after["eTag"], after["name"]) == (before["id"], before["eTag"], "a.txt")
+    assert graph.get("me/drive/root:/a.txt:/content").body == b"old"
+
+
+def test_a_well_formed_tag_that_does_not_match_is_still_412(graph):
+    before = put(graph, "a.txt", b"old").json
+    for what, request in _writes(graph, before["id"]):
+        response = request({"If-Match": '"{nope},1"'})
+        assert response.status_int == 412, (what, response)
+        assert graph_error(response)[0] == "preconditionFailed", what
+
+
+@pytest.mark.parametrize("tag", ["eTag", "cTag"])
+def test_an_entity_tag_list_matches_on_any_of_its_tags(graph, tag):
+    """RFC 9110 §13.1.1: If-Match is a list, and it holds if any tag in it matches; the tags' own commas (inside
+    their quotes) do not split it. Empty elements are ignored (§5.6.1.2)."""
+    body = put(graph, "a.txt", b"old").json
+    listed = f' , "{{other}},1",{body[tag]} ,'
+    response = graph.patch_json(f"me/drive/items/{body['id']}", {"name": "b.txt"}, headers={"If-Match": listed})
+    assert response.status_int == 200, response
+    assert response.json["name"] == "b.txt"
+
+
+def test_a_weak_tag_never_passes_if_match_but_matches_if_none_match(graph):
+    """If-Match compares strongly (a weak tag never matches), If-None-Match weakly (RFC 9110 §13.1.1, §13.1.2)."""
+    body = put(graph, "a.txt", b"old").json
+    weak = "W/" + body["eTag"]
+    renamed = graph.patch_json(f"me/drive/items/{body['id']}", {"name": "b.txt"}, headers={"If-Match": weak})
+    assert renamed.status_int == 412
+    assert graph.delete(f"me/drive/items/{body['id']}", headers={"If-Match": weak}).status_int == 412
+    assert graph.delete(f"me/drive/items/{body['id']}", headers={"If-None-Match": weak}).status_int == 412
+    assert graph.get(f"me/drive/items/{body['id']}", headers={"If-None-Match": weak}).status_int == 304
+    assert graph.delete(f"me/drive/items/{body['id']}", headers={"If-Match": body["eTag"]}).status_int == 204
