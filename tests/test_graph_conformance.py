@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from .helpers import graph_error
-from .test_graph_items import item, put
+from .test_graph_copy import copied, copy
+from .test_graph_items import item, mkdir, put
 
 # -- If-Match / If-None-Match that are not entity tags ------------------------------------------------------
 
@@ -79,3 +80,32 @@ def test_a_weak_tag_never_passes_if_match_but_matches_if_none_match(graph):
     assert graph.delete(f"me/drive/items/{body['id']}", headers={"If-None-Match": weak}).status_int == 412
     assert graph.get(f"me/drive/items/{body['id']}", headers={"If-None-Match": weak}).status_int == 304
     assert graph.delete(f"me/drive/items/{body['id']}", headers={"If-Match": body["eTag"]}).status_int == 204
+
+
+# -- parentReference {"id": "root"} -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reference", [{"id": "root"}, {"id": "root", "driveId": "{drive}"}])
+def test_a_move_to_the_root_alias_moves_into_the_root(graph, reference):
+    """A URL names the root `items/root`; a parentReference may name it the same way, since no item has that id."""
+    mkdir(graph, "sub")
+    moved = put(graph, "sub/a.txt", b"abc").json
+    reference = {key: value.format(drive=graph.drive_id) for key, value in reference.items()}
+    response = graph.patch_json(f"me/drive/items/{moved['id']}", {"parentReference": reference})
+    assert response.status_int == 200, response
+    assert response.json["parentReference"]["id"] == graph.get("me/drive/root").json["id"]
+    assert item(graph, "a.txt").json["id"] == moved["id"]
+    assert item(graph, "sub/a.txt").status_int == 404
+
+
+def test_a_copy_to_the_root_alias_lands_in_the_root_of_the_drive_named(services, graph):
+    mkdir(graph, "sub")
+    put(graph, "sub/a.txt", b"abc")
+    made = copied(graph, copy(graph, "root:/sub/a.txt:", {"parentReference": {"id": "root"}}))
+    assert made["parentReference"]["id"] == graph.get("me/drive/root").json["id"]
+    assert graph.get("me/drive/root:/a.txt:/content").body == b"abc"
+    drive = services.drives.create_shared("site", "Team")
+    services.drives.add_member(drive.id, "alice")
+    response = copy(graph, "root:/sub/a.txt:", {"parentReference": {"driveId": drive.id, "id": "root"}})
+    assert response.status_int == 202, response
+    assert graph.get(f"drives/{drive.id}/root:/a.txt:/content").body == b"abc"
