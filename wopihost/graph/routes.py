@@ -284,6 +284,7 @@ def _referenced_folder(call: Call, s, drive_id: str, reference: dict) -> Folder 
     for key in ("id", "path"):
         if reference.get(key) is not None and not isinstance(reference[key], str):
             raise GraphError(400, "invalidRequest", f"parentReference.{key} is a string")
+    folder: Item
     if reference.get("id") == "root":  # the alias a URL takes (items/root) is no item's id: ids are 22 characters
         folder = call.services.tree.root(s, drive_id)
     elif isinstance(reference.get("id"), str):
