@@ -109,3 +109,69 @@ def test_a_copy_to_the_root_alias_lands_in_the_root_of_the_drive_named(services,
     response = copy(graph, "root:/sub/a.txt:", {"parentReference": {"driveId": drive.id, "id": "root"}})
     assert response.status_int == 202, response
     assert graph.get(f"drives/{drive.id}/root:/a.txt:/content").body == b"abc"
+
+
+# -- $select --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query", ["$select=name,size", "%24select=name,size", "select=name,size", "$select= NAME ,Size"]
+)
+def test_select_answers_the_properties_it_names_and_the_id(graph, query):
+    """As OneDrive documents `select=name,size`: only those, and the id. The Graph SDKs send `%24select`."""
+    made = put(graph, "a.txt", b"abc").json
+    for path in ["me/drive/root:/a.txt:", f"me/drive/items/{made['id']}", f"drives/{graph.drive_id}/root:/a.txt:"]:
+        response = graph.get(f"{path}?{query}")
+        assert response.status_int == 200, response
+        assert response.json == {"id": made["id"], "name": "a.txt", "size": 3}, path
+    root = graph.get(f"me/drive/root?{query}").json
+    assert set(root) == {"id", "name", "size"} and root["name"] == "root"
+
+
+def test_select_shapes_every_child_and_is_carried_to_the_next_page(graph):
+    for name in ("a.txt", "b.txt", "c.txt"):
+        put(graph, name, b"abc")
+    mkdir(graph, "sub")
+    first = graph.get("me/drive/root/children?%24select=name,folder&%24top=2").json
+    assert [set(child) for child in first["value"]] == [{"id", "name"}] * 2
+    second = graph.get(first["@odata.nextLink"]).json
+    assert [set(child) for child in second["value"]] == [{"id", "name"}, {"id", "name", "folder"}]
+    assert second["value"][1] == {**second["value"][1], "name": "sub", "folder": {"childCount": 0}}
+
+
+def test_select_of_properties_the_host_has_not_leaves_them_out_rather_than_refusing(graph):
+    """Clients select what Graph has and the host lacks (webUrl, ...): an answer without them, never a 400."""
+    made = put(graph, "a.txt", b"abc").json
+    response = graph.get("me/drive/root:/a.txt:?$select=id,name,webUrl,parentReference/path,,")
+    assert response.status_int == 200, response
+    assert set(response.json) == {"id", "name", "parentReference"}
+    assert response.json["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:"
+    assert graph.get("me/drive/root:/a.txt:?$select=*").json == graph.get("me/drive/root:/a.txt:").json
+    assert graph.get("me/drive/root:/a.txt:?$select=").json == graph.get("me/drive/root:/a.txt:").json
+    assert made["id"] == response.json["id"]
+
+
+def test_the_download_url_comes_with_select_only_when_named(graph):
+    """@microsoft.graph.downloadUrl is an annotation: with a $select, Graph sends it only if it is named."""
+    made = put(graph, "a.txt", b"abc").json
+    assert "@microsoft.graph.downloadUrl" not in graph.get(f"me/drive/items/{made['id']}?$select=id,name").json
+    named = graph.get(f"me/drive/items/{made['id']}?$select=id,@microsoft.graph.downloadUrl").json
+    assert set(named) == {"id", "@microsoft.graph.downloadUrl"}
+    assert graph.get(named["@microsoft.graph.downloadUrl"]).body == b"abc"
+
+
+def test_select_with_expand_children_keeps_the_children_shaped_by_their_own_select(graph):
+    mkdir(graph, "docs")
+    for name in ("a.txt", "b.txt"):
+        put(graph, f"docs/{name}", b"abc")
+    body = graph.get("me/drive/root:/docs:?$select=name&$expand=children($select=name,size)").json
+    assert set(body) == {"id", "name", "children"}
+    assert [set(child) for child in body["children"]] == [{"id", "name", "size"}] * 2
+    whole = graph.get("me/drive/root:/docs:?$select=name&$expand=children").json
+    assert set(whole["children"][0]) >= {"id", "name", "size", "eTag", "file", "parentReference"}
+
+
+def test_select_on_a_drive(graph):
+    drive = graph.get("me/drive?$select=id,quota").json
+    assert set(drive) == {"id", "quota"} and drive["id"] == graph.drive_id
+    assert [set(d) for d in graph.get("me/drives?$select=name").json["value"]] == [{"id", "name"}]

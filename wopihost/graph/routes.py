@@ -33,6 +33,7 @@ from .conditions import condition, conditions
 from .describe import DOWNLOADS, describe, item_response, names
 from .errors import GraphError
 from .errors import not_allowed as _not_allowed
+from .query import expansions, option, selected, selection
 from .request import json_body, json_object
 from .uploads import UPLOADS, upload_session
 from .workbook import workbook
@@ -150,7 +151,7 @@ def _allow(*methods: str) -> None:
 
 def _drive_answer(call: Call) -> Response:
     with call.services.db.read() as s:
-        return jsonify(_drive_json(call.services, s, call.drive))
+        return jsonify(selected(_drive_json(call.services, s, call.drive), selection()))
 
 
 def _drives_answer(services: Services, grant: Grant) -> Response:
@@ -158,7 +159,8 @@ def _drives_answer(services: Services, grant: Grant) -> Response:
     services.drives.personal(grant.user_id)
     with services.db.read() as s:
         drives = services.drives.of_user(s, grant.user_id)
-        return jsonify({"value": [_drive_json(services, s, drive) for drive in drives]})
+        fields = selection()
+        return jsonify({"value": [selected(_drive_json(services, s, drive), fields) for drive in drives]})
 
 
 def _drive_json(services: Services, s, drive: Drive) -> dict:
@@ -191,36 +193,23 @@ def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
 
 
 def get_item(call: Call, ref: ItemRef) -> Response:
-    """The item; with $expand=children (as the SDKs ask for it), a folder's first page of children too, and
-    the link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
+    """The item, with the properties $select names; with $expand=children (as the SDKs ask for it), a folder's
+    first page of children too (with the $select given to the expansion: `children($select=id,name)`), and the
+    link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
         if _current_copy(item):
             return NoContent(status=304)
         body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None)[0]
-        if isinstance(item, Folder) and "children" in _expanded():
-            children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), {})
+        body = selected(body, selection())
+        expanded = expansions().get("children")
+        if isinstance(item, Folder) and expanded is not None:
+            args = {"$select": select} if (select := option(expanded, "select")) else {}
+            children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), args)
             body["children"] = children
             if next_link is not None:
                 body["children@odata.nextLink"] = next_link
     return jsonify(body)
-
-
-def _expanded() -> set[str]:
-    """The navigation properties $expand (or `expand`) names, without their options: `children($select=id)`."""
-    value = request.args.get("$expand", request.args.get("expand", ""))
-    names, depth, name = set(), 0, ""
-    for char in value + ",":
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth = max(depth - 1, 0)
-        elif char == "," and depth == 0:
-            names.add(name.strip())
-            name = ""
-        elif depth == 0:
-            name += char
-    return names
 
 
 def _children_path(ref: ItemRef) -> str:
@@ -416,11 +405,14 @@ def _require_listed_order() -> None:
 def _children_page(
     call: Call, s, folder: Folder, top: int, after: tuple[str, str] | None, path: str, args: dict[str, str]
 ) -> tuple[list[dict], str | None]:
-    """Up to `top` children of the folder after `after`, and, if there are more, the link to the next page:
-    `path` (decoded, as Flask reads it) with the query `args` and the page's $top and $skiptoken."""
+    """Up to `top` children of the folder after `after`, with the properties the $select of `args` names, and, if
+    there are more, the link to the next page: `path` (decoded, as Flask reads it) with the query `args` and the
+    page's $top and $skiptoken."""
     page = call.services.tree.children(s, folder, top + 1, after)
     more, page = len(page) > top, page[:top]
     value = describe(call.services, s, page, call.drive, call.download_grant, call.share is None)
+    fields = selection(args)
+    value = [selected(child, fields) for child in value]
     if not more:
         return value, None
     last = page[-1]
