@@ -176,3 +176,31 @@ def test_select_on_a_drive(graph):
     drive = graph.get("me/drive?$select=id,quota").json
     assert set(drive) == {"id", "quota"} and drive["id"] == graph.drive_id
     assert [set(d) for d in graph.get("me/drives?$select=name").json["value"]] == [{"id", "name"}]
+
+
+# -- {users|sites|groups}/{id}/drives ---------------------------------------------------------------------------
+
+
+def test_a_site_or_group_lists_its_one_drive_and_a_user_their_drives(services, graph, graph_for):
+    """GET /sites/{id}/drives is how the SDKs and rclone find a site's document libraries: here, the one shared
+    drive of that id. users/{own id}/drives is me/drives."""
+    site, group = services.drives.create_shared("site", "Team"), services.drives.create_shared("group", "Crew")
+    for drive in (site, group):
+        services.drives.add_member(drive.id, "alice")
+    for kind, drive in (("sites", site), ("groups", group)):
+        response = graph.get(f"{kind}/{drive.id}/drives")
+        assert response.status_int == 200, response
+        assert [d["id"] for d in response.json["value"]] == [drive.id]
+        assert response.json["value"][0] == graph.get(f"{kind}/{drive.id}/drive").json
+        assert graph.get(f"{kind}/{drive.id}/drives?$select=name").json == {
+            "value": [{"id": drive.id, "name": drive.name}]
+        }
+    assert graph.get("users/alice/drives").json == graph.get("me/drives").json
+    assert graph.get("users/me/drives").json == graph.get("me/drives").json
+    assert graph_error(graph.get(f"groups/{site.id}/drives")) == ("itemNotFound", None)
+    assert graph.get(f"groups/{site.id}/drives").status_int == 404
+    assert graph.get("sites/nosuchsite/drives").status_int == 404
+    bob = graph_for("bob")
+    assert graph_error(bob.get(f"sites/{site.id}/drives"))[0] == "accessDenied"
+    assert graph_error(bob.get("users/alice/drives"))[0] == "accessDenied"
+    assert graph.post(f"sites/{site.id}/drives").status_int == 405

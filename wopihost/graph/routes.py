@@ -84,6 +84,11 @@ def dispatch(rest: str) -> Response:
     if rest in ("me/drives", "drives"):
         _allow("GET", "HEAD")
         return _drives_answer(services, grant)
+    owner, _, tail = rest.partition("/")
+    key, _, tail = tail.partition("/")
+    if owner in DRIVE_KINDS and key and tail == "drives":
+        _allow("GET", "HEAD")
+        return _drives_of(services, grant, DriveRef(owner, key))
     drive_ref, rest = split_drive(rest)
     with services.db.read() as s:
         drive = _drive(services, s, grant, drive_ref)
@@ -162,6 +167,16 @@ def _drives_answer(services: Services, grant: Grant) -> Response:
         drives = services.drives.of_user(s, grant.user_id)
         fields = selection()
         return jsonify({"value": [selected(_drive_json(services, s, drive), fields) for drive in drives]})
+
+
+def _drives_of(services: Services, grant: Grant, ref: DriveRef) -> Response:
+    """users/{id}/drives: the token's own user's drives, as me/drives; sites/{id}/drives and groups/{id}/drives:
+    the site's or group's one drive, the shared drive of that id (as SDKs and rclone list a site's libraries)."""
+    if ref.via == "users" and ref.key in ("me", grant.user_id):
+        return _drives_answer(services, grant)
+    with services.db.read() as s:
+        drive = _drive(services, s, grant, ref)  # another user's: 403; a drive not reached: 403 or 404
+        return jsonify({"value": [selected(_drive_json(services, s, drive), selection())]})
 
 
 def _drive_json(services: Services, s, drive: Drive) -> dict:
