@@ -181,6 +181,11 @@ def test_select_on_a_drive(graph):
 # -- {users|sites|groups}/{id}/drives ---------------------------------------------------------------------------
 
 
+def _steady(drive: dict) -> dict:
+    """A drive object without its quota, which follows the disk's free space (other writers share the disk)."""
+    return {key: value for key, value in drive.items() if key != "quota"}
+
+
 def test_a_site_or_group_lists_its_one_drive_and_a_user_their_drives(services, graph, graph_for):
     """GET /sites/{id}/drives is how the SDKs and rclone find a site's document libraries: here, the one shared
     drive of that id. users/{own id}/drives is me/drives."""
@@ -191,12 +196,14 @@ def test_a_site_or_group_lists_its_one_drive_and_a_user_their_drives(services, g
         response = graph.get(f"{kind}/{drive.id}/drives")
         assert response.status_int == 200, response
         assert [d["id"] for d in response.json["value"]] == [drive.id]
-        assert response.json["value"][0] == graph.get(f"{kind}/{drive.id}/drive").json
+        assert _steady(response.json["value"][0]) == _steady(graph.get(f"{kind}/{drive.id}/drive").json)
         assert graph.get(f"{kind}/{drive.id}/drives?$select=name").json == {
             "value": [{"id": drive.id, "name": drive.name}]
         }
-    assert graph.get("users/alice/drives").json == graph.get("me/drives").json
-    assert graph.get("users/me/drives").json == graph.get("me/drives").json
+    for path in ("users/alice/drives", "users/me/drives"):
+        assert [_steady(d) for d in graph.get(path).json["value"]] == [
+            _steady(d) for d in graph.get("me/drives").json["value"]
+        ]
     assert graph_error(graph.get(f"groups/{site.id}/drives")) == ("itemNotFound", None)
     assert graph.get(f"groups/{site.id}/drives").status_int == 404
     assert graph.get("sites/nosuchsite/drives").status_int == 404

@@ -84,11 +84,10 @@ def dispatch(rest: str) -> Response:
     if rest in ("me/drives", "drives"):
         _allow("GET", "HEAD")
         return _drives_answer(services, grant)
-    owner, _, tail = rest.partition("/")
-    key, _, tail = tail.partition("/")
-    if owner in DRIVE_KINDS and key and tail == "drives":
+    parts = rest.split("/")
+    if len(parts) == 3 and parts[0] in DRIVE_KINDS and parts[1] and parts[2] == "drives":
         _allow("GET", "HEAD")
-        return _drives_of(services, grant, DriveRef(owner, key))
+        return _drives_of(services, grant, DriveRef(parts[0], parts[1]))
     drive_ref, rest = split_drive(rest)
     with services.db.read() as s:
         drive = _drive(services, s, grant, drive_ref)
