@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from flask import Response, current_app, jsonify, request
+from werkzeug.exceptions import PreconditionFailed
 
 from ..body import request_body
 from ..clock import parse_iso
@@ -29,9 +30,11 @@ from ..tree import Item
 from ..uploads import Held, Target, redirected, require_reach
 from . import shapes
 from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, require_utf8, split_drive
+from .conditions import condition, conditions
 from .describe import DOWNLOADS, describe, item_response, names
 from .errors import GraphError
 from .errors import not_allowed as _not_allowed
+from .query import expansions, option, selected, selection
 from .request import json_body, json_object
 from .uploads import UPLOADS, upload_session
 from .workbook import workbook
@@ -81,6 +84,10 @@ def dispatch(rest: str) -> Response:
     if rest in ("me/drives", "drives"):
         _allow("GET", "HEAD")
         return _drives_answer(services, grant)
+    parts = rest.split("/")
+    if len(parts) == 3 and parts[0] in DRIVE_KINDS and parts[1] and parts[2] == "drives":
+        _allow("GET", "HEAD")
+        return _drives_of(services, grant, DriveRef(parts[0], parts[1]))
     drive_ref, rest = split_drive(rest)
     with services.db.read() as s:
         drive = _drive(services, s, grant, drive_ref)
@@ -149,7 +156,7 @@ def _allow(*methods: str) -> None:
 
 def _drive_answer(call: Call) -> Response:
     with call.services.db.read() as s:
-        return jsonify(_drive_json(call.services, s, call.drive))
+        return jsonify(selected(_drive_json(call.services, s, call.drive), selection()))
 
 
 def _drives_answer(services: Services, grant: Grant) -> Response:
@@ -157,7 +164,18 @@ def _drives_answer(services: Services, grant: Grant) -> Response:
     services.drives.personal(grant.user_id)
     with services.db.read() as s:
         drives = services.drives.of_user(s, grant.user_id)
-        return jsonify({"value": [_drive_json(services, s, drive) for drive in drives]})
+        fields = selection()
+        return jsonify({"value": [selected(_drive_json(services, s, drive), fields) for drive in drives]})
+
+
+def _drives_of(services: Services, grant: Grant, ref: DriveRef) -> Response:
+    """users/{id}/drives: the token's own user's drives, as me/drives; sites/{id}/drives and groups/{id}/drives:
+    the site's or group's one drive, the shared drive of that id (as SDKs and rclone list a site's libraries)."""
+    if ref.via == "users" and ref.key in ("me", grant.user_id):
+        return _drives_answer(services, grant)
+    with services.db.read() as s:
+        drive = _drive(services, s, grant, ref)  # another user's: 403; a drive not reached: 403 or 404
+        return jsonify({"value": [selected(_drive_json(services, s, drive), selection())]})
 
 
 def _drive_json(services: Services, s, drive: Drive) -> dict:
@@ -190,36 +208,23 @@ def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
 
 
 def get_item(call: Call, ref: ItemRef) -> Response:
-    """The item; with $expand=children (as the SDKs ask for it), a folder's first page of children too, and
-    the link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
+    """The item, with the properties $select names; with $expand=children (as the SDKs ask for it), a folder's
+    first page of children too (with the $select given to the expansion: `children($select=id,name)`), and the
+    link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
         if _current_copy(item):
             return NoContent(status=304)
         body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None)[0]
-        if isinstance(item, Folder) and "children" in _expanded():
-            children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), {})
+        body = selected(body, selection())
+        expanded = expansions().get("children")
+        if isinstance(item, Folder) and expanded is not None:
+            args = {"$select": select} if (select := option(expanded, "select")) else {}
+            children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), args)
             body["children"] = children
             if next_link is not None:
                 body["children@odata.nextLink"] = next_link
     return jsonify(body)
-
-
-def _expanded() -> set[str]:
-    """The navigation properties $expand (or `expand`) names, without their options: `children($select=id)`."""
-    value = request.args.get("$expand", request.args.get("expand", ""))
-    names, depth, name = set(), 0, ""
-    for char in value + ",":
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth = max(depth - 1, 0)
-        elif char == "," and depth == 0:
-            names.add(name.strip())
-            name = ""
-        elif depth == 0:
-            name += char
-    return names
 
 
 def _children_path(ref: ItemRef) -> str:
@@ -283,7 +288,10 @@ def _referenced_folder(call: Call, s, drive_id: str, reference: dict) -> Folder 
     for key in ("id", "path"):
         if reference.get(key) is not None and not isinstance(reference[key], str):
             raise GraphError(400, "invalidRequest", f"parentReference.{key} is a string")
-    if isinstance(reference.get("id"), str):
+    folder: Item
+    if reference.get("id") == "root":  # the alias a URL takes (items/root) is no item's id: ids are 22 characters
+        folder = call.services.tree.root(s, drive_id)
+    elif isinstance(reference.get("id"), str):
         folder = call.services.tree.item(s, drive_id, reference["id"])
     elif isinstance(reference.get("path"), str):
         drive, colon, path = reference["path"].partition("/root:")
@@ -412,11 +420,14 @@ def _require_listed_order() -> None:
 def _children_page(
     call: Call, s, folder: Folder, top: int, after: tuple[str, str] | None, path: str, args: dict[str, str]
 ) -> tuple[list[dict], str | None]:
-    """Up to `top` children of the folder after `after`, and, if there are more, the link to the next page:
-    `path` (decoded, as Flask reads it) with the query `args` and the page's $top and $skiptoken."""
+    """Up to `top` children of the folder after `after`, with the properties the $select of `args` names, and, if
+    there are more, the link to the next page: `path` (decoded, as Flask reads it) with the query `args` and the
+    page's $top and $skiptoken."""
     page = call.services.tree.children(s, folder, top + 1, after)
     more, page = len(page) > top, page[:top]
     value = describe(call.services, s, page, call.drive, call.download_grant, call.share is None)
+    fields = selection(args)
+    value = [selected(child, fields) for child in value]
     if not more:
         return value, None
     last = page[-1]
@@ -496,9 +507,13 @@ def _monitor(services: Services, ticket: str) -> Response:
 
 
 def _content(services: Services, file_id: str) -> Response:
+    conditions()  # read by Werkzeug, which takes what is malformed for a tag: 400 here, as on every other route
     file, content = services.files.open_content(file_id)
     tag, item_tag = shapes.ctag(file).strip('"'), shapes.etag(file).strip('"')
-    return content_response(request, file, content, tag, also_matching=(item_tag,))
+    try:
+        return content_response(request, file, content, tag, also_matching=(item_tag,))
+    except PreconditionFailed:  # the content closed; in the form of every other 412 here, its inner code with it
+        raise _precondition_failed("If-Match does not match the item's eTag") from None
 
 
 def put_content(call: Call, ref: ItemRef) -> Response:
@@ -612,15 +627,15 @@ def _held_by_if_match() -> Callable[[File | None], Held | None] | None:
     check = _if_match()
     if check is None:
         return None
-    match = request.headers.get("If-Match")
+    match = condition("If-Match")
 
     def held(file: File | None) -> Held | None:
         check(file)  # If-Match fails where no file is
         if match is None or file is None:
             return None
-        if match.strip() == shapes.etag(file):
+        if shapes.etag(file) in match.strong:  # a list may name both: the eTag holds the file closer
             return Held(sequence=file.sequence_number)
-        if match.strip() == shapes.ctag(file):
+        if shapes.ctag(file) in match.strong:
             return Held(version=file.version)
         return Held()  # *
 
@@ -745,29 +760,34 @@ def _conflict(source, default: str) -> str:
 
 
 def _if_match() -> Callable[[Item | None], None] | None:
-    """If-Match / If-None-Match against an item's eTag or cTag, each compared whole; against None, where no
-    item is, If-Match fails (even `*`) and If-None-Match holds (RFC 9110 §13.1.1, §13.1.2)."""
-    match, none_match = request.headers.get("If-Match"), request.headers.get("If-None-Match")
+    """If-Match / If-None-Match against an item's eTag or cTag; against None, where no item is, If-Match fails
+    (even `*`) and If-None-Match holds (RFC 9110 §13.1.1, §13.1.2). A malformed header is 400 here, before
+    anything is done."""
+    match, none_match = conditions()
     if match is None and none_match is None:
         return None
 
     def check(item: Item | None) -> None:  # runs inside the domain's transaction, so it raises the domain's error
-        tags = set() if item is None else {shapes.etag(item), shapes.ctag(item)} - {None}
-        if match is not None and (item is None or match.strip() != "*" and match.strip() not in tags):
+        tags = _tags(item) if item is not None else []
+        if match is not None and (item is None or not match.holds_for(tags)):
             raise _precondition_failed("If-Match does not match the item's eTag")
-        if none_match is not None and item is not None and (none_match.strip() == "*" or none_match.strip() in tags):
+        if none_match is not None and item is not None and none_match.holds_for(tags, weak=True):
             raise _precondition_failed("If-None-Match matches the item's eTag")
 
     return check
 
 
+def _tags(item: Item) -> list[str]:
+    return [tag for tag in (shapes.etag(item), shapes.ctag(item)) if tag is not None]
+
+
 def _current_copy(item: Item) -> bool:
     """A GET's conditions, read as the item's content reads them (streaming.py): If-Match failing is 412, as on
     a write; If-None-Match matching says the client's copy is current, which Graph answers 304 Not Modified."""
-    tags = [tag.strip('"') for tag in (shapes.etag(item), shapes.ctag(item)) if tag is not None]
-    if "If-Match" in request.headers and not any(request.if_match.contains(tag) for tag in tags):
+    match, none_match = conditions()
+    if match is not None and not match.holds_for(_tags(item)):
         raise _precondition_failed("If-Match does not match the item's eTag")
-    return any(request.if_none_match.contains_weak(tag) for tag in tags)
+    return none_match is not None and none_match.holds_for(_tags(item), weak=True)
 
 
 def _precondition_failed(reason: str) -> WopiError:
