@@ -94,6 +94,32 @@ def test_files_add_names_a_file_by_its_own_name_only_if_that_is_valid(run, tmp_p
     assert run("files", "add", str(source), "--name", "profile.txt").output.split()[1] == "profile.txt"
 
 
+def test_files_add_of_a_file_that_fails_to_be_read_leaves_nothing(run, served):
+    """The folders of --folder (and a new owner with a drive) were made before a byte of PATH was read: a read
+    that failed (EIO) left them behind, and the failure was blamed on the data directory ("not writable").
+    /proc/self/mem is a regular file whose first read fails so, for root too."""
+    result = run("files", "add", "/proc/self/mem", "--name", "x.bin", "--owner", "erin", "--folder", "A/B", ok=False)
+    assert result.exit_code == 1
+    assert result.stderr == "Error: cannot read /proc/self/mem: Input/output error; nothing was stored\n"
+    assert json.loads(run("drives", "list", "--json").output) == []
+    api = json.loads(run("token", "issue", "--api", "--user", "erin", "--json").output)["access_token"]
+    children = served.get("/v1.0/me/drive/root/children", headers={"Authorization": f"Bearer {api}"}).json
+    assert children["value"] == []
+
+
+def test_files_add_makes_its_folders_with_the_file_or_not_at_all(run, tmp_path):
+    """A name of --folder that a file has fails (409) with the folders above it not made."""
+    source = tmp_path / "B"
+    source.write_bytes(b"x")
+    run("files", "add", str(source), "--folder", "A")
+    result = run("files", "add", str(source), "--folder", "A/B/C", "--name", "c.txt", ok=False)
+    assert result.exit_code == 1 and "an item named B already exists" in result.stderr
+    added = add(run, tmp_path, "d.txt", b"d", "--folder", "A/B2/C")
+    info = json.loads(run("files", "info", added["id"], "--json").output)
+    assert info["path"] == "A/B2/C/d.txt"
+    assert [f["name"] for f in json.loads(run("files", "list", "--json").output)] == ["B", "d.txt"]
+
+
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_files_add_refuses_what_is_not_a_regular_file(env, tmp_path, kind):
     """A named pipe hung `files add` until something wrote to it; a device such as /dev/zero was read until the

@@ -210,13 +210,17 @@ def _track(label: str) -> Callable[[list], Iterable]:
 
 
 class _Counted:
-    """A file read through `readinto`, telling `advance` how much each read got."""
+    """The file `path` read through `readinto`, telling `advance` how much each read got. A read that fails is
+    the file's failure, said as such: the store took it for its own ("the data directory is not writable")."""
 
-    def __init__(self, source: Readable, advance: Callable[[int], None]):
-        self._source, self._advance = source, advance
+    def __init__(self, source: Readable, path: Path, advance: Callable[[int], None]):
+        self._source, self._path, self._advance = source, path, advance
 
     def readinto(self, buffer: memoryview) -> int:
-        n = self._source.readinto(buffer)
+        try:
+            n = self._source.readinto(buffer)
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {self._path}: {exc.strerror or exc}; nothing was stored") from None
         self._advance(n)
         return n
 
@@ -360,7 +364,7 @@ def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bo
     folders = [_checked_name(part, "'--folder'") for part in folder.split("/") if part]
     services = _services()
     with open(path, "rb") as source, _progress(stat.st_size, f"adding {path.name}") as advance:
-        file = services.add_file(owner, name, _Counted(source, advance), folders)
+        file = services.add_file(owner, name, _Counted(source, path, advance), folders)
     if as_json:
         _echo_json(_file_json(file))
     else:

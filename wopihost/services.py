@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+from sqlalchemy.orm import Session
+
 from .activities import Activities
 from .chunked import ChunkedFiles
 from .clock import Clock
@@ -143,13 +145,14 @@ class Services:
 
     def add_file(self, owner_id: str, name: str, source: Readable, folder: list[str] | None = None) -> File:
         """A new file in the owner's root folder, or in the folder at the path `folder` below it (made where
-        missing); the owner is created if new."""
-        with self.db.write() as s:
+        missing); the owner is created if new. The content is written first, and the owner, the folders and the
+        file land in one transaction: a failure (a source that cannot be read, a name a file has) leaves nothing."""
+
+        def place(s: Session) -> str:
             ensure_user(s, owner_id, self.clock.now())
-            folder_id = root_folder_id(s, owner_id)
-        for folder_name in folder or []:
-            folder_id = self.tree.create_folder(folder_id, folder_name, "replace", owner_id)[0].id
-        return self.files.create(owner_id, folder_id, name, source)
+            return self.tree.make_path(s, root_folder_id(s, owner_id), folder or [], owner_id)
+
+        return self.files.create(owner_id, place, name, source)
 
     def issue_token(
         self, file_id: str, user_id: str, can_write: bool, expires_at: datetime | None = None, folders: str = ""
