@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 import click
@@ -712,6 +712,48 @@ def test_drives_create_refuses_a_name_a_drive_cannot_have(run, name, message):
     assert [d["kind"] for d in json.loads(run("drives", "list", "--json").stdout)] == []
     longest = json.loads(run("drives", "create", "--name", "é" * 256, "--json").stdout)
     assert [d["name"] for d in json.loads(run("drives", "list", "--json").stdout)] == [longest["name"]] == ["é" * 256]
+
+
+@contextmanager
+def refusing_member(url: str, user: str) -> Iterator[None]:
+    """The database refuses to make `user` a member of any drive: a failure that comes after what a transaction
+    did before it (a trigger, dropped again: PostgreSQL's schema outlives the test)."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        create = [
+            "CREATE TRIGGER refuse_member BEFORE INSERT ON drive_members "
+            f"WHEN NEW.user_id = '{user}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+        drop = ["DROP TRIGGER refuse_member"]
+    else:
+        create = [
+            "CREATE FUNCTION refuse_member() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.user_id = '{user}' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_member BEFORE INSERT ON drive_members FOR EACH ROW EXECUTE FUNCTION refuse_member()",
+        ]
+        drop = ["DROP TRIGGER refuse_member ON drive_members", "DROP FUNCTION refuse_member()"]
+    try:
+        with engine.begin() as conn:
+            for statement in create:
+                conn.exec_driver_sql(statement)
+        yield
+    finally:
+        with engine.begin() as conn:
+            for statement in drop:
+                conn.exec_driver_sql(statement)
+        engine.dispose()
+
+
+def test_drives_create_makes_the_drive_with_all_its_members_or_nothing(run, env):
+    """Each member was added in a transaction of its own, after the drive's: a failure at the second left a drive
+    with the first member only."""
+    with refusing_member(env["WOPIHOST_DATABASE_URL"], "bob"), pytest.raises(sa.exc.DBAPIError, match="refused"):
+        run("drives", "create", "--name", "Team", "--member", "alice", "--member", "bob")
+    assert json.loads(run("drives", "list", "--json").output) == []
+    created = json.loads(run("drives", "create", "--name", "Team", "--member", "alice", "--json").output)
+    listed = json.loads(run("drives", "list", "--json").output)
+    assert sorted((d["kind"], d["members"]) for d in listed) == [("personal", ["alice"]), ("site", ["alice"])]
+    assert created["id"] in [d["id"] for d in listed]
 
 
 @pytest.mark.parametrize("kind", ["api", "container"])

@@ -652,12 +652,9 @@ def drives_group() -> None:
 @click.option("--member", "members", type=USER, multiple=True, help="A user who may reach it (repeatable).")
 @json_option
 def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool) -> None:
-    """Create a shared drive."""
-    services = _services()
-    drive = services.drives.create_shared(kind, name)
+    """Create a shared drive with its members: all of it, or nothing."""
     members = tuple(dict.fromkeys(members))  # a user named twice is one member
-    for user in members:
-        _add_member(services, drive.id, user)
+    drive = _services().drives.create_shared(kind, name, members)
     if as_json:
         _echo_json({"id": drive.id, "kind": drive.kind, "name": drive.name, "members": list(members)})
     else:
