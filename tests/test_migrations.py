@@ -182,10 +182,14 @@ def test_an_upgrade_waits_for_the_one_migrating_past_the_timeouts_the_database_s
 
 
 def current(env: dict) -> tuple[dict, str]:
+    """What `db current` says, with and without --json; it exits 0 at the head, 1 anywhere else (it exited 0
+    whatever the state: a script could not tell)."""
     as_json = CliRunner().invoke(main, ["db", "current", "--json"], env=env)
     text = CliRunner().invoke(main, ["db", "current"], env=env)
-    assert as_json.exit_code == text.exit_code == 0
-    return json.loads(as_json.stdout), text.stdout
+    state = json.loads(as_json.stdout)
+    assert as_json.exit_code == text.exit_code == (0 if state["at_head"] else 1)
+    assert as_json.stderr == text.stderr == ""
+    return state, text.stdout
 
 
 def test_db_current_says_where_the_database_stands(fresh, env):

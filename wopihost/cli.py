@@ -315,19 +315,21 @@ def db_upgrade(as_json: bool) -> None:
 @db_group.command("current")
 @json_option
 def db_current(as_json: bool) -> None:
-    """The database's migration, and whether it is the one this wopihost needs."""
+    """The database's migration, and whether it is the one this wopihost needs; exits 0 if it is, 1 if not
+    (behind, empty, or migrated by a newer wopihost), so that a script can wait for it or stop on it."""
     settings = _settings()
     engine = db.make_engine(settings.database_url)
     try:
         state = db.schema_state(engine, settings.database_url)
     finally:
         engine.dispose()
+    at_head = state.state == "current"
     if as_json:
-        _echo_json(
-            {"revision": state.current, "head": state.head, "state": state.state, "at_head": state.state == "current"}
-        )
+        _echo_json({"revision": state.current, "head": state.head, "state": state.state, "at_head": at_head})
     else:
-        click.echo(f"{state.current}: at this wopihost's head" if state.state == "current" else state.problem())
+        click.echo(f"{state.current}: at this wopihost's head" if at_head else state.problem())
+    if not at_head:
+        sys.exit(1)
 
 
 # -- files ------------------------------------------------------------------------
