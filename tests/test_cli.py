@@ -1062,3 +1062,40 @@ def test_doctor_refuses_a_timeout_no_check_can_wait(env, timeout):
     result = CliRunner().invoke(main, ["doctor", "--timeout", timeout], env=env)
     assert result.exit_code == 2 and "Invalid value for '--timeout'" in result.stderr, result.output
     assert "public URL" not in result.output
+
+
+# -- doctor: the discovery ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def discovery_server() -> Iterator[str]:
+    """An http URL serving the host page tests' discovery, whatever the path and query."""
+
+    def answer(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/xml")])
+        return [DISCOVERY.encode()]
+
+    server = make_server("127.0.0.1", 0, answer, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+
+
+def test_doctor_hides_the_credentials_of_a_discovery_url(env, discovery_server):
+    """Doctor printed WOPIHOST_DISCOVERY_URL as given, a token in its query or a password in it included (twice
+    when the fetch failed, and a third time in the warning logged), where it shows the database's password as
+    ***."""
+    fetched = f"{discovery_server}/hosting/discovery?access_token=tok123s3cret&tenant=contoso#k3y"
+    refused = "https://bob:pa55word@127.0.0.1:1/hosting/discovery?sig=abc987"
+
+    def doctor_with(url: str):
+        return CliRunner().invoke(
+            main, ["doctor", "--timeout", "2"], env={**env, "WOPIHOST_DISCOVERY_URL": url, "WOPIHOST_PROOF_KEYS": "off"}
+        )
+
+    found = doctor_with(fetched)
+    assert f"ok       discovery {discovery_server}/hosting/discovery?access_token=***&tenant=***#***: " in found.stdout
+    failed = doctor_with(refused)
+    assert "PROBLEM  discovery https://bob:***@127.0.0.1:1/hosting/discovery?sig=*** unusable: " in failed.stdout
+    for secret in ("tok123s3cret", "contoso", "k3y", "pa55word", "abc987"):
+        assert secret not in found.output + failed.output
