@@ -889,6 +889,7 @@ def test_doctor_tells_a_host_that_answers_503_from_a_wrong_public_url(env, serve
     server = make_server("127.0.0.1", 0, served.app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.port}"
+    (tmp_path / "beside").mkdir()
     here = {**env, "WOPIHOST_PUBLIC_URL": url, "WOPIHOST_DATA_DIR": str(tmp_path / "beside")}
 
     def public_url_finding() -> dict:
@@ -995,6 +996,7 @@ def test_doctor_names_a_sqlite_database_this_process_cannot_write(
     where.mkdir()
     path = where / "wopihost.sqlite3"
     shutil.copy(sqlite_template, path)
+    (tmp_path / "data").mkdir()
     env = {
         **storage,
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
@@ -1032,6 +1034,7 @@ def test_doctor_names_a_read_only_postgresql_database(tmp_path, storage):
     try:
         url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
         db.upgrade(url)
+        (tmp_path / "data").mkdir()
         env = {
             **storage,
             "WOPIHOST_DATA_DIR": str(tmp_path / "data"),

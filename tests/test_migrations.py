@@ -62,6 +62,7 @@ def fresh(request, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def env(fresh, tmp_path) -> dict:
+    (tmp_path / "data").mkdir()  # as a host's is: only `db upgrade` and `serve` make it
     return {
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
         "WOPIHOST_DATABASE_URL": fresh,

@@ -42,7 +42,7 @@ from .locks import live_coauth_locks, live_lock
 from .logs import JsonFormatter
 from .models import Drive, File, Folder
 from .names import InvalidName, check
-from .services import Services
+from .services import Services, refuse_missing_data_dir
 from .shares import link_id_of
 from .storage import Readable
 from .tokens import IssuedToken
@@ -60,13 +60,14 @@ json_option = click.option(
 )
 
 
-def _settings() -> Settings:
+def _settings(make_data_dir: bool = False) -> Settings:
     """This command's settings, read once; a database URL that cannot work is refused here, before anything
-    tries to connect."""
+    tries to connect. Only the commands that set a host up (`db upgrade`, `serve`: `make_data_dir`) make a data
+    directory that does not exist; the others refuse it where they need what it holds (README, "Failures")."""
     meta = click.get_current_context().meta
     if SETTINGS_KEY not in meta:
         try:
-            settings = Settings.from_env()
+            settings = Settings.from_env(make_data_dir=make_data_dir)
         except OSError as exc:  # the generated secret cannot be read or written
             raise click.ClickException(
                 f"the data directory cannot hold the token secret ({exc.strerror}: {exc.filename}): make "
@@ -79,10 +80,10 @@ def _settings() -> Settings:
     return meta[SETTINGS_KEY]
 
 
-def _services() -> Services:
+def _services(make_data_dir: bool = False) -> Services:
     """Services on a database whose schema is the one this code was written for (neither older nor newer)."""
-    settings = _settings()
-    services = Services.create(settings)
+    settings = _settings(make_data_dir)
+    services = Services.create(settings, make_data_dir=make_data_dir)
     db.require_current_schema(services.db.engine, settings.database_url)
     return services
 
@@ -294,7 +295,7 @@ def db_group() -> None:
 def db_upgrade(as_json: bool) -> None:
     """Apply all migrations (creates the database on first run). Safe to run on several nodes at once: they
     take turns, and the later ones find nothing to do."""
-    settings = _settings()
+    settings = _settings(make_data_dir=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = db.make_engine(settings.database_url)
     try:
@@ -318,6 +319,7 @@ def db_current(as_json: bool) -> None:
     """The database's migration, and whether it is the one this wopihost needs; exits 0 if it is, 1 if not
     (behind, empty, or migrated by a newer wopihost), so that a script can wait for it or stop on it."""
     settings = _settings()
+    refuse_missing_data_dir(settings, content=False)  # SQLite would say it cannot open its file
     engine = db.make_engine(settings.database_url)
     try:
         state = db.schema_state(engine, settings.database_url)
@@ -1072,7 +1074,7 @@ def doctor(timeout: float, as_json: bool) -> None:
     URL, the discovery) and say how to fix what is wrong; exits 1 if anything is, 0 if not."""
     from .doctor import run
 
-    findings = run(Services.create(_settings()), timeout)
+    findings = run(Services.create(_settings(), make_data_dir=False), timeout)
     problems = sum(not f.ok for f in findings)
     if as_json:
         _echo_json(
@@ -1138,7 +1140,7 @@ def serve(host: str, port: int, workers: int, threads: int | None, record: Path 
         except OSError as exc:
             raise click.BadParameter(f"cannot create {record}: {exc.strerror or exc}", param_hint="--record") from None
         os.environ["WOPIHOST_RECORD_DIR"] = str(record.resolve())
-    services = _services()  # fail here, once, rather than in every worker
+    services = _services(make_data_dir=True)  # fail here, once, rather than in every worker
     services.db.dispose()
     threads = threads or cast(int, DEFAULTS["threads"])
     started = {
