@@ -220,7 +220,9 @@ def graph(graph_for) -> GraphClient:
 
 @pytest.fixture
 def env(database, tmp_path, storage):
-    """The settings of a `wopihost` command run by `run`, and of the app `served` with them."""
+    """The settings of a `wopihost` command run by `run`, and of the app `served` with them; the data directory
+    exists, as `db upgrade` leaves it (the other commands do not make it)."""
+    (tmp_path / "data").mkdir(exist_ok=True)
     return {
         **storage,
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 import click
@@ -92,6 +92,32 @@ def test_files_add_names_a_file_by_its_own_name_only_if_that_is_valid(run, tmp_p
     assert result.exit_code == 2 and "Invalid value for 'PATH'" in result.stderr
     assert "starts with a dot: '.profile'; give --name" in result.stderr
     assert run("files", "add", str(source), "--name", "profile.txt").output.split()[1] == "profile.txt"
+
+
+def test_files_add_of_a_file_that_fails_to_be_read_leaves_nothing(run, served):
+    """The folders of --folder (and a new owner with a drive) were made before a byte of PATH was read: a read
+    that failed (EIO) left them behind, and the failure was blamed on the data directory ("not writable").
+    /proc/self/mem is a regular file whose first read fails so, for root too."""
+    result = run("files", "add", "/proc/self/mem", "--name", "x.bin", "--owner", "erin", "--folder", "A/B", ok=False)
+    assert result.exit_code == 1
+    assert result.stderr == "Error: cannot read /proc/self/mem: Input/output error; nothing was stored\n"
+    assert json.loads(run("drives", "list", "--json").output) == []
+    api = json.loads(run("token", "issue", "--api", "--user", "erin", "--json").output)["access_token"]
+    children = served.get("/v1.0/me/drive/root/children", headers={"Authorization": f"Bearer {api}"}).json
+    assert children["value"] == []
+
+
+def test_files_add_makes_its_folders_with_the_file_or_not_at_all(run, tmp_path):
+    """A name of --folder that a file has fails (409) with the folders above it not made."""
+    source = tmp_path / "B"
+    source.write_bytes(b"x")
+    run("files", "add", str(source), "--folder", "A")
+    result = run("files", "add", str(source), "--folder", "A/B/C", "--name", "c.txt", ok=False)
+    assert result.exit_code == 1 and "an item named B already exists" in result.stderr
+    added = add(run, tmp_path, "d.txt", b"d", "--folder", "A/B2/C")
+    info = json.loads(run("files", "info", added["id"], "--json").output)
+    assert info["path"] == "A/B2/C/d.txt"
+    assert [f["name"] for f in json.loads(run("files", "list", "--json").output)] == ["B", "d.txt"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])
@@ -688,6 +714,48 @@ def test_drives_create_refuses_a_name_a_drive_cannot_have(run, name, message):
     assert [d["name"] for d in json.loads(run("drives", "list", "--json").stdout)] == [longest["name"]] == ["é" * 256]
 
 
+@contextmanager
+def refusing_member(url: str, user: str) -> Iterator[None]:
+    """The database refuses to make `user` a member of any drive: a failure that comes after what a transaction
+    did before it (a trigger, dropped again: PostgreSQL's schema outlives the test)."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        create = [
+            "CREATE TRIGGER refuse_member BEFORE INSERT ON drive_members "
+            f"WHEN NEW.user_id = '{user}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+        drop = ["DROP TRIGGER refuse_member"]
+    else:
+        create = [
+            "CREATE FUNCTION refuse_member() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.user_id = '{user}' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_member BEFORE INSERT ON drive_members FOR EACH ROW EXECUTE FUNCTION refuse_member()",
+        ]
+        drop = ["DROP TRIGGER refuse_member ON drive_members", "DROP FUNCTION refuse_member()"]
+    try:
+        with engine.begin() as conn:
+            for statement in create:
+                conn.exec_driver_sql(statement)
+        yield
+    finally:
+        with engine.begin() as conn:
+            for statement in drop:
+                conn.exec_driver_sql(statement)
+        engine.dispose()
+
+
+def test_drives_create_makes_the_drive_with_all_its_members_or_nothing(run, env):
+    """Each member was added in a transaction of its own, after the drive's: a failure at the second left a drive
+    with the first member only."""
+    with refusing_member(env["WOPIHOST_DATABASE_URL"], "bob"), pytest.raises(sa.exc.DBAPIError, match="refused"):
+        run("drives", "create", "--name", "Team", "--member", "alice", "--member", "bob")
+    assert json.loads(run("drives", "list", "--json").output) == []
+    created = json.loads(run("drives", "create", "--name", "Team", "--member", "alice", "--json").output)
+    listed = json.loads(run("drives", "list", "--json").output)
+    assert sorted((d["kind"], d["members"]) for d in listed) == [("personal", ["alice"]), ("site", ["alice"])]
+    assert created["id"] in [d["id"] for d in listed]
+
+
 @pytest.mark.parametrize("kind", ["api", "container"])
 def test_folder_rights_are_refused_for_a_token_of_no_file(run, tmp_path, kind):
     """They were dropped without a word: the admin who asked for `--folders all` got a token without them."""
@@ -821,6 +889,7 @@ def test_doctor_tells_a_host_that_answers_503_from_a_wrong_public_url(env, serve
     server = make_server("127.0.0.1", 0, served.app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.port}"
+    (tmp_path / "beside").mkdir()
     here = {**env, "WOPIHOST_PUBLIC_URL": url, "WOPIHOST_DATA_DIR": str(tmp_path / "beside")}
 
     def public_url_finding() -> dict:
@@ -927,6 +996,7 @@ def test_doctor_names_a_sqlite_database_this_process_cannot_write(
     where.mkdir()
     path = where / "wopihost.sqlite3"
     shutil.copy(sqlite_template, path)
+    (tmp_path / "data").mkdir()
     env = {
         **storage,
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
@@ -964,6 +1034,7 @@ def test_doctor_names_a_read_only_postgresql_database(tmp_path, storage):
     try:
         url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
         db.upgrade(url)
+        (tmp_path / "data").mkdir()
         env = {
             **storage,
             "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
@@ -994,3 +1065,40 @@ def test_doctor_refuses_a_timeout_no_check_can_wait(env, timeout):
     result = CliRunner().invoke(main, ["doctor", "--timeout", timeout], env=env)
     assert result.exit_code == 2 and "Invalid value for '--timeout'" in result.stderr, result.output
     assert "public URL" not in result.output
+
+
+# -- doctor: the discovery ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def discovery_server() -> Iterator[str]:
+    """An http URL serving the host page tests' discovery, whatever the path and query."""
+
+    def answer(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/xml")])
+        return [DISCOVERY.encode()]
+
+    server = make_server("127.0.0.1", 0, answer, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+
+
+def test_doctor_hides_the_credentials_of_a_discovery_url(env, discovery_server):
+    """Doctor printed WOPIHOST_DISCOVERY_URL as given, a token in its query or a password in it included (twice
+    when the fetch failed, and a third time in the warning logged), where it shows the database's password as
+    ***."""
+    fetched = f"{discovery_server}/hosting/discovery?access_token=tok123s3cret&tenant=contoso#k3y"
+    refused = "https://bob:pa55word@127.0.0.1:1/hosting/discovery?sig=abc987"
+
+    def doctor_with(url: str):
+        return CliRunner().invoke(
+            main, ["doctor", "--timeout", "2"], env={**env, "WOPIHOST_DISCOVERY_URL": url, "WOPIHOST_PROOF_KEYS": "off"}
+        )
+
+    found = doctor_with(fetched)
+    assert f"ok       discovery {discovery_server}/hosting/discovery?access_token=***&tenant=***#***: " in found.stdout
+    failed = doctor_with(refused)
+    assert "PROBLEM  discovery https://bob:***@127.0.0.1:1/hosting/discovery?sig=*** unusable: " in failed.stdout
+    for secret in ("tok123s3cret", "contoso", "k3y", "pa55word", "abc987"):
+        assert secret not in found.output + failed.output

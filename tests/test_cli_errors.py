@@ -42,6 +42,8 @@ def one_line_failure(result: subprocess.CompletedProcess, *expected: str) -> str
 
 @pytest.fixture
 def base_env(tmp_path) -> dict:
+    """The settings of a host whose data directory exists (as `db upgrade` or `serve` leave it)."""
+    (tmp_path / "data").mkdir()
     return {
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
         "WOPIHOST_SECRET_KEY": "s" * 32,
@@ -288,3 +290,60 @@ def test_serve_prints_where_it_serves_and_serves(base_env):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# Commands that only look, or change the database alone: none makes a data directory that does not exist.
+NOT_MAKING_THE_DATA_DIRECTORY = [
+    ["files", "list"],
+    ["files", "info", "x"],
+    ["files", "add", "README.md"],
+    ["token", "issue", "x", "--user", "u"],
+    ["token", "revoke", "x"],
+    ["drives", "list"],
+    ["lock", "list"],
+    ["sessions", "list"],
+    ["shares", "list"],
+    ["gc"],
+    ["demo"],
+    ["db", "current"],
+    ["doctor", "--timeout", "1"],
+]
+
+
+@pytest.mark.parametrize("secret", ["from the environment", "generated"])
+@pytest.mark.parametrize("args", NOT_MAKING_THE_DATA_DIRECTORY, ids=" ".join)
+def test_a_command_that_only_uses_the_data_directory_does_not_make_it(tmp_path, secret, args):
+    """Every command made a missing WOPIHOST_DATA_DIR (a mistyped one too), with a new token secret and an empty
+    SQLite database in it, and then failed on that database, or showed it empty; `doctor` passed its storage."""
+    data = tmp_path / "data"
+    env = {"WOPIHOST_DATA_DIR": str(data), "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"}
+    if secret == "from the environment":
+        env["WOPIHOST_SECRET_KEY"] = "s" * 32
+    kept = "the token secret is kept there" if secret == "generated" else "the database is kept there"
+    one_line_failure(
+        wopihost(*args, env=env), f"Error: the data directory {data} does not exist, and {kept}: set WOPIHOST_DATA_DIR"
+    )
+    assert not data.exists()
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["serve", "--port", "1"]], ids=" ".join)
+def test_the_commands_that_set_a_host_up_make_its_data_directory(tmp_path, args):
+    data = tmp_path / "deep" / "data"
+    env = {"WOPIHOST_DATA_DIR": str(data), "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"}
+    result = wopihost(*args, env=env)
+    assert (data / "secret_key").exists()
+    if args[0] == "db":
+        assert result.returncode == 0 and (data / "wopihost.sqlite3").exists()
+    else:  # made, then refused: no migration yet
+        one_line_failure(result, "the database has no tables")
+
+
+def test_a_database_and_storage_elsewhere_need_no_data_directory(tmp_path, base_env, storage, database):
+    """With the database and the contents elsewhere and the secret in the environment, a command that does not
+    make the data directory works without it."""
+    if not storage or database.startswith("sqlite"):
+        pytest.skip("with the database on PostgreSQL and the contents in an object store (WOPIHOST_TEST_STORAGE=s3)")
+    env = {**base_env, **storage, "WOPIHOST_DATA_DIR": str(tmp_path / "absent"), "WOPIHOST_DATABASE_URL": database}
+    result = wopihost("files", "list", env=env)
+    assert result.returncode == 0 and result.stdout == "no files\n", result.stderr
+    assert not (tmp_path / "absent").exists()

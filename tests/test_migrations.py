@@ -62,6 +62,7 @@ def fresh(request, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def env(fresh, tmp_path) -> dict:
+    (tmp_path / "data").mkdir()  # as a host's is: only `db upgrade` and `serve` make it
     return {
         "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
         "WOPIHOST_DATABASE_URL": fresh,
@@ -182,10 +183,14 @@ def test_an_upgrade_waits_for_the_one_migrating_past_the_timeouts_the_database_s
 
 
 def current(env: dict) -> tuple[dict, str]:
+    """What `db current` says, with and without --json; it exits 0 at the head, 1 anywhere else (it exited 0
+    whatever the state: a script could not tell)."""
     as_json = CliRunner().invoke(main, ["db", "current", "--json"], env=env)
     text = CliRunner().invoke(main, ["db", "current"], env=env)
-    assert as_json.exit_code == text.exit_code == 0
-    return json.loads(as_json.stdout), text.stdout
+    state = json.loads(as_json.stdout)
+    assert as_json.exit_code == text.exit_code == (0 if state["at_head"] else 1)
+    assert as_json.stderr == text.stderr == ""
+    return state, text.stdout
 
 
 def test_db_current_says_where_the_database_stands(fresh, env):

@@ -42,7 +42,7 @@ from .locks import live_coauth_locks, live_lock
 from .logs import JsonFormatter
 from .models import Drive, File, Folder
 from .names import InvalidName, check
-from .services import Services
+from .services import Services, refuse_missing_data_dir
 from .shares import link_id_of
 from .storage import Readable
 from .tokens import IssuedToken
@@ -60,13 +60,14 @@ json_option = click.option(
 )
 
 
-def _settings() -> Settings:
+def _settings(make_data_dir: bool = False) -> Settings:
     """This command's settings, read once; a database URL that cannot work is refused here, before anything
-    tries to connect."""
+    tries to connect. Only the commands that set a host up (`db upgrade`, `serve`: `make_data_dir`) make a data
+    directory that does not exist; the others refuse it where they need what it holds (README, "Failures")."""
     meta = click.get_current_context().meta
     if SETTINGS_KEY not in meta:
         try:
-            settings = Settings.from_env()
+            settings = Settings.from_env(make_data_dir=make_data_dir)
         except OSError as exc:  # the generated secret cannot be read or written
             raise click.ClickException(
                 f"the data directory cannot hold the token secret ({exc.strerror}: {exc.filename}): make "
@@ -79,10 +80,10 @@ def _settings() -> Settings:
     return meta[SETTINGS_KEY]
 
 
-def _services() -> Services:
+def _services(make_data_dir: bool = False) -> Services:
     """Services on a database whose schema is the one this code was written for (neither older nor newer)."""
-    settings = _settings()
-    services = Services.create(settings)
+    settings = _settings(make_data_dir)
+    services = Services.create(settings, make_data_dir=make_data_dir)
     db.require_current_schema(services.db.engine, settings.database_url)
     return services
 
@@ -210,13 +211,17 @@ def _track(label: str) -> Callable[[list], Iterable]:
 
 
 class _Counted:
-    """A file read through `readinto`, telling `advance` how much each read got."""
+    """The file `path` read through `readinto`, telling `advance` how much each read got. A read that fails is
+    the file's failure, said as such: the store took it for its own ("the data directory is not writable")."""
 
-    def __init__(self, source: Readable, advance: Callable[[int], None]):
-        self._source, self._advance = source, advance
+    def __init__(self, source: Readable, path: Path, advance: Callable[[int], None]):
+        self._source, self._path, self._advance = source, path, advance
 
     def readinto(self, buffer: memoryview) -> int:
-        n = self._source.readinto(buffer)
+        try:
+            n = self._source.readinto(buffer)
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {self._path}: {exc.strerror or exc}; nothing was stored") from None
         self._advance(n)
         return n
 
@@ -290,7 +295,7 @@ def db_group() -> None:
 def db_upgrade(as_json: bool) -> None:
     """Apply all migrations (creates the database on first run). Safe to run on several nodes at once: they
     take turns, and the later ones find nothing to do."""
-    settings = _settings()
+    settings = _settings(make_data_dir=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = db.make_engine(settings.database_url)
     try:
@@ -311,19 +316,22 @@ def db_upgrade(as_json: bool) -> None:
 @db_group.command("current")
 @json_option
 def db_current(as_json: bool) -> None:
-    """The database's migration, and whether it is the one this wopihost needs."""
+    """The database's migration, and whether it is the one this wopihost needs; exits 0 if it is, 1 if not
+    (behind, empty, or migrated by a newer wopihost), so that a script can wait for it or stop on it."""
     settings = _settings()
+    refuse_missing_data_dir(settings, content=False)  # SQLite would say it cannot open its file
     engine = db.make_engine(settings.database_url)
     try:
         state = db.schema_state(engine, settings.database_url)
     finally:
         engine.dispose()
+    at_head = state.state == "current"
     if as_json:
-        _echo_json(
-            {"revision": state.current, "head": state.head, "state": state.state, "at_head": state.state == "current"}
-        )
+        _echo_json({"revision": state.current, "head": state.head, "state": state.state, "at_head": at_head})
     else:
-        click.echo(f"{state.current}: at this wopihost's head" if state.state == "current" else state.problem())
+        click.echo(f"{state.current}: at this wopihost's head" if at_head else state.problem())
+    if not at_head:
+        sys.exit(1)
 
 
 # -- files ------------------------------------------------------------------------
@@ -360,7 +368,7 @@ def files_add(path: Path, name: str | None, owner: str, folder: str, as_json: bo
     folders = [_checked_name(part, "'--folder'") for part in folder.split("/") if part]
     services = _services()
     with open(path, "rb") as source, _progress(stat.st_size, f"adding {path.name}") as advance:
-        file = services.add_file(owner, name, _Counted(source, advance), folders)
+        file = services.add_file(owner, name, _Counted(source, path, advance), folders)
     if as_json:
         _echo_json(_file_json(file))
     else:
@@ -648,12 +656,9 @@ def drives_group() -> None:
 @click.option("--member", "members", type=USER, multiple=True, help="A user who may reach it (repeatable).")
 @json_option
 def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool) -> None:
-    """Create a shared drive."""
-    services = _services()
-    drive = services.drives.create_shared(kind, name)
+    """Create a shared drive with its members: all of it, or nothing."""
     members = tuple(dict.fromkeys(members))  # a user named twice is one member
-    for user in members:
-        _add_member(services, drive.id, user)
+    drive = _services().drives.create_shared(kind, name, members)
     if as_json:
         _echo_json({"id": drive.id, "kind": drive.kind, "name": drive.name, "members": list(members)})
     else:
@@ -1069,7 +1074,7 @@ def doctor(timeout: float, as_json: bool) -> None:
     URL, the discovery) and say how to fix what is wrong; exits 1 if anything is, 0 if not."""
     from .doctor import run
 
-    findings = run(Services.create(_settings()), timeout)
+    findings = run(Services.create(_settings(), make_data_dir=False), timeout)
     problems = sum(not f.ok for f in findings)
     if as_json:
         _echo_json(
@@ -1135,7 +1140,7 @@ def serve(host: str, port: int, workers: int, threads: int | None, record: Path 
         except OSError as exc:
             raise click.BadParameter(f"cannot create {record}: {exc.strerror or exc}", param_hint="--record") from None
         os.environ["WOPIHOST_RECORD_DIR"] = str(record.resolve())
-    services = _services()  # fail here, once, rather than in every worker
+    services = _services(make_data_dir=True)  # fail here, once, rather than in every worker
     services.db.dispose()
     threads = threads or cast(int, DEFAULTS["threads"])
     started = {

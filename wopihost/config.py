@@ -266,7 +266,9 @@ class Settings:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: dict[str, str] | None = None, make_data_dir: bool = True) -> Settings:
+        """The settings of WOPIHOST_* in `environ` (os.environ). `make_data_dir` False: a data directory that does
+        not exist is not made for the generated secret (MissingDataDir), as the commands that only look ask."""
         env = os.environ if environ is None else environ
 
         def get(name: str, default: str) -> str:
@@ -290,7 +292,7 @@ class Settings:
         secret_key = (
             _long_secret(secret, ENV_PREFIX + "SECRET_KEY", "set a longer one, such as `openssl rand -hex 32` makes")
             if secret
-            else load_or_create_secret(data_dir)
+            else load_or_create_secret(data_dir, make_data_dir)
         )
         # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too; a bad value is
         # reported under the name it was given by
@@ -456,8 +458,30 @@ def _part_size(text: str) -> int:
     return value
 
 
-def load_or_create_secret(data_dir: Path) -> str:
-    """The token secret kept in DATA_DIR/secret_key, created on first use.
+class MissingDataDir(ConfigError):
+    """WOPIHOST_DATA_DIR names no directory, and a command that does not make it needs what it holds."""
+
+    def __init__(self, data_dir: Path, holds: str):
+        super().__init__(
+            f"the data directory {data_dir} does not exist, and {holds} there: set WOPIHOST_DATA_DIR to the "
+            "server's, or make it with `wopihost db upgrade` (or `wopihost serve`)"
+        )
+
+
+def missing(directory: Path) -> bool:
+    """Whether nothing is at `directory` (a path through a regular file is not missing: it cannot be used)."""
+    try:
+        directory.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+def load_or_create_secret(data_dir: Path, make_data_dir: bool = True) -> str:
+    """The token secret kept in DATA_DIR/secret_key, created on first use (MissingDataDir if the directory does
+    not exist and `make_data_dir` is False).
 
     Several gunicorn workers may start at once: the file is created with O_EXCL
     from a fully written temporary file, so every process reads the same secret.
@@ -467,6 +491,8 @@ def load_or_create_secret(data_dir: Path) -> str:
         return _long_secret(path.read_text().strip(), str(path), _RESTORE)
     except FileNotFoundError:
         pass
+    if not make_data_dir and missing(data_dir):
+        raise MissingDataDir(data_dir, "the token secret is kept")
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

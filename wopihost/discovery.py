@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as defused_fromstring
@@ -287,6 +287,28 @@ class _NoDowngradeRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+SECRET = "***"  # in place of a secret, as the database URL's password is shown (SQLAlchemy's hide_password)
+
+
+def shown_source(url: str) -> str:
+    """A discovery source as messages and logs show it (doctor's lines among them): an http(s) URL with its
+    credentials hidden, the password of its user (the user itself when it has none: a token may stand there),
+    every query value and the fragment; a file path as it is."""
+    if not _is_url(url):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    user, at, host = netloc.rpartition("@")
+    if at:
+        name, colon, _ = user.partition(":")
+        netloc = f"{name}:{SECRET}@{host}" if colon else f"{SECRET}@{host}"
+    query = "&".join(
+        f"{name}={SECRET}" if eq else SECRET
+        for name, eq, _ in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, SECRET if parts.fragment else ""))
+
+
 def _is_url(source: str) -> bool:
     return urlsplit(source).scheme.lower() in ("http", "https")
 
@@ -306,9 +328,9 @@ def fetch_source(source: str, timeout: float = DEFAULT_TIMEOUT_SECONDS, max_byte
             with open(source, "rb") as handle:
                 data = handle.read(max_bytes + 1)
     except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
-        raise DiscoveryError(f"cannot fetch discovery from {source}: {exc}") from None
+        raise DiscoveryError(f"cannot fetch discovery from {shown_source(source)}: {exc}") from None
     if len(data) > max_bytes:
-        raise DiscoveryError(f"discovery from {source} is larger than {max_bytes} bytes")
+        raise DiscoveryError(f"discovery from {shown_source(source)} is larger than {max_bytes} bytes")
     return data
 
 
@@ -412,7 +434,7 @@ class DiscoveryCache:
 
     def _usable(self) -> Discovery:
         if self._discovery is None:
-            raise DiscoveryError(f"no discovery from {self.source} yet: {self._last_error}")
+            raise DiscoveryError(f"no discovery from {shown_source(self.source)} yet: {self._last_error}")
         return self._discovery
 
     def _fetch_locked(self) -> None:
@@ -424,12 +446,12 @@ class DiscoveryCache:
             if self._discovery is not None:
                 log.warning(
                     "discovery refresh from %s failed, keeping the copy fetched at %s: %s",
-                    self.source,
+                    shown_source(self.source),
                     self._fetched_at,
                     self._last_error,
                 )
             else:
-                log.warning("discovery fetch from %s failed: %s", self.source, self._last_error)
+                log.warning("discovery fetch from %s failed: %s", shown_source(self.source), self._last_error)
             return
         self._discovery = discovery
         self._fetched_at = self._attempted_at

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from . import db
 from .clierrors import explain
-from .discovery import DiscoveryCache, DiscoveryError
+from .discovery import DiscoveryCache, DiscoveryError, shown_source
 from .services import Services
 
 
@@ -218,20 +218,21 @@ def _discovery(services: Services, timeout: float) -> list[Finding]:
                 )
             ]
         return [Finding(True, f"no discovery configured; proof keys {mode}")]
+    shown = shown_source(settings.discovery_url)
     try:
         discovery = DiscoveryCache(settings.discovery_url, timeout=timeout).refresh()
     except DiscoveryError as exc:
         return [
             Finding(
                 False,
-                f"discovery {settings.discovery_url} unusable: {exc}",
+                f"discovery {shown} unusable: {exc}",
                 "check WOPIHOST_DISCOVERY_URL, and that this machine can reach the WOPI client",
             )
         ]
     found = [
         Finding(
             True,
-            f"discovery {settings.discovery_url}: {len(discovery.actions)} actions, "
+            f"discovery {shown}: {len(discovery.actions)} actions, "
             f"proof keys {'published' if discovery.proof_keys else 'not published'}",
         )
     ]

@@ -7,6 +7,7 @@ libraries they are) has no owner: an admin makes it and names its members.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -116,7 +117,8 @@ class Drives:
 
     # -- administration (the CLI) ----------------------------------------------------
 
-    def create_shared(self, kind: str, name: str) -> Drive:
+    def create_shared(self, kind: str, name: str, members: Iterable[str] = ()) -> Drive:
+        """A shared drive with its `members` (made if new), in one transaction: all of it, or nothing."""
         if kind not in SHARED_KINDS:
             raise ValueError(f"a shared drive is one of {', '.join(SHARED_KINDS)}")
         now = self.clock.now()
@@ -125,6 +127,8 @@ class Drives:
             s.add(drive)
             s.flush()
             s.add(Folder(id=new_id(), drive_id=drive.id, parent_id=None, name="", name_key="", created_at=now))
+            for user_id in dict.fromkeys(members):  # a user named twice is one member
+                self._add_member(s, drive.id, user_id)
         return drive
 
     def add_member(self, drive_id: str, user_id: str) -> None:
@@ -132,9 +136,13 @@ class Drives:
             drive = s.get(Drive, drive_id)
             if drive is None or drive.kind not in SHARED_KINDS:
                 raise ValueError(f"no shared drive {drive_id}")
-            ensure_user(s, check_user_id(user_id), self.clock.now())
-            if s.get(DriveMember, (drive_id, user_id)) is None:
-                s.add(DriveMember(drive_id=drive_id, user_id=user_id))
+            self._add_member(s, drive_id, user_id)
+
+    def _add_member(self, s: Session, drive_id: str, user_id: str) -> None:
+        ensure_user(s, check_user_id(user_id), self.clock.now())
+        if s.get(DriveMember, (drive_id, user_id)) is None:
+            s.add(DriveMember(drive_id=drive_id, user_id=user_id))
+            s.flush()
 
     def remove_member(self, drive_id: str, user_id: str) -> int | None:
         """Take a user's access to a shared drive away, and with it the WOPI tokens they hold for its files and

@@ -115,19 +115,26 @@ class Files:
 
     # -- writing ------------------------------------------------------------------
 
-    def create(self, owner_id: str, folder_id: str, name: str, source: Readable) -> File:
-        """A new file in `folder_id`; the name gets a ' (n)' suffix if it is taken."""
+    def create(self, owner_id: str, folder: str | Callable[[Session], str], name: str, source: Readable) -> File:
+        """A new file in the folder `folder` is the id of, or that it makes (and returns the id of) in the write
+        transaction, once the content is written: a source that fails to be read leaves no folder behind. The
+        name gets a ' (n)' suffix if it is taken."""
         name = check(name)
 
-        def validate(s: Session) -> None:
-            lock_folder(s, folder_id)
+        def check_folder() -> None:
+            if isinstance(folder, str):
+                with self.db.read() as s:
+                    lock_folder(s, folder)
 
-        def apply(s: Session, blob: Blob, _: None) -> tuple[File, list[str]]:
-            return self.insert(
-                s, folder_id, self.free_name(s, folder_id, name), owner_id, blob.name, blob.size, blob.sha256
-            ), []
+        def change(blob: Blob) -> tuple[File, list[str]]:
+            with self.db.write() as s:
+                folder_id = folder if isinstance(folder, str) else folder(s)
+                lock_folder(s, folder_id)
+                return self.insert(
+                    s, folder_id, self.free_name(s, folder_id, name), owner_id, blob.name, blob.size, blob.sha256
+                ), []
 
-        return self._write_blob(source, validate, apply)
+        return self._store(lambda: self._written(source), check_folder, change)
 
     def put(
         self,

@@ -6,13 +6,17 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from .activities import Activities
 from .chunked import ChunkedFiles
 from .clock import Clock
 from .coauth import CoauthLocks
-from .config import Settings
+from .config import MissingDataDir, Settings, missing
 from .containers import Containers
 from .db import Database
 from .discovery import DiscoveryCache
@@ -58,11 +62,17 @@ class Services:
     discovery: DiscoveryCache | None  # the WOPI client's, when WOPIHOST_DISCOVERY_URL names one
 
     @classmethod
-    def create(cls, settings: Settings, clock: Clock | None = None) -> Services:
+    def create(cls, settings: Settings, clock: Clock | None = None, make_data_dir: bool = True) -> Services:
+        """`make_data_dir` False (the commands that only look, or change the database alone): a data directory
+        that does not exist is not made, and is refused (MissingDataDir) where the database or the content is
+        kept there; one made by mistake (a WOPIHOST_DATA_DIR mistyped) would hide the mistake."""
         clock = clock or Clock()
-        # the node's own directory (SQLite's database by default, local content, temporary files), whatever the
-        # storage: a path that cannot be a directory is reported as such, not as a database that cannot open
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if make_data_dir:
+            # the node's own directory (SQLite's database by default, local content, temporary files), whatever
+            # the storage: a path that cannot be a directory is reported as such, not as a database that cannot open
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            refuse_missing_data_dir(settings, content=True)
         db = Database(settings.database_url, settings.database_busy_timeout, settings.sqlite_cache_size)
         blobs = open_storage(settings, db, clock)
         sessions = UploadSessions(
@@ -143,13 +153,14 @@ class Services:
 
     def add_file(self, owner_id: str, name: str, source: Readable, folder: list[str] | None = None) -> File:
         """A new file in the owner's root folder, or in the folder at the path `folder` below it (made where
-        missing); the owner is created if new."""
-        with self.db.write() as s:
+        missing); the owner is created if new. The content is written first, and the owner, the folders and the
+        file land in one transaction: a failure (a source that cannot be read, a name a file has) leaves nothing."""
+
+        def place(s: Session) -> str:
             ensure_user(s, owner_id, self.clock.now())
-            folder_id = root_folder_id(s, owner_id)
-        for folder_name in folder or []:
-            folder_id = self.tree.create_folder(folder_id, folder_name, "replace", owner_id)[0].id
-        return self.files.create(owner_id, folder_id, name, source)
+            return self.tree.make_path(s, root_folder_id(s, owner_id), folder or [], owner_id)
+
+        return self.files.create(owner_id, place, name, source)
 
     def issue_token(
         self, file_id: str, user_id: str, can_write: bool, expires_at: datetime | None = None, folders: str = ""
@@ -191,3 +202,15 @@ class Services:
         with self.db.write() as s:
             ensure_user(s, user_id, self.clock.now()).user_info = check_user_info(text)
             Statements.ask(s, admit)
+
+
+def refuse_missing_data_dir(settings: Settings, content: bool) -> None:
+    """MissingDataDir if the data directory does not exist and holds what is needed: the SQLite database, or
+    (`content`) the files' contents in the local store."""
+    if not missing(settings.data_dir):
+        return
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and Path(url.database or "").absolute().is_relative_to(settings.data_dir):
+        raise MissingDataDir(settings.data_dir, "the database is kept")
+    if content and not settings.storage_url:
+        raise MissingDataDir(settings.data_dir, "the files' contents are kept")

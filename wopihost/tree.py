@@ -164,6 +164,41 @@ class Tree:
             s.flush()
             return folder, True
 
+    def make_path(self, s: Session, top_id: str, names: list[str], user_id: str | None) -> str:
+        """The id of the folder at `names` below the folder `top_id`, its missing folders made in `s`'s write
+        transaction, so that they appear with what the caller puts in them or not at all. The folders of the path
+        that exist are locked in id order, as every change takes them, and the path is followed again until it
+        still leads through them (a folder of it renamed, moved or made meanwhile); 409 if a file has a name the
+        path needs."""
+        names = [checked_name(name) for name in names]
+        held: set[str] = set()
+        while True:
+            found = [top_id]
+            for name in names:
+                child = folder_named(s, found[-1], name)
+                if child is None:
+                    break
+                found.append(child.id)
+            if set(found) <= held:
+                break
+            for folder_id in sorted(set(found) - held):  # a path changed meanwhile is locked late: rare
+                try:
+                    lock_folder(s, folder_id)
+                except WopiError:
+                    if folder_id == top_id:
+                        raise
+                    continue  # deleted meanwhile: the next round follows the path without it
+                held.add(folder_id)
+        parent = s.get_one(Folder, found[-1])
+        now = self.clock.now()
+        for name in names[len(found) - 1 :]:
+            if name_taken_in(s, parent.id, name):  # a file's
+                raise name_taken(name)
+            parent = _new_folder(parent, name, user_id, now)
+            s.add(parent)
+            s.flush()
+        return parent.id
+
     def copy_folder(
         self,
         folder_id: str,
