@@ -100,6 +100,18 @@ def test_new_main_content_resets_the_file_system_time_a_client_set(make_file, cl
     assert item["fileSystemInfo"]["lastModifiedDateTime"] == item["lastModifiedDateTime"] > "2020-01-02"
 
 
+def test_a_chunked_save_leaves_graph_no_hash_of_the_old_content(make_file, client_for, graph):
+    """A chunked save does not hash the bytes (that would cost more than the save): Graph then shows no hash at
+    all, never the old content's, which rclone would take for a corrupted transfer."""
+    file = make_file()
+    assert graph.put(f"me/drive/items/{file.id}/content", b"old content").json["file"]["hashes"]["quickXorHash"]
+    wopi = client_for(file)
+    assert wopi.lock("L").status_int == 200
+    signature, chunks = full_file(b"new content")
+    save(wopi, {"MainContent": signature}, chunks)
+    assert "hashes" not in graph.get(f"me/drive/items/{file.id}").json["file"]
+
+
 def test_new_main_content_is_last_modified_by_the_user_who_saved_it(make_file, client_for, graph):
     """As PutFile does: Graph's lastModifiedBy named whoever changed the content before the save."""
     file = make_file()  # alice's

@@ -72,7 +72,7 @@ def test_a_file_is_copied_into_a_folder_and_the_monitor_reports_it_done(graph, s
     made = graph.get(f"me/drive/items/{new_id}").json
     assert made["name"] == "a.txt" and made["size"] == 5
     assert made["parentReference"]["id"] == dest["id"]
-    assert made["file"]["hashes"] == source["file"]["hashes"]  # the source's sha256Hash, the same bytes
+    assert made["file"]["hashes"] == source["file"]["hashes"]  # the source's hashes: the same bytes
     assert made["cTag"].endswith(',1"')  # version 1
     assert made["createdDateTime"] == made["lastModifiedDateTime"] != source["createdDateTime"]  # made now
     assert made["createdBy"]["user"]["id"] == "alice"

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import webtest
 
 from wopihost import db as wopihost_db
+from wopihost import quickxor
 from wopihost.app import create_app
 from wopihost.ids import new_id
 from wopihost.models import File, Folder, name_key
@@ -748,7 +749,10 @@ def test_file_item_json(graph, services, nested):
     }
     assert body["file"] == {
         "mimeType": "text/plain",
-        "hashes": {"sha256Hash": hashlib.sha256(b"nested").hexdigest().upper()},
+        "hashes": {
+            "quickXorHash": quickxor.b64digest(b"nested"),
+            "sha256Hash": hashlib.sha256(b"nested").hexdigest().upper(),
+        },
     }
     assert body["createdBy"] == alice and body["lastModifiedBy"] == alice
     for stamp in (

@@ -693,7 +693,7 @@ class ChunkedFiles:
                         file.fs_modified_at = None  # a time a client set was that of the old content (as PutFile)
                     released |= file.content.blobs
                     _keep(file, new)
-                    file.sha256 = ""
+                    file.sha256 = file.quickxor = ""
                     file.main_scheme, file.main_signature = new.signature.scheme, signature_to_db(new.signature)
                     continue
                 row = rows.get(stream_id)

@@ -27,13 +27,14 @@ def replace_content(
     blob: str,
     size: int,
     sha256: str,
+    quickxor: str,
     extents: Extents | None,
     now: datetime,
 ) -> list[str]:
     """The file's content becomes the whole of `blob` (`size` bytes), or `extents` (then `blob` is unused);
-    `sha256` (base64) is "" where unknown. `old` is the content as read in this transaction. Returns the
-    blobs the change made unused, for the caller to release once committed: a stream kept as extents can
-    share blobs with the file's other streams, never with another file's, and no other stream is left."""
+    `sha256` and `quickxor` (base64) are "" where unknown. `old` is the content as read in this transaction.
+    Returns the blobs the change made unused, for the caller to release once committed: a stream kept as extents
+    can share blobs with the file's other streams, never with another file's, and no other stream is left."""
     dropped = t.all(_DROP_ALTERNATE_STREAMS, {"file_id": file_id})
     t.run(_DROP_PROPERTIES, {"file_id": file_id})
     columns = (blob, size, None) if extents is None else ("", extents.length, extents.to_db())
@@ -45,6 +46,7 @@ def replace_content(
             "size": columns[1],
             "extents": columns[2],
             "sha256": sha256,
+            "quickxor": quickxor,
             "now": now,
             "user_id": user_id,
         },
@@ -76,6 +78,7 @@ _SET = Prepared(
         size=sa.bindparam("size"),
         extents=sa.bindparam("extents"),
         sha256=sa.bindparam("sha256"),
+        quickxor=sa.bindparam("quickxor"),
         main_scheme=None,
         main_signature=None,
         version=_FILES.c.version + 1,

@@ -467,7 +467,7 @@ class SchemaMismatch(Exception):
 # The newest migration in migrations/versions (tests/test_migrations.py checks it is alembic's head). A server
 # that finds its database there, as nearly every start does, never imports alembic: its ~10 MiB would stay in
 # gunicorn's master and every worker for the life of the server.
-SCHEMA_HEAD = "0014"
+SCHEMA_HEAD = "0015"
 
 
 def _stored_revision(engine: sa.Engine) -> str | None:

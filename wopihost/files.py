@@ -130,8 +130,9 @@ class Files:
             with self.db.write() as s:
                 folder_id = folder if isinstance(folder, str) else folder(s)
                 lock_folder(s, folder_id)
+                name_here = self.free_name(s, folder_id, name)
                 return self.insert(
-                    s, folder_id, self.free_name(s, folder_id, name), owner_id, blob.name, blob.size, blob.sha256
+                    s, folder_id, name_here, owner_id, blob.name, blob.size, blob.sha256, blob.quickxor
                 ), []
 
         return self._store(lambda: self._written(source), check_folder, change)
@@ -169,7 +170,9 @@ class Files:
             state, now = check(t), self.clock.now()
             if admit is not None:  # once the file's row is locked: see Tokens.require_live
                 admit(t)
-            unused = replace_content(t, file_id, state.content, None, blob.name, blob.size, blob.sha256, None, now)
+            unused = replace_content(
+                t, file_id, state.content, None, blob.name, blob.size, blob.sha256, blob.quickxor, None, now
+            )
             return Saved(state.version + 1, now), unused
 
         return self._store(
@@ -240,8 +243,8 @@ class Files:
                 admit(s, folder_id, blob.size - (existing.size if existing is not None else 0))
             if existing is None:
                 name = self.free_name(s, folder_id, target.name) if target.suggested else target.name
-                return self.insert(s, folder_id, name, owner_id, blob.name, blob.size, blob.sha256), []
-            return existing, self.set_content(s, existing, None, blob.name, blob.size, blob.sha256)
+                return self.insert(s, folder_id, name, owner_id, blob.name, blob.size, blob.sha256, blob.quickxor), []
+            return existing, self.set_content(s, existing, None, blob.name, blob.size, blob.sha256, blob.quickxor)
 
         return self._write_blob(source, validate, apply)
 
@@ -282,10 +285,13 @@ class Files:
                         blob.name,
                         blob.size,
                         blob.sha256,
+                        blob.quickxor,
                     ),
                     True,
                 ), []
-            return (existing, False), self.set_content(s, existing, user_id, blob.name, blob.size, blob.sha256)
+            return (existing, False), self.set_content(
+                s, existing, user_id, blob.name, blob.size, blob.sha256, blob.quickxor
+            )
 
         return self._write_blob(source, validate, apply, limit)
 
@@ -311,7 +317,7 @@ class Files:
         def apply(s: Session, blob: Blob, file: File) -> tuple[File, list[str]]:
             if admit is not None:
                 admit(s, file.folder_id, blob.size - file.size)
-            return file, self.set_content(s, file, user_id, blob.name, blob.size, blob.sha256)
+            return file, self.set_content(s, file, user_id, blob.name, blob.size, blob.sha256, blob.quickxor)
 
         return self._write_blob(source, validate, apply, limit)
 
@@ -347,7 +353,9 @@ class Files:
                 unused += self.delete_in(s, existing)
                 s.flush()  # the row goes before the copy takes its name: (folder, name) is unique
             name_here = self.free_name(s, folder_id, name, style=counted)
-            return self.insert(s, folder_id, name_here, user_id, blob.name, blob.size, blob.sha256), unused
+            return self.insert(
+                s, folder_id, name_here, user_id, blob.name, blob.size, blob.sha256, blob.quickxor
+            ), unused
 
         return self._in_blob(lambda: self.copy_content(file_id), validate, apply)
 
@@ -500,7 +508,8 @@ class Files:
         file, opened = self._open_blobs(file_id, seen)
         with opened:
             copy = self.blobs.concat(opened, file.content)
-        copy.sha256 = file.sha256  # the same bytes: a hash the source has holds for the copy (concat makes none)
+        # the same bytes: a hash the source has holds for the copy (concat makes none)
+        copy.sha256, copy.quickxor = file.sha256, file.quickxor
         return copy
 
     @staticmethod
@@ -524,10 +533,11 @@ class Files:
         blob: str,
         size: int,
         sha256: str,
+        quickxor: str,
         extents: Extents | None = None,
     ) -> File:
         """A new file row whose content is the whole of `blob`, or `extents` (then `blob` is unused);
-        `sha256` (base64) is "" where unknown."""
+        `sha256` and `quickxor` (base64) are "" where unknown."""
         now = self.clock.now()
         file = File(
             id=new_id(),
@@ -540,6 +550,7 @@ class Files:
             sequence_number=1,
             blob=blob,
             sha256=sha256,
+            quickxor=quickxor,
             created_at=now,
             modified_at=now,
         )
@@ -557,12 +568,14 @@ class Files:
         blob: str,
         size: int,
         sha256: str,
+        quickxor: str,
         extents: Extents | None = None,
     ) -> builtins.list[str]:
         """New MainContent from outside PutChunkedFile (contents.py), in `s`'s transaction, as in `insert`;
         returns the blobs it made unused."""
         with Statements.in_session(s) as t:
-            unused = replace_content(t, file.id, file.content, user_id, blob, size, sha256, extents, self.clock.now())
+            now = self.clock.now()
+            unused = replace_content(t, file.id, file.content, user_id, blob, size, sha256, quickxor, extents, now)
         s.refresh(file)
         return unused
 

@@ -143,6 +143,8 @@ class File(StoredStream, Base):
     blob: Mapped[str] = mapped_column(String(64))  # MainContent (see StoredStream)
     extents: Mapped[str | None] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(44))  # base64, as CheckFileInfo's SHA256
+    # Graph's quickXorHash (quickxor.py): base64; "" where unknown, as the SHA-256 (and in files stored before 0015)
+    quickxor: Mapped[str] = mapped_column(String(28), server_default="")
     # CSPP Plus: MainContent's signature as JSON [[ChunkId, Length], ...] and its scheme; what a client
     # uploaded with PutChunkedFile is kept as uploaded, anything else is chunked by us.
     main_scheme: Mapped[str | None] = mapped_column(String(16))
@@ -257,6 +259,9 @@ class UploadPiece(Base):
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     length: Mapped[int] = mapped_column(BigInteger)
     blob: Mapped[str] = mapped_column(String(64))
+    # the QuickXorHash of the piece alone (base64): a Graph session's file hash is combined from them at completion
+    # without reading the content again; "" in a CSPP session, whose stream is frames, not the file
+    quickxor: Mapped[str] = mapped_column(String(28), server_default="")
 
 
 class SessionChunk(Base):

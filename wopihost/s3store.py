@@ -13,8 +13,6 @@ boto3 is imported when an S3Store is made, not with this module: the local defau
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import logging
 import math
@@ -31,7 +29,7 @@ from .extents import Extent
 from .faults import InsufficientStorage, Unavailable
 from .ids import is_id, new_id
 from .scratch import scratch
-from .storage import PIECE, Blob, Opened, Readable, TooLarge
+from .storage import PIECE, Blob, Hashes, Opened, Readable, TooLarge
 
 if TYPE_CHECKING:
     from .holds import Hold, Holds
@@ -159,16 +157,17 @@ class S3Store:
 
     # -- writing
 
-    def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
+    def write(self, source: Readable, limit: int, sha256: bool = True, quickxor: bool = True) -> Blob:
         """Stream `source` into a new, held object; at most `limit` bytes (else TooLarge, and nothing is left).
 
         What crosses the network: the content, one part (part_size bytes, the only buffer) at a time: a body
         shorter than one part, or limited to less than two, is one PutObject, a longer one a multipart upload,
         completed only once every part is stored. The object is acknowledged by the store when this returns.
         S3 takes at most MAX_PARTS parts: a write whose limit is more than that many part_size parts uses parts
-        of limit / MAX_PARTS, so that it cannot be refused after 10,000 of them were sent.
+        of limit / MAX_PARTS, so that it cannot be refused after 10,000 of them were sent. The hashes as in
+        BlobStore.write.
         """
-        digest = hashlib.sha256() if sha256 else None
+        hashes = Hashes(sha256, quickxor)
         size = 0
 
         def fill() -> int:
@@ -180,8 +179,7 @@ class S3Store:
                     raise TooLarge(limit)
                 # a slow client can take longer than half the lease to send one part; a clock check until then
                 hold.refresh()
-            if digest is not None:
-                digest.update(buffer[:got])
+            hashes.update(buffer[:got])
             size += got
             return got
 
@@ -206,8 +204,7 @@ class S3Store:
         except BaseException:
             hold.close()
             raise
-        sha = base64.b64encode(digest.digest()).decode("ascii") if digest else ""
-        return Blob(name, size, sha, hold)
+        return Blob(name, size, hashes.sha256(), hold, hashes.quickxor())
 
     def concat(self, opened: Opened, extents: Iterable[Any]) -> Blob:
         """A new, held object made of `extents` (.blob, .offset, .length) of stored objects. No SHA-256.
@@ -369,7 +366,7 @@ class S3Store:
         """ "ok", "full" (the store or its quota refuses the probe object), "no bucket" when the bucket does not
         exist (the log names it), or "not writable" when the probe cannot be written and deleted for another reason. Never raises."""
         try:
-            with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
+            with self.write(io.BytesIO(b"health"), 16, sha256=False, quickxor=False) as probe:
                 self.delete(probe.name)
         except MissingBucket as exc:
             log.warning("the object store is not writable: %s", exc)

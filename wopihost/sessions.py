@@ -20,6 +20,7 @@ from typing import Protocol, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from . import quickxor
 from .clock import Clock
 from .db import Database
 from .errors import WopiError, bad_request, not_found
@@ -72,6 +73,33 @@ def _bytes_of(user_id, now: datetime | sa.BindParameter[datetime]) -> sa.ScalarS
 
 class _Changed(Exception):
     """A session changed while its pieces were being merged: the merge is dropped."""
+
+
+def _pieces(session: Session, token: str) -> tuple[Extents, dict[str, str]]:
+    """Where a session's bytes are, in stream order, and the QuickXorHash of each piece's blob."""
+    rows = session.execute(
+        sa.select(UploadPiece.blob, UploadPiece.length, UploadPiece.quickxor)
+        .where(UploadPiece.token == token)
+        .order_by(UploadPiece.offset)
+    ).all()
+    return Extents(Extent(blob, 0, length) for blob, length, _ in rows), {blob: digest for blob, _, digest in rows}
+
+
+def _combined(pieces: list[tuple[int, int, str]]) -> str:
+    """The QuickXorHash of what `pieces` (offset, length, their own QuickXorHash) make together; "" if one has
+    none."""
+    if any(not digest for _, _, digest in pieces):
+        return ""
+    return quickxor.combine(pieces, sum(length for _, length, _ in pieces))
+
+
+def _at_offsets(run: Extents, hashes: dict[str, str]) -> list[tuple[int, int, str]]:
+    """The whole blobs of `run`, one after another, as _combined takes them."""
+    pieces, offset = [], 0
+    for extent in run:
+        pieces.append((offset, extent.length, hashes[extent.blob]))
+        offset += extent.length
+    return pieces
 
 
 def total_mismatch(total: int, expected: int) -> WopiError:
@@ -251,7 +279,8 @@ class UploadSessions:
         blob = None
         if length:
             try:
-                blob = self.blobs.write(body, length, sha256=False)
+                # a Graph session's file hash is combined from its pieces' (a CSPP session's stream is frames)
+                blob = self.blobs.write(body, length, sha256=False, quickxor=file_id is None)
             except TooLarge:
                 raise bad_request(f"the body is longer than {length_from} says ({length} bytes)") from None
         elif body.readinto(memoryview(bytearray(1))):  # a chunked body, which no Content-Length said was empty
@@ -264,7 +293,11 @@ class UploadSessions:
                     self._move(s, token, file_id, state.user_id, offset, length, total)
                     Statements.ask(s, admit)
                     if blob is not None:
-                        s.add(UploadPiece(token=token, offset=offset, length=length, blob=blob.name))
+                        s.add(
+                            UploadPiece(
+                                token=token, offset=offset, length=length, blob=blob.name, quickxor=blob.quickxor
+                            )
+                        )
                     if observer is not None:
                         observer.record(s)
             except BaseException:
@@ -387,8 +420,13 @@ class UploadSessions:
 
     def stream(self, session: Session, token: str) -> Extents:
         """Where the session's bytes are, in stream order."""
-        pieces = session.scalars(sa.select(UploadPiece).where(UploadPiece.token == token).order_by(UploadPiece.offset))
-        return Extents(Extent(piece.blob, 0, piece.length) for piece in pieces)
+        return _pieces(session, token)[0]
+
+    def content(self, session: Session, token: str) -> tuple[Extents, str]:
+        """Where the session's bytes are, in stream order, and their QuickXorHash (base64), combined from the
+        pieces' without reading a byte: "" if a piece has none (a CSPP session's, or one kept before 0015)."""
+        stream, hashes = _pieces(session, token)
+        return stream, _combined(_at_offsets(stream, hashes))
 
     def merge_pieces(self, token: str) -> None:
         """Copy a whole session's pieces into at most MAX_BLOBS blobs, if it has more: before a Graph session
@@ -403,7 +441,7 @@ class UploadSessions:
         unless the session changed meanwhile (a piece added, completed or committed, cancelled, swept, or merged
         by another request, whose pieces may then be gone before they are read), when the copies are dropped."""
         with self.db.read() as s:
-            pieces = self.stream(s, token)
+            pieces, hashes = _pieces(s, token)
         if len(pieces) <= MAX_BLOBS:
             return
         made: list[Blob] = []
@@ -419,6 +457,7 @@ class UploadSessions:
                                 made.append(self.blobs.concat(opened, run))
                         except FileNotFoundError:  # merged (or swept) meanwhile: the rows say the rest
                             raise _Changed from None
+                        hashes[made[-1].name] = _combined(_at_offsets(run, hashes))
                         if len(runs) > MAX_BLOBS:
                             # A copy no row will name (the next level copies it) need not be held, and held
                             # to the end (a descriptor each in the local store) a level of thousands would
@@ -439,7 +478,8 @@ class UploadSessions:
                         raise _Changed  # rolled back
                     offset = 0  # where the first piece lies: the first of either kind is at 0 (_check_append)
                     for extent in merged:
-                        s.add(UploadPiece(token=token, offset=offset, length=extent.length, blob=extent.blob))
+                        length, digest = extent.length, hashes[extent.blob]
+                        s.add(UploadPiece(token=token, offset=offset, length=length, blob=extent.blob, quickxor=digest))
                         offset += extent.length
                 kept = merged.blobs  # committed
         finally:

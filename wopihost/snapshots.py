@@ -29,6 +29,7 @@ class FileView:
     version: int
     sequence_number: int
     sha256: str
+    quickxor: str
     modified_at: datetime
     blob: str
     extents: str | None

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
 
 from .faults import InsufficientStorage, Unavailable
 from .ids import new_id
+from .quickxor import QuickXor
 from .scratch import scratch
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class Storage(Protocol):
     """Where file content lives: immutable blobs, named by the store, each written once and read by ranges.
     The domain knows only this; BlobStore (a local directory) is one implementation."""
 
-    def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob: ...
+    def write(self, source: Readable, limit: int, sha256: bool = True, quickxor: bool = True) -> Blob: ...
     def open(self, names: Iterable[str] = ...) -> Opened: ...
     def concat(self, opened: Opened, extents: Extents) -> Blob: ...
 
@@ -128,6 +129,28 @@ class Storage(Protocol):
     def free_space(self) -> int | None: ...
     # a URL from which clients can fetch blob `name` themselves for `ttl` seconds, as `filename`; None if none
     def download_url(self, name: str, ttl: float, filename: str) -> str | None: ...
+
+
+class Hashes:
+    """The content hashes a write computes in the pass that stores the bytes (either may be skipped)."""
+
+    def __init__(self, sha256: bool, quickxor: bool):
+        self._sha256 = hashlib.sha256() if sha256 else None
+        self._quickxor = QuickXor() if quickxor else None
+
+    def update(self, piece: memoryview) -> None:
+        if self._sha256 is not None:
+            self._sha256.update(piece)
+        if self._quickxor is not None:
+            self._quickxor.update(piece)
+
+    def sha256(self) -> str:
+        """base64, "" if skipped."""
+        return base64.b64encode(self._sha256.digest()).decode("ascii") if self._sha256 is not None else ""
+
+    def quickxor(self) -> str:
+        """base64, "" if skipped."""
+        return self._quickxor.b64digest() if self._quickxor is not None else ""
 
 
 def discard(storage: Storage, name: str) -> None:
@@ -150,8 +173,9 @@ class Blob:
     holds.py).
     """
 
-    def __init__(self, name: str, size: int, sha256: str, hold: Closable):
+    def __init__(self, name: str, size: int, sha256: str, hold: Closable, quickxor: str = ""):
         self.name, self.size, self.sha256 = name, size, sha256  # sha256: base64, "" if not computed
+        self.quickxor = quickxor  # QuickXorHash (quickxor.py) of the blob alone: base64, "" if not computed
         self._hold: Closable | None = hold
 
     def release(self) -> None:
@@ -188,16 +212,17 @@ class BlobStore:
         """`path` as a string: what opening a blob for a download needs, without pathlib's parsing."""
         return f"{self.root}/{name[:2]}/{name}"  # a Path keeps its string once made
 
-    def write(self, source: Readable, limit: int, sha256: bool = True) -> Blob:
+    def write(self, source: Readable, limit: int, sha256: bool = True, quickxor: bool = True) -> Blob:
         """Stream `source` (anything with .readinto(buffer)) into a new, held blob; at most `limit` bytes.
 
         The thread's buffer (scratch.py) is reused for every piece, so nothing is copied in Python.
-        `sha256=False` skips the content hash (Blob.sha256 is then "") where nobody needs it.
+        `sha256=False` skips the SHA-256 (Blob.sha256 is then "") and `quickxor=False` the QuickXorHash
+        (Blob.quickxor "") where nobody needs them; both are computed in the pass that writes the bytes.
         A source with a `length` (a request body's Content-Length) that would leave less than
         `min_free` bytes on the disk is refused before anything is read.
         """
         self._check_room(getattr(source, "length", None) or 0)
-        digest = hashlib.sha256() if sha256 else None
+        hashes = Hashes(sha256, quickxor)
         size = 0
         with scratch(PIECE) as buffer, self._new_blob() as (name, out):
             while n := source.readinto(buffer):
@@ -205,11 +230,10 @@ class BlobStore:
                 if size > limit:
                     raise TooLarge(limit)
                 piece = buffer[:n]
-                if digest is not None:
-                    digest.update(piece)
+                hashes.update(piece)
                 out.write(piece)
                 _start_writeback(out.fileno(), size - n, n)
-        return Blob(name, size, base64.b64encode(digest.digest()).decode("ascii") if digest else "", out)
+        return Blob(name, size, hashes.sha256(), out, hashes.quickxor())
 
     def open(self, names: Iterable[str] = ()) -> OpenBlobs:
         """`names` opened together for reading (FileNotFoundError if one is gone)."""
@@ -281,7 +305,7 @@ class BlobStore:
     def health(self) -> str:
         """ "ok", "full" (less than min_free left) or "not writable" (a probe blob cannot be written)."""
         try:
-            with self.write(io.BytesIO(b"health"), 16, sha256=False) as probe:
+            with self.write(io.BytesIO(b"health"), 16, sha256=False, quickxor=False) as probe:
                 self.delete(probe.name)
         except InsufficientStorage:
             return "full"

@@ -329,7 +329,7 @@ class Tree:
                 new_ids[item.id] = copy.id
             elif item.id in made:
                 blob = made[item.id]
-                self.files.insert(s, parent_id, name, user_id, blob.name, blob.size, blob.sha256)
+                self.files.insert(s, parent_id, name, user_id, blob.name, blob.size, blob.sha256, blob.quickxor)
 
         for item in landing:  # one at a time, so that each free name is free of the others' too
             name = names[item.id]

@@ -303,7 +303,7 @@ class Uploads:
         self, s, row: UploadSession, target: Target, if_match: Callable[[File | None], None] | None
     ) -> tuple[File, bool, list[str]]:
         assert row.total is not None  # complete() checked the session is whole
-        extents = self.sessions.stream(s, row.token)
+        extents, digest = self.sessions.content(s, row.token)
         existing: File | None
         if target.file_id is not None:
             existing = self.files.load_in_locked_folder(s, target.file_id)
@@ -331,11 +331,11 @@ class Uploads:
         if existing is None:
             assert target.folder_id is not None and target.name is not None  # as above: no file_id
             name = self.files.free_name(s, target.folder_id, target.name, style=counted)
-            file = self.files.insert(s, target.folder_id, name, row.user_id, "", row.total, "", extents)
+            file = self.files.insert(s, target.folder_id, name, row.user_id, "", row.total, "", digest, extents)
             unused: list[str] = []
         else:
             file = existing
-            unused = self.files.set_content(s, file, row.user_id, "", row.total, "", extents)
+            unused = self.files.set_content(s, file, row.user_id, "", row.total, "", digest, extents)
         _describe(file, target)
         return file, existing is None, unused
 

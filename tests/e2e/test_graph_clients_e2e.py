@@ -63,11 +63,11 @@ def rclone(server, api, tmp_path):
         "RCLONE_CONFIG_T_TOKEN_URL": f"{server.base}/token",
     }
 
-    def run(*args: str, fails: bool = False) -> bytes:
-        """rclone's output; with `fails`, what it reported on failing."""
+    def run(*args: str, fails: bool = False, log: bool = False) -> bytes:
+        """rclone's output; with `fails`, what it reported on failing; with `log`, what it logged."""
         done = subprocess.run([RCLONE, *args], env=env, capture_output=True, timeout=120)
         assert (done.returncode != 0) is fails, done.stderr.decode(errors="replace")[-2000:]
-        return done.stderr if fails else done.stdout
+        return done.stderr if fails or log else done.stdout
 
     return run
 
@@ -100,6 +100,23 @@ def test_rclone_copies_lists_reads_overwrites_and_deletes(rclone, server, api, t
     rclone("purge", "t:dir1")
     assert rclone("lsf", "-R", "t:") == b""
     assert http.get(f"{api['graph_url']}/me/drive/root/children").json()["value"] == []
+
+
+def test_rclone_verifies_its_transfers_by_quickxorhash(rclone, tmp_path):
+    """rclone compares the quickXorHash the host answers with its own of the bytes it sent: a file an upload
+    session made of 10 MiB fragments (and an odd rest), a small one, an empty one. With no hash it verified
+    nothing (`rclone check` said the hashes could not be checked)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(25 * MIB + 3))
+    (src / "small.bin").write_bytes(os.urandom(1001))
+    (src / "empty.bin").write_bytes(b"")
+    rclone("copy", str(src), "t:verified")
+    log = rclone("check", str(src), "t:verified", log=True).decode()
+    assert "0 differences found" in log and "3 matching files" in log, log
+    assert "could not be checked" not in log and "hash" not in log, log
+    local, remote = (rclone("hashsum", "quickxor", where).decode() for where in (str(src), "t:verified"))
+    assert sorted(remote.splitlines()) == sorted(local.splitlines()) and len(remote.splitlines()) == 3
 
 
 def test_rclone_mtime_round_trips_through_file_system_info(rclone, tmp_path):

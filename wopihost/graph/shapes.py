@@ -112,8 +112,13 @@ def item_json(
         body["description"] = item.description
     if isinstance(item, File):
         file: dict[str, Any] = {"mimeType": mimetypes.guess_type(item.name)[0] or "application/octet-stream"}
+        hashes = {}  # each where known: none after a CSPP chunked save, no SHA-256 of an upload session's file
+        if item.quickxor:
+            hashes["quickXorHash"] = item.quickxor  # base64, as OneDrive's; what rclone checks a transfer by
         if item.sha256:
-            file["hashes"] = {"sha256Hash": base64.b64decode(item.sha256).hex().upper()}
+            hashes["sha256Hash"] = base64.b64decode(item.sha256).hex().upper()
+        if hashes:
+            file["hashes"] = hashes
         body["file"] = file
         if download_url is not None:
             body["@microsoft.graph.downloadUrl"] = download_url
