@@ -326,6 +326,9 @@ HUGE_RANGES = [
     "=MAX(d1:xfd9)+COUNT(1:300)",
     "=CONCAT(D1:D2:XFD1048576)",
     "=SUMPRODUCT(D:E*F:G*H:H)",
+    # ranges made as the formula is calculated, which IronCalc builds as it builds written ones
+    '=COUNT(INDIRECT("D1:XFD1048576"))',
+    "=COUNT(offset(D1,0,0,1048576,16000))",
 ]
 
 
@@ -358,6 +361,49 @@ def test_a_formula_naming_up_to_four_whole_columns_is_calculated():
 )
 def test_the_cells_a_formulas_ranges_span(formula, cells):
     assert referenced_cells(formula) == cells
+
+
+PAST_FOUR_COLUMNS_BY_NAMES = """
+import io, json, resource, sys
+import openpyxl
+from openpyxl.workbook.defined_name import DefinedName
+from wopihost.xlsx import WorkbookError, open_workbook
+
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+def xlsx(formula):
+    book = openpyxl.Workbook()
+    book.active.title = "Sheet1"
+    book.defined_names["Block"] = DefinedName("Block", attr_text="Sheet1!$A:$D")
+    book.active["F1"] = formula
+    data = io.BytesIO()
+    book.save(data)
+    return data.getvalue()
+
+def refusal(call):
+    try:
+        call()
+    except WorkbookError as exc:
+        return [exc.status, exc.inner]
+    return "taken"
+
+formula = "=COUNT(Block,block,BLOCK,Block,Block)"
+print(json.dumps([
+    refusal(lambda: open_workbook(xlsx("=SUM(Block)"), 10 << 20).patch("Sheet1", "F2", formulas=[[formula]])),
+    refusal(lambda: open_workbook(xlsx(formula), 10 << 20)),
+    refusal(lambda: open_workbook(xlsx("=COUNT(Block)"), 10 << 20)),
+]))
+"""
+
+
+def test_a_formula_using_defined_names_past_four_whole_columns_together_is_refused():
+    """Each name alone is within the limit, and was taken into the calculation: used five times in one formula
+    it spans twenty whole columns, which IronCalc builds as it builds the ranges a formula writes out."""
+    child = subprocess.run(
+        [sys.executable, "-c", PAST_FOUR_COLUMNS_BY_NAMES], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    assert json.loads(child.stdout) == [[400, None], [400, "unsupportedWorkbook"], "taken"]
 
 
 @pytest.mark.parametrize("ref", ["garbage", "A0:B2"])

@@ -4,6 +4,7 @@ sheet (`Sheet1!A1:B2`, `'My sheet'!A1`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 MAX_ROW, MAX_COLUMN = 1_048_576, 16_384  # Excel's grid
@@ -74,15 +75,19 @@ def _cell(column: str, row: str) -> tuple[int, int]:
 _PART = r"\$?[A-Za-z]{1,3}\$?[0-9]{1,7}|\$?[A-Za-z]{1,3}|\$?[0-9]{1,7}"
 _AREA = re.compile(rf"(?<![A-Za-z0-9_.$\\])(?:{_PART})(?:\s*:\s*(?:{_PART}))+(?![A-Za-z0-9_.(!$])")
 _QUOTED = re.compile(r"\"(?:[^\"]|\"\")*\"?|'(?:[^']|'')*'?")
+# A word that may be a defined name: not a function (followed by "("), a sheet (by "!"), or inside a longer word
+_WORD = re.compile(r"(?<![A-Za-z0-9_.$\\])[A-Za-z_\\][A-Za-z0-9_.\\]*(?![A-Za-z0-9_.(!$])")
 
 
-def referenced_cells(formula: str) -> int:
+def referenced_cells(formula: str, names: Mapping[str, int] | None = None) -> int:
     """How many cells the ranges a formula names span together (a cell alone counts as none): what a calculation
-    may have to hold at once, since IronCalc takes a range cell by cell (COUNT(D:D) builds a million)."""
+    may have to hold at once, since IronCalc takes a range cell by cell (COUNT(D:D) builds a million). `names`
+    (a defined name in lower case: the cells it spans) counts each use of one too: COUNT(N,N,N) holds N thrice."""
     from openpyxl.utils.cell import column_index_from_string
 
-    total = 0
-    for area in _AREA.finditer(_QUOTED.sub('""', formula)):
+    text = _QUOTED.sub('""', formula)
+    total = sum(names.get(word.lower(), 0) for word in _WORD.findall(text)) if names else 0
+    for area in _AREA.finditer(text):
         rows, columns = [], []
         for part in area[0].split(":"):
             part = part.strip().replace("$", "")

@@ -13,6 +13,7 @@ import re
 import sys
 import uuid
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -50,6 +51,9 @@ MAX_NUMBER_FORMAT = 255
 # recurses with it: `=LAMBDA(f,n,IF(n=0,0,f(f,n-1)))(LAMBDA(f,n,IF(n=0,0,f(f,n-1))),100000)` overflows any stack.
 # Looked for in text too: where this host and IronCalc's lexer differ on what is quoted, it is still found.
 _LAMBDA = re.compile(r"LAMBDA\s*\(", re.IGNORECASE)  # stored in a file as _xlfn.LAMBDA(
+# INDIRECT and OFFSET make a range from what they calculate, which no reading of the formula can bound, and
+# IronCalc builds it cell by cell as it builds a written one: =COUNT(INDIRECT("D1:XFD1048576")) aborts the worker.
+_UNBOUNDED = re.compile(r"(?:INDIRECT|OFFSET)\s*\(", re.IGNORECASE)
 _SHEET_IDS = uuid.UUID("3f1c9b9e-5b8a-4a59-9d3f-6c1b2a7e0d11")  # namespace of worksheet ids
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of legacy .xls (and of encrypted .xlsx)
 _TYPES = {1: "Double", 2: "String", 4: "Boolean", 16: "Error"}  # IronCalc's CellType -> Graph's valueTypes
@@ -106,6 +110,7 @@ class Workbook:
     def __init__(self, book: openpyxl.Workbook):
         self.book = book
         self._model = ironcalc.create("workbook", "en", "UTC")
+        self._names: dict[str, int] = {}  # each defined name the model has (lower case): the cells it spans
         for index, sheet in enumerate(book.worksheets):
             if index:
                 self.model.add_sheet(sheet.title)
@@ -226,7 +231,7 @@ class Workbook:
                         cell.number_format = _storable(value, "numberFormat")
                         self._format(index, cell)
                         continue
-                    cell.value = _input(value, name)
+                    cell.value = _input(value, name, self._names)
                     self._mirror(index, cell)
         self.model.evaluate()
         for name, grid in grids:  # IronCalc takes any text as a formula and calculates #ERROR! for nonsense
@@ -342,9 +347,11 @@ class Workbook:
         """A defined name, in the model too if IronCalc takes it. It takes references and LAMBDAs only, not a
         constant, a named formula, several areas or #REF!: those, and LAMBDAs (a cell could call one without
         end), stay in the file as they were, and what uses them calculates #NAME? here."""
-        if formula and not _formula_problem(formula):
+        if formula and not _formula_problem(formula, self._names):
             with contextlib.suppress(ironcalc.WorkbookError):
                 self.model.new_defined_name(name, scope, formula)
+                key = name.lower()  # (a sheet's and the book's of one name: the larger counts)
+                self._names[key] = max(self._names.get(key, 0), referenced_cells(formula, self._names))
 
     def _format(self, index: int, cell) -> None:
         """The cell's number format, in the model too: `text` is the value as that format shows it. A format
@@ -365,13 +372,13 @@ class Workbook:
         elif isinstance(value, DataTableFormula):  # a what-if table: not calculated here
             model.clear_cell_contents(index, row, column)
         elif isinstance(value, ArrayFormula):
-            _loadable(cast(str, value.text), cell)
+            _loadable(cast(str, value.text), cell, self._names)
             ref = _array_area(value.ref, cell)
             model.set_user_array_formula(
                 index, ref.first_row, ref.first_column, ref.columns, ref.rows, cast(str, value.text)
             )  # a loaded array formula has its text
         elif cell.data_type == "f":
-            _loadable(value, cell)
+            _loadable(value, cell, self._names)
             model.update_cell_with_formula(index, row, column, value)
         elif isinstance(value, bool):
             model.update_cell_with_bool(index, row, column, value)
@@ -426,8 +433,9 @@ def _check_arrays(target, where: Address, grids: list[list[list]]) -> None:
                     )
 
 
-def _input(value: Any, name: str) -> Any:
-    """A cell's new content from a PATCH: "" empties it, a string starting with "=" is a formula."""
+def _input(value: Any, name: str, names: Mapping[str, int]) -> Any:
+    """A cell's new content from a PATCH: "" empties it, a string starting with "=" is a formula (`names` as
+    _formula_problem takes them)."""
     if isinstance(value, bool) or isinstance(value, (int, float)) and not isinstance(value, bool):
         if not _double(value):
             raise bad_request(f"{name} holds a number Excel cannot store")
@@ -435,20 +443,22 @@ def _input(value: Any, name: str) -> Any:
     if isinstance(value, str):
         if len(value) > 32767:
             raise bad_request(f"{name} holds text Excel cannot store (more than 32767 characters)")
-        if value.startswith("=") and (problem := _formula_problem(value)):
+        if value.startswith("=") and (problem := _formula_problem(value, names)):
             raise bad_request(f"{name} holds a formula that {problem}")
         return None if value == "" else _storable(value, name)
     raise bad_request(f"{name} holds strings, numbers, booleans or null")
 
 
-def _formula_problem(formula: str) -> str | None:
-    """Why IronCalc must not be given `formula`, if it must not. Parentheses and braces in "text" or in a
-    'sheet name' do not nest."""
+def _formula_problem(formula: str, names: Mapping[str, int]) -> str | None:
+    """Why IronCalc must not be given `formula`, if it must not; `names` are the workbook's defined names in the
+    model, with the cells each spans. Parentheses and braces in "text" or in a 'sheet name' do not nest."""
     if len(formula) > MAX_FORMULA:
         return f"is longer than Excel's {MAX_FORMULA} characters"
     if _LAMBDA.search(formula):
         return "uses LAMBDA, which this host does not calculate"
-    if referenced_cells(formula) > MAX_FORMULA_CELLS:
+    if _UNBOUNDED.search(formula):
+        return "uses INDIRECT or OFFSET, whose ranges this host cannot bound before calculating"
+    if referenced_cells(formula, names) > MAX_FORMULA_CELLS:
         return f"names ranges of more than {MAX_FORMULA_CELLS} cells together (four whole columns)"
     if formula.count("(") + formula.count("{") > MAX_NESTING:  # otherwise it cannot nest deeper
         depth, quote = 0, ""
@@ -466,9 +476,9 @@ def _formula_problem(formula: str) -> str | None:
     return None
 
 
-def _loadable(formula: str, cell) -> None:
+def _loadable(formula: str, cell, names: Mapping[str, int]) -> None:
     """A stored formula IronCalc must not be given makes the workbook one this host cannot open."""
-    if problem := _formula_problem(formula):
+    if problem := _formula_problem(formula, names):
         raise unsupported(f"the formula in {cell.parent.title}!{cell.coordinate} {problem}")
 
 
