@@ -1089,7 +1089,7 @@ def test_doctor_hides_the_credentials_of_a_discovery_url(env, discovery_server):
     when the fetch failed, and a third time in the warning logged), where it shows the database's password as
     ***."""
     fetched = f"{discovery_server}/hosting/discovery?access_token=tok123s3cret&tenant=contoso#k3y"
-    refused = "https://bob:pa55word@127.0.0.1:1/hosting/discovery?sig=abc987"
+    refused = "https://127.0.0.1:1/hosting/discovery?sig=abc987"
 
     def doctor_with(url: str):
         return CliRunner().invoke(
@@ -1099,6 +1099,14 @@ def test_doctor_hides_the_credentials_of_a_discovery_url(env, discovery_server):
     found = doctor_with(fetched)
     assert f"ok       discovery {discovery_server}/hosting/discovery?access_token=***&tenant=***#***: " in found.stdout
     failed = doctor_with(refused)
-    assert "PROBLEM  discovery https://bob:***@127.0.0.1:1/hosting/discovery?sig=*** unusable: " in failed.stdout
+    assert "PROBLEM  discovery https://127.0.0.1:1/hosting/discovery?sig=*** unusable: " in failed.stdout
+    # urllib sends no user or password, and its error for one (InvalidURL: nonnumeric port: 'pa55word@...')
+    # quoted the password: such a URL is refused as a setting, without being shown
+    with_user = doctor_with("https://bob:pa55word@127.0.0.1:1/hosting/discovery")
+    assert with_user.exit_code != 0 and "WOPIHOST_DISCOVERY_URL: a URL with a user or password" in with_user.output
+    # an unclosed IPv6 address was a traceback (urlsplit's ValueError, raised again while the error was shown)
+    unparsed = doctor_with("http://[::1/hosting/discovery?sig=abc987")
+    assert unparsed.exit_code != 0 and "WOPIHOST_DISCOVERY_URL: not a URL that can be parsed" in unparsed.output
+    assert "Traceback" not in unparsed.output
     for secret in ("tok123s3cret", "contoso", "k3y", "pa55word", "abc987"):
-        assert secret not in found.output + failed.output
+        assert secret not in found.output + failed.output + with_user.output + unparsed.output

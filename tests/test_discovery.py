@@ -570,6 +570,13 @@ def test_http_source(http_server):
         fetch_source(http_server + "/elsewhere", timeout=5)
 
 
+def test_a_source_that_cannot_be_parsed_is_a_discovery_error_that_shows_none_of_it():
+    """urlsplit's ValueError was raised again as the failure was put in words: a 500 on every proof check."""
+    with pytest.raises(DiscoveryError, match="a URL that cannot be parsed") as failed:
+        fetch_source("http://[::1/hosting/discovery?access_token=s3cret", timeout=1)
+    assert "s3cret" not in str(failed.value)
+
+
 def test_fetch_size_limit(tmp_path):
     path = tmp_path / "big.xml"
     path.write_bytes(b"<wopi-discovery>" + b" " * 2000 + b"</wopi-discovery>")

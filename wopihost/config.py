@@ -393,6 +393,12 @@ def _discovery_source(text: str) -> str:
     Windows drive)."""
     if text.lower().startswith(("http://", "https://")):
         _http_url(text)  # a `# comment` after it: the fetch would fail, and with it every proof check
+        try:
+            parts = urlsplit(text)
+        except ValueError as exc:  # an unclosed [IPv6 address
+            raise ValueError(f"not a URL that can be parsed ({exc})") from None
+        if "@" in parts.netloc:  # urllib sends no user or password, and the error it raises quotes them
+            raise ValueError("a URL with a user or password before its host, which the fetch would not send")
     elif len(urlsplit(text).scheme) > 1:
         raise ValueError(f"neither an http(s) URL nor a file path: {text!r} (a URL starts with https://)")
     return text

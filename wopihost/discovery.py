@@ -283,7 +283,7 @@ class _NoDowngradeRedirects(urllib.request.HTTPRedirectHandler):
         old_scheme = urlsplit(req.full_url).scheme.lower()
         new_scheme = urlsplit(newurl).scheme.lower()
         if new_scheme not in ("http", "https") or (old_scheme == "https" and new_scheme != "https"):
-            raise urllib.error.HTTPError(newurl, code, f"refusing redirect to {newurl}", headers, fp)
+            raise urllib.error.HTTPError(newurl, code, f"refusing redirect to {shown_source(newurl)}", headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -294,9 +294,12 @@ def shown_source(url: str) -> str:
     """A discovery source as messages and logs show it (doctor's lines among them): an http(s) URL with its
     credentials hidden, the password of its user (the user itself when it has none: a token may stand there),
     every query value and the fragment; a file path as it is."""
-    if not _is_url(url):
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # ("http://[::1/..."): nothing of it can be told apart, so none of it is shown
+        return "a URL that cannot be parsed"
+    if parts.scheme.lower() not in ("http", "https"):
         return url
-    parts = urlsplit(url)
     netloc = parts.netloc
     user, at, host = netloc.rpartition("@")
     if at:
