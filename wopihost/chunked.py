@@ -493,7 +493,7 @@ class ChunkedFiles:
         last modified by them, as after PutFile."""
         limit = self.settings.max_upload_session_size
         try:
-            spool = self.blobs.write(body, limit, sha256=False)
+            spool = self.blobs.write(body, limit, sha256=False, quickxor=False)
         except TooLarge:
             raise WopiError(413, f"the request is larger than the limit of {limit} bytes") from None
         unused = [spool.name]  # deleted at the end; after a commit, what the file does not use

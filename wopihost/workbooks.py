@@ -132,7 +132,7 @@ class Workbooks:
         with self._calls:
             data, version = self._file_bytes(file_id)
             book = xlsx.open_workbook(data, self.max_size)  # refused now, not at the first call in the session
-        blob = None if persist else self.blobs.write(io.BytesIO(data), len(data), sha256=False)
+        blob = None if persist else self.blobs.write(io.BytesIO(data), len(data), sha256=False, quickxor=False)
         now = self.clock.now()
         row = WorkbookSession(
             id=new_id(),
@@ -415,7 +415,7 @@ class Workbooks:
                     raise _Changed()
 
             return self.files.replace(file_id, user_id, io.BytesIO(data), unchanged, admit=admit).version
-        blob = self.blobs.write(io.BytesIO(data), len(data), sha256=False)
+        blob = self.blobs.write(io.BytesIO(data), len(data), sha256=False, quickxor=False)
         with blob:
             try:
                 with self.db.write() as s:
