@@ -326,6 +326,22 @@ def test_a_command_that_only_uses_the_data_directory_does_not_make_it(tmp_path, 
     assert not data.exists()
 
 
+def test_a_database_named_through_a_symbolic_link_in_the_missing_data_directory_is_refused_as_such(tmp_path):
+    """The data directory is compared resolved: a database URL naming it through a link was taken for one
+    elsewhere, and SQLite said it could not open its file."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    data = tmp_path / "link" / "data"
+    env = {
+        "WOPIHOST_DATA_DIR": str(data),
+        "WOPIHOST_DATABASE_URL": f"sqlite:///{data}/wopihost.sqlite3",
+        "WOPIHOST_SECRET_KEY": "s" * 32,
+        "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1",
+    }
+    one_line_failure(wopihost("db", "current", env=env), "does not exist, and the database is kept there")
+    assert not (tmp_path / "real" / "data").exists()
+
+
 @pytest.mark.parametrize("args", [["db", "upgrade"], ["serve", "--port", "1"]], ids=" ".join)
 def test_the_commands_that_set_a_host_up_make_its_data_directory(tmp_path, args):
     data = tmp_path / "deep" / "data"

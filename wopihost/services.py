@@ -210,7 +210,7 @@ def refuse_missing_data_dir(settings: Settings, content: bool) -> None:
     if not missing(settings.data_dir):
         return
     url = sa.make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and Path(url.database or "").absolute().is_relative_to(settings.data_dir):
+    if url.get_backend_name() == "sqlite" and Path(url.database or "").resolve().is_relative_to(settings.data_dir):
         raise MissingDataDir(settings.data_dir, "the database is kept")
     if content and not settings.storage_url:
         raise MissingDataDir(settings.data_dir, "the files' contents are kept")
