@@ -67,9 +67,10 @@ class Services:
         that does not exist is not made, and is refused (MissingDataDir) where the database or the content is
         kept there; one made by mistake (a WOPIHOST_DATA_DIR mistyped) would hide the mistake."""
         clock = clock or Clock()
-        if make_data_dir:
+        if make_data_dir or not missing(settings.data_dir):
             # the node's own directory (SQLite's database by default, local content, temporary files), whatever
-            # the storage: a path that cannot be a directory is reported as such, not as a database that cannot open
+            # the storage: a path that cannot be a directory (one through a file) is reported as such, by mkdir's
+            # error, not as a database that cannot open; a missing one only the commands that set a host up make
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         else:
             refuse_missing_data_dir(settings, content=True)
