@@ -665,20 +665,16 @@ def drives_create(kind: str, name: str, members: tuple[str, ...], as_json: bool)
         click.echo(drive.id)
 
 
-def _add_member(services: Services, drive_id: str, user: str) -> None:
-    try:
-        services.drives.add_member(drive_id, user)
-    except ValueError as exc:  # no such shared drive
-        raise click.ClickException(str(exc)) from None
-
-
 @drives_group.command("add-member")
 @click.argument("drive_id")
 @click.argument("user", type=USER)
 @json_option
 def drives_add_member(drive_id: str, user: str, as_json: bool) -> None:
     """Let a user reach a shared drive."""
-    _add_member(_services(), drive_id, user)
+    try:
+        _services().drives.add_member(drive_id, user)
+    except ValueError as exc:  # no such shared drive
+        raise click.ClickException(str(exc)) from None
     if as_json:
         _echo_json({"drive_id": drive_id, "user": user, "member": True})
     else:
