@@ -57,7 +57,7 @@ from .cspp.signatures import ChunkSignature, Signature, SignatureError
 from .db import Database
 from .errors import WopiError, bad_request
 from .extents import MAX_BLOBS, Extent, Extents, open_extents
-from .faults import InsufficientStorage, Unavailable, changing_too_often
+from .faults import InsufficientStorage, Unavailable, changing_too_often, outcome_unknown
 from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .prepared import Statements
@@ -550,6 +550,10 @@ class ChunkedFiles:
                     user_id,
                 )
             return file
+        except BaseException as exc:
+            if outcome_unknown(exc):
+                unused = []  # the commit may have landed, naming the spool and copies: gc deletes what no row names
+            raise
         finally:
             for name in unused:
                 self.blobs.release(name)
@@ -635,10 +639,10 @@ class ChunkedFiles:
                     continue
                 copy = self.blobs.concat(opened, item[0])
                 placed[stream_id] = NewStream(Extents([Extent(copy.name, 0, copy.size)]), copy, item[1])
-        except BaseException:
+        except BaseException as exc:
             for new in placed.values():
                 if new is not None and new.copy is not None:
-                    discard(self.blobs, new.copy.name)
+                    discard(self.blobs, new.copy.name, exc)
                     new.copy.release()
             raise
         return placed

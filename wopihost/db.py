@@ -32,7 +32,7 @@ from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import SQLITE_CACHE_SIZE
-from .faults import InsufficientStorage, Unavailable
+from .faults import InsufficientStorage, Unavailable, at_commit, outcome_unknown
 from .groupcommit import GroupCommit, Job
 from .prepared import Prepared, Statements
 from .writers import BUSY, WriterQueue
@@ -120,9 +120,17 @@ class Database:
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         turn = self._writers.turn() if self._writers is not None else nullcontext()
-        with FAULTS, turn, self._writer() as session, session.begin():
-            session.info["write"] = True  # repository.py takes row locks only in write transactions
-            yield session
+        with FAULTS, turn, self._writer() as session:
+            committing = False
+            try:
+                with session.begin():
+                    session.info["write"] = True  # repository.py takes row locks only in write transactions
+                    yield session
+                    committing = True
+            except BaseException as exc:
+                if committing:
+                    at_commit(exc)
+                raise
 
     def first(self, query: Prepared, params: dict) -> tuple | None:
         """The first row of one SELECT (see `query`)."""
@@ -206,7 +214,8 @@ class Database:
                         self._drop_connection()
                         continue
                     self._abandon(cursor)
-                    raise _driver_error(exc, dbapi_error, "transaction") from exc
+                    error = _driver_error(exc, dbapi_error, "transaction")
+                    raise (at_commit(error) if committing else error) from exc
                 except BaseException:
                     self._abandon(cursor)
                     raise
@@ -223,6 +232,7 @@ class Database:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         with FAULTS, turn:
             cursor, _ = self._on_live_connection(lambda cursor: cursor.execute("BEGIN IMMEDIATE"))
+            committing = False
             try:
                 statements = Statements(cursor, self.engine.dialect, writing=True)
                 if len(jobs) == 1:
@@ -238,10 +248,12 @@ class Database:
                             cursor.execute("ROLLBACK TO job")
                             job.failed(exc)
                         cursor.execute("RELEASE job")
+                committing = True
                 cursor.execute("COMMIT")
             except dbapi_error as exc:
                 self._abandon(cursor)
-                raise _driver_error(exc, dbapi_error, "transaction") from exc
+                error = _driver_error(exc, dbapi_error, "transaction")
+                raise (at_commit(error) if committing else error) from exc
             except BaseException:
                 self._abandon(cursor)
                 raise
@@ -346,6 +358,8 @@ class _Faults:
         if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free in time
             raise Unavailable("every database connection is busy; retry") from exc
         if isinstance(exc, sa.exc.DBAPIError) and (fault := _fault(exc)) is not None:
+            if outcome_unknown(exc):
+                at_commit(fault)
             raise fault from exc
 
 

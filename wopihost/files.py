@@ -489,8 +489,8 @@ class Files:
         with blob:
             try:
                 result, unused = change(blob)
-            except BaseException:
-                discard(self.blobs, blob.name)
+            except BaseException as exc:
+                discard(self.blobs, blob.name, exc)
                 raise
         for name in unused:
             self.blobs.release(name)

@@ -300,9 +300,9 @@ class UploadSessions:
                         )
                     if observer is not None:
                         observer.record(s)
-            except BaseException:
+            except BaseException as exc:
                 if blob is not None:
-                    discard(self.blobs, blob.name)
+                    discard(self.blobs, blob.name, exc)
                 raise
         return offset + length
 
@@ -446,6 +446,7 @@ class UploadSessions:
             return
         made: list[Blob] = []
         kept: set[str] = set()
+        failure: BaseException | None = None
         try:
             with suppress(_Changed):
                 merged = pieces
@@ -482,11 +483,14 @@ class UploadSessions:
                         s.add(UploadPiece(token=token, offset=offset, length=length, blob=extent.blob, quickxor=digest))
                         offset += extent.length
                 kept = merged.blobs  # committed
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             for blob in made:
                 blob.release()
                 if blob.name not in kept:
-                    discard(self.blobs, blob.name)
+                    discard(self.blobs, blob.name, failure)
         for extent in pieces if kept else ():
             self.blobs.release(extent.blob)
 

@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, suppre
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
 
-from .faults import InsufficientStorage, Unavailable
+from .faults import InsufficientStorage, Unavailable, outcome_unknown
 from .ids import new_id
 from .quickxor import QuickXor
 from .scratch import scratch
@@ -153,10 +153,15 @@ class Hashes:
         return self._quickxor.b64digest() if self._quickxor is not None else ""
 
 
-def discard(storage: Storage, name: str) -> None:
-    """Delete a blob made for a change that failed, whose own error is the one to answer: a store failing here
-    too (unreachable, refusing) is logged, not raised over it, and gc deletes the blob once unreferenced and
-    unheld. A loop of these goes on to its other blobs' holds."""
+def discard(storage: Storage, name: str, failure: BaseException | None = None) -> None:
+    """Delete a blob made for a change that failed (with `failure`, if it raised), whose own error is the one to
+    answer: a store failing here too (unreachable, refusing) is logged, not raised over it, and gc deletes the
+    blob once unreferenced and unheld. A loop of these goes on to its other blobs' holds. A change that may have
+    committed all the same (faults.outcome_unknown) may name the blob: it is left to gc, which deletes it only if
+    nothing does."""
+    if failure is not None and outcome_unknown(failure):
+        log.info("left blob %s to gc: the change that failed may have committed", name)
+        return
     try:
         storage.delete(name)
     except Exception:

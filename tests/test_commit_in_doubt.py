@@ -1,0 +1,150 @@
+"""A write whose COMMIT the database carried out but whose answer never came back (the connection lost at that
+moment): the request is a 503, as any lost connection, but the transaction may have committed, naming the blob
+the request had just stored. That blob must stay (faults.outcome_unknown): deleted, the file would name content
+that no longer exists, unreadable for good, and a Graph upload session would complete into such a file.
+
+PostgreSQL only: the connection goes through a loopback proxy that loses the answer to one COMMIT. SQLite has no
+connection to lose."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+
+import pytest
+import sqlalchemy as sa
+import webtest
+
+from wopihost.app import create_app
+from wopihost.gc import collect
+
+from .cspp_helpers import full_file, put_chunked
+from .helpers import GraphClient, stored_blobs
+from .test_storage_faults import Host, settings_on
+
+
+class CommitAnswerLost:
+    """A loopback TCP proxy to the database. Once `arm()`ed, it passes the COMMIT it waits for on to the
+    database (with whatever the client sends after it, a pipeline's Sync), withholds the database's answers until
+    the one to the COMMIT (the transaction has committed), and closes both connections without passing them on."""
+
+    def __init__(self, database: str):
+        url = sa.make_url(database)
+        self._target = (url.host or "127.0.0.1", url.port or 5432)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = url.set(host="127.0.0.1", port=self._listener.getsockname()[1]).render_as_string(False)
+        self._armed = threading.Event()
+        self.lost = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, after: bytes) -> None:
+        """Lose the answer to the first COMMIT that comes after a statement holding `after` (reads commit too)."""
+        self.lost.clear()
+        self._after = after
+        self._armed.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self._target)
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        seen = b""  # what the client sent since the proxy was armed
+        withheld: bytes | None = None  # the database's answers since the COMMIT was passed on
+        with client, server:
+            while True:
+                for source in select.select([client, server], [], [])[0]:
+                    data = source.recv(1 << 16)
+                    if not data:
+                        return
+                    if source is client and withheld is None and self._armed.is_set():
+                        seen += data
+                        if self._after in seen and b"COMMIT" in seen[seen.index(self._after) :]:
+                            self._armed.clear()
+                            withheld = b""
+                    if source is server and withheld is not None:
+                        withheld += data
+                        if b"COMMIT\x00" in withheld:  # its CommandComplete: the transaction has committed
+                            self.lost.set()
+                            return  # the answers are dropped with both connections
+                        continue
+                    (server if source is client else client).sendall(data)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def proxy(database):
+    if database.startswith("sqlite"):
+        pytest.skip("SQLite has no connection to lose")
+    proxy = CommitAnswerLost(database)
+    yield proxy
+    proxy.close()
+
+
+def test_a_put_file_whose_commit_answer_is_lost_keeps_the_content_it_committed(proxy, tmp_path):
+    host = Host(settings_on(tmp_path / "data", proxy.url))
+    try:
+        proxy.arm(after=b"UPDATE files")
+        response = host.wopi.put_file(b"new content", lock="L")
+        assert proxy.lost.is_set()
+        assert response.status_int == 503 and response.headers["Retry-After"], response
+        # The database committed the new content: it is there to read, and gc keeps it, as a row names it.
+        for _ in range(2):
+            got = host.wopi.get_file()
+            assert got.status_int == 200 and got.body == b"new content", got
+            assert got.headers["X-WOPI-ItemVersion"] == "2"
+            collect(host.services, grace=0)
+        assert len(stored_blobs(host.services)) == 1  # the old content's blob went, to gc
+    finally:
+        host.services.db.dispose()
+
+
+def test_a_chunked_save_whose_commit_answer_is_lost_keeps_the_content_it_committed(proxy, tmp_path):
+    """CSPP Plus: the new content lies in the request's spool (inline chunks), which the file then names."""
+    host = Host(settings_on(tmp_path / "data", proxy.url))
+    try:
+        payload = os.urandom(300_000)
+        signature, chunks = full_file(payload)
+        proxy.arm(after=b"UPDATE files SET size")  # the save's, not the signature cache's
+        response = put_chunked(host.wopi, {"MainContent": signature}, chunks, X_WOPI_Lock="L")
+        assert proxy.lost.is_set()
+        assert response.status_int == 503, response
+        collect(host.services, grace=0)
+        got = host.wopi.get_file()
+        assert got.status_int == 200 and got.body == payload, got.status
+    finally:
+        host.services.db.dispose()
+
+
+def test_a_fragment_whose_commit_answer_is_lost_is_kept_and_the_session_completes(proxy, settings):
+    app = create_app(settings.with_changes(database_url=proxy.url))
+    services = app.extensions["wopihost"]
+    try:
+        issued, drive_id = services.issue_api_token("alice", True)
+        graph = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+        created = graph.post_json("me/drive/root:/big.bin:/createUploadSession", {})
+        assert created.status_int == 200, created.body
+        url = created.json["uploadUrl"]
+
+        proxy.arm(after=b"INSERT INTO upload_pieces")
+        first = graph.upload(url, b"a" * 1000, 0, 2000)
+        assert proxy.lost.is_set()
+        assert first.status_int == 503, first.body
+        # The piece's row committed: the session says so, and its bytes are still there to complete the file.
+        state = graph.testapp.get(graph.url(url))
+        assert state.json["nextExpectedRanges"] == ["1000-1999"]
+        collect(services, grace=0)
+        done = graph.upload(url, b"b" * 1000, 1000, 2000)
+        assert done.status_int == 201, done.body
+        content = graph.get(f"me/drive/items/{done.json['id']}/content")
+        assert content.status_int == 200 and content.body == b"a" * 1000 + b"b" * 1000
+    finally:
+        services.db.dispose()
