@@ -109,16 +109,45 @@ def test_a_failed_if_match_is_a_412_error_without_the_content(wopi, headers):
     assert response.body == b"" and response.headers["X-WOPI-FailureReason"]
 
 
-def test_get_file_unsatisfiable_range_is_416(wopi):
-    response = wopi.get_file(Range="bytes=50-60")
-    assert response.status_int == 416
+@pytest.mark.parametrize("range_header", ["bytes=50-60", "bytes=50-60,11-", "bytes=-0", "bytes=11-,-0"])
+def test_get_file_unsatisfiable_range_is_416(wopi, range_header):
+    response = wopi.get_file(Range=range_header)
+    assert response.status_int == 416 and response.headers["Content-Range"] == "bytes */11"
     assert response.headers["X-WOPI-FailureReason"]
 
 
-@pytest.mark.parametrize("range_header", ["bytes=0-", "bytes=5-9", "bytes=-5"])
-def test_no_range_of_an_empty_file_can_be_satisfied(make_file, client_for, range_header):
+@pytest.mark.parametrize(
+    "range_header, body, content_range",
+    [
+        ("bytes=0-1,", b"he", "bytes 0-1/11"),
+        ("bytes=, 6-", b"world", "bytes 6-10/11"),
+        ("bytes=,-3,,", b"rld", "bytes 8-10/11"),
+    ],
+)
+def test_empty_elements_of_the_range_list_are_skipped(wopi, range_header, body, content_range):
+    """RFC 9110 §5.6.1.2: a recipient ignores empty list elements; one range is left, and honoured."""
+    response = wopi.get_file(Range=range_header)
+    assert response.status_int == 206 and response.body == body and response.headers["Content-Range"] == content_range
+
+
+@pytest.mark.parametrize("range_header", ["bytes=4-1", "bytes=a-b", "bytes=1-2-3", "bytes=", "bytes=,"])
+def test_a_malformed_range_is_416(wopi, range_header):
+    response = wopi.get_file(Range=range_header)
+    assert response.status_int == 416 and response.headers["X-WOPI-FailureReason"]
+
+
+@pytest.mark.parametrize("range_header", ["bytes=0-", "bytes=5-9", "bytes=-0", "bytes=0-1,3-4"])
+def test_only_a_suffix_of_an_empty_file_can_be_satisfied(make_file, client_for, range_header):
+    """RFC 9110 §14.1.1: of a representation of no bytes, only a suffix of more than none can be satisfied."""
     response = client_for(make_file(b"")).get_file(Range=range_header)
     assert response.status_int == 416 and response.headers["Content-Range"] == "bytes */0"
+
+
+@pytest.mark.parametrize("range_header", ["bytes=-5", "bytes=0-1,-5"])
+def test_a_suffix_of_an_empty_file_is_the_whole_empty_file(make_file, client_for, range_header):
+    """Satisfiable (RFC 9110 §14.1.1), and no Content-Range can say an empty range: the whole file, 200."""
+    response = client_for(make_file(b"")).get_file(Range=range_header)
+    assert response.status_int == 200 and response.body == b"" and "Content-Range" not in response.headers
 
 
 def test_a_range_in_a_unit_other_than_bytes_is_ignored(wopi):
@@ -127,7 +156,17 @@ def test_a_range_in_a_unit_other_than_bytes_is_ignored(wopi):
     assert response.status_int == 200 and response.body == b"hello world" and "Content-Range" not in response.headers
 
 
-@pytest.mark.parametrize("range_header", ["bytes=0-1,4-5", "bytes=0-4, 50-60"])
+@pytest.mark.parametrize(
+    "range_header",
+    [
+        "bytes=0-1,4-5",
+        "bytes=0-4, 50-60",
+        "bytes=3-4,0-1",  # out of order
+        "bytes=0-1,1-2",  # overlapping
+        "bytes=-2,0-1",  # a suffix first
+        "bytes=50-60,-2",  # the first unsatisfiable, the second not
+    ],
+)
 def test_several_ranges_are_ignored(wopi, range_header):
     """RFC 9110 §14.2: a server may ignore a Range; a 416 would say that none of the ranges can be satisfied."""
     response = wopi.get_file(Range=range_header)

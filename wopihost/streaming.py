@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from typing import BinaryIO
 
 from flask import Request, Response
 from werkzeug.exceptions import PreconditionFailed, RequestedRangeNotSatisfiable
-from werkzeug.http import parse_range_header, quote_etag
+from werkzeug.http import quote_etag
 from werkzeug.wsgi import wrap_file
 
 from .httpdate import http_date
@@ -83,24 +84,55 @@ def content_response(
 
 def _range_as_rfc_9110_reads_it(environ: dict, size: int) -> dict:
     """The request as Werkzeug should see it where it reads a Range otherwise than RFC 9110 §14: a range in a
-    unit other than bytes is ignored (Werkzeug: 416), a suffix longer than the file is the whole file (416),
-    no range of an empty file can be satisfied (Werkzeug ignores it: 200), and several ranges, which we do not
-    send as multipart/byteranges, are ignored (Werkzeug: 416, which would say none of them can be satisfied)."""
+    unit other than bytes is ignored (Werkzeug: 416); several ranges, which we do not send as
+    multipart/byteranges, are ignored unless none can be satisfied (Werkzeug: 416 for any list not in order, which
+    would say that none can); empty list elements are skipped (Werkzeug: 416); a suffix longer than the file is
+    the whole file (416); and of an empty file only a suffix can be satisfied (§14.1.1), which is then the whole
+    (empty) file, every other range not (Werkzeug ignores them: 200)."""
     value = environ["HTTP_RANGE"]
-    if value.partition("=")[0].strip().lower() != "bytes":
+    unit, _, specs = value.partition("=")
+    if unit.strip().lower() != "bytes":
         return _without(environ, "HTTP_RANGE")
-    parsed = parse_range_header(value)
-    if parsed is None:  # malformed: Werkzeug's 416 stands
+    ranges = _byte_ranges(specs)
+    if ranges is None:  # malformed: Werkzeug's 416 stands
         return environ
-    if size == 0:
-        if "HTTP_IF_RANGE" in environ:  # which may say to send the whole (empty) file instead
-            return environ
-        raise RequestedRangeNotSatisfiable(length=0)
-    if len(parsed.ranges) > 1:
+    # RFC 9110 §14.1.1: a range from a byte the file has, or a suffix of more than none, can be satisfied
+    if not any(first < size if first is not None else last for first, last in ranges):
+        if size == 0 and "HTTP_IF_RANGE" not in environ:
+            raise RequestedRangeNotSatisfiable(length=0)
+        # Werkzeug's 416, or its 200 where If-Range says to send the whole file instead
+        return {**environ, "HTTP_RANGE": f"bytes={size}-"}
+    if len(ranges) > 1 or size == 0:
         return _without(environ, "HTTP_RANGE")
-    if parsed.ranges[0][0] < -size:
-        return {**environ, "HTTP_RANGE": "bytes=0-"}
-    return environ
+    first, last = ranges[0]
+    if first is None:
+        return {**environ, "HTTP_RANGE": f"bytes=-{last}" if (last or 0) < size else "bytes=0-"}
+    return {**environ, "HTTP_RANGE": f"bytes={first}-{'' if last is None else last}"}
+
+
+# RFC 9110 §14.1.2: a range of the bytes unit is `first-last`, `first-` or `-suffix` (optional white space around
+# each list element)
+_BYTE_RANGE = re.compile(r"[ \t]*(?:(\d+)-(\d*)|-(\d+))[ \t]*")
+
+
+def _byte_ranges(specs: str) -> list[tuple[int | None, int | None]] | None:
+    """The ranges of a bytes Range's value: (first, last or None), or (None, suffix); None if one is malformed
+    (or ends before it starts) or there is none. Empty list elements are skipped (RFC 9110 §5.6.1.2)."""
+    ranges: list[tuple[int | None, int | None]] = []
+    for element in specs.split(","):
+        if not element.strip(" \t"):
+            continue
+        match = _BYTE_RANGE.fullmatch(element)
+        if match is None:
+            return None
+        first, last, suffix = match.groups()
+        if suffix is not None:
+            ranges.append((None, int(suffix)))
+        elif last and int(last) < int(first):
+            return None
+        else:
+            ranges.append((int(first), int(last) if last else None))
+    return ranges or None
 
 
 def _without(environ: dict, key: str) -> dict:
