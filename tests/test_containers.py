@@ -639,6 +639,29 @@ def test_pointers_of_deleted_items_are_404(services, placement, testapp, follow,
         assert follow.get(made, suffix).status_int == 404
 
 
+@pytest.mark.parametrize(
+    "override, headers",
+    [
+        ("CREATE_CHILD_CONTAINER", {"X_WOPI_SuggestedTarget": "a", "X_WOPI_RelativeTarget": "b"}),
+        ("CREATE_CHILD_CONTAINER", {"X_WOPI_RelativeTarget": "a|b"}),
+        ("CREATE_CHILD_FILE", {"X_WOPI_SuggestedTarget": ".docx", "X_WOPI_RelativeTarget": "b.docx"}),
+        ("CREATE_CHILD_FILE", {}),
+        ("RENAME_CONTAINER", {}),
+        ("RENAME_CONTAINER", {"X_WOPI_RequestedName": "a|b"}),
+        ("GET_SHARE_URL", {"X_WOPI_UrlType": "Bogus"}),
+        ("GET_SHARE_URL", {}),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "+".join(sorted(value)) or "none",
+)
+def test_a_deleted_container_is_404_before_its_headers_are_read(parent, follow, override, headers):
+    """As for files: an unknown container is 404 whatever the headers; both targets were 501, an invalid name 400,
+    and GetShareUrl's unsupported type 501."""
+    made = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Gone").json["ContainerPointer"]["Url"]
+    assert follow.post(made, "DELETE_CONTAINER").status_int == 200
+    response = follow.post(made, override, **headers)
+    assert response.status_int == 404, response.headers["X-WOPI-FailureReason"]
+
+
 def test_unknown_overrides_and_methods_on_containers(parent, follow, testapp):
     assert follow.post(parent, "BOGUS").status_int == 501
     assert follow.post(parent, "LOCK").status_int == 501

@@ -113,8 +113,8 @@ class Containers:
 
     def rename(self, folder_id: str, name: str, user_id: str) -> Container:
         """RenameContainer: 400 for a name that is not valid, 409 if it is taken or the container is a root."""
+        container = self.get(folder_id)  # 404 for a deleted container, whatever the name
         name = container_name(name)
-        container = self.get(folder_id)
         if container.is_root:
             raise WopiError(409, "a root container cannot be renamed")
         self.tree.update(container.folder.drive_id, folder_id, user_id, name=name)  # 409 if the name is taken
