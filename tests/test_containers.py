@@ -673,6 +673,25 @@ def test_unknown_overrides_and_methods_on_containers(parent, follow, testapp):
 # -- turned off ------------------------------------------------------------------------------
 
 
+def test_check_ecosystem_answers_with_containers_off(settings, clock, services, placement, testapp):
+    """CheckEcosystem has no 501 in WOPI, and its SupportsContainers matches CheckFileInfo's: an ecosystem token
+    handed out while containers were on got 501 once they were turned off. GetRootContainer, which needs them,
+    stays 501."""
+    file, token = placement
+    ecosystem = testapp.get(f"/wopi/files/{file.id}/ecosystem_pointer?access_token={token}").json["Url"]
+    app = create_app(settings.with_changes(containers=False), clock)
+    try:
+        plain = Follow(webtest.TestApp(app))
+        response = plain.get(ecosystem)
+        assert response.status_int == 200 and response.json == {"SupportsContainers": False}
+        assert "SupportsContainers" not in plain.testapp.get(f"/wopi/files/{file.id}?access_token={token}").json
+        root = plain.get(ecosystem, "/root_container_pointer")
+        assert root.status_int == 501 and "turned off" in root.headers["X-WOPI-FailureReason"]
+        assert plain.get(ecosystem.replace("access_token=", "access_token=x")).status_int == 401
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
 def test_containers_can_be_turned_off(settings, clock, services):
     file = services.add_file("alice", "A.docx", io.BytesIO(b"a"), ["Docs"])
     token = services.issue_token(file.id, "alice", True, folders="lcmw").token

@@ -203,9 +203,10 @@ def get_container_share_url(call: ContainerCall) -> Response:
 # -- the ecosystem ------------------------------------------------------------------------------
 
 
-@containers_on
 def check_ecosystem(call: ContainerCall) -> Response:
-    return jsonify({"SupportsContainers": True})
+    """Served with containers off too: WOPI gives CheckEcosystem no 501, only an answer whose SupportsContainers
+    matches CheckFileInfo's (an ecosystem token handed out before they were turned off asks it)."""
+    return jsonify({"SupportsContainers": call.services.settings.containers})
 
 
 @containers_on
