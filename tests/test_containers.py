@@ -12,6 +12,8 @@ import webtest
 
 from wopihost.app import create_app
 from wopihost.clock import iso_round_trip
+from wopihost.errors import WopiError
+from wopihost.files import Target
 from wopihost.names import decode_utf7, encode_utf7
 
 from .helpers import WopiClient, raw_utf8
@@ -660,6 +662,35 @@ def test_a_deleted_container_is_404_before_its_headers_are_read(parent, follow, 
     assert follow.post(made, "DELETE_CONTAINER").status_int == 200
     response = follow.post(made, override, **headers)
     assert response.status_int == 404, response.headers["X-WOPI-FailureReason"]
+
+
+def test_every_container_operation_says_one_thing_of_a_deleted_container(services, parent, follow):
+    """DeleteContainer, CreateChildContainer and CreateChildFile said 'the folder does not exist' (the folder
+    tree's words, from the row lock they take), the others 'container not found'; the writers still say it of a
+    container deleted after the request found it."""
+    made = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Gone").json["ContainerPointer"]
+    gone = urlsplit(made["Url"]).path.rsplit("/", 1)[1]
+    assert follow.post(made["Url"], "DELETE_CONTAINER").status_int == 200
+    answers = [follow.get(made["Url"], suffix) for suffix in ("", "/ancestry", "/children", "/ecosystem_pointer")]
+    for override, headers in [
+        ("CREATE_CHILD_CONTAINER", {"X_WOPI_RelativeTarget": "a"}),
+        ("CREATE_CHILD_CONTAINER", {"X_WOPI_SuggestedTarget": "a"}),
+        ("CREATE_CHILD_FILE", {"X_WOPI_RelativeTarget": "a.docx"}),
+        ("DELETE_CONTAINER", {}),
+        ("RENAME_CONTAINER", {"X_WOPI_RequestedName": "a"}),
+        ("GET_SHARE_URL", {"X_WOPI_UrlType": "ReadOnly"}),
+    ]:
+        answers.append(follow.post(made["Url"], override, **headers))
+    assert {(a.status_int, a.headers["X-WOPI-FailureReason"]) for a in answers} == {(404, "container not found")}
+    for write in (
+        lambda: services.containers.create_child(gone, "a", False, "alice"),
+        lambda: services.containers.create_child(gone, "a", True, "alice"),
+        lambda: services.containers.create_file(gone, Target("a.docx", suggested=False), "alice"),
+        lambda: services.containers.delete(gone),
+    ):
+        with pytest.raises(WopiError) as refused:
+            write()
+        assert (refused.value.status, refused.value.reason) == (404, "container not found")
 
 
 def test_unknown_overrides_and_methods_on_containers(parent, follow, testapp):
