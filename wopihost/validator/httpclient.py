@@ -34,6 +34,7 @@ from urllib3 import connection, connectionpool
 IDLE_SECONDS = 1.0  # below any host's keepalive that a client can expect (gunicorn's 2 s is the shortest common)
 PIECE = 1 << 16
 KEEP_LIMIT = 16 << 20  # the most of an answer's body kept for the tools' checks (JSON, text, frames, a document)
+INTERRUPTED = 130  # the tools' exit status when Ctrl-C stopped them: 128 + SIGINT, as a shell gives such a command
 
 
 class Client(requests.Session):
