@@ -306,8 +306,11 @@ NOT_MAKING_THE_DATA_DIRECTORY = [
     ["gc"],
     ["demo"],
     ["db", "current"],
+    ["backup", "copy.sqlite3"],  # refused before it writes
     ["doctor", "--timeout", "1"],
 ]
+# Of them, the commands that sign and check no token: they need no token secret in the data directory.
+SIGNING_NOTHING = [["db", "current"], ["backup", "copy.sqlite3"]]
 
 
 @pytest.mark.parametrize("secret", ["from the environment", "generated"])
@@ -319,10 +322,28 @@ def test_a_command_that_only_uses_the_data_directory_does_not_make_it(tmp_path, 
     env = {"WOPIHOST_DATA_DIR": str(data), "WOPIHOST_PUBLIC_URL": "http://127.0.0.1:1"}
     if secret == "from the environment":
         env["WOPIHOST_SECRET_KEY"] = "s" * 32
-    kept = "the token secret is kept there" if secret == "generated" else "the database is kept there"
+    generated = secret == "generated" and args not in SIGNING_NOTHING
+    kept = "the token secret is kept there" if generated else "the database is kept there"
     one_line_failure(
         wopihost(*args, env=env), f"Error: the data directory {data} does not exist, and {kept}: set WOPIHOST_DATA_DIR"
     )
+    assert not data.exists()
+
+
+@pytest.mark.parametrize("command", ["db current", "backup"])
+def test_a_command_that_signs_nothing_needs_no_token_secret(tmp_path, database, command):
+    """db current and backup refused a missing data directory as where 'the token secret is kept', which neither
+    uses: with the database elsewhere (PostgreSQL, or a SQLite file outside it) they need nothing there."""
+    data, copy = tmp_path / "data", tmp_path / "copy.sqlite3"
+    env = {"WOPIHOST_DATA_DIR": str(data), "WOPIHOST_DATABASE_URL": database, "WOPIHOST_PUBLIC_URL": "http://1.1"}
+    env["WOPIHOST_SECRET_KEY"] = ""  # none: the generated one would be in the data directory
+    result = wopihost(*command.split(), *([str(copy)] if command == "backup" else []), env=env)
+    if command == "db current":
+        assert result.returncode == 0 and result.stdout.endswith(": at this wopihost's head\n"), result.stderr
+    elif database.startswith("sqlite"):
+        assert result.returncode == 0 and copy.is_file(), result.stderr
+    else:
+        one_line_failure(result, "back it up with pg_dump")
     assert not data.exists()
 
 

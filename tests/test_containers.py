@@ -12,6 +12,8 @@ import webtest
 
 from wopihost.app import create_app
 from wopihost.clock import iso_round_trip
+from wopihost.errors import WopiError
+from wopihost.files import Target
 from wopihost.names import decode_utf7, encode_utf7
 
 from .helpers import WopiClient, raw_utf8
@@ -639,6 +641,58 @@ def test_pointers_of_deleted_items_are_404(services, placement, testapp, follow,
         assert follow.get(made, suffix).status_int == 404
 
 
+@pytest.mark.parametrize(
+    "override, headers",
+    [
+        ("CREATE_CHILD_CONTAINER", {"X_WOPI_SuggestedTarget": "a", "X_WOPI_RelativeTarget": "b"}),
+        ("CREATE_CHILD_CONTAINER", {"X_WOPI_RelativeTarget": "a|b"}),
+        ("CREATE_CHILD_FILE", {"X_WOPI_SuggestedTarget": ".docx", "X_WOPI_RelativeTarget": "b.docx"}),
+        ("CREATE_CHILD_FILE", {}),
+        ("RENAME_CONTAINER", {}),
+        ("RENAME_CONTAINER", {"X_WOPI_RequestedName": "a|b"}),
+        ("GET_SHARE_URL", {"X_WOPI_UrlType": "Bogus"}),
+        ("GET_SHARE_URL", {}),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "+".join(sorted(value)) or "none",
+)
+def test_a_deleted_container_is_404_before_its_headers_are_read(parent, follow, override, headers):
+    """As for files: an unknown container is 404 whatever the headers; both targets were 501, an invalid name 400,
+    and GetShareUrl's unsupported type 501."""
+    made = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Gone").json["ContainerPointer"]["Url"]
+    assert follow.post(made, "DELETE_CONTAINER").status_int == 200
+    response = follow.post(made, override, **headers)
+    assert response.status_int == 404, response.headers["X-WOPI-FailureReason"]
+
+
+def test_every_container_operation_says_one_thing_of_a_deleted_container(services, parent, follow):
+    """DeleteContainer, CreateChildContainer and CreateChildFile said 'the folder does not exist' (the folder
+    tree's words, from the row lock they take), the others 'container not found'; the writers still say it of a
+    container deleted after the request found it."""
+    made = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Gone").json["ContainerPointer"]
+    gone = urlsplit(made["Url"]).path.rsplit("/", 1)[1]
+    assert follow.post(made["Url"], "DELETE_CONTAINER").status_int == 200
+    answers = [follow.get(made["Url"], suffix) for suffix in ("", "/ancestry", "/children", "/ecosystem_pointer")]
+    for override, headers in [
+        ("CREATE_CHILD_CONTAINER", {"X_WOPI_RelativeTarget": "a"}),
+        ("CREATE_CHILD_CONTAINER", {"X_WOPI_SuggestedTarget": "a"}),
+        ("CREATE_CHILD_FILE", {"X_WOPI_RelativeTarget": "a.docx"}),
+        ("DELETE_CONTAINER", {}),
+        ("RENAME_CONTAINER", {"X_WOPI_RequestedName": "a"}),
+        ("GET_SHARE_URL", {"X_WOPI_UrlType": "ReadOnly"}),
+    ]:
+        answers.append(follow.post(made["Url"], override, **headers))
+    assert {(a.status_int, a.headers["X-WOPI-FailureReason"]) for a in answers} == {(404, "container not found")}
+    for write in (
+        lambda: services.containers.create_child(gone, "a", False, "alice"),
+        lambda: services.containers.create_child(gone, "a", True, "alice"),
+        lambda: services.containers.create_file(gone, Target("a.docx", suggested=False), "alice"),
+        lambda: services.containers.delete(gone),
+    ):
+        with pytest.raises(WopiError) as refused:
+            write()
+        assert (refused.value.status, refused.value.reason) == (404, "container not found")
+
+
 def test_unknown_overrides_and_methods_on_containers(parent, follow, testapp):
     assert follow.post(parent, "BOGUS").status_int == 501
     assert follow.post(parent, "LOCK").status_int == 501
@@ -648,6 +702,25 @@ def test_unknown_overrides_and_methods_on_containers(parent, follow, testapp):
 
 
 # -- turned off ------------------------------------------------------------------------------
+
+
+def test_check_ecosystem_answers_with_containers_off(settings, clock, services, placement, testapp):
+    """CheckEcosystem has no 501 in WOPI, and its SupportsContainers matches CheckFileInfo's: an ecosystem token
+    handed out while containers were on got 501 once they were turned off. GetRootContainer, which needs them,
+    stays 501."""
+    file, token = placement
+    ecosystem = testapp.get(f"/wopi/files/{file.id}/ecosystem_pointer?access_token={token}").json["Url"]
+    app = create_app(settings.with_changes(containers=False), clock)
+    try:
+        plain = Follow(webtest.TestApp(app))
+        response = plain.get(ecosystem)
+        assert response.status_int == 200 and response.json == {"SupportsContainers": False}
+        assert "SupportsContainers" not in plain.testapp.get(f"/wopi/files/{file.id}?access_token={token}").json
+        root = plain.get(ecosystem, "/root_container_pointer")
+        assert root.status_int == 501 and "turned off" in root.headers["X-WOPI-FailureReason"]
+        assert plain.get(ecosystem.replace("access_token=", "access_token=x")).status_int == 401
+    finally:
+        app.extensions["wopihost"].db.dispose()
 
 
 def test_containers_can_be_turned_off(settings, clock, services):

@@ -1020,6 +1020,40 @@ def trickling_host(every: float = 0.2, until: float = 8.0, head: bool = False) -
 
 
 @contextmanager
+def slow_reading_host(size: int, reading: float, answering: float) -> Iterator[str]:
+    """A host that reads a request's body of `size` bytes over `reading` seconds, then answers 200 with a body of
+    ten bytes, one every `answering` / 10 seconds: each write and each read of its socket goes through in time,
+    the exchange takes `reading` + `answering`. Its origin."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            try:
+                got, begun = 0, time.monotonic()
+                while got < size:  # the head too: a few bytes more than the body, read a little early
+                    data = conn.recv(1 << 20)
+                    if not data:
+                        return
+                    got += len(data)
+                    done.wait(max(0.0, begun + reading * got / size - time.monotonic()))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                for _ in range(10):
+                    if done.wait(answering / 10):
+                        return
+                    conn.sendall(b" ")
+            except OSError:  # the client gave up
+                pass
+
+    serve_each(listener, answer)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        done.set()
+        listener.close()
+
+
+@contextmanager
 def silent_host() -> Iterator[tuple[str, Callable[[int], None]]]:
     """A host that reads every request and never answers. Its origin, and a function that returns once it has
     read that many requests (a tool that has sent one is waiting for its answer)."""

@@ -300,3 +300,54 @@ def test_a_files_revocation_is_purged_once_no_live_token_predates_it(wopi, servi
     with services.db.write() as s:
         services.tokens.purge(s)
         assert s.scalar(count) == 0
+
+
+# Every operation that reads headers or a body, with ones it would refuse (400 or 501) were the file there.
+REFUSED_HEADERS = [
+    ("GET", "/contents", None, {"X-WOPI-MaxExpectedSize": "many"}, b""),
+    ("POST", "/contents", "PUT", {"X-WOPI-Lock": "L" * 1025}, b""),
+    ("POST", "", "LOCK", {}, b""),
+    ("POST", "", "LOCK", {"X-WOPI-Lock": "L", "X-WOPI-OldLock": ""}, b""),
+    ("POST", "", "LOCK", {"X-WOPI-Lock": "L", "X-WOPI-LockExpirationTimeout": "-1"}, b""),
+    ("POST", "", "REFRESH_LOCK", {}, b""),
+    ("POST", "", "UNLOCK", {}, b""),
+    ("POST", "", "PUT_RELATIVE", {"X-WOPI-SuggestedTarget": ".pdf", "X-WOPI-RelativeTarget": "a.pdf"}, b""),
+    ("POST", "", "PUT_RELATIVE", {}, b""),
+    ("POST", "", "RENAME_FILE", {}, b""),
+    ("POST", "", "GET_SHARE_URL", {"X-WOPI-UrlType": "Bogus"}, b""),
+    ("POST", "", "GET_SHARE_URL", {}, b""),
+    ("POST", "", "ADD_ACTIVITIES", {}, b"not JSON"),
+    ("POST", "", "GET_CHUNKED_FILE", {}, b"not a message"),
+    ("POST", "", "GET_CHUNKS", {}, b"not a message"),
+    ("POST", "/contents", "PUT_CHUNKED_FILE", {}, b""),
+    ("POST", "", "UPDATE_UPLOAD_SESSION", {}, b""),
+    ("POST", "", "GET_COAUTH_LOCK", {}, b""),
+    ("POST", "", "REFRESH_COAUTH_LOCK", {}, b""),
+    ("POST", "", "UNLOCK_COAUTH_LOCK", {}, b""),
+]
+
+
+@pytest.mark.parametrize(
+    "operation", REFUSED_HEADERS, ids=[f"{m}{s}:{o or '-'}:{sorted(h)}" for m, s, o, h, _ in REFUSED_HEADERS]
+)
+def test_a_deleted_file_is_404_before_its_headers_are_read(wopi, services, operation):
+    """WOPI answers an unknown file 404 whatever the request's headers (token, then file, then the operation's
+    headers: docs/wopi.md §1.2): GetShareUrl with an unsupported X-WOPI-UrlType was 501, and the others' malformed
+    headers or bodies 400, for a file that was not there."""
+    method, suffix, override, headers, body = operation
+    services.files.delete(wopi.file_id)
+    headers = {**headers, **({"X-WOPI-Override": override} if override else {})}
+    if method == "GET":
+        response = wopi.testapp.get(wopi.url(suffix), headers=headers, expect_errors=True)
+    else:
+        response = wopi.testapp.post(wopi.url(suffix), body, headers=headers, expect_errors=True)
+    assert response.status_int == 404, response.headers.get("X-WOPI-FailureReason")
+    assert response.headers["X-WOPI-FailureReason"] == "file not found"
+
+
+def test_a_deleted_file_is_404_for_a_read_only_token_saving_as(make_file, client_for, services):
+    """PutRelativeFile's 501 for a read-only token (UserCanNotWriteRelative) is for a file that is there."""
+    reader = client_for(make_file(), can_write=False)
+    services.files.delete(reader.file_id)
+    response = reader.op("PUT_RELATIVE", X_WOPI_SuggestedTarget=".pdf")
+    assert response.status_int == 404 and response.headers["X-WOPI-FailureReason"] == "file not found"

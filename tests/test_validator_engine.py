@@ -51,7 +51,7 @@ from wopihost.validator.requests import OFFICE_NATIVE_CLIENT_USER_AGENT, build
 from wopihost.validator.state import State
 from wopihost.validator.transport import EXCEPTION_STATUS, HttpCall, Transport
 
-from .test_replay import answering_host, interrupted, silent_host, trickling_host
+from .test_replay import answering_host, interrupted, silent_host, slow_reading_host, trickling_host
 
 pytestmark = pytest.mark.e2e
 
@@ -925,6 +925,21 @@ def test_an_answer_that_does_not_come_whole_within_the_timeout_is_no_answer(head
     assert response.status == EXCEPTION_STATUS
     assert response.error is not None and "timed out" in response.error and "secrettoken" not in response.error
     assert "HTTPConnectionPool(host=" in response.error  # as urllib3 names its pools
+
+
+def test_the_timeout_counts_from_when_the_request_began_its_body_included():
+    """The timeout counted from when the request had been sent: a host that took most of it to read the body (each
+    write going through in time) had it all again for its answer. 64 MiB: more than the sockets' buffers hold,
+    which take a body at once however slowly the host reads it."""
+    transport = Transport(timeout=2)
+    with slow_reading_host(64 << 20, reading=1.4, answering=1.4) as origin:
+        begun = time.monotonic()
+        response, _, _ = transport.send(HttpCall("PUT", f"{origin}/wopi/files/F/contents", {}, b"x" * (64 << 20)))
+        took = time.monotonic() - begun
+    transport.close()
+    assert response.status == EXCEPTION_STATUS, response.status  # it answered whole 2.8 s after it began
+    assert response.error is not None and "timed out" in response.error
+    assert took < 2 + 1.5
 
 
 def test_an_answer_longer_than_the_validator_keeps_is_counted_and_hashed_not_kept():

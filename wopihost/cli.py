@@ -60,14 +60,15 @@ json_option = click.option(
 )
 
 
-def _settings(make_data_dir: bool = False) -> Settings:
+def _settings(make_data_dir: bool = False, needs_secret: bool = True) -> Settings:
     """This command's settings, read once; a database URL that cannot work is refused here, before anything
     tries to connect. Only the commands that set a host up (`db upgrade`, `serve`: `make_data_dir`) make a data
-    directory that does not exist; the others refuse it where they need what it holds (README, "Failures")."""
+    directory that does not exist; the others refuse it where they need what it holds (README, "Failures"): a
+    command that signs and checks no token (`needs_secret` False) does not need the generated secret there."""
     meta = click.get_current_context().meta
     if SETTINGS_KEY not in meta:
         try:
-            settings = Settings.from_env(make_data_dir=make_data_dir)
+            settings = Settings.from_env(make_data_dir=make_data_dir, needs_secret=needs_secret)
         except OSError as exc:  # the generated secret cannot be read or written
             raise click.ClickException(
                 f"the data directory cannot hold the token secret ({exc.strerror}: {exc.filename}): make "
@@ -318,7 +319,7 @@ def db_upgrade(as_json: bool) -> None:
 def db_current(as_json: bool) -> None:
     """The database's migration, and whether it is the one this wopihost needs; exits 0 if it is, 1 if not
     (behind, empty, or migrated by a newer wopihost), so that a script can wait for it or stop on it."""
-    settings = _settings()
+    settings = _settings(needs_secret=False)
     refuse_missing_data_dir(settings, content=False)  # SQLite would say it cannot open its file
     engine = db.make_engine(settings.database_url)
     try:
@@ -948,8 +949,9 @@ def gc_command(grace: str, as_json: bool) -> None:
 def backup(dest: Path, force: bool, as_json: bool) -> None:
     """Copy the SQLite database to DEST while the server runs (a consistent copy, WAL included). File contents
     are not in it: back up WOPIHOST_DATA_DIR/blobs alongside, after it. With PostgreSQL use pg_dump."""
-    settings = _settings()
+    settings = _settings(needs_secret=False)
     source = sqlite_path(settings.database_url)
+    refuse_missing_data_dir(settings, content=False)  # as db current: the database is what it needs there
     copied = backup_sqlite(source, dest, overwrite=force, busy_timeout=settings.database_busy_timeout)
     if as_json:
         _echo_json(

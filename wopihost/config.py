@@ -266,9 +266,13 @@ class Settings:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, make_data_dir: bool = True) -> Settings:
+    def from_env(
+        cls, environ: dict[str, str] | None = None, make_data_dir: bool = True, needs_secret: bool = True
+    ) -> Settings:
         """The settings of WOPIHOST_* in `environ` (os.environ). `make_data_dir` False: a data directory that does
-        not exist is not made for the generated secret (MissingDataDir), as the commands that only look ask."""
+        not exist is not made for the generated secret (MissingDataDir), as the commands that only look ask.
+        `needs_secret` False (a command that signs and checks no token): a secret not in the environment is
+        neither read nor made, and `secret_key` is empty; nor is the data directory asked for it."""
         env = os.environ if environ is None else environ
 
         def get(name: str, default: str) -> str:
@@ -293,6 +297,8 @@ class Settings:
             _long_secret(secret, ENV_PREFIX + "SECRET_KEY", "set a longer one, such as `openssl rand -hex 32` makes")
             if secret
             else load_or_create_secret(data_dir, make_data_dir)
+            if needs_secret
+            else ""
         )
         # SQLITE_BUSY_TIMEOUT is this setting's name from before it applied to PostgreSQL too; a bad value is
         # reported under the name it was given by

@@ -7,6 +7,8 @@ adjusts and a specific one refuses, a delete that refuses a container that is no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -40,6 +42,23 @@ class Container:
     @property
     def is_root(self) -> bool:
         return self.folder.parent_id is None
+
+
+def container_not_found() -> WopiError:
+    """Every container operation's 404 for a container that is not there (deleted, or never one)."""
+    return not_found("container not found")
+
+
+@contextmanager
+def _as_container() -> Iterator[None]:
+    """The 404 of the folder tree's writers for a folder that is gone (lock_folder's, in a folder's words), in a
+    container's: the folder the operation works in is the only row they look up that can be missing."""
+    try:
+        yield
+    except WopiError as exc:
+        if exc.status != 404:
+            raise
+        raise container_not_found() from None
 
 
 def invalid_container_name(reason: str) -> WopiError:
@@ -94,11 +113,13 @@ class Containers:
         (400 if it is not a valid name, 409 with a free name to retry with if it is taken)."""
         if suggested:
             made = sanitize(name, fallback="New folder")
-            folder, _ = self.tree.create_folder(parent_id, made, "rename", user_id, numbering=FREE_NAME)
+            with _as_container():
+                folder, _ = self.tree.create_folder(parent_id, made, "rename", user_id, numbering=FREE_NAME)
             return self.get(folder.id)
         name = container_name(name)
         try:
-            folder, _ = self.tree.create_folder(parent_id, name, "fail", user_id)
+            with _as_container():
+                folder, _ = self.tree.create_folder(parent_id, name, "fail", user_id)
         except WopiError as exc:
             if exc.code != "nameAlreadyExists":
                 raise
@@ -109,12 +130,13 @@ class Containers:
 
     def create_file(self, parent_id: str, target: Target, user_id: str) -> File:
         """CreateChildFile: a new, empty file in the container, named as PutRelativeFile names them."""
-        return self.files.create_relative(parent_id, user_id, target, BytesIO(b""))
+        with _as_container():
+            return self.files.create_relative(parent_id, user_id, target, BytesIO(b""))
 
     def rename(self, folder_id: str, name: str, user_id: str) -> Container:
         """RenameContainer: 400 for a name that is not valid, 409 if it is taken or the container is a root."""
+        container = self.get(folder_id)  # 404 for a deleted container, whatever the name
         name = container_name(name)
-        container = self.get(folder_id)
         if container.is_root:
             raise WopiError(409, "a root container cannot be renamed")
         self.tree.update(container.folder.drive_id, folder_id, user_id, name=name)  # 409 if the name is taken
@@ -122,7 +144,7 @@ class Containers:
 
     def delete(self, folder_id: str) -> None:
         """DeleteContainer: only an empty container, never a root (409 otherwise)."""
-        with self.db.write() as s:
+        with _as_container(), self.db.write() as s:
             # Locked, nothing can be created in the folder or moved into it or out of it meanwhile.
             folder = lock_folder(s, folder_id)
             if folder.parent_id is None:
@@ -140,5 +162,5 @@ class Containers:
 def _folder(s, folder_id: str) -> Folder:
     folder = s.get(Folder, folder_id) if is_id(folder_id) else None
     if folder is None:
-        raise not_found("container not found")
+        raise container_not_found()
     return folder

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import click
 
+from ..validator.httpclient import INTERRUPTED
 from ..validator.signing import ProofSigner
 from . import report
 from .archive import RecordingError, read
 from .player import MATCHED, Options, Result, replay
 from .targets import Targets, UsageProblem, bindings_for
-
-INTERRUPTED = 130  # 128 + SIGINT, the status a shell gives a command Ctrl-C ended
 
 
 def run(

@@ -23,6 +23,7 @@ from typing import TextIO
 from ..text import digits
 from . import definitions, report
 from .definitions import DefinitionError
+from .httpclient import INTERRUPTED
 from .requests import Target
 from .resources import Layout, ResourceError, Resources, Schemas
 from .runner import ERROR, FAIL, Runner, TestResult
@@ -30,7 +31,6 @@ from .signing import ProofSigner, default_directory
 from .transport import Transport
 
 CATEGORY_CHOICES = ("All", "OfficeOnline", "OfficeNativeClient")
-INTERRUPTED = 130  # 128 + SIGINT, the status a shell gives a command Ctrl-C ended
 MAX_TIMEOUT = 3600  # seconds: a request that waits an hour has failed; a larger wait overflows the socket's timeval
 
 

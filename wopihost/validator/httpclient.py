@@ -8,9 +8,11 @@ requests sends nothing again. So after a pause near the host's keepalive (a reco
 recorded speed, a validator test's delay) the tool would now and then report "no answer" where the host did
 nothing wrong. A new connection after a pause costs a handshake, and only after a pause.
 
-The timeout bounds the whole answer, head and body: requests' read timeout is for each read of the socket, so a
-host that sent its answer (its status line, a header, the body) a byte at a time would hold the tool for as long
-as it liked. Each read of the answer waits only for what is left of the timeout from when the request was sent.
+The timeout bounds the whole exchange, the request sent and the answer read, head and body: requests' timeouts
+are for each write and each read of the socket, so a host that read the request's body, or sent its answer (its
+status line, a header, the body), a little at a time would hold the tool for as long as it liked. Each write of
+the request and each read of the answer waits only for what is left of the timeout from when the request began
+(the connect timeout for the writes, the read timeout for the reads: the tools give one for both).
 
 `read` keeps an answer's body only up to a limit, and its size and SHA-256 whatever its size: a host that answers
 with gigabytes costs the tool no memory.
@@ -34,6 +36,7 @@ from urllib3 import connection, connectionpool
 IDLE_SECONDS = 1.0  # below any host's keepalive that a client can expect (gunicorn's 2 s is the shortest common)
 PIECE = 1 << 16
 KEEP_LIMIT = 16 << 20  # the most of an answer's body kept for the tools' checks (JSON, text, frames, a document)
+INTERRUPTED = 130  # the tools' exit status when Ctrl-C stopped them: 128 + SIGINT, as a shell gives such a command
 
 
 class Client(requests.Session):
@@ -89,12 +92,14 @@ def read(reply: requests.Response, limit: int = KEEP_LIMIT, decode_content: bool
 
 class _Answer(http.client.HTTPResponse):
     """An answer each read of which waits only for what is left of the read timeout (which urllib3 has just put
-    on the socket) counted from now, the request sent: the timeout bounds the whole answer, not each read."""
+    on the socket) counted from `begun`, when the request began: the timeout bounds the whole exchange, not each
+    read."""
 
-    def __init__(self, sock: socket.socket, *args, **kwargs) -> None:
+    def __init__(self, sock: socket.socket, *args, begun: float | None = None, **kwargs) -> None:
         timeout = sock.gettimeout()
         if timeout is not None:
-            sock = cast(socket.socket, _Deadline(sock, time.monotonic() + timeout))  # (only its makefile is used)
+            deadline = (time.monotonic() if begun is None else begun) + timeout
+            sock = cast(socket.socket, _Deadline(sock, deadline))  # (only its makefile is used)
         super().__init__(sock, *args, **kwargs)
 
 
@@ -131,12 +136,37 @@ class _DeadlineReads(io.RawIOBase):
         super().close()
 
 
-class _HTTPConnection(connection.HTTPConnection):
-    response_class = _Answer
+class _Timed(connection.HTTPConnection):
+    """A connection whose request's writes end at the connect timeout (which urllib3 has put on it for the
+    request) counted from when the request began, and whose answer's reads at the read timeout counted from then."""
+
+    _begun: float | None = None
+
+    def request(self, *args, **kwargs) -> None:
+        self._begun = time.monotonic()
+        super().request(*args, **kwargs)
+
+    def send(self, data) -> None:
+        if self.sock is None and self.auto_open:
+            self.connect()  # (as http.client would: the deadline goes on the socket it sends on)
+        if self._begun is not None and self.timeout is not None and self.sock is not None:
+            left = self._begun + self.timeout - time.monotonic()
+            if left <= 0:  # what a write that waits too long raises
+                raise TimeoutError("the request could not all be sent within the timeout")
+            self.sock.settimeout(left)
+        super().send(data)
+
+    # http.client's is a class it calls with the socket; a method is called alike, and gives the answer its start
+    def response_class(self, sock: socket.socket, *args, **kwargs) -> _Answer:  # type: ignore[override]
+        return _Answer(sock, *args, begun=self._begun, **kwargs)
 
 
-class _HTTPSConnection(connection.HTTPSConnection):
-    response_class = _Answer
+class _HTTPConnection(_Timed):
+    pass
+
+
+class _HTTPSConnection(_Timed, connection.HTTPSConnection):
+    pass
 
 
 # named as urllib3's pools are, which name themselves in the messages the tools report ("HTTPConnectionPool(host=

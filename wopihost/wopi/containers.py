@@ -28,6 +28,10 @@ class ContainerCall:
     folder_id: str
     grant: Grant
 
+    def container(self) -> Container:
+        """The container, 404 if there is none: asked before an operation reads its headers, as Call.file is."""
+        return self.services.containers.get(self.folder_id)
+
     def require(self, right: str, doing: str) -> None:
         if not self.grant.may(right):
             raise not_found(f"the access token does not allow {doing} in this container")
@@ -115,12 +119,13 @@ def _extension_filter() -> set[str] | None:
 
 @containers_on
 def get_container_ecosystem(call: ContainerCall) -> Response:
-    call.services.containers.get(call.folder_id)  # 404 for a deleted container
+    call.container()
     return jsonify(pointers.ecosystem(call.services, call.grant))
 
 
 @containers_on
 def create_child_container(call: ContainerCall) -> Response:
+    call.container()
     call.require("c", "creating anything")
     suggested, sent_in, raw = _one_target()
     try:
@@ -150,6 +155,7 @@ def _one_target() -> tuple[bool, str, str]:
 
 @containers_on
 def create_child_file(call: ContainerCall) -> Response:
+    call.container()
     call.require("c", "creating anything")
     services = call.services
     target = target_headers(lambda: "Untitled")
@@ -176,6 +182,7 @@ def delete_container(call: ContainerCall) -> Response:
 
 @containers_on
 def rename_container(call: ContainerCall) -> Response:
+    call.container()
     call.require("m", "renaming")
     requested = name_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidContainerNameError")
     if requested is None:
@@ -186,9 +193,9 @@ def rename_container(call: ContainerCall) -> Response:
 
 @containers_on
 def get_container_share_url(call: ContainerCall) -> Response:
+    call.container()
     url_type = share_url_type(_share_types(call.grant))
     services = call.services
-    services.containers.get(call.folder_id)
     link = services.shares.link(call.folder_id, url_type, call.grant.user_id)
     return jsonify({"ShareUrl": services.share_url(link.id)})
 
@@ -196,9 +203,10 @@ def get_container_share_url(call: ContainerCall) -> Response:
 # -- the ecosystem ------------------------------------------------------------------------------
 
 
-@containers_on
 def check_ecosystem(call: ContainerCall) -> Response:
-    return jsonify({"SupportsContainers": True})
+    """Served with containers off too: WOPI gives CheckEcosystem no 501, only an answer whose SupportsContainers
+    matches CheckFileInfo's (an ecosystem token handed out before they were turned off asks it)."""
+    return jsonify({"SupportsContainers": call.services.settings.containers})
 
 
 @containers_on

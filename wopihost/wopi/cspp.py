@@ -57,11 +57,13 @@ def get_sequence_number(call: Call) -> Response:
 
 @cspp_plus
 def get_chunked_file(call: Call) -> Response:
+    call.file()  # 404 for a deleted file, before its message is read
     return _framed(call.services.chunked.get_chunked_file(call.file_id, _message()))
 
 
 @cspp_plus
 def get_chunks(call: Call) -> Response:
+    call.file()
     return _framed(call.services.chunked.get_chunks(call.file_id, _message()))
 
 
@@ -82,6 +84,7 @@ def _framed(body: Framed) -> Response:
 
 @cspp_plus
 def put_chunked_file(call: Call) -> Response:
+    call.file()
     call.require_write()
     lock_id, coauth_lock_id = lock_header("X-WOPI-Lock"), lock_header("X-WOPI-CoauthLockId")
     if lock_id and coauth_lock_id:
@@ -98,14 +101,15 @@ def put_chunked_file(call: Call) -> Response:
 
 @cspp_plus
 def create_upload_session(call: Call) -> Response:
+    call.file()
     call.require_write()
-    call.file()  # 404 for a deleted file
     token = call.services.sessions.create(call.file_id, call.grant.user_id)
     return jsonify({"UploadSessionToken": token})
 
 
 @cspp_plus
 def update_upload_session(call: Call) -> Response:
+    call.file()
     call.require_write()
     token = header("X-WOPI-UploadSessionToken")
     if not token:
@@ -176,6 +180,7 @@ def _table(table: CoauthTable, with_body: bool = True) -> Response:
 
 @cspp_plus
 def get_coauth_lock(call: Call) -> Response:
+    call.file()
     call.require_write()
     lock_id = _coauth_lock_id()
     lock_type = _LOCK_TYPES.get((header("X-WOPI-CoauthLockType") or "").lower())
@@ -189,6 +194,7 @@ def get_coauth_lock(call: Call) -> Response:
 
 @cspp_plus
 def refresh_coauth_lock(call: Call) -> Response:
+    call.file()
     call.require_write()
     lock_id, timeout, metadata = _coauth_lock_id(), _timeout(), _metadata()
     return _table(call.services.coauth.refresh(call.file_id, lock_id, timeout, metadata or None, call.admit))
@@ -196,11 +202,13 @@ def refresh_coauth_lock(call: Call) -> Response:
 
 @cspp_plus
 def unlock_coauth_lock(call: Call) -> Response:
+    call.file()
     call.require_write()
     return _table(call.services.coauth.unlock(call.file_id, _coauth_lock_id()), with_body=False)
 
 
 @cspp_plus
 def get_coauth_table(call: Call) -> Response:
+    call.file()
     table = call.services.coauth.table(call.file_id)
     return _table(table, with_body=header("X-WOPI-CoauthTableVersion") != table.version)

@@ -62,6 +62,8 @@ class Call:
             raise not_found("the access token does not allow changes to this file")
 
     def file(self) -> FileView:
+        """The file, 404 if there is none: asked before an operation reads its headers or body, so that an unknown
+        file is 404 whatever they hold, as WOPI lists its answers (docs/wopi.md §1.2, order of checks)."""
         if self.seen is None:
             raise not_found()
         return self.seen
@@ -139,8 +141,9 @@ def check_file_info(call: Call) -> Response:
 
 
 def get_file(call: Call) -> Response:
+    seen = call.file()
     max_expected = int_header("X-WOPI-MaxExpectedSize", MAX_EXPECTED_SIZE_DEFAULT)
-    file, content = call.services.files.open_content(call.file_id, call.file())
+    file, content = call.services.files.open_content(call.file_id, seen)
     return _content_response(file, content, max_expected)
 
 
@@ -162,6 +165,7 @@ def _content_response(file: File | FileView, content: BinaryIO, max_expected: in
 
 
 def put_file(call: Call) -> Response:
+    call.file()
     call.require_write()
     services = call.services
     lock_id = lock_header("X-WOPI-Lock")  # absent when filling a new empty file
@@ -174,6 +178,7 @@ def put_file(call: Call) -> Response:
 
 
 def lock(call: Call) -> Response:
+    call.file()
     call.require_write()
     lock_id = parse_lock_id(header("X-WOPI-Lock"))
     old_lock = header("X-WOPI-OldLock")
@@ -209,21 +214,23 @@ def get_lock(call: Call) -> Response:
 
 
 def refresh_lock(call: Call) -> Response:
+    call.file()
     call.require_write()
     lock_id = parse_lock_id(header("X-WOPI-Lock"))
     return _versioned(call.services.locks.refresh(call.file_id, lock_id, _lock_request(call)))
 
 
 def unlock(call: Call) -> Response:
+    call.file()
     call.require_write()
     return _versioned(call.services.locks.unlock(call.file_id, parse_lock_id(header("X-WOPI-Lock"))))
 
 
 def put_relative_file(call: Call) -> Response:
-    services, grant = call.services, call.grant
+    services, grant, seen = call.services, call.grant, call.file()
     if not grant.can_write:  # as CheckFileInfo's UserCanNotWriteRelative promised
         raise WopiError(501, "this user may not create files")
-    target = target_headers(lambda: split_extension(call.file().name)[0])
+    target = target_headers(lambda: split_extension(seen.name)[0])
     size = int_header("X-WOPI-Size")
     check_body_size(services.settings.max_file_size, size)
     file = services.files.put_relative(
@@ -238,7 +245,7 @@ def put_relative_file(call: Call) -> Response:
     # Collabora keeps it as that document's (as after a rename) and sends it with its next PutFile there. Without
     # it Collabora sends an empty timestamp and its check that nobody changed the file is off; with the new file's,
     # that save would be refused as a conflict.
-    source = file if file.id == call.file_id else call.file()  # overwritten in place (OverwriteRelativeTarget)
+    source = file if file.id == call.file_id else seen  # overwritten in place (OverwriteRelativeTarget)
     return jsonify(
         {
             "Name": file.name,
@@ -289,6 +296,7 @@ def _suggested_name(base_name: Callable[[], str]) -> str:
 
 
 def rename_file(call: Call) -> Response:
+    call.file()  # 404 for a deleted file, before its headers and body are read
     call.require_write()
     requested = name_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidFileNameError")
     if requested is None:
@@ -298,7 +306,6 @@ def rename_file(call: Call) -> Response:
         raise bad_request(reason, {"X-WOPI-InvalidFileNameError": reason})
     lock_id = lock_header("X-WOPI-Lock")  # may arrive empty on an unlocked file
     coauth_lock_id = lock_header("X-WOPI-CoauthLockId")
-    call.file()  # 404 for a deleted file, before its body is read
     discard_body(call.services.settings.max_file_size)  # Collabora sends the document along
     try:
         renamed = call.services.files.rename(call.file_id, requested, lock_id, coauth_lock_id, call.admit_in)
@@ -356,15 +363,16 @@ def share_url_type(supported: list[str]) -> str:
 
 
 def get_share_url(call: Call) -> Response:
+    call.file()
     url_type = share_url_type(_share_types(call.grant))
     services = call.services
-    call.file()  # 404 for a deleted file
     link = services.shares.link(call.file_id, url_type, call.grant.user_id)
     return jsonify({"ShareUrl": services.share_url(link.id)})
 
 
 def add_activities(call: Call) -> Response:
     """AddActivities (docs/wopi.md §3.16): each activity is answered on its own, in the order sent."""
+    call.file()
     body = json_request()
     activities = body.get("Activities") if isinstance(body, dict) else None
     if not isinstance(activities, list) or not activities:
