@@ -11,6 +11,7 @@ import re
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
@@ -255,7 +256,8 @@ def test_an_api_token_revoked_while_a_simple_upload_comes_writes_nothing(service
 def test_a_simple_upload_by_path_lands_in_the_folder_at_the_path_when_its_bytes_are_in(services, graph, in_its_place):
     """The folder docs is renamed away while the body of a PUT root:/docs/new.txt:/content comes, and maybe another
     folder made in its place: the file lands in the folder at the path once its bytes are in, as a request a moment
-    later would, or finds none (404, nothing kept); never in the folder that has gone elsewhere."""
+    later would, or finds none and makes it again, as any upload to a path whose folders are missing; never in the
+    folder that has gone elsewhere."""
     docs = mkdir(graph, "docs").json["id"]
     root = graph.get("me/drive/root").json["id"]
     blobs = stored_blobs(services)
@@ -271,8 +273,10 @@ def test_a_simple_upload_by_path_lands_in_the_folder_at_the_path_when_its_bytes_
     )
     assert graph.get("me/drive/root:/was-docs:/children").json["value"] == []
     if not in_its_place:
-        assert answer.status_int == 404 and graph_error(answer)[0] == "itemNotFound", answer.body
-        assert stored_blobs(services) == blobs
+        made = graph.get("me/drive/root:/docs").json["id"]
+        assert made != docs
+        assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, made), answer.body
+        assert len(stored_blobs(services) - blobs) == 1
         return
     assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, placed[0]), answer.body
     assert graph.get("me/drive/root:/docs/new.txt:/content").body == b"x" * 4096
@@ -1853,12 +1857,91 @@ def test_simple_upload_of_exactly_the_max_file_size(graph):
     assert (response.status_int, response.json["size"]) == (201, 1 << 20)
 
 
-@pytest.mark.parametrize("path", ["missing/a.txt", "missing/deeper/a.txt", "file.txt/a.txt"])
-def test_simple_upload_with_a_missing_parent_is_not_found(graph, path):
+def tree_of(graph: GraphClient, folder: str = "root") -> dict:
+    """The names below a folder, each folder's as a dict of what is in it, each file's as its size."""
+    found = {}
+    for child in graph.get(f"me/drive/items/{folder}/children").json["value"]:
+        found[child["name"]] = tree_of(graph, child["id"]) if "folder" in child else child["size"]
+    return found
+
+
+def test_a_simple_upload_makes_the_missing_folders_of_its_path(graph):
+    """OneDrive makes the folders a path names that are not there yet, as the file lands."""
+    mkdir(graph, "a")
+    response = put(graph, "a/b/c/new.txt", b"hello")
+    assert response.status_int == 201, response.body
+    assert response.json["parentReference"]["path"].endswith("/root:/a/b/c")
+    c = item(graph, "a/b/c").json
+    assert (c["id"], c["folder"]["childCount"]) == (response.json["parentReference"]["id"], 1)
+    assert tree_of(graph) == {"a": {"b": {"c": {"new.txt": 5}}}}
+    below = graph.put(f"me/drive/items/{c['id']}:/d/e.txt:/content", b"xy")  # below an item by id too
+    assert below.status_int == 201, below.body
+    assert put(graph, "a/b/c/new.txt", b"again").status_int == 200  # the same path again: the file replaced
+    assert tree_of(graph) == {"a": {"b": {"c": {"d": {"e.txt": 2}, "new.txt": 5}}}}
+
+
+@pytest.mark.parametrize(
+    "path, status, code",
+    [
+        ("file.txt/a.txt", 409, "nameAlreadyExists"),  # a file cannot hold one
+        ("FILE.TXT/deeper/a.txt", 409, "nameAlreadyExists"),
+        ("new/CON/a.txt", 400, "invalidRequest"),  # names.check's rules, as for any new folder
+        ("new/end./a.txt", 400, "invalidRequest"),
+    ],
+)
+def test_a_path_whose_folders_cannot_be_made_leaves_nothing(graph, path, status, code):
     put(graph, "file.txt")
     response = put(graph, path, b"x")
-    assert response.status_int == 404
-    assert graph_error(response) == ("itemNotFound", None)
+    assert (response.status_int, graph_error(response)[0]) == (status, code), response.body
+    assert tree_of(graph) == {"file.txt": 4}
+
+
+def test_if_match_on_a_path_through_missing_folders_fails_and_makes_none(graph):
+    """No file is where no folder is yet: If-Match fails (412), before and as the upload lands."""
+    refused = graph.put("me/drive/root:/x/y/z.txt:/content", b"x", {"If-Match": "*"})
+    assert (refused.status_int, graph_error(refused)[0]) == (412, "preconditionFailed"), refused.body
+    assert tree_of(graph) == {}
+    made = graph.put("me/drive/root:/x/y/z.txt:/content", b"x", {"If-None-Match": "*"})
+    assert made.status_int == 201, made.body
+
+
+@pytest.mark.parametrize("meanwhile", ["token revoked", "a file takes a folder's name"])
+def test_an_upload_refused_as_it_lands_leaves_none_of_its_folders(graph, services, meanwhile):
+    """The folders are made in the transaction that lands the file: refused there, none of them stays."""
+    mkdir(graph, "a")
+
+    def change() -> None:
+        if meanwhile == "token revoked":
+            revoke(services, graph.token)
+        else:
+            assert put(graph, "a/b", b"in the way").status_int == 201
+
+    answer = while_the_body_comes(
+        lambda held: graph.put_from("me/drive/root:/a/b/c/late.txt:/content", held, 4096), b"x" * 4096, change
+    )
+    if meanwhile == "token revoked":
+        assert answer.status_int == 401, answer.body
+        assert [f.name for f in services.files.list()] == []
+        with services.db.read() as s:
+            assert [f.name for f in s.scalars(sa.select(Folder).where(Folder.parent_id.is_not(None)))] == ["a"]
+    else:
+        assert (answer.status_int, graph_error(answer)[0]) == (409, "nameAlreadyExists"), answer.body
+        assert tree_of(graph) == {"a": {"b": 10}}
+
+
+def test_uploads_racing_to_make_the_same_folder_land_in_one(graph, database):
+    """Two uploads at once under the same missing folders: the second finds the first's folders and uses them."""
+    for round_ in range(5):
+        start = threading.Barrier(2)
+
+        def upload(name: str, round_: int = round_) -> int:
+            start.wait()
+            return put(graph, f"r{round_}/shared/{name}", name.encode()).status_int
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = sorted(pool.map(upload, ("a.txt", "b.txt")))
+        assert answers == [201, 201], answers
+    assert tree_of(graph) == {f"r{i}": {"shared": {"a.txt": 5, "b.txt": 5}} for i in range(5)}
 
 
 @pytest.mark.parametrize("name", ["a:b.txt", "CON.txt", "bad|name", "end."])

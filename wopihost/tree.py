@@ -86,6 +86,36 @@ class Tree:
             raise not_found(f"{parent.name} is a file, not a folder")
         return parent, checked_name(path[-1])
 
+    def existing_part(self, s: Session, start: Item, names: list[str]) -> tuple[Folder, list[str]]:
+        """The deepest folder of the path `names` below the folder `start` that exists, and the (checked) names
+        of the folders below it still to make (make_path) for an item to go there. 409 nameAlreadyExists if a
+        file has a name the path needs, as make_path answers it; 404 if `start` is a file."""
+        if not isinstance(start, Folder):
+            raise not_found(f"{start.name} is a file, not a folder")
+        names = [checked_name(name) for name in names]
+        folder = start
+        for i, name in enumerate(names):
+            child = self.child(s, folder.id, name)
+            if child is None:
+                return folder, names[i:]
+            if not isinstance(child, Folder):
+                raise name_taken(name)
+            folder = child
+        return folder, []
+
+    def folder_for_new(self, s: Session, start: Item, names: list[str], user_id: str | None) -> Folder | None:
+        """The folder at `names` below `start` that a new item goes in, its missing folders made as OneDrive
+        makes them for an upload to a path: in a write transaction, by make_path, so that they land with the
+        item or not at all. A read transaction (a check before a body is read) makes nothing: None says that a
+        folder is still to be made, in which no name is taken yet. Errors as existing_part's."""
+        folder, missing = self.existing_part(s, start, names)
+        if not missing:
+            return folder
+        if not s.info.get("write"):
+            return None
+        # from `start`: the folders of the whole path are locked as they are followed again
+        return s.get_one(Folder, self.make_path(s, start.id, names, user_id))
+
     @staticmethod
     def child(s: Session, folder_id: str, name: str) -> Item | None:
         key = name_key(name)
