@@ -1121,6 +1121,32 @@ def test_expand_children_pages_past_200_through_the_children_of_the_item(graph, 
         assert [child["name"] for child in rest] == ["f200", "f201", "f202"]
 
 
+@pytest.mark.parametrize("expand", ["children($top=2)", "children(top=2)", "children($select=name;$top=2)"])
+def test_expand_children_takes_its_top_and_links_to_the_next_pages(graph, expand):
+    """`$top` inside the expansion is the size of the first page, and of the pages its nextLink leads to."""
+    for i in range(5):
+        mkdir(graph, f"f{i}", parent="root")
+    body = graph.get(f"me/drive/root?$expand={quote(expand, safe='$=();')}").json
+    assert [child["name"] for child in body["children"]] == ["f0", "f1"]
+    link = body["children@odata.nextLink"]
+    assert "$top=2" in link
+    pages = []
+    while link:
+        page = graph.get(link).json
+        pages.append([child["name"] for child in page["value"]])
+        link = page.get("@odata.nextLink")
+    assert pages == [["f2", "f3"], ["f4"]]
+    if "select" in expand:  # carried into the link, as the expansion's $select is
+        assert body["children"][0].keys() == {"id", "name"}
+    assert "children@odata.nextLink" not in graph.get("me/drive/root?$expand=children($top=5)").json
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "abc", "1.5"])
+def test_expand_children_with_a_bad_top_is_refused(graph, top):
+    response = graph.get(f"me/drive/root?$expand=children($top={top})")
+    assert (response.status_int, graph_error(response)) == (400, ("invalidRequest", None)), response.body
+
+
 def test_expand_children_of_a_file_or_without_it_adds_nothing(graph):
     put(graph, "a.txt")
     assert "children" not in graph.get("me/drive/root:/a.txt?$expand=children").json

@@ -212,8 +212,8 @@ def _folder_of_new(call: Call, s, ref: ItemRef) -> Folder | None:
 
 def get_item(call: Call, ref: ItemRef) -> Response:
     """The item, with the properties $select names; with $expand=children (as the SDKs ask for it), a folder's
-    first page of children too (with the $select given to the expansion: `children($select=id,name)`), and the
-    link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
+    first page of children too (with the $select and $top given to the expansion: `children($select=id,name;
+    $top=5)`), and the link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
         if _current_copy(item):
@@ -223,7 +223,8 @@ def get_item(call: Call, ref: ItemRef) -> Response:
         expanded = expansions().get("children")
         if isinstance(item, Folder) and expanded is not None:
             args = {"$select": select} if (select := option(expanded, "select")) else {}
-            children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), args)
+            top = _whole_number(option(expanded, "top"), "$top in children(...)", DEFAULT_PAGE, 1, MAX_PAGE)
+            children, next_link = _children_page(call, s, item, top, None, _children_path(ref), args)
             body["children"] = children
             if next_link is not None:
                 body["children@odata.nextLink"] = next_link
@@ -806,7 +807,12 @@ def _precondition_failed(reason: str) -> WopiError:
 
 
 def _int_query(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
+    return _whole_number(request.args.get(name), name, default, low, high)
+
+
+def _whole_number(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    """The option `name`'s value `raw` (`default` if not given), at least `low` (400 otherwise), and at most `high`
+    (a larger one is read as `high`)."""
     if raw is None:
         return default
     if not digits(raw):
