@@ -26,7 +26,15 @@ from wopihost.models import File, Folder, name_key
 from wopihost.repository import lock_folder
 
 from .conftest import PG_URL
-from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until, while_the_body_comes
+from .helpers import (
+    GraphClient,
+    graph_error,
+    postgres_lock_waiters,
+    statements_sent,
+    stored_blobs,
+    wait_until,
+    while_the_body_comes,
+)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 PUBLIC = "https://wopi.example.test"
@@ -773,7 +781,7 @@ def test_folder_item_json(graph, nested):
     dir_id, sub_id, _ = nested
     assert put(graph, "dir/b.txt").status_int == 201
     body = graph.get(f"me/drive/items/{dir_id}").json
-    assert body["name"] == "dir" and body["size"] == 0
+    assert body["name"] == "dir" and body["size"] == len(b"nested") + len(b"data")  # all below it
     assert body["folder"] == {"childCount": 2}
     assert body["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:"
     assert body["parentReference"]["id"] == graph.get("me/drive/root").json["id"]
@@ -1145,6 +1153,39 @@ def test_expand_children_takes_its_top_and_links_to_the_next_pages(graph, expand
 def test_expand_children_with_a_bad_top_is_refused(graph, top):
     response = graph.get(f"me/drive/root?$expand=children($top={top})")
     assert (response.status_int, graph_error(response)) == (400, ("invalidRequest", None)), response.body
+
+
+def test_a_folder_s_size_is_that_of_everything_below_it(graph):
+    """OneDrive's folder size: the bytes of every file below the folder, at any depth."""
+    for path, size in (("a/one.bin", 3), ("a/b/two.bin", 5), ("a/b/c/three.bin", 7), ("d/four.bin", 11)):
+        assert put(graph, path, b"x" * size).status_int == 201
+    mkdir(graph, "empty")
+    assert item(graph, "a").json["size"] == 15
+    assert item(graph, "a/b").json["size"] == 12
+    assert graph.get("me/drive/root").json["size"] == 26
+    listed = {c["name"]: c["size"] for c in graph.get("me/drive/root/children").json["value"]}
+    assert listed == {"a": 15, "d": 11, "empty": 0}
+    expanded = graph.get("me/drive/root:/a?$expand=children").json
+    assert (expanded["size"], {c["name"]: c["size"] for c in expanded["children"]}) == (15, {"b": 12, "one.bin": 3})
+    assert put(graph, "a/b/c/three.bin", b"x").status_int == 200  # replaced: 7 bytes less 1
+    assert item(graph, "a").json["size"] == 9
+
+
+def test_folder_sizes_of_a_listing_take_one_query_however_many_folders(graph, services, tmp_path):
+    """No query per folder: listing 2 folders or 12, each with files and folders below, sends as many statements."""
+
+    def listing(trace: str) -> list[str]:
+        (tmp_path / trace).mkdir()  # a trace of its own: PostgreSQL's is appended to
+        with statements_sent(services, tmp_path / trace) as sent:
+            assert graph.get("me/drive/root/children").status_int == 200
+        return sent
+
+    for i in range(12):
+        assert put(graph, f"f{i:02d}/deeper/x.bin", b"12").status_int == 201
+        if i == 1:
+            few = listing("few")
+    assert {c["size"] for c in graph.get("me/drive/root/children").json["value"]} == {2}
+    assert listing("many") == few
 
 
 def test_expand_children_of_a_file_or_without_it_adds_nothing(graph):

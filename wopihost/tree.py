@@ -144,6 +144,25 @@ class Tree:
                     counts[cast(str, folder_id)] += n  # one of folder_ids: never NULL
         return counts
 
+    @staticmethod
+    def sizes(s: Session, folder_ids: list[str]) -> dict[str, int]:
+        """The bytes of the files below each folder, at any depth, as OneDrive reports a folder's size: one
+        recursive query for a page of folders (whose cost grows with what is below them, as the drive's quota
+        sum's does with the drive), not one per folder."""
+        sizes = dict.fromkeys(folder_ids, 0)
+        for chunk in _chunks(folder_ids):
+            top = sa.select(Folder.id.label("top"), Folder.id.label("id")).where(Folder.id.in_(chunk))
+            start = top.cte("below", recursive=True)
+            below = start.union_all(sa.select(start.c.top, Folder.id).where(Folder.parent_id == start.c.id))
+            query = (
+                sa.select(below.c.top, sa.func.sum(File.size))
+                .join(File, File.folder_id == below.c.id)
+                .group_by(below.c.top)
+            )
+            for folder_id, size in s.execute(query):
+                sizes[folder_id] = int(size)
+        return sizes
+
     def children(self, s: Session, folder: Folder, top: int, after: tuple[str, str] | None) -> list[Item]:
         """Up to `top` items of the folder in (name, id) order, starting after the (name key, id) `after`:
         keyset paging, so a page is as cheap at the end of a large folder as at its start."""
