@@ -2478,3 +2478,62 @@ def test_a_read_sees_one_state_though_another_worker_commits_halfway(graph, serv
     assert deleted[0].status_int == 204, "the other worker's DELETE did not happen"
     assert response.status_int == 200 and response.json["parentReference"]["id"] == folder_id  # as it was
     assert graph.get(f"me/drive/items/{file_id}").status_int == 404  # and as it is now
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_an_upload_whose_path_changes_as_it_waits_takes_its_folders_in_id_order(services, graph, database):
+    """An upload to root:/x/b/f.txt waits for the root (a change holds it); meanwhile b is made in x, with an id
+    below the root's, and a change that locks b, then the root (in id order, as every change takes them), begins.
+    The upload, let in, finds b on its path: were it to lock b then, after the root, it and that change would each
+    wait for the other (PostgreSQL: a deadlock, one of them 503). It lets go of its folders and takes them again
+    in id order instead: both land."""
+    root = graph.get("me/drive/root").json["id"]
+    x, b = "z" * 22, "0" * 22  # above and below any root's id
+    with services.db.write() as s:
+        now = services.clock.now()
+        s.add(
+            Folder(
+                id=x, drive_id=graph.drive_id, parent_id=root, name="x", name_key="x", created_at=now, modified_at=now
+            )
+        )
+    outcome: dict[str, object] = {}
+
+    def run(name: str, work) -> threading.Thread:
+        def target() -> None:
+            try:
+                outcome[name] = work()
+            except Exception as exc:  # a deadlock's is Unavailable (503)
+                outcome[name] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    def other_change() -> str:
+        with services.db.write() as s:
+            lock_folder(s, b)
+            locked.set()
+            lock_folder(s, root)
+        return "done"
+
+    locked = threading.Event()
+    with services.db.write() as s:
+        lock_folder(s, root)
+        upload = run("upload", lambda: put(graph, "x/b/f.txt", b"hi").status_int)
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), (
+            "the upload never waited for the root"
+        )
+        with services.db.write() as made:
+            made.add(
+                Folder(
+                    id=b, drive_id=graph.drive_id, parent_id=x, name="b", name_key="b", created_at=now, modified_at=now
+                )
+            )
+        change = run("change", other_change)
+        assert locked.wait(60)
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 2), "the change never waited"
+    upload.join(60)
+    change.join(60)
+    assert outcome == {"upload": 201, "change": "done"}, outcome
+    assert graph.get("me/drive/root:/x/b/f.txt:").json["parentReference"]["id"] == b

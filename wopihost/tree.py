@@ -221,6 +221,7 @@ class Tree:
         path needs."""
         names = [checked_name(name) for name in names]
         held: set[str] = set()
+        point = s.begin_nested()
         while True:
             found = [top_id]
             for name in names:
@@ -228,9 +229,17 @@ class Tree:
                 if child is None:
                     break
                 found.append(child.id)
-            if set(found) <= held:
+            wanted = set(found) - held
+            if not wanted:
                 break
-            for folder_id in sorted(set(found) - held):  # a path changed meanwhile is locked late: rare
+            if held and min(wanted) < max(held):
+                # The path changed while its folders were waited for, and leads through one that locking now would
+                # take out of id order: it may be held by a change waiting for one held here (on PostgreSQL, a
+                # deadlock). Let go of them all (the savepoint's row locks go with it) and take them again in order.
+                point.rollback()
+                point, held = s.begin_nested(), set()
+                continue
+            for folder_id in sorted(wanted):
                 try:
                     lock_folder(s, folder_id)
                 except WopiError:
@@ -238,6 +247,7 @@ class Tree:
                         raise
                     continue  # deleted meanwhile: the next round follows the path without it
                 held.add(folder_id)
+        point.commit()  # its locks are the transaction's until it ends
         parent = s.get_one(Folder, found[-1])
         now = self.clock.now()
         for name in names[len(found) - 1 :]:
