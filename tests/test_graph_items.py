@@ -11,6 +11,7 @@ import re
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
@@ -25,7 +26,15 @@ from wopihost.models import File, Folder, name_key
 from wopihost.repository import lock_folder
 
 from .conftest import PG_URL
-from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until, while_the_body_comes
+from .helpers import (
+    GraphClient,
+    graph_error,
+    postgres_lock_waiters,
+    statements_sent,
+    stored_blobs,
+    wait_until,
+    while_the_body_comes,
+)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 PUBLIC = "https://wopi.example.test"
@@ -255,7 +264,8 @@ def test_an_api_token_revoked_while_a_simple_upload_comes_writes_nothing(service
 def test_a_simple_upload_by_path_lands_in_the_folder_at_the_path_when_its_bytes_are_in(services, graph, in_its_place):
     """The folder docs is renamed away while the body of a PUT root:/docs/new.txt:/content comes, and maybe another
     folder made in its place: the file lands in the folder at the path once its bytes are in, as a request a moment
-    later would, or finds none (404, nothing kept); never in the folder that has gone elsewhere."""
+    later would, or finds none and makes it again, as any upload to a path whose folders are missing; never in the
+    folder that has gone elsewhere."""
     docs = mkdir(graph, "docs").json["id"]
     root = graph.get("me/drive/root").json["id"]
     blobs = stored_blobs(services)
@@ -271,8 +281,10 @@ def test_a_simple_upload_by_path_lands_in_the_folder_at_the_path_when_its_bytes_
     )
     assert graph.get("me/drive/root:/was-docs:/children").json["value"] == []
     if not in_its_place:
-        assert answer.status_int == 404 and graph_error(answer)[0] == "itemNotFound", answer.body
-        assert stored_blobs(services) == blobs
+        made = graph.get("me/drive/root:/docs").json["id"]
+        assert made != docs
+        assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, made), answer.body
+        assert len(stored_blobs(services) - blobs) == 1
         return
     assert (answer.status_int, answer.json["parentReference"]["id"]) == (201, placed[0]), answer.body
     assert graph.get("me/drive/root:/docs/new.txt:/content").body == b"x" * 4096
@@ -769,7 +781,7 @@ def test_folder_item_json(graph, nested):
     dir_id, sub_id, _ = nested
     assert put(graph, "dir/b.txt").status_int == 201
     body = graph.get(f"me/drive/items/{dir_id}").json
-    assert body["name"] == "dir" and body["size"] == 0
+    assert body["name"] == "dir" and body["size"] == len(b"nested") + len(b"data")  # all below it
     assert body["folder"] == {"childCount": 2}
     assert body["parentReference"]["path"] == f"/drives/{graph.drive_id}/root:"
     assert body["parentReference"]["id"] == graph.get("me/drive/root").json["id"]
@@ -1115,6 +1127,65 @@ def test_expand_children_pages_past_200_through_the_children_of_the_item(graph, 
         assert [child["name"] for child in body["children"]] == [f"f{i:03d}" for i in range(200)]
         rest = follow(graph, body["children@odata.nextLink"])
         assert [child["name"] for child in rest] == ["f200", "f201", "f202"]
+
+
+@pytest.mark.parametrize("expand", ["children($top=2)", "children(top=2)", "children($select=name;$top=2)"])
+def test_expand_children_takes_its_top_and_links_to_the_next_pages(graph, expand):
+    """`$top` inside the expansion is the size of the first page, and of the pages its nextLink leads to."""
+    for i in range(5):
+        mkdir(graph, f"f{i}", parent="root")
+    body = graph.get(f"me/drive/root?$expand={quote(expand, safe='$=();')}").json
+    assert [child["name"] for child in body["children"]] == ["f0", "f1"]
+    link = body["children@odata.nextLink"]
+    assert "$top=2" in link
+    pages = []
+    while link:
+        page = graph.get(link).json
+        pages.append([child["name"] for child in page["value"]])
+        link = page.get("@odata.nextLink")
+    assert pages == [["f2", "f3"], ["f4"]]
+    if "select" in expand:  # carried into the link, as the expansion's $select is
+        assert body["children"][0].keys() == {"id", "name"}
+    assert "children@odata.nextLink" not in graph.get("me/drive/root?$expand=children($top=5)").json
+
+
+@pytest.mark.parametrize("top", ["0", "-1", "abc", "1.5"])
+def test_expand_children_with_a_bad_top_is_refused(graph, top):
+    response = graph.get(f"me/drive/root?$expand=children($top={top})")
+    assert (response.status_int, graph_error(response)) == (400, ("invalidRequest", None)), response.body
+
+
+def test_a_folder_s_size_is_that_of_everything_below_it(graph):
+    """OneDrive's folder size: the bytes of every file below the folder, at any depth."""
+    for path, size in (("a/one.bin", 3), ("a/b/two.bin", 5), ("a/b/c/three.bin", 7), ("d/four.bin", 11)):
+        assert put(graph, path, b"x" * size).status_int == 201
+    mkdir(graph, "empty")
+    assert item(graph, "a").json["size"] == 15
+    assert item(graph, "a/b").json["size"] == 12
+    assert graph.get("me/drive/root").json["size"] == 26
+    listed = {c["name"]: c["size"] for c in graph.get("me/drive/root/children").json["value"]}
+    assert listed == {"a": 15, "d": 11, "empty": 0}
+    expanded = graph.get("me/drive/root:/a?$expand=children").json
+    assert (expanded["size"], {c["name"]: c["size"] for c in expanded["children"]}) == (15, {"b": 12, "one.bin": 3})
+    assert put(graph, "a/b/c/three.bin", b"x").status_int == 200  # replaced: 7 bytes less 1
+    assert item(graph, "a").json["size"] == 9
+
+
+def test_folder_sizes_of_a_listing_take_one_query_however_many_folders(graph, services, tmp_path):
+    """No query per folder: listing 2 folders or 12, each with files and folders below, sends as many statements."""
+
+    def listing(trace: str) -> list[str]:
+        (tmp_path / trace).mkdir()  # a trace of its own: PostgreSQL's is appended to
+        with statements_sent(services, tmp_path / trace) as sent:
+            assert graph.get("me/drive/root/children").status_int == 200
+        return sent
+
+    for i in range(12):
+        assert put(graph, f"f{i:02d}/deeper/x.bin", b"12").status_int == 201
+        if i == 1:
+            few = listing("few")
+    assert {c["size"] for c in graph.get("me/drive/root/children").json["value"]} == {2}
+    assert listing("many") == few
 
 
 def test_expand_children_of_a_file_or_without_it_adds_nothing(graph):
@@ -1854,12 +1925,91 @@ def test_simple_upload_of_exactly_the_max_file_size(graph):
     assert (response.status_int, response.json["size"]) == (201, 1 << 20)
 
 
-@pytest.mark.parametrize("path", ["missing/a.txt", "missing/deeper/a.txt", "file.txt/a.txt"])
-def test_simple_upload_with_a_missing_parent_is_not_found(graph, path):
+def tree_of(graph: GraphClient, folder: str = "root") -> dict:
+    """The names below a folder, each folder's as a dict of what is in it, each file's as its size."""
+    found = {}
+    for child in graph.get(f"me/drive/items/{folder}/children").json["value"]:
+        found[child["name"]] = tree_of(graph, child["id"]) if "folder" in child else child["size"]
+    return found
+
+
+def test_a_simple_upload_makes_the_missing_folders_of_its_path(graph):
+    """OneDrive makes the folders a path names that are not there yet, as the file lands."""
+    mkdir(graph, "a")
+    response = put(graph, "a/b/c/new.txt", b"hello")
+    assert response.status_int == 201, response.body
+    assert response.json["parentReference"]["path"].endswith("/root:/a/b/c")
+    c = item(graph, "a/b/c").json
+    assert (c["id"], c["folder"]["childCount"]) == (response.json["parentReference"]["id"], 1)
+    assert tree_of(graph) == {"a": {"b": {"c": {"new.txt": 5}}}}
+    below = graph.put(f"me/drive/items/{c['id']}:/d/e.txt:/content", b"xy")  # below an item by id too
+    assert below.status_int == 201, below.body
+    assert put(graph, "a/b/c/new.txt", b"again").status_int == 200  # the same path again: the file replaced
+    assert tree_of(graph) == {"a": {"b": {"c": {"d": {"e.txt": 2}, "new.txt": 5}}}}
+
+
+@pytest.mark.parametrize(
+    "path, status, code",
+    [
+        ("file.txt/a.txt", 409, "nameAlreadyExists"),  # a file cannot hold one
+        ("FILE.TXT/deeper/a.txt", 409, "nameAlreadyExists"),
+        ("new/CON/a.txt", 400, "invalidRequest"),  # names.check's rules, as for any new folder
+        ("new/end./a.txt", 400, "invalidRequest"),
+    ],
+)
+def test_a_path_whose_folders_cannot_be_made_leaves_nothing(graph, path, status, code):
     put(graph, "file.txt")
     response = put(graph, path, b"x")
-    assert response.status_int == 404
-    assert graph_error(response) == ("itemNotFound", None)
+    assert (response.status_int, graph_error(response)[0]) == (status, code), response.body
+    assert tree_of(graph) == {"file.txt": 4}
+
+
+def test_if_match_on_a_path_through_missing_folders_fails_and_makes_none(graph):
+    """No file is where no folder is yet: If-Match fails (412), before and as the upload lands."""
+    refused = graph.put("me/drive/root:/x/y/z.txt:/content", b"x", {"If-Match": "*"})
+    assert (refused.status_int, graph_error(refused)[0]) == (412, "preconditionFailed"), refused.body
+    assert tree_of(graph) == {}
+    made = graph.put("me/drive/root:/x/y/z.txt:/content", b"x", {"If-None-Match": "*"})
+    assert made.status_int == 201, made.body
+
+
+@pytest.mark.parametrize("meanwhile", ["token revoked", "a file takes a folder's name"])
+def test_an_upload_refused_as_it_lands_leaves_none_of_its_folders(graph, services, meanwhile):
+    """The folders are made in the transaction that lands the file: refused there, none of them stays."""
+    mkdir(graph, "a")
+
+    def change() -> None:
+        if meanwhile == "token revoked":
+            revoke(services, graph.token)
+        else:
+            assert put(graph, "a/b", b"in the way").status_int == 201
+
+    answer = while_the_body_comes(
+        lambda held: graph.put_from("me/drive/root:/a/b/c/late.txt:/content", held, 4096), b"x" * 4096, change
+    )
+    if meanwhile == "token revoked":
+        assert answer.status_int == 401, answer.body
+        assert [f.name for f in services.files.list()] == []
+        with services.db.read() as s:
+            assert [f.name for f in s.scalars(sa.select(Folder).where(Folder.parent_id.is_not(None)))] == ["a"]
+    else:
+        assert (answer.status_int, graph_error(answer)[0]) == (409, "nameAlreadyExists"), answer.body
+        assert tree_of(graph) == {"a": {"b": 10}}
+
+
+def test_uploads_racing_to_make_the_same_folder_land_in_one(graph, database):
+    """Two uploads at once under the same missing folders: the second finds the first's folders and uses them."""
+    for round_ in range(5):
+        start = threading.Barrier(2)
+
+        def upload(name: str, round_: int = round_) -> int:
+            start.wait()
+            return put(graph, f"r{round_}/shared/{name}", name.encode()).status_int
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = sorted(pool.map(upload, ("a.txt", "b.txt")))
+        assert answers == [201, 201], answers
+    assert tree_of(graph) == {f"r{i}": {"shared": {"a.txt": 5, "b.txt": 5}} for i in range(5)}
 
 
 @pytest.mark.parametrize("name", ["a:b.txt", "CON.txt", "bad|name", "end."])
@@ -2329,3 +2479,62 @@ def test_a_read_sees_one_state_though_another_worker_commits_halfway(graph, serv
     assert deleted[0].status_int == 204, "the other worker's DELETE did not happen"
     assert response.status_int == 200 and response.json["parentReference"]["id"] == folder_id  # as it was
     assert graph.get(f"me/drive/items/{file_id}").status_int == 404  # and as it is now
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_an_upload_whose_path_changes_as_it_waits_takes_its_folders_in_id_order(services, graph, database):
+    """An upload to root:/x/b/f.txt waits for the root (a change holds it); meanwhile b is made in x, with an id
+    below the root's, and a change that locks b, then the root (in id order, as every change takes them), begins.
+    The upload, let in, finds b on its path: were it to lock b then, after the root, it and that change would each
+    wait for the other (PostgreSQL: a deadlock, one of them 503). It lets go of its folders and takes them again
+    in id order instead: both land."""
+    root = graph.get("me/drive/root").json["id"]
+    x, b = "z" * 22, "0" * 22  # above and below any root's id
+    with services.db.write() as s:
+        now = services.clock.now()
+        s.add(
+            Folder(
+                id=x, drive_id=graph.drive_id, parent_id=root, name="x", name_key="x", created_at=now, modified_at=now
+            )
+        )
+    outcome: dict[str, object] = {}
+
+    def run(name: str, work) -> threading.Thread:
+        def target() -> None:
+            try:
+                outcome[name] = work()
+            except Exception as exc:  # a deadlock's is Unavailable (503)
+                outcome[name] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    def other_change() -> str:
+        with services.db.write() as s:
+            lock_folder(s, b)
+            locked.set()
+            lock_folder(s, root)
+        return "done"
+
+    locked = threading.Event()
+    with services.db.write() as s:
+        lock_folder(s, root)
+        upload = run("upload", lambda: put(graph, "x/b/f.txt", b"hi").status_int)
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), (
+            "the upload never waited for the root"
+        )
+        with services.db.write() as made:
+            made.add(
+                Folder(
+                    id=b, drive_id=graph.drive_id, parent_id=x, name="b", name_key="b", created_at=now, modified_at=now
+                )
+            )
+        change = run("change", other_change)
+        assert locked.wait(60)
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 2), "the change never waited"
+    upload.join(60)
+    change.join(60)
+    assert outcome == {"upload": 201, "change": "done"}, outcome
+    assert graph.get("me/drive/root:/x/b/f.txt:").json["parentReference"]["id"] == b

@@ -5,6 +5,7 @@ import random
 import threading
 import time
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -169,7 +170,6 @@ def test_create_on_a_folder_is_400(graph, folder, address):
 @pytest.mark.parametrize(
     "address",
     [
-        "me/drive/root:/nowhere/big.bin:",
         "me/drive/items/AAAAAAAAAAAAAAAAAAAAAA",
         "me/drive/items/AAAAAAAAAAAAAAAAAAAAAA:/big.bin:",
     ],
@@ -178,6 +178,78 @@ def test_create_under_a_missing_item_is_404(graph, address):
     response = create(graph, address)
     assert response.status_int == 404
     assert graph_error(response)[0] == "itemNotFound"
+
+
+def names_below(graph: GraphClient, folder: str = "root") -> dict:
+    """The names below a folder, each folder's as a dict of what is in it, each file's as its size."""
+    found = {}
+    for child in graph.get(f"me/drive/items/{folder}/children").json["value"]:
+        found[child["name"]] = names_below(graph, child["id"]) if "folder" in child else child["size"]
+    return found
+
+
+@pytest.mark.parametrize("by", ["root", "item"])
+def test_a_session_makes_the_missing_folders_of_its_path_as_the_file_lands(graph, folder, by):
+    """OneDrive makes the folders a path names that are missing; the host makes them when the file is committed,
+    not at createUploadSession, so that a session that never becomes a file leaves none behind."""
+    address = "me/drive/root:/dir/a/b/big.bin:" if by == "root" else f"me/drive/items/{folder}:/a/b/big.bin:"
+    content = data(300)
+    url = new_session(graph, address, {"item": {"fileSize": 300}})
+    assert names_below(graph) == {"dir": {}}  # nothing made yet
+    answers = send(graph, url, content, 200)
+    assert [a.status_int for a in answers] == [202, 201], answers[-1].body
+    assert answers[-1].json["parentReference"]["path"].endswith("/root:/dir/a/b")
+    assert names_below(graph) == {"dir": {"a": {"b": {"big.bin": 300}}}}
+    assert graph.upload(url, content[200:], 200, 300).status_int == 200  # the final fragment again: the file
+    second = new_session(graph, "me/drive/root:/dir/a/b/c/more.bin:")  # below folders made by the first
+    assert [a.status_int for a in send(graph, second, b"12345", 5)] == [201]
+    assert names_below(graph) == {"dir": {"a": {"b": {"big.bin": 300, "c": {"more.bin": 5}}}}}
+
+
+@pytest.mark.parametrize("end", ["cancelled", "expired", "a file takes a folder's name", "a bad name"])
+def test_a_session_that_never_lands_leaves_none_of_its_folders(graph, clock, end):
+    if end == "a bad name":  # refused at create, as any new folder's name (names.check)
+        response = create(graph, "me/drive/root:/ok/CON/big.bin:")
+        assert (response.status_int, graph_error(response)[0]) == (400, "invalidRequest"), response.body
+        assert names_below(graph) == {}
+        return
+    url = new_session(graph, "me/drive/root:/a/b/big.bin:", {"item": {"fileSize": 300}})
+    assert graph.upload(url, data(100), 0, 300).status_int == 202
+    if end == "cancelled":
+        assert graph.testapp.delete(graph.url(url)).status_int == 204
+    elif end == "expired":
+        clock.advance(minutes=30, seconds=1)
+    else:
+        assert graph.put("me/drive/root:/a/b:/content", b"in the way").status_int == 201
+    last = graph.upload(url, data(200), 100, 300)
+    if end == "a file takes a folder's name":
+        assert (last.status_int, graph_error(last)[0]) == (409, "nameAlreadyExists"), last.body
+        assert names_below(graph) == {"a": {"b": 10}}
+        assert status(graph, url).status_int == 200  # kept for another try, as any 409 at completion
+        return
+    assert last.status_int == 404
+    assert names_below(graph) == {}
+
+
+def test_create_at_a_path_through_a_file_is_409(graph):
+    assert graph.put("me/drive/root:/file.txt:/content", b"x").status_int == 201
+    response = create(graph, "me/drive/root:/file.txt/big.bin:")
+    assert (response.status_int, graph_error(response)[0]) == (409, "nameAlreadyExists"), response.body
+
+
+def test_sessions_racing_to_make_the_same_folder_land_in_one(graph):
+    """Two sessions completing at once under the same missing folders: the second finds the first's."""
+    for round_ in range(5):
+        urls = [new_session(graph, f"me/drive/root:/r{round_}/shared/{name}:") for name in ("a.bin", "b.bin")]
+        start = threading.Barrier(2)
+
+        def complete(url: str) -> int:
+            start.wait()
+            return graph.upload(url, b"12345", 0, 5).status_int
+
+        with ThreadPoolExecutor(2) as pool:
+            assert sorted(pool.map(complete, urls)) == [201, 201]
+    assert names_below(graph) == {f"r{i}": {"shared": {"a.bin": 5, "b.bin": 5}} for i in range(5)}
 
 
 def test_create_with_a_read_only_token_is_403(graph_for, services):

@@ -48,6 +48,10 @@ Admit = Callable[[Session, str, int], None]
 # until it names what is locked (`lock_folder_at`, Tree's `_lock_with_folders`); an id is asked as
 # `lambda s: tree.item(s, drive, id)`.
 Locate = Callable[[Session], File | Folder]
+# What finds the folder a new file goes in and makes what is missing of it, in the write transaction that lands the
+# file (Graph's upload to a path: Tree.folder_for_new); None in a read transaction (the check before a body is
+# read) while a folder of it is still to be made, where no name is taken yet.
+Place = Callable[[Session], Folder | None]
 UNLOCKED = {"X-WOPI-Lock": ""}  # a 409's X-WOPI-Lock when no WOPI lock is involved
 
 
@@ -250,7 +254,7 @@ class Files:
 
     def put_named(
         self,
-        folder_id: str | Locate,
+        folder_id: str | Locate | Place,
         name: str,
         user_id: str,
         source: Readable,
@@ -260,18 +264,25 @@ class Files:
         admit: Admit | None = None,
     ) -> tuple[File, bool]:
         """A file named `name` in `folder_id` (a folder's id, or what finds it: Locate, asked again in the
-        transaction that lands the bytes) with the content of `source` (Graph's simple upload); whether
-        it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
+        transaction that lands the bytes; or what makes it there: Place) with the content of `source` (Graph's
+        simple upload); whether it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
         a folder's name is never replaced. `if_match` checks the file that has the name (claim_name); `admit(s, folder_id,
         growth)` whether the change may land in that folder and add that many bytes (the caller's reach, a
         quota), asked in its transaction once the bytes are in, after its row locks."""
         name = check(name)
 
-        def validate(s: Session) -> tuple[str, File | None]:
+        def validate(s: Session) -> tuple[str, File | None] | None:
+            if not isinstance(folder_id, str) and folder_id(s) is None:  # a Place still to make: no name to claim
+                if if_match is not None:
+                    if_match(None)
+                return None
             folder = lock_folder_at(s, folder_id)
             return folder.id, self.claim_name(s, folder.id, name, conflict, user_id, if_match)
 
-        def apply(s: Session, blob: Blob, claimed: tuple[str, File | None]) -> tuple[tuple[File, bool], list[str]]:
+        def apply(
+            s: Session, blob: Blob, claimed: tuple[str, File | None] | None
+        ) -> tuple[tuple[File, bool], list[str]]:
+            assert claimed is not None  # a Place makes its folder in the write transaction
             folder_id, existing = claimed
             if admit is not None:
                 admit(s, folder_id, blob.size - (existing.size if existing is not None else 0))
@@ -613,7 +624,7 @@ class Files:
         return WopiError(status, reason, headers)
 
 
-def lock_folder_at(s: Session, folder: str | Locate) -> Folder:
+def lock_folder_at(s: Session, folder: str | Locate | Place) -> Folder:
     """The folder `folder` is the id of, or that it finds (Locate), locked; found again once locked, until it
     still finds it: a folder's row is held by any change that would rename or move it. 400 if it finds a file."""
     if isinstance(folder, str):
@@ -623,5 +634,6 @@ def lock_folder_at(s: Session, folder: str | Locate) -> Folder:
         if not isinstance(found, Folder):
             raise WopiError(400, "a file has no children", code="invalidRequest")
         locked = lock_folder(s, found.id)
-        if folder(s).id == locked.id:
+        again = folder(s)
+        if again is not None and again.id == locked.id:
             return locked

@@ -104,7 +104,9 @@ class Services:
             proofs=ProofCheck(settings, clock, discovery),
             drives=drives,
             tree=tree,
-            uploads=Uploads(db, clock, sessions, files, drives, settings.max_file_size, settings.max_fragment_size),
+            uploads=Uploads(
+                db, clock, sessions, files, drives, tree, settings.max_file_size, settings.max_fragment_size
+            ),
             workbooks=Workbooks(
                 db,
                 blobs,

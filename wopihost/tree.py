@@ -86,6 +86,36 @@ class Tree:
             raise not_found(f"{parent.name} is a file, not a folder")
         return parent, checked_name(path[-1])
 
+    def existing_part(self, s: Session, start: Item, names: list[str]) -> tuple[Folder, list[str]]:
+        """The deepest folder of the path `names` below the folder `start` that exists, and the (checked) names
+        of the folders below it still to make (make_path) for an item to go there. 409 nameAlreadyExists if a
+        file has a name the path needs, as make_path answers it; 404 if `start` is a file."""
+        if not isinstance(start, Folder):
+            raise not_found(f"{start.name} is a file, not a folder")
+        names = [checked_name(name) for name in names]
+        folder = start
+        for i, name in enumerate(names):
+            child = self.child(s, folder.id, name)
+            if child is None:
+                return folder, names[i:]
+            if not isinstance(child, Folder):
+                raise name_taken(name)
+            folder = child
+        return folder, []
+
+    def folder_for_new(self, s: Session, start: Item, names: list[str], user_id: str | None) -> Folder | None:
+        """The folder at `names` below `start` that a new item goes in, its missing folders made as OneDrive
+        makes them for an upload to a path: in a write transaction, by make_path, so that they land with the
+        item or not at all. A read transaction (a check before a body is read) makes nothing: None says that a
+        folder is still to be made, in which no name is taken yet. Errors as existing_part's."""
+        folder, missing = self.existing_part(s, start, names)
+        if not missing:
+            return folder
+        if not s.info.get("write"):
+            return None
+        # from `start`: the folders of the whole path are locked as they are followed again
+        return s.get_one(Folder, self.make_path(s, start.id, names, user_id))
+
     @staticmethod
     def child(s: Session, folder_id: str, name: str) -> Item | None:
         key = name_key(name)
@@ -113,6 +143,25 @@ class Tree:
                 for folder_id, n in s.execute(query):
                     counts[cast(str, folder_id)] += n  # one of folder_ids: never NULL
         return counts
+
+    @staticmethod
+    def sizes(s: Session, folder_ids: list[str]) -> dict[str, int]:
+        """The bytes of the files below each folder, at any depth, as OneDrive reports a folder's size: one
+        recursive query for a page of folders (whose cost grows with what is below them, as the drive's quota
+        sum's does with the drive), not one per folder."""
+        sizes = dict.fromkeys(folder_ids, 0)
+        for chunk in _chunks(folder_ids):
+            top = sa.select(Folder.id.label("top"), Folder.id.label("id")).where(Folder.id.in_(chunk))
+            start = top.cte("below", recursive=True)
+            below = start.union_all(sa.select(start.c.top, Folder.id).where(Folder.parent_id == start.c.id))
+            query = (
+                sa.select(below.c.top, sa.func.sum(File.size))
+                .join(File, File.folder_id == below.c.id)
+                .group_by(below.c.top)
+            )
+            for folder_id, size in s.execute(query):
+                sizes[folder_id] = int(size)
+        return sizes
 
     def children(self, s: Session, folder: Folder, top: int, after: tuple[str, str] | None) -> list[Item]:
         """Up to `top` items of the folder in (name, id) order, starting after the (name key, id) `after`:
@@ -172,6 +221,7 @@ class Tree:
         path needs."""
         names = [checked_name(name) for name in names]
         held: set[str] = set()
+        point = s.begin_nested()
         while True:
             found = [top_id]
             for name in names:
@@ -179,9 +229,17 @@ class Tree:
                 if child is None:
                     break
                 found.append(child.id)
-            if set(found) <= held:
+            wanted = set(found) - held
+            if not wanted:
                 break
-            for folder_id in sorted(set(found) - held):  # a path changed meanwhile is locked late: rare
+            if held and min(wanted) < max(held):
+                # The path changed while its folders were waited for, and leads through one that locking now would
+                # take out of id order: it may be held by a change waiting for one held here (on PostgreSQL, a
+                # deadlock). Let go of them all (the savepoint's row locks go with it) and take them again in order.
+                point.rollback()
+                point, held = s.begin_nested(), set()
+                continue
+            for folder_id in sorted(wanted):
                 try:
                     lock_folder(s, folder_id)
                 except WopiError:
@@ -189,6 +247,7 @@ class Tree:
                         raise
                     continue  # deleted meanwhile: the next round follows the path without it
                 held.add(folder_id)
+        point.commit()  # its locks are the transaction's until it ends
         parent = s.get_one(Folder, found[-1])
         now = self.clock.now()
         for name in names[len(found) - 1 :]:

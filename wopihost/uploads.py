@@ -32,6 +32,7 @@ from .repository import file_named, load_file
 from .sessions import OffsetMismatch, UploadSessions, delete_session, total_mismatch
 from .shares import require_link_reach
 from .storage import Readable
+from .tree import Tree
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Target:
     file_id: str | None = None
     folder_id: str | None = None
     name: str | None = None
+    # Folders below `folder_id` the file goes in that were missing at create: made as it lands, at completion, so a
+    # session that fails, is cancelled or expires leaves no folder behind (docs/graph.md §4.1)
+    path: list[str] | None = None
     conflict: str = "replace"  # what Graph does when the client says nothing (docs/graph.md §4.2)
     defer: bool = False
     description: str | None = None
@@ -108,6 +112,7 @@ class Uploads:
         sessions: UploadSessions,
         files: Files,
         drives: Drives,
+        tree: Tree,
         max_file_size: int,
         max_fragment: int,
     ):
@@ -116,6 +121,7 @@ class Uploads:
         self.sessions = sessions
         self.files = files
         self.drives = drives
+        self.tree = tree
         self.max_file_size = max_file_size
         self.max_fragment = max_fragment
 
@@ -136,7 +142,8 @@ class Uploads:
                 existing = load_file(s, target.file_id)
             else:
                 assert target.folder_id is not None and target.name is not None  # a new file's target names both
-                existing = file_named(s, target.folder_id, target.name)
+                # a folder still to make holds no file
+                existing = None if target.path else file_named(s, target.folder_id, target.name)
             if if_match is not None:
                 held = if_match(existing)
                 if held is not None and existing is not None:
@@ -258,6 +265,10 @@ class Uploads:
                 target = Target.from_json(row.target)
                 if redirect is not None:
                     target = redirect(s, target)
+                if target.path:  # its folders, made with the file, or not at all
+                    assert target.folder_id is not None  # a new file's target names its folder
+                    folder_id = self.tree.make_path(s, target.folder_id, target.path, row.user_id)
+                    target = replace(target, folder_id=folder_id, path=None)
                 file, created, unused = self._become_file(s, row, target, if_match)
                 if admit is not None:
                     admit(s, file.folder_id, 0)
@@ -422,6 +433,7 @@ def redirected(
             file_id=None,
             folder_id=folder.id,
             name=found[-1][1],
+            path=None,
             conflict=conflict,
             share_link=share_link,
             expect_file=None,

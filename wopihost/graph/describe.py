@@ -32,7 +32,8 @@ def describe(
             paths[parent] = tree.path_of(s, s.get(Folder, parent))
         return paths[parent]
 
-    counts = tree.child_counts(s, [item.id for item in items if isinstance(item, Folder)])
+    folders = [item.id for item in items if isinstance(item, Folder)]
+    counts, sizes = tree.child_counts(s, folders), tree.sizes(s, folders)
     users = {
         u
         for item in items
@@ -51,6 +52,7 @@ def describe(
             parent_path(item),
             names=known,
             child_count=counts.get(item.id),
+            folder_size=sizes.get(item.id),
             download_url=download_url(services, grant, item),
             with_path=with_paths,
         )

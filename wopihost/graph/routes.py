@@ -16,7 +16,7 @@ from werkzeug.exceptions import PreconditionFailed
 from ..body import request_body
 from ..clock import parse_iso
 from ..drives import SHARED_KINDS
-from ..errors import WopiError  # a response with no body claims no type
+from ..errors import WopiError, checked_name  # a response with no body claims no type
 from ..errors import WopiResponse as NoContent
 from ..files import CONFLICT_BEHAVIOURS
 from ..models import Drive, File, Folder
@@ -203,14 +203,17 @@ def _locate(call: Call, s, ref: ItemRef) -> Item:
     return call.services.tree.resolve(s, _start(call, s, ref), list(ref.path or ()))
 
 
-def _parent_of_new(call: Call, s, ref: ItemRef) -> tuple[Folder, str]:
-    return call.services.tree.parent_of_new(s, _start(call, s, ref), list(ref.path or ()))
+def _folder_of_new(call: Call, s, ref: ItemRef) -> Folder | None:
+    """The folder an upload to the path `ref` puts its file in, its missing folders made in a write transaction,
+    as OneDrive makes them (Tree.folder_for_new: None in a read one while a folder is still to make)."""
+    assert ref.path  # an upload by path names its file
+    return call.services.tree.folder_for_new(s, _start(call, s, ref), list(ref.path[:-1]), call.grant.user_id)
 
 
 def get_item(call: Call, ref: ItemRef) -> Response:
     """The item, with the properties $select names; with $expand=children (as the SDKs ask for it), a folder's
-    first page of children too (with the $select given to the expansion: `children($select=id,name)`), and the
-    link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
+    first page of children too (with the $select and $top given to the expansion: `children($select=id,name;
+    $top=5)`), and the link to the rest, as Graph answers it. Other expansions are of nothing the host has."""
     with call.services.db.read() as s:
         item = _locate(call, s, ref)
         if _current_copy(item):
@@ -220,7 +223,8 @@ def get_item(call: Call, ref: ItemRef) -> Response:
         expanded = expansions().get("children")
         if isinstance(item, Folder) and expanded is not None:
             args = {"$select": select} if (select := option(expanded, "select")) else {}
-            children, next_link = _children_page(call, s, item, DEFAULT_PAGE, None, _children_path(ref), args)
+            top = _whole_number(option(expanded, "top"), "$top in children(...)", DEFAULT_PAGE, 1, MAX_PAGE)
+            children, next_link = _children_page(call, s, item, top, None, _children_path(ref), args)
             body["children"] = children
             if next_link is not None:
                 body["children@odata.nextLink"] = next_link
@@ -530,8 +534,8 @@ def put_content(call: Call, ref: ItemRef) -> Response:
     conflict = _conflict(request.args, "replace")
     with services.db.read() as s:
         if ref.path:
-            folder, name = _parent_of_new(call, s, ref)
-            existing = services.tree.child(s, folder.id, name)
+            folder, name = _folder_of_new(call, s, ref), checked_name(ref.path[-1])
+            existing = services.tree.child(s, folder.id, name) if folder is not None else None
         else:
             existing = _locate(call, s, ref)
             if not isinstance(existing, File):
@@ -543,8 +547,8 @@ def put_content(call: Call, ref: ItemRef) -> Response:
     admit = _admit(call, call.drive.id, None if ref.path else getattr(existing, "id", None))
     if ref.path:
         file, created = services.files.put_named(
-            # found again where the bytes land, once they are in: what the path names then (Locate)
-            lambda s: _parent_of_new(call, s, ref)[0],
+            # found again where the bytes land, once they are in: what the path names then, made where missing
+            lambda s: _folder_of_new(call, s, ref),
             name,
             user,
             request_body(),
@@ -601,11 +605,18 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
     services = call.services
     with services.db.read() as s:
         if ref.path:  # a new file at a path (or the file there, by its conflict behaviour)
-            folder, name = _parent_of_new(call, s, ref)
+            # missing folders are made when the file lands, at completion: none stays behind a session that fails
+            folder, missing = services.tree.existing_part(s, _start(call, s, ref), list(ref.path[:-1]))
+            name = checked_name(ref.path[-1])
             if _differs(item.get("name"), name):
                 raise GraphError(400, "invalidRequest", "item.name differs from the name in the path")
             target = Target(
-                call.drive.id, folder_id=folder.id, name=name, conflict=_conflict(item, "replace"), **described
+                call.drive.id,
+                folder_id=folder.id,
+                name=name,
+                path=missing or None,
+                conflict=_conflict(item, "replace"),
+                **described,
             )
         else:
             existing = _locate(call, s, ref)
@@ -796,7 +807,12 @@ def _precondition_failed(reason: str) -> WopiError:
 
 
 def _int_query(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
+    return _whole_number(request.args.get(name), name, default, low, high)
+
+
+def _whole_number(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    """The option `name`'s value `raw` (`default` if not given), at least `low` (400 otherwise), and at most `high`
+    (a larger one is read as `high`)."""
     if raw is None:
         return default
     if not digits(raw):

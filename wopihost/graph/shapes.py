@@ -74,11 +74,12 @@ def item_json(
     *,
     names: dict[str, str],
     child_count: int | None = None,
+    folder_size: int | None = None,
     download_url: str | None = None,
     with_path: bool = True,
 ) -> dict:
     """A driveItem. `parent_path` is the names from the root to the item's folder (None for the root);
-    `names` maps user ids to display names. Without `with_path`, parentReference leaves the path out (a share
+    `names` maps user ids to display names; a folder's size is `folder_size`, what is below it (Tree.sizes). Without `with_path`, parentReference leaves the path out (a share
     link's holder reaches nothing above the item it shares, and learns no name of it either)."""
     creator = (item.owner_id if isinstance(item, File) else item.created_by) or drive.owner_id
     modifier = (item.modified_by if isinstance(item, File) else None) or creator
@@ -89,7 +90,7 @@ def item_json(
         "eTag": etag(item),
         "createdDateTime": timestamp(created),
         "lastModifiedDateTime": timestamp(modified),
-        "size": item.size if isinstance(item, File) else 0,
+        "size": item.size if isinstance(item, File) else folder_size or 0,
         "fileSystemInfo": {
             "createdDateTime": timestamp(item.fs_created_at or created),
             "lastModifiedDateTime": timestamp(item.fs_modified_at or modified),
