@@ -265,10 +265,10 @@ class Files:
     ) -> tuple[File, bool]:
         """A file named `name` in `folder_id` (a folder's id, or what finds it: Locate, asked again in the
         transaction that lands the bytes; or what makes it there: Place) with the content of `source` (Graph's
-        simple upload); whether it is new. A taken name fails, is replaced or gets a free name (`conflict`, CONFLICT_BEHAVIOURS);
-        a folder's name is never replaced. `if_match` checks the file that has the name (claim_name); `admit(s, folder_id,
-        growth)` whether the change may land in that folder and add that many bytes (the caller's reach, a
-        quota), asked in its transaction once the bytes are in, after its row locks."""
+        simple upload); whether it is new. A taken name fails, is replaced or gets a free name (`conflict`,
+        CONFLICT_BEHAVIOURS); a folder's name is never replaced. `if_match` checks the file that has the name
+        (claim_name); `admit(s, folder_id, growth)` whether the change may land in that folder and add that many
+        bytes (the caller's reach, a quota), asked in its transaction once the bytes are in, after its row locks."""
         name = check(name)
 
         def validate(s: Session) -> tuple[str, File | None] | None:

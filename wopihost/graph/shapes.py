@@ -79,8 +79,9 @@ def item_json(
     with_path: bool = True,
 ) -> dict:
     """A driveItem. `parent_path` is the names from the root to the item's folder (None for the root);
-    `names` maps user ids to display names; a folder's size is `folder_size`, what is below it (Tree.sizes). Without `with_path`, parentReference leaves the path out (a share
-    link's holder reaches nothing above the item it shares, and learns no name of it either)."""
+    `names` maps user ids to display names; a folder's size is `folder_size`, what is below it (Tree.sizes).
+    Without `with_path`, parentReference leaves the path out (a share link's holder reaches nothing above the
+    item it shares, and learns no name of it either)."""
     creator = (item.owner_id if isinstance(item, File) else item.created_by) or drive.owner_id
     modifier = (item.modified_by if isinstance(item, File) else None) or creator
     created, modified = item.created_at, _modified(item)
