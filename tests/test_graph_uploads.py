@@ -622,6 +622,14 @@ def test_a_missing_or_malformed_content_range_is_400(graph, content_range):
     assert status(graph, url).json["nextExpectedRanges"] == ["0-"]
 
 
+@pytest.mark.parametrize("unit", ["Bytes", "BYTES"])
+def test_the_unit_of_a_content_range_is_case_insensitive(graph, unit):
+    """RFC 9110 §14.1: range units are case-insensitive."""
+    url = new_session(graph)
+    assert put_range(graph, url, data(4), f"{unit} 0-3/10").status_int == 202
+    assert status(graph, url).json["nextExpectedRanges"] == ["4-9"]
+
+
 def test_a_total_differing_from_the_first_fragments_is_400_fragment_length_mismatch(graph):
     content = data(300)
     url = new_session(graph)

@@ -18,7 +18,8 @@ from .describe import item_response
 from .errors import GraphError, not_allowed
 
 UPLOADS = "uploadSessions"
-_CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
+# RFC 9110 §14.4; a range unit is case-insensitive (§14.1), so `Bytes 0-9/10` is the same range
+_CONTENT_RANGE = re.compile(r"^(?i:bytes) (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 
 
 def upload_session(services: Services, token: str) -> Response:
