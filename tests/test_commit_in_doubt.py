@@ -124,12 +124,34 @@ def test_a_chunked_save_whose_commit_answer_is_lost_keeps_the_content_it_committ
         host.services.db.dispose()
 
 
+def graph_on(app) -> GraphClient:
+    issued, drive_id = app.extensions["wopihost"].issue_api_token("alice", True)
+    return GraphClient(webtest.TestApp(app), issued.token, drive_id)
+
+
+def test_a_folder_copy_whose_commit_answer_is_lost_keeps_the_copies_it_committed(proxy, settings):
+    app = create_app(settings.with_changes(database_url=proxy.url))
+    services = app.extensions["wopihost"]
+    try:
+        graph = graph_on(app)
+        assert graph.post_json("me/drive/root/children", {"name": "dir", "folder": {}}).status_int == 201
+        assert graph.put("me/drive/root:/dir/a.txt:/content", b"abc").status_int == 201
+        proxy.arm(after=b"INSERT INTO folders")
+        response = graph.post_json("me/drive/root:/dir:/copy", {"name": "copy"})
+        assert proxy.lost.is_set()
+        assert response.status_int == 503, response.body
+        collect(services, grace=0)
+        content = graph.get("me/drive/root:/copy/a.txt:/content")
+        assert content.status_int == 200 and content.body == b"abc", content.body
+    finally:
+        services.db.dispose()
+
+
 def test_a_fragment_whose_commit_answer_is_lost_is_kept_and_the_session_completes(proxy, settings):
     app = create_app(settings.with_changes(database_url=proxy.url))
     services = app.extensions["wopihost"]
     try:
-        issued, drive_id = services.issue_api_token("alice", True)
-        graph = GraphClient(webtest.TestApp(app), issued.token, drive_id)
+        graph = graph_on(app)
         created = graph.post_json("me/drive/root:/big.bin:/createUploadSession", {})
         assert created.status_int == 200, created.body
         url = created.json["uploadUrl"]

@@ -295,7 +295,7 @@ class Tree:
             fits(s, sum(file.size for file in files) - sum(file.size for file in replaced))
         made: dict[str, Blob] = {}
         unused: set[str] = set()
-        landed = False
+        landed, failure = False, None
         try:
             for file in files:
                 try:
@@ -316,11 +316,14 @@ class Tree:
                 s.flush()  # the rows go before the copies take their names: (folder, name) is unique
                 copied = self._land(s, destination, top, landing, names, folders, files, made, conflict, user_id)
             landed = True
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             for blob in made.values():
                 blob.release()
                 if not landed:
-                    discard(self.blobs, blob.name)
+                    discard(self.blobs, blob.name, failure)
         for blob_name in unused:
             self.blobs.release(blob_name)
         return copied
