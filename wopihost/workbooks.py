@@ -7,7 +7,7 @@ that the next call on it there skips opening it again.
 A persistent session (and a call with no session) writes the file itself, as a WOPI client's save
 would: a new version and sequence number, refused while someone else's lock holds the file. A
 non-persistent session works on a copy of the file made when it was created, which goes when the
-session is closed or expires and never touches the file. A user may have only so many
+session is closed or expires, or with the file, and never touches the file. A user may have only so many
 non-persistent sessions at once: each holds a copy that no quota counts.
 
 A write is read-modify-write: it stores its result only if what it read is still current (the file's
@@ -36,7 +36,6 @@ from .db import Database
 from .errors import WopiError
 from .extents import Extent, Extents
 from .faults import InsufficientStorage, Unavailable
-from .files import Admit, Files
 from .ids import is_id, new_id
 from .models import File, WorkbookOperation, WorkbookSession
 from .repository import lock_user, locking
@@ -45,6 +44,7 @@ from .xlsx import WorkbookError
 from .xlsx.errors import too_large
 
 if TYPE_CHECKING:
+    from .files import Admit, Files  # files.py ends a deleted file's sessions with end_with_file, from here
     from .xlsx.workbook import Workbook
 
 T = TypeVar("T")
@@ -95,6 +95,19 @@ class _LastUsed:
     def put(self, key: tuple, book: Workbook) -> None:
         with self._lock:
             self._key, self._book = key, book
+
+
+def end_with_file(s: Session, file_id: str) -> list[str]:
+    """Delete the workbook sessions of a file deleted in this transaction; returns their copies' blobs, to release
+    once committed. Nothing can reach them any more (the file's URL answers 404), and left to expire a
+    non-persistent one would hold its copy, and count towards its user's limit, for up to its idle lifetime.
+    Row-locked in id order, as the sweep takes them: a write storing a new copy meanwhile either came first (its
+    copy is the one read here) or finds no session and discards its own."""
+    query = sa.select(WorkbookSession).where(WorkbookSession.file_id == file_id).order_by(WorkbookSession.id)
+    rows = list(s.scalars(locking(s, query)))
+    for row in rows:
+        s.delete(row)
+    return [row.blob for row in rows if row.blob]
 
 
 def session_gone() -> WopiError:
@@ -155,7 +168,10 @@ class Workbooks:
         )
         try:
             with self.db.write() as s:
-                file = s.get(File, file_id)
+                # Held against change until the commit: a deletion of the file either comes first (404) or waits and
+                # ends this session with the file (end_with_file), which it would otherwise miss, uncommitted.
+                query = sa.select(File).where(File.id == file_id)
+                file = s.scalars(locking(s, query, read=True)).one_or_none()
                 if file is None:  # deleted while its copy was made
                     raise WopiError(404, "the file no longer exists", code="itemNotFound")
                 if not persist:
