@@ -678,6 +678,54 @@ def test_unknown_worksheet(graph):
         gone(response, None)
 
 
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "'Bob''s data'!A1",  # Excel's syntax, put in the URL as it is (msgraph-sdk's range_with_address)
+        "'Bob's data'!A1",  # the apostrophe not doubled, as msgraph-sdk passes on what it is given
+        "'''Bob''''s data''!A1'",  # an OData string literal of Excel's syntax
+        "'''Bob''s data''!A1'",  # an OData string literal of the undoubled one
+    ],
+)
+def test_a_sheet_qualified_address_is_taken_with_or_without_its_apostrophe_doubled(graph, literal):
+    """msgraph-sdk puts range(address='{address}') in the URL as it is, so a quoted sheet name's quotes come
+    unpaired ('Bob's data'!A1): the host answered 400, unsupported workbook request. An address whose quotes are not
+    all paired is no OData literal, and is read as it came."""
+    upload(graph)
+    assert graph.post_json(f"{WB}/worksheets/add", {"name": "Bob's data"}).status_int == 201
+    address = literal[1:-1] if literal.startswith("'''") else literal
+    sheet = f"{WB}/worksheets('Bob''s data')"
+    response = graph.get(f"{sheet}/range(address='{address}')")
+    assert response.status_int == 200, response
+    assert response.json["address"] == "'Bob''s data'!A1"
+    response = graph.patch_json(f"{sheet}/range(address='{address}')", {"values": [["x"]]})
+    assert response.status_int == 200, response
+    assert response.json["values"] == [["x"]]
+
+
+@pytest.mark.parametrize(
+    "address, says",
+    [
+        ("'Bob's data!A1", "opens a quote it does not close"),
+        ("Bob's data'!A1", "opens a quote it does not close"),
+        ("'Bob's data'A1", "is not a cell or range address"),
+        ("''!A1", "opens a quote"),  # as an OData literal, the sheet name "'"
+        ("''''!A1", "is empty"),  # as an OData literal, ''!A1
+    ],
+)
+def test_an_address_quoted_wrongly_is_400_saying_so(graph, address, says):
+    upload(graph)
+    assert graph.post_json(f"{WB}/worksheets/add", {"name": "Bob's data"}).status_int == 201
+    sheet = f"{WB}/worksheets('Bob''s data')"
+    for response in (
+        graph.get(f"{sheet}/range(address='{address}')"),
+        graph.patch_json(f"{sheet}/range(address='{address}')", {"values": [["x"]]}),
+    ):
+        assert response.status_int == 400, response
+        assert graph_error(response)[0] == "invalidRequest"
+        assert says in response.json["error"]["message"]
+
+
 @pytest.mark.parametrize("address", ["A0", "1A", "A1:", "ZZZZ1", "A1048577", "Sheet1!", "B2:C", "My data!A1"])
 def test_malformed_address(graph, address):
     upload(graph)

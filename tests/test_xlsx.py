@@ -553,6 +553,40 @@ def test_malformed_addresses(text):
     assert refused.value.status == 400
 
 
+@pytest.mark.parametrize(
+    "address, names",
+    [
+        ("'Bob''s data'!A1", ("Bob's data", "Bob''s data")),  # Excel's quoting; or a name of two apostrophes
+        ("'Bob's data'!A1", ("Bob's data",)),  # as msgraph-sdk passes it on, the apostrophe not doubled
+        ("'My data'!A1", ("My data",)),
+        ("'a!b'!A1", ("a!b",)),  # a sheet's name may hold "!"
+    ],
+)
+def test_a_quoted_sheet_is_read_as_excel_writes_it_or_as_it_came(address, names):
+    assert parse_address(address).sheet_names == names
+
+
+@pytest.mark.parametrize("text", ["'Bob's data!A1", "Bob's data'!A1", "'!A1", "''!A1", "'Bob's data'A1"])
+def test_a_sheet_quoted_at_one_end_only_or_empty_is_malformed(text):
+    with pytest.raises(ValueError):
+        parse_address(text)
+
+
+def test_a_sheet_named_with_apostrophes_is_reached_by_its_quoted_name_either_way():
+    def sheets(book):
+        book.create_sheet("Bob's data")["A1"] = "one"
+        book.create_sheet("Bob''s")["A1"] = "two"  # two apostrophes, which Excel quotes as 'Bob''''s'
+
+    book = open_workbook(xlsx(sheets), LIMIT)
+    for address in ("'Bob''s data'!A1", "'Bob's data'!A1", "'bob''S DATA'!A1"):
+        assert book.range("Bob's data", address)["values"] == [["one"]], address
+    for address in ("'Bob''''s'!A1", "'Bob''s'!A1"):
+        assert book.range("Bob''s", address)["values"] == [["two"]], address
+    with pytest.raises(WorkbookError) as refused:
+        book.range("Bob's data", "'Bob''''s data'!A1")  # Bob''s data: neither reading names this sheet
+    assert refused.value.status == 400
+
+
 def test_an_address_on_another_sheet_or_too_large_is_refused():
     book = open_workbook(xlsx(), LIMIT)
     for address in ("Other!A1", "A1:Z100000"):

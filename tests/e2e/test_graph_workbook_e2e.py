@@ -152,3 +152,37 @@ def test_an_operation_accepted_by_one_server_is_answered_by_another(server, book
     finally:
         other.stop()
     assert "Traceback" not in other.log_text(), other.log_text()
+
+
+def test_msgraph_sdk_reads_a_range_on_a_sheet_named_with_an_apostrophe(server, book):
+    """msgraph-sdk puts the address it is given in range(address='{address}') as it is: Excel's 'Bob''s data'!A1,
+    or 'Bob's data'!A1 as a caller may write it, reach the sheet; one whose quote is not closed is 400."""
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    api, http, item_id = book
+    url = f"{api['graph_url']}/me/drive/items/{item_id}/workbook"
+    added = http.post(f"{url}/worksheets/add", json={"name": "Bob's data"})
+    assert added.status_code == 201, added.text
+    cell = http.patch(f"{url}/worksheets/Sheet1/range(address='D1')", json={"values": [["=A1*100"]]})
+    assert cell.status_code == 200, cell.text
+    copied = http.patch(f"{url}/worksheets('Bob''s data')/range(address='A1')", json={"values": [["=Sheet1!D1+1"]]})
+    assert copied.status_code == 200, copied.text
+    client = sdk_client(server.base, api["access_token"])
+    sheet = (
+        client.drives.by_drive_id(api["drive_id"]).items.by_drive_item_id(item_id).workbook.worksheets
+    ).by_workbook_worksheet_id("Bob's data")
+
+    async def run() -> dict:
+        seen: dict = {}
+        for address in ("'Bob''s data'!A1", "'Bob's data'!A1"):
+            answer = await sheet.range_with_address(address).get()
+            seen[address] = (answer.address, answer.additional_data["values"])
+        try:
+            await sheet.range_with_address("'Bob's data!A1").get()
+        except ODataError as error:
+            seen["unclosed"] = (error.response_status_code, error.error.code)
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen["'Bob''s data'!A1"] == seen["'Bob's data'!A1"] == ("'Bob''s data'!A1", [[101]])
+    assert seen["unclosed"] == (400, "invalidRequest")

@@ -274,7 +274,7 @@ class Workbook:
             address = parse_address(text)
         except ValueError as exc:
             raise bad_request(str(exc)) from None
-        if address.sheet is not None and address.sheet.casefold() != sheet.name.casefold():
+        if address.sheet is not None and sheet.name.casefold() not in (name.casefold() for name in address.sheet_names):
             raise bad_request(f"the address names sheet {address.sheet[:40]!r}, not {sheet.name!r}")
         return _limited(address)
 
