@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import time
 
 import openpyxl
@@ -186,3 +187,37 @@ def test_msgraph_sdk_reads_a_range_on_a_sheet_named_with_an_apostrophe(server, b
     seen = asyncio.run(run())
     assert seen["'Bob''s data'!A1"] == seen["'Bob's data'!A1"] == ("'Bob''s data'!A1", [[101]])
     assert seen["unclosed"] == (400, "invalidRequest")
+
+
+def test_non_persistent_sessions_made_at_once_on_several_workers_never_pass_the_limit(tmp_path, database):
+    """Eight createSession requests at once, spread over the server's workers (threads each), with a limit of two
+    non-persistent sessions a user: two are made, the others get 429 with Retry-After, whichever worker they reach."""
+    server = LocalServer.start(
+        tmp_path, database, workers=2, extra_env={"WOPIHOST_MAX_WORKBOOK_SESSIONS_PER_USER": "2"}
+    )
+    try:
+        api = server.api_token("alice")
+        url = f"{api['graph_url']}/me/drive/root:/book.xlsx:"
+        headers = {"Authorization": f"Bearer {api['access_token']}"}
+        assert Client().put(f"{url}/content", data=workbook_bytes(), headers=headers).status_code == 201
+        go = threading.Barrier(8)
+        answers: list = []
+
+        def create() -> None:
+            http = Client()  # a connection of its own: gunicorn hands each to one worker
+            go.wait(30)
+            answers.append(http.post(f"{url}/workbook/createSession", json={"persistChanges": False}, headers=headers))
+
+        threads = [threading.Thread(target=create) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert sorted(answer.status_code for answer in answers) == [201] * 2 + [429] * 6, [a.text for a in answers]
+        for answer in answers:
+            if answer.status_code == 429:
+                assert answer.json()["error"]["code"] == "activityLimitReached"
+                assert 0 < int(answer.headers["Retry-After"]) <= 7 * 60
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log_text(), server.log_text()
