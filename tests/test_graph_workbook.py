@@ -678,6 +678,54 @@ def test_unknown_worksheet(graph):
         gone(response, None)
 
 
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "'Bob''s data'!A1",  # Excel's syntax, put in the URL as it is (msgraph-sdk's range_with_address)
+        "'Bob's data'!A1",  # the apostrophe not doubled, as msgraph-sdk passes on what it is given
+        "'''Bob''''s data''!A1'",  # an OData string literal of Excel's syntax
+        "'''Bob''s data''!A1'",  # an OData string literal of the undoubled one
+    ],
+)
+def test_a_sheet_qualified_address_is_taken_with_or_without_its_apostrophe_doubled(graph, literal):
+    """msgraph-sdk puts range(address='{address}') in the URL as it is, so a quoted sheet name's quotes come
+    unpaired ('Bob's data'!A1): the host answered 400, unsupported workbook request. An address whose quotes are not
+    all paired is no OData literal, and is read as it came."""
+    upload(graph)
+    assert graph.post_json(f"{WB}/worksheets/add", {"name": "Bob's data"}).status_int == 201
+    address = literal[1:-1] if literal.startswith("'''") else literal
+    sheet = f"{WB}/worksheets('Bob''s data')"
+    response = graph.get(f"{sheet}/range(address='{address}')")
+    assert response.status_int == 200, response
+    assert response.json["address"] == "'Bob''s data'!A1"
+    response = graph.patch_json(f"{sheet}/range(address='{address}')", {"values": [["x"]]})
+    assert response.status_int == 200, response
+    assert response.json["values"] == [["x"]]
+
+
+@pytest.mark.parametrize(
+    "address, says",
+    [
+        ("'Bob's data!A1", "opens a quote it does not close"),
+        ("Bob's data'!A1", "opens a quote it does not close"),
+        ("'Bob's data'A1", "is not a cell or range address"),
+        ("''!A1", "opens a quote"),  # as an OData literal, the sheet name "'"
+        ("''''!A1", "is empty"),  # as an OData literal, ''!A1
+    ],
+)
+def test_an_address_quoted_wrongly_is_400_saying_so(graph, address, says):
+    upload(graph)
+    assert graph.post_json(f"{WB}/worksheets/add", {"name": "Bob's data"}).status_int == 201
+    sheet = f"{WB}/worksheets('Bob''s data')"
+    for response in (
+        graph.get(f"{sheet}/range(address='{address}')"),
+        graph.patch_json(f"{sheet}/range(address='{address}')", {"values": [["x"]]}),
+    ):
+        assert response.status_int == 400, response
+        assert graph_error(response)[0] == "invalidRequest"
+        assert says in response.json["error"]["message"]
+
+
 @pytest.mark.parametrize("address", ["A0", "1A", "A1:", "ZZZZ1", "A1048577", "Sheet1!", "B2:C", "My data!A1"])
 def test_malformed_address(graph, address):
     upload(graph)
@@ -959,16 +1007,64 @@ def test_unauthenticated(graph):
     assert response.status_int == 401
 
 
-def test_deleted_file_ends_its_sessions(graph, services, clock):
+@pytest.mark.parametrize("how", ["its item deleted", "its folder deleted", "replaced by a move"])
+def test_deleted_file_ends_its_sessions_and_their_copies_at_once(graph, services, how):
+    """A deleted file's sessions went only when they expired, though the file's URL answered 404 at once: a
+    non-persistent one kept its copy in the store, and counted towards its user's limit, for seven minutes."""
+    before = stored_blobs(services)
+    graph.post_json("me/drive/root/children", {"name": "f", "folder": {}})
+    upload(graph, name="f/book.xlsx")
+    book = "me/drive/root:/f/book.xlsx:/workbook"
+    temporary, persistent = create(graph, False, book), create(graph, True, book)
+    copy = session_row(services, temporary).blob
+    assert copy in stored_blobs(services)
+    if how == "its item deleted":
+        assert graph.delete("me/drive/root:/f/book.xlsx:").status_int == 204
+    elif how == "its folder deleted":
+        assert graph.delete("me/drive/root:/f:").status_int == 204
+    else:
+        upload(graph, name="other.xlsx")
+        moved = graph.patch_json(
+            "me/drive/root:/other.xlsx:?@microsoft.graph.conflictBehavior=replace",
+            {"name": "book.xlsx", "parentReference": {"path": "/drive/root:/f"}},
+        )
+        assert moved.status_int == 200, moved
+    assert session_row(services, temporary) is None and session_row(services, persistent) is None
+    assert copy not in stored_blobs(services)
+    if how != "replaced by a move":
+        assert stored_blobs(services) == before
+    if how == "its folder deleted":
+        graph.post_json("me/drive/root/children", {"name": "f", "folder": {}})
+    if how != "replaced by a move":
+        upload(graph, name="f/book.xlsx")
+    for session in (temporary, persistent):  # the file now under the name is another item
+        gone(read(graph, "A1", session, sheet=f"{book}/worksheets/Sheet1"))
+
+
+def test_a_session_recorded_as_its_file_is_deleted_goes_with_it(graph, services, database):
+    """A non-persistent session about to be recorded (its file read, its copy made) while its file is deleted: the
+    file's row is held until the session is recorded, so the deletion waits, then ends it and its copy. Unheld,
+    the deletion committed first, found no session (the new one not yet committed), and the session stayed, its
+    copy with it, until it expired."""
     upload(graph)
-    session = create(graph, False)
-    copy = session_row(services, session).blob
-    assert graph.delete("me/drive/root:/book.xlsx:").status_int == 204
-    upload(graph)  # a new file under the same name is another item
-    gone(read(graph, "A1", session))
-    clock.advance(minutes=7, seconds=1)
-    services.workbooks.sweep()
-    assert session_row(services, session) is None and copy not in stored_blobs(services)
+    before = stored_blobs(services)
+    held = services.workbooks.clock = HeldClock(services.workbooks.clock)
+    creator, created = in_thread(lambda: graph.post_json(f"{WB}/createSession", {"persistChanges": False}))
+    held.hold(
+        creator, at=3
+    )  # in the transaction recording it: the file checked, the user's sessions about to be counted
+    creator.start()
+    assert held.reached(creator)
+    deleter, deleted = in_thread(lambda: graph.delete("me/drive/root:/book.xlsx:"))
+    deleter.start()
+    assert wait_until(lambda: waits_or_ends(database, deleter), timeout=20)
+    held.let_go(creator)
+    creator.join(30)
+    deleter.join(30)
+    assert created["answer"].status_int == 201, created["answer"]
+    assert deleted["answer"].status_int == 204, deleted["answer"]
+    assert session_row(services, created["answer"].json["id"]) is None
+    assert stored_blobs(services) <= before
 
 
 class HeldClock:

@@ -396,6 +396,32 @@ def test_a_part_of_an_array_formula_cannot_be_changed():
     assert values(reopened, "D1:F2") == values(book, "D1:F2") == [[7, 10, 8], [9, 20, ""]]
 
 
+def test_the_array_formulas_a_write_may_not_change_part_of_are_each_sheets_own_for_good():
+    """A PATCH finds the array formulas it may not write into among those the workbook was opened with, kept for
+    each sheet, where it scanned every cell of the sheet for them: they stay refused through every write, a new
+    sheet and the workbook saved and opened again, on their own sheet only."""
+
+    def arrays(book):
+        book["Sheet1"]["E1"] = ArrayFormula("E1:E2", "=A1:A2*10")
+        book["My data"]["B2"] = ArrayFormula("B2:C2", "=Sheet1!A1:B1")
+
+    book = open_workbook(xlsx(arrays), LIMIT)
+    for _ in range(2):
+        for sheet, address in (("Sheet1", "E2"), ("My data", "C2"), ("My data", "A1:B2")):
+            with pytest.raises(WorkbookError) as refused:
+                book.patch(sheet, address, values=[[1] * parse_address(address).columns] * parse_address(address).rows)
+            assert refused.value.status == 400 and "array formula" in str(refused.value), (sheet, address)
+        assert "'My data'!B2:C2 is an array formula (at B2)" in str(refused.value)
+        # the other sheet's cells at the same places, and the cells beside each array, are written
+        assert book.patch("My data", "E1:E2", values=[[5], [6]])["values"] == [[5], [6]]
+        assert book.patch("Sheet1", "B2:C2", values=[[3, 4]])["values"] == [[3, 4]]
+        assert book.patch("Sheet1", "B1", values=[[3]])["values"] == [[3]]
+        assert book.patch("Sheet1", "F1:F2", formulas=[["=E1+1"], ["=E2+1"]])["values"] == [[11], [21]]
+        book.add_worksheet(None)
+        book = open_workbook(book.to_bytes(), LIMIT)
+    assert book.range("My data", "B2:C2")["values"] == [[1, 3]]  # the array reads what was written beside it
+
+
 def test_an_error_cell_holding_a_formula_is_not_parsed():
     def error(book):
         book["Sheet1"]["E1"] = "=" + "(" * 10_000 + "1" + ")" * 10_000
@@ -550,6 +576,40 @@ def test_malformed_addresses(text):
         parse_address(text)
     with pytest.raises(WorkbookError) as refused:
         open_workbook(xlsx(), LIMIT).range("Sheet1", text)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "address, names",
+    [
+        ("'Bob''s data'!A1", ("Bob's data", "Bob''s data")),  # Excel's quoting; or a name of two apostrophes
+        ("'Bob's data'!A1", ("Bob's data",)),  # as msgraph-sdk passes it on, the apostrophe not doubled
+        ("'My data'!A1", ("My data",)),
+        ("'a!b'!A1", ("a!b",)),  # a sheet's name may hold "!"
+    ],
+)
+def test_a_quoted_sheet_is_read_as_excel_writes_it_or_as_it_came(address, names):
+    assert parse_address(address).sheet_names == names
+
+
+@pytest.mark.parametrize("text", ["'Bob's data!A1", "Bob's data'!A1", "'!A1", "''!A1", "'Bob's data'A1"])
+def test_a_sheet_quoted_at_one_end_only_or_empty_is_malformed(text):
+    with pytest.raises(ValueError):
+        parse_address(text)
+
+
+def test_a_sheet_named_with_apostrophes_is_reached_by_its_quoted_name_either_way():
+    def sheets(book):
+        book.create_sheet("Bob's data")["A1"] = "one"
+        book.create_sheet("Bob''s")["A1"] = "two"  # two apostrophes, which Excel quotes as 'Bob''''s'
+
+    book = open_workbook(xlsx(sheets), LIMIT)
+    for address in ("'Bob''s data'!A1", "'Bob's data'!A1", "'bob''S DATA'!A1"):
+        assert book.range("Bob's data", address)["values"] == [["one"]], address
+    for address in ("'Bob''''s'!A1", "'Bob''s'!A1"):
+        assert book.range("Bob''s", address)["values"] == [["two"]], address
+    with pytest.raises(WorkbookError) as refused:
+        book.range("Bob's data", "'Bob''''s data'!A1")  # Bob''s data: neither reading names this sheet
     assert refused.value.status == 400
 
 

@@ -235,6 +235,7 @@ class Settings:
     max_workbook_size: int = 10 << 20
     workbook_persistent_ttl: float = 5 * 60
     workbook_temporary_ttl: float = 7 * 60
+    max_workbook_sessions_per_user: int = 16  # non-persistent ones, each holding a copy of its workbook
     containers: bool = True  # WOPI containers and ecosystem (SupportsContainers, SupportsEcosystem)
     file_url_ttl: float = 5 * 60
     metrics: bool = True  # /metrics (on the server's port, or at metrics_bind)
@@ -347,6 +348,7 @@ class Settings:
             max_workbook_size=parsed("MAX_WORKBOOK_SIZE", "10MiB", _positive_size),
             workbook_persistent_ttl=parsed("WORKBOOK_PERSISTENT_TTL", "5m", _positive_duration),
             workbook_temporary_ttl=parsed("WORKBOOK_TEMPORARY_TTL", "7m", _positive_duration),
+            max_workbook_sessions_per_user=parsed("MAX_WORKBOOK_SESSIONS_PER_USER", "16", _positive_count),
             containers=parsed("CONTAINERS", "on", parse_flag),
             file_url_ttl=parsed("FILE_URL_TTL", "5m", _positive_duration),
             metrics=parsed("METRICS", "on", parse_flag),

@@ -33,6 +33,7 @@ from .repository import drop_alternate_streams, file_named, folder_named, load_f
 from .sessions import end_with_file
 from .snapshots import FileView
 from .storage import Blob, Opened, Readable, Storage, TooLarge, discard
+from .workbooks import end_with_file as end_workbook_sessions
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -441,10 +442,11 @@ class Files:
         require_write_access(s, file, self.clock.now(), None, unlocked_ok=True)
 
     def delete_in(self, s: Session, file: File) -> set[str]:
-        """Delete a file inside a transaction (409 while it is locked), and its unfinished upload sessions with it;
-        returns its blobs and theirs, to delete once committed."""
+        """Delete a file inside a transaction (409 while it is locked), and its unfinished upload sessions and its
+        workbook sessions with it; returns its blobs and theirs, to delete once committed."""
         self.check_writable(s, file)
-        unused = {*file.content.blobs, *drop_alternate_streams(s, file.id), *end_with_file(s, file.id)}
+        sessions = [*end_with_file(s, file.id), *end_workbook_sessions(s, file.id)]
+        unused = {*file.content.blobs, *drop_alternate_streams(s, file.id), *sessions}
         for table in (Lock, ContentProperty, Activity):  # rows the cascade would remove, expired ones too
             s.execute(sa.delete(table).where(table.file_id == file.id))
         s.delete(file)

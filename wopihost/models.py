@@ -294,7 +294,7 @@ class WorkbookSession(Base):
 
     __tablename__ = "workbook_sessions"
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    file_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)  # no FK: a deleted file's session just expires
+    file_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)  # no FK: Files.delete_in ends it
     user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH))
     persist: Mapped[bool] = mapped_column(Boolean)
     blob: Mapped[str | None] = mapped_column(String(64))

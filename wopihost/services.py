@@ -115,6 +115,7 @@ class Services:
                 settings.max_workbook_size,
                 settings.workbook_persistent_ttl,
                 settings.workbook_temporary_ttl,
+                settings.max_workbook_sessions_per_user,
             ),
             containers=Containers(db, tree, files),
             shares=ShareLinks(db, clock),

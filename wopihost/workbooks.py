@@ -7,7 +7,8 @@ that the next call on it there skips opening it again.
 A persistent session (and a call with no session) writes the file itself, as a WOPI client's save
 would: a new version and sequence number, refused while someone else's lock holds the file. A
 non-persistent session works on a copy of the file made when it was created, which goes when the
-session is closed or expires and never touches the file.
+session is closed or expires, or with the file, and never touches the file. A user may have only so many
+non-persistent sessions at once: each holds a copy that no quota counts.
 
 A write is read-modify-write: it stores its result only if what it read is still current (the file's
 version, or the session's copy), and otherwise starts again from what is there now, so concurrent
@@ -19,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from . import xlsx
 from .clock import Clock
@@ -33,15 +36,15 @@ from .db import Database
 from .errors import WopiError
 from .extents import Extent, Extents
 from .faults import InsufficientStorage, Unavailable
-from .files import Admit, Files
 from .ids import is_id, new_id
 from .models import File, WorkbookOperation, WorkbookSession
-from .repository import locking
+from .repository import lock_user, locking
 from .storage import Storage, discard
 from .xlsx import WorkbookError
 from .xlsx.errors import too_large
 
 if TYPE_CHECKING:
+    from .files import Admit, Files  # files.py ends a deleted file's sessions with end_with_file, from here
     from .xlsx.workbook import Workbook
 
 T = TypeVar("T")
@@ -94,6 +97,19 @@ class _LastUsed:
             self._key, self._book = key, book
 
 
+def end_with_file(s: Session, file_id: str) -> list[str]:
+    """Delete the workbook sessions of a file deleted in this transaction; returns their copies' blobs, to release
+    once committed. Nothing can reach them any more (the file's URL answers 404), and left to expire a
+    non-persistent one would hold its copy, and count towards its user's limit, for up to its idle lifetime.
+    Row-locked in id order, as the sweep takes them: a write storing a new copy meanwhile either came first (its
+    copy is the one read here) or finds no session and discards its own."""
+    query = sa.select(WorkbookSession).where(WorkbookSession.file_id == file_id).order_by(WorkbookSession.id)
+    rows = list(s.scalars(locking(s, query)))
+    for row in rows:
+        s.delete(row)
+    return [row.blob for row in rows if row.blob]
+
+
 def session_gone() -> WopiError:
     return WopiError(
         404,
@@ -112,6 +128,7 @@ class Workbooks:
         max_size: int,
         persistent_ttl: float,
         temporary_ttl: float,
+        max_temporary_per_user: int,
     ):
         self.db = db
         self.blobs = blobs
@@ -119,6 +136,7 @@ class Workbooks:
         self.files = files
         self.max_size = max_size
         self.ttl = {True: timedelta(seconds=persistent_ttl), False: timedelta(seconds=temporary_ttl)}
+        self.max_temporary_per_user = max_temporary_per_user
         self._last = _LastUsed()
         self._calls = threading.BoundedSemaphore(CALLS_AT_ONCE)
         self.heartbeat = HEARTBEAT
@@ -128,7 +146,11 @@ class Workbooks:
     def create_session(self, file_id: str, user_id: str, persist: bool, admit: Admit | None = None) -> WorkbookSession:
         """A new session; the file must be a workbook this host can open (a non-persistent session's copy
         is made from it now). `admit` (as in Files.replace, adding nothing) is asked in the transaction that
-        records it: whoever asked may have lost the drive, or their token, since their request was checked."""
+        records it: whoever asked may have lost the drive, or their token, since their request was checked.
+        429 while the user has as many non-persistent sessions as allowed (`_room`)."""
+        if not persist:  # refused before the workbook is opened and copied; counted again as the session is recorded
+            with self.db.read() as s:
+                self._room(s, user_id)
         with self._calls:
             data, version = self._file_bytes(file_id)
             book = xlsx.open_workbook(data, self.max_size)  # refused now, not at the first call in the session
@@ -146,12 +168,18 @@ class Workbooks:
         )
         try:
             with self.db.write() as s:
-                s.add(row)
-                if admit is not None:
-                    file = s.get(File, file_id)
-                    if file is None:  # deleted while its copy was made
-                        raise WopiError(404, "the file no longer exists", code="itemNotFound")
+                # Held against change until the commit: a deletion of the file either comes first (404) or waits and
+                # ends this session with the file (end_with_file), which it would otherwise miss, uncommitted.
+                query = sa.select(File).where(File.id == file_id)
+                file = s.scalars(locking(s, query, read=True)).one_or_none()
+                if file is None:  # deleted while its copy was made
+                    raise WopiError(404, "the file no longer exists", code="itemNotFound")
+                if not persist:
+                    lock_user(s, user_id)  # one user's sessions are made one at a time, so the count holds
+                    self._room(s, user_id)
+                if admit is not None:  # after every other row lock: it asks the token last (Tokens.require_live)
                     admit(s, file.folder_id, 0)
+                s.add(row)
         except BaseException:
             if blob is not None:
                 discard(self.blobs, blob.name)
@@ -161,6 +189,25 @@ class Workbooks:
                 blob.release()
         self._last.put((file_id, row.blob or version), book)  # the session's first call will want it
         return row
+
+    def _room(self, s: Session, user_id: str) -> None:
+        """429, with the seconds until the first of them expires in Retry-After, while `user_id` has as many live
+        non-persistent sessions as allowed: each holds a copy of its workbook that no quota counts. Closed and
+        expired ones do not count (a closed one is deleted; an expired one waits for the sweep)."""
+        now = self.clock.now()
+        query = sa.select(WorkbookSession.expires_at).where(
+            WorkbookSession.user_id == user_id, WorkbookSession.persist.is_(False), WorkbookSession.expires_at > now
+        )
+        expiries = list(s.scalars(query))
+        if len(expiries) >= self.max_temporary_per_user:
+            wait = max(1, math.ceil((min(expiries) - now).total_seconds()))
+            raise WopiError(
+                429,
+                f"this user already has {len(expiries)} non-persistent workbook sessions, the most allowed "
+                "(WOPIHOST_MAX_WORKBOOK_SESSIONS_PER_USER); close one (closeSession) or let one expire",
+                {"Retry-After": str(wait)},
+                code="activityLimitReached/tooManyRequestsUncategorized",
+            )
 
     def refresh(self, session_id: str, file_id: str, user_id: str) -> None:
         with self.db.write() as s:
@@ -237,6 +284,9 @@ class Workbooks:
         """createSession with Prefer: respond-async: an operation id at once; the session is made in a
         thread (`admit` asked as `create_session` asks it), and its status is in the database for any worker to
         answer a poll."""
+        if not persist:  # answered at once, as without respond-async; counted again as the session is recorded
+            with self.db.read() as s:
+                self._room(s, user_id)
         now = self.clock.now()
         operation = WorkbookOperation(
             id=new_id(),

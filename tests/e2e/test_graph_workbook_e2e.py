@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import time
 
 import openpyxl
@@ -152,3 +153,71 @@ def test_an_operation_accepted_by_one_server_is_answered_by_another(server, book
     finally:
         other.stop()
     assert "Traceback" not in other.log_text(), other.log_text()
+
+
+def test_msgraph_sdk_reads_a_range_on_a_sheet_named_with_an_apostrophe(server, book):
+    """msgraph-sdk puts the address it is given in range(address='{address}') as it is: Excel's 'Bob''s data'!A1,
+    or 'Bob's data'!A1 as a caller may write it, reach the sheet; one whose quote is not closed is 400."""
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    api, http, item_id = book
+    url = f"{api['graph_url']}/me/drive/items/{item_id}/workbook"
+    added = http.post(f"{url}/worksheets/add", json={"name": "Bob's data"})
+    assert added.status_code == 201, added.text
+    cell = http.patch(f"{url}/worksheets/Sheet1/range(address='D1')", json={"values": [["=A1*100"]]})
+    assert cell.status_code == 200, cell.text
+    copied = http.patch(f"{url}/worksheets('Bob''s data')/range(address='A1')", json={"values": [["=Sheet1!D1+1"]]})
+    assert copied.status_code == 200, copied.text
+    client = sdk_client(server.base, api["access_token"])
+    sheet = (
+        client.drives.by_drive_id(api["drive_id"]).items.by_drive_item_id(item_id).workbook.worksheets
+    ).by_workbook_worksheet_id("Bob's data")
+
+    async def run() -> dict:
+        seen: dict = {}
+        for address in ("'Bob''s data'!A1", "'Bob's data'!A1"):
+            answer = await sheet.range_with_address(address).get()
+            seen[address] = (answer.address, answer.additional_data["values"])
+        try:
+            await sheet.range_with_address("'Bob's data!A1").get()
+        except ODataError as error:
+            seen["unclosed"] = (error.response_status_code, error.error.code)
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen["'Bob''s data'!A1"] == seen["'Bob's data'!A1"] == ("'Bob''s data'!A1", [[101]])
+    assert seen["unclosed"] == (400, "invalidRequest")
+
+
+def test_non_persistent_sessions_made_at_once_on_several_workers_never_pass_the_limit(tmp_path, database):
+    """Eight createSession requests at once, spread over the server's workers (threads each), with a limit of two
+    non-persistent sessions a user: two are made, the others get 429 with Retry-After, whichever worker they reach."""
+    server = LocalServer.start(
+        tmp_path, database, workers=2, extra_env={"WOPIHOST_MAX_WORKBOOK_SESSIONS_PER_USER": "2"}
+    )
+    try:
+        api = server.api_token("alice")
+        url = f"{api['graph_url']}/me/drive/root:/book.xlsx:"
+        headers = {"Authorization": f"Bearer {api['access_token']}"}
+        assert Client().put(f"{url}/content", data=workbook_bytes(), headers=headers).status_code == 201
+        go = threading.Barrier(8)
+        answers: list = []
+
+        def create() -> None:
+            http = Client()  # a connection of its own: gunicorn hands each to one worker
+            go.wait(30)
+            answers.append(http.post(f"{url}/workbook/createSession", json={"persistChanges": False}, headers=headers))
+
+        threads = [threading.Thread(target=create) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert sorted(answer.status_code for answer in answers) == [201] * 2 + [429] * 6, [a.text for a in answers]
+        for answer in answers:
+            if answer.status_code == 429:
+                assert answer.json()["error"]["code"] == "activityLimitReached"
+                assert 0 < int(answer.headers["Retry-After"]) <= 7 * 60
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log_text(), server.log_text()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 # worksheets/{id|name} or worksheets('{id|name}'); a name may hold "(": Excel names a copied sheet "Sheet1 (2)"
 _SHEET = r"(?:/([^/]+)|\('((?:[^']|'')*)'\))"
+_ODATA_STRING = re.compile(r"(?:[^']|'')*")  # the inside of an OData string literal: each ' doubled
 _ROUTES = [
     ("POST", re.compile(r"^createSession$"), "create_session"),
     ("POST", re.compile(r"^refreshSession$"), "refresh_session"),
@@ -36,8 +37,9 @@ _ROUTES = [
     ("GET", re.compile(r"^worksheets$"), "worksheets"),
     ("POST", re.compile(r"^worksheets(?:/add)?$"), "add_worksheet"),
     ("GET", re.compile(rf"^worksheets{_SHEET}$"), "worksheet"),
-    ("GET", re.compile(rf"^worksheets{_SHEET}/range\(address='((?:[^']|'')*)'\)$"), "get_range"),
-    ("PATCH", re.compile(rf"^worksheets{_SHEET}/range\(address='((?:[^']|'')*)'\)$"), "patch_range"),
+    # the address is all that is left up to the URL's end, as it came (_address reads it)
+    ("GET", re.compile(rf"^worksheets{_SHEET}/range\(address='(.*)'\)$"), "get_range"),
+    ("PATCH", re.compile(rf"^worksheets{_SHEET}/range\(address='(.*)'\)$"), "patch_range"),
     ("GET", re.compile(rf"^worksheets{_SHEET}/usedRange(?:\(valuesOnly=(true|false)\))?$"), "used_range"),
 ]
 
@@ -163,13 +165,13 @@ def worksheet(context: _Context, key: str | None, quoted: str | None) -> Respons
 
 
 def get_range(context: _Context, key: str | None, quoted: str | None, address: str) -> Response:
-    sheet_key, where = _key(key, quoted), address.replace("''", "'")
+    sheet_key, where = _key(key, quoted), _address(address)
     return jsonify(context.read(lambda book: book.range(sheet_key, where)))
 
 
 def patch_range(context: _Context, key: str | None, quoted: str | None, address: str) -> Response:
     body = _json()
-    sheet_key, where = _key(key, quoted), address.replace("''", "'")
+    sheet_key, where = _key(key, quoted), _address(address)
     return jsonify(
         context.write(
             lambda book: book.patch(
@@ -208,6 +210,14 @@ def _key(plain: str | None, quoted: str | None) -> str:
         return plain
     assert quoted is not None  # the pattern matches one or the other
     return quoted.replace("''", "'")
+
+
+def _address(text: str) -> str:
+    """The address in range(address='...'). OData doubles each ' in a string literal ('''My data''!A1' names
+    'My data'!A1); msgraph-sdk, and any client that puts the address in the URL as it is given it, does not. Its
+    ''My data'!A1' leaves a quote that no other one pairs, which an OData literal never does: such an address is
+    taken as it came, for parse_address to read its sheet's quotes as Excel writes them."""
+    return text.replace("''", "'") if _ODATA_STRING.fullmatch(text) else text
 
 
 def _required_session(context: _Context) -> str:

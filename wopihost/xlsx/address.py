@@ -1,5 +1,5 @@
 """A1-style range addresses as Graph's workbook API takes them: `A1`, `B2:C5`, `$A$1`, with an optional
-sheet (`Sheet1!A1:B2`, `'My sheet'!A1`)."""
+sheet (`Sheet1!A1:B2`, `'My sheet'!A1`, `'Bob''s data'!A1`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ class Address:
     first_column: int
     last_row: int
     last_column: int
+    # A quoted sheet name as it came, where Excel's reading of it (`sheet`) differs: msgraph-sdk puts what it is
+    # given in the URL as it is, and a caller may write 'Bob's data'!A1, or 'Bob''s data'!A1 for a sheet named
+    # Bob''s data; which one is meant, only the workbook can tell.
+    sheet_as_sent: str | None = None
+
+    @property
+    def sheet_names(self) -> tuple[str, ...]:
+        """The sheet the address may name: Excel's reading of it, and the name as it came."""
+        return tuple(name for name in (self.sheet, self.sheet_as_sent) if name is not None)
 
     @property
     def rows(self) -> int:
@@ -39,12 +48,18 @@ class Address:
 
 
 def parse_address(text: str) -> Address:
-    """The address, or ValueError saying what is wrong with it."""
-    sheet = None
-    if "!" in text:
+    """The address, or ValueError saying what is wrong with it. A quoted sheet name is read as Excel writes it,
+    each ' in it doubled; one left single (as msgraph-sdk passes 'Bob's data'!A1 on) is taken as it is."""
+    sheet = as_sent = None
+    if "!" in text:  # the last: a sheet's name may hold "!", a cell's address cannot
         sheet, _, text = text.rpartition("!")
-        if sheet.startswith("'") and sheet.endswith("'") and len(sheet) >= 2:
-            sheet = sheet[1:-1].replace("''", "'")
+        if sheet.startswith("'") or sheet.endswith("'"):
+            if len(sheet) < 2 or not (sheet.startswith("'") and sheet.endswith("'")):
+                raise ValueError(
+                    f"the sheet name {sheet[:40]!r} before ! opens a quote it does not close, or the reverse"
+                )
+            as_sent = sheet[1:-1]
+            sheet = as_sent.replace("''", "'")
         if not sheet:
             raise ValueError("the sheet name before ! is empty")
     match = _RANGE.match(text.strip())
@@ -58,6 +73,7 @@ def parse_address(text: str) -> Address:
         min(first_column, last_column),
         max(first_row, last_row),
         max(first_column, last_column),
+        as_sent if as_sent != sheet else None,
     )
 
 

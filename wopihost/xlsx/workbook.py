@@ -111,6 +111,10 @@ class Workbook:
         self.book = book
         self._model = ironcalc.create("workbook", "en", "UTC")
         self._names: dict[str, int] = {}  # each defined name the model has (lower case): the cells it spans
+        # Each sheet's array formulas (its title: {anchor: the cells it fills}), as _mirror met them, so that a PATCH
+        # need not scan every cell of the sheet for them (openpyxl's array_formulae does). No write changes them: a
+        # PATCH touching one is refused, and what it writes is never one.
+        self._arrays: dict[str, dict[str, Address]] = {}
         for index, sheet in enumerate(book.worksheets):
             if index:
                 self.model.add_sheet(sheet.title)
@@ -216,7 +220,9 @@ class Workbook:
         for name, grid in grids:
             _check_shape(name, grid, where)
         target, index = self.book[sheet.name], sheet.position
-        _check_arrays(target, where, [grid for name, grid in grids if name != "numberFormat"])
+        _check_arrays(
+            target.title, self._arrays.get(target.title, {}), where, [g for n, g in grids if n != "numberFormat"]
+        )
         for name, grid in grids:
             for r, row in enumerate(grid):
                 for c, value in enumerate(row):
@@ -274,7 +280,7 @@ class Workbook:
             address = parse_address(text)
         except ValueError as exc:
             raise bad_request(str(exc)) from None
-        if address.sheet is not None and address.sheet.casefold() != sheet.name.casefold():
+        if address.sheet is not None and sheet.name.casefold() not in (name.casefold() for name in address.sheet_names):
             raise bad_request(f"the address names sheet {address.sheet[:40]!r}, not {sheet.name!r}")
         return _limited(address)
 
@@ -374,6 +380,7 @@ class Workbook:
         elif isinstance(value, ArrayFormula):
             _loadable(cast(str, value.text), cell, self._names)
             ref = _array_area(value.ref, cell)
+            self._arrays.setdefault(cell.parent.title, {})[cell.coordinate] = ref
             model.set_user_array_formula(
                 index, ref.first_row, ref.first_column, ref.columns, ref.rows, cast(str, value.text)
             )  # a loaded array formula has its text
@@ -419,17 +426,16 @@ def _check_shape(name: str, grid: Any, where: Address) -> None:
         raise bad_request(f"{name} must be a {where.rows} x {where.columns} array, the shape of the range")
 
 
-def _check_arrays(target, where: Address, grids: list[list[list]]) -> None:
-    """Refuse to write part of an array formula, as Excel does ("You can't change part of an array"): the file
-    would keep the array and the new value, the calculating model the array, and a read after the write would
-    differ from the same workbook opened again."""
-    for anchor, ref in target.array_formulae.items():
-        area = parse_address(ref)  # each was checked as the workbook was opened (_array_area)
+def _check_arrays(title: str, arrays: Mapping[str, Address], where: Address, grids: list[list[list]]) -> None:
+    """Refuse to write part of an array formula of the sheet `title` (`arrays`: Workbook._arrays), as Excel does
+    ("You can't change part of an array"): the file would keep the array and the new value, the calculating model
+    the array, and a read after the write would differ from the same workbook opened again."""
+    for anchor, area in arrays.items():
         for r in range(max(area.first_row, where.first_row), min(area.last_row, where.last_row) + 1):
             for c in range(max(area.first_column, where.first_column), min(area.last_column, where.last_column) + 1):
                 if any(grid[r - where.first_row][c - where.first_column] is not None for grid in grids):
                     raise bad_request(
-                        f"{target.title}!{ref} is an array formula (at {anchor}); a part of it cannot be changed"
+                        f"{area.text(title)} is an array formula (at {anchor}); a part of it cannot be changed"
                     )
 
 
