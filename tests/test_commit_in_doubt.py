@@ -12,6 +12,7 @@ import os
 import select
 import socket
 import threading
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -19,9 +20,11 @@ import webtest
 
 from wopihost.app import create_app
 from wopihost.gc import collect
+from wopihost.models import WorkbookSession
 
 from .cspp_helpers import full_file, put_chunked
 from .helpers import GraphClient, stored_blobs
+from .test_graph_workbook import WB, create, patch, upload, values
 from .test_storage_faults import Host, settings_on
 
 
@@ -168,5 +171,47 @@ def test_a_fragment_whose_commit_answer_is_lost_is_kept_and_the_session_complete
         assert done.status_int == 201, done.body
         content = graph.get(f"me/drive/items/{done.json['id']}/content")
         assert content.status_int == 200 and content.body == b"a" * 1000 + b"b" * 1000
+    finally:
+        services.db.dispose()
+
+
+def test_a_workbook_session_whose_commit_answer_is_lost_keeps_its_copy(proxy, settings):
+    """A non-persistent session's copy of the workbook, named by the session's row (the client never learnt the
+    session's id, but the row holds the copy until it expires)."""
+    app = create_app(settings.with_changes(database_url=proxy.url))
+    services = app.extensions["wopihost"]
+    try:
+        graph = graph_on(app)
+        upload(graph)
+        proxy.arm(after=b"INSERT INTO workbook_sessions")
+        response = graph.post_json(f"{WB}/createSession", {"persistChanges": False})
+        assert proxy.lost.is_set()
+        assert response.status_int == 503, response.body
+        collect(services, grace=0)
+        with services.db.read() as s:
+            copies = set(s.scalars(sa.select(WorkbookSession.blob)))
+        assert copies and copies <= stored_blobs(services)
+    finally:
+        services.db.dispose()
+
+
+def test_a_workbook_write_whose_commit_answer_is_lost_keeps_the_copy_it_committed(proxy, settings):
+    app = create_app(settings.with_changes(database_url=proxy.url))
+    services = app.extensions["wopihost"]
+    try:
+        graph = graph_on(app)
+        upload(graph)
+        session = create(graph, persist=False)
+        proxy.arm(after=b"UPDATE workbook_sessions SET blob")
+        response = patch(graph, "A1", {"values": [[5]]}, session)
+        assert proxy.lost.is_set()
+        assert response.status_int == 503, response.body
+        collect(services, grace=0)
+        # another worker, which has not the workbook in memory: it reads the copy the session's row names
+        other = create_app(settings)
+        try:
+            assert values(replace(graph, testapp=webtest.TestApp(other)), "A4", session) == [[10]]  # 5 + 2 + 3
+        finally:
+            other.extensions["wopihost"].db.dispose()
     finally:
         services.db.dispose()

@@ -180,9 +180,9 @@ class Workbooks:
                 if admit is not None:  # after every other row lock: it asks the token last (Tokens.require_live)
                     admit(s, file.folder_id, 0)
                 s.add(row)
-        except BaseException:
+        except BaseException as exc:
             if blob is not None:
-                discard(self.blobs, blob.name)
+                discard(self.blobs, blob.name, exc)
             raise
         finally:
             if blob is not None:
@@ -483,8 +483,8 @@ class Workbooks:
                     ).rowcount
                 if not moved:
                     raise _Changed()
-            except BaseException:
-                discard(self.blobs, blob.name)
+            except BaseException as exc:
+                discard(self.blobs, blob.name, exc)
                 raise
         self.blobs.release(basis)
         return blob.name
