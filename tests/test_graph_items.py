@@ -1188,6 +1188,19 @@ def test_folder_sizes_of_a_listing_take_one_query_however_many_folders(graph, se
     assert listing("many") == few
 
 
+@pytest.mark.parametrize("select, summed", [("id,name", False), ("id,size", True), ("*", True)])
+def test_folder_sizes_are_summed_only_when_selected(graph, services, tmp_path, select, summed):
+    """The sum's query grows with what is below the folders: a $select without `size` does not pay for it."""
+    assert put(graph, "f/deeper/x.bin", b"12").status_int == 201
+    with statements_sent(services, tmp_path) as sent:
+        listed = graph.get(f"me/drive/root/children?$select={select}")
+        item = graph.get(f"me/drive/root:/f?$select={select}")
+    assert listed.status_int == item.status_int == 200
+    assert [child.get("size") for child in listed.json["value"]] == [2 if summed else None]
+    assert item.json.get("size") == (2 if summed else None)
+    assert sent.count("WITH") == (2 if summed else 0)  # the recursive sum, one for each answer
+
+
 def test_expand_children_of_a_file_or_without_it_adds_nothing(graph):
     put(graph, "a.txt")
     assert "children" not in graph.get("me/drive/root:/a.txt?$expand=children").json

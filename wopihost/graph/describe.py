@@ -10,15 +10,23 @@ from ..services import Services
 from ..tokens import DOWNLOAD_TTL, Grant
 from ..tree import Item
 from . import shapes
+from .query import selected
 
 DOWNLOADS = "downloads"
 
 
 def describe(
-    services: Services, s, items: list[Item], drive: Drive, grant: Grant | None, with_paths: bool = True
+    services: Services,
+    s,
+    items: list[Item],
+    drive: Drive,
+    grant: Grant | None,
+    with_paths: bool = True,
+    fields: frozenset[str] | None = None,
 ) -> list[dict]:
     """driveItem JSON for items (of one drive), with as few queries as the page needs; without `with_paths`,
-    no folder path (shapes.item_json)."""
+    no folder path (shapes.item_json); with `fields` ($select: query.selection), only those properties, and a
+    folder's size, whose query grows with what is below it, is not computed unless asked for."""
     tree = services.tree
     paths: dict[str, list[str]] = {}
 
@@ -33,7 +41,8 @@ def describe(
         return paths[parent]
 
     folders = [item.id for item in items if isinstance(item, Folder)]
-    counts, sizes = tree.child_counts(s, folders), tree.sizes(s, folders)
+    counts = tree.child_counts(s, folders)
+    sizes = tree.sizes(s, folders) if fields is None or "size" in fields else {}
     users = {
         u
         for item in items
@@ -46,15 +55,18 @@ def describe(
     }
     known = names(s, users | ({drive.owner_id} if drive.owner_id else set()))
     return [
-        shapes.item_json(
-            item,
-            drive,
-            parent_path(item),
-            names=known,
-            child_count=counts.get(item.id),
-            folder_size=sizes.get(item.id),
-            download_url=download_url(services, grant, item),
-            with_path=with_paths,
+        selected(
+            shapes.item_json(
+                item,
+                drive,
+                parent_path(item),
+                names=known,
+                child_count=counts.get(item.id),
+                folder_size=sizes.get(item.id),
+                download_url=download_url(services, grant, item),
+                with_path=with_paths,
+            ),
+            fields,
         )
         for item in items
     ]

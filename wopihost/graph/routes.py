@@ -218,8 +218,7 @@ def get_item(call: Call, ref: ItemRef) -> Response:
         item = _locate(call, s, ref)
         if _current_copy(item):
             return NoContent(status=304)
-        body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None)[0]
-        body = selected(body, selection())
+        body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None, selection())[0]
         expanded = expansions().get("children")
         if isinstance(item, Folder) and expanded is not None:
             args = {"$select": select} if (select := option(expanded, "select")) else {}
@@ -429,9 +428,7 @@ def _children_page(
     page's $top and $skiptoken."""
     page = call.services.tree.children(s, folder, top + 1, after)
     more, page = len(page) > top, page[:top]
-    value = describe(call.services, s, page, call.drive, call.download_grant, call.share is None)
-    fields = selection(args)
-    value = [selected(child, fields) for child in value]
+    value = describe(call.services, s, page, call.drive, call.download_grant, call.share is None, selection(args))
     if not more:
         return value, None
     last = page[-1]
