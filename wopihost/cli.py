@@ -518,8 +518,9 @@ def _folder_rights(ctx: click.Context, param: click.Parameter, text: str) -> str
     "--folders",
     default="none",
     show_default=True,
-    help="What a file token may do in the containers above its file, through the URLs its "
-    "responses hand out (EnumerateAncestors ...): a comma-separated list of list, create, "
+    help="What a file token may do in the containers above its file, and in the user's root "
+    "container through the ecosystem (docs/wopi.md §4.2), through the URLs its responses hand "
+    "out (EnumerateAncestors, GetEcosystem ...): a comma-separated list of list, create, "
     "manage (rename, delete), write (the files in them; not with --read-only), all or none.",
     callback=_folder_rights,
 )
