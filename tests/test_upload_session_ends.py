@@ -1,13 +1,16 @@
 """How upload sessions of both kinds end other than by completing: with their file, by expiry, by cancelling
 (docs/graph.md §4.5, docs/cspp-plus.md §1.7), and what they count towards meanwhile."""
 
+import io
 import os
 import threading
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from wopihost.models import UploadSession
+from wopihost.ids import new_id
+from wopihost.models import Folder, UploadSession, WorkbookSession
 from wopihost.sessions import UploadSessions
 
 from .conftest import PG_URL
@@ -109,3 +112,81 @@ def test_a_session_completing_as_its_file_is_deleted_takes_the_locks_in_the_dele
         services.blobs.release(name)
     assert answers[0].status_int == 404 and graph_error(answers[0])[0] == "itemNotFound", answers[0].body
     assert graph.testapp.get(graph.url(url), expect_errors=True).status_int == 404  # ended with the file
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("kind", ["upload", "workbook"])
+def test_a_folder_deletion_and_a_sweep_of_expired_sessions_never_wait_for_each_other(services, clock, database, kind):
+    """A folder's deletion ends its files' sessions file by file, each file's in key order, so across the folder
+    not in key order; the sweep of expired sessions locks them in key order. With the keys crossed (the second
+    file's session first), each waited for the other until PostgreSQL aborted one (503, or a failed sweep). The
+    sweep now leaves the rows the deletion holds to it. The deletion is held between the two files' sessions by
+    another transaction holding a live session of the other kind, which the deletion ends on its way."""
+    first, second = sorted(
+        (services.add_file("alice", name, io.BytesIO(b"x"), folder=["F"]) for name in ("a.xlsx", "b.xlsx")),
+        key=lambda file: file.id,
+    )  # the deletion's order
+    lower, higher = sorted(new_id() for _ in range(2))
+    past = clock.now() - timedelta(minutes=1)
+    with services.db.write() as s:
+        for key, file in ((higher, first), (lower, second)):  # the second file's session comes first by key
+            if kind == "upload":
+                s.add(
+                    UploadSession(
+                        token=key, file_id=file.id, user_id="alice", created_at=past, expires_at=past, kind="graph"
+                    )
+                )
+            else:
+                s.add(workbook_session(key, file.id, expires_at=past))
+        if kind == "upload":  # held: a live workbook session of the first file, ended after its upload sessions
+            held_key = new_id()
+            s.add(workbook_session(held_key, first.id, expires_at=clock.now() + timedelta(minutes=5)))
+            held = ("workbook_sessions", "id", held_key)
+        folder = s.get_one(Folder, first.folder_id)
+    if kind == "workbook":  # held: a live CSPP session of the second file, ended before its workbook sessions
+        held = ("upload_sessions", "token", services.sessions.create(second.id, "alice"))
+    sweep = services.sessions.sweep if kind == "upload" else services.workbooks.sweep
+    errors: dict[str, BaseException] = {}
+
+    def run(name: str, work) -> threading.Thread:
+        def catching() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                errors[name] = exc
+
+        thread = threading.Thread(target=catching)
+        thread.start()
+        return thread
+
+    blocker = sa.create_engine(database, poolclass=sa.pool.NullPool)
+    try:
+        with blocker.begin() as conn:
+            table, column, key = held
+            conn.execute(sa.text(f"SELECT 1 FROM {table} WHERE {column} = :key FOR UPDATE"), {"key": key})
+            deleting = run("delete", lambda: services.tree.delete(folder.drive_id, folder.id))
+            assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the deletion never waited"
+            sweeping = run("sweep", sweep)
+            sweeping.join(10)
+            assert not sweeping.is_alive(), "the sweep waited for the deletion"
+        deleting.join(30)
+    finally:
+        blocker.dispose()
+    assert not errors, errors
+    with services.db.read() as s:
+        left = [*s.scalars(sa.select(UploadSession.token)), *s.scalars(sa.select(WorkbookSession.id))]
+    assert left == []
+
+
+def workbook_session(key: str, file_id: str, expires_at) -> WorkbookSession:
+    return WorkbookSession(
+        id=key,
+        file_id=file_id,
+        user_id="alice",
+        persist=True,
+        blob=None,
+        base_version=1,
+        created_at=expires_at,
+        expires_at=expires_at,
+    )

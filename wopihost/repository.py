@@ -11,12 +11,17 @@ from .errors import not_found
 from .models import AlternateStream, File, Folder, User, name_key
 
 
-def locking(session: Session, query: sa.Select, read: bool = False, key_share: bool = False) -> sa.Select:
+def locking(
+    session: Session, query: sa.Select, read: bool = False, key_share: bool = False, skip_locked: bool = False
+) -> sa.Select:
     # In a write transaction the row is the mutex for every change to it (PostgreSQL); `read`: held against
     # change only (FOR SHARE), so that what the transaction found stays so until it commits, for readers alike;
-    # `key_share`: a mutex that lets foreign-key checks of rows naming it through (FOR NO KEY UPDATE).
+    # `key_share`: a mutex that lets foreign-key checks of rows naming it through (FOR NO KEY UPDATE);
+    # `skip_locked`: the rows another transaction holds are left out rather than waited for (SKIP LOCKED).
     # SQLite ignores FOR UPDATE and is serialised by BEGIN IMMEDIATE instead.
-    return query.with_for_update(read=read, key_share=key_share) if session.info.get("write") else query
+    if not session.info.get("write"):
+        return query
+    return query.with_for_update(read=read, key_share=key_share, skip_locked=skip_locked)
 
 
 def load_file(session: Session, file_id: str) -> File:

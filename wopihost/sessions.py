@@ -528,13 +528,14 @@ class UploadSessions:
         """Delete expired sessions and their pieces; returns how many sessions went."""
         now = now or self.clock.now()
         with self.db.write() as s:
-            # Row-locked: a commit that holds a session (and hands its pieces to a file) finishes first,
-            # and the session it deleted is no longer found, so its pieces are not taken from the file. By key:
-            # another node's sweep takes the same rows in the same order, never the opposite one (a deadlock).
+            # Row-locked, skipping what another transaction holds: a commit that holds a session (and hands its
+            # pieces to a file), or a deletion of its file ending it, decides that row; the next sweep takes it if
+            # it is still there, and no piece is taken from a file. Waited for, a folder's deletion, which locks
+            # its files' sessions file by file, not in token order, deadlocked with the sweep.
             expired = (
                 sa.select(UploadSession.token).where(UploadSession.expires_at <= now).order_by(UploadSession.token)
             )
-            tokens = list(s.scalars(locking(s, expired)))
+            tokens = list(s.scalars(locking(s, expired, skip_locked=True)))
             blobs = [blob for token in tokens for blob in delete_session(s, token)]
         for blob in blobs:
             self.blobs.release(blob)

@@ -224,11 +224,12 @@ class Workbooks:
         """Delete expired sessions (and their copies) and operations; returns how many sessions went."""
         now = self.clock.now()
         with self.db.write() as s:
-            # Row-locked (as sessions.sweep): a call that slid a session's expiry meanwhile commits first, and
-            # PostgreSQL then finds that row no longer expired; read without the lock, it was deleted all the same.
-            # By key, as sessions.sweep, so that two nodes' sweeps cannot deadlock.
+            # Row-locked, skipping what another transaction holds (as sessions.sweep): a call sliding a session's
+            # expiry, or a deletion of its file ending it, decides that row, and the next sweep takes what is left of
+            # them. Read without the lock, a slid session was deleted all the same; waited for, the deletion of a
+            # folder, which locks its files' sessions file by file, not in id order, deadlocked with the sweep.
             query = sa.select(WorkbookSession).where(WorkbookSession.expires_at <= now).order_by(WorkbookSession.id)
-            expired = list(s.scalars(locking(s, query)))
+            expired = list(s.scalars(locking(s, query, skip_locked=True)))
             for row in expired:
                 s.delete(row)
             s.execute(sa.delete(WorkbookOperation).where(WorkbookOperation.expires_at <= now))
