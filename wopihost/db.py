@@ -126,9 +126,10 @@ class Database:
                 with session.begin():
                     session.info["write"] = True  # repository.py takes row locks only in write transactions
                     yield session
+                    session.flush()  # the block's own statements: what fails of them fails before the COMMIT
                     committing = True
             except BaseException as exc:
-                if committing:
+                if committing and (self.is_sqlite or getattr(exc, "connection_invalidated", False)):
                     at_commit(exc)
                 raise
 
@@ -210,12 +211,15 @@ class Database:
                     return result
                 except dbapi_error as exc:
                     unanswered = statements is None or not (committing or statements.answered)
-                    if attempt == 1 and unanswered and dialect.is_disconnect(exc, connection, cursor):
+                    disconnected = dialect.is_disconnect(exc, connection, cursor)
+                    if attempt == 1 and unanswered and disconnected:
                         self._drop_connection()
                         continue
                     self._abandon(cursor)
                     error = _driver_error(exc, dbapi_error, "transaction")
-                    raise (at_commit(error) if committing else error) from exc
+                    # An error the database answered (a statement's, pipelined before the COMMIT) says that
+                    # nothing was committed; a connection lost once the COMMIT was sent says nothing.
+                    raise (at_commit(error) if committing and disconnected else error) from exc
                 except BaseException:
                     self._abandon(cursor)
                     raise
