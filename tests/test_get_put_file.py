@@ -143,6 +143,17 @@ def test_only_a_suffix_of_an_empty_file_can_be_satisfied(make_file, client_for, 
     assert response.status_int == 416 and response.headers["Content-Range"] == "bytes */0"
 
 
+def test_if_range_decides_for_an_empty_file_too(make_file, client_for):
+    """RFC 9110 §13.1.5: If-Range with the current ETag lets the Range be judged (of no bytes: 416); with another
+    one, the whole file."""
+    wopi = client_for(make_file(b""))
+    etag = wopi.get_file().headers["ETag"]
+    held = wopi.get_file(Range="bytes=0-0", If_Range=etag)
+    assert held.status_int == 416 and held.headers["Content-Range"] == "bytes */0"
+    other = wopi.get_file(Range="bytes=0-0", If_Range='"other"')
+    assert other.status_int == 200 and other.body == b""
+
+
 @pytest.mark.parametrize("range_header", ["bytes=-5", "bytes=0-1,-5"])
 def test_a_suffix_of_an_empty_file_is_the_whole_empty_file(make_file, client_for, range_header):
     """Satisfiable (RFC 9110 §14.1.1), and no Content-Range can say an empty range: the whole file, 200."""

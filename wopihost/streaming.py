@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 from flask import Request, Response
 from werkzeug.exceptions import PreconditionFailed, RequestedRangeNotSatisfiable
-from werkzeug.http import quote_etag
+from werkzeug.http import parse_if_range_header, quote_etag
 from werkzeug.wsgi import wrap_file
 
 from .httpdate import http_date
@@ -61,7 +61,7 @@ def content_response(
             # Werkzeug answers 206 to a Range whatever If-None-Match says)
             environ = {**_without(environ, "HTTP_RANGE"), "HTTP_IF_NONE_MATCH": quote_etag(etag)}
         if "HTTP_RANGE" in environ:
-            environ = _range_as_rfc_9110_reads_it(environ, file.size)
+            environ = _range_as_rfc_9110_reads_it(environ, file.size, etag)
         response = response_class(
             wrap_file(request.environ, content, PIECE), mimetype="application/octet-stream", direct_passthrough=True
         )
@@ -82,13 +82,13 @@ def content_response(
         raise
 
 
-def _range_as_rfc_9110_reads_it(environ: dict, size: int) -> dict:
+def _range_as_rfc_9110_reads_it(environ: dict, size: int, etag: str) -> dict:
     """The request as Werkzeug should see it where it reads a Range otherwise than RFC 9110 §14: a range in a
     unit other than bytes is ignored (Werkzeug: 416); several ranges, which we do not send as
     multipart/byteranges, are ignored unless none can be satisfied (Werkzeug: 416 for any list not in order, which
     would say that none can); empty list elements are skipped (Werkzeug: 416); a suffix longer than the file is
     the whole file (416); and of an empty file only a suffix can be satisfied (§14.1.1), which is then the whole
-    (empty) file, every other range not (Werkzeug ignores them: 200)."""
+    (empty) file, every other range not (Werkzeug ignores them: 200, even where If-Range holds)."""
     value = environ["HTTP_RANGE"]
     unit, _, specs = value.partition("=")
     if unit.strip().lower() != "bytes":
@@ -98,7 +98,9 @@ def _range_as_rfc_9110_reads_it(environ: dict, size: int) -> dict:
         return environ
     # RFC 9110 §14.1.1: a range from a byte the file has, or a suffix of more than none, can be satisfied
     if not any(first < size if first is not None else last for first, last in ranges):
-        if size == 0 and "HTTP_IF_RANGE" not in environ:
+        if size == 0:
+            if "HTTP_IF_RANGE" in environ and parse_if_range_header(environ["HTTP_IF_RANGE"]).etag != etag:
+                return _without(environ, "HTTP_RANGE")  # the range is of another version: the whole file
             raise RequestedRangeNotSatisfiable(length=0)
         # Werkzeug's 416, or its 200 where If-Range says to send the whole file instead
         return {**environ, "HTTP_RANGE": f"bytes={size}-"}
