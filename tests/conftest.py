@@ -139,19 +139,23 @@ def database(request, tmp_path) -> str:
 
 
 @pytest.fixture
-def settings(database, tmp_path, storage) -> Settings:
-    return Settings.from_env(
-        {
-            **storage,
-            "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
-            "WOPIHOST_DATABASE_URL": database,
-            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-            "WOPIHOST_SECRET_KEY": TEST_SECRET,
-            "WOPIHOST_MAX_FILE_SIZE": "1MiB",
-            "WOPIHOST_CSPP_PLUS": "on",
-            "WOPIHOST_SWEEP_INTERVAL": "0",  # tests sweep explicitly, on their own clock
-        }
-    )
+def settings_env(database, tmp_path, storage) -> dict[str, str]:
+    """The environment the suite's settings are read from: a test adds to it as an administrator would."""
+    return {
+        **storage,
+        "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
+        "WOPIHOST_DATABASE_URL": database,
+        "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
+        "WOPIHOST_SECRET_KEY": TEST_SECRET,
+        "WOPIHOST_MAX_FILE_SIZE": "1MiB",
+        "WOPIHOST_CSPP_PLUS": "on",
+        "WOPIHOST_SWEEP_INTERVAL": "0",  # tests sweep explicitly, on their own clock
+    }
+
+
+@pytest.fixture
+def settings(settings_env) -> Settings:
+    return Settings.from_env(settings_env)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import io
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -150,6 +151,33 @@ def wait_for_respawn(server: LocalServer, victim: psutil.Process) -> None:
             f"gunicorn did not replace the killed worker {victim.pid}: {live_workers(server)}\n"
             f"{server.log_text()[-3000:]}"
         )
+
+
+class DatabaseProxy:
+    """A loopback TCP proxy to the database server of `database`, which a test's connections reach through `url`:
+    each connection is relayed by `relay(client, server)`, the subclass's."""
+
+    def __init__(self, database: str):
+        url = sa.make_url(database)
+        self._target = (url.host or "127.0.0.1", url.port or 5432)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = url.set(host="127.0.0.1", port=self._listener.getsockname()[1]).render_as_string(False)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self._target)
+            threading.Thread(target=self.relay, args=(client, server), daemon=True).start()
+
+    def relay(self, client: socket.socket, server: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._listener.close()
 
 
 @contextmanager

@@ -18,6 +18,8 @@ from wopihost.models import User
 from wopihost.prepared import Prepared, Statements
 from wopihost.services import Services
 
+from .helpers import DatabaseProxy
+
 BACKEND = Prepared(sa.select(sa.func.pg_backend_pid().label("pid")))
 ONE = Prepared(sa.select(sa.literal_column("1").label("one")))
 _USERS = User.__table__
@@ -178,27 +180,13 @@ def test_an_exception_in_the_work_rolls_the_transaction_back(db):
     assert users(db) == []
 
 
-class AnswerCounter:
-    """A loopback TCP proxy to the database that counts its answers: each time the database sends something
-    after the client last did, i.e. each time the client waited for it."""
+class AnswerCounter(DatabaseProxy):
+    """Counts the database's answers: each time the database sends something after the client last did, i.e. each
+    time the client waited for it."""
 
-    def __init__(self, host: str, port: int):
-        self._target = (host, port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.answers = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+    answers = 0
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:  # closed
-                return
-            server = socket.create_connection(self._target)
-            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
-
-    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+    def relay(self, client: socket.socket, server: socket.socket) -> None:
         last = None
         with client, server:
             while True:
@@ -211,18 +199,14 @@ class AnswerCounter:
                     last = source
                     (server if source is client else client).sendall(data)
 
-    def close(self) -> None:
-        self._listener.close()
-
 
 def test_a_transaction_on_postgresql_waits_for_the_database_only_where_its_work_reads_and_at_commit(database):
     """Six statements (BEGIN, three changes, a read, COMMIT) in two round trips: the changes before the read
     go out with it, those after it with COMMIT. One at a time, each statement was a round trip."""
     if database.startswith("sqlite"):
         pytest.skip("SQLite has no server to wait for")
-    url = sa.make_url(database)
-    counter = AnswerCounter(url.host or "127.0.0.1", url.port or 5432)
-    db = Database(url.set(host="127.0.0.1", port=counter.port).render_as_string(hide_password=False))
+    counter = AnswerCounter(database)
+    db = Database(counter.url)
     try:
         assert db.first(ONE, {}) == (1,)  # the connection opened and set up
         before = counter.answers

@@ -17,7 +17,6 @@ from wopihost.config import ConfigError, Settings
 from wopihost.models import WorkbookSession
 
 from .helpers import (
-    TEST_SECRET,
     GraphClient,
     graph_error,
     postgres_lock_waiters,
@@ -31,19 +30,9 @@ LIMIT = 3
 
 
 @pytest.fixture
-def limited_settings(database, tmp_path, storage) -> Settings:
-    """The suite's settings (conftest's `settings`), with the limit set as an administrator sets it."""
-    return Settings.from_env(
-        {
-            **storage,
-            "WOPIHOST_DATA_DIR": str(tmp_path / "data"),
-            "WOPIHOST_DATABASE_URL": database,
-            "WOPIHOST_PUBLIC_URL": "https://wopi.example.test",
-            "WOPIHOST_SECRET_KEY": TEST_SECRET,
-            "WOPIHOST_SWEEP_INTERVAL": "0",
-            "WOPIHOST_MAX_WORKBOOK_SESSIONS_PER_USER": str(LIMIT),
-        }
-    )
+def limited_settings(settings_env) -> Settings:
+    """The suite's settings, with the limit set as an administrator sets it."""
+    return Settings.from_env({**settings_env, "WOPIHOST_MAX_WORKBOOK_SESSIONS_PER_USER": str(LIMIT)})
 
 
 @pytest.fixture
