@@ -1,6 +1,8 @@
 """RenameFile, DeleteFile, PutUserInfo (docs/wopi.md §3.10-3.12, §7 item 7)."""
 
 import io
+import os
+import threading
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -8,8 +10,18 @@ import pytest
 
 from wopihost.models import File
 from wopihost.names import encode_utf7
+from wopihost.repository import load_file
 
-from .helpers import WopiClient, raw_utf8, revoke_or_expire, stored_blobs, while_the_body_comes
+from .helpers import (
+    WopiClient,
+    postgres_lock_waiters,
+    raw_utf8,
+    revoke_or_expire,
+    stored_blobs,
+    wait_until,
+    waits_for_its_turn_to_write,
+    while_the_body_comes,
+)
 
 
 def rename(wopi, name: str, **headers):
@@ -271,6 +283,29 @@ def test_delete_frees_the_name(wopi, make_file):
 
 def test_delete_needs_a_write_token(make_file, client_for):
     assert client_for(make_file(), can_write=False).op("DELETE").status_int == 404
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_revoked_or_expired_while_delete_file_waits_deletes_nothing(wopi, services, clock, database, how):
+    """The token was live when DeleteFile began, and is not once the deletion holds the file: 401, and the file
+    stays, as PutFile and RenameFile answer."""
+    wopi.token = services.issue_token(wopi.file_id, "alice", True, clock.now() + timedelta(minutes=10)).token
+    answers = []
+    with services.db.write() as s:
+        load_file(s, wopi.file_id)  # as another writer of the file holds it: its row, or SQLite's turn to write
+        deleting = threading.Thread(target=lambda: answers.append(wopi.op("DELETE")))
+        deleting.start()
+        if database.startswith("sqlite"):
+            assert wait_until(lambda: waits_for_its_turn_to_write(deleting)), "the deletion never waited"
+        else:
+            assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "it never waited"
+        if how == "revoked":
+            assert services.tokens.revoke(s, token=wopi.token) == 1
+        else:
+            clock.advance(minutes=11)
+    deleting.join(30)
+    assert answers[0].status_int == 401 and answers[0].headers["X-WOPI-FailureReason"]
+    assert services.files.get(wopi.file_id).name == "Doc.docx"
 
 
 # -- PutUserInfo ----------------------------------------------------------------------

@@ -420,11 +420,15 @@ class Files:
             file.sequence_number += 1
             return Renamed(file, file.name[: len(file.name) - len(kept)])  # not split_extension: "notes.txt" has none
 
-    def delete(self, file_id: str, force: bool = False) -> builtins.list[str]:
+    def delete(self, file_id: str, force: bool = False, admit: Admit | None = None) -> builtins.list[str]:
         """Delete a file; 409 while it is locked, unless `force` (an admin's `files rm --force`) removes its
-        WOPI and coauth locks first, in the same transaction. Returns the ids of the live locks removed."""
+        WOPI and coauth locks first, in the same transaction. `admit(s, folder_id, 0)` whether the caller may
+        still (its token, revoked while the deletion waited for the file), asked once the file's row is held.
+        Returns the ids of the live locks removed."""
         with self.db.write() as s:
             file = load_file(s, file_id)
+            if admit is not None:
+                admit(s, file.folder_id, 0)
             removed = []
             if force:
                 now = self.clock.now()

@@ -75,7 +75,7 @@ class Call:
         self.services.tokens.require_live(t, self.grant)
 
     def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
-        """`admit` as Files' ORM writers ask it (PutRelativeFile, RenameFile; WOPI has no quota)."""
+        """`admit` as Files' ORM writers ask it (PutRelativeFile, RenameFile, DeleteFile; WOPI has no quota)."""
         Statements.ask(s, self.admit)
 
 
@@ -326,7 +326,7 @@ def rename_file(call: Call) -> Response:
 
 def delete_file(call: Call) -> Response:
     call.require_write()
-    call.services.files.delete(call.file_id)
+    call.services.files.delete(call.file_id, admit=call.admit_in)
     return WopiResponse(status=200)
 
 
