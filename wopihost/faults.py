@@ -40,6 +40,7 @@ def outcome_unknown(failure: BaseException) -> bool:
     """Whether a transaction that ended in `failure` may have committed all the same: the failure came at its
     COMMIT without saying that it did not (a connection to PostgreSQL lost before the answer came, which the
     database may have committed before it could send; SQLite failing to write its file), or it stops the process
-    (SystemExit, KeyboardInterrupt), which may come between the commit and what follows it. What such a transaction would have named (a new blob) must then stay for the next reader, or
-    for gc, which deletes only what nothing names; the client's retry, as after any 503, finds out which."""
+    (SystemExit, KeyboardInterrupt), which may come between the commit and what follows it. What such a
+    transaction would have named (a new blob) must then stay for the next reader, or for gc, which deletes only
+    what nothing names; the client's retry, as after any 503, finds out which."""
     return getattr(failure, _AT_COMMIT, False) or not isinstance(failure, Exception)
