@@ -954,8 +954,11 @@ def test_a_host_that_does_not_answer_gives_errors_that_show_no_token(tmp_path):
     assert "secrettoken" not in result.output
 
 
-def serve_each(listener: socket.socket, answer: Callable[[socket.socket], None]) -> None:
-    """Hand each connection `listener` accepts to `answer`, in a thread of its own, until the listener is closed."""
+@contextmanager
+def serving(answer: Callable[[socket.socket], None], done: threading.Event | None = None) -> Iterator[str]:
+    """A host on a loopback port that hands each connection to `answer`, in a thread of its own, while the block
+    runs; its origin. `done` is set as the block ends, for answers that wait on it."""
+    listener = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
         while True:
@@ -966,12 +969,17 @@ def serve_each(listener: socket.socket, answer: Callable[[socket.socket], None])
             threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        if done is not None:
+            done.set()
+        listener.close()
 
 
 @contextmanager
 def answering_host(content: bytes) -> Iterator[str]:
     """A host that answers every request 200 with `content` as JSON, one request a connection. Its origin."""
-    listener = socket.create_server(("127.0.0.1", 0))
     head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(content)}\r\n"
 
     def answer(conn: socket.socket) -> None:
@@ -979,11 +987,8 @@ def answering_host(content: bytes) -> Iterator[str]:
             conn.recv(65536)
             conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + content)
 
-    serve_each(listener, answer)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()
+    with serving(answer) as origin:
+        yield origin
 
 
 @contextmanager
@@ -992,7 +997,6 @@ def trickling_host(every: float = 0.2, until: float = 8.0, head: bool = False) -
     `every` seconds (with `head`, a header's value that way, the head never ending), for `until` seconds (then it
     sends nothing more): each read of its socket gets something in time, the answer never comes whole. Its
     origin."""
-    listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
 
     def answer(conn: socket.socket) -> None:
@@ -1011,12 +1015,8 @@ def trickling_host(every: float = 0.2, until: float = 8.0, head: bool = False) -
             except OSError:  # the client gave up
                 pass
 
-    serve_each(listener, answer)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        done.set()
-        listener.close()
+    with serving(answer, done) as origin:
+        yield origin
 
 
 @contextmanager
@@ -1024,7 +1024,6 @@ def slow_reading_host(size: int, reading: float, answering: float) -> Iterator[s
     """A host that reads a request's body of `size` bytes over `reading` seconds, then answers 200 with a body of
     ten bytes, one every `answering` / 10 seconds: each write and each read of its socket goes through in time,
     the exchange takes `reading` + `answering`. Its origin."""
-    listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
 
     def answer(conn: socket.socket) -> None:
@@ -1045,19 +1044,14 @@ def slow_reading_host(size: int, reading: float, answering: float) -> Iterator[s
             except OSError:  # the client gave up
                 pass
 
-    serve_each(listener, answer)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        done.set()
-        listener.close()
+    with serving(answer, done) as origin:
+        yield origin
 
 
 @contextmanager
 def silent_host() -> Iterator[tuple[str, Callable[[int], None]]]:
     """A host that reads every request and never answers. Its origin, and a function that returns once it has
     read that many requests (a tool that has sent one is waiting for its answer)."""
-    listener = socket.create_server(("127.0.0.1", 0))
     arrived = threading.Semaphore(0)
     held: list[socket.socket] = []
 
@@ -1073,11 +1067,10 @@ def silent_host() -> Iterator[tuple[str, Callable[[int], None]]]:
         for _ in range(requests):
             assert arrived.acquire(timeout=60), "the tool sent no request"
 
-    serve_each(listener, answer)
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", wait_for
+        with serving(answer) as origin:
+            yield origin, wait_for
     finally:
-        listener.close()
         for conn in held:
             conn.close()
 
