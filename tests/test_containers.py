@@ -4,7 +4,9 @@ tokens handed out in responses may do."""
 from __future__ import annotations
 
 import io
+import os
 import threading
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -15,8 +17,9 @@ from wopihost.clock import iso_round_trip
 from wopihost.errors import WopiError
 from wopihost.files import Target
 from wopihost.names import decode_utf7, encode_utf7
+from wopihost.repository import lock_folder
 
-from .helpers import WopiClient, raw_utf8
+from .helpers import WopiClient, postgres_lock_waiters, raw_utf8, wait_until, waits_for_its_turn_to_write
 
 PUBLIC = "https://wopi.example.test"
 
@@ -556,6 +559,45 @@ def test_delete_container_with_a_subfolder_is_409(parent, follow):
     made = follow.post(parent, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Sub").json["ContainerPointer"]["Url"]
     follow.post(made, "CREATE_CHILD_CONTAINER", X_WOPI_RelativeTarget="Inner")
     assert follow.post(made, "DELETE_CONTAINER").status_int == 409
+
+
+CHANGES = {
+    "CREATE_CHILD_CONTAINER": {"X-WOPI-RelativeTarget": "Sub"},
+    "CREATE_CHILD_FILE": {"X-WOPI-RelativeTarget": "f.txt"},
+    "RENAME_CONTAINER": {"X-WOPI-RequestedName": "Renamed"},
+    "DELETE_CONTAINER": {},
+}
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+@pytest.mark.parametrize("override", CHANGES)
+def test_a_token_revoked_or_expired_while_a_container_change_waits_changes_nothing(
+    services, follow, clock, database, override, how
+):
+    """The token was live when the change began, and is not once the change holds the container: 401, and the
+    container stays as it was, as DeleteFile answers."""
+    file = services.add_file("alice", "Report.docx", io.BytesIO(b"report"), ["Docs", "Empty"])
+    folder_id = file.folder_id
+    services.files.delete(file.id)
+    token = services.issue_container_token(folder_id, "alice", "lcmw", clock.now() + timedelta(minutes=10)).token
+    url = f"{PUBLIC}/wopi/containers/{folder_id}?access_token={token}"
+    answers = []
+    with services.db.write() as s:
+        lock_folder(s, folder_id)  # as another writer in the container holds it: its row, or SQLite's turn to write
+        changing = threading.Thread(target=lambda: answers.append(follow.post(url, override, **CHANGES[override])))
+        changing.start()
+        if database.startswith("sqlite"):
+            assert wait_until(lambda: waits_for_its_turn_to_write(changing)), "the change never waited"
+        else:
+            assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "it never waited"
+        if how == "revoked":
+            assert services.tokens.revoke(s, token=token) == 1
+        else:
+            clock.advance(minutes=11)
+    changing.join(30)
+    assert answers[0].status_int == 401 and answers[0].headers["X-WOPI-FailureReason"]
+    assert services.containers.get(folder_id).name == "Empty"
+    assert services.containers.children(folder_id, None) == ([], [])
 
 
 def test_rename_container(parent, follow):

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from .db import Database
 from .errors import WopiError, bad_request, not_found
-from .files import Files, Target
+from .files import Admit, Files, Target
 from .ids import is_id
 from .models import Drive, File, Folder
 from .names import InvalidName, Named, check, encode_utf7, numbered_folder, sanitize, split_extension
@@ -74,6 +74,10 @@ def container_name(name: str) -> str:
 
 
 class Containers:
+    """The container operations. The writers take `admit(s, folder_id, 0)`: whether the caller may still make
+    the change (its token may have been revoked while the change waited for a row another writer held), asked
+    in the change's transaction once it holds its rows."""
+
     def __init__(self, db: Database, tree: Tree, files: Files):
         self.db = db
         self.tree = tree
@@ -108,18 +112,22 @@ class Containers:
                 [f for f in files if extensions is None or split_extension(f.name)[1].lower() in extensions],
             )
 
-    def create_child(self, parent_id: str, name: str, suggested: bool, user_id: str) -> Container:
+    def create_child(
+        self, parent_id: str, name: str, suggested: bool, user_id: str, admit: Admit | None = None
+    ) -> Container:
         """CreateChildContainer: a suggested name is made valid and free, a specific one is used as it is
         (400 if it is not a valid name, 409 with a free name to retry with if it is taken)."""
         if suggested:
             made = sanitize(name, fallback="New folder")
             with _as_container():
-                folder, _ = self.tree.create_folder(parent_id, made, "rename", user_id, numbering=FREE_NAME)
+                folder, _ = self.tree.create_folder(
+                    parent_id, made, "rename", user_id, numbering=FREE_NAME, admit=admit
+                )
             return self.get(folder.id)
         name = container_name(name)
         try:
             with _as_container():
-                folder, _ = self.tree.create_folder(parent_id, name, "fail", user_id)
+                folder, _ = self.tree.create_folder(parent_id, name, "fail", user_id, admit=admit)
         except WopiError as exc:
             if exc.code != "nameAlreadyExists":
                 raise
@@ -128,27 +136,30 @@ class Containers:
             raise WopiError(409, exc.reason, {"X-WOPI-ValidRelativeTarget": encode_utf7(free)}) from None
         return self.get(folder.id)
 
-    def create_file(self, parent_id: str, target: Target, user_id: str) -> File:
+    def create_file(self, parent_id: str, target: Target, user_id: str, admit: Admit | None = None) -> File:
         """CreateChildFile: a new, empty file in the container, named as PutRelativeFile names them."""
         with _as_container():
-            return self.files.create_relative(parent_id, user_id, target, BytesIO(b""))
+            return self.files.create_relative(parent_id, user_id, target, BytesIO(b""), admit=admit)
 
-    def rename(self, folder_id: str, name: str, user_id: str) -> Container:
+    def rename(self, folder_id: str, name: str, user_id: str, admit: Admit | None = None) -> Container:
         """RenameContainer: 400 for a name that is not valid, 409 if it is taken or the container is a root."""
         container = self.get(folder_id)  # 404 for a deleted container, whatever the name
         name = container_name(name)
         if container.is_root:
             raise WopiError(409, "a root container cannot be renamed")
-        self.tree.update(container.folder.drive_id, folder_id, user_id, name=name)  # 409 if the name is taken
+        # 409 if the name is taken
+        self.tree.update(container.folder.drive_id, folder_id, user_id, name=name, admit=admit)
         return self.get(folder_id)
 
-    def delete(self, folder_id: str) -> None:
+    def delete(self, folder_id: str, admit: Admit | None = None) -> None:
         """DeleteContainer: only an empty container, never a root (409 otherwise)."""
         with _as_container(), self.db.write() as s:
             # Locked, nothing can be created in the folder or moved into it or out of it meanwhile.
             folder = lock_folder(s, folder_id)
             if folder.parent_id is None:
                 raise WopiError(409, "a root container cannot be deleted")
+            if admit is not None:
+                admit(s, folder.parent_id, 0)
             if any(self.tree.child_counts(s, [folder.id]).values()):
                 raise WopiError(409, "the container is not empty")
             s.delete(folder)

@@ -16,12 +16,12 @@ from ..services import Services
 from ..shares import READ_ONLY, READ_WRITE
 from ..tokens import Grant
 from . import pointers
-from .files import Call, share_url_type, target_headers
+from .files import Admits, Call, share_url_type, target_headers
 from .requests import header, name_header
 
 
 @dataclass(frozen=True)
-class ContainerCall:
+class ContainerCall(Admits):
     """One authenticated WOPI request on one container (`folder_id`), or on the ecosystem ("")."""
 
     services: Services
@@ -135,7 +135,7 @@ def create_child_container(call: ContainerCall) -> Response:
             raise invalid_container_name(str(exc)) from None
         name = raw  # suggested mode never fails: the raw value is made into a name
     services = call.services
-    created = services.containers.create_child(call.folder_id, name, suggested, call.grant.user_id)
+    created = services.containers.create_child(call.folder_id, name, suggested, call.grant.user_id, call.admit_in)
     pointer, grant = pointers.created_container(services, call.grant, created)
     return jsonify({"ContainerPointer": pointer, "ContainerInfo": container_info(grant, created)})
 
@@ -161,7 +161,7 @@ def create_child_file(call: ContainerCall) -> Response:
     target = target_headers(lambda: "Untitled")
     if target.overwrite:  # replacing a file is writing it, which "c" alone does not allow
         call.require("w", "overwriting a file")
-    file = services.containers.create_file(call.folder_id, target, call.grant.user_id)
+    file = services.containers.create_file(call.folder_id, target, call.grant.user_id, call.admit_in)
     url, grant = pointers.created_file(services, call.grant, file.id)
     return jsonify(
         {
@@ -176,7 +176,7 @@ def create_child_file(call: ContainerCall) -> Response:
 @containers_on
 def delete_container(call: ContainerCall) -> Response:
     call.require("m", "deleting")
-    call.services.containers.delete(call.folder_id)
+    call.services.containers.delete(call.folder_id, call.admit_in)
     return WopiResponse(status=200)
 
 
@@ -187,7 +187,7 @@ def rename_container(call: ContainerCall) -> Response:
     requested = name_header("X-WOPI-RequestedName", invalid_name_header="X-WOPI-InvalidContainerNameError")
     if requested is None:
         raise bad_request("X-WOPI-RequestedName is required")
-    renamed = call.services.containers.rename(call.folder_id, requested, call.grant.user_id)
+    renamed = call.services.containers.rename(call.folder_id, requested, call.grant.user_id, call.admit_in)
     return jsonify({"Name": renamed.name})
 
 

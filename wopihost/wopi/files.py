@@ -44,8 +44,28 @@ USER_INFO_BYTES = 4 * 1024  # 1024 characters of UTF-8
 _EXTENSION_ONLY = re.compile(r"\.[^./\\]+")  # ".pdf": keep the source's name, change the extension
 
 
+class Admits:
+    """What a WOPI request that changes something asks again in the transaction of its change: whether its token
+    is still live. The request's body may have come, or its change waited for a row another writer held, for
+    long enough for the token to be revoked, or to expire."""
+
+    services: Services
+    grant: Grant
+
+    def admit(self, t: Statements) -> None:
+        """In the transaction that lands a body (PutFile, PutRelativeFile, PutChunkedFile, UpdateUploadSession, and
+        the small ones of PutUserInfo, AddActivities, GetCoauthLock, RefreshCoauthLock): 401 unless the token is
+        still live."""
+        self.services.tokens.require_live(t, self.grant)
+
+    def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
+        """`admit` as the ORM writers of files and folders ask it (PutRelativeFile, RenameFile, DeleteFile, the
+        container operations; WOPI has no quota)."""
+        Statements.ask(s, self.admit)
+
+
 @dataclass(frozen=True)
-class Call:
+class Call(Admits):
     """One authenticated WOPI request on one file: the file and the user as the request's first read saw them
     (None: the file does not exist), for the operations that only read; GetLock's read sees the file's lock
     state instead (`lock_state`, None: no such file)."""
@@ -67,16 +87,6 @@ class Call:
         if self.seen is None:
             raise not_found()
         return self.seen
-
-    def admit(self, t: Statements) -> None:
-        """In the transaction that lands a body (PutFile, PutRelativeFile, PutChunkedFile, UpdateUploadSession, and
-        the small ones of PutUserInfo, AddActivities, GetCoauthLock, RefreshCoauthLock): 401 unless the token is
-        still live. The body may have come for long enough for the token to be revoked, or to expire."""
-        self.services.tokens.require_live(t, self.grant)
-
-    def admit_in(self, s: Session, folder_id: str, growth: int) -> None:
-        """`admit` as Files' ORM writers ask it (PutRelativeFile, RenameFile, DeleteFile; WOPI has no quota)."""
-        Statements.ask(s, self.admit)
 
 
 def check_file_info(call: Call) -> Response:
