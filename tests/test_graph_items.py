@@ -1129,6 +1129,20 @@ def test_expand_children_pages_past_200_through_the_children_of_the_item(graph, 
         assert [child["name"] for child in rest] == ["f200", "f201", "f202"]
 
 
+@pytest.mark.parametrize("path", ["root/", "root:/dir:/", "items/{id}/"])
+def test_expand_children_of_a_path_with_a_trailing_slash_links_to_pages_that_exist(graph, path):
+    """`root/` and `root:/dir:/` name what `root` and `root:/dir:` name: the nextLink of their children was
+    `root//children` (400), and a client paging the listing stopped after its first page."""
+    folder = mkdir(graph, "dir").json
+    parent = "root" if path == "root/" else "root:/dir:"
+    for i in range(3):
+        mkdir(graph, f"f{i}", parent=parent)
+    body = graph.get(f"me/drive/{path.format(id=folder['id'])}?$expand=children($top=2)").json
+    rest = follow(graph, body["children@odata.nextLink"])
+    names = [child["name"] for child in body["children"] + rest]
+    assert names == (["dir", "f0", "f1", "f2"] if path == "root/" else ["f0", "f1", "f2"])
+
+
 @pytest.mark.parametrize("expand", ["children($top=2)", "children(top=2)", "children($select=name;$top=2)"])
 def test_expand_children_takes_its_top_and_links_to_the_next_pages(graph, expand):
     """`$top` inside the expansion is the size of the first page, and of the pages its nextLink leads to."""
@@ -1296,6 +1310,26 @@ def test_create_folder_rename_counts_from_one(graph, key):
     second = mkdir(graph, "docs", **{key: "rename"})
     assert (first.status_int, first.json["name"]) == (201, "Docs 1")
     assert (second.status_int, second.json["name"]) == (201, "docs 2")
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "name"),
+    [
+        ("rename", None, "Docs 1"),  # in the query, as Graph's documents put it
+        ("rename", "fail", "Docs 1"),  # the query's counts over the body's
+        ("fail", "rename", None),
+    ],
+)
+def test_create_folder_takes_the_conflict_behaviour_from_the_query(graph, query, body, name):
+    mkdir(graph, "Docs")
+    extra = {} if body is None else {"@microsoft.graph.conflictBehavior": body}
+    response = graph.post_json(
+        f"me/drive/root/children?@microsoft.graph.conflictBehavior={query}", {"name": "Docs", "folder": {}, **extra}
+    )
+    if name is None:
+        assert (response.status_int, graph_error(response)[0]) == (409, "nameAlreadyExists")
+    else:
+        assert (response.status_int, response.json["name"]) == (201, name)
 
 
 def test_create_folder_rename_puts_the_number_at_the_end_of_a_dotted_name(graph):

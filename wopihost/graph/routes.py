@@ -233,7 +233,7 @@ def get_item(call: Call, ref: ItemRef) -> Response:
 def _children_path(ref: ItemRef) -> str:
     """The path of this request's item's children: the path as it was sent, its own path (`root:/a`, `root:`)
     closed first. No name holds a colon: a path form is closed if it has two."""
-    path = request.path
+    path = request.path.rstrip("/")  # `root/` and `root:/a:/` name the same items as `root` and `root:/a:`
     if ref.path is not None and path.count(":") < 2:
         path += ":"
     return path + "/children"
@@ -247,8 +247,7 @@ def update_item(call: Call, ref: ItemRef) -> Response:
         item = _locate(call, s, ref)
         moving = _new_parent(call, s, reference) is not None
     described = _described(body)
-    # Graph's documents put it in the query; its SDKs, whose PATCH takes no such parameter, in the body
-    conflict = _conflict(request.args, _conflict(body, "fail"))
+    conflict = _conflict_of(body, "fail")
     # The item, and the folder it moves to, are found again in the transaction that saves the change: a path
     # names what is there then (Tree.update, Locate)
     updated = call.services.tree.update(
@@ -328,7 +327,7 @@ def copy_item(call: Call, ref: ItemRef) -> Response:
         raise GraphError(400, "invalidRequest", "childrenOnly must be true or false")
     if children_only and name is not None:
         raise GraphError(400, "invalidRequest", "with childrenOnly the children keep their names: give no name")
-    conflict = _conflict(request.args, "fail")
+    conflict = _conflict_of(body, "fail")
     services = call.services
     with services.db.read() as s:
         source = _locate(call, s, ref)
@@ -449,7 +448,7 @@ def create_child(call: Call, ref: ItemRef) -> Response:
             "invalidRequest",
             "only folders are created this way (give a folder facet); upload a file's content to make a file",
         )
-    conflict = _conflict(body, "fail")
+    conflict = _conflict_of(body, "fail")
     described = _described(body)
     with call.services.db.read() as s:
         _parent_folder(call, s, ref)
@@ -612,7 +611,7 @@ def create_upload_session(call: Call, ref: ItemRef) -> Response:
                 folder_id=folder.id,
                 name=name,
                 path=missing or None,
-                conflict=_conflict(item, "replace"),
+                conflict=_conflict_of(item, "replace"),
                 **described,
             )
         else:
@@ -676,7 +675,7 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
         _committed_to(call, s, ref, name)
     # found again where the session becomes the file: what the path names then (Locate)
     redirect = redirected(
-        call.drive.id, lambda s: _committed_to(call, s, ref, name), _conflict(body, "replace"), call.share
+        call.drive.id, lambda s: _committed_to(call, s, ref, name), _conflict_of(body, "replace"), call.share
     )
     admit = _admit(call, call.drive.id)  # the token may have been revoked while the session's pieces were joined
     file, created = call.services.uploads.complete(token, call.grant.user_id, redirect, _if_match(), admit)
@@ -758,6 +757,14 @@ def _text(body: dict, field: str) -> str | None:
     if problem is not None:
         raise GraphError(400, "invalidRequest", f"{field} {problem}")
     return value
+
+
+def _conflict_of(body: dict, default: str) -> str:
+    """The conflict behaviour of a request with a JSON body that makes an item (PATCH, a new folder, a copy,
+    createUploadSession's item, a sourceUrl commit):
+    Graph's documents put it in the query, its SDKs (whose requests take no such parameter) in the body; the
+    query's wins."""
+    return _conflict(request.args, _conflict(body, default))
 
 
 def _conflict(source, default: str) -> str:
