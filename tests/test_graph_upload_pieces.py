@@ -83,6 +83,25 @@ def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(request, services, 
 
 
 @pytest.mark.local_storage  # where a held blob is an open descriptor
+def test_committing_an_incomplete_session_copies_nothing(graph, services, monkeypatch):
+    """POST to the upload URL of a session with bytes still to come is 400: its pieces were merged first all the
+    same, so that whoever held the URL could have the host copy everything received, again and again."""
+    monkeypatch.setattr(sessions, "MAX_BLOBS", 2)
+    url = new_session(graph)
+    for first in range(3):
+        assert graph.upload(url, b"x", first, 4).status_int == 202
+    before = stored_blobs(services)
+    refused = graph.post_json(url, {})
+    assert refused.status_int == 400 and "uploadSessionIncomplete" in refused.text
+    assert stored_blobs(services) == before
+    done = graph.upload(url, b"y", 3, 4)
+    assert done.status_int == 201  # completing it still merges its pieces
+    assert len(blobs_of(services, done.json["id"])) <= 2 and stored_blobs(services) == blobs_of(
+        services, done.json["id"]
+    )
+    assert content_of(graph, done.json["id"]) == b"xxxy"
+
+
 def test_a_merge_holds_no_more_copies_than_it_keeps(graph, services, settings, monkeypatch):
     """Every copy a merge made stayed held until the end, a descriptor each in the local store: tens of thousands
     of fragments made a first level of hundreds of copies, past the process's limit again. Only the last level,

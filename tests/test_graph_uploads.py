@@ -1,6 +1,7 @@
 """Graph upload sessions: createUploadSession, fragments on the upload URL, completion, deferCommit,
 conflicts, quota, expiry, the per-user limit shared with CSPP, sweeping and concurrent fragments."""
 
+import io
 import random
 import threading
 import time
@@ -14,6 +15,8 @@ import webtest
 
 from wopihost import quickxor
 from wopihost.app import create_app
+from wopihost.body import RequestBody, StreamSource
+from wopihost.errors import WopiError
 
 from .cspp_helpers import get_chunked, stream_filter
 from .helpers import GraphClient, graph_error, stored_blobs, writes_held
@@ -34,12 +37,14 @@ def in_30_minutes(clock) -> str:
     return graph_time(clock.now() + timedelta(minutes=30))
 
 
-def create(graph: GraphClient, address: str = "me/drive/root:/big.bin:", body=None, headers=None):
-    return graph.post_json(f"{address}/createUploadSession", {} if body is None else body, headers)
+def create(graph: GraphClient, address: str = "me/drive/root:/big.bin:", body=None, headers=None, query: str = ""):
+    return graph.post_json(f"{address}/createUploadSession{query}", {} if body is None else body, headers)
 
 
-def new_session(graph: GraphClient, address: str = "me/drive/root:/big.bin:", body=None, headers=None) -> str:
-    response = create(graph, address, body, headers)
+def new_session(
+    graph: GraphClient, address: str = "me/drive/root:/big.bin:", body=None, headers=None, query: str = ""
+) -> str:
+    response = create(graph, address, body, headers, query)
     assert response.status_int == 200, response.body
     return response.json["uploadUrl"]
 
@@ -784,6 +789,38 @@ def test_fail_on_a_taken_name_is_409_and_the_session_can_be_committed_renamed(gr
     assert committed.json["name"] == "a 1.bin" and committed.json["id"] != old["id"]
     assert content_of(graph, committed.json["id"]) == b"new one"
     assert content_of(graph, old["id"]) == b"old content"
+
+
+@pytest.mark.parametrize("body", [{}, {"item": {"@microsoft.graph.conflictBehavior": "replace"}}])
+def test_fail_in_the_query_keeps_a_taken_name(graph, body):
+    """`createUploadSession?@microsoft.graph.conflictBehavior=fail`, where Graph's documents put it: the upload
+    replaced the file of that name, as if no behaviour had been given. The query's counts over the body's."""
+    old = simple_upload(graph, "a.bin", b"old content")
+    url = new_session(graph, "me/drive/root:/a.bin:", body, query="?@microsoft.graph.conflictBehavior=fail")
+    refused = graph.upload(url, b"new", 0, 3)
+    assert (refused.status_int, graph_error(refused)[0]) == (409, "nameAlreadyExists")
+    assert content_of(graph, old["id"]) == b"old content"
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_copy_of_the_final_fragment_that_breaks_off_is_400_and_takes_nothing(graph, services, finished):
+    """The final fragment sent twice, the second copy cut off mid-body (a dropped connection), and that copy
+    reaching the session only once the whole one's bytes are in: it completed the session in its place (201),
+    the whole copy then got 200, and a broken request was answered as a success. Its body is read first now."""
+    old = simple_upload(graph, "a.bin", b"old content")
+    url = new_session(graph, "me/drive/root:/a.bin:", {"item": {"@microsoft.graph.conflictBehavior": "fail"}})
+    assert graph.upload(url, b"new ", 0, 7).status_int == 202
+    assert graph.upload(url, b"one", 4, 7).status_int == 409  # every byte in, and no file yet
+    assert graph.delete(f"me/drive/items/{old['id']}").status_int == 204  # the name is free again
+    if finished:
+        assert graph.upload(url, b"one", 4, 7).status_int == 201
+    with pytest.raises(WopiError) as refused:
+        services.uploads.put(url.rsplit("/", 1)[1], 4, 6, 7, RequestBody(StreamSource(io.BytesIO(b"o")), 3), 3)
+    assert refused.value.status == 400 and "ended 2 bytes before" in refused.value.reason
+    if not finished:
+        assert status(graph, url).json["nextExpectedRanges"] == []  # still to become the file
+        assert graph.upload(url, b"one", 4, 7).status_int == 201  # the whole copy makes it, and says so
+    assert content_of(graph, graph.get("me/drive/root:/a.bin").json["id"]) == b"new one"
 
 
 def test_fail_on_a_free_name_creates_the_file(graph):

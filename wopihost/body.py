@@ -193,6 +193,8 @@ def drain(environ: dict, stream) -> None:
                 sock.settimeout(min(remaining, prior or remaining))
             n = rest.readinto(view[: min(len(view), left)])
             if not n:
+                if source is not None and source.unread:  # the client ended the body early: gone, or it broke off
+                    break
                 return  # all read: the connection can carry the next request
             if tap is not None:
                 tap(view[:n])

@@ -100,8 +100,19 @@ class Progress:
     created: bool = False
 
 
+READ_OUT_PIECE = 64 << 10  # what a repeated fragment's body is read in, to be thrown away (Uploads._read_out)
+
+
 def range_error(inner: str, reason: str, status: int = 416) -> WopiError:
     return WopiError(status, reason, code=f"invalidRange/{inner}")
+
+
+def _fragment_too_large(length: int, most: int) -> WopiError:
+    return WopiError(
+        413,
+        f"a fragment may have at most {most} bytes, this one has {length}",
+        code="requestSizeExceeded/maxFragmentLengthExceeded",
+    )
 
 
 class Uploads:
@@ -167,14 +178,11 @@ class Uploads:
     ) -> Progress:
         """A fragment: bytes first..last (inclusive) of `total`, all or nothing; `declared` is the body's
         length where known beforehand. The final fragment sent again is answered as its first copy was, or
-        is being, whatever its body: with the file, once the session has become one (_repeated), else as
-        _final_again says."""
+        is being, whatever its body holds, once it has come whole (_again)."""
         with self.db.read() as s:
             state = self.sessions.state(s, token, None)
-            if state.result is not None:
-                return self._repeated(s, state, last, total)
-        if _whole(state, last, total):
-            return self._final_again(token, state)
+        if state.result is not None or _whole(state, last, total):
+            return self._again(token, state, last, total, body)
         if state.total is not None and total != state.total:
             raise total_mismatch(total, state.total)
         self._check_size(total)
@@ -182,21 +190,15 @@ class Uploads:
         if declared is not None and declared != length:
             raise WopiError(400, f"the body has {declared} bytes, the Content-Range {length}", code="invalidRequest")
         if length > self.max_fragment:
-            raise WopiError(
-                413,
-                f"a fragment may have at most {self.max_fragment} bytes, this one has {length}",
-                code="requestSizeExceeded/maxFragmentLengthExceeded",
-            )
+            raise _fragment_too_large(length, self.max_fragment)
         self._check_offset(first, state.received)
         try:
             end = self.sessions.append(token, None, first, length, body, total, "the Content-Range")
         except OffsetMismatch as exc:  # another request stored this range first
             with self.db.read() as s:
                 state = self.sessions.state(s, token, None)
-                if state.result is not None:  # ... and it was the last: answered as a repeat of it
-                    return self._repeated(s, state, last, total)
-            if _whole(state, last, total):  # ... the last, whose copy has not finished completing
-                return self._final_again(token, state)
+            if state.result is not None or _whole(state, last, total):  # ... and it was the last
+                return self._again(token, state, last, total, body)
             self._check_offset(exc.offset, exc.received)
             raise
         if end == total and not Target.from_json(state.target).defer:
@@ -213,6 +215,27 @@ class Uploads:
         file, created = self.complete(token)
         return Progress(replace(_status(state), finished=True), file, created)
 
+    def _again(self, token: str, state, last: int, total: int, body: Readable) -> Progress:
+        """A fragment for a session that holds every byte (its copy was stored first), or has become a file:
+        the final one again gets what its first copy got (_repeated, _final_again), any other range 416. Its body
+        is read first, and thrown away: a copy that breaks off is a broken request (400), which must neither
+        complete the session nor take its answer (201) from the copy that was whole, still under way."""
+        if state.result is not None and (total != state.total or last != total - 1):
+            raise range_error("fragmentOverlap", "the upload session is complete; this range was received")
+        self._read_out(body)
+        if state.result is not None:
+            with self.db.read() as s:
+                return self._repeated(s, state)
+        return self._final_again(token, state)
+
+    def _read_out(self, body: Readable) -> None:
+        """Read `body` to its end (a fragment may be at most max_fragment bytes: 413 past that)."""
+        view, read = memoryview(bytearray(READ_OUT_PIECE)), 0
+        while n := body.readinto(view):
+            read += n
+            if read > self.max_fragment:
+                raise _fragment_too_large(read, self.max_fragment)
+
     def _final_again(self, token: str, state) -> Progress:
         """The final fragment again, for a session that holds every byte and is no file yet: its bytes were
         stored in one transaction and the file is made in another, which failed (a 5xx, which a client
@@ -224,11 +247,9 @@ class Uploads:
         file, created = self.complete(token)
         return Progress(self.status(token), file, created)
 
-    def _repeated(self, s, state, last: int, total: int) -> Progress:
-        """A fragment for a session that has become a file: the final one again (msgraph-core always sends
-        it twice, the second time with or without its bytes) gets the file; any other range is 416."""
-        if total != state.total or last != total - 1:
-            raise range_error("fragmentOverlap", "the upload session is complete; this range was received")
+    def _repeated(self, s, state) -> Progress:
+        """The final fragment again, for a session that has become a file (msgraph-core always sends it twice,
+        the second time with or without its bytes): the file."""
         return Progress(_status(state), self._result(s, state, None), created=False)
 
     def complete(
@@ -245,7 +266,8 @@ class Uploads:
         that would be replaced; `admit` (as in Files.put_named, with no growth: the quota is checked here)
         whether who asks may still make it, once every other lock is taken."""
         unused: list[str] = []
-        self.sessions.merge_pieces(token)  # before they become the file's content: every read opens them all
+        if self._all_in(token):  # an incomplete session is refused below: copying its pieces would be for nothing
+            self.sessions.merge_pieces(token)  # before they become the file's content: every read opens them all
         try:
             with self.db.write() as s:
                 if redirect is None:
@@ -281,6 +303,12 @@ class Uploads:
         for name in unused:
             self.files.blobs.release(name)
         return file, created
+
+    def _all_in(self, token: str) -> bool:
+        """Whether session `token` holds every byte and is no file yet (its errors, 404 or 410, as `complete`'s)."""
+        with self.db.read() as s:
+            row = self.sessions.get_graph(s, token)
+            return row.result is None and row.total is not None and row.received == row.total
 
     def _lock_own_file(self, s: Session, token: str) -> None:
         """The file a session made for one becomes (and its folder), locked before the session's row, as a deletion

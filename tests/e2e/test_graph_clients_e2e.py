@@ -356,14 +356,17 @@ def test_a_dropped_fragment_leaves_nothing_and_the_client_resumes(server, api):
     head, tail = os.urandom(MIB), os.urandom(MIB)
     assert requests.put(url, data=head, headers={"Content-Range": f"bytes 0-{MIB - 1}/{2 * MIB}"}).status_code == 202
 
-    # The next fragment breaks off halfway: the connection closes mid-body.
+    # The next fragment breaks off halfway: the client stops sending mid-body (and reads what it is told).
     parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port)) as sock:
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as sock:
         sock.sendall(
             f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {MIB}\r\n"
             f"Content-Range: bytes {MIB}-{2 * MIB - 1}/{2 * MIB}\r\n\r\n".encode()
             + tail[: MIB // 2]
         )
+        sock.shutdown(socket.SHUT_WR)
+        with sock.makefile("rb") as answer:
+            assert answer.readline().split()[1] == b"400"
     status = requests.get(url)
     assert status.status_code == 200
     assert status.json()["nextExpectedRanges"] == [f"{MIB}-{2 * MIB - 1}"]

@@ -472,6 +472,27 @@ def test_a_refused_body_too_large_to_drain_is_answered_at_once(impatient_server,
     assert time.monotonic() - started < 1  # the drain would wait 2 s here for bytes that never come
 
 
+def test_a_refused_body_that_breaks_off_ends_the_connection_and_says_so(server, document):
+    """A refused request whose client stops sending before the end of its body: the drain took the end of what
+    came for the end of the body, and the answer said the connection would carry another request, which it
+    cannot (RFC 9112 §9.6)."""
+    assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
+    path = urlsplit(document.url("/contents"))
+    sock = raw_request(
+        server,
+        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
+        "X-WOPI-Override: PUT\r\nX-WOPI-Lock: wrong\r\nContent-Length: 1000\r\n\r\n",
+        b"z" * 10,
+    )
+    sock.shutdown(socket.SHUT_WR)
+    with sock, sock.makefile("rb") as answer:
+        head = []
+        while (line := answer.readline()) not in (b"\r\n", b""):
+            head.append(line.lower())
+    assert head[0].split()[1] == b"409"
+    assert b"connection: close\r\n" in head
+
+
 def test_refused_requests_keep_their_connection(server, document):
     """A refused request whose body was drained, or that had none, leaves the connection usable."""
     url = urlsplit(document.url())
