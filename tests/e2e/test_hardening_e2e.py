@@ -70,6 +70,17 @@ def read_status(sock: socket.socket) -> int:
         return int(answer.readline().split()[1])
 
 
+def raw_put_file(server: LocalServer, document, lock: str, length: int, body: bytes = b"") -> socket.socket:
+    """A PutFile under `lock` that declares `length` bytes of body and sends `body` of them, on a socket of its own."""
+    path = urlsplit(document.url("/contents"))
+    return raw_request(
+        server,
+        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
+        f"X-WOPI-Override: PUT\r\nX-WOPI-Lock: {lock}\r\nContent-Length: {length}\r\n\r\n",
+        body,
+    )
+
+
 # -- 1. descriptors ------------------------------------------------------------------------------
 
 
@@ -309,13 +320,7 @@ def test_heads_over_64_kib_are_refused_at_once(tmp_path, database):
 def test_a_body_that_stalls_is_408_and_stores_nothing(impatient_server, tmp_path):
     document = Document(impatient_server, tmp_path)
     assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
-    path = urlsplit(document.url("/contents"))
-    sock = raw_request(
-        impatient_server,
-        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
-        "X-WOPI-Override: PUT\r\nX-WOPI-Lock: L\r\nContent-Length: 1000\r\n\r\n",
-        b"half" * 100,
-    )
+    sock = raw_put_file(impatient_server, document, "L", 1000, b"half" * 100)
     assert read_status(sock) == 408
     assert document.http.get(document.url("/contents")).content == b"original content"
     assert storage_of(impatient_server.env).partial_writes() == []
@@ -436,12 +441,7 @@ def test_a_slow_but_steady_reader_gets_the_whole_response(impatient_server, tmp_
 def test_a_refused_body_is_drained_for_at_most_a_few_seconds(impatient_server, tmp_path):
     document = Document(impatient_server, tmp_path)
     assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
-    path = urlsplit(document.url("/contents"))
-    sock = raw_request(
-        impatient_server,
-        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
-        "X-WOPI-Override: PUT\r\nX-WOPI-Lock: wrong\r\nContent-Length: 1000\r\n\r\n",
-    )
+    sock = raw_put_file(impatient_server, document, "wrong", 1000)
 
     def trickle():  # a byte every 0.3 s: never idle for the 2 s timeout, and 30 s in all
         with contextlib.suppress(OSError):  # until the server closes the connection
@@ -460,13 +460,8 @@ def test_a_refused_body_too_large_to_drain_is_answered_at_once(impatient_server,
     after the drain has waited for bytes (up to 5 s; 2 s, this server's idle timeout, for a client sending none)."""
     document = Document(impatient_server, tmp_path)
     assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
-    path = urlsplit(document.url("/contents"))
     started = time.monotonic()
-    sock = raw_request(
-        impatient_server,
-        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
-        f"X-WOPI-Override: PUT\r\nX-WOPI-Lock: wrong\r\nContent-Length: {64 << 20}\r\n\r\n",
-    )
+    sock = raw_put_file(impatient_server, document, "wrong", 64 << 20)
     with sock:
         assert read_status(sock) == 409
     assert time.monotonic() - started < 1  # the drain would wait 2 s here for bytes that never come
@@ -477,13 +472,7 @@ def test_a_refused_body_that_breaks_off_ends_the_connection_and_says_so(server, 
     came for the end of the body, and the answer said the connection would carry another request, which it
     cannot (RFC 9112 §9.6)."""
     assert document.post("LOCK", **{"X-WOPI-Lock": "L"}).status_code == 200
-    path = urlsplit(document.url("/contents"))
-    sock = raw_request(
-        server,
-        f"POST {path.path}?{path.query} HTTP/1.1\r\nHost: x\r\n"
-        "X-WOPI-Override: PUT\r\nX-WOPI-Lock: wrong\r\nContent-Length: 1000\r\n\r\n",
-        b"z" * 10,
-    )
+    sock = raw_put_file(server, document, "wrong", 1000, b"z" * 10)
     sock.shutdown(socket.SHUT_WR)
     with sock, sock.makefile("rb") as answer:
         head = []
