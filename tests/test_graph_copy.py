@@ -240,6 +240,12 @@ def test_rename_gives_the_copy_a_free_name(graph):
     assert copied(graph, copy(graph, "root:/a.txt:", {}, "rename"))["name"] == "a 2.txt"
 
 
+def test_the_conflict_behaviour_may_be_in_the_body_and_the_querys_counts(graph):
+    put(graph, "a.txt", b"abc")
+    assert copied(graph, copy(graph, "root:/a.txt:", {KEY: "rename"}))["name"] == "a 1.txt"
+    assert copy(graph, "root:/a.txt:", {KEY: "rename"}, "fail").status_int == 409
+
+
 def test_replace_deletes_the_file_of_that_name_and_the_copy_is_a_new_item(graph, services):
     put(graph, "a.txt", b"abc")
     theirs = put(graph, "b.txt", b"theirs, longer").json

@@ -773,7 +773,8 @@ def test_a_taken_name_is_replaced_by_default_or_when_asked(graph, item):
     assert content_of(graph, old["id"]) == b"new"
 
 
-def test_fail_on_a_taken_name_is_409_and_the_session_can_be_committed_renamed(graph):
+@pytest.mark.parametrize("in_the_query", [False, True])
+def test_fail_on_a_taken_name_is_409_and_the_session_can_be_committed_renamed(graph, in_the_query):
     old = simple_upload(graph, "a.bin", b"old content")
     url = new_session(graph, "me/drive/root:/a.bin:", {"item": {"@microsoft.graph.conflictBehavior": "fail"}})
     assert graph.upload(url, b"new ", 0, 7).status_int == 202
@@ -782,8 +783,13 @@ def test_fail_on_a_taken_name_is_409_and_the_session_can_be_committed_renamed(gr
     assert graph_error(refused)[0] == "nameAlreadyExists"
     assert content_of(graph, old["id"]) == b"old content"
     assert status(graph, url).status_int == 200  # the session is kept
+    in_query = "?@microsoft.graph.conflictBehavior=rename" if in_the_query else ""
     committed = graph.put_json(
-        "me/drive/root:/a.bin", {"@microsoft.graph.sourceUrl": url, "@microsoft.graph.conflictBehavior": "rename"}
+        f"me/drive/root:/a.bin{in_query}",
+        {
+            "@microsoft.graph.sourceUrl": url,
+            **({} if in_the_query else {"@microsoft.graph.conflictBehavior": "rename"}),
+        },
     )
     assert committed.status_int == 201
     assert committed.json["name"] == "a 1.bin" and committed.json["id"] != old["id"]
