@@ -489,6 +489,22 @@ def test_create_child_file_overwrite_needs_the_containers_w(services, placed, fo
     assert created.status_int == 200  # creating is still its right
 
 
+def test_create_child_file_does_not_overwrite_a_file_revoked_for_the_user(services, placement, follow, clock):
+    """`token revoke --file F --user alice`: no token of alice's from before it opens F any more, so her token for
+    F's container may not empty F either: a taken name, 409."""
+    file, _ = placement
+    token = services.issue_container_token(file.folder_id, "alice", "lcmw").token
+    parent = f"{PUBLIC}/wopi/containers/{file.folder_id}?access_token={token}"
+    clock.advance(seconds=1)
+    with services.db.write() as s:
+        services.tokens.revoke(s, file_id=file.id, user_id="alice")
+    refused = follow.post(
+        parent, "CREATE_CHILD_FILE", X_WOPI_RelativeTarget="Report.docx", X_WOPI_OverwriteRelativeTarget="True"
+    )
+    assert refused.status_int == 409 and "may not overwrite" in refused.headers["X-WOPI-FailureReason"]
+    assert services.files.get(file.id).size == 6
+
+
 def test_create_child_file_over_a_locked_file_is_409_with_its_lock(services, placement, parent, follow):
     file, token = placement
     WopiClient(follow.testapp, file.id, token).lock("LockString")

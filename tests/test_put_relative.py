@@ -8,7 +8,7 @@ import pytest
 
 from wopihost.names import encode_utf7
 
-from .helpers import raw_utf8, stored_blobs, while_the_body_comes
+from .helpers import WopiClient, raw_utf8, stored_blobs, while_the_body_comes
 
 
 def put_relative(wopi, body=b"new file", **headers):
@@ -229,6 +229,25 @@ def test_overwrite_of_a_file_the_token_never_reached_is_a_taken_name(make_file, 
     assert (
         client_for(other).get_file().body == b"alice's B" and client_for(other).check_file_info().json["Version"] == "1"
     )
+
+
+@pytest.mark.parametrize("folders", ["", "w"])
+def test_overwrite_of_a_file_revoked_for_the_user_is_a_taken_name(make_file, services, testapp, clock, folders):
+    """`token revoke --file B --user alice`: no token of alice's from before it opens B any more, so A's may not
+    overwrite it either, whether alice created B or A's folder rights reach it (docs/wopi.md §1.1)."""
+    source, other = make_file(b"A", name="A.docx"), make_file(b"alice's B", name="B.docx")
+    alice = WopiClient(testapp, source.id, services.issue_token(source.id, "alice", True, folders=folders).token)
+    clock.advance(seconds=1)
+    with services.db.write() as s:
+        services.tokens.revoke(s, file_id=other.id, user_id="alice")
+    response = put_relative(alice, b"new", X_WOPI_RelativeTarget="B.docx", X_WOPI_OverwriteRelativeTarget="True")
+    assert response.status_int == 409 and "may not overwrite" in response.headers["X-WOPI-FailureReason"]
+    assert services.files.get(other.id).version == 1
+    # a token issued since opens B again, and so may overwrite it
+    clock.advance(seconds=1)
+    alice.token = services.issue_token(source.id, "alice", True, folders=folders).token
+    response = put_relative(alice, b"new", X_WOPI_RelativeTarget="B.docx", X_WOPI_OverwriteRelativeTarget="True")
+    assert response.status_int == 200 and response.json["Name"] == "B.docx"
 
 
 def test_overwrite_of_a_file_the_user_created_or_the_folder_rights_reach(make_file, client_for, services, testapp):

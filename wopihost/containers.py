@@ -7,12 +7,13 @@ adjusts and a specific one refuses, a delete that refuses a container that is no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from .db import Database
 from .errors import WopiError, bad_request, not_found
@@ -136,10 +137,20 @@ class Containers:
             raise WopiError(409, exc.reason, {"X-WOPI-ValidRelativeTarget": encode_utf7(free)}) from None
         return self.get(folder.id)
 
-    def create_file(self, parent_id: str, target: Target, user_id: str, admit: Admit | None = None) -> File:
-        """CreateChildFile: a new, empty file in the container, named as PutRelativeFile names them."""
+    def create_file(
+        self,
+        parent_id: str,
+        target: Target,
+        user_id: str,
+        admit: Admit | None = None,
+        may_overwrite: Callable[[Session, File], bool] = lambda s, file: True,
+    ) -> File:
+        """CreateChildFile: a new, empty file in the container, named as PutRelativeFile names them; a file of
+        that name is overwritten (if asked) only if `may_overwrite(s, file)`."""
         with _as_container():
-            return self.files.create_relative(parent_id, user_id, target, BytesIO(b""), admit=admit)
+            return self.files.create_relative(
+                parent_id, user_id, target, BytesIO(b""), may_overwrite=may_overwrite, admit=admit
+            )
 
     def rename(self, folder_id: str, name: str, user_id: str, admit: Admit | None = None) -> Container:
         """RenameContainer: 400 for a name that is not valid, 409 if it is taken or the container is a root."""

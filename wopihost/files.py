@@ -192,11 +192,11 @@ class Files:
         owner_id: str,
         target: Target,
         source: Readable,
-        may_overwrite: Callable[[File], bool],
+        may_overwrite: Callable[[Session, File], bool],
         admit: Admit | None = None,
     ) -> File:
         """PutRelativeFile: a new file beside `source_id`, or (specific name + overwrite) a replaced one, if
-        `may_overwrite` it; `admit` as in put_named."""
+        `may_overwrite(s, file)` it; `admit` as in put_named."""
         folder_id = self.get(source_id).folder_id
         return self.create_relative(folder_id, owner_id, target, source, source_id, may_overwrite, admit)
 
@@ -207,7 +207,7 @@ class Files:
         target: Target,
         source: Readable,
         source_id: str | None = None,
-        may_overwrite: Callable[[File], bool] = lambda file: True,
+        may_overwrite: Callable[[Session, File], bool] = lambda s, file: True,
         admit: Admit | None = None,
     ) -> File:
         """A file in `folder_id` named as `target` says (PutRelativeFile beside `source_id`, CreateChildFile):
@@ -234,7 +234,7 @@ class Files:
             existing = file_named(s, folder_id, target.name)
             if existing is None:
                 return None
-            if not may_overwrite(existing):  # nor is its lock this token's to learn
+            if not may_overwrite(s, existing):  # nor is its lock this token's to learn
                 reason = ", which this token may not overwrite" if target.overwrite else ""
                 raise self._target_error(409, f"a file with that name exists{reason}", folder_id, target.name, UNLOCKED)
             if not target.overwrite:

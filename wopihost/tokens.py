@@ -222,6 +222,13 @@ class Tokens:
         if row is None or row[0] is not None:
             raise unauthorized("the access token has been revoked")
 
+    def opens(self, session: Session, grant: Grant, file_id: str) -> bool:
+        """Whether `grant`'s token may still be used on file `file_id` (a file other than its own, which it reaches
+        through its folder or as its holder's): not revoked, nor the file revoked for its user since it was
+        issued, as a token handed out for that file would be refused (`verify`)."""
+        row = session.execute(_ROW_ON, {"jti": grant.jti, "resource": file_id}).first()
+        return row is not None and row[1] is None
+
     def ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL, kind: str = GRAPH_DOWNLOAD) -> str:
         """A short-lived credential for one file (`kind`: its content as Graph's @microsoft.graph.downloadUrl or
         WOPI's FileUrl, a launch link of the host page, or the monitor URL of the Graph copy that made it), bound

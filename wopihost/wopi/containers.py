@@ -161,7 +161,7 @@ def create_child_file(call: ContainerCall) -> Response:
     target = target_headers(lambda: "Untitled")
     if target.overwrite:  # replacing a file is writing it, which "c" alone does not allow
         call.require("w", "overwriting a file")
-    file = services.containers.create_file(call.folder_id, target, call.grant.user_id, call.admit_in)
+    file = services.containers.create_file(call.folder_id, target, call.grant.user_id, call.admit_in, call.opens)
     url, grant = pointers.created_file(services, call.grant, file.id)
     return jsonify(
         {

@@ -63,6 +63,11 @@ class Admits:
         container operations; WOPI has no quota)."""
         Statements.ask(s, self.admit)
 
+    def opens(self, s: Session, file: File) -> bool:
+        """Whether the token may still be used on `file`, which a change reaches beside the token's own resource
+        (a file PutRelativeFile or CreateChildFile overwrites): not if the file was revoked for its user since."""
+        return self.services.tokens.opens(s, self.grant, file.id)
+
 
 @dataclass(frozen=True)
 class Call(Admits):
@@ -248,7 +253,7 @@ def put_relative_file(call: Call) -> Response:
         grant.user_id,
         target,
         sized_body("X-WOPI-Size", size),
-        lambda existing: _may_write(call, existing),
+        lambda s, existing: _may_write(call, s, existing),
         call.admit_in,
     )
     # LastModifiedTime beyond the spec's answer, and the time of the file the client has open, not of the new one:
@@ -267,10 +272,13 @@ def put_relative_file(call: Call) -> Response:
     )
 
 
-def _may_write(call: Call, file: File) -> bool:
+def _may_write(call: Call, s: Session, file: File) -> bool:
     """Whether the caller may write `file` beside its token's own: a file token reaches no other file (docs/wopi.md
-    §4.2) but those its holder created, or, with its folders' `w`, those its folder lists."""
-    return file.id == call.file_id or file.owner_id == call.grant.user_id or "w" in call.grant.reach
+    §4.2) but those its holder created, or, with its folders' `w`, those its folder lists; and none it may no
+    longer open (revoked for its user)."""
+    if file.id == call.file_id:
+        return True
+    return (file.owner_id == call.grant.user_id or "w" in call.grant.reach) and call.opens(s, file)
 
 
 def target_headers(base_name: Callable[[], str]) -> Target:
