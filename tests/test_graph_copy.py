@@ -5,6 +5,7 @@ write makes."""
 from __future__ import annotations
 
 import os
+import resource
 import threading
 from contextlib import contextmanager
 from datetime import timedelta
@@ -18,6 +19,7 @@ from wopihost.config import Settings
 from wopihost.logs import REDACTED, redact
 from wopihost.models import Folder, Lock
 from wopihost.repository import load_file, lock_folder
+from wopihost.storage import Blob
 
 from .conftest import PG_URL
 from .helpers import GraphClient, graph_error, postgres_lock_waiters, stored_blobs, wait_until
@@ -740,6 +742,36 @@ def test_a_folder_copy_that_would_fill_the_disk_is_507_and_leaves_nothing(graph,
     assert response.status_int == 507 and graph_error(response)[0] == "insufficientStorage"
     services.blobs.min_free = 0
     assert item(graph, "docs 2").status_int == 404 and stored_blobs(services) == blobs
+
+
+@pytest.mark.local_storage  # where each copy made is held by an open descriptor until the copy lands
+def test_a_folder_copy_past_the_descriptor_limit_is_503_and_leaves_nothing(graph, services):
+    """Each file's copy stays open until the copy lands: a folder of more files than the process may still open
+    failed with EMFILE, a 500. Now 503, as for any passing shortage of the host's, and nothing is left."""
+    assert mkdir(graph, "many").status_int == 201
+    for i in range(40):
+        assert graph.put(f"me/drive/root:/many/{i}.txt:/content", b"%d" % i).status_int == 201
+    blobs = stored_blobs(services)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20, hard))
+    try:
+        response = copy(graph, "root:/many:", {"name": "many 2"})
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_int == 503 and graph_error(response)[0] == "serviceNotAvailable", response.body
+    assert "too many files open" in response.json["error"]["message"]
+    assert item(graph, "many 2").status_int == 404 and stored_blobs(services) == blobs
+
+
+def test_a_folder_copy_keeps_holding_the_copies_it_has_made(graph, monkeypatch):
+    """A large folder's copies may take longer than an S3 hold's lease (holds.py): held only while each was
+    written, the first ones lapsed, gc deleted them, and the copy landed rows naming objects that were gone.
+    Every copy made is kept after each next one."""
+    make_tree(graph)
+    kept: list[str] = []
+    monkeypatch.setattr(Blob, "keep", lambda self: kept.append(self.name))
+    assert copied(graph, copy(graph, "root:/docs:", {"name": "docs 2"}))["name"] == "docs 2"
+    assert len(kept) == 1 + 2 + 3 and len(set(kept)) == 3
 
 
 def test_a_read_only_token_cannot_copy_a_folder(graph, graph_for):

@@ -1,6 +1,7 @@
 """A file uploaded in many fragments: its content is the session's pieces, merged into few blobs first, since
 every read of a file opens all its blobs at once (a descriptor each)."""
 
+import io
 import os
 import resource
 
@@ -82,7 +83,40 @@ def test_a_merge_that_finds_its_pieces_gone_drops_its_copies(request, services, 
         assert [extent.blob for extent in services.sessions.stream(s, token)][-1] == gone  # rows as they were
 
 
-@pytest.mark.local_storage  # where a held blob is an open descriptor
+def test_a_merge_whose_pieces_were_merged_and_grown_again_meanwhile_takes_nothing(services, make_file, monkeypatch):
+    """A merge read the session's pieces; another merged them (and was refused), and the client sent as many again
+    before the first merge landed. It counted the rows, found the same number, and replaced the new pieces with
+    its copies of the old: bytes the session had received were gone, and every commit after was refused."""
+    monkeypatch.setattr(sessions, "MAX_BLOBS", 2)
+    file = make_file(b"")
+    token, end = services.sessions.create(file.id, "alice"), 0
+
+    def append(n: int) -> None:
+        nonlocal end
+        for _ in range(n):
+            end = services.sessions.append(token, file.id, end, 1, io.BytesIO(bytes([65 + end % 26])))
+
+    append(5)
+    real, copies = type(services.blobs).concat, []
+
+    def concat(self, opened, extents):
+        copies.append(extents)
+        if len(copies) == 4:  # the slow merge copies its own copies now: meanwhile another merges, and 3 more come
+            monkeypatch.setattr(type(services.blobs), "concat", real)
+            services.sessions.merge_pieces(token)
+            append(3)
+            monkeypatch.setattr(type(services.blobs), "concat", concat)
+        return real(self, opened, extents)
+
+    monkeypatch.setattr(type(services.blobs), "concat", concat)
+    services.sessions.merge_pieces(token)
+    with services.db.read() as s:
+        stream = services.sessions.stream(s, token)
+    assert sum(extent.length for extent in stream) == end == 8
+    with services.blobs.open(stream.blobs) as opened:
+        assert b"".join(opened.pieces(stream)) == b"ABCDEFGH"
+
+
 def test_committing_an_incomplete_session_copies_nothing(graph, services, monkeypatch):
     """POST to the upload URL of a session with bytes still to come is 400: its pieces were merged first all the
     same, so that whoever held the URL could have the host copy everything received, again and again."""
@@ -102,6 +136,7 @@ def test_committing_an_incomplete_session_copies_nothing(graph, services, monkey
     assert content_of(graph, done.json["id"]) == b"xxxy"
 
 
+@pytest.mark.local_storage  # where a held blob is an open descriptor
 def test_a_merge_holds_no_more_copies_than_it_keeps(graph, services, settings, monkeypatch):
     """Every copy a merge made stayed held until the end, a descriptor each in the local store: tens of thousands
     of fragments made a first level of hundreds of copies, past the process's limit again. Only the last level,

@@ -35,7 +35,7 @@ from wopihost.holds import LEASE, Holds
 from wopihost.ids import new_id
 from wopihost.models import BlobHold
 from wopihost.s3store import MIN_PART, S3Store, plan_parts
-from wopihost.storage import BlobStore, TooLarge
+from wopihost.storage import Blob, BlobStore, TooLarge
 
 MIB = 1 << 20
 PART = MIN_PART  # the S3 store's part size here: the least S3 allows, so that multipart tests stay small
@@ -682,7 +682,13 @@ def test_an_outage_is_unavailable_at_once(monkeypatch, holds):
 
 @pytest.mark.parametrize(
     "code, status",
-    [("QuotaExceeded", 403), ("XMinioStorageFull", 507), ("InsufficientCapacity", 507), ("InsufficientStorage", 507)],
+    [
+        ("QuotaExceeded", 403),
+        ("XMinioStorageFull", 507),
+        ("XMinioAdminBucketQuotaExceeded", 400),  # MinIO's bucket quota
+        ("InsufficientCapacity", 507),
+        ("InsufficientStorage", 507),
+    ],
 )
 def test_a_full_store_is_insufficient_storage_not_an_outage(s3_env, s3, bucket, holds, monkeypatch, code, status):  # noqa: F811
     """Over a quota (RGW: 403 QuotaExceeded) or full (507: MinIO's XMinioStorageFull, RGW's InsufficientCapacity),
@@ -703,6 +709,63 @@ def test_a_full_store_is_insufficient_storage_not_an_outage(s3_env, s3, bucket, 
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
     assert rows(holds) == set()
     assert store.health() == "full"
+
+
+@pytest.mark.parametrize("code, status", [("AuthorizationHeaderMalformed", 400), ("SomeCodeOfAnotherStore", 418)])
+def test_an_error_of_the_store_no_fault_names_is_unavailable(s3_env, s3, bucket, holds, monkeypatch, code, status):  # noqa: F811
+    """No client's input reaches the store: an error code this does not know (a proxy's 400, a wrong region, a
+    store's own) is the deployment's to fix, 503 with what the store said, never a 500."""
+    from botocore.exceptions import ClientError
+
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
+
+    def refused(**kwargs):
+        error = {"Error": {"Code": code, "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        raise ClientError(error, "PutObject")
+
+    monkeypatch.setattr(store._s3, "put_object", refused)
+    with pytest.raises(Unavailable, match=f"\\({code}\\)"):
+        store.write(Pattern(10), limit=10)
+    assert rows(holds) == set()
+
+
+def test_an_upload_lost_as_it_completes_is_unavailable(s3_env, s3, bucket, holds, monkeypatch):  # noqa: F811
+    """CompleteMultipartUpload answered NoSuchUpload: aborted meanwhile (a sweep that took the writer for dead), or
+    completed by a first try whose answer botocore did not get. The write cannot say it made the object: 503, where
+    the missing upload's FileNotFoundError was a 500."""
+    from botocore.exceptions import ClientError
+
+    store = S3Store(f"s3://{bucket}/p", holds, part_size=PART)
+
+    def lost(**kwargs):
+        error = {"Error": {"Code": "NoSuchUpload", "Message": "gone"}, "ResponseMetadata": {"HTTPStatusCode": 404}}
+        raise ClientError(error, "CompleteMultipartUpload")
+
+    monkeypatch.setattr(store._s3, "complete_multipart_upload", lost)
+    with pytest.raises(Unavailable, match="lost the upload"):
+        store.write(Pattern(2 * PART), limit=2 * PART)
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+    assert rows(holds) == set()
+
+
+def test_a_blob_kept_past_half_its_lease_is_held_a_whole_lease_again(tmp_path, sqlite_template):
+    """A change that makes many blobs before it records them (a folder's copies, a merge's levels) may take longer
+    than a hold's lease: each blob it keeps is held a lease from then, once past half of it; one not kept lapses."""
+    shutil.copy(sqlite_template, tmp_path / "holds.sqlite3")
+    clock = FrozenClock()
+    holds = Holds(Database(f"sqlite:///{tmp_path / 'holds.sqlite3'}"), clock, lease=60)
+    try:
+        kept, left = (Blob(name, 0, "", holds.hold(name)) for name in (new_id(32), new_id(32)))
+        clock.advance(seconds=20)
+        kept.keep()  # not yet past half: nothing to write
+        clock.advance(seconds=20)
+        kept.keep()
+        clock.advance(seconds=30)  # 70 s after both were made
+        assert holds.live([kept.name, left.name]) == {kept.name}
+        kept.release()
+        assert holds.live([kept.name]) == set()
+    finally:
+        holds.db.dispose()
 
 
 @pytest.mark.parametrize("after", [100, 2 * PART + 5])

@@ -43,26 +43,12 @@ MAX_PUT = 5 << 30  # S3's largest PutObject
 MAX_PARTS = 10_000
 READ_AHEAD = 16 * MIB  # what one GET of a seekable reader asks for (S3Opened.readinto)
 NAME_LENGTH = 32
-# the error codes (besides any 5xx) that mean "not now": throttling and the store's own timeouts
-_BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
-# a bucket, credentials or clock the store refuses: no request can do anything until an admin fixes them.
-# Expired or invalid temporary credentials (AWS_SESSION_TOKEN) are a 400; any 401 or 403 is a refusal too, whatever
-# its code: the error of a HEAD has no body, so botocore's code for it is only the status ("403").
-_REFUSED = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "RequestTimeTooSkewed",
-    "ExpiredToken",
-    "InvalidToken",
-}
-_REFUSED_STATUS = {401, 403}
 _MISSING = {"NoSuchKey", "NotFound", "404"}
 # The error of a HEAD has no body: a missing object and a missing bucket are both a bare 404, which only asking for
 # the bucket tells apart. Every other request names NoSuchBucket.
 _BARE_404 = {"NotFound", "404"}
 # a full store (RGW's quota is a 403, a full cluster a 507; MinIO's and AWS's codes alike): retrying will not help
-_FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientCapacity"}
+_FULL = {"QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "InsufficientCapacity"}
 _client_lock = threading.Lock()  # boto3 sessions are not thread-safe; the clients they make are
 
 
@@ -263,10 +249,15 @@ class S3Store:
         try:
             yield upload
             hold.refresh(force=True)  # AWS dates a completed object at its upload's start: the lease starts now
-            with self._faults(f"completing {key}"):
-                self._s3.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": upload.parts}
-                )
+            try:
+                with self._faults(f"completing {key}"):
+                    self._s3.complete_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": upload.parts}
+                    )
+            except FileNotFoundError as exc:
+                # NoSuchUpload: aborted meanwhile (a sweep that took this writer for dead), or completed by a
+                # first try whose answer botocore did not get; either way this write cannot say it made the object
+                raise Unavailable(f"the object store lost the upload to {key} as it completed it") from exc
         except BaseException:
             try:
                 with self._faults(f"aborting the upload to {key}"):
@@ -423,9 +414,9 @@ class S3Store:
     @contextmanager
     def _faults(self, what: str) -> Iterator[None]:
         """The store's failures as the faults the faces answer: InsufficientStorage (507) for a full store or
-        quota, Unavailable (503) for an outage, throttling, refused credentials or none to be had (after
-        botocore's retries), MissingBucket (503) for a bucket that does not exist, FileNotFoundError for a missing
-        object or upload."""
+        quota, MissingBucket (503) for a bucket that does not exist, FileNotFoundError for a missing object or
+        upload, and Unavailable (503) for any other error (an outage, throttling, refused credentials or none to
+        be had, after botocore's retries)."""
         from botocore import exceptions as e
 
         try:
@@ -447,9 +438,10 @@ class S3Store:
                 raise InsufficientStorage(
                     f"the object store refuses {what}: it is full or over quota ({code or status})"
                 ) from exc
-            if status >= 500 or code in _BUSY or code in _REFUSED or status in _REFUSED_STATUS:
-                raise Unavailable(f"the object store cannot serve {what} now ({code or status})") from exc
-            raise
+            # Anything else too: no client's input reaches the store (its keys are ours), so an error it answers
+            # (a proxy's 400, a region the store disagrees with, a code of a store this knows nothing of) is the
+            # deployment's, which an admin fixes, not the request's.
+            raise Unavailable(f"the object store cannot serve {what} now ({code or status})") from exc
         except (e.ConnectionError, e.HTTPClientError, e.IncompleteReadError) as exc:
             raise Unavailable(f"the object store is unreachable while {what} ({type(exc).__name__})") from exc
         except (e.NoCredentialsError, e.CredentialRetrievalError) as exc:

@@ -464,19 +464,18 @@ class UploadSessions:
                             # to the end (a descriptor each in the local store) a level of thousands would
                             # pass the limit itself.
                             made[-1].release()
+                        for blob in made:  # a merge of many pieces may take longer than a hold's lease
+                            blob.keep()
                     merged = Extents(Extent(blob.name, 0, blob.size) for blob in made[-len(runs) :])
                 with self.db.write() as s:
                     row = s.scalars(
                         locking(s, sa.select(UploadSession).where(UploadSession.token == token))
                     ).one_or_none()
-                    # pieces are only ever added, or all taken at once: the same count is the same pieces
-                    taken = sa.delete(UploadPiece).where(UploadPiece.token == token)
-                    if (
-                        row is None
-                        or row.result is not None
-                        or cast(sa.CursorResult, s.execute(taken)).rowcount != len(pieces)
-                    ):
-                        raise _Changed  # rolled back
+                    # The same pieces, not only as many: another merge may have taken them and new ones come since.
+                    now = s.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token))
+                    if row is None or row.result is not None or sorted(now) != sorted(p.blob for p in pieces):
+                        raise _Changed
+                    s.execute(sa.delete(UploadPiece).where(UploadPiece.token == token))
                     offset = 0  # where the first piece lies: the first of either kind is at 0 (_check_append)
                     for extent in merged:
                         length, digest = extent.length, hashes[extent.blob]

@@ -188,6 +188,14 @@ class Blob:
             self._hold.close()
             self._hold = None
 
+    def keep(self) -> None:
+        """Keep holding it while the change it is for goes on making others (a folder's copies, a merge's levels),
+        which may take longer than a lease: the S3 store's hold is moved on once past half of it (holds.py); the
+        local store's, an flock, lasts as long as the blob is held."""
+        refresh = getattr(self._hold, "refresh", None)
+        if refresh is not None:
+            refresh()
+
     def __enter__(self) -> Blob:
         return self
 
@@ -486,6 +494,7 @@ def _create_locked(path: Path) -> BinaryIO:
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+_TOO_MANY_OPEN = (errno.EMFILE, errno.ENFILE)
 
 
 @contextmanager
@@ -498,6 +507,8 @@ def _write_faults() -> Iterator[None]:
             raise InsufficientStorage("the data directory is full") from exc
         if exc.errno in _UNWRITABLE:
             raise Unavailable(f"the data directory is not writable ({os.strerror(exc.errno)})") from exc
+        if exc.errno in _TOO_MANY_OPEN:  # the process's, or the system's: requests under way close theirs
+            raise Unavailable(f"the host has too many files open ({os.strerror(exc.errno)})") from exc
         raise
 
 

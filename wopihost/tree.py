@@ -303,6 +303,8 @@ class Tree:
                 except WopiError as exc:
                     if exc.status != 404:
                         raise  # deleted meanwhile: the copy is of the folder without it
+                for blob in made.values():  # a large folder's copies may take longer than a hold's lease
+                    blob.keep()
             landing = [item for item in landing if isinstance(item, Folder) or item.id in made]
             with self.db.write() as s:
                 if destination.drive_id == top.drive_id:  # whether it is below `top` is asked as a move asks it
