@@ -158,8 +158,7 @@ class Containers:
         name = container_name(name)
         if container.is_root:
             raise WopiError(409, "a root container cannot be renamed")
-        # 409 if the name is taken
-        self.tree.update(container.folder.drive_id, folder_id, user_id, name=name, admit=admit)
+        self.tree.update(container.folder.drive_id, folder_id, user_id, name=name, admit=admit)  # 409 if taken
         return self.get(folder_id)
 
     def delete(self, folder_id: str, admit: Admit | None = None) -> None:

@@ -472,8 +472,8 @@ class UploadSessions:
                         locking(s, sa.select(UploadSession).where(UploadSession.token == token))
                     ).one_or_none()
                     # The same pieces, not only as many: another merge may have taken them and new ones come since.
-                    now = s.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token))
-                    if row is None or row.result is not None or sorted(now) != sorted(p.blob for p in pieces):
+                    current = s.scalars(sa.select(UploadPiece.blob).where(UploadPiece.token == token))
+                    if row is None or row.result is not None or sorted(current) != sorted(p.blob for p in pieces):
                         raise _Changed
                     s.execute(sa.delete(UploadPiece).where(UploadPiece.token == token))
                     offset = 0  # where the first piece lies: the first of either kind is at 0 (_check_append)

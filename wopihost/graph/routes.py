@@ -761,9 +761,8 @@ def _text(body: dict, field: str) -> str | None:
 
 def _conflict_of(body: dict, default: str) -> str:
     """The conflict behaviour of a request with a JSON body that makes an item (PATCH, a new folder, a copy,
-    createUploadSession's item, a sourceUrl commit):
-    Graph's documents put it in the query, its SDKs (whose requests take no such parameter) in the body; the
-    query's wins."""
+    createUploadSession's item, a sourceUrl commit): Graph's documents put it in the query, its SDKs (whose
+    requests take no such parameter) in the body; the query's wins."""
     return _conflict(request.args, _conflict(body, default))
 
 

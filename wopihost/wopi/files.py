@@ -45,9 +45,10 @@ _EXTENSION_ONLY = re.compile(r"\.[^./\\]+")  # ".pdf": keep the source's name, c
 
 
 class Admits:
-    """What a WOPI request that changes something asks again in the transaction of its change: whether its token
-    is still live. The request's body may have come, or its change waited for a row another writer held, for
-    long enough for the token to be revoked, or to expire."""
+    """What a WOPI request that changes something asks in the transaction of its change: whether its token is
+    still live (asked again: the request's body may have come, or its change waited for a row another writer
+    held, for long enough for the token to be revoked, or to expire), and still opens a file it reaches beside
+    its own."""
 
     services: Services
     grant: Grant
