@@ -3,6 +3,7 @@ mid-download, and when the request fails after the blobs were opened. Counted in
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 from urllib.parse import urlsplit
@@ -116,6 +117,20 @@ def test_a_client_going_away_mid_download_releases_the_blobs(app, settings, save
     status, body = start(app, saved, *operation)
     next(iter(body))  # the server sent the first piece, then the client hung up
     body.close()
+    assert blob_fds(settings) == []
+
+
+def test_a_read_out_of_descriptors_is_503_and_leaves_nothing_open(settings, wopi, monkeypatch):
+    """No descriptor left for a download's file of its own (EMFILE): a 500, and the blobs it had opened were left to
+    the garbage collector's finalizer (the autouse check above). Now 503, as a write's, and closed at once."""
+
+    def none_left(fd):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "dup", none_left)  # what the file of its own is opened with (OpenBlobs.whole_file)
+    response = wopi.get_file()
+    monkeypatch.undo()
+    assert response.status_int == 503 and "too many files open" in response.headers["X-WOPI-FailureReason"]
     assert blob_fds(settings) == []
 
 

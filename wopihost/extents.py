@@ -137,10 +137,15 @@ class ExtentsReader(io.RawIOBase):
 
 
 def open_extents(opened: Opened, extents: Extents) -> BinaryIO:
-    """`extents` as a file to read; the blob itself (so the server can sendfile it) when it is the whole blob."""
-    if len(extents) == 1 and extents[0].offset == 0 and opened.size(extents[0].blob) == extents[0].length:
-        file = opened.whole_file(extents[0].blob)
-        if file is not None:
-            opened.close()
-            return file
-    return io.BufferedReader(ExtentsReader(opened, extents), PIECE)
+    """`extents` as a file to read; the blob itself (so the server can sendfile it) when it is the whole blob. Closes
+    `opened` if it fails."""
+    try:
+        if len(extents) == 1 and extents[0].offset == 0 and opened.size(extents[0].blob) == extents[0].length:
+            file = opened.whole_file(extents[0].blob)
+            if file is not None:
+                opened.close()
+                return file
+        return io.BufferedReader(ExtentsReader(opened, extents), PIECE)
+    except BaseException:
+        opened.close()
+        raise

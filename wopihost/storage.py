@@ -250,7 +250,8 @@ class BlobStore:
 
     def open(self, names: Iterable[str] = ()) -> OpenBlobs:
         """`names` opened together for reading (FileNotFoundError if one is gone)."""
-        return OpenBlobs(self, names)
+        with _descriptor_faults():
+            return OpenBlobs(self, names)
 
     def exists(self, name: str) -> bool:
         return self.path(name).exists()
@@ -427,7 +428,8 @@ class OpenBlobs:
         """Blob `name` as a file of its own, which the server can sendfile: closed independently of these.
         Unbuffered: the server sends it with sendfile or reads it in large pieces, and a buffered reader would
         cost two more system calls per download (a terminal check and a seek) for nothing."""
-        return os.fdopen(os.dup(self._fds[name]), "rb", buffering=0)
+        with _descriptor_faults():
+            return os.fdopen(os.dup(self._fds[name]), "rb", buffering=0)
 
     def pieces(self, extents: Extents, piece: int = PIECE) -> Iterator[bytes]:
         """The bytes of `extents`, in pieces of at most `piece` bytes."""
@@ -501,13 +503,23 @@ _TOO_MANY_OPEN = (errno.EMFILE, errno.ENFILE)
 def _write_faults() -> Iterator[None]:
     """The data directory's faults as the faults the faces answer (507, 503)."""
     try:
-        yield
+        with _descriptor_faults():
+            yield
     except OSError as exc:
         if exc.errno in _FULL:
             raise InsufficientStorage("the data directory is full") from exc
         if exc.errno in _UNWRITABLE:
             raise Unavailable(f"the data directory is not writable ({os.strerror(exc.errno)})") from exc
-        if exc.errno in _TOO_MANY_OPEN:  # the process's, or the system's: requests under way close theirs
+        raise
+
+
+@contextmanager
+def _descriptor_faults() -> Iterator[None]:
+    """No descriptor left to open, the process's or the system's: 503, as requests under way close theirs."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _TOO_MANY_OPEN:
             raise Unavailable(f"the host has too many files open ({os.strerror(exc.errno)})") from exc
         raise
 
