@@ -222,11 +222,11 @@ class Tokens:
         if row is None or row[0] is not None:
             raise unauthorized("the access token has been revoked")
 
-    def opens(self, session: Session, grant: Grant, file_id: str) -> bool:
-        """Whether `grant`'s token may still be used on file `file_id` (a file other than its own, which it reaches
-        through its folder or as its holder's): not revoked, nor the file revoked for its user since it was
-        issued, as a token handed out for that file would be refused (`verify`)."""
-        row = session.execute(_ROW_ON, {"jti": grant.jti, "resource": file_id}).first()
+    def opens(self, session: Session, jti: str, file_id: str) -> bool:
+        """Whether token `jti` may still be used on file `file_id` (a file other than its own, which it reaches
+        through its folder or as its holder's, or a ticket's): not revoked, nor the file revoked for its user
+        since it was issued, as a token handed out for that file would be refused (`verify`)."""
+        row = session.execute(_ROW_ON, {"jti": jti, "resource": file_id}).first()
         return row is not None and row[1] is None
 
     def ticket(self, grant: Grant, file_id: str, ttl: timedelta = DOWNLOAD_TTL, kind: str = GRAPH_DOWNLOAD) -> str:
@@ -262,10 +262,7 @@ class Tokens:
             or row is None
             or row.revoked_at is not None
             # a WOPI ticket goes with its file's tokens; Graph's are an API token's, which no file revocation names
-            or (
-                kind in _WOPI_TICKETS
-                and session.execute(_ROW_ON, {"jti": jti, "resource": file_id}).one()[1] is not None
-            )
+            or (kind in _WOPI_TICKETS and not self.opens(session, jti, file_id))
         ):
             raise unauthorized(f"the {_TICKET_NOUNS[kind]} has expired or its token has been revoked")
         # the rights the ticket was signed with: its grant's, which may be more than its row's (a file its

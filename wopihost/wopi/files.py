@@ -67,7 +67,7 @@ class Admits:
     def opens(self, s: Session, file: File) -> bool:
         """Whether the token may still be used on `file`, which a change reaches beside the token's own resource
         (a file PutRelativeFile or CreateChildFile overwrites): not if the file was revoked for its user since."""
-        return self.services.tokens.opens(s, self.grant, file.id)
+        return self.services.tokens.opens(s, self.grant.jti, file.id)
 
 
 @dataclass(frozen=True)
