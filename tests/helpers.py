@@ -77,6 +77,14 @@ def waits_for_its_turn_to_write(thread: threading.Thread) -> bool:
     return False
 
 
+def waits_for_another_writer(database: str, thread: threading.Thread) -> bool:
+    """Whether `thread` waits for what another writer holds: SQLite's writers' turn, or (the one connection of
+    this process that waits) a PostgreSQL row lock."""
+    if database.startswith("sqlite"):
+        return waits_for_its_turn_to_write(thread)
+    return postgres_lock_waiters(database, [os.getpid()]) == 1
+
+
 class HeldBody(io.RawIOBase):
     """A request body whose client sends the first half of `data`, then the rest only once `go` is set: the
     request is in flight, its body half read, once `halfway` is set."""

@@ -4,7 +4,6 @@ tokens handed out in responses may do."""
 from __future__ import annotations
 
 import io
-import os
 import threading
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -19,7 +18,7 @@ from wopihost.files import Target
 from wopihost.names import decode_utf7, encode_utf7
 from wopihost.repository import lock_folder
 
-from .helpers import WopiClient, postgres_lock_waiters, raw_utf8, wait_until, waits_for_its_turn_to_write
+from .helpers import WopiClient, raw_utf8, wait_until, waits_for_another_writer
 
 PUBLIC = "https://wopi.example.test"
 
@@ -602,10 +601,7 @@ def test_a_token_revoked_or_expired_while_a_container_change_waits_changes_nothi
         lock_folder(s, folder_id)  # as another writer in the container holds it: its row, or SQLite's turn to write
         changing = threading.Thread(target=lambda: answers.append(follow.post(url, override, **CHANGES[override])))
         changing.start()
-        if database.startswith("sqlite"):
-            assert wait_until(lambda: waits_for_its_turn_to_write(changing)), "the change never waited"
-        else:
-            assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "it never waited"
+        assert wait_until(lambda: waits_for_another_writer(database, changing)), "the change never waited"
         if how == "revoked":
             assert services.tokens.revoke(s, token=token) == 1
         else:

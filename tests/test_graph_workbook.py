@@ -30,10 +30,9 @@ from wopihost.models import WorkbookOperation, WorkbookSession
 from .helpers import (
     GraphClient,
     graph_error,
-    postgres_lock_waiters,
     stored_blobs,
     wait_until,
-    waits_for_its_turn_to_write,
+    waits_for_another_writer,
 )
 from .test_writer_queue import HOLD
 
@@ -1116,11 +1115,7 @@ def in_thread(action) -> tuple[threading.Thread, dict]:
 def waits_or_ends(database: str, thread: threading.Thread) -> bool:
     """Whether `thread` has ended or waits for what another writer holds: SQLite's writers' turn, or (the one
     connection of this process that waits) a PostgreSQL row lock."""
-    if not thread.is_alive():
-        return True
-    if database.startswith("sqlite"):
-        return waits_for_its_turn_to_write(thread)
-    return postgres_lock_waiters(database, [os.getpid()]) == 1
+    return not thread.is_alive() or waits_for_another_writer(database, thread)
 
 
 @pytest.mark.parametrize(

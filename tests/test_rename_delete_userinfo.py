@@ -1,7 +1,6 @@
 """RenameFile, DeleteFile, PutUserInfo (docs/wopi.md §3.10-3.12, §7 item 7)."""
 
 import io
-import os
 import threading
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -14,12 +13,11 @@ from wopihost.repository import load_file
 
 from .helpers import (
     WopiClient,
-    postgres_lock_waiters,
     raw_utf8,
     revoke_or_expire,
     stored_blobs,
     wait_until,
-    waits_for_its_turn_to_write,
+    waits_for_another_writer,
     while_the_body_comes,
 )
 
@@ -295,10 +293,7 @@ def test_a_token_revoked_or_expired_while_delete_file_waits_deletes_nothing(wopi
         load_file(s, wopi.file_id)  # as another writer of the file holds it: its row, or SQLite's turn to write
         deleting = threading.Thread(target=lambda: answers.append(wopi.op("DELETE")))
         deleting.start()
-        if database.startswith("sqlite"):
-            assert wait_until(lambda: waits_for_its_turn_to_write(deleting)), "the deletion never waited"
-        else:
-            assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "it never waited"
+        assert wait_until(lambda: waits_for_another_writer(database, deleting)), "the deletion never waited"
         if how == "revoked":
             assert services.tokens.revoke(s, token=wopi.token) == 1
         else:
