@@ -29,6 +29,9 @@ from wopihost.logs import REDACTED, redact
 from wopihost.recording import assemble
 from wopihost.recording.redaction import SPOOLED, Redactor
 from wopihost.recording.spool import SPOOL, SpoolFile, SpoolWriter, spool_files
+from wopihost.replay.archive import read as read_recording
+from wopihost.replay.outgoing import CannotReplay, build
+from wopihost.replay.targets import Targets, bindings_for
 
 from .cspp_helpers import full_file
 from .helpers import GraphClient, WopiClient
@@ -123,7 +126,7 @@ def test_headers_that_are_secrets_whatever_their_value(name, value, kind, expect
     redactor, seen = Redactor(KEY), []
     redacted = redactor.header(name, value, seen)
     assert redacted == expected.format(redactor.placeholder(kind, value.partition(" ")[2] or value))
-    assert value not in redacted and len(seen) == 1
+    assert value not in redacted and len(seen) == 1 + (name == "cookie")  # and the one cookie long enough alone
 
 
 def test_a_challenge_is_not_a_credential():
@@ -292,8 +295,75 @@ def test_what_the_application_did_not_read_of_a_body_is_not_recorded_and_the_ent
         "mimeType": "text/plain",
         "text": "",
         "_sha256": hashlib.sha256(b"").hexdigest(),
-        "comment": f"the server read 0 of the {len(sent)} bytes sent; bodySize and _sha256 are of those",
+        "comment": f"the server read 0 of the {len(sent)} bytes; bodySize and _sha256 are of those",
+        "_incomplete": True,
     }
+
+
+class _BreaksOff(io.RawIOBase):
+    """A request body that gives `data`, then fails as a reset connection does."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._data.readinto(buffer)
+        if not n:
+            raise ConnectionResetError("reset by the client")
+        return n
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_request_body_that_broke_off_is_recorded_as_incomplete_and_cannot_be_replayed(recording, chunked):
+    """A PutFile whose client hung up midway stored nothing; sent again as recorded, its first bytes would make a
+    whole, shorter document: the entry says it is incomplete, and a replay refuses to send it."""
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"original"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    assert wopi.lock("L1").status_int == 200
+    sent = _BreaksOff(b"z" * 1000) if chunked else io.BytesIO(b"z" * 1000)
+    response = wopi.raw_post("/contents", sent, None if chunked else 5000, X_WOPI_Override="PUT", X_WOPI_Lock="L1")
+    assert response.status_int == 400
+    assert wopi.get_file().body == b"original"
+    [path] = recording.stop()
+    [put] = [e["request"] for e in entries(path) if e["_wopihost"]["operation"] == "PutFile"]
+    assert put["bodySize"] == 1000 and put["postData"]["_incomplete"] is True
+    why = (
+        "the server read 1000 of the 5000 bytes"
+        if not chunked
+        else "the body broke off, or the server gave it up, after 1000 bytes"
+    )
+    assert put["postData"]["comment"] == f"{why}; bodySize and _sha256 are of those"
+    rec = read_recording(path)
+    with pytest.raises(CannotReplay, match="holds only the 1000 bytes of its body the server read"):
+        build(
+            rec.exchanges[1], bindings_for(rec, Targets(wopisrc=f"http://127.0.0.1:1/wopi/files/{file.id}", token="t"))
+        )
+
+
+def test_an_answer_the_client_did_not_get_whole_is_recorded_as_incomplete(recording):
+    """A GetFile whose client went away after its first piece: the entry holds what was sent and says so, so that
+    a replay does not blame the host for the difference (tests/test_replay.py)."""
+    recording.settings = recording.settings.with_changes(max_file_size=3 << 20)
+    recording.worker()
+    document = os.urandom(3 << 20)
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(document))
+    token = recording.services.issue_token(file.id, "alice", False).token
+    environ = webtest.TestRequest.blank(f"/wopi/files/{file.id}/contents?access_token={token}").environ
+    body = recording.apps[0](environ, lambda status, headers, exc_info=None: None)
+    first = next(iter(body))
+    body.close()  # as the server does when the client goes away
+    [path] = recording.stop()
+    content = entries(path)[0]["response"]["content"]
+    assert 0 < len(first) < len(document) and content["size"] == len(first) and content["_incomplete"] is True
+    assert content["_sha256"] == hashlib.sha256(first).hexdigest()
+    assert (
+        content["comment"]
+        == f"the server sent {len(first)} of the {len(document)} bytes; bodySize and _sha256 are of those"
+    )
 
 
 def test_nothing_is_recorded_unless_asked(app):
@@ -725,6 +795,23 @@ def test_a_cookie_is_recorded_as_a_placeholder_and_har_cookies_stay_empty(record
     assert headers[0]["proxy-authorization"] == "Basic {{token:2}}"
     assert first["request"]["cookies"] == second["request"]["cookies"] == []
     assert har(path)["_wopihost"]["session"] == "{{access_token:1}}"
+
+
+def test_a_cookie_of_the_cookie_header_is_a_secret_in_bodies_too(recording):
+    """A body may hold one cookie of the header without the others: a user's info, and the answers quoting it."""
+    worker = recording.worker()
+    file = recording.services.add_file("alice", "Doc.docx", io.BytesIO(b"hello"))
+    wopi = WopiClient(worker, file.id, recording.services.issue_token(file.id, "alice", True).token)
+    session, cookie = "s3ss10n-0f-the-sso-proxy-Zq81", "_oauth2_proxy=s3ss10n-0f-the-sso-proxy-Zq81; lb=node2"
+    info = f"user info mentioning {session}".encode()
+    assert wopi.op("PUT_USER_INFO", info, Cookie=cookie, Content_Type="text/plain").status_int == 200
+    assert wopi.check_file_info(Cookie=cookie).json["UserInfo"] == info.decode()
+    [path] = recording.stop()
+    assert session not in path.read_text()
+    put, check = entries(path)
+    assert put["request"]["postData"]["text"] == "user info mentioning {{token:2}}"
+    assert json.loads(check["response"]["content"]["text"])["UserInfo"] == "user info mentioning {{token:2}}"
+    assert {h["name"].lower(): h["value"] for h in check["request"]["headers"]}["cookie"] == "{{token:1}}"
 
 
 def test_a_presigned_object_store_download_url_is_recorded_without_its_signature(recording, monkeypatch):

@@ -462,6 +462,17 @@ def test_a_body_recorded_as_a_digest_cannot_be_replayed():
     )
 
 
+def test_a_body_recorded_only_in_part_cannot_be_replayed():
+    """A PutFile whose body broke off (or the server answered before reading it all) holds fewer bytes than the
+    client sent: sent as recorded, it would save a cut-off document where the client saved nothing."""
+    partial = {**body(b"z" * 1000, "application/octet-stream", request=True), "_incomplete": True}
+    rec = recording(entry("POST", headers={"X-WOPI-Override": "PUT"}, sent=partial, status=400))
+    with pytest.raises(CannotReplay, match="holds only the 1000 bytes of its body the server read"):
+        build(rec.exchanges[0], start(rec))
+    whole = recording(entry("POST", headers={"X-WOPI-Override": "PUT"}, sent={**partial, "_incomplete": False}))
+    assert build(whole.exchanges[0], start(whole)).body == b"z" * 1000
+
+
 # -- learning and judging --------------------------------------------------------------------------------------
 
 
@@ -860,6 +871,18 @@ def test_json_recorded_as_a_digest_only_is_not_compared_and_says_so():
     ]
 
 
+def test_an_answer_recorded_only_in_part_is_not_compared_and_says_so():
+    recorded = entry(answer=b"y" * 100)
+    recorded["response"]["content"]["_incomplete"] = True
+    rec = recording(recorded)
+    whole = answer(data=b"x" * 300, headers={"Content-Type": "application/octet-stream"})
+    verdict = judge(rec.exchanges[0], whole, start(rec))
+    assert verdict.differences == []
+    assert verdict.notes == ["body not compared: the recorded answer broke off after 100 bytes"]
+    rec = recording(entry(answer=b"y" * 100))  # a whole one is compared
+    assert [d.where for d in judge(rec.exchanges[0], whole, start(rec)).differences] == ["body"]
+
+
 def test_templates_capture_placeholders():
     assert match_template("Bearer {{api_token:1}}", "Bearer abc") == {"{{api_token:1}}": "abc"}
     assert match_template("{{a:1}}.{{a:1}}", "x.y") is None
@@ -886,7 +909,7 @@ def test_the_report_lines_summary_and_junit():
     rec = recording(entry(operation="CheckFileInfo"), entry(operation="GetFile"), entry(operation="Lock"))
     first, second, third = rec.exchanges
     results = [
-        Result(1, first, MATCHED, 200, seconds=0.004),
+        Result(1, first, MATCHED, 200, seconds=0.004, notes=["body not compared: why"]),
         Result(1, second, DIVERGED, 404, [Difference("status", "200", "404")], seconds=0.002),
         Result(1, third, ERROR, error="it needs {{x:1}}"),
     ]
@@ -936,6 +959,9 @@ def test_the_report_lines_summary_and_junit():
     cases = suites.findall("testsuite/testcase")
     assert cases[1].find("failure").get("message") == "status: recorded 200, actual 404"
     assert cases[2].find("error").get("message") == "it needs {{x:1}}"
+    # a passed request's notes (what was not compared) reach CI too
+    assert cases[0].find("failure") is None and cases[0].find("system-out").text == "note: body not compared: why"
+    assert cases[1].find("system-out") is None
 
 
 def test_a_host_that_does_not_answer_gives_errors_that_show_no_token(tmp_path):

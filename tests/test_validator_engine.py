@@ -747,6 +747,10 @@ def test_categories_and_user_agent(engine, document):
     everything = engine(xml, document)
     assert everything["Native"].requests[0].headers["User-Agent"] == OFFICE_NATIVE_CLIENT_USER_AGENT
     assert "User-Agent" not in everything["Core"].requests[0].headers
+    # a selection of no test would pass a CI job whose category was mistyped: it is refused, as a missing name is
+    only_native = suite(group("G", case("Native", "<CheckFileInfo />", category="OfficeNativeClient")))
+    with pytest.raises(DefinitionError, match="No test of group G is in category OfficeOnline"):
+        engine(only_native, document, "G", category="OfficeOnline")
 
 
 def test_delay_groups_are_skipped_unless_asked(engine, document):

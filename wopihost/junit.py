@@ -28,6 +28,7 @@ class Case:
     error: str | None = None  # ... of a case that could not be run to a verdict
     skipped: str | None = None  # ... of a skipped case
     details: str = ""  # the failure's or error's full text
+    output: str = ""  # what else the case has to say (a passed replay request's notes: what was not compared)
 
 
 @dataclass
@@ -64,5 +65,7 @@ def junit_xml(name: str, suites: Iterable[Suite]) -> bytes:
                 ET.SubElement(item, "error", message=_xml(case.error)).text = details
             elif case.skipped is not None:
                 ET.SubElement(item, "skipped", message=_xml(case.skipped))
+            if case.output:
+                ET.SubElement(item, "system-out").text = _xml(case.output)
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from .. import graph
-from ..body import BODY_TAP
+from ..body import BODY_FAILED, BODY_TAP
 from ..config import Settings
 from ..credentials import CREDENTIALS, SHAPES
 from ..har import is_json
@@ -213,13 +213,19 @@ class _Exchange:
     def _sent_by_server(self) -> int:
         """What the server sent of a file it was handed: our worker's socket counts what sendfile sent
         (wopihost/worker.py); otherwise the server wrote it all (its Content-Length), or gave up partway."""
-        if self.environ.get("REQUEST_METHOD") == "HEAD" or self.status[:3] in ("204", "304"):
+        declared = self._response_length()
+        if declared == 0:
             return 0
         sent = getattr(self.environ.get("gunicorn.socket"), "sendfile_sent", None)
-        if sent is not None:
-            return sent
+        return sent if sent is not None else declared or 0
+
+    def _response_length(self) -> int | None:
+        """The length of the response's body as its head declares it: 0 where none is sent (HEAD, 204, 304),
+        None where the head says nothing (a chunked body)."""
+        if self.environ.get("REQUEST_METHOD") == "HEAD" or self.status[:3] in ("204", "304"):
+            return 0
         length = next((value for name, value in self.headers if name.lower() == "content-length"), "")
-        return int(length) if digits(length) else 0
+        return int(length) if digits(length) else None
 
     def finish(self) -> None:
         try:
@@ -241,8 +247,9 @@ class _Exchange:
         request = self.request
         request["cookies"], request["headersSize"], request["bodySize"] = [], -1, request_body.size
         if request_body.size or _declares_body(environ):
-            request["postData"] = _post_data(
-                redactor, request_body, environ.get("CONTENT_TYPE", ""), _declared(environ), self.known, raw
+            request["postData"] = _post_data(redactor, request_body, environ.get("CONTENT_TYPE", ""), self.known, raw)
+            _say_if_incomplete(
+                request["postData"], "read", request_body.size, _declared(environ), environ.get(BODY_FAILED)
             )
         hands: Seen = []
         headers = [{"name": name, "value": redactor.header(name.lower(), value, hands)} for name, value in self.headers]
@@ -253,6 +260,8 @@ class _Exchange:
             "wait": _ms(max(0.0, responded - read_until)),
             "receive": _ms(ended - responded),
         }
+        content = _content(redactor, response_body, mime, hands, self.known, raw)
+        _say_if_incomplete(content, "sent", response_body.size, self._response_length())
         entry = {
             "time": round(timings["send"] + timings["wait"] + timings["receive"], 3),
             "request": request,
@@ -262,7 +271,7 @@ class _Exchange:
                 "httpVersion": request["httpVersion"],
                 "headers": headers,
                 "cookies": [],
-                "content": _content(redactor, response_body, mime, hands, self.known, raw),
+                "content": content,
                 "redirectURL": "",
                 "headersSize": -1,
                 "bodySize": response_body.size,
@@ -428,9 +437,7 @@ def _withheld(capture: Capture) -> dict:
     }
 
 
-def _post_data(
-    redactor: Redactor, capture: Capture, mime: str, declared: int | None, known: Seen, raw: _RawPieces
-) -> dict:
+def _post_data(redactor: Redactor, capture: Capture, mime: str, known: Seen, raw: _RawPieces) -> dict:
     post: dict = {"mimeType": mime}
     if capture.kept is not None:
         stored = _stored(redactor, capture, mime, None, known, raw)
@@ -440,10 +447,22 @@ def _post_data(
     else:
         post["_size"] = capture.size
     post["_sha256"] = capture.sha256()
-    if declared is not None and capture.size < declared:
-        read = f"the server read {capture.size} of the {declared} bytes sent; bodySize and _sha256 are of those"
-        post["comment"] = f"{post['comment']}; {read}" if "comment" in post else read
     return post
+
+
+def _say_if_incomplete(body: dict, verb: str, size: int, declared: int | None, broken: object = False) -> None:
+    """Mark a body that passed only in part (`_incomplete`, and why, in its comment): a request's the server did
+    not read whole (it answered first, or the body broke off: docs/testing.md), a response's the client did not
+    get whole. A replay cannot send the one, nor compare the other."""
+    if declared is not None and size < declared:
+        why = f"the server {verb} {size} of the {declared} bytes"
+    elif broken:
+        why = f"the body broke off, or the server gave it up, after {size} bytes"
+    else:
+        return
+    why += "; bodySize and _sha256 are of those"
+    body["_incomplete"] = True
+    body["comment"] = f"{body['comment']}; {why}" if "comment" in body else why
 
 
 def _content(redactor: Redactor, capture: Capture, mime: str, seen: Seen, known: Seen, raw: _RawPieces) -> dict:

@@ -8,7 +8,7 @@ without the key. Assembly numbers them (assembly.py), one placeholder for one va
 
 Where a secret is: wopihost/credentials.py (the patterns the logs redact), in URLs, headers and bodies of any
 type; the places the contract names on top of them: the X-WOPI-Proof, X-WOPI-ProofOld and
-X-WOPI-UploadSessionToken headers, the credentials of Authorization and Proxy-Authorization, a Cookie header,
+X-WOPI-UploadSessionToken headers, the credentials of Authorization and Proxy-Authorization, a Cookie header (and each cookie in it),
 and the MessageJSON frame a CSPP framed body starts with; and in a body, whatever else the request's URL and
 headers carried as a secret.
 """
@@ -122,7 +122,10 @@ class Redactor:
         a Graph API token, or on WOPI an access token (docs/wopi.md §1.2), often the very one of the query."""
         kind = WHOLE_VALUE.get(name)
         if kind is not None:
-            return self._whole(kind, value, seen)
+            whole = self._whole(kind, value, seen)
+            if name == "cookie" and seen is not None:
+                self._cookie_values(value, seen)
+            return whole
         if name in AUTHORIZATION:
             scheme, space, rest = value.strip().partition(" ")
             if not space:  # no scheme: all of it is the credential
@@ -133,6 +136,15 @@ class Redactor:
         if name in NO_CREDENTIAL:
             return value
         return self.text(value, seen)
+
+    def _cookie_values(self, value: str, seen: Seen) -> None:
+        """Each cookie's value, a secret of its own: a body (a user's info, an answer quoting it) may hold one
+        cookie of the header without the others. Listed after the whole header's value, so that bodies are
+        searched for that first."""
+        for pair in value.split(";"):
+            cookie = pair.partition("=")[2].strip().strip('"')
+            if len(cookie) >= _KNOWN_SHORTEST and cookie != value:
+                self._whole("token", cookie, seen)
 
     def _whole(self, kind: str, value: str, seen: Seen | None) -> str:
         if not value:

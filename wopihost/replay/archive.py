@@ -34,6 +34,7 @@ class Body:
     sha256: str | None
     data: bytes | None
     text: bool  # recorded as text (JSON, text/*, forms, XML), not base64
+    incomplete: bool = False  # only part of it passed: the server answered before reading it all, or it broke off
 
     @property
     def media_type(self) -> str:
@@ -200,6 +201,7 @@ class _Reader:
         text = self.get(obj, "text", str, where, None)
         # a request's postData says base64 with _encoding, a response's content with encoding (HAR's own key)
         encoding = self.get(obj, "_encoding" if request is not None else "encoding", str, where, None)
+        incomplete = self.get(obj, "_incomplete", bool, where, False)
         if text is None:
             if request is not None:
                 size = self.get(obj, "_size", int, where)
@@ -207,7 +209,7 @@ class _Reader:
                 size = self.get(obj, "size", int, where)
             if size and sha256 is None:
                 raise self.fail(where, "has neither text nor _sha256")
-            return Body(mime, size, sha256, None if size else b"", False)
+            return Body(mime, size, sha256, None if size else b"", False, incomplete)
         if encoding == "base64":
             try:
                 data = base64.b64decode(text, validate=True)
@@ -217,7 +219,7 @@ class _Reader:
             data = text.encode("utf-8", "surrogatepass")
         else:
             raise self.fail(where, f"has an encoding {encoding!r} other than base64")
-        return Body(mime, len(data), sha256, data, encoding is None)
+        return Body(mime, len(data), sha256, data, encoding is None, incomplete)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

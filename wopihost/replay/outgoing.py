@@ -74,6 +74,11 @@ def _body(exchange: Exchange, bindings: Bindings, record_limit: int | None) -> b
     body = exchange.body
     if body is None:
         return None
+    if body.incomplete:  # sent as recorded, it could save a cut-off document where the client saved nothing
+        raise CannotReplay(
+            f"the recording holds only the {body.size} bytes of its body the server read: the server answered "
+            "before reading the rest, or the body broke off"
+        )
     if body.data is None:
         limit = f" ({record_limit} bytes)" if record_limit is not None else ""
         raise CannotReplay(

@@ -151,5 +151,7 @@ def junit(run: Run, recording: Recording) -> bytes:
             case.details = "\n".join(lines(result, shown=None)[1:])
         elif result.outcome == ERROR:
             case.error = result.error or "error"
+        else:
+            case.output = "\n".join(f"note: {note}" for note in result.notes)
         suite.cases.append(case)
     return junit_xml("wopihost replay", suites.values())

@@ -137,6 +137,9 @@ class Runner:
                 raise DefinitionError(f"Could not find a test case named {name}")
             if found > 1:
                 raise DefinitionError(f"More than one test case is named {name}")
+        if not chosen:  # a run of no test would pass: a mistyped category must not pass a CI job
+            where = f"group {group}" if group is not None else "the definitions"
+            raise DefinitionError(f"No test of {where} is in category {self.category}")
         return chosen
 
     def _in_category(self, test: TestCase) -> bool:
