@@ -10,11 +10,13 @@ import io
 import json
 import logging
 import re
+import threading
 from datetime import timedelta
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 import webtest
 
 from wopihost.app import create_app
@@ -23,8 +25,10 @@ from wopihost.clock import to_epoch_ms
 from wopihost.discovery import DiscoveryCache
 from wopihost.errors import WopiError
 from wopihost.faults import RETRY_AFTER, Unavailable
+from wopihost.models import AccessToken
+from wopihost.prepared import Statements
 
-from .helpers import FIXTURES_DIR, WopiClient
+from .helpers import FIXTURES_DIR, WopiClient, wait_until, waits_for_another_writer
 
 PUBLIC = "https://wopi.example.test"
 CLIENT = "https://word.client.test"
@@ -464,6 +468,49 @@ def test_revoking_an_api_token_revokes_the_links_and_tokens_the_launch_api_made_
     assert wopi.check_file_info().status_int == 401 and wopi.lock("L").status_int == 401
     refused_alike(browser, spare.removeprefix(PUBLIC))
     assert Page(browser.get(kept.removeprefix(PUBLIC)).text).fields["access_token"]  # another token's: untouched
+
+
+def test_an_api_token_revoked_while_the_launch_api_waits_to_write_makes_no_link(host_services, browser, doc, database):
+    """The launch API found its caller's token live, then waited for another writer: the revocation that writer
+    made lands first, and the link whose token would have outlived it is refused."""
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+    answers = []
+    with host_services.db.write() as s:
+        assert host_services.tokens.revoke(s, token=token.token) == 1  # its row held (SQLite: the turn to write)
+        asking = threading.Thread(target=lambda: answers.append(api(browser, token.token, {"fileId": doc.id}, "*")))
+        asking.start()
+        assert wait_until(lambda: waits_for_another_writer(database, asking)), "the launch API never waited"
+    asking.join(30)
+    assert answers[0].status_int == 401 and answers[0].json["error"]["code"] == "unauthenticated"
+    with host_services.db.read() as s:
+        assert (
+            s.scalar(sa.select(sa.func.count()).select_from(AccessToken).where(AccessToken.parent_jti.is_not(None)))
+            == 0
+        )
+
+
+def test_a_revocation_waits_for_a_launch_link_being_made_under_its_token_and_revokes_it_too(
+    host_services, browser, doc, database
+):
+    """What the launch API's transaction does, held open: the API token asked again (its row held, on PostgreSQL)
+    and the link's token made under it. A revocation meanwhile waits for it, then revokes the new token too."""
+    token, _ = host_services.issue_api_token("alice", can_write=True)
+    revoked = []
+
+    def revoke():
+        with host_services.db.write() as s:
+            revoked.append(host_services.tokens.revoke(s, token=token.token))
+
+    with host_services.db.write() as s:
+        with Statements.in_session(s) as t:
+            host_services.tokens.require_live(t, token.grant)
+        child = host_services.tokens.issue(s, doc.id, "alice", "w", token.grant.expires_at, parent=token.grant.jti)
+        revoking = threading.Thread(target=revoke)
+        revoking.start()
+        assert wait_until(lambda: waits_for_another_writer(database, revoking)), "the revocation never waited"
+    revoking.join(30)
+    assert revoked == [2]  # the API token and the link's
+    assert WopiClient(browser, doc.id, child.token).check_file_info().status_int == 401
 
 
 @pytest.mark.parametrize(

@@ -214,7 +214,7 @@ def create_link() -> Response:
         can_write=grant.can_write,
         ttl=min(timedelta(seconds=settings.launch_link_ttl), left),
         token_ttl=min(timedelta(seconds=settings.token_ttl), left),
-        under=grant.jti,
+        under=grant,
     )
     response = jsonify(
         {

@@ -23,6 +23,7 @@ from .drives import Drives
 from .errors import WopiError, unauthorized
 from .ids import is_id
 from .models import File, Folder
+from .prepared import Statements
 from .tokens import LAUNCH, Grant, Tokens
 from .users import ensure_user
 
@@ -69,12 +70,12 @@ class LaunchLinks:
         can_write: bool,
         ttl: timedelta,
         token_ttl: timedelta,
-        under: str | None = None,
+        under: Grant | None = None,
     ) -> LaunchLink:
         """A link for `user_id` to open `file_id` on `action`, valid for `ttl`, with a new access token valid for
-        `token_ttl` once opened. `under`: the jti of the API token of the launch API's caller, who must reach the
-        file's drive and whose token's revocation revokes the link's (`wopihost open` is the administrator).
-        WopiError 400/403/404 if not allowed."""
+        `token_ttl` once opened. `under`: the API token of the launch API's caller, who must reach the file's
+        drive and whose token's revocation revokes the link's (`wopihost open` is the administrator).
+        WopiError 400/403/404 if not allowed, 401 if `under` was revoked meanwhile."""
         if action not in ACTIONS:
             raise WopiError(400, f"the host page's actions are {', '.join(ACTIONS)}, not {action!r}")
         if action in WRITING_ACTIONS and not can_write:
@@ -86,9 +87,14 @@ class LaunchLinks:
                 raise WopiError(404, "no such file", code="itemNotFound")
             if under is not None:
                 self.drives.reachable(s, user_id, s.get_one(Folder, file.folder_id).drive_id)
+                # asked again where the link's token is made, the last lock taken: a revocation of `under` then
+                # either lands first (401) or waits for this token's row and revokes it too (Tokens.revoke)
+                with Statements.in_session(s) as t:
+                    self.tokens.require_live(t, under)
             else:
                 ensure_user(s, user_id, now)
-            issued = self.tokens.issue(s, file_id, user_id, "w" if can_write else "r", now + token_ttl, parent=under)
+            rights, parent = "w" if can_write else "r", under.jti if under is not None else None
+            issued = self.tokens.issue(s, file_id, user_id, rights, now + token_ttl, parent=parent)
         ticket = self.tokens.ticket(issued.grant, file_id, ttl, LAUNCH)
         return LaunchLink(action, file_id, ticket, min(issued.grant.expires_at, now + ttl).replace(microsecond=0))
 

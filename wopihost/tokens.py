@@ -298,6 +298,13 @@ class Tokens:
             query = query.where(AccessToken.file_id.in_(_resources_in(drive_id)))
         if token is None and file_id is None and user_id is None and drive_id is None:
             raise ValueError("say which tokens to revoke")
+        revoked = 0
+        if token is not None or user_id is not None:
+            # The token's own row first (of a user's, the API tokens'), a statement of its own: on PostgreSQL (READ
+            # COMMITTED) it waits for a launch link being issued under it (which holds that row: LaunchLinks.issue)
+            # to commit, and the next statement, a later snapshot, sees the link's token and revokes it too.
+            own = AccessToken.jti == jti if token is not None else AccessToken.file_id == API
+            revoked = cast(sa.CursorResult, session.execute(query.where(own).values(revoked_at=now))).rowcount
         if file_id is not None and token is None and drive_id is None and is_id(file_id):
             # First the file's row, which every change to the file holds as it asks require_live: one in flight
             # lands before this returns, and a later one finds the revocation. A deleted file needs none (404).
@@ -305,7 +312,7 @@ class Tokens:
                 key = {"file_id": file_id, "user_id": user_id or ""}
                 if not insert_if_absent(session, FileRevocation, **key, revoked_at=now):
                     session.execute(sa.update(FileRevocation).filter_by(**key).values(revoked_at=now))
-        return cast(sa.CursorResult, session.execute(query.values(revoked_at=now))).rowcount
+        return revoked + cast(sa.CursorResult, session.execute(query.values(revoked_at=now))).rowcount
 
     def purge(self, session: Session) -> int:
         """Delete the rows of expired and revoked tokens (a token without a row is refused anyway), and the
