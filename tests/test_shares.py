@@ -415,6 +415,21 @@ def test_a_share_url_with_a_slash_after_it_opens_the_page(tree, file_link, folde
     assert testapp.get(local(file_link()) + "/content/", expect_errors=True).status_int == 404
 
 
+def test_a_path_with_doubled_slashes_is_no_redirect_that_repeats_its_credential(tree, file_link, client_for, testapp):
+    """Werkzeug answered `/s/{id}//`, `/wopi//files/{id}?access_token=...` with its own 308 to the merged path:
+    the link's id or the token in Location and in the body, cacheable, without the pages' headers."""
+    link = local(file_link())
+    wopi = client_for(tree.shared_file)
+    for path in (
+        link + "//",
+        link.replace("/s/", "/s//"),
+        f"/wopi//files/{tree.shared_file.id}?access_token={wopi.token}",
+    ):
+        answer = testapp.get(path, expect_errors=True)
+        assert answer.status_int == 404 and "Location" not in answer.headers, path
+        assert link.rsplit("/", 1)[1] not in answer.text and wopi.token not in answer.text
+
+
 def test_file_content_is_the_exact_bytes_as_an_attachment_with_ranges(make_file, client_for, testapp):
     content = bytes(range(256)) * 4
     file = make_file(content, "Tom & Jerry.bin")

@@ -122,6 +122,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # Werkzeug would look, on every request, for another rule of the endpoint whose defaults make the URL a
     # redirect; no two of our rules can (their defaults differ), and the search cost 5% of a CheckFileInfo.
     app.url_map.redirect_defaults = False
+    # nor answer a path with doubled slashes with its own redirect: a 308 that would repeat a share link's id, a
+    # launch ticket or an access token in Location, cacheable and without the pages' headers (each face's 404)
+    app.url_map.merge_slashes = False
     metrics = _metrics(app, services)
     app.response_class = WopiResponse
     app.extensions["wopihost"] = services
