@@ -164,8 +164,9 @@ def test_the_pages_headers_keep_it_out_of_caches_and_referers_and_confine_it(hos
         ("https://Word.Client.test:443", CLIENT, ".client.test"),
         ("https://word.client.test:8443", "https://word.client.test:8443", ".client.test:8443"),
         ("https://wörd.ëxample.test", "https://xn--wrd-sna.xn--xample-ova.test", ".xn--xample-ova.test"),
+        ("https://[0:0::1]:8443", "https://[::1]:8443", None),
     ],
-    ids=["case-and-default-port", "other-port", "idn"],
+    ids=["case-and-default-port", "other-port", "idn", "ipv6"],
 )
 def test_the_client_origin_is_spelled_as_a_browser_spells_it(settings, clock, tmp_path, client, origin, siblings):
     """MessageEvent.origin is lower case, in ASCII and without a default port; a header holds only latin-1."""
@@ -176,9 +177,24 @@ def test_the_client_origin_is_spelled_as_a_browser_spells_it(settings, clock, tm
         services = app.extensions["wopihost"]
         response = webtest.TestApp(app).get(launch(services, services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))))
         assert f'var clientOrigin = "{origin}",' in response.text
-        assert f'siblings = "{siblings}";' in response.text
+        assert f"siblings = {json.dumps(siblings)};" in response.text
         csp = dict(part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";"))
         assert csp["frame-src"] == f"{origin} https:" and csp["img-src"] == origin
+    finally:
+        app.extensions["wopihost"].db.dispose()
+
+
+def test_a_discovery_host_that_is_no_host_name_writes_no_directive_into_the_policy(settings, clock, tmp_path):
+    """The IDNA codec checks only label lengths: a `;` in the icon's host ended img-src and began a directive of
+    the discovery's choosing (a second frame-ancestors, say). Such an icon is shown as none."""
+    path = tmp_path / "discovery.xml"
+    path.write_text(DISCOVERY.replace(f'favIconUrl="{CLIENT}/', 'favIconUrl="https://x.test;frame-ancestors */'))
+    app = create_app(settings.with_changes(discovery_url=str(path), proof_keys="off"), clock)
+    try:
+        services = app.extensions["wopihost"]
+        response = webtest.TestApp(app).get(launch(services, services.add_file("alice", "Doc.docx", io.BytesIO(b"x"))))
+        policy = response.headers["Content-Security-Policy"]
+        assert "img-src 'none';" in policy and policy.count("frame-ancestors") == 1
     finally:
         app.extensions["wopihost"].db.dispose()
 

@@ -8,7 +8,9 @@ the token never appears in a URL. It answers the client's PostMessage only from 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 import secrets
 from datetime import timedelta
 from urllib.parse import quote, urlsplit
@@ -318,6 +320,9 @@ def _pass_through_wd(url: str) -> str:
     return with_query(url, extra) if extra else url
 
 
+_HOST = re.compile(r"[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*\.?")
+
+
 def _origin(url: str) -> tuple[str, str, str]:
     """(scheme, host, ":port" or "") of `url` as a browser spells its origin, which the page compares with
     MessageEvent.origin and which a Content-Security-Policy header (latin-1) must hold: the host in lower
@@ -327,8 +332,10 @@ def _origin(url: str) -> tuple[str, str, str]:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an absolute http(s) URL: {url[:100]!r}")
     host = parts.hostname.encode("idna").decode("ascii")
-    if ":" in host:
-        host = f"[{host}]"
+    if ":" in host and "%" not in host:  # (a zone id is no part of an origin)
+        host = f"[{ipaddress.IPv6Address(host)}]"
+    elif not _HOST.fullmatch(host):  # the IDNA codec checks only label lengths: `;` would end a CSP directive
+        raise ValueError(f"not a host name: {host[:100]!r}")
     port = parts.port
     return parts.scheme, host, f":{port}" if port is not None and port != DEFAULT_PORTS.get(parts.scheme) else ""
 
