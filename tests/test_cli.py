@@ -654,6 +654,11 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
     link = services.shares.link(added["id"], "ReadOnly", "u")
     assert [s["item_id"] for s in j("shares", "list")] == [added["id"]]
     assert j("shares", "revoke", link.id) == {"revoked": 1}
+    # the list shows no link whole: one of an item's links is revoked by its type
+    for kind in ("ReadWrite", "ReadOnly"):
+        services.shares.link(added["id"], kind, "u")
+    assert j("shares", "revoke", "--item", added["id"], "--type", "ReadWrite") == {"revoked": 1}
+    assert [s["type"] for s in j("shares", "list") if s["revoked"] is None] == ["ReadOnly"]
     assert j("activities", added["id"]) == []
     assert j("sessions", "list") == [] and j("lock", "list") == []
     assert wopi_client(run, served, added["id"]).op("LOCK", X_WOPI_Lock="L").status_int == 200

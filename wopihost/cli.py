@@ -43,7 +43,7 @@ from .logs import JsonFormatter
 from .models import Drive, File, Folder
 from .names import InvalidName, check
 from .services import Services, refuse_missing_data_dir
-from .shares import link_id_of
+from .shares import URL_TYPES, link_id_of
 from .storage import Readable
 from .tokens import IssuedToken
 from .tree import Tree
@@ -751,22 +751,27 @@ def shares_list(item_id: str | None, as_json: bool) -> None:
 @shares_group.command("revoke")
 @click.argument("link", required=False)
 @click.option("--item", "item_id", help="Revoke every link to this file or folder.")
+@click.option(
+    "--type", "url_type", type=click.Choice(URL_TYPES), help="With --item: only its links of this type (as listed)."
+)
 @json_option
-def shares_revoke(link: str | None, item_id: str | None, as_json: bool) -> None:
-    """Revoke one share link (its URL, its id or a Graph share id), or every link to an item; fails if no live
-    link matched."""
+def shares_revoke(link: str | None, item_id: str | None, url_type: str | None, as_json: bool) -> None:
+    """Revoke one share link (its URL, its id or a Graph share id), or every link to an item (of one type); fails
+    if no live link matched."""
     if not (link or item_id):
         raise click.UsageError("give a LINK or --item")
+    if url_type and not item_id:
+        raise click.UsageError("--type goes with --item")
     services = _services()
     link_id = None
     if link:
         link_id = link_id_of(link, services.settings.public_url)
         if link_id is None:
             raise click.ClickException(f"{link} is not a share link of this host")
-    count = services.shares.revoke(link_id, item_id)
+    count = services.shares.revoke(link_id, item_id, url_type)
     if not count:
         raise click.ClickException(
-            ("no live share link with that id" if link_id else f"no live share link to {item_id}")
+            ("no live share link with that id" if link_id else f"no live {url_type or 'share'} link to {item_id}")
             + ": nothing was revoked"
         )
     if as_json:

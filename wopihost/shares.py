@@ -126,7 +126,8 @@ class ShareLinks:
                 raise not_found("the shared item no longer exists")
             return Shared(link, file, s.get_one(Folder, file.folder_id).drive_id)
 
-    def revoke(self, link_id: str | None = None, item_id: str | None = None) -> int:
+    def revoke(self, link_id: str | None = None, item_id: str | None = None, url_type: str | None = None) -> int:
+        """Revoke one link, or an item's (those of one type): how many were live."""
         if link_id is None and item_id is None:
             raise ValueError("say which links to revoke")
         query = sa.update(ShareLink).where(ShareLink.revoked_at.is_(None))
@@ -134,6 +135,8 @@ class ShareLinks:
             query = query.where(ShareLink.id == link_id)
         if item_id is not None:
             query = query.where(ShareLink.item_id == item_id)
+        if url_type is not None:
+            query = query.where(ShareLink.url_type == url_type)
         with self.db.write() as s:
             return cast(sa.CursorResult, s.execute(query.values(revoked_at=self.clock.now()))).rowcount
 
