@@ -636,6 +636,27 @@ def test_a_session_of_more_pieces_than_descriptors_commits(locked, services):
     assert services.sessions.list() == []
 
 
+def test_one_frame_in_more_pieces_than_descriptors_is_stored_and_commits(locked, services):
+    """Each piece read back the frame the earlier ones left unfinished, opening every piece that held it: a chunk
+    sent in tiny pieces took that past the process's descriptor limit (a 500, for every later piece too). Past
+    MAX_BLOBS pieces holding one frame, pieces are no longer decoded; the commit decodes the rest."""
+    payload = os.urandom(16 << 10)
+    stream = chunk_frames([(chunk_id(payload), payload)])
+    token, piece = create_session(locked), len(stream) // (3 * sessions.MAX_BLOBS) + 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + sessions.MAX_BLOBS + 8, hard))
+    try:
+        for offset in range(0, len(stream), piece):
+            response = update_session(locked, token, offset, stream[offset : offset + piece])
+            assert response.status_int == 200, (offset // piece, response.headers)
+        main, _ = full_file(payload)
+        response = put_chunked(locked, {"MainContent": main}, [], session=token, X_WOPI_Lock="L")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_int == 200, response.headers
+    assert locked.get_file().body == payload
+
+
 @pytest.mark.parametrize("pieces", [4, 5, 4 * 4 + 3, 4 * 4 * 4 + 1])
 def test_a_session_of_many_pieces_is_saved_in_at_most_max_blobs_blobs(locked, services, monkeypatch, pieces):
     at_most(monkeypatch, 4)  # runs of 4 pieces: 19 pieces merge twice, 65 three times

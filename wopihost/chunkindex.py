@@ -10,8 +10,9 @@ is the exception: the commit first copies them into that many, sessions.merge_pi
 from the start of the stream, not of a piece, so the index holds for the copies.)
 
 The next piece resumes at that frame boundary, reading the unfinished frame's first part back from the store:
-at most one frame. Past MAX_CARRY (a chunk larger than any real client sends) pieces stop decoding, and the
-commit decodes the rest; the result is the same either way.
+at most one frame. Past MAX_CARRY (a chunk larger than any real client sends), or past MAX_BLOBS pieces holding
+one frame (a client sending tiny pieces, each of which would open them all and read them back), pieces stop
+decoding, and the commit decodes the rest; the result is the same either way.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 from .cspp.chunkid import ChunkHasher, encode_chunk_id
 from .cspp.frames import ChunkData, ChunkEnd, ChunkRangeStart, ChunkStart, FrameDecoder, FrameError, MessageJSON
 from .errors import bad_request
-from .extents import Extent, Extents
+from .extents import MAX_BLOBS, Extent, Extents
 from .models import SessionChunk, UploadPiece, UploadSession
 from .storage import Opened, Readable, Storage
 
@@ -208,15 +209,15 @@ class PieceIndexer:
 
 def indexer_for(s: Session, blobs: Storage, session: Any, max_payload: int) -> PieceIndexer | None:
     """The indexer of the next piece of `session` (a state row), or None when pieces are no longer decoded (a
-    framing error is recorded, or the unfinished frame is longer than MAX_CARRY)."""
+    framing error is recorded, or the unfinished frame is longer than MAX_CARRY or held by more than MAX_BLOBS
+    pieces: each piece opens them all to read it back)."""
     if session.frame_error or session.received - session.indexed > MAX_CARRY:
         return None
     # only the pieces that hold the unfinished frame: reading every piece of the session would grow with it
     holding = UploadPiece.offset + UploadPiece.length > session.indexed
-    pieces = s.scalars(
-        sa.select(UploadPiece).where(UploadPiece.token == session.token, holding).order_by(UploadPiece.offset)
-    )
-    return PieceIndexer(blobs, session, list(pieces), max_payload)
+    query = sa.select(UploadPiece).where(UploadPiece.token == session.token, holding).order_by(UploadPiece.offset)
+    pieces = list(s.scalars(query.limit(MAX_BLOBS + 1)))
+    return PieceIndexer(blobs, session, pieces, max_payload) if len(pieces) <= MAX_BLOBS else None
 
 
 class _Tee:

@@ -250,11 +250,7 @@ class BlobStore:
 
     def open(self, names: Iterable[str] = ()) -> OpenBlobs:
         """`names` opened together for reading (FileNotFoundError if one is gone)."""
-        try:
-            return OpenBlobs(self, names)
-        except OSError as exc:
-            _raise_if_out_of_descriptors(exc)
-            raise
+        return OpenBlobs(self, names)
 
     def exists(self, name: str) -> bool:
         return self.path(name).exists()
@@ -398,7 +394,11 @@ class OpenBlobs:
 
     def add(self, name: str, size: int | None = None) -> None:
         if name not in self._fds:
-            self._fds[name] = os.open(self._blobs.location(name), os.O_RDONLY)
+            try:
+                self._fds[name] = os.open(self._blobs.location(name), os.O_RDONLY)
+            except OSError as exc:
+                _raise_if_out_of_descriptors(exc)
+                raise
 
     def adopt(self, other: OpenBlobs) -> None:
         """Take over `other`'s descriptors (closing any it shares with us); `other` is left empty."""
