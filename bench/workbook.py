@@ -6,11 +6,11 @@ prints the median of --repeat runs of:
 * createSession, persistent and non-persistent (the latter copies the file);
 * a range read (A1:C10) and a range PATCH (A1:B2, which the formulas depend on), inside a persistent
   session, a non-persistent one, and with no session;
-* the server's peak memory (RSS of master + workers, and of the largest process) while doing so, beside its
-  RSS when idle; and the size limit, WOPIHOST_MAX_WORKBOOK_SIZE.
+* the server's peak memory (RSS of master, workers and the processes their workbook calls run in, and of the
+  largest process) while doing so, beside its RSS when idle; and the size limit, WOPIHOST_MAX_WORKBOOK_SIZE.
 
-Every call opens the workbook from storage (nothing of it stays in a worker between calls), so a call's cost
-grows with the workbook's size; a write also saves it. That is what these figures show.
+A call opens the workbook from storage unless its process holds it from the call before (docs/graph.md §10.1),
+so its cost grows with the workbook's size; a write also saves it. That is what these figures show.
 
     python bench/workbook.py [--sizes 1MiB,10MiB] [--repeat 5] [--workers 2] [--database URL]
 """

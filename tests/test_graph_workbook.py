@@ -26,6 +26,7 @@ from openpyxl.workbook.defined_name import DefinedName
 from wopihost.app import create_app
 from wopihost.ids import new_id
 from wopihost.models import WorkbookOperation, WorkbookSession
+from wopihost.xlsx.calculator import Calculators
 
 from .helpers import (
     GraphClient,
@@ -970,6 +971,38 @@ def test_read_only_token(graph, graph_for, services, client_for):
     assert values(reader, "A4", temporary) == [[10]]
     assert values(reader, "A1") == [[1]]
     assert version(services, client_for, file_id) == before
+
+
+def test_a_calculation_past_the_memory_cap_is_400_and_ends_only_its_process(graph, graph_for, services):
+    """Array arithmetic makes a result far larger than the ranges it names, past any check of the formula: here a
+    million by a million. IronCalc aborts the process an allocation fails in; that is the call's child (with its
+    address space capped), not the worker, which a read-only token could otherwise have killed."""
+    upload(graph)
+    reader = graph_for("alice", can_write=False)
+    session = create(reader, False)
+    answer = patch(reader, "E1", {"formulas": [["=ROWS(A1:A1048576*TRANSPOSE(A1:A1048576))"]]}, session)
+    assert answer.status_int == 400, answer
+    assert graph_error(answer) == ("invalidRequest", "unsupportedWorkbook")
+    assert "WOPIHOST_WORKBOOK_MEMORY" in answer.json["error"]["message"]
+    assert values(reader, "A4", session) == [[6]] and values(reader, "E1", session) == [[""]]  # as it was
+    assert patch(reader, "E1", {"formulas": [["=ROWS(A1:A3*TRANSPOSE(A1:A3))"]]}, session).json["values"] == [[3]]
+
+
+def test_a_calculation_past_the_time_limit_is_stopped_and_400(graph, services, monkeypatch):
+    """IronCalc holds the GIL as it calculates: in the worker, every other request of it waited (and gunicorn's
+    heartbeat, which then killed it). A call's child is stopped after WOPIHOST_WORKBOOK_SECONDS instead."""
+    upload(graph)
+    settings = services.settings
+    quick = Calculators(2, settings.max_workbook_size, settings.workbook_memory, 0.5)
+    monkeypatch.setattr(services.workbooks, "calculators", quick)
+    try:
+        slow = [["=COUNT(C:F)"] * 8]  # four whole columns each, some 0.9 s to count
+        answer = patch(graph, "N1:U1", {"formulas": slow})
+        assert answer.status_int == 400, answer
+        assert "WOPIHOST_WORKBOOK_SECONDS" in answer.json["error"]["message"]
+        assert values(graph, "A4") == [[6]] and values(graph, "N1") == [[""]]  # nothing stored; the next call served
+    finally:
+        quick.stop()
 
 
 @pytest.mark.parametrize("mode", ["persistent", "sessionless", "non-persistent"])

@@ -201,6 +201,17 @@ def test_sizes_past_an_exbibyte_are_refused(tmp_path):
     assert largest.max_upload_session_size == largest.max_upload_bytes_per_user == 1 << 60  # derived: no larger
 
 
+def test_a_workbook_calls_memory_leaves_room_for_its_process(tmp_path):
+    """A workbook call's process takes some 560 MiB of address space before it opens a workbook: under a cap of
+    less, every call would fail, reported as a workbook too large to calculate."""
+    settings = Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path)})
+    assert (settings.workbook_memory, settings.workbook_seconds) == (3 << 30, 60)
+    env = {"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_WORKBOOK_MEMORY": "1GiB", "WOPIHOST_WORKBOOK_SECONDS": "5s"}
+    assert (Settings.from_env(env).workbook_memory, Settings.from_env(env).workbook_seconds) == (1 << 30, 5)
+    with pytest.raises(ConfigError, match="WOPIHOST_WORKBOOK_MEMORY: must be at least 1GiB"):
+        Settings.from_env({**env, "WOPIHOST_WORKBOOK_MEMORY": "512MiB"})
+
+
 def test_the_busy_timeout_under_its_old_name(tmp_path):
     def busy(**env: str) -> float:
         return Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), **env}).database_busy_timeout

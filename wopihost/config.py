@@ -90,6 +90,18 @@ _NO_ZERO_LIMIT = " (no limit is 0 here: to raise it, give a larger value)"
 _positive_duration = _more_than_zero(parse_duration)
 _positive_size = _more_than_zero(parse_size, _NO_ZERO_LIMIT)
 _positive_count = _more_than_zero(_count, _NO_ZERO_LIMIT)
+# A workbook call's child process takes some 560 MiB of address space before it opens a workbook (Python,
+# openpyxl, IronCalc, the deep stack it calculates on: xlsx/stack.py)
+MIN_WORKBOOK_MEMORY = 1 << 30
+
+
+def _workbook_memory(text: str) -> int:
+    value = parse_size(text)
+    if value < MIN_WORKBOOK_MEMORY:
+        raise ValueError(
+            f"must be at least 1GiB (a call's process takes some 560 MiB before it opens a workbook), not {text!r}"
+        )
+    return value
 
 
 # Peers whose X-Forwarded-* headers wopihost reads (with WOPIHOST_TRUSTED_PROXIES): the reverse proxy's address.
@@ -236,6 +248,8 @@ class Settings:
     workbook_persistent_ttl: float = 5 * 60
     workbook_temporary_ttl: float = 7 * 60
     max_workbook_sessions_per_user: int = 16  # non-persistent ones, each holding a copy of its workbook
+    workbook_memory: int = 3 << 30  # the address space of a workbook call's process (xlsx/calculator.py)
+    workbook_seconds: float = 60  # how long a workbook call may calculate
     containers: bool = True  # WOPI containers and ecosystem (SupportsContainers, SupportsEcosystem)
     file_url_ttl: float = 5 * 60
     metrics: bool = True  # /metrics (on the server's port, or at metrics_bind)
@@ -349,6 +363,8 @@ class Settings:
             workbook_persistent_ttl=parsed("WORKBOOK_PERSISTENT_TTL", "5m", _positive_duration),
             workbook_temporary_ttl=parsed("WORKBOOK_TEMPORARY_TTL", "7m", _positive_duration),
             max_workbook_sessions_per_user=parsed("MAX_WORKBOOK_SESSIONS_PER_USER", "16", _positive_count),
+            workbook_memory=parsed("WORKBOOK_MEMORY", "3GiB", _workbook_memory),
+            workbook_seconds=parsed("WORKBOOK_SECONDS", "60s", _positive_duration),
             containers=parsed("CONTAINERS", "on", parse_flag),
             file_url_ttl=parsed("FILE_URL_TTL", "5m", _positive_duration),
             metrics=parsed("METRICS", "on", parse_flag),

@@ -139,12 +139,12 @@ class LocalServer:
         return psutil.Process(self.process.pid).children()
 
     def processes(self) -> list[psutil.Process]:
-        """The master, then its workers."""
+        """The master, then its workers and theirs (the processes workbook calls run in)."""
         master = psutil.Process(self.process.pid)
-        return [master, *master.children()]
+        return [master, *master.children(recursive=True)]
 
     def rss_each(self) -> list[int]:
-        """Resident memory of the master and of each worker, in bytes."""
+        """Resident memory of the master and of each of its processes, in bytes."""
         each = []
         for proc in self.processes():
             try:
@@ -154,7 +154,7 @@ class LocalServer:
         return each
 
     def rss(self) -> int:
-        """Resident memory of the master and all workers, in bytes."""
+        """Resident memory of the master and all its processes, in bytes."""
         return sum(self.rss_each())
 
     def log_text(self) -> str:

@@ -116,6 +116,8 @@ class Services:
                 settings.workbook_persistent_ttl,
                 settings.workbook_temporary_ttl,
                 settings.max_workbook_sessions_per_user,
+                settings.workbook_memory,
+                settings.workbook_seconds,
             ),
             containers=Containers(db, tree, files),
             shares=ShareLinks(db, clock),

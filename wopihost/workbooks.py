@@ -1,9 +1,9 @@
 """Graph workbook sessions (docs/graph.md §10): persistent, non-persistent, and none.
 
-Every call acts on the workbook as it is in storage (wopihost.xlsx) and, if it changed it, stores it back,
-so any worker or node serves any session. A worker keeps the last workbook it used, under what it was
-opened from (a file's version, a session copy's blob: content that never changes under that name), so
-that the next call on it there skips opening it again.
+Every call acts on the workbook as it is in storage (wopihost.xlsx, in a child process capped in memory and
+time: xlsx/calculator.py) and, if it changed it, stores it back, so any worker or node serves any session. A
+child keeps the last workbook it used, under what it was opened from (a file's version, a session copy's blob:
+content that never changes under that name), so that the next call on it there skips opening it again.
 A persistent session (and a call with no session) writes the file itself, as a WOPI client's save
 would: a new version and sequence number, refused while someone else's lock holds the file. A
 non-persistent session works on a copy of the file made when it was created, which goes when the
@@ -23,14 +23,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from . import xlsx
 from .clock import Clock
 from .db import Database
 from .errors import WopiError
@@ -40,17 +38,16 @@ from .ids import is_id, new_id
 from .models import File, WorkbookOperation, WorkbookSession
 from .repository import lock_user, locking
 from .storage import Storage, discard
-from .xlsx import WorkbookError
+from .xlsx import Call, WorkbookError
+from .xlsx.calculator import Calculator, Calculators
 from .xlsx.errors import too_large
 
 if TYPE_CHECKING:
     from .files import Admit, Files  # files.py ends a deleted file's sessions with end_with_file, from here
-    from .xlsx.workbook import Workbook
 
-T = TypeVar("T")
 RETRIES = 5
-# Workbook calls one worker runs at once; the others wait. A call holds a whole workbook in memory (up to some
-# 50 MiB per MiB of the size limit, docs/graph.md §10.3): with 64 threads a worker could otherwise hold 64.
+# Workbook calls one worker runs at once, each in a child process of its own; the others wait. A call holds a whole
+# workbook in memory (up to some 50 MiB per MiB of the size limit, docs/graph.md §10.3), and a child keeps it.
 CALLS_AT_ONCE = 2
 OPERATION_TTL = timedelta(hours=1)  # how long a finished operation can still be polled
 FINISH_RETRIES = (0, 0.5, 1, 2, 4, 8, 16)  # seconds before each attempt to record an operation's end
@@ -73,28 +70,6 @@ log = logging.getLogger(__name__)
 
 class _Changed(Exception):
     """What a write read is no longer current: read again."""
-
-
-class _LastUsed:
-    """The workbook a worker used last, by what it was opened from. One entry, so a worker holds at most one
-    workbook between calls (their memory is the cost: docs/graph.md §10.3). A call takes it out while it
-    works on it, so no two threads ever share one."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: tuple | None = None
-        self._book: Workbook | None = None
-
-    def take(self, key: tuple) -> Workbook | None:
-        with self._lock:
-            if self._key != key:
-                return None
-            book, self._key, self._book = self._book, None, None
-            return book
-
-    def put(self, key: tuple, book: Workbook) -> None:
-        with self._lock:
-            self._key, self._book = key, book
 
 
 def end_with_file(s: Session, file_id: str) -> list[str]:
@@ -129,6 +104,8 @@ class Workbooks:
         persistent_ttl: float,
         temporary_ttl: float,
         max_temporary_per_user: int,
+        memory: int,
+        seconds: float,
     ):
         self.db = db
         self.blobs = blobs
@@ -137,8 +114,8 @@ class Workbooks:
         self.max_size = max_size
         self.ttl = {True: timedelta(seconds=persistent_ttl), False: timedelta(seconds=temporary_ttl)}
         self.max_temporary_per_user = max_temporary_per_user
-        self._last = _LastUsed()
         self._calls = threading.BoundedSemaphore(CALLS_AT_ONCE)
+        self.calculators = Calculators(CALLS_AT_ONCE, max_size, memory, seconds)
         self.heartbeat = HEARTBEAT
 
     # -- sessions -------------------------------------------------------------------------------
@@ -151,9 +128,10 @@ class Workbooks:
         if not persist:  # refused before the workbook is opened and copied; counted again as the session is recorded
             with self.db.read() as s:
                 self._room(s, user_id)
-        with self._calls:
+        with self._calls, self.calculators.taken(file_id) as calculator:
             data, version = self._file_bytes(file_id)
-            book = xlsx.open_workbook(data, self.max_size)  # refused now, not at the first call in the session
+            calculator.run(data, Call("worksheets"))  # refused now, not at the first call in the session
+            calculator.holds = (file_id, version)
         blob = None if persist else self.blobs.write(io.BytesIO(data), len(data), sha256=False, quickxor=False)
         now = self.clock.now()
         row = WorkbookSession(
@@ -187,7 +165,8 @@ class Workbooks:
         finally:
             if blob is not None:
                 blob.release()
-        self._last.put((file_id, row.blob or version), book)  # the session's first call will want it
+        if row.blob:  # the session's first call will want it
+            self.calculators.rename((file_id, version), (file_id, row.blob))
         return row
 
     def _room(self, s: Session, user_id: str) -> None:
@@ -240,43 +219,31 @@ class Workbooks:
 
     # -- calls ------------------------------------------------------------------------------------
 
-    def read(self, file_id: str, session_id: str | None, user_id: str, action: Callable[[Workbook], T]) -> T:
-        with self._calls:
-            book, basis = self._current(file_id, session_id, user_id)
-            try:
-                return action(book)
-            finally:
-                self._last.put((file_id, basis), book)  # a read changes nothing
-
-    def write(
-        self,
-        file_id: str,
-        session_id: str | None,
-        user_id: str,
-        action: Callable[[Workbook], T],
-        admit: Admit | None = None,
-    ) -> T:
-        """Act on the workbook and store the result where the session says, read-modify-write. `admit` (as in
-        Files.replace) is asked in the transaction that writes the file itself: the drive's quota, the caller's
-        reach; a non-persistent session's copy is not the drive's, and is not asked."""
-        with self._calls:
-            return self._write(file_id, session_id, user_id, action, admit)
-
-    def _write(
-        self, file_id: str, session_id: str | None, user_id: str, action: Callable[[Workbook], T], admit: Admit | None
-    ) -> T:
-        for _ in range(RETRIES):
-            book, basis = self._current(file_id, session_id, user_id)
-            result = action(book)  # a book that failed half-way through a change is never kept
-            data = book.to_bytes()
-            if len(data) > self.max_size:  # stored, it would open nowhere: the session or file would be lost
-                raise too_large(len(data), self.max_size, "would be")
-            try:
-                stored = self._store(file_id, session_id, user_id, basis, data, admit)
-            except _Changed:
-                continue
-            self._last.put((file_id, stored), book)
+    def read(self, file_id: str, session_id: str | None, user_id: str, call: Call) -> Any:
+        """What `call` answers (JSON-ready) on the workbook the session acts on."""
+        with self._calls, self.calculators.taken(file_id) as calculator:
+            basis, data = self._current(calculator, file_id, session_id, user_id)
+            result, _ = calculator.run(data, call)
+            calculator.holds = (file_id, basis)  # a read changes nothing
             return result
+
+    def write(self, file_id: str, session_id: str | None, user_id: str, call: Call, admit: Admit | None = None) -> Any:
+        """Make `call` on the workbook and store the result where the session says, read-modify-write. `admit` (as
+        in Files.replace) is asked in the transaction that writes the file itself: the drive's quota, the caller's
+        reach; a non-persistent session's copy is not the drive's, and is not asked."""
+        with self._calls, self.calculators.taken(file_id) as calculator:
+            for _ in range(RETRIES):
+                basis, data = self._current(calculator, file_id, session_id, user_id)
+                result, changed = calculator.run(data, call, write=True)  # one that failed half-way is not kept
+                assert changed is not None
+                if len(changed) > self.max_size:  # stored, it would open nowhere: the session or file would be lost
+                    raise too_large(len(changed), self.max_size, "would be")
+                try:
+                    stored = self._store(file_id, session_id, user_id, basis, changed, admit)
+                except _Changed:
+                    continue
+                calculator.holds = (file_id, stored)
+                return result
         raise WopiError(409, "the workbook is being changed too often; retry", code="conflict")
 
     # -- long-running creation ----------------------------------------------------------------------
@@ -428,9 +395,11 @@ class Workbooks:
                 raise too_large(file.size, self.max_size)
             return content.read(), file.version
 
-    def _current(self, file_id: str, session_id: str | None, user_id: str) -> tuple[Workbook, int | str]:
-        """The workbook a call acts on and what it was opened from (the file's version, or the session
-        copy's blob), sliding the session's expiry."""
+    def _current(
+        self, calculator: Calculator, file_id: str, session_id: str | None, user_id: str
+    ) -> tuple[int | str, bytes | None]:
+        """What the workbook a call acts on is (the file's version, or the session copy's blob), and its bytes (None
+        where `calculator` holds it), sliding the session's expiry."""
         for _ in range(RETRIES):
             blob = None
             if session_id is not None:
@@ -438,18 +407,15 @@ class Workbooks:
                     blob = self._session(s, session_id, file_id, user_id).blob
             if blob is None:  # the file itself
                 version = self.files.get(file_id).version
-                book = self._last.take((file_id, version))
-                if book is not None:
-                    return book, version
+                if calculator.holds == (file_id, version):
+                    return version, None
                 data, version = self._file_bytes(file_id)
-                return xlsx.open_workbook(data, self.max_size), version
-            book = self._last.take((file_id, blob))
-            if book is not None:
-                return book, blob
+                return version, data
+            if calculator.holds == (file_id, blob):
+                return blob, None
             try:
                 with self.blobs.open([blob]) as opened:
-                    data = b"".join(opened.pieces(Extents([Extent(blob, 0, opened.size(blob))])))
-                return xlsx.open_workbook(data, self.max_size), blob
+                    return blob, b"".join(opened.pieces(Extents([Extent(blob, 0, opened.size(blob))])))
             except FileNotFoundError:  # another call in the session replaced the copy meanwhile
                 continue
         raise WopiError(409, "the workbook session is being changed too often; retry", code="conflict")

@@ -16,14 +16,13 @@ from flask import Response, jsonify, request
 from ..errors import WopiError
 from ..errors import WopiResponse as NoContent
 from ..models import File
-from ..xlsx import WorkbookError
+from ..xlsx import Call, WorkbookError
 from .address import encoded
 from .errors import GraphError, not_allowed
 from .request import json_body
 
 if TYPE_CHECKING:
     from ..files import Admit
-    from ..xlsx.workbook import Workbook
 
 # worksheets/{id|name} or worksheets('{id|name}'); a name may hold "(": Excel names a copied sheet "Sheet1 (2)"
 _SHEET = r"(?:/([^/]+)|\('((?:[^']|'')*)'\))"
@@ -78,14 +77,14 @@ class _Context:
         base = request.path[: len(request.path) - len(self.rest)]
         return f"{self.call.services.settings.public_url}{encoded(base)}{suffix}"
 
-    def read(self, action: Callable[[Workbook], Any]) -> Any:
-        return self.workbooks.read(self.file.id, self.session_id, self.user, action)
+    def read(self, call: Call) -> Any:
+        return self.workbooks.read(self.file.id, self.session_id, self.user, call)
 
-    def write(self, action: Callable[[Workbook], Any]) -> Any:
+    def write(self, call: Call) -> Any:
         if self.session_id is None or self._persistent():
             self.call.require_write()
         try:
-            return self.workbooks.write(self.file.id, self.session_id, self.user, action, self.admit)
+            return self.workbooks.write(self.file.id, self.session_id, self.user, call, self.admit)
         except WopiError as exc:
             if exc.code == "resourceLocked":  # someone else's WOPI or coauth lock: Excel's conflict
                 raise GraphError(
@@ -147,26 +146,26 @@ def session_info(context: _Context, key: str) -> Response:
 
 
 def worksheets(context: _Context) -> Response:
-    return jsonify({"value": [sheet.to_json() for sheet in context.read(lambda book: book.worksheets())]})
+    return jsonify({"value": context.read(Call("worksheets"))})
 
 
 def add_worksheet(context: _Context) -> Response:
     name = _json().get("name")
     if name is not None and not isinstance(name, str):
         raise GraphError(400, "invalidRequest", "name must be a string")
-    response = jsonify(context.write(lambda book: book.add_worksheet(name)).to_json())
+    response = jsonify(context.write(Call("add_worksheet", (name,))))
     response.status_code = 201
     return response
 
 
 def worksheet(context: _Context, key: str | None, quoted: str | None) -> Response:
     sheet_key = _key(key, quoted)
-    return jsonify(context.read(lambda book: book.worksheet(sheet_key)).to_json())
+    return jsonify(context.read(Call("worksheet", (sheet_key,))))
 
 
 def get_range(context: _Context, key: str | None, quoted: str | None, address: str) -> Response:
     sheet_key, where = _key(key, quoted), _address(address)
-    return jsonify(context.read(lambda book: book.range(sheet_key, where)))
+    return jsonify(context.read(Call("range", (sheet_key, where))))
 
 
 def patch_range(context: _Context, key: str | None, quoted: str | None, address: str) -> Response:
@@ -174,12 +173,14 @@ def patch_range(context: _Context, key: str | None, quoted: str | None, address:
     sheet_key, where = _key(key, quoted), _address(address)
     return jsonify(
         context.write(
-            lambda book: book.patch(
-                sheet_key,
-                where,
-                values=body.get("values"),
-                formulas=body.get("formulas"),
-                number_format=body.get("numberFormat"),
+            Call(
+                "patch",
+                (sheet_key, where),
+                {
+                    "values": body.get("values"),
+                    "formulas": body.get("formulas"),
+                    "number_format": body.get("numberFormat"),
+                },
             )
         )
     )
@@ -187,7 +188,7 @@ def patch_range(context: _Context, key: str | None, quoted: str | None, address:
 
 def used_range(context: _Context, key: str | None, quoted: str | None, values_only: str | None) -> Response:
     sheet_key = _key(key, quoted)
-    return jsonify(context.read(lambda book: book.used_range(sheet_key, values_only == "true")))
+    return jsonify(context.read(Call("used_range", (sheet_key, values_only == "true"))))
 
 
 _HANDLERS: dict[str, Callable[..., Response]] = {

@@ -10,9 +10,10 @@ does not model (styles, validation, comments) is kept as it was.
 """
 
 from .address import Address, parse_address
+from .calculator import Call
 from .errors import WorkbookError
 
-__all__ = ["Address", "Workbook", "WorkbookError", "open_workbook", "parse_address"]
+__all__ = ["Address", "Call", "Workbook", "WorkbookError", "open_workbook", "parse_address"]
 
 
 def __getattr__(name: str):

@@ -42,7 +42,8 @@ MAX_NESTING = 64
 # What the ranges one formula names may span together: four whole columns (SUMIFS(D:D,A:A,x,B:B,y), a lookup in
 # A:D). IronCalc builds some functions' ranges cell by cell, some 200 bytes each: at this limit one formula took
 # up to 900 MiB and 15 s (=A2:D1048576+1 spilling); COUNT(D1:XFD1048576) asked for gigabytes at once and, refused
-# them, aborted the worker (a Rust allocation failure is no exception), or else ran the host out of memory.
+# them, aborted the process (a Rust allocation failure is no exception). Refused here at once, rather than after a
+# call's process has run out of its memory or time (calculator.py), which no reading of a formula can promise.
 MAX_FORMULA_CELLS = 4 * 1_048_576
 # Excel's limit for a number format. IronCalc panics (a BaseException, past every handler) showing a value in a
 # format of more than 65,535 decimals ("0." and 70,000 zeros).
