@@ -119,6 +119,27 @@ def test_msgraph_sdk_drives_a_session_and_the_long_running_creation(server, book
     assert (saved["A1"].value, saved["B1"].value) == (5, 7)
 
 
+def test_a_calculation_no_process_can_hold_ends_its_call_not_the_worker(server, book):
+    """A read-only token's PATCH asking IronCalc for a million by a million cells: in the worker, the failed
+    allocation aborted it (SIGABRT) with every request it was serving. Now the call's own process ends: 400, the
+    same workers serve on, and the next call gets a process of its own."""
+    api, http, item_id = book
+    reader = Client()
+    reader.headers["Authorization"] = f"Bearer {server.api_token('alice', '--read-only')['access_token']}"
+    workbook = f"{api['graph_url']}/me/drive/items/{item_id}/workbook"
+    workers = {p.pid for p in server.workers()}
+    session = reader.post(f"{workbook}/createSession", json={"persistChanges": False}).json()["id"]
+    cell = f"{workbook}/worksheets/Sheet1/range(address='E1')"
+    heavy = {"formulas": [["=ROWS(A1:A1048576*TRANSPOSE(A1:A1048576))"]]}
+    answer = reader.patch(cell, json=heavy, headers={"workbook-session-id": session})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["innerError"]["code"] == "unsupportedWorkbook"
+    assert {p.pid for p in server.workers()} == workers
+    light = {"formulas": [["=ROWS(A1:A3*TRANSPOSE(A1:A3))"]]}
+    assert reader.patch(cell, json=light, headers={"workbook-session-id": session}).json()["values"] == [[3]]
+    assert "was sent SIG" not in server.log_text()
+
+
 def test_an_operation_accepted_by_one_server_is_answered_by_another(server, book, tmp_path, database):
     """Two servers (nodes) on one database and one data directory: the long-running creation accepted by
     the first is polled, and its session used, through the second."""
