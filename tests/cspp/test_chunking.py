@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wopihost.cspp.chunkid import EMPTY_CHUNK_ID, chunk_id
-from wopihost.cspp.chunking import chunk_ranges, signature_of, zip_boundaries
+from wopihost.cspp.chunking import MAX_ZIP_ENTRIES, chunk_ranges, signature_of, zip_boundaries
 from wopihost.cspp.signatures import ChunkSignature, Signature, chunks_to_send, reassemble
 
 from ..helpers import FIXTURES_DIR
@@ -181,6 +181,24 @@ INCONSISTENT_ZIPS = {
 def test_inconsistent_zips_fall_back_to_full_file(data):
     assert zip_boundaries(io.BytesIO(data)) is None
     assert chunk_ranges(io.BytesIO(data)) == ("FullFile", [(0, len(data))])
+
+
+def test_a_zip_of_more_entries_than_a_signature_should_hold_is_full_file():
+    """78 bytes an entry: a 1 GiB file of 14 million tiny entries made a signature of 28 million chunks, minutes
+    to build and a MessageJSON past the 16 MiB a client accepts. Past 65,535 entries a stream is FullFile."""
+
+    def zip_of(entries: int) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+            for n in range(entries):
+                archive.writestr(f"{n:x}", b"x")
+        return out.getvalue()
+
+    most = zip_of(MAX_ZIP_ENTRIES)
+    scheme, ranges = chunk_ranges(io.BytesIO(most))
+    assert scheme == "Zip" and len(ranges) == 2 * MAX_ZIP_ENTRIES + 1
+    more = zip_of(MAX_ZIP_ENTRIES + 1)
+    assert chunk_ranges(io.BytesIO(more)) == ("FullFile", [(0, len(more))])
 
 
 def test_comment_holding_an_eocd_signature():

@@ -8,8 +8,8 @@ boundaries on every reference Office file.
 
 Only the end-of-central-directory records, the central directory and the local headers are read, from a
 seekable binary file object that the caller owns. Anything that is not a consistent single-disk zip (bytes
-before the first entry or after the EOCD comment, overlaps, offsets outside the file, ...) is FullFile: one
-chunk for the whole stream. An empty stream is one empty chunk, scheme FullFile (docs/cspp-plus.md §5.6).
+before the first entry or after the EOCD comment, overlaps, offsets outside the file, more than MAX_ZIP_ENTRIES
+entries ...) is FullFile: one chunk for the whole stream. An empty stream is one empty chunk, scheme FullFile (docs/cspp-plus.md §5.6).
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ _CENTRAL_SIG = b"PK\x01\x02"
 _LOCAL_SIG = b"PK\x03\x04"
 _ZIP64_EXTRA_ID = 0x0001
 _MAX_COMMENT = 0xFFFF
+# The most entries a stream chunked as Zip may have: a zip's own limit without zip64, far past Office's files (a
+# few hundred to a few thousand). Each gives up to two chunks, some 50 bytes each in a signature's JSON: past it, a
+# crafted file of tiny entries (78 bytes each) would make a signature of millions of chunks, costly to build and
+# larger than the 16 MiB MessageJSON a client (or this host) accepts. Such a stream is FullFile.
+MAX_ZIP_ENTRIES = 0xFFFF
 
 
 class _NotZip(Exception):
@@ -62,6 +67,8 @@ def zip_boundaries(fileobj: BinaryIO, size: int | None = None) -> list[int] | No
         size = fileobj.seek(0, os.SEEK_END)
     try:
         cd_offset, cd_size, count = _read_end_records(fileobj, size)
+        if count > MAX_ZIP_ENTRIES:
+            raise _NotZip
         entries = _read_central_directory(fileobj, cd_offset, cd_size, count)
         return _boundaries(fileobj, entries, cd_offset)
     except _NotZip:
