@@ -426,7 +426,7 @@ def test_a_session_swept_while_the_commit_reads_it_is_410(locked, services, cloc
 
     def recorded_then_swept(s, session):
         index = real(s, session)
-        assert services.sessions.sweep(now=clock.now() + timedelta(minutes=31)) == 1
+        assert services.sessions.sweep(now=clock.now() + timedelta(minutes=31) + sessions.PIECE_GRACE) == 1
         return index
 
     monkeypatch.setattr(chunkindex, "recorded", recorded_then_swept)
@@ -721,7 +721,7 @@ def test_a_session_changed_while_merged_drops_the_copies(locked, services, clock
     def change_first(self, opened, extents):
         if not changed:
             if meanwhile == "swept":
-                changed.append(services.sessions.sweep(now=clock.now() + timedelta(minutes=31)))
+                changed.append(services.sessions.sweep(now=clock.now() + timedelta(minutes=31) + sessions.PIECE_GRACE))
             else:
                 changed.append(update_session(locked, token, 2 * FRAME, THREE[2 * FRAME :]).status_int)
         return real(self, opened, extents)
@@ -803,12 +803,47 @@ def test_gc_deletes_expired_sessions_and_their_pieces(wopi, services, settings, 
     clock.advance(minutes=20)
     update_session(wopi, live, 74, b"")
     clock.advance(minutes=15)  # dead: 35 idle minutes; live: 15
+    assert update_session(wopi, dead, 74, b"").status_int == 410
+    # kept for PIECE_GRACE past its expiry: a piece begun while it was live may still be coming
+    assert collect(services, grace=3600).sessions == 0
+    clock.advance(minutes=60)  # dead: past its grace; live: expired 45 minutes ago, within it
     assert len(stored_blobs(services)) == before + 2
     done = collect(services, grace=3600)
     assert done.sessions == 1
     assert [s.token for s in services.sessions.list()] == [live]
     assert len(stored_blobs(services)) == before + 1
     assert update_session(wopi, dead, 74, b"").status_int == 410
+
+
+def test_a_piece_begun_before_its_session_expired_is_kept_when_it_lands_after(wopi, services, clock):
+    """The client was not idle: its piece took the session past its 30 minutes. It got 410, and the session was
+    lost with every byte it held; the sweep could even delete the session under the piece."""
+    token = create_session(wopi)
+    assert update_session(wopi, token, 0, HELLO_WORLD[:30]).status_int == 200
+    clock.advance(minutes=25)
+    piece = HELLO_WORLD[30:]
+
+    def meanwhile() -> None:
+        clock.advance(minutes=6)  # the session's expiry passes as the piece comes
+        assert services.sessions.sweep() == 0
+
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post(
+            "",
+            held,
+            len(piece),
+            X_WOPI_Override="UPDATE_UPLOAD_SESSION",
+            X_WOPI_UploadSessionToken=token,
+            X_WOPI_ContentRangeOffset="30",
+            X_WOPI_ContentRangeLength=str(len(piece)),
+        ),
+        piece,
+        meanwhile,
+    )
+    assert answer.status_int == 200, answer.headers
+    [session] = services.sessions.list()
+    assert session.received == len(HELLO_WORLD) and session.expires_at == clock.now() + timedelta(minutes=30)
+    assert update_session(wopi, token, len(HELLO_WORLD), b"").status_int == 200  # live: slid by the piece
 
 
 def test_gc_deletes_unreferenced_blobs_only_after_the_grace_period(wopi, services, settings):

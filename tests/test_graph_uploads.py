@@ -1168,6 +1168,8 @@ def test_sweep_removes_expired_graph_sessions_and_their_pieces(graph, services, 
     assert services.sessions.sweep() == 0
     assert status(graph, url).status_int == 200
     clock.advance(minutes=31)
+    assert services.sessions.sweep() == 0 and status(graph, url).status_int == 404  # expired, kept PIECE_GRACE
+    clock.advance(minutes=60)
     assert services.sessions.sweep() == 1
     assert services.sessions.list() == []
     assert stored_blobs(services) == before
@@ -1176,7 +1178,7 @@ def test_sweep_removes_expired_graph_sessions_and_their_pieces(graph, services, 
 def test_sweeping_a_completed_session_keeps_the_files_bytes(graph, services, clock):
     content = data(900)
     item = send(graph, new_session(graph), content, 300)[-1].json
-    clock.advance(minutes=31)
+    clock.advance(minutes=91)  # past its expiry and PIECE_GRACE
     services.sessions.sweep()
     assert [s for s in services.sessions.list() if s.kind == "graph"] == []
     assert content_of(graph, item["id"]) == content

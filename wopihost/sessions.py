@@ -32,6 +32,10 @@ from .prepared import Statements
 from .repository import load_file, lock_user, locking
 from .storage import Blob, Readable, Storage, TooLarge, discard
 
+# How long after it expired a session is kept before the sweep deletes it: a piece begun while it was live may still
+# be coming (a 60 MiB Graph fragment on a slow link), and is kept when it lands (Sessions._move)
+PIECE_GRACE = timedelta(hours=1)
+
 
 def gone(reason: str = "the upload session does not exist or has expired") -> WopiError:
     return WopiError(410, reason, code="itemNotFound")
@@ -273,6 +277,7 @@ class UploadSessions:
         with it, or not at all. `admit(t)` whether the piece may still be kept, asked in that transaction once
         the session's row is locked (as Files.put asks it): the token may have been revoked while the body came.
         """
+        started = self.clock.now()
         state, observer = self._started(token, file_id, offset, length, observe)
         if observer is not None:
             body = observer.watch(body)
@@ -290,7 +295,7 @@ class UploadSessions:
                 if blob is not None and blob.size != length:
                     raise bad_request(f"the body is {blob.size} bytes, {length_from} says {length}")
                 with self.db.write() as s:
-                    self._move(s, token, file_id, state.user_id, offset, length, total)
+                    self._move(s, token, file_id, state.user_id, offset, length, total, started)
                     Statements.ask(s, admit)
                     if blob is not None:
                         s.add(
@@ -327,17 +332,26 @@ class UploadSessions:
         raise gone()
 
     def _move(
-        self, s: Session, token: str, file_id: str | None, user_id: str, offset: int, length: int, total: int | None
+        self,
+        s: Session,
+        token: str,
+        file_id: str | None,
+        user_id: str,
+        offset: int,
+        length: int,
+        total: int | None,
+        started: datetime,
     ) -> None:
         """The compare-and-set: the session's end moves from `offset` by `length` if it is still there, the
-        session live (and unfinished, and of `total` bytes) and the user's sessions within their limit;
-        else the error that says why."""
+        session live when the piece `started` (a slow piece keeps the session it began in: its client was not
+        idle) and unfinished (and of `total` bytes), and the user's sessions within their limit; else the error
+        that says why."""
         now = self.clock.now()
         lock_user(s, user_id)  # so that the sum below counts every other update of this user's sessions
         where = [
             UploadSession.token == token,
             UploadSession.received == offset,
-            UploadSession.expires_at > now,
+            UploadSession.expires_at > started,
             UploadSession.result.is_(None),
             _bytes_of(user_id, now) + length <= self.max_bytes_per_user,
         ]
@@ -531,8 +545,11 @@ class UploadSessions:
             # pieces to a file), or a deletion of its file ending it, decides that row; the next sweep takes it if
             # it is still there, and no piece is taken from a file. Waited for, a folder's deletion, which locks
             # its files' sessions file by file, not in token order, deadlocked with the sweep.
+            # (past a grace: a piece begun before its session expired may still be coming, and is kept: _move)
             expired = (
-                sa.select(UploadSession.token).where(UploadSession.expires_at <= now).order_by(UploadSession.token)
+                sa.select(UploadSession.token)
+                .where(UploadSession.expires_at <= now - PIECE_GRACE)
+                .order_by(UploadSession.token)
             )
             tokens = list(s.scalars(locking(s, expired, skip_locked=True)))
             blobs = [blob for token in tokens for blob in delete_session(s, token)]
