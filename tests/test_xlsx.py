@@ -190,6 +190,38 @@ def test_the_written_workbook_keeps_what_was_written():
     assert values(again, "A1:D1") == [[9, 10, 90, 18]] and values(again, "A4") == [[14]]
 
 
+def test_functions_excel_added_later_are_stored_with_their_prefix_and_read_without():
+    """Stored bare (openpyxl writes a formula as it is given), =XLOOKUP(...) is a name Excel does not know: #NAME?
+    in Excel, the right value here. The file holds _xlfn.XLOOKUP (and _xlfn._xlws.FILTER), as Excel writes them."""
+    book = open_workbook(xlsx(), LIMIT)
+    written = [
+        "=XLOOKUP(2,A1:A3,B1:B3)",
+        '=concat("a",A1)',
+        "=SUM(FILTER(A1:A3,A1:A3>1))",
+        "=STDEV.S(A1:A3)+ABS(-1)",
+        "=MYADDIN(1)",
+        '="XLOOKUP(1)"',
+    ]
+    book.patch("Sheet1", "G1:G6", formulas=[[f] for f in written])
+    stored = zipfile.ZipFile(io.BytesIO(book.to_bytes())).read("xl/worksheets/sheet1.xml").decode()
+    for formula in (
+        "_xlfn.XLOOKUP(2,A1:A3,B1:B3)",
+        '_xlfn.CONCAT("a",A1)',
+        "SUM(_xlfn._xlws.FILTER(A1:A3,A1:A3&gt;1))",
+        "_xlfn.STDEV.S(A1:A3)+ABS(-1)",
+        "MYADDIN(1)",  # not IronCalc's: maybe an add-in's, which Excel calls by its bare name
+        '"XLOOKUP(1)"',  # text, not a call
+    ):
+        assert f"<f>{formula}</f>" in stored, (formula, stored)
+    again = open_workbook(book.to_bytes(), LIMIT)
+    assert values(again, "G1:G4") == [[20], ["a1"], [5], [2]]
+    assert again.range("Sheet1", "G1:G3")["formulas"] == [
+        ["=XLOOKUP(2,A1:A3,B1:B3)"],
+        ['=CONCAT("a",A1)'],
+        ["=SUM(FILTER(A1:A3,A1:A3>1))"],
+    ]
+
+
 def test_adding_a_worksheet():
     book = open_workbook(xlsx(), LIMIT)
     assert book.add_worksheet("Extra").position == 2

@@ -19,6 +19,8 @@ from typing import Any, cast
 
 import ironcalc
 import openpyxl
+from openpyxl.formula.tokenizer import Token, Tokenizer, TokenizerError
+from openpyxl.utils import FORMULAE
 from openpyxl.utils.datetime import to_excel
 from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 
@@ -55,6 +57,12 @@ _LAMBDA = re.compile(r"LAMBDA\s*\(", re.IGNORECASE)  # stored in a file as _xlfn
 # INDIRECT and OFFSET make a range from what they calculate, which no reading of the formula can bound, and
 # IronCalc builds it cell by cell as it builds a written one: =COUNT(INDIRECT("D1:XFD1048576")) aborts the worker.
 _UNBOUNDED = re.compile(r"(?:INDIRECT|OFFSET)\s*\(", re.IGNORECASE)
+# Functions Excel added after the file format's first edition ("future functions", MS-XLSX 2.2.3) are stored with
+# a prefix: stored bare (=XLOOKUP(...), as a client writes it), Excel reads a name it does not know and shows
+# #NAME?. FILTER and SORT take a second one. IronCalc reads both spellings and answers formulas without them.
+_FUTURE, _WORKSHEET_FUTURE = "_xlfn.", "_xlfn._xlws."
+_WORKSHEET_FUTURES = frozenset({"FILTER", "SORT"})
+_KNOWN: dict[str, bool] = {}  # function name (upper case) -> whether IronCalc calculates it
 _SHEET_IDS = uuid.UUID("3f1c9b9e-5b8a-4a59-9d3f-6c1b2a7e0d11")  # namespace of worksheet ids
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of legacy .xls (and of encrypted .xlsx)
 _TYPES = {1: "Double", 2: "String", 4: "Boolean", 16: "Error"}  # IronCalc's CellType -> Graph's valueTypes
@@ -238,7 +246,7 @@ class Workbook:
                         cell.number_format = _storable(value, "numberFormat")
                         self._format(index, cell)
                         continue
-                    cell.value = _input(value, name, self._names)
+                    cell.value = _stored(_input(value, name, self._names))
                     self._mirror(index, cell)
         self.model.evaluate()
         for name, grid in grids:  # IronCalc takes any text as a formula and calculates #ERROR! for nonsense
@@ -454,6 +462,39 @@ def _input(value: Any, name: str, names: Mapping[str, int]) -> Any:
             raise bad_request(f"{name} holds a formula that {problem}")
         return None if value == "" else _storable(value, name)
     raise bad_request(f"{name} holds strings, numbers, booleans or null")
+
+
+def _stored(value: Any) -> Any:
+    """A cell's new content as the file stores it: a formula with the prefix of each future function it calls
+    (_FUTURE). Only functions IronCalc knows are prefixed: another name may be an add-in's, which Excel calls
+    by its bare name. (LET's parameters would need theirs too, `_xlpm.`: not written.)"""
+    if not isinstance(value, str) or not value.startswith("="):
+        return value
+    try:
+        tokens = Tokenizer(value).items
+    except TokenizerError:  # IronCalc refuses it too, before anything is stored
+        return value
+    out = []
+    for token in tokens:
+        text = token.value
+        if token.type == Token.FUNC and token.subtype == Token.OPEN:
+            name = text[:-1].upper()
+            if not name.startswith("_XL") and name not in FORMULAE and _calculated(name):
+                text = (_WORKSHEET_FUTURE if name in _WORKSHEET_FUTURES else _FUTURE) + name + "("
+        out.append(text)
+    return "=" + "".join(out)
+
+
+def _calculated(name: str) -> bool:
+    """Whether IronCalc knows the function `name`: it writes back a name it does not know in lower case."""
+    known = _KNOWN.get(name)
+    if known is None:
+        probe = ironcalc.create("probe", "en", "UTC")
+        probe.update_cell_with_formula(0, 1, 1, f"={name}()")
+        known = (probe.get_cell_formula(0, 1, 1) or "").startswith(f"={name}(")
+        if len(_KNOWN) < 4096:  # (names a client made up are not remembered past that)
+            _KNOWN[name] = known
+    return known
 
 
 def _formula_problem(formula: str, names: Mapping[str, int]) -> str | None:
