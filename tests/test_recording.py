@@ -622,6 +622,26 @@ def test_a_wopi_session_sending_its_token_also_as_bearer_is_recorded_with_one_pl
     assert result.output.splitlines()[-1] == "7 requests: 7 matched, 0 diverged, 0 errors"
 
 
+def test_a_download_url_handed_out_in_an_answer_over_the_limit_joins_its_session(recording):
+    """An answer larger than WOPIHOST_RECORD_MAX_BODY is not kept, but the credentials it hands out are looked for
+    as it passes: a download with a listing's @microsoft.graph.downloadUrl (no Authorization, as rclone and the
+    SDKs fetch it) was a session of its own, whose replay could not even start."""
+    recording.settings = recording.settings.with_changes(record_max_body=2048)
+    worker = recording.worker()
+    for n in range(8):
+        recording.services.add_file("bob", f"Report-{n}.docx", io.BytesIO(b"document %d" % n))
+    issued, drive_id = recording.services.issue_api_token("bob", True)
+    listing = GraphClient(worker, issued.token, drive_id).get("me/drive/root/children")
+    assert len(listing.body) > 2048
+    urls = [item["@microsoft.graph.downloadUrl"] for item in listing.json["value"]]
+    public = "https://wopi.example.test"
+    assert worker.get(urls[0].removeprefix(public)).body == b"document 0"
+    assert worker.get(urls[-1].removeprefix(public)).body == b"document 7"
+    [path] = recording.stop()  # one session, one file
+    operations = [e["_wopihost"]["operation"] for e in entries(path)]
+    assert operations == ["graph GET children", "graph GET download", "graph GET download"]
+
+
 def test_a_graph_session_keeps_its_api_token_as_bearer(recording):
     worker = recording.worker()
     issued, drive_id = recording.services.issue_api_token("bob", True)

@@ -88,9 +88,10 @@ class Recorder:
 
 
 class Capture:
-    """A body as it passes: its size and SHA-256, and its bytes while they are no more than `limit`."""
+    """A body as it passes: its size and SHA-256, and its bytes while they are no more than `limit`; past it,
+    what `scan` (if set) makes of them as they pass."""
 
-    __slots__ = ("size", "digest", "known", "kept", "limit", "last")
+    __slots__ = ("size", "digest", "known", "kept", "limit", "last", "scan")
 
     def __init__(self, limit: int):
         self.size, self.limit = 0, limit
@@ -98,6 +99,7 @@ class Capture:
         self.known: str | None = None  # the body's SHA-256 when the application knew it, instead of `digest`
         self.kept: bytearray | None = bytearray()
         self.last = 0.0  # when the last piece passed (time.perf_counter), 0 if none did
+        self.scan: _HandedOut | None = None
 
     def __call__(self, piece) -> None:
         self.size += len(piece)
@@ -106,11 +108,34 @@ class Capture:
             if self.size <= self.limit:
                 self.kept += piece
             else:
+                if self.scan is not None:
+                    self.scan(self.kept)
+                    self.scan(piece)
                 self.kept = None  # larger than the limit: size and hash only
+        elif self.scan is not None:
+            self.scan(piece)
         self.last = time.perf_counter()
 
     def sha256(self) -> str:
         return self.known or self.digest.hexdigest()
+
+
+class _HandedOut:
+    """The credentials an API answer too large to keep hands out (a Graph listing's download URLs), found as its
+    pieces pass, so that the requests that use them still join its session. The end of each piece is searched
+    again with the next: no credential is longer than _CARRY, so none cut between two pieces is missed (its
+    first part found alone is a placeholder nothing uses)."""
+
+    _CARRY = 4096
+
+    def __init__(self, redactor: Redactor):
+        self.redactor, self._tail = redactor, ""
+        self.found: Seen = []
+
+    def __call__(self, piece) -> None:
+        text = self._tail + bytes(piece).decode("latin-1")  # every credential's shape is ASCII
+        self.redactor.text(text, self.found)
+        self._tail = text[-self._CARRY :]
 
 
 class _Exchange:
@@ -177,6 +202,8 @@ class _Exchange:
 
     def start_response(self, status: str, headers, exc_info=None):
         self.status, self.headers, self.responded = status, headers, time.perf_counter()
+        if is_text(next((value for name, value in headers if name.lower() == "content-type"), "")):
+            self.response_body.scan = _HandedOut(self.recorder.redactor)
         return self._start_response(status, headers, exc_info)
 
     def close_file(self) -> None:
@@ -261,6 +288,8 @@ class _Exchange:
             "receive": _ms(ended - responded),
         }
         content = _content(redactor, response_body, mime, hands, self.known, raw)
+        if response_body.scan is not None:  # (what it found, when the answer was too large to keep)
+            hands += response_body.scan.found
         _say_if_incomplete(content, "sent", response_body.size, self._response_length())
         entry = {
             "time": round(timings["send"] + timings["wait"] + timings["receive"], 3),
