@@ -1,6 +1,8 @@
 """PutChunkedFile, GetChunkedFile, GetChunks, GetSequenceNumber (docs/cspp-plus.md §1.1-1.4, §3, §5)."""
 
 import io
+import os
+import resource
 import zipfile
 from datetime import timedelta
 
@@ -629,6 +631,28 @@ def test_get_chunked_file_returns_signature_chunks_and_headers(locked):
     assert message["Signatures"] == [signature.to_json("MainContent")]
     assert frames == {HELLO: b"hello", WORLD: b"world"}
     assert all(chunk_id(payload) == cid for cid, payload in frames.items())
+
+
+def test_a_read_of_some_streams_opens_only_their_blobs(locked, services):
+    """Every read opened the blobs of every stream of the file (up to 256 streams of 64 blobs each): once they
+    were more than the process could open, every GetChunkedFile and GetChunks of the file was a 503, whichever
+    stream it asked for, until a PutFile."""
+    main, kept = full_file(b"hello", b"world")
+    save(locked, {"MainContent": main}, kept)
+    for n in range(40):  # a save each: a blob each
+        alternate, chunks = full_file(b"alternate %d" % n)
+        save(locked, {f"Alt{n}": alternate}, chunks)
+    assert len(stored_blobs(services)) > 40
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 24, hard))
+    try:
+        response, message, frames = get_chunked(locked, [stream_filter(scheme="FullFile")])
+        alternate = get_chunked(locked, [stream_filter("Alt7", scheme="FullFile")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    assert frames == {HELLO: b"hello", WORLD: b"world"}
+    assert alternate[0].status_int == 200 and list(alternate[2].values()) == [b"alternate 7"]
 
 
 @pytest.mark.parametrize("mode, expected", [("None", 0), ("All", 2)])

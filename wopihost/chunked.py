@@ -26,7 +26,7 @@ ever reach another file's bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -286,8 +286,10 @@ class ChunkedFiles:
 
     # reading
 
-    def snapshot(self, file_id: str) -> Snapshot:
-        """The file's current content with every blob held open (retried if a commit swaps one meanwhile)."""
+    def snapshot(self, file_id: str, only: Collection[str] | None = None) -> Snapshot:
+        """The file's current content with its blobs held open (retried if a commit swaps one meanwhile): every
+        stream's, or MainContent's and those of the streams `only` names, as a read of some streams needs (a file
+        may span more blobs than a process may open)."""
         for _ in range(5):
             with self.db.read() as s:
                 file = load_file(s, file_id)
@@ -313,8 +315,9 @@ class ChunkedFiles:
                     continue
             contents = {a.stream_id: a.content for a in alternates}
             main = file.content
+            held = [main, *(content for stream_id, content in contents.items() if only is None or stream_id in only)]
             try:
-                opened = self.blobs.open(name for content in (main, *contents.values()) for name in content.blobs)
+                opened = self.blobs.open(name for content in held for name in content.blobs)
             except FileNotFoundError:
                 continue
             snapshot = Snapshot(
@@ -366,7 +369,7 @@ class ChunkedFiles:
             if not isinstance(known, list) or not all(isinstance(k, str) for k in known):
                 raise bad_request("AlreadyKnownChunks must be an array of ChunkId strings")
             wanted.append((mode, set(known)))
-        snapshot = self.snapshot(file_id)
+        snapshot = self.snapshot(file_id, stream_ids)
         with _released_on_error(snapshot):
             return self._chunked_file(snapshot, stream_ids, wanted, wanted_properties)
 
@@ -423,7 +426,7 @@ class ChunkedFiles:
                 if offset < 0 or length < -1:
                     raise bad_request("a chunk range needs Offset >= 0 and Length >= -1")
                 requested.append((stream_id, chunk_id, offset, length))
-        snapshot = self.snapshot(file_id)
+        snapshot = self.snapshot(file_id, stream_ids)
         with _released_on_error(snapshot):
             return self._chunk_ranges(snapshot, stream_ids, requested)
 
