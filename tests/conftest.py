@@ -168,6 +168,7 @@ def app(settings, clock):
     app = create_app(settings, clock)
     yield app
     app.extensions["wopihost"].db.dispose()
+    app.extensions["wopihost"].workbooks.calculators.stop()  # (the processes workbook calls ran in)
 
 
 @pytest.fixture

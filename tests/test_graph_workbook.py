@@ -988,21 +988,53 @@ def test_a_calculation_past_the_memory_cap_is_400_and_ends_only_its_process(grap
     assert patch(reader, "E1", {"formulas": [["=ROWS(A1:A3*TRANSPOSE(A1:A3))"]]}, session).json["values"] == [[3]]
 
 
-def test_a_calculation_past_the_time_limit_is_stopped_and_400(graph, services, monkeypatch):
+def test_a_calculation_past_its_cpu_time_is_stopped_and_400(graph, services, monkeypatch):
     """IronCalc holds the GIL as it calculates: in the worker, every other request of it waited (and gunicorn's
-    heartbeat, which then killed it). A call's child is stopped after WOPIHOST_WORKBOOK_SECONDS instead."""
+    heartbeat, which then killed it). A call's child is ended past WOPIHOST_WORKBOOK_SECONDS of CPU time."""
     upload(graph)
-    settings = services.settings
-    quick = Calculators(2, settings.max_workbook_size, settings.workbook_memory, 0.5)
+    settings, usual = services.settings, services.workbooks.calculators
+    quick = Calculators(2, settings.max_workbook_size, settings.workbook_memory, 1)
     monkeypatch.setattr(services.workbooks, "calculators", quick)
     try:
-        slow = [["=COUNT(C:F)"] * 8]  # four whole columns each, some 0.9 s to count
+        slow = [["=COUNT(C:F)"] * 8]  # four whole columns each, some 0.9 s of CPU to count
         answer = patch(graph, "N1:U1", {"formulas": slow})
-        assert answer.status_int == 400, answer
-        assert "WOPIHOST_WORKBOOK_SECONDS" in answer.json["error"]["message"]
-        assert values(graph, "A4") == [[6]] and values(graph, "N1") == [[""]]  # nothing stored; the next call served
     finally:
         quick.stop()
+        monkeypatch.setattr(services.workbooks, "calculators", usual)
+    assert answer.status_int == 400, answer
+    assert (
+        "s of CPU time" in answer.json["error"]["message"]
+        and "WOPIHOST_WORKBOOK_SECONDS" in answer.json["error"]["message"]
+    )
+    assert values(graph, "A4") == [[6]] and values(graph, "N1") == [[""]]  # nothing stored
+
+
+def held(services) -> list:
+    return [calculator.holds for calculator in services.workbooks.calculators._free]
+
+
+def test_a_refused_read_keeps_the_workbook_its_process_holds(graph, services, client_for):
+    """A read refused (no such worksheet, a bad address) changes nothing: the next call need not open the workbook
+    again (seconds for a large one)."""
+    file_id = upload(graph)
+    assert values(graph, "A1") == [[1]]
+    key = (file_id, int(version(services, client_for, file_id)))
+    assert key in held(services)
+    assert graph.get(f"{WB}/worksheets/Nope").status_int == 404
+    assert read(graph, "A1:").status_int == 400
+    assert key in held(services)
+    assert values(graph, "A4") == [[6]]
+
+
+def test_a_process_that_died_holding_a_workbook_is_replaced_and_the_call_served(graph, services):
+    """Killed while idle (the kernel's OOM killer picks the largest process): the next call found the process
+    gone and its replacement holding nothing, a 500."""
+    upload(graph)
+    assert values(graph, "A1") == [[1]]
+    [calculator] = [c for c in services.workbooks.calculators._free if c.holds is not None]
+    calculator._child.process.kill()
+    calculator._child.process.wait()
+    assert values(graph, "A4") == [[6]]
 
 
 @pytest.mark.parametrize("mode", ["persistent", "sessionless", "non-persistent"])

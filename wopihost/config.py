@@ -249,7 +249,7 @@ class Settings:
     workbook_temporary_ttl: float = 7 * 60
     max_workbook_sessions_per_user: int = 16  # non-persistent ones, each holding a copy of its workbook
     workbook_memory: int = 3 << 30  # the address space of a workbook call's process (xlsx/calculator.py)
-    workbook_seconds: float = 60  # how long a workbook call may calculate
+    workbook_seconds: float = 60  # the CPU time a workbook call may take
     containers: bool = True  # WOPI containers and ecosystem (SupportsContainers, SupportsEcosystem)
     file_url_ttl: float = 5 * 60
     metrics: bool = True  # /metrics (on the server's port, or at metrics_bind)

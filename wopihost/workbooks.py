@@ -130,8 +130,7 @@ class Workbooks:
                 self._room(s, user_id)
         with self._calls, self.calculators.taken(file_id) as calculator:
             data, version = self._file_bytes(file_id)
-            calculator.run(data, Call("worksheets"))  # refused now, not at the first call in the session
-            calculator.holds = (file_id, version)
+            calculator.run((file_id, version), data, Call("worksheets"))  # refused now, not at its first call
         blob = None if persist else self.blobs.write(io.BytesIO(data), len(data), sha256=False, quickxor=False)
         now = self.clock.now()
         row = WorkbookSession(
@@ -223,9 +222,7 @@ class Workbooks:
         """What `call` answers (JSON-ready) on the workbook the session acts on."""
         with self._calls, self.calculators.taken(file_id) as calculator:
             basis, data = self._current(calculator, file_id, session_id, user_id)
-            result, _ = calculator.run(data, call)
-            calculator.holds = (file_id, basis)  # a read changes nothing
-            return result
+            return calculator.run((file_id, basis), data, call)[0]
 
     def write(self, file_id: str, session_id: str | None, user_id: str, call: Call, admit: Admit | None = None) -> Any:
         """Make `call` on the workbook and store the result where the session says, read-modify-write. `admit` (as
@@ -234,7 +231,7 @@ class Workbooks:
         with self._calls, self.calculators.taken(file_id) as calculator:
             for _ in range(RETRIES):
                 basis, data = self._current(calculator, file_id, session_id, user_id)
-                result, changed = calculator.run(data, call, write=True)  # one that failed half-way is not kept
+                result, changed = calculator.run((file_id, basis), data, call, write=True)  # (not held: unstored)
                 assert changed is not None
                 if len(changed) > self.max_size:  # stored, it would open nowhere: the session or file would be lost
                     raise too_large(len(changed), self.max_size, "would be")

@@ -10,6 +10,7 @@ import threading
 import time
 
 import openpyxl
+import psutil
 import pytest
 
 from wopihost.localserver import LocalServer
@@ -138,6 +139,39 @@ def test_a_calculation_no_process_can_hold_ends_its_call_not_the_worker(server, 
     light = {"formulas": [["=ROWS(A1:A3*TRANSPOSE(A1:A3))"]]}
     assert reader.patch(cell, json=light, headers={"workbook-session-id": session}).json()["values"] == [[3]]
     assert "was sent SIG" not in server.log_text()
+
+
+def test_a_workers_calculating_process_ends_with_it(server, book):
+    """A worker SIGKILLed (the OOM killer, gunicorn's last resort) while its workbook call calculated left the
+    call's process calculating, up to its memory cap, for as long as the calculation took."""
+    api, http, item_id = book
+    cell = f"{api['graph_url']}/me/drive/items/{item_id}/workbook/worksheets/Sheet1/range(address='N1:AO1')"
+    slow = {"formulas": [["=COUNT(C:F)"] * 28]}  # four whole columns each, some 0.9 s of CPU to count
+    threading.Thread(target=lambda: _quietly(lambda: http.patch(cell, json=slow)), daemon=True).start()
+
+    def calculating():
+        return [
+            (worker, child)
+            for worker in server.workers()
+            for child in worker.children()
+            if "wopihost.xlsx.child" in " ".join(child.cmdline()) and child.cpu_percent(0.2) > 50
+        ]
+
+    deadline = time.monotonic() + 60
+    while not (found := calculating()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert found, "no workbook call's process was calculating"
+    [(worker, child)] = found
+    worker.kill()
+    gone, _ = psutil.wait_procs([child], timeout=10)
+    assert gone, "the call's process outlived its worker"
+
+
+def _quietly(call) -> None:
+    try:
+        call()
+    except Exception:  # the worker serving it was killed
+        pass
 
 
 def test_an_operation_accepted_by_one_server_is_answered_by_another(server, book, tmp_path, database):
