@@ -245,6 +245,23 @@ def test_a_chunked_body_of_another_length_is_400_with_the_current_offset(wopi, l
     assert chunked_update(wopi, token, 30, 44, HELLO_WORLD[30:]).headers["X-WOPI-UploadSessionCurrentOffset"] == "74"
 
 
+def update_while_it_comes(wopi, token: str, offset: int, piece: bytes, meanwhile):
+    """An UpdateUploadSession of `piece`, answered once `meanwhile()` has run with half of it read."""
+    return while_the_body_comes(
+        lambda held: wopi.raw_post(
+            "",
+            held,
+            len(piece),
+            X_WOPI_Override="UPDATE_UPLOAD_SESSION",
+            X_WOPI_UploadSessionToken=token,
+            X_WOPI_ContentRangeOffset=str(offset),
+            X_WOPI_ContentRangeLength=str(len(piece)),
+        ),
+        piece,
+        meanwhile,
+    )
+
+
 @pytest.mark.parametrize("how", ["revoked", "expired"])
 def test_a_token_revoked_or_expired_while_the_piece_comes_stores_nothing(wopi, services, clock, how):
     """The token was live when UpdateUploadSession began, and is not once its piece is in: 401, as PutFile's, and
@@ -258,19 +275,7 @@ def test_a_token_revoked_or_expired_while_the_piece_comes_stores_nothing(wopi, s
     def meanwhile() -> None:
         revoke_or_expire(services, clock, wopi.token, how)
 
-    answer = while_the_body_comes(
-        lambda held: wopi.raw_post(
-            "",
-            held,
-            len(piece),
-            X_WOPI_Override="UPDATE_UPLOAD_SESSION",
-            X_WOPI_UploadSessionToken=token,
-            X_WOPI_ContentRangeOffset="30",
-            X_WOPI_ContentRangeLength=str(len(piece)),
-        ),
-        piece,
-        meanwhile,
-    )
+    answer = update_while_it_comes(wopi, token, 30, piece, meanwhile)
     assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
     assert stored_blobs(services) == before
     (after,) = services.sessions.list()
@@ -827,19 +832,7 @@ def test_a_piece_begun_before_its_session_expired_is_kept_when_it_lands_after(wo
         clock.advance(minutes=6)  # the session's expiry passes as the piece comes
         assert services.sessions.sweep() == 0
 
-    answer = while_the_body_comes(
-        lambda held: wopi.raw_post(
-            "",
-            held,
-            len(piece),
-            X_WOPI_Override="UPDATE_UPLOAD_SESSION",
-            X_WOPI_UploadSessionToken=token,
-            X_WOPI_ContentRangeOffset="30",
-            X_WOPI_ContentRangeLength=str(len(piece)),
-        ),
-        piece,
-        meanwhile,
-    )
+    answer = update_while_it_comes(wopi, token, 30, piece, meanwhile)
     assert answer.status_int == 200, answer.headers
     [session] = services.sessions.list()
     assert session.received == len(HELLO_WORLD) and session.expires_at == clock.now() + timedelta(minutes=30)
