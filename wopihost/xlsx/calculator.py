@@ -14,7 +14,6 @@ BACKSTOP times as long is stopped all the same, a 503 to retry.) A child is star
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -39,8 +38,6 @@ _OUT_OF_MEMORY = (-signal.SIGABRT, -signal.SIGKILL)  # IronCalc's allocation fai
 # Children are started from one thread that lives as long as the worker: a child asks to be killed when what
 # started it ends (child.py), and Linux takes that to be the thread, not the process (a request's thread may end)
 _SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="wopihost-xlsx")
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
