@@ -75,7 +75,8 @@ def test_a_sweep_leaves_the_rows_another_holds_and_waits_for_none(services, cloc
     key = sa.inspect(model).primary_key[0]
     now = clock.now()
     with services.db.write() as s:  # "z" first in the table and in expiry: any plan not ordered by key takes it first
-        for name, expired in (("z", now - timedelta(minutes=2)), ("a", now - timedelta(minutes=1))):
+        # (expired for longer than an upload session's PIECE_GRACE)
+        for name, expired in (("z", now - timedelta(hours=2, minutes=2)), ("a", now - timedelta(hours=2, minutes=1))):
             row = {"created_at": now, "expires_at": expired, "user_id": "alice", "file_id": "f"}
             if model is WorkbookSession:
                 row |= {"persist": True, "base_version": 1}

@@ -158,7 +158,7 @@ def test_open_upload_sessions_and_their_bytes(graph, testapp, clock):
 def test_sweeps_are_counted_with_what_they_deleted(graph, app, testapp, services, clock):
     created = graph.post_json("me/drive/root:/big.bin:/createUploadSession", {})
     graph.upload(created.json["uploadUrl"], b"z" * 10, 0, 100)
-    clock.advance(hours=1)
+    clock.advance(hours=2)  # past its expiry and PIECE_GRACE
     sweeper = Sweeper(services, 0.01, app.extensions["wopihost.metrics"].sweep_done).start()
     try:
         deadline = time.monotonic() + 60
