@@ -7,7 +7,7 @@ GIL while it calculates (every other request of the worker, and gunicorn's heart
 it built. In a child, a calculation that needs more than WOPIHOST_WORKBOOK_MEMORY or more CPU time than
 WOPIHOST_WORKBOOK_SECONDS ends that child, and is the call's 400; the worker's threads only wait on a socket. (CPU
 time, not time: calls that wait for the CPU on a busy machine are not refused for it. A call still unanswered after
-BACKSTOP times as long is stopped all the same, a 503 to retry.) A child is started when a call first needs it
+BACKSTOP times as long (a minute at least) is stopped all the same, a 503 to retry.) A child is started when a call first needs it
 (about 0.3 s: a worker that serves no workbook has none) and holds the last workbook it used, which its caller names
 (`Calculator.holds`), so that the next call on it sends no bytes and skips opening it.
 """
@@ -33,6 +33,7 @@ from ..faults import Unavailable
 from .errors import WorkbookError, unsupported
 
 BACKSTOP = 4  # times WOPIHOST_WORKBOOK_SECONDS a call may wait for its answer, however busy the machine
+MIN_BACKSTOP = 60.0  # seconds, at least: a small CPU cap on a loaded machine is still reached before this
 _SOURCE = str(Path(__file__).resolve().parents[2])  # where this wopihost is imported from: the child imports it too
 _OUT_OF_MEMORY = (-signal.SIGABRT, -signal.SIGKILL)  # IronCalc's allocation failure, the kernel's OOM killer
 # Children are started from one thread that lives as long as the worker: a child asks to be killed when what
@@ -104,7 +105,7 @@ class Calculator:
         conn = self._started()
         try:
             conn.send((data, call.method, call.args, call.kwargs, write, self._seconds))
-            if not conn.poll(self._seconds * BACKSTOP):
+            if not conn.poll(max(self._seconds * BACKSTOP, MIN_BACKSTOP)):
                 self.stop()
                 raise Unavailable("the workbook's calculation is waiting too long for the host's CPU; retry", 5)
             answer = conn.recv()
