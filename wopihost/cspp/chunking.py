@@ -9,7 +9,8 @@ boundaries on every reference Office file.
 Only the end-of-central-directory records, the central directory and the local headers are read, from a
 seekable binary file object that the caller owns. Anything that is not a consistent single-disk zip (bytes
 before the first entry or after the EOCD comment, overlaps, offsets outside the file, more than MAX_ZIP_ENTRIES
-entries ...) is FullFile: one chunk for the whole stream. An empty stream is one empty chunk, scheme FullFile (docs/cspp-plus.md §5.6).
+entries ...) is FullFile: one chunk for the whole stream. An empty stream is one empty chunk, scheme FullFile
+(docs/cspp-plus.md §5.6).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ without the key. Assembly numbers them (assembly.py), one placeholder for one va
 
 Where a secret is: wopihost/credentials.py (the patterns the logs redact), in URLs, headers and bodies of any
 type; the places the contract names on top of them: the X-WOPI-Proof, X-WOPI-ProofOld and
-X-WOPI-UploadSessionToken headers, the credentials of Authorization and Proxy-Authorization, a Cookie header (and each cookie in it),
-and the MessageJSON frame a CSPP framed body starts with; and in a body, whatever else the request's URL and
+X-WOPI-UploadSessionToken headers, the credentials of Authorization and Proxy-Authorization, a Cookie header (and
+each cookie in it), and the MessageJSON frame a CSPP framed body starts with; and in a body, whatever else the request's URL and
 headers carried as a secret.
 """
 
