@@ -659,6 +659,8 @@ def test_json_output_shares_one_vocabulary(run, served, env, tmp_path, database)
         services.shares.link(added["id"], kind, "u")
     assert j("shares", "revoke", "--item", added["id"], "--type", "ReadWrite") == {"revoked": 1}
     assert [s["type"] for s in j("shares", "list") if s["revoked"] is None] == ["ReadOnly"]
+    alone = run("shares", "revoke", link.id, "--type", "ReadOnly", ok=False)  # a type goes with an item
+    assert alone.exit_code == 2 and "--type goes with --item" in alone.output
     assert j("activities", added["id"]) == []
     assert j("sessions", "list") == [] and j("lock", "list") == []
     assert wopi_client(run, served, added["id"]).op("LOCK", X_WOPI_Lock="L").status_int == 200
