@@ -4,6 +4,7 @@ import io
 import os
 import resource
 import zipfile
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -633,26 +634,79 @@ def test_get_chunked_file_returns_signature_chunks_and_headers(locked):
     assert all(chunk_id(payload) == cid for cid, payload in frames.items())
 
 
-def test_a_read_of_some_streams_opens_only_their_blobs(locked, services):
-    """Every read opened the blobs of every stream of the file (up to 256 streams of 64 blobs each): once they
-    were more than the process could open, every GetChunkedFile and GetChunks of the file was a 503, whichever
-    stream it asked for, until a PutFile."""
+def a_file_of_many_streams(locked, services) -> None:
+    """MainContent ("hello", "world") and 40 alternate streams Alt0..Alt39 ("alternate <n>"), a blob each."""
     main, kept = full_file(b"hello", b"world")
     save(locked, {"MainContent": main}, kept)
     for n in range(40):  # a save each: a blob each
         alternate, chunks = full_file(b"alternate %d" % n)
         save(locked, {f"Alt{n}": alternate}, chunks)
     assert len(stored_blobs(services)) > 40
+
+
+@contextmanager
+def few_descriptors():
+    """The process may open 24 more descriptors than it has open: fewer than the file's streams have blobs."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 24, hard))
     try:
-        response, message, frames = get_chunked(locked, [stream_filter(scheme="FullFile")])
-        alternate = get_chunked(locked, [stream_filter("Alt7", scheme="FullFile")])
+        yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_read_of_some_streams_opens_only_their_blobs(locked, services):
+    """Every read opened the blobs of every stream of the file (up to 256 streams of 64 blobs each): once they
+    were more than the process could open, every GetChunkedFile and GetChunks of the file was a 503, whichever
+    stream it asked for, until a PutFile."""
+    a_file_of_many_streams(locked, services)
+    with few_descriptors():
+        response, message, frames = get_chunked(locked, [stream_filter(scheme="FullFile")])
+        alternate = get_chunked(locked, [stream_filter("Alt7", scheme="FullFile")])
     assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
     assert frames == {HELLO: b"hello", WORLD: b"world"}
     assert alternate[0].status_int == 200 and list(alternate[2].values()) == [b"alternate 7"]
+
+
+def test_a_save_of_some_streams_opens_only_the_blobs_it_uses(locked, services):
+    """A save opened the blobs of every stream of the file, as reads did (above): once they were more than the
+    process could open, every PutChunkedFile of the file was a 503. It now opens MainContent's and those its
+    new streams lie in, wherever they come from: here a chunk of Alt3 becomes part of MainContent and of Alt7."""
+    a_file_of_many_streams(locked, services)
+    main, chunks = full_file(b"hello", b"alternate 3", b"again")
+    alternate, _ = full_file(b"alternate 3", b"again")
+    with few_descriptors():
+        response = put_chunked(
+            locked, {"MainContent": main, "Alt7": alternate}, [c for c in chunks if c[1] == b"again"], X_WOPI_Lock="L"
+        )
+    assert response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    assert get_chunked(locked, [stream_filter(scheme="FullFile")])[2] == dict(chunks)
+    assert list(get_chunked(locked, [stream_filter("Alt7", scheme="FullFile")])[2].values()) == [
+        b"alternate 3",
+        b"again",
+    ]
+    assert list(get_chunked(locked, [stream_filter("Alt3", scheme="FullFile")])[2].values()) == [b"alternate 3"]
+
+
+def test_a_save_whose_blob_a_concurrent_save_released_is_412(locked, services, monkeypatch):
+    """The blobs a save takes from a stream other than MainContent are opened after its snapshot: a concurrent
+    save that replaced that stream meanwhile released its blob. The save is answered as its commit would be."""
+    a_file_of_many_streams(locked, services)
+    main, chunks = full_file(b"hello", b"alternate 3")
+    plan = chunked.ChunkedFiles._plan
+
+    def replaced_meanwhile(self, *args):
+        monkeypatch.setattr(chunked.ChunkedFiles, "_plan", plan)
+        planned = plan(self, *args)
+        save(locked, {"Alt3": full_file(b"new")[0]}, full_file(b"new")[1])  # Alt3's old blob is deleted
+        return planned
+
+    monkeypatch.setattr(chunked.ChunkedFiles, "_plan", replaced_meanwhile)
+    before = sequence_number(locked)
+    response = put_chunked(locked, {"MainContent": main}, [], sequence=before, X_WOPI_Lock="L")
+    assert response.status_int == 412, response.headers.get("X-WOPI-FailureReason")
+    assert response.headers["X-WOPI-SequenceNumber"] == str(before + 1)
+    assert get_chunked(locked, [stream_filter(scheme="FullFile")])[2] == {HELLO: b"hello", WORLD: b"world"}
 
 
 @pytest.mark.parametrize("mode, expected", [("None", 0), ("All", 2)])

@@ -532,9 +532,12 @@ class ChunkedFiles:
                     mismatched += session.mismatched
                 if mismatched and self.settings.verify_chunk_ids:
                     raise bad_request(f"the payload of chunk {mismatched[0]} does not hash to its ChunkId")
-                snapshot = self.snapshot(file_id)
+                # MainContent's blobs only: a file may span more blobs than a process may open (_open_planned)
+                snapshot = self.snapshot(file_id, only=())
                 opened.adopt(snapshot.opened)
-                streams = self._place(self._plan(snapshot, request, chunks), snapshot, opened)
+                plan = self._plan(snapshot, request, chunks)
+                self._open_planned(plan, opened, file_id, lock_id, coauth_lock_id, sequence_number)
+                streams = self._place(plan, snapshot, opened)
                 copies = [new.copy for new in streams.values() if new is not None and new.copy is not None]
                 for copy in copies:
                     held.enter_context(copy)
@@ -620,15 +623,38 @@ class ChunkedFiles:
             plan[stream_id] = (Extents.joined(parts), signature)
         return plan
 
+    def _open_planned(
+        self,
+        plan: dict[str, tuple[Extents, Signature] | None],
+        opened: Opened,
+        file_id: str,
+        lock_id: str | None,
+        coauth_lock_id: str | None,
+        sequence_number: int,
+    ) -> None:
+        """Open the blobs the changed streams will lie in (a copy reads them, `_place` weighs them), and none of
+        the kept streams'. One of the file's own was opened after the snapshot: if a commit meanwhile released
+        it, the file has moved on, and the client hears so as from the commit (412, or 409 for a new lock)."""
+        try:
+            for name in set().union(*(extents.blobs for extents, _ in filter(None, plan.values()))):
+                opened.add(name)
+        except FileNotFoundError:
+            with self.db.read() as s:
+                self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
+            raise changing_too_often() from None
+
     def _place(
         self, plan: dict[str, tuple[Extents, Signature] | None], snapshot: Snapshot, opened: Opened
     ) -> dict[str, NewStream | None]:
-        """Keep the changed streams where their bytes lie, or (see the module's notes) copy them to new blobs."""
-        kept = [stream.content for stream_id, stream in snapshot.streams.items() if stream_id not in plan]
+        """Keep the changed streams where their bytes lie, or (see the module's notes) copy them to new blobs.
+        Weighed are the blobs the changed streams lie in, against every stream's bytes in them: copying can
+        shrink only those (and the kept streams' blobs are not open, _open_planned)."""
         changed = [item for item in plan.values() if item is not None]
-        contents = kept + [extents for extents, _ in changed]
-        footprint = sum(opened.size(name) for name in set().union(*(e.blobs for e in contents)))
-        length = sum(e.length for e in contents)
+        blobs = set().union(*(extents.blobs for extents, _ in changed))
+        footprint = sum(opened.size(name) for name in blobs)
+        contents = [stream.content for stream_id, stream in snapshot.streams.items() if stream_id not in plan]
+        contents += [extents for extents, _ in changed]
+        length = sum(extent.length for extents in contents for extent in extents if extent.blob in blobs)
         pieces = sum(len(extents) for extents, _ in changed)
         chunk_count = sum(len(signature.chunks) for _, signature in changed)
         scattered = any(len(extents.blobs) > MAX_BLOBS for extents, _ in changed)  # each read would open them all
