@@ -59,6 +59,7 @@ def test_read_only_token_is_reflected(make_file, client_for):
     assert info["UserCanWrite"] is False
     assert info["UserCanRename"] is False
     assert info["UserCanNotWriteRelative"] is True
+    assert "HostEditUrl" not in info and "HostViewUrl" in info  # a reader's edit link would open nothing
 
 
 def test_metadata_properties(wopi, clock):

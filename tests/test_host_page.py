@@ -306,7 +306,8 @@ def test_checkfileinfos_host_urls_open_the_page_with_the_callers_rights(host_ser
     derived = WopiClient(browser, doc.id, page.fields["access_token"]).check_file_info().json
     assert (derived["UserId"], derived["UserCanWrite"]) == ("bob", False)
     assert page.fields["access_token_ttl"] == str(info["AccessTokenExpiry"])  # the caller's token's expiry
-    refused_alike(browser, info["HostEditUrl"].removeprefix(PUBLIC))  # a reader's edit link opens nothing
+    assert "HostEditUrl" not in info  # a reader is given no edit link, and the view link's ticket opens no editor
+    refused_alike(browser, info["HostViewUrl"].removeprefix(PUBLIC).replace("/view/", "/edit/"))
     # revoking the caller's token closes the page it opened
     with host_services.db.write() as s:
         host_services.tokens.revoke(s, token=reader)
@@ -330,7 +331,8 @@ def test_a_read_only_token_derived_from_a_write_token_opens_read_only_links(host
     assert opened.check_file_info().json["UserCanWrite"] is False
     assert opened.lock("L").status_int == reader.lock("L").status_int == 404  # as for any read-only token
     assert opened.put_file(b"overwritten").status_int == 404 and opened.get_file().body == b"sibling"
-    refused_alike(browser, info["HostEditUrl"].removeprefix(PUBLIC))
+    assert "HostEditUrl" not in info
+    refused_alike(browser, info["HostViewUrl"].removeprefix(PUBLIC).replace("/view/", "/edit/"))
 
 
 def test_a_file_the_client_cannot_open_and_a_host_without_a_client(host_services, browser, settings, clock):

@@ -98,6 +98,10 @@ def test_suggested_name_that_exists_is_made_unique(wopi):
         ("bad\x01name.docx", "bad_name.docx"),
         ("CON.docx", "_CON.docx"),
         (".docx", "Doc (2).docx"),
+        # nothing suggested: the source's name, its extension kept (it was "Untitled", with none)
+        ("", "Doc (2).docx"),
+        (" ", "Doc (2).docx"),
+        (". .", "Doc (2).docx"),
     ],
 )
 def test_suggested_mode_never_fails_it_sanitises(wopi, suggested, expected, tmp_path):

@@ -124,7 +124,6 @@ def check_file_info(call: Call) -> Response:
         "SupportsAddActivities": True,
         "SupportedShareUrlTypes": _share_types(grant),
         "HostViewUrl": services.host_page_url("view", file.id, grant),
-        "HostEditUrl": services.host_page_url("edit", file.id, grant),
         "PostMessageOrigin": services.post_message_origin,
         "FileUrl": services.file_url(grant, file.id),
         "IsEduUser": False,
@@ -132,6 +131,8 @@ def check_file_info(call: Call) -> Response:
     }
     if services.settings.containers:
         info.update({"SupportsContainers": True, "SupportsEcosystem": True})
+    if grant.can_write:  # a reader's would be a link the page refuses (docs/wopi.md §5.5)
+        info["HostEditUrl"] = services.host_page_url("edit", file.id, grant)
     if extension:
         info["FileExtension"] = extension
     if file.sha256:  # unknown after a chunked save: hashing there would cost more than the save
@@ -246,7 +247,7 @@ def put_relative_file(call: Call) -> Response:
     services, grant, seen = call.services, call.grant, call.file()
     if not grant.can_write:  # as CheckFileInfo's UserCanNotWriteRelative promised
         raise WopiError(501, "this user may not create files")
-    target = target_headers(lambda: split_extension(seen.name)[0])
+    target = target_headers(lambda: seen.name)
     size = int_header("X-WOPI-Size")
     check_body_size(services.settings.max_file_size, size)
     file = services.files.put_relative(
@@ -282,9 +283,9 @@ def _may_write(call: Call, s: Session, file: File) -> bool:
     return (file.owner_id == call.grant.user_id or "w" in call.grant.reach) and call.opens(s, file)
 
 
-def target_headers(base_name: Callable[[], str]) -> Target:
+def target_headers(source_name: Callable[[], str]) -> Target:
     """Where PutRelativeFile or CreateChildFile puts its file: X-WOPI-SuggestedTarget (a name, or an
-    extension for `base_name()`) or X-WOPI-RelativeTarget with X-WOPI-OverwriteRelativeTarget (docs/wopi.md
+    extension for the base of `source_name()`) or X-WOPI-RelativeTarget with X-WOPI-OverwriteRelativeTarget (docs/wopi.md
     §3.9); 501 for both, 400 for neither."""
     has_suggested = header("X-WOPI-SuggestedTarget") is not None
     has_relative = header("X-WOPI-RelativeTarget") is not None
@@ -293,7 +294,7 @@ def target_headers(base_name: Callable[[], str]) -> Target:
     if not (has_suggested or has_relative):
         raise bad_request("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required")
     if has_suggested:  # which never fails (400 or 409): the overwrite flag, used only by a specific name, is not read
-        return Target(_suggested_name(base_name), suggested=True)
+        return Target(_suggested_name(source_name), suggested=True)
     overwrite = bool_header("X-WOPI-OverwriteRelativeTarget")
     raw = header("X-WOPI-RelativeTarget") or ""
     try:  # one that is neither UTF-7 nor UTF-8 still names what the 400 suggests instead
@@ -302,15 +303,18 @@ def target_headers(base_name: Callable[[], str]) -> Target:
         return Target(raw, suggested=False, overwrite=overwrite, problem=str(exc))
 
 
-def _suggested_name(base_name: Callable[[], str]) -> str:
-    """Suggested mode never fails: an extension alone means "that name, this extension"; any name is sanitised."""
+def _suggested_name(source_name: Callable[[], str]) -> str:
+    """Suggested mode never fails: an extension alone means "that name, this extension"; nothing (blank, or
+    dots) the source's name, extension kept, as the spec asks; any name is sanitised."""
     raw = header("X-WOPI-SuggestedTarget") or ""
     try:
         suggestion = name_header("X-WOPI-SuggestedTarget") or ""
     except WopiError:
         suggestion = raw  # docs/wopi.md §1.5: be tolerant, use the raw value
     if _EXTENSION_ONLY.fullmatch(suggestion):
-        suggestion = base_name() + suggestion
+        suggestion = split_extension(source_name())[0] + suggestion
+    elif not suggestion.replace(".", " ").strip():
+        suggestion = source_name()
     return sanitize(suggestion)
 
 
