@@ -7,6 +7,7 @@ needs root; elsewhere they are skipped with that reason.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -22,6 +23,9 @@ import webtest
 
 from wopihost.app import create_app
 from wopihost.config import Settings
+from wopihost.extents import Extent, Extents
+from wopihost.faults import InsufficientStorage
+from wopihost.storage import PIECE, BlobStore
 
 from .cspp_helpers import create_session, full_file, get_chunked, put_chunked, stream_filter, update_session
 from .helpers import TEST_SECRET, Filler, GraphClient, WopiClient, graph_error, small_tmpfs, writes_held
@@ -145,11 +149,46 @@ def test_lock_changes_on_a_full_disk_are_stored_or_507(full_disk_host, small_fs,
     assert host.intact()
 
 
+def test_a_copy_during_which_the_disk_fills_is_507_not_a_short_blob(small_fs, monkeypatch):
+    """Where the kernel cannot copy_file_range between two files (FUSE, CIFS, older NFS), a copy goes through a
+    buffer. A disk that filled during its last write wrote part of it and said so by the count alone: the copy
+    was taken for whole, recorded at its full size, and its source released, the missing bytes lost for good."""
+    store = BlobStore(small_fs / "blobs", small_fs / "tmp")
+    size = 3 * PIECE
+    with store.write(io.BytesIO(b"a" * size), size) as source:
+        pass
+
+    def unsupported(*args):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    filler = Filler(small_fs)
+    filler.fill()
+    os.truncate(filler.path, os.path.getsize(filler.path) - (size - PIECE // 2))  # the last piece fits by half
+    with store.open([source.name]) as opened, pytest.raises(InsufficientStorage):
+        store.concat(opened, Extents([Extent(source.name, 0, size)]))
+    assert [p.name for p in (small_fs / "blobs").rglob("*") if p.is_file()] == [source.name]
+    assert not list((small_fs / "tmp").iterdir())
+
+
 def test_min_free_space_refuses_writes_up_front(full_disk_host, small_fs):
     host = full_disk_host
     host.services.blobs.min_free = shutil.disk_usage(small_fs).free - 100_000
     assert_status(host.wopi.put_file(b"x" * 200_000, lock="L"), 507, "free")
     assert host.wopi.put_file(b"x" * 50_000, lock="L").status_int == 200
+
+
+def test_min_free_space_stops_a_body_of_no_stated_length(full_disk_host, small_fs):
+    """A chunked body (no Content-Length), or writes side by side that each passed the check up front, used
+    to be stored down to a full disk, the reserve for the database and logs taken."""
+    host = full_disk_host
+    host.services.blobs.min_free = shutil.disk_usage(small_fs).free - 3 * PIECE
+    response = host.wopi.raw_post(
+        "/contents", io.BytesIO(b"x" * 6 * PIECE), None, X_WOPI_Override="PUT", X_WOPI_Lock="L"
+    )
+    assert_status(response, 507, "free")
+    assert shutil.disk_usage(small_fs).free >= host.services.blobs.min_free
+    assert host.intact() and not list((small_fs / "data" / "tmp").iterdir())
 
 
 def test_healthz_reports_a_full_data_directory(full_disk_host, small_fs):

@@ -232,7 +232,8 @@ class BlobStore:
         `sha256=False` skips the SHA-256 (Blob.sha256 is then "") and `quickxor=False` the QuickXorHash
         (Blob.quickxor "") where nobody needs them; both are computed in the pass that writes the bytes.
         A source with a `length` (a request body's Content-Length) that would leave less than
-        `min_free` bytes on the disk is refused before anything is read.
+        `min_free` bytes on the disk is refused before anything is read; any write is stopped once the disk
+        has less left (a chunked body has no length, and writes side by side each passed the first check).
         """
         self._check_room(getattr(source, "length", None) or 0)
         hashes = Hashes(sha256, quickxor)
@@ -242,6 +243,7 @@ class BlobStore:
                 size += n
                 if size > limit:
                     raise TooLarge(limit)
+                self._check_room(0)  # a statvfs, a microsecond a mebibyte
                 piece = buffer[:n]
                 hashes.update(piece)
                 out.write(piece)
@@ -541,11 +543,12 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
             raise
     while offset < end:  # no copy_file_range between these files: copy through a buffer
-        data = os.pread(src, min(PIECE, end - offset), offset)
+        data = memoryview(os.pread(src, min(PIECE, end - offset), offset))
         if not data:
             raise OSError(f"the source ends at byte {offset}, before {end}")
-        os.write(dst, data)
         offset += len(data)
+        while data:  # a disk that fills mid-write writes part and says so by the count alone (ENOSPC comes next)
+            data = data[os.write(dst, data) :]
 
 
 def _fsync_dir(path: Path) -> None:
