@@ -99,6 +99,8 @@ def test_get_file_conditions_on_the_etag(wopi):
     assert whole.status_int == 200 and whole.body == b"hello world"
     part = wopi.get_file(Range="bytes=0-4", If_Range=etag)
     assert part.status_int == 206 and part.body == b"hello"
+    weak = wopi.get_file(Range="bytes=0-4", If_Range=f"W/{etag}")  # RFC 9110 §13.1.5: never matches
+    assert weak.status_int == 200 and weak.body == b"hello world"
 
 
 @pytest.mark.parametrize("headers", [{}, {"Range": "bytes=0-4"}], ids=["whole", "range"])

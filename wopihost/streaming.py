@@ -89,6 +89,8 @@ def _range_as_rfc_9110_reads_it(environ: dict, size: int, etag: str) -> dict:
     would say that none can); empty list elements are skipped (Werkzeug: 416); a suffix longer than the file is
     the whole file (416); and of an empty file only a suffix can be satisfied (§14.1.1), which is then the whole
     (empty) file, every other range not (Werkzeug ignores them: 200, even where If-Range holds)."""
+    if environ.get("HTTP_IF_RANGE", "").lstrip().startswith("W/"):
+        return _without(environ, "HTTP_RANGE")  # §13.1.5: a weak tag never matches (Werkzeug's does): all of it
     value = environ["HTTP_RANGE"]
     unit, _, specs = value.partition("=")
     if unit.strip().lower() != "bytes":
