@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
+import resource
 import select
 import selectors
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,40 @@ def answers(client: socket.socket, count: int) -> bytes:
         assert piece, f"the server closed the connection after {received!r}"
         received += piece
     return received
+
+
+def test_a_worker_out_of_descriptors_leaves_the_client_waiting_and_serves_on(worker):
+    """accept() failing for want of a descriptor (a worker's 1,000 connections pass the usual limit of 1,024)
+    was raised out of the loop: the worker exited, every connection it held dropped. The client now waits in
+    the backlog until descriptors free, and the connections the worker holds are served meanwhile."""
+    held = connect(worker)
+    waiting = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 8, hard))
+    taken = []
+    try:
+        with suppress(OSError):  # every number below the limit taken, holes too: the next accept has none
+            while True:
+                taken.append(os.dup(0))
+        turn(worker, lambda: worker._held_until is not None)
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert worker.nr_conns == 1
+    worker.wsgi.release.set()
+    held.sendall(REQUEST)
+    turn(worker, lambda: _readable(held))
+    assert answers(held, 1).startswith(b"HTTP/1.1 200")  # the loop was not ended
+    turn(worker, lambda: worker.nr_conns == 2)  # once its listeners are on again
+    waiting.sendall(REQUEST)
+    turn(worker, lambda: _readable(waiting))
+    assert answers(waiting, 1).startswith(b"HTTP/1.1 200")
+
+
+def test_a_worker_raises_its_limit_of_open_files(worker):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == min(hard, worker_module.DESCRIPTORS_WANTED) or soft == resource.RLIM_INFINITY
 
 
 def test_a_slow_head_holds_no_thread_and_is_dropped_at_its_deadline(worker):

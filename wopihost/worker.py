@@ -44,6 +44,7 @@ import ipaddress
 import logging
 import math
 import os
+import resource
 import select
 import socket
 import time
@@ -409,6 +410,7 @@ class Worker(ThreadWorker):
     def prepare(self) -> None:
         """What this worker adds to gunicorn's, set up in the worker process (`init_process`)."""
         settings = Settings.from_env()
+        raise_descriptor_limit(self.log)
         if settings.loopback_tcp_congestion:
             for listener in self.sockets:
                 use_congestion_control(listener, settings.loopback_tcp_congestion, self.log)
@@ -435,6 +437,7 @@ class Worker(ThreadWorker):
         # seen it waiting, and until when the worker's listeners are off meanwhile.
         self._waiting_since: float | None = None
         self._held_until: float | None = None
+        self._next_descriptor_warning = 0.0  # (_out_of_descriptors) at most one a minute
         self.cfg = SettledConfig(self.cfg)  # type: ignore[assignment]  # reads as a Config
         self._h2c_sniffed = self.cfg.http2_cleartext in ("prior-knowledge", "both")
         self._idle_since: float | None = None  # when the last request ended, until the buffers are given back
@@ -532,6 +535,9 @@ class Worker(ThreadWorker):
         try:
             client, address = listener.accept()
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # raised, it would end the worker and every connection
+                self._out_of_descriptors(now, exc)
+                return False
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             self._waiting_since = None  # another worker took it
@@ -543,6 +549,15 @@ class Worker(ThreadWorker):
         self.enqueue_req(conn)
         self._post()
         return True
+
+    def _out_of_descriptors(self, now: float, exc: OSError) -> None:
+        """Leave the client in the backlog for a while: another worker, or this one's requests once they end."""
+        self._waiting_since = None
+        self._held_until = now + OUT_OF_DESCRIPTORS_PAUSE
+        self._threads_changed()
+        if now >= self._next_descriptor_warning:
+            self._next_descriptor_warning = now + 60
+            self.log.warning("not accepting connections for now: %s (%d open)", exc.strerror, self.nr_conns)
 
     def murder_keepalived(self, force: bool = False) -> None:
         """Close the kept-alive connections whose keepalive has run out, as gunicorn does, but first serve any
@@ -928,6 +943,22 @@ FOLLOW_ON_MS = 2
 # taking it itself: about a request's time, the longest a worker with every thread busy should take to free
 # one and accept.
 ACCEPT_FALLBACK_MS = 5
+# How long a worker out of file descriptors leaves its listeners off (Worker.accept): the client waits in the
+# backlog for another worker, or for this one's requests to end and free theirs.
+OUT_OF_DESCRIPTORS_PAUSE = 0.5
+# The soft limit of open files a worker raises its own to (never past the hard limit): one a connection, and its
+# threads' blobs, databases and workbook pipes; 1,024, the usual default, is reached before gunicorn's 1,000
+# connections.
+DESCRIPTORS_WANTED = 65536
+
+
+def raise_descriptor_limit(log) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = DESCRIPTORS_WANTED if hard == resource.RLIM_INFINITY else min(hard, DESCRIPTORS_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < 2048:
+        log.warning("the hard limit of open files (%s) leaves a worker room for fewer connections than it takes", hard)
 
 
 def use_congestion_control(listener: socket.socket, algorithm: str, log) -> None:
