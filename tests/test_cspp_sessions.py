@@ -739,9 +739,61 @@ def test_a_session_changed_while_merged_drops_the_copies(locked, services, clock
         assert changed == [1] and response.status_int == 410
         assert locked.get_file().body == b"hello world"
     else:
-        assert changed == [200] and response.status_int == 200  # the session as it then was, unmerged
+        assert changed == [200] and response.status_int == 200  # the session as it then was, merged again
         assert locked.get_file().body == b"helloworldagain"
     assert stored_blobs(services) == file_blobs(services, locked)  # no copy left over
+
+
+def test_a_commit_whose_merge_was_dropped_merges_again_before_it_opens_the_pieces(locked, services, monkeypatch):
+    """A piece kept during the commit's merge drops the copies. The commit went on with the session unmerged,
+    every piece of it open; another commit of the same session (a client's retry) could then merge it, the
+    pieces deleted, and the first commit's file named them: 200, and the file's bytes gone for good."""
+    at_most(monkeypatch, 4)
+    token = upload_in(locked, THREE[: 2 * FRAME], 6)
+    concat, chunks = type(services.blobs).concat, chunkindex.session_chunks
+    piece = []
+
+    def a_piece_first(self, opened, extents):
+        if not piece:
+            piece.append(update_session(locked, token, 2 * FRAME, THREE[2 * FRAME :]).status_int)
+        return concat(self, opened, extents)
+
+    def merged_by_a_retry(*args):
+        services.sessions.merge_pieces(token)  # what another PutChunkedFile of the session does first
+        return chunks(*args)
+
+    monkeypatch.setattr(type(services.blobs), "concat", a_piece_first)
+    monkeypatch.setattr(chunkindex, "session_chunks", merged_by_a_retry)
+    main, _ = full_file(b"hello", b"world", b"again")
+    response = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    monkeypatch.undo()
+    assert piece == [200] and response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    assert file_blobs(services, locked) <= stored_blobs(services)
+    assert locked.get_file().body == b"helloworldagain"
+
+
+def test_a_session_merged_by_another_request_before_its_pieces_are_opened_commits(locked, services, monkeypatch):
+    """A commit read the session's pieces, and another request merged them before it opened them: 410, as if the
+    session were gone, though it was there, merged. It reads the session again."""
+    at_most(monkeypatch, 4)
+    token = upload_in(locked, THREE[: 2 * FRAME], 4)
+    read = chunked.ChunkedFiles._session
+    meanwhile = []
+
+    def merged_meanwhile(self, s, *args):
+        index_and_stream = read(self, s, *args)
+        if not meanwhile:  # a piece kept and the session merged by another commit, once this one has read it
+            meanwhile.append(update_session(locked, token, 2 * FRAME, THREE[2 * FRAME :]).status_int)
+            services.sessions.merge_pieces(token)
+        return index_and_stream
+
+    monkeypatch.setattr(chunked.ChunkedFiles, "_session", merged_meanwhile)
+    main, _ = full_file(b"hello", b"world", b"again")
+    response = put_chunked(locked, {"MainContent": main}, session=token, X_WOPI_Lock="L")
+    monkeypatch.undo()
+    assert meanwhile == [200] and response.status_int == 200, response.headers.get("X-WOPI-FailureReason")
+    assert locked.get_file().body == b"helloworldagain"
+    assert stored_blobs(services) == file_blobs(services, locked)
 
 
 def test_a_piece_kept_after_the_merge_is_409_and_the_retry_commits(locked, services, monkeypatch):

@@ -62,7 +62,7 @@ from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .prepared import Statements
 from .repository import drop_alternate_streams, load_file, unreferenced
-from .sessions import UploadSessions, delete_session, gone
+from .sessions import UploadSessions, delete_session
 from .storage import Blob, Opened, Readable, Storage, TooLarge, discard
 from .text import text_problem
 
@@ -509,24 +509,12 @@ class ChunkedFiles:
                 token = request.session_token
                 # from here the request uses the session: refused, the session stays for the client's retry
                 held.enter_context(self.sessions.used(token, file_id))
-                session_stream = Extents()
-                with self.db.read() as s:
-                    self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
-                    if token:
-                        index, session_stream = self._session(s, token, file_id)
-                if token and len(session_stream) > MAX_BLOBS:
-                    # Each piece is opened below, a descriptor each: thousands would take the worker past its limit.
-                    self.sessions.merge_pieces(token)
-                    with self.db.read() as s:
-                        index, session_stream = self._session(s, token, file_id)
+                index, session_stream = self._open_session(
+                    token, file_id, opened, lock_id, coauth_lock_id, sequence_number
+                )
                 chunks = dict(inline.chunks)
                 mismatched = list(inline.mismatched)
-                if token:
-                    try:
-                        for piece in session_stream:
-                            opened.add(piece.blob, piece.length)
-                    except FileNotFoundError:  # swept or committed by a concurrent request meanwhile
-                        raise gone() from None
+                if index is not None:  # a session's
                     session = chunkindex.session_chunks(index, opened, session_stream, limit)
                     chunks = {**session.chunks, **chunks}
                     mismatched += session.mismatched
@@ -550,7 +538,7 @@ class ChunkedFiles:
                     request,
                     streams,
                     token,
-                    session_stream.length,
+                    session_stream,
                     spool.name,
                     admit,
                     user_id,
@@ -563,6 +551,37 @@ class ChunkedFiles:
         finally:
             for name in unused:
                 self.blobs.release(name)
+
+    def _open_session(
+        self,
+        token: str | None,
+        file_id: str,
+        opened: Opened,
+        lock_id: str | None,
+        coauth_lock_id: str | None,
+        sequence_number: int,
+    ) -> tuple[chunkindex.SessionIndex | None, Extents]:
+        """The file's checks, then the session's chunk index and stream with its pieces open in `opened`: at most
+        MAX_BLOBS of them, a descriptor each (thousands would take the worker past its limit), so more are merged
+        first. Another request may merge them meanwhile (a commit of the same session: its pieces are then gone,
+        the rows name the copies), or add one during the merge (which drops its copies): read again. Once they are
+        open, only a piece added can make a session merge, which the commit finds (the session grew: 409)."""
+        for _ in range(4):
+            with self.db.read() as s:
+                self._check(s, file_id, lock_id, coauth_lock_id, sequence_number)
+                if not token:
+                    return None, Extents()
+                index, stream = self._session(s, token, file_id)
+            if len(stream) > MAX_BLOBS:
+                self.sessions.merge_pieces(token)
+                continue
+            try:
+                for piece in stream:
+                    opened.add(piece.blob, piece.length)
+            except FileNotFoundError:  # merged by another request, or swept or committed: the rows say which
+                continue
+            return index, stream
+        raise WopiError(409, "the upload session kept changing while it was being committed; retry")
 
     def _session(self, s: Session, token: str, file_id: str) -> tuple[chunkindex.SessionIndex, Extents]:
         """The session's chunk index and where its stream lies; 410 unless it is live and this file's. One
@@ -685,7 +704,7 @@ class ChunkedFiles:
         request: PutRequest,
         streams: dict[str, NewStream | None],
         token,
-        session_length,
+        session_stream: Extents,
         spool: str,
         admit: Callable[[Statements], None] | None,
         user_id: str | None,
@@ -696,7 +715,7 @@ class ChunkedFiles:
             now = self.clock.now()
             released = {spool}  # blobs that may have lost their last user
             if token:
-                if self.sessions.get(s, token, file_id).received != session_length:
+                if self.sessions.get(s, token, file_id).received != session_stream.length:
                     raise WopiError(409, "the upload session grew while it was being committed; retry")
                 released.update(delete_session(s, token))
             Statements.ask(s, admit)  # once the file's and the session's rows are locked: see Tokens.require_live
