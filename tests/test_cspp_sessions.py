@@ -891,6 +891,31 @@ def test_a_piece_begun_before_its_session_expired_is_kept_when_it_lands_after(wo
     assert update_session(wopi, token, len(HELLO_WORLD), b"").status_int == 200  # live: slid by the piece
 
 
+@pytest.mark.parametrize("limit", ["bytes", "sessions"])
+def test_a_session_a_slow_piece_brings_back_counts_towards_the_users_limits(wopi, services, clock, settings, limit):
+    """Expired, a session no longer counted towards its user's limits, and new sessions could take its room; a
+    piece begun before the expiry then brought it back over them. It is counted as its piece lands: one that
+    fits the limits is kept, one that does not finds the session gone (410), as at any time after its expiry."""
+    services.sessions.max_bytes_per_user = 100
+    revived = create_session(wopi)
+    assert update_session(wopi, revived, 0, b"x" * 50).status_int == 200
+    clock.advance(minutes=25)
+
+    def meanwhile() -> None:
+        clock.advance(minutes=6)  # the session's expiry passes as the piece comes
+        if limit == "bytes":
+            assert update_session(wopi, create_session(wopi), 0, b"y" * 50).status_int == 200
+        else:
+            for _ in range(settings.max_upload_sessions_per_user):
+                assert wopi.op("CREATE_UPLOAD_SESSION").status_int == 200
+
+    answer = update_while_it_comes(wopi, revived, 50, b"x" * 10, meanwhile)
+    assert answer.status_int == 410, answer.headers
+    live = [s for s in services.sessions.list() if s.expires_at > clock.now()]
+    assert revived not in [s.token for s in live]
+    assert sum(s.received for s in live) <= 100 and len(live) <= settings.max_upload_sessions_per_user
+
+
 def test_gc_deletes_unreferenced_blobs_only_after_the_grace_period(wopi, services, settings):
     with services.blobs.write(io.BytesIO(b"orphan"), 100) as orphan:
         pass  # written and let go, never recorded: what a crash between write and commit leaves

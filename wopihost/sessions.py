@@ -66,11 +66,17 @@ class PieceObserver(Protocol):
 Observe = Callable[[Session, sa.Row], PieceObserver | None]
 
 
-def _bytes_of(user_id, now: datetime | sa.BindParameter[datetime]) -> sa.ScalarSelect:
-    """What a user's live, unfinished upload sessions hold, as a subquery (`user_id` a value or a column)."""
+def _bytes_of(user_id, now: datetime | sa.BindParameter[datetime], also: str | None = None) -> sa.ScalarSelect:
+    """What a user's live, unfinished upload sessions hold, as a subquery (`user_id` a value or a column), with
+    the session `also` whatever its expiry."""
+    live = UploadSession.expires_at > now
     return (
         sa.select(sa.func.coalesce(sa.func.sum(UploadSession.received), 0))
-        .where(UploadSession.user_id == user_id, UploadSession.expires_at > now, UploadSession.result.is_(None))
+        .where(
+            UploadSession.user_id == user_id,
+            live if also is None else sa.or_(live, UploadSession.token == also),
+            UploadSession.result.is_(None),
+        )
         .scalar_subquery()
     )
 
@@ -344,16 +350,21 @@ class UploadSessions:
     ) -> None:
         """The compare-and-set: the session's end moves from `offset` by `length` if it is still there, the
         session live when the piece `started` (a slow piece keeps the session it began in: its client was not
-        idle) and unfinished (and of `total` bytes), and the user's sessions within their limit; else the error
-        that says why."""
+        idle) and unfinished (and of `total` bytes), and the user's sessions within their limits, this one
+        counted even if it expired meanwhile (a slow piece brings it back); else the error that says why (410
+        for a session that expired meanwhile, which the user's limits leave no room to bring back)."""
         now = self.clock.now()
         lock_user(s, user_id)  # so that the sum below counts every other update of this user's sessions
+        live = sa.select(sa.func.count()).where(
+            UploadSession.user_id == user_id, UploadSession.expires_at > now, UploadSession.result.is_(None)
+        )
         where = [
             UploadSession.token == token,
             UploadSession.received == offset,
             UploadSession.expires_at > started,
             UploadSession.result.is_(None),
-            _bytes_of(user_id, now) + length <= self.max_bytes_per_user,
+            _bytes_of(user_id, now, also=token) + length <= self.max_bytes_per_user,
+            sa.or_(UploadSession.expires_at > now, live.scalar_subquery() < self.max_per_user),
         ]
         values = {"received": offset + length, "expires_at": now + self.ttl}
         if file_id is not None:
