@@ -23,6 +23,7 @@ import webtest
 from openpyxl.styles import Font
 from openpyxl.workbook.defined_name import DefinedName
 
+from wopihost import workbooks
 from wopihost.app import create_app
 from wopihost.ids import new_id
 from wopihost.models import WorkbookOperation, WorkbookSession
@@ -1344,6 +1345,22 @@ def given_up_for_lost(body: dict) -> None:
     assert body["status"] == "failed", body
     assert body["error"]["code"] == "serviceNotAvailable" and "create the session again" in body["error"]["message"]
     assert "resourceLocation" not in body
+
+
+def test_async_sessions_being_made_are_bounded_per_worker(graph, services):
+    """Each async createSession started a thread that waited for one of the worker's two workbook calls: 150 of
+    them made 300 threads, and every synchronous workbook call of the worker waited behind them all. Past
+    CREATES_AT_ONCE under way, another is refused with 503 and Retry-After; once they end, one is taken again."""
+    upload(graph)
+    with calls_held(services.workbooks):
+        locations = [start_async(graph) for _ in range(workbooks.CREATES_AT_ONCE)]
+        refused = graph.post_json(f"{WB}/createSession", {"persistChanges": True}, headers={"Prefer": "respond-async"})
+        assert refused.status_int == 503 and refused.headers["Retry-After"] == "5"
+        assert graph_error(refused)[0] == "serviceNotAvailable"
+    for location in locations:
+        assert wait_until(lambda: graph.get(location).json["status"] == "succeeded", timeout=60)
+    assert wait_until(lambda: not [t for t in threading.enumerate() if t.name == "wopihost-workbook"], timeout=10)
+    assert graph.get(start_async(graph)).status_int == 200
 
 
 def test_an_async_session_whose_worker_was_killed_is_failed_once_its_heartbeat_is_stale(

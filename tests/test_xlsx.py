@@ -18,7 +18,10 @@ from openpyxl.worksheet.formula import ArrayFormula
 
 from wopihost.xlsx import WorkbookError, open_workbook, parse_address
 from wopihost.xlsx.address import referenced_cells
+from wopihost.xlsx.errors import CalculationFailed
 from wopihost.xlsx.stack import on_deep_stack
+
+from .cspp_helpers import FIXTURES
 
 LIMIT = 10 << 20
 
@@ -579,8 +582,112 @@ def test_a_panic_inside_ironcalc_is_an_exception_not_a_dropped_request():
         model.set_cell_style(0, 1, 1, style)
         return model.get_formatted_cell_value(0, 1, 1)
 
-    with pytest.raises(RuntimeError, match="^IronCalc panicked"):
+    with pytest.raises(CalculationFailed, match="^the workbook cannot be calculated") as refused:
         show_in_a_format_ironcalc_cannot_print()
+    assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
+
+
+def test_a_formula_ironcalc_panics_on_is_refused_400():
+    """=EDATE(1,1e10) made IronCalc panic: a 500 for a formula a client sent, and for every call on a file that
+    held one."""
+    book = open_workbook(xlsx(), LIMIT)
+    with pytest.raises(CalculationFailed):
+        book.patch("Sheet1", "E1", formulas=[["=EDATE(1,1e10)"]])
+
+
+# -- what a write keeps of the file ------------------------------------------------------------------------
+
+
+def cells_of(data: bytes, sheet: str = "xl/worksheets/sheet1.xml") -> str:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return archive.read(sheet).decode()
+
+
+def test_a_write_keeps_every_other_number_as_it_was():
+    """openpyxl made datetimes of date-formatted numbers as it read them and saved those back, and saved every
+    number with 16 significant digits: a write to one cell changed cells nobody wrote, in the file for good."""
+
+    def fill(book):
+        sheet = book["Sheet1"]
+        for row, number in enumerate([60, 45000.123456789, 1e10, 2958466], start=1):
+            sheet.cell(row, 5, number).number_format = "yyyy-mm-dd hh:mm:ss"  # Excel's 1900-02-29 is serial 60
+        for row, number in enumerate([0.30000000000000004, 123456789.12345679, 2.0**60], start=1):
+            sheet.cell(row, 6, number)
+
+    book = open_workbook(xlsx(fill), LIMIT)
+    expected = [[60, 0.30000000000000004], [45000.123456789, 123456789.12345679], [1e10, 2.0**60], [2958466, ""]]
+    assert values(book, "E1:F4") == expected
+    book.patch("Sheet1", "A1", values=[[5]])
+    saved = book.to_bytes()
+    again = open_workbook(saved, LIMIT)
+    assert values(again, "E1:F4") == expected and values(again, "A1") == [[5]]
+    assert '<c r="E1" s="1" t="n"><v>60</v></c>' in cells_of(saved)
+    assert "<v>0.30000000000000004</v>" in cells_of(saved)
+
+
+def test_a_write_keeps_rich_text():
+    from openpyxl.cell.rich_text import CellRichText, TextBlock
+    from openpyxl.cell.text import InlineFont
+
+    def fill(book):
+        book["Sheet1"]["E1"] = CellRichText("plain ", TextBlock(InlineFont(b=True, color="FF0000"), "bold red"))
+
+    book = open_workbook(xlsx(fill), LIMIT)
+    assert values(book, "E1") == [["plain bold red"]]
+    book.patch("Sheet1", "A1", values=[[5]])
+    cell = cells_of(book.to_bytes())
+    assert "<b" in cell and "FF0000" in cell and "bold red" in cell
+
+
+def with_parts(data: bytes, parts: dict[str, bytes], types: str) -> bytes:
+    """`data` with more parts, and content types for them (XML of <Default>/<Override>)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == "[Content_Types].xml":
+                body = body.replace(b"</Types>", types.encode() + b"</Types>")
+            target.writestr(info, body)
+        for name, body in parts.items():
+            target.writestr(name, body)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "parts, types",
+    [
+        (
+            {"xl/vbaProject.bin": b"macros"},
+            '<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>',
+        ),
+        ({"xl/media/image1.png": b"\x89PNG"}, '<Default Extension="png" ContentType="image/png"/>'),
+        (
+            {"customXml/item1.xml": b"<labels/>"},
+            '<Override PartName="/customXml/item1.xml" ContentType="application/xml"/>',
+        ),
+    ],
+    ids=["macros", "a picture", "custom XML"],
+)
+def test_a_write_that_would_drop_part_of_the_file_is_refused(parts, types):
+    """A write saved the file through openpyxl, which keeps no macros, pictures, shapes or custom XML (sensitivity
+    labels): a one-cell write dropped them, and turned an .xlsm into a file Excel refuses to open. Such a file can
+    be read, and a write to it is refused (nothing stored)."""
+    book = open_workbook(with_parts(xlsx(), parts, types), LIMIT)
+    assert values(book, "C1") == [[10]]
+    book.patch("Sheet1", "A1", values=[[5]])
+    with pytest.raises(WorkbookError, match="cannot keep when it saves a change") as refused:
+        book.to_bytes()
+    assert (refused.value.status, refused.value.inner) == (400, "unsupportedWorkbook")
+
+
+def test_a_write_to_a_workbook_excel_saved_keeps_its_parts():
+    """What a save may leave out (the calculation chain, printer settings, the thumbnail) refuses nothing."""
+    excel = (FIXTURES / "NonZeroByteExcel" / "Version1" / "MainContent" / "FileStream").read_bytes()
+    thumbnail = '<Default Extension="jpeg" ContentType="image/jpeg"/>'
+    book = open_workbook(with_parts(excel, {"docProps/thumbnail.jpeg": b"\xff\xd8"}, thumbnail), LIMIT)
+    sheet = book.worksheets()[0].name
+    book.patch(sheet, "Z1", values=[[5]])
+    assert values(open_workbook(book.to_bytes(), LIMIT), "Z1", sheet) == [[5]]
 
 
 # -- addresses ---------------------------------------------------------------------------------------------

@@ -49,6 +49,10 @@ RETRIES = 5
 # Workbook calls one worker runs at once, each in a child process of its own; the others wait. A call holds a whole
 # workbook in memory (up to some 50 MiB per MiB of the size limit, docs/graph.md §10.3), and a child keeps it.
 CALLS_AT_ONCE = 2
+# createSession with respond-async runs in a thread of its own, each waiting for one of the CALLS_AT_ONCE: past
+# this many under way in a worker, more are refused (503) rather than queued without end, every workbook call of
+# the worker waiting behind them.
+CREATES_AT_ONCE = 8
 OPERATION_TTL = timedelta(hours=1)  # how long a finished operation can still be polled
 FINISH_RETRIES = (0, 0.5, 1, 2, 4, 8, 16)  # seconds before each attempt to record an operation's end
 # The thread making an async session lives only in its worker, and a worker killed, restarted or recycled takes it
@@ -115,6 +119,7 @@ class Workbooks:
         self.ttl = {True: timedelta(seconds=persistent_ttl), False: timedelta(seconds=temporary_ttl)}
         self.max_temporary_per_user = max_temporary_per_user
         self._calls = threading.BoundedSemaphore(CALLS_AT_ONCE)
+        self._creates = threading.BoundedSemaphore(CREATES_AT_ONCE)
         self.calculators = Calculators(CALLS_AT_ONCE, max_size, memory, seconds)
         self.heartbeat = HEARTBEAT
 
@@ -252,6 +257,19 @@ class Workbooks:
         if not persist:  # answered at once, as without respond-async; counted again as the session is recorded
             with self.db.read() as s:
                 self._room(s, user_id)
+        if not self._creates.acquire(blocking=False):
+            raise Unavailable(f"{CREATES_AT_ONCE} workbook sessions are being made here already; retry", retry_after=5)
+        try:
+            operation_id = self._record_operation(file_id, user_id, persist)
+            threading.Thread(
+                target=self._run, args=(operation_id, admit), name="wopihost-workbook", daemon=True
+            ).start()
+        except BaseException:
+            self._creates.release()
+            raise
+        return operation_id
+
+    def _record_operation(self, file_id: str, user_id: str, persist: bool) -> str:
         now = self.clock.now()
         operation = WorkbookOperation(
             id=new_id(),
@@ -265,7 +283,6 @@ class Workbooks:
         )
         with self.db.write() as s:
             s.add(operation)
-        threading.Thread(target=self._run, args=(operation.id, admit), name="wopihost-workbook", daemon=True).start()
         return operation.id
 
     def operation(self, operation_id: str, file_id: str, user_id: str) -> WorkbookOperation:
@@ -299,6 +316,7 @@ class Workbooks:
         finally:
             stop.set()
             beating.join()
+            self._creates.release()
 
     def _create(self, operation_id: str, admit: Admit | None) -> tuple[WorkbookSession | None, dict[str, str]]:
         """The session an operation makes (None if it failed), and the operation's outcome."""

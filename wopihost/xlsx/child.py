@@ -18,7 +18,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .errors import WorkbookError
+from .errors import CalculationFailed, WorkbookError
 from .workbook import Sheet, Workbook, open_workbook
 
 _PR_SET_PDEATHSIG = 1
@@ -47,7 +47,7 @@ def serve(conn: Connection, limit: int) -> None:
             result = _plain(getattr(book, method)(*args, **kwargs))
             answer = ("ok", result, book.to_bytes() if write else None)
         except WorkbookError as exc:
-            if write:
+            if write or isinstance(exc, CalculationFailed):
                 book = None
             answer = ("refused", exc.status, exc.code, str(exc), exc.inner, book is not None)
         except MemoryError:

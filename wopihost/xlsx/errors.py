@@ -12,6 +12,14 @@ class WorkbookError(Exception):
         self.status, self.code, self.inner = status, code, inner
 
 
+class CalculationFailed(WorkbookError):
+    """IronCalc panicked (a fault of its own that this workbook or formula meets): refused as a workbook this host
+    cannot calculate, and the model, maybe half changed, is not kept."""
+
+    def __init__(self, message: str):
+        super().__init__(400, "invalidRequest", message, "unsupportedWorkbook")
+
+
 def unsupported(message: str, status: int = 400) -> WorkbookError:
     return WorkbookError(status, "invalidRequest", message, "unsupportedWorkbook")
 

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from .errors import CalculationFailed
+
 STACK = 256 << 20
 
 P = ParamSpec("P")
@@ -41,7 +43,8 @@ def deep() -> bool:
 def on_deep_stack(call: Callable[P, T]) -> Callable[P, T]:
     """`call`, run on a thread with a STACK-sized stack; what it returns or raises is the caller's, but for a
     Rust panic in IronCalc: a BaseException, which every handler lets through, so the request would end without
-    an answer. It becomes a RuntimeError, a 500 like any other fault. A call made there already runs in place."""
+    an answer. It becomes CalculationFailed, a 400: the panic is met by what the file or the request holds (a
+    formula, EDATE(1,1e10)), again at every try. A call made there already runs in place."""
 
     @functools.wraps(call)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -68,7 +71,7 @@ def on_deep_stack(call: Callable[P, T]) -> Callable[P, T]:
             return value
         try:
             if type(value).__name__ == "PanicException":  # pyo3's, which IronCalc's binding does not export
-                raise RuntimeError(f"IronCalc panicked: {value}") from value
+                raise CalculationFailed(f"the workbook cannot be calculated (IronCalc: {str(value)[:200]})") from value
             raise value
         finally:
             del value  # the exception's traceback holds this frame

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import math
 import re
 import sys
 import uuid
@@ -16,10 +17,14 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
+from xml.etree import ElementTree
 
 import ironcalc
 import openpyxl
+import openpyxl.cell._writer
+from openpyxl.compat import safe_string
 from openpyxl.formula.tokenizer import Token, Tokenizer, TokenizerError
+from openpyxl.reader.excel import ExcelReader
 from openpyxl.utils import FORMULAE
 from openpyxl.utils.datetime import to_excel
 from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
@@ -91,13 +96,15 @@ def open_workbook(data: bytes, limit: int) -> Workbook:
     except zipfile.BadZipFile:
         raise unsupported("the file is not a workbook (not a zip archive)") from None
     try:
-        book = openpyxl.load_workbook(io.BytesIO(data))
+        reader = _Reader(io.BytesIO(data), rich_text=True)
+        reader.read()
+        kept = _part_types(data)
     except WorkbookError:
         raise
     except Exception as exc:  # openpyxl raises many kinds for a damaged file; each means the same here
         raise unsupported(f"the workbook cannot be read: {type(exc).__name__}") from None
     try:
-        return Workbook(book)
+        return Workbook(reader.wb, kept)
     except ironcalc.WorkbookError as exc:  # what IronCalc refuses of a file openpyxl read (a 40-character sheet name)
         raise unsupported(f"the workbook cannot be calculated: {str(exc)[:200]}") from None
 
@@ -116,8 +123,9 @@ class Sheet:
 class Workbook:
     """Every method that reaches the model runs on a deep stack (stack.py); `model` refuses any other thread."""
 
-    def __init__(self, book: openpyxl.Workbook):
+    def __init__(self, book: openpyxl.Workbook, kept: frozenset[str] = frozenset()):
         self.book = book
+        self._kept = kept  # the kinds of part the file holds that a write must keep (_part_types)
         self._model = ironcalc.create("workbook", "en", "UTC")
         self._names: dict[str, int] = {}  # each defined name the model has (lower case): the cells it spans
         # Each sheet's array formulas (its title: {anchor: the cells it fills}), as _mirror met them, so that a PATCH
@@ -271,6 +279,13 @@ class Workbook:
         self.book.calculation.fullCalcOnLoad = True
         out = io.BytesIO()
         self.book.save(out)
+        lost = self._kept - _part_types(out.getvalue())
+        if lost:  # openpyxl keeps no macros, pictures, shapes, charts' drawings, form controls, custom XML, ...
+            raise unsupported(
+                "this workbook holds what this host cannot keep when it saves a change ("
+                + ", ".join(sorted(kind.rsplit("/", 1)[-1] for kind in lost))
+                + "): it can be read, not changed"
+            )
         return out.getvalue()
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -410,6 +425,63 @@ class Workbook:
             model.set_user_input(index, row, column, str(value))
         else:
             model.update_cell_with_text(index, row, column, str(value))
+
+
+class _Reader(ExcelReader):
+    """openpyxl's reader, but a number formatted as a date stays the number it is. openpyxl makes a datetime of it,
+    and saves that back: rounded to the microsecond, Excel's 1900-02-29 (serial 60) a day early, a number past the
+    dates it knows #VALUE!, a 1904-based workbook's dates moved by four years; in every cell of the file, at any
+    write."""
+
+    def read_worksheets(self) -> None:
+        book = cast(Any, self.wb)  # what apply_stylesheet found, which the worksheets' reader converts by
+        formats = book._date_formats, book._timedelta_formats
+        book._date_formats, book._timedelta_formats = set(), set()
+        try:
+            super().read_worksheets()
+        finally:
+            book._date_formats, book._timedelta_formats = formats
+
+
+# Parts a save may drop: what openpyxl writes otherwise (shared strings: in the cells), what Excel makes again (the
+# calculation chain) or can do without (the printer's settings, the thumbnail the file shows in a folder).
+_DISPENSABLE = re.compile(
+    r"xl/sharedStrings\.xml|xl/calcChain\.xml|xl/printerSettings/.*|docProps/thumbnail\.[^/]*", re.IGNORECASE
+)
+
+
+def _part_types(data: bytes) -> frozenset[str]:
+    """The content types of the package's parts ([Content_Types].xml), but those a save may drop: a part
+    openpyxl does not keep is gone from a saved file, a part it renames (comments) keeps its type."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        root = ElementTree.fromstring(archive.read("[Content_Types].xml"))
+        defaults, overrides = {}, {}
+        for entry in root:
+            if entry.tag.endswith("}Default"):
+                defaults[entry.get("Extension", "").lower()] = entry.get("ContentType", "")
+            elif entry.tag.endswith("}Override"):
+                overrides[entry.get("PartName", "").lstrip("/")] = entry.get("ContentType", "")
+        kinds = set()
+        for name in archive.namelist():
+            if name.endswith("/") or name == "[Content_Types].xml" or _DISPENSABLE.fullmatch(name):
+                continue
+            kind = overrides.get(name) or defaults.get(name.rsplit(".", 1)[-1].lower())
+            if kind:
+                kinds.add(kind)
+    return frozenset(kinds)
+
+
+def _exact_number(value: Any) -> str:
+    """openpyxl's safe_string, which writes a cell's number, but with every digit the number has: it writes 16,
+    and a write then changed every number of 17 significant digits in the file (0.30000000000000004 became 0.3)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return safe_string(value)
+
+
+openpyxl.cell._writer.safe_string = _exact_number  # type: ignore[attr-defined]  # (the name both its writers call)
 
 
 def _parse_error(model: ironcalc.Model, index: int, row: int, column: int) -> bool:
