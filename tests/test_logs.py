@@ -374,6 +374,15 @@ def _access(logger, path: str) -> None:
     logger.access(_Response("200 OK", 5, None), None, environ, timedelta(milliseconds=1))
 
 
+def test_the_access_log_goes_to_stderr_with_every_other_line(capsys):
+    """gunicorn writes `accesslog = "-"` to stdout: `wopihost serve --json` then had more than its one JSON value
+    there, and whoever kept stderr (docs/deploy.md §12: every line goes there) had no access lines."""
+    logger = _direct_logger("-")
+    _access(logger, "/healthz")
+    written = capsys.readouterr()
+    assert written.out == "" and '"GET /healthz HTTP/1.1" 200' in written.err
+
+
 def test_the_access_log_written_directly_follows_a_reopened_file(tmp_path):
     log = tmp_path / "access.log"
     logger = _direct_logger(log)

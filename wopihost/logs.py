@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import sys
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -138,6 +139,10 @@ class GunicornLogger(Logger):
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
+        if cfg.accesslog == "-":  # which gunicorn writes to stdout: every log line goes to stderr (docs/deploy.md)
+            for handler in self.access_log.handlers:
+                if getattr(handler, "_gunicorn", False) and isinstance(handler, logging.StreamHandler):
+                    handler.setStream(sys.stderr)
         self.as_json = log_format() == "json"
         for handler in _configured_handlers():
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
