@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import sys
 
-from wopihost.config import FORWARDED_ALLOW_IPS, ConfigError, log_format
+from wopihost.config import ConfigError, gunicorn_forwarded_allow_ips, log_format
 from wopihost.server import DEFAULTS, prepare_metrics_dir
 
 globals().update(DEFAULTS)  # with the hooks that look after the workers' metrics
@@ -19,6 +19,9 @@ try:
     # a bad one was a traceback, raised here by WOPIHOST_METRICS and by gunicorn's logger (WOPIHOST_LOG_FORMAT).
     log_format()
     prepare_metrics_dir()  # before gunicorn loads the worker class, which imports prometheus_client
+    # The proxies gunicorn takes X-Forwarded-Proto from: the one list wopihost takes X-Forwarded-* from too (with
+    # WOPIHOST_TRUSTED_PROXIES set), its default the reverse proxy on this machine (see docs/deploy.md).
+    forwarded_allow_ips = gunicorn_forwarded_allow_ips()
 except ConfigError as exc:
     sys.exit(f"Error: {exc}")
 
@@ -35,8 +38,5 @@ def _whole_number(name: str, default: int, least: int) -> int:
 # bind as no address at all, and started workers that listened nowhere.
 bind = os.environ.get("WOPIHOST_BIND", "").strip() or "127.0.0.1:8080"
 workers = _whole_number("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2, 1)  # none would serve nothing
-# The proxies gunicorn takes X-Forwarded-Proto from: the one list wopihost takes X-Forwarded-* from too (with
-# WOPIHOST_TRUSTED_PROXIES set), its default the reverse proxy on this machine (see docs/deploy.md).
-forwarded_allow_ips = os.environ.get("WOPIHOST_FORWARDED_ALLOW_IPS", "").strip() or FORWARDED_ALLOW_IPS
 # Large uploads: gthread workers keep heart-beating while a thread streams a body; this is the idle limit.
 timeout = _whole_number("WOPIHOST_WORKER_TIMEOUT", 120, 0)  # 0: gunicorn's "never"

@@ -949,6 +949,33 @@ def test_doctor_says_what_a_public_url_that_reaches_no_wopihost_reaches(env, ans
     assert "WOPIHOST_PUBLIC_URL" in found["fix"]
 
 
+def test_doctor_refuses_a_public_url_that_redirects(env):
+    """Doctor followed redirects: a public URL of http:// behind the shipped nginx (which redirects to https://),
+    or an old name, passed, though a client's POST is not redirected and its proof names the URL it used."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    moved = b"HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:1/healthz?key=s3cret\r\nContent-Length: 0\r\n\r\n"
+
+    def answer_each():
+        with suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                with client:
+                    client.recv(4096)
+                    client.sendall(moved)
+
+    threading.Thread(target=answer_each, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        result = CliRunner().invoke(
+            main, ["doctor", "--timeout", "5", "--json"], env={**env, "WOPIHOST_PUBLIC_URL": url}
+        )
+    finally:
+        listener.close()
+    found = next(check for check in json.loads(result.stdout)["checks"] if url in check["what"])
+    assert found["ok"] is False and "redirects (301) to http://127.0.0.1:1/healthz?key=***" in found["what"], found
+    assert "s3cret" not in result.stdout and "WOPIHOST_PUBLIC_URL" in found["fix"]
+
+
 # -- doctor: a database that refuses writes ----------------------------------------------------------------
 
 

@@ -66,9 +66,9 @@ def test_an_unreachable_postgresql(base_env, args):
 def test_doctor_names_a_database_it_cannot_use_in_one_line(base_env, tmp_path, where):
     """Its finding was SQLAlchemy's text: the driver's lines, then "(Background on this error at: https://
     sqlalche.me/...)", and not which database; as the commands say it now, the password hidden."""
-    if where == "postgresql":
-        url = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test"
-        shown = "postgresql+psycopg://postgres:***@127.0.0.1:1/test"
+    if where == "postgresql":  # libpq takes a password in the query too
+        url = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test?password=hunter2&sslmode=prefer"
+        shown = "postgresql+psycopg://postgres:***@127.0.0.1:1/test?password=***&sslmode=***"
         cause = "Connection refused"
     else:
         url = shown = f"sqlite:///{tmp_path}/no-such-directory/wopihost.sqlite3"
@@ -90,6 +90,7 @@ def test_doctor_names_a_database_it_cannot_use_in_one_line(base_env, tmp_path, w
         ("mysql://root@127.0.0.1/test", "not mysql"),
         ("sqlite+aiosqlite:///x.sqlite3", "use sqlite:///path"),
         ("not a url", "is not a database URL"),
+        ("postgresql+psycopg://postgres:hunter2@127.0.0.1:5432x/test", "the port is not a number"),
     ],
 )
 @pytest.mark.parametrize("args", [["files", "list"], ["db", "upgrade"], ["serve", "--port", "1"]], ids=" ".join)

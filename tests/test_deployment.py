@@ -348,7 +348,20 @@ def test_the_gunicorn_configuration_reads_an_empty_setting_as_unset(tmp_path):
     assert result.returncode == 0, result.stderr
     printed = dict(re.findall(r"^(\w+) += (.*)$", result.stdout, re.MULTILINE))
     assert printed["bind"] == "['127.0.0.1:8080']"
-    assert printed["forwarded_allow_ips"] == "['127.0.0.1']"
+    assert printed["forwarded_allow_ips"] == "['127.0.0.1/32']"
+
+
+def test_the_gunicorn_configuration_gives_gunicorn_the_networks_wopihost_reads(tmp_path):
+    """wopihost reads 10.0.1.5/24 as 10.0.1.0/24; given as it was, gunicorn refused to start ("has host bits set"),
+    in a message that did not name the variable."""
+    env = {"WOPIHOST_FORWARDED_ALLOW_IPS": "10.0.1.5/24, 127.0.0.1", "WOPIHOST_METRICS": "off"}
+    result = gunicorn_with_the_shipped_configuration(tmp_path, env, "--print-config")
+    assert result.returncode == 0, result.stderr
+    printed = dict(re.findall(r"^(\w+) += (.*)$", result.stdout, re.MULTILINE))
+    assert printed["forwarded_allow_ips"] == "['10.0.1.0/24', '127.0.0.1/32']"
+    refused = gunicorn_with_the_shipped_configuration(tmp_path, {"WOPIHOST_FORWARDED_ALLOW_IPS": "proxy.internal"})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("Error: WOPIHOST_FORWARDED_ALLOW_IPS: not an IP address or network")
 
 
 def gunicorn_with_the_shipped_configuration(tmp_path, env: dict, *options: str) -> subprocess.CompletedProcess:

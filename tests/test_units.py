@@ -351,6 +351,12 @@ def test_recording_settings(tmp_path):
         ({"WOPIHOST_FILE_GEO_LOCATION_CODE": "EUR  # Europe"}, "WOPIHOST_FILE_GEO_LOCATION_CODE"),
         ({"WOPIHOST_S3_ENDPOINT_URL": "http://127.0.0.1:7480 # rgw"}, "WOPIHOST_S3_ENDPOINT_URL"),
         ({"WOPIHOST_S3_ENDPOINT_URL": "127.0.0.1:7480"}, "WOPIHOST_S3_ENDPOINT_URL"),
+        # each failed later with a traceback: every command, gunicorn, or each URL built from it
+        ({"WOPIHOST_PUBLIC_URL": "https://[wopi.example.com]/office"}, "WOPIHOST_PUBLIC_URL"),
+        ({"WOPIHOST_PUBLIC_URL": "http://wopi.example.com:abc"}, "WOPIHOST_PUBLIC_URL"),
+        ({"WOPIHOST_PUBLIC_URL": "http://[::1"}, "WOPIHOST_PUBLIC_URL"),
+        ({"WOPIHOST_S3_ENDPOINT_URL": "http://my_minio:9000"}, "WOPIHOST_S3_ENDPOINT_URL"),
+        ({"WOPIHOST_S3_DOWNLOAD_URL": "http://store:99999"}, "WOPIHOST_S3_DOWNLOAD_URL"),
         # botocore refuses it when the store is first built, with a traceback
         ({"WOPIHOST_S3_REGION": "eu-west-1 # Ireland"}, "WOPIHOST_S3_REGION"),
         ({"WOPIHOST_S3_REGION": "us east 1"}, "WOPIHOST_S3_REGION"),
@@ -375,6 +381,26 @@ def test_recording_settings(tmp_path):
 def test_bad_settings_name_the_variable(tmp_path, env, variable):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bob:s3cretpw@client.example/hosting/discovery?key=SECRETKEY # collabora",
+        "htps://bob:s3cretpw@client.example/hosting/discovery?key=SECRETKEY",
+    ],
+)
+def test_a_refused_url_setting_is_quoted_without_its_secrets(tmp_path, url):
+    """The message quoted the value whole, a password and a key in its query with it, to the terminal and to the
+    journal (the gunicorn master prints it unredacted)."""
+    with pytest.raises(ConfigError, match="WOPIHOST_DISCOVERY_URL") as refused:
+        Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_DISCOVERY_URL": url})
+    assert "s3cretpw" not in str(refused.value) and "SECRETKEY" not in str(refused.value)
+
+
+def test_an_s3_endpoint_of_a_host_name_or_an_address_is_taken(tmp_path):
+    for url in ("http://minio-1.internal:9000", "http://127.0.0.1:7480", "http://[::1]:7480"):
+        assert Settings.from_env({"WOPIHOST_DATA_DIR": str(tmp_path), "WOPIHOST_S3_ENDPOINT_URL": url})
 
 
 def test_the_zeros_the_readme_gives_a_meaning_are_taken(tmp_path):

@@ -73,6 +73,8 @@ def database_url_problem(url: str) -> str | None:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
         return f"{name} is not a database URL: use sqlite:////path/to/wopihost.sqlite3 or {PG_EXAMPLE}"
+    except ValueError:  # what SQLAlchemy raises for a port that is not a number
+        return f"{name}: the port is not a number; use {PG_EXAMPLE}"
     backend, driver = parsed.get_backend_name(), parsed.drivername.partition("+")[2]
     if backend in ("postgres", "pg"):
         return f"{name}: {backend}:// is not a scheme SQLAlchemy knows; use {PG_EXAMPLE}"
@@ -119,7 +121,9 @@ def explain(exc: Exception, settings: Settings | None = None, named: Sequence[st
 def _database(settings: Settings | None) -> str:
     if settings is None:
         return "(WOPIHOST_DATABASE_URL)"
-    return sa.make_url(settings.database_url).render_as_string(hide_password=True)
+    url = sa.make_url(settings.database_url)  # a password may be in the query too (?password=), as libpq takes it
+    query = "&".join(f"{name}=***" for name in url.query)
+    return url.set(query={}).render_as_string(hide_password=True) + (f"?{query}" if query else "")
 
 
 def _first_line(error: BaseException | None) -> str:

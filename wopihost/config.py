@@ -11,11 +11,12 @@ import secrets
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from .shownurl import shown_source
 from .text import digits
 
 ENV_PREFIX = "WOPIHOST_"
@@ -164,6 +165,12 @@ def setting(name: str, default: str, parse, environ: Mapping[str, str] | None = 
 
 def log_format(environ: Mapping[str, str] | None = None) -> str:
     return setting("LOG_FORMAT", "text", _log_format, environ)
+
+
+def gunicorn_forwarded_allow_ips(environ: Mapping[str, str] | None = None) -> str:
+    """WOPIHOST_FORWARDED_ALLOW_IPS as gunicorn takes it: networks written as wopihost reads them (gunicorn refuses
+    to start on 10.0.1.5/24, which wopihost reads as 10.0.1.0/24)."""
+    return ",".join(str(network) for network in setting("FORWARDED_ALLOW_IPS", FORWARDED_ALLOW_IPS, _networks, environ))
 
 
 def loopback_tcp_congestion(environ: Mapping[str, str] | None = None) -> str:
@@ -373,14 +380,14 @@ class Settings:
             record_dir=record_dir(env),
             record_max_body=parsed("RECORD_MAX_BODY", "1MiB", parse_size),
             storage_url=storage_url,
-            s3_endpoint_url=parsed("S3_ENDPOINT_URL", "", _http_url),
+            s3_endpoint_url=parsed("S3_ENDPOINT_URL", "", _s3_endpoint),
             s3_region=s3_region,
             s3_addressing_style=parsed("S3_ADDRESSING_STYLE", "", _addressing_style),
             s3_connect_timeout=parsed("S3_CONNECT_TIMEOUT", "5s", _positive_duration),
             s3_read_timeout=parsed("S3_READ_TIMEOUT", "60s", _positive_duration),
             s3_max_attempts=parsed("S3_MAX_ATTEMPTS", "4", _attempts),
             s3_part_size=parsed("S3_PART_SIZE", "8MiB", _part_size),
-            s3_download_url=parsed("S3_DOWNLOAD_URL", "", _http_url),
+            s3_download_url=parsed("S3_DOWNLOAD_URL", "", _s3_endpoint),
         )
 
 
@@ -406,10 +413,32 @@ def _storage_url(text: str) -> str:
 
 
 def _http_url(text: str) -> str:
+    """An absolute http(s) URL, as messages show it (shownurl) when refused: the value may hold a password."""
+    if not text:
+        return text
     # the whole value: systemd keeps a `# comment` after it, and every URL built from it would carry that
-    if text and not re.fullmatch(r"(?i:https?)://[^/\s]+\S*", text):
-        raise ValueError(f"not an absolute http(s) URL (with no spaces): {text!r}")
+    if not re.fullmatch(r"(?i:https?)://[^/\s]+\S*", text):
+        raise ValueError(f"not an absolute http(s) URL (with no spaces): {shown_source(text)}")
+    try:  # what every URL built from it would fail on, later and with a traceback
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  # a port that is not a number, or past 65535, raises here
+        if parts.netloc.rpartition("@")[2].startswith("["):
+            IPv6Address(parts.hostname or "")  # brackets hold an IPv6 address and nothing else
+    except ValueError as exc:
+        raise ValueError(f"not a URL that can be parsed ({exc}): {shown_source(text)}") from None
+    if not parts.hostname:
+        raise ValueError(f"a URL with no host: {shown_source(text)}")
     return text.rstrip("/")
+
+
+def _s3_endpoint(text: str) -> str:
+    """An http(s) URL whose host boto3 takes: letters, digits, dots and hyphens (no `_`, which Docker's service
+    names may hold), or an IP address."""
+    text = _http_url(text)
+    host = urlsplit(text).hostname or ""
+    if text and not re.fullmatch(r"[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+", host):
+        raise ValueError(f"the host {host!r} is not one an S3 client takes (letters, digits, dots and hyphens)")
+    return text
 
 
 def _discovery_source(text: str) -> str:
@@ -417,14 +446,11 @@ def _discovery_source(text: str) -> str:
     Windows drive)."""
     if text.lower().startswith(("http://", "https://")):
         _http_url(text)  # a `# comment` after it: the fetch would fail, and with it every proof check
-        try:
-            parts = urlsplit(text)
-        except ValueError as exc:  # an unclosed [IPv6 address
-            raise ValueError(f"not a URL that can be parsed ({exc})") from None
+        parts = urlsplit(text)
         if "@" in parts.netloc:  # urllib sends no user or password, and the error it raises quotes them
             raise ValueError("a URL with a user or password before its host, which the fetch would not send")
-    elif len(urlsplit(text).scheme) > 1:
-        raise ValueError(f"neither an http(s) URL nor a file path: {text!r} (a URL starts with https://)")
+    elif len(scheme := urlsplit(text).scheme) > 1:  # (the rest not quoted: it may hold a password)
+        raise ValueError(f"neither an http(s) URL nor a file path: it starts with {scheme}: (a URL with https://)")
     return text
 
 

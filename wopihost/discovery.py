@@ -18,13 +18,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from .clock import Clock
 from .proof import ProofKeyError, ProofKeys, public_key_from_blob, public_key_from_modulus_exponent, same_public_key
+from .shownurl import shown_source
 
 log = logging.getLogger("wopihost.discovery")
 
@@ -285,31 +286,6 @@ class _NoDowngradeRedirects(urllib.request.HTTPRedirectHandler):
         if new_scheme not in ("http", "https") or (old_scheme == "https" and new_scheme != "https"):
             raise urllib.error.HTTPError(newurl, code, f"refusing redirect to {shown_source(newurl)}", headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-SECRET = "***"  # in place of a secret, as the database URL's password is shown (SQLAlchemy's hide_password)
-
-
-def shown_source(url: str) -> str:
-    """A discovery source as messages and logs show it (doctor's lines among them): an http(s) URL with its
-    credentials hidden, the password of its user (the user itself when it has none: a token may stand there),
-    every query value and the fragment; a file path as it is."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # ("http://[::1/..."): nothing of it can be told apart, so none of it is shown
-        return "a URL that cannot be parsed"
-    if parts.scheme.lower() not in ("http", "https"):
-        return url
-    netloc = parts.netloc
-    user, at, host = netloc.rpartition("@")
-    if at:
-        name, colon, _ = user.partition(":")
-        netloc = f"{name}:{SECRET}@{host}" if colon else f"{SECRET}@{host}"
-    query = "&".join(
-        f"{name}={SECRET}" if eq else SECRET
-        for name, eq, _ in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, SECRET if parts.fragment else ""))
 
 
 def _is_url(source: str) -> bool:

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 
 from . import db
 from .clierrors import explain
-from .discovery import DiscoveryCache, DiscoveryError, shown_source
+from .discovery import DiscoveryCache, DiscoveryError
 from .services import Services
+from .shownurl import shown_source
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,14 @@ def _health_answer(error: urllib.error.HTTPError) -> dict[str, str]:
     return {str(k): str(v) for k, v in body.items()} if isinstance(body, dict) else {}
 
 
+class _Unfollowed(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs) -> None:
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+_NOT_REDIRECTED = urllib.request.build_opener(_Unfollowed)
+
+
 def _public_url(services: Services, timeout: float) -> Finding:
     url = services.settings.public_url
     fix = (
@@ -177,9 +186,12 @@ def _public_url(services: Services, timeout: float) -> Finding:
     )
     instance = instance_fingerprint(services.settings.secret_key)
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as response:
+        with _NOT_REDIRECTED.open(f"{url}/healthz", timeout=timeout) as response:
             body = json.loads(response.read(4096))
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:  # a GET followed there; a client's POST is not, and its proof names this URL
+            where = shown_source(exc.headers.get("Location", "elsewhere"))
+            return Finding(False, f"public URL {url} redirects ({exc.code}) to {where}", fix)
         # /healthz is 503 on purpose when this host's database or storage fails: the URL is right then, and what
         # to fix is what the answer names
         unwell = _health_answer(exc)

@@ -81,7 +81,7 @@ from .workerboard import Board
 # (gunicorn's `raw_env` comes after this import; the workers then compile their own, as before this was done
 # here). A URL that names no database SQLAlchemy knows, or a driver that is missing, is left to each
 # worker to report as it starts.
-with suppress(sa.exc.ArgumentError, ImportError):
+with suppress(sa.exc.ArgumentError, ValueError, ImportError):  # ValueError: a port that is not a number
     compile_all(sa.create_engine(setting("DATABASE_URL", "sqlite://", str)).dialect)  # connects to nothing
 
 # The worker that sweeps for the whole server (App.start): its lock's file is opened here, in the master, so that
