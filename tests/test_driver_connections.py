@@ -55,6 +55,31 @@ def terminate_backend(db: Database) -> int:
     return pid
 
 
+def test_transactions_of_a_worker_are_not_capped_by_a_pool_of_its_own(db):
+    """Every db.read() and db.write() took a connection from SQLAlchemy's default pool, of 15: a 16th transaction
+    at once in a worker (more threads, or requests waiting on one file's row lock) waited 30 s for one and was a
+    503, whatever the worker's threads. A transaction waits only for the database now."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's connections are files, not a server's sessions")
+    together = threading.Barrier(20, timeout=10)
+    failures: list[BaseException] = []
+
+    def hold_a_transaction() -> None:
+        try:
+            with db.read() as s:
+                s.execute(sa.text("SELECT 1"))
+                together.wait()  # every one of them in a transaction at once
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=hold_a_transaction) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+
+
 def test_a_read_on_a_dropped_connection_is_retried_on_a_new_one(db, caplog):
     if db.is_sqlite:
         pytest.skip("SQLite has no server to drop a connection")

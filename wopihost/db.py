@@ -48,8 +48,14 @@ def make_engine(url: str, busy_timeout: float = 30.0, sqlite_cache_size: int = S
     Each SQLite connection caches up to `sqlite_cache_size` bytes of the database's pages (see config.SQLITE_CACHE_SIZE).
     """
     if not url.startswith("sqlite"):
+        # No cap on the pool's connections (SQLAlchemy's default is 15, each past it waiting 30 s, then a 503):
+        # a worker's transactions are bounded by its threads, and each should wait only for the database.
         engine = sa.create_engine(
-            url, pool_pre_ping=True, hide_parameters=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
+            url,
+            pool_pre_ping=True,
+            max_overflow=-1,
+            hide_parameters=True,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT},
         )
 
         @event.listens_for(engine, "connect")
