@@ -409,11 +409,15 @@ def list_children(call: Call, ref: ItemRef) -> Response:
 
 
 def _require_listed_order() -> None:
-    """400 for a $filter or an $orderby other than the name order children are listed in: an answer of other
-    items, or in another order, than asked for would be taken for the one asked for."""
-    for name in ("$filter", "filter"):
-        if name in request.args:
-            raise GraphError(400, "invalidRequest", "$filter is not supported on children: filter what is listed")
+    """400 for a $filter, $search, $skip or $count=true, or an $orderby other than the name order children are
+    listed in: an answer of other items, or in another order, than asked for would be taken for the one asked
+    for (a client paging with $skip would get the first page again)."""
+    for name in ("filter", "search", "skip"):
+        if f"${name}" in request.args or name in request.args:
+            raise GraphError(400, "invalidRequest", f"${name} is not supported on children: page with @odata.nextLink")
+    count = request.args.get("$count", request.args.get("count"))
+    if count is not None and count.strip().lower() != "false":
+        raise GraphError(400, "invalidRequest", "$count is not supported on children: count what is listed")
     order = request.args.get("$orderby", request.args.get("orderby"))
     if order is not None and " ".join(order.lower().split()) not in ("name", "name asc"):
         raise GraphError(400, "invalidRequest", "children are listed by name only: $orderby=name, or no $orderby")
