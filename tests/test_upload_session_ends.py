@@ -116,6 +116,35 @@ def test_a_session_completing_as_its_file_is_deleted_takes_the_locks_in_the_dele
 
 @pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_session_committed_through_source_url_as_its_file_is_deleted_takes_the_locks_in_that_order(
+    services, graph, database
+):
+    """The same for a deferred session made for a file and committed through sourceUrl elsewhere: that commit
+    locked the session's row first, then the target's folder, which the deletion of the file held (its own
+    folder), waiting in turn for the session's row: a deadlock, one of them 503."""
+    target = simple_upload(graph, "target.bin", b"old content")["id"]
+    url = new_session(graph, f"me/drive/items/{target}", {"item": {"fileSize": 6}, "deferCommit": True})
+    assert graph.upload(url, data(6), 0, 6).status_int == 202
+    token = url.rsplit("/", 1)[-1]
+    answers = []
+    commit = {"@microsoft.graph.sourceUrl": url}
+    with services.db.write() as s:
+        file = services.files.load_in_locked_folder(s, target)  # as the deletion does first
+        last = threading.Thread(target=lambda: answers.append(graph.put_json("me/drive/root:/placed.bin", commit)))
+        last.start()
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the commit never waited"
+        locked = sa.select(UploadSession).where(UploadSession.token == token).with_for_update(nowait=True)
+        assert s.scalars(locked).one().token == token  # free: the commit waits for the file before it
+        unused = services.files.delete_in(s, file)
+    last.join(30)
+    for name in unused:
+        services.blobs.release(name)
+    assert answers[0].status_int == 404 and graph_error(answers[0])[0] == "itemNotFound", answers[0].body
+    assert graph.get("me/drive/root:/placed.bin").status_int == 404
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("kind", ["upload", "workbook"])
 def test_a_folder_deletion_and_a_sweep_of_expired_sessions_never_wait_for_each_other(services, clock, database, kind):
     """A folder's deletion ends its files' sessions file by file, each file's in key order, so across the folder

@@ -270,8 +270,7 @@ class Uploads:
             self.sessions.merge_pieces(token)  # before they become the file's content: every read opens them all
         try:
             with self.db.write() as s:
-                if redirect is None:
-                    self._lock_own_file(s, token)
+                self._lock_own_file(s, token)  # redirected too: the session's row must come after its file's locks
                 row = self.sessions.get_graph(s, token)
                 if user_id is not None and row.user_id != user_id:
                     raise WopiError(403, "the upload session is another user's", code="accessDenied")
