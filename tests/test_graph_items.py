@@ -2272,16 +2272,6 @@ def test_errors_are_graph_json(graph, testapp, method, path, body, status, code)
     assert item(graph, "a.txt").json["name"] == "a.txt"
 
 
-@pytest.mark.filterwarnings("ignore::webtest.lint.WSGIWarning")  # webtest's lint does not know PROPFIND
-@pytest.mark.parametrize("method", ["PROPFIND", "TRACE", "MKCOL"])
-def test_unsupported_methods_are_graph_json(graph, testapp, method):
-    response = testapp.request(
-        "/v1.0/me/drive/root", method=method, headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True
-    )
-    assert response.status_int == 405
-    assert graph_error(response) == ("notSupported", None)
-
-
 @pytest.mark.parametrize(
     "method, path, allowed",
     [
@@ -2304,6 +2294,20 @@ def test_a_405_says_which_methods_the_resource_takes(graph, method, path, allowe
     assert response.status_int == 405
     assert graph_error(response) == ("notSupported", None)
     assert response.headers["Allow"] == allowed
+
+
+@pytest.mark.filterwarnings("ignore::webtest.lint.WSGIWarning")  # webtest's lint does not know PROPFIND
+@pytest.mark.parametrize("method", ["OPTIONS", "PROPFIND", "TRACE", "MKCOL"])
+@pytest.mark.parametrize("path", ["me/drive", "me/drive/root", "me/drive/root:/a.txt:/content"])
+def test_a_method_no_resource_takes_is_501_not_a_405_with_another_allow(graph, method, path):
+    """It was a 405 whose Allow listed every method of the API (PUT, DELETE, ... on /me/drive), where a 405 of
+    DELETE on the same resource says GET, HEAD: RFC 9110 §15.6.2's 501 is for a method no resource takes."""
+    put(graph, "a.txt")
+    response = graph.testapp.request(
+        f"/v1.0/{path}", method=method, headers={"Authorization": f"Bearer {graph.token}"}, expect_errors=True
+    )
+    assert response.status_int == 501 and "Allow" not in response.headers
+    assert graph_error(response) == ("notSupported", None)
 
 
 @pytest.mark.parametrize("path", ["/v1.0/", "/v1.0", "/_api/v2.0/"])
@@ -2428,11 +2432,6 @@ def test_a_parent_reference_path_into_another_drive_is_400(services, graph):
         f"me/drive/items/{file_id}", {"parentReference": {"path": f"/drives/{graph.drive_id}/root:/d"}}
     )
     assert moved.status_int == 200 and moved.json["parentReference"]["path"].endswith("root:/d")
-
-
-def test_options_is_a_graph_405(graph):
-    answer = graph.testapp.options(graph.url("me/drive/root"), headers=graph.headers(), expect_errors=True)
-    assert answer.status_int == 405 and graph_error(answer)[0] == "notSupported"
 
 
 def test_paging_follows_code_points_whatever_the_database_collation(database, settings, clock):

@@ -11,7 +11,7 @@ import re
 
 from flask import Blueprint, Flask, Response
 from flask import request as current_request  # `request` is this package's module request.py
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import PathConverter
 
 from . import errors, routes
@@ -53,6 +53,12 @@ def handles(path: str) -> bool:
 
 
 def routing_error(error: HTTPException) -> Response:
+    if isinstance(error, MethodNotAllowed) and current_request.method not in METHODS:
+        # RFC 9110 §15.6.2: a method no resource here takes (OPTIONS, PROPFIND, ...). A 405 must list the target's
+        # own methods in Allow, and Werkzeug's lists every method of the blueprint, contradicting the 405 of one
+        # of them on the same resource.
+        message = f"{current_request.method} is not a method this API takes"
+        return errors.response(errors.GraphError(501, "notSupported", message))
     version = _OTHER_VERSION.match(current_request.path)
     if isinstance(error, NotFound) and version is not None and not _served(current_request.path):
         message = f"this host serves the API under {', '.join(PREFIXES)}, not {version.group(0).rstrip('/')}"
