@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -362,6 +363,21 @@ def test_the_gunicorn_configuration_gives_gunicorn_the_networks_wopihost_reads(t
     refused = gunicorn_with_the_shipped_configuration(tmp_path, {"WOPIHOST_FORWARDED_ALLOW_IPS": "proxy.internal"})
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.startswith("Error: WOPIHOST_FORWARDED_ALLOW_IPS: not an IP address or network")
+
+
+def test_a_metrics_address_another_program_holds_stops_the_master_in_one_line(tmp_path, database):
+    """Each worker listens on WOPIHOST_METRICS_BIND as it starts: a port taken by another program made every worker
+    fail to boot, each with a traceback ("Worker failed to boot")."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {
+            "WOPIHOST_METRICS_BIND": f"127.0.0.1:{port}",
+            "WOPIHOST_BIND": "127.0.0.1:0",
+            "WOPIHOST_DATABASE_URL": database,
+        }
+        result = gunicorn_with_the_shipped_configuration(tmp_path, env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"Error: WOPIHOST_METRICS_BIND: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
 
 
 def gunicorn_with_the_shipped_configuration(tmp_path, env: dict, *options: str) -> subprocess.CompletedProcess:

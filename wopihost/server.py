@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import cast
 
 from gunicorn.app.base import BaseApplication
 
-from .config import parse_flag, record_dir, setting
+from .config import ConfigError, parse_flag, record_dir, setting
 from .logs import ACCESS_LOG_FORMAT
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's setting (wopihost/metrics.py)
@@ -91,8 +92,32 @@ def _starting(server) -> None:
     starts new workers with the same application, as it already did with the same code: restart to apply
     new settings."""
     _check_database(server)
+    _check_metrics_bind()
     _assemble_recording(server, start=True)
-    server.app.wsgi()
+    try:
+        server.app.wsgi()
+    except ConfigError as exc:  # as the checks above: gunicorn's one line, not a traceback
+        raise RuntimeError(str(exc)) from None
+
+
+def _check_metrics_bind() -> None:
+    """Each worker listens on WOPIHOST_METRICS_BIND as it starts (SO_REUSEPORT, as all of them do): a port
+    another program holds made every worker fail to boot, each with a traceback. Tried once here instead."""
+    from .config import Settings
+
+    bind = Settings.from_env().metrics_bind
+    if bind is None or not setting("METRICS", "on", parse_flag):
+        return
+    host, port = bind
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(
+                f"WOPIHOST_METRICS_BIND: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
 
 
 def _assemble_recording(server, start: bool = False) -> None:
