@@ -1,6 +1,7 @@
 """How upload sessions of both kinds end other than by completing: with their file, by expiry, by cancelling
 (docs/graph.md §4.5, docs/cspp-plus.md §1.7), and what they count towards meanwhile."""
 
+import contextlib
 import io
 import os
 import threading
@@ -141,6 +142,46 @@ def test_a_session_committed_through_source_url_as_its_file_is_deleted_takes_the
         services.blobs.release(name)
     assert answers[0].status_int == 404 and graph_error(answers[0])[0] == "itemNotFound", answers[0].body
     assert graph.get("me/drive/root:/placed.bin").status_int == 404
+
+
+@pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_two_source_url_commits_into_each_others_folder_never_deadlock(services, graph, database, monkeypatch):
+    """A commit through sourceUrl of a session made for a file locks that file's folder and the folder the file
+    goes to: taken in the order asked (its own first), two commits into each other's folder each held one and
+    waited for the other, until PostgreSQL aborted one (503). They are taken in id order, as every change does."""
+    for name in ("a", "b"):
+        assert graph.post_json("me/drive/root/children", {"name": name, "folder": {}}).status_int == 201
+    urls = []
+    for path in ("a/x.bin", "b/y.bin"):
+        item = simple_upload(graph, path, b"old")["id"]
+        url = new_session(graph, f"me/drive/items/{item}", {"item": {"fileSize": 6}, "deferCommit": True})
+        assert graph.upload(url, data(6), 0, 6).status_int == 202
+        urls.append(url)
+    # In id order the second waits for the first's folder before it gets here: the barrier then breaks (5 s)
+    together = threading.Barrier(2, timeout=5)
+    get_graph = UploadSessions.get_graph
+
+    def both_locking_first(self, s, token):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            together.wait()  # both hold what they lock before the session's row
+        return get_graph(self, s, token)
+
+    monkeypatch.setattr(UploadSessions, "get_graph", both_locking_first)
+    answers = {}
+
+    def commit(url: str, path: str) -> None:
+        answers[path] = graph.put_json(f"me/drive/root:/{path}", {"@microsoft.graph.sourceUrl": url})
+
+    threads = [
+        threading.Thread(target=commit, args=(urls[0], "b/from-x.bin")),
+        threading.Thread(target=commit, args=(urls[1], "a/from-y.bin")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert {path: answer.status_int for path, answer in answers.items()} == {"b/from-x.bin": 201, "a/from-y.bin": 201}
 
 
 @pytest.mark.skipif(not PG_URL, reason="set WOPIHOST_TEST_DATABASE_URL to run on PostgreSQL")

@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 from .clock import Clock, parse_iso
 from .db import Database
 from .drives import Drives
-from .errors import WopiError
+from .errors import WopiError, not_found
 from .files import Admit, Files, lock_folder_at
 from .models import File, Folder, UploadSession, name_key
 from .names import counted
-from .repository import file_named, load_file
+from .repository import file_named, load_file, lock_folder
 from .sessions import OffsetMismatch, UploadSessions, delete_session, total_mismatch
 from .shares import require_link_reach
 from .storage import Readable
@@ -65,10 +65,6 @@ class Target:
     @classmethod
     def from_json(cls, text: str) -> Target:
         return cls(**json.loads(text))
-
-
-# Where a commit puts a session's bytes instead (redirected), asked in the transaction that completes it
-Redirect = Callable[[Session, Target], Target]
 
 
 @dataclass(frozen=True)
@@ -270,7 +266,7 @@ class Uploads:
             self.sessions.merge_pieces(token)  # before they become the file's content: every read opens them all
         try:
             with self.db.write() as s:
-                self._lock_own_file(s, token)  # redirected too: the session's row must come after its file's locks
+                self._lock_own_file(s, token, redirect)
                 row = self.sessions.get_graph(s, token)
                 if user_id is not None and row.user_id != user_id:
                     raise WopiError(403, "the upload session is another user's", code="accessDenied")
@@ -309,14 +305,31 @@ class Uploads:
             row = self.sessions.get_graph(s, token)
             return row.result is None and row.total is not None and row.received == row.total
 
-    def _lock_own_file(self, s: Session, token: str) -> None:
+    def _lock_own_file(self, s: Session, token: str, redirect: Redirect | None) -> None:
         """The file a session made for one becomes (and its folder), locked before the session's row, as a deletion
         of the file locks them before it ends the file's sessions (sessions.end_with_file): locked the other way
-        round, a completion and a deletion at once would deadlock on PostgreSQL. 404 if the file is gone."""
+        round, a completion and a deletion at once would deadlock on PostgreSQL. 404 if the file is gone. With
+        `redirect`, the folder the file goes to as well, the two in id order as every change takes several
+        (tree.py): two commits into each other's folders would deadlock otherwise."""
         target = s.scalar(sa.select(UploadSession.target).where(UploadSession.token == token))
         file_id = Target.from_json(target).file_id if target is not None else None
-        if file_id is not None:
-            self.files.load_in_locked_folder(s, file_id)
+        if redirect is None:
+            if file_id is not None:
+                self.files.load_in_locked_folder(s, file_id)
+            return
+        while True:
+            point = s.begin_nested()
+            own = s.scalar(sa.select(File.folder_id).where(File.id == file_id)) if file_id is not None else None
+            if file_id is not None and own is None:
+                raise not_found()
+            there = redirect.where(s)[0].id
+            for folder_id in sorted({there} | ({own} if own is not None else set())):
+                lock_folder(s, folder_id)
+            moved = file_id is not None and load_file(s, file_id).folder_id != own
+            if not moved and redirect.where(s)[0].id == there:
+                point.commit()  # its locks are the transaction's until it ends
+                return
+            point.rollback()  # moved meanwhile: let go of them all and take them again in order
 
     def _result(self, s, row, redirect: Redirect | None) -> File:
         """The file a finished session became, for whoever may still reach it, and only where a redirect
@@ -437,35 +450,37 @@ def _describe(item: File | Folder, target: Target) -> None:
         item.fs_modified_at = parse_iso(target.fs_modified)
 
 
-def redirected(
-    drive_id: str, where: Callable[[Session], tuple[Folder, str]], conflict: str, share_link: str | None = None
-) -> Redirect:
+@dataclass(frozen=True)
+class Redirect:
     """For Graph's commit through @microsoft.graph.sourceUrl: the session's bytes go to the name in the folder
     of `drive_id` that `where` finds (a path's: asked in the transaction that completes the session, once the
     folder is locked, so that it names what is at the path then: files.Locate) instead of where the session
     was made for, reached as the commit reaches it (as a member of the drive, or through `share_link`), however
     the session was made."""
 
-    def redirect(s: Session, target: Target) -> Target:
+    drive_id: str
+    where: Callable[[Session], tuple[Folder, str]]
+    conflict: str
+    share_link: str | None = None
+
+    def __call__(self, s: Session, target: Target) -> Target:
         found: list[tuple[Folder, str]] = []
 
         def folder_at(s: Session) -> Folder:
-            found.append(where(s))
+            found.append(self.where(s))
             return found[-1][0]
 
         folder = lock_folder_at(s, folder_at)  # its last answer is the one it found the folder locked by
         return replace(
             target,
-            drive_id=drive_id,
+            drive_id=self.drive_id,
             file_id=None,
             folder_id=folder.id,
             name=found[-1][1],
             path=None,
-            conflict=conflict,
-            share_link=share_link,
+            conflict=self.conflict,
+            share_link=self.share_link,
             expect_file=None,
             expect_sequence=None,
             expect_version=None,
         )
-
-    return redirect

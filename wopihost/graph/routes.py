@@ -27,7 +27,7 @@ from ..streaming import content_response
 from ..text import digits, text_problem
 from ..tokens import API, COPY_MONITOR, Grant, bearer
 from ..tree import Item
-from ..uploads import Held, Target, redirected, require_reach
+from ..uploads import Held, Redirect, Target, require_reach
 from . import shapes
 from .address import DRIVE_KINDS, DriveRef, ItemRef, encoded, not_found, parse_item, require_utf8, split_drive
 from .conditions import condition, conditions
@@ -678,7 +678,7 @@ def commit_from_source(call: Call, ref: ItemRef) -> Response:
     with call.services.db.read() as s:
         _committed_to(call, s, ref, name)
     # found again where the session becomes the file: what the path names then (Locate)
-    redirect = redirected(
+    redirect = Redirect(
         call.drive.id, lambda s: _committed_to(call, s, ref, name), _conflict_of(body, "replace"), call.share
     )
     admit = _admit(call, call.drive.id)  # the token may have been revoked while the session's pieces were joined
