@@ -1252,6 +1252,13 @@ def test_an_order_or_filter_the_host_cannot_apply_is_400_not_a_list_in_another_o
     assert graph_error(response)[0] == "invalidRequest"
 
 
+@pytest.mark.parametrize("options", ["$skip=1", "$orderby=name desc", "$filter=file ne null", "$count=true"])
+def test_options_of_expanded_children_the_host_cannot_apply_are_400_as_on_children(graph, options):
+    put(graph, "a.txt")
+    response = graph.get(f"me/drive/root?$expand=children({quote(options, safe='=$')})")
+    assert response.status_int == 400 and graph_error(response)[0] == "invalidRequest"
+
+
 def test_count_false_is_what_is_answered_anyway(graph):
     put(graph, "a.txt")
     assert graph.get("me/drive/root/children?$count=false").status_int == 200

@@ -1347,6 +1347,50 @@ def given_up_for_lost(body: dict) -> None:
     assert "resourceLocation" not in body
 
 
+def test_a_workbook_a_save_would_lose_part_of_is_changed_only_in_a_session_that_does_not_persist(graph):
+    """A write to such a file is refused (nothing of it would be kept otherwise), but a session that does not
+    persist works on a copy nobody opens but the session: its what-if writes are calculated as for any workbook."""
+    book = openpyxl.load_workbook(io.BytesIO(xlsx()))
+    out = io.BytesIO()
+    book.save(out)
+    with_labels = io.BytesIO()
+    with zipfile.ZipFile(out) as source, zipfile.ZipFile(with_labels, "w") as target:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == "[Content_Types].xml":
+                override = b'<Override PartName="/customXml/item1.xml" ContentType="application/xml"/>'
+                body = body.replace(b"</Types>", override + b"</Types>")
+            target.writestr(info, body)
+        target.writestr("customXml/item1.xml", b"<labels/>")
+    upload(graph, with_labels.getvalue())
+    refused = graph.patch_json(f"{WB}/worksheets/Sheet1/range(address='A1')", {"values": [[5]]})
+    assert refused.status_int == 400 and graph_error(refused) == ("invalidRequest", "unsupportedWorkbook")
+    assert "customXml/item1.xml" in refused.json["error"]["message"]
+    session = graph.post_json(f"{WB}/createSession", {"persistChanges": False}).json["id"]
+    headers = {"workbook-session-id": session}
+    changed = graph.patch_json(f"{WB}/worksheets/Sheet1/range(address='A1')", {"values": [[5]]}, headers=headers)
+    assert changed.status_int == 200, changed.body
+    assert graph.get(f"{WB}/worksheets/Sheet1/range(address='A1')", headers=headers).json["values"] == [[5]]
+
+
+def test_an_async_session_whose_heartbeat_cannot_start_gives_its_place_back(graph, services, monkeypatch):
+    """The place among CREATES_AT_ONCE was given back only once the heartbeat had started: a thread that could not
+    start (the process at its limit of threads) kept it, and after eight such, the worker refused every async
+    createSession until it restarted."""
+    upload(graph)
+    start = threading.Thread.start
+
+    def no_heartbeat(thread):
+        if thread.name == "wopihost-workbook-heartbeat":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", no_heartbeat)
+    for _ in range(workbooks.CREATES_AT_ONCE + 2):
+        start_async(graph)
+        assert wait_until(lambda: not [t for t in threading.enumerate() if t.name == "wopihost-workbook"], timeout=30)
+
+
 def test_async_sessions_being_made_are_bounded_per_worker(graph, services):
     """Each async createSession started a thread that waited for one of the worker's two workbook calls: 150 of
     them made 300 threads, and every synchronous workbook call of the worker waited behind them all. Past

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 import webtest
 
+from wopihost import storage
 from wopihost.app import create_app
 from wopihost.config import Settings
 from wopihost.extents import Extent, Extents
@@ -165,6 +166,30 @@ def test_a_copy_during_which_the_disk_fills_is_507_not_a_short_blob(small_fs, mo
     filler = Filler(small_fs)
     filler.fill()
     os.truncate(filler.path, os.path.getsize(filler.path) - (size - PIECE // 2))  # the last piece fits by half
+    with store.open([source.name]) as opened, pytest.raises(InsufficientStorage):
+        store.concat(opened, Extents([Extent(source.name, 0, size)]))
+    assert [p.name for p in (small_fs / "blobs").rglob("*") if p.is_file()] == [source.name]
+    assert not list((small_fs / "tmp").iterdir())
+
+
+def test_min_free_space_stops_a_copy_whose_room_another_write_takes(small_fs, monkeypatch):
+    """A copy (a Graph copy, a merge of pieces, a chunked save's) was checked only up front: copies and writes
+    side by side each passed that check, and together took the reserve kept for the database and logs."""
+    store = BlobStore(small_fs / "blobs", small_fs / "tmp")
+    size = 6 * PIECE
+    with store.write(io.BytesIO(b"a" * size), size) as source:
+        pass
+    store.min_free = shutil.disk_usage(small_fs).free - size - PIECE  # room for the copy, up front
+    monkeypatch.setattr(storage, "COPY_STEP", PIECE)
+    copy_file_range = os.copy_file_range
+    filler = small_fs / "another-write"
+
+    def another_write_meanwhile(*args):
+        if not filler.exists():
+            filler.write_bytes(b"b" * 3 * PIECE)
+        return copy_file_range(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", another_write_meanwhile)
     with store.open([source.name]) as opened, pytest.raises(InsufficientStorage):
         store.concat(opened, Extents([Extent(source.name, 0, size)]))
     assert [p.name for p in (small_fs / "blobs").rglob("*") if p.is_file()] == [source.name]

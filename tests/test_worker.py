@@ -148,9 +148,15 @@ def test_a_worker_out_of_descriptors_leaves_the_client_waiting_and_serves_on(wor
     assert answers(waiting, 1).startswith(b"HTTP/1.1 200")
 
 
-def test_a_worker_raises_its_limit_of_open_files(worker):
+def test_a_worker_raises_its_limit_of_open_files():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert soft == min(hard, worker_module.DESCRIPTORS_WANTED) or soft == resource.RLIM_INFINITY
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        worker_module.raise_descriptor_limit(logging.getLogger("test"))
+        raised = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert raised == (worker_module.DESCRIPTORS_WANTED if hard == resource.RLIM_INFINITY else min(hard, 65536))
 
 
 def test_a_slow_head_holds_no_thread_and_is_dropped_at_its_deadline(worker):

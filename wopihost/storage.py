@@ -22,7 +22,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wopihost.storage")
 
 PIECE = 1 << 20  # bytes read and written at a time: memory use does not grow with file size
+COPY_STEP = 64 << 20  # bytes the kernel copies at a time (_copy_range) between two looks at the free space
 
 
 class TooLarge(Exception):
@@ -263,7 +264,8 @@ class BlobStore:
         copy_file_range keeps the bytes out of Python (and may share extents on file
         systems that can); where the kernel cannot, pread/write does the same work.
         The blob has no SHA-256: hashing would cost more than the copy itself. A copy that would leave less
-        than `min_free` bytes on the disk is refused before anything is copied, as a write is.
+        than `min_free` bytes on the disk is refused before anything is copied, as a write is, and stopped once the
+        disk has less left (copies side by side each passed the first check).
         """
         assert isinstance(opened, OpenBlobs)  # opened by this store
         self._check_room(sum(extent.length for extent in extents))
@@ -271,7 +273,7 @@ class BlobStore:
         with self._new_blob() as (name, out):
             out.flush()
             for extent in extents:
-                _copy_range(opened._fds[extent.blob], out.fileno(), extent.offset, extent.length)
+                _copy_range(opened._fds[extent.blob], out.fileno(), extent.offset, extent.length, self._check_room)
                 size += extent.length
         return Blob(name, size, "", out)
 
@@ -529,15 +531,17 @@ def _raise_if_out_of_descriptors(exc: OSError) -> None:
         raise Unavailable(f"the host has too many files open ({os.strerror(exc.errno)})") from exc
 
 
-def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
-    """Append src[offset:offset + length] to dst (at dst's position)."""
+def _copy_range(src: int, dst: int, offset: int, length: int, room: Callable[[int], None]) -> None:
+    """Append src[offset:offset + length] to dst (at dst's position), asking `room(0)` (507 once the disk has
+    less than it keeps free) every COPY_STEP bytes."""
     end = offset + length
     try:
         while offset < end:
-            copied = os.copy_file_range(src, dst, end - offset, offset)
+            copied = os.copy_file_range(src, dst, min(end - offset, COPY_STEP), offset)
             if copied == 0:
                 raise OSError(f"the source ends at byte {offset}, before {end}")
             offset += copied
+            room(0)
         return
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
@@ -549,6 +553,7 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
         offset += len(data)
         while data:  # a disk that fills mid-write writes part and says so by the count alone (ENOSPC comes next)
             data = data[os.write(dst, data) :]
+        room(0)
 
 
 def _fsync_dir(path: Path) -> None:

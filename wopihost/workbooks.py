@@ -236,7 +236,9 @@ class Workbooks:
         with self._calls, self.calculators.taken(file_id) as calculator:
             for _ in range(RETRIES):
                 basis, data = self._current(calculator, file_id, session_id, user_id)
-                result, changed = calculator.run((file_id, basis), data, call, write=True)  # (not held: unstored)
+                # a session copy is nobody's file: what a save cannot keep of it need not refuse a what-if write
+                whole = isinstance(basis, int)
+                result, changed = calculator.run((file_id, basis), data, call, write=True, whole=whole)
                 assert changed is not None
                 if len(changed) > self.max_size:  # stored, it would open nowhere: the session or file would be lost
                     raise too_large(len(changed), self.max_size, "would be")
@@ -300,6 +302,12 @@ class Workbooks:
             return self._session(s, session_id, file_id, user_id)
 
     def _run(self, operation_id: str, admit: Admit | None = None) -> None:
+        try:
+            self._run_beating(operation_id, admit)
+        finally:
+            self._creates.release()
+
+    def _run_beating(self, operation_id: str, admit: Admit | None) -> None:
         stop = threading.Event()
         beating = threading.Thread(
             target=self._beat, args=(operation_id, stop), name="wopihost-workbook-heartbeat", daemon=True
@@ -316,7 +324,6 @@ class Workbooks:
         finally:
             stop.set()
             beating.join()
-            self._creates.release()
 
     def _create(self, operation_id: str, admit: Admit | None) -> tuple[WorkbookSession | None, dict[str, str]]:
         """The session an operation makes (None if it failed), and the operation's outcome."""

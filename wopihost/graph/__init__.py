@@ -36,7 +36,8 @@ class _AnyPath(PathConverter):
 
 
 blueprint = Blueprint("graph", __name__)
-# no automatic OPTIONS: Graph has no CORS preflight here, and an unsupported method is a Graph 405
+# no automatic OPTIONS: Graph has no CORS preflight here; a method a resource does not take is a Graph 405 (of
+# routes.dispatch, with the resource's Allow), one none takes a Graph 501 (routing_error)
 blueprint.add_url_rule("/<graphpath:rest>", view_func=routes.dispatch, methods=METHODS, provide_automatic_options=False)
 errors.register(blueprint)
 

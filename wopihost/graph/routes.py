@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, unquote
@@ -221,6 +221,7 @@ def get_item(call: Call, ref: ItemRef) -> Response:
         body = describe(call.services, s, [item], call.drive, call.download_grant, call.share is None, selection())[0]
         expanded = expansions().get("children")
         if isinstance(item, Folder) and expanded is not None:
+            _require_listed_order(expanded)
             args = {"$select": select} if (select := option(expanded, "select")) else {}
             top = _whole_number(option(expanded, "top"), "$top in children(...)", DEFAULT_PAGE, 1, MAX_PAGE)
             children, next_link = _children_page(call, s, item, top, None, _children_path(ref), args)
@@ -408,17 +409,19 @@ def list_children(call: Call, ref: ItemRef) -> Response:
     return jsonify(body)
 
 
-def _require_listed_order() -> None:
+def _require_listed_order(options: Mapping[str, str] | None = None) -> None:
     """400 for a $filter, $search, $skip or $count=true, or an $orderby other than the name order children are
-    listed in: an answer of other items, or in another order, than asked for would be taken for the one asked
-    for (a client paging with $skip would get the first page again)."""
+    listed in, in the query or in `options` (of `$expand=children(...)`): an answer of other items, or in another
+    order, than asked for would be taken for the one asked for (a client paging with $skip would get the first
+    page again)."""
+    args = request.args if options is None else options
     for name in ("filter", "search", "skip"):
-        if f"${name}" in request.args or name in request.args:
+        if option(args, name) is not None:
             raise GraphError(400, "invalidRequest", f"${name} is not supported on children: page with @odata.nextLink")
-    count = request.args.get("$count", request.args.get("count"))
+    count = option(args, "count")
     if count is not None and count.strip().lower() != "false":
         raise GraphError(400, "invalidRequest", "$count is not supported on children: count what is listed")
-    order = request.args.get("$orderby", request.args.get("orderby"))
+    order = option(args, "orderby")
     if order is not None and " ".join(order.lower().split()) not in ("name", "name asc"):
         raise GraphError(400, "invalidRequest", "children are listed by name only: $orderby=name, or no $orderby")
 

@@ -95,16 +95,19 @@ class Calculator:
     def holds(self, key: Any) -> None:
         self._holds = key
 
-    def run(self, key: Any, data: bytes | None, call: Call, write: bool = False) -> tuple[Any, bytes | None]:
+    def run(
+        self, key: Any, data: bytes | None, call: Call, write: bool = False, whole: bool = True
+    ) -> tuple[Any, bytes | None]:
         """What `call` answers on the workbook `key` in `data` (None: the one the child holds), and with `write`
-        the workbook's bytes after it. WorkbookError if the call is refused, or its calculation goes past the
-        child's memory or CPU time; Unavailable (503) if no answer came within BACKSTOP times that time."""
+        the workbook's bytes after it: refused if they would lose a part of the file, unless not `whole` (a
+        session's copy). WorkbookError if the call is refused, or its calculation goes past the child's memory
+        or CPU time; Unavailable (503) if no answer came within BACKSTOP times that time."""
         if data is None and self.holds != key:
             raise RuntimeError("the child does not hold that workbook")
         self._holds = None
         conn = self._started()
         try:
-            conn.send((data, call.method, call.args, call.kwargs, write, self._seconds))
+            conn.send((data, call.method, call.args, call.kwargs, write, whole, self._seconds))
             if not conn.poll(max(self._seconds * BACKSTOP, MIN_BACKSTOP)):
                 self.stop()
                 raise Unavailable("the workbook's calculation is waiting too long for the host's CPU; retry", 5)

@@ -25,16 +25,16 @@ _PR_SET_PDEATHSIG = 1
 
 
 def serve(conn: Connection, limit: int) -> None:
-    """Each message is (data, method, args, kwargs, write, seconds): the workbook's bytes (None: the one held), the
-    Workbook method and its arguments, whether the workbook's new bytes are wanted, and the CPU seconds the call may
-    take. Each answer is ("ok", result, bytes or None), ("refused", status, code, message, inner, held) or
+    """Each message is (data, method, args, kwargs, write, whole, seconds): the workbook's bytes (None: the one
+    held), the Workbook method and its arguments, whether the workbook's new bytes are wanted and must keep every
+    part of the file (Workbook.to_bytes), and the CPU seconds the call may take. Each answer is ("ok", result, bytes or None), ("refused", status, code, message, inner, held) or
     ("failed", message). A workbook that failed a change, half made maybe, is not held; one a read was refused on
     is (`held`)."""
     book: Workbook | None = None
     answer: tuple
     while True:
         try:
-            data, method, args, kwargs, write, seconds = conn.recv()
+            data, method, args, kwargs, write, whole, seconds = conn.recv()
         except (EOFError, OSError):
             return
         _cpu_for(seconds)
@@ -45,7 +45,7 @@ def serve(conn: Connection, limit: int) -> None:
             if book is None:
                 raise RuntimeError("no workbook is held")
             result = _plain(getattr(book, method)(*args, **kwargs))
-            answer = ("ok", result, book.to_bytes() if write else None)
+            answer = ("ok", result, book.to_bytes(whole) if write else None)
         except WorkbookError as exc:
             if write or isinstance(exc, CalculationFailed):
                 book = None

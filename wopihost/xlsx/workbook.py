@@ -98,7 +98,7 @@ def open_workbook(data: bytes, limit: int) -> Workbook:
     try:
         reader = _Reader(io.BytesIO(data), rich_text=True)
         reader.read()
-        kept = _part_types(data)
+        kept = _parts(data)
     except WorkbookError:
         raise
     except Exception as exc:  # openpyxl raises many kinds for a damaged file; each means the same here
@@ -123,9 +123,9 @@ class Sheet:
 class Workbook:
     """Every method that reaches the model runs on a deep stack (stack.py); `model` refuses any other thread."""
 
-    def __init__(self, book: openpyxl.Workbook, kept: frozenset[str] = frozenset()):
+    def __init__(self, book: openpyxl.Workbook, kept: _Parts | None = None):
         self.book = book
-        self._kept = kept  # the kinds of part the file holds that a write must keep (_part_types)
+        self._kept = kept or _Parts({}, 0)  # what a write must keep of the file
         self._model = ironcalc.create("workbook", "en", "UTC")
         self._names: dict[str, int] = {}  # each defined name the model has (lower case): the cells it spans
         # Each sheet's array formulas (its title: {anchor: the cells it fills}), as _mirror met them, so that a PATCH
@@ -270,22 +270,28 @@ class Workbook:
                         raise bad_request(f"the formula {value[:60]!r} cannot be parsed")
         return self._read(sheet, where)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, whole: bool = True) -> bytes:
         """The workbook as .xlsx. Formulas are kept and marked for recalculation when the file is opened
-        (openpyxl writes no calculated values); this host reads them calculated anyway."""
+        (openpyxl writes no calculated values); this host reads them calculated anyway. `whole`: refused if
+        the file would lose a part, or an object of its drawings (openpyxl keeps no macros, pictures, shapes,
+        form controls, custom XML, ...); a copy only the session calculates with need not be whole."""
         from openpyxl.workbook.properties import CalcProperties
 
         self.book.calculation = self.book.calculation or CalcProperties()
         self.book.calculation.fullCalcOnLoad = True
         out = io.BytesIO()
         self.book.save(out)
-        lost = self._kept - _part_types(out.getvalue())
-        if lost:  # openpyxl keeps no macros, pictures, shapes, charts' drawings, form controls, custom XML, ...
-            raise unsupported(
-                "this workbook holds what this host cannot keep when it saves a change ("
-                + ", ".join(sorted(kind.rsplit("/", 1)[-1] for kind in lost))
-                + "): it can be read, not changed"
-            )
+        if whole:
+            saved = _parts(out.getvalue())
+            lost = sorted(name for kind, names in self._kept.kinds.items() if kind not in saved.kinds for name in names)
+            if saved.drawn < self._kept.drawn:  # a drawing kept for its charts, without the shapes beside them
+                lost.append(f"{self._kept.drawn - saved.drawn} of the objects of its drawings")
+            if lost:
+                raise unsupported(
+                    f"this workbook holds what this host cannot keep when it saves a change ({', '.join(lost[:5])}"
+                    + (", ..." if len(lost) > 5 else "")
+                    + "): it can be read, and changed in a session that does not persist, not changed itself"
+                )
         return out.getvalue()
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -450,9 +456,22 @@ _DISPENSABLE = re.compile(
 )
 
 
-def _part_types(data: bytes) -> frozenset[str]:
-    """The content types of the package's parts ([Content_Types].xml), but those a save may drop: a part
-    openpyxl does not keep is gone from a saved file, a part it renames (comments) keeps its type."""
+@dataclass(frozen=True)
+class _Parts:
+    """What a save must keep of a package: its parts by content type (a part openpyxl renames, comments, keeps
+    its type), and how many objects its drawings anchor (openpyxl keeps a drawing's charts, not its shapes)."""
+
+    kinds: Mapping[str, tuple[str, ...]]
+    drawn: int
+
+
+_ANCHOR = re.compile(rb"<(?:\w+:)?(?:twoCellAnchor|oneCellAnchor|absoluteAnchor)\b")
+
+
+def _parts(data: bytes) -> _Parts:
+    """The package's _Parts, but for those a save may drop (_DISPENSABLE)."""
+    kinds: dict[str, list[str]] = {}
+    drawn = 0
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         root = ElementTree.fromstring(archive.read("[Content_Types].xml"))
         defaults, overrides = {}, {}
@@ -461,14 +480,15 @@ def _part_types(data: bytes) -> frozenset[str]:
                 defaults[entry.get("Extension", "").lower()] = entry.get("ContentType", "")
             elif entry.tag.endswith("}Override"):
                 overrides[entry.get("PartName", "").lstrip("/")] = entry.get("ContentType", "")
-        kinds = set()
         for name in archive.namelist():
             if name.endswith("/") or name == "[Content_Types].xml" or _DISPENSABLE.fullmatch(name):
                 continue
             kind = overrides.get(name) or defaults.get(name.rsplit(".", 1)[-1].lower())
             if kind:
-                kinds.add(kind)
-    return frozenset(kinds)
+                kinds.setdefault(kind, []).append(name)
+            if kind == "application/vnd.openxmlformats-officedocument.drawing+xml":
+                drawn += len(_ANCHOR.findall(archive.read(name)))
+    return _Parts({kind: tuple(names) for kind, names in kinds.items()}, drawn)
 
 
 def _exact_number(value: Any) -> str:
