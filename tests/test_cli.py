@@ -917,14 +917,8 @@ def test_doctor_tells_a_host_that_answers_503_from_a_wrong_public_url(env, serve
     assert "WOPIHOST_PUBLIC_URL" not in unwell["fix"] and "the public URL is right" in unwell["fix"]
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [b"SSH-2.0-OpenSSH_9.6\r\n", b'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n["ok"]'],
-    ids=["not HTTP", "a JSON list"],
-)
-def test_doctor_says_what_a_public_url_that_reaches_no_wopihost_reaches(env, answer):
-    """A public URL naming another service's port: one that does not speak HTTP (BadStatusLine) or whose /healthz
-    answers JSON other than an object made doctor end in a traceback, with none of its findings said."""
+def doctor_on_a_public_url_answering(env, answer: bytes) -> tuple[dict, str]:
+    """Doctor's finding on a public URL whose every connection is answered `answer`, and all it printed."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def answer_each():
@@ -944,7 +938,18 @@ def test_doctor_says_what_a_public_url_that_reaches_no_wopihost_reaches(env, ans
     finally:
         listener.close()
     assert result.exit_code == 1, result.output
-    found = next(check for check in json.loads(result.stdout)["checks"] if url in check["what"])
+    return next(check for check in json.loads(result.stdout)["checks"] if url in check["what"]), result.stdout
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"SSH-2.0-OpenSSH_9.6\r\n", b'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n["ok"]'],
+    ids=["not HTTP", "a JSON list"],
+)
+def test_doctor_says_what_a_public_url_that_reaches_no_wopihost_reaches(env, answer):
+    """A public URL naming another service's port: one that does not speak HTTP (BadStatusLine) or whose /healthz
+    answers JSON other than an object made doctor end in a traceback, with none of its findings said."""
+    found, _ = doctor_on_a_public_url_answering(env, answer)
     assert found["ok"] is False and "does not reach a wopihost" in found["what"], found
     assert "WOPIHOST_PUBLIC_URL" in found["fix"]
 
@@ -952,28 +957,10 @@ def test_doctor_says_what_a_public_url_that_reaches_no_wopihost_reaches(env, ans
 def test_doctor_refuses_a_public_url_that_redirects(env):
     """Doctor followed redirects: a public URL of http:// behind the shipped nginx (which redirects to https://),
     or an old name, passed, though a client's POST is not redirected and its proof names the URL it used."""
-    listener = socket.create_server(("127.0.0.1", 0))
     moved = b"HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:1/healthz?key=s3cret\r\nContent-Length: 0\r\n\r\n"
-
-    def answer_each():
-        with suppress(OSError):
-            while True:
-                client, _ = listener.accept()
-                with client:
-                    client.recv(4096)
-                    client.sendall(moved)
-
-    threading.Thread(target=answer_each, daemon=True).start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    try:
-        result = CliRunner().invoke(
-            main, ["doctor", "--timeout", "5", "--json"], env={**env, "WOPIHOST_PUBLIC_URL": url}
-        )
-    finally:
-        listener.close()
-    found = next(check for check in json.loads(result.stdout)["checks"] if url in check["what"])
+    found, printed = doctor_on_a_public_url_answering(env, moved)
     assert found["ok"] is False and "redirects (301) to http://127.0.0.1:1/healthz?key=***" in found["what"], found
-    assert "s3cret" not in result.stdout and "WOPIHOST_PUBLIC_URL" in found["fix"]
+    assert "s3cret" not in printed and "WOPIHOST_PUBLIC_URL" in found["fix"]
 
 
 # -- doctor: a database that refuses writes ----------------------------------------------------------------
