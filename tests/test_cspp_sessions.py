@@ -775,6 +775,8 @@ def test_a_commit_whose_merge_was_dropped_merges_again_before_it_opens_the_piece
 def test_a_session_merged_by_another_request_before_its_pieces_are_opened_commits(locked, services, monkeypatch):
     """A commit read the session's pieces, and another request merged them before it opened them: 410, as if the
     session were gone, though it was there, merged. It reads the session again."""
+    if not services.blobs.deleted_stays_readable:
+        pytest.skip("an object store keeps merged pieces until gc: the commit reads the session as it read it")
     at_most(monkeypatch, 4)
     token = upload_in(locked, THREE[: 2 * FRAME], 4)
     read = chunked.ChunkedFiles._session
