@@ -34,7 +34,7 @@ from . import __version__, db
 from .backup import backup_sqlite, sqlite_path
 from .clierrors import SETTINGS_KEY, Group, database_url_problem
 from .clock import iso_round_trip, to_epoch_ms
-from .config import Settings, log_format, parse_duration
+from .config import Settings, gunicorn_forwarded_allow_ips, log_format, parse_duration
 from .demo import minimal_docx
 from .drives import SHARED_KINDS
 from .launches import ACTIONS
@@ -1180,7 +1180,7 @@ def serve(host: str, port: int, workers: int, threads: int | None, record: Path 
             )
         click.echo(message, err=True)
     # gunicorn's X-Forwarded-Proto from the proxies wopihost takes X-Forwarded-* from, as deploy/gunicorn.conf.py has it
-    proxies = ",".join(str(network) for network in services.settings.forwarded_allow_ips)
+    proxies = gunicorn_forwarded_allow_ips()
     WopiHostServer(
         {**DEFAULTS, "bind": address, "workers": workers, "threads": threads, "forwarded_allow_ips": proxies}
     ).run()
