@@ -561,6 +561,47 @@ def test_a_client_that_does_not_close_after_a_refused_head_holds_no_thread(worke
     turn(worker, lambda: not worker.lingering, seconds=1)
 
 
+def _lingering_while_running(worker) -> tuple[threading.Thread, socket.socket]:
+    """The worker's whole loop running (in a thread), and a client whose connection has ended and lingers."""
+    worker.poller.unregister(worker.method_queue.fileno())  # run() registers it again
+    running = threading.Thread(target=worker.run)
+    running.start()
+    client = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    client.sendall(b"BAD\r\n\r\n")
+    assert client.recv(4096).startswith(b"HTTP/1.1 400")
+    deadline = time.monotonic() + 5
+    while not worker.lingering:
+        assert time.monotonic() < deadline, "the connection never lingered"
+        time.sleep(0.01)
+    return running, client
+
+
+def test_a_stopping_worker_waits_for_its_lingering_connections(worker):
+    """gunicorn's loop ends once it has no connection left, and an ended connection lingering for its client
+    is not one: the worker exited, closing it with what the client sent since unread, which resets the
+    connection and can cut off the answer the client has not read yet. A worker stops (a restart, a reload,
+    max_requests) while answers like a refused upload's are under way. It now waits for them, each until its
+    client closes or its LINGER_SECONDS run out."""
+    running, client = _lingering_while_running(worker)
+    worker.handle_exit(signal.SIGTERM, None)
+    running.join(0.5)
+    assert running.is_alive()  # the client has not closed yet
+    client.sendall(b"the rest of an upload" * 100)  # read and dropped, not left to reset the connection
+    client.close()
+    running.join(1)
+    assert not running.is_alive() and not worker.lingering
+
+
+def test_a_stopping_worker_waits_for_a_lingering_client_no_longer_than_its_linger(worker):
+    running, client = _lingering_while_running(worker)
+    stopped = time.monotonic()
+    worker.handle_exit(signal.SIGTERM, None)
+    running.join(10)
+    assert not running.is_alive() and not worker.lingering
+    assert 1 < time.monotonic() - stopped < worker_module.LINGER_SECONDS + 1
+    client.close()
+
+
 class FailingApp(App):
     """Answers with a body that fails after its first piece, as a download whose store goes away does."""
 

@@ -55,7 +55,7 @@ from contextlib import ExitStack, suppress
 from datetime import timedelta
 from functools import partial
 from itertools import takewhile
-from selectors import EVENT_READ, EVENT_WRITE
+from selectors import EVENT_READ, EVENT_WRITE, DefaultSelector
 from typing import NamedTuple, cast
 
 import sqlalchemy as sa
@@ -467,8 +467,24 @@ class Worker(ThreadWorker):
     def run(self) -> None:
         try:
             super().run()
+            self._end_lingering()
         finally:
             self.leave_board()
+
+    def _end_lingering(self) -> None:
+        """gunicorn's loop ends once no connection is left, and a connection lingering for its client to close
+        (`_linger`) is not one. Closed when the worker exits, with what its client has sent since unread, it
+        would be reset, and a reset can cut off the answer the client has not read yet: the worker waits for
+        them, each until its own deadline, as the loop did (whose poller gunicorn has closed)."""
+        if not self.lingering:
+            return
+        with DefaultSelector() as self.poller:
+            for sock in self.lingering:
+                self.poller.register(sock, EVENT_READ, partial(self._on_linger_data, LINGER_MOST))
+            while self.lingering:
+                for key, _ in self.poller.select(max(0.0, min(self.lingering.values()) - time.monotonic())):
+                    key.data(key.fileobj)
+                self._drop_lingering_past(time.monotonic())
 
     def leave_board(self) -> None:
         BOARD.clear(self.age)
@@ -766,6 +782,9 @@ class Worker(ThreadWorker):
         for conn, deadline in list(self.sending.items()):
             if deadline <= now:  # the client read nothing for the idle timeout
                 self._drop_sending(conn)
+        self._drop_lingering_past(now)
+
+    def _drop_lingering_past(self, now: float) -> None:
         for sock, deadline in list(self.lingering.items()):
             if deadline <= now:
                 self._drop_lingering(sock)
