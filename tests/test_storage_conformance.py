@@ -797,6 +797,29 @@ def test_a_64_mib_write_holds_one_part_in_memory(s3_env, bucket, holds):  # noqa
     assert peak < 1.5 * 8 * MIB, f"{peak / MIB:.1f} MiB at the peak"
 
 
+def test_a_reader_asks_the_store_for_more_only_as_it_reads_on(s3_env, bucket, holds, monkeypatch):  # noqa: F811
+    """Every GET of a seekable reader asked for 16 MiB, however little it went on to read: a Range of a few
+    bytes made the store send up to 16 MiB, cut off. The first GET asks for a piece (1 MiB, what the download
+    reads at a time); each that goes on where the last ended asks for twice as much, up to READ_AHEAD."""
+    monkeypatch.setattr(s3store, "READ_AHEAD", 4 * MIB)
+    data = os.urandom(12 * MIB)
+    store, ranges = S3Store(f"s3://{bucket}/p", holds, part_size=PART), []
+    store._s3.meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: ranges.append(params["headers"]["Range"])
+    )
+    buffer = bytearray(MIB)
+    with store.write(io.BytesIO(data), limit=len(data)) as blob, store.open([blob.name]) as opened:
+        assert opened.readinto(blob.name, 5, memoryview(buffer)[:2]) == 2 and buffer[:2] == data[5:7]
+        assert ranges == [f"bytes=5-{5 + MIB - 1}"]  # a short read: a piece, not READ_AHEAD
+        ranges.clear()
+        read = bytearray()
+        while got := opened.readinto(blob.name, len(read), buffer):
+            read += buffer[:got]
+        assert read == data
+        starts = [0, MIB, 3 * MIB, 7 * MIB, 11 * MIB]  # 1, 2, 4, 4 MiB, then the rest
+        assert ranges == [f"bytes={a}-{b - 1}" for a, b in zip(starts, [*starts[1:], len(data)])]
+
+
 def test_refused_credentials_are_unavailable_for_reads_too(s3_env, bucket, holds, monkeypatch):  # noqa: F811
     """Credentials the store refuses get 403 on every request; a HEAD's has no body, so botocore's code is only
     "403": an outage (503) all the same, as the write's SignatureDoesNotMatch is, never an unmapped error (500)."""

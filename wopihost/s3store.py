@@ -493,7 +493,8 @@ class S3Opened:
     def __init__(self, store: S3Store, names: Iterable[str] = ()):
         self._store = store
         self._sizes: dict[str, int] = {}
-        self._stream: tuple[str, int, int, Any] | None = None  # readinto's GET: name, next offset, end, body
+        # readinto's GET: name, next offset, end, body, and how much it asked for
+        self._stream: tuple[str, int, int, Any, int] | None = None
         for name in dict.fromkeys(names):
             self.add(name)
 
@@ -538,17 +539,21 @@ class S3Opened:
         """Bytes of `name` from `offset` into `buffer`; fewer at the object's end, 0 past it.
 
         A seekable reader (a GetFile, with or without a Range) reads on from where it stopped: its reads are
-        served from one ranged GET of up to READ_AHEAD bytes (or the buffer, if larger), kept open while the
-        reads continue it, rather than one GET per buffer.
+        served from one ranged GET, kept open while the reads continue it, rather than one GET per buffer. The
+        first asks for a piece (or the buffer, if larger); each that continues the last asks for twice as much,
+        up to READ_AHEAD. A reader going on through a large file soon makes few GETs, and one that stops (a
+        Range of a few bytes) has not asked the store for 16 MiB.
         """
         view = memoryview(buffer).cast("B")
         length = min(len(view), self.size(name) - offset)
         if length <= 0:
             return 0
         if self._stream is None or self._stream[:2] != (name, offset) or self._stream[2] - offset < length:
+            last = self._stream
+            window = min(READ_AHEAD, 2 * last[4]) if last is not None and last[:2] == (name, offset) else PIECE
             self._end_stream()
-            end = min(self.size(name), offset + max(length, READ_AHEAD))
-            self._stream = (name, offset, end, self._store._get(name, offset, end - offset))
+            end = min(self.size(name), offset + max(length, window))
+            self._stream = (name, offset, end, self._store._get(name, offset, end - offset), window)
         body = self._stream[3]
         got = 0
         try:
@@ -559,7 +564,7 @@ class S3Opened:
         except BaseException:
             self._end_stream()
             raise
-        self._stream = (name, offset + got, self._stream[2], body)
+        self._stream = (name, offset + got, *self._stream[2:])
         return got
 
     def _end_stream(self) -> None:
