@@ -6,6 +6,7 @@ several objects, and every file without the setting, keep the host's own downloa
 from __future__ import annotations
 
 import secrets
+from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -13,6 +14,7 @@ import requests
 import webtest
 
 from wopihost.app import create_app
+from wopihost.clock import Clock
 from wopihost.config import Settings
 
 from .helpers import TEST_SECRET, GraphClient
@@ -27,7 +29,7 @@ def graph_on_s3(ceph_rgw, s3, database, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     made = []
 
-    def make(download_url: str | None) -> GraphClient:
+    def make(download_url: str | None, expires_at: datetime | None = None) -> GraphClient:
         bucket = f"presign-{secrets.token_hex(6)}"
         s3.create_bucket(Bucket=bucket)
         settings = Settings.from_env(
@@ -45,7 +47,7 @@ def graph_on_s3(ceph_rgw, s3, database, tmp_path, monkeypatch):
         app = create_app(settings)
         made.append(app)
         services = app.extensions["wopihost"]
-        issued, drive_id = services.issue_api_token("alice", True)
+        issued, drive_id = services.issue_api_token("alice", True, expires_at)
         return GraphClient(webtest.TestApp(app), issued.token, drive_id, "/v1.0")
 
     yield make
@@ -67,6 +69,17 @@ def test_a_whole_object_is_downloaded_from_the_store_itself(graph_on_s3, ceph_rg
     assert fetched.headers["Content-Type"] == "application/pdf"
     tampered = url.replace("X-Amz-Expires=3600", "X-Amz-Expires=360000")
     assert requests.get(tampered, timeout=10).status_code == 403  # the signature covers what it grants
+
+
+def test_a_presigned_url_expires_with_the_token_it_was_issued_under(graph_on_s3, ceph_rgw):
+    """A presigned URL lasted an hour whatever the token it was issued under had left: a token about to expire
+    handed out URLs that served the file for an hour more. It lasts what the token has left, as the host's own
+    download URLs do."""
+    graph = graph_on_s3(ceph_rgw.endpoint, Clock().now() + timedelta(seconds=120))
+    assert graph.put("me/drive/root:/a.txt:/content", b"plain").status_int == 201
+    url = graph.get("me/drive/root:/a.txt").json["@microsoft.graph.downloadUrl"]
+    assert url.startswith(ceph_rgw.endpoint + "/")
+    assert 110 <= int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0]) <= 120
 
 
 def test_content_kept_as_extents_is_downloaded_through_the_host(graph_on_s3, ceph_rgw):

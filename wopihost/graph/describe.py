@@ -74,11 +74,13 @@ def describe(
 
 def download_url(services: Services, grant: Grant | None, item: Item) -> str | None:
     """The host's own download URL (a ticket bound to the grant), or, for content stored as one whole blob in
-    a store that clients can reach (WOPIHOST_S3_DOWNLOAD_URL), the store's own presigned URL."""
+    a store that clients can reach (WOPIHOST_S3_DOWNLOAD_URL), the store's own presigned URL. Both expire with
+    the grant's token, or in DOWNLOAD_TTL if sooner."""
     if grant is None or not isinstance(item, File):
         return None
-    if item.extents is None:
-        direct = services.blobs.download_url(item.blob, DOWNLOAD_TTL.total_seconds(), item.name)
+    ttl = min(DOWNLOAD_TTL, grant.expires_at - services.clock.now()).total_seconds()
+    if item.extents is None and ttl >= 1:  # a presigned URL lasts whole seconds
+        direct = services.blobs.download_url(item.blob, ttl, item.name)
         if direct is not None:
             return direct
     return f"{services.settings.public_url}/v1.0/{DOWNLOADS}/{services.tokens.ticket(grant, item.id)}"
