@@ -1494,6 +1494,43 @@ def test_patch_renames_a_file(graph):
     assert graph.get("me/drive/root:/b.txt:/content").body == b"abc"
 
 
+def _between_a_write_and_its_answer(monkeypatch, meanwhile) -> None:
+    """`meanwhile()` runs once a Graph write has committed, before its answer describes the item."""
+    from wopihost.graph import routes
+
+    answer = routes.item_response
+
+    def late_answer(*args, **kwargs):
+        meanwhile()
+        return answer(*args, **kwargs)
+
+    monkeypatch.setattr(routes, "item_response", late_answer)
+
+
+def test_the_answer_to_a_write_never_writes_the_item_back(graph, services, client_for, monkeypatch):
+    """A write's answer described its item in a read transaction into which it merged the item as the write
+    had left it, and which committed: an editor's save that landed in between was undone (the file's old
+    version, size and blob back, that blob already released: the file could no longer be read)."""
+    file_id = put(graph, "a.docx", b"old").json["id"]
+    wopi = client_for(services.files.get(file_id))
+    assert wopi.lock("L1").status_int == 200
+    _between_a_write_and_its_answer(monkeypatch, lambda: wopi.put_file(b"saved meanwhile", lock="L1"))
+    patched = graph.patch_json(f"me/drive/items/{file_id}", {"description": "notes"})
+    assert patched.status_int == 200 and patched.json["description"] == "notes"
+    assert wopi.get_file().body == b"saved meanwhile"
+    assert graph.get(f"me/drive/items/{file_id}").json["size"] == len(b"saved meanwhile")
+
+
+def test_the_answer_to_a_write_never_brings_a_file_deleted_meanwhile_back(graph, services, client_for, monkeypatch):
+    file_id = put(graph, "a.docx", b"old").json["id"]
+    wopi = client_for(services.files.get(file_id))
+    _between_a_write_and_its_answer(monkeypatch, lambda: wopi.op("DELETE"))
+    patched = graph.patch_json(f"me/drive/items/{file_id}", {"description": "notes"})
+    assert patched.status_int == 200 and patched.json["description"] == "notes"  # the write's, as it left it
+    assert graph.get(f"me/drive/items/{file_id}").status_int == 404
+    assert item(graph, "a.docx").status_int == 404
+
+
 def test_patch_renames_a_folder_and_its_children_paths_follow(graph):
     folder_id = mkdir(graph, "old").json["id"]
     file_id = put(graph, "old/a.txt").json["id"]

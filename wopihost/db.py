@@ -95,8 +95,14 @@ class Database:
         # state of the database: SQLite's read transaction is one snapshot; PostgreSQL's READ COMMITTED would let
         # a change that commits meanwhile show half-way (a file whose folder is gone), so its reads are
         # REPEATABLE READ, which costs nothing more in PostgreSQL (the snapshot is taken at the first statement).
-        readers = self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="REPEATABLE READ")
-        self._reader = sessionmaker(readers, expire_on_commit=False)
+        # A read never writes (`read`): on PostgreSQL its transaction is READ ONLY too, so that code which
+        # writes in one fails at once rather than seldom.
+        readers = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        )
+        self._reader = sessionmaker(readers, autoflush=False, expire_on_commit=False)
         self._writer = sessionmaker(self.engine.execution_options(wopihost_write=True), expire_on_commit=False)
         path = self.engine.url.database if self.is_sqlite else None
         self._writers = WriterQueue(path, busy_timeout) if path and path != ":memory:" else None
@@ -119,7 +125,11 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with FAULTS, self._reader() as session, session.begin():
+        """One transaction that only reads, and never writes: it ends in a rollback, and nothing is flushed
+        before. An object merged into it (a write's answer describes its item so) or changed in it is not
+        written back over what other requests have committed since. The objects read keep their state: closing
+        the session detaches them before it rolls back."""
+        with FAULTS, self._reader() as session:
             yield session
 
     @contextmanager

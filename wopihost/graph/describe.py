@@ -96,7 +96,7 @@ def item_response(
     services: Services, item: Item, drive: Drive, grant: Grant | None, status: int = 200, with_paths: bool = True
 ) -> Response:
     with services.db.read() as s:
-        item = s.merge(item, load=True)
+        item = s.merge(item, load=True)  # as the write left it; a read writes nothing back (Database.read)
         body = describe(services, s, [item], drive, grant, with_paths)[0]
     response = jsonify(body)
     response.status_code = status
