@@ -438,3 +438,25 @@ def test_a_token_revoked_while_the_body_comes_makes_no_file(wopi, services):
     assert answer.status_int == 401 and answer.headers["X-WOPI-FailureReason"]
     assert len(services.files.list()) == before
     assert stored_blobs(services) == blobs
+
+
+def test_a_source_moved_while_the_body_comes_gets_its_new_file_beside_it_where_it_is_now(wopi, services, graph):
+    """PutRelativeFile puts the new file beside its source. The source's folder was read before the body came,
+    and a move meanwhile (Graph's PATCH parentReference, say) left the new file in the folder the source had
+    left."""
+    elsewhere = graph.post_json("me/drive/root/children", {"name": "Elsewhere", "folder": {}}).json["id"]
+
+    def move() -> None:
+        moved = graph.patch_json(f"me/drive/items/{wopi.file_id}", {"parentReference": {"id": elsewhere}})
+        assert moved.status_int == 200
+
+    answer = while_the_body_comes(
+        lambda held: wopi.raw_post(
+            "", held, 4096, X_WOPI_Override="PUT_RELATIVE", X_WOPI_SuggestedTarget=".pdf", X_WOPI_Size="4096"
+        ),
+        b"x" * 4096,
+        move,
+    )
+    assert answer.status_int == 200 and answer.json["Name"] == "Doc.pdf"
+    listed = graph.get(f"me/drive/items/{elsewhere}/children").json["value"]
+    assert sorted(item["name"] for item in listed) == ["Doc.docx", "Doc.pdf"]

@@ -224,9 +224,11 @@ class Files:
         def validate(s: Session) -> File | None:
             """The file to overwrite, or None for a new one. The folder is locked first: what the name
             means cannot change until the transaction ends (two saves racing for one name)."""
-            lock_folder(s, folder_id)
-            if source_id is not None:
-                load_file(s, source_id)
+            nonlocal folder_id
+            if source_id is not None:  # beside the source where it is now: it may have moved as the body came
+                folder_id = self.load_in_locked_folder(s, source_id).folder_id
+            else:
+                lock_folder(s, folder_id)
             if target.suggested:
                 return None
             if folder_named(s, folder_id, target.name) is not None:
