@@ -22,6 +22,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests as http
@@ -232,6 +233,13 @@ def test_utf7_is_dotnets():
 def test_a_port_of_digits_that_are_not_ascii_is_no_uri():
     assert not dotnet.is_absolute_uri("http://host:\u00b2/wopi/files/x")  # str.isdigit takes "²", int does not
     assert dotnet.is_absolute_uri("http://host:8080/wopi/files/x")
+
+
+@pytest.mark.parametrize("port", ["99999", "8o80"])
+def test_a_url_whose_port_is_not_one_is_refused_not_sent_to_the_default_port(port):
+    with pytest.raises(ValueError):
+        dotnet.absolute_uri(f"http://127.0.0.1:{port}/wopi/files/x")  # not http://127.0.0.1/wopi/files/x
+    assert dotnet.absolute_uri("HTTP://Host:80/wopi/files/x") == "http://host/wopi/files/x"
 
 
 def test_relaxed_json_and_query_helpers():
@@ -825,6 +833,17 @@ def test_command_line(tmp_path, document, keys, capsys):
         .err.splitlines()[-1]
         .endswith("error: argument --token-ttl: must be milliseconds since 1970, or 0, not '-5'")
     )
+
+    # a port that is not one took every test, writes too, to port 80 (urllib's port, dropped)
+    at = args.index("--wopisrc") + 1
+    for wopisrc in (
+        document.wopi_src.replace(urlsplit(document.wopi_src).netloc, "127.0.0.1:99999"),
+        document.wopi_src.replace(urlsplit(document.wopi_src).netloc, "127.0.0.1:8o80"),
+        "ftp://host/wopi/files/x",
+        "wopi/files/x",
+    ):
+        assert main([*args[:at], wopisrc, *args[at + 1 :]]) == 2
+        assert "error: argument --wopisrc: must be the WOPISrc of a file, an http(s) URL" in capsys.readouterr().err
 
     err = io.StringIO()
     assert main([*args, "--name", "NoSuchTest"], io.StringIO(), err) == 2

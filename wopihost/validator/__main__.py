@@ -19,9 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from ..text import digits
-from . import definitions, report
+from . import definitions, dotnet, report
 from .definitions import DefinitionError
 from .httpclient import INTERRUPTED
 from .requests import Target
@@ -39,7 +40,7 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or "python -m wopihost.validator",
         description="Run Microsoft's WOPI validator test definitions against a host.",
     )
-    p.add_argument("--wopisrc", required=True, help="WOPISrc of a .wopitest file on the host")
+    p.add_argument("--wopisrc", required=True, type=_wopisrc, help="WOPISrc of a .wopitest file on the host")
     p.add_argument("--token", required=True, help="an access token for that file")
     p.add_argument(
         "--token-ttl", type=_milliseconds, default=0, metavar="MS", help="the token's access_token_ttl (0: not known)"
@@ -92,6 +93,18 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIMEOUT} seconds, not {text!r}")
     return seconds
+
+
+def _wopisrc(text: str) -> str:
+    """An http(s) URL, as .NET's Uri would take it: a port that is not one is refused here, where the URL
+    sent without it would take every test, writes too, to whatever answers on port 80 or 443."""
+    try:
+        dotnet.absolute_uri(text)
+        if not dotnet.is_absolute_uri(text) or urlsplit(text).scheme.lower() not in ("http", "https"):
+            raise ValueError("not an absolute http(s) URL")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"must be the WOPISrc of a file, an http(s) URL ({error})") from None
+    return text
 
 
 def _milliseconds(text: str) -> int:

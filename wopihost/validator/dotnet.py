@@ -191,17 +191,15 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def absolute_uri(url: str) -> str:
     """Roughly `new Uri(url).AbsoluteUri`: scheme and host lower-cased, a default port dropped, an empty path
-    made "/". Anything finer (escaping) is left to the HTTP library, and the URL that is finally sent is
+    made "/"; ValueError where .NET's Uri throws for a port that is not one (dropped, the URL would go to the
+    default port). Anything finer (escaping) is left to the HTTP library, and the URL that is finally sent is
     the one that is signed, whatever it is."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     if ":" in host:
         host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
+    port = parts.port
     netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
     if parts.username is not None:
         userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
