@@ -887,6 +887,17 @@ def test_templates_capture_placeholders():
     assert match_template("Bearer {{api_token:1}}", "Bearer abc") == {"{{api_token:1}}": "abc"}
     assert match_template("{{a:1}}.{{a:1}}", "x.y") is None
     assert match_template("/s/{{share:1}}/x", "/s/q/x") == {"{{share:1}}": "q"}
+    assert match_template("token {{access_token:1}}", "token not a secret") is None  # a secret has no whitespace
+
+
+def test_a_placeholder_given_on_the_command_line_stands_for_its_value():
+    """A body holding the session's token (a document that quotes it) was judged to match whatever the host
+    sent in its place: each placeholder captured anything."""
+    bindings = Bindings()
+    bindings.fix("{{access_token:1}}", "THE-NEW-TOKEN")
+    assert bindings.match("PK token {{access_token:1}}", "PK token THE-NEW-TOKEN") == {}
+    assert bindings.match("PK token {{access_token:1}}", "PK token SOMETHING-ELSE") is None
+    assert bindings.match("{{access_token:1}} {{token:2}}", "THE-NEW-TOKEN xyz") == {"{{token:2}}": "xyz"}
 
 
 def test_what_a_replay_shows_of_an_answer_holds_no_secret():

@@ -22,7 +22,7 @@ header the protocol gives a learned value in (If-Match, X-WOPI-SequenceNumber ..
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -53,9 +53,10 @@ def has_placeholder(text: str) -> bool:
     return PLACEHOLDER.search(text) is not None
 
 
-def template(text: str) -> re.Pattern[str]:
-    """A pattern matching what `text` stands for: its placeholders capture (the same placeholder twice must
-    capture the same value), the rest is literal."""
+def template(text: str, given: Mapping[str, str]) -> tuple[re.Pattern[str], list[str]]:
+    """A pattern matching what `text` stands for, and the placeholders it captures, in order. A placeholder
+    `given` a value (on the command line) stands for that value; any other captures a secret, which holds no
+    whitespace (the same placeholder twice must capture the same value); the rest is literal."""
     parts: list[str] = []
     names: list[str] = []
     seen: dict[str, str] = {}
@@ -63,26 +64,27 @@ def template(text: str) -> re.Pattern[str]:
     for match in PLACEHOLDER.finditer(text):
         parts.append(re.escape(text[position : match.start()]))
         placeholder = match.group(0)
-        if placeholder in seen:
+        if placeholder in given:
+            parts.append(re.escape(given[placeholder]))
+        elif placeholder in seen:
             parts.append(f"(?P={seen[placeholder]})")
         else:
             seen[placeholder] = f"p{len(names)}"
             names.append(placeholder)
-            parts.append(f"(?P<{seen[placeholder]}>.+?)")
+            parts.append(rf"(?P<{seen[placeholder]}>\S+?)")
         position = match.end()
     parts.append(re.escape(text[position:]))
-    return re.compile("".join(parts), re.DOTALL)
+    return re.compile("".join(parts), re.DOTALL), names
 
 
-def match_template(text: str, actual: str) -> dict[str, str] | None:
-    """What each placeholder of `text` stands for in `actual`, or None if `actual` does not fit it."""
-    found = template(text).fullmatch(actual)
+def match_template(text: str, actual: str, given: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """What each placeholder of `text` not `given` stands for in `actual`, or None if `actual` does not fit
+    it."""
+    pattern, names = template(text, given or {})
+    found = pattern.fullmatch(actual)
     if found is None:
         return None
-    names: dict[str, str] = {}
-    for match in PLACEHOLDER.finditer(text):
-        names.setdefault(match.group(0), f"p{len(names)}")
-    return {placeholder: found.group(group) for placeholder, group in names.items()}
+    return {placeholder: found.group(f"p{n}") for n, placeholder in enumerate(names)}
 
 
 class Bindings:
@@ -195,6 +197,11 @@ class Bindings:
 
     # -- learning from answers, and judging them -------------------------------------------------------
 
+    def match(self, text: str, actual: str) -> dict[str, str] | None:
+        """match_template, where a placeholder the command line gave a value (--token) stands for it: a body
+        holding another value in its place is not what the recording stands for."""
+        return match_template(text, actual, {placeholder: self.secrets[placeholder] for placeholder in self.fixed})
+
     def bind(self, captures: dict[str, str]) -> None:
         for placeholder, value in captures.items():
             if placeholder not in self.fixed:
@@ -236,7 +243,7 @@ class Bindings:
         parts) when that is one of the recording host's ids, or when the caller knows it is an id (`id_like`):
         names, versions and the API's own segments must be as recorded."""
         if has_placeholder(recorded):
-            captures = match_template(recorded, actual)
+            captures = self.match(recorded, actual)
             if captures is not None and learn:
                 self.bind(captures)
             return captures is not None

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..text import digits
 from .archive import Exchange
-from .bindings import URL_SHAPE, Bindings, has_placeholder, match_template
+from .bindings import URL_SHAPE, Bindings, has_placeholder
 
 ABSENT = "absent"
 
@@ -256,7 +256,7 @@ class _Walk:
         for name, template in exchange.response_headers:
             value = answer.header(name)
             if value is not None and has_placeholder(template):
-                captures = match_template(template, value)
+                captures = self.bindings.match(template, value)
                 if captures is not None:
                     self.bindings.bind(captures)
         recorded, actual = exchange.response_header("X-WOPI-SequenceNumber"), answer.header("X-WOPI-SequenceNumber")
@@ -284,7 +284,7 @@ class _Walk:
         assert exchange.content.data is not None
         text = exchange.content.data.decode("utf-8", "replace")
         actual = (answer.data or b"").decode("utf-8", "replace")
-        captures = match_template(text, actual)
+        captures = self.bindings.match(text, actual)
         if captures is None:
             self.differ("body", f"text of {exchange.content.size} bytes", "text that does not fit it")
         elif self.learn:
