@@ -32,6 +32,23 @@ def run(
     as_json: bool = False,
 ) -> int:
     try:
+        return _run(har, targets, proof_keys, speed, clients, timeout, junit, as_json)
+    except KeyboardInterrupt:  # Ctrl-C, reading the recording too: a line and the shell's status for it
+        click.echo("interrupted", err=True)
+        return INTERRUPTED
+
+
+def _run(
+    har: Path,
+    targets: Targets,
+    proof_keys: Path | None,
+    speed: str | None,
+    clients: int,
+    timeout: float,
+    junit: Path | None,
+    as_json: bool,
+) -> int:
+    try:
         recording = read(har)
         bindings_for(recording, targets)  # refuse a command line that does not fit before anything is sent
     except (RecordingError, UsageProblem) as problem:
@@ -57,13 +74,7 @@ def run(
             for line in report.lines(result, clients):
                 click.echo(line)
 
-    try:
-        done = replay(
-            recording, lambda: bindings_for(recording, targets), Options(speed, clients, timeout, signer), show
-        )
-    except KeyboardInterrupt:  # Ctrl-C: a line and the shell's status for it, as command line tools do
-        click.echo("interrupted", err=True)
-        return INTERRUPTED
+    done = replay(recording, lambda: bindings_for(recording, targets), Options(speed, clients, timeout, signer), show)
     if as_json:
         click.echo(json.dumps(report.as_json(done), indent=2))
     else:
