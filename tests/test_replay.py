@@ -261,6 +261,15 @@ def test_the_wopisrc_and_the_session_token_become_the_first_bindings():
             Targets(wopisrc="http://[::1/wopi/files/B", token="T"),  # urlsplit's ValueError, once blamed elsewhere
             "--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not 'http://[::1/wopi/files/B'",
         ),
+        (  # a port that is no port, or a space in the host: every request failed (status 1), not a usage error
+            Targets(wopisrc="http://replayed.test:99999/wopi/files/B", token="T"),
+            "--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not "
+            "'http://replayed.test:99999/wopi/files/B'",
+        ),
+        (
+            Targets(wopisrc="http://bad host/wopi/files/B", token="T"),
+            "--wopisrc must be a WOPISrc such as http://host/wopi/files/FILE_ID, not 'http://bad host/wopi/files/B'",
+        ),
         (
             Targets(wopisrc="http://replayed.test/wopi/containers/B", token="T"),
             "--wopisrc names containers, the recording's first WOPISrc files",
@@ -287,6 +296,8 @@ def test_graph_requests_go_to_the_graph_base_and_map_adds_what_no_answer_says():
     )
     with pytest.raises(UsageProblem, match="give --graph-base"):
         start(rec, Targets(api_token="A"))
+    with pytest.raises(UsageProblem, match=r"--graph-base must be a Graph URL .* not 'http://x:8o80/v1.0'"):
+        start(rec, Targets(graph_base="http://x:8o80/v1.0", api_token="A"))
     targets = Targets(
         graph_base="https://new.test/v1.0", api_token="A", maps=(("DRIVEDRIVEDRIVE", "NEWDRIVE"), ("{{share:1}}", "S"))
     )
@@ -905,6 +916,13 @@ def test_what_a_replay_shows_of_an_answer_holds_no_secret():
     bindings.bind({"{{session_token:1}}": "SessionTokenValue22ch"})
     shown = bindings.redact('{"token": "SessionTokenValue22ch", "url": "http://h/x?access_token=abc"}')
     assert shown == '{"token": "{{session_token:1}}", "url": "http://h/x?access_token=[redacted]"}'
+
+
+def test_a_short_token_given_on_the_command_line_does_not_garble_what_a_replay_shows():
+    """`--token x` made every "x" of an error a placeholder: "Ma{{access_token:1}} retries e{{access_token:1}}ceeded"."""
+    bindings = Bindings()
+    bindings.fix("{{access_token:1}}", "x")
+    assert bindings.redact("Max retries exceeded") == "Max retries exceeded"
 
 
 # -- the report ---------------------------------------------------------------------------------------------

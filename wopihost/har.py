@@ -26,6 +26,10 @@ KINDS = (
     "token",  # anything else of a token's shape
 )
 PLACEHOLDER = re.compile(r"\{\{(?P<kind>[a-z_]+):(?P<n>\d+)\}\}")
+# A known secret (one a request carried in a header, one given on a replay's command line) is searched for in
+# other text only if at least this long: shorter, ordinary text would be taken for it (nothing a client or a
+# proxy uses as a credential is that short)
+SHORTEST_KNOWN_SECRET = 8
 
 
 def placeholder(kind: str, n: int) -> str:

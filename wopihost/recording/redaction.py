@@ -24,6 +24,7 @@ from typing import NamedTuple
 from .. import credentials
 from ..credentials import CREDENTIALS
 from ..cspp.frames import HEADER_SIZE, message_frame_size
+from ..har import SHORTEST_KNOWN_SECRET
 
 # What the spool holds in place of a secret; assembly turns each into har.placeholder(kind, n).
 SPOOLED = re.compile(r"\{\{(?P<kind>[a-z_]+):#(?P<digest>[0-9a-f]{16})\}\}")
@@ -45,9 +46,6 @@ _ASCII_TEXT = bytes(1 if 32 <= b < 127 or b in b"\t\n\v\f\r" else 0 for b in ran
 # No secret of ours is shorter (our ids, an upload session's or a share's, are 22 characters), so a binary body's
 # shorter runs of ASCII text need no search
 _SHORTEST = 22
-# A secret the request carried in a header, searched for as it is in its bodies, if at least this long: shorter,
-# ordinary text would become placeholders (nothing a client or a proxy uses as a credential is that short)
-_KNOWN_SHORTEST = 8
 
 
 class Secret(NamedTuple):
@@ -80,7 +78,7 @@ class Redactor:
         only the shapes of our tokens), and every secret of `known` (those of the request's URL and headers)
         that is long enough to search for."""
         for secret in known:
-            if len(secret.value) >= _KNOWN_SHORTEST and secret.value in text:
+            if len(secret.value) >= SHORTEST_KNOWN_SECRET and secret.value in text:
                 text = text.replace(secret.value, secret.placeholder)
 
         def replacement(kind: str, value: str) -> str:
@@ -102,7 +100,7 @@ class Redactor:
         the 170 ms of the patterns tried at every byte."""
         for secret in known:
             if (
-                len(secret.value) >= _KNOWN_SHORTEST
+                len(secret.value) >= SHORTEST_KNOWN_SECRET
                 and data.find(secret.value.encode("utf-8", "surrogatepass"), start) >= 0
             ):
                 return True
@@ -143,7 +141,7 @@ class Redactor:
         searched for that first."""
         for pair in value.split(";"):
             cookie = pair.partition("=")[2].strip().strip('"')
-            if len(cookie) >= _KNOWN_SHORTEST and cookie != value:
+            if len(cookie) >= SHORTEST_KNOWN_SECRET and cookie != value:
                 self._whole("token", cookie, seen)
 
     def _whole(self, kind: str, value: str, seen: Seen | None) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .. import logs
-from ..har import PLACEHOLDER
+from ..har import PLACEHOLDER, SHORTEST_KNOWN_SECRET
 from ..ids import is_id
 from ..text import digits
 
@@ -294,7 +294,7 @@ class Bindings:
         no secret."""
         text = logs.redact(text)
         for placeholder, value in sorted(self.secrets.items(), key=lambda item: -len(item[1])):
-            if value:
+            if len(value) >= SHORTEST_KNOWN_SECRET:  # a shorter one (--token x) would garble the text
                 text = text.replace(value, placeholder)
                 encoded = quote(value, safe="")
                 if encoded != value:

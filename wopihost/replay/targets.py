@@ -165,10 +165,15 @@ def _graph_base(base: str) -> tuple[str, str]:
 
 
 def _split(url: str, problem: str) -> SplitResult:
+    """`url` split, or UsageProblem(problem) for a URL no request can go to: every request would fail."""
     try:
-        return urlsplit(url)
-    except ValueError:  # "Invalid IPv6 URL", a port that is no number
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # a port that is no number, or out of range: ValueError
+    except ValueError:  # that, or "Invalid IPv6 URL"
         raise UsageProblem(problem) from None
+    if any(ch.isspace() for ch in parts.netloc):
+        raise UsageProblem(problem)
+    return parts
 
 
 def _add_root(bindings: Bindings, recorded: str, actual: str) -> None:
