@@ -1531,6 +1531,27 @@ def test_the_answer_to_a_write_never_brings_a_file_deleted_meanwhile_back(graph,
     assert item(graph, "a.docx").status_int == 404
 
 
+@pytest.mark.parametrize("write", ["upload", "rename", "new folder"])
+def test_a_write_whose_folder_is_deleted_before_its_answer_is_answered(graph, monkeypatch, write):
+    """A write's answer is made after its commit: a folder deleted in between (a user deleting it while a
+    client uploads into it) made a write that had taken effect answer 500, which a client retries. It is
+    answered as it went, without the path of a folder that is gone."""
+    folder = mkdir(graph, "dir").json["id"]
+    file_id = put(graph, "dir/a.txt", b"abc").json["id"]
+    _between_a_write_and_its_answer(
+        monkeypatch, lambda: graph.delete(f"me/drive/items/{folder}").status_int == 204 or pytest.fail("kept")
+    )
+    if write == "upload":
+        done = graph.put("me/drive/root:/dir/b.txt:/content", b"new")
+    elif write == "rename":
+        done = graph.patch_json(f"me/drive/items/{file_id}", {"name": "b.txt"})
+    else:
+        done = graph.post_json(f"me/drive/items/{folder}/children", {"name": "b.txt", "folder": {}})
+    assert done.status_int == (200 if write == "rename" else 201) and done.json["name"] == "b.txt"
+    assert done.json["parentReference"]["id"] == folder and "path" not in done.json["parentReference"]
+    assert graph.get(f"me/drive/items/{folder}").status_int == 404
+
+
 def test_patch_renames_a_folder_and_its_children_paths_follow(graph):
     folder_id = mkdir(graph, "old").json["id"]
     file_id = put(graph, "old/a.txt").json["id"]

@@ -847,6 +847,32 @@ def test_rename_on_a_taken_name_counts_from_1(graph, key):
     assert content_of(graph, old["id"]) == b"first"
 
 
+@pytest.mark.parametrize("how", ["last fragment", "deferred commit"])
+def test_a_session_whose_folder_is_deleted_before_its_answer_is_answered(graph, services, monkeypatch, how):
+    """The file a session became is answered after its commit: its folder deleted in between (a user deleting
+    it while rclone uploads into it) made the final fragment, which had made the file, answer 500, and its
+    retry 404. It is answered as it went, without the path of a folder that is gone."""
+    folder = graph.post_json("me/drive/root/children", {"name": "dir", "folder": {}}).json["id"]
+    body = {"deferCommit": True} if how == "deferred commit" else None
+    url = new_session(graph, "me/drive/root:/dir/big.bin:", body)
+    step = "commit" if how == "deferred commit" else "put"
+    done = getattr(services.uploads, step)
+
+    def then_the_folder_goes(*args, **kwargs):
+        progress = done(*args, **kwargs)
+        if progress.file is not None:
+            assert graph.delete(f"me/drive/items/{folder}").status_int == 204
+        return progress
+
+    monkeypatch.setattr(services.uploads, step, then_the_folder_goes)
+    answer = graph.upload(url, b"abc", 0, 3)
+    if how == "deferred commit":
+        assert answer.status_int == 202
+        answer = graph.testapp.post(graph.url(url), b"", expect_errors=True)
+    assert answer.status_int == 201 and answer.json["name"] == "big.bin"
+    assert answer.json["parentReference"]["id"] == folder and "path" not in answer.json["parentReference"]
+
+
 def test_a_name_taken_by_a_folder_is_409_and_the_folder_stays(graph, folder):
     url = new_session(graph, "me/drive/root:/DIR:")  # names ignore case
     response = graph.upload(url, b"abc", 0, 3)

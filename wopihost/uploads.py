@@ -85,6 +85,7 @@ class Status:
     finished: bool
     # made through a share link: what answers for it names nothing the link does not reach (docs/graph.md §11)
     through_link: bool = False
+    drive_id: str | None = None  # of its file (a Graph session's; a CSPP session has no target)
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ class Uploads:
             file, created = self.complete(token)
             return Progress(self.status(token), file, created)
         # as the compare-and-set left it (its expiry is its own `now` + ttl, a moment earlier)
-        return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False, _through_link(state)))
+        return Progress(Status(self.clock.now() + self.sessions.ttl, end, total, False, **_of_target(state)))
 
     def commit(self, token: str) -> Progress:
         """The holder of the upload URL completes the session (a deferCommit one, or one whose completion
@@ -434,11 +435,14 @@ def _whole(state, last: int, total: int) -> bool:
 
 
 def _status(state) -> Status:
-    return Status(state.expires_at, state.received, state.total, state.result is not None, _through_link(state))
+    return Status(state.expires_at, state.received, state.total, state.result is not None, **_of_target(state))
 
 
-def _through_link(state) -> bool:
-    return state.target is not None and Target.from_json(state.target).share_link is not None
+def _of_target(state) -> dict:
+    if state.target is None:
+        return {}
+    target = Target.from_json(state.target)
+    return {"through_link": target.share_link is not None, "drive_id": target.drive_id}
 
 
 def _describe(item: File | Folder, target: Target) -> None:

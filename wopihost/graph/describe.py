@@ -97,6 +97,10 @@ def item_response(
 ) -> Response:
     with services.db.read() as s:
         item = s.merge(item, load=True)  # as the write left it; a read writes nothing back (Database.read)
+        # A folder deleted since the write (this read comes after its commit): the write is answered as it
+        # went, without the path to a folder that is gone.
+        parent = item.folder_id if isinstance(item, File) else item.parent_id
+        with_paths = with_paths and (parent is None or s.get(Folder, parent) is not None)
         body = describe(services, s, [item], drive, grant, with_paths)[0]
     response = jsonify(body)
     response.status_code = status

@@ -10,7 +10,7 @@ from flask import Response, jsonify, request
 
 from ..body import drain, request_body
 from ..errors import WopiResponse as NoContent  # a response with no body claims no type
-from ..models import Drive, Folder
+from ..models import Drive
 from ..services import Services
 from ..uploads import Progress
 from . import shapes
@@ -49,8 +49,8 @@ def _answer(services: Services, progress: Progress) -> Response:
         response.status_code = 202
         return response
     file = progress.file
-    with services.db.read() as s:
-        drive = s.get_one(Drive, s.get_one(Folder, file.folder_id).drive_id)
+    with services.db.read() as s:  # the session's: its file's folder may be gone since it was made
+        drive = s.get_one(Drive, progress.status.drive_id)
     # through a share link, as every answer through one: no path of the folders above what it shares
     return item_response(
         services, file, drive, None, 201 if progress.created else 200, not progress.status.through_link
