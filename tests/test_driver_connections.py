@@ -5,6 +5,7 @@ dispose(); a transaction on it keeps all of its changes or none, however it ends
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import threading
@@ -125,6 +126,32 @@ def test_a_transaction_on_an_unreachable_postgresql_is_503_and_never_runs_its_wo
         assert runs == []
     finally:
         db.dispose()
+
+
+def test_a_postgresql_connection_gives_up_on_a_server_gone_silent(db):
+    """With only a connect timeout, a server gone without a word (a partition, a host that died, a failover
+    moving its address) held each request on an open connection for as long as the kernel retried, some 15
+    minutes, and its thread with it: the connection's socket now probes an idle server and gives up on one that
+    acknowledges nothing for 30 s (the request is then a 503, as for a connection the server drops)."""
+    if db.is_sqlite:
+        pytest.skip("SQLite has no server")
+    pooled = db.engine.raw_connection()
+    try:
+        sock = socket.socket(fileno=os.dup(pooled.dbapi_connection.pgconn.socket))
+        with sock:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
+    finally:
+        pooled.close()
+    own = Database(db.url + ("&" if "?" in db.url else "?") + "keepalives_idle=60")  # an admin's own, kept
+    try:
+        pooled = own.engine.raw_connection()
+        with socket.socket(fileno=os.dup(pooled.dbapi_connection.pgconn.socket)) as sock:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+        pooled.close()
+    finally:
+        own.dispose()
 
 
 def test_a_connection_dropped_in_a_transaction_is_503_and_the_next_one_works(db):

@@ -55,7 +55,8 @@ def make_engine(url: str, busy_timeout: float = 30.0, sqlite_cache_size: int = S
             pool_pre_ping=True,
             max_overflow=-1,
             hide_parameters=True,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT},
+            # the URL's own settings (?keepalives_idle=...) win over these
+            connect_args={key: value for key, value in _PG_CONNECT.items() if key not in sa.make_url(url).query},
         )
 
         @event.listens_for(engine, "connect")
@@ -85,6 +86,17 @@ def make_engine(url: str, busy_timeout: float = 30.0, sqlite_cache_size: int = S
 
 
 CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL is a 503 soon, not a hung request
+# A server gone without a word (a partition, a host that died, a failover moving its address) held each request
+# on an open connection for as long as the kernel retried, some 15 minutes, and its thread with it. A connection
+# probes a server idle for 30 s, and gives up after 30 s with nothing acknowledged: the request is a 503.
+_PG_CONNECT = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds
+}
 
 
 class Database:
