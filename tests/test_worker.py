@@ -203,10 +203,18 @@ def test_a_head_that_does_not_come_when_the_worker_stops_is_dropped_soon(worker)
     assert worker.nr_conns == 0
 
 
-def test_a_stopping_worker_accepts_no_new_connection_once_a_thread_frees(worker):
+def _own_copy_of_the_listener(worker, listener) -> None:
+    """The worker listens on a copy of `listener`, as each worker of a server on its copy of the master's."""
+    worker.set_accept_enabled(False)
+    worker.sockets = [socket.socket(fileno=os.dup(listener.fileno()))]
+    worker.set_accept_enabled(True)
+
+
+def test_a_stopping_worker_accepts_no_new_connection_once_a_thread_frees(worker, listener):
     """A stopping worker turned its listeners on again whenever a request ended: it went on taking new clients
     for as long as they came, and when its graceful timeout ran out under steady load, it ended with requests
     under way. The server's other workers, or the next ones, take them."""
+    _own_copy_of_the_listener(worker, listener)
     client = connect(worker)
     client.sendall(REQUEST)
     turn(worker, lambda: worker.busy == 1)
@@ -215,13 +223,37 @@ def test_a_stopping_worker_accepts_no_new_connection_once_a_thread_frees(worker)
     worker.wsgi.release.set()
     assert answers(client, 1).startswith(b"HTTP/1.1 200")
     turn(worker, lambda: worker.busy == 0)
-    newcomer = socket.create_connection(worker.sockets[0].getsockname(), timeout=5)
+    newcomer = socket.create_connection(listener.getsockname(), timeout=5)
     deadline = time.monotonic() + 0.5
     while time.monotonic() < deadline:
         worker.wait_for_and_dispatch_events(0.05)
         worker.murder_pending()
-    assert not worker._accepting and worker._clients_waiting()  # the newcomer waits for another worker
+    assert not worker._accepting and worker.nr_conns == 0  # the first client's closed, no other taken
+    assert _watching_one(listener)  # the newcomer waits for another worker
     newcomer.close()
+
+
+def test_a_stopping_worker_closes_its_listeners_so_that_a_stopped_server_refuses_clients(worker, listener):
+    """A stopping worker kept its copies of the listeners open until it exited: on a stop, with the master's
+    closed, the kernel went on taking clients into the backlog that nobody would serve, and reset them when the
+    worker exited, up to the graceful timeout later (nginx had sent each its request: a 502, not tried on
+    another server). They are refused at once."""
+    _own_copy_of_the_listener(worker, listener)
+    address = listener.getsockname()
+    listener.close()  # the master's, closed as gunicorn stops
+    client = connect(worker)
+    worker.handle_exit(signal.SIGTERM, None)
+    worker.murder_pending()  # as the stopping loop does at every turn
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=5)
+    worker.wsgi.release.set()
+    client.sendall(REQUEST)  # a connection it has is still served
+    turn(worker, lambda: _readable(client))
+    assert answers(client, 1).startswith(b"HTTP/1.1 200")
+
+
+def _watching_one(listener) -> bool:
+    return bool(select.select([listener], [], [], 0)[0])
 
 
 def test_a_worker_with_every_thread_busy_stops_accepting(worker):

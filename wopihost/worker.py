@@ -776,6 +776,7 @@ class Worker(ThreadWorker):
             # connection meanwhile; dropped, its client would not be free to send a POST again. None keeps the
             # worker longer than such a connection does.
             self._heads_end_by = now + STOP_KEEPALIVE_LINGER
+            self._close_listeners()
         for conn, deadline in list(self.heads.items()):
             if min(deadline, self._heads_end_by) <= now:
                 self._drop_head(conn)
@@ -783,6 +784,17 @@ class Worker(ThreadWorker):
             if deadline <= now:  # the client read nothing for the idle timeout
                 self._drop_sending(conn)
         self._drop_lingering_past(now)
+
+    def _close_listeners(self) -> None:
+        """A stopping worker takes no new connection, but its copies of the listeners kept the kernel taking
+        them into the backlog until the worker exited, then resetting them (a request nginx had sent: a 502
+        after up to the graceful timeout, and not tried on another server). Closed, with the master's closed
+        already on a stop (TERM, INT), a client is refused at once; on a reload (HUP) the new workers hold
+        them, and a worker leaving for max_requests leaves them to the master and the others."""
+        self.set_accept_enabled(False)
+        listeners, self.sockets = self.sockets, []  # threads look at them (_watching_listeners): none closed
+        for listener in listeners:
+            listener.close()
 
     def _drop_lingering_past(self, now: float) -> None:
         for sock, deadline in list(self.lingering.items()):
@@ -1021,7 +1033,8 @@ def _watching(sockets: Iterable) -> select.poll:
     """A poll that reports input waiting on any of `sockets`."""
     ready = select.poll()
     for sock in sockets:
-        ready.register(sock, select.POLLIN)
+        if (fd := sock.fileno()) >= 0:  # a stopping worker's listeners are closed as a thread looks (-1)
+            ready.register(fd, select.POLLIN)
     return ready
 
 
