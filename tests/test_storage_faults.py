@@ -212,6 +212,8 @@ def test_min_free_space_stops_a_body_of_no_stated_length(full_disk_host, small_f
         "/contents", io.BytesIO(b"x" * 6 * PIECE), None, X_WOPI_Override="PUT", X_WOPI_Lock="L"
     )
     assert_status(response, 507, "free")
+    reason = response.headers["X-WOPI-FailureReason"]  # not "storing 0 more bytes would leave ..."
+    assert reason.startswith(f"the data directory has less than {host.services.blobs.min_free} bytes free"), reason
     assert shutil.disk_usage(small_fs).free >= host.services.blobs.min_free
     assert host.intact() and not list((small_fs / "data" / "tmp").iterdir())
 

@@ -310,9 +310,12 @@ class BlobStore:
             raise
 
     def _check_room(self, size: int) -> None:
+        """InsufficientStorage unless storing `size` more bytes (0: as a write goes on) leaves `min_free`."""
         if self.min_free and self.free_space() - size < self.min_free:
             raise InsufficientStorage(
                 f"storing {size} more bytes would leave less than {self.min_free} bytes free in the data directory"
+                if size
+                else f"the data directory has less than {self.min_free} bytes free"
             )
 
     def free_space(self) -> int:
