@@ -42,6 +42,7 @@ from .locks import live_coauth_locks, live_lock
 from .logs import JsonFormatter
 from .models import Drive, File, Folder
 from .names import InvalidName, check
+from .repository import load_file
 from .services import Services, refuse_missing_data_dir
 from .shares import URL_TYPES, link_id_of
 from .storage import Readable
@@ -397,9 +398,9 @@ def files_list(as_json: bool) -> None:
 
 def _file_info(services: Services, file_id: str) -> dict:
     """A file as `files info` shows it: where it is and what holds it."""
-    file = services.files.get(file_id)
     now = services.clock.now()
-    with services.db.read() as s:
+    with services.db.read() as s:  # one read: the file and its folder as they were together
+        file = load_file(s, file_id)
         folder = s.get_one(Folder, file.folder_id)
         path = "/".join([*Tree.path_of(s, folder), file.name])
         lock = live_lock(s, file_id, now)
