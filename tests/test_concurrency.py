@@ -117,6 +117,54 @@ def test_a_launch_token_issued_as_its_user_leaves_the_drive_is_revoked_with_the_
     assert refused.value.status == 401
 
 
+def test_an_incremental_save_and_a_save_as_beside_it_do_not_deadlock(services, database, client_for, monkeypatch):
+    """PutChunkedFile's commit locked the file's row and updated it twice, and PostgreSQL checks a row's foreign
+    key again on a second update in one transaction: it then waited for the folder, which a PutRelativeFile beside
+    the file held while it waited for the file's row. PostgreSQL broke the circle, and one of them answered 503
+    (Office's incremental saves beside a "Save a copy": most of both). The commit now holds the folder first, as
+    every writer of a file does."""
+    from wopihost.chunked import ChunkedFiles
+
+    from .cspp_helpers import full_file, put_chunked
+
+    file = services.add_file("alice", "Doc.docx", io.BytesIO(b""))
+    saver, copier = client_for(file), client_for(file)
+    assert saver.lock("L").status_int == 200
+    holding, go_on, answers = threading.Event(), threading.Event(), {}
+    check = ChunkedFiles._check
+
+    def held_in_the_commit(self, s, *args):
+        found = check(self, s, *args)
+        if s.info.get("write"):  # the commit's transaction, its locks taken
+            holding.set()
+            go_on.wait(30)
+        return found
+
+    monkeypatch.setattr(ChunkedFiles, "_check", held_in_the_commit)
+    main, chunks = full_file(b"saved incrementally")
+    save = threading.Thread(
+        target=lambda: answers.update(save=put_chunked(saver, {"MainContent": main}, chunks, X_WOPI_Lock="L"))
+    )
+    save.start()
+    assert holding.wait(30)
+    copy = threading.Thread(
+        target=lambda: answers.update(
+            copy=copier.op("PUT_RELATIVE", b"a copy", X_WOPI_SuggestedTarget=".docx", X_WOPI_Size="6")
+        )
+    )
+    copy.start()
+    if database.startswith("sqlite"):  # SQLite's writers take turns
+        assert wait_until(lambda: waits_for_its_turn_to_write(copy))
+    else:  # the copy waits for a lock the commit holds
+        assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1)
+    go_on.set()
+    save.join(30)
+    copy.join(30)
+    assert answers["save"].status_int == 200, answers["save"].headers
+    assert answers["copy"].status_int == 200, answers["copy"].headers
+    assert saver.get_file().body == b"saved incrementally"
+
+
 def _session_through_a_link(services) -> tuple[str, str, str, str]:
     """Bob's upload session for a new file in alice's folder Shared, made through a read-write link to it, with
     every byte in: its token, the link's id, the folder's id and alice's drive's id."""

@@ -61,7 +61,7 @@ from .faults import InsufficientStorage, Unavailable, changing_too_often, outcom
 from .locks import require_write_access
 from .models import STREAM_ID_LENGTH, AlternateStream, ContentProperty, File, StoredStream
 from .prepared import Statements
-from .repository import drop_alternate_streams, load_file, unreferenced
+from .repository import drop_alternate_streams, hold_folder, load_file, load_file_in_folder, unreferenced
 from .sessions import UploadSessions, delete_session
 from .storage import Blob, Opened, Readable, Storage, TooLarge, discard
 from .text import text_problem
@@ -592,7 +592,7 @@ class ChunkedFiles:
     def _check(
         self, s: Session, file_id: str, lock_id: str | None, coauth_lock_id: str | None, sequence_number: int
     ) -> File:
-        file = load_file(s, file_id)
+        file = load_file_in_folder(s, file_id, hold_folder)  # the folder first, as every writer (the commit)
         require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=file.size == 0)
         if sequence_number != file.sequence_number:
             raise WopiError(

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .contents import replace_content
 from .db import Database
-from .errors import WopiError, checked_name, not_found
+from .errors import WopiError, checked_name
 from .errors import name_taken as name_taken_error
 from .extents import Extents, open_extents
 from .faults import changing_too_often
@@ -29,7 +29,15 @@ from .locks import FileState, file_state, live_coauth_locks, live_lock, require_
 from .models import Activity, CoauthLock, ContentProperty, File, Folder, Lock, name_key
 from .names import InvalidName, check, counted, encode_utf7, numbered, sanitize, split_extension
 from .prepared import Statements
-from .repository import drop_alternate_streams, file_named, folder_named, load_file, lock_folder, name_taken
+from .repository import (
+    drop_alternate_streams,
+    file_named,
+    folder_named,
+    load_file,
+    load_file_in_folder,
+    lock_folder,
+    name_taken,
+)
 from .sessions import end_with_file
 from .snapshots import FileView
 from .storage import Blob, Opened, Readable, Storage, TooLarge, discard
@@ -534,14 +542,7 @@ class Files:
     @staticmethod
     def load_in_locked_folder(s: Session, file_id: str) -> File:
         """The file row, locked after its folder's (see _write_blob)."""
-        while True:
-            folder_id = s.scalar(sa.select(File.folder_id).where(File.id == file_id))
-            if folder_id is None:
-                raise not_found()
-            lock_folder(s, folder_id)
-            file = load_file(s, file_id)
-            if file.folder_id == folder_id:  # not moved in between
-                return file
+        return load_file_in_folder(s, file_id)
 
     def insert(
         self,

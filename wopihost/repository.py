@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -28,6 +29,32 @@ def load_file(session: Session, file_id: str) -> File:
     found = session.scalars(locking(session, sa.select(File).where(File.id == file_id))).one_or_none()
     if found is None:
         raise not_found()
+    return found
+
+
+def load_file_in_folder(session: Session, file_id: str, hold: Callable[[Session, str], Folder] | None = None) -> File:
+    """The file row, locked after its folder's (`hold`: lock_folder, or hold_folder), the order every writer
+    takes them in: on PostgreSQL a second update of a file's row in one transaction checks its foreign key
+    again, which waits for its folder, and a writer holding the file that then waits for the folder closes a
+    circle with one holding the folder that waits for the file."""
+    if not session.info.get("write"):
+        return load_file(session, file_id)
+    while True:
+        folder_id = session.scalar(sa.select(File.folder_id).where(File.id == file_id))
+        if folder_id is None:
+            raise not_found()
+        (hold or lock_folder)(session, folder_id)
+        file = load_file(session, file_id)
+        if file.folder_id == folder_id:  # not moved in between
+            return file
+
+
+def hold_folder(session: Session, folder_id: str) -> Folder:
+    """The folder held against name changes and deletion (FOR KEY SHARE, what a foreign-key check of a row
+    naming it takes), for a writer of a file in it that changes no name: writers of other files go on."""
+    found = session.scalars(locking(session, sa.select(Folder).where(Folder.id == folder_id), True, True)).first()
+    if found is None:
+        raise not_found("the folder does not exist")
     return found
 
 
