@@ -414,12 +414,14 @@ def test_two_sessions_of_each_kind_on_one_workbook(graph):
     assert values(graph, "B1", n1) == [[100]]
 
 
-@pytest.mark.parametrize("mode", ["non-persistent", "sessionless"])
+@pytest.mark.parametrize("mode", ["persistent", "non-persistent", "sessionless"])
 def test_concurrent_calls_lose_no_write_and_never_fail(graph, mode):
-    """Threads each write their own cell and read the whole column; a write may be refused (409 conflict) under
-    contention but is never lost, and nothing ends in a 500."""
+    """Threads each write their own cell and read the whole column: no write is lost, and none fails. Writes
+    raced to store what each had calculated from the same version, all but one lost, and after five lost rounds
+    a write was refused with 409 conflict, which Excel's clients do not retry: a worker's writes to one workbook
+    now take turns."""
     upload(graph)
-    session = create(graph, False) if mode == "non-persistent" else None
+    session = None if mode == "sessionless" else create(graph, mode == "persistent")
     last_written, statuses = {}, []
 
     def worker(row: int) -> None:
@@ -437,7 +439,7 @@ def test_concurrent_calls_lose_no_write_and_never_fail(graph, mode):
         thread.start()
     for thread in threads:
         thread.join()
-    assert set(statuses) <= {200, 409}, sorted(statuses)
+    assert set(statuses) == {200}, sorted(statuses)
     assert values(graph, "E1:E6", session) == [[last_written.get(row, "")] for row in range(1, 7)]
 
 

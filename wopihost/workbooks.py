@@ -23,6 +23,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -97,6 +99,30 @@ def session_gone() -> WopiError:
     )
 
 
+class _Turns:
+    """A lock for each key, kept while a thread holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}  # key -> its lock, and how many hold or wait
+
+    @contextmanager
+    def of(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users = self._locks[key][1] - 1
+                if users:
+                    self._locks[key] = (lock, users)
+                else:
+                    del self._locks[key]
+
+
 class Workbooks:
     def __init__(
         self,
@@ -119,6 +145,7 @@ class Workbooks:
         self.ttl = {True: timedelta(seconds=persistent_ttl), False: timedelta(seconds=temporary_ttl)}
         self.max_temporary_per_user = max_temporary_per_user
         self._calls = threading.BoundedSemaphore(CALLS_AT_ONCE)
+        self._writes = _Turns()  # one file's writes in this process, one at a time (write)
         self._creates = threading.BoundedSemaphore(CREATES_AT_ONCE)
         self.calculators = Calculators(CALLS_AT_ONCE, max_size, memory, seconds)
         self.heartbeat = HEARTBEAT
@@ -232,8 +259,12 @@ class Workbooks:
     def write(self, file_id: str, session_id: str | None, user_id: str, call: Call, admit: Admit | None = None) -> Any:
         """Make `call` on the workbook and store the result where the session says, read-modify-write. `admit` (as
         in Files.replace) is asked in the transaction that writes the file itself: the drive's quota, the caller's
-        reach; a non-persistent session's copy is not the drive's, and is not asked."""
-        with self._calls, self.calculators.taken(file_id) as calculator:
+        reach; a non-persistent session's copy is not the drive's, and is not asked.
+
+        A process's writes to one file's workbooks take turns, before they take a place among the calls: side
+        by side, each would calculate from the same version and all but one lose the store's compare-and-set,
+        again and again. Writes of other processes still may: a write that loses RETRIES times is a 503."""
+        with self._writes.of(file_id), self._calls, self.calculators.taken(file_id) as calculator:
             for _ in range(RETRIES):
                 basis, data = self._current(calculator, file_id, session_id, user_id)
                 # a session copy is nobody's file: what a save cannot keep of it need not refuse a what-if write
@@ -248,7 +279,7 @@ class Workbooks:
                     continue
                 calculator.holds = (file_id, stored)
                 return result
-        raise WopiError(409, "the workbook is being changed too often; retry", code="conflict")
+        raise Unavailable("the workbook is being changed too often; retry", retry_after=1)
 
     # -- long-running creation ----------------------------------------------------------------------
 
@@ -440,7 +471,7 @@ class Workbooks:
                     return blob, b"".join(opened.pieces(Extents([Extent(blob, 0, opened.size(blob))])))
             except FileNotFoundError:  # another call in the session replaced the copy meanwhile
                 continue
-        raise WopiError(409, "the workbook session is being changed too often; retry", code="conflict")
+        raise Unavailable("the workbook session is being changed too often; retry", retry_after=1)
 
     def _store(
         self, file_id: str, session_id: str | None, user_id: str, basis: int | str, data: bytes, admit: Admit | None
