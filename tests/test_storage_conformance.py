@@ -799,8 +799,9 @@ def test_a_64_mib_write_holds_one_part_in_memory(s3_env, bucket, holds):  # noqa
 
 def test_a_reader_asks_the_store_for_more_only_as_it_reads_on(s3_env, bucket, holds, monkeypatch):  # noqa: F811
     """Every GET of a seekable reader asked for 16 MiB, however little it went on to read: a Range of a few
-    bytes made the store send up to 16 MiB, cut off. The first GET asks for a piece (1 MiB, what the download
-    reads at a time); each that goes on where the last ended asks for twice as much, up to READ_AHEAD."""
+    bytes made the store send up to 16 MiB, cut off. A read from anywhere but the start (a Range, a zip's
+    directory) asks for a piece (1 MiB, what a download reads at a time), and each that goes on where the last
+    ended for twice as much, up to READ_AHEAD; a read from the start (a whole download) for READ_AHEAD."""
     monkeypatch.setattr(s3store, "READ_AHEAD", 4 * MIB)
     data = os.urandom(12 * MIB)
     store, ranges = S3Store(f"s3://{bucket}/p", holds, part_size=PART), []
@@ -811,13 +812,16 @@ def test_a_reader_asks_the_store_for_more_only_as_it_reads_on(s3_env, bucket, ho
     with store.write(io.BytesIO(data), limit=len(data)) as blob, store.open([blob.name]) as opened:
         assert opened.readinto(blob.name, 5, memoryview(buffer)[:2]) == 2 and buffer[:2] == data[5:7]
         assert ranges == [f"bytes=5-{5 + MIB - 1}"]  # a short read: a piece, not READ_AHEAD
-        ranges.clear()
-        read = bytearray()
-        while got := opened.readinto(blob.name, len(read), buffer):
-            read += buffer[:got]
-        assert read == data
-        starts = [0, MIB, 3 * MIB, 7 * MIB, 11 * MIB]  # 1, 2, 4, 4 MiB, then the rest
-        assert ranges == [f"bytes={a}-{b - 1}" for a, b in zip(starts, [*starts[1:], len(data)])]
+        for start, starts in (
+            (MIB // 2, [MIB // 2, 3 * MIB // 2, 7 * MIB // 2, 15 * MIB // 2, 23 * MIB // 2]),  # 1, 2, 4, 4 MiB, ...
+            (0, [0, 4 * MIB, 8 * MIB]),  # a whole download: READ_AHEAD at once
+        ):
+            ranges.clear()
+            read = bytearray()
+            while got := opened.readinto(blob.name, start + len(read), buffer):
+                read += buffer[:got]
+            assert read == data[start:]
+            assert ranges == [f"bytes={a}-{b - 1}" for a, b in zip(starts, [*starts[1:], len(data)])]
 
 
 def test_refused_credentials_are_unavailable_for_reads_too(s3_env, bucket, holds, monkeypatch):  # noqa: F811

@@ -539,10 +539,11 @@ class S3Opened:
         """Bytes of `name` from `offset` into `buffer`; fewer at the object's end, 0 past it.
 
         A seekable reader (a GetFile, with or without a Range) reads on from where it stopped: its reads are
-        served from one ranged GET, kept open while the reads continue it, rather than one GET per buffer. The
-        first asks for a piece (or the buffer, if larger); each that continues the last asks for twice as much,
-        up to READ_AHEAD. A reader going on through a large file soon makes few GETs, and one that stops (a
-        Range of a few bytes) has not asked the store for 16 MiB.
+        served from one ranged GET, kept open while the reads continue it, rather than one GET per buffer. One
+        from the start of the object (a whole download) asks for READ_AHEAD bytes; one from elsewhere (a Range,
+        a zip's directory) for a piece, and each that continues the last for twice as much, up to READ_AHEAD:
+        a reader that stops after a few bytes has not asked the store for 16 MiB, and one going on through a
+        large file soon makes few GETs.
         """
         view = memoryview(buffer).cast("B")
         length = min(len(view), self.size(name) - offset)
@@ -550,7 +551,10 @@ class S3Opened:
             return 0
         if self._stream is None or self._stream[:2] != (name, offset) or self._stream[2] - offset < length:
             last = self._stream
-            window = min(READ_AHEAD, 2 * last[4]) if last is not None and last[:2] == (name, offset) else PIECE
+            if last is not None and last[:2] == (name, offset):
+                window = min(READ_AHEAD, 2 * last[4])
+            else:
+                window = READ_AHEAD if offset == 0 else PIECE
             self._end_stream()
             end = min(self.size(name), offset + max(length, window))
             self._stream = (name, offset, end, self._store._get(name, offset, end - offset), window)
