@@ -467,9 +467,9 @@ class Worker(ThreadWorker):
     def run(self) -> None:
         try:
             super().run()
-            self._end_lingering()
         finally:
             self.leave_board()
+        self._end_lingering()
 
     def _end_lingering(self) -> None:
         """gunicorn's loop ends once no connection is left, and a connection lingering for its client to close
