@@ -7,8 +7,11 @@ stopped it.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,6 +23,21 @@ from .player import MATCHED, Options, Result, replay
 from .targets import Targets, UsageProblem, bindings_for
 
 
+def _interruptible(command: Callable[..., int]) -> Callable[..., int]:
+    """Ctrl-C at any point of `command`, reading the recording too: a line and the shell's status for it."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> int:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            return INTERRUPTED
+
+    return run
+
+
+@_interruptible
 def run(
     har: Path,
     targets: Targets,
@@ -30,23 +48,6 @@ def run(
     timeout: float = 60.0,
     junit: Path | None = None,
     as_json: bool = False,
-) -> int:
-    try:
-        return _run(har, targets, proof_keys, speed, clients, timeout, junit, as_json)
-    except KeyboardInterrupt:  # Ctrl-C, reading the recording too: a line and the shell's status for it
-        click.echo("interrupted", err=True)
-        return INTERRUPTED
-
-
-def _run(
-    har: Path,
-    targets: Targets,
-    proof_keys: Path | None,
-    speed: str | None,
-    clients: int,
-    timeout: float,
-    junit: Path | None,
-    as_json: bool,
 ) -> int:
     try:
         recording = read(har)
