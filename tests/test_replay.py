@@ -1173,36 +1173,6 @@ def test_ctrl_c_ends_a_replay_with_a_line_and_status_130(tmp_path, clients):
     assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr
 
 
-def test_ctrl_c_while_the_recording_is_read_ends_with_the_same_line_and_status(tmp_path):
-    """Ctrl-C while a large recording was still being read escaped the command: click's "Aborted!" and status
-    1, which says a replay diverged. Here the recording is a pipe whose writer is slow to send it."""
-    recording = tmp_path / "s.har"
-    os.mkfifo(recording)
-    writer: list[int] = []
-
-    def reading(_: int) -> None:  # once the command has the pipe open and is reading it
-        deadline = time.monotonic() + 30
-        while not writer:
-            try:
-                writer.append(os.open(recording, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:  # ENXIO: nobody has it open for reading yet
-                assert time.monotonic() < deadline, "the command never read the recording"
-                time.sleep(0.05)
-        os.write(writer[0], b'{"log": {"entries": [')
-
-    try:
-        done = interrupted(
-            ["-c", "from wopihost.cli import main; main()", "replay", str(recording)]
-            + ["--wopisrc", f"http://127.0.0.1:9/wopi/files/{FILE}", "--token", "secrettoken"],
-            reading,
-            0,
-        )
-    finally:
-        for fd in writer:
-            os.close(fd)
-    assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr
-
-
 @pytest.mark.parametrize("head", [False, True], ids=["body", "head"])
 def test_an_answer_that_does_not_come_whole_within_the_timeout_is_an_error(tmp_path, head):
     (tmp_path / "s.har").write_text(json.dumps(har(entry(operation="CheckFileInfo", answer={"Size": 1}))))
