@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from wopihost.ids import new_id
 from wopihost.models import Folder, UploadSession, WorkbookSession
+from wopihost.repository import load_file_in_folder
 from wopihost.sessions import UploadSessions
 
 from .conftest import PG_URL
@@ -100,7 +101,7 @@ def test_a_session_completing_as_its_file_is_deleted_takes_the_locks_in_the_dele
     token = url.rsplit("/", 1)[-1]
     answers = []
     with services.db.write() as s:
-        file = services.files.load_in_locked_folder(s, target)  # as the deletion does first
+        file = load_file_in_folder(s, target)  # as the deletion does first
         last = threading.Thread(target=lambda: answers.append(graph.upload(url, data(6)[3:], 3, 6)))
         last.start()
         assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the fragment never waited"
@@ -130,7 +131,7 @@ def test_a_session_committed_through_source_url_as_its_file_is_deleted_takes_the
     answers = []
     commit = {"@microsoft.graph.sourceUrl": url}
     with services.db.write() as s:
-        file = services.files.load_in_locked_folder(s, target)  # as the deletion does first
+        file = load_file_in_folder(s, target)  # as the deletion does first
         last = threading.Thread(target=lambda: answers.append(graph.put_json("me/drive/root:/placed.bin", commit)))
         last.start()
         assert wait_until(lambda: postgres_lock_waiters(database, [os.getpid()]) == 1), "the commit never waited"

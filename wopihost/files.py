@@ -234,7 +234,7 @@ class Files:
             means cannot change until the transaction ends (two saves racing for one name)."""
             nonlocal folder_id
             if source_id is not None:  # beside the source where it is now: it may have moved as the body came
-                folder_id = self.load_in_locked_folder(s, source_id).folder_id
+                folder_id = load_file_in_folder(s, source_id).folder_id
             else:
                 lock_folder(s, folder_id)
             if target.suggested:
@@ -330,7 +330,7 @@ class Files:
         `admit` as in put_named."""
 
         def validate(s: Session) -> File:
-            file = self.load_in_locked_folder(s, file_id)
+            file = load_file_in_folder(s, file_id)
             if if_match is not None:
                 if_match(file)
             self.check_writable(s, file)
@@ -419,7 +419,7 @@ class Files:
         request may have carried a whole document (Collabora's), which took long enough for its token to go.
         The extension kept is the one the file has in this transaction, whatever the request saw before."""
         with self.db.write() as s:
-            file = self.load_in_locked_folder(s, file_id)
+            file = load_file_in_folder(s, file_id)
             if admit is not None:
                 admit(s, file.folder_id, 0)
             require_write_access(s, file, self.clock.now(), lock_id, coauth_lock_id, unlocked_ok=True)
@@ -538,11 +538,6 @@ class Files:
         # the same bytes: a hash the source has holds for the copy (concat makes none)
         copy.sha256, copy.quickxor = file.sha256, file.quickxor
         return copy
-
-    @staticmethod
-    def load_in_locked_folder(s: Session, file_id: str) -> File:
-        """The file row, locked after its folder's (see _write_blob)."""
-        return load_file_in_folder(s, file_id)
 
     def insert(
         self,

@@ -28,7 +28,7 @@ from .errors import WopiError, not_found
 from .files import Admit, Files, lock_folder_at
 from .models import File, Folder, UploadSession, name_key
 from .names import counted
-from .repository import file_named, load_file, lock_folder
+from .repository import file_named, load_file, load_file_in_folder, lock_folder
 from .sessions import OffsetMismatch, UploadSessions, delete_session, total_mismatch
 from .shares import require_link_reach
 from .storage import Readable
@@ -316,7 +316,7 @@ class Uploads:
         file_id = Target.from_json(target).file_id if target is not None else None
         if redirect is None:
             if file_id is not None:
-                self.files.load_in_locked_folder(s, file_id)
+                load_file_in_folder(s, file_id)
             return
         while True:
             point = s.begin_nested()
@@ -358,7 +358,7 @@ class Uploads:
         extents, digest = self.sessions.content(s, row.token)
         existing: File | None
         if target.file_id is not None:
-            existing = self.files.load_in_locked_folder(s, target.file_id)
+            existing = load_file_in_folder(s, target.file_id)
             self._reach(s, row, target, existing.folder_id, target.drive_id, existing.id)
             if if_match is not None:
                 if_match(existing)
